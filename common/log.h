@@ -16,7 +16,7 @@ enum chp_log_level chp_log_get_level(void);
 int chp_log_parse_level(const char *name, enum chp_log_level *level /* out */);
 
 void chp_log(enum chp_log_level level, const char *module, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 #define chp_log_error(mod, ...) chp_log(CHP_LOG_ERROR, mod, __VA_ARGS__)
 #define chp_log_warn(mod, ...)  chp_log(CHP_LOG_WARN, mod, __VA_ARGS__)

@@ -1,0 +1,241 @@
+/* store.h — the content-addressed chunk store: an LMDB index plus append-only segment files.
+ *
+ * Chunks are addressed by the SHA-256 of their bytes. Small chunks (<= inline_max) live inside
+ * LMDB; larger ones are appended to segment files and LMDB keeps their location and XXH3-64.
+ * Every mutation (chunk put, file commit, upload records, deletes, GC) is a request handed to the
+ * store's single writer thread, which group-commits: it appends the batch's chunk bytes, then
+ * fdatasyncs the segments (sync full), then commits one LMDB transaction, and only then calls
+ * each request's done callback. Acknowledged means durable under the sync policy.
+ *
+ * Threads: chp_store_submit and every read function may be called from any thread; done
+ * callbacks run on the writer thread and must not block. Requests and the buffers they point to
+ * are borrowed by the store until their done callback has returned. Errors are 0 / negative codes
+ * of common/err.h; out-parameters are filled only on success.
+ */
+#ifndef CHP_STORE_H
+#define CHP_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../common/hash.h"
+
+#define CHP_UPLOAD_ID_BYTES     16
+#define CHP_TENANT_MAX          64   /* bytes of a tenant name */
+#define CHP_UPLOAD_META_MAX     4096 /* bytes of opaque upload metadata (tus Upload-Metadata) */
+#define CHP_STORE_INLINE_ALL    UINT32_MAX /* inline_max that keeps every chunk inside LMDB */
+#define CHP_UPLOAD_SIZE_UNKNOWN UINT64_MAX /* declared size of a deferred-length upload */
+
+enum chp_sync {
+        CHP_SYNC_FULL, /* fdatasync segments and LMDB before acknowledging */
+        CHP_SYNC_NONE, /* acknowledge after the write reaches the page cache; a crash of the
+                          machine (not of the process) may lose acknowledged data */
+};
+
+struct chp_store_opts {
+        const char *dir; /* data directory; created if missing; borrowed */
+        enum chp_sync sync;
+        uint32_t inline_max;   /* chunks of at most this many bytes live in LMDB */
+        uint64_t map_size;     /* LMDB map size in bytes; fixed while open */
+        uint64_t segment_size; /* a segment is sealed once it holds this many bytes */
+        uint64_t batch_bytes;  /* group commit: most chunk bytes in one transaction */
+        uint32_t linger_us;    /* group commit: how long a lone request waits for company */
+        double compact_ratio;  /* sealed segments with live/total below this are compacted */
+        uint32_t gc_batch;     /* most expired records one GC request removes */
+};
+
+/* Fills o with the defaults: sync full, inline_max 16 KiB, map 64 GiB, segments 256 MiB,
+ * batch 64 MiB, no linger, compact below 0.5, 10000 records per GC pass. */
+void chp_store_opts_default(struct chp_store_opts *o);
+
+struct chp_store;
+
+/* Opens (creating if needed) the store in o->dir, truncates torn segment tails, removes segment
+ * files the index does not know, and starts the writer thread. Takes an exclusive lock on the
+ * directory (CHP_ELOCKED if another process holds it). Caller frees with chp_store_close. */
+__attribute__((warn_unused_result)) int chp_store_open(const struct chp_store_opts *o,
+                                                       struct chp_store **out /* out */);
+
+/* Completes every submitted request, stops the writer and frees the store. NULL is a no-op. */
+void chp_store_close(struct chp_store *s);
+
+/* ---- requests (mutations) ---------------------------------------------------------------- */
+
+enum chp_store_req_type {
+        CHP_REQ_PUT,           /* store a chunk, or attach an existing one to an upload */
+        CHP_REQ_COMMIT,        /* store a manifest as a file; optionally finish an upload */
+        CHP_REQ_FILE_DELETE,   /* drop a file and its chunk references */
+        CHP_REQ_UPLOAD_CREATE, /* create (or replace) an upload session record */
+        CHP_REQ_UPLOAD_DELETE, /* drop an upload session and its chunk references */
+        CHP_REQ_GC,            /* expire records due by `now`, free dead chunks, compact */
+};
+
+struct chp_upload {
+        uint8_t id[CHP_UPLOAD_ID_BYTES];
+        char tenant[CHP_TENANT_MAX + 1]; /* NUL-terminated */
+        uint64_t declared_size;          /* CHP_UPLOAD_SIZE_UNKNOWN while deferred */
+        uint32_t chunk_size;
+        uint64_t created; /* unix seconds */
+        uint64_t expires; /* unix seconds; 0 = never */
+        uint32_t meta_len;
+        uint8_t meta[CHP_UPLOAD_META_MAX];
+};
+
+struct chp_gc_stats {
+        uint64_t files_expired, uploads_expired;
+        uint64_t chunks_freed, bytes_freed;
+        uint64_t segments_deleted, segments_compacted, bytes_moved;
+        bool more; /* expired records remain: submit another GC request */
+};
+
+struct chp_store_req;
+typedef void (*chp_store_done_fn)(struct chp_store_req *req);
+
+struct chp_store_req {
+        enum chp_store_req_type type;
+        union {
+                struct {
+                        uint8_t addr[CHP_HASH_BYTES];
+                        const void *data; /* NULL: attach an already stored chunk */
+                        uint32_t len;
+                        bool verified;   /* caller already checked SHA-256(data) == addr */
+                        bool has_upload; /* record the chunk as index `index` of `upload_id` */
+                        uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
+                        uint32_t index;
+                        bool deduplicated; /* result: the chunk was already stored */
+                } put;
+                struct {
+                        const uint8_t *manifest; /* encoded manifest, borrowed */
+                        size_t manifest_len;
+                        const char *tenant; /* borrowed; may be NULL */
+                        uint64_t expires;   /* unix seconds; 0 = never */
+                        bool has_upload;    /* delete this upload once the file exists */
+                        uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
+                        uint8_t file_id[CHP_HASH_BYTES]; /* result */
+                        bool existed;                    /* result: file was already stored */
+                } commit;
+                struct {
+                        uint8_t file_id[CHP_HASH_BYTES];
+                } file_delete;
+                struct {
+                        const struct chp_upload *upload; /* borrowed */
+                } upload_create;
+                struct {
+                        uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
+                } upload_delete;
+                struct {
+                        uint64_t now;              /* unix seconds */
+                        struct chp_gc_stats stats; /* result */
+                } gc;
+        } u;
+        int status;                 /* result: 0 or a negative code */
+        chp_store_done_fn done;     /* called on the writer thread; may be NULL */
+        void *ctx;                  /* the caller's */
+        struct chp_store_req *next; /* the store's while in flight */
+};
+
+/* Queues req. A PUT with data and !verified is hashed here, on the calling thread, and refused
+ * with CHP_EMISMATCH (nothing stored, done not called) when the bytes do not match the address.
+ * Returns 0 when queued (done will be called exactly once), or a negative code when refused
+ * (done is not called). */
+__attribute__((warn_unused_result)) int chp_store_submit(struct chp_store *s,
+                                                         struct chp_store_req *req);
+
+/* Submits req and waits for it; returns req->status (or the refusal). Not for loop threads. */
+__attribute__((warn_unused_result)) int chp_store_run(struct chp_store *s,
+                                                      struct chp_store_req *req);
+
+/* Synchronous conveniences over chp_store_run. */
+__attribute__((warn_unused_result)) int chp_store_put(struct chp_store *s,
+                                                      const uint8_t addr[CHP_HASH_BYTES],
+                                                      const void *data, uint32_t len);
+__attribute__((warn_unused_result)) int chp_store_commit(struct chp_store *s,
+                                                         const uint8_t *manifest, size_t len,
+                                                         uint64_t expires,
+                                                         uint8_t file_id[CHP_HASH_BYTES] /* out */);
+__attribute__((warn_unused_result)) int chp_store_gc(struct chp_store *s, uint64_t now,
+                                                     struct chp_gc_stats *stats /* out */);
+
+/* ---- reads (any thread) ------------------------------------------------------------------ */
+
+struct chp_seg; /* a reference to an open segment file */
+
+struct chp_chunk_loc {
+        uint32_t len;
+        uint64_t xxh3;
+        bool is_inline;  /* bytes are in LMDB: use chp_store_read */
+        int fd;          /* segment file, valid until chp_store_loc_release */
+        uint64_t offset; /* of the chunk's first byte in fd */
+        struct chp_seg *seg;
+};
+
+/* Where a chunk's bytes are; -ENOENT if not stored. For segment chunks the fd stays open (even if
+ * compaction moves the chunk) until the caller releases loc with chp_store_loc_release. */
+__attribute__((warn_unused_result)) int chp_store_locate(struct chp_store *s,
+                                                         const uint8_t addr[CHP_HASH_BYTES],
+                                                         struct chp_chunk_loc *loc /* out */);
+void chp_store_loc_release(struct chp_store *s, struct chp_chunk_loc *loc);
+
+/* Copies a whole chunk into buf (cap bytes) and checks its XXH3. Returns its length, -ENOENT,
+ * -ENOBUFS if cap is too small, CHP_ECORRUPT on a checksum mismatch, -EIO. */
+__attribute__((warn_unused_result)) ssize_t
+chp_store_read(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], void *buf, size_t cap);
+
+/* For each of n addresses (n * CHP_HASH_BYTES bytes), present[i] = 1 if stored, else 0. */
+__attribute__((warn_unused_result)) int chp_store_has(struct chp_store *s, const uint8_t *addrs,
+                                                      size_t n, uint8_t *present /* out */);
+
+/* References to a chunk from files and upload sessions (0 if none or not stored). */
+__attribute__((warn_unused_result)) int chp_store_refcount(struct chp_store *s,
+                                                           const uint8_t addr[CHP_HASH_BYTES],
+                                                           uint64_t *count /* out */);
+
+struct chp_file_info {
+        char tenant[CHP_TENANT_MAX + 1];
+        uint64_t created, expires, size;
+};
+
+/* A copy of a file's encoded manifest (caller frees *manifest with free()) and its info.
+ * -ENOENT if unknown. info may be NULL. */
+__attribute__((warn_unused_result)) int chp_store_file_get(struct chp_store *s,
+                                                           const uint8_t id[CHP_HASH_BYTES],
+                                                           uint8_t **manifest /* out */,
+                                                           size_t *len /* out */,
+                                                           struct chp_file_info *info /* out */);
+
+/* An upload session's record; -ENOENT if unknown. */
+__attribute__((warn_unused_result)) int chp_store_upload_get(struct chp_store *s,
+                                                             const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                                                             struct chp_upload *out /* out */);
+
+/* The chunks recorded for an upload: have[i] = 1 for each durable chunk index i < n (indexes
+ * at or past n are not reported); addrs (may be NULL) receives their addresses. */
+__attribute__((warn_unused_result)) int
+chp_store_upload_chunks(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                        uint8_t *have /* out */, uint8_t *addrs /* out, n * CHP_HASH_BYTES */,
+                        size_t n);
+
+struct chp_store_stats {
+        uint64_t chunks, inline_chunks, files, uploads;
+        uint64_t segments, segment_bytes, live_bytes;
+};
+__attribute__((warn_unused_result)) int chp_store_stats(struct chp_store *s,
+                                                        struct chp_store_stats *out /* out */);
+
+/* ---- scrub ----------------------------------------------------------------------------- */
+
+struct chp_verify_stats {
+        uint64_t chunks, bytes, files, uploads, segments, unreferenced, problems;
+};
+typedef void (*chp_verify_problem_fn)(void *ctx, const char *problem);
+
+/* Checks every chunk's XXH3 and SHA-256, every manifest's chunks, every reference count and
+ * every segment's accounting; calls problem() once per problem found. Returns 0 when it could
+ * run (problems are counted in stats), or a negative code when it could not read the store. */
+__attribute__((warn_unused_result)) int chp_store_verify(struct chp_store *s,
+                                                         chp_verify_problem_fn problem, void *ctx,
+                                                         struct chp_verify_stats *stats /* out */);
+
+#endif

@@ -1,0 +1,631 @@
+/* The store: put/get/dedup, reference counts, files, uploads, expiry, GC, compaction, reopen,
+ * torn tails, a full map, and chapard verify's view of all of it.
+ *
+ * `test_store make-damaged DIR` (used by tests/verify_cli.sh) builds a small store in DIR and
+ * then flips one byte of a stored chunk, so that a scrub must find it. */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "log.h"
+#include "manifest.h"
+#include "store.h"
+
+static char dir[256];
+
+static void fresh_dir(void)
+{
+        char cmd[300];
+        if (dir[0]) {
+                snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+                if (system(cmd) != 0)
+                        fprintf(stderr, "cannot remove %s\n", dir);
+        }
+        snprintf(dir, sizeof(dir), "/tmp/chapar-test-store-XXXXXX");
+        if (!mkdtemp(dir))
+                abort();
+}
+
+static struct chp_store *open_store(uint32_t inline_max, uint64_t segment_size)
+{
+        struct chp_store_opts o;
+        chp_store_opts_default(&o);
+        o.dir = dir;
+        o.inline_max = inline_max;
+        o.segment_size = segment_size;
+        o.map_size = (uint64_t)256 << 20;
+        struct chp_store *s = NULL;
+        int rc = chp_store_open(&o, &s);
+        if (rc)
+                fprintf(stderr, "open: %s\n", chp_strerror(rc));
+        return s;
+}
+
+/* Deterministic, distinct chunk content. */
+static void fill(uint8_t *buf, size_t len, uint32_t seed)
+{
+        uint64_t x = 0x9e3779b97f4a7c15ULL * (seed + 1);
+        for (size_t i = 0; i < len; i++) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf[i] = (uint8_t)x;
+        }
+}
+
+struct chunk {
+        uint8_t addr[CHP_HASH_BYTES];
+        uint8_t *data;
+        uint32_t len;
+};
+
+static struct chunk make_chunk(uint32_t len, uint32_t seed)
+{
+        struct chunk c = {.len = len, .data = malloc(len ? len : 1)};
+        fill(c.data, len, seed);
+        if (chp_sha256(c.data, len, c.addr) != 0)
+                abort();
+        return c;
+}
+
+static int put_chunk(struct chp_store *s, const struct chunk *c)
+{
+        return chp_store_put(s, c->addr, c->data, c->len);
+}
+
+static bool reads_back(struct chp_store *s, const struct chunk *c)
+{
+        uint8_t *buf = malloc(CHP_CHUNK_MAX);
+        ssize_t n = chp_store_read(s, c->addr, buf, CHP_CHUNK_MAX);
+        bool ok = n == (ssize_t)c->len && memcmp(buf, c->data, c->len) == 0;
+        free(buf);
+        return ok;
+}
+
+/* Encodes a manifest for n chunks of chunk_size (the last one last_len). Caller frees. */
+static uint8_t *manifest_of(const struct chunk *cs, uint32_t n, uint32_t chunk_size, size_t *len)
+{
+        uint8_t *addrs = malloc((size_t)n * CHP_HASH_BYTES + 1);
+        uint64_t total = 0;
+        for (uint32_t i = 0; i < n; i++) {
+                memcpy(addrs + (size_t)i * CHP_HASH_BYTES, cs[i].addr, CHP_HASH_BYTES);
+                total += cs[i].len;
+        }
+        struct chp_manifest m = {.version = CHP_MANIFEST_VERSION,
+                                 .chunk_size = chunk_size,
+                                 .total_size = total,
+                                 .chunk_count = n,
+                                 .addrs = addrs};
+        size_t cap = chp_manifest_encoded_size(&m);
+        uint8_t *buf = malloc(cap);
+        ssize_t r = chp_manifest_encode(&m, buf, cap);
+        free(addrs);
+        if (r < 0) {
+                free(buf);
+                return NULL;
+        }
+        *len = (size_t)r;
+        return buf;
+}
+
+static uint64_t verify_problems(struct chp_store *s)
+{
+        struct chp_verify_stats st;
+        int rc = chp_store_verify(s, NULL, NULL, &st);
+        if (rc)
+                return 1000000;
+        return st.problems;
+}
+
+static uint64_t refs(struct chp_store *s, const struct chunk *c)
+{
+        uint64_t n = 99;
+        if (chp_store_refcount(s, c->addr, &n) != 0)
+                return 98;
+        return n;
+}
+
+TEST(put_get_both_layouts)
+{
+        uint32_t sizes[] = {0, 1, 1000, 16 * 1024, 16 * 1024 + 1, 100000, CHP_CHUNK_MAX};
+        for (int layout = 0; layout < 2; layout++) {
+                fresh_dir();
+                struct chp_store *s =
+                    open_store(layout ? CHP_STORE_INLINE_ALL : 16 * 1024, (uint64_t)64 << 20);
+                REQUIRE(s);
+                for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+                        struct chunk c = make_chunk(sizes[i], (uint32_t)i);
+                        CHECK_OK(put_chunk(s, &c));
+                        CHECK(reads_back(s, &c));
+                        struct chp_chunk_loc loc;
+                        CHECK_OK(chp_store_locate(s, c.addr, &loc));
+                        CHECK_EQ(loc.len, sizes[i]);
+                        CHECK_EQ(loc.is_inline, layout == 1 || sizes[i] <= 16 * 1024);
+                        if (!loc.is_inline) {
+                                uint8_t *b = malloc(sizes[i]);
+                                CHECK_EQ(pread(loc.fd, b, sizes[i], (off_t)loc.offset),
+                                         (ssize_t)sizes[i]);
+                                CHECK(memcmp(b, c.data, sizes[i]) == 0);
+                                free(b);
+                        }
+                        chp_store_loc_release(s, &loc);
+                        free(c.data);
+                }
+                struct chp_store_stats st;
+                CHECK_OK(chp_store_stats(s, &st));
+                CHECK_EQ(st.chunks, 7);
+                CHECK_EQ(st.inline_chunks, layout ? 7 : 4);
+                CHECK_EQ(verify_problems(s), 0);
+                chp_store_close(s);
+        }
+}
+
+TEST(mismatch_stores_nothing)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chunk c = make_chunk(50000, 7);
+        c.data[100] ^= 1; /* the bytes no longer match the address */
+        CHECK_EQ(put_chunk(s, &c), CHP_EMISMATCH);
+        uint8_t present = 9;
+        CHECK_OK(chp_store_has(s, c.addr, 1, &present));
+        CHECK_EQ(present, 0);
+        CHECK_EQ(chp_store_read(s, c.addr, c.data, c.len), -ENOENT);
+        struct chp_store_stats st;
+        CHECK_OK(chp_store_stats(s, &st));
+        CHECK_EQ(st.chunks, 0);
+        CHECK_EQ(st.segment_bytes, 0);
+        /* oversized chunks are refused outright */
+        struct chp_store_req big = {.type = CHP_REQ_PUT};
+        big.u.put.data = c.data;
+        big.u.put.len = CHP_CHUNK_MAX + 1;
+        CHECK_EQ(chp_store_submit(s, &big), CHP_ETOOBIG);
+        chp_store_close(s);
+        free(c.data);
+}
+
+TEST(dedup_and_has)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chunk a = make_chunk(200000, 1), b = make_chunk(300, 2), c = make_chunk(5000, 3);
+        struct chp_store_req req = {.type = CHP_REQ_PUT};
+        memcpy(req.u.put.addr, a.addr, CHP_HASH_BYTES);
+        req.u.put.data = a.data;
+        req.u.put.len = a.len;
+        CHECK_OK(chp_store_run(s, &req));
+        CHECK(!req.u.put.deduplicated);
+        CHECK_OK(chp_store_run(s, &req));
+        CHECK(req.u.put.deduplicated);
+        struct chp_store_stats st;
+        CHECK_OK(chp_store_stats(s, &st));
+        CHECK_EQ(st.segment_bytes, 200000); /* written once */
+        CHECK_OK(put_chunk(s, &b));
+        uint8_t addrs[3 * CHP_HASH_BYTES], present[3];
+        memcpy(addrs, a.addr, 32);
+        memcpy(addrs + 32, b.addr, 32);
+        memcpy(addrs + 64, c.addr, 32);
+        CHECK_OK(chp_store_has(s, addrs, 3, present));
+        CHECK(present[0] == 1 && present[1] == 1 && present[2] == 0);
+        chp_store_close(s);
+        free(a.data);
+        free(b.data);
+        free(c.data);
+}
+
+TEST(files_refcounts_expiry_gc)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)16 << 20);
+        REQUIRE(s);
+        const uint32_t cs = 64 * 1024;
+        struct chunk ch[4];
+        for (int i = 0; i < 4; i++)
+                ch[i] = make_chunk(i == 3 ? 100 : cs, 100 + (uint32_t)i);
+        /* a commit that names a chunk not stored is refused */
+        size_t len1 = 0, len2 = 0;
+        uint8_t *m1 = manifest_of(ch, 3, cs, &len1);
+        uint8_t id1[CHP_HASH_BYTES], id2[CHP_HASH_BYTES];
+        CHECK_EQ(chp_store_commit(s, m1, len1, 0, id1), CHP_EMISSING);
+        for (int i = 0; i < 4; i++)
+                CHECK_OK(put_chunk(s, &ch[i]));
+        CHECK_EQ(refs(s, &ch[0]), 0);
+        CHECK_OK(chp_store_commit(s, m1, len1, 1000, id1));
+        /* file 2 shares chunk 1 and has a short last chunk */
+        struct chunk f2[2] = {ch[1], ch[3]};
+        uint8_t *m2 = manifest_of(f2, 2, cs, &len2);
+        CHECK_OK(chp_store_commit(s, m2, len2, 2000, id2));
+        CHECK_EQ(refs(s, &ch[0]), 1);
+        CHECK_EQ(refs(s, &ch[1]), 2);
+        CHECK_EQ(refs(s, &ch[3]), 1);
+        /* committing again is idempotent */
+        CHECK_OK(chp_store_commit(s, m1, len1, 1000, id1));
+        CHECK_EQ(refs(s, &ch[1]), 2);
+        uint8_t *got;
+        size_t glen;
+        struct chp_file_info info;
+        CHECK_OK(chp_store_file_get(s, id1, &got, &glen, &info));
+        CHECK_EQ(glen, len1);
+        CHECK(got && memcmp(got, m1, len1) == 0);
+        CHECK_EQ(info.expires, 1000);
+        CHECK_EQ(info.size, 3 * (uint64_t)cs);
+        free(got);
+        uint8_t want[CHP_HASH_BYTES];
+        CHECK_OK(chp_manifest_id(m1, len1, want));
+        CHECK(memcmp(want, id1, CHP_HASH_BYTES) == 0);
+        CHECK_EQ(verify_problems(s), 0);
+
+        /* nothing is due yet */
+        struct chp_gc_stats gs;
+        CHECK_OK(chp_store_gc(s, 999, &gs));
+        CHECK_EQ(gs.files_expired, 0);
+        /* file 1 expires: chunks 0 and 2 die, chunk 1 lives on in file 2 */
+        CHECK_OK(chp_store_gc(s, 1500, &gs));
+        CHECK_EQ(gs.files_expired, 1);
+        CHECK_EQ(gs.chunks_freed, 2);
+        CHECK_EQ(chp_store_file_get(s, id1, &got, &glen, NULL), -ENOENT);
+        CHECK_EQ(refs(s, &ch[1]), 1);
+        CHECK(!reads_back(s, &ch[0]));
+        CHECK(reads_back(s, &ch[1]));
+        CHECK(reads_back(s, &ch[3]));
+        CHECK_EQ(verify_problems(s), 0);
+        /* explicit delete drops the rest */
+        struct chp_store_req del = {.type = CHP_REQ_FILE_DELETE};
+        memcpy(del.u.file_delete.file_id, id2, CHP_HASH_BYTES);
+        CHECK_OK(chp_store_run(s, &del));
+        CHECK_EQ(chp_store_run(s, &del), -ENOENT);
+        CHECK(!reads_back(s, &ch[1]));
+        struct chp_store_stats st;
+        CHECK_OK(chp_store_stats(s, &st));
+        CHECK_EQ(st.chunks, 0);
+        CHECK_EQ(st.live_bytes, 0);
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        free(m1);
+        free(m2);
+        for (int i = 0; i < 4; i++)
+                free(ch[i].data);
+}
+
+TEST(uploads_and_attach)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chp_upload *u = calloc(1, sizeof(*u));
+        memset(u->id, 0xab, CHP_UPLOAD_ID_BYTES);
+        snprintf(u->tenant, sizeof(u->tenant), "acme");
+        u->declared_size = 3 * 65536;
+        u->chunk_size = 65536;
+        u->created = 10;
+        u->expires = 500;
+        u->meta_len = 5;
+        memcpy(u->meta, "hello", 5);
+        struct chp_store_req cr = {.type = CHP_REQ_UPLOAD_CREATE};
+        cr.u.upload_create.upload = u;
+        CHECK_OK(chp_store_run(s, &cr));
+        struct chp_upload *back = calloc(1, sizeof(*back));
+        CHECK_OK(chp_store_upload_get(s, u->id, back));
+        CHECK(strcmp(back->tenant, "acme") == 0 && back->meta_len == 5 &&
+              memcmp(back->meta, "hello", 5) == 0 && back->expires == 500 &&
+              back->declared_size == 3 * 65536);
+
+        struct chunk ch[3];
+        for (int i = 0; i < 3; i++)
+                ch[i] = make_chunk(65536, 200 + (uint32_t)i);
+        /* chunk 1 is put for the upload; chunk 0 exists already and is attached without bytes;
+         * attaching an absent chunk fails */
+        CHECK_OK(put_chunk(s, &ch[0]));
+        struct chp_store_req p = {.type = CHP_REQ_PUT};
+        p.u.put.has_upload = true;
+        memcpy(p.u.put.upload_id, u->id, CHP_UPLOAD_ID_BYTES);
+        memcpy(p.u.put.addr, ch[0].addr, CHP_HASH_BYTES);
+        p.u.put.index = 0;
+        CHECK_OK(chp_store_run(s, &p));
+        CHECK(p.u.put.deduplicated);
+        memcpy(p.u.put.addr, ch[2].addr, CHP_HASH_BYTES);
+        p.u.put.index = 2;
+        CHECK_EQ(chp_store_run(s, &p), CHP_EMISSING);
+        memcpy(p.u.put.addr, ch[1].addr, CHP_HASH_BYTES);
+        p.u.put.data = ch[1].data;
+        p.u.put.len = ch[1].len;
+        p.u.put.index = 1;
+        CHECK_OK(chp_store_run(s, &p));
+        CHECK_OK(chp_store_run(s, &p)); /* a resend changes nothing */
+        CHECK_EQ(refs(s, &ch[1]), 1);
+        CHECK_EQ(refs(s, &ch[0]), 1);
+        /* a put for an unknown upload is refused */
+        struct chp_store_req q = p;
+        memset(q.u.put.upload_id, 0xcd, CHP_UPLOAD_ID_BYTES);
+        CHECK_EQ(chp_store_run(s, &q), -ENOENT);
+
+        uint8_t have[3], addrs[3 * CHP_HASH_BYTES];
+        CHECK_OK(chp_store_upload_chunks(s, u->id, have, addrs, 3));
+        CHECK(have[0] == 1 && have[1] == 1 && have[2] == 0);
+        CHECK(memcmp(addrs + CHP_HASH_BYTES, ch[1].addr, CHP_HASH_BYTES) == 0);
+        CHECK_EQ(verify_problems(s), 0);
+
+        /* finish: chunk 2, then commit with the upload; the upload's references go, the file's
+         * stay */
+        memcpy(p.u.put.addr, ch[2].addr, CHP_HASH_BYTES);
+        p.u.put.data = ch[2].data;
+        p.u.put.index = 2;
+        CHECK_OK(chp_store_run(s, &p));
+        size_t mlen = 0;
+        uint8_t *m = manifest_of(ch, 3, 65536, &mlen);
+        struct chp_store_req c = {.type = CHP_REQ_COMMIT};
+        c.u.commit.manifest = m;
+        c.u.commit.manifest_len = mlen;
+        c.u.commit.tenant = "acme";
+        c.u.commit.has_upload = true;
+        memcpy(c.u.commit.upload_id, u->id, CHP_UPLOAD_ID_BYTES);
+        CHECK_OK(chp_store_run(s, &c));
+        CHECK_EQ(chp_store_upload_get(s, u->id, back), -ENOENT);
+        for (int i = 0; i < 3; i++)
+                CHECK_EQ(refs(s, &ch[i]), 1);
+        CHECK_EQ(verify_problems(s), 0);
+
+        /* an abandoned upload expires and releases its chunks */
+        u->id[0] = 0x01;
+        u->expires = 50;
+        CHECK_OK(chp_store_run(s, &cr));
+        struct chunk lone = make_chunk(70000, 300);
+        memcpy(p.u.put.upload_id, u->id, CHP_UPLOAD_ID_BYTES);
+        memcpy(p.u.put.addr, lone.addr, CHP_HASH_BYTES);
+        p.u.put.data = lone.data;
+        p.u.put.len = lone.len;
+        p.u.put.index = 0;
+        CHECK_OK(chp_store_run(s, &p));
+        CHECK_EQ(refs(s, &lone), 1);
+        struct chp_gc_stats gs;
+        CHECK_OK(chp_store_gc(s, 100, &gs));
+        CHECK_EQ(gs.uploads_expired, 1);
+        CHECK_EQ(gs.chunks_freed, 1);
+        CHECK(!reads_back(s, &lone));
+        CHECK(reads_back(s, &ch[2]));
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        free(m);
+        free(u);
+        free(back);
+        free(lone.data);
+        for (int i = 0; i < 3; i++)
+                free(ch[i].data);
+}
+
+TEST(compaction_and_reopen)
+{
+        fresh_dir();
+        const uint64_t segsz = CHP_CHUNK_MAX; /* smallest allowed: 8 MiB segments */
+        struct chp_store *s = open_store(16 * 1024, segsz);
+        REQUIRE(s);
+        enum { N = 40 };
+        const uint32_t cs = 1024 * 1024;
+        struct chunk ch[N];
+        uint8_t ids[N][CHP_HASH_BYTES];
+        for (int i = 0; i < N; i++) {
+                ch[i] = make_chunk(cs, 1000 + (uint32_t)i);
+                CHECK_OK(put_chunk(s, &ch[i]));
+                size_t mlen = 0;
+                uint8_t *m = manifest_of(&ch[i], 1, cs, &mlen);
+                /* three files in four expire early: every segment ends up a quarter live */
+                CHECK_OK(chp_store_commit(s, m, mlen, i % 4 ? 100 : 0, ids[i]));
+                free(m);
+        }
+        struct chp_store_stats st;
+        CHECK_OK(chp_store_stats(s, &st));
+        CHECK(st.segments >= 5);
+        uint64_t before = st.segment_bytes;
+        struct chp_gc_stats gs;
+        CHECK_OK(chp_store_gc(s, 200, &gs));
+        CHECK_EQ(gs.files_expired, N - N / 4);
+        CHECK(gs.segments_compacted >= 3);
+        CHECK(gs.bytes_moved > 0);
+        CHECK_OK(chp_store_stats(s, &st));
+        CHECK(st.segment_bytes < before);
+        CHECK_EQ(st.live_bytes, (uint64_t)N / 4 * cs);
+        for (int i = 0; i < N; i++)
+                CHECK(reads_back(s, &ch[i]) == (i % 4 == 0));
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+
+        /* everything is where it was after a reopen */
+        s = open_store(16 * 1024, segsz);
+        REQUIRE(s);
+        for (int i = 0; i < N; i += 4)
+                CHECK(reads_back(s, &ch[i]));
+        CHECK_EQ(verify_problems(s), 0);
+        /* dropping the rest kills whole segments, which are deleted */
+        for (int i = 0; i < N; i += 4) {
+                struct chp_store_req del = {.type = CHP_REQ_FILE_DELETE};
+                memcpy(del.u.file_delete.file_id, ids[i], CHP_HASH_BYTES);
+                CHECK_OK(chp_store_run(s, &del));
+        }
+        CHECK_OK(chp_store_gc(s, 300, &gs));
+        CHECK_OK(chp_store_stats(s, &st));
+        CHECK_EQ(st.live_bytes, 0);
+        CHECK(st.segments <= 1); /* only the open segment may remain */
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        for (int i = 0; i < N; i++)
+                free(ch[i].data);
+}
+
+TEST(torn_tail_and_stray_segments)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chunk a = make_chunk(100000, 5);
+        CHECK_OK(put_chunk(s, &a));
+        chp_store_close(s);
+        /* a crash mid-append leaves bytes the index never saw; another leaves a whole file */
+        char path[400];
+        snprintf(path, sizeof(path), "%s/segments/00000001.seg", dir);
+        int fd = open(path, O_WRONLY | O_APPEND);
+        REQUIRE(fd >= 0);
+        CHECK_EQ(write(fd, "torn tail garbage", 17), 17);
+        close(fd);
+        snprintf(path, sizeof(path), "%s/segments/00000009.seg", dir);
+        fd = open(path, O_WRONLY | O_CREAT, 0600);
+        REQUIRE(fd >= 0);
+        CHECK_EQ(write(fd, "x", 1), 1);
+        close(fd);
+        s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct stat sb;
+        snprintf(path, sizeof(path), "%s/segments/00000001.seg", dir);
+        CHECK_OK(stat(path, &sb));
+        CHECK_EQ(sb.st_size, 100000);
+        snprintf(path, sizeof(path), "%s/segments/00000009.seg", dir);
+        CHECK_EQ(stat(path, &sb), -1);
+        CHECK(reads_back(s, &a));
+        struct chunk b = make_chunk(100000, 6);
+        CHECK_OK(put_chunk(s, &b));
+        CHECK(reads_back(s, &b));
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        free(a.data);
+        free(b.data);
+}
+
+TEST(second_open_is_refused)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chp_store_opts o;
+        chp_store_opts_default(&o);
+        o.dir = dir;
+        struct chp_store *t = NULL;
+        CHECK_EQ(chp_store_open(&o, &t), CHP_ELOCKED);
+        CHECK(t == NULL);
+        chp_store_close(s);
+        chp_store_close(NULL);
+}
+
+TEST(full_map_is_a_clean_error)
+{
+        fresh_dir();
+        struct chp_store_opts o;
+        chp_store_opts_default(&o);
+        o.dir = dir;
+        o.inline_max = CHP_STORE_INLINE_ALL;
+        o.map_size = 4 << 20; /* 4 MiB of index */
+        struct chp_store *s = NULL;
+        REQUIRE_OK(chp_store_open(&o, &s));
+        int stored = 0, rc = 0;
+        struct chunk keep[64];
+        for (int i = 0; i < 64; i++) {
+                keep[i] = make_chunk(256 * 1024, 5000 + (uint32_t)i);
+                rc = put_chunk(s, &keep[i]);
+                if (rc)
+                        break;
+                stored++;
+        }
+        CHECK_EQ(rc, CHP_EMAPFULL);
+        CHECK(stored > 0);
+        /* what was acknowledged is intact, and the store still works for reads */
+        for (int i = 0; i < stored; i++)
+                CHECK(reads_back(s, &keep[i]));
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        REQUIRE_OK(chp_store_open(&o, &s));
+        for (int i = 0; i < stored; i++)
+                CHECK(reads_back(s, &keep[i]));
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        for (int i = 0; i <= stored && i < 64; i++)
+                free(keep[i].data);
+}
+
+TEST(verify_finds_bit_rot)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chunk a = make_chunk(100000, 77), b = make_chunk(100000, 78);
+        CHECK_OK(put_chunk(s, &a));
+        CHECK_OK(put_chunk(s, &b));
+        chp_store_close(s);
+        char path[400];
+        snprintf(path, sizeof(path), "%s/segments/00000001.seg", dir);
+        int fd = open(path, O_RDWR);
+        REQUIRE(fd >= 0);
+        uint8_t byte;
+        CHECK_EQ(pread(fd, &byte, 1, 150000), 1);
+        byte ^= 0x40;
+        CHECK_EQ(pwrite(fd, &byte, 1, 150000), 1);
+        close(fd);
+        s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        CHECK_EQ(verify_problems(s), 1);
+        CHECK(reads_back(s, &a));
+        uint8_t *buf = malloc(CHP_CHUNK_MAX);
+        CHECK_EQ(chp_store_read(s, b.addr, buf, CHP_CHUNK_MAX), CHP_ECORRUPT);
+        free(buf);
+        chp_store_close(s);
+        free(a.data);
+        free(b.data);
+}
+
+static int make_damaged(const char *d)
+{
+        snprintf(dir, sizeof(dir), "%s", d);
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        if (!s)
+                return 2;
+        struct chunk a = make_chunk(100000, 1);
+        size_t mlen = 0;
+        uint8_t *m = manifest_of(&a, 1, 128 * 1024, &mlen);
+        uint8_t id[CHP_HASH_BYTES];
+        int rc = put_chunk(s, &a);
+        if (!rc)
+                rc = chp_store_commit(s, m, mlen, 0, id);
+        chp_store_close(s);
+        free(m);
+        free(a.data);
+        if (rc)
+                return 2;
+        if (getenv("CHAPAR_DAMAGE")) {
+                char path[400];
+                snprintf(path, sizeof(path), "%s/segments/00000001.seg", d);
+                int fd = open(path, O_RDWR);
+                uint8_t x = 0xff;
+                if (fd < 0 || pwrite(fd, &x, 1, 500) != 1)
+                        return 2;
+                close(fd);
+        }
+        return 0;
+}
+
+int main(int argc, char **argv)
+{
+        chp_log_set_level(CHP_LOG_ERROR);
+        if (argc == 3 && strcmp(argv[1], "make-store") == 0)
+                return make_damaged(argv[2]);
+        int passed = 0, failed = 0;
+        for (int i = 0; i < harness_ntests; i++) {
+                harness_failed_now = 0;
+                harness_tests[i].fn();
+                printf("%s %s\n", harness_failed_now ? "FAIL" : "ok  ", harness_tests[i].name);
+                fflush(stdout);
+                failed += harness_failed_now;
+                passed += !harness_failed_now;
+        }
+        if (dir[0]) {
+                char cmd[300];
+                snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+                if (system(cmd) != 0)
+                        fprintf(stderr, "cannot remove %s\n", dir);
+        }
+        printf("%d passed, %d failed\n", passed, failed);
+        return failed ? 1 : 0;
+}
