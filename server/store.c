@@ -9,9 +9,12 @@
  *   refs      addr(32)                    -> count u64 (absent = 0)
  *   files     file id(32)                 -> ver u8, tenant_len u8, 0 u16, manifest_len u32,
  *                                            created u64, expires u64, size u64, tenant, manifest
- *   uploads   upload id(16)               -> ver u8, tenant_len u8, 0 u16, chunk_size u32,
- *                                            declared u64, created u64, expires u64,
- *                                            meta_len u32, 0 u32, tenant, meta
+ *   uploads   upload id(16)               -> ver u8, tenant_len u8, flags u8, 0 u8,
+ *                                            chunk_size u32, declared u64, created u64,
+ *                                            expires u64, meta_len u32, manifest_len u32,
+ *                                            file id(32), file_expires u64, tenant, meta,
+ *                                            manifest
+ *   pending   file id(32)                 -> upload id(16): the upload writing that file
  *   upchunks  upload id(16) + index be32  -> addr(32)
  *   expiry    expires be64 + kind u8 + id -> (empty)
  *   segments  seg be32                    -> total u64, live u64, state u32, 0 u32
@@ -49,7 +52,8 @@
 #define KIND_INLINE 2
 
 #define FILE_REC   32
-#define UPLOAD_REC 40
+#define UPLOAD_REC 80
+#define UPLOAD_HAS_MANIFEST 1
 #define SEG_REC    24
 #define SEG_OPEN   1
 #define SEG_SEALED 2
@@ -77,7 +81,7 @@ struct chp_store {
         int segdir_fd;
         MDB_env *env;
         MDB_dbi db_chunks, db_refs, db_files, db_uploads, db_upchunks, db_expiry, db_segments,
-            db_segidx, db_meta;
+            db_segidx, db_meta, db_pending;
 
         pthread_mutex_t seg_lock;
         struct chp_seg *segs[SEG_BUCKETS];
@@ -335,6 +339,7 @@ static int open_dbs(struct chp_store *s)
             {"chunks", &s->db_chunks},     {"refs", &s->db_refs},         {"files", &s->db_files},
             {"uploads", &s->db_uploads},   {"upchunks", &s->db_upchunks}, {"expiry", &s->db_expiry},
             {"segments", &s->db_segments}, {"segidx", &s->db_segidx},     {"meta", &s->db_meta},
+            {"pending", &s->db_pending},
         };
         for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
                 rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
@@ -609,7 +614,8 @@ static int seg_append(struct chp_store *s, MDB_txn *txn, const void *data, uint3
                         mdb_cursor_close(cur);
                 }
                 if (s->ncreated == (int)(sizeof(s->created) / sizeof(s->created[0])))
-                        return -EAGAIN; /* the batch is cut short; the rest retries */
+                        return -EAGAIN; /* this request fails; batch_bytes vs segment_size
+                                           makes it unreachable with sane settings */
                 struct chp_seg *g;
                 if ((rc = seg_create(s, next, &g)))
                         return rc;
@@ -929,6 +935,39 @@ static int file_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_H
         return rc;
 }
 
+struct upload_rec {
+        uint8_t flags;
+        uint32_t chunk_size, meta_len, manifest_len;
+        uint64_t declared, created, expires, file_expires;
+        size_t tenant_len;
+        const uint8_t *file_id, *tenant, *meta, *manifest; /* into the LMDB value */
+};
+
+static int parse_upload_rec(const MDB_val *v, struct upload_rec *r)
+{
+        const uint8_t *p = v->mv_data;
+        if (v->mv_size < UPLOAD_REC || p[0] != 1)
+                return CHP_ECORRUPT;
+        r->tenant_len = p[1];
+        r->flags = p[2];
+        r->chunk_size = chp_get_le32(p + 4);
+        r->declared = chp_get_le64(p + 8);
+        r->created = chp_get_le64(p + 16);
+        r->expires = chp_get_le64(p + 24);
+        r->meta_len = chp_get_le32(p + 32);
+        r->manifest_len = chp_get_le32(p + 36);
+        r->file_id = p + 40;
+        r->file_expires = chp_get_le64(p + 72);
+        if (r->tenant_len > CHP_TENANT_MAX || r->meta_len > CHP_UPLOAD_META_MAX ||
+            v->mv_size != UPLOAD_REC + r->tenant_len + r->meta_len + (size_t)r->manifest_len ||
+            (!(r->flags & UPLOAD_HAS_MANIFEST) && r->manifest_len))
+                return CHP_ECORRUPT;
+        r->tenant = p + UPLOAD_REC;
+        r->meta = r->tenant + r->tenant_len;
+        r->manifest = r->meta + r->meta_len;
+        return 0;
+}
+
 static int upload_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_UPLOAD_ID_BYTES],
                          struct chp_gc_stats *st)
 {
@@ -936,9 +975,18 @@ static int upload_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP
         int rc = mdb_get(txn, s->db_uploads, &k, &v);
         if (rc)
                 return map_mdb(rc);
-        if (v.mv_size < UPLOAD_REC)
-                return CHP_ECORRUPT;
-        uint64_t expires = chp_get_le64((const uint8_t *)v.mv_data + 24);
+        struct upload_rec u;
+        if ((rc = parse_upload_rec(&v, &u)))
+                return rc;
+        uint64_t expires = u.expires;
+        if (u.flags & UPLOAD_HAS_MANIFEST) {
+                MDB_val pk = val(u.file_id, CHP_HASH_BYTES), pv;
+                if (mdb_get(txn, s->db_pending, &pk, &pv) == 0 &&
+                    pv.mv_size == CHP_UPLOAD_ID_BYTES &&
+                    memcmp(pv.mv_data, id, CHP_UPLOAD_ID_BYTES) == 0 &&
+                    (rc = map_mdb(mdb_del(txn, s->db_pending, &pk, NULL))))
+                        return rc;
+        }
         if ((rc = map_mdb(mdb_del(txn, s->db_uploads, &k, NULL))))
                 return rc;
         if ((rc = expiry_set(s, txn, expires, EXPIRY_UPLOAD, id, CHP_UPLOAD_ID_BYTES, false)))
@@ -974,38 +1022,123 @@ static int upload_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP
         return map_mdb(rc);
 }
 
-static int apply_upload_create(struct chp_store *s, MDB_txn *txn, const struct chp_upload *u)
+/* Records every chunk of the manifest that the store already holds as durable for the upload. */
+static int attach_existing(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                           const struct chp_manifest *m)
 {
+        for (uint32_t i = 0; i < m->chunk_count; i++) {
+                const uint8_t *addr = m->addrs + (size_t)i * CHP_HASH_BYTES;
+                uint8_t uk[CHP_UPLOAD_ID_BYTES + 4];
+                memcpy(uk, id, CHP_UPLOAD_ID_BYTES);
+                chp_put_be32(uk + CHP_UPLOAD_ID_BYTES, i);
+                MDB_val ukey = val(uk, sizeof(uk)), ak = val(addr, CHP_HASH_BYTES), d;
+                int rc = mdb_get(txn, s->db_upchunks, &ukey, &d);
+                if (rc == 0)
+                        continue;
+                if (rc != MDB_NOTFOUND)
+                        return map_mdb(rc);
+                rc = mdb_get(txn, s->db_chunks, &ak, &d);
+                if (rc == MDB_NOTFOUND)
+                        continue;
+                if (rc)
+                        return map_mdb(rc);
+                if ((rc = ref_add(s, txn, addr, +1, NULL)))
+                        return rc;
+                d = val(addr, CHP_HASH_BYTES);
+                if ((rc = map_mdb(mdb_put(txn, s->db_upchunks, &ukey, &d, 0))))
+                        return rc;
+        }
+        return 0;
+}
+
+static int apply_upload_create(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
+{
+        const struct chp_upload *u = req->u.upload_create.upload;
+        const uint8_t *enc = req->u.upload_create.manifest;
+        size_t enc_len = enc ? req->u.upload_create.manifest_len : 0;
         size_t tlen = strnlen(u->tenant, CHP_TENANT_MAX + 1);
         if (tlen > CHP_TENANT_MAX || u->meta_len > CHP_UPLOAD_META_MAX ||
             u->chunk_size < CHP_CHUNK_MIN || u->chunk_size > CHP_CHUNK_MAX ||
             (u->chunk_size & (u->chunk_size - 1)))
                 return -EINVAL;
-        MDB_val k = val(u->id, CHP_UPLOAD_ID_BYTES), v;
-        int rc = mdb_get(txn, s->db_uploads, &k, &v);
-        if (rc == 0 && v.mv_size >= UPLOAD_REC) {
-                uint64_t old = chp_get_le64((const uint8_t *)v.mv_data + 24);
-                if ((rc =
-                         expiry_set(s, txn, old, EXPIRY_UPLOAD, u->id, CHP_UPLOAD_ID_BYTES, false)))
+        struct chp_manifest m;
+        uint8_t file_id[CHP_HASH_BYTES];
+        int rc;
+        memcpy(req->u.upload_create.upload_id, u->id, CHP_UPLOAD_ID_BYTES);
+        if (enc) {
+                if (chp_manifest_decode(enc, enc_len, &m) < 0 || m.chunk_size != u->chunk_size)
+                        return -EBADMSG;
+                if ((rc = chp_manifest_id(enc, enc_len, file_id)))
                         return rc;
-        } else if (rc && rc != MDB_NOTFOUND) {
+                memcpy(req->u.upload_create.file_id, file_id, CHP_HASH_BYTES);
+                MDB_val fk = val(file_id, CHP_HASH_BYTES), d;
+                if ((rc = mdb_get(txn, s->db_files, &fk, &d)) == 0) {
+                        req->u.upload_create.complete = true;
+                        return 0;
+                }
+                if (rc != MDB_NOTFOUND)
+                        return map_mdb(rc);
+                if ((rc = mdb_get(txn, s->db_pending, &fk, &d)) == 0 &&
+                    d.mv_size == CHP_UPLOAD_ID_BYTES) {
+                        uint8_t existing[CHP_UPLOAD_ID_BYTES];
+                        memcpy(existing, d.mv_data, CHP_UPLOAD_ID_BYTES);
+                        MDB_val ek = val(existing, CHP_UPLOAD_ID_BYTES);
+                        if (mdb_get(txn, s->db_uploads, &ek, &d) == 0) {
+                                req->u.upload_create.resumed = true;
+                                memcpy(req->u.upload_create.upload_id, existing,
+                                       CHP_UPLOAD_ID_BYTES);
+                                return attach_existing(s, txn, existing, &m);
+                        }
+                } else if (rc && rc != MDB_NOTFOUND) {
+                        return map_mdb(rc);
+                }
+        }
+        MDB_val k = val(u->id, CHP_UPLOAD_ID_BYTES), v;
+        rc = mdb_get(txn, s->db_uploads, &k, &v);
+        if (rc == 0) {
+                struct upload_rec old;
+                if (enc || (rc = parse_upload_rec(&v, &old)))
+                        return enc ? -EEXIST : rc; /* native upload ids are never reused */
+                if (old.flags & UPLOAD_HAS_MANIFEST)
+                        return -EEXIST;
+                if ((rc = expiry_set(s, txn, old.expires, EXPIRY_UPLOAD, u->id,
+                                     CHP_UPLOAD_ID_BYTES, false)))
+                        return rc;
+        } else if (rc != MDB_NOTFOUND) {
                 return map_mdb(rc);
         }
-        v.mv_size = UPLOAD_REC + tlen + u->meta_len;
+        v.mv_size = UPLOAD_REC + tlen + u->meta_len + enc_len;
         if ((rc = map_mdb(mdb_put(txn, s->db_uploads, &k, &v, MDB_RESERVE))))
                 return rc;
         uint8_t *p = v.mv_data;
         memset(p, 0, UPLOAD_REC);
         p[0] = 1;
         p[1] = (uint8_t)tlen;
+        p[2] = enc ? UPLOAD_HAS_MANIFEST : 0;
         chp_put_le32(p + 4, u->chunk_size);
-        chp_put_le64(p + 8, u->declared_size);
+        chp_put_le64(p + 8, enc ? m.total_size : u->declared_size);
         chp_put_le64(p + 16, u->created);
         chp_put_le64(p + 24, u->expires);
         chp_put_le32(p + 32, u->meta_len);
+        chp_put_le32(p + 36, (uint32_t)enc_len);
+        if (enc)
+                memcpy(p + 40, file_id, CHP_HASH_BYTES);
+        chp_put_le64(p + 72, u->file_expires);
         memcpy(p + UPLOAD_REC, u->tenant, tlen);
         memcpy(p + UPLOAD_REC + tlen, u->meta, u->meta_len);
-        return expiry_set(s, txn, u->expires, EXPIRY_UPLOAD, u->id, CHP_UPLOAD_ID_BYTES, true);
+        if (enc_len)
+                memcpy(p + UPLOAD_REC + tlen + u->meta_len, enc, enc_len);
+        if ((rc = expiry_set(s, txn, u->expires, EXPIRY_UPLOAD, u->id, CHP_UPLOAD_ID_BYTES, true)))
+                return rc;
+        if (!enc)
+                return 0;
+        MDB_val fk = val(file_id, CHP_HASH_BYTES), iv = val(u->id, CHP_UPLOAD_ID_BYTES);
+        if ((rc = map_mdb(mdb_put(txn, s->db_pending, &fk, &iv, 0))))
+                return rc;
+        /* the manifest in the value may have moved: decode our own copy of the pointers again */
+        if (chp_manifest_decode(enc, enc_len, &m) < 0)
+                return -EBADMSG;
+        return attach_existing(s, txn, u->id, &m);
 }
 
 /* ---- writer: GC and compaction ------------------------------------------------------------ */
@@ -1198,7 +1331,6 @@ static int apply_gc(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req
                                 continue; /* reported; the rest can still be compacted */
                         return rc;
                 }
-                st->segments_deleted++;
         }
         return 0;
 }
@@ -1231,6 +1363,46 @@ static void undo_apply(struct chp_store *s, const struct undo *u)
         s->open_end = u->open_end; /* bytes past it are unreferenced and will be overwritten */
 }
 
+/* Commits a file and ends the upload that wrote it; without a manifest in the request, the
+ * upload's own (native uploads) is used, with its tenant and file lifetime. */
+static int apply_commit_upload(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
+{
+        const uint8_t *id = req->u.commit.upload_id;
+        int rc;
+        if (req->u.commit.manifest) {
+                if ((rc = apply_commit(s, txn, req)))
+                        return rc;
+                rc = upload_delete(s, txn, id, NULL);
+                return rc == -ENOENT ? 0 : rc;
+        }
+        MDB_val k = val(id, CHP_UPLOAD_ID_BYTES), v;
+        struct upload_rec u;
+        if ((rc = map_mdb(mdb_get(txn, s->db_uploads, &k, &v))) || (rc = parse_upload_rec(&v, &u)))
+                return rc;
+        if (!(u.flags & UPLOAD_HAS_MANIFEST))
+                return -EINVAL;
+        /* the value moves once we write: work from copies */
+        uint8_t *enc = malloc(u.manifest_len ? u.manifest_len : 1);
+        if (!enc)
+                return -ENOMEM;
+        memcpy(enc, u.manifest, u.manifest_len);
+        char tenant[CHP_TENANT_MAX + 1];
+        memcpy(tenant, u.tenant, u.tenant_len);
+        tenant[u.tenant_len] = '\0';
+        req->u.commit.manifest = enc;
+        req->u.commit.manifest_len = u.manifest_len;
+        req->u.commit.tenant = tenant;
+        req->u.commit.expires = u.file_expires;
+        rc = apply_commit(s, txn, req);
+        req->u.commit.manifest = NULL;
+        req->u.commit.manifest_len = 0;
+        req->u.commit.tenant = NULL;
+        free(enc);
+        if (!rc)
+                rc = upload_delete(s, txn, id, NULL);
+        return rc;
+}
+
 static int apply(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
 {
         switch (req->type) {
@@ -1239,17 +1411,13 @@ static int apply(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
         case CHP_REQ_COMMIT:
                 if (!req->u.commit.has_upload)
                         return apply_commit(s, txn, req);
-                int rc = apply_commit(s, txn, req);
-                if (rc)
-                        return rc;
-                rc = upload_delete(s, txn, req->u.commit.upload_id, NULL);
-                return rc == -ENOENT ? 0 : rc;
+                return apply_commit_upload(s, txn, req);
         case CHP_REQ_FILE_DELETE:
                 return file_delete(s, txn, req->u.file_delete.file_id, NULL);
         case CHP_REQ_UPLOAD_CREATE:
                 if (!req->u.upload_create.upload)
                         return -EINVAL;
-                return apply_upload_create(s, txn, req->u.upload_create.upload);
+                return apply_upload_create(s, txn, req);
         case CHP_REQ_UPLOAD_DELETE:
                 return upload_delete(s, txn, req->u.upload_delete.upload_id, NULL);
         case CHP_REQ_GC:
@@ -1476,39 +1644,50 @@ static int read_begin(struct chp_store *s, MDB_txn **txn)
         return map_mdb(mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn));
 }
 
+/* Looks addr up in one snapshot: the record, and for segment chunks a reference to the segment
+ * (taken while the snapshot is open). Inline bytes are copied into buf when buf is not NULL.
+ * A miss in the segment table means compaction moved the chunk after the snapshot was taken: a
+ * fresh snapshot sees the new place, so the caller retries. */
+static int lookup(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], struct chp_chunk_loc *l,
+                  void *buf, size_t cap)
+{
+        MDB_txn *txn;
+        int rc = read_begin(s, &txn);
+        if (rc)
+                return rc;
+        MDB_val k = val(addr, CHP_HASH_BYTES), v;
+        struct chunk_rec c;
+        rc = map_mdb(mdb_get(txn, s->db_chunks, &k, &v));
+        if (!rc)
+                rc = parse_chunk(&v, &c);
+        if (!rc) {
+                *l = (struct chp_chunk_loc){.len = c.len, .xxh3 = c.xxh3, .fd = -1};
+                if (buf && c.len > cap) {
+                        rc = -ENOBUFS;
+                } else if (c.kind == KIND_INLINE) {
+                        l->is_inline = true;
+                        if (buf)
+                                memcpy(buf, c.inline_data, c.len);
+                } else if (!(l->seg = seg_get(s, c.seg))) {
+                        rc = -EAGAIN;
+                } else {
+                        l->fd = l->seg->fd;
+                        l->offset = c.offset;
+                }
+        }
+        mdb_txn_abort(txn);
+        return rc;
+}
+
 int chp_store_locate(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES],
                      struct chp_chunk_loc *loc)
 {
         memset(loc, 0, sizeof(*loc));
         loc->fd = -1;
-        /* A miss in the segment table means compaction moved the chunk after our snapshot was
-         * taken; a fresh snapshot sees the new place. */
         for (int attempt = 0; attempt < 4; attempt++) {
-                MDB_txn *txn;
-                int rc = read_begin(s, &txn);
-                if (rc)
+                int rc = lookup(s, addr, loc, NULL, 0);
+                if (rc != -EAGAIN)
                         return rc;
-                MDB_val k = val(addr, CHP_HASH_BYTES), v;
-                struct chunk_rec c;
-                rc = map_mdb(mdb_get(txn, s->db_chunks, &k, &v));
-                if (!rc)
-                        rc = parse_chunk(&v, &c);
-                mdb_txn_abort(txn);
-                if (rc)
-                        return rc;
-                struct chp_chunk_loc l = {.len = c.len, .xxh3 = c.xxh3, .fd = -1};
-                if (c.kind == KIND_INLINE) {
-                        l.is_inline = true;
-                        *loc = l;
-                        return 0;
-                }
-                l.seg = seg_get(s, c.seg);
-                if (!l.seg)
-                        continue;
-                l.fd = l.seg->fd;
-                l.offset = c.offset;
-                *loc = l;
-                return 0;
         }
         return CHP_ECORRUPT;
 }
@@ -1542,40 +1721,21 @@ static ssize_t pread_full(int fd, void *buf, size_t len, uint64_t off)
 ssize_t chp_store_read(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], void *buf,
                        size_t cap)
 {
-        MDB_txn *txn;
-        int rc = read_begin(s, &txn);
+        struct chp_chunk_loc loc;
+        int rc = -EAGAIN;
+        for (int attempt = 0; rc == -EAGAIN && attempt < 4; attempt++)
+                rc = lookup(s, addr, &loc, buf, cap);
         if (rc)
-                return rc;
-        MDB_val k = val(addr, CHP_HASH_BYTES), v;
-        struct chunk_rec c;
-        rc = map_mdb(mdb_get(txn, s->db_chunks, &k, &v));
-        if (!rc)
-                rc = parse_chunk(&v, &c);
-        if (!rc && c.len > cap)
-                rc = -ENOBUFS;
-        if (!rc && c.kind == KIND_INLINE)
-                memcpy(buf, c.inline_data, c.len);
-        mdb_txn_abort(txn);
-        if (rc)
-                return rc;
-        if (c.kind == KIND_SEG) {
-                struct chp_chunk_loc loc;
-                if ((rc = chp_store_locate(s, addr, &loc)))
-                        return rc;
-                if (loc.len > cap) {
-                        chp_store_loc_release(s, &loc);
-                        return -ENOBUFS;
-                }
+                return rc == -EAGAIN ? CHP_ECORRUPT : rc;
+        if (!loc.is_inline) {
                 ssize_t n = pread_full(loc.fd, buf, loc.len, loc.offset);
-                c.len = loc.len;
-                c.xxh3 = loc.xxh3;
                 chp_store_loc_release(s, &loc);
                 if (n < 0)
                         return n;
         }
-        if (chp_xxh3(buf, c.len) != c.xxh3)
+        if (chp_xxh3(buf, loc.len) != loc.xxh3)
                 return CHP_ECORRUPT;
-        return (ssize_t)c.len;
+        return (ssize_t)loc.len;
 }
 
 int chp_store_has(struct chp_store *s, const uint8_t *addrs, size_t n, uint8_t *present)
@@ -1652,23 +1812,22 @@ int chp_store_file_get(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], ui
 
 static int parse_upload(const uint8_t *id, const MDB_val *v, struct chp_upload *u)
 {
-        const uint8_t *p = v->mv_data;
-        if (v->mv_size < UPLOAD_REC || p[0] != 1)
-                return CHP_ECORRUPT;
-        size_t tlen = p[1];
-        uint32_t meta_len = chp_get_le32(p + 32);
-        if (tlen > CHP_TENANT_MAX || meta_len > CHP_UPLOAD_META_MAX ||
-            v->mv_size != UPLOAD_REC + tlen + meta_len)
-                return CHP_ECORRUPT;
+        struct upload_rec r;
+        int rc = parse_upload_rec(v, &r);
+        if (rc)
+                return rc;
         memcpy(u->id, id, CHP_UPLOAD_ID_BYTES);
-        memcpy(u->tenant, p + UPLOAD_REC, tlen);
-        u->tenant[tlen] = '\0';
-        u->chunk_size = chp_get_le32(p + 4);
-        u->declared_size = chp_get_le64(p + 8);
-        u->created = chp_get_le64(p + 16);
-        u->expires = chp_get_le64(p + 24);
-        u->meta_len = meta_len;
-        memcpy(u->meta, p + UPLOAD_REC + tlen, meta_len);
+        memcpy(u->tenant, r.tenant, r.tenant_len);
+        u->tenant[r.tenant_len] = '\0';
+        u->chunk_size = r.chunk_size;
+        u->declared_size = r.declared;
+        u->created = r.created;
+        u->expires = r.expires;
+        u->meta_len = r.meta_len;
+        memcpy(u->meta, r.meta, r.meta_len);
+        u->has_manifest = r.flags & UPLOAD_HAS_MANIFEST;
+        u->file_expires = r.file_expires;
+        memcpy(u->file_id, r.file_id, CHP_HASH_BYTES);
         return 0;
 }
 
@@ -1683,6 +1842,51 @@ int chp_store_upload_get(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYT
         rc = map_mdb(mdb_get(txn, s->db_uploads, &k, &v));
         if (!rc)
                 rc = parse_upload(id, &v, out);
+        mdb_txn_abort(txn);
+        return rc;
+}
+
+int chp_store_upload_manifest(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                              uint8_t **manifest, size_t *len)
+{
+        *manifest = NULL;
+        *len = 0;
+        MDB_txn *txn;
+        int rc = read_begin(s, &txn);
+        if (rc)
+                return rc;
+        MDB_val k = val(id, CHP_UPLOAD_ID_BYTES), v;
+        struct upload_rec u;
+        uint8_t *copy = NULL;
+        rc = map_mdb(mdb_get(txn, s->db_uploads, &k, &v));
+        if (!rc)
+                rc = parse_upload_rec(&v, &u);
+        if (!rc && !(u.flags & UPLOAD_HAS_MANIFEST))
+                rc = -ENOENT;
+        if (!rc && !(copy = malloc(u.manifest_len)))
+                rc = -ENOMEM;
+        if (!rc) {
+                memcpy(copy, u.manifest, u.manifest_len);
+                *manifest = copy;
+                *len = u.manifest_len;
+        }
+        mdb_txn_abort(txn);
+        return rc;
+}
+
+int chp_store_pending(struct chp_store *s, const uint8_t file_id[CHP_HASH_BYTES],
+                      uint8_t upload_id[CHP_UPLOAD_ID_BYTES])
+{
+        MDB_txn *txn;
+        int rc = read_begin(s, &txn);
+        if (rc)
+                return rc;
+        MDB_val k = val(file_id, CHP_HASH_BYTES), v;
+        rc = map_mdb(mdb_get(txn, s->db_pending, &k, &v));
+        if (!rc && v.mv_size != CHP_UPLOAD_ID_BYTES)
+                rc = CHP_ECORRUPT;
+        if (!rc)
+                memcpy(upload_id, v.mv_data, CHP_UPLOAD_ID_BYTES);
         mdb_txn_abort(txn);
         return rc;
 }
@@ -2035,6 +2239,17 @@ static int check_upchunk(struct verify *v, const MDB_val *k, const MDB_val *d)
         return expect_ref(v, d->mv_data);
 }
 
+static int check_pending(struct verify *v, const MDB_val *k, const MDB_val *d)
+{
+        MDB_val uk = val(d->mv_data, d->mv_size), ud;
+        struct upload_rec u;
+        if (k->mv_size != CHP_HASH_BYTES || d->mv_size != CHP_UPLOAD_ID_BYTES ||
+            mdb_get(v->txn, v->s->db_uploads, &uk, &ud) != 0 || parse_upload_rec(&ud, &u) != 0 ||
+            !(u.flags & UPLOAD_HAS_MANIFEST) || memcmp(u.file_id, k->mv_data, CHP_HASH_BYTES))
+                problem(v, "pending entry for an upload that does not exist or differs");
+        return 0;
+}
+
 static int check_expiry(struct verify *v, const MDB_val *k, const MDB_val *d)
 {
         (void)d;
@@ -2129,7 +2344,7 @@ int chp_store_verify(struct chp_store *s, chp_verify_problem_fn fn, void *ctx,
             {s->db_segments, check_segment}, {s->db_chunks, check_chunk},
             {s->db_segidx, check_segidx},    {s->db_files, check_file},
             {s->db_uploads, check_upload},   {s->db_upchunks, check_upchunk},
-            {s->db_expiry, check_expiry},
+            {s->db_expiry, check_expiry},    {s->db_pending, check_pending},
         };
         for (size_t i = 0; !rc && i < sizeof(passes) / sizeof(passes[0]); i++)
                 rc = scan(&v, passes[i].db, passes[i].fn);

@@ -81,12 +81,17 @@ struct chp_upload {
         uint64_t expires; /* unix seconds; 0 = never */
         uint32_t meta_len;
         uint8_t meta[CHP_UPLOAD_META_MAX];
+        bool has_manifest;               /* a native upload, whose manifest was given up front */
+        uint8_t file_id[CHP_HASH_BYTES]; /* with has_manifest: SHA-256 of that manifest */
+        uint64_t file_expires;           /* expiry the committed file gets (native uploads) */
 };
 
 struct chp_gc_stats {
         uint64_t files_expired, uploads_expired;
         uint64_t chunks_freed, bytes_freed;
-        uint64_t segments_deleted, segments_compacted, bytes_moved;
+        uint64_t segments_deleted;   /* dropped whole: nothing in them was live */
+        uint64_t segments_compacted; /* live chunks moved out, then dropped */
+        uint64_t bytes_moved;
         bool more; /* expired records remain: submit another GC request */
 };
 
@@ -107,7 +112,8 @@ struct chp_store_req {
                         bool deduplicated; /* result: the chunk was already stored */
                 } put;
                 struct {
-                        const uint8_t *manifest; /* encoded manifest, borrowed */
+                        const uint8_t *manifest; /* encoded manifest, borrowed; NULL with
+                                                    has_upload: the upload's own manifest */
                         size_t manifest_len;
                         const char *tenant; /* borrowed; may be NULL */
                         uint64_t expires;   /* unix seconds; 0 = never */
@@ -119,8 +125,19 @@ struct chp_store_req {
                 struct {
                         uint8_t file_id[CHP_HASH_BYTES];
                 } file_delete;
+                /* Creates the upload, or with a manifest opens it: if the file is stored already
+                 * nothing is created (complete); if an upload of the same manifest exists it is
+                 * resumed (its id returned); otherwise upload->id is created. Either way every
+                 * chunk of the manifest that the store already holds is attached to the upload. */
                 struct {
-                        const struct chp_upload *upload; /* borrowed */
+                        const struct chp_upload *upload; /* borrowed; has_manifest/file_id are
+                                                            set from manifest */
+                        const uint8_t *manifest;         /* NULL, or the encoding (borrowed) */
+                        size_t manifest_len;
+                        uint8_t upload_id[CHP_UPLOAD_ID_BYTES]; /* result */
+                        uint8_t file_id[CHP_HASH_BYTES];        /* result (with a manifest) */
+                        bool complete;                          /* result */
+                        bool resumed;                           /* result */
                 } upload_create;
                 struct {
                         uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
@@ -209,6 +226,17 @@ __attribute__((warn_unused_result)) int chp_store_file_get(struct chp_store *s,
 __attribute__((warn_unused_result)) int chp_store_upload_get(struct chp_store *s,
                                                              const uint8_t id[CHP_UPLOAD_ID_BYTES],
                                                              struct chp_upload *out /* out */);
+
+/* A copy of a native upload's manifest (caller frees *manifest with free()); -ENOENT if the
+ * upload is unknown or has none. */
+__attribute__((warn_unused_result)) int chp_store_upload_manifest(
+        struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES], uint8_t **manifest /* out */,
+        size_t *len /* out */);
+
+/* The upload that is uploading file_id now; -ENOENT if none. */
+__attribute__((warn_unused_result)) int chp_store_pending(
+        struct chp_store *s, const uint8_t file_id[CHP_HASH_BYTES],
+        uint8_t upload_id[CHP_UPLOAD_ID_BYTES] /* out */);
 
 /* The chunks recorded for an upload: have[i] = 1 for each durable chunk index i < n (indexes
  * at or past n are not reported); addrs (may be NULL) receives their addresses. */

@@ -400,6 +400,90 @@ TEST(uploads_and_attach)
                 free(ch[i].data);
 }
 
+TEST(native_open_resume_commit)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chunk ch[3];
+        for (int i = 0; i < 3; i++)
+                ch[i] = make_chunk(i == 2 ? 1000 : 65536, 400 + (uint32_t)i);
+        size_t mlen = 0;
+        uint8_t *m = manifest_of(ch, 3, 65536, &mlen);
+        uint8_t fid[CHP_HASH_BYTES];
+        REQUIRE_OK(chp_manifest_id(m, mlen, fid));
+        CHECK_OK(put_chunk(s, &ch[1])); /* stored before, by someone else */
+
+        struct chp_upload *u = calloc(1, sizeof(*u));
+        memset(u->id, 0x11, CHP_UPLOAD_ID_BYTES);
+        u->chunk_size = 65536;
+        u->expires = 1000;
+        u->file_expires = 5000;
+        struct chp_store_req open = {.type = CHP_REQ_UPLOAD_CREATE};
+        open.u.upload_create.upload = u;
+        open.u.upload_create.manifest = m;
+        open.u.upload_create.manifest_len = mlen;
+        CHECK_OK(chp_store_run(s, &open));
+        CHECK(!open.u.upload_create.complete && !open.u.upload_create.resumed);
+        CHECK(memcmp(open.u.upload_create.file_id, fid, CHP_HASH_BYTES) == 0);
+        uint8_t have[3], pend[CHP_UPLOAD_ID_BYTES];
+        CHECK_OK(chp_store_upload_chunks(s, u->id, have, NULL, 3));
+        CHECK(have[0] == 0 && have[1] == 1 && have[2] == 0); /* deduplicated at open */
+        CHECK_OK(chp_store_pending(s, fid, pend));
+        CHECK(memcmp(pend, u->id, CHP_UPLOAD_ID_BYTES) == 0);
+        uint8_t *back = NULL;
+        size_t blen = 0;
+        CHECK_OK(chp_store_upload_manifest(s, u->id, &back, &blen));
+        CHECK(blen == mlen && back && memcmp(back, m, mlen) == 0);
+        free(back);
+
+        /* a second open of the same manifest (another connection, another id) resumes */
+        memset(u->id, 0x22, CHP_UPLOAD_ID_BYTES);
+        CHECK_OK(chp_store_run(s, &open));
+        CHECK(open.u.upload_create.resumed);
+        memset(pend, 0x11, CHP_UPLOAD_ID_BYTES);
+        CHECK(memcmp(open.u.upload_create.upload_id, pend, CHP_UPLOAD_ID_BYTES) == 0);
+
+        /* commit too early: missing chunks */
+        struct chp_store_req c = {.type = CHP_REQ_COMMIT};
+        c.u.commit.has_upload = true;
+        memcpy(c.u.commit.upload_id, pend, CHP_UPLOAD_ID_BYTES);
+        CHECK_EQ(chp_store_run(s, &c), CHP_EMISSING);
+        for (uint32_t i = 0; i < 3; i += 2) {
+                struct chp_store_req p = {.type = CHP_REQ_PUT};
+                memcpy(p.u.put.addr, ch[i].addr, CHP_HASH_BYTES);
+                p.u.put.data = ch[i].data;
+                p.u.put.len = ch[i].len;
+                p.u.put.has_upload = true;
+                memcpy(p.u.put.upload_id, pend, CHP_UPLOAD_ID_BYTES);
+                p.u.put.index = i;
+                CHECK_OK(chp_store_run(s, &p));
+        }
+        CHECK_EQ(verify_problems(s), 0);
+        CHECK_OK(chp_store_run(s, &c));
+        CHECK(memcmp(c.u.commit.file_id, fid, CHP_HASH_BYTES) == 0);
+        CHECK_EQ(chp_store_pending(s, fid, pend), -ENOENT);
+        struct chp_file_info info;
+        CHECK_OK(chp_store_file_get(s, fid, &back, &blen, &info));
+        CHECK_EQ(info.expires, 5000);
+        free(back);
+        for (int i = 0; i < 3; i++)
+                CHECK_EQ(refs(s, &ch[i]), 1);
+        /* opening a stored file says so and creates nothing */
+        memset(u->id, 0x33, CHP_UPLOAD_ID_BYTES);
+        CHECK_OK(chp_store_run(s, &open));
+        CHECK(open.u.upload_create.complete);
+        struct chp_upload *none = calloc(1, sizeof(*none));
+        CHECK_EQ(chp_store_upload_get(s, u->id, none), -ENOENT);
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        free(none);
+        free(u);
+        free(m);
+        for (int i = 0; i < 3; i++)
+                free(ch[i].data);
+}
+
 TEST(compaction_and_reopen)
 {
         fresh_dir();
