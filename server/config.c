@@ -1,0 +1,810 @@
+/* config.c — chapard's settings: one table of settings drives both the INI file and the flags.
+ *
+ * The INI file is read through libinih's ini_parse_stream with our own line reader, which
+ *   - counts lines, so every error names PATH:LINE (libinih 55 does not pass line numbers),
+ *   - strips leading whitespace, so indented keys are plain keys (libinih would otherwise take an
+ *     indented line as the continuation of the previous value) and values never span lines,
+ *   - recognises section headers itself, so [peer "NAME"] names are not cut at libinih's 50-byte
+ *     section buffer and a section with no keys is still checked (and a second [peer "a"] is a
+ *     duplicate even when it follows the first),
+ *   - stops at the first error, so the message reported is the first one.
+ * Lines are limited to the length libinih was built with (200 bytes on Debian); longer lines are an
+ * error rather than being cut in two.
+ *
+ * Numbers are all-digit strings (no sign, no spaces) parsed with strtoull and checked for overflow
+ * after the suffix is applied; every number has a lower and upper bound. Durations of 0 are
+ * rejected (none of them has a "never" meaning). window_bytes below one largest chunk frame is an
+ * error, not clamped: a connection with that window could never send a full chunk.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+#include "manifest.h"
+
+/* One largest chunk frame (CHP_CHUNK_FRAME_MAX of common/proto.h): the least window that lets a
+ * connection send a full chunk. */
+#define MIN_WINDOW    ((uint64_t)CHP_CHUNK_MAX + 64)
+#define MAX_THREADS   64
+#define PEER_NAME_MAX 64
+#define HOSTPORT_MAX  256 /* a host name (253) plus brackets and room to spare */
+#define MIN_MAP_SIZE  ((uint64_t)1 << 20)
+#define MIN_SEGMENT   ((uint64_t)CHP_CHUNK_MAX)
+#define LOOPBACK_RULE                                                                              \
+        "--insecure-plaintext is allowed only on a loopback --listen address "                     \
+        "(127.0.0.0/8, ::1)"
+
+_Static_assert(sizeof(unsigned) == sizeof(uint32_t), "unsigned fields are stored as uint32_t");
+
+enum section { SEC_NONE, SEC_SERVER, SEC_STORE, SEC_PEER };
+
+enum kind {
+        K_STRING,   /* char *, non-empty */
+        K_HOSTPORT, /* char *, HOST:PORT */
+        K_FLAG,     /* bool; a flag without a value, a boolean in the file */
+        K_SYNC,     /* enum chp_sync */
+        K_LOGLEVEL, /* enum chp_log_level */
+        K_NUMBER,   /* plain whole number */
+        K_SIZE,     /* bytes, optional K/M/G suffix */
+        K_DURATION, /* seconds, optional s/m/h/d suffix */
+        K_INLINE,   /* a size, or "all" for CHP_STORE_INLINE_ALL */
+        K_RATIO,    /* double in [0, 1] */
+};
+
+struct setting {
+        enum section sec;
+        const char *key;  /* in the INI file */
+        const char *flag; /* command line, without "--"; NULL: file only */
+        enum kind kind;
+        size_t off;   /* of the field in struct chp_config */
+        size_t width; /* of a numeric field: 4 or 8 bytes */
+        uint64_t min, max;
+};
+
+#define FIELD(f) offsetof(struct chp_config, f), sizeof(((struct chp_config *)0)->f)
+
+static const struct setting settings[] = {
+    {SEC_SERVER, "data", "data", K_STRING, FIELD(data_dir), 0, 0},
+    {SEC_SERVER, "listen", "listen", K_HOSTPORT, FIELD(listen), 0, 0},
+    {SEC_SERVER, "http", "http", K_HOSTPORT, FIELD(http), 0, 0},
+    {SEC_SERVER, "threads", "threads", K_NUMBER, FIELD(threads), 1, MAX_THREADS},
+    {SEC_SERVER, "sync", "sync", K_SYNC, FIELD(sync), 0, 0},
+    {SEC_SERVER, "key", "key", K_STRING, FIELD(key_file), 0, 0},
+    {SEC_SERVER, "insecure_plaintext", "insecure-plaintext", K_FLAG, FIELD(insecure_plaintext), 0,
+     0},
+    {SEC_SERVER, "ready_file", "ready-file", K_STRING, FIELD(ready_file), 0, 0},
+    {SEC_SERVER, "log_level", "log-level", K_LOGLEVEL, FIELD(log_level), 0, 0},
+    {SEC_SERVER, "max_connections", NULL, K_NUMBER, FIELD(max_connections), 1, UINT32_MAX},
+    {SEC_SERVER, "idle_timeout", NULL, K_DURATION, FIELD(idle_timeout), 1, UINT32_MAX},
+    {SEC_SERVER, "io_timeout", NULL, K_DURATION, FIELD(io_timeout), 1, UINT32_MAX},
+    {SEC_SERVER, "window_bytes", NULL, K_SIZE, FIELD(window_bytes), MIN_WINDOW, UINT32_MAX},
+    {SEC_SERVER, "max_inflight", NULL, K_NUMBER, FIELD(max_inflight), 1, UINT32_MAX},
+    {SEC_SERVER, "upload_expiry", NULL, K_DURATION, FIELD(upload_expiry), 1, UINT64_MAX},
+    {SEC_SERVER, "file_expiry", NULL, K_DURATION, FIELD(file_expiry), 1, UINT64_MAX},
+    {SEC_SERVER, "memory_limit", NULL, K_SIZE, FIELD(memory_limit), MIN_WINDOW, UINT64_MAX},
+    {SEC_STORE, "inline_max", NULL, K_INLINE, FIELD(store.inline_max), 0, UINT32_MAX},
+    {SEC_STORE, "map_size", NULL, K_SIZE, FIELD(store.map_size), MIN_MAP_SIZE, UINT64_MAX},
+    {SEC_STORE, "segment_size", NULL, K_SIZE, FIELD(store.segment_size), MIN_SEGMENT, UINT64_MAX},
+    {SEC_STORE, "compact_ratio", NULL, K_RATIO, FIELD(store.compact_ratio), 0, 0},
+};
+
+#define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+/* ---- defaults and free ------------------------------------------------------------------- */
+
+/* A strdup failure leaves the field NULL; chp_config_finish reports it as -ENOMEM. */
+void chp_config_defaults(struct chp_config *c)
+{
+        memset(c, 0, sizeof(*c));
+        c->data_dir = strdup("./data");
+        c->listen = strdup("127.0.0.1:7700");
+        c->http = strdup("127.0.0.1:7780");
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->threads = n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (unsigned)n;
+        c->sync = CHP_SYNC_FULL;
+        c->key_file = NULL;
+        c->insecure_plaintext = false;
+        c->ready_file = NULL;
+        c->log_level = CHP_LOG_INFO;
+        c->max_connections = 20000;
+        c->idle_timeout = 120;
+        c->io_timeout = 30;
+        c->window_bytes = 32u << 20;
+        c->max_inflight = 64;
+        c->upload_expiry = 7ull * 24 * 3600;
+        c->file_expiry = 30ull * 24 * 3600;
+        c->memory_limit = 1ull << 30;
+        chp_store_opts_default(&c->store);
+        c->store.dir = c->data_dir;
+        c->store.sync = c->sync;
+        c->npeers = 0;
+}
+
+void chp_config_free(struct chp_config *c)
+{
+        if (!c)
+                return;
+        free(c->data_dir);
+        free(c->listen);
+        free(c->http);
+        free(c->key_file);
+        free(c->ready_file);
+        c->data_dir = c->listen = c->http = c->key_file = c->ready_file = NULL;
+        c->store.dir = NULL;
+        for (unsigned i = 0; i < c->npeers; i++) {
+                free(c->peers[i].name);
+                free(c->peers[i].address);
+                free(c->peers[i].pubkey);
+                c->peers[i] = (struct chp_peer_config){0};
+        }
+        c->npeers = 0;
+}
+
+/* ---- addresses --------------------------------------------------------------------------- */
+
+int chp_config_split_hostport(const char *s, char *host, size_t cap, uint16_t *port)
+{
+        *port = 0;
+        if (cap)
+                host[0] = '\0';
+        if (!s)
+                return -EINVAL;
+        const char *h, *colon;
+        size_t hlen;
+        if (s[0] == '[') {
+                const char *close = strchr(s, ']');
+                if (!close || close[1] != ':')
+                        return -EINVAL;
+                h = s + 1;
+                hlen = (size_t)(close - h);
+                colon = close + 1;
+        } else {
+                colon = strchr(s, ':');
+                if (!colon || strchr(colon + 1, ':')) /* no port, or an unbracketed IPv6 */
+                        return -EINVAL;
+                h = s;
+                hlen = (size_t)(colon - s);
+                for (size_t i = 0; i < hlen; i++) {
+                        unsigned char ch = (unsigned char)h[i];
+                        if (!isalnum(ch) && ch != '-' && ch != '.')
+                                return -EINVAL;
+                }
+        }
+        if (hlen == 0 || hlen >= cap || hlen >= HOSTPORT_MAX)
+                return -EINVAL;
+
+        const char *p = colon + 1;
+        size_t plen = strlen(p);
+        if (plen == 0 || plen > 5)
+                return -EINVAL;
+        unsigned long v = 0;
+        for (size_t i = 0; i < plen; i++) {
+                if (p[i] < '0' || p[i] > '9')
+                        return -EINVAL;
+                v = v * 10 + (unsigned long)(p[i] - '0');
+        }
+        if (v > 65535)
+                return -EINVAL;
+
+        char tmp[HOSTPORT_MAX];
+        memcpy(tmp, h, hlen);
+        tmp[hlen] = '\0';
+        if (s[0] == '[') {
+                struct in6_addr a6;
+                if (inet_pton(AF_INET6, tmp, &a6) != 1)
+                        return -EINVAL;
+        }
+        memcpy(host, tmp, hlen + 1);
+        *port = (uint16_t)v;
+        return 0;
+}
+
+bool chp_config_is_loopback(const char *host)
+{
+        if (!host)
+                return false;
+        if (strcasecmp(host, "localhost") == 0)
+                return true;
+        struct in_addr a4;
+        if (inet_pton(AF_INET, host, &a4) == 1)
+                return ((const uint8_t *)&a4.s_addr)[0] == 127;
+        struct in6_addr a6;
+        if (inet_pton(AF_INET6, host, &a6) == 1)
+                return IN6_IS_ADDR_LOOPBACK(&a6);
+        return false;
+}
+
+/* ---- values ------------------------------------------------------------------------------ */
+
+/* An all-digit number with the suffixes kind allows. -EINVAL for junk, -ERANGE on overflow. */
+static int parse_scaled(const char *s, enum kind kind, uint64_t *out)
+{
+        if (!isdigit((unsigned char)s[0]))
+                return -EINVAL;
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (errno == ERANGE)
+                return -ERANGE;
+        static const char size_units[] = "KMG", time_units[] = "smhd";
+        static const uint64_t size_mul[] = {1ull << 10, 1ull << 20, 1ull << 30},
+                              time_mul[] = {1, 60, 3600, 86400};
+        uint64_t mul = 1;
+        if (*end) {
+                bool is_time = kind == K_DURATION;
+                const char *units = is_time                              ? time_units
+                                    : kind == K_SIZE || kind == K_INLINE ? size_units
+                                                                         : "";
+                char unit = is_time ? *end : (char)toupper((unsigned char)*end);
+                const char *hit = end[1] == '\0' ? strchr(units, unit) : NULL;
+                if (!hit)
+                        return -EINVAL;
+                mul = (is_time ? time_mul : size_mul)[hit - units];
+        }
+        if (v > UINT64_MAX / mul)
+                return -ERANGE;
+        *out = (uint64_t)v * mul;
+        return 0;
+}
+
+static const char *number_form(enum kind kind)
+{
+        switch (kind) {
+        case K_SIZE:
+                return "a byte count with an optional K, M or G suffix";
+        case K_INLINE:
+                return "a byte count with an optional K, M or G suffix, or \"all\"";
+        case K_DURATION:
+                return "seconds with an optional s, m, h or d suffix";
+        default:
+                return "a whole number";
+        }
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+        static const char *const yes[] = {"true", "yes", "on", "1"};
+        static const char *const no[] = {"false", "no", "off", "0"};
+        for (size_t i = 0; i < 4; i++) {
+                if (strcasecmp(s, yes[i]) == 0) {
+                        *out = true;
+                        return 0;
+                }
+                if (strcasecmp(s, no[i]) == 0) {
+                        *out = false;
+                        return 0;
+                }
+        }
+        return -EINVAL;
+}
+
+static int set_string(char **dst, const char *v)
+{
+        char *copy = strdup(v);
+        if (!copy)
+                return -ENOMEM;
+        free(*dst);
+        *dst = copy;
+        return 0;
+}
+
+static void store_number(void *field, size_t width, uint64_t v)
+{
+        if (width == sizeof(uint32_t)) {
+                uint32_t v32 = (uint32_t)v;
+                memcpy(field, &v32, sizeof(v32));
+        } else {
+                memcpy(field, &v, sizeof(v));
+        }
+}
+
+/* Sets s's field of c from v. On failure writes why v was refused into why (cap bytes) and
+ * returns -EINVAL (or -ENOMEM); c is unchanged then. */
+static int apply(struct chp_config *c, const struct setting *s, const char *v, char *why,
+                 size_t cap)
+{
+        void *field = (char *)c + s->off;
+        if (v[0] == '\0') {
+                snprintf(why, cap, "must not be empty");
+                return -EINVAL;
+        }
+        switch (s->kind) {
+        case K_HOSTPORT: {
+                char host[HOSTPORT_MAX];
+                uint16_t port;
+                if (chp_config_split_hostport(v, host, sizeof(host), &port) != 0) {
+                        snprintf(why, cap, "expected HOST:PORT or [IPv6]:PORT, port 0..65535");
+                        return -EINVAL;
+                }
+        }
+                /* fall through */
+        case K_STRING:
+                if (set_string((char **)field, v) != 0) {
+                        snprintf(why, cap, "out of memory");
+                        return -ENOMEM;
+                }
+                return 0;
+        case K_FLAG:
+                if (parse_bool(v, (bool *)field) != 0) {
+                        snprintf(why, cap, "expected true/false, yes/no, on/off or 1/0");
+                        return -EINVAL;
+                }
+                return 0;
+        case K_SYNC:
+                if (strcmp(v, "full") == 0)
+                        *(enum chp_sync *)field = CHP_SYNC_FULL;
+                else if (strcmp(v, "none") == 0)
+                        *(enum chp_sync *)field = CHP_SYNC_NONE;
+                else {
+                        snprintf(why, cap, "expected full or none");
+                        return -EINVAL;
+                }
+                return 0;
+        case K_LOGLEVEL: {
+                enum chp_log_level level;
+                if (chp_log_parse_level(v, &level) != 0) {
+                        snprintf(why, cap, "expected error, warn, info or debug");
+                        return -EINVAL;
+                }
+                *(enum chp_log_level *)field = level;
+                return 0;
+        }
+        case K_RATIO: {
+                char *end;
+                double d = strtod(v, &end);
+                if ((!isdigit((unsigned char)v[0]) && v[0] != '.') || *end || !(d >= 0 && d <= 1)) {
+                        snprintf(why, cap, "expected a number from 0 to 1");
+                        return -EINVAL;
+                }
+                *(double *)field = d;
+                return 0;
+        }
+        case K_INLINE:
+                if (strcmp(v, "all") == 0) {
+                        store_number(field, s->width, CHP_STORE_INLINE_ALL);
+                        return 0;
+                }
+                /* fall through */
+        case K_NUMBER:
+        case K_SIZE:
+        case K_DURATION: {
+                uint64_t n;
+                int rc = parse_scaled(v, s->kind, &n);
+                if (rc == -EINVAL) {
+                        snprintf(why, cap, "expected %s", number_form(s->kind));
+                        return -EINVAL;
+                }
+                if (rc == -ERANGE) {
+                        snprintf(why, cap, "too large");
+                        return -EINVAL;
+                }
+                if (n < s->min || n > s->max) {
+                        if (s->max == UINT64_MAX)
+                                snprintf(why, cap, "must be at least %llu",
+                                         (unsigned long long)s->min);
+                        else
+                                snprintf(why, cap, "must be from %llu to %llu",
+                                         (unsigned long long)s->min, (unsigned long long)s->max);
+                        return -EINVAL;
+                }
+                store_number(field, s->width, n);
+                return 0;
+        }
+        }
+        snprintf(why, cap, "unsupported setting");
+        return -EINVAL;
+}
+
+/* ---- the INI file ------------------------------------------------------------------------ */
+
+struct ini_ctx {
+        struct chp_config *c;
+        const char *path;
+        FILE *f;
+        char *line; /* getline's buffer */
+        size_t line_cap;
+        unsigned lineno; /* of the line last handed to libinih */
+        enum section sec;
+        struct chp_peer_config *peer; /* while sec == SEC_PEER */
+        unsigned first_new_peer;      /* peers before this one came from elsewhere */
+        unsigned peer_line[CHP_MAX_PEERS];
+        bool failed;
+        unsigned err_line;
+        int rc;
+        char *err;
+};
+
+/* Records the first error as "PATH:LINE: message". */
+__attribute__((format(printf, 3, 4))) static void fail(struct ini_ctx *x, int rc, const char *fmt,
+                                                       ...)
+{
+        if (x->failed)
+                return;
+        x->failed = true;
+        x->rc = rc;
+        x->err_line = x->lineno;
+        int n = snprintf(x->err, CHP_CONFIG_ERR_MAX, "%s:%u: ", x->path, x->lineno);
+        if (n < 0 || n >= CHP_CONFIG_ERR_MAX)
+                return;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(x->err + n, CHP_CONFIG_ERR_MAX - (size_t)n, fmt, ap);
+        va_end(ap);
+}
+
+static bool valid_peer_name(const char *s, size_t len)
+{
+        if (len == 0 || len > PEER_NAME_MAX)
+                return false;
+        for (size_t i = 0; i < len; i++) {
+                unsigned char ch = (unsigned char)s[i];
+                if (!isalnum(ch) && ch != '-' && ch != '_' && ch != '.')
+                        return false;
+        }
+        return true;
+}
+
+/* A section header line, s starting at '['. */
+static void begin_section(struct ini_ctx *x, const char *s)
+{
+        x->sec = SEC_NONE;
+        x->peer = NULL;
+        const char *close = strchr(s, ']');
+        if (!close) {
+                fail(x, -EINVAL, "section header without ']'");
+                return;
+        }
+        const char *rest = close + 1;
+        while (*rest == ' ' || *rest == '\t')
+                rest++;
+        if (*rest && *rest != ';' && *rest != '#' && *rest != '\r' && *rest != '\n') {
+                fail(x, -EINVAL, "unexpected text after ']'");
+                return;
+        }
+        const char *b = s + 1, *e = close;
+        while (b < e && (*b == ' ' || *b == '\t'))
+                b++;
+        while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+                e--;
+        size_t len = (size_t)(e - b);
+        if (len == 6 && memcmp(b, "server", 6) == 0) {
+                x->sec = SEC_SERVER;
+                return;
+        }
+        if (len == 5 && memcmp(b, "store", 5) == 0) {
+                x->sec = SEC_STORE;
+                return;
+        }
+        if (len > 4 && memcmp(b, "peer", 4) == 0 && (b[4] == ' ' || b[4] == '\t')) {
+                const char *q = b + 4;
+                while (*q == ' ' || *q == '\t')
+                        q++;
+                if (*q != '"' || e - q < 2 || e[-1] != '"') {
+                        fail(x, -EINVAL, "expected [peer \"NAME\"]");
+                        return;
+                }
+                const char *name = q + 1;
+                size_t nlen = (size_t)(e - 1 - name);
+                if (!valid_peer_name(name, nlen)) {
+                        fail(x, -EINVAL,
+                             "peer name '%.*s' must be 1 to %d letters, digits, '-', '_' or '.'",
+                             (int)nlen, name, PEER_NAME_MAX);
+                        return;
+                }
+                struct chp_config *c = x->c;
+                for (unsigned i = 0; i < c->npeers; i++) {
+                        if (strlen(c->peers[i].name) == nlen &&
+                            memcmp(c->peers[i].name, name, nlen) == 0) {
+                                fail(x, -EINVAL, "duplicate [peer \"%.*s\"]", (int)nlen, name);
+                                return;
+                        }
+                }
+                if (c->npeers >= CHP_MAX_PEERS) {
+                        fail(x, -EINVAL, "too many peers (at most %d)", CHP_MAX_PEERS);
+                        return;
+                }
+                struct chp_peer_config *p = &c->peers[c->npeers];
+                *p = (struct chp_peer_config){0};
+                p->name = strndup(name, nlen);
+                if (!p->name) {
+                        fail(x, -ENOMEM, "out of memory");
+                        return;
+                }
+                x->peer_line[c->npeers] = x->lineno;
+                c->npeers++;
+                x->sec = SEC_PEER;
+                x->peer = p;
+                return;
+        }
+        fail(x, -EINVAL, "unknown section [%.*s]", (int)len, b);
+}
+
+/* libinih's reader: one line per call, fgets-style. Returning NULL ends the parse. */
+static char *read_line(char *str, int num, void *stream)
+{
+        struct ini_ctx *x = stream;
+        if (x->failed)
+                return NULL;
+        errno = 0;
+        ssize_t n = getline(&x->line, &x->line_cap, x->f);
+        if (n < 0) {
+                if (ferror(x->f)) {
+                        int e = errno ? errno : EIO;
+                        x->lineno++;
+                        fail(x, -EINVAL, "cannot read: %s", strerror(e));
+                }
+                return NULL;
+        }
+        x->lineno++;
+        if (memchr(x->line, '\0', (size_t)n)) {
+                fail(x, -EINVAL, "NUL byte in line");
+                return NULL;
+        }
+        char *s = x->line;
+        if (x->lineno == 1 && n >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
+                s += 3; /* a UTF-8 byte order mark, which libinih skips too */
+        while (*s == ' ' || *s == '\t')
+                s++;
+        size_t len = (size_t)n - (size_t)(s - x->line);
+        if (num < 4 || len + 1 > (size_t)num) {
+                fail(x, -EINVAL, "line longer than %d bytes", num - 1);
+                return NULL;
+        }
+        if (*s == '[') {
+                begin_section(x, s);
+                if (x->failed)
+                        return NULL;
+        }
+        memcpy(str, s, len + 1);
+        return str;
+}
+
+static const char *section_name(const struct ini_ctx *x)
+{
+        return x->sec == SEC_SERVER ? "server" : x->sec == SEC_STORE ? "store" : "peer";
+}
+
+/* libinih's handler: nonzero on success. The section argument is ignored: read_line tracks it. */
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+        (void)section;
+        struct ini_ctx *x = user;
+        if (x->failed)
+                return 1;
+        if (x->sec == SEC_NONE) {
+                fail(x, -EINVAL, "key '%s' outside any section", name);
+                return 0;
+        }
+        if (x->sec == SEC_PEER) {
+                char **dst;
+                if (strcmp(name, "address") == 0)
+                        dst = &x->peer->address;
+                else if (strcmp(name, "pubkey") == 0)
+                        dst = &x->peer->pubkey;
+                else {
+                        fail(x, -EINVAL, "unknown key '%s' in [peer \"%s\"]", name, x->peer->name);
+                        return 0;
+                }
+                char host[HOSTPORT_MAX];
+                uint16_t port;
+                if (value[0] == '\0') {
+                        fail(x, -EINVAL, "%s: must not be empty", name);
+                        return 0;
+                }
+                if (dst == &x->peer->address &&
+                    chp_config_split_hostport(value, host, sizeof(host), &port) != 0) {
+                        fail(x, -EINVAL, "address = '%s': expected HOST:PORT or [IPv6]:PORT",
+                             value);
+                        return 0;
+                }
+                if (set_string(dst, value) != 0) {
+                        fail(x, -ENOMEM, "out of memory");
+                        return 0;
+                }
+                return 1;
+        }
+        for (size_t i = 0; i < NSETTINGS; i++) {
+                const struct setting *s = &settings[i];
+                if (s->sec != x->sec || strcmp(s->key, name) != 0)
+                        continue;
+                char why[160];
+                int rc = apply(x->c, s, value, why, sizeof(why));
+                if (rc != 0) {
+                        fail(x, rc, "%s = '%s': %s", name, value, why);
+                        return 0;
+                }
+                return 1;
+        }
+        fail(x, -EINVAL, "unknown key '%s' in [%s]", name, section_name(x));
+        return 0;
+}
+
+int chp_config_load_file(struct chp_config *c, const char *path, char err[CHP_CONFIG_ERR_MAX])
+{
+        err[0] = '\0';
+        struct ini_ctx x = {.c = c, .path = path, .err = err, .first_new_peer = c->npeers};
+        int rc = 0;
+        x.f = fopen(path, "r");
+        if (!x.f) {
+                snprintf(err, CHP_CONFIG_ERR_MAX, "cannot read config file %s: %s", path,
+                         strerror(errno));
+                rc = -EINVAL;
+                goto out;
+        }
+        int line = ini_parse_stream(read_line, &x, on_key, &x);
+        if (line > 0 && (!x.failed || (unsigned)line < x.err_line)) {
+                /* libinih's own syntax error came first */
+                snprintf(err, CHP_CONFIG_ERR_MAX, "%s:%d: expected [section] or key = value", path,
+                         line);
+                rc = -EINVAL;
+                goto out;
+        }
+        if (x.failed) {
+                rc = x.rc;
+                goto out;
+        }
+        if (line < 0) {
+                snprintf(err, CHP_CONFIG_ERR_MAX, "%s: out of memory", path);
+                rc = -ENOMEM;
+                goto out;
+        }
+        for (unsigned i = x.first_new_peer; i < c->npeers; i++) {
+                const struct chp_peer_config *p = &c->peers[i];
+                const char *missing = !p->address ? "address" : !p->pubkey ? "pubkey" : NULL;
+                if (missing) {
+                        snprintf(err, CHP_CONFIG_ERR_MAX, "%s:%u: [peer \"%s\"] has no %s", path,
+                                 x.peer_line[i], p->name, missing);
+                        rc = -EINVAL;
+                        goto out;
+                }
+        }
+out:
+        free(x.line);
+        if (x.f)
+                fclose(x.f);
+        return rc;
+}
+
+/* ---- flags ------------------------------------------------------------------------------- */
+
+static const struct setting *find_flag(const char *name, size_t len)
+{
+        for (size_t i = 0; i < NSETTINGS; i++) {
+                const char *f = settings[i].flag;
+                if (f && strlen(f) == len && memcmp(f, name, len) == 0)
+                        return &settings[i];
+        }
+        return NULL;
+}
+
+const char *chp_config_find_file(int argc, char **argv)
+{
+        const char *found = NULL;
+        for (int i = 1; i < argc; i++) {
+                const char *a = argv[i];
+                if (strncmp(a, "--", 2) != 0)
+                        continue;
+                const char *name = a + 2, *eq = strchr(name, '=');
+                size_t len = eq ? (size_t)(eq - name) : strlen(name);
+                if (len == 6 && memcmp(name, "config", 6) == 0) {
+                        if (eq)
+                                found = eq + 1;
+                        else if (i + 1 < argc)
+                                found = argv[++i];
+                        continue;
+                }
+                const struct setting *s = find_flag(name, len);
+                if (s && s->kind != K_FLAG && !eq)
+                        i++; /* its value, which may look like a flag */
+        }
+        return found && found[0] ? found : NULL;
+}
+
+int chp_config_parse_args(struct chp_config *c, int argc, char **argv, char err[CHP_CONFIG_ERR_MAX])
+{
+        err[0] = '\0';
+        for (int i = 0; i < argc; i++) {
+                const char *a = argv[i];
+                if (strncmp(a, "--", 2) != 0 || a[2] == '\0' || a[2] == '=') {
+                        snprintf(err, CHP_CONFIG_ERR_MAX, "unexpected argument '%s'", a);
+                        return -EINVAL;
+                }
+                const char *name = a + 2, *eq = strchr(name, '=');
+                int len = (int)(eq ? (size_t)(eq - name) : strlen(name));
+                bool is_config = len == 6 && memcmp(name, "config", 6) == 0;
+                const struct setting *s = is_config ? NULL : find_flag(name, (size_t)len);
+                if (!is_config && !s) {
+                        snprintf(err, CHP_CONFIG_ERR_MAX, "unknown flag '--%.*s'", len, name);
+                        return -EINVAL;
+                }
+                if (s && s->kind == K_FLAG) {
+                        if (eq) {
+                                snprintf(err, CHP_CONFIG_ERR_MAX, "--%.*s takes no value", len,
+                                         name);
+                                return -EINVAL;
+                        }
+                        *(bool *)((char *)c + s->off) = true;
+                        continue;
+                }
+                const char *v = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
+                if (!v) {
+                        snprintf(err, CHP_CONFIG_ERR_MAX, "--%.*s needs a value", len, name);
+                        return -EINVAL;
+                }
+                if (is_config) {
+                        if (v[0] == '\0') {
+                                snprintf(err, CHP_CONFIG_ERR_MAX, "--config: must not be empty");
+                                return -EINVAL;
+                        }
+                        continue;
+                }
+                char why[160];
+                int rc = apply(c, s, v, why, sizeof(why));
+                if (rc != 0) {
+                        snprintf(err, CHP_CONFIG_ERR_MAX, "--%.*s '%s': %s", len, name, v, why);
+                        return rc;
+                }
+        }
+        return 0;
+}
+
+/* ---- cross-field rules ------------------------------------------------------------------- */
+
+int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
+{
+        err[0] = '\0';
+        if (!c->data_dir || !c->listen || !c->http) {
+                snprintf(err, CHP_CONFIG_ERR_MAX, "out of memory");
+                return -ENOMEM;
+        }
+        if (c->data_dir[0] == '\0') {
+                snprintf(err, CHP_CONFIG_ERR_MAX, "--data must not be empty");
+                return -EINVAL;
+        }
+        char lhost[HOSTPORT_MAX], hhost[HOSTPORT_MAX];
+        uint16_t lport, hport;
+        if (chp_config_split_hostport(c->listen, lhost, sizeof(lhost), &lport) != 0) {
+                snprintf(err, CHP_CONFIG_ERR_MAX,
+                         "--listen '%s': expected HOST:PORT or [IPv6]:PORT, port 0..65535",
+                         c->listen);
+                return -EINVAL;
+        }
+        if (chp_config_split_hostport(c->http, hhost, sizeof(hhost), &hport) != 0) {
+                snprintf(err, CHP_CONFIG_ERR_MAX,
+                         "--http '%s': expected HOST:PORT or [IPv6]:PORT, port 0..65535", c->http);
+                return -EINVAL;
+        }
+        if (lport != 0 && lport == hport && strcasecmp(lhost, hhost) == 0) {
+                snprintf(err, CHP_CONFIG_ERR_MAX, "--listen and --http are both %s", c->listen);
+                return -EINVAL;
+        }
+        if (c->insecure_plaintext && !chp_config_is_loopback(lhost)) {
+                snprintf(err, CHP_CONFIG_ERR_MAX, "%s", LOOPBACK_RULE);
+                return -EINVAL;
+        }
+        if (c->threads < 1 || c->threads > MAX_THREADS) {
+                snprintf(err, CHP_CONFIG_ERR_MAX, "--threads %u: must be from 1 to %d", c->threads,
+                         MAX_THREADS);
+                return -EINVAL;
+        }
+        if (c->window_bytes < MIN_WINDOW) {
+                snprintf(err, CHP_CONFIG_ERR_MAX,
+                         "window_bytes %u: must be at least %llu (one largest chunk frame)",
+                         (unsigned)c->window_bytes, (unsigned long long)MIN_WINDOW);
+                return -EINVAL;
+        }
+        c->store.dir = c->data_dir;
+        c->store.sync = c->sync;
+        return 0;
+}

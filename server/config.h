@@ -1,0 +1,86 @@
+/* config.h — chapard's settings: defaults, then the INI file (--config), then flags.
+ *
+ * chp_config_defaults fills every field; chp_config_load_file overlays an INI file (libinih);
+ * chp_config_parse_args overlays command-line flags (flags win over the file, so callers load the
+ * file named by --config first: chp_config_find_file tells which). Strings are owned by the
+ * config and freed by chp_config_free (NULL-safe). Errors are -EINVAL (-ENOMEM when out of
+ * memory; a config file that cannot be read is -EINVAL too) with a readable message in err (what
+ * was wrong and where: "config.ini:12: unknown key 'foo' in [server]"); c may then be partly
+ * overlaid. Start-up thread only.
+ *
+ * INI layout:
+ *   [server]   data, listen, http, threads, sync, key, insecure_plaintext, ready_file, log_level,
+ *              max_connections, idle_timeout, io_timeout, window_bytes, max_inflight,
+ *              upload_expiry, file_expiry, memory_limit
+ *   [store]    inline_max, map_size, segment_size, compact_ratio
+ *   [peer "NAME"]  address, pubkey     (federation; kept for a later issue, parsed now)
+ * Sizes accept K, M, G suffixes (powers of 1024); durations accept s, m, h, d suffixes.
+ */
+#ifndef CHP_CONFIG_H
+#define CHP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "log.h"
+#include "store.h"
+
+#define CHP_CONFIG_ERR_MAX 512
+#define CHP_MAX_PEERS      64
+
+struct chp_peer_config {
+        char *name;
+        char *address; /* HOST:PORT */
+        char *pubkey;  /* as chapard keygen prints it */
+};
+
+struct chp_config {
+        char *data_dir;       /* --data, default "./data" */
+        char *listen;         /* --listen HOST:PORT, default "127.0.0.1:7700" */
+        char *http;           /* --http HOST:PORT, default "127.0.0.1:7780" */
+        unsigned threads;     /* --threads, default: online cores (at least 1), at most 64 */
+        enum chp_sync sync;   /* --sync full|none, default full */
+        char *key_file;       /* --key FILE, default NULL (kept in the data directory) */
+        bool insecure_plaintext;  /* --insecure-plaintext */
+        char *ready_file;     /* --ready-file PATH, default NULL */
+        enum chp_log_level log_level; /* --log-level, default info */
+        unsigned max_connections; /* default 20000 */
+        unsigned idle_timeout;    /* seconds without a request before closing, default 120 */
+        unsigned io_timeout;      /* seconds a started frame or send may stall, default 30 */
+        uint32_t window_bytes;    /* unacknowledged chunk bytes per connection, default 32 MiB */
+        uint32_t max_inflight;    /* unanswered requests per connection, default 64 */
+        uint64_t upload_expiry;   /* seconds an upload session lives, default 7 days */
+        uint64_t file_expiry;     /* seconds a file lives when the client asks for none,
+                                     default 30 days */
+        uint64_t memory_limit;    /* bytes of chunk buffers across all connections, default 1 GiB */
+        struct chp_store_opts store; /* store.dir is set from data_dir by chp_config_finish */
+        struct chp_peer_config peers[CHP_MAX_PEERS];
+        unsigned npeers;
+};
+
+void chp_config_defaults(struct chp_config *c);
+void chp_config_free(struct chp_config *c);
+
+/* The value of --config in argv (argv[0] is the program), or NULL. */
+const char *chp_config_find_file(int argc, char **argv);
+
+/* Overlays the INI file at path. Unknown sections or keys and bad values are errors. */
+int chp_config_load_file(struct chp_config *c, const char *path, char err[CHP_CONFIG_ERR_MAX]);
+
+/* Overlays flags from argv[0..argc) (no program name; --config FILE is accepted and skipped).
+ * Unknown flags, missing values and bad values are errors. */
+int chp_config_parse_args(struct chp_config *c, int argc, char **argv,
+                          char err[CHP_CONFIG_ERR_MAX]);
+
+/* Checks cross-field rules (e.g. --insecure-plaintext only with a loopback --listen) and fills
+ * derived fields (store.dir, store.sync). */
+int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX]);
+
+/* Splits "HOST:PORT" / "[v6]:PORT" into host (cap bytes) and port. -EINVAL if malformed. */
+int chp_config_split_hostport(const char *s, char *host, size_t cap, uint16_t *port /* out */);
+
+/* Whether host (a literal address or "localhost") is loopback: 127.0.0.0/8 or ::1. */
+bool chp_config_is_loopback(const char *host);
+
+#endif
