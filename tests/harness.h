@@ -3,7 +3,8 @@
  * TEST(name) { ... } defines a test; CHECK(cond) records a failure and goes on; REQUIRE(cond)
  * records it and ends the test; CHECK_EQ/CHECK_OK compare integers with both values printed.
  * main() is written by HARNESS_MAIN(), which runs every test in order and exits 0 when all passed,
- * 1 otherwise, after printing "N passed, N failed". Exit 77 (skip) only for a missing kernel
+ * 1 otherwise, after printing "N passed, N failed"; a test program with its own main() calls
+ * harness_run and harness_report around its own set-up and clean-up. Exit 77 (skip) only for a missing kernel
  * feature, through HARNESS_SKIP(reason).
  */
 #ifndef CHP_HARNESS_H
@@ -80,23 +81,34 @@ static int harness_failed_now;
                 exit(77);                                                                          \
         } while (0)
 
+/* Runs every test in order; prints a line per test. Returns the number that failed. */
+static int harness_run(int *passed)
+{
+        int failed = 0;
+        *passed = 0;
+        for (int i = 0; i < harness_ntests; i++) {
+                harness_failed_now = 0;
+                harness_tests[i].fn();
+                printf("%s %s\n", harness_failed_now ? "FAIL" : "ok  ", harness_tests[i].name);
+                fflush(stdout);
+                failed += harness_failed_now;
+                *passed += !harness_failed_now;
+        }
+        return failed;
+}
+
+/* Prints the closing line ctest readers look for; the exit status. */
+static int harness_report(int passed, int failed)
+{
+        printf("%d passed, %d failed\n", passed, failed);
+        return failed || !harness_ntests ? 1 : 0;
+}
+
 #define HARNESS_MAIN()                                                                             \
         int main(void)                                                                             \
         {                                                                                          \
-                int passed = 0, failed = 0;                                                        \
-                for (int i = 0; i < harness_ntests; i++) {                                         \
-                        harness_failed_now = 0;                                                    \
-                        harness_tests[i].fn();                                                     \
-                        printf("%s %s\n", harness_failed_now ? "FAIL" : "ok  ",                    \
-                               harness_tests[i].name);                                             \
-                        fflush(stdout);                                                            \
-                        if (harness_failed_now)                                                    \
-                                failed++;                                                          \
-                        else                                                                       \
-                                passed++;                                                          \
-                }                                                                                  \
-                printf("%d passed, %d failed\n", passed, failed);                                  \
-                return failed || !harness_ntests ? 1 : 0;                                          \
+                int passed, failed = harness_run(&passed);                                         \
+                return harness_report(passed, failed);                                             \
         }
 
 #endif

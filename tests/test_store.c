@@ -695,21 +695,12 @@ int main(int argc, char **argv)
         chp_log_set_level(CHP_LOG_ERROR);
         if (argc == 3 && strcmp(argv[1], "make-store") == 0)
                 return make_damaged(argv[2]);
-        int passed = 0, failed = 0;
-        for (int i = 0; i < harness_ntests; i++) {
-                harness_failed_now = 0;
-                harness_tests[i].fn();
-                printf("%s %s\n", harness_failed_now ? "FAIL" : "ok  ", harness_tests[i].name);
-                fflush(stdout);
-                failed += harness_failed_now;
-                passed += !harness_failed_now;
-        }
+        int passed, failed = harness_run(&passed);
         if (dir[0]) {
                 char cmd[300];
                 snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
                 if (system(cmd) != 0)
                         fprintf(stderr, "cannot remove %s\n", dir);
         }
-        printf("%d passed, %d failed\n", passed, failed);
-        return failed ? 1 : 0;
+        return harness_report(passed, failed);
 }
