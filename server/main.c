@@ -1,21 +1,37 @@
-/* main.c — the chapard command: subcommands and their exit codes.
+/* main.c — the chapard command: the relay and its operator subcommands.
  *
+ *   chapard [flags]             run the relay (see DESIGN's contract and config.h)
  *   chapard verify --data DIR   scrub the store; exit 0 when clean, 1 listing each problem,
  *                               2 when the store cannot be opened
- *
- * The relay itself (chapard with no subcommand) arrives with the event loop.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
+#include <sodium.h>
+
+#include "config.h"
 #include "err.h"
 #include "log.h"
+#include "relay.h"
 #include "store.h"
 
-static int usage(void)
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
 {
-        fprintf(stderr, "usage: chapard verify --data DIR\n");
-        return 1;
+        (void)sig;
+        stop_flag = 1;
+}
+
+static int usage(FILE *to)
+{
+        fprintf(to, "usage: chapard [--config FILE] [--data DIR] [--listen HOST:PORT]\n"
+                    "               [--http HOST:PORT] [--threads N] [--sync full|none]\n"
+                    "               [--key FILE] [--insecure-plaintext] [--ready-file PATH]\n"
+                    "               [--log-level error|warn|info|debug]\n"
+                    "       chapard verify --data DIR\n");
+        return to == stderr ? 1 : 0;
 }
 
 static void print_problem(void *ctx, const char *problem)
@@ -31,7 +47,7 @@ static int cmd_verify(int argc, char **argv)
                 if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
                         dir = argv[++i];
                 else
-                        return usage();
+                        return usage(stderr);
         }
         struct chp_store_opts o;
         chp_store_opts_default(&o);
@@ -58,14 +74,47 @@ static int cmd_verify(int argc, char **argv)
         return st.problems ? 1 : 0;
 }
 
+static int cmd_relay(int argc, char **argv)
+{
+        struct chp_config cfg;
+        char err[CHP_CONFIG_ERR_MAX];
+        chp_config_defaults(&cfg);
+        const char *file = chp_config_find_file(argc + 1, argv - 1);
+        int rc = 0;
+        if (file)
+                rc = chp_config_load_file(&cfg, file, err);
+        if (!rc)
+                rc = chp_config_parse_args(&cfg, argc, argv, err);
+        if (!rc)
+                rc = chp_config_finish(&cfg, err);
+        if (rc) {
+                fprintf(stderr, "chapard: %s\n", err);
+                chp_config_free(&cfg);
+                return 1;
+        }
+        chp_log_set_level(cfg.log_level);
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        rc = chp_relay_run(&cfg, &stop_flag);
+        chp_config_free(&cfg);
+        return rc ? 2 : 0;
+}
+
 int main(int argc, char **argv)
 {
+        if (sodium_init() < 0) {
+                fprintf(stderr, "chapard: libsodium failed to initialise\n");
+                return 2;
+        }
         chp_log_set_level(CHP_LOG_WARN);
         if (argc >= 2 && strcmp(argv[1], "verify") == 0)
                 return cmd_verify(argc - 2, argv + 2);
         if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))
-                return usage(), 0;
-        fprintf(stderr,
-                "chapard: the relay is not built yet; available: chapard verify --data DIR\n");
-        return 1;
+                return usage(stdout);
+        return cmd_relay(argc - 1, argv + 1);
 }

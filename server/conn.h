@@ -1,0 +1,94 @@
+/* conn.h — a connection as the loop drives it, and the interface between the loop's I/O and the
+ * protocol that speaks over it (native.c). Internal to server/; loop thread only.
+ *
+ * Input: bytes received are appended to c->in, except while the protocol has asked for a body
+ * (conn_want_body), when they land straight in the body buffer. After every receive the loop calls
+ * native_on_input. Output: replies are queued with conn_out_* and sent in order, one operation in
+ * flight at a time; chunk bytes from a segment are spliced from the page cache to the socket.
+ * A connection is freed once it is closed and no io_uring or store operation refers to it.
+ */
+#ifndef CHP_CONN_H
+#define CHP_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loop.h"
+#include "store.h"
+
+struct out_item;
+struct native;
+
+struct conn {
+        struct chp_loop *loop;
+        struct chp_shared *sh;
+        int fd;
+        unsigned refs;   /* 1 while open, + 1 per operation in flight (ring or store) */
+        bool closing;    /* no more reads; close once output is flushed */
+        bool closed;     /* shut down: nothing more is sent */
+        bool recv_armed; /* a recv is in flight */
+        bool send_armed; /* a send or splice is in flight */
+        bool want_buffers; /* the provided-buffer ring ran dry: re-arm recv later */
+
+        uint8_t *in; /* received bytes not yet consumed */
+        size_t in_len, in_cap;
+        uint8_t *body; /* when set, receives go here until body_got == body_len */
+        size_t body_len, body_got;
+
+        struct out_item *out_head, *out_tail;
+        size_t out_bytes; /* queued and not yet sent */
+        int pipe[2];      /* for splicing; -1 until first needed */
+        size_t pipe_size, pipe_fill;
+
+        uint64_t last_active; /* ms: last request or reply */
+        uint64_t last_progress; /* ms: last byte moved while a frame or send was partial */
+
+        struct native *nat;
+        struct conn *prev, *next; /* the loop's list */
+};
+
+/* Milliseconds on a monotonic clock. */
+uint64_t chp_now_ms(void);
+
+/* Asks for the next len bytes to go straight into buf (already of them are there). */
+void conn_want_body(struct conn *c, uint8_t *buf, size_t len, size_t already);
+/* Drops the first n bytes of c->in. */
+void conn_consume(struct conn *c, size_t n);
+
+/* Reserves n bytes at the end of the output queue and returns where to write them; NULL on
+ * allocation failure. The bytes go out in queue order. */
+uint8_t *conn_out_reserve(struct conn *c, size_t n);
+/* Queues len bytes of a stored chunk (loc taken over: released once sent). Returns 0 or
+ * -ENOMEM (loc is then released here). */
+int conn_out_splice(struct conn *c, struct chp_chunk_loc *loc, uint64_t offset, uint32_t len);
+/* Starts sending whatever is queued (called by the loop after each protocol callback). */
+void conn_flush(struct conn *c);
+
+/* Stops reading; closes once queued output is out (or io_timeout passes). */
+void conn_close_after_flush(struct conn *c);
+/* Closes now: pending output is dropped. */
+void conn_close(struct conn *c);
+
+/* An operation outside the ring (a store request) holds the connection. */
+void conn_hold(struct conn *c);
+void conn_release(struct conn *c);
+
+/* Whether the connection may read more (the protocol's flow control and the memory budget). */
+void conn_maybe_read(struct conn *c);
+
+/* Queues a store request done callback to this connection's loop (any thread). */
+void chp_loop_post(struct chp_loop *l, struct chp_store_req *req);
+struct chp_loop *conn_loop(struct conn *c);
+
+/* ---- the protocol side (native.c) -------------------------------------------------------- */
+
+int native_attach(struct conn *c);          /* a new connection; -ENOMEM */
+void native_detach(struct conn *c);         /* the connection is being freed */
+void native_on_input(struct conn *c);       /* new bytes in c->in or the body */
+bool native_can_read(const struct conn *c); /* flow control */
+bool native_busy(const struct conn *c);     /* requests in flight or a frame half received */
+void native_on_store_done(struct chp_store_req *req); /* loop thread, from the loop's queue */
+void native_stop(struct conn *c);           /* the relay is stopping: read no new requests */
+
+#endif

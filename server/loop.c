@@ -1,0 +1,804 @@
+/* loop.c — the io_uring event loop: accept, receive, send, splice, timers, store completions.
+ *
+ * user_data packs a pointer (a struct conn or the loop, both 16-byte aligned) with the operation
+ * kind in its low four bits; it is built and taken apart only by ud_pack/ud_op/ud_ptr below.
+ * Every connection has at most one receive and one send-side operation (send or splice) in flight,
+ * so ordering on the socket follows from the state in struct conn alone.
+ */
+#include "loop.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "err.h"
+#include "log.h"
+#include "uring_compat.h"
+
+#define RING_ENTRIES 4096
+#define BUF_COUNT    512 /* provided buffers per loop (power of two) */
+#define BUF_SIZE     (16 * 1024)
+#define BUF_GROUP    0
+#define TICK_MS      200
+#define OUT_CHUNK    (16 * 1024) /* coalescing capacity of a small output item */
+#define STOP_GRACE_MS 5000
+
+enum op {
+        OP_ACCEPT = 1,
+        OP_RECV,
+        OP_SEND,
+        OP_SPLICE_IN,  /* segment file -> pipe */
+        OP_SPLICE_OUT, /* pipe -> socket */
+        OP_WAKE,       /* eventfd: store completions queued */
+        OP_TICK,
+};
+
+struct out_item {
+        struct out_item *next;
+        bool splice;
+        size_t len, off, cap; /* bytes: len queued, off sent; splice: len to send, off sent */
+        struct chp_chunk_loc loc; /* splice only */
+        uint64_t file_off;        /* splice only */
+        uint8_t data[];           /* bytes only */
+};
+
+struct chp_loop {
+        struct chp_shared *sh;
+        struct io_uring ring;
+        bool ring_ok;
+        struct io_uring_buf_ring *br;
+        uint8_t *bufs;
+        int listen_fd;
+        bool accept_armed;
+        int wake_fd;
+        uint64_t wake_val;
+        bool wake_armed, tick_armed;
+        struct __kernel_timespec tick_ts;
+
+        pthread_mutex_t done_lock;
+        struct chp_store_req *done_head, *done_tail;
+
+        struct conn *conns; /* all open or closing connections */
+        unsigned nconns;
+        unsigned want_buffers; /* connections waiting for provided buffers */
+        bool stopping;
+        uint64_t stop_deadline;
+        uint64_t last_sweep;
+} __attribute__((aligned(16)));
+
+/* ---- user_data --------------------------------------------------------------------------- */
+
+static uint64_t ud_pack(const void *p, enum op op)
+{
+        return (uint64_t)(uintptr_t)p | (uint64_t)op;
+}
+
+static enum op ud_op(uint64_t ud)
+{
+        return (enum op)(ud & 15);
+}
+
+static void *ud_ptr(uint64_t ud)
+{
+        return (void *)(uintptr_t)(ud & ~(uint64_t)15);
+}
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+uint64_t chp_now_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static struct io_uring_sqe *get_sqe(struct chp_loop *l)
+{
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
+        if (!sqe) {
+                io_uring_submit(&l->ring);
+                sqe = io_uring_get_sqe(&l->ring);
+        }
+        return sqe; /* NULL only if the kernel refuses to take submissions */
+}
+
+struct chp_loop *conn_loop(struct conn *c)
+{
+        return c->loop;
+}
+
+int chp_listen(const char *host, uint16_t port, int *fd, uint16_t *bound_port)
+{
+        *fd = -1;
+        struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                                 .ai_socktype = SOCK_STREAM,
+                                 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+        struct addrinfo *res = NULL;
+        char portstr[8];
+        snprintf(portstr, sizeof(portstr), "%u", port);
+        if (getaddrinfo(host, portstr, &hints, &res) != 0 || !res)
+                return -EADDRNOTAVAIL;
+        int s = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int rc = 0, one = 1;
+        if (s < 0) {
+                rc = -errno;
+                goto out;
+        }
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+            bind(s, res->ai_addr, res->ai_addrlen) != 0 || listen(s, 4096) != 0) {
+                rc = -errno;
+                goto out;
+        }
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        if (getsockname(s, (struct sockaddr *)&ss, &sl) != 0) {
+                rc = -errno;
+                goto out;
+        }
+        *bound_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                     : ((struct sockaddr_in *)&ss)->sin_port);
+        *fd = s;
+        s = -1;
+out:
+        if (s >= 0)
+                close(s);
+        freeaddrinfo(res);
+        return rc;
+}
+
+/* ---- arming operations ------------------------------------------------------------------- */
+
+static void arm_accept(struct chp_loop *l)
+{
+        if (l->accept_armed || l->stopping || l->listen_fd < 0)
+                return;
+        struct io_uring_sqe *sqe = get_sqe(l);
+        if (!sqe)
+                return;
+        io_uring_prep_multishot_accept(sqe, l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        io_uring_sqe_set_data64(sqe, ud_pack(l, OP_ACCEPT));
+        l->accept_armed = true;
+}
+
+static void arm_wake(struct chp_loop *l)
+{
+        if (l->wake_armed)
+                return;
+        struct io_uring_sqe *sqe = get_sqe(l);
+        if (!sqe)
+                return;
+        io_uring_prep_read(sqe, l->wake_fd, &l->wake_val, sizeof(l->wake_val), 0);
+        io_uring_sqe_set_data64(sqe, ud_pack(l, OP_WAKE));
+        l->wake_armed = true;
+}
+
+static void arm_tick(struct chp_loop *l)
+{
+        if (l->tick_armed)
+                return;
+        struct io_uring_sqe *sqe = get_sqe(l);
+        if (!sqe)
+                return;
+        l->tick_ts.tv_sec = 0;
+        l->tick_ts.tv_nsec = TICK_MS * 1000000L;
+        io_uring_prep_timeout(sqe, &l->tick_ts, 0, 0);
+        io_uring_sqe_set_data64(sqe, ud_pack(l, OP_TICK));
+        l->tick_armed = true;
+}
+
+static void arm_recv(struct conn *c)
+{
+        struct chp_loop *l = c->loop;
+        struct io_uring_sqe *sqe = get_sqe(l);
+        if (!sqe)
+                return;
+        if (c->body) {
+                io_uring_prep_recv(sqe, c->fd, c->body + c->body_got, c->body_len - c->body_got, 0);
+        } else {
+                io_uring_prep_recv(sqe, c->fd, NULL, BUF_SIZE, 0);
+                sqe->flags |= IOSQE_BUFFER_SELECT;
+                sqe->buf_group = BUF_GROUP;
+        }
+        io_uring_sqe_set_data64(sqe, ud_pack(c, OP_RECV));
+        c->recv_armed = true;
+        c->refs++;
+}
+
+void conn_maybe_read(struct conn *c)
+{
+        if (c->recv_armed || c->closing || c->closed || c->want_buffers)
+                return;
+        if (!c->body && !native_can_read(c))
+                return;
+        arm_recv(c);
+}
+
+/* ---- output ------------------------------------------------------------------------------ */
+
+static void out_free(struct conn *c, struct out_item *it)
+{
+        if (it->splice)
+                chp_store_loc_release(c->sh->store, &it->loc);
+        free(it);
+}
+
+uint8_t *conn_out_reserve(struct conn *c, size_t n)
+{
+        struct out_item *t = c->out_tail;
+        /* appending to an item whose send is in flight is safe: the item never moves, and
+         * the bytes past what the send covers go out with the next one */
+        if (!t || t->splice || t->cap - t->len < n) {
+                size_t cap = n > OUT_CHUNK ? n : OUT_CHUNK;
+                t = malloc(sizeof(*t) + cap);
+                if (!t)
+                        return NULL;
+                *t = (struct out_item){.cap = cap};
+                if (c->out_tail)
+                        c->out_tail->next = t;
+                else
+                        c->out_head = t;
+                c->out_tail = t;
+        }
+        uint8_t *p = t->data + t->len;
+        t->len += n;
+        c->out_bytes += n;
+        return p;
+}
+
+int conn_out_splice(struct conn *c, struct chp_chunk_loc *loc, uint64_t offset, uint32_t len)
+{
+        struct out_item *t = malloc(sizeof(*t));
+        if (!t) {
+                chp_store_loc_release(c->sh->store, loc);
+                return -ENOMEM;
+        }
+        *t = (struct out_item){.splice = true, .len = len, .loc = *loc, .file_off = offset};
+        loc->seg = NULL;
+        if (c->out_tail)
+                c->out_tail->next = t;
+        else
+                c->out_head = t;
+        c->out_tail = t;
+        c->out_bytes += len;
+        return 0;
+}
+
+static int ensure_pipe(struct conn *c)
+{
+        if (c->pipe[0] >= 0)
+                return 0;
+        if (pipe2(c->pipe, O_CLOEXEC) != 0)
+                return -errno;
+        /* a pipe as large as a typical chunk halves the number of splice round trips */
+        int sz = fcntl(c->pipe[1], F_SETPIPE_SZ, 1 << 20);
+        c->pipe_size = sz > 0 ? (size_t)sz : 65536;
+        return 0;
+}
+
+void conn_flush(struct conn *c)
+{
+        if (c->send_armed || c->closed)
+                return;
+        struct out_item *it = c->out_head;
+        if (!it) {
+                if (c->closing)
+                        conn_close(c);
+                return;
+        }
+        struct chp_loop *l = c->loop;
+        struct io_uring_sqe *sqe = get_sqe(l);
+        if (!sqe)
+                return;
+        if (!it->splice) {
+                /* MSG_MORE when a splice follows: its header and bytes leave in one segment */
+                int flags = MSG_NOSIGNAL | (it->next && it->next->splice ? MSG_MORE : 0);
+                io_uring_prep_send(sqe, c->fd, it->data + it->off, it->len - it->off, flags);
+                io_uring_sqe_set_data64(sqe, ud_pack(c, OP_SEND));
+        } else if (c->pipe_fill > 0) {
+                io_uring_prep_splice(sqe, c->pipe[0], -1, c->fd, -1, (unsigned)c->pipe_fill,
+                                     SPLICE_F_MOVE);
+                io_uring_sqe_set_data64(sqe, ud_pack(c, OP_SPLICE_OUT));
+        } else {
+                if (ensure_pipe(c) != 0) {
+                        conn_close(c);
+                        return;
+                }
+                size_t n = it->len - it->off;
+                if (n > c->pipe_size)
+                        n = c->pipe_size;
+                io_uring_prep_splice(sqe, it->loc.fd, (int64_t)(it->file_off + it->off),
+                                     c->pipe[1], -1, (unsigned)n, SPLICE_F_MOVE);
+                io_uring_sqe_set_data64(sqe, ud_pack(c, OP_SPLICE_IN));
+        }
+        c->send_armed = true;
+        c->refs++;
+}
+
+static void sent(struct conn *c, size_t n)
+{
+        struct out_item *it = c->out_head;
+        it->off += n;
+        c->out_bytes -= n;
+        c->last_progress = chp_now_ms();
+        atomic_fetch_add(&c->sh->bytes_out, n);
+        if (it->off == it->len) {
+                c->out_head = it->next;
+                if (!c->out_head)
+                        c->out_tail = NULL;
+                out_free(c, it);
+        }
+}
+
+/* ---- connection lifetime ----------------------------------------------------------------- */
+
+void conn_hold(struct conn *c)
+{
+        c->refs++;
+}
+
+static void conn_free(struct conn *c)
+{
+        struct chp_loop *l = c->loop;
+        if (c->want_buffers)
+                l->want_buffers--;
+        native_detach(c);
+        while (c->out_head) {
+                struct out_item *it = c->out_head;
+                c->out_head = it->next;
+                out_free(c, it);
+        }
+        if (c->pipe[0] >= 0) {
+                close(c->pipe[0]);
+                close(c->pipe[1]);
+        }
+        if (c->fd >= 0)
+                close(c->fd);
+        free(c->in);
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                l->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        l->nconns--;
+        atomic_fetch_sub(&c->sh->conns, 1);
+        free(c);
+}
+
+void conn_release(struct conn *c)
+{
+        if (--c->refs == 0)
+                conn_free(c);
+}
+
+void conn_close(struct conn *c)
+{
+        if (c->closed)
+                return;
+        c->closed = true;
+        c->closing = true;
+        /* wakes any receive or send in flight; they complete and drop their references */
+        shutdown(c->fd, SHUT_RDWR);
+        conn_release(c);
+}
+
+void conn_close_after_flush(struct conn *c)
+{
+        if (c->closing)
+                return;
+        c->closing = true;
+        c->last_progress = chp_now_ms();
+        if (!c->out_head && !c->send_armed)
+                conn_close(c);
+}
+
+void conn_want_body(struct conn *c, uint8_t *buf, size_t len, size_t already)
+{
+        c->body = buf;
+        c->body_len = len;
+        c->body_got = already;
+}
+
+void conn_consume(struct conn *c, size_t n)
+{
+        if (n >= c->in_len) {
+                c->in_len = 0;
+                return;
+        }
+        memmove(c->in, c->in + n, c->in_len - n);
+        c->in_len -= n;
+}
+
+static int in_append(struct conn *c, const uint8_t *p, size_t n)
+{
+        if (c->in_cap - c->in_len < n) {
+                size_t cap = c->in_cap ? c->in_cap : 4096;
+                while (cap - c->in_len < n)
+                        cap *= 2;
+                uint8_t *in = realloc(c->in, cap);
+                if (!in)
+                        return -ENOMEM;
+                c->in = in;
+                c->in_cap = cap;
+        }
+        memcpy(c->in + c->in_len, p, n);
+        c->in_len += n;
+        return 0;
+}
+
+/* After a protocol callback: keep reading and writing as the state allows. */
+static void conn_kick(struct conn *c)
+{
+        if (c->closed)
+                return;
+        conn_flush(c);
+        conn_maybe_read(c);
+}
+
+static void on_accept(struct chp_loop *l, struct io_uring_cqe *cqe)
+{
+        if (!(cqe->flags & IORING_CQE_F_MORE))
+                l->accept_armed = false; /* re-armed after this batch unless stopping */
+        if (cqe->res < 0) {
+                if (cqe->res != -ECANCELED)
+                        chp_log_warn("loop", "accept: %s", chp_strerror(cqe->res));
+                return;
+        }
+        int fd = cqe->res;
+        const struct chp_config *cfg = l->sh->cfg;
+        if (l->stopping || atomic_load(&l->sh->conns) >= cfg->max_connections) {
+                chp_log_debug("loop", "connection refused: %s",
+                              l->stopping ? "stopping" : "connection cap reached");
+                close(fd);
+                return;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        struct conn *c = aligned_alloc(16, (sizeof(struct conn) + 15) & ~(size_t)15);
+        if (!c) {
+                close(fd);
+                return;
+        }
+        *c = (struct conn){.loop = l, .sh = l->sh, .fd = fd, .refs = 1, .pipe = {-1, -1}};
+        c->last_active = c->last_progress = chp_now_ms();
+        if (native_attach(c) != 0) {
+                close(fd);
+                free(c);
+                return;
+        }
+        c->next = l->conns;
+        if (l->conns)
+                l->conns->prev = c;
+        l->conns = c;
+        l->nconns++;
+        atomic_fetch_add(&l->sh->conns, 1);
+        conn_maybe_read(c);
+}
+
+static void recycle_buffer(struct chp_loop *l, unsigned bid)
+{
+        io_uring_buf_ring_add(l->br, l->bufs + (size_t)bid * BUF_SIZE, BUF_SIZE, (unsigned short)bid,
+                              io_uring_buf_ring_mask(BUF_COUNT), 0);
+        io_uring_buf_ring_advance(l->br, 1);
+}
+
+static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
+{
+        struct chp_loop *l = c->loop;
+        c->recv_armed = false;
+        int res = cqe->res;
+        bool had_buffer = cqe->flags & IORING_CQE_F_BUFFER;
+        unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        if (res == -ENOBUFS) {
+                c->want_buffers = true; /* re-armed at the end of this batch */
+                l->want_buffers++;
+        } else if (res <= 0 || c->closed) {
+                if (had_buffer)
+                        recycle_buffer(l, bid);
+                if (res < 0 && res != -ECONNRESET && res != -ECANCELED)
+                        chp_log_debug("loop", "recv: %s", chp_strerror(res));
+                conn_close(c);
+        } else {
+                atomic_fetch_add(&c->sh->bytes_in, (uint64_t)res);
+                c->last_progress = chp_now_ms();
+                if (had_buffer) {
+                        int rc = in_append(c, l->bufs + (size_t)bid * BUF_SIZE, (size_t)res);
+                        recycle_buffer(l, bid);
+                        if (rc)
+                                conn_close(c);
+                } else {
+                        c->body_got += (size_t)res;
+                }
+                if (!c->closed)
+                        native_on_input(c);
+                conn_kick(c);
+        }
+        conn_release(c);
+}
+
+static void on_send(struct conn *c, struct io_uring_cqe *cqe, enum op op)
+{
+        c->send_armed = false;
+        int res = cqe->res;
+        if (c->closed) {
+                if (op == OP_SPLICE_IN && res > 0)
+                        c->pipe_fill += (size_t)res;
+        } else if (res < 0 || (res == 0 && op != OP_SEND)) {
+                if (res != -EPIPE && res != -ECONNRESET)
+                        chp_log_debug("loop", "%s: %s", op == OP_SEND ? "send" : "splice",
+                                      res ? chp_strerror(res) : "unexpected end of segment");
+                conn_close(c);
+        } else if (op == OP_SEND) {
+                sent(c, (size_t)res);
+        } else if (op == OP_SPLICE_IN) {
+                c->pipe_fill = (size_t)res; /* the bytes now sit in the pipe */
+        } else {
+                c->pipe_fill -= (size_t)res;
+                sent(c, (size_t)res);
+        }
+        if (!c->closed) {
+                c->last_active = chp_now_ms();
+                conn_flush(c);
+                conn_maybe_read(c); /* output drained: flow control may allow reading */
+        }
+        conn_release(c);
+}
+
+/* ---- store completions ------------------------------------------------------------------- */
+
+void chp_loop_post(struct chp_loop *l, struct chp_store_req *req)
+{
+        pthread_mutex_lock(&l->done_lock);
+        bool was_empty = !l->done_head;
+        req->next = NULL;
+        if (l->done_tail)
+                l->done_tail->next = req;
+        else
+                l->done_head = req;
+        l->done_tail = req;
+        pthread_mutex_unlock(&l->done_lock);
+        if (was_empty) {
+                uint64_t one = 1;
+                ssize_t w = write(l->wake_fd, &one, sizeof(one));
+                (void)w; /* an eventfd write fails only when the counter would overflow */
+        }
+}
+
+static void drain_done(struct chp_loop *l)
+{
+        pthread_mutex_lock(&l->done_lock);
+        struct chp_store_req *r = l->done_head;
+        l->done_head = l->done_tail = NULL;
+        pthread_mutex_unlock(&l->done_lock);
+        while (r) {
+                struct chp_store_req *next = r->next;
+                r->next = NULL;
+                native_on_store_done(r);
+                r = next;
+        }
+}
+
+/* ---- timers and stopping ----------------------------------------------------------------- */
+
+static void sweep(struct chp_loop *l, uint64_t now)
+{
+        const struct chp_config *cfg = l->sh->cfg;
+        uint64_t idle = (uint64_t)cfg->idle_timeout * 1000, io = (uint64_t)cfg->io_timeout * 1000;
+        struct conn *c = l->conns;
+        while (c) {
+                struct conn *next = c->next;
+                if (c->closed) {
+                        c = next;
+                        continue;
+                }
+                /* bytes of a frame are here but not all of it; progress is any byte moved */
+                bool partial = c->in_len > 0 || c->body;
+                bool sending = c->out_head != NULL;
+                if (c->closing && now - c->last_progress > io) {
+                        conn_close(c); /* could not flush its last words in time */
+                } else if ((partial || sending) && now - c->last_progress > io) {
+                        chp_log_info("loop", "closing a connection that stalled mid-%s",
+                                     sending ? "send" : "frame");
+                        conn_close(c);
+                } else if (!partial && !sending && !native_busy(c) &&
+                           now - c->last_active > idle) {
+                        chp_log_debug("loop", "closing an idle connection");
+                        conn_close(c);
+                } else if (l->stopping && !native_busy(c) && !sending) {
+                        conn_close(c);
+                } else if (l->stopping && now > l->stop_deadline) {
+                        chp_log_warn("loop", "stop: closing a connection with work in flight");
+                        conn_close(c);
+                }
+                c = next;
+        }
+}
+
+static void begin_stop(struct chp_loop *l)
+{
+        l->stopping = true;
+        l->stop_deadline = chp_now_ms() + STOP_GRACE_MS;
+        if (l->listen_fd >= 0) {
+                if (l->accept_armed) {
+                        struct io_uring_sqe *sqe = get_sqe(l);
+                        if (sqe) {
+                                io_uring_prep_cancel64(sqe, ud_pack(l, OP_ACCEPT), 0);
+                                io_uring_sqe_set_data64(sqe, 0);
+                        }
+                }
+                /* the fd is closed once the accept is gone (see chp_loop_run) */
+        }
+        for (struct conn *c = l->conns; c; c = c->next)
+                native_stop(c);
+}
+
+static void on_tick(struct chp_loop *l)
+{
+        l->tick_armed = false;
+        uint64_t now = chp_now_ms();
+        if (*l->sh->stop && !l->stopping)
+                begin_stop(l);
+        if (l->stopping || now - l->last_sweep >= 1000) {
+                l->last_sweep = now;
+                sweep(l, now);
+        }
+        /* connections paused by the shared memory budget get another chance */
+        for (struct conn *c = l->conns; c; c = c->next)
+                conn_maybe_read(c);
+}
+
+/* ---- create / run / destroy -------------------------------------------------------------- */
+
+int chp_loop_create(struct chp_shared *sh, int listen_fd, struct chp_loop **out)
+{
+        *out = NULL;
+        struct chp_loop *l = aligned_alloc(16, (sizeof(*l) + 15) & ~(size_t)15);
+        if (!l) {
+                close(listen_fd);
+                return -ENOMEM;
+        }
+        memset(l, 0, sizeof(*l));
+        l->sh = sh;
+        l->listen_fd = listen_fd;
+        l->wake_fd = -1;
+        pthread_mutex_init(&l->done_lock, NULL);
+        int rc;
+        struct io_uring_params p;
+        memset(&p, 0, sizeof(p));
+        p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+        rc = io_uring_queue_init_params(RING_ENTRIES, &l->ring, &p);
+        if (rc == -EINVAL) {
+                /* kernels before 6.1 lack DEFER_TASKRUN: run without it */
+                chp_log_warn("loop", "io_uring: SINGLE_ISSUER/DEFER_TASKRUN not supported; "
+                                     "running without them");
+                memset(&p, 0, sizeof(p));
+                rc = io_uring_queue_init_params(RING_ENTRIES, &l->ring, &p);
+        }
+        if (rc)
+                goto fail;
+        l->ring_ok = true;
+        l->bufs = aligned_alloc(4096, (size_t)BUF_COUNT * BUF_SIZE);
+        if (!l->bufs) {
+                rc = -ENOMEM;
+                goto fail;
+        }
+        l->br = chp_uring_setup_buf_ring(&l->ring, BUF_COUNT, BUF_GROUP, &rc);
+        if (!l->br)
+                goto fail;
+        for (unsigned i = 0; i < BUF_COUNT; i++)
+                io_uring_buf_ring_add(l->br, l->bufs + (size_t)i * BUF_SIZE, BUF_SIZE,
+                                      (unsigned short)i, io_uring_buf_ring_mask(BUF_COUNT),
+                                      (int)i);
+        io_uring_buf_ring_advance(l->br, BUF_COUNT);
+        l->wake_fd = eventfd(0, EFD_CLOEXEC);
+        if (l->wake_fd < 0) {
+                rc = -errno;
+                goto fail;
+        }
+        *out = l;
+        return 0;
+fail:
+        chp_log_error("loop", "cannot set up io_uring: %s", chp_strerror(rc));
+        chp_loop_destroy(l);
+        return rc;
+}
+
+int chp_loop_run(struct chp_loop *l)
+{
+        arm_accept(l);
+        arm_wake(l);
+        arm_tick(l);
+        for (;;) {
+                if (l->stopping && l->nconns == 0 && !l->accept_armed)
+                        break;
+                int rc = io_uring_submit_and_wait(&l->ring, 1);
+                if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+                        chp_log_error("loop", "io_uring_submit_and_wait: %s", chp_strerror(rc));
+                        return rc;
+                }
+                struct io_uring_cqe *cqe;
+                unsigned head, seen = 0;
+                io_uring_for_each_cqe(&l->ring, head, cqe)
+                {
+                        seen++;
+                        uint64_t ud = cqe->user_data;
+                        if (!ud)
+                                continue; /* a cancel request's own completion */
+                        switch (ud_op(ud)) {
+                        case OP_ACCEPT:
+                                on_accept(l, cqe);
+                                break;
+                        case OP_RECV:
+                                on_recv(ud_ptr(ud), cqe);
+                                break;
+                        case OP_SEND:
+                        case OP_SPLICE_IN:
+                        case OP_SPLICE_OUT:
+                                on_send(ud_ptr(ud), cqe, ud_op(ud));
+                                break;
+                        case OP_WAKE:
+                                l->wake_armed = false;
+                                drain_done(l);
+                                break;
+                        case OP_TICK:
+                                on_tick(l);
+                                break;
+                        }
+                }
+                io_uring_cq_advance(&l->ring, seen);
+                /* connections that found the buffer ring empty try again now that buffers
+                 * from this batch have been returned */
+                for (struct conn *c = l->conns; l->want_buffers && c; c = c->next) {
+                        if (c->want_buffers) {
+                                c->want_buffers = false;
+                                l->want_buffers--;
+                                conn_maybe_read(c);
+                        }
+                }
+                if (l->stopping && !l->accept_armed && l->listen_fd >= 0) {
+                        close(l->listen_fd);
+                        l->listen_fd = -1;
+                }
+                arm_accept(l);
+                arm_wake(l);
+                arm_tick(l);
+        }
+        return 0;
+}
+
+void chp_loop_destroy(struct chp_loop *l)
+{
+        if (!l)
+                return;
+        /* completions that arrived after the loop stopped (the store drains on close) */
+        drain_done(l);
+        while (l->conns) {
+                struct conn *c = l->conns;
+                c->refs = 1;
+                c->closed = true;
+                conn_release(c);
+        }
+        if (l->ring_ok) {
+                chp_uring_free_buf_ring(&l->ring, l->br, BUF_COUNT, BUF_GROUP);
+                io_uring_queue_exit(&l->ring);
+        }
+        free(l->bufs);
+        if (l->wake_fd >= 0)
+                close(l->wake_fd);
+        if (l->listen_fd >= 0)
+                close(l->listen_fd);
+        pthread_mutex_destroy(&l->done_lock);
+        free(l);
+}

@@ -1,0 +1,185 @@
+#include "relay.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "log.h"
+#include "loop.h"
+#include "store.h"
+#include "uring_compat.h"
+
+#define GC_INTERVAL_S 60
+
+/* Rings are created with SINGLE_ISSUER: a ring must be set up by the thread that submits to it,
+ * so each worker creates its own loop and reports back before it runs. */
+struct worker {
+        struct chp_shared *sh;
+        int listen_fd;
+        struct chp_loop *loop;
+        pthread_t thread;
+        bool started;
+        int rc;
+        pthread_mutex_t *lock;
+        pthread_cond_t *cond;
+        unsigned *reported;
+};
+
+static void *worker_main(void *arg)
+{
+        struct worker *w = arg;
+        int rc = chp_loop_create(w->sh, w->listen_fd, &w->loop);
+        pthread_mutex_lock(w->lock);
+        w->rc = rc;
+        (*w->reported)++;
+        pthread_cond_broadcast(w->cond);
+        pthread_mutex_unlock(w->lock);
+        if (rc)
+                return NULL;
+        w->rc = chp_loop_run(w->loop);
+        return NULL;
+}
+
+/* Writes the ready file through a temporary name, so a reader never sees half of it. */
+static int write_ready(const char *path, const char *host, uint16_t port)
+{
+        char tmp[4096];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        FILE *f = fopen(tmp, "w");
+        if (!f)
+                return -errno;
+        bool v6 = strchr(host, ':') != NULL;
+        fprintf(f, "native=%s%s%s:%u\n", v6 ? "[" : "", host, v6 ? "]" : "", port);
+        if (fclose(f) != 0 || rename(tmp, path) != 0) {
+                int rc = -errno;
+                unlink(tmp);
+                return rc;
+        }
+        return 0;
+}
+
+static void run_gc(struct chp_store *store)
+{
+        struct chp_gc_stats st;
+        int rounds = 0, rc;
+        do {
+                rc = chp_store_gc(store, (uint64_t)time(NULL), &st);
+                if (rc) {
+                        chp_log_warn("relay", "gc: %s", chp_strerror(rc));
+                        return;
+                }
+                if (st.files_expired || st.uploads_expired || st.segments_deleted ||
+                    st.segments_compacted)
+                        chp_log_info("relay",
+                                     "gc: %llu files and %llu uploads expired, %llu chunks "
+                                     "freed, %llu segments dropped, %llu compacted",
+                                     (unsigned long long)st.files_expired,
+                                     (unsigned long long)st.uploads_expired,
+                                     (unsigned long long)st.chunks_freed,
+                                     (unsigned long long)st.segments_deleted,
+                                     (unsigned long long)st.segments_compacted);
+        } while (st.more && ++rounds < 100);
+}
+
+int chp_relay_run(const struct chp_config *cfg, volatile sig_atomic_t *stop)
+{
+        char missing[256];
+        int rc = chp_uring_probe(missing, sizeof(missing));
+        if (rc) {
+                chp_log_error("relay", "this kernel's io_uring lacks: %s", missing);
+                return rc;
+        }
+        char host[256];
+        uint16_t port, bound = 0;
+        if ((rc = chp_config_split_hostport(cfg->listen, host, sizeof(host), &port))) {
+                chp_log_error("relay", "bad --listen address %s", cfg->listen);
+                return rc;
+        }
+
+        struct chp_store *store = NULL;
+        struct worker *workers = calloc(cfg->threads, sizeof(*workers));
+        struct chp_shared sh = {.cfg = cfg, .stop = stop};
+        if (!workers)
+                return -ENOMEM;
+        if ((rc = chp_store_open(&cfg->store, &store))) {
+                chp_log_error("relay", "cannot open the store in %s: %s", cfg->data_dir,
+                              chp_strerror(rc));
+                goto out;
+        }
+        sh.store = store;
+        pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+        pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+        unsigned reported = 0, started = 0;
+        for (unsigned i = 0; i < cfg->threads; i++) {
+                struct worker *w = &workers[i];
+                *w = (struct worker){.sh = &sh, .lock = &lock, .cond = &cond,
+                                     .reported = &reported};
+                /* the first listener picks the port (port 0 = any); the others share it */
+                if ((rc = chp_listen(host, i ? bound : port, &w->listen_fd, &bound))) {
+                        chp_log_error("relay", "cannot listen on %s: %s", cfg->listen,
+                                      chp_strerror(rc));
+                        break;
+                }
+                if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+                        close(w->listen_fd);
+                        rc = -EAGAIN;
+                        break;
+                }
+                w->started = true;
+                started++;
+        }
+        pthread_mutex_lock(&lock);
+        while (reported < started)
+                pthread_cond_wait(&cond, &lock);
+        pthread_mutex_unlock(&lock);
+        for (unsigned i = 0; !rc && i < started; i++)
+                rc = workers[i].rc;
+        if (rc) {
+                *stop = 1;
+                goto out;
+        }
+        chp_log_info("relay", "listening on %s:%u (native), %u threads, data in %s, sync %s", host,
+                     bound, cfg->threads, cfg->data_dir,
+                     cfg->sync == CHP_SYNC_FULL ? "full" : "none");
+        if (cfg->ready_file && (rc = write_ready(cfg->ready_file, host, bound))) {
+                chp_log_error("relay", "cannot write the ready file %s: %s", cfg->ready_file,
+                              chp_strerror(rc));
+                *stop = 1;
+                goto out;
+        }
+
+        time_t last_gc = time(NULL);
+        while (!*stop) {
+                struct timespec ts = {.tv_sec = 0, .tv_nsec = 200 * 1000000L};
+                nanosleep(&ts, NULL); /* a signal cuts it short */
+                if (time(NULL) - last_gc >= GC_INTERVAL_S) {
+                        run_gc(store);
+                        last_gc = time(NULL);
+                }
+        }
+        chp_log_info("relay", "stopping: finishing work in flight");
+out:
+        *stop = 1;
+        for (unsigned i = 0; i < cfg->threads; i++) {
+                if (workers[i].started) {
+                        pthread_join(workers[i].thread, NULL);
+                        if (workers[i].rc && !rc)
+                                rc = workers[i].rc;
+                }
+        }
+        /* the writer drains here; its last completions land in the loops' queues */
+        chp_store_close(store);
+        for (unsigned i = 0; i < cfg->threads; i++)
+                chp_loop_destroy(workers[i].loop); /* NULL for a worker that failed to start */
+        free(workers);
+        if (cfg->ready_file)
+                unlink(cfg->ready_file);
+        if (!rc)
+                chp_log_info("relay", "stopped");
+        return rc;
+}

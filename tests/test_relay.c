@@ -1,0 +1,592 @@
+/* A real chapard on port 0 in a temp dir, driven by the test client (tests/relay_client.c):
+ * round trip, resume at every chunk boundary, dedup, download while uploading, 64 concurrent
+ * clients, garbage beside a normal transfer, flow control, and SIGTERM mid-transfer followed by
+ * a restart, a resume and a clean `chapard verify`. */
+#include "harness.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "relay_client.h"
+
+#define KiB 1024u
+#define MiB (1024u * 1024u)
+
+static struct rc_relay relay;
+
+static bool started(void)
+{
+        if (relay.pid > 0)
+                return true;
+        int rc = rc_relay_start(&relay, false, NULL);
+        if (rc)
+                fprintf(stderr, "cannot start chapard: %d (is CHAPARD set?)\n", rc);
+        return rc == 0;
+}
+
+static bool same(const struct rc_file *f, const uint8_t *data, uint64_t len)
+{
+        return len == f->total && (len == 0 || memcmp(data, f->data, len) == 0);
+}
+
+static bool roundtrip(struct rc_conn *c, uint64_t size, uint32_t chunk, uint32_t seed)
+{
+        struct rc_file f;
+        if (rc_file_make(&f, size, chunk, seed, 0) != 0)
+                return false;
+        struct rc_put_stats st;
+        uint8_t *out = NULL;
+        uint64_t len = 0;
+        int rc = rc_put(c, &f, &st);
+        if (!rc)
+                rc = rc_get(c, f.file_id, &out, &len);
+        bool ok = rc == 0 && same(&f, out, len) && st.chunks_sent == f.count;
+        if (!ok)
+                fprintf(stderr, "  roundtrip of %llu bytes: rc %d (%s)\n", (unsigned long long)size,
+                        rc, c->last_msg);
+        free(out);
+        rc_file_free(&f);
+        return ok;
+}
+
+TEST(roundtrip_sizes)
+{
+        REQUIRE(started());
+        struct rc_conn c;
+        REQUIRE_OK(rc_connect(&c, relay.addr));
+        const uint32_t cs = 64 * KiB;
+        uint64_t sizes[] = {0, 1, 1000, cs - 1, cs, cs + 1, 10 * cs + 17, 5 * MiB + 3};
+        for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
+                CHECK(roundtrip(&c, sizes[i], cs, 100 + (uint32_t)i));
+        CHECK(roundtrip(&c, 9 * MiB, MiB, 200));
+        CHECK(roundtrip(&c, 20 * MiB + 5, 8 * MiB, 201));
+        rc_close(&c);
+}
+
+TEST(resume_at_every_chunk_boundary)
+{
+        REQUIRE(started());
+        const uint32_t cs = 64 * KiB, n = 6;
+        for (uint32_t cut = 0; cut <= n; cut++) {
+                struct rc_file f;
+                REQUIRE_OK(rc_file_make(&f, (uint64_t)n * cs - 100, cs, 300 + cut, 0));
+                struct rc_conn c;
+                REQUIRE_OK(rc_connect(&c, relay.addr));
+                uint8_t id[CHP_UPLOAD_ID_LEN], id2[CHP_UPLOAD_ID_LEN], fid[CHP_HASH_BYTES];
+                uint8_t *missing;
+                bool complete;
+                struct rc_put_stats st = {0};
+                REQUIRE_OK(rc_open(&c, &f, id, &missing, &complete));
+                CHECK(!complete);
+                CHECK_OK(rc_send_chunks(&c, &f, id, missing, cut, &st));
+                CHECK_EQ(st.chunks_sent, cut);
+                free(missing);
+                /* the cut: the connection goes away without a word */
+                rc_close(&c);
+                REQUIRE_OK(rc_connect(&c, relay.addr));
+                REQUIRE_OK(rc_open(&c, &f, id2, &missing, &complete));
+                CHECK(memcmp(id, id2, sizeof(id)) == 0); /* the same session, resumed */
+                uint32_t still = 0;
+                for (uint32_t i = 0; i < n; i++)
+                        still += chp_bit(missing, i);
+                CHECK_EQ(still, n - cut);
+                memset(&st, 0, sizeof(st));
+                CHECK_OK(rc_send_chunks(&c, &f, id2, missing, UINT32_MAX, &st));
+                CHECK_EQ(st.chunks_sent, n - cut); /* nothing is sent twice */
+                free(missing);
+                CHECK_OK(rc_commit(&c, id2, fid));
+                uint8_t *out = NULL;
+                uint64_t len = 0;
+                CHECK_OK(rc_get(&c, f.file_id, &out, &len));
+                CHECK(same(&f, out, len));
+                free(out);
+                rc_close(&c);
+                rc_file_free(&f);
+        }
+}
+
+TEST(dedup_sends_no_chunk_bytes)
+{
+        REQUIRE(started());
+        struct rc_conn c;
+        REQUIRE_OK(rc_connect(&c, relay.addr));
+        struct rc_file a, b;
+        REQUIRE_OK(rc_file_make(&a, 3 * MiB + 77, MiB, 400, 1));
+        REQUIRE_OK(rc_file_make(&b, 3 * MiB + 77, MiB, 400, 2)); /* same chunks, other meta */
+        CHECK(memcmp(a.file_id, b.file_id, CHP_HASH_BYTES) != 0);
+        struct rc_put_stats st;
+        CHECK_OK(rc_put(&c, &a, &st));
+        CHECK_EQ(st.chunks_sent, 4);
+        CHECK_OK(rc_put(&c, &b, &st));
+        CHECK_EQ(st.chunks_sent, 0);
+        CHECK_EQ(st.bytes_sent, 0);
+        CHECK(!st.was_complete);
+        /* the very same file again: complete at once, no session at all */
+        CHECK_OK(rc_put(&c, &a, &st));
+        CHECK(st.was_complete);
+        CHECK_EQ(st.bytes_sent, 0);
+        uint8_t *out = NULL;
+        uint64_t len = 0;
+        CHECK_OK(rc_get(&c, b.file_id, &out, &len));
+        CHECK(same(&b, out, len));
+        free(out);
+        rc_file_free(&a);
+        rc_file_free(&b);
+        rc_close(&c);
+}
+
+TEST(mismatch_and_bad_requests_keep_the_connection)
+{
+        REQUIRE(started());
+        struct rc_conn c;
+        REQUIRE_OK(rc_connect(&c, relay.addr));
+        struct rc_file f;
+        REQUIRE_OK(rc_file_make(&f, 2 * 64 * KiB, 64 * KiB, 500, 0));
+        uint8_t id[CHP_UPLOAD_ID_LEN];
+        uint8_t *missing;
+        bool complete;
+        REQUIRE_OK(rc_open(&c, &f, id, &missing, &complete));
+        free(missing);
+        /* chunk 0 with a flipped byte: refused, nothing stored */
+        uint8_t prefix[CHP_CHUNK_PREFIX];
+        chp_msg_chunk_prefix_encode(prefix, sizeof(prefix), id, 0);
+        f.data[10] ^= 1;
+        CHECK_OK(rc_send(&c, CHP_F_CHUNK, 77, prefix, sizeof(prefix), f.data, 64 * KiB));
+        struct chp_frame_header h;
+        uint8_t *reply;
+        CHECK_OK(rc_recv(&c, &h, &reply));
+        CHECK_EQ(h.type, CHP_F_ERROR);
+        CHECK_EQ(h.id, 77);
+        CHECK_EQ(c.last_error, CHP_WE_MISMATCH);
+        f.data[10] ^= 1;
+        uint8_t addrs[CHP_HASH_BYTES];
+        CHECK_OK(chp_sha256(f.data, 64 * KiB, addrs));
+        struct chp_msg_have hv = {.count = 1, .addrs = addrs};
+        uint8_t hp[40];
+        CHECK_OK(rc_call(&c, CHP_F_HAVE, hp, (size_t)chp_msg_have_encode(hp, sizeof(hp), &hv), &h,
+                         &reply));
+        CHECK_EQ(reply[4] & 1, 0);
+        /* a wrong length, an unknown upload, a commit too early: errors, connection stays */
+        CHECK_OK(rc_send(&c, CHP_F_CHUNK, 78, prefix, sizeof(prefix), f.data, 1000));
+        CHECK_OK(rc_recv(&c, &h, &reply));
+        CHECK(h.type == CHP_F_ERROR && c.last_error == CHP_WE_MISMATCH);
+        uint8_t bogus[CHP_UPLOAD_ID_LEN] = {9};
+        uint8_t fid[CHP_HASH_BYTES];
+        CHECK_EQ(rc_commit(&c, bogus, fid), RC_EREMOTE);
+        CHECK_EQ(c.last_error, CHP_WE_NOT_FOUND);
+        CHECK_EQ(rc_commit(&c, id, fid), RC_EREMOTE);
+        CHECK_EQ(c.last_error, CHP_WE_MISSING);
+        CHECK_EQ(rc_call(&c, CHP_F_GET_MANIFEST, bogus, 16, &h, &reply), RC_EREMOTE);
+        CHECK_EQ(c.last_error, CHP_WE_BAD_FRAME); /* 16 bytes where 32 belong: fatal */
+        rc_close(&c);
+        REQUIRE_OK(rc_connect(&c, relay.addr));
+        struct rc_put_stats st;
+        CHECK_OK(rc_put(&c, &f, &st)); /* resumes the session and completes */
+        uint8_t ping[5] = "hello";
+        CHECK_OK(rc_call(&c, CHP_F_PING, ping, 5, &h, &reply));
+        CHECK(h.len == 5 && memcmp(reply, "hello", 5) == 0);
+        rc_close(&c);
+        rc_file_free(&f);
+}
+
+TEST(download_while_uploading)
+{
+        REQUIRE(started());
+        struct rc_conn up, down;
+        REQUIRE_OK(rc_connect(&up, relay.addr));
+        REQUIRE_OK(rc_connect(&down, relay.addr));
+        struct rc_file f;
+        REQUIRE_OK(rc_file_make(&f, 8 * 64 * KiB, 64 * KiB, 600, 0));
+        uint8_t id[CHP_UPLOAD_ID_LEN];
+        uint8_t *missing;
+        bool complete;
+        struct rc_put_stats st = {0};
+        REQUIRE_OK(rc_open(&up, &f, id, &missing, &complete));
+        CHECK_OK(rc_send_chunks(&up, &f, id, missing, 3, &st));
+        /* the file id is a ticket already: its manifest is there, partial, with 3 chunks */
+        struct chp_frame_header h;
+        uint8_t *reply;
+        CHECK_OK(rc_call(&down, CHP_F_GET_MANIFEST, f.file_id, 32, &h, &reply));
+        struct chp_msg_manifest mm;
+        REQUIRE_OK(chp_msg_manifest_decode(reply, h.len, &mm));
+        CHECK_EQ(mm.state, CHP_UPLOAD_PARTIAL);
+        CHECK(mm.present && mm.present[0] == 0x07);
+        CHECK_OK(rc_call(&down, CHP_F_STAT, f.file_id, 32, &h, &reply));
+        struct chp_msg_stat_ok so;
+        REQUIRE_OK(chp_msg_stat_ok_decode(reply, h.len, &so));
+        CHECK(so.state == CHP_UPLOAD_PARTIAL && so.chunks_present == 3 && so.chunk_count == 8);
+        /* an acknowledged chunk is fetched at once, and a byte range of it */
+        struct chp_manifest m;
+        REQUIRE(chp_manifest_decode(f.manifest, f.manifest_len, &m) >= 0);
+        struct chp_msg_get_chunk g = {.addr = m.addrs + 32 * 2, .offset = 100, .length = 50};
+        uint8_t gp[40];
+        CHECK_EQ(chp_msg_get_chunk_encode(gp, sizeof(gp), &g), 40);
+        CHECK_OK(rc_call(&down, CHP_F_GET_CHUNK, gp, 40, &h, &reply));
+        struct chp_msg_chunk_data d;
+        REQUIRE_OK(chp_msg_chunk_data_decode(reply, h.len, &d));
+        CHECK(d.len == 50 && d.offset == 100 && d.chunk_len == 64 * KiB &&
+              memcmp(d.data, f.data + 2 * 64 * KiB + 100, 50) == 0);
+        /* a chunk not yet sent is not there */
+        g = (struct chp_msg_get_chunk){.addr = m.addrs + 32 * 5};
+        CHECK_EQ(chp_msg_get_chunk_encode(gp, sizeof(gp), &g), 40);
+        CHECK_EQ(rc_call(&down, CHP_F_GET_CHUNK, gp, 40, &h, &reply), RC_EREMOTE);
+        CHECK_EQ(down.last_error, CHP_WE_NOT_FOUND);
+        CHECK_OK(rc_send_chunks(&up, &f, id, missing, UINT32_MAX, &st));
+        uint8_t fid[CHP_HASH_BYTES];
+        CHECK_OK(rc_commit(&up, id, fid));
+        uint8_t *out = NULL;
+        uint64_t len = 0;
+        CHECK_OK(rc_get(&down, f.file_id, &out, &len));
+        CHECK(same(&f, out, len));
+        free(out);
+        free(missing);
+        rc_file_free(&f);
+        rc_close(&up);
+        rc_close(&down);
+}
+
+struct client_job {
+        uint32_t seed;
+        bool ok;
+};
+
+static void *client_thread(void *arg)
+{
+        struct client_job *j = arg;
+        struct rc_conn c;
+        if (rc_connect(&c, relay.addr) != 0)
+                return NULL;
+        j->ok = roundtrip(&c, 300 * KiB + j->seed, 64 * KiB, 1000 + j->seed) &&
+                roundtrip(&c, 70 * KiB, 64 * KiB, 5000 + j->seed);
+        rc_close(&c);
+        return NULL;
+}
+
+TEST(sixty_four_concurrent_clients)
+{
+        REQUIRE(started());
+        enum { N = 64 };
+        pthread_t t[N];
+        struct client_job jobs[N];
+        for (int i = 0; i < N; i++) {
+                jobs[i] = (struct client_job){.seed = (uint32_t)i};
+                REQUIRE(pthread_create(&t[i], NULL, client_thread, &jobs[i]) == 0);
+        }
+        int ok = 0;
+        for (int i = 0; i < N; i++) {
+                pthread_join(t[i], NULL);
+                ok += jobs[i].ok;
+        }
+        CHECK_EQ(ok, N);
+}
+
+/* Sends bytes on a new connection and reads until the relay closes it; true if it did. */
+static bool garbage_is_refused(const void *bytes, size_t len, uint32_t *code)
+{
+        struct rc_conn c = {.fd = -1};
+        if (rc_connect(&c, relay.addr) != 0)
+                return false;
+        struct timeval tv = {.tv_sec = 10};
+        setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        ssize_t w = write(c.fd, bytes, len);
+        *code = 0;
+        bool closed = false;
+        uint8_t buf[4096];
+        for (int i = 0; i < 100; i++) {
+                ssize_t r = read(c.fd, buf, sizeof(buf));
+                if (r == 0 || (r < 0 && errno == ECONNRESET)) {
+                        closed = true;
+                        break;
+                }
+                if (r < 0)
+                        break; /* timed out: the relay kept it open */
+                if (r >= 18 && buf[0] == CHP_F_ERROR)
+                        *code = (uint32_t)(buf[12] | buf[13] << 8);
+        }
+        rc_close(&c);
+        return w == (ssize_t)len && closed;
+}
+
+struct bg {
+        bool ok;
+};
+
+static void *normal_transfer(void *arg)
+{
+        struct bg *b = arg;
+        struct rc_conn c;
+        b->ok = rc_connect(&c, relay.addr) == 0 && roundtrip(&c, 12 * MiB, MiB, 700) &&
+                roundtrip(&c, 3 * MiB, 64 * KiB, 701);
+        rc_close(&c);
+        return NULL;
+}
+
+TEST(garbage_beside_a_normal_transfer)
+{
+        REQUIRE(started());
+        pthread_t t;
+        struct bg b = {0};
+        REQUIRE(pthread_create(&t, NULL, normal_transfer, &b) == 0);
+        uint32_t code;
+        /* random bytes */
+        uint8_t junk[3000];
+        uint64_t x = 88172645463325252ULL;
+        for (size_t i = 0; i < sizeof(junk); i++) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                junk[i] = (uint8_t)x;
+        }
+        junk[0] = 0x3c; /* an unknown type, so the first header is certainly bad */
+        junk[1] = junk[2] = junk[3] = 0;
+        CHECK(garbage_is_refused(junk, sizeof(junk), &code));
+        CHECK_EQ(code, CHP_WE_UNKNOWN_TYPE);
+        /* a length that lies: a PING claiming 1 GiB */
+        uint8_t lie[CHP_FRAME_HEADER];
+        chp_frame_header_encode(lie, CHP_F_PING, 5, 1u << 30);
+        CHECK(garbage_is_refused(lie, sizeof(lie), &code));
+        CHECK_EQ(code, CHP_WE_TOO_BIG);
+        /* nonzero reserved bits */
+        chp_frame_header_encode(lie, CHP_F_PING, 5, 0);
+        lie[2] = 1;
+        CHECK(garbage_is_refused(lie, sizeof(lie), &code));
+        CHECK_EQ(code, CHP_WE_BAD_FRAME);
+        /* a reply type sent as a request */
+        chp_frame_header_encode(lie, CHP_F_PING | CHP_F_REPLY, 5, 0);
+        CHECK(garbage_is_refused(lie, sizeof(lie), &code));
+        CHECK_EQ(code, CHP_WE_UNKNOWN_TYPE);
+        /* a truncated HELLO payload that claims more than it carries, then the peer goes quiet:
+         * the relay waits for the rest (io_timeout) — here the client hangs up instead */
+        {
+                struct rc_conn c;
+                REQUIRE_OK(rc_connect(&c, relay.addr));
+                uint8_t part[CHP_FRAME_HEADER + 3];
+                chp_frame_header_encode(part, CHP_F_OPEN, 9, 5000);
+                CHECK_EQ(write(c.fd, part, sizeof(part)), (ssize_t)sizeof(part));
+                rc_close(&c);
+        }
+        /* an OPEN whose manifest is malformed: an error, but the connection stays */
+        {
+                struct rc_conn c;
+                REQUIRE_OK(rc_connect(&c, relay.addr));
+                uint8_t bad[40] = {0};
+                struct chp_frame_header h;
+                uint8_t *reply;
+                CHECK_EQ(rc_call(&c, CHP_F_OPEN, bad, sizeof(bad), &h, &reply), RC_EREMOTE);
+                CHECK_EQ(c.last_error, CHP_WE_BAD_MANIFEST);
+                CHECK_OK(rc_call(&c, CHP_F_PING, "x", 1, &h, &reply));
+                rc_close(&c);
+        }
+        /* frames before HELLO */
+        {
+                int fd = socket(AF_INET, SOCK_STREAM, 0);
+                struct rc_conn c = {.fd = -1};
+                REQUIRE_OK(rc_connect(&c, relay.addr)); /* for the address only */
+                struct sockaddr_storage ss;
+                socklen_t sl = sizeof(ss);
+                getpeername(c.fd, (struct sockaddr *)&ss, &sl);
+                rc_close(&c);
+                REQUIRE(connect(fd, (struct sockaddr *)&ss, sl) == 0);
+                uint8_t ping[CHP_FRAME_HEADER];
+                chp_frame_header_encode(ping, CHP_F_PING, 1, 0);
+                CHECK_EQ(write(fd, ping, sizeof(ping)), (ssize_t)sizeof(ping));
+                uint8_t buf[256];
+                ssize_t r = read(fd, buf, sizeof(buf));
+                CHECK(r >= 18 && buf[0] == CHP_F_ERROR && buf[12] == CHP_WE_NO_HELLO);
+                CHECK_EQ(read(fd, buf, sizeof(buf)), 0);
+                close(fd);
+        }
+        pthread_join(t, NULL);
+        CHECK(b.ok);
+        /* and the relay still serves */
+        struct rc_conn c;
+        REQUIRE_OK(rc_connect(&c, relay.addr));
+        CHECK(roundtrip(&c, 100 * KiB, 64 * KiB, 800));
+        rc_close(&c);
+}
+
+TEST(flow_control_bounds_a_fast_sender)
+{
+        REQUIRE(started());
+        /* A client that ignores the window: 64 chunks of 1 MiB sent without reading replies.
+         * The relay stops reading once its window is full; the client's writes block instead of
+         * the relay buffering. Then the client reads, and everything completes. */
+        struct rc_conn c;
+        REQUIRE_OK(rc_connect(&c, relay.addr));
+        struct rc_file f;
+        REQUIRE_OK(rc_file_make(&f, 64 * MiB, MiB, 900, 0));
+        uint8_t id[CHP_UPLOAD_ID_LEN];
+        uint8_t *missing;
+        bool complete;
+        REQUIRE_OK(rc_open(&c, &f, id, &missing, &complete));
+        free(missing);
+        int flags = MSG_DONTWAIT;
+        uint32_t queued = 0;
+        uint64_t sent_bytes = 0;
+        for (uint32_t i = 0; i < f.count; i++) {
+                uint8_t frame[CHP_FRAME_HEADER + CHP_CHUNK_PREFIX];
+                chp_frame_header_encode(frame, CHP_F_CHUNK, 10 + i, CHP_CHUNK_PREFIX + MiB);
+                chp_msg_chunk_prefix_encode(frame + CHP_FRAME_HEADER, CHP_CHUNK_PREFIX, id, i);
+                ssize_t w = send(c.fd, frame, sizeof(frame), flags);
+                if (w != (ssize_t)sizeof(frame))
+                        break;
+                ssize_t got = 0;
+                while (got < (ssize_t)MiB) {
+                        ssize_t n = send(c.fd, f.data + (uint64_t)i * MiB + got, MiB - got, flags);
+                        if (n <= 0)
+                                break;
+                        got += n;
+                }
+                sent_bytes += (uint64_t)got;
+                if (got < (ssize_t)MiB)
+                        break; /* the socket is full: the relay stopped reading */
+                queued++;
+        }
+        /* the relay's window (32 MiB) plus socket buffers is well short of 64 MiB */
+        CHECK(queued < f.count);
+        CHECK(sent_bytes < 60ull * MiB);
+        rc_close(&c);
+        /* the same upload finishes over a well-behaved connection */
+        REQUIRE_OK(rc_connect(&c, relay.addr));
+        struct rc_put_stats st;
+        CHECK_OK(rc_put(&c, &f, &st));
+        CHECK(st.chunks_sent < f.count); /* the acknowledged part was kept */
+        rc_close(&c);
+        rc_file_free(&f);
+}
+
+TEST(sigterm_mid_transfer_restart_resume_verify)
+{
+        struct rc_relay r = {0};
+        REQUIRE_OK(rc_relay_start(&r, false, NULL));
+        struct rc_conn c;
+        REQUIRE_OK(rc_connect(&c, r.addr));
+        struct rc_file f;
+        REQUIRE_OK(rc_file_make(&f, 24 * MiB + 5, MiB, 1100, 0));
+        uint8_t id[CHP_UPLOAD_ID_LEN];
+        uint8_t *missing;
+        bool complete;
+        struct rc_put_stats st = {0};
+        REQUIRE_OK(rc_open(&c, &f, id, &missing, &complete));
+        CHECK_OK(rc_send_chunks(&c, &f, id, missing, 10, &st));
+        free(missing);
+        /* chunks in flight when the signal lands: send a few more without waiting */
+        for (uint32_t i = 10; i < 14; i++) {
+                uint8_t prefix[CHP_CHUNK_PREFIX];
+                chp_msg_chunk_prefix_encode(prefix, sizeof(prefix), id, i);
+                CHECK_OK(rc_send(&c, CHP_F_CHUNK, 500 + i, prefix, sizeof(prefix),
+                                 f.data + (uint64_t)i * MiB, MiB));
+        }
+        CHECK_EQ(rc_relay_stop(&r, SIGTERM), 0); /* a graceful stop exits 0 */
+        rc_close(&c);
+
+        REQUIRE_OK(rc_relay_start(&r, true, NULL));
+        REQUIRE_OK(rc_connect(&c, r.addr));
+        uint8_t id2[CHP_UPLOAD_ID_LEN];
+        REQUIRE_OK(rc_open(&c, &f, id2, &missing, &complete));
+        CHECK(memcmp(id, id2, sizeof(id)) == 0);
+        uint32_t still = 0;
+        for (uint32_t i = 0; i < f.count; i++)
+                still += chp_bit(missing, i);
+        CHECK(still <= f.count - 10);
+        memset(&st, 0, sizeof(st));
+        CHECK_OK(rc_send_chunks(&c, &f, id2, missing, UINT32_MAX, &st));
+        CHECK_EQ(st.chunks_sent, still);
+        free(missing);
+        uint8_t fid[CHP_HASH_BYTES];
+        CHECK_OK(rc_commit(&c, id2, fid));
+        uint8_t *out = NULL;
+        uint64_t len = 0;
+        CHECK_OK(rc_get(&c, f.file_id, &out, &len));
+        CHECK(same(&f, out, len));
+        free(out);
+        rc_close(&c);
+        CHECK_EQ(rc_relay_stop(&r, SIGINT), 0);
+
+        char cmd[1024];
+        snprintf(cmd, sizeof(cmd), "'%s' verify --data '%s/data' >/dev/null", r.chapard, r.dir);
+        CHECK_EQ(system(cmd), 0);
+        rc_file_free(&f);
+        rc_relay_cleanup(&r);
+}
+
+/* Reads until the relay closes the connection; the seconds it took, or -1 past limit_s. */
+static double seconds_until_closed(int fd, int limit_s)
+{
+        struct timeval tv = {.tv_sec = limit_s};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        uint8_t buf[512];
+        for (;;) {
+                ssize_t r = read(fd, buf, sizeof(buf));
+                if (r > 0)
+                        continue;
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                if (r < 0 && errno != ECONNRESET)
+                        return -1;
+                return (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+        }
+}
+
+TEST(timeouts_and_connection_cap)
+{
+        struct rc_relay r = {0};
+        snprintf(r.dir, sizeof(r.dir), "/tmp/chapar-relay-XXXXXX");
+        REQUIRE(mkdtemp(r.dir));
+        char conf[300];
+        snprintf(conf, sizeof(conf), "%s/chapard.ini", r.dir);
+        FILE *f = fopen(conf, "w");
+        REQUIRE(f);
+        fprintf(f, "[server]\nidle_timeout = 2s\nio_timeout = 1s\nmax_connections = 4\n");
+        fclose(f);
+        const char *extra[] = {"--config", conf, "--threads", "1", NULL};
+        REQUIRE_OK(rc_relay_start(&r, true, extra));
+        /* idle: a connection that says HELLO and nothing else is closed after about 2 s */
+        struct rc_conn idle;
+        REQUIRE_OK(rc_connect(&idle, r.addr));
+        double t = seconds_until_closed(idle.fd, 10);
+        CHECK(t > 1.0 && t < 5.0);
+        rc_close(&idle);
+        /* slow peer: half a frame, then silence: closed after about 1 s */
+        struct rc_conn slow;
+        REQUIRE_OK(rc_connect(&slow, r.addr));
+        uint8_t part[CHP_FRAME_HEADER + 4];
+        chp_frame_header_encode(part, CHP_F_PING, 2, 10);
+        CHECK_EQ(write(slow.fd, part, sizeof(part)), (ssize_t)sizeof(part));
+        t = seconds_until_closed(slow.fd, 10);
+        CHECK(t > 0.5 && t < 3.5);
+        rc_close(&slow);
+        /* the cap: four connections are served, a fifth is closed at once */
+        struct rc_conn cs[4];
+        for (int i = 0; i < 4; i++)
+                REQUIRE_OK(rc_connect(&cs[i], r.addr));
+        struct rc_conn extra_conn;
+        CHECK(rc_connect(&extra_conn, r.addr) != 0);
+        rc_close(&extra_conn);
+        struct chp_frame_header h;
+        uint8_t *reply;
+        CHECK_OK(rc_call(&cs[3], CHP_F_PING, "x", 1, &h, &reply));
+        for (int i = 0; i < 4; i++)
+                rc_close(&cs[i]);
+        CHECK_EQ(rc_relay_stop(&r, SIGTERM), 0);
+        rc_relay_cleanup(&r);
+}
+
+int main(void)
+{
+        signal(SIGPIPE, SIG_IGN);
+        int passed, failed = harness_run(&passed);
+        if (relay.pid > 0 && rc_relay_stop(&relay, SIGTERM) != 0) {
+                printf("FAIL the shared relay did not stop cleanly\n");
+                failed++;
+        }
+        rc_relay_cleanup(&relay);
+        return harness_report(passed, failed);
+}
