@@ -353,7 +353,8 @@ int rc_get(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t **o
 int rc_fetch(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t **out,
              uint64_t *len, bool verify)
 {
-        *out = NULL;
+        if (out)
+                *out = NULL;
         *len = 0;
         struct chp_frame_header h;
         uint8_t *reply;
@@ -366,8 +367,8 @@ int rc_fetch(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t *
             chp_manifest_decode(mm.manifest, mm.manifest_len, &m) < 0)
                 return -EPROTO;
         uint8_t *man = malloc(mm.manifest_len);
-        uint8_t *data = malloc(m.total_size ? m.total_size : 1);
-        if (!man || !data) {
+        uint8_t *data = out ? malloc(m.total_size ? m.total_size : 1) : NULL;
+        if (!man || (out && !data)) {
                 free(man);
                 free(data);
                 return -ENOMEM;
@@ -407,7 +408,8 @@ int rc_fetch(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t *
                         rc = -EPROTO;
                         break;
                 }
-                memcpy(data + (uint64_t)i * m.chunk_size, d.data, d.len);
+                if (data)
+                        memcpy(data + (uint64_t)i * m.chunk_size, d.data, d.len);
                 inflight--;
                 done++;
         }
@@ -415,7 +417,8 @@ int rc_fetch(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t *
         if (rc) {
                 free(data);
         } else {
-                *out = data;
+                if (out)
+                        *out = data;
                 *len = m.total_size;
         }
         free(man);

@@ -73,8 +73,8 @@ int rc_put(struct rc_conn *c, const struct rc_file *f, struct rc_put_stats *st);
  * (caller frees). */
 int rc_get(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t **out,
            uint64_t *len);
-/* rc_get with the client's own check optional (benchmarks measure the relay, not the client's
- * SHA-256). */
+/* rc_get with the client's own check optional, and out NULL to receive without keeping the
+ * bytes (benchmarks measure the relay, not the client's SHA-256 or page faults). */
 int rc_fetch(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t **out,
              uint64_t *len, bool verify);
 
