@@ -15,11 +15,13 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "identity.h"
 #include "store.h"
 
 struct chp_shared {
         const struct chp_config *cfg; /* borrowed */
         struct chp_store *store;      /* borrowed */
+        const struct chp_identity *identity; /* the relay's static key, borrowed */
         volatile sig_atomic_t *stop;  /* set by the signal handler */
         atomic_uint_fast64_t mem_used; /* bytes of chunk and frame buffers across loops */
         atomic_uint conns;             /* open connections across loops */

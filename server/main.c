@@ -3,6 +3,7 @@
  *   chapard [flags]             run the relay (see DESIGN's contract and config.h)
  *   chapard verify --data DIR   scrub the store; exit 0 when clean, 1 listing each problem,
  *                               2 when the store cannot be opened
+ *   chapard keygen --out FILE   write a relay key pair (mode 0600), print the public key
  */
 #include <signal.h>
 #include <stdio.h>
@@ -11,6 +12,8 @@
 #include <sodium.h>
 
 #include "config.h"
+#include "hash.h"
+#include "identity.h"
 #include "err.h"
 #include "log.h"
 #include "relay.h"
@@ -30,7 +33,8 @@ static int usage(FILE *to)
                     "               [--http HOST:PORT] [--threads N] [--sync full|none]\n"
                     "               [--key FILE] [--insecure-plaintext] [--ready-file PATH]\n"
                     "               [--log-level error|warn|info|debug]\n"
-                    "       chapard verify --data DIR\n");
+                    "       chapard verify --data DIR\n"
+                    "       chapard keygen --out FILE\n");
         return to == stderr ? 1 : 0;
 }
 
@@ -74,6 +78,22 @@ static int cmd_verify(int argc, char **argv)
         return st.problems ? 1 : 0;
 }
 
+static int cmd_keygen(int argc, char **argv)
+{
+        if (argc != 2 || strcmp(argv[0], "--out") != 0)
+                return usage(stderr);
+        struct chp_identity id;
+        char err[CHP_IDENTITY_ERR_MAX], hex[CHP_HASH_HEXBYTES];
+        if (chp_identity_generate(argv[1], &id, err) != 0) {
+                fprintf(stderr, "chapard keygen: %s\n", err);
+                return 2;
+        }
+        chp_hex_encode(id.pub, sizeof(id.pub), hex);
+        chp_identity_wipe(&id);
+        printf("%s\n", hex);
+        return 0;
+}
+
 static int cmd_relay(int argc, char **argv)
 {
         struct chp_config cfg;
@@ -114,6 +134,8 @@ int main(int argc, char **argv)
         chp_log_set_level(CHP_LOG_WARN);
         if (argc >= 2 && strcmp(argv[1], "verify") == 0)
                 return cmd_verify(argc - 2, argv + 2);
+        if (argc >= 2 && strcmp(argv[1], "keygen") == 0)
+                return cmd_keygen(argc - 2, argv + 2);
         if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))
                 return usage(stdout);
         return cmd_relay(argc - 1, argv + 1);

@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "hash.h"
+#include "identity.h"
 #include "log.h"
 #include "loop.h"
 #include "store.h"
@@ -46,15 +48,18 @@ static void *worker_main(void *arg)
 }
 
 /* Writes the ready file through a temporary name, so a reader never sees half of it. */
-static int write_ready(const char *path, const char *host, uint16_t port)
+static int write_ready(const char *path, const char *host, uint16_t port, const uint8_t *pub)
 {
+        char hex[CHP_HASH_HEXBYTES];
+        chp_hex_encode(pub, CHP_KEY_BYTES, hex);
         char tmp[4096];
         snprintf(tmp, sizeof(tmp), "%s.tmp", path);
         FILE *f = fopen(tmp, "w");
         if (!f)
                 return -errno;
         bool v6 = strchr(host, ':') != NULL;
-        fprintf(f, "native=%s%s%s:%u\n", v6 ? "[" : "", host, v6 ? "]" : "", port);
+        fprintf(f, "native=%s%s%s:%u\npubkey=%s\n", v6 ? "[" : "", host, v6 ? "]" : "", port,
+                hex);
         if (fclose(f) != 0 || rename(tmp, path) != 0) {
                 int rc = -errno;
                 unlink(tmp);
@@ -102,6 +107,7 @@ int chp_relay_run(const struct chp_config *cfg, volatile sig_atomic_t *stop)
         }
 
         struct chp_store *store = NULL;
+        struct chp_identity identity = {0};
         struct worker *workers = calloc(cfg->threads, sizeof(*workers));
         struct chp_shared sh = {.cfg = cfg, .stop = stop};
         if (!workers)
@@ -112,6 +118,18 @@ int chp_relay_run(const struct chp_config *cfg, volatile sig_atomic_t *stop)
                 goto out;
         }
         sh.store = store;
+        char path[4096], err[CHP_IDENTITY_ERR_MAX];
+        if (cfg->key_file) {
+                rc = chp_identity_load(cfg->key_file, &identity, err);
+        } else {
+                snprintf(path, sizeof(path), "%s/relay.key", cfg->data_dir);
+                rc = chp_identity_load_or_create(path, &identity, err);
+        }
+        if (rc) {
+                chp_log_error("relay", "%s", err);
+                goto out;
+        }
+        sh.identity = &identity;
         pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
         pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
         unsigned reported = 0, started = 0;
@@ -146,7 +164,7 @@ int chp_relay_run(const struct chp_config *cfg, volatile sig_atomic_t *stop)
         chp_log_info("relay", "listening on %s:%u (native), %u threads, data in %s, sync %s", host,
                      bound, cfg->threads, cfg->data_dir,
                      cfg->sync == CHP_SYNC_FULL ? "full" : "none");
-        if (cfg->ready_file && (rc = write_ready(cfg->ready_file, host, bound))) {
+        if (cfg->ready_file && (rc = write_ready(cfg->ready_file, host, bound, identity.pub))) {
                 chp_log_error("relay", "cannot write the ready file %s: %s", cfg->ready_file,
                               chp_strerror(rc));
                 *stop = 1;
@@ -177,6 +195,7 @@ out:
         for (unsigned i = 0; i < cfg->threads; i++)
                 chp_loop_destroy(workers[i].loop); /* NULL for a worker that failed to start */
         free(workers);
+        chp_identity_wipe(&identity);
         if (cfg->ready_file)
                 unlink(cfg->ready_file);
         if (!rc)
