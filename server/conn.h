@@ -19,6 +19,7 @@
 
 struct out_item;
 struct native;
+struct secure;
 
 struct conn {
         struct chp_loop *loop;
@@ -45,6 +46,7 @@ struct conn {
         uint64_t last_progress; /* ms: last byte moved while a frame or send was partial */
 
         struct native *nat;
+        struct secure *sec;
         struct conn *prev, *next; /* the loop's list */
 };
 
@@ -55,10 +57,15 @@ uint64_t chp_now_ms(void);
 void conn_want_body(struct conn *c, uint8_t *buf, size_t len, size_t already);
 /* Drops the first n bytes of c->in. */
 void conn_consume(struct conn *c, size_t n);
+/* Appends plaintext to c->in (the transport's output). -ENOMEM */
+int conn_in_append(struct conn *c, const uint8_t *p, size_t n);
 
 /* Reserves n bytes at the end of the output queue and returns where to write them; NULL on
  * allocation failure. The bytes go out in queue order. */
 uint8_t *conn_out_reserve(struct conn *c, size_t n);
+/* Reserves n bytes that go out exactly as written, outside the record layer (handshake
+ * messages, sealed records); NULL on allocation failure. */
+uint8_t *conn_out_wire(struct conn *c, size_t n);
 /* Queues len bytes of a stored chunk (loc taken over: released once sent). Returns 0 or
  * -ENOMEM (loc is then released here). */
 int conn_out_splice(struct conn *c, struct chp_chunk_loc *loc, uint64_t offset, uint32_t len);

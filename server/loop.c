@@ -21,9 +21,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "conn.h"
 #include "err.h"
 #include "log.h"
+#include "record.h"
+#include "secure.h"
 #include "uring_compat.h"
 
 #define RING_ENTRIES 4096
@@ -33,6 +37,7 @@
 #define TICK_MS      200
 #define OUT_CHUNK    (16 * 1024) /* coalescing capacity of a small output item */
 #define STOP_GRACE_MS 5000
+#define SEAL_SLICE   (256 * 1024) /* stored chunk bytes sealed at a time */
 
 enum op {
         OP_ACCEPT = 1,
@@ -47,6 +52,7 @@ enum op {
 struct out_item {
         struct out_item *next;
         bool splice;
+        bool wire; /* already in wire form: never sealed, never appended to */
         size_t len, off, cap; /* bytes: len queued, off sent; splice: len to send, off sent */
         struct chp_chunk_loc loc; /* splice only */
         uint64_t file_off;        /* splice only */
@@ -204,8 +210,14 @@ static void arm_recv(struct conn *c)
         struct io_uring_sqe *sqe = get_sqe(l);
         if (!sqe)
                 return;
-        if (c->body) {
+        uint8_t *raw;
+        size_t room;
+        if (c->body && secure_plaintext(c)) {
+                /* the body's final buffer, straight from the socket */
                 io_uring_prep_recv(sqe, c->fd, c->body + c->body_got, c->body_len - c->body_got, 0);
+        } else if ((raw = secure_recv_space(c, &room))) {
+                /* records carrying a body: large receives into the transport's buffer */
+                io_uring_prep_recv(sqe, c->fd, raw, room, 0);
         } else {
                 io_uring_prep_recv(sqe, c->fd, NULL, BUF_SIZE, 0);
                 sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -239,7 +251,7 @@ uint8_t *conn_out_reserve(struct conn *c, size_t n)
         struct out_item *t = c->out_tail;
         /* appending to an item whose send is in flight is safe: the item never moves, and
          * the bytes past what the send covers go out with the next one */
-        if (!t || t->splice || t->cap - t->len < n) {
+        if (!t || t->splice || t->wire || t->cap - t->len < n) {
                 size_t cap = n > OUT_CHUNK ? n : OUT_CHUNK;
                 t = malloc(sizeof(*t) + cap);
                 if (!t)
@@ -255,6 +267,91 @@ uint8_t *conn_out_reserve(struct conn *c, size_t n)
         t->len += n;
         c->out_bytes += n;
         return p;
+}
+
+static struct out_item *wire_item(size_t n)
+{
+        struct out_item *t = malloc(sizeof(*t) + (n ? n : 1));
+        if (t)
+                *t = (struct out_item){.wire = true, .len = n, .cap = n};
+        return t;
+}
+
+uint8_t *conn_out_wire(struct conn *c, size_t n)
+{
+        struct out_item *t = wire_item(n);
+        if (!t)
+                return NULL;
+        if (c->out_tail)
+                c->out_tail->next = t;
+        else
+                c->out_head = t;
+        c->out_tail = t;
+        c->out_bytes += n;
+        return t->data;
+}
+
+/* Over records, the head of the queue is sealed just before it is sent: a plaintext item is
+ * replaced by its records; a stored chunk is read (up to SEAL_SLICE at a time) and its records
+ * queued ahead of the rest of it. Returns 0 or a negative code. */
+static int seal_head(struct conn *c)
+{
+        struct out_item *it = c->out_head, *w;
+        if (!it->splice) {
+                size_t n = it->len - it->off;
+                if (!(w = wire_item(chp_record_sealed_size(n))))
+                        return -ENOMEM;
+                ssize_t r = secure_seal(c, it->data + it->off, n, w->data, w->cap);
+                if (r < 0) {
+                        free(w);
+                        return (int)r;
+                }
+                w->len = (size_t)r;
+                w->next = it->next;
+                c->out_head = w;
+                if (c->out_tail == it)
+                        c->out_tail = w;
+                c->out_bytes = c->out_bytes - n + w->len;
+                free(it);
+                return 0;
+        }
+        size_t n = it->len - it->off < SEAL_SLICE ? it->len - it->off : SEAL_SLICE;
+        uint8_t *plain = malloc(n);
+        if (!plain || !(w = wire_item(chp_record_sealed_size(n)))) {
+                free(plain);
+                return -ENOMEM;
+        }
+        size_t got = 0;
+        while (got < n) {
+                ssize_t r = pread(it->loc.fd, plain + got, n - got,
+                                  (off_t)(it->file_off + it->off + got));
+                if (r <= 0) {
+                        free(plain);
+                        free(w);
+                        return r < 0 ? -errno : -EIO;
+                }
+                got += (size_t)r;
+        }
+        ssize_t r = secure_seal(c, plain, n, w->data, w->cap);
+        free(plain);
+        if (r < 0) {
+                free(w);
+                return (int)r;
+        }
+        w->len = (size_t)r;
+        it->off += n;
+        c->out_bytes = c->out_bytes - n + w->len;
+        if (it->off == it->len) {
+                /* the chunk is all in records now */
+                w->next = it->next;
+                if (c->out_tail == it)
+                        c->out_tail = w;
+                out_free(c, it);
+        } else {
+                w->next = it;
+        }
+        c->out_head = w;
+        return 0;
 }
 
 int conn_out_splice(struct conn *c, struct chp_chunk_loc *loc, uint64_t offset, uint32_t len)
@@ -298,6 +395,13 @@ void conn_flush(struct conn *c)
                 return;
         }
         struct chp_loop *l = c->loop;
+        if (!it->wire && secure_records(c)) {
+                if (seal_head(c) != 0) {
+                        conn_close(c);
+                        return;
+                }
+                it = c->out_head;
+        }
         struct io_uring_sqe *sqe = get_sqe(l);
         if (!sqe)
                 return;
@@ -354,6 +458,7 @@ static void conn_free(struct conn *c)
         if (c->want_buffers)
                 l->want_buffers--;
         native_detach(c);
+        secure_detach(c);
         while (c->out_head) {
                 struct out_item *it = c->out_head;
                 c->out_head = it->next;
@@ -398,6 +503,7 @@ void conn_close_after_flush(struct conn *c)
 {
         if (c->closing)
                 return;
+        secure_close_record(c); /* over records, the end is said, not just a cut */
         c->closing = true;
         c->last_progress = chp_now_ms();
         if (!c->out_head && !c->send_armed)
@@ -421,7 +527,7 @@ void conn_consume(struct conn *c, size_t n)
         c->in_len -= n;
 }
 
-static int in_append(struct conn *c, const uint8_t *p, size_t n)
+int conn_in_append(struct conn *c, const uint8_t *p, size_t n)
 {
         if (c->in_cap - c->in_len < n) {
                 size_t cap = c->in_cap ? c->in_cap : 4096;
@@ -473,7 +579,8 @@ static void on_accept(struct chp_loop *l, struct io_uring_cqe *cqe)
         }
         *c = (struct conn){.loop = l, .sh = l->sh, .fd = fd, .refs = 1, .pipe = {-1, -1}};
         c->last_active = c->last_progress = chp_now_ms();
-        if (native_attach(c) != 0) {
+        if (native_attach(c) != 0 || secure_attach(c) != 0) {
+                native_detach(c);
                 close(fd);
                 free(c);
                 return;
@@ -513,14 +620,17 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
         } else {
                 atomic_fetch_add(&c->sh->bytes_in, (uint64_t)res);
                 c->last_progress = chp_now_ms();
+                int rc = 0;
                 if (had_buffer) {
-                        int rc = in_append(c, l->bufs + (size_t)bid * BUF_SIZE, (size_t)res);
+                        rc = secure_input(c, l->bufs + (size_t)bid * BUF_SIZE, (size_t)res);
                         recycle_buffer(l, bid);
-                        if (rc)
-                                conn_close(c);
-                } else {
+                } else if (c->body && secure_plaintext(c)) {
                         c->body_got += (size_t)res;
+                } else {
+                        rc = secure_received(c, (size_t)res);
                 }
+                if (rc && !c->closed)
+                        conn_close(c);
                 if (!c->closed)
                         native_on_input(c);
                 conn_kick(c);
@@ -604,7 +714,7 @@ static void sweep(struct chp_loop *l, uint64_t now)
                         continue;
                 }
                 /* bytes of a frame are here but not all of it; progress is any byte moved */
-                bool partial = c->in_len > 0 || c->body;
+                bool partial = c->in_len > 0 || c->body || secure_pending(c);
                 bool sending = c->out_head != NULL;
                 if (c->closing && now - c->last_progress > io) {
                         conn_close(c); /* could not flush its last words in time */

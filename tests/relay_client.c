@@ -133,6 +133,12 @@ int rc_connect(struct rc_conn *c, const char *hostport)
                 return rc;
         int one = 1;
         setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        /* this client speaks the frame stream in plaintext: the relay under test runs with
+         * --insecure-plaintext (the encrypted transport is libchapar's) */
+        static const uint8_t pre[8] = {'C', 'H', 'P', '0', 0, 0, 0, 0};
+        struct iovec iov = {(void *)pre, sizeof(pre)};
+        if ((rc = write_all(c->fd, &iov, 1)))
+                return rc;
         uint8_t p[16];
         struct chp_msg_hello hello = {.version = CHP_PROTO_VERSION};
         ssize_t n = chp_msg_hello_encode(p, sizeof(p), &hello);
@@ -442,9 +448,10 @@ int rc_relay_start(struct rc_relay *r, bool reuse, const char *const *extra)
         snprintf(data, sizeof(data), "%s/data", r->dir);
         snprintf(ready, sizeof(ready), "%s/ready", r->dir);
         unlink(ready);
-        const char *argv[32] = {r->chapard, "--data", data, "--listen", "127.0.0.1:0",
-                                "--ready-file", ready, "--log-level", "warn"};
-        int argc = 9;
+        const char *argv[32] = {r->chapard,   "--data",      data,   "--listen",
+                                "127.0.0.1:0", "--ready-file", ready, "--log-level",
+                                "warn",        "--insecure-plaintext"};
+        int argc = r->encrypted_only ? 9 : 10;
         for (int i = 0; extra && extra[i] && argc < 31; i++)
                 argv[argc++] = extra[i];
         argv[argc] = NULL;
@@ -462,10 +469,12 @@ int rc_relay_start(struct rc_relay *r, bool reuse, const char *const *extra)
                         char line[120];
                         bool ok = false;
                         while (fgets(line, sizeof(line), f)) {
+                                line[strcspn(line, "\n")] = '\0';
                                 if (strncmp(line, "native=", 7) == 0) {
-                                        line[strcspn(line, "\n")] = '\0';
                                         snprintf(r->addr, sizeof(r->addr), "%s", line + 7);
                                         ok = true;
+                                } else if (strncmp(line, "pubkey=", 7) == 0) {
+                                        snprintf(r->pubkey, sizeof(r->pubkey), "%.64s", line + 7);
                                 }
                         }
                         fclose(f);

@@ -84,6 +84,8 @@ struct rc_relay {
         pid_t pid;
         char dir[256];      /* temp dir: data/ and ready */
         char addr[128];     /* host:port of the native face */
+        char pubkey[72];    /* the relay's public key, hex */
+        bool encrypted_only; /* start without --insecure-plaintext */
         char chapard[512];
 };
 /* Starts chapard (path from $CHAPARD) in a new temp dir (or reusing r->dir when reuse), extra
