@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CHP_KEY_BYTES 32
+#define CHP_KEY_BYTES        32
 #define CHP_IDENTITY_ERR_MAX 256
 
 struct chp_identity {

@@ -28,9 +28,9 @@
 #include "noise.h"
 #include "record.h"
 
-#define PREAMBLE      8
-#define HS_MSG_MAX    1024
-#define RAW_DIRECT    (256 * 1024) /* a receive straight into the raw buffer during a body */
+#define PREAMBLE   8
+#define HS_MSG_MAX 1024
+#define RAW_DIRECT (256 * 1024) /* a receive straight into the raw buffer during a body */
 
 enum state { ST_PREAMBLE, ST_HANDSHAKE, ST_RECORDS, ST_PLAIN, ST_DEAD };
 

@@ -1,0 +1,319 @@
+/* chapar.c — the chapar command: put, get and stat of end-to-end encrypted files.
+ *
+ *   chapar put FILE [--relay HOST:PORT] [--relay-key KEY] [--json] [--chunk-size BYTES] [--pad]
+ *   chapar get TICKET [-o PATH] [--via HOST:PORT] [--json]
+ *   chapar stat TICKET [--via HOST:PORT] [--json]
+ *
+ * stdout carries only the result (the ticket, or one JSON object), so T=$(chapar put f) works;
+ * progress goes to stderr when it is a terminal. Exit codes: 0 ok, 1 usage, 2 relay or network,
+ * 3 integrity or authentication, 4 local I/O.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chapar.h"
+#include "hash.h"
+#include "ticket.h"
+
+static struct chapar_client *current; /* for the SIGINT handler: cancel the running call */
+
+static void on_sigint(int sig)
+{
+        (void)sig;
+        if (current)
+                chapar_cancel(current);
+}
+
+static int usage(void)
+{
+        fprintf(stderr,
+                "usage: chapar put FILE [--relay HOST:PORT] [--relay-key KEY] [--json]\n"
+                "                       [--chunk-size BYTES] [--pad] [--insecure-plaintext]\n"
+                "       chapar get TICKET [-o PATH] [--via HOST:PORT] [--json]\n"
+                "       chapar stat TICKET [--via HOST:PORT] [--json]\n"
+                "default relay: $CHAPAR_RELAY, else 127.0.0.1:7700\n");
+        return 1;
+}
+
+struct progress {
+        bool on;
+        double start, last;
+        const char *verb;
+};
+
+static double now(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void show_progress(void *ctx, uint64_t done, uint64_t total)
+{
+        struct progress *p = ctx;
+        double t = now();
+        if (!p->on || (t - p->last < 0.1 && done < total))
+                return;
+        p->last = t;
+        double el = t - p->start, rate = el > 0 ? (double)done / el : 0;
+        double eta = rate > 0 ? (double)(total - done) / rate : 0;
+        int pct = total ? (int)(100.0 * (double)done / (double)total) : 100;
+        char bar[31];
+        int fill = pct * 30 / 100;
+        for (int i = 0; i < 30; i++)
+                bar[i] = i < fill ? '#' : '.';
+        bar[30] = '\0';
+        fprintf(stderr, "\r%s [%s] %3d%% %.1f/%.1f MB %.1f MB/s ETA %.0fs ", p->verb, bar, pct,
+                (double)done / 1e6, (double)total / 1e6, rate / 1e6, eta);
+        if (done >= total)
+                fputc('\n', stderr);
+}
+
+/* A JSON string: quotes and control characters escaped. */
+static void json_str(const char *s)
+{
+        putchar('"');
+        for (; *s; s++) {
+                unsigned char ch = (unsigned char)*s;
+                if (ch == '"' || ch == '\\')
+                        printf("\\%c", ch);
+                else if (ch < 0x20)
+                        printf("\\u%04x", ch);
+                else
+                        putchar(ch);
+        }
+        putchar('"');
+}
+
+static int fail(struct chapar_client *c, const char *what, int rc)
+{
+        const char *detail = chapar_last_error(c);
+        fprintf(stderr, "chapar: %s: %s%s%s\n", what, chapar_strerror(rc), *detail ? ": " : "",
+                detail);
+        return chapar_error_class(rc);
+}
+
+static int connect_to(const char *relay, const uint8_t *key, bool plaintext,
+                      struct chapar_client **c)
+{
+        struct chapar_opts o = {.relay = relay, .relay_key = key, .insecure_plaintext = plaintext};
+        int rc = chapar_connect(&o, c);
+        if (rc)
+                return fail(*c, "cannot use the relay", rc);
+        current = *c;
+        return 0;
+}
+
+static int cmd_put(int argc, char **argv)
+{
+        const char *file = NULL, *relay = NULL;
+        uint8_t key[CHAPAR_KEY_BYTES];
+        bool have_key = false, json = false, plaintext = false;
+        struct chapar_put_opts po = {0};
+        for (int i = 0; i < argc; i++) {
+                if (strcmp(argv[i], "--relay") == 0 && i + 1 < argc) {
+                        relay = argv[++i];
+                } else if (strcmp(argv[i], "--relay-key") == 0 && i + 1 < argc) {
+                        if (chp_hex_decode(argv[i + 1], strlen(argv[i + 1]), key, 32) != 0) {
+                                fprintf(stderr, "chapar: --relay-key takes 64 hex digits\n");
+                                return 1;
+                        }
+                        have_key = true;
+                        i++;
+                } else if (strcmp(argv[i], "--json") == 0) {
+                        json = true;
+                } else if (strcmp(argv[i], "--pad") == 0) {
+                        po.pad = true;
+                } else if (strcmp(argv[i], "--insecure-plaintext") == 0) {
+                        plaintext = true;
+                } else if (strcmp(argv[i], "--chunk-size") == 0 && i + 1 < argc) {
+                        char *end;
+                        unsigned long v = strtoul(argv[++i], &end, 10);
+                        if (*end || v > UINT32_MAX)
+                                return usage();
+                        po.chunk_size = (uint32_t)v;
+                } else if (argv[i][0] == '-' || file) {
+                        return usage();
+                } else {
+                        file = argv[i];
+                }
+        }
+        if (!file)
+                return usage();
+        struct chapar_client *c = NULL;
+        int rc = connect_to(relay, have_key ? key : NULL, plaintext, &c);
+        if (rc) {
+                chapar_close(c);
+                return rc;
+        }
+        struct progress pg = {.on = isatty(STDERR_FILENO) && !json, .start = now(), .verb = "put"};
+        po.progress = show_progress;
+        po.progress_ctx = &pg;
+        struct chapar_put_result r;
+        rc = chapar_put_path(c, file, &po, &r);
+        if (rc) {
+                rc = fail(c, file, rc);
+                chapar_close(c);
+                return rc;
+        }
+        if (json) {
+                char hex[CHP_HASH_HEXBYTES];
+                chp_hex_encode(r.file_id, sizeof(r.file_id), hex);
+                printf("{\"ticket\":");
+                json_str(r.ticket);
+                printf(",\"file_id\":\"%s\",\"bytes_total\":%llu,\"bytes_sent\":%llu,"
+                       "\"chunks_total\":%u,\"chunks_sent\":%u,\"chunks_deduplicated\":%u,"
+                       "\"seconds\":%.3f}\n",
+                       hex, (unsigned long long)r.bytes_total, (unsigned long long)r.bytes_sent,
+                       r.chunks_total, r.chunks_sent, r.chunks_deduplicated, r.seconds);
+        } else {
+                printf("%s\n", r.ticket);
+        }
+        chapar_close(c);
+        return 0;
+}
+
+/* The relay to use for a ticket: --via, or the ticket's own (whose key it carries). */
+static int ticket_client(const char *ticket, const char *via, bool plaintext,
+                         struct chapar_client **c)
+{
+        struct chp_ticket t;
+        if (chp_ticket_parse(ticket, strlen(ticket), &t) != 0) {
+                fprintf(stderr, "chapar: not a chapar ticket: %.40s...\n", ticket);
+                return 1;
+        }
+        char addr[300];
+        chp_ticket_relay_addr(&t, addr, sizeof(addr));
+        return connect_to(via ? via : addr, via ? NULL : t.relay_key, plaintext, c);
+}
+
+static int cmd_get(int argc, char **argv)
+{
+        const char *ticket = NULL, *out = NULL, *via = NULL;
+        bool json = false, plaintext = false;
+        for (int i = 0; i < argc; i++) {
+                if (strcmp(argv[i], "-o") == 0 && i + 1 < argc)
+                        out = argv[++i];
+                else if (strcmp(argv[i], "--via") == 0 && i + 1 < argc)
+                        via = argv[++i];
+                else if (strcmp(argv[i], "--json") == 0)
+                        json = true;
+                else if (strcmp(argv[i], "--insecure-plaintext") == 0)
+                        plaintext = true;
+                else if (argv[i][0] == '-' || ticket)
+                        return usage();
+                else
+                        ticket = argv[i];
+        }
+        if (!ticket)
+                return usage();
+        struct chapar_client *c = NULL;
+        int rc = ticket_client(ticket, via, plaintext, &c);
+        if (rc) {
+                chapar_close(c);
+                return rc;
+        }
+        struct progress pg = {.on = isatty(STDERR_FILENO) && !json, .start = now(), .verb = "get"};
+        struct chapar_get_opts go = {.progress = show_progress, .progress_ctx = &pg};
+        struct chapar_get_result r;
+        rc = chapar_get(c, ticket, out, &go, &r);
+        if (rc) {
+                rc = fail(c, "get", rc);
+                chapar_close(c);
+                return rc;
+        }
+        if (json) {
+                printf("{\"file\":");
+                json_str(r.path);
+                printf(",\"bytes_total\":%llu,\"bytes_received\":%llu,\"seconds\":%.3f}\n",
+                       (unsigned long long)r.bytes_total, (unsigned long long)r.bytes_received,
+                       r.seconds);
+        } else {
+                printf("%s\n", r.path);
+        }
+        chapar_close(c);
+        return 0;
+}
+
+static int cmd_stat(int argc, char **argv)
+{
+        const char *ticket = NULL, *via = NULL;
+        bool json = false, plaintext = false;
+        for (int i = 0; i < argc; i++) {
+                if (strcmp(argv[i], "--via") == 0 && i + 1 < argc)
+                        via = argv[++i];
+                else if (strcmp(argv[i], "--json") == 0)
+                        json = true;
+                else if (strcmp(argv[i], "--insecure-plaintext") == 0)
+                        plaintext = true;
+                else if (argv[i][0] == '-' || ticket)
+                        return usage();
+                else
+                        ticket = argv[i];
+        }
+        if (!ticket)
+                return usage();
+        struct chapar_client *c = NULL;
+        int rc = ticket_client(ticket, via, plaintext, &c);
+        if (rc) {
+                chapar_close(c);
+                return rc;
+        }
+        struct chapar_stat_result r;
+        rc = chapar_stat(c, ticket, &r);
+        if (rc) {
+                rc = fail(c, "stat", rc);
+                chapar_close(c);
+                return rc;
+        }
+        if (json) {
+                printf("{\"complete\":%s,\"stored_bytes\":%llu,\"chunks\":%u,"
+                       "\"chunks_present\":%u,\"chunk_size\":%u,\"created\":%llu,"
+                       "\"expires\":%llu",
+                       r.complete ? "true" : "false", (unsigned long long)r.stored_bytes,
+                       r.chunks, r.chunks_present, r.chunk_size, (unsigned long long)r.created,
+                       (unsigned long long)r.expires);
+                if (r.has_meta) {
+                        printf(",\"size\":%llu,\"name\":", (unsigned long long)r.plain_size);
+                        json_str(r.name);
+                        printf(",\"mime\":");
+                        json_str(r.mime);
+                }
+                printf("}\n");
+        } else {
+                if (r.has_meta)
+                        printf("name      %s\nsize      %llu bytes\ntype      %s\n", r.name,
+                               (unsigned long long)r.plain_size, r.mime[0] ? r.mime : "-");
+                printf("state     %s (%u of %u chunks)\nstored    %llu bytes in %u-byte "
+                       "chunks\nexpires   %llu\n",
+                       r.complete ? "complete" : "uploading", r.chunks_present, r.chunks,
+                       (unsigned long long)r.stored_bytes, r.chunk_size,
+                       (unsigned long long)r.expires);
+        }
+        chapar_close(c);
+        return 0;
+}
+
+int main(int argc, char **argv)
+{
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_sigint;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        if (argc < 2)
+                return usage();
+        if (strcmp(argv[1], "put") == 0)
+                return cmd_put(argc - 2, argv + 2);
+        if (strcmp(argv[1], "get") == 0)
+                return cmd_get(argc - 2, argv + 2);
+        if (strcmp(argv[1], "stat") == 0)
+                return cmd_stat(argc - 2, argv + 2);
+        return usage();
+}

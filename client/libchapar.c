@@ -1,0 +1,1016 @@
+/* libchapar.c — put, get and stat of end-to-end encrypted files (chapar.h), the known-relays
+ * file and the local cache that makes puts resumable and deduplicated.
+ *
+ * Cache layout (under cache_dir, mode 0700):
+ *   keys/<hex>    the file key (32 bytes) and the sealed metadata blob of the last put of that
+ *                 content, where <hex> = SHA-256(plaintext SHA-256 || chunk size || pad flag).
+ *                 The same content at the same settings is encrypted the same way again, so the
+ *                 relay deduplicates it, and the same put run twice sends the same manifest, so
+ *                 the relay resumes it.
+ * Partial downloads live beside their target: TARGET.chapar-part (plaintext written so far) and
+ * TARGET.chapar-part.state (file id, chunk count, bitmap of chunks written).
+ */
+#include "chapar.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "bytes.h"
+#include "client_int.h"
+#include "e2e.h"
+#include "hash.h"
+#include "manifest.h"
+#include "ticket.h"
+
+#define KEEP_BUDGET (256u << 20) /* ciphertext kept between hashing and sending */
+#define GET_INFLIGHT 16
+
+static double now_s(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int chapar_error_class(int err)
+{
+        switch (err) {
+        case 0:
+                return 0;
+        case CHAPAR_EUSAGE:
+                return 1;
+        case CHAPAR_EKEY:
+        case CHAPAR_EINTEGRITY:
+                return 3;
+        case CHAPAR_EIO:
+                return 4;
+        }
+        return 2;
+}
+
+const char *chapar_strerror(int err)
+{
+        switch (err) {
+        case 0:
+                return "ok";
+        case CHAPAR_EUSAGE:
+                return "invalid argument";
+        case CHAPAR_ENET:
+                return "cannot reach the relay";
+        case CHAPAR_ERELAY:
+                return "the relay refused the request";
+        case CHAPAR_EKEY:
+                return "the relay's key does not match the pinned key";
+        case CHAPAR_EINTEGRITY:
+                return "verification failed: wrong key or tampered data";
+        case CHAPAR_EIO:
+                return "local file error";
+        case CHAPAR_ENOMEM:
+                return "out of memory";
+        case CHAPAR_ECANCELED:
+                return "canceled";
+        case CHAPAR_ENOTFOUND:
+                return "the relay has no such file";
+        case CHAPAR_EPROTO:
+                return "protocol error";
+        }
+        return "unknown error";
+}
+
+/* ---- paths ------------------------------------------------------------------------------- */
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+        char tmp[4096];
+        snprintf(tmp, sizeof(tmp), "%s", path);
+        for (char *p = tmp + 1; *p; p++) {
+                if (*p != '/')
+                        continue;
+                *p = '\0';
+                if (mkdir(tmp, mode) != 0 && errno != EEXIST)
+                        return -errno;
+                *p = '/';
+        }
+        return mkdir(tmp, mode) == 0 || errno == EEXIST ? 0 : -errno;
+}
+
+static void default_dir(char *out, size_t cap, const char *xdg_var, const char *home_sub,
+                        const char *leaf)
+{
+        const char *x = getenv(xdg_var), *home = getenv("HOME");
+        if (x && *x)
+                snprintf(out, cap, "%s/chapar%s", x, leaf);
+        else
+                snprintf(out, cap, "%s/%s/chapar%s", home && *home ? home : ".", home_sub, leaf);
+}
+
+/* ---- known relays ------------------------------------------------------------------------ */
+
+/* Looks addr up: 0 (key filled), -ENOENT, or an error. Lines: "HOST:PORT HEXKEY". */
+static int known_lookup(const char *file, const char *addr, uint8_t key[CHAPAR_KEY_BYTES])
+{
+        FILE *f = fopen(file, "r");
+        if (!f)
+                return errno == ENOENT ? -ENOENT : -errno;
+        char line[512];
+        int rc = -ENOENT;
+        while (fgets(line, sizeof(line), f)) {
+                char *sp = strchr(line, ' ');
+                if (!sp || line[0] == '#')
+                        continue;
+                *sp = '\0';
+                char *hex = sp + 1;
+                hex[strcspn(hex, "\r\n")] = '\0';
+                if (strcmp(line, addr) == 0 && chp_hex_decode(hex, strlen(hex), key, 32) == 0) {
+                        rc = 0;
+                        break;
+                }
+        }
+        fclose(f);
+        return rc;
+}
+
+static int known_add(const char *file, const char *addr, const uint8_t key[CHAPAR_KEY_BYTES])
+{
+        char dir[4096];
+        snprintf(dir, sizeof(dir), "%s", file);
+        char *slash = strrchr(dir, '/');
+        if (slash) {
+                *slash = '\0';
+                if (mkdir_p(dir, 0700) != 0)
+                        return -EIO;
+        }
+        int fd = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return -errno;
+        char line[400], hex[CHP_HASH_HEXBYTES];
+        chp_hex_encode(key, CHAPAR_KEY_BYTES, hex);
+        int n = snprintf(line, sizeof(line), "%s %s\n", addr, hex);
+        int rc = write(fd, line, (size_t)n) == n ? 0 : -EIO;
+        close(fd);
+        return rc;
+}
+
+/* ---- connect ----------------------------------------------------------------------------- */
+
+int chapar_connect(const struct chapar_opts *o, struct chapar_client **out)
+{
+        *out = NULL;
+        if (sodium_init() < 0)
+                return CHAPAR_ENOMEM;
+        struct chapar_client *c = calloc(1, sizeof(*c));
+        if (!c)
+                return CHAPAR_ENOMEM;
+        c->fd = -1;
+        c->next_id = 1;
+        c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
+        c->plaintext = o->insecure_plaintext;
+        const char *relay = o->relay;
+        if (!relay)
+                relay = getenv("CHAPAR_RELAY");
+        if (!relay || !*relay)
+                relay = "127.0.0.1:7700";
+        snprintf(c->addr, sizeof(c->addr), "%s", relay);
+        if (o->known_relays)
+                snprintf(c->known_relays, sizeof(c->known_relays), "%s", o->known_relays);
+        else
+                default_dir(c->known_relays, sizeof(c->known_relays), "XDG_CONFIG_HOME",
+                            ".config", "/known_relays");
+        if (o->cache_dir)
+                snprintf(c->cache_dir, sizeof(c->cache_dir), "%s", o->cache_dir);
+        else
+                default_dir(c->cache_dir, sizeof(c->cache_dir), "XDG_CACHE_HOME", ".cache", "");
+        bool tofu = false;
+        if (o->relay_key) {
+                memcpy(c->pinned, o->relay_key, CHAPAR_KEY_BYTES);
+                c->have_pinned = true;
+        } else if (!c->plaintext) {
+                int k = known_lookup(c->known_relays, c->addr, c->pinned);
+                c->have_pinned = k == 0;
+                tofu = k == -ENOENT;
+        }
+        int rc = cc_open(c);
+        if (!rc && tofu &&
+            known_add(c->known_relays, c->addr, c->relay_key) != 0) /* first use: pin it */
+                snprintf(c->last_error, sizeof(c->last_error),
+                         "warning: cannot record the relay's key in %.400s", c->known_relays);
+        if (rc) {
+                *out = c; /* so the caller can read last_error; chapar_close frees it */
+                return rc;
+        }
+        *out = c;
+        return 0;
+}
+
+void chapar_close(struct chapar_client *c)
+{
+        if (!c)
+                return;
+        cc_shutdown(c);
+        sodium_memzero(c, sizeof(*c));
+        free(c);
+}
+
+const uint8_t *chapar_relay_key(const struct chapar_client *c)
+{
+        return c->relay_key;
+}
+
+const char *chapar_last_error(const struct chapar_client *c)
+{
+        return c ? c->last_error : "";
+}
+
+void chapar_cancel(struct chapar_client *c)
+{
+        c->cancel = 1;
+}
+
+/* ---- put --------------------------------------------------------------------------------- */
+
+static int pread_full(int fd, uint8_t *buf, size_t len, uint64_t off, size_t *got)
+{
+        size_t done = 0;
+        while (done < len) {
+                ssize_t n = pread(fd, buf + done, len - done, (off_t)(off + done));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        return CHAPAR_EIO;
+                if (n == 0)
+                        break;
+                done += (size_t)n;
+        }
+        *got = done;
+        return 0;
+}
+
+struct put_state {
+        int fd;
+        uint64_t size, padded;
+        uint32_t chunk_size, plain_chunk;
+        uint64_t count;
+        uint8_t key[CHP_FILE_KEY_BYTES];
+        uint8_t *addrs;
+        uint8_t **kept; /* ciphertext kept from the hashing pass, or NULL */
+        uint8_t *scratch; /* one plaintext chunk */
+};
+
+/* Ciphertext of chunk i into out (chunk_size bytes at most); returns its length. */
+static int seal_chunk(struct put_state *p, uint64_t i, uint8_t *out, size_t *len)
+{
+        uint64_t off = i * p->plain_chunk;
+        size_t want = p->padded - off < p->plain_chunk ? (size_t)(p->padded - off) : p->plain_chunk;
+        size_t got = 0;
+        int rc = 0;
+        if (off < p->size) {
+                size_t real = p->size - off < want ? (size_t)(p->size - off) : want;
+                if ((rc = pread_full(p->fd, p->scratch, real, off, &got)))
+                        return rc;
+                if (got != real)
+                        return CHAPAR_EIO; /* the file shrank under us */
+        }
+        memset(p->scratch + got, 0, want - got); /* padding */
+        if (chp_e2e_seal_chunk(p->key, i, i + 1 == p->count, p->scratch, want, out) != 0)
+                return CHAPAR_EIO;
+        *len = want + CHP_E2E_TAG;
+        return 0;
+}
+
+static int hash_file(int fd, uint64_t size, uint8_t out[CHP_HASH_BYTES])
+{
+        struct chp_sha256 h;
+        uint8_t *buf = malloc(1 << 20);
+        int rc = buf && chp_sha256_init(&h) == 0 ? 0 : CHAPAR_ENOMEM;
+        for (uint64_t off = 0; !rc && off < size;) {
+                size_t got;
+                size_t want = size - off < (1u << 20) ? (size_t)(size - off) : (1u << 20);
+                rc = pread_full(fd, buf, want, off, &got);
+                if (!rc && got != want)
+                        rc = CHAPAR_EIO;
+                if (!rc && chp_sha256_update(&h, buf, got) != 0)
+                        rc = CHAPAR_EIO;
+                off += got;
+        }
+        if (!rc && chp_sha256_final(&h, out) != 0)
+                rc = CHAPAR_EIO;
+        chp_sha256_free(&h);
+        free(buf);
+        return rc;
+}
+
+/* The cache entry for this content: the key and (if it matches m) the metadata blob of the
+ * last put. Returns the blob's length (0 if none) or a negative code; creates the entry with a
+ * fresh key when there is none. */
+static ssize_t cache_key(struct chapar_client *c, const uint8_t plain_hash[CHP_HASH_BYTES],
+                         uint32_t chunk_size, bool pad, uint8_t key[CHP_FILE_KEY_BYTES],
+                         uint8_t *blob, size_t cap, char *entry, size_t entry_cap)
+{
+        entry[0] = '\0';
+        if (!c->cache_dir[0]) {
+                chp_e2e_keygen(key);
+                return 0;
+        }
+        uint8_t id_in[CHP_HASH_BYTES + 5], id[CHP_HASH_BYTES];
+        memcpy(id_in, plain_hash, CHP_HASH_BYTES);
+        chp_put_le32(id_in + CHP_HASH_BYTES, chunk_size);
+        id_in[CHP_HASH_BYTES + 4] = pad;
+        char hex[CHP_HASH_HEXBYTES], dir[4200];
+        if (chp_sha256(id_in, sizeof(id_in), id) != 0)
+                return CHAPAR_EIO;
+        chp_hex_encode(id, sizeof(id), hex);
+        snprintf(dir, sizeof(dir), "%s/keys", c->cache_dir);
+        snprintf(entry, entry_cap, "%s/%s", dir, hex);
+        int fd = open(entry, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+                uint8_t buf[CHP_FILE_KEY_BYTES + CHP_E2E_META_MAX];
+                ssize_t n = read(fd, buf, sizeof(buf));
+                close(fd);
+                if (n >= CHP_FILE_KEY_BYTES && (size_t)n - CHP_FILE_KEY_BYTES <= cap) {
+                        memcpy(key, buf, CHP_FILE_KEY_BYTES);
+                        memcpy(blob, buf + CHP_FILE_KEY_BYTES, (size_t)n - CHP_FILE_KEY_BYTES);
+                        sodium_memzero(buf, sizeof(buf));
+                        return n - CHP_FILE_KEY_BYTES;
+                }
+                sodium_memzero(buf, sizeof(buf));
+        }
+        chp_e2e_keygen(key);
+        if (mkdir_p(dir, 0700) != 0)
+                entry[0] = '\0'; /* no cache: the put works, it just cannot be resumed */
+        return 0;
+}
+
+static void cache_store(const char *entry, const uint8_t key[CHP_FILE_KEY_BYTES],
+                        const uint8_t *blob, size_t len)
+{
+        if (!entry[0])
+                return;
+        char tmp[4400];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", entry);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return;
+        bool ok = write(fd, key, CHP_FILE_KEY_BYTES) == CHP_FILE_KEY_BYTES &&
+                  write(fd, blob, len) == (ssize_t)len && fsync(fd) == 0;
+        close(fd);
+        if (!ok || rename(tmp, entry) != 0)
+                unlink(tmp);
+}
+
+static int make_ticket(struct chapar_client *c, const uint8_t *file_id,
+                       const uint8_t key[CHP_FILE_KEY_BYTES], char *out, size_t cap)
+{
+        struct chp_ticket t = {0};
+        const char *colon = strrchr(c->addr, ':');
+        const char *h = c->addr;
+        size_t hl = (size_t)(colon - c->addr);
+        if (h[0] == '[') {
+                h++;
+                hl -= 2;
+        }
+        if (hl > CHP_TICKET_HOST_MAX)
+                return CHAPAR_EUSAGE;
+        memcpy(t.host, h, hl);
+        t.host[hl] = '\0';
+        t.port = (uint16_t)strtoul(colon + 1, NULL, 10);
+        memcpy(t.relay_key, c->relay_key, CHP_RELAY_KEY_BYTES);
+        memcpy(t.file_id, file_id, CHP_HASH_BYTES);
+        t.has_key = true;
+        memcpy(t.file_key, key, CHP_FILE_KEY_BYTES);
+        ssize_t n = chp_ticket_format(&t, out, cap);
+        sodium_memzero(&t, sizeof(t));
+        return n < 0 ? CHAPAR_EUSAGE : 0;
+}
+
+/* Sends the missing chunks, as many in flight as the relay's window allows. */
+static int send_chunks(struct chapar_client *c, struct put_state *p, const uint8_t *upload_id,
+                       const uint8_t *missing, const struct chapar_put_opts *o,
+                       struct chapar_put_result *r, uint64_t already)
+{
+        uint8_t *buf = malloc(p->chunk_size);
+        uint32_t *lens = calloc(p->count, sizeof(*lens));
+        uint64_t next = 0, window = 0, done_bytes = already;
+        uint32_t inflight = 0, base = c->next_id;
+        uint64_t total = chp_e2e_cipher_size(p->padded, p->chunk_size);
+        int rc = buf && lens ? 0 : CHAPAR_ENOMEM;
+        while (!rc) {
+                while (next < p->count && inflight < c->hello.max_inflight) {
+                        if (!chp_bit(missing, (uint32_t)next)) {
+                                next++;
+                                continue;
+                        }
+                        size_t len = 0;
+                        uint8_t *bytes = p->kept ? p->kept[next] : NULL;
+                        if (bytes) {
+                                len = lens[next] = (uint32_t)(next + 1 == p->count
+                                                                      ? total - next * p->chunk_size
+                                                                      : p->chunk_size);
+                        } else if ((rc = seal_chunk(p, next, buf, &len))) {
+                                break;
+                        } else {
+                                bytes = buf;
+                        }
+                        if (window + len > c->hello.window_bytes && inflight > 0)
+                                break; /* wait for acknowledgements first */
+                        uint8_t prefix[CHP_CHUNK_PREFIX];
+                        chp_msg_chunk_prefix_encode(prefix, sizeof(prefix), upload_id,
+                                                    (uint32_t)next);
+                        if ((rc = cc_send(c, CHP_F_CHUNK, base + (uint32_t)next, prefix,
+                                          sizeof(prefix), bytes, len)))
+                                break;
+                        lens[next] = (uint32_t)len;
+                        window += len;
+                        inflight++;
+                        r->chunks_sent++;
+                        r->bytes_sent += len;
+                        if (p->kept && p->kept[next]) {
+                                sodium_memzero(p->kept[next], len);
+                                free(p->kept[next]);
+                                p->kept[next] = NULL;
+                        }
+                        next++;
+                }
+                if (rc || inflight == 0)
+                        break;
+                struct chp_frame_header h;
+                uint8_t *reply;
+                if ((rc = cc_recv(c, &h, &reply)))
+                        break;
+                if (h.type == CHP_F_ERROR) {
+                        rc = CHAPAR_ERELAY;
+                        break;
+                }
+                struct chp_msg_chunk_ok ok;
+                if (h.type != (CHP_F_CHUNK | CHP_F_REPLY) ||
+                    chp_msg_chunk_ok_decode(reply, h.len, &ok) != 0 || ok.index >= p->count ||
+                    h.id != base + ok.index || !lens[ok.index]) {
+                        rc = CHAPAR_EPROTO;
+                        break;
+                }
+                window -= lens[ok.index];
+                done_bytes += lens[ok.index];
+                inflight--;
+                if (ok.flags & CHP_CHUNK_DEDUP)
+                        r->chunks_deduplicated++;
+                if (o && o->progress)
+                        o->progress(o->progress_ctx, done_bytes, total);
+        }
+        c->next_id = base + (uint32_t)p->count + 1;
+        free(buf);
+        free(lens);
+        return rc;
+}
+
+int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts *o,
+                  struct chapar_put_result *r)
+{
+        memset(r, 0, sizeof(*r));
+        double t0 = now_s();
+        struct put_state p = {.fd = fd};
+        struct stat st;
+        uint8_t plain_hash[CHP_HASH_BYTES], blob[CHP_E2E_META_MAX], upload_id[CHP_UPLOAD_ID_LEN];
+        uint8_t *manifest = NULL, *missing = NULL, *open_msg = NULL;
+        char entry[4300];
+        int rc;
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+                return CHAPAR_EIO;
+        p.chunk_size = o && o->chunk_size ? o->chunk_size : CHP_CHUNK_DEFAULT;
+        if (p.chunk_size < CHP_CHUNK_MIN || p.chunk_size > CHP_CHUNK_MAX ||
+            (p.chunk_size & (p.chunk_size - 1)))
+                return CHAPAR_EUSAGE;
+        bool pad = o && o->pad;
+        p.size = (uint64_t)st.st_size;
+        p.padded = pad ? chp_e2e_padme(p.size) : p.size;
+        p.plain_chunk = chp_e2e_plain_chunk(p.chunk_size);
+        p.count = chp_e2e_chunk_count(p.padded, p.chunk_size);
+        if (p.count > CHP_MANIFEST_MAX_CHUNKS ||
+            CHP_MANIFEST_HEADER + p.count * CHP_HASH_BYTES + CHP_E2E_META_MAX + 8 >
+                    CHP_OPEN_MAX_PAYLOAD) {
+                snprintf(c->last_error, sizeof(c->last_error),
+                         "the file is too large for %u-byte chunks: use a larger chunk size",
+                         p.chunk_size);
+                return CHAPAR_EUSAGE;
+        }
+
+        /* 1. the content's key: the same as last time for the same content */
+        if ((rc = hash_file(fd, p.size, plain_hash)))
+                return rc;
+        ssize_t blob_len = cache_key(c, plain_hash, p.chunk_size, pad, p.key, blob, sizeof(blob),
+                                     entry, sizeof(entry));
+        if (blob_len < 0)
+                return (int)blob_len;
+        struct chp_e2e_meta meta = {.plain_size = p.size, .chunk_size = p.chunk_size}, old;
+        snprintf(meta.name, sizeof(meta.name), "%s", o && o->name ? o->name : "");
+        snprintf(meta.mime, sizeof(meta.mime), "%s", o && o->mime ? o->mime : "");
+        if (!blob_len || chp_e2e_open_meta(p.key, blob, (size_t)blob_len, &old) != 0 ||
+            memcmp(&old, &meta, sizeof(meta)) != 0) {
+                blob_len = chp_e2e_seal_meta(p.key, &meta, blob, sizeof(blob));
+                if (blob_len < 0) {
+                        rc = CHAPAR_EUSAGE;
+                        goto out;
+                }
+        }
+        cache_store(entry, p.key, blob, (size_t)blob_len);
+
+        /* 2. encrypt and address every chunk; keep the ciphertext while it fits the budget */
+        p.addrs = malloc(p.count * CHP_HASH_BYTES);
+        p.scratch = malloc(p.plain_chunk);
+        uint64_t total = chp_e2e_cipher_size(p.padded, p.chunk_size);
+        if (total <= KEEP_BUDGET)
+                p.kept = calloc(p.count, sizeof(*p.kept));
+        uint8_t *cbuf = malloc(p.chunk_size);
+        if (!p.addrs || !p.scratch || !cbuf) {
+                free(cbuf);
+                rc = CHAPAR_ENOMEM;
+                goto out;
+        }
+        for (uint64_t i = 0; i < p.count && !rc; i++) {
+                size_t len;
+                if (c->cancel) {
+                        rc = CHAPAR_ECANCELED;
+                        break;
+                }
+                if ((rc = seal_chunk(&p, i, cbuf, &len)))
+                        break;
+                if (chp_sha256(cbuf, len, p.addrs + i * CHP_HASH_BYTES) != 0)
+                        rc = CHAPAR_EIO;
+                if (p.kept && (p.kept[i] = malloc(len)))
+                        memcpy(p.kept[i], cbuf, len);
+        }
+        free(cbuf);
+        if (rc)
+                goto out;
+
+        /* 3. the manifest; OPEN says what the relay still lacks */
+        struct chp_manifest m = {.version = CHP_MANIFEST_VERSION,
+                                 .chunk_size = p.chunk_size,
+                                 .total_size = total,
+                                 .chunk_count = (uint32_t)p.count,
+                                 .meta_len = (uint32_t)blob_len,
+                                 .meta = blob,
+                                 .addrs = p.addrs};
+        size_t mlen = chp_manifest_encoded_size(&m);
+        manifest = malloc(mlen);
+        open_msg = malloc(mlen + 8);
+        if (!manifest || !open_msg || chp_manifest_encode(&m, manifest, mlen) != (ssize_t)mlen) {
+                rc = CHAPAR_ENOMEM;
+                goto out;
+        }
+        struct chp_msg_open om = {.expires_in = o ? o->expires_in : 0,
+                                  .manifest = manifest,
+                                  .manifest_len = mlen};
+        ssize_t ol = chp_msg_open_encode(open_msg, mlen + 8, &om);
+        struct chp_frame_header h;
+        uint8_t *reply;
+        if (ol < 0 || (rc = cc_call(c, CHP_F_OPEN, open_msg, (size_t)ol, &h, &reply)))
+                goto out;
+        struct chp_msg_open_ok ok;
+        if (chp_msg_open_ok_decode(reply, h.len, &ok) != 0 || ok.chunk_count != p.count ||
+            chp_manifest_id(manifest, mlen, r->file_id) != 0 ||
+            memcmp(ok.file_id, r->file_id, CHP_HASH_BYTES) != 0) {
+                rc = CHAPAR_EPROTO;
+                goto out;
+        }
+        memcpy(upload_id, ok.upload_id, CHP_UPLOAD_ID_LEN);
+        size_t map = chp_bitmap_bytes(ok.chunk_count);
+        missing = malloc(map ? map : 1);
+        if (!missing) {
+                rc = CHAPAR_ENOMEM;
+                goto out;
+        }
+        memcpy(missing, ok.missing, map);
+        bool complete = ok.state == CHP_UPLOAD_COMPLETE;
+        uint64_t already = 0;
+        uint32_t nmissing = 0;
+        for (uint64_t i = 0; i < p.count; i++) {
+                if (!complete && chp_bit(missing, (uint32_t)i)) {
+                        nmissing++;
+                        continue;
+                }
+                already += i + 1 == p.count ? total - i * p.chunk_size : p.chunk_size;
+        }
+        r->chunks_total = (uint32_t)p.count;
+        r->bytes_total = total;
+        r->chunks_deduplicated = (uint32_t)p.count - nmissing;
+        if (o && o->progress)
+                o->progress(o->progress_ctx, already, total);
+
+        /* 4. the chunks, then the commit */
+        if (!complete) {
+                if ((rc = send_chunks(c, &p, upload_id, missing, o, r, already)))
+                        goto out;
+                uint8_t fid[CHP_HASH_BYTES];
+                if ((rc = cc_call(c, CHP_F_COMMIT, upload_id, CHP_UPLOAD_ID_LEN, &h, &reply)))
+                        goto out;
+                if (h.len != CHP_HASH_BYTES) {
+                        rc = CHAPAR_EPROTO;
+                        goto out;
+                }
+                memcpy(fid, reply, CHP_HASH_BYTES);
+                if (memcmp(fid, r->file_id, CHP_HASH_BYTES) != 0) {
+                        rc = CHAPAR_EPROTO;
+                        goto out;
+                }
+        }
+        rc = make_ticket(c, r->file_id, p.key, r->ticket, sizeof(r->ticket));
+        r->seconds = now_s() - t0;
+out:
+        if (p.kept) {
+                for (uint64_t i = 0; i < p.count; i++)
+                        free(p.kept[i]);
+                free(p.kept);
+        }
+        sodium_memzero(p.key, sizeof(p.key));
+        if (p.scratch)
+                sodium_memzero(p.scratch, p.plain_chunk);
+        free(p.scratch);
+        free(p.addrs);
+        free(manifest);
+        free(open_msg);
+        free(missing);
+        return rc;
+}
+
+int chapar_put_path(struct chapar_client *c, const char *path, const struct chapar_put_opts *o,
+                    struct chapar_put_result *r)
+{
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+                snprintf(c->last_error, sizeof(c->last_error), "cannot read %.300s: %s", path,
+                         strerror(errno));
+                return CHAPAR_EIO;
+        }
+        struct chapar_put_opts with_name = o ? *o : (struct chapar_put_opts){0};
+        if (!with_name.name) {
+                const char *slash = strrchr(path, '/');
+                with_name.name = slash ? slash + 1 : path;
+        }
+        int rc = chapar_put_fd(c, fd, &with_name, r);
+        close(fd);
+        return rc;
+}
+
+/* ---- get --------------------------------------------------------------------------------- */
+
+struct fetched {
+        uint8_t *manifest;
+        size_t len;
+        struct chp_manifest m;
+        bool complete;
+        uint8_t *present; /* PARTIAL: chunks stored so far */
+};
+
+static void fetched_free(struct fetched *f)
+{
+        free(f->manifest);
+        free(f->present);
+        memset(f, 0, sizeof(*f));
+}
+
+/* GET_MANIFEST, checked against the file id (a relay cannot substitute another manifest). */
+static int fetch_manifest(struct chapar_client *c, const uint8_t *file_id, struct fetched *f)
+{
+        struct chp_frame_header h;
+        uint8_t *reply, id[CHP_HASH_BYTES];
+        struct chp_msg_manifest mm;
+        int rc = cc_call(c, CHP_F_GET_MANIFEST, file_id, CHP_HASH_BYTES, &h, &reply);
+        if (rc)
+                return rc;
+        if (chp_msg_manifest_decode(reply, h.len, &mm) != 0)
+                return CHAPAR_EPROTO;
+        f->manifest = malloc(mm.manifest_len);
+        if (!f->manifest)
+                return CHAPAR_ENOMEM;
+        memcpy(f->manifest, mm.manifest, mm.manifest_len);
+        f->len = mm.manifest_len;
+        if (chp_manifest_id(f->manifest, f->len, id) != 0 ||
+            sodium_memcmp(id, file_id, CHP_HASH_BYTES) != 0 ||
+            chp_manifest_decode(f->manifest, f->len, &f->m) < 0) {
+                snprintf(c->last_error, sizeof(c->last_error),
+                         "the relay sent a manifest that is not the file's");
+                return CHAPAR_EINTEGRITY;
+        }
+        f->complete = mm.state == CHP_UPLOAD_COMPLETE;
+        if (!f->complete) {
+                size_t n = chp_bitmap_bytes(f->m.chunk_count);
+                f->present = malloc(n ? n : 1);
+                if (!f->present)
+                        return CHAPAR_ENOMEM;
+                memcpy(f->present, mm.present, n);
+        }
+        return 0;
+}
+
+/* A name safe to create in the current directory: the sender's name is untrusted, so only its
+ * last path component is kept, control characters become '_', and ".", ".." or nothing become
+ * "chapar-download". */
+static void safe_name(const char *name, char *out, size_t cap)
+{
+        const char *base = strrchr(name, '/');
+        base = base ? base + 1 : name;
+        if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
+                base = "chapar-download";
+        snprintf(out, cap, "%s", base);
+        for (char *p = out; *p; p++)
+                if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                        *p = '_';
+}
+
+struct part {
+        char tmp[4200], state[4300];
+        int fd;
+        uint8_t *have; /* bitmap of chunks written */
+        size_t have_len;
+};
+
+/* The state file: file id, chunk count, bitmap. A partial download of another file is
+ * discarded. */
+static int part_open(struct part *pt, const char *target, const uint8_t *file_id, uint32_t count)
+{
+        snprintf(pt->tmp, sizeof(pt->tmp), "%s.chapar-part", target);
+        snprintf(pt->state, sizeof(pt->state), "%s.chapar-part.state", target);
+        pt->have_len = chp_bitmap_bytes(count);
+        pt->have = calloc(1, pt->have_len + 1);
+        if (!pt->have)
+                return CHAPAR_ENOMEM;
+        int sfd = open(pt->state, O_RDONLY | O_CLOEXEC);
+        bool resume = false;
+        if (sfd >= 0) {
+                uint8_t head[36];
+                if (read(sfd, head, 36) == 36 && memcmp(head, file_id, 32) == 0 &&
+                    chp_get_le32(head + 32) == count &&
+                    read(sfd, pt->have, pt->have_len) == (ssize_t)pt->have_len)
+                        resume = true;
+                close(sfd);
+        }
+        if (!resume)
+                memset(pt->have, 0, pt->have_len);
+        pt->fd = open(pt->tmp, O_RDWR | O_CREAT | O_CLOEXEC | (resume ? 0 : O_TRUNC), 0600);
+        return pt->fd < 0 ? CHAPAR_EIO : 0;
+}
+
+static int part_save(struct part *pt, const uint8_t *file_id, uint32_t count)
+{
+        char tmp[4400];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", pt->state);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return CHAPAR_EIO;
+        uint8_t head[36];
+        memcpy(head, file_id, 32);
+        chp_put_le32(head + 32, count);
+        bool ok = write(fd, head, 36) == 36 &&
+                  write(fd, pt->have, pt->have_len) == (ssize_t)pt->have_len;
+        close(fd);
+        return ok && rename(tmp, pt->state) == 0 ? 0 : CHAPAR_EIO;
+}
+
+static void part_discard(struct part *pt)
+{
+        if (pt->fd >= 0)
+                close(pt->fd);
+        pt->fd = -1;
+        unlink(pt->tmp);
+        unlink(pt->state);
+}
+
+struct getter {
+        struct chapar_client *c;
+        const struct chp_ticket *t;
+        const struct fetched *f;
+        const struct chp_e2e_meta *meta;
+        struct part *pt;
+        uint8_t *plain;
+        uint32_t base, done;
+        uint64_t done_bytes;
+        const struct chapar_get_opts *o;
+        struct chapar_get_result *r;
+};
+
+/* Receives one CHUNK_DATA reply, verifies it (address, then tag) and writes its plaintext. */
+static int get_one(struct getter *g)
+{
+        struct chapar_client *c = g->c;
+        const struct chp_manifest *m = &g->f->m;
+        struct chp_frame_header h;
+        uint8_t *reply, sum[CHP_HASH_BYTES];
+        struct chp_msg_chunk_data d;
+        int rc = cc_recv(c, &h, &reply);
+        if (rc)
+                return rc;
+        if (h.type == CHP_F_ERROR)
+                return c->last_code == CHP_WE_NOT_FOUND ? CHAPAR_ENOTFOUND : CHAPAR_ERELAY;
+        uint32_t k = h.id - g->base;
+        if (h.type != (CHP_F_GET_CHUNK | CHP_F_REPLY) || k >= m->chunk_count ||
+            chp_msg_chunk_data_decode(reply, h.len, &d) != 0 || d.offset != 0 ||
+            d.len != chp_manifest_chunk_len(m, k) || d.len < CHP_E2E_TAG ||
+            chp_bit(g->pt->have, k))
+                return CHAPAR_EPROTO;
+        /* the address first (what the relay stored), then the tag (what the sender sealed) */
+        if (chp_sha256(d.data, d.len, sum) != 0 ||
+            sodium_memcmp(sum, m->addrs + (size_t)k * CHP_HASH_BYTES, CHP_HASH_BYTES) != 0 ||
+            chp_e2e_open_chunk(g->t->file_key, k, k + 1 == m->chunk_count, d.data, d.len,
+                               g->plain) != 0) {
+                snprintf(c->last_error, sizeof(c->last_error),
+                         "chunk %u failed verification: wrong key or tampered data", k);
+                return CHAPAR_EINTEGRITY;
+        }
+        uint64_t plain_size = g->meta->plain_size;
+        uint64_t off = (uint64_t)k * chp_e2e_plain_chunk(m->chunk_size);
+        size_t n = d.len - CHP_E2E_TAG;
+        if (off >= plain_size)
+                n = 0; /* padding only */
+        else if (off + n > plain_size)
+                n = (size_t)(plain_size - off);
+        if (n && pwrite(g->pt->fd, g->plain, n, (off_t)off) != (ssize_t)n)
+                return CHAPAR_EIO;
+        chp_bit_set(g->pt->have, k);
+        g->done++;
+        g->done_bytes += n;
+        g->r->bytes_received += d.len;
+        if (g->done % 64 == 0 && part_save(g->pt, g->t->file_id, m->chunk_count) != 0)
+                return CHAPAR_EIO;
+        if (g->o && g->o->progress)
+                g->o->progress(g->o->progress_ctx, g->done_bytes, plain_size);
+        return 0;
+}
+
+/* Asks for every chunk not yet written (and, while uploading, stored), GET_INFLIGHT at once. */
+static int get_pass(struct getter *g)
+{
+        const struct chp_manifest *m = &g->f->m;
+        uint32_t inflight = 0;
+        int rc = 0;
+        for (uint32_t i = 0; i < m->chunk_count && !rc; i++) {
+                if (chp_bit(g->pt->have, i) || (!g->f->complete && !chp_bit(g->f->present, i)))
+                        continue;
+                struct chp_msg_get_chunk q = {.addr = m->addrs + (size_t)i * CHP_HASH_BYTES};
+                uint8_t qp[40];
+                if (chp_msg_get_chunk_encode(qp, sizeof(qp), &q) != 40)
+                        return CHAPAR_EPROTO;
+                if ((rc = cc_send(g->c, CHP_F_GET_CHUNK, g->base + i, qp, sizeof(qp), NULL, 0)))
+                        break;
+                if (++inflight >= GET_INFLIGHT) {
+                        rc = get_one(g);
+                        inflight--;
+                }
+        }
+        while (!rc && inflight--)
+                rc = get_one(g);
+        return rc;
+}
+
+int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path,
+               const struct chapar_get_opts *o, struct chapar_get_result *r)
+{
+        memset(r, 0, sizeof(*r));
+        double t0 = now_s();
+        struct chp_ticket t;
+        struct fetched f = {0};
+        struct part pt = {.fd = -1};
+        struct chp_e2e_meta meta;
+        uint8_t *plain = NULL;
+        int rc;
+        if (chp_ticket_parse(ticket, strlen(ticket), &t) != 0 || !t.has_key) {
+                snprintf(c->last_error, sizeof(c->last_error),
+                         "not a chapar ticket with a key (chapar://HOST:PORT/KEY/ID#KEY)");
+                return CHAPAR_EUSAGE;
+        }
+        if ((rc = fetch_manifest(c, t.file_id, &f)))
+                goto out;
+        uint64_t sealed = 0;
+        if (chp_e2e_open_meta(t.file_key, f.m.meta, f.m.meta_len, &meta) != 0 ||
+            meta.chunk_size != f.m.chunk_size ||
+            (sealed = chp_e2e_cipher_size(meta.plain_size, meta.chunk_size)) == 0 ||
+            sealed > f.m.total_size) {
+                snprintf(c->last_error, sizeof(c->last_error),
+                         "the file's metadata does not open with this ticket's key");
+                rc = CHAPAR_EINTEGRITY;
+                goto out;
+        }
+        uint32_t count = f.m.chunk_count, cs = f.m.chunk_size;
+        uint32_t plain_chunk = chp_e2e_plain_chunk(cs);
+        if (f.m.total_size < (uint64_t)count * CHP_E2E_TAG ||
+            count != chp_e2e_chunk_count(f.m.total_size - (uint64_t)count * CHP_E2E_TAG, cs)) {
+                rc = CHAPAR_EINTEGRITY;
+                goto out;
+        }
+        snprintf(r->name, sizeof(r->name), "%s", meta.name);
+        if (out_path)
+                snprintf(r->path, sizeof(r->path), "%s", out_path);
+        else
+                safe_name(meta.name, r->path, sizeof(r->path));
+        r->bytes_total = meta.plain_size;
+        if ((rc = part_open(&pt, r->path, t.file_id, count)))
+                goto out;
+        plain = malloc(cs);
+        if (!plain) {
+                rc = CHAPAR_ENOMEM;
+                goto out;
+        }
+        struct getter g = {.c = c, .t = &t, .f = &f, .meta = &meta, .pt = &pt, .plain = plain,
+                           .base = c->next_id, .o = o, .r = r};
+        c->next_id += count + 1;
+        for (uint32_t i = 0; i < count; i++) {
+                if (chp_bit(pt.have, i)) {
+                        g.done++;
+                        g.done_bytes += plain_chunk;
+                }
+        }
+        if (g.done_bytes > meta.plain_size)
+                g.done_bytes = meta.plain_size;
+        /* fetch what is missing; a file still uploading is looked at again until complete */
+        while (!rc && g.done < count) {
+                if ((rc = get_pass(&g)) || g.done == count)
+                        break;
+                if (f.complete) {
+                        rc = CHAPAR_EPROTO; /* a complete file left chunks unfetched */
+                        break;
+                }
+                part_save(&pt, t.file_id, count);
+                struct timespec ts = {0, 300 * 1000000L};
+                nanosleep(&ts, NULL);
+                if (c->cancel) {
+                        rc = CHAPAR_ECANCELED;
+                        break;
+                }
+                fetched_free(&f);
+                if ((rc = fetch_manifest(c, t.file_id, &f)))
+                        break;
+        }
+        if (!rc && (ftruncate(pt.fd, (off_t)meta.plain_size) != 0 || fsync(pt.fd) != 0 ||
+                    rename(pt.tmp, r->path) != 0))
+                rc = CHAPAR_EIO;
+        if (!rc) {
+                close(pt.fd);
+                pt.fd = -1;
+                unlink(pt.state);
+        } else if (rc == CHAPAR_EINTEGRITY) {
+                part_discard(&pt); /* nothing unverified is left behind */
+        } else if (pt.fd >= 0) {
+                part_save(&pt, t.file_id, count); /* resumable */
+        }
+        r->seconds = now_s() - t0;
+out:
+        if (pt.fd >= 0)
+                close(pt.fd);
+        free(pt.have);
+        if (plain)
+                sodium_memzero(plain, f.m.chunk_size);
+        free(plain);
+        fetched_free(&f);
+        sodium_memzero(&t, sizeof(t));
+        sodium_memzero(&meta, sizeof(meta));
+        return rc;
+}
+
+int chapar_stat(struct chapar_client *c, const char *ticket, struct chapar_stat_result *r)
+{
+        memset(r, 0, sizeof(*r));
+        struct chp_ticket t;
+        if (chp_ticket_parse(ticket, strlen(ticket), &t) != 0)
+                return CHAPAR_EUSAGE;
+        struct chp_frame_header h;
+        uint8_t *reply;
+        struct chp_msg_stat_ok so;
+        int rc = cc_call(c, CHP_F_STAT, t.file_id, CHP_HASH_BYTES, &h, &reply);
+        if (!rc && chp_msg_stat_ok_decode(reply, h.len, &so) != 0)
+                rc = CHAPAR_EPROTO;
+        if (rc)
+                goto out;
+        r->complete = so.state == CHP_UPLOAD_COMPLETE;
+        r->stored_bytes = so.size;
+        r->chunks = so.chunk_count;
+        r->chunks_present = so.chunks_present;
+        r->chunk_size = so.chunk_size;
+        r->created = so.created;
+        r->expires = so.expires;
+        if (t.has_key) {
+                struct fetched f = {0};
+                struct chp_e2e_meta meta;
+                if ((rc = fetch_manifest(c, t.file_id, &f)) == 0) {
+                        if (chp_e2e_open_meta(t.file_key, f.m.meta, f.m.meta_len, &meta) != 0) {
+                                rc = CHAPAR_EINTEGRITY;
+                        } else {
+                                r->has_meta = true;
+                                r->plain_size = meta.plain_size;
+                                snprintf(r->name, sizeof(r->name), "%s", meta.name);
+                                snprintf(r->mime, sizeof(r->mime), "%s", meta.mime);
+                        }
+                }
+                fetched_free(&f);
+                sodium_memzero(&meta, sizeof(meta));
+        }
+out:
+        sodium_memzero(&t, sizeof(t));
+        return rc;
+}
