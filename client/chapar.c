@@ -274,8 +274,8 @@ static int cmd_stat(int argc, char **argv)
                 printf("{\"complete\":%s,\"stored_bytes\":%llu,\"chunks\":%u,"
                        "\"chunks_present\":%u,\"chunk_size\":%u,\"created\":%llu,"
                        "\"expires\":%llu",
-                       r.complete ? "true" : "false", (unsigned long long)r.stored_bytes,
-                       r.chunks, r.chunks_present, r.chunk_size, (unsigned long long)r.created,
+                       r.complete ? "true" : "false", (unsigned long long)r.stored_bytes, r.chunks,
+                       r.chunks_present, r.chunk_size, (unsigned long long)r.created,
                        (unsigned long long)r.expires);
                 if (r.has_meta) {
                         printf(",\"size\":%llu,\"name\":", (unsigned long long)r.plain_size);

@@ -26,16 +26,16 @@ extern "C" {
 #define CHAPAR_TICKET_MAX 480
 
 enum chapar_error {
-        CHAPAR_EUSAGE = -1,      /* bad argument */
-        CHAPAR_ENET = -2,        /* cannot reach the relay, or the connection broke */
-        CHAPAR_ERELAY = -3,      /* the relay refused the request (see chapar_last_error) */
-        CHAPAR_EKEY = -4,        /* the relay's key is not the pinned one */
-        CHAPAR_EINTEGRITY = -5,  /* a chunk or the metadata failed verification */
-        CHAPAR_EIO = -6,         /* a local file could not be read or written */
+        CHAPAR_EUSAGE = -1,     /* bad argument */
+        CHAPAR_ENET = -2,       /* cannot reach the relay, or the connection broke */
+        CHAPAR_ERELAY = -3,     /* the relay refused the request (see chapar_last_error) */
+        CHAPAR_EKEY = -4,       /* the relay's key is not the pinned one */
+        CHAPAR_EINTEGRITY = -5, /* a chunk or the metadata failed verification */
+        CHAPAR_EIO = -6,        /* a local file could not be read or written */
         CHAPAR_ENOMEM = -7,
         CHAPAR_ECANCELED = -8,
-        CHAPAR_ENOTFOUND = -9,   /* the relay has no such file */
-        CHAPAR_EPROTO = -10,     /* the relay spoke something this client does not understand */
+        CHAPAR_ENOTFOUND = -9, /* the relay has no such file */
+        CHAPAR_EPROTO = -10,   /* the relay spoke something this client does not understand */
 };
 
 /* Exit code classes of the chapar tool: 1 usage, 2 relay or network, 3 integrity or
@@ -44,14 +44,14 @@ int chapar_error_class(int err);
 const char *chapar_strerror(int err);
 
 struct chapar_opts {
-        const char *relay;         /* "HOST:PORT"; NULL: $CHAPAR_RELAY, else 127.0.0.1:7700 */
-        const uint8_t *relay_key;  /* CHAPAR_KEY_BYTES to pin, or NULL: the known-relays file */
-        const char *known_relays;  /* path, or NULL: $XDG_CONFIG_HOME/chapar/known_relays or
-                                      ~/.config/chapar/known_relays */
-        const char *cache_dir;     /* resume and dedup state, or NULL: $XDG_CACHE_HOME/chapar or
-                                      ~/.cache/chapar; "" disables the cache */
-        bool insecure_plaintext;   /* no transport encryption (the relay must allow it) */
-        int timeout_ms;            /* per network wait; 0 = 30 s */
+        const char *relay;        /* "HOST:PORT"; NULL: $CHAPAR_RELAY, else 127.0.0.1:7700 */
+        const uint8_t *relay_key; /* CHAPAR_KEY_BYTES to pin, or NULL: the known-relays file */
+        const char *known_relays; /* path, or NULL: $XDG_CONFIG_HOME/chapar/known_relays or
+                                     ~/.config/chapar/known_relays */
+        const char *cache_dir;    /* resume and dedup state, or NULL: $XDG_CACHE_HOME/chapar or
+                                     ~/.cache/chapar; "" disables the cache */
+        bool insecure_plaintext;  /* no transport encryption (the relay must allow it) */
+        int timeout_ms;           /* per network wait; 0 = 30 s */
 };
 
 struct chapar_client;
@@ -75,11 +75,11 @@ void chapar_cancel(struct chapar_client *c);
 typedef void (*chapar_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
 struct chapar_put_opts {
-        uint32_t chunk_size;  /* ciphertext chunk size, power of two 64 KiB..8 MiB; 0 = 1 MiB */
-        bool pad;             /* pad the size into Padmé buckets */
-        const char *name;     /* stored encrypted; NULL = the file's base name */
-        const char *mime;     /* stored encrypted; NULL = "" */
-        uint32_t expires_in;  /* seconds; 0 = the relay's default */
+        uint32_t chunk_size; /* ciphertext chunk size, power of two 64 KiB..8 MiB; 0 = 1 MiB */
+        bool pad;            /* pad the size into Padmé buckets */
+        const char *name;    /* stored encrypted; NULL = the file's base name */
+        const char *mime;    /* stored encrypted; NULL = "" */
+        uint32_t expires_in; /* seconds; 0 = the relay's default */
         chapar_progress_fn progress;
         void *progress_ctx;
 };
@@ -87,8 +87,8 @@ struct chapar_put_opts {
 struct chapar_put_result {
         char ticket[CHAPAR_TICKET_MAX];
         uint8_t file_id[CHAPAR_ID_BYTES];
-        uint64_t bytes_total;   /* ciphertext bytes of the file */
-        uint64_t bytes_sent;    /* chunk bytes sent by this call */
+        uint64_t bytes_total; /* ciphertext bytes of the file */
+        uint64_t bytes_sent;  /* chunk bytes sent by this call */
         uint32_t chunks_total, chunks_sent, chunks_deduplicated;
         double seconds;
 };
@@ -107,10 +107,10 @@ struct chapar_get_opts {
 };
 
 struct chapar_get_result {
-        char path[4096];          /* where the file was written */
-        char name[256];           /* the name the sender gave */
-        uint64_t bytes_total;     /* plaintext size */
-        uint64_t bytes_received;  /* chunk bytes fetched by this call */
+        char path[4096];         /* where the file was written */
+        char name[256];          /* the name the sender gave */
+        uint64_t bytes_total;    /* plaintext size */
+        uint64_t bytes_received; /* chunk bytes fetched by this call */
         double seconds;
 };
 
@@ -122,11 +122,11 @@ int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path
                const struct chapar_get_opts *o, struct chapar_get_result *out);
 
 struct chapar_stat_result {
-        bool complete;          /* false while the upload is still running */
-        uint64_t stored_bytes;  /* ciphertext size on the relay */
+        bool complete;         /* false while the upload is still running */
+        uint64_t stored_bytes; /* ciphertext size on the relay */
         uint32_t chunks, chunks_present, chunk_size;
         uint64_t created, expires; /* unix seconds; 0 = unknown / never */
-        bool has_meta;          /* the ticket had the key: the fields below are filled */
+        bool has_meta;             /* the ticket had the key: the fields below are filled */
         uint64_t plain_size;
         char name[256];
         char mime[128];

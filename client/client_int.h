@@ -21,14 +21,14 @@ struct chapar_client {
         int fd;
         int timeout_ms;
         volatile sig_atomic_t cancel;
-        char addr[300];          /* HOST:PORT as given */
-        bool plaintext;          /* asked for --insecure-plaintext */
-        bool encrypted;          /* the handshake is done */
+        char addr[300]; /* HOST:PORT as given */
+        bool plaintext; /* asked for --insecure-plaintext */
+        bool encrypted; /* the handshake is done */
         bool have_pinned;
         uint8_t pinned[CHAPAR_KEY_BYTES];
         uint8_t relay_key[CHAPAR_KEY_BYTES]; /* what the relay proved it holds */
         char known_relays[4096];
-        char cache_dir[4096];    /* "" = no cache */
+        char cache_dir[4096]; /* "" = no cache */
         struct chp_record_dir tx, rx;
         uint8_t *raw; /* bytes from the socket not yet decrypted */
         size_t raw_len, raw_cap;

@@ -80,8 +80,8 @@ static int raw_fill(struct chapar_client *c)
                         return 0;
                 }
                 if (n == 0) {
-                        snprintf(c->last_error, sizeof(c->last_error),
-                                 "%s closed the connection", c->addr);
+                        snprintf(c->last_error, sizeof(c->last_error), "%s closed the connection",
+                                 c->addr);
                         return CHAPAR_ENET;
                 }
                 if (errno == EINTR)
@@ -126,6 +126,29 @@ static int write_all(struct chapar_client *c, const uint8_t *buf, size_t len)
 
 /* ---- plaintext stream over the transport ------------------------------------------------- */
 
+/* Room for n more bytes at the end of c->plain, moving what is unread to the front first. */
+static int plain_room(struct chapar_client *c, size_t n)
+{
+        if (c->plain_off > 0 && c->plain_off == c->plain_len)
+                c->plain_off = c->plain_len = 0;
+        if (c->plain_cap - c->plain_len >= n)
+                return 0;
+        memmove(c->plain, c->plain + c->plain_off, c->plain_len - c->plain_off);
+        c->plain_len -= c->plain_off;
+        c->plain_off = 0;
+        size_t cap = c->plain_cap ? c->plain_cap : 256 * 1024;
+        while (cap - c->plain_len < n)
+                cap *= 2;
+        if (cap == c->plain_cap)
+                return 0;
+        uint8_t *nb = realloc(c->plain, cap);
+        if (!nb)
+                return CHAPAR_ENOMEM;
+        c->plain = nb;
+        c->plain_cap = cap;
+        return 0;
+}
+
 /* Makes at least n plaintext bytes available in c->plain. */
 static int plain_need(struct chapar_client *c, size_t n)
 {
@@ -138,22 +161,9 @@ static int plain_need(struct chapar_client *c, size_t n)
                                         return rc;
                         }
                         size_t take = c->raw_len;
-                        if (c->plain_off > 0 && c->plain_off == c->plain_len)
-                                c->plain_off = c->plain_len = 0;
-                        if (c->plain_cap - c->plain_len < take) {
-                                memmove(c->plain, c->plain + c->plain_off,
-                                        c->plain_len - c->plain_off);
-                                c->plain_len -= c->plain_off;
-                                c->plain_off = 0;
-                                size_t cap = c->plain_cap ? c->plain_cap : 256 * 1024;
-                                while (cap - c->plain_len < take)
-                                        cap *= 2;
-                                uint8_t *nb = realloc(c->plain, cap);
-                                if (!nb)
-                                        return CHAPAR_ENOMEM;
-                                c->plain = nb;
-                                c->plain_cap = cap;
-                        }
+                        int rc = plain_room(c, take);
+                        if (rc)
+                                return rc;
                         memcpy(c->plain + c->plain_len, c->raw, take);
                         c->plain_len += take;
                         raw_consume(c, take);
@@ -168,32 +178,20 @@ static int plain_need(struct chapar_client *c, size_t n)
                 }
                 if (rl < 0)
                         goto bad;
-                if (c->plain_off > 0 && c->plain_off == c->plain_len)
-                        c->plain_off = c->plain_len = 0;
-                if (c->plain_cap - c->plain_len < CHP_RECORD_PLAIN_MAX) {
-                        memmove(c->plain, c->plain + c->plain_off, c->plain_len - c->plain_off);
-                        c->plain_len -= c->plain_off;
-                        c->plain_off = 0;
-                        size_t cap = c->plain_cap ? c->plain_cap : 256 * 1024;
-                        while (cap - c->plain_len < CHP_RECORD_PLAIN_MAX)
-                                cap *= 2;
-                        uint8_t *nb = realloc(c->plain, cap);
-                        if (!nb)
-                                return CHAPAR_ENOMEM;
-                        c->plain = nb;
-                        c->plain_cap = cap;
-                }
+                int rc = plain_room(c, CHP_RECORD_PLAIN_MAX);
+                if (rc)
+                        return rc;
                 size_t got;
                 bool closed;
-                ssize_t used = chp_record_open(&c->rx, c->raw, c->raw_len,
-                                               c->plain + c->plain_len, &got, &closed);
+                ssize_t used = chp_record_open(&c->rx, c->raw, c->raw_len, c->plain + c->plain_len,
+                                               &got, &closed);
                 if (used < 0)
                         goto bad;
                 raw_consume(c, (size_t)used);
                 c->plain_len += got;
                 if (closed) {
-                        snprintf(c->last_error, sizeof(c->last_error),
-                                 "%s closed the connection", c->addr);
+                        snprintf(c->last_error, sizeof(c->last_error), "%s closed the connection",
+                                 c->addr);
                         return CHAPAR_ENET;
                 }
         }
@@ -225,15 +223,16 @@ int cc_send(struct chapar_client *c, uint8_t type, uint32_t id, const void *a, s
         int part = 0;
         size_t part_off = 0;
         while (done < total && !rc) {
-                size_t n = total - done < CHP_RECORD_PLAIN_MAX ? total - done : CHP_RECORD_PLAIN_MAX;
+                size_t n =
+                    total - done < CHP_RECORD_PLAIN_MAX ? total - done : CHP_RECORD_PLAIN_MAX;
                 uint8_t *stage = c->seal_buf + CHP_RECORD_HEADER;
                 for (size_t got = 0; got < n;) {
                         while (part_off == parts[part].n) {
                                 part++;
                                 part_off = 0;
                         }
-                        size_t take = parts[part].n - part_off < n - got ? parts[part].n - part_off
-                                                                          : n - got;
+                        size_t take =
+                            parts[part].n - part_off < n - got ? parts[part].n - part_off : n - got;
                         memcpy(stage + got, parts[part].p + part_off, take);
                         got += take;
                         part_off += take;
@@ -251,8 +250,7 @@ int cc_recv(struct chapar_client *c, struct chp_frame_header *h, uint8_t **paylo
         if (rc)
                 return rc;
         if (chp_frame_header_decode(c->plain + c->plain_off, CHP_FRAME_HEADER, h) < 0) {
-                snprintf(c->last_error, sizeof(c->last_error), "malformed frame from %s",
-                         c->addr);
+                snprintf(c->last_error, sizeof(c->last_error), "malformed frame from %s", c->addr);
                 return CHAPAR_EPROTO;
         }
         c->plain_off += CHP_FRAME_HEADER;
@@ -332,8 +330,8 @@ static int tcp_connect(struct chapar_client *c)
                         }
                         errno = err;
                 }
-                snprintf(c->last_error, sizeof(c->last_error), "cannot connect to %s: %s",
-                         c->addr, strerror(errno));
+                snprintf(c->last_error, sizeof(c->last_error), "cannot connect to %s: %s", c->addr,
+                         strerror(errno));
                 close(fd);
                 c->fd = -1;
                 if (c->cancel) {
@@ -393,8 +391,8 @@ static int handshake(struct chapar_client *c)
 {
         struct chp_noise_suite suite = {CHP_NOISE_CHACHAPOLY, CHP_NOISE_BLAKE2B};
         enum chp_noise_pattern pattern = CHP_NOISE_XX;
-        uint8_t pre[CC_PREAMBLE] = {'C', 'H', 'N', '1', (uint8_t)pattern, (uint8_t)suite.cipher,
-                                    (uint8_t)suite.hash, 0};
+        uint8_t pre[CC_PREAMBLE] = {
+            'C', 'H', 'N', '1', (uint8_t)pattern, (uint8_t)suite.cipher, (uint8_t)suite.hash, 0};
         uint8_t prologue[CC_PROLOGUE_MAX];
         size_t plen = cc_prologue(pre, prologue);
         struct chp_noise_hs hs;

@@ -31,7 +31,7 @@
 #include "manifest.h"
 #include "ticket.h"
 
-#define KEEP_BUDGET (256u << 20) /* ciphertext kept between hashing and sending */
+#define KEEP_BUDGET  (256u << 20) /* ciphertext kept between hashing and sending */
 #define GET_INFLIGHT 16
 
 static double now_s(void)
@@ -183,8 +183,8 @@ int chapar_connect(const struct chapar_opts *o, struct chapar_client **out)
         if (o->known_relays)
                 snprintf(c->known_relays, sizeof(c->known_relays), "%s", o->known_relays);
         else
-                default_dir(c->known_relays, sizeof(c->known_relays), "XDG_CONFIG_HOME",
-                            ".config", "/known_relays");
+                default_dir(c->known_relays, sizeof(c->known_relays), "XDG_CONFIG_HOME", ".config",
+                            "/known_relays");
         if (o->cache_dir)
                 snprintf(c->cache_dir, sizeof(c->cache_dir), "%s", o->cache_dir);
         else
@@ -261,7 +261,7 @@ struct put_state {
         uint64_t count;
         uint8_t key[CHP_FILE_KEY_BYTES];
         uint8_t *addrs;
-        uint8_t **kept; /* ciphertext kept from the hashing pass, or NULL */
+        uint8_t **kept;   /* ciphertext kept from the hashing pass, or NULL */
         uint8_t *scratch; /* one plaintext chunk */
 };
 
@@ -411,9 +411,9 @@ static int send_chunks(struct chapar_client *c, struct put_state *p, const uint8
                         size_t len = 0;
                         uint8_t *bytes = p->kept ? p->kept[next] : NULL;
                         if (bytes) {
-                                len = lens[next] = (uint32_t)(next + 1 == p->count
-                                                                      ? total - next * p->chunk_size
-                                                                      : p->chunk_size);
+                                len = lens[next] =
+                                    (uint32_t)(next + 1 == p->count ? total - next * p->chunk_size
+                                                                    : p->chunk_size);
                         } else if ((rc = seal_chunk(p, next, buf, &len))) {
                                 break;
                         } else {
@@ -494,7 +494,7 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
         p.count = chp_e2e_chunk_count(p.padded, p.chunk_size);
         if (p.count > CHP_MANIFEST_MAX_CHUNKS ||
             CHP_MANIFEST_HEADER + p.count * CHP_HASH_BYTES + CHP_E2E_META_MAX + 8 >
-                    CHP_OPEN_MAX_PAYLOAD) {
+                CHP_OPEN_MAX_PAYLOAD) {
                 snprintf(c->last_error, sizeof(c->last_error),
                          "the file is too large for %u-byte chunks: use a larger chunk size",
                          p.chunk_size);
@@ -565,9 +565,8 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
                 rc = CHAPAR_ENOMEM;
                 goto out;
         }
-        struct chp_msg_open om = {.expires_in = o ? o->expires_in : 0,
-                                  .manifest = manifest,
-                                  .manifest_len = mlen};
+        struct chp_msg_open om = {
+            .expires_in = o ? o->expires_in : 0, .manifest = manifest, .manifest_len = mlen};
         ssize_t ol = chp_msg_open_encode(open_msg, mlen + 8, &om);
         struct chp_frame_header h;
         uint8_t *reply;
@@ -768,8 +767,8 @@ static int part_save(struct part *pt, const uint8_t *file_id, uint32_t count)
         uint8_t head[36];
         memcpy(head, file_id, 32);
         chp_put_le32(head + 32, count);
-        bool ok = write(fd, head, 36) == 36 &&
-                  write(fd, pt->have, pt->have_len) == (ssize_t)pt->have_len;
+        bool ok =
+            write(fd, head, 36) == 36 && write(fd, pt->have, pt->have_len) == (ssize_t)pt->have_len;
         close(fd);
         return ok && rename(tmp, pt->state) == 0 ? 0 : CHAPAR_EIO;
 }
@@ -812,8 +811,7 @@ static int get_one(struct getter *g)
         uint32_t k = h.id - g->base;
         if (h.type != (CHP_F_GET_CHUNK | CHP_F_REPLY) || k >= m->chunk_count ||
             chp_msg_chunk_data_decode(reply, h.len, &d) != 0 || d.offset != 0 ||
-            d.len != chp_manifest_chunk_len(m, k) || d.len < CHP_E2E_TAG ||
-            chp_bit(g->pt->have, k))
+            d.len != chp_manifest_chunk_len(m, k) || d.len < CHP_E2E_TAG || chp_bit(g->pt->have, k))
                 return CHAPAR_EPROTO;
         /* the address first (what the relay stored), then the tag (what the sender sealed) */
         if (chp_sha256(d.data, d.len, sum) != 0 ||
@@ -917,8 +915,15 @@ int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path
                 rc = CHAPAR_ENOMEM;
                 goto out;
         }
-        struct getter g = {.c = c, .t = &t, .f = &f, .meta = &meta, .pt = &pt, .plain = plain,
-                           .base = c->next_id, .o = o, .r = r};
+        struct getter g = {.c = c,
+                           .t = &t,
+                           .f = &f,
+                           .meta = &meta,
+                           .pt = &pt,
+                           .plain = plain,
+                           .base = c->next_id,
+                           .o = o,
+                           .r = r};
         c->next_id += count + 1;
         for (uint32_t i = 0; i < count; i++) {
                 if (chp_bit(pt.have, i)) {
