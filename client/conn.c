@@ -96,6 +96,8 @@ static int raw_fill(struct chapar_client *c)
 
 static void raw_consume(struct chapar_client *c, size_t n)
 {
+        if (n == 0)
+                return;
         memmove(c->raw, c->raw + n, c->raw_len - n);
         c->raw_len -= n;
 }
@@ -133,7 +135,8 @@ static int plain_room(struct chapar_client *c, size_t n)
                 c->plain_off = c->plain_len = 0;
         if (c->plain_cap - c->plain_len >= n)
                 return 0;
-        memmove(c->plain, c->plain + c->plain_off, c->plain_len - c->plain_off);
+        if (c->plain_off)
+                memmove(c->plain, c->plain + c->plain_off, c->plain_len - c->plain_off);
         c->plain_len -= c->plain_off;
         c->plain_off = 0;
         size_t cap = c->plain_cap ? c->plain_cap : 256 * 1024;
