@@ -15,6 +15,7 @@
 #include "record.h"
 
 #define CC_PREAMBLE     8
+#define CC_REFUSED      1 /* internal: the relay refused the offered suite */
 #define CC_PROLOGUE_MAX 32
 
 struct chapar_client {

@@ -365,7 +365,9 @@ static int hs_recv(struct chapar_client *c, struct chp_noise_hs *hs)
                 if ((rc = raw_fill(c)))
                         return rc;
         size_t n = (size_t)c->raw[0] << 8 | c->raw[1];
-        if (n == 0 || n > 1024) {
+        if (n == 0)
+                return CC_REFUSED;
+        if (n > 1024) {
                 snprintf(c->last_error, sizeof(c->last_error),
                          "%s refused the handshake (is it a chapar relay, and does it allow "
                          "this transport?)",
@@ -390,9 +392,8 @@ static int hs_recv(struct chapar_client *c, struct chp_noise_hs *hs)
 /* The Noise handshake. XX always: the relay proves it holds the static key it sends, and this
  * side compares that key with the pinned one itself, so a mismatch can be reported as exactly
  * that (with NK a wrong key only shows up as a failed decryption on the relay's side). */
-static int handshake(struct chapar_client *c)
+static int handshake(struct chapar_client *c, struct chp_noise_suite suite)
 {
-        struct chp_noise_suite suite = {CHP_NOISE_CHACHAPOLY, CHP_NOISE_BLAKE2B};
         enum chp_noise_pattern pattern = CHP_NOISE_XX;
         uint8_t pre[CC_PREAMBLE] = {
             'C', 'H', 'N', '1', (uint8_t)pattern, (uint8_t)suite.cipher, (uint8_t)suite.hash, 0};
@@ -459,9 +460,29 @@ int cc_open(struct chapar_client *c)
         if (c->plaintext) {
                 static const uint8_t pre[CC_PREAMBLE] = {'C', 'H', 'P', '0', 0, 0, 0, 0};
                 rc = write_all(c, pre, sizeof(pre));
+        } else if (!(c->seal_buf = malloc(CHP_RECORD_MAX))) {
+                rc = CHAPAR_ENOMEM;
         } else {
-                c->seal_buf = malloc(CHP_RECORD_MAX);
-                rc = c->seal_buf ? handshake(c) : CHAPAR_ENOMEM;
+                /* AES-GCM where this machine has AES-NI (it is the faster cipher there); a relay
+                 * without it refuses, and the suite everyone implements is used instead */
+                struct chp_noise_suite fast = {CHP_NOISE_AESGCM, CHP_NOISE_SHA256};
+                struct chp_noise_suite common = {CHP_NOISE_CHACHAPOLY, CHP_NOISE_BLAKE2B};
+                rc = CC_REFUSED;
+                if (chp_noise_suite_available(fast) && (rc = handshake(c, fast)) == CC_REFUSED) {
+                        close(c->fd);
+                        c->fd = -1;
+                        c->raw_len = 0;
+                        rc = tcp_connect(c);
+                        if (!rc)
+                                rc = CC_REFUSED;
+                }
+                if (rc == CC_REFUSED)
+                        rc = handshake(c, common);
+                if (rc == CC_REFUSED) {
+                        snprintf(c->last_error, sizeof(c->last_error),
+                                 "%.200s refused the handshake (is it a chapar relay?)", c->addr);
+                        rc = CHAPAR_EPROTO;
+                }
         }
         if (rc)
                 return rc;
