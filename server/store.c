@@ -15,6 +15,7 @@
  *                                            file id(32), file_expires u64, tenant, meta,
  *                                            manifest
  *   pending   file id(32)                 -> upload id(16): the upload writing that file
+ *   tails     upload id(16) + seq be32    -> bytes past the upload's last whole chunk
  *   upchunks  upload id(16) + index be32  -> addr(32)
  *   expiry    expires be64 + kind u8 + id -> (empty)
  *   segments  seg be32                    -> total u64, live u64, state u32, 0 u32
@@ -54,6 +55,7 @@
 #define FILE_REC   32
 #define UPLOAD_REC 80
 #define UPLOAD_HAS_MANIFEST 1
+#define UPLOAD_COMPLETE     2
 #define SEG_REC    24
 #define SEG_OPEN   1
 #define SEG_SEALED 2
@@ -81,7 +83,7 @@ struct chp_store {
         int segdir_fd;
         MDB_env *env;
         MDB_dbi db_chunks, db_refs, db_files, db_uploads, db_upchunks, db_expiry, db_segments,
-            db_segidx, db_meta, db_pending;
+            db_segidx, db_meta, db_pending, db_tails;
 
         pthread_mutex_t seg_lock;
         struct chp_seg *segs[SEG_BUCKETS];
@@ -339,7 +341,7 @@ static int open_dbs(struct chp_store *s)
             {"chunks", &s->db_chunks},     {"refs", &s->db_refs},         {"files", &s->db_files},
             {"uploads", &s->db_uploads},   {"upchunks", &s->db_upchunks}, {"expiry", &s->db_expiry},
             {"segments", &s->db_segments}, {"segidx", &s->db_segidx},     {"meta", &s->db_meta},
-            {"pending", &s->db_pending},
+            {"pending", &s->db_pending},   {"tails", &s->db_tails},
         };
         for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
                 rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
@@ -719,6 +721,9 @@ static int ref_add(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_HAS
         return map_mdb(mdb_put(txn, s->db_refs, &k, &v, 0));
 }
 
+static int drop_prefixed(struct chp_store *s, MDB_txn *txn, MDB_dbi db,
+                         const uint8_t id[CHP_UPLOAD_ID_BYTES], struct chp_gc_stats *st);
+
 static int upload_exists(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_UPLOAD_ID_BYTES])
 {
         MDB_val k = val(id, CHP_UPLOAD_ID_BYTES), v;
@@ -777,7 +782,9 @@ static int apply_put(struct chp_store *s, MDB_txn *txn, struct chp_store_req *re
                 if (uval.mv_size != CHP_HASH_BYTES)
                         return CHP_ECORRUPT;
                 if (memcmp(uval.mv_data, req->u.put.addr, CHP_HASH_BYTES) == 0)
-                        return 0; /* a resend of a chunk the upload already has */
+                        return req->u.put.clear_tail ? drop_prefixed(s, txn, s->db_tails,
+                                                                     req->u.put.upload_id, NULL)
+                                                     : 0; /* a resend the upload has already */
                 /* the client replaced this index with other bytes: release the old ones */
                 memcpy(old, uval.mv_data, CHP_HASH_BYTES);
                 replaced = true;
@@ -787,6 +794,9 @@ static int apply_put(struct chp_store *s, MDB_txn *txn, struct chp_store_req *re
         if ((rc = ref_add(s, txn, req->u.put.addr, +1, NULL)))
                 return rc;
         if (replaced && (rc = ref_add(s, txn, old, -1, NULL)))
+                return rc;
+        if (req->u.put.clear_tail &&
+            (rc = drop_prefixed(s, txn, s->db_tails, req->u.put.upload_id, NULL)))
                 return rc;
         uval = val(req->u.put.addr, CHP_HASH_BYTES);
         return map_mdb(mdb_put(txn, s->db_upchunks, &ukey, &uval, 0));
@@ -968,31 +978,14 @@ static int parse_upload_rec(const MDB_val *v, struct upload_rec *r)
         return 0;
 }
 
-static int upload_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_UPLOAD_ID_BYTES],
-                         struct chp_gc_stats *st)
+/* Deletes every entry of db whose key starts with the 16-byte upload id, calling each(addr) for
+ * upchunks so that references are released. */
+static int drop_prefixed(struct chp_store *s, MDB_txn *txn, MDB_dbi db,
+                         const uint8_t id[CHP_UPLOAD_ID_BYTES], struct chp_gc_stats *st)
 {
-        MDB_val k = val(id, CHP_UPLOAD_ID_BYTES), v;
-        int rc = mdb_get(txn, s->db_uploads, &k, &v);
-        if (rc)
-                return map_mdb(rc);
-        struct upload_rec u;
-        if ((rc = parse_upload_rec(&v, &u)))
-                return rc;
-        uint64_t expires = u.expires;
-        if (u.flags & UPLOAD_HAS_MANIFEST) {
-                MDB_val pk = val(u.file_id, CHP_HASH_BYTES), pv;
-                if (mdb_get(txn, s->db_pending, &pk, &pv) == 0 &&
-                    pv.mv_size == CHP_UPLOAD_ID_BYTES &&
-                    memcmp(pv.mv_data, id, CHP_UPLOAD_ID_BYTES) == 0 &&
-                    (rc = map_mdb(mdb_del(txn, s->db_pending, &pk, NULL))))
-                        return rc;
-        }
-        if ((rc = map_mdb(mdb_del(txn, s->db_uploads, &k, NULL))))
-                return rc;
-        if ((rc = expiry_set(s, txn, expires, EXPIRY_UPLOAD, id, CHP_UPLOAD_ID_BYTES, false)))
-                return rc;
         MDB_cursor *cur;
-        if ((rc = map_mdb(mdb_cursor_open(txn, s->db_upchunks, &cur))))
+        int rc = map_mdb(mdb_cursor_open(txn, db, &cur));
+        if (rc)
                 return rc;
         for (;;) {
                 MDB_val ck = val(id, CHP_UPLOAD_ID_BYTES), cv;
@@ -1004,22 +997,89 @@ static int upload_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP
                 }
                 if (rc)
                         break;
-                if (cv.mv_size != CHP_HASH_BYTES) {
+                uint8_t addr[CHP_HASH_BYTES];
+                bool is_ref = db == s->db_upchunks;
+                if (is_ref && cv.mv_size != CHP_HASH_BYTES) {
                         rc = MDB_CORRUPTED;
                         break;
                 }
-                uint8_t addr[CHP_HASH_BYTES];
-                memcpy(addr, cv.mv_data, CHP_HASH_BYTES);
+                if (is_ref)
+                        memcpy(addr, cv.mv_data, CHP_HASH_BYTES);
                 if ((rc = mdb_cursor_del(cur, 0)))
                         break;
-                int err = ref_add(s, txn, addr, -1, st);
-                if (err) {
-                        mdb_cursor_close(cur);
-                        return err;
+                if (is_ref) {
+                        int err = ref_add(s, txn, addr, -1, st);
+                        if (err) {
+                                mdb_cursor_close(cur);
+                                return err;
+                        }
                 }
         }
         mdb_cursor_close(cur);
         return map_mdb(rc);
+}
+
+/* Releases what an upload holds: its chunk references, kept tail, and pending entry. */
+static int upload_release(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                          const struct upload_rec *u, struct chp_gc_stats *st)
+{
+        int rc;
+        if (u->flags & UPLOAD_HAS_MANIFEST) {
+                MDB_val pk = val(u->file_id, CHP_HASH_BYTES), pv;
+                if (mdb_get(txn, s->db_pending, &pk, &pv) == 0 &&
+                    pv.mv_size == CHP_UPLOAD_ID_BYTES &&
+                    memcmp(pv.mv_data, id, CHP_UPLOAD_ID_BYTES) == 0 &&
+                    (rc = map_mdb(mdb_del(txn, s->db_pending, &pk, NULL))))
+                        return rc;
+        }
+        if ((rc = drop_prefixed(s, txn, s->db_tails, id, st)))
+                return rc;
+        return drop_prefixed(s, txn, s->db_upchunks, id, st);
+}
+
+static int upload_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                         struct chp_gc_stats *st)
+{
+        MDB_val k = val(id, CHP_UPLOAD_ID_BYTES), v;
+        int rc = mdb_get(txn, s->db_uploads, &k, &v);
+        if (rc)
+                return map_mdb(rc);
+        struct upload_rec u;
+        if ((rc = parse_upload_rec(&v, &u)))
+                return rc;
+        uint8_t file_id[CHP_HASH_BYTES];
+        memcpy(file_id, u.file_id, CHP_HASH_BYTES); /* the value moves once we write */
+        u.file_id = file_id;
+        if ((rc = map_mdb(mdb_del(txn, s->db_uploads, &k, NULL))))
+                return rc;
+        if ((rc = expiry_set(s, txn, u.expires, EXPIRY_UPLOAD, id, CHP_UPLOAD_ID_BYTES, false)))
+                return rc;
+        return upload_release(s, txn, id, &u, st);
+}
+
+/* Marks an upload complete (file id recorded) and releases what it held; the record stays
+ * until it expires so that a client asking about the upload learns where its file went. */
+static int upload_complete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                           const uint8_t file_id[CHP_HASH_BYTES])
+{
+        MDB_val k = val(id, CHP_UPLOAD_ID_BYTES), v;
+        struct upload_rec u;
+        int rc = map_mdb(mdb_get(txn, s->db_uploads, &k, &v));
+        if (rc || (rc = parse_upload_rec(&v, &u)))
+                return rc;
+        uint8_t *copy = malloc(v.mv_size);
+        if (!copy)
+                return -ENOMEM;
+        memcpy(copy, v.mv_data, v.mv_size);
+        copy[2] |= UPLOAD_COMPLETE;
+        memcpy(copy + 40, file_id, CHP_HASH_BYTES);
+        MDB_val nv = val(copy, v.mv_size);
+        uint8_t old_file[CHP_HASH_BYTES];
+        memcpy(old_file, u.file_id, CHP_HASH_BYTES);
+        u.file_id = old_file;
+        rc = map_mdb(mdb_put(txn, s->db_uploads, &k, &nv, 0));
+        free(copy);
+        return rc ? rc : upload_release(s, txn, id, &u, NULL);
 }
 
 /* Records every chunk of the manifest that the store already holds as durable for the upload. */
@@ -1363,6 +1423,35 @@ static void undo_apply(struct chp_store *s, const struct undo *u)
         s->open_end = u->open_end; /* bytes past it are unreferenced and will be overwritten */
 }
 
+static int apply_tail_append(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
+{
+        const uint8_t *id = req->u.tail_append.upload_id;
+        int rc = upload_exists(s, txn, id);
+        if (rc)
+                return rc;
+        if (!req->u.tail_append.data || req->u.tail_append.len == 0 ||
+            req->u.tail_append.len > CHP_CHUNK_MAX)
+                return -EINVAL;
+        /* after the last piece */
+        MDB_cursor *cur;
+        uint32_t seq = 0;
+        if ((rc = map_mdb(mdb_cursor_open(txn, s->db_tails, &cur))))
+                return rc;
+        uint8_t k[CHP_UPLOAD_ID_BYTES + 4];
+        memcpy(k, id, CHP_UPLOAD_ID_BYTES);
+        chp_put_be32(k + CHP_UPLOAD_ID_BYTES, UINT32_MAX);
+        MDB_val key = val(k, sizeof(k)), v;
+        int r = mdb_cursor_get(cur, &key, &v, MDB_SET_RANGE);
+        r = r == 0 ? mdb_cursor_get(cur, &key, &v, MDB_PREV) : mdb_cursor_get(cur, &key, &v, MDB_LAST);
+        if (r == 0 && key.mv_size == sizeof(k) && memcmp(key.mv_data, id, CHP_UPLOAD_ID_BYTES) == 0)
+                seq = chp_get_be32((const uint8_t *)key.mv_data + CHP_UPLOAD_ID_BYTES) + 1;
+        mdb_cursor_close(cur);
+        chp_put_be32(k + CHP_UPLOAD_ID_BYTES, seq);
+        key = val(k, sizeof(k));
+        v = val(req->u.tail_append.data, req->u.tail_append.len);
+        return map_mdb(mdb_put(txn, s->db_tails, &key, &v, 0));
+}
+
 /* Commits a file and ends the upload that wrote it; without a manifest in the request, the
  * upload's own (native uploads) is used, with its tenant and file lifetime. */
 static int apply_commit_upload(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
@@ -1372,7 +1461,9 @@ static int apply_commit_upload(struct chp_store *s, MDB_txn *txn, struct chp_sto
         if (req->u.commit.manifest) {
                 if ((rc = apply_commit(s, txn, req)))
                         return rc;
-                rc = upload_delete(s, txn, id, NULL);
+                rc = req->u.commit.keep_upload
+                             ? upload_complete(s, txn, id, req->u.commit.file_id)
+                             : upload_delete(s, txn, id, NULL);
                 return rc == -ENOENT ? 0 : rc;
         }
         MDB_val k = val(id, CHP_UPLOAD_ID_BYTES), v;
@@ -1422,6 +1513,8 @@ static int apply(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
                 return upload_delete(s, txn, req->u.upload_delete.upload_id, NULL);
         case CHP_REQ_GC:
                 return apply_gc(s, txn, req);
+        case CHP_REQ_TAIL_APPEND:
+                return apply_tail_append(s, txn, req);
         }
         return -EINVAL;
 }
@@ -1827,6 +1920,7 @@ static int parse_upload(const uint8_t *id, const MDB_val *v, struct chp_upload *
         memcpy(u->meta, r.meta, r.meta_len);
         u->has_manifest = r.flags & UPLOAD_HAS_MANIFEST;
         u->file_expires = r.file_expires;
+        u->complete = r.flags & UPLOAD_COMPLETE;
         memcpy(u->file_id, r.file_id, CHP_HASH_BYTES);
         return 0;
 }
@@ -1872,6 +1966,89 @@ int chp_store_upload_manifest(struct chp_store *s, const uint8_t id[CHP_UPLOAD_I
         }
         mdb_txn_abort(txn);
         return rc;
+}
+
+int chp_store_upload_progress(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                              uint32_t *chunks, size_t *tail_len)
+{
+        MDB_txn *txn;
+        MDB_cursor *cur = NULL;
+        int rc = read_begin(s, &txn);
+        if (rc)
+                return rc;
+        MDB_val k = val(id, CHP_UPLOAD_ID_BYTES), v;
+        uint32_t n = 0;
+        size_t tail = 0;
+        if ((rc = mdb_get(txn, s->db_uploads, &k, &v)) ||
+            (rc = mdb_cursor_open(txn, s->db_upchunks, &cur)))
+                goto out;
+        int op = MDB_SET_RANGE;
+        while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+                op = MDB_NEXT;
+                if (k.mv_size != CHP_UPLOAD_ID_BYTES + 4 ||
+                    memcmp(k.mv_data, id, CHP_UPLOAD_ID_BYTES) != 0 ||
+                    chp_get_be32((const uint8_t *)k.mv_data + CHP_UPLOAD_ID_BYTES) != n)
+                        break; /* another upload, or a gap */
+                n++;
+        }
+        mdb_cursor_close(cur);
+        cur = NULL;
+        if (rc && rc != MDB_NOTFOUND)
+                goto out;
+        if ((rc = mdb_cursor_open(txn, s->db_tails, &cur)))
+                goto out;
+        k = val(id, CHP_UPLOAD_ID_BYTES);
+        op = MDB_SET_RANGE;
+        while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+                op = MDB_NEXT;
+                if (k.mv_size != CHP_UPLOAD_ID_BYTES + 4 ||
+                    memcmp(k.mv_data, id, CHP_UPLOAD_ID_BYTES) != 0)
+                        break;
+                tail += v.mv_size;
+        }
+        if (rc == MDB_NOTFOUND || rc == 0)
+                rc = 0;
+        if (!rc) {
+                *chunks = n;
+                *tail_len = tail;
+        }
+out:
+        mdb_cursor_close(cur);
+        mdb_txn_abort(txn);
+        return map_mdb(rc);
+}
+
+ssize_t chp_store_upload_tail(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                              uint8_t *buf, size_t cap)
+{
+        MDB_txn *txn;
+        MDB_cursor *cur = NULL;
+        int rc = read_begin(s, &txn);
+        if (rc)
+                return rc;
+        size_t len = 0;
+        MDB_val k = val(id, CHP_UPLOAD_ID_BYTES), v;
+        if ((rc = mdb_cursor_open(txn, s->db_tails, &cur)))
+                goto out;
+        int op = MDB_SET_RANGE;
+        while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+                op = MDB_NEXT;
+                if (k.mv_size != CHP_UPLOAD_ID_BYTES + 4 ||
+                    memcmp(k.mv_data, id, CHP_UPLOAD_ID_BYTES) != 0)
+                        break;
+                if (cap - len < v.mv_size) {
+                        rc = ENOBUFS;
+                        goto out;
+                }
+                memcpy(buf + len, v.mv_data, v.mv_size);
+                len += v.mv_size;
+        }
+        if (rc == MDB_NOTFOUND)
+                rc = 0;
+out:
+        mdb_cursor_close(cur);
+        mdb_txn_abort(txn);
+        return rc ? (ssize_t)map_mdb(rc) : (ssize_t)len;
 }
 
 int chp_store_pending(struct chp_store *s, const uint8_t file_id[CHP_HASH_BYTES],
@@ -2239,6 +2416,15 @@ static int check_upchunk(struct verify *v, const MDB_val *k, const MDB_val *d)
         return expect_ref(v, d->mv_data);
 }
 
+static int check_tail(struct verify *v, const MDB_val *k, const MDB_val *d)
+{
+        (void)d;
+        MDB_val uk = val(k->mv_data, CHP_UPLOAD_ID_BYTES), ud;
+        if (k->mv_size != CHP_UPLOAD_ID_BYTES + 4 || mdb_get(v->txn, v->s->db_uploads, &uk, &ud))
+                problem(v, "kept tail bytes of an upload that does not exist");
+        return 0;
+}
+
 static int check_pending(struct verify *v, const MDB_val *k, const MDB_val *d)
 {
         MDB_val uk = val(d->mv_data, d->mv_size), ud;
@@ -2345,6 +2531,7 @@ int chp_store_verify(struct chp_store *s, chp_verify_problem_fn fn, void *ctx,
             {s->db_segidx, check_segidx},    {s->db_files, check_file},
             {s->db_uploads, check_upload},   {s->db_upchunks, check_upchunk},
             {s->db_expiry, check_expiry},    {s->db_pending, check_pending},
+            {s->db_tails, check_tail},
         };
         for (size_t i = 0; !rc && i < sizeof(passes) / sizeof(passes[0]); i++)
                 rc = scan(&v, passes[i].db, passes[i].fn);

@@ -70,6 +70,7 @@ enum chp_store_req_type {
         CHP_REQ_UPLOAD_CREATE, /* create (or replace) an upload session record */
         CHP_REQ_UPLOAD_DELETE, /* drop an upload session and its chunk references */
         CHP_REQ_GC,            /* expire records due by `now`, free dead chunks, compact */
+        CHP_REQ_TAIL_APPEND,   /* keep bytes past an upload's last whole chunk (tus) */
 };
 
 struct chp_upload {
@@ -84,6 +85,7 @@ struct chp_upload {
         bool has_manifest;               /* a native upload, whose manifest was given up front */
         uint8_t file_id[CHP_HASH_BYTES]; /* with has_manifest: SHA-256 of that manifest */
         uint64_t file_expires;           /* expiry the committed file gets (native uploads) */
+        bool complete;                   /* committed as file_id (kept by keep_upload) */
 };
 
 struct chp_gc_stats {
@@ -109,6 +111,8 @@ struct chp_store_req {
                         bool has_upload; /* record the chunk as index `index` of `upload_id` */
                         uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
                         uint32_t index;
+                        bool clear_tail;   /* with has_upload: the chunk absorbed the upload's
+                                              kept tail bytes, which are dropped */
                         bool deduplicated; /* result: the chunk was already stored */
                 } put;
                 struct {
@@ -117,7 +121,9 @@ struct chp_store_req {
                         size_t manifest_len;
                         const char *tenant; /* borrowed; may be NULL */
                         uint64_t expires;   /* unix seconds; 0 = never */
-                        bool has_upload;    /* delete this upload once the file exists */
+                        bool has_upload;    /* end this upload once the file exists */
+                        bool keep_upload;   /* ...but keep its record, marked complete with
+                                               the file id, until it expires (tus HEAD) */
                         uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
                         uint8_t file_id[CHP_HASH_BYTES]; /* result */
                         bool existed;                    /* result: file was already stored */
@@ -142,6 +148,11 @@ struct chp_store_req {
                 struct {
                         uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
                 } upload_delete;
+                struct {
+                        uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
+                        const void *data; /* borrowed */
+                        uint32_t len;     /* the kept tail stays under one chunk */
+                } tail_append;
                 struct {
                         uint64_t now;              /* unix seconds */
                         struct chp_gc_stats stats; /* result */
@@ -232,6 +243,15 @@ __attribute__((warn_unused_result)) int chp_store_upload_get(struct chp_store *s
 __attribute__((warn_unused_result)) int chp_store_upload_manifest(
         struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES], uint8_t **manifest /* out */,
         size_t *len /* out */);
+
+/* How far a sequential (tus) upload has come: the number of chunks durable from index 0 on
+ * without a gap, and the bytes kept past them (tail pieces). -ENOENT if the upload is unknown. */
+__attribute__((warn_unused_result)) int chp_store_upload_progress(
+        struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES], uint32_t *chunks /* out */,
+        size_t *tail_len /* out */);
+/* The kept tail bytes, in order, into buf (cap bytes); returns their length or -ENOBUFS. */
+__attribute__((warn_unused_result)) ssize_t chp_store_upload_tail(
+        struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES], uint8_t *buf, size_t cap);
 
 /* The upload that is uploading file_id now; -ENOENT if none. */
 __attribute__((warn_unused_result)) int chp_store_pending(

@@ -484,6 +484,89 @@ TEST(native_open_resume_commit)
                 free(ch[i].data);
 }
 
+TEST(sequential_upload_tail_and_completion)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chp_upload *u = calloc(1, sizeof(*u));
+        memset(u->id, 0x77, CHP_UPLOAD_ID_BYTES);
+        u->chunk_size = 65536;
+        u->declared_size = 65536 + 100;
+        u->expires = 1000;
+        struct chp_store_req cr = {.type = CHP_REQ_UPLOAD_CREATE};
+        cr.u.upload_create.upload = u;
+        REQUIRE_OK(chp_store_run(s, &cr));
+        uint32_t chunks = 9;
+        size_t tail = 9;
+        CHECK_OK(chp_store_upload_progress(s, u->id, &chunks, &tail));
+        CHECK(chunks == 0 && tail == 0);
+        /* two pieces of the first chunk arrive in two requests: kept as a tail */
+        struct chunk whole = make_chunk(65536, 900), last = make_chunk(100, 901);
+        struct chp_store_req t = {.type = CHP_REQ_TAIL_APPEND};
+        memcpy(t.u.tail_append.upload_id, u->id, CHP_UPLOAD_ID_BYTES);
+        t.u.tail_append.data = whole.data;
+        t.u.tail_append.len = 1000;
+        CHECK_OK(chp_store_run(s, &t));
+        t.u.tail_append.data = whole.data + 1000;
+        t.u.tail_append.len = 2000;
+        CHECK_OK(chp_store_run(s, &t));
+        CHECK_OK(chp_store_upload_progress(s, u->id, &chunks, &tail));
+        CHECK(chunks == 0 && tail == 3000);
+        uint8_t buf[65536];
+        CHECK_EQ(chp_store_upload_tail(s, u->id, buf, sizeof(buf)), 3000);
+        CHECK(memcmp(buf, whole.data, 3000) == 0);
+        CHECK_EQ(chp_store_upload_tail(s, u->id, buf, 10), -ENOBUFS);
+        CHECK_EQ(verify_problems(s), 0);
+        /* the chunk completes: it absorbs the tail, which goes */
+        struct chp_store_req p = {.type = CHP_REQ_PUT};
+        memcpy(p.u.put.addr, whole.addr, CHP_HASH_BYTES);
+        p.u.put.data = whole.data;
+        p.u.put.len = whole.len;
+        p.u.put.has_upload = true;
+        memcpy(p.u.put.upload_id, u->id, CHP_UPLOAD_ID_BYTES);
+        p.u.put.clear_tail = true;
+        CHECK_OK(chp_store_run(s, &p));
+        CHECK_OK(chp_store_upload_progress(s, u->id, &chunks, &tail));
+        CHECK(chunks == 1 && tail == 0);
+        /* the last, short chunk; then the file, keeping the upload record as complete */
+        memcpy(p.u.put.addr, last.addr, CHP_HASH_BYTES);
+        p.u.put.data = last.data;
+        p.u.put.len = last.len;
+        p.u.put.index = 1;
+        CHECK_OK(chp_store_run(s, &p));
+        struct chunk both[2] = {whole, last};
+        size_t mlen = 0;
+        uint8_t *m = manifest_of(both, 2, 65536, &mlen);
+        struct chp_store_req c = {.type = CHP_REQ_COMMIT};
+        c.u.commit.manifest = m;
+        c.u.commit.manifest_len = mlen;
+        c.u.commit.has_upload = true;
+        c.u.commit.keep_upload = true;
+        memcpy(c.u.commit.upload_id, u->id, CHP_UPLOAD_ID_BYTES);
+        CHECK_OK(chp_store_run(s, &c));
+        struct chp_upload *back = calloc(1, sizeof(*back));
+        CHECK_OK(chp_store_upload_get(s, u->id, back));
+        CHECK(back->complete && memcmp(back->file_id, c.u.commit.file_id, CHP_HASH_BYTES) == 0);
+        CHECK_EQ(refs(s, &whole), 1); /* the file's reference; the upload's are gone */
+        CHECK_EQ(verify_problems(s), 0);
+        /* a tail of an unknown upload is refused */
+        memset(t.u.tail_append.upload_id, 0x78, CHP_UPLOAD_ID_BYTES);
+        CHECK_EQ(chp_store_run(s, &t), -ENOENT);
+        /* the completed record expires like any upload, and the file stays */
+        struct chp_gc_stats gs;
+        CHECK_OK(chp_store_gc(s, 2000, &gs));
+        CHECK_EQ(gs.uploads_expired, 1);
+        CHECK(reads_back(s, &whole) && reads_back(s, &last));
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        free(back);
+        free(m);
+        free(u);
+        free(whole.data);
+        free(last.data);
+}
+
 TEST(compaction_and_reopen)
 {
         fresh_dir();
