@@ -1,0 +1,99 @@
+/* http.h — a strict HTTP/1.1 request-head parser and the header values chapar's HTTP face reads
+ * (tus 1.0 upload headers, Range, ETag preconditions), in the picohttpparser style.
+ *
+ * chp_http_parse_request parses a request head (request line + headers + empty line) from
+ * buf[0..len): it allocates nothing, never reads past len, and points into buf (borrowed: valid
+ * while buf is and unchanged). Returns the bytes the head takes (the body starts there),
+ * -EAGAIN when the head is not complete yet, or a negative CHP_HTTP_E* code telling which
+ * status to answer (400, 414, 431, 501, 505). Value parsers return 0 or -EINVAL (and the codes
+ * their comments add: -ERANGE, -ENOTSUP). Pure functions; any thread.
+ */
+#ifndef CHP_HTTP_H
+#define CHP_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CHP_HTTP_MAX_HEADERS    64
+#define CHP_HTTP_MAX_TARGET     2048          /* bytes of the request target */
+#define CHP_HTTP_MAX_HEAD       (16 * 1024)   /* bytes of the whole request head */
+
+/* Errors, each naming the status to answer. */
+#define CHP_HTTP_EBAD      (-400) /* malformed request (400) */
+#define CHP_HTTP_ETARGET   (-414) /* request target too long (414) */
+#define CHP_HTTP_EHEADERS  (-431) /* head too large or too many headers (431) */
+#define CHP_HTTP_EMETHOD   (-501) /* a method this server does not implement (501) */
+#define CHP_HTTP_EVERSION  (-505) /* not HTTP/1.0 or HTTP/1.1 (505) */
+
+enum chp_http_method {
+        CHP_HTTP_GET, CHP_HTTP_HEAD, CHP_HTTP_POST, CHP_HTTP_PATCH, CHP_HTTP_DELETE,
+        CHP_HTTP_OPTIONS, CHP_HTTP_PUT,
+};
+
+struct chp_http_str {
+        const char *p; /* into the caller's buffer, not NUL-terminated */
+        size_t n;
+};
+
+struct chp_http_header {
+        struct chp_http_str name, value; /* value without surrounding whitespace */
+};
+
+struct chp_http_request {
+        enum chp_http_method method;
+        struct chp_http_str target; /* origin-form: starts with '/' */
+        int minor;                  /* HTTP/1.<minor>: 0 or 1 */
+        struct chp_http_header headers[CHP_HTTP_MAX_HEADERS];
+        size_t nheaders;
+};
+
+/* Rules: request line "METHOD SP target SP HTTP/1.x CRLF" (a bare LF is accepted as line end;
+ * no leading empty lines beyond one CRLF); method among enum chp_http_method (another token:
+ * EMETHOD; not a token: EBAD); target origin-form, visible ASCII only, at most
+ * CHP_HTTP_MAX_TARGET bytes (longer: ETARGET); header names are tokens, no whitespace before
+ * the colon, no obs-fold (a line starting with SP/HT: EBAD), values without CTLs other than HT;
+ * at most CHP_HTTP_MAX_HEADERS headers and CHP_HTTP_MAX_HEAD bytes in all (EHEADERS; a head
+ * that is not complete within CHP_HTTP_MAX_HEAD bytes is EHEADERS, not EAGAIN). */
+__attribute__((warn_unused_result)) ssize_t chp_http_parse_request(
+        const char *buf, size_t len, struct chp_http_request *out /* out */);
+
+/* The first header named name (ASCII case-insensitive), or NULL. */
+const struct chp_http_str *chp_http_header(const struct chp_http_request *r, const char *name);
+/* How many headers are named name. */
+size_t chp_http_header_count(const struct chp_http_request *r, const char *name);
+
+/* Exact case-insensitive match of s against a C string. */
+bool chp_http_str_ieq(struct chp_http_str s, const char *lit);
+
+/* A non-negative decimal integer (Content-Length, Upload-Offset, Upload-Length): digits only,
+ * no sign or spaces, at most 2^63-1. */
+int chp_http_parse_u64(struct chp_http_str s, uint64_t *out /* out */);
+
+/* A single byte range of a representation of size len ("bytes=a-b", "bytes=a-", "bytes=-n").
+ * Returns 0 with [*first, *last] inclusive; -ERANGE when syntactically valid but unsatisfiable
+ * (answer 416); -EINVAL when malformed or several ranges (ignore the header: answer 200). */
+int chp_http_parse_range(struct chp_http_str s, uint64_t len, uint64_t *first /* out */,
+                         uint64_t *last /* out */);
+
+/* tus Upload-Checksum: "<algorithm> <base64 digest>". Algorithm "sha1" (20-byte digest) or
+ * "sha256" (32 bytes) → *algo 1 or 256 and the decoded digest in out; -EINVAL when malformed
+ * or the length does not fit the algorithm; -ENOTSUP for another algorithm (answer 400). */
+int chp_http_parse_checksum(struct chp_http_str s, int *algo /* out */, uint8_t out[32] /* out */,
+                            size_t *out_len /* out */);
+
+/* tus Upload-Metadata: comma-separated "key base64value" or "key" pairs; keys are non-empty,
+ * without spaces or commas, unique; values valid base64. Returns 0 or -EINVAL (validation only:
+ * the relay keeps the header as sent). */
+int chp_http_check_metadata(struct chp_http_str s);
+
+/* Whether an If-None-Match value matches the entity tag etag (given without quotes): "*", or a
+ * comma-separated list of (possibly weak W/) quoted tags, one equal to etag. */
+bool chp_http_etag_matches(struct chp_http_str s, const char *etag);
+
+/* Standard base64 (RFC 4648 with padding) decode into out (cap bytes); returns the length or
+ * -EINVAL. */
+ssize_t chp_http_base64_decode(const char *in, size_t n, uint8_t *out, size_t cap);
+
+#endif
