@@ -93,6 +93,9 @@ static const struct setting settings[] = {
     {SEC_SERVER, "upload_expiry", NULL, K_DURATION, FIELD(upload_expiry), 1, UINT64_MAX},
     {SEC_SERVER, "file_expiry", NULL, K_DURATION, FIELD(file_expiry), 1, UINT64_MAX},
     {SEC_SERVER, "memory_limit", NULL, K_SIZE, FIELD(memory_limit), MIN_WINDOW, UINT64_MAX},
+    {SEC_SERVER, "cors_origins", NULL, K_STRING, FIELD(cors_origins), 0, 0},
+    {SEC_SERVER, "tus_chunk_size", NULL, K_SIZE, FIELD(tus_chunk_size), 64 * 1024, 8 << 20},
+    {SEC_SERVER, "tus_max_size", NULL, K_SIZE, FIELD(tus_max_size), 1, (uint64_t)1 << 40},
     {SEC_STORE, "inline_max", NULL, K_INLINE, FIELD(store.inline_max), 0, UINT32_MAX},
     {SEC_STORE, "map_size", NULL, K_SIZE, FIELD(store.map_size), MIN_MAP_SIZE, UINT64_MAX},
     {SEC_STORE, "segment_size", NULL, K_SIZE, FIELD(store.segment_size), MIN_SEGMENT, UINT64_MAX},
@@ -110,6 +113,9 @@ void chp_config_defaults(struct chp_config *c)
         c->data_dir = strdup("./data");
         c->listen = strdup("127.0.0.1:7700");
         c->http = strdup("127.0.0.1:7780");
+        c->cors_origins = strdup("*");
+        c->tus_chunk_size = 1024 * 1024;
+        c->tus_max_size = (uint64_t)64 << 30;
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c->threads = n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (unsigned)n;
         c->sync = CHP_SYNC_FULL;
@@ -138,9 +144,10 @@ void chp_config_free(struct chp_config *c)
         free(c->data_dir);
         free(c->listen);
         free(c->http);
+        free(c->cors_origins);
         free(c->key_file);
         free(c->ready_file);
-        c->data_dir = c->listen = c->http = c->key_file = c->ready_file = NULL;
+        c->data_dir = c->listen = c->http = c->key_file = c->ready_file = c->cors_origins = NULL;
         c->store.dir = NULL;
         for (unsigned i = 0; i < c->npeers; i++) {
                 free(c->peers[i].name);
@@ -323,7 +330,8 @@ static int apply(struct chp_config *c, const struct setting *s, const char *v, c
         case K_HOSTPORT: {
                 char host[HOSTPORT_MAX];
                 uint16_t port;
-                if (chp_config_split_hostport(v, host, sizeof(host), &port) != 0) {
+                bool off = strcmp(s->key, "http") == 0 && strcmp(v, "off") == 0;
+                if (!off && chp_config_split_hostport(v, host, sizeof(host), &port) != 0) {
                         snprintf(why, cap, "expected HOST:PORT or [IPv6]:PORT, port 0..65535");
                         return -EINVAL;
                 }
@@ -764,7 +772,7 @@ int chp_config_parse_args(struct chp_config *c, int argc, char **argv, char err[
 int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
 {
         err[0] = '\0';
-        if (!c->data_dir || !c->listen || !c->http) {
+        if (!c->data_dir || !c->listen || !c->http || !c->cors_origins) {
                 snprintf(err, CHP_CONFIG_ERR_MAX, "out of memory");
                 return -ENOMEM;
         }
@@ -780,17 +788,24 @@ int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
                          c->listen);
                 return -EINVAL;
         }
-        if (chp_config_split_hostport(c->http, hhost, sizeof(hhost), &hport) != 0) {
+        bool http_off = strcmp(c->http, "off") == 0;
+        if (!http_off && chp_config_split_hostport(c->http, hhost, sizeof(hhost), &hport) != 0) {
                 snprintf(err, CHP_CONFIG_ERR_MAX,
-                         "--http '%s': expected HOST:PORT or [IPv6]:PORT, port 0..65535", c->http);
+                         "--http '%s': expected HOST:PORT or [IPv6]:PORT (port 0..65535) or off",
+                         c->http);
                 return -EINVAL;
         }
-        if (lport != 0 && lport == hport && strcasecmp(lhost, hhost) == 0) {
+        if (!http_off && lport != 0 && lport == hport && strcasecmp(lhost, hhost) == 0) {
                 snprintf(err, CHP_CONFIG_ERR_MAX, "--listen and --http are both %s", c->listen);
                 return -EINVAL;
         }
         if (c->insecure_plaintext && !chp_config_is_loopback(lhost)) {
                 snprintf(err, CHP_CONFIG_ERR_MAX, "%s", LOOPBACK_RULE);
+                return -EINVAL;
+        }
+        if (c->tus_chunk_size & (c->tus_chunk_size - 1)) {
+                snprintf(err, CHP_CONFIG_ERR_MAX, "tus_chunk_size %u: must be a power of two",
+                         c->tus_chunk_size);
                 return -EINVAL;
         }
         if (c->threads < 1 || c->threads > MAX_THREADS) {

@@ -11,7 +11,8 @@
  * INI layout:
  *   [server]   data, listen, http, threads, sync, key, insecure_plaintext, ready_file, log_level,
  *              max_connections, idle_timeout, io_timeout, window_bytes, max_inflight,
- *              upload_expiry, file_expiry, memory_limit
+ *              upload_expiry, file_expiry, memory_limit, cors_origins, tus_chunk_size,
+ *              tus_max_size
  *   [store]    inline_max, map_size, segment_size, compact_ratio
  *   [peer "NAME"]  address, pubkey     (federation; kept for a later issue, parsed now)
  * Sizes accept K, M, G suffixes (powers of 1024); durations accept s, m, h, d suffixes.
@@ -38,7 +39,7 @@ struct chp_peer_config {
 struct chp_config {
         char *data_dir;       /* --data, default "./data" */
         char *listen;         /* --listen HOST:PORT, default "127.0.0.1:7700" */
-        char *http;           /* --http HOST:PORT, default "127.0.0.1:7780" */
+        char *http;           /* --http HOST:PORT, default "127.0.0.1:7780"; "off": no HTTP face */
         unsigned threads;     /* --threads, default: online cores (at least 1), at most 64 */
         enum chp_sync sync;   /* --sync full|none, default full */
         char *key_file;       /* --key FILE, default NULL (kept in the data directory) */
@@ -54,6 +55,11 @@ struct chp_config {
         uint64_t file_expiry;     /* seconds a file lives when the client asks for none,
                                      default 30 days */
         uint64_t memory_limit;    /* bytes of chunk buffers across all connections, default 1 GiB */
+        char *cors_origins;       /* Access-Control-Allow-Origin for browsers: "*" (default), or a
+                                     space-separated list of origins echoed when they match */
+        uint32_t tus_chunk_size;  /* chunks tus uploads are cut into: power of two, 64 KiB..8 MiB,
+                                     default 1 MiB */
+        uint64_t tus_max_size;    /* Tus-Max-Size, default 64 GiB */
         struct chp_store_opts store; /* store.dir is set from data_dir by chp_config_finish */
         struct chp_peer_config peers[CHP_MAX_PEERS];
         unsigned npeers;

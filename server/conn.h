@@ -45,8 +45,10 @@ struct conn {
         uint64_t last_active; /* ms: last request or reply */
         uint64_t last_progress; /* ms: last byte moved while a frame or send was partial */
 
-        struct native *nat;
-        struct secure *sec;
+        const struct proto_ops *ops;
+        void *proto; /* the protocol's state */
+        struct native *nat; /* == proto for native connections */
+        struct secure *sec; /* native connections only */
         struct conn *prev, *next; /* the loop's list */
 };
 
@@ -88,14 +90,34 @@ void conn_maybe_read(struct conn *c);
 void chp_loop_post(struct chp_loop *l, struct chp_store_req *req);
 struct chp_loop *conn_loop(struct conn *c);
 
-/* ---- the protocol side (native.c) -------------------------------------------------------- */
+/* ---- the protocols that speak over connections ------------------------------------------ */
 
-int native_attach(struct conn *c);          /* a new connection; -ENOMEM */
-void native_detach(struct conn *c);         /* the connection is being freed */
-void native_on_input(struct conn *c);       /* new bytes in c->in or the body */
-bool native_can_read(const struct conn *c); /* flow control */
-bool native_busy(const struct conn *c);     /* requests in flight or a frame half received */
-void native_on_store_done(struct chp_store_req *req); /* loop thread, from the loop's queue */
-void native_stop(struct conn *c);           /* the relay is stopping: read no new requests */
+/* What a connection speaks: the native protocol (native.c, inside secure.c's transport) or
+ * HTTP (http.c). The loop calls these; each protocol keeps its state in c->proto. */
+struct proto_ops {
+        const char *name;
+        bool secure;                          /* runs inside secure.c's transport */
+        int (*attach)(struct conn *c);        /* a new connection; -ENOMEM */
+        void (*detach)(struct conn *c);       /* the connection is being freed */
+        void (*on_input)(struct conn *c);     /* new bytes in c->in or the body */
+        bool (*can_read)(const struct conn *c); /* flow control */
+        bool (*busy)(const struct conn *c);   /* requests in flight or a message half received */
+        void (*stop)(struct conn *c);         /* the relay is stopping: take no new requests */
+        void (*on_drain)(struct conn *c);     /* the output queue ran low (may be NULL) */
+};
+
+extern const struct proto_ops native_ops, http_ops;
+
+/* Every store request a protocol makes starts with this, so the loop can route its completion:
+ * req first (the completion gives back its address), then the connection. */
+struct conn_op {
+        struct chp_store_req req;
+        struct conn *c;
+        void (*done)(struct conn_op *op); /* loop thread */
+        uint64_t t0;                      /* chp_now_us() at submission */
+};
+
+/* The store's done callback for a struct conn_op: queues it to the connection's loop. */
+void conn_op_done(struct chp_store_req *req);
 
 #endif

@@ -38,6 +38,7 @@
 #define OUT_CHUNK    (16 * 1024) /* coalescing capacity of a small output item */
 #define STOP_GRACE_MS 5000
 #define SEAL_SLICE   (256 * 1024) /* stored chunk bytes sealed at a time */
+#define DRAIN_LOW    (4u << 20)   /* below this much queued output, ask for more */
 
 enum op {
         OP_ACCEPT = 1,
@@ -59,14 +60,22 @@ struct out_item {
         uint8_t data[];           /* bytes only */
 };
 
+/* A listening socket and what its connections speak. */
+struct listener {
+        int fd;
+        bool armed;
+        const struct proto_ops *ops;
+} __attribute__((aligned(16)));
+
+#define MAX_LISTENERS 2
+
 struct chp_loop {
         struct chp_shared *sh;
+        struct listener lis[MAX_LISTENERS];
         struct io_uring ring;
         bool ring_ok;
         struct io_uring_buf_ring *br;
         uint8_t *bufs;
-        int listen_fd;
-        bool accept_armed;
         int wake_fd;
         uint64_t wake_val;
         bool wake_armed, tick_armed;
@@ -168,14 +177,25 @@ out:
 
 static void arm_accept(struct chp_loop *l)
 {
-        if (l->accept_armed || l->stopping || l->listen_fd < 0)
-                return;
-        struct io_uring_sqe *sqe = get_sqe(l);
-        if (!sqe)
-                return;
-        io_uring_prep_multishot_accept(sqe, l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-        io_uring_sqe_set_data64(sqe, ud_pack(l, OP_ACCEPT));
-        l->accept_armed = true;
+        for (int i = 0; i < MAX_LISTENERS; i++) {
+                struct listener *li = &l->lis[i];
+                if (li->armed || l->stopping || li->fd < 0)
+                        continue;
+                struct io_uring_sqe *sqe = get_sqe(l);
+                if (!sqe)
+                        return;
+                io_uring_prep_multishot_accept(sqe, li->fd, NULL, NULL, SOCK_CLOEXEC);
+                io_uring_sqe_set_data64(sqe, ud_pack(li, OP_ACCEPT));
+                li->armed = true;
+        }
+}
+
+static bool any_accept_armed(const struct chp_loop *l)
+{
+        for (int i = 0; i < MAX_LISTENERS; i++)
+                if (l->lis[i].armed)
+                        return true;
+        return false;
 }
 
 static void arm_wake(struct chp_loop *l)
@@ -232,7 +252,7 @@ void conn_maybe_read(struct conn *c)
 {
         if (c->recv_armed || c->closing || c->closed || c->want_buffers)
                 return;
-        if (!c->body && !native_can_read(c))
+        if (!c->body && !c->ops->can_read(c))
                 return;
         arm_recv(c);
 }
@@ -442,6 +462,8 @@ static void sent(struct conn *c, size_t n)
                 if (!c->out_head)
                         c->out_tail = NULL;
                 out_free(c, it);
+                if (c->ops->on_drain && c->out_bytes < DRAIN_LOW)
+                        c->ops->on_drain(c); /* a download queues its next chunks */
         }
 }
 
@@ -457,7 +479,7 @@ static void conn_free(struct conn *c)
         struct chp_loop *l = c->loop;
         if (c->want_buffers)
                 l->want_buffers--;
-        native_detach(c);
+        c->ops->detach(c);
         secure_detach(c);
         while (c->out_head) {
                 struct out_item *it = c->out_head;
@@ -553,10 +575,10 @@ static void conn_kick(struct conn *c)
         conn_maybe_read(c);
 }
 
-static void on_accept(struct chp_loop *l, struct io_uring_cqe *cqe)
+static void on_accept(struct chp_loop *l, struct listener *li, struct io_uring_cqe *cqe)
 {
         if (!(cqe->flags & IORING_CQE_F_MORE))
-                l->accept_armed = false; /* re-armed after this batch unless stopping */
+                li->armed = false; /* re-armed after this batch unless stopping */
         if (cqe->res < 0) {
                 if (cqe->res != -ECANCELED)
                         chp_log_warn("loop", "accept: %s", chp_strerror(cqe->res));
@@ -577,10 +599,12 @@ static void on_accept(struct chp_loop *l, struct io_uring_cqe *cqe)
                 close(fd);
                 return;
         }
-        *c = (struct conn){.loop = l, .sh = l->sh, .fd = fd, .refs = 1, .pipe = {-1, -1}};
+        *c = (struct conn){
+                .loop = l, .sh = l->sh, .fd = fd, .refs = 1, .pipe = {-1, -1}, .ops = li->ops};
         c->last_active = c->last_progress = chp_now_ms();
-        if (native_attach(c) != 0 || secure_attach(c) != 0) {
-                native_detach(c);
+        if (secure_attach(c) != 0 || c->ops->attach(c) != 0) {
+                c->ops->detach(c);
+                secure_detach(c);
                 close(fd);
                 free(c);
                 return;
@@ -632,7 +656,7 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
                 if (rc && !c->closed)
                         conn_close(c);
                 if (!c->closed)
-                        native_on_input(c);
+                        c->ops->on_input(c);
                 conn_kick(c);
         }
         conn_release(c);
@@ -686,6 +710,34 @@ void chp_loop_post(struct chp_loop *l, struct chp_store_req *req)
         }
 }
 
+const double chp_commit_buckets[CHP_COMMIT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                        0.05,   0.1,   0.25,   0.5,   1.0};
+
+void chp_observe_commit(struct chp_shared *sh, uint64_t since_us)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t now = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+        uint64_t us = now > since_us ? now - since_us : 0;
+        for (int i = 0; i < CHP_COMMIT_BUCKETS; i++)
+                if ((double)us / 1e6 <= chp_commit_buckets[i])
+                        atomic_fetch_add(&sh->commit_le[i], 1);
+        atomic_fetch_add(&sh->commit_count, 1);
+        atomic_fetch_add(&sh->commit_sum_us, us);
+}
+
+uint64_t chp_now_us(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+void conn_op_done(struct chp_store_req *req)
+{
+        chp_loop_post(((struct conn_op *)req)->c->loop, req);
+}
+
 static void drain_done(struct chp_loop *l)
 {
         pthread_mutex_lock(&l->done_lock);
@@ -695,7 +747,8 @@ static void drain_done(struct chp_loop *l)
         while (r) {
                 struct chp_store_req *next = r->next;
                 r->next = NULL;
-                native_on_store_done(r);
+                struct conn_op *op = (struct conn_op *)r;
+                op->done(op);
                 r = next;
         }
 }
@@ -722,11 +775,11 @@ static void sweep(struct chp_loop *l, uint64_t now)
                         chp_log_info("loop", "closing a connection that stalled mid-%s",
                                      sending ? "send" : "frame");
                         conn_close(c);
-                } else if (!partial && !sending && !native_busy(c) &&
+                } else if (!partial && !sending && !c->ops->busy(c) &&
                            now - c->last_active > idle) {
                         chp_log_debug("loop", "closing an idle connection");
                         conn_close(c);
-                } else if (l->stopping && !native_busy(c) && !sending) {
+                } else if (l->stopping && !c->ops->busy(c) && !sending) {
                         conn_close(c);
                 } else if (l->stopping && now > l->stop_deadline) {
                         chp_log_warn("loop", "stop: closing a connection with work in flight");
@@ -740,18 +793,19 @@ static void begin_stop(struct chp_loop *l)
 {
         l->stopping = true;
         l->stop_deadline = chp_now_ms() + STOP_GRACE_MS;
-        if (l->listen_fd >= 0) {
-                if (l->accept_armed) {
-                        struct io_uring_sqe *sqe = get_sqe(l);
-                        if (sqe) {
-                                io_uring_prep_cancel64(sqe, ud_pack(l, OP_ACCEPT), 0);
-                                io_uring_sqe_set_data64(sqe, 0);
-                        }
+        for (int i = 0; i < MAX_LISTENERS; i++) {
+                struct listener *li = &l->lis[i];
+                if (li->fd < 0 || !li->armed)
+                        continue;
+                struct io_uring_sqe *sqe = get_sqe(l);
+                if (sqe) {
+                        io_uring_prep_cancel64(sqe, ud_pack(li, OP_ACCEPT), 0);
+                        io_uring_sqe_set_data64(sqe, 0);
                 }
                 /* the fd is closed once the accept is gone (see chp_loop_run) */
         }
         for (struct conn *c = l->conns; c; c = c->next)
-                native_stop(c);
+                c->ops->stop(c);
 }
 
 static void on_tick(struct chp_loop *l)
@@ -771,17 +825,20 @@ static void on_tick(struct chp_loop *l)
 
 /* ---- create / run / destroy -------------------------------------------------------------- */
 
-int chp_loop_create(struct chp_shared *sh, int listen_fd, struct chp_loop **out)
+int chp_loop_create(struct chp_shared *sh, int native_fd, int http_fd, struct chp_loop **out)
 {
         *out = NULL;
         struct chp_loop *l = aligned_alloc(16, (sizeof(*l) + 15) & ~(size_t)15);
         if (!l) {
-                close(listen_fd);
+                close(native_fd);
+                if (http_fd >= 0)
+                        close(http_fd);
                 return -ENOMEM;
         }
         memset(l, 0, sizeof(*l));
         l->sh = sh;
-        l->listen_fd = listen_fd;
+        l->lis[0] = (struct listener){.fd = native_fd, .ops = &native_ops};
+        l->lis[1] = (struct listener){.fd = http_fd, .ops = &http_ops};
         l->wake_fd = -1;
         pthread_mutex_init(&l->done_lock, NULL);
         int rc;
@@ -831,7 +888,7 @@ int chp_loop_run(struct chp_loop *l)
         arm_wake(l);
         arm_tick(l);
         for (;;) {
-                if (l->stopping && l->nconns == 0 && !l->accept_armed)
+                if (l->stopping && l->nconns == 0 && !any_accept_armed(l))
                         break;
                 int rc = io_uring_submit_and_wait(&l->ring, 1);
                 if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
@@ -848,7 +905,7 @@ int chp_loop_run(struct chp_loop *l)
                                 continue; /* a cancel request's own completion */
                         switch (ud_op(ud)) {
                         case OP_ACCEPT:
-                                on_accept(l, cqe);
+                                on_accept(l, ud_ptr(ud), cqe);
                                 break;
                         case OP_RECV:
                                 on_recv(ud_ptr(ud), cqe);
@@ -877,9 +934,11 @@ int chp_loop_run(struct chp_loop *l)
                                 conn_maybe_read(c);
                         }
                 }
-                if (l->stopping && !l->accept_armed && l->listen_fd >= 0) {
-                        close(l->listen_fd);
-                        l->listen_fd = -1;
+                for (int i = 0; l->stopping && i < MAX_LISTENERS; i++) {
+                        if (!l->lis[i].armed && l->lis[i].fd >= 0) {
+                                close(l->lis[i].fd);
+                                l->lis[i].fd = -1;
+                        }
                 }
                 arm_accept(l);
                 arm_wake(l);
@@ -907,8 +966,9 @@ void chp_loop_destroy(struct chp_loop *l)
         free(l->bufs);
         if (l->wake_fd >= 0)
                 close(l->wake_fd);
-        if (l->listen_fd >= 0)
-                close(l->listen_fd);
+        for (int i = 0; i < MAX_LISTENERS; i++)
+                if (l->lis[i].fd >= 0)
+                        close(l->lis[i].fd);
         pthread_mutex_destroy(&l->done_lock);
         free(l);
 }

@@ -18,6 +18,9 @@
 #include "identity.h"
 #include "store.h"
 
+#define CHP_COMMIT_BUCKETS 11
+extern const double chp_commit_buckets[CHP_COMMIT_BUCKETS]; /* seconds, upper bounds */
+
 struct chp_shared {
         const struct chp_config *cfg; /* borrowed */
         struct chp_store *store;      /* borrowed */
@@ -27,18 +30,30 @@ struct chp_shared {
         atomic_uint conns;             /* open connections across loops */
         /* counters, read by metrics */
         atomic_uint_fast64_t bytes_in, bytes_out, chunks_stored, chunks_dedup, frames_bad;
+        atomic_uint_fast64_t http_bytes_in, http_bytes_out, http_requests, uploads_active;
+        atomic_uint_fast64_t errors[16];       /* by wire error code (native) */
+        atomic_uint_fast64_t http_status[6];   /* by status class: 1xx..5xx (index 1..5) */
+        /* commit latency: chunk submitted to the writer -> acknowledged */
+        atomic_uint_fast64_t commit_le[CHP_COMMIT_BUCKETS]; /* cumulative, per bucket */
+        atomic_uint_fast64_t commit_count, commit_sum_us;
 };
 
 struct chp_loop;
 
-/* Creates a loop serving the listening socket listen_fd (taken over). */
-__attribute__((warn_unused_result)) int chp_loop_create(struct chp_shared *sh, int listen_fd,
+/* Creates a loop serving the native listening socket and the HTTP one (-1: none); both taken
+ * over. */
+__attribute__((warn_unused_result)) int chp_loop_create(struct chp_shared *sh, int native_fd,
+                                                        int http_fd,
                                                         struct chp_loop **out /* out */);
 /* Runs until stop; returns 0 or a negative code for a fatal ring error. */
 int chp_loop_run(struct chp_loop *l);
 /* Frees the loop and every connection left; the store must be closed first, so that no store
  * completion can still arrive. NULL is a no-op. */
 void chp_loop_destroy(struct chp_loop *l);
+
+/* Counts one chunk acknowledgement that took from since_us (chp_now_us) to now. Any thread. */
+void chp_observe_commit(struct chp_shared *sh, uint64_t since_us);
+uint64_t chp_now_us(void);
 
 /* Opens a TCP listening socket on host:port (port 0 = any) with SO_REUSEPORT; *bound_port gets
  * the port it bound. */

@@ -43,8 +43,7 @@ struct upl {
 
 /* A request waiting for the store's writer. */
 struct op {
-        struct chp_store_req req; /* first: the completion gives back this pointer */
-        struct conn *c;
+        struct conn_op base; /* first: the loop routes the completion through it */
         uint32_t frame_id;
         uint8_t type;
         uint8_t *buf; /* payload owned by the op (chunk bytes, manifest), or NULL */
@@ -71,6 +70,10 @@ static uint64_t now_s(void)
 {
         return (uint64_t)time(NULL);
 }
+
+static void native_on_store_done(struct conn_op *base);
+static void native_on_input(struct conn *c);
+static bool native_can_read(const struct conn *c);
 
 /* ---- memory budget ----------------------------------------------------------------------- */
 
@@ -125,6 +128,8 @@ __attribute__((format(printf, 4, 5))) static void reply_error(struct conn *c, ui
         if ((size_t)n >= sizeof(msg))
                 n = (int)sizeof(msg) - 1;
         struct chp_msg_error e = {.code = code, .msg = msg, .msg_len = (uint16_t)n};
+        if (code < 16)
+                atomic_fetch_add(&c->sh->errors[code], 1);
         uint8_t *p = reply_frame(c, CHP_F_ERROR, id, 6 + (size_t)n);
         if (p && chp_msg_error_encode(p, 6 + (size_t)n, &e) < 0)
                 conn_close(c);
@@ -229,28 +234,23 @@ static struct upl *upl_get(struct conn *c, const uint8_t *id)
 
 /* ---- requests that go through the store's writer ----------------------------------------- */
 
-static void store_done(struct chp_store_req *req)
-{
-        struct op *op = (struct op *)req;
-        chp_loop_post(conn_loop(op->c), req);
-}
-
 static struct op *op_new(struct conn *c, uint8_t type, uint32_t id, enum chp_store_req_type rt)
 {
         struct op *op = calloc(1, sizeof(*op));
         if (!op)
                 return NULL;
-        op->c = c;
+        op->base.c = c;
         op->frame_id = id;
         op->type = type;
-        op->req.type = rt;
-        op->req.done = store_done;
+        op->base.req.type = rt;
+        op->base.req.done = conn_op_done;
+        op->base.done = native_on_store_done;
         return op;
 }
 
 static void op_free(struct op *op)
 {
-        payload_free(op->c->sh, op->buf, op->buf_len);
+        payload_free(op->base.c->sh, op->buf, op->buf_len);
         free(op->upload);
         free(op);
 }
@@ -258,7 +258,8 @@ static void op_free(struct op *op)
 /* Hands op to the writer; on refusal answers the request and frees op. */
 static bool op_submit(struct conn *c, struct op *op)
 {
-        int rc = chp_store_submit(c->sh->store, &op->req);
+        op->base.t0 = chp_now_us();
+        int rc = chp_store_submit(c->sh->store, &op->base.req);
         if (rc) {
                 reply_store_error(c, op->frame_id, rc);
                 op_free(op);
@@ -344,9 +345,9 @@ static void on_open(struct conn *c, const struct chp_frame_header *h, uint8_t *p
         u->created = now;
         u->expires = cfg->upload_expiry ? now + cfg->upload_expiry : 0;
         u->file_expires = life ? now + life : 0;
-        op->req.u.upload_create.upload = u;
-        op->req.u.upload_create.manifest = enc;
-        op->req.u.upload_create.manifest_len = m.manifest_len;
+        op->base.req.u.upload_create.upload = u;
+        op->base.req.u.upload_create.manifest = enc;
+        op->base.req.u.upload_create.manifest_len = m.manifest_len;
         op_submit(c, op);
         return;
 drop:
@@ -356,7 +357,7 @@ drop:
 
 static void open_done(struct conn *c, struct op *op)
 {
-        struct chp_store_req *r = &op->req;
+        struct chp_store_req *r = &op->base.req;
         if (r->status) {
                 reply_store_error(c, op->frame_id, r->status);
                 return;
@@ -463,13 +464,13 @@ static void on_chunk(struct conn *c, const struct chp_frame_header *h, uint8_t *
         op->buf_len = h->len;
         op->index = m.index;
         op->chunk_len = (uint32_t)m.len;
-        memcpy(op->req.u.put.addr, want, CHP_HASH_BYTES);
-        op->req.u.put.data = op->buf + CHP_CHUNK_PREFIX;
-        op->req.u.put.len = (uint32_t)m.len;
-        op->req.u.put.verified = true;
-        op->req.u.put.has_upload = true;
-        memcpy(op->req.u.put.upload_id, m.upload_id, CHP_UPLOAD_ID_LEN);
-        op->req.u.put.index = m.index;
+        memcpy(op->base.req.u.put.addr, want, CHP_HASH_BYTES);
+        op->base.req.u.put.data = op->buf + CHP_CHUNK_PREFIX;
+        op->base.req.u.put.len = (uint32_t)m.len;
+        op->base.req.u.put.verified = true;
+        op->base.req.u.put.has_upload = true;
+        memcpy(op->base.req.u.put.upload_id, m.upload_id, CHP_UPLOAD_ID_LEN);
+        op->base.req.u.put.index = m.index;
         if (op_submit(c, op))
                 n->window_used += m.len;
         return;
@@ -481,16 +482,17 @@ drop:
 static void chunk_done(struct conn *c, struct op *op)
 {
         c->nat->window_used -= op->chunk_len;
-        if (op->req.status) {
-                reply_store_error(c, op->frame_id, op->req.status);
+        chp_observe_commit(c->sh, op->base.t0);
+        if (op->base.req.status) {
+                reply_store_error(c, op->frame_id, op->base.req.status);
                 return;
         }
-        if (op->req.u.put.deduplicated)
+        if (op->base.req.u.put.deduplicated)
                 atomic_fetch_add(&c->sh->chunks_dedup, 1);
         else
                 atomic_fetch_add(&c->sh->chunks_stored, 1);
         struct chp_msg_chunk_ok ok = {.index = op->index,
-                                      .flags = op->req.u.put.deduplicated ? CHP_CHUNK_DEDUP : 0};
+                                      .flags = op->base.req.u.put.deduplicated ? CHP_CHUNK_DEDUP : 0};
         uint8_t *out = reply_frame(c, CHP_F_CHUNK | CHP_F_REPLY, op->frame_id, 8);
         if (out && chp_msg_chunk_ok_encode(out, 8, &ok) != 8)
                 conn_close(c);
@@ -511,17 +513,17 @@ static void on_upload_request(struct conn *c, const struct chp_frame_header *h, 
                 return;
         }
         if (commit) {
-                op->req.u.commit.has_upload = true;
-                memcpy(op->req.u.commit.upload_id, id, CHP_UPLOAD_ID_LEN);
+                op->base.req.u.commit.has_upload = true;
+                memcpy(op->base.req.u.commit.upload_id, id, CHP_UPLOAD_ID_LEN);
         } else {
-                memcpy(op->req.u.upload_delete.upload_id, id, CHP_UPLOAD_ID_LEN);
+                memcpy(op->base.req.u.upload_delete.upload_id, id, CHP_UPLOAD_ID_LEN);
         }
         op_submit(c, op);
 }
 
 static void upload_request_done(struct conn *c, struct op *op)
 {
-        struct chp_store_req *r = &op->req;
+        struct chp_store_req *r = &op->base.req;
         const uint8_t *id = op->type == CHP_F_COMMIT ? r->u.commit.upload_id
                                                      : r->u.upload_delete.upload_id;
         struct upl *u = upl_find(c->nat, id);
@@ -819,7 +821,7 @@ static void bad_header(struct conn *c)
                             max);
 }
 
-void native_on_input(struct conn *c)
+static void native_on_input(struct conn *c)
 {
         struct native *n = c->nat;
         if (c->closed)
@@ -884,7 +886,7 @@ void native_on_input(struct conn *c)
         }
 }
 
-bool native_can_read(const struct conn *c)
+static bool native_can_read(const struct conn *c)
 {
         const struct native *n = c->nat;
         const struct chp_config *cfg = c->sh->cfg;
@@ -893,20 +895,20 @@ bool native_can_read(const struct conn *c)
                atomic_load(&c->sh->mem_used) < cfg->memory_limit;
 }
 
-bool native_busy(const struct conn *c)
+static bool native_busy(const struct conn *c)
 {
         return c->nat->inflight > 0 || c->nat->in_frame;
 }
 
-void native_stop(struct conn *c)
+static void native_stop(struct conn *c)
 {
         c->nat->stopping = true;
 }
 
-void native_on_store_done(struct chp_store_req *req)
+static void native_on_store_done(struct conn_op *base)
 {
-        struct op *op = (struct op *)req;
-        struct conn *c = op->c;
+        struct op *op = (struct op *)base;
+        struct conn *c = base->c;
         c->nat->inflight--;
         if (!c->closed) {
                 switch (op->type) {
@@ -931,7 +933,7 @@ void native_on_store_done(struct chp_store_req *req)
         conn_release(c);
 }
 
-int native_attach(struct conn *c)
+static int native_attach(struct conn *c)
 {
         struct native *n = calloc(1, sizeof(*n));
         if (!n)
@@ -941,10 +943,11 @@ int native_attach(struct conn *c)
                 return -ENOMEM;
         }
         c->nat = n;
+        c->proto = n;
         return 0;
 }
 
-void native_detach(struct conn *c)
+static void native_detach(struct conn *c)
 {
         struct native *n = c->nat;
         if (!n)
@@ -957,3 +960,14 @@ void native_detach(struct conn *c)
         free(n);
         c->nat = NULL;
 }
+
+const struct proto_ops native_ops = {
+        .name = "native",
+        .secure = true,
+        .attach = native_attach,
+        .detach = native_detach,
+        .on_input = native_on_input,
+        .can_read = native_can_read,
+        .busy = native_busy,
+        .stop = native_stop,
+};

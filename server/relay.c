@@ -22,7 +22,7 @@
  * so each worker creates its own loop and reports back before it runs. */
 struct worker {
         struct chp_shared *sh;
-        int listen_fd;
+        int listen_fd, http_fd;
         struct chp_loop *loop;
         pthread_t thread;
         bool started;
@@ -35,7 +35,7 @@ struct worker {
 static void *worker_main(void *arg)
 {
         struct worker *w = arg;
-        int rc = chp_loop_create(w->sh, w->listen_fd, &w->loop);
+        int rc = chp_loop_create(w->sh, w->listen_fd, w->http_fd, &w->loop);
         pthread_mutex_lock(w->lock);
         w->rc = rc;
         (*w->reported)++;
@@ -48,7 +48,8 @@ static void *worker_main(void *arg)
 }
 
 /* Writes the ready file through a temporary name, so a reader never sees half of it. */
-static int write_ready(const char *path, const char *host, uint16_t port, const uint8_t *pub)
+static int write_ready(const char *path, const char *host, uint16_t port, const char *hhost,
+                       uint16_t hport, const uint8_t *pub)
 {
         char hex[CHP_HASH_HEXBYTES];
         chp_hex_encode(pub, CHP_KEY_BYTES, hex);
@@ -58,8 +59,12 @@ static int write_ready(const char *path, const char *host, uint16_t port, const 
         if (!f)
                 return -errno;
         bool v6 = strchr(host, ':') != NULL;
-        fprintf(f, "native=%s%s%s:%u\npubkey=%s\n", v6 ? "[" : "", host, v6 ? "]" : "", port,
-                hex);
+        fprintf(f, "native=%s%s%s:%u\n", v6 ? "[" : "", host, v6 ? "]" : "", port);
+        if (hhost) {
+                bool h6 = strchr(hhost, ':') != NULL;
+                fprintf(f, "http=%s%s%s:%u\n", h6 ? "[" : "", hhost, h6 ? "]" : "", hport);
+        }
+        fprintf(f, "pubkey=%s\n", hex);
         if (fclose(f) != 0 || rename(tmp, path) != 0) {
                 int rc = -errno;
                 unlink(tmp);
@@ -99,10 +104,15 @@ int chp_relay_run(const struct chp_config *cfg, volatile sig_atomic_t *stop)
                 chp_log_error("relay", "this kernel's io_uring lacks: %s", missing);
                 return rc;
         }
-        char host[256];
-        uint16_t port, bound = 0;
+        char host[256], hhost[256];
+        uint16_t port, bound = 0, hport = 0, hbound = 0;
+        bool http = strcmp(cfg->http, "off") != 0;
         if ((rc = chp_config_split_hostport(cfg->listen, host, sizeof(host), &port))) {
                 chp_log_error("relay", "bad --listen address %s", cfg->listen);
+                return rc;
+        }
+        if (http && (rc = chp_config_split_hostport(cfg->http, hhost, sizeof(hhost), &hport))) {
+                chp_log_error("relay", "bad --http address %s", cfg->http);
                 return rc;
         }
 
@@ -136,15 +146,23 @@ int chp_relay_run(const struct chp_config *cfg, volatile sig_atomic_t *stop)
         for (unsigned i = 0; i < cfg->threads; i++) {
                 struct worker *w = &workers[i];
                 *w = (struct worker){.sh = &sh, .lock = &lock, .cond = &cond,
-                                     .reported = &reported};
+                                     .reported = &reported, .http_fd = -1};
                 /* the first listener picks the port (port 0 = any); the others share it */
                 if ((rc = chp_listen(host, i ? bound : port, &w->listen_fd, &bound))) {
                         chp_log_error("relay", "cannot listen on %s: %s", cfg->listen,
                                       chp_strerror(rc));
                         break;
                 }
+                if (http && (rc = chp_listen(hhost, i ? hbound : hport, &w->http_fd, &hbound))) {
+                        chp_log_error("relay", "cannot listen on %s (--http): %s", cfg->http,
+                                      chp_strerror(rc));
+                        close(w->listen_fd);
+                        break;
+                }
                 if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
                         close(w->listen_fd);
+                        if (w->http_fd >= 0)
+                                close(w->http_fd);
                         rc = -EAGAIN;
                         break;
                 }
@@ -164,7 +182,11 @@ int chp_relay_run(const struct chp_config *cfg, volatile sig_atomic_t *stop)
         chp_log_info("relay", "listening on %s:%u (native), %u threads, data in %s, sync %s", host,
                      bound, cfg->threads, cfg->data_dir,
                      cfg->sync == CHP_SYNC_FULL ? "full" : "none");
-        if (cfg->ready_file && (rc = write_ready(cfg->ready_file, host, bound, identity.pub))) {
+        if (http)
+                chp_log_info("relay", "HTTP face (tus, downloads, /metrics) on %s:%u", hhost,
+                             hbound);
+        if (cfg->ready_file && (rc = write_ready(cfg->ready_file, host, bound, http ? hhost : NULL,
+                                                 hbound, identity.pub))) {
                 chp_log_error("relay", "cannot write the ready file %s: %s", cfg->ready_file,
                               chp_strerror(rc));
                 *stop = 1;

@@ -48,6 +48,8 @@ static const char label[] = "chapar native 1";
 
 int secure_attach(struct conn *c)
 {
+        if (!c->ops->secure)
+                return 0;
         c->sec = calloc(1, sizeof(*c->sec));
         return c->sec ? 0 : -ENOMEM;
 }
@@ -69,20 +71,21 @@ void secure_detach(struct conn *c)
         c->sec = NULL;
 }
 
+/* A connection without a transport (HTTP) has c->sec NULL: it is plaintext throughout. */
 bool secure_plaintext(const struct conn *c)
 {
-        return c->sec->st == ST_PLAIN;
+        return !c->sec || c->sec->st == ST_PLAIN;
 }
 
 bool secure_records(const struct conn *c)
 {
-        return c->sec->st == ST_RECORDS;
+        return c->sec && c->sec->st == ST_RECORDS;
 }
 
 bool secure_pending(const struct conn *c)
 {
         const struct secure *s = c->sec;
-        return s->st == ST_PREAMBLE || s->st == ST_HANDSHAKE || s->raw_len > 0;
+        return s && (s->st == ST_PREAMBLE || s->st == ST_HANDSHAKE || s->raw_len > 0);
 }
 
 static int raw_room(struct secure *s, size_t n)
@@ -103,7 +106,7 @@ static int raw_room(struct secure *s, size_t n)
 uint8_t *secure_recv_space(struct conn *c, size_t *len)
 {
         struct secure *s = c->sec;
-        if (s->st != ST_RECORDS || !c->body || raw_room(s, RAW_DIRECT) != 0)
+        if (!s || s->st != ST_RECORDS || !c->body || raw_room(s, RAW_DIRECT) != 0)
                 return NULL;
         *len = s->raw_cap - s->raw_len;
         return s->raw + s->raw_len;
@@ -284,7 +287,7 @@ static int process(struct conn *c)
 int secure_input(struct conn *c, const uint8_t *p, size_t n)
 {
         struct secure *s = c->sec;
-        if (s->st == ST_PLAIN && s->raw_len == 0)
+        if (!s || (s->st == ST_PLAIN && s->raw_len == 0))
                 return deliver(c, p, n); /* no transport: straight through */
         int rc = raw_room(s, n);
         if (rc)
@@ -318,7 +321,7 @@ ssize_t secure_seal(struct conn *c, const uint8_t *plain, size_t n, uint8_t *out
 void secure_close_record(struct conn *c)
 {
         struct secure *s = c->sec;
-        if (s->st != ST_RECORDS)
+        if (!s || s->st != ST_RECORDS)
                 return;
         uint8_t *w = conn_out_wire(c, CHP_RECORD_HEADER + CHP_NOISE_TAGLEN);
         if (w && chp_record_seal(&s->tx, NULL, 0, w, CHP_RECORD_HEADER + CHP_NOISE_TAGLEN) < 0)

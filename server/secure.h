@@ -17,7 +17,9 @@
 struct conn;
 struct secure;
 
-int secure_attach(struct conn *c); /* -ENOMEM */
+/* For protocols that run inside the transport (ops->secure); others get c->sec NULL and every
+ * function below passes bytes straight through. -ENOMEM */
+int secure_attach(struct conn *c);
 void secure_detach(struct conn *c);
 
 /* The client asked for (and was granted) no transport encryption. */

@@ -14,9 +14,9 @@ grep -q "^public $pub\$" "$tmp/k" || { echo "printed key is not the file's"; exi
 if "$chapard" keygen --out "$tmp/k" 2>/dev/null; then echo "keygen overwrote a key"; exit 1; fi
 
 # a relay started with --key reports that key; one without keeps its own in the data directory
-"$chapard" --data "$tmp/d1" --listen 127.0.0.1:0 --key "$tmp/k" --ready-file "$tmp/r1" &
+"$chapard" --data "$tmp/d1" --listen 127.0.0.1:0 --http off --key "$tmp/k" --ready-file "$tmp/r1" &
 p1=$!
-"$chapard" --data "$tmp/d2" --listen 127.0.0.1:0 --ready-file "$tmp/r2" &
+"$chapard" --data "$tmp/d2" --listen 127.0.0.1:0 --http off --ready-file "$tmp/r2" &
 p2=$!
 for _ in $(seq 100); do [ -s "$tmp/r1" ] && [ -s "$tmp/r2" ] && break; sleep 0.05; done
 grep -q "^pubkey=$pub\$" "$tmp/r1" || { echo "ready file lacks the --key public key"; exit 1; }
@@ -26,7 +26,7 @@ kill -TERM $p1 $p2
 wait $p1 $p2
 
 # the same data directory keeps the same key across restarts
-"$chapard" --data "$tmp/d2" --listen 127.0.0.1:0 --ready-file "$tmp/r3" &
+"$chapard" --data "$tmp/d2" --listen 127.0.0.1:0 --http off --ready-file "$tmp/r3" &
 p3=$!
 for _ in $(seq 100); do [ -s "$tmp/r3" ] && break; sleep 0.05; done
 grep -q "^pubkey=$own\$" "$tmp/r3" || { echo "the relay's key changed across a restart"; exit 1; }
@@ -38,7 +38,7 @@ wait $p3
 last=$(sed -n 's/^public .*\(.\)$/\1/p' "$tmp/k")
 if [ "$last" = 0 ]; then new=1; else new=0; fi
 sed -i "s/^\(public .*\).\$/\1$new/" "$tmp/k"
-if "$chapard" --data "$tmp/d4" --listen 127.0.0.1:0 --key "$tmp/k" 2>"$tmp/err"; then
+if "$chapard" --data "$tmp/d4" --listen 127.0.0.1:0 --http off --key "$tmp/k" 2>"$tmp/err"; then
         echo "a damaged key file was accepted"; exit 1
 fi
 grep -q "key" "$tmp/err" || { echo "no clear message for a damaged key"; cat "$tmp/err"; exit 1; }

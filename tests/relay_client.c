@@ -448,10 +448,10 @@ int rc_relay_start(struct rc_relay *r, bool reuse, const char *const *extra)
         snprintf(data, sizeof(data), "%s/data", r->dir);
         snprintf(ready, sizeof(ready), "%s/ready", r->dir);
         unlink(ready);
-        const char *argv[32] = {r->chapard,   "--data",      data,   "--listen",
-                                "127.0.0.1:0", "--ready-file", ready, "--log-level",
-                                "warn",        "--insecure-plaintext"};
-        int argc = r->encrypted_only ? 9 : 10;
+        const char *argv[32] = {r->chapard,  "--data",        data,         "--listen",
+                                "127.0.0.1:0", "--http",      "127.0.0.1:0", "--ready-file",
+                                ready,         "--log-level", "warn",        "--insecure-plaintext"};
+        int argc = r->encrypted_only ? 11 : 12;
         for (int i = 0; extra && extra[i] && argc < 31; i++)
                 argv[argc++] = extra[i];
         argv[argc] = NULL;

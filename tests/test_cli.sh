@@ -27,7 +27,8 @@ json() { sed -n "s/.*\"$1\":\\([0-9]*\\).*/\\1/p"; } # a number field of a one-l
 
 start_relay() { # [extra args]
         rm -f "$tmp/ready"
-        "$chapard" --data "$tmp/data" --listen 127.0.0.1:${PORT:-0} --ready-file "$tmp/ready" \
+        "$chapard" --data "$tmp/data" --listen 127.0.0.1:${PORT:-0} --http 127.0.0.1:0 \
+                --ready-file "$tmp/ready" \
                 --log-level warn "$@" 2>>"$tmp/relay.log" &
         pid=$!
         for _ in $(seq 200); do [ -s "$tmp/ready" ] && grep -q pubkey "$tmp/ready" && break; sleep 0.05; done
