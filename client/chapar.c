@@ -35,6 +35,7 @@ static int usage(void)
                 "                       [--chunk-size BYTES] [--pad] [--insecure-plaintext]\n"
                 "       chapar get TICKET [-o PATH] [--via HOST:PORT] [--json]\n"
                 "       chapar stat TICKET [--via HOST:PORT] [--json]\n"
+                "       chapar offer TICKET --to PEER-KEY\n"
                 "default relay: $CHAPAR_RELAY, else 127.0.0.1:7700\n");
         return 1;
 }
@@ -298,6 +299,41 @@ static int cmd_stat(int argc, char **argv)
         return 0;
 }
 
+/* The ticket's relay offers the file to a peer relay (which fetches it in the background). */
+static int cmd_offer(int argc, char **argv)
+{
+        const char *ticket = NULL;
+        uint8_t key[CHAPAR_KEY_BYTES];
+        bool have_key = false;
+        for (int i = 0; i < argc; i++) {
+                if (strcmp(argv[i], "--to") == 0 && i + 1 < argc) {
+                        if (chp_hex_decode(argv[i + 1], strlen(argv[i + 1]), key, 32) != 0) {
+                                fprintf(stderr, "chapar: --to takes a relay key (64 hex digits)\n");
+                                return 1;
+                        }
+                        have_key = true;
+                        i++;
+                } else if (argv[i][0] == '-' || ticket) {
+                        return usage();
+                } else {
+                        ticket = argv[i];
+                }
+        }
+        if (!ticket || !have_key)
+                return usage();
+        struct chapar_client *c = NULL;
+        int rc = ticket_client(ticket, NULL, false, &c);
+        if (rc) {
+                chapar_close(c);
+                return rc;
+        }
+        rc = chapar_offer(c, ticket, key);
+        if (rc)
+                rc = fail(c, "offer", rc);
+        chapar_close(c);
+        return rc;
+}
+
 int main(int argc, char **argv)
 {
         struct sigaction sa;
@@ -315,5 +351,7 @@ int main(int argc, char **argv)
                 return cmd_get(argc - 2, argv + 2);
         if (strcmp(argv[1], "stat") == 0)
                 return cmd_stat(argc - 2, argv + 2);
+        if (strcmp(argv[1], "offer") == 0)
+                return cmd_offer(argc - 2, argv + 2);
         return usage();
 }

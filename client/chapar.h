@@ -134,6 +134,12 @@ struct chapar_stat_result {
 
 int chapar_stat(struct chapar_client *c, const char *ticket, struct chapar_stat_result *out);
 
+/* Asks the connected relay (the ticket's origin) to offer the file to the peer relay whose
+ * public key is peer_key, which then fetches it in the background — for a recipient on that
+ * relay, before they ask. */
+int chapar_offer(struct chapar_client *c, const char *ticket,
+                 const uint8_t peer_key[CHAPAR_KEY_BYTES]);
+
 #ifdef __cplusplus
 }
 #endif

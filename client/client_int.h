@@ -26,6 +26,8 @@ struct chapar_client {
         bool plaintext; /* asked for --insecure-plaintext */
         bool encrypted; /* the handshake is done */
         bool have_pinned;
+        bool ik; /* relay to relay: Noise IK with ik_priv */
+        uint8_t ik_priv[CHAPAR_KEY_BYTES];
         uint8_t pinned[CHAPAR_KEY_BYTES];
         uint8_t relay_key[CHAPAR_KEY_BYTES]; /* what the relay proved it holds */
         char known_relays[4096];
@@ -48,6 +50,13 @@ size_t cc_prologue(const uint8_t pre[CC_PREAMBLE], uint8_t out[CC_PROLOGUE_MAX])
 /* TCP connect, handshake (or the plaintext preamble) and HELLO. */
 int cc_open(struct chapar_client *c);
 void cc_shutdown(struct chapar_client *c);
+
+/* For a relay fetching from a peer (server/peer.c): connects to addr with Noise IK, this relay's
+ * static private key my_priv and the peer's key pinned, then HELLO. Caller frees *out with
+ * chapar_close (also after a failure, for chapar_last_error). */
+int cc_connect_peer(const char *addr, const uint8_t peer_key[CHAPAR_KEY_BYTES],
+                    const uint8_t my_priv[CHAPAR_KEY_BYTES], int timeout_ms,
+                    struct chapar_client **out);
 
 /* A frame of header + a + b. */
 int cc_send(struct chapar_client *c, uint8_t type, uint32_t id, const void *a, size_t alen,

@@ -394,7 +394,7 @@ static int hs_recv(struct chapar_client *c, struct chp_noise_hs *hs)
  * that (with NK a wrong key only shows up as a failed decryption on the relay's side). */
 static int handshake(struct chapar_client *c, struct chp_noise_suite suite)
 {
-        enum chp_noise_pattern pattern = CHP_NOISE_XX;
+        enum chp_noise_pattern pattern = c->ik ? CHP_NOISE_IK : CHP_NOISE_XX;
         uint8_t pre[CC_PREAMBLE] = {
             'C', 'H', 'N', '1', (uint8_t)pattern, (uint8_t)suite.cipher, (uint8_t)suite.hash, 0};
         uint8_t prologue[CC_PROLOGUE_MAX];
@@ -406,9 +406,14 @@ static int handshake(struct chapar_client *c, struct chp_noise_suite suite)
         int rc = write_all(c, pre, sizeof(pre));
         if (rc)
                 return rc;
-        /* XX needs a static key on this side too: a fresh one, it identifies nobody */
-        chp_noise_keypair(s_priv, s_pub);
-        if (chp_noise_hs_init(&hs, pattern, suite, true, prologue, plen, s_priv, NULL) != 0) {
+        /* XX needs a static key on this side too: a fresh one, it identifies nobody; IK (relay to
+         * relay) uses the relay's own, which the peer knows */
+        if (c->ik)
+                memcpy(s_priv, c->ik_priv, sizeof(s_priv));
+        else
+                chp_noise_keypair(s_priv, s_pub);
+        if (chp_noise_hs_init(&hs, pattern, suite, true, prologue, plen, s_priv,
+                              c->ik ? c->pinned : NULL) != 0) {
                 rc = CHAPAR_EPROTO;
                 goto out;
         }
@@ -515,4 +520,23 @@ void cc_shutdown(struct chapar_client *c)
         free(c->plain);
         free(c->seal_buf);
         c->raw = c->plain = c->seal_buf = NULL;
+}
+
+int cc_connect_peer(const char *addr, const uint8_t peer_key[CHAPAR_KEY_BYTES],
+                    const uint8_t my_priv[CHAPAR_KEY_BYTES], int timeout_ms,
+                    struct chapar_client **out)
+{
+        struct chapar_client *c = calloc(1, sizeof(*c));
+        *out = c;
+        if (!c)
+                return CHAPAR_ENOMEM;
+        c->fd = -1;
+        c->next_id = 1;
+        c->timeout_ms = timeout_ms > 0 ? timeout_ms : 30000;
+        snprintf(c->addr, sizeof(c->addr), "%s", addr);
+        memcpy(c->pinned, peer_key, CHAPAR_KEY_BYTES);
+        c->have_pinned = true;
+        c->ik = true;
+        memcpy(c->ik_priv, my_priv, CHAPAR_KEY_BYTES);
+        return cc_open(c);
 }

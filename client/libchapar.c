@@ -676,12 +676,37 @@ static void fetched_free(struct fetched *f)
 }
 
 /* GET_MANIFEST, checked against the file id (a relay cannot substitute another manifest). */
-static int fetch_manifest(struct chapar_client *c, const uint8_t *file_id, struct fetched *f)
+/* GET_MANIFEST. When the connected relay is not the ticket's origin, the origin is named, so
+ * that a relay peering with it fetches the file (and says so while it does). */
+static int fetch_manifest(struct chapar_client *c, const struct chp_ticket *t, struct fetched *f)
 {
+        const uint8_t *file_id = t->file_id;
         struct chp_frame_header h;
-        uint8_t *reply, id[CHP_HASH_BYTES];
+        uint8_t *reply, id[CHP_HASH_BYTES], q[CHP_HASH_BYTES + 33 + CHP_ORIGIN_ADDR_MAX];
+        char origin[CHP_TICKET_ADDR_MAX];
         struct chp_msg_manifest mm;
-        int rc = cc_call(c, CHP_F_GET_MANIFEST, file_id, CHP_HASH_BYTES, &h, &reply);
+        struct chp_msg_file_req fr = {.file_id = file_id};
+        if (sodium_memcmp(c->relay_key, t->relay_key, CHAPAR_KEY_BYTES) != 0 && !c->plaintext) {
+                chp_ticket_relay_addr(t, origin, sizeof(origin));
+                fr.has_origin = true;
+                fr.origin_key = t->relay_key;
+                fr.origin_addr = origin;
+                fr.addr_len = (uint8_t)strnlen(origin, CHP_ORIGIN_ADDR_MAX);
+        }
+        ssize_t ql = chp_msg_file_req_encode(q, sizeof(q), &fr);
+        if (ql < 0)
+                return CHAPAR_EUSAGE;
+        int rc;
+        for (int tries = 0;; tries++) {
+                rc = cc_call(c, CHP_F_GET_MANIFEST, q, (size_t)ql, &h, &reply);
+                if (rc != CHAPAR_ERELAY || c->last_code != CHP_WE_FETCHING ||
+                    tries * 100 > c->timeout_ms)
+                        break;
+                struct timespec ts = {0, 100 * 1000000L}; /* the relay fetches it: wait */
+                nanosleep(&ts, NULL);
+                if (c->cancel)
+                        return CHAPAR_ECANCELED;
+        }
         if (rc)
                 return rc;
         if (chp_msg_manifest_decode(reply, h.len, &mm) != 0)
@@ -883,7 +908,7 @@ int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path
                          "not a chapar ticket with a key (chapar://HOST:PORT/KEY/ID#KEY)");
                 return CHAPAR_EUSAGE;
         }
-        if ((rc = fetch_manifest(c, t.file_id, &f)))
+        if ((rc = fetch_manifest(c, &t, &f)))
                 goto out;
         uint64_t sealed = 0;
         if (chp_e2e_open_meta(t.file_key, f.m.meta, f.m.meta_len, &meta) != 0 ||
@@ -942,14 +967,14 @@ int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path
                         break;
                 }
                 part_save(&pt, t.file_id, count);
-                struct timespec ts = {0, 300 * 1000000L};
+                struct timespec ts = {0, 50 * 1000000L}; /* chunks arrive as they are stored */
                 nanosleep(&ts, NULL);
                 if (c->cancel) {
                         rc = CHAPAR_ECANCELED;
                         break;
                 }
                 fetched_free(&f);
-                if ((rc = fetch_manifest(c, t.file_id, &f)))
+                if ((rc = fetch_manifest(c, &t, &f)))
                         break;
         }
         if (!rc && (ftruncate(pt.fd, (off_t)meta.plain_size) != 0 || fsync(pt.fd) != 0 ||
@@ -1002,7 +1027,7 @@ int chapar_stat(struct chapar_client *c, const char *ticket, struct chapar_stat_
         if (t.has_key) {
                 struct fetched f = {0};
                 struct chp_e2e_meta meta;
-                if ((rc = fetch_manifest(c, t.file_id, &f)) == 0) {
+                if ((rc = fetch_manifest(c, &t, &f)) == 0) {
                         if (chp_e2e_open_meta(t.file_key, f.m.meta, f.m.meta_len, &meta) != 0) {
                                 rc = CHAPAR_EINTEGRITY;
                         } else {
@@ -1018,4 +1043,19 @@ int chapar_stat(struct chapar_client *c, const char *ticket, struct chapar_stat_
 out:
         sodium_memzero(&t, sizeof(t));
         return rc;
+}
+
+int chapar_offer(struct chapar_client *c, const char *ticket,
+                 const uint8_t peer_key[CHAPAR_KEY_BYTES])
+{
+        struct chp_ticket t;
+        if (chp_ticket_parse(ticket, strlen(ticket), &t) != 0)
+                return CHAPAR_EUSAGE;
+        uint8_t q[2 * CHP_HASH_BYTES];
+        memcpy(q, t.file_id, CHP_HASH_BYTES);
+        memcpy(q + CHP_HASH_BYTES, peer_key, CHAPAR_KEY_BYTES);
+        sodium_memzero(&t, sizeof(t));
+        struct chp_frame_header h;
+        uint8_t *reply;
+        return cc_call(c, CHP_F_OFFER, q, sizeof(q), &h, &reply);
 }

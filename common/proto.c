@@ -139,6 +139,10 @@ uint32_t chp_frame_max_payload(uint8_t type)
         case CHP_F_STAT:
         case CHP_F_DELETE:
         case CHP_F_PING:
+        case CHP_F_PREFETCH:
+        case CHP_F_OFFER:
+        case CHP_F_PREFETCH | CHP_F_REPLY:
+        case CHP_F_OFFER | CHP_F_REPLY:
         case CHP_F_HELLO | CHP_F_REPLY:
         case CHP_F_CHUNK | CHP_F_REPLY: /* CHUNK_OK */
         case CHP_F_COMMIT | CHP_F_REPLY:
@@ -298,6 +302,39 @@ ssize_t chp_msg_get_chunk_encode(uint8_t *buf, size_t cap, const struct chp_msg_
         wr_bytes(&w, m->addr, CHP_HASH_BYTES);
         wr_u32(&w, m->offset);
         wr_u32(&w, m->length);
+        return wr_end(&w);
+}
+
+int chp_msg_file_req_decode(const uint8_t *p, size_t len, struct chp_msg_file_req *out)
+{
+        struct rd r = {p, len, 0, false};
+        struct chp_msg_file_req m = {0};
+        m.file_id = rd_take(&r, CHP_HASH_BYTES);
+        if (!r.bad && r.off < len) {
+                m.has_origin = true;
+                m.origin_key = rd_take(&r, CHP_HASH_BYTES);
+                m.addr_len = rd_u8(&r);
+                m.origin_addr = (const char *)rd_take(&r, m.addr_len);
+                if (!r.bad && m.addr_len == 0)
+                        return -EBADMSG;
+        }
+        if (rd_end(&r))
+                return -EBADMSG;
+        *out = m;
+        return 0;
+}
+
+ssize_t chp_msg_file_req_encode(uint8_t *buf, size_t cap, const struct chp_msg_file_req *m)
+{
+        struct wr w = {buf, cap, 0, false};
+        wr_bytes(&w, m->file_id, CHP_HASH_BYTES);
+        if (m->has_origin) {
+                if (m->addr_len == 0)
+                        return -EINVAL;
+                wr_bytes(&w, m->origin_key, CHP_HASH_BYTES);
+                wr_u8(&w, m->addr_len);
+                wr_bytes(&w, m->origin_addr, m->addr_len);
+        }
         return wr_end(&w);
 }
 
@@ -561,6 +598,8 @@ const char *chp_frame_type_name(uint8_t type)
             [CHP_F_STAT] = {"STAT", "STAT_OK"},
             [CHP_F_DELETE] = {"DELETE", "DELETE_OK"},
             [CHP_F_PING] = {"PING", "PONG"},
+            [CHP_F_PREFETCH] = {"PREFETCH", "PREFETCH_OK"},
+            [CHP_F_OFFER] = {"OFFER", "OFFER_OK"},
         };
         if (type == CHP_F_ERROR)
                 return "ERROR";
@@ -599,6 +638,8 @@ const char *chp_wire_strerror(uint32_t code)
                 return "internal relay error";
         case CHP_WE_UNAUTHORIZED:
                 return "not authorized";
+        case CHP_WE_FETCHING:
+                return "fetching from the origin relay; ask again shortly";
         }
         return "unknown error";
 }

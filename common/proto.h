@@ -46,6 +46,8 @@ enum chp_frame_type {
         CHP_F_STAT = 0x08,
         CHP_F_DELETE = 0x09,
         CHP_F_PING = 0x0a,
+        CHP_F_PREFETCH = 0x0b, /* peer to relay: pull this file from me (federation) */
+        CHP_F_OFFER = 0x0c,    /* client to its relay: offer this file to that peer */
         CHP_F_REPLY = 0x80, /* a reply's type is its request's type | CHP_F_REPLY */
         CHP_F_ERROR = 0xff,
 };
@@ -65,6 +67,8 @@ enum chp_wire_err {
         CHP_WE_UNAVAILABLE = 11, /* shutting down or overloaded: retry later */
         CHP_WE_INTERNAL = 12,
         CHP_WE_UNAUTHORIZED = 13,
+        CHP_WE_FETCHING = 14,     /* the relay is fetching the file from its origin: ask again
+                                     shortly */
 };
 
 struct chp_frame_header {
@@ -123,7 +127,23 @@ int chp_msg_open_decode(const uint8_t *p, size_t len, struct chp_msg_open *out /
 int chp_msg_chunk_decode(const uint8_t *p, size_t len, struct chp_msg_chunk *out /* out */);
 int chp_msg_have_decode(const uint8_t *p, size_t len, struct chp_msg_have *out /* out */);
 int chp_msg_get_chunk_decode(const uint8_t *p, size_t len, struct chp_msg_get_chunk *out);
-/* COMMIT and DELETE carry an upload id; GET_MANIFEST and STAT a file id: exactly n bytes. */
+/* GET_MANIFEST and STAT carry a file id, and may name the file's origin relay (from the ticket)
+ * so that a relay which lacks the file can fetch it from that relay, if it is a peer:
+ *   file id(32) [origin key(32) addr_len u8 addr] */
+#define CHP_ORIGIN_ADDR_MAX 255
+struct chp_msg_file_req {
+        const uint8_t *file_id;
+        bool has_origin;
+        const uint8_t *origin_key; /* 32 bytes */
+        const char *origin_addr;   /* addr_len bytes, not NUL-terminated */
+        uint8_t addr_len;
+};
+int chp_msg_file_req_decode(const uint8_t *p, size_t len, struct chp_msg_file_req *out /* out */);
+ssize_t chp_msg_file_req_encode(uint8_t *buf, size_t cap, const struct chp_msg_file_req *m);
+
+/* OFFER: file id(32) + the peer's public key(32). PREFETCH: file id(32). */
+
+/* COMMIT and DELETE carry an upload id; PREFETCH a file id: exactly n bytes. */
 int chp_msg_id_decode(const uint8_t *p, size_t len, size_t n, const uint8_t **id /* out */);
 
 ssize_t chp_msg_hello_encode(uint8_t *buf, size_t cap, const struct chp_msg_hello *m);

@@ -21,10 +21,13 @@
 #define CHP_COMMIT_BUCKETS 11
 extern const double chp_commit_buckets[CHP_COMMIT_BUCKETS]; /* seconds, upper bounds */
 
+struct chp_peers;
+
 struct chp_shared {
         const struct chp_config *cfg; /* borrowed */
         struct chp_store *store;      /* borrowed */
         const struct chp_identity *identity; /* the relay's static key, borrowed */
+        struct chp_peers *peers;             /* federation (server/peer.h) */
         volatile sig_atomic_t *stop;  /* set by the signal handler */
         atomic_uint_fast64_t mem_used; /* bytes of chunk and frame buffers across loops */
         atomic_uint conns;             /* open connections across loops */

@@ -27,7 +27,9 @@
 #include "conn.h"
 #include "err.h"
 #include "log.h"
+#include "peer.h"
 #include "proto.h"
+#include "secure.h"
 
 #define MAX_UPL 8 /* uploads a connection keeps at hand */
 
@@ -56,9 +58,9 @@ struct op {
 struct native {
         bool hello;
         bool stopping;
-        uint32_t inflight;     /* requests not yet answered */
-        uint64_t window_used;  /* chunk bytes received and not yet acknowledged */
-        bool in_frame;         /* a payload is arriving into `payload` */
+        uint32_t inflight;    /* requests not yet answered */
+        uint64_t window_used; /* chunk bytes received and not yet acknowledged */
+        bool in_frame;        /* a payload is arriving into `payload` */
         struct chp_frame_header hdr;
         uint8_t *payload;
         struct chp_sha256 sha;
@@ -111,8 +113,8 @@ static uint8_t *reply_frame(struct conn *c, uint8_t type, uint32_t id, size_t pa
 
 static bool fatal_code(uint32_t code)
 {
-        return code == CHP_WE_BAD_FRAME || code == CHP_WE_UNKNOWN_TYPE ||
-               code == CHP_WE_TOO_BIG || code == CHP_WE_VERSION || code == CHP_WE_NO_HELLO;
+        return code == CHP_WE_BAD_FRAME || code == CHP_WE_UNKNOWN_TYPE || code == CHP_WE_TOO_BIG ||
+               code == CHP_WE_VERSION || code == CHP_WE_NO_HELLO;
 }
 
 __attribute__((format(printf, 4, 5))) static void reply_error(struct conn *c, uint32_t id,
@@ -336,8 +338,8 @@ static void on_open(struct conn *c, const struct chp_frame_header *h, uint8_t *p
         const uint8_t *enc = op->buf + (m.manifest - p);
         const struct chp_config *cfg = c->sh->cfg;
         uint64_t now = now_s();
-        uint64_t life = m.expires_in && m.expires_in < cfg->file_expiry ? m.expires_in
-                                                                        : cfg->file_expiry;
+        uint64_t life =
+            m.expires_in && m.expires_in < cfg->file_expiry ? m.expires_in : cfg->file_expiry;
         struct chp_upload *u = op->upload;
         randombytes_buf(u->id, sizeof(u->id));
         u->declared_size = man.total_size;
@@ -386,12 +388,11 @@ static void open_done(struct conn *c, struct op *op)
                 reply_store_error(c, op->frame_id, rc);
         } else {
                 struct chp_msg_open_ok ok = {
-                        .upload_id = upload_id,
-                        .file_id = r->u.upload_create.file_id,
-                        .state = r->u.upload_create.complete ? CHP_UPLOAD_COMPLETE
-                                                             : CHP_UPLOAD_PARTIAL,
-                        .chunk_count = m.chunk_count,
-                        .missing = missing};
+                    .upload_id = upload_id,
+                    .file_id = r->u.upload_create.file_id,
+                    .state = r->u.upload_create.complete ? CHP_UPLOAD_COMPLETE : CHP_UPLOAD_PARTIAL,
+                    .chunk_count = m.chunk_count,
+                    .missing = missing};
                 size_t len = 56 + map_len;
                 uint8_t *out = reply_frame(c, CHP_F_OPEN | CHP_F_REPLY, op->frame_id, len);
                 if (out && chp_msg_open_ok_encode(out, len, &ok) != (ssize_t)len)
@@ -491,8 +492,8 @@ static void chunk_done(struct conn *c, struct op *op)
                 atomic_fetch_add(&c->sh->chunks_dedup, 1);
         else
                 atomic_fetch_add(&c->sh->chunks_stored, 1);
-        struct chp_msg_chunk_ok ok = {.index = op->index,
-                                      .flags = op->base.req.u.put.deduplicated ? CHP_CHUNK_DEDUP : 0};
+        struct chp_msg_chunk_ok ok = {
+            .index = op->index, .flags = op->base.req.u.put.deduplicated ? CHP_CHUNK_DEDUP : 0};
         uint8_t *out = reply_frame(c, CHP_F_CHUNK | CHP_F_REPLY, op->frame_id, 8);
         if (out && chp_msg_chunk_ok_encode(out, 8, &ok) != 8)
                 conn_close(c);
@@ -524,8 +525,8 @@ static void on_upload_request(struct conn *c, const struct chp_frame_header *h, 
 static void upload_request_done(struct conn *c, struct op *op)
 {
         struct chp_store_req *r = &op->base.req;
-        const uint8_t *id = op->type == CHP_F_COMMIT ? r->u.commit.upload_id
-                                                     : r->u.upload_delete.upload_id;
+        const uint8_t *id =
+            op->type == CHP_F_COMMIT ? r->u.commit.upload_id : r->u.upload_delete.upload_id;
         struct upl *u = upl_find(c->nat, id);
         int rc = r->status;
         if (rc == -ENOENT && op->type == CHP_F_COMMIT && u) {
@@ -613,21 +614,63 @@ static int pending_file(struct conn *c, const uint8_t *file_id, uint8_t **manife
         return rc;
 }
 
+/* A file this relay lacks, whose origin (from the ticket) is another relay: fetched from it if
+ * it is a peer. Returns true when the request is answered here. */
+static bool via_origin(struct conn *c, const struct chp_frame_header *h,
+                       const struct chp_msg_file_req *q, bool pending, uint32_t stored)
+{
+        if (!q->has_origin || sodium_memcmp(q->origin_key, c->sh->identity->pub, 32) == 0)
+                return false; /* this relay is the origin: what it has is all there is */
+        char hex[CHP_HASH_HEXBYTES], msg[CHP_PEER_MSG_MAX];
+        int peer = chp_peers_find(c->sh->peers, q->origin_key);
+        if (peer < 0) {
+                chp_hex_encode(q->origin_key, 32, hex);
+                reply_error(c, h->id, CHP_WE_UNAUTHORIZED,
+                            "the file's origin relay %.*s (key %.16s...) is not a peer of this "
+                            "relay: fetch it from its origin",
+                            (int)q->addr_len, q->origin_addr, hex);
+                return true;
+        }
+        enum chp_fetch_state st = chp_peers_fetch(c->sh->peers, peer, q->file_id, msg, sizeof(msg));
+        if (st == CHP_FETCH_FAILED) {
+                if (pending)
+                        reply_error(c, h->id, CHP_WE_UNAVAILABLE,
+                                    "%s; this relay holds %u chunks of the file", msg, stored);
+                else
+                        reply_error(c, h->id, CHP_WE_UNAVAILABLE, "%s", msg);
+                return true;
+        }
+        if (!pending) {
+                /* the fetch has not stored the manifest yet */
+                reply_error(c, h->id, CHP_WE_FETCHING, "fetching from %s",
+                            chp_peers_name(c->sh->peers, peer));
+                return true;
+        }
+        return false; /* partial: what is here is served, the rest is on its way */
+}
+
 static void on_get_manifest(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
 {
-        const uint8_t *id;
-        if (chp_msg_id_decode(p, h->len, CHP_HASH_BYTES, &id) != 0) {
-                reply_error(c, h->id, CHP_WE_BAD_FRAME, "GET_MANIFEST carries a 32-byte file id");
+        struct chp_msg_file_req q;
+        if (chp_msg_file_req_decode(p, h->len, &q) != 0) {
+                reply_error(c, h->id, CHP_WE_BAD_FRAME,
+                            "GET_MANIFEST carries a 32-byte file id and an optional origin");
                 return;
         }
+        const uint8_t *id = q.file_id;
         uint8_t *man = NULL, *present = NULL;
         size_t len = 0;
-        uint32_t stored;
+        uint32_t stored = 0;
         struct chp_msg_manifest r = {.state = CHP_UPLOAD_COMPLETE};
         int rc = chp_store_file_get(c->sh->store, id, &man, &len, NULL);
         if (rc == -ENOENT) {
                 rc = pending_file(c, id, &man, &len, &present, &stored);
                 r.state = CHP_UPLOAD_PARTIAL;
+                if ((rc == 0 || rc == -ENOENT) && via_origin(c, h, &q, rc == 0, stored)) {
+                        free(man);
+                        free(present);
+                        return;
+                }
         }
         if (rc) {
                 reply_error(c, h->id, wire_code(rc), "%s",
@@ -641,11 +684,9 @@ static void on_get_manifest(struct conn *c, const struct chp_frame_header *h, co
                 r.manifest = man;
                 r.manifest_len = (uint32_t)len;
                 r.present = present;
-                size_t out_len = 8 + len +
-                                 (r.state == CHP_UPLOAD_PARTIAL ? chp_bitmap_bytes(m.chunk_count)
-                                                                : 0);
-                uint8_t *out =
-                        reply_frame(c, CHP_F_GET_MANIFEST | CHP_F_REPLY, h->id, out_len);
+                size_t out_len =
+                    8 + len + (r.state == CHP_UPLOAD_PARTIAL ? chp_bitmap_bytes(m.chunk_count) : 0);
+                uint8_t *out = reply_frame(c, CHP_F_GET_MANIFEST | CHP_F_REPLY, h->id, out_len);
                 if (out && chp_msg_manifest_encode(out, out_len, &r) != (ssize_t)out_len)
                         conn_close(c);
         }
@@ -744,6 +785,54 @@ static void on_stat(struct conn *c, const struct chp_frame_header *h, const uint
         free(present);
 }
 
+/* A peer asks this relay to pull one of its files (an offer ahead of any request). */
+static void on_prefetch(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
+{
+        const uint8_t *id;
+        char msg[CHP_PEER_MSG_MAX];
+        int peer = secure_peer(c);
+        if (chp_msg_id_decode(p, h->len, CHP_HASH_BYTES, &id) != 0) {
+                reply_error(c, h->id, CHP_WE_BAD_FRAME, "PREFETCH carries a 32-byte file id");
+                return;
+        }
+        if (peer < 0) {
+                reply_error(c, h->id, CHP_WE_UNAUTHORIZED,
+                            "PREFETCH is for peers (a Noise IK connection from a configured peer)");
+                return;
+        }
+        if (chp_peers_fetch(c->sh->peers, peer, id, msg, sizeof(msg)) == CHP_FETCH_FAILED) {
+                reply_error(c, h->id, CHP_WE_UNAVAILABLE, "%s", msg);
+                return;
+        }
+        reply_frame(c, CHP_F_PREFETCH | CHP_F_REPLY, h->id, 0);
+}
+
+/* A client asks this relay to offer one of its files to a peer (for a recipient there). */
+static void on_offer(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
+{
+        if (h->len != 2 * CHP_HASH_BYTES) {
+                reply_error(c, h->id, CHP_WE_BAD_FRAME, "OFFER carries a file id and a peer key");
+                return;
+        }
+        int peer = chp_peers_find(c->sh->peers, p + CHP_HASH_BYTES);
+        uint8_t *man = NULL;
+        size_t len;
+        if (peer < 0) {
+                reply_error(c, h->id, CHP_WE_NOT_FOUND, "no peer with that key");
+                return;
+        }
+        if (chp_store_file_get(c->sh->store, p, &man, &len, NULL) != 0) {
+                reply_error(c, h->id, CHP_WE_NOT_FOUND, "no such file here to offer");
+                return;
+        }
+        free(man);
+        if (chp_peers_offer(c->sh->peers, peer, p) != 0) {
+                reply_error(c, h->id, CHP_WE_UNAVAILABLE, "too many offers in progress");
+                return;
+        }
+        reply_frame(c, CHP_F_OFFER | CHP_F_REPLY, h->id, 0);
+}
+
 static void on_ping(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
 {
         if (h->len > 64) {
@@ -790,6 +879,12 @@ static void handle_frame(struct conn *c, const struct chp_frame_header *h, uint8
                 break;
         case CHP_F_PING:
                 on_ping(c, h, p);
+                break;
+        case CHP_F_PREFETCH:
+                on_prefetch(c, h, p);
+                break;
+        case CHP_F_OFFER:
+                on_offer(c, h, p);
                 break;
         default:
                 reply_error(c, h->id, CHP_WE_UNKNOWN_TYPE, "frame type 0x%02x is not a request",
@@ -962,12 +1057,12 @@ static void native_detach(struct conn *c)
 }
 
 const struct proto_ops native_ops = {
-        .name = "native",
-        .secure = true,
-        .attach = native_attach,
-        .detach = native_detach,
-        .on_input = native_on_input,
-        .can_read = native_can_read,
-        .busy = native_busy,
-        .stop = native_stop,
+    .name = "native",
+    .secure = true,
+    .attach = native_attach,
+    .detach = native_detach,
+    .on_input = native_on_input,
+    .can_read = native_can_read,
+    .busy = native_busy,
+    .stop = native_stop,
 };

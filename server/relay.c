@@ -11,6 +11,7 @@
 #include "err.h"
 #include "hash.h"
 #include "identity.h"
+#include "peer.h"
 #include "log.h"
 #include "loop.h"
 #include "store.h"
@@ -140,6 +141,8 @@ int chp_relay_run(const struct chp_config *cfg, volatile sig_atomic_t *stop)
                 goto out;
         }
         sh.identity = &identity;
+        if ((rc = chp_peers_start(&sh, &sh.peers)))
+                goto out;
         pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
         pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
         unsigned reported = 0, started = 0;
@@ -212,6 +215,8 @@ out:
                                 rc = workers[i].rc;
                 }
         }
+        /* federation workers use the store: they stop first */
+        chp_peers_stop(sh.peers);
         /* the writer drains here; its last completions land in the loops' queues */
         chp_store_close(store);
         for (unsigned i = 0; i < cfg->threads; i++)

@@ -25,6 +25,8 @@
 
 #include "conn.h"
 #include "log.h"
+#include "loop.h"
+#include "peer.h"
 #include "noise.h"
 #include "record.h"
 
@@ -42,6 +44,7 @@ struct secure {
         size_t raw_len, raw_cap;
         uint8_t peer_static[CHP_NOISE_DHLEN];
         bool have_peer_static;
+        int peer; /* index of the configured peer (IK), else -1 */
 };
 
 static const char label[] = "chapar native 1";
@@ -51,7 +54,15 @@ int secure_attach(struct conn *c)
         if (!c->ops->secure)
                 return 0;
         c->sec = calloc(1, sizeof(*c->sec));
-        return c->sec ? 0 : -ENOMEM;
+        if (!c->sec)
+                return -ENOMEM;
+        c->sec->peer = -1;
+        return 0;
+}
+
+int secure_peer(const struct conn *c)
+{
+        return c->sec && c->sec->st == ST_RECORDS ? c->sec->peer : -1;
 }
 
 void secure_detach(struct conn *c)
@@ -161,8 +172,10 @@ static int on_preamble(struct conn *c, const uint8_t *pre)
                 return refuse(c, "not a chapar native preamble");
         enum chp_noise_pattern pattern = (enum chp_noise_pattern)pre[4];
         struct chp_noise_suite suite = {(enum chp_noise_cipher)pre[5], (enum chp_noise_hash)pre[6]};
-        if ((pattern != CHP_NOISE_NK && pattern != CHP_NOISE_XX) || pre[5] > CHP_NOISE_AESGCM ||
-            pre[6] > CHP_NOISE_SHA256 || !chp_noise_suite_available(suite))
+        if ((pattern != CHP_NOISE_NK && pattern != CHP_NOISE_XX && pattern != CHP_NOISE_IK) ||
+            (pattern == CHP_NOISE_IK && chp_peers_count(c->sh->peers) == 0) ||
+            pre[5] > CHP_NOISE_AESGCM || pre[6] > CHP_NOISE_SHA256 ||
+            !chp_noise_suite_available(suite))
                 return refuse(c, "a pattern or suite this relay does not offer");
         uint8_t prologue[sizeof(label) - 1 + PREAMBLE];
         memcpy(prologue, label, sizeof(label) - 1);
@@ -183,6 +196,7 @@ static int on_hs_message(struct conn *c, const uint8_t *msg, size_t n)
         struct secure *s = c->sec;
         uint8_t payload[HS_MSG_MAX], out[HS_MSG_MAX];
         size_t plen, olen;
+        bool first = !s->have_peer_static;
         if (chp_noise_hs_read(s->hs, msg, n, payload, sizeof(payload), &plen) != 0) {
                 atomic_fetch_add(&c->sh->frames_bad, 1);
                 chp_log_info("secure", "closing a connection: its handshake message does not "
@@ -190,6 +204,22 @@ static int on_hs_message(struct conn *c, const uint8_t *msg, size_t n)
                 s->st = ST_DEAD;
                 conn_close(c);
                 return -EBADMSG;
+        }
+        if (first && s->hs->pattern == CHP_NOISE_IK) {
+                /* a relay-to-relay handshake: only from a relay this one peers with */
+                char hex[CHP_HASH_HEXBYTES];
+                if (chp_noise_hs_remote_static(s->hs, s->peer_static) != 0 ||
+                    (s->peer = chp_peers_find(c->sh->peers, s->peer_static)) < 0) {
+                        chp_hex_encode(s->peer_static, CHP_HASH_BYTES, hex);
+                        chp_log_warn("secure",
+                                     "refusing a peer handshake from unknown key %s "
+                                     "(not a [peer] of this relay)",
+                                     hex);
+                        s->st = ST_DEAD;
+                        conn_close(c);
+                        return -EACCES;
+                }
+                s->have_peer_static = true;
         }
         if (!chp_noise_hs_done(s->hs) && chp_noise_hs_my_turn(s->hs)) {
                 if (chp_noise_hs_write(s->hs, NULL, 0, out, sizeof(out), &olen) != 0)
@@ -202,7 +232,6 @@ static int on_hs_message(struct conn *c, const uint8_t *msg, size_t n)
                 return 0;
         uint8_t h[CHP_NOISE_HASHMAX];
         size_t hl;
-        s->have_peer_static = chp_noise_hs_remote_static(s->hs, s->peer_static) == 0;
         int rc = chp_noise_hs_split(s->hs, &s->tx.cs, &s->rx.cs, h, &hl);
         chp_noise_hs_wipe(s->hs);
         free(s->hs);

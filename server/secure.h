@@ -26,6 +26,8 @@ void secure_detach(struct conn *c);
 bool secure_plaintext(const struct conn *c);
 /* The handshake is done: frames travel in records. */
 bool secure_records(const struct conn *c);
+/* The configured peer this connection authenticated as (Noise IK), or -1. */
+int secure_peer(const struct conn *c);
 /* A preamble, handshake or record is under way: the peer owes bytes. */
 bool secure_pending(const struct conn *c);
 

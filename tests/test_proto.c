@@ -217,6 +217,10 @@ static const uint8_t known_types[] = {
     CHP_F_STAT,
     CHP_F_DELETE,
     CHP_F_PING,
+    CHP_F_PREFETCH,
+    CHP_F_OFFER,
+    0x8b,
+    0x8c,
     0x81,
     0x82,
     0x83,
@@ -331,7 +335,7 @@ TEST(header_types_and_bounds)
                 chp_frame_header_encode(h, (uint8_t)t, 1, UINT32_MAX);
                 CHECK_EQ(chp_frame_header_decode(h, sizeof(h), &fh), -EBADMSG);
         }
-        CHECK_EQ(known, 21);
+        CHECK_EQ(known, 25);
 }
 
 /* The bounds are large enough for the largest message of each type that the rest of the
@@ -1104,7 +1108,8 @@ TEST(frame_type_names)
             {0x09, "DELETE"},     {0x0a, "PING"},         {0x81, "HELLO_OK"},  {0x82, "OPEN_OK"},
             {0x83, "CHUNK_OK"},   {0x84, "COMMIT_OK"},    {0x85, "HAVE_OK"},   {0x86, "MANIFEST"},
             {0x87, "CHUNK_DATA"}, {0x88, "STAT_OK"},      {0x89, "DELETE_OK"}, {0x8a, "PONG"},
-            {0xff, "ERROR"},
+            {0x0b, "PREFETCH"},   {0x0c, "OFFER"},        {0x8b, "PREFETCH_OK"},
+            {0x8c, "OFFER_OK"},   {0xff, "ERROR"},
         };
         int named = 0;
         for (unsigned t = 0; t < 256; t++) {
@@ -1122,13 +1127,39 @@ TEST(frame_type_names)
                 CHECK_EQ(strcmp(got, "?") != 0, chp_frame_max_payload((uint8_t)t) != 0);
                 named += strcmp(got, "?") != 0;
         }
-        CHECK_EQ(named, 21);
+        CHECK_EQ(named, 25);
+}
+
+TEST(file_request_with_and_without_origin)
+{
+        uint8_t id[32], key[32], buf[128];
+        memset(id, 1, 32);
+        memset(key, 2, 32);
+        struct chp_msg_file_req m = {.file_id = id}, back;
+        ssize_t n = chp_msg_file_req_encode(buf, sizeof(buf), &m);
+        CHECK_EQ(n, 32);
+        CHECK_OK(chp_msg_file_req_decode(buf, (size_t)n, &back));
+        CHECK(!back.has_origin && back.file_id == buf);
+        m = (struct chp_msg_file_req){.file_id = id, .has_origin = true, .origin_key = key,
+                                      .origin_addr = "relay.a:7700", .addr_len = 12};
+        n = chp_msg_file_req_encode(buf, sizeof(buf), &m);
+        CHECK_EQ(n, 32 + 32 + 1 + 12);
+        CHECK_OK(chp_msg_file_req_decode(buf, (size_t)n, &back));
+        CHECK(back.has_origin && back.addr_len == 12 && memcmp(back.origin_addr, "relay.a:7700", 12) == 0 &&
+              memcmp(back.origin_key, key, 32) == 0);
+        for (ssize_t k = 0; k < n; k++) /* every other length is malformed */
+                if (k != 32)
+                        CHECK_EQ(chp_msg_file_req_decode(buf, (size_t)k, &back), -EBADMSG);
+        buf[64] = 0; /* an empty address */
+        CHECK_EQ(chp_msg_file_req_decode(buf, 65, &back), -EBADMSG);
+        m.addr_len = 0;
+        CHECK_EQ(chp_msg_file_req_encode(buf, sizeof(buf), &m), -EINVAL);
 }
 
 TEST(wire_strerror)
 {
-        const char *seen[14] = {0};
-        for (uint32_t code = CHP_WE_BAD_FRAME; code <= CHP_WE_UNAUTHORIZED; code++) {
+        const char *seen[16] = {0};
+        for (uint32_t code = CHP_WE_BAD_FRAME; code <= CHP_WE_FETCHING; code++) {
                 const char *s = chp_wire_strerror(code);
                 REQUIRE(s);
                 CHECK(strcmp(s, "unknown error") != 0);
@@ -1138,7 +1169,7 @@ TEST(wire_strerror)
                 seen[code] = s;
         }
         CHECK(strcmp(chp_wire_strerror(0), "unknown error") == 0);
-        CHECK(strcmp(chp_wire_strerror(CHP_WE_UNAUTHORIZED + 1), "unknown error") == 0);
+        CHECK(strcmp(chp_wire_strerror(CHP_WE_FETCHING + 1), "unknown error") == 0);
         CHECK(strcmp(chp_wire_strerror(UINT32_MAX), "unknown error") == 0);
 }
 

@@ -135,15 +135,33 @@ static void check_payload(uint8_t type, const uint8_t *p, size_t len)
                 expect_same(chp_msg_get_chunk_encode(again, len, &u.get_chunk), again, p, len);
                 EXPECT(chp_msg_get_chunk_encode(again, shorter, &u.get_chunk) == -ENOSPC);
                 break;
+        case CHP_F_GET_MANIFEST:
+        case CHP_F_STAT: {
+                struct chp_msg_file_req q;
+                uint8_t re[32 + 33 + 255];
+                rc = chp_msg_file_req_decode(p, len, &q);
+                if (rc == 0) {
+                        ssize_t n = chp_msg_file_req_encode(re, sizeof(re), &q);
+                        EXPECT(n == (ssize_t)len && memcmp(re, p, len) == 0);
+                }
+                break;
+        }
+        case CHP_F_OFFER:
+                EXPECT(len <= CHP_CTRL_MAX_PAYLOAD);
+                break;
         case CHP_F_COMMIT:
         case CHP_F_DELETE:
-        case CHP_F_GET_MANIFEST:
-        case CHP_F_STAT:
+        case CHP_F_PREFETCH:
         case CHP_F_COMMIT | CHP_F_REPLY:
-        case CHP_F_DELETE | CHP_F_REPLY: {
+        case CHP_F_DELETE | CHP_F_REPLY:
+        case CHP_F_PREFETCH | CHP_F_REPLY:
+        case CHP_F_OFFER | CHP_F_REPLY: {
                 size_t n = type == CHP_F_COMMIT || type == CHP_F_DELETE ? CHP_UPLOAD_ID_LEN
-                           : type == (CHP_F_DELETE | CHP_F_REPLY)       ? 0
-                                                                        : CHP_HASH_BYTES;
+                           : type == (CHP_F_DELETE | CHP_F_REPLY) ||
+                                           type == (CHP_F_PREFETCH | CHP_F_REPLY) ||
+                                           type == (CHP_F_OFFER | CHP_F_REPLY)
+                                   ? 0
+                                   : CHP_HASH_BYTES;
                 const uint8_t *id = (const uint8_t *)&before;
                 rc = chp_msg_id_decode(p, len, n, &id);
                 EXPECT(rc == (len == n ? 0 : -EBADMSG));

@@ -1,0 +1,52 @@
+/* peer.h — federation: this relay fetching files from the relays it peers with, and offering
+ * them files of its own.
+ *
+ * A fetch pulls a file's manifest and the chunks this relay lacks from a peer over Noise IK (this
+ * relay's static key, the peer's pinned), checks every address (a peer is trusted no more than
+ * a client), and stores them as an upload of the manifest, so this relay's clients can fetch
+ * each chunk the moment it is stored (download while uploading); the last chunk commits the
+ * file, cached for file_expiry. One fetch per file at a time: concurrent requests join it. An
+ * offer asks a peer to fetch one of our files in the background (PREFETCH).
+ * Work runs on a small pool of worker threads; the functions below may be called from any
+ * thread. Errors are negative codes.
+ */
+#ifndef CHP_PEER_H
+#define CHP_PEER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hash.h"
+
+struct chp_shared;
+struct chp_peers;
+
+#define CHP_PEER_MSG_MAX 256
+
+/* Decodes the configured peers' keys; starts the workers (none if there are no peers). */
+int chp_peers_start(struct chp_shared *sh, struct chp_peers **out /* out */);
+/* Stops the workers (a fetch in progress stops at its next chunk) and frees. NULL is a no-op. */
+void chp_peers_stop(struct chp_peers *p);
+
+/* The index of the configured peer with this public key, or -1. */
+int chp_peers_find(const struct chp_peers *p, const uint8_t key[CHP_HASH_BYTES]);
+/* How many peers are configured (0 with p NULL). */
+int chp_peers_count(const struct chp_peers *p);
+/* A peer's name, for messages. */
+const char *chp_peers_name(const struct chp_peers *p, int peer);
+
+enum chp_fetch_state {
+        CHP_FETCH_NONE,    /* never asked, or long ago */
+        CHP_FETCH_RUNNING, /* queued or in progress */
+        CHP_FETCH_DONE,    /* the file is here */
+        CHP_FETCH_FAILED,  /* the last attempt failed (msg says why); reported once */
+};
+
+/* Starts a fetch of file_id from peer unless one runs; returns what the file's fetch is doing
+ * now. A failure is returned once, within a few seconds of it; the next call retries. */
+enum chp_fetch_state chp_peers_fetch(struct chp_peers *p, int peer,
+                                     const uint8_t file_id[CHP_HASH_BYTES], char *msg, size_t cap);
+/* Asks peer to fetch file_id from us (in the background). */
+int chp_peers_offer(struct chp_peers *p, int peer, const uint8_t file_id[CHP_HASH_BYTES]);
+
+#endif
