@@ -403,7 +403,7 @@ static bool chunk_begin(struct http *h)
 }
 
 /* Hands the filled (or final) chunk to the writer. */
-static int chunk_put(struct http *h, bool last)
+static int chunk_put(struct http *h)
 {
         uint8_t addr[CHP_HASH_BYTES];
         if (chp_sha256_final(&h->sha, addr) != 0)
@@ -442,7 +442,6 @@ static int chunk_put(struct http *h, bool last)
         }
         h->inflight += h->cs;
         h->next_index++;
-        (void)last;
         return submit(h, op) ? 0 : h->failed;
 }
 
@@ -511,7 +510,7 @@ static void body_end(struct http *h)
                      (uint64_t)h->next_index * h->cs + (h->chunk ? h->fill : 0) == h->length;
         if (!rc && h->chunk) {
                 if (final && h->fill > 0)
-                        rc = chunk_put(h, true);
+                        rc = chunk_put(h);
                 else if (!final)
                         rc = tail_keep(h);
         }
@@ -555,7 +554,7 @@ static void body_progress(struct http *h)
                         return;
                 }
                 if (h->chunk && h->fill == h->cs) {
-                        int rc = chunk_put(h, false);
+                        int rc = chunk_put(h);
                         if (rc && !h->failed)
                                 h->failed = rc;
                         continue;
