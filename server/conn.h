@@ -88,7 +88,6 @@ void conn_maybe_read(struct conn *c);
 
 /* Queues a store request done callback to this connection's loop (any thread). */
 void chp_loop_post(struct chp_loop *l, struct chp_store_req *req);
-struct chp_loop *conn_loop(struct conn *c);
 
 /* ---- the protocols that speak over connections ------------------------------------------ */
 

@@ -128,11 +128,6 @@ static struct io_uring_sqe *get_sqe(struct chp_loop *l)
         return sqe; /* NULL only if the kernel refuses to take submissions */
 }
 
-struct chp_loop *conn_loop(struct conn *c)
-{
-        return c->loop;
-}
-
 int chp_listen(const char *host, uint16_t port, int *fd, uint16_t *bound_port)
 {
         *fd = -1;
