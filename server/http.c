@@ -247,7 +247,6 @@ static void finish(struct http *h, struct resp *r, const void *body, size_t body
         memcpy(out, r->buf, r->len);
         if (!h->head_only && body_len)
                 memcpy(out + r->len, body, body_len);
-        atomic_fetch_add(&c->sh->http_bytes_out, n);
         c->last_active = chp_now_ms();
 }
 
@@ -529,7 +528,6 @@ static void absorb(struct http *h, size_t n)
                 h->failed = -EIO;
         h->fill += n;
         h->body_left -= n;
-        atomic_fetch_add(&h->c->sh->http_bytes_in, n);
 }
 
 /* Moves the body along: what arrived into the chunk buffer, full chunks to the writer, the next
@@ -889,7 +887,6 @@ static void dl_fill(struct conn *c)
                         conn_close(c);
                         return;
                 }
-                atomic_fetch_add(&c->sh->http_bytes_out, n);
                 d->next += n;
         }
         if (d->next > d->last) {
@@ -1001,7 +998,7 @@ static void metrics(struct http *h)
           "# TYPE chapar_bytes_sent_total counter\n"
           "chapar_bytes_sent_total{face=\"native\"} %llu\n"
           "chapar_bytes_sent_total{face=\"http\"} %llu\n",
-          (unsigned long long)(atomic_load(&sh->bytes_out) - atomic_load(&sh->http_bytes_out)),
+          (unsigned long long)atomic_load(&sh->bytes_out),
           (unsigned long long)atomic_load(&sh->http_bytes_out));
         M("# HELP chapar_chunks_stored_total Chunks written to the store.\n"
           "# TYPE chapar_chunks_stored_total counter\nchapar_chunks_stored_total %llu\n"

@@ -451,7 +451,8 @@ static void sent(struct conn *c, size_t n)
         it->off += n;
         c->out_bytes -= n;
         c->last_progress = chp_now_ms();
-        atomic_fetch_add(&c->sh->bytes_out, n);
+        /* bytes on the wire, by face */
+        atomic_fetch_add(c->ops->secure ? &c->sh->bytes_out : &c->sh->http_bytes_out, n);
         if (it->off == it->len) {
                 c->out_head = it->next;
                 if (!c->out_head)
@@ -637,7 +638,8 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
                         chp_log_debug("loop", "recv: %s", chp_strerror(res));
                 conn_close(c);
         } else {
-                atomic_fetch_add(&c->sh->bytes_in, (uint64_t)res);
+                atomic_fetch_add(c->ops->secure ? &c->sh->bytes_in : &c->sh->http_bytes_in,
+                                 (uint64_t)res);
                 c->last_progress = chp_now_ms();
                 int rc = 0;
                 if (had_buffer) {

@@ -32,8 +32,10 @@ struct chp_shared {
         atomic_uint_fast64_t mem_used; /* bytes of chunk and frame buffers across loops */
         atomic_uint conns;             /* open connections across loops */
         /* counters, read by metrics */
-        atomic_uint_fast64_t bytes_in, bytes_out, chunks_stored, chunks_dedup, frames_bad;
-        atomic_uint_fast64_t http_bytes_in, http_bytes_out, http_requests, uploads_active;
+        atomic_uint_fast64_t bytes_in, bytes_out; /* on native connections, on the wire */
+        atomic_uint_fast64_t http_bytes_in, http_bytes_out; /* on HTTP connections */
+        atomic_uint_fast64_t chunks_stored, chunks_dedup, frames_bad;
+        atomic_uint_fast64_t http_requests, uploads_active;
         atomic_uint_fast64_t errors[16];       /* by wire error code (native) */
         atomic_uint_fast64_t http_status[6];   /* by status class: 1xx..5xx (index 1..5) */
         /* commit latency: chunk submitted to the writer -> acknowledged */

@@ -35,6 +35,7 @@
 
 struct upl {
         bool used;
+        bool created_here; /* this connection opened it first (and may delete it) */
         uint8_t id[CHP_UPLOAD_ID_LEN];
         uint8_t file_id[CHP_HASH_BYTES];
         uint8_t *manifest; /* owned */
@@ -401,11 +402,14 @@ static void open_done(struct conn *c, struct op *op)
                         /* keep the manifest at hand: the payload leaves the memory budget */
                         size_t off = (size_t)(enc - op->buf);
                         uint8_t *copy = malloc(enc_len ? enc_len : 1);
+                        struct upl *u = NULL;
                         if (copy) {
                                 memcpy(copy, op->buf + off, enc_len);
-                                upl_add(c->nat, upload_id, r->u.upload_create.file_id, copy,
-                                        enc_len);
+                                u = upl_add(c->nat, upload_id, r->u.upload_create.file_id, copy,
+                                            enc_len);
                         }
+                        if (u && !r->u.upload_create.resumed)
+                                u->created_here = true;
                 }
         }
         free(missing);
@@ -508,6 +512,18 @@ static void on_upload_request(struct conn *c, const struct chp_frame_header *h, 
                 return;
         }
         bool commit = h->type == CHP_F_COMMIT;
+        if (!commit) {
+                /* Anyone who holds the file id can see a running upload's manifest (download
+                 * while uploading) and so resume it; deleting it is kept for the connection
+                 * that created it. Abandoned uploads expire on their own. */
+                struct upl *u = upl_find(c->nat, id);
+                if (!u || !u->created_here) {
+                        reply_error(c, h->id, CHP_WE_UNAUTHORIZED,
+                                    "only the connection that created an upload may delete it; "
+                                    "it expires by itself");
+                        return;
+                }
+        }
         struct op *op = op_new(c, h->type, h->id, commit ? CHP_REQ_COMMIT : CHP_REQ_UPLOAD_DELETE);
         if (!op) {
                 reply_error(c, h->id, CHP_WE_UNAVAILABLE, "out of memory");

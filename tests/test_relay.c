@@ -195,6 +195,34 @@ TEST(mismatch_and_bad_requests_keep_the_connection)
         rc_file_free(&f);
 }
 
+TEST(only_the_creator_deletes_an_upload)
+{
+        REQUIRE(started());
+        struct rc_conn a, b;
+        REQUIRE_OK(rc_connect(&a, relay.addr));
+        REQUIRE_OK(rc_connect(&b, relay.addr));
+        struct rc_file f;
+        REQUIRE_OK(rc_file_make(&f, 3 * 64 * KiB, 64 * KiB, 650, 0));
+        uint8_t ida[CHP_UPLOAD_ID_LEN], idb[CHP_UPLOAD_ID_LEN];
+        uint8_t *missing;
+        bool complete;
+        REQUIRE_OK(rc_open(&a, &f, ida, &missing, &complete));
+        free(missing);
+        /* someone else who knows the manifest resumes the same upload, but cannot delete it */
+        REQUIRE_OK(rc_open(&b, &f, idb, &missing, &complete));
+        free(missing);
+        CHECK(memcmp(ida, idb, sizeof(ida)) == 0);
+        struct chp_frame_header h;
+        uint8_t *reply;
+        CHECK_EQ(rc_call(&b, CHP_F_DELETE, idb, CHP_UPLOAD_ID_LEN, &h, &reply), RC_EREMOTE);
+        CHECK_EQ(b.last_error, CHP_WE_UNAUTHORIZED);
+        CHECK_OK(rc_call(&a, CHP_F_DELETE, ida, CHP_UPLOAD_ID_LEN, &h, &reply));
+        CHECK_EQ(h.len, 0);
+        rc_close(&a);
+        rc_close(&b);
+        rc_file_free(&f);
+}
+
 TEST(download_while_uploading)
 {
         REQUIRE(started());
