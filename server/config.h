@@ -14,7 +14,7 @@
  *              upload_expiry, file_expiry, memory_limit, cors_origins, tus_chunk_size,
  *              tus_max_size
  *   [store]    inline_max, map_size, segment_size, compact_ratio
- *   [peer "NAME"]  address, pubkey     (federation; kept for a later issue, parsed now)
+ *   [peer "NAME"]  address, pubkey     (federation: the relays this one fetches from and accepts)
  * Sizes accept K, M, G suffixes (powers of 1024); durations accept s, m, h, d suffixes.
  */
 #ifndef CHP_CONFIG_H
