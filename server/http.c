@@ -253,13 +253,15 @@ static void finish(struct http *h, struct resp *r, const void *body, size_t body
 static void simple(struct http *h, int status, const char *msg)
 {
         struct resp r;
-        start(h, &r, status);
-        if (status == 412 || h->route == R_FILES || h->route == R_UPLOAD)
-                add(&r, "Tus-Version: " TUS_VERSION "\r\n");
+        /* decided before the head is written, so that it says "Connection: close" when the
+         * relay will close (an error with a body left unread, or a malformed request) */
         if (status >= 400)
                 h->close_after = h->close_after || status >= 500 || status == 400 ||
                                  status == 413 || status == 414 || status == 431 || status == 505 ||
                                  status == 501 || h->body_left > 0;
+        start(h, &r, status);
+        if (status == 412 || h->route == R_FILES || h->route == R_UPLOAD)
+                add(&r, "Tus-Version: " TUS_VERSION "\r\n");
         if (msg) {
                 add(&r, "Content-Type: text/plain\r\n");
                 char body[512];
