@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# chapar-bench end to end, tiny: every scenario on both faces of a real chapard (plaintext native
+# face, HTTP face, ephemeral ports, a temp directory), each with --json: exit 0 and the keys a
+# report must have. Then the failures: no relay, the wrong face, a usage error. Finally the relay
+# stops cleanly on SIGTERM and `chapard verify` finds its store clean after the cut uploads.
+# Usage: bench_smoke.sh CHAPARD CHAPAR_BENCH
+set -uo pipefail
+chapard=$1
+bench=$2
+tmp=$(mktemp -d /tmp/chapar-bench-smoke-XXXXXX)
+pid=
+passed=0
+failed=0
+
+cleanup() {
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+        rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+ok() { echo "ok   $1"; passed=$((passed + 1)); }
+bad() { echo "FAIL $1"; failed=$((failed + 1)); }
+
+"$chapard" --data "$tmp/data" --listen 127.0.0.1:0 --http 127.0.0.1:0 --ready-file "$tmp/ready" \
+        --insecure-plaintext --sync none --log-level warn 2>>"$tmp/relay.log" &
+pid=$!
+for _ in $(seq 200); do grep -q '^http=' "$tmp/ready" 2>/dev/null && break; sleep 0.05; done
+native=$(sed -n 's/^native=//p' "$tmp/ready" 2>/dev/null)
+http=$(sed -n 's/^http=//p' "$tmp/ready" 2>/dev/null)
+if [ -z "$native" ] || [ -z "$http" ]; then
+        echo "FAIL chapard did not start"
+        cat "$tmp/relay.log"
+        echo "0 passed, 1 failed"
+        exit 1
+fi
+
+# run NAME "KEYS..." ARGS...: chapar-bench on both faces; exit 0, one JSON object with every key
+# and a run for each face.
+run() {
+        local name=$1 keys=$2
+        shift 2
+        "$bench" --native "$native" --http "$http" --pid "$pid" --seconds 20 --json "$@" \
+                >"$tmp/out" 2>"$tmp/err"
+        local rc=$?
+        if [ $rc -ne 0 ]; then
+                bad "$name: exit $rc"
+                cat "$tmp/err"
+                return
+        fi
+        local missing=
+        for k in scenario seed runs face phase bytes requests seconds mb_per_s req_per_s p50_ms \
+                p99_ms p999_ms relay_cpu_s relay_cpu_s_per_gb relay_vm_rss_kib relay_vm_hwm_kib \
+                client_cpu_s capped $keys; do
+                grep -q "\"$k\":" "$tmp/out" || missing="$missing $k"
+        done
+        local faces
+        faces=$(grep -o '"face":"native"' "$tmp/out" | head -1; grep -o '"face":"http"' "$tmp/out" | head -1)
+        if [ "$(head -c 1 "$tmp/out")" != "{" ] || [ "$(wc -l <"$tmp/out")" -ne 1 ]; then
+                bad "$name: not one JSON object on one line"
+                cat "$tmp/out"
+        elif [ -n "$missing" ]; then
+                bad "$name: keys missing:$missing"
+                cat "$tmp/out"
+        elif [ "$(echo "$faces" | wc -l)" -ne 2 ] || grep -q '"capped":true' "$tmp/out"; then
+                bad "$name: not a complete run on each face"
+                cat "$tmp/out"
+        elif command -v python3 >/dev/null && ! python3 -c 'import json,sys; json.load(sys.stdin)' <"$tmp/out"; then
+                bad "$name: invalid JSON"
+                cat "$tmp/out"
+        else
+                ok "$name"
+        fi
+}
+
+run upload "upload" --scenario upload --files 4 --size 300K --conns 2
+run download "download" --scenario download --files 4 --size 200K --conns 2
+run mix "mix photos voice videos files" --scenario mix --files 12 --size 300K --conns 3
+run fanout "download" --scenario fanout --size 256K --conns 4
+run resume "cuts retries bytes_sent resent_bytes resent_ratio" \
+        --scenario resume --files 4 --size 300K --chunk 64K --conns 2
+run idle "idle conns alive_after bytes_per_conn relay_before_rss_kib relay_after_rss_kib" \
+        --scenario idle --idle 50 --files 4 --size 64K --conns 2
+
+# the table (no --json) names both faces
+if "$bench" --native "$native" --http "$http" --scenario upload --files 2 --size 64K --conns 2 \
+        >"$tmp/out" 2>"$tmp/err" && grep -q '^native upload' "$tmp/out" &&
+        grep -q '^http   upload' "$tmp/out"; then
+        ok "the human table"
+else
+        bad "the human table"
+        cat "$tmp/out" "$tmp/err"
+fi
+
+# failures: a non-zero exit and a message that says what went wrong
+expect_fail() { # name code pattern args...
+        local name=$1 code=$2 pattern=$3
+        shift 3
+        "$bench" "$@" >"$tmp/out" 2>"$tmp/err"
+        local rc=$?
+        if [ $rc -eq "$code" ] && grep -q "$pattern" "$tmp/err"; then
+                ok "$name (exit $rc)"
+        else
+                bad "$name: exit $rc, wanted $code and '$pattern'"
+                cat "$tmp/err"
+        fi
+}
+expect_fail "no relay at the address" 2 "refused" --native 127.0.0.1:1 --scenario upload --files 1
+expect_fail "the HTTP port given as native" 2 "native face" --native "$http" --scenario upload \
+        --files 1 --size 64K
+expect_fail "a missing --scenario" 1 "scenario" --native "$native"
+expect_fail "a size it cannot parse" 1 "size" --native "$native" --scenario upload --size 12Q
+
+kill -TERM "$pid"
+wait "$pid"
+rc=$?
+pid=
+if [ $rc -eq 0 ]; then ok "chapard stops on SIGTERM with exit 0"; else bad "chapard exit $rc on SIGTERM"; fi
+if "$chapard" verify --data "$tmp/data" >"$tmp/verify" 2>&1; then
+        ok "chapard verify: the store is clean"
+else
+        bad "chapard verify"
+        cat "$tmp/verify"
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
