@@ -153,11 +153,14 @@ start A "$aport"
 t5=$("$chapar" put "$tmp/f5" --relay "${addr[A]}")
 stop A
 seg=$(ls "$tmp/A.data/segments/"*.seg | tail -1)
-printf 'X' | dd of="$seg" bs=1 seek=$(( $(stat -c %s "$seg") - 100 )) conv=notrunc 2>/dev/null
+at=$(( $(stat -c %s "$seg") - 100 )) # inside the last chunk stored: f5's
+byte=$(dd if="$seg" bs=1 skip=$at count=1 2>/dev/null | od -An -tu1 | tr -d ' ')
+printf "\\x$(printf %02x $(( byte ^ 0xff )))" | dd of="$seg" bs=1 seek=$at conv=notrunc 2>/dev/null
 start A "$aport"
 "$chapar" get "$t5" --via "${addr[B]}" -o "$tmp/f5.b" >/dev/null 2>"$tmp/err.5"
 rc=$?
-check "a corrupted chunk from A is refused (exit $rc), no file" "[ $rc -ne 0 ] && [ ! -e '$tmp/f5.b' ]"
+check "a corrupted chunk from A is refused (exit $rc), no file" "[ $rc -ne 0 ] && [ ! -e '$tmp/f5.b' ]" ||
+        { cat "$tmp/err.5"; tail -5 "$tmp/B.log"; }
 check "B logs the peer that sent bad bytes" "grep -q 'does not match its address' '$tmp/B.log'"
 stop B
 "$chapard" verify --data "$tmp/B.data" >"$tmp/verify" 2>&1
