@@ -107,6 +107,19 @@ size=$(stat -c %s "$tmp/f2")
 check "the first chunk reached the client when A had sent $during of $size bytes" "[ $during -lt $size ]"
 check "the streamed file is identical" "cmp -s '$tmp/f2' '$tmp/f2.b'"
 
+# two users of B asking for the same new file at once: B fetches it from A once
+head -c $((20 * 1024 * 1024)) /dev/urandom >"$tmp/f6"
+t6=$("$chapar" put "$tmp/f6" --relay "${addr[A]}")
+before=$(native_sent)
+"$chapar" get "$t6" --via "${addr[B]}" -o "$tmp/f6.x" >/dev/null 2>&1 &
+g1=$!
+"$chapar" get "$t6" --via "${addr[B]}" -o "$tmp/f6.y" >/dev/null 2>&1 &
+g2=$!
+wait $g1 $g2
+sent=$(( $(native_sent) - before ))
+size=$(stat -c %s "$tmp/f6")
+check "two concurrent gets via B: A sent $sent bytes for a $size-byte file (once)" "[ $sent -lt $((size * 3 / 2)) ] && cmp -s '$tmp/f6' '$tmp/f6.x' && cmp -s '$tmp/f6' '$tmp/f6.y'"
+
 # an offer: B fetches before anyone asks
 yes CHAPAR-OFFER | head -c 3000000 >"$tmp/f3"
 t3=$("$chapar" put "$tmp/f3" --relay "${addr[A]}")
