@@ -107,6 +107,7 @@ struct http {
         int failed;        /* the first of their errors */
         uint8_t file_id[CHP_HASH_BYTES];
         bool committed;
+        bool claimed; /* this request is the upload's one writer (chp_upload_claim) */
         struct download dl;
         char *head;     /* the request head being served (HEAD_MAX bytes) */
         char host[256]; /* the Host header, for absolute Location URLs */
@@ -173,6 +174,8 @@ static const char *reason(int status)
                 return "Unsupported Media Type";
         case 416:
                 return "Range Not Satisfiable";
+        case 423:
+                return "Locked";
         case 431:
                 return "Request Header Fields Too Large";
         case 460:
@@ -326,7 +329,9 @@ static void request_reset(struct http *h)
         h->route = R_NONE;
         h->body_left = 0;
         h->fill = h->base = 0;
-        h->created = h->set_length = h->committed = false;
+        if (h->claimed)
+                chp_upload_release(sh, h->id);
+        h->created = h->set_length = h->committed = h->claimed = false;
         h->failed = 0;
         h->has_origin = h->expect_continue = h->head_only = false;
         if (h->c->body)
@@ -1200,6 +1205,13 @@ static void patch(struct http *h, const struct chp_http_request *req)
                 simple(h, 400, "Upload-Offset is required");
                 return;
         }
+        /* one writer per upload: a client resuming while its cut PATCH's chunks still land
+         * would otherwise race it (its offset would be stale) */
+        if (!chp_upload_claim(h->c->sh, h->id)) {
+                simple(h, 423, "another request is writing this upload; retry shortly");
+                return;
+        }
+        h->claimed = true;
         int rc = load_upload(h, true);
         if (rc) {
                 simple(h, rc == -ENOENT ? 404 : status_of(rc), NULL);

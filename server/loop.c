@@ -30,15 +30,15 @@
 #include "secure.h"
 #include "uring_compat.h"
 
-#define RING_ENTRIES 4096
-#define BUF_COUNT    512 /* provided buffers per loop (power of two) */
-#define BUF_SIZE     (16 * 1024)
-#define BUF_GROUP    0
-#define TICK_MS      200
-#define OUT_CHUNK    (16 * 1024) /* coalescing capacity of a small output item */
+#define RING_ENTRIES  4096
+#define BUF_COUNT     512 /* provided buffers per loop (power of two) */
+#define BUF_SIZE      (16 * 1024)
+#define BUF_GROUP     0
+#define TICK_MS       200
+#define OUT_CHUNK     (16 * 1024) /* coalescing capacity of a small output item */
 #define STOP_GRACE_MS 5000
-#define SEAL_SLICE   (256 * 1024) /* stored chunk bytes sealed at a time */
-#define DRAIN_LOW    (4u << 20)   /* below this much queued output, ask for more */
+#define SEAL_SLICE    (256 * 1024) /* stored chunk bytes sealed at a time */
+#define DRAIN_LOW     (4u << 20)   /* below this much queued output, ask for more */
 
 enum op {
         OP_ACCEPT = 1,
@@ -53,8 +53,8 @@ enum op {
 struct out_item {
         struct out_item *next;
         bool splice;
-        bool wire; /* already in wire form: never sealed, never appended to */
-        size_t len, off, cap; /* bytes: len queued, off sent; splice: len to send, off sent */
+        bool wire;                /* already in wire form: never sealed, never appended to */
+        size_t len, off, cap;     /* bytes: len queued, off sent; splice: len to send, off sent */
         struct chp_chunk_loc loc; /* splice only */
         uint64_t file_off;        /* splice only */
         uint8_t data[];           /* bytes only */
@@ -338,8 +338,8 @@ static int seal_head(struct conn *c)
         }
         size_t got = 0;
         while (got < n) {
-                ssize_t r = pread(it->loc.fd, plain + got, n - got,
-                                  (off_t)(it->file_off + it->off + got));
+                ssize_t r =
+                    pread(it->loc.fd, plain + got, n - got, (off_t)(it->file_off + it->off + got));
                 if (r <= 0) {
                         free(plain);
                         free(w);
@@ -437,8 +437,8 @@ void conn_flush(struct conn *c)
                 size_t n = it->len - it->off;
                 if (n > c->pipe_size)
                         n = c->pipe_size;
-                io_uring_prep_splice(sqe, it->loc.fd, (int64_t)(it->file_off + it->off),
-                                     c->pipe[1], -1, (unsigned)n, SPLICE_F_MOVE);
+                io_uring_prep_splice(sqe, it->loc.fd, (int64_t)(it->file_off + it->off), c->pipe[1],
+                                     -1, (unsigned)n, SPLICE_F_MOVE);
                 io_uring_sqe_set_data64(sqe, ud_pack(c, OP_SPLICE_IN));
         }
         c->send_armed = true;
@@ -596,7 +596,7 @@ static void on_accept(struct chp_loop *l, struct listener *li, struct io_uring_c
                 return;
         }
         *c = (struct conn){
-                .loop = l, .sh = l->sh, .fd = fd, .refs = 1, .pipe = {-1, -1}, .ops = li->ops};
+            .loop = l, .sh = l->sh, .fd = fd, .refs = 1, .pipe = {-1, -1}, .ops = li->ops};
         c->last_active = c->last_progress = chp_now_ms();
         if (secure_attach(c) != 0 || c->ops->attach(c) != 0) {
                 c->ops->detach(c);
@@ -616,8 +616,8 @@ static void on_accept(struct chp_loop *l, struct listener *li, struct io_uring_c
 
 static void recycle_buffer(struct chp_loop *l, unsigned bid)
 {
-        io_uring_buf_ring_add(l->br, l->bufs + (size_t)bid * BUF_SIZE, BUF_SIZE, (unsigned short)bid,
-                              io_uring_buf_ring_mask(BUF_COUNT), 0);
+        io_uring_buf_ring_add(l->br, l->bufs + (size_t)bid * BUF_SIZE, BUF_SIZE,
+                              (unsigned short)bid, io_uring_buf_ring_mask(BUF_COUNT), 0);
         io_uring_buf_ring_advance(l->br, 1);
 }
 
@@ -708,7 +708,7 @@ void chp_loop_post(struct chp_loop *l, struct chp_store_req *req)
 }
 
 const double chp_commit_buckets[CHP_COMMIT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                        0.05,   0.1,   0.25,   0.5,   1.0};
+                                                       0.05,   0.1,   0.25,   0.5,   1.0};
 
 void chp_observe_commit(struct chp_shared *sh, uint64_t since_us)
 {
@@ -721,6 +721,41 @@ void chp_observe_commit(struct chp_shared *sh, uint64_t since_us)
                         atomic_fetch_add(&sh->commit_le[i], 1);
         atomic_fetch_add(&sh->commit_count, 1);
         atomic_fetch_add(&sh->commit_sum_us, us);
+}
+
+bool chp_upload_claim(struct chp_shared *sh, const uint8_t id[16])
+{
+        bool ok = true;
+        pthread_mutex_lock(&sh->upload_lock);
+        for (size_t i = 0; i < sh->nbusy && ok; i++)
+                if (memcmp(sh->busy_uploads[i], id, 16) == 0)
+                        ok = false;
+        if (ok && sh->nbusy == sh->capbusy) {
+                size_t cap = sh->capbusy ? sh->capbusy * 2 : 64;
+                uint8_t(*n)[16] = realloc(sh->busy_uploads, cap * 16);
+                if (n) {
+                        sh->busy_uploads = n;
+                        sh->capbusy = cap;
+                } else {
+                        ok = false;
+                }
+        }
+        if (ok)
+                memcpy(sh->busy_uploads[sh->nbusy++], id, 16);
+        pthread_mutex_unlock(&sh->upload_lock);
+        return ok;
+}
+
+void chp_upload_release(struct chp_shared *sh, const uint8_t id[16])
+{
+        pthread_mutex_lock(&sh->upload_lock);
+        for (size_t i = 0; i < sh->nbusy; i++) {
+                if (memcmp(sh->busy_uploads[i], id, 16) == 0) {
+                        memcpy(sh->busy_uploads[i], sh->busy_uploads[--sh->nbusy], 16);
+                        break;
+                }
+        }
+        pthread_mutex_unlock(&sh->upload_lock);
 }
 
 uint64_t chp_now_us(void)
@@ -863,8 +898,7 @@ int chp_loop_create(struct chp_shared *sh, int native_fd, int http_fd, struct ch
                 goto fail;
         for (unsigned i = 0; i < BUF_COUNT; i++)
                 io_uring_buf_ring_add(l->br, l->bufs + (size_t)i * BUF_SIZE, BUF_SIZE,
-                                      (unsigned short)i, io_uring_buf_ring_mask(BUF_COUNT),
-                                      (int)i);
+                                      (unsigned short)i, io_uring_buf_ring_mask(BUF_COUNT), (int)i);
         io_uring_buf_ring_advance(l->br, BUF_COUNT);
         l->wake_fd = eventfd(0, EFD_CLOEXEC);
         if (l->wake_fd < 0) {

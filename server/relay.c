@@ -121,6 +121,7 @@ int chp_relay_run(const struct chp_config *cfg, volatile sig_atomic_t *stop)
         struct chp_identity identity = {0};
         struct worker *workers = calloc(cfg->threads, sizeof(*workers));
         struct chp_shared sh = {.cfg = cfg, .stop = stop};
+        pthread_mutex_init(&sh.upload_lock, NULL);
         if (!workers)
                 return -ENOMEM;
         if ((rc = chp_store_open(&cfg->store, &store))) {
@@ -222,6 +223,8 @@ out:
         for (unsigned i = 0; i < cfg->threads; i++)
                 chp_loop_destroy(workers[i].loop); /* NULL for a worker that failed to start */
         free(workers);
+        free(sh.busy_uploads);
+        pthread_mutex_destroy(&sh.upload_lock);
         chp_identity_wipe(&identity);
         if (cfg->ready_file)
                 unlink(cfg->ready_file);

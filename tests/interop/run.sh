@@ -594,6 +594,24 @@ upload_url_ok "$u" && preflight "${u#"$base"}" PATCH tus-resumable,upload-offset
 upload_url_ok "$u" && preflight "${u#"$base"}" DELETE tus-resumable
 hex 64 "$fid" && preflight "/f/$fid" GET range,if-none-match
 
+# ---- one writer per upload ----------------------------------------------------------------------
+
+# a PATCH that streams slowly holds the upload: a second PATCH meanwhile gets 423 Locked (which
+# tus clients retry), and once the first is done the upload goes on from its offset
+req POST "$base/files/" "${tus[@]}" -H "Upload-Length: 2000000"
+lock_url=$(h Location)
+head -c 1000000 /dev/urandom >"$tmp/lock.part"
+curl -sS --max-time 60 -o /dev/null -H 'Expect:' "${tus[@]}" -X PATCH -H 'Upload-Offset: 0'         -H 'Content-Type: application/offset+octet-stream' --limit-rate 400k         --data-binary @"$tmp/lock.part" "$lock_url" 2>/dev/null &
+slow=$!
+sleep 0.5
+req PATCH "$lock_url" "${tus[@]}" -H 'Upload-Offset: 0'         -H 'Content-Type: application/offset+octet-stream' --data-binary @"$tmp/lock.part"
+need "status $code, want 423" is "$code" 423
+verdict "a PATCH while another streams into the same upload -> 423 Locked"
+wait $slow
+req HEAD "$lock_url" "${tus[@]}"
+need "Upload-Offset $(h Upload-Offset), want 1000000" is "$(h Upload-Offset)" 1000000
+verdict "after the first PATCH, the upload stands where it left it"
+
 # ---- operations ------------------------------------------------------------------------------
 
 req GET "$base/healthz"
