@@ -1057,7 +1057,7 @@ static int native_resume(struct worker *w, struct bfile *bf, char *why)
 }
 
 /* tus: POST, a PATCH cut at a random byte, then on new connections HEAD + PATCH from the
- * offset the relay reports (again after a 409, when the cut bytes landed meanwhile). */
+ * offset the relay reports (again after a 409 or 423, while the cut request finishes). */
 static int http_resume(struct worker *w, struct bfile *bf, char *why)
 {
         char extra[256], path[256];
@@ -1099,6 +1099,10 @@ static int http_resume(struct worker *w, struct bfile *bf, char *why)
                         return ERR_NET;
                 rc = hc_request(&w->hc, "HEAD", path, "Tus-Resumable: 1.0.0\r\n", NULL, 0, 0, NULL,
                                 0, w->scratch, &r);
+                if (!rc && r.status == 423) { /* the cut request still holds the upload */
+                        w->retries++;
+                        continue;
+                }
                 if (rc || r.status != 200 || !r.has_offset || r.offset > bf->size) {
                         hc_text(rc, &r, why, WHY_MAX);
                         drop_conn(w);
@@ -1114,8 +1118,11 @@ static int http_resume(struct worker *w, struct bfile *bf, char *why)
                 rc = hc_request(&w->hc, "PATCH", path, extra, bf->f.data + off, bf->size - off,
                                 bf->size - off, NULL, 0, w->scratch, &r);
                 sent += r.sent;
-                if (!rc && r.status == 409) { /* the cut request's bytes landed meanwhile */
+                if (!rc && (r.status == 409 || r.status == 423)) {
+                        /* 409: the cut request's bytes landed meanwhile; 423: the cut request
+                         * still holds the upload (its last chunks are being stored) */
                         w->retries++;
+                        drop_conn(w); /* the relay closes after an error with a body */
                         continue;
                 }
                 if (rc || r.status != 204) {
@@ -1816,8 +1823,9 @@ static void print_table(const struct opts *o, const struct report *rep)
                        r->file_bytes ? 100.0 * (double)resent / (double)r->file_bytes : 0,
                        r->cuts ? (double)resent / 1e3 / (double)r->cuts : 0);
                 if (r->retries)
-                        printf("  %llu PATCH(es) answered 409 (the cut bytes landed after the "
-                               "HEAD) and were sent again\n",
+                        printf("  %llu request(s) answered 409 or 423 (the cut request still "
+                               "finishing) "
+                               "and were sent again\n",
                                (unsigned long long)r->retries);
         }
         for (unsigned i = 0; i < rep->nidle; i++) {
