@@ -192,32 +192,51 @@ static int ticket_client(const char *ticket, const char *via, bool plaintext,
         return connect_to(via ? via : addr, via ? NULL : t.relay_key, plaintext, c);
 }
 
-static int cmd_get(int argc, char **argv)
+/* The arguments get and stat share: TICKET [--via HOST:PORT] [--json] [--insecure-plaintext],
+ * and for get [-o PATH]. Connects to the relay they name. Returns 0 or the exit code. */
+struct ticket_args {
+        const char *ticket, *out, *via;
+        bool json, plaintext;
+};
+
+static int ticket_command(int argc, char **argv, bool with_out, struct ticket_args *a,
+                          struct chapar_client **c)
 {
-        const char *ticket = NULL, *out = NULL, *via = NULL;
-        bool json = false, plaintext = false;
+        memset(a, 0, sizeof(*a));
+        *c = NULL;
         for (int i = 0; i < argc; i++) {
-                if (strcmp(argv[i], "-o") == 0 && i + 1 < argc)
-                        out = argv[++i];
+                if (with_out && strcmp(argv[i], "-o") == 0 && i + 1 < argc)
+                        a->out = argv[++i];
                 else if (strcmp(argv[i], "--via") == 0 && i + 1 < argc)
-                        via = argv[++i];
+                        a->via = argv[++i];
                 else if (strcmp(argv[i], "--json") == 0)
-                        json = true;
+                        a->json = true;
                 else if (strcmp(argv[i], "--insecure-plaintext") == 0)
-                        plaintext = true;
-                else if (argv[i][0] == '-' || ticket)
+                        a->plaintext = true;
+                else if (argv[i][0] == '-' || a->ticket)
                         return usage();
                 else
-                        ticket = argv[i];
+                        a->ticket = argv[i];
         }
-        if (!ticket)
+        if (!a->ticket)
                 return usage();
-        struct chapar_client *c = NULL;
-        int rc = ticket_client(ticket, via, plaintext, &c);
+        int rc = ticket_client(a->ticket, a->via, a->plaintext, c);
         if (rc) {
-                chapar_close(c);
-                return rc;
+                chapar_close(*c);
+                *c = NULL;
         }
+        return rc;
+}
+
+static int cmd_get(int argc, char **argv)
+{
+        struct ticket_args a;
+        struct chapar_client *c;
+        int rc = ticket_command(argc, argv, true, &a, &c);
+        if (rc)
+                return rc;
+        const char *ticket = a.ticket, *out = a.out;
+        bool json = a.json;
         struct progress pg = {.on = isatty(STDERR_FILENO) && !json, .start = now(), .verb = "get"};
         struct chapar_get_opts go = {.progress = show_progress, .progress_ctx = &pg};
         struct chapar_get_result r;
@@ -242,28 +261,13 @@ static int cmd_get(int argc, char **argv)
 
 static int cmd_stat(int argc, char **argv)
 {
-        const char *ticket = NULL, *via = NULL;
-        bool json = false, plaintext = false;
-        for (int i = 0; i < argc; i++) {
-                if (strcmp(argv[i], "--via") == 0 && i + 1 < argc)
-                        via = argv[++i];
-                else if (strcmp(argv[i], "--json") == 0)
-                        json = true;
-                else if (strcmp(argv[i], "--insecure-plaintext") == 0)
-                        plaintext = true;
-                else if (argv[i][0] == '-' || ticket)
-                        return usage();
-                else
-                        ticket = argv[i];
-        }
-        if (!ticket)
-                return usage();
-        struct chapar_client *c = NULL;
-        int rc = ticket_client(ticket, via, plaintext, &c);
-        if (rc) {
-                chapar_close(c);
+        struct ticket_args a;
+        struct chapar_client *c;
+        int rc = ticket_command(argc, argv, false, &a, &c);
+        if (rc)
                 return rc;
-        }
+        const char *ticket = a.ticket;
+        bool json = a.json;
         struct chapar_stat_result r;
         rc = chapar_stat(c, ticket, &r);
         if (rc) {
