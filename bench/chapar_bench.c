@@ -281,46 +281,6 @@ static void set_timeouts(int fd, int secs)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
-/* Writes every byte of iov (modified); returns 0 or -errno, and adds what went out to *done. */
-static int write_iov(int fd, struct iovec *iov, int n, uint64_t *done)
-{
-        while (n > 0) {
-                ssize_t w = writev(fd, iov, n);
-                if (w < 0 && errno == EINTR)
-                        continue;
-                if (w < 0)
-                        return -errno;
-                if (done)
-                        *done += (uint64_t)w;
-                while (n > 0 && (size_t)w >= iov->iov_len) {
-                        w -= (ssize_t)iov->iov_len;
-                        iov++;
-                        n--;
-                }
-                if (n > 0) {
-                        iov->iov_base = (uint8_t *)iov->iov_base + w;
-                        iov->iov_len -= (size_t)w;
-                }
-        }
-        return 0;
-}
-
-static int read_full(int fd, void *buf, size_t len)
-{
-        size_t got = 0;
-        while (got < len) {
-                ssize_t r = read(fd, (uint8_t *)buf + got, len - got);
-                if (r < 0 && errno == EINTR)
-                        continue;
-                if (r < 0)
-                        return -errno;
-                if (r == 0)
-                        return -ECONNRESET;
-                got += (size_t)r;
-        }
-        return 0;
-}
-
 /* A TCP connection to HOST:PORT with TCP_NODELAY; returns the fd or -errno. */
 static int tcp_connect(const char *hostport)
 {
@@ -557,7 +517,7 @@ static int hc_request(struct hconn *h, const char *method, const char *path, con
                 return -EMSGSIZE;
         struct iovec iov[2] = {{head, (size_t)n}, {(void *)body, (size_t)send_len}};
         uint64_t wrote = 0;
-        int rc = write_iov(h->fd, iov, send_len ? 2 : 1, &wrote);
+        int rc = rc_write_iov(h->fd, iov, send_len ? 2 : 1, &wrote);
         r->sent = wrote > (uint64_t)n ? wrote - (uint64_t)n : 0;
         if (send_len < body_len) {
                 hc_close(h);
@@ -991,7 +951,7 @@ static int native_send_until_cut(struct rc_conn *c, const struct rc_file *f,
                 uint32_t part = last ? (uint32_t)(cut - off) : len;
                 struct iovec iov[3] = {
                     {hdr, sizeof(hdr)}, {prefix, sizeof(prefix)}, {f->data + off, part}};
-                rc = write_iov(c->fd, iov, part ? 3 : 2, NULL);
+                rc = rc_write_iov(c->fd, iov, part ? 3 : 2, NULL);
                 if (rc)
                         break;
                 *sent += part;
@@ -1471,7 +1431,8 @@ static bool idle_alive(struct bench *b, int fd, struct hconn *h)
                 chp_frame_header_encode(hdr, CHP_F_PING, 2, 0);
                 struct iovec iov = {hdr, sizeof(hdr)};
                 struct chp_frame_header fh;
-                return write_iov(fd, &iov, 1, NULL) == 0 && read_full(fd, hdr, sizeof(hdr)) == 0 &&
+                return rc_write_iov(fd, &iov, 1, NULL) == 0 &&
+                       rc_read_all(fd, hdr, sizeof(hdr)) == 0 &&
                        chp_frame_header_decode(hdr, sizeof(hdr), &fh) == CHP_FRAME_HEADER &&
                        fh.type == (CHP_F_PING | CHP_F_REPLY) && fh.id == 2 && fh.len == 0;
         }

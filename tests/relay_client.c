@@ -20,7 +20,7 @@
 #include "bytes.h"
 #include "manifest.h"
 
-static int write_all(int fd, struct iovec *iov, int n)
+int rc_write_iov(int fd, struct iovec *iov, int n, uint64_t *done)
 {
         while (n > 0) {
                 ssize_t w = writev(fd, iov, n);
@@ -29,6 +29,8 @@ static int write_all(int fd, struct iovec *iov, int n)
                                 continue;
                         return -errno;
                 }
+                if (done)
+                        *done += (uint64_t)w;
                 while (n > 0 && (size_t)w >= iov->iov_len) {
                         w -= (ssize_t)iov->iov_len;
                         iov++;
@@ -42,7 +44,7 @@ static int write_all(int fd, struct iovec *iov, int n)
         return 0;
 }
 
-static int read_all(int fd, void *buf, size_t len)
+int rc_read_all(int fd, void *buf, size_t len)
 {
         size_t got = 0;
         while (got < len) {
@@ -58,19 +60,19 @@ static int read_all(int fd, void *buf, size_t len)
         return 0;
 }
 
-int rc_send(struct rc_conn *c, uint8_t type, uint32_t id, const void *a, size_t alen,
-            const void *b, size_t blen)
+int rc_send(struct rc_conn *c, uint8_t type, uint32_t id, const void *a, size_t alen, const void *b,
+            size_t blen)
 {
         uint8_t hdr[CHP_FRAME_HEADER];
         chp_frame_header_encode(hdr, type, id, (uint32_t)(alen + blen));
         struct iovec iov[3] = {{hdr, sizeof(hdr)}, {(void *)a, alen}, {(void *)b, blen}};
-        return write_all(c->fd, iov, 3);
+        return rc_write_iov(c->fd, iov, 3, NULL);
 }
 
 int rc_recv(struct rc_conn *c, struct chp_frame_header *h, uint8_t **payload)
 {
         uint8_t hdr[CHP_FRAME_HEADER];
-        int rc = read_all(c->fd, hdr, sizeof(hdr));
+        int rc = rc_read_all(c->fd, hdr, sizeof(hdr));
         if (rc)
                 return rc;
         if (chp_frame_header_decode(hdr, sizeof(hdr), h) != CHP_FRAME_HEADER)
@@ -82,7 +84,7 @@ int rc_recv(struct rc_conn *c, struct chp_frame_header *h, uint8_t **payload)
                 c->buf = nb;
                 c->cap = h->len;
         }
-        if ((rc = read_all(c->fd, c->buf, h->len)))
+        if ((rc = rc_read_all(c->fd, c->buf, h->len)))
                 return rc;
         *payload = c->buf;
         if (h->type == CHP_F_ERROR) {
@@ -96,8 +98,8 @@ int rc_recv(struct rc_conn *c, struct chp_frame_header *h, uint8_t **payload)
         return 0;
 }
 
-int rc_call(struct rc_conn *c, uint8_t type, const void *p, size_t len,
-            struct chp_frame_header *h, uint8_t **payload)
+int rc_call(struct rc_conn *c, uint8_t type, const void *p, size_t len, struct chp_frame_header *h,
+            uint8_t **payload)
 {
         uint32_t id = c->next_id++;
         int rc = rc_send(c, type, id, p, len, NULL, 0);
@@ -137,7 +139,7 @@ int rc_connect(struct rc_conn *c, const char *hostport)
          * --insecure-plaintext (the encrypted transport is libchapar's) */
         static const uint8_t pre[8] = {'C', 'H', 'P', '0', 0, 0, 0, 0};
         struct iovec iov = {(void *)pre, sizeof(pre)};
-        if ((rc = write_all(c->fd, &iov, 1)))
+        if ((rc = rc_write_iov(c->fd, &iov, 1, NULL)))
                 return rc;
         uint8_t p[16];
         struct chp_msg_hello hello = {.version = CHP_PROTO_VERSION};
@@ -265,8 +267,7 @@ int rc_send_chunks(struct rc_conn *c, const struct rc_file *f, const uint8_t *up
         int rc = lens ? 0 : -ENOMEM;
         while (!rc) {
                 /* send while the relay's window allows */
-                while (next < f->count && sent < max_chunks &&
-                       inflight < c->hello.max_inflight &&
+                while (next < f->count && sent < max_chunks && inflight < c->hello.max_inflight &&
                        window + chunk_len(f, next) <= c->hello.window_bytes) {
                         if (!chp_bit(missing, next)) {
                                 next++;
@@ -350,14 +351,13 @@ int rc_put(struct rc_conn *c, const struct rc_file *f, struct rc_put_stats *st)
         return rc;
 }
 
-int rc_get(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t **out,
-           uint64_t *len)
+int rc_get(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t **out, uint64_t *len)
 {
         return rc_fetch(c, file_id, out, len, true);
 }
 
-int rc_fetch(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t **out,
-             uint64_t *len, bool verify)
+int rc_fetch(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t **out, uint64_t *len,
+             bool verify)
 {
         if (out)
                 *out = NULL;
@@ -391,8 +391,7 @@ int rc_fetch(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t *
                         struct chp_msg_get_chunk g = {.addr = m.addrs + (size_t)next * 32};
                         uint8_t p[40];
                         chp_msg_get_chunk_encode(p, sizeof(p), &g);
-                        if ((rc = rc_send(c, CHP_F_GET_CHUNK, base + next, p, sizeof(p), NULL,
-                                          0)))
+                        if ((rc = rc_send(c, CHP_F_GET_CHUNK, base + next, p, sizeof(p), NULL, 0)))
                                 break;
                         next++;
                         inflight++;
@@ -448,9 +447,10 @@ int rc_relay_start(struct rc_relay *r, bool reuse, const char *const *extra)
         snprintf(data, sizeof(data), "%s/data", r->dir);
         snprintf(ready, sizeof(ready), "%s/ready", r->dir);
         unlink(ready);
-        const char *argv[32] = {r->chapard,  "--data",        data,         "--listen",
-                                "127.0.0.1:0", "--http",      "127.0.0.1:0", "--ready-file",
-                                ready,         "--log-level", "warn",        "--insecure-plaintext"};
+        const char *argv[32] = {r->chapard,    "--data",       data,
+                                "--listen",    "127.0.0.1:0",  "--http",
+                                "127.0.0.1:0", "--ready-file", ready,
+                                "--log-level", "warn",         "--insecure-plaintext"};
         int argc = r->encrypted_only ? 11 : 12;
         for (int i = 0; extra && extra[i] && argc < 31; i++)
                 argv[argc++] = extra[i];

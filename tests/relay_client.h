@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include "proto.h"
 
@@ -28,15 +29,20 @@ struct rc_conn {
         char last_msg[CHP_ERROR_MSG_MAX + 1];
 };
 
+/* Blocking I/O helpers: every byte of iov written (iov is modified; *done, if given, counts what
+ * went out), or exactly len bytes read (-ECONNRESET at end of stream). 0 or -errno. */
+int rc_write_iov(int fd, struct iovec *iov, int n, uint64_t *done);
+int rc_read_all(int fd, void *buf, size_t len);
+
 int rc_connect(struct rc_conn *c, const char *hostport);
 void rc_close(struct rc_conn *c);
 
-int rc_send(struct rc_conn *c, uint8_t type, uint32_t id, const void *a, size_t alen,
-            const void *b, size_t blen);
+int rc_send(struct rc_conn *c, uint8_t type, uint32_t id, const void *a, size_t alen, const void *b,
+            size_t blen);
 int rc_recv(struct rc_conn *c, struct chp_frame_header *h, uint8_t **payload);
 /* Sends a request and waits for its reply; ERROR replies become RC_EREMOTE. */
-int rc_call(struct rc_conn *c, uint8_t type, const void *p, size_t len,
-            struct chp_frame_header *h, uint8_t **payload);
+int rc_call(struct rc_conn *c, uint8_t type, const void *p, size_t len, struct chp_frame_header *h,
+            uint8_t **payload);
 
 /* A file's chunks, already "encrypted": the relay sees them as opaque bytes. */
 struct rc_file {
@@ -71,20 +77,19 @@ int rc_commit(struct rc_conn *c, const uint8_t *upload_id, uint8_t file_id[CHP_H
 int rc_put(struct rc_conn *c, const struct rc_file *f, struct rc_put_stats *st);
 /* GET_MANIFEST + pipelined GET_CHUNKs; checks every chunk's address; *out gets the bytes
  * (caller frees). */
-int rc_get(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t **out,
-           uint64_t *len);
+int rc_get(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t **out, uint64_t *len);
 /* rc_get with the client's own check optional, and out NULL to receive without keeping the
  * bytes (benchmarks measure the relay, not the client's SHA-256 or page faults). */
-int rc_fetch(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t **out,
-             uint64_t *len, bool verify);
+int rc_fetch(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t **out, uint64_t *len,
+             bool verify);
 
 /* ---- a relay under test ------------------------------------------------------------------ */
 
 struct rc_relay {
         pid_t pid;
-        char dir[256];      /* temp dir: data/ and ready */
-        char addr[128];     /* host:port of the native face */
-        char pubkey[72];    /* the relay's public key, hex */
+        char dir[256];       /* temp dir: data/ and ready */
+        char addr[128];      /* host:port of the native face */
+        char pubkey[72];     /* the relay's public key, hex */
         bool encrypted_only; /* start without --insecure-plaintext */
         char chapard[512];
 };
