@@ -650,11 +650,10 @@ static int load_upload(struct http *h, bool with_tail)
 static void head_upload(struct http *h)
 {
         /* while a PATCH streams into the upload its offset is moving: the client asks again */
-        if (!chp_upload_claim(h->c->sh, h->id)) {
+        if (chp_upload_busy(h->c->sh, h->id)) {
                 simple(h, 423, "another request is writing this upload; retry shortly");
                 return;
         }
-        chp_upload_release(h->c->sh, h->id);
         int rc = load_upload(h, false);
         if (rc) {
                 simple(h, rc == -ENOENT ? 404 : status_of(rc), NULL);

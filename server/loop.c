@@ -746,6 +746,16 @@ bool chp_upload_claim(struct chp_shared *sh, const uint8_t id[16])
         return ok;
 }
 
+bool chp_upload_busy(struct chp_shared *sh, const uint8_t id[16])
+{
+        bool busy = false;
+        pthread_mutex_lock(&sh->upload_lock);
+        for (size_t i = 0; i < sh->nbusy && !busy; i++)
+                busy = memcmp(sh->busy_uploads[i], id, 16) == 0;
+        pthread_mutex_unlock(&sh->upload_lock);
+        return busy;
+}
+
 void chp_upload_release(struct chp_shared *sh, const uint8_t id[16])
 {
         pthread_mutex_lock(&sh->upload_lock);

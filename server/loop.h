@@ -66,6 +66,8 @@ void chp_loop_destroy(struct chp_loop *l);
  * writer gets 423 and retries). Any thread; chp_upload_release undoes it. */
 bool chp_upload_claim(struct chp_shared *sh, const uint8_t id[16]);
 void chp_upload_release(struct chp_shared *sh, const uint8_t id[16]);
+/* Whether a request is writing the upload now. */
+bool chp_upload_busy(struct chp_shared *sh, const uint8_t id[16]);
 
 /* Counts one chunk acknowledgement that took from since_us (chp_now_us) to now. Any thread. */
 void chp_observe_commit(struct chp_shared *sh, uint64_t since_us);
