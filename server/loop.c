@@ -128,7 +128,7 @@ static struct io_uring_sqe *get_sqe(struct chp_loop *l)
         return sqe; /* NULL only if the kernel refuses to take submissions */
 }
 
-int chp_listen(const char *host, uint16_t port, int *fd, uint16_t *bound_port)
+int chp_listen(const char *host, uint16_t port, bool first, int *fd, uint16_t *bound_port)
 {
         *fd = -1;
         struct addrinfo hints = {.ai_family = AF_UNSPEC,
@@ -146,8 +146,13 @@ int chp_listen(const char *host, uint16_t port, int *fd, uint16_t *bound_port)
                 goto out;
         }
         setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
-            bind(s, res->ai_addr, res->ai_addrlen) != 0 || listen(s, 4096) != 0) {
+        /* The first socket listens before it has SO_REUSEPORT: the kernel then refuses it when
+         * any socket listens on the address (the check and the claim are one step in listen()).
+         * SO_REUSEPORT set afterwards lets this relay's other sockets join it; another chapard's
+         * first socket, which lacks it, still cannot. */
+        if ((!first && setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
+            bind(s, res->ai_addr, res->ai_addrlen) != 0 || listen(s, 4096) != 0 ||
+            (first && setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)) {
                 rc = -errno;
                 goto out;
         }

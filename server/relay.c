@@ -74,6 +74,17 @@ static int write_ready(const char *path, const char *host, uint16_t port, const 
         return 0;
 }
 
+static void listen_failed(const char *addr, const char *face, int rc)
+{
+        if (rc == -EADDRINUSE)
+                chp_log_error("relay", "cannot listen on %s (%s): address in use by another "
+                                       "process (is another chapard running?)",
+                              addr, face);
+        else
+                chp_log_error("relay", "cannot listen on %s (%s): %s", addr, face,
+                              chp_strerror(rc));
+}
+
 static void run_gc(struct chp_store *store)
 {
         struct chp_gc_stats st;
@@ -119,6 +130,7 @@ int chp_relay_run(const struct chp_config *cfg, volatile sig_atomic_t *stop)
 
         struct chp_store *store = NULL;
         struct chp_identity identity = {0};
+        bool ready_written = false;
         struct worker *workers = calloc(cfg->threads, sizeof(*workers));
         struct chp_shared sh = {.cfg = cfg, .stop = stop};
         pthread_mutex_init(&sh.upload_lock, NULL);
@@ -151,15 +163,15 @@ int chp_relay_run(const struct chp_config *cfg, volatile sig_atomic_t *stop)
                 struct worker *w = &workers[i];
                 *w = (struct worker){.sh = &sh, .lock = &lock, .cond = &cond,
                                      .reported = &reported, .http_fd = -1};
-                /* the first listener picks the port (port 0 = any); the others share it */
-                if ((rc = chp_listen(host, i ? bound : port, &w->listen_fd, &bound))) {
-                        chp_log_error("relay", "cannot listen on %s: %s", cfg->listen,
-                                      chp_strerror(rc));
+                /* the first listener picks the port (port 0 = any) and holds the address
+                 * against other processes; the others share it */
+                if ((rc = chp_listen(host, i ? bound : port, i == 0, &w->listen_fd, &bound))) {
+                        listen_failed(cfg->listen, "native", rc);
                         break;
                 }
-                if (http && (rc = chp_listen(hhost, i ? hbound : hport, &w->http_fd, &hbound))) {
-                        chp_log_error("relay", "cannot listen on %s (--http): %s", cfg->http,
-                                      chp_strerror(rc));
+                if (http &&
+                    (rc = chp_listen(hhost, i ? hbound : hport, i == 0, &w->http_fd, &hbound))) {
+                        listen_failed(cfg->http, "HTTP", rc);
                         close(w->listen_fd);
                         break;
                 }
@@ -196,6 +208,7 @@ int chp_relay_run(const struct chp_config *cfg, volatile sig_atomic_t *stop)
                 *stop = 1;
                 goto out;
         }
+        ready_written = cfg->ready_file != NULL;
 
         time_t last_gc = time(NULL);
         while (!*stop) {
@@ -226,7 +239,8 @@ out:
         free(sh.busy_uploads);
         pthread_mutex_destroy(&sh.upload_lock);
         chp_identity_wipe(&identity);
-        if (cfg->ready_file)
+        /* only our own: a relay that failed to start leaves another's ready file alone */
+        if (ready_written)
                 unlink(cfg->ready_file);
         if (!rc)
                 chp_log_info("relay", "stopped");
