@@ -7,7 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static enum chp_log_level current_level = CHP_LOG_INFO;
+/* atomic: a reload (SIGHUP) sets it on the main thread while every thread logs */
+static _Atomic(enum chp_log_level) current_level = CHP_LOG_INFO;
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 void chp_log_set_level(enum chp_log_level level)

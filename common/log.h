@@ -2,8 +2,8 @@
  *
  * Lines look like "2026-11-29T05:40:01.123Z warn store: message". Any thread may log; each line
  * is written with a single write(2) so lines from different threads do not interleave. The level
- * is set once at start-up (chp_log_set_level) before threads start; it is the process's one piece
- * of logging state.
+ * is set at start-up and again by a reload (SIGHUP), from any thread (it is atomic); it is the
+ * process's one piece of logging state.
  */
 #ifndef CHP_LOG_H
 #define CHP_LOG_H

@@ -823,3 +823,61 @@ int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
         c->store.sync = c->sync;
         return 0;
 }
+
+/* ---- reload ------------------------------------------------------------------------------ */
+
+/* What a running relay takes from a reloaded configuration (SIGHUP), besides its peers. Every
+ * other setting is read once at start-up (sockets, threads, the store, the key) and needs a
+ * restart: a setting missing here is kept at its running value, so a new one is never claimed to
+ * reload when it does not. */
+static const char *const reloadable[] = {
+    "log_level",    "max_connections", "idle_timeout", "io_timeout",     "window_bytes",
+    "max_inflight", "upload_expiry",   "file_expiry",  "memory_limit",   "cors_origins",
+    "tus_chunk_size", "tus_max_size",
+};
+
+static bool is_reloadable(const char *key)
+{
+        for (size_t i = 0; i < sizeof(reloadable) / sizeof(reloadable[0]); i++)
+                if (strcmp(reloadable[i], key) == 0)
+                        return true;
+        return false;
+}
+
+static bool is_string(enum kind k)
+{
+        return k == K_STRING || k == K_HOSTPORT;
+}
+
+int chp_config_keep_restart_settings(struct chp_config *next, const struct chp_config *running,
+                                     void (*changed)(void *ctx, const char *key), void *ctx)
+{
+        for (size_t i = 0; i < NSETTINGS; i++) {
+                const struct setting *s = &settings[i];
+                if (is_reloadable(s->key))
+                        continue;
+                char *nf = (char *)next + s->off;
+                const char *rf = (const char *)running + s->off;
+                if (is_string(s->kind)) {
+                        char **nv = (char **)(void *)nf;
+                        const char *rv = *(char *const *)(const void *)rf;
+                        if (*nv == rv || (*nv && rv && strcmp(*nv, rv) == 0))
+                                continue;
+                        char *copy = NULL;
+                        if (rv && !(copy = strdup(rv)))
+                                return -ENOMEM;
+                        free(*nv);
+                        *nv = copy;
+                } else {
+                        if (memcmp(nf, rf, s->width) == 0)
+                                continue;
+                        memcpy(nf, rf, s->width);
+                }
+                if (changed)
+                        changed(ctx, s->key);
+        }
+        /* the store's settings, those outside the table too, are the running store's */
+        next->store = running->store;
+        next->store.dir = next->data_dir;
+        return 0;
+}

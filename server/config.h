@@ -6,7 +6,7 @@
  * config and freed by chp_config_free (NULL-safe). Errors are -EINVAL (-ENOMEM when out of
  * memory; a config file that cannot be read is -EINVAL too) with a readable message in err (what
  * was wrong and where: "config.ini:12: unknown key 'foo' in [server]"); c may then be partly
- * overlaid. Start-up thread only.
+ * overlaid. The main thread only (at start-up and on reload).
  *
  * INI layout:
  *   [server]   data, listen, http, threads, sync, key, insecure_plaintext, ready_file, log_level,
@@ -82,6 +82,14 @@ int chp_config_parse_args(struct chp_config *c, int argc, char **argv,
 /* Checks cross-field rules (e.g. --insecure-plaintext only with a loopback --listen) and fills
  * derived fields (store.dir, store.sync). */
 int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX]);
+
+/* Reload (SIGHUP): next is a fresh configuration (defaults, file, flags, finished) and running
+ * the one in use. Every setting that only a restart changes (all but log_level, the limits and
+ * timeouts, cors_origins, tus_chunk_size, tus_max_size, and the peers) is given running's value
+ * in next; changed(ctx, key) is called for each that differed (the file asked for a change that
+ * needs a restart). Returns 0, or -ENOMEM with next partly updated (the caller frees it). */
+int chp_config_keep_restart_settings(struct chp_config *next, const struct chp_config *running,
+                                     void (*changed)(void *ctx, const char *key), void *ctx);
 
 /* Splits "HOST:PORT" / "[v6]:PORT" into host (cap bytes) and port. -EINVAL if malformed. */
 int chp_config_split_hostport(const char *s, char *host, size_t cap, uint16_t *port /* out */);

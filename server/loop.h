@@ -26,7 +26,11 @@ extern const double chp_commit_buckets[CHP_COMMIT_BUCKETS]; /* seconds, upper bo
 struct chp_peers;
 
 struct chp_shared {
-        const struct chp_config *cfg; /* borrowed */
+        /* The running configuration: an immutable snapshot that a reload (SIGHUP) replaces with
+         * another. Read it afresh in each callback and never keep the pointer, or a string in
+         * it, past the callback that read it: the old snapshot is freed once every loop has
+         * passed a point between callbacks (see relay.c). */
+        _Atomic(const struct chp_config *) cfg;
         struct chp_store *store;      /* borrowed */
         const struct chp_identity *identity; /* the relay's static key, borrowed */
         struct chp_peers *peers;             /* federation (server/peer.h) */

@@ -19,14 +19,6 @@
 #include "relay.h"
 #include "store.h"
 
-static volatile sig_atomic_t stop_flag;
-
-static void on_signal(int sig)
-{
-        (void)sig;
-        stop_flag = 1;
-}
-
 static int usage(FILE *to)
 {
         fprintf(to, "usage: chapard [--config FILE] [--data DIR] [--listen HOST:PORT]\n"
@@ -94,33 +86,48 @@ static int cmd_keygen(int argc, char **argv)
         return 0;
 }
 
-static int cmd_relay(int argc, char **argv)
+struct args {
+        int argc;
+        char **argv;
+};
+
+/* The configuration as the command line gives it: defaults, the --config file, the flags (which
+ * win), checked. At start-up and again on every SIGHUP. */
+static int load_config(void *ctx, struct chp_config *cfg, char err[CHP_CONFIG_ERR_MAX])
 {
-        struct chp_config cfg;
-        char err[CHP_CONFIG_ERR_MAX];
-        chp_config_defaults(&cfg);
-        const char *file = chp_config_find_file(argc + 1, argv - 1);
+        const struct args *a = ctx;
+        chp_config_defaults(cfg);
+        const char *file = chp_config_find_file(a->argc + 1, a->argv - 1);
         int rc = 0;
         if (file)
-                rc = chp_config_load_file(&cfg, file, err);
+                rc = chp_config_load_file(cfg, file, err);
         if (!rc)
-                rc = chp_config_parse_args(&cfg, argc, argv, err);
+                rc = chp_config_parse_args(cfg, a->argc, a->argv, err);
         if (!rc)
-                rc = chp_config_finish(&cfg, err);
+                rc = chp_config_finish(cfg, err);
+        return rc;
+}
+
+static int cmd_relay(int argc, char **argv)
+{
+        /* from the start: a SIGHUP (the terminal closing) never kills the relay; chp_relay_run
+         * takes these signals on the main thread */
+        sigset_t sigs;
+        chp_relay_block_signals(&sigs);
+        signal(SIGPIPE, SIG_IGN);
+        struct args a = {argc, argv};
+        struct chp_config cfg;
+        char err[CHP_CONFIG_ERR_MAX];
+        int rc = load_config(&a, &cfg, err);
         if (rc) {
                 fprintf(stderr, "chapard: %s\n", err);
                 chp_config_free(&cfg);
                 return 1;
         }
         chp_log_set_level(cfg.log_level);
-        struct sigaction sa;
-        memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = on_signal;
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGTERM, &sa, NULL);
-        sigaction(SIGINT, &sa, NULL);
-        signal(SIGPIPE, SIG_IGN);
-        rc = chp_relay_run(&cfg, &stop_flag);
+        struct chp_relay_source src = {load_config, &a, chp_config_find_file(argc + 1, argv - 1)};
+        volatile sig_atomic_t stop = 0;
+        rc = chp_relay_run(&cfg, &src, &stop);
         chp_config_free(&cfg);
         return rc ? 2 : 0;
 }

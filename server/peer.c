@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,11 +38,16 @@
 #define FETCH_WINDOW  16 /* GET_CHUNKs in flight toward the peer */
 #define FAIL_MEMORY_S 3  /* a failure is reported for this long; then a request retries */
 #define PEER_TIMEOUT  15000
+#define MAX_SLOTS     (4 * CHP_MAX_PEERS) /* peers configured over the process's life */
 
+/* A slot is written once, before nslots counts it, and never changed after: loop threads read
+ * it without a lock, a connection may keep its index. A reload that drops a peer clears its
+ * active flag; one that adds or changes a peer takes a new slot. */
 struct peer {
         char name[65];
         char addr[300];
         uint8_t key[CHP_HASH_BYTES];
+        atomic_bool active;
 };
 
 enum job_kind { JOB_FETCH, JOB_OFFER };
@@ -60,8 +66,10 @@ struct job {
 
 struct chp_peers {
         struct chp_shared *sh;
-        struct peer *peers;
-        int npeers;
+        struct peer *peers;  /* MAX_SLOTS */
+        atomic_int nslots;   /* slots in use (release-stored once a slot is filled) */
+        atomic_int nactive;  /* of them, peers configured now */
+        atomic_uint_fast64_t upload_expiry, file_expiry; /* the running configuration's */
         pthread_mutex_t lock;
         pthread_cond_t cond;
         struct job jobs[MAX_JOBS];
@@ -217,6 +225,10 @@ static int fetch_chunks(struct chp_peers *p, struct job *j, struct chapar_client
                 pthread_mutex_unlock(&p->lock);
                 if (stop)
                         rc = CHP_ECLOSED;
+                if (!rc && !atomic_load(&pe->active)) {
+                        job_msg(p, j, "%s is no longer a peer of this relay", pe->name);
+                        rc = CHP_ECLOSED;
+                }
         }
         puts_wait(&ps, 0);
         if (!rc && ps.failed)
@@ -229,7 +241,8 @@ static int do_fetch(struct chp_peers *p, struct job *j)
 {
         const struct peer *pe = &p->peers[j->peer];
         struct chp_store *store = p->sh->store;
-        const struct chp_config *cfg = p->sh->cfg;
+        uint64_t upload_expiry = atomic_load(&p->upload_expiry);
+        uint64_t file_expiry = atomic_load(&p->file_expiry);
         struct chapar_client *c = NULL;
         uint8_t *man = NULL, id[CHP_HASH_BYTES];
         struct chp_upload *u = calloc(1, sizeof(*u));
@@ -284,8 +297,8 @@ static int do_fetch(struct chp_peers *p, struct job *j)
                 snprintf(u->tenant, sizeof(u->tenant), "peer:%.58s", pe->name);
                 u->chunk_size = m.chunk_size;
                 u->created = (uint64_t)time(NULL);
-                u->expires = u->created + (cfg->upload_expiry ? cfg->upload_expiry : 86400);
-                u->file_expires = cfg->file_expiry ? u->created + cfg->file_expiry : 0;
+                u->expires = u->created + (upload_expiry ? upload_expiry : 86400);
+                u->file_expires = file_expiry ? u->created + file_expiry : 0;
                 open.u.upload_create.upload = u;
                 open.u.upload_create.manifest = man;
                 open.u.upload_create.manifest_len = mlen;
@@ -374,41 +387,108 @@ static void *worker(void *arg)
 int chp_peers_start(struct chp_shared *sh, struct chp_peers **out)
 {
         *out = NULL;
-        const struct chp_config *cfg = sh->cfg;
+        char err[CHP_PEER_MSG_MAX];
         struct chp_peers *p = calloc(1, sizeof(*p));
         if (!p)
                 return -ENOMEM;
         p->sh = sh;
         pthread_mutex_init(&p->lock, NULL);
         pthread_cond_init(&p->cond, NULL);
-        p->peers = calloc(cfg->npeers ? cfg->npeers : 1, sizeof(*p->peers));
+        p->peers = calloc(MAX_SLOTS, sizeof(*p->peers));
         if (!p->peers) {
                 chp_peers_stop(p);
                 return -ENOMEM;
         }
-        for (unsigned i = 0; i < cfg->npeers; i++) {
-                const struct chp_peer_config *pc = &cfg->peers[i];
-                struct peer *pe = &p->peers[p->npeers];
-                if (!pc->pubkey ||
-                    chp_hex_decode(pc->pubkey, strlen(pc->pubkey), pe->key, CHP_HASH_BYTES) != 0) {
-                        chp_log_error("peer", "peer \"%s\": pubkey must be 64 hex digits",
-                                      pc->name);
-                        chp_peers_stop(p);
-                        return -EINVAL;
-                }
-                snprintf(pe->name, sizeof(pe->name), "%s", pc->name);
-                snprintf(pe->addr, sizeof(pe->addr), "%s", pc->address);
-                p->npeers++;
+        int rc = chp_peers_update(p, sh->cfg, err, sizeof(err));
+        if (rc) {
+                chp_log_error("peer", "%s", err);
+                chp_peers_stop(p);
+                return rc;
         }
-        for (int i = 0; p->npeers && i < WORKERS; i++) {
+        *out = p;
+        return 0;
+}
+
+/* The slot holding exactly this peer (name, address, key), or -1. */
+static int slot_of(const struct chp_peers *p, int n, const struct peer *want)
+{
+        for (int i = 0; i < n; i++) {
+                const struct peer *pe = &p->peers[i];
+                if (strcmp(pe->name, want->name) == 0 && strcmp(pe->addr, want->addr) == 0 &&
+                    memcmp(pe->key, want->key, CHP_HASH_BYTES) == 0)
+                        return i;
+        }
+        return -1;
+}
+
+int chp_peers_update(struct chp_peers *p, const struct chp_config *cfg, char *err, size_t cap)
+{
+        err[0] = '\0';
+        struct peer *want = calloc(CHP_MAX_PEERS, sizeof(*want));
+        int n = atomic_load(&p->nslots), added = 0, rc = 0;
+        bool keep[MAX_SLOTS] = {false};
+        if (!want)
+                return -ENOMEM;
+        /* everything is checked before anything changes: a bad peer leaves the running set */
+        for (unsigned i = 0; i < cfg->npeers && i < CHP_MAX_PEERS; i++) {
+                const struct chp_peer_config *pc = &cfg->peers[i];
+                struct peer *w = &want[i];
+                if (!pc->pubkey ||
+                    chp_hex_decode(pc->pubkey, strlen(pc->pubkey), w->key, CHP_HASH_BYTES) != 0) {
+                        snprintf(err, cap, "peer \"%s\": pubkey must be 64 hex digits", pc->name);
+                        rc = -EINVAL;
+                        goto out;
+                }
+                snprintf(w->name, sizeof(w->name), "%s", pc->name);
+                snprintf(w->addr, sizeof(w->addr), "%s", pc->address ? pc->address : "");
+                int at = slot_of(p, n, w);
+                if (at >= 0)
+                        keep[at] = true;
+                else
+                        added++;
+        }
+        if (n + added > MAX_SLOTS) {
+                snprintf(err, cap,
+                         "peers were changed too often since the relay started (%d slots of %d "
+                         "used): restart it to apply this change",
+                         n, MAX_SLOTS);
+                rc = -ENOSPC;
+                goto out;
+        }
+        /* new slots are filled, then published; only the active flags change in place */
+        int m = n;
+        for (unsigned i = 0; i < cfg->npeers && i < CHP_MAX_PEERS; i++) {
+                if (slot_of(p, m, &want[i]) >= 0)
+                        continue;
+                struct peer *pe = &p->peers[m];
+                memcpy(pe->name, want[i].name, sizeof(pe->name));
+                memcpy(pe->addr, want[i].addr, sizeof(pe->addr));
+                memcpy(pe->key, want[i].key, CHP_HASH_BYTES);
+                atomic_init(&pe->active, false);
+                keep[m++] = true;
+        }
+        atomic_store(&p->nslots, m);
+        int active = 0, was = atomic_load(&p->nactive);
+        for (int i = 0; i < m; i++) {
+                atomic_store(&p->peers[i].active, keep[i]);
+                active += keep[i];
+        }
+        atomic_store(&p->nactive, active);
+        atomic_store(&p->upload_expiry, cfg->upload_expiry);
+        atomic_store(&p->file_expiry, cfg->file_expiry);
+        if (active != was || added)
+                chp_log_info("peer", "%d peers configured", active);
+        /* the workers start with the first peer (at start-up or on a reload) */
+        pthread_mutex_lock(&p->lock);
+        for (int i = p->nthreads; active && i < WORKERS; i++) {
                 if (pthread_create(&p->threads[i], NULL, worker, p) != 0)
                         break;
                 p->nthreads++;
         }
-        if (p->npeers)
-                chp_log_info("peer", "%d peers configured", p->npeers);
-        *out = p;
-        return 0;
+        pthread_mutex_unlock(&p->lock);
+out:
+        free(want);
+        return rc;
 }
 
 void chp_peers_stop(struct chp_peers *p)
@@ -429,20 +509,28 @@ void chp_peers_stop(struct chp_peers *p)
 
 int chp_peers_find(const struct chp_peers *p, const uint8_t key[CHP_HASH_BYTES])
 {
-        for (int i = 0; p && i < p->npeers; i++)
-                if (sodium_memcmp(p->peers[i].key, key, CHP_HASH_BYTES) == 0)
+        int n = p ? atomic_load(&p->nslots) : 0;
+        for (int i = 0; i < n; i++)
+                if (atomic_load(&p->peers[i].active) &&
+                    sodium_memcmp(p->peers[i].key, key, CHP_HASH_BYTES) == 0)
                         return i;
         return -1;
 }
 
 int chp_peers_count(const struct chp_peers *p)
 {
-        return p ? p->npeers : 0;
+        return p ? atomic_load(&p->nactive) : 0;
 }
 
 const char *chp_peers_name(const struct chp_peers *p, int peer)
 {
-        return peer >= 0 && peer < p->npeers ? p->peers[peer].name : "?";
+        return peer >= 0 && peer < atomic_load(&p->nslots) ? p->peers[peer].name : "?";
+}
+
+/* Whether peer is a slot of a peer configured now. */
+static bool peer_active(const struct chp_peers *p, int peer)
+{
+        return peer >= 0 && peer < atomic_load(&p->nslots) && atomic_load(&p->peers[peer].active);
 }
 
 /* The job for (kind, file), a free slot, or the oldest finished one. Under the lock. */
@@ -470,6 +558,10 @@ enum chp_fetch_state chp_peers_fetch(struct chp_peers *p, int peer,
                                      const uint8_t file_id[CHP_HASH_BYTES], char *msg, size_t cap)
 {
         msg[0] = '\0';
+        if (!peer_active(p, peer)) {
+                snprintf(msg, cap, "%s is no longer a peer of this relay", chp_peers_name(p, peer));
+                return CHP_FETCH_FAILED;
+        }
         pthread_mutex_lock(&p->lock);
         bool found;
         struct job *j = job_slot(p, JOB_FETCH, file_id, &found);
@@ -502,6 +594,8 @@ enum chp_fetch_state chp_peers_fetch(struct chp_peers *p, int peer,
 
 int chp_peers_offer(struct chp_peers *p, int peer, const uint8_t file_id[CHP_HASH_BYTES])
 {
+        if (!peer_active(p, peer))
+                return -ENOENT;
         pthread_mutex_lock(&p->lock);
         bool found;
         struct job *j = job_slot(p, JOB_OFFER, file_id, &found);

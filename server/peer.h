@@ -23,12 +23,22 @@ struct chp_peers;
 
 #define CHP_PEER_MSG_MAX 256
 
+struct chp_config;
+
 /* Decodes the configured peers' keys; starts the workers (none if there are no peers). */
 int chp_peers_start(struct chp_shared *sh, struct chp_peers **out /* out */);
+/* Makes cfg's peers the configured ones (a reload), and takes its expiry settings: a peer added
+ * is accepted and fetched from at once; a peer dropped is refused from now on (its connections
+ * may finish the request in hand; a fetch from it stops at its next chunk). Everything is checked
+ * first: on error (a key that does not decode: -EINVAL; peers changed too often since start:
+ * -ENOSPC; -ENOMEM) nothing changed and err (cap bytes) says why. Main thread only; one call at a
+ * time. */
+int chp_peers_update(struct chp_peers *p, const struct chp_config *cfg, char *err, size_t cap);
 /* Stops the workers (a fetch in progress stops at its next chunk) and frees. NULL is a no-op. */
 void chp_peers_stop(struct chp_peers *p);
 
-/* The index of the configured peer with this public key, or -1. */
+/* The index of the configured peer with this public key, or -1. An index stays valid (and names
+ * the same peer) for the relay's life, even after a reload drops the peer. */
 int chp_peers_find(const struct chp_peers *p, const uint8_t key[CHP_HASH_BYTES]);
 /* How many peers are configured (0 with p NULL). */
 int chp_peers_count(const struct chp_peers *p);

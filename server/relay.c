@@ -2,12 +2,15 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "conn.h"
 #include "err.h"
 #include "hash.h"
 #include "identity.h"
@@ -18,11 +21,32 @@
 #include "uring_compat.h"
 
 #define GC_INTERVAL_S 60
+#define WAIT_MS       200 /* the main thread's turn: signals, GC, reload bookkeeping */
+
+/* Reload (SIGHUP) publishes a new configuration snapshot in sh->cfg; loops read it without a lock
+ * (loop.h: never past one callback). The snapshot it replaced is freed once every loop has run a
+ * barrier: a callback queued through the loop's completion queue after the new snapshot was
+ * published, which runs between the loop's other callbacks, so when it runs that loop holds no
+ * pointer into the old one. At most one snapshot waits for its barriers; a SIGHUP that comes
+ * meanwhile is applied when they are through. So at most three snapshots exist at once. */
+struct barrier {
+        struct conn_op op; /* first: the loop's queue hands back &op.req */
+        atomic_uint *pending;
+};
+
+struct reload {
+        const struct chp_relay_source *src;
+        struct chp_config *owned;    /* the running snapshot when a reload made it (else cfg) */
+        struct chp_config *retiring; /* the one before it, until every loop ran its barrier */
+        atomic_uint pending;         /* loops yet to run the barrier */
+        bool wanted;                 /* a SIGHUP came while a snapshot was retiring */
+};
 
 /* Rings are created with SINGLE_ISSUER: a ring must be set up by the thread that submits to it,
  * so each worker creates its own loop and reports back before it runs. */
 struct worker {
         struct chp_shared *sh;
+        struct barrier barrier;
         int listen_fd, http_fd;
         struct chp_loop *loop;
         pthread_t thread;
@@ -45,7 +69,69 @@ static void *worker_main(void *arg)
         if (rc)
                 return NULL;
         w->rc = chp_loop_run(w->loop);
+        if (w->rc)
+                *w->sh->stop = 1; /* a loop that died takes the relay down, ready file and all */
         return NULL;
+}
+
+static void barrier_done(struct conn_op *op)
+{
+        atomic_fetch_sub(((struct barrier *)op)->pending, 1);
+}
+
+static void restart_needed(void *ctx, const char *key)
+{
+        (void)ctx;
+        chp_log_warn("relay", "SIGHUP: '%s' differs from the running relay's; it takes a restart "
+                              "(keeping the running value)",
+                     key);
+}
+
+static void free_snapshot(struct chp_config *c)
+{
+        chp_config_free(c);
+        free(c);
+}
+
+/* Reads the configuration again and applies what can be applied to the running relay; on any
+ * error logs it and keeps the running configuration. Main thread. */
+static void reload(struct reload *r, struct chp_shared *sh, struct worker *workers, unsigned n)
+{
+        if (atomic_load(&r->pending)) {
+                r->wanted = true; /* the last snapshot still retiring: after its barriers */
+                return;
+        }
+        r->wanted = false;
+        free_snapshot(r->retiring);
+        r->retiring = NULL;
+        const struct chp_config *running = sh->cfg;
+        const char *file = r->src->file ? r->src->file : "the command line (no --config)";
+        char err[CHP_CONFIG_ERR_MAX] = "";
+        struct chp_config *next = calloc(1, sizeof(*next));
+        int rc = next ? r->src->load(r->src->ctx, next, err) : -ENOMEM;
+        if (!rc)
+                rc = chp_config_keep_restart_settings(next, running, restart_needed, NULL);
+        if (!rc)
+                rc = chp_peers_update(sh->peers, next, err, sizeof(err));
+        if (rc) {
+                chp_log_error("relay", "SIGHUP: %s; keeping the running configuration",
+                              err[0] ? err : chp_strerror(rc));
+                free_snapshot(next);
+                return;
+        }
+        sh->cfg = next; /* atomic: the loops' next callbacks see it */
+        chp_log_set_level(next->log_level);
+        if (r->owned) {
+                r->retiring = r->owned;
+                atomic_store(&r->pending, n);
+                for (unsigned i = 0; i < n; i++) {
+                        struct barrier *b = &workers[i].barrier;
+                        *b = (struct barrier){.op.done = barrier_done, .pending = &r->pending};
+                        chp_loop_post(workers[i].loop, &b->op.req);
+                }
+        }
+        r->owned = next;
+        chp_log_info("relay", "SIGHUP: configuration reloaded from %s", file);
 }
 
 /* Writes the ready file through a temporary name, so a reader never sees half of it. */
@@ -108,8 +194,22 @@ static void run_gc(struct chp_store *store)
         } while (st.more && ++rounds < 100);
 }
 
-int chp_relay_run(const struct chp_config *cfg, volatile sig_atomic_t *stop)
+void chp_relay_block_signals(sigset_t *set)
 {
+        sigemptyset(set);
+        sigaddset(set, SIGHUP);
+        sigaddset(set, SIGINT);
+        sigaddset(set, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, set, NULL);
+}
+
+int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *src,
+                  volatile sig_atomic_t *stop)
+{
+        /* before any thread starts (the store's writer, the loops): they inherit the mask, and
+         * the main thread takes these signals with sigtimedwait below */
+        sigset_t sigs;
+        chp_relay_block_signals(&sigs);
         char missing[256];
         int rc = chp_uring_probe(missing, sizeof(missing));
         if (rc) {
@@ -131,6 +231,7 @@ int chp_relay_run(const struct chp_config *cfg, volatile sig_atomic_t *stop)
         struct chp_store *store = NULL;
         struct chp_identity identity = {0};
         bool ready_written = false;
+        struct reload rl = {.src = src};
         struct worker *workers = calloc(cfg->threads, sizeof(*workers));
         struct chp_shared sh = {.cfg = cfg, .stop = stop};
         pthread_mutex_init(&sh.upload_lock, NULL);
@@ -212,8 +313,15 @@ int chp_relay_run(const struct chp_config *cfg, volatile sig_atomic_t *stop)
 
         time_t last_gc = time(NULL);
         while (!*stop) {
-                struct timespec ts = {.tv_sec = 0, .tv_nsec = 200 * 1000000L};
-                nanosleep(&ts, NULL); /* a signal cuts it short */
+                struct timespec ts = {.tv_sec = 0, .tv_nsec = WAIT_MS * 1000000L};
+                int sig = sigtimedwait(&sigs, NULL, &ts);
+                if (sig == SIGINT || sig == SIGTERM) {
+                        chp_log_info("relay", "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+                        *stop = 1;
+                        break;
+                }
+                if (sig == SIGHUP || (rl.wanted && !atomic_load(&rl.pending)))
+                        reload(&rl, &sh, workers, started);
                 if (time(NULL) - last_gc >= GC_INTERVAL_S) {
                         run_gc(store);
                         last_gc = time(NULL);
@@ -236,6 +344,8 @@ out:
         for (unsigned i = 0; i < cfg->threads; i++)
                 chp_loop_destroy(workers[i].loop); /* NULL for a worker that failed to start */
         free(workers);
+        free_snapshot(rl.retiring); /* the loops are gone: no barrier is pending any more */
+        free_snapshot(rl.owned);
         free(sh.busy_uploads);
         pthread_mutex_destroy(&sh.upload_lock);
         chp_identity_wipe(&identity);
