@@ -34,7 +34,7 @@ struct chp_shared {
         struct chp_store *store;      /* borrowed */
         const struct chp_identity *identity; /* the relay's static key, borrowed */
         struct chp_peers *peers;             /* federation (server/peer.h) */
-        volatile sig_atomic_t *stop;  /* set by the signal handler */
+        atomic_int *stop; /* set by the main thread (SIGINT, SIGTERM) or by a loop that failed */
         atomic_uint_fast64_t mem_used; /* bytes of chunk and frame buffers across loops */
         atomic_uint conns;             /* open connections across loops */
         /* counters, read by metrics */

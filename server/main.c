@@ -6,6 +6,7 @@
  *   chapard keygen --out FILE   write a relay key pair (mode 0600), print the public key
  */
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -126,7 +127,7 @@ static int cmd_relay(int argc, char **argv)
         }
         chp_log_set_level(cfg.log_level);
         struct chp_relay_source src = {load_config, &a, chp_config_find_file(argc + 1, argv - 1)};
-        volatile sig_atomic_t stop = 0;
+        atomic_int stop = 0;
         rc = chp_relay_run(&cfg, &src, &stop);
         chp_config_free(&cfg);
         return rc ? 2 : 0;

@@ -204,7 +204,7 @@ void chp_relay_block_signals(sigset_t *set)
 }
 
 int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *src,
-                  volatile sig_atomic_t *stop)
+                  atomic_int *stop)
 {
         /* before any thread starts (the store's writer, the loops): they inherit the mask, and
          * the main thread takes these signals with sigtimedwait below */

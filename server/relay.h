@@ -14,6 +14,7 @@
 #define CHP_RELAY_H
 
 #include <signal.h>
+#include <stdatomic.h>
 
 #include "config.h"
 
@@ -33,6 +34,6 @@ void chp_relay_block_signals(sigset_t *set /* out */);
 
 /* cfg is borrowed for the whole run (a reload replaces what the loops see, never cfg itself). */
 int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *src,
-                  volatile sig_atomic_t *stop);
+                  atomic_int *stop);
 
 #endif
