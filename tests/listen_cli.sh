@@ -33,6 +33,14 @@ for _ in $(seq 400); do grep -q pubkey "$tmp/a.ready" 2>/dev/null && break; slee
 native=$(sed -n 's/^native=//p' "$tmp/a.ready")
 http=$(sed -n 's/^http=//p' "$tmp/a.ready")
 check "relay A is up with four threads on $native and $http" "[ -n '$native' ] && [ -n '$http' ]"
+# port 0: the four threads' sockets on each face share the one port the kernel chose
+listeners() { ss -Hltn "sport = :${1##*:}" | wc -l; }
+if command -v ss >/dev/null; then
+        check "four listening sockets on A's native port ($(listeners "$native"))" \
+                "[ $(listeners "$native") -eq 4 ]"
+        check "four listening sockets on A's HTTP port ($(listeners "$http"))" \
+                "[ $(listeners "$http") -eq 4 ]"
+fi
 
 # Runs a second chapard with the given flags; waits until it exits or (when its ready file is its
 # own) writes its ready file, at most 20 s. Sets rc (its exit status, or "running": it was then
