@@ -371,7 +371,11 @@ static void *worker(void *arg)
                 j->queued = false;
                 j->msg[0] = '\0';
                 pthread_mutex_unlock(&p->lock);
-                int rc = j->kind == JOB_FETCH ? do_fetch(p, j) : do_offer(p, j);
+                int rc = CHP_ECLOSED;
+                if (!atomic_load(&p->peers[j->peer].active)) /* dropped by a reload meanwhile */
+                        job_msg(p, j, "%s is no longer a peer of this relay", p->peers[j->peer].name);
+                else
+                        rc = j->kind == JOB_FETCH ? do_fetch(p, j) : do_offer(p, j);
                 pthread_mutex_lock(&p->lock);
                 j->state = rc ? CHP_FETCH_FAILED : CHP_FETCH_DONE;
                 j->ended = time(NULL);

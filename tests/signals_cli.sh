@@ -179,6 +179,24 @@ check "B reloaded without peers refuses again" "[ ! -e '$tmp/f2.b' ] && grep -q 
 junk B
 check "B's --log-level info flag still wins over the file's warn" "[ $(refused B) -eq 1 ]"
 
+# peers are bounded: 64 new peers per reload take new slots until a reload is refused
+for round in 1 2 3 4 5; do
+        printf '[server]\nlog_level = warn\n' >"$tmp/B.ini"
+        for i in $(seq 64); do
+                printf '[peer "p%d"]\naddress = 127.0.0.1:%d\npubkey = %s\n' "$i" "$round" \
+                        "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$tmp/B.ini"
+        done
+        hup B
+        grep -q 'SIGHUP: peers were changed too often' "$tmp/B.log" && break
+done
+check "a reload beyond the peer slots is refused in round $round, not before the 4th" \
+        "[ $round -ge 4 ] && grep -q 'SIGHUP: peers were changed too often.*restart' '$tmp/B.log'"
+none=$(grep -c ' 0 peers configured' "$tmp/B.log")
+printf '[server]\nlog_level = warn\n' >"$tmp/B.ini"
+hup B
+check "B still runs and reloads (to no peers)" \
+        "alive B && [ $(grep -c ' 0 peers configured' "$tmp/B.log") -eq $((none + 1)) ]"
+
 stop A TERM
 stop B INT
 
