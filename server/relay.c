@@ -320,6 +320,10 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
                         *stop = 1;
                         break;
                 }
+                if (rl.retiring && !atomic_load(&rl.pending)) {
+                        free_snapshot(rl.retiring); /* every loop is past it */
+                        rl.retiring = NULL;
+                }
                 if (sig == SIGHUP || (rl.wanted && !atomic_load(&rl.pending)))
                         reload(&rl, &sh, workers, started);
                 if (time(NULL) - last_gc >= GC_INTERVAL_S) {
