@@ -38,6 +38,8 @@
 #define HEAD_MAX    CHP_HTTP_MAX_HEAD
 #define RESP_MAX    4096
 #define DRAIN_LOW   (4u << 20) /* keep this many download bytes queued */
+#define UNREAD_MAX  (64u << 10) /* a body left unread by a response is read and dropped up to
+                                   this size; a longer one closes the connection */
 #define TUS_VERSION "1.0.0"
 #define TUS_EXT                                                                                    \
         "creation,creation-with-upload,creation-defer-length,termination,checksum,"                \
@@ -52,7 +54,8 @@
         "X-HTTP-Method-Override, X-Requested-With, Range, If-None-Match"
 
 enum route { R_NONE, R_FILES, R_UPLOAD, R_FILE, R_METRICS, R_HEALTHZ };
-enum phase { PH_HEAD, PH_CREATE, PH_BODY, PH_FLUSH, PH_COMMIT, PH_SEND };
+/* PH_DISCARD: the response is out, the rest of the request's body is read and dropped */
+enum phase { PH_HEAD, PH_CREATE, PH_BODY, PH_FLUSH, PH_COMMIT, PH_SEND, PH_DISCARD };
 
 struct attach {
         uint32_t index;
@@ -83,8 +86,8 @@ struct http {
         uint8_t id[CHP_HASH_BYTES];
         bool keep_alive, close_after, head_only;
         char origin[256];
-        bool has_origin, expect_continue;
-        uint64_t body_left; /* body bytes still to come */
+        bool has_origin, expect_continue, continued; /* continued: 100 Continue was sent */
+        uint64_t body_left; /* body bytes not read yet (the response may leave some unread) */
         /* tus */
         struct chp_upload *up;
         bool created; /* a POST that made the upload */
@@ -194,8 +197,21 @@ static const char *reason(int status)
         return "Unknown";
 }
 
+/* The one rule for a response that leaves part of the request's body unread (an error, a 405,
+ * anything answered from the head alone): the connection goes on only if the rest can be read
+ * and dropped first -- at most UNREAD_MAX bytes, and only when the client is sending it (not
+ * one that waits for a 100 Continue it never got, whose next bytes may be its next request).
+ * Otherwise the connection closes after the response. Either way body bytes are never parsed
+ * as a request. Decided here, before the head says whether the connection stays open. */
+static void unread_body_rule(struct http *h)
+{
+        if (h->body_left > UNREAD_MAX || (h->body_left && h->expect_continue && !h->continued))
+                h->close_after = true;
+}
+
 static void start(struct http *h, struct resp *r, int status)
 {
+        unread_body_rule(h);
         r->len = 0;
         r->overflow = false;
         add(r, "HTTP/1.1 %d %s\r\n", status, reason(status));
@@ -257,11 +273,11 @@ static void simple(struct http *h, int status, const char *msg)
 {
         struct resp r;
         /* decided before the head is written, so that it says "Connection: close" when the
-         * relay will close (an error with a body left unread, or a malformed request) */
+         * relay will close (a malformed request, a server error; a body left unread is
+         * start()'s rule) */
         if (status >= 400)
                 h->close_after = h->close_after || status >= 500 || status == 400 ||
-                                 status == 413 || status == 414 || status == 431 || status == 505 ||
-                                 status == 501 || h->body_left > 0;
+                                 status == 414 || status == 431 || status == 505 || status == 501;
         start(h, &r, status);
         if (status == 412 || h->route == R_FILES || h->route == R_UPLOAD)
                 add(&r, "Tus-Version: " TUS_VERSION "\r\n");
@@ -333,20 +349,54 @@ static void request_reset(struct http *h)
                 chp_upload_release(sh, h->id);
         h->created = h->set_length = h->committed = h->claimed = false;
         h->failed = 0;
-        h->has_origin = h->expect_continue = h->head_only = false;
+        h->has_origin = h->expect_continue = h->continued = h->head_only = false;
         if (h->c->body)
                 h->c->body = NULL;
 }
 
-/* The response is queued: either close, or go on with the next request. */
+/* The response is queued: either close, or go on with the next request (after dropping what
+ * is left of this one's body: see unread_body_rule). */
 static void request_done(struct http *h)
 {
         struct conn *c = h->c;
         bool close = !h->keep_alive || h->close_after || h->stopping;
+        uint64_t unread = h->body_left;
         request_reset(h);
-        if (close)
+        if (close) {
                 conn_close_after_flush(c);
+        } else if (unread) {
+                h->ph = PH_DISCARD;
+                h->body_left = unread;
+        }
         /* a pipelined request may be waiting: the caller goes back to http_on_input */
+}
+
+/* PH_DISCARD: reads and drops the rest of the body (into the head buffer, free by now); true
+ * once it is all gone and the next request may be parsed. */
+static bool discard_body(struct http *h)
+{
+        struct conn *c = h->c;
+        if (c->body) {
+                if (c->body_got < c->body_len)
+                        return false;
+                h->body_left -= c->body_len;
+                c->body = NULL;
+        }
+        while (h->body_left) {
+                size_t have = c->in_len < h->body_left ? c->in_len : (size_t)h->body_left;
+                if (!have)
+                        break;
+                conn_consume(c, have);
+                h->body_left -= have;
+        }
+        if (h->body_left) {
+                /* received as a body, so that a client that stops sending meets io_timeout */
+                size_t want = h->body_left < HEAD_MAX ? (size_t)h->body_left : HEAD_MAX;
+                conn_want_body(c, (uint8_t *)h->head, want, 0);
+                return false;
+        }
+        h->ph = PH_HEAD;
+        return true;
 }
 
 /* ---- store requests ---------------------------------------------------------------------- */
@@ -692,6 +742,7 @@ static void body_start(struct http *h)
                 uint8_t *out = conn_out_reserve(c, sizeof(cont) - 1);
                 if (out)
                         memcpy(out, cont, sizeof(cont) - 1);
+                h->continued = true;
         }
         h->ph = PH_BODY;
         c->body = NULL;
@@ -836,7 +887,7 @@ static void hop_done(struct conn_op *base)
                 } else {
                         maybe_reply(h);
                 }
-                if (h->ph == PH_HEAD)
+                if (h->ph == PH_HEAD || h->ph == PH_DISCARD)
                         http_on_input(c); /* answered: the next request */
                 conn_flush(c);
                 conn_maybe_read(c);
@@ -1400,8 +1451,7 @@ static void on_request(struct http *h, const struct chp_http_request *req)
         if (!route(h, req))
                 return;
         if (body && h->method != CHP_HTTP_PATCH && h->method != CHP_HTTP_POST) {
-                h->close_after = true; /* not read: the connection cannot be reused */
-                simple(h, 400, "this request takes no body");
+                simple(h, 400, "this request takes no body"); /* and closes */
                 return;
         }
         switch (h->route) {
@@ -1453,7 +1503,11 @@ static void http_on_input(struct conn *c)
                         body_progress(h);
                 return;
         }
-        while (h->ph == PH_HEAD && !c->closing && !c->closed) {
+        for (;;) {
+                if (h->ph == PH_DISCARD && !discard_body(h))
+                        return;
+                if (h->ph != PH_HEAD || c->closing || c->closed)
+                        return;
                 struct chp_http_request req;
                 ssize_t n = chp_http_parse_request((const char *)c->in, c->in_len, &req);
                 if (n == -EAGAIN)
@@ -1489,8 +1543,8 @@ static void http_on_input(struct conn *c)
 static bool http_can_read(const struct conn *c)
 {
         const struct http *h = c->proto;
-        if (h->ph == PH_BODY)
-                return false; /* body bytes go into chunk buffers, armed by body_progress */
+        if (h->ph == PH_BODY || h->ph == PH_DISCARD)
+                return false; /* body bytes go into buffers armed by body_progress/discard_body */
         return h->ph == PH_HEAD && !h->stopping && c->out_bytes < c->sh->cfg->window_bytes &&
                c->in_len < HEAD_MAX;
 }
@@ -1512,7 +1566,7 @@ static void http_on_drain(struct conn *c)
         if (h->ph != PH_SEND)
                 return;
         dl_fill(c);
-        if (h->ph == PH_HEAD)
+        if (h->ph == PH_HEAD || h->ph == PH_DISCARD)
                 http_on_input(c); /* the download is queued whole: the next request */
 }
 

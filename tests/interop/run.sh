@@ -596,21 +596,135 @@ hex 64 "$fid" && preflight "/f/$fid" GET range,if-none-match
 
 # ---- one writer per upload ----------------------------------------------------------------------
 
-# a PATCH that streams slowly holds the upload: a second PATCH meanwhile gets 423 Locked (which
-# tus clients retry), and once the first is done the upload goes on from its offset
+# a PATCH that streams into an upload holds it: a second PATCH meanwhile gets 423 Locked (which
+# tus clients retry), and once the first is done the upload goes on from its offset. The first
+# PATCH is a raw connection that has sent its head and 1000 of its 1000000 bytes and waits for
+# the test, so the window is held open deterministically (no rate limit, no sleep); the second
+# PATCH's body is 4 KiB, within what the relay reads and drops after a response that leaves a
+# body unread (64 KiB), so curl sees the 423 instead of a connection cut mid-send (EPIPE).
 req POST "$base/files/" "${tus[@]}" -H "Upload-Length: 2000000"
 lock_url=$(h Location)
 head -c 1000000 /dev/urandom >"$tmp/lock.part"
-curl -sS --max-time 60 -o /dev/null -H 'Expect:' "${tus[@]}" -X PATCH -H 'Upload-Offset: 0'         -H 'Content-Type: application/offset+octet-stream' --limit-rate 400k         --data-binary @"$tmp/lock.part" "$lock_url" 2>/dev/null &
-slow=$!
-sleep 0.5
-req PATCH "$lock_url" "${tus[@]}" -H 'Upload-Offset: 0'         -H 'Content-Type: application/offset+octet-stream' --data-binary @"$tmp/lock.part"
+head -c 4096 "$tmp/lock.part" >"$tmp/lock.small"
+exec {slow}<>"/dev/tcp/${addr%:*}/${addr#*:}"
+printf 'PATCH %s HTTP/1.1\r\nHost: %s\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: 1000000\r\nConnection: close\r\n\r\n' \
+        "${lock_url#"$base"}" "$addr" >&"$slow"
+head -c 1000 "$tmp/lock.part" >&"$slow"
+# the relay holds the upload once it has that head: HEAD answers 423 from then on (at most 10 s)
+for _ in $(seq 200); do
+        req HEAD "$lock_url" "${tus[@]}"
+        [ "$code" = 423 ] && break
+        sleep 0.05
+done
+need "HEAD while a PATCH streams: status $code, want 423" is "$code" 423
+req PATCH "$lock_url" "${tus[@]}" -H 'Upload-Offset: 0' "${octets[@]}" --data-binary @"$tmp/lock.small"
 need "status $code, want 423" is "$code" 423
 verdict "a PATCH while another streams into the same upload -> 423 Locked"
-wait $slow
+tail -c +1001 "$tmp/lock.part" >&"$slow"
+timeout 20 cat <&"$slow" >"$tmp/slow.reply"
+exec {slow}>&-
+need "the streaming PATCH got '$(head -1 "$tmp/slow.reply" | tr -d '\r')', want 204" \
+        grep -qa '^HTTP/1.1 204' "$tmp/slow.reply"
 req HEAD "$lock_url" "${tus[@]}"
 need "Upload-Offset $(h Upload-Offset), want 1000000" is "$(h Upload-Offset)" 1000000
 verdict "after the first PATCH, the upload stands where it left it"
+
+# ---- a body is never taken for a request -----------------------------------------------------
+
+# raw FILE [ADDR]: FILE's bytes on one new connection; what comes back until the relay closes (at
+# most 10 s) is request N's reply: $body the whole stream, $code its status codes in order
+raw() {
+        local fd to=${2:-$addr}
+        n=$((n + 1))
+        hdr=$tmp/x/$n.h
+        body=$tmp/x/$n.b
+        printf 'raw %s\n' "$(head -c 300 "$1" | tr '\r\n' '  ')" >"$tmp/x/$n.req"
+        exec {fd}<>"/dev/tcp/${to%:*}/${to#*:}"
+        cat "$1" >&"$fd"
+        timeout 10 cat <&"$fd" >"$body"
+        exec {fd}>&-
+        code=$(grep -a '^HTTP/1\.1 [0-9]' "$body" | cut -d' ' -f2 | tr '\n' ' ' | sed 's/ $//')
+        sed -n '1,/^\r$/p' "$body" >"$hdr"
+        printf '%s\n' "$code" >"$tmp/x/$n.code"
+        return 0
+}
+crlf() { printf '%s\r\n' "$@"; } # LINE...: each line with CRLF
+
+# request smuggling: a request answered without reading its body, whose body is itself a
+# request (DELETE of a live upload, a fresh one each time), then a legitimate pipelined request.
+# The body must be read and dropped (the next answer is the /healthz) or the connection closed;
+# never executed.
+victim_new() { # a fresh 10 B upload: $victim its URL, $vpath its path, $tmp/inner its DELETE
+        req POST "$base/files/" "${tus[@]}" -H 'Upload-Length: 10'
+        victim=$(h Location)
+        vpath=${victim#"$base"}
+        crlf "DELETE $vpath HTTP/1.1" "Host: $addr" 'Tus-Resumable: 1.0.0' '' >"$tmp/inner"
+        upload_url_ok "$victim"
+}
+victim_alive() { # adds a reason unless the victim upload is still there
+        req HEAD "$victim" "${tus[@]}"
+        need "the body's DELETE was executed: HEAD of the upload says $code" is "$code" 200
+}
+crlf 'GET /healthz HTTP/1.1' "Host: $addr" 'Connection: close' '' >"$tmp/next"
+smuggle() { # WANT METHOD PATH [HEADER...]: METHOD PATH carrying the DELETE, then /healthz
+        local want=$1 method=$2 path=$3
+        shift 3
+        if ! victim_new; then
+                bad "smuggling: $method $path" "POST gave no usable Location" "$n"
+                return
+        fi
+        [ "$path" = VICTIM ] && path=$vpath
+        { crlf "$method $path HTTP/1.1" "Host: $addr" "$@" "Content-Length: $(stat -c %s "$tmp/inner")" ''
+          cat "$tmp/inner" "$tmp/next"; } >"$tmp/smuggle"
+        raw "$tmp/smuggle"
+        need "replies '$code', want '$want'" is "$code" "$want"
+        victim_alive
+        verdict "smuggling: $method $path with a DELETE as its body -> $want, the DELETE never runs"
+}
+zeros=$(printf '%032d' 0)
+smuggle '405 200' PUT /files/
+smuggle '405 200' POST /metrics
+smuggle '405 200' POST /healthz
+smuggle '405 200' POST VICTIM 'Tus-Resumable: 1.0.0'
+smuggle '405 200' PUT "/f/$(printf '%064d' 0)"
+smuggle '404 200' POST /no/such/path
+smuggle '404 200' PATCH "/files/$zeros" 'Tus-Resumable: 1.0.0' 'Upload-Offset: 0' \
+        'Content-Type: application/offset+octet-stream'
+smuggle '412 200' PATCH VICTIM 'Upload-Offset: 0' 'Content-Type: application/offset+octet-stream'
+smuggle '415 200' PATCH VICTIM 'Tus-Resumable: 1.0.0' 'Upload-Offset: 0'
+smuggle '409 200' PATCH VICTIM 'Tus-Resumable: 1.0.0' 'Upload-Offset: 3' \
+        'Content-Type: application/offset+octet-stream'
+smuggle '413 200' POST /files/ 'Tus-Resumable: 1.0.0' 'Upload-Length: 5' \
+        'Content-Type: application/offset+octet-stream'
+smuggle '400' POST /files/ 'Tus-Resumable: 1.0.0'
+smuggle '400' GET "/f/$(printf '%064d' 0)"
+smuggle '400' HEAD VICTIM 'Tus-Resumable: 1.0.0'
+smuggle '400' OPTIONS /files/
+smuggle '400' GET /metrics
+smuggle '400' DELETE "/files/$zeros" 'Tus-Resumable: 1.0.0'
+
+# more than the relay drops (64 KiB) is left unread: it answers, says it closes, and closes
+if victim_new; then
+        { crlf 'PUT /files/ HTTP/1.1' "Host: $addr" 'Content-Length: 100000' ''
+          cat "$tmp/inner" "$tmp/next"; } >"$tmp/smuggle"
+        raw "$tmp/smuggle"
+        need "replies '$code', want '405' and a close" is "$code" 405
+        need "no 'Connection: close' on the 405" grep -qi '^Connection: close' "$hdr"
+        victim_alive
+fi
+verdict "smuggling: a 100000 B body left unread -> 405, Connection: close, closed"
+
+# a client that waits for 100 Continue may not send its body at all: close, never guess
+if victim_new; then
+        { crlf 'PUT /files/ HTTP/1.1' "Host: $addr" 'Expect: 100-continue' \
+                "Content-Length: $(stat -c %s "$tmp/inner")" ''
+          cat "$tmp/inner" "$tmp/next"; } >"$tmp/smuggle"
+        raw "$tmp/smuggle"
+        need "replies '$code', want '405' and a close" is "$code" 405
+        need "no 'Connection: close' on the 405" grep -qi '^Connection: close' "$hdr"
+        victim_alive
+fi
+verdict "smuggling: Expect: 100-continue answered 405 -> closed, the body is never read as a request"
 
 # ---- operations ------------------------------------------------------------------------------
 
