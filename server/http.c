@@ -1210,6 +1210,10 @@ static void post(struct http *h, const struct chp_http_request *req)
                 simple(h, 413, "the body is longer than Upload-Length");
                 return;
         }
+        if (h->body_left > cfg->tus_max_size) {
+                simple(h, 413, "larger than Tus-Max-Size");
+                return;
+        }
         if (!checksum_setup(h, req))
                 return;
         struct hop *op = hop_new(h, CHP_REQ_UPLOAD_CREATE);
@@ -1289,11 +1293,16 @@ static void patch(struct http *h, const struct chp_http_request *req)
                 maybe_reply(h);
                 return;
         }
+        uint64_t max = h->c->sh->cfg->tus_max_size;
         if (len) {
                 if (chp_http_parse_u64(*len, &length) != 0 ||
                     (h->length != CHP_UPLOAD_SIZE_UNKNOWN && length != h->length) ||
-                    length < h->start || length > h->c->sh->cfg->tus_max_size) {
+                    length < h->start) {
                         simple(h, 400, "bad Upload-Length");
+                        return;
+                }
+                if (length > max) {
+                        simple(h, 413, "Upload-Length is larger than Tus-Max-Size");
                         return;
                 }
                 if (h->length == CHP_UPLOAD_SIZE_UNKNOWN) {
@@ -1316,6 +1325,12 @@ static void patch(struct http *h, const struct chp_http_request *req)
         }
         if (h->length != CHP_UPLOAD_SIZE_UNKNOWN && h->start + h->body_left > h->length) {
                 simple(h, 413, "the body goes past Upload-Length");
+                return;
+        }
+        /* a deferred length is bounded too: refused before anything of the body is stored */
+        if (h->length == CHP_UPLOAD_SIZE_UNKNOWN && h->body_left &&
+            (h->start > max || h->body_left > max - h->start)) {
+                simple(h, 413, "the upload would be larger than Tus-Max-Size");
                 return;
         }
         if (!checksum_setup(h, req))

@@ -25,6 +25,7 @@ fi
 tmp=$(mktemp -d /tmp/chapar-interop-XXXXXX)
 mkdir "$tmp/x"
 pid=
+pid2= # the second relay (a small tus_max_size)
 started=$SECONDS
 
 stop_relay() { # SIGTERM, then SIGKILL after 10 s; sets rc to the relay's exit status
@@ -38,6 +39,7 @@ stop_relay() { # SIGTERM, then SIGKILL after 10 s; sets rc to the relay's exit s
         pid=
 }
 cleanup() {
+        [ -n "$pid2" ] && kill -KILL "$pid2" 2>/dev/null && wait "$pid2" 2>/dev/null
         stop_relay
         rm -rf "$tmp"
 }
@@ -753,6 +755,75 @@ fi
 req GET "$base/no/such/path"
 need "status $code, want 404" is "$code" 404
 verdict "GET /no/such/path -> 404"
+
+# ---- Tus-Max-Size with a deferred length: a second relay with tus_max_size = 1 MiB ----------
+
+printf '[server]\ntus_max_size = 1M\n' >"$tmp/small.ini"
+"$chapard" --config "$tmp/small.ini" --data "$tmp/data2" --listen 127.0.0.1:0 --http 127.0.0.1:0 \
+        --ready-file "$tmp/ready2" --log-level warn 2>"$tmp/relay2.log" &
+pid2=$!
+for _ in $(seq 600); do
+        grep -q '^http=' "$tmp/ready2" 2>/dev/null && break
+        kill -0 "$pid2" 2>/dev/null || break
+        sleep 0.05
+done
+addr2=$(sed -n 's/^http=//p' "$tmp/ready2" 2>/dev/null)
+if [[ $addr2 =~ ^127\.0\.0\.1:[0-9]+$ ]]; then
+        base2=http://$addr2
+        head -c 700000 /dev/urandom >"$tmp/d700k"
+        head -c 348576 /dev/urandom >"$tmp/drest" # 700000 + 348576 = 1 MiB exactly
+        head_only() { # PATH CONTENT-LENGTH [HEADER...]: a PATCH head alone, its body never sent
+                local path=$1 cl=$2
+                shift 2
+                crlf "PATCH $path HTTP/1.1" "Host: $addr2" 'Tus-Resumable: 1.0.0' \
+                        'Content-Type: application/offset+octet-stream' "$@" "Content-Length: $cl" \
+                        '' >"$tmp/headonly"
+                raw "$tmp/headonly" "$addr2"
+        }
+        req POST "$base2/files/" "${tus[@]}" -H 'Upload-Defer-Length: 1'
+        du=$(h Location)
+        need "POST: status $code, want 201" is "$code" 201
+        if [[ $du == "$base2/files/"* ]]; then
+                dpath=${du#"$base2"}
+                req PATCH "$du" "${tus[@]}" -H 'Upload-Offset: 0' "${octets[@]}" --data-binary @"$tmp/d700k"
+                need "700000 B PATCH: status $code, want 204" is "$code" 204
+                need "700000 B PATCH: Upload-Offset '$(h Upload-Offset)', want 700000" is "$(h Upload-Offset)" 700000
+                verdict "deferred length, tus_max_size 1 MiB: a 700000 B PATCH -> 204"
+
+                # the relay answers from the head, so the 413 is seen whatever the body's size
+                head_only "$dpath" 400000 'Upload-Offset: 700000'
+                need "a PATCH to 1100000 B: replies '$code', want 413" is "$code" 413
+                head_only "$dpath" 5242880 'Upload-Offset: 700000'
+                need "a 5 MiB PATCH: replies '$code', want 413" is "$code" 413
+                req HEAD "$du" "${tus[@]}"
+                need "HEAD after the 413s: Upload-Offset '$(h Upload-Offset)', want 700000" is "$(h Upload-Offset)" 700000
+                verdict "deferred length: a PATCH that would pass Tus-Max-Size -> 413, nothing stored"
+
+                req PATCH "$du" "${tus[@]}" -H 'Upload-Offset: 700000' -H 'Upload-Length: 2000000' "${octets[@]}"
+                need "Upload-Length over the max: status $code, want 413" is "$code" 413
+                req HEAD "$du" "${tus[@]}"
+                need "HEAD after: Upload-Defer-Length '$(h Upload-Defer-Length)', want 1" is "$(h Upload-Defer-Length)" 1
+                verdict "deferred length: an Upload-Length declared over Tus-Max-Size -> 413"
+
+                req PATCH "$du" "${tus[@]}" -H 'Upload-Offset: 700000' -H 'Upload-Length: 1048576' \
+                        "${octets[@]}" --data-binary @"$tmp/drest"
+                need "the last PATCH: status $code, want 204" is "$code" 204
+                need "the last PATCH: Upload-Offset '$(h Upload-Offset)', want 1048576" is "$(h Upload-Offset)" 1048576
+                need "the last PATCH: no Chapar-File-Id" hex 64 "$(h Chapar-File-Id)"
+                verdict "deferred length: up to exactly Tus-Max-Size -> 204, complete"
+        else
+                verdict "deferred length, tus_max_size 1 MiB: POST"
+        fi
+        crlf 'POST /files/ HTTP/1.1' "Host: $addr2" 'Tus-Resumable: 1.0.0' 'Upload-Defer-Length: 1' \
+                'Content-Type: application/offset+octet-stream' 'Content-Length: 1048577' '' >"$tmp/headonly"
+        raw "$tmp/headonly" "$addr2"
+        need "replies '$code', want 413" is "$code" 413
+        verdict "deferred length: creation-with-upload with a body over Tus-Max-Size -> 413"
+else
+        bad "a second relay (tus_max_size 1M) did not start" "$(tail -3 "$tmp/relay2.log" | tr '\n' ' ')"
+fi
+[ -n "$pid2" ] && kill -TERM "$pid2" 2>/dev/null && wait "$pid2"
+pid2=
 
 # ---- stop ------------------------------------------------------------------------------------
 
