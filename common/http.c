@@ -3,7 +3,10 @@
  *   request-head  = [ CRLF ] request-line *( field-line CRLF ) CRLF      (RFC 9112 2.1, 2.2)
  *   request-line  = method SP request-target SP HTTP-version CRLF
  *   method        = token  ; GET HEAD POST PATCH DELETE OPTIONS PUT, case-sensitive
- *   request-target= "/" *( %x21-7E )                       ; origin-form, <= 2048 bytes
+ *   request-target= origin-form / absolute-form             ; <= 2048 bytes  (RFC 9112 3.2)
+ *   origin-form   = "/" *( %x21-7E )
+ *   absolute-form = ( "http" / "https" ) "://" authority [ "/" *( %x21-7E ) ] [ ( "?" / "#" ) ... ]
+ *   authority     = uri-host [ ":" port ]                  ; no userinfo; see chp_http_check_host
  *   HTTP-version  = "HTTP/1.0" / "HTTP/1.1"                ; other "HTTP/" DIGIT "." DIGIT: 505
  *   field-line    = token ":" OWS field-value OWS          ; no obs-fold, no space before ':'
  *   field-value   = *( VCHAR / obs-text / SP / HTAB )
@@ -14,7 +17,8 @@
  * first CHP_HTTP_MAX_HEAD bytes are ever looked at.
  *
  * The value parsers read tus 1.0 (Upload-Offset/-Length, Upload-Checksum, Upload-Metadata),
- * Range (RFC 9110 14.1-14.2) and If-None-Match (RFC 9110 13.1.2, weak comparison).
+ * Range (RFC 9110 14.1-14.2), If-None-Match (RFC 9110 13.1.2, weak comparison) and Host
+ * (RFC 9112 3.2, RFC 3986 3.2.2-3.2.3).
  */
 #include "http.h"
 
@@ -58,6 +62,16 @@ static bool is_digit(unsigned char c)
         return c >= '0' && c <= '9';
 }
 
+static bool is_alpha(unsigned char c)
+{
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static bool is_hex(unsigned char c)
+{
+        return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
 static unsigned char lower(unsigned char c)
 {
         return c >= 'A' && c <= 'Z' ? (unsigned char)(c - 'A' + 'a') : c;
@@ -96,6 +110,30 @@ static ssize_t line_end(const unsigned char *u, size_t end, size_t i)
         if (i + 1 >= end)
                 return -EAGAIN;
         return u[i + 1] == '\n' ? (ssize_t)(i + 2) : CHP_HTTP_EBAD;
+}
+
+/* An absolute-form target buf[t0..t1) (RFC 9112 3.2.2): its authority, and its path (with the
+ * query) as the target; 0 or EBAD. */
+static ssize_t absolute_form(const char *buf, size_t t0, size_t t1, struct chp_http_request *r)
+{
+        const unsigned char *u = (const unsigned char *)buf;
+        size_t a0;
+        if (t1 - t0 >= 7 && ieq_n(u + t0, "http://", 7))
+                a0 = t0 + 7;
+        else if (t1 - t0 >= 8 && ieq_n(u + t0, "https://", 8))
+                a0 = t0 + 8;
+        else
+                return CHP_HTTP_EBAD;
+        size_t a1 = a0;
+        while (a1 < t1 && u[a1] != '/' && u[a1] != '?' && u[a1] != '#')
+                a1++;
+        struct chp_http_str authority = {buf + a0, a1 - a0};
+        if (a1 == a0 || u[a0] == ':' || chp_http_check_host(authority) != 0)
+                return CHP_HTTP_EBAD;
+        r->authority = authority;
+        /* an empty path is "/" (RFC 9112 3.2.2); left empty here, with the query dropped */
+        r->target = (struct chp_http_str){buf + a1, a1 < t1 && u[a1] == '/' ? t1 - a1 : 0};
+        return 0;
 }
 
 /* Parses u[0..end) into r; returns the head's size, -EAGAIN or a CHP_HTTP_E* code. */
@@ -139,14 +177,18 @@ static ssize_t parse_head(const char *buf, size_t end, struct chp_http_request *
                         return -EAGAIN;
                 if (u[i] == ' ')
                         break;
-                if (u[i] < 0x21 || u[i] > 0x7e || (i == t0 && u[i] != '/'))
+                if (u[i] < 0x21 || u[i] > 0x7e || (i == t0 && u[i] != '/' && !is_alpha(u[i])))
                         return CHP_HTTP_EBAD;
                 if (i - t0 >= CHP_HTTP_MAX_TARGET)
                         return CHP_HTTP_ETARGET;
         }
         if (i == t0)
                 return CHP_HTTP_EBAD;
-        r->target = (struct chp_http_str){buf + t0, i - t0};
+        if (u[t0] == '/') {
+                r->target = (struct chp_http_str){buf + t0, i - t0};
+        } else if ((k = absolute_form(buf, t0, i, r)) < 0) {
+                return k;
+        }
         i++;
 
         static const char version[] = "HTTP/D.D";
@@ -568,4 +610,39 @@ bool chp_http_etag_matches(struct chp_http_str s, const char *etag)
                         return false;
         }
         return match;
+}
+
+/* ---- Host ---------------------------------------------------------------------------------- */
+
+int chp_http_check_host(struct chp_http_str s)
+{
+        const unsigned char *p = (const unsigned char *)s.p;
+        size_t n = s.n, i = 0;
+        if (n > 0 && p[0] == '[') { /* IP-literal: an IPv6 address (hex digits, ':' and '.') */
+                for (i = 1; i < n && p[i] != ']'; i++)
+                        if (!is_hex(p[i]) && p[i] != ':' && p[i] != '.')
+                                return -EINVAL;
+                if (i >= n || i == 1)
+                        return -EINVAL;
+                i++;
+        } else { /* reg-name or IPv4address: unreserved / pct-encoded / sub-delims */
+                for (; i < n && p[i] != ':'; i++) {
+                        if (p[i] == '%') {
+                                if (n - i < 3 || !is_hex(p[i + 1]) || !is_hex(p[i + 2]))
+                                        return -EINVAL;
+                                i += 2;
+                        } else if (!is_alpha(p[i]) && !is_digit(p[i]) &&
+                                   !strchr("-._~!$&'()*+,;=", p[i])) {
+                                return -EINVAL;
+                        }
+                }
+        }
+        if (i == n)
+                return 0;
+        if (p[i] != ':' || n - i - 1 > 5)
+                return -EINVAL;
+        for (i++; i < n; i++)
+                if (!is_digit(p[i]))
+                        return -EINVAL;
+        return 0;
 }

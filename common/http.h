@@ -43,7 +43,11 @@ struct chp_http_header {
 
 struct chp_http_request {
         enum chp_http_method method;
-        struct chp_http_str target; /* origin-form: starts with '/' */
+        /* The path and query: an origin-form target as sent, or what follows an absolute-form
+         * target's authority -- which starts with '/', or is empty when that has no path (the
+         * path is "/" then, and the query is not kept). */
+        struct chp_http_str target;
+        struct chp_http_str authority; /* absolute-form only: host[:port]; else empty */
         int minor;                  /* HTTP/1.<minor>: 0 or 1 */
         struct chp_http_header headers[CHP_HTTP_MAX_HEADERS];
         size_t nheaders;
@@ -51,9 +55,10 @@ struct chp_http_request {
 
 /* Rules: request line "METHOD SP target SP HTTP/1.x CRLF" (a bare LF is accepted as line end;
  * no leading empty lines beyond one CRLF); method among enum chp_http_method (another token:
- * EMETHOD; not a token: EBAD); target origin-form, visible ASCII only, at most
- * CHP_HTTP_MAX_TARGET bytes (longer: ETARGET); header names are tokens, no whitespace before
- * the colon, no obs-fold (a line starting with SP/HT: EBAD), values without CTLs other than HT;
+ * EMETHOD; not a token: EBAD); target origin-form or absolute-form (http or https, an
+ * authority that chp_http_check_host accepts, not empty and without userinfo; RFC 9112
+ * 3.2.2), visible ASCII only, at most CHP_HTTP_MAX_TARGET bytes (longer: ETARGET); header
+ * names are tokens, no whitespace before the colon, no obs-fold (a line starting with SP/HT: EBAD), values without CTLs other than HT;
  * at most CHP_HTTP_MAX_HEADERS headers and CHP_HTTP_MAX_HEAD bytes in all (EHEADERS; a head
  * that is not complete within CHP_HTTP_MAX_HEAD bytes is EHEADERS, not EAGAIN). */
 __attribute__((warn_unused_result)) ssize_t chp_http_parse_request(
@@ -91,6 +96,12 @@ int chp_http_check_metadata(struct chp_http_str s);
 /* Whether an If-None-Match value matches the entity tag etag (given without quotes): "*", or a
  * comma-separated list of (possibly weak W/) quoted tags, one equal to etag. */
 bool chp_http_etag_matches(struct chp_http_str s, const char *etag);
+
+/* A Host header value or an absolute-form authority (RFC 3986 3.2.2-3.2.3): uri-host [":" port]
+ * where uri-host is a bracketed IPv6 address or a reg-name / IPv4 address of unreserved,
+ * pct-encoded and sub-delims characters (may be empty), and port is at most 5 digits. 0 or
+ * -EINVAL. Such a value holds no whitespace, '/', '@' or control byte. */
+int chp_http_check_host(struct chp_http_str s);
 
 /* Standard base64 (RFC 4648 with padding) decode into out (cap bytes); returns the length or
  * -EINVAL. */

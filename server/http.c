@@ -38,8 +38,8 @@
 #define HEAD_MAX    CHP_HTTP_MAX_HEAD
 #define RESP_MAX    4096
 #define DRAIN_LOW   (4u << 20) /* keep this many download bytes queued */
-#define UNREAD_MAX  (64u << 10) /* a body left unread by a response is read and dropped up to
-                                   this size; a longer one closes the connection */
+/* a body left unread by a response is read and dropped up to this size; a longer one closes */
+#define UNREAD_MAX  (64u << 10)
 #define TUS_VERSION "1.0.0"
 #define TUS_EXT                                                                                    \
         "creation,creation-with-upload,creation-defer-length,termination,checksum,"                \
@@ -1426,11 +1426,14 @@ static void on_request(struct http *h, const struct chp_http_request *req)
                 h->origin[origin->n] = '\0';
                 h->has_origin = true;
         }
+        /* for absolute Location URLs: an absolute-form target's authority wins over Host
+         * (RFC 9112 3.2.2); both are checked (chp_http_check_host) before they are used */
         const struct chp_http_str *host = chp_http_header(req, "Host");
+        const struct chp_http_str *authority = req->authority.n ? &req->authority : host;
         h->host[0] = '\0';
-        if (host && host->n < sizeof(h->host) && !memchr(host->p, '/', host->n)) {
-                memcpy(h->host, host->p, host->n);
-                h->host[host->n] = '\0';
+        if (authority && authority->n < sizeof(h->host)) {
+                memcpy(h->host, authority->p, authority->n);
+                h->host[authority->n] = '\0';
         }
         const struct chp_http_str *expect = chp_http_header(req, "Expect");
         h->expect_continue = expect && chp_http_str_ieq(*expect, "100-continue");
@@ -1459,6 +1462,14 @@ static void on_request(struct http *h, const struct chp_http_request *req)
                 return;
         }
         h->body_left = body;
+        /* RFC 9112 3.2: an HTTP/1.1 request without Host, or any request with several Host
+         * lines or an invalid one, is answered 400 */
+        size_t hosts = chp_http_header_count(req, "Host");
+        if ((req->minor == 1 && hosts == 0) || hosts > 1 ||
+            (host && chp_http_check_host(*host) != 0)) {
+                simple(h, 400, "exactly one valid Host header is required");
+                return;
+        }
         if (h->stopping) {
                 simple(h, 503, "the relay is stopping");
                 return;

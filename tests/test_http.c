@@ -383,9 +383,17 @@ TEST(request_line_errors)
             ROW(" GET / HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
             ROW("GET\r\n\r\n", CHP_HTTP_EBAD),
             ROW("GET/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            /* targets: origin-form, visible ASCII */
+            /* targets: origin-form or absolute-form (http, https), visible ASCII */
             ROW("GET  / HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET http://example.com/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
+            ROW("GET ftp://example.com/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
+            ROW("GET http:/example.com/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
+            ROW("GET http:///f/x HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),    /* no authority */
+            ROW("GET http://:80/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),    /* no host */
+            ROW("GET http://user@h/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD), /* userinfo */
+            ROW("GET http://h:123456/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
+            ROW("GET http://[zz]/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
+            ROW("GET http://h%zz/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
+            ROW("GET 1http://h/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
             ROW("OPTIONS * HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
             ROW("GET example.com:80 HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
             ROW("GET /a\tb HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
@@ -424,6 +432,58 @@ TEST(request_line_errors)
                         fprintf(stderr, "  row %zu: %zd\n", i, rc);
                 CHECK_EQ(rc, t[i].rc);
         }
+}
+
+TEST(absolute_form)
+{
+        static const struct {
+                const char *head, *authority, *target;
+        } t[] = {
+            {"GET http://127.0.0.1:7780/f/abc HTTP/1.1\r\nHost: x\r\n\r\n", "127.0.0.1:7780",
+             "/f/abc"},
+            {"GET HTTPS://relay.example/files/?a=b HTTP/1.1\r\n\r\n", "relay.example",
+             "/files/?a=b"},
+            {"GET http://[::1]:80/healthz HTTP/1.1\r\n\r\n", "[::1]:80", "/healthz"},
+            {"GET http://h HTTP/1.1\r\n\r\n", "h", ""},     /* the path is "/" */
+            {"GET http://h?q=1 HTTP/1.1\r\n\r\n", "h", ""}, /* ... and the query goes */
+            {"GET http://h#frag HTTP/1.0\r\n\r\n", "h", ""},
+            {"OPTIONS http://h:/files/ HTTP/1.1\r\n\r\n", "h:", "/files/"},
+        };
+        for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+                struct chp_http_request r;
+                ssize_t rc = parse(t[i].head, &r);
+                CHECK_EQ(rc, (ssize_t)strlen(t[i].head));
+                CHECK(str_is(r.authority, t[i].authority));
+                CHECK(str_is(r.target, t[i].target));
+        }
+        struct chp_http_request r;
+        CHECK(parse("GET /f/abc HTTP/1.1\r\nHost: h\r\n\r\n", &r) > 0);
+        CHECK(r.authority.n == 0 && str_is(r.target, "/f/abc"));
+        release();
+}
+
+TEST(host)
+{
+        static const char *const good[] = {
+            "", "h", "127.0.0.1", "127.0.0.1:7780", "relay.example.com:443", "[::1]",
+            "[::1]:7780", "[2001:db8::7]", "xn--bcher-kva.example", "a-b_c~d", "h%41", "h:",
+            "a!$&'()*+,;=", "h:65535",
+        };
+        static const char *const bad[] = {
+            "h h", "h/x", "user@h", "h:123456", "h:8o", "[]", "[::1", "[::1]x", "[g::1]", "h%4",
+            "h%zz", "h\t", "h\"", "h:80:81", "ü.example", "h\\x", "h#", "h?",
+        };
+        for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+                if (chp_http_check_host(S(good[i])) != 0)
+                        fprintf(stderr, "  good '%s'\n", good[i]);
+                CHECK_EQ(chp_http_check_host(S(good[i])), 0);
+        }
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                if (chp_http_check_host(S(bad[i])) != -EINVAL)
+                        fprintf(stderr, "  bad '%s'\n", bad[i]);
+                CHECK_EQ(chp_http_check_host(S(bad[i])), -EINVAL);
+        }
+        release();
 }
 
 TEST(header_errors)

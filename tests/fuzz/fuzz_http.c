@@ -1,10 +1,11 @@
 /* Fuzz target for http.c: the input is parsed as a request head. The result must be a head
  * length or one of the documented codes; a prefix of the input parses to -EAGAIN or the same
  * result; a parsed head points only inside the input and keeps every invariant of http.h (known
- * method, origin-form visible-ASCII target within CHP_HTTP_MAX_TARGET, HTTP/1.0 or 1.1, at most
- * CHP_HTTP_MAX_HEADERS token-named headers with trimmed CTL-free values). Every header value and
- * the raw input then go through each value parser, checked against its contract and, for
- * base64 and metadata, against an independent reference. Anything else aborts. Linked with
+ * method, a visible-ASCII target within CHP_HTTP_MAX_TARGET that is a path or, after an
+ * absolute-form's valid authority, empty; HTTP/1.0 or 1.1, at most CHP_HTTP_MAX_HEADERS
+ * token-named headers with trimmed CTL-free values). Every header value and the raw input then
+ * go through each value parser, checked against its contract and, for base64 and metadata,
+ * against an independent reference. Anything else aborts. Linked with
  * libFuzzer, or with replay.c to run the committed corpus under ctest. */
 #include <errno.h>
 #include <inttypes.h>
@@ -219,15 +220,25 @@ static void values(struct chp_http_str s)
         }
 
         (void)check_base64(s.p, s.n);
+
+        if (chp_http_check_host(s) == 0)
+                for (size_t i = 0; i < s.n; i++)
+                        ensure(s.p[i] > 0x20 && s.p[i] < 0x7f && !strchr("/@\"\\ ", s.p[i]));
 }
 
 static void check_head(const char *buf, size_t len, const struct chp_http_request *r)
 {
         ensure((unsigned)r->method <= CHP_HTTP_PUT);
         ensure(inside(r->target.p, r->target.n, buf, len));
-        ensure(r->target.n >= 1 && r->target.n <= CHP_HTTP_MAX_TARGET && r->target.p[0] == '/');
+        ensure(r->target.n <= CHP_HTTP_MAX_TARGET);
+        ensure(r->target.n == 0 ? r->authority.n > 0 : r->target.p[0] == '/');
         for (size_t i = 0; i < r->target.n; i++)
                 ensure(r->target.p[i] >= 0x21 && r->target.p[i] <= 0x7e);
+        if (r->authority.n) {
+                ensure(inside(r->authority.p, r->authority.n, buf, len));
+                ensure(r->authority.p + r->authority.n <= r->target.p);
+                ensure(chp_http_check_host(r->authority) == 0 && r->authority.p[0] != ':');
+        }
         ensure(r->minor == 0 || r->minor == 1);
         ensure(r->nheaders <= CHP_HTTP_MAX_HEADERS);
         ensure(buf[len - 1] == '\n');
@@ -273,7 +284,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 ensure(parse_prefix(data, (size_t)rc - 1) == -EAGAIN);
                 ensure(parse_prefix(data, (size_t)rc / 2) == -EAGAIN);
         } else {
-                ensure(r.nheaders == 0 && r.target.p == NULL);
+                ensure(r.nheaders == 0 && r.target.p == NULL && r.authority.p == NULL);
                 ssize_t half = parse_prefix(data, size / 2);
                 ensure(half == -EAGAIN || half == rc);
                 if (size > 0)

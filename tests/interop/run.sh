@@ -756,6 +756,38 @@ req GET "$base/no/such/path"
 need "status $code, want 404" is "$code" 404
 verdict "GET /no/such/path -> 404"
 
+# ---- Host and the request target (RFC 9112 3.2) ------------------------------------------------
+
+crlf 'GET /healthz HTTP/1.1' 'Connection: close' '' >"$tmp/r"
+raw "$tmp/r"
+need "replies '$code', want 400" is "$code" 400
+verdict "HTTP/1.1 without Host -> 400"
+crlf 'GET /healthz HTTP/1.1' "Host: $addr" "Host: $addr" 'Connection: close' '' >"$tmp/r"
+raw "$tmp/r"
+need "replies '$code', want 400" is "$code" 400
+verdict "two Host lines -> 400"
+crlf 'GET /healthz HTTP/1.1' 'Host: a/b@c' 'Connection: close' '' >"$tmp/r"
+raw "$tmp/r"
+need "replies '$code', want 400" is "$code" 400
+verdict "an invalid Host -> 400"
+crlf 'GET /healthz HTTP/1.0' '' >"$tmp/r"
+raw "$tmp/r"
+need "replies '$code', want 200" is "$code" 200
+verdict "HTTP/1.0 without Host -> 200"
+
+crlf "GET http://$addr/healthz HTTP/1.1" "Host: $addr" '' "GET http://$addr/healthz?x=1 HTTP/1.1" \
+        "Host: $addr" 'Connection: close' '' >"$tmp/r"
+raw "$tmp/r"
+need "replies '$code', want '200 200'" is "$code" '200 200'
+verdict "absolute-form GET http://HOST/healthz (twice, pipelined) -> 200"
+crlf 'POST http://relay.example:8443/files/ HTTP/1.1' "Host: $addr" 'Tus-Resumable: 1.0.0' \
+        'Upload-Length: 1' 'Connection: close' '' >"$tmp/r"
+raw "$tmp/r"
+need "replies '$code', want 201" is "$code" 201
+need "Location '$(h Location)' is not from the target's authority" \
+        eval '[[ $(h Location) == http://relay.example:8443/files/* ]]'
+verdict "absolute-form POST: 201, Location from the target's authority, not Host"
+
 # ---- Tus-Max-Size with a deferred length: a second relay with tus_max_size = 1 MiB ----------
 
 printf '[server]\ntus_max_size = 1M\n' >"$tmp/small.ini"
