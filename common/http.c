@@ -17,8 +17,8 @@
  * first CHP_HTTP_MAX_HEAD bytes are ever looked at.
  *
  * The value parsers read tus 1.0 (Upload-Offset/-Length, Upload-Checksum, Upload-Metadata),
- * Range (RFC 9110 14.1-14.2), If-None-Match (RFC 9110 13.1.2, weak comparison) and Host
- * (RFC 9112 3.2, RFC 3986 3.2.2-3.2.3).
+ * Range (RFC 9110 14.1-14.2), If-None-Match (RFC 9110 13.1.2, weak comparison), If-Range
+ * (13.1.5, strong comparison) and Host (RFC 9112 3.2, RFC 3986 3.2.2-3.2.3).
  */
 #include "http.h"
 
@@ -645,4 +645,15 @@ int chp_http_check_host(struct chp_http_str s)
                 if (!is_digit(p[i]))
                         return -EINVAL;
         return 0;
+}
+
+/* ---- If-Range ------------------------------------------------------------------------------ */
+
+bool chp_http_if_range_matches(struct chp_http_str s, const char *etag)
+{
+        const unsigned char *p = (const unsigned char *)s.p;
+        size_t n = s.n, elen = strlen(etag);
+        trim_ows(&p, &n);
+        /* strong comparison: a weak tag or a date never matches */
+        return n == elen + 2 && p[0] == '"' && p[n - 1] == '"' && memcmp(p + 1, etag, elen) == 0;
 }

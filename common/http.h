@@ -103,6 +103,11 @@ bool chp_http_etag_matches(struct chp_http_str s, const char *etag);
  * -EINVAL. Such a value holds no whitespace, '/', '@' or control byte. */
 int chp_http_check_host(struct chp_http_str s);
 
+/* Whether an If-Range value lets a Range apply (RFC 9110 13.1.5): only an entity tag that is
+ * strongly equal to "etag" (given without quotes). A weak tag, a date or anything malformed
+ * does not match: then the whole representation is sent. */
+bool chp_http_if_range_matches(struct chp_http_str s, const char *etag);
+
 /* Standard base64 (RFC 4648 with padding) decode into out (cap bytes); returns the length or
  * -EINVAL. */
 ssize_t chp_http_base64_decode(const char *in, size_t n, uint8_t *out, size_t cap);

@@ -991,8 +991,14 @@ static void get_file(struct http *h, const struct chp_http_request *req)
                 return;
         }
         const struct chp_http_str *range = chp_http_header(req, "Range");
+        const struct chp_http_str *if_range = chp_http_header(req, "If-Range");
         uint64_t first = 0, last = total ? total - 1 : 0;
         int status = 200;
+        /* If-Range: the Range applies only while the client's copy is this file (a strong
+         * ETag match); otherwise the whole file is sent */
+        if (if_range && (chp_http_header_count(req, "If-Range") != 1 ||
+                         !chp_http_if_range_matches(*if_range, hex)))
+                range = NULL;
         if (range && chp_http_header_count(req, "Range") == 1) {
                 rc = chp_http_parse_range(*range, total, &first, &last);
                 if (rc == -ERANGE) {

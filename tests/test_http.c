@@ -486,6 +486,23 @@ TEST(host)
         release();
 }
 
+TEST(if_range)
+{
+        CHECK(chp_http_if_range_matches(S("\"abc\""), "abc"));
+        CHECK(chp_http_if_range_matches(S(" \"abc\"\t"), "abc"));
+        CHECK(!chp_http_if_range_matches(S("W/\"abc\""), "abc")); /* weak: never */
+        CHECK(!chp_http_if_range_matches(S("\"abd\""), "abc"));
+        CHECK(!chp_http_if_range_matches(S("\"abc\", \"abc\""), "abc"));
+        CHECK(!chp_http_if_range_matches(S("abc"), "abc"));
+        CHECK(!chp_http_if_range_matches(S("\"abc"), "abc"));
+        CHECK(!chp_http_if_range_matches(S("*"), "abc"));
+        CHECK(!chp_http_if_range_matches(S("Sat, 29 Oct 1994 19:43:31 GMT"), "abc"));
+        CHECK(!chp_http_if_range_matches(S(""), "abc"));
+        CHECK(!chp_http_if_range_matches(S("\""), ""));
+        CHECK(chp_http_if_range_matches(S("\"\""), ""));
+        release();
+}
+
 TEST(header_errors)
 {
         static const struct {

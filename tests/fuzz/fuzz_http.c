@@ -224,6 +224,14 @@ static void values(struct chp_http_str s)
         if (chp_http_check_host(s) == 0)
                 for (size_t i = 0; i < s.n; i++)
                         ensure(s.p[i] > 0x20 && s.p[i] < 0x7f && !strchr("/@\"\\ ", s.p[i]));
+        if (chp_http_if_range_matches(s, "abc")) {
+                const char *a = s.p, *b = s.p + s.n;
+                while (a < b && ows(*a))
+                        a++;
+                while (b > a && ows(b[-1]))
+                        b--;
+                ensure(b - a == 5 && memcmp(a, "\"abc\"", 5) == 0);
+        }
 }
 
 static void check_head(const char *buf, size_t len, const struct chp_http_request *r)

@@ -788,6 +788,23 @@ need "Location '$(h Location)' is not from the target's authority" \
         eval '[[ $(h Location) == http://relay.example:8443/files/* ]]'
 verdict "absolute-form POST: 201, Location from the target's authority, not Host"
 
+# ---- If-Range (RFC 9110 13.1.5) ----------------------------------------------------------------
+
+if hex 64 "$fid"; then
+        req GET "$base/f/$fid" -H 'Range: bytes=0-9' -H "If-Range: \"$fid\""
+        need "status $code, want 206" is "$code" 206
+        need "Content-Length '$(h Content-Length)', want 10" is "$(h Content-Length)" 10
+        verdict "If-Range with the file's ETag -> the Range applies (206)"
+        for ir in '"0000"' "W/\"$fid\"" 'Sat, 29 Oct 1994 19:43:31 GMT'; do
+                req GET "$base/f/$fid" -H 'Range: bytes=0-9' -H "If-Range: $ir"
+                need "status $code, want 200" is "$code" 200
+                need "Content-Length '$(h Content-Length)', want $len" is "$(h Content-Length)" "$len"
+                need "the bytes differ" cmp -s "$small" "$body"
+                need "a Content-Range on the 200" eval '! has_h Content-Range'
+                verdict "If-Range: $ir (not a strong match) -> the whole file (200)"
+        done
+fi
+
 # ---- Tus-Max-Size with a deferred length: a second relay with tus_max_size = 1 MiB ----------
 
 printf '[server]\ntus_max_size = 1M\n' >"$tmp/small.ini"
