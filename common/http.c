@@ -18,7 +18,8 @@
  *
  * The value parsers read tus 1.0 (Upload-Offset/-Length, Upload-Checksum, Upload-Metadata),
  * Range (RFC 9110 14.1-14.2), If-None-Match (RFC 9110 13.1.2, weak comparison), If-Range
- * (13.1.5, strong comparison) and Host (RFC 9112 3.2, RFC 3986 3.2.2-3.2.3).
+ * (13.1.5, strong comparison) and Host (RFC 9112 3.2, RFC 3986 3.2.2-3.2.3); and build the
+ * Content-Disposition of a download from tus metadata (RFC 6266, RFC 8187).
  */
 #include "http.h"
 
@@ -514,19 +515,29 @@ static bool sorted_keys_unique(uint16_t *v, size_t count, const unsigned char *p
         return true;
 }
 
+/* The pair in p[*i..n) up to the next comma, without surrounding OWS: p[*e0..*e1). Advances
+ * *i past the pair and its comma; *more tells whether a comma (so another pair) followed. */
+static void next_pair(const unsigned char *p, size_t n, size_t *i, size_t *e0, size_t *e1,
+                      bool *more)
+{
+        const unsigned char *c = *i < n ? memchr(p + *i, ',', n - *i) : NULL;
+        *e0 = *i;
+        *e1 = c ? (size_t)(c - p) : n;
+        *i = c ? *e1 + 1 : n;
+        *more = c != NULL;
+        while (*e0 < *e1 && is_ows(p[*e0]))
+                (*e0)++;
+        while (*e1 > *e0 && is_ows(p[*e1 - 1]))
+                (*e1)--;
+}
+
 /* The pair in p[*i..n) up to the next comma: validates it and sets *key to its key's offset.
  * Advances *i past the pair and its comma; *more tells whether a comma (so another pair)
  * followed. */
 static bool take_pair(const unsigned char *p, size_t n, size_t *i, size_t *key, bool *more)
 {
-        const unsigned char *c = *i < n ? memchr(p + *i, ',', n - *i) : NULL;
-        size_t e0 = *i, e1 = c ? (size_t)(c - p) : n;
-        *i = c ? e1 + 1 : n;
-        *more = c != NULL;
-        while (e0 < e1 && is_ows(p[e0]))
-                e0++;
-        while (e1 > e0 && is_ows(p[e1 - 1]))
-                e1--;
+        size_t e0, e1;
+        next_pair(p, n, i, &e0, &e1, more);
         size_t k = e0;
         while (k < e1 && p[k] != ' ') {
                 if (p[k] < 0x21 || p[k] == 0x7f)
@@ -656,4 +667,173 @@ bool chp_http_if_range_matches(struct chp_http_str s, const char *etag)
         trim_ows(&p, &n);
         /* strong comparison: a weak tag or a date never matches */
         return n == elen + 2 && p[0] == '"' && p[n - 1] == '"' && memcmp(p + 1, etag, elen) == 0;
+}
+
+/* ---- tus metadata for a download ------------------------------------------------------------ */
+
+int chp_http_metadata_get(struct chp_http_str s, const char *key, uint8_t *out, size_t cap,
+                          size_t *out_len)
+{
+        *out_len = 0;
+        const unsigned char *p = (const unsigned char *)s.p;
+        size_t n = s.n, klen = strlen(key);
+        bool more = true;
+        for (size_t i = 0; i < n && more;) {
+                size_t e0, e1;
+                next_pair(p, n, &i, &e0, &e1, &more);
+                size_t k = e0;
+                while (k < e1 && p[k] != ' ')
+                        k++;
+                if (k - e0 != klen || memcmp(p + e0, key, klen) != 0)
+                        continue;
+                if (k == e1)
+                        return 0; /* a key without a value: empty */
+                ssize_t got = chp_http_base64_decode((const char *)p + k + 1, e1 - k - 1, out, cap);
+                if (got < 0)
+                        return -EINVAL;
+                *out_len = (size_t)got;
+                return 0;
+        }
+        return -ENOENT;
+}
+
+bool chp_http_media_type_ok(struct chp_http_str s)
+{
+        const unsigned char *p = (const unsigned char *)s.p;
+        size_t n = s.n, i = 0;
+        if (n > CHP_HTTP_MEDIA_TYPE_MAX)
+                return false;
+        for (int part = 0; part < 2; part++) { /* type "/" subtype */
+                size_t t0 = i;
+                while (i < n && is_tchar(p[i]))
+                        i++;
+                if (i == t0)
+                        return false;
+                if (part == 0 && (i == n || p[i++] != '/'))
+                        return false;
+        }
+        while (i < n) { /* *( OWS ";" OWS token "=" ( token / quoted-string ) ) */
+                while (i < n && is_ows(p[i]))
+                        i++;
+                if (i == n || p[i++] != ';')
+                        return false;
+                while (i < n && is_ows(p[i]))
+                        i++;
+                size_t t0 = i;
+                while (i < n && is_tchar(p[i]))
+                        i++;
+                if (i == t0 || i == n || p[i++] != '=')
+                        return false;
+                if (i < n && p[i] == '"') {
+                        for (i++; i < n && p[i] != '"'; i++)
+                                if (p[i] < 0x20 || p[i] > 0x7e || p[i] == '\\')
+                                        return false;
+                        if (i++ >= n)
+                                return false;
+                } else {
+                        t0 = i;
+                        while (i < n && is_tchar(p[i]))
+                                i++;
+                        if (i == t0)
+                                return false;
+                }
+        }
+        return true;
+}
+
+/* The length of the UTF-8 sequence at p[0..n) (1..4), or 0 when it is not valid UTF-8 (an
+ * overlong form, a surrogate, past U+10FFFF, or cut short). */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+        unsigned char c = p[0];
+        size_t len;
+        uint32_t cp;
+        if (c < 0x80)
+                return 1;
+        if (c >= 0xc2 && c <= 0xdf)
+                len = 2, cp = c & 0x1f;
+        else if (c >= 0xe0 && c <= 0xef)
+                len = 3, cp = c & 0x0f;
+        else if (c >= 0xf0 && c <= 0xf4)
+                len = 4, cp = c & 0x07;
+        else
+                return 0;
+        if (n < len)
+                return 0;
+        for (size_t i = 1; i < len; i++) {
+                if ((p[i] & 0xc0) != 0x80)
+                        return 0;
+                cp = cp << 6 | (p[i] & 0x3f);
+        }
+        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+                return 0;
+        return len;
+}
+
+/* RFC 8187 attr-char: ALPHA / DIGIT / "!" / "#" / "$" / "&" / "+" / "-" / "." / "^" / "_" /
+ * "`" / "|" / "~" */
+static bool is_attr_char(unsigned char c)
+{
+        return is_alpha(c) || is_digit(c) || (c != '\0' && strchr("!#$&+-.^_`|~", c));
+}
+
+ssize_t chp_http_content_disposition(const uint8_t *name, size_t n, char *out, size_t cap)
+{
+        static const char hexd[] = "0123456789ABCDEF";
+        if (cap < CHP_HTTP_DISPOSITION_MAX)
+                return -ENOBUFS;
+        /* what of the name is used: up to CHP_HTTP_FILENAME_MAX bytes, cut at a character
+         * boundary; invalid UTF-8 makes it a byte string shown only in the ASCII fallback */
+        bool utf8 = true, ascii = true;
+        size_t use = 0;
+        while (use < n) {
+                size_t l = utf8_len(name + use, n - use);
+                if (l == 0) {
+                        utf8 = false;
+                        l = 1;
+                }
+                if (use + l > CHP_HTTP_FILENAME_MAX)
+                        break;
+                ascii = ascii && name[use] < 0x80;
+                use += l;
+        }
+        /* a path or a control character is never part of a name */
+        static const char head[] = "attachment; filename=\"", star[] = "; filename*=UTF-8''";
+        size_t o = sizeof(head) - 1, shown = 0;
+        memcpy(out, head, o);
+        for (size_t i = 0; i < use; i++) {
+                unsigned char c = name[i];
+                if (c >= 0x80) {
+                        /* one '_' per character, not per byte */
+                        if (utf8 && (c & 0xc0) == 0x80)
+                                continue;
+                        c = '_';
+                } else if (c < 0x20 || c == 0x7f || c == '"' || c == '\\' || c == '/') {
+                        c = '_';
+                }
+                out[o++] = (char)c;
+                shown++;
+        }
+        if (shown == 0)
+                return -EINVAL;
+        out[o++] = '"';
+        if (!ascii && utf8) {
+                memcpy(out + o, star, sizeof(star) - 1);
+                o += sizeof(star) - 1;
+                for (size_t i = 0; i < use; i++) {
+                        unsigned char c = name[i];
+                        if (c < 0x20 || c == 0x7f || c == '/' || c == '\\')
+                                c = '_';
+                        if (is_attr_char(c)) {
+                                out[o++] = (char)c;
+                        } else {
+                                out[o++] = '%';
+                                out[o++] = hexd[c >> 4];
+                                out[o++] = hexd[c & 15];
+                        }
+                }
+        }
+        out[o] = '\0';
+        return (ssize_t)o;
 }

@@ -108,6 +108,33 @@ int chp_http_check_host(struct chp_http_str s);
  * does not match: then the whole representation is sent. */
 bool chp_http_if_range_matches(struct chp_http_str s, const char *etag);
 
+/* The decoded value of key in a tus Upload-Metadata value s (as chp_http_check_metadata accepts)
+ * into out (cap bytes) and *out_len: 0 (a key without a value gives length 0), -ENOENT when the
+ * key is absent, -EINVAL when its value does not decode into cap bytes. */
+int chp_http_metadata_get(struct chp_http_str s, const char *key, uint8_t *out /* out */,
+                          size_t cap, size_t *out_len /* out */);
+
+#define CHP_HTTP_MEDIA_TYPE_MAX 255 /* bytes of a media type served as Content-Type */
+
+/* Whether s is a media type that may be served as a Content-Type: type "/" subtype, tokens,
+ * then parameters "; name=value" (value a token or a quoted string without backslashes or
+ * control bytes), at most CHP_HTTP_MEDIA_TYPE_MAX bytes. */
+bool chp_http_media_type_ok(struct chp_http_str s);
+
+#define CHP_HTTP_FILENAME_MAX    255 /* bytes of a file name used in Content-Disposition */
+#define CHP_HTTP_DISPOSITION_MAX (64 + 4 * CHP_HTTP_FILENAME_MAX) /* its longest value + NUL */
+
+/* A Content-Disposition value for a download named name[0..n) (any bytes: tus metadata):
+ * attachment; filename="<ASCII fallback>" and, when the name is non-ASCII UTF-8,
+ * filename*=UTF-8''<percent-encoded> (RFC 6266, RFC 8187). The name is cut to at most
+ * CHP_HTTP_FILENAME_MAX bytes at a character boundary; in the fallback each non-ASCII
+ * character, control byte, '"', '\\' and '/' becomes '_'; in filename* controls, '/' and '\\'
+ * become '_' and everything but attr-char is percent-encoded. The result (NUL-terminated in
+ * out, cap >= CHP_HTTP_DISPOSITION_MAX, else -ENOBUFS) is printable ASCII only. Returns its
+ * length, or -EINVAL for an empty name. */
+ssize_t chp_http_content_disposition(const uint8_t *name, size_t n, char *out /* out */,
+                                     size_t cap);
+
 /* Standard base64 (RFC 4648 with padding) decode into out (cap bytes); returns the length or
  * -EINVAL. */
 ssize_t chp_http_base64_decode(const char *in, size_t n, uint8_t *out, size_t cap);

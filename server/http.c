@@ -960,6 +960,43 @@ static void dl_fill(struct conn *c)
         }
 }
 
+/* Content-Type and Content-Disposition of a download: the filetype and filename that the tus
+ * upload which stored the file gave in Upload-Metadata, when they are sane (the type a media
+ * type, the name made safe by chp_http_content_disposition); else application/octet-stream and
+ * no disposition. Metadata never reaches the head unchecked. A type the uploader chose is
+ * always an attachment, never rendered inline (an uploaded text/html page would otherwise run
+ * as the relay's origin), and never sniffed. */
+static void file_names(struct http *h, struct resp *r)
+{
+        struct chp_store *s = h->c->sh->store;
+        uint8_t *meta = malloc(CHP_UPLOAD_META_MAX);
+        uint8_t *val = malloc(CHP_UPLOAD_META_MAX);
+        char *disp = malloc(CHP_HTTP_DISPOSITION_MAX);
+        ssize_t mlen = meta ? chp_store_file_meta(s, h->id, meta, CHP_UPLOAD_META_MAX) : 0;
+        struct chp_http_str m = {(const char *)meta, mlen > 0 ? (size_t)mlen : 0};
+        size_t n;
+        bool typed = false;
+        if (m.n && val && chp_http_check_metadata(m) == 0) {
+                if (chp_http_metadata_get(m, "filetype", val, CHP_UPLOAD_META_MAX, &n) == 0 &&
+                    chp_http_media_type_ok((struct chp_http_str){(const char *)val, n})) {
+                        add(r, "Content-Type: %.*s\r\n", (int)n, (const char *)val);
+                        typed = true;
+                }
+                if (disp &&
+                    chp_http_metadata_get(m, "filename", val, CHP_UPLOAD_META_MAX, &n) == 0 &&
+                    chp_http_content_disposition(val, n, disp, CHP_HTTP_DISPOSITION_MAX) > 0)
+                        add(r, "Content-Disposition: %s\r\n", disp);
+                else if (typed)
+                        add(r, "Content-Disposition: attachment\r\n");
+        }
+        if (!typed)
+                add(r, "Content-Type: application/octet-stream\r\n");
+        add(r, "X-Content-Type-Options: nosniff\r\n");
+        free(disp);
+        free(val);
+        free(meta);
+}
+
 static void get_file(struct http *h, const struct chp_http_request *req)
 {
         struct conn *c = h->c;
@@ -1014,9 +1051,9 @@ static void get_file(struct http *h, const struct chp_http_request *req)
                         first = 0, last = total ? total - 1 : 0;
         }
         start(h, &r, status);
+        file_names(h, &r);
         add(&r,
-            "Content-Type: application/octet-stream\r\nAccept-Ranges: bytes\r\n"
-            "ETag: \"%s\"\r\nCache-Control: private, immutable\r\n",
+            "Accept-Ranges: bytes\r\nETag: \"%s\"\r\nCache-Control: private, immutable\r\n",
             hex);
         if (status == 206)
                 add(&r, "Content-Range: bytes %llu-%llu/%llu\r\n", (unsigned long long)first,

@@ -503,6 +503,117 @@ TEST(if_range)
         release();
 }
 
+TEST(metadata_get)
+{
+        /* the tus spec example and tus-js-client's empty value */
+        struct chp_http_str m =
+            S("filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential, filetype "
+              "YXBwbGljYXRpb24vcGRm ");
+        uint8_t out[64];
+        size_t n = 99;
+        CHECK_EQ(chp_http_metadata_get(m, "filename", out, sizeof(out), &n), 0);
+        CHECK(n == 25 && memcmp(out, "world_domination_plan.pdf", 25) == 0);
+        CHECK_EQ(chp_http_metadata_get(m, "filetype", out, sizeof(out), &n), 0);
+        CHECK(n == 15 && memcmp(out, "application/pdf", 15) == 0);
+        CHECK_EQ(chp_http_metadata_get(m, "is_confidential", out, sizeof(out), &n), 0);
+        CHECK_EQ(n, 0);
+        CHECK_EQ(chp_http_metadata_get(m, "file", out, sizeof(out), &n), -ENOENT);
+        CHECK_EQ(chp_http_metadata_get(m, "filenamex", out, sizeof(out), &n), -ENOENT);
+        CHECK_EQ(chp_http_metadata_get(m, "filename", out, 10, &n), -EINVAL); /* too small */
+        CHECK_EQ(n, 0);
+        CHECK_EQ(chp_http_metadata_get(S(""), "filename", out, sizeof(out), &n), -ENOENT);
+        CHECK_EQ(chp_http_metadata_get(S("a !!!!"), "a", out, sizeof(out), &n), -EINVAL);
+        release();
+}
+
+TEST(media_type)
+{
+        static const char *const good[] = {
+            "application/pdf", "text/plain; charset=utf-8", "image/svg+xml",
+            "text/plain;charset=\"utf-8\"", "multipart/x-a; a=b ;c=\"d e\"",
+            "application/vnd.ms-excel",
+        };
+        static const char *const bad[] = {
+            "", "text", "text/", "/plain", "text/plain;", "text/plain; a", "text/plain; a=",
+            "text/pl ain", "text/plain\r\nSet-Cookie: a=b", "text/plain; a=\"b", "te\x01xt/plain",
+            "text/plain; a=\"\\\"\"", "text/plain; a=\"\x7f\"", "text/html, text/plain",
+        };
+        for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+                if (!chp_http_media_type_ok(S(good[i])))
+                        fprintf(stderr, "  good '%s'\n", good[i]);
+                CHECK(chp_http_media_type_ok(S(good[i])));
+        }
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                if (chp_http_media_type_ok(S(bad[i])))
+                        fprintf(stderr, "  bad '%s'\n", bad[i]);
+                CHECK(!chp_http_media_type_ok(S(bad[i])));
+        }
+        char long_type[CHP_HTTP_MEDIA_TYPE_MAX + 2];
+        memset(long_type, 'a', sizeof(long_type) - 1);
+        long_type[sizeof(long_type) - 1] = '\0';
+        long_type[1] = '/';
+        CHECK(!chp_http_media_type_ok(S(long_type)));
+        long_type[sizeof(long_type) - 2] = '\0';
+        CHECK(chp_http_media_type_ok(S(long_type)));
+        release();
+}
+
+static bool disposition_is(const char *name, size_t n, const char *want)
+{
+        char out[CHP_HTTP_DISPOSITION_MAX];
+        ssize_t rc = chp_http_content_disposition(hold(name, n), n, out, sizeof(out));
+        if (rc < 0 || (size_t)rc != strlen(out) || strcmp(out, want) != 0) {
+                fprintf(stderr, "  got '%s' (%zd), want '%s'\n", rc < 0 ? "" : out, rc, want);
+                return false;
+        }
+        for (ssize_t i = 0; i < rc; i++)
+                if (out[i] < 0x20 || out[i] > 0x7e)
+                        return false;
+        return true;
+}
+
+TEST(content_disposition)
+{
+        CHECK(disposition_is("photo.jpg", 9, "attachment; filename=\"photo.jpg\""));
+        CHECK(disposition_is("a \"b\"\\c.txt", 11, "attachment; filename=\"a _b__c.txt\""));
+        /* header bytes and paths never pass */
+        CHECK(disposition_is("x\r\nSet-Cookie: a=b", 18,
+                             "attachment; filename=\"x__Set-Cookie: a=b\""));
+        CHECK(disposition_is("../../etc/passwd", 16, "attachment; filename=\".._.._etc_passwd\""));
+        CHECK(disposition_is("a\0b\x7f", 4, "attachment; filename=\"a_b_\""));
+        /* non-ASCII UTF-8: a fallback with one '_' per character, and filename* */
+        CHECK(disposition_is("caf\xc3\xa9 \xd9\x81.pdf", 12,
+                             "attachment; filename=\"caf_ _.pdf\"; "
+                             "filename*=UTF-8''caf%C3%A9%20%D9%81.pdf"));
+        CHECK(disposition_is("\xe2\x82\xac\n%'.txt", 10,
+                             "attachment; filename=\"__%'.txt\"; "
+                             "filename*=UTF-8''%E2%82%AC_%25%27.txt"));
+        /* not UTF-8 (a lone continuation byte, an overlong '/', a surrogate): fallback only */
+        CHECK(disposition_is("a\x80" "b", 3, "attachment; filename=\"a_b\""));
+        CHECK(disposition_is("\xc0\xafx", 3, "attachment; filename=\"__x\""));
+        CHECK(disposition_is("\xed\xa0\x80", 3, "attachment; filename=\"___\""));
+        /* cut at 255 bytes, at a character boundary */
+        char name[300];
+        memset(name, 'n', sizeof(name));
+        char want[400];
+        int w = snprintf(want, sizeof(want), "attachment; filename=\"%.*s\"", 255, name);
+        CHECK(w > 0 && disposition_is(name, sizeof(name), want));
+        memcpy(name + 254, "\xc3\xa9", 2); /* a 2-byte character across the cut */
+        w = snprintf(want, sizeof(want), "attachment; filename=\"%.*s\"", 254, name);
+        CHECK(w > 0 && disposition_is(name, sizeof(name), want));
+        /* an empty name gives nothing; a short buffer is refused */
+        char out[CHP_HTTP_DISPOSITION_MAX];
+        CHECK_EQ(chp_http_content_disposition((const uint8_t *)"", 0, out, sizeof(out)), -EINVAL);
+        CHECK_EQ(chp_http_content_disposition((const uint8_t *)"a", 1, out, 100), -ENOBUFS);
+        /* the longest value fits: 255 bytes that each become %XX */
+        uint8_t worst[CHP_HTTP_FILENAME_MAX];
+        for (size_t i = 0; i < sizeof(worst); i += 3)
+                memcpy(worst + i, "\xe2\x82\xac", 3);
+        CHECK(chp_http_content_disposition(worst, sizeof(worst), out, sizeof(out)) > 0);
+        CHECK(strlen(out) < sizeof(out));
+        release();
+}
+
 TEST(header_errors)
 {
         static const struct {

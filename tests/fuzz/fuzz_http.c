@@ -5,7 +5,8 @@
  * absolute-form's valid authority, empty; HTTP/1.0 or 1.1, at most CHP_HTTP_MAX_HEADERS
  * token-named headers with trimmed CTL-free values). Every header value and the raw input then
  * go through each value parser, checked against its contract and, for base64 and metadata,
- * against an independent reference. Anything else aborts. Linked with
+ * against an independent reference; a Content-Disposition built from the raw bytes is printable
+ * ASCII with its name quoted safely. Anything else aborts. Linked with
  * libFuzzer, or with replay.c to run the committed corpus under ctest. */
 #include <errno.h>
 #include <inttypes.h>
@@ -231,6 +232,31 @@ static void values(struct chp_http_str s)
                 while (b > a && ows(b[-1]))
                         b--;
                 ensure(b - a == 5 && memcmp(a, "\"abc\"", 5) == 0);
+        }
+        uint8_t val[64];
+        size_t vn = 99;
+        rc = chp_http_metadata_get(s, "filename", val, sizeof(val), &vn);
+        ensure(rc == 0 || rc == -ENOENT || rc == -EINVAL);
+        ensure(rc == 0 ? vn <= sizeof(val) : vn == 0);
+        if (rc == 0 && vn > 0)
+                ensure(memmem(s.p, s.n, "filename ", 9) != NULL);
+        if (chp_http_media_type_ok(s)) {
+                ensure(s.n <= CHP_HTTP_MEDIA_TYPE_MAX && memchr(s.p, '/', s.n));
+                for (size_t i = 0; i < s.n; i++)
+                        ensure(s.p[i] == '\t' || (s.p[i] >= 0x20 && s.p[i] < 0x7f));
+        }
+        char disp[CHP_HTTP_DISPOSITION_MAX];
+        ssize_t dn = chp_http_content_disposition((const uint8_t *)s.p, s.n, disp, sizeof(disp));
+        ensure(dn > 0 || (dn == -EINVAL && s.n == 0));
+        if (dn > 0) {
+                ensure((size_t)dn == strlen(disp) && (size_t)dn < sizeof(disp));
+                ensure(memcmp(disp, "attachment; filename=\"", 22) == 0);
+                for (ssize_t i = 0; i < dn; i++)
+                        ensure(disp[i] >= 0x20 && disp[i] < 0x7f);
+                /* the quoted name holds no quote or backslash: it ends at the next quote */
+                const char *q = strchr(disp + 22, '"');
+                ensure(q && !memchr(disp + 22, '\\', (size_t)(q - disp - 22)));
+                ensure(q[1] == '\0' || strncmp(q + 1, "; filename*=UTF-8''", 19) == 0);
         }
 }
 

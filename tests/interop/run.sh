@@ -805,6 +805,57 @@ if hex 64 "$fid"; then
         done
 fi
 
+# ---- download names from tus Upload-Metadata ---------------------------------------------------
+
+b64() { printf '%s' "$1" | base64 -w0; }
+named_upload() { # METADATA: uploads 100 fresh random bytes with it; $named_fid the file id
+        named_fid=
+        head -c 100 /dev/urandom >"$tmp/named"
+        req POST "$base/files/" "${tus[@]}" -H 'Upload-Length: 100' -H "Upload-Metadata: $1" \
+                "${octets[@]}" --data-binary @"$tmp/named"
+        need "POST: status $code, want 201" is "$code" 201
+        [ "$code" = 201 ] || return 0
+        req HEAD "$(h Location)" "${tus[@]}"
+        named_fid=$(h Chapar-File-Id)
+        need "no Chapar-File-Id" hex 64 "$named_fid"
+        hex 64 "$named_fid" && req GET "$base/f/$named_fid"
+        return 0
+}
+named_upload "filename $(b64 'report 2024.pdf'),filetype $(b64 'application/pdf')"
+need "Content-Type '$(h Content-Type)', want application/pdf" is "$(h Content-Type)" application/pdf
+need "Content-Disposition '$(h Content-Disposition)'" \
+        is "$(h Content-Disposition)" 'attachment; filename="report 2024.pdf"'
+need "the bytes differ" cmp -s "$tmp/named" "$body"
+verdict "GET /f/<id> of a tus upload: Content-Type and Content-Disposition from its metadata"
+req HEAD "$base/f/$named_fid"
+need "HEAD: Content-Disposition '$(h Content-Disposition)'" \
+        is "$(h Content-Disposition)" 'attachment; filename="report 2024.pdf"'
+verdict "HEAD /f/<id> carries the same Content-Disposition"
+
+named_upload "filename $(b64 'نامه "سری".txt'),filetype $(b64 'text/plain; charset=utf-8')"
+need "Content-Type '$(h Content-Type)', want text/plain; charset=utf-8" is "$(h Content-Type)" 'text/plain; charset=utf-8'
+need "Content-Disposition '$(h Content-Disposition)'" is "$(h Content-Disposition)" \
+        "attachment; filename=\"____ _____.txt\"; filename*=UTF-8''%D9%86%D8%A7%D9%85%D9%87%20%22%D8%B3%D8%B1%DB%8C%22.txt"
+verdict "a non-ASCII file name: an ASCII fallback and filename*=UTF-8'' percent-encoded"
+
+named_upload "filename $(b64 $'x.txt\r\nSet-Cookie: a=b'),filetype $(b64 $'text/html\r\nX-Injected: 1')"
+need "Content-Type '$(h Content-Type)', want application/octet-stream" is "$(h Content-Type)" application/octet-stream
+need "a header was injected" eval '! has_h Set-Cookie && ! has_h X-Injected'
+need "Content-Disposition '$(h Content-Disposition)'" \
+        is "$(h Content-Disposition)" 'attachment; filename="x.txt__Set-Cookie: a=b"'
+verdict "metadata with CR LF: no header injected, filetype refused (octet-stream), name made safe"
+
+named_upload "filetype $(b64 'text/html'),note $(b64 x)"
+need "Content-Type '$(h Content-Type)', want text/html" is "$(h Content-Type)" text/html
+need "Content-Disposition '$(h Content-Disposition)', want attachment" is "$(h Content-Disposition)" attachment
+need "X-Content-Type-Options '$(h X-Content-Type-Options)', want nosniff" is "$(h X-Content-Type-Options)" nosniff
+verdict "a filetype without a filename (text/html): served as an attachment, never inline"
+
+named_upload "filetype $(b64 'not a type'),note $(b64 x)"
+need "Content-Type '$(h Content-Type)', want application/octet-stream" is "$(h Content-Type)" application/octet-stream
+need "a Content-Disposition without a filename" eval '! has_h Content-Disposition'
+verdict "no filename and an invalid filetype: application/octet-stream, no Content-Disposition"
+
 # ---- Tus-Max-Size with a deferred length: a second relay with tus_max_size = 1 MiB ----------
 
 printf '[server]\ntus_max_size = 1M\n' >"$tmp/small.ini"
