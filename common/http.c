@@ -643,7 +643,7 @@ int chp_http_check_host(struct chp_http_str s)
                                         return -EINVAL;
                                 i += 2;
                         } else if (!is_alpha(p[i]) && !is_digit(p[i]) &&
-                                   !strchr("-._~!$&'()*+,;=", p[i])) {
+                                   (p[i] == '\0' || !strchr("-._~!$&'()*+,;=", p[i]))) {
                                 return -EINVAL;
                         }
                 }

@@ -483,6 +483,9 @@ TEST(host)
                         fprintf(stderr, "  bad '%s'\n", bad[i]);
                 CHECK_EQ(chp_http_check_host(S(bad[i])), -EINVAL);
         }
+        /* a NUL is no sub-delim (strchr finds the terminator): found by fuzz_http */
+        CHECK_EQ(chp_http_check_host((struct chp_http_str){hold("h\0x", 3), 3}), -EINVAL);
+        CHECK_EQ(chp_http_check_host((struct chp_http_str){hold("\0", 1), 1}), -EINVAL);
         release();
 }
 
