@@ -1348,36 +1348,39 @@ static void patch(struct http *h, const struct chp_http_request *req)
                         simple(h, 413, "Upload-Length is larger than Tus-Max-Size");
                         return;
                 }
-                if (h->length == CHP_UPLOAD_SIZE_UNKNOWN) {
-                        /* the deferred length becomes known: recorded before the chunks */
-                        struct hop *op = hop_new(h, CHP_REQ_UPLOAD_CREATE);
-                        if (!op || !(op->upload = malloc(sizeof(*h->up)))) {
-                                free(op);
-                                simple(h, 500, NULL);
-                                return;
-                        }
-                        *op->upload = *h->up;
-                        op->upload->declared_size = length;
-                        op->base.req.u.upload_create.upload = op->upload;
-                        if (!submit(h, op)) {
-                                simple(h, status_of(h->failed), NULL);
-                                return;
-                        }
-                        h->length = length;
-                }
         }
-        if (h->length != CHP_UPLOAD_SIZE_UNKNOWN && h->start + h->body_left > h->length) {
+        /* every check comes before the deferred length is recorded: a request refused here
+         * leaves the upload as it was (and has nothing in flight that would go on with it) */
+        uint64_t declared = len ? length : h->length;
+        if (declared != CHP_UPLOAD_SIZE_UNKNOWN && h->start + h->body_left > declared) {
                 simple(h, 413, "the body goes past Upload-Length");
                 return;
         }
         /* a deferred length is bounded too: refused before anything of the body is stored */
-        if (h->length == CHP_UPLOAD_SIZE_UNKNOWN && h->body_left &&
+        if (declared == CHP_UPLOAD_SIZE_UNKNOWN && h->body_left &&
             (h->start > max || h->body_left > max - h->start)) {
                 simple(h, 413, "the upload would be larger than Tus-Max-Size");
                 return;
         }
         if (!checksum_setup(h, req))
                 return;
+        if (declared != h->length) {
+                /* the deferred length becomes known: recorded before the chunks */
+                struct hop *op = hop_new(h, CHP_REQ_UPLOAD_CREATE);
+                if (!op || !(op->upload = malloc(sizeof(*h->up)))) {
+                        free(op);
+                        simple(h, 500, NULL);
+                        return;
+                }
+                *op->upload = *h->up;
+                op->upload->declared_size = declared;
+                op->base.req.u.upload_create.upload = op->upload;
+                if (!submit(h, op)) {
+                        simple(h, status_of(h->failed), NULL);
+                        return;
+                }
+                h->length = declared;
+        }
         body_start(h);
 }
 

@@ -705,6 +705,28 @@ smuggle '400' OPTIONS /files/
 smuggle '400' GET /metrics
 smuggle '400' DELETE "/files/$zeros" 'Tus-Resumable: 1.0.0'
 
+# a deferred-length PATCH refused after its Upload-Length was parsed (body past it, a bad
+# checksum): one answer, nothing recorded, the body dropped -- not read into the upload later
+for bad_patch in 'Upload-Length: 5|Content-Length: 10|413' \
+        'Upload-Length: 10|Upload-Checksum: md5 AAAA|Content-Length: 10|400'; do
+        IFS='|' read -r -a hs <<<"$bad_patch"
+        want=${hs[-1]}
+        unset 'hs[-1]'
+        req POST "$base/files/" "${tus[@]}" -H 'Upload-Defer-Length: 1'
+        du=$(h Location)
+        { crlf "PATCH ${du#"$base"} HTTP/1.1" "Host: $addr" 'Tus-Resumable: 1.0.0' 'Upload-Offset: 0' \
+                'Content-Type: application/offset+octet-stream' "${hs[@]}" ''
+          printf 0123456789; cat "$tmp/next"; } >"$tmp/r"
+        raw "$tmp/r"
+        [ "$want" = 400 ] && want_codes=400 || want_codes="$want 200"
+        need "replies '$code', want '$want_codes'" is "$code" "$want_codes"
+        req HEAD "$du" "${tus[@]}"
+        need "HEAD after: Upload-Offset '$(h Upload-Offset)', want 0" is "$(h Upload-Offset)" 0
+        need "HEAD after: Upload-Defer-Length '$(h Upload-Defer-Length)', want 1 (no length recorded)" \
+                is "$(h Upload-Defer-Length)" 1
+        verdict "deferred length, PATCH with ${hs[*]} -> $want only, nothing recorded"
+done
+
 # more than the relay drops (64 KiB) is left unread: it answers, says it closes, and closes
 if victim_new; then
         { crlf 'PUT /files/ HTTP/1.1' "Host: $addr" 'Content-Length: 100000' ''
