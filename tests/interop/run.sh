@@ -727,6 +727,26 @@ for bad_patch in 'Upload-Length: 5|Content-Length: 10|413' \
         verdict "deferred length, PATCH with ${hs[*]} -> $want only, nothing recorded"
 done
 
+# the body arrives only after the response (the relay drops it as it is received, 60000 bytes
+# that hold a DELETE at their start), then a request on the same connection is answered
+if victim_new; then
+        n=$((n + 1))
+        printf 'raw PUT /files/ (405), then its 60000 B body, then GET /healthz\n' >"$tmp/x/$n.req"
+        exec {late}<>"/dev/tcp/${addr%:*}/${addr#*:}"
+        crlf 'PUT /files/ HTTP/1.1' "Host: $addr" 'Content-Length: 60000' '' >&"$late"
+        first=
+        IFS= read -r -t 10 first <&"$late"
+        while IFS= read -r -t 10 line <&"$late" && [ "$line" != $'\r' ]; do :; done
+        { cat "$tmp/inner"; head -c $((60000 - $(stat -c %s "$tmp/inner"))) /dev/zero; cat "$tmp/next"; } >&"$late"
+        timeout 10 cat <&"$late" >"$tmp/x/$n.b"
+        exec {late}>&-
+        code="$(printf %s "$first" | cut -d' ' -f2) $(grep -a '^HTTP/1\.1 [0-9]' "$tmp/x/$n.b" | cut -d' ' -f2 | tr '\n' ' ' | sed 's/ $//')"
+        printf '%s\n' "$code" >"$tmp/x/$n.code"
+        need "replies '$code', want '405 200'" is "$code" '405 200'
+        victim_alive
+fi
+verdict "smuggling: a body sent after the 405 is received and dropped, then the next request is served"
+
 # more than the relay drops (64 KiB) is left unread: it answers, says it closes, and closes
 if victim_new; then
         { crlf 'PUT /files/ HTTP/1.1' "Host: $addr" 'Content-Length: 100000' ''
