@@ -3,7 +3,10 @@
  *   request-head  = [ CRLF ] request-line *( field-line CRLF ) CRLF      (RFC 9112 2.1, 2.2)
  *   request-line  = method SP request-target SP HTTP-version CRLF
  *   method        = token  ; GET HEAD POST PATCH DELETE OPTIONS PUT, case-sensitive
- *   request-target= "/" *( %x21-7E )                       ; origin-form, <= 2048 bytes
+ *   request-target= origin-form / absolute-form             ; <= 2048 bytes  (RFC 9112 3.2)
+ *   origin-form   = "/" *( %x21-7E )
+ *   absolute-form = ( "http" / "https" ) "://" authority [ "/" *( %x21-7E ) ] [ ( "?" / "#" ) ... ]
+ *   authority     = uri-host [ ":" port ]                  ; no userinfo; see chp_http_check_host
  *   HTTP-version  = "HTTP/1.0" / "HTTP/1.1"                ; other "HTTP/" DIGIT "." DIGIT: 505
  *   field-line    = token ":" OWS field-value OWS          ; no obs-fold, no space before ':'
  *   field-value   = *( VCHAR / obs-text / SP / HTAB )
@@ -14,7 +17,9 @@
  * first CHP_HTTP_MAX_HEAD bytes are ever looked at.
  *
  * The value parsers read tus 1.0 (Upload-Offset/-Length, Upload-Checksum, Upload-Metadata),
- * Range (RFC 9110 14.1-14.2) and If-None-Match (RFC 9110 13.1.2, weak comparison).
+ * Range (RFC 9110 14.1-14.2), If-None-Match (RFC 9110 13.1.2, weak comparison), If-Range
+ * (13.1.5, strong comparison) and Host (RFC 9112 3.2, RFC 3986 3.2.2-3.2.3); and build the
+ * Content-Disposition of a download from tus metadata (RFC 6266, RFC 8187).
  */
 #include "http.h"
 
@@ -58,6 +63,16 @@ static bool is_digit(unsigned char c)
         return c >= '0' && c <= '9';
 }
 
+static bool is_alpha(unsigned char c)
+{
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static bool is_hex(unsigned char c)
+{
+        return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
 static unsigned char lower(unsigned char c)
 {
         return c >= 'A' && c <= 'Z' ? (unsigned char)(c - 'A' + 'a') : c;
@@ -96,6 +111,30 @@ static ssize_t line_end(const unsigned char *u, size_t end, size_t i)
         if (i + 1 >= end)
                 return -EAGAIN;
         return u[i + 1] == '\n' ? (ssize_t)(i + 2) : CHP_HTTP_EBAD;
+}
+
+/* An absolute-form target buf[t0..t1) (RFC 9112 3.2.2): its authority, and its path (with the
+ * query) as the target; 0 or EBAD. */
+static ssize_t absolute_form(const char *buf, size_t t0, size_t t1, struct chp_http_request *r)
+{
+        const unsigned char *u = (const unsigned char *)buf;
+        size_t a0;
+        if (t1 - t0 >= 7 && ieq_n(u + t0, "http://", 7))
+                a0 = t0 + 7;
+        else if (t1 - t0 >= 8 && ieq_n(u + t0, "https://", 8))
+                a0 = t0 + 8;
+        else
+                return CHP_HTTP_EBAD;
+        size_t a1 = a0;
+        while (a1 < t1 && u[a1] != '/' && u[a1] != '?' && u[a1] != '#')
+                a1++;
+        struct chp_http_str authority = {buf + a0, a1 - a0};
+        if (a1 == a0 || u[a0] == ':' || chp_http_check_host(authority) != 0)
+                return CHP_HTTP_EBAD;
+        r->authority = authority;
+        /* an empty path is "/" (RFC 9112 3.2.2); left empty here, with the query dropped */
+        r->target = (struct chp_http_str){buf + a1, a1 < t1 && u[a1] == '/' ? t1 - a1 : 0};
+        return 0;
 }
 
 /* Parses u[0..end) into r; returns the head's size, -EAGAIN or a CHP_HTTP_E* code. */
@@ -139,14 +178,18 @@ static ssize_t parse_head(const char *buf, size_t end, struct chp_http_request *
                         return -EAGAIN;
                 if (u[i] == ' ')
                         break;
-                if (u[i] < 0x21 || u[i] > 0x7e || (i == t0 && u[i] != '/'))
+                if (u[i] < 0x21 || u[i] > 0x7e || (i == t0 && u[i] != '/' && !is_alpha(u[i])))
                         return CHP_HTTP_EBAD;
                 if (i - t0 >= CHP_HTTP_MAX_TARGET)
                         return CHP_HTTP_ETARGET;
         }
         if (i == t0)
                 return CHP_HTTP_EBAD;
-        r->target = (struct chp_http_str){buf + t0, i - t0};
+        if (u[t0] == '/') {
+                r->target = (struct chp_http_str){buf + t0, i - t0};
+        } else if ((k = absolute_form(buf, t0, i, r)) < 0) {
+                return k;
+        }
         i++;
 
         static const char version[] = "HTTP/D.D";
@@ -472,19 +515,29 @@ static bool sorted_keys_unique(uint16_t *v, size_t count, const unsigned char *p
         return true;
 }
 
+/* The pair in p[*i..n) up to the next comma, without surrounding OWS: p[*e0..*e1). Advances
+ * *i past the pair and its comma; *more tells whether a comma (so another pair) followed. */
+static void next_pair(const unsigned char *p, size_t n, size_t *i, size_t *e0, size_t *e1,
+                      bool *more)
+{
+        const unsigned char *c = *i < n ? memchr(p + *i, ',', n - *i) : NULL;
+        *e0 = *i;
+        *e1 = c ? (size_t)(c - p) : n;
+        *i = c ? *e1 + 1 : n;
+        *more = c != NULL;
+        while (*e0 < *e1 && is_ows(p[*e0]))
+                (*e0)++;
+        while (*e1 > *e0 && is_ows(p[*e1 - 1]))
+                (*e1)--;
+}
+
 /* The pair in p[*i..n) up to the next comma: validates it and sets *key to its key's offset.
  * Advances *i past the pair and its comma; *more tells whether a comma (so another pair)
  * followed. */
 static bool take_pair(const unsigned char *p, size_t n, size_t *i, size_t *key, bool *more)
 {
-        const unsigned char *c = *i < n ? memchr(p + *i, ',', n - *i) : NULL;
-        size_t e0 = *i, e1 = c ? (size_t)(c - p) : n;
-        *i = c ? e1 + 1 : n;
-        *more = c != NULL;
-        while (e0 < e1 && is_ows(p[e0]))
-                e0++;
-        while (e1 > e0 && is_ows(p[e1 - 1]))
-                e1--;
+        size_t e0, e1;
+        next_pair(p, n, i, &e0, &e1, more);
         size_t k = e0;
         while (k < e1 && p[k] != ' ') {
                 if (p[k] < 0x21 || p[k] == 0x7f)
@@ -568,4 +621,219 @@ bool chp_http_etag_matches(struct chp_http_str s, const char *etag)
                         return false;
         }
         return match;
+}
+
+/* ---- Host ---------------------------------------------------------------------------------- */
+
+int chp_http_check_host(struct chp_http_str s)
+{
+        const unsigned char *p = (const unsigned char *)s.p;
+        size_t n = s.n, i = 0;
+        if (n > 0 && p[0] == '[') { /* IP-literal: an IPv6 address (hex digits, ':' and '.') */
+                for (i = 1; i < n && p[i] != ']'; i++)
+                        if (!is_hex(p[i]) && p[i] != ':' && p[i] != '.')
+                                return -EINVAL;
+                if (i >= n || i == 1)
+                        return -EINVAL;
+                i++;
+        } else { /* reg-name or IPv4address: unreserved / pct-encoded / sub-delims */
+                for (; i < n && p[i] != ':'; i++) {
+                        if (p[i] == '%') {
+                                if (n - i < 3 || !is_hex(p[i + 1]) || !is_hex(p[i + 2]))
+                                        return -EINVAL;
+                                i += 2;
+                        } else if (!is_alpha(p[i]) && !is_digit(p[i]) &&
+                                   (p[i] == '\0' || !strchr("-._~!$&'()*+,;=", p[i]))) {
+                                return -EINVAL;
+                        }
+                }
+        }
+        if (i == n)
+                return 0;
+        if (p[i] != ':' || n - i - 1 > 5)
+                return -EINVAL;
+        for (i++; i < n; i++)
+                if (!is_digit(p[i]))
+                        return -EINVAL;
+        return 0;
+}
+
+/* ---- If-Range ------------------------------------------------------------------------------ */
+
+bool chp_http_if_range_matches(struct chp_http_str s, const char *etag)
+{
+        const unsigned char *p = (const unsigned char *)s.p;
+        size_t n = s.n, elen = strlen(etag);
+        trim_ows(&p, &n);
+        /* strong comparison: a weak tag or a date never matches */
+        return n == elen + 2 && p[0] == '"' && p[n - 1] == '"' && memcmp(p + 1, etag, elen) == 0;
+}
+
+/* ---- tus metadata for a download ------------------------------------------------------------ */
+
+int chp_http_metadata_get(struct chp_http_str s, const char *key, uint8_t *out, size_t cap,
+                          size_t *out_len)
+{
+        *out_len = 0;
+        const unsigned char *p = (const unsigned char *)s.p;
+        size_t n = s.n, klen = strlen(key);
+        bool more = true;
+        for (size_t i = 0; i < n && more;) {
+                size_t e0, e1;
+                next_pair(p, n, &i, &e0, &e1, &more);
+                size_t k = e0;
+                while (k < e1 && p[k] != ' ')
+                        k++;
+                if (k - e0 != klen || memcmp(p + e0, key, klen) != 0)
+                        continue;
+                if (k == e1)
+                        return 0; /* a key without a value: empty */
+                ssize_t got = chp_http_base64_decode((const char *)p + k + 1, e1 - k - 1, out, cap);
+                if (got < 0)
+                        return -EINVAL;
+                *out_len = (size_t)got;
+                return 0;
+        }
+        return -ENOENT;
+}
+
+bool chp_http_media_type_ok(struct chp_http_str s)
+{
+        const unsigned char *p = (const unsigned char *)s.p;
+        size_t n = s.n, i = 0;
+        if (n > CHP_HTTP_MEDIA_TYPE_MAX)
+                return false;
+        for (int part = 0; part < 2; part++) { /* type "/" subtype */
+                size_t t0 = i;
+                while (i < n && is_tchar(p[i]))
+                        i++;
+                if (i == t0)
+                        return false;
+                if (part == 0 && (i == n || p[i++] != '/'))
+                        return false;
+        }
+        while (i < n) { /* *( OWS ";" OWS token "=" ( token / quoted-string ) ) */
+                while (i < n && is_ows(p[i]))
+                        i++;
+                if (i == n || p[i++] != ';')
+                        return false;
+                while (i < n && is_ows(p[i]))
+                        i++;
+                size_t t0 = i;
+                while (i < n && is_tchar(p[i]))
+                        i++;
+                if (i == t0 || i == n || p[i++] != '=')
+                        return false;
+                if (i < n && p[i] == '"') {
+                        for (i++; i < n && p[i] != '"'; i++)
+                                if (p[i] < 0x20 || p[i] > 0x7e || p[i] == '\\')
+                                        return false;
+                        if (i++ >= n)
+                                return false;
+                } else {
+                        t0 = i;
+                        while (i < n && is_tchar(p[i]))
+                                i++;
+                        if (i == t0)
+                                return false;
+                }
+        }
+        return true;
+}
+
+/* The length of the UTF-8 sequence at p[0..n) (1..4), or 0 when it is not valid UTF-8 (an
+ * overlong form, a surrogate, past U+10FFFF, or cut short). */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+        unsigned char c = p[0];
+        size_t len;
+        uint32_t cp;
+        if (c < 0x80)
+                return 1;
+        if (c >= 0xc2 && c <= 0xdf)
+                len = 2, cp = c & 0x1f;
+        else if (c >= 0xe0 && c <= 0xef)
+                len = 3, cp = c & 0x0f;
+        else if (c >= 0xf0 && c <= 0xf4)
+                len = 4, cp = c & 0x07;
+        else
+                return 0;
+        if (n < len)
+                return 0;
+        for (size_t i = 1; i < len; i++) {
+                if ((p[i] & 0xc0) != 0x80)
+                        return 0;
+                cp = cp << 6 | (p[i] & 0x3f);
+        }
+        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+                return 0;
+        return len;
+}
+
+/* RFC 8187 attr-char: ALPHA / DIGIT / "!" / "#" / "$" / "&" / "+" / "-" / "." / "^" / "_" /
+ * "`" / "|" / "~" */
+static bool is_attr_char(unsigned char c)
+{
+        return is_alpha(c) || is_digit(c) || (c != '\0' && strchr("!#$&+-.^_`|~", c));
+}
+
+ssize_t chp_http_content_disposition(const uint8_t *name, size_t n, char *out, size_t cap)
+{
+        static const char hexd[] = "0123456789ABCDEF";
+        if (cap < CHP_HTTP_DISPOSITION_MAX)
+                return -ENOBUFS;
+        /* what of the name is used: up to CHP_HTTP_FILENAME_MAX bytes, cut at a character
+         * boundary; invalid UTF-8 makes it a byte string shown only in the ASCII fallback */
+        bool utf8 = true, ascii = true;
+        size_t use = 0;
+        while (use < n) {
+                size_t l = utf8_len(name + use, n - use);
+                if (l == 0) {
+                        utf8 = false;
+                        l = 1;
+                }
+                if (use + l > CHP_HTTP_FILENAME_MAX)
+                        break;
+                ascii = ascii && name[use] < 0x80;
+                use += l;
+        }
+        /* a path or a control character is never part of a name */
+        static const char head[] = "attachment; filename=\"", star[] = "; filename*=UTF-8''";
+        size_t o = sizeof(head) - 1, shown = 0;
+        memcpy(out, head, o);
+        for (size_t i = 0; i < use; i++) {
+                unsigned char c = name[i];
+                if (c >= 0x80) {
+                        /* one '_' per character, not per byte */
+                        if (utf8 && (c & 0xc0) == 0x80)
+                                continue;
+                        c = '_';
+                } else if (c < 0x20 || c == 0x7f || c == '"' || c == '\\' || c == '/') {
+                        c = '_';
+                }
+                out[o++] = (char)c;
+                shown++;
+        }
+        if (shown == 0)
+                return -EINVAL;
+        out[o++] = '"';
+        if (!ascii && utf8) {
+                memcpy(out + o, star, sizeof(star) - 1);
+                o += sizeof(star) - 1;
+                for (size_t i = 0; i < use; i++) {
+                        unsigned char c = name[i];
+                        if (c < 0x20 || c == 0x7f || c == '/' || c == '\\')
+                                c = '_';
+                        if (is_attr_char(c)) {
+                                out[o++] = (char)c;
+                        } else {
+                                out[o++] = '%';
+                                out[o++] = hexd[c >> 4];
+                                out[o++] = hexd[c & 15];
+                        }
+                }
+        }
+        out[o] = '\0';
+        return (ssize_t)o;
 }

@@ -43,7 +43,11 @@ struct chp_http_header {
 
 struct chp_http_request {
         enum chp_http_method method;
-        struct chp_http_str target; /* origin-form: starts with '/' */
+        /* The path and query: an origin-form target as sent, or what follows an absolute-form
+         * target's authority -- which starts with '/', or is empty when that has no path (the
+         * path is "/" then, and the query is not kept). */
+        struct chp_http_str target;
+        struct chp_http_str authority; /* absolute-form only: host[:port]; else empty */
         int minor;                  /* HTTP/1.<minor>: 0 or 1 */
         struct chp_http_header headers[CHP_HTTP_MAX_HEADERS];
         size_t nheaders;
@@ -51,9 +55,10 @@ struct chp_http_request {
 
 /* Rules: request line "METHOD SP target SP HTTP/1.x CRLF" (a bare LF is accepted as line end;
  * no leading empty lines beyond one CRLF); method among enum chp_http_method (another token:
- * EMETHOD; not a token: EBAD); target origin-form, visible ASCII only, at most
- * CHP_HTTP_MAX_TARGET bytes (longer: ETARGET); header names are tokens, no whitespace before
- * the colon, no obs-fold (a line starting with SP/HT: EBAD), values without CTLs other than HT;
+ * EMETHOD; not a token: EBAD); target origin-form or absolute-form (http or https, an
+ * authority that chp_http_check_host accepts, not empty and without userinfo; RFC 9112
+ * 3.2.2), visible ASCII only, at most CHP_HTTP_MAX_TARGET bytes (longer: ETARGET); header
+ * names are tokens, no whitespace before the colon, no obs-fold (a line starting with SP/HT: EBAD), values without CTLs other than HT;
  * at most CHP_HTTP_MAX_HEADERS headers and CHP_HTTP_MAX_HEAD bytes in all (EHEADERS; a head
  * that is not complete within CHP_HTTP_MAX_HEAD bytes is EHEADERS, not EAGAIN). */
 __attribute__((warn_unused_result)) ssize_t chp_http_parse_request(
@@ -91,6 +96,44 @@ int chp_http_check_metadata(struct chp_http_str s);
 /* Whether an If-None-Match value matches the entity tag etag (given without quotes): "*", or a
  * comma-separated list of (possibly weak W/) quoted tags, one equal to etag. */
 bool chp_http_etag_matches(struct chp_http_str s, const char *etag);
+
+/* A Host header value or an absolute-form authority (RFC 3986 3.2.2-3.2.3): uri-host [":" port]
+ * where uri-host is a bracketed IPv6 address or a reg-name / IPv4 address of unreserved,
+ * pct-encoded and sub-delims characters (may be empty), and port is at most 5 digits. 0 or
+ * -EINVAL. Such a value holds no whitespace, '/', '@' or control byte. */
+int chp_http_check_host(struct chp_http_str s);
+
+/* Whether an If-Range value lets a Range apply (RFC 9110 13.1.5): only an entity tag that is
+ * strongly equal to "etag" (given without quotes). A weak tag, a date or anything malformed
+ * does not match: then the whole representation is sent. */
+bool chp_http_if_range_matches(struct chp_http_str s, const char *etag);
+
+/* The decoded value of key in a tus Upload-Metadata value s (as chp_http_check_metadata accepts)
+ * into out (cap bytes) and *out_len: 0 (a key without a value gives length 0), -ENOENT when the
+ * key is absent, -EINVAL when its value does not decode into cap bytes. */
+int chp_http_metadata_get(struct chp_http_str s, const char *key, uint8_t *out /* out */,
+                          size_t cap, size_t *out_len /* out */);
+
+#define CHP_HTTP_MEDIA_TYPE_MAX 255 /* bytes of a media type served as Content-Type */
+
+/* Whether s is a media type that may be served as a Content-Type: type "/" subtype, tokens,
+ * then parameters "; name=value" (value a token or a quoted string without backslashes or
+ * control bytes), at most CHP_HTTP_MEDIA_TYPE_MAX bytes. */
+bool chp_http_media_type_ok(struct chp_http_str s);
+
+#define CHP_HTTP_FILENAME_MAX    255 /* bytes of a file name used in Content-Disposition */
+#define CHP_HTTP_DISPOSITION_MAX (64 + 4 * CHP_HTTP_FILENAME_MAX) /* its longest value + NUL */
+
+/* A Content-Disposition value for a download named name[0..n) (any bytes: tus metadata):
+ * attachment; filename="<ASCII fallback>" and, when the name is non-ASCII UTF-8,
+ * filename*=UTF-8''<percent-encoded> (RFC 6266, RFC 8187). The name is cut to at most
+ * CHP_HTTP_FILENAME_MAX bytes at a character boundary; in the fallback each non-ASCII
+ * character, control byte, '"', '\\' and '/' becomes '_'; in filename* controls, '/' and '\\'
+ * become '_' and everything but attr-char is percent-encoded. The result (NUL-terminated in
+ * out, cap >= CHP_HTTP_DISPOSITION_MAX, else -ENOBUFS) is printable ASCII only. Returns its
+ * length, or -EINVAL for an empty name. */
+ssize_t chp_http_content_disposition(const uint8_t *name, size_t n, char *out /* out */,
+                                     size_t cap);
 
 /* Standard base64 (RFC 4648 with padding) decode into out (cap bytes); returns the length or
  * -EINVAL. */

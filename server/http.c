@@ -38,6 +38,8 @@
 #define HEAD_MAX    CHP_HTTP_MAX_HEAD
 #define RESP_MAX    4096
 #define DRAIN_LOW   (4u << 20) /* keep this many download bytes queued */
+/* a body left unread by a response is read and dropped up to this size; a longer one closes */
+#define UNREAD_MAX  (64u << 10)
 #define TUS_VERSION "1.0.0"
 #define TUS_EXT                                                                                    \
         "creation,creation-with-upload,creation-defer-length,termination,checksum,"                \
@@ -52,7 +54,8 @@
         "X-HTTP-Method-Override, X-Requested-With, Range, If-None-Match"
 
 enum route { R_NONE, R_FILES, R_UPLOAD, R_FILE, R_METRICS, R_HEALTHZ };
-enum phase { PH_HEAD, PH_CREATE, PH_BODY, PH_FLUSH, PH_COMMIT, PH_SEND };
+/* PH_DISCARD: the response is out, the rest of the request's body is read and dropped */
+enum phase { PH_HEAD, PH_CREATE, PH_BODY, PH_FLUSH, PH_COMMIT, PH_SEND, PH_DISCARD };
 
 struct attach {
         uint32_t index;
@@ -83,8 +86,8 @@ struct http {
         uint8_t id[CHP_HASH_BYTES];
         bool keep_alive, close_after, head_only;
         char origin[256];
-        bool has_origin, expect_continue;
-        uint64_t body_left; /* body bytes still to come */
+        bool has_origin, expect_continue, continued; /* continued: 100 Continue was sent */
+        uint64_t body_left; /* body bytes not read yet (the response may leave some unread) */
         /* tus */
         struct chp_upload *up;
         bool created; /* a POST that made the upload */
@@ -194,8 +197,21 @@ static const char *reason(int status)
         return "Unknown";
 }
 
+/* The one rule for a response that leaves part of the request's body unread (an error, a 405,
+ * anything answered from the head alone): the connection goes on only if the rest can be read
+ * and dropped first -- at most UNREAD_MAX bytes, and only when the client is sending it (not
+ * one that waits for a 100 Continue it never got, whose next bytes may be its next request).
+ * Otherwise the connection closes after the response. Either way body bytes are never parsed
+ * as a request. Decided here, before the head says whether the connection stays open. */
+static void unread_body_rule(struct http *h)
+{
+        if (h->body_left > UNREAD_MAX || (h->body_left && h->expect_continue && !h->continued))
+                h->close_after = true;
+}
+
 static void start(struct http *h, struct resp *r, int status)
 {
+        unread_body_rule(h);
         r->len = 0;
         r->overflow = false;
         add(r, "HTTP/1.1 %d %s\r\n", status, reason(status));
@@ -257,11 +273,11 @@ static void simple(struct http *h, int status, const char *msg)
 {
         struct resp r;
         /* decided before the head is written, so that it says "Connection: close" when the
-         * relay will close (an error with a body left unread, or a malformed request) */
+         * relay will close (a malformed request, a server error; a body left unread is
+         * start()'s rule) */
         if (status >= 400)
                 h->close_after = h->close_after || status >= 500 || status == 400 ||
-                                 status == 413 || status == 414 || status == 431 || status == 505 ||
-                                 status == 501 || h->body_left > 0;
+                                 status == 414 || status == 431 || status == 505 || status == 501;
         start(h, &r, status);
         if (status == 412 || h->route == R_FILES || h->route == R_UPLOAD)
                 add(&r, "Tus-Version: " TUS_VERSION "\r\n");
@@ -333,20 +349,54 @@ static void request_reset(struct http *h)
                 chp_upload_release(sh, h->id);
         h->created = h->set_length = h->committed = h->claimed = false;
         h->failed = 0;
-        h->has_origin = h->expect_continue = h->head_only = false;
+        h->has_origin = h->expect_continue = h->continued = h->head_only = false;
         if (h->c->body)
                 h->c->body = NULL;
 }
 
-/* The response is queued: either close, or go on with the next request. */
+/* The response is queued: either close, or go on with the next request (after dropping what
+ * is left of this one's body: see unread_body_rule). */
 static void request_done(struct http *h)
 {
         struct conn *c = h->c;
         bool close = !h->keep_alive || h->close_after || h->stopping;
+        uint64_t unread = h->body_left;
         request_reset(h);
-        if (close)
+        if (close) {
                 conn_close_after_flush(c);
+        } else if (unread) {
+                h->ph = PH_DISCARD;
+                h->body_left = unread;
+        }
         /* a pipelined request may be waiting: the caller goes back to http_on_input */
+}
+
+/* PH_DISCARD: reads and drops the rest of the body (into the head buffer, free by now); true
+ * once it is all gone and the next request may be parsed. */
+static bool discard_body(struct http *h)
+{
+        struct conn *c = h->c;
+        if (c->body) {
+                if (c->body_got < c->body_len)
+                        return false;
+                h->body_left -= c->body_len;
+                c->body = NULL;
+        }
+        while (h->body_left) {
+                size_t have = c->in_len < h->body_left ? c->in_len : (size_t)h->body_left;
+                if (!have)
+                        break;
+                conn_consume(c, have);
+                h->body_left -= have;
+        }
+        if (h->body_left) {
+                /* received as a body, so that a client that stops sending meets io_timeout */
+                size_t want = h->body_left < HEAD_MAX ? (size_t)h->body_left : HEAD_MAX;
+                conn_want_body(c, (uint8_t *)h->head, want, 0);
+                return false;
+        }
+        h->ph = PH_HEAD;
+        return true;
 }
 
 /* ---- store requests ---------------------------------------------------------------------- */
@@ -692,6 +742,7 @@ static void body_start(struct http *h)
                 uint8_t *out = conn_out_reserve(c, sizeof(cont) - 1);
                 if (out)
                         memcpy(out, cont, sizeof(cont) - 1);
+                h->continued = true;
         }
         h->ph = PH_BODY;
         c->body = NULL;
@@ -836,7 +887,7 @@ static void hop_done(struct conn_op *base)
                 } else {
                         maybe_reply(h);
                 }
-                if (h->ph == PH_HEAD)
+                if (h->ph == PH_HEAD || h->ph == PH_DISCARD)
                         http_on_input(c); /* answered: the next request */
                 conn_flush(c);
                 conn_maybe_read(c);
@@ -909,6 +960,43 @@ static void dl_fill(struct conn *c)
         }
 }
 
+/* Content-Type and Content-Disposition of a download: the filetype and filename that the tus
+ * upload which stored the file gave in Upload-Metadata, when they are sane (the type a media
+ * type, the name made safe by chp_http_content_disposition); else application/octet-stream and
+ * no disposition. Metadata never reaches the head unchecked. A type the uploader chose is
+ * always an attachment, never rendered inline (an uploaded text/html page would otherwise run
+ * as the relay's origin), and never sniffed. */
+static void file_names(struct http *h, struct resp *r)
+{
+        struct chp_store *s = h->c->sh->store;
+        uint8_t *meta = malloc(CHP_UPLOAD_META_MAX);
+        uint8_t *val = malloc(CHP_UPLOAD_META_MAX);
+        char *disp = malloc(CHP_HTTP_DISPOSITION_MAX);
+        ssize_t mlen = meta ? chp_store_file_meta(s, h->id, meta, CHP_UPLOAD_META_MAX) : 0;
+        struct chp_http_str m = {(const char *)meta, mlen > 0 ? (size_t)mlen : 0};
+        size_t n;
+        bool typed = false;
+        if (m.n && val && chp_http_check_metadata(m) == 0) {
+                if (chp_http_metadata_get(m, "filetype", val, CHP_UPLOAD_META_MAX, &n) == 0 &&
+                    chp_http_media_type_ok((struct chp_http_str){(const char *)val, n})) {
+                        add(r, "Content-Type: %.*s\r\n", (int)n, (const char *)val);
+                        typed = true;
+                }
+                if (disp &&
+                    chp_http_metadata_get(m, "filename", val, CHP_UPLOAD_META_MAX, &n) == 0 &&
+                    chp_http_content_disposition(val, n, disp, CHP_HTTP_DISPOSITION_MAX) > 0)
+                        add(r, "Content-Disposition: %s\r\n", disp);
+                else if (typed)
+                        add(r, "Content-Disposition: attachment\r\n");
+        }
+        if (!typed)
+                add(r, "Content-Type: application/octet-stream\r\n");
+        add(r, "X-Content-Type-Options: nosniff\r\n");
+        free(disp);
+        free(val);
+        free(meta);
+}
+
 static void get_file(struct http *h, const struct chp_http_request *req)
 {
         struct conn *c = h->c;
@@ -940,8 +1028,14 @@ static void get_file(struct http *h, const struct chp_http_request *req)
                 return;
         }
         const struct chp_http_str *range = chp_http_header(req, "Range");
+        const struct chp_http_str *if_range = chp_http_header(req, "If-Range");
         uint64_t first = 0, last = total ? total - 1 : 0;
         int status = 200;
+        /* If-Range: the Range applies only while the client's copy is this file (a strong
+         * ETag match); otherwise the whole file is sent */
+        if (if_range && (chp_http_header_count(req, "If-Range") != 1 ||
+                         !chp_http_if_range_matches(*if_range, hex)))
+                range = NULL;
         if (range && chp_http_header_count(req, "Range") == 1) {
                 rc = chp_http_parse_range(*range, total, &first, &last);
                 if (rc == -ERANGE) {
@@ -957,9 +1051,9 @@ static void get_file(struct http *h, const struct chp_http_request *req)
                         first = 0, last = total ? total - 1 : 0;
         }
         start(h, &r, status);
+        file_names(h, &r);
         add(&r,
-            "Content-Type: application/octet-stream\r\nAccept-Ranges: bytes\r\n"
-            "ETag: \"%s\"\r\nCache-Control: private, immutable\r\n",
+            "Accept-Ranges: bytes\r\nETag: \"%s\"\r\nCache-Control: private, immutable\r\n",
             hex);
         if (status == 206)
                 add(&r, "Content-Range: bytes %llu-%llu/%llu\r\n", (unsigned long long)first,
@@ -1159,6 +1253,10 @@ static void post(struct http *h, const struct chp_http_request *req)
                 simple(h, 413, "the body is longer than Upload-Length");
                 return;
         }
+        if (h->body_left > cfg->tus_max_size) {
+                simple(h, 413, "larger than Tus-Max-Size");
+                return;
+        }
         if (!checksum_setup(h, req))
                 return;
         struct hop *op = hop_new(h, CHP_REQ_UPLOAD_CREATE);
@@ -1238,37 +1336,51 @@ static void patch(struct http *h, const struct chp_http_request *req)
                 maybe_reply(h);
                 return;
         }
+        uint64_t max = h->c->sh->cfg->tus_max_size;
         if (len) {
                 if (chp_http_parse_u64(*len, &length) != 0 ||
                     (h->length != CHP_UPLOAD_SIZE_UNKNOWN && length != h->length) ||
-                    length < h->start || length > h->c->sh->cfg->tus_max_size) {
+                    length < h->start) {
                         simple(h, 400, "bad Upload-Length");
                         return;
                 }
-                if (h->length == CHP_UPLOAD_SIZE_UNKNOWN) {
-                        /* the deferred length becomes known: recorded before the chunks */
-                        struct hop *op = hop_new(h, CHP_REQ_UPLOAD_CREATE);
-                        if (!op || !(op->upload = malloc(sizeof(*h->up)))) {
-                                free(op);
-                                simple(h, 500, NULL);
-                                return;
-                        }
-                        *op->upload = *h->up;
-                        op->upload->declared_size = length;
-                        op->base.req.u.upload_create.upload = op->upload;
-                        if (!submit(h, op)) {
-                                simple(h, status_of(h->failed), NULL);
-                                return;
-                        }
-                        h->length = length;
+                if (length > max) {
+                        simple(h, 413, "Upload-Length is larger than Tus-Max-Size");
+                        return;
                 }
         }
-        if (h->length != CHP_UPLOAD_SIZE_UNKNOWN && h->start + h->body_left > h->length) {
+        /* every check comes before the deferred length is recorded: a request refused here
+         * leaves the upload as it was (and has nothing in flight that would go on with it) */
+        uint64_t declared = len ? length : h->length;
+        if (declared != CHP_UPLOAD_SIZE_UNKNOWN && h->start + h->body_left > declared) {
                 simple(h, 413, "the body goes past Upload-Length");
+                return;
+        }
+        /* a deferred length is bounded too: refused before anything of the body is stored */
+        if (declared == CHP_UPLOAD_SIZE_UNKNOWN && h->body_left &&
+            (h->start > max || h->body_left > max - h->start)) {
+                simple(h, 413, "the upload would be larger than Tus-Max-Size");
                 return;
         }
         if (!checksum_setup(h, req))
                 return;
+        if (declared != h->length) {
+                /* the deferred length becomes known: recorded before the chunks */
+                struct hop *op = hop_new(h, CHP_REQ_UPLOAD_CREATE);
+                if (!op || !(op->upload = malloc(sizeof(*h->up)))) {
+                        free(op);
+                        simple(h, 500, NULL);
+                        return;
+                }
+                *op->upload = *h->up;
+                op->upload->declared_size = declared;
+                op->base.req.u.upload_create.upload = op->upload;
+                if (!submit(h, op)) {
+                        simple(h, status_of(h->failed), NULL);
+                        return;
+                }
+                h->length = declared;
+        }
         body_start(h);
 }
 
@@ -1360,11 +1472,14 @@ static void on_request(struct http *h, const struct chp_http_request *req)
                 h->origin[origin->n] = '\0';
                 h->has_origin = true;
         }
+        /* for absolute Location URLs: an absolute-form target's authority wins over Host
+         * (RFC 9112 3.2.2); both are checked (chp_http_check_host) before they are used */
         const struct chp_http_str *host = chp_http_header(req, "Host");
+        const struct chp_http_str *authority = req->authority.n ? &req->authority : host;
         h->host[0] = '\0';
-        if (host && host->n < sizeof(h->host) && !memchr(host->p, '/', host->n)) {
-                memcpy(h->host, host->p, host->n);
-                h->host[host->n] = '\0';
+        if (authority && authority->n < sizeof(h->host)) {
+                memcpy(h->host, authority->p, authority->n);
+                h->host[authority->n] = '\0';
         }
         const struct chp_http_str *expect = chp_http_header(req, "Expect");
         h->expect_continue = expect && chp_http_str_ieq(*expect, "100-continue");
@@ -1393,6 +1508,14 @@ static void on_request(struct http *h, const struct chp_http_request *req)
                 return;
         }
         h->body_left = body;
+        /* RFC 9112 3.2: an HTTP/1.1 request without Host, or any request with several Host
+         * lines or an invalid one, is answered 400 */
+        size_t hosts = chp_http_header_count(req, "Host");
+        if ((req->minor == 1 && hosts == 0) || hosts > 1 ||
+            (host && chp_http_check_host(*host) != 0)) {
+                simple(h, 400, "exactly one valid Host header is required");
+                return;
+        }
         if (h->stopping) {
                 simple(h, 503, "the relay is stopping");
                 return;
@@ -1400,8 +1523,7 @@ static void on_request(struct http *h, const struct chp_http_request *req)
         if (!route(h, req))
                 return;
         if (body && h->method != CHP_HTTP_PATCH && h->method != CHP_HTTP_POST) {
-                h->close_after = true; /* not read: the connection cannot be reused */
-                simple(h, 400, "this request takes no body");
+                simple(h, 400, "this request takes no body"); /* and closes */
                 return;
         }
         switch (h->route) {
@@ -1453,7 +1575,11 @@ static void http_on_input(struct conn *c)
                         body_progress(h);
                 return;
         }
-        while (h->ph == PH_HEAD && !c->closing && !c->closed) {
+        for (;;) {
+                if (h->ph == PH_DISCARD && !discard_body(h))
+                        return;
+                if (h->ph != PH_HEAD || c->closing || c->closed)
+                        return;
                 struct chp_http_request req;
                 ssize_t n = chp_http_parse_request((const char *)c->in, c->in_len, &req);
                 if (n == -EAGAIN)
@@ -1489,8 +1615,8 @@ static void http_on_input(struct conn *c)
 static bool http_can_read(const struct conn *c)
 {
         const struct http *h = c->proto;
-        if (h->ph == PH_BODY)
-                return false; /* body bytes go into chunk buffers, armed by body_progress */
+        if (h->ph == PH_BODY || h->ph == PH_DISCARD)
+                return false; /* body bytes go into buffers armed by body_progress/discard_body */
         return h->ph == PH_HEAD && !h->stopping && c->out_bytes < c->sh->cfg->window_bytes &&
                c->in_len < HEAD_MAX;
 }
@@ -1512,7 +1638,7 @@ static void http_on_drain(struct conn *c)
         if (h->ph != PH_SEND)
                 return;
         dl_fill(c);
-        if (h->ph == PH_HEAD)
+        if (h->ph == PH_HEAD || h->ph == PH_DISCARD)
                 http_on_input(c); /* the download is queued whole: the next request */
 }
 

@@ -84,6 +84,7 @@ struct chp_store {
         MDB_env *env;
         MDB_dbi db_chunks, db_refs, db_files, db_uploads, db_upchunks, db_expiry, db_segments,
             db_segidx, db_meta, db_pending, db_tails;
+        MDB_dbi db_filemeta; /* file id -> tus Upload-Metadata of the first upload that had some */
 
         pthread_mutex_t seg_lock;
         struct chp_seg *segs[SEG_BUCKETS];
@@ -342,6 +343,7 @@ static int open_dbs(struct chp_store *s)
             {"uploads", &s->db_uploads},   {"upchunks", &s->db_upchunks}, {"expiry", &s->db_expiry},
             {"segments", &s->db_segments}, {"segidx", &s->db_segidx},     {"meta", &s->db_meta},
             {"pending", &s->db_pending},   {"tails", &s->db_tails},
+            {"filemeta", &s->db_filemeta},
         };
         for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
                 rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
@@ -916,6 +918,13 @@ static int parse_file(const MDB_val *v, struct file_rec *f)
         return 0;
 }
 
+static int filemeta_drop(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_HASH_BYTES])
+{
+        MDB_val k = val(id, CHP_HASH_BYTES);
+        int rc = mdb_del(txn, s->db_filemeta, &k, NULL);
+        return rc == MDB_NOTFOUND ? 0 : map_mdb(rc);
+}
+
 static int file_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_HASH_BYTES],
                        struct chp_gc_stats *st)
 {
@@ -937,6 +946,8 @@ static int file_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_H
         memcpy(addrs, m.addrs, n);
         uint64_t expires = f.expires;
         rc = map_mdb(mdb_del(txn, s->db_files, &k, NULL));
+        if (!rc)
+                rc = filemeta_drop(s, txn, id);
         for (uint32_t i = 0; !rc && i < m.chunk_count; i++)
                 rc = ref_add(s, txn, addrs + (size_t)i * CHP_HASH_BYTES, -1, st);
         free(addrs);
@@ -1452,6 +1463,21 @@ static int apply_tail_append(struct chp_store *s, MDB_txn *txn, struct chp_store
         return map_mdb(mdb_put(txn, s->db_tails, &key, &v, 0));
 }
 
+/* The file keeps the upload's metadata (tus filename, filetype) for its downloads, unless an
+ * earlier upload of the same bytes gave it some already: the first one stays. */
+static int filemeta_keep(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                         const uint8_t file_id[CHP_HASH_BYTES])
+{
+        MDB_val k = val(id, CHP_UPLOAD_ID_BYTES), v;
+        struct upload_rec u;
+        int rc = map_mdb(mdb_get(txn, s->db_uploads, &k, &v));
+        if (rc || (rc = parse_upload_rec(&v, &u)) || u.meta_len == 0)
+                return rc;
+        MDB_val fk = val(file_id, CHP_HASH_BYTES), fv = val(u.meta, u.meta_len);
+        rc = mdb_put(txn, s->db_filemeta, &fk, &fv, MDB_NOOVERWRITE);
+        return rc == MDB_KEYEXIST ? 0 : map_mdb(rc);
+}
+
 /* Commits a file and ends the upload that wrote it; without a manifest in the request, the
  * upload's own (native uploads) is used, with its tenant and file lifetime. */
 static int apply_commit_upload(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
@@ -1464,6 +1490,8 @@ static int apply_commit_upload(struct chp_store *s, MDB_txn *txn, struct chp_sto
                 rc = req->u.commit.keep_upload
                              ? upload_complete(s, txn, id, req->u.commit.file_id)
                              : upload_delete(s, txn, id, NULL);
+                if (!rc && req->u.commit.keep_upload)
+                        rc = filemeta_keep(s, txn, id, req->u.commit.file_id);
                 return rc == -ENOENT ? 0 : rc;
         }
         MDB_val k = val(id, CHP_UPLOAD_ID_BYTES), v;
@@ -2049,6 +2077,28 @@ out:
         mdb_cursor_close(cur);
         mdb_txn_abort(txn);
         return rc ? (ssize_t)map_mdb(rc) : (ssize_t)len;
+}
+
+ssize_t chp_store_file_meta(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], uint8_t *buf,
+                            size_t cap)
+{
+        MDB_txn *txn;
+        int rc = read_begin(s, &txn);
+        if (rc)
+                return rc;
+        MDB_val k = val(id, CHP_HASH_BYTES), v;
+        ssize_t n = 0;
+        rc = mdb_get(txn, s->db_filemeta, &k, &v);
+        if (rc == 0 && v.mv_size > CHP_UPLOAD_META_MAX)
+                n = CHP_ECORRUPT;
+        else if (rc == 0 && v.mv_size > cap)
+                n = -ENOBUFS;
+        else if (rc == 0)
+                memcpy(buf, v.mv_data, (n = (ssize_t)v.mv_size));
+        else if (rc != MDB_NOTFOUND)
+                n = map_mdb(rc);
+        mdb_txn_abort(txn);
+        return n;
 }
 
 int chp_store_pending(struct chp_store *s, const uint8_t file_id[CHP_HASH_BYTES],

@@ -233,6 +233,14 @@ __attribute__((warn_unused_result)) int chp_store_file_get(struct chp_store *s,
                                                            size_t *len /* out */,
                                                            struct chp_file_info *info /* out */);
 
+/* The tus Upload-Metadata that file id was committed with (kept from the first tus upload of
+ * its bytes that had metadata, until the file is deleted) into buf (cap bytes; at most
+ * CHP_UPLOAD_META_MAX are needed). Returns its length, 0 when the file has none (or is
+ * unknown), -ENOBUFS, CHP_ECORRUPT. */
+__attribute__((warn_unused_result)) ssize_t chp_store_file_meta(struct chp_store *s,
+                                                                const uint8_t id[CHP_HASH_BYTES],
+                                                                uint8_t *buf /* out */, size_t cap);
+
 /* An upload session's record; -ENOENT if unknown. */
 __attribute__((warn_unused_result)) int chp_store_upload_get(struct chp_store *s,
                                                              const uint8_t id[CHP_UPLOAD_ID_BYTES],

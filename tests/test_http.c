@@ -383,9 +383,17 @@ TEST(request_line_errors)
             ROW(" GET / HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
             ROW("GET\r\n\r\n", CHP_HTTP_EBAD),
             ROW("GET/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            /* targets: origin-form, visible ASCII */
+            /* targets: origin-form or absolute-form (http, https), visible ASCII */
             ROW("GET  / HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET http://example.com/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
+            ROW("GET ftp://example.com/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
+            ROW("GET http:/example.com/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
+            ROW("GET http:///f/x HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),    /* no authority */
+            ROW("GET http://:80/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),    /* no host */
+            ROW("GET http://user@h/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD), /* userinfo */
+            ROW("GET http://h:123456/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
+            ROW("GET http://[zz]/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
+            ROW("GET http://h%zz/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
+            ROW("GET 1http://h/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
             ROW("OPTIONS * HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
             ROW("GET example.com:80 HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
             ROW("GET /a\tb HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
@@ -424,6 +432,189 @@ TEST(request_line_errors)
                         fprintf(stderr, "  row %zu: %zd\n", i, rc);
                 CHECK_EQ(rc, t[i].rc);
         }
+}
+
+TEST(absolute_form)
+{
+        static const struct {
+                const char *head, *authority, *target;
+        } t[] = {
+            {"GET http://127.0.0.1:7780/f/abc HTTP/1.1\r\nHost: x\r\n\r\n", "127.0.0.1:7780",
+             "/f/abc"},
+            {"GET HTTPS://relay.example/files/?a=b HTTP/1.1\r\n\r\n", "relay.example",
+             "/files/?a=b"},
+            {"GET http://[::1]:80/healthz HTTP/1.1\r\n\r\n", "[::1]:80", "/healthz"},
+            {"GET http://h HTTP/1.1\r\n\r\n", "h", ""},     /* the path is "/" */
+            {"GET http://h?q=1 HTTP/1.1\r\n\r\n", "h", ""}, /* ... and the query goes */
+            {"GET http://h#frag HTTP/1.0\r\n\r\n", "h", ""},
+            {"OPTIONS http://h:/files/ HTTP/1.1\r\n\r\n", "h:", "/files/"},
+        };
+        for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+                struct chp_http_request r;
+                ssize_t rc = parse(t[i].head, &r);
+                CHECK_EQ(rc, (ssize_t)strlen(t[i].head));
+                CHECK(str_is(r.authority, t[i].authority));
+                CHECK(str_is(r.target, t[i].target));
+        }
+        struct chp_http_request r;
+        CHECK(parse("GET /f/abc HTTP/1.1\r\nHost: h\r\n\r\n", &r) > 0);
+        CHECK(r.authority.n == 0 && str_is(r.target, "/f/abc"));
+        release();
+}
+
+TEST(host)
+{
+        static const char *const good[] = {
+            "", "h", "127.0.0.1", "127.0.0.1:7780", "relay.example.com:443", "[::1]",
+            "[::1]:7780", "[2001:db8::7]", "xn--bcher-kva.example", "a-b_c~d", "h%41", "h:",
+            "a!$&'()*+,;=", "h:65535",
+        };
+        static const char *const bad[] = {
+            "h h", "h/x", "user@h", "h:123456", "h:8o", "[]", "[::1", "[::1]x", "[g::1]", "h%4",
+            "h%zz", "h\t", "h\"", "h:80:81", "ü.example", "h\\x", "h#", "h?",
+        };
+        for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+                if (chp_http_check_host(S(good[i])) != 0)
+                        fprintf(stderr, "  good '%s'\n", good[i]);
+                CHECK_EQ(chp_http_check_host(S(good[i])), 0);
+        }
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                if (chp_http_check_host(S(bad[i])) != -EINVAL)
+                        fprintf(stderr, "  bad '%s'\n", bad[i]);
+                CHECK_EQ(chp_http_check_host(S(bad[i])), -EINVAL);
+        }
+        /* a NUL is no sub-delim (strchr finds the terminator): found by fuzz_http */
+        CHECK_EQ(chp_http_check_host((struct chp_http_str){hold("h\0x", 3), 3}), -EINVAL);
+        CHECK_EQ(chp_http_check_host((struct chp_http_str){hold("\0", 1), 1}), -EINVAL);
+        release();
+}
+
+TEST(if_range)
+{
+        CHECK(chp_http_if_range_matches(S("\"abc\""), "abc"));
+        CHECK(chp_http_if_range_matches(S(" \"abc\"\t"), "abc"));
+        CHECK(!chp_http_if_range_matches(S("W/\"abc\""), "abc")); /* weak: never */
+        CHECK(!chp_http_if_range_matches(S("\"abd\""), "abc"));
+        CHECK(!chp_http_if_range_matches(S("\"abc\", \"abc\""), "abc"));
+        CHECK(!chp_http_if_range_matches(S("abc"), "abc"));
+        CHECK(!chp_http_if_range_matches(S("\"abc"), "abc"));
+        CHECK(!chp_http_if_range_matches(S("*"), "abc"));
+        CHECK(!chp_http_if_range_matches(S("Sat, 29 Oct 1994 19:43:31 GMT"), "abc"));
+        CHECK(!chp_http_if_range_matches(S(""), "abc"));
+        CHECK(!chp_http_if_range_matches(S("\""), ""));
+        CHECK(chp_http_if_range_matches(S("\"\""), ""));
+        release();
+}
+
+TEST(metadata_get)
+{
+        /* the tus spec example and tus-js-client's empty value */
+        struct chp_http_str m =
+            S("filename d29ybGRfZG9taW5hdGlvbl9wbGFuLnBkZg==,is_confidential, filetype "
+              "YXBwbGljYXRpb24vcGRm ");
+        uint8_t out[64];
+        size_t n = 99;
+        CHECK_EQ(chp_http_metadata_get(m, "filename", out, sizeof(out), &n), 0);
+        CHECK(n == 25 && memcmp(out, "world_domination_plan.pdf", 25) == 0);
+        CHECK_EQ(chp_http_metadata_get(m, "filetype", out, sizeof(out), &n), 0);
+        CHECK(n == 15 && memcmp(out, "application/pdf", 15) == 0);
+        CHECK_EQ(chp_http_metadata_get(m, "is_confidential", out, sizeof(out), &n), 0);
+        CHECK_EQ(n, 0);
+        CHECK_EQ(chp_http_metadata_get(m, "file", out, sizeof(out), &n), -ENOENT);
+        CHECK_EQ(chp_http_metadata_get(m, "filenamex", out, sizeof(out), &n), -ENOENT);
+        CHECK_EQ(chp_http_metadata_get(m, "filename", out, 10, &n), -EINVAL); /* too small */
+        CHECK_EQ(n, 0);
+        CHECK_EQ(chp_http_metadata_get(S(""), "filename", out, sizeof(out), &n), -ENOENT);
+        CHECK_EQ(chp_http_metadata_get(S("a !!!!"), "a", out, sizeof(out), &n), -EINVAL);
+        release();
+}
+
+TEST(media_type)
+{
+        static const char *const good[] = {
+            "application/pdf", "text/plain; charset=utf-8", "image/svg+xml",
+            "text/plain;charset=\"utf-8\"", "multipart/x-a; a=b ;c=\"d e\"",
+            "application/vnd.ms-excel",
+        };
+        static const char *const bad[] = {
+            "", "text", "text/", "/plain", "text/plain;", "text/plain; a", "text/plain; a=",
+            "text/pl ain", "text/plain\r\nSet-Cookie: a=b", "text/plain; a=\"b", "te\x01xt/plain",
+            "text/plain; a=\"\\\"\"", "text/plain; a=\"\x7f\"", "text/html, text/plain",
+        };
+        for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+                if (!chp_http_media_type_ok(S(good[i])))
+                        fprintf(stderr, "  good '%s'\n", good[i]);
+                CHECK(chp_http_media_type_ok(S(good[i])));
+        }
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                if (chp_http_media_type_ok(S(bad[i])))
+                        fprintf(stderr, "  bad '%s'\n", bad[i]);
+                CHECK(!chp_http_media_type_ok(S(bad[i])));
+        }
+        char long_type[CHP_HTTP_MEDIA_TYPE_MAX + 2];
+        memset(long_type, 'a', sizeof(long_type) - 1);
+        long_type[sizeof(long_type) - 1] = '\0';
+        long_type[1] = '/';
+        CHECK(!chp_http_media_type_ok(S(long_type)));
+        long_type[sizeof(long_type) - 2] = '\0';
+        CHECK(chp_http_media_type_ok(S(long_type)));
+        release();
+}
+
+static bool disposition_is(const char *name, size_t n, const char *want)
+{
+        char out[CHP_HTTP_DISPOSITION_MAX];
+        ssize_t rc = chp_http_content_disposition(hold(name, n), n, out, sizeof(out));
+        if (rc < 0 || (size_t)rc != strlen(out) || strcmp(out, want) != 0) {
+                fprintf(stderr, "  got '%s' (%zd), want '%s'\n", rc < 0 ? "" : out, rc, want);
+                return false;
+        }
+        for (ssize_t i = 0; i < rc; i++)
+                if (out[i] < 0x20 || out[i] > 0x7e)
+                        return false;
+        return true;
+}
+
+TEST(content_disposition)
+{
+        CHECK(disposition_is("photo.jpg", 9, "attachment; filename=\"photo.jpg\""));
+        CHECK(disposition_is("a \"b\"\\c.txt", 11, "attachment; filename=\"a _b__c.txt\""));
+        /* header bytes and paths never pass */
+        CHECK(disposition_is("x\r\nSet-Cookie: a=b", 18,
+                             "attachment; filename=\"x__Set-Cookie: a=b\""));
+        CHECK(disposition_is("../../etc/passwd", 16, "attachment; filename=\".._.._etc_passwd\""));
+        CHECK(disposition_is("a\0b\x7f", 4, "attachment; filename=\"a_b_\""));
+        /* non-ASCII UTF-8: a fallback with one '_' per character, and filename* */
+        CHECK(disposition_is("caf\xc3\xa9 \xd9\x81.pdf", 12,
+                             "attachment; filename=\"caf_ _.pdf\"; "
+                             "filename*=UTF-8''caf%C3%A9%20%D9%81.pdf"));
+        CHECK(disposition_is("\xe2\x82\xac\n%'.txt", 10,
+                             "attachment; filename=\"__%'.txt\"; "
+                             "filename*=UTF-8''%E2%82%AC_%25%27.txt"));
+        /* not UTF-8 (a lone continuation byte, an overlong '/', a surrogate): fallback only */
+        CHECK(disposition_is("a\x80" "b", 3, "attachment; filename=\"a_b\""));
+        CHECK(disposition_is("\xc0\xafx", 3, "attachment; filename=\"__x\""));
+        CHECK(disposition_is("\xed\xa0\x80", 3, "attachment; filename=\"___\""));
+        /* cut at 255 bytes, at a character boundary */
+        char name[300];
+        memset(name, 'n', sizeof(name));
+        char want[400];
+        int w = snprintf(want, sizeof(want), "attachment; filename=\"%.*s\"", 255, name);
+        CHECK(w > 0 && disposition_is(name, sizeof(name), want));
+        memcpy(name + 254, "\xc3\xa9", 2); /* a 2-byte character across the cut */
+        w = snprintf(want, sizeof(want), "attachment; filename=\"%.*s\"", 254, name);
+        CHECK(w > 0 && disposition_is(name, sizeof(name), want));
+        /* an empty name gives nothing; a short buffer is refused */
+        char out[CHP_HTTP_DISPOSITION_MAX];
+        CHECK_EQ(chp_http_content_disposition((const uint8_t *)"", 0, out, sizeof(out)), -EINVAL);
+        CHECK_EQ(chp_http_content_disposition((const uint8_t *)"a", 1, out, 100), -ENOBUFS);
+        /* the longest value fits: 255 bytes that each become %XX */
+        uint8_t worst[CHP_HTTP_FILENAME_MAX];
+        for (size_t i = 0; i < sizeof(worst); i += 3)
+                memcpy(worst + i, "\xe2\x82\xac", 3);
+        CHECK(chp_http_content_disposition(worst, sizeof(worst), out, sizeof(out)) > 0);
+        CHECK(strlen(out) < sizeof(out));
+        release();
 }
 
 TEST(header_errors)

@@ -1,10 +1,12 @@
 /* Fuzz target for http.c: the input is parsed as a request head. The result must be a head
  * length or one of the documented codes; a prefix of the input parses to -EAGAIN or the same
  * result; a parsed head points only inside the input and keeps every invariant of http.h (known
- * method, origin-form visible-ASCII target within CHP_HTTP_MAX_TARGET, HTTP/1.0 or 1.1, at most
- * CHP_HTTP_MAX_HEADERS token-named headers with trimmed CTL-free values). Every header value and
- * the raw input then go through each value parser, checked against its contract and, for
- * base64 and metadata, against an independent reference. Anything else aborts. Linked with
+ * method, a visible-ASCII target within CHP_HTTP_MAX_TARGET that is a path or, after an
+ * absolute-form's valid authority, empty; HTTP/1.0 or 1.1, at most CHP_HTTP_MAX_HEADERS
+ * token-named headers with trimmed CTL-free values). Every header value and the raw input then
+ * go through each value parser, checked against its contract and, for base64 and metadata,
+ * against an independent reference; a Content-Disposition built from the raw bytes is printable
+ * ASCII with its name quoted safely. Anything else aborts. Linked with
  * libFuzzer, or with replay.c to run the committed corpus under ctest. */
 #include <errno.h>
 #include <inttypes.h>
@@ -219,15 +221,58 @@ static void values(struct chp_http_str s)
         }
 
         (void)check_base64(s.p, s.n);
+
+        if (chp_http_check_host(s) == 0)
+                for (size_t i = 0; i < s.n; i++)
+                        ensure(s.p[i] > 0x20 && s.p[i] < 0x7f && !strchr("/@\"\\ ", s.p[i]));
+        if (chp_http_if_range_matches(s, "abc")) {
+                const char *a = s.p, *b = s.p + s.n;
+                while (a < b && ows(*a))
+                        a++;
+                while (b > a && ows(b[-1]))
+                        b--;
+                ensure(b - a == 5 && memcmp(a, "\"abc\"", 5) == 0);
+        }
+        uint8_t val[64];
+        size_t vn = 99;
+        rc = chp_http_metadata_get(s, "filename", val, sizeof(val), &vn);
+        ensure(rc == 0 || rc == -ENOENT || rc == -EINVAL);
+        ensure(rc == 0 ? vn <= sizeof(val) : vn == 0);
+        if (rc == 0 && vn > 0)
+                ensure(memmem(s.p, s.n, "filename ", 9) != NULL);
+        if (chp_http_media_type_ok(s)) {
+                ensure(s.n <= CHP_HTTP_MEDIA_TYPE_MAX && memchr(s.p, '/', s.n));
+                for (size_t i = 0; i < s.n; i++)
+                        ensure(s.p[i] == '\t' || (s.p[i] >= 0x20 && s.p[i] < 0x7f));
+        }
+        char disp[CHP_HTTP_DISPOSITION_MAX];
+        ssize_t dn = chp_http_content_disposition((const uint8_t *)s.p, s.n, disp, sizeof(disp));
+        ensure(dn > 0 || (dn == -EINVAL && s.n == 0));
+        if (dn > 0) {
+                ensure((size_t)dn == strlen(disp) && (size_t)dn < sizeof(disp));
+                ensure(memcmp(disp, "attachment; filename=\"", 22) == 0);
+                for (ssize_t i = 0; i < dn; i++)
+                        ensure(disp[i] >= 0x20 && disp[i] < 0x7f);
+                /* the quoted name holds no quote or backslash: it ends at the next quote */
+                const char *q = strchr(disp + 22, '"');
+                ensure(q && !memchr(disp + 22, '\\', (size_t)(q - disp - 22)));
+                ensure(q[1] == '\0' || strncmp(q + 1, "; filename*=UTF-8''", 19) == 0);
+        }
 }
 
 static void check_head(const char *buf, size_t len, const struct chp_http_request *r)
 {
         ensure((unsigned)r->method <= CHP_HTTP_PUT);
         ensure(inside(r->target.p, r->target.n, buf, len));
-        ensure(r->target.n >= 1 && r->target.n <= CHP_HTTP_MAX_TARGET && r->target.p[0] == '/');
+        ensure(r->target.n <= CHP_HTTP_MAX_TARGET);
+        ensure(r->target.n == 0 ? r->authority.n > 0 : r->target.p[0] == '/');
         for (size_t i = 0; i < r->target.n; i++)
                 ensure(r->target.p[i] >= 0x21 && r->target.p[i] <= 0x7e);
+        if (r->authority.n) {
+                ensure(inside(r->authority.p, r->authority.n, buf, len));
+                ensure(r->authority.p + r->authority.n <= r->target.p);
+                ensure(chp_http_check_host(r->authority) == 0 && r->authority.p[0] != ':');
+        }
         ensure(r->minor == 0 || r->minor == 1);
         ensure(r->nheaders <= CHP_HTTP_MAX_HEADERS);
         ensure(buf[len - 1] == '\n');
@@ -273,7 +318,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 ensure(parse_prefix(data, (size_t)rc - 1) == -EAGAIN);
                 ensure(parse_prefix(data, (size_t)rc / 2) == -EAGAIN);
         } else {
-                ensure(r.nheaders == 0 && r.target.p == NULL);
+                ensure(r.nheaders == 0 && r.target.p == NULL && r.authority.p == NULL);
                 ssize_t half = parse_prefix(data, size / 2);
                 ensure(half == -EAGAIN || half == rc);
                 if (size > 0)

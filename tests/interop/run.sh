@@ -25,6 +25,7 @@ fi
 tmp=$(mktemp -d /tmp/chapar-interop-XXXXXX)
 mkdir "$tmp/x"
 pid=
+pid2= # the second relay (a small tus_max_size)
 started=$SECONDS
 
 stop_relay() { # SIGTERM, then SIGKILL after 10 s; sets rc to the relay's exit status
@@ -38,6 +39,7 @@ stop_relay() { # SIGTERM, then SIGKILL after 10 s; sets rc to the relay's exit s
         pid=
 }
 cleanup() {
+        [ -n "$pid2" ] && kill -KILL "$pid2" 2>/dev/null && wait "$pid2" 2>/dev/null
         stop_relay
         rm -rf "$tmp"
 }
@@ -596,21 +598,177 @@ hex 64 "$fid" && preflight "/f/$fid" GET range,if-none-match
 
 # ---- one writer per upload ----------------------------------------------------------------------
 
-# a PATCH that streams slowly holds the upload: a second PATCH meanwhile gets 423 Locked (which
-# tus clients retry), and once the first is done the upload goes on from its offset
+# a PATCH that streams into an upload holds it: a second PATCH meanwhile gets 423 Locked (which
+# tus clients retry), and once the first is done the upload goes on from its offset. The first
+# PATCH is a raw connection that has sent its head and 1000 of its 1000000 bytes and waits for
+# the test, so the window is held open deterministically (no rate limit, no sleep); the second
+# PATCH's body is 4 KiB, within what the relay reads and drops after a response that leaves a
+# body unread (64 KiB), so curl sees the 423 instead of a connection cut mid-send (EPIPE).
 req POST "$base/files/" "${tus[@]}" -H "Upload-Length: 2000000"
 lock_url=$(h Location)
 head -c 1000000 /dev/urandom >"$tmp/lock.part"
-curl -sS --max-time 60 -o /dev/null -H 'Expect:' "${tus[@]}" -X PATCH -H 'Upload-Offset: 0'         -H 'Content-Type: application/offset+octet-stream' --limit-rate 400k         --data-binary @"$tmp/lock.part" "$lock_url" 2>/dev/null &
-slow=$!
-sleep 0.5
-req PATCH "$lock_url" "${tus[@]}" -H 'Upload-Offset: 0'         -H 'Content-Type: application/offset+octet-stream' --data-binary @"$tmp/lock.part"
+head -c 4096 "$tmp/lock.part" >"$tmp/lock.small"
+exec {slow}<>"/dev/tcp/${addr%:*}/${addr#*:}"
+printf 'PATCH %s HTTP/1.1\r\nHost: %s\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: 1000000\r\nConnection: close\r\n\r\n' \
+        "${lock_url#"$base"}" "$addr" >&"$slow"
+head -c 1000 "$tmp/lock.part" >&"$slow"
+# the relay holds the upload once it has that head: HEAD answers 423 from then on (at most 10 s)
+for _ in $(seq 200); do
+        req HEAD "$lock_url" "${tus[@]}"
+        [ "$code" = 423 ] && break
+        sleep 0.05
+done
+need "HEAD while a PATCH streams: status $code, want 423" is "$code" 423
+req PATCH "$lock_url" "${tus[@]}" -H 'Upload-Offset: 0' "${octets[@]}" --data-binary @"$tmp/lock.small"
 need "status $code, want 423" is "$code" 423
 verdict "a PATCH while another streams into the same upload -> 423 Locked"
-wait $slow
+tail -c +1001 "$tmp/lock.part" >&"$slow"
+timeout 20 cat <&"$slow" >"$tmp/slow.reply"
+exec {slow}>&-
+need "the streaming PATCH got '$(head -1 "$tmp/slow.reply" | tr -d '\r')', want 204" \
+        grep -qa '^HTTP/1.1 204' "$tmp/slow.reply"
 req HEAD "$lock_url" "${tus[@]}"
 need "Upload-Offset $(h Upload-Offset), want 1000000" is "$(h Upload-Offset)" 1000000
 verdict "after the first PATCH, the upload stands where it left it"
+
+# ---- a body is never taken for a request -----------------------------------------------------
+
+# raw FILE [ADDR]: FILE's bytes on one new connection; what comes back until the relay closes (at
+# most 10 s) is request N's reply: $body the whole stream, $code its status codes in order
+raw() {
+        local fd to=${2:-$addr}
+        n=$((n + 1))
+        hdr=$tmp/x/$n.h
+        body=$tmp/x/$n.b
+        printf 'raw %s\n' "$(head -c 300 "$1" | tr '\r\n' '  ')" >"$tmp/x/$n.req"
+        exec {fd}<>"/dev/tcp/${to%:*}/${to#*:}"
+        cat "$1" >&"$fd"
+        timeout 10 cat <&"$fd" >"$body"
+        exec {fd}>&-
+        code=$(grep -a '^HTTP/1\.1 [0-9]' "$body" | cut -d' ' -f2 | tr '\n' ' ' | sed 's/ $//')
+        sed -n '1,/^\r$/p' "$body" >"$hdr"
+        printf '%s\n' "$code" >"$tmp/x/$n.code"
+        return 0
+}
+crlf() { printf '%s\r\n' "$@"; } # LINE...: each line with CRLF
+
+# request smuggling: a request answered without reading its body, whose body is itself a
+# request (DELETE of a live upload, a fresh one each time), then a legitimate pipelined request.
+# The body must be read and dropped (the next answer is the /healthz) or the connection closed;
+# never executed.
+victim_new() { # a fresh 10 B upload: $victim its URL, $vpath its path, $tmp/inner its DELETE
+        req POST "$base/files/" "${tus[@]}" -H 'Upload-Length: 10'
+        victim=$(h Location)
+        vpath=${victim#"$base"}
+        crlf "DELETE $vpath HTTP/1.1" "Host: $addr" 'Tus-Resumable: 1.0.0' '' >"$tmp/inner"
+        upload_url_ok "$victim"
+}
+victim_alive() { # adds a reason unless the victim upload is still there
+        req HEAD "$victim" "${tus[@]}"
+        need "the body's DELETE was executed: HEAD of the upload says $code" is "$code" 200
+}
+crlf 'GET /healthz HTTP/1.1' "Host: $addr" 'Connection: close' '' >"$tmp/next"
+smuggle() { # WANT METHOD PATH [HEADER...]: METHOD PATH carrying the DELETE, then /healthz
+        local want=$1 method=$2 path=$3
+        shift 3
+        if ! victim_new; then
+                bad "smuggling: $method $path" "POST gave no usable Location" "$n"
+                return
+        fi
+        [ "$path" = VICTIM ] && path=$vpath
+        { crlf "$method $path HTTP/1.1" "Host: $addr" "$@" "Content-Length: $(stat -c %s "$tmp/inner")" ''
+          cat "$tmp/inner" "$tmp/next"; } >"$tmp/smuggle"
+        raw "$tmp/smuggle"
+        need "replies '$code', want '$want'" is "$code" "$want"
+        victim_alive
+        verdict "smuggling: $method $path with a DELETE as its body -> $want, the DELETE never runs"
+}
+zeros=$(printf '%032d' 0)
+smuggle '405 200' PUT /files/
+smuggle '405 200' POST /metrics
+smuggle '405 200' POST /healthz
+smuggle '405 200' POST VICTIM 'Tus-Resumable: 1.0.0'
+smuggle '405 200' PUT "/f/$(printf '%064d' 0)"
+smuggle '404 200' POST /no/such/path
+smuggle '404 200' PATCH "/files/$zeros" 'Tus-Resumable: 1.0.0' 'Upload-Offset: 0' \
+        'Content-Type: application/offset+octet-stream'
+smuggle '412 200' PATCH VICTIM 'Upload-Offset: 0' 'Content-Type: application/offset+octet-stream'
+smuggle '415 200' PATCH VICTIM 'Tus-Resumable: 1.0.0' 'Upload-Offset: 0'
+smuggle '409 200' PATCH VICTIM 'Tus-Resumable: 1.0.0' 'Upload-Offset: 3' \
+        'Content-Type: application/offset+octet-stream'
+smuggle '413 200' POST /files/ 'Tus-Resumable: 1.0.0' 'Upload-Length: 5' \
+        'Content-Type: application/offset+octet-stream'
+smuggle '400' POST /files/ 'Tus-Resumable: 1.0.0'
+smuggle '400' GET "/f/$(printf '%064d' 0)"
+smuggle '400' HEAD VICTIM 'Tus-Resumable: 1.0.0'
+smuggle '400' OPTIONS /files/
+smuggle '400' GET /metrics
+smuggle '400' DELETE "/files/$zeros" 'Tus-Resumable: 1.0.0'
+
+# a deferred-length PATCH refused after its Upload-Length was parsed (body past it, a bad
+# checksum): one answer, nothing recorded, the body dropped -- not read into the upload later
+for bad_patch in 'Upload-Length: 5|Content-Length: 10|413' \
+        'Upload-Length: 10|Upload-Checksum: md5 AAAA|Content-Length: 10|400'; do
+        IFS='|' read -r -a hs <<<"$bad_patch"
+        want=${hs[-1]}
+        unset 'hs[-1]'
+        req POST "$base/files/" "${tus[@]}" -H 'Upload-Defer-Length: 1'
+        du=$(h Location)
+        { crlf "PATCH ${du#"$base"} HTTP/1.1" "Host: $addr" 'Tus-Resumable: 1.0.0' 'Upload-Offset: 0' \
+                'Content-Type: application/offset+octet-stream' "${hs[@]}" ''
+          printf 0123456789; cat "$tmp/next"; } >"$tmp/r"
+        raw "$tmp/r"
+        [ "$want" = 400 ] && want_codes=400 || want_codes="$want 200"
+        need "replies '$code', want '$want_codes'" is "$code" "$want_codes"
+        req HEAD "$du" "${tus[@]}"
+        need "HEAD after: Upload-Offset '$(h Upload-Offset)', want 0" is "$(h Upload-Offset)" 0
+        need "HEAD after: Upload-Defer-Length '$(h Upload-Defer-Length)', want 1 (no length recorded)" \
+                is "$(h Upload-Defer-Length)" 1
+        verdict "deferred length, PATCH with ${hs[*]} -> $want only, nothing recorded"
+done
+
+# the body arrives only after the response (the relay drops it as it is received, 60000 bytes
+# that hold a DELETE at their start), then a request on the same connection is answered
+if victim_new; then
+        n=$((n + 1))
+        printf 'raw PUT /files/ (405), then its 60000 B body, then GET /healthz\n' >"$tmp/x/$n.req"
+        exec {late}<>"/dev/tcp/${addr%:*}/${addr#*:}"
+        crlf 'PUT /files/ HTTP/1.1' "Host: $addr" 'Content-Length: 60000' '' >&"$late"
+        first=
+        IFS= read -r -t 10 first <&"$late"
+        while IFS= read -r -t 10 line <&"$late" && [ "$line" != $'\r' ]; do :; done
+        { cat "$tmp/inner"; head -c $((60000 - $(stat -c %s "$tmp/inner"))) /dev/zero; cat "$tmp/next"; } >&"$late"
+        timeout 10 cat <&"$late" >"$tmp/x/$n.b"
+        exec {late}>&-
+        code="$(printf %s "$first" | cut -d' ' -f2) $(grep -a '^HTTP/1\.1 [0-9]' "$tmp/x/$n.b" | cut -d' ' -f2 | tr '\n' ' ' | sed 's/ $//')"
+        printf '%s\n' "$code" >"$tmp/x/$n.code"
+        need "replies '$code', want '405 200'" is "$code" '405 200'
+        victim_alive
+fi
+verdict "smuggling: a body sent after the 405 is received and dropped, then the next request is served"
+
+# more than the relay drops (64 KiB) is left unread: it answers, says it closes, and closes
+if victim_new; then
+        { crlf 'PUT /files/ HTTP/1.1' "Host: $addr" 'Content-Length: 100000' ''
+          cat "$tmp/inner" "$tmp/next"; } >"$tmp/smuggle"
+        raw "$tmp/smuggle"
+        need "replies '$code', want '405' and a close" is "$code" 405
+        need "no 'Connection: close' on the 405" grep -qi '^Connection: close' "$hdr"
+        victim_alive
+fi
+verdict "smuggling: a 100000 B body left unread -> 405, Connection: close, closed"
+
+# a client that waits for 100 Continue may not send its body at all: close, never guess
+if victim_new; then
+        { crlf 'PUT /files/ HTTP/1.1' "Host: $addr" 'Expect: 100-continue' \
+                "Content-Length: $(stat -c %s "$tmp/inner")" ''
+          cat "$tmp/inner" "$tmp/next"; } >"$tmp/smuggle"
+        raw "$tmp/smuggle"
+        need "replies '$code', want '405' and a close" is "$code" 405
+        need "no 'Connection: close' on the 405" grep -qi '^Connection: close' "$hdr"
+        victim_alive
+fi
+verdict "smuggling: Expect: 100-continue answered 405 -> closed, the body is never read as a request"
 
 # ---- operations ------------------------------------------------------------------------------
 
@@ -639,6 +797,175 @@ fi
 req GET "$base/no/such/path"
 need "status $code, want 404" is "$code" 404
 verdict "GET /no/such/path -> 404"
+
+# ---- Host and the request target (RFC 9112 3.2) ------------------------------------------------
+
+crlf 'GET /healthz HTTP/1.1' 'Connection: close' '' >"$tmp/r"
+raw "$tmp/r"
+need "replies '$code', want 400" is "$code" 400
+verdict "HTTP/1.1 without Host -> 400"
+crlf 'GET /healthz HTTP/1.1' "Host: $addr" "Host: $addr" 'Connection: close' '' >"$tmp/r"
+raw "$tmp/r"
+need "replies '$code', want 400" is "$code" 400
+verdict "two Host lines -> 400"
+crlf 'GET /healthz HTTP/1.1' 'Host: a/b@c' 'Connection: close' '' >"$tmp/r"
+raw "$tmp/r"
+need "replies '$code', want 400" is "$code" 400
+verdict "an invalid Host -> 400"
+crlf 'GET /healthz HTTP/1.0' '' >"$tmp/r"
+raw "$tmp/r"
+need "replies '$code', want 200" is "$code" 200
+verdict "HTTP/1.0 without Host -> 200"
+
+crlf "GET http://$addr/healthz HTTP/1.1" "Host: $addr" '' "GET http://$addr/healthz?x=1 HTTP/1.1" \
+        "Host: $addr" 'Connection: close' '' >"$tmp/r"
+raw "$tmp/r"
+need "replies '$code', want '200 200'" is "$code" '200 200'
+verdict "absolute-form GET http://HOST/healthz (twice, pipelined) -> 200"
+crlf 'POST http://relay.example:8443/files/ HTTP/1.1' "Host: $addr" 'Tus-Resumable: 1.0.0' \
+        'Upload-Length: 1' 'Connection: close' '' >"$tmp/r"
+raw "$tmp/r"
+need "replies '$code', want 201" is "$code" 201
+need "Location '$(h Location)' is not from the target's authority" \
+        eval '[[ $(h Location) == http://relay.example:8443/files/* ]]'
+verdict "absolute-form POST: 201, Location from the target's authority, not Host"
+
+# ---- If-Range (RFC 9110 13.1.5) ----------------------------------------------------------------
+
+if hex 64 "$fid"; then
+        req GET "$base/f/$fid" -H 'Range: bytes=0-9' -H "If-Range: \"$fid\""
+        need "status $code, want 206" is "$code" 206
+        need "Content-Length '$(h Content-Length)', want 10" is "$(h Content-Length)" 10
+        verdict "If-Range with the file's ETag -> the Range applies (206)"
+        for ir in '"0000"' "W/\"$fid\"" 'Sat, 29 Oct 1994 19:43:31 GMT'; do
+                req GET "$base/f/$fid" -H 'Range: bytes=0-9' -H "If-Range: $ir"
+                need "status $code, want 200" is "$code" 200
+                need "Content-Length '$(h Content-Length)', want $len" is "$(h Content-Length)" "$len"
+                need "the bytes differ" cmp -s "$small" "$body"
+                need "a Content-Range on the 200" eval '! has_h Content-Range'
+                verdict "If-Range: $ir (not a strong match) -> the whole file (200)"
+        done
+fi
+
+# ---- download names from tus Upload-Metadata ---------------------------------------------------
+
+b64() { printf '%s' "$1" | base64 -w0; }
+named_upload() { # METADATA: uploads 100 fresh random bytes with it; $named_fid the file id
+        named_fid=
+        head -c 100 /dev/urandom >"$tmp/named"
+        req POST "$base/files/" "${tus[@]}" -H 'Upload-Length: 100' -H "Upload-Metadata: $1" \
+                "${octets[@]}" --data-binary @"$tmp/named"
+        need "POST: status $code, want 201" is "$code" 201
+        [ "$code" = 201 ] || return 0
+        req HEAD "$(h Location)" "${tus[@]}"
+        named_fid=$(h Chapar-File-Id)
+        need "no Chapar-File-Id" hex 64 "$named_fid"
+        hex 64 "$named_fid" && req GET "$base/f/$named_fid"
+        return 0
+}
+named_upload "filename $(b64 'report 2024.pdf'),filetype $(b64 'application/pdf')"
+need "Content-Type '$(h Content-Type)', want application/pdf" is "$(h Content-Type)" application/pdf
+need "Content-Disposition '$(h Content-Disposition)'" \
+        is "$(h Content-Disposition)" 'attachment; filename="report 2024.pdf"'
+need "the bytes differ" cmp -s "$tmp/named" "$body"
+verdict "GET /f/<id> of a tus upload: Content-Type and Content-Disposition from its metadata"
+req HEAD "$base/f/$named_fid"
+need "HEAD: Content-Disposition '$(h Content-Disposition)'" \
+        is "$(h Content-Disposition)" 'attachment; filename="report 2024.pdf"'
+verdict "HEAD /f/<id> carries the same Content-Disposition"
+
+named_upload "filename $(b64 'نامه "سری".txt'),filetype $(b64 'text/plain; charset=utf-8')"
+need "Content-Type '$(h Content-Type)', want text/plain; charset=utf-8" is "$(h Content-Type)" 'text/plain; charset=utf-8'
+need "Content-Disposition '$(h Content-Disposition)'" is "$(h Content-Disposition)" \
+        "attachment; filename=\"____ _____.txt\"; filename*=UTF-8''%D9%86%D8%A7%D9%85%D9%87%20%22%D8%B3%D8%B1%DB%8C%22.txt"
+verdict "a non-ASCII file name: an ASCII fallback and filename*=UTF-8'' percent-encoded"
+
+named_upload "filename $(b64 $'x.txt\r\nSet-Cookie: a=b'),filetype $(b64 $'text/html\r\nX-Injected: 1')"
+need "Content-Type '$(h Content-Type)', want application/octet-stream" is "$(h Content-Type)" application/octet-stream
+need "a header was injected" eval '! has_h Set-Cookie && ! has_h X-Injected'
+need "Content-Disposition '$(h Content-Disposition)'" \
+        is "$(h Content-Disposition)" 'attachment; filename="x.txt__Set-Cookie: a=b"'
+verdict "metadata with CR LF: no header injected, filetype refused (octet-stream), name made safe"
+
+named_upload "filetype $(b64 'text/html'),note $(b64 x)"
+need "Content-Type '$(h Content-Type)', want text/html" is "$(h Content-Type)" text/html
+need "Content-Disposition '$(h Content-Disposition)', want attachment" is "$(h Content-Disposition)" attachment
+need "X-Content-Type-Options '$(h X-Content-Type-Options)', want nosniff" is "$(h X-Content-Type-Options)" nosniff
+verdict "a filetype without a filename (text/html): served as an attachment, never inline"
+
+named_upload "filetype $(b64 'not a type'),note $(b64 x)"
+need "Content-Type '$(h Content-Type)', want application/octet-stream" is "$(h Content-Type)" application/octet-stream
+need "a Content-Disposition without a filename" eval '! has_h Content-Disposition'
+verdict "no filename and an invalid filetype: application/octet-stream, no Content-Disposition"
+
+# ---- Tus-Max-Size with a deferred length: a second relay with tus_max_size = 1 MiB ----------
+
+printf '[server]\ntus_max_size = 1M\n' >"$tmp/small.ini"
+"$chapard" --config "$tmp/small.ini" --data "$tmp/data2" --listen 127.0.0.1:0 --http 127.0.0.1:0 \
+        --ready-file "$tmp/ready2" --log-level warn 2>"$tmp/relay2.log" &
+pid2=$!
+for _ in $(seq 600); do
+        grep -q '^http=' "$tmp/ready2" 2>/dev/null && break
+        kill -0 "$pid2" 2>/dev/null || break
+        sleep 0.05
+done
+addr2=$(sed -n 's/^http=//p' "$tmp/ready2" 2>/dev/null)
+if [[ $addr2 =~ ^127\.0\.0\.1:[0-9]+$ ]]; then
+        base2=http://$addr2
+        head -c 700000 /dev/urandom >"$tmp/d700k"
+        head -c 348576 /dev/urandom >"$tmp/drest" # 700000 + 348576 = 1 MiB exactly
+        head_only() { # PATH CONTENT-LENGTH [HEADER...]: a PATCH head alone, its body never sent
+                local path=$1 cl=$2
+                shift 2
+                crlf "PATCH $path HTTP/1.1" "Host: $addr2" 'Tus-Resumable: 1.0.0' \
+                        'Content-Type: application/offset+octet-stream' "$@" "Content-Length: $cl" \
+                        '' >"$tmp/headonly"
+                raw "$tmp/headonly" "$addr2"
+        }
+        req POST "$base2/files/" "${tus[@]}" -H 'Upload-Defer-Length: 1'
+        du=$(h Location)
+        need "POST: status $code, want 201" is "$code" 201
+        if [[ $du == "$base2/files/"* ]]; then
+                dpath=${du#"$base2"}
+                req PATCH "$du" "${tus[@]}" -H 'Upload-Offset: 0' "${octets[@]}" --data-binary @"$tmp/d700k"
+                need "700000 B PATCH: status $code, want 204" is "$code" 204
+                need "700000 B PATCH: Upload-Offset '$(h Upload-Offset)', want 700000" is "$(h Upload-Offset)" 700000
+                verdict "deferred length, tus_max_size 1 MiB: a 700000 B PATCH -> 204"
+
+                # the relay answers from the head, so the 413 is seen whatever the body's size
+                head_only "$dpath" 400000 'Upload-Offset: 700000'
+                need "a PATCH to 1100000 B: replies '$code', want 413" is "$code" 413
+                head_only "$dpath" 5242880 'Upload-Offset: 700000'
+                need "a 5 MiB PATCH: replies '$code', want 413" is "$code" 413
+                req HEAD "$du" "${tus[@]}"
+                need "HEAD after the 413s: Upload-Offset '$(h Upload-Offset)', want 700000" is "$(h Upload-Offset)" 700000
+                verdict "deferred length: a PATCH that would pass Tus-Max-Size -> 413, nothing stored"
+
+                req PATCH "$du" "${tus[@]}" -H 'Upload-Offset: 700000' -H 'Upload-Length: 2000000' "${octets[@]}"
+                need "Upload-Length over the max: status $code, want 413" is "$code" 413
+                req HEAD "$du" "${tus[@]}"
+                need "HEAD after: Upload-Defer-Length '$(h Upload-Defer-Length)', want 1" is "$(h Upload-Defer-Length)" 1
+                verdict "deferred length: an Upload-Length declared over Tus-Max-Size -> 413"
+
+                req PATCH "$du" "${tus[@]}" -H 'Upload-Offset: 700000' -H 'Upload-Length: 1048576' \
+                        "${octets[@]}" --data-binary @"$tmp/drest"
+                need "the last PATCH: status $code, want 204" is "$code" 204
+                need "the last PATCH: Upload-Offset '$(h Upload-Offset)', want 1048576" is "$(h Upload-Offset)" 1048576
+                need "the last PATCH: no Chapar-File-Id" hex 64 "$(h Chapar-File-Id)"
+                verdict "deferred length: up to exactly Tus-Max-Size -> 204, complete"
+        else
+                verdict "deferred length, tus_max_size 1 MiB: POST"
+        fi
+        crlf 'POST /files/ HTTP/1.1' "Host: $addr2" 'Tus-Resumable: 1.0.0' 'Upload-Defer-Length: 1' \
+                'Content-Type: application/offset+octet-stream' 'Content-Length: 1048577' '' >"$tmp/headonly"
+        raw "$tmp/headonly" "$addr2"
+        need "replies '$code', want 413" is "$code" 413
+        verdict "deferred length: creation-with-upload with a body over Tus-Max-Size -> 413"
+else
+        bad "a second relay (tus_max_size 1M) did not start" "$(tail -3 "$tmp/relay2.log" | tr '\n' ' ')"
+fi
+[ -n "$pid2" ] && kill -TERM "$pid2" 2>/dev/null && wait "$pid2"
+pid2=
 
 # ---- stop ------------------------------------------------------------------------------------
 
