@@ -44,6 +44,11 @@ struct conn {
 
         uint64_t last_active; /* ms: last request or reply */
         uint64_t last_progress; /* ms: last byte moved while a frame or send was partial */
+        uint64_t born;          /* ms: accepted (the handshake deadline counts from here) */
+        uint64_t head_since;    /* ms: a head (HTTP head, native frame header) began; 0: none */
+        bool replied;           /* something was queued to send: the connection was used */
+        /* the body rate floor: bytes received since rate_t0 */
+        uint64_t rx_bytes, rate_t0, rate_b0;
 
         const struct proto_ops *ops;
         void *proto; /* the protocol's state */

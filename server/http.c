@@ -1062,6 +1062,7 @@ static void metrics(struct http *h)
                   (unsigned long long)st.segments, (unsigned long long)st.segment_bytes,
                   (unsigned long long)st.live_bytes);
 #undef M
+        chp_loop_metrics(sh, body, cap, &n);
         struct resp r;
         start(h, &r, 200);
         add(&r, "Content-Type: text/plain; version=0.0.4\r\n");

@@ -14,6 +14,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -26,6 +28,8 @@
 #include "conn.h"
 #include "err.h"
 #include "log.h"
+#include "noise.h"
+#include "proto.h"
 #include "record.h"
 #include "secure.h"
 #include "uring_compat.h"
@@ -281,6 +285,7 @@ uint8_t *conn_out_reserve(struct conn *c, size_t n)
         uint8_t *p = t->data + t->len;
         t->len += n;
         c->out_bytes += n;
+        c->replied = true;
         return p;
 }
 
@@ -303,6 +308,7 @@ uint8_t *conn_out_wire(struct conn *c, size_t n)
                 c->out_head = t;
         c->out_tail = t;
         c->out_bytes += n;
+        c->replied = true;
         return t->data;
 }
 
@@ -562,6 +568,25 @@ int conn_in_append(struct conn *c, const uint8_t *p, size_t n)
         return 0;
 }
 
+/* Whether the connection owes the rest of a head: an HTTP request head (the first one from
+ * accept), or a native frame header or small frame after the handshake. A connection with
+ * requests in flight or receiving a body owes none; the handshake has a deadline of its own. */
+static bool in_head(const struct conn *c)
+{
+        if (c->body || c->closing || c->closed || secure_handshaking(c) || c->ops->busy(c))
+                return false;
+        return c->in_len > 0 || secure_pending(c) || (!c->sec && !c->replied);
+}
+
+/* header_timeout counts from the first byte of a head (from accept for a first HTTP head). */
+static void head_track(struct conn *c, uint64_t now)
+{
+        if (!in_head(c))
+                c->head_since = 0;
+        else if (!c->head_since)
+                c->head_since = now;
+}
+
 /* After a protocol callback: keep reading and writing as the state allows. */
 static void conn_kick(struct conn *c)
 {
@@ -597,7 +622,11 @@ static void on_accept(struct chp_loop *l, struct listener *li, struct io_uring_c
         }
         *c = (struct conn){
             .loop = l, .sh = l->sh, .fd = fd, .refs = 1, .pipe = {-1, -1}, .ops = li->ops};
-        c->last_active = c->last_progress = chp_now_ms();
+        c->born = c->last_active = c->last_progress = c->rate_t0 = chp_now_ms();
+        /* the first HTTP head is due header_timeout after accept (a native connection has
+         * handshake_timeout for its handshake first) */
+        if (!li->ops->secure)
+                c->head_since = c->born;
         if (secure_attach(c) != 0 || c->ops->attach(c) != 0) {
                 c->ops->detach(c);
                 secure_detach(c);
@@ -650,10 +679,12 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
                 } else {
                         rc = secure_received(c, (size_t)res);
                 }
+                c->rx_bytes += (uint64_t)res;
                 if (rc && !c->closed)
                         conn_close(c);
                 if (!c->closed)
                         c->ops->on_input(c);
+                head_track(c, c->last_progress);
                 conn_kick(c);
         }
         conn_release(c);
@@ -797,10 +828,41 @@ static void drain_done(struct chp_loop *l)
 
 /* ---- timers and stopping ----------------------------------------------------------------- */
 
+static const char *const close_reason_name[CHP_CLOSE_NREASONS] = {
+    [CHP_CLOSE_IDLE] = "idle",
+    [CHP_CLOSE_STALLED] = "stalled",
+    [CHP_CLOSE_HANDSHAKE_TIMEOUT] = "handshake_timeout",
+    [CHP_CLOSE_HEADER_TIMEOUT] = "header_timeout",
+    [CHP_CLOSE_SLOW_BODY] = "slow_body",
+};
+
+/* The body rate floor: a connection receiving a body must bring min_body_rate bytes/s over each
+ * window (the first window is its grace). Time it spends held back by the relay (waiting for
+ * the writer, with no body asked for) does not count. */
+static bool body_too_slow(struct conn *c, uint64_t now, uint64_t rate, uint64_t window)
+{
+        if (!c->body || !rate) {
+                c->rate_t0 = now;
+                c->rate_b0 = c->rx_bytes;
+                return false;
+        }
+        uint64_t span = now - c->rate_t0;
+        if (span < window)
+                return false;
+        if ((c->rx_bytes - c->rate_b0) * 1000 < rate * span)
+                return true;
+        c->rate_t0 = now;
+        c->rate_b0 = c->rx_bytes;
+        return false;
+}
+
 static void sweep(struct chp_loop *l, uint64_t now)
 {
         const struct chp_config *cfg = l->sh->cfg;
         uint64_t idle = (uint64_t)cfg->idle_timeout * 1000, io = (uint64_t)cfg->io_timeout * 1000;
+        uint64_t hs = (uint64_t)cfg->handshake_timeout * 1000;
+        uint64_t head = (uint64_t)cfg->header_timeout * 1000;
+        uint64_t window = (uint64_t)cfg->body_rate_window * 1000;
         struct conn *c = l->conns;
         while (c) {
                 struct conn *next = c->next;
@@ -811,20 +873,34 @@ static void sweep(struct chp_loop *l, uint64_t now)
                 /* bytes of a frame are here but not all of it; progress is any byte moved */
                 bool partial = c->in_len > 0 || c->body || secure_pending(c);
                 bool sending = c->out_head != NULL;
-                if (c->closing && now - c->last_progress > io) {
-                        conn_close(c); /* could not flush its last words in time */
+                enum chp_close_reason why = CHP_CLOSE_NREASONS;
+                head_track(c, now);
+                if (c->closing) {
+                        if (now - c->last_progress > io)
+                                conn_close(c); /* could not flush its last words in time */
+                } else if (secure_handshaking(c) && now - c->born > hs) {
+                        why = CHP_CLOSE_HANDSHAKE_TIMEOUT;
+                } else if (c->head_since && now - c->head_since > head) {
+                        why = CHP_CLOSE_HEADER_TIMEOUT;
+                } else if (body_too_slow(c, now, cfg->min_body_rate, window)) {
+                        why = CHP_CLOSE_SLOW_BODY;
                 } else if ((partial || sending) && now - c->last_progress > io) {
-                        chp_log_info("loop", "closing a connection that stalled mid-%s",
-                                     sending ? "send" : "frame");
-                        conn_close(c);
+                        why = CHP_CLOSE_STALLED;
                 } else if (!partial && !sending && !c->ops->busy(c) &&
                            now - c->last_active > idle) {
-                        chp_log_debug("loop", "closing an idle connection");
-                        conn_close(c);
+                        why = CHP_CLOSE_IDLE;
                 } else if (l->stopping && !c->ops->busy(c) && !sending) {
                         conn_close(c);
                 } else if (l->stopping && now > l->stop_deadline) {
                         chp_log_warn("loop", "stop: closing a connection with work in flight");
+                        conn_close(c);
+                }
+                if (why != CHP_CLOSE_NREASONS) {
+                        /* clients' doing, and many at a time under attack: a counter, not a
+                         * log line each (chapar_connections_closed_total) */
+                        atomic_fetch_add(&l->sh->closed[why], 1);
+                        chp_log_debug("loop", "closing a %s connection: %s", c->ops->name,
+                                      close_reason_name[why]);
                         conn_close(c);
                 }
                 c = next;
@@ -1012,4 +1088,29 @@ void chp_loop_destroy(struct chp_loop *l)
                         close(l->lis[i].fd);
         pthread_mutex_destroy(&l->done_lock);
         free(l);
+}
+
+/* ---- metrics ----------------------------------------------------------------------------- */
+
+__attribute__((format(printf, 4, 5))) static void put(char *buf, size_t cap, size_t *len,
+                                                      const char *fmt, ...)
+{
+        if (*len >= cap)
+                return;
+        va_list ap;
+        va_start(ap, fmt);
+        int w = vsnprintf(buf + *len, cap - *len, fmt, ap);
+        va_end(ap);
+        if (w > 0 && (size_t)w < cap - *len)
+                *len += (size_t)w;
+}
+
+void chp_loop_metrics(struct chp_shared *sh, char *buf, size_t cap, size_t *len)
+{
+        put(buf, cap, len,
+            "# HELP chapar_connections_closed_total Connections the relay refused or closed "
+            "on its own, by reason.\n# TYPE chapar_connections_closed_total counter\n");
+        for (int i = 0; i < CHP_CLOSE_NREASONS; i++)
+                put(buf, cap, len, "chapar_connections_closed_total{reason=\"%s\"} %llu\n",
+                    close_reason_name[i], (unsigned long long)atomic_load(&sh->closed[i]));
 }

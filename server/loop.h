@@ -24,6 +24,17 @@
 extern const double chp_commit_buckets[CHP_COMMIT_BUCKETS]; /* seconds, upper bounds */
 
 struct chp_peers;
+struct conn;
+
+/* Why the loop closed connections, for /metrics (chp_loop_metrics). */
+enum chp_close_reason {
+        CHP_CLOSE_IDLE,              /* idle_timeout */
+        CHP_CLOSE_STALLED,           /* io_timeout: no byte moved mid-frame or mid-send */
+        CHP_CLOSE_HANDSHAKE_TIMEOUT, /* handshake_timeout */
+        CHP_CLOSE_HEADER_TIMEOUT,    /* header_timeout */
+        CHP_CLOSE_SLOW_BODY,         /* under min_body_rate */
+        CHP_CLOSE_NREASONS
+};
 
 struct chp_shared {
         const struct chp_config *cfg; /* borrowed */
@@ -33,6 +44,7 @@ struct chp_shared {
         volatile sig_atomic_t *stop;  /* set by the signal handler */
         atomic_uint_fast64_t mem_used; /* bytes of chunk and frame buffers across loops */
         atomic_uint conns;             /* open connections across loops */
+        atomic_uint_fast64_t closed[CHP_CLOSE_NREASONS];
         /* counters, read by metrics */
         atomic_uint_fast64_t bytes_in, bytes_out; /* on native connections, on the wire */
         atomic_uint_fast64_t http_bytes_in, http_bytes_out; /* on HTTP connections */
@@ -72,6 +84,10 @@ bool chp_upload_busy(struct chp_shared *sh, const uint8_t id[16]);
 /* Counts one chunk acknowledgement that took from since_us (chp_now_us) to now. Any thread. */
 void chp_observe_commit(struct chp_shared *sh, uint64_t since_us);
 uint64_t chp_now_us(void);
+
+/* Appends the loop's metrics (Prometheus text: connections closed by reason) at buf[*len], up
+ * to cap bytes; *len grows by what fit. Any thread. */
+void chp_loop_metrics(struct chp_shared *sh, char *buf, size_t cap, size_t *len);
 
 /* Opens a TCP listening socket on host:port (port 0 = any) with SO_REUSEPORT; *bound_port gets
  * the port it bound. */

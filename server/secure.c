@@ -93,6 +93,12 @@ bool secure_records(const struct conn *c)
         return c->sec && c->sec->st == ST_RECORDS;
 }
 
+bool secure_handshaking(const struct conn *c)
+{
+        const struct secure *s = c->sec;
+        return s && (s->st == ST_PREAMBLE || s->st == ST_HANDSHAKE);
+}
+
 bool secure_pending(const struct conn *c)
 {
         const struct secure *s = c->sec;

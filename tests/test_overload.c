@@ -1,0 +1,405 @@
+/* A real chapard under hostile load (issue 11): slowloris heads and handshakes, bodies that
+ * trickle, and connections that are never used. Each test starts its own relay (one thread, port
+ * 0, a temp dir, its log captured to a file) and checks what the relay must bound: its log, how
+ * long a client may hold a connection, and that a normal client is still served. */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hash.h"
+#include "relay_client.h"
+
+#define MiB (1024u * 1024u)
+
+struct relay {
+        struct rc_relay r; /* pid and dir, for rc_relay_stop and rc_relay_cleanup */
+        char http[128];    /* host:port of the HTTP face */
+        char log[300];
+};
+
+static double now_s(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void pause_ms(long ms)
+{
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+}
+
+/* Starts chapard with conf as its [server] settings, one thread, its stderr in rl->log; nofile
+ * (when nonzero) becomes its descriptor limit, soft and hard, before it starts. */
+static int spawn(struct relay *rl, const char *conf, rlim_t nofile, const char *level)
+{
+        memset(rl, 0, sizeof(*rl));
+        const char *bin = getenv("CHAPARD");
+        if (!bin)
+                return -ENOENT;
+        snprintf(rl->r.chapard, sizeof(rl->r.chapard), "%s", bin);
+        snprintf(rl->r.dir, sizeof(rl->r.dir), "/tmp/chapar-overload-XXXXXX");
+        if (!mkdtemp(rl->r.dir))
+                return -errno;
+        char data[300], ready[300], ini[300];
+        snprintf(data, sizeof(data), "%s/data", rl->r.dir);
+        snprintf(ready, sizeof(ready), "%s/ready", rl->r.dir);
+        snprintf(ini, sizeof(ini), "%s/chapard.ini", rl->r.dir);
+        snprintf(rl->log, sizeof(rl->log), "%s/log", rl->r.dir);
+        FILE *f = fopen(ini, "w");
+        if (!f)
+                return -errno;
+        fprintf(f, "[server]\n%s", conf);
+        fclose(f);
+        pid_t pid = fork();
+        if (pid < 0)
+                return -errno;
+        if (pid == 0) {
+                int fd = open(rl->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+                if (fd < 0 || dup2(fd, 2) < 0)
+                        _exit(126);
+                if (nofile) {
+                        struct rlimit lim = {nofile, nofile};
+                        if (setrlimit(RLIMIT_NOFILE, &lim) != 0)
+                                _exit(126);
+                }
+                execl(bin, bin, "--data", data, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                      "--ready-file", ready, "--log-level", level, "--insecure-plaintext",
+                      "--threads", "1", "--config", ini, (char *)NULL);
+                _exit(127);
+        }
+        rl->r.pid = pid;
+        for (int i = 0; i < 1000; i++) {
+                FILE *rf = fopen(ready, "r");
+                if (rf) {
+                        char line[120];
+                        while (fgets(line, sizeof(line), rf)) {
+                                line[strcspn(line, "\n")] = '\0';
+                                if (strncmp(line, "native=", 7) == 0)
+                                        snprintf(rl->r.addr, sizeof(rl->r.addr), "%s", line + 7);
+                                else if (strncmp(line, "http=", 5) == 0)
+                                        snprintf(rl->http, sizeof(rl->http), "%s", line + 5);
+                        }
+                        fclose(rf);
+                        if (rl->r.addr[0] && rl->http[0])
+                                return 0;
+                }
+                int st;
+                if (waitpid(pid, &st, WNOHANG) == pid) {
+                        rl->r.pid = 0;
+                        return -ECHILD;
+                }
+                pause_ms(10);
+        }
+        rc_relay_stop(&rl->r, SIGKILL);
+        return -ETIMEDOUT;
+}
+
+static void finish(struct relay *rl)
+{
+        if (rl->r.pid > 0)
+                rc_relay_stop(&rl->r, SIGKILL);
+        rc_relay_cleanup(&rl->r);
+}
+
+/* A blocking TCP connection to host:port, or -1. */
+static int dial(const char *hostport)
+{
+        char host[128];
+        const char *colon = strrchr(hostport, ':');
+        if (!colon || (size_t)(colon - hostport) >= sizeof(host))
+                return -1;
+        memcpy(host, hostport, (size_t)(colon - hostport));
+        host[colon - hostport] = '\0';
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+        if (getaddrinfo(host, colon + 1, &hints, &res) != 0)
+                return -1;
+        int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
+                close(fd);
+                fd = -1;
+        }
+        freeaddrinfo(res);
+        return fd;
+}
+
+static bool send_all(int fd, const void *p, size_t n)
+{
+        struct iovec iov = {(void *)p, n};
+        return rc_write_iov(fd, &iov, 1, NULL) == 0;
+}
+
+/* Whether the relay has closed fd (end of stream or reset), reading whatever it said first. */
+static bool closed_by_relay(int fd)
+{
+        char buf[512];
+        for (;;) {
+                ssize_t r = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+                if (r > 0)
+                        continue;
+                return r == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+        }
+}
+
+/* One HTTP request on a new connection; the status, or -1. Reads the reply (5 s at most) into
+ * out. */
+static int http_call(const char *hostport, const char *req, char *out, size_t cap)
+{
+        int fd = dial(hostport);
+        if (fd < 0)
+                return -1;
+        struct timeval tv = {.tv_sec = 5};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        size_t n = 0;
+        if (send_all(fd, req, strlen(req))) {
+                ssize_t r;
+                while (n + 1 < cap && (r = read(fd, out + n, cap - 1 - n)) > 0)
+                        n += (size_t)r;
+        }
+        close(fd);
+        out[n] = '\0';
+        int status = -1;
+        if (sscanf(out, "HTTP/1.1 %d", &status) != 1)
+                return -1;
+        return status;
+}
+
+/* The value of one metric line ("name{labels}"), or -1. */
+static double metric(const char *hostport, const char *name)
+{
+        static char buf[65536];
+        if (http_call(hostport, "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                      buf, sizeof(buf)) != 200)
+                return -1;
+        size_t len = strlen(name);
+        for (char *p = buf; (p = strstr(p, name)); p += len)
+                if ((p == buf || p[-1] == '\n') && p[len] == ' ')
+                        return strtod(p + len + 1, NULL);
+        return -1;
+}
+
+static double metric_sum(const char *hostport, const char *const *names)
+{
+        double sum = 0;
+        for (int i = 0; names[i]; i++) {
+                double v = metric(hostport, names[i]);
+                if (v < 0)
+                        return -1;
+                sum += v;
+        }
+        return sum;
+}
+
+static bool healthy(const char *hostport)
+{
+        char buf[1024];
+        return http_call(hostport, "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                         buf, sizeof(buf)) == 200;
+}
+
+static int count_lines(const char *path, const char *needle)
+{
+        FILE *f = fopen(path, "r");
+        if (!f)
+                return -1;
+        char line[1024];
+        int n = 0;
+        while (fgets(line, sizeof(line), f))
+                if (strstr(line, needle) && ++n <= 3)
+                        fprintf(stderr, "  log: %s", line);
+        fclose(f);
+        return n;
+}
+
+/* Our own descriptor limit as high as it goes: the floods below need thousands. */
+static rlim_t raise_own_limit(void)
+{
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+                return 1024;
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+        return rl.rlim_cur;
+}
+
+/* A native connection in plaintext that said HELLO (the reply is not read). */
+static int native_hello(const char *hostport)
+{
+        int fd = dial(hostport);
+        if (fd < 0)
+                return -1;
+        uint8_t buf[8 + CHP_FRAME_HEADER + 16];
+        memcpy(buf, "CHP0\0\0\0\0", 8);
+        struct chp_msg_hello hello = {.version = CHP_PROTO_VERSION};
+        ssize_t n = chp_msg_hello_encode(buf + 8 + CHP_FRAME_HEADER, 16, &hello);
+        chp_frame_header_encode(buf + 8, CHP_F_HELLO, 1, (uint32_t)n);
+        if (n < 0 || !send_all(fd, buf, 8 + CHP_FRAME_HEADER + (size_t)n)) {
+                close(fd);
+                return -1;
+        }
+        return fd;
+}
+
+static int still_open(const int *fds, int n)
+{
+        int open_n = 0;
+        for (int i = 0; i < n; i++)
+                if (fds[i] >= 0 && !closed_by_relay(fds[i]))
+                        open_n++;
+        return open_n;
+}
+
+static void close_all(int *fds, int n)
+{
+        for (int i = 0; i < n; i++)
+                if (fds[i] >= 0) {
+                        close(fds[i]);
+                        fds[i] = -1;
+                }
+}
+
+/* ---- deadlines ----------------------------------------------------------------------------- */
+
+/* Slowloris: HTTP heads, native handshakes and native frame headers that trickle one byte now
+ * and then (each byte is progress, so io_timeout never fires) are all closed by their
+ * deadlines, while a normal request is served during the attack. */
+TEST(slowloris_is_cut_at_the_head_and_handshake_deadlines)
+{
+        rlim_t have = raise_own_limit();
+        int n = have > 2300 ? 2000 : (int)have - 300;
+        REQUIRE(n >= 500);
+        struct relay rl;
+        REQUIRE_OK(spawn(&rl, "header_timeout = 2s\nhandshake_timeout = 2s\n", 0, "info"));
+        int *fds = calloc((size_t)n, sizeof(int));
+        REQUIRE(fds);
+        double t0 = now_s();
+        for (int i = 0; i < n; i++) {
+                int kind = i % 4; /* half HTTP heads, a quarter handshakes, a quarter frames */
+                fds[i] = dial(kind < 2 ? rl.http : rl.r.addr);
+                if (fds[i] < 0)
+                        continue;
+                if (kind < 2)
+                        send_all(fds[i], "GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: ", 37);
+                else if (kind == 2)
+                        send_all(fds[i], "CHN1", 4); /* half a preamble */
+                else
+                        send_all(fds[i], "CHP0\0\0\0\0\x0d\0\0", 11); /* preamble, 3 of 12 */
+        }
+        double opened = now_s() - t0;
+        int opened_n = 0;
+        for (int i = 0; i < n; i++)
+                opened_n += fds[i] >= 0;
+        CHECK_EQ(opened_n, n);
+        /* a byte a second from each: progress, but no head ever ends */
+        bool served = false;
+        int open_n = n;
+        while (now_s() - t0 < opened + 2 + 4 && open_n > 0) { /* deadline + sweep slack */
+                open_n = 0;
+                for (int i = 0; i < n; i++) {
+                        if (fds[i] < 0)
+                                continue;
+                        if (closed_by_relay(fds[i])) {
+                                close(fds[i]);
+                                fds[i] = -1;
+                                continue;
+                        }
+                        open_n++;
+                        if (i % 4 == 3)
+                                continue; /* frames: the rest of the header never comes */
+                        ssize_t w = send(fds[i], "a", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+                        (void)w;
+                }
+                if (!served)
+                        served = healthy(rl.http);
+                pause_ms(1000);
+        }
+        double took = now_s() - t0;
+        fprintf(stderr, "  %d connections opened in %.2f s; %d still open after %.2f s\n", n,
+                opened, open_n, took);
+        CHECK_EQ(open_n, 0);
+        CHECK(served);
+        const char *why[] = {"chapar_connections_closed_total{reason=\"header_timeout\"}",
+                             "chapar_connections_closed_total{reason=\"handshake_timeout\"}", NULL};
+        CHECK(metric_sum(rl.http, why) >= n);
+        close_all(fds, n);
+        free(fds);
+        CHECK_EQ(rc_relay_stop(&rl.r, SIGTERM), 0);
+        finish(&rl);
+}
+
+/* A CHUNK body that never ends: one byte now and then is progress (io_timeout never fires) but
+ * under min_body_rate, so it is cut after the window. */
+TEST(a_body_under_the_rate_floor_is_cut)
+{
+        struct relay rl;
+        REQUIRE_OK(spawn(&rl, "min_body_rate = 1K\nbody_rate_window = 2s\n", 0, "warn"));
+        int fd = native_hello(rl.r.addr);
+        REQUIRE(fd >= 0);
+        uint8_t hdr[CHP_FRAME_HEADER];
+        chp_frame_header_encode(hdr, CHP_F_CHUNK, 2, 1 * MiB);
+        REQUIRE(send_all(fd, hdr, sizeof(hdr)));
+        double t0 = now_s();
+        bool closed = false;
+        while (!closed && now_s() - t0 < 10) {
+                ssize_t w = send(fd, "abcdefgh", 8, MSG_NOSIGNAL | MSG_DONTWAIT);
+                (void)w;
+                pause_ms(250);
+                closed = closed_by_relay(fd);
+        }
+        double took = now_s() - t0;
+        fprintf(stderr, "  closed after %.2f s\n", took);
+        CHECK(closed && took >= 1.5 && took < 5.0);
+        close(fd);
+        CHECK_EQ(metric(rl.http, "chapar_connections_closed_total{reason=\"slow_body\"}"), 1);
+        CHECK_EQ(rc_relay_stop(&rl.r, SIGTERM), 0);
+        finish(&rl);
+}
+
+/* ---- noise --------------------------------------------------------------------------------- */
+
+/* Connections opened and never used are closed without a log line each (they are counted). */
+TEST(unused_connections_are_counted_not_logged)
+{
+        enum { N = 20 };
+        struct relay rl;
+        REQUIRE_OK(spawn(&rl, "io_timeout = 1s\n", 0, "info"));
+        int fds[N];
+        for (int i = 0; i < N; i++)
+                fds[i] = dial(rl.r.addr);
+        double t0 = now_s();
+        int open_n = N;
+        while (open_n > 0 && now_s() - t0 < 15) {
+                pause_ms(200);
+                open_n = still_open(fds, N);
+        }
+        CHECK_EQ(open_n, 0);
+        close_all(fds, N);
+        CHECK_EQ(count_lines(rl.log, "closing"), 0);
+        CHECK_EQ(count_lines(rl.log, "stalled"), 0);
+        const char *why[] = {"chapar_connections_closed_total{reason=\"handshake_timeout\"}",
+                             "chapar_connections_closed_total{reason=\"stalled\"}", NULL};
+        CHECK(metric_sum(rl.http, why) >= N);
+        CHECK_EQ(rc_relay_stop(&rl.r, SIGTERM), 0);
+        finish(&rl);
+}
+
+int main(void)
+{
+        signal(SIGPIPE, SIG_IGN);
+        int passed, failed = harness_run(&passed);
+        return harness_report(passed, failed);
+}
