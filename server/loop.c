@@ -8,8 +8,10 @@
 #include "loop.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,6 +46,12 @@
 #define STOP_GRACE_MS 5000
 #define SEAL_SLICE    (256 * 1024) /* stored chunk bytes sealed at a time */
 #define DRAIN_LOW     (4u << 20)   /* below this much queued output, ask for more */
+/* accept failures (out of descriptors or memory): the listener pauses, doubling up to a second */
+#define ACCEPT_PAUSE_MIN_MS 100
+#define ACCEPT_PAUSE_MAX_MS 1000
+#define ACCEPT_LOG_MS       10000 /* one warning per this period, with a count */
+#define SHED_MAX            256   /* connections answered "busy" per accept failure */
+#define FD_HEADROOM         64    /* descriptors kept back from max_connections */
 
 enum op {
         OP_ACCEPT = 1,
@@ -69,6 +78,8 @@ struct listener {
         int fd;
         bool armed;
         const struct proto_ops *ops;
+        uint64_t paused_until; /* ms: accept failed; not re-armed before this */
+        unsigned pause_ms;     /* the current back-off, 0 after a success */
 } __attribute__((aligned(16)));
 
 #define MAX_LISTENERS 2
@@ -94,6 +105,10 @@ struct chp_loop {
         bool stopping;
         uint64_t stop_deadline;
         uint64_t last_sweep;
+        unsigned fd_conns;      /* connections the descriptor limit allows */
+        int reserve_fd;         /* given up to answer "busy" when descriptors run out */
+        uint64_t accept_log_at; /* ms: last accept-failure warning */
+        unsigned accept_fails;  /* since then */
 } __attribute__((aligned(16)));
 
 /* ---- user_data --------------------------------------------------------------------------- */
@@ -176,10 +191,18 @@ out:
 
 static void arm_accept(struct chp_loop *l)
 {
+        uint64_t now = 0;
         for (int i = 0; i < MAX_LISTENERS; i++) {
                 struct listener *li = &l->lis[i];
                 if (li->armed || l->stopping || li->fd < 0)
                         continue;
+                if (li->paused_until) {
+                        if (!now)
+                                now = chp_now_ms();
+                        if (now < li->paused_until)
+                                continue; /* backing off after a failure; the tick retries */
+                        li->paused_until = 0;
+                }
                 struct io_uring_sqe *sqe = get_sqe(l);
                 if (!sqe)
                         return;
@@ -596,21 +619,100 @@ static void conn_kick(struct conn *c)
         conn_maybe_read(c);
 }
 
+/* A connection the relay cannot take: HTTP gets a 503, then it is closed. The native face has
+ * no word for "busy" before its handshake (a handshake refusal would read as "not a chapar
+ * relay" and not be retried), so it is just closed: clients see a network error and retry.
+ * The socket is not blocked on: what does not fit in its buffer is not sent. */
+static void refuse_busy(int fd, const struct proto_ops *ops)
+{
+        static const char http_busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                                        "Retry-After: 1\r\nContent-Length: 0\r\n"
+                                        "Connection: close\r\n\r\n";
+        if (!ops->secure) {
+                ssize_t w = send(fd, http_busy, sizeof(http_busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+                (void)w;
+                shutdown(fd, SHUT_WR);
+        }
+        close(fd);
+}
+
+/* Out of descriptors: gives up the reserve descriptor to take the waiting connections one at a
+ * time, answers each "busy" and closes it, then takes the reserve back. Without this the
+ * connections would wait in the backlog until their clients gave up. */
+static void shed_backlog(struct chp_loop *l, struct listener *li)
+{
+        if (l->reserve_fd >= 0) {
+                close(l->reserve_fd);
+                l->reserve_fd = -1;
+        }
+        int fl = fcntl(li->fd, F_GETFL);
+        /* no accept of the ring is armed on this listener now: a non-blocking accept here
+         * cannot race one (the flag is put back before the listener is re-armed) */
+        if (fl >= 0 && fcntl(li->fd, F_SETFL, fl | O_NONBLOCK) == 0) {
+                for (int i = 0; i < SHED_MAX; i++) {
+                        int fd = accept4(li->fd, NULL, NULL, SOCK_CLOEXEC);
+                        if (fd < 0)
+                                break;
+                        refuse_busy(fd, li->ops);
+                        atomic_fetch_add(&l->sh->closed[CHP_CLOSE_NO_FDS], 1);
+                }
+                fcntl(li->fd, F_SETFL, fl);
+        }
+        l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void accept_failed(struct chp_loop *l, struct listener *li, int err)
+{
+        enum chp_accept_err why = err == -EMFILE                      ? CHP_ACCEPT_EMFILE
+                                  : err == -ENFILE                    ? CHP_ACCEPT_ENFILE
+                                  : err == -ENOMEM || err == -ENOBUFS ? CHP_ACCEPT_NOMEM
+                                                                      : CHP_ACCEPT_OTHER;
+        atomic_fetch_add(&l->sh->accept_errors[why], 1);
+        if (why == CHP_ACCEPT_EMFILE || why == CHP_ACCEPT_ENFILE)
+                shed_backlog(l, li);
+        uint64_t now = chp_now_ms();
+        /* the kernel ended the multishot accept; re-arming it at once would fail again at once:
+         * back off (doubling) and let the tick re-arm it */
+        if (!li->armed) {
+                li->pause_ms = li->pause_ms ? li->pause_ms * 2 : ACCEPT_PAUSE_MIN_MS;
+                if (li->pause_ms > ACCEPT_PAUSE_MAX_MS)
+                        li->pause_ms = ACCEPT_PAUSE_MAX_MS;
+                li->paused_until = now + li->pause_ms;
+        }
+        l->accept_fails++;
+        if (!l->accept_log_at || now - l->accept_log_at >= ACCEPT_LOG_MS) {
+                char since[64] = "";
+                if (l->accept_log_at)
+                        snprintf(since, sizeof(since), " (%u failures since the last warning)",
+                                 l->accept_fails);
+                chp_log_warn("loop",
+                             "accept: %s%s; new connections are answered busy and closed until "
+                             "it clears (chapar_accept_errors_total)",
+                             chp_strerror(err), since);
+                l->accept_log_at = now;
+                l->accept_fails = 0;
+        }
+}
+
 static void on_accept(struct chp_loop *l, struct listener *li, struct io_uring_cqe *cqe)
 {
         if (!(cqe->flags & IORING_CQE_F_MORE))
-                li->armed = false; /* re-armed after this batch unless stopping */
+                li->armed = false; /* re-armed after this batch unless stopping or paused */
         if (cqe->res < 0) {
                 if (cqe->res != -ECANCELED)
-                        chp_log_warn("loop", "accept: %s", chp_strerror(cqe->res));
+                        accept_failed(l, li, cqe->res);
                 return;
         }
+        li->pause_ms = 0;
         int fd = cqe->res;
         const struct chp_config *cfg = l->sh->cfg;
-        if (l->stopping || atomic_load(&l->sh->conns) >= cfg->max_connections) {
+        unsigned cap = cfg->max_connections < l->fd_conns ? cfg->max_connections : l->fd_conns;
+        if (l->stopping || atomic_load(&l->sh->conns) >= cap) {
                 chp_log_debug("loop", "connection refused: %s",
                               l->stopping ? "stopping" : "connection cap reached");
-                close(fd);
+                if (!l->stopping)
+                        atomic_fetch_add(&l->sh->closed[CHP_CLOSE_CAP], 1);
+                refuse_busy(fd, li->ops);
                 return;
         }
         int one = 1;
@@ -834,6 +936,8 @@ static const char *const close_reason_name[CHP_CLOSE_NREASONS] = {
     [CHP_CLOSE_HANDSHAKE_TIMEOUT] = "handshake_timeout",
     [CHP_CLOSE_HEADER_TIMEOUT] = "header_timeout",
     [CHP_CLOSE_SLOW_BODY] = "slow_body",
+    [CHP_CLOSE_CAP] = "cap",
+    [CHP_CLOSE_NO_FDS] = "no_fds",
 };
 
 /* The body rate floor: a connection receiving a body must bring min_body_rate bytes/s over each
@@ -943,6 +1047,44 @@ static void on_tick(struct chp_loop *l)
 
 /* ---- create / run / destroy -------------------------------------------------------------- */
 
+static unsigned open_fds(void)
+{
+        unsigned n = 0;
+        DIR *d = opendir("/proc/self/fd");
+        if (!d)
+                return 0;
+        while (readdir(d))
+                n++;
+        closedir(d);
+        return n > 3 ? n - 3 : 0; /* ".", ".." and the directory's own descriptor */
+}
+
+/* Raises the soft descriptor limit to the hard one and returns how many connections it leaves
+ * room for: the limit less what is open now (store, rings, listeners) and some headroom (pipes
+ * of downloads, federation, reserves). Warns once when max_connections is more than that. */
+static unsigned fd_budget(struct chp_shared *sh)
+{
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+                return UINT_MAX;
+        if (rl.rlim_cur < rl.rlim_max) {
+                struct rlimit up = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+                if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+                        rl.rlim_cur = rl.rlim_max;
+        }
+        if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > UINT_MAX)
+                return UINT_MAX;
+        uint64_t keep = (uint64_t)open_fds() + FD_HEADROOM + 4u * sh->cfg->threads;
+        unsigned fit = rl.rlim_cur > keep + 1 ? (unsigned)(rl.rlim_cur - keep) : 1;
+        if (sh->cfg->max_connections > fit && !atomic_exchange(&sh->fds_warned, true))
+                chp_log_warn("loop",
+                             "max_connections %u is more than the descriptor limit (%llu) "
+                             "allows: taking at most %u connections (raise LimitNOFILE= or "
+                             "ulimit -n; a downloading connection takes two more descriptors)",
+                             sh->cfg->max_connections, (unsigned long long)rl.rlim_cur, fit);
+        return fit;
+}
+
 int chp_loop_create(struct chp_shared *sh, int native_fd, int http_fd, struct chp_loop **out)
 {
         *out = NULL;
@@ -958,6 +1100,7 @@ int chp_loop_create(struct chp_shared *sh, int native_fd, int http_fd, struct ch
         l->lis[0] = (struct listener){.fd = native_fd, .ops = &native_ops};
         l->lis[1] = (struct listener){.fd = http_fd, .ops = &http_ops};
         l->wake_fd = -1;
+        l->reserve_fd = -1;
         pthread_mutex_init(&l->done_lock, NULL);
         int rc;
         struct io_uring_params p;
@@ -991,6 +1134,8 @@ int chp_loop_create(struct chp_shared *sh, int native_fd, int http_fd, struct ch
                 rc = -errno;
                 goto fail;
         }
+        l->fd_conns = fd_budget(sh);
+        l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         *out = l;
         return 0;
 fail:
@@ -1083,6 +1228,8 @@ void chp_loop_destroy(struct chp_loop *l)
         free(l->bufs);
         if (l->wake_fd >= 0)
                 close(l->wake_fd);
+        if (l->reserve_fd >= 0)
+                close(l->reserve_fd);
         for (int i = 0; i < MAX_LISTENERS; i++)
                 if (l->lis[i].fd >= 0)
                         close(l->lis[i].fd);
@@ -1107,6 +1254,18 @@ __attribute__((format(printf, 4, 5))) static void put(char *buf, size_t cap, siz
 
 void chp_loop_metrics(struct chp_shared *sh, char *buf, size_t cap, size_t *len)
 {
+        static const char *const accept_name[CHP_ACCEPT_NREASONS] = {
+            [CHP_ACCEPT_EMFILE] = "emfile",
+            [CHP_ACCEPT_ENFILE] = "enfile",
+            [CHP_ACCEPT_NOMEM] = "nomem",
+            [CHP_ACCEPT_OTHER] = "other",
+        };
+        put(buf, cap, len,
+            "# HELP chapar_accept_errors_total Failed accepts, by reason (emfile: the process "
+            "is out of file descriptors).\n# TYPE chapar_accept_errors_total counter\n");
+        for (int i = 0; i < CHP_ACCEPT_NREASONS; i++)
+                put(buf, cap, len, "chapar_accept_errors_total{reason=\"%s\"} %llu\n",
+                    accept_name[i], (unsigned long long)atomic_load(&sh->accept_errors[i]));
         put(buf, cap, len,
             "# HELP chapar_connections_closed_total Connections the relay refused or closed "
             "on its own, by reason.\n# TYPE chapar_connections_closed_total counter\n");

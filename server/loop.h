@@ -26,13 +26,17 @@ extern const double chp_commit_buckets[CHP_COMMIT_BUCKETS]; /* seconds, upper bo
 struct chp_peers;
 struct conn;
 
-/* Why the loop closed connections, for /metrics (chp_loop_metrics). */
+/* Why the loop refused or closed connections, for /metrics (chp_loop_metrics). */
+enum chp_accept_err { CHP_ACCEPT_EMFILE, CHP_ACCEPT_ENFILE, CHP_ACCEPT_NOMEM, CHP_ACCEPT_OTHER,
+                      CHP_ACCEPT_NREASONS };
 enum chp_close_reason {
         CHP_CLOSE_IDLE,              /* idle_timeout */
         CHP_CLOSE_STALLED,           /* io_timeout: no byte moved mid-frame or mid-send */
         CHP_CLOSE_HANDSHAKE_TIMEOUT, /* handshake_timeout */
         CHP_CLOSE_HEADER_TIMEOUT,    /* header_timeout */
         CHP_CLOSE_SLOW_BODY,         /* under min_body_rate */
+        CHP_CLOSE_CAP,               /* refused: over max_connections */
+        CHP_CLOSE_NO_FDS,            /* refused: out of file descriptors (busy reply) */
         CHP_CLOSE_NREASONS
 };
 
@@ -44,6 +48,8 @@ struct chp_shared {
         volatile sig_atomic_t *stop;  /* set by the signal handler */
         atomic_uint_fast64_t mem_used; /* bytes of chunk and frame buffers across loops */
         atomic_uint conns;             /* open connections across loops */
+        atomic_bool fds_warned;        /* max_connections was clamped and that was logged */
+        atomic_uint_fast64_t accept_errors[CHP_ACCEPT_NREASONS];
         atomic_uint_fast64_t closed[CHP_CLOSE_NREASONS];
         /* counters, read by metrics */
         atomic_uint_fast64_t bytes_in, bytes_out; /* on native connections, on the wire */
@@ -85,8 +91,8 @@ bool chp_upload_busy(struct chp_shared *sh, const uint8_t id[16]);
 void chp_observe_commit(struct chp_shared *sh, uint64_t since_us);
 uint64_t chp_now_us(void);
 
-/* Appends the loop's metrics (Prometheus text: connections closed by reason) at buf[*len], up
- * to cap bytes; *len grows by what fit. Any thread. */
+/* Appends the loop's metrics (Prometheus text: refused and closed connections by reason, accept
+ * errors) at buf[*len], up to cap bytes; *len grows by what fit. Any thread. */
 void chp_loop_metrics(struct chp_shared *sh, char *buf, size_t cap, size_t *len);
 
 /* Opens a TCP listening socket on host:port (port 0 = any) with SO_REUSEPORT; *bound_port gets

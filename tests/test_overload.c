@@ -1,7 +1,8 @@
-/* A real chapard under hostile load (issue 11): slowloris heads and handshakes, bodies that
- * trickle, and connections that are never used. Each test starts its own relay (one thread, port
- * 0, a temp dir, its log captured to a file) and checks what the relay must bound: its log, how
- * long a client may hold a connection, and that a normal client is still served. */
+/* A real chapard under hostile load (issue 11): descriptors running out, slowloris heads and
+ * handshakes, bodies that trickle, and connections that are never used. Each test starts its own
+ * relay (one thread, port 0, a temp dir, its log captured to a file) and checks what the relay
+ * must bound: its CPU, its log, how long a client may hold a connection, and that a normal
+ * client is still served. */
 #include "harness.h"
 
 #include <errno.h>
@@ -270,6 +271,127 @@ static void close_all(int *fds, int n)
                         close(fds[i]);
                         fds[i] = -1;
                 }
+}
+
+/* ---- descriptors --------------------------------------------------------------------------- */
+
+/* CPU seconds (user + system) the process has used. */
+static double cpu_seconds(pid_t pid)
+{
+        char path[64], buf[1024];
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+                return -1;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        char *p = strrchr(buf, ')');
+        unsigned long long ut = 0, st = 0;
+        /* after the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt
+         * cmajflt utime stime */
+        if (!p ||
+            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+                return -1;
+        return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Opens n connections to the HTTP face without sending anything; fds[] gets them (-1 where the
+ * connect itself failed). */
+static void flood(const char *hostport, int *fds, int n)
+{
+        for (int i = 0; i < n; i++)
+                fds[i] = dial(hostport);
+}
+
+/* The relay runs out of descriptors with connections of its own: downloads of chunks stored in
+ * segments take a pipe (two descriptors) each, so they fill a descriptor limit long before
+ * max_connections, clamped to that limit, is reached. Then accept fails: it must back off
+ * instead of spinning, say so in a few log lines and a metric, answer the connections it
+ * cannot take and close them, and serve again once the downloads are gone. */
+TEST(out_of_descriptors_backs_off_and_sheds)
+{
+        enum { LIMIT = 160, DL = 60, N = 300 };
+        raise_own_limit();
+        struct relay rl;
+        REQUIRE_OK(spawn(&rl, "", LIMIT, "warn"));
+        struct rc_conn c;
+        struct rc_file f;
+        struct rc_put_stats st;
+        uint8_t addr[CHP_HASH_BYTES];
+        REQUIRE_OK(rc_connect(&c, rl.r.addr));
+        REQUIRE_OK(rc_file_make(&f, 1 * MiB, 1 * MiB, 3, 0));
+        REQUIRE_OK(rc_put(&c, &f, &st));
+        REQUIRE_OK(chp_sha256(f.data, f.total, addr));
+        rc_close(&c);
+        rc_file_free(&f);
+        /* downloads that are never read: each holds its socket and its pipe */
+        static int dl[DL], fds[N];
+        uint8_t frame[CHP_FRAME_HEADER + 64];
+        struct chp_msg_get_chunk g = {.addr = addr};
+        ssize_t glen = chp_msg_get_chunk_encode(frame + CHP_FRAME_HEADER, 64, &g);
+        REQUIRE(glen > 0);
+        chp_frame_header_encode(frame, CHP_F_GET_CHUNK, 2, (uint32_t)glen);
+        for (int i = 0; i < DL; i++) {
+                dl[i] = native_hello(rl.r.addr);
+                if (dl[i] >= 0)
+                        send_all(dl[i], frame, CHP_FRAME_HEADER + (size_t)glen);
+        }
+        pause_ms(500);
+        double cpu0 = cpu_seconds(rl.r.pid), t0 = now_s();
+        flood(rl.http, fds, N);
+        pause_ms(3000);
+        double cpu = cpu_seconds(rl.r.pid) - cpu0, span = now_s() - t0;
+        /* the connections the relay could not take are answered and closed, not left waiting
+         * in its backlog */
+        int open_n = still_open(fds, N);
+        fprintf(stderr, "  %d of %d connections left open, relay CPU %.2f s in %.1f s\n", open_n, N,
+                cpu, span);
+        CHECK(open_n <= N / 4);
+        /* a spinning accept burns a whole core; backing off costs next to nothing */
+        CHECK(cpu >= 0 && cpu < 0.25 * span);
+        close_all(fds, N);
+        close_all(dl, DL);
+        /* served again once the descriptors are back */
+        bool ok = false;
+        for (int i = 0; i < 50 && !(ok = healthy(rl.http)); i++)
+                pause_ms(100);
+        CHECK(ok);
+        CHECK_OK(rc_connect(&c, rl.r.addr));
+        rc_close(&c);
+        CHECK(metric(rl.http, "chapar_accept_errors_total{reason=\"emfile\"}") > 0);
+        CHECK(metric(rl.http, "chapar_connections_closed_total{reason=\"no_fds\"}") > 0);
+        /* bounded log: one warning per ten seconds, not one per failed accept */
+        int lines = count_lines(rl.log, "accept");
+        fprintf(stderr, "  %d log lines about accept\n", lines);
+        CHECK(lines >= 1 && lines <= 3);
+        CHECK_EQ(rc_relay_stop(&rl.r, SIGTERM), 0);
+        finish(&rl);
+}
+
+/* Started under a descriptor limit smaller than max_connections: the relay says so, takes no
+ * more connections than it has descriptors for, and closes the rest at once. */
+TEST(a_low_descriptor_limit_clamps_max_connections)
+{
+        enum { LIMIT = 200, N = 300 };
+        raise_own_limit();
+        struct relay rl;
+        REQUIRE_OK(spawn(&rl, "", LIMIT, "warn"));
+        static int fds[N];
+        flood(rl.http, fds, N);
+        pause_ms(1000);
+        int open_n = still_open(fds, N);
+        fprintf(stderr, "  %d of %d connections open\n", open_n, N);
+        CHECK(open_n < LIMIT);
+        CHECK(count_lines(rl.log, "is more than the descriptor limit") == 1);
+        close_all(fds, N);
+        bool ok = false;
+        for (int i = 0; i < 50 && !(ok = healthy(rl.http)); i++)
+                pause_ms(100);
+        CHECK(ok);
+        CHECK(metric(rl.http, "chapar_connections_closed_total{reason=\"cap\"}") > 0);
+        CHECK_EQ(rc_relay_stop(&rl.r, SIGTERM), 0);
+        finish(&rl);
 }
 
 /* ---- deadlines ----------------------------------------------------------------------------- */
