@@ -52,6 +52,11 @@
 #define ACCEPT_LOG_MS       10000 /* one warning per this period, with a count */
 #define SHED_MAX            256   /* connections answered "busy" per accept failure */
 #define FD_HEADROOM         64    /* descriptors kept back from max_connections */
+/* the memory budget: body bytes are granted ahead of their arrival, a little at first and
+ * doubling while they keep coming, so a body that trickles holds little */
+#define GRANT_MIN   (16u * 1024)
+#define GRANT_MAX   (1024u * 1024)
+#define PRESSURE_MS 2000 /* while others wait for memory, the rate floor's window */
 
 enum op {
         OP_ACCEPT = 1,
@@ -246,6 +251,90 @@ static void arm_tick(struct chp_loop *l)
         l->tick_armed = true;
 }
 
+/* ---- the memory budget for bodies -------------------------------------------------------- */
+
+static void mem_wait_end(struct conn *c)
+{
+        if (c->mem_wait) {
+                c->mem_wait = false;
+                atomic_fetch_sub(&c->sh->mem_waiting, 1);
+        }
+}
+
+/* Takes n bytes of the budget if they fit under limit. */
+static bool mem_take(struct chp_shared *sh, uint64_t n, uint64_t limit)
+{
+        uint64_t used = atomic_load(&sh->mem_used);
+        do {
+                if (used + n > limit)
+                        return false;
+        } while (!atomic_compare_exchange_weak(&sh->mem_used, &used, used + n));
+        return true;
+}
+
+/* Before a receive into the body: makes sure some of it is granted. Bodies that wait for each
+ * other's memory could wait forever, so one of them at a time (the owner) is granted past
+ * memory_limit — at most one frame, its own — and finishes; it gives that right back when its
+ * body is settled. False: the budget is spent; the connection waits (the tick asks again). */
+static bool mem_grant(struct conn *c)
+{
+        if (c->grant_left > 0 || c->body_got >= c->body_len)
+                return true;
+        struct chp_shared *sh = c->sh;
+        size_t step = c->grant_next ? c->grant_next : GRANT_MIN;
+        size_t want = c->body_len - c->body_got < step ? c->body_len - c->body_got : step;
+        uint64_t limit = sh->cfg->memory_limit;
+        struct conn *none = NULL;
+        if (!mem_take(sh, want, limit) &&
+            !((atomic_load(&sh->mem_owner) == c ||
+               atomic_compare_exchange_strong(&sh->mem_owner, &none, c)) &&
+              mem_take(sh, want, UINT64_MAX))) {
+                if (!c->mem_wait) {
+                        c->mem_wait = true;
+                        atomic_fetch_add(&sh->mem_waiting, 1);
+                }
+                return false;
+        }
+        mem_wait_end(c);
+        c->grant_left = want;
+        c->mem_held += want;
+        c->grant_next = step < GRANT_MAX ? 2 * step : GRANT_MAX;
+        return true;
+}
+
+void conn_body_arrived(struct conn *c, size_t n)
+{
+        c->body_got += n;
+        if (n <= c->grant_left) {
+                c->grant_left -= n;
+                return;
+        }
+        /* more than granted (a record's worth over the transport): charged as it is */
+        size_t over = n - c->grant_left;
+        c->grant_left = 0;
+        c->mem_held += over;
+        atomic_fetch_add(&c->sh->mem_used, over);
+}
+
+void conn_mem_settle(struct conn *c, size_t total)
+{
+        struct chp_shared *sh = c->sh;
+        struct conn *me = c;
+        atomic_compare_exchange_strong(&sh->mem_owner, &me, NULL);
+        if (total > c->mem_held)
+                atomic_fetch_add(&sh->mem_used, total - c->mem_held);
+        else if (total < c->mem_held)
+                atomic_fetch_sub(&sh->mem_used, c->mem_held - total);
+        c->mem_held = 0;
+        c->grant_left = 0; /* grant_next stays: the next body of a fast sender starts fast */
+        mem_wait_end(c);
+}
+
+void conn_mem_drop(struct conn *c)
+{
+        conn_mem_settle(c, 0);
+}
+
 static void arm_recv(struct conn *c)
 {
         struct chp_loop *l = c->loop;
@@ -255,11 +344,18 @@ static void arm_recv(struct conn *c)
         uint8_t *raw;
         size_t room;
         if (c->body && secure_plaintext(c)) {
-                /* the body's final buffer, straight from the socket */
-                io_uring_prep_recv(sqe, c->fd, c->body + c->body_got, c->body_len - c->body_got, 0);
+                /* the body's final buffer, straight from the socket, as far as granted */
+                size_t n = c->body_len - c->body_got;
+                io_uring_prep_recv(sqe, c->fd, c->body + c->body_got,
+                                   n < c->grant_left ? n : c->grant_left, 0);
         } else if ((raw = secure_recv_space(c, &room))) {
-                /* records carrying a body: large receives into the transport's buffer */
-                io_uring_prep_recv(sqe, c->fd, raw, room, 0);
+                /* records carrying a body: large receives into the transport's buffer, about as
+                 * much as granted but at least a whole record (it opens only whole); what
+                 * arrives past the grant is charged as it comes (conn_body_arrived) */
+                size_t cap = c->grant_left + CHP_RECORD_HEADER + CHP_NOISE_TAGLEN;
+                if (cap < CHP_RECORD_MAX)
+                        cap = CHP_RECORD_MAX;
+                io_uring_prep_recv(sqe, c->fd, raw, room < cap ? room : cap, 0);
         } else {
                 io_uring_prep_recv(sqe, c->fd, NULL, BUF_SIZE, 0);
                 sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -274,7 +370,7 @@ void conn_maybe_read(struct conn *c)
 {
         if (c->recv_armed || c->closing || c->closed || c->want_buffers)
                 return;
-        if (!c->body && !c->ops->can_read(c))
+        if (c->body ? !mem_grant(c) : !c->ops->can_read(c))
                 return;
         arm_recv(c);
 }
@@ -505,6 +601,7 @@ static void conn_free(struct conn *c)
         if (c->want_buffers)
                 l->want_buffers--;
         c->ops->detach(c);
+        conn_mem_drop(c); /* whatever the protocol did not take over */
         secure_detach(c);
         while (c->out_head) {
                 struct out_item *it = c->out_head;
@@ -777,7 +874,7 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
                         rc = secure_input(c, l->bufs + (size_t)bid * BUF_SIZE, (size_t)res);
                         recycle_buffer(l, bid);
                 } else if (c->body && secure_plaintext(c)) {
-                        c->body_got += (size_t)res;
+                        conn_body_arrived(c, (size_t)res);
                 } else {
                         rc = secure_received(c, (size_t)res);
                 }
@@ -942,10 +1039,10 @@ static const char *const close_reason_name[CHP_CLOSE_NREASONS] = {
 
 /* The body rate floor: a connection receiving a body must bring min_body_rate bytes/s over each
  * window (the first window is its grace). Time it spends held back by the relay (waiting for
- * the writer, with no body asked for) does not count. */
+ * memory, or for the writer with no body asked for) does not count. */
 static bool body_too_slow(struct conn *c, uint64_t now, uint64_t rate, uint64_t window)
 {
-        if (!c->body || !rate) {
+        if (!c->body || c->mem_wait || !rate) {
                 c->rate_t0 = now;
                 c->rate_b0 = c->rx_bytes;
                 return false;
@@ -967,6 +1064,8 @@ static void sweep(struct chp_loop *l, uint64_t now)
         uint64_t hs = (uint64_t)cfg->handshake_timeout * 1000;
         uint64_t head = (uint64_t)cfg->header_timeout * 1000;
         uint64_t window = (uint64_t)cfg->body_rate_window * 1000;
+        /* while bodies wait for memory, those holding some are held to the floor sooner */
+        bool pressure = atomic_load(&l->sh->mem_waiting) > 0;
         struct conn *c = l->conns;
         while (c) {
                 struct conn *next = c->next;
@@ -986,10 +1085,11 @@ static void sweep(struct chp_loop *l, uint64_t now)
                         why = CHP_CLOSE_HANDSHAKE_TIMEOUT;
                 } else if (c->head_since && now - c->head_since > head) {
                         why = CHP_CLOSE_HEADER_TIMEOUT;
-                } else if (body_too_slow(c, now, cfg->min_body_rate, window)) {
+                } else if (body_too_slow(c, now, cfg->min_body_rate,
+                                         pressure && c->mem_held ? PRESSURE_MS : window)) {
                         why = CHP_CLOSE_SLOW_BODY;
-                } else if ((partial || sending) && now - c->last_progress > io) {
-                        why = CHP_CLOSE_STALLED;
+                } else if (((partial && !c->mem_wait) || sending) && now - c->last_progress > io) {
+                        why = CHP_CLOSE_STALLED; /* (waiting for memory is the relay's doing) */
                 } else if (!partial && !sending && !c->ops->busy(c) &&
                            now - c->last_active > idle) {
                         why = CHP_CLOSE_IDLE;
@@ -1272,4 +1372,10 @@ void chp_loop_metrics(struct chp_shared *sh, char *buf, size_t cap, size_t *len)
         for (int i = 0; i < CHP_CLOSE_NREASONS; i++)
                 put(buf, cap, len, "chapar_connections_closed_total{reason=\"%s\"} %llu\n",
                     close_reason_name[i], (unsigned long long)atomic_load(&sh->closed[i]));
+        put(buf, cap, len,
+            "# HELP chapar_memory_used_bytes Chunk and body buffers held against memory_limit.\n"
+            "# TYPE chapar_memory_used_bytes gauge\nchapar_memory_used_bytes %llu\n"
+            "# HELP chapar_memory_waiting Connections waiting for memory_limit to allow more.\n"
+            "# TYPE chapar_memory_waiting gauge\nchapar_memory_waiting %u\n",
+            (unsigned long long)atomic_load(&sh->mem_used), atomic_load(&sh->mem_waiting));
 }

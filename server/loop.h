@@ -49,6 +49,10 @@ struct chp_shared {
         atomic_uint_fast64_t mem_used; /* bytes of chunk and frame buffers across loops */
         atomic_uint conns;             /* open connections across loops */
         atomic_bool fds_warned;        /* max_connections was clamped and that was logged */
+        /* the one body granted past memory_limit (at most its own frame), so that bodies
+         * waiting on each other for memory always finish (loop.c: mem_grant) */
+        _Atomic(struct conn *) mem_owner;
+        atomic_uint mem_waiting;       /* connections waiting for memory, across loops */
         atomic_uint_fast64_t accept_errors[CHP_ACCEPT_NREASONS];
         atomic_uint_fast64_t closed[CHP_CLOSE_NREASONS];
         /* counters, read by metrics */
@@ -92,7 +96,7 @@ void chp_observe_commit(struct chp_shared *sh, uint64_t since_us);
 uint64_t chp_now_us(void);
 
 /* Appends the loop's metrics (Prometheus text: refused and closed connections by reason, accept
- * errors) at buf[*len], up to cap bytes; *len grows by what fit. Any thread. */
+ * errors, the memory budget) at buf[*len], up to cap bytes; *len grows by what fit. Any thread. */
 void chp_loop_metrics(struct chp_shared *sh, char *buf, size_t cap, size_t *len);
 
 /* Opens a TCP listening socket on host:port (port 0 = any) with SO_REUSEPORT; *bound_port gets

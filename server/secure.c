@@ -135,7 +135,7 @@ static int deliver(struct conn *c, const uint8_t *p, size_t n)
         if (c->body && c->body_got < c->body_len) {
                 size_t take = c->body_len - c->body_got < n ? c->body_len - c->body_got : n;
                 memcpy(c->body + c->body_got, p, take);
-                c->body_got += take;
+                conn_body_arrived(c, take);
                 p += take;
                 n -= take;
         }

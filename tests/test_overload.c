@@ -1,8 +1,8 @@
 /* A real chapard under hostile load (issue 11): descriptors running out, slowloris heads and
  * handshakes, bodies that trickle, and connections that are never used. Each test starts its own
  * relay (one thread, port 0, a temp dir, its log captured to a file) and checks what the relay
- * must bound: its CPU, its log, how long a client may hold a connection, and that a normal
- * client is still served. */
+ * must bound: its CPU, its log, its memory budget, how long a client may hold a connection, and
+ * that a normal client is still served. */
 #include "harness.h"
 
 #include <errno.h>
@@ -487,6 +487,139 @@ TEST(a_body_under_the_rate_floor_is_cut)
         CHECK(closed && took >= 1.5 && took < 5.0);
         close(fd);
         CHECK_EQ(metric(rl.http, "chapar_connections_closed_total{reason=\"slow_body\"}"), 1);
+        CHECK_EQ(rc_relay_stop(&rl.r, SIGTERM), 0);
+        finish(&rl);
+}
+
+/* ---- memory -------------------------------------------------------------------------------- */
+
+/* In a child, so that a relay that never answers cannot hang the test: a new connection's
+ * HELLO, then a 10 MiB upload and its download. Exit 0 when both worked. */
+static int upload_in_child(const char *addr, int timeout_s)
+{
+        pid_t pid = fork();
+        if (pid == 0) {
+                alarm((unsigned)timeout_s);
+                struct rc_conn c;
+                if (rc_connect(&c, addr) != 0)
+                        _exit(2);
+                struct rc_file f;
+                struct rc_put_stats st;
+                uint8_t *out = NULL;
+                uint64_t len = 0;
+                if (rc_file_make(&f, 10 * MiB, 1 * MiB, 7, 0) != 0 || rc_put(&c, &f, &st) != 0 ||
+                    rc_get(&c, f.file_id, &out, &len) != 0 || len != f.total ||
+                    memcmp(out, f.data, len) != 0)
+                        _exit(3);
+                _exit(0);
+        }
+        int status;
+        if (pid < 0 || waitpid(pid, &status, 0) != pid)
+                return -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* Starts a tus upload of size bytes; its path (/files/<id>) into path, or false. */
+static bool tus_create(const char *hostport, uint64_t size, char *path, size_t cap)
+{
+        char req[256], buf[2048];
+        snprintf(req, sizeof(req),
+                 "POST /files/ HTTP/1.1\r\nHost: t\r\nTus-Resumable: 1.0.0\r\n"
+                 "Upload-Length: %llu\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                 (unsigned long long)size);
+        if (http_call(hostport, req, buf, sizeof(buf)) != 201)
+                return false;
+        const char *loc = strstr(buf, "/files/");
+        if (!loc)
+                return false;
+        snprintf(path, cap, "%.39s", loc);
+        return true;
+}
+
+/* Bodies that announce megabytes and then trickle, more of them than memory_limit could hold
+ * at their announced sizes (128 native CHUNK frames of 8 MiB, 64 tus PATCH bodies of 8 MiB,
+ * against 16 MiB): they hold only what they sent, so a new HELLO is answered and a 10 MiB
+ * upload goes through while they go on. The rate floor is off here: the budget alone must
+ * hold. */
+TEST(trickling_bodies_do_not_starve_uploads)
+{
+        enum { NATIVE = 128, TUS = 64 };
+        raise_own_limit();
+        struct relay rl;
+        REQUIRE_OK(
+            spawn(&rl, "memory_limit = 16M\nmin_body_rate = 0\ntus_chunk_size = 8M\n", 0, "warn"));
+        int fds[NATIVE + TUS];
+        uint8_t hdr[CHP_FRAME_HEADER + 1];
+        for (int i = 0; i < NATIVE; i++) {
+                fds[i] = native_hello(rl.r.addr);
+                chp_frame_header_encode(hdr, CHP_F_CHUNK, 2, 8 * MiB);
+                hdr[CHP_FRAME_HEADER] = 'x';
+                CHECK(fds[i] >= 0 && send_all(fds[i], hdr, sizeof(hdr)));
+        }
+        for (int i = 0; i < TUS; i++) {
+                char path[64], req[512];
+                fds[NATIVE + i] = -1;
+                if (!tus_create(rl.http, 8 * MiB, path, sizeof(path))) {
+                        CHECK(!"tus POST failed");
+                        continue;
+                }
+                fds[NATIVE + i] = dial(rl.http);
+                int n = snprintf(req, sizeof(req),
+                                 "PATCH %s HTTP/1.1\r\nHost: t\r\nTus-Resumable: 1.0.0\r\n"
+                                 "Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream"
+                                 "\r\nContent-Length: %u\r\n\r\nx",
+                                 path, 8 * MiB);
+                CHECK(fds[NATIVE + i] >= 0 && send_all(fds[NATIVE + i], req, (size_t)n));
+        }
+        pause_ms(500); /* the relay has read the headers and the first bytes */
+        CHECK_EQ(upload_in_child(rl.r.addr, 20), 0);
+        /* the tricklers are all still there: nobody was cut to make room */
+        CHECK_EQ(still_open(fds, NATIVE + TUS), NATIVE + TUS);
+        for (int i = 0; i < NATIVE + TUS; i++)
+                if (fds[i] >= 0)
+                        close(fds[i]);
+        CHECK_EQ(rc_relay_stop(&rl.r, SIGTERM), 0);
+        finish(&rl);
+}
+
+/* Bodies that sent megabytes fast and then stopped hold all of memory_limit (one of them past
+ * it, as the owner of the reserve): a new upload has to wait. While it waits, they are held to
+ * min_body_rate over 2 s instead of the long window, so they are cut and the upload goes
+ * through well before io_timeout or the window would have freed anything. */
+TEST(stalled_bodies_are_cut_while_others_wait)
+{
+        enum { HOLDERS = 4 };
+        struct relay rl;
+        REQUIRE_OK(spawn(&rl,
+                         "memory_limit = 16M\nmin_body_rate = 1K\nbody_rate_window = 10m\n"
+                         "io_timeout = 10m\n",
+                         0, "warn"));
+        static uint8_t block[4 * MiB];
+        memset(block, 'h', sizeof(block));
+        int fds[HOLDERS];
+        for (int i = 0; i < HOLDERS; i++) {
+                fds[i] = native_hello(rl.r.addr);
+                REQUIRE(fds[i] >= 0);
+                struct timeval tv = {.tv_sec = 10};
+                setsockopt(fds[i], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+                uint8_t hdr[CHP_FRAME_HEADER];
+                chp_frame_header_encode(hdr, CHP_F_CHUNK, 2, 8 * MiB);
+                CHECK(send_all(fds[i], hdr, sizeof(hdr)) && send_all(fds[i], block, sizeof(block)));
+        }
+        /* wait until the relay holds it all */
+        double used = 0;
+        for (int i = 0; i < 100 && (used = metric(rl.http, "chapar_memory_used_bytes")) < 16 * MiB;
+             i++)
+                pause_ms(100);
+        fprintf(stderr, "  %.0f bytes held\n", used);
+        REQUIRE(used >= 16 * MiB);
+        double t0 = now_s();
+        CHECK_EQ(upload_in_child(rl.r.addr, 20), 0);
+        fprintf(stderr, "  upload done in %.2f s\n", now_s() - t0);
+        CHECK(metric(rl.http, "chapar_connections_closed_total{reason=\"slow_body\"}") >= 1);
+        CHECK(still_open(fds, HOLDERS) < HOLDERS);
+        for (int i = 0; i < HOLDERS; i++)
+                close(fds[i]);
         CHECK_EQ(rc_relay_stop(&rl.r, SIGTERM), 0);
         finish(&rl);
 }
