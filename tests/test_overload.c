@@ -30,6 +30,10 @@ struct relay {
         char log[300];
 };
 
+/* The relay of the test running now: a test that ends early (REQUIRE) leaves it to the next
+ * spawn or to main, which stop it and remove its directory. */
+static struct relay rl;
+
 static double now_s(void)
 {
         struct timespec ts;
@@ -43,23 +47,26 @@ static void pause_ms(long ms)
         nanosleep(&ts, NULL);
 }
 
-/* Starts chapard with conf as its [server] settings, one thread, its stderr in rl->log; nofile
+/* Starts chapard with conf as its [server] settings, one thread, its stderr in x->log; nofile
  * (when nonzero) becomes its descriptor limit, soft and hard, before it starts. */
-static int spawn(struct relay *rl, const char *conf, rlim_t nofile, const char *level)
+static void finish(struct relay *x);
+
+static int spawn(struct relay *x, const char *conf, rlim_t nofile, const char *level)
 {
-        memset(rl, 0, sizeof(*rl));
+        finish(x);
+        memset(x, 0, sizeof(*x));
         const char *bin = getenv("CHAPARD");
         if (!bin)
                 return -ENOENT;
-        snprintf(rl->r.chapard, sizeof(rl->r.chapard), "%s", bin);
-        snprintf(rl->r.dir, sizeof(rl->r.dir), "/tmp/chapar-overload-XXXXXX");
-        if (!mkdtemp(rl->r.dir))
+        snprintf(x->r.chapard, sizeof(x->r.chapard), "%s", bin);
+        snprintf(x->r.dir, sizeof(x->r.dir), "/tmp/chapar-overload-XXXXXX");
+        if (!mkdtemp(x->r.dir))
                 return -errno;
         char data[300], ready[300], ini[300];
-        snprintf(data, sizeof(data), "%s/data", rl->r.dir);
-        snprintf(ready, sizeof(ready), "%s/ready", rl->r.dir);
-        snprintf(ini, sizeof(ini), "%s/chapard.ini", rl->r.dir);
-        snprintf(rl->log, sizeof(rl->log), "%s/log", rl->r.dir);
+        snprintf(data, sizeof(data), "%s/data", x->r.dir);
+        snprintf(ready, sizeof(ready), "%s/ready", x->r.dir);
+        snprintf(ini, sizeof(ini), "%s/chapard.ini", x->r.dir);
+        snprintf(x->log, sizeof(x->log), "%s/log", x->r.dir);
         FILE *f = fopen(ini, "w");
         if (!f)
                 return -errno;
@@ -69,7 +76,7 @@ static int spawn(struct relay *rl, const char *conf, rlim_t nofile, const char *
         if (pid < 0)
                 return -errno;
         if (pid == 0) {
-                int fd = open(rl->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+                int fd = open(x->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
                 if (fd < 0 || dup2(fd, 2) < 0)
                         _exit(126);
                 if (nofile) {
@@ -82,7 +89,7 @@ static int spawn(struct relay *rl, const char *conf, rlim_t nofile, const char *
                       "--threads", "1", "--config", ini, (char *)NULL);
                 _exit(127);
         }
-        rl->r.pid = pid;
+        x->r.pid = pid;
         for (int i = 0; i < 1000; i++) {
                 FILE *rf = fopen(ready, "r");
                 if (rf) {
@@ -90,30 +97,29 @@ static int spawn(struct relay *rl, const char *conf, rlim_t nofile, const char *
                         while (fgets(line, sizeof(line), rf)) {
                                 line[strcspn(line, "\n")] = '\0';
                                 if (strncmp(line, "native=", 7) == 0)
-                                        snprintf(rl->r.addr, sizeof(rl->r.addr), "%s", line + 7);
+                                        snprintf(x->r.addr, sizeof(x->r.addr), "%s", line + 7);
                                 else if (strncmp(line, "http=", 5) == 0)
-                                        snprintf(rl->http, sizeof(rl->http), "%s", line + 5);
+                                        snprintf(x->http, sizeof(x->http), "%s", line + 5);
                         }
                         fclose(rf);
-                        if (rl->r.addr[0] && rl->http[0])
+                        if (x->r.addr[0] && x->http[0])
                                 return 0;
                 }
                 int st;
                 if (waitpid(pid, &st, WNOHANG) == pid) {
-                        rl->r.pid = 0;
+                        x->r.pid = 0;
                         return -ECHILD;
                 }
                 pause_ms(10);
         }
-        rc_relay_stop(&rl->r, SIGKILL);
+        rc_relay_stop(&x->r, SIGKILL);
         return -ETIMEDOUT;
 }
 
-static void finish(struct relay *rl)
+/* Stops the relay (if it still runs) and removes its directory; again is a no-op. */
+static void finish(struct relay *x)
 {
-        if (rl->r.pid > 0)
-                rc_relay_stop(&rl->r, SIGKILL);
-        rc_relay_cleanup(&rl->r);
+        rc_relay_cleanup(&x->r);
 }
 
 /* A blocking TCP connection to host:port, or -1. */
@@ -228,13 +234,13 @@ static int count_lines(const char *path, const char *needle)
 /* Our own descriptor limit as high as it goes: the floods below need thousands. */
 static rlim_t raise_own_limit(void)
 {
-        struct rlimit rl;
-        if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        struct rlimit lim;
+        if (getrlimit(RLIMIT_NOFILE, &lim) != 0)
                 return 1024;
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-        getrlimit(RLIMIT_NOFILE, &rl);
-        return rl.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &lim);
+        getrlimit(RLIMIT_NOFILE, &lim);
+        return lim.rlim_cur;
 }
 
 /* A native connection in plaintext that said HELLO (the reply is not read). */
@@ -313,7 +319,6 @@ TEST(out_of_descriptors_backs_off_and_sheds)
 {
         enum { LIMIT = 160, DL = 60, N = 300 };
         raise_own_limit();
-        struct relay rl;
         REQUIRE_OK(spawn(&rl, "", LIMIT, "warn"));
         struct rc_conn c;
         struct rc_file f;
@@ -375,7 +380,6 @@ TEST(a_low_descriptor_limit_clamps_max_connections)
 {
         enum { LIMIT = 200, N = 300 };
         raise_own_limit();
-        struct relay rl;
         REQUIRE_OK(spawn(&rl, "", LIMIT, "warn"));
         static int fds[N];
         flood(rl.http, fds, N);
@@ -404,7 +408,6 @@ TEST(slowloris_is_cut_at_the_head_and_handshake_deadlines)
         rlim_t have = raise_own_limit();
         int n = have > 2300 ? 2000 : (int)have - 300;
         REQUIRE(n >= 500);
-        struct relay rl;
         REQUIRE_OK(spawn(&rl, "header_timeout = 2s\nhandshake_timeout = 2s\n", 0, "info"));
         int *fds = calloc((size_t)n, sizeof(int));
         REQUIRE(fds);
@@ -467,7 +470,6 @@ TEST(slowloris_is_cut_at_the_head_and_handshake_deadlines)
  * under min_body_rate, so it is cut after the window. */
 TEST(a_body_under_the_rate_floor_is_cut)
 {
-        struct relay rl;
         REQUIRE_OK(spawn(&rl, "min_body_rate = 1K\nbody_rate_window = 2s\n", 0, "warn"));
         int fd = native_hello(rl.r.addr);
         REQUIRE(fd >= 0);
@@ -545,7 +547,6 @@ TEST(trickling_bodies_do_not_starve_uploads)
 {
         enum { NATIVE = 128, TUS = 64 };
         raise_own_limit();
-        struct relay rl;
         REQUIRE_OK(
             spawn(&rl, "memory_limit = 16M\nmin_body_rate = 0\ntus_chunk_size = 8M\n", 0, "warn"));
         int fds[NATIVE + TUS];
@@ -589,7 +590,6 @@ TEST(trickling_bodies_do_not_starve_uploads)
 TEST(stalled_bodies_are_cut_while_others_wait)
 {
         enum { HOLDERS = 4 };
-        struct relay rl;
         REQUIRE_OK(spawn(&rl,
                          "memory_limit = 16M\nmin_body_rate = 1K\nbody_rate_window = 10m\n"
                          "io_timeout = 10m\n",
@@ -630,7 +630,6 @@ TEST(stalled_bodies_are_cut_while_others_wait)
 TEST(unused_connections_are_counted_not_logged)
 {
         enum { N = 20 };
-        struct relay rl;
         REQUIRE_OK(spawn(&rl, "io_timeout = 1s\n", 0, "info"));
         int fds[N];
         for (int i = 0; i < N; i++)
@@ -656,5 +655,6 @@ int main(void)
 {
         signal(SIGPIPE, SIG_IGN);
         int passed, failed = harness_run(&passed);
+        finish(&rl);
         return harness_report(passed, failed);
 }
