@@ -88,6 +88,10 @@ static const struct setting settings[] = {
     {SEC_SERVER, "max_connections", NULL, K_NUMBER, FIELD(max_connections), 1, UINT32_MAX},
     {SEC_SERVER, "idle_timeout", NULL, K_DURATION, FIELD(idle_timeout), 1, UINT32_MAX},
     {SEC_SERVER, "io_timeout", NULL, K_DURATION, FIELD(io_timeout), 1, UINT32_MAX},
+    {SEC_SERVER, "header_timeout", NULL, K_DURATION, FIELD(header_timeout), 1, UINT32_MAX},
+    {SEC_SERVER, "handshake_timeout", NULL, K_DURATION, FIELD(handshake_timeout), 1, UINT32_MAX},
+    {SEC_SERVER, "min_body_rate", NULL, K_SIZE, FIELD(min_body_rate), 0, UINT32_MAX},
+    {SEC_SERVER, "body_rate_window", NULL, K_DURATION, FIELD(body_rate_window), 1, UINT32_MAX},
     {SEC_SERVER, "window_bytes", NULL, K_SIZE, FIELD(window_bytes), MIN_WINDOW, UINT32_MAX},
     {SEC_SERVER, "max_inflight", NULL, K_NUMBER, FIELD(max_inflight), 1, UINT32_MAX},
     {SEC_SERVER, "upload_expiry", NULL, K_DURATION, FIELD(upload_expiry), 1, UINT64_MAX},
@@ -126,6 +130,10 @@ void chp_config_defaults(struct chp_config *c)
         c->max_connections = 20000;
         c->idle_timeout = 120;
         c->io_timeout = 30;
+        c->header_timeout = 20;
+        c->handshake_timeout = 10;
+        c->min_body_rate = 1024;
+        c->body_rate_window = 20;
         c->window_bytes = 32u << 20;
         c->max_inflight = 64;
         c->upload_expiry = 7ull * 24 * 3600;
@@ -833,7 +841,8 @@ int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
 static const char *const reloadable[] = {
     "log_level",    "max_connections", "idle_timeout", "io_timeout",     "window_bytes",
     "max_inflight", "upload_expiry",   "file_expiry",  "memory_limit",   "cors_origins",
-    "tus_chunk_size", "tus_max_size",
+    "tus_chunk_size", "tus_max_size", "header_timeout", "handshake_timeout", "min_body_rate",
+    "body_rate_window",
 };
 
 static bool is_reloadable(const char *key)

@@ -12,7 +12,8 @@
  *   [server]   data, listen, http, threads, sync, key, insecure_plaintext, ready_file, log_level,
  *              max_connections, idle_timeout, io_timeout, window_bytes, max_inflight,
  *              upload_expiry, file_expiry, memory_limit, cors_origins, tus_chunk_size,
- *              tus_max_size
+ *              tus_max_size, header_timeout, handshake_timeout, min_body_rate,
+ *              body_rate_window
  *   [store]    inline_max, map_size, segment_size, compact_ratio
  *   [peer "NAME"]  address, pubkey     (federation: the relays this one fetches from and accepts)
  * Sizes accept K, M, G suffixes (powers of 1024); durations accept s, m, h, d suffixes.
@@ -49,6 +50,13 @@ struct chp_config {
         unsigned max_connections; /* default 20000 */
         unsigned idle_timeout;    /* seconds without a request before closing, default 120 */
         unsigned io_timeout;      /* seconds a started frame or send may stall, default 30 */
+        unsigned header_timeout;  /* seconds for a whole HTTP head or native frame header,
+                                     default 20 */
+        unsigned handshake_timeout; /* seconds from accept to the end of the native preamble and
+                                       Noise handshake, default 10 */
+        uint32_t min_body_rate;   /* bytes/s a body (native payload, HTTP body) must keep up,
+                                     measured over body_rate_window; 0 = no floor; default 1 KiB */
+        unsigned body_rate_window; /* seconds, default 20 */
         uint32_t window_bytes;    /* unacknowledged chunk bytes per connection, default 32 MiB */
         uint32_t max_inflight;    /* unanswered requests per connection, default 64 */
         uint64_t upload_expiry;   /* seconds an upload session lives, default 7 days */

@@ -44,6 +44,16 @@ struct conn {
 
         uint64_t last_active; /* ms: last request or reply */
         uint64_t last_progress; /* ms: last byte moved while a frame or send was partial */
+        uint64_t born;          /* ms: accepted (the handshake deadline counts from here) */
+        uint64_t head_since;    /* ms: a head (HTTP head, native frame header) began; 0: none */
+        bool replied;           /* something was queued to send: the connection was used */
+        /* the body rate floor: bytes received since rate_t0 */
+        uint64_t rx_bytes, rate_t0, rate_b0;
+        /* the memory budget for the body being received (see conn_mem_settle) */
+        size_t mem_held;   /* bytes of sh->mem_used this connection holds, granted or arrived */
+        size_t grant_left; /* of which granted and not yet arrived */
+        size_t grant_next; /* the next grant (0: the first, small one); kept across bodies */
+        bool mem_wait;     /* waiting for the budget to grant more */
 
         const struct proto_ops *ops;
         void *proto; /* the protocol's state */
@@ -55,8 +65,19 @@ struct conn {
 /* Milliseconds on a monotonic clock. */
 uint64_t chp_now_ms(void);
 
-/* Asks for the next len bytes to go straight into buf (already of them are there). */
+/* Asks for the next len bytes to go straight into buf (already of them are there). Body bytes
+ * are charged to the shared memory budget (memory_limit) as they are granted and arrive, never
+ * for what a header merely announces: a connection that trickles holds only what it sent. The
+ * charge stays with the connection until the protocol takes it over with conn_mem_settle. */
 void conn_want_body(struct conn *c, uint8_t *buf, size_t len, size_t already);
+/* n bytes landed in the body (the transport's and the loop's receive paths). */
+void conn_body_arrived(struct conn *c, size_t n);
+/* The protocol takes over the body's buffer as exactly total bytes of the budget (it later
+ * subtracts total from sh->mem_used when it frees the buffer): the connection's charge is
+ * topped up or refunded to total and then holds nothing. */
+void conn_mem_settle(struct conn *c, size_t total);
+/* The body's buffer is dropped: its charge goes back to the budget. */
+void conn_mem_drop(struct conn *c);
 /* Drops the first n bytes of c->in. */
 void conn_consume(struct conn *c, size_t n);
 /* Appends plaintext to c->in (the transport's output). -ENOMEM */

@@ -330,7 +330,9 @@ static void budget_free(struct chp_shared *sh, uint8_t *p, size_t n)
 static void request_reset(struct http *h)
 {
         struct chp_shared *sh = h->c->sh;
-        budget_free(sh, h->chunk, h->cs);
+        if (h->chunk)
+                conn_mem_drop(h->c); /* charged as its bytes arrived (conn_want_body) */
+        free(h->chunk);
         h->chunk = NULL;
         free(h->up);
         h->up = NULL;
@@ -445,13 +447,12 @@ static bool chunk_begin(struct http *h)
         const struct chp_config *cfg = c->sh->cfg;
         if (h->chunk)
                 return true;
-        if (h->inflight + h->cs > cfg->window_bytes ||
-            atomic_load(&c->sh->mem_used) + h->cs > cfg->memory_limit)
+        if (h->inflight + h->cs > cfg->window_bytes)
                 return false; /* back-pressure: read on once the writer catches up */
+        /* the memory budget is charged as the body arrives, not for the whole chunk now */
         h->chunk = malloc(h->cs);
         if (!h->chunk)
                 return false;
-        atomic_fetch_add(&c->sh->mem_used, h->cs);
         h->fill = h->base = 0;
         if (chp_sha256_reset(&h->sha) != 0)
                 h->failed = -EIO;
@@ -468,6 +469,7 @@ static int chunk_put(struct http *h)
         if (!op)
                 return -ENOMEM;
         struct chp_store_req *r = &op->base.req;
+        conn_mem_settle(h->c, h->cs); /* the op frees it as cs bytes of the budget */
         op->buf = h->chunk;
         op->len = h->cs;
         h->chunk = NULL;
@@ -1156,6 +1158,7 @@ static void metrics(struct http *h)
                   (unsigned long long)st.segments, (unsigned long long)st.segment_bytes,
                   (unsigned long long)st.live_bytes);
 #undef M
+        chp_loop_metrics(sh, body, cap, &n);
         struct resp r;
         start(h, &r, 200);
         add(&r, "Content-Type: text/plain; version=0.0.4\r\n");

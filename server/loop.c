@@ -8,15 +8,20 @@
 #include "loop.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +31,8 @@
 #include "conn.h"
 #include "err.h"
 #include "log.h"
+#include "noise.h"
+#include "proto.h"
 #include "record.h"
 #include "secure.h"
 #include "uring_compat.h"
@@ -39,6 +46,17 @@
 #define STOP_GRACE_MS 5000
 #define SEAL_SLICE    (256 * 1024) /* stored chunk bytes sealed at a time */
 #define DRAIN_LOW     (4u << 20)   /* below this much queued output, ask for more */
+/* accept failures (out of descriptors or memory): the listener pauses, doubling up to a second */
+#define ACCEPT_PAUSE_MIN_MS 100
+#define ACCEPT_PAUSE_MAX_MS 1000
+#define ACCEPT_LOG_MS       10000 /* one warning per this period, with a count */
+#define SHED_MAX            256   /* connections answered "busy" per accept failure */
+#define FD_HEADROOM         64    /* descriptors kept back from max_connections */
+/* the memory budget: body bytes are granted ahead of their arrival, a little at first and
+ * doubling while they keep coming, so a body that trickles holds little */
+#define GRANT_MIN   (16u * 1024)
+#define GRANT_MAX   (1024u * 1024)
+#define PRESSURE_MS 2000 /* while others wait for memory, the rate floor's window */
 
 enum op {
         OP_ACCEPT = 1,
@@ -65,6 +83,8 @@ struct listener {
         int fd;
         bool armed;
         const struct proto_ops *ops;
+        uint64_t paused_until; /* ms: accept failed; not re-armed before this */
+        unsigned pause_ms;     /* the current back-off, 0 after a success */
 } __attribute__((aligned(16)));
 
 #define MAX_LISTENERS 2
@@ -90,6 +110,10 @@ struct chp_loop {
         bool stopping;
         uint64_t stop_deadline;
         uint64_t last_sweep;
+        unsigned fd_conns;      /* connections the descriptor limit allows */
+        int reserve_fd;         /* given up to answer "busy" when descriptors run out */
+        uint64_t accept_log_at; /* ms: last accept-failure warning */
+        unsigned accept_fails;  /* since then */
 } __attribute__((aligned(16)));
 
 /* ---- user_data --------------------------------------------------------------------------- */
@@ -177,10 +201,18 @@ out:
 
 static void arm_accept(struct chp_loop *l)
 {
+        uint64_t now = 0;
         for (int i = 0; i < MAX_LISTENERS; i++) {
                 struct listener *li = &l->lis[i];
                 if (li->armed || l->stopping || li->fd < 0)
                         continue;
+                if (li->paused_until) {
+                        if (!now)
+                                now = chp_now_ms();
+                        if (now < li->paused_until)
+                                continue; /* backing off after a failure; the tick retries */
+                        li->paused_until = 0;
+                }
                 struct io_uring_sqe *sqe = get_sqe(l);
                 if (!sqe)
                         return;
@@ -224,6 +256,90 @@ static void arm_tick(struct chp_loop *l)
         l->tick_armed = true;
 }
 
+/* ---- the memory budget for bodies -------------------------------------------------------- */
+
+static void mem_wait_end(struct conn *c)
+{
+        if (c->mem_wait) {
+                c->mem_wait = false;
+                atomic_fetch_sub(&c->sh->mem_waiting, 1);
+        }
+}
+
+/* Takes n bytes of the budget if they fit under limit. */
+static bool mem_take(struct chp_shared *sh, uint64_t n, uint64_t limit)
+{
+        uint64_t used = atomic_load(&sh->mem_used);
+        do {
+                if (used + n > limit)
+                        return false;
+        } while (!atomic_compare_exchange_weak(&sh->mem_used, &used, used + n));
+        return true;
+}
+
+/* Before a receive into the body: makes sure some of it is granted. Bodies that wait for each
+ * other's memory could wait forever, so one of them at a time (the owner) is granted past
+ * memory_limit — at most one frame, its own — and finishes; it gives that right back when its
+ * body is settled. False: the budget is spent; the connection waits (the tick asks again). */
+static bool mem_grant(struct conn *c)
+{
+        if (c->grant_left > 0 || c->body_got >= c->body_len)
+                return true;
+        struct chp_shared *sh = c->sh;
+        size_t step = c->grant_next ? c->grant_next : GRANT_MIN;
+        size_t want = c->body_len - c->body_got < step ? c->body_len - c->body_got : step;
+        uint64_t limit = sh->cfg->memory_limit;
+        struct conn *none = NULL;
+        if (!mem_take(sh, want, limit) &&
+            !((atomic_load(&sh->mem_owner) == c ||
+               atomic_compare_exchange_strong(&sh->mem_owner, &none, c)) &&
+              mem_take(sh, want, UINT64_MAX))) {
+                if (!c->mem_wait) {
+                        c->mem_wait = true;
+                        atomic_fetch_add(&sh->mem_waiting, 1);
+                }
+                return false;
+        }
+        mem_wait_end(c);
+        c->grant_left = want;
+        c->mem_held += want;
+        c->grant_next = step < GRANT_MAX ? 2 * step : GRANT_MAX;
+        return true;
+}
+
+void conn_body_arrived(struct conn *c, size_t n)
+{
+        c->body_got += n;
+        if (n <= c->grant_left) {
+                c->grant_left -= n;
+                return;
+        }
+        /* more than granted (a record's worth over the transport): charged as it is */
+        size_t over = n - c->grant_left;
+        c->grant_left = 0;
+        c->mem_held += over;
+        atomic_fetch_add(&c->sh->mem_used, over);
+}
+
+void conn_mem_settle(struct conn *c, size_t total)
+{
+        struct chp_shared *sh = c->sh;
+        struct conn *me = c;
+        atomic_compare_exchange_strong(&sh->mem_owner, &me, NULL);
+        if (total > c->mem_held)
+                atomic_fetch_add(&sh->mem_used, total - c->mem_held);
+        else if (total < c->mem_held)
+                atomic_fetch_sub(&sh->mem_used, c->mem_held - total);
+        c->mem_held = 0;
+        c->grant_left = 0; /* grant_next stays: the next body of a fast sender starts fast */
+        mem_wait_end(c);
+}
+
+void conn_mem_drop(struct conn *c)
+{
+        conn_mem_settle(c, 0);
+}
+
 static void arm_recv(struct conn *c)
 {
         struct chp_loop *l = c->loop;
@@ -233,11 +349,18 @@ static void arm_recv(struct conn *c)
         uint8_t *raw;
         size_t room;
         if (c->body && secure_plaintext(c)) {
-                /* the body's final buffer, straight from the socket */
-                io_uring_prep_recv(sqe, c->fd, c->body + c->body_got, c->body_len - c->body_got, 0);
+                /* the body's final buffer, straight from the socket, as far as granted */
+                size_t n = c->body_len - c->body_got;
+                io_uring_prep_recv(sqe, c->fd, c->body + c->body_got,
+                                   n < c->grant_left ? n : c->grant_left, 0);
         } else if ((raw = secure_recv_space(c, &room))) {
-                /* records carrying a body: large receives into the transport's buffer */
-                io_uring_prep_recv(sqe, c->fd, raw, room, 0);
+                /* records carrying a body: large receives into the transport's buffer, about as
+                 * much as granted but at least a whole record (it opens only whole); what
+                 * arrives past the grant is charged as it comes (conn_body_arrived) */
+                size_t cap = c->grant_left + CHP_RECORD_HEADER + CHP_NOISE_TAGLEN;
+                if (cap < CHP_RECORD_MAX)
+                        cap = CHP_RECORD_MAX;
+                io_uring_prep_recv(sqe, c->fd, raw, room < cap ? room : cap, 0);
         } else {
                 io_uring_prep_recv(sqe, c->fd, NULL, BUF_SIZE, 0);
                 sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -252,7 +375,7 @@ void conn_maybe_read(struct conn *c)
 {
         if (c->recv_armed || c->closing || c->closed || c->want_buffers)
                 return;
-        if (!c->body && !c->ops->can_read(c))
+        if (c->body ? !mem_grant(c) : !c->ops->can_read(c))
                 return;
         arm_recv(c);
 }
@@ -286,6 +409,7 @@ uint8_t *conn_out_reserve(struct conn *c, size_t n)
         uint8_t *p = t->data + t->len;
         t->len += n;
         c->out_bytes += n;
+        c->replied = true;
         return p;
 }
 
@@ -308,6 +432,7 @@ uint8_t *conn_out_wire(struct conn *c, size_t n)
                 c->out_head = t;
         c->out_tail = t;
         c->out_bytes += n;
+        c->replied = true;
         return t->data;
 }
 
@@ -481,6 +606,7 @@ static void conn_free(struct conn *c)
         if (c->want_buffers)
                 l->want_buffers--;
         c->ops->detach(c);
+        conn_mem_drop(c); /* whatever the protocol did not take over */
         secure_detach(c);
         while (c->out_head) {
                 struct out_item *it = c->out_head;
@@ -567,6 +693,25 @@ int conn_in_append(struct conn *c, const uint8_t *p, size_t n)
         return 0;
 }
 
+/* Whether the connection owes the rest of a head: an HTTP request head (the first one from
+ * accept), or a native frame header or small frame after the handshake. A connection with
+ * requests in flight or receiving a body owes none; the handshake has a deadline of its own. */
+static bool in_head(const struct conn *c)
+{
+        if (c->body || c->closing || c->closed || secure_handshaking(c) || c->ops->busy(c))
+                return false;
+        return c->in_len > 0 || secure_pending(c) || (!c->sec && !c->replied);
+}
+
+/* header_timeout counts from the first byte of a head (from accept for a first HTTP head). */
+static void head_track(struct conn *c, uint64_t now)
+{
+        if (!in_head(c))
+                c->head_since = 0;
+        else if (!c->head_since)
+                c->head_since = now;
+}
+
 /* After a protocol callback: keep reading and writing as the state allows. */
 static void conn_kick(struct conn *c)
 {
@@ -576,21 +721,100 @@ static void conn_kick(struct conn *c)
         conn_maybe_read(c);
 }
 
+/* A connection the relay cannot take: HTTP gets a 503, then it is closed. The native face has
+ * no word for "busy" before its handshake (a handshake refusal would read as "not a chapar
+ * relay" and not be retried), so it is just closed: clients see a network error and retry.
+ * The socket is not blocked on: what does not fit in its buffer is not sent. */
+static void refuse_busy(int fd, const struct proto_ops *ops)
+{
+        static const char http_busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                                        "Retry-After: 1\r\nContent-Length: 0\r\n"
+                                        "Connection: close\r\n\r\n";
+        if (!ops->secure) {
+                ssize_t w = send(fd, http_busy, sizeof(http_busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+                (void)w;
+                shutdown(fd, SHUT_WR);
+        }
+        close(fd);
+}
+
+/* Out of descriptors: gives up the reserve descriptor to take the waiting connections one at a
+ * time, answers each "busy" and closes it, then takes the reserve back. Without this the
+ * connections would wait in the backlog until their clients gave up. */
+static void shed_backlog(struct chp_loop *l, struct listener *li)
+{
+        if (l->reserve_fd >= 0) {
+                close(l->reserve_fd);
+                l->reserve_fd = -1;
+        }
+        int fl = fcntl(li->fd, F_GETFL);
+        /* no accept of the ring is armed on this listener now: a non-blocking accept here
+         * cannot race one (the flag is put back before the listener is re-armed) */
+        if (fl >= 0 && fcntl(li->fd, F_SETFL, fl | O_NONBLOCK) == 0) {
+                for (int i = 0; i < SHED_MAX; i++) {
+                        int fd = accept4(li->fd, NULL, NULL, SOCK_CLOEXEC);
+                        if (fd < 0)
+                                break;
+                        refuse_busy(fd, li->ops);
+                        atomic_fetch_add(&l->sh->closed[CHP_CLOSE_NO_FDS], 1);
+                }
+                fcntl(li->fd, F_SETFL, fl);
+        }
+        l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void accept_failed(struct chp_loop *l, struct listener *li, int err)
+{
+        enum chp_accept_err why = err == -EMFILE                      ? CHP_ACCEPT_EMFILE
+                                  : err == -ENFILE                    ? CHP_ACCEPT_ENFILE
+                                  : err == -ENOMEM || err == -ENOBUFS ? CHP_ACCEPT_NOMEM
+                                                                      : CHP_ACCEPT_OTHER;
+        atomic_fetch_add(&l->sh->accept_errors[why], 1);
+        if (why == CHP_ACCEPT_EMFILE || why == CHP_ACCEPT_ENFILE)
+                shed_backlog(l, li);
+        uint64_t now = chp_now_ms();
+        /* the kernel ended the multishot accept; re-arming it at once would fail again at once:
+         * back off (doubling) and let the tick re-arm it */
+        if (!li->armed) {
+                li->pause_ms = li->pause_ms ? li->pause_ms * 2 : ACCEPT_PAUSE_MIN_MS;
+                if (li->pause_ms > ACCEPT_PAUSE_MAX_MS)
+                        li->pause_ms = ACCEPT_PAUSE_MAX_MS;
+                li->paused_until = now + li->pause_ms;
+        }
+        l->accept_fails++;
+        if (!l->accept_log_at || now - l->accept_log_at >= ACCEPT_LOG_MS) {
+                char since[64] = "";
+                if (l->accept_log_at)
+                        snprintf(since, sizeof(since), " (%u failures since the last warning)",
+                                 l->accept_fails);
+                chp_log_warn("loop",
+                             "accept: %s%s; new connections are answered busy and closed until "
+                             "it clears (chapar_accept_errors_total)",
+                             chp_strerror(err), since);
+                l->accept_log_at = now;
+                l->accept_fails = 0;
+        }
+}
+
 static void on_accept(struct chp_loop *l, struct listener *li, struct io_uring_cqe *cqe)
 {
         if (!(cqe->flags & IORING_CQE_F_MORE))
-                li->armed = false; /* re-armed after this batch unless stopping */
+                li->armed = false; /* re-armed after this batch unless stopping or paused */
         if (cqe->res < 0) {
                 if (cqe->res != -ECANCELED)
-                        chp_log_warn("loop", "accept: %s", chp_strerror(cqe->res));
+                        accept_failed(l, li, cqe->res);
                 return;
         }
+        li->pause_ms = 0;
         int fd = cqe->res;
         const struct chp_config *cfg = l->sh->cfg;
-        if (l->stopping || atomic_load(&l->sh->conns) >= cfg->max_connections) {
+        unsigned cap = cfg->max_connections < l->fd_conns ? cfg->max_connections : l->fd_conns;
+        if (l->stopping || atomic_load(&l->sh->conns) >= cap) {
                 chp_log_debug("loop", "connection refused: %s",
                               l->stopping ? "stopping" : "connection cap reached");
-                close(fd);
+                if (!l->stopping)
+                        atomic_fetch_add(&l->sh->closed[CHP_CLOSE_CAP], 1);
+                refuse_busy(fd, li->ops);
                 return;
         }
         int one = 1;
@@ -602,7 +826,11 @@ static void on_accept(struct chp_loop *l, struct listener *li, struct io_uring_c
         }
         *c = (struct conn){
             .loop = l, .sh = l->sh, .fd = fd, .refs = 1, .pipe = {-1, -1}, .ops = li->ops};
-        c->last_active = c->last_progress = chp_now_ms();
+        c->born = c->last_active = c->last_progress = c->rate_t0 = chp_now_ms();
+        /* the first HTTP head is due header_timeout after accept (a native connection has
+         * handshake_timeout for its handshake first) */
+        if (!li->ops->secure)
+                c->head_since = c->born;
         if (secure_attach(c) != 0 || c->ops->attach(c) != 0) {
                 c->ops->detach(c);
                 secure_detach(c);
@@ -651,14 +879,16 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
                         rc = secure_input(c, l->bufs + (size_t)bid * BUF_SIZE, (size_t)res);
                         recycle_buffer(l, bid);
                 } else if (c->body && secure_plaintext(c)) {
-                        c->body_got += (size_t)res;
+                        conn_body_arrived(c, (size_t)res);
                 } else {
                         rc = secure_received(c, (size_t)res);
                 }
+                c->rx_bytes += (uint64_t)res;
                 if (rc && !c->closed)
                         conn_close(c);
                 if (!c->closed)
                         c->ops->on_input(c);
+                head_track(c, c->last_progress);
                 conn_kick(c);
         }
         conn_release(c);
@@ -802,10 +1032,45 @@ static void drain_done(struct chp_loop *l)
 
 /* ---- timers and stopping ----------------------------------------------------------------- */
 
+static const char *const close_reason_name[CHP_CLOSE_NREASONS] = {
+    [CHP_CLOSE_IDLE] = "idle",
+    [CHP_CLOSE_STALLED] = "stalled",
+    [CHP_CLOSE_HANDSHAKE_TIMEOUT] = "handshake_timeout",
+    [CHP_CLOSE_HEADER_TIMEOUT] = "header_timeout",
+    [CHP_CLOSE_SLOW_BODY] = "slow_body",
+    [CHP_CLOSE_CAP] = "cap",
+    [CHP_CLOSE_NO_FDS] = "no_fds",
+};
+
+/* The body rate floor: a connection receiving a body must bring min_body_rate bytes/s over each
+ * window (the first window is its grace). Time it spends held back by the relay (waiting for
+ * memory, or for the writer with no body asked for) does not count. */
+static bool body_too_slow(struct conn *c, uint64_t now, uint64_t rate, uint64_t window)
+{
+        if (!c->body || c->mem_wait || !rate) {
+                c->rate_t0 = now;
+                c->rate_b0 = c->rx_bytes;
+                return false;
+        }
+        uint64_t span = now - c->rate_t0;
+        if (span < window)
+                return false;
+        if ((c->rx_bytes - c->rate_b0) * 1000 < rate * span)
+                return true;
+        c->rate_t0 = now;
+        c->rate_b0 = c->rx_bytes;
+        return false;
+}
+
 static void sweep(struct chp_loop *l, uint64_t now)
 {
         const struct chp_config *cfg = l->sh->cfg;
         uint64_t idle = (uint64_t)cfg->idle_timeout * 1000, io = (uint64_t)cfg->io_timeout * 1000;
+        uint64_t hs = (uint64_t)cfg->handshake_timeout * 1000;
+        uint64_t head = (uint64_t)cfg->header_timeout * 1000;
+        uint64_t window = (uint64_t)cfg->body_rate_window * 1000;
+        /* while bodies wait for memory, those holding some are held to the floor sooner */
+        bool pressure = atomic_load(&l->sh->mem_waiting) > 0;
         struct conn *c = l->conns;
         while (c) {
                 struct conn *next = c->next;
@@ -816,20 +1081,35 @@ static void sweep(struct chp_loop *l, uint64_t now)
                 /* bytes of a frame are here but not all of it; progress is any byte moved */
                 bool partial = c->in_len > 0 || c->body || secure_pending(c);
                 bool sending = c->out_head != NULL;
-                if (c->closing && now - c->last_progress > io) {
-                        conn_close(c); /* could not flush its last words in time */
-                } else if ((partial || sending) && now - c->last_progress > io) {
-                        chp_log_info("loop", "closing a connection that stalled mid-%s",
-                                     sending ? "send" : "frame");
-                        conn_close(c);
+                enum chp_close_reason why = CHP_CLOSE_NREASONS;
+                head_track(c, now);
+                if (c->closing) {
+                        if (now - c->last_progress > io)
+                                conn_close(c); /* could not flush its last words in time */
+                } else if (secure_handshaking(c) && now - c->born > hs) {
+                        why = CHP_CLOSE_HANDSHAKE_TIMEOUT;
+                } else if (c->head_since && now - c->head_since > head) {
+                        why = CHP_CLOSE_HEADER_TIMEOUT;
+                } else if (body_too_slow(c, now, cfg->min_body_rate,
+                                         pressure && c->mem_held ? PRESSURE_MS : window)) {
+                        why = CHP_CLOSE_SLOW_BODY;
+                } else if (((partial && !c->mem_wait) || sending) && now - c->last_progress > io) {
+                        why = CHP_CLOSE_STALLED; /* (waiting for memory is the relay's doing) */
                 } else if (!partial && !sending && !c->ops->busy(c) &&
                            now - c->last_active > idle) {
-                        chp_log_debug("loop", "closing an idle connection");
-                        conn_close(c);
+                        why = CHP_CLOSE_IDLE;
                 } else if (l->stopping && !c->ops->busy(c) && !sending) {
                         conn_close(c);
                 } else if (l->stopping && now > l->stop_deadline) {
                         chp_log_warn("loop", "stop: closing a connection with work in flight");
+                        conn_close(c);
+                }
+                if (why != CHP_CLOSE_NREASONS) {
+                        /* clients' doing, and many at a time under attack: a counter, not a
+                         * log line each (chapar_connections_closed_total) */
+                        atomic_fetch_add(&l->sh->closed[why], 1);
+                        chp_log_debug("loop", "closing a %s connection: %s", c->ops->name,
+                                      close_reason_name[why]);
                         conn_close(c);
                 }
                 c = next;
@@ -872,6 +1152,44 @@ static void on_tick(struct chp_loop *l)
 
 /* ---- create / run / destroy -------------------------------------------------------------- */
 
+static unsigned open_fds(void)
+{
+        unsigned n = 0;
+        DIR *d = opendir("/proc/self/fd");
+        if (!d)
+                return 0;
+        while (readdir(d))
+                n++;
+        closedir(d);
+        return n > 3 ? n - 3 : 0; /* ".", ".." and the directory's own descriptor */
+}
+
+/* Raises the soft descriptor limit to the hard one and returns how many connections it leaves
+ * room for: the limit less what is open now (store, rings, listeners) and some headroom (pipes
+ * of downloads, federation, reserves). Warns once when max_connections is more than that. */
+static unsigned fd_budget(struct chp_shared *sh)
+{
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+                return UINT_MAX;
+        if (rl.rlim_cur < rl.rlim_max) {
+                struct rlimit up = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+                if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+                        rl.rlim_cur = rl.rlim_max;
+        }
+        if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > UINT_MAX)
+                return UINT_MAX;
+        uint64_t keep = (uint64_t)open_fds() + FD_HEADROOM + 4u * sh->cfg->threads;
+        unsigned fit = rl.rlim_cur > keep + 1 ? (unsigned)(rl.rlim_cur - keep) : 1;
+        if (sh->cfg->max_connections > fit && !atomic_exchange(&sh->fds_warned, true))
+                chp_log_warn("loop",
+                             "max_connections %u is more than the descriptor limit (%llu) "
+                             "allows: taking at most %u connections (raise LimitNOFILE= or "
+                             "ulimit -n; a downloading connection takes two more descriptors)",
+                             sh->cfg->max_connections, (unsigned long long)rl.rlim_cur, fit);
+        return fit;
+}
+
 int chp_loop_create(struct chp_shared *sh, int native_fd, int http_fd, struct chp_loop **out)
 {
         *out = NULL;
@@ -887,6 +1205,7 @@ int chp_loop_create(struct chp_shared *sh, int native_fd, int http_fd, struct ch
         l->lis[0] = (struct listener){.fd = native_fd, .ops = &native_ops};
         l->lis[1] = (struct listener){.fd = http_fd, .ops = &http_ops};
         l->wake_fd = -1;
+        l->reserve_fd = -1;
         pthread_mutex_init(&l->done_lock, NULL);
         int rc;
         struct io_uring_params p;
@@ -920,6 +1239,8 @@ int chp_loop_create(struct chp_shared *sh, int native_fd, int http_fd, struct ch
                 rc = -errno;
                 goto fail;
         }
+        l->fd_conns = fd_budget(sh);
+        l->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         *out = l;
         return 0;
 fail:
@@ -1012,9 +1333,54 @@ void chp_loop_destroy(struct chp_loop *l)
         free(l->bufs);
         if (l->wake_fd >= 0)
                 close(l->wake_fd);
+        if (l->reserve_fd >= 0)
+                close(l->reserve_fd);
         for (int i = 0; i < MAX_LISTENERS; i++)
                 if (l->lis[i].fd >= 0)
                         close(l->lis[i].fd);
         pthread_mutex_destroy(&l->done_lock);
         free(l);
+}
+
+/* ---- metrics ----------------------------------------------------------------------------- */
+
+__attribute__((format(printf, 4, 5))) static void put(char *buf, size_t cap, size_t *len,
+                                                      const char *fmt, ...)
+{
+        if (*len >= cap)
+                return;
+        va_list ap;
+        va_start(ap, fmt);
+        int w = vsnprintf(buf + *len, cap - *len, fmt, ap);
+        va_end(ap);
+        if (w > 0 && (size_t)w < cap - *len)
+                *len += (size_t)w;
+}
+
+void chp_loop_metrics(struct chp_shared *sh, char *buf, size_t cap, size_t *len)
+{
+        static const char *const accept_name[CHP_ACCEPT_NREASONS] = {
+            [CHP_ACCEPT_EMFILE] = "emfile",
+            [CHP_ACCEPT_ENFILE] = "enfile",
+            [CHP_ACCEPT_NOMEM] = "nomem",
+            [CHP_ACCEPT_OTHER] = "other",
+        };
+        put(buf, cap, len,
+            "# HELP chapar_accept_errors_total Failed accepts, by reason (emfile: the process "
+            "is out of file descriptors).\n# TYPE chapar_accept_errors_total counter\n");
+        for (int i = 0; i < CHP_ACCEPT_NREASONS; i++)
+                put(buf, cap, len, "chapar_accept_errors_total{reason=\"%s\"} %llu\n",
+                    accept_name[i], (unsigned long long)atomic_load(&sh->accept_errors[i]));
+        put(buf, cap, len,
+            "# HELP chapar_connections_closed_total Connections the relay refused or closed "
+            "on its own, by reason.\n# TYPE chapar_connections_closed_total counter\n");
+        for (int i = 0; i < CHP_CLOSE_NREASONS; i++)
+                put(buf, cap, len, "chapar_connections_closed_total{reason=\"%s\"} %llu\n",
+                    close_reason_name[i], (unsigned long long)atomic_load(&sh->closed[i]));
+        put(buf, cap, len,
+            "# HELP chapar_memory_used_bytes Chunk and body buffers held against memory_limit.\n"
+            "# TYPE chapar_memory_used_bytes gauge\nchapar_memory_used_bytes %llu\n"
+            "# HELP chapar_memory_waiting Connections waiting for memory_limit to allow more.\n"
+            "# TYPE chapar_memory_waiting gauge\nchapar_memory_waiting %u\n",
+            (unsigned long long)atomic_load(&sh->mem_used), atomic_load(&sh->mem_waiting));
 }

@@ -24,6 +24,21 @@
 extern const double chp_commit_buckets[CHP_COMMIT_BUCKETS]; /* seconds, upper bounds */
 
 struct chp_peers;
+struct conn;
+
+/* Why the loop refused or closed connections, for /metrics (chp_loop_metrics). */
+enum chp_accept_err { CHP_ACCEPT_EMFILE, CHP_ACCEPT_ENFILE, CHP_ACCEPT_NOMEM, CHP_ACCEPT_OTHER,
+                      CHP_ACCEPT_NREASONS };
+enum chp_close_reason {
+        CHP_CLOSE_IDLE,              /* idle_timeout */
+        CHP_CLOSE_STALLED,           /* io_timeout: no byte moved mid-frame or mid-send */
+        CHP_CLOSE_HANDSHAKE_TIMEOUT, /* handshake_timeout */
+        CHP_CLOSE_HEADER_TIMEOUT,    /* header_timeout */
+        CHP_CLOSE_SLOW_BODY,         /* under min_body_rate */
+        CHP_CLOSE_CAP,               /* refused: over max_connections */
+        CHP_CLOSE_NO_FDS,            /* refused: out of file descriptors (busy reply) */
+        CHP_CLOSE_NREASONS
+};
 
 struct chp_shared {
         /* The running configuration: an immutable snapshot that a reload (SIGHUP) replaces with
@@ -37,6 +52,13 @@ struct chp_shared {
         atomic_int *stop; /* set by the main thread (SIGINT, SIGTERM) or by a loop that failed */
         atomic_uint_fast64_t mem_used; /* bytes of chunk and frame buffers across loops */
         atomic_uint conns;             /* open connections across loops */
+        atomic_bool fds_warned;        /* max_connections was clamped and that was logged */
+        /* the one body granted past memory_limit (at most its own frame), so that bodies
+         * waiting on each other for memory always finish (loop.c: mem_grant) */
+        _Atomic(struct conn *) mem_owner;
+        atomic_uint mem_waiting;       /* connections waiting for memory, across loops */
+        atomic_uint_fast64_t accept_errors[CHP_ACCEPT_NREASONS];
+        atomic_uint_fast64_t closed[CHP_CLOSE_NREASONS];
         /* counters, read by metrics */
         atomic_uint_fast64_t bytes_in, bytes_out; /* on native connections, on the wire */
         atomic_uint_fast64_t http_bytes_in, http_bytes_out; /* on HTTP connections */
@@ -76,6 +98,10 @@ bool chp_upload_busy(struct chp_shared *sh, const uint8_t id[16]);
 /* Counts one chunk acknowledgement that took from since_us (chp_now_us) to now. Any thread. */
 void chp_observe_commit(struct chp_shared *sh, uint64_t since_us);
 uint64_t chp_now_us(void);
+
+/* Appends the loop's metrics (Prometheus text: refused and closed connections by reason, accept
+ * errors, the memory budget) at buf[*len], up to cap bytes; *len grows by what fit. Any thread. */
+void chp_loop_metrics(struct chp_shared *sh, char *buf, size_t cap, size_t *len);
 
 /* Opens a TCP listening socket on host:port (port 0 = any); *bound_port gets the port it bound.
  * A face's sockets (one per loop) share the address through SO_REUSEPORT, which Linux lets any

@@ -952,6 +952,7 @@ static void native_on_input(struct conn *c)
                 n->in_frame = false;
                 uint8_t *p = n->payload;
                 n->payload = NULL;
+                conn_mem_settle(c, n->hdr.len); /* the frame's buffer, charged whole from here */
                 handle_frame(c, &n->hdr, p, true);
         }
         while (!c->closing && !n->in_frame && native_can_read(c)) {
@@ -975,7 +976,8 @@ static void native_on_input(struct conn *c)
                 }
                 if (!big_payload(h.type))
                         return; /* a small frame: wait for the rest in the input buffer */
-                uint8_t *p = payload_alloc(c, h.len);
+                /* charged to the memory budget as it arrives (conn_want_body), not now */
+                uint8_t *p = malloc(h.len);
                 if (!p) {
                         reply_error(c, h.id, CHP_WE_UNAVAILABLE, "out of memory");
                         conn_close_after_flush(c);
@@ -1002,8 +1004,7 @@ static bool native_can_read(const struct conn *c)
         const struct native *n = c->nat;
         const struct chp_config *cfg = c->sh->cfg;
         return !n->stopping && n->inflight < cfg->max_inflight &&
-               n->window_used < cfg->window_bytes && c->out_bytes < cfg->window_bytes &&
-               atomic_load(&c->sh->mem_used) < cfg->memory_limit;
+               n->window_used < cfg->window_bytes && c->out_bytes < cfg->window_bytes;
 }
 
 static bool native_busy(const struct conn *c)
@@ -1063,8 +1064,10 @@ static void native_detach(struct conn *c)
         struct native *n = c->nat;
         if (!n)
                 return;
-        if (n->payload)
-                payload_free(c->sh, n->payload, n->hdr.len);
+        if (n->payload) {
+                conn_mem_drop(c); /* a frame cut short: what of it was charged */
+                free(n->payload);
+        }
         for (int i = 0; i < MAX_UPL; i++)
                 upl_clear(&n->upl[i]);
         chp_sha256_free(&n->sha);

@@ -93,6 +93,12 @@ bool secure_records(const struct conn *c)
         return c->sec && c->sec->st == ST_RECORDS;
 }
 
+bool secure_handshaking(const struct conn *c)
+{
+        const struct secure *s = c->sec;
+        return s && (s->st == ST_PREAMBLE || s->st == ST_HANDSHAKE);
+}
+
 bool secure_pending(const struct conn *c)
 {
         const struct secure *s = c->sec;
@@ -129,7 +135,7 @@ static int deliver(struct conn *c, const uint8_t *p, size_t n)
         if (c->body && c->body_got < c->body_len) {
                 size_t take = c->body_len - c->body_got < n ? c->body_len - c->body_got : n;
                 memcpy(c->body + c->body_got, p, take);
-                c->body_got += take;
+                conn_body_arrived(c, take);
                 p += take;
                 n -= take;
         }

@@ -28,6 +28,8 @@ bool secure_plaintext(const struct conn *c);
 bool secure_records(const struct conn *c);
 /* The configured peer this connection authenticated as (Noise IK), or -1. */
 int secure_peer(const struct conn *c);
+/* The preamble or the Noise handshake is not done yet (handshake_timeout runs). */
+bool secure_handshaking(const struct conn *c);
 /* A preamble, handshake or record is under way: the peer owes bytes. */
 bool secure_pending(const struct conn *c);
 
