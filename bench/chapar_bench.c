@@ -4,7 +4,7 @@
  *                [--files N] [--size BYTES] [--conns C] [--idle N] [--seconds S]
  *                [--chunk BYTES] [--seed N] [--json]
  *                [--background N] [--flood R] [--trickle-ms MS] [--cut-percent P]
- *                [--interval S] [--rss-slack BYTES] [--fd-slack N]      (soak)
+ *                [--interval S] [--rate MBPS] [--rss-slack BYTES] [--fd-slack N]  (soak)
  *
  * One blocking connection per worker thread: the native face in plaintext through
  * tests/relay_client (the relay runs with --insecure-plaintext), the HTTP face through a minimal
@@ -98,6 +98,7 @@ struct opts {
         unsigned trickle_ms; /* between two bytes of a trickling connection */
         unsigned cut_pct;    /* uploads cut mid-transfer and resumed, percent */
         double interval;     /* report interval, s (0: by --seconds) */
+        double rate;         /* MB/s of uploads at most (0: unpaced) */
         uint64_t rss_slack;  /* bytes the relay's memory may grow by */
         unsigned fd_slack;   /* open fds the relay may grow by */
 };
@@ -204,7 +205,7 @@ struct bg_stats { /* written by the background thread, read after it is joined *
 struct soak_sample {
         double t; /* s since the soak began */
         long rss_kib, anon_kib;
-        int fds;
+        int fds, seg_fds; /* seg_fds: of them, the store's segment files (as many as it has) */
 };
 
 /* Growth of one quantity over the soak: the last third's max against the first third's. */
@@ -230,7 +231,8 @@ struct soak {
         unsigned rounds;
         uint64_t verified;
         struct growth mem, fds;
-        bool anon; /* mem is RssAnon (else VmRSS: a kernel without RssAnon) */
+        bool anon;      /* mem is RssAnon (else VmRSS: a kernel without RssAnon) */
+        uint64_t paced; /* guarded by mu: bytes of uploads started or let start */
 };
 
 struct report {
@@ -1231,6 +1233,25 @@ out:
         return res;
 }
 
+/* Soak with --rate: waits until the uploads before this one fit the rate since the start (the
+ * wait is not part of the upload's latency), at most until the soak ends. */
+static void soak_pace(struct worker *w, uint64_t size)
+{
+        struct soak *s = w->b->soak;
+        double rate = w->b->o->rate * 1e6;
+        if (!s || rate <= 0)
+                return;
+        pthread_mutex_lock(&s->mu);
+        double at = s->t0 + (double)s->paced / rate;
+        s->paced += size;
+        pthread_mutex_unlock(&s->mu);
+        if (at > s->end)
+                at = s->end;
+        double wait = at - now_s();
+        if (wait > 0)
+                pause_ms((unsigned)(wait * 1e3));
+}
+
 static int op_upload(struct worker *w, unsigned i)
 {
         struct bench *b = w->b;
@@ -1239,6 +1260,7 @@ static int op_upload(struct worker *w, unsigned i)
         int res = ensure_conn(w);
         if (res)
                 return res;
+        soak_pace(w, bf->size);
         w->paused_s = 0;
         bool cut = b->phase == PH_RESUME || (b->phase == PH_SOAK && bf->size >= 2 &&
                                              rand_range(&w->rng, 0, 99) < b->o->cut_pct);
@@ -1792,7 +1814,8 @@ out:
 
 /* ---- soak: the relay's memory and fds, sampled ------------------------------------------- */
 
-/* One sample of the relay: VmRSS, RssAnon (0 when the kernel has none) and its open fds.
+/* One sample of the relay: VmRSS, RssAnon (0 when the kernel has none), its open fds and of them
+ * the store's segments (a *.seg file that still exists: one deleted is a leak, not the store).
  * Returns false when the process is gone. */
 static bool soak_sample_relay(long pid, struct soak_sample *out)
 {
@@ -1813,11 +1836,20 @@ static bool soak_sample_relay(long pid, struct soak_sample *out)
         DIR *d = opendir(path);
         if (!d)
                 return false;
-        int n = 0;
-        for (struct dirent *e; (e = readdir(d));)
-                n += e->d_name[0] != '.';
+        int n = 0, seg = 0;
+        for (struct dirent *e; (e = readdir(d));) {
+                if (e->d_name[0] == '.')
+                        continue;
+                n++;
+                char link[64], to[512];
+                snprintf(link, sizeof(link), "/proc/%ld/fd/%.20s", pid, e->d_name);
+                ssize_t len = readlink(link, to, sizeof(to) - 1);
+                if (len >= 4 && memcmp(to + len - 4, ".seg", 4) == 0)
+                        seg++;
+        }
         closedir(d);
         out->fds = n;
+        out->seg_fds = seg;
         return out->rss_kib > 0; /* a zombie has no VmRSS line */
 }
 
@@ -1871,7 +1903,8 @@ static void *sampler_main(void *arg)
 
 #define BG_TICK_MS    50
 #define BG_BODY_BYTES (1u << 20) /* the Content-Length of a trickled tus PATCH */
-#define BG_SETUP_S    5          /* a relay that takes longer to set one up fails the setup */
+/* a trickled CHUNK claims --chunk bytes of data */
+#define BG_SETUP_S 5 /* a relay that takes longer to set one up fails the setup */
 
 struct bg_slot {
         enum bg_kind kind;
@@ -1906,8 +1939,7 @@ static int bg_open(const struct opts *o, enum bg_kind kind, uint64_t *left)
                 int rc = rc_connect(&c, native);
                 if (!rc) {
                         uint8_t hdr[CHP_FRAME_HEADER];
-                        chp_frame_header_encode(hdr, CHP_F_CHUNK, 1,
-                                                CHP_CHUNK_PREFIX + BG_BODY_BYTES);
+                        chp_frame_header_encode(hdr, CHP_F_CHUNK, 1, CHP_CHUNK_PREFIX + o->chunk);
                         struct iovec iov = {hdr, sizeof(hdr)};
                         set_timeouts(c.fd, BG_SETUP_S);
                         rc = rc_write_iov(c.fd, &iov, 1, NULL);
@@ -1915,7 +1947,7 @@ static int bg_open(const struct opts *o, enum bg_kind kind, uint64_t *left)
                 if (!rc) {
                         fd = c.fd;
                         c.fd = -1;
-                        *left = CHP_CHUNK_PREFIX + BG_BODY_BYTES;
+                        *left = CHP_CHUNK_PREFIX + o->chunk;
                 }
                 rc_close(&c);
                 return rc ? rc : fd;
@@ -2075,7 +2107,7 @@ static void growth_judge(const struct soak *s, int which, double slack, struct g
         double st = 0, sv = 0, stt = 0, stv = 0;
         for (size_t i = 0; i < n; i++) {
                 double v = which == 0 ? (double)(s->anon ? s->s[i].anon_kib : s->s[i].rss_kib)
-                                      : (double)s->s[i].fds;
+                                      : (double)(s->s[i].fds - s->s[i].seg_fds);
                 double t = s->s[i].t / 60;
                 st += t;
                 sv += v;
@@ -2179,9 +2211,9 @@ static int scenario_soak(const struct opts *o, struct report *rep)
                 rc = EXIT_GROWTH;
         } else if (!rc && !s->fds.ok) {
                 fprintf(stderr,
-                        "chapar-bench: the relay's open file descriptors grew: at most %.0f in "
-                        "the first third of the soak, %.0f in the last (more than %.0f of "
-                        "slack; %+.1f a minute over the run)\n",
+                        "chapar-bench: the relay's open file descriptors (besides the store's "
+                        "segments) grew: at most %.0f in the first third of the soak, %.0f in "
+                        "the last (more than %.0f of slack; %+.1f a minute over the run)\n",
                         s->fds.first, s->fds.last, s->fds.slack, s->fds.slope_per_min);
                 rc = EXIT_GROWTH;
         }
@@ -2192,7 +2224,7 @@ static int scenario_soak(const struct opts *o, struct report *rep)
 struct soak_iv {
         double t0, t1;
         long rss_kib, anon_kib;
-        int fds;
+        int fds, seg_fds;
         size_t n;
         double mb, p99_ms;
 };
@@ -2218,6 +2250,8 @@ static bool soak_interval(const struct soak *s, unsigned j, struct soak_iv *iv)
                         iv->anon_kib = x->anon_kib;
                 if (x->fds > iv->fds)
                         iv->fds = x->fds;
+                if (x->seg_fds > iv->seg_fds)
+                        iv->seg_fds = x->seg_fds;
         }
         struct samples lat = {0};
         for (size_t i = 0; i < s->t.n; i++) {
@@ -2286,15 +2320,17 @@ static void json_soak(const struct opts *o, const struct soak *s)
 {
         printf(",\"soak\":{\"seconds\":%.1f,\"rounds\":%u,\"interval_s\":%.1f,"
                "\"sample_s\":%.2f,\"samples\":%zu,\"transfers\":%zu,\"verified\":%llu,"
-               "\"cut_percent\":%u,\"memory\":\"%s\",\"relay_exited\":%s,\"intervals\":[",
+               "\"cut_percent\":%u,\"rate_mb_per_s\":%.0f,\"memory\":\"%s\",\"relay_exited\":%s,"
+               "\"intervals\":[",
                s->secs, s->rounds, s->interval_s, s->sample_s, s->ns, s->t.n,
-               (unsigned long long)s->verified, o->cut_pct, s->anon ? "RssAnon" : "VmRSS",
+               (unsigned long long)s->verified, o->cut_pct, o->rate, s->anon ? "RssAnon" : "VmRSS",
                s->relay_gone ? "true" : "false");
         struct soak_iv iv;
         for (unsigned j = 0; soak_interval(s, j, &iv); j++) {
                 printf("%s{\"t_s\":%.1f,\"rss_kib\":%ld,\"anon_kib\":%ld,\"fds\":%d,"
-                       "\"transfers\":%zu,\"mb\":%.2f,\"p99_ms\":",
-                       j ? "," : "", iv.t0, iv.rss_kib, iv.anon_kib, iv.fds, iv.n, iv.mb);
+                       "\"seg_fds\":%d,\"transfers\":%zu,\"mb\":%.2f,\"p99_ms\":",
+                       j ? "," : "", iv.t0, iv.rss_kib, iv.anon_kib, iv.fds, iv.seg_fds, iv.n,
+                       iv.mb);
                 if (iv.n)
                         printf("%.3f}", iv.p99_ms);
                 else
@@ -2429,18 +2465,18 @@ static void table_soak(const struct opts *o, const struct soak *s)
         printf("\nsoak: %u round(s) in %.1f s; %zu transfers, %llu downloads matched their "
                "upload's SHA-256; relay sampled %zu times (every %.1f s)\n",
                s->rounds, s->secs, s->t.n, (unsigned long long)s->verified, s->ns, s->sample_s);
-        printf("%8s %9s %9s %9s %6s %10s %9s\n", "t s", "transfers", "MB", "p99 ms", "fds",
-               "VmRSS MiB", "anon MiB");
+        printf("%8s %9s %9s %9s %6s %8s %10s %9s\n", "t s", "transfers", "MB", "p99 ms", "fds",
+               "seg fds", "VmRSS MiB", "anon MiB");
         struct soak_iv iv;
         for (unsigned j = 0; soak_interval(s, j, &iv); j++) {
                 char p99[32] = "-";
                 if (iv.n)
                         snprintf(p99, sizeof(p99), "%.1f", iv.p99_ms);
-                printf("%8.0f %9zu %9.1f %9s %6d %10.1f %9.1f\n", iv.t0, iv.n, iv.mb, p99, iv.fds,
-                       (double)iv.rss_kib / 1024, (double)iv.anon_kib / 1024);
+                printf("%8.0f %9zu %9.1f %9s %6d %8d %10.1f %9.1f\n", iv.t0, iv.n, iv.mb, p99,
+                       iv.fds, iv.seg_fds, (double)iv.rss_kib / 1024, (double)iv.anon_kib / 1024);
         }
         table_growth(s->anon ? "memory (RssAnon)" : "memory (VmRSS)", &s->mem, 1024, " MiB");
-        table_growth("open fds", &s->fds, 1, "");
+        table_growth("open fds besides segments", &s->fds, 1, "");
         printf("  background: %u connections (a byte every %u ms), %u connect-and-close a "
                "second\n",
                o->background, o->trickle_ms, o->flood);
@@ -2468,8 +2504,9 @@ static void print_table(const struct opts *o, const struct report *rep)
                        o->size ? ", capped" : "", o->conns);
         else if (o->scenario == SC_SOAK)
                 printf("%.0f s of rounds of %u files (messenger mix%s, %u%% of uploads cut and "
-                       "resumed) over %u connections",
-                       rep->soak.secs, o->files, o->size ? ", capped" : "", o->cut_pct, o->conns);
+                       "resumed, uploads at most %.0f MB/s) over %u connections",
+                       rep->soak.secs, o->files, o->size ? ", capped" : "", o->cut_pct, o->rate,
+                       o->conns);
         else
                 printf("%u files of %.2f MiB over %u connections", o->files,
                        (double)o->size / 1048576, o->conns);
@@ -2551,7 +2588,7 @@ static void usage(FILE *f)
                 "                    [--idle N] [--seconds S] [--chunk BYTES] [--seed N] [--json]\n"
                 "                    [--resume-delay MS] [--background N] [--flood R]\n"
                 "                    [--trickle-ms MS] [--cut-percent P] [--interval S]\n"
-                "                    [--rss-slack BYTES] [--fd-slack N]\n"
+                "                    [--rate MBPS] [--rss-slack BYTES] [--fd-slack N]\n"
                 "\n"
                 "Load for a running chapard (native face in plaintext: --insecure-plaintext).\n"
                 "Each face given is measured in turn. Scenarios:\n"
@@ -2570,12 +2607,14 @@ static void usage(FILE *f)
                 "  soak      the mix for --seconds (default 300) in rounds of N files (default\n"
                 "            40, sizes capped at 16M unless --size), faces in turn; --cut-percent\n"
                 "            (default 20) of uploads cut at a random byte and resumed; every\n"
-                "            download's SHA-256 checked; beside it --background connections\n"
-                "            (default 32) trickling a head, a tus body or a CHUNK a byte every\n"
+                "            download's SHA-256 checked; uploads paced to --rate MB/s (default\n"
+                "            10, 0: unpaced); beside it --background connections (default 32)\n"
+                "            trickling a head, a 1 MiB tus body or a --chunk CHUNK a byte every\n"
                 "            --trickle-ms (1000) or idle, and --flood connect-and-close a second\n"
                 "            (10). Needs --pid: fails (exit 5) when the relay exits, or its\n"
-                "            RssAnon or open fds peak in the last third of the run higher than in\n"
-                "            the first third by more than --rss-slack (64M) or --fd-slack (64).\n"
+                "            RssAnon or open fds (besides the store's segments) peak in the last\n"
+                "            third of the run higher than in the first third by more than\n"
+                "            --rss-slack (64M) or --fd-slack (64).\n"
                 "            Reports memory, fds and p99 latency per --interval (60 s, or a\n"
                 "            fifth of a run shorter than 120 s).\n"
                 "Sizes take K, M, G suffixes (powers of 1024). --seconds caps each phase (default\n"
@@ -2635,6 +2674,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
                            .flood = 10,
                            .trickle_ms = 1000,
                            .cut_pct = 20,
+                           .rate = 10,
                            .rss_slack = 64u << 20,
                            .fd_slack = 64};
         for (int i = 1; i < argc; i++) {
@@ -2706,6 +2746,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
                 } else if (strcmp(a, "--interval") == 0) {
                         bad = parse_u64(v, false, &x) || x == 0 || x > 86400;
                         o->interval = (double)x;
+                } else if (strcmp(a, "--rate") == 0) {
+                        bad = parse_u64(v, false, &x) || x > 1000000;
+                        o->rate = (double)x;
                 } else if (strcmp(a, "--rss-slack") == 0) {
                         bad = parse_u64(v, true, &x) || x > ((uint64_t)1 << 40);
                         o->rss_slack = x;
