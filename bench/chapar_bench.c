@@ -1913,75 +1913,57 @@ struct bg_slot {
         uint64_t left;       /* bytes it may still trickle */
 };
 
-/* Opens a slot's connection and sends what precedes its trickle. Returns the fd or -errno. */
+/* Opens a slot's connection and sends what precedes its trickle, in one write and without
+ * waiting for an answer (a relay that starves answers late: the trickles must go on meanwhile;
+ * answers are read and dropped by the poll loop). Returns the fd or -errno. */
 static int bg_open(const struct opts *o, enum bg_kind kind, uint64_t *left)
 {
-        const char *http = o->addr[FACE_HTTP], *native = o->addr[FACE_NATIVE];
-        int fd = -EINVAL;
+        bool http = kind <= BG_IDLE_HTTP;
+        int fd = tcp_connect(o->addr[http ? FACE_HTTP : FACE_NATIVE], BG_SETUP_S);
         *left = 0;
-        if (kind == BG_IDLE_HTTP || kind == BG_IDLE_NATIVE)
-                return tcp_connect(kind == BG_IDLE_HTTP ? http : native, BG_SETUP_S);
-        if (kind == BG_HEAD) { /* a head that never ends: one more header byte at a time */
-                if ((fd = tcp_connect(http, BG_SETUP_S)) < 0)
-                        return fd;
-                static const char head[] = "GET /healthz HTTP/1.1\r\nHost: soak\r\nX-Soak: ";
-                struct iovec iov = {(void *)head, sizeof(head) - 1};
-                int rc = rc_write_iov(fd, &iov, 1, NULL);
-                if (rc) {
-                        close(fd);
-                        return rc;
-                }
-                *left = UINT64_MAX;
+        if (fd < 0 || kind == BG_IDLE_HTTP || kind == BG_IDLE_NATIVE)
                 return fd;
-        }
-        if (kind == BG_CHUNK) { /* HELLO, then a CHUNK frame whose payload trickles */
-                struct rc_conn c;
-                int rc = rc_connect(&c, native);
-                if (!rc) {
-                        uint8_t hdr[CHP_FRAME_HEADER];
-                        chp_frame_header_encode(hdr, CHP_F_CHUNK, 1, CHP_CHUNK_PREFIX + o->chunk);
-                        struct iovec iov = {hdr, sizeof(hdr)};
-                        set_timeouts(c.fd, BG_SETUP_S);
-                        rc = rc_write_iov(c.fd, &iov, 1, NULL);
-                }
-                if (!rc) {
-                        fd = c.fd;
-                        c.fd = -1;
-                        *left = CHP_CHUNK_PREFIX + o->chunk;
-                }
-                rc_close(&c);
-                return rc ? rc : fd;
-        }
-        /* BG_BODY: a tus upload created, then a PATCH whose body trickles */
-        struct hconn h = {.fd = -1};
-        struct hresp r;
-        char extra[128], head[512];
-        int rc = hc_connect(&h, http);
-        if (!rc) {
-                set_timeouts(h.fd, BG_SETUP_S);
-                snprintf(extra, sizeof(extra), "Tus-Resumable: 1.0.0\r\nUpload-Length: %u\r\n",
-                         BG_BODY_BYTES);
-                rc = hc_request(&h, "POST", "/files/", extra, NULL, 0, 0, NULL, 0, NULL, &r);
-        }
-        if (!rc && (r.status != 201 || !r.location[0] || h.fd < 0))
-                rc = -EPROTO;
-        if (!rc) {
-                int n = snprintf(head, sizeof(head),
-                                 "PATCH %s HTTP/1.1\r\nHost: soak\r\nTus-Resumable: 1.0.0\r\n"
-                                 "Upload-Offset: 0\r\nContent-Type: "
-                                 "application/offset+octet-stream\r\nContent-Length: %u\r\n\r\n",
-                                 r.location, BG_BODY_BYTES);
-                struct iovec iov = {head, (size_t)n};
-                rc = rc_write_iov(h.fd, &iov, 1, NULL);
-        }
-        if (!rc) {
-                fd = h.fd;
-                h.fd = -1;
+        char head[512];
+        size_t len = 0;
+        if (kind == BG_HEAD) { /* a head that never ends: one more header byte at a time */
+                len = (size_t)snprintf(head, sizeof(head),
+                                       "GET /healthz HTTP/1.1\r\nHost: soak\r\nX-Soak: ");
+                *left = UINT64_MAX;
+        } else if (kind == BG_BODY) { /* tus creation-with-upload whose body trickles */
+                len = (size_t)snprintf(head, sizeof(head),
+                                       "POST /files/ HTTP/1.1\r\nHost: soak\r\nTus-Resumable: "
+                                       "1.0.0\r\nUpload-Length: %u\r\nContent-Type: "
+                                       "application/offset+octet-stream\r\nContent-Length: "
+                                       "%u\r\n\r\n",
+                                       BG_BODY_BYTES, BG_BODY_BYTES);
                 *left = BG_BODY_BYTES;
+        } else { /* BG_CHUNK: the plaintext preamble, HELLO, and a CHUNK whose payload trickles */
+                static const uint8_t pre[8] = {'C', 'H', 'P', '0', 0, 0, 0, 0};
+                struct chp_msg_hello hello = {.version = CHP_PROTO_VERSION};
+                uint8_t p[16];
+                ssize_t n = chp_msg_hello_encode(p, sizeof(p), &hello);
+                if (n < 0) {
+                        close(fd);
+                        return (int)n;
+                }
+                memcpy(head, pre, sizeof(pre));
+                len = sizeof(pre);
+                chp_frame_header_encode((uint8_t *)head + len, CHP_F_HELLO, 1, (uint32_t)n);
+                len += CHP_FRAME_HEADER;
+                memcpy(head + len, p, (size_t)n);
+                len += (size_t)n;
+                chp_frame_header_encode((uint8_t *)head + len, CHP_F_CHUNK, 2,
+                                        CHP_CHUNK_PREFIX + o->chunk);
+                len += CHP_FRAME_HEADER;
+                *left = CHP_CHUNK_PREFIX + o->chunk;
         }
-        hc_close(&h);
-        free(h.buf);
-        return rc ? rc : fd;
+        struct iovec iov = {head, len};
+        int rc = rc_write_iov(fd, &iov, 1, NULL);
+        if (rc) {
+                close(fd);
+                return rc;
+        }
+        return fd;
 }
 
 static void bg_drop(struct bg_stats *st, struct bg_slot *sl, double now, bool by_relay)
@@ -2021,8 +2003,9 @@ static void *background_main(void *arg)
                 sl[i] = (struct bg_slot){.kind = kinds[i % nk], .fd = -1, .next = t0};
         uint64_t flooded = 0;
         for (;;) {
-                double now = now_s();
-                for (unsigned i = 0; i < n; i++) { /* (re)open */
+                double now = now_s(), tick = now;
+                /* (re)open, for at most a tick: the trickles below must keep their pace */
+                for (unsigned i = 0; i < n && now - tick < BG_TICK_MS / 1e3; i++) {
                         if (sl[i].fd >= 0 || now < sl[i].next)
                                 continue;
                         if (soak_wait(s, 0)) /* opening may wait on a slow relay */
