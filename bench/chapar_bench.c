@@ -802,7 +802,10 @@ static int ensure_conn(struct worker *w)
                         char why[WHY_MAX];
                         rc_text(&w->rc, rc, why, sizeof(why));
                         rc_close(&w->rc);
-                        bool odd = rc == -EBADMSG || rc == -ECONNRESET || rc == -EPROTO;
+                        /* a reset mid-soak is the relay cutting a connection it had answered
+                         * before, not a wrong face */
+                        bool odd =
+                            rc == -EBADMSG || rc == -EPROTO || (rc == -ECONNRESET && !b->soak);
                         fail(b, EXIT_NET, "connection %u to the native face at %s: %s%s", w->idx,
                              b->addr, why,
                              odd ? " (is it chapard's native face, started with "
