@@ -3,6 +3,8 @@
  *   chapar-bench [--native HOST:PORT] [--http HOST:PORT] [--pid PID] --scenario NAME
  *                [--files N] [--size BYTES] [--conns C] [--idle N] [--seconds S]
  *                [--chunk BYTES] [--seed N] [--json]
+ *                [--background N] [--flood R] [--trickle-ms MS] [--cut-percent P]
+ *                [--interval S] [--rate MBPS] [--rss-slack BYTES] [--fd-slack N]  (soak)
  *
  * One blocking connection per worker thread: the native face in plaintext through
  * tests/relay_client (the relay runs with --insecure-plaintext), the HTTP face through a minimal
@@ -15,14 +17,23 @@
  * Checks: every download's length; downloads up to SMALL_VERIFY bytes byte for byte; after each
  * run the first and the last file again, untimed, in full (native: every chunk's SHA-256 too);
  * after resume every file. Exit codes: 0 ok, 1 usage, 2 relay or network error (the message
- * says which request failed and how), 3 a download differs from its upload, 4 a local failure.
+ * says which request failed and how), 3 a download differs from its upload, 4 a local failure,
+ * 5 the soak saw the relay's memory or file descriptors grow (or the relay exit).
+ *
+ * The soak runs the mix in rounds (fresh files each round, faces in turn) for --seconds, some
+ * uploads cut and resumed, every download's SHA-256 compared with the upload's, while a
+ * background thread holds slow and idle connections and floods connect-and-close, and a sampler
+ * thread reads the relay's memory and open fds (/proc/PID) every few seconds. It does not own
+ * the relay: stopping it and `chapard verify` are the caller's (tests/bench_smoke.sh does both).
  * MB = 10^6 bytes; latencies in ms, nearest-rank percentiles. Single process; main thread runs
  * the phases, worker threads the requests; no global mutable state.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -56,18 +67,19 @@
 #define RESUME_TRIES 20
 #define WHY_MAX      512
 
-enum { EXIT_OK, EXIT_USAGE, EXIT_NET, EXIT_VERIFY, EXIT_LOCAL };
+enum { EXIT_OK, EXIT_USAGE, EXIT_NET, EXIT_VERIFY, EXIT_LOCAL, EXIT_GROWTH };
 enum { ERR_NET = -1, ERR_VERIFY = -2 }; /* results of one request (message in why) */
 
 enum face { FACE_NATIVE, FACE_HTTP, FACES };
 static const char *const face_names[FACES] = {"native", "http"};
 
-enum scenario { SC_UPLOAD, SC_DOWNLOAD, SC_MIX, SC_FANOUT, SC_RESUME, SC_IDLE, SCENARIOS };
-static const char *const scenario_names[SCENARIOS] = {"upload", "download", "mix",
-                                                      "fanout", "resume",   "idle"};
+enum scenario { SC_UPLOAD, SC_DOWNLOAD, SC_MIX, SC_FANOUT, SC_RESUME, SC_IDLE, SC_SOAK, SCENARIOS };
+static const char *const scenario_names[SCENARIOS] = {"upload", "download", "mix", "fanout",
+                                                      "resume", "idle",     "soak"};
 
-enum phase { PH_UPLOAD, PH_DOWNLOAD, PH_MIX, PH_FANOUT, PH_RESUME };
-static const char *const phase_names[] = {"upload", "download", "mix", "fanout", "resume"};
+/* PH_SOAK is the mix (uploads, each file downloaded by another connection) with cuts. */
+enum phase { PH_UPLOAD, PH_DOWNLOAD, PH_MIX, PH_FANOUT, PH_RESUME, PH_SOAK };
+static const char *const phase_names[] = {"upload", "download", "mix", "fanout", "resume", "soak"};
 
 struct opts {
         const char *addr[FACES]; /* NULL: that face is not measured */
@@ -80,6 +92,15 @@ struct opts {
         unsigned resume_delay_ms; /* resume: pause between the cut and the reconnect */
         uint32_t seed;
         bool json;
+        /* soak */
+        unsigned background; /* slow and idle connections held (0: none) */
+        unsigned flood;      /* connect-and-close per second (0: none) */
+        unsigned trickle_ms; /* between two bytes of a trickling connection */
+        unsigned cut_pct;    /* uploads cut mid-transfer and resumed, percent */
+        double interval;     /* report interval, s (0: by --seconds) */
+        double rate;         /* MB/s of uploads at most (0: unpaced) */
+        uint64_t rss_slack;  /* bytes the relay's memory may grow by */
+        unsigned fd_slack;   /* open fds the relay may grow by */
 };
 
 /* Mix categories: share in percent, size range in bytes. */
@@ -102,6 +123,7 @@ struct bfile {
         char http_id[CHP_HASH_HEXBYTES]; /* the relay's file id after a tus upload */
         bool uploaded;                   /* set by its uploader; read after the phase */
         unsigned uploader;               /* mix: the worker that uploaded it */
+        uint8_t sha[CHP_HASH_BYTES];     /* soak: SHA-256 of the whole file */
 };
 
 struct samples {
@@ -140,8 +162,9 @@ struct worker {
         uint64_t rng;
         /* per phase */
         struct samples up, down;
-        uint64_t bytes, sent, cuts, retries;
+        uint64_t bytes, sent, cuts, retries, verified;
         double paused_s; /* resume: the current request's pause, not part of its latency */
+        struct samples lat_t, lat_ms, lat_bytes; /* soak: every transfer's end, latency, size */
 };
 
 struct relay_snap {
@@ -168,16 +191,62 @@ struct idle_result {
         struct relay_snap before, after, end;
 };
 
+/* Soak background: the kinds of connection held, in the order slots take them. */
+enum bg_kind { BG_HEAD, BG_BODY, BG_IDLE_HTTP, BG_CHUNK, BG_IDLE_NATIVE, BG_KINDS };
+static const char *const bg_names[BG_KINDS] = {"http_head_trickle", "http_body_trickle",
+                                               "http_idle", "native_chunk_trickle", "native_idle"};
+
+struct bg_stats { /* written by the background thread, read after it is joined */
+        uint64_t opened[BG_KINDS], closed[BG_KINDS], failed[BG_KINDS];
+        double longest_s[BG_KINDS]; /* the longest a connection of the kind stayed open */
+        uint64_t trickled, flood, flood_failed;
+};
+
+struct soak_sample {
+        double t; /* s since the soak began */
+        long rss_kib, anon_kib;
+        int fds, seg_fds; /* seg_fds: of them, the store's segment files (as many as it has) */
+};
+
+/* Growth of one quantity over the soak: the last third's max against the first third's. */
+struct growth {
+        double first, last, slack, slope_per_min; /* slope: least squares over every sample */
+        bool judged, ok;
+};
+
+struct soak {
+        double t0, end, secs, sample_s, interval_s;
+        pthread_mutex_t mu;
+        pthread_cond_t cv;
+        bool stop;       /* guarded by mu: the threads below end */
+        bool relay_gone; /* guarded by mu: the sampler found no relay */
+        /* the sampler thread's; read after it is joined */
+        struct soak_sample *s;
+        size_t ns, caps;
+        struct bg_stats bg;
+        /* the main thread's: every transfer (end time, ms, bytes) and per-face totals */
+        struct samples t, ms, bytes;
+        struct run total[FACES];
+        bool have[FACES];
+        unsigned rounds;
+        uint64_t verified;
+        struct growth mem, fds;
+        bool anon;      /* mem is RssAnon (else VmRSS: a kernel without RssAnon) */
+        uint64_t paced; /* guarded by mu: bytes of uploads started or let start */
+};
+
 struct report {
         struct run runs[8];
         unsigned nruns;
         struct idle_result idle[FACES];
         unsigned nidle;
         unsigned mix_counts[MIX_KINDS];
+        struct soak soak;
 };
 
 struct bench {
         const struct opts *o;
+        struct soak *soak; /* NULL unless the soak runs */
         enum face face;
         const char *addr;
         struct bfile *files;
@@ -281,8 +350,9 @@ static void set_timeouts(int fd, int secs)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
-/* A TCP connection to HOST:PORT with TCP_NODELAY; returns the fd or -errno. */
-static int tcp_connect(const char *hostport)
+/* A TCP connection to HOST:PORT with TCP_NODELAY, given up after secs (a relay whose accept
+ * queue is full); returns the fd or -errno. */
+static int tcp_connect(const char *hostport, int secs)
 {
         char host[128];
         const char *colon = strrchr(hostport, ':');
@@ -295,6 +365,8 @@ static int tcp_connect(const char *hostport)
                 return -EINVAL;
         int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         int rc = fd < 0 ? -errno : 0;
+        if (!rc)
+                set_timeouts(fd, secs);
         if (!rc && connect(fd, res->ai_addr, res->ai_addrlen) != 0)
                 rc = -errno;
         freeaddrinfo(res);
@@ -346,10 +418,9 @@ static int hc_connect(struct hconn *h, const char *hostport)
         hc_close(h);
         if (!h->buf && !(h->buf = malloc(HC_BUF)))
                 return -ENOMEM;
-        int fd = tcp_connect(hostport);
+        int fd = tcp_connect(hostport, IO_TIMEOUT_S);
         if (fd < 0)
                 return fd;
-        set_timeouts(fd, IO_TIMEOUT_S);
         h->fd = fd;
         return 0;
 }
@@ -731,7 +802,10 @@ static int ensure_conn(struct worker *w)
                         char why[WHY_MAX];
                         rc_text(&w->rc, rc, why, sizeof(why));
                         rc_close(&w->rc);
-                        bool odd = rc == -EBADMSG || rc == -ECONNRESET || rc == -EPROTO;
+                        /* a reset mid-soak is the relay cutting a connection it had answered
+                         * before, not a wrong face */
+                        bool odd =
+                            rc == -EBADMSG || rc == -EPROTO || (rc == -ECONNRESET && !b->soak);
                         fail(b, EXIT_NET, "connection %u to the native face at %s: %s%s", w->idx,
                              b->addr, why,
                              odd ? " (is it chapard's native face, started with "
@@ -1103,6 +1177,84 @@ static int http_resume(struct worker *w, struct bfile *bf, char *why)
         return 0;
 }
 
+static bool is_mix(enum phase ph)
+{
+        return ph == PH_MIX || ph == PH_SOAK;
+}
+
+/* Soak: a transfer that ended now, for the per-interval curve. */
+static int soak_record(struct worker *w, double ms, uint64_t bytes)
+{
+        const struct soak *s = w->b->soak;
+        if (!s)
+                return 0;
+        if (samples_add(&w->lat_t, now_s() - s->t0) || samples_add(&w->lat_ms, ms) ||
+            samples_add(&w->lat_bytes, (double)bytes))
+                return -ENOMEM;
+        return 0;
+}
+
+/* Soak: the whole file, timed, then its SHA-256 compared with the one of the bytes uploaded. */
+static int soak_get(struct worker *w, const struct bfile *bf, double *ms, char *why)
+{
+        uint8_t *buf = NULL, sum[CHP_HASH_BYTES];
+        uint64_t len = 0;
+        int res = 0;
+        if (w->b->face == FACE_NATIVE) {
+                double t0 = now_s();
+                int rc = rc_fetch(&w->rc, bf->f.file_id, &buf, &len, false);
+                *ms = (now_s() - t0) * 1e3;
+                if (rc) {
+                        rc_text(&w->rc, rc, why, WHY_MAX);
+                        drop_conn(w);
+                        res = ERR_NET;
+                        goto out;
+                }
+        } else {
+                if (!(buf = malloc(bf->size ? bf->size : 1))) {
+                        snprintf(why, WHY_MAX, "out of memory");
+                        res = ERR_NET;
+                        goto out;
+                }
+                if ((res = http_get(w, bf, buf, bf->size, ms, why)))
+                        goto out;
+                len = bf->size;
+        }
+        if (chp_sha256(buf, len, sum) != 0) {
+                snprintf(why, WHY_MAX, "cannot hash the download");
+                res = ERR_NET;
+        } else if (len != bf->size || memcmp(sum, bf->sha, sizeof(sum)) != 0) {
+                snprintf(why, WHY_MAX,
+                         "the SHA-256 of the %llu bytes downloaded differs from the upload's",
+                         (unsigned long long)len);
+                res = ERR_VERIFY;
+        } else {
+                w->verified++;
+        }
+out:
+        free(buf);
+        return res;
+}
+
+/* Soak with --rate: waits until the uploads before this one fit the rate since the start (the
+ * wait is not part of the upload's latency), at most until the soak ends. */
+static void soak_pace(struct worker *w, uint64_t size)
+{
+        struct soak *s = w->b->soak;
+        double rate = w->b->o->rate * 1e6;
+        if (!s || rate <= 0)
+                return;
+        pthread_mutex_lock(&s->mu);
+        double at = s->t0 + (double)s->paced / rate;
+        s->paced += size;
+        pthread_mutex_unlock(&s->mu);
+        if (at > s->end)
+                at = s->end;
+        double wait = at - now_s();
+        if (wait > 0)
+                pause_ms((unsigned)(wait * 1e3));
+}
+
 static int op_upload(struct worker *w, unsigned i)
 {
         struct bench *b = w->b;
@@ -1111,9 +1263,12 @@ static int op_upload(struct worker *w, unsigned i)
         int res = ensure_conn(w);
         if (res)
                 return res;
+        soak_pace(w, bf->size);
         w->paused_s = 0;
+        bool cut = b->phase == PH_RESUME || (b->phase == PH_SOAK && bf->size >= 2 &&
+                                             rand_range(&w->rng, 0, 99) < b->o->cut_pct);
         double t0 = now_s();
-        if (b->phase == PH_RESUME)
+        if (cut)
                 res = b->face == FACE_NATIVE ? native_resume(w, bf, why) : http_resume(w, bf, why);
         else
                 res = b->face == FACE_NATIVE ? native_put(w, bf, why) : http_put(w, bf, why);
@@ -1121,16 +1276,16 @@ static int op_upload(struct worker *w, unsigned i)
         if (res) {
                 fail(b, res == ERR_VERIFY ? EXIT_VERIFY : EXIT_NET,
                      "%s of file %u (%llu bytes) over %s connection %u failed: %s",
-                     b->phase == PH_RESUME ? "resumed upload" : "upload", i,
-                     (unsigned long long)bf->size, face_names[b->face], w->idx, why);
+                     cut ? "resumed upload" : "upload", i, (unsigned long long)bf->size,
+                     face_names[b->face], w->idx, why);
                 return res;
         }
-        if (samples_add(&w->up, ms)) {
+        if (samples_add(&w->up, ms) || soak_record(w, ms, bf->size)) {
                 fail(b, EXIT_LOCAL, "out of memory");
                 return ERR_NET;
         }
         w->bytes += bf->size;
-        if (b->phase != PH_MIX)
+        if (!is_mix(b->phase))
                 bf->uploaded = true;
         return 0;
 }
@@ -1144,7 +1299,9 @@ static int op_download(struct worker *w, unsigned i)
         int res = ensure_conn(w);
         if (res)
                 return res;
-        if (b->face == FACE_NATIVE)
+        if (b->phase == PH_SOAK)
+                res = soak_get(w, bf, &ms, why);
+        else if (b->face == FACE_NATIVE)
                 res = native_get(w, bf, &ms, why);
         else if (bf->size <= SMALL_VERIFY)
                 res = http_get(w, bf, w->small, SMALL_VERIFY, &ms, why);
@@ -1156,7 +1313,7 @@ static int op_download(struct worker *w, unsigned i)
                      (unsigned long long)bf->size, face_names[b->face], w->idx, why);
                 return res;
         }
-        if (samples_add(&w->down, ms)) {
+        if (samples_add(&w->down, ms) || soak_record(w, ms, bf->size)) {
                 fail(b, EXIT_LOCAL, "out of memory");
                 return ERR_NET;
         }
@@ -1198,7 +1355,7 @@ static void *worker_main(void *arg)
                                 break;
                 } else {
                         int res = op_upload(w, t.file);
-                        if (b->phase == PH_MIX)
+                        if (is_mix(b->phase))
                                 mix_uploaded(b, w->idx, t.file, res == 0);
                         if (res)
                                 break;
@@ -1223,7 +1380,8 @@ static int run_phase(struct bench *b, enum phase ph, struct run *run)
         for (unsigned i = 0; i < b->nw; i++) {
                 struct worker *w = &b->w[i];
                 w->up.n = w->down.n = 0;
-                w->bytes = w->sent = w->cuts = w->retries = 0;
+                w->lat_t.n = w->lat_ms.n = w->lat_bytes.n = 0;
+                w->bytes = w->sent = w->cuts = w->retries = w->verified = 0;
         }
         unsigned started = 0;
         for (; started < b->nw; started++) {
@@ -1242,7 +1400,7 @@ static int run_phase(struct bench *b, enum phase ph, struct run *run)
         relay_snap(b->o->pid, &before);
         double c0 = client_cpu_s(), t0 = now_s();
         pthread_mutex_lock(&b->mu);
-        b->deadline = t0 + b->o->seconds;
+        b->deadline = b->soak ? b->soak->end : t0 + b->o->seconds;
         b->go = true;
         pthread_cond_broadcast(&b->cv);
         pthread_mutex_unlock(&b->mu);
@@ -1334,6 +1492,8 @@ static void *gen_main(void *arg)
                         break;
                 struct bfile *bf = &g->b->files[i];
                 int rc = rc_file_make(&bf->f, bf->size, g->b->o->chunk, g->seed + i, i);
+                if (!rc && g->b->soak)
+                        rc = chp_sha256(bf->f.data, bf->size, bf->sha);
                 if (rc)
                         atomic_store(&g->err, rc);
         }
@@ -1504,10 +1664,50 @@ static int scenario_idle(struct bench *b, struct report *rep)
         return rc;
 }
 
-/* One face: files generated, workers connected, the scenario's phases run, files checked. */
-static int run_face(const struct opts *o, enum face face, struct report *rep)
+/* Soak: one round's phase run, its row folded into the face's total and its transfers into the
+ * soak's curve. */
+static int soak_round(struct bench *b, struct soak *s)
+{
+        struct run run;
+        int rc = run_phase(b, PH_SOAK, &run);
+        if (rc)
+                return rc;
+        struct run *t = &s->total[b->face];
+        if (!s->have[b->face]) {
+                *t = (struct run){.face = b->face, .phase = PH_SOAK, .before = run.before};
+                s->have[b->face] = true;
+        }
+        t->bytes += run.bytes;
+        t->requests += run.requests;
+        t->sent += run.sent;
+        t->cuts += run.cuts;
+        t->retries += run.retries;
+        t->secs += run.secs;
+        t->client_cpu_s += run.client_cpu_s;
+        t->after = run.after;
+        int err = samples_append(&t->up, &run.up) || samples_append(&t->down, &run.down);
+        samples_free(&run.up);
+        samples_free(&run.down);
+        for (unsigned i = 0; i < b->nw && !err; i++) {
+                struct worker *w = &b->w[i];
+                s->verified += w->verified;
+                err = samples_append(&s->t, &w->lat_t) || samples_append(&s->ms, &w->lat_ms) ||
+                      samples_append(&s->bytes, &w->lat_bytes);
+        }
+        if (err) {
+                fail(b, EXIT_LOCAL, "out of memory");
+                return b->exit_code;
+        }
+        return 0;
+}
+
+/* One face: files generated, workers connected, the scenario's phases run, files checked. In the
+ * soak, one round of it (round numbers the files, so no round repeats another's). */
+static int run_face(const struct opts *o, enum face face, struct report *rep, unsigned round)
 {
         struct bench b = {.o = o, .face = face, .addr = o->addr[face]};
+        if (o->scenario == SC_SOAK)
+                b.soak = &rep->soak;
         pthread_mutex_init(&b.mu, NULL);
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
@@ -1531,7 +1731,7 @@ static int run_face(const struct opts *o, enum face face, struct report *rep)
                 w->b = &b;
                 w->idx = i;
                 w->hc.fd = -1;
-                w->rng = o->seed * 0x100000001b3ULL + i;
+                w->rng = o->seed * 0x100000001b3ULL + i + ((uint64_t)round << 32);
                 w->small = face == FACE_HTTP ? malloc(SMALL_VERIFY) : NULL;
                 w->scratch = malloc(SCRATCH);
                 if ((face == FACE_HTTP && !w->small) || !w->scratch) {
@@ -1541,10 +1741,10 @@ static int run_face(const struct opts *o, enum face face, struct report *rep)
                 }
         }
         /* sizes: the mix draws the same sequence on every face (its content differs) */
-        uint64_t rng = o->seed;
+        uint64_t rng = o->seed + round;
         for (unsigned i = 0; i < b.nfiles; i++) {
                 uint64_t size = o->size;
-                if (sc == SC_MIX) {
+                if (sc == SC_MIX || sc == SC_SOAK) {
                         unsigned pick = (unsigned)(splitmix(&rng) % 100), k = 0, acc = 0;
                         while (k + 1 < MIX_KINDS && pick >= acc + mix_kinds[k].percent)
                                 acc += mix_kinds[k++].percent;
@@ -1556,7 +1756,7 @@ static int run_face(const struct opts *o, enum face face, struct report *rep)
                 }
                 b.files[i].size = size;
         }
-        if ((rc = gen_files(&b, o->seed + (uint32_t)face * 0x9e3779b9u)))
+        if ((rc = gen_files(&b, o->seed + (uint32_t)face * 0x9e3779b9u + round * b.nfiles)))
                 goto out;
         switch (sc) {
         case SC_UPLOAD:
@@ -1585,6 +1785,9 @@ static int run_face(const struct opts *o, enum face face, struct report *rep)
         case SC_IDLE:
                 rc = scenario_idle(&b, rep);
                 break;
+        case SC_SOAK:
+                rc = soak_round(&b, b.soak);
+                break;
         }
         if (!rc)
                 rc = verify_files(&b, sc == SC_RESUME);
@@ -1598,6 +1801,9 @@ out:
                 free(b.w[i].scratch);
                 samples_free(&b.w[i].up);
                 samples_free(&b.w[i].down);
+                samples_free(&b.w[i].lat_t);
+                samples_free(&b.w[i].lat_ms);
+                samples_free(&b.w[i].lat_bytes);
         }
         for (unsigned i = 0; b.files && i < b.nfiles; i++)
                 rc_file_free(&b.files[i].f);
@@ -1607,6 +1813,446 @@ out:
         pthread_cond_destroy(&b.cv);
         pthread_mutex_destroy(&b.mu);
         return rc;
+}
+
+/* ---- soak: the relay's memory and fds, sampled ------------------------------------------- */
+
+/* One sample of the relay: VmRSS, RssAnon (0 when the kernel has none), its open fds and of them
+ * the store's segments (a *.seg file that still exists: one deleted is a leak, not the store).
+ * Returns false when the process is gone. */
+static bool soak_sample_relay(long pid, struct soak_sample *out)
+{
+        char path[64], line[256];
+        snprintf(path, sizeof(path), "/proc/%ld/status", pid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+                return false;
+        out->rss_kib = out->anon_kib = 0;
+        while (fgets(line, sizeof(line), f)) {
+                if (strncmp(line, "VmRSS:", 6) == 0)
+                        out->rss_kib = strtol(line + 6, NULL, 10);
+                else if (strncmp(line, "RssAnon:", 8) == 0)
+                        out->anon_kib = strtol(line + 8, NULL, 10);
+        }
+        fclose(f);
+        snprintf(path, sizeof(path), "/proc/%ld/fd", pid);
+        DIR *d = opendir(path);
+        if (!d)
+                return false;
+        int n = 0, seg = 0;
+        for (struct dirent *e; (e = readdir(d));) {
+                if (e->d_name[0] == '.')
+                        continue;
+                n++;
+                char link[64], to[512];
+                snprintf(link, sizeof(link), "/proc/%ld/fd/%.20s", pid, e->d_name);
+                ssize_t len = readlink(link, to, sizeof(to) - 1);
+                if (len >= 4 && memcmp(to + len - 4, ".seg", 4) == 0)
+                        seg++;
+        }
+        closedir(d);
+        out->fds = n;
+        out->seg_fds = seg;
+        return out->rss_kib > 0; /* a zombie has no VmRSS line */
+}
+
+/* Waits until the soak stops or secs pass; true when it stopped. */
+static bool soak_wait(struct soak *s, double secs)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double at = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + secs;
+        ts.tv_sec = (time_t)at;
+        ts.tv_nsec = (long)((at - (double)ts.tv_sec) * 1e9);
+        pthread_mutex_lock(&s->mu);
+        while (!s->stop && pthread_cond_timedwait(&s->cv, &s->mu, &ts) != ETIMEDOUT)
+                ;
+        bool stop = s->stop;
+        pthread_mutex_unlock(&s->mu);
+        return stop;
+}
+
+struct soak_thread {
+        struct soak *s;
+        const struct opts *o;
+};
+
+static void *sampler_main(void *arg)
+{
+        struct soak_thread *st = arg;
+        struct soak *s = st->s;
+        do {
+                struct soak_sample x = {.t = now_s() - s->t0};
+                if (!soak_sample_relay(st->o->pid, &x)) {
+                        pthread_mutex_lock(&s->mu);
+                        s->relay_gone = true;
+                        pthread_mutex_unlock(&s->mu);
+                        break;
+                }
+                if (s->ns == s->caps) {
+                        size_t cap = s->caps ? 2 * s->caps : 256;
+                        struct soak_sample *v = realloc(s->s, cap * sizeof(*v));
+                        if (!v)
+                                break;
+                        s->s = v;
+                        s->caps = cap;
+                }
+                s->s[s->ns++] = x;
+        } while (!soak_wait(s, s->sample_s));
+        return NULL;
+}
+
+/* ---- soak: the background of slow, idle and flooding connections ------------------------- */
+
+#define BG_TICK_MS    50
+#define BG_BODY_BYTES (1u << 20) /* the Content-Length of a trickled tus PATCH */
+/* a trickled CHUNK claims --chunk bytes of data */
+#define BG_SETUP_S 5 /* a relay that takes longer to set one up fails the setup */
+
+struct bg_slot {
+        enum bg_kind kind;
+        int fd;
+        double opened, next; /* when it was opened; when it may send or (re)open next */
+        uint64_t left;       /* bytes it may still trickle */
+};
+
+/* Opens a slot's connection and sends what precedes its trickle, in one write and without
+ * waiting for an answer (a relay that starves answers late: the trickles must go on meanwhile;
+ * answers are read and dropped by the poll loop). Returns the fd or -errno. */
+static int bg_open(const struct opts *o, enum bg_kind kind, uint64_t *left)
+{
+        bool http = kind <= BG_IDLE_HTTP;
+        int fd = tcp_connect(o->addr[http ? FACE_HTTP : FACE_NATIVE], BG_SETUP_S);
+        *left = 0;
+        if (fd < 0 || kind == BG_IDLE_HTTP || kind == BG_IDLE_NATIVE)
+                return fd;
+        char head[512];
+        size_t len = 0;
+        if (kind == BG_HEAD) { /* a head that never ends: one more header byte at a time */
+                len = (size_t)snprintf(head, sizeof(head),
+                                       "GET /healthz HTTP/1.1\r\nHost: soak\r\nX-Soak: ");
+                *left = UINT64_MAX;
+        } else if (kind == BG_BODY) { /* tus creation-with-upload whose body trickles */
+                len = (size_t)snprintf(head, sizeof(head),
+                                       "POST /files/ HTTP/1.1\r\nHost: soak\r\nTus-Resumable: "
+                                       "1.0.0\r\nUpload-Length: %u\r\nContent-Type: "
+                                       "application/offset+octet-stream\r\nContent-Length: "
+                                       "%u\r\n\r\n",
+                                       BG_BODY_BYTES, BG_BODY_BYTES);
+                *left = BG_BODY_BYTES;
+        } else { /* BG_CHUNK: the plaintext preamble, HELLO, and a CHUNK whose payload trickles */
+                static const uint8_t pre[8] = {'C', 'H', 'P', '0', 0, 0, 0, 0};
+                struct chp_msg_hello hello = {.version = CHP_PROTO_VERSION};
+                uint8_t p[16];
+                ssize_t n = chp_msg_hello_encode(p, sizeof(p), &hello);
+                if (n < 0) {
+                        close(fd);
+                        return (int)n;
+                }
+                memcpy(head, pre, sizeof(pre));
+                len = sizeof(pre);
+                chp_frame_header_encode((uint8_t *)head + len, CHP_F_HELLO, 1, (uint32_t)n);
+                len += CHP_FRAME_HEADER;
+                memcpy(head + len, p, (size_t)n);
+                len += (size_t)n;
+                chp_frame_header_encode((uint8_t *)head + len, CHP_F_CHUNK, 2,
+                                        CHP_CHUNK_PREFIX + o->chunk);
+                len += CHP_FRAME_HEADER;
+                *left = CHP_CHUNK_PREFIX + o->chunk;
+        }
+        struct iovec iov = {head, len};
+        int rc = rc_write_iov(fd, &iov, 1, NULL);
+        if (rc) {
+                close(fd);
+                return rc;
+        }
+        return fd;
+}
+
+static void bg_drop(struct bg_stats *st, struct bg_slot *sl, double now, bool by_relay)
+{
+        if (sl->fd < 0)
+                return;
+        close(sl->fd);
+        sl->fd = -1;
+        if (now - sl->opened > st->longest_s[sl->kind])
+                st->longest_s[sl->kind] = now - sl->opened;
+        if (by_relay)
+                st->closed[sl->kind]++;
+}
+
+/* Holds o->background connections of the kinds the given faces allow, each trickling a byte every
+ * o->trickle_ms or idle, reopened (at most once per trickle period) when the relay closes it; and
+ * o->flood connect-and-close per second. Every trickle is spread over the period at random. */
+static void *background_main(void *arg)
+{
+        struct soak_thread *bt = arg;
+        struct soak *s = bt->s;
+        const struct opts *o = bt->o;
+        struct bg_stats *st = &s->bg;
+        enum bg_kind kinds[BG_KINDS];
+        unsigned nk = 0;
+        for (int k = 0; k < BG_KINDS; k++)
+                if (o->addr[k <= BG_IDLE_HTTP ? FACE_HTTP : FACE_NATIVE])
+                        kinds[nk++] = (enum bg_kind)k;
+        unsigned n = o->background;
+        struct bg_slot *sl = calloc(n ? n : 1, sizeof(*sl));
+        struct pollfd *pf = calloc(n ? n : 1, sizeof(*pf));
+        if (!sl || !pf)
+                goto out;
+        uint64_t rng = o->seed ^ 0x5eed;
+        double period = o->trickle_ms / 1e3, t0 = now_s();
+        for (unsigned i = 0; i < n; i++)
+                sl[i] = (struct bg_slot){.kind = kinds[i % nk], .fd = -1, .next = t0};
+        uint64_t flooded = 0;
+        for (;;) {
+                double now = now_s(), tick = now;
+                /* (re)open, for at most a tick: the trickles below must keep their pace */
+                for (unsigned i = 0; i < n && now - tick < BG_TICK_MS / 1e3; i++) {
+                        if (sl[i].fd >= 0 || now < sl[i].next)
+                                continue;
+                        if (soak_wait(s, 0)) /* opening may wait on a slow relay */
+                                break;
+                        int fd = bg_open(o, sl[i].kind, &sl[i].left);
+                        now = now_s();
+                        if (fd < 0) {
+                                st->failed[sl[i].kind]++;
+                                sl[i].next = now + (period > 1 ? period : 1);
+                                continue;
+                        }
+                        st->opened[sl[i].kind]++;
+                        sl[i].fd = fd;
+                        sl[i].opened = now;
+                        sl[i].next = now + period * (double)rand_range(&rng, 1, 1000) / 1000;
+                }
+                for (unsigned i = 0; i < n; i++) { /* trickle */
+                        if (sl[i].fd < 0 || !sl[i].left || now < sl[i].next)
+                                continue;
+                        sl[i].next += period;
+                        if (sl[i].next < now)
+                                sl[i].next = now + period;
+                        char byte = sl[i].kind == BG_HEAD ? 'a' : 0;
+                        ssize_t w = send(sl[i].fd, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+                        if (w == 1) {
+                                st->trickled++;
+                                sl[i].left--;
+                        } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+                                bg_drop(st, &sl[i], now, true);
+                                sl[i].next = now + period;
+                        }
+                }
+                /* the flood: as many connect-and-close as the rate allows so far, faces in turn */
+                uint64_t due = (uint64_t)((now - t0) * o->flood);
+                for (unsigned k = 0; flooded < due && k < 200; k++, flooded++) {
+                        enum face f = (flooded & 1) && o->addr[FACE_NATIVE] ? FACE_NATIVE
+                                      : o->addr[FACE_HTTP]                  ? FACE_HTTP
+                                                                            : FACE_NATIVE;
+                        int fd = tcp_connect(o->addr[f], BG_SETUP_S);
+                        if (fd < 0) {
+                                st->flood_failed++;
+                        } else {
+                                close(fd);
+                                st->flood++;
+                        }
+                }
+                /* a closed connection (or an answer: a 408 or a busy error before the close) */
+                for (unsigned i = 0; i < n; i++)
+                        pf[i] = (struct pollfd){.fd = sl[i].fd, .events = POLLIN | POLLRDHUP};
+                if (soak_wait(s, 0))
+                        break;
+                int ready = poll(pf, n, BG_TICK_MS);
+                now = now_s();
+                for (unsigned i = 0; ready > 0 && i < n; i++) {
+                        if (sl[i].fd < 0 || !pf[i].revents)
+                                continue;
+                        char buf[4096];
+                        ssize_t r = recv(sl[i].fd, buf, sizeof(buf), MSG_DONTWAIT);
+                        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ||
+                            (pf[i].revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+                                bg_drop(st, &sl[i], now, true);
+                                sl[i].next = now + period;
+                        }
+                }
+        }
+out:
+        for (unsigned i = 0; sl && i < n; i++)
+                bg_drop(st, &sl[i], now_s(), false);
+        free(pf);
+        free(sl);
+        return NULL;
+}
+
+/* ---- soak: the scenario ------------------------------------------------------------------ */
+
+/* The last third's max against the first third's max plus slack; the slope for the report. */
+static void growth_judge(const struct soak *s, int which, double slack, struct growth *g)
+{
+        memset(g, 0, sizeof(*g));
+        g->slack = slack;
+        size_t n = s->ns, third = n / 3;
+        double st = 0, sv = 0, stt = 0, stv = 0;
+        for (size_t i = 0; i < n; i++) {
+                double v = which == 0 ? (double)(s->anon ? s->s[i].anon_kib : s->s[i].rss_kib)
+                                      : (double)(s->s[i].fds - s->s[i].seg_fds);
+                double t = s->s[i].t / 60;
+                st += t;
+                sv += v;
+                stt += t * t;
+                stv += t * v;
+                if (i < third && v > g->first)
+                        g->first = v;
+                if (i >= n - third && v > g->last)
+                        g->last = v;
+        }
+        double den = (double)n * stt - st * st;
+        g->slope_per_min = n >= 2 && den > 0 ? ((double)n * stv - st * sv) / den : 0;
+        g->judged = third >= 1;
+        g->ok = !g->judged || g->last <= g->first + slack;
+}
+
+static int scenario_soak(const struct opts *o, struct report *rep)
+{
+        struct soak *s = &rep->soak;
+        pthread_mutex_init(&s->mu, NULL);
+        pthread_cond_init(&s->cv, NULL);
+        s->interval_s = o->interval ? o->interval
+                        : o->seconds >= 120
+                            ? 60
+                            : (o->seconds >= 10 ? (double)(int)(o->seconds / 5) : 1);
+        /* at least a dozen samples, one every 5 s at most */
+        s->sample_s = o->seconds / 12 < 5 ? o->seconds / 12 : 5;
+        if (s->sample_s < 0.2)
+                s->sample_s = 0.2;
+        struct soak_sample probe;
+        if (!soak_sample_relay(o->pid, &probe)) {
+                fprintf(stderr,
+                        "chapar-bench: cannot read /proc/%ld (status and fd): the soak "
+                        "watches the relay's memory and fds (--pid of a relay of this user)\n",
+                        o->pid);
+                return EXIT_USAGE;
+        }
+        s->anon = probe.anon_kib > 0;
+        struct soak_thread st = {s, o};
+        pthread_t sampler, bg;
+        s->t0 = now_s();
+        s->end = s->t0 + o->seconds;
+        bool bg_up =
+            (o->background || o->flood) && pthread_create(&bg, NULL, background_main, &st) == 0;
+        bool sampler_up = pthread_create(&sampler, NULL, sampler_main, &st) == 0;
+        int rc = sampler_up ? 0 : EXIT_LOCAL;
+        if (!sampler_up)
+                fprintf(stderr, "chapar-bench: cannot start the sampler thread\n");
+        for (unsigned round = 0; !rc && now_s() < s->end; round++) {
+                for (int f = 0; f < FACES && !rc && now_s() < s->end; f++)
+                        if (o->addr[f])
+                                rc = run_face(o, (enum face)f, rep, round);
+                s->rounds = round + 1;
+                pthread_mutex_lock(&s->mu);
+                bool gone = s->relay_gone;
+                pthread_mutex_unlock(&s->mu);
+                if (gone)
+                        break;
+        }
+        pthread_mutex_lock(&s->mu);
+        s->stop = true;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        if (bg_up)
+                pthread_join(bg, NULL);
+        if (sampler_up)
+                pthread_join(sampler, NULL);
+        s->secs = now_s() - s->t0;
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->cv);
+        for (int f = 0; f < FACES; f++) {
+                struct run *t = &s->total[f];
+                if (!s->have[f])
+                        continue;
+                if (t->up.n)
+                        qsort(t->up.v, t->up.n, sizeof(double), cmp_double);
+                if (t->down.n)
+                        qsort(t->down.v, t->down.n, sizeof(double), cmp_double);
+                rep->runs[rep->nruns++] = *t; /* the samples are taken over */
+                memset(t, 0, sizeof(*t));
+        }
+        growth_judge(s, 0, (double)o->rss_slack / 1024, &s->mem);
+        growth_judge(s, 1, o->fd_slack, &s->fds);
+        if (s->relay_gone) {
+                fprintf(stderr, "chapar-bench: the relay (pid %ld) exited during the soak\n",
+                        o->pid);
+                rc = EXIT_GROWTH;
+        } else if (!rc && (!s->mem.judged || !s->fds.judged)) {
+                fprintf(stderr,
+                        "chapar-bench: %zu samples of the relay are too few to judge "
+                        "growth (a longer --seconds)\n",
+                        s->ns);
+                rc = EXIT_GROWTH;
+        } else if (!rc && !s->mem.ok) {
+                fprintf(stderr,
+                        "chapar-bench: the relay's memory grew: %s peaked at %.1f MiB in the "
+                        "first third of the soak and %.1f MiB in the last (more than %.1f MiB "
+                        "of slack; %+.1f MiB a minute over the run)\n",
+                        s->anon ? "RssAnon" : "VmRSS", s->mem.first / 1024, s->mem.last / 1024,
+                        s->mem.slack / 1024, s->mem.slope_per_min / 1024);
+                rc = EXIT_GROWTH;
+        } else if (!rc && !s->fds.ok) {
+                fprintf(stderr,
+                        "chapar-bench: the relay's open file descriptors (besides the store's "
+                        "segments) grew: at most %.0f in the first third of the soak, %.0f in "
+                        "the last (more than %.0f of slack; %+.1f a minute over the run)\n",
+                        s->fds.first, s->fds.last, s->fds.slack, s->fds.slope_per_min);
+                rc = EXIT_GROWTH;
+        }
+        return rc;
+}
+
+/* Per-interval figures of the soak. */
+struct soak_iv {
+        double t0, t1;
+        long rss_kib, anon_kib;
+        int fds, seg_fds;
+        size_t n;
+        double mb, p99_ms;
+};
+
+/* Fills iv for interval j (0-based); false past the end. */
+static bool soak_interval(const struct soak *s, unsigned j, struct soak_iv *iv)
+{
+        memset(iv, 0, sizeof(*iv));
+        /* the run's last moments (less than half an interval) join the last interval */
+        unsigned n = (unsigned)(s->secs / s->interval_s + 0.5);
+        if (j >= (n ? n : 1))
+                return false;
+        iv->t0 = j * s->interval_s;
+        iv->t1 = j + 1 >= n ? s->secs + 1 : iv->t0 + s->interval_s;
+        iv->fds = -1;
+        for (size_t i = 0; i < s->ns; i++) {
+                const struct soak_sample *x = &s->s[i];
+                if (x->t < iv->t0 || x->t >= iv->t1)
+                        continue;
+                if (x->rss_kib > iv->rss_kib)
+                        iv->rss_kib = x->rss_kib;
+                if (x->anon_kib > iv->anon_kib)
+                        iv->anon_kib = x->anon_kib;
+                if (x->fds > iv->fds)
+                        iv->fds = x->fds;
+                if (x->seg_fds > iv->seg_fds)
+                        iv->seg_fds = x->seg_fds;
+        }
+        struct samples lat = {0};
+        for (size_t i = 0; i < s->t.n; i++) {
+                if (s->t.v[i] < iv->t0 || s->t.v[i] >= iv->t1)
+                        continue;
+                iv->mb += s->bytes.v[i] / 1e6;
+                if (samples_add(&lat, s->ms.v[i]) == 0)
+                        iv->n++;
+        }
+        if (lat.n) {
+                qsort(lat.v, lat.n, sizeof(double), cmp_double);
+                iv->p99_ms = percentile(&lat, 0.99);
+        }
+        samples_free(&lat);
+        return true;
 }
 
 /* ---- the report -------------------------------------------------------------------------- */
@@ -1646,6 +2292,51 @@ static void json_snap(const char *prefix, const struct relay_snap *s)
                        s->hwm_kib);
         else
                 printf("\"%s_rss_kib\":null,\"%s_hwm_kib\":null", prefix, prefix);
+}
+
+static void json_growth(const char *name, const struct growth *g, double unit)
+{
+        printf("\"%s\":{\"first_third_max\":%.0f,\"last_third_max\":%.0f,\"slack\":%.0f,"
+               "\"slope_per_min\":%.1f,\"judged\":%s,\"ok\":%s}",
+               name, g->first * unit, g->last * unit, g->slack * unit, g->slope_per_min * unit,
+               g->judged ? "true" : "false", g->ok ? "true" : "false");
+}
+
+static void json_soak(const struct opts *o, const struct soak *s)
+{
+        printf(",\"soak\":{\"seconds\":%.1f,\"rounds\":%u,\"interval_s\":%.1f,"
+               "\"sample_s\":%.2f,\"samples\":%zu,\"transfers\":%zu,\"verified\":%llu,"
+               "\"cut_percent\":%u,\"rate_mb_per_s\":%.0f,\"memory\":\"%s\",\"relay_exited\":%s,"
+               "\"intervals\":[",
+               s->secs, s->rounds, s->interval_s, s->sample_s, s->ns, s->t.n,
+               (unsigned long long)s->verified, o->cut_pct, o->rate, s->anon ? "RssAnon" : "VmRSS",
+               s->relay_gone ? "true" : "false");
+        struct soak_iv iv;
+        for (unsigned j = 0; soak_interval(s, j, &iv); j++) {
+                printf("%s{\"t_s\":%.1f,\"rss_kib\":%ld,\"anon_kib\":%ld,\"fds\":%d,"
+                       "\"seg_fds\":%d,\"transfers\":%zu,\"mb\":%.2f,\"p99_ms\":",
+                       j ? "," : "", iv.t0, iv.rss_kib, iv.anon_kib, iv.fds, iv.seg_fds, iv.n,
+                       iv.mb);
+                if (iv.n)
+                        printf("%.3f}", iv.p99_ms);
+                else
+                        printf("null}");
+        }
+        printf("],");
+        json_growth("rss_growth_kib", &s->mem, 1);
+        printf(",");
+        json_growth("fd_growth", &s->fds, 1);
+        printf(",\"background\":{\"conns\":%u,\"flood_per_s\":%u,\"trickle_ms\":%u,", o->background,
+               o->flood, o->trickle_ms);
+        for (int k = 0; k < BG_KINDS; k++)
+                printf("\"%s\":{\"opened\":%llu,\"closed_by_relay\":%llu,\"failed\":%llu,"
+                       "\"longest_s\":%.1f},",
+                       bg_names[k], (unsigned long long)s->bg.opened[k],
+                       (unsigned long long)s->bg.closed[k], (unsigned long long)s->bg.failed[k],
+                       s->bg.longest_s[k]);
+        printf("\"trickled_bytes\":%llu,\"flood\":%llu,\"flood_failed\":%llu}}",
+               (unsigned long long)s->bg.trickled, (unsigned long long)s->bg.flood,
+               (unsigned long long)s->bg.flood_failed);
 }
 
 static void print_json(const struct opts *o, const struct report *rep)
@@ -1689,6 +2380,9 @@ static void print_json(const struct opts *o, const struct report *rep)
                 printf("\"client_cpu_s\":%.3f,\"capped\":%s", r->client_cpu_s,
                        r->capped ? "true" : "false");
                 uint64_t resent = r->sent > r->file_bytes ? r->sent - r->file_bytes : 0;
+                if (r->phase == PH_SOAK)
+                        printf(",\"cuts\":%llu,\"retries\":%llu", (unsigned long long)r->cuts,
+                               (unsigned long long)r->retries);
                 if (r->phase == PH_RESUME)
                         printf(",\"cuts\":%llu,\"retries\":%llu,\"bytes_sent\":%llu,"
                                "\"resent_bytes\":%llu,\"resent_ratio\":%.4f",
@@ -1721,7 +2415,9 @@ static void print_json(const struct opts *o, const struct report *rep)
                 }
                 printf("]");
         }
-        if (o->scenario == SC_MIX) {
+        if (o->scenario == SC_SOAK)
+                json_soak(o, &rep->soak);
+        if (o->scenario == SC_MIX || o->scenario == SC_SOAK) {
                 printf(",\"mix\":{");
                 for (unsigned k = 0; k < MIX_KINDS; k++)
                         printf("%s\"%s\":%u", k ? "," : "", mix_kinds[k].name, rep->mix_counts[k]);
@@ -1739,6 +2435,50 @@ static void lat3(char *out, size_t cap, const struct samples *s)
                          percentile(s, 0.999));
 }
 
+static void table_growth(const char *what, const struct growth *g, double unit, const char *u)
+{
+        printf("  %s: at most %.1f%s in the first third, %.1f%s in the last (slack %.1f%s; "
+               "%+.2f%s a minute): %s\n",
+               what, g->first / unit, u, g->last / unit, u, g->slack / unit, u,
+               g->slope_per_min / unit, u,
+               !g->judged ? "too few samples"
+               : g->ok    ? "ok"
+                          : "GREW");
+}
+
+static void table_soak(const struct opts *o, const struct soak *s)
+{
+        printf("\nsoak: %u round(s) in %.1f s; %zu transfers, %llu downloads matched their "
+               "upload's SHA-256; relay sampled %zu times (every %.1f s)\n",
+               s->rounds, s->secs, s->t.n, (unsigned long long)s->verified, s->ns, s->sample_s);
+        printf("%8s %9s %9s %9s %6s %8s %10s %9s\n", "t s", "transfers", "MB", "p99 ms", "fds",
+               "seg fds", "VmRSS MiB", "anon MiB");
+        struct soak_iv iv;
+        for (unsigned j = 0; soak_interval(s, j, &iv); j++) {
+                char p99[32] = "-";
+                if (iv.n)
+                        snprintf(p99, sizeof(p99), "%.1f", iv.p99_ms);
+                printf("%8.0f %9zu %9.1f %9s %6d %8d %10.1f %9.1f\n", iv.t0, iv.n, iv.mb, p99,
+                       iv.fds, iv.seg_fds, (double)iv.rss_kib / 1024, (double)iv.anon_kib / 1024);
+        }
+        table_growth(s->anon ? "memory (RssAnon)" : "memory (VmRSS)", &s->mem, 1024, " MiB");
+        table_growth("open fds besides segments", &s->fds, 1, "");
+        printf("  background: %u connections (a byte every %u ms), %u connect-and-close a "
+               "second\n",
+               o->background, o->trickle_ms, o->flood);
+        for (int k = 0; k < BG_KINDS; k++)
+                if (s->bg.opened[k] || s->bg.failed[k])
+                        printf("    %-22s %6llu opened, %6llu closed by the relay, %4llu failed "
+                               "to open; the longest held %.1f s\n",
+                               bg_names[k], (unsigned long long)s->bg.opened[k],
+                               (unsigned long long)s->bg.closed[k],
+                               (unsigned long long)s->bg.failed[k], s->bg.longest_s[k]);
+        printf("    flood: %llu connected and closed, %llu failed to connect; %llu bytes "
+               "trickled\n",
+               (unsigned long long)s->bg.flood, (unsigned long long)s->bg.flood_failed,
+               (unsigned long long)s->bg.trickled);
+}
+
 static void print_table(const struct opts *o, const struct report *rep)
 {
         printf("chapar-bench %s: ", scenario_names[o->scenario]);
@@ -1748,6 +2488,11 @@ static void print_table(const struct opts *o, const struct report *rep)
         else if (o->scenario == SC_MIX)
                 printf("%u files (messenger mix%s) over %u connections", o->files,
                        o->size ? ", capped" : "", o->conns);
+        else if (o->scenario == SC_SOAK)
+                printf("%.0f s of rounds of %u files (messenger mix%s, %u%% of uploads cut and "
+                       "resumed, uploads at most %.0f MB/s) over %u connections",
+                       rep->soak.secs, o->files, o->size ? ", capped" : "", o->cut_pct, o->rate,
+                       o->conns);
         else
                 printf("%u files of %.2f MiB over %u connections", o->files,
                        (double)o->size / 1048576, o->conns);
@@ -1804,7 +2549,9 @@ static void print_table(const struct opts *o, const struct report *rep)
                 else
                         printf("  (relay memory unknown: give --pid)\n");
         }
-        if (o->scenario == SC_MIX) {
+        if (o->scenario == SC_SOAK)
+                table_soak(o, &rep->soak);
+        if (o->scenario == SC_MIX || o->scenario == SC_SOAK) {
                 printf("\nmix:");
                 for (unsigned k = 0; k < MIX_KINDS; k++)
                         printf(" %u %s (%llu-%llu KiB)%s", rep->mix_counts[k], mix_kinds[k].name,
@@ -1825,7 +2572,9 @@ static void usage(FILE *f)
                 "usage: chapar-bench [--native HOST:PORT] [--http HOST:PORT] [--pid PID]\n"
                 "                    --scenario NAME [--files N] [--size BYTES] [--conns C]\n"
                 "                    [--idle N] [--seconds S] [--chunk BYTES] [--seed N] [--json]\n"
-                "                    [--resume-delay MS]\n"
+                "                    [--resume-delay MS] [--background N] [--flood R]\n"
+                "                    [--trickle-ms MS] [--cut-percent P] [--interval S]\n"
+                "                    [--rate MBPS] [--rss-slack BYTES] [--fd-slack N]\n"
                 "\n"
                 "Load for a running chapard (native face in plaintext: --insecure-plaintext).\n"
                 "Each face given is measured in turn. Scenarios:\n"
@@ -1841,11 +2590,25 @@ static void usage(FILE *f)
                 "            not counted in the latency): bytes resent\n"
                 "  idle      --idle connections (default 10000) opened and left idle while\n"
                 "            upload and download run on C others: relay memory per connection\n"
+                "  soak      the mix for --seconds (default 300) in rounds of N files (default\n"
+                "            40, sizes capped at 16M unless --size), faces in turn; --cut-percent\n"
+                "            (default 20) of uploads cut at a random byte and resumed; every\n"
+                "            download's SHA-256 checked; uploads paced to --rate MB/s (default\n"
+                "            10, 0: unpaced); beside it --background connections (default 32)\n"
+                "            trickling a head, a 1 MiB tus body or a --chunk CHUNK a byte every\n"
+                "            --trickle-ms (1000) or idle, and --flood connect-and-close a second\n"
+                "            (10). Needs --pid: fails (exit 5) when the relay exits, or its\n"
+                "            RssAnon or open fds (besides the store's segments) peak in the last\n"
+                "            third of the run higher than in the first third by more than\n"
+                "            --rss-slack (64M) or --fd-slack (64).\n"
+                "            Reports memory, fds and p99 latency per --interval (60 s, or a\n"
+                "            fifth of a run shorter than 120 s).\n"
                 "Sizes take K, M, G suffixes (powers of 1024). --seconds caps each phase (default\n"
                 "300; no request starts later, and a capped run says so); --chunk is the native "
                 "chunk size (default 1M); --pid reads the relay's\n"
                 "CPU time and memory from /proc. MB = 10^6 bytes.\n"
-                "Exit: 0 ok, 1 usage, 2 relay or network error, 3 a download differs, 4 local.\n");
+                "Exit: 0 ok, 1 usage, 2 relay or network error, 3 a download differs, 4 local,\n"
+                "5 the relay grew or exited (soak).\n");
 }
 
 /* A count or size: digits, then optionally K, M or G (powers of 1024, "KiB" etc. too). */
@@ -1889,8 +2652,17 @@ static int parse_u64(const char *s, bool suffix, uint64_t *out)
 static int parse_args(int argc, char **argv, struct opts *o)
 {
         bool files_set = false, size_set = false, conns_set = false, seed_set = false;
-        *o = (struct opts){
-            .scenario = -1, .idle = 10000, .chunk = CHP_CHUNK_DEFAULT, .seconds = 300};
+        *o = (struct opts){.scenario = -1,
+                           .idle = 10000,
+                           .chunk = CHP_CHUNK_DEFAULT,
+                           .seconds = 300,
+                           .background = 32,
+                           .flood = 10,
+                           .trickle_ms = 1000,
+                           .cut_pct = 20,
+                           .rate = 10,
+                           .rss_slack = 64u << 20,
+                           .fd_slack = 64};
         for (int i = 1; i < argc; i++) {
                 const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
                 uint64_t x = 0;
@@ -1945,6 +2717,30 @@ static int parse_args(int argc, char **argv, struct opts *o)
                 } else if (strcmp(a, "--resume-delay") == 0) {
                         bad = parse_u64(v, false, &x) || x > 60000;
                         o->resume_delay_ms = (unsigned)x;
+                } else if (strcmp(a, "--background") == 0) {
+                        bad = parse_u64(v, false, &x) || x > 100000;
+                        o->background = (unsigned)x;
+                } else if (strcmp(a, "--flood") == 0) {
+                        bad = parse_u64(v, false, &x) || x > 10000;
+                        o->flood = (unsigned)x;
+                } else if (strcmp(a, "--trickle-ms") == 0) {
+                        bad = parse_u64(v, false, &x) || x == 0 || x > 600000;
+                        o->trickle_ms = (unsigned)x;
+                } else if (strcmp(a, "--cut-percent") == 0) {
+                        bad = parse_u64(v, false, &x) || x > 100;
+                        o->cut_pct = (unsigned)x;
+                } else if (strcmp(a, "--interval") == 0) {
+                        bad = parse_u64(v, false, &x) || x == 0 || x > 86400;
+                        o->interval = (double)x;
+                } else if (strcmp(a, "--rate") == 0) {
+                        bad = parse_u64(v, false, &x) || x > 1000000;
+                        o->rate = (double)x;
+                } else if (strcmp(a, "--rss-slack") == 0) {
+                        bad = parse_u64(v, true, &x) || x > ((uint64_t)1 << 40);
+                        o->rss_slack = x;
+                } else if (strcmp(a, "--fd-slack") == 0) {
+                        bad = parse_u64(v, false, &x) || x > 1000000;
+                        o->fd_slack = (unsigned)x;
                 } else if (strcmp(a, "--seed") == 0) {
                         bad = parse_u64(v, false, &x) || x > UINT32_MAX;
                         o->seed = (uint32_t)x;
@@ -1970,9 +2766,15 @@ static int parse_args(int argc, char **argv, struct opts *o)
                 o->files = o->scenario == SC_MIX      ? 200
                            : o->scenario == SC_FANOUT ? 1
                            : o->scenario == SC_RESUME ? 16
+                           : o->scenario == SC_SOAK   ? 40
                                                       : 64;
         if (!size_set)
-                o->size = o->scenario == SC_MIX ? 0 : 4u << 20;
+                o->size = o->scenario == SC_MIX ? 0 : o->scenario == SC_SOAK ? 16u << 20 : 4u << 20;
+        if (o->scenario == SC_SOAK && !o->pid) {
+                fprintf(stderr, "chapar-bench: soak needs --pid of the relay (it watches its "
+                                "memory and file descriptors)\n");
+                return -EINVAL;
+        }
         if (!conns_set)
                 o->conns = o->scenario == SC_FANOUT ? 100 : 4;
         if (o->scenario == SC_RESUME && o->size < 2) {
@@ -2000,7 +2802,8 @@ static int raise_nofile(const struct opts *o)
                 setrlimit(RLIMIT_NOFILE, &rl);
                 getrlimit(RLIMIT_NOFILE, &rl);
         }
-        uint64_t need = (o->scenario == SC_IDLE ? (uint64_t)o->idle : 0) + o->conns + 64;
+        uint64_t need = (o->scenario == SC_IDLE ? (uint64_t)o->idle : 0) +
+                        (o->scenario == SC_SOAK ? (uint64_t)o->background : 0) + o->conns + 64;
         if (rl.rlim_cur != RLIM_INFINITY && need > rl.rlim_cur) {
                 fprintf(stderr,
                         "chapar-bench: %llu file descriptors needed, the limit is %llu (raise "
@@ -2027,10 +2830,13 @@ int main(int argc, char **argv)
                 return EXIT_LOCAL;
         }
         int rc = 0;
-        for (int f = 0; f < FACES && !rc; f++)
+        if (o.scenario == SC_SOAK)
+                rc = scenario_soak(&o, rep);
+        for (int f = 0; f < FACES && !rc && o.scenario != SC_SOAK; f++)
                 if (o.addr[f])
-                        rc = run_face(&o, (enum face)f, rep);
-        if (!rc) {
+                        rc = run_face(&o, (enum face)f, rep, 0);
+        /* a soak's curve is its evidence: printed whether or not the soak passed */
+        if (!rc || (o.scenario == SC_SOAK && rep->soak.ns)) {
                 if (o.json)
                         print_json(&o, rep);
                 else
@@ -2040,6 +2846,14 @@ int main(int argc, char **argv)
                 samples_free(&rep->runs[i].up);
                 samples_free(&rep->runs[i].down);
         }
+        for (int f = 0; f < FACES; f++) {
+                samples_free(&rep->soak.total[f].up);
+                samples_free(&rep->soak.total[f].down);
+        }
+        samples_free(&rep->soak.t);
+        samples_free(&rep->soak.ms);
+        samples_free(&rep->soak.bytes);
+        free(rep->soak.s);
         free(rep);
         return rc;
 }

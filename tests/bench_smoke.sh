@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # chapar-bench end to end, tiny: every scenario on both faces of a real chapard (plaintext native
 # face, HTTP face, ephemeral ports, a temp directory), each with --json: exit 0 and the keys a
-# report must have. Then the failures: no relay, the wrong face, a usage error. Finally the relay
-# stops cleanly on SIGTERM and `chapard verify` finds its store clean after the cut uploads.
+# report must have; a short soak (both faces at once with its slow/idle/flood background) with
+# its per-interval curve. Then the failures: no relay, the wrong face, a usage error, a soak whose
+# watched process grows its fds or exits. Finally the relay stops cleanly on SIGTERM and
+# `chapard verify` finds its store clean after the cut uploads and the soak.
 # Usage: bench_smoke.sh CHAPARD CHAPAR_BENCH
 set -uo pipefail
 chapard=$1
 bench=$2
 tmp=$(mktemp -d /tmp/chapar-bench-smoke-XXXXXX)
 pid=
+other=
 passed=0
 failed=0
 
 cleanup() {
+        [ -n "$other" ] && kill "$other" 2>/dev/null && wait "$other" 2>/dev/null
         [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
         rm -rf "$tmp"
 }
@@ -80,6 +84,29 @@ run resume "cuts retries bytes_sent resent_bytes resent_ratio" \
         --scenario resume --files 4 --size 300K --chunk 64K --conns 2
 run idle "idle conns alive_after bytes_per_conn relay_before_rss_kib relay_after_rss_kib" \
         --scenario idle --idle 50 --files 4 --size 64K --conns 2
+run soak "soak rounds interval_s samples transfers verified intervals t_s rss_kib anon_kib fds seg_fds \
+        rss_growth_kib fd_growth first_third_max last_third_max background closed_by_relay \
+        longest_s flood cuts" \
+        --scenario soak --seconds 12 --files 12 --size 1M --conns 2 --background 10 --flood 5 \
+        --rate 20
+# the soak's curve: an interval a fifth of the run, each with a p99, nothing unverified
+if python3 -c '
+import json, sys
+s = json.load(sys.stdin)["soak"]
+iv = s["intervals"]
+assert len(iv) >= 4, "%d intervals" % len(iv)
+assert all(i["fds"] > i["seg_fds"] > 0 and i["rss_kib"] > 0 for i in iv), iv
+assert all((i["p99_ms"] is None) == (i["transfers"] == 0) for i in iv), iv
+assert sum(i["transfers"] > 0 for i in iv) >= len(iv) - 1, iv  # a slow machine may lose one
+assert s["verified"] > 0 and not s["relay_exited"], s
+assert s["background"]["http_head_trickle"]["opened"] > 0, s["background"]
+assert s["background"]["native_chunk_trickle"]["opened"] > 0, s["background"]
+' <"$tmp/out" 2>"$tmp/err"; then
+        ok "soak: intervals with transfers, p99s and the relay's memory and fds; downloads verified"
+else
+        bad "soak: the curve"
+        cat "$tmp/err" "$tmp/out"
+fi
 
 # the table (no --json) names both faces
 if "$bench" --native "$native" --http "$http" --scenario upload --files 2 --size 64K --conns 2 \
@@ -109,6 +136,25 @@ expect_fail "the HTTP port given as native" 2 "native face" --native "$http" --s
         --files 1 --size 64K
 expect_fail "a missing --scenario" 1 "scenario" --native "$native"
 expect_fail "a size it cannot parse" 1 "size" --native "$native" --scenario upload --size 12Q
+expect_fail "a soak without --pid" 1 "pid" --native "$native" --scenario soak --seconds 5
+
+# the soak's judgement, on a watched process that is not the relay (the transfers still go to the
+# relay): one that opens 20 fds a second, far past --fd-slack 10 between the soak's first and last
+# thirds; one that exits in the middle
+soak_args=(--native "$native" --http "$http" --scenario soak --files 4 --size 256K --conns 2
+        --background 2 --flood 0)
+bash -c 'for _ in $(seq 400); do exec {fd}</dev/null; sleep 0.05; done; sleep 60' &
+other=$!
+expect_fail "a soak that sees fds grow" 5 "file descriptors (besides the store.s segments) grew" "${soak_args[@]}" --pid "$other" \
+        --seconds 6 --fd-slack 10
+kill "$other"
+wait "$other" 2>/dev/null
+sleep 3 &
+other=$!
+expect_fail "a soak whose relay exits" 5 "exited during the soak" "${soak_args[@]}" --pid "$other" \
+        --seconds 8
+wait "$other"
+other=
 
 kill -TERM "$pid"
 wait "$pid"
