@@ -1,10 +1,13 @@
 /* The store: put/get/dedup, reference counts, files, uploads, expiry, GC, compaction, reopen,
  * torn tails, a full map, and chapard verify's view of all of it.
  *
- * `test_store make-damaged DIR` (used by tests/verify_cli.sh) builds a small store in DIR and
- * then flips one byte of a stored chunk, so that a scrub must find it. */
+ * `test_store make-store DIR` (used by tests/verify_cli.sh) builds a small store in DIR and
+ * then flips one byte of a stored chunk, so that a scrub must find it. `test_store full-disk DIR`
+ * (used by tests/enospc.sh, DIR on a small tmpfs) fills the disk, lets data expire and expects
+ * puts to work again after GC, both while running and across a restart. */
 #include "harness.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -121,6 +124,8 @@ static uint64_t verify_problems(struct chp_store *s)
                 return 1000000;
         return st.problems;
 }
+
+static long long segment_file_bytes(void);
 
 static uint64_t refs(struct chp_store *s, const struct chunk *c)
 {
@@ -625,6 +630,113 @@ TEST(compaction_and_reopen)
                 free(ch[i].data);
 }
 
+/* Files whose chunks are in a one-segment store, committed with expiry exp(i). */
+static void put_files(struct chp_store *s, struct chunk *ch, uint8_t (*ids)[CHP_HASH_BYTES], int n,
+                      uint32_t seed, uint64_t (*exp)(int))
+{
+        for (int i = 0; i < n; i++) {
+                ch[i] = make_chunk(1024 * 1024, seed + (uint32_t)i);
+                CHECK_OK(put_chunk(s, &ch[i]));
+                size_t mlen = 0;
+                uint8_t *m = manifest_of(&ch[i], 1, 1024 * 1024, &mlen);
+                CHECK_OK(chp_store_commit(s, m, mlen, exp(i), ids[i]));
+                free(m);
+        }
+}
+
+static uint64_t all_at_100(int i)
+{
+        (void)i;
+        return 100;
+}
+
+/* With the default segment size a small relay never fills its open segment: once everything in
+ * it expired, GC must still give the bytes back (it seals and drops the segment). */
+TEST(dead_open_segment_is_dropped)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)256 << 20);
+        REQUIRE(s);
+        struct chunk ch[4];
+        uint8_t ids[4][CHP_HASH_BYTES];
+        put_files(s, ch, ids, 4, 7000, all_at_100);
+        struct chp_gc_stats gs;
+        CHECK_OK(chp_store_gc(s, 50, &gs)); /* nothing dead yet: the segment stays open */
+        struct chp_store_stats st;
+        CHECK_OK(chp_store_stats(s, &st));
+        CHECK_EQ(st.segment_bytes, 4 << 20);
+        CHECK_OK(chp_store_gc(s, 200, &gs));
+        CHECK_EQ(gs.files_expired, 4);
+        CHECK_EQ(gs.segments_deleted, 1);
+        CHECK_OK(chp_store_stats(s, &st));
+        CHECK_EQ(st.segments, 0);
+        CHECK_EQ(st.segment_bytes, 0);
+        CHECK_EQ(segment_file_bytes(), 0);
+        /* the next put starts a new segment */
+        struct chunk c = make_chunk(1024 * 1024, 7100);
+        CHECK_OK(put_chunk(s, &c));
+        CHECK(reads_back(s, &c));
+        CHECK_OK(chp_store_stats(s, &st));
+        CHECK_EQ(st.segments, 1);
+        CHECK_EQ(segment_file_bytes(), 1 << 20);
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        s = open_store(16 * 1024, (uint64_t)256 << 20);
+        REQUIRE(s);
+        CHECK(reads_back(s, &c));
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        for (int i = 0; i < 4; i++)
+                free(ch[i].data);
+        free(c.data);
+}
+
+static uint64_t quarter_kept(int i)
+{
+        return i % 4 == 0 ? 0 : (i == 1 || i == 2 || i == 3 || i == 5) ? 100 : 300;
+}
+
+/* A sparse open segment is sealed and compacted once its dead bytes reach half a segment; before
+ * that it is left alone (sealing it at every GC would churn). */
+TEST(sparse_open_segment_is_compacted)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)16 << 20);
+        REQUIRE(s);
+        enum { N = 12 };
+        struct chunk ch[N];
+        uint8_t ids[N][CHP_HASH_BYTES];
+        put_files(s, ch, ids, N, 7200, quarter_kept);
+        struct chp_gc_stats gs;
+        struct chp_store_stats st;
+        CHECK_OK(chp_store_gc(s, 200, &gs)); /* 4 MiB of 12 dead: under half a segment */
+        CHECK_EQ(gs.files_expired, 4);
+        CHECK_EQ(gs.segments_sealed, 0);
+        CHECK_OK(chp_store_stats(s, &st));
+        CHECK_EQ(st.segment_bytes, 12 << 20);
+        CHECK_OK(chp_store_gc(s, 400, &gs)); /* 9 MiB dead, 3 live */
+        CHECK_EQ(gs.files_expired, 5);
+        CHECK_EQ(gs.segments_sealed, 1);
+        CHECK_EQ(gs.segments_compacted, 1);
+        CHECK_EQ(gs.bytes_moved, 3 << 20);
+        CHECK_OK(chp_store_stats(s, &st));
+        CHECK_EQ(st.segment_bytes, 3 << 20);
+        CHECK_EQ(st.live_bytes, 3 << 20);
+        CHECK_EQ(segment_file_bytes(), 3 << 20);
+        for (int i = 0; i < N; i++)
+                CHECK(reads_back(s, &ch[i]) == (i % 4 == 0));
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        s = open_store(16 * 1024, (uint64_t)16 << 20);
+        REQUIRE(s);
+        for (int i = 0; i < N; i += 4)
+                CHECK(reads_back(s, &ch[i]));
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        for (int i = 0; i < N; i++)
+                free(ch[i].data);
+}
+
 TEST(torn_tail_and_stray_segments)
 {
         fresh_dir();
@@ -743,6 +855,204 @@ TEST(verify_finds_bit_rot)
         free(b.data);
 }
 
+/* ---- a full disk (tests/enospc.sh runs this on a small tmpfs) ------------------------------ */
+
+struct filled {
+        struct chunk ch[512];
+        uint8_t ids[512][CHP_HASH_BYTES];
+        bool has_file[512];
+        uint64_t expires[512];
+        int n;
+};
+
+/* Puts 1 MiB chunks, each committed as a file expiring at `expires` (every eighth never expires,
+ * when keep_some), until the disk is full. Returns the code that ended the fill. */
+static int fill_disk(struct chp_store *s, struct filled *f, uint32_t seed, uint64_t expires,
+                     bool keep_some)
+{
+        const uint32_t cs = 1024 * 1024;
+        int rc = 0;
+        while (f->n < 512) {
+                struct chunk c = make_chunk(cs, seed + (uint32_t)f->n);
+                if ((rc = put_chunk(s, &c))) {
+                        free(c.data);
+                        break;
+                }
+                int i = f->n++;
+                f->ch[i] = c;
+                f->expires[i] = keep_some && i % 8 == 0 ? 0 : expires;
+                size_t mlen = 0;
+                uint8_t *m = manifest_of(&c, 1, cs, &mlen);
+                rc = chp_store_commit(s, m, mlen, f->expires[i], f->ids[i]);
+                free(m);
+                if (rc)
+                        break;
+                f->has_file[i] = true;
+        }
+        return rc;
+}
+
+/* Every acknowledged chunk that is still meant to exist reads back; `now` says which expired. */
+static int count_unreadable(struct chp_store *s, const struct filled *f, uint64_t now)
+{
+        int bad = 0;
+        for (int i = 0; i < f->n; i++) {
+                bool alive = f->has_file[i] && (f->expires[i] == 0 || f->expires[i] > now);
+                if (alive && !reads_back(s, &f->ch[i]))
+                        bad++;
+        }
+        return bad;
+}
+
+static void print_space(const char *when, struct chp_store *s)
+{
+        struct chp_store_stats st;
+        if (chp_store_stats(s, &st) == 0)
+                printf("  %s: %llu chunks, %llu segments, %llu segment bytes, %llu live\n", when,
+                       (unsigned long long)st.chunks, (unsigned long long)st.segments,
+                       (unsigned long long)st.segment_bytes, (unsigned long long)st.live_bytes);
+}
+
+/* Bytes in the store's segment files, and the bytes its index says they hold. */
+static long long segment_file_bytes(void)
+{
+        char path[400];
+        snprintf(path, sizeof(path), "%s/segments", dir);
+        DIR *d = opendir(path);
+        long long sum = 0;
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+                struct stat sb;
+                if (e->d_name[0] != '.' && fstatat(dirfd(d), e->d_name, &sb, 0) == 0)
+                        sum += sb.st_size;
+        }
+        if (d)
+                closedir(d);
+        return sum;
+}
+
+static long long committed_bytes(struct chp_store *s)
+{
+        struct chp_store_stats st;
+        return chp_store_stats(s, &st) == 0 ? (long long)st.segment_bytes : -1;
+}
+
+static struct chp_store *open_default(uint64_t reserve)
+{
+        struct chp_store_opts o;
+        chp_store_opts_default(&o); /* the defaults, segment_size included: that is the case */
+        o.dir = dir;
+        o.space_reserve = reserve;
+        struct chp_store *s = NULL;
+        int rc = chp_store_open(&o, &s);
+        if (rc)
+                fprintf(stderr, "open: %s\n", chp_strerror(rc));
+        return s;
+}
+
+/* Fills the disk, lets everything but a few files expire, and expects puts to work again after
+ * one GC, without a restart; then fills it again and expects the same across a restart. */
+static void run_full_disk(void)
+{
+        static struct filled f; /* static: 512 chunk records are too many for the stack */
+        struct chp_gc_stats gs;
+        struct chunk probe = make_chunk(1024 * 1024, 900000);
+        struct chp_store *s = open_default(0);
+        REQUIRE(s);
+        int rc = fill_disk(s, &f, 1000, 1000, true);
+        printf("  first fill: %d chunks acknowledged, then %s\n", f.n, chp_strerror(rc));
+        print_space("full", s);
+        CHECK_EQ(rc, -ENOSPC);
+        REQUIRE(f.n >= 8);
+        CHECK_EQ(put_chunk(s, &probe), -ENOSPC); /* still full */
+        CHECK_EQ(count_unreadable(s, &f, 0), 0);
+        CHECK_EQ(verify_problems(s), 0);
+        CHECK_OK(chp_store_gc(s, 500, &gs)); /* nothing due yet: still full */
+        CHECK_EQ(put_chunk(s, &probe), -ENOSPC);
+
+        /* everything but every eighth file expires; GC must turn that into free bytes */
+        REQUIRE_OK(chp_store_gc(s, 2000, &gs));
+        for (int round = 0; gs.more && round < 10; round++)
+                REQUIRE_OK(chp_store_gc(s, 2000, &gs));
+        printf("  gc: %llu files expired, %llu chunks freed, %llu segments dropped, %llu "
+               "compacted\n",
+               (unsigned long long)gs.files_expired, (unsigned long long)gs.chunks_freed,
+               (unsigned long long)gs.segments_deleted, (unsigned long long)gs.segments_compacted);
+        print_space("after gc", s);
+        CHECK_OK(put_chunk(s, &probe)); /* room again, no restart */
+        CHECK_EQ(count_unreadable(s, &f, 2000), 0);
+        CHECK_EQ(verify_problems(s), 0);
+
+        /* fill it again; this time the relay restarts before GC runs */
+        int first = f.n;
+        rc = fill_disk(s, &f, 50000, 3000, false);
+        printf("  second fill: %d more chunks acknowledged, then %s\n", f.n - first,
+               chp_strerror(rc));
+        CHECK_EQ(rc, -ENOSPC);
+        CHECK(f.n - first >= 8);
+        CHECK_EQ(count_unreadable(s, &f, 2000), 0);
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        s = open_default(0);
+        REQUIRE(s);
+        struct chunk probe2 = make_chunk(1024 * 1024, 900001);
+        CHECK_EQ(put_chunk(s, &probe2), -ENOSPC); /* a restart alone frees nothing */
+        REQUIRE_OK(chp_store_gc(s, 4000, &gs));
+        for (int round = 0; gs.more && round < 10; round++)
+                REQUIRE_OK(chp_store_gc(s, 4000, &gs));
+        print_space("after restart and gc", s);
+        CHECK_OK(put_chunk(s, &probe2));
+        CHECK(reads_back(s, &probe2));
+        CHECK_EQ(count_unreadable(s, &f, 4000), 0);
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+
+        /* Without the reserve the filesystem itself says ENOSPC, part-way through an append (or
+         * at the index's commit). Nothing torn may stay in the segment files, and once another
+         * file on the disk goes, appends work again without a restart. */
+        char ballast[300];
+        snprintf(ballast, sizeof(ballast), "%s.ballast", dir);
+        int fd = open(ballast, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        REQUIRE(fd >= 0);
+        uint8_t *junk = calloc(1, 4 << 20);
+        CHECK_EQ(write(fd, junk, 4 << 20), 4 << 20);
+        close(fd);
+        free(junk);
+        s = open_default(CHP_STORE_RESERVE_NONE);
+        REQUIRE(s);
+        first = f.n;
+        rc = fill_disk(s, &f, 70000, 5000, false);
+        printf("  without a reserve: %d more chunks acknowledged, then %s\n", f.n - first,
+               chp_strerror(rc));
+        CHECK_EQ(rc, -ENOSPC);
+        CHECK_EQ(segment_file_bytes(), committed_bytes(s));
+        CHECK_EQ(count_unreadable(s, &f, 4000), 0);
+        CHECK_EQ(verify_problems(s), 0);
+        CHECK_OK(unlink(ballast));
+        struct chunk after[2] = {make_chunk(1024 * 1024, 900002), make_chunk(1024 * 1024, 900003)};
+        for (int i = 0; i < 2; i++) {
+                CHECK_OK(put_chunk(s, &after[i]));
+                CHECK(reads_back(s, &after[i]));
+        }
+        CHECK_EQ(segment_file_bytes(), committed_bytes(s));
+        CHECK_EQ(count_unreadable(s, &f, 4000), 0);
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        s = open_default(0);
+        REQUIRE(s);
+        for (int i = 0; i < 2; i++)
+                CHECK(reads_back(s, &after[i]));
+        CHECK_EQ(count_unreadable(s, &f, 4000), 0);
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        for (int i = 0; i < f.n; i++)
+                free(f.ch[i].data);
+        free(probe.data);
+        free(probe2.data);
+        free(after[0].data);
+        free(after[1].data);
+}
+
 static int make_damaged(const char *d)
 {
         snprintf(dir, sizeof(dir), "%s", d);
@@ -778,6 +1088,13 @@ int main(int argc, char **argv)
         chp_log_set_level(CHP_LOG_ERROR);
         if (argc == 3 && strcmp(argv[1], "make-store") == 0)
                 return make_damaged(argv[2]);
+        if (argc == 3 && strcmp(argv[1], "full-disk") == 0) {
+                snprintf(dir, sizeof(dir), "%s", argv[2]);
+                chp_log_set_level(CHP_LOG_WARN); /* show how each ENOSPC came about */
+                run_full_disk();
+                printf("full-disk: %s\n", harness_failed_now ? "FAILED" : "ok");
+                return harness_failed_now ? 1 : 0;
+        }
         int passed, failed = harness_run(&passed);
         if (dir[0]) {
                 char cmd[300];
