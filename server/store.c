@@ -364,7 +364,7 @@ static int seg_create(struct chp_store *s, uint32_t num, struct chp_seg **out)
         if (fd < 0)
                 return -errno;
         /* the new name must survive a crash before anything in it is acknowledged */
-        if (s->opts.sync == CHP_SYNC_FULL && ((err = fault_at(s, CHP_FAULT_SEG_SYNC)) ||
+        if (s->opts.sync == CHP_SYNC_FULL && ((err = fault_at(s, CHP_FAULT_SEG_CREATE)) ||
                                               (fsync(s->segdir_fd) != 0 && (err = -errno)))) {
                 close(fd);
                 unlink(path);

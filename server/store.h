@@ -287,8 +287,9 @@ __attribute__((warn_unused_result)) int chp_store_stats(struct chp_store *s,
 enum chp_store_fault_site {
         CHP_FAULT_SEG_WRITE,  /* pwrite of chunk bytes into a segment (puts and compaction); a
                                  failing call first writes half its bytes: a torn append */
-        CHP_FAULT_SEG_SYNC,   /* fdatasync of a segment, fsync of the segments directory */
-        CHP_FAULT_SEG_CREATE, /* creating a segment file */
+        CHP_FAULT_SEG_SYNC,   /* fdatasync of a segment */
+        CHP_FAULT_SEG_CREATE, /* creating a segment file: its open, then (sync full) the fsync
+                                 of the segments directory; two calls */
         CHP_FAULT_COMMIT,     /* the batch's LMDB commit (fails as if LMDB had failed it) */
         CHP_FAULT_SITES
 };

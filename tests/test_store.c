@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,6 +22,8 @@
 
 static char dir[256];
 
+static const char *dir_base = "/tmp";
+
 static void fresh_dir(void)
 {
         char cmd[300];
@@ -29,7 +32,7 @@ static void fresh_dir(void)
                 if (system(cmd) != 0)
                         fprintf(stderr, "cannot remove %s\n", dir);
         }
-        snprintf(dir, sizeof(dir), "/tmp/chapar-test-store-XXXXXX");
+        snprintf(dir, sizeof(dir), "%s/chapar-test-store-XXXXXX", dir_base);
         if (!mkdtemp(dir))
                 abort();
 }
@@ -126,6 +129,7 @@ static uint64_t verify_problems(struct chp_store *s)
 }
 
 static long long segment_file_bytes(void);
+static long long committed_bytes(struct chp_store *s);
 
 static uint64_t refs(struct chp_store *s, const struct chunk *c)
 {
@@ -853,6 +857,318 @@ TEST(verify_finds_bit_rot)
         chp_store_close(s);
         free(a.data);
         free(b.data);
+}
+
+/* ---- I/O faults (the store is built with CHAPAR_FAULT_INJECTION here) ---------------------- */
+
+static const char *site_name[CHP_FAULT_SITES] = {"segment write", "segment sync", "segment create",
+                                                 "index commit"};
+
+/* One run of a fixed workload (puts of segment and inline chunks, files, a delete, a GC that
+ * compacts, more puts) with one fault armed: the nth call at site fails with err. */
+struct fault_run {
+        struct chp_store *s;
+        enum chp_store_fault_site site;
+        uint64_t n; /* the call that fails (counted from open); 0: none */
+        int err;
+        int failures; /* operations that reported the fault */
+        bool fired;   /* the armed call was reached */
+        struct chunk ch[10];
+        bool live[10]; /* acknowledged and still referenced or unreferenced-but-kept */
+        uint8_t ids[5][CHP_HASH_BYTES];
+        int file_state[5]; /* 0 never committed, 1 committed (acknowledged), 2 deleted/expired */
+};
+
+/* Runs op. If the failing call happened during op, op must fail with the injected error (unless
+ * absorbed: GC keeps its expiry and drops when a compaction cannot write, and says nothing); else
+ * it must succeed. A failed op must succeed when tried again (the fault is one call, and a store
+ * that failed a write keeps working), and after a failure every chunk acknowledged and still
+ * referenced must read back: reads go on. */
+#define FAULTY_OP(fr, op, absorbed)                                                                \
+        do {                                                                                       \
+                uint64_t c0_ = chp_store_fault_calls((fr)->s, (fr)->site);                         \
+                int rc_ = (op);                                                                    \
+                uint64_t c1_ = chp_store_fault_calls((fr)->s, (fr)->site);                         \
+                bool hit_ = (fr)->n > c0_ && (fr)->n <= c1_;                                       \
+                CHECK_EQ(rc_, hit_ && !(absorbed) ? (fr)->err : 0);                                \
+                if (rc_ != 0) {                                                                    \
+                        (fr)->failures++;                                                          \
+                        for (int j_ = 0; j_ < 10; j_++)                                            \
+                                if ((fr)->live[j_])                                                \
+                                        CHECK(reads_back((fr)->s, &(fr)->ch[j_]));                 \
+                        rc_ = (op);                                                                \
+                        CHECK_OK(rc_);                                                             \
+                }                                                                                  \
+        } while (0)
+#define FAULTY(fr, op) FAULTY_OP(fr, op, false)
+
+static void fault_put(struct fault_run *fr, int i)
+{
+        FAULTY(fr, put_chunk(fr->s, &fr->ch[i]));
+        fr->live[i] = true;
+}
+
+static void fault_commit(struct fault_run *fr, int f, int a, int b, uint64_t expires)
+{
+        struct chunk pair[2] = {fr->ch[a], fr->ch[b]};
+        size_t mlen = 0;
+        uint8_t *m = manifest_of(pair, 2, 1024 * 1024, &mlen);
+        FAULTY(fr, chp_store_commit(fr->s, m, mlen, expires, fr->ids[f]));
+        fr->file_state[f] = 1;
+        free(m);
+}
+
+static int delete_file(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES])
+{
+        struct chp_store_req del = {.type = CHP_REQ_FILE_DELETE};
+        memcpy(del.u.file_delete.file_id, id, CHP_HASH_BYTES);
+        return chp_store_run(s, &del);
+}
+
+static int gc_at(struct chp_store *s, uint64_t now)
+{
+        struct chp_gc_stats gs;
+        return chp_store_gc(s, now, &gs);
+}
+
+static void fault_workload(struct fault_run *fr)
+{
+        for (int i = 0; i < 4; i++)
+                fault_put(fr, i); /* 0, 1, 3: segment chunks; 2: inline */
+        fault_commit(fr, 0, 0, 1, 100);
+        fault_commit(fr, 1, 2, 3, 0);
+        for (int i = 4; i < 8; i++)
+                fault_put(fr, i);
+        fault_commit(fr, 2, 4, 5, 100);
+        fault_commit(fr, 3, 6, 7, 0);
+        FAULTY(fr, delete_file(fr->s, fr->ids[1]));
+        fr->file_state[1] = 2;
+        fr->live[2] = fr->live[3] = false;
+        /* files 0 and 2 expire: 4 MiB dead of 5 in the open segment, which is sealed and compacted
+         * (chunks 6 and 7 are copied) */
+        FAULTY_OP(fr, gc_at(fr->s, 200),
+                  fr->site == CHP_FAULT_SEG_WRITE || fr->site == CHP_FAULT_SEG_CREATE);
+        fr->file_state[0] = fr->file_state[2] = 2;
+        fr->live[0] = fr->live[1] = fr->live[4] = fr->live[5] = false;
+        for (int i = 8; i < 10; i++)
+                fault_put(fr, i);
+        fault_commit(fr, 4, 8, 9, 0);
+}
+
+/* What must hold after the workload, and again after a reopen with no fault armed. */
+static void fault_check(struct fault_run *fr, struct chp_store *s)
+{
+        for (int i = 0; i < 10; i++)
+                CHECK(reads_back(s, &fr->ch[i]) == fr->live[i]);
+        for (int f = 0; f < 5; f++) {
+                uint8_t *m = NULL;
+                size_t len = 0;
+                int rc = chp_store_file_get(s, fr->ids[f], &m, &len, NULL);
+                CHECK_EQ(rc, fr->file_state[f] == 1 ? 0 : -ENOENT);
+                free(m);
+        }
+        CHECK_EQ(verify_problems(s), 0);
+        CHECK_EQ(segment_file_bytes(), committed_bytes(s));
+}
+
+static struct chp_store *open_fault_store(void)
+{
+        return open_store(16 * 1024, CHP_CHUNK_MAX);
+}
+
+static void fault_chunks(struct fault_run *fr)
+{
+        for (int i = 0; i < 10; i++)
+                fr->ch[i] = make_chunk(i == 2   ? 2000
+                                       : i == 1 ? 100000
+                                                : 1024 * 1024,
+                                       8000 + (uint32_t)i);
+}
+
+/* Drives the workload once per call at each write site (and one past the last), with ENOSPC and
+ * with EIO: every failure reaches its caller as the injected error, the store goes on serving
+ * reads and taking writes, and after a reopen everything acknowledged is there and verify is
+ * clean. */
+TEST(io_faults_at_every_write)
+{
+        struct fault_run base = {0};
+        fault_chunks(&base);
+        fresh_dir();
+        base.s = open_fault_store();
+        REQUIRE(base.s);
+        fault_workload(&base);
+        uint64_t calls[CHP_FAULT_SITES];
+        for (int site = 0; site < CHP_FAULT_SITES; site++)
+                calls[site] = chp_store_fault_calls(base.s, (enum chp_store_fault_site)site);
+        CHECK_EQ(base.failures, 0);
+        fault_check(&base, base.s);
+        chp_store_close(base.s);
+        const int errs[2] = {-ENOSPC, -EIO};
+        /* ninety-odd stores: on a tmpfs when there is one, where fdatasync costs nothing (the
+         * faults are injected, so the medium does not matter) */
+        struct stat sb;
+        if (stat("/dev/shm", &sb) == 0 && S_ISDIR(sb.st_mode) && access("/dev/shm", W_OK) == 0)
+                dir_base = "/dev/shm";
+        int runs = 0, reported = 0;
+        for (int site = 0; site < CHP_FAULT_SITES; site++) {
+                CHECK(calls[site] > 0); /* the workload reaches every site */
+                printf("  %s: %llu calls in the workload\n", site_name[site],
+                       (unsigned long long)calls[site]);
+                for (int e = 0; e < 2; e++) {
+                        for (uint64_t n = 1; n <= calls[site] + 1; n++) {
+                                struct fault_run fr = {.site = (enum chp_store_fault_site)site,
+                                                       .n = n,
+                                                       .err = errs[e]};
+                                memcpy(fr.ch, base.ch, sizeof(fr.ch));
+                                fresh_dir();
+                                fr.s = open_fault_store();
+                                REQUIRE(fr.s);
+                                chp_store_fault_arm(fr.s, fr.site, n, 1, fr.err);
+                                fault_workload(&fr);
+                                fr.fired = chp_store_fault_calls(fr.s, fr.site) >= n;
+                                int before = harness_failed_now;
+                                fault_check(&fr, fr.s);
+                                chp_store_close(fr.s);
+                                fr.s = open_fault_store();
+                                REQUIRE(fr.s);
+                                fault_check(&fr, fr.s);
+                                chp_store_close(fr.s);
+                                if (n <= calls[site])
+                                        CHECK(fr.fired);
+                                else
+                                        CHECK_EQ(fr.failures, 0);
+                                if (harness_failed_now && !before)
+                                        fprintf(stderr, "  (fault: %s call %llu, %s)\n",
+                                                site_name[site], (unsigned long long)n,
+                                                chp_strerror(fr.err));
+                                runs++;
+                                reported += fr.failures;
+                        }
+                }
+        }
+        printf("  %d runs, %d operations failed with the injected error\n", runs, reported);
+        dir_base = "/tmp";
+        CHECK(reported > 0);
+        for (int i = 0; i < 10; i++)
+                free(base.ch[i].data);
+}
+
+/* Holds the writer thread inside a done callback, so that the requests submitted meanwhile form
+ * one batch when it is let go. */
+struct gate {
+        pthread_mutex_t mu;
+        pthread_cond_t cv;
+        bool entered, open;
+        int done;
+};
+
+static void gate_done(struct chp_store_req *req)
+{
+        struct gate *g = req->ctx;
+        pthread_mutex_lock(&g->mu);
+        g->entered = true;
+        pthread_cond_broadcast(&g->cv);
+        while (!g->open)
+                pthread_cond_wait(&g->cv, &g->mu);
+        pthread_mutex_unlock(&g->mu);
+}
+
+static void count_done(struct chp_store_req *req)
+{
+        struct gate *g = req->ctx;
+        pthread_mutex_lock(&g->mu);
+        g->done++;
+        pthread_cond_broadcast(&g->cv);
+        pthread_mutex_unlock(&g->mu);
+}
+
+/* A batch whose segment sync fails (or whose commit fails) acknowledges none of its requests: each
+ * gets the error, once, and none of their chunks is readable. After a failed sync nothing more is
+ * appended to that segment (fsyncgate: the kernel may have dropped the pages it could not write,
+ * and a second fdatasync could succeed without writing them): the next put starts a new one. */
+TEST(failed_sync_or_commit_fails_the_whole_batch)
+{
+        const enum chp_store_fault_site sites[2] = {CHP_FAULT_SEG_SYNC, CHP_FAULT_COMMIT};
+        for (int t = 0; t < 2; t++) {
+                fresh_dir();
+                struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+                REQUIRE(s);
+                struct chunk first = make_chunk(300000, 9000);
+                CHECK_OK(put_chunk(s, &first));
+                enum { N = 4 };
+                struct chunk ch[N];
+                struct chp_store_req req[N];
+                struct gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false,
+                                 0};
+                struct chunk lead = make_chunk(200000, 9001);
+                struct chp_store_req lead_req = {.type = CHP_REQ_PUT, .done = gate_done, .ctx = &g};
+                memcpy(lead_req.u.put.addr, lead.addr, CHP_HASH_BYTES);
+                lead_req.u.put.data = lead.data;
+                lead_req.u.put.len = lead.len;
+                REQUIRE_OK(chp_store_submit(s, &lead_req));
+                pthread_mutex_lock(&g.mu);
+                while (!g.entered)
+                        pthread_cond_wait(&g.cv, &g.mu);
+                pthread_mutex_unlock(&g.mu);
+                /* the writer waits in lead's done: these four queue up as one batch */
+                for (int i = 0; i < N; i++) {
+                        ch[i] = make_chunk(i == 3 ? 1000 : 250000, 9100 + (uint32_t)i);
+                        req[i] = (struct chp_store_req){
+                            .type = CHP_REQ_PUT, .done = count_done, .ctx = &g};
+                        memcpy(req[i].u.put.addr, ch[i].addr, CHP_HASH_BYTES);
+                        req[i].u.put.data = ch[i].data;
+                        req[i].u.put.len = ch[i].len;
+                        CHECK_OK(chp_store_submit(s, &req[i]));
+                }
+                chp_store_fault_arm(s, sites[t], 1, 1, -EIO);
+                pthread_mutex_lock(&g.mu);
+                g.open = true;
+                pthread_cond_broadcast(&g.cv);
+                while (g.done < N)
+                        pthread_cond_wait(&g.cv, &g.mu);
+                pthread_mutex_unlock(&g.mu);
+                CHECK_EQ(lead_req.status, 0);
+                for (int i = 0; i < N; i++) {
+                        CHECK_EQ(req[i].status, -EIO);
+                        uint8_t present = 9;
+                        CHECK_OK(chp_store_has(s, ch[i].addr, 1, &present));
+                        CHECK_EQ(present, 0);
+                }
+                CHECK_EQ(g.done, N); /* each done exactly once: nothing is retried later */
+                CHECK(reads_back(s, &first));
+                CHECK(reads_back(s, &lead));
+                /* the same puts again succeed; after a failed sync they go to a new segment */
+                for (int i = 0; i < N; i++) {
+                        CHECK_OK(put_chunk(s, &ch[i]));
+                        CHECK(reads_back(s, &ch[i]));
+                }
+                struct chp_chunk_loc a, b;
+                CHECK_OK(chp_store_locate(s, first.addr, &a));
+                CHECK_OK(chp_store_locate(s, ch[0].addr, &b));
+                if (sites[t] == CHP_FAULT_SEG_SYNC) {
+                        CHECK(a.seg != b.seg);
+                        CHECK_EQ(b.offset, 0);
+                } else {
+                        CHECK(a.seg == b.seg); /* the segment's bytes were fine */
+                }
+                chp_store_loc_release(s, &a);
+                chp_store_loc_release(s, &b);
+                CHECK_EQ(segment_file_bytes(), committed_bytes(s));
+                CHECK_EQ(verify_problems(s), 0);
+                chp_store_close(s);
+                s = open_store(16 * 1024, (uint64_t)64 << 20);
+                REQUIRE(s);
+                CHECK(reads_back(s, &first));
+                CHECK(reads_back(s, &lead));
+                for (int i = 0; i < N; i++)
+                        CHECK(reads_back(s, &ch[i]));
+                CHECK_EQ(verify_problems(s), 0);
+                chp_store_close(s);
+                for (int i = 0; i < N; i++)
+                        free(ch[i].data);
+                free(first.data);
+                free(lead.data);
+        }
 }
 
 /* ---- a full disk (tests/enospc.sh runs this on a small tmpfs) ------------------------------ */
