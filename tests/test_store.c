@@ -1171,6 +1171,67 @@ TEST(failed_sync_or_commit_fails_the_whole_batch)
         }
 }
 
+static uint64_t half_at_100(int i)
+{
+        return i % 2 ? 100 : 0;
+}
+
+/* A put that runs out of space part-way leaves nothing of itself in the segment file, and the
+ * segment takes no more appends (the next put starts a new one). Space is then short: GC seals a
+ * sparse open segment at once (here half dead, far less than half a segment) and compacts it. */
+TEST(out_of_space_seals_and_reclaims)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chunk ch[4];
+        uint8_t ids[4][CHP_HASH_BYTES];
+        put_files(s, ch, ids, 4, 9500, half_at_100);
+        struct chp_gc_stats gs;
+        CHECK_OK(chp_store_gc(s, 200, &gs)); /* 2 MiB dead of 4: not worth sealing yet */
+        CHECK_EQ(gs.files_expired, 2);
+        CHECK_EQ(gs.segments_sealed, 0);
+        struct chunk b = make_chunk(1024 * 1024, 9600);
+        chp_store_fault_arm(s, CHP_FAULT_SEG_WRITE, 1, 1, -ENOSPC);
+        CHECK_EQ(put_chunk(s, &b), -ENOSPC);
+        CHECK_EQ(segment_file_bytes(), committed_bytes(s)); /* the torn half is gone */
+        CHECK_EQ(committed_bytes(s), 4 << 20);
+        /* space is short now: GC seals the half-dead open segment and compacts it */
+        CHECK_OK(chp_store_gc(s, 300, &gs));
+        CHECK_EQ(gs.segments_sealed, 1);
+        CHECK_EQ(gs.segments_compacted, 1);
+        CHECK_EQ(gs.bytes_moved, 2 << 20);
+        CHECK_EQ(committed_bytes(s), 2 << 20);
+        CHECK_EQ(segment_file_bytes(), 2 << 20);
+        for (int i = 0; i < 4; i++)
+                CHECK(reads_back(s, &ch[i]) == (i % 2 == 0));
+        CHECK_OK(put_chunk(s, &b));
+        CHECK(reads_back(s, &b));
+        CHECK_EQ(verify_problems(s), 0);
+        /* a put failing with EIO: the segment it went to takes no more appends */
+        struct chunk c = make_chunk(1024 * 1024, 9601), d = make_chunk(1024 * 1024, 9602);
+        chp_store_fault_arm(s, CHP_FAULT_SEG_WRITE, 1, 1, -EIO);
+        CHECK_EQ(put_chunk(s, &c), -EIO);
+        CHECK_OK(put_chunk(s, &d));
+        struct chp_chunk_loc loc;
+        CHECK_OK(chp_store_locate(s, d.addr, &loc));
+        CHECK_EQ(loc.offset, 0);
+        chp_store_loc_release(s, &loc);
+        CHECK_EQ(segment_file_bytes(), committed_bytes(s));
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        CHECK(reads_back(s, &b) && reads_back(s, &d) && reads_back(s, &ch[0]));
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        for (int i = 0; i < 4; i++)
+                free(ch[i].data);
+        free(b.data);
+        free(c.data);
+        free(d.data);
+}
+
 /* ---- a full disk (tests/enospc.sh runs this on a small tmpfs) ------------------------------ */
 
 struct filled {
