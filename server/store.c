@@ -557,6 +557,13 @@ static void size_to_fs(struct chp_store *s)
                 uint64_t r = fs / RESERVE_FS_SHARE;
                 s->reserve = r < RESERVE_MIN ? RESERVE_MIN : r > RESERVE_MAX ? RESERVE_MAX : r;
         }
+        uint64_t avail = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+        if (s->opts.space_reserve != CHP_STORE_RESERVE_NONE && avail < s->reserve)
+                chp_log_warn("store",
+                             "only %llu bytes free on the data directory's filesystem, under the "
+                             "%llu kept for GC: puts fail with ENOSPC, and GC may be unable to "
+                             "commit until something else frees space",
+                             (unsigned long long)avail, (unsigned long long)s->reserve);
 }
 
 static void *writer_main(void *arg);
