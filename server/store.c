@@ -173,6 +173,41 @@ uint64_t chp_store_fault_calls(struct chp_store *s, enum chp_store_fault_site si
 {
         return atomic_load(&s->faults[site].calls);
 }
+
+/* Arms the faults CHAPAR_STORE_FAULT lists, so that a whole relay built with the hook can be
+ * driven from a test script: "SITE:NTH:COUNT:ERR[,...]", SITE one of write, sync, create,
+ * commit, ERR one of EIO, ENOSPC, EDQUOT. A malformed entry is logged and ignored. */
+static void fault_from_env(struct chp_store *s)
+{
+        const char *env = getenv("CHAPAR_STORE_FAULT");
+        static const char *const sites[CHP_FAULT_SITES] = {"write", "sync", "create", "commit"};
+        while (env && *env) {
+                char site[16], err[16];
+                unsigned long long nth, count;
+                int used = 0;
+                int site_no = -1, code = 0;
+                if (sscanf(env, "%15[a-z]:%llu:%llu:%15[A-Z]%n", site, &nth, &count, err, &used) ==
+                    4) {
+                        for (int i = 0; i < CHP_FAULT_SITES; i++)
+                                if (strcmp(site, sites[i]) == 0)
+                                        site_no = i;
+                        code = strcmp(err, "EIO") == 0      ? -EIO
+                               : strcmp(err, "ENOSPC") == 0 ? -ENOSPC
+                               : strcmp(err, "EDQUOT") == 0 ? -EDQUOT
+                                                            : 0;
+                }
+                if (site_no < 0 || !code) {
+                        chp_log_error("store", "CHAPAR_STORE_FAULT: cannot parse \"%s\"", env);
+                        return;
+                }
+                chp_store_fault_arm(s, (enum chp_store_fault_site)site_no, nth, count, code);
+                chp_log_warn("store", "fault injection: %s calls %llu..+%llu fail with %s", site,
+                             nth, count, err);
+                env += used;
+                if (*env == ',')
+                        env++;
+        }
+}
 #else
 #define fault_at(s, site) 0
 #endif
@@ -638,6 +673,9 @@ int chp_store_open(const struct chp_store_opts *o, struct chp_store **out)
         if ((rc = load_segments(s)))
                 goto out;
         size_to_fs(s);
+#ifdef CHAPAR_FAULT_INJECTION
+        fault_from_env(s);
+#endif
         if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
                 rc = -EAGAIN;
                 goto out;
