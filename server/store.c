@@ -1385,6 +1385,8 @@ static int apply_upload_create(struct chp_store *s, MDB_txn *txn, struct chp_sto
                 return map_mdb(rc);
         }
         v.mv_size = UPLOAD_REC + tlen + u->meta_len + enc_len;
+        if ((rc = space_take(s, v.mv_size))) /* a manifest may be megabytes */
+                return rc;
         if ((rc = map_mdb(mdb_put(txn, s->db_uploads, &k, &v, MDB_RESERVE))))
                 return rc;
         uint8_t *p = v.mv_data;
@@ -1750,6 +1752,8 @@ static int apply_tail_append(struct chp_store *s, MDB_txn *txn, struct chp_store
         if (!req->u.tail_append.data || req->u.tail_append.len == 0 ||
             req->u.tail_append.len > CHP_CHUNK_MAX)
                 return -EINVAL;
+        if ((rc = space_take(s, req->u.tail_append.len)))
+                return rc;
         /* after the last piece */
         MDB_cursor *cur;
         uint32_t seq = 0;

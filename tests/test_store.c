@@ -130,6 +130,7 @@ static uint64_t verify_problems(struct chp_store *s)
 
 static long long segment_file_bytes(void);
 static long long committed_bytes(struct chp_store *s);
+static int delete_file(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES]);
 
 static uint64_t refs(struct chp_store *s, const struct chunk *c)
 {
@@ -739,6 +740,69 @@ TEST(sparse_open_segment_is_compacted)
         chp_store_close(s);
         for (int i = 0; i < N; i++)
                 free(ch[i].data);
+}
+
+/* Below the reserve only requests that store new bytes are refused (chunks, kept tails, upload
+ * records with their manifests): deletes, commits of stored chunks and GC, which free space or
+ * need none to speak of, go on. A reserve larger than any disk makes every disk look full. */
+TEST(full_disk_refuses_new_bytes_only)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chp_upload *u = calloc(1, sizeof(*u));
+        memset(u->id, 0x31, CHP_UPLOAD_ID_BYTES);
+        u->chunk_size = 65536;
+        u->declared_size = CHP_UPLOAD_SIZE_UNKNOWN;
+        u->expires = 1000;
+        struct chp_store_req cr = {.type = CHP_REQ_UPLOAD_CREATE};
+        cr.u.upload_create.upload = u;
+        REQUIRE_OK(chp_store_run(s, &cr));
+        struct chunk a = make_chunk(200000, 9700), b = make_chunk(200000, 9701),
+                     small = make_chunk(1000, 9702);
+        CHECK_OK(put_chunk(s, &a));
+        size_t mlen = 0;
+        uint8_t *m = manifest_of(&a, 1, 256 * 1024, &mlen);
+        uint8_t id[CHP_HASH_BYTES], id2[CHP_HASH_BYTES];
+        CHECK_OK(chp_store_commit(s, m, mlen, 100, id));
+        chp_store_close(s);
+
+        struct chp_store_opts o;
+        chp_store_opts_default(&o);
+        o.dir = dir;
+        o.segment_size = (uint64_t)64 << 20;
+        o.map_size = (uint64_t)256 << 20;
+        o.space_reserve = (uint64_t)1 << 62;
+        REQUIRE_OK(chp_store_open(&o, &s));
+        CHECK_EQ(put_chunk(s, &b), -ENOSPC);
+        CHECK_EQ(put_chunk(s, &small), -ENOSPC);
+        struct chp_store_req t = {.type = CHP_REQ_TAIL_APPEND};
+        memcpy(t.u.tail_append.upload_id, u->id, CHP_UPLOAD_ID_BYTES);
+        t.u.tail_append.data = b.data;
+        t.u.tail_append.len = 4000;
+        CHECK_EQ(chp_store_run(s, &t), -ENOSPC);
+        memset(u->id, 0x32, CHP_UPLOAD_ID_BYTES);
+        CHECK_EQ(chp_store_run(s, &cr), -ENOSPC);
+        CHECK_OK(put_chunk(s, &a)); /* stored already: nothing new */
+        CHECK(reads_back(s, &a));
+        CHECK_OK(chp_store_commit(s, m, mlen, 0, id2)); /* extends the file's life */
+        CHECK_OK(delete_file(s, id));
+        struct chp_gc_stats gs;
+        CHECK_OK(chp_store_gc(s, 2000, &gs));
+        CHECK_EQ(gs.uploads_expired, 1);
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        CHECK_OK(put_chunk(s, &b));
+        CHECK(reads_back(s, &b));
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        free(m);
+        free(u);
+        free(a.data);
+        free(b.data);
+        free(small.data);
 }
 
 TEST(torn_tail_and_stray_segments)
