@@ -45,9 +45,10 @@ struct chp_store_opts {
         uint32_t linger_us;    /* group commit: how long a lone request waits for company */
         double compact_ratio;  /* sealed segments with live/total below this are compacted */
         uint32_t gc_batch;     /* most expired records one GC request removes */
-        /* Bytes of the filesystem that puts leave free, so that GC can always commit the
+        /* Bytes of the filesystem that requests storing new bytes (puts, kept tails, new upload
+         * records) leave free, refused with -ENOSPC otherwise, so that GC can always commit the
          * transaction that frees space; 0 = automatic (1/64 of the filesystem, 1 MiB .. 64 MiB),
-         * CHP_STORE_RESERVE_NONE = none. Puts also leave one segment free, for compaction. */
+         * CHP_STORE_RESERVE_NONE = none. They also leave one segment free, for compaction. */
         uint64_t space_reserve;
 };
 
@@ -299,7 +300,9 @@ enum chp_store_fault_site {
 void chp_store_fault_arm(struct chp_store *s, enum chp_store_fault_site site, uint64_t nth,
                          uint64_t count, int err);
 
-/* How many calls the store has made at site since it was opened. */
+/* How many calls the store has made at site since it was opened. A store opened in this build
+ * also arms what the environment variable CHAPAR_STORE_FAULT lists ("SITE:NTH:COUNT:ERR", SITE
+ * write|sync|create|commit, ERR EIO|ENOSPC|EDQUOT, comma-separated), for whole-relay tests. */
 uint64_t chp_store_fault_calls(struct chp_store *s, enum chp_store_fault_site site);
 #endif
 
