@@ -1427,11 +1427,12 @@ struct undo {
         struct chp_seg *open_seg;
         uint64_t open_end;
         int ncreated, ndead;
+        bool seal_next;
 };
 
 static void undo_save(const struct chp_store *s, struct undo *u)
 {
-        *u = (struct undo){s->open_seg, s->open_end, s->ncreated, s->ndead};
+        *u = (struct undo){s->open_seg, s->open_end, s->ncreated, s->ndead, s->seal_next};
 }
 
 static void undo_apply(struct chp_store *s, const struct undo *u)
@@ -1446,6 +1447,9 @@ static void undo_apply(struct chp_store *s, const struct undo *u)
         s->ndead = u->ndead;
         s->open_seg = u->open_seg;
         s->open_end = u->open_end;
+        /* a suspect segment that comes back as the open one is still suspect; a failure during
+         * the undone work may have made it so too: undo never clears seal_next */
+        s->seal_next = s->seal_next || u->seal_next;
         /* bytes past it are unreferenced: cut them now rather than overwrite them later, so that
          * a failed append (a full disk, say) gives its space back at once */
         if (s->open_seg)

@@ -1296,6 +1296,56 @@ TEST(out_of_space_seals_and_reclaims)
         free(d.data);
 }
 
+static uint64_t six_at_100(int i)
+{
+        return i < 6 ? 100 : 0;
+}
+
+/* After a failed sync the open segment is suspect. Work that starts a new segment and is then
+ * undone (here a compaction that meets a chunk failing its checksum) brings the suspect one back
+ * as the open segment: it must still take no more appends. */
+TEST(suspect_segment_stays_suspect_after_an_undo)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, CHP_CHUNK_MAX);
+        REQUIRE(s);
+        struct chunk ch[9];
+        uint8_t ids[9][CHP_HASH_BYTES];
+        put_files(s, ch, ids, 9, 9800, six_at_100); /* 0..7 fill segment 1; 8 opens segment 2 */
+        struct chunk c = make_chunk(1024 * 1024, 9900);
+        chp_store_fault_arm(s, CHP_FAULT_SEG_SYNC, 1, 1, -EIO);
+        CHECK_EQ(put_chunk(s, &c), -EIO); /* segment 2 is suspect now */
+        /* rot chunk 7 (the last in segment 1) so that compacting segment 1 fails on it, after
+         * chunk 6 was copied into a new segment */
+        char path[400];
+        snprintf(path, sizeof(path), "%s/segments/00000001.seg", dir);
+        int fd = open(path, O_RDWR);
+        REQUIRE(fd >= 0);
+        uint8_t byte;
+        CHECK_EQ(pread(fd, &byte, 1, 7 * 1024 * 1024 + 5), 1);
+        byte ^= 1;
+        CHECK_EQ(pwrite(fd, &byte, 1, 7 * 1024 * 1024 + 5), 1);
+        close(fd);
+        struct chp_gc_stats gs;
+        CHECK_OK(chp_store_gc(s, 200, &gs));
+        CHECK_EQ(gs.files_expired, 6);
+        CHECK_EQ(gs.segments_compacted, 0); /* undone: chunk 7 fails its checksum */
+        CHECK_OK(put_chunk(s, &c));
+        struct chp_chunk_loc loc, old;
+        CHECK_OK(chp_store_locate(s, c.addr, &loc));
+        CHECK_OK(chp_store_locate(s, ch[8].addr, &old));
+        CHECK(loc.seg != old.seg); /* not appended to the suspect segment 2 */
+        CHECK_EQ(loc.offset, 0);
+        chp_store_loc_release(s, &loc);
+        chp_store_loc_release(s, &old);
+        CHECK(reads_back(s, &ch[6]) && reads_back(s, &ch[8]) && reads_back(s, &c));
+        CHECK_EQ(verify_problems(s), 1); /* the rotten chunk, and nothing else */
+        chp_store_close(s);
+        for (int i = 0; i < 9; i++)
+                free(ch[i].data);
+        free(c.data);
+}
+
 /* ---- a full disk (tests/enospc.sh runs this on a small tmpfs) ------------------------------ */
 
 struct filled {
