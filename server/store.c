@@ -35,6 +35,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,6 +67,18 @@
 
 #define SEG_BUCKETS 256
 #define MAX_DIRTY   8
+#define MAX_DEAD    64
+
+/* Sizing against the filesystem: a segment is at most 1/SEG_FS_SHARE of it, so that a full disk
+ * is many segments, most of which die whole; puts leave 1/RESERVE_FS_SHARE of it free (within
+ * RESERVE_MIN..RESERVE_MAX) for the index, so that GC can always commit. */
+#define SEG_FS_SHARE     16
+#define RESERVE_FS_SHARE 64
+#define RESERVE_MIN      (1ull << 20)
+#define RESERVE_MAX      (64ull << 20)
+/* While space is short, segments (the open one included) whose live bytes are below this share
+ * of their total are compacted, whatever compact_ratio says. */
+#define SHORT_RATIO 0.75
 
 /* An open segment file, shared by the writer and readers. The table holds one reference; each
  * chp_chunk_loc holds one more; the fd closes when the last goes. */
@@ -76,8 +89,17 @@ struct chp_seg {
         struct chp_seg *next; /* bucket chain, under seg_lock */
 };
 
+#ifdef CHAPAR_FAULT_INJECTION
+struct fault_site {
+        _Atomic uint64_t calls, first, last;
+        _Atomic int err;
+};
+#endif
+
 struct chp_store {
         struct chp_store_opts opts;
+        uint64_t seg_max; /* segment_size, clamped to the filesystem at open */
+        uint64_t reserve; /* bytes puts leave free */
         char *dir;
         int lock_fd;
         int segdir_fd;
@@ -104,11 +126,92 @@ struct chp_store {
         uint32_t created[64]; /* segments created in this batch, unknown to the index until it
                                  commits */
         int ncreated;
-        uint32_t dead[64]; /* segments to unlink once the batch commits */
+        uint32_t dead[MAX_DEAD]; /* segments to unlink once the batch commits */
         int ndead;
+        uint32_t seg_next; /* number of the next segment created: never reused while open, so
+                              a number queued for unlinking never names a new file */
+        bool seal_next;    /* the open segment takes no more appends: the next one seals it and
+                              starts a new segment (after a failed write or sync, or ENOSPC) */
+        bool out_of_space; /* ENOSPC or EDQUOT seen since the last GC */
+        bool compacting;   /* GC is copying: it may use the room puts leave for it */
+        bool space_known;  /* space_free is this batch's estimate */
+        uint64_t space_free;
         bool sync_failed;
         uint8_t *copy_buf; /* compaction buffer, CHP_CHUNK_MAX bytes */
+#ifdef CHAPAR_FAULT_INJECTION
+        struct fault_site faults[CHP_FAULT_SITES];
+#endif
 };
+
+/* ---- fault injection ---------------------------------------------------------------------- */
+
+#ifdef CHAPAR_FAULT_INJECTION
+/* Counts a call at site; returns the armed error when this call is one that must fail. */
+static int fault_at(struct chp_store *s, enum chp_store_fault_site site)
+{
+        struct fault_site *f = &s->faults[site];
+        uint64_t n = atomic_fetch_add(&f->calls, 1) + 1;
+        if (n >= atomic_load(&f->first) && n <= atomic_load(&f->last))
+                return atomic_load(&f->err);
+        return 0;
+}
+
+void chp_store_fault_arm(struct chp_store *s, enum chp_store_fault_site site, uint64_t nth,
+                         uint64_t count, int err)
+{
+        struct fault_site *f = &s->faults[site];
+        atomic_store(&f->first, UINT64_MAX);
+        atomic_store(&f->last, 0);
+        if (!count || !nth)
+                return;
+        uint64_t first = atomic_load(&f->calls) + nth;
+        atomic_store(&f->err, err);
+        atomic_store(&f->last, count > UINT64_MAX - first ? UINT64_MAX : first + count - 1);
+        atomic_store(&f->first, first);
+}
+
+uint64_t chp_store_fault_calls(struct chp_store *s, enum chp_store_fault_site site)
+{
+        return atomic_load(&s->faults[site].calls);
+}
+
+/* Arms the faults CHAPAR_STORE_FAULT lists, so that a whole relay built with the hook can be
+ * driven from a test script: "SITE:NTH:COUNT:ERR[,...]", SITE one of write, sync, create,
+ * commit, ERR one of EIO, ENOSPC, EDQUOT. A malformed entry is logged and ignored. */
+static void fault_from_env(struct chp_store *s)
+{
+        const char *env = getenv("CHAPAR_STORE_FAULT");
+        static const char *const sites[CHP_FAULT_SITES] = {"write", "sync", "create", "commit"};
+        while (env && *env) {
+                char site[16], err[16];
+                unsigned long long nth, count;
+                int used = 0;
+                int site_no = -1, code = 0;
+                if (sscanf(env, "%15[a-z]:%llu:%llu:%15[A-Z]%n", site, &nth, &count, err, &used) ==
+                    4) {
+                        for (int i = 0; i < CHP_FAULT_SITES; i++)
+                                if (strcmp(site, sites[i]) == 0)
+                                        site_no = i;
+                        code = strcmp(err, "EIO") == 0      ? -EIO
+                               : strcmp(err, "ENOSPC") == 0 ? -ENOSPC
+                               : strcmp(err, "EDQUOT") == 0 ? -EDQUOT
+                                                            : 0;
+                }
+                if (site_no < 0 || !code) {
+                        chp_log_error("store", "CHAPAR_STORE_FAULT: cannot parse \"%s\"", env);
+                        return;
+                }
+                chp_store_fault_arm(s, (enum chp_store_fault_site)site_no, nth, count, code);
+                chp_log_warn("store", "fault injection: %s calls %llu..+%llu fail with %s", site,
+                             nth, count, err);
+                env += used;
+                if (*env == ',')
+                        env++;
+        }
+}
+#else
+#define fault_at(s, site) 0
+#endif
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -290,12 +393,15 @@ static int seg_create(struct chp_store *s, uint32_t num, struct chp_seg **out)
 {
         char path[4096];
         seg_path(s, num, path, sizeof(path));
-        int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        int err = fault_at(s, CHP_FAULT_SEG_CREATE);
+        if (err)
+                return err;
+        int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0)
                 return -errno;
         /* the new name must survive a crash before anything in it is acknowledged */
-        if (s->opts.sync == CHP_SYNC_FULL && fsync(s->segdir_fd) != 0) {
-                int err = -errno;
+        if (s->opts.sync == CHP_SYNC_FULL && ((err = fault_at(s, CHP_FAULT_SEG_CREATE)) ||
+                                              (fsync(s->segdir_fd) != 0 && (err = -errno)))) {
                 close(fd);
                 unlink(path);
                 return err;
@@ -320,6 +426,7 @@ void chp_store_opts_default(struct chp_store_opts *o)
         o->linger_us = 0;
         o->compact_ratio = 0.5;
         o->gc_batch = 10000;
+        o->space_reserve = 0;
 }
 
 static int mkdir_p(const char *path)
@@ -392,6 +499,8 @@ static int load_segments(struct chp_store *s)
                 uint32_t num = chp_get_be32(k.mv_data);
                 uint64_t total = chp_get_le64(v.mv_data);
                 uint32_t state = chp_get_le32((const uint8_t *)v.mv_data + 16);
+                if (num >= s->seg_next)
+                        s->seg_next = num + 1;
                 char path[4096];
                 seg_path(s, num, path, sizeof(path));
                 int fd = open(path, O_RDWR | O_CLOEXEC);
@@ -446,6 +555,8 @@ out:
                 char tail;
                 if (sscanf(e->d_name, "%8u.se%c", &num, &tail) != 2 || tail != 'g')
                         continue;
+                if (num >= s->seg_next && num < UINT32_MAX)
+                        s->seg_next = num + 1; /* even if its unlink below fails */
                 struct chp_seg *g = seg_get(s, num);
                 if (g) {
                         seg_put(g);
@@ -457,6 +568,39 @@ out:
         }
         closedir(d);
         return 0;
+}
+
+/* Sizes segments and the space reserve against the filesystem the segments live on. */
+static void size_to_fs(struct chp_store *s)
+{
+        struct statvfs v;
+        s->seg_max = s->opts.segment_size;
+        s->reserve = s->opts.space_reserve == CHP_STORE_RESERVE_NONE ? 0 : s->opts.space_reserve;
+        if (fstatvfs(s->segdir_fd, &v) != 0) {
+                if (!s->opts.space_reserve)
+                        s->reserve = RESERVE_MIN;
+                return;
+        }
+        uint64_t fs = (uint64_t)v.f_blocks * (uint64_t)v.f_frsize;
+        uint64_t cap = fs / SEG_FS_SHARE > CHP_CHUNK_MAX ? fs / SEG_FS_SHARE : CHP_CHUNK_MAX;
+        if (s->seg_max > cap) {
+                s->seg_max = cap;
+                chp_log_info("store",
+                             "segments are %llu bytes: segment_size is more than 1/%d of the "
+                             "%llu-byte filesystem",
+                             (unsigned long long)cap, SEG_FS_SHARE, (unsigned long long)fs);
+        }
+        if (!s->opts.space_reserve) {
+                uint64_t r = fs / RESERVE_FS_SHARE;
+                s->reserve = r < RESERVE_MIN ? RESERVE_MIN : r > RESERVE_MAX ? RESERVE_MAX : r;
+        }
+        uint64_t avail = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+        if (s->opts.space_reserve != CHP_STORE_RESERVE_NONE && avail < s->reserve)
+                chp_log_warn("store",
+                             "only %llu bytes free on the data directory's filesystem, under the "
+                             "%llu kept for GC: puts fail with ENOSPC, and GC may be unable to "
+                             "commit until something else frees space",
+                             (unsigned long long)avail, (unsigned long long)s->reserve);
 }
 
 static void *writer_main(void *arg);
@@ -527,8 +671,13 @@ int chp_store_open(const struct chp_store_opts *o, struct chp_store **out)
                 chp_log_info("store", "cleared %d stale reader slots", dead);
         if ((rc = open_dbs(s)))
                 goto out;
+        s->seg_next = 1;
         if ((rc = load_segments(s)))
                 goto out;
+        size_to_fs(s);
+#ifdef CHAPAR_FAULT_INJECTION
+        fault_from_env(s);
+#endif
         if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
                 rc = -EAGAIN;
                 goto out;
@@ -584,63 +733,129 @@ static void mark_dirty(struct chp_store *s, struct chp_seg *g)
         if (s->ndirty < MAX_DIRTY) {
                 atomic_fetch_add(&g->refs, 1);
                 s->dirty[s->ndirty++] = g;
-        } else if (s->opts.sync == CHP_SYNC_FULL && fdatasync(g->fd) != 0) {
+        } else if (s->opts.sync == CHP_SYNC_FULL &&
+                   (fault_at(s, CHP_FAULT_SEG_SYNC) || fdatasync(g->fd) != 0)) {
                 s->sync_failed = true; /* more segments than slots: sync this one now */
         }
 }
 
-/* Appends len bytes to the open segment, rolling over to a new one when it is full. Writer
- * thread, inside txn. On success *seg and *offset say where the bytes are; the segment's total
- * is recorded in txn. On failure nothing the index knows refers to the written bytes. */
+static bool is_space_error(int rc)
+{
+        return rc == -ENOSPC || rc == -EDQUOT;
+}
+
+/* Takes len bytes from this batch's estimate of free space, refusing them (-ENOSPC) when they
+ * would eat into what puts leave free: the reserve, so that GC can always commit the transaction
+ * that frees space, and one segment more, so that GC can always copy a sparse segment's live
+ * chunks out (compaction, s->compacting, may use that segment's worth). Without both a full disk
+ * could stay full. The estimate is read once per batch. */
+static int space_take(struct chp_store *s, uint64_t len)
+{
+        if (s->opts.space_reserve == CHP_STORE_RESERVE_NONE)
+                return 0; /* the filesystem says when it is full */
+        uint64_t keep = s->reserve + (s->compacting ? 0 : s->seg_max);
+        if (!s->space_known) {
+                struct statvfs v;
+                s->space_free = fstatvfs(s->segdir_fd, &v) == 0
+                                    ? (uint64_t)v.f_bavail * (uint64_t)v.f_frsize
+                                    : UINT64_MAX;
+                s->space_known = true;
+        }
+        if (s->space_free < keep || s->space_free - keep < len) {
+                s->out_of_space = true;
+                s->seal_next = true;
+                return -ENOSPC;
+        }
+        s->space_free -= len;
+        return 0;
+}
+
+/* Cuts what lies past `end` in g's file: bytes of appends that failed or were rolled back. They
+ * are never referenced (the index describes a prefix), so this only gives the space back. */
+static void seg_cut(struct chp_seg *g, uint64_t end)
+{
+        struct stat st;
+        if (fstat(g->fd, &st) == 0 && (uint64_t)st.st_size > end &&
+            ftruncate(g->fd, (off_t)end) != 0)
+                chp_log_warn("store", "segment %u: cannot cut %llu unreferenced bytes: %s", g->num,
+                             (unsigned long long)((uint64_t)st.st_size - end), strerror(errno));
+}
+
+/* Seals the open segment at its current end: it takes no more appends, and GC may drop or compact
+ * it. Writer thread, inside txn; undo restores open_seg if txn aborts. */
+static int seal_open(struct chp_store *s, MDB_txn *txn)
+{
+        struct seg_rec r;
+        int rc = get_seg_rec(s, txn, s->open_seg->num, &r);
+        if (rc)
+                return rc;
+        r.total = s->open_end;
+        r.state = SEG_SEALED;
+        if ((rc = put_seg_rec(s, txn, s->open_seg->num, &r)))
+                return rc;
+        seg_cut(s->open_seg, s->open_end);
+        s->open_seg = NULL;
+        s->open_end = 0;
+        return 0;
+}
+
+/* Appends len bytes to the open segment, rolling over to a new one when it is full (or must not
+ * take more: seal_next). Writer thread, inside txn. On success *seg and *offset say where the
+ * bytes are; the segment's total is recorded in txn. On failure nothing the index knows refers to
+ * the written bytes, and a failed write leaves the segment to be sealed by the next append. */
 static int seg_append(struct chp_store *s, MDB_txn *txn, const void *data, uint32_t len,
                       uint32_t *seg, uint64_t *offset)
 {
         int rc;
         struct seg_rec r;
-        if (!s->open_seg || (s->open_end > 0 && s->open_end + len > s->opts.segment_size)) {
-                uint32_t next = 1;
-                if (s->open_seg) {
-                        if ((rc = get_seg_rec(s, txn, s->open_seg->num, &r)))
-                                return rc;
-                        r.total = s->open_end;
-                        r.state = SEG_SEALED;
-                        if ((rc = put_seg_rec(s, txn, s->open_seg->num, &r)))
-                                return rc;
-                        next = s->open_seg->num + 1;
-                } else {
-                        /* after the highest segment the index knows */
-                        MDB_cursor *cur;
-                        MDB_val k, v;
-                        if ((rc = map_mdb(mdb_cursor_open(txn, s->db_segments, &cur))))
-                                return rc;
-                        if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 4)
-                                next = chp_get_be32(k.mv_data) + 1;
-                        mdb_cursor_close(cur);
-                }
+        if ((rc = space_take(s, len)))
+                return rc;
+        if (!s->open_seg || s->seal_next || (s->open_end > 0 && s->open_end + len > s->seg_max)) {
+                if (s->open_seg && (rc = seal_open(s, txn)))
+                        return rc;
                 if (s->ncreated == (int)(sizeof(s->created) / sizeof(s->created[0])))
                         return -EAGAIN; /* this request fails; batch_bytes vs segment_size
                                            makes it unreachable with sane settings */
+                uint32_t next = s->seg_next++;
                 struct chp_seg *g;
-                if ((rc = seg_create(s, next, &g)))
+                if ((rc = seg_create(s, next, &g))) {
+                        if (is_space_error(rc))
+                                s->out_of_space = true;
                         return rc;
+                }
                 s->created[s->ncreated++] = next;
                 r = (struct seg_rec){.total = 0, .live = 0, .state = SEG_OPEN};
                 if ((rc = put_seg_rec(s, txn, next, &r)))
                         return rc;
                 s->open_seg = g;
                 s->open_end = 0;
+                s->seal_next = false;
         }
         const uint8_t *p = data;
         uint64_t at = s->open_end;
         size_t done = 0;
-        while (done < len) {
+        int err = fault_at(s, CHP_FAULT_SEG_WRITE);
+        if (err && pwrite(s->open_seg->fd, p, len / 2, (off_t)at) < 0)
+                err = -errno; /* the injected failure tears the append, as a full disk would */
+        while (!err && done < len) {
                 ssize_t n = pwrite(s->open_seg->fd, p + done, len - done, (off_t)(at + done));
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                done += (size_t)n;
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        err = -errno;
+                else
+                        done += (size_t)n;
+        }
+        if (err) {
+                /* The bytes written are cut by undo; the segment itself is suspect (a failed
+                 * write may have left pages the kernel will never write back) or the disk is
+                 * full: either way the next append starts a new segment. */
+                s->seal_next = true;
+                if (is_space_error(err))
+                        s->out_of_space = true;
+                chp_log_warn("store", "segment %u: append of %u bytes failed: %s", s->open_seg->num,
+                             len, chp_strerror(err));
+                return err;
         }
         if ((rc = get_seg_rec(s, txn, s->open_seg->num, &r)))
                 return rc;
@@ -749,6 +964,8 @@ static int apply_put(struct chp_store *s, MDB_txn *txn, struct chp_store_req *re
                 uint32_t len = req->u.put.len;
                 uint64_t sum = chp_xxh3(req->u.put.data, len);
                 if (len <= s->opts.inline_max) {
+                        if ((rc = space_take(s, CHUNK_REC + (uint64_t)len)))
+                                return rc;
                         v.mv_size = CHUNK_REC + (size_t)len;
                         if ((rc = map_mdb(mdb_put(txn, s->db_chunks, &k, &v, MDB_RESERVE))))
                                 return rc;
@@ -1179,6 +1396,8 @@ static int apply_upload_create(struct chp_store *s, MDB_txn *txn, struct chp_sto
                 return map_mdb(rc);
         }
         v.mv_size = UPLOAD_REC + tlen + u->meta_len + enc_len;
+        if ((rc = space_take(s, v.mv_size))) /* a manifest may be megabytes */
+                return rc;
         if ((rc = map_mdb(mdb_put(txn, s->db_uploads, &k, &v, MDB_RESERVE))))
                 return rc;
         uint8_t *p = v.mv_data;
@@ -1214,9 +1433,44 @@ static int apply_upload_create(struct chp_store *s, MDB_txn *txn, struct chp_sto
 
 /* ---- writer: GC and compaction ------------------------------------------------------------ */
 
+/* What a request or a batch changed outside LMDB, so an abort can undo it. */
+struct undo {
+        struct chp_seg *open_seg;
+        uint64_t open_end;
+        int ncreated, ndead;
+        bool seal_next;
+};
+
+static void undo_save(const struct chp_store *s, struct undo *u)
+{
+        *u = (struct undo){s->open_seg, s->open_end, s->ncreated, s->ndead, s->seal_next};
+}
+
+static void undo_apply(struct chp_store *s, const struct undo *u)
+{
+        for (int i = u->ncreated; i < s->ncreated; i++) {
+                char path[4096];
+                seg_path(s, s->created[i], path, sizeof(path));
+                unlink(path);
+                seg_retire(s, s->created[i]);
+        }
+        s->ncreated = u->ncreated;
+        s->ndead = u->ndead;
+        s->open_seg = u->open_seg;
+        s->open_end = u->open_end;
+        /* a suspect segment that comes back as the open one is still suspect; a failure during
+         * the undone work may have made it so too: undo never clears seal_next */
+        s->seal_next = s->seal_next || u->seal_next;
+        /* bytes past it are unreferenced: cut them now rather than overwrite them later, so that
+         * a failed append (a full disk, say) gives its space back at once */
+        if (s->open_seg)
+                seg_cut(s->open_seg, s->open_end);
+}
+
+/* Queues a segment to be unlinked once the batch commits; the caller checked there is room. */
 static void queue_dead(struct chp_store *s, uint32_t num)
 {
-        if (s->ndead < (int)(sizeof(s->dead) / sizeof(s->dead[0])))
+        if (s->ndead < MAX_DEAD)
                 s->dead[s->ndead++] = num;
 }
 
@@ -1306,6 +1560,67 @@ static int compact_segment(struct chp_store *s, MDB_txn *txn, uint32_t victim,
         return 0;
 }
 
+/* Space is short when a write ran out of it since the last GC, or when the filesystem has less
+ * free than the reserve and three segments (puts stop at one): then GC reclaims harder
+ * (SHORT_RATIO). */
+static bool space_short(struct chp_store *s)
+{
+        struct statvfs v;
+        if (s->out_of_space)
+                return true;
+        if (fstatvfs(s->segdir_fd, &v) != 0)
+                return false;
+        uint64_t free_bytes = (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+        return free_bytes < s->reserve + 3 * s->seg_max;
+}
+
+/* Dead bytes in the open segment are reclaimable only once it is sealed. Seals it when nothing in
+ * it lives (dropping it costs nothing), when it is sparse (below ratio) and either its dead bytes
+ * reach half a segment or space is short. */
+static int gc_seal_open(struct chp_store *s, MDB_txn *txn, double ratio, bool short_,
+                        struct chp_gc_stats *st)
+{
+        if (!s->open_seg)
+                return 0;
+        struct seg_rec r;
+        int rc = get_seg_rec(s, txn, s->open_seg->num, &r);
+        if (rc)
+                return rc == -ENOENT ? 0 : rc; /* not in the index: nothing to seal */
+        uint64_t dead = r.total - (r.live < r.total ? r.live : r.total);
+        bool sparse = (double)r.live < ratio * (double)r.total;
+        if (r.total == 0 || !(r.live == 0 || (sparse && (short_ || dead >= s->seg_max / 2))))
+                return 0;
+        if ((rc = seal_open(s, txn)))
+                return rc;
+        st->segments_sealed++;
+        return 0;
+}
+
+/* Compacts one segment in a nested transaction, so that a failure (no space to copy into, a
+ * write error, a chunk failing its checksum) undoes that segment's moves alone. */
+static int gc_compact(struct chp_store *s, MDB_txn *txn, uint32_t victim, struct chp_gc_stats *st)
+{
+        struct undo u;
+        undo_save(s, &u);
+        struct chp_gc_stats before = *st;
+        MDB_txn *child;
+        int rc = map_mdb(mdb_txn_begin(s->env, txn, 0, &child));
+        if (rc)
+                return rc;
+        s->compacting = true;
+        rc = compact_segment(s, child, victim, st);
+        s->compacting = false;
+        if (!rc)
+                rc = map_mdb(mdb_txn_commit(child));
+        else
+                mdb_txn_abort(child);
+        if (rc) {
+                undo_apply(s, &u);
+                *st = before;
+        }
+        return rc;
+}
+
 static int apply_gc(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
 {
         struct chp_gc_stats *st = &req->u.gc.stats;
@@ -1313,6 +1628,11 @@ static int apply_gc(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req
         MDB_cursor *cur;
         int rc;
         uint32_t removed = 0;
+        bool short_ = space_short(s);
+        s->out_of_space = false; /* the next write that runs out says so again */
+        double ratio = s->opts.compact_ratio;
+        if (short_ && ratio < SHORT_RATIO)
+                ratio = SHORT_RATIO;
 
         /* expired files and uploads, oldest first */
         for (;;) {
@@ -1355,14 +1675,17 @@ static int apply_gc(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req
                 removed++;
         }
 
+        if ((rc = gc_seal_open(s, txn, ratio, short_, st)))
+                return rc;
+
         /* dead segments go whole; sparse ones are compacted (bounded work per request) */
-        uint32_t victims[64];
+        uint32_t victims[MAX_DEAD];
         int nvictims = 0;
         if ((rc = map_mdb(mdb_cursor_open(txn, s->db_segments, &cur))))
                 return rc;
         MDB_val k, v;
         int op = MDB_FIRST;
-        while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0 && nvictims < 64) {
+        while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
                 op = MDB_NEXT;
                 if (k.mv_size != 4 || v.mv_size != SEG_REC)
                         continue;
@@ -1372,67 +1695,68 @@ static int apply_gc(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req
                 uint32_t state = chp_get_le32((const uint8_t *)v.mv_data + 16);
                 if (state != SEG_SEALED || (s->open_seg && s->open_seg->num == num))
                         continue;
-                if (live == 0 || (double)live < s->opts.compact_ratio * (double)total)
-                        victims[nvictims++] = num;
+                if (live != 0 && !((double)live < ratio * (double)total))
+                        continue;
+                if (nvictims == MAX_DEAD) {
+                        st->more = true;
+                        break;
+                }
+                victims[nvictims++] = num;
         }
         mdb_cursor_close(cur);
         if (rc && rc != MDB_NOTFOUND)
                 return map_mdb(rc);
-        uint64_t moved_limit = s->opts.batch_bytes;
+
+        /* first the segments that cost nothing to drop */
         for (int i = 0; i < nvictims; i++) {
                 struct seg_rec r;
                 if ((rc = get_seg_rec(s, txn, victims[i], &r)))
                         return rc;
-                if (r.live == 0) {
-                        uint8_t sk[4];
-                        chp_put_be32(sk, victims[i]);
-                        MDB_val skey = val(sk, 4);
-                        if ((rc = map_mdb(mdb_del(txn, s->db_segments, &skey, NULL))))
-                                return rc;
-                        st->segments_deleted++;
-                        queue_dead(s, victims[i]);
+                if (r.live != 0)
                         continue;
-                }
-                if (st->bytes_moved >= moved_limit) {
+                if (s->ndead == MAX_DEAD) {
                         st->more = true;
-                        continue;
+                        break;
                 }
-                if ((rc = compact_segment(s, txn, victims[i], st))) {
-                        if (rc == CHP_ECORRUPT)
-                                continue; /* reported; the rest can still be compacted */
+                uint8_t sk[4];
+                chp_put_be32(sk, victims[i]);
+                MDB_val skey = val(sk, 4);
+                if ((rc = map_mdb(mdb_del(txn, s->db_segments, &skey, NULL))))
                         return rc;
+                st->segments_deleted++;
+                queue_dead(s, victims[i]);
+                victims[i] = 0; /* segment numbers start at 1 */
+        }
+        /* then the sparse ones, while there is room to copy into */
+        for (int i = 0; i < nvictims; i++) {
+                if (!victims[i])
+                        continue;
+                if (st->bytes_moved >= s->opts.batch_bytes || s->ndead == MAX_DEAD) {
+                        st->more = true;
+                        break;
+                }
+                rc = gc_compact(s, txn, victims[i], st);
+                if (rc == CHP_ECORRUPT)
+                        continue; /* reported; the rest can still be compacted */
+                if (is_space_error(rc)) {
+                        /* the segments dropped above free their space once this commits: then
+                         * there may be room, so ask for another pass */
+                        chp_log_info("store", "gc: no room to compact segment %u yet", victims[i]);
+                        st->more = st->more || st->segments_deleted || st->segments_compacted;
+                        break;
+                }
+                if (rc) {
+                        /* a write error: the moves are undone and the segment stays; the rest
+                         * of GC (expiry, drops) still commits */
+                        chp_log_error("store", "gc: compacting segment %u failed: %s", victims[i],
+                                      chp_strerror(rc));
+                        break;
                 }
         }
         return 0;
 }
 
 /* ---- writer thread ------------------------------------------------------------------------ */
-
-/* What a request or a batch changed outside LMDB, so an abort can undo it. */
-struct undo {
-        struct chp_seg *open_seg;
-        uint64_t open_end;
-        int ncreated, ndead;
-};
-
-static void undo_save(const struct chp_store *s, struct undo *u)
-{
-        *u = (struct undo){s->open_seg, s->open_end, s->ncreated, s->ndead};
-}
-
-static void undo_apply(struct chp_store *s, const struct undo *u)
-{
-        for (int i = u->ncreated; i < s->ncreated; i++) {
-                char path[4096];
-                seg_path(s, s->created[i], path, sizeof(path));
-                unlink(path);
-                seg_retire(s, s->created[i]);
-        }
-        s->ncreated = u->ncreated;
-        s->ndead = u->ndead;
-        s->open_seg = u->open_seg;
-        s->open_end = u->open_end; /* bytes past it are unreferenced and will be overwritten */
-}
 
 static int apply_tail_append(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
 {
@@ -1443,6 +1767,8 @@ static int apply_tail_append(struct chp_store *s, MDB_txn *txn, struct chp_store
         if (!req->u.tail_append.data || req->u.tail_append.len == 0 ||
             req->u.tail_append.len > CHP_CHUNK_MAX)
                 return -EINVAL;
+        if ((rc = space_take(s, req->u.tail_append.len)))
+                return rc;
         /* after the last piece */
         MDB_cursor *cur;
         uint32_t seq = 0;
@@ -1556,6 +1882,7 @@ static void run_batch(struct chp_store *s, struct chp_store_req *batch)
         s->ndead = 0;
         s->ndirty = 0;
         s->sync_failed = false;
+        s->space_known = false;
         undo_save(s, &batch_undo);
 
         MDB_txn *txn;
@@ -1578,20 +1905,40 @@ static void run_batch(struct chp_store *s, struct chp_store_req *batch)
                         undo_apply(s, &u);
         }
         /* the bytes first, then the index that points at them */
+        int sync_err = -EIO;
         if (s->opts.sync == CHP_SYNC_FULL) {
-                for (int i = 0; i < s->ndirty; i++)
-                        if (fdatasync(s->dirty[i]->fd) != 0)
-                                s->sync_failed = true;
+                for (int i = 0; i < s->ndirty; i++) {
+                        int err = fault_at(s, CHP_FAULT_SEG_SYNC);
+                        if (!err && fdatasync(s->dirty[i]->fd) != 0)
+                                err = -errno;
+                        if (err && !s->sync_failed)
+                                sync_err = err;
+                        s->sync_failed = s->sync_failed || err;
+                }
         }
         if (s->sync_failed) {
-                chp_log_error("store", "fdatasync of a segment failed: batch not committed");
+                /* fsyncgate: after a failed fdatasync the kernel may have dropped the dirty pages
+                 * and a second call may well succeed without writing them. So nothing in this
+                 * batch is acknowledged, nothing is retried, and the segment takes no more
+                 * appends: the next one seals it at its committed length and starts another. */
+                chp_log_error("store", "fdatasync of a segment failed: batch not committed; "
+                                       "the segment takes no more appends");
+                s->seal_next = true;
                 mdb_txn_abort(txn);
-                rc = -EIO;
+                rc = sync_err;
+                if (is_space_error(rc))
+                        s->out_of_space = true;
                 goto fail;
         }
-        rc = map_mdb(mdb_txn_commit(txn));
-        if (rc)
+        if ((rc = fault_at(s, CHP_FAULT_COMMIT)))
+                mdb_txn_abort(txn);
+        else
+                rc = map_mdb(mdb_txn_commit(txn));
+        if (rc) {
+                if (is_space_error(rc))
+                        s->out_of_space = true;
                 goto fail;
+        }
         for (int i = 0; i < s->ndead; i++) {
                 char path[4096];
                 seg_path(s, s->dead[i], path, sizeof(path));

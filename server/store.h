@@ -27,6 +27,7 @@
 #define CHP_UPLOAD_META_MAX     4096 /* bytes of opaque upload metadata (tus Upload-Metadata) */
 #define CHP_STORE_INLINE_ALL    UINT32_MAX /* inline_max that keeps every chunk inside LMDB */
 #define CHP_UPLOAD_SIZE_UNKNOWN UINT64_MAX /* declared size of a deferred-length upload */
+#define CHP_STORE_RESERVE_NONE  UINT64_MAX /* space_reserve: puts may fill the disk (tests) */
 
 enum chp_sync {
         CHP_SYNC_FULL, /* fdatasync segments and LMDB before acknowledging */
@@ -44,10 +45,16 @@ struct chp_store_opts {
         uint32_t linger_us;    /* group commit: how long a lone request waits for company */
         double compact_ratio;  /* sealed segments with live/total below this are compacted */
         uint32_t gc_batch;     /* most expired records one GC request removes */
+        /* Bytes of the filesystem that requests storing new bytes (puts, kept tails, new upload
+         * records) leave free, refused with -ENOSPC otherwise, so that GC can always commit the
+         * transaction that frees space; 0 = automatic (1/64 of the filesystem, 1 MiB .. 64 MiB),
+         * CHP_STORE_RESERVE_NONE = none. They also leave one segment free, for compaction. */
+        uint64_t space_reserve;
 };
 
-/* Fills o with the defaults: sync full, inline_max 16 KiB, map 64 GiB, segments 256 MiB,
- * batch 64 MiB, no linger, compact below 0.5, 10000 records per GC pass. */
+/* Fills o with the defaults: sync full, inline_max 16 KiB, map 64 GiB, segments 256 MiB (but at
+ * most 1/16 of the filesystem, and at least CHP_CHUNK_MAX), batch 64 MiB, no linger, compact
+ * below 0.5, 10000 records per GC pass, automatic space reserve. */
 void chp_store_opts_default(struct chp_store_opts *o);
 
 struct chp_store;
@@ -93,6 +100,7 @@ struct chp_gc_stats {
         uint64_t chunks_freed, bytes_freed;
         uint64_t segments_deleted;   /* dropped whole: nothing in them was live */
         uint64_t segments_compacted; /* live chunks moved out, then dropped */
+        uint64_t segments_sealed;    /* the open segment was sealed so that its dead bytes can go */
         uint64_t bytes_moved;
         bool more; /* expired records remain: submit another GC request */
 };
@@ -279,6 +287,32 @@ struct chp_store_stats {
 };
 __attribute__((warn_unused_result)) int chp_store_stats(struct chp_store *s,
                                                         struct chp_store_stats *out /* out */);
+
+/* ---- fault injection (test builds only) ------------------------------------------------- */
+
+#ifdef CHAPAR_FAULT_INJECTION
+/* The places where the store writes. Tests make the nth call at a site fail, to show that every
+ * acknowledged chunk survives, every failure reaches its caller and reads go on. */
+enum chp_store_fault_site {
+        CHP_FAULT_SEG_WRITE,  /* pwrite of chunk bytes into a segment (puts and compaction); a
+                                 failing call first writes half its bytes: a torn append */
+        CHP_FAULT_SEG_SYNC,   /* fdatasync of a segment */
+        CHP_FAULT_SEG_CREATE, /* creating a segment file: its open, then (sync full) the fsync
+                                 of the segments directory; two calls */
+        CHP_FAULT_COMMIT,     /* the batch's LMDB commit (fails as if LMDB had failed it) */
+        CHP_FAULT_SITES
+};
+
+/* From the nth call at site on (1 = the next one), count calls fail with err (a negative errno);
+ * count 0 disarms the site. Any thread; takes effect for calls made after it returns. */
+void chp_store_fault_arm(struct chp_store *s, enum chp_store_fault_site site, uint64_t nth,
+                         uint64_t count, int err);
+
+/* How many calls the store has made at site since it was opened. A store opened in this build
+ * also arms what the environment variable CHAPAR_STORE_FAULT lists ("SITE:NTH:COUNT:ERR", SITE
+ * write|sync|create|commit, ERR EIO|ENOSPC|EDQUOT, comma-separated), for whole-relay tests. */
+uint64_t chp_store_fault_calls(struct chp_store *s, enum chp_store_fault_site site);
+#endif
 
 /* ---- scrub ----------------------------------------------------------------------------- */
 

@@ -15,6 +15,12 @@
  * that every acknowledged delete stayed deleted. Two rounds also append garbage to the newest
  * segment file (a torn tail) and add a segment file the index does not know before reopening.
  *
+ * Four rounds are fault rounds (the store is built with CHAPAR_FAULT_INJECTION): the child arms
+ * one I/O fault (a segment write, a segment sync, the index commit or a segment creation fails
+ * with EIO or ENOSPC, at one of the first few such calls) and, when a request reports it (or GC
+ * absorbs it), stops where it is and says so; the parent kills it then. The same checks show
+ * that a write failure loses nothing acknowledged and leaves nothing a reopen cannot clean.
+ *
  * CHAPAR_CRASH_SEED=N replays a run's contents and kill schedule (the instruction a kill lands on
  * still depends on timing). CHAPAR_CRASH_KEEP=1 keeps the data directory after a failure.
  */
@@ -29,6 +35,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -68,6 +75,26 @@ static bool torn_round(uint32_t round)
 {
         return round == 6 || round == 13;
 }
+
+#define FAULT_WAIT_MS 10000 /* a fault round's child reaches its fault well within this */
+
+/* Rounds 2, 7, 11 and 17 arm one I/O fault each, a different site every time. */
+static int fault_round(uint32_t round)
+{
+        return round == 2 ? 1 : round == 7 ? 2 : round == 11 ? 3 : round == 17 ? 4 : 0;
+}
+
+static const struct {
+        enum chp_store_fault_site site;
+        int err;
+        unsigned max_nth; /* the fault is at call 1..max_nth of its site in the round */
+        const char *name;
+} faults[4] = {
+    {CHP_FAULT_SEG_WRITE, -ENOSPC, 6, "a segment write"},
+    {CHP_FAULT_SEG_SYNC, -EIO, 4, "a segment sync"},
+    {CHP_FAULT_COMMIT, -EIO, 6, "the index commit"},
+    {CHP_FAULT_SEG_CREATE, -ENOSPC, 1, "a segment creation"},
+};
 
 /* ---- deterministic contents -------------------------------------------------------------- */
 
@@ -181,6 +208,7 @@ struct model {
         struct up_state *up;
         uint8_t *scratch; /* MAX_CHUNK bytes for regenerating contents; one thread at a time */
         uint64_t acks, commits, retired, gcs, gc_compacted, gc_deleted, resumes, resent;
+        uint64_t faults, faults_absorbed;
 };
 
 static bool kept_forever(uint32_t u)
@@ -274,6 +302,7 @@ enum rec_type {
         REC_RETIRED,   /* u: both acknowledged */
         REC_GC,        /* u: segments compacted, i: segments deleted (GC stats) */
         REC_RESUMED,   /* u: a native upload cut short by a kill was resumed, i: chunks resent */
+        REC_FAULT,     /* u: the armed fault happened (i: 1 if GC absorbed it); the child stops */
 };
 
 struct rec {
@@ -314,6 +343,9 @@ struct child {
         struct slot slots[SLOTS];
         uint32_t window[UPLOADS_PER_ROUND]; /* committed, deletable files of this round */
         uint32_t win_head, win_tail, deletes;
+        int fault;         /* 1 + index into faults[], or 0 */
+        uint64_t fault_at; /* the failing call's number at its site */
+        atomic_bool faulted;
 };
 
 static void send_rec(int fd, uint32_t type, uint32_t u, uint32_t i)
@@ -323,8 +355,20 @@ static void send_rec(int fd, uint32_t type, uint32_t u, uint32_t i)
                 _exit(CHILD_EXIT_PIPE);
 }
 
-static void child_die(const struct child *c, const char *what, uint32_t u, int status)
+/* The armed fault happened: tell the parent once, then stop this thread for good (the parent
+ * kills the child). */
+static void child_faulted(struct child *c, bool absorbed)
 {
+        if (!atomic_exchange(&c->faulted, true))
+                send_rec(c->fd, REC_FAULT, (uint32_t)c->fault, absorbed);
+        for (;;)
+                pause();
+}
+
+static void child_die(struct child *c, const char *what, uint32_t u, int status)
+{
+        if (c->fault && status == faults[c->fault - 1].err)
+                child_faulted(c, false); /* a request reported the injected error */
         fprintf(stderr, "crash child (round %u): %s (upload %u): %d %s\n", c->round, what, u,
                 status, chp_strerror(status));
         _exit(CHILD_EXIT_STORE);
@@ -405,6 +449,9 @@ static void run_gc(struct child *c)
                 child_die(c, "gc", 0, rc);
         const struct chp_gc_stats *st = &req.u.gc.stats;
         send_rec(c->fd, REC_GC, (uint32_t)st->segments_compacted, (uint32_t)st->segments_deleted);
+        /* a compaction that cannot write is undone and GC goes on: nothing to report */
+        if (c->fault && chp_store_fault_calls(c->s, faults[c->fault - 1].site) >= c->fault_at)
+                child_faulted(c, true);
 }
 
 /* Creates upload k of this round; returns the buffer for its chunk addresses (filled already for
@@ -687,6 +734,13 @@ static void child_main(struct model *m, const char *dir, uint32_t round, int fd,
                 _exit(CHILD_EXIT_OPEN);
         }
         send_rec(fd, REC_READY, 0, 0);
+        if ((c->fault = fault_round(round))) {
+                uint64_t rnd = mix64(m->seed ^ round ^ 0x6661756c74ull);
+                enum chp_store_fault_site site = faults[c->fault - 1].site;
+                uint64_t nth = 1 + rnd % faults[c->fault - 1].max_nth;
+                c->fault_at = chp_store_fault_calls(c->s, site) + nth;
+                chp_store_fault_arm(c->s, site, nth, 1, faults[c->fault - 1].err);
+        }
         retire_old(c);
         child_loop(c);
         _exit(0);
@@ -980,6 +1034,10 @@ static bool apply(struct model *m, const struct rec *r, uint32_t round, bool *re
                 m->resumes++;
                 m->resent += r->i;
                 return true;
+        case REC_FAULT:
+                m->faults++;
+                m->faults_absorbed += r->i != 0;
+                return true;
         default:
                 return false;
         }
@@ -1015,6 +1073,7 @@ static int read_records(int fd, struct model *m, uint32_t round, bool *ready, ui
 struct round_info {
         unsigned delay_ms;
         bool from_fork;
+        bool fault; /* kill when the child reports its fault (or FAULT_WAIT_MS after open) */
         bool was_ready;
         uint64_t acks_before;
 };
@@ -1048,16 +1107,16 @@ static int run_round(struct model *m, const char *dir, uint32_t round, struct ro
         uint8_t pend[sizeof(struct rec)];
         size_t npend = 0;
         bool ready = false;
-        uint64_t start = now_ms(), ready_at = 0;
+        uint64_t start = now_ms(), ready_at = 0, faults_before = m->faults;
         for (;;) {
                 uint64_t t = now_ms(), deadline;
                 if (ri->from_fork)
                         deadline = start + ri->delay_ms;
                 else if (ready)
-                        deadline = ready_at + ri->delay_ms;
+                        deadline = ready_at + (ri->fault ? FAULT_WAIT_MS : ri->delay_ms);
                 else
                         deadline = start + READY_TIMEOUT_MS;
-                if (t >= deadline || eof)
+                if (t >= deadline || eof || m->faults > faults_before)
                         break;
                 struct pollfd pfd = {.fd = fd, .events = POLLIN};
                 int left = (int)(deadline - t);
@@ -1232,6 +1291,8 @@ TEST(sigkill_twenty_rounds)
                 struct round_info ri = {.acks_before = m->acks};
                 rng = mix64(rng);
                 ri.from_fork = r % 5 == 4;
+                ri.fault = fault_round(r) != 0;
+                uint64_t faults_before = m->faults;
                 ri.delay_ms =
                     ri.from_fork
                         ? 1 + (unsigned)(rng % EARLY_KILL_MAX_MS)
@@ -1269,10 +1330,20 @@ TEST(sigkill_twenty_rounds)
                         torn++;
                         check_torn(&ck, &tear);
                 }
-                printf("round %2u: killed %3u ms after %s%s, +%llu acks; verify: %llu chunks, %.1f "
+                if (ri.fault && m->faults == faults_before)
+                        bad(&ck, "the fault (%s) was never reached",
+                            faults[fault_round(r) - 1].name);
+                char how[128];
+                if (ri.fault)
+                        snprintf(how, sizeof(how), "killed when %s failed with %s",
+                                 faults[fault_round(r) - 1].name,
+                                 chp_strerror(faults[fault_round(r) - 1].err));
+                else
+                        snprintf(how, sizeof(how), "killed %3u ms after %s", ri.delay_ms,
+                                 ri.from_fork ? "fork" : "open");
+                printf("round %2u: %s%s, +%llu acks; verify: %llu chunks, %.1f "
                        "MiB, %llu files, %llu uploads, %llu segments; checked in %llu ms%s\n",
-                       r, ri.delay_ms, ri.from_fork ? "fork" : "open",
-                       ri.was_ready ? "" : " (before open finished)",
+                       r, how, ri.was_ready ? "" : " (before open finished)",
                        (unsigned long long)(m->acks - ri.acks_before),
                        (unsigned long long)vs.chunks, (double)vs.bytes / (1 << 20),
                        (unsigned long long)vs.files, (unsigned long long)vs.uploads,
@@ -1282,6 +1353,8 @@ TEST(sigkill_twenty_rounds)
                 if (ck.bad)
                         break;
         }
+        printf("%llu I/O faults injected (%llu absorbed by GC)\n", (unsigned long long)m->faults,
+               (unsigned long long)m->faults_absorbed);
         printf("%u rounds (%u with a torn segment tail), %llu chunks acknowledged, %llu files "
                "committed, %llu deleted, %llu GC runs (segments: %llu compacted, %llu "
                "deleted), %llu native uploads resumed (%llu chunks resent), %llu ms, seed %llu\n",
