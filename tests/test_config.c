@@ -87,6 +87,10 @@ TEST(defaults)
         CHECK_EQ(c.max_connections, 20000);
         CHECK_EQ(c.idle_timeout, 120);
         CHECK_EQ(c.io_timeout, 30);
+        CHECK_EQ(c.handshake_timeout, 10);
+        CHECK_EQ(c.header_timeout, 20);
+        CHECK_EQ(c.min_body_rate, 1024);
+        CHECK_EQ(c.body_rate_window, 20);
         CHECK_EQ(c.window_bytes, 32u << 20);
         CHECK_EQ(c.max_inflight, 64);
         CHECK_EQ(c.upload_expiry, 7 * 86400);
@@ -130,6 +134,10 @@ TEST(file_overlay)
                           "max_connections = 500\n"
                           "idle_timeout = 2m\n"
                           "io_timeout = 45s\n"
+                          "handshake_timeout = 5s\n"
+                          "header_timeout = 1m\n"
+                          "min_body_rate = 4K\n"
+                          "body_rate_window = 30s\n"
                           "window_bytes = 16M\n"
                           "max_inflight = 8\n"
                           "upload_expiry = 2d\n"
@@ -161,6 +169,10 @@ TEST(file_overlay)
         CHECK_EQ(c.max_connections, 500);
         CHECK_EQ(c.idle_timeout, 120);
         CHECK_EQ(c.io_timeout, 45);
+        CHECK_EQ(c.handshake_timeout, 5);
+        CHECK_EQ(c.header_timeout, 60);
+        CHECK_EQ(c.min_body_rate, 4096);
+        CHECK_EQ(c.body_rate_window, 30);
         CHECK_EQ(c.window_bytes, 16u << 20);
         CHECK_EQ(c.max_inflight, 8);
         CHECK_EQ(c.upload_expiry, 2 * 86400);
@@ -278,6 +290,11 @@ TEST(file_errors)
             {"[server]\nmemory_limit = 17179869184G\n", "T:2: memory_limit = '17179869184G': too"},
             {"[server]\nidle_timeout = 0\n", "T:2: idle_timeout = '0'"},
             {"[server]\nio_timeout = 5x\n", "T:2: io_timeout = '5x'"},
+            {"[server]\nhandshake_timeout = 0\n", "T:2: handshake_timeout = '0'"},
+            {"[server]\nheader_timeout = 0\n", "T:2: header_timeout = '0'"},
+            {"[server]\nbody_rate_window = 0\n", "T:2: body_rate_window = '0'"},
+            {"[server]\nmin_body_rate = 1x\n", "T:2: min_body_rate = '1x'"},
+            {"[server]\nmin_body_rate = 4G\n", "T:2: min_body_rate = '4G'"},
             {"[server]\nupload_expiry = 1w\n", "T:2: upload_expiry"},
             {"[server]\nfile_expiry = 99999999999999999999d\n", "T:2: file_expiry"},
             {"[server]\nmax_connections = 4294967296\n", "T:2: max_connections"},
@@ -467,6 +484,13 @@ TEST(numbers_sizes_durations)
             {"server", "threads", "007", 0, 7},
             {"server", "threads", "5s", -EINVAL, 0},
             {"server", "max_connections", "4294967295", 0, 4294967295ull},
+            {"server", "min_body_rate", "0", 0, 0},
+            {"server", "min_body_rate", "64K", 0, 65536},
+            {"server", "min_body_rate", "4294967295", 0, 4294967295ull},
+            {"server", "min_body_rate", "4294967296", -EINVAL, 0},
+            {"server", "header_timeout", "1", 0, 1},
+            {"server", "header_timeout", "2m", 0, 120},
+            {"server", "header_timeout", "0", -EINVAL, 0},
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 const struct num_case *k = &cases[i];
@@ -491,6 +515,10 @@ TEST(numbers_sizes_durations)
                         got = c.threads;
                 else if (strcmp(k->key, "max_connections") == 0)
                         got = c.max_connections;
+                else if (strcmp(k->key, "min_body_rate") == 0)
+                        got = c.min_body_rate;
+                else if (strcmp(k->key, "header_timeout") == 0)
+                        got = c.header_timeout;
                 bool ok = rc == k->rc && (rc != 0 || got == k->want);
                 if (!ok)
                         fprintf(stderr, "  case %zu (%s = %s): rc %d got %llu, want rc %d %llu\n",
