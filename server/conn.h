@@ -31,6 +31,11 @@ struct conn {
         bool recv_armed; /* a recv is in flight */
         bool send_armed; /* a send or splice is in flight */
         bool want_buffers; /* the provided-buffer ring ran dry: re-arm recv later */
+        /* lingering close: the last words are sent and the write side shut; what the client
+         * still sends is read and dropped until it closes too, linger_until or LINGER_MAX */
+        bool lingering;
+        uint64_t linger_until; /* ms */
+        size_t linger_bytes;
 
         uint8_t *in; /* received bytes not yet consumed */
         size_t in_len, in_cap;

@@ -57,6 +57,9 @@
 #define GRANT_MIN   (16u * 1024)
 #define GRANT_MAX   (1024u * 1024)
 #define PRESSURE_MS 2000 /* while others wait for memory, the rate floor's window */
+/* lingering close of a plaintext connection: at most this long and this many bytes dropped */
+#define LINGER_MS  5000
+#define LINGER_MAX (64u << 20)
 
 enum op {
         OP_ACCEPT = 1,
@@ -348,7 +351,7 @@ static void arm_recv(struct conn *c)
                 return;
         uint8_t *raw;
         size_t room;
-        if (c->body && secure_plaintext(c)) {
+        if (c->body && secure_plaintext(c) && !c->lingering) {
                 /* the body's final buffer, straight from the socket, as far as granted */
                 size_t n = c->body_len - c->body_got;
                 io_uring_prep_recv(sqe, c->fd, c->body + c->body_got,
@@ -529,6 +532,27 @@ static int ensure_pipe(struct conn *c)
         return 0;
 }
 
+/* The last words are sent. A plaintext (HTTP) client may still be sending a request body that
+ * was answered without being read; closing with those bytes unread would make the kernel reset
+ * the connection, and the client, still writing, would likely never read the answer. So the
+ * write side is shut (the client sees the end after the answer) and what it still sends is
+ * dropped until it closes, for at most LINGER_MS and LINGER_MAX bytes (nginx's lingering
+ * close). Over Noise records the end is a close record and the connection just closes. */
+static void conn_finish(struct conn *c)
+{
+        if (c->closed || c->lingering)
+                return;
+        if (c->ops->secure || c->loop->stopping) {
+                conn_close(c);
+                return;
+        }
+        c->lingering = true;
+        c->linger_until = chp_now_ms() + LINGER_MS;
+        shutdown(c->fd, SHUT_WR);
+        if (!c->recv_armed)
+                arm_recv(c); /* into provided buffers, dropped as they come (on_recv) */
+}
+
 void conn_flush(struct conn *c)
 {
         if (c->send_armed || c->closed)
@@ -536,7 +560,7 @@ void conn_flush(struct conn *c)
         struct out_item *it = c->out_head;
         if (!it) {
                 if (c->closing)
-                        conn_close(c);
+                        conn_finish(c);
                 return;
         }
         struct chp_loop *l = c->loop;
@@ -656,7 +680,7 @@ void conn_close_after_flush(struct conn *c)
         c->closing = true;
         c->last_progress = chp_now_ms();
         if (!c->out_head && !c->send_armed)
-                conn_close(c);
+                conn_finish(c);
 }
 
 void conn_want_body(struct conn *c, uint8_t *buf, size_t len, size_t already)
@@ -870,6 +894,15 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
                 if (res < 0 && res != -ECONNRESET && res != -ECANCELED)
                         chp_log_debug("loop", "recv: %s", chp_strerror(res));
                 conn_close(c);
+        } else if (c->lingering) {
+                /* dropped; the client's end (res 0) or the bound closes (conn_finish) */
+                if (had_buffer)
+                        recycle_buffer(l, bid);
+                c->linger_bytes += (size_t)res;
+                if (c->linger_bytes > LINGER_MAX)
+                        conn_close(c);
+                else
+                        arm_recv(c);
         } else {
                 atomic_fetch_add(c->ops->secure ? &c->sh->bytes_in : &c->sh->http_bytes_in,
                                  (uint64_t)res);
@@ -1084,7 +1117,7 @@ static void sweep(struct chp_loop *l, uint64_t now)
                 enum chp_close_reason why = CHP_CLOSE_NREASONS;
                 head_track(c, now);
                 if (c->closing) {
-                        if (now - c->last_progress > io)
+                        if (c->lingering ? now >= c->linger_until : now - c->last_progress > io)
                                 conn_close(c); /* could not flush its last words in time */
                 } else if (secure_handshaking(c) && now - c->born > hs) {
                         why = CHP_CLOSE_HANDSHAKE_TIMEOUT;

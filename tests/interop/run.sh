@@ -758,6 +758,25 @@ if victim_new; then
 fi
 verdict "smuggling: a 100000 B body left unread -> 405, Connection: close, closed"
 
+# a client that writes its whole 16 MiB body before it reads (as most do) must get to read the
+# answer: the relay closes after it (more than it drops is unread), but lingers, reading and
+# dropping until the client is done, rather than resetting the connection under its writes
+early=$(node -e '
+const net = require("net"), [host, port] = process.argv[1].split(":");
+const n = 16 << 20, s = net.connect(+port, host);
+let got = "", err = "";
+s.on("error", (e) => { err = e.code; });
+s.on("data", (d) => { got += d.toString("latin1"); });
+s.on("close", () => console.log((err ? "write-or-read-error " + err : "clean") + " " +
+                                 (got.split("\r\n")[0] || "no-answer")) || process.exit(0));
+s.write(`PUT /files/ HTTP/1.1\r\nHost: ${process.argv[1]}\r\nContent-Length: ${n}\r\n\r\n`);
+s.end(Buffer.alloc(n));
+setTimeout(() => { console.log("timeout " + got.split("\r\n")[0]); process.exit(0); }, 20000);
+' "$addr")
+need "the client saw '$early', want 'clean HTTP/1.1 405 Method Not Allowed'" \
+        is "$early" "clean HTTP/1.1 405 Method Not Allowed"
+verdict "a 16 MiB body written whole before reading: the client reads its 405 (lingering close)"
+
 # a client that waits for 100 Continue may not send its body at all: close, never guess
 if victim_new; then
         { crlf 'PUT /files/ HTTP/1.1' "Host: $addr" 'Expect: 100-continue' \
