@@ -27,7 +27,7 @@ const char *chp_strerror(int code)
                 return "data directory is in use by another process";
         }
         if (code <= -400 && code >= -599)
-                return "malformed or unsupported HTTP request"; /* CHP_HTTP_E* (http.h) */
+                return "malformed or unsupported HTTP request"; /* CHP_HTTP_E* (http_parse.h) */
         if (code < 0 && code > CHP_ERR_BASE) {
                 /* strerror() is not thread-safe in general, but glibc returns a pointer into a
                  * constant table for every known errno, which is all we ever pass. */

@@ -31,7 +31,7 @@
 #include "conn.h"
 #include "err.h"
 #include "hash.h"
-#include "http.h"
+#include "http_parse.h"
 #include "log.h"
 #include "manifest.h"
 

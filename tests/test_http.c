@@ -8,7 +8,7 @@
 
 #include <errno.h>
 
-#include "http.h"
+#include "http_parse.h"
 
 /* ---- exact-size copies, released after each test that takes them ---- */
 

@@ -1,6 +1,6 @@
 /* Fuzz target for http.c: the input is parsed as a request head. The result must be a head
  * length or one of the documented codes; a prefix of the input parses to -EAGAIN or the same
- * result; a parsed head points only inside the input and keeps every invariant of http.h (known
+ * result; a parsed head points only inside the input and keeps every invariant of http_parse.h (known
  * method, a visible-ASCII target within CHP_HTTP_MAX_TARGET that is a path or, after an
  * absolute-form's valid authority, empty; HTTP/1.0 or 1.1, at most CHP_HTTP_MAX_HEADERS
  * token-named headers with trimmed CTL-free values). Every header value and the raw input then
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http.h"
+#include "http_parse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,4 +1,4 @@
-/* http.c — the request-head parser and header-value parsers of http.h.
+/* http_parse.c — the request-head parser and header-value parsers of http_parse.h.
  *
  *   request-head  = [ CRLF ] request-line *( field-line CRLF ) CRLF      (RFC 9112 2.1, 2.2)
  *   request-line  = method SP request-target SP HTTP-version CRLF
@@ -21,7 +21,7 @@
  * (13.1.5, strong comparison) and Host (RFC 9112 3.2, RFC 3986 3.2.2-3.2.3); and build the
  * Content-Disposition of a download from tus metadata (RFC 6266, RFC 8187).
  */
-#include "http.h"
+#include "http_parse.h"
 
 #include <errno.h>
 #include <limits.h>

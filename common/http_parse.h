@@ -1,4 +1,4 @@
-/* http.h — a strict HTTP/1.1 request-head parser and the header values chapar's HTTP face reads
+/* http_parse.h — a strict HTTP/1.1 request-head parser and the header values chapar's HTTP face reads
  * (tus 1.0 upload headers, Range, ETag preconditions), in the picohttpparser style.
  *
  * chp_http_parse_request parses a request head (request line + headers + empty line) from
@@ -8,8 +8,8 @@
  * status to answer (400, 414, 431, 501, 505). Value parsers return 0 or -EINVAL (and the codes
  * their comments add: -ERANGE, -ENOTSUP). Pure functions; any thread.
  */
-#ifndef CHP_HTTP_H
-#define CHP_HTTP_H
+#ifndef CHP_HTTP_PARSE_H
+#define CHP_HTTP_PARSE_H
 
 #include <stdbool.h>
 #include <stddef.h>
