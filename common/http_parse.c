@@ -99,23 +99,42 @@ static void trim_ows(const unsigned char **p, size_t *n)
 
 /* ---- the request head ---------------------------------------------------------------------- */
 
-/* The line end at u[i] (CR LF or LF): the index after it, -EAGAIN, or EBAD (a CR alone). */
-static ssize_t line_end(const unsigned char *u, size_t end, size_t i)
+/* Where the parse of a head stands (chp_http_parser.state). Each state is resumed at ps->pos, the
+ * first byte not looked at yet; the marks hold where the element being read began. */
+enum {
+        S_START,    /* the head's first byte: an empty line may precede the request line */
+        S_METHOD,   /* mark[0]: the method's first byte */
+        S_TARGET,   /* mark[0]: the target's first byte */
+        S_VERSION,  /* mark[0]: the version's first byte */
+        S_LINE_END, /* after the version: the request line's end (mark[0] still the version) */
+        S_FIELD,    /* a field line's first byte, or the empty line ending the head */
+        S_NAME,     /* mark[0]: the field name's first byte */
+        S_OWS,      /* mark[0..1]: the name; whitespace before the value */
+        S_VALUE,    /* mark[0..1]: the name; mark[2..3]: the value without trailing OWS */
+        S_DONE,     /* a result is in ps->result */
+};
+
+_Static_assert(CHP_HTTP_MAX_HEAD <= UINT16_MAX, "offsets into a head fit uint16_t");
+
+/* The line end at u[*i] (CR LF or LF, the CR possibly seen by an earlier call): 1 when the line
+ * is over (*i past it), 0 when a CR waits for its LF (*i past the CR), or EBAD. */
+static int line_end(struct chp_http_parser *ps, const unsigned char *u, size_t *i)
 {
-        if (i >= end)
-                return -EAGAIN;
-        if (u[i] == '\n')
-                return (ssize_t)(i + 1);
-        if (u[i] != '\r')
+        if (u[*i] == '\n') {
+                ps->cr = false;
+                (*i)++;
+                return 1;
+        }
+        if (u[*i] != '\r' || ps->cr)
                 return CHP_HTTP_EBAD;
-        if (i + 1 >= end)
-                return -EAGAIN;
-        return u[i + 1] == '\n' ? (ssize_t)(i + 2) : CHP_HTTP_EBAD;
+        ps->cr = true;
+        (*i)++;
+        return 0;
 }
 
 /* An absolute-form target buf[t0..t1) (RFC 9112 3.2.2): its authority, and its path (with the
  * query) as the target; 0 or EBAD. */
-static ssize_t absolute_form(const char *buf, size_t t0, size_t t1, struct chp_http_request *r)
+static int absolute_form(const char *buf, size_t t0, size_t t1, struct chp_http_parser *ps)
 {
         const unsigned char *u = (const unsigned char *)buf;
         size_t a0;
@@ -131,138 +150,215 @@ static ssize_t absolute_form(const char *buf, size_t t0, size_t t1, struct chp_h
         struct chp_http_str authority = {buf + a0, a1 - a0};
         if (a1 == a0 || u[a0] == ':' || chp_http_check_host(authority) != 0)
                 return CHP_HTTP_EBAD;
-        r->authority = authority;
+        ps->authority[0] = (uint16_t)a0;
+        ps->authority[1] = (uint16_t)a1;
         /* an empty path is "/" (RFC 9112 3.2.2); left empty here, with the query dropped */
-        r->target = (struct chp_http_str){buf + a1, a1 < t1 && u[a1] == '/' ? t1 - a1 : 0};
+        ps->target[0] = (uint16_t)a1;
+        ps->target[1] = (uint16_t)(a1 < t1 && u[a1] == '/' ? t1 : a1);
         return 0;
 }
 
-/* Parses u[0..end) into r; returns the head's size, -EAGAIN or a CHP_HTTP_E* code. */
-static ssize_t parse_head(const char *buf, size_t end, struct chp_http_request *r)
+/* The method named by buf[m0..m1) into ps; 0, EMETHOD or EBAD (empty). */
+static int method(const char *buf, size_t m0, size_t m1, struct chp_http_parser *ps)
 {
-        const unsigned char *u = (const unsigned char *)buf;
-        size_t i = 0;
-        ssize_t k;
-
-        if (end == 0)
-                return -EAGAIN;
-        if (u[0] == '\r' || u[0] == '\n') { /* RFC 9112 2.2: one empty line may precede */
-                if ((k = line_end(u, end, 0)) < 0)
-                        return k;
-                i = (size_t)k;
-        }
-
-        size_t m0 = i;
-        for (;; i++) {
-                if (i >= end)
-                        return -EAGAIN;
-                if (u[i] == ' ')
-                        break;
-                if (!is_tchar(u[i]))
-                        return CHP_HTTP_EBAD;
-        }
-        if (i == m0)
+        if (m1 == m0)
                 return CHP_HTTP_EBAD;
         size_t mi = 0, nm = sizeof(methods) / sizeof(methods[0]);
-        while (mi < nm && !(methods[mi].len == i - m0 &&
+        while (mi < nm && !(methods[mi].len == m1 - m0 &&
                             memcmp(buf + m0, methods[mi].name, methods[mi].len) == 0))
                 mi++;
         if (mi == nm)
                 return CHP_HTTP_EMETHOD;
-        r->method = methods[mi].method;
-        i++;
+        ps->method = methods[mi].method;
+        return 0;
+}
 
-        size_t t0 = i;
-        for (;; i++) {
-                if (i >= end)
-                        return -EAGAIN;
-                if (u[i] == ' ')
-                        break;
-                if (u[i] < 0x21 || u[i] > 0x7e || (i == t0 && u[i] != '/' && !is_alpha(u[i])))
-                        return CHP_HTTP_EBAD;
-                if (i - t0 >= CHP_HTTP_MAX_TARGET)
-                        return CHP_HTTP_ETARGET;
-        }
-        if (i == t0)
-                return CHP_HTTP_EBAD;
-        if (u[t0] == '/') {
-                r->target = (struct chp_http_str){buf + t0, i - t0};
-        } else if ((k = absolute_form(buf, t0, i, r)) < 0) {
-                return k;
-        }
-        i++;
-
+/* Goes on with the head in u[0..end) from ps->pos, looking at each byte once: the head's size,
+ * -EAGAIN (all of u[0..end) taken in, ps->pos == end) or a CHP_HTTP_E* code. The loops stop at
+ * the first byte that decides an error, so the result is the same however the head is cut. */
+static ssize_t resume(struct chp_http_parser *ps, const char *buf, size_t end)
+{
+        const unsigned char *u = (const unsigned char *)buf;
         static const char version[] = "HTTP/D.D";
-        for (size_t v = 0; v < sizeof(version) - 1; v++, i++) {
-                if (i >= end)
-                        return -EAGAIN;
-                if (version[v] == 'D' ? !is_digit(u[i]) : u[i] != (unsigned char)version[v])
-                        return CHP_HTTP_EBAD;
+        size_t i = ps->pos;
+        int rc = 0;
+        while (i < end) {
+                size_t m = ps->mark[0];
+                switch (ps->state) {
+                case S_START: /* RFC 9112 2.2: one empty line may precede */
+                        if (ps->cr || u[i] == '\r' || u[i] == '\n') {
+                                if ((rc = line_end(ps, u, &i)) <= 0)
+                                        break;
+                                rc = 0;
+                        }
+                        ps->mark[0] = (uint16_t)i;
+                        ps->state = S_METHOD;
+                        break;
+                case S_METHOD:
+                        for (; i < end && u[i] != ' '; i++)
+                                if (!is_tchar(u[i]))
+                                        return CHP_HTTP_EBAD;
+                        if (i == end || (rc = method(buf, m, i, ps)) < 0)
+                                break;
+                        ps->mark[0] = (uint16_t)++i;
+                        ps->state = S_TARGET;
+                        break;
+                case S_TARGET:
+                        for (; i < end && u[i] != ' '; i++) {
+                                if (u[i] < 0x21 || u[i] > 0x7e ||
+                                    (i == m && u[i] != '/' && !is_alpha(u[i])))
+                                        return CHP_HTTP_EBAD;
+                                if (i - m >= CHP_HTTP_MAX_TARGET)
+                                        return CHP_HTTP_ETARGET;
+                        }
+                        if (i == end)
+                                break;
+                        if (i == m)
+                                return CHP_HTTP_EBAD;
+                        if (u[m] == '/') {
+                                ps->target[0] = (uint16_t)m;
+                                ps->target[1] = (uint16_t)i;
+                        } else if ((rc = absolute_form(buf, m, i, ps)) < 0) {
+                                break;
+                        }
+                        ps->mark[0] = (uint16_t)++i;
+                        ps->state = S_VERSION;
+                        break;
+                case S_VERSION:
+                        for (; i < end && i - m < sizeof(version) - 1; i++) {
+                                char v = version[i - m];
+                                if (v == 'D' ? !is_digit(u[i]) : u[i] != (unsigned char)v)
+                                        return CHP_HTTP_EBAD;
+                        }
+                        if (i - m == sizeof(version) - 1)
+                                ps->state = S_LINE_END;
+                        break;
+                case S_LINE_END:
+                        if ((rc = line_end(ps, u, &i)) <= 0)
+                                break;
+                        rc = 0;
+                        if (u[m + 5] != '1' || u[m + 7] > '1')
+                                return CHP_HTTP_EVERSION;
+                        ps->minor = u[m + 7] - '0';
+                        ps->state = S_FIELD;
+                        break;
+                case S_FIELD:
+                        if (ps->cr || u[i] == '\r' || u[i] == '\n') {
+                                if ((rc = line_end(ps, u, &i)) <= 0)
+                                        break;
+                                return (ssize_t)i; /* the empty line: the head is complete */
+                        }
+                        if (is_ows(u[i])) /* obs-fold, or whitespace before the first field */
+                                return CHP_HTTP_EBAD;
+                        if (ps->nheaders == CHP_HTTP_MAX_HEADERS)
+                                return CHP_HTTP_EHEADERS;
+                        ps->mark[0] = (uint16_t)i;
+                        ps->state = S_NAME;
+                        break;
+                case S_NAME:
+                        for (; i < end && u[i] != ':'; i++)
+                                if (!is_tchar(u[i]))
+                                        return CHP_HTTP_EBAD;
+                        if (i == end)
+                                break;
+                        if (i == m)
+                                return CHP_HTTP_EBAD;
+                        ps->mark[1] = (uint16_t)i++;
+                        ps->state = S_OWS;
+                        break;
+                case S_OWS:
+                        while (i < end && is_ows(u[i]))
+                                i++;
+                        if (i == end)
+                                break;
+                        ps->mark[2] = ps->mark[3] = (uint16_t)i;
+                        ps->state = S_VALUE;
+                        break;
+                case S_VALUE:
+                        for (; !ps->cr && i < end && u[i] != '\r' && u[i] != '\n'; i++) {
+                                if (is_ows(u[i]))
+                                        continue;
+                                if (u[i] < 0x21 || u[i] == 0x7f)
+                                        return CHP_HTTP_EBAD;
+                                ps->mark[3] = (uint16_t)(i + 1); /* after the last non-OWS */
+                        }
+                        if (i == end || (rc = line_end(ps, u, &i)) <= 0)
+                                break;
+                        rc = 0;
+                        memcpy(ps->headers[ps->nheaders++], ps->mark, sizeof(ps->mark));
+                        ps->state = S_FIELD;
+                        break;
+                }
+                if (rc < 0)
+                        return rc;
         }
-        if ((k = line_end(u, end, i)) < 0)
-                return k;
-        if (u[i - 3] != '1' || u[i - 1] > '1')
-                return CHP_HTTP_EVERSION;
-        r->minor = u[i - 1] - '0';
-        i = (size_t)k;
+        ps->pos = i;
+        return -EAGAIN;
+}
 
-        for (;;) {
-                if (i >= end)
-                        return -EAGAIN;
-                if (u[i] == '\r' || u[i] == '\n')
-                        return line_end(u, end, i);
-                if (is_ows(u[i])) /* obs-fold, or whitespace before the first field */
-                        return CHP_HTTP_EBAD;
-                if (r->nheaders == CHP_HTTP_MAX_HEADERS)
-                        return CHP_HTTP_EHEADERS;
+void chp_http_parser_init(struct chp_http_parser *ps)
+{
+        memset(ps, 0, sizeof(*ps));
+}
 
-                size_t n0 = i;
-                for (;; i++) {
-                        if (i >= end)
-                                return -EAGAIN;
-                        if (u[i] == ':')
-                                break;
-                        if (!is_tchar(u[i]))
-                                return CHP_HTTP_EBAD;
-                }
-                if (i == n0)
-                        return CHP_HTTP_EBAD;
-                size_t n1 = i++;
-
-                while (i < end && is_ows(u[i]))
-                        i++;
-                size_t v0 = i, v1 = i; /* v1: after the last byte that is not OWS */
-                for (;; i++) {
-                        if (i >= end)
-                                return -EAGAIN;
-                        if (u[i] == '\r' || u[i] == '\n')
-                                break;
-                        if (is_ows(u[i]))
-                                continue;
-                        if (u[i] < 0x21 || u[i] == 0x7f)
-                                return CHP_HTTP_EBAD;
-                        v1 = i + 1;
-                }
-                if ((k = line_end(u, end, i)) < 0)
-                        return k;
-                i = (size_t)k;
-                r->headers[r->nheaders++] = (struct chp_http_header){
-                    .name = {buf + n0, n1 - n0},
-                    .value = {buf + v0, v1 - v0},
+/* The request ps parsed, pointing into buf. */
+static void fill(const struct chp_http_parser *ps, const char *buf, struct chp_http_request *r)
+{
+        r->method = ps->method;
+        r->minor = ps->minor;
+        r->target = (struct chp_http_str){buf + ps->target[0], ps->target[1] - ps->target[0]};
+        r->authority =
+            (struct chp_http_str){buf + ps->authority[0], ps->authority[1] - ps->authority[0]};
+        if (!r->authority.n)
+                r->authority.p = NULL;
+        r->nheaders = ps->nheaders;
+        for (size_t k = 0; k < ps->nheaders; k++) {
+                const uint16_t *h = ps->headers[k];
+                r->headers[k] = (struct chp_http_header){
+                    .name = {buf + h[0], (size_t)(h[1] - h[0])},
+                    .value = {buf + h[2], (size_t)(h[3] - h[2])},
                 };
         }
 }
 
-ssize_t chp_http_parse_request(const char *buf, size_t len, struct chp_http_request *out)
+ssize_t chp_http_parse_resume(struct chp_http_parser *ps, const char *buf, size_t len,
+                              struct chp_http_request *out)
 {
         memset(out, 0, sizeof(*out));
-        size_t end = len < CHP_HTTP_MAX_HEAD ? len : CHP_HTTP_MAX_HEAD;
-        ssize_t rc = parse_head(buf, end, out);
-        if (rc == -EAGAIN && len >= CHP_HTTP_MAX_HEAD)
-                rc = CHP_HTTP_EHEADERS;
-        if (rc < 0)
-                memset(out, 0, sizeof(*out));
-        return rc;
+        if (ps->state != S_DONE) {
+                if (len < ps->pos) /* not the buffer parsed so far: start again */
+                        chp_http_parser_init(ps);
+                size_t end = len < CHP_HTTP_MAX_HEAD ? len : CHP_HTTP_MAX_HEAD;
+                ssize_t rc = resume(ps, buf, end);
+                if (rc == -EAGAIN && len >= CHP_HTTP_MAX_HEAD)
+                        rc = CHP_HTTP_EHEADERS;
+                if (rc == -EAGAIN)
+                        return rc;
+                ps->state = S_DONE;
+                ps->result = (int32_t)rc;
+        }
+        if (ps->result > 0)
+                fill(ps, buf, out);
+        return ps->result;
+}
+
+ssize_t chp_http_parse_request(const char *buf, size_t len, struct chp_http_request *out)
+{
+        struct chp_http_parser ps;
+        chp_http_parser_init(&ps);
+        return chp_http_parse_resume(&ps, buf, len, out);
+}
+
+void chp_http_request_move(struct chp_http_request *r, const char *from, const char *to)
+{
+        if (r->target.p)
+                r->target.p = to + (r->target.p - from);
+        if (r->authority.p)
+                r->authority.p = to + (r->authority.p - from);
+        for (size_t k = 0; k < r->nheaders; k++) {
+                r->headers[k].name.p = to + (r->headers[k].name.p - from);
+                r->headers[k].value.p = to + (r->headers[k].value.p - from);
+        }
 }
 
 bool chp_http_str_ieq(struct chp_http_str s, const char *lit)

@@ -1,9 +1,10 @@
-/* http_parse.h — a strict HTTP/1.1 request-head parser and the header values chapar's HTTP face reads
- * (tus 1.0 upload headers, Range, ETag preconditions), in the picohttpparser style.
+/* http_parse.h — a strict HTTP/1.1 request-head parser and the header values chapar's HTTP face
+ * reads (tus 1.0 upload headers, Range, ETag preconditions), in the picohttpparser style.
  *
  * chp_http_parse_request parses a request head (request line + headers + empty line) from
- * buf[0..len): it allocates nothing, never reads past len, and points into buf (borrowed: valid
- * while buf is and unchanged). Returns the bytes the head takes (the body starts there),
+ * buf[0..len) (chp_http_parse_resume: as it arrives, each byte looked at once): it allocates
+ * nothing, never reads past len, and points into buf (borrowed: valid while buf is and
+ * unchanged). Returns the bytes the head takes (the body starts there),
  * -EAGAIN when the head is not complete yet, or a negative CHP_HTTP_E* code telling which
  * status to answer (400, 414, 431, 501, 505). Value parsers return 0 or -EINVAL (and the codes
  * their comments add: -ERANGE, -ENOTSUP). Pure functions; any thread.
@@ -63,6 +64,40 @@ struct chp_http_request {
  * that is not complete within CHP_HTTP_MAX_HEAD bytes is EHEADERS, not EAGAIN). */
 __attribute__((warn_unused_result)) ssize_t chp_http_parse_request(
         const char *buf, size_t len, struct chp_http_request *out /* out */);
+
+/* Where the parse of one request head stands, so that a head arriving in pieces is parsed once:
+ * each call goes on from the byte where the last one stopped (picohttpparser's last_len, carried
+ * through the whole head: no byte is looked at twice). Caller-owned, allocates nothing; the
+ * fields are the parser's own. */
+struct chp_http_parser {
+        size_t pos;     /* bytes of the head looked at */
+        int state;
+        bool cr;        /* the last byte was a CR: its LF is due */
+        int32_t result; /* once there is one */
+        uint16_t mark[4];
+        uint16_t target[2], authority[2]; /* offsets into the head: start, end */
+        enum chp_http_method method;
+        int minor;
+        size_t nheaders;
+        uint16_t headers[CHP_HTTP_MAX_HEADERS][4]; /* name start, end; value start, end */
+};
+
+/* Sets ps up for a new request head. */
+void chp_http_parser_init(struct chp_http_parser *ps);
+
+/* Goes on parsing a request head from where the last call on ps stopped. buf[0..len) is the head
+ * so far: the bytes earlier calls saw, unchanged (buf itself may have moved), then new ones.
+ * Returns what chp_http_parse_request returns for buf[0..len) -- the same however the bytes were
+ * cut -- but looks only at the new ones, so a head that arrives a byte at a time costs O(n).
+ * Once the result is not -EAGAIN, every call returns it again (filling out again, from buf, on
+ * success) until chp_http_parser_init. A len below the bytes ps has seen starts over. */
+__attribute__((warn_unused_result)) ssize_t chp_http_parse_resume(
+        struct chp_http_parser *ps, const char *buf, size_t len,
+        struct chp_http_request *out /* out */);
+
+/* Repoints r, parsed from the bytes at from, into a copy of them at to (so that the head can be
+ * kept while the buffer it arrived in is reused). */
+void chp_http_request_move(struct chp_http_request *r, const char *from, const char *to);
 
 /* The first header named name (ASCII case-insensitive), or NULL. */
 const struct chp_http_str *chp_http_header(const struct chp_http_request *r, const char *name);

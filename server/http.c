@@ -113,6 +113,7 @@ struct http {
         bool claimed; /* this request is the upload's one writer (chp_upload_claim) */
         struct download dl;
         char *head;     /* the request head being served (HEAD_MAX bytes) */
+        struct chp_http_parser hp; /* the next request's head, as far as it has arrived */
         char host[256]; /* the Host header, for absolute Location URLs */
 };
 
@@ -344,6 +345,7 @@ static void request_reset(struct http *h)
         free(h->dl.manifest);
         memset(&h->dl, 0, sizeof(h->dl));
         h->ph = PH_HEAD;
+        chp_http_parser_init(&h->hp);
         h->route = R_NONE;
         h->body_left = 0;
         h->fill = h->base = 0;
@@ -1584,7 +1586,7 @@ static void http_on_input(struct conn *c)
                 if (h->ph != PH_HEAD || c->closing || c->closed)
                         return;
                 struct chp_http_request req;
-                ssize_t n = chp_http_parse_request((const char *)c->in, c->in_len, &req);
+                ssize_t n = chp_http_parse_resume(&h->hp, (const char *)c->in, c->in_len, &req);
                 if (n == -EAGAIN)
                         return;
                 if (n < 0) {
@@ -1600,11 +1602,8 @@ static void http_on_input(struct conn *c)
                         return;
                 }
                 memcpy(h->head, c->in, (size_t)n);
+                chp_http_request_move(&req, (const char *)c->in, h->head);
                 conn_consume(c, (size_t)n);
-                if (chp_http_parse_request(h->head, (size_t)n, &req) != n) {
-                        conn_close(c);
-                        return;
-                }
                 h->ph = PH_CREATE; /* busy until the handler says otherwise */
                 h->close_after = false;
                 on_request(h, &req);
@@ -1652,6 +1651,7 @@ static int http_attach(struct conn *c)
                 return -ENOMEM;
         h->c = c;
         h->keep_alive = true;
+        chp_http_parser_init(&h->hp);
         if (chp_sha256_init(&h->sha) != 0) {
                 free(h);
                 return -ENOMEM;

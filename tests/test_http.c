@@ -812,6 +812,133 @@ TEST(head_size_limit)
         free(b);
 }
 
+/* ---- a head that arrives in pieces ---- */
+
+static bool same_str(struct chp_http_str a, const char *abase, struct chp_http_str b,
+                     const char *bbase)
+{
+        return a.n == b.n && (a.p == NULL) == (b.p == NULL) && (!a.p || a.p - abase == b.p - bbase);
+}
+
+/* Whether a (parsed from abase) and b (from bbase) are the same request at the same offsets. */
+static bool same_request(const struct chp_http_request *a, const char *abase,
+                         const struct chp_http_request *b, const char *bbase)
+{
+        if (a->method != b->method || a->minor != b->minor || a->nheaders != b->nheaders ||
+            !same_str(a->target, abase, b->target, bbase) ||
+            !same_str(a->authority, abase, b->authority, bbase))
+                return false;
+        for (size_t k = 0; k < a->nheaders; k++)
+                if (!same_str(a->headers[k].name, abase, b->headers[k].name, bbase) ||
+                    !same_str(a->headers[k].value, abase, b->headers[k].value, bbase))
+                        return false;
+        return true;
+}
+
+/* s fed to chp_http_parse_resume cut at k (k == 0: a byte at a time), each piece appended to an
+ * exact-size copy that moves on every call; the result, checked against the one-shot parse. */
+static bool pieces_match(const char *s, size_t len, size_t k)
+{
+        struct chp_http_request one, r;
+        ssize_t want = chp_http_parse_request(s, len, &one);
+        struct chp_http_parser ps;
+        chp_http_parser_init(&ps);
+        ssize_t got = -EAGAIN;
+        char *copy = NULL;
+        for (size_t have = 0; got == -EAGAIN && have < len;) {
+                have = k == 0 ? have + 1 : have < k ? k : len;
+                free(copy);
+                copy = malloc(have);
+                if (!copy)
+                        abort();
+                memcpy(copy, s, have);
+                got = chp_http_parse_resume(&ps, copy, have, &r);
+                if (got == -EAGAIN && ps.pos != have)
+                        got = -EINVAL; /* every byte given must have been taken in */
+        }
+        bool ok = got == want && (want <= 0 || same_request(&one, s, &r, copy));
+        free(copy);
+        if (!ok)
+                fprintf(stderr, "  cut at %zu: %zd, one-shot %zd\n", k, got, want);
+        return ok;
+}
+
+TEST(resume_matches_one_shot)
+{
+        static const char *const heads[] = {
+            "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "\nGET / HTTP/1.0\nHost: a\nX:\n\n",
+            "GET / HTTP/1.1\r\nX:   \t v a l \t \r\nY:\t\r\n\r\n",
+            "GET http://a.example:80/x?q=1 HTTP/1.1\r\nHost: b\r\n\r\n",
+            "OPTIONS https://a.example HTTP/1.1\r\n\r\n",
+            "GET / HTTP/2.0\r\n\r\n",
+            "GET / HTTP/1.1\r\r\n\r\n",
+            "GET / HTTP/1.1\r\nA : b\r\n\r\n",
+            "GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n",
+            "GET / HTTP/1.1\r\nA: b\x01\r\n\r\n",
+            "GET / HTTP/1.1\r\nA: b\r\n\rX",
+            "BREW / HTTP/1.1\r\n\r\n",
+            "GET  / HTTP/1.1\r\n\r\n",
+            "GET http://user@a/ HTTP/1.1\r\n\r\n",
+        };
+        for (size_t h = 0; h < sizeof(heads) / sizeof(heads[0]); h++) {
+                size_t len = strlen(heads[h]);
+                for (size_t k = 0; k < len; k++)
+                        CHECK(pieces_match(heads[h], len, k));
+        }
+        for (size_t h = 0; h < sizeof(valid_heads) / sizeof(valid_heads[0]); h++) {
+                size_t len = strlen(valid_heads[h]);
+                for (size_t k = 0; k < len; k += 7)
+                        CHECK(pieces_match(valid_heads[h], len, k));
+        }
+        char *b = head_of_size(CHP_HTTP_MAX_HEAD + 1);
+        CHECK(pieces_match(b, CHP_HTTP_MAX_HEAD + 1, 100));
+        free(b);
+}
+
+/* A 16 KB head that arrives a byte at a time costs O(n): each call looks only at the new byte.
+ * Proved by overwriting every field-line byte already looked at with NUL (a 400 if it were read
+ * again) before the next call; the head still parses, whole. */
+TEST(resume_reads_each_byte_once)
+{
+        static const char line[] = "PATCH /files/abc HTTP/1.1\r\n";
+        char *b = malloc(CHP_HTTP_MAX_HEAD);
+        REQUIRE(b);
+        size_t n = (size_t)snprintf(b, CHP_HTTP_MAX_HEAD, "%sHost: x\r\n", line);
+        for (int k = 0; k < 58; k++) {
+                n += (size_t)snprintf(b + n, CHP_HTTP_MAX_HEAD - n, "X-Pad-%02d: ", k);
+                memset(b + n, 'a', 264);
+                n += 264;
+                memcpy(b + n, "\r\n", 2);
+                n += 2;
+        }
+        memcpy(b + n, "\r\n", 2);
+        n += 2;
+        REQUIRE(n > 16000 && n <= CHP_HTTP_MAX_HEAD);
+
+        struct chp_http_parser ps;
+        struct chp_http_request r;
+        chp_http_parser_init(&ps);
+        ssize_t rc = -EAGAIN;
+        size_t len = 0, calls = 0;
+        while (rc == -EAGAIN && len < n) {
+                rc = chp_http_parse_resume(&ps, b, ++len, &r);
+                calls++;
+                if (rc == -EAGAIN) {
+                        CHECK_EQ(ps.pos, len);
+                        if (len > sizeof(line) - 1)
+                                b[len - 1] = '\0';
+                }
+        }
+        CHECK_EQ(rc, n);
+        CHECK_EQ(calls, n);
+        CHECK_EQ(r.nheaders, 59);
+        CHECK_EQ(r.method, CHP_HTTP_PATCH);
+        CHECK(str_is(r.target, "/files/abc"));
+        CHECK_EQ(r.headers[58].value.n, 264);
+        free(b);
+}
+
 /* ---- numbers ---- */
 
 TEST(parse_u64)

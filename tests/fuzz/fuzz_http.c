@@ -1,6 +1,7 @@
-/* Fuzz target for http.c: the input is parsed as a request head. The result must be a head
- * length or one of the documented codes; a prefix of the input parses to -EAGAIN or the same
- * result; a parsed head points only inside the input and keeps every invariant of http_parse.h (known
+/* Fuzz target for http_parse.c: the input is parsed as a request head. The result must be a
+ * head length or one of the documented codes; a prefix of the input parses to -EAGAIN or the
+ * same result, and so does the input fed in pieces (chp_http_parse_resume); a parsed head
+ * points only inside the input and keeps every invariant of http_parse.h (known
  * method, a visible-ASCII target within CHP_HTTP_MAX_TARGET that is a path or, after an
  * absolute-form's valid authority, empty; HTTP/1.0 or 1.1, at most CHP_HTTP_MAX_HEADERS
  * token-named headers with trimmed CTL-free values). Every header value and the raw input then
@@ -303,6 +304,36 @@ static void check_head(const char *buf, size_t len, const struct chp_http_reques
         }
 }
 
+/* The same bytes fed to chp_http_parse_resume a byte at a time, then in pieces the input picks:
+ * the same result and, for a head, the same request; every byte given is taken in. */
+static void check_pieces(const char *buf, size_t size, ssize_t rc, const struct chp_http_request *r)
+{
+        for (int pass = 0; pass < 2; pass++) {
+                struct chp_http_parser ps;
+                struct chp_http_request p;
+                chp_http_parser_init(&ps);
+                ssize_t got = -EAGAIN;
+                for (size_t len = 0; got == -EAGAIN && len < size;) {
+                        size_t step = pass == 0 ? 1 : 1 + (unsigned char)buf[len] % 61;
+                        len = step < size - len ? len + step : size;
+                        got = chp_http_parse_resume(&ps, buf, len, &p);
+                        ensure(got != -EAGAIN || ps.pos == len);
+                }
+                ensure(got == rc);
+                if (rc <= 0)
+                        continue;
+                ensure(p.method == r->method && p.minor == r->minor &&
+                       p.nheaders == r->nheaders && p.target.p == r->target.p &&
+                       p.target.n == r->target.n && p.authority.p == r->authority.p &&
+                       p.authority.n == r->authority.n);
+                for (size_t k = 0; k < r->nheaders; k++)
+                        ensure(p.headers[k].name.p == r->headers[k].name.p &&
+                               p.headers[k].name.n == r->headers[k].name.n &&
+                               p.headers[k].value.p == r->headers[k].value.p &&
+                               p.headers[k].value.n == r->headers[k].value.n);
+        }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
         const char *buf = (const char *)data;
@@ -325,6 +356,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         ensure(parse_prefix(data, size - 1) == -EAGAIN ||
                                parse_prefix(data, size - 1) == rc);
         }
+        check_pieces(buf, size, rc, &r);
         values((struct chp_http_str){buf, size});
         return 0;
 }
