@@ -126,6 +126,7 @@ static void maybe_reply(struct http *h);
 struct resp {
         char buf[RESP_MAX];
         size_t len;
+        int status; /* the status line's, counted when the response is queued */
         bool overflow;
 };
 
@@ -215,6 +216,7 @@ static void start(struct http *h, struct resp *r, int status)
         unread_body_rule(h);
         r->len = 0;
         r->overflow = false;
+        r->status = status;
         add(r, "HTTP/1.1 %d %s\r\n", status, reason(status));
         if (h->route == R_FILES || h->route == R_UPLOAD)
                 add(r, "Tus-Resumable: " TUS_VERSION "\r\n");
@@ -251,9 +253,8 @@ static void finish(struct http *h, struct resp *r, const void *body, size_t body
         if (!no_length)
                 add(r, "Content-Length: %zu\r\n", body_len);
         add(r, "\r\n");
-        int status = atoi(r->buf + 9);
-        if (status >= 100 && status < 600)
-                atomic_fetch_add(&c->sh->http_status[status / 100], 1);
+        if (r->status >= 100 && r->status < 600)
+                atomic_fetch_add(&c->sh->http_status[r->status / 100], 1);
         if (r->overflow) {
                 conn_close(c);
                 return;
