@@ -1,0 +1,198 @@
+/* download.c — chapard's download face: GET and HEAD /f/<file id>.
+ *
+ *   GET /f/<file id>  [Range: bytes=a-b] [If-Range] [If-None-Match]
+ *     <-- 200 / 206 / 304 / 416, ETag "<file id>", Content-Type and Content-Disposition from the
+ *         uploader's tus metadata (checked), then the bytes: each chunk spliced from the page
+ *         cache (inline chunks copied), DRAIN_LOW bytes queued at a time as the socket drains
+ *
+ * Loop thread only. A chunk missing under a file whose head is already out cuts the connection
+ * (the body can only be cut short); everything before the head is answered with a status.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "http.h"
+#include "log.h"
+
+#define DRAIN_LOW (4u << 20) /* keep this many download bytes queued */
+
+bool download_parse_id(struct chp_http_str path, uint8_t id[CHP_HASH_BYTES])
+{
+        /* /f/<64 lowercase hex> */
+        if (path.n != 3 + 64)
+                return false;
+        for (size_t i = 3; i < path.n; i++)
+                if (!((path.p[i] >= '0' && path.p[i] <= '9') ||
+                      (path.p[i] >= 'a' && path.p[i] <= 'f')))
+                        return false;
+        return chp_hex_decode(path.p + 3, 64, id, CHP_HASH_BYTES) == 0;
+}
+
+/* Queues download bytes until DRAIN_LOW are waiting (called again as they drain). */
+void download_fill(struct conn *c)
+{
+        struct http *h = c->proto;
+        struct download *d = &h->dl;
+        if (!d->manifest || c->closed)
+                return;
+        uint32_t cs = d->m.chunk_size;
+        while (d->next <= d->last && c->out_bytes < DRAIN_LOW) {
+                uint32_t i = (uint32_t)(d->next / cs);
+                uint32_t off = (uint32_t)(d->next % cs);
+                uint32_t clen = chp_manifest_chunk_len(&d->m, i);
+                uint64_t upto = (uint64_t)i * cs + clen - 1;
+                uint32_t n = (uint32_t)((upto < d->last ? upto : d->last) - d->next + 1);
+                const uint8_t *addr = d->m.addrs + (size_t)i * CHP_HASH_BYTES;
+                struct chp_chunk_loc loc;
+                int rc = chp_store_locate(c->sh->store, addr, &loc);
+                if (rc || loc.len != clen) {
+                        if (!rc)
+                                chp_store_loc_release(c->sh->store, &loc);
+                        chp_log_error("http", "download: chunk %u of a file is missing (%s)", i,
+                                      chp_strerror(rc ? rc : CHP_ECORRUPT));
+                        conn_close(c); /* the head is out: the body can only be cut */
+                        return;
+                }
+                if (loc.is_inline) {
+                        uint8_t *buf = malloc(clen ? clen : 1);
+                        ssize_t got = buf ? chp_store_read(c->sh->store, addr, buf, clen) : -1;
+                        uint8_t *out = got == (ssize_t)clen ? conn_out_reserve(c, n) : NULL;
+                        if (out)
+                                memcpy(out, buf + off, n);
+                        free(buf);
+                        if (!out) {
+                                conn_close(c);
+                                return;
+                        }
+                } else if (conn_out_splice(c, &loc, loc.offset + off, n) != 0) {
+                        conn_close(c);
+                        return;
+                }
+                d->next += n;
+        }
+        if (d->next > d->last) {
+                free(d->manifest);
+                d->manifest = NULL;
+                h->ph = PH_HEAD;
+                http_request_done(h);
+        }
+}
+
+/* Content-Type and Content-Disposition of a download: the filetype and filename that the tus
+ * upload which stored the file gave in Upload-Metadata, when they are sane (the type a media
+ * type, the name made safe by chp_http_content_disposition); else application/octet-stream and
+ * no disposition. Metadata never reaches the head unchecked. A type the uploader chose is
+ * always an attachment, never rendered inline (an uploaded text/html page would otherwise run
+ * as the relay's origin), and never sniffed. */
+static void file_names(struct http *h, struct resp *r)
+{
+        struct chp_store *s = h->c->sh->store;
+        uint8_t *meta = malloc(CHP_UPLOAD_META_MAX);
+        uint8_t *val = malloc(CHP_UPLOAD_META_MAX);
+        char *disp = malloc(CHP_HTTP_DISPOSITION_MAX);
+        ssize_t mlen = meta ? chp_store_file_meta(s, h->id, meta, CHP_UPLOAD_META_MAX) : 0;
+        struct chp_http_str m = {(const char *)meta, mlen > 0 ? (size_t)mlen : 0};
+        size_t n;
+        bool typed = false;
+        if (m.n && val && chp_http_check_metadata(m) == 0) {
+                if (chp_http_metadata_get(m, "filetype", val, CHP_UPLOAD_META_MAX, &n) == 0 &&
+                    chp_http_media_type_ok((struct chp_http_str){(const char *)val, n})) {
+                        http_add(r, "Content-Type: %.*s\r\n", (int)n, (const char *)val);
+                        typed = true;
+                }
+                if (disp &&
+                    chp_http_metadata_get(m, "filename", val, CHP_UPLOAD_META_MAX, &n) == 0 &&
+                    chp_http_content_disposition(val, n, disp, CHP_HTTP_DISPOSITION_MAX) > 0)
+                        http_add(r, "Content-Disposition: %s\r\n", disp);
+                else if (typed)
+                        http_add(r, "Content-Disposition: attachment\r\n");
+        }
+        if (!typed)
+                http_add(r, "Content-Type: application/octet-stream\r\n");
+        http_add(r, "X-Content-Type-Options: nosniff\r\n");
+        free(disp);
+        free(val);
+        free(meta);
+}
+
+void download_get(struct http *h, const struct chp_http_request *req)
+{
+        struct conn *c = h->c;
+        uint8_t *man = NULL;
+        size_t len = 0;
+        int rc = chp_store_file_get(c->sh->store, h->id, &man, &len, NULL);
+        if (rc) {
+                http_simple(h, rc == -ENOENT ? 404 : 500, rc == -ENOENT ? "no such file" : NULL);
+                http_request_done(h);
+                return;
+        }
+        struct download *d = &h->dl;
+        d->manifest = man;
+        if (chp_manifest_decode(man, len, &d->m) < 0) {
+                http_simple(h, 500, NULL);
+                http_request_done(h);
+                return;
+        }
+        char hex[CHP_HASH_HEXBYTES];
+        chp_hex_encode(h->id, CHP_HASH_BYTES, hex);
+        uint64_t total = d->m.total_size;
+        const struct chp_http_str *inm = chp_http_header(req, "If-None-Match");
+        struct resp r;
+        if (inm && chp_http_etag_matches(*inm, hex)) {
+                http_start(h, &r, 304);
+                http_add(&r, "ETag: \"%s\"\r\n", hex);
+                http_finish(h, &r, NULL, 0, true);
+                http_request_done(h);
+                return;
+        }
+        const struct chp_http_str *range = chp_http_header(req, "Range");
+        const struct chp_http_str *if_range = chp_http_header(req, "If-Range");
+        uint64_t first = 0, last = total ? total - 1 : 0;
+        int status = 200;
+        /* If-Range: the Range applies only while the client's copy is this file (a strong
+         * ETag match); otherwise the whole file is sent */
+        if (if_range && (chp_http_header_count(req, "If-Range") != 1 ||
+                         !chp_http_if_range_matches(*if_range, hex)))
+                range = NULL;
+        if (range && chp_http_header_count(req, "Range") == 1) {
+                rc = chp_http_parse_range(*range, total, &first, &last);
+                if (rc == -ERANGE) {
+                        http_start(h, &r, 416);
+                        http_add(&r, "Content-Range: bytes */%llu\r\n", (unsigned long long)total);
+                        http_finish(h, &r, NULL, 0, false);
+                        http_request_done(h);
+                        return;
+                }
+                if (rc == 0)
+                        status = 206;
+                else
+                        first = 0, last = total ? total - 1 : 0;
+        }
+        http_start(h, &r, status);
+        file_names(h, &r);
+        http_add(&r,
+                 "Accept-Ranges: bytes\r\nETag: \"%s\"\r\nCache-Control: private, immutable\r\n",
+                 hex);
+        if (status == 206)
+                http_add(&r, "Content-Range: bytes %llu-%llu/%llu\r\n", (unsigned long long)first,
+                         (unsigned long long)last, (unsigned long long)total);
+        uint64_t body = total ? last - first + 1 : 0;
+        http_add(&r, "Content-Length: %llu\r\n", (unsigned long long)body);
+        http_finish(h, &r, NULL, 0, true);
+        if (h->head_only || body == 0) {
+                http_request_done(h);
+                return;
+        }
+        d->next = first;
+        d->last = last;
+        h->ph = PH_SEND;
+        download_fill(c);
+}
+
+void download_reset(struct http *h)
+{
+        free(h->dl.manifest);
+        memset(&h->dl, 0, sizeof(h->dl));
+}

@@ -1,0 +1,145 @@
+/* http.h — what the three files of chapard's HTTP face share (private to server/faces/): the
+ * per-connection state struct http, the response builder, and each file's entry points.
+ *
+ *   http.c      request loop (parse, route, body-discard rule), responses, /metrics, /healthz
+ *   tus.c       tus 1.0.0 uploads: creation, PATCH bodies cut into chunks, the one-writer claims
+ *   download.c  GET/HEAD /f/<file id>: Range, ETag, bytes spliced from the store
+ *
+ * Loop thread only. A struct http belongs to its connection (c->proto); every pointer in it is
+ * owned by it and freed by http_request_done / the face's detach. Handlers queue exactly one
+ * response per request (http_simple, or http_start + http_add + http_finish) and then call
+ * http_request_done, at once or from a store completion.
+ */
+#ifndef CHP_FACES_HTTP_H
+#define CHP_FACES_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+
+#include "conn.h"
+#include "hash.h"
+#include "http_parse.h"
+#include "manifest.h"
+
+#define HEAD_MAX    CHP_HTTP_MAX_HEAD
+#define RESP_MAX    4096
+#define TUS_VERSION "1.0.0"
+
+enum route { R_NONE, R_FILES, R_UPLOAD, R_FILE, R_METRICS, R_HEALTHZ };
+/* PH_DISCARD: the response is out, the rest of the request's body is read and dropped */
+enum phase { PH_HEAD, PH_CREATE, PH_BODY, PH_FLUSH, PH_COMMIT, PH_SEND, PH_DISCARD };
+
+/* checksum mode: a chunk stored, to attach to the upload once the whole body matched */
+struct attach {
+        uint32_t index;
+        uint8_t addr[CHP_HASH_BYTES];
+};
+
+struct download {
+        uint8_t *manifest; /* owned */
+        struct chp_manifest m;
+        uint64_t next, last; /* byte positions still to queue: [next, last] */
+};
+
+struct http {
+        struct conn *c;
+        enum phase ph;
+        bool stopping;
+        /* the request being served */
+        int method;
+        enum route route;
+        uint8_t id[CHP_HASH_BYTES];
+        bool keep_alive, close_after, head_only;
+        char origin[256];
+        bool has_origin, expect_continue, continued; /* continued: 100 Continue was sent */
+        uint64_t body_left; /* body bytes not read yet (the response may leave some unread) */
+        /* tus */
+        struct chp_upload *up;
+        bool created; /* a POST that made the upload */
+        uint32_t cs;
+        uint64_t length;     /* declared, or UINT64_MAX while deferred */
+        bool set_length;     /* this PATCH carries the length of a deferred upload */
+        uint64_t start;      /* durable offset at the request's start */
+        uint32_t next_index; /* chunk being filled */
+        uint8_t *chunk;      /* its buffer (cs bytes), counted in the memory budget */
+        size_t fill, base;   /* bytes in chunk; of which the first base were kept before */
+        struct chp_sha256 sha;
+        bool sha_ok;
+        EVP_MD_CTX *csum; /* Upload-Checksum over the body */
+        uint8_t csum_want[32];
+        size_t csum_len;
+        struct attach *attach; /* checksum mode: chunks stored, to attach at the end */
+        uint32_t nattach, attach_cap;
+        uint64_t inflight; /* chunk bytes with the writer */
+        uint32_t pending;  /* store requests outstanding */
+        int failed;        /* the first of their errors */
+        uint8_t file_id[CHP_HASH_BYTES];
+        bool committed;
+        bool claimed; /* this request is the upload's one writer (chp_upload_claim) */
+        struct download dl;
+        char *head;                /* the request head being served (HEAD_MAX bytes) */
+        struct chp_http_parser hp; /* the next request's head, as far as it has arrived */
+        char host[256];            /* the Host header, for absolute Location URLs */
+};
+
+/* ---- http.c: responses and the request loop ---- */
+
+/* A response head being built; http_finish queues it (or closes the connection when it did
+ * not fit RESP_MAX). */
+struct resp {
+        char buf[RESP_MAX];
+        size_t len;
+        int status; /* the status line's, counted when the response is queued */
+        bool overflow;
+};
+
+/* Begins a response: status line, Tus-Resumable on tus routes, CORS, Connection: close. */
+void http_start(struct http *h, struct resp *r, int status);
+/* Appends a header line (printf-style) to the response head. */
+__attribute__((format(printf, 2, 3))) void http_add(struct resp *r, const char *fmt, ...);
+/* Ends the head (with Content-Length body_len unless no_length) and queues it with the body. */
+void http_finish(struct http *h, struct resp *r, const void *body, size_t body_len, bool no_length);
+/* A whole response: status and, when msg is not NULL, a text/plain body msg + "\n". */
+void http_simple(struct http *h, int status, const char *msg);
+/* An IMF-fixdate (RFC 9110 5.6.7) for Unix time t into out. */
+void http_date(uint64_t t, char *out, size_t cap);
+/* The status that answers a store or project error rc (404, 400, 503, 507, else 500). */
+int http_status_of(int rc);
+/* The response is queued: resets the request state, then closes or goes on (after dropping
+ * what is left of the body). The caller goes back to http_on_input for a pipelined request. */
+void http_request_done(struct http *h);
+/* The conn hook: parses and serves the requests waiting in c->in, in order. */
+void http_on_input(struct conn *c);
+
+/* ---- tus.c: uploads at /files/ ---- */
+
+/* Whether Tus-Resumable: 1.0.0 is sent; else the 412 is queued and it is false. */
+bool tus_version_ok(struct http *h, const struct chp_http_request *req);
+/* The upload id of a /files/<32 lowercase hex> path: 0 or -EINVAL. */
+int tus_parse_id(struct chp_http_str path, uint8_t id[CHP_UPLOAD_ID_BYTES] /* out */);
+/* The request handlers; each queues its response now or from a store completion. */
+void tus_options(struct http *h, const struct chp_http_request *req);
+void tus_post(struct http *h, const struct chp_http_request *req);
+void tus_patch(struct http *h, const struct chp_http_request *req);
+void tus_head(struct http *h);
+void tus_delete(struct http *h);
+/* PH_BODY: moves the body along (the conn's body buffer filled, or the window opened). */
+void tus_body_progress(struct http *h);
+/* Releases what the request held of the tus state: buffers, checksum, the upload claim. */
+void tus_reset(struct http *h);
+
+/* ---- download.c: files at /f/ ---- */
+
+/* The file id of a /f/<64 lowercase hex> path; false when it is not one. */
+bool download_parse_id(struct chp_http_str path, uint8_t id[CHP_HASH_BYTES] /* out */);
+/* GET or HEAD of the file h->id: 200/206/304/416, then its bytes as the connection drains. */
+void download_get(struct http *h, const struct chp_http_request *req);
+/* The conn's drain hook while PH_SEND: queues more of the file. */
+void download_fill(struct conn *c);
+/* Frees the download's state. */
+void download_reset(struct http *h);
+
+#endif

@@ -1,0 +1,811 @@
+/* tus.c — chapard's tus 1.0.0 face: uploads created, resumed and finished over HTTP.
+ *
+ *   tus client                                   relay
+ *     POST /files/  Upload-Length ---------------->   store: upload session (no manifest)
+ *     <-------------------------------------------- 201 Location: /files/<id>
+ *     PATCH /files/<id> Upload-Offset: 0 + body -->   cut into chunks as it streams: each full
+ *                                                     chunk hashed and put (durable), the bytes
+ *                                                     past the last whole chunk kept as "tail"
+ *     <-------------------------------------------- 204 Upload-Offset: <durable bytes>
+ *     ... last PATCH completes the upload --------->   manifest from the chunks, committed
+ *     <-------------------------------------------- 204 + Chapar-File-Id: <file id>
+ *
+ * Loop thread only. Bodies are never buffered whole: a PATCH body lands in chunk-sized buffers
+ * handed to the store; at most window_bytes of them are in flight before the relay stops
+ * reading. With Upload-Checksum the chunks are stored first and attached to the upload only
+ * once the whole body matched, so a mismatch appends nothing (460). One request writes an
+ * upload at a time (a claim; a second writer gets 423).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "err.h"
+#include "http.h"
+
+#define TUS_EXT                                                                                    \
+        "creation,creation-with-upload,creation-defer-length,termination,checksum,"                \
+        "expiration"
+#define ALLOW_HDRS                                                                                 \
+        "Content-Type, Upload-Offset, Upload-Length, Upload-Defer-Length, "                        \
+        "Upload-Metadata, Upload-Checksum, Upload-Concat, Tus-Resumable, "                         \
+        "X-HTTP-Method-Override, X-Requested-With, Range, If-None-Match"
+
+struct hop {
+        struct conn_op base;
+        uint8_t *buf; /* chunk bytes owned by the op */
+        size_t len;
+        struct chp_upload *upload;
+        uint8_t *manifest;
+};
+
+static void hop_done(struct conn_op *base);
+static void maybe_reply(struct http *h);
+
+/* ---- store requests ---------------------------------------------------------------------- */
+
+static void budget_free(struct chp_shared *sh, uint8_t *p, size_t n)
+{
+        if (p) {
+                atomic_fetch_sub(&sh->mem_used, n);
+                free(p);
+        }
+}
+
+static struct hop *hop_new(struct http *h, enum chp_store_req_type type)
+{
+        struct hop *op = calloc(1, sizeof(*op));
+        if (!op)
+                return NULL;
+        op->base.c = h->c;
+        op->base.req.type = type;
+        op->base.req.done = conn_op_done;
+        op->base.done = hop_done;
+        return op;
+}
+
+static void hop_free(struct hop *op)
+{
+        budget_free(op->base.c->sh, op->buf, op->len);
+        free(op->upload);
+        free(op->manifest);
+        free(op);
+}
+
+static bool submit(struct http *h, struct hop *op)
+{
+        op->base.t0 = chp_now_us();
+        int rc = chp_store_submit(h->c->sh->store, &op->base.req);
+        if (rc) {
+                if (!h->failed)
+                        h->failed = rc;
+                hop_free(op);
+                return false;
+        }
+        h->pending++;
+        conn_hold(h->c);
+        return true;
+}
+
+/* ---- tus: the body into chunks ----------------------------------------------------------- */
+
+/* Takes a fresh chunk buffer if the window allows; the body keeps arriving into it. */
+static bool chunk_begin(struct http *h)
+{
+        struct conn *c = h->c;
+        const struct chp_config *cfg = c->sh->cfg;
+        if (h->chunk)
+                return true;
+        if (h->inflight + h->cs > cfg->window_bytes)
+                return false; /* back-pressure: read on once the writer catches up */
+        /* the memory budget is charged as the body arrives, not for the whole chunk now */
+        h->chunk = malloc(h->cs);
+        if (!h->chunk)
+                return false;
+        h->fill = h->base = 0;
+        if (chp_sha256_reset(&h->sha) != 0)
+                h->failed = -EIO;
+        return true;
+}
+
+/* Hands the filled (or final) chunk to the writer. */
+static int chunk_put(struct http *h)
+{
+        uint8_t addr[CHP_HASH_BYTES];
+        if (chp_sha256_final(&h->sha, addr) != 0)
+                return -EIO;
+        struct hop *op = hop_new(h, CHP_REQ_PUT);
+        if (!op)
+                return -ENOMEM;
+        struct chp_store_req *r = &op->base.req;
+        conn_mem_settle(h->c, h->cs); /* the op frees it as cs bytes of the budget */
+        op->buf = h->chunk;
+        op->len = h->cs;
+        h->chunk = NULL;
+        memcpy(r->u.put.addr, addr, CHP_HASH_BYTES);
+        r->u.put.data = op->buf;
+        r->u.put.len = (uint32_t)h->fill;
+        r->u.put.verified = true;
+        if (h->csum) {
+                /* attached once the whole body is known to match its checksum */
+                if (h->nattach == h->attach_cap) {
+                        uint32_t cap = h->attach_cap ? h->attach_cap * 2 : 16;
+                        struct attach *na = realloc(h->attach, cap * sizeof(*na));
+                        if (!na) {
+                                hop_free(op);
+                                return -ENOMEM;
+                        }
+                        h->attach = na;
+                        h->attach_cap = cap;
+                }
+                h->attach[h->nattach].index = h->next_index;
+                memcpy(h->attach[h->nattach].addr, addr, CHP_HASH_BYTES);
+                h->nattach++;
+        } else {
+                r->u.put.has_upload = true;
+                memcpy(r->u.put.upload_id, h->up->id, CHP_UPLOAD_ID_BYTES);
+                r->u.put.index = h->next_index;
+                r->u.put.clear_tail = true; /* any kept tail is inside this chunk now */
+        }
+        h->inflight += h->cs;
+        h->next_index++;
+        return submit(h, op) ? 0 : h->failed;
+}
+
+/* Bytes past the last whole chunk, kept durably so that the next PATCH continues them. */
+static int tail_keep(struct http *h)
+{
+        size_t n = h->fill - h->base;
+        if (!n)
+                return 0;
+        struct hop *op = hop_new(h, CHP_REQ_TAIL_APPEND);
+        if (!op)
+                return -ENOMEM;
+        op->buf = malloc(n);
+        if (!op->buf) {
+                hop_free(op);
+                return -ENOMEM;
+        }
+        atomic_fetch_add(&h->c->sh->mem_used, n);
+        op->len = n;
+        memcpy(op->buf, h->chunk + h->base, n);
+        memcpy(op->base.req.u.tail_append.upload_id, h->up->id, CHP_UPLOAD_ID_BYTES);
+        op->base.req.u.tail_append.data = op->buf;
+        op->base.req.u.tail_append.len = (uint32_t)n;
+        return submit(h, op) ? 0 : h->failed;
+}
+
+static int attach_all(struct http *h)
+{
+        for (uint32_t i = 0; i < h->nattach; i++) {
+                struct hop *op = hop_new(h, CHP_REQ_PUT);
+                if (!op)
+                        return -ENOMEM;
+                struct chp_store_req *r = &op->base.req;
+                memcpy(r->u.put.addr, h->attach[i].addr, CHP_HASH_BYTES);
+                r->u.put.has_upload = true;
+                memcpy(r->u.put.upload_id, h->up->id, CHP_UPLOAD_ID_BYTES);
+                r->u.put.index = h->attach[i].index;
+                r->u.put.clear_tail = true;
+                if (!submit(h, op))
+                        return h->failed;
+        }
+        return 0;
+}
+
+/* The body is all here: check it, keep its tail or finish the upload. */
+static void body_end(struct http *h)
+{
+        int rc = 0;
+        if (h->csum) {
+                uint8_t got[EVP_MAX_MD_SIZE];
+                unsigned n = 0;
+                if (EVP_DigestFinal_ex(h->csum, got, &n) != 1 || n != h->csum_len ||
+                    sodium_memcmp(got, h->csum_want, n) != 0) {
+                        /* 460: nothing of this body becomes part of the upload (its chunks
+                         * were stored content-addressed, but never attached) */
+                        h->ph = PH_FLUSH;
+                        h->failed = 460;
+                        return;
+                }
+                /* verified: what follows (the last short chunk, the tail) is attached at once */
+                EVP_MD_CTX_free(h->csum);
+                h->csum = NULL;
+                rc = attach_all(h);
+        }
+        bool final = h->length != CHP_UPLOAD_SIZE_UNKNOWN &&
+                     (uint64_t)h->next_index * h->cs + (h->chunk ? h->fill : 0) == h->length;
+        if (!rc && h->chunk) {
+                if (final && h->fill > 0)
+                        rc = chunk_put(h);
+                else if (!final)
+                        rc = tail_keep(h);
+        }
+        if (rc && !h->failed)
+                h->failed = rc;
+        h->ph = PH_FLUSH;
+}
+
+/* n body bytes are now at chunk[fill]: hash them (and the checksum) and count them. */
+static void absorb(struct http *h, size_t n)
+{
+        if (h->csum && EVP_DigestUpdate(h->csum, h->chunk + h->fill, n) != 1)
+                h->failed = -EIO;
+        /* hashed while the bytes are still in cache */
+        if (chp_sha256_update(&h->sha, h->chunk + h->fill, n) != 0)
+                h->failed = -EIO;
+        h->fill += n;
+        h->body_left -= n;
+}
+
+/* Moves the body along: what arrived into the chunk buffer, full chunks to the writer, the next
+ * piece asked for (straight into the chunk buffer), or the end. */
+void tus_body_progress(struct http *h)
+{
+        struct conn *c = h->c;
+        if (c->body) {
+                if (c->body_got > h->fill)
+                        absorb(h, c->body_got - h->fill);
+                if (c->body_got < c->body_len)
+                        return; /* more of this piece to come */
+                c->body = NULL;
+        }
+        for (;;) {
+                if (h->failed) {
+                        /* the writer failed: stop here, answer, and close (the rest of the body
+                         * is not read) */
+                        h->close_after = true;
+                        h->ph = PH_FLUSH;
+                        maybe_reply(h);
+                        return;
+                }
+                if (h->chunk && h->fill == h->cs) {
+                        int rc = chunk_put(h);
+                        if (rc && !h->failed)
+                                h->failed = rc;
+                        continue;
+                }
+                if (h->body_left == 0) {
+                        body_end(h);
+                        maybe_reply(h);
+                        return;
+                }
+                if (!chunk_begin(h))
+                        return; /* the window is full: a store completion resumes */
+                size_t want = h->cs - h->fill < h->body_left ? h->cs - h->fill : h->body_left;
+                /* bytes that came with the head (or right after it) are used first */
+                size_t have = c->in_len < want ? c->in_len : want;
+                if (have) {
+                        memcpy(h->chunk + h->fill, c->in, have);
+                        conn_consume(c, have);
+                        absorb(h, have);
+                        continue;
+                }
+                conn_want_body(c, h->chunk, h->fill + want, h->fill);
+                return;
+        }
+}
+
+/* ---- tus requests ------------------------------------------------------------------------ */
+
+int tus_parse_id(struct chp_http_str path, uint8_t id[CHP_UPLOAD_ID_BYTES])
+{
+        /* /files/<32 lowercase hex> */
+        if (path.n != 7 + 32)
+                return -EINVAL;
+        for (size_t i = 7; i < path.n; i++)
+                if (!((path.p[i] >= '0' && path.p[i] <= '9') ||
+                      (path.p[i] >= 'a' && path.p[i] <= 'f')))
+                        return -EINVAL;
+        return chp_hex_decode(path.p + 7, 32, id, CHP_UPLOAD_ID_BYTES);
+}
+
+/* Bytes durable in a sequential upload: whole chunks (the last one, stored only when it ends the
+ * upload, may be shorter) and the kept tail. */
+static uint64_t progress_bytes(uint32_t chunks, size_t tail, uint32_t cs, uint64_t length)
+{
+        uint64_t whole = (uint64_t)chunks * cs;
+        if (length != CHP_UPLOAD_SIZE_UNKNOWN && whole > length)
+                whole = length;
+        return whole + tail;
+}
+
+/* Loads the upload for a PATCH/HEAD: its record, where it stands, its kept tail. */
+static int load_upload(struct http *h, bool with_tail)
+{
+        struct chp_store *s = h->c->sh->store;
+        h->up = calloc(1, sizeof(*h->up));
+        if (!h->up)
+                return -ENOMEM;
+        int rc = chp_store_upload_get(s, h->id, h->up);
+        if (rc)
+                return rc;
+        if (h->up->has_manifest)
+                return -ENOENT; /* a native upload, not for tus */
+        h->cs = h->up->chunk_size;
+        h->length = h->up->declared_size;
+        if (h->up->complete) {
+                h->start = h->length;
+                memcpy(h->file_id, h->up->file_id, CHP_HASH_BYTES);
+                h->committed = true;
+                return 0;
+        }
+        uint32_t chunks;
+        size_t tail;
+        if ((rc = chp_store_upload_progress(s, h->id, &chunks, &tail)))
+                return rc;
+        h->next_index = chunks;
+        h->start = progress_bytes(chunks, tail, h->cs, h->length);
+        if (!with_tail || !tail)
+                return 0;
+        if (!chunk_begin(h))
+                return -EBUSY;
+        ssize_t n = chp_store_upload_tail(s, h->id, h->chunk, h->cs);
+        if (n < 0)
+                return (int)n;
+        h->fill = h->base = (size_t)n;
+        /* the kept bytes begin this chunk: they are part of its address, not of this body */
+        return chp_sha256_update(&h->sha, h->chunk, h->fill) == 0 ? 0 : -EIO;
+}
+
+void tus_head(struct http *h)
+{
+        /* while a PATCH streams into the upload its offset is moving: the client asks again */
+        if (chp_upload_busy(h->c->sh, h->id)) {
+                http_simple(h, 423, "another request is writing this upload; retry shortly");
+                return;
+        }
+        int rc = load_upload(h, false);
+        if (rc) {
+                http_simple(h, rc == -ENOENT ? 404 : http_status_of(rc), NULL);
+                return;
+        }
+        struct resp r;
+        char date[64];
+        http_start(h, &r, 200);
+        http_add(&r, "Cache-Control: no-store\r\nUpload-Offset: %llu\r\n",
+                 (unsigned long long)h->start);
+        if (h->length == CHP_UPLOAD_SIZE_UNKNOWN)
+                http_add(&r, "Upload-Defer-Length: 1\r\n");
+        else
+                http_add(&r, "Upload-Length: %llu\r\n", (unsigned long long)h->length);
+        if (h->up->meta_len)
+                http_add(&r, "Upload-Metadata: %.*s\r\n", (int)h->up->meta_len,
+                         (const char *)h->up->meta);
+        if (h->up->expires) {
+                http_date(h->up->expires, date, sizeof(date));
+                http_add(&r, "Upload-Expires: %s\r\n", date);
+        }
+        if (h->committed) {
+                char hex[CHP_HASH_HEXBYTES];
+                chp_hex_encode(h->file_id, CHP_HASH_BYTES, hex);
+                http_add(&r, "Chapar-File-Id: %s\r\n", hex);
+        }
+        http_finish(h, &r, NULL, 0, true);
+        http_request_done(h);
+}
+
+/* After validation: the body streams into chunks (PATCH, or POST with a body). */
+static void body_start(struct http *h)
+{
+        struct conn *c = h->c;
+        if (h->expect_continue && h->body_left) {
+                static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+                uint8_t *out = conn_out_reserve(c, sizeof(cont) - 1);
+                if (out)
+                        memcpy(out, cont, sizeof(cont) - 1);
+                h->continued = true;
+        }
+        h->ph = PH_BODY;
+        c->body = NULL;
+        tus_body_progress(h);
+}
+
+/* Whether the writer is done with this request: then reply (or commit, then reply). */
+static void maybe_reply(struct http *h)
+{
+        if (h->ph != PH_FLUSH && h->ph != PH_COMMIT)
+                return;
+        if (h->pending)
+                return;
+        struct conn *c = h->c;
+        if (h->failed == 460) {
+                http_simple(h, 460,
+                            "Upload-Checksum does not match the body; nothing was appended");
+                http_request_done(h);
+                return;
+        }
+        if (h->failed) {
+                http_simple(h, http_status_of(h->failed), chp_strerror(h->failed));
+                http_request_done(h);
+                return;
+        }
+        uint64_t offset;
+        uint32_t chunks;
+        size_t tail;
+        int rc = 0;
+        bool complete = false;
+        if (h->ph == PH_FLUSH) {
+                rc = chp_store_upload_progress(c->sh->store, h->id, &chunks, &tail);
+                offset = progress_bytes(chunks, tail, h->cs, h->length);
+                if (!rc && h->length != CHP_UPLOAD_SIZE_UNKNOWN && offset == h->length) {
+                        /* the last byte is durable: the manifest, then the file */
+                        uint32_t n = chunks;
+                        uint8_t *have = calloc(1, n ? n : 1);
+                        uint8_t *addrs = malloc((size_t)n * CHP_HASH_BYTES + 1);
+                        struct hop *op = hop_new(h, CHP_REQ_COMMIT);
+                        rc = have && addrs && op ? 0 : -ENOMEM;
+                        if (!rc)
+                                rc = chp_store_upload_chunks(c->sh->store, h->id, have, addrs, n);
+                        struct chp_manifest m = {.version = CHP_MANIFEST_VERSION,
+                                                 .chunk_size = h->cs,
+                                                 .total_size = h->length,
+                                                 .chunk_count = n,
+                                                 .addrs = addrs};
+                        size_t mlen = chp_manifest_encoded_size(&m);
+                        if (!rc && (chp_manifest_check(&m) != 0 || !(op->manifest = malloc(mlen)) ||
+                                    chp_manifest_encode(&m, op->manifest, mlen) < 0))
+                                rc = -EIO;
+                        free(have);
+                        free(addrs);
+                        if (rc) {
+                                if (op)
+                                        hop_free(op);
+                        } else {
+                                struct chp_store_req *r = &op->base.req;
+                                const struct chp_config *cfg = c->sh->cfg;
+                                r->u.commit.manifest = op->manifest;
+                                r->u.commit.manifest_len = mlen;
+                                r->u.commit.tenant = h->up->tenant;
+                                r->u.commit.expires =
+                                    cfg->file_expiry ? (uint64_t)time(NULL) + cfg->file_expiry : 0;
+                                r->u.commit.has_upload = true;
+                                r->u.commit.keep_upload = true;
+                                memcpy(r->u.commit.upload_id, h->id, CHP_UPLOAD_ID_BYTES);
+                                h->ph = PH_COMMIT;
+                                if (submit(h, op))
+                                        return; /* on with the reply when it is committed */
+                                rc = h->failed;
+                        }
+                }
+        } else {
+                offset = h->length;
+                complete = true;
+        }
+        if (rc) {
+                http_simple(h, http_status_of(rc), chp_strerror(rc));
+                http_request_done(h);
+                return;
+        }
+        struct resp r;
+        http_start(h, &r, h->created ? 201 : 204);
+        if (h->created) {
+                char hex[2 * CHP_UPLOAD_ID_BYTES + 1];
+                chp_hex_encode(h->id, CHP_UPLOAD_ID_BYTES, hex);
+                if (h->host[0])
+                        http_add(&r, "Location: http://%s/files/%s\r\n", h->host, hex);
+                else
+                        http_add(&r, "Location: /files/%s\r\n", hex);
+                if (h->up && h->up->expires) {
+                        char date[64];
+                        http_date(h->up->expires, date, sizeof(date));
+                        http_add(&r, "Upload-Expires: %s\r\n", date);
+                }
+        }
+        http_add(&r, "Upload-Offset: %llu\r\n", (unsigned long long)offset);
+        if (complete) {
+                char hex[CHP_HASH_HEXBYTES];
+                chp_hex_encode(h->file_id, CHP_HASH_BYTES, hex);
+                http_add(&r, "Chapar-File-Id: %s\r\n", hex);
+        }
+        http_finish(h, &r, NULL, 0, !h->created);
+        http_request_done(h);
+}
+
+static void hop_done(struct conn_op *base)
+{
+        struct hop *op = (struct hop *)base;
+        struct conn *c = base->c;
+        struct http *h = c->proto;
+        struct chp_store_req *r = &base->req;
+        h->pending--;
+        if (r->type == CHP_REQ_PUT && op->buf) {
+                h->inflight -= h->cs;
+                chp_observe_commit(c->sh, base->t0);
+                if (!r->status)
+                        atomic_fetch_add(r->u.put.deduplicated ? &c->sh->chunks_dedup
+                                                               : &c->sh->chunks_stored,
+                                         1);
+        }
+        if (r->status && !h->failed)
+                h->failed = r->status;
+        if (!c->closed) {
+                if (r->type == CHP_REQ_UPLOAD_CREATE && h->ph == PH_CREATE) {
+                        if (r->status) {
+                                http_simple(h, http_status_of(r->status), chp_strerror(r->status));
+                                http_request_done(h);
+                        } else {
+                                h->failed = 0;
+                                body_start(h);
+                        }
+                } else if (r->type == CHP_REQ_COMMIT && h->ph == PH_COMMIT && !r->status) {
+                        memcpy(h->file_id, r->u.commit.file_id, CHP_HASH_BYTES);
+                        h->committed = true;
+                        maybe_reply(h);
+                } else if (r->type == CHP_REQ_UPLOAD_DELETE) {
+                        http_simple(h, r->status ? http_status_of(r->status) : 204, NULL);
+                        http_request_done(h);
+                } else if (h->ph == PH_BODY && !c->body) {
+                        tus_body_progress(h); /* the window opened: read on */
+                } else {
+                        maybe_reply(h);
+                }
+                if (h->ph == PH_HEAD || h->ph == PH_DISCARD)
+                        http_on_input(c); /* answered: the next request */
+                conn_flush(c);
+                conn_maybe_read(c);
+        }
+        hop_free(op);
+        conn_release(c);
+}
+
+/* ---- the requests' heads ------------------------------------------------------------------ */
+
+bool tus_version_ok(struct http *h, const struct chp_http_request *req)
+{
+        const struct chp_http_str *v = chp_http_header(req, "Tus-Resumable");
+        if (v && chp_http_str_ieq(*v, TUS_VERSION))
+                return true;
+        http_simple(h, 412, "Tus-Resumable: 1.0.0 is required");
+        return false;
+}
+
+static bool offset_content_type(struct http *h, const struct chp_http_request *req)
+{
+        const struct chp_http_str *ct = chp_http_header(req, "Content-Type");
+        if (ct && chp_http_str_ieq(*ct, "application/offset+octet-stream"))
+                return true;
+        http_simple(h, 415, "Content-Type must be application/offset+octet-stream");
+        return false;
+}
+
+/* Upload-Checksum: the digest the body must have. false when the response is already queued. */
+static bool checksum_setup(struct http *h, const struct chp_http_request *req)
+{
+        const struct chp_http_str *v = chp_http_header(req, "Upload-Checksum");
+        if (!v)
+                return true;
+        int algo;
+        int rc = chp_http_parse_checksum(*v, &algo, h->csum_want, &h->csum_len);
+        if (rc) {
+                http_simple(h, 400,
+                            rc == -ENOTSUP ? "checksum algorithm not supported (sha1, sha256)"
+                                           : "malformed Upload-Checksum");
+                return false;
+        }
+        h->csum = EVP_MD_CTX_new();
+        if (!h->csum ||
+            EVP_DigestInit_ex(h->csum, algo == 1 ? EVP_sha1() : EVP_sha256(), NULL) != 1) {
+                http_simple(h, 500, NULL);
+                return false;
+        }
+        return true;
+}
+
+void tus_options(struct http *h, const struct chp_http_request *req)
+{
+        struct resp r;
+        http_start(h, &r, 204);
+        http_add(&r,
+                 "Tus-Version: " TUS_VERSION "\r\nTus-Extension: " TUS_EXT
+                 "\r\nTus-Max-Size: %llu\r\nTus-Checksum-Algorithm: sha1,sha256\r\n",
+                 (unsigned long long)h->c->sh->cfg->tus_max_size);
+        if (h->has_origin && chp_http_header(req, "Access-Control-Request-Method"))
+                http_add(&r,
+                         "Access-Control-Allow-Methods: GET, HEAD, POST, PATCH, DELETE, OPTIONS\r\n"
+                         "Access-Control-Allow-Headers: " ALLOW_HDRS
+                         "\r\nAccess-Control-Max-Age: 86400\r\n");
+        http_finish(h, &r, NULL, 0, false);
+        http_request_done(h);
+}
+
+void tus_post(struct http *h, const struct chp_http_request *req)
+{
+        struct conn *c = h->c;
+        const struct chp_config *cfg = c->sh->cfg;
+        const struct chp_http_str *len = chp_http_header(req, "Upload-Length");
+        const struct chp_http_str *defer = chp_http_header(req, "Upload-Defer-Length");
+        const struct chp_http_str *meta = chp_http_header(req, "Upload-Metadata");
+        uint64_t length = CHP_UPLOAD_SIZE_UNKNOWN;
+        if (len && (defer || chp_http_parse_u64(*len, &length) != 0)) {
+                http_simple(h, 400, "bad Upload-Length");
+                return;
+        }
+        if (!len && !(defer && chp_http_str_ieq(*defer, "1"))) {
+                http_simple(h, 400, "Upload-Length or Upload-Defer-Length: 1 is required");
+                return;
+        }
+        if (length != CHP_UPLOAD_SIZE_UNKNOWN && length > cfg->tus_max_size) {
+                http_simple(h, 413, "larger than Tus-Max-Size");
+                return;
+        }
+        if (meta && (meta->n > CHP_UPLOAD_META_MAX || chp_http_check_metadata(*meta) != 0)) {
+                http_simple(h, 400, "malformed or oversized Upload-Metadata");
+                return;
+        }
+        if (h->body_left && !offset_content_type(h, req))
+                return;
+        if (h->body_left && length != CHP_UPLOAD_SIZE_UNKNOWN && h->body_left > length) {
+                http_simple(h, 413, "the body is longer than Upload-Length");
+                return;
+        }
+        if (h->body_left > cfg->tus_max_size) {
+                http_simple(h, 413, "larger than Tus-Max-Size");
+                return;
+        }
+        if (!checksum_setup(h, req))
+                return;
+        struct hop *op = hop_new(h, CHP_REQ_UPLOAD_CREATE);
+        h->up = calloc(1, sizeof(*h->up));
+        if (!op || !h->up) {
+                free(op);
+                http_simple(h, 500, NULL);
+                return;
+        }
+        struct chp_upload *u = h->up;
+        randombytes_buf(u->id, sizeof(u->id));
+        memcpy(h->id, u->id, CHP_UPLOAD_ID_BYTES);
+        u->declared_size = length;
+        u->chunk_size = h->cs = cfg->tus_chunk_size;
+        u->created = (uint64_t)time(NULL);
+        u->expires = cfg->upload_expiry ? u->created + cfg->upload_expiry : 0;
+        if (meta) {
+                memcpy(u->meta, meta->p, meta->n);
+                u->meta_len = (uint32_t)meta->n;
+        }
+        op->upload = malloc(sizeof(*u));
+        if (!op->upload) {
+                hop_free(op);
+                http_simple(h, 500, NULL);
+                return;
+        }
+        *op->upload = *u;
+        op->base.req.u.upload_create.upload = op->upload;
+        h->length = length;
+        h->start = 0;
+        h->next_index = 0;
+        h->created = true;
+        h->ph = PH_CREATE;
+        if (!submit(h, op)) {
+                http_simple(h, http_status_of(h->failed), chp_strerror(h->failed));
+                return;
+        }
+        atomic_fetch_add(&c->sh->uploads_active, 1);
+}
+
+void tus_patch(struct http *h, const struct chp_http_request *req)
+{
+        const struct chp_http_str *off = chp_http_header(req, "Upload-Offset");
+        const struct chp_http_str *len = chp_http_header(req, "Upload-Length");
+        uint64_t offset, length;
+        if (!offset_content_type(h, req))
+                return;
+        if (!off || chp_http_parse_u64(*off, &offset) != 0) {
+                http_simple(h, 400, "Upload-Offset is required");
+                return;
+        }
+        /* one writer per upload: a client resuming while its cut PATCH's chunks still land
+         * would otherwise race it (its offset would be stale) */
+        if (!chp_upload_claim(h->c->sh, h->id)) {
+                http_simple(h, 423, "another request is writing this upload; retry shortly");
+                return;
+        }
+        h->claimed = true;
+        int rc = load_upload(h, true);
+        if (rc) {
+                http_simple(h, rc == -ENOENT ? 404 : http_status_of(rc), NULL);
+                return;
+        }
+        if (offset != h->start) {
+                char msg[96];
+                snprintf(msg, sizeof(msg), "Upload-Offset is %llu here",
+                         (unsigned long long)h->start);
+                http_simple(h, 409, msg);
+                return;
+        }
+        if (h->committed) {
+                if (h->body_left) {
+                        http_simple(h, 409, "the upload is complete");
+                        return;
+                }
+                h->ph = PH_COMMIT;
+                maybe_reply(h);
+                return;
+        }
+        uint64_t max = h->c->sh->cfg->tus_max_size;
+        if (len) {
+                if (chp_http_parse_u64(*len, &length) != 0 ||
+                    (h->length != CHP_UPLOAD_SIZE_UNKNOWN && length != h->length) ||
+                    length < h->start) {
+                        http_simple(h, 400, "bad Upload-Length");
+                        return;
+                }
+                if (length > max) {
+                        http_simple(h, 413, "Upload-Length is larger than Tus-Max-Size");
+                        return;
+                }
+        }
+        /* every check comes before the deferred length is recorded: a request refused here
+         * leaves the upload as it was (and has nothing in flight that would go on with it) */
+        uint64_t declared = len ? length : h->length;
+        if (declared != CHP_UPLOAD_SIZE_UNKNOWN && h->start + h->body_left > declared) {
+                http_simple(h, 413, "the body goes past Upload-Length");
+                return;
+        }
+        /* a deferred length is bounded too: refused before anything of the body is stored */
+        if (declared == CHP_UPLOAD_SIZE_UNKNOWN && h->body_left &&
+            (h->start > max || h->body_left > max - h->start)) {
+                http_simple(h, 413, "the upload would be larger than Tus-Max-Size");
+                return;
+        }
+        if (!checksum_setup(h, req))
+                return;
+        if (declared != h->length) {
+                /* the deferred length becomes known: recorded before the chunks */
+                struct hop *op = hop_new(h, CHP_REQ_UPLOAD_CREATE);
+                if (!op || !(op->upload = malloc(sizeof(*h->up)))) {
+                        free(op);
+                        http_simple(h, 500, NULL);
+                        return;
+                }
+                *op->upload = *h->up;
+                op->upload->declared_size = declared;
+                op->base.req.u.upload_create.upload = op->upload;
+                if (!submit(h, op)) {
+                        http_simple(h, http_status_of(h->failed), NULL);
+                        return;
+                }
+                h->length = declared;
+        }
+        body_start(h);
+}
+
+void tus_delete(struct http *h)
+{
+        struct hop *op = hop_new(h, CHP_REQ_UPLOAD_DELETE);
+        if (!op) {
+                http_simple(h, 500, NULL);
+                http_request_done(h);
+                return;
+        }
+        memcpy(op->base.req.u.upload_delete.upload_id, h->id, CHP_UPLOAD_ID_BYTES);
+        h->ph = PH_FLUSH;
+        if (!submit(h, op)) {
+                http_simple(h, http_status_of(h->failed), NULL);
+                http_request_done(h);
+        }
+}
+
+void tus_reset(struct http *h)
+{
+        if (h->chunk)
+                conn_mem_drop(h->c); /* charged as its bytes arrived (conn_want_body) */
+        free(h->chunk);
+        h->chunk = NULL;
+        free(h->up);
+        h->up = NULL;
+        free(h->attach);
+        h->attach = NULL;
+        h->nattach = h->attach_cap = 0;
+        EVP_MD_CTX_free(h->csum);
+        h->csum = NULL;
+        h->fill = h->base = 0;
+        if (h->claimed)
+                chp_upload_release(h->c->sh, h->id);
+        h->created = h->set_length = h->committed = h->claimed = false;
+        h->failed = 0;
+}
