@@ -991,51 +991,6 @@ void chp_observe_commit(struct chp_shared *sh, uint64_t since_us)
         atomic_fetch_add(&sh->commit_sum_us, us);
 }
 
-bool chp_upload_claim(struct chp_shared *sh, const uint8_t id[16])
-{
-        bool ok = true;
-        pthread_mutex_lock(&sh->upload_lock);
-        for (size_t i = 0; i < sh->nbusy && ok; i++)
-                if (memcmp(sh->busy_uploads[i], id, 16) == 0)
-                        ok = false;
-        if (ok && sh->nbusy == sh->capbusy) {
-                size_t cap = sh->capbusy ? sh->capbusy * 2 : 64;
-                uint8_t(*n)[16] = realloc(sh->busy_uploads, cap * 16);
-                if (n) {
-                        sh->busy_uploads = n;
-                        sh->capbusy = cap;
-                } else {
-                        ok = false;
-                }
-        }
-        if (ok)
-                memcpy(sh->busy_uploads[sh->nbusy++], id, 16);
-        pthread_mutex_unlock(&sh->upload_lock);
-        return ok;
-}
-
-bool chp_upload_busy(struct chp_shared *sh, const uint8_t id[16])
-{
-        bool busy = false;
-        pthread_mutex_lock(&sh->upload_lock);
-        for (size_t i = 0; i < sh->nbusy && !busy; i++)
-                busy = memcmp(sh->busy_uploads[i], id, 16) == 0;
-        pthread_mutex_unlock(&sh->upload_lock);
-        return busy;
-}
-
-void chp_upload_release(struct chp_shared *sh, const uint8_t id[16])
-{
-        pthread_mutex_lock(&sh->upload_lock);
-        for (size_t i = 0; i < sh->nbusy; i++) {
-                if (memcmp(sh->busy_uploads[i], id, 16) == 0) {
-                        memcpy(sh->busy_uploads[i], sh->busy_uploads[--sh->nbusy], 16);
-                        break;
-                }
-        }
-        pthread_mutex_unlock(&sh->upload_lock);
-}
-
 uint64_t chp_now_us(void)
 {
         struct timespec ts;

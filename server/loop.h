@@ -10,7 +10,6 @@
 #ifndef CHP_LOOP_H
 #define CHP_LOOP_H
 
-#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdatomic.h>
@@ -69,13 +68,12 @@ struct chp_shared {
         /* commit latency: chunk submitted to the writer -> acknowledged */
         atomic_uint_fast64_t commit_le[CHP_COMMIT_BUCKETS]; /* cumulative, per bucket */
         atomic_uint_fast64_t commit_count, commit_sum_us;
-        /* uploads with a request streaming into them (tus PATCH): one writer at a time */
-        pthread_mutex_t upload_lock;
-        uint8_t (*busy_uploads)[16];
-        size_t nbusy, capbusy;
+        /* uploads with a request streaming into them: the tus face's (faces/tus.h) */
+        struct chp_tus_claims *tus_claims;
 };
 
 struct chp_loop;
+struct chp_tus_claims;
 
 /* Creates a loop serving the native listening socket and the HTTP one (-1: none); both taken
  * over. */
@@ -87,13 +85,6 @@ int chp_loop_run(struct chp_loop *l);
 /* Frees the loop and every connection left; the store must be closed first, so that no store
  * completion can still arrive. NULL is a no-op. */
 void chp_loop_destroy(struct chp_loop *l);
-
-/* Marks an upload as being written by one request; false if another request already is (its
- * writer gets 423 and retries). Any thread; chp_upload_release undoes it. */
-bool chp_upload_claim(struct chp_shared *sh, const uint8_t id[16]);
-void chp_upload_release(struct chp_shared *sh, const uint8_t id[16]);
-/* Whether a request is writing the upload now. */
-bool chp_upload_busy(struct chp_shared *sh, const uint8_t id[16]);
 
 /* Counts one chunk acknowledgement that took from since_us (chp_now_us) to now. Any thread. */
 void chp_observe_commit(struct chp_shared *sh, uint64_t since_us);

@@ -12,6 +12,7 @@
 
 #include "conn.h"
 #include "err.h"
+#include "faces/tus.h"
 #include "hash.h"
 #include "identity.h"
 #include "peer.h"
@@ -234,9 +235,10 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
         struct reload rl = {.src = src};
         struct worker *workers = calloc(cfg->threads, sizeof(*workers));
         struct chp_shared sh = {.cfg = cfg, .stop = stop};
-        pthread_mutex_init(&sh.upload_lock, NULL);
         if (!workers)
                 return -ENOMEM;
+        if ((rc = chp_tus_claims_new(&sh.tus_claims)))
+                goto out;
         if ((rc = chp_store_open(&cfg->store, &store))) {
                 chp_log_error("relay", "cannot open the store in %s: %s", cfg->data_dir,
                               chp_strerror(rc));
@@ -350,8 +352,7 @@ out:
         free(workers);
         free_snapshot(rl.retiring); /* the loops are gone: no barrier is pending any more */
         free_snapshot(rl.owned);
-        free(sh.busy_uploads);
-        pthread_mutex_destroy(&sh.upload_lock);
+        chp_tus_claims_free(sh.tus_claims);
         chp_identity_wipe(&identity);
         /* only our own: a relay that failed to start leaves another's ready file alone */
         if (ready_written)

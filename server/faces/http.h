@@ -78,7 +78,7 @@ struct http {
         int failed;        /* the first of their errors */
         uint8_t file_id[CHP_HASH_BYTES];
         bool committed;
-        bool claimed; /* this request is the upload's one writer (chp_upload_claim) */
+        bool claimed; /* this request is the upload's one writer (claim) */
         struct download dl;
         char *head;                /* the request head being served (HEAD_MAX bytes) */
         struct chp_http_parser hp; /* the next request's head, as far as it has arrived */

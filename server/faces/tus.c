@@ -17,6 +17,7 @@
  * upload at a time (a claim; a second writer gets 423).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 
 #include "err.h"
 #include "http.h"
+#include "tus.h"
 
 #define TUS_EXT                                                                                    \
         "creation,creation-with-upload,creation-defer-length,termination,checksum,"                \
@@ -45,6 +47,90 @@ struct hop {
 
 static void hop_done(struct conn_op *base);
 static void maybe_reply(struct http *h);
+
+/* ---- the one-writer claims ---------------------------------------------------------------- */
+
+/* Upload ids with a writer, in no order; shared by every loop thread under lock. */
+struct chp_tus_claims {
+        pthread_mutex_t lock;
+        uint8_t (*ids)[CHP_UPLOAD_ID_BYTES];
+        size_t n, cap;
+};
+
+int chp_tus_claims_new(struct chp_tus_claims **out)
+{
+        *out = NULL;
+        struct chp_tus_claims *t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        int rc = pthread_mutex_init(&t->lock, NULL);
+        if (rc) {
+                free(t);
+                return -rc;
+        }
+        *out = t;
+        return 0;
+}
+
+void chp_tus_claims_free(struct chp_tus_claims *t)
+{
+        if (!t)
+                return;
+        pthread_mutex_destroy(&t->lock);
+        free(t->ids);
+        free(t);
+}
+
+static bool held(const struct chp_tus_claims *t, const uint8_t id[CHP_UPLOAD_ID_BYTES])
+{
+        for (size_t i = 0; i < t->n; i++)
+                if (memcmp(t->ids[i], id, CHP_UPLOAD_ID_BYTES) == 0)
+                        return true;
+        return false;
+}
+
+/* Marks the upload as written by this request; false if another request already is, or out
+ * of memory. Any thread; release undoes it. */
+static bool claim(struct chp_tus_claims *t, const uint8_t id[CHP_UPLOAD_ID_BYTES])
+{
+        pthread_mutex_lock(&t->lock);
+        bool ok = !held(t, id);
+        if (ok && t->n == t->cap) {
+                size_t cap = t->cap ? t->cap * 2 : 64;
+                uint8_t(*ids)[CHP_UPLOAD_ID_BYTES] = realloc(t->ids, cap * sizeof(*ids));
+                if (ids) {
+                        t->ids = ids;
+                        t->cap = cap;
+                } else {
+                        ok = false;
+                }
+        }
+        if (ok)
+                memcpy(t->ids[t->n++], id, CHP_UPLOAD_ID_BYTES);
+        pthread_mutex_unlock(&t->lock);
+        return ok;
+}
+
+/* Whether a request is writing the upload now. */
+static bool busy(struct chp_tus_claims *t, const uint8_t id[CHP_UPLOAD_ID_BYTES])
+{
+        pthread_mutex_lock(&t->lock);
+        bool b = held(t, id);
+        pthread_mutex_unlock(&t->lock);
+        return b;
+}
+
+static void release(struct chp_tus_claims *t, const uint8_t id[CHP_UPLOAD_ID_BYTES])
+{
+        pthread_mutex_lock(&t->lock);
+        for (size_t i = 0; i < t->n; i++) {
+                if (memcmp(t->ids[i], id, CHP_UPLOAD_ID_BYTES) == 0) {
+                        memcpy(t->ids[i], t->ids[--t->n], CHP_UPLOAD_ID_BYTES);
+                        break;
+                }
+        }
+        pthread_mutex_unlock(&t->lock);
+}
 
 /* ---- store requests ---------------------------------------------------------------------- */
 
@@ -355,7 +441,7 @@ static int load_upload(struct http *h, bool with_tail)
 void tus_head(struct http *h)
 {
         /* while a PATCH streams into the upload its offset is moving: the client asks again */
-        if (chp_upload_busy(h->c->sh, h->id)) {
+        if (busy(h->c->sh->tus_claims, h->id)) {
                 http_simple(h, 423, "another request is writing this upload; retry shortly");
                 return;
         }
@@ -700,7 +786,7 @@ void tus_patch(struct http *h, const struct chp_http_request *req)
         }
         /* one writer per upload: a client resuming while its cut PATCH's chunks still land
          * would otherwise race it (its offset would be stale) */
-        if (!chp_upload_claim(h->c->sh, h->id)) {
+        if (!claim(h->c->sh->tus_claims, h->id)) {
                 http_simple(h, 423, "another request is writing this upload; retry shortly");
                 return;
         }
@@ -805,7 +891,7 @@ void tus_reset(struct http *h)
         h->csum = NULL;
         h->fill = h->base = 0;
         if (h->claimed)
-                chp_upload_release(h->c->sh, h->id);
+                release(h->c->sh->tus_claims, h->id);
         h->created = h->set_length = h->committed = h->claimed = false;
         h->failed = 0;
 }
