@@ -118,7 +118,7 @@ void chp_loop_post(struct chp_loop *l, struct chp_store_req *req);
 /* ---- the protocols that speak over connections ------------------------------------------ */
 
 /* What a connection speaks: the native protocol (native.c, inside secure.c's transport) or
- * HTTP (http.c). The loop calls these; each protocol keeps its state in c->proto. */
+ * HTTP (faces/http.c). The loop calls these; each protocol keeps its state in c->proto. */
 struct proto_ops {
         const char *name;
         bool secure;                          /* runs inside secure.c's transport */
