@@ -3,6 +3,7 @@
  * vectors that pin the construction (KDF context and ids, nonce layout, metadata encoding), the
  * strict metadata parser, and Padmé. */
 #include "harness.h"
+#include "testutil.h"
 
 #include <errno.h>
 
@@ -621,6 +622,36 @@ TEST(padme_properties)
                 last = p;
         }
         CHECK_EQ(distinct, 33);
+}
+
+/* Sealing and opening (chunks and metadata) allocate nothing: the sweep must find no
+ * allocation to fail. */
+static int e2e_pass(void *arg)
+{
+        (void)arg;
+        uint8_t key[CHP_FILE_KEY_BYTES], plain[1000], sealed[1000 + CHP_E2E_TAG], back[1000];
+        fixed_key(key);
+        fill(plain, sizeof(plain), 5);
+        int rc = chp_e2e_seal_chunk(key, 3, true, plain, sizeof(plain), sealed);
+        if (rc)
+                return rc;
+        if ((rc = chp_e2e_open_chunk(key, 3, true, sealed, sizeof(sealed), back)))
+                return rc;
+        if (memcmp(plain, back, sizeof(plain)) != 0)
+                return 1;
+        struct chp_e2e_meta m = sample_meta(), got;
+        uint8_t blob[1024];
+        ssize_t n = chp_e2e_seal_meta(key, &m, blob, sizeof(blob));
+        if (n < 0)
+                return (int)n;
+        if ((rc = chp_e2e_open_meta(key, blob, (size_t)n, &got)))
+                return rc;
+        return meta_eq(&m, &got) ? 0 : 1;
+}
+
+TEST(allocation_failure)
+{
+        CHECK_EQ(tu_alloc_sweep("e2e seal/open", e2e_pass, NULL, 0), 0);
 }
 
 HARNESS_MAIN()

@@ -1127,4 +1127,42 @@ TEST(wire_strerror)
         CHECK(strcmp(chp_wire_strerror(UINT32_MAX), "unknown error") == 0);
 }
 
+/* The codec allocates nothing (proto.h): encoders and decoders of every request and reply kind
+ * run with the Nth allocation failing; the sweep must find no allocation to fail. */
+static int proto_pass(void *arg)
+{
+        (void)arg;
+        uint8_t buf[256], hdr[CHP_FRAME_HEADER];
+        struct chp_frame_header h;
+        chp_frame_header_encode(hdr, CHP_F_HELLO, 7, 8);
+        if (chp_frame_header_decode(hdr, sizeof(hdr), &h) != CHP_FRAME_HEADER || h.id != 7)
+                return 1;
+        struct chp_msg_hello hello = {.version = CHP_PROTO_VERSION}, hd;
+        ssize_t n = chp_msg_hello_encode(buf, sizeof(buf), &hello);
+        if (n < 0)
+                return (int)n;
+        int rc = chp_msg_hello_decode(buf, (size_t)n, &hd);
+        if (rc)
+                return rc;
+        struct chp_msg_hello_ok ok = {.version = CHP_PROTO_VERSION, .window_bytes = 1 << 20}, od;
+        if ((n = chp_msg_hello_ok_encode(buf, sizeof(buf), &ok)) < 0)
+                return (int)n;
+        if ((rc = chp_msg_hello_ok_decode(buf, (size_t)n, &od)))
+                return rc;
+        return od.window_bytes == ok.window_bytes ? 0 : 1;
+}
+
+TEST(allocation_failure)
+{
+        /* the switch itself: armed for the second allocation, only that one fails */
+        void *(*volatile alloc)(size_t) = malloc;
+        chp_alloc_fail_after(2);
+        void *a = alloc(8), *b = alloc(8), *c = alloc(8);
+        CHECK(a && !b && c && chp_alloc_failed());
+        chp_alloc_fail_after(0);
+        free(a);
+        free(c);
+        CHECK_EQ(tu_alloc_sweep("proto codec", proto_pass, NULL, 0), 0);
+}
+
 HARNESS_MAIN()
