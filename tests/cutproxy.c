@@ -2,17 +2,18 @@
  *
  * Usage: cutproxy UPSTREAM-PORT DIR. Listens on 127.0.0.1:0 and writes its port to DIR/port;
  * each connection is forwarded to 127.0.0.1:UPSTREAM-PORT (a child process per connection).
- * A script arms a cut by writing a byte count N to DIR/arm: the first connection to see it
- * claims it (renames it away) and, after N more upstream-to-client bytes, holds back what the
- * upstream sends and creates DIR/cut. DIR/go delivers it and lifts the hold (and is removed);
- * the upstream going away while held closes both sides, delivering nothing more. So "the peer died after N bytes" or "the client got its first bytes
- * while the rest was still held" are exact, whatever the machine's speed. Test-only.
+ * A script arms a cut by writing "N" (or "N up") to DIR/arm: the first connection to see it
+ * claims it and, after N more upstream-to-client (client-to-upstream) bytes, holds back what
+ * that side sends and creates DIR/cut. DIR/go delivers it and lifts the hold (and is removed);
+ * either side going away closes both, delivering nothing more. So "the peer died after N
+ * bytes" or "the client got its first bytes while the rest was held" are exact on any machine.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,11 +22,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *dir;
+static const char *dir_path;
 
 static void path(char *out, size_t cap, const char *name)
 {
-        snprintf(out, cap, "%s/%s", dir, name);
+        snprintf(out, cap, "%s/%s", dir_path, name);
 }
 
 static int exists(const char *name)
@@ -36,23 +37,26 @@ static int exists(const char *name)
         return stat(p, &st) == 0;
 }
 
-/* Claims DIR/arm for this connection (rename is atomic between the children); its number, or
- * -1 when it is not there. */
-static long long claim_arm(void)
+/* Claims DIR/arm for this connection (rename is atomic between the children): "N" holds the
+ * upstream's bytes after N, "N up" the client's. Sets *left and *dir (0 or 1, an index into
+ * serve's sides); false when there is no arm. */
+static bool claim_arm(long long *left, int *dir)
 {
-        char arm[4096], mine[4096];
+        char arm[4096], mine[4200], way[8] = "";
         path(arm, sizeof arm, "arm");
-        snprintf(mine, sizeof mine, "%s/arm.%d", dir, (int)getpid());
+        snprintf(mine, sizeof mine, "%s/arm.%d", dir_path, (int)getpid());
         if (rename(arm, mine) != 0)
-                return -1;
+                return false;
         FILE *f = fopen(mine, "r");
         long long n = -1;
-        if (!f || fscanf(f, "%lld", &n) != 1)
+        if (!f || fscanf(f, "%lld %7s", &n, way) < 1)
                 n = -1;
         if (f)
                 fclose(f);
         unlink(mine);
-        return n;
+        *left = n > 0 ? n : -1;
+        *dir = strcmp(way, "up") == 0;
+        return n > 0;
 }
 
 static void touch(const char *name)
@@ -97,8 +101,8 @@ static ssize_t forward(int from, int to, size_t most, char **kept, size_t *nkept
         return n;
 }
 
-/* Relays one connection. While held, what the upstream sends is read (so that its end, when it
- * dies, is seen at once) but kept back; a release delivers it. */
+/* Relays one connection. While held, what the held side sends is read (so that its end, when
+ * it dies, is seen at once) but kept back; a release delivers it. */
 static void serve(int down, int port)
 {
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
@@ -106,37 +110,40 @@ static void serve(int down, int port)
         int up = socket(AF_INET, SOCK_STREAM, 0);
         if (up < 0 || connect(up, (struct sockaddr *)&a, sizeof a) != 0)
                 _exit(0); /* the client sees its connection closed, as with no listener */
-        long long left = -1; /* upstream bytes until the hold; -1: not armed */
-        int held = 0;
+        const int from[2] = {up, down}, to[2] = {down, up}; /* 0: upstream to client, 1: back */
+        long long left = -1; /* bytes of side dir until the hold; -1: not armed */
+        int dir = 0, held = 0;
         char *kept = NULL;
         size_t nkept = 0;
         for (;;) {
                 if (left < 0 && !held)
-                        left = claim_arm();
+                        claim_arm(&left, &dir);
                 if (held && exists("go")) {
                         char p[4096];
                         path(p, sizeof p, "go");
                         unlink(p);
-                        if (write_all(down, kept, nkept))
+                        if (write_all(to[dir], kept, nkept))
                                 break;
                         held = 0;
                         left = -1;
                         nkept = 0;
                 }
-                struct pollfd p[2] = {{.fd = down, .events = POLLIN}, {.fd = up, .events = POLLIN}};
+                struct pollfd p[2] = {{.fd = from[0], .events = POLLIN},
+                                      {.fd = from[1], .events = POLLIN}};
                 if (poll(p, 2, 50) < 0 && errno != EINTR)
                         break;
-                if (p[0].revents && forward(down, up, SIZE_MAX, NULL, NULL) < 0)
-                        break;
-                if (!p[1].revents)
-                        continue;
-                ssize_t n = forward(up, down, !held && left > 0 ? (size_t)left : SIZE_MAX,
-                                    held ? &kept : NULL, &nkept);
-                if (n < 0)
-                        break;
-                if (!held && left > 0 && (left -= n) == 0) {
-                        held = 1;
-                        touch("cut");
+                for (int i = 0; i < 2; i++) {
+                        if (!p[i].revents)
+                                continue;
+                        bool limited = !held && left > 0 && i == dir;
+                        ssize_t n = forward(from[i], to[i], limited ? (size_t)left : SIZE_MAX,
+                                            held && i == dir ? &kept : NULL, &nkept);
+                        if (n < 0)
+                                _exit(0);
+                        if (limited && (left -= n) == 0) {
+                                held = 1;
+                                touch("cut");
+                        }
                 }
         }
         _exit(0);
@@ -149,7 +156,7 @@ int main(int argc, char **argv)
                 return 1;
         }
         int port = atoi(argv[1]);
-        dir = argv[2];
+        dir_path = argv[2];
         signal(SIGCHLD, SIG_IGN);
         int ls = socket(AF_INET, SOCK_STREAM, 0);
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};

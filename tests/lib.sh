@@ -5,10 +5,12 @@
 # relay_start NAME [args] runs $chapard (or $CHAPARD_BIN) with $tmp/NAME.{data,ready,log}, sets
 # pid/addr/http/key[NAME]; a restart keeps its native port. relay_stop NAME [SIG] is its exit.
 # wait_for SECONDS 'test' and wait_file FILE [PATTERN] poll every 50 ms, never a busy loop.
+# proxy_start NAME PORT puts $cutproxy before PORT (proxy_port[NAME]); proxy_hold NAME N [up],
+# proxy_held NAME (waits for the hold) and proxy_release NAME drive it (see cutproxy.c).
 
 passed=0
 failed=0
-declare -A pid addr http key
+declare -A pid addr http key proxy_port
 lib_pids=()
 
 ok() { echo "ok   $1"; passed=$((passed + 1)); }
@@ -72,3 +74,17 @@ relay_stop() { # NAME [SIGNAL]: the relay's exit status
         unset "pid[$1]"
         return $rc
 }
+
+proxy_start() { # NAME UPSTREAM-PORT
+        mkdir -p "$tmp/$1.proxy"
+        "$cutproxy" "$2" "$tmp/$1.proxy" &
+        lib_track $!
+        wait_for 10 "[ -s '$tmp/$1.proxy/port' ]"
+        proxy_port[$1]=$(cat "$tmp/$1.proxy/port")
+}
+proxy_hold() { # NAME BYTES [up]: the next connection's bytes stop after BYTES more
+        rm -f "$tmp/$1.proxy/cut"
+        echo "$2 ${3:-}" >"$tmp/$1.proxy/arm.new" && mv "$tmp/$1.proxy/arm.new" "$tmp/$1.proxy/arm"
+}
+proxy_held() { wait_for 20 "[ -e '$tmp/$1.proxy/cut' ]"; } # NAME
+proxy_release() { touch "$tmp/$1.proxy/go"; } # NAME

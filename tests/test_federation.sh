@@ -41,21 +41,12 @@ stop() { # relay [signal]; a TERM stop must exit 0 (a sanitizer report would not
         fi
 }
 put() { "$chapar" put "$1" --relay "${addr[A]}" --chunk-size $cs; }
-# cutproxy: B's way to A. hold N: the next connection's A-to-B bytes stop after N more;
-# release: they flow again.
-mkdir "$tmp/proxy"
-hold() { rm -f "$tmp/proxy/cut"; echo "$1" >"$tmp/proxy/arm.new" && mv "$tmp/proxy/arm.new" "$tmp/proxy/arm"; }
-held() { wait_for 20 "[ -e '$tmp/proxy/cut' ]"; }
-release() { touch "$tmp/proxy/go"; }
-
 # A first (B's address is not known yet), then the proxy to A, B and C and D, then A again
 # with B's address
 conf A B 127.0.0.1:1 "${key[B]}"
 start A
-"$cutproxy" "${addr[A]##*:}" "$tmp/proxy" &
-lib_track $!
-wait_for 10 "[ -s '$tmp/proxy/port' ]"
-conf B A "127.0.0.1:$(cat "$tmp/proxy/port")" "${key[A]}"
+proxy_start A "${addr[A]##*:}"
+conf B A "127.0.0.1:${proxy_port[A]}" "${key[A]}"
 start B
 conf C
 start C
@@ -82,14 +73,14 @@ native_sent() { curl -s "http://${http[A]}/metrics" | sed -n 's/^chapar_bytes_se
 # streaming: the client's first bytes arrive while A's are held after 256 KiB (of 2 MiB)
 head -c $((2 * 1024 * 1024)) /dev/urandom >"$tmp/f2"
 t2=$(put "$tmp/f2")
-hold $((256 * 1024))
+proxy_hold A $((256 * 1024))
 "$chapar" get "$t2" --via "${addr[B]}" -o "$tmp/f2.b" >/dev/null 2>&1 &
 g=$!
-held
+proxy_held A
 wait_for 20 "[ -s '$tmp/f2.b.chapar-part' ]"
 check "the first chunks reached the client while A's bytes were held after 256 KiB" \
         "[ -s '$tmp/f2.b.chapar-part' ] && [ ! -e '$tmp/f2.b' ]"
-release
+proxy_release A
 wait $g
 check "the streamed file is identical" "cmp -s '$tmp/f2' '$tmp/f2.b'"
 
@@ -98,16 +89,16 @@ check "the streamed file is identical" "cmp -s '$tmp/f2' '$tmp/f2.b'"
 head -c $((1024 * 1024)) /dev/urandom >"$tmp/f6"
 t6=$(put "$tmp/f6")
 before=$(native_sent)
-hold $((256 * 1024))
+proxy_hold A $((256 * 1024))
 "$chapar" get "$t6" --via "${addr[B]}" -o "$tmp/f6.x" >/dev/null 2>&1 &
 g1=$!
-held
+proxy_held A
 "$chapar" get "$t6" --via "${addr[B]}" -o "$tmp/f6.y" >/dev/null 2>&1 &
 g2=$!
 wait_for 20 "[ -s '$tmp/f6.x.chapar-part' ] && [ -s '$tmp/f6.y.chapar-part' ]"
 check "both gets had their first chunks while A's bytes were held" \
         "[ -s '$tmp/f6.x.chapar-part' ] && [ -s '$tmp/f6.y.chapar-part' ]"
-release
+proxy_release A
 wait $g1 $g2
 sent=$(( $(native_sent) - before ))
 size=$(stat -c %s "$tmp/f6")
@@ -125,11 +116,11 @@ check "B fetched the offered file in the background" "$chapar stat '$t3' --via '
 # fetch resumes where it stopped (the restarted A sends less than the file)
 head -c $((2 * 1024 * 1024)) /dev/urandom >"$tmp/f4"
 t4=$(put "$tmp/f4")
-hold $((512 * 1024))
+proxy_hold A $((512 * 1024))
 "$chapar" get "$t4" --via "${addr[B]}" -o "$tmp/f4.b" >/dev/null 2>"$tmp/err.4" &
 g=$!
-held
-check "B's fetch of the file was cut after 512 KiB" "[ -e '$tmp/proxy/cut' ]"
+proxy_held A
+check "B's fetch of the file was cut after 512 KiB" "[ -e '$tmp/A.proxy/cut' ]"
 stop A KILL
 wait $g
 rc=$?
