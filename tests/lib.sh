@@ -12,6 +12,7 @@ passed=0
 failed=0
 declare -A pid addr http key proxy_port
 lib_pids=()
+lib_at_exit=() # commands the EXIT trap runs after the kills, before removing $tmp
 
 ok() { echo "ok   $1"; passed=$((passed + 1)); }
 bad() { echo "FAIL $1"; failed=$((failed + 1)); return 1; }
@@ -21,11 +22,13 @@ finish() {
         [ "$failed" -eq 0 ]
 }
 
-lib_cleanup() {
-        local p
-        for p in "${pid[@]}" "${lib_pids[@]}"; do kill "$p" 2>/dev/null; done
-        for p in "${pid[@]}" "${lib_pids[@]}"; do wait "$p" 2>/dev/null; done
+lib_cleanup() { # keeps the script's exit status, also under set -e
+        local rc=$? p
+        for p in "${pid[@]}" "${lib_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+        for p in "${pid[@]}" "${lib_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+        for p in "${lib_at_exit[@]}"; do eval "$p" || true; done
         if [ -n "${KEEP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
+        exit $rc
 }
 
 lib_tmp() { # PREFIX
