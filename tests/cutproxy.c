@@ -155,7 +155,12 @@ int main(int argc, char **argv)
                 fprintf(stderr, "usage: cutproxy UPSTREAM-PORT DIR\n");
                 return 1;
         }
-        int port = atoi(argv[1]);
+        char *end;
+        long port = strtol(argv[1], &end, 10);
+        if (*end || port < 1 || port > 65535) {
+                fprintf(stderr, "cutproxy: not a port: %s\n", argv[1]);
+                return 1;
+        }
         dir_path = argv[2];
         signal(SIGCHLD, SIG_IGN);
         int ls = socket(AF_INET, SOCK_STREAM, 0);
@@ -180,7 +185,7 @@ int main(int argc, char **argv)
                         continue;
                 if (fork() == 0) {
                         close(ls);
-                        serve(c, port);
+                        serve(c, (int)port);
                 }
                 close(c);
         }
