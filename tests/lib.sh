@@ -1,12 +1,11 @@
 # lib.sh — what the shell tests share; source it: . "$(dirname "$0")/lib.sh".
-# ok/bad/check NAME count results, finish prints the totals and is the script's status.
-# lib_tmp PREFIX makes $tmp (the client's config and cache inside it) and an EXIT trap that
-# kills only the PIDs this script started (relay_start's, lib_track's) and removes $tmp.
+# ok/bad/check NAME count results; finish prints the totals and is the script's status. lib_tmp
+# PREFIX makes $tmp (the client's config and cache inside) and an EXIT trap that kills only the
+# PIDs this script started (relay_start's, lib_track's), runs lib_at_exit and removes $tmp.
 # relay_start NAME [args] runs $chapard (or $CHAPARD_BIN) with $tmp/NAME.{data,ready,log}, sets
-# pid/addr/http/key[NAME]; a restart keeps its native port. relay_stop NAME [SIG] is its exit.
-# wait_for SECONDS 'test' and wait_file FILE [PATTERN] poll every 50 ms, never a busy loop.
-# proxy_start NAME PORT puts $cutproxy before PORT (proxy_port[NAME]); proxy_hold NAME N [up],
-# proxy_held NAME (waits for the hold) and proxy_release NAME drive it (see cutproxy.c).
+# pid/addr/http/key[NAME], keeps the native port on a restart; relay_stop NAME [SIG] is its exit.
+# wait_for/wait_file poll every 50 ms (never a busy loop). proxy_start/hold/held/release drive
+# $cutproxy (see cutproxy.c): a connection's bytes held at a set count.
 
 passed=0
 failed=0
