@@ -276,11 +276,6 @@ TEST(keygen)
         CHECK(memcmp(a, zero, sizeof(a)) != 0);
 }
 
-static void hex(const uint8_t *p, size_t n, char *out)
-{
-        chp_hex_encode(p, n, out);
-}
-
 /* The construction, restated with libsodium directly: subkey 1 of crypto_kdf under "chaparE2",
  * nonce = 11-byte big-endian index || last. Pinned also by a vector computed outside libsodium
  * (Python hashlib.blake2b with key/salt/person + cryptography's ChaCha20Poly1305). */
@@ -292,7 +287,7 @@ TEST(chunk_known_answer)
         size_t len = strlen(msg);
         REQUIRE(crypto_kdf_derive_from_key(sub, sizeof(sub), 1, "chaparE2", key) == 0);
         char h[2 * 64 + 1];
-        hex(sub, sizeof(sub), h);
+        chp_hex_encode(sub, sizeof(sub), h);
         CHECK(strcmp(h, "f078c64818fe1f975a6f838680953b8ff3ce49d553d52005adc09c946836a7ed") == 0);
 
         struct {
@@ -318,7 +313,7 @@ TEST(chunk_known_answer)
                 CHECK_OK(chp_e2e_seal_chunk(key, v[k].index, v[k].last, (const uint8_t *)msg, len,
                                             ours));
                 CHECK(memcmp(ours, theirs, len + 16) == 0);
-                hex(ours, len + 16, h);
+                chp_hex_encode(ours, len + 16, h);
                 CHECK(strcmp(h, v[k].expect) == 0);
         }
         sodium_memzero(sub, sizeof(sub));
