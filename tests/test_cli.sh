@@ -66,6 +66,7 @@ proxy_hold R $((1024 * 1024)) up
 "$chapar" put "$tmp/big" --relay "$via" --chunk-size $cs --json >"$tmp/first" 2>/dev/null &
 ppid=$!
 proxy_held R
+check "the put was held after 1 MiB of its bytes" "[ -e '$tmp/R.proxy/cut' ]"
 kill -KILL $ppid 2>/dev/null
 wait $ppid 2>/dev/null
 wait_for 10 "[ \$(( \$(stored) - before )) -ge $((1024 * 1024 - 2 * cs)) ]" # what fully arrived is stored
@@ -73,7 +74,7 @@ first=$(( $(stored) - before ))
 out=$("$chapar" put "$tmp/big" --relay "$via" --chunk-size $cs --json)
 sent2=$(echo "$out" | json bytes_sent)
 total=$(echo "$out" | json bytes_total)
-check "the cut put had stored $first bytes; the resumed one sent $sent2 of $total" "[ -n '$sent2' ] && [ $first -gt 0 ] && [ $sent2 -lt $total ]"
+check "the cut put had stored $first bytes; the resumed one sent $sent2 of $total" "[ -n '$sent2' ] && [ $first -gt 0 ] && [ $sent2 -gt 0 ] && [ $sent2 -lt $total ]"
 check "both runs send at most the file plus two chunks" "[ \$(( first + cs + sent2 )) -le \$(( total + 2 * cs )) ]"
 t=$(echo "$out" | sed -n 's/.*"ticket":"\([^"]*\)".*/\1/p')
 "$chapar" get "$t" -o "$tmp/big.out" >/dev/null
