@@ -63,10 +63,15 @@ void chp_sha256_free(struct chp_sha256 *h)
 
 int chp_sha256(const void *data, size_t len, uint8_t out[CHP_HASH_BYTES])
 {
-        unsigned int n = 0;
-        if (EVP_Digest(data, len, out, &n, md(), NULL) != 1 || n != CHP_HASH_BYTES)
-                return -EIO;
-        return 0;
+        struct chp_sha256 h;
+        int rc = chp_sha256_init(&h);
+        if (rc)
+                return rc; /* EVP_Digest would say only "failed" when it cannot allocate */
+        rc = chp_sha256_update(&h, data, len);
+        if (!rc)
+                rc = chp_sha256_final(&h, out);
+        chp_sha256_free(&h);
+        return rc;
 }
 
 void chp_hex_encode(const uint8_t *in, size_t n, char *out)

@@ -3,7 +3,8 @@
  * A chunk's address and a file's id are SHA-256 of their bytes. struct chp_sha256 is a streaming
  * context: init once, then update/final, reset to reuse it without reallocating; free it with
  * chp_sha256_free (NULL-safe). A context belongs to one thread at a time. Functions return 0 or a
- * negative code (-ENOMEM when OpenSSL cannot allocate, -EIO when it fails).
+ * negative code (-ENOMEM when OpenSSL cannot allocate the context, -EIO when it fails: OpenSSL 3
+ * reports an allocation inside the digest's set-up only as a failure).
  */
 #ifndef CHP_HASH_H
 #define CHP_HASH_H

@@ -9,31 +9,15 @@
 set -uo pipefail
 chapard=$1
 bench=$2
-tmp=$(mktemp -d /tmp/chapar-bench-smoke-XXXXXX)
-pid=
-other=
-passed=0
-failed=0
+. "$(dirname "$0")/lib.sh"
+lib_tmp bench-smoke
 
-cleanup() {
-        [ -n "$other" ] && kill "$other" 2>/dev/null && wait "$other" 2>/dev/null
-        [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-        rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-ok() { echo "ok   $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL $1"; failed=$((failed + 1)); }
-
-"$chapard" --data "$tmp/data" --listen 127.0.0.1:0 --http 127.0.0.1:0 --ready-file "$tmp/ready" \
-        --insecure-plaintext --sync none --log-level warn 2>>"$tmp/relay.log" &
-pid=$!
-for _ in $(seq 200); do grep -q '^http=' "$tmp/ready" 2>/dev/null && break; sleep 0.05; done
-native=$(sed -n 's/^native=//p' "$tmp/ready" 2>/dev/null)
-http=$(sed -n 's/^http=//p' "$tmp/ready" 2>/dev/null)
-if [ -z "$native" ] || [ -z "$http" ]; then
+relay_start R --insecure-plaintext --sync none --log-level warn
+native=${addr[R]}
+web=${http[R]}
+if [ -z "$native" ] || [ -z "$web" ]; then
         echo "FAIL chapard did not start"
-        cat "$tmp/relay.log"
+        cat "$tmp/R.log"
         echo "0 passed, 1 failed"
         exit 1
 fi
@@ -43,7 +27,7 @@ fi
 run() {
         local name=$1 keys=$2
         shift 2
-        "$bench" --native "$native" --http "$http" --pid "$pid" --seconds 20 --json "$@" \
+        "$bench" --native "$native" --http "$web" --pid "${pid[R]}" --seconds 20 --json "$@" \
                 >"$tmp/out" 2>"$tmp/err"
         local rc=$?
         if [ $rc -ne 0 ]; then
@@ -109,7 +93,7 @@ else
 fi
 
 # the table (no --json) names both faces
-if "$bench" --native "$native" --http "$http" --scenario upload --files 2 --size 64K --conns 2 \
+if "$bench" --native "$native" --http "$web" --scenario upload --files 2 --size 64K --conns 2 \
         >"$tmp/out" 2>"$tmp/err" && grep -q '^native upload' "$tmp/out" &&
         grep -q '^http   upload' "$tmp/out"; then
         ok "the human table"
@@ -132,7 +116,7 @@ expect_fail() { # name code pattern args...
         fi
 }
 expect_fail "no relay at the address" 2 "refused" --native 127.0.0.1:1 --scenario upload --files 1
-expect_fail "the HTTP port given as native" 2 "native face" --native "$http" --scenario upload \
+expect_fail "the HTTP port given as native" 2 "native face" --native "$web" --scenario upload \
         --files 1 --size 64K
 expect_fail "a missing --scenario" 1 "scenario" --native "$native"
 expect_fail "a size it cannot parse" 1 "size" --native "$native" --scenario upload --size 12Q
@@ -141,32 +125,30 @@ expect_fail "a soak without --pid" 1 "pid" --native "$native" --scenario soak --
 # the soak's judgement, on a watched process that is not the relay (the transfers still go to the
 # relay): one that opens 20 fds a second, far past --fd-slack 10 between the soak's first and last
 # thirds; one that exits in the middle
-soak_args=(--native "$native" --http "$http" --scenario soak --files 4 --size 256K --conns 2
+soak_args=(--native "$native" --http "$web" --scenario soak --files 4 --size 256K --conns 2
         --background 2 --flood 0)
 bash -c 'for _ in $(seq 400); do exec {fd}</dev/null; sleep 0.05; done; sleep 60' &
 other=$!
+lib_track "$other"
 expect_fail "a soak that sees fds grow" 5 "file descriptors (besides the store.s segments) grew" "${soak_args[@]}" --pid "$other" \
         --seconds 6 --fd-slack 10
 kill "$other"
 wait "$other" 2>/dev/null
 sleep 3 &
 other=$!
+lib_track "$other"
 expect_fail "a soak whose relay exits" 5 "exited during the soak" "${soak_args[@]}" --pid "$other" \
         --seconds 8
 wait "$other"
-other=
 
-kill -TERM "$pid"
-wait "$pid"
+relay_stop R
 rc=$?
-pid=
 if [ $rc -eq 0 ]; then ok "chapard stops on SIGTERM with exit 0"; else bad "chapard exit $rc on SIGTERM"; fi
-if "$chapard" verify --data "$tmp/data" >"$tmp/verify" 2>&1; then
+if "$chapard" verify --data "$tmp/R.data" >"$tmp/verify" 2>&1; then
         ok "chapard verify: the store is clean"
 else
         bad "chapard verify"
         cat "$tmp/verify"
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

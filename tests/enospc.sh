@@ -12,22 +12,15 @@ set -euo pipefail
 chapard=$1
 test_store=$2
 chapar=$3
-tmp=$(mktemp -d)
-pid=
+. "$(dirname "$0")/lib.sh"
+lib_tmp enospc
 mnt="$tmp/disk"
-mounted=0
-cleanup() {
-        if [ -n "$pid" ]; then kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; fi
-        if [ "$mounted" = 1 ]; then umount "$mnt" || umount -l "$mnt"; fi
-        rm -rf "$tmp"
-}
-trap cleanup EXIT
 mkdir "$mnt"
 if ! mount -t tmpfs -o size=48m tmpfs "$mnt" 2>"$tmp/mount.err"; then
         echo "skipped: cannot mount a tmpfs here ($(cat "$tmp/mount.err")); this test needs root"
         exit 77
 fi
-mounted=1
+lib_at_exit+=("umount '$mnt' || umount -l '$mnt'")
 
 "$test_store" full-disk "$mnt/store"
 df -B1 "$mnt" | tail -1
@@ -37,13 +30,12 @@ grep -q ': 0 problems' "$tmp/verify"
 rm -rf "$mnt/store"
 
 # 2. a relay
-export XDG_CONFIG_HOME=$tmp/config XDG_CACHE_HOME=$tmp/cache
-unset CHAPAR_RELAY
 printf '[server]\nfile_expiry = 2s\n' >"$tmp/relay.conf"
 "$chapard" --config "$tmp/relay.conf" --data "$mnt/relay" --listen 127.0.0.1:0 --http off \
         --ready-file "$tmp/ready" --log-level info 2>"$tmp/relay.log" &
-pid=$!
-for _ in $(seq 400); do [ -s "$tmp/ready" ] && grep -q pubkey "$tmp/ready" && break; sleep 0.05; done
+rpid=$!
+lib_track $rpid
+wait_file "$tmp/ready" || true
 addr=$(sed -n 's/^native=//p' "$tmp/ready")
 [ -n "$addr" ] || { cat "$tmp/relay.log"; echo "the relay did not start"; exit 1; }
 put() { "$chapar" put "$1" --relay "$addr" 2>"$tmp/err"; }
@@ -67,9 +59,8 @@ head -c $((2 * 1024 * 1024)) /dev/urandom >"$tmp/after"
 t=$(put "$tmp/after") || { cat "$tmp/err"; echo "after GC the relay still refuses puts"; exit 1; }
 "$chapar" get "$t" -o "$tmp/back" >/dev/null && cmp -s "$tmp/after" "$tmp/back" ||
         { echo "the file put after GC does not download"; exit 1; }
-kill -TERM "$pid"
-wait "$pid" || true
-pid=
+kill -TERM "$rpid"
+wait "$rpid" || true
 df -B1 "$mnt" | tail -1
 "$chapard" verify --data "$mnt/relay" >"$tmp/verify" || { cat "$tmp/verify"; echo "verify failed"; exit 1; }
 cat "$tmp/verify"

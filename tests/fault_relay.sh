@@ -9,36 +9,15 @@ set -uo pipefail
 chapard=$1
 chapard_fault=$2
 chapar=$3
-tmp=$(mktemp -d /tmp/chapar-fault-XXXXXX)
-export XDG_CONFIG_HOME=$tmp/config XDG_CACHE_HOME=$tmp/cache
-unset CHAPAR_RELAY
-pid=
-passed=0
-failed=0
-
-cleanup() {
-        [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-        rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-ok() { echo "ok   $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL $1"; failed=$((failed + 1)); }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+. "$(dirname "$0")/lib.sh"
+lib_tmp fault
 
 start_relay() { # BINARY FAULTS
-        rm -f "$tmp/ready"
-        CHAPAR_STORE_FAULT=$2 "$1" --data "$tmp/data" --listen 127.0.0.1:${PORT:-0} \
-                --http 127.0.0.1:0 --ready-file "$tmp/ready" --log-level warn \
-                2>>"$tmp/relay.log" &
-        pid=$!
-        for _ in $(seq 400); do [ -s "$tmp/ready" ] && grep -q pubkey "$tmp/ready" && break; sleep 0.05; done
-        addr=$(sed -n 's/^native=//p' "$tmp/ready")
-        PORT=${addr##*:} # a restart keeps the port, so tickets stay valid
+        CHAPARD_BIN=$1 CHAPAR_STORE_FAULT=$2 relay_start R --log-level warn
 }
-stop_relay() { kill -TERM "$pid"; wait "$pid"; local rc=$?; pid=; return $rc; }
+stop_relay() { relay_stop R; }
 
-put() { "$chapar" put "$1" --relay "$addr" --chunk-size 65536 2>"$tmp/err"; }
+put() { "$chapar" put "$1" --relay "${addr[R]}" --chunk-size 65536 2>"$tmp/err"; }
 get_same() { # TICKET FILE: downloads TICKET and compares it with FILE
         "$chapar" get "$1" -o "$tmp/out" >/dev/null 2>"$tmp/err" && cmp -s "$2" "$tmp/out"
 }
@@ -85,9 +64,9 @@ for fault in sync:1:1:EIO commit:1:1:EIO; do
         check "file b still downloads" "get_same '$tb' '$tmp/b'"
         stop_relay
 done
-grep -q "fdatasync of a segment failed" "$tmp/relay.log" || bad "the sync fault was never hit"
+grep -q "fdatasync of a segment failed" "$tmp/R.log" || bad "the sync fault was never hit"
 
-"$chapard" verify --data "$tmp/data" >"$tmp/verify" 2>&1
+"$chapard" verify --data "$tmp/R.data" >"$tmp/verify" 2>&1
 check "chapard verify finds the store clean" "grep -q ': 0 problems' '$tmp/verify'"
 cat "$tmp/verify"
 
@@ -98,5 +77,4 @@ for f in a b c d; do
 done
 stop_relay
 
-echo "$passed passed, $failed failed"
-[ $failed = 0 ] && [ $passed -gt 0 ]
+finish && [ $passed -gt 0 ]

@@ -4,8 +4,8 @@
 # the relay creates one in its data directory and reports it in the ready file.
 set -euo pipefail
 chapard=$1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib.sh"
+lib_tmp keygen
 
 pub=$("$chapard" keygen --out "$tmp/k")
 [ "$(stat -c %a "$tmp/k")" = 600 ] || { echo "key file mode is not 0600"; exit 1; }
@@ -18,7 +18,8 @@ if "$chapard" keygen --out "$tmp/k" 2>/dev/null; then echo "keygen overwrote a k
 p1=$!
 "$chapard" --data "$tmp/d2" --listen 127.0.0.1:0 --http off --ready-file "$tmp/r2" &
 p2=$!
-for _ in $(seq 100); do [ -s "$tmp/r1" ] && [ -s "$tmp/r2" ] && break; sleep 0.05; done
+lib_track $p1 $p2
+wait_file "$tmp/r1" && wait_file "$tmp/r2"
 grep -q "^pubkey=$pub\$" "$tmp/r1" || { echo "ready file lacks the --key public key"; exit 1; }
 own=$(sed -n 's/^pubkey=//p' "$tmp/r2")
 grep -q "^public $own\$" "$tmp/d2/relay.key" || { echo "data-dir key differs from the ready file"; exit 1; }
@@ -28,7 +29,8 @@ wait $p1 $p2
 # the same data directory keeps the same key across restarts
 "$chapard" --data "$tmp/d2" --listen 127.0.0.1:0 --http off --ready-file "$tmp/r3" &
 p3=$!
-for _ in $(seq 100); do [ -s "$tmp/r3" ] && break; sleep 0.05; done
+lib_track $p3
+wait_file "$tmp/r3"
 grep -q "^pubkey=$own\$" "$tmp/r3" || { echo "the relay's key changed across a restart"; exit 1; }
 kill -TERM $p3
 wait $p3

@@ -8,38 +8,20 @@
 set -uo pipefail
 chapard=$1
 chapar=$2
-tmp=$(mktemp -d /tmp/chapar-listen-XXXXXX)
-export XDG_CONFIG_HOME=$tmp/config XDG_CACHE_HOME=$tmp/cache
-unset CHAPAR_RELAY
-pids=()
-passed=0
-failed=0
+. "$(dirname "$0")/lib.sh"
+lib_tmp listen
 
-cleanup() {
-        for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-        wait 2>/dev/null
-        rm -rf "$tmp"
-}
-trap cleanup EXIT
-ok() { echo "ok   $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL $1"; failed=$((failed + 1)); }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
-
-"$chapard" --data "$tmp/a" --listen 127.0.0.1:0 --http 127.0.0.1:0 --threads 4 \
-        --ready-file "$tmp/a.ready" --log-level info 2>"$tmp/a.log" &
-a=$!
-pids+=("$a")
-for _ in $(seq 400); do grep -q pubkey "$tmp/a.ready" 2>/dev/null && break; sleep 0.05; done
-native=$(sed -n 's/^native=//p' "$tmp/a.ready")
-http=$(sed -n 's/^http=//p' "$tmp/a.ready")
-check "relay A is up with four threads on $native and $http" "[ -n '$native' ] && [ -n '$http' ]"
+relay_start a --threads 4 --log-level info
+native=${addr[a]}
+web=${http[a]}
+check "relay A is up with four threads on $native and $web" "[ -n '$native' ] && [ -n '$web' ]"
 # port 0: the four threads' sockets on each face share the one port the kernel chose
 listeners() { ss -Hltn "sport = :${1##*:}" | wc -l; }
 if command -v ss >/dev/null; then
         check "four listening sockets on A's native port ($(listeners "$native"))" \
                 "[ $(listeners "$native") -eq 4 ]"
-        check "four listening sockets on A's HTTP port ($(listeners "$http"))" \
-                "[ $(listeners "$http") -eq 4 ]"
+        check "four listening sockets on A's HTTP port ($(listeners "$web"))" \
+                "[ $(listeners "$web") -eq 4 ]"
 fi
 
 # Runs a second chapard with the given flags; waits until it exits or (when its ready file is its
@@ -52,7 +34,7 @@ second() { # ready-file [flags]
         [ -e "$ready" ] && own=false
         "$chapard" --ready-file "$ready" --log-level info "$@" 2>"$tmp/b.log" &
         local b=$!
-        pids+=("$b")
+        lib_track "$b"
         local end=$((SECONDS + 20))
         while kill -0 "$b" 2>/dev/null && [ $SECONDS -lt $end ]; do
                 $own && grep -qs pubkey "$ready" && break
@@ -77,16 +59,16 @@ check "it says the address is in use, naming it: $(head -c 200 "$tmp/b.log")" \
         "grep -qi 'address.*in use' '$tmp/b.log' && grep -qF '$native' '$tmp/b.log'"
 check "it wrote no ready file" "! $wrote"
 
-second "$tmp/b2.ready" --data "$tmp/b2" --listen 127.0.0.1:0 --http "$http" --threads 2
-check "a second relay on A's HTTP address $http exits non-zero (exit $rc)" \
+second "$tmp/b2.ready" --data "$tmp/b2" --listen 127.0.0.1:0 --http "$web" --threads 2
+check "a second relay on A's HTTP address $web exits non-zero (exit $rc)" \
         "[ '$rc' != running ] && [ '$rc' -ne 0 ]"
 check "it says the address is in use, naming it: $(head -c 200 "$tmp/b.log")" \
-        "grep -qi 'address.*in use' '$tmp/b.log' && grep -qF '$http' '$tmp/b.log'"
+        "grep -qi 'address.*in use' '$tmp/b.log' && grep -qF '$web' '$tmp/b.log'"
 check "it wrote no ready file" "! $wrote"
 
 # the same command twice: the second fails and leaves the first one's ready file alone
 cp "$tmp/a.ready" "$tmp/a.ready.orig"
-second "$tmp/a.ready" --data "$tmp/a" --listen "$native" --http "$http" --threads 4
+second "$tmp/a.ready" --data "$tmp/a.data" --listen "$native" --http "$web" --threads 4
 check "the same command run twice fails the second time (exit $rc)" \
         "[ '$rc' != running ] && [ '$rc' -ne 0 ]"
 check "and the first relay's ready file is still there, unchanged" \
@@ -103,14 +85,11 @@ done
 check "20 of 20 stat calls answered by A ($good)" "[ $good -eq 20 ]"
 good=0
 for _ in $(seq 20); do
-        curl -sf "http://$http/healthz" >/dev/null && good=$((good + 1))
+        curl -sf "http://$web/healthz" >/dev/null && good=$((good + 1))
 done
 check "20 of 20 HTTP requests answered by A ($good)" "[ $good -eq 20 ]"
 
-kill -TERM "$a"
-wait "$a"
+relay_stop a
 rc=$?
 check "A stops cleanly (exit $rc) and removes its ready file" "[ $rc -eq 0 ] && [ ! -e '$tmp/a.ready' ]"
-
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+finish

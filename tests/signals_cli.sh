@@ -13,33 +13,13 @@
 set -uo pipefail
 chapard=$1
 chapar=$2
-tmp=$(mktemp -d /tmp/chapar-signals-XXXXXX)
-export XDG_CONFIG_HOME=$tmp/config XDG_CACHE_HOME=$tmp/cache
-unset CHAPAR_RELAY
-declare -A pid addr http key
-passed=0
-failed=0
-
-cleanup() {
-        for r in "${!pid[@]}"; do kill "${pid[$r]}" 2>/dev/null; done
-        wait 2>/dev/null
-        [ -n "${KEEP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"
-}
-trap cleanup EXIT
-ok() { echo "ok   $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL $1"; failed=$((failed + 1)); return 1; }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+. "$(dirname "$0")/lib.sh"
+lib_tmp signals
 
 start() { # relay [flags]
         local r=$1
         shift
-        "$chapard" --config "$tmp/$r.ini" --data "$tmp/$r.data" --key "$tmp/$r.key" \
-                --listen 127.0.0.1:0 --http 127.0.0.1:0 --ready-file "$tmp/$r.ready" \
-                "$@" 2>>"$tmp/$r.log" &
-        pid[$r]=$!
-        for _ in $(seq 400); do grep -qs pubkey "$tmp/$r.ready" && break; sleep 0.05; done
-        addr[$r]=$(sed -n 's/^native=//p' "$tmp/$r.ready")
-        http[$r]=$(sed -n 's/^http=//p' "$tmp/$r.ready")
+        relay_start "$r" --config "$tmp/$r.ini" --key "$tmp/$r.key" "$@"
 }
 alive() { kill -0 "${pid[$1]}" 2>/dev/null; }
 # Waits (at most 20 s) until relay $1's log has at least $3 lines matching $2.
@@ -70,10 +50,8 @@ junk() {
 }
 refused() { grep -c 'refusing a connection: not a chapar native preamble' "$tmp/$1.log"; }
 stop() { # relay signal: must exit 0 and remove its ready file
-        kill -"$2" "${pid[$1]}"
-        wait "${pid[$1]}"
+        relay_stop "$1" "$2"
         local rc=$?
-        unset "pid[$1]"
         check "SIG$2 stops $1 with exit 0 (exit $rc) and removes its ready file" \
                 "[ $rc -eq 0 ] && [ ! -e '$tmp/$1.ready' ]" || tail -5 "$tmp/$1.log"
 }
@@ -199,6 +177,4 @@ check "B still runs and reloads (to no peers)" \
 
 stop A TERM
 stop B INT
-
-echo "$passed passed, $failed failed"
-[ $failed -eq 0 ]
+finish

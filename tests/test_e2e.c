@@ -3,6 +3,7 @@
  * vectors that pin the construction (KDF context and ids, nonce layout, metadata encoding), the
  * strict metadata parser, and Padmé. */
 #include "harness.h"
+#include "testutil.h"
 
 #include <errno.h>
 
@@ -275,11 +276,6 @@ TEST(keygen)
         CHECK(memcmp(a, zero, sizeof(a)) != 0);
 }
 
-static void hex(const uint8_t *p, size_t n, char *out)
-{
-        chp_hex_encode(p, n, out);
-}
-
 /* The construction, restated with libsodium directly: subkey 1 of crypto_kdf under "chaparE2",
  * nonce = 11-byte big-endian index || last. Pinned also by a vector computed outside libsodium
  * (Python hashlib.blake2b with key/salt/person + cryptography's ChaCha20Poly1305). */
@@ -291,7 +287,7 @@ TEST(chunk_known_answer)
         size_t len = strlen(msg);
         REQUIRE(crypto_kdf_derive_from_key(sub, sizeof(sub), 1, "chaparE2", key) == 0);
         char h[2 * 64 + 1];
-        hex(sub, sizeof(sub), h);
+        chp_hex_encode(sub, sizeof(sub), h);
         CHECK(strcmp(h, "f078c64818fe1f975a6f838680953b8ff3ce49d553d52005adc09c946836a7ed") == 0);
 
         struct {
@@ -317,7 +313,7 @@ TEST(chunk_known_answer)
                 CHECK_OK(chp_e2e_seal_chunk(key, v[k].index, v[k].last, (const uint8_t *)msg, len,
                                             ours));
                 CHECK(memcmp(ours, theirs, len + 16) == 0);
-                hex(ours, len + 16, h);
+                chp_hex_encode(ours, len + 16, h);
                 CHECK(strcmp(h, v[k].expect) == 0);
         }
         sodium_memzero(sub, sizeof(sub));
@@ -621,6 +617,36 @@ TEST(padme_properties)
                 last = p;
         }
         CHECK_EQ(distinct, 33);
+}
+
+/* Sealing and opening (chunks and metadata) allocate nothing: the sweep must find no
+ * allocation to fail. */
+static int e2e_pass(void *arg)
+{
+        (void)arg;
+        uint8_t key[CHP_FILE_KEY_BYTES], plain[1000], sealed[1000 + CHP_E2E_TAG], back[1000];
+        fixed_key(key);
+        fill(plain, sizeof(plain), 5);
+        int rc = chp_e2e_seal_chunk(key, 3, true, plain, sizeof(plain), sealed);
+        if (rc)
+                return rc;
+        if ((rc = chp_e2e_open_chunk(key, 3, true, sealed, sizeof(sealed), back)))
+                return rc;
+        if (memcmp(plain, back, sizeof(plain)) != 0)
+                return 1;
+        struct chp_e2e_meta m = sample_meta(), got;
+        uint8_t blob[1024];
+        ssize_t n = chp_e2e_seal_meta(key, &m, blob, sizeof(blob));
+        if (n < 0)
+                return (int)n;
+        if ((rc = chp_e2e_open_meta(key, blob, (size_t)n, &got)))
+                return rc;
+        return meta_eq(&m, &got) ? 0 : 1;
+}
+
+TEST(allocation_failure)
+{
+        CHECK_EQ(tu_alloc_sweep("e2e seal/open", e2e_pass, NULL, 0), 0);
 }
 
 HARNESS_MAIN()

@@ -5,6 +5,7 @@
  * Upload-Metadata with the tus spec example, If-None-Match). Every input is parsed from an
  * exact-size heap copy so ASan catches any read past its length. */
 #include "harness.h"
+#include "testutil.h"
 
 #include <errno.h>
 
@@ -1395,6 +1396,30 @@ TEST(etag)
         CHECK(chp_http_etag_matches(S("\"caf\xc3\xa9\""), "caf\xc3\xa9"));
         CHECK(!chp_http_etag_matches((struct chp_http_str){NULL, 0}, "abc"));
         release();
+}
+
+/* The request parser and the header helpers allocate nothing (http.h): the sweep must find no
+ * allocation to fail. */
+static int http_pass(void *arg)
+{
+        (void)arg;
+        static const char req[] = "PATCH /files/abc HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
+                                  "Upload-Offset: 65536\r\nContent-Length: 10\r\n\r\n";
+        struct chp_http_request r;
+        ssize_t n = chp_http_parse_request(req, sizeof(req) - 1, &r);
+        if (n < 0)
+                return (int)n;
+        const struct chp_http_str *off = chp_http_header(&r, "upload-offset");
+        uint64_t v = 0;
+        int rc = off ? chp_http_parse_u64(*off, &v) : 1;
+        if (rc)
+                return rc;
+        return (size_t)n == sizeof(req) - 1 && v == 65536 ? 0 : 1;
+}
+
+TEST(allocation_failure)
+{
+        CHECK_EQ(tu_alloc_sweep("http parser", http_pass, NULL, 0), 0);
 }
 
 HARNESS_MAIN()

@@ -3,6 +3,7 @@
  * field and size that would overflow, decoded pointers inside the input, chunk lengths, file ids.
  * Every buffer handed to decode is malloc'd at its exact size so ASan catches a read past len. */
 #include "harness.h"
+#include "testutil.h"
 
 #include <errno.h>
 
@@ -20,41 +21,6 @@ enum {
         O_META_LEN = 24
 };
 
-static void put32(uint8_t *p, uint32_t v)
-{
-        for (int i = 0; i < 4; i++)
-                p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-        for (int i = 0; i < 8; i++)
-                p[i] = (uint8_t)(v >> (8 * i));
-}
-
-/* n bytes of a pattern that differs per seed, caller frees with free(). */
-static uint8_t *pattern(size_t n, unsigned seed)
-{
-        uint8_t *p = malloc(n ? n : 1);
-        if (!p)
-                return NULL;
-        uint32_t x = 2166136261u ^ seed;
-        for (size_t i = 0; i < n; i++) {
-                x = x * 16777619u + (uint32_t)i;
-                p[i] = (uint8_t)(x >> 13);
-        }
-        return p;
-}
-
-/* Exact-size copy of len bytes (len may be 0), caller frees with free(). */
-static uint8_t *exact_copy(const uint8_t *src, size_t len)
-{
-        uint8_t *p = malloc(len ? len : 1);
-        if (p && len)
-                memcpy(p, src, len);
-        return p;
-}
-
 /* A raw encoding with arbitrary header values and a body of body_len pattern bytes; lets a test
  * break one rule while keeping every other one (including the length). Caller frees. */
 struct raw {
@@ -67,7 +33,7 @@ struct raw {
 
 static uint8_t *raw_encode(const struct raw *r, size_t body_len)
 {
-        uint8_t *p = pattern(CHP_MANIFEST_HEADER + body_len, 7);
+        uint8_t *p = tu_pattern(CHP_MANIFEST_HEADER + body_len, 7);
         if (!p)
                 return NULL;
         memcpy(p, "CHPM", 4);
@@ -75,10 +41,10 @@ static uint8_t *raw_encode(const struct raw *r, size_t body_len)
         p[O_FLAGS] = r->flags;
         p[O_RESERVED] = (uint8_t)r->reserved;
         p[O_RESERVED + 1] = (uint8_t)(r->reserved >> 8);
-        put32(p + O_CHUNK_SIZE, r->chunk_size);
-        put64(p + O_TOTAL, r->total_size);
-        put32(p + O_COUNT, r->chunk_count);
-        put32(p + O_META_LEN, r->meta_len);
+        tu_put32(p + O_CHUNK_SIZE, r->chunk_size);
+        tu_put64(p + O_TOTAL, r->total_size);
+        tu_put32(p + O_COUNT, r->chunk_count);
+        tu_put32(p + O_META_LEN, r->meta_len);
         return p;
 }
 
@@ -206,8 +172,8 @@ static struct chp_manifest make(uint32_t chunk_size, uint64_t total, uint32_t me
             .total_size = total,
             .chunk_count = count,
             .meta_len = meta_len,
-            .addrs = count ? pattern((size_t)count * CHP_HASH_BYTES, 1) : NULL,
-            .meta = meta_len ? pattern(meta_len, 2) : NULL,
+            .addrs = count ? tu_pattern((size_t)count * CHP_HASH_BYTES, 1) : NULL,
+            .meta = meta_len ? tu_pattern(meta_len, 2) : NULL,
         };
 }
 
@@ -259,7 +225,7 @@ TEST(golden_encoding)
         CHECK(memcmp(got, want, GOLDEN_LEN) == 0);
         CHECK_EQ(got[GOLDEN_LEN], 0xee); /* nothing past the encoding */
 
-        uint8_t *buf = exact_copy(want, GOLDEN_LEN);
+        uint8_t *buf = tu_exact_copy(want, GOLDEN_LEN);
         REQUIRE(buf);
         struct chp_manifest d;
         CHECK_EQ(chp_manifest_decode(buf, GOLDEN_LEN, &d), GOLDEN_LEN);
@@ -490,7 +456,7 @@ static void check_truncations(const struct chp_manifest *m)
         REQUIRE(chp_manifest_encode(m, full, n + 1) == (ssize_t)n);
         int accepted = 0;
         for (size_t len = 0; len < n; len++) {
-                uint8_t *p = exact_copy(full, len);
+                uint8_t *p = tu_exact_copy(full, len);
                 REQUIRE(p);
                 struct chp_manifest d;
                 if (chp_manifest_decode(p, len, &d) != -EBADMSG) {
@@ -504,7 +470,7 @@ static void check_truncations(const struct chp_manifest *m)
         CHECK_EQ(chp_manifest_decode(NULL, 0, &d), -EBADMSG);
         for (int extra = 0; extra < 256; extra += 85) {
                 full[n] = (uint8_t)extra;
-                uint8_t *p = exact_copy(full, n + 1);
+                uint8_t *p = tu_exact_copy(full, n + 1);
                 REQUIRE(p);
                 CHECK_EQ(chp_manifest_decode(p, n + 1, &d), -EBADMSG);
                 CHECK_EQ(chp_manifest_decode(p, n, &d), (ssize_t)n);
@@ -536,7 +502,7 @@ TEST(decode_rejects_bad_fixed_fields)
 {
         uint8_t base[GOLDEN_LEN];
         golden(base);
-        uint8_t *p = exact_copy(base, GOLDEN_LEN);
+        uint8_t *p = tu_exact_copy(base, GOLDEN_LEN);
         REQUIRE(p);
         struct chp_manifest d;
         REQUIRE(chp_manifest_decode(p, GOLDEN_LEN, &d) == GOLDEN_LEN);
@@ -784,6 +750,52 @@ TEST(file_id)
         REQUIRE_OK(chp_manifest_id(buf, n, other));
         CHECK(memcmp(id, other, sizeof(id)) == 0);
         free(buf);
+        free_manifest(&m);
+}
+
+/* The codec with the Nth allocation failing, N = 1, 2, ...: encode and decode allocate nothing;
+ * the id's digest does (OpenSSL's), and every failure there must be an error (-ENOMEM for the
+ * context, see hash.h) with no id written and nothing leaked (ASan), and the id must be right
+ * once nothing fails. */
+struct id_case {
+        const struct chp_manifest *m;
+        uint8_t *buf;
+        size_t n;
+        uint8_t want[CHP_HASH_BYTES];
+};
+
+static int id_pass(void *arg)
+{
+        struct id_case *c = arg;
+        struct chp_manifest d;
+        uint8_t id[CHP_HASH_BYTES];
+        if (chp_manifest_encode(c->m, c->buf, c->n) != (ssize_t)c->n ||
+            chp_manifest_decode(c->buf, c->n, &d) != (ssize_t)c->n)
+                return 1;
+        memset(id, 0xee, sizeof(id));
+        int rc = chp_manifest_id(c->buf, c->n, id);
+        if (rc != 0) {
+                static const uint8_t zero[CHP_HASH_BYTES];
+                return memcmp(id, zero, sizeof(id)) == 0 ? rc : 1; /* no half-written id */
+        }
+        return memcmp(id, c->want, sizeof(id)) == 0 ? 0 : 1;
+}
+
+TEST(allocation_failure)
+{
+        struct chp_manifest m = make(CHP_CHUNK_MIN, 5 * (uint64_t)CHP_CHUNK_MIN + 7, 40);
+        struct id_case c = {.m = &m, .n = chp_manifest_encoded_size(&m)};
+        c.buf = malloc(c.n);
+        REQUIRE(c.buf && m.addrs && m.meta);
+        REQUIRE(chp_manifest_encode(&m, c.buf, c.n) == (ssize_t)c.n);
+        REQUIRE_OK(chp_manifest_id(c.buf, c.n, c.want)); /* OpenSSL's one-time set-up done */
+        int points = tu_alloc_sweep("manifest encode/decode/id", id_pass, &c, 0);
+        printf("  manifest: %d allocation points failed in turn\n", points);
+        CHECK(points >= 1);
+        chp_alloc_fail_after(1); /* the digest's context */
+        CHECK_EQ(id_pass(&c), -ENOMEM);
+        chp_alloc_fail_after(0);
+        free(c.buf);
         free_manifest(&m);
 }
 

@@ -15,6 +15,7 @@
 
 #include <sodium.h>
 
+#include "hash.h"
 #include "noise.h"
 
 static const struct chp_noise_suite all_suites[] = {
@@ -297,17 +298,6 @@ struct bytes {
         size_t n;
 };
 
-static int hexval(char c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 /* A hex string field: 0 and the bytes (caller frees b->p), 1 when absent, -1 when malformed. */
 static int hexfield(const struct jv *obj, const char *key, struct bytes *b)
 {
@@ -322,14 +312,10 @@ static int hexfield(const struct jv *obj, const char *key, struct bytes *b)
         b->p = malloc(b->n ? b->n : 1);
         if (!b->p)
                 return -1;
-        for (size_t i = 0; i < b->n; i++) {
-                int hi = hexval(v->s[2 * i]), lo = hexval(v->s[2 * i + 1]);
-                if (hi < 0 || lo < 0) {
-                        free(b->p);
-                        b->p = NULL;
-                        return -1;
-                }
-                b->p[i] = (uint8_t)(hi << 4 | lo);
+        if (chp_hex_decode(v->s, v->n, b->p, b->n) != 0) {
+                free(b->p);
+                b->p = NULL;
+                return -1;
         }
         return 0;
 }

@@ -4,6 +4,7 @@
  * must bound: its CPU, its log, its memory budget, how long a client may hold a connection, and
  * that a normal client is still served. */
 #include "harness.h"
+#include "testutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -122,33 +123,6 @@ static void finish(struct relay *x)
         rc_relay_cleanup(&x->r);
 }
 
-/* A blocking TCP connection to host:port, or -1. */
-static int dial(const char *hostport)
-{
-        char host[128];
-        const char *colon = strrchr(hostport, ':');
-        if (!colon || (size_t)(colon - hostport) >= sizeof(host))
-                return -1;
-        memcpy(host, hostport, (size_t)(colon - hostport));
-        host[colon - hostport] = '\0';
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
-        if (getaddrinfo(host, colon + 1, &hints, &res) != 0)
-                return -1;
-        int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
-                close(fd);
-                fd = -1;
-        }
-        freeaddrinfo(res);
-        return fd;
-}
-
-static bool send_all(int fd, const void *p, size_t n)
-{
-        struct iovec iov = {(void *)p, n};
-        return rc_write_iov(fd, &iov, 1, NULL) == 0;
-}
-
 /* Whether the relay has closed fd (end of stream or reset), reading whatever it said first. */
 static bool closed_by_relay(int fd)
 {
@@ -165,13 +139,13 @@ static bool closed_by_relay(int fd)
  * out. */
 static int http_call(const char *hostport, const char *req, char *out, size_t cap)
 {
-        int fd = dial(hostport);
+        int fd = tu_dial(hostport);
         if (fd < 0)
                 return -1;
         struct timeval tv = {.tv_sec = 5};
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
         size_t n = 0;
-        if (send_all(fd, req, strlen(req))) {
+        if (tu_send_all(fd, req, strlen(req))) {
                 ssize_t r;
                 while (n + 1 < cap && (r = read(fd, out + n, cap - 1 - n)) > 0)
                         n += (size_t)r;
@@ -243,24 +217,6 @@ static rlim_t raise_own_limit(void)
         return lim.rlim_cur;
 }
 
-/* A native connection in plaintext that said HELLO (the reply is not read). */
-static int native_hello(const char *hostport)
-{
-        int fd = dial(hostport);
-        if (fd < 0)
-                return -1;
-        uint8_t buf[8 + CHP_FRAME_HEADER + 16];
-        memcpy(buf, "CHP0\0\0\0\0", 8);
-        struct chp_msg_hello hello = {.version = CHP_PROTO_VERSION};
-        ssize_t n = chp_msg_hello_encode(buf + 8 + CHP_FRAME_HEADER, 16, &hello);
-        chp_frame_header_encode(buf + 8, CHP_F_HELLO, 1, (uint32_t)n);
-        if (n < 0 || !send_all(fd, buf, 8 + CHP_FRAME_HEADER + (size_t)n)) {
-                close(fd);
-                return -1;
-        }
-        return fd;
-}
-
 static int still_open(const int *fds, int n)
 {
         int open_n = 0;
@@ -307,7 +263,7 @@ static double cpu_seconds(pid_t pid)
 static void flood(const char *hostport, int *fds, int n)
 {
         for (int i = 0; i < n; i++)
-                fds[i] = dial(hostport);
+                fds[i] = tu_dial(hostport);
 }
 
 /* The relay runs out of descriptors with connections of its own: downloads of chunks stored in
@@ -338,9 +294,9 @@ TEST(out_of_descriptors_backs_off_and_sheds)
         REQUIRE(glen > 0);
         chp_frame_header_encode(frame, CHP_F_GET_CHUNK, 2, (uint32_t)glen);
         for (int i = 0; i < DL; i++) {
-                dl[i] = native_hello(rl.r.addr);
+                dl[i] = tu_native(rl.r.addr, true);
                 if (dl[i] >= 0)
-                        send_all(dl[i], frame, CHP_FRAME_HEADER + (size_t)glen);
+                        tu_send_all(dl[i], frame, CHP_FRAME_HEADER + (size_t)glen);
         }
         pause_ms(500);
         double cpu0 = cpu_seconds(rl.r.pid), t0 = now_s();
@@ -414,15 +370,15 @@ TEST(slowloris_is_cut_at_the_head_and_handshake_deadlines)
         double t0 = now_s();
         for (int i = 0; i < n; i++) {
                 int kind = i % 4; /* half HTTP heads, a quarter handshakes, a quarter frames */
-                fds[i] = dial(kind < 2 ? rl.http : rl.r.addr);
+                fds[i] = tu_dial(kind < 2 ? rl.http : rl.r.addr);
                 if (fds[i] < 0)
                         continue;
                 if (kind < 2)
-                        send_all(fds[i], "GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: ", 37);
+                        tu_send_all(fds[i], "GET /healthz HTTP/1.1\r\nHost: t\r\nX-A: ", 37);
                 else if (kind == 2)
-                        send_all(fds[i], "CHN1", 4); /* half a preamble */
+                        tu_send_all(fds[i], "CHN1", 4); /* half a preamble */
                 else
-                        send_all(fds[i], "CHP0\0\0\0\0\x0d\0\0", 11); /* preamble, 3 of 12 */
+                        tu_send_all(fds[i], "CHP0\0\0\0\0\x0d\0\0", 11); /* preamble, 3 of 12 */
         }
         double opened = now_s() - t0;
         int opened_n = 0;
@@ -471,11 +427,11 @@ TEST(slowloris_is_cut_at_the_head_and_handshake_deadlines)
 TEST(a_body_under_the_rate_floor_is_cut)
 {
         REQUIRE_OK(spawn(&rl, "min_body_rate = 1K\nbody_rate_window = 2s\n", 0, "warn"));
-        int fd = native_hello(rl.r.addr);
+        int fd = tu_native(rl.r.addr, true);
         REQUIRE(fd >= 0);
         uint8_t hdr[CHP_FRAME_HEADER];
         chp_frame_header_encode(hdr, CHP_F_CHUNK, 2, 1 * MiB);
-        REQUIRE(send_all(fd, hdr, sizeof(hdr)));
+        REQUIRE(tu_send_all(fd, hdr, sizeof(hdr)));
         double t0 = now_s();
         bool closed = false;
         while (!closed && now_s() - t0 < 10) {
@@ -552,10 +508,10 @@ TEST(trickling_bodies_do_not_starve_uploads)
         int fds[NATIVE + TUS];
         uint8_t hdr[CHP_FRAME_HEADER + 1];
         for (int i = 0; i < NATIVE; i++) {
-                fds[i] = native_hello(rl.r.addr);
+                fds[i] = tu_native(rl.r.addr, true);
                 chp_frame_header_encode(hdr, CHP_F_CHUNK, 2, 8 * MiB);
                 hdr[CHP_FRAME_HEADER] = 'x';
-                CHECK(fds[i] >= 0 && send_all(fds[i], hdr, sizeof(hdr)));
+                CHECK(fds[i] >= 0 && tu_send_all(fds[i], hdr, sizeof(hdr)));
         }
         for (int i = 0; i < TUS; i++) {
                 char path[64], req[512];
@@ -564,13 +520,13 @@ TEST(trickling_bodies_do_not_starve_uploads)
                         CHECK(!"tus POST failed");
                         continue;
                 }
-                fds[NATIVE + i] = dial(rl.http);
+                fds[NATIVE + i] = tu_dial(rl.http);
                 int n = snprintf(req, sizeof(req),
                                  "PATCH %s HTTP/1.1\r\nHost: t\r\nTus-Resumable: 1.0.0\r\n"
                                  "Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream"
                                  "\r\nContent-Length: %u\r\n\r\nx",
                                  path, 8 * MiB);
-                CHECK(fds[NATIVE + i] >= 0 && send_all(fds[NATIVE + i], req, (size_t)n));
+                CHECK(fds[NATIVE + i] >= 0 && tu_send_all(fds[NATIVE + i], req, (size_t)n));
         }
         pause_ms(500); /* the relay has read the headers and the first bytes */
         CHECK_EQ(upload_in_child(rl.r.addr, 20), 0);
@@ -598,13 +554,13 @@ TEST(stalled_bodies_are_cut_while_others_wait)
         memset(block, 'h', sizeof(block));
         int fds[HOLDERS];
         for (int i = 0; i < HOLDERS; i++) {
-                fds[i] = native_hello(rl.r.addr);
+                fds[i] = tu_native(rl.r.addr, true);
                 REQUIRE(fds[i] >= 0);
                 struct timeval tv = {.tv_sec = 10};
                 setsockopt(fds[i], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
                 uint8_t hdr[CHP_FRAME_HEADER];
                 chp_frame_header_encode(hdr, CHP_F_CHUNK, 2, 8 * MiB);
-                CHECK(send_all(fds[i], hdr, sizeof(hdr)) && send_all(fds[i], block, sizeof(block)));
+                CHECK(tu_send_all(fds[i], hdr, sizeof(hdr)) && tu_send_all(fds[i], block, sizeof(block)));
         }
         /* wait until the relay holds it all */
         double used = 0;
@@ -633,7 +589,7 @@ TEST(unused_connections_are_counted_not_logged)
         REQUIRE_OK(spawn(&rl, "io_timeout = 1s\n", 0, "info"));
         int fds[N];
         for (int i = 0; i < N; i++)
-                fds[i] = dial(rl.r.addr);
+                fds[i] = tu_dial(rl.r.addr);
         double t0 = now_s();
         int open_n = N;
         while (open_n > 0 && now_s() - t0 < 15) {

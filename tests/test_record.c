@@ -4,6 +4,7 @@
  * decryption in place; the sealed size of a stream.
  */
 #include "harness.h"
+#include "testutil.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -314,6 +315,30 @@ TEST(wipe)
         uint8_t got[8];
         CHECK_EQ(chp_record_seal(&tx, (const uint8_t *)"a", 1, rec, sizeof(rec)), -EINVAL);
         CHECK(chp_record_open(&rx, rec, 19, got, &pn, &closed) < 0);
+}
+
+/* Sealing and opening records allocate nothing: the sweep must find no allocation to fail. */
+static int record_pass(void *arg)
+{
+        (void)arg;
+        uint8_t plain[300], rec[300 + 18], got[300];
+        memset(plain, 0x5a, sizeof(plain));
+        struct chp_record_dir tx, rx;
+        dir_pair(all_suites[0], 9, &tx, &rx);
+        size_t pn = 0;
+        bool closed = true;
+        ssize_t n = chp_record_seal(&tx, plain, sizeof(plain), rec, sizeof(rec));
+        ssize_t m = n < 0 ? n : chp_record_open(&rx, rec, (size_t)n, got, &pn, &closed);
+        chp_record_wipe(&tx);
+        chp_record_wipe(&rx);
+        if (m < 0)
+                return (int)m;
+        return m == n && pn == sizeof(plain) && !closed && memcmp(got, plain, pn) == 0 ? 0 : 1;
+}
+
+TEST(allocation_failure)
+{
+        CHECK_EQ(tu_alloc_sweep("record seal/open", record_pass, NULL, 0), 0);
 }
 
 int main(void)

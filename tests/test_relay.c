@@ -3,6 +3,7 @@
  * clients, garbage beside a normal transfer, flow control, and SIGTERM mid-transfer followed by
  * a restart, a resume and a clean `chapard verify`. */
 #include "harness.h"
+#include "testutil.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -389,15 +390,40 @@ TEST(garbage_beside_a_normal_transfer)
         chp_frame_header_encode(lie, CHP_F_PING | CHP_F_REPLY, 5, 0);
         CHECK(garbage_is_refused(lie, sizeof(lie), &code));
         CHECK_EQ(code, CHP_WE_UNKNOWN_TYPE);
-        /* a truncated HELLO payload that claims more than it carries, then the peer goes quiet:
-         * the relay waits for the rest (io_timeout) — here the client hangs up instead */
+        /* a truncated HELLO: a complete frame whose payload stops inside HELLO's fields is
+         * answered with an error naming it and the connection closed ... */
         {
-                struct rc_conn c;
-                REQUIRE_OK(rc_connect(&c, relay.addr));
-                uint8_t part[CHP_FRAME_HEADER + 3];
-                chp_frame_header_encode(part, CHP_F_OPEN, 9, 5000);
-                CHECK_EQ(write(c.fd, part, sizeof(part)), (ssize_t)sizeof(part));
-                rc_close(&c);
+                int fd = tu_native(relay.addr, false);
+                REQUIRE(fd >= 0);
+                uint8_t part[CHP_FRAME_HEADER + 3] = {0};
+                chp_frame_header_encode(part, CHP_F_HELLO, 9, 3);
+                part[CHP_FRAME_HEADER] = (uint8_t)CHP_PROTO_VERSION;
+                CHECK(tu_send_all(fd, part, sizeof(part)));
+                uint8_t got[256];
+                size_t n = 0;
+                struct chp_frame_header h = {0};
+                double secs = tu_seconds_until_closed(fd, 10, got, sizeof(got), &n);
+                CHECK(secs >= 0 && secs < 5);
+                CHECK(chp_frame_header_decode(got, n, &h) == CHP_FRAME_HEADER);
+                CHECK(h.type == CHP_F_ERROR && h.id == 9);
+                CHECK(n >= CHP_FRAME_HEADER + 4 && got[CHP_FRAME_HEADER] == CHP_WE_BAD_FRAME);
+                close(fd);
+        }
+        /* ... and one whose header promises a whole HELLO but whose peer stops after 3 bytes of
+         * it and closes its side: the relay closes at once, replying nothing */
+        {
+                int fd = tu_native(relay.addr, false);
+                REQUIRE(fd >= 0);
+                uint8_t part[CHP_FRAME_HEADER + 3] = {0};
+                chp_frame_header_encode(part, CHP_F_HELLO, 10, 8);
+                CHECK(tu_send_all(fd, part, sizeof(part)));
+                shutdown(fd, SHUT_WR);
+                uint8_t got[256];
+                size_t n = 1;
+                double secs = tu_seconds_until_closed(fd, 10, got, sizeof(got), &n);
+                CHECK(secs >= 0 && secs < 5);
+                CHECK_EQ(n, 0);
+                close(fd);
         }
         /* an OPEN whose manifest is malformed: an error, but the connection stays */
         {
@@ -413,17 +439,11 @@ TEST(garbage_beside_a_normal_transfer)
         }
         /* frames before HELLO (after the plaintext preamble) */
         {
-                int fd = socket(AF_INET, SOCK_STREAM, 0);
-                struct rc_conn c = {.fd = -1};
-                REQUIRE_OK(rc_connect(&c, relay.addr)); /* for the address only */
-                struct sockaddr_storage ss;
-                socklen_t sl = sizeof(ss);
-                getpeername(c.fd, (struct sockaddr *)&ss, &sl);
-                rc_close(&c);
-                REQUIRE(connect(fd, (struct sockaddr *)&ss, sl) == 0);
-                uint8_t ping[8 + CHP_FRAME_HEADER] = {'C', 'H', 'P', '0'};
-                chp_frame_header_encode(ping + 8, CHP_F_PING, 1, 0);
-                CHECK_EQ(write(fd, ping, sizeof(ping)), (ssize_t)sizeof(ping));
+                int fd = tu_native(relay.addr, false);
+                REQUIRE(fd >= 0);
+                uint8_t ping[CHP_FRAME_HEADER];
+                chp_frame_header_encode(ping, CHP_F_PING, 1, 0);
+                CHECK(tu_send_all(fd, ping, sizeof(ping)));
                 uint8_t buf[256];
                 ssize_t r = read(fd, buf, sizeof(buf));
                 CHECK(r >= 18 && buf[0] == CHP_F_ERROR && buf[12] == CHP_WE_NO_HELLO);
@@ -554,25 +574,6 @@ TEST(sigterm_mid_transfer_restart_resume_verify)
         rc_relay_cleanup(&r);
 }
 
-/* Reads until the relay closes the connection; the seconds it took, or -1 past limit_s. */
-static double seconds_until_closed(int fd, int limit_s)
-{
-        struct timeval tv = {.tv_sec = limit_s};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        uint8_t buf[512];
-        for (;;) {
-                ssize_t r = read(fd, buf, sizeof(buf));
-                if (r > 0)
-                        continue;
-                clock_gettime(CLOCK_MONOTONIC, &t1);
-                if (r < 0 && errno != ECONNRESET)
-                        return -1;
-                return (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
-        }
-}
-
 TEST(timeouts_and_connection_cap)
 {
         struct rc_relay r = {0};
@@ -589,7 +590,7 @@ TEST(timeouts_and_connection_cap)
         /* idle: a connection that says HELLO and nothing else is closed after about 2 s */
         struct rc_conn idle;
         REQUIRE_OK(rc_connect(&idle, r.addr));
-        double t = seconds_until_closed(idle.fd, 10);
+        double t = tu_seconds_until_closed(idle.fd, 10, NULL, 0, NULL);
         CHECK(t > 1.0 && t < 5.0);
         rc_close(&idle);
         /* slow peer: half a frame, then silence: closed after about 1 s */
@@ -598,7 +599,7 @@ TEST(timeouts_and_connection_cap)
         uint8_t part[CHP_FRAME_HEADER + 4];
         chp_frame_header_encode(part, CHP_F_PING, 2, 10);
         CHECK_EQ(write(slow.fd, part, sizeof(part)), (ssize_t)sizeof(part));
-        t = seconds_until_closed(slow.fd, 10);
+        t = tu_seconds_until_closed(slow.fd, 10, NULL, 0, NULL);
         CHECK(t > 0.5 && t < 3.5);
         rc_close(&slow);
         /* the cap: four connections are served, a fifth is closed at once */

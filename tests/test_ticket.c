@@ -3,6 +3,7 @@
  * ports and hosts, trailing bytes, embedded NULs and every truncation. Inputs are parsed from
  * exact-size heap copies so ASan catches any read past len. */
 #include "harness.h"
+#include "testutil.h"
 
 #include <errno.h>
 
@@ -396,6 +397,28 @@ TEST(relay_addr)
         chp_ticket_relay_addr(&t, out, sizeof(out));
         CHECK_EQ(strlen(out), 253 + 6);
         CHECK(strcmp(out + 253, ":65535") == 0);
+}
+
+/* The parser and formatter allocate nothing (ticket.h): the sweep must find no allocation. */
+static int ticket_pass(void *arg)
+{
+        (void)arg;
+        static const char s[] = "chapar://[::1]:7700/" R "/" I "#" K;
+        struct chp_ticket t;
+        char out[512], addr[CHP_TICKET_ADDR_MAX];
+        int rc = chp_ticket_parse(s, sizeof(s) - 1, &t);
+        if (rc)
+                return rc;
+        chp_ticket_relay_addr(&t, addr, sizeof(addr));
+        ssize_t n = chp_ticket_format(&t, out, sizeof(out));
+        if (n < 0)
+                return (int)n;
+        return (size_t)n == sizeof(s) - 1 && memcmp(out, s, (size_t)n) == 0 ? 0 : 1;
+}
+
+TEST(allocation_failure)
+{
+        CHECK_EQ(tu_alloc_sweep("ticket codec", ticket_pass, NULL, 0), 0);
 }
 
 HARNESS_MAIN()

@@ -4,8 +4,8 @@
 set -euo pipefail
 chapard=$1
 maker=$2
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib.sh"
+lib_tmp verify
 
 "$maker" make-store "$tmp/clean"
 "$chapard" verify --data "$tmp/clean" >"$tmp/out" || { cat "$tmp/out"; echo "clean store: verify failed"; exit 1; }

@@ -22,21 +22,22 @@ if [ ! -f "$here/node_modules/tus-js-client/package.json" ]; then
         exit 1
 fi
 
+. "$here/../lib.sh" # ok, the counters, wait_file, finish
 tmp=$(mktemp -d /tmp/chapar-interop-XXXXXX)
 mkdir "$tmp/x"
-pid=
+rpid=
 pid2= # the second relay (a small tus_max_size)
 started=$SECONDS
 
 stop_relay() { # SIGTERM, then SIGKILL after 10 s; sets rc to the relay's exit status
         rc=
-        [ -n "$pid" ] || return 0
-        kill -TERM "$pid" 2>/dev/null
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$pid" 2>/dev/null && { echo "run.sh: chapard ignored SIGTERM for 10 s, killing it"; kill -KILL "$pid"; }
-        wait "$pid"
+        [ -n "$rpid" ] || return 0
+        kill -TERM "$rpid" 2>/dev/null
+        for _ in $(seq 100); do kill -0 "$rpid" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$rpid" 2>/dev/null && { echo "run.sh: chapard ignored SIGTERM for 10 s, killing it"; kill -KILL "$rpid"; }
+        wait "$rpid"
         rc=$?
-        pid=
+        rpid=
 }
 cleanup() {
         [ -n "$pid2" ] && kill -KILL "$pid2" 2>/dev/null && wait "$pid2" 2>/dev/null
@@ -48,8 +49,6 @@ trap 'exit 130' INT TERM
 
 # ---- reporting -------------------------------------------------------------------------------
 
-passed=0
-failed=0
 why=     # the reasons of the check in progress
 why_ex=  # the first request whose reply failed it
 seen_n=0 # requests made before the check in progress began
@@ -58,8 +57,7 @@ code=
 hdr=/dev/null
 body=/dev/null
 
-ok() { echo "ok   $1"; passed=$((passed + 1)); }
-bad() { # NAME REASON [N]: N = show the HTTP exchange of request N
+bad() { # NAME REASON [N]: lib.sh's, with a reason; N = show the HTTP exchange of request N
         echo "FAIL $1${2:+ ($2)}"
         failed=$((failed + 1))
         [ -n "${3:-}" ] && exchange "$3"
@@ -135,12 +133,8 @@ octets=(-H 'Content-Type: application/offset+octet-stream')
 
 "$chapard" --data "$tmp/data" --listen 127.0.0.1:0 --http 127.0.0.1:0 --ready-file "$tmp/ready" \
         --insecure-plaintext --log-level warn 2>"$tmp/relay.log" &
-pid=$!
-for _ in $(seq 600); do
-        grep -q '^pubkey=' "$tmp/ready" 2>/dev/null && grep -q '^http=' "$tmp/ready" && break
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-done
+rpid=$!
+wait_for 30 "grep -q '^pubkey=' '$tmp/ready' 2>/dev/null || ! kill -0 $rpid 2>/dev/null"
 addr=$(sed -n 's/^http=//p' "$tmp/ready" 2>/dev/null)
 if ! [[ $addr =~ ^127\.0\.0\.1:[0-9]+$ ]]; then
         echo "FAIL chapard did not write http=127.0.0.1:PORT to its ready file within 30 s"
@@ -923,11 +917,7 @@ printf '[server]\ntus_max_size = 1M\n' >"$tmp/small.ini"
 "$chapard" --config "$tmp/small.ini" --data "$tmp/data2" --listen 127.0.0.1:0 --http 127.0.0.1:0 \
         --ready-file "$tmp/ready2" --log-level warn 2>"$tmp/relay2.log" &
 pid2=$!
-for _ in $(seq 600); do
-        grep -q '^http=' "$tmp/ready2" 2>/dev/null && break
-        kill -0 "$pid2" 2>/dev/null || break
-        sleep 0.05
-done
+wait_for 30 "grep -q '^pubkey=' '$tmp/ready2' 2>/dev/null || ! kill -0 $pid2 2>/dev/null"
 addr2=$(sed -n 's/^http=//p' "$tmp/ready2" 2>/dev/null)
 if [[ $addr2 =~ ^127\.0\.0\.1:[0-9]+$ ]]; then
         base2=http://$addr2
@@ -1001,5 +991,4 @@ if [ "$failed" -gt 0 ] && [ -s "$tmp/relay.log" ]; then
         tail -30 "$tmp/relay.log" | sed 's/^/#   /'
 fi
 echo "# $((SECONDS - started)) s"
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish
