@@ -55,7 +55,7 @@
 #include "hash.h"
 #include "manifest.h"
 #include "proto.h"
-#include "relay_client.h"
+#include "native_client.h"
 
 #define SMALL_VERIFY (1u << 20) /* downloads up to this size are compared byte for byte */
 #define IO_TIMEOUT_S 60         /* a relay silent this long fails the request */
