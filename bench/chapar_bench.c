@@ -988,7 +988,7 @@ static int native_send_until_cut(struct rc_conn *c, const struct rc_file *f,
         uint32_t *lens = calloc(f->count + 1, sizeof(*lens));
         if (!lens)
                 return -ENOMEM;
-        uint32_t base = c->next_id, inflight = 0;
+        uint32_t base = chp_channel_reserve_ids(c->ch, f->count + 1), inflight = 0;
         uint64_t window = 0;
         int rc = 0;
         for (uint32_t i = 0; i < f->count && !rc; i++) {
@@ -1035,7 +1035,6 @@ static int native_send_until_cut(struct rc_conn *c, const struct rc_file *f,
                 window += len;
                 inflight++;
         }
-        c->next_id = base + f->count + 1;
         free(lens);
         return rc;
 }
@@ -1537,9 +1536,9 @@ static int gen_files(struct bench *b, uint32_t seed)
 
 /* ---- idle connections -------------------------------------------------------------------- */
 
-/* Opens n idle connections: native TCP + plaintext preamble + HELLO (its HELLO_OK read), HTTP
- * one GET /healthz; then nothing. fds[i] receives each. */
-static int idle_open(struct bench *b, int *fds, unsigned n)
+/* Opens n idle connections: native a channel (preamble, HELLO and its HELLO_OK) into nc[i],
+ * HTTP one GET /healthz into fds[i]; then nothing. */
+static int idle_open(struct bench *b, int *fds, struct rc_conn *nc, unsigned n)
 {
         struct hconn h = {.fd = -1};
         int res = 0;
@@ -1547,15 +1546,13 @@ static int idle_open(struct bench *b, int *fds, unsigned n)
                 int rc;
                 char why[WHY_MAX];
                 if (b->face == FACE_NATIVE) {
-                        struct rc_conn c;
-                        rc = rc_connect(&c, b->addr);
+                        rc = rc_connect(&nc[i], b->addr);
                         if (rc) {
-                                rc_text(&c, rc, why, sizeof(why));
+                                rc_text(&nc[i], rc, why, sizeof(why));
+                                rc_close(&nc[i]);
                         } else {
-                                fds[i] = c.fd;
-                                c.fd = -1;
+                                set_timeouts(nc[i].fd, 10);
                         }
-                        rc_close(&c);
                 } else {
                         struct hresp r;
                         rc = hc_connect(&h, b->addr);
@@ -1568,6 +1565,7 @@ static int idle_open(struct bench *b, int *fds, unsigned n)
                         if (!rc) {
                                 fds[i] = h.fd;
                                 h.fd = -1;
+                                set_timeouts(fds[i], 10);
                         }
                         hc_close(&h);
                 }
@@ -1575,8 +1573,6 @@ static int idle_open(struct bench *b, int *fds, unsigned n)
                         fail(b, EXIT_NET, "idle connection %u of %u to %s: %s", i + 1, n, b->addr,
                              why);
                         res = b->exit_code;
-                } else {
-                        set_timeouts(fds[i], 10);
                 }
         }
         free(h.buf);
@@ -1584,17 +1580,12 @@ static int idle_open(struct bench *b, int *fds, unsigned n)
 }
 
 /* Whether the idle connection still answers: PING/PONG or GET /healthz. */
-static bool idle_alive(struct bench *b, int fd, struct hconn *h)
+static bool idle_alive(struct bench *b, int fd, struct rc_conn *nc, struct hconn *h)
 {
         if (b->face == FACE_NATIVE) {
-                uint8_t hdr[CHP_FRAME_HEADER];
-                chp_frame_header_encode(hdr, CHP_F_PING, 2, 0);
-                struct iovec iov = {hdr, sizeof(hdr)};
                 struct chp_frame_header fh;
-                return rc_write_iov(fd, &iov, 1, NULL) == 0 &&
-                       rc_read_all(fd, hdr, sizeof(hdr)) == 0 &&
-                       chp_frame_header_decode(hdr, sizeof(hdr), &fh) == CHP_FRAME_HEADER &&
-                       fh.type == (CHP_F_PING | CHP_F_REPLY) && fh.id == 2 && fh.len == 0;
+                uint8_t *reply;
+                return nc->ch && rc_call(nc, CHP_F_PING, NULL, 0, &fh, &reply) == 0 && fh.len == 0;
         }
         struct hresp r;
         h->fd = fd;
@@ -1627,7 +1618,10 @@ static int scenario_idle(struct bench *b, struct report *rep)
         ir->face = b->face;
         ir->conns = o->idle;
         int *fds = malloc((o->idle + 1) * sizeof(*fds));
-        if (!fds) {
+        struct rc_conn *nc = calloc(o->idle + 1, sizeof(*nc));
+        if (!fds || !nc) {
+                free(fds);
+                free(nc);
                 fail(b, EXIT_LOCAL, "out of memory");
                 return b->exit_code;
         }
@@ -1635,7 +1629,7 @@ static int scenario_idle(struct bench *b, struct report *rep)
                 fds[i] = -1;
         relay_snap(o->pid, &ir->before);
         double t0 = now_s();
-        int rc = idle_open(b, fds, o->idle);
+        int rc = idle_open(b, fds, nc, o->idle);
         ir->open_secs = now_s() - t0;
         if (!rc) {
                 struct timespec ts = {1, 0}; /* let the relay settle before measuring */
@@ -1652,15 +1646,18 @@ static int scenario_idle(struct bench *b, struct report *rep)
                         rc = b->exit_code;
                 }
                 for (unsigned i = 0; i < o->idle && !rc; i++)
-                        ir->alive += idle_alive(b, fds[i], &h);
+                        ir->alive += idle_alive(b, fds[i], &nc[i], &h);
                 free(h.buf);
                 relay_snap(o->pid, &ir->end);
                 rep->nidle++;
         }
-        for (unsigned i = 0; i < o->idle; i++)
+        for (unsigned i = 0; i < o->idle; i++) {
                 if (fds[i] >= 0)
                         close(fds[i]);
+                rc_close(&nc[i]);
+        }
         free(fds);
+        free(nc);
         return rc;
 }
 

@@ -2,12 +2,10 @@
 #include "native_client.h"
 
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -54,105 +52,65 @@ int rc_read_all(int fd, void *buf, size_t len)
         return 0;
 }
 
+/* Keeps the channel's message for a failure (an ERROR reply's code too). */
+static int kept(struct rc_conn *c, int rc)
+{
+        if (rc && c->ch) {
+                snprintf(c->last_msg, sizeof(c->last_msg), "%s", chp_channel_error(c->ch));
+                if (rc == RC_EREMOTE)
+                        c->last_error = chp_channel_remote_code(c->ch);
+        }
+        return rc;
+}
+
 int rc_send(struct rc_conn *c, uint8_t type, uint32_t id, const void *a, size_t alen, const void *b,
             size_t blen)
 {
-        uint8_t hdr[CHP_FRAME_HEADER];
-        chp_frame_header_encode(hdr, type, id, (uint32_t)(alen + blen));
-        struct iovec iov[3] = {{hdr, sizeof(hdr)}, {(void *)a, alen}, {(void *)b, blen}};
-        return rc_write_iov(c->fd, iov, 3, NULL);
+        return kept(c, chp_channel_send(c->ch, type, id, a, alen, b, blen));
 }
 
 int rc_recv(struct rc_conn *c, struct chp_frame_header *h, uint8_t **payload)
 {
-        uint8_t hdr[CHP_FRAME_HEADER];
-        int rc = rc_read_all(c->fd, hdr, sizeof(hdr));
-        if (rc)
-                return rc;
-        if (chp_frame_header_decode(hdr, sizeof(hdr), h) != CHP_FRAME_HEADER)
-                return -EBADMSG;
-        if (h->len > c->cap) {
-                uint8_t *nb = realloc(c->buf, h->len);
-                if (!nb)
-                        return -ENOMEM;
-                c->buf = nb;
-                c->cap = h->len;
-        }
-        if ((rc = rc_read_all(c->fd, c->buf, h->len)))
-                return rc;
-        *payload = c->buf;
-        if (h->type == CHP_F_ERROR) {
-                struct chp_msg_error e;
-                if (chp_msg_error_decode(c->buf, h->len, &e) != 0)
-                        return -EBADMSG;
-                c->last_error = e.code;
-                memcpy(c->last_msg, e.msg, e.msg_len);
-                c->last_msg[e.msg_len] = '\0';
-        }
-        return 0;
+        int rc = chp_channel_recv(c->ch, h, payload);
+        if (!rc && h->type == CHP_F_ERROR)
+                kept(c, RC_EREMOTE); /* returned like any other frame */
+        return kept(c, rc);
 }
 
 int rc_call(struct rc_conn *c, uint8_t type, const void *p, size_t len, struct chp_frame_header *h,
             uint8_t **payload)
 {
-        uint32_t id = c->next_id++;
-        int rc = rc_send(c, type, id, p, len, NULL, 0);
-        if (!rc)
-                rc = rc_recv(c, h, payload);
-        if (rc)
-                return rc;
-        if (h->id != id)
-                return -EPROTO;
-        if (h->type == CHP_F_ERROR)
-                return RC_EREMOTE;
-        return h->type == (type | CHP_F_REPLY) ? 0 : -EPROTO;
+        return kept(c, chp_channel_call(c->ch, type, p, len, h, payload));
+}
+
+int rc_dial(struct rc_conn *c, const char *hostport, bool plaintext, int timeout_ms)
+{
+        memset(c, 0, sizeof(*c));
+        c->fd = -1;
+        struct chp_channel_opts o = {
+            .addr = hostport, .plaintext = plaintext, .timeout_ms = timeout_ms};
+        int rc = chp_channel_open(&o, &c->ch, c->last_msg, sizeof(c->last_msg));
+        if (!rc) {
+                c->hello = *chp_channel_hello(c->ch);
+                c->fd = chp_channel_fd(c->ch);
+        }
+        return rc;
 }
 
 int rc_connect(struct rc_conn *c, const char *hostport)
 {
-        memset(c, 0, sizeof(*c));
-        c->fd = -1;
-        c->next_id = 1;
-        char host[128];
-        const char *colon = strrchr(hostport, ':');
-        if (!colon || (size_t)(colon - hostport) >= sizeof(host))
-                return -EINVAL;
-        memcpy(host, hostport, (size_t)(colon - hostport));
-        host[colon - hostport] = '\0';
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
-        if (getaddrinfo(host, colon + 1, &hints, &res) != 0)
-                return -EINVAL;
-        c->fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        int rc = c->fd < 0 || connect(c->fd, res->ai_addr, res->ai_addrlen) != 0 ? -errno : 0;
-        freeaddrinfo(res);
-        if (rc)
-                return rc;
-        int one = 1;
-        setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        /* this client speaks the frame stream in plaintext: the relay under test runs with
-         * --insecure-plaintext (the encrypted transport is libchapar's) */
-        static const uint8_t pre[8] = {'C', 'H', 'P', '0', 0, 0, 0, 0};
-        struct iovec iov = {(void *)pre, sizeof(pre)};
-        if ((rc = rc_write_iov(c->fd, &iov, 1, NULL)))
-                return rc;
-        uint8_t p[16];
-        struct chp_msg_hello hello = {.version = CHP_PROTO_VERSION};
-        ssize_t n = chp_msg_hello_encode(p, sizeof(p), &hello);
-        struct chp_frame_header h;
-        uint8_t *reply;
-        if ((rc = rc_call(c, CHP_F_HELLO, p, (size_t)n, &h, &reply)))
-                return rc;
-        return chp_msg_hello_ok_decode(reply, h.len, &c->hello);
+        int rc = rc_dial(c, hostport, true, 0);
+        int fl = rc ? 0 : fcntl(c->fd, F_GETFL);
+        if (!rc && (fl < 0 || fcntl(c->fd, F_SETFL, fl & ~O_NONBLOCK) != 0))
+                rc = -errno;
+        return rc;
 }
 
 void rc_close(struct rc_conn *c)
 {
-        if (c->fd >= 0)
-                close(c->fd);
+        chp_channel_close(c->ch);
+        c->ch = NULL;
         c->fd = -1;
-        free(c->buf);
-        c->buf = NULL;
-        c->cap = 0;
 }
 
 /* ---- files ------------------------------------------------------------------------------- */
@@ -257,7 +215,7 @@ int rc_send_chunks(struct rc_conn *c, const struct rc_file *f, const uint8_t *up
         uint64_t window = 0;
         uint32_t inflight = 0;
         uint32_t *lens = calloc(f->count + 1, sizeof(*lens)); /* by frame id - base */
-        uint32_t base = c->next_id;
+        uint32_t base = chp_channel_reserve_ids(c->ch, f->count + 1);
         int rc = lens ? 0 : -ENOMEM;
         while (!rc) {
                 /* send while the relay's window allows */
@@ -306,7 +264,6 @@ int rc_send_chunks(struct rc_conn *c, const struct rc_file *f, const uint8_t *up
                 if (ok.flags & CHP_CHUNK_DEDUP)
                         st->chunks_dedup++;
         }
-        c->next_id = base + f->count + 1;
         free(lens);
         return rc;
 }
@@ -379,7 +336,8 @@ int rc_fetch(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t *
                 free(data);
                 return -EPROTO;
         }
-        uint32_t next = 0, done = 0, inflight = 0, base = c->next_id;
+        uint32_t next = 0, done = 0, inflight = 0;
+        uint32_t base = chp_channel_reserve_ids(c->ch, m.chunk_count + 1);
         while (!rc && done < m.chunk_count) {
                 while (next < m.chunk_count && inflight < 16) {
                         struct chp_msg_get_chunk g = {.addr = m.addrs + (size_t)next * 32};
@@ -412,7 +370,6 @@ int rc_fetch(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t *
                 inflight--;
                 done++;
         }
-        c->next_id = base + m.chunk_count + 1;
         if (rc) {
                 free(data);
         } else {

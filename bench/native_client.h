@@ -1,9 +1,11 @@
-/* native_client.h — a small blocking client of the native protocol, for benchmarks and tests.
+/* native_client.h — a small blocking client of the native protocol over a chp_channel
+ * (common/channel.h), for benchmarks and tests: files of opaque chunks, pipelined uploads and
+ * downloads.
  *
- * One connection, one thread. Frames are written with a single writev and read whole; a
- * received payload is valid until the next receive. Uploads pipeline their chunks up to the
- * relay's window. Everything returns 0 or a negative code; a relay ERROR reply becomes
- * RC_EREMOTE with the wire code in c->last_error (and its message in c->last_msg).
+ * One connection, one thread. A received payload is valid until the next receive. Uploads
+ * pipeline their chunks up to the relay's window. Everything returns 0 or a negative code of
+ * err.h; a relay ERROR reply is RC_EREMOTE with the wire code in c->last_error, and any failure
+ * of the channel leaves its message in c->last_msg.
  */
 #ifndef CHP_NATIVE_CLIENT_H
 #define CHP_NATIVE_CLIENT_H
@@ -14,25 +16,34 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include "channel.h"
+#include "err.h"
 #include "proto.h"
 
-#define RC_EREMOTE (-29000)
+#define RC_EREMOTE CHP_EREMOTE
 
 struct rc_conn {
-        int fd;
-        uint32_t next_id;
+        struct chp_channel *ch; /* NULL when closed */
+        int fd;                 /* its socket (-1 when closed), for poll() and for tests that
+                                 * write raw frames on a plaintext connection */
         struct chp_msg_hello_ok hello;
-        uint8_t *buf;
-        size_t cap;
-        uint32_t last_error;
+        uint32_t last_error; /* the wire code of the last ERROR reply */
         char last_msg[CHP_ERROR_MSG_MAX + 1];
 };
 
-/* Blocking I/O helpers: every byte of iov written (iov is modified; *done, if given, counts what
- * went out), or exactly len bytes read (-ECONNRESET at end of stream). 0 or -errno. */
+/* Blocking I/O helpers on a plain socket (the benchmark's HTTP client, raw test connections):
+ * every byte of iov written (iov is modified; *done, if given, counts what went out), or exactly
+ * len bytes read (-ECONNRESET at end of stream). 0 or -errno. */
 int rc_write_iov(int fd, struct iovec *iov, int n, uint64_t *done);
 int rc_read_all(int fd, void *buf, size_t len);
 
+/* Opens c to hostport: encrypted (Noise XX, any relay key) or, with plaintext, the frame stream
+ * as it is (a relay run with --insecure-plaintext); then HELLO. timeout_ms <= 0: 30 s. On
+ * failure c->last_msg says why; rc_close(c) is safe either way. */
+int rc_dial(struct rc_conn *c, const char *hostport, bool plaintext, int timeout_ms);
+/* rc_dial in plaintext on a blocking socket, as the tests that read and write c->fd themselves
+ * (with SO_RCVTIMEO) expect: the channel's own timeout no longer applies. The tests' relays run
+ * with --insecure-plaintext. */
 int rc_connect(struct rc_conn *c, const char *hostport);
 void rc_close(struct rc_conn *c);
 
