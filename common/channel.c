@@ -54,8 +54,8 @@ struct chp_channel {
         uint8_t expected[CHP_NOISE_DHLEN];
         uint8_t remote_key[CHP_NOISE_DHLEN]; /* what the relay proved it holds */
         struct chp_record_dir tx, rx;
-        uint8_t *raw; /* bytes from the socket not yet decrypted */
-        size_t raw_len, raw_cap;
+        uint8_t *raw; /* bytes from the socket; raw_off..raw_len not yet decrypted */
+        size_t raw_off, raw_len, raw_cap;
         uint8_t *plain; /* decrypted frame stream not yet consumed */
         size_t plain_len, plain_off, plain_cap;
         uint8_t *seal_buf; /* one record being sealed */
@@ -131,6 +131,12 @@ static int wait_fd(struct chp_channel *ch, short events)
 /* Reads what the socket has into the raw buffer (waiting for at least one byte). */
 static int raw_fill(struct chp_channel *ch)
 {
+        if (ch->raw_cap - ch->raw_len < 65536 && ch->raw_off) {
+                /* what is unread moves to the front when room runs out, not after every record */
+                memmove(ch->raw, ch->raw + ch->raw_off, ch->raw_len - ch->raw_off);
+                ch->raw_len -= ch->raw_off;
+                ch->raw_off = 0;
+        }
         if (ch->raw_cap - ch->raw_len < 65536) {
                 size_t cap = ch->raw_cap ? ch->raw_cap * 2 : RAW_MIN;
                 uint8_t *nb = realloc(ch->raw, cap);
@@ -159,12 +165,16 @@ static int raw_fill(struct chp_channel *ch)
         }
 }
 
+static size_t raw_avail(const struct chp_channel *ch)
+{
+        return ch->raw_len - ch->raw_off;
+}
+
 static void raw_consume(struct chp_channel *ch, size_t n)
 {
-        if (n == 0)
-                return;
-        memmove(ch->raw, ch->raw + n, ch->raw_len - n);
-        ch->raw_len -= n;
+        ch->raw_off += n;
+        if (ch->raw_off == ch->raw_len)
+                ch->raw_off = ch->raw_len = 0;
 }
 
 /* Writes all of iov (modified), reading what arrives meanwhile so neither side can block the
@@ -243,17 +253,17 @@ static int plain_need(struct chp_channel *ch, size_t n)
                 int rc;
                 if (!ch->encrypted) {
                         /* plaintext: the raw buffer is the stream */
-                        if (ch->raw_len == 0 && (rc = raw_fill(ch)))
+                        if (raw_avail(ch) == 0 && (rc = raw_fill(ch)))
                                 return rc;
-                        size_t take = ch->raw_len;
+                        size_t take = raw_avail(ch);
                         if ((rc = plain_room(ch, take)))
                                 return rc;
-                        memcpy(ch->plain + ch->plain_len, ch->raw, take);
+                        memcpy(ch->plain + ch->plain_len, ch->raw + ch->raw_off, take);
                         ch->plain_len += take;
                         raw_consume(ch, take);
                         continue;
                 }
-                ssize_t rl = chp_record_peek(ch->raw, ch->raw_len);
+                ssize_t rl = chp_record_peek(ch->raw + ch->raw_off, raw_avail(ch));
                 if (rl == -EAGAIN) {
                         if ((rc = raw_fill(ch)))
                                 return rc;
@@ -265,7 +275,7 @@ static int plain_need(struct chp_channel *ch, size_t n)
                         return rc;
                 size_t got;
                 bool closed;
-                ssize_t used = chp_record_open(&ch->rx, ch->raw, ch->raw_len,
+                ssize_t used = chp_record_open(&ch->rx, ch->raw + ch->raw_off, raw_avail(ch),
                                                ch->plain + ch->plain_len, &got, &closed);
                 if (used < 0)
                         goto bad;
@@ -490,10 +500,11 @@ static int hs_send(struct chp_channel *ch, struct chp_noise_hs *hs)
 static int hs_recv(struct chp_channel *ch, struct chp_noise_hs *hs)
 {
         int rc;
-        while (ch->raw_len < 2)
+        while (raw_avail(ch) < 2)
                 if ((rc = raw_fill(ch)))
                         return rc;
-        size_t n = (size_t)ch->raw[0] << 8 | ch->raw[1];
+        const uint8_t *at = ch->raw + ch->raw_off;
+        size_t n = (size_t)at[0] << 8 | at[1];
         if (n == 0)
                 return REFUSED;
         if (n > HS_MSG_MAX) {
@@ -503,12 +514,12 @@ static int hs_recv(struct chp_channel *ch, struct chp_noise_hs *hs)
                          ch->addr);
                 return -EPROTO;
         }
-        while (ch->raw_len < 2 + n)
+        while (raw_avail(ch) < 2 + n)
                 if ((rc = raw_fill(ch)))
                         return rc;
         uint8_t payload[256];
         size_t plen;
-        rc = chp_noise_hs_read(hs, ch->raw + 2, n, payload, sizeof(payload), &plen);
+        rc = chp_noise_hs_read(hs, ch->raw + ch->raw_off + 2, n, payload, sizeof(payload), &plen);
         raw_consume(ch, 2 + n);
         if (rc) {
                 snprintf(ch->err, sizeof(ch->err),
@@ -595,7 +606,7 @@ static int transport(struct chp_channel *ch, bool plaintext)
         if (chp_noise_suite_available(fast) && (rc = handshake(ch, fast)) == REFUSED) {
                 close(ch->fd);
                 ch->fd = -1;
-                ch->raw_len = 0;
+                ch->raw_off = ch->raw_len = 0;
                 rc = tcp_connect(ch);
                 if (!rc)
                         rc = REFUSED;
