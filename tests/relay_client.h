@@ -1,5 +1,6 @@
 /* relay_client.h — a relay process under test (start on port 0 with a ready file, stop with a
  * signal), and the native protocol client the tests drive it with (bench/native_client.h).
+ * The calling thread owns the relay; errors are negative errnos (-ECHILD: it exited early).
  */
 #ifndef CHP_RELAY_CLIENT_H
 #define CHP_RELAY_CLIENT_H
