@@ -68,14 +68,25 @@ void cc_shutdown(struct chapar_client *c)
         c->ch = NULL;
 }
 
+/* A client whose connect failed has no channel: its calls fail as the connection would. */
+static int unconnected(struct chapar_client *c)
+{
+        snprintf(c->last_error, sizeof(c->last_error), "not connected to %.200s", c->addr);
+        return CHAPAR_ENET;
+}
+
 int cc_send(struct chapar_client *c, uint8_t type, uint32_t id, const void *a, size_t alen,
             const void *b, size_t blen)
 {
+        if (!c->ch)
+                return unconnected(c);
         return public_code(c, chp_channel_send(c->ch, type, id, a, alen, b, blen));
 }
 
 int cc_recv(struct chapar_client *c, struct chp_frame_header *h, uint8_t **payload)
 {
+        if (!c->ch)
+                return unconnected(c);
         int rc = chp_channel_recv(c->ch, h, payload);
         if (!rc && h->type == CHP_F_ERROR) {
                 c->last_code = chp_channel_remote_code(c->ch);
@@ -87,6 +98,8 @@ int cc_recv(struct chapar_client *c, struct chp_frame_header *h, uint8_t **paylo
 int cc_call(struct chapar_client *c, uint8_t type, const void *p, size_t len,
             struct chp_frame_header *h, uint8_t **payload)
 {
+        if (!c->ch)
+                return unconnected(c);
         int rc = chp_channel_call(c->ch, type, p, len, h, payload);
         if (rc == CHP_EREMOTE) {
                 c->last_code = chp_channel_remote_code(c->ch);
@@ -97,5 +110,5 @@ int cc_call(struct chapar_client *c, uint8_t type, const void *p, size_t len,
 
 uint32_t cc_reserve_ids(struct chapar_client *c, uint32_t n)
 {
-        return chp_channel_reserve_ids(c->ch, n);
+        return c->ch ? chp_channel_reserve_ids(c->ch, n) : 1; /* its requests fail anyway */
 }
