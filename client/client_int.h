@@ -14,6 +14,9 @@
 #include "chapar.h"
 #include "proto.h"
 
+/* Nothing here is part of libchapar's ABI: the shared library exports chapar.h only. */
+#pragma GCC visibility push(hidden)
+
 struct chapar_client {
         struct chp_channel *ch; /* NULL until connected */
         int timeout_ms;
@@ -48,5 +51,7 @@ int cc_call(struct chapar_client *c, uint8_t type, const void *p, size_t len,
             struct chp_frame_header *h, uint8_t **payload);
 /* Reserves n request ids for pipelined requests; returns the first. */
 uint32_t cc_reserve_ids(struct chapar_client *c, uint32_t n);
+
+#pragma GCC visibility pop
 
 #endif
