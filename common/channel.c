@@ -128,6 +128,29 @@ static int wait_fd(struct chp_channel *ch, short events)
         }
 }
 
+/* Reads what the socket has into buf (cap > 0 bytes), waiting for at least one byte. */
+static int sock_read(struct chp_channel *ch, uint8_t *buf, size_t cap, size_t *got)
+{
+        for (;;) {
+                ssize_t n = recv(ch->fd, buf, cap, 0);
+                if (n > 0) {
+                        *got = (size_t)n;
+                        return 0;
+                }
+                if (n == 0 || errno == ECONNRESET) {
+                        snprintf(ch->err, sizeof(ch->err), "%s closed the connection", ch->addr);
+                        return -ECONNRESET;
+                }
+                if (errno == EINTR)
+                        continue;
+                if (errno != EAGAIN)
+                        return -errno;
+                int rc = wait_fd(ch, POLLIN);
+                if (rc)
+                        return rc;
+        }
+}
+
 /* Reads what the socket has into the raw buffer (waiting for at least one byte). */
 static int raw_fill(struct chp_channel *ch)
 {
@@ -145,24 +168,10 @@ static int raw_fill(struct chp_channel *ch)
                 ch->raw = nb;
                 ch->raw_cap = cap;
         }
-        for (;;) {
-                ssize_t n = recv(ch->fd, ch->raw + ch->raw_len, ch->raw_cap - ch->raw_len, 0);
-                if (n > 0) {
-                        ch->raw_len += (size_t)n;
-                        return 0;
-                }
-                if (n == 0 || errno == ECONNRESET) {
-                        snprintf(ch->err, sizeof(ch->err), "%s closed the connection", ch->addr);
-                        return -ECONNRESET;
-                }
-                if (errno == EINTR)
-                        continue;
-                if (errno != EAGAIN)
-                        return -errno;
-                int rc = wait_fd(ch, POLLIN);
-                if (rc)
-                        return rc;
-        }
+        size_t got = 0;
+        int rc = sock_read(ch, ch->raw + ch->raw_len, ch->raw_cap - ch->raw_len, &got);
+        ch->raw_len += got;
+        return rc;
 }
 
 static size_t raw_avail(const struct chp_channel *ch)
@@ -252,15 +261,20 @@ static int plain_need(struct chp_channel *ch, size_t n)
         while (ch->plain_len - ch->plain_off < n) {
                 int rc;
                 if (!ch->encrypted) {
-                        /* plaintext: the raw buffer is the stream */
-                        if (raw_avail(ch) == 0 && (rc = raw_fill(ch)))
+                        /* plaintext: the socket's bytes are the stream and go straight into
+                         * plain; bytes a write read meanwhile (into raw) come first */
+                        size_t take = raw_avail(ch), got = 0;
+                        size_t want = n - (ch->plain_len - ch->plain_off);
+                        if ((rc = plain_room(ch, take ? take : want)))
                                 return rc;
-                        size_t take = raw_avail(ch);
-                        if ((rc = plain_room(ch, take)))
+                        if (take) {
+                                memcpy(ch->plain + ch->plain_len, ch->raw + ch->raw_off, take);
+                                raw_consume(ch, take);
+                        } else if ((rc = sock_read(ch, ch->plain + ch->plain_len,
+                                                   ch->plain_cap - ch->plain_len, &got))) {
                                 return rc;
-                        memcpy(ch->plain + ch->plain_len, ch->raw + ch->raw_off, take);
-                        ch->plain_len += take;
-                        raw_consume(ch, take);
+                        }
+                        ch->plain_len += take + got;
                         continue;
                 }
                 ssize_t rl = chp_record_peek(ch->raw + ch->raw_off, raw_avail(ch));
