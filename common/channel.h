@@ -92,7 +92,8 @@ const uint8_t *chp_channel_remote_key(const struct chp_channel *ch);
 uint32_t chp_channel_remote_code(const struct chp_channel *ch);
 /* The last failure or ERROR frame's message; "" if none. Valid until the next call on ch. */
 const char *chp_channel_error(const struct chp_channel *ch);
-/* The socket, for poll() only: reading or writing it directly breaks the stream. */
+/* The socket, for poll() and socket options. Bytes read or written on it directly bypass the
+ * stream: only a test or benchmark that means to break it (a raw frame, a drained answer) does. */
 int chp_channel_fd(const struct chp_channel *ch);
 
 #endif
