@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "../tests/relay_client.h"
+#include "native_client.h"
 
 static double now(void)
 {

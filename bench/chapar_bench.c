@@ -2,12 +2,13 @@
  *
  *   chapar-bench [--native HOST:PORT] [--http HOST:PORT] [--pid PID] --scenario NAME
  *                [--files N] [--size BYTES] [--conns C] [--idle N] [--seconds S]
- *                [--chunk BYTES] [--seed N] [--json]
+ *                [--chunk BYTES] [--seed N] [--json] [--plaintext]
  *                [--background N] [--flood R] [--trickle-ms MS] [--cut-percent P]
  *                [--interval S] [--rate MBPS] [--rss-slack BYTES] [--fd-slack N]  (soak)
  *
- * One blocking connection per worker thread: the native face in plaintext through
- * tests/relay_client (the relay runs with --insecure-plaintext), the HTTP face through a minimal
+ * One blocking connection per worker thread: the native face through bench/native_client over
+ * the encrypted channel (common/channel.h: Noise XX, any relay key; --plaintext asks for the
+ * plaintext frame stream of a relay run with --insecure-plaintext), the HTTP face through a minimal
  * keep-alive HTTP/1.1 client of its own (tus POST + one PATCH per upload, GET /f/<id> per
  * download). A request is the upload or the download of one whole file; its latency runs from
  * its first byte sent to its last byte received. Files are generated and hashed before the clock
@@ -55,7 +56,7 @@
 #include "hash.h"
 #include "manifest.h"
 #include "proto.h"
-#include "relay_client.h"
+#include "native_client.h"
 
 #define SMALL_VERIFY (1u << 20) /* downloads up to this size are compared byte for byte */
 #define IO_TIMEOUT_S 60         /* a relay silent this long fails the request */
@@ -92,6 +93,7 @@ struct opts {
         unsigned resume_delay_ms; /* resume: pause between the cut and the reconnect */
         uint32_t seed;
         bool json;
+        bool plaintext; /* the native face without Noise (--insecure-plaintext relays) */
         /* soak */
         unsigned background; /* slow and idle connections held (0: none) */
         unsigned flood;      /* connect-and-close per second (0: none) */
@@ -382,7 +384,7 @@ static int tcp_connect(const char *hostport, int secs)
 
 static const char *errno_text(int rc)
 {
-        if (rc == -EAGAIN || rc == -EWOULDBLOCK)
+        if (rc == -EAGAIN || rc == -EWOULDBLOCK || rc == -ETIMEDOUT)
                 return "timed out waiting for the relay";
         if (rc == -ECONNRESET)
                 return "the relay closed the connection";
@@ -393,12 +395,14 @@ static const char *errno_text(int rc)
         return chp_strerror(rc);
 }
 
-/* The message for a relay_client result on c. */
+/* The message for a native_client result on c: the relay's ERROR, or what the channel said. */
 static void rc_text(const struct rc_conn *c, int rc, char *why, size_t cap)
 {
         if (rc == RC_EREMOTE)
                 snprintf(why, cap, "relay error %u %s (%.300s)", (unsigned)c->last_error,
                          chp_wire_strerror(c->last_error), c->last_msg);
+        else if (c->last_msg[0])
+                snprintf(why, cap, "%.400s", c->last_msg);
         else
                 snprintf(why, cap, "%s", errno_text(rc));
 }
@@ -798,22 +802,23 @@ static int ensure_conn(struct worker *w)
         if (b->face == FACE_NATIVE) {
                 if (w->rc_up)
                         return 0;
-                if ((rc = rc_connect(&w->rc, b->addr))) {
+                if ((rc = rc_dial(&w->rc, b->addr, b->o->plaintext, IO_TIMEOUT_S * 1000))) {
                         char why[WHY_MAX];
                         rc_text(&w->rc, rc, why, sizeof(why));
                         rc_close(&w->rc);
                         /* a reset mid-soak is the relay cutting a connection it had answered
-                         * before, not a wrong face */
+                         * before, not a wrong face; a message that asks already needs no hint */
                         bool odd =
-                            rc == -EBADMSG || rc == -EPROTO || (rc == -ECONNRESET && !b->soak);
+                            (rc == -EBADMSG || rc == -EPROTO || (rc == -ECONNRESET && !b->soak)) &&
+                            !strchr(why, '?');
                         fail(b, EXIT_NET, "connection %u to the native face at %s: %s%s", w->idx,
                              b->addr, why,
-                             odd ? " (is it chapard's native face, started with "
-                                   "--insecure-plaintext?)"
-                                 : "");
+                             !odd              ? ""
+                             : b->o->plaintext ? " (is it chapard's native face, started with "
+                                                 "--insecure-plaintext?)"
+                                               : " (is it chapard's native face?)");
                         return ERR_NET;
                 }
-                set_timeouts(w->rc.fd, IO_TIMEOUT_S);
                 w->rc_up = true;
                 return 0;
         }
@@ -988,7 +993,7 @@ static int native_send_until_cut(struct rc_conn *c, const struct rc_file *f,
         uint32_t *lens = calloc(f->count + 1, sizeof(*lens));
         if (!lens)
                 return -ENOMEM;
-        uint32_t base = c->next_id, inflight = 0;
+        uint32_t base = chp_channel_reserve_ids(c->ch, f->count + 1), inflight = 0;
         uint64_t window = 0;
         int rc = 0;
         for (uint32_t i = 0; i < f->count && !rc; i++) {
@@ -1018,14 +1023,22 @@ static int native_send_until_cut(struct rc_conn *c, const struct rc_file *f,
                 }
                 if (rc)
                         break;
-                uint8_t hdr[CHP_FRAME_HEADER], prefix[CHP_CHUNK_PREFIX];
-                chp_frame_header_encode(hdr, CHP_F_CHUNK, base + i, CHP_CHUNK_PREFIX + len);
+                uint8_t prefix[CHP_CHUNK_PREFIX];
                 chp_msg_chunk_prefix_encode(prefix, sizeof(prefix), upload_id, i);
                 bool last = off + len > cut;
                 uint32_t part = last ? (uint32_t)(cut - off) : len;
-                struct iovec iov[3] = {
-                    {hdr, sizeof(hdr)}, {prefix, sizeof(prefix)}, {f->data + off, part}};
-                rc = rc_write_iov(c->fd, iov, part ? 3 : 2, NULL);
+                if (last) { /* the header claims the whole chunk; part of it goes out */
+                        uint8_t head[CHP_FRAME_HEADER + CHP_CHUNK_PREFIX];
+                        chp_frame_header_encode(head, CHP_F_CHUNK, base + i,
+                                                CHP_CHUNK_PREFIX + len);
+                        memcpy(head + CHP_FRAME_HEADER, prefix, sizeof(prefix));
+                        rc = chp_channel_write(c->ch, head, sizeof(head));
+                        if (!rc && part)
+                                rc = chp_channel_write(c->ch, f->data + off, part);
+                } else {
+                        rc = rc_send(c, CHP_F_CHUNK, base + i, prefix, sizeof(prefix),
+                                     f->data + off, len);
+                }
                 if (rc)
                         break;
                 *sent += part;
@@ -1035,7 +1048,6 @@ static int native_send_until_cut(struct rc_conn *c, const struct rc_file *f,
                 window += len;
                 inflight++;
         }
-        c->next_id = base + f->count + 1;
         free(lens);
         return rc;
 }
@@ -1537,9 +1549,9 @@ static int gen_files(struct bench *b, uint32_t seed)
 
 /* ---- idle connections -------------------------------------------------------------------- */
 
-/* Opens n idle connections: native TCP + plaintext preamble + HELLO (its HELLO_OK read), HTTP
- * one GET /healthz; then nothing. fds[i] receives each. */
-static int idle_open(struct bench *b, int *fds, unsigned n)
+/* Opens n idle connections: native a channel (handshake, HELLO and its HELLO_OK) into nc[i],
+ * HTTP one GET /healthz into fds[i]; then nothing. */
+static int idle_open(struct bench *b, int *fds, struct rc_conn *nc, unsigned n)
 {
         struct hconn h = {.fd = -1};
         int res = 0;
@@ -1547,15 +1559,11 @@ static int idle_open(struct bench *b, int *fds, unsigned n)
                 int rc;
                 char why[WHY_MAX];
                 if (b->face == FACE_NATIVE) {
-                        struct rc_conn c;
-                        rc = rc_connect(&c, b->addr);
+                        rc = rc_dial(&nc[i], b->addr, b->o->plaintext, 10 * 1000);
                         if (rc) {
-                                rc_text(&c, rc, why, sizeof(why));
-                        } else {
-                                fds[i] = c.fd;
-                                c.fd = -1;
+                                rc_text(&nc[i], rc, why, sizeof(why));
+                                rc_close(&nc[i]);
                         }
-                        rc_close(&c);
                 } else {
                         struct hresp r;
                         rc = hc_connect(&h, b->addr);
@@ -1568,6 +1576,7 @@ static int idle_open(struct bench *b, int *fds, unsigned n)
                         if (!rc) {
                                 fds[i] = h.fd;
                                 h.fd = -1;
+                                set_timeouts(fds[i], 10);
                         }
                         hc_close(&h);
                 }
@@ -1575,8 +1584,6 @@ static int idle_open(struct bench *b, int *fds, unsigned n)
                         fail(b, EXIT_NET, "idle connection %u of %u to %s: %s", i + 1, n, b->addr,
                              why);
                         res = b->exit_code;
-                } else {
-                        set_timeouts(fds[i], 10);
                 }
         }
         free(h.buf);
@@ -1584,17 +1591,12 @@ static int idle_open(struct bench *b, int *fds, unsigned n)
 }
 
 /* Whether the idle connection still answers: PING/PONG or GET /healthz. */
-static bool idle_alive(struct bench *b, int fd, struct hconn *h)
+static bool idle_alive(struct bench *b, int fd, struct rc_conn *nc, struct hconn *h)
 {
         if (b->face == FACE_NATIVE) {
-                uint8_t hdr[CHP_FRAME_HEADER];
-                chp_frame_header_encode(hdr, CHP_F_PING, 2, 0);
-                struct iovec iov = {hdr, sizeof(hdr)};
                 struct chp_frame_header fh;
-                return rc_write_iov(fd, &iov, 1, NULL) == 0 &&
-                       rc_read_all(fd, hdr, sizeof(hdr)) == 0 &&
-                       chp_frame_header_decode(hdr, sizeof(hdr), &fh) == CHP_FRAME_HEADER &&
-                       fh.type == (CHP_F_PING | CHP_F_REPLY) && fh.id == 2 && fh.len == 0;
+                uint8_t *reply;
+                return nc->ch && rc_call(nc, CHP_F_PING, NULL, 0, &fh, &reply) == 0 && fh.len == 0;
         }
         struct hresp r;
         h->fd = fd;
@@ -1627,7 +1629,10 @@ static int scenario_idle(struct bench *b, struct report *rep)
         ir->face = b->face;
         ir->conns = o->idle;
         int *fds = malloc((o->idle + 1) * sizeof(*fds));
-        if (!fds) {
+        struct rc_conn *nc = calloc(o->idle + 1, sizeof(*nc));
+        if (!fds || !nc) {
+                free(fds);
+                free(nc);
                 fail(b, EXIT_LOCAL, "out of memory");
                 return b->exit_code;
         }
@@ -1635,7 +1640,7 @@ static int scenario_idle(struct bench *b, struct report *rep)
                 fds[i] = -1;
         relay_snap(o->pid, &ir->before);
         double t0 = now_s();
-        int rc = idle_open(b, fds, o->idle);
+        int rc = idle_open(b, fds, nc, o->idle);
         ir->open_secs = now_s() - t0;
         if (!rc) {
                 struct timespec ts = {1, 0}; /* let the relay settle before measuring */
@@ -1652,15 +1657,18 @@ static int scenario_idle(struct bench *b, struct report *rep)
                         rc = b->exit_code;
                 }
                 for (unsigned i = 0; i < o->idle && !rc; i++)
-                        ir->alive += idle_alive(b, fds[i], &h);
+                        ir->alive += idle_alive(b, fds[i], &nc[i], &h);
                 free(h.buf);
                 relay_snap(o->pid, &ir->end);
                 rep->nidle++;
         }
-        for (unsigned i = 0; i < o->idle; i++)
+        for (unsigned i = 0; i < o->idle; i++) {
                 if (fds[i] >= 0)
                         close(fds[i]);
+                rc_close(&nc[i]);
+        }
         free(fds);
+        free(nc);
         return rc;
 }
 
@@ -1912,18 +1920,34 @@ static void *sampler_main(void *arg)
 struct bg_slot {
         enum bg_kind kind;
         int fd;
+        struct rc_conn nc;   /* BG_CHUNK: its channel (nc.fd == fd) */
         double opened, next; /* when it was opened; when it may send or (re)open next */
         uint64_t left;       /* bytes it may still trickle */
 };
 
-/* Opens a slot's connection and sends what precedes its trickle, in one write and without
- * waiting for an answer (a relay that starves answers late: the trickles must go on meanwhile;
- * answers are read and dropped by the poll loop). Returns the fd or -errno. */
-static int bg_open(const struct opts *o, enum bg_kind kind, uint64_t *left)
+/* Opens a slot's connection and sends what precedes its trickle without waiting for an answer
+ * (a relay that starves answers late: the trickles must go on meanwhile; answers are read and
+ * dropped by the poll loop). BG_CHUNK opens a channel in nc first (its handshake and HELLO are
+ * waited for, BG_SETUP_S at most), then writes a CHUNK header whose payload trickles. Returns
+ * the fd or -errno. */
+static int bg_open(const struct opts *o, enum bg_kind kind, uint64_t *left, struct rc_conn *nc)
 {
+        *left = 0;
+        if (kind == BG_CHUNK) {
+                int rc = rc_dial(nc, o->addr[FACE_NATIVE], o->plaintext, BG_SETUP_S * 1000);
+                uint8_t head[CHP_FRAME_HEADER];
+                chp_frame_header_encode(head, CHP_F_CHUNK, 2, CHP_CHUNK_PREFIX + o->chunk);
+                if (!rc)
+                        rc = chp_channel_write(nc->ch, head, sizeof(head));
+                if (rc) {
+                        rc_close(nc);
+                        return rc;
+                }
+                *left = CHP_CHUNK_PREFIX + o->chunk;
+                return nc->fd;
+        }
         bool http = kind <= BG_IDLE_HTTP;
         int fd = tcp_connect(o->addr[http ? FACE_HTTP : FACE_NATIVE], BG_SETUP_S);
-        *left = 0;
         if (fd < 0 || kind == BG_IDLE_HTTP || kind == BG_IDLE_NATIVE)
                 return fd;
         char head[512];
@@ -1932,7 +1956,7 @@ static int bg_open(const struct opts *o, enum bg_kind kind, uint64_t *left)
                 len = (size_t)snprintf(head, sizeof(head),
                                        "GET /healthz HTTP/1.1\r\nHost: soak\r\nX-Soak: ");
                 *left = UINT64_MAX;
-        } else if (kind == BG_BODY) { /* tus creation-with-upload whose body trickles */
+        } else { /* BG_BODY: tus creation-with-upload whose body trickles */
                 len = (size_t)snprintf(head, sizeof(head),
                                        "POST /files/ HTTP/1.1\r\nHost: soak\r\nTus-Resumable: "
                                        "1.0.0\r\nUpload-Length: %u\r\nContent-Type: "
@@ -1940,25 +1964,6 @@ static int bg_open(const struct opts *o, enum bg_kind kind, uint64_t *left)
                                        "%u\r\n\r\n",
                                        BG_BODY_BYTES, BG_BODY_BYTES);
                 *left = BG_BODY_BYTES;
-        } else { /* BG_CHUNK: the plaintext preamble, HELLO, and a CHUNK whose payload trickles */
-                static const uint8_t pre[8] = {'C', 'H', 'P', '0', 0, 0, 0, 0};
-                struct chp_msg_hello hello = {.version = CHP_PROTO_VERSION};
-                uint8_t p[16];
-                ssize_t n = chp_msg_hello_encode(p, sizeof(p), &hello);
-                if (n < 0) {
-                        close(fd);
-                        return (int)n;
-                }
-                memcpy(head, pre, sizeof(pre));
-                len = sizeof(pre);
-                chp_frame_header_encode((uint8_t *)head + len, CHP_F_HELLO, 1, (uint32_t)n);
-                len += CHP_FRAME_HEADER;
-                memcpy(head + len, p, (size_t)n);
-                len += (size_t)n;
-                chp_frame_header_encode((uint8_t *)head + len, CHP_F_CHUNK, 2,
-                                        CHP_CHUNK_PREFIX + o->chunk);
-                len += CHP_FRAME_HEADER;
-                *left = CHP_CHUNK_PREFIX + o->chunk;
         }
         struct iovec iov = {head, len};
         int rc = rc_write_iov(fd, &iov, 1, NULL);
@@ -1973,7 +1978,10 @@ static void bg_drop(struct bg_stats *st, struct bg_slot *sl, double now, bool by
 {
         if (sl->fd < 0)
                 return;
-        close(sl->fd);
+        if (sl->nc.ch)
+                rc_close(&sl->nc); /* closes fd */
+        else
+                close(sl->fd);
         sl->fd = -1;
         if (now - sl->opened > st->longest_s[sl->kind])
                 st->longest_s[sl->kind] = now - sl->opened;
@@ -2013,7 +2021,7 @@ static void *background_main(void *arg)
                                 continue;
                         if (soak_wait(s, 0)) /* opening may wait on a slow relay */
                                 break;
-                        int fd = bg_open(o, sl[i].kind, &sl[i].left);
+                        int fd = bg_open(o, sl[i].kind, &sl[i].left, &sl[i].nc);
                         now = now_s();
                         if (fd < 0) {
                                 st->failed[sl[i].kind]++;
@@ -2032,11 +2040,19 @@ static void *background_main(void *arg)
                         if (sl[i].next < now)
                                 sl[i].next = now + period;
                         char byte = sl[i].kind == BG_HEAD ? 'a' : 0;
-                        ssize_t w = send(sl[i].fd, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
-                        if (w == 1) {
+                        int sent; /* 1: out; 0: the socket is full; -1: the relay closed it */
+                        if (sl[i].nc.ch) { /* a channel's byte goes out as a record of its own */
+                                sent = chp_channel_write(sl[i].nc.ch, &byte, 1) == 0 ? 1 : -1;
+                        } else {
+                                ssize_t w = send(sl[i].fd, &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+                                sent = w == 1                                             ? 1
+                                       : w < 0 && errno != EAGAIN && errno != EWOULDBLOCK ? -1
+                                                                                          : 0;
+                        }
+                        if (sent > 0) {
                                 st->trickled++;
                                 sl[i].left--;
-                        } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+                        } else if (sent < 0) {
                                 bg_drop(st, &sl[i], now, true);
                                 sl[i].next = now + period;
                         }
@@ -2055,7 +2071,8 @@ static void *background_main(void *arg)
                                 st->flood++;
                         }
                 }
-                /* a closed connection (or an answer: a 408 or a busy error before the close) */
+                /* a closed connection (or an answer: a 408 or a busy error before the close);
+                 * a channel's bytes are read past it and dropped too: it never reads a frame */
                 for (unsigned i = 0; i < n; i++)
                         pf[i] = (struct pollfd){.fd = sl[i].fd, .events = POLLIN | POLLRDHUP};
                 if (soak_wait(s, 0))
@@ -2572,11 +2589,14 @@ static void usage(FILE *f)
                 "usage: chapar-bench [--native HOST:PORT] [--http HOST:PORT] [--pid PID]\n"
                 "                    --scenario NAME [--files N] [--size BYTES] [--conns C]\n"
                 "                    [--idle N] [--seconds S] [--chunk BYTES] [--seed N] [--json]\n"
+                "                    [--plaintext]\n"
                 "                    [--resume-delay MS] [--background N] [--flood R]\n"
                 "                    [--trickle-ms MS] [--cut-percent P] [--interval S]\n"
                 "                    [--rate MBPS] [--rss-slack BYTES] [--fd-slack N]\n"
                 "\n"
-                "Load for a running chapard (native face in plaintext: --insecure-plaintext).\n"
+                "Load for a running chapard. The native face is encrypted (Noise XX, as chapar\n"
+                "connects); --plaintext asks for plaintext, from a relay run with\n"
+                "--insecure-plaintext (to measure what encryption costs).\n"
                 "Each face given is measured in turn. Scenarios:\n"
                 "  upload    N files (default 64) of S bytes (default 4M) over C connections (4)\n"
                 "  download  the same, downloaded (uploaded first, untimed)\n"
@@ -2669,6 +2689,10 @@ static int parse_args(int argc, char **argv, struct opts *o)
                 bool bad = false;
                 if (strcmp(a, "--json") == 0) {
                         o->json = true;
+                        continue;
+                }
+                if (strcmp(a, "--plaintext") == 0) {
+                        o->plaintext = true;
                         continue;
                 }
                 if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {

@@ -170,8 +170,6 @@ int chapar_connect(const struct chapar_opts *o, struct chapar_client **out)
         struct chapar_client *c = calloc(1, sizeof(*c));
         if (!c)
                 return CHAPAR_ENOMEM;
-        c->fd = -1;
-        c->next_id = 1;
         c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
         c->plaintext = o->insecure_plaintext;
         const char *relay = o->relay;
@@ -399,7 +397,7 @@ static int send_chunks(struct chapar_client *c, struct put_state *p, const uint8
         uint8_t *buf = malloc(p->chunk_size);
         uint32_t *lens = calloc(p->count, sizeof(*lens));
         uint64_t next = 0, window = 0, done_bytes = already;
-        uint32_t inflight = 0, base = c->next_id;
+        uint32_t inflight = 0, base = cc_reserve_ids(c, (uint32_t)p->count + 1);
         uint64_t total = chp_e2e_cipher_size(p->padded, p->chunk_size);
         int rc = buf && lens ? 0 : CHAPAR_ENOMEM;
         while (!rc) {
@@ -464,7 +462,6 @@ static int send_chunks(struct chapar_client *c, struct put_state *p, const uint8
                 if (o && o->progress)
                         o->progress(o->progress_ctx, done_bytes, total);
         }
-        c->next_id = base + (uint32_t)p->count + 1;
         free(buf);
         free(lens);
         return rc;
@@ -946,10 +943,9 @@ int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path
                            .meta = &meta,
                            .pt = &pt,
                            .plain = plain,
-                           .base = c->next_id,
+                           .base = cc_reserve_ids(c, count + 1),
                            .o = o,
                            .r = r};
-        c->next_id += count + 1;
         for (uint32_t i = 0; i < count; i++) {
                 if (chp_bit(pt.have, i)) {
                         g.done++;

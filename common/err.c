@@ -25,6 +25,12 @@ const char *chp_strerror(int code)
                 return "size over limit";
         case CHP_ELOCKED:
                 return "data directory is in use by another process";
+        case CHP_EKEY:
+                return "the remote's key is not the pinned one";
+        case CHP_EAUTH:
+                return "a record failed authentication";
+        case CHP_EREMOTE:
+                return "the remote refused the request";
         }
         if (code <= -400 && code >= -599)
                 return "malformed or unsupported HTTP request"; /* CHP_HTTP_E* (http_parse.h) */

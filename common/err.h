@@ -20,6 +20,9 @@ enum chp_err {
         CHP_EVERSION = CHP_ERR_BASE - 7,  /* on-disk or wire version this build does not know */
         CHP_ETOOBIG = CHP_ERR_BASE - 8,   /* a size is over its configured limit */
         CHP_ELOCKED = CHP_ERR_BASE - 9,   /* another process holds the data directory */
+        CHP_EKEY = CHP_ERR_BASE - 10,     /* the remote proved another key than the pinned one */
+        CHP_EAUTH = CHP_ERR_BASE - 11,    /* a record failed authentication: not safe to go on */
+        CHP_EREMOTE = CHP_ERR_BASE - 12,  /* the remote answered with an ERROR frame */
 };
 
 /* A readable explanation of code (0, a negative errno, or a CHP_E* code). Never NULL. */

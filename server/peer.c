@@ -24,7 +24,7 @@
 
 #include <sodium.h>
 
-#include "../client/client_int.h"
+#include "channel.h"
 #include "config.h"
 #include "err.h"
 #include "log.h"
@@ -129,7 +129,7 @@ __attribute__((format(printf, 3, 4))) static void job_msg(struct chp_peers *p, s
 }
 
 /* Stores the chunks of the manifest that this relay lacks, fetched from the peer. */
-static int fetch_chunks(struct chp_peers *p, struct job *j, struct chapar_client *c,
+static int fetch_chunks(struct chp_peers *p, struct job *j, struct chp_channel *ch,
                         const struct chp_manifest *m, const uint8_t upload_id[CHP_UPLOAD_ID_BYTES])
 {
         struct chp_store *store = p->sh->store;
@@ -138,8 +138,7 @@ static int fetch_chunks(struct chp_peers *p, struct job *j, struct chapar_client
         struct puts ps = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
         int rc =
             have ? chp_store_upload_chunks(store, upload_id, have, NULL, m->chunk_count) : -ENOMEM;
-        uint32_t base = c->next_id, next = 0, inflight = 0;
-        c->next_id += m->chunk_count + 1;
+        uint32_t base = chp_channel_reserve_ids(ch, m->chunk_count + 1), next = 0, inflight = 0;
         while (!rc) {
                 while (next < m->chunk_count && inflight < FETCH_WINDOW && !rc) {
                         if (have[next]) {
@@ -149,7 +148,8 @@ static int fetch_chunks(struct chp_peers *p, struct job *j, struct chapar_client
                         struct chp_msg_get_chunk g = {.addr = m->addrs + (size_t)next * 32};
                         uint8_t q[40];
                         if (chp_msg_get_chunk_encode(q, sizeof(q), &g) != 40 ||
-                            cc_send(c, CHP_F_GET_CHUNK, base + next, q, sizeof(q), NULL, 0) != 0)
+                            chp_channel_send(ch, CHP_F_GET_CHUNK, base + next, q, sizeof(q), NULL,
+                                             0) != 0)
                                 rc = -ECONNRESET;
                         inflight++;
                         next++;
@@ -159,16 +159,16 @@ static int fetch_chunks(struct chp_peers *p, struct job *j, struct chapar_client
                 struct chp_frame_header h;
                 uint8_t *reply, sum[CHP_HASH_BYTES];
                 struct chp_msg_chunk_data d;
-                if (cc_recv(c, &h, &reply) != 0) {
+                if (chp_channel_recv(ch, &h, &reply) != 0) {
                         job_msg(p, j, "lost the connection to %s: %s", pe->name,
-                                chapar_last_error(c));
+                                chp_channel_error(ch));
                         rc = -ECONNRESET;
                         break;
                 }
                 inflight--;
                 uint32_t i = h.id - base;
                 if (h.type == CHP_F_ERROR) {
-                        job_msg(p, j, "%s answered: %s", pe->name, chapar_last_error(c));
+                        job_msg(p, j, "%s answered: %s", pe->name, chp_channel_error(ch));
                         rc = -ENOENT;
                         break;
                 }
@@ -237,20 +237,31 @@ static int fetch_chunks(struct chp_peers *p, struct job *j, struct chapar_client
         return rc;
 }
 
+/* A channel to a peer: Noise IK with this relay's key, the peer's pinned, then HELLO. */
+static int peer_open(struct chp_peers *p, const struct peer *pe, struct chp_channel **out,
+                     char *why, size_t cap)
+{
+        struct chp_channel_opts o = {.addr = pe->addr,
+                                     .ik = true,
+                                     .static_priv = p->sh->identity->priv,
+                                     .remote_key = pe->key,
+                                     .timeout_ms = PEER_TIMEOUT};
+        return chp_channel_open(&o, out, why, cap);
+}
+
 static int do_fetch(struct chp_peers *p, struct job *j)
 {
         const struct peer *pe = &p->peers[j->peer];
         struct chp_store *store = p->sh->store;
         uint64_t upload_expiry = atomic_load(&p->upload_expiry);
         uint64_t file_expiry = atomic_load(&p->file_expiry);
-        struct chapar_client *c = NULL;
+        struct chp_channel *ch = NULL;
         uint8_t *man = NULL, id[CHP_HASH_BYTES];
+        char why[CHP_PEER_MSG_MAX] = "out of memory";
         struct chp_upload *u = calloc(1, sizeof(*u));
-        int rc = u ? cc_connect_peer(pe->addr, pe->key, p->sh->identity->priv, PEER_TIMEOUT, &c)
-                   : -ENOMEM;
+        int rc = u ? peer_open(p, pe, &ch, why, sizeof(why)) : -ENOMEM;
         if (rc) {
-                job_msg(p, j, "cannot reach peer %s at %s: %s", pe->name, pe->addr,
-                        c ? chapar_last_error(c) : "out of memory");
+                job_msg(p, j, "cannot reach peer %s at %s: %s", pe->name, pe->addr, why);
                 rc = -ECONNREFUSED;
                 goto out;
         }
@@ -259,12 +270,14 @@ static int do_fetch(struct chp_peers *p, struct job *j)
                 uint8_t *reply;
                 struct chp_msg_manifest mm;
                 struct chp_manifest m;
-                rc = cc_call(c, CHP_F_GET_MANIFEST, j->file_id, CHP_HASH_BYTES, &h, &reply);
+                rc = chp_channel_call(ch, CHP_F_GET_MANIFEST, j->file_id, CHP_HASH_BYTES, &h,
+                                      &reply);
                 if (rc) {
+                        bool none =
+                            rc == CHP_EREMOTE && chp_channel_remote_code(ch) == CHP_WE_NOT_FOUND;
                         job_msg(p, j, "peer %s: %s", pe->name,
-                                rc == CHAPAR_ENOTFOUND ? "no such file there"
-                                                       : chapar_last_error(c));
-                        rc = rc == CHAPAR_ENOTFOUND ? -ENOENT : -ECONNRESET;
+                                none ? "no such file there" : chp_channel_error(ch));
+                        rc = none ? -ENOENT : -ECONNRESET;
                         goto out;
                 }
                 if (chp_msg_manifest_decode(reply, h.len, &mm) != 0 ||
@@ -306,7 +319,7 @@ static int do_fetch(struct chp_peers *p, struct job *j)
                         goto out;
                 if (open.u.upload_create.complete)
                         goto out; /* already here */
-                if ((rc = fetch_chunks(p, j, c, &m, open.u.upload_create.upload_id)))
+                if ((rc = fetch_chunks(p, j, ch, &m, open.u.upload_create.upload_id)))
                         goto out;
                 if (!complete_there) {
                         /* still uploading at the origin: look again shortly */
@@ -327,7 +340,7 @@ static int do_fetch(struct chp_peers *p, struct job *j)
 out:
         if (rc && !j->msg[0])
                 job_msg(p, j, "fetch from %s failed: %s", pe->name, chp_strerror(rc));
-        chapar_close(c);
+        chp_channel_close(ch);
         free(man);
         free(u);
         return rc;
@@ -336,19 +349,21 @@ out:
 static int do_offer(struct chp_peers *p, struct job *j)
 {
         const struct peer *pe = &p->peers[j->peer];
-        struct chapar_client *c = NULL;
-        int rc = cc_connect_peer(pe->addr, pe->key, p->sh->identity->priv, PEER_TIMEOUT, &c);
+        struct chp_channel *ch = NULL;
+        char why[CHP_PEER_MSG_MAX];
+        int rc = peer_open(p, pe, &ch, why, sizeof(why));
         if (!rc) {
                 struct chp_frame_header h;
                 uint8_t *reply;
-                rc = cc_call(c, CHP_F_PREFETCH, j->file_id, CHP_HASH_BYTES, &h, &reply);
+                rc = chp_channel_call(ch, CHP_F_PREFETCH, j->file_id, CHP_HASH_BYTES, &h, &reply);
+                if (rc)
+                        snprintf(why, sizeof(why), "%s", chp_channel_error(ch));
         }
         if (rc) {
-                job_msg(p, j, "offer to %s failed: %s", pe->name,
-                        c ? chapar_last_error(c) : "out of memory");
+                job_msg(p, j, "offer to %s failed: %s", pe->name, why);
                 chp_log_warn("peer", "%s", j->msg);
         }
-        chapar_close(c);
+        chp_channel_close(ch);
         return rc;
 }
 

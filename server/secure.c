@@ -13,7 +13,8 @@
  *   bytes) where the handshake message would be, then the connection closes.
  *
  * The prologue ("chapar native 1" + the preamble) binds the protocol version and the offered
- * pattern and suite into the handshake hash. Loop thread only.
+ * pattern and suite into the handshake hash; both are defined once, in common/channel.h, whose
+ * module is the initiator's side. Loop thread only.
  */
 #include "secure.h"
 
@@ -23,6 +24,7 @@
 
 #include <sodium.h>
 
+#include "channel.h"
 #include "conn.h"
 #include "log.h"
 #include "loop.h"
@@ -30,7 +32,6 @@
 #include "noise.h"
 #include "record.h"
 
-#define PREAMBLE   8
 #define HS_MSG_MAX 1024
 #define RAW_DIRECT (256 * 1024) /* a receive straight into the raw buffer during a body */
 
@@ -46,8 +47,6 @@ struct secure {
         bool have_peer_static;
         int peer; /* index of the configured peer (IK), else -1 */
 };
-
-static const char label[] = "chapar native 1";
 
 int secure_attach(struct conn *c)
 {
@@ -167,14 +166,16 @@ static int refuse(struct conn *c, const char *why)
 static int on_preamble(struct conn *c, const uint8_t *pre)
 {
         struct secure *s = c->sec;
-        if (memcmp(pre, "CHP0\0\0\0\0", PREAMBLE) == 0) {
+        uint8_t plain[CHP_PREAMBLE_BYTES];
+        chp_channel_preamble_plain(plain);
+        if (memcmp(pre, plain, CHP_PREAMBLE_BYTES) == 0) {
                 if (!c->sh->cfg->insecure_plaintext)
                         return refuse(c, "plaintext asked of a relay without "
                                          "--insecure-plaintext");
                 s->st = ST_PLAIN;
                 return 0;
         }
-        if (memcmp(pre, "CHN1", 4) != 0 || pre[7] != 0)
+        if (memcmp(pre, CHP_PREAMBLE_NOISE, 4) != 0 || pre[7] != 0)
                 return refuse(c, "not a chapar native preamble");
         enum chp_noise_pattern pattern = (enum chp_noise_pattern)pre[4];
         struct chp_noise_suite suite = {(enum chp_noise_cipher)pre[5], (enum chp_noise_hash)pre[6]};
@@ -183,14 +184,13 @@ static int on_preamble(struct conn *c, const uint8_t *pre)
             pre[5] > CHP_NOISE_AESGCM || pre[6] > CHP_NOISE_SHA256 ||
             !chp_noise_suite_available(suite))
                 return refuse(c, "a pattern or suite this relay does not offer");
-        uint8_t prologue[sizeof(label) - 1 + PREAMBLE];
-        memcpy(prologue, label, sizeof(label) - 1);
-        memcpy(prologue + sizeof(label) - 1, pre, PREAMBLE);
+        uint8_t prologue[CHP_PROLOGUE_MAX];
+        size_t plen = chp_channel_prologue(pre, prologue);
         s->hs = calloc(1, sizeof(*s->hs));
         if (!s->hs)
                 return -ENOMEM;
-        if (chp_noise_hs_init(s->hs, pattern, suite, false, prologue, sizeof(prologue),
-                              c->sh->identity->priv, NULL) != 0)
+        if (chp_noise_hs_init(s->hs, pattern, suite, false, prologue, plen, c->sh->identity->priv,
+                              NULL) != 0)
                 return refuse(c, "handshake set-up failed");
         s->st = ST_HANDSHAKE;
         return 0;
@@ -259,10 +259,10 @@ static int process(struct conn *c)
                 const uint8_t *p = s->raw + off;
                 size_t avail = s->raw_len - off;
                 if (s->st == ST_PREAMBLE) {
-                        if (avail < PREAMBLE)
+                        if (avail < CHP_PREAMBLE_BYTES)
                                 break;
                         rc = on_preamble(c, p);
-                        off += PREAMBLE;
+                        off += CHP_PREAMBLE_BYTES;
                 } else if (s->st == ST_HANDSHAKE) {
                         if (avail < 2)
                                 break;

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# chapar-bench end to end, tiny: every scenario on both faces of a real chapard (plaintext native
+# chapar-bench end to end, tiny: every scenario on both faces of a real chapard (encrypted native
 # face, HTTP face, ephemeral ports, a temp directory), each with --json: exit 0 and the keys a
-# report must have; a short soak (both faces at once with its slow/idle/flood background) with
-# its per-interval curve. Then the failures: no relay, the wrong face, a usage error, a soak whose
-# watched process grows its fds or exits. Finally the relay stops cleanly on SIGTERM and
-# `chapard verify` finds its store clean after the cut uploads and the soak.
+# report must have; uploads and resumes again with --plaintext (the relay has
+# --insecure-plaintext); a short soak (both faces at once with its slow/idle/flood background)
+# with its per-interval curve. Then the failures: no relay, the wrong face, a usage error, a soak
+# whose watched process grows its fds or exits; and a second relay without --insecure-plaintext,
+# which serves chapar-bench but refuses its --plaintext. Finally the relay stops cleanly on
+# SIGTERM and `chapard verify` finds its store clean after the cut uploads and the soak.
 # Usage: bench_smoke.sh CHAPARD CHAPAR_BENCH
 set -uo pipefail
 chapard=$1
@@ -66,6 +68,9 @@ run mix "mix photos voice videos files" --scenario mix --files 12 --size 300K --
 run fanout "download" --scenario fanout --size 256K --conns 4
 run resume "cuts retries bytes_sent resent_bytes resent_ratio" \
         --scenario resume --files 4 --size 300K --chunk 64K --conns 2
+run "upload, plaintext" "upload" --scenario upload --files 4 --size 300K --conns 2 --plaintext
+run "resume, plaintext" "cuts retries bytes_sent resent_bytes resent_ratio" \
+        --scenario resume --files 4 --size 300K --chunk 64K --conns 2 --plaintext
 run idle "idle conns alive_after bytes_per_conn relay_before_rss_kib relay_after_rss_kib" \
         --scenario idle --idle 50 --files 4 --size 64K --conns 2
 run soak "soak rounds interval_s samples transfers verified intervals t_s rss_kib anon_kib fds seg_fds \
@@ -116,11 +121,32 @@ expect_fail() { # name code pattern args...
         fi
 }
 expect_fail "no relay at the address" 2 "refused" --native 127.0.0.1:1 --scenario upload --files 1
-expect_fail "the HTTP port given as native" 2 "native face" --native "$web" --scenario upload \
+expect_fail "the HTTP port given as native" 2 "chapar relay" --native "$web" --scenario upload \
         --files 1 --size 64K
 expect_fail "a missing --scenario" 1 "scenario" --native "$native"
 expect_fail "a size it cannot parse" 1 "size" --native "$native" --scenario upload --size 12Q
 expect_fail "a soak without --pid" 1 "pid" --native "$native" --scenario soak --seconds 5
+
+# the native face is encrypted unless --plaintext: a relay without --insecure-plaintext serves
+# chapar-bench, and refuses it with --plaintext
+"$chapard" --data "$tmp/data2" --listen 127.0.0.1:0 --http off --ready-file "$tmp/ready2" \
+        --sync none --log-level warn 2>>"$tmp/relay2.log" &
+other=$!
+lib_track "$other"
+for _ in $(seq 200); do grep -q '^native=' "$tmp/ready2" 2>/dev/null && break; sleep 0.05; done
+native2=$(sed -n 's/^native=//p' "$tmp/ready2" 2>/dev/null)
+if "$bench" --native "$native2" --scenario resume --files 2 --size 128K --chunk 64K --conns 2 \
+        >"$tmp/out" 2>"$tmp/err"; then
+        ok "a relay without --insecure-plaintext serves chapar-bench (encrypted)"
+else
+        bad "a relay without --insecure-plaintext: chapar-bench failed"
+        cat "$tmp/err" "$tmp/relay2.log"
+fi
+expect_fail "--plaintext toward a relay without --insecure-plaintext" 2 "insecure-plaintext" \
+        --native "$native2" --scenario upload --files 1 --size 64K --plaintext
+kill "$other"
+wait "$other" 2>/dev/null
+other=
 
 # the soak's judgement, on a watched process that is not the relay (the transfers still go to the
 # relay): one that opens 20 fds a second, far past --fd-slack 10 between the soak's first and last

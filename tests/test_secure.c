@@ -15,6 +15,7 @@
 
 #include <sodium.h>
 
+#include "channel.h"
 #include "hash.h"
 #include "noise.h"
 #include "record.h"
@@ -77,8 +78,6 @@ static bool relay_closed(int fd)
         }
 }
 
-static const uint8_t label[] = "chapar native 1";
-
 struct session {
         int fd;
         struct chp_noise_hs hs;
@@ -90,20 +89,19 @@ struct session {
 /* Runs the client side of a handshake; fix_e (if not NULL) fixes the ephemeral key. */
 static bool handshake(struct session *s, enum chp_noise_pattern pattern, const uint8_t *fix_e)
 {
-        uint8_t pre[8] = {'C', 'H', 'N', '1', (uint8_t)pattern, 0, 0, 0};
-        uint8_t prologue[sizeof(label) - 1 + 8];
-        memcpy(prologue, label, sizeof(label) - 1);
-        memcpy(prologue + sizeof(label) - 1, pre, 8);
+        uint8_t pre[CHP_PREAMBLE_BYTES], prologue[CHP_PROLOGUE_MAX];
+        chp_channel_preamble_noise(pre, pattern, (struct chp_noise_suite){0, 0});
+        size_t plen = chp_channel_prologue(pre, prologue);
         uint8_t s_priv[32], s_pub[32];
         chp_noise_keypair(s_priv, s_pub);
         if ((s->fd = dial()) < 0 ||
-            chp_noise_hs_init(&s->hs, pattern, (struct chp_noise_suite){0, 0}, true, prologue,
-                              sizeof(prologue), pattern == CHP_NOISE_XX ? s_priv : NULL,
+            chp_noise_hs_init(&s->hs, pattern, (struct chp_noise_suite){0, 0}, true, prologue, plen,
+                              pattern == CHP_NOISE_XX ? s_priv : NULL,
                               pattern == CHP_NOISE_NK ? relay_pub : NULL) != 0)
                 return false;
         if (fix_e)
                 chp_noise_hs_fix_ephemeral(&s->hs, fix_e);
-        if (!send_all(s->fd, pre, 8))
+        if (!send_all(s->fd, pre, CHP_PREAMBLE_BYTES))
                 return false;
         bool first = true;
         while (!chp_noise_hs_done(&s->hs)) {
@@ -198,8 +196,9 @@ TEST(plaintext_is_refused_without_the_flag)
         REQUIRE(started());
         int fd = dial();
         REQUIRE(fd >= 0);
-        uint8_t pre[8] = {'C', 'H', 'P', '0'}, len[2] = {9, 9};
-        CHECK(send_all(fd, pre, 8));
+        uint8_t pre[CHP_PREAMBLE_BYTES], len[2] = {9, 9};
+        chp_channel_preamble_plain(pre);
+        CHECK(send_all(fd, pre, sizeof(pre)));
         CHECK(read_all(fd, len, 2) && len[0] == 0 && len[1] == 0); /* the refusal */
         CHECK(relay_closed(fd));
         close(fd);
@@ -209,17 +208,19 @@ TEST(plaintext_is_refused_without_the_flag)
 TEST(unknown_preambles_are_refused)
 {
         REQUIRE(started());
-        const uint8_t bad[][8] = {
-                {'G', 'E', 'T', ' ', '/', ' ', 'H', 'T'}, /* someone speaking HTTP */
-                {'C', 'H', 'N', '1', 2, 0, 0, 0},         /* IK: peers only */
-                {'C', 'H', 'N', '1', 9, 0, 0, 0},         /* no such pattern */
-                {'C', 'H', 'N', '1', 0, 7, 0, 0},         /* no such cipher */
-                {'C', 'H', 'N', '1', 0, 0, 0, 1},         /* reserved byte set */
-        };
+        const struct chp_noise_suite common = {CHP_NOISE_CHACHAPOLY, CHP_NOISE_BLAKE2B};
+        const struct chp_noise_suite no_cipher = {(enum chp_noise_cipher)7, CHP_NOISE_BLAKE2B};
+        uint8_t bad[5][CHP_PREAMBLE_BYTES];
+        memcpy(bad[0], "GET / HT", CHP_PREAMBLE_BYTES);                        /* speaking HTTP */
+        chp_channel_preamble_noise(bad[1], CHP_NOISE_IK, common);              /* IK: peers only */
+        chp_channel_preamble_noise(bad[2], (enum chp_noise_pattern)9, common); /* no such pattern */
+        chp_channel_preamble_noise(bad[3], CHP_NOISE_NK, no_cipher);           /* no such cipher */
+        chp_channel_preamble_noise(bad[4], CHP_NOISE_NK, common);
+        bad[4][7] = 1; /* reserved byte set */
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 int fd = dial();
                 REQUIRE(fd >= 0);
-                CHECK(send_all(fd, bad[i], 8));
+                CHECK(send_all(fd, bad[i], sizeof(bad[i])));
                 CHECK(relay_closed(fd));
                 close(fd);
         }
@@ -246,9 +247,10 @@ TEST(low_order_ephemeral_fails_the_handshake)
         /* a first message whose ephemeral key is the all-zero point: every DH with it is zero */
         int fd = dial();
         REQUIRE(fd >= 0);
-        uint8_t pre[8] = {'C', 'H', 'N', '1', CHP_NOISE_NK, 0, 0, 0};
+        uint8_t pre[CHP_PREAMBLE_BYTES];
+        chp_channel_preamble_noise(pre, CHP_NOISE_NK, (struct chp_noise_suite){0, 0});
         uint8_t msg[2 + 48] = {0, 48};
-        CHECK(send_all(fd, pre, 8) && send_all(fd, msg, sizeof(msg)));
+        CHECK(send_all(fd, pre, sizeof(pre)) && send_all(fd, msg, sizeof(msg)));
         CHECK(relay_closed(fd));
         close(fd);
         CHECK(still_serving());
@@ -263,11 +265,12 @@ TEST(truncated_and_replayed_handshake_messages_fail)
         size_t n1 = s.msg1_len;
         memcpy(msg1, s.msg1, n1);
         end(&s);
-        uint8_t pre[8] = {'C', 'H', 'N', '1', CHP_NOISE_NK, 0, 0, 0};
+        uint8_t pre[CHP_PREAMBLE_BYTES];
+        chp_channel_preamble_noise(pre, CHP_NOISE_NK, (struct chp_noise_suite){0, 0});
         /* truncated: the length says 48, a few bytes come, then the sender hangs up */
         int fd = dial();
         REQUIRE(fd >= 0);
-        CHECK(send_all(fd, pre, 8) && send_all(fd, msg1, 10));
+        CHECK(send_all(fd, pre, sizeof(pre)) && send_all(fd, msg1, 10));
         shutdown(fd, SHUT_WR);
         CHECK(relay_closed(fd));
         close(fd);
@@ -276,13 +279,13 @@ TEST(truncated_and_replayed_handshake_messages_fail)
         memcpy(cut + 2, msg1 + 2, 20);
         fd = dial();
         REQUIRE(fd >= 0);
-        CHECK(send_all(fd, pre, 8) && send_all(fd, cut, sizeof(cut)));
+        CHECK(send_all(fd, pre, sizeof(pre)) && send_all(fd, cut, sizeof(cut)));
         CHECK(relay_closed(fd));
         close(fd);
         /* replayed: the relay answers with fresh keys, so the replayer's old records fail */
         fd = dial();
         REQUIRE(fd >= 0);
-        CHECK(send_all(fd, pre, 8) && send_all(fd, msg1, n1));
+        CHECK(send_all(fd, pre, sizeof(pre)) && send_all(fd, msg1, n1));
         uint8_t m2[2 + 64];
         CHECK(read_all(fd, m2, 2));
         size_t n2 = (size_t)m2[0] << 8 | m2[1];

@@ -1,0 +1,114 @@
+/* link.c — libchapar's link to its relay: a chp_channel (common/channel.h) with the known-relays
+ * pin, its err.h codes mapped to the public CHAPAR_E* codes in one table, and its messages kept
+ * in the client's last_error. Internal to client/ (see client_int.h).
+ */
+#include "client_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "err.h"
+
+/* The public code for a channel's code; c->last_error gets the channel's message. */
+static int public_code(struct chapar_client *c, int rc)
+{
+        if (rc == 0)
+                return 0;
+        if (c->ch && rc != CHP_EREMOTE)
+                snprintf(c->last_error, sizeof(c->last_error), "%s", chp_channel_error(c->ch));
+        switch (rc) {
+        case -ENOMEM:
+                return CHAPAR_ENOMEM;
+        case -ECANCELED:
+                return CHAPAR_ECANCELED;
+        case -EINVAL:
+                return CHAPAR_EUSAGE;
+        case CHP_EKEY:
+                return CHAPAR_EKEY;
+        case CHP_EAUTH:
+                return CHAPAR_EINTEGRITY;
+        case CHP_EREMOTE:
+                return c->last_code == CHP_WE_NOT_FOUND ? CHAPAR_ENOTFOUND : CHAPAR_ERELAY;
+        case -EPROTO:
+        case -EBADMSG:
+                return CHAPAR_EPROTO;
+        default:
+                return CHAPAR_ENET; /* -ECONNRESET, -ETIMEDOUT, -ECONNREFUSED, ... */
+        }
+}
+
+int cc_open(struct chapar_client *c)
+{
+        struct chp_channel_opts o = {.addr = c->addr,
+                                     .plaintext = c->plaintext,
+                                     .remote_key = c->have_pinned ? c->pinned : NULL,
+                                     .timeout_ms = c->timeout_ms,
+                                     .cancel = &c->cancel};
+        int rc = chp_channel_open(&o, &c->ch, c->last_error, sizeof(c->last_error));
+        if (rc == CHP_EKEY && strstr(c->last_error, " presented key ")) {
+                size_t n = strlen(c->last_error);
+                snprintf(c->last_error + n, sizeof(c->last_error) - n,
+                         " (in %.100s or by --relay-key); if its key changed on purpose, remove "
+                         "its line from that file",
+                         c->known_relays);
+        }
+        if (rc)
+                return public_code(c, rc);
+        const uint8_t *key = chp_channel_remote_key(c->ch);
+        if (key)
+                memcpy(c->relay_key, key, CHAPAR_KEY_BYTES);
+        c->hello = *chp_channel_hello(c->ch);
+        return 0;
+}
+
+void cc_shutdown(struct chapar_client *c)
+{
+        chp_channel_close(c->ch);
+        c->ch = NULL;
+}
+
+/* A client whose connect failed has no channel: its calls fail as the connection would. */
+static int unconnected(struct chapar_client *c)
+{
+        snprintf(c->last_error, sizeof(c->last_error), "not connected to %.200s", c->addr);
+        return CHAPAR_ENET;
+}
+
+int cc_send(struct chapar_client *c, uint8_t type, uint32_t id, const void *a, size_t alen,
+            const void *b, size_t blen)
+{
+        if (!c->ch)
+                return unconnected(c);
+        return public_code(c, chp_channel_send(c->ch, type, id, a, alen, b, blen));
+}
+
+int cc_recv(struct chapar_client *c, struct chp_frame_header *h, uint8_t **payload)
+{
+        if (!c->ch)
+                return unconnected(c);
+        int rc = chp_channel_recv(c->ch, h, payload);
+        if (!rc && h->type == CHP_F_ERROR) {
+                c->last_code = chp_channel_remote_code(c->ch);
+                snprintf(c->last_error, sizeof(c->last_error), "%s", chp_channel_error(c->ch));
+        }
+        return public_code(c, rc);
+}
+
+int cc_call(struct chapar_client *c, uint8_t type, const void *p, size_t len,
+            struct chp_frame_header *h, uint8_t **payload)
+{
+        if (!c->ch)
+                return unconnected(c);
+        int rc = chp_channel_call(c->ch, type, p, len, h, payload);
+        if (rc == CHP_EREMOTE) {
+                c->last_code = chp_channel_remote_code(c->ch);
+                snprintf(c->last_error, sizeof(c->last_error), "%s", chp_channel_error(c->ch));
+        }
+        return public_code(c, rc);
+}
+
+uint32_t cc_reserve_ids(struct chapar_client *c, uint32_t n)
+{
+        return c->ch ? chp_channel_reserve_ids(c->ch, n) : 1; /* its requests fail anyway */
+}
