@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "../common/hash.h"
+#include "hash.h"
 
 #define CHP_UPLOAD_ID_BYTES     16
 #define CHP_TENANT_MAX          64   /* bytes of a tenant name */
