@@ -26,20 +26,9 @@ static int chunk_free(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_
         if ((rc = parse_chunk(&v, &c)))
                 return rc;
         if (c.kind == CHP_REC_CHUNK_SEG) {
-                uint8_t ik[12];
-                chp_rec_segidx_key(ik, c.seg, c.offset);
-                MDB_val ikey = val(ik, 12);
-                rc = mdb_del(txn, s->db_segidx, &ikey, NULL);
-                if (rc && rc != MDB_NOTFOUND)
-                        return store_mdb_rc(rc);
-                struct chp_rec_seg r;
-                if ((rc = store_seg_rec_get(s, txn, c.seg, &r)) == 0) {
-                        r.live = r.live >= c.len ? r.live - c.len : 0;
-                        if ((rc = store_seg_rec_put(s, txn, c.seg, &r)))
-                                return rc;
-                } else if (rc != -ENOENT) {
+                struct chp_backend_place at = {.unit = c.seg, .offset = c.offset};
+                if ((rc = s->backend->ops->drop(s->backend, txn, &at, c.len)))
                         return rc;
-                }
         }
         if ((rc = store_mdb_rc(mdb_del(txn, s->db_chunks, &k, NULL))))
                 return rc;
@@ -48,6 +37,35 @@ static int chunk_free(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_
                 st->bytes_freed += c.len;
         }
         return 0;
+}
+
+/* The backend's view of a chunk record: -ENOENT unless the chunk is stored in the backend. */
+int store_chunk_get(void *ctx, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
+                    struct chp_backend_place *place, uint32_t *len, uint64_t *xxh3)
+{
+        struct chp_store *s = ctx;
+        MDB_val k = val(addr, CHP_HASH_BYTES), v;
+        struct chp_rec_chunk c;
+        int rc = store_mdb_rc(mdb_get(txn, s->db_chunks, &k, &v));
+        if (rc || (rc = parse_chunk(&v, &c)))
+                return rc;
+        if (c.kind != CHP_REC_CHUNK_SEG)
+                return -ENOENT;
+        *place = (struct chp_backend_place){.unit = c.seg, .offset = c.offset};
+        *len = c.len;
+        *xxh3 = c.xxh3;
+        return 0;
+}
+
+/* Records that chunk addr's bytes are at place in the backend (a put, or a move by reclaim). */
+int store_chunk_moved(void *ctx, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
+                      const struct chp_backend_place *place, uint32_t len, uint64_t xxh3)
+{
+        struct chp_store *s = ctx;
+        uint8_t rec[CHP_REC_CHUNK_BYTES];
+        chp_rec_chunk_encode(rec, CHP_REC_CHUNK_SEG, len, xxh3, place->unit, place->offset);
+        MDB_val k = val(addr, CHP_HASH_BYTES), v = val(rec, sizeof(rec));
+        return store_mdb_rc(mdb_put(txn, s->db_chunks, &k, &v, 0));
 }
 
 /* Adds delta to a chunk's reference count; at zero the chunk is freed. */
@@ -105,7 +123,7 @@ static int apply_put(struct chp_store *s, MDB_txn *txn, struct chp_store_req *re
                 uint32_t len = req->u.put.len;
                 uint64_t sum = chp_xxh3(req->u.put.data, len);
                 if (len <= s->opts.inline_max) {
-                        if ((rc = store_space_take(s, CHP_REC_CHUNK_BYTES + (uint64_t)len)))
+                        if ((rc = store_space_take(s, CHP_REC_CHUNK_BYTES + (uint64_t)len, false)))
                                 return rc;
                         v.mv_size = CHP_REC_CHUNK_BYTES + (size_t)len;
                         if ((rc = store_mdb_rc(mdb_put(txn, s->db_chunks, &k, &v, MDB_RESERVE))))
@@ -113,18 +131,11 @@ static int apply_put(struct chp_store *s, MDB_txn *txn, struct chp_store_req *re
                         chp_rec_chunk_encode(v.mv_data, CHP_REC_CHUNK_INLINE, len, sum, 0, 0);
                         memcpy((uint8_t *)v.mv_data + CHP_REC_CHUNK_BYTES, req->u.put.data, len);
                 } else {
-                        uint32_t seg;
-                        uint64_t off;
-                        if ((rc = store_seg_append(s, txn, req->u.put.data, len, &seg, &off)))
+                        struct chp_backend_place at;
+                        if ((rc = s->backend->ops->put(s->backend, txn, req->u.put.addr,
+                                                       req->u.put.data, len, &at)))
                                 return rc;
-                        uint8_t rec[CHP_REC_CHUNK_BYTES], ik[12];
-                        chp_rec_chunk_encode(rec, CHP_REC_CHUNK_SEG, len, sum, seg, off);
-                        v = val(rec, CHP_REC_CHUNK_BYTES);
-                        if ((rc = store_mdb_rc(mdb_put(txn, s->db_chunks, &k, &v, 0))))
-                                return rc;
-                        chp_rec_segidx_key(ik, seg, off);
-                        MDB_val ikey = val(ik, 12), ival = val(req->u.put.addr, CHP_HASH_BYTES);
-                        if ((rc = store_mdb_rc(mdb_put(txn, s->db_segidx, &ikey, &ival, 0))))
+                        if ((rc = store_chunk_moved(s, txn, req->u.put.addr, &at, len, sum)))
                                 return rc;
                 }
         }
@@ -475,7 +486,7 @@ static int apply_upload_create(struct chp_store *s, MDB_txn *txn, struct chp_sto
                 return store_mdb_rc(rc);
         }
         v.mv_size = CHP_REC_UPLOAD_BYTES + tlen + u->meta_len + enc_len;
-        if ((rc = store_space_take(s, v.mv_size))) /* a manifest may be megabytes */
+        if ((rc = store_space_take(s, v.mv_size, false))) /* a manifest may be megabytes */
                 return rc;
         if ((rc = store_mdb_rc(mdb_put(txn, s->db_uploads, &k, &v, MDB_RESERVE))))
                 return rc;
@@ -520,7 +531,7 @@ static int apply_tail_append(struct chp_store *s, MDB_txn *txn, struct chp_store
         if (!req->u.tail_append.data || req->u.tail_append.len == 0 ||
             req->u.tail_append.len > CHP_CHUNK_MAX)
                 return -EINVAL;
-        if ((rc = store_space_take(s, req->u.tail_append.len)))
+        if ((rc = store_space_take(s, req->u.tail_append.len, false)))
                 return rc;
         /* after the last piece */
         MDB_cursor *cur;

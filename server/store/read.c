@@ -15,10 +15,10 @@ int store_read_begin(struct chp_store *s, MDB_txn **txn)
         return store_mdb_rc(mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn));
 }
 
-/* Looks addr up in one snapshot: the record, and for segment chunks a reference to the segment
- * (taken while the snapshot is open). Inline bytes are copied into buf when buf is not NULL.
- * A miss in the segment table means compaction moved the chunk after the snapshot was taken: a
- * fresh snapshot sees the new place, so the caller retries. */
+/* Looks addr up in one snapshot: the record, and for backend chunks, inside that snapshot, the
+ * bytes (buf not NULL: copied into buf) or a file span (buf NULL). Inline bytes are copied into
+ * buf when buf is not NULL. -EAGAIN from the backend means compaction moved the chunk after the
+ * snapshot was taken: a fresh snapshot sees the new place, so the caller retries. */
 static int lookup(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], struct chp_chunk_loc *l,
                   void *buf, size_t cap)
 {
@@ -32,6 +32,9 @@ static int lookup(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], struc
         if (!rc)
                 rc = parse_chunk(&v, &c);
         if (!rc) {
+                struct chp_backend *b = s->backend;
+                struct chp_backend_place at = {.unit = c.seg, .offset = c.offset};
+                struct chp_backend_span span;
                 *l = (struct chp_chunk_loc){.len = c.len, .xxh3 = c.xxh3, .fd = -1};
                 if (buf && c.len > cap) {
                         rc = -ENOBUFS;
@@ -39,11 +42,14 @@ static int lookup(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], struc
                         l->is_inline = true;
                         if (buf)
                                 memcpy(buf, c.inline_data, c.len);
-                } else if (!(l->seg = store_seg_get(s, c.seg))) {
-                        rc = -EAGAIN;
-                } else {
-                        l->fd = l->seg->fd;
-                        l->offset = c.offset;
+                } else if (buf) {
+                        rc = b->ops->read(b, &at, c.len, buf);
+                } else if (!b->ops->span || (rc = b->ops->span(b, &at, &span)) == -EOPNOTSUPP) {
+                        rc = 0; /* no file: the caller reads with chp_store_read */
+                } else if (!rc) {
+                        l->fd = span.fd;
+                        l->offset = span.offset;
+                        l->seg = span.ref;
                 }
         }
         mdb_txn_abort(txn);
@@ -65,28 +71,15 @@ int chp_store_locate(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES],
 
 void chp_store_loc_release(struct chp_store *s, struct chp_chunk_loc *loc)
 {
-        (void)s;
         if (!loc)
                 return;
-        store_seg_put(loc->seg);
+        if (loc->seg) {
+                struct chp_backend_span span = {
+                    .fd = loc->fd, .offset = loc->offset, .ref = loc->seg};
+                s->backend->ops->span_release(s->backend, &span);
+        }
         loc->seg = NULL;
         loc->fd = -1;
-}
-
-ssize_t store_pread_full(int fd, void *buf, size_t len, uint64_t off)
-{
-        size_t done = 0;
-        while (done < len) {
-                ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0)
-                        return -errno;
-                if (n == 0)
-                        return CHP_ECORRUPT; /* the index points past the end of the segment */
-                done += (size_t)n;
-        }
-        return (ssize_t)done;
 }
 
 ssize_t chp_store_read(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], void *buf,
@@ -98,12 +91,6 @@ ssize_t chp_store_read(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], 
                 rc = lookup(s, addr, &loc, buf, cap);
         if (rc)
                 return rc == -EAGAIN ? CHP_ECORRUPT : rc;
-        if (!loc.is_inline) {
-                ssize_t n = store_pread_full(loc.fd, buf, loc.len, loc.offset);
-                chp_store_loc_release(s, &loc);
-                if (n < 0)
-                        return n;
-        }
         if (chp_xxh3(buf, loc.len) != loc.xxh3)
                 return CHP_ECORRUPT;
         return (ssize_t)loc.len;
@@ -389,43 +376,29 @@ int chp_store_stats(struct chp_store *s, struct chp_store_stats *out)
 {
         memset(out, 0, sizeof(*out));
         MDB_txn *txn;
-        MDB_cursor *cur = NULL;
         int rc = store_read_begin(s, &txn);
         if (rc)
                 return rc;
         MDB_stat st;
         struct chp_store_stats r = {0};
+        uint64_t held = 0;
         if ((rc = mdb_stat(txn, s->db_chunks, &st)))
                 goto out;
         r.chunks = st.ms_entries;
-        if ((rc = mdb_stat(txn, s->db_segidx, &st)))
-                goto out;
-        r.inline_chunks = r.chunks - st.ms_entries;
         if ((rc = mdb_stat(txn, s->db_files, &st)))
                 goto out;
         r.files = st.ms_entries;
         if ((rc = mdb_stat(txn, s->db_uploads, &st)))
                 goto out;
         r.uploads = st.ms_entries;
-        if ((rc = mdb_cursor_open(txn, s->db_segments, &cur)))
-                goto out;
-        MDB_val k, v;
-        int op = MDB_FIRST;
-        while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
-                op = MDB_NEXT;
-                struct chp_rec_seg g;
-                if (chp_rec_seg_parse(v.mv_data, v.mv_size, &g) < 0)
-                        continue;
-                r.segments++;
-                r.segment_bytes += g.total;
-                r.live_bytes += g.live;
-        }
-        if (rc == MDB_NOTFOUND)
-                rc = 0;
-        if (!rc)
+        rc = store_mdb_rc(rc);
+        if (!rc && !(rc = s->backend->ops->stats(s->backend, txn, &r, &held))) {
+                r.inline_chunks = r.chunks - held;
                 *out = r;
+        }
+        mdb_txn_abort(txn);
+        return rc;
 out:
-        mdb_cursor_close(cur);
         mdb_txn_abort(txn);
         return store_mdb_rc(rc);
 }

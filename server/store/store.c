@@ -102,25 +102,24 @@ int store_mdb_rc(int rc)
         return CHP_ESTORE;
 }
 
-int store_seg_rec_get(struct chp_store *s, MDB_txn *txn, uint32_t num, struct chp_rec_seg *r)
+/* ---- the backend's host ------------------------------------------------------------------ */
+
+static int host_space_take(void *ctx, uint64_t len, bool compacting)
 {
-        uint8_t k[4];
-        chp_put_be32(k, num);
-        MDB_val key = val(k, 4), v;
-        int rc = mdb_get(txn, s->db_segments, &key, &v);
-        if (rc)
-                return store_mdb_rc(rc);
-        return chp_rec_seg_parse(v.mv_data, v.mv_size, r) < 0 ? CHP_ECORRUPT : 0;
+        return store_space_take(ctx, len, compacting);
 }
 
-int store_seg_rec_put(struct chp_store *s, MDB_txn *txn, uint32_t num, const struct chp_rec_seg *r)
+static void host_out_of_space(void *ctx)
 {
-        uint8_t k[4], p[CHP_REC_SEG_BYTES];
-        chp_put_be32(k, num);
-        chp_rec_seg_encode(p, r);
-        MDB_val key = val(k, 4), v = val(p, sizeof(p));
-        return store_mdb_rc(mdb_put(txn, s->db_segments, &key, &v, 0));
+        ((struct chp_store *)ctx)->out_of_space = true;
 }
+
+#ifdef CHAPAR_FAULT_INJECTION
+static int host_fault(void *ctx, int site)
+{
+        return fault_at(ctx, (enum chp_store_fault_site)site);
+}
+#endif
 
 /* ---- open / close ------------------------------------------------------------------------- */
 
@@ -156,12 +155,11 @@ static int open_dbs(struct chp_store *s)
                 const char *name;
                 MDB_dbi *dbi;
         } dbs[] = {
-            {"chunks", &s->db_chunks},     {"refs", &s->db_refs},
-            {"files", &s->db_files},       {"uploads", &s->db_uploads},
-            {"upchunks", &s->db_upchunks}, {"expiry", &s->db_expiry},
-            {"segments", &s->db_segments}, {"segidx", &s->db_segidx},
-            {"meta", &s->db_meta},         {"pending", &s->db_pending},
-            {"tails", &s->db_tails},       {"filemeta", &s->db_filemeta},
+            {"chunks", &s->db_chunks},     {"refs", &s->db_refs},         {"files", &s->db_files},
+            {"uploads", &s->db_uploads},   {"upchunks", &s->db_upchunks}, {"expiry", &s->db_expiry},
+
+            {"meta", &s->db_meta},         {"pending", &s->db_pending},   {"tails", &s->db_tails},
+            {"filemeta", &s->db_filemeta},
         };
         for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
                 rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
@@ -233,14 +231,12 @@ int chp_store_open(const struct chp_store_opts *o, struct chp_store **out)
         s->opts = *o;
         s->lock_fd = -1;
         s->segdir_fd = -1;
-        pthread_mutex_init(&s->seg_lock, NULL);
         pthread_mutex_init(&s->q_lock, NULL);
         pthread_cond_init(&s->q_cond, NULL);
         int rc;
         char path[4096];
         s->dir = strdup(o->dir);
-        s->copy_buf = malloc(CHP_CHUNK_MAX);
-        if (!s->dir || !s->copy_buf) {
+        if (!s->dir) {
                 rc = -ENOMEM;
                 goto out;
         }
@@ -287,10 +283,21 @@ int chp_store_open(const struct chp_store_opts *o, struct chp_store **out)
                 chp_log_info("store", "cleared %d stale reader slots", dead);
         if ((rc = open_dbs(s)))
                 goto out;
-        s->seg_next = 1;
-        if ((rc = store_seg_load(s)))
-                goto out;
         size_to_fs(s);
+        struct chp_segments_opts so = {
+            .dir = s->dir, .env = s->env, .sync = o->sync, .seg_max = s->seg_max};
+        struct chp_backend_host host = {
+            .ctx = s,
+            .space_take = host_space_take,
+            .out_of_space = host_out_of_space,
+#ifdef CHAPAR_FAULT_INJECTION
+            .fault = host_fault,
+#endif
+            .chunk_get = store_chunk_get,
+            .chunk_moved = store_chunk_moved,
+        };
+        if ((rc = chp_segments_open(&so, &host, &s->backend)))
+                goto out;
 #ifdef CHAPAR_FAULT_INJECTION
         fault_from_env(s);
 #endif
@@ -317,14 +324,8 @@ void chp_store_close(struct chp_store *s)
                 pthread_mutex_unlock(&s->q_lock);
                 pthread_join(s->writer, NULL);
         }
-        for (int b = 0; b < SEG_BUCKETS; b++) {
-                struct chp_seg *g = s->segs[b];
-                while (g) {
-                        struct chp_seg *next = g->next;
-                        store_seg_put(g);
-                        g = next;
-                }
-        }
+        if (s->backend)
+                s->backend->ops->close(s->backend);
         if (s->env)
                 mdb_env_close(s->env);
         if (s->segdir_fd >= 0)
@@ -333,8 +334,6 @@ void chp_store_close(struct chp_store *s)
                 close(s->lock_fd); /* releases the flock */
         pthread_cond_destroy(&s->q_cond);
         pthread_mutex_destroy(&s->q_lock);
-        pthread_mutex_destroy(&s->seg_lock);
-        free(s->copy_buf);
         free(s->dir);
         free(s);
 }

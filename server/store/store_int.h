@@ -17,14 +17,10 @@
 
 #include <lmdb.h>
 
+#include "backend.h"
 #include "err.h"
 #include "records.h"
 #include "store.h"
-
-#define SEG_BUCKETS 256
-#define MAX_DIRTY   8
-#define MAX_DEAD    64
-#define MAX_CREATED 64
 
 /* Sizing against the filesystem: a segment is at most 1/SEG_FS_SHARE of it, so that a full disk
  * is many segments, most of which die whole; puts leave 1/RESERVE_FS_SHARE of it free (within
@@ -36,15 +32,6 @@
 /* While space is short, segments (the open one included) whose live bytes are below this share
  * of their total are compacted, whatever compact_ratio says. */
 #define SHORT_RATIO 0.75
-
-/* An open segment file, shared by the writer and readers. The table holds one reference; each
- * chp_chunk_loc holds one more; the fd closes when the last goes. */
-struct chp_seg {
-        uint32_t num;
-        int fd;
-        atomic_uint refs;
-        struct chp_seg *next; /* bucket chain, under seg_lock */
-};
 
 #ifdef CHAPAR_FAULT_INJECTION
 struct fault_site {
@@ -59,14 +46,12 @@ struct chp_store {
         uint64_t reserve; /* bytes puts leave free */
         char *dir;
         int lock_fd;
-        int segdir_fd;
+        int segdir_fd; /* dir/segments, for the free space of the filesystem chunks go to */
         MDB_env *env;
-        MDB_dbi db_chunks, db_refs, db_files, db_uploads, db_upchunks, db_expiry, db_segments,
-            db_segidx, db_meta, db_pending, db_tails;
+        MDB_dbi db_chunks, db_refs, db_files, db_uploads, db_upchunks, db_expiry, db_meta,
+            db_pending, db_tails;
         MDB_dbi db_filemeta; /* file id -> tus Upload-Metadata of the first upload that had some */
-
-        pthread_mutex_t seg_lock;
-        struct chp_seg *segs[SEG_BUCKETS];
+        struct chp_backend *backend; /* chunk bytes above inline_max */
 
         pthread_mutex_t q_lock;
         pthread_cond_t q_cond;
@@ -76,25 +61,9 @@ struct chp_store {
         bool writer_started;
 
         /* writer thread only */
-        struct chp_seg *open_seg;         /* NULL until the first append */
-        uint64_t open_end;                /* bytes written to open_seg, committed or not */
-        struct chp_seg *dirty[MAX_DIRTY]; /* appended to in this batch; one reference each */
-        int ndirty;
-        uint32_t created[MAX_CREATED]; /* segments created in this batch, unknown to the index
-                                          until it commits */
-        int ncreated;
-        uint32_t dead[MAX_DEAD]; /* segments to unlink once the batch commits */
-        int ndead;
-        uint32_t seg_next; /* number of the next segment created: never reused while open, so
-                              a number queued for unlinking never names a new file */
-        bool seal_next;    /* the open segment takes no more appends: the next one seals it and
-                              starts a new segment (after a failed write or sync, or ENOSPC) */
         bool out_of_space; /* ENOSPC or EDQUOT seen since the last GC */
-        bool compacting;   /* GC is copying: it may use the room puts leave for it */
         bool space_known;  /* space_free is this batch's estimate */
         uint64_t space_free;
-        bool sync_failed;
-        uint8_t *copy_buf; /* compaction buffer, CHP_CHUNK_MAX bytes */
 #ifdef CHAPAR_FAULT_INJECTION
         struct fault_site faults[CHP_FAULT_SITES];
 #endif
@@ -117,9 +86,6 @@ static inline int fault_at(struct chp_store *s, enum chp_store_fault_site site)
 #endif
 
 /* ---- LMDB and records (store.c) ----------------------------------------------------------- */
-
-/* An LMDB return code as a store code (logs the ones that have no errno). */
-int store_mdb_rc(int rc);
 
 static inline MDB_val val(const void *p, size_t n)
 {
@@ -145,41 +111,12 @@ static inline int parse_upload_rec(const MDB_val *v, struct chp_rec_upload *u)
         return chp_rec_upload_parse(v->mv_data, v->mv_size, u) < 0 ? CHP_ECORRUPT : 0;
 }
 
-/* A segment's record in txn; -ENOENT if the index has none. */
-int store_seg_rec_get(struct chp_store *s, MDB_txn *txn, uint32_t num, struct chp_rec_seg *r);
-int store_seg_rec_put(struct chp_store *s, MDB_txn *txn, uint32_t num, const struct chp_rec_seg *r);
-
-/* ---- segment files (segments.c) ----------------------------------------------------------- */
-
-void store_seg_path(const struct chp_store *s, uint32_t num, char *out, size_t cap);
-/* A reference to segment num (NULL if the table has none); release with store_seg_put. */
-struct chp_seg *store_seg_get(struct chp_store *s, uint32_t num);
-void store_seg_put(struct chp_seg *g); /* NULL is a no-op */
-/* Drops the table's reference: readers that hold the segment keep its fd until they release. */
-void store_seg_retire(struct chp_store *s, uint32_t num);
-/* At open: opens the segments the index knows, cuts torn tails, removes unknown files. */
-int store_seg_load(struct chp_store *s);
-void store_seg_cut(struct chp_seg *g, uint64_t end);
-/* Writer thread, inside txn: seals the open segment / appends len bytes (see segments.c). */
-int store_seg_seal_open(struct chp_store *s, MDB_txn *txn);
-int store_seg_append(struct chp_store *s, MDB_txn *txn, const void *data, uint32_t len,
-                     uint32_t *seg /* out */, uint64_t *offset /* out */);
-
 /* ---- writer (writer.c) -------------------------------------------------------------------- */
 
 void *store_writer_main(void *arg);
-/* Takes len bytes of this batch's estimate of free space; -ENOSPC if puts may not have them. */
-int store_space_take(struct chp_store *s, uint64_t len);
-
-/* What a request or a batch changed outside LMDB, so an abort can undo it. */
-struct undo {
-        struct chp_seg *open_seg;
-        uint64_t open_end;
-        int ncreated, ndead;
-        bool seal_next;
-};
-void store_undo_save(const struct chp_store *s, struct undo *u);
-void store_undo_apply(struct chp_store *s, const struct undo *u);
+/* Takes len bytes of this batch's estimate of free space; -ENOSPC if puts may not have them
+ * (compacting: GC moving live bytes, which may use the segment's worth puts leave for it). */
+int store_space_take(struct chp_store *s, uint64_t len, bool compacting);
 
 /* ---- requests (apply.c, gc.c) ------------------------------------------------------------- */
 
@@ -194,7 +131,12 @@ int store_upload_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_
 /* ---- reads (read.c) ----------------------------------------------------------------------- */
 
 int store_read_begin(struct chp_store *s, MDB_txn **txn);
-/* Reads exactly len bytes at off; CHP_ECORRUPT if the file ends first. */
-ssize_t store_pread_full(int fd, void *buf, size_t len, uint64_t off);
+
+/* ---- the backend's host (apply.c: chunk records) ------------------------------------------ */
+
+int store_chunk_get(void *ctx, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
+                    struct chp_backend_place *place, uint32_t *len, uint64_t *xxh3);
+int store_chunk_moved(void *ctx, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
+                      const struct chp_backend_place *place, uint32_t len, uint64_t xxh3);
 
 #endif

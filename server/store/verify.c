@@ -1,5 +1,6 @@
-/* verify.c — the scrub: every record, checksum, reference count and segment's accounting, in
- * one read snapshot (chp_store_verify in store.h).
+/* verify.c — the scrub: every record, checksum and reference count, and (through the backend's
+ * verify hooks) every place and the backend's accounting, in one read snapshot
+ * (chp_store_verify in store.h).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -15,23 +16,15 @@
 
 /* ---- scrub ------------------------------------------------------------------------------- */
 
-struct vseg {
-        uint32_t num;
-        uint64_t total, live, seen_live;
-        uint32_t state;
-        struct chp_seg *g;
-};
-
 struct verify {
         struct chp_store *s;
         MDB_txn *txn;
         chp_verify_problem_fn fn;
         void *ctx;
         struct chp_verify_stats st;
-        struct vseg *segs;
-        size_t nsegs;
-        uint8_t *buf;  /* one chunk, for segment reads */
-        uint8_t *refs; /* expected references: one address per reference */
+        struct chp_backend_verify bv; /* the backend's scan */
+        uint8_t *buf;                 /* one chunk, for backend reads */
+        uint8_t *refs;                /* expected references: one address per reference */
         size_t nrefs, caprefs;
 };
 
@@ -51,21 +44,6 @@ static const char *hex32(const uint8_t *p, char out[CHP_HASH_HEXBYTES])
 {
         chp_hex_encode(p, CHP_HASH_BYTES, out);
         return out;
-}
-
-static struct vseg *vseg_find(struct verify *v, uint32_t num)
-{
-        size_t lo = 0, hi = v->nsegs;
-        while (lo < hi) {
-                size_t mid = (lo + hi) / 2;
-                if (v->segs[mid].num == num)
-                        return &v->segs[mid];
-                if (v->segs[mid].num < num)
-                        lo = mid + 1;
-                else
-                        hi = mid;
-        }
-        return NULL;
 }
 
 static int expect_ref(struct verify *v, const uint8_t *addr)
@@ -109,32 +87,10 @@ static int scan(struct verify *v, MDB_dbi db, scan_fn fn)
         return rc == MDB_NOTFOUND ? 0 : store_mdb_rc(rc);
 }
 
-static int check_segment(struct verify *v, const MDB_val *k, const MDB_val *d)
+/* The backend's problems are the scrub's. */
+static void backend_problem(void *ctx, const char *msg)
 {
-        struct chp_rec_seg r;
-        if (k->mv_size != 4 || chp_rec_seg_parse(d->mv_data, d->mv_size, &r) < 0) {
-                problem(v, "segments: malformed record");
-                return 0;
-        }
-        struct vseg *n = realloc(v->segs, (v->nsegs + 1) * sizeof(*n));
-        if (!n)
-                return -ENOMEM;
-        v->segs = n;
-        struct vseg *g = &v->segs[v->nsegs++];
-        *g = (struct vseg){
-            .num = chp_get_be32(k->mv_data), .total = r.total, .live = r.live, .state = r.state};
-        g->g = store_seg_get(v->s, g->num);
-        struct stat sb;
-        if (!g->g)
-                problem(v, "segment %u: file missing", g->num);
-        else if (fstat(g->g->fd, &sb) != 0 || (uint64_t)sb.st_size < g->total)
-                problem(v, "segment %u: file shorter than its committed %llu bytes", g->num,
-                        (unsigned long long)g->total);
-        if (g->state != CHP_REC_SEG_OPEN && g->state != CHP_REC_SEG_SEALED)
-                problem(v, "segment %u: unknown state %u", g->num, g->state);
-        if (g->live > g->total)
-                problem(v, "segment %u: live bytes exceed total", g->num);
-        return 0;
+        problem(ctx, "%s", msg);
 }
 
 static int check_chunk(struct verify *v, const MDB_val *k, const MDB_val *d)
@@ -149,30 +105,11 @@ static int check_chunk(struct verify *v, const MDB_val *k, const MDB_val *d)
         const uint8_t *addr = k->mv_data;
         const uint8_t *bytes = c.inline_data;
         if (c.kind == CHP_REC_CHUNK_SEG) {
-                struct vseg *g = vseg_find(v, c.seg);
-                if (!g || !g->g) {
-                        problem(v, "chunk %s: in unknown or missing segment %u", hex32(addr, hex),
-                                c.seg);
-                        return 0;
-                }
-                if (c.offset + c.len > g->total) {
-                        problem(v, "chunk %s: past the committed end of segment %u",
-                                hex32(addr, hex), c.seg);
-                        return 0;
-                }
-                g->seen_live += c.len;
-                uint8_t ik[12];
-                chp_rec_segidx_key(ik, c.seg, c.offset);
-                MDB_val ikey = val(ik, 12), ival;
-                if (mdb_get(v->txn, v->s->db_segidx, &ikey, &ival) != 0 ||
-                    ival.mv_size != CHP_HASH_BYTES || memcmp(ival.mv_data, addr, CHP_HASH_BYTES))
-                        problem(v, "chunk %s: segment index entry missing or wrong",
-                                hex32(addr, hex));
-                if (store_pread_full(g->g->fd, v->buf, c.len, c.offset) != (ssize_t)c.len) {
-                        problem(v, "chunk %s: cannot read %u bytes from segment %u",
-                                hex32(addr, hex), c.len, c.seg);
-                        return 0;
-                }
+                struct chp_backend *b = v->s->backend;
+                struct chp_backend_place at = {.unit = c.seg, .offset = c.offset};
+                int rc = b->ops->verify_chunk(b, &v->bv, addr, &at, c.len, v->buf);
+                if (rc)
+                        return rc < 0 ? rc : 0; /* a problem the backend reported */
                 bytes = v->buf;
         }
         v->st.bytes += c.len;
@@ -184,25 +121,6 @@ static int check_chunk(struct verify *v, const MDB_val *k, const MDB_val *d)
         MDB_val rk = val(addr, CHP_HASH_BYTES), rv;
         if (mdb_get(v->txn, v->s->db_refs, &rk, &rv) == MDB_NOTFOUND)
                 v->st.unreferenced++;
-        return 0;
-}
-
-/* Every segment index entry belongs to a chunk that points back to it. */
-static int check_segidx(struct verify *v, const MDB_val *k, const MDB_val *d)
-{
-        struct chp_rec_chunk c;
-        MDB_val cv;
-        if (k->mv_size != 12 || d->mv_size != CHP_HASH_BYTES) {
-                problem(v, "segment index: malformed entry");
-                return 0;
-        }
-        MDB_val ck = val(d->mv_data, CHP_HASH_BYTES);
-        uint32_t seg = chp_get_be32(k->mv_data);
-        uint64_t off = chp_get_be64((const uint8_t *)k->mv_data + 4);
-        if (mdb_get(v->txn, v->s->db_chunks, &ck, &cv) != 0 || parse_chunk(&cv, &c) != 0 ||
-            c.kind != CHP_REC_CHUNK_SEG || c.seg != seg || c.offset != off)
-                problem(v, "segment index: stale entry for segment %u offset %llu", seg,
-                        (unsigned long long)off);
         return 0;
 }
 
@@ -378,40 +296,38 @@ int chp_store_verify(struct chp_store *s, chp_verify_problem_fn fn, void *ctx,
 {
         memset(stats, 0, sizeof(*stats));
         struct verify v = {.s = s, .fn = fn, .ctx = ctx};
+        struct chp_backend *b = s->backend;
+        v.bv = (struct chp_backend_verify){.problem = backend_problem, .ctx = &v};
         v.buf = malloc(CHP_CHUNK_MAX);
         if (!v.buf)
                 return -ENOMEM;
         int rc = store_read_begin(s, &v.txn);
         if (rc)
                 goto out;
-        /* segments first: chunk checks look them up and add up their live bytes */
+        /* the backend's records first: chunk checks look places up in them and add up what they
+         * hold; then its accounting against what the chunks claimed */
+        rc = b->ops->verify_begin(b, v.txn, &v.bv);
+        if (!rc)
+                rc = scan(&v, s->db_chunks, check_chunk);
+        int end = b->ops->verify_end(b, &v.bv, rc == 0);
+        rc = rc ? rc : end;
         const struct {
                 MDB_dbi db;
                 scan_fn fn;
         } passes[] = {
-            {s->db_segments, check_segment}, {s->db_chunks, check_chunk},
-            {s->db_segidx, check_segidx},    {s->db_files, check_file},
-            {s->db_uploads, check_upload},   {s->db_upchunks, check_upchunk},
-            {s->db_expiry, check_expiry},    {s->db_pending, check_pending},
-            {s->db_tails, check_tail},
+            {s->db_files, check_file},       {s->db_uploads, check_upload},
+            {s->db_upchunks, check_upchunk}, {s->db_expiry, check_expiry},
+            {s->db_pending, check_pending},  {s->db_tails, check_tail},
         };
         for (size_t i = 0; !rc && i < sizeof(passes) / sizeof(passes[0]); i++)
                 rc = scan(&v, passes[i].db, passes[i].fn);
-        for (size_t i = 0; !rc && i < v.nsegs; i++)
-                if (v.segs[i].seen_live != v.segs[i].live)
-                        problem(&v, "segment %u: live bytes %llu but chunks hold %llu",
-                                v.segs[i].num, (unsigned long long)v.segs[i].live,
-                                (unsigned long long)v.segs[i].seen_live);
         if (!rc)
                 rc = verify_refs(&v);
         mdb_txn_abort(v.txn);
-        v.st.segments = v.nsegs;
+        v.st.segments = v.bv.units;
         if (!rc)
                 *stats = v.st;
 out:
-        for (size_t i = 0; i < v.nsegs; i++)
-                store_seg_put(v.segs[i].g);
-        free(v.segs);
         free(v.refs);
         free(v.buf);
         return rc;

@@ -17,13 +17,13 @@
 /* Takes len bytes from this batch's estimate of free space, refusing them (-ENOSPC) when they
  * would eat into what puts leave free: the reserve, so that GC can always commit the transaction
  * that frees space, and one segment more, so that GC can always copy a sparse segment's live
- * chunks out (compaction, s->compacting, may use that segment's worth). Without both a full disk
+ * chunks out (compaction, compacting, may use that segment's worth). Without both a full disk
  * could stay full. The estimate is read once per batch. */
-int store_space_take(struct chp_store *s, uint64_t len)
+int store_space_take(struct chp_store *s, uint64_t len, bool compacting)
 {
         if (s->opts.space_reserve == CHP_STORE_RESERVE_NONE)
                 return 0; /* the filesystem says when it is full */
-        uint64_t keep = s->reserve + (s->compacting ? 0 : s->seg_max);
+        uint64_t keep = s->reserve + (compacting ? 0 : s->seg_max);
         if (!s->space_known) {
                 struct statvfs v;
                 s->space_free = fstatvfs(s->segdir_fd, &v) == 0
@@ -33,58 +33,30 @@ int store_space_take(struct chp_store *s, uint64_t len)
         }
         if (s->space_free < keep || s->space_free - keep < len) {
                 s->out_of_space = true;
-                s->seal_next = true;
+                s->backend->ops->full(s->backend);
                 return -ENOSPC;
         }
         s->space_free -= len;
         return 0;
 }
 
-void store_undo_save(const struct chp_store *s, struct undo *u)
-{
-        *u = (struct undo){s->open_seg, s->open_end, s->ncreated, s->ndead, s->seal_next};
-}
-
-void store_undo_apply(struct chp_store *s, const struct undo *u)
-{
-        for (int i = u->ncreated; i < s->ncreated; i++) {
-                char path[4096];
-                store_seg_path(s, s->created[i], path, sizeof(path));
-                unlink(path);
-                store_seg_retire(s, s->created[i]);
-        }
-        s->ncreated = u->ncreated;
-        s->ndead = u->ndead;
-        s->open_seg = u->open_seg;
-        s->open_end = u->open_end;
-        /* a suspect segment that comes back as the open one is still suspect; a failure during
-         * the undone work may have made it so too: undo never clears seal_next */
-        s->seal_next = s->seal_next || u->seal_next;
-        /* bytes past it are unreferenced: cut them now rather than overwrite them later, so that
-         * a failed append (a full disk, say) gives its space back at once */
-        if (s->open_seg)
-                store_seg_cut(s->open_seg, s->open_end);
-}
-
 /* Applies a batch in one LMDB transaction, each request in a nested transaction of its own so
  * that one request's failure leaves the others intact. Sets every request's status. */
 static void run_batch(struct chp_store *s, struct chp_store_req *batch)
 {
-        struct undo batch_undo;
-        s->ncreated = 0;
-        s->ndead = 0;
-        s->ndirty = 0;
-        s->sync_failed = false;
+        struct chp_backend *b = s->backend;
+        struct chp_backend_mark batch_mark;
         s->space_known = false;
-        store_undo_save(s, &batch_undo);
+        b->ops->batch_begin(b);
+        b->ops->mark(b, &batch_mark);
 
         MDB_txn *txn;
         int rc = store_mdb_rc(mdb_txn_begin(s->env, NULL, 0, &txn));
         if (rc)
                 goto fail;
         for (struct chp_store_req *r = batch; r; r = r->next) {
-                struct undo u;
-                store_undo_save(s, &u);
+                struct chp_backend_mark m;
+                b->ops->mark(b, &m);
                 MDB_txn *child;
                 r->status = store_mdb_rc(mdb_txn_begin(s->env, txn, 0, &child));
                 if (r->status)
@@ -95,30 +67,11 @@ static void run_batch(struct chp_store *s, struct chp_store_req *batch)
                 else
                         mdb_txn_abort(child);
                 if (r->status)
-                        store_undo_apply(s, &u);
+                        b->ops->rollback(b, &m);
         }
-        /* the bytes first, then the index that points at them */
-        int sync_err = -EIO;
-        if (s->opts.sync == CHP_SYNC_FULL) {
-                for (int i = 0; i < s->ndirty; i++) {
-                        int err = fault_at(s, CHP_FAULT_SEG_SYNC);
-                        if (!err && fdatasync(s->dirty[i]->fd) != 0)
-                                err = -errno;
-                        if (err && !s->sync_failed)
-                                sync_err = err;
-                        s->sync_failed = s->sync_failed || err;
-                }
-        }
-        if (s->sync_failed) {
-                /* fsyncgate: after a failed fdatasync the kernel may have dropped the dirty pages
-                 * and a second call may well succeed without writing them. So nothing in this
-                 * batch is acknowledged, nothing is retried, and the segment takes no more
-                 * appends: the next one seals it at its committed length and starts another. */
-                chp_log_error("store", "fdatasync of a segment failed: batch not committed; "
-                                       "the segment takes no more appends");
-                s->seal_next = true;
+        /* the bytes first (every put completed and durable), then the index that points at them */
+        if ((rc = b->ops->sync(b))) {
                 mdb_txn_abort(txn);
-                rc = sync_err;
                 if (is_space_error(rc))
                         s->out_of_space = true;
                 goto fail;
@@ -132,23 +85,15 @@ static void run_batch(struct chp_store *s, struct chp_store_req *batch)
                         s->out_of_space = true;
                 goto fail;
         }
-        for (int i = 0; i < s->ndead; i++) {
-                char path[4096];
-                store_seg_path(s, s->dead[i], path, sizeof(path));
-                unlink(path);
-                store_seg_retire(s, s->dead[i]);
-        }
-        goto out;
+        b->ops->batch_end(b, true);
+        return;
 fail:
         chp_log_error("store", "batch failed: %s", chp_strerror(rc));
-        store_undo_apply(s, &batch_undo);
+        b->ops->rollback(b, &batch_mark);
+        b->ops->batch_end(b, false);
         for (struct chp_store_req *r = batch; r; r = r->next)
                 if (r->status == 0)
                         r->status = rc;
-out:
-        for (int i = 0; i < s->ndirty; i++)
-                store_seg_put(s->dirty[i]);
-        s->ndirty = 0;
 }
 
 static uint64_t req_bytes(const struct chp_store_req *r)
