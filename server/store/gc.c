@@ -5,12 +5,9 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/statvfs.h>
-#include <unistd.h>
 
 #include "bytes.h"
-#include "log.h"
 #include "store_int.h"
-#include "xxh.h"
 
 /* Space is short when a write ran out of it since the last GC, or when the filesystem has less
  * free than the reserve and three segments (puts stop at one): then GC reclaims harder

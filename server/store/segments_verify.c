@@ -10,7 +10,6 @@
 #include <sys/stat.h>
 
 #include "bytes.h"
-#include "err.h"
 #include "segments_int.h"
 
 /* ---- verify and stats --------------------------------------------------------------------- */

@@ -7,9 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
-#include "bytes.h"
 #include "manifest.h"
 #include "store_int.h"
 #include "xxh.h"

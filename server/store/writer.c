@@ -7,7 +7,6 @@
 #include <string.h>
 #include <sys/statvfs.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "hash.h"
 #include "log.h"
