@@ -18,6 +18,7 @@
 #include "err.h"
 #include "log.h"
 #include "manifest.h"
+#include "records.h"
 #include "store.h"
 
 static char dir[256];
@@ -138,6 +139,122 @@ static uint64_t refs(struct chp_store *s, const struct chunk *c)
         if (chp_store_refcount(s, c->addr, &n) != 0)
                 return 98;
         return n;
+}
+
+/* Each record parser on a heap copy of exactly len bytes (so that ASan sees any read past len):
+ * returns len or -EBADMSG, and every shorter prefix of a valid record is -EBADMSG. */
+static ssize_t parse_copy(int kind, const uint8_t *rec, size_t len, void *out)
+{
+        uint8_t *b = malloc(len ? len : 1);
+        if (!b)
+                return -ENOMEM;
+        memcpy(b, rec, len);
+        ssize_t n = kind == 0   ? chp_rec_chunk_parse(b, len, out)
+                    : kind == 1 ? chp_rec_file_parse(b, len, out)
+                    : kind == 2 ? chp_rec_upload_parse(b, len, out)
+                    : kind == 3 ? chp_rec_seg_parse(b, len, out)
+                                : chp_rec_refs_parse(b, len, out);
+        free(b);
+        return n;
+}
+
+static int prefixes_rejected(int kind, const uint8_t *rec, size_t len)
+{
+        union {
+                struct chp_rec_chunk c;
+                struct chp_rec_file f;
+                struct chp_rec_upload u;
+                struct chp_rec_seg g;
+                uint64_t r;
+        } out;
+        for (size_t n = 0; n < len; n++)
+                if (parse_copy(kind, rec, n, &out) != -EBADMSG)
+                        return 0;
+        return 1;
+}
+
+TEST(records_codec)
+{
+        uint8_t rec[CHP_REC_UPLOAD_BYTES + 64];
+        struct chp_rec_chunk c;
+        chp_rec_chunk_encode(rec, CHP_REC_CHUNK_SEG, 70000, 0x1122334455667788ull, 7, 1u << 30);
+        CHECK_EQ(parse_copy(0, rec, CHP_REC_CHUNK_BYTES, &c), CHP_REC_CHUNK_BYTES);
+        CHECK(c.kind == CHP_REC_CHUNK_SEG && c.len == 70000 && c.seg == 7 &&
+              c.offset == (1u << 30) && c.xxh3 == 0x1122334455667788ull && !c.inline_data);
+        CHECK(prefixes_rejected(0, rec, CHP_REC_CHUNK_BYTES));
+        CHECK_EQ(parse_copy(0, rec, CHP_REC_CHUNK_BYTES + 1, &c), -EBADMSG);
+        chp_rec_chunk_encode(rec, CHP_REC_CHUNK_INLINE, 5, 1, 0, 0);
+        memcpy(rec + CHP_REC_CHUNK_BYTES, "bytes", 5);
+        CHECK_EQ(chp_rec_chunk_parse(rec, CHP_REC_CHUNK_BYTES + 5, &c), CHP_REC_CHUNK_BYTES + 5);
+        CHECK(c.inline_data == rec + CHP_REC_CHUNK_BYTES);
+        CHECK_EQ(parse_copy(0, rec, CHP_REC_CHUNK_BYTES + 4, &c), -EBADMSG);
+        chp_rec_chunk_encode(rec, 3, 0, 0, 0, 0);
+        CHECK_EQ(parse_copy(0, rec, CHP_REC_CHUNK_BYTES, &c), -EBADMSG); /* unknown kind */
+
+        struct chp_rec_file f;
+        chp_rec_file_encode(rec, 3, 10, 100, 200, 300);
+        memcpy(rec + CHP_REC_FILE_BYTES, "tenmanifest12", 13);
+        CHECK_EQ(parse_copy(1, rec, CHP_REC_FILE_BYTES + 13, &f), CHP_REC_FILE_BYTES + 13);
+        CHECK(f.tenant_len == 3 && f.manifest_len == 10 && f.created == 100 && f.expires == 200 &&
+              f.size == 300);
+        CHECK(prefixes_rejected(1, rec, CHP_REC_FILE_BYTES + 13));
+        chp_rec_file_set_expires(rec, 201);
+        CHECK_EQ(chp_rec_file_parse(rec, CHP_REC_FILE_BYTES + 13, &f), CHP_REC_FILE_BYTES + 13);
+        CHECK_EQ(f.expires, 201);
+        chp_rec_file_encode(rec, CHP_TENANT_MAX + 1, 0, 0, 0, 0);
+        CHECK_EQ(parse_copy(1, rec, CHP_REC_FILE_BYTES + CHP_TENANT_MAX + 1, &f), -EBADMSG);
+        chp_rec_file_encode(rec, 40, 0, 0, 0, 0); /* tenant longer than the value */
+        CHECK_EQ(parse_copy(1, rec, CHP_REC_FILE_BYTES + 10, &f), -EBADMSG);
+
+        uint8_t fid[CHP_HASH_BYTES];
+        memset(fid, 0xab, sizeof(fid));
+        struct chp_rec_upload u = {.flags = CHP_REC_UPLOAD_HAS_MANIFEST,
+                                   .chunk_size = 1u << 20,
+                                   .meta_len = 4,
+                                   .manifest_len = 6,
+                                   .declared = 5000,
+                                   .created = 1,
+                                   .expires = 2,
+                                   .file_expires = 3,
+                                   .tenant_len = 2,
+                                   .file_id = fid},
+                              got;
+        chp_rec_upload_encode(rec, &u);
+        memcpy(rec + CHP_REC_UPLOAD_BYTES, "t1metamanife", 12);
+        size_t ulen = CHP_REC_UPLOAD_BYTES + 12;
+        CHECK_EQ(parse_copy(2, rec, ulen, &got), (ssize_t)ulen);
+        CHECK(got.flags == u.flags && got.chunk_size == u.chunk_size && got.meta_len == 4 &&
+              got.manifest_len == 6 && got.declared == 5000 && got.file_expires == 3 &&
+              got.tenant_len == 2);
+        CHECK(prefixes_rejected(2, rec, ulen));
+        chp_rec_upload_set_complete(rec, fid);
+        CHECK_EQ(chp_rec_upload_parse(rec, ulen, &got), (ssize_t)ulen);
+        CHECK(got.flags & CHP_REC_UPLOAD_COMPLETE);
+        CHECK(memcmp(got.file_id, fid, CHP_HASH_BYTES) == 0);
+        u.flags = 0; /* a manifest without the flag */
+        chp_rec_upload_encode(rec, &u);
+        CHECK_EQ(parse_copy(2, rec, ulen, &got), -EBADMSG);
+        u.flags = CHP_REC_UPLOAD_HAS_MANIFEST;
+        u.manifest_len = UINT32_MAX; /* lengths that would wrap the sum */
+        chp_rec_upload_encode(rec, &u);
+        CHECK_EQ(parse_copy(2, rec, ulen, &got), -EBADMSG);
+
+        struct chp_rec_seg g = {.total = 9, .live = 4, .state = CHP_REC_SEG_SEALED}, g2;
+        chp_rec_seg_encode(rec, &g);
+        CHECK_EQ(parse_copy(3, rec, CHP_REC_SEG_BYTES, &g2), CHP_REC_SEG_BYTES);
+        CHECK(g2.total == 9 && g2.live == 4 && g2.state == CHP_REC_SEG_SEALED);
+        CHECK(prefixes_rejected(3, rec, CHP_REC_SEG_BYTES));
+
+        uint64_t refs = 0;
+        chp_rec_refs_encode(rec, 42);
+        CHECK_EQ(parse_copy(4, rec, CHP_REC_REFS_BYTES, &refs), CHP_REC_REFS_BYTES);
+        CHECK_EQ(refs, 42);
+        CHECK(prefixes_rejected(4, rec, CHP_REC_REFS_BYTES));
+
+        uint8_t key[CHP_REC_EXPIRY_KEY_MAX];
+        CHECK_EQ(chp_rec_expiry_key(key, 5, CHP_REC_EXPIRY_UPLOAD, fid, CHP_UPLOAD_ID_BYTES),
+                 9 + CHP_UPLOAD_ID_BYTES);
+        CHECK(key[7] == 5 && key[8] == CHP_REC_EXPIRY_UPLOAD);
 }
 
 TEST(put_get_both_layouts)

@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "../common/hash.h"
+#include "hash.h"
 
 #define CHP_UPLOAD_ID_BYTES     16
 #define CHP_TENANT_MAX          64   /* bytes of a tenant name */
@@ -196,13 +196,14 @@ __attribute__((warn_unused_result)) int chp_store_gc(struct chp_store *s, uint64
 
 /* ---- reads (any thread) ------------------------------------------------------------------ */
 
-struct chp_seg; /* a reference to an open segment file */
+struct chp_seg; /* the chunk backend's reference to the file that holds the chunk */
 
 struct chp_chunk_loc {
         uint32_t len;
         uint64_t xxh3;
         bool is_inline;  /* bytes are in LMDB: use chp_store_read */
-        int fd;          /* segment file, valid until chp_store_loc_release */
+        int fd;          /* file holding the bytes, valid until chp_store_loc_release; -1 when
+                            the chunk backend has no file (not segments): use chp_store_read */
         uint64_t offset; /* of the chunk's first byte in fd */
         struct chp_seg *seg;
 };

@@ -1,0 +1,403 @@
+/* read.c — the read API of store.h: each call one LMDB read snapshot, any thread. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bytes.h"
+#include "store_int.h"
+#include "xxh.h"
+
+/* ---- reads ------------------------------------------------------------------------------- */
+
+int store_read_begin(struct chp_store *s, MDB_txn **txn)
+{
+        return store_mdb_rc(mdb_txn_begin(s->env, NULL, MDB_RDONLY, txn));
+}
+
+/* Looks addr up in one snapshot: the record, and for backend chunks, inside that snapshot, the
+ * bytes (buf not NULL: copied into buf) or a file span (buf NULL). Inline bytes are copied into
+ * buf when buf is not NULL. -EAGAIN from the backend means compaction moved the chunk after the
+ * snapshot was taken: a fresh snapshot sees the new place, so the caller retries. */
+static int lookup(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], struct chp_chunk_loc *l,
+                  void *buf, size_t cap)
+{
+        MDB_txn *txn;
+        int rc = store_read_begin(s, &txn);
+        if (rc)
+                return rc;
+        MDB_val k = val(addr, CHP_HASH_BYTES), v;
+        struct chp_rec_chunk c;
+        rc = store_mdb_rc(mdb_get(txn, s->db_chunks, &k, &v));
+        if (!rc)
+                rc = parse_chunk(&v, &c);
+        if (!rc) {
+                struct chp_backend *b = s->backend;
+                struct chp_backend_place at = {.unit = c.seg, .offset = c.offset};
+                struct chp_backend_span span;
+                *l = (struct chp_chunk_loc){.len = c.len, .xxh3 = c.xxh3, .fd = -1};
+                if (buf && c.len > cap) {
+                        rc = -ENOBUFS;
+                } else if (c.kind == CHP_REC_CHUNK_INLINE) {
+                        l->is_inline = true;
+                        if (buf)
+                                memcpy(buf, c.inline_data, c.len);
+                } else if (buf) {
+                        rc = b->ops->read(b, &at, c.len, buf);
+                } else if (!b->ops->span || (rc = b->ops->span(b, &at, &span)) == -EOPNOTSUPP) {
+                        rc = 0; /* no file: the caller reads with chp_store_read */
+                } else if (!rc) {
+                        l->fd = span.fd;
+                        l->offset = span.offset;
+                        l->seg = span.ref;
+                }
+        }
+        mdb_txn_abort(txn);
+        return rc;
+}
+
+int chp_store_locate(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES],
+                     struct chp_chunk_loc *loc)
+{
+        memset(loc, 0, sizeof(*loc));
+        loc->fd = -1;
+        for (int attempt = 0; attempt < 4; attempt++) {
+                int rc = lookup(s, addr, loc, NULL, 0);
+                if (rc != -EAGAIN)
+                        return rc;
+        }
+        return CHP_ECORRUPT;
+}
+
+void chp_store_loc_release(struct chp_store *s, struct chp_chunk_loc *loc)
+{
+        if (!loc)
+                return;
+        if (loc->seg) {
+                struct chp_backend_span span = {
+                    .fd = loc->fd, .offset = loc->offset, .ref = loc->seg};
+                s->backend->ops->span_release(s->backend, &span);
+        }
+        loc->seg = NULL;
+        loc->fd = -1;
+}
+
+ssize_t chp_store_read(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], void *buf,
+                       size_t cap)
+{
+        struct chp_chunk_loc loc = {.fd = -1};
+        int rc = -EAGAIN;
+        for (int attempt = 0; rc == -EAGAIN && attempt < 4; attempt++)
+                rc = lookup(s, addr, &loc, buf, cap);
+        if (rc)
+                return rc == -EAGAIN ? CHP_ECORRUPT : rc;
+        if (chp_xxh3(buf, loc.len) != loc.xxh3)
+                return CHP_ECORRUPT;
+        return (ssize_t)loc.len;
+}
+
+int chp_store_has(struct chp_store *s, const uint8_t *addrs, size_t n, uint8_t *present)
+{
+        MDB_txn *txn;
+        int rc = store_read_begin(s, &txn);
+        if (rc)
+                return rc;
+        for (size_t i = 0; i < n; i++) {
+                MDB_val k = val(addrs + i * CHP_HASH_BYTES, CHP_HASH_BYTES), v;
+                int r = mdb_get(txn, s->db_chunks, &k, &v);
+                if (r && r != MDB_NOTFOUND) {
+                        rc = store_mdb_rc(r);
+                        break;
+                }
+                present[i] = r == 0;
+        }
+        mdb_txn_abort(txn);
+        return rc;
+}
+
+int chp_store_refcount(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], uint64_t *count)
+{
+        MDB_txn *txn;
+        int rc = store_read_begin(s, &txn);
+        if (rc)
+                return rc;
+        MDB_val k = val(addr, CHP_HASH_BYTES), v;
+        int r = mdb_get(txn, s->db_refs, &k, &v);
+        if (r == MDB_NOTFOUND)
+                *count = 0;
+        else if (r)
+                rc = store_mdb_rc(r);
+        else if (chp_rec_refs_parse(v.mv_data, v.mv_size, count) < 0)
+                rc = CHP_ECORRUPT;
+        mdb_txn_abort(txn);
+        return rc;
+}
+
+int chp_store_file_get(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], uint8_t **manifest,
+                       size_t *len, struct chp_file_info *info)
+{
+        *manifest = NULL;
+        *len = 0;
+        MDB_txn *txn;
+        int rc = store_read_begin(s, &txn);
+        if (rc)
+                return rc;
+        MDB_val k = val(id, CHP_HASH_BYTES), v;
+        struct chp_rec_file f;
+        uint8_t *copy = NULL;
+        rc = store_mdb_rc(mdb_get(txn, s->db_files, &k, &v));
+        if (!rc)
+                rc = parse_file(&v, &f);
+        if (!rc && !(copy = malloc(f.manifest_len ? f.manifest_len : 1)))
+                rc = -ENOMEM;
+        if (!rc) {
+                memcpy(copy, f.manifest, f.manifest_len);
+                if (info) {
+                        memcpy(info->tenant, f.tenant, f.tenant_len);
+                        info->tenant[f.tenant_len] = '\0';
+                        info->created = f.created;
+                        info->expires = f.expires;
+                        info->size = f.size;
+                }
+                *manifest = copy;
+                *len = f.manifest_len;
+        }
+        mdb_txn_abort(txn);
+        return rc;
+}
+
+int chp_store_upload_get(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                         struct chp_upload *out)
+{
+        MDB_txn *txn;
+        int rc = store_read_begin(s, &txn);
+        if (rc)
+                return rc;
+        MDB_val k = val(id, CHP_UPLOAD_ID_BYTES), v;
+        struct chp_rec_upload r;
+        rc = store_mdb_rc(mdb_get(txn, s->db_uploads, &k, &v));
+        if (!rc)
+                rc = parse_upload_rec(&v, &r);
+        if (!rc)
+                chp_rec_upload_to_public(id, &r, out);
+        mdb_txn_abort(txn);
+        return rc;
+}
+
+int chp_store_upload_manifest(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                              uint8_t **manifest, size_t *len)
+{
+        *manifest = NULL;
+        *len = 0;
+        MDB_txn *txn;
+        int rc = store_read_begin(s, &txn);
+        if (rc)
+                return rc;
+        MDB_val k = val(id, CHP_UPLOAD_ID_BYTES), v;
+        struct chp_rec_upload u;
+        uint8_t *copy = NULL;
+        rc = store_mdb_rc(mdb_get(txn, s->db_uploads, &k, &v));
+        if (!rc)
+                rc = parse_upload_rec(&v, &u);
+        if (!rc && !(u.flags & CHP_REC_UPLOAD_HAS_MANIFEST))
+                rc = -ENOENT;
+        if (!rc && !(copy = malloc(u.manifest_len)))
+                rc = -ENOMEM;
+        if (!rc) {
+                memcpy(copy, u.manifest, u.manifest_len);
+                *manifest = copy;
+                *len = u.manifest_len;
+        }
+        mdb_txn_abort(txn);
+        return rc;
+}
+
+int chp_store_upload_progress(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                              uint32_t *chunks, size_t *tail_len)
+{
+        MDB_txn *txn;
+        MDB_cursor *cur = NULL;
+        int rc = store_read_begin(s, &txn);
+        if (rc)
+                return rc;
+        MDB_val k = val(id, CHP_UPLOAD_ID_BYTES), v;
+        uint32_t n = 0;
+        size_t tail = 0;
+        if ((rc = mdb_get(txn, s->db_uploads, &k, &v)) ||
+            (rc = mdb_cursor_open(txn, s->db_upchunks, &cur)))
+                goto out;
+        int op = MDB_SET_RANGE;
+        while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+                op = MDB_NEXT;
+                if (k.mv_size != CHP_UPLOAD_ID_BYTES + 4 ||
+                    memcmp(k.mv_data, id, CHP_UPLOAD_ID_BYTES) != 0 ||
+                    chp_get_be32((const uint8_t *)k.mv_data + CHP_UPLOAD_ID_BYTES) != n)
+                        break; /* another upload, or a gap */
+                n++;
+        }
+        mdb_cursor_close(cur);
+        cur = NULL;
+        if (rc && rc != MDB_NOTFOUND)
+                goto out;
+        if ((rc = mdb_cursor_open(txn, s->db_tails, &cur)))
+                goto out;
+        k = val(id, CHP_UPLOAD_ID_BYTES);
+        op = MDB_SET_RANGE;
+        while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+                op = MDB_NEXT;
+                if (k.mv_size != CHP_UPLOAD_ID_BYTES + 4 ||
+                    memcmp(k.mv_data, id, CHP_UPLOAD_ID_BYTES) != 0)
+                        break;
+                tail += v.mv_size;
+        }
+        if (rc == MDB_NOTFOUND || rc == 0)
+                rc = 0;
+        if (!rc) {
+                *chunks = n;
+                *tail_len = tail;
+        }
+out:
+        mdb_cursor_close(cur);
+        mdb_txn_abort(txn);
+        return store_mdb_rc(rc);
+}
+
+ssize_t chp_store_upload_tail(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                              uint8_t *buf, size_t cap)
+{
+        MDB_txn *txn;
+        MDB_cursor *cur = NULL;
+        int rc = store_read_begin(s, &txn);
+        if (rc)
+                return rc;
+        size_t len = 0;
+        MDB_val k = val(id, CHP_UPLOAD_ID_BYTES), v;
+        if ((rc = mdb_cursor_open(txn, s->db_tails, &cur)))
+                goto out;
+        int op = MDB_SET_RANGE;
+        while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+                op = MDB_NEXT;
+                if (k.mv_size != CHP_UPLOAD_ID_BYTES + 4 ||
+                    memcmp(k.mv_data, id, CHP_UPLOAD_ID_BYTES) != 0)
+                        break;
+                if (cap - len < v.mv_size) {
+                        rc = ENOBUFS;
+                        goto out;
+                }
+                memcpy(buf + len, v.mv_data, v.mv_size);
+                len += v.mv_size;
+        }
+        if (rc == MDB_NOTFOUND)
+                rc = 0;
+out:
+        mdb_cursor_close(cur);
+        mdb_txn_abort(txn);
+        return rc ? (ssize_t)store_mdb_rc(rc) : (ssize_t)len;
+}
+
+ssize_t chp_store_file_meta(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], uint8_t *buf,
+                            size_t cap)
+{
+        MDB_txn *txn;
+        int rc = store_read_begin(s, &txn);
+        if (rc)
+                return rc;
+        MDB_val k = val(id, CHP_HASH_BYTES), v;
+        ssize_t n = 0;
+        rc = mdb_get(txn, s->db_filemeta, &k, &v);
+        if (rc == 0 && v.mv_size > CHP_UPLOAD_META_MAX)
+                n = CHP_ECORRUPT;
+        else if (rc == 0 && v.mv_size > cap)
+                n = -ENOBUFS;
+        else if (rc == 0)
+                memcpy(buf, v.mv_data, (n = (ssize_t)v.mv_size));
+        else if (rc != MDB_NOTFOUND)
+                n = store_mdb_rc(rc);
+        mdb_txn_abort(txn);
+        return n;
+}
+
+int chp_store_pending(struct chp_store *s, const uint8_t file_id[CHP_HASH_BYTES],
+                      uint8_t upload_id[CHP_UPLOAD_ID_BYTES])
+{
+        MDB_txn *txn;
+        int rc = store_read_begin(s, &txn);
+        if (rc)
+                return rc;
+        MDB_val k = val(file_id, CHP_HASH_BYTES), v;
+        rc = store_mdb_rc(mdb_get(txn, s->db_pending, &k, &v));
+        if (!rc && v.mv_size != CHP_UPLOAD_ID_BYTES)
+                rc = CHP_ECORRUPT;
+        if (!rc)
+                memcpy(upload_id, v.mv_data, CHP_UPLOAD_ID_BYTES);
+        mdb_txn_abort(txn);
+        return rc;
+}
+
+int chp_store_upload_chunks(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                            uint8_t *have, uint8_t *addrs, size_t n)
+{
+        MDB_txn *txn;
+        MDB_cursor *cur = NULL;
+        int rc = store_read_begin(s, &txn);
+        if (rc)
+                return rc;
+        MDB_val k = val(id, CHP_UPLOAD_ID_BYTES), v;
+        if ((rc = mdb_get(txn, s->db_uploads, &k, &v)) ||
+            (rc = mdb_cursor_open(txn, s->db_upchunks, &cur)))
+                goto out;
+        memset(have, 0, n);
+        int op = MDB_SET_RANGE;
+        while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+                op = MDB_NEXT;
+                if (k.mv_size != CHP_UPLOAD_ID_BYTES + 4 ||
+                    memcmp(k.mv_data, id, CHP_UPLOAD_ID_BYTES) != 0)
+                        break;
+                uint32_t i = chp_get_be32((const uint8_t *)k.mv_data + CHP_UPLOAD_ID_BYTES);
+                if (i >= n)
+                        break;
+                if (v.mv_size != CHP_HASH_BYTES) {
+                        rc = MDB_CORRUPTED;
+                        goto out;
+                }
+                have[i] = 1;
+                if (addrs)
+                        memcpy(addrs + (size_t)i * CHP_HASH_BYTES, v.mv_data, CHP_HASH_BYTES);
+        }
+        if (rc == MDB_NOTFOUND)
+                rc = 0;
+out:
+        mdb_cursor_close(cur);
+        mdb_txn_abort(txn);
+        return store_mdb_rc(rc);
+}
+
+int chp_store_stats(struct chp_store *s, struct chp_store_stats *out)
+{
+        memset(out, 0, sizeof(*out));
+        MDB_txn *txn;
+        int rc = store_read_begin(s, &txn);
+        if (rc)
+                return rc;
+        MDB_stat st;
+        struct chp_store_stats r = {0};
+        uint64_t held = 0;
+        if ((rc = mdb_stat(txn, s->db_chunks, &st)))
+                goto out;
+        r.chunks = st.ms_entries;
+        if ((rc = mdb_stat(txn, s->db_files, &st)))
+                goto out;
+        r.files = st.ms_entries;
+        if ((rc = mdb_stat(txn, s->db_uploads, &st)))
+                goto out;
+        r.uploads = st.ms_entries;
+        rc = store_mdb_rc(rc);
+        if (!rc && !(rc = s->backend->ops->stats(s->backend, txn, &r, &held))) {
+                r.inline_chunks = r.chunks - held;
+                *out = r;
+        }
+        mdb_txn_abort(txn);
+        return rc;
+out:
+        mdb_txn_abort(txn);
+        return store_mdb_rc(rc);
+}

@@ -1,0 +1,142 @@
+/* store_int.h — what the pieces of the store share: struct chp_store and the functions one
+ * file of server/store/ calls in another. Private to server/store/; callers use store.h.
+ *
+ * Threads: fields under "writer thread only" and every function taking an MDB_txn that writes
+ * belong to the writer thread (writer.c); the segment table is shared under seg_lock; the rest
+ * is fixed after chp_store_open. Errors are 0 / negative codes of err.h, as in store.h.
+ */
+#ifndef CHP_STORE_INT_H
+#define CHP_STORE_INT_H
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <lmdb.h>
+
+#include "backend.h"
+#include "err.h"
+#include "records.h"
+#include "store.h"
+
+/* Sizing against the filesystem: a segment is at most 1/SEG_FS_SHARE of it, so that a full disk
+ * is many segments, most of which die whole; puts leave 1/RESERVE_FS_SHARE of it free (within
+ * RESERVE_MIN..RESERVE_MAX) for the index, so that GC can always commit. */
+#define SEG_FS_SHARE     16
+#define RESERVE_FS_SHARE 64
+#define RESERVE_MIN      (1ull << 20)
+#define RESERVE_MAX      (64ull << 20)
+/* While space is short, segments (the open one included) whose live bytes are below this share
+ * of their total are compacted, whatever compact_ratio says. */
+#define SHORT_RATIO 0.75
+
+#ifdef CHAPAR_FAULT_INJECTION
+struct fault_site {
+        _Atomic uint64_t calls, first, last;
+        _Atomic int err;
+};
+#endif
+
+struct chp_store {
+        struct chp_store_opts opts;
+        uint64_t seg_max; /* segment_size, clamped to the filesystem at open */
+        uint64_t reserve; /* bytes puts leave free */
+        char *dir;
+        int lock_fd;
+        int segdir_fd; /* dir/segments, for the free space of the filesystem chunks go to */
+        MDB_env *env;
+        MDB_dbi db_chunks, db_refs, db_files, db_uploads, db_upchunks, db_expiry, db_meta,
+            db_pending, db_tails;
+        MDB_dbi db_filemeta; /* file id -> tus Upload-Metadata of the first upload that had some */
+        struct chp_backend *backend; /* chunk bytes above inline_max */
+
+        pthread_mutex_t q_lock;
+        pthread_cond_t q_cond;
+        struct chp_store_req *q_head, *q_tail;
+        bool stopping;
+        pthread_t writer;
+        bool writer_started;
+
+        /* writer thread only */
+        bool out_of_space; /* ENOSPC or EDQUOT seen since the last GC */
+        bool space_known;  /* space_free is this batch's estimate */
+        uint64_t space_free;
+#ifdef CHAPAR_FAULT_INJECTION
+        struct fault_site faults[CHP_FAULT_SITES];
+#endif
+};
+
+/* ---- fault injection (store.c) ------------------------------------------------------------ */
+
+#ifdef CHAPAR_FAULT_INJECTION
+/* Counts a call at site; returns the armed error when this call is one that must fail. */
+static inline int fault_at(struct chp_store *s, enum chp_store_fault_site site)
+{
+        struct fault_site *f = &s->faults[site];
+        uint64_t n = atomic_fetch_add(&f->calls, 1) + 1;
+        if (n >= atomic_load(&f->first) && n <= atomic_load(&f->last))
+                return atomic_load(&f->err);
+        return 0;
+}
+#else
+#define fault_at(s, site) 0
+#endif
+
+/* ---- LMDB and records (store.c) ----------------------------------------------------------- */
+
+static inline MDB_val val(const void *p, size_t n)
+{
+        return (MDB_val){.mv_size = n, .mv_data = (void *)p};
+}
+
+static inline bool is_space_error(int rc)
+{
+        return rc == -ENOSPC || rc == -EDQUOT;
+}
+
+/* The codec over LMDB values: CHP_ECORRUPT for a record that does not parse. */
+static inline int parse_chunk(const MDB_val *v, struct chp_rec_chunk *c)
+{
+        return chp_rec_chunk_parse(v->mv_data, v->mv_size, c) < 0 ? CHP_ECORRUPT : 0;
+}
+static inline int parse_file(const MDB_val *v, struct chp_rec_file *f)
+{
+        return chp_rec_file_parse(v->mv_data, v->mv_size, f) < 0 ? CHP_ECORRUPT : 0;
+}
+static inline int parse_upload_rec(const MDB_val *v, struct chp_rec_upload *u)
+{
+        return chp_rec_upload_parse(v->mv_data, v->mv_size, u) < 0 ? CHP_ECORRUPT : 0;
+}
+
+/* ---- writer (writer.c) -------------------------------------------------------------------- */
+
+void *store_writer_main(void *arg);
+/* Takes len bytes of this batch's estimate of free space; -ENOSPC if puts may not have them
+ * (compacting: GC moving live bytes, which may use the segment's worth puts leave for it). */
+int store_space_take(struct chp_store *s, uint64_t len, bool compacting);
+
+/* ---- requests (apply.c, gc.c) ------------------------------------------------------------- */
+
+/* Applies one request inside txn (a nested transaction of the batch). Writer thread. */
+int store_apply(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req);
+int store_apply_gc(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req);
+int store_file_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_HASH_BYTES],
+                      struct chp_gc_stats *st);
+int store_upload_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                        struct chp_gc_stats *st);
+
+/* ---- reads (read.c) ----------------------------------------------------------------------- */
+
+int store_read_begin(struct chp_store *s, MDB_txn **txn);
+
+/* ---- the backend's host (apply.c: chunk records) ------------------------------------------ */
+
+int store_chunk_get(void *ctx, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
+                    struct chp_backend_place *place, uint32_t *len, uint64_t *xxh3);
+int store_chunk_moved(void *ctx, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
+                      const struct chp_backend_place *place, uint32_t len, uint64_t xxh3);
+
+#endif
