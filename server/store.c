@@ -166,7 +166,9 @@ static int parse_chunk(const MDB_val *v, struct chunk_rec *c)
                 if (v->mv_size != CHUNK_REC + (size_t)c->len)
                         return CHP_ECORRUPT;
                 c->inline_data = p + CHUNK_REC;
-        } else if (c->kind != KIND_SEG || v->mv_size != CHUNK_REC) {
+        } else if (c->kind != KIND_SEG || v->mv_size != CHUNK_REC ||
+                   c->offset > (uint64_t)INT64_MAX - c->len) {
+                /* an extent past what a file offset can hold is damage, not a bad argument */
                 return CHP_ECORRUPT;
         }
         return 0;
