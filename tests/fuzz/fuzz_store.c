@@ -13,8 +13,11 @@
  *      upload_get/manifest/progress/tail/chunks, pending, stats) and must answer 0 or a code;
  *      the scrub's per-record checks run over exact-size copies of every key and value, then
  *      chp_store_verify over the whole index;
- *   4. with flags bit 0, a GC request at time now (flags bit 1: far in the future, else 1000)
- *      expires and deletes what the records say, then the store is verified again.
+ *   4. with flags bits 2 and 3 both set, the store is closed and opened again over the records
+ *      (the schema check, and load_segments cutting and removing segment files), read and
+ *      verified, then rebuilt from scratch; otherwise, with flags bit 0, a GC request at time
+ *      now (bit 1: far in the future, else 1000) expires and deletes what the records say, and
+ *      the store is verified again.
  * The store holds one segment, written once at start-up (two 64 KiB chunks), so segment chunk
  * records can point at real bytes. It stays the writer's open segment, which GC never drops.
  *
@@ -94,7 +97,7 @@ static void store_cleanup(void)
         free(chunk_buf);
 }
 
-static struct chp_store *open_store(const char *dir)
+static int try_open_store(const char *dir, struct chp_store **s)
 {
         struct chp_store_opts o;
         chp_store_opts_default(&o);
@@ -104,8 +107,13 @@ static struct chp_store *open_store(const char *dir)
         o.map_size = 64u << 20;
         o.segment_size = CHP_CHUNK_MAX;
         o.compact_ratio = 0.5;
+        return chp_store_open(&o, s);
+}
+
+static struct chp_store *open_store(const char *dir)
+{
         struct chp_store *s;
-        EXPECT(chp_store_open(&o, &s) == 0);
+        EXPECT(try_open_store(dir, &s) == 0);
         return s;
 }
 
@@ -120,6 +128,32 @@ static void init(void)
         store = open_store(store_dir);
         put_segment_chunks(store);
         atexit(store_cleanup);
+}
+
+static void read_all(const uint8_t *p, size_t n);
+static void verify_all(void);
+
+/* Opening a store whose index holds the records: the schema check and load_segments (which
+ * cuts segment files to their recorded totals and removes files it does not know). The data
+ * directory is then rebuilt from scratch, so the next input finds the same store. */
+static void reopen(const uint8_t *p, size_t n)
+{
+        chp_store_close(store);
+        store = NULL;
+        struct chp_store *s;
+        int rc = try_open_store(store_dir, &s);
+        EXPECT(rc == 0 || rc == CHP_EVERSION || rc == CHP_ECORRUPT);
+        if (rc == 0) {
+                store = s;
+                read_all(p, n);
+                verify_all();
+                chp_store_close(store);
+                store = NULL;
+        }
+        nftw(store_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+        EXPECT(mkdir(store_dir, 0700) == 0);
+        store = open_store(store_dir);
+        put_segment_chunks(store);
 }
 
 /* ---- step 1: the decoders on exact-size copies -------------------------------------------- */
@@ -403,7 +437,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         read_all(p, n);
         scrub_copies(p, n);
         verify_all();
-        if (flags & 1) {
+        if ((flags & 12) == 12) {
+                reopen(p, n);
+        } else if (flags & 1) {
                 struct chp_gc_stats st;
                 int rc = chp_store_gc(store, flags & 2 ? UINT64_MAX / 2 : 1000, &st);
                 EXPECT(rc == 0 || rc == CHP_ECORRUPT || rc == -ENOENT);
@@ -560,6 +596,7 @@ int main(int argc, char **argv)
         save(out, "valid-whole-index", 0, all, NDBS, s);
         save(out, "valid-whole-index-gc-now", 1, all, NDBS, s);
         save(out, "valid-whole-index-gc-later", 3, all, NDBS, s);
+        save(out, "valid-whole-index-reopen", 12, all, NDBS, s);
         const unsigned chunks[] = {DB_SEGMENTS, DB_CHUNKS, DB_SEGIDX, DB_REFS};
         save(out, "valid-chunks", 0, chunks, 4, s);
         const unsigned files[] = {DB_FILES, DB_EXPIRY};
