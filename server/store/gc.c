@@ -42,22 +42,29 @@ int store_apply_gc(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
                         return rc;
                 MDB_val k, v;
                 rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-                uint8_t key[CHP_REC_EXPIRY_KEY_MAX];
+                uint8_t key[512]; /* any LMDB key (511 bytes at most), so a malformed one too */
                 size_t klen = k.mv_size;
-                if (rc == 0 && klen <= CHP_REC_EXPIRY_KEY_MAX)
+                if (rc == 0 && klen <= sizeof(key))
                         memcpy(key, k.mv_data, klen);
                 mdb_cursor_close(cur);
                 if (rc == MDB_NOTFOUND)
                         break;
                 if (rc)
                         return store_mdb_rc(rc);
-                if (klen < 9 || chp_get_be64(key) > req->u.gc.now)
+                if (klen > sizeof(key))
+                        return CHP_ECORRUPT;
+                /* an entry of a length this store never writes is dropped below: stopping at
+                 * it would stop expiry for ever */
+                bool malformed = klen < 9 || klen > CHP_REC_EXPIRY_KEY_MAX;
+                if (!malformed && chp_get_be64(key) > req->u.gc.now)
                         break;
                 if (removed >= s->opts.gc_batch) {
                         st->more = true;
                         break;
                 }
-                if (key[8] == CHP_REC_EXPIRY_FILE && klen == 9 + CHP_HASH_BYTES) {
+                if (malformed) {
+                        rc = -ENOENT;
+                } else if (key[8] == CHP_REC_EXPIRY_FILE && klen == 9 + CHP_HASH_BYTES) {
                         rc = store_file_delete(s, txn, key + 9, st);
                         st->files_expired += rc == 0;
                 } else if (key[8] == CHP_REC_EXPIRY_UPLOAD && klen == 9 + CHP_UPLOAD_ID_BYTES) {

@@ -21,7 +21,9 @@ ssize_t chp_rec_chunk_parse(const uint8_t *buf, size_t len, struct chp_rec_chunk
                 if (len - CHP_REC_CHUNK_BYTES != (size_t)c.len)
                         return -EBADMSG;
                 c.inline_data = buf + CHP_REC_CHUNK_BYTES;
-        } else if (c.kind != CHP_REC_CHUNK_SEG || len != CHP_REC_CHUNK_BYTES) {
+        } else if (c.kind != CHP_REC_CHUNK_SEG || len != CHP_REC_CHUNK_BYTES ||
+                   c.offset > (uint64_t)INT64_MAX - c.len) {
+                /* an extent past what a file offset can hold is damage, not a bad argument */
                 return -EBADMSG;
         }
         *out = c;
