@@ -1,9 +1,10 @@
-/* conn.h — a connection as the loop drives it, and the interface between the loop's I/O and the
- * protocol that speaks over it (native.c). Internal to server/; loop thread only.
+/* conn.h — a connection as the loop drives it, the transport its bytes pass through (Noise or
+ * pass-through, struct chp_transport_ops) and the protocol that speaks over it (struct
+ * proto_ops). Internal to server/; loop thread only.
  *
- * Input: bytes received are appended to c->in, except while the protocol has asked for a body
- * (conn_want_body), when they land straight in the body buffer. After every receive the loop calls
- * native_on_input. Output: replies are queued with conn_out_* and sent in order, one operation in
+ * Input: bytes received go through the transport into c->in, except while the protocol has asked
+ * for a body (conn_want_body), when they land straight in the body buffer. After every receive the
+ * loop calls the protocol's on_input. Output: replies are queued with conn_out_* and sent in order, one operation in
  * flight at a time; chunk bytes from a segment are spliced from the page cache to the socket.
  * A connection is freed once it is closed and no io_uring or store operation refers to it.
  */
@@ -13,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "loop.h"
 #include "store.h"
@@ -63,7 +65,8 @@ struct conn {
         const struct proto_ops *ops;
         void *proto; /* the protocol's state */
         struct native *nat; /* == proto for native connections */
-        struct secure *sec; /* native connections only */
+        const struct chp_transport_ops *tr; /* the transport under the protocol */
+        struct secure *sec; /* the Noise transport's state (secure.c); NULL for pass-through */
         struct conn *prev, *next; /* the loop's list */
 };
 
@@ -83,6 +86,9 @@ void conn_body_arrived(struct conn *c, size_t n);
 void conn_mem_settle(struct conn *c, size_t total);
 /* The body's buffer is dropped: its charge goes back to the budget. */
 void conn_mem_drop(struct conn *c);
+/* Hands received plaintext to the protocol (the transports' output): into the body it is
+ * waiting for, the rest appended to c->in. -ENOMEM */
+int conn_deliver(struct conn *c, const uint8_t *p, size_t n);
 /* Drops the first n bytes of c->in. */
 void conn_consume(struct conn *c, size_t n);
 /* Appends plaintext to c->in (the transport's output). -ENOMEM */
@@ -115,6 +121,36 @@ void conn_maybe_read(struct conn *c);
 /* Queues a store request done callback to this connection's loop (any thread). */
 void chp_loop_post(struct chp_loop *l, struct chp_store_req *req);
 
+/* ---- the transport between the socket and the protocol --------------------------------- */
+
+/* What a connection's bytes pass through between the socket and the protocol: the Noise
+ * preamble, handshake and records (secure.c, under the native protocol), or nothing (the
+ * loop's pass-through, under HTTP). The loop calls only these; a transport works on the
+ * connection through the conn_* functions above (conn_deliver, conn_out_wire, conn_close...).
+ * Loop thread only; an int error is negative, after which the loop closes the connection. */
+struct chp_transport_ops {
+        const char *name;
+        int (*attach)(struct conn *c);  /* a new connection: set up c->sec; -ENOMEM */
+        void (*detach)(struct conn *c); /* the connection is being freed (also after a failed
+                                           attach) */
+        /* bytes received into a provided buffer (borrowed for the call) */
+        int (*input)(struct conn *c, const uint8_t *p, size_t n);
+        /* room to receive straight into while a body arrives (NULL: use the provided buffers),
+         * then received() with the count */
+        uint8_t *(*recv_space)(struct conn *c, size_t *len /* out */);
+        int (*received)(struct conn *c, size_t n);
+        /* bytes are the protocol's as they come: a body may be received straight into */
+        bool (*plaintext)(const struct conn *c);
+        /* queued plaintext is sealed before it is sent (wire items never are) */
+        bool (*sealing)(const struct conn *c);
+        /* seals n plaintext bytes into out (cap bytes, chp_record_sealed_size(n) suffice);
+         * returns the length written */
+        ssize_t (*seal)(struct conn *c, const uint8_t *plain, size_t n, uint8_t *out, size_t cap);
+        void (*close_record)(struct conn *c); /* queue the explicit end, if the transport has one */
+        bool (*pending)(const struct conn *c);     /* the peer owes transport bytes */
+        bool (*handshaking)(const struct conn *c); /* handshake_timeout runs */
+};
+
 /* ---- the protocols that speak over connections ------------------------------------------ */
 
 /* What a connection speaks: the native protocol (native.c, inside secure.c's transport) or
@@ -122,6 +158,7 @@ void chp_loop_post(struct chp_loop *l, struct chp_store_req *req);
 struct proto_ops {
         const char *name;
         bool secure;                          /* runs inside secure.c's transport */
+        const struct chp_transport_ops *transport; /* NULL: bytes pass straight through */
         int (*attach)(struct conn *c);        /* a new connection; -ENOMEM */
         void (*detach)(struct conn *c);       /* the connection is being freed */
         void (*on_input)(struct conn *c);     /* new bytes in c->in or the body */

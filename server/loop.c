@@ -34,7 +34,6 @@
 #include "noise.h"
 #include "proto.h"
 #include "record.h"
-#include "secure.h"
 #include "uring_compat.h"
 
 #define RING_ENTRIES  4096
@@ -351,12 +350,12 @@ static void arm_recv(struct conn *c)
                 return;
         uint8_t *raw;
         size_t room;
-        if (c->body && secure_plaintext(c) && !c->lingering) {
+        if (c->body && c->tr->plaintext(c) && !c->lingering) {
                 /* the body's final buffer, straight from the socket, as far as granted */
                 size_t n = c->body_len - c->body_got;
                 io_uring_prep_recv(sqe, c->fd, c->body + c->body_got,
                                    n < c->grant_left ? n : c->grant_left, 0);
-        } else if ((raw = secure_recv_space(c, &room))) {
+        } else if ((raw = c->tr->recv_space(c, &room))) {
                 /* records carrying a body: large receives into the transport's buffer, about as
                  * much as granted but at least a whole record (it opens only whole); what
                  * arrives past the grant is charged as it comes (conn_body_arrived) */
@@ -449,7 +448,7 @@ static int seal_head(struct conn *c)
                 size_t n = it->len - it->off;
                 if (!(w = wire_item(chp_record_sealed_size(n))))
                         return -ENOMEM;
-                ssize_t r = secure_seal(c, it->data + it->off, n, w->data, w->cap);
+                ssize_t r = c->tr->seal(c, it->data + it->off, n, w->data, w->cap);
                 if (r < 0) {
                         free(w);
                         return (int)r;
@@ -480,7 +479,7 @@ static int seal_head(struct conn *c)
                 }
                 got += (size_t)r;
         }
-        ssize_t r = secure_seal(c, plain, n, w->data, w->cap);
+        ssize_t r = c->tr->seal(c, plain, n, w->data, w->cap);
         free(plain);
         if (r < 0) {
                 free(w);
@@ -564,7 +563,7 @@ void conn_flush(struct conn *c)
                 return;
         }
         struct chp_loop *l = c->loop;
-        if (!it->wire && secure_records(c)) {
+        if (!it->wire && c->tr->sealing(c)) {
                 if (seal_head(c) != 0) {
                         conn_close(c);
                         return;
@@ -617,6 +616,69 @@ static void sent(struct conn *c, size_t n)
         }
 }
 
+/* ---- the pass-through transport (HTTP) -------------------------------------------------- */
+
+/* Bytes go to the protocol as they come and leave as queued: no state, no handshake, no end
+ * record. A body is received straight into (plaintext), so input and received see only what
+ * arrives outside one. */
+static int pt_attach(struct conn *c)
+{
+        (void)c;
+        return 0;
+}
+
+static void pt_nothing(struct conn *c)
+{
+        (void)c;
+}
+
+static uint8_t *pt_recv_space(struct conn *c, size_t *len)
+{
+        (void)c;
+        *len = 0;
+        return NULL;
+}
+
+static int pt_received(struct conn *c, size_t n)
+{
+        (void)c;
+        (void)n;
+        return -EINVAL; /* never: pt_recv_space gives no room */
+}
+
+static bool pt_yes(const struct conn *c)
+{
+        (void)c;
+        return true;
+}
+
+static bool pt_no(const struct conn *c)
+{
+        (void)c;
+        return false;
+}
+
+static ssize_t pt_seal(struct conn *c, const uint8_t *plain, size_t n, uint8_t *out, size_t cap)
+{
+        (void)c, (void)plain, (void)n, (void)out, (void)cap;
+        return -EINVAL; /* never: pt_no as sealing */
+}
+
+static const struct chp_transport_ops passthrough = {
+    .name = "plain",
+    .attach = pt_attach,
+    .detach = pt_nothing,
+    .input = conn_deliver,
+    .recv_space = pt_recv_space,
+    .received = pt_received,
+    .plaintext = pt_yes,
+    .sealing = pt_no,
+    .seal = pt_seal,
+    .close_record = pt_nothing,
+    .pending = pt_no,
+    .handshaking = pt_no,
+};
+
 /* ---- connection lifetime ----------------------------------------------------------------- */
 
 void conn_hold(struct conn *c)
@@ -631,7 +693,7 @@ static void conn_free(struct conn *c)
                 l->want_buffers--;
         c->ops->detach(c);
         conn_mem_drop(c); /* whatever the protocol did not take over */
-        secure_detach(c);
+        c->tr->detach(c);
         while (c->out_head) {
                 struct out_item *it = c->out_head;
                 c->out_head = it->next;
@@ -676,7 +738,7 @@ void conn_close_after_flush(struct conn *c)
 {
         if (c->closing)
                 return;
-        secure_close_record(c); /* over records, the end is said, not just a cut */
+        c->tr->close_record(c); /* over records, the end is said, not just a cut */
         c->closing = true;
         c->last_progress = chp_now_ms();
         if (!c->out_head && !c->send_armed)
@@ -698,6 +760,18 @@ void conn_consume(struct conn *c, size_t n)
         }
         memmove(c->in, c->in + n, c->in_len - n);
         c->in_len -= n;
+}
+
+int conn_deliver(struct conn *c, const uint8_t *p, size_t n)
+{
+        if (c->body && c->body_got < c->body_len) {
+                size_t take = c->body_len - c->body_got < n ? c->body_len - c->body_got : n;
+                memcpy(c->body + c->body_got, p, take);
+                conn_body_arrived(c, take);
+                p += take;
+                n -= take;
+        }
+        return n ? conn_in_append(c, p, n) : 0;
 }
 
 int conn_in_append(struct conn *c, const uint8_t *p, size_t n)
@@ -722,9 +796,9 @@ int conn_in_append(struct conn *c, const uint8_t *p, size_t n)
  * requests in flight or receiving a body owes none; the handshake has a deadline of its own. */
 static bool in_head(const struct conn *c)
 {
-        if (c->body || c->closing || c->closed || secure_handshaking(c) || c->ops->busy(c))
+        if (c->body || c->closing || c->closed || c->tr->handshaking(c) || c->ops->busy(c))
                 return false;
-        return c->in_len > 0 || secure_pending(c) || (!c->sec && !c->replied);
+        return c->in_len > 0 || c->tr->pending(c) || (!c->ops->secure && !c->replied);
 }
 
 /* header_timeout counts from the first byte of a head (from accept for a first HTTP head). */
@@ -849,15 +923,16 @@ static void on_accept(struct chp_loop *l, struct listener *li, struct io_uring_c
                 return;
         }
         *c = (struct conn){
-            .loop = l, .sh = l->sh, .fd = fd, .refs = 1, .pipe = {-1, -1}, .ops = li->ops};
+            .loop = l, .sh = l->sh, .fd = fd, .refs = 1, .pipe = {-1, -1}, .ops = li->ops,
+            .tr = li->ops->transport ? li->ops->transport : &passthrough};
         c->born = c->last_active = c->last_progress = c->rate_t0 = chp_now_ms();
         /* the first HTTP head is due header_timeout after accept (a native connection has
          * handshake_timeout for its handshake first) */
         if (!li->ops->secure)
                 c->head_since = c->born;
-        if (secure_attach(c) != 0 || c->ops->attach(c) != 0) {
+        if (c->tr->attach(c) != 0 || c->ops->attach(c) != 0) {
                 c->ops->detach(c);
-                secure_detach(c);
+                c->tr->detach(c);
                 close(fd);
                 free(c);
                 return;
@@ -909,12 +984,12 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
                 c->last_progress = chp_now_ms();
                 int rc = 0;
                 if (had_buffer) {
-                        rc = secure_input(c, l->bufs + (size_t)bid * BUF_SIZE, (size_t)res);
+                        rc = c->tr->input(c, l->bufs + (size_t)bid * BUF_SIZE, (size_t)res);
                         recycle_buffer(l, bid);
-                } else if (c->body && secure_plaintext(c)) {
+                } else if (c->body && c->tr->plaintext(c)) {
                         conn_body_arrived(c, (size_t)res);
                 } else {
-                        rc = secure_received(c, (size_t)res);
+                        rc = c->tr->received(c, (size_t)res);
                 }
                 c->rx_bytes += (uint64_t)res;
                 if (rc && !c->closed)
@@ -1067,14 +1142,14 @@ static void sweep(struct chp_loop *l, uint64_t now)
                         continue;
                 }
                 /* bytes of a frame are here but not all of it; progress is any byte moved */
-                bool partial = c->in_len > 0 || c->body || secure_pending(c);
+                bool partial = c->in_len > 0 || c->body || c->tr->pending(c);
                 bool sending = c->out_head != NULL;
                 enum chp_close_reason why = CHP_CLOSE_NREASONS;
                 head_track(c, now);
                 if (c->closing) {
                         if (c->lingering ? now >= c->linger_until : now - c->last_progress > io)
                                 conn_close(c); /* could not flush its last words in time */
-                } else if (secure_handshaking(c) && now - c->born > hs) {
+                } else if (c->tr->handshaking(c) && now - c->born > hs) {
                         why = CHP_CLOSE_HANDSHAKE_TIMEOUT;
                 } else if (c->head_since && now - c->head_since > head) {
                         why = CHP_CLOSE_HEADER_TIMEOUT;

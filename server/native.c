@@ -1078,6 +1078,7 @@ static void native_detach(struct conn *c)
 const struct proto_ops native_ops = {
     .name = "native",
     .secure = true,
+    .transport = &chp_secure_transport,
     .attach = native_attach,
     .detach = native_detach,
     .on_input = native_on_input,
