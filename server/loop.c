@@ -16,7 +16,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +30,7 @@
 #include "conn.h"
 #include "err.h"
 #include "log.h"
+#include "metrics.h"
 #include "noise.h"
 #include "proto.h"
 #include "record.h"
@@ -605,7 +605,7 @@ static void sent(struct conn *c, size_t n)
         c->out_bytes -= n;
         c->last_progress = chp_now_ms();
         /* bytes on the wire, by face */
-        atomic_fetch_add(c->ops->secure ? &c->sh->bytes_out : &c->sh->http_bytes_out, n);
+        atomic_fetch_add(c->ops->secure ? &c->sh->metrics->bytes_out : &c->sh->metrics->http_bytes_out, n);
         if (it->off == it->len) {
                 c->out_head = it->next;
                 if (!c->out_head)
@@ -854,7 +854,7 @@ static void shed_backlog(struct chp_loop *l, struct listener *li)
                         if (fd < 0)
                                 break;
                         refuse_busy(fd, li->ops);
-                        atomic_fetch_add(&l->sh->closed[CHP_CLOSE_NO_FDS], 1);
+                        atomic_fetch_add(&l->sh->metrics->closed[CHP_CLOSE_NO_FDS], 1);
                 }
                 fcntl(li->fd, F_SETFL, fl);
         }
@@ -867,7 +867,7 @@ static void accept_failed(struct chp_loop *l, struct listener *li, int err)
                                   : err == -ENFILE                    ? CHP_ACCEPT_ENFILE
                                   : err == -ENOMEM || err == -ENOBUFS ? CHP_ACCEPT_NOMEM
                                                                       : CHP_ACCEPT_OTHER;
-        atomic_fetch_add(&l->sh->accept_errors[why], 1);
+        atomic_fetch_add(&l->sh->metrics->accept_errors[why], 1);
         if (why == CHP_ACCEPT_EMFILE || why == CHP_ACCEPT_ENFILE)
                 shed_backlog(l, li);
         uint64_t now = chp_now_ms();
@@ -911,7 +911,7 @@ static void on_accept(struct chp_loop *l, struct listener *li, struct io_uring_c
                 chp_log_debug("loop", "connection refused: %s",
                               l->stopping ? "stopping" : "connection cap reached");
                 if (!l->stopping)
-                        atomic_fetch_add(&l->sh->closed[CHP_CLOSE_CAP], 1);
+                        atomic_fetch_add(&l->sh->metrics->closed[CHP_CLOSE_CAP], 1);
                 refuse_busy(fd, li->ops);
                 return;
         }
@@ -979,7 +979,7 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
                 else
                         arm_recv(c);
         } else {
-                atomic_fetch_add(c->ops->secure ? &c->sh->bytes_in : &c->sh->http_bytes_in,
+                atomic_fetch_add(c->ops->secure ? &c->sh->metrics->bytes_in : &c->sh->metrics->http_bytes_in,
                                  (uint64_t)res);
                 c->last_progress = chp_now_ms();
                 int rc = 0;
@@ -1050,22 +1050,6 @@ void chp_loop_post(struct chp_loop *l, struct chp_store_req *req)
         }
 }
 
-const double chp_commit_buckets[CHP_COMMIT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                       0.05,   0.1,   0.25,   0.5,   1.0};
-
-void chp_observe_commit(struct chp_shared *sh, uint64_t since_us)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t now = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-        uint64_t us = now > since_us ? now - since_us : 0;
-        for (int i = 0; i < CHP_COMMIT_BUCKETS; i++)
-                if ((double)us / 1e6 <= chp_commit_buckets[i])
-                        atomic_fetch_add(&sh->commit_le[i], 1);
-        atomic_fetch_add(&sh->commit_count, 1);
-        atomic_fetch_add(&sh->commit_sum_us, us);
-}
-
 uint64_t chp_now_us(void)
 {
         struct timespec ts;
@@ -1094,16 +1078,6 @@ static void drain_done(struct chp_loop *l)
 }
 
 /* ---- timers and stopping ----------------------------------------------------------------- */
-
-static const char *const close_reason_name[CHP_CLOSE_NREASONS] = {
-    [CHP_CLOSE_IDLE] = "idle",
-    [CHP_CLOSE_STALLED] = "stalled",
-    [CHP_CLOSE_HANDSHAKE_TIMEOUT] = "handshake_timeout",
-    [CHP_CLOSE_HEADER_TIMEOUT] = "header_timeout",
-    [CHP_CLOSE_SLOW_BODY] = "slow_body",
-    [CHP_CLOSE_CAP] = "cap",
-    [CHP_CLOSE_NO_FDS] = "no_fds",
-};
 
 /* The body rate floor: a connection receiving a body must bring min_body_rate bytes/s over each
  * window (the first window is its grace). Time it spends held back by the relay (waiting for
@@ -1170,9 +1144,9 @@ static void sweep(struct chp_loop *l, uint64_t now)
                 if (why != CHP_CLOSE_NREASONS) {
                         /* clients' doing, and many at a time under attack: a counter, not a
                          * log line each (chapar_connections_closed_total) */
-                        atomic_fetch_add(&l->sh->closed[why], 1);
+                        atomic_fetch_add(&l->sh->metrics->closed[why], 1);
                         chp_log_debug("loop", "closing a %s connection: %s", c->ops->name,
-                                      close_reason_name[why]);
+                                      chp_metrics_close_reason(why));
                         conn_close(c);
                 }
                 c = next;
@@ -1403,47 +1377,4 @@ void chp_loop_destroy(struct chp_loop *l)
                         close(l->lis[i].fd);
         pthread_mutex_destroy(&l->done_lock);
         free(l);
-}
-
-/* ---- metrics ----------------------------------------------------------------------------- */
-
-__attribute__((format(printf, 4, 5))) static void put(char *buf, size_t cap, size_t *len,
-                                                      const char *fmt, ...)
-{
-        if (*len >= cap)
-                return;
-        va_list ap;
-        va_start(ap, fmt);
-        int w = vsnprintf(buf + *len, cap - *len, fmt, ap);
-        va_end(ap);
-        if (w > 0 && (size_t)w < cap - *len)
-                *len += (size_t)w;
-}
-
-void chp_loop_metrics(struct chp_shared *sh, char *buf, size_t cap, size_t *len)
-{
-        static const char *const accept_name[CHP_ACCEPT_NREASONS] = {
-            [CHP_ACCEPT_EMFILE] = "emfile",
-            [CHP_ACCEPT_ENFILE] = "enfile",
-            [CHP_ACCEPT_NOMEM] = "nomem",
-            [CHP_ACCEPT_OTHER] = "other",
-        };
-        put(buf, cap, len,
-            "# HELP chapar_accept_errors_total Failed accepts, by reason (emfile: the process "
-            "is out of file descriptors).\n# TYPE chapar_accept_errors_total counter\n");
-        for (int i = 0; i < CHP_ACCEPT_NREASONS; i++)
-                put(buf, cap, len, "chapar_accept_errors_total{reason=\"%s\"} %llu\n",
-                    accept_name[i], (unsigned long long)atomic_load(&sh->accept_errors[i]));
-        put(buf, cap, len,
-            "# HELP chapar_connections_closed_total Connections the relay refused or closed "
-            "on its own, by reason.\n# TYPE chapar_connections_closed_total counter\n");
-        for (int i = 0; i < CHP_CLOSE_NREASONS; i++)
-                put(buf, cap, len, "chapar_connections_closed_total{reason=\"%s\"} %llu\n",
-                    close_reason_name[i], (unsigned long long)atomic_load(&sh->closed[i]));
-        put(buf, cap, len,
-            "# HELP chapar_memory_used_bytes Chunk and body buffers held against memory_limit.\n"
-            "# TYPE chapar_memory_used_bytes gauge\nchapar_memory_used_bytes %llu\n"
-            "# HELP chapar_memory_waiting Connections waiting for memory_limit to allow more.\n"
-            "# TYPE chapar_memory_waiting gauge\nchapar_memory_waiting %u\n",
-            (unsigned long long)atomic_load(&sh->mem_used), atomic_load(&sh->mem_waiting));
 }

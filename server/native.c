@@ -27,6 +27,7 @@
 #include "conn.h"
 #include "err.h"
 #include "log.h"
+#include "metrics.h"
 #include "peer.h"
 #include "proto.h"
 #include "secure.h"
@@ -132,12 +133,12 @@ __attribute__((format(printf, 4, 5))) static void reply_error(struct conn *c, ui
                 n = (int)sizeof(msg) - 1;
         struct chp_msg_error e = {.code = code, .msg = msg, .msg_len = (uint16_t)n};
         if (code < 16)
-                atomic_fetch_add(&c->sh->errors[code], 1);
+                atomic_fetch_add(&c->sh->metrics->errors[code], 1);
         uint8_t *p = reply_frame(c, CHP_F_ERROR, id, 6 + (size_t)n);
         if (p && chp_msg_error_encode(p, 6 + (size_t)n, &e) < 0)
                 conn_close(c);
         if (fatal_code(code)) {
-                atomic_fetch_add(&c->sh->frames_bad, 1);
+                atomic_fetch_add(&c->sh->metrics->frames_bad, 1);
                 chp_log_info("native", "closing a connection: %s (%s)", chp_wire_strerror(code),
                              msg);
                 conn_close_after_flush(c);
@@ -487,15 +488,15 @@ drop:
 static void chunk_done(struct conn *c, struct op *op)
 {
         c->nat->window_used -= op->chunk_len;
-        chp_observe_commit(c->sh, op->base.t0);
+        chp_metrics_observe_commit(c->sh->metrics, op->base.t0);
         if (op->base.req.status) {
                 reply_store_error(c, op->frame_id, op->base.req.status);
                 return;
         }
         if (op->base.req.u.put.deduplicated)
-                atomic_fetch_add(&c->sh->chunks_dedup, 1);
+                atomic_fetch_add(&c->sh->metrics->chunks_dedup, 1);
         else
-                atomic_fetch_add(&c->sh->chunks_stored, 1);
+                atomic_fetch_add(&c->sh->metrics->chunks_stored, 1);
         struct chp_msg_chunk_ok ok = {
             .index = op->index, .flags = op->base.req.u.put.deduplicated ? CHP_CHUNK_DEDUP : 0};
         uint8_t *out = reply_frame(c, CHP_F_CHUNK | CHP_F_REPLY, op->frame_id, 8);

@@ -26,6 +26,7 @@
 #include "conn.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "peer.h"
 #include "noise.h"
 #include "record.h"
@@ -190,7 +191,7 @@ static int on_hs_message(struct conn *c, const uint8_t *msg, size_t n)
         size_t plen, olen;
         bool first = !s->have_peer_static;
         if (chp_noise_hs_read(s->hs, msg, n, payload, sizeof(payload), &plen) != 0) {
-                atomic_fetch_add(&c->sh->frames_bad, 1);
+                atomic_fetch_add(&c->sh->metrics->frames_bad, 1);
                 chp_log_info("secure", "closing a connection: its handshake message does not "
                                        "verify");
                 s->st = ST_DEAD;
@@ -272,7 +273,7 @@ static int process(struct conn *c)
                         uint8_t *plain = (uint8_t *)p + CHP_RECORD_HEADER;
                         if (rl < 0 ||
                             chp_record_open(&s->rx, p, avail, plain, &got, &closed) != rl) {
-                                atomic_fetch_add(&c->sh->frames_bad, 1);
+                                atomic_fetch_add(&c->sh->metrics->frames_bad, 1);
                                 chp_log_info("secure", "closing a connection: a record does not "
                                                        "authenticate");
                                 s->st = ST_DEAD;
