@@ -4,8 +4,10 @@
  *
  * Input: bytes received go through the transport into c->in, except while the protocol has asked
  * for a body (conn_want_body), when they land straight in the body buffer. After every receive the
- * loop calls the protocol's on_input. Output: replies are queued with conn_out_* and sent in order, one operation in
- * flight at a time; chunk bytes from a segment are spliced from the page cache to the socket.
+ * loop calls the protocol's on_input. Output: replies are queued with conn_out_* and sent in
+ * order, one operation in flight at a time; chunk bytes from a segment are spliced from the page
+ * cache to the socket or, over records, read through the ring and then sealed (a segment read
+ * never blocks the loop thread).
  * A connection is freed once it is closed and no io_uring or store operation refers to it.
  */
 #ifndef CHP_CONN_H
@@ -48,6 +50,10 @@ struct conn {
         size_t out_bytes; /* queued and not yet sent */
         int pipe[2];      /* for splicing; -1 until first needed */
         size_t pipe_size, pipe_fill;
+        /* over records: a slice of a stored chunk being read through the ring to be sealed;
+         * the ring owns it while a read is in flight (send_armed) */
+        uint8_t *slice;
+        size_t slice_len, slice_got;
 
         uint64_t last_active; /* ms: last request or reply */
         uint64_t last_progress; /* ms: last byte moved while a frame or send was partial */
@@ -100,8 +106,9 @@ uint8_t *conn_out_reserve(struct conn *c, size_t n);
 /* Reserves n bytes that go out exactly as written, outside the record layer (handshake
  * messages, sealed records); NULL on allocation failure. */
 uint8_t *conn_out_wire(struct conn *c, size_t n);
-/* Queues len bytes of a stored chunk (loc taken over: released once sent). Returns 0 or
- * -ENOMEM (loc is then released here). */
+/* Queues len bytes of a stored chunk (loc taken over: released once sent). The chunk must be
+ * in a file (loc->fd >= 0; others are copied with chp_store_read and queued as bytes). Returns
+ * 0, -ENOMEM or -EINVAL (no file); on error loc is released here. */
 int conn_out_splice(struct conn *c, struct chp_chunk_loc *loc, uint64_t offset, uint32_t len);
 /* Starts sending whatever is queued (called by the loop after each protocol callback). */
 void conn_flush(struct conn *c);

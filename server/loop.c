@@ -2,8 +2,9 @@
  *
  * user_data packs a pointer (a struct conn or the loop, both 16-byte aligned) with the operation
  * kind in its low four bits; it is built and taken apart only by ud_pack/ud_op/ud_ptr below.
- * Every connection has at most one receive and one send-side operation (send or splice) in flight,
- * so ordering on the socket follows from the state in struct conn alone.
+ * Every connection has at most one receive and one send-side operation (send, splice, or the read
+ * of a stored chunk's slice to be sealed) in flight, so ordering on the socket follows from the
+ * state in struct conn alone.
  */
 #include "loop.h"
 
@@ -68,6 +69,7 @@ enum op {
         OP_SPLICE_OUT, /* pipe -> socket */
         OP_WAKE,       /* eventfd: store completions queued */
         OP_TICK,
+        OP_READ, /* segment file -> c->slice, to be sealed */
 };
 
 struct out_item {
@@ -439,48 +441,68 @@ uint8_t *conn_out_wire(struct conn *c, size_t n)
 }
 
 /* Over records, the head of the queue is sealed just before it is sent: a plaintext item is
- * replaced by its records; a stored chunk is read (up to SEAL_SLICE at a time) and its records
- * queued ahead of the rest of it. Returns 0 or a negative code. */
+ * replaced by its records (seal_head); a stored chunk is read through the ring, up to SEAL_SLICE
+ * at a time, into c->slice (read_slice), and once the slice is in, its records are queued ahead
+ * of the rest of the chunk (seal_slice). So a cold page delays only its own connection. */
 static int seal_head(struct conn *c)
 {
         struct out_item *it = c->out_head, *w;
-        if (!it->splice) {
-                size_t n = it->len - it->off;
-                if (!(w = wire_item(chp_record_sealed_size(n))))
-                        return -ENOMEM;
-                ssize_t r = c->tr->seal(c, it->data + it->off, n, w->data, w->cap);
-                if (r < 0) {
-                        free(w);
-                        return (int)r;
-                }
-                w->len = (size_t)r;
-                w->next = it->next;
-                c->out_head = w;
-                if (c->out_tail == it)
-                        c->out_tail = w;
-                c->out_bytes = c->out_bytes - n + w->len;
-                free(it);
-                return 0;
-        }
-        size_t n = it->len - it->off < SEAL_SLICE ? it->len - it->off : SEAL_SLICE;
-        uint8_t *plain = malloc(n);
-        if (!plain || !(w = wire_item(chp_record_sealed_size(n)))) {
-                free(plain);
+        size_t n = it->len - it->off;
+        if (!(w = wire_item(chp_record_sealed_size(n))))
                 return -ENOMEM;
+        ssize_t r = c->tr->seal(c, it->data + it->off, n, w->data, w->cap);
+        if (r < 0) {
+                free(w);
+                return (int)r;
         }
-        size_t got = 0;
-        while (got < n) {
-                ssize_t r =
-                    pread(it->loc.fd, plain + got, n - got, (off_t)(it->file_off + it->off + got));
-                if (r <= 0) {
-                        free(plain);
-                        free(w);
-                        return r < 0 ? -errno : -EIO;
-                }
-                got += (size_t)r;
+        w->len = (size_t)r;
+        w->next = it->next;
+        c->out_head = w;
+        if (c->out_tail == it)
+                c->out_tail = w;
+        c->out_bytes = c->out_bytes - n + w->len;
+        free(it);
+        return 0;
+}
+
+/* Arms the read of the next slice of the stored chunk at the head (or of the rest of a slice
+ * the kernel gave back short). The read counts as the send-side operation: nothing else is
+ * sent, and c->slice is neither reused nor freed, until its completion (on_read). Returns 0
+ * (armed, or no SQE now: the next flush tries again) or -ENOMEM. */
+static int read_slice(struct conn *c)
+{
+        struct out_item *it = c->out_head;
+        if (!c->slice) {
+                size_t n = it->len - it->off < SEAL_SLICE ? it->len - it->off : SEAL_SLICE;
+                if (!(c->slice = malloc(n)))
+                        return -ENOMEM;
+                c->slice_len = n;
+                c->slice_got = 0;
         }
-        ssize_t r = c->tr->seal(c, plain, n, w->data, w->cap);
-        free(plain);
+        struct io_uring_sqe *sqe = get_sqe(c->loop);
+        if (!sqe)
+                return 0;
+        io_uring_prep_read(sqe, it->loc.fd, c->slice + c->slice_got,
+                           (unsigned)(c->slice_len - c->slice_got),
+                           it->file_off + it->off + c->slice_got);
+        io_uring_sqe_set_data64(sqe, ud_pack(c, OP_READ));
+        c->send_armed = true;
+        c->refs++;
+        return 0;
+}
+
+/* The slice is all in: its records go ahead of the rest of the chunk (or replace the chunk's
+ * item when it was the last slice). Returns 0 or a negative code. */
+static int seal_slice(struct conn *c)
+{
+        struct out_item *it = c->out_head, *w;
+        size_t n = c->slice_len;
+        if (!(w = wire_item(chp_record_sealed_size(n))))
+                return -ENOMEM;
+        ssize_t r = c->tr->seal(c, c->slice, n, w->data, w->cap);
+        free(c->slice);
+        c->slice = NULL;
+        c->slice_len = c->slice_got = 0;
         if (r < 0) {
                 free(w);
                 return (int)r;
@@ -503,10 +525,10 @@ static int seal_head(struct conn *c)
 
 int conn_out_splice(struct conn *c, struct chp_chunk_loc *loc, uint64_t offset, uint32_t len)
 {
-        struct out_item *t = malloc(sizeof(*t));
+        struct out_item *t = loc->fd >= 0 ? malloc(sizeof(*t)) : NULL;
         if (!t) {
                 chp_store_loc_release(c->sh->store, loc);
-                return -ENOMEM;
+                return loc->fd >= 0 ? -ENOMEM : -EINVAL;
         }
         *t = (struct out_item){.splice = true, .len = len, .loc = *loc, .file_off = offset};
         loc->seg = NULL;
@@ -564,6 +586,11 @@ void conn_flush(struct conn *c)
         }
         struct chp_loop *l = c->loop;
         if (!it->wire && c->tr->sealing(c)) {
+                if (it->splice) {
+                        if (read_slice(c) != 0)
+                                conn_close(c);
+                        return; /* sealed and sent once read (on_read) */
+                }
                 if (seal_head(c) != 0) {
                         conn_close(c);
                         return;
@@ -706,6 +733,7 @@ static void conn_free(struct conn *c)
         if (c->fd >= 0)
                 close(c->fd);
         free(c->in);
+        free(c->slice);
         if (c->prev)
                 c->prev->next = c->next;
         else
@@ -1030,6 +1058,30 @@ static void on_send(struct conn *c, struct io_uring_cqe *cqe, enum op op)
         conn_release(c);
 }
 
+/* A slice of a stored chunk read for sealing (read_slice): sealed once whole, then sent. */
+static void on_read(struct conn *c, struct io_uring_cqe *cqe)
+{
+        c->send_armed = false;
+        int res = cqe->res;
+        if (c->closed) {
+                /* c->slice goes with the connection (conn_free) */
+        } else if (res <= 0) {
+                chp_log_debug("loop", "read for sealing: %s",
+                              res ? chp_strerror(res) : "unexpected end of segment");
+                conn_close(c);
+        } else {
+                c->slice_got += (size_t)res;
+                /* a short read leaves the slice to be finished by the next flush's read */
+                if (c->slice_got == c->slice_len && seal_slice(c) != 0)
+                        conn_close(c);
+        }
+        if (!c->closed) {
+                conn_flush(c);
+                conn_maybe_read(c);
+        }
+        conn_release(c);
+}
+
 /* ---- store completions ------------------------------------------------------------------- */
 
 void chp_loop_post(struct chp_loop *l, struct chp_store_req *req)
@@ -1325,6 +1377,9 @@ int chp_loop_run(struct chp_loop *l)
                                 break;
                         case OP_TICK:
                                 on_tick(l);
+                                break;
+                        case OP_READ:
+                                on_read(ud_ptr(ud), cqe);
                                 break;
                         }
                 }

@@ -734,8 +734,12 @@ static void on_get_chunk(struct conn *c, const struct chp_frame_header *h, const
         }
         struct chp_msg_chunk_data d = {.addr = m.addr, .offset = m.offset, .chunk_len = loc.len};
         size_t out_len = CHP_CHUNK_DATA_PREFIX + len;
-        if (loc.is_inline) {
-                /* inline chunks come out of LMDB: copy them, checked against their XXH3 */
+        if (loc.is_inline || loc.fd < 0) {
+                /* inline chunks come out of LMDB, and a backend without files (fd -1) has
+                 * nothing to read through the ring: copy them, checked against their XXH3.
+                 * chp_store_read runs here, on the loop thread: an LMDB page not yet in
+                 * memory, or such a backend's fetch, stalls this loop's other connections
+                 * for as long as it takes (a store-side read would be needed to avoid it). */
                 uint8_t *buf = malloc(loc.len ? loc.len : 1);
                 ssize_t n = buf ? chp_store_read(c->sh->store, m.addr, buf, loc.len) : -ENOMEM;
                 if (n != (ssize_t)loc.len) {
