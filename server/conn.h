@@ -142,16 +142,18 @@ struct chp_transport_ops {
                                            attach) */
         /* bytes received into a provided buffer (borrowed for the call) */
         int (*input)(struct conn *c, const uint8_t *p, size_t n);
-        /* room to receive straight into while a body arrives (NULL: use the provided buffers),
-         * then received() with the count */
+        /* room to receive straight into while a body arrives, *len bytes at most in one
+         * receive (NULL: use the provided buffers), then received() with the count */
         uint8_t *(*recv_space)(struct conn *c, size_t *len /* out */);
         int (*received)(struct conn *c, size_t n);
         /* bytes are the protocol's as they come: a body may be received straight into */
         bool (*plaintext)(const struct conn *c);
         /* queued plaintext is sealed before it is sent (wire items never are) */
         bool (*sealing)(const struct conn *c);
-        /* seals n plaintext bytes into out (cap bytes, chp_record_sealed_size(n) suffice);
-         * returns the length written */
+        /* the most that seal() writes for n plaintext bytes */
+        size_t (*sealed_size)(size_t n);
+        /* seals n plaintext bytes into out (cap bytes, sealed_size(n) suffice); returns the
+         * length written */
         ssize_t (*seal)(struct conn *c, const uint8_t *plain, size_t n, uint8_t *out, size_t cap);
         void (*close_record)(struct conn *c); /* queue the explicit end, if the transport has one */
         bool (*pending)(const struct conn *c);     /* the peer owes transport bytes */

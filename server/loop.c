@@ -26,15 +26,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sodium.h>
-
 #include "conn.h"
 #include "err.h"
 #include "log.h"
 #include "metrics.h"
-#include "noise.h"
-#include "proto.h"
-#include "record.h"
 #include "uring_compat.h"
 
 #define RING_ENTRIES  4096
@@ -358,13 +353,9 @@ static void arm_recv(struct conn *c)
                 io_uring_prep_recv(sqe, c->fd, c->body + c->body_got,
                                    n < c->grant_left ? n : c->grant_left, 0);
         } else if ((raw = c->tr->recv_space(c, &room))) {
-                /* records carrying a body: large receives into the transport's buffer, about as
-                 * much as granted but at least a whole record (it opens only whole); what
-                 * arrives past the grant is charged as it comes (conn_body_arrived) */
-                size_t cap = c->grant_left + CHP_RECORD_HEADER + CHP_NOISE_TAGLEN;
-                if (cap < CHP_RECORD_MAX)
-                        cap = CHP_RECORD_MAX;
-                io_uring_prep_recv(sqe, c->fd, raw, room < cap ? room : cap, 0);
+                /* a body over the transport (records): large receives into its buffer, sized
+                 * by it from the grant */
+                io_uring_prep_recv(sqe, c->fd, raw, room, 0);
         } else {
                 io_uring_prep_recv(sqe, c->fd, NULL, BUF_SIZE, 0);
                 sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -448,7 +439,7 @@ static int seal_head(struct conn *c)
 {
         struct out_item *it = c->out_head, *w;
         size_t n = it->len - it->off;
-        if (!(w = wire_item(chp_record_sealed_size(n))))
+        if (!(w = wire_item(c->tr->sealed_size(n))))
                 return -ENOMEM;
         ssize_t r = c->tr->seal(c, it->data + it->off, n, w->data, w->cap);
         if (r < 0) {
@@ -497,7 +488,7 @@ static int seal_slice(struct conn *c)
 {
         struct out_item *it = c->out_head, *w;
         size_t n = c->slice_len;
-        if (!(w = wire_item(chp_record_sealed_size(n))))
+        if (!(w = wire_item(c->tr->sealed_size(n))))
                 return -ENOMEM;
         ssize_t r = c->tr->seal(c, c->slice, n, w->data, w->cap);
         free(c->slice);
@@ -685,6 +676,11 @@ static bool pt_no(const struct conn *c)
         return false;
 }
 
+static size_t pt_sealed_size(size_t n)
+{
+        return n;
+}
+
 static ssize_t pt_seal(struct conn *c, const uint8_t *plain, size_t n, uint8_t *out, size_t cap)
 {
         (void)c, (void)plain, (void)n, (void)out, (void)cap;
@@ -700,6 +696,7 @@ static const struct chp_transport_ops passthrough = {
     .received = pt_received,
     .plaintext = pt_yes,
     .sealing = pt_no,
+    .sealed_size = pt_sealed_size,
     .seal = pt_seal,
     .close_record = pt_nothing,
     .pending = pt_no,

@@ -119,14 +119,25 @@ static int raw_room(struct secure *s, size_t n)
         return 0;
 }
 
-/* Room to receive straight into while a body arrives over records. */
+/* Room to receive straight into while a body arrives over records: about as much as granted
+ * (c->grant_left) but at least a whole record, since a record opens only whole; what arrives
+ * past the grant is charged as it comes (conn_body_arrived). */
 static uint8_t *secure_recv_space(struct conn *c, size_t *len)
 {
         struct secure *s = c->sec;
         if (!s || s->st != ST_RECORDS || !c->body || raw_room(s, RAW_DIRECT) != 0)
                 return NULL;
-        *len = s->raw_cap - s->raw_len;
+        size_t room = s->raw_cap - s->raw_len;
+        size_t cap = c->grant_left + CHP_RECORD_HEADER + CHP_NOISE_TAGLEN;
+        if (cap < CHP_RECORD_MAX)
+                cap = CHP_RECORD_MAX;
+        *len = room < cap ? room : cap;
         return s->raw + s->raw_len;
+}
+
+static size_t secure_sealed_size(size_t n)
+{
+        return chp_record_sealed_size(n);
 }
 
 /* A handshake message to send: length-prefixed, outside the record layer. */
@@ -361,6 +372,7 @@ const struct chp_transport_ops chp_secure_transport = {
     .received = secure_received,
     .plaintext = secure_plaintext,
     .sealing = secure_records,
+    .sealed_size = secure_sealed_size,
     .seal = secure_seal,
     .close_record = secure_close_record,
     .pending = secure_pending,
