@@ -2,7 +2,7 @@
  * pass-through, struct chp_transport_ops) and the protocol that speaks over it (struct
  * proto_ops). Internal to server/; loop thread only.
  *
- * Input: bytes received go through the transport into c->in, except while the protocol has asked
+ * Input: bytes received go through the transport (transport.h) into c->in, except while the protocol has asked
  * for a body (conn_want_body), when they land straight in the body buffer. After every receive the
  * loop calls the protocol's on_input. Output: replies are queued with conn_out_* and sent in
  * order, one operation in flight at a time; chunk bytes from a segment are spliced from the page
@@ -16,10 +16,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
 
 #include "loop.h"
 #include "store.h"
+#include "transport.h"
 
 struct out_item;
 struct native;
@@ -127,38 +127,6 @@ void conn_maybe_read(struct conn *c);
 
 /* Queues a store request done callback to this connection's loop (any thread). */
 void chp_loop_post(struct chp_loop *l, struct chp_store_req *req);
-
-/* ---- the transport between the socket and the protocol --------------------------------- */
-
-/* What a connection's bytes pass through between the socket and the protocol: the Noise
- * preamble, handshake and records (secure.c, under the native protocol), or nothing (the
- * loop's pass-through, under HTTP). The loop calls only these; a transport works on the
- * connection through the conn_* functions above (conn_deliver, conn_out_wire, conn_close...).
- * Loop thread only; an int error is negative, after which the loop closes the connection. */
-struct chp_transport_ops {
-        const char *name;
-        int (*attach)(struct conn *c);  /* a new connection: set up c->sec; -ENOMEM */
-        void (*detach)(struct conn *c); /* the connection is being freed (also after a failed
-                                           attach) */
-        /* bytes received into a provided buffer (borrowed for the call) */
-        int (*input)(struct conn *c, const uint8_t *p, size_t n);
-        /* room to receive straight into while a body arrives, *len bytes at most in one
-         * receive (NULL: use the provided buffers), then received() with the count */
-        uint8_t *(*recv_space)(struct conn *c, size_t *len /* out */);
-        int (*received)(struct conn *c, size_t n);
-        /* bytes are the protocol's as they come: a body may be received straight into */
-        bool (*plaintext)(const struct conn *c);
-        /* queued plaintext is sealed before it is sent (wire items never are) */
-        bool (*sealing)(const struct conn *c);
-        /* the most that seal() writes for n plaintext bytes */
-        size_t (*sealed_size)(size_t n);
-        /* seals n plaintext bytes into out (cap bytes, sealed_size(n) suffice); returns the
-         * length written */
-        ssize_t (*seal)(struct conn *c, const uint8_t *plain, size_t n, uint8_t *out, size_t cap);
-        void (*close_record)(struct conn *c); /* queue the explicit end, if the transport has one */
-        bool (*pending)(const struct conn *c);     /* the peer owes transport bytes */
-        bool (*handshaking)(const struct conn *c); /* handshake_timeout runs */
-};
 
 /* ---- the protocols that speak over connections ------------------------------------------ */
 

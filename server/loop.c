@@ -623,7 +623,8 @@ static void sent(struct conn *c, size_t n)
         c->out_bytes -= n;
         c->last_progress = chp_now_ms();
         /* bytes on the wire, by face */
-        atomic_fetch_add(c->ops->secure ? &c->sh->metrics->bytes_out : &c->sh->metrics->http_bytes_out, n);
+        struct chp_metrics *m = c->sh->metrics;
+        atomic_fetch_add(c->ops->secure ? &m->bytes_out : &m->http_bytes_out, n);
         if (it->off == it->len) {
                 c->out_head = it->next;
                 if (!c->out_head)
@@ -633,75 +634,6 @@ static void sent(struct conn *c, size_t n)
                         c->ops->on_drain(c); /* a download queues its next chunks */
         }
 }
-
-/* ---- the pass-through transport (HTTP) -------------------------------------------------- */
-
-/* Bytes go to the protocol as they come and leave as queued: no state, no handshake, no end
- * record. A body is received straight into (plaintext), so input and received see only what
- * arrives outside one. */
-static int pt_attach(struct conn *c)
-{
-        (void)c;
-        return 0;
-}
-
-static void pt_nothing(struct conn *c)
-{
-        (void)c;
-}
-
-static uint8_t *pt_recv_space(struct conn *c, size_t *len)
-{
-        (void)c;
-        *len = 0;
-        return NULL;
-}
-
-static int pt_received(struct conn *c, size_t n)
-{
-        (void)c;
-        (void)n;
-        return -EINVAL; /* never: pt_recv_space gives no room */
-}
-
-static bool pt_yes(const struct conn *c)
-{
-        (void)c;
-        return true;
-}
-
-static bool pt_no(const struct conn *c)
-{
-        (void)c;
-        return false;
-}
-
-static size_t pt_sealed_size(size_t n)
-{
-        return n;
-}
-
-static ssize_t pt_seal(struct conn *c, const uint8_t *plain, size_t n, uint8_t *out, size_t cap)
-{
-        (void)c, (void)plain, (void)n, (void)out, (void)cap;
-        return -EINVAL; /* never: pt_no as sealing */
-}
-
-static const struct chp_transport_ops passthrough = {
-    .name = "plain",
-    .attach = pt_attach,
-    .detach = pt_nothing,
-    .input = conn_deliver,
-    .recv_space = pt_recv_space,
-    .received = pt_received,
-    .plaintext = pt_yes,
-    .sealing = pt_no,
-    .sealed_size = pt_sealed_size,
-    .seal = pt_seal,
-    .close_record = pt_nothing,
-    .pending = pt_no,
-    .handshaking = pt_no,
-};
 
 /* ---- connection lifetime ----------------------------------------------------------------- */
 
@@ -949,7 +881,7 @@ static void on_accept(struct chp_loop *l, struct listener *li, struct io_uring_c
         }
         *c = (struct conn){
             .loop = l, .sh = l->sh, .fd = fd, .refs = 1, .pipe = {-1, -1}, .ops = li->ops,
-            .tr = li->ops->transport ? li->ops->transport : &passthrough};
+            .tr = li->ops->transport ? li->ops->transport : &chp_transport_plain};
         c->born = c->last_active = c->last_progress = c->rate_t0 = chp_now_ms();
         /* the first HTTP head is due header_timeout after accept (a native connection has
          * handshake_timeout for its handshake first) */
@@ -1004,8 +936,8 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
                 else
                         arm_recv(c);
         } else {
-                atomic_fetch_add(c->ops->secure ? &c->sh->metrics->bytes_in : &c->sh->metrics->http_bytes_in,
-                                 (uint64_t)res);
+                struct chp_metrics *m = c->sh->metrics;
+                atomic_fetch_add(c->ops->secure ? &m->bytes_in : &m->http_bytes_in, (uint64_t)res);
                 c->last_progress = chp_now_ms();
                 int rc = 0;
                 if (had_buffer) {
