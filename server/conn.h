@@ -1,10 +1,13 @@
-/* conn.h — a connection as the loop drives it, and the interface between the loop's I/O and the
- * protocol that speaks over it (native.c). Internal to server/; loop thread only.
+/* conn.h — a connection as the loop drives it, the transport its bytes pass through (Noise or
+ * pass-through, struct chp_transport_ops) and the protocol that speaks over it (struct
+ * proto_ops). Internal to server/; loop thread only.
  *
- * Input: bytes received are appended to c->in, except while the protocol has asked for a body
- * (conn_want_body), when they land straight in the body buffer. After every receive the loop calls
- * native_on_input. Output: replies are queued with conn_out_* and sent in order, one operation in
- * flight at a time; chunk bytes from a segment are spliced from the page cache to the socket.
+ * Input: bytes received go through the transport (transport.h) into c->in, except while the protocol has asked
+ * for a body (conn_want_body), when they land straight in the body buffer. After every receive the
+ * loop calls the protocol's on_input. Output: replies are queued with conn_out_* and sent in
+ * order, one operation in flight at a time; chunk bytes from a segment are spliced from the page
+ * cache to the socket or, over records, read through the ring and then sealed (a segment read
+ * never blocks the loop thread).
  * A connection is freed once it is closed and no io_uring or store operation refers to it.
  */
 #ifndef CHP_CONN_H
@@ -16,6 +19,7 @@
 
 #include "loop.h"
 #include "store.h"
+#include "transport.h"
 
 struct out_item;
 struct native;
@@ -46,6 +50,10 @@ struct conn {
         size_t out_bytes; /* queued and not yet sent */
         int pipe[2];      /* for splicing; -1 until first needed */
         size_t pipe_size, pipe_fill;
+        /* over records: a slice of a stored chunk being read through the ring to be sealed;
+         * the ring owns it while a read is in flight (send_armed) */
+        uint8_t *slice;
+        size_t slice_len, slice_got;
 
         uint64_t last_active; /* ms: last request or reply */
         uint64_t last_progress; /* ms: last byte moved while a frame or send was partial */
@@ -63,7 +71,8 @@ struct conn {
         const struct proto_ops *ops;
         void *proto; /* the protocol's state */
         struct native *nat; /* == proto for native connections */
-        struct secure *sec; /* native connections only */
+        const struct chp_transport_ops *tr; /* the transport under the protocol */
+        struct secure *sec; /* the Noise transport's state (secure.c); NULL for pass-through */
         struct conn *prev, *next; /* the loop's list */
 };
 
@@ -83,6 +92,9 @@ void conn_body_arrived(struct conn *c, size_t n);
 void conn_mem_settle(struct conn *c, size_t total);
 /* The body's buffer is dropped: its charge goes back to the budget. */
 void conn_mem_drop(struct conn *c);
+/* Hands received plaintext to the protocol (the transports' output): into the body it is
+ * waiting for, the rest appended to c->in. -ENOMEM */
+int conn_deliver(struct conn *c, const uint8_t *p, size_t n);
 /* Drops the first n bytes of c->in. */
 void conn_consume(struct conn *c, size_t n);
 /* Appends plaintext to c->in (the transport's output). -ENOMEM */
@@ -94,8 +106,9 @@ uint8_t *conn_out_reserve(struct conn *c, size_t n);
 /* Reserves n bytes that go out exactly as written, outside the record layer (handshake
  * messages, sealed records); NULL on allocation failure. */
 uint8_t *conn_out_wire(struct conn *c, size_t n);
-/* Queues len bytes of a stored chunk (loc taken over: released once sent). Returns 0 or
- * -ENOMEM (loc is then released here). */
+/* Queues len bytes of a stored chunk (loc taken over: released once sent). The chunk must be
+ * in a file (loc->fd >= 0; others are copied with chp_store_read and queued as bytes). Returns
+ * 0, -ENOMEM or -EINVAL (no file); on error loc is released here. */
 int conn_out_splice(struct conn *c, struct chp_chunk_loc *loc, uint64_t offset, uint32_t len);
 /* Starts sending whatever is queued (called by the loop after each protocol callback). */
 void conn_flush(struct conn *c);
@@ -122,6 +135,7 @@ void chp_loop_post(struct chp_loop *l, struct chp_store_req *req);
 struct proto_ops {
         const char *name;
         bool secure;                          /* runs inside secure.c's transport */
+        const struct chp_transport_ops *transport; /* NULL: bytes pass straight through */
         int (*attach)(struct conn *c);        /* a new connection; -ENOMEM */
         void (*detach)(struct conn *c);       /* the connection is being freed */
         void (*on_input)(struct conn *c);     /* new bytes in c->in or the body */

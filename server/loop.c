@@ -2,8 +2,9 @@
  *
  * user_data packs a pointer (a struct conn or the loop, both 16-byte aligned) with the operation
  * kind in its low four bits; it is built and taken apart only by ud_pack/ud_op/ud_ptr below.
- * Every connection has at most one receive and one send-side operation (send or splice) in flight,
- * so ordering on the socket follows from the state in struct conn alone.
+ * Every connection has at most one receive and one send-side operation (send, splice, or the read
+ * of a stored chunk's slice to be sealed) in flight, so ordering on the socket follows from the
+ * state in struct conn alone.
  */
 #include "loop.h"
 
@@ -16,7 +17,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,15 +26,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sodium.h>
-
 #include "conn.h"
 #include "err.h"
 #include "log.h"
-#include "noise.h"
-#include "proto.h"
-#include "record.h"
-#include "secure.h"
+#include "metrics.h"
 #include "uring_compat.h"
 
 #define RING_ENTRIES  4096
@@ -69,6 +64,7 @@ enum op {
         OP_SPLICE_OUT, /* pipe -> socket */
         OP_WAKE,       /* eventfd: store completions queued */
         OP_TICK,
+        OP_READ, /* segment file -> c->slice, to be sealed */
 };
 
 struct out_item {
@@ -351,19 +347,15 @@ static void arm_recv(struct conn *c)
                 return;
         uint8_t *raw;
         size_t room;
-        if (c->body && secure_plaintext(c) && !c->lingering) {
+        if (c->body && c->tr->plaintext(c) && !c->lingering) {
                 /* the body's final buffer, straight from the socket, as far as granted */
                 size_t n = c->body_len - c->body_got;
                 io_uring_prep_recv(sqe, c->fd, c->body + c->body_got,
                                    n < c->grant_left ? n : c->grant_left, 0);
-        } else if ((raw = secure_recv_space(c, &room))) {
-                /* records carrying a body: large receives into the transport's buffer, about as
-                 * much as granted but at least a whole record (it opens only whole); what
-                 * arrives past the grant is charged as it comes (conn_body_arrived) */
-                size_t cap = c->grant_left + CHP_RECORD_HEADER + CHP_NOISE_TAGLEN;
-                if (cap < CHP_RECORD_MAX)
-                        cap = CHP_RECORD_MAX;
-                io_uring_prep_recv(sqe, c->fd, raw, room < cap ? room : cap, 0);
+        } else if ((raw = c->tr->recv_space(c, &room))) {
+                /* a body over the transport (records): large receives into its buffer, sized
+                 * by it from the grant */
+                io_uring_prep_recv(sqe, c->fd, raw, room, 0);
         } else {
                 io_uring_prep_recv(sqe, c->fd, NULL, BUF_SIZE, 0);
                 sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -440,48 +432,68 @@ uint8_t *conn_out_wire(struct conn *c, size_t n)
 }
 
 /* Over records, the head of the queue is sealed just before it is sent: a plaintext item is
- * replaced by its records; a stored chunk is read (up to SEAL_SLICE at a time) and its records
- * queued ahead of the rest of it. Returns 0 or a negative code. */
+ * replaced by its records (seal_head); a stored chunk is read through the ring, up to SEAL_SLICE
+ * at a time, into c->slice (read_slice), and once the slice is in, its records are queued ahead
+ * of the rest of the chunk (seal_slice). So a cold page delays only its own connection. */
 static int seal_head(struct conn *c)
 {
         struct out_item *it = c->out_head, *w;
-        if (!it->splice) {
-                size_t n = it->len - it->off;
-                if (!(w = wire_item(chp_record_sealed_size(n))))
-                        return -ENOMEM;
-                ssize_t r = secure_seal(c, it->data + it->off, n, w->data, w->cap);
-                if (r < 0) {
-                        free(w);
-                        return (int)r;
-                }
-                w->len = (size_t)r;
-                w->next = it->next;
-                c->out_head = w;
-                if (c->out_tail == it)
-                        c->out_tail = w;
-                c->out_bytes = c->out_bytes - n + w->len;
-                free(it);
-                return 0;
-        }
-        size_t n = it->len - it->off < SEAL_SLICE ? it->len - it->off : SEAL_SLICE;
-        uint8_t *plain = malloc(n);
-        if (!plain || !(w = wire_item(chp_record_sealed_size(n)))) {
-                free(plain);
+        size_t n = it->len - it->off;
+        if (!(w = wire_item(c->tr->sealed_size(n))))
                 return -ENOMEM;
+        ssize_t r = c->tr->seal(c, it->data + it->off, n, w->data, w->cap);
+        if (r < 0) {
+                free(w);
+                return (int)r;
         }
-        size_t got = 0;
-        while (got < n) {
-                ssize_t r =
-                    pread(it->loc.fd, plain + got, n - got, (off_t)(it->file_off + it->off + got));
-                if (r <= 0) {
-                        free(plain);
-                        free(w);
-                        return r < 0 ? -errno : -EIO;
-                }
-                got += (size_t)r;
+        w->len = (size_t)r;
+        w->next = it->next;
+        c->out_head = w;
+        if (c->out_tail == it)
+                c->out_tail = w;
+        c->out_bytes = c->out_bytes - n + w->len;
+        free(it);
+        return 0;
+}
+
+/* Arms the read of the next slice of the stored chunk at the head (or of the rest of a slice
+ * the kernel gave back short). The read counts as the send-side operation: nothing else is
+ * sent, and c->slice is neither reused nor freed, until its completion (on_read). Returns 0
+ * (armed, or no SQE now: the next flush tries again) or -ENOMEM. */
+static int read_slice(struct conn *c)
+{
+        struct out_item *it = c->out_head;
+        if (!c->slice) {
+                size_t n = it->len - it->off < SEAL_SLICE ? it->len - it->off : SEAL_SLICE;
+                if (!(c->slice = malloc(n)))
+                        return -ENOMEM;
+                c->slice_len = n;
+                c->slice_got = 0;
         }
-        ssize_t r = secure_seal(c, plain, n, w->data, w->cap);
-        free(plain);
+        struct io_uring_sqe *sqe = get_sqe(c->loop);
+        if (!sqe)
+                return 0;
+        io_uring_prep_read(sqe, it->loc.fd, c->slice + c->slice_got,
+                           (unsigned)(c->slice_len - c->slice_got),
+                           it->file_off + it->off + c->slice_got);
+        io_uring_sqe_set_data64(sqe, ud_pack(c, OP_READ));
+        c->send_armed = true;
+        c->refs++;
+        return 0;
+}
+
+/* The slice is all in: its records go ahead of the rest of the chunk (or replace the chunk's
+ * item when it was the last slice). Returns 0 or a negative code. */
+static int seal_slice(struct conn *c)
+{
+        struct out_item *it = c->out_head, *w;
+        size_t n = c->slice_len;
+        if (!(w = wire_item(c->tr->sealed_size(n))))
+                return -ENOMEM;
+        ssize_t r = c->tr->seal(c, c->slice, n, w->data, w->cap);
+        free(c->slice);
+        c->slice = NULL;
+        c->slice_len = c->slice_got = 0;
         if (r < 0) {
                 free(w);
                 return (int)r;
@@ -504,10 +516,10 @@ static int seal_head(struct conn *c)
 
 int conn_out_splice(struct conn *c, struct chp_chunk_loc *loc, uint64_t offset, uint32_t len)
 {
-        struct out_item *t = malloc(sizeof(*t));
+        struct out_item *t = loc->fd >= 0 ? malloc(sizeof(*t)) : NULL;
         if (!t) {
                 chp_store_loc_release(c->sh->store, loc);
-                return -ENOMEM;
+                return loc->fd >= 0 ? -ENOMEM : -EINVAL;
         }
         *t = (struct out_item){.splice = true, .len = len, .loc = *loc, .file_off = offset};
         loc->seg = NULL;
@@ -564,7 +576,12 @@ void conn_flush(struct conn *c)
                 return;
         }
         struct chp_loop *l = c->loop;
-        if (!it->wire && secure_records(c)) {
+        if (!it->wire && c->tr->sealing(c)) {
+                if (it->splice) {
+                        if (read_slice(c) != 0)
+                                conn_close(c);
+                        return; /* sealed and sent once read (on_read) */
+                }
                 if (seal_head(c) != 0) {
                         conn_close(c);
                         return;
@@ -606,7 +623,8 @@ static void sent(struct conn *c, size_t n)
         c->out_bytes -= n;
         c->last_progress = chp_now_ms();
         /* bytes on the wire, by face */
-        atomic_fetch_add(c->ops->secure ? &c->sh->bytes_out : &c->sh->http_bytes_out, n);
+        struct chp_metrics *m = c->sh->metrics;
+        atomic_fetch_add(c->ops->secure ? &m->bytes_out : &m->http_bytes_out, n);
         if (it->off == it->len) {
                 c->out_head = it->next;
                 if (!c->out_head)
@@ -631,7 +649,7 @@ static void conn_free(struct conn *c)
                 l->want_buffers--;
         c->ops->detach(c);
         conn_mem_drop(c); /* whatever the protocol did not take over */
-        secure_detach(c);
+        c->tr->detach(c);
         while (c->out_head) {
                 struct out_item *it = c->out_head;
                 c->out_head = it->next;
@@ -644,6 +662,7 @@ static void conn_free(struct conn *c)
         if (c->fd >= 0)
                 close(c->fd);
         free(c->in);
+        free(c->slice);
         if (c->prev)
                 c->prev->next = c->next;
         else
@@ -676,7 +695,7 @@ void conn_close_after_flush(struct conn *c)
 {
         if (c->closing)
                 return;
-        secure_close_record(c); /* over records, the end is said, not just a cut */
+        c->tr->close_record(c); /* over records, the end is said, not just a cut */
         c->closing = true;
         c->last_progress = chp_now_ms();
         if (!c->out_head && !c->send_armed)
@@ -698,6 +717,18 @@ void conn_consume(struct conn *c, size_t n)
         }
         memmove(c->in, c->in + n, c->in_len - n);
         c->in_len -= n;
+}
+
+int conn_deliver(struct conn *c, const uint8_t *p, size_t n)
+{
+        if (c->body && c->body_got < c->body_len) {
+                size_t take = c->body_len - c->body_got < n ? c->body_len - c->body_got : n;
+                memcpy(c->body + c->body_got, p, take);
+                conn_body_arrived(c, take);
+                p += take;
+                n -= take;
+        }
+        return n ? conn_in_append(c, p, n) : 0;
 }
 
 int conn_in_append(struct conn *c, const uint8_t *p, size_t n)
@@ -722,9 +753,9 @@ int conn_in_append(struct conn *c, const uint8_t *p, size_t n)
  * requests in flight or receiving a body owes none; the handshake has a deadline of its own. */
 static bool in_head(const struct conn *c)
 {
-        if (c->body || c->closing || c->closed || secure_handshaking(c) || c->ops->busy(c))
+        if (c->body || c->closing || c->closed || c->tr->handshaking(c) || c->ops->busy(c))
                 return false;
-        return c->in_len > 0 || secure_pending(c) || (!c->sec && !c->replied);
+        return c->in_len > 0 || c->tr->pending(c) || (!c->ops->secure && !c->replied);
 }
 
 /* header_timeout counts from the first byte of a head (from accept for a first HTTP head). */
@@ -780,7 +811,7 @@ static void shed_backlog(struct chp_loop *l, struct listener *li)
                         if (fd < 0)
                                 break;
                         refuse_busy(fd, li->ops);
-                        atomic_fetch_add(&l->sh->closed[CHP_CLOSE_NO_FDS], 1);
+                        atomic_fetch_add(&l->sh->metrics->closed[CHP_CLOSE_NO_FDS], 1);
                 }
                 fcntl(li->fd, F_SETFL, fl);
         }
@@ -793,7 +824,7 @@ static void accept_failed(struct chp_loop *l, struct listener *li, int err)
                                   : err == -ENFILE                    ? CHP_ACCEPT_ENFILE
                                   : err == -ENOMEM || err == -ENOBUFS ? CHP_ACCEPT_NOMEM
                                                                       : CHP_ACCEPT_OTHER;
-        atomic_fetch_add(&l->sh->accept_errors[why], 1);
+        atomic_fetch_add(&l->sh->metrics->accept_errors[why], 1);
         if (why == CHP_ACCEPT_EMFILE || why == CHP_ACCEPT_ENFILE)
                 shed_backlog(l, li);
         uint64_t now = chp_now_ms();
@@ -837,7 +868,7 @@ static void on_accept(struct chp_loop *l, struct listener *li, struct io_uring_c
                 chp_log_debug("loop", "connection refused: %s",
                               l->stopping ? "stopping" : "connection cap reached");
                 if (!l->stopping)
-                        atomic_fetch_add(&l->sh->closed[CHP_CLOSE_CAP], 1);
+                        atomic_fetch_add(&l->sh->metrics->closed[CHP_CLOSE_CAP], 1);
                 refuse_busy(fd, li->ops);
                 return;
         }
@@ -849,15 +880,16 @@ static void on_accept(struct chp_loop *l, struct listener *li, struct io_uring_c
                 return;
         }
         *c = (struct conn){
-            .loop = l, .sh = l->sh, .fd = fd, .refs = 1, .pipe = {-1, -1}, .ops = li->ops};
+            .loop = l, .sh = l->sh, .fd = fd, .refs = 1, .pipe = {-1, -1}, .ops = li->ops,
+            .tr = li->ops->transport ? li->ops->transport : &chp_transport_plain};
         c->born = c->last_active = c->last_progress = c->rate_t0 = chp_now_ms();
         /* the first HTTP head is due header_timeout after accept (a native connection has
          * handshake_timeout for its handshake first) */
         if (!li->ops->secure)
                 c->head_since = c->born;
-        if (secure_attach(c) != 0 || c->ops->attach(c) != 0) {
+        if (c->tr->attach(c) != 0 || c->ops->attach(c) != 0) {
                 c->ops->detach(c);
-                secure_detach(c);
+                c->tr->detach(c);
                 close(fd);
                 free(c);
                 return;
@@ -904,17 +936,17 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
                 else
                         arm_recv(c);
         } else {
-                atomic_fetch_add(c->ops->secure ? &c->sh->bytes_in : &c->sh->http_bytes_in,
-                                 (uint64_t)res);
+                struct chp_metrics *m = c->sh->metrics;
+                atomic_fetch_add(c->ops->secure ? &m->bytes_in : &m->http_bytes_in, (uint64_t)res);
                 c->last_progress = chp_now_ms();
                 int rc = 0;
                 if (had_buffer) {
-                        rc = secure_input(c, l->bufs + (size_t)bid * BUF_SIZE, (size_t)res);
+                        rc = c->tr->input(c, l->bufs + (size_t)bid * BUF_SIZE, (size_t)res);
                         recycle_buffer(l, bid);
-                } else if (c->body && secure_plaintext(c)) {
+                } else if (c->body && c->tr->plaintext(c)) {
                         conn_body_arrived(c, (size_t)res);
                 } else {
-                        rc = secure_received(c, (size_t)res);
+                        rc = c->tr->received(c, (size_t)res);
                 }
                 c->rx_bytes += (uint64_t)res;
                 if (rc && !c->closed)
@@ -955,6 +987,30 @@ static void on_send(struct conn *c, struct io_uring_cqe *cqe, enum op op)
         conn_release(c);
 }
 
+/* A slice of a stored chunk read for sealing (read_slice): sealed once whole, then sent. */
+static void on_read(struct conn *c, struct io_uring_cqe *cqe)
+{
+        c->send_armed = false;
+        int res = cqe->res;
+        if (c->closed) {
+                /* c->slice goes with the connection (conn_free) */
+        } else if (res <= 0) {
+                chp_log_debug("loop", "read for sealing: %s",
+                              res ? chp_strerror(res) : "unexpected end of segment");
+                conn_close(c);
+        } else {
+                c->slice_got += (size_t)res;
+                /* a short read leaves the slice to be finished by the next flush's read */
+                if (c->slice_got == c->slice_len && seal_slice(c) != 0)
+                        conn_close(c);
+        }
+        if (!c->closed) {
+                conn_flush(c);
+                conn_maybe_read(c);
+        }
+        conn_release(c);
+}
+
 /* ---- store completions ------------------------------------------------------------------- */
 
 void chp_loop_post(struct chp_loop *l, struct chp_store_req *req)
@@ -973,22 +1029,6 @@ void chp_loop_post(struct chp_loop *l, struct chp_store_req *req)
                 ssize_t w = write(l->wake_fd, &one, sizeof(one));
                 (void)w; /* an eventfd write fails only when the counter would overflow */
         }
-}
-
-const double chp_commit_buckets[CHP_COMMIT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                       0.05,   0.1,   0.25,   0.5,   1.0};
-
-void chp_observe_commit(struct chp_shared *sh, uint64_t since_us)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t now = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-        uint64_t us = now > since_us ? now - since_us : 0;
-        for (int i = 0; i < CHP_COMMIT_BUCKETS; i++)
-                if ((double)us / 1e6 <= chp_commit_buckets[i])
-                        atomic_fetch_add(&sh->commit_le[i], 1);
-        atomic_fetch_add(&sh->commit_count, 1);
-        atomic_fetch_add(&sh->commit_sum_us, us);
 }
 
 uint64_t chp_now_us(void)
@@ -1019,16 +1059,6 @@ static void drain_done(struct chp_loop *l)
 }
 
 /* ---- timers and stopping ----------------------------------------------------------------- */
-
-static const char *const close_reason_name[CHP_CLOSE_NREASONS] = {
-    [CHP_CLOSE_IDLE] = "idle",
-    [CHP_CLOSE_STALLED] = "stalled",
-    [CHP_CLOSE_HANDSHAKE_TIMEOUT] = "handshake_timeout",
-    [CHP_CLOSE_HEADER_TIMEOUT] = "header_timeout",
-    [CHP_CLOSE_SLOW_BODY] = "slow_body",
-    [CHP_CLOSE_CAP] = "cap",
-    [CHP_CLOSE_NO_FDS] = "no_fds",
-};
 
 /* The body rate floor: a connection receiving a body must bring min_body_rate bytes/s over each
  * window (the first window is its grace). Time it spends held back by the relay (waiting for
@@ -1067,14 +1097,14 @@ static void sweep(struct chp_loop *l, uint64_t now)
                         continue;
                 }
                 /* bytes of a frame are here but not all of it; progress is any byte moved */
-                bool partial = c->in_len > 0 || c->body || secure_pending(c);
+                bool partial = c->in_len > 0 || c->body || c->tr->pending(c);
                 bool sending = c->out_head != NULL;
                 enum chp_close_reason why = CHP_CLOSE_NREASONS;
                 head_track(c, now);
                 if (c->closing) {
                         if (c->lingering ? now >= c->linger_until : now - c->last_progress > io)
                                 conn_close(c); /* could not flush its last words in time */
-                } else if (secure_handshaking(c) && now - c->born > hs) {
+                } else if (c->tr->handshaking(c) && now - c->born > hs) {
                         why = CHP_CLOSE_HANDSHAKE_TIMEOUT;
                 } else if (c->head_since && now - c->head_since > head) {
                         why = CHP_CLOSE_HEADER_TIMEOUT;
@@ -1095,9 +1125,9 @@ static void sweep(struct chp_loop *l, uint64_t now)
                 if (why != CHP_CLOSE_NREASONS) {
                         /* clients' doing, and many at a time under attack: a counter, not a
                          * log line each (chapar_connections_closed_total) */
-                        atomic_fetch_add(&l->sh->closed[why], 1);
+                        atomic_fetch_add(&l->sh->metrics->closed[why], 1);
                         chp_log_debug("loop", "closing a %s connection: %s", c->ops->name,
-                                      close_reason_name[why]);
+                                      chp_metrics_close_reason(why));
                         conn_close(c);
                 }
                 c = next;
@@ -1277,6 +1307,9 @@ int chp_loop_run(struct chp_loop *l)
                         case OP_TICK:
                                 on_tick(l);
                                 break;
+                        case OP_READ:
+                                on_read(ud_ptr(ud), cqe);
+                                break;
                         }
                 }
                 io_uring_cq_advance(&l->ring, seen);
@@ -1328,47 +1361,4 @@ void chp_loop_destroy(struct chp_loop *l)
                         close(l->lis[i].fd);
         pthread_mutex_destroy(&l->done_lock);
         free(l);
-}
-
-/* ---- metrics ----------------------------------------------------------------------------- */
-
-__attribute__((format(printf, 4, 5))) static void put(char *buf, size_t cap, size_t *len,
-                                                      const char *fmt, ...)
-{
-        if (*len >= cap)
-                return;
-        va_list ap;
-        va_start(ap, fmt);
-        int w = vsnprintf(buf + *len, cap - *len, fmt, ap);
-        va_end(ap);
-        if (w > 0 && (size_t)w < cap - *len)
-                *len += (size_t)w;
-}
-
-void chp_loop_metrics(struct chp_shared *sh, char *buf, size_t cap, size_t *len)
-{
-        static const char *const accept_name[CHP_ACCEPT_NREASONS] = {
-            [CHP_ACCEPT_EMFILE] = "emfile",
-            [CHP_ACCEPT_ENFILE] = "enfile",
-            [CHP_ACCEPT_NOMEM] = "nomem",
-            [CHP_ACCEPT_OTHER] = "other",
-        };
-        put(buf, cap, len,
-            "# HELP chapar_accept_errors_total Failed accepts, by reason (emfile: the process "
-            "is out of file descriptors).\n# TYPE chapar_accept_errors_total counter\n");
-        for (int i = 0; i < CHP_ACCEPT_NREASONS; i++)
-                put(buf, cap, len, "chapar_accept_errors_total{reason=\"%s\"} %llu\n",
-                    accept_name[i], (unsigned long long)atomic_load(&sh->accept_errors[i]));
-        put(buf, cap, len,
-            "# HELP chapar_connections_closed_total Connections the relay refused or closed "
-            "on its own, by reason.\n# TYPE chapar_connections_closed_total counter\n");
-        for (int i = 0; i < CHP_CLOSE_NREASONS; i++)
-                put(buf, cap, len, "chapar_connections_closed_total{reason=\"%s\"} %llu\n",
-                    close_reason_name[i], (unsigned long long)atomic_load(&sh->closed[i]));
-        put(buf, cap, len,
-            "# HELP chapar_memory_used_bytes Chunk and body buffers held against memory_limit.\n"
-            "# TYPE chapar_memory_used_bytes gauge\nchapar_memory_used_bytes %llu\n"
-            "# HELP chapar_memory_waiting Connections waiting for memory_limit to allow more.\n"
-            "# TYPE chapar_memory_waiting gauge\nchapar_memory_waiting %u\n",
-            (unsigned long long)atomic_load(&sh->mem_used), atomic_load(&sh->mem_waiting));
 }

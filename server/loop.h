@@ -19,25 +19,9 @@
 #include "identity.h"
 #include "store.h"
 
-#define CHP_COMMIT_BUCKETS 11
-extern const double chp_commit_buckets[CHP_COMMIT_BUCKETS]; /* seconds, upper bounds */
-
+struct chp_metrics;
 struct chp_peers;
 struct conn;
-
-/* Why the loop refused or closed connections, for /metrics (chp_loop_metrics). */
-enum chp_accept_err { CHP_ACCEPT_EMFILE, CHP_ACCEPT_ENFILE, CHP_ACCEPT_NOMEM, CHP_ACCEPT_OTHER,
-                      CHP_ACCEPT_NREASONS };
-enum chp_close_reason {
-        CHP_CLOSE_IDLE,              /* idle_timeout */
-        CHP_CLOSE_STALLED,           /* io_timeout: no byte moved mid-frame or mid-send */
-        CHP_CLOSE_HANDSHAKE_TIMEOUT, /* handshake_timeout */
-        CHP_CLOSE_HEADER_TIMEOUT,    /* header_timeout */
-        CHP_CLOSE_SLOW_BODY,         /* under min_body_rate */
-        CHP_CLOSE_CAP,               /* refused: over max_connections */
-        CHP_CLOSE_NO_FDS,            /* refused: out of file descriptors (busy reply) */
-        CHP_CLOSE_NREASONS
-};
 
 struct chp_shared {
         /* The running configuration: an immutable snapshot that a reload (SIGHUP) replaces with
@@ -56,18 +40,7 @@ struct chp_shared {
          * waiting on each other for memory always finish (loop.c: mem_grant) */
         _Atomic(struct conn *) mem_owner;
         atomic_uint mem_waiting;       /* connections waiting for memory, across loops */
-        atomic_uint_fast64_t accept_errors[CHP_ACCEPT_NREASONS];
-        atomic_uint_fast64_t closed[CHP_CLOSE_NREASONS];
-        /* counters, read by metrics */
-        atomic_uint_fast64_t bytes_in, bytes_out; /* on native connections, on the wire */
-        atomic_uint_fast64_t http_bytes_in, http_bytes_out; /* on HTTP connections */
-        atomic_uint_fast64_t chunks_stored, chunks_dedup, frames_bad;
-        atomic_uint_fast64_t http_requests, uploads_active;
-        atomic_uint_fast64_t errors[16];       /* by wire error code (native) */
-        atomic_uint_fast64_t http_status[6];   /* by status class: 1xx..5xx (index 1..5) */
-        /* commit latency: chunk submitted to the writer -> acknowledged */
-        atomic_uint_fast64_t commit_le[CHP_COMMIT_BUCKETS]; /* cumulative, per bucket */
-        atomic_uint_fast64_t commit_count, commit_sum_us;
+        struct chp_metrics *metrics; /* counters (server/metrics.h), borrowed */
         /* uploads with a request streaming into them: the tus face's (faces/tus.h) */
         struct chp_tus_claims *tus_claims;
 };
@@ -86,13 +59,8 @@ int chp_loop_run(struct chp_loop *l);
  * completion can still arrive. NULL is a no-op. */
 void chp_loop_destroy(struct chp_loop *l);
 
-/* Counts one chunk acknowledgement that took from since_us (chp_now_us) to now. Any thread. */
-void chp_observe_commit(struct chp_shared *sh, uint64_t since_us);
+/* Microseconds on a monotonic clock (commit latency counts from it). Any thread. */
 uint64_t chp_now_us(void);
-
-/* Appends the loop's metrics (Prometheus text: refused and closed connections by reason, accept
- * errors, the memory budget) at buf[*len], up to cap bytes; *len grows by what fit. Any thread. */
-void chp_loop_metrics(struct chp_shared *sh, char *buf, size_t cap, size_t *len);
 
 /* Opens a TCP listening socket on host:port (port 0 = any); *bound_port gets the port it bound.
  * A face's sockets (one per loop) share the address through SO_REUSEPORT, which Linux lets any

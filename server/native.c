@@ -27,6 +27,7 @@
 #include "conn.h"
 #include "err.h"
 #include "log.h"
+#include "metrics.h"
 #include "peer.h"
 #include "proto.h"
 #include "secure.h"
@@ -132,12 +133,12 @@ __attribute__((format(printf, 4, 5))) static void reply_error(struct conn *c, ui
                 n = (int)sizeof(msg) - 1;
         struct chp_msg_error e = {.code = code, .msg = msg, .msg_len = (uint16_t)n};
         if (code < 16)
-                atomic_fetch_add(&c->sh->errors[code], 1);
+                atomic_fetch_add(&c->sh->metrics->errors[code], 1);
         uint8_t *p = reply_frame(c, CHP_F_ERROR, id, 6 + (size_t)n);
         if (p && chp_msg_error_encode(p, 6 + (size_t)n, &e) < 0)
                 conn_close(c);
         if (fatal_code(code)) {
-                atomic_fetch_add(&c->sh->frames_bad, 1);
+                atomic_fetch_add(&c->sh->metrics->frames_bad, 1);
                 chp_log_info("native", "closing a connection: %s (%s)", chp_wire_strerror(code),
                              msg);
                 conn_close_after_flush(c);
@@ -487,15 +488,15 @@ drop:
 static void chunk_done(struct conn *c, struct op *op)
 {
         c->nat->window_used -= op->chunk_len;
-        chp_observe_commit(c->sh, op->base.t0);
+        chp_metrics_observe_commit(c->sh->metrics, op->base.t0);
         if (op->base.req.status) {
                 reply_store_error(c, op->frame_id, op->base.req.status);
                 return;
         }
         if (op->base.req.u.put.deduplicated)
-                atomic_fetch_add(&c->sh->chunks_dedup, 1);
+                atomic_fetch_add(&c->sh->metrics->chunks_dedup, 1);
         else
-                atomic_fetch_add(&c->sh->chunks_stored, 1);
+                atomic_fetch_add(&c->sh->metrics->chunks_stored, 1);
         struct chp_msg_chunk_ok ok = {
             .index = op->index, .flags = op->base.req.u.put.deduplicated ? CHP_CHUNK_DEDUP : 0};
         uint8_t *out = reply_frame(c, CHP_F_CHUNK | CHP_F_REPLY, op->frame_id, 8);
@@ -733,8 +734,12 @@ static void on_get_chunk(struct conn *c, const struct chp_frame_header *h, const
         }
         struct chp_msg_chunk_data d = {.addr = m.addr, .offset = m.offset, .chunk_len = loc.len};
         size_t out_len = CHP_CHUNK_DATA_PREFIX + len;
-        if (loc.is_inline) {
-                /* inline chunks come out of LMDB: copy them, checked against their XXH3 */
+        if (loc.is_inline || loc.fd < 0) {
+                /* inline chunks come out of LMDB, and a backend without files (fd -1) has
+                 * nothing to read through the ring: copy them, checked against their XXH3.
+                 * chp_store_read runs here, on the loop thread: an LMDB page not yet in
+                 * memory, or such a backend's fetch, stalls this loop's other connections
+                 * for as long as it takes (a store-side read would be needed to avoid it). */
                 uint8_t *buf = malloc(loc.len ? loc.len : 1);
                 ssize_t n = buf ? chp_store_read(c->sh->store, m.addr, buf, loc.len) : -ENOMEM;
                 if (n != (ssize_t)loc.len) {
@@ -1078,6 +1083,7 @@ static void native_detach(struct conn *c)
 const struct proto_ops native_ops = {
     .name = "native",
     .secure = true,
+    .transport = &chp_secure_transport,
     .attach = native_attach,
     .detach = native_detach,
     .on_input = native_on_input,

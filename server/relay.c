@@ -18,6 +18,7 @@
 #include "peer.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "store.h"
 #include "uring_compat.h"
 
@@ -234,7 +235,8 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
         bool ready_written = false;
         struct reload rl = {.src = src};
         struct worker *workers = calloc(cfg->threads, sizeof(*workers));
-        struct chp_shared sh = {.cfg = cfg, .stop = stop};
+        struct chp_metrics metrics = {0}; /* lives as long as the loops: this call */
+        struct chp_shared sh = {.cfg = cfg, .stop = stop, .metrics = &metrics};
         if (!workers)
                 return -ENOMEM;
         if ((rc = chp_tus_claims_new(&sh.tus_claims)))

@@ -28,6 +28,7 @@
 #include "conn.h"
 #include "log.h"
 #include "loop.h"
+#include "metrics.h"
 #include "peer.h"
 #include "noise.h"
 #include "record.h"
@@ -48,10 +49,8 @@ struct secure {
         int peer; /* index of the configured peer (IK), else -1 */
 };
 
-int secure_attach(struct conn *c)
+static int secure_attach(struct conn *c)
 {
-        if (!c->ops->secure)
-                return 0;
         c->sec = calloc(1, sizeof(*c->sec));
         if (!c->sec)
                 return -ENOMEM;
@@ -64,7 +63,7 @@ int secure_peer(const struct conn *c)
         return c->sec && c->sec->st == ST_RECORDS ? c->sec->peer : -1;
 }
 
-void secure_detach(struct conn *c)
+static void secure_detach(struct conn *c)
 {
         struct secure *s = c->sec;
         if (!s)
@@ -81,24 +80,24 @@ void secure_detach(struct conn *c)
         c->sec = NULL;
 }
 
-/* A connection without a transport (HTTP) has c->sec NULL: it is plaintext throughout. */
-bool secure_plaintext(const struct conn *c)
+/* The client asked for (and was granted) no transport encryption. */
+static bool secure_plaintext(const struct conn *c)
 {
         return !c->sec || c->sec->st == ST_PLAIN;
 }
 
-bool secure_records(const struct conn *c)
+static bool secure_records(const struct conn *c)
 {
         return c->sec && c->sec->st == ST_RECORDS;
 }
 
-bool secure_handshaking(const struct conn *c)
+static bool secure_handshaking(const struct conn *c)
 {
         const struct secure *s = c->sec;
         return s && (s->st == ST_PREAMBLE || s->st == ST_HANDSHAKE);
 }
 
-bool secure_pending(const struct conn *c)
+static bool secure_pending(const struct conn *c)
 {
         const struct secure *s = c->sec;
         return s && (s->st == ST_PREAMBLE || s->st == ST_HANDSHAKE || s->raw_len > 0);
@@ -119,26 +118,25 @@ static int raw_room(struct secure *s, size_t n)
         return 0;
 }
 
-uint8_t *secure_recv_space(struct conn *c, size_t *len)
+/* Room to receive straight into while a body arrives over records: about as much as granted
+ * (c->grant_left) but at least a whole record, since a record opens only whole; what arrives
+ * past the grant is charged as it comes (conn_body_arrived). */
+static uint8_t *secure_recv_space(struct conn *c, size_t *len)
 {
         struct secure *s = c->sec;
         if (!s || s->st != ST_RECORDS || !c->body || raw_room(s, RAW_DIRECT) != 0)
                 return NULL;
-        *len = s->raw_cap - s->raw_len;
+        size_t room = s->raw_cap - s->raw_len;
+        size_t cap = c->grant_left + CHP_RECORD_HEADER + CHP_NOISE_TAGLEN;
+        if (cap < CHP_RECORD_MAX)
+                cap = CHP_RECORD_MAX;
+        *len = room < cap ? room : cap;
         return s->raw + s->raw_len;
 }
 
-/* Hands plaintext to the protocol: into the body it is waiting for, the rest to c->in. */
-static int deliver(struct conn *c, const uint8_t *p, size_t n)
+static size_t secure_sealed_size(size_t n)
 {
-        if (c->body && c->body_got < c->body_len) {
-                size_t take = c->body_len - c->body_got < n ? c->body_len - c->body_got : n;
-                memcpy(c->body + c->body_got, p, take);
-                conn_body_arrived(c, take);
-                p += take;
-                n -= take;
-        }
-        return n ? conn_in_append(c, p, n) : 0;
+        return chp_record_sealed_size(n);
 }
 
 /* A handshake message to send: length-prefixed, outside the record layer. */
@@ -204,7 +202,7 @@ static int on_hs_message(struct conn *c, const uint8_t *msg, size_t n)
         size_t plen, olen;
         bool first = !s->have_peer_static;
         if (chp_noise_hs_read(s->hs, msg, n, payload, sizeof(payload), &plen) != 0) {
-                atomic_fetch_add(&c->sh->frames_bad, 1);
+                atomic_fetch_add(&c->sh->metrics->frames_bad, 1);
                 chp_log_info("secure", "closing a connection: its handshake message does not "
                                        "verify");
                 s->st = ST_DEAD;
@@ -286,7 +284,7 @@ static int process(struct conn *c)
                         uint8_t *plain = (uint8_t *)p + CHP_RECORD_HEADER;
                         if (rl < 0 ||
                             chp_record_open(&s->rx, p, avail, plain, &got, &closed) != rl) {
-                                atomic_fetch_add(&c->sh->frames_bad, 1);
+                                atomic_fetch_add(&c->sh->metrics->frames_bad, 1);
                                 chp_log_info("secure", "closing a connection: a record does not "
                                                        "authenticate");
                                 s->st = ST_DEAD;
@@ -299,9 +297,9 @@ static int process(struct conn *c)
                                 conn_close_after_flush(c);
                                 break;
                         }
-                        rc = deliver(c, plain, got);
+                        rc = conn_deliver(c, plain, got);
                 } else if (s->st == ST_PLAIN) {
-                        rc = deliver(c, p, avail);
+                        rc = conn_deliver(c, p, avail);
                         off += avail;
                 } else {
                         off = s->raw_len; /* ST_DEAD: ignore what follows */
@@ -319,11 +317,11 @@ static int process(struct conn *c)
         return rc;
 }
 
-int secure_input(struct conn *c, const uint8_t *p, size_t n)
+static int secure_input(struct conn *c, const uint8_t *p, size_t n)
 {
         struct secure *s = c->sec;
         if (!s || (s->st == ST_PLAIN && s->raw_len == 0))
-                return deliver(c, p, n); /* no transport: straight through */
+                return conn_deliver(c, p, n); /* no transport: straight through */
         int rc = raw_room(s, n);
         if (rc)
                 return rc;
@@ -332,13 +330,13 @@ int secure_input(struct conn *c, const uint8_t *p, size_t n)
         return process(c);
 }
 
-int secure_received(struct conn *c, size_t n)
+static int secure_received(struct conn *c, size_t n)
 {
         c->sec->raw_len += n;
         return process(c);
 }
 
-ssize_t secure_seal(struct conn *c, const uint8_t *plain, size_t n, uint8_t *out, size_t cap)
+static ssize_t secure_seal(struct conn *c, const uint8_t *plain, size_t n, uint8_t *out, size_t cap)
 {
         struct secure *s = c->sec;
         size_t done = 0, at = 0;
@@ -353,7 +351,8 @@ ssize_t secure_seal(struct conn *c, const uint8_t *plain, size_t n, uint8_t *out
         return (ssize_t)at;
 }
 
-void secure_close_record(struct conn *c)
+/* Over records, the end is said (a close record), not just a cut. */
+static void secure_close_record(struct conn *c)
 {
         struct secure *s = c->sec;
         if (!s || s->st != ST_RECORDS)
@@ -363,3 +362,19 @@ void secure_close_record(struct conn *c)
                 conn_close(c);
         s->st = ST_DEAD;
 }
+
+const struct chp_transport_ops chp_secure_transport = {
+    .name = "noise",
+    .attach = secure_attach,
+    .detach = secure_detach,
+    .input = secure_input,
+    .recv_space = secure_recv_space,
+    .received = secure_received,
+    .plaintext = secure_plaintext,
+    .sealing = secure_records,
+    .sealed_size = secure_sealed_size,
+    .seal = secure_seal,
+    .close_record = secure_close_record,
+    .pending = secure_pending,
+    .handshaking = secure_handshaking,
+};

@@ -18,6 +18,7 @@
 
 #include "err.h"
 #include "http.h"
+#include "metrics.h"
 
 /* a body left unread by a response is read and dropped up to this size; a longer one closes */
 #define UNREAD_MAX (64u << 10)
@@ -152,7 +153,7 @@ void http_finish(struct http *h, struct resp *r, const void *body, size_t body_l
                 http_add(r, "Content-Length: %zu\r\n", body_len);
         http_add(r, "\r\n");
         if (r->status >= 100 && r->status < 600)
-                atomic_fetch_add(&c->sh->http_status[r->status / 100], 1);
+                atomic_fetch_add(&c->sh->metrics->http_status[r->status / 100], 1);
         if (r->overflow) {
                 conn_close(c);
                 return;
@@ -289,80 +290,7 @@ static void metrics(struct http *h)
                 return;
         }
         size_t n = 0, cap = 16384;
-#define M(...)                                                                                     \
-        do {                                                                                       \
-                int w_ = snprintf(body + n, cap - n, __VA_ARGS__);                                 \
-                if (w_ > 0 && (size_t)w_ < cap - n)                                                \
-                        n += (size_t)w_;                                                           \
-        } while (0)
-        struct chp_store_stats st = {0};
-        int src = chp_store_stats(sh->store, &st);
-        M("# HELP chapar_connections Open connections (native and HTTP).\n"
-          "# TYPE chapar_connections gauge\nchapar_connections %u\n",
-          atomic_load(&sh->conns));
-        M("# HELP chapar_bytes_received_total Bytes received, by face.\n"
-          "# TYPE chapar_bytes_received_total counter\n"
-          "chapar_bytes_received_total{face=\"native\"} %llu\n"
-          "chapar_bytes_received_total{face=\"http\"} %llu\n",
-          (unsigned long long)atomic_load(&sh->bytes_in),
-          (unsigned long long)atomic_load(&sh->http_bytes_in));
-        M("# HELP chapar_bytes_sent_total Bytes sent, by face.\n"
-          "# TYPE chapar_bytes_sent_total counter\n"
-          "chapar_bytes_sent_total{face=\"native\"} %llu\n"
-          "chapar_bytes_sent_total{face=\"http\"} %llu\n",
-          (unsigned long long)atomic_load(&sh->bytes_out),
-          (unsigned long long)atomic_load(&sh->http_bytes_out));
-        M("# HELP chapar_chunks_stored_total Chunks written to the store.\n"
-          "# TYPE chapar_chunks_stored_total counter\nchapar_chunks_stored_total %llu\n"
-          "# HELP chapar_dedup_hits_total Chunks received that the store already held.\n"
-          "# TYPE chapar_dedup_hits_total counter\nchapar_dedup_hits_total %llu\n",
-          (unsigned long long)atomic_load(&sh->chunks_stored),
-          (unsigned long long)atomic_load(&sh->chunks_dedup));
-        M("# HELP chapar_http_requests_total HTTP requests served.\n"
-          "# TYPE chapar_http_requests_total counter\nchapar_http_requests_total %llu\n",
-          (unsigned long long)atomic_load(&sh->http_requests));
-        M("# HELP chapar_http_responses_total HTTP responses by status class.\n"
-          "# TYPE chapar_http_responses_total counter\n");
-        for (int i = 1; i <= 5; i++)
-                M("chapar_http_responses_total{class=\"%dxx\"} %llu\n", i,
-                  (unsigned long long)atomic_load(&sh->http_status[i]));
-        M("# HELP chapar_errors_total Native protocol errors sent, by code.\n"
-          "# TYPE chapar_errors_total counter\n");
-        for (uint32_t i = 1; i < 16; i++)
-                if (atomic_load(&sh->errors[i]))
-                        M("chapar_errors_total{code=\"%u\"} %llu\n", i,
-                          (unsigned long long)atomic_load(&sh->errors[i]));
-        M("chapar_errors_total{code=\"bad_frame_closed\"} %llu\n",
-          (unsigned long long)atomic_load(&sh->frames_bad));
-        M("# HELP chapar_uploads_active Upload sessions in the store.\n"
-          "# TYPE chapar_uploads_active gauge\nchapar_uploads_active %llu\n",
-          (unsigned long long)st.uploads);
-        M("# HELP chapar_commit_seconds From a chunk handed to the writer to its acknowledgement.\n"
-          "# TYPE chapar_commit_seconds histogram\n");
-        for (size_t i = 0; i < CHP_COMMIT_BUCKETS; i++)
-                M("chapar_commit_seconds_bucket{le=\"%g\"} %llu\n", chp_commit_buckets[i],
-                  (unsigned long long)atomic_load(&sh->commit_le[i]));
-        M("chapar_commit_seconds_bucket{le=\"+Inf\"} %llu\n"
-          "chapar_commit_seconds_sum %.6f\nchapar_commit_seconds_count %llu\n",
-          (unsigned long long)atomic_load(&sh->commit_count),
-          (double)atomic_load(&sh->commit_sum_us) / 1e6,
-          (unsigned long long)atomic_load(&sh->commit_count));
-        if (!src)
-                M("# HELP chapar_store_chunks Chunks in the store.\n"
-                  "# TYPE chapar_store_chunks gauge\nchapar_store_chunks %llu\n"
-                  "# HELP chapar_store_files Files in the store.\n"
-                  "# TYPE chapar_store_files gauge\nchapar_store_files %llu\n"
-                  "# HELP chapar_store_segments Segment files.\n"
-                  "# TYPE chapar_store_segments gauge\nchapar_store_segments %llu\n"
-                  "# HELP chapar_store_segment_bytes Bytes in segment files.\n"
-                  "# TYPE chapar_store_segment_bytes gauge\nchapar_store_segment_bytes %llu\n"
-                  "# HELP chapar_store_live_bytes Bytes of live chunks in segments.\n"
-                  "# TYPE chapar_store_live_bytes gauge\nchapar_store_live_bytes %llu\n",
-                  (unsigned long long)st.chunks, (unsigned long long)st.files,
-                  (unsigned long long)st.segments, (unsigned long long)st.segment_bytes,
-                  (unsigned long long)st.live_bytes);
-#undef M
-        chp_loop_metrics(sh, body, cap, &n);
+        chp_metrics_render(sh, body, cap, &n);
         struct resp r;
         http_start(h, &r, 200);
         http_add(&r, "Content-Type: text/plain; version=0.0.4\r\n");
@@ -433,7 +361,7 @@ static bool route(struct http *h, const struct chp_http_request *req)
 static void on_request(struct http *h, const struct chp_http_request *req)
 {
         struct conn *c = h->c;
-        atomic_fetch_add(&c->sh->http_requests, 1);
+        atomic_fetch_add(&c->sh->metrics->http_requests, 1);
         h->method = (int)req->method;
         h->head_only = req->method == CHP_HTTP_HEAD;
         const struct chp_http_str *conn = chp_http_header(req, "Connection");

@@ -27,6 +27,7 @@
 
 #include "err.h"
 #include "http.h"
+#include "metrics.h"
 #include "tus.h"
 
 #define TUS_EXT                                                                                    \
@@ -601,10 +602,10 @@ static void hop_done(struct conn_op *base)
         h->pending--;
         if (r->type == CHP_REQ_PUT && op->buf) {
                 h->inflight -= h->cs;
-                chp_observe_commit(c->sh, base->t0);
+                chp_metrics_observe_commit(c->sh->metrics, base->t0);
                 if (!r->status)
-                        atomic_fetch_add(r->u.put.deduplicated ? &c->sh->chunks_dedup
-                                                               : &c->sh->chunks_stored,
+                        atomic_fetch_add(r->u.put.deduplicated ? &c->sh->metrics->chunks_dedup
+                                                               : &c->sh->metrics->chunks_stored,
                                          1);
         }
         if (r->status && !h->failed)
@@ -770,7 +771,7 @@ void tus_post(struct http *h, const struct chp_http_request *req)
                 http_simple(h, http_status_of(h->failed), chp_strerror(h->failed));
                 return;
         }
-        atomic_fetch_add(&c->sh->uploads_active, 1);
+        atomic_fetch_add(&c->sh->metrics->uploads_active, 1);
 }
 
 void tus_patch(struct http *h, const struct chp_http_request *req)

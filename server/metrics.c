@@ -1,0 +1,161 @@
+/* metrics.c — the relay's counters and their Prometheus rendering (see metrics.h). */
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "loop.h"
+#include "store.h"
+
+const double chp_commit_buckets[CHP_COMMIT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                       0.05,   0.1,   0.25,   0.5,   1.0};
+
+static const char *const close_reason_name[CHP_CLOSE_NREASONS] = {
+    [CHP_CLOSE_IDLE] = "idle",
+    [CHP_CLOSE_STALLED] = "stalled",
+    [CHP_CLOSE_HANDSHAKE_TIMEOUT] = "handshake_timeout",
+    [CHP_CLOSE_HEADER_TIMEOUT] = "header_timeout",
+    [CHP_CLOSE_SLOW_BODY] = "slow_body",
+    [CHP_CLOSE_CAP] = "cap",
+    [CHP_CLOSE_NO_FDS] = "no_fds",
+};
+
+const char *chp_metrics_close_reason(enum chp_close_reason why)
+{
+        return why < CHP_CLOSE_NREASONS ? close_reason_name[why] : "?";
+}
+
+void chp_metrics_observe_commit(struct chp_metrics *m, uint64_t since_us)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t now = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+        uint64_t us = now > since_us ? now - since_us : 0;
+        for (int i = 0; i < CHP_COMMIT_BUCKETS; i++)
+                if ((double)us / 1e6 <= chp_commit_buckets[i])
+                        atomic_fetch_add(&m->commit_le[i], 1);
+        atomic_fetch_add(&m->commit_count, 1);
+        atomic_fetch_add(&m->commit_sum_us, us);
+}
+
+__attribute__((format(printf, 4, 5))) static void put(char *buf, size_t cap, size_t *len,
+                                                      const char *fmt, ...)
+{
+        if (*len >= cap)
+                return;
+        va_list ap;
+        va_start(ap, fmt);
+        int w = vsnprintf(buf + *len, cap - *len, fmt, ap);
+        va_end(ap);
+        if (w > 0 && (size_t)w < cap - *len)
+                *len += (size_t)w;
+}
+
+void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *len)
+{
+        struct chp_metrics *m = sh->metrics;
+        struct chp_store_stats st = {0};
+        int src = chp_store_stats(sh->store, &st);
+        put(buf, cap, len,
+            "# HELP chapar_connections Open connections (native and HTTP).\n"
+            "# TYPE chapar_connections gauge\nchapar_connections %u\n",
+            atomic_load(&sh->conns));
+        put(buf, cap, len,
+            "# HELP chapar_bytes_received_total Bytes received, by face.\n"
+            "# TYPE chapar_bytes_received_total counter\n"
+            "chapar_bytes_received_total{face=\"native\"} %llu\n"
+            "chapar_bytes_received_total{face=\"http\"} %llu\n",
+            (unsigned long long)atomic_load(&m->bytes_in),
+            (unsigned long long)atomic_load(&m->http_bytes_in));
+        put(buf, cap, len,
+            "# HELP chapar_bytes_sent_total Bytes sent, by face.\n"
+            "# TYPE chapar_bytes_sent_total counter\n"
+            "chapar_bytes_sent_total{face=\"native\"} %llu\n"
+            "chapar_bytes_sent_total{face=\"http\"} %llu\n",
+            (unsigned long long)atomic_load(&m->bytes_out),
+            (unsigned long long)atomic_load(&m->http_bytes_out));
+        put(buf, cap, len,
+            "# HELP chapar_chunks_stored_total Chunks written to the store.\n"
+            "# TYPE chapar_chunks_stored_total counter\nchapar_chunks_stored_total %llu\n"
+            "# HELP chapar_dedup_hits_total Chunks received that the store already held.\n"
+            "# TYPE chapar_dedup_hits_total counter\nchapar_dedup_hits_total %llu\n",
+            (unsigned long long)atomic_load(&m->chunks_stored),
+            (unsigned long long)atomic_load(&m->chunks_dedup));
+        put(buf, cap, len,
+            "# HELP chapar_http_requests_total HTTP requests served.\n"
+            "# TYPE chapar_http_requests_total counter\nchapar_http_requests_total %llu\n",
+            (unsigned long long)atomic_load(&m->http_requests));
+        put(buf, cap, len,
+            "# HELP chapar_http_responses_total HTTP responses by status class.\n"
+            "# TYPE chapar_http_responses_total counter\n");
+        for (int i = 1; i <= 5; i++)
+                put(buf, cap, len, "chapar_http_responses_total{class=\"%dxx\"} %llu\n", i,
+                    (unsigned long long)atomic_load(&m->http_status[i]));
+        put(buf, cap, len,
+            "# HELP chapar_errors_total Native protocol errors sent, by code.\n"
+            "# TYPE chapar_errors_total counter\n");
+        for (uint32_t i = 1; i < 16; i++)
+                if (atomic_load(&m->errors[i]))
+                        put(buf, cap, len, "chapar_errors_total{code=\"%u\"} %llu\n", i,
+                            (unsigned long long)atomic_load(&m->errors[i]));
+        put(buf, cap, len, "chapar_errors_total{code=\"bad_frame_closed\"} %llu\n",
+            (unsigned long long)atomic_load(&m->frames_bad));
+        put(buf, cap, len,
+            "# HELP chapar_uploads_active Upload sessions in the store.\n"
+            "# TYPE chapar_uploads_active gauge\nchapar_uploads_active %llu\n",
+            (unsigned long long)st.uploads);
+        put(buf, cap, len,
+            "# HELP chapar_commit_seconds From a chunk handed to the writer to its "
+            "acknowledgement.\n"
+            "# TYPE chapar_commit_seconds histogram\n");
+        for (size_t i = 0; i < CHP_COMMIT_BUCKETS; i++)
+                put(buf, cap, len, "chapar_commit_seconds_bucket{le=\"%g\"} %llu\n",
+                    chp_commit_buckets[i], (unsigned long long)atomic_load(&m->commit_le[i]));
+        put(buf, cap, len,
+            "chapar_commit_seconds_bucket{le=\"+Inf\"} %llu\n"
+            "chapar_commit_seconds_sum %.6f\nchapar_commit_seconds_count %llu\n",
+            (unsigned long long)atomic_load(&m->commit_count),
+            (double)atomic_load(&m->commit_sum_us) / 1e6,
+            (unsigned long long)atomic_load(&m->commit_count));
+        if (!src)
+                put(buf, cap, len,
+                    "# HELP chapar_store_chunks Chunks in the store.\n"
+                    "# TYPE chapar_store_chunks gauge\nchapar_store_chunks %llu\n"
+                    "# HELP chapar_store_files Files in the store.\n"
+                    "# TYPE chapar_store_files gauge\nchapar_store_files %llu\n"
+                    "# HELP chapar_store_segments Segment files.\n"
+                    "# TYPE chapar_store_segments gauge\nchapar_store_segments %llu\n"
+                    "# HELP chapar_store_segment_bytes Bytes in segment files.\n"
+                    "# TYPE chapar_store_segment_bytes gauge\nchapar_store_segment_bytes %llu\n"
+                    "# HELP chapar_store_live_bytes Bytes of live chunks in segments.\n"
+                    "# TYPE chapar_store_live_bytes gauge\nchapar_store_live_bytes %llu\n",
+                    (unsigned long long)st.chunks, (unsigned long long)st.files,
+                    (unsigned long long)st.segments, (unsigned long long)st.segment_bytes,
+                    (unsigned long long)st.live_bytes);
+        /* connections refused or closed, accept errors, the memory budget */
+        static const char *const accept_name[CHP_ACCEPT_NREASONS] = {
+            [CHP_ACCEPT_EMFILE] = "emfile",
+            [CHP_ACCEPT_ENFILE] = "enfile",
+            [CHP_ACCEPT_NOMEM] = "nomem",
+            [CHP_ACCEPT_OTHER] = "other",
+        };
+        put(buf, cap, len,
+            "# HELP chapar_accept_errors_total Failed accepts, by reason (emfile: the process "
+            "is out of file descriptors).\n# TYPE chapar_accept_errors_total counter\n");
+        for (int i = 0; i < CHP_ACCEPT_NREASONS; i++)
+                put(buf, cap, len, "chapar_accept_errors_total{reason=\"%s\"} %llu\n",
+                    accept_name[i], (unsigned long long)atomic_load(&m->accept_errors[i]));
+        put(buf, cap, len,
+            "# HELP chapar_connections_closed_total Connections the relay refused or closed "
+            "on its own, by reason.\n# TYPE chapar_connections_closed_total counter\n");
+        for (int i = 0; i < CHP_CLOSE_NREASONS; i++)
+                put(buf, cap, len, "chapar_connections_closed_total{reason=\"%s\"} %llu\n",
+                    close_reason_name[i], (unsigned long long)atomic_load(&m->closed[i]));
+        put(buf, cap, len,
+            "# HELP chapar_memory_used_bytes Chunk and body buffers held against memory_limit.\n"
+            "# TYPE chapar_memory_used_bytes gauge\nchapar_memory_used_bytes %llu\n"
+            "# HELP chapar_memory_waiting Connections waiting for memory_limit to allow more.\n"
+            "# TYPE chapar_memory_waiting gauge\nchapar_memory_waiting %u\n",
+            (unsigned long long)atomic_load(&sh->mem_used), atomic_load(&sh->mem_waiting));
+}

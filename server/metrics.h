@@ -1,0 +1,64 @@
+/* metrics.h — the relay's counters (bytes, chunks, errors, HTTP statuses, refused and closed
+ * connections, accept errors), the commit-latency histogram, and the /metrics page.
+ *
+ * One struct chp_metrics per relay, owned by relay.c (zero-initialised, lives as long as the
+ * loops) and borrowed through chp_shared.metrics. Every field is an atomic: any thread counts
+ * with atomic_fetch_add, and chp_metrics_render reads from any thread. Nothing here fails.
+ */
+#ifndef CHP_METRICS_H
+#define CHP_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CHP_COMMIT_BUCKETS 11
+extern const double chp_commit_buckets[CHP_COMMIT_BUCKETS]; /* seconds, upper bounds */
+
+struct chp_shared;
+
+/* Why the loop refused or closed connections (chapar_connections_closed_total). */
+enum chp_accept_err {
+        CHP_ACCEPT_EMFILE,
+        CHP_ACCEPT_ENFILE,
+        CHP_ACCEPT_NOMEM,
+        CHP_ACCEPT_OTHER,
+        CHP_ACCEPT_NREASONS
+};
+enum chp_close_reason {
+        CHP_CLOSE_IDLE,              /* idle_timeout */
+        CHP_CLOSE_STALLED,           /* io_timeout: no byte moved mid-frame or mid-send */
+        CHP_CLOSE_HANDSHAKE_TIMEOUT, /* handshake_timeout */
+        CHP_CLOSE_HEADER_TIMEOUT,    /* header_timeout */
+        CHP_CLOSE_SLOW_BODY,         /* under min_body_rate */
+        CHP_CLOSE_CAP,               /* refused: over max_connections */
+        CHP_CLOSE_NO_FDS,            /* refused: out of file descriptors (busy reply) */
+        CHP_CLOSE_NREASONS
+};
+
+struct chp_metrics {
+        atomic_uint_fast64_t accept_errors[CHP_ACCEPT_NREASONS];
+        atomic_uint_fast64_t closed[CHP_CLOSE_NREASONS];
+        atomic_uint_fast64_t bytes_in, bytes_out;           /* on native connections, on the wire */
+        atomic_uint_fast64_t http_bytes_in, http_bytes_out; /* on HTTP connections */
+        atomic_uint_fast64_t chunks_stored, chunks_dedup, frames_bad;
+        atomic_uint_fast64_t http_requests, uploads_active;
+        atomic_uint_fast64_t errors[16];     /* by wire error code (native) */
+        atomic_uint_fast64_t http_status[6]; /* by status class: 1xx..5xx (index 1..5) */
+        /* commit latency: chunk submitted to the writer -> acknowledged */
+        atomic_uint_fast64_t commit_le[CHP_COMMIT_BUCKETS]; /* cumulative, per bucket */
+        atomic_uint_fast64_t commit_count, commit_sum_us;
+};
+
+/* The label of a close reason ("idle", "stalled", ...), as in /metrics and the logs. */
+const char *chp_metrics_close_reason(enum chp_close_reason why);
+
+/* Counts one chunk acknowledgement that took from since_us (chp_now_us) to now. Any thread. */
+void chp_metrics_observe_commit(struct chp_metrics *m, uint64_t since_us);
+
+/* Appends the whole /metrics page (Prometheus text: sh->metrics' counters, the connection and
+ * memory gauges of sh, the store's statistics) at buf[*len], up to cap bytes; *len grows by
+ * what fit. Any thread (it takes a store read transaction). */
+void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *len);
+
+#endif
