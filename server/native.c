@@ -740,6 +740,7 @@ static void on_get_chunk(struct conn *c, const struct chp_frame_header *h, const
                  * chp_store_read runs here, on the loop thread: an LMDB page not yet in
                  * memory, or such a backend's fetch, stalls this loop's other connections
                  * for as long as it takes (a store-side read would be needed to avoid it). */
+                chp_store_loc_release(c->sh->store, &loc);
                 uint8_t *buf = malloc(loc.len ? loc.len : 1);
                 ssize_t n = buf ? chp_store_read(c->sh->store, m.addr, buf, loc.len) : -ENOMEM;
                 if (n != (ssize_t)loc.len) {

@@ -55,7 +55,11 @@ void download_fill(struct conn *c)
                         conn_close(c); /* the head is out: the body can only be cut */
                         return;
                 }
-                if (loc.is_inline) {
+                if (loc.is_inline || loc.fd < 0) {
+                        /* no file to splice from (inline, or a backend without files): copied;
+                         * chp_store_read runs on this loop thread and may block it (as in
+                         * native.c) */
+                        chp_store_loc_release(c->sh->store, &loc);
                         uint8_t *buf = malloc(clen ? clen : 1);
                         ssize_t got = buf ? chp_store_read(c->sh->store, addr, buf, clen) : -1;
                         uint8_t *out = got == (ssize_t)clen ? conn_out_reserve(c, n) : NULL;
