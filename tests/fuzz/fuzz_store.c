@@ -1,20 +1,27 @@
-/* Fuzz target for the store's record decoders (server/store.c, included for its static
- * functions): what the relay reads back from LMDB is outside input too (a damaged or hostile
- * index), so every record it decodes is fuzzed, directly and through the public read calls.
+/* Fuzz target for the store's record decoders (server/store/records.h, public) and the scrub's
+ * per-record checks (server/store/verify.c, included for its static functions; the rest of the
+ * store is linked from chapar_store): what the relay reads back from LMDB is outside input too
+ * (a damaged or hostile index), so every record it decodes is fuzzed, directly and through the
+ * public read calls.
  *
  * The input is a flags byte and then records, each [db u8][klen u8][vlen u16 le][key][value],
  * db taken modulo the 11 databases (chunks refs files uploads upchunks expiry segments segidx
- * meta pending tails); an incomplete record ends the input. For each input:
+ * meta pending tails; with flags bit 4, the meta slot is filemeta instead, so that the corpus
+ * written before filemeta existed keeps its meaning); an incomplete record ends the input.
+ * segments and segidx are the segments backend's databases, reached by their names. For each
+ * input:
  *   1. every value is decoded on an exact-size heap copy (so ASan sees a read past its end) by
- *      its database's decoder (chunk, file, upload records) and the decoded fields are checked
- *      against the bytes: lengths add up to the value's size and every pointer stays inside it;
+ *      its database's decoder (chunk, refs, file, upload, segment records) and the decoded
+ *      fields are checked against the bytes: lengths add up to the value's size and every
+ *      pointer stays inside it;
  *   2. the databases of one long-lived store are emptied and the records written in, raw;
- *   3. every read call is made for every key (locate, read, has, refcount, file_get,
+ *   3. every read call is made for every key (locate, read, has, refcount, file_get, file_meta,
  *      upload_get/manifest/progress/tail/chunks, pending, stats) and must answer 0 or a code;
- *      the scrub's per-record checks run over exact-size copies of every key and value, then
- *      chp_store_verify over the whole index;
+ *      the scrub's per-record checks run over exact-size copies of every key and value (the
+ *      backend's segment records and segment index through its verify_begin/verify_end, over
+ *      the index, around the chunk checks), then chp_store_verify over the whole index;
  *   4. with flags bits 2 and 3 both set, the store is closed and opened again over the records
- *      (the schema check, and load_segments cutting and removing segment files), read and
+ *      (the schema check, and the segments backend cutting and removing segment files), read and
  *      verified, then rebuilt from scratch; otherwise, with flags bit 0, a GC request at time
  *      now (bit 1: far in the future, else 1000) expires and deletes what the records say, and
  *      the store is verified again.
@@ -24,13 +31,27 @@
  * Linked with libFuzzer, or with replay.c to run the committed corpus under ctest. Built with
  * -DCHP_FUZZ_STORE_GEN (and no fuzzer) it is the program that writes the seed corpus: a real
  * store's index after a few uploads, commits and tails, dumped one database at a time:
- *   cc -DCHP_FUZZ_STORE_GEN -D_GNU_SOURCE -Icommon -Iserver tests/fuzz/fuzz_store.c \
- *      build/lib/libchapar_server.a build/lib/libchapar_common.a \
+ *   cc -DCHP_FUZZ_STORE_GEN -D_GNU_SOURCE -Icommon -Iserver -Iserver/store \
+ *      tests/fuzz/fuzz_store.c build/lib/libchapar_store.a build/lib/libchapar_common.a \
  *      -llmdb -lsodium -lcrypto -lxxhash -lpthread -o gen && ./gen tests/fuzz/corpus/store
+ *
+ * verify.c defines chp_store_verify, so the archive's verify.o is never linked in beside it.
  */
-#include "../../server/store.c"
+#include "../../server/store/verify.c"
 
 #include <ftw.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "bytes.h"
+#include "hash.h"
+#include "log.h"
+#include "manifest.h"
+#include "records.h"
+#include "store.h"
+#include "store_int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -42,16 +63,69 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
                 }                                                                                  \
         } while (0)
 
+/* The input's database slots (a record's db byte modulo NDBS), as the corpus has always used
+ * them; DB_FILEMETA is no slot of its own: the meta slot under flags bit 4 (FLAG_FILEMETA). */
 #define NDBS 11
-enum { DB_CHUNKS, DB_REFS, DB_FILES, DB_UPLOADS, DB_UPCHUNKS, DB_EXPIRY, DB_SEGMENTS, DB_SEGIDX,
-       DB_META, DB_PENDING, DB_TAILS };
+enum {
+        DB_CHUNKS,
+        DB_REFS,
+        DB_FILES,
+        DB_UPLOADS,
+        DB_UPCHUNKS,
+        DB_EXPIRY,
+        DB_SEGMENTS,
+        DB_SEGIDX,
+        DB_META,
+        DB_PENDING,
+        DB_TAILS,
+        DB_FILEMETA
+};
+#define NDBS_ALL      12
+#define FLAG_FILEMETA 16
 
-static MDB_dbi dbi_of(const struct chp_store *s, unsigned db)
+static unsigned slot_of(uint8_t flags, uint8_t db)
 {
-        const MDB_dbi all[NDBS] = {s->db_chunks,   s->db_refs,     s->db_files,    s->db_uploads,
-                                   s->db_upchunks, s->db_expiry,   s->db_segments, s->db_segidx,
-                                   s->db_meta,     s->db_pending,  s->db_tails};
-        return all[db % NDBS];
+        unsigned d = db % NDBS;
+        return d == DB_META && (flags & FLAG_FILEMETA) ? DB_FILEMETA : d;
+}
+
+/* The segments backend's databases are its own (segments_int.h); the store's environment has
+ * them open under these names, and opening an open database gives back its handle. */
+static MDB_dbi backend_dbi(MDB_txn *txn, const char *name)
+{
+        MDB_dbi dbi;
+        EXPECT(mdb_dbi_open(txn, name, 0, &dbi) == 0);
+        return dbi;
+}
+
+static MDB_dbi dbi_of(const struct chp_store *s, MDB_txn *txn, unsigned db)
+{
+        switch (db) {
+        case DB_CHUNKS:
+                return s->db_chunks;
+        case DB_REFS:
+                return s->db_refs;
+        case DB_FILES:
+                return s->db_files;
+        case DB_UPLOADS:
+                return s->db_uploads;
+        case DB_UPCHUNKS:
+                return s->db_upchunks;
+        case DB_EXPIRY:
+                return s->db_expiry;
+        case DB_SEGMENTS:
+                return backend_dbi(txn, "segments");
+        case DB_SEGIDX:
+                return backend_dbi(txn, "segidx");
+        case DB_META:
+                return s->db_meta;
+        case DB_PENDING:
+                return s->db_pending;
+        case DB_TAILS:
+                return s->db_tails;
+        default:
+                return s->db_filemeta;
+        }
 }
 
 /* ---- the long-lived store ---------------------------------------------------------------- */
@@ -114,6 +188,8 @@ static struct chp_store *open_store(const char *dir)
 {
         struct chp_store *s;
         EXPECT(try_open_store(dir, &s) == 0);
+        /* the backend this file knows the databases of */
+        EXPECT(strcmp(s->backend->ops->name, "segments") == 0);
         return s;
 }
 
@@ -130,13 +206,13 @@ static void init(void)
         atexit(store_cleanup);
 }
 
-static void read_all(const uint8_t *p, size_t n);
+static void read_all(uint8_t flags, const uint8_t *p, size_t n);
 static void verify_all(void);
 
 /* Opening a store whose index holds the records: the schema check and load_segments (which
  * cuts segment files to their recorded totals and removes files it does not know). The data
  * directory is then rebuilt from scratch, so the next input finds the same store. */
-static void reopen(const uint8_t *p, size_t n)
+static void reopen(uint8_t flags, const uint8_t *p, size_t n)
 {
         chp_store_close(store);
         store = NULL;
@@ -145,7 +221,7 @@ static void reopen(const uint8_t *p, size_t n)
         EXPECT(rc == 0 || rc == CHP_EVERSION || rc == CHP_ECORRUPT);
         if (rc == 0) {
                 store = s;
-                read_all(p, n);
+                read_all(flags, p, n);
                 verify_all();
                 chp_store_close(store);
                 store = NULL;
@@ -167,25 +243,39 @@ static bool inside(const void *p, size_t n, const uint8_t *buf, size_t len)
 static void decode_value(unsigned db, const uint8_t *key, size_t klen, const uint8_t *v,
                          size_t vlen)
 {
-        MDB_val mv = val(v, vlen);
         switch (db) {
         case DB_CHUNKS: {
-                struct chunk_rec c;
-                if (parse_chunk(&mv, &c) != 0)
+                struct chp_rec_chunk c;
+                ssize_t n = chp_rec_chunk_parse(v, vlen, &c);
+                if (n < 0) {
+                        EXPECT(n == -EBADMSG);
                         break;
-                EXPECT(c.kind == KIND_SEG || c.kind == KIND_INLINE);
-                if (c.kind == KIND_INLINE)
-                        EXPECT(c.inline_data == v + CHUNK_REC && vlen == CHUNK_REC + (size_t)c.len);
+                }
+                EXPECT((size_t)n == vlen);
+                EXPECT(c.kind == CHP_REC_CHUNK_SEG || c.kind == CHP_REC_CHUNK_INLINE);
+                if (c.kind == CHP_REC_CHUNK_INLINE)
+                        EXPECT(c.inline_data == v + CHP_REC_CHUNK_BYTES &&
+                               vlen == CHP_REC_CHUNK_BYTES + (size_t)c.len);
                 else
-                        EXPECT(!c.inline_data && vlen == CHUNK_REC);
+                        EXPECT(!c.inline_data && vlen == CHP_REC_CHUNK_BYTES);
+                break;
+        }
+        case DB_REFS: {
+                uint64_t count;
+                ssize_t n = chp_rec_refs_parse(v, vlen, &count);
+                EXPECT(n == -EBADMSG || (n == CHP_REC_REFS_BYTES && vlen == CHP_REC_REFS_BYTES));
                 break;
         }
         case DB_FILES: {
-                struct file_rec f;
-                if (parse_file(&mv, &f) != 0)
+                struct chp_rec_file f;
+                ssize_t r = chp_rec_file_parse(v, vlen, &f);
+                if (r < 0) {
+                        EXPECT(r == -EBADMSG);
                         break;
+                }
+                EXPECT((size_t)r == vlen);
                 EXPECT(f.tenant_len <= CHP_TENANT_MAX);
-                EXPECT(vlen == FILE_REC + (size_t)f.tenant_len + f.manifest_len);
+                EXPECT(vlen == CHP_REC_FILE_BYTES + (size_t)f.tenant_len + f.manifest_len);
                 EXPECT(inside(f.tenant, f.tenant_len, v, vlen));
                 EXPECT(inside(f.manifest, f.manifest_len, v, vlen));
                 struct chp_manifest m;
@@ -194,24 +284,35 @@ static void decode_value(unsigned db, const uint8_t *key, size_t klen, const uin
                 break;
         }
         case DB_UPLOADS: {
-                struct upload_rec r;
-                if (parse_upload_rec(&mv, &r) != 0)
+                struct chp_rec_upload r;
+                ssize_t n = chp_rec_upload_parse(v, vlen, &r);
+                if (n < 0) {
+                        EXPECT(n == -EBADMSG);
                         break;
+                }
+                EXPECT((size_t)n == vlen);
                 EXPECT(r.tenant_len <= CHP_TENANT_MAX && r.meta_len <= CHP_UPLOAD_META_MAX);
-                EXPECT(vlen == UPLOAD_REC + r.tenant_len + r.meta_len + (size_t)r.manifest_len);
+                EXPECT(vlen ==
+                       CHP_REC_UPLOAD_BYTES + r.tenant_len + r.meta_len + (size_t)r.manifest_len);
                 EXPECT(inside(r.file_id, CHP_HASH_BYTES, v, vlen));
                 EXPECT(inside(r.tenant, r.tenant_len, v, vlen));
                 EXPECT(inside(r.meta, r.meta_len, v, vlen));
                 EXPECT(inside(r.manifest, r.manifest_len, v, vlen));
-                EXPECT((r.flags & UPLOAD_HAS_MANIFEST) || r.manifest_len == 0);
+                EXPECT((r.flags & CHP_REC_UPLOAD_HAS_MANIFEST) || r.manifest_len == 0);
                 if (klen != CHP_UPLOAD_ID_BYTES)
                         break;
                 struct chp_upload *u = malloc(sizeof(*u));
                 EXPECT(u);
-                EXPECT(parse_upload(key, &mv, u) == 0);
+                chp_rec_upload_to_public(key, &r, u);
                 EXPECT(strlen(u->tenant) <= r.tenant_len && u->meta_len == r.meta_len);
-                EXPECT(u->has_manifest == !!(r.flags & UPLOAD_HAS_MANIFEST));
+                EXPECT(u->has_manifest == !!(r.flags & CHP_REC_UPLOAD_HAS_MANIFEST));
                 free(u);
+                break;
+        }
+        case DB_SEGMENTS: {
+                struct chp_rec_seg g;
+                ssize_t n = chp_rec_seg_parse(v, vlen, &g);
+                EXPECT(n == -EBADMSG || (n == CHP_REC_SEG_BYTES && vlen == CHP_REC_SEG_BYTES));
                 break;
         }
         }
@@ -219,19 +320,19 @@ static void decode_value(unsigned db, const uint8_t *key, size_t klen, const uin
 
 /* ---- step 2: the records into the index --------------------------------------------------- */
 
-static void write_records(const uint8_t *p, size_t n)
+static void write_records(uint8_t flags, const uint8_t *p, size_t n)
 {
         MDB_txn *txn;
         EXPECT(mdb_txn_begin(store->env, NULL, 0, &txn) == 0);
-        for (unsigned d = 0; d < NDBS; d++)
-                EXPECT(mdb_drop(txn, dbi_of(store, d), 0) == 0);
+        for (unsigned d = 0; d < NDBS_ALL; d++)
+                EXPECT(mdb_drop(txn, dbi_of(store, txn, d), 0) == 0);
         while (n >= 4) {
                 size_t klen = p[1], vlen = (size_t)p[2] | (size_t)p[3] << 8;
                 if (n - 4 < klen + vlen)
                         break;
                 MDB_val k = val(p + 4, klen), v = val(p + 4 + klen, vlen);
                 /* refused keys (empty, or in a database that wants another size) are skipped */
-                (void)mdb_put(txn, dbi_of(store, p[0]), &k, &v, 0);
+                (void)mdb_put(txn, dbi_of(store, txn, slot_of(flags, p[0])), &k, &v, 0);
                 p += 4 + klen + vlen;
                 n -= 4 + klen + vlen;
         }
@@ -271,6 +372,11 @@ static void read_chunk(const uint8_t addr[CHP_HASH_BYTES])
 
 static void read_file(const uint8_t id[CHP_HASH_BYTES])
 {
+        uint8_t meta[CHP_UPLOAD_META_MAX];
+        ssize_t m = chp_store_file_meta(store, id, meta, sizeof(meta));
+        EXPECT(is_code(m < 0 ? m : 0) && m <= (ssize_t)sizeof(meta));
+        m = chp_store_file_meta(store, id, meta, 3);
+        EXPECT(is_code(m < 0 ? m : 0) && m <= 3);
         uint8_t *man = NULL;
         size_t len = 0;
         struct chp_file_info info;
@@ -312,13 +418,13 @@ static void read_upload(const uint8_t id[CHP_UPLOAD_ID_BYTES])
                 EXPECT(have[i] <= 1);
 }
 
-static void read_all(const uint8_t *p, size_t n)
+static void read_all(uint8_t flags, const uint8_t *p, size_t n)
 {
         while (n >= 4) {
                 size_t klen = p[1], vlen = (size_t)p[2] | (size_t)p[3] << 8;
                 if (n - 4 < klen + vlen)
                         break;
-                unsigned db = p[0] % NDBS;
+                unsigned db = slot_of(flags, p[0]);
                 uint8_t key[CHP_HASH_BYTES] = {0};
                 memcpy(key, p + 4, klen < sizeof(key) ? klen : sizeof(key));
                 switch (db) {
@@ -327,6 +433,7 @@ static void read_all(const uint8_t *p, size_t n)
                         read_chunk(key);
                         break;
                 case DB_FILES:
+                case DB_FILEMETA:
                         read_file(key);
                         break;
                 case DB_UPLOADS:
@@ -350,19 +457,24 @@ static void read_all(const uint8_t *p, size_t n)
         EXPECT(chp_store_stats(store, &st) == 0);
 }
 
-/* The scrub's per-record checks, each on exact-size copies of its key and value. */
-static void scrub_copies(const uint8_t *p, size_t n)
+/* The scrub's per-record checks, each on exact-size copies of its key and value, in
+ * chp_store_verify's order: the backend's own records first (its verify_begin reads the segment
+ * records from the index; chunk checks look their places up in what it found), the chunk checks,
+ * the backend's verify_end (the segment index and the live-byte accounting), then the rest. */
+static void scrub_copies(uint8_t flags, const uint8_t *p, size_t n)
 {
-        static const scan_fn checks[NDBS] = {
-            [DB_CHUNKS] = check_chunk,     [DB_FILES] = check_file,   [DB_UPLOADS] = check_upload,
-            [DB_UPCHUNKS] = check_upchunk, [DB_EXPIRY] = check_expiry,
-            [DB_SEGMENTS] = check_segment, [DB_SEGIDX] = check_segidx,
-            [DB_PENDING] = check_pending,  [DB_TAILS] = check_tail,
+        static const scan_fn checks[NDBS_ALL] = {
+            [DB_CHUNKS] = check_chunk,     [DB_FILES] = check_file,    [DB_UPLOADS] = check_upload,
+            [DB_UPCHUNKS] = check_upchunk, [DB_EXPIRY] = check_expiry, [DB_PENDING] = check_pending,
+            [DB_TAILS] = check_tail,
         };
         struct verify v = {.s = store};
+        struct chp_backend *b = store->backend;
+        v.bv = (struct chp_backend_verify){.problem = backend_problem, .ctx = &v};
         v.buf = chunk_buf;
-        EXPECT(read_begin(store, &v.txn) == 0);
-        /* segments first, as chp_store_verify does: chunk checks look them up */
+        EXPECT(store_read_begin(store, &v.txn) == 0);
+        int rc = b->ops->verify_begin(b, v.txn, &v.bv);
+        EXPECT(rc == 0 || rc == -ENOMEM);
         for (int pass = 0; pass < 2; pass++) {
                 const uint8_t *q = p;
                 size_t left = n;
@@ -370,14 +482,14 @@ static void scrub_copies(const uint8_t *p, size_t n)
                         size_t klen = q[1], vlen = (size_t)q[2] | (size_t)q[3] << 8;
                         if (left - 4 < klen + vlen)
                                 break;
-                        unsigned db = q[0] % NDBS;
-                        if (checks[db] && (db == DB_SEGMENTS) == (pass == 0)) {
+                        unsigned db = slot_of(flags, q[0]);
+                        if (checks[db] && (db == DB_CHUNKS) == (pass == 0)) {
                                 uint8_t *k = malloc(klen ? klen : 1), *d = malloc(vlen ? vlen : 1);
                                 EXPECT(k && d);
                                 memcpy(k, q + 4, klen);
                                 memcpy(d, q + 4 + klen, vlen);
                                 MDB_val mk = val(k, klen), md = val(d, vlen);
-                                int rc = checks[db](&v, &mk, &md);
+                                rc = checks[db](&v, &mk, &md);
                                 EXPECT(rc == 0 || rc == -ENOMEM);
                                 free(k);
                                 free(d);
@@ -385,19 +497,12 @@ static void scrub_copies(const uint8_t *p, size_t n)
                         q += 4 + klen + vlen;
                         left -= 4 + klen + vlen;
                 }
-                /* the segment table must be sorted for vseg_find, as the index's key order
-                 * makes it in chp_store_verify */
-                for (size_t i = 1; pass == 0 && i < v.nsegs; i++)
-                        for (size_t j = i; j > 0 && v.segs[j - 1].num > v.segs[j].num; j--) {
-                                struct vseg t = v.segs[j];
-                                v.segs[j] = v.segs[j - 1];
-                                v.segs[j - 1] = t;
-                        }
+                if (pass == 0) {
+                        rc = b->ops->verify_end(b, &v.bv, true);
+                        EXPECT(rc == 0 || rc == -ENOMEM);
+                }
         }
         mdb_txn_abort(v.txn);
-        for (size_t i = 0; i < v.nsegs; i++)
-                seg_put(v.segs[i].g);
-        free(v.segs);
         free(v.refs);
 }
 
@@ -408,11 +513,11 @@ static void expect_expired(uint64_t now)
 {
         MDB_txn *txn;
         MDB_cursor *cur;
-        EXPECT(read_begin(store, &txn) == 0);
+        EXPECT(store_read_begin(store, &txn) == 0);
         EXPECT(mdb_cursor_open(txn, store->db_expiry, &cur) == 0);
         MDB_val k, v;
         if (mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0) {
-                EXPECT(k.mv_size >= 9 && k.mv_size <= EXPIRY_KEY_MAX);
+                EXPECT(k.mv_size >= 9 && k.mv_size <= CHP_REC_EXPIRY_KEY_MAX);
                 EXPECT(chp_get_be64(k.mv_data) > now);
         }
         mdb_cursor_close(cur);
@@ -445,18 +550,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 EXPECT(k && d);
                 memcpy(k, q + 4, klen);
                 memcpy(d, q + 4 + klen, vlen);
-                decode_value(q[0] % NDBS, k, klen, d, vlen);
+                decode_value(slot_of(flags, q[0]), k, klen, d, vlen);
                 free(k);
                 free(d);
                 q += 4 + klen + vlen;
         }
 
-        write_records(p, n);
-        read_all(p, n);
-        scrub_copies(p, n);
+        write_records(flags, p, n);
+        read_all(flags, p, n);
+        scrub_copies(flags, p, n);
         verify_all();
         if ((flags & 12) == 12) {
-                reopen(p, n);
+                reopen(flags, p, n);
         } else if (flags & 1) {
                 struct chp_gc_stats st;
                 uint64_t now = flags & 2 ? UINT64_MAX / 2 : 1000;
@@ -479,8 +584,8 @@ static void dump_db(struct chp_store *s, unsigned db)
 {
         MDB_txn *txn;
         MDB_cursor *cur;
-        EXPECT(read_begin(s, &txn) == 0);
-        EXPECT(mdb_cursor_open(txn, dbi_of(s, db), &cur) == 0);
+        EXPECT(store_read_begin(s, &txn) == 0);
+        EXPECT(mdb_cursor_open(txn, dbi_of(s, txn, db), &cur) == 0);
         MDB_val k, v;
         int op = MDB_FIRST;
         while (mdb_cursor_get(cur, &k, &v, op) == 0) {
@@ -488,7 +593,7 @@ static void dump_db(struct chp_store *s, unsigned db)
                 EXPECT(k.mv_size <= 255 && v.mv_size <= 65535);
                 EXPECT(out_len + 4 + k.mv_size + v.mv_size <= sizeof(out_buf));
                 uint8_t *w = out_buf + out_len;
-                w[0] = (uint8_t)db;
+                w[0] = (uint8_t)(db == DB_FILEMETA ? DB_META : db); /* under FLAG_FILEMETA */
                 w[1] = (uint8_t)k.mv_size;
                 w[2] = (uint8_t)v.mv_size;
                 w[3] = (uint8_t)(v.mv_size >> 8);
@@ -611,9 +716,9 @@ int main(int argc, char **argv)
         free(u);
 
         const char *out = argv[1];
-        const unsigned all[NDBS] = {DB_SEGMENTS, DB_CHUNKS, DB_REFS,    DB_SEGIDX,
+        const unsigned all[NDBS] = {DB_SEGMENTS, DB_CHUNKS,  DB_REFS,     DB_SEGIDX,
                                     DB_FILES,    DB_UPLOADS, DB_UPCHUNKS, DB_EXPIRY,
-                                    DB_PENDING,  DB_TAILS,  DB_META};
+                                    DB_PENDING,  DB_TAILS,   DB_META};
         save(out, "valid-whole-index", 0, all, NDBS, s);
         save(out, "valid-whole-index-gc-now", 1, all, NDBS, s);
         save(out, "valid-whole-index-gc-later", 3, all, NDBS, s);
@@ -624,6 +729,29 @@ int main(int argc, char **argv)
         save(out, "valid-files", 0, files, 2, s);
         const unsigned uploads[] = {DB_UPLOADS, DB_UPCHUNKS, DB_TAILS, DB_PENDING};
         save(out, "valid-uploads", 0, uploads, 4, s);
+
+        /* last, so that the seeds above stay as they were: a tus upload with metadata committed
+         * as the first file (kept, complete), which gives that file its filemeta entry */
+        u = calloc(1, sizeof(*u));
+        EXPECT(u);
+        memset(u->id, 0x33, CHP_UPLOAD_ID_BYTES);
+        snprintf(u->tenant, sizeof(u->tenant), "acme");
+        u->chunk_size = CHP_CHUNK_MIN;
+        u->declared_size = m.total_size;
+        u->expires = 950;
+        u->meta_len = 14;
+        memcpy(u->meta, "filename YS50eA", 14);
+        struct chp_store_req cr3 = {.type = CHP_REQ_UPLOAD_CREATE};
+        cr3.u.upload_create.upload = u;
+        run(s, &cr3);
+        struct chp_store_req c3 = c;
+        c3.u.commit.has_upload = true;
+        c3.u.commit.keep_upload = true;
+        memcpy(c3.u.commit.upload_id, u->id, CHP_UPLOAD_ID_BYTES);
+        run(s, &c3);
+        free(u);
+        const unsigned filemeta[] = {DB_FILES, DB_FILEMETA, DB_UPLOADS, DB_EXPIRY};
+        save(out, "valid-filemeta", FLAG_FILEMETA, filemeta, 4, s);
         return 0;
 }
 #endif
