@@ -143,6 +143,10 @@ struct proto_ops {
         bool (*busy)(const struct conn *c);   /* requests in flight or a message half received */
         void (*stop)(struct conn *c);         /* the relay is stopping: take no new requests */
         void (*on_drain)(struct conn *c);     /* the output queue ran low (may be NULL) */
+        /* sent to a connection refused over the cap or out of descriptors, then closed; NULL:
+         * just closed (the native face has no word for "busy" before its handshake -- a
+         * handshake refusal would read as "not a chapar relay" and not be retried) */
+        const char *busy_reply;
 };
 
 extern const struct proto_ops native_ops, http_ops;

@@ -86,7 +86,7 @@ struct listener {
         unsigned pause_ms;     /* the current back-off, 0 after a success */
 } __attribute__((aligned(16)));
 
-#define MAX_LISTENERS 2
+#define MAX_LISTENERS CHP_LOOP_LISTENERS
 
 struct chp_loop {
         struct chp_shared *sh;
@@ -776,17 +776,13 @@ static void conn_kick(struct conn *c)
         conn_maybe_read(c);
 }
 
-/* A connection the relay cannot take: HTTP gets a 503, then it is closed. The native face has
- * no word for "busy" before its handshake (a handshake refusal would read as "not a chapar
- * relay" and not be retried), so it is just closed: clients see a network error and retry.
- * The socket is not blocked on: what does not fit in its buffer is not sent. */
+/* A connection the relay cannot take: the face's busy reply if it has one (HTTP's 503), then
+ * it is closed. The socket is not blocked on: what does not fit in its buffer is not sent. */
 static void refuse_busy(int fd, const struct proto_ops *ops)
 {
-        static const char http_busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
-                                        "Retry-After: 1\r\nContent-Length: 0\r\n"
-                                        "Connection: close\r\n\r\n";
-        if (!ops->secure) {
-                ssize_t w = send(fd, http_busy, sizeof(http_busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (ops->busy_reply) {
+                ssize_t w =
+                    send(fd, ops->busy_reply, strlen(ops->busy_reply), MSG_DONTWAIT | MSG_NOSIGNAL);
                 (void)w;
                 shutdown(fd, SHUT_WR);
         }
@@ -1208,20 +1204,23 @@ static unsigned fd_budget(struct chp_shared *sh)
         return fit;
 }
 
-int chp_loop_create(struct chp_shared *sh, int native_fd, int http_fd, struct chp_loop **out)
+int chp_loop_create(struct chp_shared *sh, const struct chp_listener_spec *lis, size_t n,
+                    struct chp_loop **out)
 {
         *out = NULL;
-        struct chp_loop *l = aligned_alloc(16, (sizeof(*l) + 15) & ~(size_t)15);
+        struct chp_loop *l =
+            n <= MAX_LISTENERS ? aligned_alloc(16, (sizeof(*l) + 15) & ~(size_t)15) : NULL;
         if (!l) {
-                close(native_fd);
-                if (http_fd >= 0)
-                        close(http_fd);
-                return -ENOMEM;
+                for (size_t i = 0; i < n; i++)
+                        if (lis[i].fd >= 0)
+                                close(lis[i].fd);
+                return n <= MAX_LISTENERS ? -ENOMEM : -EINVAL;
         }
         memset(l, 0, sizeof(*l));
         l->sh = sh;
-        l->lis[0] = (struct listener){.fd = native_fd, .ops = &native_ops};
-        l->lis[1] = (struct listener){.fd = http_fd, .ops = &http_ops};
+        for (size_t i = 0; i < MAX_LISTENERS; i++)
+                l->lis[i] = i < n ? (struct listener){.fd = lis[i].fd, .ops = lis[i].ops}
+                                  : (struct listener){.fd = -1};
         l->wake_fd = -1;
         l->reserve_fd = -1;
         pthread_mutex_init(&l->done_lock, NULL);

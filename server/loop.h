@@ -48,11 +48,20 @@ struct chp_shared {
 struct chp_loop;
 struct chp_tus_claims;
 
-/* Creates a loop serving the native listening socket and the HTTP one (-1: none); both taken
- * over. */
-__attribute__((warn_unused_result)) int chp_loop_create(struct chp_shared *sh, int native_fd,
-                                                        int http_fd,
-                                                        struct chp_loop **out /* out */);
+struct proto_ops;
+
+/* What one listening socket serves: its connections run the face `ops` (borrowed; static). */
+struct chp_listener_spec {
+        int fd; /* taken over; -1: none */
+        const struct proto_ops *ops;
+};
+
+/* Creates a loop serving the listening sockets in lis (at most CHP_LOOP_LISTENERS; every fd
+ * taken over, also on failure). The loop knows faces only through their ops tables. */
+#define CHP_LOOP_LISTENERS 2
+__attribute__((warn_unused_result)) int chp_loop_create(struct chp_shared *sh,
+                                                        const struct chp_listener_spec *lis,
+                                                        size_t n, struct chp_loop **out /* out */);
 /* Runs until stop; returns 0 or a negative code for a fatal ring error. */
 int chp_loop_run(struct chp_loop *l);
 /* Frees the loop and every connection left; the store must be closed first, so that no store

@@ -62,7 +62,9 @@ struct worker {
 static void *worker_main(void *arg)
 {
         struct worker *w = arg;
-        int rc = chp_loop_create(w->sh, w->listen_fd, w->http_fd, &w->loop);
+        const struct chp_listener_spec lis[] = {{w->listen_fd, &native_ops},
+                                                {w->http_fd, &http_ops}};
+        int rc = chp_loop_create(w->sh, lis, 2, &w->loop);
         pthread_mutex_lock(w->lock);
         w->rc = rc;
         (*w->reported)++;
