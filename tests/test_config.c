@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "net.h"
 
 /* Writes content to a fresh file under /tmp; path gets its name. Returns 0 or -1. */
 static int write_temp(const char *content, char path[64])
@@ -643,7 +644,7 @@ TEST(split_hostport)
                 const struct hp_case *k = &cases[i];
                 char host[64];
                 uint16_t port = 1234;
-                int rc = chp_config_split_hostport(k->in, host, sizeof(host), &port);
+                int rc = chp_net_split_hostport(k->in, host, sizeof(host), &port);
                 bool ok = rc == k->rc && (rc != 0 ? port == 0 && host[0] == '\0'
                                                   : strcmp(host, k->host) == 0 && port == k->port);
                 if (!ok)
@@ -654,10 +655,10 @@ TEST(split_hostport)
         /* a host that does not fit in cap is refused */
         char small[4];
         uint16_t port;
-        CHECK_EQ(chp_config_split_hostport("abcd:1", small, sizeof(small), &port), -EINVAL);
-        CHECK_OK(chp_config_split_hostport("abc:1", small, sizeof(small), &port));
+        CHECK_EQ(chp_net_split_hostport("abcd:1", small, sizeof(small), &port), -EINVAL);
+        CHECK_OK(chp_net_split_hostport("abc:1", small, sizeof(small), &port));
         CHECK(strcmp(small, "abc") == 0);
-        CHECK_EQ(chp_config_split_hostport(NULL, small, sizeof(small), &port), -EINVAL);
+        CHECK_EQ(chp_net_split_hostport(NULL, small, sizeof(small), &port), -EINVAL);
 }
 
 TEST(is_loopback)
