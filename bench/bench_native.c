@@ -15,13 +15,7 @@
 #include <time.h>
 
 #include "native_client.h"
-
-static double now(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "net.h"
 
 int main(int argc, char **argv)
 {
@@ -53,13 +47,13 @@ int main(int argc, char **argv)
                                  r) != 0)
                         return 2;
                 struct rc_put_stats st;
-                double t0 = now();
+                double t0 = chp_net_now_s();
                 rc = rc_put(&c, &f, &st);
-                double t1 = now();
+                double t1 = chp_net_now_s();
                 uint64_t len = 0;
                 if (!rc)
                         rc = rc_fetch(&c, f.file_id, NULL, &len, false);
-                double t2 = now();
+                double t2 = chp_net_now_s();
                 /* untimed: the bytes that came back are the bytes that went in */
                 uint8_t *out = NULL;
                 uint64_t len2 = 0;

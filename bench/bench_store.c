@@ -40,6 +40,7 @@
 #include "../common/err.h"
 #include "../common/hash.h"
 #include "../common/manifest.h"
+#include "../common/net.h"
 #include "store.h"
 
 #define MIB              (1024u * 1024)
@@ -71,14 +72,6 @@ static void on_signal(int sig)
 }
 
 /* ---- small helpers ------------------------------------------------------------------------ */
-
-static double now_s(void)
-{
-        struct timespec ts;
-        /* CLOCK_MONOTONIC cannot fail on Linux with a valid pointer. */
-        (void)clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static uint64_t splitmix64(uint64_t *x)
 {
@@ -282,7 +275,7 @@ static int disk_write(const char *dir, uint64_t total, uint64_t sync_every, doub
                 rc = -errno;
                 goto out;
         }
-        double t0 = now_s();
+        double t0 = chp_net_now_s();
         uint64_t done = 0, since_sync = 0;
         while (done < total) {
                 size_t want =
@@ -308,7 +301,7 @@ static int disk_write(const char *dir, uint64_t total, uint64_t sync_every, doub
                 rc = -errno;
                 goto out;
         }
-        double t = now_s() - t0;
+        double t = chp_net_now_s() - t0;
         *mbps = t > 0 ? (double)total / t / 1e6 : 0;
 out:
         if (fd >= 0) {
@@ -646,7 +639,7 @@ static int put_files(struct dataset *d, const size_t *files, size_t nfiles, uint
                         goto out;
                 }
         }
-        double t0 = now_s();
+        double t0 = chp_net_now_s();
         for (; nstarted < nthreads; nstarted++) {
                 int e = pthread_create(&tid[nstarted], NULL, putter_main, &p[nstarted]);
                 if (e != 0) {
@@ -659,7 +652,7 @@ static int put_files(struct dataset *d, const size_t *files, size_t nfiles, uint
                 if (e != 0 && rc == 0)
                         rc = -e;
         }
-        out->seconds = now_s() - t0;
+        out->seconds = chp_net_now_s() - t0;
         for (uint32_t i = 0; i < nstarted; i++) {
                 if (p[i].err != 0 && rc == 0)
                         rc = p[i].err;
@@ -758,7 +751,7 @@ static int get_all(struct dataset *d, uint32_t nthreads, bool pread_variant,
         int rc = 0;
 
         *seconds = 0;
-        double t0 = now_s();
+        double t0 = chp_net_now_s();
         for (; nstarted < nthreads; nstarted++) {
                 g[nstarted] = (struct getter){
                     .d = d, .first = nstarted, .stride = nthreads, .pread_variant = pread_variant};
@@ -773,7 +766,7 @@ static int get_all(struct dataset *d, uint32_t nthreads, bool pread_variant,
                 if (e != 0 && rc == 0)
                         rc = -e;
         }
-        *seconds = now_s() - t0;
+        *seconds = chp_net_now_s() - t0;
         for (uint32_t i = 0; i < nstarted; i++) {
                 if (g[i].err != 0 && rc == 0) {
                         char hex[CHP_HASH_HEXBYTES];
@@ -851,7 +844,7 @@ static int churn_round(struct dataset *d, uint32_t nthreads, uint32_t window,
                 nold += file_count(d, f);
         }
 
-        double t0 = now_s();
+        double t0 = chp_net_now_s();
         for (size_t i = 0; i < k; i++) {
                 struct chp_store_req req;
                 memset(&req, 0, sizeof(req));
@@ -864,7 +857,7 @@ static int churn_round(struct dataset *d, uint32_t nthreads, uint32_t window,
                         goto out;
                 }
         }
-        double t1 = now_s();
+        double t1 = chp_net_now_s();
         o->delete_seconds = t1 - t0;
         for (int pass = 0; pass < GC_PASSES_MAX; pass++) {
                 struct chp_gc_stats st;
@@ -883,7 +876,7 @@ static int churn_round(struct dataset *d, uint32_t nthreads, uint32_t window,
                 if (!st.more)
                         break;
         }
-        o->gc_seconds = now_s() - t1;
+        o->gc_seconds = chp_net_now_s() - t1;
 
         rc = chp_store_has(d->store, old_addrs, nold, present);
         if (rc < 0) {

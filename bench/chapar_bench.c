@@ -55,6 +55,7 @@
 #include "err.h"
 #include "hash.h"
 #include "manifest.h"
+#include "net.h"
 #include "proto.h"
 #include "native_client.h"
 
@@ -270,13 +271,6 @@ struct bench {
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
-static double now_s(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static uint64_t splitmix(uint64_t *s)
 {
         uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
@@ -356,14 +350,13 @@ static void set_timeouts(int fd, int secs)
  * queue is full); returns the fd or -errno. */
 static int tcp_connect(const char *hostport, int secs)
 {
-        char host[128];
-        const char *colon = strrchr(hostport, ':');
-        if (!colon || (size_t)(colon - hostport) >= sizeof(host))
+        char host[CHP_NET_HOST_MAX], port[8];
+        uint16_t pn;
+        if (chp_net_split_hostport(hostport, host, sizeof(host), &pn) != 0)
                 return -EINVAL;
-        memcpy(host, hostport, (size_t)(colon - hostport));
-        host[colon - hostport] = '\0';
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
-        if (getaddrinfo(host, colon + 1, &hints, &res) != 0)
+        snprintf(port, sizeof(port), "%u", pn);
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res;
+        if (getaddrinfo(host, port, &hints, &res) != 0)
                 return -EINVAL;
         int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         int rc = fd < 0 ? -errno : 0;
@@ -713,7 +706,7 @@ struct task {
 /* Caller holds b->mu. */
 static bool out_of_time(struct bench *b)
 {
-        if (now_s() < b->deadline)
+        if (chp_net_now_s() < b->deadline)
                 return false;
         b->capped = true;
         return true;
@@ -894,9 +887,9 @@ static int native_get(struct worker *w, const struct bfile *bf, double *ms, char
         bool keep = bf->size <= SMALL_VERIFY;
         uint8_t *out = NULL;
         uint64_t len = 0;
-        double t0 = now_s();
+        double t0 = chp_net_now_s();
         int rc = rc_fetch(&w->rc, bf->f.file_id, keep ? &out : NULL, &len, false);
-        *ms = (now_s() - t0) * 1e3;
+        *ms = (chp_net_now_s() - t0) * 1e3;
         if (rc) {
                 rc_text(&w->rc, rc, why, WHY_MAX);
                 drop_conn(w);
@@ -921,9 +914,9 @@ static int http_get(struct worker *w, const struct bfile *bf, uint8_t *out, uint
         char path[80];
         snprintf(path, sizeof(path), "/f/%s", bf->http_id);
         struct hresp r;
-        double t0 = now_s();
+        double t0 = chp_net_now_s();
         int rc = hc_request(&w->hc, "GET", path, "", NULL, 0, 0, out, out_cap, w->scratch, &r);
-        *ms = (now_s() - t0) * 1e3;
+        *ms = (chp_net_now_s() - t0) * 1e3;
         if (rc || r.status != 200) {
                 hc_text(rc, &r, why, WHY_MAX);
                 drop_conn(w);
@@ -1200,7 +1193,7 @@ static int soak_record(struct worker *w, double ms, uint64_t bytes)
         const struct soak *s = w->b->soak;
         if (!s)
                 return 0;
-        if (samples_add(&w->lat_t, now_s() - s->t0) || samples_add(&w->lat_ms, ms) ||
+        if (samples_add(&w->lat_t, chp_net_now_s() - s->t0) || samples_add(&w->lat_ms, ms) ||
             samples_add(&w->lat_bytes, (double)bytes))
                 return -ENOMEM;
         return 0;
@@ -1213,9 +1206,9 @@ static int soak_get(struct worker *w, const struct bfile *bf, double *ms, char *
         uint64_t len = 0;
         int res = 0;
         if (w->b->face == FACE_NATIVE) {
-                double t0 = now_s();
+                double t0 = chp_net_now_s();
                 int rc = rc_fetch(&w->rc, bf->f.file_id, &buf, &len, false);
-                *ms = (now_s() - t0) * 1e3;
+                *ms = (chp_net_now_s() - t0) * 1e3;
                 if (rc) {
                         rc_text(&w->rc, rc, why, WHY_MAX);
                         drop_conn(w);
@@ -1262,7 +1255,7 @@ static void soak_pace(struct worker *w, uint64_t size)
         pthread_mutex_unlock(&s->mu);
         if (at > s->end)
                 at = s->end;
-        double wait = at - now_s();
+        double wait = at - chp_net_now_s();
         if (wait > 0)
                 pause_ms((unsigned)(wait * 1e3));
 }
@@ -1279,12 +1272,12 @@ static int op_upload(struct worker *w, unsigned i)
         w->paused_s = 0;
         bool cut = b->phase == PH_RESUME || (b->phase == PH_SOAK && bf->size >= 2 &&
                                              rand_range(&w->rng, 0, 99) < b->o->cut_pct);
-        double t0 = now_s();
+        double t0 = chp_net_now_s();
         if (cut)
                 res = b->face == FACE_NATIVE ? native_resume(w, bf, why) : http_resume(w, bf, why);
         else
                 res = b->face == FACE_NATIVE ? native_put(w, bf, why) : http_put(w, bf, why);
-        double ms = (now_s() - t0 - w->paused_s) * 1e3;
+        double ms = (chp_net_now_s() - t0 - w->paused_s) * 1e3;
         if (res) {
                 fail(b, res == ERR_VERIFY ? EXIT_VERIFY : EXIT_NET,
                      "%s of file %u (%llu bytes) over %s connection %u failed: %s",
@@ -1410,7 +1403,7 @@ static int run_phase(struct bench *b, enum phase ph, struct run *run)
         pthread_mutex_unlock(&b->mu);
         struct relay_snap before, after;
         relay_snap(b->o->pid, &before);
-        double c0 = client_cpu_s(), t0 = now_s();
+        double c0 = client_cpu_s(), t0 = chp_net_now_s();
         pthread_mutex_lock(&b->mu);
         b->deadline = b->soak ? b->soak->end : t0 + b->o->seconds;
         b->go = true;
@@ -1418,7 +1411,7 @@ static int run_phase(struct bench *b, enum phase ph, struct run *run)
         pthread_mutex_unlock(&b->mu);
         for (unsigned i = 0; i < started; i++)
                 pthread_join(th[i], NULL);
-        double t1 = now_s(), c1 = client_cpu_s();
+        double t1 = chp_net_now_s(), c1 = client_cpu_s();
         relay_snap(b->o->pid, &after);
         free(th);
         if (b->exit_code || !run)
@@ -1639,9 +1632,9 @@ static int scenario_idle(struct bench *b, struct report *rep)
         for (unsigned i = 0; i < o->idle; i++)
                 fds[i] = -1;
         relay_snap(o->pid, &ir->before);
-        double t0 = now_s();
+        double t0 = chp_net_now_s();
         int rc = idle_open(b, fds, nc, o->idle);
-        ir->open_secs = now_s() - t0;
+        ir->open_secs = chp_net_now_s() - t0;
         if (!rc) {
                 struct timespec ts = {1, 0}; /* let the relay settle before measuring */
                 nanosleep(&ts, NULL);
@@ -1890,7 +1883,7 @@ static void *sampler_main(void *arg)
         struct soak_thread *st = arg;
         struct soak *s = st->s;
         do {
-                struct soak_sample x = {.t = now_s() - s->t0};
+                struct soak_sample x = {.t = chp_net_now_s() - s->t0};
                 if (!soak_sample_relay(st->o->pid, &x)) {
                         pthread_mutex_lock(&s->mu);
                         s->relay_gone = true;
@@ -2009,12 +2002,12 @@ static void *background_main(void *arg)
         if (!sl || !pf)
                 goto out;
         uint64_t rng = o->seed ^ 0x5eed;
-        double period = o->trickle_ms / 1e3, t0 = now_s();
+        double period = o->trickle_ms / 1e3, t0 = chp_net_now_s();
         for (unsigned i = 0; i < n; i++)
                 sl[i] = (struct bg_slot){.kind = kinds[i % nk], .fd = -1, .next = t0};
         uint64_t flooded = 0;
         for (;;) {
-                double now = now_s(), tick = now;
+                double now = chp_net_now_s(), tick = now;
                 /* (re)open, for at most a tick: the trickles below must keep their pace */
                 for (unsigned i = 0; i < n && now - tick < BG_TICK_MS / 1e3; i++) {
                         if (sl[i].fd >= 0 || now < sl[i].next)
@@ -2022,7 +2015,7 @@ static void *background_main(void *arg)
                         if (soak_wait(s, 0)) /* opening may wait on a slow relay */
                                 break;
                         int fd = bg_open(o, sl[i].kind, &sl[i].left, &sl[i].nc);
-                        now = now_s();
+                        now = chp_net_now_s();
                         if (fd < 0) {
                                 st->failed[sl[i].kind]++;
                                 sl[i].next = now + (period > 1 ? period : 1);
@@ -2078,7 +2071,7 @@ static void *background_main(void *arg)
                 if (soak_wait(s, 0))
                         break;
                 int ready = poll(pf, n, BG_TICK_MS);
-                now = now_s();
+                now = chp_net_now_s();
                 for (unsigned i = 0; ready > 0 && i < n; i++) {
                         if (sl[i].fd < 0 || !pf[i].revents)
                                 continue;
@@ -2093,7 +2086,7 @@ static void *background_main(void *arg)
         }
 out:
         for (unsigned i = 0; sl && i < n; i++)
-                bg_drop(st, &sl[i], now_s(), false);
+                bg_drop(st, &sl[i], chp_net_now_s(), false);
         free(pf);
         free(sl);
         return NULL;
@@ -2151,7 +2144,7 @@ static int scenario_soak(const struct opts *o, struct report *rep)
         s->anon = probe.anon_kib > 0;
         struct soak_thread st = {s, o};
         pthread_t sampler, bg;
-        s->t0 = now_s();
+        s->t0 = chp_net_now_s();
         s->end = s->t0 + o->seconds;
         bool bg_up =
             (o->background || o->flood) && pthread_create(&bg, NULL, background_main, &st) == 0;
@@ -2159,8 +2152,8 @@ static int scenario_soak(const struct opts *o, struct report *rep)
         int rc = sampler_up ? 0 : EXIT_LOCAL;
         if (!sampler_up)
                 fprintf(stderr, "chapar-bench: cannot start the sampler thread\n");
-        for (unsigned round = 0; !rc && now_s() < s->end; round++) {
-                for (int f = 0; f < FACES && !rc && now_s() < s->end; f++)
+        for (unsigned round = 0; !rc && chp_net_now_s() < s->end; round++) {
+                for (int f = 0; f < FACES && !rc && chp_net_now_s() < s->end; f++)
                         if (o->addr[f])
                                 rc = run_face(o, (enum face)f, rep, round);
                 s->rounds = round + 1;
@@ -2178,7 +2171,7 @@ static int scenario_soak(const struct opts *o, struct report *rep)
                 pthread_join(bg, NULL);
         if (sampler_up)
                 pthread_join(sampler, NULL);
-        s->secs = now_s() - s->t0;
+        s->secs = chp_net_now_s() - s->t0;
         pthread_mutex_destroy(&s->mu);
         pthread_cond_destroy(&s->cv);
         for (int f = 0; f < FACES; f++) {

@@ -12,11 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "chapar.h"
 #include "hash.h"
+#include "net.h"
 #include "ticket.h"
 
 static struct chapar_client *current; /* for the SIGINT handler: cancel the running call */
@@ -46,17 +46,10 @@ struct progress {
         const char *verb;
 };
 
-static double now(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void show_progress(void *ctx, uint64_t done, uint64_t total)
 {
         struct progress *p = ctx;
-        double t = now();
+        double t = chp_net_now_s();
         if (!p->on || (t - p->last < 0.1 && done < total))
                 return;
         p->last = t;
@@ -151,7 +144,8 @@ static int cmd_put(int argc, char **argv)
                 chapar_close(c);
                 return rc;
         }
-        struct progress pg = {.on = isatty(STDERR_FILENO) && !json, .start = now(), .verb = "put"};
+        struct progress pg = {
+                .on = isatty(STDERR_FILENO) && !json, .start = chp_net_now_s(), .verb = "put"};
         po.progress = show_progress;
         po.progress_ctx = &pg;
         struct chapar_put_result r;
@@ -237,7 +231,8 @@ static int cmd_get(int argc, char **argv)
                 return rc;
         const char *ticket = a.ticket, *out = a.out;
         bool json = a.json;
-        struct progress pg = {.on = isatty(STDERR_FILENO) && !json, .start = now(), .verb = "get"};
+        struct progress pg = {
+                .on = isatty(STDERR_FILENO) && !json, .start = chp_net_now_s(), .verb = "get"};
         struct chapar_get_opts go = {.progress = show_progress, .progress_ctx = &pg};
         struct chapar_get_result r;
         rc = chapar_get(c, ticket, out, &go, &r);

@@ -29,17 +29,11 @@
 #include "e2e.h"
 #include "hash.h"
 #include "manifest.h"
+#include "net.h"
 #include "ticket.h"
 
 #define KEEP_BUDGET  (256u << 20) /* ciphertext kept between hashing and sending */
 #define GET_INFLIGHT 16
-
-static double now_s(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 int chapar_error_class(int err)
 {
@@ -368,18 +362,8 @@ static int make_ticket(struct chapar_client *c, const uint8_t *file_id,
                        const uint8_t key[CHP_FILE_KEY_BYTES], char *out, size_t cap)
 {
         struct chp_ticket t = {0};
-        const char *colon = strrchr(c->addr, ':');
-        const char *h = c->addr;
-        size_t hl = (size_t)(colon - c->addr);
-        if (h[0] == '[') {
-                h++;
-                hl -= 2;
-        }
-        if (hl > CHP_TICKET_HOST_MAX)
+        if (chp_net_split_hostport(c->addr, t.host, sizeof(t.host), &t.port) != 0)
                 return CHAPAR_EUSAGE;
-        memcpy(t.host, h, hl);
-        t.host[hl] = '\0';
-        t.port = (uint16_t)strtoul(colon + 1, NULL, 10);
         memcpy(t.relay_key, c->relay_key, CHP_RELAY_KEY_BYTES);
         memcpy(t.file_id, file_id, CHP_HASH_BYTES);
         t.has_key = true;
@@ -471,7 +455,7 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
                   struct chapar_put_result *r)
 {
         memset(r, 0, sizeof(*r));
-        double t0 = now_s();
+        double t0 = chp_net_now_s();
         struct put_state p = {.fd = fd};
         struct stat st;
         uint8_t plain_hash[CHP_HASH_BYTES], blob[CHP_E2E_META_MAX], upload_id[CHP_UPLOAD_ID_LEN];
@@ -618,7 +602,7 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
                 }
         }
         rc = make_ticket(c, r->file_id, p.key, r->ticket, sizeof(r->ticket));
-        r->seconds = now_s() - t0;
+        r->seconds = chp_net_now_s() - t0;
 out:
         if (p.kept) {
                 for (uint64_t i = 0; i < p.count; i++)
@@ -893,7 +877,7 @@ int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path
                const struct chapar_get_opts *o, struct chapar_get_result *r)
 {
         memset(r, 0, sizeof(*r));
-        double t0 = now_s();
+        double t0 = chp_net_now_s();
         struct chp_ticket t;
         struct fetched f = {0};
         struct part pt = {.fd = -1};
@@ -985,7 +969,7 @@ int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path
         } else if (pt.fd >= 0) {
                 part_save(&pt, t.file_id, count); /* resumable */
         }
-        r->seconds = now_s() - t0;
+        r->seconds = chp_net_now_s() - t0;
 out:
         if (pt.fd >= 0)
                 close(pt.fd);

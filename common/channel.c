@@ -28,13 +28,13 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
 
 #include "err.h"
 #include "hash.h"
+#include "net.h"
 #include "record.h"
 
 #define SLICE_MS   200  /* how often a wait looks at the cancel flag */
@@ -95,13 +95,6 @@ size_t chp_channel_prologue(const uint8_t pre[CHP_PREAMBLE_BYTES], uint8_t out[C
 
 /* ---- the socket -------------------------------------------------------------------------- */
 
-static uint64_t now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static bool canceled(const struct chp_channel *ch)
 {
         return ch->cancel && *ch->cancel;
@@ -110,7 +103,7 @@ static bool canceled(const struct chp_channel *ch)
 /* Waits for events on the socket, in slices so that a cancel is seen. */
 static int wait_fd(struct chp_channel *ch, short events)
 {
-        uint64_t deadline = now_ms() + (uint64_t)ch->timeout_ms;
+        uint64_t deadline = chp_net_now_ms() + (uint64_t)ch->timeout_ms;
         for (;;) {
                 if (canceled(ch))
                         return -ECANCELED;
@@ -120,7 +113,7 @@ static int wait_fd(struct chp_channel *ch, short events)
                         return 0;
                 if (r < 0 && errno != EINTR)
                         return -errno;
-                if (now_ms() > deadline) {
+                if (chp_net_now_ms() > deadline) {
                         snprintf(ch->err, sizeof(ch->err), "no answer from %s within %d s",
                                  ch->addr, ch->timeout_ms / 1000);
                         return -ETIMEDOUT;
@@ -437,26 +430,15 @@ int chp_channel_fd(const struct chp_channel *ch)
 
 static int tcp_connect(struct chp_channel *ch)
 {
-        char host[256], port[8];
-        const char *colon = strrchr(ch->addr, ':');
-        if (!colon || colon == ch->addr) {
+        char host[CHP_NET_HOST_MAX], port[8];
+        uint16_t pn;
+        if (chp_net_split_hostport(ch->addr, host, sizeof(host), &pn) != 0) {
                 snprintf(ch->err, sizeof(ch->err), "%s is not HOST:PORT", ch->addr);
                 return -EINVAL;
         }
-        size_t hl = (size_t)(colon - ch->addr);
-        const char *h = ch->addr;
-        if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') {
-                h++;
-                hl -= 2;
-        }
-        if (hl >= sizeof(host) || strlen(colon + 1) >= sizeof(port) || !colon[1]) {
-                snprintf(ch->err, sizeof(ch->err), "%s is not HOST:PORT", ch->addr);
-                return -EINVAL;
-        }
-        memcpy(host, h, hl);
-        host[hl] = '\0';
-        snprintf(port, sizeof(port), "%s", colon + 1);
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+        snprintf(port, sizeof(port), "%u", pn);
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+        struct addrinfo *res = NULL;
         int gai = getaddrinfo(host, port, &hints, &res);
         if (gai != 0) {
                 snprintf(ch->err, sizeof(ch->err), "cannot resolve %s: %s", host,

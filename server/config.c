@@ -32,13 +32,13 @@
 #include <ini.h>
 
 #include "manifest.h"
+#include "net.h"
 
 /* One largest chunk frame (CHP_CHUNK_FRAME_MAX of common/proto.h): the least window that lets a
  * connection send a full chunk. */
 #define MIN_WINDOW    ((uint64_t)CHP_CHUNK_MAX + 64)
 #define MAX_THREADS   64
 #define PEER_NAME_MAX 64
-#define HOSTPORT_MAX  256 /* a host name (253) plus brackets and room to spare */
 #define MIN_MAP_SIZE  ((uint64_t)1 << 20)
 #define MIN_SEGMENT   ((uint64_t)CHP_CHUNK_MAX)
 #define LOOPBACK_RULE                                                                              \
@@ -168,63 +168,6 @@ void chp_config_free(struct chp_config *c)
 
 /* ---- addresses --------------------------------------------------------------------------- */
 
-int chp_config_split_hostport(const char *s, char *host, size_t cap, uint16_t *port)
-{
-        *port = 0;
-        if (cap)
-                host[0] = '\0';
-        if (!s)
-                return -EINVAL;
-        const char *h, *colon;
-        size_t hlen;
-        if (s[0] == '[') {
-                const char *close = strchr(s, ']');
-                if (!close || close[1] != ':')
-                        return -EINVAL;
-                h = s + 1;
-                hlen = (size_t)(close - h);
-                colon = close + 1;
-        } else {
-                colon = strchr(s, ':');
-                if (!colon || strchr(colon + 1, ':')) /* no port, or an unbracketed IPv6 */
-                        return -EINVAL;
-                h = s;
-                hlen = (size_t)(colon - s);
-                for (size_t i = 0; i < hlen; i++) {
-                        unsigned char ch = (unsigned char)h[i];
-                        if (!isalnum(ch) && ch != '-' && ch != '.')
-                                return -EINVAL;
-                }
-        }
-        if (hlen == 0 || hlen >= cap || hlen >= HOSTPORT_MAX)
-                return -EINVAL;
-
-        const char *p = colon + 1;
-        size_t plen = strlen(p);
-        if (plen == 0 || plen > 5)
-                return -EINVAL;
-        unsigned long v = 0;
-        for (size_t i = 0; i < plen; i++) {
-                if (p[i] < '0' || p[i] > '9')
-                        return -EINVAL;
-                v = v * 10 + (unsigned long)(p[i] - '0');
-        }
-        if (v > 65535)
-                return -EINVAL;
-
-        char tmp[HOSTPORT_MAX];
-        memcpy(tmp, h, hlen);
-        tmp[hlen] = '\0';
-        if (s[0] == '[') {
-                struct in6_addr a6;
-                if (inet_pton(AF_INET6, tmp, &a6) != 1)
-                        return -EINVAL;
-        }
-        memcpy(host, tmp, hlen + 1);
-        *port = (uint16_t)v;
-        return 0;
-}
-
 bool chp_config_is_loopback(const char *host)
 {
         if (!host)
@@ -336,10 +279,10 @@ static int apply(struct chp_config *c, const struct setting *s, const char *v, c
         }
         switch (s->kind) {
         case K_HOSTPORT: {
-                char host[HOSTPORT_MAX];
+                char host[CHP_NET_HOST_MAX];
                 uint16_t port;
                 bool off = strcmp(s->key, "http") == 0 && strcmp(v, "off") == 0;
-                if (!off && chp_config_split_hostport(v, host, sizeof(host), &port) != 0) {
+                if (!off && chp_net_split_hostport(v, host, sizeof(host), &port) != 0) {
                         snprintf(why, cap, "expected HOST:PORT or [IPv6]:PORT, port 0..65535");
                         return -EINVAL;
                 }
@@ -612,14 +555,14 @@ static int on_key(void *user, const char *section, const char *name, const char 
                         fail(x, -EINVAL, "unknown key '%s' in [peer \"%s\"]", name, x->peer->name);
                         return 0;
                 }
-                char host[HOSTPORT_MAX];
+                char host[CHP_NET_HOST_MAX];
                 uint16_t port;
                 if (value[0] == '\0') {
                         fail(x, -EINVAL, "%s: must not be empty", name);
                         return 0;
                 }
                 if (dst == &x->peer->address &&
-                    chp_config_split_hostport(value, host, sizeof(host), &port) != 0) {
+                    chp_net_split_hostport(value, host, sizeof(host), &port) != 0) {
                         fail(x, -EINVAL, "address = '%s': expected HOST:PORT or [IPv6]:PORT",
                              value);
                         return 0;
@@ -788,16 +731,16 @@ int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
                 snprintf(err, CHP_CONFIG_ERR_MAX, "--data must not be empty");
                 return -EINVAL;
         }
-        char lhost[HOSTPORT_MAX], hhost[HOSTPORT_MAX];
+        char lhost[CHP_NET_HOST_MAX], hhost[CHP_NET_HOST_MAX];
         uint16_t lport, hport;
-        if (chp_config_split_hostport(c->listen, lhost, sizeof(lhost), &lport) != 0) {
+        if (chp_net_split_hostport(c->listen, lhost, sizeof(lhost), &lport) != 0) {
                 snprintf(err, CHP_CONFIG_ERR_MAX,
                          "--listen '%s': expected HOST:PORT or [IPv6]:PORT, port 0..65535",
                          c->listen);
                 return -EINVAL;
         }
         bool http_off = strcmp(c->http, "off") == 0;
-        if (!http_off && chp_config_split_hostport(c->http, hhost, sizeof(hhost), &hport) != 0) {
+        if (!http_off && chp_net_split_hostport(c->http, hhost, sizeof(hhost), &hport) != 0) {
                 snprintf(err, CHP_CONFIG_ERR_MAX,
                          "--http '%s': expected HOST:PORT or [IPv6]:PORT (port 0..65535) or off",
                          c->http);

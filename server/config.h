@@ -99,9 +99,6 @@ int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX]);
 int chp_config_keep_restart_settings(struct chp_config *next, const struct chp_config *running,
                                      void (*changed)(void *ctx, const char *key), void *ctx);
 
-/* Splits "HOST:PORT" / "[v6]:PORT" into host (cap bytes) and port. -EINVAL if malformed. */
-int chp_config_split_hostport(const char *s, char *host, size_t cap, uint16_t *port /* out */);
-
 /* Whether host (a literal address or "localhost") is loopback: 127.0.0.0/8 or ::1. */
 bool chp_config_is_loopback(const char *host);
 

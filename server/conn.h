@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "loop.h"
+#include "net.h"
 #include "store.h"
 #include "transport.h"
 
@@ -75,9 +76,6 @@ struct conn {
         struct secure *sec; /* the Noise transport's state (secure.c); NULL for pass-through */
         struct conn *prev, *next; /* the loop's list */
 };
-
-/* Milliseconds on a monotonic clock. */
-uint64_t chp_now_ms(void);
 
 /* Asks for the next len bytes to go straight into buf (already of them are there). Body bytes
  * are charged to the shared memory budget (memory_limit) as they are granted and arrive, never
@@ -157,7 +155,7 @@ struct conn_op {
         struct chp_store_req req;
         struct conn *c;
         void (*done)(struct conn_op *op); /* loop thread */
-        uint64_t t0;                      /* chp_now_us() at submission */
+        uint64_t t0;                      /* chp_net_now_us() at submission */
 };
 
 /* The store's done callback for a struct conn_op: queues it to the connection's loop. */

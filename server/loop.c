@@ -134,13 +134,6 @@ static void *ud_ptr(uint64_t ud)
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
-uint64_t chp_now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static struct io_uring_sqe *get_sqe(struct chp_loop *l)
 {
         struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
@@ -149,51 +142,6 @@ static struct io_uring_sqe *get_sqe(struct chp_loop *l)
                 sqe = io_uring_get_sqe(&l->ring);
         }
         return sqe; /* NULL only if the kernel refuses to take submissions */
-}
-
-int chp_listen(const char *host, uint16_t port, bool first, int *fd, uint16_t *bound_port)
-{
-        *fd = -1;
-        struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                                 .ai_socktype = SOCK_STREAM,
-                                 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-        struct addrinfo *res = NULL;
-        char portstr[8];
-        snprintf(portstr, sizeof(portstr), "%u", port);
-        if (getaddrinfo(host, portstr, &hints, &res) != 0 || !res)
-                return -EADDRNOTAVAIL;
-        int s = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        int rc = 0, one = 1;
-        if (s < 0) {
-                rc = -errno;
-                goto out;
-        }
-        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        /* The first socket listens before it has SO_REUSEPORT: the kernel then refuses it when
-         * any socket listens on the address (the check and the claim are one step in listen()).
-         * SO_REUSEPORT set afterwards lets this relay's other sockets join it; another chapard's
-         * first socket, which lacks it, still cannot. */
-        if ((!first && setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
-            bind(s, res->ai_addr, res->ai_addrlen) != 0 || listen(s, 4096) != 0 ||
-            (first && setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)) {
-                rc = -errno;
-                goto out;
-        }
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        if (getsockname(s, (struct sockaddr *)&ss, &sl) != 0) {
-                rc = -errno;
-                goto out;
-        }
-        *bound_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                     : ((struct sockaddr_in *)&ss)->sin_port);
-        *fd = s;
-        s = -1;
-out:
-        if (s >= 0)
-                close(s);
-        freeaddrinfo(res);
-        return rc;
 }
 
 /* ---- arming operations ------------------------------------------------------------------- */
@@ -207,7 +155,7 @@ static void arm_accept(struct chp_loop *l)
                         continue;
                 if (li->paused_until) {
                         if (!now)
-                                now = chp_now_ms();
+                                now = chp_net_now_ms();
                         if (now < li->paused_until)
                                 continue; /* backing off after a failure; the tick retries */
                         li->paused_until = 0;
@@ -559,7 +507,7 @@ static void conn_finish(struct conn *c)
                 return;
         }
         c->lingering = true;
-        c->linger_until = chp_now_ms() + LINGER_MS;
+        c->linger_until = chp_net_now_ms() + LINGER_MS;
         shutdown(c->fd, SHUT_WR);
         if (!c->recv_armed)
                 arm_recv(c); /* into provided buffers, dropped as they come (on_recv) */
@@ -621,7 +569,7 @@ static void sent(struct conn *c, size_t n)
         struct out_item *it = c->out_head;
         it->off += n;
         c->out_bytes -= n;
-        c->last_progress = chp_now_ms();
+        c->last_progress = chp_net_now_ms();
         /* bytes on the wire, by face */
         struct chp_metrics *m = c->sh->metrics;
         atomic_fetch_add(c->ops->secure ? &m->bytes_out : &m->http_bytes_out, n);
@@ -697,7 +645,7 @@ void conn_close_after_flush(struct conn *c)
                 return;
         c->tr->close_record(c); /* over records, the end is said, not just a cut */
         c->closing = true;
-        c->last_progress = chp_now_ms();
+        c->last_progress = chp_net_now_ms();
         if (!c->out_head && !c->send_armed)
                 conn_finish(c);
 }
@@ -823,7 +771,7 @@ static void accept_failed(struct chp_loop *l, struct listener *li, int err)
         atomic_fetch_add(&l->sh->metrics->accept_errors[why], 1);
         if (why == CHP_ACCEPT_EMFILE || why == CHP_ACCEPT_ENFILE)
                 shed_backlog(l, li);
-        uint64_t now = chp_now_ms();
+        uint64_t now = chp_net_now_ms();
         /* the kernel ended the multishot accept; re-arming it at once would fail again at once:
          * back off (doubling) and let the tick re-arm it */
         if (!li->armed) {
@@ -878,7 +826,7 @@ static void on_accept(struct chp_loop *l, struct listener *li, struct io_uring_c
         *c = (struct conn){
             .loop = l, .sh = l->sh, .fd = fd, .refs = 1, .pipe = {-1, -1}, .ops = li->ops,
             .tr = li->ops->transport ? li->ops->transport : &chp_transport_plain};
-        c->born = c->last_active = c->last_progress = c->rate_t0 = chp_now_ms();
+        c->born = c->last_active = c->last_progress = c->rate_t0 = chp_net_now_ms();
         /* the first HTTP head is due header_timeout after accept (a native connection has
          * handshake_timeout for its handshake first) */
         if (!li->ops->secure)
@@ -934,7 +882,7 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe)
         } else {
                 struct chp_metrics *m = c->sh->metrics;
                 atomic_fetch_add(c->ops->secure ? &m->bytes_in : &m->http_bytes_in, (uint64_t)res);
-                c->last_progress = chp_now_ms();
+                c->last_progress = chp_net_now_ms();
                 int rc = 0;
                 if (had_buffer) {
                         rc = c->tr->input(c, l->bufs + (size_t)bid * BUF_SIZE, (size_t)res);
@@ -976,7 +924,7 @@ static void on_send(struct conn *c, struct io_uring_cqe *cqe, enum op op)
                 sent(c, (size_t)res);
         }
         if (!c->closed) {
-                c->last_active = chp_now_ms();
+                c->last_active = chp_net_now_ms();
                 conn_flush(c);
                 conn_maybe_read(c); /* output drained: flow control may allow reading */
         }
@@ -1025,13 +973,6 @@ void chp_loop_post(struct chp_loop *l, struct chp_store_req *req)
                 ssize_t w = write(l->wake_fd, &one, sizeof(one));
                 (void)w; /* an eventfd write fails only when the counter would overflow */
         }
-}
-
-uint64_t chp_now_us(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
 void conn_op_done(struct chp_store_req *req)
@@ -1133,7 +1074,7 @@ static void sweep(struct chp_loop *l, uint64_t now)
 static void begin_stop(struct chp_loop *l)
 {
         l->stopping = true;
-        l->stop_deadline = chp_now_ms() + STOP_GRACE_MS;
+        l->stop_deadline = chp_net_now_ms() + STOP_GRACE_MS;
         for (int i = 0; i < MAX_LISTENERS; i++) {
                 struct listener *li = &l->lis[i];
                 if (li->fd < 0 || !li->armed)
@@ -1152,7 +1093,7 @@ static void begin_stop(struct chp_loop *l)
 static void on_tick(struct chp_loop *l)
 {
         l->tick_armed = false;
-        uint64_t now = chp_now_ms();
+        uint64_t now = chp_net_now_ms();
         if (*l->sh->stop && !l->stopping)
                 begin_stop(l);
         if (l->stopping || now - l->last_sweep >= 1000) {

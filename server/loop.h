@@ -68,15 +68,4 @@ int chp_loop_run(struct chp_loop *l);
  * completion can still arrive. NULL is a no-op. */
 void chp_loop_destroy(struct chp_loop *l);
 
-/* Microseconds on a monotonic clock (commit latency counts from it). Any thread. */
-uint64_t chp_now_us(void);
-
-/* Opens a TCP listening socket on host:port (port 0 = any); *bound_port gets the port it bound.
- * A face's sockets (one per loop) share the address through SO_REUSEPORT, which Linux lets any
- * process of the same user join; so the face's first socket (first true) is made to listen
- * without it and fails with -EADDRINUSE when anyone else listens there, and the others (first
- * false, same port) join it. Then no other chapard can share the address. */
-__attribute__((warn_unused_result)) int chp_listen(const char *host, uint16_t port, bool first,
-                                                   int *fd /* out */, uint16_t *bound_port /* out */);
-
 #endif

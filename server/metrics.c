@@ -3,9 +3,9 @@
 
 #include <stdarg.h>
 #include <stdio.h>
-#include <time.h>
 
 #include "loop.h"
+#include "net.h"
 #include "store.h"
 
 const double chp_commit_buckets[CHP_COMMIT_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -28,9 +28,7 @@ const char *chp_metrics_close_reason(enum chp_close_reason why)
 
 void chp_metrics_observe_commit(struct chp_metrics *m, uint64_t since_us)
 {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        uint64_t now = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+        uint64_t now = chp_net_now_us();
         uint64_t us = now > since_us ? now - since_us : 0;
         for (int i = 0; i < CHP_COMMIT_BUCKETS; i++)
                 if ((double)us / 1e6 <= chp_commit_buckets[i])

@@ -53,7 +53,7 @@ struct chp_metrics {
 /* The label of a close reason ("idle", "stalled", ...), as in /metrics and the logs. */
 const char *chp_metrics_close_reason(enum chp_close_reason why);
 
-/* Counts one chunk acknowledgement that took from since_us (chp_now_us) to now. Any thread. */
+/* Counts one chunk acknowledgement that took from since_us (chp_net_now_us) to now. Any thread. */
 void chp_metrics_observe_commit(struct chp_metrics *m, uint64_t since_us);
 
 /* Appends the whole /metrics page (Prometheus text: sh->metrics' counters, the connection and

@@ -109,7 +109,7 @@ static uint8_t *reply_frame(struct conn *c, uint8_t type, uint32_t id, size_t pa
                 return NULL;
         }
         chp_frame_header_encode(p, type, id, (uint32_t)payload_len);
-        c->last_active = chp_now_ms();
+        c->last_active = chp_net_now_ms();
         return p + CHP_FRAME_HEADER;
 }
 
@@ -183,7 +183,7 @@ static struct upl *upl_find(struct native *n, const uint8_t *id)
 {
         for (int i = 0; i < MAX_UPL; i++)
                 if (n->upl[i].used && memcmp(n->upl[i].id, id, CHP_UPLOAD_ID_LEN) == 0) {
-                        n->upl[i].last_used = chp_now_ms();
+                        n->upl[i].last_used = chp_net_now_ms();
                         return &n->upl[i];
                 }
         return NULL;
@@ -215,7 +215,7 @@ static struct upl *upl_add(struct native *n, const uint8_t *id, const uint8_t *f
         memcpy(u->file_id, file_id, CHP_HASH_BYTES);
         u->manifest = manifest;
         u->manifest_len = len;
-        u->last_used = chp_now_ms();
+        u->last_used = chp_net_now_ms();
         return u;
 }
 
@@ -262,7 +262,7 @@ static void op_free(struct op *op)
 /* Hands op to the writer; on refusal answers the request and frees op. */
 static bool op_submit(struct conn *c, struct op *op)
 {
-        op->base.t0 = chp_now_us();
+        op->base.t0 = chp_net_now_us();
         int rc = chp_store_submit(c->sh->store, &op->base.req);
         if (rc) {
                 reply_store_error(c, op->frame_id, rc);
@@ -872,7 +872,7 @@ static void on_ping(struct conn *c, const struct chp_frame_header *h, const uint
  * takes over) or borrowed from the input buffer. */
 static void handle_frame(struct conn *c, const struct chp_frame_header *h, uint8_t *p, bool owned)
 {
-        c->last_active = chp_now_ms();
+        c->last_active = chp_net_now_ms();
         switch (h->type) {
         case CHP_F_HELLO:
                 on_hello(c, h, p);

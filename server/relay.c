@@ -19,6 +19,7 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
+#include "net.h"
 #include "store.h"
 #include "uring_compat.h"
 
@@ -223,11 +224,11 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
         char host[256], hhost[256];
         uint16_t port, bound = 0, hport = 0, hbound = 0;
         bool http = strcmp(cfg->http, "off") != 0;
-        if ((rc = chp_config_split_hostport(cfg->listen, host, sizeof(host), &port))) {
+        if ((rc = chp_net_split_hostport(cfg->listen, host, sizeof(host), &port))) {
                 chp_log_error("relay", "bad --listen address %s", cfg->listen);
                 return rc;
         }
-        if (http && (rc = chp_config_split_hostport(cfg->http, hhost, sizeof(hhost), &hport))) {
+        if (http && (rc = chp_net_split_hostport(cfg->http, hhost, sizeof(hhost), &hport))) {
                 chp_log_error("relay", "bad --http address %s", cfg->http);
                 return rc;
         }
@@ -272,12 +273,12 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
                                      .reported = &reported, .http_fd = -1};
                 /* the first listener picks the port (port 0 = any) and holds the address
                  * against other processes; the others share it */
-                if ((rc = chp_listen(host, i ? bound : port, i == 0, &w->listen_fd, &bound))) {
+                if ((rc = chp_net_listen(host, i ? bound : port, i == 0, &w->listen_fd, &bound))) {
                         listen_failed(cfg->listen, "native", rc);
                         break;
                 }
                 if (http &&
-                    (rc = chp_listen(hhost, i ? hbound : hport, i == 0, &w->http_fd, &hbound))) {
+                    (rc = chp_net_listen(hhost, i ? hbound : hport, i == 0, &w->http_fd, &hbound))) {
                         listen_failed(cfg->http, "HTTP", rc);
                         close(w->listen_fd);
                         break;

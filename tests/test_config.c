@@ -603,63 +603,6 @@ TEST(flag_errors)
         }
 }
 
-struct hp_case {
-        const char *in;
-        int rc;
-        const char *host;
-        unsigned port;
-};
-
-TEST(split_hostport)
-{
-        static const struct hp_case cases[] = {
-            {"127.0.0.1:7700", 0, "127.0.0.1", 7700},
-            {"localhost:0", 0, "localhost", 0},
-            {"[::1]:7700", 0, "::1", 7700},
-            {"0.0.0.0:80", 0, "0.0.0.0", 80},
-            {"relay.example.org:65535", 0, "relay.example.org", 65535},
-            {"[2001:db8::7]:443", 0, "2001:db8::7", 443},
-            {"127.0.0.1", -EINVAL, NULL, 0},
-            {"127.0.0.1:", -EINVAL, NULL, 0},
-            {"127.0.0.1:65536", -EINVAL, NULL, 0},
-            {"127.0.0.1:99999", -EINVAL, NULL, 0},
-            {"127.0.0.1:123456", -EINVAL, NULL, 0},
-            {"127.0.0.1:-1", -EINVAL, NULL, 0},
-            {"127.0.0.1:80x", -EINVAL, NULL, 0},
-            {"127.0.0.1: 80", -EINVAL, NULL, 0},
-            {":7700", -EINVAL, NULL, 0},
-            {"[]:7700", -EINVAL, NULL, 0},
-            {"::1:7700", -EINVAL, NULL, 0},
-            {"[::1]7700", -EINVAL, NULL, 0},
-            {"[::1]:", -EINVAL, NULL, 0},
-            {"[::1:7700", -EINVAL, NULL, 0},
-            {"[nothex]:7700", -EINVAL, NULL, 0},
-            {"[127.0.0.1]:80", -EINVAL, NULL, 0},
-            {"a b:80", -EINVAL, NULL, 0},
-            {"a/b:80", -EINVAL, NULL, 0},
-            {"", -EINVAL, NULL, 0},
-        };
-        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-                const struct hp_case *k = &cases[i];
-                char host[64];
-                uint16_t port = 1234;
-                int rc = chp_config_split_hostport(k->in, host, sizeof(host), &port);
-                bool ok = rc == k->rc && (rc != 0 ? port == 0 && host[0] == '\0'
-                                                  : strcmp(host, k->host) == 0 && port == k->port);
-                if (!ok)
-                        fprintf(stderr, "  case %zu \"%s\": rc %d host \"%s\" port %u\n", i, k->in,
-                                rc, host, port);
-                CHECK(ok);
-        }
-        /* a host that does not fit in cap is refused */
-        char small[4];
-        uint16_t port;
-        CHECK_EQ(chp_config_split_hostport("abcd:1", small, sizeof(small), &port), -EINVAL);
-        CHECK_OK(chp_config_split_hostport("abc:1", small, sizeof(small), &port));
-        CHECK(strcmp(small, "abc") == 0);
-        CHECK_EQ(chp_config_split_hostport(NULL, small, sizeof(small), &port), -EINVAL);
-}
-
 TEST(is_loopback)
 {
         static const char *const yes[] = {"127.0.0.1", "127.0.0.2",       "127.255.255.255",

@@ -46,6 +46,7 @@
 #include "err.h"
 #include "hash.h"
 #include "manifest.h"
+#include "net.h"
 #include "store.h"
 
 #define ROUNDS            20
@@ -774,13 +775,6 @@ static void on_problem(void *ctx, const char *problem)
         bad(ck, "verify: %s", problem);
 }
 
-static uint64_t now_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Chunk i of upload u must read back identical (must_exist), or else be absent. */
 static void check_chunk(struct check *ck, uint32_t u, uint32_t i, const uint8_t *addr,
                         bool must_exist)
@@ -1107,9 +1101,9 @@ static int run_round(struct model *m, const char *dir, uint32_t round, struct ro
         uint8_t pend[sizeof(struct rec)];
         size_t npend = 0;
         bool ready = false;
-        uint64_t start = now_ms(), ready_at = 0, faults_before = m->faults;
+        uint64_t start = chp_net_now_ms(), ready_at = 0, faults_before = m->faults;
         for (;;) {
-                uint64_t t = now_ms(), deadline;
+                uint64_t t = chp_net_now_ms(), deadline;
                 if (ri->from_fork)
                         deadline = start + ri->delay_ms;
                 else if (ready)
@@ -1129,7 +1123,7 @@ static int run_round(struct model *m, const char *dir, uint32_t round, struct ro
                         break;
                 }
                 if (ready && !was)
-                        ready_at = now_ms();
+                        ready_at = chp_net_now_ms();
         }
         kill(pid, SIGKILL);
         int status = 0;
@@ -1280,7 +1274,7 @@ TEST(sigkill_twenty_rounds)
         struct model *m = model_new(seed);
         uint8_t *rbuf = malloc(MAX_CHUNK);
         struct check ck = {.m = m, .rbuf = rbuf};
-        uint64_t rng = mix64(seed ^ 0x6b696c6c00000000ull), t0 = now_ms();
+        uint64_t rng = mix64(seed ^ 0x6b696c6c00000000ull), t0 = chp_net_now_ms();
         uint32_t rounds = 0;
         unsigned torn = 0;
         if (!m || !rbuf) {
@@ -1313,7 +1307,7 @@ TEST(sigkill_twenty_rounds)
                         }
                 }
 
-                uint64_t t1 = now_ms();
+                uint64_t t1 = chp_net_now_ms();
                 struct chp_store_opts o;
                 store_opts(&o, dir);
                 int rc = chp_store_open(&o, &ck.s);
@@ -1347,7 +1341,7 @@ TEST(sigkill_twenty_rounds)
                        (unsigned long long)(m->acks - ri.acks_before),
                        (unsigned long long)vs.chunks, (double)vs.bytes / (1 << 20),
                        (unsigned long long)vs.files, (unsigned long long)vs.uploads,
-                       (unsigned long long)vs.segments, (unsigned long long)(now_ms() - t1),
+                       (unsigned long long)vs.segments, (unsigned long long)(chp_net_now_ms() - t1),
                        torn_round(r) ? "; torn segment tail" : "");
                 fflush(stdout);
                 if (ck.bad)
@@ -1362,7 +1356,7 @@ TEST(sigkill_twenty_rounds)
                (unsigned long long)m->retired, (unsigned long long)m->gcs,
                (unsigned long long)m->gc_compacted, (unsigned long long)m->gc_deleted,
                (unsigned long long)m->resumes, (unsigned long long)m->resent,
-               (unsigned long long)(now_ms() - t0), (unsigned long long)seed);
+               (unsigned long long)(chp_net_now_ms() - t0), (unsigned long long)seed);
         CHECK_EQ(rounds, ROUNDS);
         CHECK(m->acks > 0);
 out:

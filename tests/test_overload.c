@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "hash.h"
+#include "net.h"
 #include "relay_client.h"
 
 #define MiB (1024u * 1024u)
@@ -34,13 +35,6 @@ struct relay {
 /* The relay of the test running now: a test that ends early (REQUIRE) leaves it to the next
  * spawn or to main, which stop it and remove its directory. */
 static struct relay rl;
-
-static double now_s(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void pause_ms(long ms)
 {
@@ -299,10 +293,10 @@ TEST(out_of_descriptors_backs_off_and_sheds)
                         tu_send_all(dl[i], frame, CHP_FRAME_HEADER + (size_t)glen);
         }
         pause_ms(500);
-        double cpu0 = cpu_seconds(rl.r.pid), t0 = now_s();
+        double cpu0 = cpu_seconds(rl.r.pid), t0 = chp_net_now_s();
         flood(rl.http, fds, N);
         pause_ms(3000);
-        double cpu = cpu_seconds(rl.r.pid) - cpu0, span = now_s() - t0;
+        double cpu = cpu_seconds(rl.r.pid) - cpu0, span = chp_net_now_s() - t0;
         /* the connections the relay could not take are answered and closed, not left waiting
          * in its backlog */
         int open_n = still_open(fds, N);
@@ -367,7 +361,7 @@ TEST(slowloris_is_cut_at_the_head_and_handshake_deadlines)
         REQUIRE_OK(spawn(&rl, "header_timeout = 2s\nhandshake_timeout = 2s\n", 0, "info"));
         int *fds = calloc((size_t)n, sizeof(int));
         REQUIRE(fds);
-        double t0 = now_s();
+        double t0 = chp_net_now_s();
         for (int i = 0; i < n; i++) {
                 int kind = i % 4; /* half HTTP heads, a quarter handshakes, a quarter frames */
                 fds[i] = tu_dial(kind < 2 ? rl.http : rl.r.addr);
@@ -380,7 +374,7 @@ TEST(slowloris_is_cut_at_the_head_and_handshake_deadlines)
                 else
                         tu_send_all(fds[i], "CHP0\0\0\0\0\x0d\0\0", 11); /* preamble, 3 of 12 */
         }
-        double opened = now_s() - t0;
+        double opened = chp_net_now_s() - t0;
         int opened_n = 0;
         for (int i = 0; i < n; i++)
                 opened_n += fds[i] >= 0;
@@ -388,7 +382,7 @@ TEST(slowloris_is_cut_at_the_head_and_handshake_deadlines)
         /* a byte a second from each: progress, but no head ever ends */
         bool served = false;
         int open_n = n;
-        while (now_s() - t0 < opened + 2 + 4 && open_n > 0) { /* deadline + sweep slack */
+        while (chp_net_now_s() - t0 < opened + 2 + 4 && open_n > 0) { /* deadline + sweep slack */
                 open_n = 0;
                 for (int i = 0; i < n; i++) {
                         if (fds[i] < 0)
@@ -408,7 +402,7 @@ TEST(slowloris_is_cut_at_the_head_and_handshake_deadlines)
                         served = healthy(rl.http);
                 pause_ms(1000);
         }
-        double took = now_s() - t0;
+        double took = chp_net_now_s() - t0;
         fprintf(stderr, "  %d connections opened in %.2f s; %d still open after %.2f s\n", n,
                 opened, open_n, took);
         CHECK_EQ(open_n, 0);
@@ -432,15 +426,15 @@ TEST(a_body_under_the_rate_floor_is_cut)
         uint8_t hdr[CHP_FRAME_HEADER];
         chp_frame_header_encode(hdr, CHP_F_CHUNK, 2, 1 * MiB);
         REQUIRE(tu_send_all(fd, hdr, sizeof(hdr)));
-        double t0 = now_s();
+        double t0 = chp_net_now_s();
         bool closed = false;
-        while (!closed && now_s() - t0 < 10) {
+        while (!closed && chp_net_now_s() - t0 < 10) {
                 ssize_t w = send(fd, "abcdefgh", 8, MSG_NOSIGNAL | MSG_DONTWAIT);
                 (void)w;
                 pause_ms(250);
                 closed = closed_by_relay(fd);
         }
-        double took = now_s() - t0;
+        double took = chp_net_now_s() - t0;
         fprintf(stderr, "  closed after %.2f s\n", took);
         CHECK(closed && took >= 1.5 && took < 5.0);
         close(fd);
@@ -569,9 +563,9 @@ TEST(stalled_bodies_are_cut_while_others_wait)
                 pause_ms(100);
         fprintf(stderr, "  %.0f bytes held\n", used);
         REQUIRE(used >= 16 * MiB);
-        double t0 = now_s();
+        double t0 = chp_net_now_s();
         CHECK_EQ(upload_in_child(rl.r.addr, 20), 0);
-        fprintf(stderr, "  upload done in %.2f s\n", now_s() - t0);
+        fprintf(stderr, "  upload done in %.2f s\n", chp_net_now_s() - t0);
         CHECK(metric(rl.http, "chapar_connections_closed_total{reason=\"slow_body\"}") >= 1);
         CHECK(still_open(fds, HOLDERS) < HOLDERS);
         for (int i = 0; i < HOLDERS; i++)
@@ -590,9 +584,9 @@ TEST(unused_connections_are_counted_not_logged)
         int fds[N];
         for (int i = 0; i < N; i++)
                 fds[i] = tu_dial(rl.r.addr);
-        double t0 = now_s();
+        double t0 = chp_net_now_s();
         int open_n = N;
-        while (open_n > 0 && now_s() - t0 < 15) {
+        while (open_n > 0 && chp_net_now_s() - t0 < 15) {
                 pause_ms(200);
                 open_n = still_open(fds, N);
         }

@@ -5,7 +5,6 @@
  * client, which does a full upload and download over the same transport (NK and XX). */
 #include "harness.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -20,6 +19,7 @@
 #include "noise.h"
 #include "record.h"
 #include "relay_client.h"
+#include "testutil.h"
 
 static struct rc_relay relay = {.encrypted_only = true};
 static uint8_t relay_pub[CHP_NOISE_DHLEN];
@@ -35,16 +35,10 @@ static bool started(void)
 
 static int dial(void)
 {
-        const char *colon = strrchr(relay.addr, ':');
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        int fd = tu_dial(relay.addr);
         struct timeval tv = {.tv_sec = 10};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-                close(fd);
-                return -1;
-        }
+        if (fd >= 0)
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
         return fd;
 }
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "hash.h"
+#include "net.h"
 #include "proto.h"
 
 uint8_t *tu_pattern(size_t n, unsigned seed)
@@ -63,14 +64,13 @@ bool tu_same_hex(const uint8_t *p, size_t n, const char *want)
 
 int tu_dial(const char *hostport)
 {
-        char host[128];
-        const char *colon = strrchr(hostport, ':');
-        if (!colon || (size_t)(colon - hostport) >= sizeof(host))
+        char host[CHP_NET_HOST_MAX], port[8];
+        uint16_t pn;
+        if (chp_net_split_hostport(hostport, host, sizeof(host), &pn) != 0)
                 return -1;
-        memcpy(host, hostport, (size_t)(colon - hostport));
-        host[colon - hostport] = '\0';
-        struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
-        if (getaddrinfo(host, colon + 1, &hints, &res) != 0)
+        snprintf(port, sizeof(port), "%u", pn);
+        struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV}, *res;
+        if (getaddrinfo(host, port, &hints, &res) != 0)
                 return -1;
         int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
@@ -125,8 +125,7 @@ double tu_seconds_until_closed(int fd, int limit_s, uint8_t *first, size_t cap, 
 {
         struct timeval tv = {.tv_sec = limit_s};
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
+        double t0 = chp_net_now_s();
         if (nfirst)
                 *nfirst = 0;
         uint8_t buf[512];
@@ -140,9 +139,8 @@ double tu_seconds_until_closed(int fd, int limit_s, uint8_t *first, size_t cap, 
                         }
                         continue;
                 }
-                clock_gettime(CLOCK_MONOTONIC, &t1);
                 if (r < 0 && errno != ECONNRESET)
                         return -1;
-                return (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+                return chp_net_now_s() - t0;
         }
 }

@@ -167,7 +167,7 @@ void http_finish(struct http *h, struct resp *r, const void *body, size_t body_l
         memcpy(out, r->buf, r->len);
         if (!h->head_only && body_len)
                 memcpy(out + r->len, body, body_len);
-        c->last_active = chp_now_ms();
+        c->last_active = chp_net_now_ms();
 }
 
 void http_simple(struct http *h, int status, const char *msg)

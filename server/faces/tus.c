@@ -165,7 +165,7 @@ static void hop_free(struct hop *op)
 
 static bool submit(struct http *h, struct hop *op)
 {
-        op->base.t0 = chp_now_us();
+        op->base.t0 = chp_net_now_us();
         int rc = chp_store_submit(h->c->sh->store, &op->base.req);
         if (rc) {
                 if (!h->failed)

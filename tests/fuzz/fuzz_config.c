@@ -8,7 +8,7 @@
  * exactly when it fails; a config that passes chp_config_finish keeps every documented bound; and
  * chp_config_free leaves nothing behind (LeakSanitizer). Every line of the file and every argument
  * also goes through each value parser: parse_scaled for each kind against a slow reference,
- * parse_bool, and chp_config_split_hostport, whose result must format back to an address that
+ * parse_bool, and chp_net_split_hostport, whose result must format back to an address that
  * splits the same. Anything else aborts. Linked with libFuzzer, or with replay.c to run the
  * committed corpus under ctest. */
 #include "../../server/config.c"
@@ -79,22 +79,22 @@ static void values(const char *s)
         int rc = parse_bool(s, &b);
         EXPECT(rc == 0 || rc == -EINVAL);
 
-        char host[HOSTPORT_MAX], again[HOSTPORT_MAX];
+        char host[CHP_NET_HOST_MAX], again[CHP_NET_HOST_MAX];
         uint16_t port = 1, port2 = 1;
-        rc = chp_config_split_hostport(s, host, sizeof(host), &port);
+        rc = chp_net_split_hostport(s, host, sizeof(host), &port);
         EXPECT(rc == 0 || rc == -EINVAL);
         if (rc != 0) {
                 EXPECT(port == 0 && host[0] == '\0');
         } else {
                 size_t hlen = strlen(host);
-                EXPECT(hlen > 0 && hlen < HOSTPORT_MAX);
-                char addr[HOSTPORT_MAX + 16];
+                EXPECT(hlen > 0 && hlen < CHP_NET_HOST_MAX);
+                char addr[CHP_NET_HOST_MAX + 16];
                 bool v6 = strchr(host, ':') != NULL;
                 snprintf(addr, sizeof(addr), v6 ? "[%s]:%u" : "%s:%u", host, port);
-                EXPECT(chp_config_split_hostport(addr, again, sizeof(again), &port2) == 0);
+                EXPECT(chp_net_split_hostport(addr, again, sizeof(again), &port2) == 0);
                 EXPECT(port2 == port && strcmp(again, host) == 0);
                 /* a host that does not fit the caller's buffer is refused, not cut */
-                EXPECT(chp_config_split_hostport(s, again, hlen, &port2) == -EINVAL);
+                EXPECT(chp_net_split_hostport(s, again, hlen, &port2) == -EINVAL);
                 (void)chp_config_is_loopback(host);
         }
 }
@@ -123,15 +123,15 @@ static void check_finished(const struct chp_config *c)
         EXPECT(c->sync == CHP_SYNC_FULL || c->sync == CHP_SYNC_NONE);
         EXPECT(c->log_level >= CHP_LOG_ERROR && c->log_level <= CHP_LOG_DEBUG);
         EXPECT(c->npeers <= CHP_MAX_PEERS);
-        char host[HOSTPORT_MAX];
+        char host[CHP_NET_HOST_MAX];
         uint16_t port;
-        EXPECT(chp_config_split_hostport(c->listen, host, sizeof(host), &port) == 0);
+        EXPECT(chp_net_split_hostport(c->listen, host, sizeof(host), &port) == 0);
         EXPECT(!c->insecure_plaintext || chp_config_is_loopback(host));
         for (unsigned i = 0; i < c->npeers; i++) {
                 const struct chp_peer_config *p = &c->peers[i];
                 EXPECT(p->name && valid_peer_name(p->name, strlen(p->name)));
                 EXPECT(p->address && p->pubkey && p->pubkey[0]);
-                EXPECT(chp_config_split_hostport(p->address, host, sizeof(host), &port) == 0);
+                EXPECT(chp_net_split_hostport(p->address, host, sizeof(host), &port) == 0);
                 for (unsigned j = 0; j < i; j++)
                         EXPECT(strcmp(p->name, c->peers[j].name) != 0);
         }

@@ -1,0 +1,145 @@
+/* net.c — HOST:PORT parsing, listening sockets, the monotonic clock (see net.h). */
+#include "net.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- HOST:PORT --------------------------------------------------------------------------- */
+
+static bool is_name_char(char c)
+{
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '-' || c == '.';
+}
+
+int chp_net_split_hostport(const char *s, char *host, size_t hostcap, uint16_t *port)
+{
+        *port = 0;
+        if (hostcap)
+                host[0] = '\0';
+        if (!s)
+                return -EINVAL;
+        const char *h, *colon;
+        size_t hlen;
+        if (s[0] == '[') {
+                const char *close = strchr(s, ']');
+                if (!close || close[1] != ':')
+                        return -EINVAL;
+                h = s + 1;
+                hlen = (size_t)(close - h);
+                colon = close + 1;
+        } else {
+                colon = strchr(s, ':');
+                if (!colon || strchr(colon + 1, ':')) /* no port, or an unbracketed IPv6 */
+                        return -EINVAL;
+                h = s;
+                hlen = (size_t)(colon - s);
+                for (size_t i = 0; i < hlen; i++)
+                        if (!is_name_char(h[i]))
+                                return -EINVAL;
+        }
+        if (hlen == 0 || hlen >= hostcap || hlen >= CHP_NET_HOST_MAX)
+                return -EINVAL;
+
+        const char *p = colon + 1;
+        size_t plen = strlen(p);
+        if (plen == 0 || plen > 5)
+                return -EINVAL;
+        uint32_t v = 0;
+        for (size_t i = 0; i < plen; i++) {
+                if (p[i] < '0' || p[i] > '9')
+                        return -EINVAL;
+                v = v * 10 + (uint32_t)(p[i] - '0');
+        }
+        if (v > 65535)
+                return -EINVAL;
+
+        char tmp[CHP_NET_HOST_MAX];
+        memcpy(tmp, h, hlen);
+        tmp[hlen] = '\0';
+        if (s[0] == '[') {
+                struct in6_addr a6;
+                if (inet_pton(AF_INET6, tmp, &a6) != 1)
+                        return -EINVAL;
+        }
+        memcpy(host, tmp, hlen + 1);
+        *port = (uint16_t)v;
+        return 0;
+}
+
+/* ---- listening sockets ------------------------------------------------------------------- */
+
+int chp_net_listen(const char *host, uint16_t port, bool first, int *fd, uint16_t *bound_port)
+{
+        *fd = -1;
+        struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                                 .ai_socktype = SOCK_STREAM,
+                                 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+        struct addrinfo *res = NULL;
+        char portstr[8];
+        snprintf(portstr, sizeof(portstr), "%u", port);
+        if (getaddrinfo(host, portstr, &hints, &res) != 0 || !res)
+                return -EADDRNOTAVAIL;
+        int s = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int rc = 0, one = 1;
+        if (s < 0) {
+                rc = -errno;
+                goto out;
+        }
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        /* The first socket listens before it has SO_REUSEPORT: the kernel then refuses it when
+         * any socket listens on the address (the check and the claim are one step in listen()).
+         * SO_REUSEPORT set afterwards lets this relay's other sockets join it; another chapard's
+         * first socket, which lacks it, still cannot. */
+        if ((!first && setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) ||
+            bind(s, res->ai_addr, res->ai_addrlen) != 0 || listen(s, 4096) != 0 ||
+            (first && setsockopt(s, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)) {
+                rc = -errno;
+                goto out;
+        }
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        if (getsockname(s, (struct sockaddr *)&ss, &sl) != 0) {
+                rc = -errno;
+                goto out;
+        }
+        *bound_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                     : ((struct sockaddr_in *)&ss)->sin_port);
+        *fd = s;
+        s = -1;
+out:
+        if (s >= 0)
+                close(s);
+        freeaddrinfo(res);
+        return rc;
+}
+
+/* ---- the clock --------------------------------------------------------------------------- */
+
+uint64_t chp_net_now_ms(void)
+{
+        struct timespec ts;
+        (void)clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail for CLOCK_MONOTONIC */
+        return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t chp_net_now_us(void)
+{
+        struct timespec ts;
+        (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+double chp_net_now_s(void)
+{
+        struct timespec ts;
+        (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
