@@ -5,9 +5,9 @@
  * buf[0..len) (chp_http_parse_resume: as it arrives, each byte looked at once): it allocates
  * nothing, never reads past len, and points into buf (borrowed: valid while buf is and
  * unchanged). Returns the bytes the head takes (the body starts there),
- * -EAGAIN when the head is not complete yet, or a negative CHP_HTTP_E* code telling which
- * status to answer (400, 414, 431, 501, 505). Value parsers return 0 or -EINVAL (and the codes
- * their comments add: -ERANGE, -ENOTSUP). Pure functions; any thread.
+ * -EAGAIN when the head is not complete yet, or a CHP_EHTTP_* code of err.h telling which
+ * status to answer (400, 414, 431, 501, 505: chp_err_http_status). Value parsers return 0 or
+ * -EINVAL (and the codes their comments add: -ERANGE, -ENOTSUP). Pure functions; any thread.
  */
 #ifndef CHP_HTTP_PARSE_H
 #define CHP_HTTP_PARSE_H
@@ -17,16 +17,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "err.h"
+
 #define CHP_HTTP_MAX_HEADERS    64
 #define CHP_HTTP_MAX_TARGET     2048          /* bytes of the request target */
 #define CHP_HTTP_MAX_HEAD       (16 * 1024)   /* bytes of the whole request head */
 
-/* Errors, each naming the status to answer. */
-#define CHP_HTTP_EBAD      (-400) /* malformed request (400) */
-#define CHP_HTTP_ETARGET   (-414) /* request target too long (414) */
-#define CHP_HTTP_EHEADERS  (-431) /* head too large or too many headers (431) */
-#define CHP_HTTP_EMETHOD   (-501) /* a method this server does not implement (501) */
-#define CHP_HTTP_EVERSION  (-505) /* not HTTP/1.0 or HTTP/1.1 (505) */
 
 enum chp_http_method {
         CHP_HTTP_GET, CHP_HTTP_HEAD, CHP_HTTP_POST, CHP_HTTP_PATCH, CHP_HTTP_DELETE,
