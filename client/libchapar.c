@@ -829,7 +829,7 @@ static int get_one(struct getter *g)
         if (rc)
                 return rc;
         if (h.type == CHP_F_ERROR)
-                return c->last_code == CHP_WE_NOT_FOUND ? CHAPAR_ENOTFOUND : CHAPAR_ERELAY;
+                return cc_remote_error(c);
         uint32_t k = h.id - g->base;
         if (h.type != (CHP_F_GET_CHUNK | CHP_F_REPLY) || k >= m->chunk_count ||
             chp_msg_chunk_data_decode(reply, h.len, &d) != 0 || d.offset != 0 ||

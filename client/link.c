@@ -108,6 +108,11 @@ int cc_call(struct chapar_client *c, uint8_t type, const void *p, size_t len,
         return public_code(c, rc);
 }
 
+int cc_remote_error(struct chapar_client *c)
+{
+        return public_code(c, CHP_EREMOTE);
+}
+
 uint32_t cc_reserve_ids(struct chapar_client *c, uint32_t n)
 {
         return c->ch ? chp_channel_reserve_ids(c->ch, n) : 1; /* its requests fail anyway */
