@@ -24,8 +24,8 @@ struct chapar_client {
         char addr[300]; /* HOST:PORT as given */
         bool plaintext; /* asked for --insecure-plaintext */
         bool have_pinned;
-        uint8_t pinned[CHAPAR_KEY_BYTES];
-        uint8_t relay_key[CHAPAR_KEY_BYTES]; /* what the relay proved it holds */
+        uint8_t pinned[CHP_KEY_BYTES];
+        uint8_t relay_key[CHP_KEY_BYTES]; /* what the relay proved it holds */
         char known_relays[4096];
         char cache_dir[4096]; /* "" = no cache */
         struct chp_msg_hello_ok hello;

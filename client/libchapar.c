@@ -31,6 +31,8 @@
 #include "manifest.h"
 #include "ticket.h"
 
+_Static_assert(CHAPAR_KEY_BYTES == CHP_KEY_BYTES, "the public key size is the one X25519 size");
+
 #define KEEP_BUDGET  (256u << 20) /* ciphertext kept between hashing and sending */
 #define GET_INFLIGHT 16
 
@@ -116,7 +118,7 @@ static void default_dir(char *out, size_t cap, const char *xdg_var, const char *
 /* ---- known relays ------------------------------------------------------------------------ */
 
 /* Looks addr up: 0 (key filled), -ENOENT, or an error. Lines: "HOST:PORT HEXKEY". */
-static int known_lookup(const char *file, const char *addr, uint8_t key[CHAPAR_KEY_BYTES])
+static int known_lookup(const char *file, const char *addr, uint8_t key[CHP_KEY_BYTES])
 {
         FILE *f = fopen(file, "r");
         if (!f)
@@ -130,7 +132,7 @@ static int known_lookup(const char *file, const char *addr, uint8_t key[CHAPAR_K
                 *sp = '\0';
                 char *hex = sp + 1;
                 hex[strcspn(hex, "\r\n")] = '\0';
-                if (strcmp(line, addr) == 0 && chp_hex_decode(hex, strlen(hex), key, 32) == 0) {
+                if (strcmp(line, addr) == 0 && chp_hex_decode(hex, strlen(hex), key, CHP_KEY_BYTES) == 0) {
                         rc = 0;
                         break;
                 }
@@ -139,7 +141,7 @@ static int known_lookup(const char *file, const char *addr, uint8_t key[CHAPAR_K
         return rc;
 }
 
-static int known_add(const char *file, const char *addr, const uint8_t key[CHAPAR_KEY_BYTES])
+static int known_add(const char *file, const char *addr, const uint8_t key[CHP_KEY_BYTES])
 {
         char dir[4096];
         snprintf(dir, sizeof(dir), "%s", file);
@@ -153,7 +155,7 @@ static int known_add(const char *file, const char *addr, const uint8_t key[CHAPA
         if (fd < 0)
                 return -errno;
         char line[400], hex[CHP_HASH_HEXBYTES];
-        chp_hex_encode(key, CHAPAR_KEY_BYTES, hex);
+        chp_hex_encode(key, CHP_KEY_BYTES, hex);
         int n = snprintf(line, sizeof(line), "%s %s\n", addr, hex);
         int rc = write(fd, line, (size_t)n) == n ? 0 : -EIO;
         close(fd);
@@ -189,7 +191,7 @@ int chapar_connect(const struct chapar_opts *o, struct chapar_client **out)
                 default_dir(c->cache_dir, sizeof(c->cache_dir), "XDG_CACHE_HOME", ".cache", "");
         bool tofu = false;
         if (o->relay_key) {
-                memcpy(c->pinned, o->relay_key, CHAPAR_KEY_BYTES);
+                memcpy(c->pinned, o->relay_key, CHP_KEY_BYTES);
                 c->have_pinned = true;
         } else if (!c->plaintext) {
                 int k = known_lookup(c->known_relays, c->addr, c->pinned);
@@ -380,7 +382,7 @@ static int make_ticket(struct chapar_client *c, const uint8_t *file_id,
         memcpy(t.host, h, hl);
         t.host[hl] = '\0';
         t.port = (uint16_t)strtoul(colon + 1, NULL, 10);
-        memcpy(t.relay_key, c->relay_key, CHP_RELAY_KEY_BYTES);
+        memcpy(t.relay_key, c->relay_key, CHP_KEY_BYTES);
         memcpy(t.file_id, file_id, CHP_HASH_BYTES);
         t.has_key = true;
         memcpy(t.file_key, key, CHP_FILE_KEY_BYTES);
@@ -683,7 +685,7 @@ static int fetch_manifest(struct chapar_client *c, const struct chp_ticket *t, s
         char origin[CHP_TICKET_ADDR_MAX];
         struct chp_msg_manifest mm;
         struct chp_msg_file_req fr = {.file_id = file_id};
-        if (sodium_memcmp(c->relay_key, t->relay_key, CHAPAR_KEY_BYTES) != 0 && !c->plaintext) {
+        if (sodium_memcmp(c->relay_key, t->relay_key, CHP_KEY_BYTES) != 0 && !c->plaintext) {
                 chp_ticket_relay_addr(t, origin, sizeof(origin));
                 fr.has_origin = true;
                 fr.origin_key = t->relay_key;
@@ -1042,14 +1044,14 @@ out:
 }
 
 int chapar_offer(struct chapar_client *c, const char *ticket,
-                 const uint8_t peer_key[CHAPAR_KEY_BYTES])
+                 const uint8_t peer_key[CHP_KEY_BYTES])
 {
         struct chp_ticket t;
         if (chp_ticket_parse(ticket, strlen(ticket), &t) != 0)
                 return CHAPAR_EUSAGE;
         uint8_t q[2 * CHP_HASH_BYTES];
         memcpy(q, t.file_id, CHP_HASH_BYTES);
-        memcpy(q + CHP_HASH_BYTES, peer_key, CHAPAR_KEY_BYTES);
+        memcpy(q + CHP_HASH_BYTES, peer_key, CHP_KEY_BYTES);
         sodium_memzero(&t, sizeof(t));
         struct chp_frame_header h;
         uint8_t *reply;

@@ -57,7 +57,7 @@ int cc_open(struct chapar_client *c)
                 return public_code(c, rc);
         const uint8_t *key = chp_channel_remote_key(c->ch);
         if (key)
-                memcpy(c->relay_key, key, CHAPAR_KEY_BYTES);
+                memcpy(c->relay_key, key, CHP_KEY_BYTES);
         c->hello = *chp_channel_hello(c->ch);
         return 0;
 }

@@ -636,12 +636,12 @@ static int pending_file(struct conn *c, const uint8_t *file_id, uint8_t **manife
 static bool via_origin(struct conn *c, const struct chp_frame_header *h,
                        const struct chp_msg_file_req *q, bool pending, uint32_t stored)
 {
-        if (!q->has_origin || sodium_memcmp(q->origin_key, c->sh->identity->pub, 32) == 0)
+        if (!q->has_origin || sodium_memcmp(q->origin_key, c->sh->identity->pub, CHP_KEY_BYTES) == 0)
                 return false; /* this relay is the origin: what it has is all there is */
         char hex[CHP_HASH_HEXBYTES], msg[CHP_PEER_MSG_MAX];
         int peer = chp_peers_find(c->sh->peers, q->origin_key);
         if (peer < 0) {
-                chp_hex_encode(q->origin_key, 32, hex);
+                chp_hex_encode(q->origin_key, CHP_KEY_BYTES, hex);
                 reply_error(c, h->id, CHP_WE_UNAUTHORIZED,
                             "the file's origin relay %.*s (key %.16s...) is not a peer of this "
                             "relay: fetch it from its origin",
