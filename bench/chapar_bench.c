@@ -1056,7 +1056,7 @@ static int native_send_until_cut(struct rc_conn *c, const struct rc_file *f,
  * OPEN answers the chunks still missing. */
 static int native_resume(struct worker *w, struct bfile *bf, char *why)
 {
-        uint8_t uid[CHP_UPLOAD_ID_LEN], fid[CHP_HASH_BYTES];
+        uint8_t uid[CHP_UPLOAD_ID_BYTES], fid[CHP_HASH_BYTES];
         uint8_t *missing = NULL;
         bool complete;
         uint64_t sent = 0;

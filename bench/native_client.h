@@ -76,7 +76,7 @@ struct rc_put_stats {
 };
 
 /* OPEN; returns the upload id and the missing bitmap (caller frees *missing). */
-int rc_open(struct rc_conn *c, const struct rc_file *f, uint8_t upload_id[CHP_UPLOAD_ID_LEN],
+int rc_open(struct rc_conn *c, const struct rc_file *f, uint8_t upload_id[CHP_UPLOAD_ID_BYTES],
             uint8_t **missing, bool *complete);
 /* Sends the missing chunks (pipelined up to the window), at most max_chunks of them
  * (UINT32_MAX = all), and waits for their acknowledgements. */

@@ -476,7 +476,7 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
         double t0 = now_s();
         struct put_state p = {.fd = fd};
         struct stat st;
-        uint8_t plain_hash[CHP_HASH_BYTES], blob[CHP_E2E_META_MAX], upload_id[CHP_UPLOAD_ID_LEN];
+        uint8_t plain_hash[CHP_HASH_BYTES], blob[CHP_E2E_META_MAX], upload_id[CHP_UPLOAD_ID_BYTES];
         uint8_t *manifest = NULL, *missing = NULL, *open_msg = NULL;
         char entry[4300];
         int rc;
@@ -578,7 +578,7 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
                 rc = CHAPAR_EPROTO;
                 goto out;
         }
-        memcpy(upload_id, ok.upload_id, CHP_UPLOAD_ID_LEN);
+        memcpy(upload_id, ok.upload_id, CHP_UPLOAD_ID_BYTES);
         size_t map = chp_bitmap_bytes(ok.chunk_count);
         missing = malloc(map ? map : 1);
         if (!missing) {
@@ -607,7 +607,7 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
                 if ((rc = send_chunks(c, &p, upload_id, missing, o, r, already)))
                         goto out;
                 uint8_t fid[CHP_HASH_BYTES];
-                if ((rc = cc_call(c, CHP_F_COMMIT, upload_id, CHP_UPLOAD_ID_LEN, &h, &reply)))
+                if ((rc = cc_call(c, CHP_F_COMMIT, upload_id, CHP_UPLOAD_ID_BYTES, &h, &reply)))
                         goto out;
                 if (h.len != CHP_HASH_BYTES) {
                         rc = CHAPAR_EPROTO;

@@ -24,7 +24,8 @@
 
 #define CHP_PROTO_VERSION 1
 #define CHP_FRAME_HEADER  12
-#define CHP_UPLOAD_ID_LEN 16
+/* An upload id: on the wire, in the store and (as 32 hex digits) in tus paths. */
+#define CHP_UPLOAD_ID_BYTES 16
 /* Payload bounds: a CHUNK or CHUNK_DATA frame carries at most one chunk; an OPEN frame carries a
  * manifest of up to CHP_OPEN_MAX_PAYLOAD bytes (about 260,000 chunks); everything else is small. */
 #define CHP_CHUNK_FRAME_MAX  (CHP_CHUNK_MAX + 64)
@@ -120,7 +121,7 @@ struct chp_msg_get_chunk {
         uint32_t offset, length; /* length 0 = to the end of the chunk */
 };
 
-#define CHP_CHUNK_PREFIX (CHP_UPLOAD_ID_LEN + 4) /* bytes of a CHUNK payload before the data */
+#define CHP_CHUNK_PREFIX (CHP_UPLOAD_ID_BYTES + 4) /* bytes of a CHUNK payload before the data */
 
 int chp_msg_hello_decode(const uint8_t *p, size_t len, struct chp_msg_hello *out /* out */);
 int chp_msg_open_decode(const uint8_t *p, size_t len, struct chp_msg_open *out /* out */);
@@ -169,7 +170,7 @@ struct chp_msg_hello_ok {
 enum chp_upload_state { CHP_UPLOAD_PARTIAL = 0, CHP_UPLOAD_COMPLETE = 1 };
 
 struct chp_msg_open_ok {
-        const uint8_t *upload_id; /* CHP_UPLOAD_ID_LEN */
+        const uint8_t *upload_id; /* CHP_UPLOAD_ID_BYTES */
         const uint8_t *file_id;   /* CHP_HASH_BYTES */
         uint8_t state;            /* enum chp_upload_state */
         uint32_t chunk_count;

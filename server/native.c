@@ -37,7 +37,7 @@
 struct upl {
         bool used;
         bool created_here; /* this connection opened it first (and may delete it) */
-        uint8_t id[CHP_UPLOAD_ID_LEN];
+        uint8_t id[CHP_UPLOAD_ID_BYTES];
         uint8_t file_id[CHP_HASH_BYTES];
         uint8_t *manifest; /* owned */
         size_t manifest_len;
@@ -182,7 +182,7 @@ static void upl_clear(struct upl *u)
 static struct upl *upl_find(struct native *n, const uint8_t *id)
 {
         for (int i = 0; i < MAX_UPL; i++)
-                if (n->upl[i].used && memcmp(n->upl[i].id, id, CHP_UPLOAD_ID_LEN) == 0) {
+                if (n->upl[i].used && memcmp(n->upl[i].id, id, CHP_UPLOAD_ID_BYTES) == 0) {
                         n->upl[i].last_used = chp_now_ms();
                         return &n->upl[i];
                 }
@@ -211,7 +211,7 @@ static struct upl *upl_add(struct native *n, const uint8_t *id, const uint8_t *f
                 return NULL;
         }
         u->used = true;
-        memcpy(u->id, id, CHP_UPLOAD_ID_LEN);
+        memcpy(u->id, id, CHP_UPLOAD_ID_BYTES);
         memcpy(u->file_id, file_id, CHP_HASH_BYTES);
         u->manifest = manifest;
         u->manifest_len = len;
@@ -376,7 +376,7 @@ static void open_done(struct conn *c, struct op *op)
         size_t map_len = chp_bitmap_bytes(m.chunk_count);
         uint8_t *missing = calloc(1, map_len ? map_len : 1);
         uint8_t *have = calloc(1, m.chunk_count ? m.chunk_count : 1);
-        uint8_t zero_id[CHP_UPLOAD_ID_LEN] = {0};
+        uint8_t zero_id[CHP_UPLOAD_ID_BYTES] = {0};
         const uint8_t *upload_id = zero_id;
         int rc = missing && have ? 0 : -ENOMEM;
         if (!rc && !r->u.upload_create.complete) {
@@ -475,7 +475,7 @@ static void on_chunk(struct conn *c, const struct chp_frame_header *h, uint8_t *
         op->base.req.u.put.len = (uint32_t)m.len;
         op->base.req.u.put.verified = true;
         op->base.req.u.put.has_upload = true;
-        memcpy(op->base.req.u.put.upload_id, m.upload_id, CHP_UPLOAD_ID_LEN);
+        memcpy(op->base.req.u.put.upload_id, m.upload_id, CHP_UPLOAD_ID_BYTES);
         op->base.req.u.put.index = m.index;
         if (op_submit(c, op))
                 n->window_used += m.len;
@@ -507,7 +507,7 @@ static void chunk_done(struct conn *c, struct op *op)
 static void on_upload_request(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
 {
         const uint8_t *id;
-        if (chp_msg_id_decode(p, h->len, CHP_UPLOAD_ID_LEN, &id) != 0) {
+        if (chp_msg_id_decode(p, h->len, CHP_UPLOAD_ID_BYTES, &id) != 0) {
                 reply_error(c, h->id, CHP_WE_BAD_FRAME, "%s carries a 16-byte upload id",
                             chp_frame_type_name(h->type));
                 return;
@@ -532,9 +532,9 @@ static void on_upload_request(struct conn *c, const struct chp_frame_header *h, 
         }
         if (commit) {
                 op->base.req.u.commit.has_upload = true;
-                memcpy(op->base.req.u.commit.upload_id, id, CHP_UPLOAD_ID_LEN);
+                memcpy(op->base.req.u.commit.upload_id, id, CHP_UPLOAD_ID_BYTES);
         } else {
-                memcpy(op->base.req.u.upload_delete.upload_id, id, CHP_UPLOAD_ID_LEN);
+                memcpy(op->base.req.u.upload_delete.upload_id, id, CHP_UPLOAD_ID_BYTES);
         }
         op_submit(c, op);
 }
@@ -599,7 +599,7 @@ static void on_have(struct conn *c, const struct chp_frame_header *h, const uint
 static int pending_file(struct conn *c, const uint8_t *file_id, uint8_t **manifest, size_t *len,
                         uint8_t **present, uint32_t *stored)
 {
-        uint8_t upload_id[CHP_UPLOAD_ID_LEN];
+        uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
         struct chp_manifest m;
         *manifest = *present = NULL;
         *stored = 0;

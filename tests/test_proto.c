@@ -69,7 +69,7 @@ static int dec_get_chunk(const uint8_t *p, size_t len)
 static int dec_upload_id(const uint8_t *p, size_t len)
 {
         const uint8_t *id;
-        return chp_msg_id_decode(p, len, CHP_UPLOAD_ID_LEN, &id);
+        return chp_msg_id_decode(p, len, CHP_UPLOAD_ID_BYTES, &id);
 }
 static int dec_file_id(const uint8_t *p, size_t len)
 {
@@ -327,7 +327,7 @@ TEST(largest_open_manifest_fits_every_reply)
         struct chp_msg_open o = {.expires_in = 60, .manifest = man, .manifest_len = man_len};
         CHECK_EQ(chp_msg_open_encode(buf, open_max + 1, &o), open_max);
 
-        uint8_t uid[CHP_UPLOAD_ID_LEN] = {1}, fid[CHP_HASH_BYTES] = {2};
+        uint8_t uid[CHP_UPLOAD_ID_BYTES] = {1}, fid[CHP_HASH_BYTES] = {2};
         struct chp_msg_open_ok ok = {uid, fid, CHP_UPLOAD_PARTIAL, count, bitmap};
         ssize_t n = chp_msg_open_ok_encode(buf, open_max, &ok);
         CHECK(n > 0 && (size_t)n <= chp_frame_max_payload(CHP_F_OPEN | CHP_F_REPLY));
@@ -446,8 +446,8 @@ TEST(open_round_trip)
 
 TEST(chunk_round_trip)
 {
-        uint8_t uid[CHP_UPLOAD_ID_LEN];
-        for (int i = 0; i < CHP_UPLOAD_ID_LEN; i++)
+        uint8_t uid[CHP_UPLOAD_ID_BYTES];
+        for (int i = 0; i < CHP_UPLOAD_ID_BYTES; i++)
                 uid[i] = (uint8_t)(0xa0 + i);
         uint8_t *buf = malloc(CHP_CHUNK_PREFIX + 5);
         REQUIRE(buf);
@@ -542,9 +542,9 @@ TEST(id_payloads)
         uint8_t *p = tu_pattern(CHP_HASH_BYTES, 4);
         REQUIRE(p);
         const uint8_t *id = NULL;
-        REQUIRE_OK(chp_msg_id_decode(p, CHP_UPLOAD_ID_LEN, CHP_UPLOAD_ID_LEN, &id));
+        REQUIRE_OK(chp_msg_id_decode(p, CHP_UPLOAD_ID_BYTES, CHP_UPLOAD_ID_BYTES, &id));
         CHECK(id == p);
-        CHECK_EQ(strict_failures(dec_upload_id, p, CHP_UPLOAD_ID_LEN), 0);
+        CHECK_EQ(strict_failures(dec_upload_id, p, CHP_UPLOAD_ID_BYTES), 0);
         CHECK_EQ(strict_failures(dec_file_id, p, CHP_HASH_BYTES), 0);
         /* DELETE's reply is empty: an id of zero bytes */
         id = NULL;
@@ -584,7 +584,7 @@ TEST(hello_ok_golden_and_round_trip)
 
 TEST(open_ok_round_trip)
 {
-        uint8_t uid[CHP_UPLOAD_ID_LEN], fid[CHP_HASH_BYTES];
+        uint8_t uid[CHP_UPLOAD_ID_BYTES], fid[CHP_HASH_BYTES];
         memset(uid, 0x11, sizeof(uid));
         memset(fid, 0x22, sizeof(fid));
         uint8_t missing[2] = {0x05, 0x01}; /* chunks 0, 2 and 8 of 9 */
@@ -972,7 +972,7 @@ TEST(frame_stream)
         REQUIRE(len == 10);
         chp_frame_header_encode(stream + n, CHP_F_HELLO, 1, (uint32_t)len);
         n += CHP_FRAME_HEADER + (size_t)len;
-        uint8_t uid[CHP_UPLOAD_ID_LEN] = {9};
+        uint8_t uid[CHP_UPLOAD_ID_BYTES] = {9};
         len = chp_msg_chunk_prefix_encode(stream + n + CHP_FRAME_HEADER, 64, uid, 4);
         REQUIRE(len == CHP_CHUNK_PREFIX);
         memcpy(stream + n + CHP_FRAME_HEADER + len, "xyz", 3);

@@ -107,7 +107,7 @@ static void check_payload(uint8_t type, const uint8_t *p, size_t len)
                         EXPECT(len < CHP_CHUNK_PREFIX);
                         break;
                 }
-                expect_inside(u.chunk.upload_id, CHP_UPLOAD_ID_LEN, p, len);
+                expect_inside(u.chunk.upload_id, CHP_UPLOAD_ID_BYTES, p, len);
                 EXPECT(u.chunk.data == p + CHP_CHUNK_PREFIX);
                 EXPECT(u.chunk.len + CHP_CHUNK_PREFIX == len);
                 expect_same(chp_msg_chunk_prefix_encode(again, CHP_CHUNK_PREFIX, u.chunk.upload_id,
@@ -156,7 +156,7 @@ static void check_payload(uint8_t type, const uint8_t *p, size_t len)
         case CHP_F_DELETE | CHP_F_REPLY:
         case CHP_F_PREFETCH | CHP_F_REPLY:
         case CHP_F_OFFER | CHP_F_REPLY: {
-                size_t n = type == CHP_F_COMMIT || type == CHP_F_DELETE ? CHP_UPLOAD_ID_LEN
+                size_t n = type == CHP_F_COMMIT || type == CHP_F_DELETE ? CHP_UPLOAD_ID_BYTES
                            : type == (CHP_F_DELETE | CHP_F_REPLY) ||
                                            type == (CHP_F_PREFETCH | CHP_F_REPLY) ||
                                            type == (CHP_F_OFFER | CHP_F_REPLY)
@@ -188,7 +188,7 @@ static void check_payload(uint8_t type, const uint8_t *p, size_t len)
                         break;
                 }
                 EXPECT(u.open_ok.state <= CHP_UPLOAD_COMPLETE);
-                expect_inside(u.open_ok.upload_id, CHP_UPLOAD_ID_LEN, p, len);
+                expect_inside(u.open_ok.upload_id, CHP_UPLOAD_ID_BYTES, p, len);
                 expect_inside(u.open_ok.file_id, CHP_HASH_BYTES, p, len);
                 expect_inside(u.open_ok.missing, chp_bitmap_bytes(u.open_ok.chunk_count), p, len);
                 expect_same(chp_msg_open_ok_encode(again, len, &u.open_ok), again, p, len);
