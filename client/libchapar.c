@@ -1049,10 +1049,12 @@ int chapar_offer(struct chapar_client *c, const char *ticket,
         struct chp_ticket t;
         if (chp_ticket_parse(ticket, strlen(ticket), &t) != 0)
                 return CHAPAR_EUSAGE;
-        uint8_t q[2 * CHP_HASH_BYTES];
-        memcpy(q, t.file_id, CHP_HASH_BYTES);
-        memcpy(q + CHP_HASH_BYTES, peer_key, CHP_KEY_BYTES);
+        uint8_t q[CHP_OFFER_BYTES];
+        struct chp_msg_offer m = {.file_id = t.file_id, .peer_key = peer_key};
+        ssize_t n = chp_msg_offer_encode(q, sizeof(q), &m);
         sodium_memzero(&t, sizeof(t));
+        if (n != CHP_OFFER_BYTES)
+                return CHAPAR_EUSAGE;
         struct chp_frame_header h;
         uint8_t *reply;
         return cc_call(c, CHP_F_OFFER, q, sizeof(q), &h, &reply);

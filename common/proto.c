@@ -346,6 +346,44 @@ int chp_msg_id_decode(const uint8_t *p, size_t len, size_t n, const uint8_t **id
         return 0;
 }
 
+ssize_t chp_msg_offer_decode(const uint8_t *buf, size_t len, struct chp_msg_offer *out)
+{
+        struct rd r = {buf, len, 0, false};
+        struct chp_msg_offer m;
+        m.file_id = rd_take(&r, CHP_HASH_BYTES);
+        m.peer_key = rd_take(&r, CHP_KEY_BYTES);
+        if (rd_end(&r))
+                return -EBADMSG;
+        *out = m;
+        return CHP_OFFER_BYTES;
+}
+
+ssize_t chp_msg_offer_encode(uint8_t *buf, size_t cap, const struct chp_msg_offer *m)
+{
+        struct wr w = {buf, cap, 0, false};
+        wr_bytes(&w, m->file_id, CHP_HASH_BYTES);
+        wr_bytes(&w, m->peer_key, CHP_KEY_BYTES);
+        return wr_end(&w);
+}
+
+ssize_t chp_msg_ping_decode(const uint8_t *buf, size_t len, struct chp_msg_ping *out)
+{
+        if (len > CHP_PING_MAX)
+                return -EBADMSG;
+        out->data = buf;
+        out->len = len;
+        return (ssize_t)len;
+}
+
+ssize_t chp_msg_ping_encode(uint8_t *buf, size_t cap, const struct chp_msg_ping *m)
+{
+        if (m->len > CHP_PING_MAX)
+                return -EINVAL;
+        struct wr w = {buf, cap, 0, false};
+        wr_bytes(&w, m->data, m->len);
+        return wr_end(&w);
+}
+
 /* ---- replies ----------------------------------------------------------------------------- */
 
 ssize_t chp_msg_hello_ok_encode(uint8_t *buf, size_t cap, const struct chp_msg_hello_ok *m)

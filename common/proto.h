@@ -21,6 +21,7 @@
 
 #include "hash.h"
 #include "manifest.h"
+#include "noise.h" /* CHP_KEY_BYTES */
 
 #define CHP_PROTO_VERSION 1
 #define CHP_FRAME_HEADER  12
@@ -34,7 +35,7 @@
 #define CHP_HAVE_MAX         2000 /* addresses in one HAVE */
 #define CHP_TOKEN_MAX        4096
 #define CHP_ERROR_MSG_MAX    512
-#define CHP_PING_MAX         64 /* payload bytes of a PING (checked by the relay, not the codec) */
+#define CHP_PING_MAX         64 /* payload bytes of a PING (chp_msg_ping_decode refuses more) */
 
 enum chp_frame_type {
         CHP_F_HELLO = 0x01,
@@ -135,14 +136,35 @@ int chp_msg_get_chunk_decode(const uint8_t *p, size_t len, struct chp_msg_get_ch
 struct chp_msg_file_req {
         const uint8_t *file_id;
         bool has_origin;
-        const uint8_t *origin_key; /* 32 bytes */
+        const uint8_t *origin_key; /* CHP_KEY_BYTES */
         const char *origin_addr;   /* addr_len bytes, not NUL-terminated */
         uint8_t addr_len;
 };
 int chp_msg_file_req_decode(const uint8_t *p, size_t len, struct chp_msg_file_req *out /* out */);
 ssize_t chp_msg_file_req_encode(uint8_t *buf, size_t cap, const struct chp_msg_file_req *m);
 
-/* OFFER: file id(32) + the peer's public key(32). PREFETCH: file id(32). */
+/* OFFER: file id(32) + the peer's public key(32), exactly. */
+#define CHP_OFFER_BYTES (CHP_HASH_BYTES + CHP_KEY_BYTES)
+struct chp_msg_offer {
+        const uint8_t *file_id;  /* CHP_HASH_BYTES */
+        const uint8_t *peer_key; /* CHP_KEY_BYTES */
+};
+/* CHP_OFFER_BYTES, or -EBADMSG for any other length. */
+__attribute__((warn_unused_result)) ssize_t
+chp_msg_offer_decode(const uint8_t *buf, size_t len, struct chp_msg_offer *out /* out */);
+/* CHP_OFFER_BYTES, or -ENOSPC. */
+ssize_t chp_msg_offer_encode(uint8_t *buf, size_t cap, const struct chp_msg_offer *m);
+
+/* PING and its reply: up to CHP_PING_MAX opaque bytes, echoed. */
+struct chp_msg_ping {
+        const uint8_t *data; /* the whole payload */
+        size_t len;
+};
+/* len (all of it is the payload), or -EBADMSG when over CHP_PING_MAX. */
+__attribute__((warn_unused_result)) ssize_t chp_msg_ping_decode(const uint8_t *buf, size_t len,
+                                                                struct chp_msg_ping *out /* out */);
+/* m->len, -EINVAL when over CHP_PING_MAX, or -ENOSPC. */
+ssize_t chp_msg_ping_encode(uint8_t *buf, size_t cap, const struct chp_msg_ping *m);
 
 /* COMMIT and DELETE carry an upload id; PREFETCH a file id: exactly n bytes. */
 int chp_msg_id_decode(const uint8_t *p, size_t len, size_t n, const uint8_t **id /* out */);
@@ -158,6 +180,16 @@ ssize_t chp_msg_get_chunk_encode(uint8_t *buf, size_t cap, const struct chp_msg_
 /* ---- replies ----------------------------------------------------------------------------- */
 
 #define CHP_FEATURE_NONE 0
+
+/* Fixed reply sizes, and the fixed part of the variable ones. */
+#define CHP_HELLO_OK_BYTES 20 /* version u16, reserved u16, then 4 u32s */
+#define CHP_CHUNK_OK_BYTES 8  /* index u32, flags u32 */
+#define CHP_STAT_OK_BYTES  40 /* see struct chp_msg_stat_ok */
+#define CHP_HAVE_OK_PREFIX 4  /* count u32, before the bitmap */
+#define CHP_ERROR_PREFIX   6  /* code u32, msg_len u16, before the message */
+/* upload id, file id, state u8, reserved u8 + u16, chunk_count u32, before the missing bitmap */
+#define CHP_OPEN_OK_PREFIX  (CHP_UPLOAD_ID_BYTES + CHP_HASH_BYTES + 8)
+#define CHP_MANIFEST_PREFIX 8 /* state u8, reserved u8 + u16, manifest_len u32, before it */
 
 struct chp_msg_hello_ok {
         uint16_t version;

@@ -134,8 +134,8 @@ __attribute__((format(printf, 4, 5))) static void reply_error(struct conn *c, ui
         struct chp_msg_error e = {.code = code, .msg = msg, .msg_len = (uint16_t)n};
         if (code < 16)
                 atomic_fetch_add(&c->sh->metrics->errors[code], 1);
-        uint8_t *p = reply_frame(c, CHP_F_ERROR, id, 6 + (size_t)n);
-        if (p && chp_msg_error_encode(p, 6 + (size_t)n, &e) < 0)
+        uint8_t *p = reply_frame(c, CHP_F_ERROR, id, CHP_ERROR_PREFIX + (size_t)n);
+        if (p && chp_msg_error_encode(p, CHP_ERROR_PREFIX + (size_t)n, &e) < 0)
                 conn_close(c);
         if (fatal_code(code)) {
                 atomic_fetch_add(&c->sh->metrics->frames_bad, 1);
@@ -300,8 +300,8 @@ static void on_hello(struct conn *c, const struct chp_frame_header *h, const uin
                                       .max_frame = CHP_CHUNK_FRAME_MAX,
                                       .window_bytes = cfg->window_bytes,
                                       .max_inflight = cfg->max_inflight};
-        uint8_t *out = reply_frame(c, CHP_F_HELLO | CHP_F_REPLY, h->id, 20);
-        if (out && chp_msg_hello_ok_encode(out, 20, &ok) != 20)
+        uint8_t *out = reply_frame(c, CHP_F_HELLO | CHP_F_REPLY, h->id, CHP_HELLO_OK_BYTES);
+        if (out && chp_msg_hello_ok_encode(out, CHP_HELLO_OK_BYTES, &ok) != CHP_HELLO_OK_BYTES)
                 conn_close(c);
 }
 
@@ -395,7 +395,7 @@ static void open_done(struct conn *c, struct op *op)
                     .state = r->u.upload_create.complete ? CHP_UPLOAD_COMPLETE : CHP_UPLOAD_PARTIAL,
                     .chunk_count = m.chunk_count,
                     .missing = missing};
-                size_t len = 56 + map_len;
+                size_t len = CHP_OPEN_OK_PREFIX + map_len;
                 uint8_t *out = reply_frame(c, CHP_F_OPEN | CHP_F_REPLY, op->frame_id, len);
                 if (out && chp_msg_open_ok_encode(out, len, &ok) != (ssize_t)len)
                         conn_close(c);
@@ -499,8 +499,8 @@ static void chunk_done(struct conn *c, struct op *op)
                 atomic_fetch_add(&c->sh->metrics->chunks_stored, 1);
         struct chp_msg_chunk_ok ok = {
             .index = op->index, .flags = op->base.req.u.put.deduplicated ? CHP_CHUNK_DEDUP : 0};
-        uint8_t *out = reply_frame(c, CHP_F_CHUNK | CHP_F_REPLY, op->frame_id, 8);
-        if (out && chp_msg_chunk_ok_encode(out, 8, &ok) != 8)
+        uint8_t *out = reply_frame(c, CHP_F_CHUNK | CHP_F_REPLY, op->frame_id, CHP_CHUNK_OK_BYTES);
+        if (out && chp_msg_chunk_ok_encode(out, CHP_CHUNK_OK_BYTES, &ok) != CHP_CHUNK_OK_BYTES)
                 conn_close(c);
 }
 
@@ -589,7 +589,7 @@ static void on_have(struct conn *c, const struct chp_frame_header *h, const uint
         for (uint32_t i = 0; i < m.count; i++)
                 if (present[i])
                         chp_bit_set(map, i);
-        size_t len = 4 + chp_bitmap_bytes(m.count);
+        size_t len = CHP_HAVE_OK_PREFIX + chp_bitmap_bytes(m.count);
         uint8_t *out = reply_frame(c, CHP_F_HAVE | CHP_F_REPLY, h->id, len);
         if (out && chp_msg_have_ok_encode(out, len, m.count, map) != (ssize_t)len)
                 conn_close(c);
@@ -702,7 +702,8 @@ static void on_get_manifest(struct conn *c, const struct chp_frame_header *h, co
                 r.manifest_len = (uint32_t)len;
                 r.present = present;
                 size_t out_len =
-                    8 + len + (r.state == CHP_UPLOAD_PARTIAL ? chp_bitmap_bytes(m.chunk_count) : 0);
+                    CHP_MANIFEST_PREFIX + len +
+                    (r.state == CHP_UPLOAD_PARTIAL ? chp_bitmap_bytes(m.chunk_count) : 0);
                 uint8_t *out = reply_frame(c, CHP_F_GET_MANIFEST | CHP_F_REPLY, h->id, out_len);
                 if (out && chp_msg_manifest_encode(out, out_len, &r) != (ssize_t)out_len)
                         conn_close(c);
@@ -799,8 +800,8 @@ static void on_stat(struct conn *c, const struct chp_frame_header *h, const uint
                         st.chunks_present = m.chunk_count;
                 st.created = info.created;
                 st.expires = info.expires;
-                uint8_t *out = reply_frame(c, CHP_F_STAT | CHP_F_REPLY, h->id, 40);
-                if (out && chp_msg_stat_ok_encode(out, 40, &st) != 40)
+                uint8_t *out = reply_frame(c, CHP_F_STAT | CHP_F_REPLY, h->id, CHP_STAT_OK_BYTES);
+                if (out && chp_msg_stat_ok_encode(out, CHP_STAT_OK_BYTES, &st) != CHP_STAT_OK_BYTES)
                         conn_close(c);
         }
         free(man);
@@ -832,23 +833,24 @@ static void on_prefetch(struct conn *c, const struct chp_frame_header *h, const 
 /* A client asks this relay to offer one of its files to a peer (for a recipient there). */
 static void on_offer(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
 {
-        if (h->len != 2 * CHP_HASH_BYTES) {
+        struct chp_msg_offer m;
+        if (chp_msg_offer_decode(p, h->len, &m) < 0) {
                 reply_error(c, h->id, CHP_WE_BAD_FRAME, "OFFER carries a file id and a peer key");
                 return;
         }
-        int peer = chp_peers_find(c->sh->peers, p + CHP_HASH_BYTES);
+        int peer = chp_peers_find(c->sh->peers, m.peer_key);
         uint8_t *man = NULL;
         size_t len;
         if (peer < 0) {
                 reply_error(c, h->id, CHP_WE_NOT_FOUND, "no peer with that key");
                 return;
         }
-        if (chp_store_file_get(c->sh->store, p, &man, &len, NULL) != 0) {
+        if (chp_store_file_get(c->sh->store, m.file_id, &man, &len, NULL) != 0) {
                 reply_error(c, h->id, CHP_WE_NOT_FOUND, "no such file here to offer");
                 return;
         }
         free(man);
-        if (chp_peers_offer(c->sh->peers, peer, p) != 0) {
+        if (chp_peers_offer(c->sh->peers, peer, m.file_id) != 0) {
                 reply_error(c, h->id, CHP_WE_UNAVAILABLE, "too many offers in progress");
                 return;
         }
@@ -857,13 +859,15 @@ static void on_offer(struct conn *c, const struct chp_frame_header *h, const uin
 
 static void on_ping(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
 {
-        if (h->len > 64) {
-                reply_error(c, h->id, CHP_WE_TOO_BIG, "PING carries at most 64 bytes");
+        struct chp_msg_ping m;
+        if (chp_msg_ping_decode(p, h->len, &m) < 0) {
+                reply_error(c, h->id, CHP_WE_TOO_BIG, "PING carries at most %d bytes",
+                            CHP_PING_MAX);
                 return;
         }
-        uint8_t *out = reply_frame(c, CHP_F_PING | CHP_F_REPLY, h->id, h->len);
-        if (out && h->len)
-                memcpy(out, p, h->len);
+        uint8_t *out = reply_frame(c, CHP_F_PING | CHP_F_REPLY, h->id, m.len);
+        if (out && chp_msg_ping_encode(out, m.len, &m) != (ssize_t)m.len)
+                conn_close(c);
 }
 
 /* ---- frame dispatch ---------------------------------------------------------------------- */

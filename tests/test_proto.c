@@ -118,6 +118,13 @@ static int dec_error(const uint8_t *p, size_t len)
         return chp_msg_error_decode(p, len, &m);
 }
 
+static int dec_offer(const uint8_t *p, size_t len)
+{
+        struct chp_msg_offer m;
+        ssize_t n = chp_msg_offer_decode(p, len, &m);
+        return n == CHP_OFFER_BYTES ? 0 : n < 0 ? (int)n : -EPROTO;
+}
+
 /* Decodes an exact-size copy of p[0..len). */
 static int dec_exact(decode_fn fn, const uint8_t *p, size_t len)
 {
@@ -553,7 +560,81 @@ TEST(id_payloads)
         free(p);
 }
 
+/* OFFER: the file id, then the peer's key; exactly CHP_OFFER_BYTES. */
+TEST(offer_golden_and_round_trip)
+{
+        uint8_t *fid = tu_pattern(CHP_HASH_BYTES, 1), *key = tu_pattern(CHP_KEY_BYTES, 2);
+        uint8_t *buf = malloc(CHP_OFFER_BYTES);
+        REQUIRE(fid && key && buf);
+        CHECK_EQ(CHP_OFFER_BYTES, 64);
+        struct chp_msg_offer in = {.file_id = fid, .peer_key = key};
+        CHECK_EQ(chp_msg_offer_encode(buf, CHP_OFFER_BYTES - 1, &in), -ENOSPC);
+        CHECK_EQ(chp_msg_offer_encode(buf, CHP_OFFER_BYTES, &in), CHP_OFFER_BYTES);
+        CHECK(memcmp(buf, fid, CHP_HASH_BYTES) == 0);
+        CHECK(memcmp(buf + CHP_HASH_BYTES, key, CHP_KEY_BYTES) == 0);
+        struct chp_msg_offer out;
+        CHECK_EQ(chp_msg_offer_decode(buf, CHP_OFFER_BYTES, &out), CHP_OFFER_BYTES);
+        CHECK(out.file_id == buf && out.peer_key == buf + CHP_HASH_BYTES);
+        CHECK_EQ(strict_failures(dec_offer, buf, CHP_OFFER_BYTES), 0);
+        free(fid);
+        free(key);
+        free(buf);
+}
+
+/* PING: 0..CHP_PING_MAX opaque bytes, all of the payload, echoed as they came. */
+TEST(ping_round_trip_and_bound)
+{
+        uint8_t *p = tu_pattern(CHP_PING_MAX + 1, 3), echo[CHP_PING_MAX + 1];
+        REQUIRE(p);
+        for (size_t len = 0; len <= CHP_PING_MAX; len += len < 3 ? 1 : 61) {
+                uint8_t *c = tu_exact_copy(p, len);
+                REQUIRE(c || len == 0);
+                struct chp_msg_ping m = {NULL, 99};
+                CHECK_EQ(chp_msg_ping_decode(c, len, &m), (ssize_t)len);
+                CHECK(m.data == c && m.len == len);
+                if (len)
+                        CHECK_EQ(chp_msg_ping_encode(echo, len - 1, &m), -ENOSPC);
+                CHECK_EQ(chp_msg_ping_encode(echo, sizeof(echo), &m), (ssize_t)len);
+                CHECK(len == 0 || memcmp(echo, p, len) == 0);
+                free(c);
+        }
+        struct chp_msg_ping m = {NULL, 99};
+        CHECK_EQ(chp_msg_ping_decode(p, CHP_PING_MAX + 1, &m), -EBADMSG);
+        CHECK(m.data == NULL && m.len == 99);
+        m = (struct chp_msg_ping){p, CHP_PING_MAX + 1};
+        CHECK_EQ(chp_msg_ping_encode(echo, sizeof(echo), &m), -EINVAL);
+        free(p);
+}
+
 /* ---- replies ----------------------------------------------------------------------------- */
+
+/* The named sizes the relay reserves its replies by are what the encoders write. */
+TEST(named_reply_sizes)
+{
+        uint8_t buf[128], id[CHP_HASH_BYTES] = {0};
+        struct chp_msg_hello_ok hello = {1, 0, 1, 1, 1};
+        CHECK_EQ(chp_msg_hello_ok_encode(buf, sizeof(buf), &hello), CHP_HELLO_OK_BYTES);
+        struct chp_msg_chunk_ok chunk = {7, CHP_CHUNK_DEDUP};
+        CHECK_EQ(chp_msg_chunk_ok_encode(buf, sizeof(buf), &chunk), CHP_CHUNK_OK_BYTES);
+        struct chp_msg_stat_ok stat = {.state = CHP_UPLOAD_COMPLETE, .size = 1};
+        CHECK_EQ(chp_msg_stat_ok_encode(buf, sizeof(buf), &stat), CHP_STAT_OK_BYTES);
+        CHECK_EQ(chp_msg_have_ok_encode(buf, sizeof(buf), 0, id), CHP_HAVE_OK_PREFIX);
+        struct chp_msg_error err = {CHP_WE_MISSING, "", 0};
+        CHECK_EQ(chp_msg_error_encode(buf, sizeof(buf), &err), CHP_ERROR_PREFIX);
+        struct chp_msg_open_ok open = {id, id, CHP_UPLOAD_COMPLETE, 0, NULL};
+        CHECK_EQ(chp_msg_open_ok_encode(buf, sizeof(buf), &open), CHP_OPEN_OK_PREFIX);
+        /* a MANIFEST reply is its prefix, then the manifest */
+        uint8_t *man = NULL;
+        size_t mlen = make_manifest(1, 0, &man);
+        REQUIRE(man);
+        uint8_t *out = malloc(CHP_MANIFEST_PREFIX + mlen);
+        REQUIRE(out);
+        struct chp_msg_manifest mr = {CHP_UPLOAD_COMPLETE, man, (uint32_t)mlen, NULL};
+        CHECK_EQ(chp_msg_manifest_encode(out, CHP_MANIFEST_PREFIX + mlen, &mr),
+                 (ssize_t)(CHP_MANIFEST_PREFIX + mlen));
+        free(out);
+        free(man);
+}
 
 TEST(hello_ok_golden_and_round_trip)
 {
@@ -930,6 +1011,8 @@ TEST(decoders_leave_out_alone_on_failure)
                 struct chp_msg_manifest manifest;
                 struct chp_msg_stat_ok stat_ok;
                 struct chp_msg_error error;
+                struct chp_msg_offer offer;
+                struct chp_msg_ping ping;
                 unsigned char bytes[128];
         } u, ref;
         memset(&ref, 0x5a, sizeof(ref));
@@ -949,6 +1032,9 @@ TEST(decoders_leave_out_alone_on_failure)
         UNTOUCHED(chp_msg_manifest_decode(junk, sizeof(junk), &u.manifest));
         UNTOUCHED(chp_msg_stat_ok_decode(junk, sizeof(junk), &u.stat_ok));
         UNTOUCHED(chp_msg_error_decode(junk, sizeof(junk), &u.error));
+        UNTOUCHED(chp_msg_offer_decode(junk, sizeof(junk), &u.offer));
+        uint8_t big[CHP_PING_MAX + 1] = {0};
+        UNTOUCHED(chp_msg_ping_decode(big, sizeof(big), &u.ping));
 #undef UNTOUCHED
         const uint8_t *id = (const uint8_t *)&ref;
         CHECK_EQ(chp_msg_id_decode(junk, sizeof(junk), 16, &id), -EBADMSG);
