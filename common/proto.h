@@ -124,11 +124,16 @@ struct chp_msg_get_chunk {
 
 #define CHP_CHUNK_PREFIX (CHP_UPLOAD_ID_BYTES + 4) /* bytes of a CHUNK payload before the data */
 
-int chp_msg_hello_decode(const uint8_t *p, size_t len, struct chp_msg_hello *out /* out */);
-int chp_msg_open_decode(const uint8_t *p, size_t len, struct chp_msg_open *out /* out */);
-int chp_msg_chunk_decode(const uint8_t *p, size_t len, struct chp_msg_chunk *out /* out */);
-int chp_msg_have_decode(const uint8_t *p, size_t len, struct chp_msg_have *out /* out */);
-int chp_msg_get_chunk_decode(const uint8_t *p, size_t len, struct chp_msg_get_chunk *out);
+__attribute__((warn_unused_result)) int chp_msg_hello_decode(const uint8_t *p, size_t len,
+                                                             struct chp_msg_hello *out /* out */);
+__attribute__((warn_unused_result)) int chp_msg_open_decode(const uint8_t *p, size_t len,
+                                                            struct chp_msg_open *out /* out */);
+__attribute__((warn_unused_result)) int chp_msg_chunk_decode(const uint8_t *p, size_t len,
+                                                             struct chp_msg_chunk *out /* out */);
+__attribute__((warn_unused_result)) int chp_msg_have_decode(const uint8_t *p, size_t len,
+                                                            struct chp_msg_have *out /* out */);
+__attribute__((warn_unused_result)) int chp_msg_get_chunk_decode(const uint8_t *p, size_t len,
+                                                                 struct chp_msg_get_chunk *out);
 /* GET_MANIFEST and STAT carry a file id, and may name the file's origin relay (from the ticket)
  * so that a relay which lacks the file can fetch it from that relay, if it is a peer:
  *   file id(32) [origin key(32) addr_len u8 addr] */
@@ -140,7 +145,8 @@ struct chp_msg_file_req {
         const char *origin_addr;   /* addr_len bytes, not NUL-terminated */
         uint8_t addr_len;
 };
-int chp_msg_file_req_decode(const uint8_t *p, size_t len, struct chp_msg_file_req *out /* out */);
+__attribute__((warn_unused_result)) int
+chp_msg_file_req_decode(const uint8_t *p, size_t len, struct chp_msg_file_req *out /* out */);
 ssize_t chp_msg_file_req_encode(uint8_t *buf, size_t cap, const struct chp_msg_file_req *m);
 
 /* OFFER: file id(32) + the peer's public key(32), exactly. */
@@ -167,7 +173,8 @@ __attribute__((warn_unused_result)) ssize_t chp_msg_ping_decode(const uint8_t *b
 ssize_t chp_msg_ping_encode(uint8_t *buf, size_t cap, const struct chp_msg_ping *m);
 
 /* COMMIT and DELETE carry an upload id; PREFETCH a file id: exactly n bytes. */
-int chp_msg_id_decode(const uint8_t *p, size_t len, size_t n, const uint8_t **id /* out */);
+__attribute__((warn_unused_result)) int chp_msg_id_decode(const uint8_t *p, size_t len, size_t n,
+                                                          const uint8_t **id /* out */);
 
 ssize_t chp_msg_hello_encode(uint8_t *buf, size_t cap, const struct chp_msg_hello *m);
 ssize_t chp_msg_open_encode(uint8_t *buf, size_t cap, const struct chp_msg_open *m);
@@ -267,18 +274,26 @@ ssize_t chp_msg_chunk_data_prefix_encode(uint8_t *buf, size_t cap,
                                          const struct chp_msg_chunk_data *m);
 /* HAVE's reply: count u32, then a bitmap with bit i set when address i is stored. */
 ssize_t chp_msg_have_ok_encode(uint8_t *buf, size_t cap, uint32_t count, const uint8_t *bitmap);
-int chp_msg_have_ok_decode(const uint8_t *p, size_t len, uint32_t *count /* out */,
-                           const uint8_t **bitmap /* out */);
+__attribute__((warn_unused_result)) int chp_msg_have_ok_decode(const uint8_t *p, size_t len,
+                                                               uint32_t *count /* out */,
+                                                               const uint8_t **bitmap /* out */);
 ssize_t chp_msg_stat_ok_encode(uint8_t *buf, size_t cap, const struct chp_msg_stat_ok *m);
 ssize_t chp_msg_error_encode(uint8_t *buf, size_t cap, const struct chp_msg_error *m);
 
-int chp_msg_hello_ok_decode(const uint8_t *p, size_t len, struct chp_msg_hello_ok *out);
-int chp_msg_open_ok_decode(const uint8_t *p, size_t len, struct chp_msg_open_ok *out);
-int chp_msg_chunk_ok_decode(const uint8_t *p, size_t len, struct chp_msg_chunk_ok *out);
-int chp_msg_manifest_decode(const uint8_t *p, size_t len, struct chp_msg_manifest *out);
-int chp_msg_chunk_data_decode(const uint8_t *p, size_t len, struct chp_msg_chunk_data *out);
-int chp_msg_stat_ok_decode(const uint8_t *p, size_t len, struct chp_msg_stat_ok *out);
-int chp_msg_error_decode(const uint8_t *p, size_t len, struct chp_msg_error *out);
+__attribute__((warn_unused_result)) int chp_msg_hello_ok_decode(const uint8_t *p, size_t len,
+                                                                struct chp_msg_hello_ok *out);
+__attribute__((warn_unused_result)) int chp_msg_open_ok_decode(const uint8_t *p, size_t len,
+                                                               struct chp_msg_open_ok *out);
+__attribute__((warn_unused_result)) int chp_msg_chunk_ok_decode(const uint8_t *p, size_t len,
+                                                                struct chp_msg_chunk_ok *out);
+__attribute__((warn_unused_result)) int chp_msg_manifest_decode(const uint8_t *p, size_t len,
+                                                                struct chp_msg_manifest *out);
+__attribute__((warn_unused_result)) int chp_msg_chunk_data_decode(const uint8_t *p, size_t len,
+                                                                  struct chp_msg_chunk_data *out);
+__attribute__((warn_unused_result)) int chp_msg_stat_ok_decode(const uint8_t *p, size_t len,
+                                                               struct chp_msg_stat_ok *out);
+__attribute__((warn_unused_result)) int chp_msg_error_decode(const uint8_t *p, size_t len,
+                                                             struct chp_msg_error *out);
 
 /* A name for a frame type, for logs: "OPEN" for the request, "OPEN_OK" for its reply ("?" for
  * unknown types). */
