@@ -57,7 +57,7 @@ static int kept(struct rc_conn *c, int rc)
 {
         if (rc && c->ch) {
                 snprintf(c->last_msg, sizeof(c->last_msg), "%s", chp_channel_error(c->ch));
-                if (rc == RC_EREMOTE)
+                if (rc == CHP_EREMOTE)
                         c->last_error = chp_channel_remote_code(c->ch);
         }
         return rc;
@@ -73,7 +73,7 @@ int rc_recv(struct rc_conn *c, struct chp_frame_header *h, uint8_t **payload)
 {
         int rc = chp_channel_recv(c->ch, h, payload);
         if (!rc && h->type == CHP_F_ERROR)
-                kept(c, RC_EREMOTE); /* returned like any other frame */
+                kept(c, CHP_EREMOTE); /* returned like any other frame */
         return kept(c, rc);
 }
 
@@ -248,7 +248,7 @@ int rc_send_chunks(struct rc_conn *c, const struct rc_file *f, const uint8_t *up
                 if ((rc = rc_recv(c, &h, &reply)))
                         break;
                 if (h.type == CHP_F_ERROR) {
-                        rc = RC_EREMOTE;
+                        rc = CHP_EREMOTE;
                         break;
                 }
                 struct chp_msg_chunk_ok ok;
@@ -351,7 +351,7 @@ int rc_fetch(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t *
                 if (rc || (rc = rc_recv(c, &h, &reply)))
                         break;
                 if (h.type == CHP_F_ERROR) {
-                        rc = RC_EREMOTE;
+                        rc = CHP_EREMOTE;
                         break;
                 }
                 struct chp_msg_chunk_data d;

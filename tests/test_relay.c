@@ -179,11 +179,11 @@ TEST(mismatch_and_bad_requests_keep_the_connection)
         CHECK(h.type == CHP_F_ERROR && c.last_error == CHP_WE_MISMATCH);
         uint8_t bogus[CHP_UPLOAD_ID_BYTES] = {9};
         uint8_t fid[CHP_HASH_BYTES];
-        CHECK_EQ(rc_commit(&c, bogus, fid), RC_EREMOTE);
+        CHECK_EQ(rc_commit(&c, bogus, fid), CHP_EREMOTE);
         CHECK_EQ(c.last_error, CHP_WE_NOT_FOUND);
-        CHECK_EQ(rc_commit(&c, id, fid), RC_EREMOTE);
+        CHECK_EQ(rc_commit(&c, id, fid), CHP_EREMOTE);
         CHECK_EQ(c.last_error, CHP_WE_MISSING);
-        CHECK_EQ(rc_call(&c, CHP_F_GET_MANIFEST, bogus, 16, &h, &reply), RC_EREMOTE);
+        CHECK_EQ(rc_call(&c, CHP_F_GET_MANIFEST, bogus, 16, &h, &reply), CHP_EREMOTE);
         CHECK_EQ(c.last_error, CHP_WE_BAD_FRAME); /* 16 bytes where 32 belong: fatal */
         rc_close(&c);
         REQUIRE_OK(rc_connect(&c, relay.addr));
@@ -215,7 +215,7 @@ TEST(only_the_creator_deletes_an_upload)
         CHECK(memcmp(ida, idb, sizeof(ida)) == 0);
         struct chp_frame_header h;
         uint8_t *reply;
-        CHECK_EQ(rc_call(&b, CHP_F_DELETE, idb, CHP_UPLOAD_ID_BYTES, &h, &reply), RC_EREMOTE);
+        CHECK_EQ(rc_call(&b, CHP_F_DELETE, idb, CHP_UPLOAD_ID_BYTES, &h, &reply), CHP_EREMOTE);
         CHECK_EQ(b.last_error, CHP_WE_UNAUTHORIZED);
         CHECK_OK(rc_call(&a, CHP_F_DELETE, ida, CHP_UPLOAD_ID_BYTES, &h, &reply));
         CHECK_EQ(h.len, 0);
@@ -264,7 +264,7 @@ TEST(download_while_uploading)
         /* a chunk not yet sent is not there */
         g = (struct chp_msg_get_chunk){.addr = m.addrs + 32 * 5};
         CHECK_EQ(chp_msg_get_chunk_encode(gp, sizeof(gp), &g), 40);
-        CHECK_EQ(rc_call(&down, CHP_F_GET_CHUNK, gp, 40, &h, &reply), RC_EREMOTE);
+        CHECK_EQ(rc_call(&down, CHP_F_GET_CHUNK, gp, 40, &h, &reply), CHP_EREMOTE);
         CHECK_EQ(down.last_error, CHP_WE_NOT_FOUND);
         CHECK_OK(rc_send_chunks(&up, &f, id, missing, UINT32_MAX, &st));
         uint8_t fid[CHP_HASH_BYTES];
@@ -432,7 +432,7 @@ TEST(garbage_beside_a_normal_transfer)
                 uint8_t bad[40] = {0};
                 struct chp_frame_header h;
                 uint8_t *reply;
-                CHECK_EQ(rc_call(&c, CHP_F_OPEN, bad, sizeof(bad), &h, &reply), RC_EREMOTE);
+                CHECK_EQ(rc_call(&c, CHP_F_OPEN, bad, sizeof(bad), &h, &reply), CHP_EREMOTE);
                 CHECK_EQ(c.last_error, CHP_WE_BAD_MANIFEST);
                 CHECK_OK(rc_call(&c, CHP_F_PING, "x", 1, &h, &reply));
                 rc_close(&c);
