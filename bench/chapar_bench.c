@@ -391,7 +391,7 @@ static const char *errno_text(int rc)
 /* The message for a native_client result on c: the relay's ERROR, or what the channel said. */
 static void rc_text(const struct rc_conn *c, int rc, char *why, size_t cap)
 {
-        if (rc == RC_EREMOTE)
+        if (rc == CHP_EREMOTE)
                 snprintf(why, cap, "relay error %u %s (%.300s)", (unsigned)c->last_error,
                          chp_wire_strerror(c->last_error), c->last_msg);
         else if (c->last_msg[0])
@@ -1004,7 +1004,7 @@ static int native_send_until_cut(struct rc_conn *c, const struct rc_file *f,
                         if ((rc = rc_recv(c, &h, &reply)))
                                 break;
                         if (h.type == CHP_F_ERROR)
-                                rc = RC_EREMOTE;
+                                rc = CHP_EREMOTE;
                         else if (h.type != (CHP_F_CHUNK | CHP_F_REPLY) ||
                                  chp_msg_chunk_ok_decode(reply, h.len, &ok) != 0 ||
                                  ok.index >= f->count || h.id != base + ok.index)
@@ -1049,7 +1049,7 @@ static int native_send_until_cut(struct rc_conn *c, const struct rc_file *f,
  * OPEN answers the chunks still missing. */
 static int native_resume(struct worker *w, struct bfile *bf, char *why)
 {
-        uint8_t uid[CHP_UPLOAD_ID_LEN], fid[CHP_HASH_BYTES];
+        uint8_t uid[CHP_UPLOAD_ID_BYTES], fid[CHP_HASH_BYTES];
         uint8_t *missing = NULL;
         bool complete;
         uint64_t sent = 0;

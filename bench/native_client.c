@@ -57,7 +57,7 @@ static int kept(struct rc_conn *c, int rc)
 {
         if (rc && c->ch) {
                 snprintf(c->last_msg, sizeof(c->last_msg), "%s", chp_channel_error(c->ch));
-                if (rc == RC_EREMOTE)
+                if (rc == CHP_EREMOTE)
                         c->last_error = chp_channel_remote_code(c->ch);
         }
         return rc;
@@ -73,7 +73,7 @@ int rc_recv(struct rc_conn *c, struct chp_frame_header *h, uint8_t **payload)
 {
         int rc = chp_channel_recv(c->ch, h, payload);
         if (!rc && h->type == CHP_F_ERROR)
-                kept(c, RC_EREMOTE); /* returned like any other frame */
+                kept(c, CHP_EREMOTE); /* returned like any other frame */
         return kept(c, rc);
 }
 
@@ -178,7 +178,7 @@ static uint32_t chunk_len(const struct rc_file *f, uint32_t i)
         return (uint32_t)(f->total - off < f->chunk_size ? f->total - off : f->chunk_size);
 }
 
-int rc_open(struct rc_conn *c, const struct rc_file *f, uint8_t upload_id[CHP_UPLOAD_ID_LEN],
+int rc_open(struct rc_conn *c, const struct rc_file *f, uint8_t upload_id[CHP_UPLOAD_ID_BYTES],
             uint8_t **missing, bool *complete)
 {
         *missing = NULL;
@@ -198,7 +198,7 @@ int rc_open(struct rc_conn *c, const struct rc_file *f, uint8_t upload_id[CHP_UP
         if (chp_msg_open_ok_decode(reply, h.len, &ok) != 0 || ok.chunk_count != f->count ||
             memcmp(ok.file_id, f->file_id, CHP_HASH_BYTES) != 0)
                 return -EPROTO;
-        memcpy(upload_id, ok.upload_id, CHP_UPLOAD_ID_LEN);
+        memcpy(upload_id, ok.upload_id, CHP_UPLOAD_ID_BYTES);
         *complete = ok.state == CHP_UPLOAD_COMPLETE;
         size_t bytes = chp_bitmap_bytes(f->count);
         *missing = malloc(bytes + 1);
@@ -248,7 +248,7 @@ int rc_send_chunks(struct rc_conn *c, const struct rc_file *f, const uint8_t *up
                 if ((rc = rc_recv(c, &h, &reply)))
                         break;
                 if (h.type == CHP_F_ERROR) {
-                        rc = RC_EREMOTE;
+                        rc = CHP_EREMOTE;
                         break;
                 }
                 struct chp_msg_chunk_ok ok;
@@ -272,7 +272,7 @@ int rc_commit(struct rc_conn *c, const uint8_t *upload_id, uint8_t file_id[CHP_H
 {
         struct chp_frame_header h;
         uint8_t *reply;
-        int rc = rc_call(c, CHP_F_COMMIT, upload_id, CHP_UPLOAD_ID_LEN, &h, &reply);
+        int rc = rc_call(c, CHP_F_COMMIT, upload_id, CHP_UPLOAD_ID_BYTES, &h, &reply);
         if (rc)
                 return rc;
         if (h.len != CHP_HASH_BYTES)
@@ -283,7 +283,7 @@ int rc_commit(struct rc_conn *c, const uint8_t *upload_id, uint8_t file_id[CHP_H
 
 int rc_put(struct rc_conn *c, const struct rc_file *f, struct rc_put_stats *st)
 {
-        uint8_t id[CHP_UPLOAD_ID_LEN], fid[CHP_HASH_BYTES];
+        uint8_t id[CHP_UPLOAD_ID_BYTES], fid[CHP_HASH_BYTES];
         uint8_t *missing;
         bool complete;
         memset(st, 0, sizeof(*st));
@@ -351,7 +351,7 @@ int rc_fetch(struct rc_conn *c, const uint8_t file_id[CHP_HASH_BYTES], uint8_t *
                 if (rc || (rc = rc_recv(c, &h, &reply)))
                         break;
                 if (h.type == CHP_F_ERROR) {
-                        rc = RC_EREMOTE;
+                        rc = CHP_EREMOTE;
                         break;
                 }
                 struct chp_msg_chunk_data d;

@@ -4,7 +4,7 @@
  *
  * One connection, one thread. A received payload is valid until the next receive. Uploads
  * pipeline their chunks up to the relay's window. Everything returns 0 or a negative code of
- * err.h; a relay ERROR reply is RC_EREMOTE with the wire code in c->last_error, and any failure
+ * err.h; a relay ERROR reply is CHP_EREMOTE with the wire code in c->last_error, and any failure
  * of the channel leaves its message in c->last_msg.
  */
 #ifndef CHP_NATIVE_CLIENT_H
@@ -19,8 +19,6 @@
 #include "channel.h"
 #include "err.h"
 #include "proto.h"
-
-#define RC_EREMOTE CHP_EREMOTE
 
 struct rc_conn {
         struct chp_channel *ch; /* NULL when closed */
@@ -50,7 +48,7 @@ void rc_close(struct rc_conn *c);
 int rc_send(struct rc_conn *c, uint8_t type, uint32_t id, const void *a, size_t alen, const void *b,
             size_t blen);
 int rc_recv(struct rc_conn *c, struct chp_frame_header *h, uint8_t **payload);
-/* Sends a request and waits for its reply; ERROR replies become RC_EREMOTE. */
+/* Sends a request and waits for its reply; ERROR replies become CHP_EREMOTE. */
 int rc_call(struct rc_conn *c, uint8_t type, const void *p, size_t len, struct chp_frame_header *h,
             uint8_t **payload);
 
@@ -76,7 +74,7 @@ struct rc_put_stats {
 };
 
 /* OPEN; returns the upload id and the missing bitmap (caller frees *missing). */
-int rc_open(struct rc_conn *c, const struct rc_file *f, uint8_t upload_id[CHP_UPLOAD_ID_LEN],
+int rc_open(struct rc_conn *c, const struct rc_file *f, uint8_t upload_id[CHP_UPLOAD_ID_BYTES],
             uint8_t **missing, bool *complete);
 /* Sends the missing chunks (pipelined up to the window), at most max_chunks of them
  * (UINT32_MAX = all), and waits for their acknowledgements. */

@@ -112,7 +112,7 @@ static int cmd_put(int argc, char **argv)
                 if (strcmp(argv[i], "--relay") == 0 && i + 1 < argc) {
                         relay = argv[++i];
                 } else if (strcmp(argv[i], "--relay-key") == 0 && i + 1 < argc) {
-                        if (chp_hex_decode(argv[i + 1], strlen(argv[i + 1]), key, 32) != 0) {
+                        if (chp_hex_decode(argv[i + 1], strlen(argv[i + 1]), key, CHAPAR_KEY_BYTES) != 0) {
                                 fprintf(stderr, "chapar: --relay-key takes 64 hex digits\n");
                                 return 1;
                         }
@@ -306,7 +306,7 @@ static int cmd_offer(int argc, char **argv)
         bool have_key = false;
         for (int i = 0; i < argc; i++) {
                 if (strcmp(argv[i], "--to") == 0 && i + 1 < argc) {
-                        if (chp_hex_decode(argv[i + 1], strlen(argv[i + 1]), key, 32) != 0) {
+                        if (chp_hex_decode(argv[i + 1], strlen(argv[i + 1]), key, CHAPAR_KEY_BYTES) != 0) {
                                 fprintf(stderr, "chapar: --to takes a relay key (64 hex digits)\n");
                                 return 1;
                         }

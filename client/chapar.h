@@ -25,6 +25,8 @@ extern "C" {
 #define CHAPAR_ID_BYTES   32
 #define CHAPAR_TICKET_MAX 480
 
+/* Not negative errnos (-1 and -2 equal -EPERM and -ENOENT): a space of their own, fixed by the
+ * ABI. libchapar maps its internal codes (common/err.h) to these in one table (client/link.c). */
 enum chapar_error {
         CHAPAR_EUSAGE = -1,     /* bad argument */
         CHAPAR_ENET = -2,       /* cannot reach the relay, or the connection broke */

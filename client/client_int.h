@@ -24,8 +24,8 @@ struct chapar_client {
         char addr[300]; /* HOST:PORT as given */
         bool plaintext; /* asked for --insecure-plaintext */
         bool have_pinned;
-        uint8_t pinned[CHAPAR_KEY_BYTES];
-        uint8_t relay_key[CHAPAR_KEY_BYTES]; /* what the relay proved it holds */
+        uint8_t pinned[CHP_KEY_BYTES];
+        uint8_t relay_key[CHP_KEY_BYTES]; /* what the relay proved it holds */
         char known_relays[4096];
         char cache_dir[4096]; /* "" = no cache */
         struct chp_msg_hello_ok hello;
@@ -49,6 +49,9 @@ int cc_recv(struct chapar_client *c, struct chp_frame_header *h, uint8_t **paylo
  * NOT_FOUND). */
 int cc_call(struct chapar_client *c, uint8_t type, const void *p, size_t len,
             struct chp_frame_header *h, uint8_t **payload);
+/* The public code of the ERROR frame cc_recv returned last (CHAPAR_ERELAY, or CHAPAR_ENOTFOUND
+ * for NOT_FOUND). */
+int cc_remote_error(struct chapar_client *c);
 /* Reserves n request ids for pipelined requests; returns the first. */
 uint32_t cc_reserve_ids(struct chapar_client *c, uint32_t n);
 

@@ -32,6 +32,8 @@
 #include "net.h"
 #include "ticket.h"
 
+_Static_assert(CHAPAR_KEY_BYTES == CHP_KEY_BYTES, "the public key size is the one X25519 size");
+
 #define KEEP_BUDGET  (256u << 20) /* ciphertext kept between hashing and sending */
 #define GET_INFLIGHT 16
 
@@ -110,7 +112,7 @@ static void default_dir(char *out, size_t cap, const char *xdg_var, const char *
 /* ---- known relays ------------------------------------------------------------------------ */
 
 /* Looks addr up: 0 (key filled), -ENOENT, or an error. Lines: "HOST:PORT HEXKEY". */
-static int known_lookup(const char *file, const char *addr, uint8_t key[CHAPAR_KEY_BYTES])
+static int known_lookup(const char *file, const char *addr, uint8_t key[CHP_KEY_BYTES])
 {
         FILE *f = fopen(file, "r");
         if (!f)
@@ -124,7 +126,7 @@ static int known_lookup(const char *file, const char *addr, uint8_t key[CHAPAR_K
                 *sp = '\0';
                 char *hex = sp + 1;
                 hex[strcspn(hex, "\r\n")] = '\0';
-                if (strcmp(line, addr) == 0 && chp_hex_decode(hex, strlen(hex), key, 32) == 0) {
+                if (strcmp(line, addr) == 0 && chp_hex_decode(hex, strlen(hex), key, CHP_KEY_BYTES) == 0) {
                         rc = 0;
                         break;
                 }
@@ -133,7 +135,7 @@ static int known_lookup(const char *file, const char *addr, uint8_t key[CHAPAR_K
         return rc;
 }
 
-static int known_add(const char *file, const char *addr, const uint8_t key[CHAPAR_KEY_BYTES])
+static int known_add(const char *file, const char *addr, const uint8_t key[CHP_KEY_BYTES])
 {
         char dir[4096];
         snprintf(dir, sizeof(dir), "%s", file);
@@ -147,7 +149,7 @@ static int known_add(const char *file, const char *addr, const uint8_t key[CHAPA
         if (fd < 0)
                 return -errno;
         char line[400], hex[CHP_HASH_HEXBYTES];
-        chp_hex_encode(key, CHAPAR_KEY_BYTES, hex);
+        chp_hex_encode(key, CHP_KEY_BYTES, hex);
         int n = snprintf(line, sizeof(line), "%s %s\n", addr, hex);
         int rc = write(fd, line, (size_t)n) == n ? 0 : -EIO;
         close(fd);
@@ -183,7 +185,7 @@ int chapar_connect(const struct chapar_opts *o, struct chapar_client **out)
                 default_dir(c->cache_dir, sizeof(c->cache_dir), "XDG_CACHE_HOME", ".cache", "");
         bool tofu = false;
         if (o->relay_key) {
-                memcpy(c->pinned, o->relay_key, CHAPAR_KEY_BYTES);
+                memcpy(c->pinned, o->relay_key, CHP_KEY_BYTES);
                 c->have_pinned = true;
         } else if (!c->plaintext) {
                 int k = known_lookup(c->known_relays, c->addr, c->pinned);
@@ -364,7 +366,7 @@ static int make_ticket(struct chapar_client *c, const uint8_t *file_id,
         struct chp_ticket t = {0};
         if (chp_net_split_hostport(c->addr, t.host, sizeof(t.host), &t.port) != 0)
                 return CHAPAR_EUSAGE;
-        memcpy(t.relay_key, c->relay_key, CHP_RELAY_KEY_BYTES);
+        memcpy(t.relay_key, c->relay_key, CHP_KEY_BYTES);
         memcpy(t.file_id, file_id, CHP_HASH_BYTES);
         t.has_key = true;
         memcpy(t.file_key, key, CHP_FILE_KEY_BYTES);
@@ -458,7 +460,7 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
         double t0 = chp_net_now_s();
         struct put_state p = {.fd = fd};
         struct stat st;
-        uint8_t plain_hash[CHP_HASH_BYTES], blob[CHP_E2E_META_MAX], upload_id[CHP_UPLOAD_ID_LEN];
+        uint8_t plain_hash[CHP_HASH_BYTES], blob[CHP_E2E_META_MAX], upload_id[CHP_UPLOAD_ID_BYTES];
         uint8_t *manifest = NULL, *missing = NULL, *open_msg = NULL;
         char entry[4300];
         int rc;
@@ -560,7 +562,7 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
                 rc = CHAPAR_EPROTO;
                 goto out;
         }
-        memcpy(upload_id, ok.upload_id, CHP_UPLOAD_ID_LEN);
+        memcpy(upload_id, ok.upload_id, CHP_UPLOAD_ID_BYTES);
         size_t map = chp_bitmap_bytes(ok.chunk_count);
         missing = malloc(map ? map : 1);
         if (!missing) {
@@ -589,7 +591,7 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
                 if ((rc = send_chunks(c, &p, upload_id, missing, o, r, already)))
                         goto out;
                 uint8_t fid[CHP_HASH_BYTES];
-                if ((rc = cc_call(c, CHP_F_COMMIT, upload_id, CHP_UPLOAD_ID_LEN, &h, &reply)))
+                if ((rc = cc_call(c, CHP_F_COMMIT, upload_id, CHP_UPLOAD_ID_BYTES, &h, &reply)))
                         goto out;
                 if (h.len != CHP_HASH_BYTES) {
                         rc = CHAPAR_EPROTO;
@@ -667,7 +669,7 @@ static int fetch_manifest(struct chapar_client *c, const struct chp_ticket *t, s
         char origin[CHP_TICKET_ADDR_MAX];
         struct chp_msg_manifest mm;
         struct chp_msg_file_req fr = {.file_id = file_id};
-        if (sodium_memcmp(c->relay_key, t->relay_key, CHAPAR_KEY_BYTES) != 0 && !c->plaintext) {
+        if (sodium_memcmp(c->relay_key, t->relay_key, CHP_KEY_BYTES) != 0 && !c->plaintext) {
                 chp_ticket_relay_addr(t, origin, sizeof(origin));
                 fr.has_origin = true;
                 fr.origin_key = t->relay_key;
@@ -813,7 +815,7 @@ static int get_one(struct getter *g)
         if (rc)
                 return rc;
         if (h.type == CHP_F_ERROR)
-                return c->last_code == CHP_WE_NOT_FOUND ? CHAPAR_ENOTFOUND : CHAPAR_ERELAY;
+                return cc_remote_error(c);
         uint32_t k = h.id - g->base;
         if (h.type != (CHP_F_GET_CHUNK | CHP_F_REPLY) || k >= m->chunk_count ||
             chp_msg_chunk_data_decode(reply, h.len, &d) != 0 || d.offset != 0 ||
@@ -1026,15 +1028,17 @@ out:
 }
 
 int chapar_offer(struct chapar_client *c, const char *ticket,
-                 const uint8_t peer_key[CHAPAR_KEY_BYTES])
+                 const uint8_t peer_key[CHP_KEY_BYTES])
 {
         struct chp_ticket t;
         if (chp_ticket_parse(ticket, strlen(ticket), &t) != 0)
                 return CHAPAR_EUSAGE;
-        uint8_t q[2 * CHP_HASH_BYTES];
-        memcpy(q, t.file_id, CHP_HASH_BYTES);
-        memcpy(q + CHP_HASH_BYTES, peer_key, CHAPAR_KEY_BYTES);
+        uint8_t q[CHP_OFFER_BYTES];
+        struct chp_msg_offer m = {.file_id = t.file_id, .peer_key = peer_key};
+        ssize_t n = chp_msg_offer_encode(q, sizeof(q), &m);
         sodium_memzero(&t, sizeof(t));
+        if (n != CHP_OFFER_BYTES)
+                return CHAPAR_EUSAGE;
         struct chp_frame_header h;
         uint8_t *reply;
         return cc_call(c, CHP_F_OFFER, q, sizeof(q), &h, &reply);

@@ -57,7 +57,7 @@ int cc_open(struct chapar_client *c)
                 return public_code(c, rc);
         const uint8_t *key = chp_channel_remote_key(c->ch);
         if (key)
-                memcpy(c->relay_key, key, CHAPAR_KEY_BYTES);
+                memcpy(c->relay_key, key, CHP_KEY_BYTES);
         c->hello = *chp_channel_hello(c->ch);
         return 0;
 }
@@ -106,6 +106,11 @@ int cc_call(struct chapar_client *c, uint8_t type, const void *p, size_t len,
                 snprintf(c->last_error, sizeof(c->last_error), "%s", chp_channel_error(c->ch));
         }
         return public_code(c, rc);
+}
+
+int cc_remote_error(struct chapar_client *c)
+{
+        return public_code(c, CHP_EREMOTE);
 }
 
 uint32_t cc_reserve_ids(struct chapar_client *c, uint32_t n)

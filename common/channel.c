@@ -50,9 +50,9 @@ struct chp_channel {
         bool encrypted; /* the handshake is done */
         bool ik;
         bool have_remote;
-        uint8_t static_priv[CHP_NOISE_DHLEN];
-        uint8_t expected[CHP_NOISE_DHLEN];
-        uint8_t remote_key[CHP_NOISE_DHLEN]; /* what the relay proved it holds */
+        uint8_t static_priv[CHP_KEY_BYTES];
+        uint8_t expected[CHP_KEY_BYTES];
+        uint8_t remote_key[CHP_KEY_BYTES]; /* what the relay proved it holds */
         struct chp_record_dir tx, rx;
         uint8_t *raw; /* bytes from the socket; raw_off..raw_len not yet decrypted */
         size_t raw_off, raw_len, raw_cap;
@@ -536,7 +536,7 @@ static int handshake(struct chp_channel *ch, struct chp_noise_suite suite)
         chp_channel_preamble_noise(pre, pattern, suite);
         size_t plen = chp_channel_prologue(pre, prologue);
         struct chp_noise_hs hs;
-        uint8_t s_priv[CHP_NOISE_DHLEN], s_pub[CHP_NOISE_DHLEN];
+        uint8_t s_priv[CHP_KEY_BYTES], s_pub[CHP_KEY_BYTES];
         uint8_t h[CHP_NOISE_HASHMAX];
         size_t hl;
         int rc = write_all(ch, pre, sizeof(pre));
@@ -563,10 +563,10 @@ static int handshake(struct chp_channel *ch, struct chp_noise_suite suite)
                 rc = -EPROTO;
                 goto out;
         }
-        if (ch->have_remote && sodium_memcmp(ch->remote_key, ch->expected, CHP_NOISE_DHLEN) != 0) {
+        if (ch->have_remote && sodium_memcmp(ch->remote_key, ch->expected, CHP_KEY_BYTES) != 0) {
                 char got[CHP_HASH_HEXBYTES], want[CHP_HASH_HEXBYTES];
-                chp_hex_encode(ch->remote_key, CHP_NOISE_DHLEN, got);
-                chp_hex_encode(ch->expected, CHP_NOISE_DHLEN, want);
+                chp_hex_encode(ch->remote_key, CHP_KEY_BYTES, got);
+                chp_hex_encode(ch->expected, CHP_KEY_BYTES, want);
                 snprintf(ch->err, sizeof(ch->err),
                          "the relay at %.200s presented key %s, but %s is pinned for it", ch->addr,
                          got, want);
@@ -658,9 +658,9 @@ int chp_channel_open(const struct chp_channel_opts *o, struct chp_channel **out,
         ch->ik = o->ik;
         snprintf(ch->addr, sizeof(ch->addr), "%s", o->addr);
         if (o->static_priv)
-                memcpy(ch->static_priv, o->static_priv, CHP_NOISE_DHLEN);
+                memcpy(ch->static_priv, o->static_priv, CHP_KEY_BYTES);
         if (o->remote_key) {
-                memcpy(ch->expected, o->remote_key, CHP_NOISE_DHLEN);
+                memcpy(ch->expected, o->remote_key, CHP_KEY_BYTES);
                 ch->have_remote = true;
         }
         int rc = tcp_connect(ch);

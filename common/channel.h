@@ -86,7 +86,7 @@ uint32_t chp_channel_reserve_ids(struct chp_channel *ch, uint32_t n);
 
 /* What the relay said in HELLO_OK (its window, max in flight, ...). */
 const struct chp_msg_hello_ok *chp_channel_hello(const struct chp_channel *ch);
-/* The static key the relay proved (CHP_NOISE_DHLEN bytes), or NULL on a plaintext channel. */
+/* The static key the relay proved (CHP_KEY_BYTES bytes), or NULL on a plaintext channel. */
 const uint8_t *chp_channel_remote_key(const struct chp_channel *ch);
 /* The wire code (CHP_WE_*) of the last ERROR frame received, 0 if none. */
 uint32_t chp_channel_remote_code(const struct chp_channel *ch);

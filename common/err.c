@@ -2,42 +2,48 @@
 
 #include <string.h>
 
+/* Every project code: its explanation and, for the HTTP parser's, the status it names. Indexed by
+ * CHP_ERR_BASE - code. */
+static const struct {
+        const char *msg;
+        int http_status;
+} codes[CHP_ERR_BASE - CHP_ERR_LAST + 1] = {
+        [CHP_ERR_BASE - CHP_EMISMATCH] = {"content does not match its address", 0},
+        [CHP_ERR_BASE - CHP_ECORRUPT] = {"stored data is corrupt", 0},
+        [CHP_ERR_BASE - CHP_EMAPFULL] = {"store index is full (raise map size)", 0},
+        [CHP_ERR_BASE - CHP_ESTORE] = {"store index error", 0},
+        [CHP_ERR_BASE - CHP_EMISSING] = {"manifest references chunks that are not stored", 0},
+        [CHP_ERR_BASE - CHP_ECLOSED] = {"store is closing", 0},
+        [CHP_ERR_BASE - CHP_EVERSION] = {"unsupported version", 0},
+        [CHP_ERR_BASE - CHP_ETOOBIG] = {"size over limit", 0},
+        [CHP_ERR_BASE - CHP_ELOCKED] = {"data directory is in use by another process", 0},
+        [CHP_ERR_BASE - CHP_EKEY] = {"the remote's key is not the pinned one", 0},
+        [CHP_ERR_BASE - CHP_EAUTH] = {"a record failed authentication", 0},
+        [CHP_ERR_BASE - CHP_EREMOTE] = {"the remote refused the request", 0},
+        [CHP_ERR_BASE - CHP_EHTTP_BAD] = {"malformed HTTP request", 400},
+        [CHP_ERR_BASE - CHP_EHTTP_TARGET] = {"HTTP request target too long", 414},
+        [CHP_ERR_BASE - CHP_EHTTP_HEADERS] = {"HTTP request head too large", 431},
+        [CHP_ERR_BASE - CHP_EHTTP_METHOD] = {"HTTP method not implemented", 501},
+        [CHP_ERR_BASE - CHP_EHTTP_VERSION] = {"HTTP version not supported", 505},
+};
+
 const char *chp_strerror(int code)
 {
-        switch (code) {
-        case 0:
+        if (code == 0)
                 return "success";
-        case CHP_EMISMATCH:
-                return "content does not match its address";
-        case CHP_ECORRUPT:
-                return "stored data is corrupt";
-        case CHP_EMAPFULL:
-                return "store index is full (raise map size)";
-        case CHP_ESTORE:
-                return "store index error";
-        case CHP_EMISSING:
-                return "manifest references chunks that are not stored";
-        case CHP_ECLOSED:
-                return "store is closing";
-        case CHP_EVERSION:
-                return "unsupported version";
-        case CHP_ETOOBIG:
-                return "size over limit";
-        case CHP_ELOCKED:
-                return "data directory is in use by another process";
-        case CHP_EKEY:
-                return "the remote's key is not the pinned one";
-        case CHP_EAUTH:
-                return "a record failed authentication";
-        case CHP_EREMOTE:
-                return "the remote refused the request";
-        }
-        if (code <= -400 && code >= -599)
-                return "malformed or unsupported HTTP request"; /* CHP_HTTP_E* (http_parse.h) */
+        if (code < CHP_ERR_BASE && code >= CHP_ERR_LAST && codes[CHP_ERR_BASE - code].msg)
+                return codes[CHP_ERR_BASE - code].msg;
         if (code < 0 && code > CHP_ERR_BASE) {
                 /* strerror() is not thread-safe in general, but glibc returns a pointer into a
                  * constant table for every known errno, which is all we ever pass. */
                 return strerror(-code);
         }
         return "unknown error";
+}
+
+int chp_err_http_status(int code)
+{
+        if (code < CHP_ERR_BASE && code >= CHP_ERR_LAST)
+                return codes[CHP_ERR_BASE - code].http_status;
+        return 0;
 }

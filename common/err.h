@@ -23,9 +23,20 @@ enum chp_err {
         CHP_EKEY = CHP_ERR_BASE - 10,     /* the remote proved another key than the pinned one */
         CHP_EAUTH = CHP_ERR_BASE - 11,    /* a record failed authentication: not safe to go on */
         CHP_EREMOTE = CHP_ERR_BASE - 12,  /* the remote answered with an ERROR frame */
+        /* An HTTP request head chp_http_parse_request refuses, each naming the status to answer
+         * (chp_err_http_status). */
+        CHP_EHTTP_BAD = CHP_ERR_BASE - 13,     /* malformed request (400) */
+        CHP_EHTTP_TARGET = CHP_ERR_BASE - 14,  /* request target too long (414) */
+        CHP_EHTTP_HEADERS = CHP_ERR_BASE - 15, /* head too large or too many headers (431) */
+        CHP_EHTTP_METHOD = CHP_ERR_BASE - 16,  /* a method this server does not implement (501) */
+        CHP_EHTTP_VERSION = CHP_ERR_BASE - 17, /* not HTTP/1.0 or HTTP/1.1 (505) */
+        CHP_ERR_LAST = CHP_EHTTP_VERSION,      /* the lowest project code */
 };
 
 /* A readable explanation of code (0, a negative errno, or a CHP_E* code). Never NULL. */
 const char *chp_strerror(int code);
+
+/* The HTTP status a CHP_EHTTP_* code names, or 0 for any other code. */
+int chp_err_http_status(int code);
 
 #endif

@@ -126,7 +126,7 @@ static int line_end(struct chp_http_parser *ps, const unsigned char *u, size_t *
                 return 1;
         }
         if (u[*i] != '\r' || ps->cr)
-                return CHP_HTTP_EBAD;
+                return CHP_EHTTP_BAD;
         ps->cr = true;
         (*i)++;
         return 0;
@@ -143,13 +143,13 @@ static int absolute_form(const char *buf, size_t t0, size_t t1, struct chp_http_
         else if (t1 - t0 >= 8 && ieq_n(u + t0, "https://", 8))
                 a0 = t0 + 8;
         else
-                return CHP_HTTP_EBAD;
+                return CHP_EHTTP_BAD;
         size_t a1 = a0;
         while (a1 < t1 && u[a1] != '/' && u[a1] != '?' && u[a1] != '#')
                 a1++;
         struct chp_http_str authority = {buf + a0, a1 - a0};
         if (a1 == a0 || u[a0] == ':' || chp_http_check_host(authority) != 0)
-                return CHP_HTTP_EBAD;
+                return CHP_EHTTP_BAD;
         ps->authority[0] = (uint16_t)a0;
         ps->authority[1] = (uint16_t)a1;
         /* an empty path is "/" (RFC 9112 3.2.2); left empty here, with the query dropped */
@@ -162,19 +162,19 @@ static int absolute_form(const char *buf, size_t t0, size_t t1, struct chp_http_
 static int method(const char *buf, size_t m0, size_t m1, struct chp_http_parser *ps)
 {
         if (m1 == m0)
-                return CHP_HTTP_EBAD;
+                return CHP_EHTTP_BAD;
         size_t mi = 0, nm = sizeof(methods) / sizeof(methods[0]);
         while (mi < nm && !(methods[mi].len == m1 - m0 &&
                             memcmp(buf + m0, methods[mi].name, methods[mi].len) == 0))
                 mi++;
         if (mi == nm)
-                return CHP_HTTP_EMETHOD;
+                return CHP_EHTTP_METHOD;
         ps->method = methods[mi].method;
         return 0;
 }
 
 /* Goes on with the head in u[0..end) from ps->pos, looking at each byte once: the head's size,
- * -EAGAIN (all of u[0..end) taken in, ps->pos == end) or a CHP_HTTP_E* code. The loops stop at
+ * -EAGAIN (all of u[0..end) taken in, ps->pos == end) or a CHP_EHTTP_* code. The loops stop at
  * the first byte that decides an error, so the result is the same however the head is cut. */
 static ssize_t resume(struct chp_http_parser *ps, const char *buf, size_t end)
 {
@@ -197,7 +197,7 @@ static ssize_t resume(struct chp_http_parser *ps, const char *buf, size_t end)
                 case S_METHOD:
                         for (; i < end && u[i] != ' '; i++)
                                 if (!is_tchar(u[i]))
-                                        return CHP_HTTP_EBAD;
+                                        return CHP_EHTTP_BAD;
                         if (i == end || (rc = method(buf, m, i, ps)) < 0)
                                 break;
                         ps->mark[0] = (uint16_t)++i;
@@ -207,14 +207,14 @@ static ssize_t resume(struct chp_http_parser *ps, const char *buf, size_t end)
                         for (; i < end && u[i] != ' '; i++) {
                                 if (u[i] < 0x21 || u[i] > 0x7e ||
                                     (i == m && u[i] != '/' && !is_alpha(u[i])))
-                                        return CHP_HTTP_EBAD;
+                                        return CHP_EHTTP_BAD;
                                 if (i - m >= CHP_HTTP_MAX_TARGET)
-                                        return CHP_HTTP_ETARGET;
+                                        return CHP_EHTTP_TARGET;
                         }
                         if (i == end)
                                 break;
                         if (i == m)
-                                return CHP_HTTP_EBAD;
+                                return CHP_EHTTP_BAD;
                         if (u[m] == '/') {
                                 ps->target[0] = (uint16_t)m;
                                 ps->target[1] = (uint16_t)i;
@@ -228,7 +228,7 @@ static ssize_t resume(struct chp_http_parser *ps, const char *buf, size_t end)
                         for (; i < end && i - m < sizeof(version) - 1; i++) {
                                 char v = version[i - m];
                                 if (v == 'D' ? !is_digit(u[i]) : u[i] != (unsigned char)v)
-                                        return CHP_HTTP_EBAD;
+                                        return CHP_EHTTP_BAD;
                         }
                         if (i - m == sizeof(version) - 1)
                                 ps->state = S_LINE_END;
@@ -238,7 +238,7 @@ static ssize_t resume(struct chp_http_parser *ps, const char *buf, size_t end)
                                 break;
                         rc = 0;
                         if (u[m + 5] != '1' || u[m + 7] > '1')
-                                return CHP_HTTP_EVERSION;
+                                return CHP_EHTTP_VERSION;
                         ps->minor = u[m + 7] - '0';
                         ps->state = S_FIELD;
                         break;
@@ -249,20 +249,20 @@ static ssize_t resume(struct chp_http_parser *ps, const char *buf, size_t end)
                                 return (ssize_t)i; /* the empty line: the head is complete */
                         }
                         if (is_ows(u[i])) /* obs-fold, or whitespace before the first field */
-                                return CHP_HTTP_EBAD;
+                                return CHP_EHTTP_BAD;
                         if (ps->nheaders == CHP_HTTP_MAX_HEADERS)
-                                return CHP_HTTP_EHEADERS;
+                                return CHP_EHTTP_HEADERS;
                         ps->mark[0] = (uint16_t)i;
                         ps->state = S_NAME;
                         break;
                 case S_NAME:
                         for (; i < end && u[i] != ':'; i++)
                                 if (!is_tchar(u[i]))
-                                        return CHP_HTTP_EBAD;
+                                        return CHP_EHTTP_BAD;
                         if (i == end)
                                 break;
                         if (i == m)
-                                return CHP_HTTP_EBAD;
+                                return CHP_EHTTP_BAD;
                         ps->mark[1] = (uint16_t)i++;
                         ps->state = S_OWS;
                         break;
@@ -279,7 +279,7 @@ static ssize_t resume(struct chp_http_parser *ps, const char *buf, size_t end)
                                 if (is_ows(u[i]))
                                         continue;
                                 if (u[i] < 0x21 || u[i] == 0x7f)
-                                        return CHP_HTTP_EBAD;
+                                        return CHP_EHTTP_BAD;
                                 ps->mark[3] = (uint16_t)(i + 1); /* after the last non-OWS */
                         }
                         if (i == end || (rc = line_end(ps, u, &i)) <= 0)
@@ -331,7 +331,7 @@ ssize_t chp_http_parse_resume(struct chp_http_parser *ps, const char *buf, size_
                 size_t end = len < CHP_HTTP_MAX_HEAD ? len : CHP_HTTP_MAX_HEAD;
                 ssize_t rc = resume(ps, buf, end);
                 if (rc == -EAGAIN && len >= CHP_HTTP_MAX_HEAD)
-                        rc = CHP_HTTP_EHEADERS;
+                        rc = CHP_EHTTP_HEADERS;
                 if (rc == -EAGAIN)
                         return rc;
                 ps->state = S_DONE;

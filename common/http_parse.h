@@ -5,9 +5,9 @@
  * buf[0..len) (chp_http_parse_resume: as it arrives, each byte looked at once): it allocates
  * nothing, never reads past len, and points into buf (borrowed: valid while buf is and
  * unchanged). Returns the bytes the head takes (the body starts there),
- * -EAGAIN when the head is not complete yet, or a negative CHP_HTTP_E* code telling which
- * status to answer (400, 414, 431, 501, 505). Value parsers return 0 or -EINVAL (and the codes
- * their comments add: -ERANGE, -ENOTSUP). Pure functions; any thread.
+ * -EAGAIN when the head is not complete yet, or a CHP_EHTTP_* code of err.h telling which
+ * status to answer (400, 414, 431, 501, 505: chp_err_http_status). Value parsers return 0 or
+ * -EINVAL (and the codes their comments add: -ERANGE, -ENOTSUP). Pure functions; any thread.
  */
 #ifndef CHP_HTTP_PARSE_H
 #define CHP_HTTP_PARSE_H
@@ -17,16 +17,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "err.h"
+
 #define CHP_HTTP_MAX_HEADERS    64
 #define CHP_HTTP_MAX_TARGET     2048          /* bytes of the request target */
 #define CHP_HTTP_MAX_HEAD       (16 * 1024)   /* bytes of the whole request head */
 
-/* Errors, each naming the status to answer. */
-#define CHP_HTTP_EBAD      (-400) /* malformed request (400) */
-#define CHP_HTTP_ETARGET   (-414) /* request target too long (414) */
-#define CHP_HTTP_EHEADERS  (-431) /* head too large or too many headers (431) */
-#define CHP_HTTP_EMETHOD   (-501) /* a method this server does not implement (501) */
-#define CHP_HTTP_EVERSION  (-505) /* not HTTP/1.0 or HTTP/1.1 (505) */
 
 enum chp_http_method {
         CHP_HTTP_GET, CHP_HTTP_HEAD, CHP_HTTP_POST, CHP_HTTP_PATCH, CHP_HTTP_DELETE,
@@ -109,24 +105,28 @@ bool chp_http_str_ieq(struct chp_http_str s, const char *lit);
 
 /* A non-negative decimal integer (Content-Length, Upload-Offset, Upload-Length): digits only,
  * no sign or spaces, at most 2^63-1. */
-int chp_http_parse_u64(struct chp_http_str s, uint64_t *out /* out */);
+__attribute__((warn_unused_result)) int chp_http_parse_u64(struct chp_http_str s,
+                                                           uint64_t *out /* out */);
 
 /* A single byte range of a representation of size len ("bytes=a-b", "bytes=a-", "bytes=-n").
  * Returns 0 with [*first, *last] inclusive; -ERANGE when syntactically valid but unsatisfiable
  * (answer 416); -EINVAL when malformed or several ranges (ignore the header: answer 200). */
-int chp_http_parse_range(struct chp_http_str s, uint64_t len, uint64_t *first /* out */,
-                         uint64_t *last /* out */);
+__attribute__((warn_unused_result)) int chp_http_parse_range(struct chp_http_str s, uint64_t len,
+                                                             uint64_t *first /* out */,
+                                                             uint64_t *last /* out */);
 
 /* tus Upload-Checksum: "<algorithm> <base64 digest>". Algorithm "sha1" (20-byte digest) or
  * "sha256" (32 bytes) → *algo 1 or 256 and the decoded digest in out; -EINVAL when malformed
  * or the length does not fit the algorithm; -ENOTSUP for another algorithm (answer 400). */
-int chp_http_parse_checksum(struct chp_http_str s, int *algo /* out */, uint8_t out[32] /* out */,
-                            size_t *out_len /* out */);
+__attribute__((warn_unused_result)) int chp_http_parse_checksum(struct chp_http_str s,
+                                                                int *algo /* out */,
+                                                                uint8_t out[32] /* out */,
+                                                                size_t *out_len /* out */);
 
 /* tus Upload-Metadata: comma-separated "key base64value" or "key" pairs; keys are non-empty,
  * without spaces or commas, unique; values valid base64. Returns 0 or -EINVAL (validation only:
  * the relay keeps the header as sent). */
-int chp_http_check_metadata(struct chp_http_str s);
+__attribute__((warn_unused_result)) int chp_http_check_metadata(struct chp_http_str s);
 
 /* Whether an If-None-Match value matches the entity tag etag (given without quotes): "*", or a
  * comma-separated list of (possibly weak W/) quoted tags, one equal to etag. */
@@ -136,7 +136,7 @@ bool chp_http_etag_matches(struct chp_http_str s, const char *etag);
  * where uri-host is a bracketed IPv6 address or a reg-name / IPv4 address of unreserved,
  * pct-encoded and sub-delims characters (may be empty), and port is at most 5 digits. 0 or
  * -EINVAL. Such a value holds no whitespace, '/', '@' or control byte. */
-int chp_http_check_host(struct chp_http_str s);
+__attribute__((warn_unused_result)) int chp_http_check_host(struct chp_http_str s);
 
 /* Whether an If-Range value lets a Range apply (RFC 9110 13.1.5): only an entity tag that is
  * strongly equal to "etag" (given without quotes). A weak tag, a date or anything malformed
@@ -146,8 +146,10 @@ bool chp_http_if_range_matches(struct chp_http_str s, const char *etag);
 /* The decoded value of key in a tus Upload-Metadata value s (as chp_http_check_metadata accepts)
  * into out (cap bytes) and *out_len: 0 (a key without a value gives length 0), -ENOENT when the
  * key is absent, -EINVAL when its value does not decode into cap bytes. */
-int chp_http_metadata_get(struct chp_http_str s, const char *key, uint8_t *out /* out */,
-                          size_t cap, size_t *out_len /* out */);
+__attribute__((warn_unused_result)) int chp_http_metadata_get(struct chp_http_str s,
+                                                              const char *key,
+                                                              uint8_t *out /* out */, size_t cap,
+                                                              size_t *out_len /* out */);
 
 #define CHP_HTTP_MEDIA_TYPE_MAX 255 /* bytes of a media type served as Content-Type */
 
@@ -172,6 +174,7 @@ ssize_t chp_http_content_disposition(const uint8_t *name, size_t n, char *out /*
 
 /* Standard base64 (RFC 4648 with padding) decode into out (cap bytes); returns the length or
  * -EINVAL. */
-ssize_t chp_http_base64_decode(const char *in, size_t n, uint8_t *out, size_t cap);
+__attribute__((warn_unused_result)) ssize_t chp_http_base64_decode(const char *in, size_t n,
+                                                                   uint8_t *out, size_t cap);
 
 #endif

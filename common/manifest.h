@@ -55,7 +55,7 @@ uint64_t chp_manifest_chunk_count(uint64_t total_size, uint32_t chunk_size);
 uint32_t chp_manifest_chunk_len(const struct chp_manifest *m, uint32_t i);
 
 /* Checks every field of m against the rules above. Returns 0 or -EINVAL. */
-int chp_manifest_check(const struct chp_manifest *m);
+__attribute__((warn_unused_result)) int chp_manifest_check(const struct chp_manifest *m);
 
 /* Bytes the encoding of m takes (m must pass chp_manifest_check). */
 size_t chp_manifest_encoded_size(const struct chp_manifest *m);

@@ -20,8 +20,8 @@
 
 #include <sodium.h>
 
-_Static_assert(crypto_scalarmult_BYTES == CHP_NOISE_DHLEN, "X25519 output is DHLEN");
-_Static_assert(crypto_scalarmult_SCALARBYTES == CHP_NOISE_DHLEN, "X25519 scalar is DHLEN");
+_Static_assert(crypto_scalarmult_BYTES == CHP_KEY_BYTES, "X25519 output is DHLEN");
+_Static_assert(crypto_scalarmult_SCALARBYTES == CHP_KEY_BYTES, "X25519 scalar is DHLEN");
 _Static_assert(crypto_aead_chacha20poly1305_ietf_KEYBYTES == CHP_NOISE_KEYLEN, "ChaChaPoly key");
 _Static_assert(crypto_aead_aes256gcm_KEYBYTES == CHP_NOISE_KEYLEN, "AESGCM key");
 _Static_assert(crypto_aead_chacha20poly1305_ietf_ABYTES == CHP_NOISE_TAGLEN, "ChaChaPoly tag");
@@ -417,7 +417,7 @@ static int decrypt_and_hash(struct chp_noise_hs *hs, const uint8_t *c, size_t le
 /* MixKey(DH(priv, pub)); an all-zero result (a low-order pub) is -EBADMSG. */
 static int mix_dh(struct chp_noise_hs *hs, const uint8_t *priv, const uint8_t *pub)
 {
-        uint8_t d[CHP_NOISE_DHLEN];
+        uint8_t d[CHP_KEY_BYTES];
         int rc =
             crypto_scalarmult(d, priv, pub) == 0 && !sodium_is_zero(d, sizeof(d)) ? 0 : -EBADMSG;
         if (rc == 0)
@@ -457,7 +457,7 @@ int chp_noise_hs_init(struct chp_noise_hs *hs, enum chp_noise_pattern pattern,
         hs->initiator = initiator;
         hs->hashlen = hash_len(suite.hash);
         if (s_priv) {
-                memcpy(hs->s_priv, s_priv, CHP_NOISE_DHLEN);
+                memcpy(hs->s_priv, s_priv, CHP_KEY_BYTES);
                 if (crypto_scalarmult_base(hs->s_pub, hs->s_priv) != 0) {
                         chp_noise_hs_wipe(hs);
                         return -EINVAL;
@@ -465,7 +465,7 @@ int chp_noise_hs_init(struct chp_noise_hs *hs, enum chp_noise_pattern pattern,
                 hs->has_s = true;
         }
         if (rs) {
-                memcpy(hs->rs, rs, CHP_NOISE_DHLEN);
+                memcpy(hs->rs, rs, CHP_KEY_BYTES);
                 hs->has_rs = true;
         }
 
@@ -487,16 +487,16 @@ int chp_noise_hs_init(struct chp_noise_hs *hs, enum chp_noise_pattern pattern,
         memcpy(hs->ck, hs->h, hs->hashlen);
         mix_hash(hs, prologue, prologue_len);
         if (p->pre_rs) /* "<- s": the responder's key, known to both before the first message */
-                mix_hash(hs, initiator ? hs->rs : hs->s_pub, CHP_NOISE_DHLEN);
+                mix_hash(hs, initiator ? hs->rs : hs->s_pub, CHP_KEY_BYTES);
         hs->step = 0;
         return 0;
 }
 
-void chp_noise_hs_fix_ephemeral(struct chp_noise_hs *hs, const uint8_t e_priv[CHP_NOISE_DHLEN])
+void chp_noise_hs_fix_ephemeral(struct chp_noise_hs *hs, const uint8_t e_priv[CHP_KEY_BYTES])
 {
         if (!hs || !e_priv)
                 return;
-        memcpy(hs->e_priv, e_priv, CHP_NOISE_DHLEN);
+        memcpy(hs->e_priv, e_priv, CHP_KEY_BYTES);
         hs->fixed_e = true;
 }
 
@@ -519,9 +519,9 @@ static size_t msg_overhead(const struct chp_noise_hs *hs, bool *payload_keyed)
         size_t n = 0;
         for (int i = 0; i < TOKS_MAX && t[i] != T_END; i++) {
                 if (t[i] == T_E)
-                        n += CHP_NOISE_DHLEN;
+                        n += CHP_KEY_BYTES;
                 else if (t[i] == T_S)
-                        n += (size_t)CHP_NOISE_DHLEN + (key ? CHP_NOISE_TAGLEN : 0u);
+                        n += (size_t)CHP_KEY_BYTES + (key ? CHP_NOISE_TAGLEN : 0u);
                 else
                         key = true; /* every DH token is a MixKey */
         }
@@ -575,18 +575,18 @@ int chp_noise_hs_write(struct chp_noise_hs *hs, const uint8_t *payload, size_t l
                 switch (t[i]) {
                 case T_E:
                         if (!hs->fixed_e)
-                                randombytes_buf(hs->e_priv, CHP_NOISE_DHLEN);
+                                randombytes_buf(hs->e_priv, CHP_KEY_BYTES);
                         if (crypto_scalarmult_base(hs->e_pub, hs->e_priv) != 0) {
                                 rc = -EINVAL;
                                 break;
                         }
                         hs->has_e = true;
-                        memcpy(out + off, hs->e_pub, CHP_NOISE_DHLEN);
-                        mix_hash(hs, hs->e_pub, CHP_NOISE_DHLEN);
-                        off += CHP_NOISE_DHLEN;
+                        memcpy(out + off, hs->e_pub, CHP_KEY_BYTES);
+                        mix_hash(hs, hs->e_pub, CHP_KEY_BYTES);
+                        off += CHP_KEY_BYTES;
                         break;
                 case T_S:
-                        rc = encrypt_and_hash(hs, hs->s_pub, CHP_NOISE_DHLEN, out + off, &n);
+                        rc = encrypt_and_hash(hs, hs->s_pub, CHP_KEY_BYTES, out + off, &n);
                         off += n;
                         break;
                 default:
@@ -632,13 +632,13 @@ int chp_noise_hs_read(struct chp_noise_hs *hs, const uint8_t *msg, size_t len, u
         for (int i = 0; i < TOKS_MAX && t[i] != T_END && rc == 0; i++) {
                 switch (t[i]) {
                 case T_E:
-                        memcpy(hs->re, msg + off, CHP_NOISE_DHLEN);
+                        memcpy(hs->re, msg + off, CHP_KEY_BYTES);
                         hs->has_re = true;
-                        mix_hash(hs, hs->re, CHP_NOISE_DHLEN);
-                        off += CHP_NOISE_DHLEN;
+                        mix_hash(hs, hs->re, CHP_KEY_BYTES);
+                        off += CHP_KEY_BYTES;
                         break;
                 case T_S: {
-                        size_t n = CHP_NOISE_DHLEN + (hs->cs.has_key ? CHP_NOISE_TAGLEN : 0);
+                        size_t n = CHP_KEY_BYTES + (hs->cs.has_key ? CHP_NOISE_TAGLEN : 0);
                         rc = decrypt_and_hash(hs, msg + off, n, hs->rs);
                         hs->has_rs = rc == 0;
                         off += n;
@@ -667,7 +667,7 @@ fail:
 int chp_noise_hs_split(struct chp_noise_hs *hs, struct chp_noise_cs *send,
                        struct chp_noise_cs *recv, uint8_t h[CHP_NOISE_HASHMAX], size_t *hashlen)
 {
-        uint8_t k1[CHP_NOISE_HASHMAX], k2[CHP_NOISE_HASHMAX], rs[CHP_NOISE_DHLEN];
+        uint8_t k1[CHP_NOISE_HASHMAX], k2[CHP_NOISE_HASHMAX], rs[CHP_KEY_BYTES];
         chp_noise_cs_wipe(send);
         chp_noise_cs_wipe(recv);
         if (h)
@@ -705,14 +705,14 @@ int chp_noise_hs_split(struct chp_noise_hs *hs, struct chp_noise_cs *send,
         return 0;
 }
 
-int chp_noise_hs_remote_static(const struct chp_noise_hs *hs, uint8_t out[CHP_NOISE_DHLEN])
+int chp_noise_hs_remote_static(const struct chp_noise_hs *hs, uint8_t out[CHP_KEY_BYTES])
 {
         if (!hs || !out)
                 return -EINVAL;
-        memset(out, 0, CHP_NOISE_DHLEN);
+        memset(out, 0, CHP_KEY_BYTES);
         if (!hs->has_rs)
                 return -ENOENT;
-        memcpy(out, hs->rs, CHP_NOISE_DHLEN);
+        memcpy(out, hs->rs, CHP_KEY_BYTES);
         return 0;
 }
 
@@ -722,20 +722,20 @@ void chp_noise_hs_wipe(struct chp_noise_hs *hs)
                 sodium_memzero(hs, sizeof(*hs));
 }
 
-void chp_noise_keypair(uint8_t priv[CHP_NOISE_DHLEN], uint8_t pub[CHP_NOISE_DHLEN])
+void chp_noise_keypair(uint8_t priv[CHP_KEY_BYTES], uint8_t pub[CHP_KEY_BYTES])
 {
         (void)crypto_ready(); /* randombytes works without it; AES-NI detection needs it */
         do
-                randombytes_buf(priv, CHP_NOISE_DHLEN);
+                randombytes_buf(priv, CHP_KEY_BYTES);
         while (crypto_scalarmult_base(pub, priv) != 0);
 }
 
-int chp_noise_public(const uint8_t priv[CHP_NOISE_DHLEN], uint8_t pub[CHP_NOISE_DHLEN])
+int chp_noise_public(const uint8_t priv[CHP_KEY_BYTES], uint8_t pub[CHP_KEY_BYTES])
 {
         if (!priv || !pub)
                 return -EINVAL;
         if (crypto_scalarmult_base(pub, priv) != 0) {
-                sodium_memzero(pub, CHP_NOISE_DHLEN);
+                sodium_memzero(pub, CHP_KEY_BYTES);
                 return -EINVAL;
         }
         return 0;

@@ -18,7 +18,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define CHP_NOISE_DHLEN     32
+/* An X25519 key, public or private (Noise's DHLEN): the size of every static key. */
+#define CHP_KEY_BYTES       32
 #define CHP_NOISE_KEYLEN    32
 #define CHP_NOISE_TAGLEN    16
 #define CHP_NOISE_HASHMAX   64
@@ -72,9 +73,9 @@ struct chp_noise_hs {
         uint8_t ck[CHP_NOISE_HASHMAX], h[CHP_NOISE_HASHMAX];
         size_t hashlen;
         /* keys */
-        uint8_t s_priv[CHP_NOISE_DHLEN], s_pub[CHP_NOISE_DHLEN];
-        uint8_t e_priv[CHP_NOISE_DHLEN], e_pub[CHP_NOISE_DHLEN];
-        uint8_t rs[CHP_NOISE_DHLEN], re[CHP_NOISE_DHLEN];
+        uint8_t s_priv[CHP_KEY_BYTES], s_pub[CHP_KEY_BYTES];
+        uint8_t e_priv[CHP_KEY_BYTES], e_pub[CHP_KEY_BYTES];
+        uint8_t rs[CHP_KEY_BYTES], re[CHP_KEY_BYTES];
         bool has_s, has_e, has_rs, has_re, fixed_e;
 };
 
@@ -86,7 +87,7 @@ __attribute__((warn_unused_result)) int chp_noise_hs_init(
         bool initiator, const uint8_t *prologue, size_t prologue_len, const uint8_t *s_priv,
         const uint8_t *rs);
 /* Tests only: use this ephemeral private key instead of a random one. */
-void chp_noise_hs_fix_ephemeral(struct chp_noise_hs *hs, const uint8_t e_priv[CHP_NOISE_DHLEN]);
+void chp_noise_hs_fix_ephemeral(struct chp_noise_hs *hs, const uint8_t e_priv[CHP_KEY_BYTES]);
 
 /* Writes the next handshake message carrying payload; *out_len gets its length. */
 __attribute__((warn_unused_result)) int chp_noise_hs_write(struct chp_noise_hs *hs,
@@ -111,11 +112,11 @@ __attribute__((warn_unused_result)) int chp_noise_hs_split(struct chp_noise_hs *
                                                            uint8_t h[CHP_NOISE_HASHMAX],
                                                            size_t *hashlen);
 /* The peer's static public key once received (or given); -ENOENT before. */
-int chp_noise_hs_remote_static(const struct chp_noise_hs *hs, uint8_t out[CHP_NOISE_DHLEN]);
+int chp_noise_hs_remote_static(const struct chp_noise_hs *hs, uint8_t out[CHP_KEY_BYTES]);
 void chp_noise_hs_wipe(struct chp_noise_hs *hs);
 
 /* A static key pair: a fresh one, or the public half of a private key. */
-void chp_noise_keypair(uint8_t priv[CHP_NOISE_DHLEN], uint8_t pub[CHP_NOISE_DHLEN]);
-int chp_noise_public(const uint8_t priv[CHP_NOISE_DHLEN], uint8_t pub[CHP_NOISE_DHLEN]);
+void chp_noise_keypair(uint8_t priv[CHP_KEY_BYTES], uint8_t pub[CHP_KEY_BYTES]);
+int chp_noise_public(const uint8_t priv[CHP_KEY_BYTES], uint8_t pub[CHP_KEY_BYTES]);
 
 #endif

@@ -244,7 +244,7 @@ int chp_msg_chunk_decode(const uint8_t *p, size_t len, struct chp_msg_chunk *out
         if (len < CHP_CHUNK_PREFIX)
                 return -EBADMSG;
         out->upload_id = p;
-        out->index = chp_get_le32(p + CHP_UPLOAD_ID_LEN);
+        out->index = chp_get_le32(p + CHP_UPLOAD_ID_BYTES);
         out->data = p + CHP_CHUNK_PREFIX;
         out->len = len - CHP_CHUNK_PREFIX;
         return 0;
@@ -254,7 +254,7 @@ ssize_t chp_msg_chunk_prefix_encode(uint8_t *buf, size_t cap, const uint8_t *upl
                                     uint32_t index)
 {
         struct wr w = {buf, cap, 0, false};
-        wr_bytes(&w, upload_id, CHP_UPLOAD_ID_LEN);
+        wr_bytes(&w, upload_id, CHP_UPLOAD_ID_BYTES);
         wr_u32(&w, index);
         return wr_end(&w);
 }
@@ -346,6 +346,44 @@ int chp_msg_id_decode(const uint8_t *p, size_t len, size_t n, const uint8_t **id
         return 0;
 }
 
+ssize_t chp_msg_offer_decode(const uint8_t *buf, size_t len, struct chp_msg_offer *out)
+{
+        struct rd r = {buf, len, 0, false};
+        struct chp_msg_offer m;
+        m.file_id = rd_take(&r, CHP_HASH_BYTES);
+        m.peer_key = rd_take(&r, CHP_KEY_BYTES);
+        if (rd_end(&r))
+                return -EBADMSG;
+        *out = m;
+        return CHP_OFFER_BYTES;
+}
+
+ssize_t chp_msg_offer_encode(uint8_t *buf, size_t cap, const struct chp_msg_offer *m)
+{
+        struct wr w = {buf, cap, 0, false};
+        wr_bytes(&w, m->file_id, CHP_HASH_BYTES);
+        wr_bytes(&w, m->peer_key, CHP_KEY_BYTES);
+        return wr_end(&w);
+}
+
+ssize_t chp_msg_ping_decode(const uint8_t *buf, size_t len, struct chp_msg_ping *out)
+{
+        if (len > CHP_PING_MAX)
+                return -EBADMSG;
+        out->data = buf;
+        out->len = len;
+        return (ssize_t)len;
+}
+
+ssize_t chp_msg_ping_encode(uint8_t *buf, size_t cap, const struct chp_msg_ping *m)
+{
+        if (m->len > CHP_PING_MAX)
+                return -EINVAL;
+        struct wr w = {buf, cap, 0, false};
+        wr_bytes(&w, m->data, m->len);
+        return wr_end(&w);
+}
+
 /* ---- replies ----------------------------------------------------------------------------- */
 
 ssize_t chp_msg_hello_ok_encode(uint8_t *buf, size_t cap, const struct chp_msg_hello_ok *m)
@@ -381,7 +419,7 @@ ssize_t chp_msg_open_ok_encode(uint8_t *buf, size_t cap, const struct chp_msg_op
         struct wr w = {buf, cap, 0, false};
         if (m->state > CHP_UPLOAD_COMPLETE || m->chunk_count > CHP_MANIFEST_MAX_CHUNKS)
                 return -EINVAL;
-        wr_bytes(&w, m->upload_id, CHP_UPLOAD_ID_LEN);
+        wr_bytes(&w, m->upload_id, CHP_UPLOAD_ID_BYTES);
         wr_bytes(&w, m->file_id, CHP_HASH_BYTES);
         wr_u8(&w, m->state);
         wr_u8(&w, 0);
@@ -395,7 +433,7 @@ int chp_msg_open_ok_decode(const uint8_t *p, size_t len, struct chp_msg_open_ok 
 {
         struct rd r = {p, len, 0, false};
         struct chp_msg_open_ok m;
-        m.upload_id = rd_take(&r, CHP_UPLOAD_ID_LEN);
+        m.upload_id = rd_take(&r, CHP_UPLOAD_ID_BYTES);
         m.file_id = rd_take(&r, CHP_HASH_BYTES);
         m.state = rd_u8(&r);
         uint8_t reserved8 = rd_u8(&r);

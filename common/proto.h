@@ -21,10 +21,12 @@
 
 #include "hash.h"
 #include "manifest.h"
+#include "noise.h" /* CHP_KEY_BYTES */
 
 #define CHP_PROTO_VERSION 1
 #define CHP_FRAME_HEADER  12
-#define CHP_UPLOAD_ID_LEN 16
+/* An upload id: on the wire, in the store and (as 32 hex digits) in tus paths. */
+#define CHP_UPLOAD_ID_BYTES 16
 /* Payload bounds: a CHUNK or CHUNK_DATA frame carries at most one chunk; an OPEN frame carries a
  * manifest of up to CHP_OPEN_MAX_PAYLOAD bytes (about 260,000 chunks); everything else is small. */
 #define CHP_CHUNK_FRAME_MAX  (CHP_CHUNK_MAX + 64)
@@ -33,7 +35,7 @@
 #define CHP_HAVE_MAX         2000 /* addresses in one HAVE */
 #define CHP_TOKEN_MAX        4096
 #define CHP_ERROR_MSG_MAX    512
-#define CHP_PING_MAX         64 /* payload bytes of a PING (checked by the relay, not the codec) */
+#define CHP_PING_MAX         64 /* payload bytes of a PING (chp_msg_ping_decode refuses more) */
 
 enum chp_frame_type {
         CHP_F_HELLO = 0x01,
@@ -120,13 +122,18 @@ struct chp_msg_get_chunk {
         uint32_t offset, length; /* length 0 = to the end of the chunk */
 };
 
-#define CHP_CHUNK_PREFIX (CHP_UPLOAD_ID_LEN + 4) /* bytes of a CHUNK payload before the data */
+#define CHP_CHUNK_PREFIX (CHP_UPLOAD_ID_BYTES + 4) /* bytes of a CHUNK payload before the data */
 
-int chp_msg_hello_decode(const uint8_t *p, size_t len, struct chp_msg_hello *out /* out */);
-int chp_msg_open_decode(const uint8_t *p, size_t len, struct chp_msg_open *out /* out */);
-int chp_msg_chunk_decode(const uint8_t *p, size_t len, struct chp_msg_chunk *out /* out */);
-int chp_msg_have_decode(const uint8_t *p, size_t len, struct chp_msg_have *out /* out */);
-int chp_msg_get_chunk_decode(const uint8_t *p, size_t len, struct chp_msg_get_chunk *out);
+__attribute__((warn_unused_result)) int chp_msg_hello_decode(const uint8_t *p, size_t len,
+                                                             struct chp_msg_hello *out /* out */);
+__attribute__((warn_unused_result)) int chp_msg_open_decode(const uint8_t *p, size_t len,
+                                                            struct chp_msg_open *out /* out */);
+__attribute__((warn_unused_result)) int chp_msg_chunk_decode(const uint8_t *p, size_t len,
+                                                             struct chp_msg_chunk *out /* out */);
+__attribute__((warn_unused_result)) int chp_msg_have_decode(const uint8_t *p, size_t len,
+                                                            struct chp_msg_have *out /* out */);
+__attribute__((warn_unused_result)) int chp_msg_get_chunk_decode(const uint8_t *p, size_t len,
+                                                                 struct chp_msg_get_chunk *out);
 /* GET_MANIFEST and STAT carry a file id, and may name the file's origin relay (from the ticket)
  * so that a relay which lacks the file can fetch it from that relay, if it is a peer:
  *   file id(32) [origin key(32) addr_len u8 addr] */
@@ -134,17 +141,40 @@ int chp_msg_get_chunk_decode(const uint8_t *p, size_t len, struct chp_msg_get_ch
 struct chp_msg_file_req {
         const uint8_t *file_id;
         bool has_origin;
-        const uint8_t *origin_key; /* 32 bytes */
+        const uint8_t *origin_key; /* CHP_KEY_BYTES */
         const char *origin_addr;   /* addr_len bytes, not NUL-terminated */
         uint8_t addr_len;
 };
-int chp_msg_file_req_decode(const uint8_t *p, size_t len, struct chp_msg_file_req *out /* out */);
+__attribute__((warn_unused_result)) int
+chp_msg_file_req_decode(const uint8_t *p, size_t len, struct chp_msg_file_req *out /* out */);
 ssize_t chp_msg_file_req_encode(uint8_t *buf, size_t cap, const struct chp_msg_file_req *m);
 
-/* OFFER: file id(32) + the peer's public key(32). PREFETCH: file id(32). */
+/* OFFER: file id(32) + the peer's public key(32), exactly. */
+#define CHP_OFFER_BYTES (CHP_HASH_BYTES + CHP_KEY_BYTES)
+struct chp_msg_offer {
+        const uint8_t *file_id;  /* CHP_HASH_BYTES */
+        const uint8_t *peer_key; /* CHP_KEY_BYTES */
+};
+/* CHP_OFFER_BYTES, or -EBADMSG for any other length. */
+__attribute__((warn_unused_result)) ssize_t
+chp_msg_offer_decode(const uint8_t *buf, size_t len, struct chp_msg_offer *out /* out */);
+/* CHP_OFFER_BYTES, or -ENOSPC. */
+ssize_t chp_msg_offer_encode(uint8_t *buf, size_t cap, const struct chp_msg_offer *m);
+
+/* PING and its reply: up to CHP_PING_MAX opaque bytes, echoed. */
+struct chp_msg_ping {
+        const uint8_t *data; /* the whole payload */
+        size_t len;
+};
+/* len (all of it is the payload), or -EBADMSG when over CHP_PING_MAX. */
+__attribute__((warn_unused_result)) ssize_t chp_msg_ping_decode(const uint8_t *buf, size_t len,
+                                                                struct chp_msg_ping *out /* out */);
+/* m->len, -EINVAL when over CHP_PING_MAX, or -ENOSPC. */
+ssize_t chp_msg_ping_encode(uint8_t *buf, size_t cap, const struct chp_msg_ping *m);
 
 /* COMMIT and DELETE carry an upload id; PREFETCH a file id: exactly n bytes. */
-int chp_msg_id_decode(const uint8_t *p, size_t len, size_t n, const uint8_t **id /* out */);
+__attribute__((warn_unused_result)) int chp_msg_id_decode(const uint8_t *p, size_t len, size_t n,
+                                                          const uint8_t **id /* out */);
 
 ssize_t chp_msg_hello_encode(uint8_t *buf, size_t cap, const struct chp_msg_hello *m);
 ssize_t chp_msg_open_encode(uint8_t *buf, size_t cap, const struct chp_msg_open *m);
@@ -158,6 +188,16 @@ ssize_t chp_msg_get_chunk_encode(uint8_t *buf, size_t cap, const struct chp_msg_
 
 #define CHP_FEATURE_NONE 0
 
+/* Fixed reply sizes, and the fixed part of the variable ones. */
+#define CHP_HELLO_OK_BYTES 20 /* version u16, reserved u16, then 4 u32s */
+#define CHP_CHUNK_OK_BYTES 8  /* index u32, flags u32 */
+#define CHP_STAT_OK_BYTES  40 /* see struct chp_msg_stat_ok */
+#define CHP_HAVE_OK_PREFIX 4  /* count u32, before the bitmap */
+#define CHP_ERROR_PREFIX   6  /* code u32, msg_len u16, before the message */
+/* upload id, file id, state u8, reserved u8 + u16, chunk_count u32, before the missing bitmap */
+#define CHP_OPEN_OK_PREFIX  (CHP_UPLOAD_ID_BYTES + CHP_HASH_BYTES + 8)
+#define CHP_MANIFEST_PREFIX 8 /* state u8, reserved u8 + u16, manifest_len u32, before it */
+
 struct chp_msg_hello_ok {
         uint16_t version;
         uint32_t features;
@@ -169,7 +209,7 @@ struct chp_msg_hello_ok {
 enum chp_upload_state { CHP_UPLOAD_PARTIAL = 0, CHP_UPLOAD_COMPLETE = 1 };
 
 struct chp_msg_open_ok {
-        const uint8_t *upload_id; /* CHP_UPLOAD_ID_LEN */
+        const uint8_t *upload_id; /* CHP_UPLOAD_ID_BYTES */
         const uint8_t *file_id;   /* CHP_HASH_BYTES */
         uint8_t state;            /* enum chp_upload_state */
         uint32_t chunk_count;
@@ -234,18 +274,26 @@ ssize_t chp_msg_chunk_data_prefix_encode(uint8_t *buf, size_t cap,
                                          const struct chp_msg_chunk_data *m);
 /* HAVE's reply: count u32, then a bitmap with bit i set when address i is stored. */
 ssize_t chp_msg_have_ok_encode(uint8_t *buf, size_t cap, uint32_t count, const uint8_t *bitmap);
-int chp_msg_have_ok_decode(const uint8_t *p, size_t len, uint32_t *count /* out */,
-                           const uint8_t **bitmap /* out */);
+__attribute__((warn_unused_result)) int chp_msg_have_ok_decode(const uint8_t *p, size_t len,
+                                                               uint32_t *count /* out */,
+                                                               const uint8_t **bitmap /* out */);
 ssize_t chp_msg_stat_ok_encode(uint8_t *buf, size_t cap, const struct chp_msg_stat_ok *m);
 ssize_t chp_msg_error_encode(uint8_t *buf, size_t cap, const struct chp_msg_error *m);
 
-int chp_msg_hello_ok_decode(const uint8_t *p, size_t len, struct chp_msg_hello_ok *out);
-int chp_msg_open_ok_decode(const uint8_t *p, size_t len, struct chp_msg_open_ok *out);
-int chp_msg_chunk_ok_decode(const uint8_t *p, size_t len, struct chp_msg_chunk_ok *out);
-int chp_msg_manifest_decode(const uint8_t *p, size_t len, struct chp_msg_manifest *out);
-int chp_msg_chunk_data_decode(const uint8_t *p, size_t len, struct chp_msg_chunk_data *out);
-int chp_msg_stat_ok_decode(const uint8_t *p, size_t len, struct chp_msg_stat_ok *out);
-int chp_msg_error_decode(const uint8_t *p, size_t len, struct chp_msg_error *out);
+__attribute__((warn_unused_result)) int chp_msg_hello_ok_decode(const uint8_t *p, size_t len,
+                                                                struct chp_msg_hello_ok *out);
+__attribute__((warn_unused_result)) int chp_msg_open_ok_decode(const uint8_t *p, size_t len,
+                                                               struct chp_msg_open_ok *out);
+__attribute__((warn_unused_result)) int chp_msg_chunk_ok_decode(const uint8_t *p, size_t len,
+                                                                struct chp_msg_chunk_ok *out);
+__attribute__((warn_unused_result)) int chp_msg_manifest_decode(const uint8_t *p, size_t len,
+                                                                struct chp_msg_manifest *out);
+__attribute__((warn_unused_result)) int chp_msg_chunk_data_decode(const uint8_t *p, size_t len,
+                                                                  struct chp_msg_chunk_data *out);
+__attribute__((warn_unused_result)) int chp_msg_stat_ok_decode(const uint8_t *p, size_t len,
+                                                               struct chp_msg_stat_ok *out);
+__attribute__((warn_unused_result)) int chp_msg_error_decode(const uint8_t *p, size_t len,
+                                                             struct chp_msg_error *out);
 
 /* A name for a frame type, for logs: "OPEN" for the request, "OPEN_OK" for its reply ("?" for
  * unknown types). */

@@ -46,7 +46,7 @@ __attribute__((warn_unused_result)) ssize_t chp_record_open(struct chp_record_di
                                                             size_t *plain_len /* out */,
                                                             bool *closed /* out */);
 /* Length of the record starting at buf (header included), -EAGAIN, or -EBADMSG (L < 16). */
-ssize_t chp_record_peek(const uint8_t *buf, size_t len);
+__attribute__((warn_unused_result)) ssize_t chp_record_peek(const uint8_t *buf, size_t len);
 
 void chp_record_wipe(struct chp_record_dir *d);
 

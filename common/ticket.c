@@ -28,7 +28,7 @@
 #define LABEL_MAX  63
 #define HEX32      64 /* hex digits of a 32-byte value */
 
-_Static_assert(CHP_RELAY_KEY_BYTES == 32 && CHP_HASH_BYTES == 32 && CHP_FILE_KEY_BYTES == 32,
+_Static_assert(CHP_KEY_BYTES == 32 && CHP_HASH_BYTES == 32 && CHP_FILE_KEY_BYTES == 32,
                "every ticket field is 64 hex digits");
 _Static_assert(IPV6_MAX == 45 && IPV6_MAX <= CHP_TICKET_HOST_MAX, "IPv6 text fits host");
 _Static_assert(CHP_TICKET_MAX == SCHEME_LEN + 1 + CHP_TICKET_HOST_MAX + 1 + 6 + 3 * (1 + HEX32) + 1,

@@ -20,8 +20,8 @@
 
 #include "e2e.h"
 #include "hash.h"
+#include "noise.h" /* CHP_KEY_BYTES */
 
-#define CHP_RELAY_KEY_BYTES 32
 #define CHP_TICKET_HOST_MAX 253
 /* "chapar://" + "[host]:65535" + 3 * (1 + 64) + NUL */
 #define CHP_TICKET_MAX (9 + CHP_TICKET_HOST_MAX + 2 + 6 + 3 * 65 + 1)
@@ -29,7 +29,7 @@
 struct chp_ticket {
         char host[CHP_TICKET_HOST_MAX + 1]; /* without brackets, NUL-terminated */
         uint16_t port;
-        uint8_t relay_key[CHP_RELAY_KEY_BYTES];
+        uint8_t relay_key[CHP_KEY_BYTES];
         uint8_t file_id[CHP_HASH_BYTES];
         bool has_key;
         uint8_t file_key[CHP_FILE_KEY_BYTES];

@@ -15,7 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CHP_KEY_BYTES        32
+#include "noise.h" /* CHP_KEY_BYTES */
+
 #define CHP_IDENTITY_ERR_MAX 256
 
 struct chp_identity {

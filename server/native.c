@@ -37,7 +37,7 @@
 struct upl {
         bool used;
         bool created_here; /* this connection opened it first (and may delete it) */
-        uint8_t id[CHP_UPLOAD_ID_LEN];
+        uint8_t id[CHP_UPLOAD_ID_BYTES];
         uint8_t file_id[CHP_HASH_BYTES];
         uint8_t *manifest; /* owned */
         size_t manifest_len;
@@ -134,8 +134,8 @@ __attribute__((format(printf, 4, 5))) static void reply_error(struct conn *c, ui
         struct chp_msg_error e = {.code = code, .msg = msg, .msg_len = (uint16_t)n};
         if (code < 16)
                 atomic_fetch_add(&c->sh->metrics->errors[code], 1);
-        uint8_t *p = reply_frame(c, CHP_F_ERROR, id, 6 + (size_t)n);
-        if (p && chp_msg_error_encode(p, 6 + (size_t)n, &e) < 0)
+        uint8_t *p = reply_frame(c, CHP_F_ERROR, id, CHP_ERROR_PREFIX + (size_t)n);
+        if (p && chp_msg_error_encode(p, CHP_ERROR_PREFIX + (size_t)n, &e) < 0)
                 conn_close(c);
         if (fatal_code(code)) {
                 atomic_fetch_add(&c->sh->metrics->frames_bad, 1);
@@ -182,7 +182,7 @@ static void upl_clear(struct upl *u)
 static struct upl *upl_find(struct native *n, const uint8_t *id)
 {
         for (int i = 0; i < MAX_UPL; i++)
-                if (n->upl[i].used && memcmp(n->upl[i].id, id, CHP_UPLOAD_ID_LEN) == 0) {
+                if (n->upl[i].used && memcmp(n->upl[i].id, id, CHP_UPLOAD_ID_BYTES) == 0) {
                         n->upl[i].last_used = chp_net_now_ms();
                         return &n->upl[i];
                 }
@@ -211,7 +211,7 @@ static struct upl *upl_add(struct native *n, const uint8_t *id, const uint8_t *f
                 return NULL;
         }
         u->used = true;
-        memcpy(u->id, id, CHP_UPLOAD_ID_LEN);
+        memcpy(u->id, id, CHP_UPLOAD_ID_BYTES);
         memcpy(u->file_id, file_id, CHP_HASH_BYTES);
         u->manifest = manifest;
         u->manifest_len = len;
@@ -300,8 +300,8 @@ static void on_hello(struct conn *c, const struct chp_frame_header *h, const uin
                                       .max_frame = CHP_CHUNK_FRAME_MAX,
                                       .window_bytes = cfg->window_bytes,
                                       .max_inflight = cfg->max_inflight};
-        uint8_t *out = reply_frame(c, CHP_F_HELLO | CHP_F_REPLY, h->id, 20);
-        if (out && chp_msg_hello_ok_encode(out, 20, &ok) != 20)
+        uint8_t *out = reply_frame(c, CHP_F_HELLO | CHP_F_REPLY, h->id, CHP_HELLO_OK_BYTES);
+        if (out && chp_msg_hello_ok_encode(out, CHP_HELLO_OK_BYTES, &ok) != CHP_HELLO_OK_BYTES)
                 conn_close(c);
 }
 
@@ -376,7 +376,7 @@ static void open_done(struct conn *c, struct op *op)
         size_t map_len = chp_bitmap_bytes(m.chunk_count);
         uint8_t *missing = calloc(1, map_len ? map_len : 1);
         uint8_t *have = calloc(1, m.chunk_count ? m.chunk_count : 1);
-        uint8_t zero_id[CHP_UPLOAD_ID_LEN] = {0};
+        uint8_t zero_id[CHP_UPLOAD_ID_BYTES] = {0};
         const uint8_t *upload_id = zero_id;
         int rc = missing && have ? 0 : -ENOMEM;
         if (!rc && !r->u.upload_create.complete) {
@@ -395,7 +395,7 @@ static void open_done(struct conn *c, struct op *op)
                     .state = r->u.upload_create.complete ? CHP_UPLOAD_COMPLETE : CHP_UPLOAD_PARTIAL,
                     .chunk_count = m.chunk_count,
                     .missing = missing};
-                size_t len = 56 + map_len;
+                size_t len = CHP_OPEN_OK_PREFIX + map_len;
                 uint8_t *out = reply_frame(c, CHP_F_OPEN | CHP_F_REPLY, op->frame_id, len);
                 if (out && chp_msg_open_ok_encode(out, len, &ok) != (ssize_t)len)
                         conn_close(c);
@@ -475,7 +475,7 @@ static void on_chunk(struct conn *c, const struct chp_frame_header *h, uint8_t *
         op->base.req.u.put.len = (uint32_t)m.len;
         op->base.req.u.put.verified = true;
         op->base.req.u.put.has_upload = true;
-        memcpy(op->base.req.u.put.upload_id, m.upload_id, CHP_UPLOAD_ID_LEN);
+        memcpy(op->base.req.u.put.upload_id, m.upload_id, CHP_UPLOAD_ID_BYTES);
         op->base.req.u.put.index = m.index;
         if (op_submit(c, op))
                 n->window_used += m.len;
@@ -499,15 +499,15 @@ static void chunk_done(struct conn *c, struct op *op)
                 atomic_fetch_add(&c->sh->metrics->chunks_stored, 1);
         struct chp_msg_chunk_ok ok = {
             .index = op->index, .flags = op->base.req.u.put.deduplicated ? CHP_CHUNK_DEDUP : 0};
-        uint8_t *out = reply_frame(c, CHP_F_CHUNK | CHP_F_REPLY, op->frame_id, 8);
-        if (out && chp_msg_chunk_ok_encode(out, 8, &ok) != 8)
+        uint8_t *out = reply_frame(c, CHP_F_CHUNK | CHP_F_REPLY, op->frame_id, CHP_CHUNK_OK_BYTES);
+        if (out && chp_msg_chunk_ok_encode(out, CHP_CHUNK_OK_BYTES, &ok) != CHP_CHUNK_OK_BYTES)
                 conn_close(c);
 }
 
 static void on_upload_request(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
 {
         const uint8_t *id;
-        if (chp_msg_id_decode(p, h->len, CHP_UPLOAD_ID_LEN, &id) != 0) {
+        if (chp_msg_id_decode(p, h->len, CHP_UPLOAD_ID_BYTES, &id) != 0) {
                 reply_error(c, h->id, CHP_WE_BAD_FRAME, "%s carries a 16-byte upload id",
                             chp_frame_type_name(h->type));
                 return;
@@ -532,9 +532,9 @@ static void on_upload_request(struct conn *c, const struct chp_frame_header *h, 
         }
         if (commit) {
                 op->base.req.u.commit.has_upload = true;
-                memcpy(op->base.req.u.commit.upload_id, id, CHP_UPLOAD_ID_LEN);
+                memcpy(op->base.req.u.commit.upload_id, id, CHP_UPLOAD_ID_BYTES);
         } else {
-                memcpy(op->base.req.u.upload_delete.upload_id, id, CHP_UPLOAD_ID_LEN);
+                memcpy(op->base.req.u.upload_delete.upload_id, id, CHP_UPLOAD_ID_BYTES);
         }
         op_submit(c, op);
 }
@@ -589,7 +589,7 @@ static void on_have(struct conn *c, const struct chp_frame_header *h, const uint
         for (uint32_t i = 0; i < m.count; i++)
                 if (present[i])
                         chp_bit_set(map, i);
-        size_t len = 4 + chp_bitmap_bytes(m.count);
+        size_t len = CHP_HAVE_OK_PREFIX + chp_bitmap_bytes(m.count);
         uint8_t *out = reply_frame(c, CHP_F_HAVE | CHP_F_REPLY, h->id, len);
         if (out && chp_msg_have_ok_encode(out, len, m.count, map) != (ssize_t)len)
                 conn_close(c);
@@ -599,7 +599,7 @@ static void on_have(struct conn *c, const struct chp_frame_header *h, const uint
 static int pending_file(struct conn *c, const uint8_t *file_id, uint8_t **manifest, size_t *len,
                         uint8_t **present, uint32_t *stored)
 {
-        uint8_t upload_id[CHP_UPLOAD_ID_LEN];
+        uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
         struct chp_manifest m;
         *manifest = *present = NULL;
         *stored = 0;
@@ -636,12 +636,12 @@ static int pending_file(struct conn *c, const uint8_t *file_id, uint8_t **manife
 static bool via_origin(struct conn *c, const struct chp_frame_header *h,
                        const struct chp_msg_file_req *q, bool pending, uint32_t stored)
 {
-        if (!q->has_origin || sodium_memcmp(q->origin_key, c->sh->identity->pub, 32) == 0)
+        if (!q->has_origin || sodium_memcmp(q->origin_key, c->sh->identity->pub, CHP_KEY_BYTES) == 0)
                 return false; /* this relay is the origin: what it has is all there is */
         char hex[CHP_HASH_HEXBYTES], msg[CHP_PEER_MSG_MAX];
         int peer = chp_peers_find(c->sh->peers, q->origin_key);
         if (peer < 0) {
-                chp_hex_encode(q->origin_key, 32, hex);
+                chp_hex_encode(q->origin_key, CHP_KEY_BYTES, hex);
                 reply_error(c, h->id, CHP_WE_UNAUTHORIZED,
                             "the file's origin relay %.*s (key %.16s...) is not a peer of this "
                             "relay: fetch it from its origin",
@@ -702,7 +702,8 @@ static void on_get_manifest(struct conn *c, const struct chp_frame_header *h, co
                 r.manifest_len = (uint32_t)len;
                 r.present = present;
                 size_t out_len =
-                    8 + len + (r.state == CHP_UPLOAD_PARTIAL ? chp_bitmap_bytes(m.chunk_count) : 0);
+                    CHP_MANIFEST_PREFIX + len +
+                    (r.state == CHP_UPLOAD_PARTIAL ? chp_bitmap_bytes(m.chunk_count) : 0);
                 uint8_t *out = reply_frame(c, CHP_F_GET_MANIFEST | CHP_F_REPLY, h->id, out_len);
                 if (out && chp_msg_manifest_encode(out, out_len, &r) != (ssize_t)out_len)
                         conn_close(c);
@@ -799,8 +800,8 @@ static void on_stat(struct conn *c, const struct chp_frame_header *h, const uint
                         st.chunks_present = m.chunk_count;
                 st.created = info.created;
                 st.expires = info.expires;
-                uint8_t *out = reply_frame(c, CHP_F_STAT | CHP_F_REPLY, h->id, 40);
-                if (out && chp_msg_stat_ok_encode(out, 40, &st) != 40)
+                uint8_t *out = reply_frame(c, CHP_F_STAT | CHP_F_REPLY, h->id, CHP_STAT_OK_BYTES);
+                if (out && chp_msg_stat_ok_encode(out, CHP_STAT_OK_BYTES, &st) != CHP_STAT_OK_BYTES)
                         conn_close(c);
         }
         free(man);
@@ -832,23 +833,24 @@ static void on_prefetch(struct conn *c, const struct chp_frame_header *h, const 
 /* A client asks this relay to offer one of its files to a peer (for a recipient there). */
 static void on_offer(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
 {
-        if (h->len != 2 * CHP_HASH_BYTES) {
+        struct chp_msg_offer m;
+        if (chp_msg_offer_decode(p, h->len, &m) < 0) {
                 reply_error(c, h->id, CHP_WE_BAD_FRAME, "OFFER carries a file id and a peer key");
                 return;
         }
-        int peer = chp_peers_find(c->sh->peers, p + CHP_HASH_BYTES);
+        int peer = chp_peers_find(c->sh->peers, m.peer_key);
         uint8_t *man = NULL;
         size_t len;
         if (peer < 0) {
                 reply_error(c, h->id, CHP_WE_NOT_FOUND, "no peer with that key");
                 return;
         }
-        if (chp_store_file_get(c->sh->store, p, &man, &len, NULL) != 0) {
+        if (chp_store_file_get(c->sh->store, m.file_id, &man, &len, NULL) != 0) {
                 reply_error(c, h->id, CHP_WE_NOT_FOUND, "no such file here to offer");
                 return;
         }
         free(man);
-        if (chp_peers_offer(c->sh->peers, peer, p) != 0) {
+        if (chp_peers_offer(c->sh->peers, peer, m.file_id) != 0) {
                 reply_error(c, h->id, CHP_WE_UNAVAILABLE, "too many offers in progress");
                 return;
         }
@@ -857,13 +859,15 @@ static void on_offer(struct conn *c, const struct chp_frame_header *h, const uin
 
 static void on_ping(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
 {
-        if (h->len > 64) {
-                reply_error(c, h->id, CHP_WE_TOO_BIG, "PING carries at most 64 bytes");
+        struct chp_msg_ping m;
+        if (chp_msg_ping_decode(p, h->len, &m) < 0) {
+                reply_error(c, h->id, CHP_WE_TOO_BIG, "PING carries at most %d bytes",
+                            CHP_PING_MAX);
                 return;
         }
-        uint8_t *out = reply_frame(c, CHP_F_PING | CHP_F_REPLY, h->id, h->len);
-        if (out && h->len)
-                memcpy(out, p, h->len);
+        uint8_t *out = reply_frame(c, CHP_F_PING | CHP_F_REPLY, h->id, m.len);
+        if (out && chp_msg_ping_encode(out, m.len, &m) != (ssize_t)m.len)
+                conn_close(c);
 }
 
 /* ---- frame dispatch ---------------------------------------------------------------------- */

@@ -44,7 +44,7 @@ struct secure {
         struct chp_record_dir tx, rx;
         uint8_t *raw; /* received, not yet processed */
         size_t raw_len, raw_cap;
-        uint8_t peer_static[CHP_NOISE_DHLEN];
+        uint8_t peer_static[CHP_KEY_BYTES];
         bool have_peer_static;
         int peer; /* index of the configured peer (IK), else -1 */
 };

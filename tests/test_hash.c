@@ -1,5 +1,5 @@
 /* SHA-256 against published vectors (FIPS 180-2 examples and the empty string), streaming in
- * odd-sized pieces must equal one-shot, and the hex codec. */
+ * odd-sized pieces must equal one-shot, the hex codec, and err.h's table of codes. */
 #include "harness.h"
 #include "testutil.h"
 
@@ -89,6 +89,27 @@ TEST(strerror_covers_codes)
         CHECK(strcmp(chp_strerror(CHP_ELOCKED), "unknown error") != 0);
         CHECK(strcmp(chp_strerror(-ENOENT), "unknown error") != 0);
         CHECK(strcmp(chp_strerror(-40000), "unknown error") == 0);
+}
+
+/* Every project code has its own message (no two alike, none the fallback), chp_strerror never
+ * returns NULL, and exactly the HTTP parser's codes name a status. */
+TEST(strerror_every_code_distinct)
+{
+        for (int a = CHP_ERR_BASE - 1; a >= CHP_ERR_LAST; a--) {
+                const char *ma = chp_strerror(a);
+                CHECK(ma != NULL && ma[0] != '\0');
+                CHECK(strcmp(ma, "unknown error") != 0);
+                for (int b = a - 1; b >= CHP_ERR_LAST; b--)
+                        CHECK(strcmp(ma, chp_strerror(b)) != 0);
+                int st = chp_err_http_status(a);
+                CHECK(a > CHP_EHTTP_BAD ? st == 0 : st >= 400 && st <= 599);
+        }
+        CHECK_EQ(chp_err_http_status(CHP_EHTTP_TARGET), 414);
+        CHECK_EQ(chp_err_http_status(-EINVAL), 0);
+        const int probe[] = {0, -1, -EINVAL, -4095, -4096, -29999, CHP_ERR_BASE, CHP_ERR_LAST - 1,
+                             -40000, 1, 400, -400, -2147483647 - 1, 2147483647};
+        for (size_t i = 0; i < sizeof(probe) / sizeof(probe[0]); i++)
+                CHECK(chp_strerror(probe[i]) != NULL);
 }
 
 /* The digests with the Nth allocation failing (OpenSSL's, routed through allocfail.c): every

@@ -351,13 +351,13 @@ TEST(line_ends)
 
         CHECK_EQ(code("\r\nGET / HTTP/1.1\r\n\r\n"), 20);
         CHECK_EQ(code("\nGET / HTTP/1.1\r\n\r\n"), 19);
-        CHECK_EQ(code("\r\n\r\nGET / HTTP/1.1\r\n\r\n"), CHP_HTTP_EBAD);
-        CHECK_EQ(code("\n\nGET / HTTP/1.1\r\n\r\n"), CHP_HTTP_EBAD);
-        CHECK_EQ(code("\rGET / HTTP/1.1\r\n\r\n"), CHP_HTTP_EBAD);
-        CHECK_EQ(code("GET / HTTP/1.1\rHost: x\r\n\r\n"), CHP_HTTP_EBAD);
-        CHECK_EQ(code("GET / HTTP/1.1\r\nHost: x\ry\r\n\r\n"), CHP_HTTP_EBAD);
-        CHECK_EQ(code("GET / HTTP/1.1\r\nHost: x\r\r\n\r\n"), CHP_HTTP_EBAD);
-        CHECK_EQ(code("GET / HTTP/1.1\r\nHost: x\r\n\r\r\n"), CHP_HTTP_EBAD);
+        CHECK_EQ(code("\r\n\r\nGET / HTTP/1.1\r\n\r\n"), CHP_EHTTP_BAD);
+        CHECK_EQ(code("\n\nGET / HTTP/1.1\r\n\r\n"), CHP_EHTTP_BAD);
+        CHECK_EQ(code("\rGET / HTTP/1.1\r\n\r\n"), CHP_EHTTP_BAD);
+        CHECK_EQ(code("GET / HTTP/1.1\rHost: x\r\n\r\n"), CHP_EHTTP_BAD);
+        CHECK_EQ(code("GET / HTTP/1.1\r\nHost: x\ry\r\n\r\n"), CHP_EHTTP_BAD);
+        CHECK_EQ(code("GET / HTTP/1.1\r\nHost: x\r\r\n\r\n"), CHP_EHTTP_BAD);
+        CHECK_EQ(code("GET / HTTP/1.1\r\nHost: x\r\n\r\r\n"), CHP_EHTTP_BAD);
         CHECK_EQ(code("GET / HTTP/1.1\r\nHost: x\r\n\r"), -EAGAIN);
         CHECK_EQ(code(""), -EAGAIN);
         release();
@@ -371,61 +371,61 @@ TEST(request_line_errors)
                 ssize_t rc;
         } t[] = {
             /* methods: another token is 501, not a token is 400 */
-            ROW("get / HTTP/1.1\r\n\r\n", CHP_HTTP_EMETHOD),
-            ROW("Get / HTTP/1.1\r\n\r\n", CHP_HTTP_EMETHOD),
-            ROW("BREW /pot HTTP/1.1\r\n\r\n", CHP_HTTP_EMETHOD),
-            ROW("CONNECT /x HTTP/1.1\r\n\r\n", CHP_HTTP_EMETHOD),
-            ROW("TRACE / HTTP/1.1\r\n\r\n", CHP_HTTP_EMETHOD),
-            ROW("GETS / HTTP/1.1\r\n\r\n", CHP_HTTP_EMETHOD),
-            ROW("GE / HTTP/1.1\r\n\r\n", CHP_HTTP_EMETHOD),
-            ROW("M-SEARCH / HTTP/1.1\r\n\r\n", CHP_HTTP_EMETHOD),
-            ROW("GE(T / HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET\t/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW(" GET / HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
+            ROW("get / HTTP/1.1\r\n\r\n", CHP_EHTTP_METHOD),
+            ROW("Get / HTTP/1.1\r\n\r\n", CHP_EHTTP_METHOD),
+            ROW("BREW /pot HTTP/1.1\r\n\r\n", CHP_EHTTP_METHOD),
+            ROW("CONNECT /x HTTP/1.1\r\n\r\n", CHP_EHTTP_METHOD),
+            ROW("TRACE / HTTP/1.1\r\n\r\n", CHP_EHTTP_METHOD),
+            ROW("GETS / HTTP/1.1\r\n\r\n", CHP_EHTTP_METHOD),
+            ROW("GE / HTTP/1.1\r\n\r\n", CHP_EHTTP_METHOD),
+            ROW("M-SEARCH / HTTP/1.1\r\n\r\n", CHP_EHTTP_METHOD),
+            ROW("GE(T / HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET\t/ HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW(" GET / HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET/ HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
             /* targets: origin-form or absolute-form (http, https), visible ASCII */
-            ROW("GET  / HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET ftp://example.com/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET http:/example.com/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET http:///f/x HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),    /* no authority */
-            ROW("GET http://:80/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),    /* no host */
-            ROW("GET http://user@h/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD), /* userinfo */
-            ROW("GET http://h:123456/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET http://[zz]/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET http://h%zz/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET 1http://h/ HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("OPTIONS * HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET example.com:80 HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET /a\tb HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET /a\x7f HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET /a\x01 HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET /\r\n\r\n", CHP_HTTP_EBAD), /* HTTP/0.9 */
-            ROW("GET /\n\n", CHP_HTTP_EBAD),
+            ROW("GET  / HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET ftp://example.com/ HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET http:/example.com/ HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET http:///f/x HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),    /* no authority */
+            ROW("GET http://:80/ HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),    /* no host */
+            ROW("GET http://user@h/ HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD), /* userinfo */
+            ROW("GET http://h:123456/ HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET http://[zz]/ HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET http://h%zz/ HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET 1http://h/ HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("OPTIONS * HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET example.com:80 HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET /a\tb HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET /a\x7f HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET /a\x01 HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET /\r\n\r\n", CHP_EHTTP_BAD), /* HTTP/0.9 */
+            ROW("GET /\n\n", CHP_EHTTP_BAD),
             /* versions: other HTTP/x.y is 505, anything else 400 */
-            ROW("GET / HTTP/2.0\r\n\r\n", CHP_HTTP_EVERSION),
-            ROW("GET / HTTP/1.2\r\n\r\n", CHP_HTTP_EVERSION),
-            ROW("GET / HTTP/1.9\r\n\r\n", CHP_HTTP_EVERSION),
-            ROW("GET / HTTP/0.9\r\n\r\n", CHP_HTTP_EVERSION),
-            ROW("GET / HTTP/3.0\n\n", CHP_HTTP_EVERSION),
-            ROW("GET / HTTP/0.0\r\n\r\n", CHP_HTTP_EVERSION),
-            ROW("GET / HTTP/2\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.10\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/11.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1x\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/2.0x\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1 \r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / http/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTPS/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1,1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/a.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET /  HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1 extra\r\n\r\n", CHP_HTTP_EBAD),
+            ROW("GET / HTTP/2.0\r\n\r\n", CHP_EHTTP_VERSION),
+            ROW("GET / HTTP/1.2\r\n\r\n", CHP_EHTTP_VERSION),
+            ROW("GET / HTTP/1.9\r\n\r\n", CHP_EHTTP_VERSION),
+            ROW("GET / HTTP/0.9\r\n\r\n", CHP_EHTTP_VERSION),
+            ROW("GET / HTTP/3.0\n\n", CHP_EHTTP_VERSION),
+            ROW("GET / HTTP/0.0\r\n\r\n", CHP_EHTTP_VERSION),
+            ROW("GET / HTTP/2\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.10\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/11.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1x\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/2.0x\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1 \r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / http/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTPS/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1,1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/a.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET /  HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1 extra\r\n\r\n", CHP_EHTTP_BAD),
             /* NUL anywhere in the request line */
-            ROW("G\0T / HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET /\0 HTTP/1.1\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1\0\r\n\r\n", CHP_HTTP_EBAD),
+            ROW("G\0T / HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET /\0 HTTP/1.1\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1\0\r\n\r\n", CHP_EHTTP_BAD),
         };
         for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
                 ssize_t rc = code_n(t[i].head, t[i].len);
@@ -625,24 +625,24 @@ TEST(header_errors)
                 size_t len;
                 ssize_t rc;
         } t[] = {
-            ROW("GET / HTTP/1.1\r\nHost : x\r\n\r\n", CHP_HTTP_EBAD), /* space before colon */
-            ROW("GET / HTTP/1.1\r\nHost\t: x\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1\r\n Host: x\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", CHP_HTTP_EBAD), /* obs-fold */
-            ROW("GET / HTTP/1.1\r\nA: b\r\n\tfolded\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1\r\n: x\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1\r\nHost x\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1\r\nHost\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1\r\nHo(st: x\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1\r\nHo\"st: x\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1\r\nH\xc3\xa9: x\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1\r\nA: b\x01\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1\r\nA: \x1b[0m\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1\r\nA: b\x7f\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1\r\nA: b\vc\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1\r\nA: b\0c\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1\r\nA\0: bc\r\n\r\n", CHP_HTTP_EBAD),
-            ROW("GET / HTTP/1.1\r\nA: b\r\n\0\r\n\r\n", CHP_HTTP_EBAD),
+            ROW("GET / HTTP/1.1\r\nHost : x\r\n\r\n", CHP_EHTTP_BAD), /* space before colon */
+            ROW("GET / HTTP/1.1\r\nHost\t: x\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1\r\n Host: x\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", CHP_EHTTP_BAD), /* obs-fold */
+            ROW("GET / HTTP/1.1\r\nA: b\r\n\tfolded\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1\r\n: x\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1\r\nHost x\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1\r\nHost\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1\r\nHo(st: x\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1\r\nHo\"st: x\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1\r\nH\xc3\xa9: x\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1\r\nA: b\x01\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1\r\nA: \x1b[0m\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1\r\nA: b\x7f\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1\r\nA: b\vc\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1\r\nA: b\0c\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1\r\nA\0: bc\r\n\r\n", CHP_EHTTP_BAD),
+            ROW("GET / HTTP/1.1\r\nA: b\r\n\0\r\n\r\n", CHP_EHTTP_BAD),
         };
         for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
                 ssize_t rc = code_n(t[i].head, t[i].len);
@@ -708,7 +708,7 @@ TEST(out_is_cleared_on_error)
 {
         struct chp_http_request r;
         memset(&r, 0xa5, sizeof(r));
-        CHECK_EQ(parse("GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC : 3\r\n\r\n", &r), CHP_HTTP_EBAD);
+        CHECK_EQ(parse("GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC : 3\r\n\r\n", &r), CHP_EHTTP_BAD);
         CHECK_EQ(r.nheaders, 0);
         CHECK(r.target.p == NULL && r.target.n == 0);
         CHECK(r.headers[0].name.p == NULL && r.headers[1].value.n == 0);
@@ -746,12 +746,12 @@ TEST(header_count_limit)
         CHECK(str_is(r.headers[63].name, "H63"));
         CHECK_EQ(chp_http_header_count(&r, "h63"), 1);
         n = build_head(buf, sizeof(buf), 1, CHP_HTTP_MAX_HEADERS + 1);
-        CHECK_EQ(parse_n(buf, n, &r), CHP_HTTP_EHEADERS);
+        CHECK_EQ(parse_n(buf, n, &r), CHP_EHTTP_HEADERS);
         CHECK_EQ(r.nheaders, 0);
         /* after the 64th, a folded line is still malformed rather than one header too many */
         n = build_head(buf, sizeof(buf), 1, CHP_HTTP_MAX_HEADERS);
         memcpy(buf + n - 2, " folded\r\n\r\n", 11);
-        CHECK_EQ(parse_n(buf, n + 9, &r), CHP_HTTP_EBAD);
+        CHECK_EQ(parse_n(buf, n + 9, &r), CHP_EHTTP_BAD);
         release();
 }
 
@@ -764,10 +764,10 @@ TEST(target_limit)
         CHECK_EQ(r.target.n, CHP_HTTP_MAX_TARGET);
         CHECK(r.target.p[0] == '/');
         n = build_head(buf, sizeof(buf), CHP_HTTP_MAX_TARGET + 1, 1);
-        CHECK_EQ(parse_n(buf, n, &r), CHP_HTTP_ETARGET);
+        CHECK_EQ(parse_n(buf, n, &r), CHP_EHTTP_TARGET);
         /* known as soon as the 2049th byte arrives, before the line ends */
         CHECK_EQ(code_n(buf, 4 + CHP_HTTP_MAX_TARGET), -EAGAIN);
-        CHECK_EQ(code_n(buf, 4 + CHP_HTTP_MAX_TARGET + 1), CHP_HTTP_ETARGET);
+        CHECK_EQ(code_n(buf, 4 + CHP_HTTP_MAX_TARGET + 1), CHP_EHTTP_TARGET);
         release();
 }
 
@@ -795,8 +795,8 @@ TEST(head_size_limit)
         free(b);
 
         b = head_of_size(CHP_HTTP_MAX_HEAD + 1);
-        CHECK_EQ(chp_http_parse_request(b, CHP_HTTP_MAX_HEAD + 1, &r), CHP_HTTP_EHEADERS);
-        CHECK_EQ(chp_http_parse_request(b, CHP_HTTP_MAX_HEAD, &r), CHP_HTTP_EHEADERS);
+        CHECK_EQ(chp_http_parse_request(b, CHP_HTTP_MAX_HEAD + 1, &r), CHP_EHTTP_HEADERS);
+        CHECK_EQ(chp_http_parse_request(b, CHP_HTTP_MAX_HEAD, &r), CHP_EHTTP_HEADERS);
         CHECK_EQ(chp_http_parse_request(b, CHP_HTTP_MAX_HEAD - 1, &r), -EAGAIN);
         free(b);
 
@@ -809,7 +809,7 @@ TEST(head_size_limit)
         CHECK_EQ(chp_http_parse_request(b, big, &r), strlen(TUS_HEAD));
         /* an error inside the limit wins over the size */
         memcpy(b, "GET / HTTP/1.1\r\nA : b", 21);
-        CHECK_EQ(chp_http_parse_request(b, big, &r), CHP_HTTP_EBAD);
+        CHECK_EQ(chp_http_parse_request(b, big, &r), CHP_EHTTP_BAD);
         free(b);
 }
 

@@ -380,9 +380,9 @@ static enum vec_result run_vector(const struct jv *v, size_t idx, int *combo)
             hexfield(v, "resp_static", &rs) != 0 || hexfield(v, "handshake_hash", &hh) != 0 ||
             (init_has_s(pat) && hexfield(v, "init_static", &is) != 0) ||
             (init_has_rs(pat) && hexfield(v, "init_remote_static", &irs) != 0) ||
-            ie.n != CHP_NOISE_DHLEN || re.n != CHP_NOISE_DHLEN || rs.n != CHP_NOISE_DHLEN ||
-            (init_has_s(pat) && is.n != CHP_NOISE_DHLEN) ||
-            (init_has_rs(pat) && irs.n != CHP_NOISE_DHLEN)) {
+            ie.n != CHP_KEY_BYTES || re.n != CHP_KEY_BYTES || rs.n != CHP_KEY_BYTES ||
+            (init_has_s(pat) && is.n != CHP_KEY_BYTES) ||
+            (init_has_rs(pat) && irs.n != CHP_KEY_BYTES)) {
                 fprintf(stderr, "  vector %zu (%s): a key field is missing or malformed\n", idx,
                         name);
                 goto out;
@@ -432,7 +432,7 @@ static enum vec_result run_vector(const struct jv *v, size_t idx, int *combo)
                         if (!chp_noise_hs_done(&I))
                                 continue;
                         /* the handshake is over: what each side learnt, then Split */
-                        uint8_t k[CHP_NOISE_DHLEN], pub[CHP_NOISE_DHLEN];
+                        uint8_t k[CHP_KEY_BYTES], pub[CHP_KEY_BYTES];
                         if (chp_noise_public(rs.p, pub) != 0 ||
                             chp_noise_hs_remote_static(&I, k) != 0 ||
                             memcmp(k, pub, sizeof(k)) != 0) {
@@ -624,9 +624,9 @@ TEST(json_reader_is_strict)
 /* Behaviour                                                                                   */
 
 /* Deterministic keys, so a handshake can be replayed message for message. */
-static void fixed_key(uint8_t k[CHP_NOISE_DHLEN], uint8_t seed)
+static void fixed_key(uint8_t k[CHP_KEY_BYTES], uint8_t seed)
 {
-        for (int i = 0; i < CHP_NOISE_DHLEN; i++)
+        for (int i = 0; i < CHP_KEY_BYTES; i++)
                 k[i] = (uint8_t)(seed + 37 * i);
 }
 
@@ -634,8 +634,8 @@ struct pair {
         enum chp_noise_pattern pat;
         struct chp_noise_suite su;
         struct chp_noise_hs i, r;
-        uint8_t is[CHP_NOISE_DHLEN], ipub[CHP_NOISE_DHLEN];
-        uint8_t rs[CHP_NOISE_DHLEN], rpub[CHP_NOISE_DHLEN];
+        uint8_t is[CHP_KEY_BYTES], ipub[CHP_KEY_BYTES];
+        uint8_t rs[CHP_KEY_BYTES], rpub[CHP_KEY_BYTES];
 };
 
 /* Both ends with fixed statics and ephemerals (eseed varies the ephemerals: another session);
@@ -643,7 +643,7 @@ struct pair {
 static int pair_init(struct pair *p, enum chp_noise_pattern pat, struct chp_noise_suite su,
                      uint8_t eseed, const uint8_t *pin)
 {
-        uint8_t e[CHP_NOISE_DHLEN];
+        uint8_t e[CHP_KEY_BYTES];
         memset(p, 0, sizeof(*p));
         p->pat = pat;
         p->su = su;
@@ -760,8 +760,8 @@ TEST(names)
 
 TEST(keypair_public)
 {
-        uint8_t a[CHP_NOISE_DHLEN], apub[CHP_NOISE_DHLEN], b[CHP_NOISE_DHLEN],
-            bpub[CHP_NOISE_DHLEN], again[CHP_NOISE_DHLEN];
+        uint8_t a[CHP_KEY_BYTES], apub[CHP_KEY_BYTES], b[CHP_KEY_BYTES],
+            bpub[CHP_KEY_BYTES], again[CHP_KEY_BYTES];
         chp_noise_keypair(a, apub);
         chp_noise_keypair(b, bpub);
         CHECK(memcmp(a, b, sizeof(a)) != 0 && memcmp(apub, bpub, sizeof(apub)) != 0);

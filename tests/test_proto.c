@@ -69,7 +69,7 @@ static int dec_get_chunk(const uint8_t *p, size_t len)
 static int dec_upload_id(const uint8_t *p, size_t len)
 {
         const uint8_t *id;
-        return chp_msg_id_decode(p, len, CHP_UPLOAD_ID_LEN, &id);
+        return chp_msg_id_decode(p, len, CHP_UPLOAD_ID_BYTES, &id);
 }
 static int dec_file_id(const uint8_t *p, size_t len)
 {
@@ -116,6 +116,13 @@ static int dec_error(const uint8_t *p, size_t len)
 {
         struct chp_msg_error m;
         return chp_msg_error_decode(p, len, &m);
+}
+
+static int dec_offer(const uint8_t *p, size_t len)
+{
+        struct chp_msg_offer m;
+        ssize_t n = chp_msg_offer_decode(p, len, &m);
+        return n == CHP_OFFER_BYTES ? 0 : n < 0 ? (int)n : -EPROTO;
 }
 
 /* Decodes an exact-size copy of p[0..len). */
@@ -327,7 +334,7 @@ TEST(largest_open_manifest_fits_every_reply)
         struct chp_msg_open o = {.expires_in = 60, .manifest = man, .manifest_len = man_len};
         CHECK_EQ(chp_msg_open_encode(buf, open_max + 1, &o), open_max);
 
-        uint8_t uid[CHP_UPLOAD_ID_LEN] = {1}, fid[CHP_HASH_BYTES] = {2};
+        uint8_t uid[CHP_UPLOAD_ID_BYTES] = {1}, fid[CHP_HASH_BYTES] = {2};
         struct chp_msg_open_ok ok = {uid, fid, CHP_UPLOAD_PARTIAL, count, bitmap};
         ssize_t n = chp_msg_open_ok_encode(buf, open_max, &ok);
         CHECK(n > 0 && (size_t)n <= chp_frame_max_payload(CHP_F_OPEN | CHP_F_REPLY));
@@ -446,8 +453,8 @@ TEST(open_round_trip)
 
 TEST(chunk_round_trip)
 {
-        uint8_t uid[CHP_UPLOAD_ID_LEN];
-        for (int i = 0; i < CHP_UPLOAD_ID_LEN; i++)
+        uint8_t uid[CHP_UPLOAD_ID_BYTES];
+        for (int i = 0; i < CHP_UPLOAD_ID_BYTES; i++)
                 uid[i] = (uint8_t)(0xa0 + i);
         uint8_t *buf = malloc(CHP_CHUNK_PREFIX + 5);
         REQUIRE(buf);
@@ -542,9 +549,9 @@ TEST(id_payloads)
         uint8_t *p = tu_pattern(CHP_HASH_BYTES, 4);
         REQUIRE(p);
         const uint8_t *id = NULL;
-        REQUIRE_OK(chp_msg_id_decode(p, CHP_UPLOAD_ID_LEN, CHP_UPLOAD_ID_LEN, &id));
+        REQUIRE_OK(chp_msg_id_decode(p, CHP_UPLOAD_ID_BYTES, CHP_UPLOAD_ID_BYTES, &id));
         CHECK(id == p);
-        CHECK_EQ(strict_failures(dec_upload_id, p, CHP_UPLOAD_ID_LEN), 0);
+        CHECK_EQ(strict_failures(dec_upload_id, p, CHP_UPLOAD_ID_BYTES), 0);
         CHECK_EQ(strict_failures(dec_file_id, p, CHP_HASH_BYTES), 0);
         /* DELETE's reply is empty: an id of zero bytes */
         id = NULL;
@@ -553,7 +560,81 @@ TEST(id_payloads)
         free(p);
 }
 
+/* OFFER: the file id, then the peer's key; exactly CHP_OFFER_BYTES. */
+TEST(offer_golden_and_round_trip)
+{
+        uint8_t *fid = tu_pattern(CHP_HASH_BYTES, 1), *key = tu_pattern(CHP_KEY_BYTES, 2);
+        uint8_t *buf = malloc(CHP_OFFER_BYTES);
+        REQUIRE(fid && key && buf);
+        CHECK_EQ(CHP_OFFER_BYTES, 64);
+        struct chp_msg_offer in = {.file_id = fid, .peer_key = key};
+        CHECK_EQ(chp_msg_offer_encode(buf, CHP_OFFER_BYTES - 1, &in), -ENOSPC);
+        CHECK_EQ(chp_msg_offer_encode(buf, CHP_OFFER_BYTES, &in), CHP_OFFER_BYTES);
+        CHECK(memcmp(buf, fid, CHP_HASH_BYTES) == 0);
+        CHECK(memcmp(buf + CHP_HASH_BYTES, key, CHP_KEY_BYTES) == 0);
+        struct chp_msg_offer out;
+        CHECK_EQ(chp_msg_offer_decode(buf, CHP_OFFER_BYTES, &out), CHP_OFFER_BYTES);
+        CHECK(out.file_id == buf && out.peer_key == buf + CHP_HASH_BYTES);
+        CHECK_EQ(strict_failures(dec_offer, buf, CHP_OFFER_BYTES), 0);
+        free(fid);
+        free(key);
+        free(buf);
+}
+
+/* PING: 0..CHP_PING_MAX opaque bytes, all of the payload, echoed as they came. */
+TEST(ping_round_trip_and_bound)
+{
+        uint8_t *p = tu_pattern(CHP_PING_MAX + 1, 3), echo[CHP_PING_MAX + 1];
+        REQUIRE(p);
+        for (size_t len = 0; len <= CHP_PING_MAX; len += len < 3 ? 1 : 61) {
+                uint8_t *c = tu_exact_copy(p, len);
+                REQUIRE(c || len == 0);
+                struct chp_msg_ping m = {NULL, 99};
+                CHECK_EQ(chp_msg_ping_decode(c, len, &m), (ssize_t)len);
+                CHECK(m.data == c && m.len == len);
+                if (len)
+                        CHECK_EQ(chp_msg_ping_encode(echo, len - 1, &m), -ENOSPC);
+                CHECK_EQ(chp_msg_ping_encode(echo, sizeof(echo), &m), (ssize_t)len);
+                CHECK(len == 0 || memcmp(echo, p, len) == 0);
+                free(c);
+        }
+        struct chp_msg_ping m = {NULL, 99};
+        CHECK_EQ(chp_msg_ping_decode(p, CHP_PING_MAX + 1, &m), -EBADMSG);
+        CHECK(m.data == NULL && m.len == 99);
+        m = (struct chp_msg_ping){p, CHP_PING_MAX + 1};
+        CHECK_EQ(chp_msg_ping_encode(echo, sizeof(echo), &m), -EINVAL);
+        free(p);
+}
+
 /* ---- replies ----------------------------------------------------------------------------- */
+
+/* The named sizes the relay reserves its replies by are what the encoders write. */
+TEST(named_reply_sizes)
+{
+        uint8_t buf[128], id[CHP_HASH_BYTES] = {0};
+        struct chp_msg_hello_ok hello = {1, 0, 1, 1, 1};
+        CHECK_EQ(chp_msg_hello_ok_encode(buf, sizeof(buf), &hello), CHP_HELLO_OK_BYTES);
+        struct chp_msg_chunk_ok chunk = {7, CHP_CHUNK_DEDUP};
+        CHECK_EQ(chp_msg_chunk_ok_encode(buf, sizeof(buf), &chunk), CHP_CHUNK_OK_BYTES);
+        struct chp_msg_stat_ok stat = {.state = CHP_UPLOAD_COMPLETE, .size = 1};
+        CHECK_EQ(chp_msg_stat_ok_encode(buf, sizeof(buf), &stat), CHP_STAT_OK_BYTES);
+        CHECK_EQ(chp_msg_have_ok_encode(buf, sizeof(buf), 0, id), CHP_HAVE_OK_PREFIX);
+        struct chp_msg_error err = {CHP_WE_MISSING, "", 0};
+        CHECK_EQ(chp_msg_error_encode(buf, sizeof(buf), &err), CHP_ERROR_PREFIX);
+        struct chp_msg_open_ok open = {id, id, CHP_UPLOAD_COMPLETE, 0, NULL};
+        CHECK_EQ(chp_msg_open_ok_encode(buf, sizeof(buf), &open), CHP_OPEN_OK_PREFIX);
+        /* a MANIFEST reply is its prefix, then the manifest */
+        uint8_t *man = NULL;
+        size_t mlen = make_manifest(1, 0, &man);
+        REQUIRE(man);
+        uint8_t *out = malloc(CHP_MANIFEST_PREFIX + mlen);
+        REQUIRE(out);
+        struct chp_msg_manifest mr = {CHP_UPLOAD_COMPLETE, man, (uint32_t)mlen, NULL};
+        CHECK_EQ(chp_msg_manifest_encode(out, CHP_MANIFEST_PREFIX + mlen, &mr),
+                 (ssize_t)(CHP_MANIFEST_PREFIX + mlen));
+        free(out);
+        free(man);
+}
 
 TEST(hello_ok_golden_and_round_trip)
 {
@@ -584,7 +665,7 @@ TEST(hello_ok_golden_and_round_trip)
 
 TEST(open_ok_round_trip)
 {
-        uint8_t uid[CHP_UPLOAD_ID_LEN], fid[CHP_HASH_BYTES];
+        uint8_t uid[CHP_UPLOAD_ID_BYTES], fid[CHP_HASH_BYTES];
         memset(uid, 0x11, sizeof(uid));
         memset(fid, 0x22, sizeof(fid));
         uint8_t missing[2] = {0x05, 0x01}; /* chunks 0, 2 and 8 of 9 */
@@ -930,6 +1011,8 @@ TEST(decoders_leave_out_alone_on_failure)
                 struct chp_msg_manifest manifest;
                 struct chp_msg_stat_ok stat_ok;
                 struct chp_msg_error error;
+                struct chp_msg_offer offer;
+                struct chp_msg_ping ping;
                 unsigned char bytes[128];
         } u, ref;
         memset(&ref, 0x5a, sizeof(ref));
@@ -949,6 +1032,9 @@ TEST(decoders_leave_out_alone_on_failure)
         UNTOUCHED(chp_msg_manifest_decode(junk, sizeof(junk), &u.manifest));
         UNTOUCHED(chp_msg_stat_ok_decode(junk, sizeof(junk), &u.stat_ok));
         UNTOUCHED(chp_msg_error_decode(junk, sizeof(junk), &u.error));
+        UNTOUCHED(chp_msg_offer_decode(junk, sizeof(junk), &u.offer));
+        uint8_t big[CHP_PING_MAX + 1] = {0};
+        UNTOUCHED(chp_msg_ping_decode(big, sizeof(big), &u.ping));
 #undef UNTOUCHED
         const uint8_t *id = (const uint8_t *)&ref;
         CHECK_EQ(chp_msg_id_decode(junk, sizeof(junk), 16, &id), -EBADMSG);
@@ -972,7 +1058,7 @@ TEST(frame_stream)
         REQUIRE(len == 10);
         chp_frame_header_encode(stream + n, CHP_F_HELLO, 1, (uint32_t)len);
         n += CHP_FRAME_HEADER + (size_t)len;
-        uint8_t uid[CHP_UPLOAD_ID_LEN] = {9};
+        uint8_t uid[CHP_UPLOAD_ID_BYTES] = {9};
         len = chp_msg_chunk_prefix_encode(stream + n + CHP_FRAME_HEADER, 64, uid, 4);
         REQUIRE(len == CHP_CHUNK_PREFIX);
         memcpy(stream + n + CHP_FRAME_HEADER + len, "xyz", 3);

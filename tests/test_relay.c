@@ -79,7 +79,7 @@ TEST(resume_at_every_chunk_boundary)
                 REQUIRE_OK(rc_file_make(&f, (uint64_t)n * cs - 100, cs, 300 + cut, 0));
                 struct rc_conn c;
                 REQUIRE_OK(rc_connect(&c, relay.addr));
-                uint8_t id[CHP_UPLOAD_ID_LEN], id2[CHP_UPLOAD_ID_LEN], fid[CHP_HASH_BYTES];
+                uint8_t id[CHP_UPLOAD_ID_BYTES], id2[CHP_UPLOAD_ID_BYTES], fid[CHP_HASH_BYTES];
                 uint8_t *missing;
                 bool complete;
                 struct rc_put_stats st = {0};
@@ -149,7 +149,7 @@ TEST(mismatch_and_bad_requests_keep_the_connection)
         REQUIRE_OK(rc_connect(&c, relay.addr));
         struct rc_file f;
         REQUIRE_OK(rc_file_make(&f, 2 * 64 * KiB, 64 * KiB, 500, 0));
-        uint8_t id[CHP_UPLOAD_ID_LEN];
+        uint8_t id[CHP_UPLOAD_ID_BYTES];
         uint8_t *missing;
         bool complete;
         REQUIRE_OK(rc_open(&c, &f, id, &missing, &complete));
@@ -177,13 +177,13 @@ TEST(mismatch_and_bad_requests_keep_the_connection)
         CHECK_OK(rc_send(&c, CHP_F_CHUNK, 78, prefix, sizeof(prefix), f.data, 1000));
         CHECK_OK(rc_recv(&c, &h, &reply));
         CHECK(h.type == CHP_F_ERROR && c.last_error == CHP_WE_MISMATCH);
-        uint8_t bogus[CHP_UPLOAD_ID_LEN] = {9};
+        uint8_t bogus[CHP_UPLOAD_ID_BYTES] = {9};
         uint8_t fid[CHP_HASH_BYTES];
-        CHECK_EQ(rc_commit(&c, bogus, fid), RC_EREMOTE);
+        CHECK_EQ(rc_commit(&c, bogus, fid), CHP_EREMOTE);
         CHECK_EQ(c.last_error, CHP_WE_NOT_FOUND);
-        CHECK_EQ(rc_commit(&c, id, fid), RC_EREMOTE);
+        CHECK_EQ(rc_commit(&c, id, fid), CHP_EREMOTE);
         CHECK_EQ(c.last_error, CHP_WE_MISSING);
-        CHECK_EQ(rc_call(&c, CHP_F_GET_MANIFEST, bogus, 16, &h, &reply), RC_EREMOTE);
+        CHECK_EQ(rc_call(&c, CHP_F_GET_MANIFEST, bogus, 16, &h, &reply), CHP_EREMOTE);
         CHECK_EQ(c.last_error, CHP_WE_BAD_FRAME); /* 16 bytes where 32 belong: fatal */
         rc_close(&c);
         REQUIRE_OK(rc_connect(&c, relay.addr));
@@ -204,7 +204,7 @@ TEST(only_the_creator_deletes_an_upload)
         REQUIRE_OK(rc_connect(&b, relay.addr));
         struct rc_file f;
         REQUIRE_OK(rc_file_make(&f, 3 * 64 * KiB, 64 * KiB, 650, 0));
-        uint8_t ida[CHP_UPLOAD_ID_LEN], idb[CHP_UPLOAD_ID_LEN];
+        uint8_t ida[CHP_UPLOAD_ID_BYTES], idb[CHP_UPLOAD_ID_BYTES];
         uint8_t *missing;
         bool complete;
         REQUIRE_OK(rc_open(&a, &f, ida, &missing, &complete));
@@ -215,9 +215,9 @@ TEST(only_the_creator_deletes_an_upload)
         CHECK(memcmp(ida, idb, sizeof(ida)) == 0);
         struct chp_frame_header h;
         uint8_t *reply;
-        CHECK_EQ(rc_call(&b, CHP_F_DELETE, idb, CHP_UPLOAD_ID_LEN, &h, &reply), RC_EREMOTE);
+        CHECK_EQ(rc_call(&b, CHP_F_DELETE, idb, CHP_UPLOAD_ID_BYTES, &h, &reply), CHP_EREMOTE);
         CHECK_EQ(b.last_error, CHP_WE_UNAUTHORIZED);
-        CHECK_OK(rc_call(&a, CHP_F_DELETE, ida, CHP_UPLOAD_ID_LEN, &h, &reply));
+        CHECK_OK(rc_call(&a, CHP_F_DELETE, ida, CHP_UPLOAD_ID_BYTES, &h, &reply));
         CHECK_EQ(h.len, 0);
         rc_close(&a);
         rc_close(&b);
@@ -232,7 +232,7 @@ TEST(download_while_uploading)
         REQUIRE_OK(rc_connect(&down, relay.addr));
         struct rc_file f;
         REQUIRE_OK(rc_file_make(&f, 8 * 64 * KiB, 64 * KiB, 600, 0));
-        uint8_t id[CHP_UPLOAD_ID_LEN];
+        uint8_t id[CHP_UPLOAD_ID_BYTES];
         uint8_t *missing;
         bool complete;
         struct rc_put_stats st = {0};
@@ -264,7 +264,7 @@ TEST(download_while_uploading)
         /* a chunk not yet sent is not there */
         g = (struct chp_msg_get_chunk){.addr = m.addrs + 32 * 5};
         CHECK_EQ(chp_msg_get_chunk_encode(gp, sizeof(gp), &g), 40);
-        CHECK_EQ(rc_call(&down, CHP_F_GET_CHUNK, gp, 40, &h, &reply), RC_EREMOTE);
+        CHECK_EQ(rc_call(&down, CHP_F_GET_CHUNK, gp, 40, &h, &reply), CHP_EREMOTE);
         CHECK_EQ(down.last_error, CHP_WE_NOT_FOUND);
         CHECK_OK(rc_send_chunks(&up, &f, id, missing, UINT32_MAX, &st));
         uint8_t fid[CHP_HASH_BYTES];
@@ -432,7 +432,7 @@ TEST(garbage_beside_a_normal_transfer)
                 uint8_t bad[40] = {0};
                 struct chp_frame_header h;
                 uint8_t *reply;
-                CHECK_EQ(rc_call(&c, CHP_F_OPEN, bad, sizeof(bad), &h, &reply), RC_EREMOTE);
+                CHECK_EQ(rc_call(&c, CHP_F_OPEN, bad, sizeof(bad), &h, &reply), CHP_EREMOTE);
                 CHECK_EQ(c.last_error, CHP_WE_BAD_MANIFEST);
                 CHECK_OK(rc_call(&c, CHP_F_PING, "x", 1, &h, &reply));
                 rc_close(&c);
@@ -469,7 +469,7 @@ TEST(flow_control_bounds_a_fast_sender)
         REQUIRE_OK(rc_connect(&c, relay.addr));
         struct rc_file f;
         REQUIRE_OK(rc_file_make(&f, 64 * MiB, MiB, 900, 0));
-        uint8_t id[CHP_UPLOAD_ID_LEN];
+        uint8_t id[CHP_UPLOAD_ID_BYTES];
         uint8_t *missing;
         bool complete;
         REQUIRE_OK(rc_open(&c, &f, id, &missing, &complete));
@@ -527,7 +527,7 @@ TEST(sigterm_mid_transfer_restart_resume_verify)
         REQUIRE_OK(rc_connect(&c, r.addr));
         struct rc_file f;
         REQUIRE_OK(rc_file_make(&f, 24 * MiB + 5, MiB, 1100, 0));
-        uint8_t id[CHP_UPLOAD_ID_LEN];
+        uint8_t id[CHP_UPLOAD_ID_BYTES];
         uint8_t *missing;
         bool complete;
         struct rc_put_stats st = {0};
@@ -546,7 +546,7 @@ TEST(sigterm_mid_transfer_restart_resume_verify)
 
         REQUIRE_OK(rc_relay_start(&r, true, NULL));
         REQUIRE_OK(rc_connect(&c, r.addr));
-        uint8_t id2[CHP_UPLOAD_ID_LEN];
+        uint8_t id2[CHP_UPLOAD_ID_BYTES];
         REQUIRE_OK(rc_open(&c, &f, id2, &missing, &complete));
         CHECK(memcmp(id, id2, sizeof(id)) == 0);
         uint32_t still = 0;

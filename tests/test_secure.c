@@ -22,7 +22,7 @@
 #include "testutil.h"
 
 static struct rc_relay relay = {.encrypted_only = true};
-static uint8_t relay_pub[CHP_NOISE_DHLEN];
+static uint8_t relay_pub[CHP_KEY_BYTES];
 
 static bool started(void)
 {
@@ -30,7 +30,7 @@ static bool started(void)
                 return true;
         if (rc_relay_start(&relay, false, NULL) != 0)
                 return false;
-        return chp_hex_decode(relay.pubkey, strlen(relay.pubkey), relay_pub, 32) == 0;
+        return chp_hex_decode(relay.pubkey, strlen(relay.pubkey), relay_pub, CHP_KEY_BYTES) == 0;
 }
 
 static int dial(void)

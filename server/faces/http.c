@@ -202,6 +202,9 @@ void http_date(uint64_t t, char *out, size_t cap)
 
 int http_status_of(int rc)
 {
+        int status = chp_err_http_status(rc); /* the request head parser's */
+        if (status)
+                return status;
         switch (rc) {
         case -ENOENT:
                 return 404;
@@ -487,7 +490,7 @@ void http_on_input(struct conn *c)
                         return;
                 if (n < 0) {
                         h->keep_alive = false;
-                        http_simple(h, (int)-n, "malformed request");
+                        http_simple(h, http_status_of((int)n), "malformed request");
                         conn_close_after_flush(c);
                         return;
                 }

@@ -382,13 +382,13 @@ void tus_body_progress(struct http *h)
 int tus_parse_id(struct chp_http_str path, uint8_t id[CHP_UPLOAD_ID_BYTES])
 {
         /* /files/<32 lowercase hex> */
-        if (path.n != 7 + 32)
+        if (path.n != 7 + 2 * CHP_UPLOAD_ID_BYTES)
                 return -EINVAL;
         for (size_t i = 7; i < path.n; i++)
                 if (!((path.p[i] >= '0' && path.p[i] <= '9') ||
                       (path.p[i] >= 'a' && path.p[i] <= 'f')))
                         return -EINVAL;
-        return chp_hex_decode(path.p + 7, 32, id, CHP_UPLOAD_ID_BYTES);
+        return chp_hex_decode(path.p + 7, 2 * CHP_UPLOAD_ID_BYTES, id, CHP_UPLOAD_ID_BYTES);
 }
 
 /* Bytes durable in a sequential upload: whole chunks (the last one, stored only when it ends the

@@ -21,8 +21,8 @@
 #include <sys/types.h>
 
 #include "hash.h"
+#include "proto.h" /* CHP_UPLOAD_ID_BYTES */
 
-#define CHP_UPLOAD_ID_BYTES     16
 #define CHP_TENANT_MAX          64   /* bytes of a tenant name */
 #define CHP_UPLOAD_META_MAX     4096 /* bytes of opaque upload metadata (tus Upload-Metadata) */
 #define CHP_STORE_INLINE_ALL    UINT32_MAX /* inline_max that keeps every chunk inside LMDB */

@@ -67,6 +67,8 @@ static void check_payload(uint8_t type, const uint8_t *p, size_t len)
                 struct chp_msg_chunk_data chunk_data;
                 struct chp_msg_stat_ok stat_ok;
                 struct chp_msg_error error;
+                struct chp_msg_offer offer;
+                struct chp_msg_ping ping;
         } u, before;
         memset(&u, 0xa5, sizeof(u));
         memcpy(&before, &u, sizeof(u));
@@ -107,7 +109,7 @@ static void check_payload(uint8_t type, const uint8_t *p, size_t len)
                         EXPECT(len < CHP_CHUNK_PREFIX);
                         break;
                 }
-                expect_inside(u.chunk.upload_id, CHP_UPLOAD_ID_LEN, p, len);
+                expect_inside(u.chunk.upload_id, CHP_UPLOAD_ID_BYTES, p, len);
                 EXPECT(u.chunk.data == p + CHP_CHUNK_PREFIX);
                 EXPECT(u.chunk.len + CHP_CHUNK_PREFIX == len);
                 expect_same(chp_msg_chunk_prefix_encode(again, CHP_CHUNK_PREFIX, u.chunk.upload_id,
@@ -146,9 +148,19 @@ static void check_payload(uint8_t type, const uint8_t *p, size_t len)
                 }
                 break;
         }
-        case CHP_F_OFFER:
-                EXPECT(len <= CHP_CTRL_MAX_PAYLOAD);
+        case CHP_F_OFFER: {
+                ssize_t n = chp_msg_offer_decode(p, len, &u.offer);
+                if (n < 0) {
+                        EXPECT(len != CHP_OFFER_BYTES);
+                        expect_refused((int)n, &u, &before, sizeof(u));
+                        break;
+                }
+                EXPECT(n == CHP_OFFER_BYTES && len == CHP_OFFER_BYTES);
+                EXPECT(u.offer.file_id == p && u.offer.peer_key == p + CHP_HASH_BYTES);
+                EXPECT(chp_msg_offer_encode(again, shorter, &u.offer) == -ENOSPC);
+                expect_same(chp_msg_offer_encode(again, len, &u.offer), again, p, len);
                 break;
+        }
         case CHP_F_COMMIT:
         case CHP_F_DELETE:
         case CHP_F_PREFETCH:
@@ -156,7 +168,7 @@ static void check_payload(uint8_t type, const uint8_t *p, size_t len)
         case CHP_F_DELETE | CHP_F_REPLY:
         case CHP_F_PREFETCH | CHP_F_REPLY:
         case CHP_F_OFFER | CHP_F_REPLY: {
-                size_t n = type == CHP_F_COMMIT || type == CHP_F_DELETE ? CHP_UPLOAD_ID_LEN
+                size_t n = type == CHP_F_COMMIT || type == CHP_F_DELETE ? CHP_UPLOAD_ID_BYTES
                            : type == (CHP_F_DELETE | CHP_F_REPLY) ||
                                            type == (CHP_F_PREFETCH | CHP_F_REPLY) ||
                                            type == (CHP_F_OFFER | CHP_F_REPLY)
@@ -169,9 +181,20 @@ static void check_payload(uint8_t type, const uint8_t *p, size_t len)
                 break;
         }
         case CHP_F_PING:
-        case CHP_F_PING | CHP_F_REPLY:
-                /* opaque bytes, echoed: nothing to decode */
+        case CHP_F_PING | CHP_F_REPLY: {
+                /* opaque bytes, echoed */
+                ssize_t n = chp_msg_ping_decode(p, len, &u.ping);
+                if (n < 0) {
+                        EXPECT(len > CHP_PING_MAX);
+                        expect_refused((int)n, &u, &before, sizeof(u));
+                        break;
+                }
+                EXPECT((size_t)n == len && u.ping.data == p && u.ping.len == len);
+                if (len)
+                        EXPECT(chp_msg_ping_encode(again, shorter, &u.ping) == -ENOSPC);
+                expect_same(chp_msg_ping_encode(again, len, &u.ping), again, p, len);
                 break;
+        }
         case CHP_F_HELLO | CHP_F_REPLY:
                 rc = chp_msg_hello_ok_decode(p, len, &u.hello_ok);
                 if (rc != 0) {
@@ -188,7 +211,7 @@ static void check_payload(uint8_t type, const uint8_t *p, size_t len)
                         break;
                 }
                 EXPECT(u.open_ok.state <= CHP_UPLOAD_COMPLETE);
-                expect_inside(u.open_ok.upload_id, CHP_UPLOAD_ID_LEN, p, len);
+                expect_inside(u.open_ok.upload_id, CHP_UPLOAD_ID_BYTES, p, len);
                 expect_inside(u.open_ok.file_id, CHP_HASH_BYTES, p, len);
                 expect_inside(u.open_ok.missing, chp_bitmap_bytes(u.open_ok.chunk_count), p, len);
                 expect_same(chp_msg_open_ok_encode(again, len, &u.open_ok), again, p, len);

@@ -40,8 +40,8 @@ static bool is_tchar(unsigned char c)
 
 static bool is_code(ssize_t rc)
 {
-        return rc == -EAGAIN || rc == CHP_HTTP_EBAD || rc == CHP_HTTP_ETARGET ||
-               rc == CHP_HTTP_EHEADERS || rc == CHP_HTTP_EMETHOD || rc == CHP_HTTP_EVERSION;
+        return rc == -EAGAIN || rc == CHP_EHTTP_BAD || rc == CHP_EHTTP_TARGET ||
+               rc == CHP_EHTTP_HEADERS || rc == CHP_EHTTP_METHOD || rc == CHP_EHTTP_VERSION;
 }
 
 /* Parses the first len bytes from an exact-size copy, so ASan sees a read past len. */

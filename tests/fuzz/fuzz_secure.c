@@ -185,7 +185,7 @@ static void init(void)
         chp_log_set_level(CHP_LOG_ERROR);
         fixed_key(identity.priv, SEED_RELAY);
         EXPECT(chp_noise_public(identity.priv, identity.pub) == 0);
-        uint8_t priv[32];
+        uint8_t priv[CHP_KEY_BYTES];
         fixed_key(priv, SEED_PEER);
         EXPECT(chp_noise_public(priv, one_peer.key) == 0);
         ready = true;
