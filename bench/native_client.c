@@ -11,6 +11,7 @@
 
 #include "bytes.h"
 #include "manifest.h"
+#include "net.h"
 
 int rc_write_iov(int fd, struct iovec *iov, int n, uint64_t *done)
 {
@@ -23,15 +24,7 @@ int rc_write_iov(int fd, struct iovec *iov, int n, uint64_t *done)
                 }
                 if (done)
                         *done += (uint64_t)w;
-                while (n > 0 && (size_t)w >= iov->iov_len) {
-                        w -= (ssize_t)iov->iov_len;
-                        iov++;
-                        n--;
-                }
-                if (n > 0) {
-                        iov->iov_base = (uint8_t *)iov->iov_base + w;
-                        iov->iov_len -= (size_t)w;
-                }
+                chp_net_iov_advance(&iov, &n, (size_t)w);
         }
         return 0;
 }

@@ -203,15 +203,7 @@ static int write_iov(struct chp_channel *ch, struct iovec *iov, int n)
                                 return rc;
                         continue;
                 }
-                while (n > 0 && (size_t)w >= iov->iov_len) {
-                        w -= (ssize_t)iov->iov_len;
-                        iov++;
-                        n--;
-                }
-                if (n > 0) {
-                        iov->iov_base = (uint8_t *)iov->iov_base + w;
-                        iov->iov_len -= (size_t)w;
-                }
+                chp_net_iov_advance(&iov, &n, (size_t)w);
         }
         return 0;
 }

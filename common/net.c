@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -142,4 +143,17 @@ double chp_net_now_s(void)
         struct timespec ts;
         (void)clock_gettime(CLOCK_MONOTONIC, &ts);
         return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void chp_net_iov_advance(struct iovec **iov, int *n, size_t w)
+{
+        while (*n > 0 && w >= (*iov)->iov_len) {
+                w -= (*iov)->iov_len;
+                (*iov)++;
+                (*n)--;
+        }
+        if (*n > 0) {
+                (*iov)->iov_base = (uint8_t *)(*iov)->iov_base + w;
+                (*iov)->iov_len -= w;
+        }
 }

@@ -35,6 +35,12 @@ __attribute__((warn_unused_result)) int chp_net_listen(const char *host, uint16_
                                                        int *fd /* out */,
                                                        uint16_t *bound_port /* out */);
 
+struct iovec;
+
+/* After a writev/sendmsg that wrote w bytes of the n buffers at *iov: steps *iov and *n past the
+ * buffers written whole and trims the first one left, so the call can be repeated on the rest. */
+void chp_net_iov_advance(struct iovec **iov, int *n, size_t w);
+
 /* The monotonic clock (CLOCK_MONOTONIC), in milliseconds, microseconds or seconds. */
 uint64_t chp_net_now_ms(void);
 uint64_t chp_net_now_us(void);
