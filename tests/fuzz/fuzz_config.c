@@ -14,16 +14,9 @@
 #include "../../server/config.c"
 
 #include <sys/mman.h>
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define EXPECT(cond)                                                                               \
-        do {                                                                                       \
-                if (!(cond)) {                                                                     \
-                        fprintf(stderr, "fuzz_config: %s:%d: %s\n", __FILE__, __LINE__, #cond);    \
-                        abort();                                                                   \
-                }                                                                                  \
-        } while (0)
 
 #define MAX_ARGS 64
 

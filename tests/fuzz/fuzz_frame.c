@@ -14,14 +14,9 @@
 #include "bytes.h"
 #include "manifest.h"
 #include "proto.h"
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define EXPECT(cond)                                                                               \
-        do {                                                                                       \
-                if (!(cond))                                                                       \
-                        abort();                                                                   \
-        } while (0)
 
 static void expect_inside(const void *ptr, size_t n, const uint8_t *buf, size_t len)
 {

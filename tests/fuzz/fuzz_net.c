@@ -12,16 +12,9 @@
 #include <string.h>
 
 #include "net.h"
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define EXPECT(cond)                                                                               \
-        do {                                                                                       \
-                if (!(cond)) {                                                                     \
-                        fprintf(stderr, "fuzz_net: %s:%d: %s\n", __FILE__, __LINE__, #cond);       \
-                        abort();                                                                   \
-                }                                                                                  \
-        } while (0)
 
 /* The grammar of net.h, read from the right: PORT after the last ':', then the host part. */
 static int reference(const char *s, size_t cap, char *host, uint16_t *port)

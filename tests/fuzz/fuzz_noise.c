@@ -32,14 +32,9 @@
 
 #include "noise.h"
 #include "record.h"
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define EXPECT(cond)                                                                               \
-        do {                                                                                       \
-                if (!(cond))                                                                       \
-                        abort();                                                                   \
-        } while (0)
 
 #define NMODES       7
 #define MODE_RECORDS 6

@@ -30,16 +30,9 @@
 
 #include "config.h"
 #include "identity.h"
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define EXPECT(cond)                                                                               \
-        do {                                                                                       \
-                if (!(cond)) {                                                                     \
-                        fprintf(stderr, "fuzz_secure: %s:%d: %s\n", __FILE__, __LINE__, #cond);    \
-                        abort();                                                                   \
-                }                                                                                  \
-        } while (0)
 
 enum { F_PLAIN = 1, F_PEER = 2, F_PIECES = 4, F_RECV_SPACE = 8, F_BODY = 16 };
 #define BODY_LEN 100

@@ -52,16 +52,9 @@
 #include "records.h"
 #include "store.h"
 #include "store_int.h"
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define EXPECT(cond)                                                                               \
-        do {                                                                                       \
-                if (!(cond)) {                                                                     \
-                        fprintf(stderr, "fuzz_store: %s:%d: %s\n", __FILE__, __LINE__, #cond);     \
-                        abort();                                                                   \
-                }                                                                                  \
-        } while (0)
 
 /* The input's database slots (a record's db byte modulo NDBS), as the corpus has always used
  * them; DB_FILEMETA is no slot of its own: the meta slot under flags bit 4 (FLAG_FILEMETA). */
