@@ -92,23 +92,22 @@ void download_fill(struct conn *c)
  * as the relay's origin), and never sniffed. */
 static void file_names(struct http *h, struct resp *r)
 {
-        struct chp_store *s = h->c->sh->store;
-        uint8_t *meta = malloc(CHP_UPLOAD_META_MAX);
-        uint8_t *val = malloc(CHP_UPLOAD_META_MAX);
-        char *disp = malloc(CHP_HTTP_DISPOSITION_MAX);
-        ssize_t mlen = meta ? chp_store_file_meta(s, h->id, meta, CHP_UPLOAD_META_MAX) : 0;
+        /* on the loop thread's stack: most files (native uploads) have no metadata, and a
+         * download should not pay three allocations to find that out */
+        uint8_t meta[CHP_UPLOAD_META_MAX], val[CHP_UPLOAD_META_MAX];
+        char disp[CHP_HTTP_DISPOSITION_MAX];
+        ssize_t mlen = chp_store_file_meta(h->c->sh->store, h->id, meta, sizeof(meta));
         struct chp_http_str m = {(const char *)meta, mlen > 0 ? (size_t)mlen : 0};
         size_t n;
         bool typed = false;
-        if (m.n && val && chp_http_check_metadata(m) == 0) {
-                if (chp_http_metadata_get(m, "filetype", val, CHP_UPLOAD_META_MAX, &n) == 0 &&
+        if (m.n && chp_http_check_metadata(m) == 0) {
+                if (chp_http_metadata_get(m, "filetype", val, sizeof(val), &n) == 0 &&
                     chp_http_media_type_ok((struct chp_http_str){(const char *)val, n})) {
                         http_add(r, "Content-Type: %.*s\r\n", (int)n, (const char *)val);
                         typed = true;
                 }
-                if (disp &&
-                    chp_http_metadata_get(m, "filename", val, CHP_UPLOAD_META_MAX, &n) == 0 &&
-                    chp_http_content_disposition(val, n, disp, CHP_HTTP_DISPOSITION_MAX) > 0)
+                if (chp_http_metadata_get(m, "filename", val, sizeof(val), &n) == 0 &&
+                    chp_http_content_disposition(val, n, disp, sizeof(disp)) > 0)
                         http_add(r, "Content-Disposition: %s\r\n", disp);
                 else if (typed)
                         http_add(r, "Content-Disposition: attachment\r\n");
@@ -116,9 +115,6 @@ static void file_names(struct http *h, struct resp *r)
         if (!typed)
                 http_add(r, "Content-Type: application/octet-stream\r\n");
         http_add(r, "X-Content-Type-Options: nosniff\r\n");
-        free(disp);
-        free(val);
-        free(meta);
 }
 
 void download_get(struct http *h, const struct chp_http_request *req)
