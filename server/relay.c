@@ -12,7 +12,7 @@
 
 #include "conn.h"
 #include "err.h"
-#include "faces/tus.h"
+#include "tus.h"
 #include "hash.h"
 #include "identity.h"
 #include "peer.h"
@@ -262,6 +262,7 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
                 goto out;
         }
         sh.identity = &identity;
+        sh.peer_dir = &chp_peers_directory;
         if ((rc = chp_peers_start(&sh, &sh.peers)))
                 goto out;
         pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;

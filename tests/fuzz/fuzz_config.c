@@ -11,7 +11,7 @@
  * parse_bool, and chp_net_split_hostport, whose result must format back to an address that
  * splits the same. Anything else aborts. Linked with libFuzzer, or with replay.c to run the
  * committed corpus under ctest. */
-#include "../../server/config.c"
+#include "../../server/conf/config.c"
 
 #include <sys/mman.h>
 #include "fuzz.h"

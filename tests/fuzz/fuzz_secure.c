@@ -24,7 +24,7 @@
  *      build/lib/libchapar_common.a -lsodium -lcrypto -lxxhash -lpthread -o gen \
  *      && ./gen tests/fuzz/corpus/secure
  */
-#include "../../server/secure.c"
+#include "../../server/net/secure.c"
 
 #include <stdio.h>
 
@@ -76,15 +76,17 @@ struct chp_peers {
         uint8_t key[CHP_KEY_BYTES];
 };
 
-int chp_peers_count(const struct chp_peers *p)
+static int fake_peers_count(const struct chp_peers *p)
 {
         return p ? p->n : 0;
 }
 
-int chp_peers_find(const struct chp_peers *p, const uint8_t key[CHP_HASH_BYTES])
+static int fake_peers_find(const struct chp_peers *p, const uint8_t key[CHP_KEY_BYTES])
 {
         return p && p->n && memcmp(p->key, key, CHP_KEY_BYTES) == 0 ? 0 : -1;
 }
+
+static const struct chp_peer_directory fake_peer_dir = {fake_peers_find, fake_peers_count};
 
 /* What the relay queued to send, outside the record layer. */
 static uint8_t *wire;
@@ -200,6 +202,7 @@ static void relay_start(struct relay *r, uint8_t flags)
         r->sh.metrics = &r->metrics;
         r->sh.identity = &identity;
         r->sh.peers = flags & F_PEER ? &one_peer : NULL;
+        r->sh.peer_dir = &fake_peer_dir;
         r->c.sh = &r->sh;
         r->c.ops = &ops;
         EXPECT(secure_attach(&r->c) == 0 && r->c.sec);

@@ -20,6 +20,7 @@
 
 struct chp_shared;
 struct chp_peers;
+struct chp_peer_directory;
 
 #define CHP_PEER_MSG_MAX 256
 
@@ -42,6 +43,8 @@ void chp_peers_stop(struct chp_peers *p);
 int chp_peers_find(const struct chp_peers *p, const uint8_t key[CHP_HASH_BYTES]);
 /* How many peers are configured (0 with p NULL). */
 int chp_peers_count(const struct chp_peers *p);
+/* find and count for the transport (net/loop.h), which does not link this module. */
+extern const struct chp_peer_directory chp_peers_directory;
 /* A peer's name, for messages. */
 const char *chp_peers_name(const struct chp_peers *p, int peer);
 

@@ -29,7 +29,6 @@
 #include "log.h"
 #include "loop.h"
 #include "metrics.h"
-#include "peer.h"
 #include "noise.h"
 #include "record.h"
 
@@ -56,6 +55,16 @@ static int secure_attach(struct conn *c)
                 return -ENOMEM;
         c->sec->peer = -1;
         return 0;
+}
+
+static int peer_count(const struct conn *c)
+{
+        return c->sh->peer_dir ? c->sh->peer_dir->count(c->sh->peers) : 0;
+}
+
+static int peer_find(const struct conn *c, const uint8_t key[CHP_KEY_BYTES])
+{
+        return c->sh->peer_dir ? c->sh->peer_dir->find(c->sh->peers, key) : -1;
 }
 
 int secure_peer(const struct conn *c)
@@ -178,9 +187,8 @@ static int on_preamble(struct conn *c, const uint8_t *pre)
         enum chp_noise_pattern pattern = (enum chp_noise_pattern)pre[4];
         struct chp_noise_suite suite = {(enum chp_noise_cipher)pre[5], (enum chp_noise_hash)pre[6]};
         if ((pattern != CHP_NOISE_NK && pattern != CHP_NOISE_XX && pattern != CHP_NOISE_IK) ||
-            (pattern == CHP_NOISE_IK && chp_peers_count(c->sh->peers) == 0) ||
-            pre[5] > CHP_NOISE_AESGCM || pre[6] > CHP_NOISE_SHA256 ||
-            !chp_noise_suite_available(suite))
+            (pattern == CHP_NOISE_IK && peer_count(c) == 0) || pre[5] > CHP_NOISE_AESGCM ||
+            pre[6] > CHP_NOISE_SHA256 || !chp_noise_suite_available(suite))
                 return refuse(c, "a pattern or suite this relay does not offer");
         uint8_t prologue[CHP_PROLOGUE_MAX];
         size_t plen = chp_channel_prologue(pre, prologue);
@@ -213,7 +221,7 @@ static int on_hs_message(struct conn *c, const uint8_t *msg, size_t n)
                 /* a relay-to-relay handshake: only from a relay this one peers with */
                 char hex[CHP_HASH_HEXBYTES];
                 if (chp_noise_hs_remote_static(s->hs, s->peer_static) != 0 ||
-                    (s->peer = chp_peers_find(c->sh->peers, s->peer_static)) < 0) {
+                    (s->peer = peer_find(c, s->peer_static)) < 0) {
                         chp_hex_encode(s->peer_static, CHP_HASH_BYTES, hex);
                         chp_log_warn("secure",
                                      "refusing a peer handshake from unknown key %s "

@@ -23,15 +23,25 @@ struct chp_metrics;
 struct chp_peers;
 struct conn;
 
+/* The federation's peers as the transport sees them: find returns the index of the peer whose
+ * static key is `key`, or -1; count returns how many peers are configured. */
+struct chp_peer_directory {
+        int (*find)(const struct chp_peers *p, const uint8_t key[CHP_KEY_BYTES]);
+        int (*count)(const struct chp_peers *p);
+};
+
 struct chp_shared {
         /* The running configuration: an immutable snapshot that a reload (SIGHUP) replaces with
          * another. Read it afresh in each callback and never keep the pointer, or a string in
          * it, past the callback that read it: the old snapshot is freed once every loop has
          * passed a point between callbacks (see relay.c). */
         _Atomic(const struct chp_config *) cfg;
-        struct chp_store *store;      /* borrowed */
+        struct chp_store *store;             /* borrowed */
         const struct chp_identity *identity; /* the relay's static key, borrowed */
-        struct chp_peers *peers;             /* federation (server/peer.h) */
+        struct chp_peers *peers;             /* federation (server/peer/peer.h), opaque here */
+        /* Who may open a relay-to-relay (IK) handshake, asked through functions so that the
+         * transport does not depend on the federation module above it; NULL: no federation */
+        const struct chp_peer_directory *peer_dir;
         atomic_int *stop; /* set by the main thread (SIGINT, SIGTERM) or by a loop that failed */
         atomic_uint_fast64_t mem_used; /* bytes of chunk and frame buffers across loops */
         atomic_uint conns;             /* open connections across loops */
@@ -39,7 +49,7 @@ struct chp_shared {
         /* the one body granted past memory_limit (at most its own frame), so that bodies
          * waiting on each other for memory always finish (loop.c: mem_grant) */
         _Atomic(struct conn *) mem_owner;
-        atomic_uint mem_waiting;       /* connections waiting for memory, across loops */
+        atomic_uint mem_waiting;     /* connections waiting for memory, across loops */
         struct chp_metrics *metrics; /* counters (server/metrics.h), borrowed */
         /* uploads with a request streaming into them: the tus face's (faces/tus.h) */
         struct chp_tus_claims *tus_claims;

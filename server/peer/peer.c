@@ -66,9 +66,9 @@ struct job {
 
 struct chp_peers {
         struct chp_shared *sh;
-        struct peer *peers;  /* MAX_SLOTS */
-        atomic_int nslots;   /* slots in use (release-stored once a slot is filled) */
-        atomic_int nactive;  /* of them, peers configured now */
+        struct peer *peers; /* MAX_SLOTS */
+        atomic_int nslots;  /* slots in use (release-stored once a slot is filled) */
+        atomic_int nactive; /* of them, peers configured now */
         atomic_uint_fast64_t upload_expiry, file_expiry; /* the running configuration's */
         pthread_mutex_t lock;
         pthread_cond_t cond;
@@ -388,7 +388,8 @@ static void *worker(void *arg)
                 pthread_mutex_unlock(&p->lock);
                 int rc = CHP_ECLOSED;
                 if (!atomic_load(&p->peers[j->peer].active)) /* dropped by a reload meanwhile */
-                        job_msg(p, j, "%s is no longer a peer of this relay", p->peers[j->peer].name);
+                        job_msg(p, j, "%s is no longer a peer of this relay",
+                                p->peers[j->peer].name);
                 else
                         rc = j->kind == JOB_FETCH ? do_fetch(p, j) : do_offer(p, j);
                 pthread_mutex_lock(&p->lock);
@@ -540,6 +541,8 @@ int chp_peers_count(const struct chp_peers *p)
 {
         return p ? atomic_load(&p->nactive) : 0;
 }
+
+const struct chp_peer_directory chp_peers_directory = {chp_peers_find, chp_peers_count};
 
 const char *chp_peers_name(const struct chp_peers *p, int peer)
 {
