@@ -1,6 +1,8 @@
 /* client_int.h — libchapar's internals shared by its files: the client struct and its link to
  * the relay (link.c), a chp_channel whose err.h codes become CHAPAR_E* codes and whose messages
- * land in last_error. Not installed. One thread per client.
+ * land in last_error; the paths shared by the known-relays file and the key cache (libchapar.c);
+ * the key cache (keycache.c). Not installed. One thread per client. Functions returning int
+ * return 0 or a CHAPAR_E* code unless they say otherwise.
  */
 #ifndef CHAPAR_CLIENT_INT_H
 #define CHAPAR_CLIENT_INT_H
@@ -9,9 +11,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "channel.h"
 #include "chapar.h"
+#include "e2e.h"
+#include "hash.h"
 #include "proto.h"
 
 /* Nothing here is part of libchapar's ABI: the shared library exports chapar.h only. */
@@ -54,6 +59,21 @@ int cc_call(struct chapar_client *c, uint8_t type, const void *p, size_t len,
 int cc_remote_error(struct chapar_client *c);
 /* Reserves n request ids for pipelined requests; returns the first. */
 uint32_t cc_reserve_ids(struct chapar_client *c, uint32_t n);
+
+/* Creates path and its missing parents with mode: 0 or -errno. */
+int cc_mkdir_p(const char *path, mode_t mode);
+
+/* The key-cache entry for this content (keycache.c): fills key and, when the entry has one, the
+ * sealed metadata blob of the last put (cap bytes at most) and returns the blob's length, 0 if
+ * none; or a negative CHAPAR_E* code. With no entry, key is a fresh random key and entry (the
+ * path to store to, entry_cap bytes) is prepared; entry is "" when there is no cache. */
+ssize_t cc_keycache_find(struct chapar_client *c, const uint8_t plain_hash[CHP_HASH_BYTES],
+                         uint32_t chunk_size, bool pad, uint8_t key[CHP_FILE_KEY_BYTES],
+                         uint8_t *blob, size_t cap, char *entry, size_t entry_cap);
+/* Writes key and blob to entry atomically (temporary file, fsync, rename); does nothing when
+ * entry is "" and leaves no trace when the write fails. */
+void cc_keycache_store(const char *entry, const uint8_t key[CHP_FILE_KEY_BYTES],
+                       const uint8_t *blob, size_t len);
 
 #pragma GCC visibility pop
 

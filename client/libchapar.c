@@ -1,12 +1,6 @@
-/* libchapar.c — put, get and stat of end-to-end encrypted files (chapar.h), the known-relays
- * file and the local cache that makes puts resumable and deduplicated.
+/* libchapar.c — put, get and stat of end-to-end encrypted files (chapar.h) and the known-relays
+ * file. The key cache that makes puts resumable and deduplicated is keycache.c.
  *
- * Cache layout (under cache_dir, mode 0700):
- *   keys/<hex>    the file key (32 bytes) and the sealed metadata blob of the last put of that
- *                 content, where <hex> = SHA-256(plaintext SHA-256 || chunk size || pad flag).
- *                 The same content at the same settings is encrypted the same way again, so the
- *                 relay deduplicates it, and the same put run twice sends the same manifest, so
- *                 the relay resumes it.
  * Partial downloads live beside their target: TARGET.chapar-part (plaintext written so far) and
  * TARGET.chapar-part.state (file id, chunk count, bitmap of chunks written).
  */
@@ -84,7 +78,7 @@ const char *chapar_strerror(int err)
 
 /* ---- paths ------------------------------------------------------------------------------- */
 
-static int mkdir_p(const char *path, mode_t mode)
+int cc_mkdir_p(const char *path, mode_t mode)
 {
         char tmp[4096];
         snprintf(tmp, sizeof(tmp), "%s", path);
@@ -126,7 +120,8 @@ static int known_lookup(const char *file, const char *addr, uint8_t key[CHP_KEY_
                 *sp = '\0';
                 char *hex = sp + 1;
                 hex[strcspn(hex, "\r\n")] = '\0';
-                if (strcmp(line, addr) == 0 && chp_hex_decode(hex, strlen(hex), key, CHP_KEY_BYTES) == 0) {
+                if (strcmp(line, addr) == 0 &&
+                    chp_hex_decode(hex, strlen(hex), key, CHP_KEY_BYTES) == 0) {
                         rc = 0;
                         break;
                 }
@@ -142,7 +137,7 @@ static int known_add(const char *file, const char *addr, const uint8_t key[CHP_K
         char *slash = strrchr(dir, '/');
         if (slash) {
                 *slash = '\0';
-                if (mkdir_p(dir, 0700) != 0)
+                if (cc_mkdir_p(dir, 0700) != 0)
                         return -EIO;
         }
         int fd = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -302,64 +297,6 @@ static int hash_file(int fd, uint64_t size, uint8_t out[CHP_HASH_BYTES])
         return rc;
 }
 
-/* The cache entry for this content: the key and (if it matches m) the metadata blob of the
- * last put. Returns the blob's length (0 if none) or a negative code; creates the entry with a
- * fresh key when there is none. */
-static ssize_t cache_key(struct chapar_client *c, const uint8_t plain_hash[CHP_HASH_BYTES],
-                         uint32_t chunk_size, bool pad, uint8_t key[CHP_FILE_KEY_BYTES],
-                         uint8_t *blob, size_t cap, char *entry, size_t entry_cap)
-{
-        entry[0] = '\0';
-        if (!c->cache_dir[0]) {
-                chp_e2e_keygen(key);
-                return 0;
-        }
-        uint8_t id_in[CHP_HASH_BYTES + 5], id[CHP_HASH_BYTES];
-        memcpy(id_in, plain_hash, CHP_HASH_BYTES);
-        chp_put_le32(id_in + CHP_HASH_BYTES, chunk_size);
-        id_in[CHP_HASH_BYTES + 4] = pad;
-        char hex[CHP_HASH_HEXBYTES], dir[4200];
-        if (chp_sha256(id_in, sizeof(id_in), id) != 0)
-                return CHAPAR_EIO;
-        chp_hex_encode(id, sizeof(id), hex);
-        snprintf(dir, sizeof(dir), "%s/keys", c->cache_dir);
-        snprintf(entry, entry_cap, "%s/%s", dir, hex);
-        int fd = open(entry, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-                uint8_t buf[CHP_FILE_KEY_BYTES + CHP_E2E_META_MAX];
-                ssize_t n = read(fd, buf, sizeof(buf));
-                close(fd);
-                if (n >= CHP_FILE_KEY_BYTES && (size_t)n - CHP_FILE_KEY_BYTES <= cap) {
-                        memcpy(key, buf, CHP_FILE_KEY_BYTES);
-                        memcpy(blob, buf + CHP_FILE_KEY_BYTES, (size_t)n - CHP_FILE_KEY_BYTES);
-                        sodium_memzero(buf, sizeof(buf));
-                        return n - CHP_FILE_KEY_BYTES;
-                }
-                sodium_memzero(buf, sizeof(buf));
-        }
-        chp_e2e_keygen(key);
-        if (mkdir_p(dir, 0700) != 0)
-                entry[0] = '\0'; /* no cache: the put works, it just cannot be resumed */
-        return 0;
-}
-
-static void cache_store(const char *entry, const uint8_t key[CHP_FILE_KEY_BYTES],
-                        const uint8_t *blob, size_t len)
-{
-        if (!entry[0])
-                return;
-        char tmp[4400];
-        snprintf(tmp, sizeof(tmp), "%s.tmp", entry);
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0)
-                return;
-        bool ok = write(fd, key, CHP_FILE_KEY_BYTES) == CHP_FILE_KEY_BYTES &&
-                  write(fd, blob, len) == (ssize_t)len && fsync(fd) == 0;
-        close(fd);
-        if (!ok || rename(tmp, entry) != 0)
-                unlink(tmp);
-}
-
 static int make_ticket(struct chapar_client *c, const uint8_t *file_id,
                        const uint8_t key[CHP_FILE_KEY_BYTES], char *out, size_t cap)
 {
@@ -487,8 +424,8 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
         /* 1. the content's key: the same as last time for the same content */
         if ((rc = hash_file(fd, p.size, plain_hash)))
                 return rc;
-        ssize_t blob_len = cache_key(c, plain_hash, p.chunk_size, pad, p.key, blob, sizeof(blob),
-                                     entry, sizeof(entry));
+        ssize_t blob_len = cc_keycache_find(c, plain_hash, p.chunk_size, pad, p.key, blob,
+                                            sizeof(blob), entry, sizeof(entry));
         if (blob_len < 0)
                 return (int)blob_len;
         struct chp_e2e_meta meta = {.plain_size = p.size, .chunk_size = p.chunk_size}, old;
@@ -502,7 +439,7 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
                         goto out;
                 }
         }
-        cache_store(entry, p.key, blob, (size_t)blob_len);
+        cc_keycache_store(entry, p.key, blob, (size_t)blob_len);
 
         /* 2. encrypt and address every chunk; keep the ciphertext while it fits the budget */
         p.addrs = malloc(p.count * CHP_HASH_BYTES);
@@ -1027,8 +964,7 @@ out:
         return rc;
 }
 
-int chapar_offer(struct chapar_client *c, const char *ticket,
-                 const uint8_t peer_key[CHP_KEY_BYTES])
+int chapar_offer(struct chapar_client *c, const char *ticket, const uint8_t peer_key[CHP_KEY_BYTES])
 {
         struct chp_ticket t;
         if (chp_ticket_parse(ticket, strlen(ticket), &t) != 0)
