@@ -1,5 +1,6 @@
-/* libchapar.c — put, get and stat of end-to-end encrypted files (chapar.h) and the known-relays
- * file. The key cache that makes puts resumable and deduplicated is keycache.c.
+/* libchapar.c — put and get of end-to-end encrypted files (chapar.h) and the known-relays file.
+ * The key cache that makes puts resumable and deduplicated is keycache.c; stat, offer and the
+ * manifest fetch are query.c.
  *
  * Partial downloads live beside their target: TARGET.chapar-part (plaintext written so far) and
  * TARGET.chapar-part.state (file id, chunk count, bitmap of chunks written).
@@ -580,80 +581,6 @@ int chapar_put_path(struct chapar_client *c, const char *path, const struct chap
 
 /* ---- get --------------------------------------------------------------------------------- */
 
-struct fetched {
-        uint8_t *manifest;
-        size_t len;
-        struct chp_manifest m;
-        bool complete;
-        uint8_t *present; /* PARTIAL: chunks stored so far */
-};
-
-static void fetched_free(struct fetched *f)
-{
-        free(f->manifest);
-        free(f->present);
-        memset(f, 0, sizeof(*f));
-}
-
-/* GET_MANIFEST, checked against the file id (a relay cannot substitute another manifest). */
-/* GET_MANIFEST. When the connected relay is not the ticket's origin, the origin is named, so
- * that a relay peering with it fetches the file (and says so while it does). */
-static int fetch_manifest(struct chapar_client *c, const struct chp_ticket *t, struct fetched *f)
-{
-        const uint8_t *file_id = t->file_id;
-        struct chp_frame_header h;
-        uint8_t *reply, id[CHP_HASH_BYTES], q[CHP_HASH_BYTES + 33 + CHP_ORIGIN_ADDR_MAX];
-        char origin[CHP_TICKET_ADDR_MAX];
-        struct chp_msg_manifest mm;
-        struct chp_msg_file_req fr = {.file_id = file_id};
-        if (sodium_memcmp(c->relay_key, t->relay_key, CHP_KEY_BYTES) != 0 && !c->plaintext) {
-                chp_ticket_relay_addr(t, origin, sizeof(origin));
-                fr.has_origin = true;
-                fr.origin_key = t->relay_key;
-                fr.origin_addr = origin;
-                fr.addr_len = (uint8_t)strnlen(origin, CHP_ORIGIN_ADDR_MAX);
-        }
-        ssize_t ql = chp_msg_file_req_encode(q, sizeof(q), &fr);
-        if (ql < 0)
-                return CHAPAR_EUSAGE;
-        int rc;
-        for (int tries = 0;; tries++) {
-                rc = cc_call(c, CHP_F_GET_MANIFEST, q, (size_t)ql, &h, &reply);
-                if (rc != CHAPAR_ERELAY || c->last_code != CHP_WE_FETCHING ||
-                    tries * 100 > c->timeout_ms)
-                        break;
-                struct timespec ts = {0, 100 * 1000000L}; /* the relay fetches it: wait */
-                nanosleep(&ts, NULL);
-                if (c->cancel)
-                        return CHAPAR_ECANCELED;
-        }
-        if (rc)
-                return rc;
-        if (chp_msg_manifest_decode(reply, h.len, &mm) != 0)
-                return CHAPAR_EPROTO;
-        f->manifest = malloc(mm.manifest_len);
-        if (!f->manifest)
-                return CHAPAR_ENOMEM;
-        memcpy(f->manifest, mm.manifest, mm.manifest_len);
-        f->len = mm.manifest_len;
-        if (chp_manifest_id(f->manifest, f->len, id) != 0 ||
-            sodium_memcmp(id, file_id, CHP_HASH_BYTES) != 0 ||
-            chp_manifest_decode(f->manifest, f->len, &f->m) < 0) {
-                snprintf(c->last_error, sizeof(c->last_error),
-                         "the relay sent a manifest that is not the file's");
-                return CHAPAR_EINTEGRITY;
-        }
-        f->complete = mm.state == CHP_UPLOAD_COMPLETE;
-        if (!f->complete) {
-                size_t n = chp_bitmap_bytes(f->m.chunk_count);
-                f->present = malloc(n ? n : 1);
-                if (!f->present)
-                        return CHAPAR_ENOMEM;
-                memcpy(f->present, mm.present, n);
-        }
-        return 0;
-}
-
 /* A name safe to create in the current directory: the sender's name is untrusted, so only its
  * last path component is kept, control characters become '_', and ".", ".." or nothing become
  * "chapar-download". */
@@ -730,7 +657,7 @@ static void part_discard(struct part *pt)
 struct getter {
         struct chapar_client *c;
         const struct chp_ticket *t;
-        const struct fetched *f;
+        const struct cc_fetched *f;
         const struct chp_e2e_meta *meta;
         struct part *pt;
         uint8_t *plain;
@@ -818,7 +745,7 @@ int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path
         memset(r, 0, sizeof(*r));
         double t0 = chp_net_now_s();
         struct chp_ticket t;
-        struct fetched f = {0};
+        struct cc_fetched f = {0};
         struct part pt = {.fd = -1};
         struct chp_e2e_meta meta;
         uint8_t *plain = NULL;
@@ -828,7 +755,7 @@ int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path
                          "not a chapar ticket with a key (chapar://HOST:PORT/KEY/ID#KEY)");
                 return CHAPAR_EUSAGE;
         }
-        if ((rc = fetch_manifest(c, &t, &f)))
+        if ((rc = cc_fetch_manifest(c, &t, &f)))
                 goto out;
         uint64_t sealed = 0;
         if (chp_e2e_open_meta(t.file_key, f.m.meta, f.m.meta_len, &meta) != 0 ||
@@ -892,8 +819,8 @@ int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path
                         rc = CHAPAR_ECANCELED;
                         break;
                 }
-                fetched_free(&f);
-                if ((rc = fetch_manifest(c, &t, &f)))
+                cc_fetched_free(&f);
+                if ((rc = cc_fetch_manifest(c, &t, &f)))
                         break;
         }
         if (!rc && (ftruncate(pt.fd, (off_t)meta.plain_size) != 0 || fsync(pt.fd) != 0 ||
@@ -916,66 +843,8 @@ out:
         if (plain)
                 sodium_memzero(plain, f.m.chunk_size);
         free(plain);
-        fetched_free(&f);
+        cc_fetched_free(&f);
         sodium_memzero(&t, sizeof(t));
         sodium_memzero(&meta, sizeof(meta));
         return rc;
-}
-
-int chapar_stat(struct chapar_client *c, const char *ticket, struct chapar_stat_result *r)
-{
-        memset(r, 0, sizeof(*r));
-        struct chp_ticket t;
-        if (chp_ticket_parse(ticket, strlen(ticket), &t) != 0)
-                return CHAPAR_EUSAGE;
-        struct chp_frame_header h;
-        uint8_t *reply;
-        struct chp_msg_stat_ok so;
-        int rc = cc_call(c, CHP_F_STAT, t.file_id, CHP_HASH_BYTES, &h, &reply);
-        if (!rc && chp_msg_stat_ok_decode(reply, h.len, &so) != 0)
-                rc = CHAPAR_EPROTO;
-        if (rc)
-                goto out;
-        r->complete = so.state == CHP_UPLOAD_COMPLETE;
-        r->stored_bytes = so.size;
-        r->chunks = so.chunk_count;
-        r->chunks_present = so.chunks_present;
-        r->chunk_size = so.chunk_size;
-        r->created = so.created;
-        r->expires = so.expires;
-        if (t.has_key) {
-                struct fetched f = {0};
-                struct chp_e2e_meta meta;
-                if ((rc = fetch_manifest(c, &t, &f)) == 0) {
-                        if (chp_e2e_open_meta(t.file_key, f.m.meta, f.m.meta_len, &meta) != 0) {
-                                rc = CHAPAR_EINTEGRITY;
-                        } else {
-                                r->has_meta = true;
-                                r->plain_size = meta.plain_size;
-                                snprintf(r->name, sizeof(r->name), "%s", meta.name);
-                                snprintf(r->mime, sizeof(r->mime), "%s", meta.mime);
-                        }
-                }
-                fetched_free(&f);
-                sodium_memzero(&meta, sizeof(meta));
-        }
-out:
-        sodium_memzero(&t, sizeof(t));
-        return rc;
-}
-
-int chapar_offer(struct chapar_client *c, const char *ticket, const uint8_t peer_key[CHP_KEY_BYTES])
-{
-        struct chp_ticket t;
-        if (chp_ticket_parse(ticket, strlen(ticket), &t) != 0)
-                return CHAPAR_EUSAGE;
-        uint8_t q[CHP_OFFER_BYTES];
-        struct chp_msg_offer m = {.file_id = t.file_id, .peer_key = peer_key};
-        ssize_t n = chp_msg_offer_encode(q, sizeof(q), &m);
-        sodium_memzero(&t, sizeof(t));
-        if (n != CHP_OFFER_BYTES)
-                return CHAPAR_EUSAGE;
-        struct chp_frame_header h;
-        uint8_t *reply;
-        return cc_call(c, CHP_F_OFFER, q, sizeof(q), &h, &reply);
 }
