@@ -1,6 +1,9 @@
 /* client_int.h — libchapar's internals shared by its files: the client struct and its link to
  * the relay (link.c), a chp_channel whose err.h codes become CHAPAR_E* codes and whose messages
- * land in last_error. Not installed. One thread per client.
+ * land in last_error; the paths shared by the known-relays file and the key cache (libchapar.c);
+ * the key cache (keycache.c); the manifest fetch that get and stat share (query.c). Not installed.
+ * One thread per client. Functions returning int return 0 or a CHAPAR_E* code unless they say
+ * otherwise.
  */
 #ifndef CHAPAR_CLIENT_INT_H
 #define CHAPAR_CLIENT_INT_H
@@ -9,10 +12,15 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "channel.h"
 #include "chapar.h"
+#include "e2e.h"
+#include "hash.h"
+#include "manifest.h"
 #include "proto.h"
+#include "ticket.h"
 
 /* Nothing here is part of libchapar's ABI: the shared library exports chapar.h only. */
 #pragma GCC visibility push(hidden)
@@ -54,6 +62,40 @@ int cc_call(struct chapar_client *c, uint8_t type, const void *p, size_t len,
 int cc_remote_error(struct chapar_client *c);
 /* Reserves n request ids for pipelined requests; returns the first. */
 uint32_t cc_reserve_ids(struct chapar_client *c, uint32_t n);
+
+/* Creates path and its missing parents with mode: 0 or -errno. */
+int cc_mkdir_p(const char *path, mode_t mode);
+
+/* The key-cache entry for this content (keycache.c): fills key and, when the entry has one, the
+ * sealed metadata blob of the last put (cap bytes at most) and returns the blob's length, 0 if
+ * none; or a negative CHAPAR_E* code. With no entry, key is a fresh random key and entry (the
+ * path to store to, entry_cap bytes) is prepared; entry is "" when there is no cache. */
+ssize_t cc_keycache_find(struct chapar_client *c, const uint8_t plain_hash[CHP_HASH_BYTES],
+                         uint32_t chunk_size, bool pad, uint8_t key[CHP_FILE_KEY_BYTES],
+                         uint8_t *blob, size_t cap, char *entry, size_t entry_cap);
+/* Writes key and blob to entry atomically (temporary file, fsync, rename); does nothing when
+ * entry is "" and leaves no trace when the write fails. */
+void cc_keycache_store(const char *entry, const uint8_t key[CHP_FILE_KEY_BYTES],
+                       const uint8_t *blob, size_t len);
+
+/* A file's manifest as the relay sent it (query.c). Owns manifest and present; m points into
+ * manifest. Freed with cc_fetched_free. */
+struct cc_fetched {
+        uint8_t *manifest;
+        size_t len;
+        struct chp_manifest m;
+        bool complete;
+        uint8_t *present; /* PARTIAL: chunks stored so far */
+};
+
+/* GET_MANIFEST for t's file into f (zeroed by the caller), checked against the file id: a relay
+ * cannot substitute another manifest (CHAPAR_EINTEGRITY). When the connected relay is not the
+ * ticket's origin, the origin is named, so that a relay peering with it fetches the file; while
+ * it does, the call waits (up to the client's timeout, cancelable). f is freed with
+ * cc_fetched_free whatever this returns. */
+int cc_fetch_manifest(struct chapar_client *c, const struct chp_ticket *t, struct cc_fetched *f);
+/* Frees what f owns and zeroes it; a zeroed f is a no-op. */
+void cc_fetched_free(struct cc_fetched *f);
 
 #pragma GCC visibility pop
 
