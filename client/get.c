@@ -128,7 +128,8 @@ static int get_one(struct getter *g)
         uint32_t k = h.id - g->base;
         if (h.type != (CHP_F_GET_CHUNK | CHP_F_REPLY) || k >= m->chunk_count ||
             chp_msg_chunk_data_decode(reply, h.len, &d) != 0 || d.offset != 0 ||
-            d.len != chp_manifest_chunk_len(m, k) || d.len < CHP_E2E_TAG || chp_bit(g->pt->have, k))
+            d.len != chp_manifest_chunk_len(m, k) || d.len < CHP_E2E_CHUNK_OVERHEAD ||
+            chp_bit(g->pt->have, k))
                 return CHAPAR_EPROTO;
         /* the address first (what the relay stored), then the tag (what the sender sealed) */
         if (chp_sha256(d.data, d.len, sum) != 0 ||
@@ -141,7 +142,7 @@ static int get_one(struct getter *g)
         }
         uint64_t plain_size = g->meta->plain_size;
         uint64_t off = (uint64_t)k * chp_e2e_plain_chunk(m->chunk_size);
-        size_t n = d.len - CHP_E2E_TAG;
+        size_t n = d.len - CHP_E2E_CHUNK_OVERHEAD;
         if (off >= plain_size)
                 n = 0; /* padding only */
         else if (off + n > plain_size)
@@ -214,8 +215,9 @@ int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path
         }
         uint32_t count = f.m.chunk_count, cs = f.m.chunk_size;
         uint32_t plain_chunk = chp_e2e_plain_chunk(cs);
-        if (f.m.total_size < (uint64_t)count * CHP_E2E_TAG ||
-            count != chp_e2e_chunk_count(f.m.total_size - (uint64_t)count * CHP_E2E_TAG, cs)) {
+        if (f.m.total_size < (uint64_t)count * CHP_E2E_CHUNK_OVERHEAD ||
+            count != chp_e2e_chunk_count(f.m.total_size - (uint64_t)count * CHP_E2E_CHUNK_OVERHEAD,
+                                         cs)) {
                 rc = CHAPAR_EINTEGRITY;
                 goto out;
         }

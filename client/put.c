@@ -75,7 +75,7 @@ static int seal_chunk(struct put_state *p, uint64_t i, uint8_t *out, size_t *len
         memset(p->scratch + got, 0, want - got); /* padding */
         if (chp_e2e_seal_chunk(p->key, i, i + 1 == p->count, p->scratch, want, out) != 0)
                 return CHAPAR_EIO;
-        *len = want + CHP_E2E_TAG;
+        *len = want + CHP_E2E_CHUNK_OVERHEAD;
         return 0;
 }
 

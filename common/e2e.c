@@ -59,7 +59,7 @@ static bool valid_chunk_size(uint32_t chunk_size)
 
 uint32_t chp_e2e_plain_chunk(uint32_t chunk_size)
 {
-        return valid_chunk_size(chunk_size) ? chunk_size - CHP_E2E_TAG : 0;
+        return valid_chunk_size(chunk_size) ? chunk_size - CHP_E2E_CHUNK_OVERHEAD : 0;
 }
 
 uint64_t chp_e2e_chunk_count(uint64_t plain_size, uint32_t chunk_size)
@@ -75,9 +75,9 @@ uint64_t chp_e2e_chunk_count(uint64_t plain_size, uint32_t chunk_size)
 uint64_t chp_e2e_cipher_size(uint64_t plain_size, uint32_t chunk_size)
 {
         uint64_t n = chp_e2e_chunk_count(plain_size, chunk_size);
-        if (n == 0 || n > (UINT64_MAX - plain_size) / CHP_E2E_TAG)
+        if (n == 0 || n > (UINT64_MAX - plain_size) / CHP_E2E_CHUNK_OVERHEAD)
                 return 0;
-        return plain_size + n * CHP_E2E_TAG;
+        return plain_size + n * CHP_E2E_CHUNK_OVERHEAD;
 }
 
 /* Padmé (Nikitin et al., "Reducing Metadata Leakage from Encrypted Files and Communication with

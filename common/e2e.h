@@ -26,6 +26,9 @@
 
 #define CHP_FILE_KEY_BYTES 32
 #define CHP_E2E_TAG        16
+/* Bytes a sealed chunk adds to its plaintext (len + CHP_E2E_CHUNK_OVERHEAD out of seal_chunk).
+ * Code outside e2e.c sizes chunks with this, chp_e2e_plain_chunk and chp_e2e_cipher_size only. */
+#define CHP_E2E_CHUNK_OVERHEAD CHP_E2E_TAG
 #define CHP_E2E_NAME_MAX   255
 #define CHP_E2E_MIME_MAX   127
 
@@ -47,13 +50,14 @@ uint64_t chp_e2e_padme(uint64_t plain_size);
 void chp_e2e_keygen(uint8_t key[CHP_FILE_KEY_BYTES]);
 
 /* Seals len plaintext bytes (at most chp_e2e_plain_chunk(chunk_size)) as chunk index; out gets
- * len + CHP_E2E_TAG bytes and may not overlap plain. */
+ * len + CHP_E2E_CHUNK_OVERHEAD bytes and may not overlap plain. */
 __attribute__((warn_unused_result)) int chp_e2e_seal_chunk(const uint8_t key[CHP_FILE_KEY_BYTES],
                                                            uint64_t index, bool last,
                                                            const uint8_t *plain, size_t len,
                                                            uint8_t *out);
-/* Opens a sealed chunk of len bytes (>= CHP_E2E_TAG) into out (len - CHP_E2E_TAG bytes);
- * -EBADMSG also when len is shorter than a tag or longer than CHP_CHUNK_MAX. */
+/* Opens a sealed chunk of len bytes (>= CHP_E2E_CHUNK_OVERHEAD) into out
+ * (len - CHP_E2E_CHUNK_OVERHEAD bytes); -EBADMSG also when len is shorter than the overhead or
+ * longer than CHP_CHUNK_MAX. */
 __attribute__((warn_unused_result)) int chp_e2e_open_chunk(const uint8_t key[CHP_FILE_KEY_BYTES],
                                                            uint64_t index, bool last,
                                                            const uint8_t *cipher, size_t len,

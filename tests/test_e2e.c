@@ -49,7 +49,7 @@ static uint8_t *seal_file(const uint8_t *key, const uint8_t *plain, uint64_t n, 
                         return NULL;
                 }
                 off += len;
-                coff += len + CHP_E2E_TAG;
+                coff += len + CHP_E2E_CHUNK_OVERHEAD;
         }
         if (off != n || coff != csize) {
                 free(out);
@@ -125,10 +125,10 @@ TEST(round_trips)
                         uint64_t off = 0;
                         for (uint64_t i = 0; i < count; i++) {
                                 size_t len = chunk_len(csize, cs, i);
-                                CHECK(len >= CHP_E2E_TAG && len <= cs);
+                                CHECK(len >= CHP_E2E_CHUNK_OVERHEAD && len <= cs);
                                 CHECK_OK(chp_e2e_open_chunk(key, i, i == count - 1, c + i * cs, len,
                                                             back + off));
-                                off += len - CHP_E2E_TAG;
+                                off += len - CHP_E2E_CHUNK_OVERHEAD;
                         }
                         CHECK_EQ(off, n);
                         CHECK(n == 0 || memcmp(plain, back, (size_t)n) == 0);
@@ -624,7 +624,8 @@ TEST(padme_properties)
 static int e2e_pass(void *arg)
 {
         (void)arg;
-        uint8_t key[CHP_FILE_KEY_BYTES], plain[1000], sealed[1000 + CHP_E2E_TAG], back[1000];
+        uint8_t key[CHP_FILE_KEY_BYTES], plain[1000], sealed[1000 + CHP_E2E_CHUNK_OVERHEAD],
+            back[1000];
         fixed_key(key);
         fill(plain, sizeof(plain), 5);
         int rc = chp_e2e_seal_chunk(key, 3, true, plain, sizeof(plain), sealed);
