@@ -1,0 +1,87 @@
+/* native_int.h — what the files of chapard's native face share (private to server/faces/): the
+ * per-connection state struct native, the reply helpers, and each file's frame handlers.
+ *
+ *   native.c         the frame loop and the session: HELLO, PING, dispatch, flow control
+ *   native_upload.c  OPEN, CHUNK, COMMIT, DELETE: requests through the store's writer
+ *   native_read.c    HAVE, GET_MANIFEST, GET_CHUNK, STAT: answered from the store on the loop
+ *   native_peer.c    federation: pull-through from a file's origin relay, PREFETCH, OFFER
+ *
+ * Loop thread only. A struct native belongs to its connection (c->nat) and owns the manifests it
+ * keeps. Each handler answers its request with one reply (native_reply_frame or
+ * native_reply_error), at once or from the store's completion. OPEN and CHUNK take over a payload
+ * passed as owned (a buffer of its own, charged to the memory budget); the others borrow theirs.
+ */
+#ifndef CHP_FACES_NATIVE_INT_H
+#define CHP_FACES_NATIVE_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conn.h"
+#include "hash.h"
+#include "manifest.h"
+#include "proto.h"
+
+#define MAX_UPL 8 /* uploads a connection keeps at hand */
+
+struct upl {
+        bool used;
+        bool created_here; /* this connection opened it first (and may delete it) */
+        uint8_t id[CHP_UPLOAD_ID_BYTES];
+        uint8_t file_id[CHP_HASH_BYTES];
+        uint8_t *manifest; /* owned */
+        size_t manifest_len;
+        struct chp_manifest m; /* points into manifest */
+        uint64_t last_used;
+};
+
+struct native {
+        bool hello;
+        bool stopping;
+        uint32_t inflight;    /* requests not yet answered */
+        uint64_t window_used; /* chunk bytes received and not yet acknowledged */
+        bool in_frame;        /* a payload is arriving into `payload` */
+        struct chp_frame_header hdr;
+        uint8_t *payload;
+        struct chp_sha256 sha;
+        size_t hashed; /* payload bytes fed to sha */
+        struct upl upl[MAX_UPL];
+};
+
+/* native.c: payload buffers charged to the loop's memory budget; free(NULL) is a no-op. */
+uint8_t *native_payload_alloc(struct conn *c, size_t n);
+void native_payload_free(struct chp_shared *sh, uint8_t *p, size_t n);
+/* Queues a frame header and returns where its payload_len bytes go (NULL: out of memory, and
+ * the connection is closed). */
+uint8_t *native_reply_frame(struct conn *c, uint8_t type, uint32_t id, size_t payload_len);
+/* Queues ERROR(code, message); a code that ends the connection closes it once flushed. */
+__attribute__((format(printf, 4, 5))) void native_reply_error(struct conn *c, uint32_t id,
+                                                              uint32_t code, const char *fmt, ...);
+uint32_t native_wire_code(int rc); /* a store error (err.h) as a wire error code */
+void native_reply_store_error(struct conn *c, uint32_t id, int rc);
+/* Reads the frames that have arrived, as far as flow control allows. */
+void native_on_input(struct conn *c);
+
+/* native_upload.c */
+void native_upload_open(struct conn *c, const struct chp_frame_header *h, uint8_t *p, bool owned);
+void native_upload_chunk(struct conn *c, const struct chp_frame_header *h, uint8_t *p, bool owned);
+void native_upload_finish(struct conn *c, const struct chp_frame_header *h,
+                          const uint8_t *p); /* COMMIT or DELETE */
+void native_upload_forget_all(struct native *n); /* the uploads at hand, at detach */
+
+/* native_read.c */
+void native_read_have(struct conn *c, const struct chp_frame_header *h, const uint8_t *p);
+void native_read_manifest(struct conn *c, const struct chp_frame_header *h, const uint8_t *p);
+void native_read_chunk(struct conn *c, const struct chp_frame_header *h, const uint8_t *p);
+void native_read_stat(struct conn *c, const struct chp_frame_header *h, const uint8_t *p);
+
+/* native_peer.c */
+/* A file this relay lacks (pending: it holds `stored` of its chunks) whose ticket names another
+ * origin: fetched from it if it is a peer. Returns true when the request is answered here. */
+bool native_peer_via_origin(struct conn *c, const struct chp_frame_header *h,
+                            const struct chp_msg_file_req *q, bool pending, uint32_t stored);
+void native_peer_prefetch(struct conn *c, const struct chp_frame_header *h, const uint8_t *p);
+void native_peer_offer(struct conn *c, const struct chp_frame_header *h, const uint8_t *p);
+
+#endif

@@ -1,0 +1,443 @@
+/* native_upload.c — the native face's uploads: OPEN, CHUNK, COMMIT and DELETE, the requests that
+ * go through the store's writer, and their completion (native_on_store_done), which answers
+ * them and lets the frame loop read on. Also the uploads a connection keeps at hand (manifests
+ * for checking the chunks to come).
+ *
+ * Loop thread only (the writer thread only sees the chp_store_req inside an op).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "err.h"
+#include "metrics.h"
+#include "native_int.h"
+
+/* A request waiting for the store's writer. */
+struct op {
+        struct conn_op base; /* first: the loop routes the completion through it */
+        uint32_t frame_id;
+        uint8_t type;
+        uint8_t *buf; /* payload owned by the op (chunk bytes, manifest), or NULL */
+        size_t buf_len;
+        uint32_t index;
+        uint32_t chunk_len;
+        struct chp_upload *upload; /* OPEN */
+};
+
+static uint64_t now_s(void)
+{
+        return (uint64_t)time(NULL);
+}
+
+static void native_on_store_done(struct conn_op *base);
+
+/* ---- uploads at hand --------------------------------------------------------------------- */
+
+static void upl_clear(struct upl *u)
+{
+        free(u->manifest);
+        memset(u, 0, sizeof(*u));
+}
+
+void native_upload_forget_all(struct native *n)
+{
+        for (int i = 0; i < MAX_UPL; i++)
+                upl_clear(&n->upl[i]);
+}
+
+static struct upl *upl_find(struct native *n, const uint8_t *id)
+{
+        for (int i = 0; i < MAX_UPL; i++)
+                if (n->upl[i].used && memcmp(n->upl[i].id, id, CHP_UPLOAD_ID_BYTES) == 0) {
+                        n->upl[i].last_used = chp_net_now_ms();
+                        return &n->upl[i];
+                }
+        return NULL;
+}
+
+/* Keeps manifest (taken over) for upload id; evicts the least recently used. */
+static struct upl *upl_add(struct native *n, const uint8_t *id, const uint8_t *file_id,
+                           uint8_t *manifest, size_t len)
+{
+        struct upl *u = upl_find(n, id);
+        if (!u) {
+                u = &n->upl[0];
+                for (int i = 0; i < MAX_UPL; i++) {
+                        if (!n->upl[i].used) {
+                                u = &n->upl[i];
+                                break;
+                        }
+                        if (n->upl[i].last_used < u->last_used)
+                                u = &n->upl[i];
+                }
+        }
+        upl_clear(u);
+        if (chp_manifest_decode(manifest, len, &u->m) < 0) {
+                free(manifest);
+                return NULL;
+        }
+        u->used = true;
+        memcpy(u->id, id, CHP_UPLOAD_ID_BYTES);
+        memcpy(u->file_id, file_id, CHP_HASH_BYTES);
+        u->manifest = manifest;
+        u->manifest_len = len;
+        u->last_used = chp_net_now_ms();
+        return u;
+}
+
+/* The upload at hand, or loaded from the store (another connection opened it). */
+static struct upl *upl_get(struct conn *c, const uint8_t *id)
+{
+        struct upl *u = upl_find(c->nat, id);
+        if (u)
+                return u;
+        uint8_t *m = NULL, file_id[CHP_HASH_BYTES];
+        size_t len = 0;
+        if (chp_store_upload_manifest(c->sh->store, id, &m, &len) != 0)
+                return NULL;
+        if (chp_manifest_id(m, len, file_id) != 0) {
+                free(m);
+                return NULL;
+        }
+        return upl_add(c->nat, id, file_id, m, len);
+}
+
+/* ---- requests that go through the store's writer ----------------------------------------- */
+
+static struct op *op_new(struct conn *c, uint8_t type, uint32_t id, enum chp_store_req_type rt)
+{
+        struct op *op = calloc(1, sizeof(*op));
+        if (!op)
+                return NULL;
+        op->base.c = c;
+        op->frame_id = id;
+        op->type = type;
+        op->base.req.type = rt;
+        op->base.req.done = conn_op_done;
+        op->base.done = native_on_store_done;
+        return op;
+}
+
+static void op_free(struct op *op)
+{
+        native_payload_free(op->base.c->sh, op->buf, op->buf_len);
+        free(op->upload);
+        free(op);
+}
+
+/* Hands op to the writer; on refusal answers the request and frees op. */
+static bool op_submit(struct conn *c, struct op *op)
+{
+        op->base.t0 = chp_net_now_us();
+        int rc = chp_store_submit(c->sh->store, &op->base.req);
+        if (rc) {
+                native_reply_store_error(c, op->frame_id, rc);
+                op_free(op);
+                return false;
+        }
+        c->nat->inflight++;
+        conn_hold(c);
+        return true;
+}
+
+void native_upload_open(struct conn *c, const struct chp_frame_header *h, uint8_t *p, bool owned)
+{
+        struct chp_msg_open m;
+        struct chp_manifest man;
+        if (chp_msg_open_decode(p, h->len, &m) != 0) {
+                native_reply_error(c, h->id, CHP_WE_BAD_FRAME, "malformed OPEN");
+                goto drop;
+        }
+        if (chp_manifest_decode(m.manifest, m.manifest_len, &man) < 0) {
+                native_reply_error(c, h->id, CHP_WE_BAD_MANIFEST, "the manifest does not decode");
+                goto drop;
+        }
+        struct op *op = op_new(c, CHP_F_OPEN, h->id, CHP_REQ_UPLOAD_CREATE);
+        if (!op || !(op->upload = calloc(1, sizeof(*op->upload)))) {
+                free(op);
+                native_reply_error(c, h->id, CHP_WE_UNAVAILABLE, "out of memory");
+                goto drop;
+        }
+        /* the op keeps the payload: the manifest stays at hand for the chunks to come */
+        if (owned) {
+                op->buf = p;
+                op->buf_len = h->len;
+        } else {
+                op->buf = native_payload_alloc(c, h->len);
+                if (!op->buf) {
+                        op_free(op);
+                        native_reply_error(c, h->id, CHP_WE_UNAVAILABLE, "out of memory");
+                        return;
+                }
+                memcpy(op->buf, p, h->len);
+                op->buf_len = h->len;
+        }
+        const uint8_t *enc = op->buf + (m.manifest - p);
+        const struct chp_config *cfg = c->sh->cfg;
+        uint64_t now = now_s();
+        uint64_t life =
+            m.expires_in && m.expires_in < cfg->file_expiry ? m.expires_in : cfg->file_expiry;
+        struct chp_upload *u = op->upload;
+        randombytes_buf(u->id, sizeof(u->id));
+        u->declared_size = man.total_size;
+        u->chunk_size = man.chunk_size;
+        u->created = now;
+        u->expires = cfg->upload_expiry ? now + cfg->upload_expiry : 0;
+        u->file_expires = life ? now + life : 0;
+        op->base.req.u.upload_create.upload = u;
+        op->base.req.u.upload_create.manifest = enc;
+        op->base.req.u.upload_create.manifest_len = m.manifest_len;
+        op_submit(c, op);
+        return;
+drop:
+        if (owned)
+                native_payload_free(c->sh, p, h->len);
+}
+
+static void open_done(struct conn *c, struct op *op)
+{
+        struct chp_store_req *r = &op->base.req;
+        if (r->status) {
+                native_reply_store_error(c, op->frame_id, r->status);
+                return;
+        }
+        const uint8_t *enc = r->u.upload_create.manifest;
+        size_t enc_len = r->u.upload_create.manifest_len;
+        struct chp_manifest m;
+        if (chp_manifest_decode(enc, enc_len, &m) < 0) {
+                native_reply_error(c, op->frame_id, CHP_WE_INTERNAL, "manifest lost");
+                return;
+        }
+        size_t map_len = chp_bitmap_bytes(m.chunk_count);
+        uint8_t *missing = calloc(1, map_len ? map_len : 1);
+        uint8_t *have = calloc(1, m.chunk_count ? m.chunk_count : 1);
+        uint8_t zero_id[CHP_UPLOAD_ID_BYTES] = {0};
+        const uint8_t *upload_id = zero_id;
+        int rc = missing && have ? 0 : -ENOMEM;
+        if (!rc && !r->u.upload_create.complete) {
+                upload_id = r->u.upload_create.upload_id;
+                rc = chp_store_upload_chunks(c->sh->store, upload_id, have, NULL, m.chunk_count);
+                for (uint32_t i = 0; !rc && i < m.chunk_count; i++)
+                        if (!have[i])
+                                chp_bit_set(missing, i);
+        }
+        if (rc) {
+                native_reply_store_error(c, op->frame_id, rc);
+        } else {
+                struct chp_msg_open_ok ok = {
+                    .upload_id = upload_id,
+                    .file_id = r->u.upload_create.file_id,
+                    .state = r->u.upload_create.complete ? CHP_UPLOAD_COMPLETE : CHP_UPLOAD_PARTIAL,
+                    .chunk_count = m.chunk_count,
+                    .missing = missing};
+                size_t len = CHP_OPEN_OK_PREFIX + map_len;
+                uint8_t *out = native_reply_frame(c, CHP_F_OPEN | CHP_F_REPLY, op->frame_id, len);
+                if (out && chp_msg_open_ok_encode(out, len, &ok) != (ssize_t)len)
+                        conn_close(c);
+                if (!r->u.upload_create.complete) {
+                        /* keep the manifest at hand: the payload leaves the memory budget */
+                        size_t off = (size_t)(enc - op->buf);
+                        uint8_t *copy = malloc(enc_len ? enc_len : 1);
+                        struct upl *u = NULL;
+                        if (copy) {
+                                memcpy(copy, op->buf + off, enc_len);
+                                u = upl_add(c->nat, upload_id, r->u.upload_create.file_id, copy,
+                                            enc_len);
+                        }
+                        if (u && !r->u.upload_create.resumed)
+                                u->created_here = true;
+                }
+        }
+        free(missing);
+        free(have);
+}
+
+void native_upload_chunk(struct conn *c, const struct chp_frame_header *h, uint8_t *p, bool owned)
+{
+        struct native *n = c->nat;
+        struct chp_msg_chunk m;
+        uint8_t sum[CHP_HASH_BYTES];
+        if (chp_msg_chunk_decode(p, h->len, &m) != 0) {
+                native_reply_error(c, h->id, CHP_WE_BAD_FRAME, "CHUNK shorter than its prefix");
+                goto drop;
+        }
+        struct upl *u = upl_get(c, m.upload_id);
+        if (!u) {
+                native_reply_error(c, h->id, CHP_WE_NOT_FOUND, "no such upload");
+                goto drop;
+        }
+        if (m.index >= u->m.chunk_count || m.len != chp_manifest_chunk_len(&u->m, m.index)) {
+                native_reply_error(
+                    c, h->id, CHP_WE_MISMATCH, "chunk %u: %zu bytes where the manifest has %u",
+                    m.index, m.len,
+                    m.index < u->m.chunk_count ? chp_manifest_chunk_len(&u->m, m.index) : 0);
+                goto drop;
+        }
+        int rc;
+        if (owned) {
+                /* hashed while it arrived; the rest now */
+                rc = chp_sha256_update(&n->sha, p + n->hashed, h->len - n->hashed);
+                if (!rc)
+                        rc = chp_sha256_final(&n->sha, sum);
+        } else {
+                rc = chp_sha256(m.data, m.len, sum);
+        }
+        const uint8_t *want = u->m.addrs + (size_t)m.index * CHP_HASH_BYTES;
+        if (rc || memcmp(sum, want, CHP_HASH_BYTES) != 0) {
+                native_reply_error(c, h->id, CHP_WE_MISMATCH,
+                                   "chunk %u does not hash to its address; nothing stored",
+                                   m.index);
+                goto drop;
+        }
+        struct op *op = op_new(c, CHP_F_CHUNK, h->id, CHP_REQ_PUT);
+        if (!op) {
+                native_reply_error(c, h->id, CHP_WE_UNAVAILABLE, "out of memory");
+                goto drop;
+        }
+        if (owned) {
+                op->buf = p;
+        } else if ((op->buf = native_payload_alloc(c, h->len))) {
+                memcpy(op->buf, p, h->len);
+        } else {
+                free(op);
+                native_reply_error(c, h->id, CHP_WE_UNAVAILABLE, "out of memory");
+                return;
+        }
+        op->buf_len = h->len;
+        op->index = m.index;
+        op->chunk_len = (uint32_t)m.len;
+        memcpy(op->base.req.u.put.addr, want, CHP_HASH_BYTES);
+        op->base.req.u.put.data = op->buf + CHP_CHUNK_PREFIX;
+        op->base.req.u.put.len = (uint32_t)m.len;
+        op->base.req.u.put.verified = true;
+        op->base.req.u.put.has_upload = true;
+        memcpy(op->base.req.u.put.upload_id, m.upload_id, CHP_UPLOAD_ID_BYTES);
+        op->base.req.u.put.index = m.index;
+        if (op_submit(c, op))
+                n->window_used += m.len;
+        return;
+drop:
+        if (owned)
+                native_payload_free(c->sh, p, h->len);
+}
+
+static void chunk_done(struct conn *c, struct op *op)
+{
+        c->nat->window_used -= op->chunk_len;
+        chp_metrics_observe_commit(c->sh->metrics, op->base.t0);
+        if (op->base.req.status) {
+                native_reply_store_error(c, op->frame_id, op->base.req.status);
+                return;
+        }
+        if (op->base.req.u.put.deduplicated)
+                atomic_fetch_add(&c->sh->metrics->chunks_dedup, 1);
+        else
+                atomic_fetch_add(&c->sh->metrics->chunks_stored, 1);
+        struct chp_msg_chunk_ok ok = {
+            .index = op->index, .flags = op->base.req.u.put.deduplicated ? CHP_CHUNK_DEDUP : 0};
+        uint8_t *out =
+            native_reply_frame(c, CHP_F_CHUNK | CHP_F_REPLY, op->frame_id, CHP_CHUNK_OK_BYTES);
+        if (out && chp_msg_chunk_ok_encode(out, CHP_CHUNK_OK_BYTES, &ok) != CHP_CHUNK_OK_BYTES)
+                conn_close(c);
+}
+
+void native_upload_finish(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
+{
+        const uint8_t *id;
+        if (chp_msg_id_decode(p, h->len, CHP_UPLOAD_ID_BYTES, &id) != 0) {
+                native_reply_error(c, h->id, CHP_WE_BAD_FRAME, "%s carries a 16-byte upload id",
+                                   chp_frame_type_name(h->type));
+                return;
+        }
+        bool commit = h->type == CHP_F_COMMIT;
+        if (!commit) {
+                /* Anyone who holds the file id can see a running upload's manifest (download
+                 * while uploading) and so resume it; deleting it is kept for the connection
+                 * that created it. Abandoned uploads expire on their own. */
+                struct upl *u = upl_find(c->nat, id);
+                if (!u || !u->created_here) {
+                        native_reply_error(
+                            c, h->id, CHP_WE_UNAUTHORIZED,
+                            "only the connection that created an upload may delete it; "
+                            "it expires by itself");
+                        return;
+                }
+        }
+        struct op *op = op_new(c, h->type, h->id, commit ? CHP_REQ_COMMIT : CHP_REQ_UPLOAD_DELETE);
+        if (!op) {
+                native_reply_error(c, h->id, CHP_WE_UNAVAILABLE, "out of memory");
+                return;
+        }
+        if (commit) {
+                op->base.req.u.commit.has_upload = true;
+                memcpy(op->base.req.u.commit.upload_id, id, CHP_UPLOAD_ID_BYTES);
+        } else {
+                memcpy(op->base.req.u.upload_delete.upload_id, id, CHP_UPLOAD_ID_BYTES);
+        }
+        op_submit(c, op);
+}
+
+static void upload_request_done(struct conn *c, struct op *op)
+{
+        struct chp_store_req *r = &op->base.req;
+        const uint8_t *id =
+            op->type == CHP_F_COMMIT ? r->u.commit.upload_id : r->u.upload_delete.upload_id;
+        struct upl *u = upl_find(c->nat, id);
+        int rc = r->status;
+        if (rc == -ENOENT && op->type == CHP_F_COMMIT && u) {
+                /* committed before (its reply lost with an earlier connection)? */
+                uint8_t *m = NULL;
+                size_t len = 0;
+                if (chp_store_file_get(c->sh->store, u->file_id, &m, &len, NULL) == 0) {
+                        memcpy(r->u.commit.file_id, u->file_id, CHP_HASH_BYTES);
+                        rc = 0;
+                }
+                free(m);
+        }
+        if (rc) {
+                native_reply_store_error(c, op->frame_id, rc);
+                return;
+        }
+        if (u)
+                upl_clear(u);
+        if (op->type == CHP_F_DELETE) {
+                native_reply_frame(c, CHP_F_DELETE | CHP_F_REPLY, op->frame_id, 0);
+                return;
+        }
+        uint8_t *out =
+            native_reply_frame(c, CHP_F_COMMIT | CHP_F_REPLY, op->frame_id, CHP_HASH_BYTES);
+        if (out)
+                memcpy(out, r->u.commit.file_id, CHP_HASH_BYTES);
+}
+
+static void native_on_store_done(struct conn_op *base)
+{
+        struct op *op = (struct op *)base;
+        struct conn *c = base->c;
+        c->nat->inflight--;
+        if (!c->closed) {
+                switch (op->type) {
+                case CHP_F_OPEN:
+                        open_done(c, op);
+                        break;
+                case CHP_F_CHUNK:
+                        chunk_done(c, op);
+                        break;
+                default:
+                        upload_request_done(c, op);
+                        break;
+                }
+                /* replies went out; flow control may allow the next frames */
+                native_on_input(c);
+                conn_flush(c);
+                conn_maybe_read(c);
+        } else if (op->type == CHP_F_CHUNK) {
+                c->nat->window_used -= op->chunk_len;
+        }
+        op_free(op);
+        conn_release(c);
+}
