@@ -47,7 +47,7 @@ struct chp_shared {
         atomic_uint conns;             /* open connections across loops */
         atomic_bool fds_warned;        /* max_connections was clamped and that was logged */
         /* the one body granted past memory_limit (at most its own frame), so that bodies
-         * waiting on each other for memory always finish (loop.c: mem_grant) */
+         * waiting on each other for memory always finish (conn.c: mem_grant) */
         _Atomic(struct conn *) mem_owner;
         atomic_uint mem_waiting;     /* connections waiting for memory, across loops */
         struct chp_metrics *metrics; /* counters (server/metrics.h), borrowed */
