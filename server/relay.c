@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "faces.h"
 #include "err.h"
-#include "tus.h"
 #include "hash.h"
 #include "identity.h"
 #include "peer.h"
@@ -51,6 +51,7 @@ struct worker {
         struct chp_shared *sh;
         struct barrier barrier;
         int listen_fd, http_fd;
+        struct chp_tus_claims *tus; /* the HTTP face's shared state */
         struct chp_loop *loop;
         pthread_t thread;
         bool started;
@@ -63,8 +64,8 @@ struct worker {
 static void *worker_main(void *arg)
 {
         struct worker *w = arg;
-        const struct chp_listener_spec lis[] = {{w->listen_fd, &native_ops},
-                                                {w->http_fd, &http_ops}};
+        const struct chp_listener_spec lis[] = {{w->listen_fd, &native_ops, NULL},
+                                                {w->http_fd, &http_ops, w->tus}};
         int rc = chp_loop_create(w->sh, lis, 2, &w->loop);
         pthread_mutex_lock(w->lock);
         w->rc = rc;
@@ -240,9 +241,10 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
         struct worker *workers = calloc(cfg->threads, sizeof(*workers));
         struct chp_metrics metrics = {0}; /* lives as long as the loops: this call */
         struct chp_shared sh = {.cfg = cfg, .stop = stop, .metrics = &metrics};
+        struct chp_tus_claims *tus = NULL;
         if (!workers)
                 return -ENOMEM;
-        if ((rc = chp_tus_claims_new(&sh.tus_claims)))
+        if ((rc = chp_tus_claims_new(&tus)))
                 goto out;
         if ((rc = chp_store_open(&cfg->store, &store))) {
                 chp_log_error("relay", "cannot open the store in %s: %s", cfg->data_dir,
@@ -270,8 +272,12 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
         unsigned reported = 0, started = 0;
         for (unsigned i = 0; i < cfg->threads; i++) {
                 struct worker *w = &workers[i];
-                *w = (struct worker){.sh = &sh, .lock = &lock, .cond = &cond,
-                                     .reported = &reported, .http_fd = -1};
+                *w = (struct worker){.sh = &sh,
+                                     .lock = &lock,
+                                     .cond = &cond,
+                                     .reported = &reported,
+                                     .http_fd = -1,
+                                     .tus = tus};
                 /* the first listener picks the port (port 0 = any) and holds the address
                  * against other processes; the others share it */
                 if ((rc = chp_net_listen(host, i ? bound : port, i == 0, &w->listen_fd, &bound))) {
@@ -358,7 +364,7 @@ out:
         free(workers);
         free_snapshot(rl.retiring); /* the loops are gone: no barrier is pending any more */
         free_snapshot(rl.owned);
-        chp_tus_claims_free(sh.tus_claims);
+        chp_tus_claims_free(tus);
         chp_identity_wipe(&identity);
         /* only our own: a relay that failed to start leaves another's ready file alone */
         if (ready_written)

@@ -28,7 +28,7 @@
 #include "err.h"
 #include "http.h"
 #include "metrics.h"
-#include "tus.h"
+#include "faces.h"
 
 #define TUS_EXT                                                                                    \
         "creation,creation-with-upload,creation-defer-length,termination,checksum,"                \
@@ -442,7 +442,7 @@ static int load_upload(struct http *h, bool with_tail)
 void tus_head(struct http *h)
 {
         /* while a PATCH streams into the upload its offset is moving: the client asks again */
-        if (busy(h->c->sh->tus_claims, h->id)) {
+        if (busy(h->c->face, h->id)) {
                 http_simple(h, 423, "another request is writing this upload; retry shortly");
                 return;
         }
@@ -787,7 +787,7 @@ void tus_patch(struct http *h, const struct chp_http_request *req)
         }
         /* one writer per upload: a client resuming while its cut PATCH's chunks still land
          * would otherwise race it (its offset would be stale) */
-        if (!claim(h->c->sh->tus_claims, h->id)) {
+        if (!claim(h->c->face, h->id)) {
                 http_simple(h, 423, "another request is writing this upload; retry shortly");
                 return;
         }
@@ -892,7 +892,7 @@ void tus_reset(struct http *h)
         h->csum = NULL;
         h->fill = h->base = 0;
         if (h->claimed)
-                release(h->c->sh->tus_claims, h->id);
+                release(h->c->face, h->id);
         h->created = h->set_length = h->committed = h->claimed = false;
         h->failed = 0;
 }

@@ -158,9 +158,14 @@ void chp_loop_on_accept(struct chp_loop *l, struct listener *li, struct io_uring
                 close(fd);
                 return;
         }
-        *c = (struct conn){
-            .loop = l, .sh = l->sh, .fd = fd, .refs = 1, .pipe = {-1, -1}, .ops = li->ops,
-            .tr = li->ops->transport ? li->ops->transport : &chp_transport_plain};
+        *c = (struct conn){.loop = l,
+                           .sh = l->sh,
+                           .fd = fd,
+                           .refs = 1,
+                           .pipe = {-1, -1},
+                           .ops = li->ops,
+                           .face = li->face,
+                           .tr = li->ops->transport ? li->ops->transport : &chp_transport_plain};
         c->born = c->last_active = c->last_progress = c->rate_t0 = chp_net_now_ms();
         /* the first HTTP head is due header_timeout after accept (a native connection has
          * handshake_timeout for its handshake first) */

@@ -70,6 +70,7 @@ struct conn {
         bool mem_wait;     /* waiting for the budget to grant more */
 
         const struct proto_ops *ops;
+        void *face;  /* what the face's connections share (chp_listener_spec.face), borrowed */
         void *proto; /* the protocol's state */
         struct native *nat; /* == proto for native connections */
         const struct chp_transport_ops *tr; /* the transport under the protocol */
@@ -128,8 +129,8 @@ void chp_loop_post(struct chp_loop *l, struct chp_store_req *req);
 
 /* ---- the protocols that speak over connections ------------------------------------------ */
 
-/* What a connection speaks: the native protocol (native.c, inside secure.c's transport) or
- * HTTP (faces/http.c). The loop calls these; each protocol keeps its state in c->proto. */
+/* What a connection speaks: the native protocol or HTTP (their tables are in faces/faces.h). The
+ * loop calls these; each protocol keeps its state in c->proto. */
 struct proto_ops {
         const char *name;
         bool secure;                          /* runs inside secure.c's transport */
@@ -146,8 +147,6 @@ struct proto_ops {
          * handshake refusal would read as "not a chapar relay" and not be retried) */
         const char *busy_reply;
 };
-
-extern const struct proto_ops native_ops, http_ops;
 
 /* Every store request a protocol makes starts with this, so the loop can route its completion:
  * req first (the completion gives back its address), then the connection. */

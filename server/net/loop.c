@@ -224,8 +224,10 @@ int chp_loop_create(struct chp_shared *sh, const struct chp_listener_spec *lis, 
         memset(l, 0, sizeof(*l));
         l->sh = sh;
         for (size_t i = 0; i < MAX_LISTENERS; i++)
-                l->lis[i] = i < n ? (struct listener){.fd = lis[i].fd, .ops = lis[i].ops}
-                                  : (struct listener){.fd = -1};
+                l->lis[i] =
+                    i < n
+                        ? (struct listener){.fd = lis[i].fd, .ops = lis[i].ops, .face = lis[i].face}
+                        : (struct listener){.fd = -1};
         l->wake_fd = -1;
         l->reserve_fd = -1;
         pthread_mutex_init(&l->done_lock, NULL);

@@ -50,13 +50,10 @@ struct chp_shared {
          * waiting on each other for memory always finish (conn.c: mem_grant) */
         _Atomic(struct conn *) mem_owner;
         atomic_uint mem_waiting;     /* connections waiting for memory, across loops */
-        struct chp_metrics *metrics; /* counters (server/metrics.h), borrowed */
-        /* uploads with a request streaming into them: the tus face's (faces/tus.h) */
-        struct chp_tus_claims *tus_claims;
+        struct chp_metrics *metrics; /* counters (net/metrics.h), borrowed */
 };
 
 struct chp_loop;
-struct chp_tus_claims;
 
 struct proto_ops;
 
@@ -64,6 +61,7 @@ struct proto_ops;
 struct chp_listener_spec {
         int fd; /* taken over; -1: none */
         const struct proto_ops *ops;
+        void *face; /* the face's state shared by its connections (borrowed), c->face */
 };
 
 /* Creates a loop serving the listening sockets in lis (at most CHP_LOOP_LISTENERS; every fd

@@ -38,6 +38,7 @@ struct listener {
         int fd;
         bool armed;
         const struct proto_ops *ops;
+        void *face;
         uint64_t paused_until; /* ms: accept failed; not re-armed before this */
         unsigned pause_ms;     /* the current back-off, 0 after a success */
 } __attribute__((aligned(16)));
