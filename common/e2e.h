@@ -1,20 +1,42 @@
-/* e2e.h — end-to-end encryption of a file's chunks and metadata. Client side only: the relay
- * never sees a file key or a plaintext byte.
+/* e2e.h — end-to-end encryption of a file's chunks and metadata, format v2. Client side only:
+ * the relay never sees a file key or a plaintext byte.
  *
- * A file has a random 32-byte key. Two subkeys are derived from it with crypto_kdf (BLAKE2b):
- * one for chunks, one for metadata. Chunk i of the plaintext is sealed on its own with
- * ChaCha20-Poly1305-IETF under the nonce (i as 11 bytes big-endian || last), where last is 1 for
- * the file's final chunk and 0 otherwise — the STREAM construction the age format uses — so each
- * chunk decrypts independently (random access, parallel fetch) and reordering, substitution and
- * truncation all fail authentication. Every file has at least one chunk (an empty file is one
- * 16-byte chunk), so truncation to zero chunks is detected too. A sealed chunk is the plaintext
- * plus a 16-byte tag: with the manifest's chunk size C, a plaintext chunk holds C - 16 bytes.
+ * A file has a random 32-byte key K. crypto_kdf (BLAKE2b) derives four subkeys from it under the
+ * context "chpE2Ev2": the chunk key (id 1), the SIV key (id 2), the metadata key (id 3) and the
+ * key commitment (id 4).
  *
- * Metadata (plaintext size, name, MIME type) is sealed with XChaCha20-Poly1305 under a random
- * 24-byte nonce, since the same file key may be reused for the same content under another name.
- * Optional padding (Padmé) rounds the plaintext size up so that the stored size leaks little.
+ * Chunk i of the (padded) plaintext, last = 1 for the file's final chunk and 0 otherwise:
+ *   N      = BLAKE2b-192, keyed with the SIV key, over (i u64 LE || last u8 || plaintext)
+ *   sealed = N[24] || XChaCha20-Poly1305-IETF(chunk key, N, AD = i u64 LE || last u8, plaintext)
+ * The nonce is synthetic (SIV-style): a PRF of the chunk's position and content under a key of
+ * its own. The same (K, i, last, plaintext) always seals to the same bytes, so a re-run resumes
+ * and the same content deduplicates; two different plaintexts (or positions) share a nonce under
+ * K only through a collision of the 192-bit PRF — for q distinct chunks under one key at most
+ * q^2 / 2^193: 2^-153 for a file's 2^20 chunks, 2^-97 even at 2^48 — so no key+nonce pair ever
+ * seals two plaintexts, even when a file changes while it is being read. What it leaks: equal
+ * chunks at equal positions under the same key seal to equal bytes (what dedup and resume need).
+ * open_chunk decrypts with the carried nonce and the AD, so reordering, substitution and
+ * truncation still fail authentication; it does not re-derive the nonce (only the sender's
+ * safety depends on it being synthetic). Every file has at least one chunk (an empty file is one
+ * CHP_E2E_CHUNK_OVERHEAD-byte chunk), so truncation to zero chunks is detected too. With the
+ * manifest's chunk size C, a plaintext chunk holds C - CHP_E2E_CHUNK_OVERHEAD bytes.
+ *
+ * Metadata: one fixed-size blob (CHP_E2E_META_BYTES, whatever the name and MIME lengths):
+ *   version u8 = 2 || commitment[32] || nonce[24] (random) ||
+ *   XChaCha20-Poly1305-IETF(metadata key, nonce, AD = version || commitment, body)
+ *   body = plain_size u64 LE, chunk_size u32 LE, name_len u8, name zero-padded to 255 bytes,
+ *          mime_len u8, mime zero-padded to 127 bytes
+ * The commitment is the id-4 subkey, BLAKE2b with K as its key block: a collision-resistant
+ * function of K. chp_e2e_open_meta compares it (constant time) before it decrypts anything, so a
+ * blob opens under one key only; the manifest carries the blob and the file id is the manifest's
+ * hash, so a ticket with another key cannot open the file to other valid plaintext.
+ * Format v1 (counter nonces, no commitment) is neither written nor read: reading it would let a
+ * sender bypass the commitment by writing v1.
+ *
+ * Padding: chp_e2e_padded_size (Padmé with a 4 KiB floor) is the size a plaintext is padded to
+ * before it is cut, zeros at the end; the real size is in the metadata.
  * Pure functions; any thread. Errors: -EINVAL (bad sizes), -ENOSPC (cap), -EBADMSG
- * (authentication failed: wrong key, tampered, reordered or truncated).
+ * (authentication failed: wrong key, tampered, reordered or truncated, not format v2).
  */
 #ifndef CHP_E2E_H
 #define CHP_E2E_H
@@ -24,18 +46,22 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define CHP_FILE_KEY_BYTES 32
-#define CHP_E2E_TAG        16
+#define CHP_FILE_KEY_BYTES   32
+#define CHP_E2E_VERSION      2  /* the format this module writes and reads */
+#define CHP_E2E_TAG          16 /* Poly1305 tag */
+#define CHP_E2E_NONCE        24 /* XChaCha20 nonce: synthetic in chunks, random in metadata */
+#define CHP_E2E_COMMIT_BYTES 32 /* the key commitment in the metadata blob */
 /* Bytes a sealed chunk adds to its plaintext (len + CHP_E2E_CHUNK_OVERHEAD out of seal_chunk).
  * Code outside e2e.c sizes chunks with this, chp_e2e_plain_chunk and chp_e2e_cipher_size only. */
-#define CHP_E2E_CHUNK_OVERHEAD CHP_E2E_TAG
-#define CHP_E2E_NAME_MAX   255
-#define CHP_E2E_MIME_MAX   127
+#define CHP_E2E_CHUNK_OVERHEAD (CHP_E2E_NONCE + CHP_E2E_TAG)
+#define CHP_E2E_NAME_MAX       255
+#define CHP_E2E_MIME_MAX       127
+#define CHP_E2E_PAD_FLOOR      4096 /* chp_e2e_padded_size never answers less */
 
 /* The three size functions below return 0 when chunk_size is not a valid chunk size (a power of
  * two, CHP_CHUNK_MIN..CHP_CHUNK_MAX, see manifest.h) or the result does not fit: 0 is never a
  * valid answer for them. */
-/* Plaintext bytes a chunk holds at a ciphertext chunk size (chunk_size - 16). */
+/* Plaintext bytes a chunk holds at a ciphertext chunk size: chunk_size - CHP_E2E_CHUNK_OVERHEAD. */
 uint32_t chp_e2e_plain_chunk(uint32_t chunk_size);
 /* Chunks a plaintext of plain_size takes (at least 1). */
 uint64_t chp_e2e_chunk_count(uint64_t plain_size, uint32_t chunk_size);
@@ -45,6 +71,10 @@ uint64_t chp_e2e_cipher_size(uint64_t plain_size, uint32_t chunk_size);
  * about 12% overhead; padme(0) = 0). Saturates at UINT64_MAX where the rounded size would not
  * fit in 64 bits. */
 uint64_t chp_e2e_padme(uint64_t plain_size);
+/* The size a put pads a plaintext of plain_size to: CHP_E2E_PAD_FLOOR below it, Padmé above
+ * (so a stored size says which of a few buckets the real size is in, and small files look
+ * alike). */
+uint64_t chp_e2e_padded_size(uint64_t plain_size);
 
 /* Fresh random file key. */
 void chp_e2e_keygen(uint8_t key[CHP_FILE_KEY_BYTES]);
@@ -70,16 +100,21 @@ struct chp_e2e_meta {
         char mime[CHP_E2E_MIME_MAX + 1];
 };
 
-/* Bytes a sealed metadata blob takes at most: nonce, then sealed version u8, plain_size u64,
- * chunk_size u32, name_len u8, name, mime_len u8, mime, tag. */
-#define CHP_E2E_META_MAX                                                                           \
-        (24 + 1 + 8 + 4 + 1 + CHP_E2E_NAME_MAX + 1 + CHP_E2E_MIME_MAX + CHP_E2E_TAG)
+/* Bytes of a sealed metadata blob, always: version, commitment, nonce, then the sealed body
+ * (plain_size u64, chunk_size u32, name_len u8, name[255], mime_len u8, mime[127]) and its tag.
+ * CHP_E2E_META_MAX is the same number, for buffers. */
+#define CHP_E2E_META_BYTES                                                                         \
+        (1 + CHP_E2E_COMMIT_BYTES + CHP_E2E_NONCE + 8 + 4 + 1 + CHP_E2E_NAME_MAX + 1 +             \
+         CHP_E2E_MIME_MAX + CHP_E2E_TAG)
+#define CHP_E2E_META_MAX CHP_E2E_META_BYTES
 
-/* Seals m into out; returns the blob's length or a negative code. */
+/* Seals m into out (a fresh random nonce each call); returns CHP_E2E_META_BYTES or a negative
+ * code. */
 __attribute__((warn_unused_result)) ssize_t chp_e2e_seal_meta(const uint8_t key[CHP_FILE_KEY_BYTES],
                                                               const struct chp_e2e_meta *m,
                                                               uint8_t *out, size_t cap);
-/* Opens a blob; -EBADMSG when it does not authenticate or does not parse. */
+/* Opens a blob: checks its version and its key commitment against key before decrypting;
+ * -EBADMSG when either differs, when it does not authenticate, or does not parse. */
 __attribute__((warn_unused_result)) int chp_e2e_open_meta(const uint8_t key[CHP_FILE_KEY_BYTES],
                                                           const uint8_t *blob, size_t len,
                                                           struct chp_e2e_meta *out /* out */);
