@@ -1,6 +1,6 @@
 /* chapar.c — the chapar command: put, get and stat of end-to-end encrypted files.
  *
- *   chapar put FILE [--relay HOST:PORT] [--relay-key KEY] [--json] [--chunk-size BYTES] [--pad]
+ *   chapar put FILE [--relay HOST:PORT] [--relay-key KEY] [--json] [--chunk-size BYTES] [--no-pad]
  *   chapar get TICKET [-o PATH] [--via HOST:PORT] [--json]
  *   chapar stat TICKET [--via HOST:PORT] [--json]
  *
@@ -32,7 +32,7 @@ static int usage(void)
 {
         fprintf(stderr,
                 "usage: chapar put FILE [--relay HOST:PORT] [--relay-key KEY] [--json]\n"
-                "                       [--chunk-size BYTES] [--pad] [--insecure-plaintext]\n"
+                "                       [--chunk-size BYTES] [--no-pad] [--insecure-plaintext]\n"
                 "       chapar get TICKET [-o PATH] [--via HOST:PORT] [--json]\n"
                 "       chapar stat TICKET [--via HOST:PORT] [--json]\n"
                 "       chapar offer TICKET --to PEER-KEY\n"
@@ -121,7 +121,9 @@ static int cmd_put(int argc, char **argv)
                 } else if (strcmp(argv[i], "--json") == 0) {
                         json = true;
                 } else if (strcmp(argv[i], "--pad") == 0) {
-                        po.pad = true;
+                        po.pad = true; /* the default now; still accepted */
+                } else if (strcmp(argv[i], "--no-pad") == 0) {
+                        po.no_pad = true;
                 } else if (strcmp(argv[i], "--insecure-plaintext") == 0) {
                         plaintext = true;
                 } else if (strcmp(argv[i], "--chunk-size") == 0 && i + 1 < argc) {

@@ -78,7 +78,8 @@ typedef void (*chapar_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
 struct chapar_put_opts {
         uint32_t chunk_size; /* ciphertext chunk size, power of two 64 KiB..8 MiB; 0 = 1 MiB */
-        bool pad;            /* pad the size into Padmé buckets */
+        bool pad;            /* no effect: padding is on unless no_pad (kept for the ABI) */
+        bool no_pad;         /* store the exact size: no Padmé padding, no 4 KiB floor */
         const char *name;    /* stored encrypted; NULL = the file's base name */
         const char *mime;    /* stored encrypted; NULL = "" */
         uint32_t expires_in; /* seconds; 0 = the relay's default */

@@ -211,9 +211,9 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
         if (p.chunk_size < CHP_CHUNK_MIN || p.chunk_size > CHP_CHUNK_MAX ||
             (p.chunk_size & (p.chunk_size - 1)))
                 return CHAPAR_EUSAGE;
-        bool pad = o && o->pad;
+        bool pad = !(o && o->no_pad); /* on by default; o->pad asks for nothing more */
         p.size = (uint64_t)st.st_size;
-        p.padded = pad ? chp_e2e_padme(p.size) : p.size;
+        p.padded = pad ? chp_e2e_padded_size(p.size) : p.size;
         p.plain_chunk = chp_e2e_plain_chunk(p.chunk_size);
         p.count = chp_e2e_chunk_count(p.padded, p.chunk_size);
         if (p.count > CHP_MANIFEST_MAX_CHUNKS ||

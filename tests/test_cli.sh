@@ -28,14 +28,28 @@ mkfile() { # path size
 
 start_relay
 cs=65536
-pc=$((cs - 16)) # plaintext bytes per chunk
+pc=$((cs - 40)) # plaintext bytes per chunk (CHP_E2E_CHUNK_OVERHEAD: nonce and tag)
 many=$((4 * 1024 * 1024 + 3)) # 65 chunks: more than one window of them in flight
 for size in 0 1 $((pc - 1)) $pc $((pc + 1)) $many; do
         mkfile "$tmp/in.$size" "$size"
-        t=$("$chapar" put "$tmp/in.$size" --relay "$raddr" --chunk-size $cs 2>"$tmp/err") || { bad "put $size"; cat "$tmp/err"; continue; }
+        nopad=--no-pad # so that the sizes fall on the chunk boundaries; $many is padded (the default)
+        [ "$size" = $many ] && nopad=
+        t=$("$chapar" put "$tmp/in.$size" --relay "$raddr" --chunk-size $cs $nopad 2>"$tmp/err") || { bad "put $size"; cat "$tmp/err"; continue; }
         "$chapar" get "$t" -o "$tmp/out.$size" >/dev/null 2>"$tmp/err" || { bad "get $size"; cat "$tmp/err"; continue; }
         check "round trip of $size bytes" "cmp -s '$tmp/in.$size' '$tmp/out.$size'"
 done
+
+# padding is on by default: 1000 bytes are stored as 4 KiB (one chunk of 4096 + 40 bytes) and
+# come back as 1000; with --no-pad as 1000 + 40
+mkfile "$tmp/small" 1000
+out=$("$chapar" put "$tmp/small" --relay "$raddr" --chunk-size $cs --json)
+total=$(echo "$out" | json bytes_total)
+t=$(echo "$out" | sed -n 's/.*"ticket":"\([^"]*\)".*/\1/p')
+"$chapar" get "$t" -o "$tmp/small.out" >/dev/null 2>&1
+check "a 1000-byte file is stored padded to 4 KiB ($total bytes) and comes back whole" "[ '$total' = 4136 ] && cmp -s '$tmp/small' '$tmp/small.out'"
+out=$("$chapar" put "$tmp/small" --relay "$raddr" --chunk-size $cs --no-pad --json)
+total=$(echo "$out" | json bytes_total)
+check "--no-pad stores the exact size ($total bytes)" "[ '$total' = 1040 ]"
 
 check "the relay's disk holds no plaintext" "! grep -rqa CHAPAR-PLAINTEXT-MARKER '$tmp/R.data'"
 check "the relay's key was pinned on first use" "grep -q '$raddr $rkey' '$tmp/config/chapar/known_relays'"
