@@ -82,6 +82,22 @@ hostile_get() { # LABEL SENDER-NAME EXPECTED
                 "[ $rc -eq 0 ] && [ \"\$out\" = \"\$want\" ] && [ \"\$(files_in '$d')\" = \"\$want\" ] && cmp -s '$tmp/send/photo.jpg' \"$d/\$want\""
 }
 hn=0
+# the same through a file of that name (put sends its base name), so no flag is involved
+hostile_file() { # LABEL FILE-NAME EXPECTED
+        local d t out rc want=$3
+        hn=$((hn + 1))
+        d=$(recv "h$hn")
+        mkdir -p "$tmp/send/f$hn" && cp "$tmp/send/photo.jpg" "$tmp/send/f$hn/$2"
+        t=$(put "$tmp/send/f$hn/$2" 2>/dev/null) || { bad "put of a file named $1"; return; }
+        out=$(cd "$d" && "$chapar" get "$t" 2>"$tmp/err")
+        rc=$?
+        check "a file named $1 becomes '$(printf %q "$3")' (exit $rc, got $(printf %q "$out"))" \
+                "[ $rc -eq 0 ] && [ \"\$out\" = \"\$want\" ] && [ \"\$(files_in '$d')\" = \"\$want\" ]"
+}
+hostile_file ".bashrc" ".bashrc" "_bashrc"
+hostile_file "with a newline" $'a\nb' "a_b"
+hostile_file "CON.txt" "CON.txt" "_CON.txt"
+hostile_file "in Latin-1" $'caf\xe9.txt' "caf_.txt"
 hostile_get "a path ../x" "../x" "x"
 hostile_get "a path a/../../b" "a/../../b" "b"
 hostile_get "a backslash path" 'C:\Users\me\x.txt' "x.txt"
