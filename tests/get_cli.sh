@@ -148,7 +148,7 @@ check "-o - creates no file" "[ -z \"\$(files_in '$d')\" ]"
 (cd "$d" && "$chapar" get "${tb%?}$([ "${tb: -1}" = 0 ] && echo 1 || echo 0)" -o - >"$tmp/bad.out" 2>/dev/null)
 rc=$?
 check "-o - with a wrong key exits 3 and writes nothing (exit $rc)" "[ $rc -eq 3 ] && [ ! -s '$tmp/bad.out' ]"
-"$chapar" get "$t" -o - --json >/dev/null 2>&1
+(cd "$tmp" && "$chapar" get "$t" -o - --json >/dev/null 2>&1)
 check "-o - with --json is a usage error" "[ $? -eq 1 ]"
 
 relay_stop R
