@@ -1,23 +1,37 @@
-/* chapar.c — the chapar command: put, get and stat of end-to-end encrypted files.
+/* chapar.c — the chapar command: put, get, stat and offer of end-to-end encrypted files.
  *
- *   chapar put FILE [--relay HOST:PORT] [--relay-key KEY] [--json] [--chunk-size BYTES] [--no-pad]
- *   chapar get TICKET [-o PATH] [--via HOST:PORT] [--json]
+ *   chapar put FILE [--relay HOST:PORT] [--relay-key KEY] [--name NAME] [--no-pad] [--json] ...
+ *   chapar get TICKET [-o PATH|DIR|-] [--via HOST:PORT] [--json]
  *   chapar stat TICKET [--via HOST:PORT] [--json]
+ *   chapar offer TICKET --to PEER-KEY
+ *   chapar help | --help | -h | --version
  *
- * stdout carries only the result (the ticket, or one JSON object), so T=$(chapar put f) works;
- * progress goes to stderr when it is a terminal. Exit codes: 0 ok, 1 usage, 2 relay or network,
- * 3 integrity or authentication, 4 local I/O.
+ * stdout carries only the result (the ticket, the path, one JSON object, or with -o - the file),
+ * so T=$(chapar put f) works; progress and notes go to stderr. Exit codes (chapar_error_class):
+ * 0 ok, 1 usage, 2 relay or network, 3 integrity or authentication, 4 local I/O.
  */
+#include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "chapar.h"
 #include "hash.h"
+#include "http_parse.h"
 #include "net.h"
+#include "proto.h"
 #include "ticket.h"
+
+#ifndef CHAPAR_VERSION
+#error "CHAPAR_VERSION is CMake's PROJECT_VERSION, passed as a compile definition"
+#endif
+
+#define EXIT_USAGE 1 /* chapar_error_class(CHAPAR_EUSAGE) */
 
 static struct chapar_client *current; /* for the SIGINT handler: cancel the running call */
 
@@ -28,16 +42,121 @@ static void on_sigint(int sig)
                 chapar_cancel(current);
 }
 
-static int usage(void)
+/* The whole usage: to stdout when asked for (exit 0), to stderr after a usage error. */
+static int usage(FILE *to)
 {
-        fprintf(stderr,
-                "usage: chapar put FILE [--relay HOST:PORT] [--relay-key KEY] [--json]\n"
-                "                       [--chunk-size BYTES] [--no-pad] [--insecure-plaintext]\n"
-                "       chapar get TICKET [-o PATH] [--via HOST:PORT] [--json]\n"
-                "       chapar stat TICKET [--via HOST:PORT] [--json]\n"
-                "       chapar offer TICKET --to PEER-KEY\n"
-                "default relay: $CHAPAR_RELAY, else 127.0.0.1:7700\n");
-        return 1;
+        fputs("usage: chapar COMMAND [ARGUMENTS]\n"
+              "\n"
+              "Sends and receives files through a chapar relay, encrypted end to end: put\n"
+              "prints a ticket (chapar://HOST:PORT/RELAY-KEY/FILE-ID#FILE-KEY) that is all a\n"
+              "recipient needs; the file key after '#' never reaches a relay.\n"
+              "\n"
+              "commands:\n"
+              "  put FILE [--relay HOST:PORT] [--relay-key KEY] [--name NAME]\n"
+              "           [--chunk-size BYTES] [--no-pad] [--json]\n"
+              "      Encrypts FILE, uploads it and prints its ticket. Run again after a cut, it\n"
+              "      sends only what the relay lacks; the same content put again from this\n"
+              "      machine sends nothing.\n"
+              "      --relay HOST:PORT    the relay (default: $CHAPAR_RELAY or 127.0.0.1:7700)\n"
+              "      --relay-key KEY      the relay's public key, 64 hex digits; without it the\n"
+              "                           key seen first is pinned, in\n"
+              "                           ~/.config/chapar/known_relays\n"
+              "      --name NAME          the name the recipient sees (default: FILE's own)\n"
+              "      --chunk-size BYTES   a power of two, 65536 to 8388608 (default 1048576)\n"
+              "      --no-pad             do not pad: by default the size is padded (at least\n"
+              "                           4 KiB, then Padme buckets, at most about 12%) so the\n"
+              "                           relay learns little of the real size\n"
+              "  get TICKET [-o PATH|DIR|-] [--via HOST:PORT] [--json]\n"
+              "      Downloads the file, verifies every chunk and decrypts it; prints where it\n"
+              "      went. Without -o it takes the sender's name, made safe (no path, no\n"
+              "      leading dot, no control characters), in the current directory; an\n"
+              "      existing file is never overwritten: the name becomes NAME (1).EXT,\n"
+              "      NAME (2).EXT, ...\n"
+              "      Run again after a cut, it resumes.\n"
+              "      -o PATH              write PATH, which must not exist (else exit 4)\n"
+              "      -o DIR               the sender's name (made safe) in the directory DIR\n"
+              "      -o -                 write the file to stdout, each chunk once verified; a\n"
+              "                           failure part-way leaves stdout truncated and the exit\n"
+              "                           code non-zero: use the output only after exit 0\n"
+              "      --via HOST:PORT      fetch through this relay (a peer of the ticket's)\n"
+              "  stat TICKET [--via HOST:PORT] [--json]\n"
+              "      Shows what the relay holds of the file: its name, size and type (the\n"
+              "      ticket's key opens them), whether the upload is complete, and when it was\n"
+              "      created and expires (UTC; --json gives unix seconds).\n"
+              "  offer TICKET --to PEER-KEY\n"
+              "      Asks the ticket's relay to offer the file to the peer relay whose public\n"
+              "      key is PEER-KEY; that relay fetches it in the background. Use it when the\n"
+              "      recipient gets files through that relay, so it is there before they ask.\n"
+              "      The two relays must be configured as peers.\n"
+              "  help, --help, -h         this text\n"
+              "  --version                the version of chapar and of its protocol\n"
+              "\n"
+              "flags of put, get and stat:\n"
+              "  --json                   print one JSON object instead of the ticket or path\n"
+              "  --insecure-plaintext     no transport encryption (the relay must allow it)\n"
+              "\n"
+              "exit codes:\n"
+              "  0  ok\n"
+              "  1  usage: an unknown command or flag, a missing or malformed argument\n"
+              "  2  relay or network: the relay cannot be reached, refused the request, has no\n"
+              "     such file or spoke wrongly; also canceled, or out of memory\n"
+              "  3  integrity or authentication: a chunk or the metadata failed verification\n"
+              "     (wrong key or tampered data), or the relay's key is not the pinned one\n"
+              "  4  local I/O: a local file cannot be read or written, or the output exists\n",
+              to);
+        return to == stdout ? 0 : EXIT_USAGE;
+}
+
+/* A usage error: what is wrong, and where the usage is. */
+__attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        fputs("chapar: ", stderr);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputs("\n(chapar --help shows the usage)\n", stderr);
+        return EXIT_USAGE;
+}
+
+/* Whether argv[i] asks for help. */
+static bool is_help(const char *a)
+{
+        return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
+}
+
+/* An argument the command does not know: help, a flag of valued (space-separated) given no
+ * value, an unknown flag, or a second operand. */
+static int bad_arg(const char *cmd, const char *valued, int argc, char **argv, int i)
+{
+        const char *a = argv[i];
+        size_t n = strlen(a);
+        if (is_help(a))
+                return usage(stdout);
+        for (const char *p = valued; a[0] == '-' && (p = strstr(p, a)); p += n)
+                if ((p == valued || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0') && i + 1 == argc)
+                        return usage_error("%s: %s needs a value", cmd, a);
+        if (a[0] == '-' && strcmp(a, "-") != 0)
+                return usage_error("%s: unknown flag %s", cmd, a);
+        return usage_error("%s: unexpected argument %s", cmd, a);
+}
+
+/* A relay address has a port: HOST:PORT or [IPv6]:PORT. 0, or the usage exit code after saying
+ * what is missing. what is the flag (or variable) it came from. */
+static int relay_addr_ok(const char *what, const char *v)
+{
+        const char *colon = v[0] == '[' ? strstr(v, "]:") : strrchr(v, ':');
+        if (colon && v[0] == '[')
+                colon++;
+        if (!colon || colon == v || !colon[1] ||
+            strspn(colon + 1, "0123456789") != strlen(colon + 1))
+                return usage_error("%s %s has no port: give HOST:PORT (e.g. 127.0.0.1:7700, "
+                                   "[::1]:7700)",
+                                   what, v);
+        if (v[0] != '[' && memchr(v, ':', (size_t)(colon - v)))
+                return usage_error("%s %s: write an IPv6 address in brackets, [ADDRESS]:PORT", what,
+                                   v);
+        return 0;
 }
 
 struct progress {
@@ -67,20 +186,58 @@ static void show_progress(void *ctx, uint64_t done, uint64_t total)
                 fputc('\n', stderr);
 }
 
-/* A JSON string: quotes and control characters escaped. */
+/* A JSON string: quotes, backslashes and controls escaped, invalid UTF-8 as U+FFFD. */
 static void json_str(const char *s)
 {
         putchar('"');
-        for (; *s; s++) {
+        for (size_t left = strlen(s); left;) {
                 unsigned char ch = (unsigned char)*s;
-                if (ch == '"' || ch == '\\')
+                size_t l = chp_http_utf8_len((const unsigned char *)s, left);
+                if (l == 0)
+                        fputs("\\ufffd", stdout);
+                else if (ch == '"' || ch == '\\')
                         printf("\\%c", ch);
-                else if (ch < 0x20)
+                else if (ch < 0x20 || ch == 0x7f)
                         printf("\\u%04x", ch);
                 else
-                        putchar(ch);
+                        fwrite(s, 1, l, stdout);
+                l = l ? l : 1;
+                s += l;
+                left -= l;
         }
         putchar('"');
+}
+
+/* A string from elsewhere (a sender's file name, a MIME type) shown on a terminal: controls
+ * (C0, DEL, C1) and bytes that are not UTF-8 as \xNN, so that nothing in it drives the
+ * terminal. */
+static void show(FILE *to, const char *s)
+{
+        for (size_t left = strlen(s); left;) {
+                const unsigned char *p = (const unsigned char *)s;
+                size_t l = chp_http_utf8_len(p, left);
+                bool ctl =
+                    l == 1 ? p[0] < 0x20 || p[0] == 0x7f : l == 2 && p[0] == 0xc2 && p[1] < 0xa0;
+                if (l == 0 || ctl) {
+                        l = l ? l : 1;
+                        for (size_t i = 0; i < l; i++)
+                                fprintf(to, "\\x%02x", p[i]);
+                } else {
+                        fwrite(s, 1, l, to);
+                }
+                s += l;
+                left -= l;
+        }
+}
+
+/* unix seconds as ISO 8601 UTC (2026-11-30T10:00:00Z); 0 is "-". */
+static const char *iso_date(uint64_t t, char out[32])
+{
+        struct tm tm;
+        time_t tt = (time_t)t;
+        if (t == 0 || !gmtime_r(&tt, &tm) || strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+                snprintf(out, 32, "-");
+        return out;
 }
 
 static int fail(struct chapar_client *c, const char *what, int rc)
@@ -102,6 +259,29 @@ static int connect_to(const char *relay, const uint8_t *key, bool plaintext,
         return 0;
 }
 
+/* The file put would send, checked before any connection: a regular file this user can read. */
+static int put_file_ok(const char *file)
+{
+        struct stat st;
+        if (stat(file, &st) != 0 || access(file, R_OK) != 0) {
+                fprintf(stderr, "chapar: cannot read %s: %s\n", file, strerror(errno));
+                return 4;
+        }
+        if (S_ISDIR(st.st_mode)) {
+                fprintf(stderr,
+                        "chapar: %s is a directory; put sends one file (pack a directory first, "
+                        "e.g. tar -cf dir.tar DIR)\n",
+                        file);
+                return 4;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                fprintf(stderr, "chapar: %s is not a regular file; put sends regular files only\n",
+                        file);
+                return 4;
+        }
+        return 0;
+}
+
 static int cmd_put(int argc, char **argv)
 {
         const char *file = NULL, *relay = NULL;
@@ -112,12 +292,13 @@ static int cmd_put(int argc, char **argv)
                 if (strcmp(argv[i], "--relay") == 0 && i + 1 < argc) {
                         relay = argv[++i];
                 } else if (strcmp(argv[i], "--relay-key") == 0 && i + 1 < argc) {
-                        if (chp_hex_decode(argv[i + 1], strlen(argv[i + 1]), key, CHAPAR_KEY_BYTES) != 0) {
-                                fprintf(stderr, "chapar: --relay-key takes 64 hex digits\n");
-                                return 1;
-                        }
+                        if (chp_hex_decode(argv[i + 1], strlen(argv[i + 1]), key,
+                                           CHAPAR_KEY_BYTES) != 0)
+                                return usage_error("--relay-key takes 64 hex digits");
                         have_key = true;
                         i++;
+                } else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) {
+                        po.name = argv[++i];
                 } else if (strcmp(argv[i], "--json") == 0) {
                         json = true;
                 } else if (strcmp(argv[i], "--pad") == 0) {
@@ -129,19 +310,29 @@ static int cmd_put(int argc, char **argv)
                 } else if (strcmp(argv[i], "--chunk-size") == 0 && i + 1 < argc) {
                         char *end;
                         unsigned long v = strtoul(argv[++i], &end, 10);
-                        if (*end || v > UINT32_MAX)
-                                return usage();
+                        if (*end || end == argv[i] || v > UINT32_MAX)
+                                return usage_error("--chunk-size takes a number of bytes: %s",
+                                                   argv[i]);
                         po.chunk_size = (uint32_t)v;
                 } else if (argv[i][0] == '-' || file) {
-                        return usage();
+                        return bad_arg("put", "--relay --relay-key --name --chunk-size", argc, argv,
+                                       i);
                 } else {
                         file = argv[i];
                 }
         }
         if (!file)
-                return usage();
+                return usage_error("put: which file? chapar put FILE");
+        if (po.name && strlen(po.name) > 255)
+                return usage_error("--name: at most 255 bytes");
+        const char *env = getenv("CHAPAR_RELAY");
+        int rc = relay         ? relay_addr_ok("--relay", relay)
+                 : env && *env ? relay_addr_ok("$CHAPAR_RELAY", env)
+                               : 0;
+        if (rc || (rc = put_file_ok(file)))
+                return rc;
         struct chapar_client *c = NULL;
-        int rc = connect_to(relay, have_key ? key : NULL, plaintext, &c);
+        rc = connect_to(relay, have_key ? key : NULL, plaintext, &c);
         if (rc) {
                 chapar_close(c);
                 return rc;
@@ -179,24 +370,24 @@ static int ticket_client(const char *ticket, const char *via, bool plaintext,
                          struct chapar_client **c)
 {
         struct chp_ticket t;
-        if (chp_ticket_parse(ticket, strlen(ticket), &t) != 0) {
-                fprintf(stderr, "chapar: not a chapar ticket: %.40s...\n", ticket);
-                return 1;
-        }
+        if (chp_ticket_parse(ticket, strlen(ticket), &t) != 0)
+                return usage_error("not a chapar ticket (chapar://HOST:PORT/KEY/ID#KEY): %.40s%s",
+                                   ticket, strlen(ticket) > 40 ? "..." : "");
         char addr[300];
         chp_ticket_relay_addr(&t, addr, sizeof(addr));
         return connect_to(via ? via : addr, via ? NULL : t.relay_key, plaintext, c);
 }
 
 /* The arguments get and stat share: TICKET [--via HOST:PORT] [--json] [--insecure-plaintext],
- * and for get [-o PATH]. Connects to the relay they name. Returns 0 or the exit code. */
+ * and for get [-o PATH]. Connects to the relay they name. Returns 0 or the exit code; -1 when
+ * the usage was asked for and printed (the command exits 0). */
 struct ticket_args {
         const char *ticket, *out, *via;
         bool json, plaintext;
 };
 
-static int ticket_command(int argc, char **argv, bool with_out, struct ticket_args *a,
-                          struct chapar_client **c)
+static int ticket_command(const char *cmd, int argc, char **argv, bool with_out,
+                          struct ticket_args *a, struct chapar_client **c)
 {
         memset(a, 0, sizeof(*a));
         *c = NULL;
@@ -210,13 +401,19 @@ static int ticket_command(int argc, char **argv, bool with_out, struct ticket_ar
                 else if (strcmp(argv[i], "--insecure-plaintext") == 0)
                         a->plaintext = true;
                 else if (argv[i][0] == '-' || a->ticket)
-                        return usage();
+                        return is_help(argv[i])
+                                   ? (usage(stdout), -1)
+                                   : bad_arg(cmd, with_out ? "-o --via" : "--via", argc, argv, i);
                 else
                         a->ticket = argv[i];
         }
         if (!a->ticket)
-                return usage();
-        int rc = ticket_client(a->ticket, a->via, a->plaintext, c);
+                return usage_error("%s: which ticket? chapar %s TICKET", cmd, cmd);
+        if (a->out && strcmp(a->out, "-") == 0 && a->json)
+                return usage_error("get: -o - writes the file to stdout; --json cannot share it");
+        int rc = a->via ? relay_addr_ok("--via", a->via) : 0;
+        if (!rc)
+                rc = ticket_client(a->ticket, a->via, a->plaintext, c);
         if (rc) {
                 chapar_close(*c);
                 *c = NULL;
@@ -228,22 +425,37 @@ static int cmd_get(int argc, char **argv)
 {
         struct ticket_args a;
         struct chapar_client *c;
-        int rc = ticket_command(argc, argv, true, &a, &c);
+        int rc = ticket_command("get", argc, argv, true, &a, &c);
         if (rc)
-                return rc;
+                return rc < 0 ? 0 : rc;
         const char *ticket = a.ticket, *out = a.out;
-        bool json = a.json;
+        bool json = a.json, to_stdout = out && strcmp(out, "-") == 0;
         struct progress pg = {
                 .on = isatty(STDERR_FILENO) && !json, .start = chp_net_now_s(), .verb = "get"};
         struct chapar_get_opts go = {.progress = show_progress, .progress_ctx = &pg};
         struct chapar_get_result r;
-        rc = chapar_get(c, ticket, out, &go, &r);
+        if (to_stdout) {
+                rc = chapar_get_fd(c, ticket, STDOUT_FILENO, &go, &r);
+                if (!rc && fflush(stdout) != 0)
+                        rc = CHAPAR_EIO;
+        } else {
+                rc = chapar_get(c, ticket, out, &go, &r);
+        }
         if (rc) {
                 rc = fail(c, "get", rc);
                 chapar_close(c);
                 return rc;
         }
-        if (json) {
+        const char *leaf = strrchr(r.path, '/');
+        leaf = leaf ? leaf + 1 : r.path;
+        if (!to_stdout && (!out || strcmp(out, r.path) != 0) && strcmp(leaf, r.name) != 0) {
+                fprintf(stderr, "chapar: saved as %s (the sender named it \"", r.path);
+                show(stderr, r.name);
+                fprintf(stderr, "\")\n");
+        }
+        if (to_stdout) {
+                /* stdout is the file */
+        } else if (json) {
                 printf("{\"file\":");
                 json_str(r.path);
                 printf(",\"bytes_total\":%llu,\"bytes_received\":%llu,\"seconds\":%.3f}\n",
@@ -260,9 +472,9 @@ static int cmd_stat(int argc, char **argv)
 {
         struct ticket_args a;
         struct chapar_client *c;
-        int rc = ticket_command(argc, argv, false, &a, &c);
+        int rc = ticket_command("stat", argc, argv, false, &a, &c);
         if (rc)
-                return rc;
+                return rc < 0 ? 0 : rc;
         const char *ticket = a.ticket;
         bool json = a.json;
         struct chapar_stat_result r;
@@ -287,14 +499,21 @@ static int cmd_stat(int argc, char **argv)
                 }
                 printf("}\n");
         } else {
-                if (r.has_meta)
-                        printf("name      %s\nsize      %llu bytes\ntype      %s\n", r.name,
-                               (unsigned long long)r.plain_size, r.mime[0] ? r.mime : "-");
+                char created[32], expires[32];
+                if (r.has_meta) {
+                        printf("name      ");
+                        show(stdout, r.name);
+                        printf("\nsize      %llu bytes\ntype      ",
+                               (unsigned long long)r.plain_size);
+                        show(stdout, r.mime[0] ? r.mime : "-");
+                        printf("\n");
+                }
                 printf("state     %s (%u of %u chunks)\nstored    %llu bytes in %u-byte "
-                       "chunks\nexpires   %llu\n",
+                       "chunks\ncreated   %s\nexpires   %s\n",
                        r.complete ? "complete" : "uploading", r.chunks_present, r.chunks,
                        (unsigned long long)r.stored_bytes, r.chunk_size,
-                       (unsigned long long)r.expires);
+                       iso_date(r.created, created),
+                       r.expires ? iso_date(r.expires, expires) : "never");
         }
         chapar_close(c);
         return 0;
@@ -308,20 +527,19 @@ static int cmd_offer(int argc, char **argv)
         bool have_key = false;
         for (int i = 0; i < argc; i++) {
                 if (strcmp(argv[i], "--to") == 0 && i + 1 < argc) {
-                        if (chp_hex_decode(argv[i + 1], strlen(argv[i + 1]), key, CHAPAR_KEY_BYTES) != 0) {
-                                fprintf(stderr, "chapar: --to takes a relay key (64 hex digits)\n");
-                                return 1;
-                        }
+                        if (chp_hex_decode(argv[i + 1], strlen(argv[i + 1]), key,
+                                           CHAPAR_KEY_BYTES) != 0)
+                                return usage_error("--to takes a relay key (64 hex digits)");
                         have_key = true;
                         i++;
                 } else if (argv[i][0] == '-' || ticket) {
-                        return usage();
+                        return bad_arg("offer", "--to", argc, argv, i);
                 } else {
                         ticket = argv[i];
                 }
         }
         if (!ticket || !have_key)
-                return usage();
+                return usage_error("offer: chapar offer TICKET --to PEER-KEY");
         struct chapar_client *c = NULL;
         int rc = ticket_client(ticket, NULL, false, &c);
         if (rc) {
@@ -345,14 +563,21 @@ int main(int argc, char **argv)
         sigaction(SIGTERM, &sa, NULL);
         signal(SIGPIPE, SIG_IGN);
         if (argc < 2)
-                return usage();
-        if (strcmp(argv[1], "put") == 0)
+                return usage(stderr);
+        const char *cmd = argv[1];
+        if (is_help(cmd) || strcmp(cmd, "help") == 0)
+                return usage(stdout);
+        if (strcmp(cmd, "--version") == 0) {
+                printf("chapar %s (protocol %d)\n", CHAPAR_VERSION, CHP_PROTO_VERSION);
+                return 0;
+        }
+        if (strcmp(cmd, "put") == 0)
                 return cmd_put(argc - 2, argv + 2);
-        if (strcmp(argv[1], "get") == 0)
+        if (strcmp(cmd, "get") == 0)
                 return cmd_get(argc - 2, argv + 2);
-        if (strcmp(argv[1], "stat") == 0)
+        if (strcmp(cmd, "stat") == 0)
                 return cmd_stat(argc - 2, argv + 2);
-        if (strcmp(argv[1], "offer") == 0)
+        if (strcmp(cmd, "offer") == 0)
                 return cmd_offer(argc - 2, argv + 2);
-        return usage();
+        return usage_error("unknown command %s", cmd);
 }

@@ -110,19 +110,30 @@ struct chapar_get_opts {
 };
 
 struct chapar_get_result {
-        char path[4096];         /* where the file was written */
+        char path[4096];         /* where the file was written ("-": chapar_get_fd) */
         char name[256];          /* the name the sender gave */
         uint64_t bytes_total;    /* plaintext size */
         uint64_t bytes_received; /* chunk bytes fetched by this call */
         double seconds;
 };
 
-/* Downloads, verifies and decrypts the file a ticket names to out_path (NULL: the sender's
- * name in the current directory), through a temporary file renamed at the end. A partial
- * download left by an interrupted call is resumed. On a verification failure no output file is
- * left. */
+/* Downloads, verifies and decrypts the file a ticket names, through a partial file beside the
+ * target renamed at the end; a partial download left by an interrupted call is resumed. The
+ * target is out_path, which must not exist (an existing file is never replaced: CHAPAR_EIO);
+ * or, when out_path is NULL or an existing directory, the sender's name made safe (no path, no
+ * leading dot, no control characters, invalid UTF-8 or Windows device names, at most 255 bytes)
+ * in the current directory or that one, as "NAME (1).EXT", "NAME (2).EXT", ... when taken.
+ * out->path says where it went. No symlink is followed at the partial files' names. On a
+ * verification failure no output file is left. */
 int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path,
                const struct chapar_get_opts *o, struct chapar_get_result *out);
+
+/* The same download written in order to fd (a pipe, a socket, stdout), each chunk only once it
+ * has verified; nothing is resumed and no file is created. A failure part-way leaves a prefix of
+ * the file written to fd: the caller must treat the output as incomplete unless this returns 0.
+ * fd is borrowed (not closed). out->path is "-". */
+int chapar_get_fd(struct chapar_client *c, const char *ticket, int fd,
+                  const struct chapar_get_opts *o, struct chapar_get_result *out);
 
 struct chapar_stat_result {
         bool complete;         /* false while the upload is still running */

@@ -78,6 +78,17 @@ ssize_t cc_keycache_find(struct chapar_client *c, const uint8_t plain_hash[CHP_H
 void cc_keycache_store(const char *entry, const uint8_t key[CHP_FILE_KEY_BYTES],
                        const uint8_t *blob, size_t len);
 
+/* The file name the sender's name becomes (get.c), written to out (cap > CC_SAFE_NAME_MAX): its
+ * last path component ('/' or '\\'), controls, invalid UTF-8 and the characters Windows refuses
+ * turned into '_', leading dots into '_', leading spaces and trailing dots and spaces dropped, a
+ * Windows device name prefixed with '_', "chapar-download" for what is left empty, and with n > 0
+ * " (n)" before the extension; cut to CC_SAFE_NAME_MAX bytes at a character boundary, the
+ * extension (at most 32 bytes; ".tar.gz" is one) kept. Only a name's first 4 KiB is read.
+ * Returns the length, or -EINVAL for a cap too small or n > CC_SAFE_NAME_TRIES. */
+#define CC_SAFE_NAME_MAX   255
+#define CC_SAFE_NAME_TRIES 999
+int cc_safe_name(const char *sender, unsigned n, char *out, size_t cap);
+
 /* A file's manifest as the relay sent it (query.c). Owns manifest and present; m points into
  * manifest. Freed with cc_fetched_free. */
 struct cc_fetched {

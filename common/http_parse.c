@@ -837,9 +837,8 @@ bool chp_http_media_type_ok(struct chp_http_str s)
         return true;
 }
 
-/* The length of the UTF-8 sequence at p[0..n) (1..4), or 0 when it is not valid UTF-8 (an
- * overlong form, a surrogate, past U+10FFFF, or cut short). */
-static size_t utf8_len(const unsigned char *p, size_t n)
+/* Shared with the client, which checks the file names senders give (client/get.c). */
+size_t chp_http_utf8_len(const unsigned char *p, size_t n)
 {
         unsigned char c = p[0];
         size_t len;
@@ -884,7 +883,7 @@ ssize_t chp_http_content_disposition(const uint8_t *name, size_t n, char *out, s
         bool utf8 = true, ascii = true;
         size_t use = 0;
         while (use < n) {
-                size_t l = utf8_len(name + use, n - use);
+                size_t l = chp_http_utf8_len(name + use, n - use);
                 if (l == 0) {
                         utf8 = false;
                         l = 1;

@@ -172,6 +172,10 @@ bool chp_http_media_type_ok(struct chp_http_str s);
 ssize_t chp_http_content_disposition(const uint8_t *name, size_t n, char *out /* out */,
                                      size_t cap);
 
+/* The length of the UTF-8 sequence at p[0..n) (1..4; n >= 1), or 0 when it is not valid UTF-8
+ * (an overlong form, a surrogate, past U+10FFFF, or cut short). */
+size_t chp_http_utf8_len(const unsigned char *p, size_t n);
+
 /* Standard base64 (RFC 4648 with padding) decode into out (cap bytes); returns the length or
  * -EINVAL. */
 __attribute__((warn_unused_result)) ssize_t chp_http_base64_decode(const char *in, size_t n,

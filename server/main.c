@@ -4,6 +4,7 @@
  *   chapard verify --data DIR   scrub the store; exit 0 when clean, 1 listing each problem,
  *                               2 when the store cannot be opened
  *   chapard keygen --out FILE   write a relay key pair (mode 0600), print the public key
+ *   chapard --version           the version (CMake's PROJECT_VERSION) and protocol version
  */
 #include <signal.h>
 #include <stdatomic.h>
@@ -17,8 +18,13 @@
 #include "identity.h"
 #include "err.h"
 #include "log.h"
+#include "proto.h"
 #include "relay.h"
 #include "store.h"
+
+#ifndef CHAPAR_VERSION
+#error "CHAPAR_VERSION is CMake's PROJECT_VERSION, passed as a compile definition"
+#endif
 
 static int usage(FILE *to)
 {
@@ -27,7 +33,8 @@ static int usage(FILE *to)
                     "               [--key FILE] [--insecure-plaintext] [--ready-file PATH]\n"
                     "               [--log-level error|warn|info|debug]\n"
                     "       chapard verify --data DIR\n"
-                    "       chapard keygen --out FILE\n");
+                    "       chapard keygen --out FILE\n"
+                    "       chapard --help | --version\n");
         return to == stderr ? 1 : 0;
 }
 
@@ -146,5 +153,9 @@ int main(int argc, char **argv)
                 return cmd_keygen(argc - 2, argv + 2);
         if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))
                 return usage(stdout);
+        if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
+                printf("chapard %s (protocol %d)\n", CHAPAR_VERSION, CHP_PROTO_VERSION);
+                return 0;
+        }
         return cmd_relay(argc - 1, argv + 1);
 }

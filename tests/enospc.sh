@@ -57,6 +57,7 @@ for _ in $(seq 1500); do grep -q "gc: .* files and" "$tmp/relay.log" && break; s
 grep "gc: " "$tmp/relay.log" || { echo "the relay's GC never ran"; exit 1; }
 head -c $((2 * 1024 * 1024)) /dev/urandom >"$tmp/after"
 t=$(put "$tmp/after") || { cat "$tmp/err"; echo "after GC the relay still refuses puts"; exit 1; }
+rm -f "$tmp/back" # get never overwrites
 "$chapar" get "$t" -o "$tmp/back" >/dev/null && cmp -s "$tmp/after" "$tmp/back" ||
         { echo "the file put after GC does not download"; exit 1; }
 kill -TERM "$rpid"
