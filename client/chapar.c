@@ -3,6 +3,7 @@
  *   chapar put FILE [--relay HOST:PORT] [--relay-key KEY] [--json] [--chunk-size BYTES] [--pad]
  *   chapar get TICKET [-o PATH] [--via HOST:PORT] [--json]
  *   chapar stat TICKET [--via HOST:PORT] [--json]
+ *   chapar relays [remove HOST:PORT]
  *
  * stdout carries only the result (the ticket, or one JSON object), so T=$(chapar put f) works;
  * progress goes to stderr when it is a terminal. Exit codes: 0 ok, 1 usage, 2 relay or network,
@@ -36,6 +37,8 @@ static int usage(void)
                 "       chapar get TICKET [-o PATH] [--via HOST:PORT] [--json]\n"
                 "       chapar stat TICKET [--via HOST:PORT] [--json]\n"
                 "       chapar offer TICKET --to PEER-KEY\n"
+                "       chapar put|get|stat ... --trust-new-relay  (pin a new relay's key)\n"
+                "       chapar relays [remove HOST:PORT]  (list the pinned keys, or drop one)\n"
                 "default relay: $CHAPAR_RELAY, else 127.0.0.1:7700\n");
         return 1;
 }
@@ -91,13 +94,27 @@ static int fail(struct chapar_client *c, const char *what, int rc)
         return chapar_error_class(rc);
 }
 
-static int connect_to(const char *relay, const uint8_t *key, bool plaintext,
+/* A warning libchapar left on a call that worked (a key cache it did not use, a pin it could
+ * not record). */
+static void show_warning(struct chapar_client *c)
+{
+        const char *w = chapar_last_error(c);
+        if (strncmp(w, "warning: ", 9) == 0)
+                fprintf(stderr, "chapar: %s\n", w);
+}
+
+/* trust: pin the relay's key when none is pinned for it (key, else the one it presents) */
+static int connect_to(const char *relay, const uint8_t *key, bool plaintext, bool trust,
                       struct chapar_client **c)
 {
-        struct chapar_opts o = {.relay = relay, .relay_key = key, .insecure_plaintext = plaintext};
+        struct chapar_opts o = {.relay = relay,
+                                .relay_key = key,
+                                .insecure_plaintext = plaintext,
+                                .trust_new_relay = trust};
         int rc = chapar_connect(&o, c);
         if (rc)
                 return fail(*c, "cannot use the relay", rc);
+        show_warning(*c);
         current = *c;
         return 0;
 }
@@ -106,7 +123,7 @@ static int cmd_put(int argc, char **argv)
 {
         const char *file = NULL, *relay = NULL;
         uint8_t key[CHAPAR_KEY_BYTES];
-        bool have_key = false, json = false, plaintext = false;
+        bool have_key = false, json = false, plaintext = false, trust = false;
         struct chapar_put_opts po = {0};
         for (int i = 0; i < argc; i++) {
                 if (strcmp(argv[i], "--relay") == 0 && i + 1 < argc) {
@@ -124,6 +141,8 @@ static int cmd_put(int argc, char **argv)
                         po.pad = true;
                 } else if (strcmp(argv[i], "--insecure-plaintext") == 0) {
                         plaintext = true;
+                } else if (strcmp(argv[i], "--trust-new-relay") == 0) {
+                        trust = true;
                 } else if (strcmp(argv[i], "--chunk-size") == 0 && i + 1 < argc) {
                         char *end;
                         unsigned long v = strtoul(argv[++i], &end, 10);
@@ -139,7 +158,8 @@ static int cmd_put(int argc, char **argv)
         if (!file)
                 return usage();
         struct chapar_client *c = NULL;
-        int rc = connect_to(relay, have_key ? key : NULL, plaintext, &c);
+        /* a key given by --relay-key is pinned for the address when none is */
+        int rc = connect_to(relay, have_key ? key : NULL, plaintext, trust || have_key, &c);
         if (rc) {
                 chapar_close(c);
                 return rc;
@@ -155,6 +175,7 @@ static int cmd_put(int argc, char **argv)
                 chapar_close(c);
                 return rc;
         }
+        show_warning(c);
         if (json) {
                 char hex[CHP_HASH_HEXBYTES];
                 chp_hex_encode(r.file_id, sizeof(r.file_id), hex);
@@ -173,7 +194,7 @@ static int cmd_put(int argc, char **argv)
 }
 
 /* The relay to use for a ticket: --via, or the ticket's own (whose key it carries). */
-static int ticket_client(const char *ticket, const char *via, bool plaintext,
+static int ticket_client(const char *ticket, const char *via, bool plaintext, bool trust,
                          struct chapar_client **c)
 {
         struct chp_ticket t;
@@ -183,14 +204,14 @@ static int ticket_client(const char *ticket, const char *via, bool plaintext,
         }
         char addr[300];
         chp_ticket_relay_addr(&t, addr, sizeof(addr));
-        return connect_to(via ? via : addr, via ? NULL : t.relay_key, plaintext, c);
+        return connect_to(via ? via : addr, via ? NULL : t.relay_key, plaintext, via && trust, c);
 }
 
 /* The arguments get and stat share: TICKET [--via HOST:PORT] [--json] [--insecure-plaintext],
  * and for get [-o PATH]. Connects to the relay they name. Returns 0 or the exit code. */
 struct ticket_args {
         const char *ticket, *out, *via;
-        bool json, plaintext;
+        bool json, plaintext, trust;
 };
 
 static int ticket_command(int argc, char **argv, bool with_out, struct ticket_args *a,
@@ -207,6 +228,8 @@ static int ticket_command(int argc, char **argv, bool with_out, struct ticket_ar
                         a->json = true;
                 else if (strcmp(argv[i], "--insecure-plaintext") == 0)
                         a->plaintext = true;
+                else if (strcmp(argv[i], "--trust-new-relay") == 0)
+                        a->trust = true;
                 else if (argv[i][0] == '-' || a->ticket)
                         return usage();
                 else
@@ -214,7 +237,7 @@ static int ticket_command(int argc, char **argv, bool with_out, struct ticket_ar
         }
         if (!a->ticket)
                 return usage();
-        int rc = ticket_client(a->ticket, a->via, a->plaintext, c);
+        int rc = ticket_client(a->ticket, a->via, a->plaintext, a->trust, c);
         if (rc) {
                 chapar_close(*c);
                 *c = NULL;
@@ -321,7 +344,7 @@ static int cmd_offer(int argc, char **argv)
         if (!ticket || !have_key)
                 return usage();
         struct chapar_client *c = NULL;
-        int rc = ticket_client(ticket, NULL, false, &c);
+        int rc = ticket_client(ticket, NULL, false, false, &c);
         if (rc) {
                 chapar_close(c);
                 return rc;
@@ -331,6 +354,38 @@ static int cmd_offer(int argc, char **argv)
                 rc = fail(c, "offer", rc);
         chapar_close(c);
         return rc;
+}
+
+static void print_relay(void *ctx, const char *addr, const uint8_t key[CHAPAR_KEY_BYTES])
+{
+        (void)ctx;
+        char hex[CHP_HASH_HEXBYTES];
+        chp_hex_encode(key, CHAPAR_KEY_BYTES, hex);
+        printf("%s %s\n", addr, hex);
+}
+
+/* chapar relays: the pins, "HOST:PORT KEY" a line; chapar relays remove HOST:PORT. */
+static int cmd_relays(int argc, char **argv)
+{
+        if (argc == 0) {
+                int rc = chapar_relays_list(NULL, print_relay, NULL);
+                if (rc)
+                        fprintf(stderr, "chapar: relays: cannot read the known-relays file\n");
+                return chapar_error_class(rc);
+        }
+        if (argc != 2 || strcmp(argv[0], "remove") != 0)
+                return usage();
+        int rc = chapar_relays_remove(NULL, argv[1]);
+        if (rc == CHAPAR_ENOTFOUND) {
+                fprintf(stderr, "chapar: relays: no key is pinned for %s\n", argv[1]);
+                return 1;
+        }
+        if (rc) {
+                fprintf(stderr, "chapar: relays: cannot rewrite the known-relays file\n");
+                return chapar_error_class(rc);
+        }
+        printf("removed the pinned key of %s\n", argv[1]);
+        return 0;
 }
 
 int main(int argc, char **argv)
@@ -352,5 +407,7 @@ int main(int argc, char **argv)
                 return cmd_stat(argc - 2, argv + 2);
         if (strcmp(argv[1], "offer") == 0)
                 return cmd_offer(argc - 2, argv + 2);
+        if (strcmp(argv[1], "relays") == 0)
+                return cmd_relays(argc - 2, argv + 2);
         return usage();
 }

@@ -65,6 +65,9 @@ uint32_t cc_reserve_ids(struct chapar_client *c, uint32_t n);
 
 /* Creates path and its missing parents with mode: 0 or -errno. */
 int cc_mkdir_p(const char *path, mode_t mode);
+/* The known-relays file and the cache directory: given, else their defaults (chapar.h). */
+void cc_known_relays_path(const char *given, char *out, size_t cap);
+void cc_cache_path(const char *given, char *out, size_t cap);
 
 /* The key-cache entry for this content (keycache.c): fills key and, when the entry has one, the
  * sealed metadata blob of the last put (cap bytes at most) and returns the blob's length, 0 if
