@@ -3,6 +3,7 @@
  *   chapar put FILE [--relay HOST:PORT] [--relay-key KEY] [--json] [--chunk-size BYTES] [--pad]
  *   chapar get TICKET [-o PATH] [--via HOST:PORT] [--json]
  *   chapar stat TICKET [--via HOST:PORT] [--json]
+ *   chapar forget TICKET|FILE
  *   chapar relays [remove HOST:PORT]
  *
  * stdout carries only the result (the ticket, or one JSON object), so T=$(chapar put f) works;
@@ -38,6 +39,7 @@ static int usage(void)
                 "       chapar stat TICKET [--via HOST:PORT] [--json]\n"
                 "       chapar offer TICKET --to PEER-KEY\n"
                 "       chapar put|get|stat ... --trust-new-relay  (pin a new relay's key)\n"
+                "       chapar forget TICKET|FILE  (drop the file's cached key)\n"
                 "       chapar relays [remove HOST:PORT]  (list the pinned keys, or drop one)\n"
                 "default relay: $CHAPAR_RELAY, else 127.0.0.1:7700\n");
         return 1;
@@ -356,6 +358,35 @@ static int cmd_offer(int argc, char **argv)
         return rc;
 }
 
+/* Removes the cached key of a ticket's file or of a file's content: the next put of it makes a
+ * new key. Exit 0 when something was removed, 1 when nothing was. */
+static int cmd_forget(int argc, char **argv)
+{
+        if (argc != 1 || argv[0][0] == '-')
+                return usage();
+        unsigned n;
+        int rc = chapar_forget(NULL, argv[0], &n);
+        bool ticket = strncmp(argv[0], "chapar://", 9) == 0;
+        if (rc == CHAPAR_EUSAGE) {
+                fprintf(stderr, "chapar: forget: the ticket carries no file key (#...): nothing "
+                                "to match\n");
+                return 1;
+        }
+        if (rc) {
+                fprintf(stderr, "chapar: forget: %s: %s\n", ticket ? "ticket" : argv[0],
+                        rc == CHAPAR_EIO ? "cannot be read" : chapar_strerror(rc));
+                return chapar_error_class(rc);
+        }
+        if (n == 0) {
+                fprintf(stderr, "chapar: forget: no cached key for %s\n",
+                        ticket ? "this ticket" : argv[0]);
+                return 1;
+        }
+        printf("forgot the cached key of %s (%u entr%s)\n", ticket ? "the ticket's file" : argv[0],
+               n, n == 1 ? "y" : "ies");
+        return 0;
+}
+
 static void print_relay(void *ctx, const char *addr, const uint8_t key[CHAPAR_KEY_BYTES])
 {
         (void)ctx;
@@ -407,6 +438,8 @@ int main(int argc, char **argv)
                 return cmd_stat(argc - 2, argv + 2);
         if (strcmp(argv[1], "offer") == 0)
                 return cmd_offer(argc - 2, argv + 2);
+        if (strcmp(argv[1], "forget") == 0)
+                return cmd_forget(argc - 2, argv + 2);
         if (strcmp(argv[1], "relays") == 0)
                 return cmd_relays(argc - 2, argv + 2);
         return usage();

@@ -156,6 +156,14 @@ int chapar_relays_list(const char *known_relays, chapar_relay_fn fn, void *ctx);
  * when there is none, CHAPAR_EIO. */
 int chapar_relays_remove(const char *known_relays, const char *addr);
 
+/* Removes the key-cache entries (cache_dir as in chapar_opts; NULL: the default) of a file, so
+ * that its next put uses a fresh key: target is a ticket with its file key (the entry holding
+ * that key) or a file's path (the entries for its content, at every chunk size). *removed (may
+ * be NULL) gets how many were removed; entries found expired are removed too, uncounted. 0
+ * (also when none), CHAPAR_EUSAGE (a ticket without its key), CHAPAR_EIO (the file cannot be
+ * read). */
+int chapar_forget(const char *cache_dir, const char *target, unsigned *removed);
+
 #ifdef __cplusplus
 }
 #endif
