@@ -94,6 +94,10 @@ check "and it is replaced by one in the current format" "[ \$(head -c 4 '$e') = 
 # relay E keeps files 3 s: the cache entry of a file put there must follow it
 printf '[server]\nfile_expiry = 3s\n' >"$tmp/e.conf"
 relay_start E --log-level warn --config "$tmp/e.conf"
+"$chapar" get "$t1" --via "${addr[E]}" -o "$tmp/x" >/dev/null 2>"$tmp/err"
+rc=$?
+check "a get --via a relay that is not pinned is refused with exit 3 too (exit $rc)" \
+        "[ $rc -eq 3 ] && grep -q -- '--trust-new-relay' '$tmp/err' && ! grep -qs '${addr[E]}' '$pins'"
 head -c 5000 /dev/urandom >"$tmp/b"
 tb=$("$chapar" put "$tmp/b" --relay "${addr[E]}" --relay-key "${key[E]}" 2>"$tmp/err")
 rexp=$("$chapar" stat "$tb" --json | sed -n 's/.*"expires":\([0-9]*\).*/\1/p')
