@@ -4,6 +4,8 @@
  *   chapar get TICKET [-o PATH|DIR|-] [--via HOST:PORT] [--json]
  *   chapar stat TICKET [--via HOST:PORT] [--json]
  *   chapar offer TICKET --to PEER-KEY
+ *   chapar forget TICKET|FILE
+ *   chapar relays [remove HOST:PORT]
  *   chapar help | --help | -h | --version
  *
  * stdout carries only the result (the ticket, the path, one JSON object, or with -o - the file),
@@ -58,9 +60,11 @@ static int usage(FILE *to)
               "      sends only what the relay lacks; the same content put again from this\n"
               "      machine sends nothing.\n"
               "      --relay HOST:PORT    the relay (default: $CHAPAR_RELAY or 127.0.0.1:7700)\n"
-              "      --relay-key KEY      the relay's public key, 64 hex digits; without it the\n"
-              "                           key seen first is pinned, in\n"
-              "                           ~/.config/chapar/known_relays\n"
+              "      --relay-key KEY      the relay's public key, 64 hex digits (its ready file's\n"
+              "                           pubkey=); pinned for the address in\n"
+              "                           ~/.config/chapar/known_relays, after which --relay\n"
+              "                           alone is enough. A relay with no pin and no\n"
+              "                           --relay-key is refused (exit 3)\n"
               "      --name NAME          the name the recipient sees (default: FILE's own)\n"
               "      --chunk-size BYTES   a power of two, 65536 to 8388608 (default 1048576)\n"
               "      --no-pad             do not pad: by default the size is padded (at least\n"
@@ -88,12 +92,19 @@ static int usage(FILE *to)
               "      key is PEER-KEY; that relay fetches it in the background. Use it when the\n"
               "      recipient gets files through that relay, so it is there before they ask.\n"
               "      The two relays must be configured as peers.\n"
+              "  forget TICKET|FILE\n"
+              "      Drops the cached file key of a put (this machine keeps it only while the\n"
+              "      relay keeps the file): a later put of the same content uses a new key.\n"
+              "  relays [remove HOST:PORT]\n"
+              "      Lists the pinned relay keys (HOST:PORT KEY a line), or drops one.\n"
               "  help, --help, -h         this text\n"
               "  --version                the version of chapar and of its protocol\n"
               "\n"
               "flags of put, get and stat:\n"
               "  --json                   print one JSON object instead of the ticket or path\n"
               "  --insecure-plaintext     no transport encryption (the relay must allow it)\n"
+              "  --trust-new-relay        pin the key a relay with no pin presents (trust on\n"
+              "                           first use; put --relay, get and stat --via)\n"
               "\n"
               "exit codes:\n"
               "  0  ok\n"
@@ -248,13 +259,27 @@ static int fail(struct chapar_client *c, const char *what, int rc)
         return chapar_error_class(rc);
 }
 
-static int connect_to(const char *relay, const uint8_t *key, bool plaintext,
+/* A warning libchapar left on a call that worked (a key cache it did not use, a pin it could
+ * not record). */
+static void show_warning(struct chapar_client *c)
+{
+        const char *w = chapar_last_error(c);
+        if (strncmp(w, "warning: ", 9) == 0)
+                fprintf(stderr, "chapar: %s\n", w);
+}
+
+/* trust: pin the relay's key when none is pinned for it (key, else the one it presents) */
+static int connect_to(const char *relay, const uint8_t *key, bool plaintext, bool trust,
                       struct chapar_client **c)
 {
-        struct chapar_opts o = {.relay = relay, .relay_key = key, .insecure_plaintext = plaintext};
+        struct chapar_opts o = {.relay = relay,
+                                .relay_key = key,
+                                .insecure_plaintext = plaintext,
+                                .trust_new_relay = trust};
         int rc = chapar_connect(&o, c);
         if (rc)
                 return fail(*c, "cannot use the relay", rc);
+        show_warning(*c);
         current = *c;
         return 0;
 }
@@ -286,7 +311,7 @@ static int cmd_put(int argc, char **argv)
 {
         const char *file = NULL, *relay = NULL;
         uint8_t key[CHAPAR_KEY_BYTES];
-        bool have_key = false, json = false, plaintext = false;
+        bool have_key = false, json = false, plaintext = false, trust = false;
         struct chapar_put_opts po = {0};
         for (int i = 0; i < argc; i++) {
                 if (strcmp(argv[i], "--relay") == 0 && i + 1 < argc) {
@@ -307,6 +332,8 @@ static int cmd_put(int argc, char **argv)
                         po.no_pad = true;
                 } else if (strcmp(argv[i], "--insecure-plaintext") == 0) {
                         plaintext = true;
+                } else if (strcmp(argv[i], "--trust-new-relay") == 0) {
+                        trust = true;
                 } else if (strcmp(argv[i], "--chunk-size") == 0 && i + 1 < argc) {
                         char *end;
                         unsigned long v = strtoul(argv[++i], &end, 10);
@@ -332,7 +359,8 @@ static int cmd_put(int argc, char **argv)
         if (rc || (rc = put_file_ok(file)))
                 return rc;
         struct chapar_client *c = NULL;
-        rc = connect_to(relay, have_key ? key : NULL, plaintext, &c);
+        /* a key given by --relay-key is pinned for the address when none is */
+        rc = connect_to(relay, have_key ? key : NULL, plaintext, trust || have_key, &c);
         if (rc) {
                 chapar_close(c);
                 return rc;
@@ -348,6 +376,7 @@ static int cmd_put(int argc, char **argv)
                 chapar_close(c);
                 return rc;
         }
+        show_warning(c);
         if (json) {
                 char hex[CHP_HASH_HEXBYTES];
                 chp_hex_encode(r.file_id, sizeof(r.file_id), hex);
@@ -366,7 +395,7 @@ static int cmd_put(int argc, char **argv)
 }
 
 /* The relay to use for a ticket: --via, or the ticket's own (whose key it carries). */
-static int ticket_client(const char *ticket, const char *via, bool plaintext,
+static int ticket_client(const char *ticket, const char *via, bool plaintext, bool trust,
                          struct chapar_client **c)
 {
         struct chp_ticket t;
@@ -375,7 +404,7 @@ static int ticket_client(const char *ticket, const char *via, bool plaintext,
                                    ticket, strlen(ticket) > 40 ? "..." : "");
         char addr[300];
         chp_ticket_relay_addr(&t, addr, sizeof(addr));
-        return connect_to(via ? via : addr, via ? NULL : t.relay_key, plaintext, c);
+        return connect_to(via ? via : addr, via ? NULL : t.relay_key, plaintext, via && trust, c);
 }
 
 /* The arguments get and stat share: TICKET [--via HOST:PORT] [--json] [--insecure-plaintext],
@@ -383,7 +412,7 @@ static int ticket_client(const char *ticket, const char *via, bool plaintext,
  * the usage was asked for and printed (the command exits 0). */
 struct ticket_args {
         const char *ticket, *out, *via;
-        bool json, plaintext;
+        bool json, plaintext, trust;
 };
 
 static int ticket_command(const char *cmd, int argc, char **argv, bool with_out,
@@ -400,6 +429,8 @@ static int ticket_command(const char *cmd, int argc, char **argv, bool with_out,
                         a->json = true;
                 else if (strcmp(argv[i], "--insecure-plaintext") == 0)
                         a->plaintext = true;
+                else if (strcmp(argv[i], "--trust-new-relay") == 0)
+                        a->trust = true;
                 else if (argv[i][0] == '-' || a->ticket)
                         return is_help(argv[i])
                                    ? (usage(stdout), -1)
@@ -413,7 +444,7 @@ static int ticket_command(const char *cmd, int argc, char **argv, bool with_out,
                 return usage_error("get: -o - writes the file to stdout; --json cannot share it");
         int rc = a->via ? relay_addr_ok("--via", a->via) : 0;
         if (!rc)
-                rc = ticket_client(a->ticket, a->via, a->plaintext, c);
+                rc = ticket_client(a->ticket, a->via, a->plaintext, a->trust, c);
         if (rc) {
                 chapar_close(*c);
                 *c = NULL;
@@ -541,7 +572,7 @@ static int cmd_offer(int argc, char **argv)
         if (!ticket || !have_key)
                 return usage_error("offer: chapar offer TICKET --to PEER-KEY");
         struct chapar_client *c = NULL;
-        int rc = ticket_client(ticket, NULL, false, &c);
+        int rc = ticket_client(ticket, NULL, false, false, &c);
         if (rc) {
                 chapar_close(c);
                 return rc;
@@ -551,6 +582,71 @@ static int cmd_offer(int argc, char **argv)
                 rc = fail(c, "offer", rc);
         chapar_close(c);
         return rc;
+}
+
+/* Removes the cached key of a ticket's file or of a file's content: the next put of it makes a
+ * new key. Exit 0 when something was removed, 1 when nothing was. */
+static int cmd_forget(int argc, char **argv)
+{
+        if (argc == 1 && is_help(argv[0]))
+                return usage(stdout);
+        if (argc != 1 || argv[0][0] == '-')
+                return usage_error("forget: give one TICKET or FILE");
+        unsigned n;
+        int rc = chapar_forget(NULL, argv[0], &n);
+        bool ticket = strncmp(argv[0], "chapar://", 9) == 0;
+        if (rc == CHAPAR_EUSAGE) {
+                fprintf(stderr, "chapar: forget: the ticket carries no file key (#...): nothing "
+                                "to match\n");
+                return 1;
+        }
+        if (rc) {
+                fprintf(stderr, "chapar: forget: %s: %s\n", ticket ? "ticket" : argv[0],
+                        rc == CHAPAR_EIO ? "cannot be read" : chapar_strerror(rc));
+                return chapar_error_class(rc);
+        }
+        if (n == 0) {
+                fprintf(stderr, "chapar: forget: no cached key for %s\n",
+                        ticket ? "this ticket" : argv[0]);
+                return 1;
+        }
+        printf("forgot the cached key of %s (%u entr%s)\n", ticket ? "the ticket's file" : argv[0],
+               n, n == 1 ? "y" : "ies");
+        return 0;
+}
+
+static void print_relay(void *ctx, const char *addr, const uint8_t key[CHAPAR_KEY_BYTES])
+{
+        (void)ctx;
+        char hex[CHP_HASH_HEXBYTES];
+        chp_hex_encode(key, CHAPAR_KEY_BYTES, hex);
+        printf("%s %s\n", addr, hex);
+}
+
+/* chapar relays: the pins, "HOST:PORT KEY" a line; chapar relays remove HOST:PORT. */
+static int cmd_relays(int argc, char **argv)
+{
+        if (argc == 0) {
+                int rc = chapar_relays_list(NULL, print_relay, NULL);
+                if (rc)
+                        fprintf(stderr, "chapar: relays: cannot read the known-relays file\n");
+                return chapar_error_class(rc);
+        }
+        if (argc >= 1 && is_help(argv[0]))
+                return usage(stdout);
+        if (argc != 2 || strcmp(argv[0], "remove") != 0)
+                return usage_error("relays: chapar relays, or chapar relays remove HOST:PORT");
+        int rc = chapar_relays_remove(NULL, argv[1]);
+        if (rc == CHAPAR_ENOTFOUND) {
+                fprintf(stderr, "chapar: relays: no key is pinned for %s\n", argv[1]);
+                return 1;
+        }
+        if (rc) {
+                fprintf(stderr, "chapar: relays: cannot rewrite the known-relays file\n");
+                return chapar_error_class(rc);
+        }
+        printf("removed the pinned key of %s\n", argv[1]);
+        return 0;
 }
 
 int main(int argc, char **argv)
@@ -579,5 +675,9 @@ int main(int argc, char **argv)
                 return cmd_stat(argc - 2, argv + 2);
         if (strcmp(cmd, "offer") == 0)
                 return cmd_offer(argc - 2, argv + 2);
+        if (strcmp(cmd, "forget") == 0)
+                return cmd_forget(argc - 2, argv + 2);
+        if (strcmp(cmd, "relays") == 0)
+                return cmd_relays(argc - 2, argv + 2);
         return usage_error("unknown command %s", cmd);
 }

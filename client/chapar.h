@@ -31,7 +31,7 @@ enum chapar_error {
         CHAPAR_EUSAGE = -1,     /* bad argument */
         CHAPAR_ENET = -2,       /* cannot reach the relay, or the connection broke */
         CHAPAR_ERELAY = -3,     /* the relay refused the request (see chapar_last_error) */
-        CHAPAR_EKEY = -4,       /* the relay's key is not the pinned one */
+        CHAPAR_EKEY = -4,       /* the relay's key is not the pinned one, or none is pinned */
         CHAPAR_EINTEGRITY = -5, /* a chunk or the metadata failed verification */
         CHAPAR_EIO = -6,        /* a local file could not be read or written */
         CHAPAR_ENOMEM = -7,
@@ -53,15 +53,21 @@ struct chapar_opts {
         const char *cache_dir;    /* resume and dedup state, or NULL: $XDG_CACHE_HOME/chapar or
                                      ~/.cache/chapar; "" disables the cache */
         bool insecure_plaintext;  /* no transport encryption (the relay must allow it) */
+        bool trust_new_relay;     /* a relay missing from the known-relays file is recorded there
+                                     (relay_key, else the key it presents) instead of refused.
+                                     In what was padding: the struct's layout is unchanged. */
         int timeout_ms;           /* per network wait; 0 = 30 s */
 };
 
 struct chapar_client;
 
-/* Connects and authenticates the relay. With no key given or known, the relay's key is learnt
- * and written to the known-relays file (trust on first use); a key that differs from the known
- * one is CHAPAR_EKEY. Caller frees *out with chapar_close — also after a failure, when *out is
- * set so that chapar_last_error can say what went wrong. */
+/* Connects and authenticates the relay. Its key is relay_key, else the one pinned for the
+ * address in the known-relays file; a relay that presents another key is CHAPAR_EKEY. A relay
+ * with neither is CHAPAR_EKEY too (nothing is sent to it), unless trust_new_relay: then the key
+ * (relay_key, or whatever the relay presents: trust on first use) is recorded for the address.
+ * insecure_plaintext connections have no key to check. Caller frees *out with chapar_close —
+ * also after a failure, when *out is set so that chapar_last_error can say what went wrong. A
+ * successful connect may leave a "warning: ..." there (a pin that could not be recorded). */
 int chapar_connect(const struct chapar_opts *o, struct chapar_client **out);
 void chapar_close(struct chapar_client *c); /* NULL is a no-op */
 
@@ -153,6 +159,22 @@ int chapar_stat(struct chapar_client *c, const char *ticket, struct chapar_stat_
  * relay, before they ask. */
 int chapar_offer(struct chapar_client *c, const char *ticket,
                  const uint8_t peer_key[CHAPAR_KEY_BYTES]);
+
+/* The known-relays file (known_relays as in chapar_opts; NULL: the default): fn is called once
+ * per pin, in file order, with the address and the key. 0 (also with no file), CHAPAR_EIO. */
+typedef void (*chapar_relay_fn)(void *ctx, const char *addr, const uint8_t key[CHAPAR_KEY_BYTES]);
+int chapar_relays_list(const char *known_relays, chapar_relay_fn fn, void *ctx);
+/* Removes the pins of addr (the HOST:PORT string they were recorded under). 0, CHAPAR_ENOTFOUND
+ * when there is none, CHAPAR_EIO. */
+int chapar_relays_remove(const char *known_relays, const char *addr);
+
+/* Removes the key-cache entries (cache_dir as in chapar_opts; NULL: the default) of a file, so
+ * that its next put uses a fresh key: target is a ticket with its file key (the entry holding
+ * that key) or a file's path (the entries for its content, at every chunk size). *removed (may
+ * be NULL) gets how many were removed; entries found expired are removed too, uncounted. 0
+ * (also when none), CHAPAR_EUSAGE (a ticket without its key), CHAPAR_EIO (the file cannot be
+ * read). */
+int chapar_forget(const char *cache_dir, const char *target, unsigned *removed);
 
 #ifdef __cplusplus
 }

@@ -65,18 +65,28 @@ uint32_t cc_reserve_ids(struct chapar_client *c, uint32_t n);
 
 /* Creates path and its missing parents with mode: 0 or -errno. */
 int cc_mkdir_p(const char *path, mode_t mode);
+/* The known-relays file and the cache directory: given, else their defaults (chapar.h). */
+void cc_known_relays_path(const char *given, char *out, size_t cap);
+void cc_cache_path(const char *given, char *out, size_t cap);
 
 /* The key-cache entry for this content (keycache.c): fills key and, when the entry has one, the
  * sealed metadata blob of the last put (cap bytes at most) and returns the blob's length, 0 if
- * none; or a negative CHAPAR_E* code. With no entry, key is a fresh random key and entry (the
- * path to store to, entry_cap bytes) is prepared; entry is "" when there is no cache. */
+ * none; or a negative CHAPAR_E* code. With no usable entry, key is a fresh random key and entry
+ * (the path to store to, entry_cap bytes) is prepared; entry is "" when there is no cache or the
+ * entry there is refused (not ours, others may read it, a link: a "warning: ..." in
+ * c->last_error). An expired entry is deleted. */
 ssize_t cc_keycache_find(struct chapar_client *c, const uint8_t plain_hash[CHP_HASH_BYTES],
                          uint32_t chunk_size, bool pad, uint8_t key[CHP_FILE_KEY_BYTES],
                          uint8_t *blob, size_t cap, char *entry, size_t entry_cap);
-/* Writes key and blob to entry atomically (temporary file, fsync, rename); does nothing when
- * entry is "" and leaves no trace when the write fails. */
-void cc_keycache_store(const char *entry, const uint8_t key[CHP_FILE_KEY_BYTES],
-                       const uint8_t *blob, size_t len);
+/* Writes key and blob to entry atomically (temporary file 0600, fsync, rename); does nothing
+ * when entry is "" and leaves no trace when the write fails. Called twice by a put: before the
+ * chunks go, with file_id NULL (the entry lives expires_in seconds, or the relay's default
+ * upload lifetime, long enough to resume a cut put), and once the relay has the whole file, with
+ * its file_id (the entry lives as long as the relay keeps the file: STAT's expiry, asked of the
+ * relay here, so nothing may be in flight on c). */
+void cc_keycache_store(struct chapar_client *c, const char *entry,
+                       const uint8_t key[CHP_FILE_KEY_BYTES], const uint8_t *blob, size_t len,
+                       const uint8_t *file_id, uint32_t expires_in);
 
 /* The file name the sender's name becomes (get.c), written to out (cap > CC_SAFE_NAME_MAX): its
  * last path component ('/' or '\\'), controls, invalid UTF-8 and the characters Windows refuses

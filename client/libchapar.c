@@ -1,6 +1,7 @@
 /* libchapar.c — the client handle (chapar.h): connect with its defaults (relay address, the
- * known-relays file that pins a relay's key on first use, the cache directory), close, the
- * accessors, and what each CHAPAR_E* code means. The library's other files:
+ * known-relays file that pins each relay's key, the cache directory), close, the accessors, the
+ * known-relays file's list and remove, and what each CHAPAR_E* code means. The library's other
+ * files:
  *   link.c      the channel to the relay and its error codes
  *   put.c       chapar_put_fd, chapar_put_path
  *   keycache.c  the file keys of past puts (resumable, deduplicated puts)
@@ -11,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +25,10 @@
 #include "hash.h"
 
 _Static_assert(CHAPAR_KEY_BYTES == CHP_KEY_BYTES, "the public key size is the one X25519 size");
+/* trust_new_relay went into padding: callers built against the older header see the same layout */
+_Static_assert(offsetof(struct chapar_opts, timeout_ms) == 4 * sizeof(void *) + 4 &&
+                   sizeof(struct chapar_opts) == 4 * sizeof(void *) + 8,
+               "struct chapar_opts keeps its layout");
 
 int chapar_error_class(int err)
 {
@@ -52,7 +58,7 @@ const char *chapar_strerror(int err)
         case CHAPAR_ERELAY:
                 return "the relay refused the request";
         case CHAPAR_EKEY:
-                return "the relay's key does not match the pinned key";
+                return "the relay's key is not the pinned one, or no key is pinned for it";
         case CHAPAR_EINTEGRITY:
                 return "verification failed: wrong key or tampered data";
         case CHAPAR_EIO:
@@ -96,31 +102,107 @@ static void default_dir(char *out, size_t cap, const char *xdg_var, const char *
                 snprintf(out, cap, "%s/%s/chapar%s", home && *home ? home : ".", home_sub, leaf);
 }
 
+void cc_known_relays_path(const char *given, char *out, size_t cap)
+{
+        if (given)
+                snprintf(out, cap, "%s", given);
+        else
+                default_dir(out, cap, "XDG_CONFIG_HOME", ".config", "/known_relays");
+}
+
+void cc_cache_path(const char *given, char *out, size_t cap)
+{
+        if (given)
+                snprintf(out, cap, "%s", given);
+        else
+                default_dir(out, cap, "XDG_CACHE_HOME", ".cache", "");
+}
+
 /* ---- known relays ------------------------------------------------------------------------ */
 
-/* Looks addr up: 0 (key filled), -ENOENT, or an error. Lines: "HOST:PORT HEXKEY". */
+/* One line of the file, "HOST:PORT HEXKEY": true (addr points into line, key filled) or false
+ * for a comment or a line that is not a pin. */
+static bool known_parse(char *line, char **addr, uint8_t key[CHP_KEY_BYTES])
+{
+        char *sp = strchr(line, ' ');
+        if (!sp || line[0] == '#')
+                return false;
+        *sp = '\0';
+        char *hex = sp + 1;
+        hex[strcspn(hex, "\r\n")] = '\0';
+        *addr = line;
+        return chp_hex_decode(hex, strlen(hex), key, CHP_KEY_BYTES) == 0;
+}
+
+/* Looks addr up: 0 (key filled), -ENOENT, or an error. */
 static int known_lookup(const char *file, const char *addr, uint8_t key[CHP_KEY_BYTES])
 {
         FILE *f = fopen(file, "r");
         if (!f)
                 return errno == ENOENT ? -ENOENT : -errno;
-        char line[512];
+        char line[512], *a;
         int rc = -ENOENT;
         while (fgets(line, sizeof(line), f)) {
-                char *sp = strchr(line, ' ');
-                if (!sp || line[0] == '#')
-                        continue;
-                *sp = '\0';
-                char *hex = sp + 1;
-                hex[strcspn(hex, "\r\n")] = '\0';
-                if (strcmp(line, addr) == 0 &&
-                    chp_hex_decode(hex, strlen(hex), key, CHP_KEY_BYTES) == 0) {
+                if (known_parse(line, &a, key) && strcmp(a, addr) == 0) {
                         rc = 0;
                         break;
                 }
         }
         fclose(f);
         return rc;
+}
+
+int chapar_relays_list(const char *known_relays, chapar_relay_fn fn, void *ctx)
+{
+        char path[4096], line[512], *a;
+        uint8_t key[CHP_KEY_BYTES];
+        cc_known_relays_path(known_relays, path, sizeof(path));
+        FILE *f = fopen(path, "r");
+        if (!f)
+                return errno == ENOENT ? 0 : CHAPAR_EIO;
+        while (fgets(line, sizeof(line), f))
+                if (known_parse(line, &a, key))
+                        fn(ctx, a, key);
+        int rc = ferror(f) ? CHAPAR_EIO : 0;
+        fclose(f);
+        return rc;
+}
+
+/* The file without addr's lines, written to a temporary file and renamed over it. */
+int chapar_relays_remove(const char *known_relays, const char *addr)
+{
+        char path[4096], tmp[4200], line[512], copy[512], *a;
+        uint8_t key[CHP_KEY_BYTES];
+        cc_known_relays_path(known_relays, path, sizeof(path));
+        FILE *in = fopen(path, "r");
+        if (!in)
+                return errno == ENOENT ? CHAPAR_ENOTFOUND : CHAPAR_EIO;
+        snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path);
+        int fd = mkstemp(tmp); /* mode 0600 */
+        FILE *out = fd >= 0 ? fdopen(fd, "w") : NULL;
+        if (!out) {
+                if (fd >= 0) {
+                        close(fd);
+                        unlink(tmp);
+                }
+                fclose(in);
+                return CHAPAR_EIO;
+        }
+        unsigned removed = 0;
+        while (fgets(line, sizeof(line), in)) {
+                memcpy(copy, line, sizeof(line));
+                if (known_parse(copy, &a, key) && strcmp(a, addr) == 0)
+                        removed++;
+                else
+                        fputs(line, out);
+        }
+        bool ok = !ferror(in) && fflush(out) == 0 && fsync(fd) == 0;
+        fclose(in);
+        ok = fclose(out) == 0 && ok;
+        if (ok && removed && rename(tmp, path) == 0)
+                return 0;
+        unlink(tmp);
+        return !ok ? CHAPAR_EIO : !removed ? CHAPAR_ENOTFOUND : CHAPAR_EIO;
 }
 
 static int known_add(const char *file, const char *addr, const uint8_t key[CHP_KEY_BYTES])
@@ -162,35 +244,43 @@ int chapar_connect(const struct chapar_opts *o, struct chapar_client **out)
         if (!relay || !*relay)
                 relay = "127.0.0.1:7700";
         snprintf(c->addr, sizeof(c->addr), "%s", relay);
-        if (o->known_relays)
-                snprintf(c->known_relays, sizeof(c->known_relays), "%s", o->known_relays);
-        else
-                default_dir(c->known_relays, sizeof(c->known_relays), "XDG_CONFIG_HOME", ".config",
-                            "/known_relays");
-        if (o->cache_dir)
-                snprintf(c->cache_dir, sizeof(c->cache_dir), "%s", o->cache_dir);
-        else
-                default_dir(c->cache_dir, sizeof(c->cache_dir), "XDG_CACHE_HOME", ".cache", "");
-        bool tofu = false;
-        if (o->relay_key) {
+        cc_known_relays_path(o->known_relays, c->known_relays, sizeof(c->known_relays));
+        cc_cache_path(o->cache_dir, c->cache_dir, sizeof(c->cache_dir));
+        *out = c; /* also on failure, so the caller can read last_error; chapar_close frees it */
+        bool record = false; /* a new relay, trusted explicitly: pin its key once it is proven */
+        if (!c->plaintext) {
+                uint8_t known[CHP_KEY_BYTES] = {0};
+                int k = known_lookup(c->known_relays, c->addr, known);
+                if (o->relay_key) { /* the file only decides whether to record it */
+                        record = k == -ENOENT && o->trust_new_relay;
+                } else if (k != 0 && k != -ENOENT) {
+                        snprintf(c->last_error, sizeof(c->last_error),
+                                 "cannot read the known-relays file %.400s: %s", c->known_relays,
+                                 strerror(-k));
+                        return CHAPAR_EIO;
+                } else if (k == -ENOENT && !o->trust_new_relay) {
+                        snprintf(c->last_error, sizeof(c->last_error),
+                                 "%.300s is not a known relay (no key pinned for it in %.400s): "
+                                 "pass its key with --relay-key KEY (the public line of its key "
+                                 "file, pubkey= in its ready file), or trust the key it presents "
+                                 "with --trust-new-relay",
+                                 c->addr, c->known_relays);
+                        return CHAPAR_EKEY;
+                } else {
+                        record = k == -ENOENT;
+                }
+                c->have_pinned = k == 0 || o->relay_key;
+                memcpy(c->pinned, o->relay_key ? o->relay_key : known, CHP_KEY_BYTES);
+                sodium_memzero(known, sizeof(known));
+        } else if (o->relay_key) {
                 memcpy(c->pinned, o->relay_key, CHP_KEY_BYTES);
                 c->have_pinned = true;
-        } else if (!c->plaintext) {
-                int k = known_lookup(c->known_relays, c->addr, c->pinned);
-                c->have_pinned = k == 0;
-                tofu = k == -ENOENT;
         }
         int rc = cc_open(c);
-        if (!rc && tofu &&
-            known_add(c->known_relays, c->addr, c->relay_key) != 0) /* first use: pin it */
+        if (!rc && record && known_add(c->known_relays, c->addr, c->relay_key) != 0)
                 snprintf(c->last_error, sizeof(c->last_error),
                          "warning: cannot record the relay's key in %.400s", c->known_relays);
-        if (rc) {
-                *out = c; /* so the caller can read last_error; chapar_close frees it */
-                return rc;
-        }
-        *out = c;
-        return 0;
+        return rc;
 }
 
 void chapar_close(struct chapar_client *c)

@@ -243,7 +243,7 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
                         goto out;
                 }
         }
-        cc_keycache_store(entry, p.key, blob, (size_t)blob_len);
+        cc_keycache_store(c, entry, p.key, blob, (size_t)blob_len, NULL, o ? o->expires_in : 0);
 
         /* 2. encrypt and address every chunk; keep the ciphertext while it fits the budget */
         p.addrs = malloc(p.count * CHP_HASH_BYTES);
@@ -344,6 +344,8 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
                         goto out;
                 }
         }
+        /* the relay has the whole file: the entry lives as long as it does there */
+        cc_keycache_store(c, entry, p.key, blob, (size_t)blob_len, r->file_id, 0);
         rc = make_ticket(c, r->file_id, p.key, r->ticket, sizeof(r->ticket));
         r->seconds = chp_net_now_s() - t0;
 out:

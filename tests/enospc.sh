@@ -38,7 +38,7 @@ lib_track $rpid
 wait_file "$tmp/ready" || true
 addr=$(sed -n 's/^native=//p' "$tmp/ready")
 [ -n "$addr" ] || { cat "$tmp/relay.log"; echo "the relay did not start"; exit 1; }
-put() { "$chapar" put "$1" --relay "$addr" 2>"$tmp/err"; }
+put() { "$chapar" put "$1" --relay "$addr" --trust-new-relay 2>"$tmp/err"; }
 n=0
 first=
 while [ $n -lt 40 ]; do

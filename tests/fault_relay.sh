@@ -17,7 +17,7 @@ start_relay() { # BINARY FAULTS
 }
 stop_relay() { relay_stop R; }
 
-put() { "$chapar" put "$1" --relay "${addr[R]}" --chunk-size 65536 2>"$tmp/err"; }
+put() { "$chapar" put "$1" --relay "${addr[R]}" --relay-key "${key[R]}" --chunk-size 65536 2>"$tmp/err"; }
 get_same() { # TICKET FILE: downloads TICKET and compares it with FILE
         rm -f "$tmp/out" # get never overwrites
         "$chapar" get "$1" -o "$tmp/out" >/dev/null 2>"$tmp/err" && cmp -s "$2" "$tmp/out"

@@ -111,7 +111,7 @@ aconf info 3M
 hup A
 check "and the next change still applies (Tus-Max-Size $(tus_max A))" "[ '$(tus_max A)' = 3145728 ]"
 echo hello >"$tmp/f0"
-t0=$("$chapar" put "$tmp/f0" --relay "${addr[A]}" 2>/dev/null)
+t0=$("$chapar" put "$tmp/f0" --relay "${addr[A]}" --relay-key "${key[A]}" 2>/dev/null)
 "$chapar" get "$t0" -o "$tmp/f0.out" >/dev/null 2>&1
 check "A still answers the native protocol" "cmp -s '$tmp/f0' '$tmp/f0.out'"
 
@@ -120,7 +120,7 @@ printf '[server]\nlog_level = warn\n' >"$tmp/B.ini"
 start B --log-level info
 yes CHAPAR-SIGNALS | head -c 300000 >"$tmp/f1"
 t1=$("$chapar" put "$tmp/f1" --relay "${addr[A]}")
-"$chapar" get "$t1" --via "${addr[B]}" -o "$tmp/f1.b" >/dev/null 2>"$tmp/err"
+"$chapar" get "$t1" --via "${addr[B]}" --trust-new-relay -o "$tmp/f1.b" >/dev/null 2>"$tmp/err"
 check "B with no peers refuses a get of A's file" "[ ! -e '$tmp/f1.b' ] && grep -q 'not a peer' '$tmp/err'"
 
 printf '[server]\nlog_level = warn\n[peer "A"]\naddress = %s\npubkey = %s\n' \
@@ -132,7 +132,7 @@ pubkey = ${key[C]}
 "
 hup A
 check "B reloaded its peers" "grep -q '1 peers configured' '$tmp/B.log'"
-"$chapar" get "$t1" --via "${addr[B]}" -o "$tmp/f1.b" >/dev/null 2>"$tmp/err"
+"$chapar" get "$t1" --via "${addr[B]}" --trust-new-relay -o "$tmp/f1.b" >/dev/null 2>"$tmp/err"
 check "B now fetches from A, which does not know B yet and refuses" \
         "[ ! -e '$tmp/f1.b' ] && wait_log A 'refusing a peer handshake from unknown key ${key[B]}' 1"
 
@@ -144,7 +144,7 @@ address = ${addr[B]}
 pubkey = ${key[B]}
 "
 hup A
-"$chapar" get "$t1" --via "${addr[B]}" -o "$tmp/f1.b" >/dev/null 2>"$tmp/err"
+"$chapar" get "$t1" --via "${addr[B]}" --trust-new-relay -o "$tmp/f1.b" >/dev/null 2>"$tmp/err"
 check "A reloaded with B as a peer: the get via B is identical" "cmp -s '$tmp/f1' '$tmp/f1.b'" ||
         cat "$tmp/err"
 
@@ -152,7 +152,7 @@ printf '[server]\nlog_level = warn\n' >"$tmp/B.ini"
 hup B
 yes CHAPAR-SIGNALS-2 | head -c 300000 >"$tmp/f2"
 t2=$("$chapar" put "$tmp/f2" --relay "${addr[A]}")
-"$chapar" get "$t2" --via "${addr[B]}" -o "$tmp/f2.b" >/dev/null 2>"$tmp/err"
+"$chapar" get "$t2" --via "${addr[B]}" --trust-new-relay -o "$tmp/f2.b" >/dev/null 2>"$tmp/err"
 check "B reloaded without peers refuses again" "[ ! -e '$tmp/f2.b' ] && grep -q 'not a peer' '$tmp/err'"
 junk B
 check "B's --log-level info flag still wins over the file's warn" "[ $(refused B) -eq 1 ]"

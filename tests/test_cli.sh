@@ -34,7 +34,7 @@ for size in 0 1 $((pc - 1)) $pc $((pc + 1)) $many; do
         mkfile "$tmp/in.$size" "$size"
         nopad=--no-pad # so that the sizes fall on the chunk boundaries; $many is padded (the default)
         [ "$size" = $many ] && nopad=
-        t=$("$chapar" put "$tmp/in.$size" --relay "$raddr" --chunk-size $cs $nopad 2>"$tmp/err") || { bad "put $size"; cat "$tmp/err"; continue; }
+        t=$("$chapar" put "$tmp/in.$size" --relay "$raddr" --relay-key "$rkey" --chunk-size $cs $nopad 2>"$tmp/err") || { bad "put $size"; cat "$tmp/err"; continue; }
         "$chapar" get "$t" -o "$tmp/out.$size" >/dev/null 2>"$tmp/err" || { bad "get $size"; cat "$tmp/err"; continue; }
         check "round trip of $size bytes" "cmp -s '$tmp/in.$size' '$tmp/out.$size'"
 done
@@ -52,7 +52,7 @@ total=$(echo "$out" | json bytes_total)
 check "--no-pad stores the exact size ($total bytes)" "[ '$total' = 1040 ]"
 
 check "the relay's disk holds no plaintext" "! grep -rqa CHAPAR-PLAINTEXT-MARKER '$tmp/R.data'"
-check "the relay's key was pinned on first use" "grep -q '$raddr $rkey' '$tmp/config/chapar/known_relays'"
+check "the relay's key given by --relay-key was pinned" "grep -q '$raddr $rkey' '$tmp/config/chapar/known_relays'"
 
 # the same content again: the relay already has every chunk
 out=$("$chapar" put "$tmp/in.$many" --relay "$raddr" --chunk-size $cs --json)
@@ -131,7 +131,7 @@ check "--relay-key overrides the pin" "[ $? -eq 0 ]"
 # usage and network errors
 "$chapar" put >/dev/null 2>&1
 check "usage errors exit 1" "[ $? -eq 1 ]"
-"$chapar" put "$tmp/in.1" --relay 127.0.0.1:1 >/dev/null 2>&1
+"$chapar" put "$tmp/in.1" --relay 127.0.0.1:1 --trust-new-relay >/dev/null 2>&1
 check "an unreachable relay exits 2" "[ $? -eq 2 ]"
 "$chapar" put "$tmp/does-not-exist" --relay "$raddr" --relay-key "$rkey" >/dev/null 2>&1
 check "a missing input file exits 4" "[ $? -eq 4 ]"

@@ -40,7 +40,7 @@ stop() { # relay [signal]; a TERM stop must exit 0 (a sanitizer report would not
                 tail -20 "$tmp/$1.log"
         fi
 }
-put() { "$chapar" put "$1" --relay "${addr[A]}" --chunk-size $cs; }
+put() { "$chapar" put "$1" --relay "${addr[A]}" --relay-key "${key[A]}" --chunk-size $cs; }
 # A first (B's address is not known yet), then the proxy to A, B and C and D, then A again
 # with B's address
 conf A B 127.0.0.1:1 "${key[B]}"
@@ -58,12 +58,12 @@ start A
 
 yes CHAPAR-FED | head -c 300000 >"$tmp/f1"
 t1=$(put "$tmp/f1")
-"$chapar" get "$t1" --via "${addr[B]}" -o "$tmp/f1.b" >/dev/null 2>"$tmp/err"
+"$chapar" get "$t1" --via "${addr[B]}" --trust-new-relay -o "$tmp/f1.b" >/dev/null 2>"$tmp/err"
 check "get via B (peered with A) is identical" "cmp -s '$tmp/f1' '$tmp/f1.b'"
-"$chapar" get "$t1" --via "${addr[C]}" -o "$tmp/f1.c" >/dev/null 2>"$tmp/err.c"
+"$chapar" get "$t1" --via "${addr[C]}" --trust-new-relay -o "$tmp/f1.c" >/dev/null 2>"$tmp/err.c"
 rc=$?
 check "get via C (not peered) is refused (exit $rc): $(head -c 150 "$tmp/err.c")" "[ $rc -eq 2 ] && grep -q 'not a peer' '$tmp/err.c' && [ ! -e '$tmp/f1.c' ]"
-"$chapar" get "$t1" --via "${addr[D]}" -o "$tmp/f1.d" >/dev/null 2>"$tmp/err.d"
+"$chapar" get "$t1" --via "${addr[D]}" --trust-new-relay -o "$tmp/f1.d" >/dev/null 2>"$tmp/err.d"
 rc=$?
 check "D, unknown to A, gets nothing (exit $rc)" "[ $rc -ne 0 ] && [ ! -e '$tmp/f1.d' ]"
 check "A logs the refused peer handshake" "grep -q 'refusing a peer handshake from unknown key ${key[D]}' '$tmp/A.log'"
@@ -74,7 +74,7 @@ native_sent() { curl -s "http://${http[A]}/metrics" | sed -n 's/^chapar_bytes_se
 head -c $((2 * 1024 * 1024)) /dev/urandom >"$tmp/f2"
 t2=$(put "$tmp/f2")
 proxy_hold A $((256 * 1024))
-"$chapar" get "$t2" --via "${addr[B]}" -o "$tmp/f2.b" >/dev/null 2>&1 &
+"$chapar" get "$t2" --via "${addr[B]}" --trust-new-relay -o "$tmp/f2.b" >/dev/null 2>&1 &
 g=$!
 proxy_held A
 wait_for 20 "[ -s '$tmp/f2.b.chapar-part' ]"
@@ -90,10 +90,10 @@ head -c $((1024 * 1024)) /dev/urandom >"$tmp/f6"
 t6=$(put "$tmp/f6")
 before=$(native_sent)
 proxy_hold A $((256 * 1024))
-"$chapar" get "$t6" --via "${addr[B]}" -o "$tmp/f6.x" >/dev/null 2>&1 &
+"$chapar" get "$t6" --via "${addr[B]}" --trust-new-relay -o "$tmp/f6.x" >/dev/null 2>&1 &
 g1=$!
 proxy_held A
-"$chapar" get "$t6" --via "${addr[B]}" -o "$tmp/f6.y" >/dev/null 2>&1 &
+"$chapar" get "$t6" --via "${addr[B]}" --trust-new-relay -o "$tmp/f6.y" >/dev/null 2>&1 &
 g2=$!
 wait_for 20 "[ -s '$tmp/f6.x.chapar-part' ] && [ -s '$tmp/f6.y.chapar-part' ]"
 check "both gets had their first chunks while A's bytes were held" \
@@ -109,15 +109,15 @@ yes CHAPAR-OFFER | head -c 200000 >"$tmp/f3"
 t3=$(put "$tmp/f3")
 "$chapar" offer "$t3" --to "${key[B]}" 2>"$tmp/err"
 check "A accepts an offer to B" "[ $? -eq 0 ]"
-wait_for 20 "'$chapar' stat '$t3' --via '${addr[B]}' --json 2>/dev/null | grep -q '\"complete\":true'"
-check "B fetched the offered file in the background" "$chapar stat '$t3' --via '${addr[B]}' --json 2>/dev/null | grep -q '\"complete\":true'"
+wait_for 20 "'$chapar' stat '$t3' --via '${addr[B]}' --trust-new-relay --json 2>/dev/null | grep -q '\"complete\":true'"
+check "B fetched the offered file in the background" "$chapar stat '$t3' --via '${addr[B]}' --trust-new-relay --json 2>/dev/null | grep -q '\"complete\":true'"
 
 # A dies when B has fetched 512 KiB of a 2 MiB file: the get stops and says why; A back, the
 # fetch resumes where it stopped (the restarted A sends less than the file)
 head -c $((2 * 1024 * 1024)) /dev/urandom >"$tmp/f4"
 t4=$(put "$tmp/f4")
 proxy_hold A $((512 * 1024))
-"$chapar" get "$t4" --via "${addr[B]}" -o "$tmp/f4.b" >/dev/null 2>"$tmp/err.4" &
+"$chapar" get "$t4" --via "${addr[B]}" --trust-new-relay -o "$tmp/f4.b" >/dev/null 2>"$tmp/err.4" &
 g=$!
 proxy_held A
 check "B's fetch of the file was cut after 512 KiB" "[ -e '$tmp/A.proxy/cut' ]"
@@ -127,7 +127,7 @@ rc=$?
 check "with A gone, the get stops with a clear message (exit $rc): $(head -c 160 "$tmp/err.4")" \
         "[ $rc -ne 0 ] && [ ! -e '$tmp/f4.b' ] && grep -qi 'reach\|lost\|origin\|peer' '$tmp/err.4'"
 start A
-"$chapar" get "$t4" --via "${addr[B]}" -o "$tmp/f4.b" >/dev/null 2>"$tmp/err.4b"
+"$chapar" get "$t4" --via "${addr[B]}" --trust-new-relay -o "$tmp/f4.b" >/dev/null 2>"$tmp/err.4b"
 check "A back: the fetch resumes and the file is identical" "cmp -s '$tmp/f4' '$tmp/f4.b'" ||
         cat "$tmp/err.4b"
 sent=$(native_sent)
@@ -138,9 +138,9 @@ check "the restarted A sent only the rest ($sent bytes for a $size-byte file)" \
 # A stopped: B serves from its cache
 stop A
 rm -f "$tmp/f1.b2"
-"$chapar" get "$t1" --via "${addr[B]}" -o "$tmp/f1.b2" >/dev/null 2>"$tmp/err"
+"$chapar" get "$t1" --via "${addr[B]}" --trust-new-relay -o "$tmp/f1.b2" >/dev/null 2>"$tmp/err"
 check "A stopped: get via B still succeeds from B's cache" "cmp -s '$tmp/f1' '$tmp/f1.b2'"
-"$chapar" get "$t3" --via "${addr[B]}" -o "$tmp/f3.b" >/dev/null 2>"$tmp/err"
+"$chapar" get "$t3" --via "${addr[B]}" --trust-new-relay -o "$tmp/f3.b" >/dev/null 2>"$tmp/err"
 check "A stopped: the offered file comes from B" "cmp -s '$tmp/f3' '$tmp/f3.b'"
 
 # a peer serving bytes that do not match their address: B refuses them and stores nothing
@@ -153,7 +153,7 @@ at=$(( $(stat -c %s "$seg") - 100 )) # inside the last chunk stored: f5's
 byte=$(dd if="$seg" bs=1 skip=$at count=1 2>/dev/null | od -An -tu1 | tr -d ' ')
 printf "\\x$(printf %02x $(( byte ^ 0xff )))" | dd of="$seg" bs=1 seek=$at conv=notrunc 2>/dev/null
 start A
-"$chapar" get "$t5" --via "${addr[B]}" -o "$tmp/f5.b" >/dev/null 2>"$tmp/err.5"
+"$chapar" get "$t5" --via "${addr[B]}" --trust-new-relay -o "$tmp/f5.b" >/dev/null 2>"$tmp/err.5"
 rc=$?
 check "a corrupted chunk from A is refused (exit $rc), no file" "[ $rc -ne 0 ] && [ ! -e '$tmp/f5.b' ]" ||
         { cat "$tmp/err.5"; tail -5 "$tmp/B.log"; }

@@ -56,11 +56,30 @@ int chp_identity_load(const char *path, struct chp_identity *id, char err[CHP_ID
                          strerror(e));
                 return -e;
         }
+        /* a private key others could read, or that someone else controls, is not this relay's */
         struct stat st;
+        if (fstat(fd, &st) != 0) {
+                int e = errno;
+                close(fd);
+                snprintf(err, CHP_IDENTITY_ERR_MAX, "cannot read key file %s: %s", path,
+                         strerror(e));
+                return -e;
+        }
+        if (st.st_uid != geteuid() || (st.st_mode & 077)) {
+                close(fd);
+                if (st.st_uid != geteuid())
+                        snprintf(err, CHP_IDENTITY_ERR_MAX,
+                                 "key file %s belongs to uid %u, not to this user (uid %u): "
+                                 "chown it, then chmod 600 %s",
+                                 path, (unsigned)st.st_uid, (unsigned)geteuid(), path);
+                else
+                        snprintf(err, CHP_IDENTITY_ERR_MAX,
+                                 "key file %s has mode %03o: others may read the relay's private "
+                                 "key; run chmod 600 %s",
+                                 path, (unsigned)(st.st_mode & 0777), path);
+                return -EACCES;
+        }
         ssize_t n = read(fd, text, sizeof(text) - 1);
-        if (fstat(fd, &st) == 0 && (st.st_mode & 077))
-                fprintf(stderr, "warning: key file %s is readable by others (mode %o)\n", path,
-                        st.st_mode & 0777);
         close(fd);
         /* exactly: header, "private " 64 hex "\n", "public " 64 hex "\n" */
         const size_t hl = sizeof(HEADER) - 1;

@@ -5,7 +5,8 @@
  *     private <64 hex>
  *     public <64 hex>
  * The public key is what clients pin and what tickets carry (lowercase hex). Without --key the
- * relay keeps its key in DATA/relay.key, created on first start. Loading checks that the public
+ * relay keeps its key in DATA/relay.key, created on first start. Loading refuses a file that is
+ * not owned by this user or that group or others may access (-EACCES), and checks that the public
  * half matches the private one. Start-up thread only; errors are negative codes with a message
  * in err.
  */
