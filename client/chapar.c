@@ -112,7 +112,8 @@ static int usage(FILE *to)
               "  2  relay or network: the relay cannot be reached, refused the request, has no\n"
               "     such file or spoke wrongly; also canceled, or out of memory\n"
               "  3  integrity or authentication: a chunk or the metadata failed verification\n"
-              "     (wrong key or tampered data), or the relay's key is not the pinned one\n"
+              "     (wrong key or tampered data), or the relay's key is unknown (no pin, no\n"
+              "     --relay-key) or not the pinned one\n"
               "  4  local I/O: a local file cannot be read or written, or the output exists\n",
               to);
         return to == stdout ? 0 : EXIT_USAGE;
