@@ -116,11 +116,30 @@ static int make_ticket(struct chapar_client *c, const uint8_t *file_id,
         return n < 0 ? CHAPAR_EUSAGE : 0;
 }
 
-/* Sends the missing chunks, as many in flight as the relay's window allows. */
+/* send_chunks: the upload ended under us because another sender of the same manifest committed
+ * it; OPEN again (it answers COMPLETE). */
+#define UPLOAD_GONE 1
+
+/* Whether an ERROR reply to a CHUNK says the upload was committed meanwhile: COMMITTED, or from a
+ * relay older than that code NOT_FOUND, believed once per put (*not_found_ok). */
+static bool upload_gone(struct chapar_client *c, bool *not_found_ok)
+{
+        if (c->last_code == CHP_WE_COMMITTED)
+                return true;
+        if (c->last_code == CHP_WE_NOT_FOUND && *not_found_ok) {
+                *not_found_ok = false;
+                return true;
+        }
+        return false;
+}
+
+/* Sends the missing chunks, as many in flight as the relay's window allows; UPLOAD_GONE when the
+ * upload was committed by someone else (the replies in flight are drained first). */
 static int send_chunks(struct chapar_client *c, struct put_state *p, const uint8_t *upload_id,
                        const uint8_t *missing, const struct chapar_put_opts *o,
-                       struct chapar_put_result *r, uint64_t already)
+                       struct chapar_put_result *r, uint64_t already, bool *not_found_ok)
 {
+        bool gone = false;
         uint8_t *buf = malloc(p->chunk_size);
         uint32_t *lens = calloc(p->count, sizeof(*lens));
         uint64_t next = 0, window = 0, done_bytes = already;
@@ -128,7 +147,7 @@ static int send_chunks(struct chapar_client *c, struct put_state *p, const uint8
         uint64_t total = chp_e2e_cipher_size(p->padded, p->chunk_size);
         int rc = buf && lens ? 0 : CHAPAR_ENOMEM;
         while (!rc) {
-                while (next < p->count && inflight < c->hello.max_inflight) {
+                while (!gone && next < p->count && inflight < c->hello.max_inflight) {
                         if (!chp_bit(missing, (uint32_t)next)) {
                                 next++;
                                 continue;
@@ -171,8 +190,20 @@ static int send_chunks(struct chapar_client *c, struct put_state *p, const uint8
                 if ((rc = cc_recv(c, &h, &reply)))
                         break;
                 if (h.type == CHP_F_ERROR) {
-                        rc = CHAPAR_ERELAY;
-                        break;
+                        uint32_t idx = h.id - base;
+                        if (h.id < base || idx >= p->count || !lens[idx]) {
+                                rc = CHAPAR_EPROTO;
+                                break;
+                        }
+                        if (!gone && !upload_gone(c, not_found_ok)) {
+                                rc = cc_remote_error(c);
+                                break;
+                        }
+                        gone = true; /* send nothing more; drain what is in flight */
+                        window -= lens[idx];
+                        lens[idx] = 0;
+                        inflight--;
+                        continue;
                 }
                 struct chp_msg_chunk_ok ok;
                 if (h.type != (CHP_F_CHUNK | CHP_F_REPLY) ||
@@ -191,7 +222,7 @@ static int send_chunks(struct chapar_client *c, struct put_state *p, const uint8
         }
         free(buf);
         free(lens);
-        return rc;
+        return rc ? rc : gone ? UPLOAD_GONE : 0;
 }
 
 int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts *o,
@@ -242,8 +273,10 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
                         rc = CHAPAR_EUSAGE;
                         goto out;
                 }
+                /* only a new entry is written: concurrent puts of the same content all read the
+                 * existing one and so send the same manifest */
+                cc_keycache_store(entry, p.key, blob, (size_t)blob_len);
         }
-        cc_keycache_store(entry, p.key, blob, (size_t)blob_len);
 
         /* 2. encrypt and address every chunk; keep the ciphertext while it fits the budget */
         p.addrs = malloc(p.count * CHP_HASH_BYTES);
@@ -294,6 +327,13 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
         ssize_t ol = chp_msg_open_encode(open_msg, mlen + 8, &om);
         struct chp_frame_header h;
         uint8_t *reply;
+        bool not_found_ok = true;
+        int opens = 0;
+reopen:
+        if (++opens > 4) { /* committed under us again and again: cannot happen with one file */
+                rc = CHAPAR_EPROTO;
+                goto out;
+        }
         if (ol < 0 || (rc = cc_call(c, CHP_F_OPEN, open_msg, (size_t)ol, &h, &reply)))
                 goto out;
         struct chp_msg_open_ok ok;
@@ -305,6 +345,7 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
         }
         memcpy(upload_id, ok.upload_id, CHP_UPLOAD_ID_BYTES);
         size_t map = chp_bitmap_bytes(ok.chunk_count);
+        free(missing);
         missing = malloc(map ? map : 1);
         if (!missing) {
                 rc = CHAPAR_ENOMEM;
@@ -329,7 +370,10 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
 
         /* 4. the chunks, then the commit */
         if (!complete) {
-                if ((rc = send_chunks(c, &p, upload_id, missing, o, r, already)))
+                rc = send_chunks(c, &p, upload_id, missing, o, r, already, &not_found_ok);
+                if (rc == UPLOAD_GONE)
+                        goto reopen;
+                if (rc)
                         goto out;
                 uint8_t fid[CHP_HASH_BYTES];
                 if ((rc = cc_call(c, CHP_F_COMMIT, upload_id, CHP_UPLOAD_ID_BYTES, &h, &reply)))
