@@ -97,6 +97,28 @@ int cc_fetch_manifest(struct chapar_client *c, const struct chp_ticket *t, struc
 /* Frees what f owns and zeroes it; a zeroed f is a no-op. */
 void cc_fetched_free(struct cc_fetched *f);
 
+#ifdef CHAPAR_TEST_HOOKS
+/* Test builds of libchapar only (tests/CMakeLists.txt builds one with -DCHAPAR_TEST_HOOKS; the
+ * shipped library has none of this): calls put.c makes so that a test can change the file
+ * between its passes and watch every seal and every chunk sent. Set by the test before a put,
+ * never during one. NULL members are not called. */
+struct cc_put_hooks {
+        void *ctx;
+        /* After pass 1 (the plaintext hashed, the key chosen) and pass 2 (every chunk sealed and
+         * addressed; before OPEN), on the calling thread. */
+        void (*between)(void *ctx, int pass);
+        /* Every chunk sealed (plain: len bytes, sealed: sealed_len), from any thread: the
+         * callback serialises itself. */
+        void (*sealed)(void *ctx, const uint8_t key[CHP_FILE_KEY_BYTES], uint64_t index, bool last,
+                       const uint8_t *plain, size_t len, const uint8_t *sealed, size_t sealed_len);
+        /* The encoded manifest OPEN carries, then every chunk as it is sent (calling thread). */
+        void (*manifest)(void *ctx, const uint8_t *manifest, size_t len);
+        void (*sent)(void *ctx, uint64_t index, const uint8_t *bytes, size_t len);
+        uint64_t keep_budget; /* ciphertext bytes kept from pass 2 for sending; 0 = the default */
+};
+extern struct cc_put_hooks cc_put_hooks;
+#endif
+
 #pragma GCC visibility pop
 
 #endif
