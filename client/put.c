@@ -2,22 +2,24 @@
  * key, send the manifest (OPEN), then the chunks the relay still lacks within its window, then
  * COMMIT, and make the ticket.
  *
- *   1. hash every plaintext chunk (worker threads); the hash of those hashes picks the key-cache
- *      entry (keycache.c): the key of the last put of the same content, so the ciphertext,
- *      addresses and manifest come out the same and the relay resumes or deduplicates the upload
- *   2. seal and address every chunk (worker threads), each read checked against its pass-1 hash
- *      before it is sealed; the first KEEP_BUDGET bytes of ciphertext are kept for step 4. Only
- *      now, the whole content known to be the content of its hash, is a new key-cache entry
- *      written
- *   3. OPEN with the manifest — it carries every address, so nothing is sent before step 2 is
- *      done; the reply names the missing chunks
+ *   1. seal and address every chunk under a fresh key (worker threads), hashing each plaintext
+ *      chunk; the first KEEP_BUDGET bytes of ciphertext are kept for step 4. The hash of the
+ *      chunks' hashes names the content in the key cache (keycache.c)
+ *   2. only if the cache has a key for this content (the content was put before): seal and
+ *      address every chunk again under that key, so the ciphertext, addresses and manifest come
+ *      out the same and the relay resumes or deduplicates the upload; each read is checked
+ *      against its step-1 hash before it is sealed. A new cache entry is written after step 1
+ *      (the bytes sealed are the bytes hashed), never before
+ *   3. OPEN with the manifest — it carries every address, so nothing is sent before step 1 (or
+ *      2) is done; the reply names the missing chunks
  *   4. send those: kept ones at once, the others sealed again by a worker thread running ahead
- *      of the sender into a bounded queue, each checked against its pass-1 hash before it is
+ *      of the sender into a bounded queue, each checked against its step-1 hash before it is
  *      sealed and against its manifest address before it is sent; then COMMIT
  *
  * So a key never seals two plaintexts as one (index, last) — whatever the chunk format's nonce
  * — and a file that changes under the put stops it with CHAPAR_ECHANGED before anything
- * inconsistent is sent or advertised. A chunk is sealed at most twice (steps 2 and 4).
+ * inconsistent is sent or advertised. A new file is read once before OPEN, content put before
+ * twice; a chunk not kept is read once more to be sent.
  * Threads: the caller's, up to three workers in steps 1 and 2, one in step 4; they share only
  * the put's state, never the client. Everything the caller sees happens on its thread.
  */
@@ -86,6 +88,7 @@ struct put_state {
         uint64_t total; /* ciphertext bytes */
         uint8_t key[CHP_FILE_KEY_BYTES];
         uint8_t *sums;  /* SHA-256 of each plaintext chunk (step 1) */
+        bool sums_known; /* after step 1: reads are checked against sums */
         uint8_t *addrs; /* SHA-256 of each sealed chunk (step 2) */
         uint8_t *kept;  /* sealed chunks [0, nkept), chunk_size apart */
         uint64_t nkept;
@@ -125,8 +128,8 @@ static int read_plain(const struct put_state *p, uint64_t i, uint8_t *buf, size_
         return 0;
 }
 
-/* Reads chunk i, checks it against its step-1 hash and seals it into out (cipher_len bytes):
- * so a key seals one plaintext per chunk index, whenever it is sealed. */
+/* Reads chunk i, checks it against its step-1 hash (records it, in step 1) and seals it into out
+ * (cipher_len bytes): so a key seals one plaintext per chunk index, whenever it is sealed. */
 static int seal_checked(const struct put_state *p, uint64_t i, uint8_t *plain, uint8_t *out)
 {
         size_t len;
@@ -136,7 +139,9 @@ static int seal_checked(const struct put_state *p, uint64_t i, uint8_t *plain, u
                 return rc;
         if (chp_sha256(plain, len, sum) != 0)
                 return CHAPAR_EIO;
-        if (sodium_memcmp(sum, p->sums + i * CHP_HASH_BYTES, CHP_HASH_BYTES) != 0)
+        if (!p->sums_known)
+                memcpy(p->sums + i * CHP_HASH_BYTES, sum, CHP_HASH_BYTES);
+        else if (sodium_memcmp(sum, p->sums + i * CHP_HASH_BYTES, CHP_HASH_BYTES) != 0)
                 return CHAPAR_ECHANGED;
         if (chp_e2e_seal_chunk(p->key, i, i + 1 == p->count, plain, len, out) != 0)
                 return CHAPAR_EIO;
@@ -169,15 +174,6 @@ static void *work(void *arg)
                         p->changed = i; /* read after the join */
         }
         return NULL;
-}
-
-static int hash_one(struct put_state *p, struct worker *w, uint64_t i)
-{
-        size_t len;
-        int rc = read_plain(p, i, w->plain, &len);
-        if (!rc && chp_sha256(w->plain, len, p->sums + i * CHP_HASH_BYTES) != 0)
-                rc = CHAPAR_EIO;
-        return rc;
 }
 
 static int seal_one(struct put_state *p, struct worker *w, uint64_t i)
@@ -382,6 +378,13 @@ static int changed(struct chapar_client *c, const struct put_state *p, uint64_t 
         return CHAPAR_ECHANGED;
 }
 
+/* Seals and addresses every chunk under p->key (steps 1 and 2). */
+static int seal_all(struct chapar_client *c, struct put_state *p)
+{
+        int rc = for_every_chunk(c, p, seal_one);
+        return rc == CHAPAR_ECHANGED ? changed(c, p, p->changed) : rc;
+}
+
 /* send_chunks: the upload ended under us because another sender of the same manifest committed
  * it; OPEN again (it answers COMPLETE). */
 #define UPLOAD_GONE 1
@@ -509,6 +512,7 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
         struct put_state p = {.fd = fd};
         struct stat st;
         uint8_t content[CHP_HASH_BYTES], blob[CHP_E2E_META_MAX], upload_id[CHP_UPLOAD_ID_BYTES];
+        uint8_t cached[CHP_FILE_KEY_BYTES];
         uint8_t *manifest = NULL, *missing = NULL, *open_msg = NULL;
         char entry[4300];
         int rc;
@@ -533,17 +537,24 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
         }
         p.total = chp_e2e_cipher_size(p.padded, p.chunk_size);
 
-        /* 1. the content's key: the same as last time for the same content. The content is named
-         * by the hash of its size and its chunks' hashes (a tree, so that threads share the work);
-         * the chunks' hashes stay for checking every later read of the file. */
+        /* 1. seal and address every chunk under a fresh key; keep the first KEEP bytes of
+         * ciphertext. The content is named by the hash of its size and its chunks' hashes (a
+         * tree, so that threads share the work); those stay for checking every later read. */
         p.sums = malloc(p.count * CHP_HASH_BYTES);
         p.addrs = malloc(p.count * CHP_HASH_BYTES);
         if (!p.sums || !p.addrs) {
                 rc = CHAPAR_ENOMEM;
                 goto out;
         }
-        if ((rc = for_every_chunk(c, &p, hash_one)))
+        p.nkept = KEEP / p.chunk_size;
+        if (p.nkept > p.count)
+                p.nkept = p.count;
+        if (p.nkept && !(p.kept = malloc(p.nkept * p.chunk_size)))
+                p.nkept = 0; /* then every chunk is sealed again for sending */
+        chp_e2e_keygen(p.key);
+        if ((rc = seal_all(c, &p)))
                 goto out;
+        p.sums_known = true;
         struct chp_sha256 h256;
         uint8_t size_le[8];
         for (int b = 0; b < 8; b++)
@@ -558,16 +569,24 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
         chp_sha256_free(&h256);
         if (rc)
                 goto out;
-        ssize_t blob_len = cc_keycache_find(c, content, p.chunk_size, pad, p.key, blob,
+        HOOK(between, 1);
+
+        /* 2. the key of the last put of this content, if there was one: then everything is sealed
+         * again under it (each read checked against step 1) */
+        ssize_t blob_len = cc_keycache_find(c, content, p.chunk_size, pad, cached, blob,
                                             sizeof(blob), entry, sizeof(entry));
         if (blob_len < 0) {
                 rc = (int)blob_len;
                 goto out;
         }
+        if (blob_len > 0) {
+                memcpy(p.key, cached, sizeof(p.key));
+                if ((rc = seal_all(c, &p)))
+                        goto out;
+        }
         struct chp_e2e_meta meta = {.plain_size = p.size, .chunk_size = p.chunk_size}, old;
         snprintf(meta.name, sizeof(meta.name), "%s", o && o->name ? o->name : "");
         snprintf(meta.mime, sizeof(meta.mime), "%s", o && o->mime ? o->mime : "");
-        bool new_entry = false;
         if (!blob_len || chp_e2e_open_meta(p.key, blob, (size_t)blob_len, &old) != 0 ||
             memcmp(&old, &meta, sizeof(meta)) != 0) {
                 blob_len = chp_e2e_seal_meta(p.key, &meta, blob, sizeof(blob));
@@ -575,27 +594,12 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
                         rc = CHAPAR_EUSAGE;
                         goto out;
                 }
-                new_entry = true;
-        }
-        HOOK(between, 1);
-
-        /* 2. seal and address every chunk; keep the first KEEP bytes of ciphertext */
-        p.nkept = KEEP / p.chunk_size;
-        if (p.nkept > p.count)
-                p.nkept = p.count;
-        if (p.nkept && !(p.kept = malloc(p.nkept * p.chunk_size)))
-                p.nkept = 0; /* then every chunk is sealed again for sending */
-        if ((rc = for_every_chunk(c, &p, seal_one))) {
-                if (rc == CHAPAR_ECHANGED)
-                        rc = changed(c, &p, p.changed);
-                goto out;
-        }
-        /* Written only now: every chunk sealed under this key is the content the entry names, so
-         * a later put of that content reuses the key on the same plaintext, never on other. Only
-         * a new entry is written: concurrent puts of the same content all read the existing one
-         * and so send the same manifest. */
-        if (new_entry)
+                /* Written only now, every chunk sealed under the key being the content the entry
+                 * names: a later put of that content reuses the key on the same plaintext, never
+                 * on other. An entry found intact is not written again: concurrent puts of the
+                 * same content all read it and so send the same manifest. */
                 cc_keycache_store(entry, p.key, blob, (size_t)blob_len);
+        }
         HOOK(between, 2);
 
         /* 3. the manifest; OPEN says what the relay still lacks */
@@ -684,6 +688,7 @@ reopen:
         r->seconds = chp_net_now_s() - t0;
 out:
         sodium_memzero(p.key, sizeof(p.key));
+        sodium_memzero(cached, sizeof(cached));
         free(p.kept);
         free(p.sums);
         free(p.addrs);
