@@ -12,6 +12,9 @@
  * - After a failed put, both the old and the new content put and download intact.
  * - A put whose ciphertext is not kept seals each chunk exactly twice (the addressing pass and
  *   once for sending), also when the relay's window is full.
+ * - The relay answers a CHUNK for an upload that another connection committed meanwhile with
+ *   ERROR COMMITTED (NOT_FOUND on a connection that never opened it), and OPEN again with
+ *   COMPLETE (concurrent senders: tests/put_race.sh).
  */
 #include "harness.h"
 #include "testutil.h"
@@ -329,6 +332,50 @@ TEST(no_chunk_sealed_twice_for_sending)
         cc_put_hooks = (struct cc_put_hooks){0};
         CHECK(gets(t, a, size));
         free(a);
+}
+
+/* Two connections open the same upload; one commits it; the other's next CHUNK is told so. */
+TEST(relay_says_committed)
+{
+        REQUIRE(started());
+        struct rc_file f;
+        REQUIRE_OK(rc_file_make(&f, 3 * 64 * KiB - 100, 64 * KiB, 50, 0));
+        struct rc_conn a, b, other;
+        REQUIRE_OK(rc_connect(&a, relay.addr));
+        REQUIRE_OK(rc_connect(&b, relay.addr));
+        REQUIRE_OK(rc_connect(&other, relay.addr));
+        uint8_t ida[CHP_UPLOAD_ID_BYTES], idb[CHP_UPLOAD_ID_BYTES], fid[CHP_HASH_BYTES];
+        uint8_t *missing = NULL, *missing_a = NULL;
+        bool complete = true;
+        REQUIRE_OK(rc_open(&a, &f, ida, &missing_a, &complete));
+        CHECK_OK(rc_open(&b, &f, idb, &missing, &complete));
+        free(missing);
+        CHECK(!complete && memcmp(ida, idb, sizeof(ida)) == 0);
+        struct rc_put_stats st = {0};
+        CHECK_OK(rc_send_chunks(&a, &f, ida, missing_a, UINT32_MAX, &st));
+        free(missing_a);
+        CHECK_OK(rc_commit(&a, ida, fid));
+
+        uint32_t len = 64 * KiB;
+        uint8_t *frame = malloc(CHP_CHUNK_PREFIX + len);
+        REQUIRE(frame);
+        chp_msg_chunk_prefix_encode(frame, CHP_CHUNK_PREFIX, idb, 0);
+        memcpy(frame + CHP_CHUNK_PREFIX, f.data, len);
+        struct chp_frame_header h;
+        uint8_t *reply;
+        CHECK_EQ(rc_call(&b, CHP_F_CHUNK, frame, CHP_CHUNK_PREFIX + len, &h, &reply), CHP_EREMOTE);
+        CHECK_EQ(b.last_error, CHP_WE_COMMITTED);
+        CHECK_EQ(rc_call(&other, CHP_F_CHUNK, frame, CHP_CHUNK_PREFIX + len, &h, &reply),
+                 CHP_EREMOTE);
+        CHECK_EQ(other.last_error, CHP_WE_NOT_FOUND);
+        CHECK_OK(rc_open(&b, &f, idb, &missing, &complete));
+        free(missing);
+        CHECK(complete);
+        free(frame);
+        rc_close(&a);
+        rc_close(&b);
+        rc_close(&other);
+        rc_file_free(&f);
 }
 
 int main(void)
