@@ -38,6 +38,8 @@ enum chapar_error {
         CHAPAR_ECANCELED = -8,
         CHAPAR_ENOTFOUND = -9, /* the relay has no such file */
         CHAPAR_EPROTO = -10,   /* the relay spoke something this client does not understand */
+        CHAPAR_ECHANGED = -11, /* the file changed while a put read it; nothing inconsistent was
+                                  sent: put it again */
 };
 
 /* Exit code classes of the chapar tool: 1 usage, 2 relay or network, 3 integrity or

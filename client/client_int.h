@@ -78,6 +78,9 @@ void cc_cache_path(const char *given, char *out, size_t cap);
 ssize_t cc_keycache_find(struct chapar_client *c, const uint8_t plain_hash[CHP_HASH_BYTES],
                          uint32_t chunk_size, bool pad, uint8_t key[CHP_FILE_KEY_BYTES],
                          uint8_t *blob, size_t cap, char *entry, size_t entry_cap);
+/* The name put.c gives a file's content in the key cache (the plain_hash of cc_keycache_find) at
+ * this chunk size and padding, reading fd from offset 0: what `chapar forget FILE` looks up. */
+int cc_content_id(int fd, uint32_t chunk_size, bool pad, uint8_t out[CHP_HASH_BYTES]);
 /* Writes key and blob to entry atomically (temporary file 0600, fsync, rename); does nothing
  * when entry is "" and leaves no trace when the write fails. Called twice by a put: before the
  * chunks go, with file_id NULL (the entry lives expires_in seconds, or the relay's default
@@ -117,6 +120,28 @@ struct cc_fetched {
 int cc_fetch_manifest(struct chapar_client *c, const struct chp_ticket *t, struct cc_fetched *f);
 /* Frees what f owns and zeroes it; a zeroed f is a no-op. */
 void cc_fetched_free(struct cc_fetched *f);
+
+#ifdef CHAPAR_TEST_HOOKS
+/* Test builds of libchapar only (tests/CMakeLists.txt builds one with -DCHAPAR_TEST_HOOKS; the
+ * shipped library has none of this): calls put.c makes so that a test can change the file
+ * between its passes and watch every seal and every chunk sent. Set by the test before a put,
+ * never during one. NULL members are not called. */
+struct cc_put_hooks {
+        void *ctx;
+        /* After pass 1 (the plaintext hashed, the key chosen) and pass 2 (every chunk sealed and
+         * addressed; before OPEN), on the calling thread. */
+        void (*between)(void *ctx, int pass);
+        /* Every chunk sealed (plain: len bytes, sealed: sealed_len), from any thread: the
+         * callback serialises itself. */
+        void (*sealed)(void *ctx, const uint8_t key[CHP_FILE_KEY_BYTES], uint64_t index, bool last,
+                       const uint8_t *plain, size_t len, const uint8_t *sealed, size_t sealed_len);
+        /* The encoded manifest OPEN carries, then every chunk as it is sent (calling thread). */
+        void (*manifest)(void *ctx, const uint8_t *manifest, size_t len);
+        void (*sent)(void *ctx, uint64_t index, const uint8_t *bytes, size_t len);
+        uint64_t keep_budget; /* ciphertext bytes kept from pass 2 for sending; 0 = the default */
+};
+extern struct cc_put_hooks cc_put_hooks;
+#endif
 
 #pragma GCC visibility pop
 

@@ -2,23 +2,19 @@
  * chapar_forget.
  *
  * Layout (under cache_dir): keys/ (mode 0700, ours), and in it one entry per content,
- * keys/<hex> (mode 0600, ours), where <hex> = SHA-256(plaintext SHA-256 || chunk size || pad
- * flag). The same content at the same settings is encrypted the same way again, so the relay
- * deduplicates it, and the same put run twice sends the same manifest, so the relay resumes it.
- * An entry is a versioned record (little-endian):
- *    0   4  magic "CHPK"
- *    4   1  version, 1
- *    5   3  reserved, 0
- *    8   8  expires_at: unix seconds after which the entry is not used (and is deleted); 0 never
- *   16  32  file id of the last put that completed, zeros before
- *   48  32  file key
- *   80   …  sealed metadata blob of the last put (CHP_E2E_META_MAX bytes at most)
- * Anything else is not read. expires_at follows the relay: the file's expiry as STAT reports it
- * once the relay has the whole file; before that (a put cut midway, to resume) the put's
- * expires_in or the relay's default upload lifetime. A directory or entry that is not ours,
- * that others may access or that is a symbolic link is never read or written: the put goes on
- * with a fresh key and a warning in last_error. An entry that cannot be read or written costs
- * the put its resumability, never its success.
+ * keys/<hex> (mode 0600, ours), where <hex> = SHA-256(content name || chunk size || pad flag)
+ * and the content name is put.c's (cc_content_id: the size and every plaintext chunk's SHA-256).
+ * The same content at the same settings is encrypted the same way again, so the relay deduplicates
+ * it, and the same put run twice sends the same manifest, so the relay resumes it. An entry is a
+ * versioned record (little-endian): 0   4  magic "CHPK" 4   1  version, 1 5   3  reserved, 0 8   8
+ * expires_at: unix seconds after which the entry is not used (and is deleted); 0 never 16  32  file
+ * id of the last put that completed, zeros before 48  32  file key 80   …  sealed metadata blob of
+ * the last put (CHP_E2E_META_MAX bytes at most) Anything else is not read. expires_at follows the
+ * relay: the file's expiry as STAT reports it once the relay has the whole file; before that (a put
+ * cut midway, to resume) the put's expires_in or the relay's default upload lifetime. A directory
+ * or entry that is not ours, that others may access or that is a symbolic link is never read or
+ * written: the put goes on with a fresh key and a warning in last_error. An entry that cannot be
+ * read or written costs the put its resumability, never its success.
  */
 #include "client_int.h"
 
@@ -268,34 +264,6 @@ void cc_keycache_store(struct chapar_client *c, const char *entry,
 
 /* ---- chapar_forget ----------------------------------------------------------------------- */
 
-static int hash_path(const char *path, uint8_t out[CHP_HASH_BYTES])
-{
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return CHAPAR_EIO;
-        struct stat st;
-        struct chp_sha256 h;
-        uint8_t *buf = malloc(1 << 20);
-        int rc = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? 0 : CHAPAR_EIO;
-        if (!rc && (!buf || chp_sha256_init(&h) != 0))
-                rc = CHAPAR_ENOMEM;
-        for (bool more = !rc; more;) {
-                ssize_t n = read(fd, buf, 1 << 20);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0 || (n > 0 && chp_sha256_update(&h, buf, (size_t)n) != 0))
-                        rc = CHAPAR_EIO;
-                more = !rc && n > 0;
-        }
-        if (buf && !rc && chp_sha256_final(&h, out) != 0)
-                rc = CHAPAR_EIO;
-        if (buf)
-                chp_sha256_free(&h);
-        free(buf);
-        close(fd);
-        return rc;
-}
-
 static bool is_entry_name(const char *s)
 {
         size_t i = 0;
@@ -353,17 +321,28 @@ int chapar_forget(const char *cache_dir, const char *target, unsigned *removed)
                 rc = t.has_key ? forget_key(dir, t.file_key, &n) : CHAPAR_EUSAGE;
                 sodium_memzero(&t, sizeof(t));
         } else {
-                uint8_t h[CHP_HASH_BYTES];
-                rc = hash_path(target, h);
+                /* the content is named per chunk size and padding (put.c): every pair is
+                 * looked up, one read of the file each */
+                int fd = open(target, O_RDONLY | O_CLOEXEC);
+                rc = fd < 0 ? CHAPAR_EIO : 0;
                 for (uint32_t cs = CHP_CHUNK_MIN; !rc && cs <= CHP_CHUNK_MAX; cs <<= 1) {
                         for (int pad = 0; !rc && pad < 2; pad++) {
+                                uint8_t h[CHP_HASH_BYTES];
                                 char name[CHP_HASH_HEXBYTES], path[4300];
-                                rc = entry_name(h, cs, pad, name);
+                                rc = cc_content_id(fd, cs, pad, h);
+                                if (rc == CHAPAR_EUSAGE) { /* too many chunks at this size */
+                                        rc = 0;
+                                        continue;
+                                }
+                                if (!rc)
+                                        rc = entry_name(h, cs, pad, name);
                                 snprintf(path, sizeof(path), "%s/%s", dir, name);
                                 if (!rc && unlink(path) == 0)
                                         n++;
                         }
                 }
+                if (fd >= 0)
+                        close(fd);
         }
         if (removed)
                 *removed = n;

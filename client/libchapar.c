@@ -41,6 +41,7 @@ int chapar_error_class(int err)
         case CHAPAR_EINTEGRITY:
                 return 3;
         case CHAPAR_EIO:
+        case CHAPAR_ECHANGED:
                 return 4;
         }
         return 2;
@@ -71,6 +72,8 @@ const char *chapar_strerror(int err)
                 return "the relay has no such file";
         case CHAPAR_EPROTO:
                 return "protocol error";
+        case CHAPAR_ECHANGED:
+                return "the file changed while it was being sent; run put again";
         }
         return "unknown error";
 }

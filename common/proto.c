@@ -678,6 +678,8 @@ const char *chp_wire_strerror(uint32_t code)
                 return "not authorized";
         case CHP_WE_FETCHING:
                 return "fetching from the origin relay; ask again shortly";
+        case CHP_WE_COMMITTED:
+                return "the upload was committed";
         }
         return "unknown error";
 }

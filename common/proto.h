@@ -69,8 +69,10 @@ enum chp_wire_err {
         CHP_WE_UNAVAILABLE = 11, /* shutting down or overloaded: retry later */
         CHP_WE_INTERNAL = 12,
         CHP_WE_UNAUTHORIZED = 13,
-        CHP_WE_FETCHING = 14,     /* the relay is fetching the file from its origin: ask again
-                                     shortly */
+        CHP_WE_FETCHING = 14,  /* the relay is fetching the file from its origin: ask again
+                                  shortly */
+        CHP_WE_COMMITTED = 15, /* the upload was committed (by another connection): OPEN
+                                  again, which answers COMPLETE */
 };
 
 struct chp_frame_header {

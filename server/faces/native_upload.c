@@ -325,10 +325,28 @@ drop:
                 native_payload_free(c->sh, p, h->len);
 }
 
+/* Whether an upload this connection has at hand is gone because its file was committed (by
+ * another connection sending the same manifest): then the sender is told COMMITTED, not
+ * NOT_FOUND, and re-OPENs to hear COMPLETE. */
+static bool upload_committed(struct conn *c, const uint8_t *upload_id)
+{
+        struct upl *u = upl_find(c->nat, upload_id);
+        uint8_t *m = NULL;
+        size_t len = 0;
+        bool yes = u && chp_store_file_get(c->sh->store, u->file_id, &m, &len, NULL) == 0;
+        free(m);
+        return yes;
+}
+
 static void chunk_done(struct conn *c, struct op *op)
 {
         c->nat->window_used -= op->chunk_len;
         chp_metrics_observe_commit(c->sh->metrics, op->base.t0);
+        if (op->base.req.status == -ENOENT && upload_committed(c, op->base.req.u.put.upload_id)) {
+                native_reply_error(c, op->frame_id, CHP_WE_COMMITTED,
+                                   "upload committed meanwhile; OPEN again to finish");
+                return;
+        }
         if (op->base.req.status) {
                 native_reply_store_error(c, op->frame_id, op->base.req.status);
                 return;
