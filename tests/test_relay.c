@@ -9,11 +9,13 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "hash.h"
 #include "relay_client.h"
 
 #define KiB 1024u
@@ -515,6 +517,47 @@ TEST(flow_control_bounds_a_fast_sender)
         struct rc_put_stats st;
         CHECK_OK(rc_put(&c, &f, &st));
         CHECK(st.chunks_sent <= f.count - queued);
+        rc_close(&c);
+        rc_file_free(&f);
+}
+
+TEST(pipelined_gets_beyond_the_window)
+{
+        REQUIRE(started());
+        /* A client that asks for more chunk bytes at once than the relay's window holds (40 GETs
+         * of 1 MiB against 32 MiB), all in one write: the relay takes requests until its output
+         * is full and the rest wait in its input buffer. Once the output drains those are
+         * served too, not left there until a timeout closes the connection. */
+        struct rc_conn c;
+        REQUIRE_OK(rc_connect(&c, relay.addr));
+        struct rc_file f;
+        REQUIRE_OK(rc_file_make(&f, 40 * MiB, MiB, 901, 0));
+        struct rc_put_stats st;
+        REQUIRE_OK(rc_put(&c, &f, &st));
+        const size_t each = CHP_FRAME_HEADER + 40;
+        uint8_t *req = malloc(f.count * each), (*addr)[CHP_HASH_BYTES] = calloc(f.count, 32);
+        REQUIRE(req && addr);
+        for (uint32_t i = 0; i < f.count; i++) {
+                REQUIRE_OK(chp_sha256(f.data + (uint64_t)i * MiB, MiB, addr[i]));
+                struct chp_msg_get_chunk q = {.addr = addr[i]};
+                chp_frame_header_encode(req + i * each, CHP_F_GET_CHUNK, 100 + i, 40);
+                REQUIRE(chp_msg_get_chunk_encode(req + i * each + CHP_FRAME_HEADER, 40, &q) == 40);
+        }
+        struct iovec iov = {req, f.count * each};
+        REQUIRE_OK(rc_write_iov(c.fd, &iov, 1, NULL));
+        struct timeval tv = {.tv_sec = 10};
+        setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        uint32_t got = 0;
+        struct chp_frame_header h;
+        uint8_t *reply;
+        while (got < f.count && rc_recv(&c, &h, &reply) == 0 &&
+               h.type == (CHP_F_GET_CHUNK | CHP_F_REPLY) && h.id == 100 + got &&
+               h.len == CHP_CHUNK_DATA_PREFIX + MiB &&
+               memcmp(reply + CHP_CHUNK_DATA_PREFIX, f.data + (uint64_t)got * MiB, MiB) == 0)
+                got++;
+        CHECK_EQ(got, f.count);
+        free(req);
+        free(addr);
         rc_close(&c);
         rc_file_free(&f);
 }

@@ -298,6 +298,16 @@ static void conn_kick(struct conn *c)
         conn_maybe_read(c);
 }
 
+void conn_output_moved(struct conn *c)
+{
+        /* A face whose flow control counts its queued output stops taking frames from c->in
+         * when the output is full; frames already received wait there, and no receive will
+         * announce them again (the client may have sent its last request): offer them now. */
+        if (!c->closed && !c->closing && !c->body && c->in_len > 0 && c->ops->can_read(c))
+                c->ops->on_input(c);
+        conn_kick(c);
+}
+
 /* ---- receive completions ----------------------------------------------------------------- */
 
 static void recycle_buffer(struct chp_loop *l, unsigned bid)

@@ -120,6 +120,9 @@ void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe);
 void conn_head_track(struct conn *c, uint64_t now);
 /* The last words are sent: closes, or for plaintext lingers (reads and drops) first. */
 void conn_finish(struct conn *c);
+/* Output went out (send.c): frames the face left in c->in while its output was full are offered
+ * to it again if it can take them now, then the connection writes and reads as it may. */
+void conn_output_moved(struct conn *c);
 
 /* ---- send.c: a connection's send side ---------------------------------------------------- */
 

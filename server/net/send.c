@@ -308,8 +308,7 @@ void conn_on_send(struct conn *c, struct io_uring_cqe *cqe, enum op op)
         }
         if (!c->closed) {
                 c->last_active = chp_net_now_ms();
-                conn_flush(c);
-                conn_maybe_read(c); /* output drained: flow control may allow reading */
+                conn_output_moved(c); /* flow control may allow taking more input */
         }
         conn_release(c);
 }
