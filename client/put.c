@@ -143,7 +143,7 @@ static int seal_checked(const struct put_state *p, uint64_t i, uint8_t *plain, u
                 memcpy(p->sums + i * CHP_HASH_BYTES, sum, CHP_HASH_BYTES);
         else if (sodium_memcmp(sum, p->sums + i * CHP_HASH_BYTES, CHP_HASH_BYTES) != 0)
                 return CHAPAR_ECHANGED;
-        if (chp_e2e_seal_chunk(p->key, i, i + 1 == p->count, plain, len, out) != 0)
+        if (chp_e2e_seal_chunk_hashed(p->key, i, i + 1 == p->count, plain, len, sum, out) != 0)
                 return CHAPAR_EIO;
         HOOK(sealed, p->key, i, i + 1 == p->count, plain, len, out, len + CHP_E2E_CHUNK_OVERHEAD);
         return 0;

@@ -2,7 +2,8 @@
  *
  *   file key K (32 random bytes)
  *     ├─ crypto_kdf(K, id 1, "chpE2Ev2") = chunk key ── XChaCha20-Poly1305-IETF per chunk
- *     ├─ crypto_kdf(K, id 2, "chpE2Ev2") = SIV key   ── N = BLAKE2b-192_SIV(i LE64 || last || pt)
+ *     ├─ crypto_kdf(K, id 2, "chpE2Ev2") = SIV key   ── N = BLAKE2b-192_SIV(i LE64 || last ||
+ *     │                                                                 SHA-256(pt))
  *     │      sealed chunk = N[24] || ciphertext || tag[16]      (AD = i LE64 || last)
  *     ├─ crypto_kdf(K, id 3, "chpE2Ev2") = meta key  ── XChaCha20-Poly1305-IETF
  *     └─ crypto_kdf(K, id 4, "chpE2Ev2") = commitment
@@ -27,6 +28,8 @@
 #include <string.h>
 
 #include <sodium.h>
+
+#include "hash.h"
 
 #include "manifest.h"
 
@@ -140,6 +143,17 @@ static void chunk_ad(uint8_t ad[CHUNK_AD], uint64_t index, bool last)
 int chp_e2e_seal_chunk(const uint8_t key[CHP_FILE_KEY_BYTES], uint64_t index, bool last,
                        const uint8_t *plain, size_t len, uint8_t *out)
 {
+        uint8_t digest[CHP_HASH_BYTES];
+        if (len > CHP_CHUNK_MAX - CHP_E2E_CHUNK_OVERHEAD)
+                return -EINVAL;
+        int rc = chp_sha256(plain, len, digest); /* OpenSSL's context: -ENOMEM can happen */
+        return rc ? rc : chp_e2e_seal_chunk_hashed(key, index, last, plain, len, digest, out);
+}
+
+int chp_e2e_seal_chunk_hashed(const uint8_t key[CHP_FILE_KEY_BYTES], uint64_t index, bool last,
+                              const uint8_t *plain, size_t len,
+                              const uint8_t digest[CHP_HASH_BYTES], uint8_t *out)
+{
         if (len > CHP_CHUNK_MAX - CHP_E2E_CHUNK_OVERHEAD)
                 return -EINVAL;
         uint8_t siv[SUBKEY_BYTES], ck[SUBKEY_BYTES], ad[CHUNK_AD];
@@ -149,10 +163,11 @@ int chp_e2e_seal_chunk(const uint8_t key[CHP_FILE_KEY_BYTES], uint64_t index, bo
         chunk_ad(ad, index, last);
         if ((rc = subkey(siv, SUBKEY_SIV, key)) || (rc = subkey(ck, SUBKEY_CHUNK, key)))
                 goto out;
-        /* the nonce: PRF(index || last || plaintext), written straight to the chunk's head */
+        /* the nonce: PRF(index || last || SHA-256(plaintext)), written straight to the chunk's
+         * head: the plaintext is hashed once, by SHA-256 (which the put needs anyway) */
         if (crypto_generichash_init(&h, siv, sizeof(siv), CHP_E2E_NONCE) != 0 ||
             crypto_generichash_update(&h, ad, sizeof(ad)) != 0 ||
-            (len && crypto_generichash_update(&h, plain, len) != 0) ||
+            crypto_generichash_update(&h, digest, CHP_HASH_BYTES) != 0 ||
             crypto_generichash_final(&h, out, CHP_E2E_NONCE) != 0) {
                 rc = -EINVAL;
                 goto out;

@@ -6,13 +6,15 @@
  * key commitment (id 4).
  *
  * Chunk i of the (padded) plaintext, last = 1 for the file's final chunk and 0 otherwise:
- *   N      = BLAKE2b-192, keyed with the SIV key, over (i u64 LE || last u8 || plaintext)
+ *   N      = BLAKE2b-192, keyed with the SIV key, over (i u64 LE || last u8 || SHA-256(plaintext))
  *   sealed = N[24] || XChaCha20-Poly1305-IETF(chunk key, N, AD = i u64 LE || last u8, plaintext)
  * The nonce is synthetic (SIV-style): a PRF of the chunk's position and content under a key of
  * its own. The same (K, i, last, plaintext) always seals to the same bytes, so a re-run resumes
  * and the same content deduplicates; two different plaintexts (or positions) share a nonce under
- * K only through a collision of the 192-bit PRF — for q distinct chunks under one key at most
- * q^2 / 2^193: 2^-153 for a file's 2^20 chunks, 2^-97 even at 2^48 — so no key+nonce pair ever
+ * K only through a SHA-256 collision or a collision of the 192-bit PRF — for q distinct chunks
+ * under one key at most q^2 / 2^193: 2^-153 for a file's 2^20 chunks, 2^-97 even at 2^48 (the
+ * plaintext is read once by SHA-256, not by the PRF as well: SHA-NI makes that the cheaper
+ * pass, and a put hashes each chunk anyway to notice a file changing) — so no key+nonce pair ever
  * seals two plaintexts, even when a file changes while it is being read. What it leaks: equal
  * chunks at equal positions under the same key seal to equal bytes (what dedup and resume need).
  * open_chunk decrypts with the carried nonce and the AD, so reordering, substitution and
@@ -35,7 +37,8 @@
  *
  * Padding: chp_e2e_padded_size (Padmé with a 4 KiB floor) is the size a plaintext is padded to
  * before it is cut, zeros at the end; the real size is in the metadata.
- * Pure functions; any thread. Errors: -EINVAL (bad sizes), -ENOSPC (cap), -EBADMSG
+ * Pure functions; any thread; nothing allocates except chp_e2e_seal_chunk's SHA-256 (OpenSSL's
+ * context). Errors: -EINVAL (bad sizes), -ENOSPC (cap), -ENOMEM (seal_chunk only), -EBADMSG
  * (authentication failed: wrong key, tampered, reordered or truncated, not format v2).
  */
 #ifndef CHP_E2E_H
@@ -85,6 +88,12 @@ __attribute__((warn_unused_result)) int chp_e2e_seal_chunk(const uint8_t key[CHP
                                                            uint64_t index, bool last,
                                                            const uint8_t *plain, size_t len,
                                                            uint8_t *out);
+/* chp_e2e_seal_chunk for a caller that has just computed digest = SHA-256(plain[0..len)) (a put,
+ * which checks every read of a chunk against its first): the same bytes out, one pass less. A
+ * wrong digest seals with a nonce that does not follow the plaintext. */
+__attribute__((warn_unused_result)) int
+chp_e2e_seal_chunk_hashed(const uint8_t key[CHP_FILE_KEY_BYTES], uint64_t index, bool last,
+                          const uint8_t *plain, size_t len, const uint8_t digest[32], uint8_t *out);
 /* Opens a sealed chunk of len bytes (>= CHP_E2E_CHUNK_OVERHEAD) into out
  * (len - CHP_E2E_CHUNK_OVERHEAD bytes); -EBADMSG also when len is shorter than the overhead or
  * longer than CHP_CHUNK_MAX. */

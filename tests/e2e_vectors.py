@@ -157,7 +157,7 @@ KEY = bytes(range(32))
 def seal_chunk(key, index, last, plain):
     ad = index.to_bytes(8, "little") + bytes([1 if last else 0])
     siv = kdf(key, 2, CONTEXT)
-    nonce = hashlib.blake2b(ad + plain, digest_size=24, key=siv).digest()
+    nonce = hashlib.blake2b(ad + hashlib.sha256(plain).digest(), digest_size=24, key=siv).digest()
     return nonce + xaead_encrypt(kdf(key, 1, CONTEXT), nonce, plain, ad)
 
 

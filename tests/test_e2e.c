@@ -304,15 +304,15 @@ static const char V_SIV_KEY[] = "8738ac79661d7aca904621579bf15f82482f11676245297
 static const char V_META_KEY[] = "599730640897b247d2a8a545fce838d2627b6c033b70267d98e16b566e732c2c";
 static const char V_COMMIT[] = "c559f6f333bdfeb166ec8a918553c15c39cbf703123a824430a061270e6ef43b";
 static const char V_CHUNK_A[] =
-    "8a9d0f6c9d30de53751ad5711b8ee7d6f975e1b7442e4ee3e107b9f7fff76b95be28f3d01aaff8891e9ea23c"
-    "2709d4d1eb50666ece345e9460ff5c07";
+    "7e3ddbfbfb309885932a65a11a3db3d5674803a89431dd044df5270a3f711811acb8a079efddf8a6b4f719f5"
+    "1cd0e367956a5375c1f3c7aa74d2fb43";
 static const char V_CHUNK_B[] =
-    "5290e4281b6a9ba914cdeb441cbaf51ade3fc50fdf77c221f53051b16d18d24fb00c9b3acc83f14c33cef7e6"
-    "37ed129a441fed269b1eacc56791bbbe333ecbdad81138f1c920b53f192ce59d285cb1af51db7143f6b37577"
-    "3785ff8b93db7c143e5bd41952c4ca0de981965ef08dbc739313a5b7559df0f6997a9c001b58ab84a14e5ff8"
-    "effb00ddaaf1144e";
+    "fe5e21e38794bcd7953f39ded06ef1ac56eae4dd8750f0007c81612c565df0375eab8202abf0290bb3393f1d"
+    "de5ee6f7599c4b6ac004ff753dfdee695b2f2611c87540d297d6bde652d8d686c421a9ac6ca092e66ee8bf46"
+    "f86ccb4bb3b8fb2881894baa102df29fbeae96c3de686b0945cb8a620ef4cb47ac68f71ccf90b6cd7d2bbaa4"
+    "2f451beeb9a540a6";
 static const char V_CHUNK_C[] =
-    "12ba43e5527d8f6398e9fef469698ee098bf4a1ba993d4da1d95e0e38c83085b20908fd20ceb5947";
+    "681926cef53dcf83c9141b0d5d72dac5aa900d0b91c25bbedf24d2b08a2b33e74a919c2af49bb112";
 static const char V_META[] =
     "02c559f6f333bdfeb166ec8a918553c15c39cbf703123a824430a061270e6ef43b404142434445464748494a"
     "4b4c4d4e4f505152535455565739e9c4efe28153f1dbf7e0bc6a01771bb5fcda89a26c80ea0713ccfae6a5e8"
@@ -923,16 +923,16 @@ TEST(padme_properties)
         CHECK_EQ(distinct, 33);
 }
 
-/* Sealing and opening (chunks and metadata) allocate nothing: the sweep must find no
- * allocation to fail. */
+/* Sealing a chunk whose SHA-256 the caller has (as a put does), opening it, and sealing and
+ * opening metadata allocate nothing: the sweep must find no allocation to fail. */
 static int e2e_pass(void *arg)
 {
-        (void)arg;
+        const uint8_t *digest = arg;
         uint8_t key[CHP_FILE_KEY_BYTES], plain[1000], sealed[1000 + CHP_E2E_CHUNK_OVERHEAD],
             back[1000];
         fixed_key(key);
         fill(plain, sizeof(plain), 5);
-        int rc = chp_e2e_seal_chunk(key, 3, true, plain, sizeof(plain), sealed);
+        int rc = chp_e2e_seal_chunk_hashed(key, 3, true, plain, sizeof(plain), digest, sealed);
         if (rc)
                 return rc;
         if ((rc = chp_e2e_open_chunk(key, 3, true, sealed, sizeof(sealed), back)))
@@ -949,9 +949,31 @@ static int e2e_pass(void *arg)
         return meta_eq(&m, &got) ? 0 : 1;
 }
 
+/* chp_e2e_seal_chunk hashes the plaintext itself, through OpenSSL, which allocates: a failed
+ * allocation there is an error (-ENOMEM, or -EIO from OpenSSL's init), never wrong bytes; the
+ * same bytes come out as from the hashed variant. */
+static int e2e_seal_pass(void *arg)
+{
+        const uint8_t *want = arg;
+        uint8_t key[CHP_FILE_KEY_BYTES], plain[1000], sealed[1000 + CHP_E2E_CHUNK_OVERHEAD];
+        fixed_key(key);
+        fill(plain, sizeof(plain), 5);
+        int rc = chp_e2e_seal_chunk(key, 3, true, plain, sizeof(plain), sealed);
+        if (rc)
+                return rc;
+        return memcmp(sealed, want, sizeof(sealed)) == 0 ? 0 : 1;
+}
+
 TEST(allocation_failure)
 {
-        CHECK_EQ(tu_alloc_sweep("e2e seal/open", e2e_pass, NULL, 0), 0);
+        uint8_t plain[1000], digest[CHP_HASH_BYTES], key[CHP_FILE_KEY_BYTES];
+        uint8_t sealed[1000 + CHP_E2E_CHUNK_OVERHEAD];
+        fill(plain, sizeof(plain), 5);
+        fixed_key(key);
+        REQUIRE_OK(chp_sha256(plain, sizeof(plain), digest));
+        REQUIRE_OK(chp_e2e_seal_chunk_hashed(key, 3, true, plain, sizeof(plain), digest, sealed));
+        CHECK_EQ(tu_alloc_sweep("e2e seal (hashed)/open", e2e_pass, digest, 0), 0);
+        CHECK(tu_alloc_sweep("e2e seal with its own SHA-256", e2e_seal_pass, sealed, 0) > 0);
 }
 
 HARNESS_MAIN()
