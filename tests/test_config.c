@@ -1,12 +1,16 @@
 /* Configuration: defaults, the INI file overlay, flags over the file, every refusal with its
- * PATH:LINE or flag in the message, peers, number/size/duration edge cases, addresses, and the
- * cross-field rules of chp_config_finish. */
+ * PATH:LINE or flag in the message, peers, tenants and their token keys and limits, number/size/
+ * duration edge cases, addresses, the cross-field rules of chp_config_finish (the no-tenant rule
+ * among them) and what a reload keeps. */
 #include "harness.h"
 
 #include <errno.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "config.h"
+#include "hash.h"
 
 /* Writes content to a fresh file under /tmp; path gets its name. Returns 0 or -1. */
 static int write_temp(const char *content, char path[64])
@@ -82,6 +86,7 @@ TEST(defaults)
         CHECK_EQ(c.sync, CHP_SYNC_FULL);
         CHECK(c.key_file == NULL);
         CHECK(!c.insecure_plaintext);
+        CHECK(!c.open);
         CHECK(c.ready_file == NULL);
         CHECK_EQ(c.log_level, CHP_LOG_INFO);
         CHECK_EQ(c.max_connections, 20000);
@@ -97,6 +102,8 @@ TEST(defaults)
         CHECK_EQ(c.file_expiry, 30 * 86400);
         CHECK_EQ(c.memory_limit, 1ll << 30);
         CHECK_EQ(c.npeers, 0);
+        CHECK_EQ(c.ntenants, 0);
+        CHECK(c.tenants == NULL);
 
         struct chp_store_opts d;
         chp_store_opts_default(&d);
@@ -129,6 +136,7 @@ TEST(file_overlay)
                           "sync = none\n"
                           "key = /etc/chapar/key\n"
                           "insecure_plaintext = off\n"
+                          "open = true\n"
                           "ready_file = /run/chapar.ready\n"
                           "log_level = debug\n"
                           "max_connections = 500\n"
@@ -164,6 +172,7 @@ TEST(file_overlay)
         CHECK_EQ(c.sync, CHP_SYNC_NONE);
         CHECK(c.key_file && strcmp(c.key_file, "/etc/chapar/key") == 0);
         CHECK(!c.insecure_plaintext);
+        CHECK(c.open);
         CHECK(c.ready_file && strcmp(c.ready_file, "/run/chapar.ready") == 0);
         CHECK_EQ(c.log_level, CHP_LOG_DEBUG);
         CHECK_EQ(c.max_connections, 500);
@@ -261,6 +270,20 @@ struct file_case {
         const char *want; /* a substring of the message */
 };
 
+/* Each case's content, loaded over defaults, is refused with -EINVAL and its message. */
+static void check_file_cases(const struct file_case *cases, size_t n)
+{
+        for (size_t i = 0; i < n; i++) {
+                char err[CHP_CONFIG_ERR_MAX];
+                int rc = load_fresh(cases[i].content, err);
+                bool ok = rc == -EINVAL && strstr(err, cases[i].want) != NULL;
+                if (!ok)
+                        fprintf(stderr, "  case %zu: rc %d, err \"%s\", want \"%s\"\n", i, rc, err,
+                                cases[i].want);
+                CHECK(ok);
+        }
+}
+
 TEST(file_errors)
 {
         static const struct file_case cases[] = {
@@ -281,6 +304,10 @@ TEST(file_errors)
             {"[server]\nsync = sometimes\n", "T:2: sync = 'sometimes': expected full or none"},
             {"[server]\nlog_level = loud\n", "T:2: log_level = 'loud'"},
             {"[server]\ninsecure_plaintext = maybe\n", "T:2: insecure_plaintext = 'maybe'"},
+            {"[server]\nopen = sometimes\n", "T:2: open = 'sometimes': expected true/false"},
+            {"[server]\ntoken_key = 0123456789abcdef:00\n",
+             "T:2: unknown key 'token_key' in [server]"},
+            {"[store]\nmax_stored = 1G\n", "T:2: unknown key 'max_stored' in [store]"},
             {"[server]\nlisten = 127.0.0.1\n", "T:2: listen = '127.0.0.1'"},
             {"[server]\nhttp = ::1:80\n", "T:2: http = '::1:80'"},
             {"[server]\nlisten = 1.2.3.4:65536\n", "T:2: listen"},
@@ -323,15 +350,7 @@ TEST(file_errors)
             {"[peer \"a\"]\naddress = h:1\npubkey = k\n[peer \"a\"]\naddress = h:2\npubkey = k\n",
              "T:4: duplicate [peer \"a\"]"},
         };
-        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-                char err[CHP_CONFIG_ERR_MAX];
-                int rc = load_fresh(cases[i].content, err);
-                bool ok = rc == -EINVAL && strstr(err, cases[i].want) != NULL;
-                if (!ok)
-                        fprintf(stderr, "  case %zu: rc %d, err \"%s\", want \"%s\"\n", i, rc, err,
-                                cases[i].want);
-                CHECK(ok);
-        }
+        check_file_cases(cases, sizeof(cases) / sizeof(cases[0]));
 }
 
 TEST(file_long_lines_and_names)
@@ -581,6 +600,7 @@ TEST(flag_errors)
             {2, {"--sync", "fast"}, "--sync 'fast': expected full or none"},
             {1, {"--log-level=trace"}, "--log-level 'trace'"},
             {1, {"--insecure-plaintext=yes"}, "--insecure-plaintext takes no value"},
+            {1, {"--open=yes"}, "--open takes no value"},
             {2, {"--listen", "localhost"}, "--listen 'localhost'"},
             {1, {"--http=[::1]"}, "--http '[::1]'"},
             {1, {"--data="}, "--data '': must not be empty"},
@@ -643,7 +663,7 @@ TEST(insecure_plaintext_rule)
         for (size_t i = 0; i < sizeof(bad_listen) / sizeof(bad_listen[0]); i++) {
                 struct chp_config c;
                 chp_config_defaults(&c);
-                CHECK_OK(ARGS(&c, err, "--listen", bad_listen[i]));
+                CHECK_OK(ARGS(&c, err, "--listen", bad_listen[i], "--open"));
                 CHECK_OK(chp_config_finish(&c, err)); /* fine with encryption */
                 CHECK_OK(ARGS(&c, err, "--insecure-plaintext"));
                 CHECK_EQ(chp_config_finish(&c, err), -EINVAL);
@@ -691,6 +711,550 @@ TEST(finish_rules)
         CHECK_OK(ARGS(&c, err, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"));
         CHECK_OK(chp_config_finish(&c, err)); /* both ephemeral: different ports */
         chp_config_free(&c);
+}
+
+/* ---- tenants ------------------------------------------------------------------------------ */
+
+/* A token_key value "KID:PUBLIC-KEY": kid as 16 hex digits, and the Ed25519 public key made from a
+ * seed of 32 seed_byte bytes (pub gets its bytes; upper: the key in upper-case hex). */
+static void token_key(uint64_t kid, uint8_t seed_byte, bool upper, char out[96],
+                      uint8_t pub[crypto_sign_PUBLICKEYBYTES])
+{
+        uint8_t seed[crypto_sign_SEEDBYTES], sk[crypto_sign_SECRETKEYBYTES];
+        memset(seed, seed_byte, sizeof(seed));
+        if (sodium_init() < 0 || crypto_sign_seed_keypair(pub, sk, seed) != 0)
+                abort();
+        char hex[2 * crypto_sign_PUBLICKEYBYTES + 1];
+        chp_hex_encode(pub, crypto_sign_PUBLICKEYBYTES, hex);
+        for (char *h = hex; upper && *h; h++)
+                if (*h >= 'a' && *h <= 'f')
+                        *h = (char)(*h - 'a' + 'A');
+        snprintf(out, 96, "%016llx:%s", (unsigned long long)kid, hex);
+}
+
+static bool kid_is(const struct chp_tenant_key *k, uint64_t kid)
+{
+        for (int i = 0; i < CHP_TENANT_KID_BYTES; i++)
+                if (k->kid[i] != (uint8_t)(kid >> (8 * (CHP_TENANT_KID_BYTES - 1 - i))))
+                        return false;
+        return true;
+}
+
+TEST(tenants)
+{
+        char k1[96], k2[96], k3[96], text[2048], err[CHP_CONFIG_ERR_MAX];
+        uint8_t p1[32], p2[32], p3[32];
+        token_key(0x0123456789abcdefull, 1, false, k1, p1);
+        token_key(0xfedcba9876543210ull, 2, true, k2, p2);
+        token_key(1, 3, false, k3, p3);
+        k2[0] = 'F'; /* the key id in upper case too */
+        snprintf(text, sizeof(text),
+                 "[tenant \"acme\"]\n"
+                 "token_key = %s\n"
+                 "  token_key = %s   ; the next key, for rotation\n"
+                 "max_stored = 10G\n"
+                 "max_uploaded_per_day = 1G\n"
+                 "max_file_size = 100M\n"
+                 "max_file_life = 7d\n"
+                 "max_concurrent_uploads = 4\n"
+                 "max_incomplete_uploads = 16\n"
+                 "[server]\n"
+                 "threads = 2\n"
+                 "[tenant   \"b.2_x-Y\" ]\n"
+                 "max_file_size = 5M\n"
+                 "token_key = %s\n"
+                 "max_file_size = unlimited\n" /* the last one wins, as for every key */
+                 "max_file_life = unlimited\n"
+                 "[peer \"acme\"]\n" /* peers and tenants are named apart */
+                 "address = h:1\npubkey = k\n",
+                 k1, k2, k3);
+        struct chp_config c;
+        chp_config_defaults(&c);
+        int rc = load_text(&c, text, err);
+        if (rc)
+                fprintf(stderr, "  %s\n", err);
+        REQUIRE_OK(rc);
+        CHECK_EQ(c.threads, 2);
+        REQUIRE(c.ntenants == 2 && c.tenants);
+        const struct chp_tenant_config *a = &c.tenants[0], *b = &c.tenants[1];
+        CHECK(strcmp(a->name, "acme") == 0);
+        REQUIRE(a->nkeys == 2);
+        CHECK(kid_is(&a->keys[0], 0x0123456789abcdefull));
+        CHECK(memcmp(a->keys[0].pub, p1, 32) == 0);
+        CHECK(kid_is(&a->keys[1], 0xfedcba9876543210ull));
+        CHECK(memcmp(a->keys[1].pub, p2, 32) == 0);
+        CHECK_EQ(a->max_stored, 10ull << 30);
+        CHECK_EQ(a->max_uploaded_per_day, 1ull << 30);
+        CHECK_EQ(a->max_file_size, 100ull << 20);
+        CHECK_EQ(a->max_file_life, 7 * 86400);
+        CHECK_EQ(a->max_concurrent_uploads, 4);
+        CHECK_EQ(a->max_incomplete_uploads, 16);
+
+        CHECK(strcmp(b->name, "b.2_x-Y") == 0);
+        REQUIRE(b->nkeys == 1);
+        CHECK(kid_is(&b->keys[0], 1));
+        CHECK(memcmp(b->keys[0].pub, p3, 32) == 0);
+        CHECK(b->max_stored == CHP_UNLIMITED); /* the defaults */
+        CHECK(b->max_uploaded_per_day == CHP_UNLIMITED);
+        CHECK(b->max_file_size == CHP_UNLIMITED);
+        CHECK(b->max_file_life == CHP_UNLIMITED);
+        CHECK(b->max_concurrent_uploads == CHP_UNLIMITED);
+        CHECK(b->max_incomplete_uploads == CHP_UNLIMITED);
+
+        CHECK(chp_config_find_tenant(&c, "acme", 4) == a);
+        CHECK(chp_config_find_tenant(&c, "acmex", 4) == a); /* len bytes only */
+        CHECK(chp_config_find_tenant(&c, "b.2_x-Y", 7) == b);
+        CHECK(chp_config_find_tenant(&c, "acm", 3) == NULL);
+        CHECK(chp_config_find_tenant(&c, "ACME", 4) == NULL);
+        CHECK(chp_config_find_tenant(&c, "", 0) == NULL);
+        CHECK(chp_config_find_tenant(&c, "acme\0xyz", 8) == NULL); /* a name from the wire */
+        uint8_t kid[CHP_TENANT_KID_BYTES] = {0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54, 0x32, 0x10};
+        CHECK(chp_tenant_find_key(a, kid) == &a->keys[1]);
+        CHECK(chp_tenant_find_key(b, kid) == NULL);
+        kid[7] = 0x11;
+        CHECK(chp_tenant_find_key(a, kid) == NULL);
+        CHECK_EQ(c.npeers, 1);
+        CHECK_OK(chp_config_finish(&c, err));
+
+        /* a second file may not define a tenant the first one did, nor leave one keyless */
+        snprintf(text, sizeof(text), "[tenant \"acme\"]\ntoken_key = %s\n", k3);
+        CHECK_EQ(load_text(&c, text, err), -EINVAL);
+        CHECK(strstr(err, "T:1: duplicate [tenant \"acme\"]") != NULL);
+        CHECK_EQ(load_text(&c, "[server]\nthreads = 3\n[tenant \"new\"]\n", err), -EINVAL);
+        CHECK(strstr(err, "T:3: [tenant \"new\"] has no token_key") != NULL);
+        chp_config_free(&c);
+        CHECK_EQ(c.ntenants, 0);
+        CHECK(c.tenants == NULL);
+}
+
+/* "[tenant \"a\"]\ntoken_key = GOOD\n" followed by rest. */
+static void tenant_text(char *out, size_t cap, const char *rest)
+{
+        char k[96];
+        uint8_t pub[32];
+        token_key(0x0123456789abcdefull, 1, false, k, pub);
+        snprintf(out, cap, "[tenant \"a\"]\ntoken_key = %s\n%s", k, rest);
+}
+
+TEST(tenant_errors)
+{
+        char k[96], k2[96];
+        uint8_t pub[32];
+        token_key(0x0123456789abcdefull, 1, false, k, pub);
+        token_key(0x0123456789abcdefull, 2, false, k2, pub);
+        for (int i = 0; i < 16; i++) /* the same key id in upper case */
+                if (k2[i] >= 'a' && k2[i] <= 'f')
+                        k2[i] = (char)(k2[i] - 'a' + 'A');
+        const char *good_pub = k + 17;
+        char buf[64][400];
+        int n = 0;
+        /* cases that follow a good first line ("[tenant \"a\"]\ntoken_key = GOOD\n") */
+        static const struct file_case after_key[] = {
+            {"foo = 1\n", "T:3: unknown key 'foo' in [tenant \"a\"]"},
+            {"address = h:1\n", "T:3: unknown key 'address' in [tenant \"a\"]"},
+            {"token_key =\n", "T:3: [tenant \"a\"] token_key = '': must not be empty"},
+            {"token_key = 0123456789abcdef\n",
+             "T:3: [tenant \"a\"] token_key = '0123456789abcdef': expected KID:PUBLIC-KEY"},
+            {"token_key = 0123456789abcde:00\n",
+             "T:3: [tenant \"a\"] token_key = '0123456789abcde:00': the key id must be 16 hex "
+             "digits"},
+            {"max_stored = 0\n", "T:3: [tenant \"a\"] max_stored = '0': must be at least 1"},
+            {"max_stored = 1T\n",
+             "T:3: [tenant \"a\"] max_stored = '1T': expected a byte count with an optional K, M "
+             "or G suffix, or \"unlimited\""},
+            {"max_stored = 17179869184G\n", "T:3: [tenant \"a\"] max_stored = '17179869184G': too"},
+            {"max_stored = Unlimited\n", "T:3: [tenant \"a\"] max_stored = 'Unlimited'"},
+            {"max_stored =\n", "T:3: [tenant \"a\"] max_stored = '': must not be empty"},
+            {"max_uploaded_per_day = 99999999999999999999\n",
+             "T:3: [tenant \"a\"] max_uploaded_per_day = '99999999999999999999': too large"},
+            {"max_uploaded_per_day = -1\n", "T:3: [tenant \"a\"] max_uploaded_per_day = '-1'"},
+            {"max_file_size = 0\n", "T:3: [tenant \"a\"] max_file_size = '0': must be at least 1"},
+            {"max_file_size = 1.5G\n", "T:3: [tenant \"a\"] max_file_size = '1.5G'"},
+            {"max_file_life = 0\n", "T:3: [tenant \"a\"] max_file_life = '0': must be at least 1"},
+            {"max_file_life = 1w\n",
+             "T:3: [tenant \"a\"] max_file_life = '1w': expected seconds with an optional s, m, h "
+             "or d suffix, or \"unlimited\""},
+            {"max_concurrent_uploads = 0\n",
+             "T:3: [tenant \"a\"] max_concurrent_uploads = '0': must be at least 1"},
+            {"max_concurrent_uploads = 4K\n",
+             "T:3: [tenant \"a\"] max_concurrent_uploads = '4K': expected a whole number, or "
+             "\"unlimited\""},
+            {"max_incomplete_uploads = 0\n",
+             "T:3: [tenant \"a\"] max_incomplete_uploads = '0': must be at least 1"},
+            {"max_incomplete_uploads = many\n", "T:3: [tenant \"a\"] max_incomplete_uploads"},
+            {"[tenant \"a\"]\n", "T:3: duplicate [tenant \"a\"]"},
+            {"[tenant \"b\"]\n", "T:3: [tenant \"b\"] has no token_key"},
+            {"[tenant \"b\"]\nmax_stored = 1G\n[server]\n", "T:3: [tenant \"b\"] has no token_key"},
+        };
+        for (size_t i = 0; i < sizeof(after_key) / sizeof(after_key[0]); i++) {
+                tenant_text(buf[n], sizeof(buf[n]), after_key[i].content);
+                n++;
+        }
+        struct file_case cases[64];
+        for (size_t i = 0; i < sizeof(after_key) / sizeof(after_key[0]); i++)
+                cases[i] = (struct file_case){buf[i], after_key[i].want};
+        size_t ncases = sizeof(after_key) / sizeof(after_key[0]);
+
+        /* cases of their own */
+#define CASE(want_, ...)                                                                           \
+        do {                                                                                       \
+                snprintf(buf[n], sizeof(buf[n]), __VA_ARGS__);                                     \
+                cases[ncases++] = (struct file_case){buf[n++], want_};                             \
+        } while (0)
+        CASE("T:1: tenant name '' must be 1 to 64 letters", "[tenant \"\"]\ntoken_key = %s\n", k);
+        CASE("T:1: tenant name 'a b'", "[tenant \"a b\"]\ntoken_key = %s\n", k);
+        CASE("T:1: tenant name 'a/b'", "[tenant \"a/b\"]\n");
+        CASE("T:1: tenant name 'a\"b'", "[tenant \"a\"b\"]\n");
+        CASE("T:1: expected [tenant \"NAME\"]", "[tenant acme]\ntoken_key = %s\n", k);
+        CASE("T:1: expected [tenant \"NAME\"]", "[tenant \"acme]\n");
+        CASE("T:1: unknown section [tenants \"a\"]", "[tenants \"a\"]\n");
+        CASE("T:1: unknown section [tenant]", "[tenant]\n");
+        CASE("T:1: [tenant \"a\"] has no token_key", "[tenant \"a\"]\n");
+        CASE("T:2: [tenant \"a\"] token_key = '0123456789abcdeg:",
+             "[tenant \"a\"]\ntoken_key = 0123456789abcdeg:%s\n", good_pub);
+        CASE("the key id must be 16 hex digits", "[tenant \"a\"]\ntoken_key = 00%s\n", k);
+        CASE("T:2: [tenant \"a\"] token_key = ':", "[tenant \"a\"]\ntoken_key = :%s\n", good_pub);
+        CASE("the public key must be 64 hex digits", "[tenant \"a\"]\ntoken_key = %.80s\n", k);
+        CASE("the public key must be 64 hex digits", "[tenant \"a\"]\ntoken_key = %s0\n", k);
+        CASE("the public key must be 64 hex digits", "[tenant \"a\"]\ntoken_key = %s:\n", k);
+        CASE("the public key must be 64 hex digits", "[tenant \"a\"]\ntoken_key = %.16s:%.63sx\n",
+             k, good_pub);
+        CASE("the public key must be 64 hex digits", "[tenant \"a\"]\ntoken_key = %.16s: %s\n", k,
+             good_pub);
+        CASE("T:2: [tenant \"a\"] token_key = '0123456789abcdef:0000000000000000000000000000000000"
+             "000000000000000000000000000000': not a usable Ed25519 public key",
+             "[tenant \"a\"]\ntoken_key = %.17s%064d\n", k, 0);
+        CASE("not a usable Ed25519 public key", /* the identity point: small order */
+             "[tenant \"a\"]\ntoken_key = %.17s01%062d\n", k, 0);
+        CASE("not a usable Ed25519 public key", /* not a point on the curve */
+             "[tenant \"a\"]\ntoken_key = %.17s02%062d\n", k, 0);
+        CASE("T:3: [tenant \"a\"] token_key: key id 0123456789abcdef is there twice",
+             "[tenant \"a\"]\ntoken_key = %s\ntoken_key = %s\n", k, k2);
+        CASE("T:2: unknown key 'token_key' in [peer \"a\"]", "[peer \"a\"]\ntoken_key = %s\n", k);
+        CASE("T:2: key 'max_stored' outside any section", "; x\nmax_stored = 1\n");
+#undef CASE
+        check_file_cases(cases, ncases);
+}
+
+TEST(tenant_counts_and_names)
+{
+        char err[CHP_CONFIG_ERR_MAX], k[96], name[80];
+        uint8_t pub[32];
+
+        /* CHP_TENANT_KEYS_MAX keys in a tenant; one more is refused */
+        size_t cap = 16384, off = 0;
+        char *text = malloc(cap);
+        REQUIRE(text);
+        off += (size_t)snprintf(text + off, cap - off, "[tenant \"rotating\"]\n");
+        for (int i = 0; i < CHP_TENANT_KEYS_MAX; i++) {
+                token_key((uint64_t)i, (uint8_t)i, false, k, pub);
+                off += (size_t)snprintf(text + off, cap - off, "token_key = %s\n", k);
+        }
+        struct chp_config c;
+        chp_config_defaults(&c);
+        CHECK_OK(load_text(&c, text, err));
+        CHECK(c.ntenants == 1 && c.tenants[0].nkeys == CHP_TENANT_KEYS_MAX);
+        CHECK(c.ntenants == 1 &&
+              kid_is(&c.tenants[0].keys[CHP_TENANT_KEYS_MAX - 1], CHP_TENANT_KEYS_MAX - 1));
+        chp_config_free(&c);
+        token_key(99, 99, false, k, pub);
+        snprintf(text + off, cap - off, "token_key = %s\n", k);
+        CHECK_EQ(load_fresh(text, err), -EINVAL);
+        CHECK(strstr(err, "T:10: [tenant \"rotating\"] token_key: more than 8 keys") != NULL);
+
+        /* 64 characters is the longest tenant name; 65 is refused */
+        token_key(1, 1, false, k, pub);
+        memset(name, 'n', 64);
+        name[64] = '\0';
+        snprintf(text, cap, "[tenant \"%s\"]\ntoken_key = %s\n", name, k);
+        CHECK_OK(load_fresh(text, err));
+        memset(name, 'n', 65);
+        name[65] = '\0';
+        snprintf(text, cap, "[tenant \"%s\"]\ntoken_key = %s\n", name, k);
+        CHECK_EQ(load_fresh(text, err), -EINVAL);
+        CHECK(strstr(err, "T:1: tenant name") != NULL);
+        free(text);
+
+        /* CHP_MAX_TENANTS tenants; one more is refused */
+        cap = (CHP_MAX_TENANTS + 1) * 128;
+        text = malloc(cap);
+        REQUIRE(text);
+        off = 0;
+        for (int i = 0; i < CHP_MAX_TENANTS; i++)
+                off += (size_t)snprintf(text + off, cap - off, "[tenant \"t%d\"]\ntoken_key = %s\n",
+                                        i, k);
+        chp_config_defaults(&c);
+        CHECK_OK(load_text(&c, text, err));
+        CHECK_EQ(c.ntenants, CHP_MAX_TENANTS);
+        CHECK(c.ntenants == CHP_MAX_TENANTS &&
+              strcmp(c.tenants[CHP_MAX_TENANTS - 1].name, "t255") == 0);
+        CHECK(chp_config_find_tenant(&c, "t200", 4) == &c.tenants[200]);
+        chp_config_free(&c);
+        snprintf(text + off, cap - off, "[tenant \"last\"]\ntoken_key = %s\n", k);
+        CHECK_EQ(load_fresh(text, err), -EINVAL);
+        CHECK(strstr(err, "T:513: too many tenants (at most 256)") != NULL);
+        free(text);
+}
+
+struct limit_case {
+        const char *key, *value;
+        int rc;
+        unsigned long long want;
+};
+
+TEST(tenant_limits)
+{
+        static const struct limit_case cases[] = {
+            {"max_stored", "1", 0, 1},
+            {"max_stored", "10G", 0, 10ull << 30},
+            {"max_stored", "512k", 0, 512 * 1024},
+            {"max_stored", "unlimited", 0, CHP_UNLIMITED},
+            {"max_stored", "18446744073709551615", 0, 18446744073709551615ull},
+            {"max_stored", "17179869183G", 0, 17179869183ull << 30},
+            {"max_stored", "18446744073709551616", -EINVAL, 0},
+            {"max_stored", "1s", -EINVAL, 0},
+            {"max_uploaded_per_day", "100M", 0, 100ull << 20},
+            {"max_uploaded_per_day", "unlimited", 0, CHP_UNLIMITED},
+            {"max_file_size", "4G", 0, 4ull << 30},
+            {"max_file_size", "unlimited ", 0, CHP_UNLIMITED}, /* libinih trims the value */
+            {"max_file_life", "90", 0, 90},
+            {"max_file_life", "90m", 0, 5400},
+            {"max_file_life", "30d", 0, 30 * 86400},
+            {"max_file_life", "unlimited", 0, CHP_UNLIMITED},
+            {"max_file_life", "1G", -EINVAL, 0},
+            {"max_concurrent_uploads", "1", 0, 1},
+            {"max_concurrent_uploads", "007", 0, 7},
+            {"max_concurrent_uploads", "unlimited", 0, CHP_UNLIMITED},
+            {"max_concurrent_uploads", "1m", -EINVAL, 0},
+            {"max_incomplete_uploads", "1000", 0, 1000},
+            {"max_incomplete_uploads", "unlimitedx", -EINVAL, 0},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                const struct limit_case *l = &cases[i];
+                char text[400], line[128], err[CHP_CONFIG_ERR_MAX];
+                snprintf(line, sizeof(line), "%s = %s\n", l->key, l->value);
+                tenant_text(text, sizeof(text), line);
+                struct chp_config c;
+                chp_config_defaults(&c);
+                int rc = load_text(&c, text, err);
+                unsigned long long got = 0;
+                if (rc == 0 && c.ntenants == 1) {
+                        const struct chp_tenant_config *t = &c.tenants[0];
+                        got = strcmp(l->key, "max_stored") == 0 ? t->max_stored
+                              : strcmp(l->key, "max_uploaded_per_day") == 0
+                                  ? t->max_uploaded_per_day
+                              : strcmp(l->key, "max_file_size") == 0 ? t->max_file_size
+                              : strcmp(l->key, "max_file_life") == 0 ? t->max_file_life
+                              : strcmp(l->key, "max_concurrent_uploads") == 0
+                                  ? t->max_concurrent_uploads
+                                  : t->max_incomplete_uploads;
+                }
+                bool ok = rc == l->rc && (rc != 0 || got == l->want);
+                if (!ok)
+                        fprintf(stderr,
+                                "  case %zu (%s = %s): rc %d got %llu, want rc %d %llu (%s)\n", i,
+                                l->key, l->value, rc, got, l->rc, l->want, err);
+                CHECK(ok);
+                chp_config_free(&c);
+        }
+}
+
+/* ---- the no-tenant rule ------------------------------------------------------------------- */
+
+struct access_case {
+        const char *file; /* a config file's text, or NULL */
+        int argc;
+        const char *argv[6];
+        const char *want; /* NULL: accepted; else the message's beginning */
+};
+
+#define NO_TENANT_MSG(flag, addr)                                                                  \
+        flag " " addr " is not a loopback address and no tenant is configured, so anyone who "     \
+             "reaches it could upload; configure a [tenant \"NAME\"] with a token_key (chapard "   \
+             "tenant-key makes one), or pass --open (open = true in [server]) to take uploads "    \
+             "without a token from any address"
+
+TEST(no_tenant_rule)
+{
+        char k[96], tenant[256], err[CHP_CONFIG_ERR_MAX];
+        uint8_t pub[32];
+        token_key(7, 7, false, k, pub);
+        snprintf(tenant, sizeof(tenant),
+                 "[server]\nlisten = 0.0.0.0:0\n[tenant \"m\"]\ntoken_key = %s\n", k);
+        const struct access_case cases[] = {
+            {NULL, 0, {NULL}, NULL}, /* the defaults: 127.0.0.1:7700 and 127.0.0.1:7780 */
+            {NULL, 4, {"--listen", "127.0.0.1:0", "--http", "off"}, NULL},
+            {NULL, 4, {"--listen", "[::1]:0", "--http", "localhost:0"}, NULL},
+            {NULL, 4, {"--listen", "127.3.2.1:0", "--http", "[::1]:0"}, NULL},
+            {NULL, 2, {"--listen", "0.0.0.0:7700"}, NO_TENANT_MSG("--listen", "0.0.0.0:7700")},
+            {NULL, 2, {"--http", "0.0.0.0:7780"}, NO_TENANT_MSG("--http", "0.0.0.0:7780")},
+            {NULL, 4, {"--listen", "[::]:0", "--http", "off"}, "--listen [::]:0 is not a loopback"},
+            {NULL, 2, {"--listen", "10.1.2.3:7700"}, "--listen 10.1.2.3:7700 is not a loopback"},
+            {NULL, 2, {"--listen", "relay.example.org:7700"}, "--listen relay.example.org:7700"},
+            {NULL, 2, {"--listen", "[::ffff:127.0.0.1]:0"}, "--listen [::ffff:127.0.0.1]:0 is not"},
+            {NULL,
+             4,
+             {"--listen", "0.0.0.0:0", "--http", "0.0.0.0:0"},
+             "--listen 0.0.0.0:0 is not"},
+            {NULL, 3, {"--listen", "0.0.0.0:7700", "--open"}, NULL},
+            {NULL, 3, {"--open", "--http", "[::]:0"}, NULL},
+            {NULL, 5, {"--listen", "0.0.0.0:0", "--http", "0.0.0.0:0", "--open"}, NULL},
+            {"[server]\nlisten = 0.0.0.0:0\n", 0, {NULL}, "--listen 0.0.0.0:0 is not a loopback"},
+            {"[server]\nlisten = 0.0.0.0:0\nopen = true\n", 0, {NULL}, NULL},
+            {"[server]\nlisten = 0.0.0.0:0\nopen = false\n", 1, {"--open"}, NULL},
+            {"[server]\nopen = yes\n", 2, {"--http", "0.0.0.0:0"}, NULL},
+            {tenant, 0, {NULL}, NULL},
+            {tenant, 2, {"--http", "0.0.0.0:0"}, NULL},
+            {tenant, 1, {"--open"}, NULL},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                const struct access_case *a = &cases[i];
+                struct chp_config c;
+                chp_config_defaults(&c);
+                int rc = a->file ? load_text(&c, a->file, err) : 0;
+                if (!rc)
+                        rc = chp_config_parse_args(&c, a->argc, (char **)a->argv, err);
+                if (rc) {
+                        fprintf(stderr, "  case %zu: %s\n", i, err);
+                        CHECK_OK(rc);
+                        chp_config_free(&c);
+                        continue;
+                }
+                rc = chp_config_finish(&c, err);
+                char err2[CHP_CONFIG_ERR_MAX];
+                int rc2 = chp_config_check_access(&c, err2);
+                bool ok = a->want ? rc == -EINVAL && strncmp(err, a->want, strlen(a->want)) == 0 &&
+                                        rc2 == -EINVAL && strcmp(err, err2) == 0
+                                  : rc == 0 && rc2 == 0;
+                if (!ok)
+                        fprintf(stderr, "  case %zu: rc %d, err \"%s\", want %s\n", i, rc, err,
+                                a->want ? a->want : "success");
+                CHECK(ok);
+                chp_config_free(&c);
+        }
+        /* the rule comes after --insecure-plaintext's, whose message is the one shown */
+        struct chp_config c;
+        chp_config_defaults(&c);
+        CHECK_OK(ARGS(&c, err, "--listen", "0.0.0.0:1", "--insecure-plaintext"));
+        CHECK_EQ(chp_config_finish(&c, err), -EINVAL);
+        CHECK(strstr(err, "--insecure-plaintext is allowed only") != NULL);
+        chp_config_free(&c);
+}
+
+TEST(describe_access)
+{
+        char k[96], text[512], err[CHP_CONFIG_ERR_MAX], buf[128];
+        uint8_t pub[32];
+        token_key(7, 7, false, k, pub);
+        struct chp_config c;
+        chp_config_defaults(&c);
+        CHECK(strcmp(chp_config_describe_access(&c, buf, sizeof(buf)),
+                     "no tenant configured: uploads, offers and pull-through only from loopback "
+                     "clients") == 0);
+        c.open = true;
+        CHECK(strcmp(chp_config_describe_access(&c, buf, sizeof(buf)),
+                     "--open: uploads, offers and pull-through without a token from any "
+                     "address") == 0);
+        chp_config_free(&c);
+        snprintf(text, sizeof(text),
+                 "[tenant \"x\"]\ntoken_key = %s\n[tenant \"y\"]\ntoken_key = %s\n", k, k);
+        chp_config_defaults(&c);
+        REQUIRE_OK(load_text(&c, text, err));
+        CHECK(strcmp(chp_config_describe_access(&c, buf, sizeof(buf)),
+                     "2 tenants: uploads, offers and pull-through need a token") == 0);
+        c.open = true;
+        CHECK(strcmp(chp_config_describe_access(&c, buf, sizeof(buf)),
+                     "--open and 2 tenants: uploads, offers and pull-through without a token from "
+                     "any address") == 0);
+        chp_config_free(&c);
+}
+
+/* ---- reload ------------------------------------------------------------------------------- */
+
+struct changes {
+        int n;
+        char keys[8][32];
+};
+
+static void note_change(void *ctx, const char *key)
+{
+        struct changes *ch = ctx;
+        if (ch->n < 8)
+                snprintf(ch->keys[ch->n], sizeof(ch->keys[0]), "%s", key);
+        ch->n++;
+}
+
+/* A finished configuration from text and flags, as load_config in main.c makes it. */
+static int load_finished(struct chp_config *c, const char *text, int argc, const char **argv,
+                         char err[CHP_CONFIG_ERR_MAX])
+{
+        chp_config_defaults(c);
+        int rc = load_text(c, text, err);
+        if (!rc)
+                rc = chp_config_parse_args(c, argc, (char **)argv, err);
+        if (!rc)
+                rc = chp_config_finish(c, err);
+        return rc;
+}
+
+TEST(reload_tenants)
+{
+        char k1[96], k2[96], k3[96], text[1024], err[CHP_CONFIG_ERR_MAX];
+        uint8_t p1[32], p2[32], p3[32];
+        token_key(1, 1, false, k1, p1);
+        token_key(2, 2, false, k2, p2);
+        token_key(3, 3, false, k3, p3);
+        struct chp_config running;
+        snprintf(text, sizeof(text),
+                 "[server]\nlisten = 0.0.0.0:0\n"
+                 "[tenant \"a\"]\ntoken_key = %s\nmax_stored = 1G\n"
+                 "[tenant \"b\"]\ntoken_key = %s\n",
+                 k1, k2);
+        REQUIRE_OK(load_finished(&running, text, 0, NULL, err));
+
+        /* a reload rotates a's keys, changes its limit, drops b, adds c, turns open on: all at
+         * once, and none of it is a change that needs a restart */
+        struct chp_config next;
+        snprintf(text, sizeof(text),
+                 "[server]\nlisten = 0.0.0.0:0\nopen = on\n"
+                 "[tenant \"a\"]\ntoken_key = %s\ntoken_key = %s\nmax_stored = 2G\n"
+                 "[tenant \"c\"]\ntoken_key = %s\n",
+                 k1, k3, k2);
+        REQUIRE_OK(load_finished(&next, text, 0, NULL, err));
+        struct changes ch = {0};
+        CHECK_OK(chp_config_keep_restart_settings(&next, &running, note_change, &ch));
+        CHECK_EQ(ch.n, 0);
+        CHECK(next.open);
+        REQUIRE(next.ntenants == 2);
+        CHECK(strcmp(next.tenants[0].name, "a") == 0 && next.tenants[0].nkeys == 2);
+        CHECK(memcmp(next.tenants[0].keys[1].pub, p3, 32) == 0);
+        CHECK_EQ(next.tenants[0].max_stored, 2ull << 30);
+        CHECK(strcmp(next.tenants[1].name, "c") == 0);
+        CHECK(chp_config_find_tenant(&next, "b", 1) == NULL);
+        CHECK_OK(chp_config_check_access(&next, err));
+        /* the running snapshot is untouched */
+        CHECK(running.ntenants == 2 && running.tenants[0].nkeys == 1 && !running.open);
+        CHECK_EQ(running.tenants[0].max_stored, 1ull << 30);
+        chp_config_free(&next);
+
+        /* a file that moves the listener to loopback and drops every tenant passes on its own,
+         * but the relay keeps listening on 0.0.0.0 until a restart: the reload is refused */
+        REQUIRE_OK(load_finished(&next, "[server]\nlisten = 127.0.0.1:0\n", 0, NULL, err));
+        ch = (struct changes){0};
+        CHECK_OK(chp_config_keep_restart_settings(&next, &running, note_change, &ch));
+        CHECK(ch.n == 1 && strcmp(ch.keys[0], "listen") == 0);
+        CHECK(strcmp(next.listen, "0.0.0.0:0") == 0);
+        CHECK_EQ(chp_config_check_access(&next, err), -EINVAL);
+        CHECK(strncmp(err, "--listen 0.0.0.0:0 is not a loopback address", 44) == 0);
+        chp_config_free(&next);
+
+        /* the same with --open is fine */
+        const char *open_flag[] = {"--open"};
+        REQUIRE_OK(load_finished(&next, "[server]\nlisten = 127.0.0.1:0\n", 1, open_flag, err));
+        CHECK_OK(chp_config_keep_restart_settings(&next, &running, NULL, NULL));
+        CHECK_OK(chp_config_check_access(&next, err));
+        chp_config_free(&next);
+        chp_config_free(&running);
 }
 
 HARNESS_MAIN()

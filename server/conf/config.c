@@ -15,6 +15,12 @@
  * after the suffix is applied; every number has a lower and upper bound. Durations of 0 are
  * rejected (none of them has a "never" meaning). window_bytes below one largest chunk frame is an
  * error, not clamped: a connection with that window could never send a full chunk.
+ *
+ * [tenant "NAME"] sections have a table of their own (tenant_settings, offsets into struct
+ * chp_tenant_config) for the limits, which also take "unlimited"; token_key is repeatable and
+ * parsed by hand. A tenant's public key must be a point libsodium would verify against (canonical,
+ * on the curve, not of small order): a key that can never verify is an error at start-up, not a
+ * tenant whose every token is refused.
  */
 #include "config.h"
 
@@ -30,7 +36,9 @@
 #include <unistd.h>
 
 #include <ini.h>
+#include <sodium.h>
 
+#include "hash.h"
 #include "manifest.h"
 #include "net.h"
 
@@ -39,6 +47,9 @@
 #define MIN_WINDOW    ((uint64_t)CHP_CHUNK_MAX + 64)
 #define MAX_THREADS   64
 #define PEER_NAME_MAX 64
+_Static_assert(PEER_NAME_MAX == CHP_TENANT_NAME_MAX, "check_name's message says one maximum");
+#define KID_HEX       (2 * CHP_TENANT_KID_BYTES)
+#define PUBKEY_HEX    (2 * CHP_TENANT_PUBKEY_BYTES)
 #define MIN_MAP_SIZE  ((uint64_t)1 << 20)
 #define MIN_SEGMENT   ((uint64_t)CHP_CHUNK_MAX)
 #define LOOPBACK_RULE                                                                              \
@@ -46,8 +57,10 @@
         "(127.0.0.0/8, ::1)"
 
 _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "unsigned fields are stored as uint32_t");
+_Static_assert(CHP_TENANT_PUBKEY_BYTES == crypto_sign_PUBLICKEYBYTES, "an Ed25519 public key");
+_Static_assert(CHP_TENANT_PUBKEY_BYTES == crypto_core_ed25519_BYTES, "an Ed25519 point");
 
-enum section { SEC_NONE, SEC_SERVER, SEC_STORE, SEC_PEER };
+enum section { SEC_NONE, SEC_SERVER, SEC_STORE, SEC_PEER, SEC_TENANT };
 
 enum kind {
         K_STRING,   /* char *, non-empty */
@@ -67,12 +80,15 @@ struct setting {
         const char *key;  /* in the INI file */
         const char *flag; /* command line, without "--"; NULL: file only */
         enum kind kind;
-        size_t off;   /* of the field in struct chp_config */
+        size_t off;   /* of the field in struct chp_config (struct chp_tenant_config for
+                         tenant_settings) */
         size_t width; /* of a numeric field: 4 or 8 bytes */
         uint64_t min, max;
+        bool unlimited; /* a number that may also be "unlimited": CHP_UNLIMITED (width 8) */
 };
 
-#define FIELD(f) offsetof(struct chp_config, f), sizeof(((struct chp_config *)0)->f)
+#define FIELD(f)  offsetof(struct chp_config, f), sizeof(((struct chp_config *)0)->f)
+#define TFIELD(f) offsetof(struct chp_tenant_config, f), sizeof(((struct chp_tenant_config *)0)->f)
 
 static const struct setting settings[] = {
     {SEC_SERVER, "data", "data", K_STRING, FIELD(data_dir), 0, 0},
@@ -83,6 +99,7 @@ static const struct setting settings[] = {
     {SEC_SERVER, "key", "key", K_STRING, FIELD(key_file), 0, 0},
     {SEC_SERVER, "insecure_plaintext", "insecure-plaintext", K_FLAG, FIELD(insecure_plaintext), 0,
      0},
+    {SEC_SERVER, "open", "open", K_FLAG, FIELD(open), 0, 0},
     {SEC_SERVER, "ready_file", "ready-file", K_STRING, FIELD(ready_file), 0, 0},
     {SEC_SERVER, "log_level", "log-level", K_LOGLEVEL, FIELD(log_level), 0, 0},
     {SEC_SERVER, "max_connections", NULL, K_NUMBER, FIELD(max_connections), 1, UINT32_MAX},
@@ -108,6 +125,21 @@ static const struct setting settings[] = {
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 
+/* A [tenant "NAME"] section's limits; each is CHP_UNLIMITED until set (token_key: on_token_key). */
+static const struct setting tenant_settings[] = {
+    {SEC_TENANT, "max_stored", NULL, K_SIZE, TFIELD(max_stored), 1, UINT64_MAX, true},
+    {SEC_TENANT, "max_uploaded_per_day", NULL, K_SIZE, TFIELD(max_uploaded_per_day), 1, UINT64_MAX,
+     true},
+    {SEC_TENANT, "max_file_size", NULL, K_SIZE, TFIELD(max_file_size), 1, UINT64_MAX, true},
+    {SEC_TENANT, "max_file_life", NULL, K_DURATION, TFIELD(max_file_life), 1, UINT64_MAX, true},
+    {SEC_TENANT, "max_concurrent_uploads", NULL, K_NUMBER, TFIELD(max_concurrent_uploads), 1,
+     UINT64_MAX, true},
+    {SEC_TENANT, "max_incomplete_uploads", NULL, K_NUMBER, TFIELD(max_incomplete_uploads), 1,
+     UINT64_MAX, true},
+};
+
+#define NTENANT_SETTINGS (sizeof(tenant_settings) / sizeof(tenant_settings[0]))
+
 /* ---- defaults and free ------------------------------------------------------------------- */
 
 /* A strdup failure leaves the field NULL; chp_config_finish reports it as -ENOMEM. */
@@ -125,6 +157,7 @@ void chp_config_defaults(struct chp_config *c)
         c->sync = CHP_SYNC_FULL;
         c->key_file = NULL;
         c->insecure_plaintext = false;
+        c->open = false;
         c->ready_file = NULL;
         c->log_level = CHP_LOG_INFO;
         c->max_connections = 20000;
@@ -143,6 +176,8 @@ void chp_config_defaults(struct chp_config *c)
         c->store.dir = c->data_dir;
         c->store.sync = c->sync;
         c->npeers = 0;
+        c->tenants = NULL;
+        c->ntenants = 0;
 }
 
 void chp_config_free(struct chp_config *c)
@@ -164,6 +199,11 @@ void chp_config_free(struct chp_config *c)
                 c->peers[i] = (struct chp_peer_config){0};
         }
         c->npeers = 0;
+        for (unsigned i = 0; i < c->ntenants; i++)
+                free(c->tenants[i].name);
+        free(c->tenants);
+        c->tenants = NULL;
+        c->ntenants = 0;
 }
 
 /* ---- addresses --------------------------------------------------------------------------- */
@@ -267,12 +307,11 @@ static void store_number(void *field, size_t width, uint64_t v)
         }
 }
 
-/* Sets s's field of c from v. On failure writes why v was refused into why (cap bytes) and
- * returns -EINVAL (or -ENOMEM); c is unchanged then. */
-static int apply(struct chp_config *c, const struct setting *s, const char *v, char *why,
-                 size_t cap)
+/* Sets s's field of base (the struct s->off counts in) from v. On failure writes why v was
+ * refused into why (cap bytes) and returns -EINVAL (or -ENOMEM); base is unchanged then. */
+static int apply(void *base, const struct setting *s, const char *v, char *why, size_t cap)
 {
-        void *field = (char *)c + s->off;
+        void *field = (char *)base + s->off;
         if (v[0] == '\0') {
                 snprintf(why, cap, "must not be empty");
                 return -EINVAL;
@@ -338,10 +377,15 @@ static int apply(struct chp_config *c, const struct setting *s, const char *v, c
         case K_NUMBER:
         case K_SIZE:
         case K_DURATION: {
+                if (s->unlimited && strcmp(v, "unlimited") == 0) {
+                        store_number(field, s->width, CHP_UNLIMITED);
+                        return 0;
+                }
                 uint64_t n;
                 int rc = parse_scaled(v, s->kind, &n);
                 if (rc == -EINVAL) {
-                        snprintf(why, cap, "expected %s", number_form(s->kind));
+                        snprintf(why, cap, "expected %s%s", number_form(s->kind),
+                                 s->unlimited ? ", or \"unlimited\"" : "");
                         return -EINVAL;
                 }
                 if (rc == -ERANGE) {
@@ -378,6 +422,9 @@ struct ini_ctx {
         struct chp_peer_config *peer; /* while sec == SEC_PEER */
         unsigned first_new_peer;      /* peers before this one came from elsewhere */
         unsigned peer_line[CHP_MAX_PEERS];
+        unsigned tenant;           /* c->tenants[tenant] while sec == SEC_TENANT */
+        unsigned first_new_tenant; /* tenants before this one came from elsewhere */
+        unsigned tenant_line[CHP_MAX_TENANTS];
         bool failed;
         unsigned err_line;
         int rc;
@@ -402,9 +449,10 @@ __attribute__((format(printf, 3, 4))) static void fail(struct ini_ctx *x, int rc
         va_end(ap);
 }
 
-static bool valid_peer_name(const char *s, size_t len)
+/* A peer or tenant name: 1..max letters, digits, '-', '_', '.'. */
+static bool valid_name(const char *s, size_t len, size_t max)
 {
-        if (len == 0 || len > PEER_NAME_MAX)
+        if (len == 0 || len > max)
                 return false;
         for (size_t i = 0; i < len; i++) {
                 unsigned char ch = (unsigned char)s[i];
@@ -412,6 +460,89 @@ static bool valid_peer_name(const char *s, size_t len)
                         return false;
         }
         return true;
+}
+
+static bool valid_peer_name(const char *s, size_t len)
+{
+        return valid_name(s, len, PEER_NAME_MAX);
+}
+
+static bool valid_tenant_name(const char *s, size_t len)
+{
+        return valid_name(s, len, CHP_TENANT_NAME_MAX);
+}
+
+/* Whether valid(name, nlen); when not, says so as the error of a WORD section. */
+static bool check_name(struct ini_ctx *x, const char *word, bool (*valid)(const char *, size_t),
+                       const char *name, size_t nlen)
+{
+        if (valid(name, nlen))
+                return true;
+        fail(x, -EINVAL, "%s name '%.*s' must be 1 to %d letters, digits, '-', '_' or '.'", word,
+             (int)nlen, name, PEER_NAME_MAX);
+        return false;
+}
+
+/* The NAME of [WORD "NAME"], b..e being the header's text without brackets (trimmed): true with
+ * *name and *len set when the text is WORD, blanks, a quoted name. Else false: not this word. A
+ * header that is this word but not quoted is an error (x->failed set). */
+static bool quoted_name(struct ini_ctx *x, const char *b, const char *e, const char *word,
+                        const char **name, size_t *len)
+{
+        size_t wlen = strlen(word);
+        if ((size_t)(e - b) <= wlen || memcmp(b, word, wlen) != 0 ||
+            (b[wlen] != ' ' && b[wlen] != '\t'))
+                return false;
+        const char *q = b + wlen;
+        while (*q == ' ' || *q == '\t')
+                q++;
+        if (*q != '"' || e - q < 2 || e[-1] != '"') {
+                fail(x, -EINVAL, "expected [%s \"NAME\"]", word);
+                return false;
+        }
+        *name = q + 1;
+        *len = (size_t)(e - 1 - *name);
+        return true;
+}
+
+/* Opens [tenant "NAME"]: a new tenant with no key and every limit unlimited. */
+static void begin_tenant(struct ini_ctx *x, const char *name, size_t nlen)
+{
+        if (!check_name(x, "tenant", valid_tenant_name, name, nlen))
+                return;
+        struct chp_config *c = x->c;
+        if (chp_config_find_tenant(c, name, nlen)) {
+                fail(x, -EINVAL, "duplicate [tenant \"%.*s\"]", (int)nlen, name);
+                return;
+        }
+        if (c->ntenants >= CHP_MAX_TENANTS) {
+                fail(x, -EINVAL, "too many tenants (at most %d)", CHP_MAX_TENANTS);
+                return;
+        }
+        struct chp_tenant_config *grown =
+            realloc(c->tenants, (c->ntenants + 1) * sizeof(*c->tenants));
+        if (!grown) {
+                fail(x, -ENOMEM, "out of memory");
+                return;
+        }
+        c->tenants = grown;
+        struct chp_tenant_config *t = &c->tenants[c->ntenants];
+        *t = (struct chp_tenant_config){
+            .max_stored = CHP_UNLIMITED,
+            .max_uploaded_per_day = CHP_UNLIMITED,
+            .max_file_size = CHP_UNLIMITED,
+            .max_file_life = CHP_UNLIMITED,
+            .max_concurrent_uploads = CHP_UNLIMITED,
+            .max_incomplete_uploads = CHP_UNLIMITED,
+        };
+        t->name = strndup(name, nlen);
+        if (!t->name) {
+                fail(x, -ENOMEM, "out of memory");
+                return;
+        }
+        x->tenant_line[c->ntenants] = x->lineno;
+        x->tenant = c->ntenants++;
+        x->sec = SEC_TENANT;
 }
 
 /* A section header line, s starting at '['. */
@@ -445,22 +576,17 @@ static void begin_section(struct ini_ctx *x, const char *s)
                 x->sec = SEC_STORE;
                 return;
         }
-        if (len > 4 && memcmp(b, "peer", 4) == 0 && (b[4] == ' ' || b[4] == '\t')) {
-                const char *q = b + 4;
-                while (*q == ' ' || *q == '\t')
-                        q++;
-                if (*q != '"' || e - q < 2 || e[-1] != '"') {
-                        fail(x, -EINVAL, "expected [peer \"NAME\"]");
+        const char *name;
+        size_t nlen;
+        if (quoted_name(x, b, e, "tenant", &name, &nlen)) {
+                begin_tenant(x, name, nlen);
+                return;
+        }
+        if (x->failed)
+                return;
+        if (quoted_name(x, b, e, "peer", &name, &nlen)) {
+                if (!check_name(x, "peer", valid_peer_name, name, nlen))
                         return;
-                }
-                const char *name = q + 1;
-                size_t nlen = (size_t)(e - 1 - name);
-                if (!valid_peer_name(name, nlen)) {
-                        fail(x, -EINVAL,
-                             "peer name '%.*s' must be 1 to %d letters, digits, '-', '_' or '.'",
-                             (int)nlen, name, PEER_NAME_MAX);
-                        return;
-                }
                 struct chp_config *c = x->c;
                 for (unsigned i = 0; i < c->npeers; i++) {
                         if (strlen(c->peers[i].name) == nlen &&
@@ -486,7 +612,8 @@ static void begin_section(struct ini_ctx *x, const char *s)
                 x->peer = p;
                 return;
         }
-        fail(x, -EINVAL, "unknown section [%.*s]", (int)len, b);
+        if (!x->failed)
+                fail(x, -EINVAL, "unknown section [%.*s]", (int)len, b);
 }
 
 /* libinih's reader: one line per call, fgets-style. Returning NULL ends the parse. */
@@ -534,6 +661,71 @@ static const char *section_name(const struct ini_ctx *x)
         return x->sec == SEC_SERVER ? "server" : x->sec == SEC_STORE ? "store" : "peer";
 }
 
+/* token_key = KID:PUBLIC-KEY in tenant t: 16 and 64 hex digits (either case), a usable Ed25519
+ * public key, a key id new in this tenant, at most CHP_TENANT_KEYS_MAX of them. */
+static void on_token_key(struct ini_ctx *x, struct chp_tenant_config *t, const char *v)
+{
+        const char *why = NULL;
+        struct chp_tenant_key k;
+        const char *colon = strchr(v, ':');
+        if (t->nkeys >= CHP_TENANT_KEYS_MAX) {
+                fail(x, -EINVAL, "[tenant \"%s\"] token_key: more than %d keys in one tenant",
+                     t->name, CHP_TENANT_KEYS_MAX);
+                return;
+        }
+        if (v[0] == '\0')
+                why = "must not be empty";
+        else if (!colon)
+                why = "expected KID:PUBLIC-KEY (16 and 64 hex digits, as chapard tenant-key "
+                      "prints it)";
+        else if (colon - v != KID_HEX || chp_hex_decode(v, KID_HEX, k.kid, sizeof(k.kid)) != 0)
+                why = "the key id must be 16 hex digits";
+        else if (strlen(colon + 1) != PUBKEY_HEX ||
+                 chp_hex_decode(colon + 1, PUBKEY_HEX, k.pub, sizeof(k.pub)) != 0)
+                why = "the public key must be 64 hex digits";
+        else if (sodium_init() < 0)
+                why = "libsodium cannot be initialised";
+        else if (crypto_core_ed25519_is_valid_point(k.pub) != 1)
+                why = "not a usable Ed25519 public key (not a canonical point of the curve's "
+                      "prime-order group)";
+        if (why) {
+                fail(x, -EINVAL, "[tenant \"%s\"] token_key = '%s': %s", t->name, v, why);
+                return;
+        }
+        if (chp_tenant_find_key(t, k.kid)) {
+                char hex[KID_HEX + 1];
+                chp_hex_encode(k.kid, sizeof(k.kid), hex);
+                fail(x, -EINVAL, "[tenant \"%s\"] token_key: key id %s is there twice", t->name,
+                     hex);
+                return;
+        }
+        t->keys[t->nkeys++] = k;
+}
+
+/* A key in a [tenant "NAME"] section. Returns libinih's nonzero on success. */
+static int on_tenant(struct ini_ctx *x, const char *name, const char *value)
+{
+        struct chp_tenant_config *t = &x->c->tenants[x->tenant];
+        if (strcmp(name, "token_key") == 0) {
+                on_token_key(x, t, value);
+                return !x->failed;
+        }
+        for (size_t i = 0; i < NTENANT_SETTINGS; i++) {
+                const struct setting *s = &tenant_settings[i];
+                if (strcmp(s->key, name) != 0)
+                        continue;
+                char why[160];
+                int rc = apply(t, s, value, why, sizeof(why));
+                if (rc != 0) {
+                        fail(x, rc, "[tenant \"%s\"] %s = '%s': %s", t->name, name, value, why);
+                        return 0;
+                }
+                return 1;
+        }
+        fail(x, -EINVAL, "unknown key '%s' in [tenant \"%s\"]", name, t->name);
+        return 0;
+}
+
 /* libinih's handler: nonzero on success. The section argument is ignored: read_line tracks it. */
 static int on_key(void *user, const char *section, const char *name, const char *value)
 {
@@ -545,6 +737,8 @@ static int on_key(void *user, const char *section, const char *name, const char 
                 fail(x, -EINVAL, "key '%s' outside any section", name);
                 return 0;
         }
+        if (x->sec == SEC_TENANT)
+                return on_tenant(x, name, value);
         if (x->sec == SEC_PEER) {
                 char **dst;
                 if (strcmp(name, "address") == 0)
@@ -592,7 +786,11 @@ static int on_key(void *user, const char *section, const char *name, const char 
 int chp_config_load_file(struct chp_config *c, const char *path, char err[CHP_CONFIG_ERR_MAX])
 {
         err[0] = '\0';
-        struct ini_ctx x = {.c = c, .path = path, .err = err, .first_new_peer = c->npeers};
+        struct ini_ctx x = {.c = c,
+                            .path = path,
+                            .err = err,
+                            .first_new_peer = c->npeers,
+                            .first_new_tenant = c->ntenants};
         int rc = 0;
         x.f = fopen(path, "r");
         if (!x.f) {
@@ -624,6 +822,14 @@ int chp_config_load_file(struct chp_config *c, const char *path, char err[CHP_CO
                 if (missing) {
                         snprintf(err, CHP_CONFIG_ERR_MAX, "%s:%u: [peer \"%s\"] has no %s", path,
                                  x.peer_line[i], p->name, missing);
+                        rc = -EINVAL;
+                        goto out;
+                }
+        }
+        for (unsigned i = x.first_new_tenant; i < c->ntenants; i++) {
+                if (c->tenants[i].nkeys == 0) {
+                        snprintf(err, CHP_CONFIG_ERR_MAX, "%s:%u: [tenant \"%s\"] has no token_key",
+                                 path, x.tenant_line[i], c->tenants[i].name);
                         rc = -EINVAL;
                         goto out;
                 }
@@ -754,6 +960,9 @@ int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
                 snprintf(err, CHP_CONFIG_ERR_MAX, "%s", LOOPBACK_RULE);
                 return -EINVAL;
         }
+        int rc = chp_config_check_access(c, err);
+        if (rc)
+                return rc;
         if (c->tus_chunk_size & (c->tus_chunk_size - 1)) {
                 snprintf(err, CHP_CONFIG_ERR_MAX, "tus_chunk_size %u: must be a power of two",
                          c->tus_chunk_size);
@@ -775,17 +984,91 @@ int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
         return 0;
 }
 
+/* ---- who may upload ---------------------------------------------------------------------- */
+
+/* Whether a face listening on addr (HOST:PORT as configured; NULL or "off": none) can be reached
+ * only from this host. A name other than localhost counts as reachable from elsewhere. */
+static bool only_loopback(const char *addr)
+{
+        char host[CHP_NET_HOST_MAX];
+        uint16_t port;
+        if (!addr || strcmp(addr, "off") == 0)
+                return true;
+        return chp_net_split_hostport(addr, host, sizeof(host), &port) == 0 &&
+               chp_config_is_loopback(host);
+}
+
+/* Without a tenant nothing asks a client who it is, so the relay may face only this host unless
+ * the operator said --open. A listener on loopback is refused nothing new: the relay behaves as
+ * before tenants existed, for the clients that can reach it. */
+int chp_config_check_access(const struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
+{
+        err[0] = '\0';
+        if (c->ntenants > 0 || c->open)
+                return 0;
+        const char *flag = !only_loopback(c->listen) ? "--listen"
+                           : !only_loopback(c->http) ? "--http"
+                                                     : NULL;
+        if (!flag)
+                return 0;
+        snprintf(err, CHP_CONFIG_ERR_MAX,
+                 "%s %s is not a loopback address and no tenant is configured, so anyone who "
+                 "reaches it could upload; configure a [tenant \"NAME\"] with a token_key (chapard "
+                 "tenant-key makes one), or pass --open (open = true in [server]) to take uploads "
+                 "without a token from any address",
+                 flag, flag[2] == 'l' ? c->listen : c->http);
+        return -EINVAL;
+}
+
+const char *chp_config_describe_access(const struct chp_config *c, char *buf, size_t cap)
+{
+        if (c->ntenants == 0)
+                return c->open
+                           ? "--open: uploads, offers and pull-through without a token from any "
+                             "address"
+                           : "no tenant configured: uploads, offers and pull-through only from "
+                             "loopback clients";
+        snprintf(buf, cap,
+                 c->open ? "--open and %u tenant%s: uploads, offers and pull-through without a "
+                           "token from any address"
+                         : "%u tenant%s: uploads, offers and pull-through need a token",
+                 c->ntenants, c->ntenants == 1 ? "" : "s");
+        return buf;
+}
+
+const struct chp_tenant_config *chp_config_find_tenant(const struct chp_config *c, const char *name,
+                                                       size_t len)
+{
+        for (unsigned i = 0; i < c->ntenants; i++) {
+                const char *n = c->tenants[i].name;
+                if (strlen(n) == len && memcmp(n, name, len) == 0)
+                        return &c->tenants[i];
+        }
+        return NULL;
+}
+
+const struct chp_tenant_key *chp_tenant_find_key(const struct chp_tenant_config *t,
+                                                 const uint8_t kid[CHP_TENANT_KID_BYTES])
+{
+        for (unsigned i = 0; i < t->nkeys; i++)
+                if (memcmp(t->keys[i].kid, kid, CHP_TENANT_KID_BYTES) == 0)
+                        return &t->keys[i];
+        return NULL;
+}
+
 /* ---- reload ------------------------------------------------------------------------------ */
 
-/* What a running relay takes from a reloaded configuration (SIGHUP), besides its peers. Every
+/* What a running relay takes from a reloaded configuration (SIGHUP), besides its peers and its
+ * tenants (outside the table: next keeps its own). Every
  * other setting is read once at start-up (sockets, threads, the store, the key) and needs a
  * restart: a setting missing here is kept at its running value, so a new one is never claimed to
  * reload when it does not. */
 static const char *const reloadable[] = {
-    "log_level",    "max_connections", "idle_timeout", "io_timeout",     "window_bytes",
-    "max_inflight", "upload_expiry",   "file_expiry",  "memory_limit",   "cors_origins",
-    "tus_chunk_size", "tus_max_size", "header_timeout", "handshake_timeout", "min_body_rate",
-    "body_rate_window",
+    "log_level",      "max_connections",   "idle_timeout",   "io_timeout",
+    "window_bytes",   "max_inflight",      "upload_expiry",  "file_expiry",
+    "memory_limit",   "cors_origins",      "tus_chunk_size", "tus_max_size",
+    "header_timeout", "handshake_timeout", "min_body_rate",  "body_rate_window",
+    "open",
 };
 
 static bool is_reloadable(const char *key)

@@ -9,14 +9,21 @@
  * overlaid. The main thread only (at start-up and on reload).
  *
  * INI layout:
- *   [server]   data, listen, http, threads, sync, key, insecure_plaintext, ready_file, log_level,
- *              max_connections, idle_timeout, io_timeout, window_bytes, max_inflight,
+ *   [server]   data, listen, http, threads, sync, key, insecure_plaintext, open, ready_file,
+ *              log_level, max_connections, idle_timeout, io_timeout, window_bytes, max_inflight,
  *              upload_expiry, file_expiry, memory_limit, cors_origins, tus_chunk_size,
  *              tus_max_size, header_timeout, handshake_timeout, min_body_rate,
  *              body_rate_window
  *   [store]    inline_max, map_size, segment_size, compact_ratio
  *   [peer "NAME"]  address, pubkey     (federation: the relays this one fetches from and accepts)
- * Sizes accept K, M, G suffixes (powers of 1024); durations accept s, m, h, d suffixes.
+ *   [tenant "NAME"]  token_key (one or more), max_stored, max_uploaded_per_day, max_file_size,
+ *              max_file_life, max_concurrent_uploads, max_incomplete_uploads   (who may upload)
+ * Sizes accept K, M, G suffixes (powers of 1024); durations accept s, m, h, d suffixes. A tenant
+ * limit may also be "unlimited" (CHP_UNLIMITED, its default).
+ *
+ * The no-tenant rule (chp_config_check_access): a relay whose native or HTTP face listens on an
+ * address that is not loopback needs a tenant or --open; with neither, chp_config_finish refuses
+ * the configuration, so chapard does not start.
  */
 #ifndef CHP_CONFIG_H
 #define CHP_CONFIG_H
@@ -31,10 +38,38 @@
 #define CHP_CONFIG_ERR_MAX 512
 #define CHP_MAX_PEERS      64
 
+#define CHP_MAX_TENANTS         256
+#define CHP_TENANT_NAME_MAX     64         /* letters, digits, '.', '_', '-' */
+#define CHP_TENANT_KEYS_MAX     8          /* token_key lines per tenant: rotation overlaps */
+#define CHP_TENANT_KID_BYTES    8          /* a token key id; 16 hex digits in the file */
+#define CHP_TENANT_PUBKEY_BYTES 32         /* an Ed25519 public key; 64 hex digits in the file */
+#define CHP_UNLIMITED           UINT64_MAX /* a tenant limit that is not set */
+
 struct chp_peer_config {
         char *name;
         char *address; /* HOST:PORT */
         char *pubkey;  /* as chapard keygen prints it */
+};
+
+/* One token-verification key of a tenant: `token_key = KID:PUBLIC-KEY`. The public key is a
+ * valid Ed25519 point (not of small order), checked when the file is read. */
+struct chp_tenant_key {
+        uint8_t kid[CHP_TENANT_KID_BYTES];
+        uint8_t pub[CHP_TENANT_PUBKEY_BYTES];
+};
+
+/* A tenant: a messenger (or part of one) whose backend mints upload tokens. Every limit is
+ * CHP_UNLIMITED unless the file sets it; a set limit is at least 1. */
+struct chp_tenant_config {
+        char *name;
+        struct chp_tenant_key keys[CHP_TENANT_KEYS_MAX]; /* distinct key ids, in file order */
+        unsigned nkeys;                                  /* 1..CHP_TENANT_KEYS_MAX */
+        uint64_t max_stored;             /* bytes of the tenant's files stored at once */
+        uint64_t max_uploaded_per_day;   /* bytes received per UTC day */
+        uint64_t max_file_size;          /* bytes in one file */
+        uint64_t max_file_life;          /* seconds a file may live */
+        uint64_t max_concurrent_uploads; /* uploads receiving data at once */
+        uint64_t max_incomplete_uploads; /* upload sessions begun and not committed */
 };
 
 struct chp_config {
@@ -45,6 +80,8 @@ struct chp_config {
         enum chp_sync sync;   /* --sync full|none, default full */
         char *key_file;       /* --key FILE, default NULL (kept in the data directory) */
         bool insecure_plaintext;  /* --insecure-plaintext */
+        bool open;                /* --open: uploads, offers and pull-through without a token from
+                                     any address; default off */
         char *ready_file;     /* --ready-file PATH, default NULL */
         enum chp_log_level log_level; /* --log-level, default info */
         unsigned max_connections; /* default 20000 */
@@ -71,6 +108,9 @@ struct chp_config {
         struct chp_store_opts store; /* store.dir is set from data_dir by chp_config_finish */
         struct chp_peer_config peers[CHP_MAX_PEERS];
         unsigned npeers;
+        struct chp_tenant_config *tenants; /* ntenants of them, in file order, distinct names;
+                                              owned by the config, as immutable as the rest */
+        unsigned ntenants;                 /* 0..CHP_MAX_TENANTS */
 };
 
 void chp_config_defaults(struct chp_config *c);
@@ -87,17 +127,36 @@ int chp_config_load_file(struct chp_config *c, const char *path, char err[CHP_CO
 int chp_config_parse_args(struct chp_config *c, int argc, char **argv,
                           char err[CHP_CONFIG_ERR_MAX]);
 
-/* Checks cross-field rules (e.g. --insecure-plaintext only with a loopback --listen) and fills
- * derived fields (store.dir, store.sync). */
+/* Checks cross-field rules (e.g. --insecure-plaintext only with a loopback --listen, the
+ * no-tenant rule of chp_config_check_access) and fills derived fields (store.dir, store.sync). */
 int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX]);
+
+/* The no-tenant rule: -EINVAL, with what to do in err, when --listen or --http (unless off) is
+ * not a loopback address while no tenant is configured and open is off; else 0. */
+int chp_config_check_access(const struct chp_config *c, char err[CHP_CONFIG_ERR_MAX]);
+
+/* One line for the start-up log saying who may upload: loopback clients only (no tenant), anyone
+ * (open), or token holders of N tenants. A static string or one in buf (cap bytes). */
+const char *chp_config_describe_access(const struct chp_config *c, char *buf, size_t cap);
 
 /* Reload (SIGHUP): next is a fresh configuration (defaults, file, flags, finished) and running
  * the one in use. Every setting that only a restart changes (all but log_level, the limits and
- * timeouts, cors_origins, tus_chunk_size, tus_max_size, and the peers) is given running's value
- * in next; changed(ctx, key) is called for each that differed (the file asked for a change that
- * needs a restart). Returns 0, or -ENOMEM with next partly updated (the caller frees it). */
+ * timeouts, cors_origins, tus_chunk_size, tus_max_size, open, the peers and the tenants) is
+ * given running's value in next; changed(ctx, key) is called for each that differed (the file
+ * asked for a change that needs a restart). Tenants are next's own: a reload adds and removes
+ * tenants, rotates their keys and changes their limits. Returns 0, or -ENOMEM with next partly
+ * updated (the caller frees it). The caller then checks next with chp_config_check_access: a
+ * listen address kept from running may need the tenants or the open the file no longer has. */
 int chp_config_keep_restart_settings(struct chp_config *next, const struct chp_config *running,
                                      void (*changed)(void *ctx, const char *key), void *ctx);
+
+/* The tenant named name (len bytes, not NUL-terminated), or NULL. Borrowed from c. */
+const struct chp_tenant_config *chp_config_find_tenant(const struct chp_config *c, const char *name,
+                                                       size_t len);
+
+/* t's key with this id, or NULL. Borrowed from t. */
+const struct chp_tenant_key *chp_tenant_find_key(const struct chp_tenant_config *t,
+                                                 const uint8_t kid[CHP_TENANT_KID_BYTES]);
 
 /* Whether host (a literal address or "localhost") is loopback: 127.0.0.0/8 or ::1. */
 bool chp_config_is_loopback(const char *host);
