@@ -31,7 +31,7 @@ static int usage(FILE *to)
         fprintf(to, "usage: chapard [--config FILE] [--data DIR] [--listen HOST:PORT]\n"
                     "               [--http HOST:PORT] [--threads N] [--sync full|none]\n"
                     "               [--key FILE] [--insecure-plaintext] [--ready-file PATH]\n"
-                    "               [--log-level error|warn|info|debug]\n"
+                    "               [--log-level error|warn|info|debug] [--open]\n"
                     "       chapard verify --data DIR\n"
                     "       chapard keygen --out FILE\n"
                     "       chapard --help | --version\n");

@@ -117,6 +117,8 @@ static void reload(struct reload *r, struct chp_shared *sh, struct worker *worke
         int rc = next ? r->src->load(r->src->ctx, next, err) : -ENOMEM;
         if (!rc)
                 rc = chp_config_keep_restart_settings(next, running, restart_needed, NULL);
+        if (!rc) /* a listener kept from running may need the tenants or --open next dropped */
+                rc = chp_config_check_access(next, err);
         if (!rc)
                 rc = chp_peers_update(sh->peers, next, err, sizeof(err));
         if (rc) {
@@ -316,6 +318,8 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
         if (http)
                 chp_log_info("relay", "HTTP face (tus, downloads, /metrics) on %s:%u", hhost,
                              hbound);
+        char access[160];
+        chp_log_info("relay", "%s", chp_config_describe_access(cfg, access, sizeof(access)));
         if (cfg->ready_file && (rc = write_ready(cfg->ready_file, host, bound, http ? hhost : NULL,
                                                  hbound, identity.pub))) {
                 chp_log_error("relay", "cannot write the ready file %s: %s", cfg->ready_file,

@@ -4,6 +4,12 @@
 # exits non-zero with an error naming the address ("address in use"), writes no ready file, and
 # A keeps answering every connection. The same command run twice (same data directory, same
 # ready file) fails the second time without deleting the first relay's ready file.
+# And who may reach a relay: without a tenant it says at start that only loopback clients may
+# upload, and a native or HTTP address that is not loopback (0.0.0.0) makes it exit non-zero with
+# what to do, before it opens its data directory; with --open or a [tenant] it starts there (it
+# binds 0.0.0.0 port 0; no traffic is sent to it). A SIGHUP that would leave it on 0.0.0.0 with no
+# tenant (the file moves the listener to loopback, which takes a restart, and drops the tenant) is
+# refused and the relay keeps running; one that rotates the tenant's keys is taken.
 # Usage: listen_cli.sh CHAPARD CHAPAR
 set -uo pipefail
 chapard=$1
@@ -92,4 +98,60 @@ check "20 of 20 HTTP requests answered by A ($good)" "[ $good -eq 20 ]"
 relay_stop a
 rc=$?
 check "A stops cleanly (exit $rc) and removes its ready file" "[ $rc -eq 0 ] && [ ! -e '$tmp/a.ready' ]"
+
+# ---- no tenant: loopback only, unless --open ----
+check "A (loopback, no tenant) said who may upload: $(grep -o 'no tenant configured.*' "$tmp/a.log")" \
+        "grep -qF 'no tenant configured: uploads, offers and pull-through only from loopback clients' \
+                '$tmp/a.log'"
+rule="is not a loopback address and no tenant is configured"
+second "$tmp/o1.ready" --data "$tmp/o1" --listen 0.0.0.0:0 --http off
+check "no tenant, --listen 0.0.0.0:0: exits non-zero (exit $rc)" "[ '$rc' != running ] && [ '$rc' -ne 0 ]"
+check "and says why and what to do: $(head -c 300 "$tmp/b.log")" \
+        "grep -qF -- '--listen 0.0.0.0:0 $rule' '$tmp/b.log' && grep -qF 'pass --open' '$tmp/b.log' &&
+                grep -qF 'token_key' '$tmp/b.log'"
+check "it wrote no ready file and made no data directory" "! $wrote && [ ! -e '$tmp/o1' ]"
+second "$tmp/o2.ready" --data "$tmp/o2" --listen 127.0.0.1:0 --http 0.0.0.0:0
+check "no tenant, --http 0.0.0.0:0: exits non-zero (exit $rc) naming --http" \
+        "[ '$rc' != running ] && [ '$rc' -ne 0 ] && grep -qF -- '--http 0.0.0.0:0 $rule' '$tmp/b.log'"
+second "$tmp/o3.ready" --data "$tmp/o3" --listen 0.0.0.0:0 --http 0.0.0.0:0 --open
+check "with --open it starts on 0.0.0.0 (wrote its ready file: $wrote)" "[ '$rc' = running ] && $wrote"
+check "and says anyone may upload" \
+        "grep -qF -- '--open: uploads, offers and pull-through without a token from any address' \
+                '$tmp/b.log'"
+
+# ---- a tenant: 0.0.0.0 without --open; reloads ----
+# RFC 8032's test 1 and test 2 public keys: valid Ed25519 points, whoever holds their seeds
+pk1=d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a
+pk2=3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c
+printf '[server]\nlisten = 0.0.0.0:0\n[tenant "m"]\ntoken_key = 0000000000000001:%s\n' "$pk1" \
+        >"$tmp/t.ini"
+"$chapard" --config "$tmp/t.ini" --data "$tmp/t" --http off --ready-file "$tmp/t.ready" \
+        --log-level info 2>"$tmp/t.log" &
+t=$!
+lib_track "$t"
+wait_file "$tmp/t.ready"
+check "with a tenant it starts on $(sed -n 's/^native=//p' "$tmp/t.ready") without --open" \
+        "grep -q '^native=0.0.0.0:' '$tmp/t.ready'"
+check "and says uploads need a token" \
+        "grep -qF '1 tenant: uploads, offers and pull-through need a token' '$tmp/t.log'"
+# rotation: a second key; reloaded at once, nothing that needs a restart
+printf '[server]\nlisten = 0.0.0.0:0\n[tenant "m"]\ntoken_key = 0000000000000001:%s\n%s\n' "$pk1" \
+        "token_key = 0000000000000002:$pk2" >"$tmp/t.ini"
+kill -HUP "$t"
+wait_for 20 "grep -qF 'SIGHUP: configuration reloaded' '$tmp/t.log'"
+check "a SIGHUP adding a key to the tenant is taken, with no restart warning" \
+        "grep -qF 'SIGHUP: configuration reloaded' '$tmp/t.log' && ! grep -q 'differs' '$tmp/t.log'"
+# the listener moves to loopback in the file (a restart setting: 0.0.0.0 stays) and the tenant goes
+printf '[server]\nlisten = 127.0.0.1:0\n' >"$tmp/t.ini"
+kill -HUP "$t"
+wait_for 20 "grep -qF 'keeping the running configuration' '$tmp/t.log'"
+check "a SIGHUP that would leave 0.0.0.0 with no tenant is refused: $(grep -o 'SIGHUP: --listen.\{0,60\}' "$tmp/t.log")" \
+        "grep -qF 'SIGHUP: --listen 0.0.0.0:0 $rule' '$tmp/t.log' &&
+                grep -qF 'keeping the running configuration' '$tmp/t.log' &&
+                [ \$(grep -c 'SIGHUP: configuration reloaded' '$tmp/t.log') -eq 1 ]"
+check "and the relay is still running" "kill -0 $t 2>/dev/null"
+kill -TERM "$t"
+wait "$t"
+rc=$?
+check "it stops cleanly (exit $rc)" "[ $rc -eq 0 ]"
 finish
