@@ -1,11 +1,12 @@
 /* Fuzz target for chapard's configuration (server/config.c, included for its static value
  * parsers): the INI file through libinih and our line reader into struct chp_config, then flags
- * over it, then the cross-field rules.
+ * over it, then the cross-field rules (the no-tenant rule among them).
  *
  * The input up to its first NUL byte is the INI file (written to a memfd and read through
  * /proc/self/fd, as chp_config_load_file takes a path); the rest, split at NUL bytes, is argv for
  * chp_config_parse_args. Each step answers 0, -EINVAL or -ENOMEM, with a NUL-terminated message
- * exactly when it fails; a config that passes chp_config_finish keeps every documented bound; and
+ * exactly when it fails; a config that passes chp_config_finish keeps every documented bound (each
+ * tenant named once, with 1..8 distinct usable keys and limits of at least 1); and
  * chp_config_free leaves nothing behind (LeakSanitizer). Every line of the file and every argument
  * also goes through each value parser: parse_scaled for each kind against a slow reference,
  * parse_bool, and chp_net_split_hostport, whose result must format back to an address that
@@ -128,6 +129,26 @@ static void check_finished(const struct chp_config *c)
                 for (unsigned j = 0; j < i; j++)
                         EXPECT(strcmp(p->name, c->peers[j].name) != 0);
         }
+        EXPECT(c->ntenants <= CHP_MAX_TENANTS && (c->ntenants == 0) == (c->tenants == NULL));
+        for (unsigned i = 0; i < c->ntenants; i++) {
+                const struct chp_tenant_config *t = &c->tenants[i];
+                EXPECT(t->name && valid_tenant_name(t->name, strlen(t->name)));
+                EXPECT(chp_config_find_tenant(c, t->name, strlen(t->name)) == t); /* distinct */
+                EXPECT(t->nkeys >= 1 && t->nkeys <= CHP_TENANT_KEYS_MAX);
+                for (unsigned j = 0; j < t->nkeys; j++) {
+                        EXPECT(chp_tenant_find_key(t, t->keys[j].kid) == &t->keys[j]);
+                        EXPECT(crypto_core_ed25519_is_valid_point(t->keys[j].pub) == 1);
+                }
+                EXPECT(t->max_stored && t->max_uploaded_per_day && t->max_file_size &&
+                       t->max_file_life && t->max_concurrent_uploads && t->max_incomplete_uploads);
+        }
+        /* the no-tenant rule held */
+        char err[CHP_CONFIG_ERR_MAX];
+        EXPECT(chp_config_check_access(c, err) == 0 && err[0] == '\0');
+        EXPECT(c->ntenants || c->open || (only_loopback(c->listen) && only_loopback(c->http)));
+        char buf[160];
+        const char *d = chp_config_describe_access(c, buf, sizeof(buf));
+        EXPECT(d && strlen(d) < sizeof(buf));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
