@@ -127,6 +127,9 @@ static void reload(struct reload *r, struct chp_shared *sh, struct worker *worke
                 free_snapshot(next);
                 return;
         }
+        char was[160], now[160];
+        const char *access = chp_config_describe_access(next, now, sizeof(now));
+        bool access_changed = strcmp(chp_config_describe_access(running, was, sizeof(was)), access);
         sh->cfg = next; /* atomic: the loops' next callbacks see it */
         chp_log_set_level(next->log_level);
         if (r->owned) {
@@ -140,6 +143,8 @@ static void reload(struct reload *r, struct chp_shared *sh, struct worker *worke
         }
         r->owned = next;
         chp_log_info("relay", "SIGHUP: configuration reloaded from %s", file);
+        if (access_changed)
+                chp_log_info("relay", "SIGHUP: now %s", access);
 }
 
 /* Writes the ready file through a temporary name, so a reader never sees half of it. */

@@ -9,7 +9,8 @@
 # what to do, before it opens its data directory; with --open or a [tenant] it starts there (it
 # binds 0.0.0.0 port 0; no traffic is sent to it). A SIGHUP that would leave it on 0.0.0.0 with no
 # tenant (the file moves the listener to loopback, which takes a restart, and drops the tenant) is
-# refused and the relay keeps running; one that rotates the tenant's keys is taken.
+# refused and the relay keeps running; one that rotates a tenant's keys and adds a tenant is taken
+# and logged.
 # Usage: listen_cli.sh CHAPARD CHAPAR
 set -uo pipefail
 chapard=$1
@@ -134,13 +135,16 @@ check "with a tenant it starts on $(sed -n 's/^native=//p' "$tmp/t.ready") witho
         "grep -q '^native=0.0.0.0:' '$tmp/t.ready'"
 check "and says uploads need a token" \
         "grep -qF '1 tenant: uploads, offers and pull-through need a token' '$tmp/t.log'"
-# rotation: a second key; reloaded at once, nothing that needs a restart
-printf '[server]\nlisten = 0.0.0.0:0\n[tenant "m"]\ntoken_key = 0000000000000001:%s\n%s\n' "$pk1" \
-        "token_key = 0000000000000002:$pk2" >"$tmp/t.ini"
+# rotation: a second key, and a second tenant; reloaded at once, nothing that needs a restart
+printf '[server]\nlisten = 0.0.0.0:0\n[tenant "m"]\ntoken_key = 0000000000000001:%s\n%s\n%s\n' \
+        "$pk1" "token_key = 0000000000000002:$pk2" "[tenant \"n\"]" >"$tmp/t.ini"
+echo "token_key = 0000000000000001:$pk2" >>"$tmp/t.ini"
 kill -HUP "$t"
 wait_for 20 "grep -qF 'SIGHUP: configuration reloaded' '$tmp/t.log'"
-check "a SIGHUP adding a key to the tenant is taken, with no restart warning" \
+check "a SIGHUP adding a key and a tenant is taken, with no restart warning" \
         "grep -qF 'SIGHUP: configuration reloaded' '$tmp/t.log' && ! grep -q 'differs' '$tmp/t.log'"
+check "and says what changed: $(grep -o 'SIGHUP: now.*' "$tmp/t.log")" \
+        "grep -qF 'SIGHUP: now 2 tenants: uploads, offers and pull-through need a token' '$tmp/t.log'"
 # the listener moves to loopback in the file (a restart setting: 0.0.0.0 stays) and the tenant goes
 printf '[server]\nlisten = 127.0.0.1:0\n' >"$tmp/t.ini"
 kill -HUP "$t"
