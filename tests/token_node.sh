@@ -45,6 +45,7 @@ both "vector 2: node and chapard mint the same token" "$tmp/v" "$seed" \
         -- --now 1767225600 --audience relays.example.org \
         -- --issued-at 1767225600 --audience-name relays.example.org
 check "vector 2 is docs/tokens.md's" "[ '$n' = '$v2' ]"
+check "docs/tokens.md carries both tokens" "grep -qx '$v1' '$here/../docs/tokens.md' && grep -qx '$v2' '$here/../docs/tokens.md'"
 
 # a fresh key, a random token id, now: Node's token is chapard's, and chapard accepts it
 line=$("$chapard" tenant-key --out "$tmp/k" | tail -n 1)
