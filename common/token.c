@@ -356,10 +356,17 @@ void chp_token_key_format(const struct chp_token_key *k, char out[CHP_TOKEN_KEY_
         chp_hex_encode(k->pub, sizeof(k->pub), out + 2 * CHP_TOKEN_KID_BYTES + 1);
 }
 
-/* libsodium's base64url without padding refuses '=', characters outside the alphabet, a length
- * of 1 mod 4 and nonzero unused bits; it does not tell a short buffer from bad input, so the
- * lengths are checked here first. */
+/* libsodium's base64url without padding refuses '=', a length of 1 mod 4 and nonzero unused
+ * bits. It does not tell a short buffer from bad input, so the lengths are checked here first;
+ * and 1.0.18 reads some bytes over 0x7f as letters (fuzz_token's crash-base64-non-ascii-byte:
+ * 0xb4 as '_'), so the alphabet is checked here too. */
 #define B64 sodium_base64_VARIANT_URLSAFE_NO_PADDING
+
+static bool base64url_char(char c)
+{
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+               c == '-' || c == '_';
+}
 
 ssize_t chp_token_base64_encode(const uint8_t *in, size_t n, char *out, size_t cap)
 {
@@ -375,6 +382,9 @@ ssize_t chp_token_base64_decode(const char *s, size_t len, uint8_t *out, size_t 
 {
         if (len % 4 == 1)
                 return -EBADMSG;
+        for (size_t i = 0; i < len; i++)
+                if (!base64url_char(s[i]))
+                        return -EBADMSG;
         if (len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0) > cap)
                 return -ENOSPC;
         size_t n = 0;
