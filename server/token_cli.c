@@ -257,6 +257,9 @@ static bool parse_args(int argc, char **argv, struct token_args *a)
                         ok = take(argc, argv, &i, &v) && a->nkey_lines < MAX_KEY_LINES;
                         if (ok)
                                 a->key_lines[a->nkey_lines++] = v;
+                        else if (a->nkey_lines == MAX_KEY_LINES)
+                                fprintf(stderr, "chapard token: at most %d --key-line\n",
+                                        MAX_KEY_LINES);
                 } else if (strcmp(o, "--ttl") == 0)
                         ok = take_uint(argc, argv, &i, 1, CHP_TOKEN_LIFE_MAX, &a->ttl);
                 else if (strcmp(o, "--bytes") == 0)
