@@ -336,8 +336,10 @@ int chapar_forget(const char *cache_dir, const char *target, unsigned *removed)
                                 }
                                 if (!rc)
                                         rc = entry_name(h, cs, pad, name);
+                                if (rc) /* then name was never written */
+                                        break;
                                 snprintf(path, sizeof(path), "%s/%s", dir, name);
-                                if (!rc && unlink(path) == 0)
+                                if (unlink(path) == 0)
                                         n++;
                         }
                 }
