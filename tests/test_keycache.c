@@ -1,12 +1,14 @@
 /* libchapar's key cache (client/keycache.c) without a relay: chapar_forget of a target that is
- * neither a ticket nor a file it can read answers CHAPAR_EIO, reads nothing it did not write
- * (the Sanitize build checks), and removes nothing. */
+ * neither a ticket nor a file it can read answers CHAPAR_EIO at once (a FIFO with no writer
+ * does not block it), reads nothing it did not write (the Sanitize build checks), and removes
+ * nothing. */
 #include "harness.h"
 #include "testutil.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -41,6 +43,20 @@ TEST(forget_a_directory)
         unsigned n = 99;
         paint_stack();
         CHECK_EQ(chapar_forget(cache, dir, &n), CHAPAR_EIO);
+        CHECK_EQ(n, 0);
+}
+
+/* A FIFO nobody writes to: refused, not waited on (SIGALRM ends the program if it blocks). */
+TEST(forget_a_fifo)
+{
+        REQUIRE(made());
+        char fifo[160];
+        snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+        REQUIRE(mkfifo(fifo, 0600) == 0);
+        unsigned n = 99;
+        alarm(10);
+        CHECK_EQ(chapar_forget(cache, fifo, &n), CHAPAR_EIO);
+        alarm(0);
         CHECK_EQ(n, 0);
 }
 
