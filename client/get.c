@@ -296,7 +296,8 @@ static int part_open(struct chapar_client *c, struct part *pt, const struct targ
         pt->have = calloc(1, pt->have_len + 1);
         if (!pt->have)
                 return CHAPAR_ENOMEM;
-        int sfd = open(pt->state, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        /* O_NONBLOCK: a FIFO at the state file's name reads as empty (no resume), not waited on */
+        int sfd = open(pt->state, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         bool resume = false;
         if (sfd >= 0) {
                 uint8_t head[36];

@@ -4,8 +4,9 @@
 # is refused with exit 4 and the file left as it was); hostile names from the sender (a path, a
 # dotfile, control characters, a Windows device name, invalid UTF-8, a name as long as a file
 # name can be, only dots) are rewritten into one safe file in the current directory; a symlink
-# planted at a partial file's name is not followed (its target stays as it was); -o - writes the
-# file, verified, to stdout and nothing else; -o DIR saves the sender's name inside DIR.
+# planted at a partial file's name is not followed (its target stays as it was), nor is a FIFO
+# there waited on; -o - writes the file, verified, to stdout and nothing else; -o DIR saves the
+# sender's name inside DIR.
 # Usage: get_cli.sh CHAPARD CHAPAR
 set -uo pipefail
 chapard=$1
@@ -135,6 +136,12 @@ d=$(recv plant-o)
 ln -s "$tmp/victim" "$d/out.bin.chapar-part"
 "$chapar" get "$t" -o "$d/out.bin" >/dev/null 2>&1
 check "the same with -o: the target is untouched" "[ \"\$(cat '$tmp/victim')\" = victim ] && cmp -s '$tmp/send/photo.jpg' '$d/out.bin'"
+d=$(recv plant-fifo)
+mkfifo "$d/photo.jpg.chapar-part.state"
+(cd "$d" && timeout 20 "$chapar" get "$t" >/dev/null 2>"$tmp/err")
+rc=$?
+check "a FIFO at the state file's name is not waited on (exit $rc)" \
+        "[ $rc -eq 0 ] && cmp -s '$tmp/send/photo.jpg' '$d/photo.jpg'"
 
 # --- -o - --------------------------------------------------------------------------------------
 head -c $((3 * 1024 * 1024 + 77)) /dev/urandom >"$tmp/send/big"
