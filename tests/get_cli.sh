@@ -143,6 +143,23 @@ rc=$?
 check "a FIFO at the state file's name is not waited on (exit $rc)" \
         "[ $rc -eq 0 ] && cmp -s '$tmp/send/photo.jpg' '$d/photo.jpg'"
 
+# --- a sender's names that are a partial download's ----------------------------------------------
+# Files a sender named like the partial files of photo.jpg, downloaded first into the same
+# directory, must not make a later get of photo.jpg "resume" from them: the state file says every
+# chunk of that file id is written, the partial file holds the sender's bytes.
+d=$(recv collide)
+fid=$(echo "$t" | sed -n 's,^chapar://[^/]*/[0-9a-f]*/\([0-9a-f]*\)#.*,\1,p')
+{ echo "$fid" | xxd -r -p; printf '\001\000\000\000\001'; } >"$tmp/send/state"
+printf 'not the photo\n' >"$tmp/send/evil"
+te=$(put "$tmp/send/evil" --name photo.jpg.chapar-part) || bad "put evil"
+ts=$(put "$tmp/send/state" --name photo.jpg.chapar-part.state) || bad "put state"
+(cd "$d" && "$chapar" get "$te" >/dev/null 2>&1 && "$chapar" get "$ts" >/dev/null 2>&1)
+out=$(cd "$d" && "$chapar" get "$t" 2>"$tmp/err")
+check "names of partial files from a sender do not stand in for a download ($out)" \
+        "[ -n '$fid' ] && [ -n '$out' ] && cmp -s '$tmp/send/photo.jpg' \"$d/\$out\""
+check "and they are saved under other names ($(files_in "$d" | tr '\n' ' '))" \
+        "! files_in '$d' | grep -Eq '[.]chapar-part([.]state)?\$'"
+
 # --- -o - --------------------------------------------------------------------------------------
 head -c $((3 * 1024 * 1024 + 77)) /dev/urandom >"$tmp/send/big"
 tb=$(put "$tmp/send/big" --chunk-size 65536) || bad "put big"
