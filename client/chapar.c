@@ -10,7 +10,8 @@
  *
  * stdout carries only the result (the ticket, the path, one JSON object, or with -o - the file),
  * so T=$(chapar put f) works; progress and notes go to stderr. Exit codes (chapar_error_class):
- * 0 ok, 1 usage, 2 relay or network, 3 integrity or authentication, 4 local I/O.
+ * 0 ok, 1 usage, 2 relay or network, 3 integrity or authentication, 4 local I/O (also a file
+ * that changed while put read it).
  */
 #include <errno.h>
 #include <signal.h>
@@ -114,7 +115,9 @@ static int usage(FILE *to)
               "  3  integrity or authentication: a chunk or the metadata failed verification\n"
               "     (wrong key or tampered data), or the relay's key is unknown (no pin, no\n"
               "     --relay-key) or not the pinned one\n"
-              "  4  local I/O: a local file cannot be read or written, or the output exists\n",
+              "  4  local I/O: a local file cannot be read or written, or the output exists;\n"
+              "     also a file that changed while put read it (nothing inconsistent was sent:\n"
+              "     run put again)\n",
               to);
         return to == stdout ? 0 : EXIT_USAGE;
 }

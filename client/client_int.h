@@ -94,9 +94,11 @@ void cc_keycache_store(struct chapar_client *c, const char *entry,
 /* The file name the sender's name becomes (get.c), written to out (cap > CC_SAFE_NAME_MAX): its
  * last path component ('/' or '\\'), controls, invalid UTF-8 and the characters Windows refuses
  * turned into '_', leading dots into '_', leading spaces and trailing dots and spaces dropped, a
- * Windows device name prefixed with '_', "chapar-download" for what is left empty, and with n > 0
- * " (n)" before the extension; cut to CC_SAFE_NAME_MAX bytes at a character boundary, the
- * extension (at most 32 bytes; ".tar.gz" is one) kept. Only a name's first 4 KiB is read.
+ * Windows device name prefixed with '_', the dot before a partial file's own ending
+ * (".chapar-part", ".chapar-part.state", ".chapar-part.state.tmp", any case) turned into '_',
+ * "chapar-download" for what is left empty, and with n > 0 " (n)" before the extension; cut to
+ * CC_SAFE_NAME_MAX bytes at a character boundary, the extension (at most 32 bytes; ".tar.gz"
+ * is one) kept. Only a name's first 4 KiB is read.
  * Returns the length, or -EINVAL for a cap too small or n > CC_SAFE_NAME_TRIES. */
 #define CC_SAFE_NAME_MAX   255
 #define CC_SAFE_NAME_TRIES 999

@@ -82,6 +82,22 @@ static size_t utf8_cut(const char *s, size_t n)
         return n;
 }
 
+/* A name ending in one of the partial files' own (PART_SUFFIX, then ".state" or ".state.tmp",
+ * in any case) gets '_' for that dot: a sender's file saved under such a name would be taken
+ * by a later get for the partial download of the file it names, and "resumed" unverified. */
+static void unpart(char *name, size_t len)
+{
+        static const char *const tails[] = {PART_SUFFIX, PART_SUFFIX ".state",
+                                            PART_SUFFIX ".state.tmp"};
+        for (size_t i = 0; i < sizeof(tails) / sizeof(tails[0]); i++) {
+                size_t t = strlen(tails[i]);
+                if (len >= t && strcasecmp(name + len - t, tails[i]) == 0) {
+                        name[len - t] = '_';
+                        return;
+                }
+        }
+}
+
 int cc_safe_name(const char *sender, unsigned n, char *out, size_t cap)
 {
         if (cap < CC_SAFE_NAME_MAX + 1 || n > CC_SAFE_NAME_TRIES)
@@ -119,6 +135,8 @@ int cc_safe_name(const char *sender, unsigned n, char *out, size_t cap)
                 len = (size_t)snprintf(name, sizeof(name), "chapar-download");
         for (size_t i = 0; i < len && name[i] == '.'; i++)
                 name[i] = '_'; /* no hidden files */
+        /* before the extension is taken: " (1)" then goes before ".state" */
+        unpart(name, len);
         size_t stem = strcspn(name, ".");
         bool reserved = reserved_stem(name, stem);
         /* the extension (".tar.gz" counts as one) stays whole when the name is cut */
@@ -134,8 +152,11 @@ int cc_safe_name(const char *sender, unsigned n, char *out, size_t cap)
         size_t keep = len - ext <= room ? len - ext : utf8_cut(name, room);
         while (!ext && !n && keep && (name[keep - 1] == '.' || name[keep - 1] == ' '))
                 keep--; /* cut, it must not end in a dot or space either */
-        return snprintf(out, cap, "%s%.*s%s%s", reserved ? "_" : "", (int)keep, name, suffix,
-                        name + len - ext);
+        int w = snprintf(out, cap, "%s%.*s%s%s", reserved ? "_" : "", (int)keep, name, suffix,
+                         name + len - ext);
+        if (w > 0)
+                unpart(out, strlen(out)); /* a cut stem may end in PART_SUFFIX before ".state" */
+        return w;
 }
 
 /* ---- where the file goes ------------------------------------------------------------------- */
@@ -296,7 +317,8 @@ static int part_open(struct chapar_client *c, struct part *pt, const struct targ
         pt->have = calloc(1, pt->have_len + 1);
         if (!pt->have)
                 return CHAPAR_ENOMEM;
-        int sfd = open(pt->state, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        /* O_NONBLOCK: a FIFO at the state file's name reads as empty (no resume), not waited on */
+        int sfd = open(pt->state, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         bool resume = false;
         if (sfd >= 0) {
                 uint8_t head[36];

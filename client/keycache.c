@@ -323,7 +323,8 @@ int chapar_forget(const char *cache_dir, const char *target, unsigned *removed)
         } else {
                 /* the content is named per chunk size and padding (put.c): every pair is
                  * looked up, one read of the file each */
-                int fd = open(target, O_RDONLY | O_CLOEXEC);
+                /* O_NONBLOCK: a FIFO is refused below (not a regular file), not waited on */
+                int fd = open(target, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
                 rc = fd < 0 ? CHAPAR_EIO : 0;
                 for (uint32_t cs = CHP_CHUNK_MIN; !rc && cs <= CHP_CHUNK_MAX; cs <<= 1) {
                         for (int pad = 0; !rc && pad < 2; pad++) {
@@ -336,8 +337,10 @@ int chapar_forget(const char *cache_dir, const char *target, unsigned *removed)
                                 }
                                 if (!rc)
                                         rc = entry_name(h, cs, pad, name);
+                                if (rc) /* then name was never written */
+                                        break;
                                 snprintf(path, sizeof(path), "%s/%s", dir, name);
-                                if (!rc && unlink(path) == 0)
+                                if (unlink(path) == 0)
                                         n++;
                         }
                 }

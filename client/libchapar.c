@@ -218,12 +218,17 @@ static int known_add(const char *file, const char *addr, const uint8_t key[CHP_K
                 if (cc_mkdir_p(dir, 0700) != 0)
                         return -EIO;
         }
-        int fd = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        int fd = open(file, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
         if (fd < 0)
                 return -errno;
+        /* a file edited by hand may end without a newline: the pin must not join its last line */
+        struct stat st;
+        char last = '\n';
+        if (fstat(fd, &st) == 0 && st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) != 1)
+                last = '\n';
         char line[400], hex[CHP_HASH_HEXBYTES];
         chp_hex_encode(key, CHP_KEY_BYTES, hex);
-        int n = snprintf(line, sizeof(line), "%s %s\n", addr, hex);
+        int n = snprintf(line, sizeof(line), "%s%s %s\n", last == '\n' ? "" : "\n", addr, hex);
         int rc = write(fd, line, (size_t)n) == n ? 0 : -EIO;
         close(fd);
         return rc;

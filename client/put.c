@@ -741,7 +741,9 @@ out:
 int chapar_put_path(struct chapar_client *c, const char *path, const struct chapar_put_opts *o,
                     struct chapar_put_result *r)
 {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        /* O_NONBLOCK: a FIFO is refused by chapar_put_fd (not a regular file), not waited on;
+         * reads of a regular file do not see the flag */
+        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
         if (fd < 0) {
                 snprintf(c->last_error, sizeof(c->last_error), "cannot read %.300s: %s", path,
                          strerror(errno));

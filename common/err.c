@@ -2,8 +2,8 @@
 
 #include <string.h>
 
-/* Every project code: its explanation and, for the HTTP parser's, the status it names. Indexed by
- * CHP_ERR_BASE - code. */
+/* Every project code: its explanation and, for the HTTP parser's and the token checks', the status
+ * it names. Indexed by CHP_ERR_BASE - code. */
 static const struct {
         const char *msg;
         int http_status;
@@ -25,6 +25,13 @@ static const struct {
         [CHP_ERR_BASE - CHP_EHTTP_HEADERS] = {"HTTP request head too large", 431},
         [CHP_ERR_BASE - CHP_EHTTP_METHOD] = {"HTTP method not implemented", 501},
         [CHP_ERR_BASE - CHP_EHTTP_VERSION] = {"HTTP version not supported", 505},
+        [CHP_ERR_BASE - CHP_ETOKEN_KEY] = {"token signed by a key the tenant does not have", 401},
+        [CHP_ERR_BASE - CHP_ETOKEN_SIGNATURE] = {"token signature is not valid", 401},
+        [CHP_ERR_BASE - CHP_ETOKEN_AUDIENCE] = {"token is for another relay", 401},
+        [CHP_ERR_BASE - CHP_ETOKEN_LIFE] = {"token lifetime is empty or over 24 hours", 401},
+        [CHP_ERR_BASE - CHP_ETOKEN_EARLY] = {"token is not valid yet", 401},
+        [CHP_ERR_BASE - CHP_ETOKEN_EXPIRED] = {"token has expired", 401},
+        [CHP_ERR_BASE - CHP_ETOKEN_SCOPE] = {"token does not allow this", 403},
 };
 
 const char *chp_strerror(int code)

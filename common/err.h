@@ -30,13 +30,22 @@ enum chp_err {
         CHP_EHTTP_HEADERS = CHP_ERR_BASE - 15, /* head too large or too many headers (431) */
         CHP_EHTTP_METHOD = CHP_ERR_BASE - 16,  /* a method this server does not implement (501) */
         CHP_EHTTP_VERSION = CHP_ERR_BASE - 17, /* not HTTP/1.0 or HTTP/1.1 (505) */
-        CHP_ERR_LAST = CHP_EHTTP_VERSION,      /* the lowest project code */
+        /* An upload token chp_token_verify refuses (common/token.h, docs/tokens.md); each names an
+         * HTTP status too: 401, and 403 for CHP_ETOKEN_SCOPE. */
+        CHP_ETOKEN_KEY = CHP_ERR_BASE - 18,       /* no key of the tenant has the token's key id */
+        CHP_ETOKEN_SIGNATURE = CHP_ERR_BASE - 19, /* the signature does not verify */
+        CHP_ETOKEN_AUDIENCE = CHP_ERR_BASE - 20,  /* the token is for another relay */
+        CHP_ETOKEN_LIFE = CHP_ERR_BASE - 21,      /* expiry not after issue, or too far after */
+        CHP_ETOKEN_EARLY = CHP_ERR_BASE - 22,     /* issued in the future (beyond the skew) */
+        CHP_ETOKEN_EXPIRED = CHP_ERR_BASE - 23,   /* expired (beyond the skew) */
+        CHP_ETOKEN_SCOPE = CHP_ERR_BASE - 24,     /* the token does not grant what is asked */
+        CHP_ERR_LAST = CHP_ETOKEN_SCOPE,          /* the lowest project code */
 };
 
 /* A readable explanation of code (0, a negative errno, or a CHP_E* code). Never NULL. */
 const char *chp_strerror(int code);
 
-/* The HTTP status a CHP_EHTTP_* code names, or 0 for any other code. */
+/* The HTTP status a CHP_EHTTP_* or CHP_ETOKEN_* code names, or 0 for any other code. */
 int chp_err_http_status(int code);
 
 #endif

@@ -4,6 +4,8 @@
  *   chapard verify --data DIR   scrub the store; exit 0 when clean, 1 listing each problem,
  *                               2 when the store cannot be opened
  *   chapard keygen --out FILE   write a relay key pair (mode 0600), print the public key
+ *   chapard tenant-key --out FILE, chapard token ...   a tenant's signing key, upload tokens
+ *                               (token_cli.h, docs/tokens.md)
  *   chapard --version           the version (CMake's PROJECT_VERSION) and protocol version
  */
 #include <signal.h>
@@ -21,6 +23,7 @@
 #include "proto.h"
 #include "relay.h"
 #include "store.h"
+#include "token_cli.h"
 
 #ifndef CHAPAR_VERSION
 #error "CHAPAR_VERSION is CMake's PROJECT_VERSION, passed as a compile definition"
@@ -34,6 +37,10 @@ static int usage(FILE *to)
                     "               [--log-level error|warn|info|debug] [--open]\n"
                     "       chapard verify --data DIR\n"
                     "       chapard keygen --out FILE\n"
+                    "       chapard tenant-key --out FILE\n"
+                    "       chapard token --key FILE --tenant NAME [--ttl SECONDS] [--bytes N]\n"
+                    "                     [--scope upload,offer,pull] [--audience RELAY-KEY]\n"
+                    "       chapard token --verify TOKEN --key-line KID:PUBLIC-KEY\n"
                     "       chapard --help | --version\n");
         return to == stderr ? 1 : 0;
 }
@@ -151,6 +158,10 @@ int main(int argc, char **argv)
                 return cmd_verify(argc - 2, argv + 2);
         if (argc >= 2 && strcmp(argv[1], "keygen") == 0)
                 return cmd_keygen(argc - 2, argv + 2);
+        if (argc >= 2 && strcmp(argv[1], "tenant-key") == 0)
+                return chp_token_cli_tenant_key(argc - 2, argv + 2);
+        if (argc >= 2 && strcmp(argv[1], "token") == 0)
+                return chp_token_cli_token(argc - 2, argv + 2);
         if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))
                 return usage(stdout);
         if (argc >= 2 && strcmp(argv[1], "--version") == 0) {

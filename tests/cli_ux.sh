@@ -41,6 +41,8 @@ for code in "0 " "1 .*usage" "2 .*relay" "3 .*(integrity|verif)" "4 .*local"; do
         check "the usage lists exit code '${code%% *}'" "sed -n '/^exit codes/,\$p' '$tmp/usage' | grep -Eqi '^ +$code'"
 done
 check "the usage explains -o -" "grep -q -- '-o -' '$tmp/usage'"
+check "the usage says a file that changed under put exits 4" \
+        "sed -n '/^exit codes/,\$p' '$tmp/usage' | sed -n '/^  4 /,\$p' | grep -qi 'changed'"
 
 for bin in chapar chapard; do
         b=$chapar

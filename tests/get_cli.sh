@@ -4,8 +4,9 @@
 # is refused with exit 4 and the file left as it was); hostile names from the sender (a path, a
 # dotfile, control characters, a Windows device name, invalid UTF-8, a name as long as a file
 # name can be, only dots) are rewritten into one safe file in the current directory; a symlink
-# planted at a partial file's name is not followed (its target stays as it was); -o - writes the
-# file, verified, to stdout and nothing else; -o DIR saves the sender's name inside DIR.
+# planted at a partial file's name is not followed (its target stays as it was), nor is a FIFO
+# there waited on; -o - writes the file, verified, to stdout and nothing else; -o DIR saves the
+# sender's name inside DIR.
 # Usage: get_cli.sh CHAPARD CHAPAR
 set -uo pipefail
 chapard=$1
@@ -135,6 +136,29 @@ d=$(recv plant-o)
 ln -s "$tmp/victim" "$d/out.bin.chapar-part"
 "$chapar" get "$t" -o "$d/out.bin" >/dev/null 2>&1
 check "the same with -o: the target is untouched" "[ \"\$(cat '$tmp/victim')\" = victim ] && cmp -s '$tmp/send/photo.jpg' '$d/out.bin'"
+d=$(recv plant-fifo)
+mkfifo "$d/photo.jpg.chapar-part.state"
+(cd "$d" && timeout 20 "$chapar" get "$t" >/dev/null 2>"$tmp/err")
+rc=$?
+check "a FIFO at the state file's name is not waited on (exit $rc)" \
+        "[ $rc -eq 0 ] && cmp -s '$tmp/send/photo.jpg' '$d/photo.jpg'"
+
+# --- a sender's names that are a partial download's ----------------------------------------------
+# Files a sender named like the partial files of photo.jpg, downloaded first into the same
+# directory, must not make a later get of photo.jpg "resume" from them: the state file says every
+# chunk of that file id is written, the partial file holds the sender's bytes.
+d=$(recv collide)
+fid=$(echo "$t" | sed -n 's,^chapar://[^/]*/[0-9a-f]*/\([0-9a-f]*\)#.*,\1,p')
+{ echo "$fid" | xxd -r -p; printf '\001\000\000\000\001'; } >"$tmp/send/state"
+printf 'not the photo\n' >"$tmp/send/evil"
+te=$(put "$tmp/send/evil" --name photo.jpg.chapar-part) || bad "put evil"
+ts=$(put "$tmp/send/state" --name photo.jpg.chapar-part.state) || bad "put state"
+(cd "$d" && "$chapar" get "$te" >/dev/null 2>&1 && "$chapar" get "$ts" >/dev/null 2>&1)
+out=$(cd "$d" && "$chapar" get "$t" 2>"$tmp/err")
+check "names of partial files from a sender do not stand in for a download ($out)" \
+        "[ -n '$fid' ] && [ -n '$out' ] && cmp -s '$tmp/send/photo.jpg' \"$d/\$out\""
+check "and they are saved under other names ($(files_in "$d" | tr '\n' ' '))" \
+        "! files_in '$d' | grep -Eq '[.]chapar-part([.]state)?\$'"
 
 # --- -o - --------------------------------------------------------------------------------------
 head -c $((3 * 1024 * 1024 + 77)) /dev/urandom >"$tmp/send/big"

@@ -52,6 +52,15 @@ check "removing it again exits 1 with a message (exit $rc): $(cat "$tmp/err")" \
 check "with the pin removed the relay is unknown again" "[ $? -eq 3 ]"
 "$chapar" put "$tmp/a" --relay "$ra" --relay-key "$rk" >/dev/null 2>"$tmp/err"
 check "a put with the right --relay-key pins that key" "[ $? -eq 0 ] && grep -qx '$ra $rk' '$pins'"
+# a file whose last line has no newline (edited by hand): a new pin goes on a line of its own
+cp "$pins" "$tmp/pins.saved"
+printf '192.0.2.1:7700 %064d' 5 >"$pins"
+"$chapar" put "$tmp/a" --relay "$ra" --trust-new-relay >/dev/null 2>"$tmp/err"
+"$chapar" put "$tmp/a" --relay "$ra" >/dev/null 2>"$tmp/err"
+rc=$?
+check "a pin added to a file without a final newline is used (exit $rc) and keeps the old one" \
+        "[ $rc -eq 0 ] && grep -qx '192.0.2.1:7700 $(printf '%064d' 5)' '$pins' && grep -qx '$ra $rk' '$pins'"
+cp "$tmp/pins.saved" "$pins"
 
 # --- the key cache: modes and what is refused ------------------------------------------------
 check "the cache directory is 0700 ($(stat -c %a "$keys"))" "[ \$(stat -c %a '$keys') = 700 ]"

@@ -7,6 +7,7 @@
 #include "testutil.h"
 
 #include <errno.h>
+#include <strings.h>
 
 #include "client_int.h"
 #include "http_parse.h"
@@ -176,6 +177,40 @@ TEST(long_names_are_cut_keeping_the_extension)
         memcpy(in, "CON.", 4);
         g = name(in);
         CHECK(safe(g));
+}
+
+/* Whether s ends in a name chapar_get gives its own partial files (case-insensitively). */
+static bool partial_name(const char *s)
+{
+        static const char *const tails[] = {".chapar-part", ".chapar-part.state",
+                                            ".chapar-part.state.tmp"};
+        size_t len = strlen(s);
+        for (size_t i = 0; i < sizeof(tails) / sizeof(tails[0]); i++) {
+                size_t t = strlen(tails[i]);
+                if (len >= t && strcasecmp(s + len - t, tails[i]) == 0)
+                        return true;
+        }
+        return false;
+}
+
+/* A sender's name never becomes one of a partial download's own names: a file saved there would
+ * be taken for a partial download of the file it names, and "resumed" without verification. */
+TEST(partial_file_names_are_not_given)
+{
+        CHECK_NAME("photo.jpg.chapar-part", "photo.jpg_chapar-part");
+        CHECK_NAME("photo.jpg.chapar-part.state", "photo.jpg_chapar-part.state");
+        CHECK_NAME("photo.jpg.chapar-part.state.tmp", "photo.jpg_chapar-part.state.tmp");
+        CHECK_NAME("x.CHAPAR-PART", "x_CHAPAR-PART");
+        CHECK_NAME(".chapar-part", "_chapar-part");
+        CHECK(!partial_name(name_n("photo.jpg.chapar-part", 1)));
+        CHECK(!partial_name(name_n("photo.jpg.chapar-part.state", 2)));
+        /* nor when a long name is cut to end in one: "AAA...A.chapar-part" + "ZZZ...Z.state" */
+        char in[400];
+        memset(in, 'A', 300);
+        memcpy(in + 255 - 6 - 12, ".chapar-part", 12);
+        memcpy(in + 294, ".state", 7);
+        const char *g = name(in);
+        CHECK(safe(g) && strlen(g) == 255 && !partial_name(g));
 }
 
 TEST(random_names_are_always_safe)

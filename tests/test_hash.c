@@ -92,7 +92,7 @@ TEST(strerror_covers_codes)
 }
 
 /* Every project code has its own message (no two alike, none the fallback), chp_strerror never
- * returns NULL, and exactly the HTTP parser's codes name a status. */
+ * returns NULL, and exactly the HTTP parser's and the token checks' codes name a status. */
 TEST(strerror_every_code_distinct)
 {
         for (int a = CHP_ERR_BASE - 1; a >= CHP_ERR_LAST; a--) {

@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "chapar.h"
@@ -333,6 +335,37 @@ TEST(no_chunk_sealed_twice_for_sending)
         cc_put_hooks = (struct cc_put_hooks){0};
         CHECK(gets(t, a, size));
         free(a);
+}
+
+/* A path that is not a regular file is refused at once: a FIFO with no writer does not block the
+ * put. Run in a child that SIGALRM ends if it blocks (so the relay is still stopped); needs no
+ * relay: the client's connect failed. */
+TEST(put_path_of_a_fifo)
+{
+        REQUIRE(started());
+        char fifo[500];
+        snprintf(fifo, sizeof(fifo), "%s/fifo", relay.dir);
+        REQUIRE(mkfifo(fifo, 0600) == 0);
+        fflush(NULL);
+        pid_t child = fork();
+        REQUIRE(child >= 0);
+        if (child == 0) {
+                struct chapar_opts o = {
+                    .relay = "127.0.0.1:1", .known_relays = known, .cache_dir = ""};
+                struct chapar_client *c = NULL;
+                int rc = chapar_connect(&o, &c); /* no pin: CHAPAR_EKEY, nothing dialled */
+                struct chapar_put_result r;
+                alarm(10);
+                if (c && rc == CHAPAR_EKEY)
+                        rc = chapar_put_path(c, fifo, NULL, &r);
+                _exit(rc == CHAPAR_EIO ? 0 : 1);
+        }
+        int st = 0;
+        CHECK(waitpid(child, &st, 0) == child);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        if (WIFSIGNALED(st))
+                fprintf(stderr, "  the put of a FIFO blocked (signal %d)\n", WTERMSIG(st));
+        unlink(fifo);
 }
 
 /* Two connections open the same upload; one commits it; the other's next CHUNK is told so. */
