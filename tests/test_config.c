@@ -1103,8 +1103,9 @@ TEST(no_tenant_rule)
             {"[server]\nlisten = 0.0.0.0:0\nopen = true\n", 0, {NULL}, NULL},
             {"[server]\nlisten = 0.0.0.0:0\nopen = false\n", 1, {"--open"}, NULL},
             {"[server]\nopen = yes\n", 2, {"--http", "0.0.0.0:0"}, NULL},
-            {tenant, 0, {NULL}, NULL},
-            {tenant, 2, {"--http", "0.0.0.0:0"}, NULL},
+            /* tokens are not checked yet: a tenant does not lift the rule */
+            {tenant, 0, {NULL}, "--listen 0.0.0.0:0 is not a loopback address and tokens are not"},
+            {tenant, 2, {"--http", "0.0.0.0:0"}, "--listen 0.0.0.0:0 is not a loopback address"},
             {tenant, 1, {"--open"}, NULL},
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -1161,11 +1162,12 @@ TEST(describe_access)
         chp_config_defaults(&c);
         REQUIRE_OK(load_text(&c, text, err));
         CHECK(strcmp(chp_config_describe_access(&c, buf, sizeof(buf)),
-                     "2 tenants: uploads, offers and pull-through need a token") == 0);
+                     "2 tenants (tokens are not checked yet): uploads, offers and pull-through "
+                     "only from loopback clients") == 0);
         c.open = true;
         CHECK(strcmp(chp_config_describe_access(&c, buf, sizeof(buf)),
-                     "--open and 2 tenants: uploads, offers and pull-through without a token from "
-                     "any address") == 0);
+                     "--open and 2 tenants (tokens are not checked yet): uploads, offers and "
+                     "pull-through without a token from any address") == 0);
         chp_config_free(&c);
 }
 
@@ -1206,14 +1208,14 @@ TEST(reload_tenants)
         token_key(3, 3, false, k3, p3);
         struct chp_config running;
         snprintf(text, sizeof(text),
-                 "[server]\nlisten = 0.0.0.0:0\n"
+                 "[server]\nlisten = 0.0.0.0:0\nopen = true\n" /* tenants lift nothing yet */
                  "[tenant \"a\"]\ntoken_key = %s\nmax_stored = 1G\n"
                  "[tenant \"b\"]\ntoken_key = %s\n",
                  k1, k2);
         REQUIRE_OK(load_finished(&running, text, 0, NULL, err));
 
-        /* a reload rotates a's keys, changes its limit, drops b, adds c, turns open on: all at
-         * once, and none of it is a change that needs a restart */
+        /* a reload rotates a's keys, changes its limit, drops b, adds c: all at once, and none
+         * of it is a change that needs a restart */
         struct chp_config next;
         snprintf(text, sizeof(text),
                  "[server]\nlisten = 0.0.0.0:0\nopen = on\n"
@@ -1233,11 +1235,12 @@ TEST(reload_tenants)
         CHECK(chp_config_find_tenant(&next, "b", 1) == NULL);
         CHECK_OK(chp_config_check_access(&next, err));
         /* the running snapshot is untouched */
-        CHECK(running.ntenants == 2 && running.tenants[0].nkeys == 1 && !running.open);
+        CHECK(running.ntenants == 2 && running.tenants[0].nkeys == 1 && running.open);
         CHECK_EQ(running.tenants[0].max_stored, 1ull << 30);
         chp_config_free(&next);
 
-        /* a file that moves the listener to loopback and drops every tenant passes on its own,
+        /* a file that moves the listener to loopback and drops open and every tenant passes on
+         * its own,
          * but the relay keeps listening on 0.0.0.0 until a restart: the reload is refused */
         REQUIRE_OK(load_finished(&next, "[server]\nlisten = 127.0.0.1:0\n", 0, NULL, err));
         ch = (struct changes){0};
