@@ -20,7 +20,12 @@
  * chp_tenant_config) for the limits, which also take "unlimited"; token_key is repeatable and
  * parsed by hand. A tenant's public key must be a point libsodium would verify against (canonical,
  * on the curve, not of small order): a key that can never verify is an error at start-up, not a
- * tenant whose every token is refused.
+ * tenant whose every token is refused. Who may upload, given the tenants and --open, is in
+ * access.c.
+ *
+ * At about 1,000 lines this file is over the project's usual size: it is one parser (the settings
+ * tables, the INI reader and the flags share its private state: the table entries, the line
+ * reader's position, the section being read), and a split would put that state in a header.
  */
 #include "config.h"
 
@@ -982,100 +987,6 @@ int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
         c->store.dir = c->data_dir;
         c->store.sync = c->sync;
         return 0;
-}
-
-/* ---- who may upload ---------------------------------------------------------------------- */
-
-/* Whether a face listening on addr (HOST:PORT as configured; NULL or "off": none) can be reached
- * only from this host. A name other than localhost counts as reachable from elsewhere. */
-static bool only_loopback(const char *addr)
-{
-        char host[CHP_NET_HOST_MAX];
-        uint16_t port;
-        if (!addr || strcmp(addr, "off") == 0)
-                return true;
-        return chp_net_split_hostport(addr, host, sizeof(host), &port) == 0 &&
-               chp_config_is_loopback(host);
-}
-
-/* The faces do not check upload tokens yet (the next step of the tenants work): until they do,
- * a tenant grants nothing, so it does not lift the rule below, and the relay says so. */
-#define TOKENS_CHECKED false
-
-/* Without a tenant nothing asks a client who it is, so the relay may face only this host unless
- * the operator said --open. A listener on loopback is refused nothing new: the relay behaves as
- * before tenants existed, for the clients that can reach it. */
-int chp_config_check_access(const struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
-{
-        err[0] = '\0';
-        if ((TOKENS_CHECKED && c->ntenants > 0) || c->open)
-                return 0;
-        const char *flag = !only_loopback(c->listen) ? "--listen"
-                           : !only_loopback(c->http) ? "--http"
-                                                     : NULL;
-        if (!flag)
-                return 0;
-        if (c->ntenants > 0) {
-                snprintf(err, CHP_CONFIG_ERR_MAX,
-                         "%s %s is not a loopback address and tokens are not checked yet (the "
-                         "[tenant] sections are read, not enforced), so anyone who reaches it "
-                         "could upload; pass --open (open = true in [server]) to take uploads "
-                         "without a token from any address, or listen on loopback",
-                         flag, flag[2] == 'l' ? c->listen : c->http);
-                return -EINVAL;
-        }
-        snprintf(err, CHP_CONFIG_ERR_MAX,
-                 "%s %s is not a loopback address and no tenant is configured, so anyone who "
-                 "reaches it could upload; configure a [tenant \"NAME\"] with a token_key (chapard "
-                 "tenant-key makes one), or pass --open (open = true in [server]) to take uploads "
-                 "without a token from any address",
-                 flag, flag[2] == 'l' ? c->listen : c->http);
-        return -EINVAL;
-}
-
-const char *chp_config_describe_access(const struct chp_config *c, char *buf, size_t cap)
-{
-        if (c->ntenants == 0)
-                return c->open
-                           ? "--open: uploads, offers and pull-through without a token from any "
-                             "address"
-                           : "no tenant configured: uploads, offers and pull-through only from "
-                             "loopback clients";
-        if (!TOKENS_CHECKED) {
-                snprintf(buf, cap,
-                         c->open ? "--open and %u tenant%s (tokens are not checked yet): uploads, "
-                                   "offers and pull-through without a token from any address"
-                                 : "%u tenant%s (tokens are not checked yet): uploads, offers and "
-                                   "pull-through only from loopback clients",
-                         c->ntenants, c->ntenants == 1 ? "" : "s");
-                return buf;
-        }
-        snprintf(buf, cap,
-                 c->open ? "--open and %u tenant%s: uploads, offers and pull-through without a "
-                           "token from any address"
-                         : "%u tenant%s: uploads, offers and pull-through need a token",
-                 c->ntenants, c->ntenants == 1 ? "" : "s");
-        return buf;
-}
-
-const struct chp_tenant_config *chp_config_find_tenant(const struct chp_config *c, const char *name,
-                                                       size_t len)
-{
-        for (unsigned i = 0; i < c->ntenants; i++) {
-                const char *n = c->tenants[i].name;
-                if (strlen(n) == len && memcmp(n, name, len) == 0)
-                        return &c->tenants[i];
-        }
-        return NULL;
-}
-
-const struct chp_tenant_key *chp_tenant_find_key(const struct chp_tenant_config *t,
-                                                 const uint8_t kid[CHP_TENANT_KID_BYTES])
-{
-        for (unsigned i = 0; i < t->nkeys; i++)
-                if (memcmp(t->keys[i].kid, kid, CHP_TENANT_KID_BYTES) == 0)
-                        return &t->keys[i];
-        return NULL;
 }
 
 /* ---- reload ------------------------------------------------------------------------------ */

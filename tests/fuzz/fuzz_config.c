@@ -1,6 +1,6 @@
-/* Fuzz target for chapard's configuration (server/config.c, included for its static value
- * parsers): the INI file through libinih and our line reader into struct chp_config, then flags
- * over it, then the cross-field rules (the no-tenant rule among them).
+/* Fuzz target for chapard's configuration (server/conf/config.c and access.c, included for their
+ * static parsers and rules): the INI file through libinih and our line reader into struct
+ * chp_config, then flags over it, then the cross-field rules (the no-tenant rule among them).
  *
  * The input up to its first NUL byte is the INI file (written to a memfd and read through
  * /proc/self/fd, as chp_config_load_file takes a path); the rest, split at NUL bytes, is argv for
@@ -13,6 +13,7 @@
  * splits the same. Anything else aborts. Linked with libFuzzer, or with replay.c to run the
  * committed corpus under ctest. */
 #include "../../server/conf/config.c"
+#include "../../server/conf/access.c" /* only_loopback, TOKENS_CHECKED */
 
 #include <sys/mman.h>
 #include "fuzz.h"
@@ -145,7 +146,8 @@ static void check_finished(const struct chp_config *c)
         /* the no-tenant rule held */
         char err[CHP_CONFIG_ERR_MAX];
         EXPECT(chp_config_check_access(c, err) == 0 && err[0] == '\0');
-        EXPECT(c->ntenants || c->open || (only_loopback(c->listen) && only_loopback(c->http)));
+        EXPECT((TOKENS_CHECKED && c->ntenants) || c->open ||
+               (only_loopback(c->listen) && only_loopback(c->http)));
         char buf[160];
         const char *d = chp_config_describe_access(c, buf, sizeof(buf));
         EXPECT(d && strlen(d) < sizeof(buf));
