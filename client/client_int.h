@@ -9,6 +9,7 @@
 #define CHAPAR_CLIENT_INT_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,7 +29,7 @@
 struct chapar_client {
         struct chp_channel *ch; /* NULL until connected */
         int timeout_ms;
-        volatile sig_atomic_t cancel;
+        atomic_int cancel; /* chapar_cancel: from a signal handler or another thread */
         char addr[300]; /* HOST:PORT as given */
         bool plaintext; /* asked for --insecure-plaintext */
         bool have_pinned;

@@ -585,7 +585,7 @@ static int get_all(struct getter *g)
                         part_save(g->pt, x->t.file_id, count);
                 struct timespec ts = {0, 50 * 1000000L}; /* chunks arrive as they are stored */
                 nanosleep(&ts, NULL);
-                if (g->c->cancel)
+                if (atomic_load_explicit(&g->c->cancel, memory_order_relaxed))
                         return CHAPAR_ECANCELED;
                 /* the same file id: the same manifest, a newer map of stored chunks */
                 cc_fetched_free(&x->f);

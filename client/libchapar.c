@@ -310,7 +310,10 @@ const char *chapar_last_error(const struct chapar_client *c)
         return c ? c->last_error : "";
 }
 
+/* a signal handler may store to it only if it needs no lock */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "chapar_cancel needs a lock-free atomic_int");
+
 void chapar_cancel(struct chapar_client *c)
 {
-        c->cancel = 1;
+        atomic_store_explicit(&c->cancel, 1, memory_order_relaxed); /* lock-free: signal-safe */
 }

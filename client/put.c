@@ -155,7 +155,7 @@ struct worker {
         struct put_state *p;
         int (*fn)(struct put_state *p, struct worker *w, uint64_t i);
         uint8_t *plain, *cipher;       /* plain_chunk and chunk_size bytes */
-        volatile sig_atomic_t *cancel; /* the caller's worker only */
+        atomic_int *cancel;            /* the caller's worker only */
         pthread_t thread;
         bool started;
 };
@@ -168,7 +168,9 @@ static void *work(void *arg)
                 uint64_t i = atomic_fetch_add(&p->next, 1);
                 if (i >= p->count)
                         break;
-                int rc = w->cancel && *w->cancel ? CHAPAR_ECANCELED : w->fn(p, w, i);
+                int rc = w->cancel && atomic_load_explicit(w->cancel, memory_order_relaxed)
+                             ? CHAPAR_ECANCELED
+                             : w->fn(p, w, i);
                 int none = 0;
                 if (rc && atomic_compare_exchange_strong(&p->err, &none, rc))
                         p->changed = i; /* read after the join */

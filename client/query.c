@@ -49,7 +49,7 @@ int cc_fetch_manifest(struct chapar_client *c, const struct chp_ticket *t, struc
                         break;
                 struct timespec ts = {0, 100 * 1000000L}; /* the relay fetches it: wait */
                 nanosleep(&ts, NULL);
-                if (c->cancel)
+                if (atomic_load_explicit(&c->cancel, memory_order_relaxed))
                         return CHAPAR_ECANCELED;
         }
         if (rc)

@@ -45,7 +45,7 @@
 struct chp_channel {
         int fd;
         int timeout_ms;
-        const volatile sig_atomic_t *cancel;
+        const atomic_int *cancel;
         char addr[300]; /* HOST:PORT as given */
         bool encrypted; /* the handshake is done */
         bool ik;
@@ -97,7 +97,7 @@ size_t chp_channel_prologue(const uint8_t pre[CHP_PREAMBLE_BYTES], uint8_t out[C
 
 static bool canceled(const struct chp_channel *ch)
 {
-        return ch->cancel && *ch->cancel;
+        return ch->cancel && atomic_load_explicit(ch->cancel, memory_order_relaxed);
 }
 
 /* Waits for events on the socket, in slices so that a cancel is seen. */

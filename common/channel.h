@@ -11,6 +11,7 @@
 #define CHP_CHANNEL_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,7 +50,8 @@ struct chp_channel_opts {
         const uint8_t *static_priv; /* IK: this side's static key; XX: NULL (a fresh one) */
         const uint8_t *remote_key;  /* the key the relay must prove, or NULL (accept any) */
         int timeout_ms;             /* a wait longer than this fails (-ETIMEDOUT); <= 0: 30 s */
-        const volatile sig_atomic_t *cancel; /* nonzero: calls return -ECANCELED; or NULL */
+        const atomic_int *cancel; /* nonzero: calls return -ECANCELED; or NULL (lock-free: a signal
+                                   * handler or another thread may set it) */
 };
 
 /* Connects, runs the handshake (or sends the plaintext preamble) and HELLO. On success *out is
