@@ -38,6 +38,17 @@ static void out_free(struct conn *c, struct out_item *it)
         free(it);
 }
 
+/* Queues t at the tail; its n bytes count as queued output. */
+static void out_push(struct conn *c, struct out_item *t, size_t n)
+{
+        if (c->out_tail)
+                c->out_tail->next = t;
+        else
+                c->out_head = t;
+        c->out_tail = t;
+        c->out_bytes += n;
+}
+
 uint8_t *conn_out_reserve(struct conn *c, size_t n)
 {
         struct out_item *t = c->out_tail;
@@ -49,11 +60,7 @@ uint8_t *conn_out_reserve(struct conn *c, size_t n)
                 if (!t)
                         return NULL;
                 *t = (struct out_item){.cap = cap};
-                if (c->out_tail)
-                        c->out_tail->next = t;
-                else
-                        c->out_head = t;
-                c->out_tail = t;
+                out_push(c, t, 0);
         }
         uint8_t *p = t->data + t->len;
         t->len += n;
@@ -75,12 +82,7 @@ uint8_t *conn_out_wire(struct conn *c, size_t n)
         struct out_item *t = wire_item(n);
         if (!t)
                 return NULL;
-        if (c->out_tail)
-                c->out_tail->next = t;
-        else
-                c->out_head = t;
-        c->out_tail = t;
-        c->out_bytes += n;
+        out_push(c, t, n);
         c->replied = true;
         return t->data;
 }
@@ -177,12 +179,7 @@ int conn_out_splice(struct conn *c, struct chp_chunk_loc *loc, uint64_t offset, 
         }
         *t = (struct out_item){.splice = true, .len = len, .loc = *loc, .file_off = offset};
         loc->seg = NULL;
-        if (c->out_tail)
-                c->out_tail->next = t;
-        else
-                c->out_head = t;
-        c->out_tail = t;
-        c->out_bytes += len;
+        out_push(c, t, len);
         return 0;
 }
 
