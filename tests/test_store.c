@@ -384,6 +384,10 @@ TEST(files_refcounts_expiry_gc)
         CHECK_EQ(info.expires, 1000);
         CHECK_EQ(info.size, 3 * (uint64_t)cs);
         free(got);
+        /* existence only: no copy, info still filled */
+        info.expires = 0;
+        CHECK_OK(chp_store_file_get(s, id1, NULL, NULL, &info));
+        CHECK_EQ(info.expires, 1000);
         uint8_t want[CHP_HASH_BYTES];
         CHECK_OK(chp_manifest_id(m1, len1, want));
         CHECK(memcmp(want, id1, CHP_HASH_BYTES) == 0);
@@ -398,6 +402,7 @@ TEST(files_refcounts_expiry_gc)
         CHECK_EQ(gs.files_expired, 1);
         CHECK_EQ(gs.chunks_freed, 2);
         CHECK_EQ(chp_store_file_get(s, id1, &got, &glen, NULL), -ENOENT);
+        CHECK_EQ(chp_store_file_get(s, id1, NULL, NULL, NULL), -ENOENT);
         CHECK_EQ(refs(s, &ch[1]), 1);
         CHECK(!reads_back(s, &ch[0]));
         CHECK(reads_back(s, &ch[1]));

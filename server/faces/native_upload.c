@@ -331,11 +331,7 @@ drop:
 static bool upload_committed(struct conn *c, const uint8_t *upload_id)
 {
         struct upl *u = upl_find(c->nat, upload_id);
-        uint8_t *m = NULL;
-        size_t len = 0;
-        bool yes = u && chp_store_file_get(c->sh->store, u->file_id, &m, &len, NULL) == 0;
-        free(m);
-        return yes;
+        return u && chp_store_file_get(c->sh->store, u->file_id, NULL, NULL, NULL) == 0;
 }
 
 static void chunk_done(struct conn *c, struct op *op)

@@ -135,8 +135,10 @@ int chp_store_refcount(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], 
 int chp_store_file_get(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], uint8_t **manifest,
                        size_t *len, struct chp_file_info *info)
 {
-        *manifest = NULL;
-        *len = 0;
+        if (manifest) {
+                *manifest = NULL;
+                *len = 0;
+        }
         MDB_txn *txn;
         int rc = store_read_begin(s, &txn);
         if (rc)
@@ -147,10 +149,11 @@ int chp_store_file_get(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], ui
         rc = store_mdb_rc(mdb_get(txn, s->db_files, &k, &v));
         if (!rc)
                 rc = parse_file(&v, &f);
-        if (!rc && !(copy = malloc(f.manifest_len ? f.manifest_len : 1)))
+        if (!rc && manifest && !(copy = malloc(f.manifest_len ? f.manifest_len : 1)))
                 rc = -ENOMEM;
         if (!rc) {
-                memcpy(copy, f.manifest, f.manifest_len);
+                if (copy)
+                        memcpy(copy, f.manifest, f.manifest_len);
                 if (info) {
                         memcpy(info->tenant, f.tenant, f.tenant_len);
                         info->tenant[f.tenant_len] = '\0';
@@ -158,8 +161,10 @@ int chp_store_file_get(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], ui
                         info->expires = f.expires;
                         info->size = f.size;
                 }
-                *manifest = copy;
-                *len = f.manifest_len;
+                if (manifest) {
+                        *manifest = copy;
+                        *len = f.manifest_len;
+                }
         }
         mdb_txn_abort(txn);
         return rc;

@@ -235,7 +235,8 @@ struct chp_file_info {
 };
 
 /* A copy of a file's encoded manifest (caller frees *manifest with free()) and its info.
- * -ENOENT if unknown. info may be NULL. */
+ * -ENOENT if unknown. info may be NULL; manifest NULL (then len is ignored) asks only whether the
+ * file exists, copying nothing. */
 __attribute__((warn_unused_result)) int chp_store_file_get(struct chp_store *s,
                                                            const uint8_t id[CHP_HASH_BYTES],
                                                            uint8_t **manifest /* out */,
