@@ -39,13 +39,19 @@ enum chp_err {
         CHP_ETOKEN_EARLY = CHP_ERR_BASE - 22,     /* issued in the future (beyond the skew) */
         CHP_ETOKEN_EXPIRED = CHP_ERR_BASE - 23,   /* expired (beyond the skew) */
         CHP_ETOKEN_SCOPE = CHP_ERR_BASE - 24,     /* the token does not grant what is asked */
-        CHP_ERR_LAST = CHP_ETOKEN_SCOPE,          /* the lowest project code */
+        CHP_ETOKEN_MISSING = CHP_ERR_BASE - 25,   /* this request needs a token and has none */
+        CHP_ETOKEN_FILE = CHP_ERR_BASE - 26,      /* the token allows only another file */
+        /* Limits (issue 14): each has an HTTP status too. */
+        CHP_EQUOTA = CHP_ERR_BASE - 27,   /* over a token's budget or a tenant's quota (403) */
+        CHP_ELIMITED = CHP_ERR_BASE - 28, /* over a rate or concurrency limit: retry later (429) */
+        CHP_ERR_LAST = CHP_ELIMITED,      /* the lowest project code */
 };
 
 /* A readable explanation of code (0, a negative errno, or a CHP_E* code). Never NULL. */
 const char *chp_strerror(int code);
 
-/* The HTTP status a CHP_EHTTP_* or CHP_ETOKEN_* code names, or 0 for any other code. */
+/* The HTTP status a CHP_EHTTP_*, CHP_ETOKEN_*, CHP_EQUOTA, CHP_ELIMITED or CHP_ETOOBIG (413) code
+ * names, or 0 for any other code. */
 int chp_err_http_status(int code);
 
 #endif

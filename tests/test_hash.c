@@ -92,7 +92,8 @@ TEST(strerror_covers_codes)
 }
 
 /* Every project code has its own message (no two alike, none the fallback), chp_strerror never
- * returns NULL, and exactly the HTTP parser's and the token checks' codes name a status. */
+ * returns NULL, and exactly the HTTP parser's, the token checks' and the limits' codes (and
+ * CHP_ETOOBIG) name a status. */
 TEST(strerror_every_code_distinct)
 {
         for (int a = CHP_ERR_BASE - 1; a >= CHP_ERR_LAST; a--) {
@@ -102,9 +103,13 @@ TEST(strerror_every_code_distinct)
                 for (int b = a - 1; b >= CHP_ERR_LAST; b--)
                         CHECK(strcmp(ma, chp_strerror(b)) != 0);
                 int st = chp_err_http_status(a);
-                CHECK(a > CHP_EHTTP_BAD ? st == 0 : st >= 400 && st <= 599);
+                CHECK(a > CHP_EHTTP_BAD && a != CHP_ETOOBIG ? st == 0 : st >= 400 && st <= 599);
         }
         CHECK_EQ(chp_err_http_status(CHP_EHTTP_TARGET), 414);
+        CHECK_EQ(chp_err_http_status(CHP_ETOOBIG), 413);
+        CHECK_EQ(chp_err_http_status(CHP_ETOKEN_MISSING), 401);
+        CHECK_EQ(chp_err_http_status(CHP_EQUOTA), 403);
+        CHECK_EQ(chp_err_http_status(CHP_ELIMITED), 429);
         CHECK_EQ(chp_err_http_status(-EINVAL), 0);
         const int probe[] = {0, -1, -EINVAL, -4095, -4096, -29999, CHP_ERR_BASE, CHP_ERR_LAST - 1,
                              -40000, 1, 400, -400, -2147483647 - 1, 2147483647};

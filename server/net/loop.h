@@ -19,6 +19,7 @@
 #include "identity.h"
 #include "store.h"
 
+struct chp_gate;
 struct chp_metrics;
 struct chp_peers;
 struct conn;
@@ -51,6 +52,7 @@ struct chp_shared {
         _Atomic(struct conn *) mem_owner;
         atomic_uint mem_waiting;     /* connections waiting for memory, across loops */
         struct chp_metrics *metrics; /* counters (net/metrics.h), borrowed */
+        struct chp_gate *gate;       /* callers, tokens, budgets (conf/gate.h), borrowed */
 };
 
 struct chp_loop;

@@ -95,6 +95,35 @@ struct chp_upload {
         bool complete;                   /* committed as file_id (kept by keep_upload) */
 };
 
+/* A tenant's limits that the writer checks, in the transaction that would create a new upload
+ * session (CHP_REQ_UPLOAD_CREATE), against the tenant's usage (chp_store_tenant_usage): so
+ * concurrent uploads cannot overshoot them together. A resumed upload or a file already stored
+ * is not new and is not checked. UINT64_MAX: no limit. */
+struct chp_store_quota {
+        uint64_t max_stored;     /* bytes of the tenant's files + its incomplete uploads' sizes */
+        uint64_t max_incomplete; /* upload sessions of the tenant not committed */
+        uint64_t max_per_day;    /* bytes of new uploads begun in one UTC day (their sizes) */
+        uint64_t now;            /* unix seconds: which day */
+};
+
+/* Which limit of a chp_store_quota refused an upload (CHP_EQUOTA). */
+enum chp_store_quota_hit {
+        CHP_QUOTA_NONE,
+        CHP_QUOTA_STORED,
+        CHP_QUOTA_INCOMPLETE,
+        CHP_QUOTA_PER_DAY,
+};
+
+/* What a tenant holds in the store, kept up to date in the writer's transactions. */
+struct chp_tenant_usage {
+        uint64_t stored_bytes;     /* sizes of its files */
+        uint64_t files;            /* its files */
+        uint64_t incomplete;       /* its upload sessions not committed */
+        uint64_t incomplete_bytes; /* their declared sizes (deferred lengths count 0) */
+        uint64_t day;              /* the UTC day (unix seconds / 86400) of day_bytes */
+        uint64_t day_bytes;        /* sizes of the uploads it began that day */
+};
+
 struct chp_gc_stats {
         uint64_t files_expired, uploads_expired;
         uint64_t chunks_freed, bytes_freed;
@@ -148,6 +177,10 @@ struct chp_store_req {
                                                             set from manifest */
                         const uint8_t *manifest;         /* NULL, or the encoding (borrowed) */
                         size_t manifest_len;
+                        /* the tenant's limits (upload->tenant), checked only when a new session
+                         * would be created: CHP_EQUOTA and quota_hit say which; NULL: none */
+                        const struct chp_store_quota *quota;
+                        enum chp_store_quota_hit quota_hit;     /* result */
                         uint8_t upload_id[CHP_UPLOAD_ID_BYTES]; /* result */
                         uint8_t file_id[CHP_HASH_BYTES];        /* result (with a manifest) */
                         bool complete;                          /* result */
