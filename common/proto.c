@@ -680,6 +680,12 @@ const char *chp_wire_strerror(uint32_t code)
                 return "fetching from the origin relay; ask again shortly";
         case CHP_WE_COMMITTED:
                 return "the upload was committed";
+        case CHP_WE_FORBIDDEN:
+                return "the token does not allow this";
+        case CHP_WE_QUOTA:
+                return "over the token's budget or the tenant's quota";
+        case CHP_WE_LIMITED:
+                return "over a rate limit, retry later";
         }
         return "unknown error";
 }

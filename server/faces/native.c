@@ -88,7 +88,7 @@ __attribute__((format(printf, 4, 5))) void native_reply_error(struct conn *c, ui
         if ((size_t)n >= sizeof(msg))
                 n = (int)sizeof(msg) - 1;
         struct chp_msg_error e = {.code = code, .msg = msg, .msg_len = (uint16_t)n};
-        if (code < 16)
+        if (code <= CHP_WE_MAX)
                 atomic_fetch_add(&c->sh->metrics->errors[code], 1);
         uint8_t *p = native_reply_frame(c, CHP_F_ERROR, id, CHP_ERROR_PREFIX + (size_t)n);
         if (p && chp_msg_error_encode(p, CHP_ERROR_PREFIX + (size_t)n, &e) < 0)

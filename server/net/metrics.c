@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "err.h"
 #include "loop.h"
 #include "net.h"
 #include "store.h"
@@ -24,6 +25,38 @@ static const char *const close_reason_name[CHP_CLOSE_NREASONS] = {
 const char *chp_metrics_close_reason(enum chp_close_reason why)
 {
         return why < CHP_CLOSE_NREASONS ? close_reason_name[why] : "?";
+}
+
+const char *chp_metrics_refusal_name(enum chp_refusal why)
+{
+        static const char *const names[CHP_REFUSE_NREASONS] = {
+            [CHP_REFUSE_TOKEN_MISSING] = "token_missing",
+            [CHP_REFUSE_TOKEN_INVALID] = "token_invalid",
+            [CHP_REFUSE_SCOPE] = "scope",
+            [CHP_REFUSE_QUOTA] = "quota",
+            [CHP_REFUSE_TOO_BIG] = "too_big",
+            [CHP_REFUSE_LIMITED] = "limited",
+            [CHP_REFUSE_OTHER] = "other",
+        };
+        return (unsigned)why < CHP_REFUSE_NREASONS ? names[why] : "other";
+}
+
+void chp_metrics_refuse(struct chp_metrics *m, int code)
+{
+        enum chp_refusal why = CHP_REFUSE_OTHER;
+        if (code == CHP_ETOKEN_MISSING)
+                why = CHP_REFUSE_TOKEN_MISSING;
+        else if (code <= CHP_ETOKEN_KEY && code >= CHP_ETOKEN_EXPIRED)
+                why = CHP_REFUSE_TOKEN_INVALID;
+        else if (code == CHP_ETOKEN_SCOPE || code == CHP_ETOKEN_FILE)
+                why = CHP_REFUSE_SCOPE;
+        else if (code == CHP_EQUOTA)
+                why = CHP_REFUSE_QUOTA;
+        else if (code == CHP_ETOOBIG)
+                why = CHP_REFUSE_TOO_BIG;
+        else if (code == CHP_ELIMITED)
+                why = CHP_REFUSE_LIMITED;
+        atomic_fetch_add(&m->refused[why], 1);
 }
 
 void chp_metrics_observe_commit(struct chp_metrics *m, uint64_t since_us)
@@ -93,7 +126,7 @@ void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *le
         put(buf, cap, len,
             "# HELP chapar_errors_total Native protocol errors sent, by code.\n"
             "# TYPE chapar_errors_total counter\n");
-        for (uint32_t i = 1; i < 16; i++)
+        for (uint32_t i = 1; i <= CHP_WE_MAX; i++)
                 if (atomic_load(&m->errors[i]))
                         put(buf, cap, len, "chapar_errors_total{code=\"%u\"} %llu\n", i,
                             (unsigned long long)atomic_load(&m->errors[i]));

@@ -36,14 +36,28 @@ enum chp_close_reason {
         CHP_CLOSE_NREASONS
 };
 
+/* Why a request was refused by the access and limit checks (chapar_refusals_total{reason}):
+ * chp_metrics_refuse picks the reason from the error code. */
+enum chp_refusal {
+        CHP_REFUSE_TOKEN_MISSING, /* CHP_ETOKEN_MISSING */
+        CHP_REFUSE_TOKEN_INVALID, /* CHP_ETOKEN_KEY .. CHP_ETOKEN_EXPIRED */
+        CHP_REFUSE_SCOPE,         /* CHP_ETOKEN_SCOPE, CHP_ETOKEN_FILE */
+        CHP_REFUSE_QUOTA,         /* CHP_EQUOTA */
+        CHP_REFUSE_TOO_BIG,       /* CHP_ETOOBIG */
+        CHP_REFUSE_LIMITED,       /* CHP_ELIMITED */
+        CHP_REFUSE_OTHER,
+        CHP_REFUSE_NREASONS
+};
+
 struct chp_metrics {
+        atomic_uint_fast64_t refused[CHP_REFUSE_NREASONS];
         atomic_uint_fast64_t accept_errors[CHP_ACCEPT_NREASONS];
         atomic_uint_fast64_t closed[CHP_CLOSE_NREASONS];
         atomic_uint_fast64_t bytes_in, bytes_out;           /* on native connections, on the wire */
         atomic_uint_fast64_t http_bytes_in, http_bytes_out; /* on HTTP connections */
         atomic_uint_fast64_t chunks_stored, chunks_dedup, frames_bad;
         atomic_uint_fast64_t http_requests, uploads_active;
-        atomic_uint_fast64_t errors[16];     /* by wire error code (native) */
+        atomic_uint_fast64_t errors[32];     /* by wire error code (native), CHP_WE_MAX */
         atomic_uint_fast64_t http_status[6]; /* by status class: 1xx..5xx (index 1..5) */
         /* commit latency: chunk submitted to the writer -> acknowledged */
         atomic_uint_fast64_t commit_le[CHP_COMMIT_BUCKETS]; /* cumulative, per bucket */
@@ -52,6 +66,11 @@ struct chp_metrics {
 
 /* The label of a close reason ("idle", "stalled", ...), as in /metrics and the logs. */
 const char *chp_metrics_close_reason(enum chp_close_reason why);
+
+/* The label of a refusal reason ("token_missing", ...), as in /metrics. */
+const char *chp_metrics_refusal_name(enum chp_refusal why);
+/* Counts one refusal by the access and limit checks; code is what they returned (err.h). */
+void chp_metrics_refuse(struct chp_metrics *m, int code);
 
 /* Counts one chunk acknowledgement that took from since_us (chp_net_now_us) to now. Any thread. */
 void chp_metrics_observe_commit(struct chp_metrics *m, uint64_t since_us);
