@@ -1260,4 +1260,42 @@ TEST(reload_tenants)
         chp_config_free(&running);
 }
 
+/* [server] audience = NAME: repeatable, a token audience name, each once; a reload takes the
+ * file's own list. */
+TEST(audience_names)
+{
+        char err[CHP_CONFIG_ERR_MAX];
+        struct chp_config c;
+        chp_config_defaults(&c);
+        CHECK_EQ(c.naudiences, 0);
+        CHECK_OK(load_text(&c, "[server]\naudience = relays.example.org\naudience = eu-1\n", err));
+        REQUIRE(c.naudiences == 2);
+        CHECK(strcmp(c.audiences[0], "relays.example.org") == 0);
+        CHECK(strcmp(c.audiences[1], "eu-1") == 0);
+
+        struct chp_config next;
+        REQUIRE_OK(load_finished(&next, "[server]\naudience = other\n", 0, NULL, err));
+        struct changes ch = {0};
+        CHECK_OK(chp_config_keep_restart_settings(&next, &c, note_change, &ch));
+        CHECK_EQ(ch.n, 0);
+        CHECK(next.naudiences == 1 && strcmp(next.audiences[0], "other") == 0);
+        chp_config_free(&next);
+        chp_config_free(&c);
+
+        CHECK_EQ(load_fresh("[server]\naudience = Relays\n", err), -EINVAL);
+        CHECK(strcmp(err, "T:2: audience = 'Relays': expected a name of 1 to 63 lowercase "
+                          "letters, digits, '.', '_' or '-'") == 0);
+        CHECK_EQ(load_fresh("[server]\naudience =\n", err), -EINVAL);
+        CHECK_EQ(load_fresh("[server]\naudience = a\naudience = a\n", err), -EINVAL);
+        CHECK(strcmp(err, "T:3: audience = 'a' is there twice") == 0);
+        char text[1024] = "[server]\n";
+        for (int i = 0; i <= CHP_AUDIENCES_MAX; i++) {
+                size_t n = strlen(text);
+                snprintf(text + n, sizeof(text) - n, "audience = n%d\n", i);
+        }
+        CHECK_EQ(load_fresh(text, err), -EINVAL);
+        CHECK(strstr(err, "too many audience names (at most 16)") != NULL);
+        CHECK_EQ(load_fresh("[store]\naudience = a\n", err), -EINVAL);
+}
+
 HARNESS_MAIN()

@@ -46,6 +46,7 @@
 #include "hash.h"
 #include "manifest.h"
 #include "net.h"
+#include "token.h"
 
 /* One largest chunk frame (CHP_CHUNK_FRAME_MAX of common/proto.h): the least window that lets a
  * connection send a full chunk. */
@@ -209,6 +210,9 @@ void chp_config_free(struct chp_config *c)
         free(c->tenants);
         c->tenants = NULL;
         c->ntenants = 0;
+        for (unsigned i = 0; i < c->naudiences; i++)
+                free(c->audiences[i]);
+        c->naudiences = 0;
 }
 
 /* ---- addresses --------------------------------------------------------------------------- */
@@ -731,6 +735,36 @@ static int on_tenant(struct ini_ctx *x, const char *name, const char *value)
         return 0;
 }
 
+/* audience = NAME in [server]: repeatable, a name as tokens spell it (chp_token_name_valid),
+ * each once, at most CHP_AUDIENCES_MAX. Returns libinih's nonzero on success. */
+static int on_audience(struct ini_ctx *x, const char *value)
+{
+        struct chp_config *c = x->c;
+        size_t len = strlen(value);
+        if (!chp_token_name_valid(value, len)) {
+                fail(x, -EINVAL,
+                     "audience = '%s': expected a name of 1 to %d lowercase letters, digits, '.', "
+                     "'_' or '-'",
+                     value, CHP_TOKEN_NAME_MAX);
+                return 0;
+        }
+        for (unsigned i = 0; i < c->naudiences; i++)
+                if (strcmp(c->audiences[i], value) == 0) {
+                        fail(x, -EINVAL, "audience = '%s' is there twice", value);
+                        return 0;
+                }
+        if (c->naudiences >= CHP_AUDIENCES_MAX) {
+                fail(x, -EINVAL, "too many audience names (at most %d)", CHP_AUDIENCES_MAX);
+                return 0;
+        }
+        if (!(c->audiences[c->naudiences] = strdup(value))) {
+                fail(x, -ENOMEM, "out of memory");
+                return 0;
+        }
+        c->naudiences++;
+        return 1;
+}
+
 /* libinih's handler: nonzero on success. The section argument is ignored: read_line tracks it. */
 static int on_key(void *user, const char *section, const char *name, const char *value)
 {
@@ -744,6 +778,8 @@ static int on_key(void *user, const char *section, const char *name, const char 
         }
         if (x->sec == SEC_TENANT)
                 return on_tenant(x, name, value);
+        if (x->sec == SEC_SERVER && strcmp(name, "audience") == 0)
+                return on_audience(x, value);
         if (x->sec == SEC_PEER) {
                 char **dst;
                 if (strcmp(name, "address") == 0)
@@ -992,7 +1028,7 @@ int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
 /* ---- reload ------------------------------------------------------------------------------ */
 
 /* What a running relay takes from a reloaded configuration (SIGHUP), besides its peers and its
- * tenants (outside the table: next keeps its own). Every
+ * tenants and its audience names (outside the table: next keeps its own). Every
  * other setting is read once at start-up (sockets, threads, the store, the key) and needs a
  * restart: a setting missing here is kept at its running value, so a new one is never claimed to
  * reload when it does not. */

@@ -13,7 +13,8 @@
  *              log_level, max_connections, idle_timeout, io_timeout, window_bytes, max_inflight,
  *              upload_expiry, file_expiry, memory_limit, cors_origins, tus_chunk_size,
  *              tus_max_size, header_timeout, handshake_timeout, min_body_rate,
- *              body_rate_window
+ *              body_rate_window, audience (repeatable: a federation-wide name tokens may be
+ *              addressed to besides this relay's key and the tenant's name; reloadable)
  *   [store]    inline_max, map_size, segment_size, compact_ratio
  *   [peer "NAME"]  address, pubkey     (federation: the relays this one fetches from and accepts)
  *   [tenant "NAME"]  token_key (one or more), max_stored, max_uploaded_per_day, max_file_size,
@@ -44,6 +45,7 @@
 #define CHP_TENANT_KID_BYTES    8          /* a token key id; 16 hex digits in the file */
 #define CHP_TENANT_PUBKEY_BYTES 32         /* an Ed25519 public key; 64 hex digits in the file */
 #define CHP_UNLIMITED           UINT64_MAX /* a tenant limit that is not set */
+#define CHP_AUDIENCES_MAX       16         /* [server] audience lines */
 
 struct chp_peer_config {
         char *name;
@@ -111,6 +113,10 @@ struct chp_config {
         struct chp_tenant_config *tenants; /* ntenants of them, in file order, distinct names;
                                               owned by the config, as immutable as the rest */
         unsigned ntenants;                 /* 0..CHP_MAX_TENANTS */
+        char *audiences[CHP_AUDIENCES_MAX]; /* [server] audience = NAME: names a token's audience
+                                               may give for this relay (chp_token_name_valid),
+                                               distinct, in file order; owned by the config */
+        unsigned naudiences;                /* 0..CHP_AUDIENCES_MAX */
 };
 
 void chp_config_defaults(struct chp_config *c);
@@ -141,10 +147,10 @@ const char *chp_config_describe_access(const struct chp_config *c, char *buf, si
 
 /* Reload (SIGHUP): next is a fresh configuration (defaults, file, flags, finished) and running
  * the one in use. Every setting that only a restart changes (all but log_level, the limits and
- * timeouts, cors_origins, tus_chunk_size, tus_max_size, open, the peers and the tenants) is
+ * timeouts, cors_origins, tus_chunk_size, tus_max_size, open, the peers, the tenants and the audience names) is
  * given running's value in next; changed(ctx, key) is called for each that differed (the file
- * asked for a change that needs a restart). Tenants are next's own: a reload adds and removes
- * tenants, rotates their keys and changes their limits. Returns 0, or -ENOMEM with next partly
+ * asked for a change that needs a restart). Tenants and audience names are next's own: a reload
+ * adds and removes tenants and names, rotates their keys and changes their limits. Returns 0, or -ENOMEM with next partly
  * updated (the caller frees it). The caller then checks next with chp_config_check_access: a
  * listen address kept from running may need the tenants or the open the file no longer has. */
 int chp_config_keep_restart_settings(struct chp_config *next, const struct chp_config *running,
