@@ -13,6 +13,7 @@
 #include "conn.h"
 #include "faces.h"
 #include "err.h"
+#include "gate.h"
 #include "hash.h"
 #include "identity.h"
 #include "peer.h"
@@ -249,10 +250,14 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
         struct chp_metrics metrics = {0}; /* lives as long as the loops: this call */
         struct chp_shared sh = {.cfg = cfg, .stop = stop, .metrics = &metrics};
         struct chp_tus_claims *tus = NULL;
+        struct chp_gate *gate = NULL;
         if (!workers)
                 return -ENOMEM;
         if ((rc = chp_tus_claims_new(&tus)))
                 goto out;
+        if ((rc = chp_gate_new(&gate)))
+                goto out;
+        sh.gate = gate;
         if ((rc = chp_store_open(&cfg->store, &store))) {
                 chp_log_error("relay", "cannot open the store in %s: %s", cfg->data_dir,
                               chp_strerror(rc));
@@ -351,6 +356,7 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
                         reload(&rl, &sh, workers, started);
                 if (time(NULL) - last_gc >= GC_INTERVAL_S) {
                         run_gc(store);
+                        chp_gate_expire(gate, (uint64_t)time(NULL));
                         last_gc = time(NULL);
                 }
         }
@@ -374,6 +380,7 @@ out:
         free_snapshot(rl.retiring); /* the loops are gone: no barrier is pending any more */
         free_snapshot(rl.owned);
         chp_tus_claims_free(tus);
+        chp_gate_free(gate); /* after the loops: closing connections give their slots back */
         chp_identity_wipe(&identity);
         /* only our own: a relay that failed to start leaves another's ready file alone */
         if (ready_written)
