@@ -84,8 +84,8 @@ static struct chp_token base_token(void)
         return t;
 }
 
-static int identify_signed(const struct chp_config *c, const struct chp_token *t,
-                           const uint8_t *by, uint64_t now, struct chp_caller *out)
+static int identify_signed(const struct chp_config *c, const struct chp_token *t, const uint8_t *by,
+                           uint64_t now, struct chp_caller *out)
 {
         char text[CHP_TOKEN_TEXT_MAX];
         ssize_t n = chp_token_sign(t, by, text, sizeof(text));
@@ -271,9 +271,9 @@ TEST(begin_scope_and_trusted)
                  CHP_ETOKEN_SCOPE);
         t = base_token();
         struct chp_caller up = holder(&t);
-        CHECK_EQ(chp_gate_upload_begin(g, &c, &up, key, true, 10, NOW + 3600 + CHP_TOKEN_SKEW + 1,
-                                       &u),
-                 CHP_ETOKEN_EXPIRED);
+        CHECK_EQ(
+            chp_gate_upload_begin(g, &c, &up, key, true, 10, NOW + 3600 + CHP_TOKEN_SKEW + 1, &u),
+            CHP_ETOKEN_EXPIRED);
 
         /* trusted: nothing charged, no tenant, no quota, no slot, no expiry bound */
         struct chp_caller trusted = {.kind = CHP_CALLER_TRUSTED, .scopes = CHP_TOKEN_SCOPE_ALL};

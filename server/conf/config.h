@@ -147,12 +147,13 @@ const char *chp_config_describe_access(const struct chp_config *c, char *buf, si
 
 /* Reload (SIGHUP): next is a fresh configuration (defaults, file, flags, finished) and running
  * the one in use. Every setting that only a restart changes (all but log_level, the limits and
- * timeouts, cors_origins, tus_chunk_size, tus_max_size, open, the peers, the tenants and the audience names) is
- * given running's value in next; changed(ctx, key) is called for each that differed (the file
- * asked for a change that needs a restart). Tenants and audience names are next's own: a reload
- * adds and removes tenants and names, rotates their keys and changes their limits. Returns 0, or -ENOMEM with next partly
- * updated (the caller frees it). The caller then checks next with chp_config_check_access: a
- * listen address kept from running may need the tenants or the open the file no longer has. */
+ * timeouts, cors_origins, tus_chunk_size, tus_max_size, open, the peers, the tenants and the
+ * audience names) is given running's value in next; changed(ctx, key) is called for each that
+ * differed (the file asked for a change that needs a restart). Tenants and audience names are
+ * next's own: a reload adds and removes tenants and names, rotates their keys and changes their
+ * limits. Returns 0, or -ENOMEM with next partly updated (the caller frees it). The caller then
+ * checks next with chp_config_check_access: a listen address kept from running may need the tenants
+ * or the open the file no longer has. */
 int chp_config_keep_restart_settings(struct chp_config *next, const struct chp_config *running,
                                      void (*changed)(void *ctx, const char *key), void *ctx);
 

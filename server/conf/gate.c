@@ -15,9 +15,9 @@
 
 #include "err.h"
 
-#define BUCKETS         16384 /* a power of two: CHP_GATE_TOKENS / 4 */
-#define FILES_FIRST     4     /* the first allocation of a token's files */
-#define AUDIENCES_MAX   (1 + CHP_AUDIENCES_MAX) /* the tenant's name and [server] audience */
+#define BUCKETS       16384                   /* a power of two: CHP_GATE_TOKENS / 4 */
+#define FILES_FIRST   4                       /* the first allocation of a token's files */
+#define AUDIENCES_MAX (1 + CHP_AUDIENCES_MAX) /* the tenant's name and [server] audience */
 _Static_assert((BUCKETS & (BUCKETS - 1)) == 0, "bucket index is a mask");
 
 struct charge {
@@ -165,8 +165,8 @@ void chp_gate_free(struct chp_gate *g)
  * a minter that reuses ids only shares a budget among its own tokens. */
 static struct entry **bucket(struct chp_gate *g, const uint8_t id[CHP_TOKEN_ID_BYTES])
 {
-        uint32_t h = (uint32_t)id[0] | (uint32_t)id[1] << 8 | (uint32_t)id[2] << 16 |
-                     (uint32_t)id[3] << 24;
+        uint32_t h =
+            (uint32_t)id[0] | (uint32_t)id[1] << 8 | (uint32_t)id[2] << 16 | (uint32_t)id[3] << 24;
         return &g->buckets[h & (BUCKETS - 1)];
 }
 
@@ -203,8 +203,7 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
 
 /* size over the tenant's largest file or the token's whole budget (a file that could never
  * fit): CHP_ETOOBIG. A deferred length is checked when it becomes known. */
-static int check_size(const struct chp_tenant_config *t, const struct chp_token *tok,
-                      uint64_t size)
+static int check_size(const struct chp_tenant_config *t, const struct chp_token *tok, uint64_t size)
 {
         if (size == CHP_UPLOAD_SIZE_UNKNOWN)
                 return 0;
@@ -284,8 +283,7 @@ int chp_gate_upload_begin(struct chp_gate *g, const struct chp_config *cfg,
             chp_config_find_tenant(cfg, tok->tenant, strlen(tok->tenant));
         if (!t)
                 return CHP_ETOKEN_KEY; /* a reload removed the tenant since the HELLO */
-        if (tok->has_file_id &&
-            (!is_file_id || memcmp(tok->file_id, key, CHP_HASH_BYTES) != 0))
+        if (tok->has_file_id && (!is_file_id || memcmp(tok->file_id, key, CHP_HASH_BYTES) != 0))
                 return CHP_ETOKEN_FILE;
         if ((rc = check_size(t, tok, size)) != 0)
                 return rc;
