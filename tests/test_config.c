@@ -547,6 +547,29 @@ TEST(numbers_sizes_durations)
         }
 }
 
+/* cors_headers reaches every preflight's head: only header names get in, none by default. */
+TEST(cors_headers)
+{
+        struct chp_config c;
+        char err[CHP_CONFIG_ERR_MAX];
+        chp_config_defaults(&c);
+        CHECK(c.cors_headers == NULL);
+        CHECK_EQ(
+            load_text(&c, "[server]\ncors_headers = X-Chat-Session, X-Trace-Id  x_y!#~\n", err), 0);
+        CHECK(c.cors_headers && strcmp(c.cors_headers, "X-Chat-Session, X-Trace-Id  x_y!#~") == 0);
+        chp_config_free(&c);
+        static const char *const refused[] = {
+            "[server]\ncors_headers = X-A; X-B\n", "[server]\ncors_headers = X-A:1\n",
+            "[server]\ncors_headers = , ,\n",      "[server]\ncors_headers = X-A\tX-B\n",
+            "[server]\ncors_headers = \"X-A\"\n",  "[server]\ncors_headers = X-\xC3\xA9\n",
+        };
+        for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+                CHECK_EQ(load_fresh(refused[i], err), -EINVAL);
+                CHECK(strstr(err, "T:2: cors_headers = '") != NULL);
+                CHECK(strstr(err, "expected header names") != NULL);
+        }
+}
+
 TEST(booleans_and_ratio)
 {
         static const char *const yes[] = {"true", "yes", "on", "1", "TRUE", "Yes"};

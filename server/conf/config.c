@@ -71,6 +71,7 @@ enum section { SEC_NONE, SEC_SERVER, SEC_STORE, SEC_PEER, SEC_TENANT };
 enum kind {
         K_STRING,   /* char *, non-empty */
         K_HOSTPORT, /* char *, HOST:PORT */
+        K_HEADERS,  /* char *, HTTP header names separated by spaces or commas */
         K_FLAG,     /* bool; a flag without a value, a boolean in the file */
         K_SYNC,     /* enum chp_sync */
         K_LOGLEVEL, /* enum chp_log_level */
@@ -121,6 +122,7 @@ static const struct setting settings[] = {
     {SEC_SERVER, "file_expiry", NULL, K_DURATION, FIELD(file_expiry), 1, UINT64_MAX},
     {SEC_SERVER, "memory_limit", NULL, K_SIZE, FIELD(memory_limit), MIN_WINDOW, UINT64_MAX},
     {SEC_SERVER, "cors_origins", NULL, K_STRING, FIELD(cors_origins), 0, 0},
+    {SEC_SERVER, "cors_headers", NULL, K_HEADERS, FIELD(cors_headers), 0, 0},
     {SEC_SERVER, "tus_chunk_size", NULL, K_SIZE, FIELD(tus_chunk_size), 64 * 1024, 8 << 20},
     {SEC_SERVER, "tus_max_size", NULL, K_SIZE, FIELD(tus_max_size), 1, (uint64_t)1 << 40},
     {SEC_STORE, "inline_max", NULL, K_INLINE, FIELD(store.inline_max), 0, UINT32_MAX},
@@ -194,9 +196,11 @@ void chp_config_free(struct chp_config *c)
         free(c->listen);
         free(c->http);
         free(c->cors_origins);
+        free(c->cors_headers);
         free(c->key_file);
         free(c->ready_file);
         c->data_dir = c->listen = c->http = c->key_file = c->ready_file = c->cors_origins = NULL;
+        c->cors_headers = NULL;
         c->store.dir = NULL;
         for (unsigned i = 0; i < c->npeers; i++) {
                 free(c->peers[i].name);
@@ -316,6 +320,30 @@ static void store_number(void *field, size_t width, uint64_t v)
         }
 }
 
+/* Whether v is a list of HTTP field names (RFC 9110 5.1: tokens) separated by spaces or commas:
+ * it is copied into Access-Control-Allow-Headers, so nothing else may reach a response head. */
+static bool header_names_ok(const char *v)
+{
+        static const char tchar[] = "!#$%&'*+-.^_`|~";
+        size_t n = strlen(v), names = 0;
+        if (n > CHP_CORS_HEADERS_MAX)
+                return false;
+        for (size_t i = 0; i < n;) {
+                if (v[i] == ' ' || v[i] == ',') {
+                        i++;
+                        continue;
+                }
+                size_t j = i;
+                while (j < n && (isalnum((unsigned char)v[j]) || (v[j] && strchr(tchar, v[j]))))
+                        j++;
+                if (j == i || (j < n && v[j] != ' ' && v[j] != ','))
+                        return false;
+                names++;
+                i = j;
+        }
+        return names > 0;
+}
+
 /* Sets s's field of base (the struct s->off counts in) from v. On failure writes why v was
  * refused into why (cap bytes) and returns -EINVAL (or -ENOMEM); base is unchanged then. */
 static int apply(void *base, const struct setting *s, const char *v, char *why, size_t cap)
@@ -335,6 +363,15 @@ static int apply(void *base, const struct setting *s, const char *v, char *why, 
                         return -EINVAL;
                 }
         }
+                /* fall through */
+        case K_HEADERS:
+                if (s->kind == K_HEADERS && !header_names_ok(v)) {
+                        snprintf(why, cap,
+                                 "expected header names (letters, digits, !#$%%&'*+-.^_`|~) "
+                                 "separated by spaces or commas, at most %d characters",
+                                 CHP_CORS_HEADERS_MAX);
+                        return -EINVAL;
+                }
                 /* fall through */
         case K_STRING:
                 if (set_string((char **)field, v) != 0) {
@@ -1037,7 +1074,7 @@ static const char *const reloadable[] = {
     "window_bytes",   "max_inflight",      "upload_expiry",  "file_expiry",
     "memory_limit",   "cors_origins",      "tus_chunk_size", "tus_max_size",
     "header_timeout", "handshake_timeout", "min_body_rate",  "body_rate_window",
-    "open",
+    "open",           "cors_headers",
 };
 
 static bool is_reloadable(const char *key)
@@ -1050,7 +1087,7 @@ static bool is_reloadable(const char *key)
 
 static bool is_string(enum kind k)
 {
-        return k == K_STRING || k == K_HOSTPORT;
+        return k == K_STRING || k == K_HOSTPORT || k == K_HEADERS;
 }
 
 int chp_config_keep_restart_settings(struct chp_config *next, const struct chp_config *running,

@@ -11,7 +11,8 @@
  * INI layout:
  *   [server]   data, listen, http, threads, sync, key, insecure_plaintext, open, ready_file,
  *              log_level, max_connections, idle_timeout, io_timeout, window_bytes, max_inflight,
- *              upload_expiry, file_expiry, memory_limit, cors_origins, tus_chunk_size,
+ *              upload_expiry, file_expiry, memory_limit, cors_origins, cors_headers,
+ *              tus_chunk_size,
  *              tus_max_size, header_timeout, handshake_timeout, min_body_rate,
  *              body_rate_window, audience (repeatable: a federation-wide name tokens may be
  *              addressed to besides this relay's key and the tenant's name; reloadable)
@@ -38,6 +39,7 @@
 
 #define CHP_CONFIG_ERR_MAX 512
 #define CHP_MAX_PEERS      64
+#define CHP_CORS_HEADERS_MAX 1024 /* characters of cors_headers */
 
 #define CHP_MAX_TENANTS         256
 #define CHP_TENANT_NAME_MAX     64         /* letters, digits, '.', '_', '-' */
@@ -104,6 +106,9 @@ struct chp_config {
         uint64_t memory_limit;    /* bytes of chunk buffers across all connections, default 1 GiB */
         char *cors_origins;       /* Access-Control-Allow-Origin for browsers: "*" (default), or a
                                      space-separated list of origins echoed when they match */
+        char *cors_headers;       /* request headers browsers may send besides the tus ones and
+                                     Authorization (Access-Control-Allow-Headers): header names
+                                     separated by spaces or commas; NULL (default): none */
         uint32_t tus_chunk_size;  /* chunks tus uploads are cut into: power of two, 64 KiB..8 MiB,
                                      default 1 MiB */
         uint64_t tus_max_size;    /* Tus-Max-Size, default 64 GiB */
@@ -147,13 +152,13 @@ const char *chp_config_describe_access(const struct chp_config *c, char *buf, si
 
 /* Reload (SIGHUP): next is a fresh configuration (defaults, file, flags, finished) and running
  * the one in use. Every setting that only a restart changes (all but log_level, the limits and
- * timeouts, cors_origins, tus_chunk_size, tus_max_size, open, the peers, the tenants and the
- * audience names) is given running's value in next; changed(ctx, key) is called for each that
- * differed (the file asked for a change that needs a restart). Tenants and audience names are
- * next's own: a reload adds and removes tenants and names, rotates their keys and changes their
- * limits. Returns 0, or -ENOMEM with next partly updated (the caller frees it). The caller then
- * checks next with chp_config_check_access: a listen address kept from running may need the tenants
- * or the open the file no longer has. */
+ * timeouts, cors_origins, cors_headers, tus_chunk_size, tus_max_size, open, the peers, the
+ * tenants and the audience names) is given running's value in next; changed(ctx, key) is called
+ * for each that differed (the file asked for a change that needs a restart). Tenants and audience
+ * names are next's own: a reload adds and removes tenants and names, rotates their keys and
+ * changes their limits. Returns 0, or -ENOMEM with next partly updated (the caller frees it). The
+ * caller then checks next with chp_config_check_access: a listen address kept from running may
+ * need the tenants or the open the file no longer has. */
 int chp_config_keep_restart_settings(struct chp_config *next, const struct chp_config *running,
                                      void (*changed)(void *ctx, const char *key), void *ctx);
 

@@ -25,7 +25,8 @@
 #define EXPOSE                                                                                     \
         "Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Location, "                \
         "Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, "                                \
-        "Tus-Checksum-Algorithm, Chapar-File-Id, Content-Range, ETag"
+        "Tus-Checksum-Algorithm, Chapar-File-Id, Content-Range, ETag, WWW-Authenticate, "          \
+        "Retry-After"
 
 /* ---- responses --------------------------------------------------------------------------- */
 

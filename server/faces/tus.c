@@ -33,8 +33,10 @@
 #define TUS_EXT                                                                                    \
         "creation,creation-with-upload,creation-defer-length,termination,checksum,"                \
         "expiration"
+/* what a preflight lets a page send: tus-js-client's headers, Authorization (its `headers` option
+ * carries the upload token), and the download's; cors_headers adds more */
 #define ALLOW_HDRS                                                                                 \
-        "Content-Type, Upload-Offset, Upload-Length, Upload-Defer-Length, "                        \
+        "Authorization, Content-Type, Upload-Offset, Upload-Length, Upload-Defer-Length, "         \
         "Upload-Metadata, Upload-Checksum, Upload-Concat, Tus-Resumable, "                         \
         "X-HTTP-Method-Override, X-Requested-With, Range, If-None-Match"
 
@@ -691,11 +693,24 @@ void tus_options(struct http *h, const struct chp_http_request *req)
                  "Tus-Version: " TUS_VERSION "\r\nTus-Extension: " TUS_EXT
                  "\r\nTus-Max-Size: %llu\r\nTus-Checksum-Algorithm: sha1,sha256\r\n",
                  (unsigned long long)h->c->sh->cfg->tus_max_size);
-        if (h->has_origin && chp_http_header(req, "Access-Control-Request-Method"))
+        if (h->has_origin && chp_http_header(req, "Access-Control-Request-Method")) {
+                /* a preflight: answered without a token (browsers never send credentials on
+                 * one, RFC 6750 headers included) */
                 http_add(&r,
                          "Access-Control-Allow-Methods: GET, HEAD, POST, PATCH, DELETE, OPTIONS\r\n"
-                         "Access-Control-Allow-Headers: " ALLOW_HDRS
-                         "\r\nAccess-Control-Max-Age: 86400\r\n");
+                         "Access-Control-Allow-Headers: " ALLOW_HDRS);
+                /* the operator's extra names, checked as header names when the config was read
+                 * (config.c), joined with ", " */
+                const char *extra = h->c->sh->cfg->cors_headers;
+                for (const char *p = extra ? extra : ""; *p;) {
+                        p += strspn(p, " ,");
+                        size_t n = strcspn(p, " ,");
+                        if (n)
+                                http_add(&r, ", %.*s", (int)n, p);
+                        p += n;
+                }
+                http_add(&r, "\r\nAccess-Control-Max-Age: 86400\r\n");
+        }
         http_finish(h, &r, NULL, 0, false);
         http_request_done(h);
 }

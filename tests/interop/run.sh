@@ -585,8 +585,8 @@ preflight() { # PATH METHOD HEADERS
         done
         verdict "CORS preflight: OPTIONS $1 for $2 with $3 -> 204"
 }
-preflight /files/ POST tus-resumable,upload-length,upload-metadata
-upload_url_ok "$u" && preflight "${u#"$base"}" PATCH tus-resumable,upload-offset,content-type,upload-checksum
+preflight /files/ POST tus-resumable,upload-length,upload-metadata,authorization
+upload_url_ok "$u" && preflight "${u#"$base"}" PATCH tus-resumable,upload-offset,content-type,upload-checksum,authorization
 upload_url_ok "$u" && preflight "${u#"$base"}" DELETE tus-resumable
 hex 64 "$fid" && preflight "/f/$fid" GET range,if-none-match
 
