@@ -59,6 +59,10 @@ static const char *reason(int status)
                 return "Not Modified";
         case 400:
                 return "Bad Request";
+        case 401:
+                return "Unauthorized";
+        case 403:
+                return "Forbidden";
         case 404:
                 return "Not Found";
         case 405:
@@ -81,6 +85,8 @@ static const char *reason(int status)
                 return "Range Not Satisfiable";
         case 423:
                 return "Locked";
+        case 429:
+                return "Too Many Requests";
         case 431:
                 return "Request Header Fields Too Large";
         case 460:

@@ -20,6 +20,7 @@
 #include <openssl/evp.h>
 
 #include "conn.h"
+#include "gate.h"
 #include "hash.h"
 #include "http_parse.h"
 #include "manifest.h"
@@ -79,6 +80,11 @@ struct http {
         uint8_t file_id[CHP_HASH_BYTES];
         bool committed;
         bool claimed; /* this request is the upload's one writer (claim) */
+        /* tokens: who sent the request that needed one (a POST, or a PATCH declaring a
+         * deferred length), and the POST's admission, whose slot among the tenant's uploads in
+         * progress is held until the request ends (tus_reset gives it back) */
+        struct chp_caller caller;
+        struct chp_gate_upload gu;
         struct download dl;
         char *head;                /* the request head being served (HEAD_MAX bytes) */
         struct chp_http_parser hp; /* the next request's head, as far as it has arrived */
@@ -106,7 +112,8 @@ void http_finish(struct http *h, struct resp *r, const void *body, size_t body_l
 void http_simple(struct http *h, int status, const char *msg);
 /* An IMF-fixdate (RFC 9110 5.6.7) for Unix time t into out. */
 void http_date(uint64_t t, char *out, size_t cap);
-/* The status that answers a store or project error rc (404, 400, 503, 507, else 500). */
+/* The status that answers a store or project error rc (404, 400, 503, 507, else 500; a token
+ * or limit code its own, chp_err_http_status). */
 int http_status_of(int rc);
 /* The response is queued: resets the request state, then closes or goes on (after dropping
  * what is left of the body). The caller goes back to http_on_input for a pipelined request. */

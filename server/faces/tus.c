@@ -16,20 +16,29 @@
  * once the whole body matched, so a mismatch appends nothing (460). One request writes an
  * upload at a time (a claim; a second writer gets 423).
  */
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
+
+#include <sys/socket.h>
 
 #include <sodium.h>
 
 #include "err.h"
+#include "gate.h"
 #include "http.h"
 #include "metrics.h"
 #include "faces.h"
 
+/* seconds a 429 asks a client to wait: a tenant's uploads in progress are at their limit */
+#define CHP_TUS_RETRY_AFTER 5
 #define TUS_EXT                                                                                    \
         "creation,creation-with-upload,creation-defer-length,termination,checksum,"                \
         "expiration"
@@ -46,6 +55,7 @@ struct hop {
         size_t len;
         struct chp_upload *upload;
         uint8_t *manifest;
+        struct chp_store_quota quota; /* an upload create's tenant limits (req.quota points here) */
 };
 
 static void hop_done(struct conn_op *base);
@@ -133,6 +143,144 @@ static void release(struct chp_tus_claims *t, const uint8_t id[CHP_UPLOAD_ID_BYT
                 }
         }
         pthread_mutex_unlock(&t->lock);
+}
+
+/* ---- tokens ------------------------------------------------------------------------------- */
+
+/* Whether the connection's peer is on loopback (127.0.0.0/8, ::1, or ::ffff:127.x.y.z): what the
+ * no-tenant rule trusts. Any other address, or one that cannot be read, is not. */
+static bool peer_loopback(int fd)
+{
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+                return false;
+        if (ss.ss_family == AF_INET) {
+                const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+                return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+        }
+        if (ss.ss_family == AF_INET6) {
+                const struct in6_addr *a = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
+                return IN6_IS_ADDR_LOOPBACK(a) ||
+                       (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+        }
+        return false;
+}
+
+/* The token of `Authorization: Bearer TOKEN` (RFC 6750 2.1: the scheme case-insensitive, one or
+ * more spaces, a b64token). 0 with *tok, *len (NULL, 0: no Bearer credentials: no header, or
+ * another scheme); -EBADMSG for several Authorization lines or a Bearer without a valid token. */
+static int bearer(const struct chp_http_request *req, const char **tok, size_t *len)
+{
+        *tok = NULL;
+        *len = 0;
+        const struct chp_http_str *v = chp_http_header(req, "Authorization");
+        if (!v)
+                return 0;
+        if (chp_http_header_count(req, "Authorization") != 1)
+                return -EBADMSG;
+        if (v->n < 6 || strncasecmp(v->p, "Bearer", 6) != 0 || (v->n > 6 && v->p[6] != ' '))
+                return 0;
+        size_t i = 6;
+        while (i < v->n && v->p[i] == ' ')
+                i++;
+        size_t start = i;
+        while (i < v->n && (isalnum((unsigned char)v->p[i]) || strchr("-._~+/", v->p[i])))
+                i++;
+        while (i < v->n && v->p[i] == '=')
+                i++;
+        if (i == start || i != v->n)
+                return -EBADMSG;
+        *tok = v->p + start;
+        *len = i - start;
+        return 0;
+}
+
+/* What a refusal's body says: the code's explanation, and which store limit a quota hit. */
+static const char *quota_name(enum chp_store_quota_hit hit)
+{
+        switch (hit) {
+        case CHP_QUOTA_STORED:
+                return "the tenant's stored bytes (max_stored)";
+        case CHP_QUOTA_INCOMPLETE:
+                return "the tenant's incomplete uploads (max_incomplete_uploads)";
+        case CHP_QUOTA_PER_DAY:
+                return "the tenant's bytes per day (max_uploaded_per_day)";
+        case CHP_QUOTA_NONE:
+                break;
+        }
+        return "the token's budget (max_bytes, max_files)";
+}
+
+/* Answers a request the token and limit checks refused with code rc (CHP_ETOKEN_*, CHP_EQUOTA,
+ * CHP_ETOOBIG, CHP_ELIMITED): 401 with a Bearer challenge (RFC 6750 3: error="invalid_token"
+ * when a token was presented and failed), 403, 413 or 429 with Retry-After; counted in /metrics
+ * by reason. had_token: the request carried a token. why: more for the body, or NULL. */
+static void refuse(struct http *h, int rc, bool had_token, const char *why)
+{
+        chp_metrics_refuse(h->c->sh->metrics, rc);
+        int status = chp_err_http_status(rc);
+        if (!status)
+                status = 403;
+        struct resp r;
+        http_start(h, &r, status);
+        http_add(&r, "Tus-Version: " TUS_VERSION "\r\n");
+        if (status == 401)
+                http_add(&r, "WWW-Authenticate: Bearer realm=\"chapar\"%s\r\n",
+                         had_token ? ", error=\"invalid_token\"" : "");
+        else if (rc == CHP_ETOKEN_SCOPE)
+                http_add(&r, "WWW-Authenticate: Bearer realm=\"chapar\", "
+                             "error=\"insufficient_scope\", scope=\"upload\"\r\n");
+        if (status == 429)
+                http_add(&r, "Retry-After: %u\r\n", CHP_TUS_RETRY_AFTER);
+        http_add(&r, "Content-Type: text/plain\r\n");
+        char body[512];
+        int n = snprintf(body, sizeof(body), "%s%s%s\n", chp_strerror(rc), why ? ": " : "",
+                         why ? why : "");
+        if (n < 0 || (size_t)n >= sizeof(body))
+                n = (int)sizeof(body) - 1;
+        http_finish(h, &r, body, (size_t)n, false);
+}
+
+/* Who sent the request, from its Bearer token and address (conf/gate.h): 0 with h->caller
+ * filled, or the refusal queued (401 for a token that does not verify or a malformed header) and
+ * an error. *had_token: the request carried Bearer credentials. */
+static int identify(struct http *h, const struct chp_http_request *req, uint64_t now,
+                    bool *had_token)
+{
+        struct chp_shared *sh = h->c->sh;
+        const char *tok;
+        size_t len;
+        int rc = bearer(req, &tok, &len);
+        *had_token = rc != 0 || len > 0;
+        if (rc) {
+                refuse(h, CHP_ETOKEN_SIGNATURE, true, "malformed Authorization: Bearer header");
+                return rc;
+        }
+        rc = chp_gate_identify(sh->cfg, sh->identity->pub, peer_loopback(h->c->fd), tok, len, now,
+                               &h->caller);
+        if (rc && chp_err_http_status(rc) == 0)
+                refuse(h, CHP_ETOKEN_SIGNATURE, true, "malformed token"); /* not base64url, ... */
+        else if (rc)
+                refuse(h, rc, true, NULL);
+        return rc;
+}
+
+/* The gate's key for a tus upload: its id, zero-padded (conf/gate.h). */
+static void upload_key(const uint8_t id[CHP_UPLOAD_ID_BYTES], uint8_t key[CHP_HASH_BYTES])
+{
+        memset(key, 0, CHP_HASH_BYTES);
+        memcpy(key, id, CHP_UPLOAD_ID_BYTES);
+}
+
+/* The largest file a tenant may store (its max_file_size): bounds a deferred-length upload's
+ * bytes before its length is declared. UINT64_MAX for a trusted upload (tenant ""). */
+static uint64_t tenant_file_max(const struct chp_config *cfg, const char *tenant)
+{
+        if (!tenant[0])
+                return UINT64_MAX;
+        const struct chp_tenant_config *t = chp_config_find_tenant(cfg, tenant, strlen(tenant));
+        return t ? t->max_file_size : 0; /* a tenant removed by a reload takes no more bytes */
 }
 
 /* ---- store requests ---------------------------------------------------------------------- */
@@ -550,8 +698,13 @@ static void maybe_reply(struct http *h)
                                 r->u.commit.manifest = op->manifest;
                                 r->u.commit.manifest_len = mlen;
                                 r->u.commit.tenant = h->up->tenant;
-                                r->u.commit.expires =
+                                uint64_t expires =
                                     cfg->file_expiry ? (uint64_t)time(NULL) + cfg->file_expiry : 0;
+                                /* no later than the token and the tenant allowed at creation */
+                                uint64_t cap = h->up->file_expires;
+                                if (cap && (!expires || expires > cap))
+                                        expires = cap;
+                                r->u.commit.expires = expires;
                                 r->u.commit.has_upload = true;
                                 r->u.commit.keep_upload = true;
                                 memcpy(r->u.commit.upload_id, h->id, CHP_UPLOAD_ID_BYTES);
@@ -614,7 +767,11 @@ static void hop_done(struct conn_op *base)
                 h->failed = r->status;
         if (!c->closed) {
                 if (r->type == CHP_REQ_UPLOAD_CREATE && h->ph == PH_CREATE) {
-                        if (r->status) {
+                        if (r->status == CHP_EQUOTA) {
+                                refuse(h, CHP_EQUOTA, h->caller.kind == CHP_CALLER_TOKEN,
+                                       quota_name(r->u.upload_create.quota_hit));
+                                http_request_done(h);
+                        } else if (r->status) {
                                 http_simple(h, http_status_of(r->status), chp_strerror(r->status));
                                 http_request_done(h);
                         } else {
@@ -719,6 +876,15 @@ void tus_post(struct http *h, const struct chp_http_request *req)
 {
         struct conn *c = h->c;
         const struct chp_config *cfg = c->sh->cfg;
+        uint64_t now = (uint64_t)time(NULL);
+        /* who asks, before anything about the upload is said: 401 to whoever has no token */
+        bool had_token;
+        if (identify(h, req, now, &had_token) != 0)
+                return;
+        if (h->caller.kind == CHP_CALLER_ANONYMOUS) {
+                refuse(h, CHP_ETOKEN_MISSING, false, NULL);
+                return;
+        }
         const struct chp_http_str *len = chp_http_header(req, "Upload-Length");
         const struct chp_http_str *defer = chp_http_header(req, "Upload-Defer-Length");
         const struct chp_http_str *meta = chp_http_header(req, "Upload-Metadata");
@@ -761,10 +927,32 @@ void tus_post(struct http *h, const struct chp_http_request *req)
         struct chp_upload *u = h->up;
         randombytes_buf(u->id, sizeof(u->id));
         memcpy(h->id, u->id, CHP_UPLOAD_ID_BYTES);
+        /* the admission: scope, the tenant's largest file, the token's budget (charged to this
+         * upload id, once however often it is resumed), a slot among the tenant's uploads in
+         * progress (held until this request ends) */
+        uint8_t key[CHP_HASH_BYTES];
+        upload_key(u->id, key);
+        int rc =
+            chp_gate_upload_begin(c->sh->gate, cfg, &h->caller, key, false, length, now, &h->gu);
+        /* a deferred length is bounded by the tenant's largest file until it is declared */
+        if (!rc && length == CHP_UPLOAD_SIZE_UNKNOWN &&
+            h->body_left > tenant_file_max(cfg, h->gu.tenant))
+                rc = CHP_ETOOBIG;
+        if (rc) {
+                free(op);
+                refuse(h, rc, had_token, rc == CHP_EQUOTA ? quota_name(CHP_QUOTA_NONE) : NULL);
+                return;
+        }
+        snprintf(u->tenant, sizeof(u->tenant), "%s", h->gu.tenant);
         u->declared_size = length;
         u->chunk_size = h->cs = cfg->tus_chunk_size;
-        u->created = (uint64_t)time(NULL);
+        u->created = now;
         u->expires = cfg->upload_expiry ? u->created + cfg->upload_expiry : 0;
+        /* the token's and the tenant's longest file life: the file (and the session that would
+         * make it) expire by then (maybe_reply caps the commit's expiry with file_expires) */
+        u->file_expires = h->gu.expires_max;
+        if (u->file_expires && (!u->expires || u->expires > u->file_expires))
+                u->expires = u->file_expires;
         if (meta) {
                 memcpy(u->meta, meta->p, meta->n);
                 u->meta_len = (uint32_t)meta->n;
@@ -777,6 +965,11 @@ void tus_post(struct http *h, const struct chp_http_request *req)
         }
         *op->upload = *u;
         op->base.req.u.upload_create.upload = op->upload;
+        if (h->gu.has_quota) {
+                /* the tenant's store limits, checked by the writer as the session is created */
+                op->quota = h->gu.quota;
+                op->base.req.u.upload_create.quota = &op->quota;
+        }
         h->length = length;
         h->start = 0;
         h->next_index = 0;
@@ -787,6 +980,37 @@ void tus_post(struct http *h, const struct chp_http_request *req)
                 return;
         }
         atomic_fetch_add(&c->sh->metrics->uploads_active, 1);
+}
+
+/* A tenant's upload whose deferred length this PATCH declares: the length is charged to the
+ * token the PATCH carries (the token of the POST, or another of the same tenant; tus-js-client
+ * sends its headers on every request), as the POST would have been. false when the refusal is
+ * queued. */
+static bool length_charge(struct http *h, const struct chp_http_request *req, uint64_t declared)
+{
+        struct conn *c = h->c;
+        const struct chp_config *cfg = c->sh->cfg;
+        uint64_t now = (uint64_t)time(NULL);
+        bool had_token;
+        if (identify(h, req, now, &had_token) != 0)
+                return false;
+        if (h->caller.kind != CHP_CALLER_TOKEN) {
+                refuse(h, CHP_ETOKEN_MISSING, false,
+                       "a PATCH that declares a deferred Upload-Length carries the upload's token");
+                return false;
+        }
+        if (strcmp(h->caller.token.tenant, h->up->tenant) != 0) {
+                refuse(h, CHP_ETOKEN_SCOPE, true, "the token is another tenant's");
+                return false;
+        }
+        uint8_t key[CHP_HASH_BYTES];
+        upload_key(h->id, key);
+        int rc = chp_gate_upload_grow(c->sh->gate, cfg, &h->caller, key, declared, now);
+        if (rc) {
+                refuse(h, rc, true, rc == CHP_EQUOTA ? quota_name(CHP_QUOTA_NONE) : NULL);
+                return false;
+        }
+        return true;
 }
 
 void tus_patch(struct http *h, const struct chp_http_request *req)
@@ -854,6 +1078,15 @@ void tus_patch(struct http *h, const struct chp_http_request *req)
                 http_simple(h, 413, "the upload would be larger than Tus-Max-Size");
                 return;
         }
+        /* ... and by the tenant's largest file, until the length is declared and charged */
+        uint64_t fmax = tenant_file_max(h->c->sh->cfg, h->up->tenant);
+        if (declared == CHP_UPLOAD_SIZE_UNKNOWN && h->body_left &&
+            (h->start > fmax || h->body_left > fmax - h->start)) {
+                refuse(h, CHP_ETOOBIG, false, "the upload would be larger than max_file_size");
+                return;
+        }
+        if (declared != h->length && h->up->tenant[0] && !length_charge(h, req, declared))
+                return;
         if (!checksum_setup(h, req))
                 return;
         if (declared != h->length) {
@@ -908,6 +1141,9 @@ void tus_reset(struct http *h)
         h->fill = h->base = 0;
         if (h->claimed)
                 release(h->c->face, h->id);
+        chp_gate_upload_end(h->c->sh->gate, &h->gu); /* the slot, if the POST took one */
+        memset(&h->gu, 0, sizeof(h->gu));
+        memset(&h->caller, 0, sizeof(h->caller));
         h->created = h->set_length = h->committed = h->claimed = false;
         h->failed = 0;
 }
