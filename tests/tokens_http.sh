@@ -106,6 +106,11 @@ say "offer-only token"
 check "a token without the upload scope -> 403 insufficient_scope" \
         "[ '$code' = 403 ] && grep -q 'insufficient_scope' '$hdr' && grep -qi 'does not allow' '$body'"
 
+post 1000 -H "$(auth "$(token --file-id "$(printf '%064x' 9)")")"
+say "token for one file (a native upload's file id)"
+check "a token for one file -> 403 (a tus upload has no file id until it is complete)" \
+        "[ '$code' = 403 ] && grep -qi 'another file' '$body'"
+
 post $((1024 * 1024 + 1)) -H "$(auth "$(token)")"
 say "Upload-Length 1 MiB + 1 (max_file_size 1 MiB)"
 check "Upload-Length over the tenant's max_file_size -> 413" "[ '$code' = 413 ]"
