@@ -5,7 +5,8 @@
 # their reasons; a good token uploads and chapar get fetches without one; a token's byte budget
 # holds across a resumed upload (charged once) and across two uploads at once; max_files holds;
 # an anonymous client cannot make a relay pull a file through from its peer, while a token with
-# the pull scope can. Files are put --no-pad in 64 KiB chunks, so their sizes are known.
+# the pull scope can; a tenant's concurrent uploads are bounded (LIMITED, "retry after") and a
+# slot comes back when its connection goes. Files are put --no-pad in 64 KiB chunks, so their sizes are known.
 # Usage: tokens_native.sh CHAPARD CHAPAR CUTPROXY     (the Node case needs node >= 18)
 set -uo pipefail
 chapard=$1
@@ -25,8 +26,10 @@ line=$("$chapard" tenant-key --out "$tmp/acme.tk" | tail -n 1)
 check "chapard tenant-key prints the config line: ${line:0:30}..." \
         "[[ '$line' =~ ^token_key\ =\ [0-9a-f]{16}:[0-9a-f]{64}$ ]]"
 
+solo=$("$chapard" tenant-key --out "$tmp/solo.tk" | tail -n 1) # one upload at a time
 conf() { # relay peer-name peer-addr peer-key
         printf '[server]\naudience = fed.example\n[tenant "acme"]\n%s\n' "$line" >"$tmp/$1.ini"
+        printf '[tenant "solo"]\n%s\nmax_concurrent_uploads = 1\n' "$solo" >>"$tmp/$1.ini"
         printf '[peer "%s"]\naddress = %s\npubkey = %s\n' "$2" "$3" "$4" >>"$tmp/$1.ini"
 }
 start() { relay_start "$1" --config "$tmp/$1.ini" --key "$tmp/$1.key" --log-level info; }
@@ -36,7 +39,7 @@ start A
 conf B A "${addr[A]}" "${key[A]}"
 start B
 check "A says uploads need a token" \
-        "grep -qF '1 tenant: uploads, offers and pull-through need a token' '$tmp/A.log'"
+        "grep -qF '2 tenants: uploads, offers and pull-through need a token' '$tmp/A.log'"
 
 mint() { # [chapard token args]: a token of acme for A unless --audience says otherwise
         "$chapard" token --key "$tmp/acme.tk" --tenant acme --audience "${key[A]}" "$@"
@@ -138,16 +141,17 @@ check "and the first again is no new file (exit $rc)" "[ $rc -eq 0 ]"
 head -c 600000 /dev/urandom >"$tmp/r1"
 head -c 600000 /dev/urandom >"$tmp/r2"
 rt=$(mint --bytes 900000 --files 10)
-proxy_start A "${addr[A]##*:}"
-proxy_hold A 300000 up
-"$chapar" put "$tmp/r1" --relay "127.0.0.1:${proxy_port[A]}" --relay-key "${key[A]}" \
+# a proxy of its own for each held upload: no earlier connection can claim its cut
+proxy_start resume "${addr[A]##*:}"
+proxy_hold resume 300000 up
+"$chapar" put "$tmp/r1" --relay "127.0.0.1:${proxy_port[resume]}" --relay-key "${key[A]}" \
         --chunk-size $cs --no-pad --token "$rt" >/dev/null 2>&1 &
 p=$!
 lib_track $p
-proxy_held A
+proxy_held resume
 kill $p 2>/dev/null
 wait $p 2>/dev/null
-proxy_release A
+proxy_release resume
 t=$(put "$tmp/r1" --token "$rt" --json 2>"$tmp/err")
 sent=$(sed -n 's/.*"bytes_sent":\([0-9]*\).*/\1/p' <<<"$t")
 total=$(sed -n 's/.*"bytes_total":\([0-9]*\).*/\1/p' <<<"$t")
@@ -158,18 +162,42 @@ refused "then a second 600000-byte file is over that budget" 2 "over the token's
 
 # ---- the byte budget across two uploads at once ----
 ct=$(mint --bytes 900000 --files 10)
-proxy_hold A 300000 up
-via=127.0.0.1:${proxy_port[A]} put "$tmp/r2" --token "$ct" >"$tmp/c1.out" 2>"$tmp/c1.err" &
+proxy_start two "${addr[A]##*:}"
+proxy_hold two 300000 up
+via=127.0.0.1:${proxy_port[two]} put "$tmp/r2" --token "$ct" >"$tmp/c1.out" 2>"$tmp/c1.err" &
 p=$!
 lib_track $p
-proxy_held A
+proxy_held two
 head -c 600000 /dev/urandom >"$tmp/r3"
 refused "while one 600000-byte upload is under way, a second under the same token" 2 \
         "over the token's budget" -- "$tmp/r3" --token "$ct"
-proxy_release A
+proxy_release two
 wait $p
 rc=$?
 check "and the first one finishes (exit $rc)" "[ $rc -eq 0 ] && [ -s '$tmp/c1.out' ]"
+
+# ---- a tenant's uploads in progress: the slot is given back when the connection goes ----
+st=$("$chapard" token --key "$tmp/solo.tk" --tenant solo --audience "${key[A]}" --bytes 10000000)
+proxy_start solo "${addr[A]##*:}"
+proxy_hold solo 300000 up
+"$chapar" put "$tmp/r3" --relay "127.0.0.1:${proxy_port[solo]}" --relay-key "${key[A]}" \
+        --chunk-size $cs --no-pad --token "$st" >/dev/null 2>&1 &
+p=$!
+lib_track $p
+proxy_held solo
+head -c 100000 /dev/urandom >"$tmp/s2"
+refused "a second upload of a tenant with max_concurrent_uploads = 1" 2 "retry after 5 s" -- \
+        "$tmp/s2" --token "$st"
+check "which says it is a limit: $(grep -o 'the relay is over a limit[^:]*' "$tmp/err")" \
+        "grep -qF 'the relay is over a limit: retry later' '$tmp/err'"
+kill $p 2>/dev/null
+wait $p 2>/dev/null
+proxy_release solo
+tries=0
+wait_for 20 "tries=\$((tries + 1)); put '$tmp/s2' --token '$st' >/dev/null 2>&1"
+rc=$?
+check "once the first client is gone its slot is free: the second uploads (after $tries tries)" \
+        "[ $rc -eq 0 ]"
 
 # ---- pull-through: B fetches from A only for a token with the pull scope ----
 native_sent() {
