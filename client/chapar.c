@@ -1,9 +1,9 @@
 /* chapar.c — the chapar command: put, get, stat and offer of end-to-end encrypted files.
  *
- *   chapar put FILE [--relay HOST:PORT] [--relay-key KEY] [--name NAME] [--no-pad] [--json] ...
- *   chapar get TICKET [-o PATH|DIR|-] [--via HOST:PORT] [--json]
+ *   chapar put FILE [--relay HOST:PORT] [--relay-key KEY] [--token TOKEN] [--name NAME] ...
+ *   chapar get TICKET [-o PATH|DIR|-] [--via HOST:PORT] [--token TOKEN] [--json]
  *   chapar stat TICKET [--via HOST:PORT] [--json]
- *   chapar offer TICKET --to PEER-KEY
+ *   chapar offer TICKET --to PEER-KEY [--token TOKEN]
  *   chapar forget TICKET|FILE
  *   chapar relays [remove HOST:PORT]
  *   chapar help | --help | -h | --version
@@ -55,7 +55,7 @@ static int usage(FILE *to)
               "recipient needs; the file key after '#' never reaches a relay.\n"
               "\n"
               "commands:\n"
-              "  put FILE [--relay HOST:PORT] [--relay-key KEY] [--name NAME]\n"
+              "  put FILE [--relay HOST:PORT] [--relay-key KEY] [--token TOKEN] [--name NAME]\n"
               "           [--chunk-size BYTES] [--no-pad] [--json]\n"
               "      Encrypts FILE, uploads it and prints its ticket. Run again after a cut, it\n"
               "      sends only what the relay lacks; the same content put again from this\n"
@@ -66,6 +66,8 @@ static int usage(FILE *to)
               "                           ~/.config/chapar/known_relays, after which --relay\n"
               "                           alone is enough. A relay with no pin and no\n"
               "                           --relay-key is refused (exit 3)\n"
+              "      --token TOKEN        the upload token a relay with tenants needs (from the\n"
+              "                           messenger's backend; default: $CHAPAR_TOKEN)\n"
               "      --name NAME          the name the recipient sees (default: FILE's own)\n"
               "      --chunk-size BYTES   a power of two, 65536 to 8388608 (default 1048576)\n"
               "      --no-pad             do not pad: by default the size is padded (at least\n"
@@ -84,15 +86,19 @@ static int usage(FILE *to)
               "                           failure part-way leaves stdout truncated and the exit\n"
               "                           code non-zero: use the output only after exit 0\n"
               "      --via HOST:PORT      fetch through this relay (a peer of the ticket's)\n"
+              "      --token TOKEN        an upload token with the pull scope, for a --via relay\n"
+              "                           with tenants to fetch the file from the ticket's\n"
+              "                           relay (none is needed to download)\n"
               "  stat TICKET [--via HOST:PORT] [--json]\n"
               "      Shows what the relay holds of the file: its name, size and type (the\n"
               "      ticket's key opens them), whether the upload is complete, and when it was\n"
               "      created and expires (UTC; --json gives unix seconds).\n"
-              "  offer TICKET --to PEER-KEY\n"
+              "  offer TICKET --to PEER-KEY [--token TOKEN]\n"
               "      Asks the ticket's relay to offer the file to the peer relay whose public\n"
               "      key is PEER-KEY; that relay fetches it in the background. Use it when the\n"
               "      recipient gets files through that relay, so it is there before they ask.\n"
-              "      The two relays must be configured as peers.\n"
+              "      The two relays must be configured as peers. A relay with tenants needs a\n"
+              "      token with the offer scope (--token, default: $CHAPAR_TOKEN).\n"
               "  forget TICKET|FILE\n"
               "      Drops the cached file key of a put (this machine keeps it only while the\n"
               "      relay keeps the file): a later put of the same content uses a new key.\n"
@@ -110,8 +116,9 @@ static int usage(FILE *to)
               "exit codes:\n"
               "  0  ok\n"
               "  1  usage: an unknown command or flag, a missing or malformed argument\n"
-              "  2  relay or network: the relay cannot be reached, refused the request, has no\n"
-              "     such file or spoke wrongly; also canceled, or out of memory\n"
+              "  2  relay or network: the relay cannot be reached, refused the request (also\n"
+              "     for want of a valid upload token, over a quota or a limit), has no such\n"
+              "     file or spoke wrongly; also canceled, or out of memory\n"
               "  3  integrity or authentication: a chunk or the metadata failed verification\n"
               "     (wrong key or tampered data), or the relay's key is unknown (no pin, no\n"
               "     --relay-key) or not the pinned one\n"
@@ -272,15 +279,16 @@ static void show_warning(struct chapar_client *c)
                 fprintf(stderr, "chapar: %s\n", w);
 }
 
-/* trust: pin the relay's key when none is pinned for it (key, else the one it presents) */
+/* trust: pin the relay's key when none is pinned for it (key, else the one it presents); token:
+ * the upload token to present, or NULL */
 static int connect_to(const char *relay, const uint8_t *key, bool plaintext, bool trust,
-                      struct chapar_client **c)
+                      const char *token, struct chapar_client **c)
 {
         struct chapar_opts o = {.relay = relay,
                                 .relay_key = key,
                                 .insecure_plaintext = plaintext,
                                 .trust_new_relay = trust};
-        int rc = chapar_connect(&o, c);
+        int rc = chapar_connect_token(&o, token, c);
         if (rc)
                 return fail(*c, "cannot use the relay", rc);
         show_warning(*c);
@@ -313,13 +321,15 @@ static int put_file_ok(const char *file)
 
 static int cmd_put(int argc, char **argv)
 {
-        const char *file = NULL, *relay = NULL;
+        const char *file = NULL, *relay = NULL, *token = NULL;
         uint8_t key[CHAPAR_KEY_BYTES];
         bool have_key = false, json = false, plaintext = false, trust = false;
         struct chapar_put_opts po = {0};
         for (int i = 0; i < argc; i++) {
                 if (strcmp(argv[i], "--relay") == 0 && i + 1 < argc) {
                         relay = argv[++i];
+                } else if (strcmp(argv[i], "--token") == 0 && i + 1 < argc) {
+                        token = argv[++i];
                 } else if (strcmp(argv[i], "--relay-key") == 0 && i + 1 < argc) {
                         if (chp_hex_decode(argv[i + 1], strlen(argv[i + 1]), key,
                                            CHAPAR_KEY_BYTES) != 0)
@@ -346,8 +356,8 @@ static int cmd_put(int argc, char **argv)
                                                    argv[i]);
                         po.chunk_size = (uint32_t)v;
                 } else if (argv[i][0] == '-' || file) {
-                        return bad_arg("put", "--relay --relay-key --name --chunk-size", argc, argv,
-                                       i);
+                        return bad_arg("put", "--relay --relay-key --token --name --chunk-size",
+                                       argc, argv, i);
                 } else {
                         file = argv[i];
                 }
@@ -362,9 +372,11 @@ static int cmd_put(int argc, char **argv)
                                : 0;
         if (rc || (rc = put_file_ok(file)))
                 return rc;
+        if (!token)
+                token = getenv("CHAPAR_TOKEN");
         struct chapar_client *c = NULL;
         /* a key given by --relay-key is pinned for the address when none is */
-        rc = connect_to(relay, have_key ? key : NULL, plaintext, trust || have_key, &c);
+        rc = connect_to(relay, have_key ? key : NULL, plaintext, trust || have_key, token, &c);
         if (rc) {
                 chapar_close(c);
                 return rc;
@@ -376,6 +388,9 @@ static int cmd_put(int argc, char **argv)
         struct chapar_put_result r;
         rc = chapar_put_path(c, file, &po, &r);
         if (rc) {
+                if (rc == CHAPAR_EAUTH && !(token && *token))
+                        fprintf(stderr, "chapar: this relay takes uploads with an upload token "
+                                        "only: pass --token TOKEN or set CHAPAR_TOKEN\n");
                 rc = fail(c, file, rc);
                 chapar_close(c);
                 return rc;
@@ -400,7 +415,7 @@ static int cmd_put(int argc, char **argv)
 
 /* The relay to use for a ticket: --via, or the ticket's own (whose key it carries). */
 static int ticket_client(const char *ticket, const char *via, bool plaintext, bool trust,
-                         struct chapar_client **c)
+                         const char *token, struct chapar_client **c)
 {
         struct chp_ticket t;
         if (chp_ticket_parse(ticket, strlen(ticket), &t) != 0)
@@ -408,14 +423,15 @@ static int ticket_client(const char *ticket, const char *via, bool plaintext, bo
                                    ticket, strlen(ticket) > 40 ? "..." : "");
         char addr[300];
         chp_ticket_relay_addr(&t, addr, sizeof(addr));
-        return connect_to(via ? via : addr, via ? NULL : t.relay_key, plaintext, via && trust, c);
+        return connect_to(via ? via : addr, via ? NULL : t.relay_key, plaintext, via && trust,
+                          token, c);
 }
 
 /* The arguments get and stat share: TICKET [--via HOST:PORT] [--json] [--insecure-plaintext],
  * and for get [-o PATH]. Connects to the relay they name. Returns 0 or the exit code; -1 when
  * the usage was asked for and printed (the command exits 0). */
 struct ticket_args {
-        const char *ticket, *out, *via;
+        const char *ticket, *out, *via, *token;
         bool json, plaintext, trust;
 };
 
@@ -429,6 +445,8 @@ static int ticket_command(const char *cmd, int argc, char **argv, bool with_out,
                         a->out = argv[++i];
                 else if (strcmp(argv[i], "--via") == 0 && i + 1 < argc)
                         a->via = argv[++i];
+                else if (strcmp(argv[i], "--token") == 0 && i + 1 < argc)
+                        a->token = argv[++i]; /* a pull-through by --via may need one */
                 else if (strcmp(argv[i], "--json") == 0)
                         a->json = true;
                 else if (strcmp(argv[i], "--insecure-plaintext") == 0)
@@ -438,7 +456,8 @@ static int ticket_command(const char *cmd, int argc, char **argv, bool with_out,
                 else if (argv[i][0] == '-' || a->ticket)
                         return is_help(argv[i])
                                    ? (usage(stdout), -1)
-                                   : bad_arg(cmd, with_out ? "-o --via" : "--via", argc, argv, i);
+                                   : bad_arg(cmd, with_out ? "-o --via --token" : "--via --token",
+                                             argc, argv, i);
                 else
                         a->ticket = argv[i];
         }
@@ -448,7 +467,7 @@ static int ticket_command(const char *cmd, int argc, char **argv, bool with_out,
                 return usage_error("get: -o - writes the file to stdout; --json cannot share it");
         int rc = a->via ? relay_addr_ok("--via", a->via) : 0;
         if (!rc)
-                rc = ticket_client(a->ticket, a->via, a->plaintext, a->trust, c);
+                rc = ticket_client(a->ticket, a->via, a->plaintext, a->trust, a->token, c);
         if (rc) {
                 chapar_close(*c);
                 *c = NULL;
@@ -557,26 +576,30 @@ static int cmd_stat(int argc, char **argv)
 /* The ticket's relay offers the file to a peer relay (which fetches it in the background). */
 static int cmd_offer(int argc, char **argv)
 {
-        const char *ticket = NULL;
+        const char *ticket = NULL, *token = NULL;
         uint8_t key[CHAPAR_KEY_BYTES];
         bool have_key = false;
         for (int i = 0; i < argc; i++) {
-                if (strcmp(argv[i], "--to") == 0 && i + 1 < argc) {
+                if (strcmp(argv[i], "--token") == 0 && i + 1 < argc) {
+                        token = argv[++i];
+                } else if (strcmp(argv[i], "--to") == 0 && i + 1 < argc) {
                         if (chp_hex_decode(argv[i + 1], strlen(argv[i + 1]), key,
                                            CHAPAR_KEY_BYTES) != 0)
                                 return usage_error("--to takes a relay key (64 hex digits)");
                         have_key = true;
                         i++;
                 } else if (argv[i][0] == '-' || ticket) {
-                        return bad_arg("offer", "--to", argc, argv, i);
+                        return bad_arg("offer", "--to --token", argc, argv, i);
                 } else {
                         ticket = argv[i];
                 }
         }
         if (!ticket || !have_key)
-                return usage_error("offer: chapar offer TICKET --to PEER-KEY");
+                return usage_error("offer: chapar offer TICKET --to PEER-KEY [--token TOKEN]");
+        if (!token)
+                token = getenv("CHAPAR_TOKEN");
         struct chapar_client *c = NULL;
-        int rc = ticket_client(ticket, NULL, false, false, &c);
+        int rc = ticket_client(ticket, NULL, false, false, token, &c);
         if (rc) {
                 chapar_close(c);
                 return rc;

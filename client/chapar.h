@@ -40,6 +40,11 @@ enum chapar_error {
         CHAPAR_EPROTO = -10,   /* the relay spoke something this client does not understand */
         CHAPAR_ECHANGED = -11, /* the file changed while a put read it; nothing inconsistent was
                                   sent: put it again */
+        CHAPAR_EAUTH = -12,    /* the relay needs an upload token, refused the one given, or the
+                                  token does not allow this (chapar_last_error says which) */
+        CHAPAR_EQUOTA = -13,   /* over the token's budget, the tenant's quota or a size limit */
+        CHAPAR_ELIMITED = -14, /* over a rate or concurrency limit: retry later (the message
+                                  begins "retry after N s") */
 };
 
 /* Exit code classes of the chapar tool: 1 usage, 2 relay or network, 3 integrity or
@@ -71,6 +76,13 @@ struct chapar_client;
  * also after a failure, when *out is set so that chapar_last_error can say what went wrong. A
  * successful connect may leave a "warning: ..." there (a pin that could not be recorded). */
 int chapar_connect(const struct chapar_opts *o, struct chapar_client **out);
+/* chapar_connect presenting an upload token (docs/tokens.md: what a messenger's backend mints)
+ * in the connection's HELLO; NULL or "" is none, as chapar_connect. A relay with tenants needs one
+ * for uploads and offers; downloads need none. A token the relay does not accept fails the
+ * connect with CHAPAR_EAUTH. The token is copied. (A function of its own, not a field of
+ * struct chapar_opts, so that the struct's layout stays what programs were built with.) */
+int chapar_connect_token(const struct chapar_opts *o, const char *token,
+                         struct chapar_client **out);
 void chapar_close(struct chapar_client *c); /* NULL is a no-op */
 
 /* The relay's public key (valid while c is). */

@@ -37,6 +37,7 @@ struct chapar_client {
         uint8_t relay_key[CHP_KEY_BYTES]; /* what the relay proved it holds */
         char known_relays[4096];
         char cache_dir[4096]; /* "" = no cache */
+        char token[CHP_TOKEN_MAX + 1]; /* sent in HELLO; "" = none */
         struct chp_msg_hello_ok hello;
         uint32_t last_code;
         char last_error[1024];

@@ -74,6 +74,12 @@ const char *chapar_strerror(int err)
                 return "protocol error";
         case CHAPAR_ECHANGED:
                 return "the file changed while it was being sent; run put again";
+        case CHAPAR_EAUTH:
+                return "the relay did not accept the upload token, or needs one";
+        case CHAPAR_EQUOTA:
+                return "over the upload token's budget or the relay's quota";
+        case CHAPAR_ELIMITED:
+                return "the relay is over a limit: retry later";
         }
         return "unknown error";
 }
@@ -238,12 +244,25 @@ static int known_add(const char *file, const char *addr, const uint8_t key[CHP_K
 
 int chapar_connect(const struct chapar_opts *o, struct chapar_client **out)
 {
+        return chapar_connect_token(o, NULL, out);
+}
+
+int chapar_connect_token(const struct chapar_opts *o, const char *token, struct chapar_client **out)
+{
         *out = NULL;
         if (sodium_init() < 0)
                 return CHAPAR_ENOMEM;
         struct chapar_client *c = calloc(1, sizeof(*c));
         if (!c)
                 return CHAPAR_ENOMEM;
+        if (token && strlen(token) >= sizeof(c->token)) {
+                *out = c;
+                snprintf(c->last_error, sizeof(c->last_error), "the token is over %d bytes",
+                         CHP_TOKEN_MAX);
+                return CHAPAR_EUSAGE;
+        }
+        if (token)
+                snprintf(c->token, sizeof(c->token), "%s", token);
         c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
         c->plaintext = o->insecure_plaintext;
         const char *relay = o->relay;

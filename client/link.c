@@ -28,8 +28,23 @@ static int public_code(struct chapar_client *c, int rc)
                 return CHAPAR_EKEY;
         case CHP_EAUTH:
                 return CHAPAR_EINTEGRITY;
+        case CHP_ETOKEN_MISSING: /* HELLO refused: the relay's reason is in last_error */
+                return CHAPAR_EAUTH;
+        case CHP_ELIMITED:
+                return CHAPAR_ELIMITED;
         case CHP_EREMOTE:
-                return c->last_code == CHP_WE_NOT_FOUND ? CHAPAR_ENOTFOUND : CHAPAR_ERELAY;
+                switch (c->last_code) {
+                case CHP_WE_NOT_FOUND:
+                        return CHAPAR_ENOTFOUND;
+                case CHP_WE_UNAUTHORIZED:
+                case CHP_WE_FORBIDDEN:
+                        return CHAPAR_EAUTH;
+                case CHP_WE_QUOTA:
+                        return CHAPAR_EQUOTA;
+                case CHP_WE_LIMITED:
+                        return CHAPAR_ELIMITED;
+                }
+                return CHAPAR_ERELAY;
         case -EPROTO:
         case -EBADMSG:
                 return CHAPAR_EPROTO;
@@ -44,7 +59,8 @@ int cc_open(struct chapar_client *c)
                                      .plaintext = c->plaintext,
                                      .remote_key = c->have_pinned ? c->pinned : NULL,
                                      .timeout_ms = c->timeout_ms,
-                                     .cancel = &c->cancel};
+                                     .cancel = &c->cancel,
+                                     .token = c->token[0] ? c->token : NULL};
         int rc = chp_channel_open(&o, &c->ch, c->last_error, sizeof(c->last_error));
         if (rc == CHP_EKEY && strstr(c->last_error, " presented key ")) {
                 size_t n = strlen(c->last_error);

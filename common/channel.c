@@ -609,16 +609,28 @@ static int transport(struct chp_channel *ch, bool plaintext)
         return rc;
 }
 
-static int hello(struct chp_channel *ch, bool plaintext)
+static int hello(struct chp_channel *ch, bool plaintext, const char *token)
 {
-        uint8_t p[16];
-        struct chp_msg_hello hello = {.version = CHP_PROTO_VERSION};
+        uint8_t p[16 + CHP_TOKEN_MAX];
+        size_t tlen = token ? strlen(token) : 0;
+        if (tlen > CHP_TOKEN_MAX) {
+                snprintf(ch->err, sizeof(ch->err), "the token is over %d bytes", CHP_TOKEN_MAX);
+                return -EINVAL;
+        }
+        struct chp_msg_hello hello = {.version = CHP_PROTO_VERSION,
+                                      .token_len = (uint16_t)tlen,
+                                      .token = (const uint8_t *)token};
         ssize_t n = chp_msg_hello_encode(p, sizeof(p), &hello);
         struct chp_frame_header h;
         uint8_t *reply;
         int rc = n < 0 ? (int)n : chp_channel_call(ch, CHP_F_HELLO, p, (size_t)n, &h, &reply);
         if (rc == -ECONNRESET && plaintext)
                 return -EPROTO; /* a relay that does not allow plaintext closes at once */
+        /* the channel is gone with this call: its refusal survives as a code of its own */
+        if (rc == CHP_EREMOTE && ch->remote_code == CHP_WE_UNAUTHORIZED)
+                return CHP_ETOKEN_MISSING;
+        if (rc == CHP_EREMOTE && ch->remote_code == CHP_WE_LIMITED)
+                return CHP_ELIMITED;
         if (rc)
                 return rc;
         if (chp_msg_hello_ok_decode(reply, h.len, &ch->hello) != 0) {
@@ -659,7 +671,7 @@ int chp_channel_open(const struct chp_channel_opts *o, struct chp_channel **out,
         if (!rc)
                 rc = transport(ch, o->plaintext);
         if (!rc)
-                rc = hello(ch, o->plaintext);
+                rc = hello(ch, o->plaintext, o->token);
         if (rc) {
                 if (rc == -ECANCELED)
                         snprintf(why, cap, "canceled");

@@ -52,13 +52,16 @@ struct chp_channel_opts {
         int timeout_ms;             /* a wait longer than this fails (-ETIMEDOUT); <= 0: 30 s */
         const atomic_int *cancel; /* nonzero: calls return -ECANCELED; or NULL (lock-free: a signal
                                    * handler or another thread may set it) */
+        const char *token; /* an upload token (docs/tokens.md) sent in HELLO, or NULL; borrowed */
 };
 
 /* Connects, runs the handshake (or sends the plaintext preamble) and HELLO. On success *out is
  * the channel (caller frees with chp_channel_close); on failure *out stays NULL and why (cap
  * bytes) says what went wrong. CHP_EKEY: the relay proved another key than remote_key, or its
  * handshake messages do not verify; -EPROTO: the relay refused the handshake or spoke something
- * else; network failures are negative errnos (-ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH, ...). */
+ * else; CHP_ETOKEN_MISSING: the relay refused the HELLO (no token where it needs one, or a token
+ * that does not verify: why says which); CHP_ELIMITED: it is over a limit, retry later; network
+ * failures are negative errnos (-ECONNREFUSED, -ETIMEDOUT, -EHOSTUNREACH, ...). */
 CHP_CHANNEL_WUR int chp_channel_open(const struct chp_channel_opts *o,
                                      struct chp_channel **out /* out */, char *why, size_t cap);
 /* Sends the explicit close (encrypted channels), closes the socket, wipes the keys, frees.

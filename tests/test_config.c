@@ -1126,9 +1126,9 @@ TEST(no_tenant_rule)
             {"[server]\nlisten = 0.0.0.0:0\nopen = true\n", 0, {NULL}, NULL},
             {"[server]\nlisten = 0.0.0.0:0\nopen = false\n", 1, {"--open"}, NULL},
             {"[server]\nopen = yes\n", 2, {"--http", "0.0.0.0:0"}, NULL},
-            /* tokens are not checked yet: a tenant does not lift the rule */
-            {tenant, 0, {NULL}, "--listen 0.0.0.0:0 is not a loopback address and tokens are not"},
-            {tenant, 2, {"--http", "0.0.0.0:0"}, "--listen 0.0.0.0:0 is not a loopback address"},
+            /* a tenant lifts the rule: every upload then needs one of its tokens */
+            {tenant, 0, {NULL}, NULL},
+            {tenant, 2, {"--http", "0.0.0.0:0"}, NULL},
             {tenant, 1, {"--open"}, NULL},
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -1185,12 +1185,11 @@ TEST(describe_access)
         chp_config_defaults(&c);
         REQUIRE_OK(load_text(&c, text, err));
         CHECK(strcmp(chp_config_describe_access(&c, buf, sizeof(buf)),
-                     "2 tenants (tokens are not checked yet): uploads, offers and pull-through "
-                     "only from loopback clients") == 0);
+                     "2 tenants: uploads, offers and pull-through need a token") == 0);
         c.open = true;
         CHECK(strcmp(chp_config_describe_access(&c, buf, sizeof(buf)),
-                     "--open and 2 tenants (tokens are not checked yet): uploads, offers and "
-                     "pull-through without a token from any address") == 0);
+                     "--open and 2 tenants: uploads, offers and pull-through without a token "
+                     "from any address") == 0);
         chp_config_free(&c);
 }
 
@@ -1231,7 +1230,7 @@ TEST(reload_tenants)
         token_key(3, 3, false, k3, p3);
         struct chp_config running;
         snprintf(text, sizeof(text),
-                 "[server]\nlisten = 0.0.0.0:0\nopen = true\n" /* tenants lift nothing yet */
+                 "[server]\nlisten = 0.0.0.0:0\nopen = true\n"
                  "[tenant \"a\"]\ntoken_key = %s\nmax_stored = 1G\n"
                  "[tenant \"b\"]\ntoken_key = %s\n",
                  k1, k2);
@@ -1272,6 +1271,15 @@ TEST(reload_tenants)
         CHECK(strcmp(next.listen, "0.0.0.0:0") == 0);
         CHECK_EQ(chp_config_check_access(&next, err), -EINVAL);
         CHECK(strncmp(err, "--listen 0.0.0.0:0 is not a loopback address", 44) == 0);
+        chp_config_free(&next);
+
+        /* dropping open but keeping a tenant is fine too: its tokens are checked */
+        snprintf(text, sizeof(text),
+                 "[server]\nlisten = 127.0.0.1:0\n[tenant \"a\"]\ntoken_key = %s\n", k1);
+        REQUIRE_OK(load_finished(&next, text, 0, NULL, err));
+        CHECK_OK(chp_config_keep_restart_settings(&next, &running, NULL, NULL));
+        CHECK(strcmp(next.listen, "0.0.0.0:0") == 0 && !next.open);
+        CHECK_OK(chp_config_check_access(&next, err));
         chp_config_free(&next);
 
         /* the same with --open is fine */

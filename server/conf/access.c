@@ -23,32 +23,20 @@ static bool only_loopback(const char *addr)
                chp_config_is_loopback(host);
 }
 
-/* The faces do not check upload tokens yet (the next step of the tenants work): until they do,
- * a tenant grants nothing, so it does not lift the rule below, and the relay says so. */
-#define TOKENS_CHECKED false
-
 /* Without a tenant nothing asks a client who it is, so the relay may face only this host unless
  * the operator said --open. A listener on loopback is refused nothing new: the relay behaves as
- * before tenants existed, for the clients that can reach it. */
+ * before tenants existed, for the clients that can reach it. With a tenant every upload, offer
+ * and pull-through needs one of its tokens (gate.h), so any address will do. */
 int chp_config_check_access(const struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
 {
         err[0] = '\0';
-        if ((TOKENS_CHECKED && c->ntenants > 0) || c->open)
+        if (c->ntenants > 0 || c->open)
                 return 0;
         const char *flag = !only_loopback(c->listen) ? "--listen"
                            : !only_loopback(c->http) ? "--http"
                                                      : NULL;
         if (!flag)
                 return 0;
-        if (c->ntenants > 0) {
-                snprintf(err, CHP_CONFIG_ERR_MAX,
-                         "%s %s is not a loopback address and tokens are not checked yet (the "
-                         "[tenant] sections are read, not enforced), so anyone who reaches it "
-                         "could upload; pass --open (open = true in [server]) to take uploads "
-                         "without a token from any address, or listen on loopback",
-                         flag, flag[2] == 'l' ? c->listen : c->http);
-                return -EINVAL;
-        }
         snprintf(err, CHP_CONFIG_ERR_MAX,
                  "%s %s is not a loopback address and no tenant is configured, so anyone who "
                  "reaches it could upload; configure a [tenant \"NAME\"] with a token_key (chapard "
@@ -66,15 +54,6 @@ const char *chp_config_describe_access(const struct chp_config *c, char *buf, si
                              "address"
                            : "no tenant configured: uploads, offers and pull-through only from "
                              "loopback clients";
-        if (!TOKENS_CHECKED) {
-                snprintf(buf, cap,
-                         c->open ? "--open and %u tenant%s (tokens are not checked yet): uploads, "
-                                   "offers and pull-through without a token from any address"
-                                 : "%u tenant%s (tokens are not checked yet): uploads, offers and "
-                                   "pull-through only from loopback clients",
-                         c->ntenants, c->ntenants == 1 ? "" : "s");
-                return buf;
-        }
         snprintf(buf, cap,
                  c->open ? "--open and %u tenant%s: uploads, offers and pull-through without a "
                            "token from any address"

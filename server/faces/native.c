@@ -20,13 +20,18 @@
  * native_read.c and native_peer.c (native_int.h).
  */
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #include "conn.h"
 #include "err.h"
+#include "gate.h"
+#include "identity.h"
 #include "log.h"
 #include "metrics.h"
 #include "native_int.h"
@@ -118,8 +123,32 @@ uint32_t native_wire_code(int rc)
                 return CHP_WE_NO_SPACE;
         case CHP_ECLOSED:
                 return CHP_WE_UNAVAILABLE;
+        case CHP_ETOKEN_SCOPE:
+        case CHP_ETOKEN_FILE:
+                return CHP_WE_FORBIDDEN;
+        case CHP_EQUOTA:
+        case CHP_ETOOBIG:
+                return CHP_WE_QUOTA;
+        case CHP_ELIMITED:
+                return CHP_WE_LIMITED;
         }
+        if (rc <= CHP_ETOKEN_KEY && rc >= CHP_ETOKEN_MISSING)
+                return CHP_WE_UNAUTHORIZED; /* missing, or one that does not verify */
         return CHP_WE_INTERNAL;
+}
+
+/* What a client over a concurrency limit is told to wait: uploads in progress end in seconds. */
+#define RETRY_AFTER_S 5
+
+void native_reply_refusal(struct conn *c, uint32_t id, int rc, const char *what)
+{
+        chp_metrics_refuse(c->sh->metrics, rc);
+        uint32_t code = native_wire_code(rc);
+        if (code == CHP_WE_LIMITED)
+                native_reply_error(c, id, code, "retry after %d s: %s: %s", RETRY_AFTER_S, what,
+                                   chp_strerror(rc));
+        else
+                native_reply_error(c, id, code, "%s: %s", what, chp_strerror(rc));
 }
 
 void native_reply_store_error(struct conn *c, uint32_t id, int rc)
@@ -128,6 +157,26 @@ void native_reply_store_error(struct conn *c, uint32_t id, int rc)
 }
 
 /* ---- frame handlers ---------------------------------------------------------------------- */
+
+/* Whether the connection comes from this host: 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104 (an IPv4
+ * loopback client of a dual-stack listener). Unknown (getpeername fails): not loopback. */
+static bool peer_is_loopback(int fd)
+{
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
+                return false;
+        if (ss.ss_family == AF_INET) {
+                const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+                return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+        }
+        if (ss.ss_family == AF_INET6) {
+                const struct in6_addr *a = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
+                return IN6_IS_ADDR_LOOPBACK(a) ||
+                       (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+        }
+        return false;
+}
 
 static void on_hello(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
 {
@@ -146,8 +195,20 @@ static void on_hello(struct conn *c, const struct chp_frame_header *h, const uin
                                    CHP_PROTO_VERSION, m.version);
                 return;
         }
-        n->hello = true;
         const struct chp_config *cfg = c->sh->cfg;
+        /* A token that does not verify ends the connection: the client meant to be someone, and
+         * carrying on as anonymous would only fail later, less clearly. */
+        int rc =
+            chp_gate_identify(cfg, c->sh->identity->pub, peer_is_loopback(c->fd),
+                              (const char *)m.token, m.token_len, (uint64_t)time(NULL), &n->caller);
+        if (rc) {
+                chp_metrics_refuse(c->sh->metrics, rc);
+                native_reply_error(c, h->id, CHP_WE_UNAUTHORIZED, "the HELLO token: %s",
+                                   chp_strerror(rc));
+                conn_close_after_flush(c);
+                return;
+        }
+        n->hello = true;
         struct chp_msg_hello_ok ok = {.version = CHP_PROTO_VERSION,
                                       .features = CHP_FEATURE_NONE,
                                       .max_frame = CHP_CHUNK_FRAME_MAX,
@@ -352,7 +413,7 @@ static void native_detach(struct conn *c)
                 conn_mem_drop(c); /* a frame cut short: what of it was charged */
                 free(n->payload);
         }
-        native_upload_forget_all(n);
+        native_upload_forget_all(c);
         chp_sha256_free(&n->sha);
         free(n);
         c->nat = NULL;

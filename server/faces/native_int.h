@@ -8,8 +8,11 @@
  *
  * Loop thread only. A struct native belongs to its connection (c->nat) and owns the manifests it
  * keeps. Each handler answers its request with one reply (native_reply_frame or
- * native_reply_error), at once or from the store's completion. OPEN and CHUNK take over a payload
- * passed as owned (a buffer of its own, charged to the memory budget); the others borrow theirs.
+ * native_reply_error), at once or from the store's completion. Who may do what is the gate's
+ * (conf/gate.h): HELLO identifies the caller once, OPEN is admitted by chp_gate_upload_begin,
+ * OFFER and pull-through need their scopes, STAT and HAVE tell anonymous callers less. OPEN and
+ * CHUNK take over a payload passed as owned (a buffer of its own, charged to the memory budget);
+ * the others borrow theirs.
  */
 #ifndef CHP_FACES_NATIVE_INT_H
 #define CHP_FACES_NATIVE_INT_H
@@ -19,6 +22,7 @@
 #include <stdint.h>
 
 #include "conn.h"
+#include "gate.h"
 #include "hash.h"
 #include "manifest.h"
 #include "proto.h"
@@ -34,10 +38,13 @@ struct upl {
         size_t manifest_len;
         struct chp_manifest m; /* points into manifest */
         uint64_t last_used;
+        struct chp_gate_upload adm; /* this connection's admission (gate.h); given back with
+                                       chp_gate_upload_end when the upload leaves its hand */
 };
 
 struct native {
         bool hello;
+        struct chp_caller caller; /* who sent HELLO (its token, its address): gate.h */
         bool stopping;
         uint32_t inflight;    /* requests not yet answered */
         uint64_t window_used; /* chunk bytes received and not yet acknowledged */
@@ -58,8 +65,12 @@ uint8_t *native_reply_frame(struct conn *c, uint8_t type, uint32_t id, size_t pa
 /* Queues ERROR(code, message); a code that ends the connection closes it once flushed. */
 __attribute__((format(printf, 4, 5))) void native_reply_error(struct conn *c, uint32_t id,
                                                               uint32_t code, const char *fmt, ...);
-uint32_t native_wire_code(int rc); /* a store error (err.h) as a wire error code */
+uint32_t native_wire_code(int rc); /* a store or gate error (err.h) as a wire error code */
 void native_reply_store_error(struct conn *c, uint32_t id, int rc);
+/* Answers a request the gate refused (CHP_ETOKEN_*, CHP_EQUOTA, CHP_ETOOBIG, CHP_ELIMITED): the
+ * wire code for rc, chp_strerror's reason after what was refused, counted in the refusals by
+ * reason. */
+void native_reply_refusal(struct conn *c, uint32_t id, int rc, const char *what);
 /* Reads the frames that have arrived, as far as flow control allows. */
 void native_on_input(struct conn *c);
 
@@ -68,7 +79,7 @@ void native_upload_open(struct conn *c, const struct chp_frame_header *h, uint8_
 void native_upload_chunk(struct conn *c, const struct chp_frame_header *h, uint8_t *p, bool owned);
 void native_upload_finish(struct conn *c, const struct chp_frame_header *h,
                           const uint8_t *p); /* COMMIT or DELETE */
-void native_upload_forget_all(struct native *n); /* the uploads at hand, at detach */
+void native_upload_forget_all(struct conn *c); /* the uploads at hand, at detach */
 
 /* native_read.c */
 void native_read_have(struct conn *c, const struct chp_frame_header *h, const uint8_t *p);

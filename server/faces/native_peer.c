@@ -1,14 +1,20 @@
 /* native_peer.c — the native face's federation requests: a file this relay lacks is pulled
  * through from its origin relay when that is a peer (GET_MANIFEST, via native_read.c); a peer
  * asks this relay to pull one of its files (PREFETCH); a client asks this relay to offer one of
- * its files to a peer (OFFER). The fetching itself is peer.c's.
+ * its files to a peer (OFFER). The fetching itself is peer.c's. A fetch on a client's behalf
+ * needs the pull scope and an offer the offer scope (gate.h): an anonymous client never makes
+ * this relay fetch; a configured peer's PREFETCH (and its pull-through, a relay asking for one of
+ * its clients) is the peer's, authenticated by its Noise IK key.
  *
  * Loop thread only.
  */
 #include <stdlib.h>
+#include <time.h>
 
 #include <sodium.h>
 
+#include "err.h"
+#include "gate.h"
 #include "identity.h"
 #include "native_int.h"
 #include "peer.h"
@@ -31,6 +37,17 @@ bool native_peer_via_origin(struct conn *c, const struct chp_frame_header *h,
                     "the file's origin relay %.*s (key %.16s...) is not a peer of this "
                     "relay: fetch it from its origin",
                     (int)q->addr_len, q->origin_addr, hex);
+                return true;
+        }
+        int rc = secure_peer(c) >= 0
+                     ? 0
+                     : chp_gate_allow(&c->nat->caller, CHP_TOKEN_SCOPE_PULL, (uint64_t)time(NULL));
+        if (rc) {
+                if (pending)
+                        return false; /* what is here is served; nothing is fetched for it */
+                native_reply_refusal(c, h->id, rc,
+                                     "pull-through from the file's origin (fetch it from its "
+                                     "origin relay instead)");
                 return true;
         }
         enum chp_fetch_state st = chp_peers_fetch(c->sh->peers, peer, q->file_id, msg, sizeof(msg));
@@ -83,6 +100,11 @@ void native_peer_offer(struct conn *c, const struct chp_frame_header *h, const u
         if (chp_msg_offer_decode(p, h->len, &m) < 0) {
                 native_reply_error(c, h->id, CHP_WE_BAD_FRAME,
                                    "OFFER carries a file id and a peer key");
+                return;
+        }
+        int rc = chp_gate_allow(&c->nat->caller, CHP_TOKEN_SCOPE_OFFER, (uint64_t)time(NULL));
+        if (rc) {
+                native_reply_refusal(c, h->id, rc, "OFFER");
                 return;
         }
         int peer = chp_peers_find(c->sh->peers, m.peer_key);

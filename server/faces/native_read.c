@@ -1,7 +1,9 @@
 /* native_read.c — the native face's reads: HAVE, GET_MANIFEST, GET_CHUNK and STAT, answered
  * from the store on the loop thread (no writer). A file still uploading is served as PARTIAL
  * with the chunks stored so far; one this relay lacks may be pulled from its origin
- * (native_peer.c). Chunk bytes in segment files are spliced to the socket; inline ones copied.
+ * (native_peer.c). HAVE and STAT tell an anonymous caller (gate.h) nothing that GET_MANIFEST
+ * would not: no chunk map, no upload in progress, no creation time. Chunk bytes in segment files
+ * are spliced to the socket; inline ones copied.
  *
  * Loop thread only.
  */
@@ -17,6 +19,11 @@ void native_read_have(struct conn *c, const struct chp_frame_header *h, const ui
         struct chp_msg_have m;
         if (chp_msg_have_decode(p, h->len, &m) != 0) {
                 native_reply_error(c, h->id, CHP_WE_BAD_FRAME, "malformed HAVE");
+                return;
+        }
+        if (!chp_gate_may_probe(&c->nat->caller)) {
+                /* which chunks exist would tell anyone when a file they know of is uploaded */
+                native_reply_refusal(c, h->id, CHP_ETOKEN_MISSING, "HAVE");
                 return;
         }
         uint8_t present[CHP_HAVE_MAX], map[CHP_HAVE_MAX / 8 + 1] = {0};
@@ -188,8 +195,11 @@ void native_read_stat(struct conn *c, const struct chp_frame_header *h, const ui
         size_t len = 0;
         struct chp_file_info info = {0};
         struct chp_msg_stat_ok st = {.state = CHP_UPLOAD_COMPLETE};
+        bool probe = chp_gate_may_probe(&c->nat->caller);
         int rc = chp_store_file_get(c->sh->store, id, &man, &len, &info);
-        if (rc == -ENOENT) {
+        /* To an anonymous caller STAT says what GET_MANIFEST would (a complete file), never
+         * that an upload is under way or when a file was created. */
+        if (rc == -ENOENT && probe) {
                 st.state = CHP_UPLOAD_PARTIAL;
                 rc = pending_file(c, id, &man, &len, &present, &st.chunks_present);
         }
@@ -205,7 +215,7 @@ void native_read_stat(struct conn *c, const struct chp_frame_header *h, const ui
                 st.chunk_size = m.chunk_size;
                 if (st.state == CHP_UPLOAD_COMPLETE)
                         st.chunks_present = m.chunk_count;
-                st.created = info.created;
+                st.created = probe ? info.created : 0;
                 st.expires = info.expires;
                 uint8_t *out =
                     native_reply_frame(c, CHP_F_STAT | CHP_F_REPLY, h->id, CHP_STAT_OK_BYTES);

@@ -6,6 +6,7 @@
  * Loop thread only (the writer thread only sees the chp_store_req inside an op).
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -25,7 +26,9 @@ struct op {
         size_t buf_len;
         uint32_t index;
         uint32_t chunk_len;
-        struct chp_upload *upload; /* OPEN */
+        struct chp_upload *upload;  /* OPEN */
+        struct chp_gate_upload adm; /* OPEN: the gate's admission, until the upload is at hand */
+        char tenant[CHP_TENANT_NAME_MAX + 1]; /* COMMIT: the upload's tenant ("": none) */
 };
 
 static uint64_t now_s(void)
@@ -37,16 +40,19 @@ static void native_on_store_done(struct conn_op *base);
 
 /* ---- uploads at hand --------------------------------------------------------------------- */
 
-static void upl_clear(struct upl *u)
+/* The upload leaves this connection's hand: its slot among the tenant's uploads in progress
+ * goes back to the gate. */
+static void upl_clear(struct conn *c, struct upl *u)
 {
+        chp_gate_upload_end(c->sh->gate, &u->adm);
         free(u->manifest);
         memset(u, 0, sizeof(*u));
 }
 
-void native_upload_forget_all(struct native *n)
+void native_upload_forget_all(struct conn *c)
 {
         for (int i = 0; i < MAX_UPL; i++)
-                upl_clear(&n->upl[i]);
+                upl_clear(c, &c->nat->upl[i]);
 }
 
 static struct upl *upl_find(struct native *n, const uint8_t *id)
@@ -60,9 +66,10 @@ static struct upl *upl_find(struct native *n, const uint8_t *id)
 }
 
 /* Keeps manifest (taken over) for upload id; evicts the least recently used. */
-static struct upl *upl_add(struct native *n, const uint8_t *id, const uint8_t *file_id,
+static struct upl *upl_add(struct conn *c, const uint8_t *id, const uint8_t *file_id,
                            uint8_t *manifest, size_t len)
 {
+        struct native *n = c->nat;
         struct upl *u = upl_find(n, id);
         if (!u) {
                 u = &n->upl[0];
@@ -75,7 +82,7 @@ static struct upl *upl_add(struct native *n, const uint8_t *id, const uint8_t *f
                                 u = &n->upl[i];
                 }
         }
-        upl_clear(u);
+        upl_clear(c, u);
         if (chp_manifest_decode(manifest, len, &u->m) < 0) {
                 free(manifest);
                 return NULL;
@@ -103,7 +110,7 @@ static struct upl *upl_get(struct conn *c, const uint8_t *id)
                 free(m);
                 return NULL;
         }
-        return upl_add(c->nat, id, file_id, m, len);
+        return upl_add(c, id, file_id, m, len);
 }
 
 /* ---- requests that go through the store's writer ----------------------------------------- */
@@ -124,6 +131,7 @@ static struct op *op_new(struct conn *c, uint8_t type, uint32_t id, enum chp_sto
 
 static void op_free(struct op *op)
 {
+        chp_gate_upload_end(op->base.c->sh->gate, &op->adm); /* unless handed to an upl */
         native_payload_free(op->base.c->sh, op->buf, op->buf_len);
         free(op->upload);
         free(op);
@@ -152,16 +160,29 @@ void native_upload_open(struct conn *c, const struct chp_frame_header *h, uint8_
                 native_reply_error(c, h->id, CHP_WE_BAD_FRAME, "malformed OPEN");
                 goto drop;
         }
-        if (chp_manifest_decode(m.manifest, m.manifest_len, &man) < 0) {
+        uint8_t file_id[CHP_HASH_BYTES];
+        if (chp_manifest_decode(m.manifest, m.manifest_len, &man) < 0 ||
+            chp_manifest_id(m.manifest, m.manifest_len, file_id) != 0) {
                 native_reply_error(c, h->id, CHP_WE_BAD_MANIFEST, "the manifest does not decode");
+                goto drop;
+        }
+        const struct chp_config *cfg = c->sh->cfg;
+        uint64_t now = now_s();
+        struct chp_gate_upload adm;
+        int rc = chp_gate_upload_begin(c->sh->gate, cfg, &c->nat->caller, file_id, true,
+                                       man.total_size, now, &adm);
+        if (rc) {
+                native_reply_refusal(c, h->id, rc, "OPEN");
                 goto drop;
         }
         struct op *op = op_new(c, CHP_F_OPEN, h->id, CHP_REQ_UPLOAD_CREATE);
         if (!op || !(op->upload = calloc(1, sizeof(*op->upload)))) {
                 free(op);
+                chp_gate_upload_end(c->sh->gate, &adm);
                 native_reply_error(c, h->id, CHP_WE_UNAVAILABLE, "out of memory");
                 goto drop;
         }
+        op->adm = adm;
         /* the op keeps the payload: the manifest stays at hand for the chunks to come */
         if (owned) {
                 op->buf = p;
@@ -177,17 +198,20 @@ void native_upload_open(struct conn *c, const struct chp_frame_header *h, uint8_
                 op->buf_len = h->len;
         }
         const uint8_t *enc = op->buf + (m.manifest - p);
-        const struct chp_config *cfg = c->sh->cfg;
-        uint64_t now = now_s();
         uint64_t life =
             m.expires_in && m.expires_in < cfg->file_expiry ? m.expires_in : cfg->file_expiry;
         struct chp_upload *u = op->upload;
+        snprintf(u->tenant, sizeof(u->tenant), "%s", op->adm.tenant);
         randombytes_buf(u->id, sizeof(u->id));
         u->declared_size = man.total_size;
         u->chunk_size = man.chunk_size;
         u->created = now;
         u->expires = cfg->upload_expiry ? now + cfg->upload_expiry : 0;
         u->file_expires = life ? now + life : 0;
+        /* a token bounds its files' lives: the shorter of its own and its tenant's */
+        if (op->adm.expires_max && (!u->file_expires || u->file_expires > op->adm.expires_max))
+                u->file_expires = op->adm.expires_max;
+        op->base.req.u.upload_create.quota = op->adm.has_quota ? &op->adm.quota : NULL;
         op->base.req.u.upload_create.upload = u;
         op->base.req.u.upload_create.manifest = enc;
         op->base.req.u.upload_create.manifest_len = m.manifest_len;
@@ -201,6 +225,10 @@ drop:
 static void open_done(struct conn *c, struct op *op)
 {
         struct chp_store_req *r = &op->base.req;
+        if (r->status == CHP_EQUOTA) {
+                native_reply_refusal(c, op->frame_id, r->status, "OPEN: the tenant's store quota");
+                return;
+        }
         if (r->status) {
                 native_reply_store_error(c, op->frame_id, r->status);
                 return;
@@ -245,11 +273,15 @@ static void open_done(struct conn *c, struct op *op)
                         struct upl *u = NULL;
                         if (copy) {
                                 memcpy(copy, op->buf + off, enc_len);
-                                u = upl_add(c->nat, upload_id, r->u.upload_create.file_id, copy,
+                                u = upl_add(c, upload_id, r->u.upload_create.file_id, copy,
                                             enc_len);
                         }
                         if (u && !r->u.upload_create.resumed)
                                 u->created_here = true;
+                        if (u) { /* the slot stays taken while the upload is at hand */
+                                u->adm = op->adm;
+                                op->adm.holds_slot = false;
+                        }
                 }
         }
         free(missing);
@@ -387,6 +419,10 @@ void native_upload_finish(struct conn *c, const struct chp_frame_header *h, cons
                 return;
         }
         if (commit) {
+                struct upl *u = upl_find(c->nat, id);
+                if (u)
+                        snprintf(op->tenant, sizeof(op->tenant), "%s", u->adm.tenant);
+                op->base.req.u.commit.tenant = op->tenant[0] ? op->tenant : NULL;
                 op->base.req.u.commit.has_upload = true;
                 memcpy(op->base.req.u.commit.upload_id, id, CHP_UPLOAD_ID_BYTES);
         } else {
@@ -417,7 +453,7 @@ static void upload_request_done(struct conn *c, struct op *op)
                 return;
         }
         if (u)
-                upl_clear(u);
+                upl_clear(c, u);
         if (op->type == CHP_F_DELETE) {
                 native_reply_frame(c, CHP_F_DELETE | CHP_F_REPLY, op->frame_id, 0);
                 return;

@@ -215,10 +215,11 @@ void conn_close_after_flush(struct conn *c)
 {
         if (c->closing)
                 return;
-        c->tr->close_record(c); /* over records, the end is said, not just a cut */
         c->closing = true;
         c->last_progress = chp_net_now_ms();
-        if (!c->out_head && !c->send_armed)
+        /* over records, the end is said, not just a cut: once the last words are sealed
+         * (conn_flush, when the queue drains) */
+        if (!c->out_head && !c->send_armed && !c->tr->close_record(c))
                 conn_finish(c);
 }
 

@@ -359,16 +359,19 @@ static ssize_t secure_seal(struct conn *c, const uint8_t *plain, size_t n, uint8
         return (ssize_t)at;
 }
 
-/* Over records, the end is said (a close record), not just a cut. */
-static void secure_close_record(struct conn *c)
+/* Over records, the end is said (a close record), not just a cut. Sealed here, so called only
+ * once the frames before it are sealed (they are sealed as they are sent): sealed earlier it
+ * would take a nonce before theirs, and they would go out unsealed once the state is dead. */
+static bool secure_close_record(struct conn *c)
 {
         struct secure *s = c->sec;
         if (!s || s->st != ST_RECORDS)
-                return;
+                return false;
         uint8_t *w = conn_out_wire(c, CHP_RECORD_HEADER + CHP_NOISE_TAGLEN);
         if (w && chp_record_seal(&s->tx, NULL, 0, w, CHP_RECORD_HEADER + CHP_NOISE_TAGLEN) < 0)
                 conn_close(c);
         s->st = ST_DEAD;
+        return w != NULL;
 }
 
 const struct chp_transport_ops chp_secure_transport = {

@@ -201,9 +201,11 @@ void conn_flush(struct conn *c)
                 return;
         struct out_item *it = c->out_head;
         if (!it) {
-                if (c->closing)
+                /* closing: the transport's end goes after everything else (conn.c) */
+                if (c->closing && !c->tr->close_record(c))
                         conn_finish(c);
-                return;
+                if (!(it = c->out_head) || c->closed)
+                        return;
         }
         struct chp_loop *l = c->loop;
         if (!it->wire && c->tr->sealing(c)) {

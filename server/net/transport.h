@@ -37,7 +37,9 @@ struct chp_transport_ops {
         /* seals n plaintext bytes into out (cap bytes, sealed_size(n) suffice); returns the
          * length written */
         ssize_t (*seal)(struct conn *c, const uint8_t *plain, size_t n, uint8_t *out, size_t cap);
-        void (*close_record)(struct conn *c); /* queue the explicit end, if the transport has one */
+        /* queues the explicit end, if the transport has one and has not queued it: whether it
+         * did. Called once nothing unsealed is queued (the end is sealed after the last words) */
+        bool (*close_record)(struct conn *c);
         bool (*pending)(const struct conn *c);     /* the peer owes transport bytes */
         bool (*handshaking)(const struct conn *c); /* handshake_timeout runs */
 };
