@@ -31,7 +31,7 @@
 struct entry {
         struct chp_limits_key key;
         uint32_t hnext;      /* next in its hash chain */
-        uint32_t prev, next; /* in the idle list (conns == 0) or, unused, the free list */
+        uint32_t prev, next; /* in the idle list (conns == 0) */
         uint32_t conns;
         /* incomplete uploads begun in generation inc_gen and in the one before it */
         uint32_t inc_now, inc_before;
@@ -58,7 +58,7 @@ struct chp_limits {
         uint32_t capacity;
         uint32_t *bucket; /* heads of the hash chains */
         uint32_t mask;    /* buckets - 1 (a power of two) */
-        uint32_t free_head;
+        uint32_t fresh;   /* entries from here on were never used (calloc's pages untouched) */
         uint32_t idle_head, idle_tail; /* least and most recently used */
         atomic_uint entries;
         atomic_uint_fast64_t evictions;
@@ -177,8 +177,8 @@ static void chain_remove(struct chp_limits *l, uint32_t i)
         *p = l->e[i].hnext;
 }
 
-/* The entry of k, made if it is not there (from the free list, else by evicting the least
- * recently used idle entry other than keep); NIL when every other entry holds connections. */
+/* The entry of k, made if it is not there (a never used one, else by evicting the least recently
+ * used idle entry other than keep); NIL when every other entry holds connections. */
 static uint32_t get(struct chp_limits *l, const struct chp_limits_key *k, uint64_t now,
                     uint32_t keep)
 {
@@ -187,9 +187,8 @@ static uint32_t get(struct chp_limits *l, const struct chp_limits_key *k, uint64
                 touch(l, i);
                 return i;
         }
-        if (l->free_head != NIL) {
-                i = l->free_head;
-                l->free_head = l->e[i].next;
+        if (l->fresh < l->capacity) {
+                i = l->fresh++;
                 atomic_fetch_add(&l->entries, 1);
         } else {
                 i = l->idle_head;
@@ -283,9 +282,6 @@ int chp_limits_new(uint32_t capacity, struct chp_limits **out)
         l->mask = buckets - 1;
         for (uint32_t i = 0; i < buckets; i++)
                 l->bucket[i] = NIL;
-        for (uint32_t i = 0; i < capacity; i++)
-                l->e[i].next = i + 1 < capacity ? i + 1 : NIL;
-        l->free_head = 0;
         l->idle_head = l->idle_tail = NIL;
         l->conf.gen_ms = 1;
         randombytes_buf(l->hash_key, sizeof(l->hash_key));
@@ -305,6 +301,8 @@ void chp_limits_free(struct chp_limits *l)
 
 void chp_limits_configure(struct chp_limits *l, const struct chp_config *cfg)
 {
+        if (!l)
+                return;
         uint64_t life = cfg->upload_expiry;
         struct limits_conf c = {
             .conns = cfg->max_connections_per_address,
@@ -324,6 +322,8 @@ int chp_limits_conn_open(struct chp_limits *l, const struct chp_limits_key *addr
 {
         *slot = CHP_LIMITS_NONE;
         int rc = 0;
+        if (!l)
+                return 0;
         pthread_mutex_lock(&l->lock);
         if (exempt(l, addr))
                 goto out;

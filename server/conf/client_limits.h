@@ -22,7 +22,8 @@
  * forgotten between one and two upload_expiry periods after it began (when the store expires it).
  *
  * Errors: CHP_ELIMITED (over a limit: retry later), -EINVAL, -ENOMEM. Every function is safe from
- * any thread; NULL and CHP_LIMITS_NONE are no-ops where a handle is taken.
+ * any thread. A NULL table limits nothing (every call succeeds and counts nothing), and
+ * CHP_LIMITS_NONE is a handle that counts nothing.
  */
 #ifndef CHP_CONF_CLIENT_LIMITS_H
 #define CHP_CONF_CLIENT_LIMITS_H
