@@ -2,6 +2,9 @@
 # Limits per client address against a real chapard, loopback counted (limit_loopback = true):
 #   - connections over max_connections_per_address: HTTP answered 429 with Retry-After and closed,
 #     native closed at once; counted in /metrics;
+#   - uploads over uploads_per_minute: tus POST 429 with Retry-After, native OPEN ERROR LIMITED
+#     "retry after N s" (the address's count is shared by both faces);
+#   - incomplete uploads over max_incomplete_per_address: refused until one is committed;
 #   - upload_rate_per_address: an upload of N bytes at R bytes/s takes at least about N/R (the
 #     figures are printed; only a loose lower bound, 0.5 x (N - R) / R, is asserted);
 #   - /metrics: chapar_refusals_total{reason="limited"} and the table's gauges.
@@ -23,6 +26,11 @@ conf() { # NAME KEY=VALUE...: a config file with [server] limit_loopback and the
 }
 metric() { # NAME METRIC-WITH-LABELS: its value on relay NAME's /metrics (empty when absent)
         curl -s --max-time 10 "http://${http[$1]}/metrics" | awk -v k="$2" '$1 == k {print $2}'
+}
+metric_is() { # NAME METRIC OP VALUE: checks METRIC on relay NAME's /metrics ([ OP ]: -ge, = ...)
+        local v
+        v=$(metric "$1" "$2")
+        check "/metrics: $2 = ${v:-absent} ($3 $4)" "[ '${v:-0}' $3 $4 ]"
 }
 now_ms() { date +%s%3N; }
 tus_post() { # NAME [curl args...]: a tus POST to relay NAME; prints "STATUS RETRY-AFTER LOCATION"
@@ -76,15 +84,67 @@ exec 11<&- 12<&- 13<&-
 wait_for 10 "curl -s --max-time 5 -o /dev/null 'http://${http[C]}/healthz'"
 check "after closing, the address connects again" \
         "[ \"\$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' http://${http[C]}/healthz)\" = 200 ]"
-v=$(metric C 'chapar_connections_closed_total{reason="address_cap"}')
-# (at least: the first connection after the closes may come before the relay has seen them)
-check "/metrics counts them: closed_total{reason=\"address_cap\"} = ${v:-absent} (>= 2)" \
-        "[ '${v:-0}' -ge 2 ]"
-v=$(metric C 'chapar_refusals_total{reason="limited"}')
-check "/metrics: refusals_total{reason=\"limited\"} = ${v:-absent} (>= 2)" "[ '${v:-0}' -ge 2 ]"
-v=$(metric C 'chapar_limits_entries')
-check "/metrics: chapar_limits_entries = ${v:-absent} (127.0.0.1: 1)" "[ '${v:-}' = 1 ]"
+# (at least two: the first connection after the closes may come before the relay has seen them)
+metric_is C 'chapar_connections_closed_total{reason="address_cap"}' -ge 2
+metric_is C 'chapar_refusals_total{reason="limited"}' -ge 2
+metric_is C 'chapar_limits_entries' = 1 # 127.0.0.1
 relay_stop C
+
+# ---- uploads per minute -------------------------------------------------------------------------
+relay_start U --config "$(conf U 'uploads_per_minute = 2' 'max_incomplete_per_address = 0')" \
+        --log-level warn
+for i in 1 2 3; do head -c $((1000 + i)) /dev/urandom >"$tmp/small.$i"; done
+r1=$(tus_post U -H 'Upload-Length: 10')
+r2=$(tus_post U -H 'Upload-Length: 10')
+r3=$(tus_post U -H 'Upload-Length: 10')
+echo "tus POSTs: [$r1] [$r2] [$r3]"
+check "two tus POSTs a minute are created" "[ '${r1%% *}' = 201 ] && [ '${r2%% *}' = 201 ]"
+read -r code ra _ <<<"$r3"
+check "the third is refused 429" "[ '$code' = 429 ]"
+# two a minute: the next one accrues within 30 s
+check "... with Retry-After: $ra (1..31 s)" "[ '$ra' != - ] && [ '$ra' -ge 1 ] && [ '$ra' -le 31 ]"
+"$chapar" put "$tmp/small.1" --relay "${addr[U]}" --relay-key "${key[U]}" >"$tmp/put.out" \
+        2>"$tmp/put.err"
+rc=$?
+echo "native put after them: rc $rc: $(cat "$tmp/put.err")"
+check "a native put from the same address is refused too" "[ $rc -ne 0 ]"
+check "... ERROR LIMITED saying 'retry after N s'" "grep -q 'retry after [0-9][0-9]* s' '$tmp/put.err'"
+metric_is U 'chapar_refusals_total{reason="limited"}' = 2
+metric_is U 'chapar_errors_total{code="18"}' = 1 # the native ERROR LIMITED
+relay_stop U
+
+# ---- incomplete uploads per address -------------------------------------------------------------
+relay_start I --config "$(conf I 'uploads_per_minute = 0' 'max_incomplete_per_address = 2')" \
+        --log-level warn
+r1=$(tus_post I -H 'Upload-Length: 10')
+r2=$(tus_post I -H 'Upload-Length: 10')
+r3=$(tus_post I -H 'Upload-Length: 10')
+echo "tus POSTs: [$r1] [$r2] [$r3]"
+check "two incomplete uploads are allowed" "[ '${r1%% *}' = 201 ] && [ '${r2%% *}' = 201 ]"
+check "a third is refused 429 while they are incomplete" "[ '${r3%% *}' = 429 ]"
+loc=$(echo "$r1" | awk '{print $3}')
+case $loc in http*) ;; *) loc="http://${http[I]}$loc" ;; esac
+pcode=$(printf '0123456789' | curl -s --max-time 20 -H 'Expect:' -H 'Tus-Resumable: 1.0.0' \
+        -H 'Upload-Offset: 0' -H 'Content-Type: application/offset+octet-stream' -X PATCH \
+        --data-binary @- -o /dev/null -w '%{http_code}' "$loc")
+check "the first is finished (PATCH $pcode)" "[ '$pcode' = 204 ]"
+r4=$(tus_post I -H 'Upload-Length: 10')
+check "then a new one is allowed again ($r4)" "[ '${r4%% *}' = 201 ]"
+# native: an upload committed is no longer incomplete (one more is at the cap: two are open)
+"$chapar" put "$tmp/small.1" --relay "${addr[I]}" --relay-key "${key[I]}" >/dev/null \
+        2>"$tmp/put.err"
+check "a native put at the cap is refused ($(cat "$tmp/put.err"))" "grep -q 'retry after' '$tmp/put.err'"
+relay_stop I
+relay_start I2 --config "$(conf I2 'uploads_per_minute = 0' 'max_incomplete_per_address = 1')" \
+        --log-level warn
+fails=0
+for i in 1 2 3; do
+        "$chapar" put "$tmp/small.$i" --relay "${addr[I2]}" --relay-key "${key[I2]}" >/dev/null \
+                2>"$tmp/put.err" || { fails=$((fails + 1)); cat "$tmp/put.err"; }
+done
+check "three native puts in a row with max_incomplete_per_address = 1 ($fails failed)" \
+        "[ $fails -eq 0 ]"
+relay_stop I2
 
 # ---- bytes per second ---------------------------------------------------------------------------
 R=$((256 * 1024))
@@ -114,7 +174,6 @@ echo "  native: $lim_nat ms limited, $base_nat ms unlimited (ratio $((lim_nat / 
 check "both uploads went through ($base_c / $lim_c)" "[ '$base_c' = 201 ] && [ '$lim_c' = 201 ]"
 check "the tus upload took at least half of (N - R) / R" "[ $lim_tus -ge $((floor / 2)) ]"
 check "the native upload took at least half of (N - R) / R" "[ $lim_nat -ge $((floor / 2)) ]"
-v=$(metric B 'chapar_reads_throttled_total')
-check "/metrics: chapar_reads_throttled_total = ${v:-absent} (> 0)" "[ '${v:-0}' -gt 0 ]"
+metric_is B 'chapar_reads_throttled_total' -gt 0
 relay_stop B
 finish

@@ -80,6 +80,8 @@ static const char *reason(int status)
                 return "Range Not Satisfiable";
         case 423:
                 return "Locked";
+        case 429:
+                return "Too Many Requests";
         case 431:
                 return "Request Header Fields Too Large";
         case 460:

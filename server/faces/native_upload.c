@@ -108,6 +108,29 @@ static struct upl *upl_get(struct conn *c, const uint8_t *id)
 
 /* ---- requests that go through the store's writer ----------------------------------------- */
 
+/* Whether the limits per address (conf/client_limits.h) admit one more upload; if not, the OPEN
+ * is answered ERROR LIMITED "retry after N s" and the refusal counted. */
+static bool limits_admit(struct conn *c, uint32_t frame_id)
+{
+        uint32_t retry;
+        if (!chp_limits_upload_begin(c->sh->limits, &c->peer, NULL, NULL, chp_net_now_ms(), &retry))
+                return true;
+        chp_metrics_refuse(c->sh->metrics, CHP_ELIMITED);
+        native_reply_error(c, frame_id, CHP_WE_LIMITED,
+                           "retry after %u s: too many new or incomplete uploads", retry);
+        return false;
+}
+
+/* Whether a finished request ends an upload the limits count as incomplete: an OPEN that made no
+ * new session (refused, resumed, or the file is stored), a COMMIT or DELETE that went through. */
+static bool ends_incomplete(const struct op *op)
+{
+        const struct chp_store_req *r = &op->base.req;
+        if (op->type == CHP_F_OPEN)
+                return r->status || r->u.upload_create.complete || r->u.upload_create.resumed;
+        return op->type != CHP_F_CHUNK && !r->status;
+}
+
 static struct op *op_new(struct conn *c, uint8_t type, uint32_t id, enum chp_store_req_type rt)
 {
         struct op *op = calloc(1, sizeof(*op));
@@ -191,7 +214,12 @@ void native_upload_open(struct conn *c, const struct chp_frame_header *h, uint8_
         op->base.req.u.upload_create.upload = u;
         op->base.req.u.upload_create.manifest = enc;
         op->base.req.u.upload_create.manifest_len = m.manifest_len;
-        op_submit(c, op);
+        if (!limits_admit(c, h->id)) {
+                op_free(op);
+                return;
+        }
+        if (!op_submit(c, op))
+                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
         return;
 drop:
         if (owned)
@@ -433,6 +461,8 @@ static void native_on_store_done(struct conn_op *base)
         struct op *op = (struct op *)base;
         struct conn *c = base->c;
         c->nat->inflight--;
+        if (ends_incomplete(op))
+                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
         if (!c->closed) {
                 switch (op->type) {
                 case CHP_F_OPEN:

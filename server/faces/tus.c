@@ -610,6 +610,10 @@ static void hop_done(struct conn_op *base)
         }
         if (r->status && !h->failed)
                 h->failed = r->status;
+        /* the limits' count of incomplete uploads: a POST's create failed, or one is finished */
+        if (r->status ? r->type == CHP_REQ_UPLOAD_CREATE && h->ph == PH_CREATE
+                      : r->type == CHP_REQ_COMMIT || r->type == CHP_REQ_UPLOAD_DELETE)
+                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
         if (!c->closed) {
                 if (r->type == CHP_REQ_UPLOAD_CREATE && h->ph == PH_CREATE) {
                         if (r->status) {
@@ -700,6 +704,23 @@ void tus_options(struct http *h, const struct chp_http_request *req)
         http_request_done(h);
 }
 
+/* Whether the limits per address (conf/client_limits.h) admit one more upload; if not, the POST
+ * is answered 429 with Retry-After and the refusal counted. */
+static bool limits_admit(struct http *h)
+{
+        uint32_t retry;
+        struct conn *c = h->c;
+        if (!chp_limits_upload_begin(c->sh->limits, &c->peer, NULL, NULL, chp_net_now_ms(), &retry))
+                return true;
+        chp_metrics_refuse(c->sh->metrics, CHP_ELIMITED);
+        struct resp r;
+        http_start(h, &r, 429);
+        http_add(&r, "Retry-After: %u\r\nContent-Type: text/plain\r\n", retry);
+        static const char msg[] = "too many new or incomplete uploads; retry later\n";
+        http_finish(h, &r, msg, sizeof(msg) - 1, false);
+        return false;
+}
+
 void tus_post(struct http *h, const struct chp_http_request *req)
 {
         struct conn *c = h->c;
@@ -762,12 +783,17 @@ void tus_post(struct http *h, const struct chp_http_request *req)
         }
         *op->upload = *u;
         op->base.req.u.upload_create.upload = op->upload;
+        if (!limits_admit(h)) {
+                hop_free(op);
+                return;
+        }
         h->length = length;
         h->start = 0;
         h->next_index = 0;
         h->created = true;
         h->ph = PH_CREATE;
         if (!submit(h, op)) {
+                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
                 http_simple(h, http_status_of(h->failed), chp_strerror(h->failed));
                 return;
         }
