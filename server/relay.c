@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client_limits.h"
 #include "conn.h"
 #include "faces.h"
 #include "err.h"
@@ -133,6 +134,7 @@ static void reload(struct reload *r, struct chp_shared *sh, struct worker *worke
         bool access_changed = strcmp(chp_config_describe_access(running, was, sizeof(was)), access);
         sh->cfg = next; /* atomic: the loops' next callbacks see it */
         chp_log_set_level(next->log_level);
+        chp_limits_configure(sh->limits, next);
         if (r->owned) {
                 r->retiring = r->owned;
                 atomic_store(&r->pending, n);
@@ -253,11 +255,13 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
         struct chp_gate *gate = NULL;
         if (!workers)
                 return -ENOMEM;
-        if ((rc = chp_tus_claims_new(&tus)))
+        if ((rc = chp_tus_claims_new(&tus)) ||
+            (rc = chp_limits_new(CHP_LIMITS_ENTRIES, &sh.limits)))
                 goto out;
         if ((rc = chp_gate_new(&gate)))
                 goto out;
         sh.gate = gate;
+        chp_limits_configure(sh.limits, cfg);
         if ((rc = chp_store_open(&cfg->store, &store))) {
                 chp_log_error("relay", "cannot open the store in %s: %s", cfg->data_dir,
                               chp_strerror(rc));
@@ -381,6 +385,7 @@ out:
         free_snapshot(rl.owned);
         chp_tus_claims_free(tus);
         chp_gate_free(gate); /* after the loops: closing connections give their slots back */
+        chp_limits_free(sh.limits);
         chp_identity_wipe(&identity);
         /* only our own: a relay that failed to start leaves another's ready file alone */
         if (ready_written)

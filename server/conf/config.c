@@ -125,6 +125,14 @@ static const struct setting settings[] = {
     {SEC_SERVER, "cors_headers", NULL, K_HEADERS, FIELD(cors_headers), 0, 0},
     {SEC_SERVER, "tus_chunk_size", NULL, K_SIZE, FIELD(tus_chunk_size), 64 * 1024, 8 << 20},
     {SEC_SERVER, "tus_max_size", NULL, K_SIZE, FIELD(tus_max_size), 1, (uint64_t)1 << 40},
+    {SEC_SERVER, "max_connections_per_address", NULL, K_NUMBER, FIELD(max_connections_per_address),
+     0, UINT32_MAX},
+    {SEC_SERVER, "uploads_per_minute", NULL, K_NUMBER, FIELD(uploads_per_minute), 0, UINT32_MAX},
+    {SEC_SERVER, "upload_rate_per_address", NULL, K_SIZE, FIELD(upload_rate_per_address), 0,
+     UINT64_MAX},
+    {SEC_SERVER, "max_incomplete_per_address", NULL, K_NUMBER, FIELD(max_incomplete_per_address), 0,
+     UINT32_MAX},
+    {SEC_SERVER, "limit_loopback", NULL, K_FLAG, FIELD(limit_loopback), 0, 0},
     {SEC_STORE, "inline_max", NULL, K_INLINE, FIELD(store.inline_max), 0, UINT32_MAX},
     {SEC_STORE, "map_size", NULL, K_SIZE, FIELD(store.map_size), MIN_MAP_SIZE, UINT64_MAX},
     {SEC_STORE, "segment_size", NULL, K_SIZE, FIELD(store.segment_size), MIN_SEGMENT, UINT64_MAX},
@@ -180,6 +188,11 @@ void chp_config_defaults(struct chp_config *c)
         c->upload_expiry = 7ull * 24 * 3600;
         c->file_expiry = 30ull * 24 * 3600;
         c->memory_limit = 1ull << 30;
+        c->max_connections_per_address = 256;
+        c->uploads_per_minute = 120;
+        c->upload_rate_per_address = 0;
+        c->max_incomplete_per_address = 1000;
+        c->limit_loopback = false;
         chp_store_opts_default(&c->store);
         c->store.dir = c->data_dir;
         c->store.sync = c->sync;
@@ -1070,11 +1083,29 @@ int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
  * restart: a setting missing here is kept at its running value, so a new one is never claimed to
  * reload when it does not. */
 static const char *const reloadable[] = {
-    "log_level",      "max_connections",   "idle_timeout",   "io_timeout",
-    "window_bytes",   "max_inflight",      "upload_expiry",  "file_expiry",
-    "memory_limit",   "cors_origins",      "tus_chunk_size", "tus_max_size",
-    "header_timeout", "handshake_timeout", "min_body_rate",  "body_rate_window",
-    "open",           "cors_headers",
+    "log_level",
+    "max_connections",
+    "idle_timeout",
+    "io_timeout",
+    "window_bytes",
+    "max_inflight",
+    "upload_expiry",
+    "file_expiry",
+    "memory_limit",
+    "cors_origins",
+    "tus_chunk_size",
+    "tus_max_size",
+    "header_timeout",
+    "handshake_timeout",
+    "min_body_rate",
+    "body_rate_window",
+    "open",
+    "cors_headers",
+    "max_connections_per_address",
+    "uploads_per_minute",
+    "upload_rate_per_address",
+    "max_incomplete_per_address",
+    "limit_loopback",
 };
 
 static bool is_reloadable(const char *key)

@@ -15,7 +15,10 @@
  *              tus_chunk_size,
  *              tus_max_size, header_timeout, handshake_timeout, min_body_rate,
  *              body_rate_window, audience (repeatable: a federation-wide name tokens may be
- *              addressed to besides this relay's key and the tenant's name; reloadable)
+ *              addressed to besides this relay's key and the tenant's name; reloadable),
+ *              max_connections_per_address, uploads_per_minute,
+ *              upload_rate_per_address, max_incomplete_per_address, limit_loopback
+ *              (the per-address and per-subject limits: conf/client_limits.h)
  *   [store]    inline_max, map_size, segment_size, compact_ratio
  *   [peer "NAME"]  address, pubkey     (federation: the relays this one fetches from and accepts)
  *   [tenant "NAME"]  token_key (one or more), max_stored, max_uploaded_per_day, max_file_size,
@@ -112,6 +115,15 @@ struct chp_config {
         uint32_t tus_chunk_size;  /* chunks tus uploads are cut into: power of two, 64 KiB..8 MiB,
                                      default 1 MiB */
         uint64_t tus_max_size;    /* Tus-Max-Size, default 64 GiB */
+        /* limits per client address (IPv4 /32, IPv6 /64) and per token subject (client_limits.h);
+           0 = unlimited. Loopback addresses are exempt from the per-address ones unless
+           limit_loopback is set. */
+        uint32_t max_connections_per_address; /* open at once, default 256 */
+        uint32_t uploads_per_minute;          /* new uploads per address and per subject,
+                                                 default 120 (a burst of that many) */
+        uint64_t upload_rate_per_address;     /* bytes/s read from one address, default 0 */
+        uint32_t max_incomplete_per_address;  /* uploads begun and not committed, default 1000 */
+        bool limit_loopback;                  /* default false: loopback is exempt */
         struct chp_store_opts store; /* store.dir is set from data_dir by chp_config_finish */
         struct chp_peer_config peers[CHP_MAX_PEERS];
         unsigned npeers;

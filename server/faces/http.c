@@ -592,4 +592,6 @@ const struct proto_ops http_ops = {
     .on_drain = http_on_drain,
     .busy_reply = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
                   "Connection: close\r\n\r\n",
+    .limited_reply = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+                     "Connection: close\r\n\r\n",
 };

@@ -158,26 +158,6 @@ void native_reply_store_error(struct conn *c, uint32_t id, int rc)
 
 /* ---- frame handlers ---------------------------------------------------------------------- */
 
-/* Whether the connection comes from this host: 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104 (an IPv4
- * loopback client of a dual-stack listener). Unknown (getpeername fails): not loopback. */
-static bool peer_is_loopback(int fd)
-{
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof(ss);
-        if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0)
-                return false;
-        if (ss.ss_family == AF_INET) {
-                const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-                return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
-        }
-        if (ss.ss_family == AF_INET6) {
-                const struct in6_addr *a = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
-                return IN6_IS_ADDR_LOOPBACK(a) ||
-                       (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-        }
-        return false;
-}
-
 static void on_hello(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
 {
         struct native *n = c->nat;
@@ -199,7 +179,7 @@ static void on_hello(struct conn *c, const struct chp_frame_header *h, const uin
         /* A token that does not verify ends the connection: the client meant to be someone, and
          * carrying on as anonymous would only fail later, less clearly. */
         int rc =
-            chp_gate_identify(cfg, c->sh->identity->pub, peer_is_loopback(c->fd),
+            chp_gate_identify(cfg, c->sh->identity->pub, c->peer.loopback,
                               (const char *)m.token, m.token_len, (uint64_t)time(NULL), &n->caller);
         if (rc) {
                 chp_metrics_refuse(c->sh->metrics, rc);

@@ -115,6 +115,32 @@ static struct upl *upl_get(struct conn *c, const uint8_t *id)
 
 /* ---- requests that go through the store's writer ----------------------------------------- */
 
+/* Whether the limits per address and per subject (conf/client_limits.h) admit one more upload;
+ * if not, the OPEN is answered ERROR LIMITED "retry after N s" and the refusal counted. */
+static bool limits_admit(struct conn *c, uint32_t frame_id)
+{
+        uint32_t retry;
+        const struct chp_caller *who = &c->nat->caller;
+        bool tok = who->kind == CHP_CALLER_TOKEN;
+        if (!chp_limits_upload_begin(c->sh->limits, &c->peer, tok ? who->token.tenant : NULL,
+                                     tok ? who->token.subject : NULL, chp_net_now_ms(), &retry))
+                return true;
+        chp_metrics_refuse(c->sh->metrics, CHP_ELIMITED);
+        native_reply_error(c, frame_id, CHP_WE_LIMITED,
+                           "retry after %u s: too many new or incomplete uploads", retry);
+        return false;
+}
+
+/* Whether a finished request ends an upload the limits count as incomplete: an OPEN that made no
+ * new session (refused, resumed, or the file is stored), a COMMIT or DELETE that went through. */
+static bool ends_incomplete(const struct op *op)
+{
+        const struct chp_store_req *r = &op->base.req;
+        if (op->type == CHP_F_OPEN)
+                return r->status || r->u.upload_create.complete || r->u.upload_create.resumed;
+        return op->type != CHP_F_CHUNK && !r->status;
+}
+
 static struct op *op_new(struct conn *c, uint8_t type, uint32_t id, enum chp_store_req_type rt)
 {
         struct op *op = calloc(1, sizeof(*op));
@@ -168,10 +194,14 @@ void native_upload_open(struct conn *c, const struct chp_frame_header *h, uint8_
         }
         const struct chp_config *cfg = c->sh->cfg;
         uint64_t now = now_s();
+        /* the limits per address and subject first: an OPEN refused by them charges no budget */
+        if (!limits_admit(c, h->id))
+                goto drop;
         struct chp_gate_upload adm;
         int rc = chp_gate_upload_begin(c->sh->gate, cfg, &c->nat->caller, file_id, true,
                                        man.total_size, now, &adm);
         if (rc) {
+                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
                 native_reply_refusal(c, h->id, rc, "OPEN");
                 goto drop;
         }
@@ -179,6 +209,7 @@ void native_upload_open(struct conn *c, const struct chp_frame_header *h, uint8_
         if (!op || !(op->upload = calloc(1, sizeof(*op->upload)))) {
                 free(op);
                 chp_gate_upload_end(c->sh->gate, &adm);
+                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
                 native_reply_error(c, h->id, CHP_WE_UNAVAILABLE, "out of memory");
                 goto drop;
         }
@@ -191,6 +222,7 @@ void native_upload_open(struct conn *c, const struct chp_frame_header *h, uint8_
                 op->buf = native_payload_alloc(c, h->len);
                 if (!op->buf) {
                         op_free(op);
+                        chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
                         native_reply_error(c, h->id, CHP_WE_UNAVAILABLE, "out of memory");
                         return;
                 }
@@ -215,7 +247,8 @@ void native_upload_open(struct conn *c, const struct chp_frame_header *h, uint8_
         op->base.req.u.upload_create.upload = u;
         op->base.req.u.upload_create.manifest = enc;
         op->base.req.u.upload_create.manifest_len = m.manifest_len;
-        op_submit(c, op);
+        if (!op_submit(c, op))
+                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
         return;
 drop:
         if (owned)
@@ -469,6 +502,8 @@ static void native_on_store_done(struct conn_op *base)
         struct op *op = (struct op *)base;
         struct conn *c = base->c;
         c->nat->inflight--;
+        if (ends_incomplete(op))
+                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
         if (!c->closed) {
                 switch (op->type) {
                 case CHP_F_OPEN:

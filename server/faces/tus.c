@@ -147,26 +147,6 @@ static void release(struct chp_tus_claims *t, const uint8_t id[CHP_UPLOAD_ID_BYT
 
 /* ---- tokens ------------------------------------------------------------------------------- */
 
-/* Whether the connection's peer is on loopback (127.0.0.0/8, ::1, or ::ffff:127.x.y.z): what the
- * no-tenant rule trusts. Any other address, or one that cannot be read, is not. */
-static bool peer_loopback(int fd)
-{
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
-                return false;
-        if (ss.ss_family == AF_INET) {
-                const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-                return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
-        }
-        if (ss.ss_family == AF_INET6) {
-                const struct in6_addr *a = &((const struct sockaddr_in6 *)&ss)->sin6_addr;
-                return IN6_IS_ADDR_LOOPBACK(a) ||
-                       (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-        }
-        return false;
-}
-
 /* The token of `Authorization: Bearer TOKEN` (RFC 6750 2.1: the scheme case-insensitive, one or
  * more spaces, a b64token). 0 with *tok, *len (NULL, 0: no Bearer credentials: no header, or
  * another scheme); -EBADMSG for several Authorization lines or a Bearer without a valid token. */
@@ -257,7 +237,7 @@ static int identify(struct http *h, const struct chp_http_request *req, uint64_t
                 refuse(h, CHP_ETOKEN_SIGNATURE, true, "malformed Authorization: Bearer header");
                 return rc;
         }
-        rc = chp_gate_identify(sh->cfg, sh->identity->pub, peer_loopback(h->c->fd), tok, len, now,
+        rc = chp_gate_identify(sh->cfg, sh->identity->pub, h->c->peer.loopback, tok, len, now,
                                &h->caller);
         if (rc && chp_err_http_status(rc) == 0)
                 refuse(h, CHP_ETOKEN_SIGNATURE, true, "malformed token"); /* not base64url, ... */
@@ -765,6 +745,10 @@ static void hop_done(struct conn_op *base)
         }
         if (r->status && !h->failed)
                 h->failed = r->status;
+        /* the limits' count of incomplete uploads: a POST's create failed, or one is finished */
+        if (r->status ? r->type == CHP_REQ_UPLOAD_CREATE && h->ph == PH_CREATE
+                      : r->type == CHP_REQ_COMMIT || r->type == CHP_REQ_UPLOAD_DELETE)
+                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
         if (!c->closed) {
                 if (r->type == CHP_REQ_UPLOAD_CREATE && h->ph == PH_CREATE) {
                         if (r->status == CHP_EQUOTA) {
@@ -872,6 +856,26 @@ void tus_options(struct http *h, const struct chp_http_request *req)
         http_request_done(h);
 }
 
+/* Whether the limits per address and per subject (conf/client_limits.h) admit one more upload;
+ * if not, the POST is answered 429 with Retry-After and the refusal counted. */
+static bool limits_admit(struct http *h)
+{
+        uint32_t retry;
+        struct conn *c = h->c;
+        bool tok = h->caller.kind == CHP_CALLER_TOKEN;
+        if (!chp_limits_upload_begin(c->sh->limits, &c->peer, tok ? h->caller.token.tenant : NULL,
+                                     tok ? h->caller.token.subject : NULL, chp_net_now_ms(),
+                                     &retry))
+                return true;
+        chp_metrics_refuse(c->sh->metrics, CHP_ELIMITED);
+        struct resp r;
+        http_start(h, &r, 429);
+        http_add(&r, "Retry-After: %u\r\nContent-Type: text/plain\r\n", retry);
+        static const char msg[] = "too many new or incomplete uploads; retry later\n";
+        http_finish(h, &r, msg, sizeof(msg) - 1, false);
+        return false;
+}
+
 void tus_post(struct http *h, const struct chp_http_request *req)
 {
         struct conn *c = h->c;
@@ -932,6 +936,11 @@ void tus_post(struct http *h, const struct chp_http_request *req)
          * progress (held until this request ends) */
         uint8_t key[CHP_HASH_BYTES];
         upload_key(u->id, key);
+        /* the limits per address and subject first: a POST refused by them charges no budget */
+        if (!limits_admit(h)) {
+                free(op);
+                return;
+        }
         int rc =
             chp_gate_upload_begin(c->sh->gate, cfg, &h->caller, key, false, length, now, &h->gu);
         /* a deferred length is bounded by the tenant's largest file until it is declared */
@@ -939,6 +948,7 @@ void tus_post(struct http *h, const struct chp_http_request *req)
             h->body_left > tenant_file_max(cfg, h->gu.tenant))
                 rc = CHP_ETOOBIG;
         if (rc) {
+                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
                 free(op);
                 refuse(h, rc, had_token, rc == CHP_EQUOTA ? quota_name(CHP_QUOTA_NONE) : NULL);
                 return;
@@ -959,6 +969,7 @@ void tus_post(struct http *h, const struct chp_http_request *req)
         }
         op->upload = malloc(sizeof(*u));
         if (!op->upload) {
+                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
                 hop_free(op);
                 http_simple(h, 500, NULL);
                 return;
@@ -976,6 +987,7 @@ void tus_post(struct http *h, const struct chp_http_request *req)
         h->created = true;
         h->ph = PH_CREATE;
         if (!submit(h, op)) {
+                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
                 http_simple(h, http_status_of(h->failed), chp_strerror(h->failed));
                 return;
         }

@@ -1,6 +1,7 @@
 /* accept.c — the loop's listening sockets: the multishot accept, admitting a connection (the
- * connection cap, the descriptor budget) or refusing it "busy", and backing off and shedding the
- * backlog through a reserve descriptor when accepts fail. Loop thread only (net/loop_int.h).
+ * connection cap, the descriptor budget, the cap per client address) or refusing it ("busy", or
+ * "too many" for its address), and backing off and shedding the backlog through a reserve
+ * descriptor when accepts fail. Loop thread only (net/loop_int.h).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -59,13 +60,13 @@ bool chp_loop_any_accept_armed(const struct chp_loop *l)
         return false;
 }
 
-/* A connection the relay cannot take: the face's busy reply if it has one (HTTP's 503), then
- * it is closed. The socket is not blocked on: what does not fit in its buffer is not sent. */
-static void refuse_busy(int fd, const struct proto_ops *ops)
+/* A connection the relay does not take: reply (the face's busy or limited reply: HTTP's 503 or
+ * 429), if it has one, then it is closed. The socket is not blocked on: what does not fit in its
+ * buffer is not sent. */
+static void refuse(int fd, const char *reply)
 {
-        if (ops->busy_reply) {
-                ssize_t w =
-                    send(fd, ops->busy_reply, strlen(ops->busy_reply), MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (reply) {
+                ssize_t w = send(fd, reply, strlen(reply), MSG_DONTWAIT | MSG_NOSIGNAL);
                 (void)w;
                 shutdown(fd, SHUT_WR);
         }
@@ -89,7 +90,7 @@ static void shed_backlog(struct chp_loop *l, struct listener *li)
                         int fd = accept4(li->fd, NULL, NULL, SOCK_CLOEXEC);
                         if (fd < 0)
                                 break;
-                        refuse_busy(fd, li->ops);
+                        refuse(fd, li->ops->busy_reply);
                         atomic_fetch_add(&l->sh->metrics->closed[CHP_CLOSE_NO_FDS], 1);
                 }
                 fcntl(li->fd, F_SETFL, fl);
@@ -148,13 +149,29 @@ void chp_loop_on_accept(struct chp_loop *l, struct listener *li, struct io_uring
                               l->stopping ? "stopping" : "connection cap reached");
                 if (!l->stopping)
                         atomic_fetch_add(&l->sh->metrics->closed[CHP_CLOSE_CAP], 1);
-                refuse_busy(fd, li->ops);
+                refuse(fd, li->ops->busy_reply);
+                return;
+        }
+        /* the client's address, for the limits per address (an unknown one is not counted) */
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        struct chp_limits_key peer = {0};
+        if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+                (void)chp_limits_key_from_addr((struct sockaddr *)&ss, sl, &peer);
+        uint64_t now = chp_net_now_ms();
+        int32_t slot;
+        if (chp_limits_conn_open(l->sh->limits, &peer, now, &slot) != 0) {
+                /* many at a time under attack: counters, not a log line each */
+                atomic_fetch_add(&l->sh->metrics->closed[CHP_CLOSE_ADDRESS_CAP], 1);
+                chp_metrics_refuse(l->sh->metrics, CHP_ELIMITED);
+                refuse(fd, li->ops->limited_reply);
                 return;
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         struct conn *c = aligned_alloc(16, (sizeof(struct conn) + 15) & ~(size_t)15);
         if (!c) {
+                chp_limits_conn_close(l->sh->limits, slot);
                 close(fd);
                 return;
         }
@@ -165,8 +182,10 @@ void chp_loop_on_accept(struct chp_loop *l, struct listener *li, struct io_uring
                            .pipe = {-1, -1},
                            .ops = li->ops,
                            .face = li->face,
-                           .tr = li->ops->transport ? li->ops->transport : &chp_transport_plain};
-        c->born = c->last_active = c->last_progress = c->rate_t0 = chp_net_now_ms();
+                           .tr = li->ops->transport ? li->ops->transport : &chp_transport_plain,
+                           .peer = peer,
+                           .lim_slot = slot};
+        c->born = c->last_active = c->last_progress = c->rate_t0 = now;
         /* the first HTTP head is due header_timeout after accept (a native connection has
          * handshake_timeout for its handshake first) */
         if (!li->ops->secure)
@@ -174,6 +193,7 @@ void chp_loop_on_accept(struct chp_loop *l, struct listener *li, struct io_uring
         if (c->tr->attach(c) != 0 || c->ops->attach(c) != 0) {
                 c->ops->detach(c);
                 c->tr->detach(c);
+                chp_limits_conn_close(l->sh->limits, slot);
                 close(fd);
                 free(c);
                 return;

@@ -1,7 +1,8 @@
 /* conn.c — a connection's receive side and lifetime: receives into provided buffers or
- * straight into a body, the shared memory budget for bodies, the input buffer the protocol reads,
- * the head deadline's tracking, the reference count, and closing (at once, after flushing, or
- * lingering for a plaintext client). The send side is send.c. Loop thread only (conn.h).
+ * straight into a body, the shared memory budget for bodies, the byte rate per client address
+ * (receives sized to it, or held back until the loop's tick), the input buffer the protocol
+ * reads, the head deadline's tracking, the reference count, and closing (at once, after flushing,
+ * or lingering for a plaintext client). The send side is send.c. Loop thread only (conn.h).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -107,25 +108,60 @@ void conn_mem_drop(struct conn *c)
         conn_mem_settle(c, 0);
 }
 
+/* ---- the byte rate per client address --------------------------------------------------- */
+
+/* How much of want the next receive may take under the address's byte rate
+ * (upload_rate_per_address); 0: none now, and the connection waits until read_wait_until (the
+ * loop's tick asks again). Without a rate, or for an address not counted, want at no cost. */
+static size_t rate_room(struct conn *c, size_t want)
+{
+        if (c->lim_slot == CHP_LIMITS_NONE || !c->sh->cfg->upload_rate_per_address)
+                return want;
+        uint32_t wait;
+        uint64_t now = chp_net_now_ms();
+        size_t room = chp_limits_read_room(c->sh->limits, c->lim_slot, want, now, &wait);
+        if (room < want)
+                c->throttled = true;
+        if (!room) {
+                c->read_wait_until = now + wait;
+                atomic_fetch_add(&c->sh->metrics->reads_throttled, 1);
+        }
+        return room;
+}
+
+/* n bytes were received: charged to the address's byte rate. */
+static void rate_charge(struct conn *c, size_t n, uint64_t now)
+{
+        if (c->lim_slot != CHP_LIMITS_NONE && c->sh->cfg->upload_rate_per_address)
+                chp_limits_read_charge(c->sh->limits, c->lim_slot, n, now);
+}
+
 static void arm_recv(struct conn *c)
 {
         struct chp_loop *l = c->loop;
-        struct io_uring_sqe *sqe = get_sqe(l);
-        if (!sqe)
-                return;
-        uint8_t *raw;
-        size_t room;
+        uint8_t *dst;
+        size_t len;
+        bool select = false;
         if (c->body && c->tr->plaintext(c) && !c->lingering) {
                 /* the body's final buffer, straight from the socket, as far as granted */
                 size_t n = c->body_len - c->body_got;
-                io_uring_prep_recv(sqe, c->fd, c->body + c->body_got,
-                                   n < c->grant_left ? n : c->grant_left, 0);
-        } else if ((raw = c->tr->recv_space(c, &room))) {
-                /* a body over the transport (records): large receives into its buffer, sized
-                 * by it from the grant */
-                io_uring_prep_recv(sqe, c->fd, raw, room, 0);
-        } else {
-                io_uring_prep_recv(sqe, c->fd, NULL, BUF_SIZE, 0);
+                dst = c->body + c->body_got;
+                len = n < c->grant_left ? n : c->grant_left;
+        } else if (!(dst = c->tr->recv_space(c, &len))) {
+                /* a body over the transport (records) has large receives into its buffer,
+                 * sized by it from the grant; anything else goes into a provided buffer */
+                len = BUF_SIZE;
+                select = true;
+        }
+        /* what a lingering connection sends is dropped, not charged */
+        if (!c->lingering && len && !(len = rate_room(c, len)))
+                return;
+        struct io_uring_sqe *sqe = get_sqe(l);
+        if (!sqe)
+                return;
+        io_uring_prep_recv(sqe, c->fd, dst, len, 0);
+        if (select) {
+                /* a shorter len than the buffer's is honoured: the byte rate's room */
                 sqe->flags |= IOSQE_BUFFER_SELECT;
                 sqe->buf_group = BUF_GROUP;
         }
@@ -138,6 +174,11 @@ void conn_maybe_read(struct conn *c)
 {
         if (c->recv_armed || c->closing || c->closed || c->want_buffers)
                 return;
+        if (c->read_wait_until) {
+                if (chp_net_now_ms() < c->read_wait_until)
+                        return; /* the byte rate per address: the tick asks again */
+                c->read_wait_until = 0;
+        }
         if (c->body ? !mem_grant(c) : !c->ops->can_read(c))
                 return;
         arm_recv(c);
@@ -159,6 +200,7 @@ static void conn_free(struct conn *c)
         conn_mem_drop(c); /* whatever the protocol did not take over */
         c->tr->detach(c);
         conn_send_free(c);
+        chp_limits_conn_close(c->sh->limits, c->lim_slot);
         if (c->fd >= 0)
                 close(c->fd);
         free(c->in);
@@ -357,6 +399,7 @@ void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe)
                         rc = c->tr->received(c, (size_t)res);
                 }
                 c->rx_bytes += (uint64_t)res;
+                rate_charge(c, (size_t)res, c->last_progress);
                 if (rc && !c->closed)
                         conn_close(c);
                 if (!c->closed)

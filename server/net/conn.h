@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "client_limits.h"
 #include "loop.h"
 #include "net.h"
 #include "store.h"
@@ -68,6 +69,11 @@ struct conn {
         size_t grant_left; /* of which granted and not yet arrived */
         size_t grant_next; /* the next grant (0: the first, small one); kept across bodies */
         bool mem_wait;     /* waiting for the budget to grant more */
+        /* the limits per client address (conf/client_limits.h) */
+        struct chp_limits_key peer; /* the client's address as they count it (nobody: unknown) */
+        int32_t lim_slot;           /* its handle in sh->limits; CHP_LIMITS_NONE: not counted */
+        uint64_t read_wait_until;   /* ms: receives wait for the address's byte rate; 0: none */
+        bool throttled; /* since the rate floor last looked: the byte rate held receives back */
 
         const struct proto_ops *ops;
         void *face;  /* what the face's connections share (chp_listener_spec.face), borrowed */
@@ -146,6 +152,8 @@ struct proto_ops {
          * just closed (the native face has no word for "busy" before its handshake -- a
          * handshake refusal would read as "not a chapar relay" and not be retried) */
         const char *busy_reply;
+        /* the same for a connection refused over max_connections_per_address; NULL: closed */
+        const char *limited_reply;
 };
 
 /* Every store request a protocol makes starts with this, so the loop can route its completion:

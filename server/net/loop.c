@@ -101,10 +101,13 @@ static void drain_done(struct chp_loop *l)
 
 /* The body rate floor: a connection receiving a body must bring min_body_rate bytes/s over each
  * window (the first window is its grace). Time it spends held back by the relay (waiting for
- * memory, or for the writer with no body asked for) does not count. */
+ * memory, or for the writer with no body asked for) does not count, nor a window in which the
+ * byte rate of its address held its receives back (that address sends faster than allowed). */
 static bool body_too_slow(struct conn *c, uint64_t now, uint64_t rate, uint64_t window)
 {
-        if (!c->body || c->mem_wait || !rate) {
+        bool held = c->mem_wait || c->throttled;
+        c->throttled = false;
+        if (!c->body || held || !rate) {
                 c->rate_t0 = now;
                 c->rate_b0 = c->rx_bytes;
                 return false;
@@ -150,8 +153,10 @@ static void sweep(struct chp_loop *l, uint64_t now)
                 } else if (body_too_slow(c, now, cfg->min_body_rate,
                                          pressure && c->mem_held ? PRESSURE_MS : window)) {
                         why = CHP_CLOSE_SLOW_BODY;
-                } else if (((partial && !c->mem_wait) || sending) && now - c->last_progress > io) {
-                        why = CHP_CLOSE_STALLED; /* (waiting for memory is the relay's doing) */
+                } else if (((partial && !c->mem_wait && !c->read_wait_until) || sending) &&
+                           now - c->last_progress > io) {
+                        /* (waiting for memory or for the byte rate is the relay's doing) */
+                        why = CHP_CLOSE_STALLED;
                 } else if (!partial && !sending && !c->ops->busy(c) &&
                            now - c->last_active > idle) {
                         why = CHP_CLOSE_IDLE;

@@ -20,6 +20,7 @@
 #include "store.h"
 
 struct chp_gate;
+struct chp_limits;
 struct chp_metrics;
 struct chp_peers;
 struct conn;
@@ -53,6 +54,8 @@ struct chp_shared {
         atomic_uint mem_waiting;     /* connections waiting for memory, across loops */
         struct chp_metrics *metrics; /* counters (net/metrics.h), borrowed */
         struct chp_gate *gate;       /* callers, tokens, budgets (conf/gate.h), borrowed */
+        /* limits per client address and subject (conf/client_limits.h), borrowed; NULL: none */
+        struct chp_limits *limits;
 };
 
 struct chp_loop;

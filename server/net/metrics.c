@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "client_limits.h"
 #include "err.h"
 #include "loop.h"
 #include "net.h"
@@ -20,6 +21,7 @@ static const char *const close_reason_name[CHP_CLOSE_NREASONS] = {
     [CHP_CLOSE_SLOW_BODY] = "slow_body",
     [CHP_CLOSE_CAP] = "cap",
     [CHP_CLOSE_NO_FDS] = "no_fds",
+    [CHP_CLOSE_ADDRESS_CAP] = "address_cap",
 };
 
 const char *chp_metrics_close_reason(enum chp_close_reason why)
@@ -189,4 +191,27 @@ void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *le
             "# HELP chapar_memory_waiting Connections waiting for memory_limit to allow more.\n"
             "# TYPE chapar_memory_waiting gauge\nchapar_memory_waiting %u\n",
             (unsigned long long)atomic_load(&sh->mem_used), atomic_load(&sh->mem_waiting));
+        /* refusals by the access and limit checks, and the limits table */
+        put(buf, cap, len,
+            "# HELP chapar_refusals_total Requests and connections refused by the access and "
+            "limit checks, by reason.\n# TYPE chapar_refusals_total counter\n");
+        for (int i = 0; i < CHP_REFUSE_NREASONS; i++)
+                put(buf, cap, len, "chapar_refusals_total{reason=\"%s\"} %llu\n",
+                    chp_metrics_refusal_name((enum chp_refusal)i),
+                    (unsigned long long)atomic_load(&m->refused[i]));
+        struct chp_limits_stats ls;
+        chp_limits_stats(sh->limits, &ls);
+        put(buf, cap, len,
+            "# HELP chapar_limits_entries Client addresses and subjects the limits table holds.\n"
+            "# TYPE chapar_limits_entries gauge\nchapar_limits_entries %u\n"
+            "# HELP chapar_limits_capacity The most the limits table holds.\n"
+            "# TYPE chapar_limits_capacity gauge\nchapar_limits_capacity %u\n"
+            "# HELP chapar_limits_evictions_total Idle entries of the limits table reused for "
+            "another address or subject.\n"
+            "# TYPE chapar_limits_evictions_total counter\nchapar_limits_evictions_total %llu\n"
+            "# HELP chapar_reads_throttled_total Times a connection's receives waited for the byte "
+            "rate of its address (upload_rate_per_address).\n"
+            "# TYPE chapar_reads_throttled_total counter\nchapar_reads_throttled_total %llu\n",
+            ls.entries, ls.capacity, (unsigned long long)ls.evictions,
+            (unsigned long long)atomic_load(&m->reads_throttled));
 }

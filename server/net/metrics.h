@@ -33,6 +33,7 @@ enum chp_close_reason {
         CHP_CLOSE_SLOW_BODY,         /* under min_body_rate */
         CHP_CLOSE_CAP,               /* refused: over max_connections */
         CHP_CLOSE_NO_FDS,            /* refused: out of file descriptors (busy reply) */
+        CHP_CLOSE_ADDRESS_CAP,       /* refused: over max_connections_per_address */
         CHP_CLOSE_NREASONS
 };
 
@@ -57,6 +58,7 @@ struct chp_metrics {
         atomic_uint_fast64_t http_bytes_in, http_bytes_out; /* on HTTP connections */
         atomic_uint_fast64_t chunks_stored, chunks_dedup, frames_bad;
         atomic_uint_fast64_t http_requests, uploads_active;
+        atomic_uint_fast64_t reads_throttled; /* receives held back by a byte rate per address */
         atomic_uint_fast64_t errors[32];     /* by wire error code (native), CHP_WE_MAX */
         atomic_uint_fast64_t http_status[6]; /* by status class: 1xx..5xx (index 1..5) */
         /* commit latency: chunk submitted to the writer -> acknowledged */

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Limits per client address against a real chapard, loopback counted (limit_loopback = true):
+#   - connections over max_connections_per_address: HTTP answered 429 with Retry-After and closed,
+#     native closed at once; counted in /metrics;
+#   - uploads over uploads_per_minute: tus POST 429 with Retry-After, native OPEN ERROR LIMITED
+#     "retry after N s" (the address's count is shared by both faces);
+#   - incomplete uploads over max_incomplete_per_address: refused until one is committed;
+#   - upload_rate_per_address: an upload of N bytes at R bytes/s takes at least about N/R (the
+#     figures are printed; only a loose lower bound, 0.5 x (N - R) / R, is asserted);
+#   - /metrics: chapar_refusals_total{reason="limited"} and the table's gauges.
+# Usage: limits_cli.sh CHAPARD CHAPAR
+set -uo pipefail
+chapard=$1
+chapar=$2
+. "$(dirname "$0")/lib.sh"
+lib_tmp limits
+for tool in curl timeout; do
+        command -v $tool >/dev/null || { echo "skipped: no $tool"; exit 77; }
+done
+
+conf() { # NAME KEY=VALUE...: a config file with [server] limit_loopback and the keys given
+        local f=$tmp/$1.ini
+        shift
+        { echo "[server]"; echo "limit_loopback = true"; printf '%s\n' "$@"; } >"$f"
+        echo "$f"
+}
+metric() { # NAME METRIC-WITH-LABELS: its value on relay NAME's /metrics (empty when absent)
+        curl -s --max-time 10 "http://${http[$1]}/metrics" | awk -v k="$2" '$1 == k {print $2}'
+}
+metric_is() { # NAME METRIC OP VALUE: checks METRIC on relay NAME's /metrics ([ OP ]: -ge, = ...)
+        local v
+        v=$(metric "$1" "$2")
+        check "/metrics: $2 = ${v:-absent} ($3 $4)" "[ '${v:-0}' $3 $4 ]"
+}
+now_ms() { date +%s%3N; }
+tus_post() { # NAME [curl args...]: a tus POST to relay NAME; prints "STATUS RETRY-AFTER LOCATION"
+        local r=$1 h=$tmp/post.hdr
+        shift
+        local code
+        code=$(curl -s --max-time 60 -H 'Expect:' -H 'Tus-Resumable: 1.0.0' -X POST -D "$h" \
+                -o /dev/null -w '%{http_code}' "$@" "http://${http[$r]}/files/")
+        local ra loc
+        ra=$(sed -n 's/^Retry-After: *\([0-9]*\).*/\1/Ip' "$h" | tr -d '\r')
+        loc=$(sed -n 's/^Location: *//Ip' "$h" | tr -d '\r')
+        echo "$code ${ra:--} ${loc:--}"
+}
+
+# ---- connections per address ------------------------------------------------------------------
+# (a handshake_timeout well past the reads' 10 s: a connection that was taken is not closed
+# by it while the test waits)
+relay_start C --config "$(conf C 'max_connections_per_address = 3' 'handshake_timeout = 60')" \
+        --log-level warn
+IFS=: read -r hhost hport <<<"${http[C]}"
+IFS=: read -r nhost nport <<<"${addr[C]}"
+# three connections held open, each known to be accepted (it answered a request): the relay's
+# loops accept from listeners of their own, so a later connection may otherwise be taken first
+held=0
+for fd in 11 12 13; do
+        eval "exec $fd<>/dev/tcp/$hhost/$hport"
+        printf 'GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n' >&$fd
+        read -r -t 10 line <&$fd && case $line in "HTTP/1.1 200"*) held=$((held + 1)) ;; esac
+done
+check "three connections from one address are taken ($held)" "[ $held -eq 3 ]"
+# a fourth connection from the address: the HTTP face says 429 and closes, reading nothing
+exec 14<>"/dev/tcp/$hhost/$hport"
+reply=$(timeout 10 cat <&14 | tr -d '\r')
+exec 14<&-
+echo "fourth HTTP connection: $(echo "$reply" | head -1)"
+check "a connection over max_connections_per_address gets 429 on the HTTP face" \
+        "echo \"\$reply\" | head -1 | grep -q '^HTTP/1.1 429'"
+check "... with Retry-After" "echo \"\$reply\" | grep -q '^Retry-After: [1-9]'"
+# the native face has no word before its handshake: closed at once (not left to time out); the
+# count is per address, both faces together
+exec 14<>"/dev/tcp/$nhost/$nport"
+t0=$(now_ms)
+timeout 10 cat <&14 >"$tmp/native4.out"
+rc=$?
+exec 14<&-
+echo "fourth native connection: closed after $(($(now_ms) - t0)) ms, rc $rc"
+check "a native connection over the cap is closed at once, without a byte" \
+        "[ $rc -eq 0 ] && [ ! -s '$tmp/native4.out' ]"
+exec 11<&- 12<&- 13<&-
+# once they are closed the address may connect again (the count came down)
+wait_for 10 "curl -s --max-time 5 -o /dev/null 'http://${http[C]}/healthz'"
+check "after closing, the address connects again" \
+        "[ \"\$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' http://${http[C]}/healthz)\" = 200 ]"
+# (at least two: the first connection after the closes may come before the relay has seen them)
+metric_is C 'chapar_connections_closed_total{reason="address_cap"}' -ge 2
+metric_is C 'chapar_refusals_total{reason="limited"}' -ge 2
+metric_is C 'chapar_limits_entries' = 1 # 127.0.0.1
+relay_stop C
+
+# ---- uploads per minute -------------------------------------------------------------------------
+relay_start U --config "$(conf U 'uploads_per_minute = 2' 'max_incomplete_per_address = 0')" \
+        --log-level warn
+for i in 1 2 3; do head -c $((1000 + i)) /dev/urandom >"$tmp/small.$i"; done
+r1=$(tus_post U -H 'Upload-Length: 10')
+r2=$(tus_post U -H 'Upload-Length: 10')
+r3=$(tus_post U -H 'Upload-Length: 10')
+echo "tus POSTs: [$r1] [$r2] [$r3]"
+check "two tus POSTs a minute are created" "[ '${r1%% *}' = 201 ] && [ '${r2%% *}' = 201 ]"
+read -r code ra _ <<<"$r3"
+check "the third is refused 429" "[ '$code' = 429 ]"
+# two a minute: the next one accrues within 30 s
+check "... with Retry-After: $ra (1..31 s)" "[ '$ra' != - ] && [ '$ra' -ge 1 ] && [ '$ra' -le 31 ]"
+"$chapar" put "$tmp/small.1" --relay "${addr[U]}" --relay-key "${key[U]}" >"$tmp/put.out" \
+        2>"$tmp/put.err"
+rc=$?
+echo "native put after them: rc $rc: $(cat "$tmp/put.err")"
+check "a native put from the same address is refused too" "[ $rc -ne 0 ]"
+check "... ERROR LIMITED saying 'retry after N s'" "grep -q 'retry after [0-9][0-9]* s' '$tmp/put.err'"
+metric_is U 'chapar_refusals_total{reason="limited"}' = 2
+metric_is U 'chapar_errors_total{code="18"}' = 1 # the native ERROR LIMITED
+relay_stop U
+
+# ---- incomplete uploads per address -------------------------------------------------------------
+relay_start I --config "$(conf I 'uploads_per_minute = 0' 'max_incomplete_per_address = 2')" \
+        --log-level warn
+r1=$(tus_post I -H 'Upload-Length: 10')
+r2=$(tus_post I -H 'Upload-Length: 10')
+r3=$(tus_post I -H 'Upload-Length: 10')
+echo "tus POSTs: [$r1] [$r2] [$r3]"
+check "two incomplete uploads are allowed" "[ '${r1%% *}' = 201 ] && [ '${r2%% *}' = 201 ]"
+check "a third is refused 429 while they are incomplete" "[ '${r3%% *}' = 429 ]"
+loc=$(echo "$r1" | awk '{print $3}')
+case $loc in http*) ;; *) loc="http://${http[I]}$loc" ;; esac
+pcode=$(printf '0123456789' | curl -s --max-time 20 -H 'Expect:' -H 'Tus-Resumable: 1.0.0' \
+        -H 'Upload-Offset: 0' -H 'Content-Type: application/offset+octet-stream' -X PATCH \
+        --data-binary @- -o /dev/null -w '%{http_code}' "$loc")
+check "the first is finished (PATCH $pcode)" "[ '$pcode' = 204 ]"
+r4=$(tus_post I -H 'Upload-Length: 10')
+check "then a new one is allowed again ($r4)" "[ '${r4%% *}' = 201 ]"
+# native: an upload committed is no longer incomplete (one more is at the cap: two are open)
+"$chapar" put "$tmp/small.1" --relay "${addr[I]}" --relay-key "${key[I]}" >/dev/null \
+        2>"$tmp/put.err"
+check "a native put at the cap is refused ($(cat "$tmp/put.err"))" "grep -q 'retry after' '$tmp/put.err'"
+relay_stop I
+relay_start I2 --config "$(conf I2 'uploads_per_minute = 0' 'max_incomplete_per_address = 1')" \
+        --log-level warn
+fails=0
+for i in 1 2 3; do
+        "$chapar" put "$tmp/small.$i" --relay "${addr[I2]}" --relay-key "${key[I2]}" >/dev/null \
+                2>"$tmp/put.err" || { fails=$((fails + 1)); cat "$tmp/put.err"; }
+done
+check "three native puts in a row with max_incomplete_per_address = 1 ($fails failed)" \
+        "[ $fails -eq 0 ]"
+relay_stop I2
+
+# ---- bytes per second ---------------------------------------------------------------------------
+R=$((256 * 1024))
+N=$((3 * 512 * 1024))
+head -c $N /dev/urandom >"$tmp/big"
+timed_uploads() { # NAME: "TUS-MS NATIVE-MS" for one upload of $tmp/big on each face
+        local t0 t1 t2 c
+        t0=$(now_ms)
+        c=$(curl -s --max-time 120 -H 'Expect:' -H 'Tus-Resumable: 1.0.0' -X POST \
+                -H "Upload-Length: $N" -H 'Content-Type: application/offset+octet-stream' \
+                --data-binary @"$tmp/big" -o /dev/null -w '%{http_code}' "http://${http[$1]}/files/")
+        t1=$(now_ms)
+        "$chapar" put "$tmp/big" --relay "${addr[$1]}" --relay-key "${key[$1]}" >/dev/null \
+                2>"$tmp/put.err" || c="$c native-failed: $(cat "$tmp/put.err")"
+        t2=$(now_ms)
+        echo "$((t1 - t0)) $((t2 - t1)) $c"
+}
+relay_start B0 --config "$(conf B0)" --log-level warn
+read -r base_tus base_nat base_c <<<"$(timed_uploads B0)"
+relay_stop B0
+relay_start B --config "$(conf B "upload_rate_per_address = $R")" --log-level warn
+read -r lim_tus lim_nat lim_c <<<"$(timed_uploads B)"
+floor=$(((N - R) * 1000 / R))
+echo "upload of $N bytes at $R bytes/s: (N - R) / R = $floor ms"
+echo "  tus:    $lim_tus ms limited, $base_tus ms unlimited (ratio $((lim_tus / (base_tus + 1))))"
+echo "  native: $lim_nat ms limited, $base_nat ms unlimited (ratio $((lim_nat / (base_nat + 1))))"
+check "both uploads went through ($base_c / $lim_c)" "[ '$base_c' = 201 ] && [ '$lim_c' = 201 ]"
+check "the tus upload took at least half of (N - R) / R" "[ $lim_tus -ge $((floor / 2)) ]"
+check "the native upload took at least half of (N - R) / R" "[ $lim_nat -ge $((floor / 2)) ]"
+metric_is B 'chapar_reads_throttled_total' -gt 0
+relay_stop B
+finish
