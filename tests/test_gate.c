@@ -402,6 +402,50 @@ TEST(budget_once_per_file)
         chp_config_free(&c);
 }
 
+/* A file the store refused after the gate admitted it gives its charge back; a charge an earlier
+ * admission made (the same file, resumed) is not the refused one's to give back. */
+TEST(refund)
+{
+        struct chp_config c;
+        config(&c, GIB, 100);
+        struct chp_gate *g;
+        REQUIRE_OK(chp_gate_new(&g));
+        uint8_t a[CHP_HASH_BYTES], b[CHP_HASH_BYTES];
+        key_of(1, a);
+        key_of(2, b);
+        struct chp_token t = base_token();
+        t.max_bytes = 1000;
+        t.max_files = 2;
+        struct chp_caller up = holder(&t);
+        struct chp_gate_upload u, again;
+
+        CHECK_OK(chp_gate_upload_begin(g, &c, &up, a, true, 900, NOW, &u));
+        CHECK(u.charged);
+        chp_gate_upload_refund(g, &u);
+        chp_gate_upload_refund(g, &u); /* idempotent */
+        chp_gate_upload_end(g, &u);
+        /* the 900 bytes and the file are back: two files of 500 fit */
+        CHECK_OK(chp_gate_upload_begin(g, &c, &up, a, true, 500, NOW, &u));
+        chp_gate_upload_end(g, &u);
+        CHECK_OK(chp_gate_upload_begin(g, &c, &up, b, true, 500, NOW, &u));
+        /* a resume of b charges nothing, so its refund takes nothing back */
+        CHECK_OK(chp_gate_upload_begin(g, &c, &up, b, true, 500, NOW, &again));
+        CHECK(!again.charged);
+        chp_gate_upload_refund(g, &again);
+        chp_gate_upload_end(g, &again);
+        chp_gate_upload_end(g, &u);
+        uint8_t d[CHP_HASH_BYTES];
+        key_of(3, d);
+        CHECK_EQ(chp_gate_upload_begin(g, &c, &up, d, true, 1, NOW, &u), CHP_EQUOTA);
+        /* trusted admissions charge nothing */
+        struct chp_caller trusted = {.kind = CHP_CALLER_TRUSTED, .scopes = CHP_TOKEN_SCOPE_ALL};
+        CHECK_OK(chp_gate_upload_begin(g, &c, &trusted, d, true, 1, NOW, &u));
+        CHECK(!u.charged);
+        chp_gate_upload_refund(g, &u);
+        chp_gate_free(g);
+        chp_config_free(&c);
+}
+
 TEST(max_files)
 {
         struct chp_config c;

@@ -22,7 +22,8 @@ _Static_assert((BUCKETS & (BUCKETS - 1)) == 0, "bucket index is a mask");
 
 struct charge {
         uint8_t key[CHP_HASH_BYTES];
-        bool sized; /* its bytes are charged (false: a deferred length not known yet) */
+        bool sized;    /* its bytes are charged (false: a deferred length not known yet) */
+        uint64_t size; /* with sized: the bytes charged for it */
 };
 
 struct entry {
@@ -317,7 +318,11 @@ int chp_gate_upload_begin(struct chp_gate *g, const struct chp_config *cfg,
                 ch = &e->files[e->nfiles++];
                 memcpy(ch->key, key, CHP_HASH_BYTES);
                 ch->sized = size != CHP_UPLOAD_SIZE_UNKNOWN;
-                e->bytes += ch->sized ? size : 0;
+                ch->size = ch->sized ? size : 0;
+                e->bytes += ch->size;
+                out->charged = true;
+                memcpy(out->token_id, tok->id, CHP_TOKEN_ID_BYTES);
+                memcpy(out->key, key, CHP_HASH_BYTES);
         }
         if (fresh_slots) {
                 fresh_slots->next = g->slots;
@@ -372,10 +377,26 @@ int chp_gate_upload_grow(struct chp_gate *g, const struct chp_config *cfg,
                 memcpy(ch->key, key, CHP_HASH_BYTES);
         }
         ch->sized = true;
-        e->bytes += size == CHP_UPLOAD_SIZE_UNKNOWN ? 0 : size;
+        ch->size = size == CHP_UPLOAD_SIZE_UNKNOWN ? 0 : size;
+        e->bytes += ch->size;
 out:
         pthread_mutex_unlock(&g->mu);
         return rc;
+}
+
+void chp_gate_upload_refund(struct chp_gate *g, struct chp_gate_upload *u)
+{
+        if (!g || !u->charged)
+                return;
+        pthread_mutex_lock(&g->mu);
+        struct entry *e = find_entry(g, u->token_id);
+        struct charge *ch = find_charge(e, u->key);
+        if (ch) {
+                e->bytes -= min_u64(e->bytes, ch->size); /* with a deferred length grown since */
+                *ch = e->files[--e->nfiles];
+        }
+        pthread_mutex_unlock(&g->mu);
+        u->charged = false;
 }
 
 void chp_gate_upload_end(struct chp_gate *g, struct chp_gate_upload *u)

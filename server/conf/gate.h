@@ -88,6 +88,9 @@ struct chp_gate_upload {
         struct chp_store_quota quota; /* the tenant's limits, for the store's upload create */
         bool has_quota;               /* a tenant's: pass &quota; else pass NULL */
         bool holds_slot;              /* counts as one of the tenant's uploads in progress */
+        bool charged;                 /* this admission charged key to the token (refundable) */
+        uint8_t token_id[CHP_TOKEN_ID_BYTES]; /* with charged: the token id and key charged */
+        uint8_t key[CHP_HASH_BYTES];
 };
 
 /* Admits an upload of `size` bytes (CHP_UPLOAD_SIZE_UNKNOWN: a deferred tus length, charged by
@@ -111,6 +114,11 @@ chp_gate_upload_begin(struct chp_gate *g, const struct chp_config *cfg, const st
 __attribute__((warn_unused_result)) int
 chp_gate_upload_grow(struct chp_gate *g, const struct chp_config *cfg, const struct chp_caller *c,
                      const uint8_t key[CHP_HASH_BYTES], uint64_t size, uint64_t now);
+
+/* The upload admitted by u was not created after all (the store refused it: the tenant's quota,
+ * a full disk): takes back the charge u made, so the token's budget is as before the admission.
+ * A charge made by an earlier admission of the same key stays. Idempotent. Any thread. */
+void chp_gate_upload_refund(struct chp_gate *g, struct chp_gate_upload *u);
 
 /* The upload stopped receiving (committed, abandoned, its connection closed): gives back its
  * slot. The ledger keeps the charge. Idempotent; a zeroed struct is a no-op. Any thread. */

@@ -258,6 +258,8 @@ drop:
 static void open_done(struct conn *c, struct op *op)
 {
         struct chp_store_req *r = &op->base.req;
+        if (r->status)
+                chp_gate_upload_refund(c->sh->gate, &op->adm); /* nothing was created */
         if (r->status == CHP_EQUOTA) {
                 native_reply_refusal(c, op->frame_id, r->status, "OPEN: the tenant's store quota");
                 return;

@@ -745,6 +745,8 @@ static void hop_done(struct conn_op *base)
         }
         if (r->status && !h->failed)
                 h->failed = r->status;
+        if (r->status && r->type == CHP_REQ_UPLOAD_CREATE && h->ph == PH_CREATE)
+                chp_gate_upload_refund(c->sh->gate, &h->gu); /* nothing was created */
         /* the limits' count of incomplete uploads: a POST's create failed, or one is finished */
         if (r->status ? r->type == CHP_REQ_UPLOAD_CREATE && h->ph == PH_CREATE
                       : r->type == CHP_REQ_COMMIT || r->type == CHP_REQ_UPLOAD_DELETE)
