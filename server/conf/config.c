@@ -122,6 +122,9 @@ static const struct setting settings[] = {
     {SEC_SERVER, "cors_origins", NULL, K_STRING, FIELD(cors_origins), 0, 0},
     {SEC_SERVER, "tus_chunk_size", NULL, K_SIZE, FIELD(tus_chunk_size), 64 * 1024, 8 << 20},
     {SEC_SERVER, "tus_max_size", NULL, K_SIZE, FIELD(tus_max_size), 1, (uint64_t)1 << 40},
+    {SEC_SERVER, "fetch_timeout", NULL, K_DURATION, FIELD(fetch_timeout), 1, 7ull * 24 * 3600},
+    {SEC_SERVER, "fetch_min_rate", NULL, K_SIZE, FIELD(fetch_min_rate), 0, UINT32_MAX},
+    {SEC_SERVER, "fetch_workers_per_peer", NULL, K_NUMBER, FIELD(fetch_workers_per_peer), 1, 64},
     {SEC_STORE, "inline_max", NULL, K_INLINE, FIELD(store.inline_max), 0, UINT32_MAX},
     {SEC_STORE, "map_size", NULL, K_SIZE, FIELD(store.map_size), MIN_MAP_SIZE, UINT64_MAX},
     {SEC_STORE, "segment_size", NULL, K_SIZE, FIELD(store.segment_size), MIN_SEGMENT, UINT64_MAX},
@@ -177,6 +180,9 @@ void chp_config_defaults(struct chp_config *c)
         c->upload_expiry = 7ull * 24 * 3600;
         c->file_expiry = 30ull * 24 * 3600;
         c->memory_limit = 1ull << 30;
+        c->fetch_timeout = 600;
+        c->fetch_min_rate = 1024;
+        c->fetch_workers_per_peer = 2;
         chp_store_opts_default(&c->store);
         c->store.dir = c->data_dir;
         c->store.sync = c->sync;
@@ -1001,7 +1007,7 @@ static const char *const reloadable[] = {
     "window_bytes",   "max_inflight",      "upload_expiry",  "file_expiry",
     "memory_limit",   "cors_origins",      "tus_chunk_size", "tus_max_size",
     "header_timeout", "handshake_timeout", "min_body_rate",  "body_rate_window",
-    "open",
+    "open",           "fetch_timeout",     "fetch_min_rate", "fetch_workers_per_peer",
 };
 
 static bool is_reloadable(const char *key)

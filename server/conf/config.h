@@ -13,7 +13,7 @@
  *              log_level, max_connections, idle_timeout, io_timeout, window_bytes, max_inflight,
  *              upload_expiry, file_expiry, memory_limit, cors_origins, tus_chunk_size,
  *              tus_max_size, header_timeout, handshake_timeout, min_body_rate,
- *              body_rate_window
+ *              body_rate_window, fetch_timeout, fetch_min_rate, fetch_workers_per_peer
  *   [store]    inline_max, map_size, segment_size, compact_ratio
  *   [peer "NAME"]  address, pubkey     (federation: the relays this one fetches from and accepts)
  *   [tenant "NAME"]  token_key (one or more), max_stored, max_uploaded_per_day, max_file_size,
@@ -105,6 +105,10 @@ struct chp_config {
         uint32_t tus_chunk_size;  /* chunks tus uploads are cut into: power of two, 64 KiB..8 MiB,
                                      default 1 MiB */
         uint64_t tus_max_size;    /* Tus-Max-Size, default 64 GiB */
+        uint64_t fetch_timeout;   /* seconds a federation fetch may take, default 10 min */
+        uint32_t fetch_min_rate;  /* bytes/s a peer must send a fetch, over 10 s; 0 = no floor;
+                                     default 1 KiB */
+        unsigned fetch_workers_per_peer; /* fetches running against one peer, default 2 */
         struct chp_store_opts store; /* store.dir is set from data_dir by chp_config_finish */
         struct chp_peer_config peers[CHP_MAX_PEERS];
         unsigned npeers;
