@@ -7,8 +7,14 @@
  * each chunk the moment it is stored (download while uploading); the last chunk commits the
  * file, cached for file_expiry. One fetch per file at a time: concurrent requests join it. An
  * offer asks a peer to fetch one of our files in the background (PREFETCH).
- * Work runs on a small pool of worker threads; the functions below may be called from any
- * thread. Errors are negative codes.
+ * Work runs on a small pool of worker threads (at most fetch_workers_per_peer of them on one
+ * peer); the functions below may be called from any thread. Errors are negative codes.
+ * Limits, so that no peer pins the relay: a fetch gives up fetch_timeout after it was asked for;
+ * a peer sending less than fetch_min_rate bytes/s over a 10 s window (or not finishing the
+ * connection and handshake within one) is abandoned; a file the origin still uploads is polled
+ * with backoff (1 s doubling to 30 s, at most 20 polls that bring nothing) while the worker
+ * serves other jobs; "no such file" (and an origin that never finished) is remembered for 30 s.
+ * A stop ends every wait on a peer within a fraction of a second.
  */
 #ifndef CHP_PEER_H
 #define CHP_PEER_H
@@ -56,10 +62,25 @@ enum chp_fetch_state {
 };
 
 /* Starts a fetch of file_id from peer unless one runs; returns what the file's fetch is doing
- * now. A failure is returned once, within a few seconds of it; the next call retries. */
+ * now. A failure is returned once, within a few seconds of it; the next call retries. A
+ * negative answer (the peer has no such file, or its upload never finished) is returned to
+ * every call for 30 s without a new fetch. */
 enum chp_fetch_state chp_peers_fetch(struct chp_peers *p, int peer,
                                      const uint8_t file_id[CHP_HASH_BYTES], char *msg, size_t cap);
 /* Asks peer to fetch file_id from us (in the background). */
 int chp_peers_offer(struct chp_peers *p, int peer, const uint8_t file_id[CHP_HASH_BYTES]);
+
+/* How fetches ended since start (counters, for /metrics). */
+struct chp_peers_stats {
+        uint64_t fetched;         /* files fetched and committed */
+        uint64_t failed;          /* fetches that failed, for any of the reasons below or others */
+        uint64_t not_found;       /* of them: the peer has no such file */
+        uint64_t timed_out;       /* of them: past fetch_timeout */
+        uint64_t too_slow;        /* of them: below fetch_min_rate */
+        uint64_t pending_gave_up; /* of them: the origin never finished the upload */
+        uint64_t negative_hits;   /* requests answered from the negative cache, without a fetch */
+};
+/* A copy of the counters; all zero with p NULL. */
+void chp_peers_stats(struct chp_peers *p, struct chp_peers_stats *out /* out */);
 
 #endif
