@@ -8,7 +8,9 @@
 #    third fetch from S waits), a fetch from A is served while B still holds their connections,
 #    T is abandoned for sending less than fetch_min_rate, and SIGTERM stops B within the grace
 #    period while it is connected to both;
-# 3. five requests for a file A does not have make B ask A once (A's NOT_FOUND count).
+# 3. five requests for a file A does not have make B ask A once (A's NOT_FOUND count);
+# 4. with fetch_timeout = 3 s, B stops polling an upload A never finishes, says so, and answers
+#    the next request from memory instead of fetching again.
 # Usage: fed_limits.sh CHAPARD CHAPAR FED_CLIENT
 set -uo pipefail
 chapard=$1
@@ -133,6 +135,20 @@ done
 asked=$(($(not_found) - before))
 check "5 requests for a file A lacks: B asked A $asked time(s); answers: $answers" \
         "[ $asked -eq 1 ] && [ \$(grep -o 'no such file' <<<'$answers' | wc -l) -eq 5 ]"
+stopB
+check "B stops cleanly (exit $stop_rc)" stop_ok
+
+# ---- 4. an origin that never finishes --------------------------------------------------
+{ printf '[server]\nfetch_timeout = 3s\n'; cat "$tmp/B.ini"; } >"$tmp/B3.ini"
+relay_start B --config "$tmp/B3.ini" --key "$tmp/B.key" --log-level info
+t0=$(now_ms)
+r=$("$fedc" pull "${addr[B]}" "$p3" "${key[A]}")
+wait_for 20 "grep -q 'is not finished' '$tmp/B.log'"
+gave_up=$(($(now_ms) - t0))
+check "B gives up polling A's unfinished upload after $(secs $gave_up) s (fetch_timeout 3 s; first answer: $r)" \
+        "[ '$r' = 'manifest partial' ] && grep -q 'is not finished' '$tmp/B.log'"
+r=$("$fedc" pull "${addr[B]}" "$p3" "${key[A]}")
+check "the next request is answered from memory: $r" "grep -q '^error 11 .*is not finished' <<<'$r'"
 stopB
 check "B stops cleanly (exit $stop_rc)" stop_ok
 relay_stop A
