@@ -41,7 +41,8 @@ int chp_peers_start(struct chp_shared *sh, struct chp_peers **out /* out */);
  * -ENOSPC; -ENOMEM) nothing changed and err (cap bytes) says why. Main thread only; one call at a
  * time. */
 int chp_peers_update(struct chp_peers *p, const struct chp_config *cfg, char *err, size_t cap);
-/* Stops the workers (a fetch in progress stops at its next chunk) and frees. NULL is a no-op. */
+/* Stops the workers and frees: a fetch in progress is canceled, and every wait on a peer ends
+ * within a fraction of a second whatever the peer does. NULL is a no-op. */
 void chp_peers_stop(struct chp_peers *p);
 
 /* The index of the configured peer with this public key, or -1. An index stays valid (and names
