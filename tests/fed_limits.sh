@@ -73,6 +73,9 @@ get_via_B() { # TICKET OUT: sets get_ms
         get_ms=$(($(now_ms) - t0))
 }
 put() { "$chapar" put "$1" --relay "${addr[A]}" --relay-key "${key[A]}" --chunk-size 65536; }
+fetches() { # OUTCOME: B's chapar_fetches_total{outcome=OUTCOME}
+        curl -s "http://${http[B]}/metrics" | sed -n "s/^chapar_fetches_total{outcome=\"$1\"} //p"
+}
 rand_id() { head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 
 # ---- 1. uploads left open at the origin ------------------------------------------------------
@@ -111,8 +114,9 @@ check "a file from A is served through B ($(secs $get_ms) s) while B still holds
         "cmp -s '$tmp/f2' '$tmp/f2.b' && [ $s_closed -eq 0 ] && [ $t_closed -eq 0 ]"
 t0=$(now_ms)
 wait_for 30 "[ \$(closes T) -ge 1 ]"
-check "B abandons T's trickle ($(secs $(($(now_ms) - t0))) s after the get)" \
-        "grep -q 'below fetch_min_rate' '$tmp/B.log'" || tail -5 "$tmp/B.log"
+slow=$(fetches too_slow)
+check "B abandons T's trickle ($(secs $(($(now_ms) - t0))) s after the get; too_slow fetches: $slow)" \
+        "grep -q 'below fetch_min_rate' '$tmp/B.log' && [ '$slow' -ge 1 ]" || tail -5 "$tmp/B.log"
 "$fedc" pull "${addr[B]}" "$(rand_id)" "${key[T]}" once >/dev/null
 wait_for 20 "[ \$(opens T) -ge 2 ]"
 check "B connects to T again" "[ \$(opens T) -ge 2 ]"
@@ -133,8 +137,10 @@ for i in 1 2 3 4 5; do
         answers+="$("$fedc" pull "${addr[B]}" "$missing" "${key[A]}" | head -c 60); "
 done
 asked=$(($(not_found) - before))
-check "5 requests for a file A lacks: B asked A $asked time(s); answers: $answers" \
-        "[ $asked -eq 1 ] && [ \$(grep -o 'no such file' <<<'$answers' | wc -l) -eq 5 ]"
+nf=$(fetches not_found)
+hits=$(curl -s "http://${http[B]}/metrics" | sed -n 's/^chapar_fetch_negative_hits_total //p')
+check "5 requests for a file A lacks: B asked A $asked time(s) (B counts $nf not_found fetch, $hits answered from memory); answers: $answers" \
+        "[ $asked -eq 1 ] && [ '$nf' = 1 ] && [ '$hits' = 4 ] && [ \$(grep -o 'no such file' <<<'$answers' | wc -l) -eq 5 ]"
 stopB
 check "B stops cleanly (exit $stop_rc)" stop_ok
 
@@ -148,7 +154,9 @@ gave_up=$(($(now_ms) - t0))
 check "B gives up polling A's unfinished upload after $(secs $gave_up) s (fetch_timeout 3 s; first answer: $r)" \
         "[ '$r' = 'manifest partial' ] && grep -q 'is not finished' '$tmp/B.log'"
 r=$("$fedc" pull "${addr[B]}" "$p3" "${key[A]}")
-check "the next request is answered from memory: $r" "grep -q '^error 11 .*is not finished' <<<'$r'"
+unf=$(fetches unfinished)
+check "the next request is answered from memory: $r (unfinished fetches: $unf)" \
+        "grep -q '^error 11 .*is not finished' <<<'$r' && [ '$unf' = 1 ]"
 stopB
 check "B stops cleanly (exit $stop_rc)" stop_ok
 relay_stop A

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "loop.h"
 #include "manifest.h"
+#include "metrics.h"
 #include "net.h"
 #include "proto.h"
 #include "store.h"
@@ -91,6 +92,7 @@ struct job {
                               reads its byte count) */
         uint64_t win_start_ms, win_bytes; /* the current fetch_min_rate window */
         char why[CHP_PEER_MSG_MAX];       /* why the job was canceled */
+        enum chp_fetch_outcome outcome;   /* and what that counts as */
         char msg[CHP_PEER_MSG_MAX];
 };
 
@@ -114,7 +116,6 @@ struct chp_peers {
         int nthreads;
         pthread_t watch;
         bool watching;
-        struct chp_peers_stats stats;
 };
 
 /* ---- a fetch ---------------------------------------------------------------------------- */
@@ -492,7 +493,7 @@ static void *watchdog(void *arg)
                                 continue;
                         const char *name = p->peers[j->peer].name;
                         if (now >= j->deadline_ms) {
-                                p->stats.timed_out++;
+                                j->outcome = CHP_FETCHED_TIMEOUT;
                                 cancel_job(
                                     j, "gave up on %s after fetch_timeout (%llu s)", name,
                                     (unsigned long long)(atomic_load(&p->fetch_timeout_ms) / 1000));
@@ -503,7 +504,7 @@ static void *watchdog(void *arg)
                         uint64_t b = tcp_bytes_received(j->fd);
                         uint64_t in = b > j->win_bytes ? b - j->win_bytes : 0;
                         if (in < rate * RATE_WINDOW_S) {
-                                p->stats.too_slow++;
+                                j->outcome = CHP_FETCHED_TOO_SLOW;
                                 cancel_job(j,
                                            "%s sent %llu bytes in %d s, below fetch_min_rate "
                                            "(%llu bytes/s): abandoned",
@@ -545,9 +546,10 @@ static struct job *next_job(struct chp_peers *p, uint64_t now, uint64_t *wake)
         return best;
 }
 
-/* Ends a job (under the lock); a failure is logged, and remembered for NEGATIVE_S when negative
- * (the file is not there, or the origin never finished it). */
-static void job_end(struct chp_peers *p, struct job *j, int rc, bool negative)
+/* Ends a job (under the lock): a fetch is counted as outcome, a failure logged, and remembered
+ * for NEGATIVE_S when negative (the file is not there, or the origin never finished it). */
+static void job_end(struct chp_peers *p, struct job *j, int rc, bool negative,
+                    enum chp_fetch_outcome outcome)
 {
         j->state = rc ? CHP_FETCH_FAILED : CHP_FETCH_DONE;
         j->ended = time(NULL);
@@ -556,13 +558,10 @@ static void job_end(struct chp_peers *p, struct job *j, int rc, bool negative)
                 j->used = false;
                 return;
         }
-        if (!rc) {
-                p->stats.fetched++;
+        if (p->sh->metrics) /* none in a test without them */
+                atomic_fetch_add(&p->sh->metrics->fetches[rc ? outcome : CHP_FETCHED_DONE], 1);
+        if (!rc)
                 return;
-        }
-        p->stats.failed++;
-        if (negative)
-                p->stats.not_found += rc == -ENOENT;
         char hex[CHP_HASH_HEXBYTES];
         chp_hex_encode(j->file_id, CHP_HASH_BYTES, hex);
         chp_log_info("peer", "fetch of %.16s... failed: %s", hex, j->msg);
@@ -602,8 +601,7 @@ static void *worker(void *arg)
                                  "gave up on %s after fetch_timeout (%llu s)",
                                  p->peers[j->peer].name,
                                  (unsigned long long)(atomic_load(&p->fetch_timeout_ms) / 1000));
-                        p->stats.timed_out++;
-                        job_end(p, j, -ETIMEDOUT, false);
+                        job_end(p, j, -ETIMEDOUT, false, CHP_FETCHED_TIMEOUT);
                         continue;
                 }
                 j->running = true;
@@ -628,11 +626,13 @@ static void *worker(void *arg)
                                 snprintf(j->msg, sizeof(j->msg), "%s", j->why);
                         else
                                 snprintf(j->msg, sizeof(j->msg), "the relay is stopping");
-                        job_end(p, j, rc ? rc : CHP_ECLOSED, false);
+                        job_end(p, j, rc ? rc : CHP_ECLOSED, false,
+                                j->why[0] ? j->outcome : CHP_FETCHED_FAILED);
                         continue;
                 }
                 if (rc != PENDING) {
-                        job_end(p, j, rc, rc == -ENOENT);
+                        job_end(p, j, rc, rc == -ENOENT,
+                                rc == -ENOENT ? CHP_FETCHED_NOT_FOUND : CHP_FETCHED_FAILED);
                         continue;
                 }
                 /* the origin still uploads the file: poll it later, backing off while nothing
@@ -652,8 +652,7 @@ static void *worker(void *arg)
                                  "the upload of this file at %s is not finished (gave up after "
                                  "%u polls)",
                                  p->peers[j->peer].name, j->polls);
-                        p->stats.pending_gave_up++;
-                        job_end(p, j, -EAGAIN, true);
+                        job_end(p, j, -EAGAIN, true, CHP_FETCHED_UNFINISHED);
                         continue;
                 }
                 j->not_before_ms = now + j->backoff_ms;
@@ -893,7 +892,9 @@ enum chp_fetch_state chp_peers_fetch(struct chp_peers *p, int peer,
                 /* the peer said it has no such file (or never finished it) moments ago: that
                  * answer again, without a fetch */
                 st = CHP_FETCH_FAILED;
-                p->stats.negative_hits++;
+                if (j->reported && p->sh->metrics) /* the first to hear it waited for the fetch */
+                        atomic_fetch_add(&p->sh->metrics->fetch_negative_hits, 1);
+                j->reported = true;
                 snprintf(msg, cap, "%s", j->msg);
         } else if (found && j->state == CHP_FETCH_FAILED && !j->reported &&
                    now - j->ended < FAIL_MEMORY_S) {
@@ -911,16 +912,6 @@ enum chp_fetch_state chp_peers_fetch(struct chp_peers *p, int peer,
         }
         pthread_mutex_unlock(&p->lock);
         return st;
-}
-
-void chp_peers_stats(struct chp_peers *p, struct chp_peers_stats *out)
-{
-        memset(out, 0, sizeof(*out));
-        if (!p)
-                return;
-        pthread_mutex_lock(&p->lock);
-        *out = p->stats;
-        pthread_mutex_unlock(&p->lock);
 }
 
 int chp_peers_offer(struct chp_peers *p, int peer, const uint8_t file_id[CHP_HASH_BYTES])

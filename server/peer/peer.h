@@ -14,7 +14,8 @@
  * connection and handshake within one) is abandoned; a file the origin still uploads is polled
  * with backoff (1 s doubling to 30 s, at most 20 polls that bring nothing) while the worker
  * serves other jobs; "no such file" (and an origin that never finished) is remembered for 30 s.
- * A stop ends every wait on a peer within a fraction of a second.
+ * A stop ends every wait on a peer within a fraction of a second. How fetches end is counted
+ * in chp_shared.metrics (chapar_fetches_total{outcome}).
  */
 #ifndef CHP_PEER_H
 #define CHP_PEER_H
@@ -70,18 +71,5 @@ enum chp_fetch_state chp_peers_fetch(struct chp_peers *p, int peer,
                                      const uint8_t file_id[CHP_HASH_BYTES], char *msg, size_t cap);
 /* Asks peer to fetch file_id from us (in the background). */
 int chp_peers_offer(struct chp_peers *p, int peer, const uint8_t file_id[CHP_HASH_BYTES]);
-
-/* How fetches ended since start (counters, for /metrics). */
-struct chp_peers_stats {
-        uint64_t fetched;         /* files fetched and committed */
-        uint64_t failed;          /* fetches that failed, for any of the reasons below or others */
-        uint64_t not_found;       /* of them: the peer has no such file */
-        uint64_t timed_out;       /* of them: past fetch_timeout */
-        uint64_t too_slow;        /* of them: below fetch_min_rate */
-        uint64_t pending_gave_up; /* of them: the origin never finished the upload */
-        uint64_t negative_hits;   /* requests answered from the negative cache, without a fetch */
-};
-/* A copy of the counters; all zero with p NULL. */
-void chp_peers_stats(struct chp_peers *p, struct chp_peers_stats *out /* out */);
 
 #endif
