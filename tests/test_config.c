@@ -101,6 +101,9 @@ TEST(defaults)
         CHECK_EQ(c.upload_expiry, 7 * 86400);
         CHECK_EQ(c.file_expiry, 30 * 86400);
         CHECK_EQ(c.memory_limit, 1ll << 30);
+        CHECK_EQ(c.fetch_timeout, 600);
+        CHECK_EQ(c.fetch_min_rate, 1024);
+        CHECK_EQ(c.fetch_workers_per_peer, 2);
         CHECK_EQ(c.npeers, 0);
         CHECK_EQ(c.ntenants, 0);
         CHECK(c.tenants == NULL);
@@ -151,6 +154,9 @@ TEST(file_overlay)
                           "upload_expiry = 2d\n"
                           "file_expiry = 3h\n"
                           "memory_limit = 2G\n"
+                          "fetch_timeout = 2m\n"
+                          "fetch_min_rate = 0\n"
+                          "fetch_workers_per_peer = 1\n"
                           "\n"
                           "[store]\n"
                           "inline_max = 4K\n"
@@ -187,6 +193,9 @@ TEST(file_overlay)
         CHECK_EQ(c.upload_expiry, 2 * 86400);
         CHECK_EQ(c.file_expiry, 3 * 3600);
         CHECK_EQ(c.memory_limit, 2ll << 30);
+        CHECK_EQ(c.fetch_timeout, 120);
+        CHECK_EQ(c.fetch_min_rate, 0);
+        CHECK_EQ(c.fetch_workers_per_peer, 1);
         CHECK_EQ(c.store.inline_max, 4096);
         CHECK_EQ(c.store.map_size, 1ll << 30);
         CHECK_EQ(c.store.segment_size, 64ll << 20);
@@ -322,6 +331,8 @@ TEST(file_errors)
             {"[server]\nbody_rate_window = 0\n", "T:2: body_rate_window = '0'"},
             {"[server]\nmin_body_rate = 1x\n", "T:2: min_body_rate = '1x'"},
             {"[server]\nmin_body_rate = 4G\n", "T:2: min_body_rate = '4G'"},
+            {"[server]\nfetch_timeout = 0\n", "T:2: fetch_timeout = '0'"},
+            {"[server]\nfetch_workers_per_peer = 0\n", "T:2: fetch_workers_per_peer = '0'"},
             {"[server]\nupload_expiry = 1w\n", "T:2: upload_expiry"},
             {"[server]\nfile_expiry = 99999999999999999999d\n", "T:2: file_expiry"},
             {"[server]\nmax_connections = 4294967296\n", "T:2: max_connections"},

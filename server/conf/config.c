@@ -133,6 +133,9 @@ static const struct setting settings[] = {
     {SEC_SERVER, "max_incomplete_per_address", NULL, K_NUMBER, FIELD(max_incomplete_per_address), 0,
      UINT32_MAX},
     {SEC_SERVER, "limit_loopback", NULL, K_FLAG, FIELD(limit_loopback), 0, 0},
+    {SEC_SERVER, "fetch_timeout", NULL, K_DURATION, FIELD(fetch_timeout), 1, 7ull * 24 * 3600},
+    {SEC_SERVER, "fetch_min_rate", NULL, K_SIZE, FIELD(fetch_min_rate), 0, UINT32_MAX},
+    {SEC_SERVER, "fetch_workers_per_peer", NULL, K_NUMBER, FIELD(fetch_workers_per_peer), 1, 64},
     {SEC_STORE, "inline_max", NULL, K_INLINE, FIELD(store.inline_max), 0, UINT32_MAX},
     {SEC_STORE, "map_size", NULL, K_SIZE, FIELD(store.map_size), MIN_MAP_SIZE, UINT64_MAX},
     {SEC_STORE, "segment_size", NULL, K_SIZE, FIELD(store.segment_size), MIN_SEGMENT, UINT64_MAX},
@@ -193,6 +196,9 @@ void chp_config_defaults(struct chp_config *c)
         c->upload_rate_per_address = 0;
         c->max_incomplete_per_address = 1000;
         c->limit_loopback = false;
+        c->fetch_timeout = 600;
+        c->fetch_min_rate = 1024;
+        c->fetch_workers_per_peer = 2;
         chp_store_opts_default(&c->store);
         c->store.dir = c->data_dir;
         c->store.sync = c->sync;
@@ -1106,6 +1112,9 @@ static const char *const reloadable[] = {
     "upload_rate_per_address",
     "max_incomplete_per_address",
     "limit_loopback",
+    "fetch_timeout",
+    "fetch_min_rate",
+    "fetch_workers_per_peer",
 };
 
 static bool is_reloadable(const char *key)

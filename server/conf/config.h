@@ -18,7 +18,8 @@
  *              addressed to besides this relay's key and the tenant's name; reloadable),
  *              max_connections_per_address, uploads_per_minute,
  *              upload_rate_per_address, max_incomplete_per_address, limit_loopback
- *              (the per-address and per-subject limits: conf/client_limits.h)
+ *              (the per-address and per-subject limits: conf/client_limits.h),
+ *              fetch_timeout, fetch_min_rate, fetch_workers_per_peer
  *   [store]    inline_max, map_size, segment_size, compact_ratio
  *   [peer "NAME"]  address, pubkey     (federation: the relays this one fetches from and accepts)
  *   [tenant "NAME"]  token_key (one or more), max_stored, max_uploaded_per_day, max_file_size,
@@ -124,6 +125,10 @@ struct chp_config {
         uint64_t upload_rate_per_address;     /* bytes/s read from one address, default 0 */
         uint32_t max_incomplete_per_address;  /* uploads begun and not committed, default 1000 */
         bool limit_loopback;                  /* default false: loopback is exempt */
+        uint64_t fetch_timeout;   /* seconds a federation fetch may take, default 10 min */
+        uint32_t fetch_min_rate;  /* bytes/s a peer must send a fetch, over 10 s; 0 = no floor;
+                                     default 1 KiB */
+        unsigned fetch_workers_per_peer; /* fetches running against one peer, default 2 */
         struct chp_store_opts store; /* store.dir is set from data_dir by chp_config_finish */
         struct chp_peer_config peers[CHP_MAX_PEERS];
         unsigned npeers;

@@ -214,4 +214,24 @@ void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *le
             "# TYPE chapar_reads_throttled_total counter\nchapar_reads_throttled_total %llu\n",
             ls.entries, ls.capacity, (unsigned long long)ls.evictions,
             (unsigned long long)atomic_load(&m->reads_throttled));
+        /* federation fetches (server/peer) */
+        static const char *const fetch_name[CHP_FETCHED_NOUTCOMES] = {
+            [CHP_FETCHED_DONE] = "done",
+            [CHP_FETCHED_NOT_FOUND] = "not_found",
+            [CHP_FETCHED_TIMEOUT] = "timeout",
+            [CHP_FETCHED_TOO_SLOW] = "too_slow",
+            [CHP_FETCHED_UNFINISHED] = "unfinished",
+            [CHP_FETCHED_FAILED] = "failed",
+        };
+        put(buf, cap, len,
+            "# HELP chapar_fetches_total Fetches from peers, by how they ended.\n"
+            "# TYPE chapar_fetches_total counter\n");
+        for (int i = 0; i < CHP_FETCHED_NOUTCOMES; i++)
+                put(buf, cap, len, "chapar_fetches_total{outcome=\"%s\"} %llu\n", fetch_name[i],
+                    (unsigned long long)atomic_load(&m->fetches[i]));
+        put(buf, cap, len,
+            "# HELP chapar_fetch_negative_hits_total Requests for a file a peer lacks answered "
+            "from memory, without a fetch.\n# TYPE chapar_fetch_negative_hits_total counter\n"
+            "chapar_fetch_negative_hits_total %llu\n",
+            (unsigned long long)atomic_load(&m->fetch_negative_hits));
 }

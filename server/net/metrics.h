@@ -50,6 +50,17 @@ enum chp_refusal {
         CHP_REFUSE_NREASONS
 };
 
+/* How a federation fetch ended (chapar_fetches_total{outcome}); server/peer counts them. */
+enum chp_fetch_outcome {
+        CHP_FETCHED_DONE,       /* the file is here */
+        CHP_FETCHED_NOT_FOUND,  /* the peer has no such file */
+        CHP_FETCHED_TIMEOUT,    /* past fetch_timeout */
+        CHP_FETCHED_TOO_SLOW,   /* the peer sent less than fetch_min_rate */
+        CHP_FETCHED_UNFINISHED, /* the origin never finished the upload */
+        CHP_FETCHED_FAILED,     /* anything else: unreachable, a bad chunk, the relay stopping */
+        CHP_FETCHED_NOUTCOMES
+};
+
 struct chp_metrics {
         atomic_uint_fast64_t refused[CHP_REFUSE_NREASONS];
         atomic_uint_fast64_t accept_errors[CHP_ACCEPT_NREASONS];
@@ -64,6 +75,10 @@ struct chp_metrics {
         /* commit latency: chunk submitted to the writer -> acknowledged */
         atomic_uint_fast64_t commit_le[CHP_COMMIT_BUCKETS]; /* cumulative, per bucket */
         atomic_uint_fast64_t commit_count, commit_sum_us;
+        /* federation (server/peer): fetches by outcome; requests answered from the negative
+         * cache without a fetch */
+        atomic_uint_fast64_t fetches[CHP_FETCHED_NOUTCOMES];
+        atomic_uint_fast64_t fetch_negative_hits;
 };
 
 /* The label of a close reason ("idle", "stalled", ...), as in /metrics and the logs. */

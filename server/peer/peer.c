@@ -22,6 +22,10 @@
 #include <string.h>
 #include <time.h>
 
+#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_received */
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <sodium.h>
 
 #include "channel.h"
@@ -30,14 +34,24 @@
 #include "log.h"
 #include "loop.h"
 #include "manifest.h"
+#include "metrics.h"
+#include "net.h"
 #include "proto.h"
 #include "store.h"
 
-#define WORKERS       2
+#define WORKERS       4
 #define MAX_JOBS      256
 #define FETCH_WINDOW  16 /* GET_CHUNKs in flight toward the peer */
 #define FAIL_MEMORY_S 3  /* a failure is reported for this long; then a request retries */
-#define PEER_TIMEOUT  15000
+#define NEGATIVE_S                                                                                 \
+        30                  /* "no such file" (or an origin that never finishes) is answered from  \
+                             * memory this long: repeated requests do not each cause a fetch */
+#define PEER_TIMEOUT  15000 /* one wait on the peer's socket */
+#define RATE_WINDOW_S 10    /* fetch_min_rate is measured over each window this long */
+#define POLL_FIRST_MS 1000  /* a pending origin is polled again after this, doubling ... */
+#define POLL_MAX_MS   30000 /* ... up to this */
+#define POLLS_MAX     20    /* polls of a pending origin that bring no chunk, then give up */
+#define WATCH_MS      250   /* how often the watchdog looks at the running jobs */
 #define MAX_SLOTS     (4 * CHP_MAX_PEERS) /* peers configured over the process's life */
 
 /* A slot is written once, before nslots counts it, and never changed after: loop threads read
@@ -52,6 +66,11 @@ struct peer {
 
 enum job_kind { JOB_FETCH, JOB_OFFER };
 
+/* do_fetch's answer when the origin still uploads the file: poll it again later */
+#define PENDING 1
+
+/* A job is queued (waiting for a worker, maybe not before not_before_ms), running (a worker has
+ * it) or ended (state DONE or FAILED). Everything but cancel is under the lock. */
 struct job {
         bool used;
         enum job_kind kind;
@@ -59,8 +78,21 @@ struct job {
         uint8_t file_id[CHP_HASH_BYTES];
         enum chp_fetch_state state;
         bool queued;   /* waiting for a worker */
+        bool running;  /* a worker has it */
         bool reported; /* a failure was told to a requester: the next request retries */
         time_t ended;
+        time_t negative_until;  /* a failure answered from memory until then, without a fetch */
+        uint64_t seq;           /* queue order: among equals, the longest waiting runs first */
+        uint64_t deadline_ms;   /* the job gives up then (fetch_timeout after it was asked for) */
+        uint64_t not_before_ms; /* a job polling a pending origin waits until then */
+        uint32_t polls;         /* polls of a pending origin that brought nothing */
+        uint32_t backoff_ms;
+        atomic_int cancel; /* set by the watchdog or stop: the channel's waits end */
+        int fd;            /* the channel's socket while running, else -1 (the watchdog
+                              reads its byte count) */
+        uint64_t win_start_ms, win_bytes; /* the current fetch_min_rate window */
+        char why[CHP_PEER_MSG_MAX];       /* why the job was canceled */
+        enum chp_fetch_outcome outcome;   /* and what that counts as */
         char msg[CHP_PEER_MSG_MAX];
 };
 
@@ -70,12 +102,20 @@ struct chp_peers {
         atomic_int nslots;  /* slots in use (release-stored once a slot is filled) */
         atomic_int nactive; /* of them, peers configured now */
         atomic_uint_fast64_t upload_expiry, file_expiry; /* the running configuration's */
+        atomic_uint_fast64_t fetch_timeout_ms;
+        atomic_uint min_rate; /* bytes/s; 0: no floor */
+        atomic_int per_peer;  /* jobs running against one peer at most */
         pthread_mutex_t lock;
-        pthread_cond_t cond;
+        pthread_cond_t cond;       /* a job queued or ended, or stopping (CLOCK_MONOTONIC) */
+        pthread_cond_t watch_cond; /* the watchdog's sleep: stopping (CLOCK_MONOTONIC) */
         struct job jobs[MAX_JOBS];
+        int busy[MAX_SLOTS]; /* jobs running against each peer */
+        uint64_t seq;
         bool stopping;
         pthread_t threads[WORKERS];
         int nthreads;
+        pthread_t watch;
+        bool watching;
 };
 
 /* ---- a fetch ---------------------------------------------------------------------------- */
@@ -128,9 +168,17 @@ __attribute__((format(printf, 3, 4))) static void job_msg(struct chp_peers *p, s
         pthread_mutex_unlock(&p->lock);
 }
 
-/* Stores the chunks of the manifest that this relay lacks, fetched from the peer. */
+static bool canceled(struct job *j)
+{
+        return atomic_load(&j->cancel) != 0;
+}
+
+/* Stores the chunks of the manifest that this relay lacks and the peer has (all, with there
+ * NULL; else those set in the bitmap there), fetched from the peer; *got counts those stored.
+ * Stops (CHP_ECLOSED) when the job is canceled. */
 static int fetch_chunks(struct chp_peers *p, struct job *j, struct chp_channel *ch,
-                        const struct chp_manifest *m, const uint8_t upload_id[CHP_UPLOAD_ID_BYTES])
+                        const struct chp_manifest *m, const uint8_t upload_id[CHP_UPLOAD_ID_BYTES],
+                        const uint8_t *there, uint32_t *got)
 {
         struct chp_store *store = p->sh->store;
         const struct peer *pe = &p->peers[j->peer];
@@ -139,9 +187,14 @@ static int fetch_chunks(struct chp_peers *p, struct job *j, struct chp_channel *
         int rc =
             have ? chp_store_upload_chunks(store, upload_id, have, NULL, m->chunk_count) : -ENOMEM;
         uint32_t base = chp_channel_reserve_ids(ch, m->chunk_count + 1), next = 0, inflight = 0;
+        *got = 0;
         while (!rc) {
+                if (canceled(j)) {
+                        rc = CHP_ECLOSED;
+                        break;
+                }
                 while (next < m->chunk_count && inflight < FETCH_WINDOW && !rc) {
-                        if (have[next]) {
+                        if (have[next] || (there && !chp_bit(there, next))) {
                                 next++;
                                 continue;
                         }
@@ -217,14 +270,10 @@ static int fetch_chunks(struct chp_peers *p, struct job *j, struct chp_channel *
                         free(op);
                         break;
                 }
+                (*got)++;
                 puts_wait(&ps, FETCH_WINDOW);
                 if (ps.failed)
                         rc = ps.failed;
-                pthread_mutex_lock(&p->lock);
-                bool stop = p->stopping;
-                pthread_mutex_unlock(&p->lock);
-                if (stop)
-                        rc = CHP_ECLOSED;
                 if (!rc && !atomic_load(&pe->active)) {
                         job_msg(p, j, "%s is no longer a peer of this relay", pe->name);
                         rc = CHP_ECLOSED;
@@ -238,109 +287,135 @@ static int fetch_chunks(struct chp_peers *p, struct job *j, struct chp_channel *
 }
 
 /* A channel to a peer: Noise IK with this relay's key, the peer's pinned, then HELLO. */
-static int peer_open(struct chp_peers *p, const struct peer *pe, struct chp_channel **out,
-                     char *why, size_t cap)
+static int peer_open(struct chp_peers *p, struct job *j, const struct peer *pe,
+                     struct chp_channel **out, char *why, size_t cap)
 {
         struct chp_channel_opts o = {.addr = pe->addr,
                                      .ik = true,
                                      .static_priv = p->sh->identity->priv,
                                      .remote_key = pe->key,
-                                     .timeout_ms = PEER_TIMEOUT};
-        return chp_channel_open(&o, out, why, cap);
+                                     .timeout_ms = PEER_TIMEOUT,
+                                     .cancel = &j->cancel};
+        int rc = chp_channel_open(&o, out, why, cap);
+        if (!rc) {
+                /* the watchdog measures the peer's throughput on this socket from now on */
+                pthread_mutex_lock(&p->lock);
+                j->fd = chp_channel_fd(*out);
+                pthread_mutex_unlock(&p->lock);
+        }
+        return rc;
 }
 
-static int do_fetch(struct chp_peers *p, struct job *j)
+/* Closes the channel peer_open gave (NULL is a no-op), after the watchdog lets go of it. */
+static void peer_close(struct chp_peers *p, struct job *j, struct chp_channel *ch)
+{
+        pthread_mutex_lock(&p->lock);
+        j->fd = -1;
+        pthread_mutex_unlock(&p->lock);
+        chp_channel_close(ch);
+}
+
+/* One pass of a fetch: the manifest, the chunks the peer has and this relay lacks, and the
+ * commit once the file is complete there. 0: the file is here; PENDING: the origin still
+ * uploads it (*got chunks came in this pass; poll again later); -ENOENT: the peer has no such
+ * file; another negative code: a failure (j->msg says why). */
+static int do_fetch(struct chp_peers *p, struct job *j, uint32_t *got)
 {
         const struct peer *pe = &p->peers[j->peer];
         struct chp_store *store = p->sh->store;
         uint64_t upload_expiry = atomic_load(&p->upload_expiry);
         uint64_t file_expiry = atomic_load(&p->file_expiry);
         struct chp_channel *ch = NULL;
-        uint8_t *man = NULL, id[CHP_HASH_BYTES];
+        uint8_t *man = NULL, *there = NULL, id[CHP_HASH_BYTES];
         char why[CHP_PEER_MSG_MAX] = "out of memory";
         struct chp_upload *u = calloc(1, sizeof(*u));
-        int rc = u ? peer_open(p, pe, &ch, why, sizeof(why)) : -ENOMEM;
+        struct chp_frame_header h;
+        uint8_t *reply;
+        struct chp_msg_manifest mm;
+        struct chp_manifest m;
+        *got = 0;
+        int rc = u ? peer_open(p, j, pe, &ch, why, sizeof(why)) : -ENOMEM;
         if (rc) {
                 job_msg(p, j, "cannot reach peer %s at %s: %s", pe->name, pe->addr, why);
                 rc = -ECONNREFUSED;
                 goto out;
         }
-        for (;;) {
-                struct chp_frame_header h;
-                uint8_t *reply;
-                struct chp_msg_manifest mm;
-                struct chp_manifest m;
-                rc = chp_channel_call(ch, CHP_F_GET_MANIFEST, j->file_id, CHP_HASH_BYTES, &h,
-                                      &reply);
-                if (rc) {
-                        bool none =
-                            rc == CHP_EREMOTE && chp_channel_remote_code(ch) == CHP_WE_NOT_FOUND;
-                        job_msg(p, j, "peer %s: %s", pe->name,
-                                none ? "no such file there" : chp_channel_error(ch));
-                        rc = none ? -ENOENT : -ECONNRESET;
-                        goto out;
-                }
-                if (chp_msg_manifest_decode(reply, h.len, &mm) != 0 ||
-                    chp_manifest_id(mm.manifest, mm.manifest_len, id) != 0 ||
-                    sodium_memcmp(id, j->file_id, CHP_HASH_BYTES) != 0) {
-                        chp_log_warn("peer",
-                                     "peer %s sent a manifest that is not the file's: "
-                                     "disconnected",
-                                     pe->name);
-                        job_msg(p, j, "peer %s sent a manifest that is not the file's", pe->name);
-                        rc = CHP_EMISMATCH;
-                        goto out;
-                }
-                free(man);
-                man = malloc(mm.manifest_len);
-                if (!man) {
+        rc = chp_channel_call(ch, CHP_F_GET_MANIFEST, j->file_id, CHP_HASH_BYTES, &h, &reply);
+        if (rc) {
+                bool none = rc == CHP_EREMOTE && chp_channel_remote_code(ch) == CHP_WE_NOT_FOUND;
+                job_msg(p, j, "peer %s: %s", pe->name,
+                        none ? "no such file there" : chp_channel_error(ch));
+                rc = none ? -ENOENT : -ECONNRESET;
+                goto out;
+        }
+        if (chp_msg_manifest_decode(reply, h.len, &mm) != 0 ||
+            chp_manifest_id(mm.manifest, mm.manifest_len, id) != 0 ||
+            sodium_memcmp(id, j->file_id, CHP_HASH_BYTES) != 0) {
+                chp_log_warn("peer",
+                             "peer %s sent a manifest that is not the file's: "
+                             "disconnected",
+                             pe->name);
+                job_msg(p, j, "peer %s sent a manifest that is not the file's", pe->name);
+                rc = CHP_EMISMATCH;
+                goto out;
+        }
+        man = malloc(mm.manifest_len);
+        if (!man) {
+                rc = -ENOMEM;
+                goto out;
+        }
+        memcpy(man, mm.manifest, mm.manifest_len);
+        size_t mlen = mm.manifest_len;
+        bool complete_there = mm.state == CHP_UPLOAD_COMPLETE;
+        if (chp_manifest_decode(man, mlen, &m) < 0) {
+                rc = CHP_EMISMATCH;
+                goto out;
+        }
+        if (!complete_there) {
+                /* only the chunks the origin has so far are asked for (the bitmap is in the
+                 * reply, valid until the next call on the channel) */
+                size_t bl = chp_bitmap_bytes(m.chunk_count);
+                if (!(there = malloc(bl ? bl : 1))) {
                         rc = -ENOMEM;
                         goto out;
                 }
-                memcpy(man, mm.manifest, mm.manifest_len);
-                size_t mlen = mm.manifest_len;
-                bool complete_there = mm.state == CHP_UPLOAD_COMPLETE;
-                if (chp_manifest_decode(man, mlen, &m) < 0) {
-                        rc = CHP_EMISMATCH;
-                        goto out;
-                }
-                /* an upload of the manifest here: clients see it at once, chunk by chunk */
-                struct chp_store_req open = {.type = CHP_REQ_UPLOAD_CREATE};
-                randombytes_buf(u->id, sizeof(u->id));
-                snprintf(u->tenant, sizeof(u->tenant), "peer:%.58s", pe->name);
-                u->chunk_size = m.chunk_size;
-                u->created = (uint64_t)time(NULL);
-                u->expires = u->created + (upload_expiry ? upload_expiry : 86400);
-                u->file_expires = file_expiry ? u->created + file_expiry : 0;
-                open.u.upload_create.upload = u;
-                open.u.upload_create.manifest = man;
-                open.u.upload_create.manifest_len = mlen;
-                if ((rc = chp_store_run(store, &open)))
-                        goto out;
-                if (open.u.upload_create.complete)
-                        goto out; /* already here */
-                if ((rc = fetch_chunks(p, j, ch, &m, open.u.upload_create.upload_id)))
-                        goto out;
-                if (!complete_there) {
-                        /* still uploading at the origin: look again shortly */
-                        struct timespec ts = {0, 200 * 1000000L};
-                        nanosleep(&ts, NULL);
-                        continue;
-                }
-                struct chp_store_req commit = {.type = CHP_REQ_COMMIT};
-                commit.u.commit.has_upload = true;
-                memcpy(commit.u.commit.upload_id, open.u.upload_create.upload_id,
-                       CHP_UPLOAD_ID_BYTES);
-                rc = chp_store_run(store, &commit);
-                if (!rc)
-                        chp_log_info("peer", "fetched a file of %llu bytes from %s",
-                                     (unsigned long long)m.total_size, pe->name);
+                memcpy(there, mm.present, bl);
+        }
+        /* an upload of the manifest here: clients see it at once, chunk by chunk (a later pass
+         * finds the same upload) */
+        struct chp_store_req open = {.type = CHP_REQ_UPLOAD_CREATE};
+        randombytes_buf(u->id, sizeof(u->id));
+        snprintf(u->tenant, sizeof(u->tenant), "peer:%.58s", pe->name);
+        u->chunk_size = m.chunk_size;
+        u->created = (uint64_t)time(NULL);
+        u->expires = u->created + (upload_expiry ? upload_expiry : 86400);
+        u->file_expires = file_expiry ? u->created + file_expiry : 0;
+        open.u.upload_create.upload = u;
+        open.u.upload_create.manifest = man;
+        open.u.upload_create.manifest_len = mlen;
+        if ((rc = chp_store_run(store, &open)))
+                goto out;
+        if (open.u.upload_create.complete)
+                goto out; /* already here */
+        if ((rc = fetch_chunks(p, j, ch, &m, open.u.upload_create.upload_id, there, got)))
+                goto out;
+        if (!complete_there) {
+                /* still uploading at the origin: the worker is given back, a poll comes later */
+                rc = PENDING;
                 goto out;
         }
+        struct chp_store_req commit = {.type = CHP_REQ_COMMIT};
+        commit.u.commit.has_upload = true;
+        memcpy(commit.u.commit.upload_id, open.u.upload_create.upload_id, CHP_UPLOAD_ID_BYTES);
+        rc = chp_store_run(store, &commit);
+        if (!rc)
+                chp_log_info("peer", "fetched a file of %llu bytes from %s",
+                             (unsigned long long)m.total_size, pe->name);
 out:
-        if (rc && !j->msg[0])
+        if (rc < 0 && !j->msg[0])
                 job_msg(p, j, "fetch from %s failed: %s", pe->name, chp_strerror(rc));
-        chp_channel_close(ch);
+        peer_close(p, j, ch);
+        free(there);
         free(man);
         free(u);
         return rc;
@@ -351,7 +426,7 @@ static int do_offer(struct chp_peers *p, struct job *j)
         const struct peer *pe = &p->peers[j->peer];
         struct chp_channel *ch = NULL;
         char why[CHP_PEER_MSG_MAX];
-        int rc = peer_open(p, pe, &ch, why, sizeof(why));
+        int rc = peer_open(p, j, pe, &ch, why, sizeof(why));
         if (!rc) {
                 struct chp_frame_header h;
                 uint8_t *reply;
@@ -363,8 +438,144 @@ static int do_offer(struct chp_peers *p, struct job *j)
                 job_msg(p, j, "offer to %s failed: %s", pe->name, why);
                 chp_log_warn("peer", "%s", j->msg);
         }
-        chp_channel_close(ch);
+        peer_close(p, j, ch);
         return rc;
+}
+
+/* ---- the workers and the watchdog ------------------------------------------------------- */
+
+/* Cancels a running job (under the lock): its channel's waits end within a fraction of a
+ * second, and why becomes its message. */
+__attribute__((format(printf, 2, 3))) static void cancel_job(struct job *j, const char *fmt, ...)
+{
+        if (atomic_load(&j->cancel))
+                return;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(j->why, sizeof(j->why), fmt, ap);
+        va_end(ap);
+        atomic_store(&j->cancel, 1);
+}
+
+/* Bytes received on a TCP socket since it was opened, from the kernel (0 if it cannot say). */
+static uint64_t tcp_bytes_received(int fd)
+{
+        struct tcp_info ti;
+        socklen_t len = sizeof(ti);
+        memset(&ti, 0, sizeof(ti));
+        if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+            len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti.tcpi_bytes_received))
+                return 0;
+        return ti.tcpi_bytes_received;
+}
+
+/* Wakes every WATCH_MS: a running job past its deadline, or whose peer sent less than
+ * fetch_min_rate over the last window (a connection and handshake must finish within one
+ * window), is canceled. The worker then sees the cancel within the channel's wait slice. */
+static void *watchdog(void *arg)
+{
+        struct chp_peers *p = arg;
+        pthread_mutex_lock(&p->lock);
+        while (!p->stopping) {
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                ts.tv_nsec += WATCH_MS * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                        ts.tv_sec++;
+                        ts.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&p->watch_cond, &p->lock, &ts);
+                uint64_t now = chp_net_now_ms();
+                uint64_t rate = atomic_load(&p->min_rate);
+                for (int i = 0; i < MAX_JOBS && !p->stopping; i++) {
+                        struct job *j = &p->jobs[i];
+                        if (!j->used || !j->running || atomic_load(&j->cancel))
+                                continue;
+                        const char *name = p->peers[j->peer].name;
+                        if (now >= j->deadline_ms) {
+                                j->outcome = CHP_FETCHED_TIMEOUT;
+                                cancel_job(
+                                    j, "gave up on %s after fetch_timeout (%llu s)", name,
+                                    (unsigned long long)(atomic_load(&p->fetch_timeout_ms) / 1000));
+                                continue;
+                        }
+                        if (!rate || now - j->win_start_ms < RATE_WINDOW_S * 1000)
+                                continue;
+                        uint64_t b = tcp_bytes_received(j->fd);
+                        uint64_t in = b > j->win_bytes ? b - j->win_bytes : 0;
+                        if (in < rate * RATE_WINDOW_S) {
+                                j->outcome = CHP_FETCHED_TOO_SLOW;
+                                cancel_job(j,
+                                           "%s sent %llu bytes in %d s, below fetch_min_rate "
+                                           "(%llu bytes/s): abandoned",
+                                           name, (unsigned long long)in, RATE_WINDOW_S,
+                                           (unsigned long long)rate);
+                                continue;
+                        }
+                        j->win_start_ms = now;
+                        j->win_bytes = b;
+                }
+        }
+        pthread_mutex_unlock(&p->lock);
+        return NULL;
+}
+
+/* The next job a worker may run now (under the lock): queued, due, its peer below
+ * fetch_workers_per_peer; of those, the one whose peer has the fewest running, then the longest
+ * waiting. *wake: when the earliest job not yet due is. */
+static struct job *next_job(struct chp_peers *p, uint64_t now, uint64_t *wake)
+{
+        int limit = atomic_load(&p->per_peer);
+        struct job *best = NULL;
+        *wake = UINT64_MAX;
+        for (int i = 0; i < MAX_JOBS; i++) {
+                struct job *j = &p->jobs[i];
+                if (!j->used || !j->queued)
+                        continue;
+                if (j->not_before_ms > now) {
+                        if (j->not_before_ms < *wake)
+                                *wake = j->not_before_ms;
+                        continue;
+                }
+                if (p->busy[j->peer] >= limit)
+                        continue;
+                if (!best || p->busy[j->peer] < p->busy[best->peer] ||
+                    (p->busy[j->peer] == p->busy[best->peer] && j->seq < best->seq))
+                        best = j;
+        }
+        return best;
+}
+
+/* Ends a job (under the lock): a fetch is counted as outcome, a failure logged, and remembered
+ * for NEGATIVE_S when negative (the file is not there, or the origin never finished it). */
+static void job_end(struct chp_peers *p, struct job *j, int rc, bool negative,
+                    enum chp_fetch_outcome outcome)
+{
+        j->state = rc ? CHP_FETCH_FAILED : CHP_FETCH_DONE;
+        j->ended = time(NULL);
+        j->negative_until = rc && negative ? j->ended + NEGATIVE_S : 0;
+        if (j->kind == JOB_OFFER) {
+                j->used = false;
+                return;
+        }
+        if (p->sh->metrics) /* none in a test without them */
+                atomic_fetch_add(&p->sh->metrics->fetches[rc ? outcome : CHP_FETCHED_DONE], 1);
+        if (!rc)
+                return;
+        char hex[CHP_HASH_HEXBYTES];
+        chp_hex_encode(j->file_id, CHP_HASH_BYTES, hex);
+        chp_log_info("peer", "fetch of %.16s... failed: %s", hex, j->msg);
+}
+
+static void wait_until(struct chp_peers *p, uint64_t wake)
+{
+        if (wake == UINT64_MAX) {
+                pthread_cond_wait(&p->cond, &p->lock);
+                return;
+        }
+        struct timespec ts = {.tv_sec = (time_t)(wake / 1000),
+                              .tv_nsec = (long)(wake % 1000) * 1000000L};
+        pthread_cond_timedwait(&p->cond, &p->lock, &ts);
 }
 
 static void *worker(void *arg)
@@ -374,29 +585,80 @@ static void *worker(void *arg)
         for (;;) {
                 struct job *j = NULL;
                 while (!p->stopping) {
-                        for (int i = 0; i < MAX_JOBS && !j; i++)
-                                if (p->jobs[i].used && p->jobs[i].queued)
-                                        j = &p->jobs[i];
-                        if (j)
+                        uint64_t wake;
+                        if ((j = next_job(p, chp_net_now_ms(), &wake)))
                                 break;
-                        pthread_cond_wait(&p->cond, &p->lock);
+                        wait_until(p, wake);
                 }
                 if (p->stopping)
                         break;
+                uint64_t now = chp_net_now_ms();
                 j->queued = false;
-                j->msg[0] = '\0';
+                j->msg[0] = j->why[0] = '\0';
+                atomic_store(&j->cancel, 0);
+                if (now >= j->deadline_ms) {
+                        snprintf(j->msg, sizeof(j->msg),
+                                 "gave up on %s after fetch_timeout (%llu s)",
+                                 p->peers[j->peer].name,
+                                 (unsigned long long)(atomic_load(&p->fetch_timeout_ms) / 1000));
+                        job_end(p, j, -ETIMEDOUT, false, CHP_FETCHED_TIMEOUT);
+                        continue;
+                }
+                j->running = true;
+                j->fd = -1;
+                j->win_start_ms = now;
+                j->win_bytes = 0;
+                p->busy[j->peer]++;
                 pthread_mutex_unlock(&p->lock);
                 int rc = CHP_ECLOSED;
+                uint32_t got = 0;
                 if (!atomic_load(&p->peers[j->peer].active)) /* dropped by a reload meanwhile */
                         job_msg(p, j, "%s is no longer a peer of this relay",
                                 p->peers[j->peer].name);
                 else
-                        rc = j->kind == JOB_FETCH ? do_fetch(p, j) : do_offer(p, j);
+                        rc = j->kind == JOB_FETCH ? do_fetch(p, j, &got) : do_offer(p, j);
                 pthread_mutex_lock(&p->lock);
-                j->state = rc ? CHP_FETCH_FAILED : CHP_FETCH_DONE;
-                j->ended = time(NULL);
-                if (j->kind == JOB_OFFER)
-                        j->used = false;
+                j->running = false;
+                p->busy[j->peer]--;
+                pthread_cond_broadcast(&p->cond); /* a place against this peer is free */
+                if (atomic_load(&j->cancel)) {
+                        if (j->why[0])
+                                snprintf(j->msg, sizeof(j->msg), "%s", j->why);
+                        else
+                                snprintf(j->msg, sizeof(j->msg), "the relay is stopping");
+                        job_end(p, j, rc ? rc : CHP_ECLOSED, false,
+                                j->why[0] ? j->outcome : CHP_FETCHED_FAILED);
+                        continue;
+                }
+                if (rc != PENDING) {
+                        job_end(p, j, rc, rc == -ENOENT,
+                                rc == -ENOENT ? CHP_FETCHED_NOT_FOUND : CHP_FETCHED_FAILED);
+                        continue;
+                }
+                /* the origin still uploads the file: poll it later, backing off while nothing
+                 * new comes, and give up after POLLS_MAX empty polls or at the deadline */
+                if (got) {
+                        j->polls = 0;
+                        j->backoff_ms = POLL_FIRST_MS;
+                } else {
+                        j->polls++;
+                        j->backoff_ms = j->backoff_ms ? j->backoff_ms * 2 : POLL_FIRST_MS;
+                        if (j->backoff_ms > POLL_MAX_MS)
+                                j->backoff_ms = POLL_MAX_MS;
+                }
+                now = chp_net_now_ms();
+                if (j->polls >= POLLS_MAX || now + j->backoff_ms >= j->deadline_ms) {
+                        snprintf(j->msg, sizeof(j->msg),
+                                 "the upload of this file at %s is not finished (gave up after "
+                                 "%u polls)",
+                                 p->peers[j->peer].name, j->polls);
+                        job_end(p, j, -EAGAIN, true, CHP_FETCHED_UNFINISHED);
+                        continue;
+                }
+                j->not_before_ms = now + j->backoff_ms;
+                j->seq = ++p->seq;
+                j->queued = true;
+                pthread_cond_broadcast(&p->cond);
         }
         pthread_mutex_unlock(&p->lock);
         return NULL;
@@ -413,7 +675,12 @@ int chp_peers_start(struct chp_shared *sh, struct chp_peers **out)
                 return -ENOMEM;
         p->sh = sh;
         pthread_mutex_init(&p->lock, NULL);
-        pthread_cond_init(&p->cond, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the clock of chp_net_now_ms */
+        pthread_cond_init(&p->cond, &ca);
+        pthread_cond_init(&p->watch_cond, &ca);
+        pthread_condattr_destroy(&ca);
         p->peers = calloc(MAX_SLOTS, sizeof(*p->peers));
         if (!p->peers) {
                 chp_peers_stop(p);
@@ -496,6 +763,9 @@ int chp_peers_update(struct chp_peers *p, const struct chp_config *cfg, char *er
         atomic_store(&p->nactive, active);
         atomic_store(&p->upload_expiry, cfg->upload_expiry);
         atomic_store(&p->file_expiry, cfg->file_expiry);
+        atomic_store(&p->fetch_timeout_ms, cfg->fetch_timeout * 1000);
+        atomic_store(&p->min_rate, cfg->fetch_min_rate);
+        atomic_store(&p->per_peer, (int)cfg->fetch_workers_per_peer);
         if (active != was || added)
                 chp_log_info("peer", "%d peers configured", active);
         /* the workers start with the first peer (at start-up or on a reload) */
@@ -505,6 +775,8 @@ int chp_peers_update(struct chp_peers *p, const struct chp_config *cfg, char *er
                         break;
                 p->nthreads++;
         }
+        if (p->nthreads && !p->watching)
+                p->watching = pthread_create(&p->watch, NULL, watchdog, p) == 0;
         pthread_mutex_unlock(&p->lock);
 out:
         free(want);
@@ -517,10 +789,16 @@ void chp_peers_stop(struct chp_peers *p)
                 return;
         pthread_mutex_lock(&p->lock);
         p->stopping = true;
+        for (int i = 0; i < MAX_JOBS; i++)
+                atomic_store(&p->jobs[i].cancel, 1); /* a channel's wait ends within its slice */
         pthread_cond_broadcast(&p->cond);
+        pthread_cond_broadcast(&p->watch_cond);
         pthread_mutex_unlock(&p->lock);
         for (int i = 0; i < p->nthreads; i++)
                 pthread_join(p->threads[i], NULL);
+        if (p->watching)
+                pthread_join(p->watch, NULL);
+        pthread_cond_destroy(&p->watch_cond);
         pthread_cond_destroy(&p->cond);
         pthread_mutex_destroy(&p->lock);
         free(p->peers);
@@ -576,6 +854,24 @@ static struct job *job_slot(struct chp_peers *p, enum job_kind kind,
         return free_slot ? free_slot : oldest;
 }
 
+/* Makes j a new job, queued (under the lock). */
+static void job_queue(struct chp_peers *p, struct job *j, enum job_kind kind, int peer,
+                      const uint8_t file_id[CHP_HASH_BYTES])
+{
+        memset(j, 0, sizeof(*j));
+        j->used = true;
+        j->kind = kind;
+        j->peer = peer;
+        j->state = CHP_FETCH_RUNNING;
+        j->queued = true;
+        j->seq = ++p->seq;
+        j->deadline_ms = chp_net_now_ms() + atomic_load(&p->fetch_timeout_ms);
+        j->fd = -1;
+        atomic_store(&j->cancel, p->stopping);
+        memcpy(j->file_id, file_id, CHP_HASH_BYTES);
+        pthread_cond_broadcast(&p->cond);
+}
+
 enum chp_fetch_state chp_peers_fetch(struct chp_peers *p, int peer,
                                      const uint8_t file_id[CHP_HASH_BYTES], char *msg, size_t cap)
 {
@@ -588,23 +884,27 @@ enum chp_fetch_state chp_peers_fetch(struct chp_peers *p, int peer,
         bool found;
         struct job *j = job_slot(p, JOB_FETCH, file_id, &found);
         enum chp_fetch_state st = CHP_FETCH_NONE;
+        time_t now = time(NULL);
         if (found && j->state == CHP_FETCH_RUNNING) {
                 st = CHP_FETCH_RUNNING;
+        } else if (found && j->state == CHP_FETCH_FAILED && now < j->negative_until &&
+                   j->peer == peer) {
+                /* the peer said it has no such file (or never finished it) moments ago: that
+                 * answer again, without a fetch */
+                st = CHP_FETCH_FAILED;
+                if (j->reported && p->sh->metrics) /* the first to hear it waited for the fetch */
+                        atomic_fetch_add(&p->sh->metrics->fetch_negative_hits, 1);
+                j->reported = true;
+                snprintf(msg, cap, "%s", j->msg);
         } else if (found && j->state == CHP_FETCH_FAILED && !j->reported &&
-                   time(NULL) - j->ended < FAIL_MEMORY_S) {
+                   now - j->ended < FAIL_MEMORY_S) {
                 /* told once (to whoever is waiting on it); the next request tries again */
                 st = CHP_FETCH_FAILED;
                 j->reported = true;
                 snprintf(msg, cap, "%s", j->msg);
         } else if (j) {
                 /* new, or done/failed long enough ago: (re)start where the store stands */
-                *j = (struct job){.used = true,
-                                  .kind = JOB_FETCH,
-                                  .peer = peer,
-                                  .state = CHP_FETCH_RUNNING,
-                                  .queued = true};
-                memcpy(j->file_id, file_id, CHP_HASH_BYTES);
-                pthread_cond_signal(&p->cond);
+                job_queue(p, j, JOB_FETCH, peer, file_id);
                 st = CHP_FETCH_RUNNING;
         } else {
                 snprintf(msg, cap, "too many fetches in progress");
@@ -625,13 +925,7 @@ int chp_peers_offer(struct chp_peers *p, int peer, const uint8_t file_id[CHP_HAS
         if (!j || (found && j->state == CHP_FETCH_RUNNING)) {
                 rc = j ? 0 : -EBUSY;
         } else {
-                *j = (struct job){.used = true,
-                                  .kind = JOB_OFFER,
-                                  .peer = peer,
-                                  .state = CHP_FETCH_RUNNING,
-                                  .queued = true};
-                memcpy(j->file_id, file_id, CHP_HASH_BYTES);
-                pthread_cond_signal(&p->cond);
+                job_queue(p, j, JOB_OFFER, peer, file_id);
         }
         pthread_mutex_unlock(&p->lock);
         return rc;

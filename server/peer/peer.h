@@ -7,8 +7,15 @@
  * each chunk the moment it is stored (download while uploading); the last chunk commits the
  * file, cached for file_expiry. One fetch per file at a time: concurrent requests join it. An
  * offer asks a peer to fetch one of our files in the background (PREFETCH).
- * Work runs on a small pool of worker threads; the functions below may be called from any
- * thread. Errors are negative codes.
+ * Work runs on a small pool of worker threads (at most fetch_workers_per_peer of them on one
+ * peer); the functions below may be called from any thread. Errors are negative codes.
+ * Limits, so that no peer pins the relay: a fetch gives up fetch_timeout after it was asked for;
+ * a peer sending less than fetch_min_rate bytes/s over a 10 s window (or not finishing the
+ * connection and handshake within one) is abandoned; a file the origin still uploads is polled
+ * with backoff (1 s doubling to 30 s, at most 20 polls that bring nothing) while the worker
+ * serves other jobs; "no such file" (and an origin that never finished) is remembered for 30 s.
+ * A stop ends every wait on a peer within a fraction of a second. How fetches end is counted
+ * in chp_shared.metrics (chapar_fetches_total{outcome}).
  */
 #ifndef CHP_PEER_H
 #define CHP_PEER_H
@@ -35,7 +42,8 @@ int chp_peers_start(struct chp_shared *sh, struct chp_peers **out /* out */);
  * -ENOSPC; -ENOMEM) nothing changed and err (cap bytes) says why. Main thread only; one call at a
  * time. */
 int chp_peers_update(struct chp_peers *p, const struct chp_config *cfg, char *err, size_t cap);
-/* Stops the workers (a fetch in progress stops at its next chunk) and frees. NULL is a no-op. */
+/* Stops the workers and frees: a fetch in progress is canceled, and every wait on a peer ends
+ * within a fraction of a second whatever the peer does. NULL is a no-op. */
 void chp_peers_stop(struct chp_peers *p);
 
 /* The index of the configured peer with this public key, or -1. An index stays valid (and names
@@ -56,7 +64,9 @@ enum chp_fetch_state {
 };
 
 /* Starts a fetch of file_id from peer unless one runs; returns what the file's fetch is doing
- * now. A failure is returned once, within a few seconds of it; the next call retries. */
+ * now. A failure is returned once, within a few seconds of it; the next call retries. A
+ * negative answer (the peer has no such file, or its upload never finished) is returned to
+ * every call for 30 s without a new fetch. */
 enum chp_fetch_state chp_peers_fetch(struct chp_peers *p, int peer,
                                      const uint8_t file_id[CHP_HASH_BYTES], char *msg, size_t cap);
 /* Asks peer to fetch file_id from us (in the background). */
