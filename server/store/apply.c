@@ -254,6 +254,9 @@ static int apply_commit(struct chp_store *s, MDB_txn *txn, struct chp_store_req 
                 if ((rc = expiry_set(s, txn, expires, CHP_REC_EXPIRY_FILE, req->u.commit.file_id,
                                      CHP_HASH_BYTES, true)))
                         return rc;
+                struct usage_delta d = {.stored_bytes = (int64_t)m.total_size, .files = 1};
+                if ((rc = store_usage_add(s, txn, tenant, tlen, &d)))
+                        return rc;
         }
         return 0;
 }
@@ -285,7 +288,13 @@ int store_file_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_HA
                 return -ENOMEM;
         memcpy(addrs, m.addrs, n);
         uint64_t expires = f.expires;
+        char tenant[CHP_TENANT_MAX];
+        size_t tlen = f.tenant_len;
+        memcpy(tenant, f.tenant, tlen);
+        struct usage_delta d = {.stored_bytes = -(int64_t)f.size, .files = -1};
         rc = store_mdb_rc(mdb_del(txn, s->db_files, &k, NULL));
+        if (!rc)
+                rc = store_usage_add(s, txn, tenant, tlen, &d);
         if (!rc)
                 rc = filemeta_drop(s, txn, id);
         for (uint32_t i = 0; !rc && i < m.chunk_count; i++)
@@ -368,7 +377,13 @@ int store_upload_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_
         uint8_t file_id[CHP_HASH_BYTES];
         memcpy(file_id, u.file_id, CHP_HASH_BYTES); /* the value moves once we write */
         u.file_id = file_id;
-        if ((rc = store_mdb_rc(mdb_del(txn, s->db_uploads, &k, NULL))))
+        char tenant[CHP_TENANT_MAX];
+        memcpy(tenant, u.tenant, u.tenant_len);
+        u.tenant = NULL;
+        struct usage_delta d = {0};
+        store_usage_of_upload(&u, -1, &d);
+        if ((rc = store_mdb_rc(mdb_del(txn, s->db_uploads, &k, NULL))) ||
+            (rc = store_usage_add(s, txn, tenant, u.tenant_len, &d)))
                 return rc;
         if ((rc = expiry_set(s, txn, u.expires, CHP_REC_EXPIRY_UPLOAD, id, CHP_UPLOAD_ID_BYTES,
                              false)))
@@ -395,7 +410,14 @@ static int upload_complete(struct chp_store *s, MDB_txn *txn, const uint8_t id[C
         uint8_t old_file[CHP_HASH_BYTES];
         memcpy(old_file, u.file_id, CHP_HASH_BYTES);
         u.file_id = old_file;
+        char tenant[CHP_TENANT_MAX];
+        memcpy(tenant, u.tenant, u.tenant_len);
+        u.tenant = NULL;
+        struct usage_delta d = {0};
+        store_usage_of_upload(&u, -1, &d); /* nothing if it was complete already */
         rc = store_mdb_rc(mdb_put(txn, s->db_uploads, &k, &nv, 0));
+        if (!rc)
+                rc = store_usage_add(s, txn, tenant, u.tenant_len, &d);
         free(copy);
         return rc ? rc : upload_release(s, txn, id, &u, NULL);
 }
@@ -429,6 +451,31 @@ static int attach_existing(struct chp_store *s, MDB_txn *txn, const uint8_t id[C
         return 0;
 }
 
+static uint64_t add_sat(uint64_t a, uint64_t b)
+{
+        return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+/* Whether a new upload session of `declared` known bytes fits tenant's limits; CHP_EQUOTA and
+ * *hit say which it would pass. */
+static int quota_check(struct chp_store *s, MDB_txn *txn, const char *tenant, size_t tlen,
+                       const struct chp_store_quota *q, uint64_t declared,
+                       enum chp_store_quota_hit *hit)
+{
+        struct chp_tenant_usage use;
+        int rc = store_usage_get(s, txn, tenant, tlen, &use);
+        if (rc)
+                return rc;
+        uint64_t day_bytes = use.day == q->now / 86400 ? use.day_bytes : 0;
+        if (add_sat(add_sat(use.stored_bytes, use.incomplete_bytes), declared) > q->max_stored)
+                *hit = CHP_QUOTA_STORED;
+        else if (add_sat(use.incomplete, 1) > q->max_incomplete)
+                *hit = CHP_QUOTA_INCOMPLETE;
+        else if (add_sat(day_bytes, declared) > q->max_per_day)
+                *hit = CHP_QUOTA_PER_DAY;
+        return *hit == CHP_QUOTA_NONE ? 0 : CHP_EQUOTA;
+}
+
 static int apply_upload_create(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
 {
         const struct chp_upload *u = req->u.upload_create.upload;
@@ -443,6 +490,7 @@ static int apply_upload_create(struct chp_store *s, MDB_txn *txn, struct chp_sto
         uint8_t file_id[CHP_HASH_BYTES];
         int rc;
         memcpy(req->u.upload_create.upload_id, u->id, CHP_UPLOAD_ID_BYTES);
+        req->u.upload_create.quota_hit = CHP_QUOTA_NONE;
         if (enc) {
                 if (chp_manifest_decode(enc, enc_len, &m) < 0 || m.chunk_size != u->chunk_size)
                         return -EBADMSG;
@@ -471,20 +519,45 @@ static int apply_upload_create(struct chp_store *s, MDB_txn *txn, struct chp_sto
                         return store_mdb_rc(rc);
                 }
         }
+        uint64_t declared = enc ? m.total_size : u->declared_size;
+        uint64_t known = declared == CHP_UPLOAD_SIZE_UNKNOWN ? 0 : declared;
+        const struct chp_store_quota *quota = req->u.upload_create.quota;
+        uint64_t now = quota ? quota->now : u->created ? u->created : (uint64_t)time(NULL);
+        /* the new record's part of its tenant's usage (a replaced record's part goes) */
+        struct usage_delta add = {.incomplete = 1,
+                                  .incomplete_bytes = (int64_t)known,
+                                  .day = now / 86400,
+                                  .day_bytes = known};
         MDB_val k = val(u->id, CHP_UPLOAD_ID_BYTES), v;
         rc = mdb_get(txn, s->db_uploads, &k, &v);
         if (rc == 0) {
+                /* a tus upload re-created under its id (its length became known): not new */
                 struct chp_rec_upload old;
                 if (enc || (rc = parse_upload_rec(&v, &old)))
                         return enc ? -EEXIST : rc; /* native upload ids are never reused */
                 if (old.flags & CHP_REC_UPLOAD_HAS_MANIFEST)
                         return -EEXIST;
+                char old_tenant[CHP_TENANT_MAX];
+                memcpy(old_tenant, old.tenant, old.tenant_len);
+                struct usage_delta sub = {0};
+                store_usage_of_upload(&old, -1, &sub);
+                uint64_t old_known =
+                    old.declared == CHP_UPLOAD_SIZE_UNKNOWN || (old.flags & CHP_REC_UPLOAD_COMPLETE)
+                        ? 0
+                        : old.declared;
+                add.day_bytes = known > old_known ? known - old_known : 0;
                 if ((rc = expiry_set(s, txn, old.expires, CHP_REC_EXPIRY_UPLOAD, u->id,
-                                     CHP_UPLOAD_ID_BYTES, false)))
+                                     CHP_UPLOAD_ID_BYTES, false)) ||
+                    (rc = store_usage_add(s, txn, old_tenant, old.tenant_len, &sub)))
                         return rc;
         } else if (rc != MDB_NOTFOUND) {
                 return store_mdb_rc(rc);
+        } else if (quota && (rc = quota_check(s, txn, u->tenant, tlen, quota, known,
+                                              &req->u.upload_create.quota_hit))) {
+                return rc;
         }
+        if ((rc = store_usage_add(s, txn, u->tenant, tlen, &add)))
+                return rc;
         v.mv_size = CHP_REC_UPLOAD_BYTES + tlen + u->meta_len + enc_len;
         if ((rc = store_space_take(s, v.mv_size, false))) /* a manifest may be megabytes */
                 return rc;

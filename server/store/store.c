@@ -2,8 +2,9 @@
  *
  * The store's pieces (server/store/): records.c the value codec, segments.c the segment files,
  * writer.c the group-committing writer thread, apply.c what each request does to the index,
- * gc.c expiry, sealing and compaction, read.c the read API, verify.c the scrub. store_int.h
- * holds struct chp_store; docs/storage.md the format and the commit protocol.
+ * gc.c expiry, sealing and compaction, read.c the read API, verify.c the scrub, tenants.c each
+ * tenant's usage. store_int.h holds struct chp_store; docs/storage.md the format and the commit
+ * protocol.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bytes.h"
@@ -165,6 +167,22 @@ static int open_dbs(struct chp_store *s)
                 rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
                 if (rc)
                         goto out;
+        }
+        /* a store written before tenants' usage was kept: count it once, from the records */
+        bool rebuild = false;
+        rc = mdb_dbi_open(txn, "tenants", 0, &s->db_tenants);
+        if (rc == MDB_NOTFOUND) {
+                rebuild = true;
+                rc = mdb_dbi_open(txn, "tenants", MDB_CREATE, &s->db_tenants);
+        }
+        if (rc)
+                goto out;
+        if (rebuild) {
+                int err = store_usage_rebuild(s, txn, (uint64_t)time(NULL));
+                if (err) {
+                        mdb_txn_abort(txn);
+                        return err;
+                }
         }
         MDB_val k = val("schema", 6), v;
         rc = mdb_get(txn, s->db_meta, &k, &v);

@@ -316,6 +316,13 @@ chp_store_upload_chunks(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTE
                         uint8_t *have /* out */, uint8_t *addrs /* out, n * CHP_HASH_BYTES */,
                         size_t n);
 
+/* A tenant's usage (unknown tenant, or "": all zeros) as of the last committed write, in one
+ * read snapshot; any thread. day_bytes counts for the UTC day `day` only: a caller asking about
+ * another day reads 0. The empty tenant (trusted callers, no quota) is not tracked. */
+__attribute__((warn_unused_result)) int
+chp_store_tenant_usage(struct chp_store *s, const char *tenant,
+                       struct chp_tenant_usage *out /* out */);
+
 struct chp_store_stats {
         uint64_t chunks, inline_chunks, files, uploads;
         uint64_t segments, segment_bytes, live_bytes;

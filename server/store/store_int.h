@@ -51,6 +51,7 @@ struct chp_store {
         MDB_dbi db_chunks, db_refs, db_files, db_uploads, db_upchunks, db_expiry, db_meta,
             db_pending, db_tails;
         MDB_dbi db_filemeta; /* file id -> tus Upload-Metadata of the first upload that had some */
+        MDB_dbi db_tenants;  /* tenant -> its usage (tenants.c) */
         struct chp_backend *backend; /* chunk bytes above inline_max */
 
         pthread_mutex_t q_lock;
@@ -127,6 +128,28 @@ int store_file_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_HA
                       struct chp_gc_stats *st);
 int store_upload_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_UPLOAD_ID_BYTES],
                         struct chp_gc_stats *st);
+
+/* ---- tenants' usage (tenants.c) ----------------------------------------------------------- */
+
+/* A change to one tenant's usage; counters saturate at 0. day_bytes: bytes of uploads begun on
+ * UTC day `day` (a record of another day starts that day over). */
+struct usage_delta {
+        int64_t stored_bytes, files, incomplete, incomplete_bytes;
+        uint64_t day, day_bytes;
+};
+
+/* The usage of tenant (tlen bytes; "" is not tracked: zeros) in txn; unknown: zeros. */
+int store_usage_get(struct chp_store *s, MDB_txn *txn, const void *tenant, size_t tlen,
+                    struct chp_tenant_usage *out);
+/* Applies d to tenant's record in txn (writer thread); the empty tenant is skipped. */
+int store_usage_add(struct chp_store *s, MDB_txn *txn, const void *tenant, size_t tlen,
+                    const struct usage_delta *d);
+/* Recomputes every tenant's usage from the files and uploads dbs into the (empty) tenants db:
+ * at open, for a store written before it existed. Records that do not parse are skipped. */
+int store_usage_rebuild(struct chp_store *s, MDB_txn *txn, uint64_t now);
+/* The contribution of an upload record to its tenant's incomplete uploads (sign +1 or -1);
+ * a complete record contributes nothing. */
+void store_usage_of_upload(const struct chp_rec_upload *u, int sign, struct usage_delta *d);
 
 /* ---- reads (read.c) ----------------------------------------------------------------------- */
 

@@ -21,8 +21,9 @@
  *      backend's segment records and segment index through its verify_begin/verify_end, over
  *      the index, around the chunk checks), then chp_store_verify over the whole index;
  *   4. with flags bits 2 and 3 both set, the store is closed and opened again over the records
- *      (the schema check, and the segments backend cutting and removing segment files), read and
- *      verified, then rebuilt from scratch; otherwise, with flags bit 0, a GC request at time
+ *      (the schema check, the tenants' usage counted from the records, and the segments backend
+ *      cutting and removing segment files), read and verified, then rebuilt from scratch;
+ *      otherwise, with flags bit 0, a GC request at time
  *      now (bit 1: far in the future, else 1000) expires and deletes what the records say, and
  *      the store is verified again.
  * The store holds one segment, written once at start-up (two 64 KiB chunks), so segment chunk
@@ -207,6 +208,11 @@ static void verify_all(void);
  * directory is then rebuilt from scratch, so the next input finds the same store. */
 static void reopen(uint8_t flags, const uint8_t *p, size_t n)
 {
+        /* as if written before tenants' usage was kept: the open counts it from the records */
+        MDB_txn *txn;
+        EXPECT(mdb_txn_begin(store->env, NULL, 0, &txn) == 0);
+        EXPECT(mdb_drop(txn, store->db_tenants, 1) == 0);
+        EXPECT(mdb_txn_commit(txn) == 0);
         chp_store_close(store);
         store = NULL;
         struct chp_store *s;
@@ -319,6 +325,8 @@ static void write_records(uint8_t flags, const uint8_t *p, size_t n)
         EXPECT(mdb_txn_begin(store->env, NULL, 0, &txn) == 0);
         for (unsigned d = 0; d < NDBS_ALL; d++)
                 EXPECT(mdb_drop(txn, dbi_of(store, txn, d), 0) == 0);
+        /* what the store derives itself (usage) starts empty too */
+        EXPECT(mdb_drop(txn, store->db_tenants, 0) == 0);
         while (n >= 4) {
                 size_t klen = p[1], vlen = (size_t)p[2] | (size_t)p[3] << 8;
                 if (n - 4 < klen + vlen)
