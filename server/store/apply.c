@@ -12,9 +12,8 @@
 #include "store_int.h"
 #include "xxh.h"
 
-/* Removes a chunk whose last reference went away. */
-static int chunk_free(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
-                      struct chp_gc_stats *st)
+int store_chunk_free(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
+                     uint64_t *freed, uint64_t *bytes)
 {
         MDB_val k = val(addr, CHP_HASH_BYTES), v;
         int rc = mdb_get(txn, s->db_chunks, &k, &v);
@@ -30,13 +29,22 @@ static int chunk_free(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_
                 if ((rc = s->backend->ops->drop(s->backend, txn, &at, c.len)))
                         return rc;
         }
-        if ((rc = store_mdb_rc(mdb_del(txn, s->db_chunks, &k, NULL))))
+        if ((rc = store_mdb_rc(mdb_del(txn, s->db_chunks, &k, NULL))) ||
+            (rc = store_orphan_forget(s, txn, addr)))
                 return rc;
-        if (st) {
-                st->chunks_freed++;
-                st->bytes_freed += c.len;
-        }
+        if (freed)
+                (*freed)++;
+        if (bytes)
+                *bytes += c.len;
         return 0;
+}
+
+/* Removes a chunk whose last reference went away. */
+static int chunk_free(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
+                      struct chp_gc_stats *st)
+{
+        return store_chunk_free(s, txn, addr, st ? &st->chunks_freed : NULL,
+                                st ? &st->bytes_freed : NULL);
 }
 
 /* The backend's view of a chunk record: -ENOENT unless the chunk is stored in the backend. */
@@ -115,6 +123,9 @@ static int apply_put(struct chp_store *s, MDB_txn *txn, struct chp_store_req *re
         rc = mdb_get(txn, s->db_chunks, &k, &v);
         if (rc == 0) {
                 req->u.put.deduplicated = true;
+                /* whoever put it means to attach it: an orphan's grace starts over */
+                if ((rc = store_orphan_forget(s, txn, req->u.put.addr)))
+                        return rc;
         } else if (rc != MDB_NOTFOUND) {
                 return store_mdb_rc(rc);
         } else if (!req->u.put.data) {
@@ -707,6 +718,8 @@ int store_apply(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
                 return store_apply_gc(s, txn, req);
         case CHP_REQ_TAIL_APPEND:
                 return apply_tail_append(s, txn, req);
+        case CHP_REQ_AUDIT:
+                return store_apply_audit(s, txn, req);
         }
         return -EINVAL;
 }

@@ -208,6 +208,19 @@ void chp_rec_tenant_encode(uint8_t out[CHP_REC_TENANT_BYTES], const struct chp_t
         chp_put_le64(out + 48, u->day_bytes);
 }
 
+ssize_t chp_rec_orphan_parse(const uint8_t *buf, size_t len, uint64_t *since)
+{
+        if (len != CHP_REC_ORPHAN_BYTES)
+                return -EBADMSG;
+        *since = chp_get_le64(buf);
+        return (ssize_t)len;
+}
+
+void chp_rec_orphan_encode(uint8_t out[CHP_REC_ORPHAN_BYTES], uint64_t since)
+{
+        chp_put_le64(out, since);
+}
+
 size_t chp_rec_expiry_key(uint8_t out[CHP_REC_EXPIRY_KEY_MAX], uint64_t expires, char kind,
                           const uint8_t *id, size_t idlen)
 {

@@ -28,6 +28,8 @@
  *   tenants   tenant name (1..64 bytes)   -> ver u8, 0[7], stored_bytes u64, files u64,
  *                                            incomplete u64, incomplete_bytes u64, day u64,
  *                                            day_bytes u64  (56 bytes)
+ *   orphans   addr(32)                    -> since u64: the audit first found the chunk
+ *                                            referenced by nothing at this time (unix s)
  *   meta      name                        -> value ("schema" -> u32)
  */
 #ifndef CHP_STORE_RECORDS_H
@@ -141,6 +143,14 @@ void chp_rec_segidx_key(uint8_t out[CHP_REC_SEGIDX_KEY], uint32_t seg, uint64_t 
 __attribute__((warn_unused_result)) ssize_t
 chp_rec_tenant_parse(const uint8_t *buf, size_t len, struct chp_tenant_usage *out /* out */);
 void chp_rec_tenant_encode(uint8_t out[CHP_REC_TENANT_BYTES], const struct chp_tenant_usage *u);
+
+/* ---- orphans ----------------------------------------------------------------------------- */
+
+#define CHP_REC_ORPHAN_BYTES 8
+
+__attribute__((warn_unused_result)) ssize_t chp_rec_orphan_parse(const uint8_t *buf, size_t len,
+                                                                 uint64_t *since /* out */);
+void chp_rec_orphan_encode(uint8_t out[CHP_REC_ORPHAN_BYTES], uint64_t since);
 
 /* ---- expiry keys ------------------------------------------------------------------------- */
 

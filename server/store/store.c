@@ -3,8 +3,8 @@
  * The store's pieces (server/store/): records.c the value codec, segments.c the segment files,
  * writer.c the group-committing writer thread, apply.c what each request does to the index,
  * gc.c expiry, sealing and compaction, read.c the read API, verify.c the scrub, tenants.c each
- * tenant's usage. store_int.h holds struct chp_store; docs/storage.md the format and the commit
- * protocol.
+ * tenant's usage, audit.c the mark-and-sweep audit. store_int.h holds struct chp_store;
+ * docs/storage.md the format and the commit protocol.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -43,6 +43,12 @@ void chp_store_fault_arm(struct chp_store *s, enum chp_store_fault_site site, ui
 uint64_t chp_store_fault_calls(struct chp_store *s, enum chp_store_fault_site site)
 {
         return atomic_load(&s->faults[site].calls);
+}
+
+void chp_store_audit_hook(struct chp_store *s, void (*fn)(void *ctx), void *ctx)
+{
+        s->audit_hook = fn;
+        s->audit_hook_ctx = ctx;
 }
 
 /* Arms the faults CHAPAR_STORE_FAULT lists, so that a whole relay built with the hook can be
@@ -138,6 +144,7 @@ void chp_store_opts_default(struct chp_store_opts *o)
         o->compact_ratio = 0.5;
         o->gc_batch = 10000;
         o->space_reserve = 0;
+        o->orphan_grace = 7ull * 24 * 3600;
 }
 
 static int mkdir_p(const char *path)
@@ -161,7 +168,7 @@ static int open_dbs(struct chp_store *s)
             {"uploads", &s->db_uploads},   {"upchunks", &s->db_upchunks}, {"expiry", &s->db_expiry},
 
             {"meta", &s->db_meta},         {"pending", &s->db_pending},   {"tails", &s->db_tails},
-            {"filemeta", &s->db_filemeta},
+            {"filemeta", &s->db_filemeta}, {"orphans", &s->db_orphans},
         };
         for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
                 rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
@@ -251,6 +258,7 @@ int chp_store_open(const struct chp_store_opts *o, struct chp_store **out)
         s->segdir_fd = -1;
         pthread_mutex_init(&s->q_lock, NULL);
         pthread_cond_init(&s->q_cond, NULL);
+        pthread_mutex_init(&s->audit_lock, NULL);
         int rc;
         char path[4096];
         s->dir = strdup(o->dir);
@@ -352,6 +360,7 @@ void chp_store_close(struct chp_store *s)
                 close(s->lock_fd); /* releases the flock */
         pthread_cond_destroy(&s->q_cond);
         pthread_mutex_destroy(&s->q_lock);
+        pthread_mutex_destroy(&s->audit_lock);
         free(s->dir);
         free(s);
 }

@@ -50,11 +50,16 @@ struct chp_store_opts {
          * transaction that frees space; 0 = automatic (1/64 of the filesystem, 1 MiB .. 64 MiB),
          * CHP_STORE_RESERVE_NONE = none. They also leave one segment free, for compaction. */
         uint64_t space_reserve;
+        /* Seconds a chunk referenced by nothing is kept after the audit first finds it so (and
+         * after any put of it since) before an audit frees it: longer than a client may take
+         * between storing a chunk and attaching it (a tus PATCH body checked as a whole, a
+         * file's chunks put before its commit). */
+        uint64_t orphan_grace;
 };
 
 /* Fills o with the defaults: sync full, inline_max 16 KiB, map 64 GiB, segments 256 MiB (but at
  * most 1/16 of the filesystem, and at least CHP_CHUNK_MAX), batch 64 MiB, no linger, compact
- * below 0.5, 10000 records per GC pass, automatic space reserve. */
+ * below 0.5, 10000 records per GC pass, automatic space reserve, orphans kept 7 days. */
 void chp_store_opts_default(struct chp_store_opts *o);
 
 struct chp_store;
@@ -78,6 +83,7 @@ enum chp_store_req_type {
         CHP_REQ_UPLOAD_DELETE, /* drop an upload session and its chunk references */
         CHP_REQ_GC,            /* expire records due by `now`, free dead chunks, compact */
         CHP_REQ_TAIL_APPEND,   /* keep bytes past an upload's last whole chunk (tus) */
+        CHP_REQ_AUDIT,         /* one batch of chp_store_audit's repairs (made by it alone) */
 };
 
 struct chp_upload {
@@ -133,6 +139,20 @@ struct chp_gc_stats {
         uint64_t bytes_moved;
         bool more; /* expired records remain: submit another GC request */
 };
+
+/* What one chp_store_audit found and did. */
+struct chp_audit_stats {
+        uint64_t chunks;       /* chunk records checked */
+        uint64_t references;   /* references counted: files' manifests, uploads' chunks */
+        uint64_t refs_fixed;   /* reference counts that were wrong and were corrected */
+        uint64_t dangling;     /* upload chunk entries and kept tails of uploads that no
+                                  longer exist, dropped */
+        uint64_t orphans;      /* chunks referenced by nothing, kept for their grace */
+        uint64_t chunks_freed; /* orphans past their grace, freed */
+        uint64_t bytes_freed;  /* their bytes */
+};
+
+struct chp_audit_item; /* the store's (chp_store_audit's batches) */
 
 struct chp_store_req;
 typedef void (*chp_store_done_fn)(struct chp_store_req *req);
@@ -198,6 +218,12 @@ struct chp_store_req {
                         uint64_t now;              /* unix seconds */
                         struct chp_gc_stats stats; /* result */
                 } gc;
+                struct {
+                        const struct chp_audit_item *items; /* borrowed */
+                        size_t n;
+                        uint64_t now;
+                        struct chp_audit_stats stats; /* result: what this batch did */
+                } audit;
         } u;
         int status;                 /* result: 0 or a negative code */
         chp_store_done_fn done;     /* called on the writer thread; may be NULL */
@@ -354,7 +380,27 @@ void chp_store_fault_arm(struct chp_store *s, enum chp_store_fault_site site, ui
  * also arms what the environment variable CHAPAR_STORE_FAULT lists ("SITE:NTH:COUNT:ERR", SITE
  * write|sync|create|commit, ERR EIO|ENOSPC|EDQUOT, comma-separated), for whole-relay tests. */
 uint64_t chp_store_fault_calls(struct chp_store *s, enum chp_store_fault_site site);
+
+/* Calls fn(ctx) in chp_store_audit after its mark and before it submits its repairs, so that a
+ * test can land requests in between; NULL removes it. Set it before the audit starts. */
+void chp_store_audit_hook(struct chp_store *s, void (*fn)(void *ctx), void *ctx);
 #endif
+
+/* ---- audit ----------------------------------------------------------------------------- */
+
+/* The mark-and-sweep audit, online: counts every chunk's true references (files' manifests,
+ * the chunk entries of uploads that exist) in one read snapshot on the calling thread (mark),
+ * then hands the writer small batches of repairs (CHP_REQ_AUDIT, a few thousand records each,
+ * so the writer is never held for long): a reference count that differs from the truth is
+ * corrected by the difference (which requests committed since the snapshot leave unchanged),
+ * upload entries of vanished uploads are dropped, and a chunk referenced by nothing is recorded
+ * as an orphan and freed by a later audit once orphan_grace has passed since (a put of the
+ * chunk in between restarts that clock: a chunk being attached is never freed). Not on a loop
+ * thread (it waits for the writer); one audit at a time (a second call waits). now: unix
+ * seconds. Returns 0 with *out filled, or a negative code (what was repaired before it stays
+ * repaired). Memory: CHP_HASH_BYTES per reference in the store, during the mark. */
+__attribute__((warn_unused_result)) int chp_store_audit(struct chp_store *s, uint64_t now,
+                                                        struct chp_audit_stats *out /* out */);
 
 /* ---- scrub ----------------------------------------------------------------------------- */
 

@@ -52,6 +52,7 @@ struct chp_store {
             db_pending, db_tails;
         MDB_dbi db_filemeta; /* file id -> tus Upload-Metadata of the first upload that had some */
         MDB_dbi db_tenants;  /* tenant -> its usage (tenants.c) */
+        MDB_dbi db_orphans;  /* chunk referenced by nothing -> when the audit first saw it so */
         struct chp_backend *backend; /* chunk bytes above inline_max */
 
         pthread_mutex_t q_lock;
@@ -60,6 +61,8 @@ struct chp_store {
         bool stopping;
         pthread_t writer;
         bool writer_started;
+        pthread_mutex_t audit_lock; /* one chp_store_audit at a time: two would both correct
+                                       the same drift */
 
         /* writer thread only */
         bool out_of_space; /* ENOSPC or EDQUOT seen since the last GC */
@@ -67,6 +70,8 @@ struct chp_store {
         uint64_t space_free;
 #ifdef CHAPAR_FAULT_INJECTION
         struct fault_site faults[CHP_FAULT_SITES];
+        void (*audit_hook)(void *ctx);
+        void *audit_hook_ctx;
 #endif
 };
 
@@ -150,6 +155,43 @@ int store_usage_rebuild(struct chp_store *s, MDB_txn *txn, uint64_t now);
 /* The contribution of an upload record to its tenant's incomplete uploads (sign +1 or -1);
  * a complete record contributes nothing. */
 void store_usage_of_upload(const struct chp_rec_upload *u, int sign, struct usage_delta *d);
+
+/* ---- audit (audit.c) ---------------------------------------------------------------------- */
+
+/* A growing list of chunk addresses: the references the scrub and the audit count. */
+struct addr_list {
+        uint8_t *addrs; /* n * CHP_HASH_BYTES */
+        size_t n, cap;
+};
+int store_addrs_push(struct addr_list *l, const uint8_t addr[CHP_HASH_BYTES]); /* or -ENOMEM */
+void store_addrs_sort(struct addr_list *l);
+/* How many times addr is in the sorted list. */
+uint64_t store_addrs_count(const struct addr_list *l, const uint8_t addr[CHP_HASH_BYTES]);
+void store_addrs_free(struct addr_list *l);
+/* A chunk's stored reference count in txn (0 when it has none); CHP_ECORRUPT. */
+int store_refs_get(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
+                   uint64_t *count);
+
+enum audit_kind {
+        AUDIT_FIX,     /* refs of addr: subtract drift (stored - true, at the mark) */
+        AUDIT_ORPHAN,  /* addr was referenced by nothing at the mark */
+        AUDIT_CLEAR,   /* addr has an orphans entry but was referenced or absent at the mark */
+        AUDIT_UPCHUNK, /* key: an upchunks entry of an upload that did not exist */
+        AUDIT_TAIL,    /* key: a tails entry of an upload that did not exist */
+};
+
+struct chp_audit_item {
+        uint8_t kind;
+        uint8_t key[CHP_HASH_BYTES]; /* chunk address, or upload id + be32 (first 20 bytes) */
+        int64_t drift;
+};
+
+int store_apply_audit(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req);
+/* Drops addr's orphans entry, if any (a put of the chunk restarts its grace). */
+int store_orphan_forget(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES]);
+/* Frees a chunk record and its bytes (apply.c), counting into freed/bytes when not NULL. */
+int store_chunk_free(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
+                     uint64_t *freed, uint64_t *bytes);
 
 /* ---- reads (read.c) ----------------------------------------------------------------------- */
 

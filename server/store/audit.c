@@ -1,0 +1,420 @@
+/* audit.c — the mark-and-sweep audit (chp_store_audit in store.h), online.
+ *
+ * Mark, on the calling thread, in one read snapshot T0: every reference files' manifests and
+ * existing uploads' chunk entries make, sorted; compared with the refs db it gives each chunk's
+ * drift (stored count - true count), and the chunks nothing references. Sweep, on the writer,
+ * in CHP_REQ_AUDIT batches committed at T1 > T0 between other requests:
+ *   - a count is corrected by its drift: every request committed between T0 and T1 changed the
+ *     stored count and the true count alike, so stored(T1) - drift is the truth at T1;
+ *   - an orphan (no reference at T0, none stored at T1) is recorded in the orphans db with the
+ *     time, and freed by a later audit when it is still unreferenced after orphan_grace. A put
+ *     of the chunk (apply.c) drops the record, so a chunk stored by a client that has not yet
+ *     attached it (a tus PATCH checked as a whole, then attached) is never freed under it: a put
+ *     landing after the mark meets either no record (kept) or a fresh one;
+ *   - upload chunk entries and kept tails of uploads that do not exist are dropped, if the
+ *     upload still does not exist at T1 (their references were not counted as true).
+ * Memory: CHP_HASH_BYTES per reference in the store, for the mark.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "manifest.h"
+#include "store_int.h"
+
+#define AUDIT_BATCH 2048 /* repairs per writer request */
+
+struct mark {
+        struct chp_store *s;
+        MDB_txn *txn;
+        struct addr_list refs;             /* one address per true reference */
+        uint8_t last[CHP_UPLOAD_ID_BYTES]; /* mark_upload_entry: the last entry's upload, */
+        bool have_last, last_exists;       /* whether it exists, */
+        bool tails;                        /* and whether the entries are kept tails */
+        struct chp_audit_item *items;
+        size_t nitems, capitems;
+        struct chp_audit_stats *st;
+};
+
+int store_addrs_push(struct addr_list *l, const uint8_t addr[CHP_HASH_BYTES])
+{
+        if (l->n == l->cap) {
+                size_t cap = l->cap ? l->cap * 2 : 1024;
+                uint8_t *n = realloc(l->addrs, cap * CHP_HASH_BYTES);
+                if (!n)
+                        return -ENOMEM;
+                l->addrs = n;
+                l->cap = cap;
+        }
+        memcpy(l->addrs + l->n++ * CHP_HASH_BYTES, addr, CHP_HASH_BYTES);
+        return 0;
+}
+
+static int cmp_addr(const void *a, const void *b)
+{
+        return memcmp(a, b, CHP_HASH_BYTES);
+}
+
+void store_addrs_sort(struct addr_list *l)
+{
+        if (l->n)
+                qsort(l->addrs, l->n, CHP_HASH_BYTES, cmp_addr);
+}
+
+uint64_t store_addrs_count(const struct addr_list *l, const uint8_t addr[CHP_HASH_BYTES])
+{
+        size_t lo = 0, hi = l->n;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (memcmp(l->addrs + mid * CHP_HASH_BYTES, addr, CHP_HASH_BYTES) < 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        uint64_t n = 0;
+        while (lo + n < l->n &&
+               memcmp(l->addrs + (lo + n) * CHP_HASH_BYTES, addr, CHP_HASH_BYTES) == 0)
+                n++;
+        return n;
+}
+
+void store_addrs_free(struct addr_list *l)
+{
+        free(l->addrs);
+        *l = (struct addr_list){0};
+}
+
+int store_refs_get(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
+                   uint64_t *count)
+{
+        MDB_val k = val(addr, CHP_HASH_BYTES), v;
+        *count = 0;
+        int rc = mdb_get(txn, s->db_refs, &k, &v);
+        if (rc == MDB_NOTFOUND)
+                return 0;
+        if (rc)
+                return store_mdb_rc(rc);
+        return chp_rec_refs_parse(v.mv_data, v.mv_size, count) < 0 ? CHP_ECORRUPT : 0;
+}
+
+static int add_item(struct mark *m, enum audit_kind kind, const uint8_t *key, size_t klen,
+                    int64_t drift)
+{
+        if (m->nitems == m->capitems) {
+                size_t cap = m->capitems ? m->capitems * 2 : 64;
+                struct chp_audit_item *n = realloc(m->items, cap * sizeof(*n));
+                if (!n)
+                        return -ENOMEM;
+                m->items = n;
+                m->capitems = cap;
+        }
+        struct chp_audit_item *it = &m->items[m->nitems++];
+        memset(it, 0, sizeof(*it));
+        it->kind = (uint8_t)kind;
+        memcpy(it->key, key, klen);
+        it->drift = drift;
+        return 0;
+}
+
+typedef int (*mark_fn)(struct mark *m, const MDB_val *k, const MDB_val *v);
+
+/* Calls fn for every entry of db in key order, until its first error. */
+static int scan(struct mark *m, MDB_dbi db, mark_fn fn)
+{
+        MDB_cursor *cur;
+        MDB_val k, v;
+        int err = 0, rc = mdb_cursor_open(m->txn, db, &cur);
+        if (rc)
+                return store_mdb_rc(rc);
+        int op = MDB_FIRST;
+        while (!err && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+                op = MDB_NEXT;
+                err = fn(m, &k, &v);
+        }
+        mdb_cursor_close(cur);
+        return err ? err : rc == MDB_NOTFOUND ? 0 : store_mdb_rc(rc);
+}
+
+/* Every reference of a file (malformed records are verify's to report: skipped). */
+static int mark_file(struct mark *m, const MDB_val *k, const MDB_val *v)
+{
+        (void)k;
+        struct chp_rec_file f;
+        struct chp_manifest man;
+        int err = 0;
+        if (parse_file(v, &f) || chp_manifest_decode(f.manifest, f.manifest_len, &man) < 0)
+                return 0;
+        for (uint32_t i = 0; !err && i < man.chunk_count; i++)
+                err = store_addrs_push(&m->refs, man.addrs + (size_t)i * CHP_HASH_BYTES);
+        return err;
+}
+
+/* An upload chunk entry (a reference) or kept tail (m->tails) of an existing upload; of an
+ * upload that does not exist, a dangling entry. */
+static int mark_upload_entry(struct mark *m, const MDB_val *k, const MDB_val *v)
+{
+        if (k->mv_size != CHP_UPLOAD_ID_BYTES + 4 || (!m->tails && v->mv_size != CHP_HASH_BYTES))
+                return 0; /* malformed: verify reports it */
+        /* entries are sorted by upload id: one look-up per upload */
+        if (!m->have_last || memcmp(m->last, k->mv_data, CHP_UPLOAD_ID_BYTES) != 0) {
+                MDB_val uk = val(k->mv_data, CHP_UPLOAD_ID_BYTES), d;
+                memcpy(m->last, k->mv_data, CHP_UPLOAD_ID_BYTES);
+                m->have_last = true;
+                m->last_exists = mdb_get(m->txn, m->s->db_uploads, &uk, &d) == 0;
+        }
+        if (!m->last_exists)
+                return add_item(m, m->tails ? AUDIT_TAIL : AUDIT_UPCHUNK, k->mv_data, k->mv_size,
+                                0);
+        return m->tails ? 0 : store_addrs_push(&m->refs, v->mv_data);
+}
+
+static uint64_t true_refs(const struct mark *m, const uint8_t *addr)
+{
+        return store_addrs_count(&m->refs, addr);
+}
+
+static int64_t diff(uint64_t a, uint64_t b)
+{
+        return a >= b ? (int64_t)(a - b > INT64_MAX ? INT64_MAX : a - b)
+                      : -(int64_t)(b - a > INT64_MAX ? INT64_MAX : b - a);
+}
+
+/* A stored count that differs from the truth. */
+static int mark_count(struct mark *m, const MDB_val *k, const MDB_val *v)
+{
+        uint64_t stored;
+        if (k->mv_size != CHP_HASH_BYTES || chp_rec_refs_parse(v->mv_data, v->mv_size, &stored) < 0)
+                return 0;
+        uint64_t want = true_refs(m, k->mv_data);
+        return stored == want
+                   ? 0
+                   : add_item(m, AUDIT_FIX, k->mv_data, CHP_HASH_BYTES, diff(stored, want));
+}
+
+/* A chunk nothing references. */
+static int mark_chunk(struct mark *m, const MDB_val *k, const MDB_val *v)
+{
+        (void)v;
+        if (k->mv_size != CHP_HASH_BYTES)
+                return 0;
+        m->st->chunks++;
+        return true_refs(m, k->mv_data) ? 0
+                                        : add_item(m, AUDIT_ORPHAN, k->mv_data, CHP_HASH_BYTES, 0);
+}
+
+/* An orphan record that no longer holds: its chunk is gone or referenced. */
+static int mark_orphan_rec(struct mark *m, const MDB_val *k, const MDB_val *v)
+{
+        (void)v;
+        MDB_val ck = *k, d;
+        if (k->mv_size != CHP_HASH_BYTES)
+                return 0;
+        if (mdb_get(m->txn, m->s->db_chunks, &ck, &d) == 0 && !true_refs(m, k->mv_data))
+                return 0;
+        return add_item(m, AUDIT_CLEAR, k->mv_data, CHP_HASH_BYTES, 0);
+}
+
+/* True references that have no stored count at all. */
+static int mark_uncounted(struct mark *m)
+{
+        for (size_t i = 0; i < m->refs.n;) {
+                const uint8_t *addr = m->refs.addrs + i * CHP_HASH_BYTES;
+                uint64_t n = true_refs(m, addr), stored;
+                int err = store_refs_get(m->s, m->txn, addr, &stored);
+                if (err && err != CHP_ECORRUPT)
+                        return err;
+                if (!err && stored == 0 &&
+                    (err = add_item(m, AUDIT_FIX, addr, CHP_HASH_BYTES, diff(0, n))))
+                        return err;
+                i += n;
+        }
+        return 0;
+}
+
+static int mark(struct chp_store *s, struct mark *m)
+{
+        int rc = store_read_begin(s, &m->txn);
+        if (rc)
+                return rc;
+        if (!(rc = scan(m, s->db_files, mark_file)) &&
+            !(rc = scan(m, s->db_upchunks, mark_upload_entry))) {
+                m->tails = true;
+                m->have_last = false;
+                rc = scan(m, s->db_tails, mark_upload_entry);
+        }
+        if (!rc) {
+                store_addrs_sort(&m->refs);
+                m->st->references = m->refs.n;
+                if (!(rc = scan(m, s->db_refs, mark_count)) && !(rc = mark_uncounted(m)) &&
+                    !(rc = scan(m, s->db_chunks, mark_chunk)))
+                        rc = scan(m, s->db_orphans, mark_orphan_rec);
+        }
+        mdb_txn_abort(m->txn);
+        m->txn = NULL;
+        return rc;
+}
+
+int chp_store_audit(struct chp_store *s, uint64_t now, struct chp_audit_stats *out)
+{
+        memset(out, 0, sizeof(*out));
+        struct chp_audit_stats st = {0};
+        struct mark m = {.s = s, .st = &st};
+        pthread_mutex_lock(&s->audit_lock);
+        int rc = mark(s, &m);
+        store_addrs_free(&m.refs);
+#ifdef CHAPAR_FAULT_INJECTION
+        if (!rc && s->audit_hook)
+                s->audit_hook(s->audit_hook_ctx);
+#endif
+        for (size_t at = 0; !rc && at < m.nitems; at += AUDIT_BATCH) {
+                struct chp_store_req req = {.type = CHP_REQ_AUDIT};
+                req.u.audit.items = m.items + at;
+                req.u.audit.n = m.nitems - at < AUDIT_BATCH ? m.nitems - at : AUDIT_BATCH;
+                req.u.audit.now = now;
+                if ((rc = chp_store_run(s, &req)))
+                        break;
+                const struct chp_audit_stats *b = &req.u.audit.stats;
+                st.refs_fixed += b->refs_fixed;
+                st.dangling += b->dangling;
+                st.orphans += b->orphans;
+                st.chunks_freed += b->chunks_freed;
+                st.bytes_freed += b->bytes_freed;
+        }
+        pthread_mutex_unlock(&s->audit_lock);
+        free(m.items);
+        if (!rc)
+                *out = st;
+        return rc;
+}
+
+/* ---- the writer's half -------------------------------------------------------------------- */
+
+int store_orphan_forget(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES])
+{
+        MDB_val k = val(addr, CHP_HASH_BYTES);
+        int rc = mdb_del(txn, s->db_orphans, &k, NULL);
+        return rc == MDB_NOTFOUND ? 0 : store_mdb_rc(rc);
+}
+
+static int fix(struct chp_store *s, MDB_txn *txn, const uint8_t *addr, int64_t drift,
+               struct chp_audit_stats *st)
+{
+        uint64_t stored, want;
+        int rc = store_refs_get(s, txn, addr, &stored);
+        if (rc)
+                return rc == CHP_ECORRUPT ? 0 : rc; /* malformed since the mark: verify's */
+        if (drift >= 0) {
+                want = stored >= (uint64_t)drift ? stored - (uint64_t)drift : 0;
+        } else {
+                uint64_t up = drift == INT64_MIN ? (uint64_t)INT64_MAX + 1 : (uint64_t)-drift;
+                want = stored > UINT64_MAX - up ? UINT64_MAX : stored + up;
+        }
+        if (want == stored)
+                return 0;
+        MDB_val k = val(addr, CHP_HASH_BYTES), v;
+        if (want == 0) {
+                rc = mdb_del(txn, s->db_refs, &k, NULL);
+                rc = rc == MDB_NOTFOUND ? 0 : store_mdb_rc(rc);
+        } else {
+                uint8_t c[CHP_REC_REFS_BYTES];
+                chp_rec_refs_encode(c, want);
+                v = val(c, sizeof(c));
+                rc = store_mdb_rc(mdb_put(txn, s->db_refs, &k, &v, 0));
+        }
+        if (!rc)
+                st->refs_fixed++;
+        return rc;
+}
+
+static int orphan(struct chp_store *s, MDB_txn *txn, const uint8_t *addr, uint64_t now,
+                  struct chp_audit_stats *st)
+{
+        MDB_val k = val(addr, CHP_HASH_BYTES), v;
+        uint64_t stored, since;
+        int rc = mdb_get(txn, s->db_chunks, &k, &v);
+        if (rc == MDB_NOTFOUND)
+                return store_orphan_forget(s, txn, addr);
+        if (rc)
+                return store_mdb_rc(rc);
+        if ((rc = store_refs_get(s, txn, addr, &stored)))
+                return rc == CHP_ECORRUPT ? 0 : rc; /* verify's to report */
+        if (stored)
+                return store_orphan_forget(s, txn, addr); /* attached since the mark */
+        rc = mdb_get(txn, s->db_orphans, &k, &v);
+        if (rc == 0 && chp_rec_orphan_parse(v.mv_data, v.mv_size, &since) >= 0 && since <= now &&
+            now - since >= s->opts.orphan_grace)
+                return store_chunk_free(s, txn, addr, &st->chunks_freed, &st->bytes_freed);
+        if (rc && rc != MDB_NOTFOUND)
+                return store_mdb_rc(rc);
+        st->orphans++;
+        if (rc == 0 && v.mv_size == CHP_REC_ORPHAN_BYTES)
+                return 0; /* waiting out its grace */
+        uint8_t rec[CHP_REC_ORPHAN_BYTES];
+        chp_rec_orphan_encode(rec, now);
+        v = val(rec, sizeof(rec));
+        return store_mdb_rc(mdb_put(txn, s->db_orphans, &k, &v, 0));
+}
+
+static int clear(struct chp_store *s, MDB_txn *txn, const uint8_t *addr)
+{
+        MDB_val k = val(addr, CHP_HASH_BYTES), v;
+        uint64_t stored;
+        int rc = mdb_get(txn, s->db_chunks, &k, &v);
+        if (rc == 0) {
+                int err = store_refs_get(s, txn, addr, &stored);
+                if (err)
+                        return err;
+                if (stored == 0)
+                        return 0; /* an orphan again: the next audit's to judge */
+        } else if (rc != MDB_NOTFOUND) {
+                return store_mdb_rc(rc);
+        }
+        return store_orphan_forget(s, txn, addr);
+}
+
+static int dangling(struct chp_store *s, MDB_txn *txn, MDB_dbi db, const uint8_t *key,
+                    struct chp_audit_stats *st)
+{
+        MDB_val uk = val(key, CHP_UPLOAD_ID_BYTES), d;
+        int rc = mdb_get(txn, s->db_uploads, &uk, &d);
+        if (rc == 0)
+                return 0; /* the upload exists now: its entries are its own */
+        if (rc != MDB_NOTFOUND)
+                return store_mdb_rc(rc);
+        MDB_val k = val(key, CHP_UPLOAD_ID_BYTES + 4);
+        rc = mdb_del(txn, db, &k, NULL);
+        if (rc == MDB_NOTFOUND)
+                return 0;
+        st->dangling += rc == 0;
+        return store_mdb_rc(rc);
+}
+
+int store_apply_audit(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
+{
+        struct chp_audit_stats *st = &req->u.audit.stats;
+        memset(st, 0, sizeof(*st));
+        int rc = 0;
+        for (size_t i = 0; !rc && i < req->u.audit.n; i++) {
+                const struct chp_audit_item *it = &req->u.audit.items[i];
+                switch (it->kind) {
+                case AUDIT_FIX:
+                        rc = fix(s, txn, it->key, it->drift, st);
+                        break;
+                case AUDIT_ORPHAN:
+                        rc = orphan(s, txn, it->key, req->u.audit.now, st);
+                        break;
+                case AUDIT_CLEAR:
+                        rc = clear(s, txn, it->key);
+                        break;
+                case AUDIT_UPCHUNK:
+                        rc = dangling(s, txn, s->db_upchunks, it->key, st);
+                        break;
+                case AUDIT_TAIL:
+                        rc = dangling(s, txn, s->db_tails, it->key, st);
+                        break;
+                default:
+                        rc = -EINVAL;
+                }
+        }
+        return rc;
+}
