@@ -13,7 +13,7 @@
  *              log_level, max_connections, idle_timeout, io_timeout, window_bytes, max_inflight,
  *              upload_expiry, file_expiry, memory_limit, cors_origins, tus_chunk_size,
  *              tus_max_size, header_timeout, handshake_timeout, min_body_rate,
- *              body_rate_window
+ *              body_rate_window, audit_interval
  *   [store]    inline_max, map_size, segment_size, compact_ratio
  *   [peer "NAME"]  address, pubkey     (federation: the relays this one fetches from and accepts)
  *   [tenant "NAME"]  token_key (one or more), max_stored, max_uploaded_per_day, max_file_size,
@@ -99,6 +99,9 @@ struct chp_config {
         uint64_t upload_expiry;   /* seconds an upload session lives, default 7 days */
         uint64_t file_expiry;     /* seconds a file lives when the client asks for none,
                                      default 30 days */
+        unsigned audit_interval;  /* seconds between mark-and-sweep audits of the store
+                                     (chp_store_audit), default 6 h; 0 = none. Unreferenced
+                                     chunks are kept upload_expiry before they are freed */
         uint64_t memory_limit;    /* bytes of chunk buffers across all connections, default 1 GiB */
         char *cors_origins;       /* Access-Control-Allow-Origin for browsers: "*" (default), or a
                                      space-separated list of origins echoed when they match */
