@@ -2251,6 +2251,83 @@ TEST(audit_repairs_drift_and_frees_orphans)
         free(d.data);
 }
 
+/* Tenants' usage records drift: acme's says too much, beta's is gone, a ghost tenant has one. */
+static int damage_usage(MDB_txn *txn, void *ctx)
+{
+        (void)ctx;
+        MDB_dbi dbi;
+        int rc = mdb_dbi_open(txn, "tenants", 0, &dbi);
+        if (rc)
+                return rc;
+        uint8_t rec[CHP_REC_TENANT_BYTES];
+        struct chp_tenant_usage wrong = {.stored_bytes = 1u << 30, .files = 7, .incomplete = 5};
+        chp_rec_tenant_encode(rec, &wrong);
+        MDB_val k = {4, "acme"}, v = {sizeof(rec), rec};
+        if ((rc = mdb_put(txn, dbi, &k, &v, 0)))
+                return rc;
+        k = (MDB_val){5, "ghost"};
+        if ((rc = mdb_put(txn, dbi, &k, &v, 0)))
+                return rc;
+        k = (MDB_val){4, "beta"};
+        return mdb_del(txn, dbi, &k, NULL);
+}
+
+struct create_meanwhile {
+        struct chp_store *s;
+        const struct chp_upload *u;
+        int rc;
+};
+
+static void create_meanwhile(void *ctx)
+{
+        struct create_meanwhile *c = ctx;
+        c->rc = create_upload(c->s, c->u, NULL, NULL);
+}
+
+TEST(audit_repairs_tenant_usage)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chunk c = make_chunk(5000, 8001), e = make_chunk(6000, 8002);
+        struct chp_upload *a = tus_upload("acme", 0x81, c.len, DAY0, 0);
+        struct chp_upload *b = tus_upload("beta", 0x82, 9999, DAY0, 0);
+        REQUIRE_OK(create_upload(s, a, NULL, NULL));
+        REQUIRE_OK(create_upload(s, b, NULL, NULL));
+        CHECK_OK(put_for_upload(s, a->id, 0, &c, true));
+        size_t mlen = 0;
+        uint8_t *m = manifest_of(&c, 1, 65536, &mlen);
+        CHECK_OK(commit_upload(s, a->id, m, mlen, "acme", false, 0, NULL));
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        REQUIRE_OK(raw_index(damage_usage, NULL));
+        s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        CHECK_EQ(verify_problems(s), 3);
+        /* a change between the mark and the sweep is kept: the correction is by difference */
+        struct chp_upload *a2 = tus_upload("acme", 0x83, e.len, DAY0, 0);
+        struct create_meanwhile mc = {.s = s, .u = a2, .rc = -1};
+        chp_store_audit_hook(s, create_meanwhile, &mc);
+        struct chp_audit_stats st;
+        CHECK_OK(chp_store_audit(s, DAY0, &st));
+        chp_store_audit_hook(s, NULL, NULL);
+        CHECK_OK(mc.rc);
+        CHECK_EQ(st.usage_fixed, 3);
+        CHECK_USAGE(usage_of(s, "acme"), c.len, 1, 1, e.len);
+        CHECK_USAGE(usage_of(s, "beta"), 0, 0, 1, 9999);
+        CHECK_USAGE(usage_of(s, "ghost"), 0, 0, 0, 0);
+        CHECK_EQ(verify_problems(s), 0);
+        CHECK_OK(chp_store_audit(s, DAY0, &st));
+        CHECK_EQ(st.usage_fixed, 0);
+        chp_store_close(s);
+        free(m);
+        free(a);
+        free(a2);
+        free(b);
+        free(c.data);
+        free(e.data);
+}
+
 /* What lands between an audit's mark and its sweep. */
 struct meanwhile {
         struct chp_store *s;

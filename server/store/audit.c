@@ -112,7 +112,8 @@ static int add_item(struct mark *m, enum audit_kind kind, const uint8_t *key, si
         memset(it, 0, sizeof(*it));
         it->kind = (uint8_t)kind;
         memcpy(it->key, key, klen);
-        it->drift = drift;
+        it->klen = (uint8_t)klen;
+        it->drift[0] = drift;
         return 0;
 }
 
@@ -231,6 +232,55 @@ static int mark_uncounted(struct mark *m)
         return 0;
 }
 
+static int usage_item(struct mark *m, const struct tenant_sum *t,
+                      const struct chp_tenant_usage *rec)
+{
+        int64_t d[4] = {diff(rec->stored_bytes, t->u.stored_bytes), diff(rec->files, t->u.files),
+                        diff(rec->incomplete, t->u.incomplete),
+                        diff(rec->incomplete_bytes, t->u.incomplete_bytes)};
+        if (!d[0] && !d[1] && !d[2] && !d[3])
+                return 0;
+        int rc = add_item(m, AUDIT_USAGE, (const uint8_t *)t->name, t->len, 0);
+        if (!rc)
+                memcpy(m->items[m->nitems - 1].drift, d, sizeof(d));
+        return rc;
+}
+
+/* Tenants whose usage record differs from what their files and uploads hold (verify's rule). */
+static int mark_usage(struct mark *m)
+{
+        struct usage_sums sums = {0};
+        struct chp_tenant_usage zero = {0}, rec;
+        MDB_cursor *cur = NULL;
+        MDB_val k, d;
+        int r, rc = store_usage_count(m->s, m->txn, &sums);
+        if (rc || (rc = store_mdb_rc(mdb_cursor_open(m->txn, m->s->db_tenants, &cur))))
+                goto out;
+        int op = MDB_FIRST;
+        while (!rc && (r = mdb_cursor_get(cur, &k, &d, op)) == 0) {
+                op = MDB_NEXT;
+                if (k.mv_size == 0 || k.mv_size > CHP_TENANT_MAX ||
+                    chp_rec_tenant_parse(d.mv_data, d.mv_size, &rec) < 0)
+                        memset(&rec, 0, sizeof(rec)); /* rewritten from the truth */
+                struct tenant_sum *t = store_usage_find(&sums, k.mv_data, k.mv_size);
+                if (!t) {
+                        rc = -ENOMEM;
+                        break;
+                }
+                t->seen = true;
+                rc = usage_item(m, t, &rec);
+        }
+        if (!rc && r != MDB_NOTFOUND)
+                rc = store_mdb_rc(r);
+        for (size_t i = 0; !rc && i < sums.n; i++)
+                if (!sums.t[i].seen)
+                        rc = usage_item(m, &sums.t[i], &zero);
+out:
+        mdb_cursor_close(cur);
+        store_usage_sums_free(&sums);
+        return rc;
+}
+
 static int mark(struct chp_store *s, struct mark *m)
 {
         int rc = store_read_begin(s, &m->txn);
@@ -246,8 +296,9 @@ static int mark(struct chp_store *s, struct mark *m)
                 store_addrs_sort(&m->refs);
                 m->st->references = m->refs.n;
                 if (!(rc = scan(m, s->db_refs, mark_count)) && !(rc = mark_uncounted(m)) &&
-                    !(rc = scan(m, s->db_chunks, mark_chunk)))
-                        rc = scan(m, s->db_orphans, mark_orphan_rec);
+                    !(rc = scan(m, s->db_chunks, mark_chunk)) &&
+                    !(rc = scan(m, s->db_orphans, mark_orphan_rec)))
+                        rc = mark_usage(m);
         }
         mdb_txn_abort(m->txn);
         m->txn = NULL;
@@ -279,6 +330,7 @@ int chp_store_audit(struct chp_store *s, uint64_t now, struct chp_audit_stats *o
                 st.orphans += b->orphans;
                 st.chunks_freed += b->chunks_freed;
                 st.bytes_freed += b->bytes_freed;
+                st.usage_fixed += b->usage_fixed;
         }
         pthread_mutex_unlock(&s->audit_lock);
         free(m.items);
@@ -294,6 +346,11 @@ int store_orphan_forget(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CH
         MDB_val k = val(addr, CHP_HASH_BYTES);
         int rc = mdb_del(txn, s->db_orphans, &k, NULL);
         return rc == MDB_NOTFOUND ? 0 : store_mdb_rc(rc);
+}
+
+static int64_t neg(int64_t v)
+{
+        return v == INT64_MIN ? INT64_MAX : -v;
 }
 
 static int fix(struct chp_store *s, MDB_txn *txn, const uint8_t *addr, int64_t drift,
@@ -389,6 +446,29 @@ static int dangling(struct chp_store *s, MDB_txn *txn, MDB_dbi db, const uint8_t
         return store_mdb_rc(rc);
 }
 
+/* A tenant's usage, corrected by its drift (requests since the mark changed record and truth
+ * alike). */
+static int usage_fix(struct chp_store *s, MDB_txn *txn, const struct chp_audit_item *it,
+                     struct chp_audit_stats *st)
+{
+        if (it->klen == 0 || it->klen > CHP_TENANT_MAX)
+                return 0;
+        struct chp_tenant_usage rec;
+        int rc = store_usage_get(s, txn, it->key, it->klen, &rec);
+        if (rc == CHP_ECORRUPT) /* store_usage_add starts it over from zero */
+                rc = 0;
+        if (rc)
+                return rc;
+        struct usage_delta d = {.stored_bytes = neg(it->drift[0]),
+                                .files = neg(it->drift[1]),
+                                .incomplete = neg(it->drift[2]),
+                                .incomplete_bytes = neg(it->drift[3])};
+        if ((rc = store_usage_add(s, txn, it->key, it->klen, &d)))
+                return rc;
+        st->usage_fixed++;
+        return 0;
+}
+
 int store_apply_audit(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
 {
         struct chp_audit_stats *st = &req->u.audit.stats;
@@ -398,7 +478,7 @@ int store_apply_audit(struct chp_store *s, MDB_txn *txn, struct chp_store_req *r
                 const struct chp_audit_item *it = &req->u.audit.items[i];
                 switch (it->kind) {
                 case AUDIT_FIX:
-                        rc = fix(s, txn, it->key, it->drift, st);
+                        rc = fix(s, txn, it->key, it->drift[0], st);
                         break;
                 case AUDIT_ORPHAN:
                         rc = orphan(s, txn, it->key, req->u.audit.now, st);
@@ -411,6 +491,9 @@ int store_apply_audit(struct chp_store *s, MDB_txn *txn, struct chp_store_req *r
                         break;
                 case AUDIT_TAIL:
                         rc = dangling(s, txn, s->db_tails, it->key, st);
+                        break;
+                case AUDIT_USAGE:
+                        rc = usage_fix(s, txn, it, st);
                         break;
                 default:
                         rc = -EINVAL;

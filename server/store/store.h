@@ -150,6 +150,7 @@ struct chp_audit_stats {
         uint64_t orphans;      /* chunks referenced by nothing, kept for their grace */
         uint64_t chunks_freed; /* orphans past their grace, freed */
         uint64_t bytes_freed;  /* their bytes */
+        uint64_t usage_fixed;  /* tenants whose usage record differed from their records */
 };
 
 struct chp_audit_item; /* the store's (chp_store_audit's batches) */
@@ -393,7 +394,8 @@ void chp_store_audit_hook(struct chp_store *s, void (*fn)(void *ctx), void *ctx)
  * then hands the writer small batches of repairs (CHP_REQ_AUDIT, a few thousand records each,
  * so the writer is never held for long): a reference count that differs from the truth is
  * corrected by the difference (which requests committed since the snapshot leave unchanged),
- * upload entries of vanished uploads are dropped, and a chunk referenced by nothing is recorded
+ * upload entries of vanished uploads are dropped, a tenant's usage that differs from its files
+ * and uploads is corrected the same way, and a chunk referenced by nothing is recorded
  * as an orphan and freed by a later audit once orphan_grace has passed since (a put of the
  * chunk in between restarts that clock: a chunk being attached is never freed). Not on a loop
  * thread (it waits for the writer); one audit at a time (a second call waits). now: unix

@@ -152,6 +152,22 @@ int store_usage_add(struct chp_store *s, MDB_txn *txn, const void *tenant, size_
 /* Recomputes every tenant's usage from the files and uploads dbs into the (empty) tenants db:
  * at open, for a store written before it existed. Records that do not parse are skipped. */
 int store_usage_rebuild(struct chp_store *s, MDB_txn *txn, uint64_t now);
+/* What files and upload records say each tenant holds (the day's bytes left 0), for verify and
+ * the audit: a list sorted by name; the empty tenant is left out. */
+struct tenant_sum {
+        char name[CHP_TENANT_MAX];
+        uint8_t len;
+        bool seen; /* the caller's: its tenants record was found */
+        struct chp_tenant_usage u;
+};
+struct usage_sums {
+        struct tenant_sum *t;
+        size_t n, cap;
+};
+int store_usage_count(struct chp_store *s, MDB_txn *txn, struct usage_sums *out);
+/* tenant's sum, added (zeros) if absent; NULL when out of memory. */
+struct tenant_sum *store_usage_find(struct usage_sums *l, const void *tenant, size_t tlen);
+void store_usage_sums_free(struct usage_sums *l);
 /* The contribution of an upload record to its tenant's incomplete uploads (sign +1 or -1);
  * a complete record contributes nothing. */
 void store_usage_of_upload(const struct chp_rec_upload *u, int sign, struct usage_delta *d);
@@ -178,14 +194,16 @@ enum audit_kind {
         AUDIT_CLEAR,   /* addr has an orphans entry but was referenced or absent at the mark */
         AUDIT_UPCHUNK, /* key: an upchunks entry of an upload that did not exist */
         AUDIT_TAIL,    /* key: a tails entry of an upload that did not exist */
+        AUDIT_USAGE,   /* key: a tenant whose usage record differed from its records */
 };
 
 struct chp_audit_item {
         uint8_t kind;
-        uint8_t key[CHP_HASH_BYTES]; /* chunk address, or upload id + be32 (first 20 bytes) */
-        int64_t drift;
+        uint8_t klen;
+        uint8_t key[CHP_TENANT_MAX]; /* chunk address, upload id + be32, or tenant name */
+        int64_t drift[4];            /* AUDIT_FIX: [0]; AUDIT_USAGE: stored bytes, files, incomplete
+                                        uploads, incomplete bytes (record - truth, at the mark) */
 };
-
 int store_apply_audit(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req);
 /* Drops addr's orphans entry, if any (a put of the chunk restarts its grace). */
 int store_orphan_forget(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES]);

@@ -4,6 +4,7 @@
  * tenant (trusted callers, never under a quota) is not tracked: LMDB has no empty keys.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -114,9 +115,13 @@ static int usage_of_record(const MDB_val *v, bool files, uint64_t now, char *ten
         return 0;
 }
 
-int store_usage_rebuild(struct chp_store *s, MDB_txn *txn, uint64_t now)
+typedef int (*usage_fn)(void *ctx, const char *tenant, size_t tlen, const struct usage_delta *d);
+
+/* Calls fn with every file's and every upload record's part of its tenant's usage, in txn;
+ * counts the records that do not parse into *skipped. */
+static int usage_walk(struct chp_store *s, MDB_txn *txn, uint64_t now, usage_fn fn, void *ctx,
+                      uint64_t *counted, uint64_t *skipped)
 {
-        uint64_t skipped = 0, counted = 0;
         for (int pass = 0; pass < 2; pass++) {
                 MDB_cursor *cur;
                 MDB_val k, v;
@@ -124,8 +129,8 @@ int store_usage_rebuild(struct chp_store *s, MDB_txn *txn, uint64_t now)
                 int rc = mdb_cursor_open(txn, pass ? s->db_uploads : s->db_files, &cur);
                 if (rc)
                         return store_mdb_rc(rc);
-                /* the cursor reads one db and the usage is written to another: LMDB keeps a
-                 * cursor valid across writes to other dbs of its transaction */
+                /* fn may write to another db: LMDB keeps a cursor valid across writes to other
+                 * dbs of its transaction */
                 int op = MDB_FIRST;
                 while (!err && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
                         op = MDB_NEXT;
@@ -133,9 +138,9 @@ int store_usage_rebuild(struct chp_store *s, MDB_txn *txn, uint64_t now)
                         size_t tlen = 0;
                         struct usage_delta d;
                         if (usage_of_record(&v, !pass, now, tenant, &tlen, &d))
-                                skipped++;
-                        else if (!(err = store_usage_add(s, txn, tenant, tlen, &d)))
-                                counted++;
+                                (*skipped)++;
+                        else if (!(err = fn(ctx, tenant, tlen, &d)))
+                                (*counted)++;
                 }
                 mdb_cursor_close(cur);
                 if (err)
@@ -143,6 +148,27 @@ int store_usage_rebuild(struct chp_store *s, MDB_txn *txn, uint64_t now)
                 if (rc != MDB_NOTFOUND)
                         return store_mdb_rc(rc);
         }
+        return 0;
+}
+
+struct rebuild {
+        struct chp_store *s;
+        MDB_txn *txn;
+};
+
+static int rebuild_one(void *ctx, const char *tenant, size_t tlen, const struct usage_delta *d)
+{
+        struct rebuild *r = ctx;
+        return store_usage_add(r->s, r->txn, tenant, tlen, d);
+}
+
+int store_usage_rebuild(struct chp_store *s, MDB_txn *txn, uint64_t now)
+{
+        uint64_t skipped = 0, counted = 0;
+        struct rebuild r = {.s = s, .txn = txn};
+        int rc = usage_walk(s, txn, now, rebuild_one, &r, &counted, &skipped);
+        if (rc)
+                return rc;
         if (counted)
                 chp_log_info("store", "tenant usage counted from %llu files and uploads",
                              (unsigned long long)counted);
@@ -150,6 +176,72 @@ int store_usage_rebuild(struct chp_store *s, MDB_txn *txn, uint64_t now)
                 chp_log_warn("store", "tenant usage: %llu malformed records not counted",
                              (unsigned long long)skipped);
         return 0;
+}
+
+/* The sum for tenant in the sorted list, added if new; NULL when out of memory. */
+static struct tenant_sum *sum_of(struct usage_sums *l, const char *tenant, size_t tlen)
+{
+        size_t lo = 0, hi = l->n;
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                const struct tenant_sum *t = &l->t[mid];
+                int c = memcmp(t->name, tenant, t->len < tlen ? t->len : tlen);
+                if (c == 0)
+                        c = t->len < tlen ? -1 : t->len > tlen;
+                if (c == 0)
+                        return &l->t[mid];
+                if (c < 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        if (l->n == l->cap) {
+                size_t cap = l->cap ? l->cap * 2 : 8;
+                struct tenant_sum *n = realloc(l->t, cap * sizeof(*n));
+                if (!n)
+                        return NULL;
+                l->t = n;
+                l->cap = cap;
+        }
+        memmove(&l->t[lo + 1], &l->t[lo], (l->n - lo) * sizeof(*l->t));
+        l->n++;
+        struct tenant_sum *t = &l->t[lo];
+        memset(t, 0, sizeof(*t));
+        memcpy(t->name, tenant, tlen);
+        t->len = (uint8_t)tlen;
+        return t;
+}
+
+static int count_one(void *ctx, const char *tenant, size_t tlen, const struct usage_delta *d)
+{
+        if (tlen == 0)
+                return 0;
+        struct tenant_sum *t = sum_of(ctx, tenant, tlen);
+        if (!t)
+                return -ENOMEM;
+        /* the parts are never negative here (+1 per record) */
+        t->u.stored_bytes += (uint64_t)d->stored_bytes;
+        t->u.files += (uint64_t)d->files;
+        t->u.incomplete += (uint64_t)d->incomplete;
+        t->u.incomplete_bytes += (uint64_t)d->incomplete_bytes;
+        return 0;
+}
+
+int store_usage_count(struct chp_store *s, MDB_txn *txn, struct usage_sums *out)
+{
+        uint64_t counted = 0, skipped = 0;
+        return usage_walk(s, txn, 0, count_one, out, &counted, &skipped);
+}
+
+struct tenant_sum *store_usage_find(struct usage_sums *l, const void *tenant, size_t tlen)
+{
+        return sum_of(l, tenant, tlen);
+}
+
+void store_usage_sums_free(struct usage_sums *l)
+{
+        free(l->t);
+        *l = (struct usage_sums){0};
 }
 
 int chp_store_tenant_usage(struct chp_store *s, const char *tenant, struct chp_tenant_usage *out)

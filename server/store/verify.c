@@ -275,6 +275,71 @@ static int verify_refs(struct verify *v)
         return store_mdb_rc(rc);
 }
 
+/* A tenant's name for a message: printable ASCII, anything else as '?'. */
+static const char *tenant_name(const struct tenant_sum *t, char out[CHP_TENANT_MAX + 1])
+{
+        for (size_t i = 0; i < t->len; i++)
+                out[i] = t->name[i] > ' ' && t->name[i] < 0x7f ? t->name[i] : '?';
+        out[t->len] = '\0';
+        return out;
+}
+
+static void usage_differs(struct verify *v, const struct tenant_sum *t,
+                          const struct chp_tenant_usage *rec)
+{
+        char name[CHP_TENANT_MAX + 1];
+        if (rec->stored_bytes == t->u.stored_bytes && rec->files == t->u.files &&
+            rec->incomplete == t->u.incomplete && rec->incomplete_bytes == t->u.incomplete_bytes)
+                return;
+        problem(v,
+                "tenant %s: usage says %llu bytes in %llu files and %llu incomplete uploads "
+                "(%llu bytes), but the records hold %llu, %llu, %llu (%llu)",
+                tenant_name(t, name), (unsigned long long)rec->stored_bytes,
+                (unsigned long long)rec->files, (unsigned long long)rec->incomplete,
+                (unsigned long long)rec->incomplete_bytes, (unsigned long long)t->u.stored_bytes,
+                (unsigned long long)t->u.files, (unsigned long long)t->u.incomplete,
+                (unsigned long long)t->u.incomplete_bytes);
+}
+
+/* Each tenant's usage record must say what its files and upload records hold. */
+static int verify_tenants(struct verify *v)
+{
+        struct usage_sums sums = {0};
+        struct chp_tenant_usage zero = {0}, rec;
+        MDB_cursor *cur = NULL;
+        MDB_val k, d;
+        int rc = store_usage_count(v->s, v->txn, &sums);
+        if (rc || (rc = store_mdb_rc(mdb_cursor_open(v->txn, v->s->db_tenants, &cur))))
+                goto out;
+        int op = MDB_FIRST, r;
+        while ((r = mdb_cursor_get(cur, &k, &d, op)) == 0) {
+                op = MDB_NEXT;
+                if (k.mv_size == 0 || k.mv_size > CHP_TENANT_MAX ||
+                    chp_rec_tenant_parse(d.mv_data, d.mv_size, &rec) < 0) {
+                        problem(v, "tenant usage record malformed");
+                        continue;
+                }
+                struct tenant_sum *t = store_usage_find(&sums, k.mv_data, k.mv_size);
+                if (!t) {
+                        rc = -ENOMEM;
+                        goto out;
+                }
+                t->seen = true;
+                usage_differs(v, t, &rec);
+        }
+        if (r != MDB_NOTFOUND) {
+                rc = store_mdb_rc(r);
+                goto out;
+        }
+        for (size_t i = 0; i < sums.n; i++)
+                if (!sums.t[i].seen)
+                        usage_differs(v, &sums.t[i], &zero);
+out:
+        mdb_cursor_close(cur);
+        store_usage_sums_free(&sums);
+        return rc;
+}
+
 int chp_store_verify(struct chp_store *s, chp_verify_problem_fn fn, void *ctx,
                      struct chp_verify_stats *stats)
 {
@@ -307,6 +372,8 @@ int chp_store_verify(struct chp_store *s, chp_verify_problem_fn fn, void *ctx,
                 rc = scan(&v, passes[i].db, passes[i].fn);
         if (!rc)
                 rc = verify_refs(&v);
+        if (!rc)
+                rc = verify_tenants(&v);
         mdb_txn_abort(v.txn);
         v.st.segments = v.bv.units;
         if (!rc)
