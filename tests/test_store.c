@@ -1997,9 +1997,16 @@ TEST(quota_refuses_only_new_sessions)
         struct chp_upload *d = tus_upload("acme", 0x04, 1, DAY0, DAY0 + 1000);
         CHECK_EQ(create_upload(s, d, &q, &hit), CHP_EQUOTA);
         CHECK_EQ(hit, CHP_QUOTA_INCOMPLETE);
-        /* re-creating an existing record (its length became known) is no new session */
+        /* re-creating an existing record (its length became known) is no new session, but the
+         * bytes it adds count: 60000 + 50000 would pass max_stored, 60000 + 30000 does not */
+        c->declared_size = 50000;
+        CHECK_EQ(create_upload(s, c, &q, &hit), CHP_EQUOTA);
+        CHECK_EQ(hit, CHP_QUOTA_STORED);
+        CHECK_OK(chp_store_upload_get(s, c->id, back));
+        CHECK_EQ(back->declared_size, CHP_UPLOAD_SIZE_UNKNOWN); /* left as it was */
         c->declared_size = 30000;
         CHECK_OK(create_upload(s, c, &q, &hit));
+        CHECK_EQ(hit, CHP_QUOTA_NONE);
         CHECK_USAGE(usage_of(s, "acme"), 0, 0, 2, 90000);
         /* bytes begun per UTC day: 90000 begun today */
         q = NO_QUOTA;

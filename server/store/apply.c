@@ -467,10 +467,10 @@ static uint64_t add_sat(uint64_t a, uint64_t b)
         return a > UINT64_MAX - b ? UINT64_MAX : a + b;
 }
 
-/* Whether a new upload session of `declared` known bytes fits tenant's limits; CHP_EQUOTA and
- * *hit say which it would pass. */
+/* Whether `sessions` more upload sessions (1 new, or 0 for a re-created one) adding `declared`
+ * known bytes fit tenant's limits; CHP_EQUOTA and *hit say which they would pass. */
 static int quota_check(struct chp_store *s, MDB_txn *txn, const char *tenant, size_t tlen,
-                       const struct chp_store_quota *q, uint64_t declared,
+                       const struct chp_store_quota *q, uint64_t declared, uint64_t sessions,
                        enum chp_store_quota_hit *hit)
 {
         struct chp_tenant_usage use;
@@ -480,7 +480,7 @@ static int quota_check(struct chp_store *s, MDB_txn *txn, const char *tenant, si
         uint64_t day_bytes = use.day == q->now / 86400 ? use.day_bytes : 0;
         if (add_sat(add_sat(use.stored_bytes, use.incomplete_bytes), declared) > q->max_stored)
                 *hit = CHP_QUOTA_STORED;
-        else if (add_sat(use.incomplete, 1) > q->max_incomplete)
+        else if (sessions && add_sat(use.incomplete, sessions) > q->max_incomplete)
                 *hit = CHP_QUOTA_INCOMPLETE;
         else if (add_sat(day_bytes, declared) > q->max_per_day)
                 *hit = CHP_QUOTA_PER_DAY;
@@ -557,13 +557,18 @@ static int apply_upload_create(struct chp_store *s, MDB_txn *txn, struct chp_sto
                         ? 0
                         : old.declared;
                 add.day_bytes = known > old_known ? known - old_known : 0;
+                /* bytes a deferred length adds count against the limits as a new upload's do */
+                if (quota && add.day_bytes &&
+                    (rc = quota_check(s, txn, u->tenant, tlen, quota, add.day_bytes, 0,
+                                      &req->u.upload_create.quota_hit)))
+                        return rc;
                 if ((rc = expiry_set(s, txn, old.expires, CHP_REC_EXPIRY_UPLOAD, u->id,
                                      CHP_UPLOAD_ID_BYTES, false)) ||
                     (rc = store_usage_add(s, txn, old_tenant, old.tenant_len, &sub)))
                         return rc;
         } else if (rc != MDB_NOTFOUND) {
                 return store_mdb_rc(rc);
-        } else if (quota && (rc = quota_check(s, txn, u->tenant, tlen, quota, known,
+        } else if (quota && (rc = quota_check(s, txn, u->tenant, tlen, quota, known, 1,
                                               &req->u.upload_create.quota_hit))) {
                 return rc;
         }

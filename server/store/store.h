@@ -104,7 +104,9 @@ struct chp_upload {
 /* A tenant's limits that the writer checks, in the transaction that would create a new upload
  * session (CHP_REQ_UPLOAD_CREATE), against the tenant's usage (chp_store_tenant_usage): so
  * concurrent uploads cannot overshoot them together. A resumed upload or a file already stored
- * is not new and is not checked. UINT64_MAX: no limit. */
+ * is not new and is not checked; a tus record re-created under its id because its deferred
+ * length became known is checked for the bytes that adds (max_stored, max_per_day). UINT64_MAX:
+ * no limit. */
 struct chp_store_quota {
         uint64_t max_stored;     /* bytes of the tenant's files + its incomplete uploads' sizes */
         uint64_t max_incomplete; /* upload sessions of the tenant not committed */
@@ -198,8 +200,9 @@ struct chp_store_req {
                                                             set from manifest */
                         const uint8_t *manifest;         /* NULL, or the encoding (borrowed) */
                         size_t manifest_len;
-                        /* the tenant's limits (upload->tenant), checked only when a new session
-                         * would be created: CHP_EQUOTA and quota_hit say which; NULL: none */
+                        /* the tenant's limits (upload->tenant), checked when a new session would
+                         * be created or a deferred length grow one (struct chp_store_quota):
+                         * CHP_EQUOTA and quota_hit say which; NULL: none */
                         const struct chp_store_quota *quota;
                         enum chp_store_quota_hit quota_hit;     /* result */
                         uint8_t upload_id[CHP_UPLOAD_ID_BYTES]; /* result */
