@@ -2335,6 +2335,76 @@ TEST(audit_repairs_tenant_usage)
         free(e.data);
 }
 
+static int overcount(MDB_txn *txn, void *ctx)
+{
+        const struct chunk *ch = ctx;
+        MDB_dbi refs;
+        int rc = mdb_dbi_open(txn, "refs", 0, &refs);
+        uint8_t seven[CHP_REC_REFS_BYTES];
+        chp_rec_refs_encode(seven, 7);
+        for (int i = 0; !rc && i < 10; i++) {
+                MDB_val k = {CHP_HASH_BYTES, (void *)ch[i].addr}, v = {sizeof(seven), seven};
+                rc = mdb_put(txn, refs, &k, &v, 0);
+        }
+        return rc ? rc : damage_usage(txn, NULL);
+}
+
+TEST(audit_in_passes_when_references_do_not_fit)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        const uint64_t G = grace_default(), T = DAY0;
+        enum { N = 40, LOOSE = 10 };
+        struct chunk ch[N + LOOSE];
+        for (int i = 0; i < N + LOOSE; i++) {
+                ch[i] = make_chunk(1000, 9000 + (uint32_t)i);
+                CHECK_OK(put_chunk(s, &ch[i]));
+        }
+        for (int f = 0; f < N / 2; f++) { /* acme's files: chunks f and f + N/2 */
+                struct chunk two[2] = {ch[f], ch[f + N / 2]};
+                two[0].len = 65536; /* the manifest's sizes only; no chunk is read */
+                size_t mlen = 0;
+                uint8_t *m = manifest_of(two, 2, 65536, &mlen);
+                struct chp_store_req c = {.type = CHP_REQ_COMMIT};
+                c.u.commit.manifest = m;
+                c.u.commit.manifest_len = mlen;
+                c.u.commit.tenant = "acme";
+                CHECK_OK(chp_store_run(s, &c));
+                free(m);
+        }
+        struct chp_upload *b = tus_upload("beta", 0x91, 9999, T, 0);
+        REQUIRE_OK(create_upload(s, b, NULL, NULL));
+        struct chp_tenant_usage acme = usage_of(s, "acme");
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        REQUIRE_OK(raw_index(overcount, ch));
+        s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        CHECK_EQ(verify_problems(s), 13);
+        chp_store_audit_limit(s, 8); /* 40 references: at least 5 passes */
+        struct chp_audit_stats st;
+        CHECK_OK(chp_store_audit(s, T, &st));
+        CHECK(st.passes >= 5);
+        CHECK_EQ(st.chunks, N + LOOSE);
+        CHECK_EQ(st.references, N);
+        CHECK_EQ(st.refs_fixed, 10);
+        CHECK_EQ(st.usage_fixed, 3); /* once, not once per pass */
+        CHECK_EQ(st.orphans, LOOSE);
+        CHECK_USAGE(usage_of(s, "acme"), acme.stored_bytes, N / 2, 0, 0);
+        CHECK_EQ(verify_problems(s), 0);
+        CHECK_OK(chp_store_audit(s, T + G, &st));
+        CHECK_EQ(st.chunks_freed, LOOSE);
+        for (int i = 0; i < N + LOOSE; i++)
+                CHECK(reads_back(s, &ch[i]) == (i < N));
+        CHECK_EQ(verify_problems(s), 0);
+        printf("  %llu passes of at most 8 references each\n", (unsigned long long)st.passes);
+        chp_store_close(s);
+        free(b);
+        for (int i = 0; i < N + LOOSE; i++)
+                free(ch[i].data);
+}
+
 /* What lands between an audit's mark and its sweep. */
 struct meanwhile {
         struct chp_store *s;

@@ -13,9 +13,12 @@
  *     landing after the mark meets either no record (kept) or a fresh one;
  *   - upload chunk entries and kept tails of uploads that do not exist are dropped, if the
  *     upload still does not exist at T1 (their references were not counted as true).
- * Memory: CHP_HASH_BYTES per reference in the store, for the mark.
+ * Memory: CHP_HASH_BYTES per reference, for the mark; a store with more references than
+ * audit_refs_max is marked and swept in passes over ranges of addresses, each in a snapshot of
+ * its own (the argument above holds per chunk, so per range).
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,7 +30,10 @@
 struct mark {
         struct chp_store *s;
         MDB_txn *txn;
-        struct addr_list refs;             /* one address per true reference */
+        unsigned lo, hi;       /* this pass: addresses whose first byte is in [lo, hi) */
+        bool first;            /* this pass also marks upload entries and usage */
+        size_t refs_max;       /* -E2BIG past this many references: split the pass */
+        struct addr_list refs; /* one address per true reference (in range) */
         uint8_t last[CHP_UPLOAD_ID_BYTES]; /* mark_upload_entry: the last entry's upload, */
         bool have_last, last_exists;       /* whether it exists, */
         bool tails;                        /* and whether the entries are kept tails */
@@ -119,21 +125,35 @@ static int add_item(struct mark *m, enum audit_kind kind, const uint8_t *key, si
 
 typedef int (*mark_fn)(struct mark *m, const MDB_val *k, const MDB_val *v);
 
-/* Calls fn for every entry of db in key order, until its first error. */
-static int scan(struct mark *m, MDB_dbi db, mark_fn fn)
+/* Calls fn for every entry of db in key order, until its first error; by_addr: only the keys
+ * (chunk addresses) of this pass's range. */
+static int scan(struct mark *m, MDB_dbi db, bool by_addr, mark_fn fn)
 {
         MDB_cursor *cur;
-        MDB_val k, v;
+        uint8_t lo = (uint8_t)m->lo;
+        MDB_val k = val(&lo, 1), v;
         int err = 0, rc = mdb_cursor_open(m->txn, db, &cur);
         if (rc)
                 return store_mdb_rc(rc);
-        int op = MDB_FIRST;
+        int op = by_addr ? MDB_SET_RANGE : MDB_FIRST;
         while (!err && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
                 op = MDB_NEXT;
+                if (by_addr && ((const uint8_t *)k.mv_data)[0] >= m->hi)
+                        break;
                 err = fn(m, &k, &v);
         }
         mdb_cursor_close(cur);
-        return err ? err : rc == MDB_NOTFOUND ? 0 : store_mdb_rc(rc);
+        return err ? err : rc == MDB_NOTFOUND || rc == 0 ? 0 : store_mdb_rc(rc);
+}
+
+/* A true reference to addr, if addr is in this pass's range. */
+static int ref_push(struct mark *m, const uint8_t *addr)
+{
+        if (addr[0] < m->lo || addr[0] >= m->hi)
+                return 0;
+        if (m->refs.n >= m->refs_max)
+                return -E2BIG;
+        return store_addrs_push(&m->refs, addr);
 }
 
 /* Every reference of a file (malformed records are verify's to report: skipped). */
@@ -146,7 +166,7 @@ static int mark_file(struct mark *m, const MDB_val *k, const MDB_val *v)
         if (parse_file(v, &f) || chp_manifest_decode(f.manifest, f.manifest_len, &man) < 0)
                 return 0;
         for (uint32_t i = 0; !err && i < man.chunk_count; i++)
-                err = store_addrs_push(&m->refs, man.addrs + (size_t)i * CHP_HASH_BYTES);
+                err = ref_push(m, man.addrs + (size_t)i * CHP_HASH_BYTES);
         return err;
 }
 
@@ -164,9 +184,10 @@ static int mark_upload_entry(struct mark *m, const MDB_val *k, const MDB_val *v)
                 m->last_exists = mdb_get(m->txn, m->s->db_uploads, &uk, &d) == 0;
         }
         if (!m->last_exists)
-                return add_item(m, m->tails ? AUDIT_TAIL : AUDIT_UPCHUNK, k->mv_data, k->mv_size,
-                                0);
-        return m->tails ? 0 : store_addrs_push(&m->refs, v->mv_data);
+                return m->first ? add_item(m, m->tails ? AUDIT_TAIL : AUDIT_UPCHUNK, k->mv_data,
+                                           k->mv_size, 0)
+                                : 0;
+        return m->tails ? 0 : ref_push(m, v->mv_data);
 }
 
 static uint64_t true_refs(const struct mark *m, const uint8_t *addr)
@@ -286,18 +307,19 @@ static int mark(struct chp_store *s, struct mark *m)
         int rc = store_read_begin(s, &m->txn);
         if (rc)
                 return rc;
-        if (!(rc = scan(m, s->db_files, mark_file)) &&
-            !(rc = scan(m, s->db_upchunks, mark_upload_entry))) {
+        m->have_last = m->tails = false;
+        if (!(rc = scan(m, s->db_files, false, mark_file)) &&
+            !(rc = scan(m, s->db_upchunks, false, mark_upload_entry)) && m->first) {
                 m->tails = true;
                 m->have_last = false;
-                rc = scan(m, s->db_tails, mark_upload_entry);
+                rc = scan(m, s->db_tails, false, mark_upload_entry);
         }
         if (!rc) {
                 store_addrs_sort(&m->refs);
                 m->st->references = m->refs.n;
-                if (!(rc = scan(m, s->db_refs, mark_count)) && !(rc = mark_uncounted(m)) &&
-                    !(rc = scan(m, s->db_chunks, mark_chunk)) &&
-                    !(rc = scan(m, s->db_orphans, mark_orphan_rec)))
+                if (!(rc = scan(m, s->db_refs, true, mark_count)) && !(rc = mark_uncounted(m)) &&
+                    !(rc = scan(m, s->db_chunks, true, mark_chunk)) &&
+                    !(rc = scan(m, s->db_orphans, true, mark_orphan_rec)) && m->first)
                         rc = mark_usage(m);
         }
         mdb_txn_abort(m->txn);
@@ -305,32 +327,74 @@ static int mark(struct chp_store *s, struct mark *m)
         return rc;
 }
 
+/* The writer applies a pass's repairs, AUDIT_BATCH at a time; counts into st. */
+static int sweep(struct chp_store *s, const struct mark *m, uint64_t now,
+                 struct chp_audit_stats *st)
+{
+        for (size_t at = 0; at < m->nitems; at += AUDIT_BATCH) {
+                struct chp_store_req req = {.type = CHP_REQ_AUDIT};
+                req.u.audit.items = m->items + at;
+                req.u.audit.n = m->nitems - at < AUDIT_BATCH ? m->nitems - at : AUDIT_BATCH;
+                req.u.audit.now = now;
+                int rc = chp_store_run(s, &req);
+                if (rc)
+                        return rc;
+                const struct chp_audit_stats *b = &req.u.audit.stats;
+                st->refs_fixed += b->refs_fixed;
+                st->dangling += b->dangling;
+                st->orphans += b->orphans;
+                st->chunks_freed += b->chunks_freed;
+                st->bytes_freed += b->bytes_freed;
+                st->usage_fixed += b->usage_fixed;
+        }
+        return 0;
+}
+
+/* Passes over address ranges, each a snapshot and its sweep: one over every address while the
+ * references fit in audit_refs_max, else ranges halved until they do (addresses are hashes:
+ * ranges of first bytes hold about equal shares). */
 int chp_store_audit(struct chp_store *s, uint64_t now, struct chp_audit_stats *out)
 {
         memset(out, 0, sizeof(*out));
         struct chp_audit_stats st = {0};
-        struct mark m = {.s = s, .st = &st};
+        struct mark m = {.s = s};
+        unsigned lo = 0, width = 256;
+        bool once = false; /* the pass over upload entries and usage is done */
+        int rc = 0;
         pthread_mutex_lock(&s->audit_lock);
-        int rc = mark(s, &m);
-        store_addrs_free(&m.refs);
-#ifdef CHAPAR_FAULT_INJECTION
-        if (!rc && s->audit_hook)
-                s->audit_hook(s->audit_hook_ctx);
-#endif
-        for (size_t at = 0; !rc && at < m.nitems; at += AUDIT_BATCH) {
-                struct chp_store_req req = {.type = CHP_REQ_AUDIT};
-                req.u.audit.items = m.items + at;
-                req.u.audit.n = m.nitems - at < AUDIT_BATCH ? m.nitems - at : AUDIT_BATCH;
-                req.u.audit.now = now;
-                if ((rc = chp_store_run(s, &req)))
+        while (!rc && lo < 256) {
+                struct chp_audit_stats pass = {0};
+                m.st = &pass;
+                m.lo = lo;
+                m.hi = lo + width;
+                m.first = !once;
+                m.refs_max = width > 1 ? s->audit_refs_max : SIZE_MAX;
+                m.nitems = 0;
+                rc = mark(s, &m);
+                store_addrs_free(&m.refs);
+                if (rc == -E2BIG) {
+                        rc = 0;
+                        width /= 2;
+                        continue;
+                }
+                if (rc)
                         break;
-                const struct chp_audit_stats *b = &req.u.audit.stats;
-                st.refs_fixed += b->refs_fixed;
-                st.dangling += b->dangling;
-                st.orphans += b->orphans;
-                st.chunks_freed += b->chunks_freed;
-                st.bytes_freed += b->bytes_freed;
-                st.usage_fixed += b->usage_fixed;
+#ifdef CHAPAR_FAULT_INJECTION
+                if (s->audit_hook)
+                        s->audit_hook(s->audit_hook_ctx);
+#endif
+                rc = sweep(s, &m, now, &pass);
+                st.chunks += pass.chunks;
+                st.references += pass.references;
+                st.refs_fixed += pass.refs_fixed;
+                st.dangling += pass.dangling;
+                st.orphans += pass.orphans;
+                st.chunks_freed += pass.chunks_freed;
+                st.bytes_freed += pass.bytes_freed;
+                st.usage_fixed += pass.usage_fixed;
+                st.passes++;
+                once = true;
+                lo += width;
         }
         pthread_mutex_unlock(&s->audit_lock);
         free(m.items);

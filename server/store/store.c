@@ -51,6 +51,11 @@ void chp_store_audit_hook(struct chp_store *s, void (*fn)(void *ctx), void *ctx)
         s->audit_hook_ctx = ctx;
 }
 
+void chp_store_audit_limit(struct chp_store *s, size_t refs_max)
+{
+        s->audit_refs_max = refs_max;
+}
+
 /* Arms the faults CHAPAR_STORE_FAULT lists, so that a whole relay built with the hook can be
  * driven from a test script: "SITE:NTH:COUNT:ERR[,...]", SITE one of write, sync, create,
  * commit, ERR one of EIO, ENOSPC, EDQUOT. A malformed entry is logged and ignored. */
@@ -259,6 +264,7 @@ int chp_store_open(const struct chp_store_opts *o, struct chp_store **out)
         pthread_mutex_init(&s->q_lock, NULL);
         pthread_cond_init(&s->q_cond, NULL);
         pthread_mutex_init(&s->audit_lock, NULL);
+        s->audit_refs_max = AUDIT_REFS_MAX;
         int rc;
         char path[4096];
         s->dir = strdup(o->dir);

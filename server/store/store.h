@@ -153,6 +153,8 @@ struct chp_audit_stats {
         uint64_t chunks_freed; /* orphans past their grace, freed */
         uint64_t bytes_freed;  /* their bytes */
         uint64_t usage_fixed;  /* tenants whose usage record differed from their records */
+        uint64_t passes;       /* snapshots marked: more than 1 when the references did not
+                                  fit in memory at once (see chp_store_audit) */
 };
 
 struct chp_audit_item; /* the store's (chp_store_audit's batches) */
@@ -385,9 +387,11 @@ void chp_store_fault_arm(struct chp_store *s, enum chp_store_fault_site site, ui
  * write|sync|create|commit, ERR EIO|ENOSPC|EDQUOT, comma-separated), for whole-relay tests. */
 uint64_t chp_store_fault_calls(struct chp_store *s, enum chp_store_fault_site site);
 
-/* Calls fn(ctx) in chp_store_audit after its mark and before it submits its repairs, so that a
+/* Calls fn(ctx) in chp_store_audit after each mark and before it submits its repairs, so that a
  * test can land requests in between; NULL removes it. Set it before the audit starts. */
 void chp_store_audit_hook(struct chp_store *s, void (*fn)(void *ctx), void *ctx);
+/* Sets the most references one audit pass marks (default 4 Mi), so that tests see several. */
+void chp_store_audit_limit(struct chp_store *s, size_t refs_max);
 #endif
 
 /* ---- audit ----------------------------------------------------------------------------- */
@@ -403,7 +407,8 @@ void chp_store_audit_hook(struct chp_store *s, void (*fn)(void *ctx), void *ctx)
  * chunk in between restarts that clock: a chunk being attached is never freed). Not on a loop
  * thread (it waits for the writer); one audit at a time (a second call waits). now: unix
  * seconds. Returns 0 with *out filled, or a negative code (what was repaired before it stays
- * repaired). Memory: CHP_HASH_BYTES per reference in the store, during the mark. */
+ * repaired). Memory: CHP_HASH_BYTES per reference during the mark, at most 128 MiB: a store with
+ * more is marked and swept in several passes, each over a range of chunk addresses. */
 __attribute__((warn_unused_result)) int chp_store_audit(struct chp_store *s, uint64_t now,
                                                         struct chp_audit_stats *out /* out */);
 

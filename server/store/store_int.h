@@ -32,6 +32,8 @@
 /* While space is short, segments (the open one included) whose live bytes are below this share
  * of their total are compacted, whatever compact_ratio says. */
 #define SHORT_RATIO 0.75
+/* An audit pass holds at most this many references (32 bytes each: 128 MiB). */
+#define AUDIT_REFS_MAX ((size_t)4 << 20)
 
 #ifdef CHAPAR_FAULT_INJECTION
 struct fault_site {
@@ -63,6 +65,7 @@ struct chp_store {
         bool writer_started;
         pthread_mutex_t audit_lock; /* one chp_store_audit at a time: two would both correct
                                        the same drift */
+        size_t audit_refs_max;      /* references one audit pass holds in memory */
 
         /* writer thread only */
         bool out_of_space; /* ENOSPC or EDQUOT seen since the last GC */
