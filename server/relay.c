@@ -210,6 +210,23 @@ static void run_gc(struct chp_store *store)
         } while (st.more && ++rounds < 100);
 }
 
+/* The mark-and-sweep audit (chp_store_audit): reference drift repaired, orphan chunks freed. */
+static void run_audit(struct chp_store *store)
+{
+        struct chp_audit_stats st;
+        int rc = chp_store_audit(store, (uint64_t)time(NULL), &st);
+        if (rc)
+                chp_log_warn("relay", "audit: %s", chp_strerror(rc));
+        else if (st.refs_fixed || st.dangling || st.chunks_freed || st.orphans)
+                chp_log_info("relay",
+                             "audit: %llu chunks checked, %llu reference counts fixed, %llu "
+                             "dangling upload entries dropped, %llu chunks (%llu bytes) freed, "
+                             "%llu unreferenced kept for now",
+                             (unsigned long long)st.chunks, (unsigned long long)st.refs_fixed,
+                             (unsigned long long)st.dangling, (unsigned long long)st.chunks_freed,
+                             (unsigned long long)st.bytes_freed, (unsigned long long)st.orphans);
+}
+
 void chp_relay_block_signals(sigset_t *set)
 {
         sigemptyset(set);
@@ -343,7 +360,7 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
         }
         ready_written = cfg->ready_file != NULL;
 
-        time_t last_gc = time(NULL);
+        time_t last_gc = time(NULL), last_audit = last_gc;
         while (!*stop) {
                 struct timespec ts = {.tv_sec = 0, .tv_nsec = WAIT_MS * 1000000L};
                 int sig = sigtimedwait(&sigs, NULL, &ts);
@@ -362,6 +379,10 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
                         run_gc(store);
                         chp_gate_expire(gate, (uint64_t)time(NULL));
                         last_gc = time(NULL);
+                }
+                if (cfg->audit_interval && time(NULL) - last_audit >= cfg->audit_interval) {
+                        run_audit(store);
+                        last_audit = time(NULL);
                 }
         }
         chp_log_info("relay", "stopping: finishing work in flight");

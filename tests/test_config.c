@@ -100,6 +100,7 @@ TEST(defaults)
         CHECK_EQ(c.max_inflight, 64);
         CHECK_EQ(c.upload_expiry, 7 * 86400);
         CHECK_EQ(c.file_expiry, 30 * 86400);
+        CHECK_EQ(c.audit_interval, 6 * 3600);
         CHECK_EQ(c.memory_limit, 1ll << 30);
         CHECK_EQ(c.fetch_timeout, 600);
         CHECK_EQ(c.fetch_min_rate, 1024);
@@ -153,6 +154,7 @@ TEST(file_overlay)
                           "max_inflight = 8\n"
                           "upload_expiry = 2d\n"
                           "file_expiry = 3h\n"
+                          "audit_interval = 0\n"
                           "memory_limit = 2G\n"
                           "fetch_timeout = 2m\n"
                           "fetch_min_rate = 0\n"
@@ -192,6 +194,7 @@ TEST(file_overlay)
         CHECK_EQ(c.max_inflight, 8);
         CHECK_EQ(c.upload_expiry, 2 * 86400);
         CHECK_EQ(c.file_expiry, 3 * 3600);
+        CHECK_EQ(c.audit_interval, 0); /* no audit */
         CHECK_EQ(c.memory_limit, 2ll << 30);
         CHECK_EQ(c.fetch_timeout, 120);
         CHECK_EQ(c.fetch_min_rate, 0);
@@ -204,6 +207,7 @@ TEST(file_overlay)
         CHECK_OK(chp_config_finish(&c, err));
         CHECK(strcmp(c.store.dir, "/var/lib/chapar") == 0);
         CHECK_EQ(c.store.sync, CHP_SYNC_NONE);
+        CHECK_EQ(c.store.orphan_grace, 2 * 86400); /* unattached chunks live as uploads do */
         chp_config_free(&c);
 }
 
@@ -521,6 +525,10 @@ TEST(numbers_sizes_durations)
             {"server", "header_timeout", "1", 0, 1},
             {"server", "header_timeout", "2m", 0, 120},
             {"server", "header_timeout", "0", -EINVAL, 0},
+            {"server", "audit_interval", "0", 0, 0},
+            {"server", "audit_interval", "90m", 0, 5400},
+            {"server", "audit_interval", "4294967295", 0, 4294967295ull},
+            {"server", "audit_interval", "4294967296", -EINVAL, 0},
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 const struct num_case *k = &cases[i];
@@ -549,6 +557,8 @@ TEST(numbers_sizes_durations)
                         got = c.min_body_rate;
                 else if (strcmp(k->key, "header_timeout") == 0)
                         got = c.header_timeout;
+                else if (strcmp(k->key, "audit_interval") == 0)
+                        got = c.audit_interval;
                 bool ok = rc == k->rc && (rc != 0 || got == k->want);
                 if (!ok)
                         fprintf(stderr, "  case %zu (%s = %s): rc %d got %llu, want rc %d %llu\n",

@@ -13,7 +13,10 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <lmdb.h>
 
 #include "err.h"
 #include "log.h"
@@ -153,6 +156,8 @@ static ssize_t parse_copy(int kind, const uint8_t *rec, size_t len, void *out)
                     : kind == 1 ? chp_rec_file_parse(b, len, out)
                     : kind == 2 ? chp_rec_upload_parse(b, len, out)
                     : kind == 3 ? chp_rec_seg_parse(b, len, out)
+                    : kind == 5 ? chp_rec_tenant_parse(b, len, out)
+                    : kind == 6 ? chp_rec_orphan_parse(b, len, out)
                                 : chp_rec_refs_parse(b, len, out);
         free(b);
         return n;
@@ -165,6 +170,7 @@ static int prefixes_rejected(int kind, const uint8_t *rec, size_t len)
                 struct chp_rec_file f;
                 struct chp_rec_upload u;
                 struct chp_rec_seg g;
+                struct chp_tenant_usage t;
                 uint64_t r;
         } out;
         for (size_t n = 0; n < len; n++)
@@ -250,6 +256,29 @@ TEST(records_codec)
         CHECK_EQ(parse_copy(4, rec, CHP_REC_REFS_BYTES, &refs), CHP_REC_REFS_BYTES);
         CHECK_EQ(refs, 42);
         CHECK(prefixes_rejected(4, rec, CHP_REC_REFS_BYTES));
+
+        struct chp_tenant_usage tu = {.stored_bytes = 1,
+                                      .files = 2,
+                                      .incomplete = 3,
+                                      .incomplete_bytes = 4,
+                                      .day = 20000,
+                                      .day_bytes = UINT64_MAX},
+                                tu2;
+        chp_rec_tenant_encode(rec, &tu);
+        CHECK_EQ(rec[0], CHP_REC_TENANT_VERSION);
+        CHECK_EQ(rec[8], 1); /* little-endian */
+        CHECK_EQ(parse_copy(5, rec, CHP_REC_TENANT_BYTES, &tu2), CHP_REC_TENANT_BYTES);
+        CHECK(memcmp(&tu, &tu2, sizeof(tu)) == 0);
+        CHECK(prefixes_rejected(5, rec, CHP_REC_TENANT_BYTES));
+        CHECK_EQ(parse_copy(5, rec, CHP_REC_TENANT_BYTES + 1, &tu2), -EBADMSG);
+        rec[0] = CHP_REC_TENANT_VERSION + 1; /* a version this code does not know */
+        CHECK_EQ(parse_copy(5, rec, CHP_REC_TENANT_BYTES, &tu2), -EBADMSG);
+
+        uint64_t since = 0;
+        chp_rec_orphan_encode(rec, 1234567);
+        CHECK_EQ(parse_copy(6, rec, CHP_REC_ORPHAN_BYTES, &since), CHP_REC_ORPHAN_BYTES);
+        CHECK_EQ(since, 1234567);
+        CHECK(prefixes_rejected(6, rec, CHP_REC_ORPHAN_BYTES));
 
         uint8_t key[CHP_REC_EXPIRY_KEY_MAX];
         CHECK_EQ(chp_rec_expiry_key(key, 5, CHP_REC_EXPIRY_UPLOAD, fid, CHP_UPLOAD_ID_BYTES),
@@ -1664,6 +1693,855 @@ static void run_full_disk(void)
         free(probe2.data);
         free(after[0].data);
         free(after[1].data);
+}
+
+/* ---- tenants' usage and quotas ------------------------------------------------------------ */
+
+static struct chp_tenant_usage usage_of(struct chp_store *s, const char *tenant)
+{
+        struct chp_tenant_usage u;
+        memset(&u, 0xee, sizeof(u));
+        if (chp_store_tenant_usage(s, tenant, &u) != 0)
+                memset(&u, 0xdd, sizeof(u));
+        return u;
+}
+
+#define CHECK_USAGE(u, stored, nfiles, inc, inc_bytes)                                             \
+        do {                                                                                       \
+                CHECK_EQ((u).stored_bytes, stored);                                                \
+                CHECK_EQ((u).files, nfiles);                                                       \
+                CHECK_EQ((u).incomplete, inc);                                                     \
+                CHECK_EQ((u).incomplete_bytes, inc_bytes);                                         \
+        } while (0)
+
+static const uint64_t DAY0 = 20000ull * 86400 + 3600; /* a UTC day, one hour in */
+
+/* A tus-like upload record (no manifest) of tenant, id byte idb. Caller frees. */
+static struct chp_upload *tus_upload(const char *tenant, uint8_t idb, uint64_t declared,
+                                     uint64_t created, uint64_t expires)
+{
+        struct chp_upload *u = calloc(1, sizeof(*u));
+        memset(u->id, idb, CHP_UPLOAD_ID_BYTES);
+        snprintf(u->tenant, sizeof(u->tenant), "%s", tenant);
+        u->declared_size = declared;
+        u->chunk_size = 65536;
+        u->created = created;
+        u->expires = expires;
+        return u;
+}
+
+static int create_upload(struct chp_store *s, const struct chp_upload *u,
+                         const struct chp_store_quota *q, enum chp_store_quota_hit *hit)
+{
+        struct chp_store_req cr = {.type = CHP_REQ_UPLOAD_CREATE};
+        cr.u.upload_create.upload = u;
+        cr.u.upload_create.quota = q;
+        cr.u.upload_create.quota_hit = (enum chp_store_quota_hit)99;
+        int rc = chp_store_run(s, &cr);
+        if (hit)
+                *hit = cr.u.upload_create.quota_hit;
+        return rc;
+}
+
+static int put_for_upload(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES], uint32_t i,
+                          const struct chunk *c, bool with_bytes)
+{
+        struct chp_store_req p = {.type = CHP_REQ_PUT};
+        memcpy(p.u.put.addr, c->addr, CHP_HASH_BYTES);
+        p.u.put.data = with_bytes ? c->data : NULL;
+        p.u.put.len = c->len;
+        p.u.put.has_upload = true;
+        memcpy(p.u.put.upload_id, id, CHP_UPLOAD_ID_BYTES);
+        p.u.put.index = i;
+        return chp_store_run(s, &p);
+}
+
+static int commit_upload(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                         const uint8_t *m, size_t mlen, const char *tenant, bool keep,
+                         uint64_t expires, uint8_t file_id[CHP_HASH_BYTES])
+{
+        struct chp_store_req c = {.type = CHP_REQ_COMMIT};
+        c.u.commit.manifest = m;
+        c.u.commit.manifest_len = mlen;
+        c.u.commit.tenant = tenant;
+        c.u.commit.expires = expires;
+        c.u.commit.has_upload = true;
+        c.u.commit.keep_upload = keep;
+        memcpy(c.u.commit.upload_id, id, CHP_UPLOAD_ID_BYTES);
+        int rc = chp_store_run(s, &c);
+        if (rc == 0 && file_id)
+                memcpy(file_id, c.u.commit.file_id, CHP_HASH_BYTES);
+        return rc;
+}
+
+TEST(tenant_usage_follows_files_and_uploads)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chp_tenant_usage u = usage_of(s, "acme");
+        CHECK_USAGE(u, 0, 0, 0, 0); /* unknown: zeros */
+        /* a tus upload of a known size, and a deferred one */
+        struct chp_upload *a = tus_upload("acme", 0xa1, 65536 + 100, DAY0, DAY0 + 1000);
+        struct chp_upload *b =
+            tus_upload("acme", 0xb1, CHP_UPLOAD_SIZE_UNKNOWN, DAY0 + 10, DAY0 + 500);
+        REQUIRE_OK(create_upload(s, a, NULL, NULL));
+        REQUIRE_OK(create_upload(s, b, NULL, NULL));
+        u = usage_of(s, "acme");
+        CHECK_USAGE(u, 0, 0, 2, 65536 + 100);
+        CHECK_EQ(u.day, DAY0 / 86400);
+        CHECK_EQ(u.day_bytes, 65536 + 100);
+        /* the deferred length becomes known: the record is re-created, not a new upload */
+        b->declared_size = 5000;
+        REQUIRE_OK(create_upload(s, b, NULL, NULL));
+        u = usage_of(s, "acme");
+        CHECK_USAGE(u, 0, 0, 2, 65536 + 100 + 5000);
+        CHECK_EQ(u.day_bytes, 65536 + 100 + 5000);
+        /* a's file is committed, its record kept as complete: files count, incomplete not */
+        struct chunk whole = make_chunk(65536, 2001), last = make_chunk(100, 2002);
+        CHECK_OK(put_for_upload(s, a->id, 0, &whole, true));
+        CHECK_OK(put_for_upload(s, a->id, 1, &last, true));
+        struct chunk both[2] = {whole, last};
+        size_t mlen = 0;
+        uint8_t *m = manifest_of(both, 2, 65536, &mlen);
+        uint8_t fid[CHP_HASH_BYTES];
+        CHECK_OK(commit_upload(s, a->id, m, mlen, "acme", true, DAY0 + 5000, fid));
+        u = usage_of(s, "acme");
+        CHECK_USAGE(u, 65536 + 100, 1, 1, 5000);
+        /* committing the same bytes again (another tenant too) changes no one's usage */
+        CHECK_OK(chp_store_commit(s, m, mlen, DAY0 + 6000, fid));
+        u = usage_of(s, "acme");
+        CHECK_USAGE(u, 65536 + 100, 1, 1, 5000);
+        /* b is deleted; a's completed record expiring later changes nothing */
+        struct chp_store_req del = {.type = CHP_REQ_UPLOAD_DELETE};
+        memcpy(del.u.upload_delete.upload_id, b->id, CHP_UPLOAD_ID_BYTES);
+        CHECK_OK(chp_store_run(s, &del));
+        struct chp_gc_stats gs;
+        CHECK_OK(chp_store_gc(s, DAY0 + 2000, &gs));
+        CHECK_EQ(gs.uploads_expired, 1);
+        u = usage_of(s, "acme");
+        CHECK_USAGE(u, 65536 + 100, 1, 0, 0);
+        CHECK_EQ(u.day_bytes, 65536 + 100 + 5000); /* bytes begun that day stay begun */
+
+        /* a native upload of tenant beta: its manifest's size; committed from its manifest */
+        struct chp_upload *n = tus_upload("beta", 0xc1, 0, DAY0 + 86400, DAY0 + 90000);
+        n->file_expires = DAY0 + 100000;
+        struct chunk nc = make_chunk(65536, 2003);
+        size_t nlen = 0;
+        uint8_t *nm = manifest_of(&nc, 1, 65536, &nlen);
+        struct chp_store_req open = {.type = CHP_REQ_UPLOAD_CREATE};
+        open.u.upload_create.upload = n;
+        open.u.upload_create.manifest = nm;
+        open.u.upload_create.manifest_len = nlen;
+        REQUIRE_OK(chp_store_run(s, &open));
+        u = usage_of(s, "beta");
+        CHECK_USAGE(u, 0, 0, 1, 65536);
+        CHECK_EQ(u.day, DAY0 / 86400 + 1);
+        CHECK_OK(put_for_upload(s, n->id, 0, &nc, true));
+        struct chp_store_req c = {.type = CHP_REQ_COMMIT};
+        c.u.commit.has_upload = true;
+        memcpy(c.u.commit.upload_id, n->id, CHP_UPLOAD_ID_BYTES);
+        CHECK_OK(chp_store_run(s, &c));
+        u = usage_of(s, "beta");
+        CHECK_USAGE(u, 65536, 1, 0, 0);
+        CHECK_USAGE(usage_of(s, "acme"), 65536 + 100, 1, 0, 0);
+        /* files go: deleted, expired */
+        CHECK_OK(delete_file(s, fid));
+        CHECK_USAGE(usage_of(s, "acme"), 0, 0, 0, 0);
+        CHECK_OK(chp_store_gc(s, DAY0 + 200000, &gs));
+        CHECK_EQ(gs.files_expired, 1);
+        CHECK_USAGE(usage_of(s, "beta"), 0, 0, 0, 0);
+        /* the empty tenant (trusted callers) is not tracked */
+        CHECK_USAGE(usage_of(s, ""), 0, 0, 0, 0);
+        CHECK_USAGE(usage_of(s, NULL), 0, 0, 0, 0);
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        free(a);
+        free(b);
+        free(n);
+        free(m);
+        free(nm);
+        free(whole.data);
+        free(last.data);
+        free(nc.data);
+}
+
+/* Opens the store's LMDB environment directly (the store closed), as an older build or damage
+ * would have left it, and runs fn in a write transaction. */
+static int raw_index(int (*fn)(MDB_txn *txn, void *ctx), void *ctx)
+{
+        char path[300];
+        snprintf(path, sizeof(path), "%s/index", dir);
+        MDB_env *env;
+        MDB_txn *txn;
+        int rc = mdb_env_create(&env);
+        if (rc)
+                return rc;
+        mdb_env_set_maxdbs(env, 16);
+        mdb_env_set_mapsize(env, (size_t)256 << 20);
+        if ((rc = mdb_env_open(env, path, MDB_NOTLS, 0600)) ||
+            (rc = mdb_txn_begin(env, NULL, 0, &txn))) {
+                mdb_env_close(env);
+                return rc;
+        }
+        rc = fn(txn, ctx);
+        if (rc)
+                mdb_txn_abort(txn);
+        else
+                rc = mdb_txn_commit(txn);
+        mdb_env_close(env);
+        return rc;
+}
+
+static int drop_tenants_db(MDB_txn *txn, void *ctx)
+{
+        (void)ctx;
+        MDB_dbi dbi;
+        int rc = mdb_dbi_open(txn, "tenants", 0, &dbi);
+        return rc ? rc : mdb_drop(txn, dbi, 1);
+}
+
+static int tenants_db_exists(MDB_txn *txn, void *ctx)
+{
+        MDB_dbi dbi;
+        *(bool *)ctx = mdb_dbi_open(txn, "tenants", 0, &dbi) == 0;
+        return 0;
+}
+
+TEST(tenant_usage_rebuilt_on_upgrade)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        uint64_t now = (uint64_t)time(NULL);
+        enum { N = 6 };
+        struct chunk ch[N];
+        const char *tenants[] = {"acme", "beta", ""};
+        for (int i = 0; i < N; i++) {
+                ch[i] = make_chunk(1000 + (uint32_t)i * 700, 3000 + (uint32_t)i);
+                struct chp_upload *u =
+                    tus_upload(tenants[i % 3], (uint8_t)(0x10 + i), ch[i].len, now, now + 1000);
+                REQUIRE_OK(create_upload(s, u, NULL, NULL));
+                CHECK_OK(put_for_upload(s, u->id, 0, &ch[i], true));
+                if (i < 4) { /* four files, two uploads left incomplete */
+                        size_t mlen = 0;
+                        uint8_t *m = manifest_of(&ch[i], 1, 65536, &mlen);
+                        CHECK_OK(commit_upload(s, u->id, m, mlen, tenants[i % 3], i % 2, 0, NULL));
+                        free(m);
+                }
+                free(u);
+        }
+        struct chp_upload *d = tus_upload("beta", 0x77, CHP_UPLOAD_SIZE_UNKNOWN, now, now + 99);
+        REQUIRE_OK(create_upload(s, d, NULL, NULL));
+        free(d);
+        struct chp_tenant_usage before[2] = {usage_of(s, "acme"), usage_of(s, "beta")};
+        /* acme: files 0 and 3; beta: file 1, upload 4 and d (unknown size) incomplete */
+        CHECK_USAGE(before[0], 1000 + 3100, 2, 0, 0);
+        CHECK_USAGE(before[1], 1700, 1, 2, 3800);
+        chp_store_close(s);
+
+        /* as a store written before usage was kept: no tenants db */
+        REQUIRE_OK(raw_index(drop_tenants_db, NULL));
+        bool exists = true;
+        REQUIRE_OK(raw_index(tenants_db_exists, &exists));
+        CHECK(!exists);
+        s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chp_tenant_usage after[2] = {usage_of(s, "acme"), usage_of(s, "beta")};
+        for (int t = 0; t < 2; t++)
+                CHECK_USAGE(after[t], before[t].stored_bytes, before[t].files, before[t].incomplete,
+                            before[t].incomplete_bytes);
+        /* the day's bytes, as far as records tell: uploads still recorded (kept complete, or
+         * incomplete), begun today */
+        CHECK_EQ(after[0].day, now / 86400);
+        CHECK_EQ(after[0].day_bytes, 3100);
+        CHECK_EQ(after[1].day_bytes, 1700 + 3800);
+        chp_store_close(s);
+        /* once there, it is not counted again */
+        s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        CHECK_USAGE(usage_of(s, "beta"), 1700, 1, 2, 3800);
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        for (int i = 0; i < N; i++)
+                free(ch[i].data);
+}
+
+static const struct chp_store_quota NO_QUOTA = {UINT64_MAX, UINT64_MAX, UINT64_MAX, DAY0};
+
+TEST(quota_refuses_only_new_sessions)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chp_store_quota q = NO_QUOTA;
+        q.max_stored = 100000;
+        q.max_incomplete = 2;
+        enum chp_store_quota_hit hit;
+        struct chp_upload *a = tus_upload("acme", 0x01, 60000, DAY0, DAY0 + 1000);
+        CHECK_OK(create_upload(s, a, &q, &hit));
+        CHECK_EQ(hit, CHP_QUOTA_NONE);
+        /* stored + incomplete + declared: 60000 + 50000 > 100000 */
+        struct chp_upload *b = tus_upload("acme", 0x02, 50000, DAY0, DAY0 + 1000);
+        CHECK_EQ(create_upload(s, b, &q, &hit), CHP_EQUOTA);
+        CHECK_EQ(hit, CHP_QUOTA_STORED);
+        struct chp_upload *back = calloc(1, sizeof(*back));
+        CHECK_EQ(chp_store_upload_get(s, b->id, back), -ENOENT); /* nothing written */
+        CHECK_USAGE(usage_of(s, "acme"), 0, 0, 1, 60000);
+        /* another tenant has its own usage */
+        snprintf(b->tenant, sizeof(b->tenant), "beta");
+        CHECK_OK(create_upload(s, b, &q, &hit));
+        /* a deferred length counts 0 bytes; then the count of incomplete uploads */
+        struct chp_upload *c = tus_upload("acme", 0x03, CHP_UPLOAD_SIZE_UNKNOWN, DAY0, DAY0 + 9);
+        CHECK_OK(create_upload(s, c, &q, &hit));
+        struct chp_upload *d = tus_upload("acme", 0x04, 1, DAY0, DAY0 + 1000);
+        CHECK_EQ(create_upload(s, d, &q, &hit), CHP_EQUOTA);
+        CHECK_EQ(hit, CHP_QUOTA_INCOMPLETE);
+        /* re-creating an existing record (its length became known) is no new session, but the
+         * bytes it adds count: 60000 + 50000 would pass max_stored, 60000 + 30000 does not */
+        c->declared_size = 50000;
+        CHECK_EQ(create_upload(s, c, &q, &hit), CHP_EQUOTA);
+        CHECK_EQ(hit, CHP_QUOTA_STORED);
+        CHECK_OK(chp_store_upload_get(s, c->id, back));
+        CHECK_EQ(back->declared_size, CHP_UPLOAD_SIZE_UNKNOWN); /* left as it was */
+        c->declared_size = 30000;
+        CHECK_OK(create_upload(s, c, &q, &hit));
+        CHECK_EQ(hit, CHP_QUOTA_NONE);
+        CHECK_USAGE(usage_of(s, "acme"), 0, 0, 2, 90000);
+        /* bytes begun per UTC day: 90000 begun today */
+        q = NO_QUOTA;
+        q.max_per_day = 90000;
+        CHECK_EQ(create_upload(s, d, &q, &hit), CHP_EQUOTA);
+        CHECK_EQ(hit, CHP_QUOTA_PER_DAY);
+        q.now = DAY0 + 86400; /* the next day starts from zero */
+        d->created = q.now;
+        CHECK_OK(create_upload(s, d, &q, &hit));
+        struct chp_tenant_usage u = usage_of(s, "acme");
+        CHECK_EQ(u.day, DAY0 / 86400 + 1);
+        CHECK_EQ(u.day_bytes, 1);
+
+        /* a resumed upload and a file stored already are not new: not refused at the limit */
+        struct chunk nc = make_chunk(65536, 4000);
+        size_t nlen = 0;
+        uint8_t *nm = manifest_of(&nc, 1, 65536, &nlen);
+        struct chp_upload *n = tus_upload("gamma", 0x41, 0, DAY0, DAY0 + 1000);
+        struct chp_store_req open = {.type = CHP_REQ_UPLOAD_CREATE};
+        open.u.upload_create.upload = n;
+        open.u.upload_create.manifest = nm;
+        open.u.upload_create.manifest_len = nlen;
+        q = NO_QUOTA;
+        q.max_incomplete = 1;
+        open.u.upload_create.quota = &q;
+        CHECK_OK(chp_store_run(s, &open));
+        CHECK(!open.u.upload_create.resumed && !open.u.upload_create.complete);
+        memset(n->id, 0x42, CHP_UPLOAD_ID_BYTES); /* another connection, at the limit */
+        CHECK_OK(chp_store_run(s, &open));
+        CHECK(open.u.upload_create.resumed);
+        CHECK_EQ(open.u.upload_create.quota_hit, CHP_QUOTA_NONE);
+        uint8_t first[CHP_UPLOAD_ID_BYTES];
+        memset(first, 0x41, CHP_UPLOAD_ID_BYTES);
+        CHECK_OK(put_for_upload(s, first, 0, &nc, true));
+        struct chp_store_req c2 = {.type = CHP_REQ_COMMIT};
+        c2.u.commit.has_upload = true;
+        memcpy(c2.u.commit.upload_id, first, CHP_UPLOAD_ID_BYTES);
+        CHECK_OK(chp_store_run(s, &c2));
+        q.max_stored = 1; /* gamma holds 65536 bytes now */
+        memset(n->id, 0x43, CHP_UPLOAD_ID_BYTES);
+        CHECK_OK(chp_store_run(s, &open));
+        CHECK(open.u.upload_create.complete);
+        /* but a new one is refused */
+        nc.data[0] ^= 1;
+        free(nm);
+        REQUIRE_OK(chp_sha256(nc.data, nc.len, nc.addr));
+        nm = manifest_of(&nc, 1, 65536, &nlen);
+        open.u.upload_create.manifest = nm;
+        memset(n->id, 0x44, CHP_UPLOAD_ID_BYTES);
+        CHECK_EQ(chp_store_run(s, &open), CHP_EQUOTA);
+        CHECK_EQ(open.u.upload_create.quota_hit, CHP_QUOTA_STORED);
+        CHECK_USAGE(usage_of(s, "gamma"), 65536, 1, 0, 0);
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        free(a);
+        free(b);
+        free(c);
+        free(d);
+        free(n);
+        free(nm);
+        free(nc.data);
+        free(back);
+}
+
+struct racer {
+        struct chp_store *s;
+        pthread_barrier_t *start;
+        struct chp_upload *u;
+        const struct chp_store_quota *q;
+        int rc;
+        enum chp_store_quota_hit hit;
+};
+
+static void *race_create(void *arg)
+{
+        struct racer *r = arg;
+        pthread_barrier_wait(r->start);
+        r->rc = create_upload(r->s, r->u, r->q, &r->hit);
+        return NULL;
+}
+
+TEST(quota_holds_against_concurrent_creates)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chp_store_quota q = NO_QUOTA;
+        q.max_stored = 100000; /* room for one of the two */
+        enum { ROUNDS = 20 };
+        int passed = 0, refused = 0;
+        for (int round = 0; round < ROUNDS; round++) {
+                char tenant[16];
+                snprintf(tenant, sizeof(tenant), "t%d", round);
+                pthread_barrier_t start;
+                pthread_barrier_init(&start, NULL, 2);
+                struct racer r[2];
+                pthread_t th[2];
+                for (int i = 0; i < 2; i++) {
+                        r[i] = (struct racer){.s = s, .start = &start, .q = &q};
+                        r[i].u = tus_upload(tenant, (uint8_t)(2 * round + i + 1), 60000, DAY0,
+                                            DAY0 + 100);
+                        REQUIRE(pthread_create(&th[i], NULL, race_create, &r[i]) == 0);
+                }
+                for (int i = 0; i < 2; i++)
+                        pthread_join(th[i], NULL);
+                pthread_barrier_destroy(&start);
+                for (int i = 0; i < 2; i++) {
+                        passed += r[i].rc == 0;
+                        refused += r[i].rc == CHP_EQUOTA && r[i].hit == CHP_QUOTA_STORED;
+                        free(r[i].u);
+                }
+                CHECK_USAGE(usage_of(s, tenant), 0, 0, 1, 60000);
+        }
+        CHECK_EQ(passed, ROUNDS);
+        CHECK_EQ(refused, ROUNDS);
+        chp_store_close(s);
+}
+
+/* ---- the mark-and-sweep audit ------------------------------------------------------------- */
+
+static uint64_t grace_default(void)
+{
+        struct chp_store_opts o;
+        chp_store_opts_default(&o);
+        return o.orphan_grace;
+}
+
+struct damage {
+        const struct chunk *over, *under, *dangling;
+};
+
+/* Reference counts drift (one too many, one lost) and an upload whose record vanished leaves
+ * its chunk entry and kept tail behind. */
+static int do_damage(MDB_txn *txn, void *ctx)
+{
+        const struct damage *d = ctx;
+        MDB_dbi refs, upchunks, tails;
+        int rc;
+        if ((rc = mdb_dbi_open(txn, "refs", 0, &refs)) ||
+            (rc = mdb_dbi_open(txn, "upchunks", 0, &upchunks)) ||
+            (rc = mdb_dbi_open(txn, "tails", 0, &tails)))
+                return rc;
+        uint8_t five[CHP_REC_REFS_BYTES], one[CHP_REC_REFS_BYTES];
+        chp_rec_refs_encode(five, 5);
+        chp_rec_refs_encode(one, 1);
+        MDB_val k = {CHP_HASH_BYTES, (void *)d->over->addr}, v = {sizeof(five), five};
+        if ((rc = mdb_put(txn, refs, &k, &v, 0)))
+                return rc;
+        k.mv_data = (void *)d->under->addr;
+        if ((rc = mdb_del(txn, refs, &k, NULL)))
+                return rc;
+        k.mv_data = (void *)d->dangling->addr;
+        v = (MDB_val){sizeof(one), one};
+        if ((rc = mdb_put(txn, refs, &k, &v, 0)))
+                return rc;
+        uint8_t uk[CHP_UPLOAD_ID_BYTES + 4];
+        memset(uk, 0x99, CHP_UPLOAD_ID_BYTES);
+        memset(uk + CHP_UPLOAD_ID_BYTES, 0, 4);
+        k = (MDB_val){sizeof(uk), uk};
+        v = (MDB_val){CHP_HASH_BYTES, (void *)d->dangling->addr};
+        if ((rc = mdb_put(txn, upchunks, &k, &v, 0)))
+                return rc;
+        v = (MDB_val){3, "xyz"};
+        return mdb_put(txn, tails, &k, &v, 0);
+}
+
+TEST(audit_repairs_drift_and_frees_orphans)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        const uint64_t G = grace_default(), T = DAY0;
+        struct chunk a = make_chunk(65536, 5001), b = make_chunk(300, 5002),
+                     c = make_chunk(65536, 5003), o = make_chunk(90000, 5004),
+                     d = make_chunk(500, 5005);
+        struct chunk ab[2] = {a, b};
+        size_t mlen = 0;
+        uint8_t *m = manifest_of(ab, 2, 65536, &mlen);
+        uint8_t fid[CHP_HASH_BYTES];
+        CHECK_OK(put_chunk(s, &a));
+        CHECK_OK(put_chunk(s, &b));
+        CHECK_OK(chp_store_commit(s, m, mlen, 0, fid));
+        struct chp_upload *u = tus_upload("acme", 0x51, 3 * 65536, T, 0);
+        REQUIRE_OK(create_upload(s, u, NULL, NULL));
+        CHECK_OK(put_for_upload(s, u->id, 0, &c, true));
+        CHECK_OK(put_chunk(s, &o)); /* stored, never attached: a PATCH whose checksum failed */
+        struct chp_audit_stats st;
+        /* a healthy store: the orphan is found, nothing else is touched */
+        CHECK_OK(chp_store_audit(s, T, &st));
+        CHECK_EQ(st.chunks, 4);
+        CHECK_EQ(st.references, 3);
+        CHECK_EQ(st.refs_fixed, 0);
+        CHECK_EQ(st.dangling, 0);
+        CHECK_EQ(st.orphans, 1);
+        CHECK_EQ(st.chunks_freed, 0);
+        CHECK_OK(put_chunk(s, &d)); /* the chunk of an upload whose record will vanish */
+        chp_store_close(s);
+
+        struct damage dm = {.over = &a, .under = &b, .dangling = &d};
+        REQUIRE_OK(raw_index(do_damage, &dm));
+        s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        CHECK(verify_problems(s) >= 4);
+        CHECK_OK(chp_store_audit(s, T + 10, &st));
+        CHECK_EQ(st.chunks, 5);
+        CHECK_EQ(st.references, 3); /* the vanished upload's entry is no reference */
+        CHECK_EQ(st.refs_fixed, 3);
+        CHECK_EQ(st.dangling, 2);
+        CHECK_EQ(st.orphans, 2); /* o (since T) and d (since now) */
+        CHECK_EQ(st.chunks_freed, 0);
+        CHECK_EQ(refs(s, &a), 1);
+        CHECK_EQ(refs(s, &b), 1);
+        CHECK_EQ(refs(s, &c), 1);
+        CHECK_EQ(refs(s, &d), 0);
+        CHECK_EQ(verify_problems(s), 0);
+        /* o's grace ends first, then d's */
+        CHECK_OK(chp_store_audit(s, T + G - 1, &st));
+        CHECK_EQ(st.chunks_freed, 0);
+        CHECK_EQ(st.orphans, 2);
+        CHECK_OK(chp_store_audit(s, T + G, &st));
+        CHECK_EQ(st.chunks_freed, 1);
+        CHECK_EQ(st.bytes_freed, o.len);
+        CHECK(!reads_back(s, &o));
+        CHECK(reads_back(s, &d));
+        CHECK_OK(chp_store_audit(s, T + 10 + G, &st));
+        CHECK_EQ(st.chunks_freed, 1);
+        CHECK_EQ(st.bytes_freed, d.len);
+        CHECK_EQ(st.orphans, 0);
+        CHECK(!reads_back(s, &d));
+        CHECK(reads_back(s, &a) && reads_back(s, &b) && reads_back(s, &c));
+        struct chp_store_stats ss;
+        CHECK_OK(chp_store_stats(s, &ss));
+        CHECK_EQ(ss.chunks, 3);
+        CHECK_EQ(ss.live_bytes, a.len + c.len); /* b is inline */
+        CHECK_EQ(verify_problems(s), 0);
+        /* nothing left to do */
+        CHECK_OK(chp_store_audit(s, T + 3 * G, &st));
+        CHECK(st.refs_fixed == 0 && st.dangling == 0 && st.orphans == 0 && st.chunks_freed == 0);
+        /* and the upload goes on */
+        CHECK_OK(put_for_upload(s, u->id, 1, &o, true));
+        CHECK_EQ(refs(s, &o), 1);
+        chp_store_close(s);
+        free(m);
+        free(u);
+        free(a.data);
+        free(b.data);
+        free(c.data);
+        free(o.data);
+        free(d.data);
+}
+
+/* Tenants' usage records drift: acme's says too much, beta's is gone, a ghost tenant has one. */
+static int damage_usage(MDB_txn *txn, void *ctx)
+{
+        (void)ctx;
+        MDB_dbi dbi;
+        int rc = mdb_dbi_open(txn, "tenants", 0, &dbi);
+        if (rc)
+                return rc;
+        uint8_t rec[CHP_REC_TENANT_BYTES];
+        struct chp_tenant_usage wrong = {.stored_bytes = 1u << 30, .files = 7, .incomplete = 5};
+        chp_rec_tenant_encode(rec, &wrong);
+        MDB_val k = {4, "acme"}, v = {sizeof(rec), rec};
+        if ((rc = mdb_put(txn, dbi, &k, &v, 0)))
+                return rc;
+        k = (MDB_val){5, "ghost"};
+        if ((rc = mdb_put(txn, dbi, &k, &v, 0)))
+                return rc;
+        k = (MDB_val){4, "beta"};
+        return mdb_del(txn, dbi, &k, NULL);
+}
+
+struct create_meanwhile {
+        struct chp_store *s;
+        const struct chp_upload *u;
+        int rc;
+};
+
+static void create_meanwhile(void *ctx)
+{
+        struct create_meanwhile *c = ctx;
+        c->rc = create_upload(c->s, c->u, NULL, NULL);
+}
+
+TEST(audit_repairs_tenant_usage)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chunk c = make_chunk(5000, 8001), e = make_chunk(6000, 8002);
+        struct chp_upload *a = tus_upload("acme", 0x81, c.len, DAY0, 0);
+        struct chp_upload *b = tus_upload("beta", 0x82, 9999, DAY0, 0);
+        REQUIRE_OK(create_upload(s, a, NULL, NULL));
+        REQUIRE_OK(create_upload(s, b, NULL, NULL));
+        CHECK_OK(put_for_upload(s, a->id, 0, &c, true));
+        size_t mlen = 0;
+        uint8_t *m = manifest_of(&c, 1, 65536, &mlen);
+        CHECK_OK(commit_upload(s, a->id, m, mlen, "acme", false, 0, NULL));
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        REQUIRE_OK(raw_index(damage_usage, NULL));
+        s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        CHECK_EQ(verify_problems(s), 3);
+        /* a change between the mark and the sweep is kept: the correction is by difference */
+        struct chp_upload *a2 = tus_upload("acme", 0x83, e.len, DAY0, 0);
+        struct create_meanwhile mc = {.s = s, .u = a2, .rc = -1};
+        chp_store_audit_hook(s, create_meanwhile, &mc);
+        struct chp_audit_stats st;
+        CHECK_OK(chp_store_audit(s, DAY0, &st));
+        chp_store_audit_hook(s, NULL, NULL);
+        CHECK_OK(mc.rc);
+        CHECK_EQ(st.usage_fixed, 3);
+        CHECK_USAGE(usage_of(s, "acme"), c.len, 1, 1, e.len);
+        CHECK_USAGE(usage_of(s, "beta"), 0, 0, 1, 9999);
+        CHECK_USAGE(usage_of(s, "ghost"), 0, 0, 0, 0);
+        CHECK_EQ(verify_problems(s), 0);
+        CHECK_OK(chp_store_audit(s, DAY0, &st));
+        CHECK_EQ(st.usage_fixed, 0);
+        chp_store_close(s);
+        free(m);
+        free(a);
+        free(a2);
+        free(b);
+        free(c.data);
+        free(e.data);
+}
+
+static int overcount(MDB_txn *txn, void *ctx)
+{
+        const struct chunk *ch = ctx;
+        MDB_dbi refs;
+        int rc = mdb_dbi_open(txn, "refs", 0, &refs);
+        uint8_t seven[CHP_REC_REFS_BYTES];
+        chp_rec_refs_encode(seven, 7);
+        for (int i = 0; !rc && i < 10; i++) {
+                MDB_val k = {CHP_HASH_BYTES, (void *)ch[i].addr}, v = {sizeof(seven), seven};
+                rc = mdb_put(txn, refs, &k, &v, 0);
+        }
+        return rc ? rc : damage_usage(txn, NULL);
+}
+
+TEST(audit_in_passes_when_references_do_not_fit)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        const uint64_t G = grace_default(), T = DAY0;
+        enum { N = 40, LOOSE = 10 };
+        struct chunk ch[N + LOOSE];
+        for (int i = 0; i < N + LOOSE; i++) {
+                ch[i] = make_chunk(1000, 9000 + (uint32_t)i);
+                CHECK_OK(put_chunk(s, &ch[i]));
+        }
+        for (int f = 0; f < N / 2; f++) { /* acme's files: chunks f and f + N/2 */
+                struct chunk two[2] = {ch[f], ch[f + N / 2]};
+                two[0].len = 65536; /* the manifest's sizes only; no chunk is read */
+                size_t mlen = 0;
+                uint8_t *m = manifest_of(two, 2, 65536, &mlen);
+                struct chp_store_req c = {.type = CHP_REQ_COMMIT};
+                c.u.commit.manifest = m;
+                c.u.commit.manifest_len = mlen;
+                c.u.commit.tenant = "acme";
+                CHECK_OK(chp_store_run(s, &c));
+                free(m);
+        }
+        struct chp_upload *b = tus_upload("beta", 0x91, 9999, T, 0);
+        REQUIRE_OK(create_upload(s, b, NULL, NULL));
+        struct chp_tenant_usage acme = usage_of(s, "acme");
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        REQUIRE_OK(raw_index(overcount, ch));
+        s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        CHECK_EQ(verify_problems(s), 13);
+        chp_store_audit_limit(s, 8); /* 40 references: at least 5 passes */
+        struct chp_audit_stats st;
+        CHECK_OK(chp_store_audit(s, T, &st));
+        CHECK(st.passes >= 5);
+        CHECK_EQ(st.chunks, N + LOOSE);
+        CHECK_EQ(st.references, N);
+        CHECK_EQ(st.refs_fixed, 10);
+        CHECK_EQ(st.usage_fixed, 3); /* once, not once per pass */
+        CHECK_EQ(st.orphans, LOOSE);
+        CHECK_USAGE(usage_of(s, "acme"), acme.stored_bytes, N / 2, 0, 0);
+        CHECK_EQ(verify_problems(s), 0);
+        CHECK_OK(chp_store_audit(s, T + G, &st));
+        CHECK_EQ(st.chunks_freed, LOOSE);
+        for (int i = 0; i < N + LOOSE; i++)
+                CHECK(reads_back(s, &ch[i]) == (i < N));
+        CHECK_EQ(verify_problems(s), 0);
+        printf("  %llu passes of at most 8 references each\n", (unsigned long long)st.passes);
+        chp_store_close(s);
+        free(b);
+        for (int i = 0; i < N + LOOSE; i++)
+                free(ch[i].data);
+}
+
+/* What lands between an audit's mark and its sweep. */
+struct meanwhile {
+        struct chp_store *s;
+        const struct chunk *put;    /* put again without an upload (deduplicated) */
+        const struct chunk *attach; /* attached to upload, as index 0, without bytes */
+        const uint8_t *upload;
+        int rc;
+};
+
+static void land_meanwhile(void *ctx)
+{
+        struct meanwhile *w = ctx;
+        if (w->put && !w->rc)
+                w->rc = put_chunk(w->s, w->put);
+        if (w->attach && !w->rc)
+                w->rc = put_for_upload(w->s, w->upload, 0, w->attach, false);
+}
+
+TEST(audit_spares_chunks_put_after_its_mark)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        const uint64_t G = grace_default(), T = DAY0;
+        struct chunk x = make_chunk(80000, 6001), y = make_chunk(80000, 6002);
+        CHECK_OK(put_chunk(s, &x));
+        CHECK_OK(put_chunk(s, &y));
+        struct chp_audit_stats st;
+        CHECK_OK(chp_store_audit(s, T, &st));
+        CHECK_EQ(st.orphans, 2);
+        /* past their grace, but a client stores x again (a tus PATCH whose chunks are attached
+         * once the whole body checks out) and attaches y, after the mark, before the sweep */
+        struct chp_upload *u = tus_upload("acme", 0x61, 2 * 80000, T, 0);
+        REQUIRE_OK(create_upload(s, u, NULL, NULL));
+        struct meanwhile w = {.s = s, .put = &x, .attach = &y, .upload = u->id};
+        chp_store_audit_hook(s, land_meanwhile, &w);
+        CHECK_OK(chp_store_audit(s, T + G, &st));
+        chp_store_audit_hook(s, NULL, NULL);
+        CHECK_OK(w.rc);
+        CHECK_EQ(st.chunks_freed, 0);
+        CHECK_EQ(st.orphans, 1); /* x: its grace starts over */
+        CHECK(reads_back(s, &x) && reads_back(s, &y));
+        /* the client attaches x within the grace: an upload that completes */
+        CHECK_OK(chp_store_audit(s, T + 2 * G - 1, &st));
+        CHECK_EQ(st.chunks_freed, 0);
+        CHECK_OK(put_for_upload(s, u->id, 1, &x, false));
+        struct chunk yx[2] = {y, x};
+        size_t mlen = 0;
+        uint8_t *m = manifest_of(yx, 2, 131072, &mlen);
+        uint8_t fid[CHP_HASH_BYTES];
+        CHECK_OK(commit_upload(s, u->id, m, mlen, "acme", false, 0, fid));
+        CHECK_OK(chp_store_audit(s, T + 5 * G, &st));
+        CHECK(st.refs_fixed == 0 && st.orphans == 0 && st.chunks_freed == 0);
+        CHECK(reads_back(s, &x) && reads_back(s, &y));
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        free(m);
+        free(u);
+        free(x.data);
+        free(y.data);
+}
+
+struct uploader {
+        struct chp_store *s;
+        int files_ok;
+};
+
+static struct chunk upload_chunk(int f, int i)
+{
+        return make_chunk(i == 2 ? 5000 : 65536, 7000 + (uint32_t)(f * 3 + i));
+}
+
+/* Uploads, as a tus client with checksums does: chunks stored first, attached once the body
+ * checks out, then the file committed. */
+static void *upload_many(void *arg)
+{
+        struct uploader *up = arg;
+        for (int f = 0; f < 30; f++) {
+                struct chunk ch[3];
+                for (int i = 0; i < 3; i++)
+                        ch[i] = upload_chunk(f, i);
+                struct chp_upload *u = tus_upload("acme", 0, 2 * 65536 + 5000, DAY0, 0);
+                u->id[0] = (uint8_t)f;
+                bool ok = create_upload(up->s, u, NULL, NULL) == 0;
+                for (int i = 0; ok && i < 3; i++)
+                        ok = put_chunk(up->s, &ch[i]) == 0;
+                for (int i = 0; ok && i < 3; i++)
+                        ok = put_for_upload(up->s, u->id, (uint32_t)i, &ch[i], false) == 0;
+                size_t mlen = 0;
+                uint8_t *m = manifest_of(ch, 3, 65536, &mlen);
+                ok = ok && commit_upload(up->s, u->id, m, mlen, "acme", true, 0, NULL) == 0;
+                for (int i = 0; ok && i < 3; i++)
+                        ok = reads_back(up->s, &ch[i]);
+                up->files_ok += ok;
+                free(m);
+                free(u);
+                for (int i = 0; i < 3; i++)
+                        free(ch[i].data);
+        }
+        return NULL;
+}
+
+TEST(audit_online_beside_uploads)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        /* every chunk the uploader will send is stored already, an orphan past its grace: the
+         * audits running meanwhile may free each one until the uploader puts it again */
+        for (int i = 0; i < 90; i++) {
+                struct chunk c = upload_chunk(i / 3, i % 3);
+                CHECK_OK(put_chunk(s, &c));
+                free(c.data);
+        }
+        struct chp_audit_stats st;
+        CHECK_OK(chp_store_audit(s, DAY0, &st));
+        CHECK_EQ(st.orphans, 90);
+        struct uploader up = {.s = s};
+        pthread_t th;
+        REQUIRE(pthread_create(&th, NULL, upload_many, &up) == 0);
+        uint64_t runs = 0, freed = 0, now = DAY0 + grace_default();
+        int rc = 0;
+        for (; runs < 200 && !rc; runs++) {
+                rc = chp_store_audit(s, now, &st);
+                freed += st.chunks_freed;
+        }
+        pthread_join(th, NULL);
+        CHECK_OK(rc);
+        CHECK_EQ(up.files_ok, 30);
+        CHECK_OK(chp_store_audit(s, now, &st));
+        CHECK_EQ(st.refs_fixed, 0);
+        CHECK_EQ(st.orphans, 0);
+        CHECK_EQ(st.chunks, 90);
+        CHECK_EQ(verify_problems(s), 0);
+        printf("  %llu audits beside 30 uploads freed %llu chunks not yet sent again\n",
+               (unsigned long long)runs, (unsigned long long)freed);
+        chp_store_close(s);
 }
 
 static int make_damaged(const char *d)

@@ -13,8 +13,9 @@
  *
  * Numbers are all-digit strings (no sign, no spaces) parsed with strtoull and checked for overflow
  * after the suffix is applied; every number has a lower and upper bound. Durations of 0 are
- * rejected (none of them has a "never" meaning). window_bytes below one largest chunk frame is an
- * error, not clamped: a connection with that window could never send a full chunk.
+ * rejected (none of them has a "never" meaning), except audit_interval's (0: no audit).
+ * window_bytes below one largest chunk frame is an error, not clamped: a connection with that
+ * window could never send a full chunk.
  *
  * [tenant "NAME"] sections have a table of their own (tenant_settings, offsets into struct
  * chp_tenant_config) for the limits, which also take "unlimited"; token_key is repeatable and
@@ -120,6 +121,7 @@ static const struct setting settings[] = {
     {SEC_SERVER, "max_inflight", NULL, K_NUMBER, FIELD(max_inflight), 1, UINT32_MAX},
     {SEC_SERVER, "upload_expiry", NULL, K_DURATION, FIELD(upload_expiry), 1, UINT64_MAX},
     {SEC_SERVER, "file_expiry", NULL, K_DURATION, FIELD(file_expiry), 1, UINT64_MAX},
+    {SEC_SERVER, "audit_interval", NULL, K_DURATION, FIELD(audit_interval), 0, UINT32_MAX},
     {SEC_SERVER, "memory_limit", NULL, K_SIZE, FIELD(memory_limit), MIN_WINDOW, UINT64_MAX},
     {SEC_SERVER, "cors_origins", NULL, K_STRING, FIELD(cors_origins), 0, 0},
     {SEC_SERVER, "cors_headers", NULL, K_HEADERS, FIELD(cors_headers), 0, 0},
@@ -190,6 +192,7 @@ void chp_config_defaults(struct chp_config *c)
         c->max_inflight = 64;
         c->upload_expiry = 7ull * 24 * 3600;
         c->file_expiry = 30ull * 24 * 3600;
+        c->audit_interval = 6 * 3600;
         c->memory_limit = 1ull << 30;
         c->max_connections_per_address = 256;
         c->uploads_per_minute = 120;
@@ -1078,6 +1081,8 @@ int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
         }
         c->store.dir = c->data_dir;
         c->store.sync = c->sync;
+        /* a chunk stored for an upload is attached before the upload expires, or never */
+        c->store.orphan_grace = c->upload_expiry;
         return 0;
 }
 

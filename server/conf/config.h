@@ -19,7 +19,7 @@
  *              max_connections_per_address, uploads_per_minute,
  *              upload_rate_per_address, max_incomplete_per_address, limit_loopback
  *              (the per-address and per-subject limits: conf/client_limits.h),
- *              fetch_timeout, fetch_min_rate, fetch_workers_per_peer
+ *              fetch_timeout, fetch_min_rate, fetch_workers_per_peer, audit_interval
  *   [store]    inline_max, map_size, segment_size, compact_ratio
  *   [peer "NAME"]  address, pubkey     (federation: the relays this one fetches from and accepts)
  *   [tenant "NAME"]  token_key (one or more), max_stored, max_uploaded_per_day, max_file_size,
@@ -107,6 +107,9 @@ struct chp_config {
         uint64_t upload_expiry;   /* seconds an upload session lives, default 7 days */
         uint64_t file_expiry;     /* seconds a file lives when the client asks for none,
                                      default 30 days */
+        unsigned audit_interval;  /* seconds between mark-and-sweep audits of the store
+                                     (chp_store_audit), default 6 h; 0 = none. Unreferenced
+                                     chunks are kept upload_expiry before they are freed */
         uint64_t memory_limit;    /* bytes of chunk buffers across all connections, default 1 GiB */
         char *cors_origins;       /* Access-Control-Allow-Origin for browsers: "*" (default), or a
                                      space-separated list of origins echoed when they match */

@@ -12,9 +12,8 @@
 #include "store_int.h"
 #include "xxh.h"
 
-/* Removes a chunk whose last reference went away. */
-static int chunk_free(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
-                      struct chp_gc_stats *st)
+int store_chunk_free(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
+                     uint64_t *freed, uint64_t *bytes)
 {
         MDB_val k = val(addr, CHP_HASH_BYTES), v;
         int rc = mdb_get(txn, s->db_chunks, &k, &v);
@@ -30,13 +29,22 @@ static int chunk_free(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_
                 if ((rc = s->backend->ops->drop(s->backend, txn, &at, c.len)))
                         return rc;
         }
-        if ((rc = store_mdb_rc(mdb_del(txn, s->db_chunks, &k, NULL))))
+        if ((rc = store_mdb_rc(mdb_del(txn, s->db_chunks, &k, NULL))) ||
+            (rc = store_orphan_forget(s, txn, addr)))
                 return rc;
-        if (st) {
-                st->chunks_freed++;
-                st->bytes_freed += c.len;
-        }
+        if (freed)
+                (*freed)++;
+        if (bytes)
+                *bytes += c.len;
         return 0;
+}
+
+/* Removes a chunk whose last reference went away. */
+static int chunk_free(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
+                      struct chp_gc_stats *st)
+{
+        return store_chunk_free(s, txn, addr, st ? &st->chunks_freed : NULL,
+                                st ? &st->bytes_freed : NULL);
 }
 
 /* The backend's view of a chunk record: -ENOENT unless the chunk is stored in the backend. */
@@ -115,6 +123,9 @@ static int apply_put(struct chp_store *s, MDB_txn *txn, struct chp_store_req *re
         rc = mdb_get(txn, s->db_chunks, &k, &v);
         if (rc == 0) {
                 req->u.put.deduplicated = true;
+                /* whoever put it means to attach it: an orphan's grace starts over */
+                if ((rc = store_orphan_forget(s, txn, req->u.put.addr)))
+                        return rc;
         } else if (rc != MDB_NOTFOUND) {
                 return store_mdb_rc(rc);
         } else if (!req->u.put.data) {
@@ -254,6 +265,9 @@ static int apply_commit(struct chp_store *s, MDB_txn *txn, struct chp_store_req 
                 if ((rc = expiry_set(s, txn, expires, CHP_REC_EXPIRY_FILE, req->u.commit.file_id,
                                      CHP_HASH_BYTES, true)))
                         return rc;
+                struct usage_delta d = {.stored_bytes = (int64_t)m.total_size, .files = 1};
+                if ((rc = store_usage_add(s, txn, tenant, tlen, &d)))
+                        return rc;
         }
         return 0;
 }
@@ -285,7 +299,13 @@ int store_file_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_HA
                 return -ENOMEM;
         memcpy(addrs, m.addrs, n);
         uint64_t expires = f.expires;
+        char tenant[CHP_TENANT_MAX];
+        size_t tlen = f.tenant_len;
+        memcpy(tenant, f.tenant, tlen);
+        struct usage_delta d = {.stored_bytes = -(int64_t)f.size, .files = -1};
         rc = store_mdb_rc(mdb_del(txn, s->db_files, &k, NULL));
+        if (!rc)
+                rc = store_usage_add(s, txn, tenant, tlen, &d);
         if (!rc)
                 rc = filemeta_drop(s, txn, id);
         for (uint32_t i = 0; !rc && i < m.chunk_count; i++)
@@ -368,7 +388,13 @@ int store_upload_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_
         uint8_t file_id[CHP_HASH_BYTES];
         memcpy(file_id, u.file_id, CHP_HASH_BYTES); /* the value moves once we write */
         u.file_id = file_id;
-        if ((rc = store_mdb_rc(mdb_del(txn, s->db_uploads, &k, NULL))))
+        char tenant[CHP_TENANT_MAX];
+        memcpy(tenant, u.tenant, u.tenant_len);
+        u.tenant = NULL;
+        struct usage_delta d = {0};
+        store_usage_of_upload(&u, -1, &d);
+        if ((rc = store_mdb_rc(mdb_del(txn, s->db_uploads, &k, NULL))) ||
+            (rc = store_usage_add(s, txn, tenant, u.tenant_len, &d)))
                 return rc;
         if ((rc = expiry_set(s, txn, u.expires, CHP_REC_EXPIRY_UPLOAD, id, CHP_UPLOAD_ID_BYTES,
                              false)))
@@ -395,7 +421,14 @@ static int upload_complete(struct chp_store *s, MDB_txn *txn, const uint8_t id[C
         uint8_t old_file[CHP_HASH_BYTES];
         memcpy(old_file, u.file_id, CHP_HASH_BYTES);
         u.file_id = old_file;
+        char tenant[CHP_TENANT_MAX];
+        memcpy(tenant, u.tenant, u.tenant_len);
+        u.tenant = NULL;
+        struct usage_delta d = {0};
+        store_usage_of_upload(&u, -1, &d); /* nothing if it was complete already */
         rc = store_mdb_rc(mdb_put(txn, s->db_uploads, &k, &nv, 0));
+        if (!rc)
+                rc = store_usage_add(s, txn, tenant, u.tenant_len, &d);
         free(copy);
         return rc ? rc : upload_release(s, txn, id, &u, NULL);
 }
@@ -429,6 +462,31 @@ static int attach_existing(struct chp_store *s, MDB_txn *txn, const uint8_t id[C
         return 0;
 }
 
+static uint64_t add_sat(uint64_t a, uint64_t b)
+{
+        return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+/* Whether `sessions` more upload sessions (1 new, or 0 for a re-created one) adding `declared`
+ * known bytes fit tenant's limits; CHP_EQUOTA and *hit say which they would pass. */
+static int quota_check(struct chp_store *s, MDB_txn *txn, const char *tenant, size_t tlen,
+                       const struct chp_store_quota *q, uint64_t declared, uint64_t sessions,
+                       enum chp_store_quota_hit *hit)
+{
+        struct chp_tenant_usage use;
+        int rc = store_usage_get(s, txn, tenant, tlen, &use);
+        if (rc)
+                return rc;
+        uint64_t day_bytes = use.day == q->now / 86400 ? use.day_bytes : 0;
+        if (add_sat(add_sat(use.stored_bytes, use.incomplete_bytes), declared) > q->max_stored)
+                *hit = CHP_QUOTA_STORED;
+        else if (sessions && add_sat(use.incomplete, sessions) > q->max_incomplete)
+                *hit = CHP_QUOTA_INCOMPLETE;
+        else if (add_sat(day_bytes, declared) > q->max_per_day)
+                *hit = CHP_QUOTA_PER_DAY;
+        return *hit == CHP_QUOTA_NONE ? 0 : CHP_EQUOTA;
+}
+
 static int apply_upload_create(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
 {
         const struct chp_upload *u = req->u.upload_create.upload;
@@ -443,6 +501,7 @@ static int apply_upload_create(struct chp_store *s, MDB_txn *txn, struct chp_sto
         uint8_t file_id[CHP_HASH_BYTES];
         int rc;
         memcpy(req->u.upload_create.upload_id, u->id, CHP_UPLOAD_ID_BYTES);
+        req->u.upload_create.quota_hit = CHP_QUOTA_NONE;
         if (enc) {
                 if (chp_manifest_decode(enc, enc_len, &m) < 0 || m.chunk_size != u->chunk_size)
                         return -EBADMSG;
@@ -471,20 +530,50 @@ static int apply_upload_create(struct chp_store *s, MDB_txn *txn, struct chp_sto
                         return store_mdb_rc(rc);
                 }
         }
+        uint64_t declared = enc ? m.total_size : u->declared_size;
+        uint64_t known = declared == CHP_UPLOAD_SIZE_UNKNOWN ? 0 : declared;
+        const struct chp_store_quota *quota = req->u.upload_create.quota;
+        uint64_t now = quota ? quota->now : u->created ? u->created : (uint64_t)time(NULL);
+        /* the new record's part of its tenant's usage (a replaced record's part goes) */
+        struct usage_delta add = {.incomplete = 1,
+                                  .incomplete_bytes = (int64_t)known,
+                                  .day = now / 86400,
+                                  .day_bytes = known};
         MDB_val k = val(u->id, CHP_UPLOAD_ID_BYTES), v;
         rc = mdb_get(txn, s->db_uploads, &k, &v);
         if (rc == 0) {
+                /* a tus upload re-created under its id (its length became known): not new */
                 struct chp_rec_upload old;
                 if (enc || (rc = parse_upload_rec(&v, &old)))
                         return enc ? -EEXIST : rc; /* native upload ids are never reused */
                 if (old.flags & CHP_REC_UPLOAD_HAS_MANIFEST)
                         return -EEXIST;
+                char old_tenant[CHP_TENANT_MAX];
+                memcpy(old_tenant, old.tenant, old.tenant_len);
+                struct usage_delta sub = {0};
+                store_usage_of_upload(&old, -1, &sub);
+                uint64_t old_known =
+                    old.declared == CHP_UPLOAD_SIZE_UNKNOWN || (old.flags & CHP_REC_UPLOAD_COMPLETE)
+                        ? 0
+                        : old.declared;
+                add.day_bytes = known > old_known ? known - old_known : 0;
+                /* bytes a deferred length adds count against the limits as a new upload's do */
+                if (quota && add.day_bytes &&
+                    (rc = quota_check(s, txn, u->tenant, tlen, quota, add.day_bytes, 0,
+                                      &req->u.upload_create.quota_hit)))
+                        return rc;
                 if ((rc = expiry_set(s, txn, old.expires, CHP_REC_EXPIRY_UPLOAD, u->id,
-                                     CHP_UPLOAD_ID_BYTES, false)))
+                                     CHP_UPLOAD_ID_BYTES, false)) ||
+                    (rc = store_usage_add(s, txn, old_tenant, old.tenant_len, &sub)))
                         return rc;
         } else if (rc != MDB_NOTFOUND) {
                 return store_mdb_rc(rc);
+        } else if (quota && (rc = quota_check(s, txn, u->tenant, tlen, quota, known, 1,
+                                              &req->u.upload_create.quota_hit))) {
+                return rc;
         }
+        if ((rc = store_usage_add(s, txn, u->tenant, tlen, &add)))
+                return rc;
         v.mv_size = CHP_REC_UPLOAD_BYTES + tlen + u->meta_len + enc_len;
         if ((rc = store_space_take(s, v.mv_size, false))) /* a manifest may be megabytes */
                 return rc;
@@ -634,6 +723,8 @@ int store_apply(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
                 return store_apply_gc(s, txn, req);
         case CHP_REQ_TAIL_APPEND:
                 return apply_tail_append(s, txn, req);
+        case CHP_REQ_AUDIT:
+                return store_apply_audit(s, txn, req);
         }
         return -EINVAL;
 }

@@ -183,6 +183,44 @@ void chp_rec_segidx_key(uint8_t out[CHP_REC_SEGIDX_KEY], uint32_t seg, uint64_t 
         chp_put_be64(out + 4, offset);
 }
 
+ssize_t chp_rec_tenant_parse(const uint8_t *buf, size_t len, struct chp_tenant_usage *out)
+{
+        if (len != CHP_REC_TENANT_BYTES || buf[0] != CHP_REC_TENANT_VERSION)
+                return -EBADMSG;
+        out->stored_bytes = chp_get_le64(buf + 8);
+        out->files = chp_get_le64(buf + 16);
+        out->incomplete = chp_get_le64(buf + 24);
+        out->incomplete_bytes = chp_get_le64(buf + 32);
+        out->day = chp_get_le64(buf + 40);
+        out->day_bytes = chp_get_le64(buf + 48);
+        return (ssize_t)len;
+}
+
+void chp_rec_tenant_encode(uint8_t out[CHP_REC_TENANT_BYTES], const struct chp_tenant_usage *u)
+{
+        memset(out, 0, CHP_REC_TENANT_BYTES);
+        out[0] = CHP_REC_TENANT_VERSION;
+        chp_put_le64(out + 8, u->stored_bytes);
+        chp_put_le64(out + 16, u->files);
+        chp_put_le64(out + 24, u->incomplete);
+        chp_put_le64(out + 32, u->incomplete_bytes);
+        chp_put_le64(out + 40, u->day);
+        chp_put_le64(out + 48, u->day_bytes);
+}
+
+ssize_t chp_rec_orphan_parse(const uint8_t *buf, size_t len, uint64_t *since)
+{
+        if (len != CHP_REC_ORPHAN_BYTES)
+                return -EBADMSG;
+        *since = chp_get_le64(buf);
+        return (ssize_t)len;
+}
+
+void chp_rec_orphan_encode(uint8_t out[CHP_REC_ORPHAN_BYTES], uint64_t since)
+{
+        chp_put_le64(out, since);
+}
+
 size_t chp_rec_expiry_key(uint8_t out[CHP_REC_EXPIRY_KEY_MAX], uint64_t expires, char kind,
                           const uint8_t *id, size_t idlen)
 {

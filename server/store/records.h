@@ -25,6 +25,11 @@
  *   segments  seg be32                    -> total u64, live u64, state u32, 0 u32
  *   segidx    seg be32 + offset be64      -> addr(32)
  *   filemeta  file id(32)                 -> tus Upload-Metadata of the first upload with some
+ *   tenants   tenant name (1..64 bytes)   -> ver u8, 0[7], stored_bytes u64, files u64,
+ *                                            incomplete u64, incomplete_bytes u64, day u64,
+ *                                            day_bytes u64  (56 bytes)
+ *   orphans   addr(32)                    -> since u64: the audit first found the chunk
+ *                                            referenced by nothing at this time (unix s)
  *   meta      name                        -> value ("schema" -> u32)
  */
 #ifndef CHP_STORE_RECORDS_H
@@ -129,6 +134,23 @@ __attribute__((warn_unused_result)) ssize_t chp_rec_seg_parse(const uint8_t *buf
                                                               struct chp_rec_seg *out /* out */);
 void chp_rec_seg_encode(uint8_t out[CHP_REC_SEG_BYTES], const struct chp_rec_seg *r);
 void chp_rec_segidx_key(uint8_t out[CHP_REC_SEGIDX_KEY], uint32_t seg, uint64_t offset);
+
+/* ---- tenants ----------------------------------------------------------------------------- */
+
+#define CHP_REC_TENANT_BYTES   56
+#define CHP_REC_TENANT_VERSION 1
+
+__attribute__((warn_unused_result)) ssize_t
+chp_rec_tenant_parse(const uint8_t *buf, size_t len, struct chp_tenant_usage *out /* out */);
+void chp_rec_tenant_encode(uint8_t out[CHP_REC_TENANT_BYTES], const struct chp_tenant_usage *u);
+
+/* ---- orphans ----------------------------------------------------------------------------- */
+
+#define CHP_REC_ORPHAN_BYTES 8
+
+__attribute__((warn_unused_result)) ssize_t chp_rec_orphan_parse(const uint8_t *buf, size_t len,
+                                                                 uint64_t *since /* out */);
+void chp_rec_orphan_encode(uint8_t out[CHP_REC_ORPHAN_BYTES], uint64_t since);
 
 /* ---- expiry keys ------------------------------------------------------------------------- */
 

@@ -2,8 +2,9 @@
  *
  * The store's pieces (server/store/): records.c the value codec, segments.c the segment files,
  * writer.c the group-committing writer thread, apply.c what each request does to the index,
- * gc.c expiry, sealing and compaction, read.c the read API, verify.c the scrub. store_int.h
- * holds struct chp_store; docs/storage.md the format and the commit protocol.
+ * gc.c expiry, sealing and compaction, read.c the read API, verify.c the scrub, tenants.c each
+ * tenant's usage, audit.c the mark-and-sweep audit. store_int.h holds struct chp_store;
+ * docs/storage.md the format and the commit protocol.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bytes.h"
@@ -41,6 +43,17 @@ void chp_store_fault_arm(struct chp_store *s, enum chp_store_fault_site site, ui
 uint64_t chp_store_fault_calls(struct chp_store *s, enum chp_store_fault_site site)
 {
         return atomic_load(&s->faults[site].calls);
+}
+
+void chp_store_audit_hook(struct chp_store *s, void (*fn)(void *ctx), void *ctx)
+{
+        s->audit_hook = fn;
+        s->audit_hook_ctx = ctx;
+}
+
+void chp_store_audit_limit(struct chp_store *s, size_t refs_max)
+{
+        s->audit_refs_max = refs_max;
 }
 
 /* Arms the faults CHAPAR_STORE_FAULT lists, so that a whole relay built with the hook can be
@@ -136,6 +149,7 @@ void chp_store_opts_default(struct chp_store_opts *o)
         o->compact_ratio = 0.5;
         o->gc_batch = 10000;
         o->space_reserve = 0;
+        o->orphan_grace = 7ull * 24 * 3600;
 }
 
 static int mkdir_p(const char *path)
@@ -159,12 +173,28 @@ static int open_dbs(struct chp_store *s)
             {"uploads", &s->db_uploads},   {"upchunks", &s->db_upchunks}, {"expiry", &s->db_expiry},
 
             {"meta", &s->db_meta},         {"pending", &s->db_pending},   {"tails", &s->db_tails},
-            {"filemeta", &s->db_filemeta},
+            {"filemeta", &s->db_filemeta}, {"orphans", &s->db_orphans},
         };
         for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
                 rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi);
                 if (rc)
                         goto out;
+        }
+        /* a store written before tenants' usage was kept: count it once, from the records */
+        bool rebuild = false;
+        rc = mdb_dbi_open(txn, "tenants", 0, &s->db_tenants);
+        if (rc == MDB_NOTFOUND) {
+                rebuild = true;
+                rc = mdb_dbi_open(txn, "tenants", MDB_CREATE, &s->db_tenants);
+        }
+        if (rc)
+                goto out;
+        if (rebuild) {
+                int err = store_usage_rebuild(s, txn, (uint64_t)time(NULL));
+                if (err) {
+                        mdb_txn_abort(txn);
+                        return err;
+                }
         }
         MDB_val k = val("schema", 6), v;
         rc = mdb_get(txn, s->db_meta, &k, &v);
@@ -233,6 +263,8 @@ int chp_store_open(const struct chp_store_opts *o, struct chp_store **out)
         s->segdir_fd = -1;
         pthread_mutex_init(&s->q_lock, NULL);
         pthread_cond_init(&s->q_cond, NULL);
+        pthread_mutex_init(&s->audit_lock, NULL);
+        s->audit_refs_max = AUDIT_REFS_MAX;
         int rc;
         char path[4096];
         s->dir = strdup(o->dir);
@@ -334,6 +366,7 @@ void chp_store_close(struct chp_store *s)
                 close(s->lock_fd); /* releases the flock */
         pthread_cond_destroy(&s->q_cond);
         pthread_mutex_destroy(&s->q_lock);
+        pthread_mutex_destroy(&s->audit_lock);
         free(s->dir);
         free(s);
 }

@@ -50,11 +50,16 @@ struct chp_store_opts {
          * transaction that frees space; 0 = automatic (1/64 of the filesystem, 1 MiB .. 64 MiB),
          * CHP_STORE_RESERVE_NONE = none. They also leave one segment free, for compaction. */
         uint64_t space_reserve;
+        /* Seconds a chunk referenced by nothing is kept after the audit first finds it so (and
+         * after any put of it since) before an audit frees it: longer than a client may take
+         * between storing a chunk and attaching it (a tus PATCH body checked as a whole, a
+         * file's chunks put before its commit). */
+        uint64_t orphan_grace;
 };
 
 /* Fills o with the defaults: sync full, inline_max 16 KiB, map 64 GiB, segments 256 MiB (but at
  * most 1/16 of the filesystem, and at least CHP_CHUNK_MAX), batch 64 MiB, no linger, compact
- * below 0.5, 10000 records per GC pass, automatic space reserve. */
+ * below 0.5, 10000 records per GC pass, automatic space reserve, orphans kept 7 days. */
 void chp_store_opts_default(struct chp_store_opts *o);
 
 struct chp_store;
@@ -78,6 +83,7 @@ enum chp_store_req_type {
         CHP_REQ_UPLOAD_DELETE, /* drop an upload session and its chunk references */
         CHP_REQ_GC,            /* expire records due by `now`, free dead chunks, compact */
         CHP_REQ_TAIL_APPEND,   /* keep bytes past an upload's last whole chunk (tus) */
+        CHP_REQ_AUDIT,         /* one batch of chp_store_audit's repairs (made by it alone) */
 };
 
 struct chp_upload {
@@ -98,7 +104,9 @@ struct chp_upload {
 /* A tenant's limits that the writer checks, in the transaction that would create a new upload
  * session (CHP_REQ_UPLOAD_CREATE), against the tenant's usage (chp_store_tenant_usage): so
  * concurrent uploads cannot overshoot them together. A resumed upload or a file already stored
- * is not new and is not checked. UINT64_MAX: no limit. */
+ * is not new and is not checked; a tus record re-created under its id because its deferred
+ * length became known is checked for the bytes that adds (max_stored, max_per_day). UINT64_MAX:
+ * no limit. */
 struct chp_store_quota {
         uint64_t max_stored;     /* bytes of the tenant's files + its incomplete uploads' sizes */
         uint64_t max_incomplete; /* upload sessions of the tenant not committed */
@@ -133,6 +141,23 @@ struct chp_gc_stats {
         uint64_t bytes_moved;
         bool more; /* expired records remain: submit another GC request */
 };
+
+/* What one chp_store_audit found and did. */
+struct chp_audit_stats {
+        uint64_t chunks;       /* chunk records checked */
+        uint64_t references;   /* references counted: files' manifests, uploads' chunks */
+        uint64_t refs_fixed;   /* reference counts that were wrong and were corrected */
+        uint64_t dangling;     /* upload chunk entries and kept tails of uploads that no
+                                  longer exist, dropped */
+        uint64_t orphans;      /* chunks referenced by nothing, kept for their grace */
+        uint64_t chunks_freed; /* orphans past their grace, freed */
+        uint64_t bytes_freed;  /* their bytes */
+        uint64_t usage_fixed;  /* tenants whose usage record differed from their records */
+        uint64_t passes;       /* snapshots marked: more than 1 when the references did not
+                                  fit in memory at once (see chp_store_audit) */
+};
+
+struct chp_audit_item; /* the store's (chp_store_audit's batches) */
 
 struct chp_store_req;
 typedef void (*chp_store_done_fn)(struct chp_store_req *req);
@@ -177,8 +202,9 @@ struct chp_store_req {
                                                             set from manifest */
                         const uint8_t *manifest;         /* NULL, or the encoding (borrowed) */
                         size_t manifest_len;
-                        /* the tenant's limits (upload->tenant), checked only when a new session
-                         * would be created: CHP_EQUOTA and quota_hit say which; NULL: none */
+                        /* the tenant's limits (upload->tenant), checked when a new session would
+                         * be created or a deferred length grow one (struct chp_store_quota):
+                         * CHP_EQUOTA and quota_hit say which; NULL: none */
                         const struct chp_store_quota *quota;
                         enum chp_store_quota_hit quota_hit;     /* result */
                         uint8_t upload_id[CHP_UPLOAD_ID_BYTES]; /* result */
@@ -198,6 +224,12 @@ struct chp_store_req {
                         uint64_t now;              /* unix seconds */
                         struct chp_gc_stats stats; /* result */
                 } gc;
+                struct {
+                        const struct chp_audit_item *items; /* borrowed */
+                        size_t n;
+                        uint64_t now;
+                        struct chp_audit_stats stats; /* result: what this batch did */
+                } audit;
         } u;
         int status;                 /* result: 0 or a negative code */
         chp_store_done_fn done;     /* called on the writer thread; may be NULL */
@@ -316,6 +348,13 @@ chp_store_upload_chunks(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTE
                         uint8_t *have /* out */, uint8_t *addrs /* out, n * CHP_HASH_BYTES */,
                         size_t n);
 
+/* A tenant's usage (unknown tenant, or "": all zeros) as of the last committed write, in one
+ * read snapshot; any thread. day_bytes counts for the UTC day `day` only: a caller asking about
+ * another day reads 0. The empty tenant (trusted callers, no quota) is not tracked. */
+__attribute__((warn_unused_result)) int
+chp_store_tenant_usage(struct chp_store *s, const char *tenant,
+                       struct chp_tenant_usage *out /* out */);
+
 struct chp_store_stats {
         uint64_t chunks, inline_chunks, files, uploads;
         uint64_t segments, segment_bytes, live_bytes;
@@ -347,7 +386,31 @@ void chp_store_fault_arm(struct chp_store *s, enum chp_store_fault_site site, ui
  * also arms what the environment variable CHAPAR_STORE_FAULT lists ("SITE:NTH:COUNT:ERR", SITE
  * write|sync|create|commit, ERR EIO|ENOSPC|EDQUOT, comma-separated), for whole-relay tests. */
 uint64_t chp_store_fault_calls(struct chp_store *s, enum chp_store_fault_site site);
+
+/* Calls fn(ctx) in chp_store_audit after each mark and before it submits its repairs, so that a
+ * test can land requests in between; NULL removes it. Set it before the audit starts. */
+void chp_store_audit_hook(struct chp_store *s, void (*fn)(void *ctx), void *ctx);
+/* Sets the most references one audit pass marks (default 4 Mi), so that tests see several. */
+void chp_store_audit_limit(struct chp_store *s, size_t refs_max);
 #endif
+
+/* ---- audit ----------------------------------------------------------------------------- */
+
+/* The mark-and-sweep audit, online: counts every chunk's true references (files' manifests,
+ * the chunk entries of uploads that exist) in one read snapshot on the calling thread (mark),
+ * then hands the writer small batches of repairs (CHP_REQ_AUDIT, a few thousand records each,
+ * so the writer is never held for long): a reference count that differs from the truth is
+ * corrected by the difference (which requests committed since the snapshot leave unchanged),
+ * upload entries of vanished uploads are dropped, a tenant's usage that differs from its files
+ * and uploads is corrected the same way, and a chunk referenced by nothing is recorded
+ * as an orphan and freed by a later audit once orphan_grace has passed since (a put of the
+ * chunk in between restarts that clock: a chunk being attached is never freed). Not on a loop
+ * thread (it waits for the writer); one audit at a time (a second call waits). now: unix
+ * seconds. Returns 0 with *out filled, or a negative code (what was repaired before it stays
+ * repaired). Memory: CHP_HASH_BYTES per reference during the mark, at most 128 MiB: a store with
+ * more is marked and swept in several passes, each over a range of chunk addresses. */
+__attribute__((warn_unused_result)) int chp_store_audit(struct chp_store *s, uint64_t now,
+                                                        struct chp_audit_stats *out /* out */);
 
 /* ---- scrub ----------------------------------------------------------------------------- */
 

@@ -32,6 +32,8 @@
 /* While space is short, segments (the open one included) whose live bytes are below this share
  * of their total are compacted, whatever compact_ratio says. */
 #define SHORT_RATIO 0.75
+/* An audit pass holds at most this many references (32 bytes each: 128 MiB). */
+#define AUDIT_REFS_MAX ((size_t)4 << 20)
 
 #ifdef CHAPAR_FAULT_INJECTION
 struct fault_site {
@@ -51,6 +53,8 @@ struct chp_store {
         MDB_dbi db_chunks, db_refs, db_files, db_uploads, db_upchunks, db_expiry, db_meta,
             db_pending, db_tails;
         MDB_dbi db_filemeta; /* file id -> tus Upload-Metadata of the first upload that had some */
+        MDB_dbi db_tenants;  /* tenant -> its usage (tenants.c) */
+        MDB_dbi db_orphans;  /* chunk referenced by nothing -> when the audit first saw it so */
         struct chp_backend *backend; /* chunk bytes above inline_max */
 
         pthread_mutex_t q_lock;
@@ -59,6 +63,9 @@ struct chp_store {
         bool stopping;
         pthread_t writer;
         bool writer_started;
+        pthread_mutex_t audit_lock; /* one chp_store_audit at a time: two would both correct
+                                       the same drift */
+        size_t audit_refs_max;      /* references one audit pass holds in memory */
 
         /* writer thread only */
         bool out_of_space; /* ENOSPC or EDQUOT seen since the last GC */
@@ -66,6 +73,8 @@ struct chp_store {
         uint64_t space_free;
 #ifdef CHAPAR_FAULT_INJECTION
         struct fault_site faults[CHP_FAULT_SITES];
+        void (*audit_hook)(void *ctx);
+        void *audit_hook_ctx;
 #endif
 };
 
@@ -127,6 +136,83 @@ int store_file_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_HA
                       struct chp_gc_stats *st);
 int store_upload_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_UPLOAD_ID_BYTES],
                         struct chp_gc_stats *st);
+
+/* ---- tenants' usage (tenants.c) ----------------------------------------------------------- */
+
+/* A change to one tenant's usage; counters saturate at 0. day_bytes: bytes of uploads begun on
+ * UTC day `day` (a record of another day starts that day over). */
+struct usage_delta {
+        int64_t stored_bytes, files, incomplete, incomplete_bytes;
+        uint64_t day, day_bytes;
+};
+
+/* The usage of tenant (tlen bytes; "" is not tracked: zeros) in txn; unknown: zeros. */
+int store_usage_get(struct chp_store *s, MDB_txn *txn, const void *tenant, size_t tlen,
+                    struct chp_tenant_usage *out);
+/* Applies d to tenant's record in txn (writer thread); the empty tenant is skipped. */
+int store_usage_add(struct chp_store *s, MDB_txn *txn, const void *tenant, size_t tlen,
+                    const struct usage_delta *d);
+/* Recomputes every tenant's usage from the files and uploads dbs into the (empty) tenants db:
+ * at open, for a store written before it existed. Records that do not parse are skipped. */
+int store_usage_rebuild(struct chp_store *s, MDB_txn *txn, uint64_t now);
+/* What files and upload records say each tenant holds (the day's bytes left 0), for verify and
+ * the audit: a list sorted by name; the empty tenant is left out. */
+struct tenant_sum {
+        char name[CHP_TENANT_MAX];
+        uint8_t len;
+        bool seen; /* the caller's: its tenants record was found */
+        struct chp_tenant_usage u;
+};
+struct usage_sums {
+        struct tenant_sum *t;
+        size_t n, cap;
+};
+int store_usage_count(struct chp_store *s, MDB_txn *txn, struct usage_sums *out);
+/* tenant's sum, added (zeros) if absent; NULL when out of memory. */
+struct tenant_sum *store_usage_find(struct usage_sums *l, const void *tenant, size_t tlen);
+void store_usage_sums_free(struct usage_sums *l);
+/* The contribution of an upload record to its tenant's incomplete uploads (sign +1 or -1);
+ * a complete record contributes nothing. */
+void store_usage_of_upload(const struct chp_rec_upload *u, int sign, struct usage_delta *d);
+
+/* ---- audit (audit.c) ---------------------------------------------------------------------- */
+
+/* A growing list of chunk addresses: the references the scrub and the audit count. */
+struct addr_list {
+        uint8_t *addrs; /* n * CHP_HASH_BYTES */
+        size_t n, cap;
+};
+int store_addrs_push(struct addr_list *l, const uint8_t addr[CHP_HASH_BYTES]); /* or -ENOMEM */
+void store_addrs_sort(struct addr_list *l);
+/* How many times addr is in the sorted list. */
+uint64_t store_addrs_count(const struct addr_list *l, const uint8_t addr[CHP_HASH_BYTES]);
+void store_addrs_free(struct addr_list *l);
+/* A chunk's stored reference count in txn (0 when it has none); CHP_ECORRUPT. */
+int store_refs_get(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
+                   uint64_t *count);
+
+enum audit_kind {
+        AUDIT_FIX,     /* refs of addr: subtract drift (stored - true, at the mark) */
+        AUDIT_ORPHAN,  /* addr was referenced by nothing at the mark */
+        AUDIT_CLEAR,   /* addr has an orphans entry but was referenced or absent at the mark */
+        AUDIT_UPCHUNK, /* key: an upchunks entry of an upload that did not exist */
+        AUDIT_TAIL,    /* key: a tails entry of an upload that did not exist */
+        AUDIT_USAGE,   /* key: a tenant whose usage record differed from its records */
+};
+
+struct chp_audit_item {
+        uint8_t kind;
+        uint8_t klen;
+        uint8_t key[CHP_TENANT_MAX]; /* chunk address, upload id + be32, or tenant name */
+        int64_t drift[4];            /* AUDIT_FIX: [0]; AUDIT_USAGE: stored bytes, files, incomplete
+                                        uploads, incomplete bytes (record - truth, at the mark) */
+};
+int store_apply_audit(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req);
+/* Drops addr's orphans entry, if any (a put of the chunk restarts its grace). */
+int store_orphan_forget(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES]);
+/* Frees a chunk record and its bytes (apply.c), counting into freed/bytes when not NULL. */
+int store_chunk_free(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
+                     uint64_t *freed, uint64_t *bytes);
 
 /* ---- reads (read.c) ----------------------------------------------------------------------- */
 

@@ -22,8 +22,7 @@ struct verify {
         struct chp_verify_stats st;
         struct chp_backend_verify bv; /* the backend's scan */
         uint8_t *buf;                 /* one chunk, for backend reads */
-        uint8_t *refs;                /* expected references: one address per reference */
-        size_t nrefs, caprefs;
+        struct addr_list refs;        /* expected references: one address per reference */
 };
 
 __attribute__((format(printf, 2, 3))) static void problem(struct verify *v, const char *fmt, ...)
@@ -46,16 +45,7 @@ static const char *hex32(const uint8_t *p, char out[CHP_HASH_HEXBYTES])
 
 static int expect_ref(struct verify *v, const uint8_t *addr)
 {
-        if (v->nrefs == v->caprefs) {
-                size_t cap = v->caprefs ? v->caprefs * 2 : 1024;
-                uint8_t *n = realloc(v->refs, cap * CHP_HASH_BYTES);
-                if (!n)
-                        return -ENOMEM;
-                v->refs = n;
-                v->caprefs = cap;
-        }
-        memcpy(v->refs + v->nrefs++ * CHP_HASH_BYTES, addr, CHP_HASH_BYTES);
-        return 0;
+        return store_addrs_push(&v->refs, addr);
 }
 
 static bool chunk_exists(struct verify *v, const uint8_t *addr)
@@ -232,16 +222,12 @@ static int check_expiry(struct verify *v, const MDB_val *k, const MDB_val *d)
         return 0;
 }
 
-static int cmp_addr(const void *a, const void *b)
-{
-        return memcmp(a, b, CHP_HASH_BYTES);
-}
-
 /* The stored reference counts must equal the references files and uploads make. */
 static int verify_refs(struct verify *v)
 {
-        if (v->nrefs)
-                qsort(v->refs, v->nrefs, CHP_HASH_BYTES, cmp_addr);
+        store_addrs_sort(&v->refs);
+        const uint8_t *refs = v->refs.addrs;
+        size_t nrefs = v->refs.n;
         MDB_cursor *cur;
         int rc = mdb_cursor_open(v->txn, v->s->db_refs, &cur);
         if (rc)
@@ -254,11 +240,11 @@ static int verify_refs(struct verify *v)
                 bool have_stored = rc == 0;
                 if (rc && rc != MDB_NOTFOUND)
                         break;
-                if (!have_stored && i >= v->nrefs) {
+                if (!have_stored && i >= nrefs) {
                         rc = 0;
                         break;
                 }
-                const uint8_t *want = i < v->nrefs ? v->refs + i * CHP_HASH_BYTES : NULL;
+                const uint8_t *want = i < nrefs ? refs + i * CHP_HASH_BYTES : NULL;
                 int c = !have_stored ? 1 : !want ? -1 : memcmp(k.mv_data, want, CHP_HASH_BYTES);
                 if (have_stored &&
                     (k.mv_size != CHP_HASH_BYTES || d.mv_size != CHP_REC_REFS_BYTES)) {
@@ -269,8 +255,8 @@ static int verify_refs(struct verify *v)
                 uint64_t expected = 0;
                 const uint8_t *addr = c <= 0 ? k.mv_data : want;
                 if (c >= 0) {
-                        while (i < v->nrefs &&
-                               memcmp(v->refs + i * CHP_HASH_BYTES, addr, CHP_HASH_BYTES) == 0) {
+                        while (i < nrefs &&
+                               memcmp(refs + i * CHP_HASH_BYTES, addr, CHP_HASH_BYTES) == 0) {
                                 expected++;
                                 i++;
                         }
@@ -287,6 +273,71 @@ static int verify_refs(struct verify *v)
         }
         mdb_cursor_close(cur);
         return store_mdb_rc(rc);
+}
+
+/* A tenant's name for a message: printable ASCII, anything else as '?'. */
+static const char *tenant_name(const struct tenant_sum *t, char out[CHP_TENANT_MAX + 1])
+{
+        for (size_t i = 0; i < t->len; i++)
+                out[i] = t->name[i] > ' ' && t->name[i] < 0x7f ? t->name[i] : '?';
+        out[t->len] = '\0';
+        return out;
+}
+
+static void usage_differs(struct verify *v, const struct tenant_sum *t,
+                          const struct chp_tenant_usage *rec)
+{
+        char name[CHP_TENANT_MAX + 1];
+        if (rec->stored_bytes == t->u.stored_bytes && rec->files == t->u.files &&
+            rec->incomplete == t->u.incomplete && rec->incomplete_bytes == t->u.incomplete_bytes)
+                return;
+        problem(v,
+                "tenant %s: usage says %llu bytes in %llu files and %llu incomplete uploads "
+                "(%llu bytes), but the records hold %llu, %llu, %llu (%llu)",
+                tenant_name(t, name), (unsigned long long)rec->stored_bytes,
+                (unsigned long long)rec->files, (unsigned long long)rec->incomplete,
+                (unsigned long long)rec->incomplete_bytes, (unsigned long long)t->u.stored_bytes,
+                (unsigned long long)t->u.files, (unsigned long long)t->u.incomplete,
+                (unsigned long long)t->u.incomplete_bytes);
+}
+
+/* Each tenant's usage record must say what its files and upload records hold. */
+static int verify_tenants(struct verify *v)
+{
+        struct usage_sums sums = {0};
+        struct chp_tenant_usage zero = {0}, rec;
+        MDB_cursor *cur = NULL;
+        MDB_val k, d;
+        int rc = store_usage_count(v->s, v->txn, &sums);
+        if (rc || (rc = store_mdb_rc(mdb_cursor_open(v->txn, v->s->db_tenants, &cur))))
+                goto out;
+        int op = MDB_FIRST, r;
+        while ((r = mdb_cursor_get(cur, &k, &d, op)) == 0) {
+                op = MDB_NEXT;
+                if (k.mv_size == 0 || k.mv_size > CHP_TENANT_MAX ||
+                    chp_rec_tenant_parse(d.mv_data, d.mv_size, &rec) < 0) {
+                        problem(v, "tenant usage record malformed");
+                        continue;
+                }
+                struct tenant_sum *t = store_usage_find(&sums, k.mv_data, k.mv_size);
+                if (!t) {
+                        rc = -ENOMEM;
+                        goto out;
+                }
+                t->seen = true;
+                usage_differs(v, t, &rec);
+        }
+        if (r != MDB_NOTFOUND) {
+                rc = store_mdb_rc(r);
+                goto out;
+        }
+        for (size_t i = 0; i < sums.n; i++)
+                if (!sums.t[i].seen)
+                        usage_differs(v, &sums.t[i], &zero);
+out:
+        mdb_cursor_close(cur);
+        store_usage_sums_free(&sums);
+        return rc;
 }
 
 int chp_store_verify(struct chp_store *s, chp_verify_problem_fn fn, void *ctx,
@@ -321,12 +372,14 @@ int chp_store_verify(struct chp_store *s, chp_verify_problem_fn fn, void *ctx,
                 rc = scan(&v, passes[i].db, passes[i].fn);
         if (!rc)
                 rc = verify_refs(&v);
+        if (!rc)
+                rc = verify_tenants(&v);
         mdb_txn_abort(v.txn);
         v.st.segments = v.bv.units;
         if (!rc)
                 *stats = v.st;
 out:
-        free(v.refs);
+        store_addrs_free(&v.refs);
         free(v.buf);
         return rc;
 }

@@ -21,10 +21,11 @@
  *      backend's segment records and segment index through its verify_begin/verify_end, over
  *      the index, around the chunk checks), then chp_store_verify over the whole index;
  *   4. with flags bits 2 and 3 both set, the store is closed and opened again over the records
- *      (the schema check, and the segments backend cutting and removing segment files), read and
- *      verified, then rebuilt from scratch; otherwise, with flags bit 0, a GC request at time
+ *      (the schema check, the tenants' usage counted from the records, and the segments backend
+ *      cutting and removing segment files), read and verified, then rebuilt from scratch;
+ *      otherwise, with flags bit 0, a GC request at time
  *      now (bit 1: far in the future, else 1000) expires and deletes what the records say, and
- *      the store is verified again.
+ *      the store is verified again, then audited (chp_store_audit) and verified again.
  * The store holds one segment, written once at start-up (two 64 KiB chunks), so segment chunk
  * records can point at real bytes. It stays the writer's open segment, which GC never drops.
  *
@@ -207,6 +208,11 @@ static void verify_all(void);
  * directory is then rebuilt from scratch, so the next input finds the same store. */
 static void reopen(uint8_t flags, const uint8_t *p, size_t n)
 {
+        /* as if written before tenants' usage was kept: the open counts it from the records */
+        MDB_txn *txn;
+        EXPECT(mdb_txn_begin(store->env, NULL, 0, &txn) == 0);
+        EXPECT(mdb_drop(txn, store->db_tenants, 1) == 0);
+        EXPECT(mdb_txn_commit(txn) == 0);
         chp_store_close(store);
         store = NULL;
         struct chp_store *s;
@@ -319,6 +325,9 @@ static void write_records(uint8_t flags, const uint8_t *p, size_t n)
         EXPECT(mdb_txn_begin(store->env, NULL, 0, &txn) == 0);
         for (unsigned d = 0; d < NDBS_ALL; d++)
                 EXPECT(mdb_drop(txn, dbi_of(store, txn, d), 0) == 0);
+        /* what the store derives itself (usage, the audit's orphans) starts empty too */
+        EXPECT(mdb_drop(txn, store->db_tenants, 0) == 0);
+        EXPECT(mdb_drop(txn, store->db_orphans, 0) == 0);
         while (n >= 4) {
                 size_t klen = p[1], vlen = (size_t)p[2] | (size_t)p[3] << 8;
                 if (n - 4 < klen + vlen)
@@ -496,7 +505,7 @@ static void scrub_copies(uint8_t flags, const uint8_t *p, size_t n)
                 }
         }
         mdb_txn_abort(v.txn);
-        free(v.refs);
+        store_addrs_free(&v.refs);
 }
 
 /* After a GC that finished, the expiry index starts with an entry of this store's shape that is
@@ -562,6 +571,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 EXPECT(rc == 0 || rc == CHP_ECORRUPT || rc == -ENOENT);
                 if (rc == 0 && !st.more)
                         expect_expired(now);
+                verify_all();
+                /* the audit reads every manifest and upload entry, and repairs what it finds */
+                struct chp_audit_stats as;
+                rc = chp_store_audit(store, now, &as);
+                EXPECT(rc == 0 || rc == CHP_ECORRUPT || rc == -ENOENT);
                 verify_all();
         }
         return 0;
