@@ -24,6 +24,7 @@ lib_tmp tokenshttp
 tenant=chat.example
 line=$("$chapard" tenant-key --out "$tmp/k" | tail -n 1)
 "$chapard" tenant-key --out "$tmp/other" >/dev/null # a key the relay does not know
+qline=$("$chapard" tenant-key --out "$tmp/q" | tail -n 1) # a second tenant, with store quotas
 seed=$(sed -n 's/^seed //p' "$tmp/k")
 cat >"$tmp/relay.ini" <<EOF
 [server]
@@ -32,6 +33,10 @@ cors_headers = X-Chat-Session, X-Trace-Id
 $line
 max_file_size = 1M
 max_concurrent_uploads = 1
+[tenant "q.example"]
+$qline
+max_incomplete_uploads = 2
+max_stored = 500000
 EOF
 relay_start r --config "$tmp/relay.ini" --log-level warn || { bad "chapard starts with a tenant"; finish; exit 1; }
 base=http://${http[r]}
@@ -216,6 +221,36 @@ exec 3>&-
 # the slot comes back when that request ends (its connection closed)
 wait_for 10 "post 1000 -H \"\$(auth \"\$good\")\"; [ \"\$code\" = 201 ]"
 check "the slot is given back when the held request's connection closes: 201" "[ '$code' = 201 ]"
+
+# ---- the tenant's store quota, checked by the store's writer --------------------------------
+
+qtoken() { "$chapard" token --key "$tmp/q" --tenant q.example "$@"; }
+qt=$(qtoken --files 3)
+post 1000 -H "$(auth "$qt")"
+q1=$(h Location)
+q1=${q1#"$base"}
+c1=$code
+post 1000 -H "$(auth "$qt")"
+c2=$code
+post 1000 -H "$(auth "$qt")"
+say "a third incomplete upload (max_incomplete_uploads = 2)"
+check "max_incomplete_uploads 2: $c1, $c2, then 403 naming the limit" \
+        "[ '$c1' = 201 ] && [ '$c2' = 201 ] && [ '$code' = 403 ] && grep -q max_incomplete_uploads '$body'"
+req DELETE "$q1" "${tus[@]}"
+post 1000 -H "$(auth "$qt")"
+say "after a DELETE, a token of 3 files whose third was refused by the store"
+check "the store's refusal took no file from the token: after a DELETE a third file -> 201" \
+        "[ '$code' = 201 ]"
+req DELETE "$(h Location | sed "s|^$base||")" "${tus[@]}"
+qt2=$(qtoken)
+req POST /files/ "${tus[@]}" -H 'Upload-Defer-Length: 1' -H "$(auth "$qt2")"
+say "a deferred-length POST under the quota tenant"
+qd=$(h Location)
+qd=${qd#"$base"}
+req PATCH "$qd" "${tus[@]}" "${octets[@]}" -H 'Upload-Offset: 0' -H 'Upload-Length: 600000' \
+        -H "$(auth "$qt2")"
+say "declaring a deferred length of 600000 B (max_stored = 500000)"
+check "a deferred length past the tenant's max_stored -> 403" "[ '$code' = 403 ]"
 
 # ---- a token minted in Node from the spec alone ---------------------------------------------
 

@@ -269,6 +269,21 @@ static struct entry *reserve(struct chp_gate *g, struct entry *e, const struct c
         return e;
 }
 
+bool chp_gate_tenant_quota(const struct chp_config *cfg, const char *tenant, uint64_t now,
+                           struct chp_store_quota *out)
+{
+        const struct chp_tenant_config *t = chp_config_find_tenant(cfg, tenant, strlen(tenant));
+        if (!t || !tenant[0])
+                return false;
+        *out = (struct chp_store_quota){
+            .max_stored = t->max_stored,
+            .max_incomplete = t->max_incomplete_uploads,
+            .max_per_day = t->max_uploaded_per_day,
+            .now = now,
+        };
+        return true;
+}
+
 int chp_gate_upload_begin(struct chp_gate *g, const struct chp_config *cfg,
                           const struct chp_caller *c, const uint8_t key[CHP_HASH_BYTES],
                           bool is_file_id, uint64_t size, uint64_t now, struct chp_gate_upload *out)
@@ -335,13 +350,7 @@ out:
                 return rc;
         memcpy(out->tenant, t->name, strlen(t->name) + 1);
         out->expires_max = now + min_u64(tok->max_file_life, t->max_file_life);
-        out->quota = (struct chp_store_quota){
-            .max_stored = t->max_stored,
-            .max_incomplete = t->max_incomplete_uploads,
-            .max_per_day = t->max_uploaded_per_day,
-            .now = now,
-        };
-        out->has_quota = true;
+        out->has_quota = chp_gate_tenant_quota(cfg, t->name, now, &out->quota);
         out->holds_slot = true;
         return 0;
 }

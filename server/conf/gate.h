@@ -115,6 +115,11 @@ __attribute__((warn_unused_result)) int
 chp_gate_upload_grow(struct chp_gate *g, const struct chp_config *cfg, const struct chp_caller *c,
                      const uint8_t key[CHP_HASH_BYTES], uint64_t size, uint64_t now);
 
+/* The store limits of the tenant named `tenant` at `now` (for an upload record re-created with
+ * a length that became known): true and *out filled, or false (no such tenant: no limits). */
+bool chp_gate_tenant_quota(const struct chp_config *cfg, const char *tenant, uint64_t now,
+                           struct chp_store_quota *out /* out */);
+
 /* The upload admitted by u was not created after all (the store refused it: the tenant's quota,
  * a full disk): takes back the charge u made, so the token's budget is as before the admission.
  * A charge made by an earlier admission of the same key stays. Idempotent. Any thread. */

@@ -1114,6 +1114,10 @@ void tus_patch(struct http *h, const struct chp_http_request *req)
                 *op->upload = *h->up;
                 op->upload->declared_size = declared;
                 op->base.req.u.upload_create.upload = op->upload;
+                /* the bytes the length adds count against the tenant's store quota */
+                if (chp_gate_tenant_quota(h->c->sh->cfg, h->up->tenant, (uint64_t)time(NULL),
+                                          &op->quota))
+                        op->base.req.u.upload_create.quota = &op->quota;
                 if (!submit(h, op)) {
                         http_simple(h, http_status_of(h->failed), NULL);
                         return;
