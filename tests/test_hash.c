@@ -110,6 +110,7 @@ TEST(strerror_every_code_distinct)
         CHECK_EQ(chp_err_http_status(CHP_ETOKEN_MISSING), 401);
         CHECK_EQ(chp_err_http_status(CHP_EQUOTA), 403);
         CHECK_EQ(chp_err_http_status(CHP_ELIMITED), 429);
+        CHECK_EQ(chp_err_http_status(CHP_ETOKEN_SUBJECT), 403);
         CHECK_EQ(chp_err_http_status(-EINVAL), 0);
         const int probe[] = {0, -1, -EINVAL, -4095, -4096, -29999, CHP_ERR_BASE, CHP_ERR_LAST - 1,
                              -40000, 1, 400, -400, -2147483647 - 1, 2147483647};

@@ -181,7 +181,7 @@ static int prefixes_rejected(int kind, const uint8_t *rec, size_t len)
 
 TEST(records_codec)
 {
-        uint8_t rec[CHP_REC_UPLOAD_BYTES + 64];
+        uint8_t rec[CHP_REC_UPLOAD_BYTES + 256];
         struct chp_rec_chunk c;
         chp_rec_chunk_encode(rec, CHP_REC_CHUNK_SEG, 70000, 0x1122334455667788ull, 7, 1u << 30);
         CHECK_EQ(parse_copy(0, rec, CHP_REC_CHUNK_BYTES, &c), CHP_REC_CHUNK_BYTES);
@@ -244,6 +244,47 @@ TEST(records_codec)
         u.manifest_len = UINT32_MAX; /* lengths that would wrap the sum */
         chp_rec_upload_encode(rec, &u);
         CHECK_EQ(parse_copy(2, rec, ulen, &got), -EBADMSG);
+        u.manifest_len = 6;
+
+        /* version 2 records the subject after the tenant; version 1 (no subject) still reads */
+        u.subject_len = 5;
+        chp_rec_upload_encode(rec, &u);
+        CHECK_EQ(rec[0], CHP_REC_UPLOAD_VERSION);
+        CHECK_EQ(rec[3], 5);
+        memcpy(rec + CHP_REC_UPLOAD_BYTES, "t1alicemetamanife", 17);
+        size_t slen = CHP_REC_UPLOAD_BYTES + 17;
+        CHECK_EQ(parse_copy(2, rec, slen, &got), (ssize_t)slen);
+        CHECK(got.tenant_len == 2 && got.subject_len == 5 && got.meta_len == 4 &&
+              got.manifest_len == 6);
+        CHECK(chp_rec_upload_parse(rec, slen, &got) == (ssize_t)slen &&
+              memcmp(got.tenant, "t1", 2) == 0 && memcmp(got.subject, "alice", 5) == 0 &&
+              memcmp(got.meta, "meta", 4) == 0 && memcmp(got.manifest, "manife", 6) == 0);
+        CHECK(prefixes_rejected(2, rec, slen));
+        struct chp_upload *pub = calloc(1, sizeof(*pub));
+        REQUIRE(pub);
+        chp_rec_upload_to_public(fid, &got, pub);
+        CHECK(strcmp(pub->tenant, "t1") == 0 && strcmp(pub->subject, "alice") == 0);
+        rec[3] = CHP_TOKEN_SUBJECT_MAX + 1; /* a subject longer than a token's */
+        CHECK_EQ(
+            parse_copy(2, rec, CHP_REC_UPLOAD_BYTES + 2 + CHP_TOKEN_SUBJECT_MAX + 1 + 4 + 6, &got),
+            -EBADMSG); /* though the lengths add up */
+        u.subject_len = 0;
+        chp_rec_upload_encode(rec, &u);
+        rec[0] = 1; /* a record written before subjects: the same layout, byte 3 zero */
+        memcpy(rec + CHP_REC_UPLOAD_BYTES, "t1metamanife", 12);
+        CHECK_EQ(parse_copy(2, rec, ulen, &got), (ssize_t)ulen);
+        CHECK(got.subject_len == 0 && got.tenant_len == 2 && got.meta_len == 4);
+        CHECK(chp_rec_upload_parse(rec, ulen, &got) == (ssize_t)ulen &&
+              memcmp(got.meta, "meta", 4) == 0);
+        memset(pub->subject, 'x', sizeof(pub->subject));
+        chp_rec_upload_to_public(fid, &got, pub);
+        CHECK(strcmp(pub->tenant, "t1") == 0 && pub->subject[0] == '\0');
+        rec[3] = 5; /* version 1 has no subject length */
+        CHECK_EQ(parse_copy(2, rec, ulen + 5, &got), -EBADMSG);
+        rec[0] = CHP_REC_UPLOAD_VERSION + 1; /* a version this code does not know */
+        rec[3] = 0;
+        CHECK_EQ(parse_copy(2, rec, ulen, &got), -EBADMSG);
+        free(pub);
 
         struct chp_rec_seg g = {.total = 9, .live = 4, .state = CHP_REC_SEG_SEALED}, g2;
         chp_rec_seg_encode(rec, &g);
@@ -2069,6 +2110,116 @@ TEST(quota_refuses_only_new_sessions)
         free(nm);
         free(nc.data);
         free(back);
+}
+
+/* One OPEN (upload create with a manifest) of upload id byte idb under tenant and subject. */
+static int open_as(struct chp_store *s, const uint8_t *m, size_t mlen, const char *tenant,
+                   const char *subject, uint8_t idb, struct chp_store_req *open /* out */)
+{
+        struct chp_upload *u = tus_upload(tenant, idb, 0, DAY0, DAY0 + 1000);
+        if (!u)
+                return -ENOMEM;
+        snprintf(u->subject, sizeof(u->subject), "%s", subject);
+        memset(open, 0, sizeof(*open));
+        open->type = CHP_REQ_UPLOAD_CREATE;
+        open->u.upload_create.upload = u;
+        open->u.upload_create.manifest = m;
+        open->u.upload_create.manifest_len = mlen;
+        int rc = chp_store_run(s, open);
+        open->u.upload_create.upload = NULL;
+        free(u);
+        return rc;
+}
+
+/* An upload session begun under a token's subject is resumed only under the same tenant and
+ * subject, or by the relay's own (trusted callers, federation: no subject); a file already stored
+ * is COMPLETE to anyone. */
+TEST(resume_needs_the_same_subject)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chunk ch[2] = {make_chunk(65536, 4100), make_chunk(65536, 4101)};
+        size_t mlen = 0;
+        uint8_t *m = manifest_of(ch, 2, 65536, &mlen);
+        REQUIRE(m);
+        struct chp_store_req open;
+        uint8_t first[CHP_UPLOAD_ID_BYTES], pend[CHP_UPLOAD_ID_BYTES];
+        memset(first, 0x51, sizeof(first));
+        CHECK_OK(open_as(s, m, mlen, "acme", "alice", 0x51, &open));
+        CHECK(!open.u.upload_create.resumed && !open.u.upload_create.complete);
+        struct chp_upload *back = calloc(1, sizeof(*back));
+        REQUIRE(back);
+        CHECK_OK(chp_store_upload_get(s, first, back));
+        CHECK(strcmp(back->tenant, "acme") == 0 && strcmp(back->subject, "alice") == 0);
+
+        /* the same subject (another token of it) resumes */
+        CHECK_OK(open_as(s, m, mlen, "acme", "alice", 0x52, &open));
+        CHECK(open.u.upload_create.resumed);
+        CHECK(memcmp(open.u.upload_create.upload_id, first, CHP_UPLOAD_ID_BYTES) == 0);
+        struct chp_tenant_usage before = usage_of(s, "acme");
+
+        /* another subject, or the same subject name of another tenant: refused, nothing changed
+         * (a chunk stored meanwhile is not attached to the upload, no record is made) */
+        CHECK_OK(put_chunk(s, &ch[1]));
+        CHECK_EQ(open_as(s, m, mlen, "acme", "bob", 0x53, &open), CHP_ETOKEN_SUBJECT);
+        CHECK(!open.u.upload_create.resumed && !open.u.upload_create.complete);
+        CHECK_EQ(open_as(s, m, mlen, "beta", "alice", 0x54, &open), CHP_ETOKEN_SUBJECT);
+        uint8_t id[CHP_UPLOAD_ID_BYTES], have[2] = {9, 9};
+        memset(id, 0x53, sizeof(id));
+        CHECK_EQ(chp_store_upload_get(s, id, back), -ENOENT);
+        memset(id, 0x54, sizeof(id));
+        CHECK_EQ(chp_store_upload_get(s, id, back), -ENOENT);
+        CHECK_OK(chp_store_pending(s, open.u.upload_create.file_id, pend));
+        CHECK(memcmp(pend, first, CHP_UPLOAD_ID_BYTES) == 0);
+        CHECK_OK(chp_store_upload_chunks(s, first, have, NULL, 2));
+        CHECK(have[0] == 0 && have[1] == 0);
+        struct chp_tenant_usage after = usage_of(s, "acme");
+        CHECK(memcmp(&before, &after, sizeof(before)) == 0);
+        after = usage_of(s, "beta");
+        CHECK_USAGE(after, 0, 0, 0, 0);
+        CHECK_EQ(refs(s, &ch[1]), 0);
+
+        /* the relay's own: a trusted caller (no tenant, no subject) and a federation fetch (a
+         * peer's tenant, no subject) resume it, and attach what is stored */
+        CHECK_OK(open_as(s, m, mlen, "", "", 0x55, &open));
+        CHECK(open.u.upload_create.resumed);
+        CHECK(memcmp(open.u.upload_create.upload_id, first, CHP_UPLOAD_ID_BYTES) == 0);
+        CHECK_OK(chp_store_upload_chunks(s, first, have, NULL, 2));
+        CHECK(have[0] == 0 && have[1] == 1);
+        CHECK_OK(open_as(s, m, mlen, "peer:b", "", 0x56, &open));
+        CHECK(open.u.upload_create.resumed);
+        CHECK_OK(chp_store_upload_get(s, first, back));
+        CHECK(strcmp(back->subject, "alice") == 0); /* a resume changes no record */
+
+        /* once stored, the file is COMPLETE to anyone */
+        CHECK_OK(put_for_upload(s, first, 0, &ch[0], true));
+        struct chp_store_req c = {.type = CHP_REQ_COMMIT};
+        c.u.commit.has_upload = true;
+        memcpy(c.u.commit.upload_id, first, CHP_UPLOAD_ID_BYTES);
+        CHECK_OK(chp_store_run(s, &c));
+        CHECK_OK(open_as(s, m, mlen, "acme", "bob", 0x57, &open));
+        CHECK(open.u.upload_create.complete);
+        CHECK_OK(open_as(s, m, mlen, "beta", "carol", 0x58, &open));
+        CHECK(open.u.upload_create.complete);
+
+        /* an upload begun with no subject (trusted, or recorded before subjects) is anyone's */
+        struct chunk oc = make_chunk(65536, 4102);
+        size_t olen = 0;
+        uint8_t *om = manifest_of(&oc, 1, 65536, &olen);
+        REQUIRE(om);
+        CHECK_OK(open_as(s, om, olen, "", "", 0x61, &open));
+        CHECK(!open.u.upload_create.resumed);
+        CHECK_OK(open_as(s, om, olen, "acme", "bob", 0x62, &open));
+        CHECK(open.u.upload_create.resumed);
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        free(back);
+        free(m);
+        free(om);
+        free(oc.data);
+        for (int i = 0; i < 2; i++)
+                free(ch[i].data);
 }
 
 struct racer {

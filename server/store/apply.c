@@ -487,15 +487,28 @@ static int quota_check(struct chp_store *s, MDB_txn *txn, const char *tenant, si
         return *hit == CHP_QUOTA_NONE ? 0 : CHP_EQUOTA;
 }
 
+/* Whether the upload u (a request's) may resume the recorded upload r: r was begun with no
+ * subject (by the relay's own, or recorded before subjects), or u has none (a trusted caller or
+ * a federation fetch: the operator's own), or both have the same tenant and subject. */
+static bool resume_allowed(const struct chp_rec_upload *r, const struct chp_upload *u, size_t tlen,
+                           size_t slen)
+{
+        if (r->subject_len == 0 || slen == 0)
+                return true;
+        return r->tenant_len == tlen && memcmp(r->tenant, u->tenant, tlen) == 0 &&
+               r->subject_len == slen && memcmp(r->subject, u->subject, slen) == 0;
+}
+
 static int apply_upload_create(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
 {
         const struct chp_upload *u = req->u.upload_create.upload;
         const uint8_t *enc = req->u.upload_create.manifest;
         size_t enc_len = enc ? req->u.upload_create.manifest_len : 0;
         size_t tlen = strnlen(u->tenant, CHP_TENANT_MAX + 1);
-        if (tlen > CHP_TENANT_MAX || u->meta_len > CHP_UPLOAD_META_MAX ||
-            u->chunk_size < CHP_CHUNK_MIN || u->chunk_size > CHP_CHUNK_MAX ||
-            (u->chunk_size & (u->chunk_size - 1)))
+        size_t slen = strnlen(u->subject, CHP_TOKEN_SUBJECT_MAX + 1);
+        if (tlen > CHP_TENANT_MAX || slen > CHP_TOKEN_SUBJECT_MAX ||
+            u->meta_len > CHP_UPLOAD_META_MAX || u->chunk_size < CHP_CHUNK_MIN ||
+            u->chunk_size > CHP_CHUNK_MAX || (u->chunk_size & (u->chunk_size - 1)))
                 return -EINVAL;
         struct chp_manifest m;
         uint8_t file_id[CHP_HASH_BYTES];
@@ -521,6 +534,12 @@ static int apply_upload_create(struct chp_store *s, MDB_txn *txn, struct chp_sto
                         memcpy(existing, d.mv_data, CHP_UPLOAD_ID_BYTES);
                         MDB_val ek = val(existing, CHP_UPLOAD_ID_BYTES);
                         if (mdb_get(txn, s->db_uploads, &ek, &d) == 0) {
+                                struct chp_rec_upload old;
+                                if ((rc = parse_upload_rec(&d, &old)))
+                                        return rc;
+                                /* before anything is attached: a refusal changes nothing */
+                                if (!resume_allowed(&old, u, tlen, slen))
+                                        return CHP_ETOKEN_SUBJECT;
                                 req->u.upload_create.resumed = true;
                                 memcpy(req->u.upload_create.upload_id, existing,
                                        CHP_UPLOAD_ID_BYTES);
@@ -574,7 +593,7 @@ static int apply_upload_create(struct chp_store *s, MDB_txn *txn, struct chp_sto
         }
         if ((rc = store_usage_add(s, txn, u->tenant, tlen, &add)))
                 return rc;
-        v.mv_size = CHP_REC_UPLOAD_BYTES + tlen + u->meta_len + enc_len;
+        v.mv_size = CHP_REC_UPLOAD_BYTES + tlen + slen + u->meta_len + enc_len;
         if ((rc = store_space_take(s, v.mv_size, false))) /* a manifest may be megabytes */
                 return rc;
         if ((rc = store_mdb_rc(mdb_put(txn, s->db_uploads, &k, &v, MDB_RESERVE))))
@@ -590,13 +609,16 @@ static int apply_upload_create(struct chp_store *s, MDB_txn *txn, struct chp_sto
             .expires = u->expires,
             .file_expires = u->file_expires,
             .tenant_len = tlen,
+            .subject_len = slen,
             .file_id = enc ? file_id : NULL,
         };
         chp_rec_upload_encode(p, &r);
-        memcpy(p + CHP_REC_UPLOAD_BYTES, u->tenant, tlen);
-        memcpy(p + CHP_REC_UPLOAD_BYTES + tlen, u->meta, u->meta_len);
+        uint8_t *q = p + CHP_REC_UPLOAD_BYTES;
+        memcpy(q, u->tenant, tlen);
+        memcpy(q += tlen, u->subject, slen);
+        memcpy(q += slen, u->meta, u->meta_len);
         if (enc_len)
-                memcpy(p + CHP_REC_UPLOAD_BYTES + tlen + u->meta_len, enc, enc_len);
+                memcpy(q + u->meta_len, enc, enc_len);
         if ((rc = expiry_set(s, txn, u->expires, CHP_REC_EXPIRY_UPLOAD, u->id, CHP_UPLOAD_ID_BYTES,
                              true)))
                 return rc;

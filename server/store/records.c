@@ -93,10 +93,13 @@ void chp_rec_file_set_expires(uint8_t *rec, uint64_t expires)
 ssize_t chp_rec_upload_parse(const uint8_t *buf, size_t len, struct chp_rec_upload *out)
 {
         struct chp_rec_upload r;
-        if (len < CHP_REC_UPLOAD_BYTES || buf[0] != 1)
+        /* version 1 had no subject: its byte 3 is 0, and so is the subject's length */
+        if (len < CHP_REC_UPLOAD_BYTES || (buf[0] != 1 && buf[0] != CHP_REC_UPLOAD_VERSION) ||
+            (buf[0] == 1 && buf[3] != 0))
                 return -EBADMSG;
         r.tenant_len = buf[1];
         r.flags = buf[2];
+        r.subject_len = buf[3];
         r.chunk_size = chp_get_le32(buf + 4);
         r.declared = chp_get_le64(buf + 8);
         r.created = chp_get_le64(buf + 16);
@@ -106,13 +109,15 @@ ssize_t chp_rec_upload_parse(const uint8_t *buf, size_t len, struct chp_rec_uplo
         r.file_id = buf + 40;
         r.file_expires = chp_get_le64(buf + 72);
         /* sizes are bounded before they are added, so the sum cannot wrap */
-        if (r.tenant_len > CHP_TENANT_MAX || r.meta_len > CHP_UPLOAD_META_MAX ||
-            r.manifest_len > len ||
-            len != CHP_REC_UPLOAD_BYTES + r.tenant_len + r.meta_len + (size_t)r.manifest_len ||
+        if (r.tenant_len > CHP_TENANT_MAX || r.subject_len > CHP_TOKEN_SUBJECT_MAX ||
+            r.meta_len > CHP_UPLOAD_META_MAX || r.manifest_len > len ||
+            len != CHP_REC_UPLOAD_BYTES + r.tenant_len + r.subject_len + r.meta_len +
+                       (size_t)r.manifest_len ||
             (!(r.flags & CHP_REC_UPLOAD_HAS_MANIFEST) && r.manifest_len))
                 return -EBADMSG;
         r.tenant = buf + CHP_REC_UPLOAD_BYTES;
-        r.meta = r.tenant + r.tenant_len;
+        r.subject = r.tenant + r.tenant_len;
+        r.meta = r.subject + r.subject_len;
         r.manifest = r.meta + r.meta_len;
         *out = r;
         return (ssize_t)len;
@@ -121,9 +126,10 @@ ssize_t chp_rec_upload_parse(const uint8_t *buf, size_t len, struct chp_rec_uplo
 void chp_rec_upload_encode(uint8_t out[CHP_REC_UPLOAD_BYTES], const struct chp_rec_upload *r)
 {
         memset(out, 0, CHP_REC_UPLOAD_BYTES);
-        out[0] = 1;
+        out[0] = CHP_REC_UPLOAD_VERSION;
         out[1] = (uint8_t)r->tenant_len;
         out[2] = r->flags;
+        out[3] = (uint8_t)r->subject_len;
         chp_put_le32(out + 4, r->chunk_size);
         chp_put_le64(out + 8, r->declared);
         chp_put_le64(out + 16, r->created);
@@ -147,6 +153,8 @@ void chp_rec_upload_to_public(const uint8_t id[CHP_UPLOAD_ID_BYTES], const struc
         memcpy(u->id, id, CHP_UPLOAD_ID_BYTES);
         memcpy(u->tenant, r->tenant, r->tenant_len);
         u->tenant[r->tenant_len] = '\0';
+        memcpy(u->subject, r->subject, r->subject_len);
+        u->subject[r->subject_len] = '\0';
         u->chunk_size = r->chunk_size;
         u->declared_size = r->declared;
         u->created = r->created;

@@ -13,11 +13,13 @@
  *   refs      addr(32)                    -> count u64 (absent = 0)
  *   files     file id(32)                 -> ver u8, tenant_len u8, 0 u16, manifest_len u32,
  *                                            created u64, expires u64, size u64, tenant, manifest
- *   uploads   upload id(16)               -> ver u8, tenant_len u8, flags u8, 0 u8,
- *                                            chunk_size u32, declared u64, created u64,
- *                                            expires u64, meta_len u32, manifest_len u32,
- *                                            file id(32), file_expires u64, tenant, meta,
- *                                            manifest
+ *   uploads   upload id(16)               -> ver u8 (2), tenant_len u8, flags u8,
+ *                                            subject_len u8, chunk_size u32, declared u64,
+ *                                            created u64, expires u64, meta_len u32,
+ *                                            manifest_len u32, file id(32), file_expires u64,
+ *                                            tenant, subject, meta, manifest
+ *                                            (version 1: byte 3 is 0 and there is no subject;
+ *                                            it is read as an empty one)
  *   pending   file id(32)                 -> upload id(16): the upload writing that file
  *   tails     upload id(16) + seq be32    -> bytes past the upload's last whole chunk
  *   upchunks  upload id(16) + index be32  -> addr(32)
@@ -94,7 +96,8 @@ void chp_rec_file_set_expires(uint8_t *rec, uint64_t expires);
 
 /* ---- uploads ----------------------------------------------------------------------------- */
 
-#define CHP_REC_UPLOAD_BYTES        80 /* the fixed part, before tenant, meta and manifest */
+#define CHP_REC_UPLOAD_BYTES        80 /* the fixed part, before tenant, subject, meta, manifest */
+#define CHP_REC_UPLOAD_VERSION      2  /* written; version 1 (no subject) is still read */
 #define CHP_REC_UPLOAD_HAS_MANIFEST 1
 #define CHP_REC_UPLOAD_COMPLETE     2
 
@@ -102,14 +105,15 @@ struct chp_rec_upload {
         uint8_t flags;
         uint32_t chunk_size, meta_len, manifest_len;
         uint64_t declared, created, expires, file_expires;
-        size_t tenant_len;
-        const uint8_t *file_id, *tenant, *meta, *manifest; /* into buf */
+        size_t tenant_len, subject_len;
+        const uint8_t *file_id, *tenant, *subject, *meta, *manifest; /* into buf */
 };
 
 __attribute__((warn_unused_result)) ssize_t
 chp_rec_upload_parse(const uint8_t *buf, size_t len, struct chp_rec_upload *out /* out */);
-/* Writes the fixed part from r (its pointers are not read, except file_id, which may be NULL:
- * zeros); the caller copies tenant, meta and manifest after it. */
+/* Writes the fixed part (CHP_REC_UPLOAD_VERSION) from r (its pointers are not read, except
+ * file_id, which may be NULL: zeros); the caller copies tenant, subject, meta and manifest after
+ * it. */
 void chp_rec_upload_encode(uint8_t out[CHP_REC_UPLOAD_BYTES], const struct chp_rec_upload *r);
 /* Marks an encoded upload record complete, as file_id. */
 void chp_rec_upload_set_complete(uint8_t *rec, const uint8_t file_id[CHP_HASH_BYTES]);

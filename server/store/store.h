@@ -22,6 +22,7 @@
 
 #include "hash.h"
 #include "proto.h" /* CHP_UPLOAD_ID_BYTES */
+#include "token.h" /* CHP_TOKEN_SUBJECT_MAX */
 
 #define CHP_TENANT_MAX          64   /* bytes of a tenant name */
 #define CHP_UPLOAD_META_MAX     4096 /* bytes of opaque upload metadata (tus Upload-Metadata) */
@@ -89,7 +90,10 @@ enum chp_store_req_type {
 struct chp_upload {
         uint8_t id[CHP_UPLOAD_ID_BYTES];
         char tenant[CHP_TENANT_MAX + 1]; /* NUL-terminated */
-        uint64_t declared_size;          /* CHP_UPLOAD_SIZE_UNKNOWN while deferred */
+        /* the subject of the token it was begun under (NUL-terminated); "" when begun by the
+         * relay's own (a trusted caller, a federation fetch) or recorded before subjects were */
+        char subject[CHP_TOKEN_SUBJECT_MAX + 1];
+        uint64_t declared_size; /* CHP_UPLOAD_SIZE_UNKNOWN while deferred */
         uint32_t chunk_size;
         uint64_t created; /* unix seconds */
         uint64_t expires; /* unix seconds; 0 = never */
@@ -196,7 +200,11 @@ struct chp_store_req {
                 /* Creates the upload, or with a manifest opens it: if the file is stored already
                  * nothing is created (complete); if an upload of the same manifest exists it is
                  * resumed (its id returned); otherwise upload->id is created. Either way every
-                 * chunk of the manifest that the store already holds is attached to the upload. */
+                 * chunk of the manifest that the store already holds is attached to the upload.
+                 * An upload recorded with a subject is resumed only by a request whose upload
+                 * has the same tenant and subject, or no subject (the relay's own: a trusted
+                 * caller, a federation fetch); any other is CHP_ETOKEN_SUBJECT, and nothing is
+                 * changed. A resume records nothing of the request's upload. */
                 struct {
                         const struct chp_upload *upload; /* borrowed; has_manifest/file_id are
                                                             set from manifest */
