@@ -6,7 +6,9 @@
 # holds across a resumed upload (charged once) and across two uploads at once; max_files holds;
 # an anonymous client cannot make a relay pull a file through from its peer, while a token with
 # the pull scope can; a tenant's concurrent uploads are bounded (LIMITED, "retry after") and a
-# slot comes back when its connection goes. Files are put --no-pad in 64 KiB chunks, so their sizes are known.
+# slot comes back when its connection goes; a cut upload is resumed only with a token of the
+# subject that began it (another token id of it is charged for the file). Files are put --no-pad
+# in 64 KiB chunks, so their sizes are known.
 # Usage: tokens_native.sh CHAPARD CHAPAR CUTPROXY     (the Node case needs node >= 18)
 set -uo pipefail
 chapard=$1
@@ -141,17 +143,20 @@ check "and the first again is no new file (exit $rc)" "[ $rc -eq 0 ]"
 head -c 600000 /dev/urandom >"$tmp/r1"
 head -c 600000 /dev/urandom >"$tmp/r2"
 rt=$(mint --bytes 900000 --files 10)
-# a proxy of its own for each held upload: no earlier connection can claim its cut
-proxy_start resume "${addr[A]##*:}"
-proxy_hold resume 300000 up
-"$chapar" put "$tmp/r1" --relay "127.0.0.1:${proxy_port[resume]}" --relay-key "${key[A]}" \
-        --chunk-size $cs --no-pad --token "$rt" >/dev/null 2>&1 &
-p=$!
-lib_track $p
-proxy_held resume
-kill $p 2>/dev/null
-wait $p 2>/dev/null
-proxy_release resume
+cut_put() { # NAME FILE TOKEN: a put through a proxy of its own, cut after 300000 bytes
+        # (a proxy of its own for each held upload: no earlier connection can claim its cut)
+        proxy_start "$1" "${addr[A]##*:}"
+        proxy_hold "$1" 300000 up
+        "$chapar" put "$2" --relay "127.0.0.1:${proxy_port[$1]}" --relay-key "${key[A]}" \
+                --chunk-size $cs --no-pad --token "$3" >/dev/null 2>&1 &
+        local p=$!
+        lib_track $p
+        proxy_held "$1"
+        kill $p 2>/dev/null
+        wait $p 2>/dev/null
+        proxy_release "$1"
+}
+cut_put resume "$tmp/r1" "$rt"
 t=$(put "$tmp/r1" --token "$rt" --json 2>"$tmp/err")
 sent=$(sed -n 's/.*"bytes_sent":\([0-9]*\).*/\1/p' <<<"$t")
 total=$(sed -n 's/.*"bytes_total":\([0-9]*\).*/\1/p' <<<"$t")
@@ -159,6 +164,28 @@ check "a 600000-byte file cut after 300000 bytes resumes under a 900000-byte tok
         "[ -n '$sent' ] && [ '$sent' -gt 0 ] && [ '$sent' -lt '$total' ]"
 refused "then a second 600000-byte file is over that budget" 2 "over the token's budget" -- \
         "$tmp/r2" --token "$rt"
+
+# ---- a resume needs a token of the subject that began the upload ----
+head -c 600000 /dev/urandom >"$tmp/sa"
+head -c 100000 /dev/urandom >"$tmp/sb"
+head -c 400000 /dev/urandom >"$tmp/sc"
+cut_put subject "$tmp/sa" "$(mint --subject alice --bytes 10000000)"
+bob=$(mint --subject bob --bytes 700000 --files 1)
+refused "alice's upload cut after 300000 bytes, resumed with a token of bob" 2 \
+        "the upload was begun under another subject" -- "$tmp/sa" --token "$bob"
+check "with the relay's reason: $(grep -o 'OPEN (a resume[^)]*)' "$tmp/err")" \
+        "grep -qF 'OPEN (a resume needs a token of the subject that began the upload)' '$tmp/err'"
+tb=$(put "$tmp/sb" --token "$bob" 2>"$tmp/err")
+check "bob's 1-file token was not charged for the refused resume: it uploads another file" \
+        "[ -n '$tb' ]"
+alice2=$(mint --subject alice --bytes 900000 --files 10) # another token id of alice
+t=$(put "$tmp/sa" --token "$alice2" --json 2>"$tmp/err")
+sent=$(sed -n 's/.*"bytes_sent":\([0-9]*\).*/\1/p' <<<"$t")
+total=$(sed -n 's/.*"bytes_total":\([0-9]*\).*/\1/p' <<<"$t")
+check "another token of alice resumes it and completes (sent $sent of $total)" \
+        "[ -n '$sent' ] && [ '$sent' -gt 0 ] && [ '$sent' -lt '$total' ]"
+refused "that token was charged for the file (600000 of 900000): 400000 more bytes are over" 2 \
+        "over the token's budget" -- "$tmp/sc" --token "$alice2"
 
 # ---- the byte budget across two uploads at once ----
 ct=$(mint --bytes 900000 --files 10)

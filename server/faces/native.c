@@ -125,6 +125,7 @@ uint32_t native_wire_code(int rc)
                 return CHP_WE_UNAVAILABLE;
         case CHP_ETOKEN_SCOPE:
         case CHP_ETOKEN_FILE:
+        case CHP_ETOKEN_SUBJECT:
                 return CHP_WE_FORBIDDEN;
         case CHP_EQUOTA:
         case CHP_ETOOBIG:

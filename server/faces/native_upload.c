@@ -234,6 +234,9 @@ void native_upload_open(struct conn *c, const struct chp_frame_header *h, uint8_
             m.expires_in && m.expires_in < cfg->file_expiry ? m.expires_in : cfg->file_expiry;
         struct chp_upload *u = op->upload;
         snprintf(u->tenant, sizeof(u->tenant), "%s", op->adm.tenant);
+        /* the subject it is begun under: only that subject may resume it (store.h) */
+        if (c->nat->caller.kind == CHP_CALLER_TOKEN)
+                snprintf(u->subject, sizeof(u->subject), "%s", c->nat->caller.token.subject);
         randombytes_buf(u->id, sizeof(u->id));
         u->declared_size = man.total_size;
         u->chunk_size = man.chunk_size;
@@ -262,6 +265,12 @@ static void open_done(struct conn *c, struct op *op)
                 chp_gate_upload_refund(c->sh->gate, &op->adm); /* nothing was created */
         if (r->status == CHP_EQUOTA) {
                 native_reply_refusal(c, op->frame_id, r->status, "OPEN: the tenant's store quota");
+                return;
+        }
+        if (r->status == CHP_ETOKEN_SUBJECT) {
+                native_reply_refusal(
+                    c, op->frame_id, r->status,
+                    "OPEN (a resume needs a token of the subject that began the upload)");
                 return;
         }
         if (r->status) {

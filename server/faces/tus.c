@@ -956,6 +956,10 @@ void tus_post(struct http *h, const struct chp_http_request *req)
                 return;
         }
         snprintf(u->tenant, sizeof(u->tenant), "%s", h->gu.tenant);
+        /* recorded for the store's sake; a tus upload is resumed by its URL, the capability,
+         * with no token (a PATCH that declares a deferred length needs its tenant's) */
+        if (h->caller.kind == CHP_CALLER_TOKEN)
+                snprintf(u->subject, sizeof(u->subject), "%s", h->caller.token.subject);
         u->declared_size = length;
         u->chunk_size = h->cs = cfg->tus_chunk_size;
         u->created = now;
