@@ -50,7 +50,7 @@ void chp_metrics_refuse(struct chp_metrics *m, int code)
                 why = CHP_REFUSE_TOKEN_MISSING;
         else if (code <= CHP_ETOKEN_KEY && code >= CHP_ETOKEN_EXPIRED)
                 why = CHP_REFUSE_TOKEN_INVALID;
-        else if (code == CHP_ETOKEN_SCOPE || code == CHP_ETOKEN_FILE)
+        else if (code == CHP_ETOKEN_SCOPE || code == CHP_ETOKEN_FILE || code == CHP_ETOKEN_SUBJECT)
                 why = CHP_REFUSE_SCOPE;
         else if (code == CHP_EQUOTA)
                 why = CHP_REFUSE_QUOTA;
