@@ -7,7 +7,11 @@
 #   - incomplete uploads over max_incomplete_per_address: refused until one is committed;
 #   - upload_rate_per_address: an upload of N bytes at R bytes/s takes at least about N/R (the
 #     figures are printed; only a loose lower bound, 0.5 x (N - R) / R, is asserted);
-#   - /metrics: chapar_refusals_total{reason="limited"} and the table's gauges.
+#   - /metrics: chapar_refusals_total{reason="limited"} and the table's gauges;
+#   - uploads_per_minute per subject, with a tenant: two tokens of one subject, used from two
+#     addresses (127.0.0.1 native, 127.0.0.2 tus) that are not counted as addresses (loopback
+#     exempt), share one count and are refused together (LIMITED "retry after", 429), while
+#     another subject from the same addresses is not.
 # Usage: limits_cli.sh CHAPARD CHAPAR
 set -uo pipefail
 chapard=$1
@@ -176,4 +180,47 @@ check "the tus upload took at least half of (N - R) / R" "[ $lim_tus -ge $((floo
 check "the native upload took at least half of (N - R) / R" "[ $lim_nat -ge $((floor / 2)) ]"
 metric_is B 'chapar_reads_throttled_total' -gt 0
 relay_stop B
+
+# ---- uploads per minute per subject -------------------------------------------------------------
+# limit_loopback off: 127.0.0.1 and 127.0.0.2 are not counted as addresses, so what is refused is
+# refused by the subject's count, whichever address its uploads come from
+skey=$("$chapard" keygen --out "$tmp/S.key")
+tline=$("$chapard" tenant-key --out "$tmp/acme.tk" | tail -n 1)
+printf '[server]\nuploads_per_minute = 2\nmax_incomplete_per_address = 0\n' >"$tmp/S.ini"
+printf '[tenant "acme"]\n%s\n' "$tline" >>"$tmp/S.ini"
+relay_start S --config "$tmp/S.ini" --key "$tmp/S.key" --log-level warn
+token() { # SUBJECT: a token of acme for relay S
+        "$chapard" token --key "$tmp/acme.tk" --tenant acme --audience "$skey" --bytes 10000000 \
+                --subject "$1"
+}
+both() { # TUS-TOKEN NATIVE-TOKEN FILE: a tus POST from 127.0.0.2 (its "STATUS RETRY-AFTER
+        # LOCATION" in $post) and a native put of FILE from 127.0.0.1 (its exit in $nat, its
+        # stderr in $tmp/sput.err)
+        post=$(tus_post S --interface 127.0.0.2 -H 'Upload-Length: 10' -H "Authorization: Bearer $1")
+        "$chapar" put "$3" --relay "${addr[S]}" --relay-key "$skey" --token "$2" >/dev/null \
+                2>"$tmp/sput.err"
+        nat=$?
+}
+alice1=$(token alice)
+alice2=$(token alice)
+bob=$(token bob)
+check "two tokens of the subject alice, each its own" "[ -n '$alice1' ] && [ '$alice1' != '$alice2' ]"
+both "$alice1" "$alice2" "$tmp/small.1"
+echo "alice: tus POST from 127.0.0.2 [$post], native put from 127.0.0.1 exit $nat"
+check "alice's first two uploads (one on each face, each from its own address) are taken" \
+        "[ '${post%% *}' = 201 ] && [ $nat -eq 0 ]"
+both "$alice1" "$alice2" "$tmp/small.2"
+echo "alice again: tus POST [$post], native put exit $nat: $(cat "$tmp/sput.err")"
+read -r code ra _ <<<"$post"
+check "alice's third upload is refused 429 on the tus face" "[ '$code' = 429 ]"
+check "... with Retry-After: $ra (1..31 s)" "[ '$ra' != - ] && [ '$ra' -ge 1 ] && [ '$ra' -le 31 ]"
+check "alice's native put from the other address is refused: LIMITED 'retry after N s'" \
+        "[ $nat -ne 0 ] && grep -q 'retry after [0-9][0-9]* s' '$tmp/sput.err'"
+both "$bob" "$bob" "$tmp/small.3"
+echo "bob from the same addresses: tus POST [$post], native put exit $nat: $(cat "$tmp/sput.err")"
+check "another subject from the same two addresses is not refused" \
+        "[ '${post%% *}' = 201 ] && [ $nat -eq 0 ]"
+metric_is S 'chapar_refusals_total{reason="limited"}' = 2
+relay_stop S
+
 finish
