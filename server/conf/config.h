@@ -17,7 +17,8 @@
  *              body_rate_window, audience (repeatable: a federation-wide name tokens may be
  *              addressed to besides this relay's key and the tenant's name; reloadable),
  *              max_connections_per_address, uploads_per_minute,
- *              upload_rate_per_address, max_incomplete_per_address, limit_loopback
+ *              upload_rate_per_address, download_rate_per_address, max_incomplete_per_address,
+ *              limit_loopback
  *              (the per-address and per-subject limits: conf/client_limits.h)
  *   [store]    inline_max, map_size, segment_size, compact_ratio
  *   [peer "NAME"]  address, pubkey     (federation: the relays this one fetches from and accepts)
@@ -122,6 +123,7 @@ struct chp_config {
         uint32_t uploads_per_minute;          /* new uploads per address and per subject,
                                                  default 120 (a burst of that many) */
         uint64_t upload_rate_per_address;     /* bytes/s read from one address, default 0 */
+        uint64_t download_rate_per_address;   /* bytes/s sent to one address, default 0 */
         uint32_t max_incomplete_per_address;  /* uploads begun and not committed, default 1000 */
         bool limit_loopback;                  /* default false: loopback is exempt */
         struct chp_store_opts store; /* store.dir is set from data_dir by chp_config_finish */
