@@ -123,6 +123,14 @@ void conn_finish(struct conn *c);
 /* Output went out (send.c): frames the face left in c->in while its output was full are offered
  * to it again if it can take them now, then the connection writes and reads as it may. */
 void conn_output_moved(struct conn *c);
+/* The byte rate of the connection's client address, for receives (send false:
+ * upload_rate_per_address) or sends (download_rate_per_address): how much of want the next one
+ * may move now; 0: none, and the connection waits until read_wait_until or send_wait_until (the
+ * loop's tick tries again). Without that rate, or for an address not counted, want, at the cost
+ * of one field's check. */
+size_t conn_rate_room(struct conn *c, bool send, size_t want);
+/* n bytes were received or sent (send): charged to that rate. */
+void conn_rate_charge(struct conn *c, bool send, size_t n, uint64_t now);
 
 /* ---- send.c: a connection's send side ---------------------------------------------------- */
 
