@@ -331,49 +331,63 @@ TEST(send_rate)
         int32_t s, s2;
         REQUIRE_OK(chp_limits_conn_open(l, &a, 0, &s));
         uint32_t wait = 7;
-        /* no rate: everything, at once, and a charge counts nothing */
-        CHECK_EQ(chp_limits_send_room(l, s, 1 << 20, 0, &wait), 1 << 20);
+        /* no rate: everything, at once, taking nothing */
+        CHECK_EQ(chp_limits_send_take(l, s, 1 << 20, 0, &wait), 1 << 20);
         CHECK_EQ(wait, 0);
-        chp_limits_send_charge(l, s, 1 << 30, 0);
+        chp_limits_send_refund(l, s, 1 << 30, 0);
         c.download_rate_per_address = 64000;
         chp_limits_configure(l, &c);
         uint64_t t = 10000;
-        /* (the bucket, made empty while the rate was off, has refilled since) */
-        CHECK_EQ(chp_limits_send_room(l, s, 1 << 20, t, &wait), 64000);
-        chp_limits_send_charge(l, s, 64000, t);
-        CHECK_EQ(chp_limits_send_room(l, s, 16384, t, &wait), 0);
+        /* one second's worth, taken at once (the bucket, empty while the rate was off, has
+         * refilled since; the refund above gave nothing) */
+        CHECK_EQ(chp_limits_send_take(l, s, 1 << 20, t, &wait), 64000);
+        CHECK_EQ(chp_limits_send_take(l, s, 16384, t, &wait), 0);
         CHECK(wait >= 62 && wait <= 63); /* a quantum: 4000 bytes at 64000/s */
-        /* the address's other connections share it; reads have a bucket of their own, off */
+        /* what did not go out comes back, and is shared by the address's connections */
+        chp_limits_send_refund(l, s, 20000, t);
         REQUIRE_OK(chp_limits_conn_open(l, &a, t, &s2));
-        CHECK_EQ(chp_limits_send_room(l, s2, 16384, t, &wait), 0);
+        CHECK_EQ(chp_limits_send_take(l, s2, 16384, t, &wait), 16384);
+        CHECK_EQ(chp_limits_send_take(l, s, 2000, t, &wait), 2000); /* less than a quantum */
+        CHECK_EQ(chp_limits_send_take(l, s2, 16384, t, &wait), 0);  /* 1616 left */
+        /* a refund never makes more than a full bucket */
+        chp_limits_send_refund(l, s, 1 << 30, t);
+        CHECK_EQ(chp_limits_send_take(l, s, 1 << 20, t, &wait), 64000);
+        /* reads have a bucket of their own: off, and with a rate, not spent by sends */
         CHECK_EQ(chp_limits_read_room(l, s2, 1 << 20, t, &wait), 1 << 20);
-        /* with both rates, reading does not spend what may be sent */
         c.upload_rate_per_address = 1000;
         chp_limits_configure(l, &c);
         chp_limits_read_charge(l, s2, 5000, t + 1000);
         CHECK_EQ(chp_limits_read_room(l, s2, 100, t + 1000, &wait), 0);
-        CHECK_EQ(chp_limits_send_room(l, s2, 1 << 20, t + 1000, &wait), 64000);
+        CHECK_EQ(chp_limits_send_take(l, s2, 1 << 20, t + 1000, &wait), 64000);
+        /* many sends at once never overdraw: the next byte comes a quantum's refill later */
+        uint64_t now = t + 3000;
+        size_t took = 0;
+        for (int i = 0; i < 10; i++)
+                took += chp_limits_send_take(l, i & 1 ? s : s2, 65536, now, &wait);
+        CHECK_EQ(took, 64000);
+        CHECK_EQ(chp_limits_send_take(l, s, 65536, now, &wait), 0);
+        CHECK(wait >= 62 && wait <= 63);
         /* sending N bytes as fast as allowed takes about (N - one second's worth) / rate */
-        uint64_t now = t + 1000, got = 0, total = 640000;
+        now += 2000;
+        uint64_t start = now, got = 0, total = 640000;
         while (got < total) {
                 size_t want = total - got < 65536 ? (size_t)(total - got) : 65536;
-                size_t n = chp_limits_send_room(l, got & 1 ? s : s2, want, now, &wait);
+                size_t n = chp_limits_send_take(l, got & 1 ? s : s2, want, now, &wait);
                 if (!n) {
                         CHECK(wait >= 1 && wait <= 1000);
                         now += wait;
                         continue;
                 }
-                chp_limits_send_charge(l, got & 1 ? s : s2, n, now);
                 got += n;
         }
-        CHECK(now - (t + 1000) >= 8900 && now - (t + 1000) <= 9200);
+        CHECK(now - start >= 8900 && now - start <= 9200);
         /* off again: at once */
         c.download_rate_per_address = 0;
         chp_limits_configure(l, &c);
-        CHECK_EQ(chp_limits_send_room(l, s, 1 << 20, now, &wait), 1 << 20);
+        CHECK_EQ(chp_limits_send_take(l, s, 1 << 20, now, &wait), 1 << 20);
         CHECK_EQ(wait, 0);
-        CHECK_EQ(chp_limits_send_room(l, CHP_LIMITS_NONE, 5, now, &wait), 5);
-        chp_limits_send_charge(l, CHP_LIMITS_NONE, 100, now); /* a no-op */
+        CHECK_EQ(chp_limits_send_take(l, CHP_LIMITS_NONE, 5, now, &wait), 5);
+        chp_limits_send_refund(l, CHP_LIMITS_NONE, 100, now); /* a no-op */
         chp_limits_free(l);
 }
 

@@ -6,9 +6,10 @@
  *
  * Buckets are tokens as doubles refilled from the time elapsed: uploads (capacity
  * uploads_per_minute, refilled at that much per minute) and bytes in each direction (capacity one
- * second of upload_rate_per_address for bytes read, of download_rate_per_address for bytes sent;
- * they may go below zero: bytes are charged after they moved). A new or reused entry starts with
- * full buckets.
+ * second of upload_rate_per_address for bytes read, of download_rate_per_address for bytes sent).
+ * Reads are charged after they happen, so that bucket may go below zero; sends take their bytes
+ * before they are armed (and get back what did not go out), so that one never does, however many
+ * connections of the address send at once. A new or reused entry starts with full buckets.
  */
 #include "client_limits.h"
 
@@ -360,7 +361,7 @@ void chp_limits_conn_close(struct chp_limits *l, int32_t slot)
 }
 
 /* How much of want the bucket b at rate (bytes/s, not 0) lets move now (see
- * chp_limits_read_room). Lock held. */
+ * chp_limits_read_room); it takes nothing. Lock held. */
 static size_t bytes_room(struct rate *b, uint64_t rate, size_t want, uint64_t now,
                          uint32_t *wait_ms)
 {
@@ -379,62 +380,63 @@ static size_t bytes_room(struct rate *b, uint64_t rate, size_t want, uint64_t no
         return 0;
 }
 
-/* The byte bucket of slot in direction out and its rate (0: no rate). Lock held. */
-static struct rate *bytes_bucket(struct chp_limits *l, int32_t slot, bool out, uint64_t *rate)
-{
-        struct entry *e = &l->e[slot];
-        *rate = out ? l->conf.out_rate : l->conf.rate;
-        return out ? &e->out : &e->in;
-}
-
-static size_t room(struct chp_limits *l, int32_t slot, bool out, size_t want, uint64_t now_ms,
-                   uint32_t *wait_ms)
+size_t chp_limits_read_room(struct chp_limits *l, int32_t slot, size_t want, uint64_t now_ms,
+                            uint32_t *wait_ms)
 {
         *wait_ms = 0;
         if (!l || slot < 0 || want == 0)
                 return want;
         pthread_mutex_lock(&l->lock);
-        uint64_t rate;
-        struct rate *b = bytes_bucket(l, slot, out, &rate);
-        size_t n = rate ? bytes_room(b, rate, want, now_ms, wait_ms) : want;
+        uint64_t rate = l->conf.rate;
+        size_t n = rate ? bytes_room(&l->e[slot].in, rate, want, now_ms, wait_ms) : want;
         pthread_mutex_unlock(&l->lock);
         return n;
 }
 
-static void charge(struct chp_limits *l, int32_t slot, bool out, size_t n, uint64_t now_ms)
+void chp_limits_read_charge(struct chp_limits *l, int32_t slot, size_t n, uint64_t now_ms)
 {
         if (!l || slot < 0 || n == 0)
                 return;
         pthread_mutex_lock(&l->lock);
-        uint64_t rate;
-        struct rate *b = bytes_bucket(l, slot, out, &rate);
+        uint64_t rate = l->conf.rate;
         if (rate) {
+                struct rate *b = &l->e[slot].in;
                 refill_bytes(b, rate, now_ms);
                 b->bytes -= (double)n;
         }
         pthread_mutex_unlock(&l->lock);
 }
 
-size_t chp_limits_read_room(struct chp_limits *l, int32_t slot, size_t want, uint64_t now_ms,
+size_t chp_limits_send_take(struct chp_limits *l, int32_t slot, size_t want, uint64_t now_ms,
                             uint32_t *wait_ms)
 {
-        return room(l, slot, false, want, now_ms, wait_ms);
+        *wait_ms = 0;
+        if (!l || slot < 0 || want == 0)
+                return want;
+        pthread_mutex_lock(&l->lock);
+        uint64_t rate = l->conf.out_rate;
+        size_t n = want;
+        if (rate) {
+                struct rate *b = &l->e[slot].out;
+                n = bytes_room(b, rate, want, now_ms, wait_ms);
+                b->bytes -= (double)n;
+        }
+        pthread_mutex_unlock(&l->lock);
+        return n;
 }
 
-void chp_limits_read_charge(struct chp_limits *l, int32_t slot, size_t n, uint64_t now_ms)
+void chp_limits_send_refund(struct chp_limits *l, int32_t slot, size_t n, uint64_t now_ms)
 {
-        charge(l, slot, false, n, now_ms);
-}
-
-size_t chp_limits_send_room(struct chp_limits *l, int32_t slot, size_t want, uint64_t now_ms,
-                            uint32_t *wait_ms)
-{
-        return room(l, slot, true, want, now_ms, wait_ms);
-}
-
-void chp_limits_send_charge(struct chp_limits *l, int32_t slot, size_t n, uint64_t now_ms)
-{
-        charge(l, slot, true, n, now_ms);
+        if (!l || slot < 0 || n == 0)
+                return;
+        pthread_mutex_lock(&l->lock);
+        uint64_t rate = l->conf.out_rate;
+        if (rate) {
+                struct rate *b = &l->e[slot].out;
+                b->bytes += (double)n;
+                refill_bytes(b, rate, now_ms); /* (and no more than a full bucket) */
+        }
+        pthread_mutex_unlock(&l->lock);
 }
 
 /* Seconds until the bucket of e holds one upload (at least 1). */

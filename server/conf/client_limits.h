@@ -96,12 +96,18 @@ size_t chp_limits_read_room(struct chp_limits *l, int32_t slot, size_t want, uin
                             uint32_t *wait_ms /* out */);
 /* n bytes were read on a connection of slot. */
 void chp_limits_read_charge(struct chp_limits *l, int32_t slot, size_t n, uint64_t now_ms);
-/* The same for bytes sent to the address, under download_rate_per_address: how many of want a
- * connection of slot may send now (0 and *wait_ms when its bucket is empty), and the bytes it
- * sent. A bucket of its own: reading and sending do not share a budget. */
-size_t chp_limits_send_room(struct chp_limits *l, int32_t slot, size_t want, uint64_t now_ms,
+/* How many bytes of want a connection of slot may send now under download_rate_per_address:
+ * want when no such rate is set or slot is CHP_LIMITS_NONE; else what the address's bucket holds,
+ * at most want, and those bytes are taken from it at once; 0 when it holds less than a useful
+ * amount, and then *wait_ms (at least 1) says when to ask again. Taking before the send (unlike a
+ * read's charge after it) keeps the address's connections sending at once from overdrawing the
+ * bucket: none waits longer than a refill. A bucket of its own: reading and sending do not share
+ * a budget. */
+size_t chp_limits_send_take(struct chp_limits *l, int32_t slot, size_t want, uint64_t now_ms,
                             uint32_t *wait_ms /* out */);
-void chp_limits_send_charge(struct chp_limits *l, int32_t slot, size_t n, uint64_t now_ms);
+/* n bytes taken by chp_limits_send_take did not go out (a short send, a failed one): given back,
+ * up to a full bucket. */
+void chp_limits_send_refund(struct chp_limits *l, int32_t slot, size_t n, uint64_t now_ms);
 
 /* An upload is about to be admitted from addr (NULL or nobody: no address) for a token's tenant
  * and subject (NULL or "": no subject): 0, and it counts as one new upload for the address and the

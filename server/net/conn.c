@@ -128,9 +128,11 @@ size_t conn_rate_room(struct conn *c, bool send, size_t want)
         uint32_t wait;
         uint64_t now = chp_net_now_ms();
         struct chp_limits *lim = c->sh->limits;
-        size_t room = send ? chp_limits_send_room(lim, c->lim_slot, want, now, &wait)
+        size_t room = send ? chp_limits_send_take(lim, c->lim_slot, want, now, &wait)
                            : chp_limits_read_room(lim, c->lim_slot, want, now, &wait);
-        if (room < want && !send)
+        if (send)
+                c->send_taken = room;
+        else if (room < want)
                 c->throttled = true;
         if (!room) {
                 struct chp_metrics *m = c->sh->metrics;
@@ -140,14 +142,18 @@ size_t conn_rate_room(struct conn *c, bool send, size_t want)
         return room;
 }
 
-void conn_rate_charge(struct conn *c, bool send, size_t n, uint64_t now)
+void conn_rate_charge(struct conn *c, size_t n, uint64_t now)
 {
-        if (!rate_of(c, send))
-                return;
-        if (send)
-                chp_limits_send_charge(c->sh->limits, c->lim_slot, n, now);
-        else
+        if (rate_of(c, false))
                 chp_limits_read_charge(c->sh->limits, c->lim_slot, n, now);
+}
+
+void conn_rate_refund(struct conn *c, size_t moved)
+{
+        size_t taken = c->send_taken;
+        c->send_taken = 0;
+        if (moved < taken)
+                chp_limits_send_refund(c->sh->limits, c->lim_slot, taken - moved, chp_net_now_ms());
 }
 
 static void arm_recv(struct conn *c)
@@ -418,7 +424,7 @@ void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe)
                         rc = c->tr->received(c, (size_t)res);
                 }
                 c->rx_bytes += (uint64_t)res;
-                conn_rate_charge(c, false, (size_t)res, c->last_progress);
+                conn_rate_charge(c, (size_t)res, c->last_progress);
                 if (rc && !c->closed)
                         conn_close(c);
                 if (!c->closed)

@@ -75,6 +75,7 @@ struct conn {
         int32_t lim_slot;           /* its handle in sh->limits; CHP_LIMITS_NONE: not counted */
         uint64_t read_wait_until;   /* ms: receives wait for the address's byte rate; 0: none */
         uint64_t send_wait_until;   /* ms: sends wait for it (download_rate_per_address) */
+        size_t send_taken;          /* bytes the send armed took from that rate's bucket */
         bool throttled; /* since the rate floor last looked: the byte rate held receives back */
 
         const struct proto_ops *ops;

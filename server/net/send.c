@@ -248,8 +248,10 @@ void conn_flush(struct conn *c)
         if (n > 0 && !(n = conn_rate_room(c, true, n)))
                 return;
         struct io_uring_sqe *sqe = get_sqe(l);
-        if (!sqe)
+        if (!sqe) {
+                conn_rate_refund(c, 0);
                 return;
+        }
         if (!it->splice) {
                 /* MSG_MORE when a splice follows: its header and bytes leave in one segment
                  * (not for a part the byte rate cut: the rest waits, and so would the part) */
@@ -282,7 +284,6 @@ static void sent(struct conn *c, size_t n)
         it->off += n;
         c->out_bytes -= n;
         c->last_progress = chp_net_now_ms();
-        conn_rate_charge(c, true, n, c->last_progress);
         /* bytes on the wire, by face */
         struct chp_metrics *m = c->sh->metrics;
         atomic_fetch_add(c->ops->secure ? &m->bytes_out : &m->http_bytes_out, n);
@@ -318,6 +319,9 @@ void conn_on_send(struct conn *c, struct io_uring_cqe *cqe, enum op op)
 {
         c->send_armed = false;
         int res = cqe->res;
+        /* what the address's byte rate gave this send and it did not move goes back */
+        if (c->send_taken)
+                conn_rate_refund(c, op != OP_SPLICE_IN && res > 0 ? (size_t)res : 0);
         if (c->closed) {
                 if (op == OP_SPLICE_IN && res > 0)
                         c->pipe_fill += (size_t)res;
