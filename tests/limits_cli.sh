@@ -7,7 +7,17 @@
 #   - incomplete uploads over max_incomplete_per_address: refused until one is committed;
 #   - upload_rate_per_address: an upload of N bytes at R bytes/s takes at least about N/R (the
 #     figures are printed; only a loose lower bound, 0.5 x (N - R) / R, is asserted);
-#   - /metrics: chapar_refusals_total{reason="limited"} and the table's gauges.
+#   - /metrics: chapar_refusals_total{reason="limited"} and the table's gauges;
+#   - uploads_per_minute per subject, with a tenant: two tokens of one subject, used from two
+#     addresses (127.0.0.1 native, 127.0.0.2 tus) that are not counted as addresses (loopback
+#     exempt), share one count and are refused together (LIMITED "retry after", 429), while
+#     another subject from the same addresses is not;
+#   - download_rate_per_address, set by a reload: a download of N bytes at R bytes/s (curl GET
+#     /f/ID and chapar get) takes at least about (N - R) / R (the figures are printed; only a
+#     loose lower bound, half of N / R, is asserted); before the reload, the same downloads take
+#     less than that. The relay's window is its smallest and its header_timeout 1 s: chapar get
+#     asks for more than the window ahead, and those requests, held back while the throttled
+#     output drains, are not a slow head (nor is the wait a stalled send: io_timeout 2 s).
 # Usage: limits_cli.sh CHAPARD CHAPAR
 set -uo pipefail
 chapard=$1
@@ -176,4 +186,86 @@ check "the tus upload took at least half of (N - R) / R" "[ $lim_tus -ge $((floo
 check "the native upload took at least half of (N - R) / R" "[ $lim_nat -ge $((floor / 2)) ]"
 metric_is B 'chapar_reads_throttled_total' -gt 0
 relay_stop B
+
+# ---- uploads per minute per subject -------------------------------------------------------------
+# limit_loopback off: 127.0.0.1 and 127.0.0.2 are not counted as addresses, so what is refused is
+# refused by the subject's count, whichever address its uploads come from
+skey=$("$chapard" keygen --out "$tmp/S.key")
+tline=$("$chapard" tenant-key --out "$tmp/acme.tk" | tail -n 1)
+printf '[server]\nuploads_per_minute = 2\nmax_incomplete_per_address = 0\n' >"$tmp/S.ini"
+printf '[tenant "acme"]\n%s\n' "$tline" >>"$tmp/S.ini"
+relay_start S --config "$tmp/S.ini" --key "$tmp/S.key" --log-level warn
+token() { # SUBJECT: a token of acme for relay S
+        "$chapard" token --key "$tmp/acme.tk" --tenant acme --audience "$skey" --bytes 10000000 \
+                --subject "$1"
+}
+both() { # TUS-TOKEN NATIVE-TOKEN FILE: a tus POST from 127.0.0.2 (its "STATUS RETRY-AFTER
+        # LOCATION" in $post) and a native put of FILE from 127.0.0.1 (its exit in $nat, its
+        # stderr in $tmp/sput.err)
+        post=$(tus_post S --interface 127.0.0.2 -H 'Upload-Length: 10' -H "Authorization: Bearer $1")
+        "$chapar" put "$3" --relay "${addr[S]}" --relay-key "$skey" --token "$2" >/dev/null \
+                2>"$tmp/sput.err"
+        nat=$?
+}
+alice1=$(token alice)
+alice2=$(token alice)
+bob=$(token bob)
+check "two tokens of the subject alice, each its own" "[ -n '$alice1' ] && [ '$alice1' != '$alice2' ]"
+both "$alice1" "$alice2" "$tmp/small.1"
+echo "alice: tus POST from 127.0.0.2 [$post], native put from 127.0.0.1 exit $nat"
+check "alice's first two uploads (one on each face, each from its own address) are taken" \
+        "[ '${post%% *}' = 201 ] && [ $nat -eq 0 ]"
+both "$alice1" "$alice2" "$tmp/small.2"
+echo "alice again: tus POST [$post], native put exit $nat: $(cat "$tmp/sput.err")"
+read -r code ra _ <<<"$post"
+check "alice's third upload is refused 429 on the tus face" "[ '$code' = 429 ]"
+check "... with Retry-After: $ra (1..31 s)" "[ '$ra' != - ] && [ '$ra' -ge 1 ] && [ '$ra' -le 31 ]"
+check "alice's native put from the other address is refused: LIMITED 'retry after N s'" \
+        "[ $nat -ne 0 ] && grep -q 'retry after [0-9][0-9]* s' '$tmp/sput.err'"
+both "$bob" "$bob" "$tmp/small.3"
+echo "bob from the same addresses: tus POST [$post], native put exit $nat: $(cat "$tmp/sput.err")"
+check "another subject from the same two addresses is not refused" \
+        "[ '${post%% *}' = 201 ] && [ $nat -eq 0 ]"
+metric_is S 'chapar_refusals_total{reason="limited"}' = 2
+relay_stop S
+
+# ---- download bytes per second ------------------------------------------------------------------
+R=$((1024 * 1024))
+N=$((12 * 1024 * 1024))
+head -c $N /dev/urandom >"$tmp/dl"
+conf D 'window_bytes = 8388672' 'header_timeout = 1' 'io_timeout = 2' >/dev/null
+relay_start D --config "$tmp/D.ini" --log-level info
+ticket=$("$chapar" put "$tmp/dl" --relay "${addr[D]}" --relay-key "${key[D]}" --no-pad 2>"$tmp/put.err")
+fid=$(echo "$ticket" | sed -n 's,^chapar://[^/]*/[0-9a-f]*/\([0-9a-f]*\)#.*,\1,p')
+check "a file of $N bytes is put (file id ${fid:0:16}...)" "[ -n '$fid' ] || { cat '$tmp/put.err'; false; }"
+timed_downloads() { # TAG: "CURL-MS GET-MS CURL-STATUS CURL-BYTES GET-OK" for one download each
+        local t0 t1 t2 c ok=no
+        t0=$(now_ms)
+        c=$(curl -s --max-time 120 -o "$tmp/dl.$1.curl" -w '%{http_code} %{size_download}' \
+                "http://${http[D]}/f/$fid")
+        t1=$(now_ms)
+        "$chapar" get "$ticket" -o "$tmp/dl.$1" >/dev/null 2>"$tmp/get.err" &&
+                cmp -s "$tmp/dl" "$tmp/dl.$1" && ok=yes || ok="no($(head -c 100 "$tmp/get.err"))"
+        t2=$(now_ms)
+        echo "$((t1 - t0)) $((t2 - t1)) $c $ok"
+}
+read -r base_curl base_get base_code base_bytes base_ok <<<"$(timed_downloads base)"
+echo "download_rate_per_address = $R" >>"$tmp/D.ini"
+kill -HUP "${pid[D]}"
+wait_for 20 "grep -qF 'SIGHUP: configuration reloaded' '$tmp/D.log'"
+read -r lim_curl lim_get lim_code lim_bytes lim_ok <<<"$(timed_downloads lim)"
+half=$((N * 1000 / R / 2))
+echo "download of $N bytes ($lim_bytes over HTTP) at $R bytes/s: N / R = $((N * 1000 / R)) ms," \
+        "(N - R) / R = $(((N - R) * 1000 / R)) ms"
+echo "  curl GET /f/ID: $lim_curl ms limited, $base_curl ms unlimited" \
+        "(ratio $((lim_curl / (base_curl + 1))))"
+echo "  chapar get:     $lim_get ms limited, $base_get ms unlimited (ratio $((lim_get / (base_get + 1))))"
+check "all four downloads are whole ($base_code $base_bytes $base_ok / $lim_code $lim_bytes $lim_ok)" \
+        "[ '$base_code' = 200 ] && [ '$lim_code' = 200 ] && [ '$base_bytes' = '$lim_bytes' ] &&
+         [ '$lim_bytes' -ge $N ] && [ \"\$base_ok\" = yes ] && [ \"\$lim_ok\" = yes ]"
+check "limited, the HTTP download took at least half of N / R ($half ms)" "[ $lim_curl -ge $half ]"
+check "limited, chapar get took at least half of N / R" "[ $lim_get -ge $half ]"
+check "unlimited, both took less than that" "[ $base_curl -lt $half ] && [ $base_get -lt $half ]"
+metric_is D 'chapar_sends_throttled_total' -gt 0
+relay_stop D
 finish

@@ -321,6 +321,76 @@ TEST(byte_rate)
         chp_limits_free(l);
 }
 
+TEST(send_rate)
+{
+        struct chp_config c;
+        config_none(&c);
+        struct chp_limits *l = make(64, &c);
+        REQUIRE(l);
+        struct chp_limits_key a = v4("198.51.100.8");
+        int32_t s, s2;
+        REQUIRE_OK(chp_limits_conn_open(l, &a, 0, &s));
+        uint32_t wait = 7;
+        /* no rate: everything, at once, taking nothing */
+        CHECK_EQ(chp_limits_send_take(l, s, 1 << 20, 0, &wait), 1 << 20);
+        CHECK_EQ(wait, 0);
+        chp_limits_send_refund(l, s, 1 << 30, 0);
+        c.download_rate_per_address = 64000;
+        chp_limits_configure(l, &c);
+        uint64_t t = 10000;
+        /* one second's worth, taken at once (the bucket, empty while the rate was off, has
+         * refilled since; the refund above gave nothing) */
+        CHECK_EQ(chp_limits_send_take(l, s, 1 << 20, t, &wait), 64000);
+        CHECK_EQ(chp_limits_send_take(l, s, 16384, t, &wait), 0);
+        CHECK(wait >= 62 && wait <= 63); /* a quantum: 4000 bytes at 64000/s */
+        /* what did not go out comes back, and is shared by the address's connections */
+        chp_limits_send_refund(l, s, 20000, t);
+        REQUIRE_OK(chp_limits_conn_open(l, &a, t, &s2));
+        CHECK_EQ(chp_limits_send_take(l, s2, 16384, t, &wait), 16384);
+        CHECK_EQ(chp_limits_send_take(l, s, 2000, t, &wait), 2000); /* less than a quantum */
+        CHECK_EQ(chp_limits_send_take(l, s2, 16384, t, &wait), 0);  /* 1616 left */
+        /* a refund never makes more than a full bucket */
+        chp_limits_send_refund(l, s, 1 << 30, t);
+        CHECK_EQ(chp_limits_send_take(l, s, 1 << 20, t, &wait), 64000);
+        /* reads have a bucket of their own: off, and with a rate, not spent by sends */
+        CHECK_EQ(chp_limits_read_room(l, s2, 1 << 20, t, &wait), 1 << 20);
+        c.upload_rate_per_address = 1000;
+        chp_limits_configure(l, &c);
+        chp_limits_read_charge(l, s2, 5000, t + 1000);
+        CHECK_EQ(chp_limits_read_room(l, s2, 100, t + 1000, &wait), 0);
+        CHECK_EQ(chp_limits_send_take(l, s2, 1 << 20, t + 1000, &wait), 64000);
+        /* many sends at once never overdraw: the next byte comes a quantum's refill later */
+        uint64_t now = t + 3000;
+        size_t took = 0;
+        for (int i = 0; i < 10; i++)
+                took += chp_limits_send_take(l, i & 1 ? s : s2, 65536, now, &wait);
+        CHECK_EQ(took, 64000);
+        CHECK_EQ(chp_limits_send_take(l, s, 65536, now, &wait), 0);
+        CHECK(wait >= 62 && wait <= 63);
+        /* sending N bytes as fast as allowed takes about (N - one second's worth) / rate */
+        now += 2000;
+        uint64_t start = now, got = 0, total = 640000;
+        while (got < total) {
+                size_t want = total - got < 65536 ? (size_t)(total - got) : 65536;
+                size_t n = chp_limits_send_take(l, got & 1 ? s : s2, want, now, &wait);
+                if (!n) {
+                        CHECK(wait >= 1 && wait <= 1000);
+                        now += wait;
+                        continue;
+                }
+                got += n;
+        }
+        CHECK(now - start >= 8900 && now - start <= 9200);
+        /* off again: at once */
+        c.download_rate_per_address = 0;
+        chp_limits_configure(l, &c);
+        CHECK_EQ(chp_limits_send_take(l, s, 1 << 20, now, &wait), 1 << 20);
+        CHECK_EQ(wait, 0);
+        CHECK_EQ(chp_limits_send_take(l, CHP_LIMITS_NONE, 5, now, &wait), 5);
+        chp_limits_send_refund(l, CHP_LIMITS_NONE, 100, now); /* a no-op */
+        chp_limits_free(l);
+}
+
 TEST(eviction)
 {
         struct chp_config c;
@@ -382,6 +452,7 @@ TEST(config_keys)
         REQUIRE(fd >= 0);
         const char text[] = "[server]\nmax_connections_per_address = 7\nuploads_per_minute = 0\n"
                             "upload_rate_per_address = 2M\nmax_incomplete_per_address = 9\n"
+                            "download_rate_per_address = 3M\n"
                             "limit_loopback = true\n";
         CHECK_EQ(write(fd, text, sizeof(text) - 1), (ssize_t)(sizeof(text) - 1));
         close(fd);
@@ -390,6 +461,7 @@ TEST(config_keys)
         CHECK_EQ(c.max_connections_per_address, 256);
         CHECK_EQ(c.uploads_per_minute, 120);
         CHECK_EQ(c.upload_rate_per_address, 0);
+        CHECK_EQ(c.download_rate_per_address, 0);
         CHECK_EQ(c.max_incomplete_per_address, 1000);
         CHECK(!c.limit_loopback);
         char err[CHP_CONFIG_ERR_MAX];
@@ -398,6 +470,7 @@ TEST(config_keys)
         CHECK_EQ(c.max_connections_per_address, 7);
         CHECK_EQ(c.uploads_per_minute, 0);
         CHECK_EQ(c.upload_rate_per_address, 2 << 20);
+        CHECK_EQ(c.download_rate_per_address, 3 << 20);
         CHECK_EQ(c.max_incomplete_per_address, 9);
         CHECK(c.limit_loopback);
         /* they reload: a running relay keeps none of them */
@@ -407,6 +480,7 @@ TEST(config_keys)
         CHECK_OK(chp_config_keep_restart_settings(&c, &running, NULL, &changed));
         CHECK_EQ(c.max_connections_per_address, 7);
         CHECK_EQ(c.upload_rate_per_address, 2 << 20);
+        CHECK_EQ(c.download_rate_per_address, 3 << 20);
         CHECK(c.limit_loopback);
         chp_config_free(&running);
         chp_config_free(&c);

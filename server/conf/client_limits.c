@@ -5,9 +5,11 @@
  * list.
  *
  * Buckets are tokens as doubles refilled from the time elapsed: uploads (capacity
- * uploads_per_minute, refilled at that much per minute) and bytes (capacity one second of
- * upload_rate_per_address; it may go below zero: reads are charged after they happen). A new or
- * reused entry starts with full buckets.
+ * uploads_per_minute, refilled at that much per minute) and bytes in each direction (capacity one
+ * second of upload_rate_per_address for bytes read, of download_rate_per_address for bytes sent).
+ * Reads are charged after they happen, so that bucket may go below zero; sends take their bytes
+ * before they are armed (and get back what did not go out), so that one never does, however many
+ * connections of the address send at once. A new or reused entry starts with full buckets.
  */
 #include "client_limits.h"
 
@@ -23,10 +25,16 @@
 #include "err.h"
 
 #define NIL UINT32_MAX
-/* a read waits until the bucket holds a sixteenth of a second's worth, within these bounds (and
- * never more than the read wants or one second's worth) */
+/* a read or send waits until the bucket holds a sixteenth of a second's worth, within these
+ * bounds (and never more than it wants or one second's worth) */
 #define QUANTUM_MIN 512
 #define QUANTUM_MAX 16384
+
+/* A byte bucket: tokens as of at (ms); below zero: bytes moved ahead of the rate. */
+struct rate {
+        double bytes;
+        uint64_t at;
+};
 
 struct entry {
         struct chp_limits_key key;
@@ -38,14 +46,14 @@ struct entry {
         uint64_t inc_gen;
         double uploads; /* tokens as of uploads_at (ms) */
         uint64_t uploads_at;
-        double bytes; /* tokens as of bytes_at (ms); below zero: read ahead of the rate */
-        uint64_t bytes_at;
+        struct rate in, out; /* bytes read from the address, bytes sent to it */
 };
 
 struct limits_conf {
         uint32_t conns;      /* 0: unlimited */
         uint32_t per_minute; /* 0: unlimited */
-        uint64_t rate;       /* bytes/s; 0: unlimited */
+        uint64_t rate;       /* bytes/s read; 0: unlimited */
+        uint64_t out_rate;   /* bytes/s sent; 0: unlimited */
         uint32_t incomplete; /* 0: unlimited */
         uint64_t gen_ms;     /* an incomplete upload is forgotten after one to two of these */
         bool loopback;       /* loopback addresses are counted too */
@@ -209,8 +217,8 @@ static uint32_t get(struct chp_limits *l, const struct chp_limits_key *k, uint64
                             .inc_gen = now / l->conf.gen_ms,
                             .uploads = l->conf.per_minute,
                             .uploads_at = now,
-                            .bytes = (double)l->conf.rate,
-                            .bytes_at = now};
+                            .in = {(double)l->conf.rate, now},
+                            .out = {(double)l->conf.out_rate, now}};
         l->bucket[b] = i;
         idle_append(l, i);
         return i;
@@ -238,10 +246,10 @@ static void refill_uploads(const struct chp_limits *l, struct entry *e, uint64_t
         refill(&e->uploads, &e->uploads_at, n, n / 60000.0, now);
 }
 
-static void refill_bytes(const struct chp_limits *l, struct entry *e, uint64_t now)
+static void refill_bytes(struct rate *b, uint64_t rate, uint64_t now)
 {
-        double r = (double)l->conf.rate;
-        refill(&e->bytes, &e->bytes_at, r, r / 1000.0, now);
+        double r = (double)rate;
+        refill(&b->bytes, &b->at, r, r / 1000.0, now);
 }
 
 /* Moves the incomplete counts on to the generation of now: one generation on, those begun two
@@ -308,6 +316,7 @@ void chp_limits_configure(struct chp_limits *l, const struct chp_config *cfg)
             .conns = cfg->max_connections_per_address,
             .per_minute = cfg->uploads_per_minute,
             .rate = cfg->upload_rate_per_address,
+            .out_rate = cfg->download_rate_per_address,
             .incomplete = cfg->max_incomplete_per_address,
             .gen_ms = life && life < UINT64_MAX / 1000 ? life * 1000 : UINT64_MAX,
             .loopback = cfg->limit_loopback,
@@ -351,6 +360,26 @@ void chp_limits_conn_close(struct chp_limits *l, int32_t slot)
         pthread_mutex_unlock(&l->lock);
 }
 
+/* How much of want the bucket b at rate (bytes/s, not 0) lets move now (see
+ * chp_limits_read_room); it takes nothing. Lock held. */
+static size_t bytes_room(struct rate *b, uint64_t rate, size_t want, uint64_t now,
+                         uint32_t *wait_ms)
+{
+        refill_bytes(b, rate, now);
+        /* it waits for a useful amount, not for the first byte to accrue */
+        uint64_t lo = rate < QUANTUM_MIN ? rate : QUANTUM_MIN, q = rate / 16;
+        uint64_t quantum = q < lo ? lo : q > QUANTUM_MAX ? QUANTUM_MAX : q;
+        double need = (double)(want < quantum ? want : quantum);
+        if (b->bytes >= need)
+                return b->bytes >= (double)want ? want : (size_t)b->bytes;
+        double ms = (need - b->bytes) * 1000.0 / (double)rate;
+        uint32_t w = ms >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+        if ((double)w < ms && w < UINT32_MAX)
+                w++; /* rounded up: asking again then finds the quantum */
+        *wait_ms = w ? w : 1;
+        return 0;
+}
+
 size_t chp_limits_read_room(struct chp_limits *l, int32_t slot, size_t want, uint64_t now_ms,
                             uint32_t *wait_ms)
 {
@@ -359,27 +388,9 @@ size_t chp_limits_read_room(struct chp_limits *l, int32_t slot, size_t want, uin
                 return want;
         pthread_mutex_lock(&l->lock);
         uint64_t rate = l->conf.rate;
-        size_t room = want;
-        if (rate) {
-                struct entry *e = &l->e[slot];
-                refill_bytes(l, e, now_ms);
-                /* a read waits for a useful amount, not for the first byte to accrue */
-                uint64_t lo = rate < QUANTUM_MIN ? rate : QUANTUM_MIN, q = rate / 16;
-                uint64_t quantum = q < lo ? lo : q > QUANTUM_MAX ? QUANTUM_MAX : q;
-                double need = (double)(want < quantum ? want : quantum);
-                if (e->bytes >= need) {
-                        room = e->bytes >= (double)want ? want : (size_t)e->bytes;
-                } else {
-                        room = 0;
-                        double ms = (need - e->bytes) * 1000.0 / (double)rate;
-                        uint32_t w = ms >= (double)UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
-                        if ((double)w < ms && w < UINT32_MAX)
-                                w++; /* rounded up: asking again then finds the quantum */
-                        *wait_ms = w ? w : 1;
-                }
-        }
+        size_t n = rate ? bytes_room(&l->e[slot].in, rate, want, now_ms, wait_ms) : want;
         pthread_mutex_unlock(&l->lock);
-        return room;
+        return n;
 }
 
 void chp_limits_read_charge(struct chp_limits *l, int32_t slot, size_t n, uint64_t now_ms)
@@ -387,10 +398,43 @@ void chp_limits_read_charge(struct chp_limits *l, int32_t slot, size_t n, uint64
         if (!l || slot < 0 || n == 0)
                 return;
         pthread_mutex_lock(&l->lock);
-        if (l->conf.rate) {
-                struct entry *e = &l->e[slot];
-                refill_bytes(l, e, now_ms);
-                e->bytes -= (double)n;
+        uint64_t rate = l->conf.rate;
+        if (rate) {
+                struct rate *b = &l->e[slot].in;
+                refill_bytes(b, rate, now_ms);
+                b->bytes -= (double)n;
+        }
+        pthread_mutex_unlock(&l->lock);
+}
+
+size_t chp_limits_send_take(struct chp_limits *l, int32_t slot, size_t want, uint64_t now_ms,
+                            uint32_t *wait_ms)
+{
+        *wait_ms = 0;
+        if (!l || slot < 0 || want == 0)
+                return want;
+        pthread_mutex_lock(&l->lock);
+        uint64_t rate = l->conf.out_rate;
+        size_t n = want;
+        if (rate) {
+                struct rate *b = &l->e[slot].out;
+                n = bytes_room(b, rate, want, now_ms, wait_ms);
+                b->bytes -= (double)n;
+        }
+        pthread_mutex_unlock(&l->lock);
+        return n;
+}
+
+void chp_limits_send_refund(struct chp_limits *l, int32_t slot, size_t n, uint64_t now_ms)
+{
+        if (!l || slot < 0 || n == 0)
+                return;
+        pthread_mutex_lock(&l->lock);
+        uint64_t rate = l->conf.out_rate;
+        if (rate) {
+                struct rate *b = &l->e[slot].out;
+                b->bytes += (double)n;
+                refill_bytes(b, rate, now_ms); /* (and no more than a full bucket) */
         }
         pthread_mutex_unlock(&l->lock);
 }

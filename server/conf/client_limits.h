@@ -1,8 +1,8 @@
 /* client_limits.h — rate and concurrency limits per client address and per subject (a token's
- * tenant and subject): connections at once, new uploads per minute, bytes per second read, and
- * incomplete uploads (begun, not yet committed or deleted). The module is "limits" (chp_limits_*);
- * the file is not limits.h, which would hide the C library's <limits.h> from every file that
- * has this directory on its include path.
+ * tenant and subject): connections at once, new uploads per minute, bytes per second read and
+ * sent, and incomplete uploads (begun, not yet committed or deleted). The module is "limits"
+ * (chp_limits_*); the file is not limits.h, which would hide the C library's <limits.h> from every
+ * file that has this directory on its include path.
  *
  * One table, shared by every loop thread under one mutex held only for a lookup and a bucket's
  * arithmetic. Its capacity is fixed at chp_limits_new: a key not in it takes a free entry or
@@ -72,8 +72,8 @@ __attribute__((warn_unused_result)) int chp_limits_new(uint32_t capacity,
 void chp_limits_free(struct chp_limits *l);
 
 /* Takes the limits of cfg ([server] max_connections_per_address, uploads_per_minute,
- * upload_rate_per_address, max_incomplete_per_address, limit_loopback, upload_expiry); what is
- * counted already is kept. */
+ * upload_rate_per_address, download_rate_per_address, max_incomplete_per_address, limit_loopback,
+ * upload_expiry); what is counted already is kept. */
 void chp_limits_configure(struct chp_limits *l, const struct chp_config *cfg);
 
 /* A connection from addr was accepted: 0 with *slot its handle (CHP_LIMITS_NONE when addr is not
@@ -96,6 +96,18 @@ size_t chp_limits_read_room(struct chp_limits *l, int32_t slot, size_t want, uin
                             uint32_t *wait_ms /* out */);
 /* n bytes were read on a connection of slot. */
 void chp_limits_read_charge(struct chp_limits *l, int32_t slot, size_t n, uint64_t now_ms);
+/* How many bytes of want a connection of slot may send now under download_rate_per_address:
+ * want when no such rate is set or slot is CHP_LIMITS_NONE; else what the address's bucket holds,
+ * at most want, and those bytes are taken from it at once; 0 when it holds less than a useful
+ * amount, and then *wait_ms (at least 1) says when to ask again. Taking before the send (unlike a
+ * read's charge after it) keeps the address's connections sending at once from overdrawing the
+ * bucket: none waits longer than a refill. A bucket of its own: reading and sending do not share
+ * a budget. */
+size_t chp_limits_send_take(struct chp_limits *l, int32_t slot, size_t want, uint64_t now_ms,
+                            uint32_t *wait_ms /* out */);
+/* n bytes taken by chp_limits_send_take did not go out (a short send, a failed one): given back,
+ * up to a full bucket. */
+void chp_limits_send_refund(struct chp_limits *l, int32_t slot, size_t n, uint64_t now_ms);
 
 /* An upload is about to be admitted from addr (NULL or nobody: no address) for a token's tenant
  * and subject (NULL or "": no subject): 0, and it counts as one new upload for the address and the

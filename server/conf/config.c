@@ -132,6 +132,8 @@ static const struct setting settings[] = {
     {SEC_SERVER, "uploads_per_minute", NULL, K_NUMBER, FIELD(uploads_per_minute), 0, UINT32_MAX},
     {SEC_SERVER, "upload_rate_per_address", NULL, K_SIZE, FIELD(upload_rate_per_address), 0,
      UINT64_MAX},
+    {SEC_SERVER, "download_rate_per_address", NULL, K_SIZE, FIELD(download_rate_per_address), 0,
+     UINT64_MAX},
     {SEC_SERVER, "max_incomplete_per_address", NULL, K_NUMBER, FIELD(max_incomplete_per_address), 0,
      UINT32_MAX},
     {SEC_SERVER, "limit_loopback", NULL, K_FLAG, FIELD(limit_loopback), 0, 0},
@@ -197,6 +199,7 @@ void chp_config_defaults(struct chp_config *c)
         c->max_connections_per_address = 256;
         c->uploads_per_minute = 120;
         c->upload_rate_per_address = 0;
+        c->download_rate_per_address = 0;
         c->max_incomplete_per_address = 1000;
         c->limit_loopback = false;
         c->fetch_timeout = 600;
@@ -1115,6 +1118,7 @@ static const char *const reloadable[] = {
     "max_connections_per_address",
     "uploads_per_minute",
     "upload_rate_per_address",
+    "download_rate_per_address",
     "max_incomplete_per_address",
     "limit_loopback",
     "fetch_timeout",

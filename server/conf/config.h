@@ -17,8 +17,8 @@
  *              body_rate_window, audience (repeatable: a federation-wide name tokens may be
  *              addressed to besides this relay's key and the tenant's name; reloadable),
  *              max_connections_per_address, uploads_per_minute,
- *              upload_rate_per_address, max_incomplete_per_address, limit_loopback
- *              (the per-address and per-subject limits: conf/client_limits.h),
+ *              upload_rate_per_address, download_rate_per_address, max_incomplete_per_address,
+ *              limit_loopback (the per-address and per-subject limits: conf/client_limits.h),
  *              fetch_timeout, fetch_min_rate, fetch_workers_per_peer, audit_interval
  *   [store]    inline_max, map_size, segment_size, compact_ratio
  *   [peer "NAME"]  address, pubkey     (federation: the relays this one fetches from and accepts)
@@ -126,6 +126,7 @@ struct chp_config {
         uint32_t uploads_per_minute;          /* new uploads per address and per subject,
                                                  default 120 (a burst of that many) */
         uint64_t upload_rate_per_address;     /* bytes/s read from one address, default 0 */
+        uint64_t download_rate_per_address;   /* bytes/s sent to one address, default 0 */
         uint32_t max_incomplete_per_address;  /* uploads begun and not committed, default 1000 */
         bool limit_loopback;                  /* default false: loopback is exempt */
         uint64_t fetch_timeout;   /* seconds a federation fetch may take, default 10 min */

@@ -1,8 +1,9 @@
 /* conn.c — a connection's receive side and lifetime: receives into provided buffers or
- * straight into a body, the shared memory budget for bodies, the byte rate per client address
- * (receives sized to it, or held back until the loop's tick), the input buffer the protocol
- * reads, the head deadline's tracking, the reference count, and closing (at once, after flushing,
- * or lingering for a plaintext client). The send side is send.c. Loop thread only (conn.h).
+ * straight into a body, the shared memory budget for bodies, the byte rates per client address
+ * (receives and sends sized to them, or held back until the loop's tick), the input buffer the
+ * protocol reads, the head deadline's tracking, the reference count, and closing (at once, after
+ * flushing, or lingering for a plaintext client). The send side is send.c. Loop thread only
+ * (conn.h).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -108,32 +109,51 @@ void conn_mem_drop(struct conn *c)
         conn_mem_settle(c, 0);
 }
 
-/* ---- the byte rate per client address --------------------------------------------------- */
+/* ---- the byte rates per client address -------------------------------------------------- */
 
-/* How much of want the next receive may take under the address's byte rate
- * (upload_rate_per_address); 0: none now, and the connection waits until read_wait_until (the
- * loop's tick asks again). Without a rate, or for an address not counted, want at no cost. */
-static size_t rate_room(struct conn *c, size_t want)
+/* The address's rate for receives (upload_rate_per_address) or sends
+ * (download_rate_per_address); 0: none, or the address is not counted. */
+static uint64_t rate_of(const struct conn *c, bool send)
 {
-        if (c->lim_slot == CHP_LIMITS_NONE || !c->sh->cfg->upload_rate_per_address)
+        if (c->lim_slot == CHP_LIMITS_NONE)
+                return 0; /* (the common case, and no shared state read for it) */
+        const struct chp_config *cfg = c->sh->cfg;
+        return send ? cfg->download_rate_per_address : cfg->upload_rate_per_address;
+}
+
+size_t conn_rate_room(struct conn *c, bool send, size_t want)
+{
+        if (!rate_of(c, send))
                 return want;
         uint32_t wait;
         uint64_t now = chp_net_now_ms();
-        size_t room = chp_limits_read_room(c->sh->limits, c->lim_slot, want, now, &wait);
-        if (room < want)
+        struct chp_limits *lim = c->sh->limits;
+        size_t room = send ? chp_limits_send_take(lim, c->lim_slot, want, now, &wait)
+                           : chp_limits_read_room(lim, c->lim_slot, want, now, &wait);
+        if (send)
+                c->send_taken = room;
+        else if (room < want)
                 c->throttled = true;
         if (!room) {
-                c->read_wait_until = now + wait;
-                atomic_fetch_add(&c->sh->metrics->reads_throttled, 1);
+                struct chp_metrics *m = c->sh->metrics;
+                *(send ? &c->send_wait_until : &c->read_wait_until) = now + wait;
+                atomic_fetch_add(send ? &m->sends_throttled : &m->reads_throttled, 1);
         }
         return room;
 }
 
-/* n bytes were received: charged to the address's byte rate. */
-static void rate_charge(struct conn *c, size_t n, uint64_t now)
+void conn_rate_charge(struct conn *c, size_t n, uint64_t now)
 {
-        if (c->lim_slot != CHP_LIMITS_NONE && c->sh->cfg->upload_rate_per_address)
+        if (rate_of(c, false))
                 chp_limits_read_charge(c->sh->limits, c->lim_slot, n, now);
+}
+
+void conn_rate_refund(struct conn *c, size_t moved)
+{
+        size_t taken = c->send_taken;
+        c->send_taken = 0;
+        if (moved < taken)
+                chp_limits_send_refund(c->sh->limits, c->lim_slot, taken - moved, chp_net_now_ms());
 }
 
 static void arm_recv(struct conn *c)
@@ -154,7 +174,7 @@ static void arm_recv(struct conn *c)
                 select = true;
         }
         /* what a lingering connection sends is dropped, not charged */
-        if (!c->lingering && len && !(len = rate_room(c, len)))
+        if (!c->lingering && len && !(len = conn_rate_room(c, false, len)))
                 return;
         struct io_uring_sqe *sqe = get_sqe(l);
         if (!sqe)
@@ -315,10 +335,15 @@ int conn_in_append(struct conn *c, const uint8_t *p, size_t n)
 
 /* Whether the connection owes the rest of a head: an HTTP request head (the first one from
  * accept), or a native frame header or small frame after the handshake. A connection with
- * requests in flight or receiving a body owes none; the handshake has a deadline of its own. */
+ * requests in flight or receiving a body owes none; the handshake has a deadline of its own.
+ * Nor does one whose input waits for its output to drain (the face's flow control): what is in
+ * c->in may be whole frames the face has not taken yet, held back by a client that reads slowly
+ * or by the address's download_rate_per_address; the send's own deadline (io_timeout) covers
+ * that wait, and the head's starts afresh once the face reads again. */
 static bool in_head(const struct conn *c)
 {
-        if (c->body || c->closing || c->closed || c->tr->handshaking(c) || c->ops->busy(c))
+        if (c->body || c->closing || c->closed || c->tr->handshaking(c) || c->ops->busy(c) ||
+            (c->out_head && !c->ops->can_read(c)))
                 return false;
         return c->in_len > 0 || c->tr->pending(c) || (!c->ops->secure && !c->replied);
 }
@@ -399,7 +424,7 @@ void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe)
                         rc = c->tr->received(c, (size_t)res);
                 }
                 c->rx_bytes += (uint64_t)res;
-                rate_charge(c, (size_t)res, c->last_progress);
+                conn_rate_charge(c, (size_t)res, c->last_progress);
                 if (rc && !c->closed)
                         conn_close(c);
                 if (!c->closed)

@@ -2,12 +2,13 @@
  * pass-through, struct chp_transport_ops) and the protocol that speaks over it (struct
  * proto_ops). Internal to server/; loop thread only.
  *
- * Input: bytes received go through the transport (transport.h) into c->in, except while the protocol has asked
- * for a body (conn_want_body), when they land straight in the body buffer. After every receive the
- * loop calls the protocol's on_input. Output: replies are queued with conn_out_* and sent in
- * order, one operation in flight at a time; chunk bytes from a segment are spliced from the page
- * cache to the socket or, over records, read through the ring and then sealed (a segment read
- * never blocks the loop thread).
+ * Input: bytes received go through the transport (transport.h) into c->in, except while the
+ * protocol has asked for a body (conn_want_body), when they land straight in the body buffer. After
+ * every receive the loop calls the protocol's on_input. Output: replies are queued with conn_out_*
+ * and sent in order, one operation in flight at a time; chunk bytes from a segment are spliced from
+ * the page cache to the socket or, over records, read through the ring and then sealed (a segment
+ * read never blocks the loop thread). Under a byte rate per client address, receives and sends are
+ * sized to what its buckets hold, or wait for the loop's tick (conf/client_limits.h).
  * A connection is freed once it is closed and no io_uring or store operation refers to it.
  */
 #ifndef CHP_CONN_H
@@ -73,6 +74,8 @@ struct conn {
         struct chp_limits_key peer; /* the client's address as they count it (nobody: unknown) */
         int32_t lim_slot;           /* its handle in sh->limits; CHP_LIMITS_NONE: not counted */
         uint64_t read_wait_until;   /* ms: receives wait for the address's byte rate; 0: none */
+        uint64_t send_wait_until;   /* ms: sends wait for it (download_rate_per_address) */
+        size_t send_taken;          /* bytes the send armed took from that rate's bucket */
         bool throttled; /* since the rate floor last looked: the byte rate held receives back */
 
         const struct proto_ops *ops;

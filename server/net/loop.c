@@ -144,7 +144,8 @@ static void sweep(struct chp_loop *l, uint64_t now)
                 enum chp_close_reason why = CHP_CLOSE_NREASONS;
                 conn_head_track(c, now);
                 if (c->closing) {
-                        if (c->lingering ? now >= c->linger_until : now - c->last_progress > io)
+                        if (c->lingering ? now >= c->linger_until
+                                         : !c->send_wait_until && now - c->last_progress > io)
                                 conn_close(c); /* could not flush its last words in time */
                 } else if (c->tr->handshaking(c) && now - c->born > hs) {
                         why = CHP_CLOSE_HANDSHAKE_TIMEOUT;
@@ -153,9 +154,10 @@ static void sweep(struct chp_loop *l, uint64_t now)
                 } else if (body_too_slow(c, now, cfg->min_body_rate,
                                          pressure && c->mem_held ? PRESSURE_MS : window)) {
                         why = CHP_CLOSE_SLOW_BODY;
-                } else if (((partial && !c->mem_wait && !c->read_wait_until) || sending) &&
+                } else if (((partial && !c->mem_wait && !c->read_wait_until) ||
+                            (sending && !c->send_wait_until)) &&
                            now - c->last_progress > io) {
-                        /* (waiting for memory or for the byte rate is the relay's doing) */
+                        /* (waiting for memory or for a byte rate is the relay's doing) */
                         why = CHP_CLOSE_STALLED;
                 } else if (!partial && !sending && !c->ops->busy(c) &&
                            now - c->last_active > idle) {
@@ -207,9 +209,16 @@ static void on_tick(struct chp_loop *l)
                 l->last_sweep = now;
                 sweep(l, now);
         }
-        /* connections paused by the shared memory budget get another chance */
-        for (struct conn *c = l->conns; c; c = c->next)
+        /* connections paused by the shared memory budget or a byte rate get another chance */
+        struct conn *next;
+        for (struct conn *c = l->conns; c; c = next) {
+                next = c->next;
+                conn_hold(c); /* a flush may close it */
+                if (c->send_wait_until)
+                        conn_flush(c);
                 conn_maybe_read(c);
+                conn_release(c);
+        }
 }
 
 /* ---- create / run / destroy -------------------------------------------------------------- */

@@ -123,6 +123,18 @@ void conn_finish(struct conn *c);
 /* Output went out (send.c): frames the face left in c->in while its output was full are offered
  * to it again if it can take them now, then the connection writes and reads as it may. */
 void conn_output_moved(struct conn *c);
+/* The byte rate of the connection's client address, for receives (send false:
+ * upload_rate_per_address) or sends (download_rate_per_address): how much of want the next one
+ * may move now; 0: none, and the connection waits until read_wait_until or send_wait_until (the
+ * loop's tick tries again). Without that rate, or for an address not counted, want, at the cost
+ * of one field's check. A send's bytes are taken from the bucket at once (c->send_taken); the
+ * send's completion gives back what it did not move (conn_rate_refund). */
+size_t conn_rate_room(struct conn *c, bool send, size_t want);
+/* n bytes were received: charged to the address's receive rate. */
+void conn_rate_charge(struct conn *c, size_t n, uint64_t now);
+/* The send that took c->send_taken moved `moved` bytes (0: none, or it was never armed): the
+ * rest goes back to the address's bucket. */
+void conn_rate_refund(struct conn *c, size_t moved);
 
 /* ---- send.c: a connection's send side ---------------------------------------------------- */
 

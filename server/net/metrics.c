@@ -211,9 +211,13 @@ void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *le
             "# TYPE chapar_limits_evictions_total counter\nchapar_limits_evictions_total %llu\n"
             "# HELP chapar_reads_throttled_total Times a connection's receives waited for the byte "
             "rate of its address (upload_rate_per_address).\n"
-            "# TYPE chapar_reads_throttled_total counter\nchapar_reads_throttled_total %llu\n",
+            "# TYPE chapar_reads_throttled_total counter\nchapar_reads_throttled_total %llu\n"
+            "# HELP chapar_sends_throttled_total Times a connection's sends waited for the byte "
+            "rate of its address (download_rate_per_address).\n"
+            "# TYPE chapar_sends_throttled_total counter\nchapar_sends_throttled_total %llu\n",
             ls.entries, ls.capacity, (unsigned long long)ls.evictions,
-            (unsigned long long)atomic_load(&m->reads_throttled));
+            (unsigned long long)atomic_load(&m->reads_throttled),
+            (unsigned long long)atomic_load(&m->sends_throttled));
         /* federation fetches (server/peer) */
         static const char *const fetch_name[CHP_FETCHED_NOUTCOMES] = {
             [CHP_FETCHED_DONE] = "done",

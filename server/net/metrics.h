@@ -70,6 +70,7 @@ struct chp_metrics {
         atomic_uint_fast64_t chunks_stored, chunks_dedup, frames_bad;
         atomic_uint_fast64_t http_requests, uploads_active;
         atomic_uint_fast64_t reads_throttled; /* receives held back by a byte rate per address */
+        atomic_uint_fast64_t sends_throttled; /* sends held back by a byte rate per address */
         atomic_uint_fast64_t errors[32];     /* by wire error code (native), CHP_WE_MAX */
         atomic_uint_fast64_t http_status[6]; /* by status class: 1xx..5xx (index 1..5) */
         /* commit latency: chunk submitted to the writer -> acknowledged */

@@ -1,7 +1,9 @@
 /* send.c — a connection's send side: the output queue (coalesced bytes, wire-form records,
  * slices of stored chunks), sealing over records just before sending, splicing stored chunks
  * from the page cache through a pipe, and reading them through the ring when they must be
- * sealed. One send-side operation in flight per connection. Loop thread only (conn.h).
+ * sealed; the byte rate per client address (download_rate_per_address: sends sized to it, or
+ * held back until the loop's tick). One send-side operation in flight per connection. Loop
+ * thread only (conn.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +30,25 @@ struct out_item {
         uint64_t file_off;        /* splice only */
         uint8_t data[];           /* bytes only */
 };
+
+/* ---- the byte rate per client address --------------------------------------------------- */
+
+/* Whether sends still wait for the byte rate (conn_rate_room). Every send counts, not only a
+ * download's bytes: a reply, a handshake message or a record goes out in order with the rest.
+ * The wait ends when its time comes or the rate is turned off (a reload); then the connection
+ * counts as making progress: the time held back was the relay's doing, not a stall of the
+ * client's (io_timeout). */
+static bool send_waits(struct conn *c)
+{
+        if (!c->send_wait_until)
+                return false;
+        uint64_t now = chp_net_now_ms();
+        if (now < c->send_wait_until && c->sh->cfg->download_rate_per_address)
+                return true;
+        c->send_wait_until = 0;
+        c->last_progress = now;
+        return false;
+}
 
 /* ---- output ------------------------------------------------------------------------------ */
 
@@ -197,7 +218,7 @@ static int ensure_pipe(struct conn *c)
 
 void conn_flush(struct conn *c)
 {
-        if (c->send_armed || c->closed)
+        if (c->send_armed || c->closed || send_waits(c))
                 return;
         struct out_item *it = c->out_head;
         if (!it) {
@@ -220,24 +241,33 @@ void conn_flush(struct conn *c)
                 }
                 it = c->out_head;
         }
-        struct io_uring_sqe *sqe = get_sqe(l);
-        if (!sqe)
+        /* what goes to the socket now: a send of bytes, or of what the pipe holds; the address's
+         * byte rate may make it less, or none until the tick (reading a chunk into the pipe
+         * moves nothing to the client and never waits) */
+        size_t n = !it->splice ? it->len - it->off : c->pipe_fill;
+        if (n > 0 && !(n = conn_rate_room(c, true, n)))
                 return;
+        struct io_uring_sqe *sqe = get_sqe(l);
+        if (!sqe) {
+                conn_rate_refund(c, 0);
+                return;
+        }
         if (!it->splice) {
-                /* MSG_MORE when a splice follows: its header and bytes leave in one segment */
-                int flags = MSG_NOSIGNAL | (it->next && it->next->splice ? MSG_MORE : 0);
-                io_uring_prep_send(sqe, c->fd, it->data + it->off, it->len - it->off, flags);
+                /* MSG_MORE when a splice follows: its header and bytes leave in one segment
+                 * (not for a part the byte rate cut: the rest waits, and so would the part) */
+                bool more = it->next && it->next->splice && n == it->len - it->off;
+                int flags = MSG_NOSIGNAL | (more ? MSG_MORE : 0);
+                io_uring_prep_send(sqe, c->fd, it->data + it->off, n, flags);
                 io_uring_sqe_set_data64(sqe, ud_pack(c, OP_SEND));
         } else if (c->pipe_fill > 0) {
-                io_uring_prep_splice(sqe, c->pipe[0], -1, c->fd, -1, (unsigned)c->pipe_fill,
-                                     SPLICE_F_MOVE);
+                io_uring_prep_splice(sqe, c->pipe[0], -1, c->fd, -1, (unsigned)n, SPLICE_F_MOVE);
                 io_uring_sqe_set_data64(sqe, ud_pack(c, OP_SPLICE_OUT));
         } else {
                 if (ensure_pipe(c) != 0) {
                         conn_close(c);
                         return;
                 }
-                size_t n = it->len - it->off;
+                n = it->len - it->off;
                 if (n > c->pipe_size)
                         n = c->pipe_size;
                 io_uring_prep_splice(sqe, it->loc.fd, (int64_t)(it->file_off + it->off), c->pipe[1],
@@ -289,6 +319,9 @@ void conn_on_send(struct conn *c, struct io_uring_cqe *cqe, enum op op)
 {
         c->send_armed = false;
         int res = cqe->res;
+        /* what the address's byte rate gave this send and it did not move goes back */
+        if (c->send_taken)
+                conn_rate_refund(c, op != OP_SPLICE_IN && res > 0 ? (size_t)res : 0);
         if (c->closed) {
                 if (op == OP_SPLICE_IN && res > 0)
                         c->pipe_fill += (size_t)res;
