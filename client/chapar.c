@@ -691,7 +691,7 @@ int main(int argc, char **argv)
         if (is_help(cmd) || strcmp(cmd, "help") == 0)
                 return usage(stdout);
         if (strcmp(cmd, "--version") == 0) {
-                printf("chapar %s (protocol %d)\n", CHAPAR_VERSION, CHP_PROTO_VERSION);
+                printf("chapar %s\nprotocol %d\n", CHAPAR_VERSION, CHP_PROTO_VERSION);
                 return 0;
         }
         if (strcmp(cmd, "put") == 0)

@@ -21,6 +21,14 @@
 extern "C" {
 #endif
 
+/* What the shared library exports: the functions below and nothing else (it is built with
+ * hidden visibility). */
+#if defined(__GNUC__)
+#define CHAPAR_API __attribute__((visibility("default")))
+#else
+#define CHAPAR_API
+#endif
+
 #define CHAPAR_KEY_BYTES  32
 #define CHAPAR_ID_BYTES   32
 #define CHAPAR_TICKET_MAX 480
@@ -49,8 +57,8 @@ enum chapar_error {
 
 /* Exit code classes of the chapar tool: 1 usage, 2 relay or network, 3 integrity or
  * authentication, 4 local I/O. */
-int chapar_error_class(int err);
-const char *chapar_strerror(int err);
+CHAPAR_API int chapar_error_class(int err);
+CHAPAR_API const char *chapar_strerror(int err);
 
 struct chapar_opts {
         const char *relay;        /* "HOST:PORT"; NULL: $CHAPAR_RELAY, else 127.0.0.1:7700 */
@@ -75,23 +83,23 @@ struct chapar_client;
  * insecure_plaintext connections have no key to check. Caller frees *out with chapar_close —
  * also after a failure, when *out is set so that chapar_last_error can say what went wrong. A
  * successful connect may leave a "warning: ..." there (a pin that could not be recorded). */
-int chapar_connect(const struct chapar_opts *o, struct chapar_client **out);
+CHAPAR_API int chapar_connect(const struct chapar_opts *o, struct chapar_client **out);
 /* chapar_connect presenting an upload token (docs/tokens.md: what a messenger's backend mints)
  * in the connection's HELLO; NULL or "" is none, as chapar_connect. A relay with tenants needs one
  * for uploads and offers; downloads need none. A token the relay does not accept fails the
  * connect with CHAPAR_EAUTH. The token is copied. (A function of its own, not a field of
  * struct chapar_opts, so that the struct's layout stays what programs were built with.) */
-int chapar_connect_token(const struct chapar_opts *o, const char *token,
-                         struct chapar_client **out);
-void chapar_close(struct chapar_client *c); /* NULL is a no-op */
+CHAPAR_API int chapar_connect_token(const struct chapar_opts *o, const char *token,
+                                    struct chapar_client **out);
+CHAPAR_API void chapar_close(struct chapar_client *c); /* NULL is a no-op */
 
 /* The relay's public key (valid while c is). */
-const uint8_t *chapar_relay_key(const struct chapar_client *c);
+CHAPAR_API const uint8_t *chapar_relay_key(const struct chapar_client *c);
 /* The last relay error message ("" if none); valid until the next call on c. */
-const char *chapar_last_error(const struct chapar_client *c);
+CHAPAR_API const char *chapar_last_error(const struct chapar_client *c);
 
 /* Asks a running operation on c to stop; it returns CHAPAR_ECANCELED. Async-signal-safe. */
-void chapar_cancel(struct chapar_client *c);
+CHAPAR_API void chapar_cancel(struct chapar_client *c);
 
 /* Progress: bytes done of total, called from the calling thread. */
 typedef void (*chapar_progress_fn)(void *ctx, uint64_t done, uint64_t total);
@@ -119,10 +127,10 @@ struct chapar_put_result {
 /* Encrypts and uploads the file at path (or an open fd, read from offset 0 with pread). Run
  * again after an interruption, it sends only the chunks the relay lacks; content put before
  * reuses its earlier encryption, so the relay deduplicates it. */
-int chapar_put_path(struct chapar_client *c, const char *path, const struct chapar_put_opts *o,
-                    struct chapar_put_result *out);
-int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts *o,
-                  struct chapar_put_result *out);
+CHAPAR_API int chapar_put_path(struct chapar_client *c, const char *path,
+                               const struct chapar_put_opts *o, struct chapar_put_result *out);
+CHAPAR_API int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts *o,
+                             struct chapar_put_result *out);
 
 struct chapar_get_opts {
         chapar_progress_fn progress;
@@ -145,15 +153,15 @@ struct chapar_get_result {
  * in the current directory or that one, as "NAME (1).EXT", "NAME (2).EXT", ... when taken.
  * out->path says where it went. No symlink is followed at the partial files' names. On a
  * verification failure no output file is left. */
-int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path,
-               const struct chapar_get_opts *o, struct chapar_get_result *out);
+CHAPAR_API int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path,
+                          const struct chapar_get_opts *o, struct chapar_get_result *out);
 
 /* The same download written in order to fd (a pipe, a socket, stdout), each chunk only once it
  * has verified; nothing is resumed and no file is created. A failure part-way leaves a prefix of
  * the file written to fd: the caller must treat the output as incomplete unless this returns 0.
  * fd is borrowed (not closed). out->path is "-". */
-int chapar_get_fd(struct chapar_client *c, const char *ticket, int fd,
-                  const struct chapar_get_opts *o, struct chapar_get_result *out);
+CHAPAR_API int chapar_get_fd(struct chapar_client *c, const char *ticket, int fd,
+                             const struct chapar_get_opts *o, struct chapar_get_result *out);
 
 struct chapar_stat_result {
         bool complete;         /* false while the upload is still running */
@@ -166,21 +174,22 @@ struct chapar_stat_result {
         char mime[128];
 };
 
-int chapar_stat(struct chapar_client *c, const char *ticket, struct chapar_stat_result *out);
+CHAPAR_API int chapar_stat(struct chapar_client *c, const char *ticket,
+                           struct chapar_stat_result *out);
 
 /* Asks the connected relay (the ticket's origin) to offer the file to the peer relay whose
  * public key is peer_key, which then fetches it in the background — for a recipient on that
  * relay, before they ask. */
-int chapar_offer(struct chapar_client *c, const char *ticket,
-                 const uint8_t peer_key[CHAPAR_KEY_BYTES]);
+CHAPAR_API int chapar_offer(struct chapar_client *c, const char *ticket,
+                            const uint8_t peer_key[CHAPAR_KEY_BYTES]);
 
 /* The known-relays file (known_relays as in chapar_opts; NULL: the default): fn is called once
  * per pin, in file order, with the address and the key. 0 (also with no file), CHAPAR_EIO. */
 typedef void (*chapar_relay_fn)(void *ctx, const char *addr, const uint8_t key[CHAPAR_KEY_BYTES]);
-int chapar_relays_list(const char *known_relays, chapar_relay_fn fn, void *ctx);
+CHAPAR_API int chapar_relays_list(const char *known_relays, chapar_relay_fn fn, void *ctx);
 /* Removes the pins of addr (the HOST:PORT string they were recorded under). 0, CHAPAR_ENOTFOUND
  * when there is none, CHAPAR_EIO. */
-int chapar_relays_remove(const char *known_relays, const char *addr);
+CHAPAR_API int chapar_relays_remove(const char *known_relays, const char *addr);
 
 /* Removes the key-cache entries (cache_dir as in chapar_opts; NULL: the default) of a file, so
  * that its next put uses a fresh key: target is a ticket with its file key (the entry holding
@@ -188,7 +197,7 @@ int chapar_relays_remove(const char *known_relays, const char *addr);
  * be NULL) gets how many were removed; entries found expired are removed too, uncounted. 0
  * (also when none), CHAPAR_EUSAGE (a ticket without its key), CHAPAR_EIO (the file cannot be
  * read). */
-int chapar_forget(const char *cache_dir, const char *target, unsigned *removed);
+CHAPAR_API int chapar_forget(const char *cache_dir, const char *target, unsigned *removed);
 
 #ifdef __cplusplus
 }

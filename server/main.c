@@ -6,7 +6,10 @@
  *   chapard keygen --out FILE   write a relay key pair (mode 0600), print the public key
  *   chapard tenant-key --out FILE, chapard token ...   a tenant's signing key, upload tokens
  *                               (token_cli.h, docs/tokens.md)
- *   chapard --version           the version (CMake's PROJECT_VERSION) and protocol version
+ *   chapard check-config FILE   the checks chapard makes of its configuration at start, on FILE
+ *                               alone (like nginx -t): exit 0 when it would start, 1 with the
+ *                               first error (PATH:LINE: ...) when it would not
+ *   chapard --version           "chapard VERSION" (CMake's PROJECT_VERSION), then the protocol
  */
 #include <signal.h>
 #include <stdatomic.h>
@@ -35,6 +38,7 @@ static int usage(FILE *to)
                     "               [--http HOST:PORT] [--threads N] [--sync full|none]\n"
                     "               [--key FILE] [--insecure-plaintext] [--ready-file PATH]\n"
                     "               [--log-level error|warn|info|debug] [--open]\n"
+                    "       chapard check-config FILE\n"
                     "       chapard verify --data DIR\n"
                     "       chapard keygen --out FILE\n"
                     "       chapard tenant-key --out FILE\n"
@@ -101,6 +105,48 @@ static int cmd_keygen(int argc, char **argv)
         return 0;
 }
 
+/* Everything chapard checks of its configuration before it opens the store: the file's syntax
+ * and values (peers' and tenants' keys included), the cross-field rules (the no-tenant rule) and
+ * a relay key file named by `key`. Prints nginx -t's two lines on success. */
+static int cmd_check_config(int argc, char **argv)
+{
+        if (argc != 1 || argv[0][0] == '-')
+                return usage(stderr);
+        const char *file = argv[0];
+        struct chp_config cfg;
+        char err[CHP_CONFIG_ERR_MAX];
+        chp_config_defaults(&cfg);
+        int rc = chp_config_load_file(&cfg, file, err);
+        if (!rc)
+                printf("chapard: the configuration file %s syntax is ok\n", file);
+        else
+                fprintf(stderr, "chapard: %s\n", err);
+        if (!rc && (rc = chp_config_finish(&cfg, err)))
+                fprintf(stderr, "chapard: %s: %s\n", file, err);
+        /* the peers' keys are decoded when federation starts (chp_peers_update) */
+        for (unsigned i = 0; !rc && i < cfg.npeers; i++) {
+                uint8_t key[CHP_HASH_BYTES];
+                const char *pk = cfg.peers[i].pubkey;
+                if ((rc = chp_hex_decode(pk, strlen(pk), key, sizeof(key))))
+                        fprintf(stderr, "chapard: %s: [peer \"%s\"] pubkey must be 64 hex digits\n",
+                                file, cfg.peers[i].name);
+        }
+        if (!rc && cfg.key_file) {
+                struct chp_identity id;
+                char kerr[CHP_IDENTITY_ERR_MAX];
+                if ((rc = chp_identity_load(cfg.key_file, &id, kerr)))
+                        fprintf(stderr, "chapard: %s: key = %s: %s\n", file, cfg.key_file, kerr);
+                else
+                        chp_identity_wipe(&id);
+        }
+        if (rc)
+                fprintf(stderr, "chapard: configuration file %s test failed\n", file);
+        else
+                printf("chapard: configuration file %s test is successful\n", file);
+        chp_config_free(&cfg);
+        return rc ? 1 : 0;
+}
+
 struct args {
         int argc;
         char **argv;
@@ -156,6 +202,8 @@ int main(int argc, char **argv)
         chp_log_set_level(CHP_LOG_WARN);
         if (argc >= 2 && strcmp(argv[1], "verify") == 0)
                 return cmd_verify(argc - 2, argv + 2);
+        if (argc >= 2 && strcmp(argv[1], "check-config") == 0)
+                return cmd_check_config(argc - 2, argv + 2);
         if (argc >= 2 && strcmp(argv[1], "keygen") == 0)
                 return cmd_keygen(argc - 2, argv + 2);
         if (argc >= 2 && strcmp(argv[1], "tenant-key") == 0)
@@ -165,7 +213,7 @@ int main(int argc, char **argv)
         if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))
                 return usage(stdout);
         if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
-                printf("chapard %s (protocol %d)\n", CHAPAR_VERSION, CHP_PROTO_VERSION);
+                printf("chapard %s\nprotocol %d\n", CHAPAR_VERSION, CHP_PROTO_VERSION);
                 return 0;
         }
         return cmd_relay(argc - 1, argv + 1);

@@ -22,6 +22,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "net.h"
+#include "notify.h"
 #include "store.h"
 #include "uring_compat.h"
 
@@ -359,6 +360,10 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
                 goto out;
         }
         ready_written = cfg->ready_file != NULL;
+        if ((rc = chp_notify("READY=1"))) /* systemd's Type=notify; without it, nothing */
+                chp_log_warn("relay", "cannot tell $NOTIFY_SOCKET the relay is ready: %s",
+                             chp_strerror(rc));
+        rc = 0;
 
         time_t last_gc = time(NULL), last_audit = last_gc;
         while (!*stop) {

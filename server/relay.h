@@ -7,8 +7,9 @@
  * while running is applied: log level, limits, timeouts, peers; the rest is kept and named in
  * the log). It returns when *stop becomes nonzero (a signal, a loop's fatal error, or the caller)
  * and every loop has finished or parked its in-flight work: 0 on a clean stop, a negative code
- * when start-up failed (after logging what failed) or a loop failed. The ready file, once
- * written, is removed on every return. Main thread only.
+ * when start-up failed (after logging what failed) or a loop failed. Once it listens it writes
+ * the ready file and tells systemd READY=1 (notify.h); the ready file is removed on every return.
+ * Main thread only.
  */
 #ifndef CHP_RELAY_H
 #define CHP_RELAY_H

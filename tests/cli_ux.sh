@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The chapar and chapard commands as people expect them: --help, -h and help print the usage to
-# stdout and exit 0, a usage error prints it to stderr and exits 1; --version on both names the
-# version and the protocol; the usage explains every command and lists the exit codes; stat
+# stdout and exit 0, a usage error prints it to stderr and exits 1; --version on both prints NAME
+# VERSION, then the protocol; the usage explains every command and lists the exit codes; stat
 # shows dates (ISO 8601, UTC); a directory to put, an -o into a missing directory and a relay
 # without a port are refused with the path (or address) and the reason.
 # Usage: cli_ux.sh CHAPARD CHAPAR VERSION
@@ -49,8 +49,9 @@ for bin in chapar chapard; do
         [ $bin = chapard ] && b=$chapard
         out=$("$b" --version 2>"$tmp/err")
         rc=$?
+        # the contract: the first line is exactly NAME VERSION; the protocol on a line of its own
         check "$bin --version: '$out' (exit $rc)" \
-                "[ $rc -eq 0 ] && [[ \"\$out\" == '$bin $version '* ]] && [[ \"\$out\" == *'protocol 1'* ]] && [ ! -s '$tmp/err' ]"
+                "[ $rc -eq 0 ] && [ \"\$(printf '%s\n' \"\$out\" | head -n1)\" = '$bin $version' ] && printf '%s\n' \"\$out\" | grep -qx 'protocol 1' && [ ! -s '$tmp/err' ]"
 done
 "$chapard" --help >"$tmp/out" 2>&1
 check "chapard --help lists --version" "grep -q -- '--version' '$tmp/out'"

@@ -1,0 +1,26 @@
+# Run by `cmake --install` (install(SCRIPT) in CMakeLists.txt, after install(CODE) set the
+# CHAPAR_PC_* variables): writes chapar.pc for the prefix being installed into, which
+# `cmake --install --prefix P` may have changed since configuring. Outside /usr the Libs line
+# carries an rpath, so that a program built with it runs without LD_LIBRARY_PATH.
+set(prefix "${CMAKE_INSTALL_PREFIX}")
+foreach(d LIBDIR INCLUDEDIR)
+  if(IS_ABSOLUTE "${CHAPAR_PC_${d}}")
+    set(dir_${d} "${CHAPAR_PC_${d}}")
+  else()
+    set(dir_${d} "\${prefix}/${CHAPAR_PC_${d}}")
+  endif()
+endforeach()
+set(libdir "${dir_LIBDIR}")
+set(includedir "${dir_INCLUDEDIR}")
+set(rpath "")
+if(NOT prefix STREQUAL "/usr")
+  set(rpath " -Wl,-rpath,\${libdir}")
+endif()
+set(PROJECT_VERSION "${CHAPAR_PC_VERSION}")
+configure_file("${CHAPAR_PC_IN}" "${CHAPAR_PC_OUT}/chapar.pc" @ONLY)
+if(IS_ABSOLUTE "${CHAPAR_PC_LIBDIR}")
+  set(dest "${CHAPAR_PC_LIBDIR}/pkgconfig")
+else()
+  set(dest "${CMAKE_INSTALL_PREFIX}/${CHAPAR_PC_LIBDIR}/pkgconfig")
+endif()
+file(INSTALL "${CHAPAR_PC_OUT}/chapar.pc" DESTINATION "${dest}")
