@@ -29,9 +29,11 @@ check "chapard tenant-key prints the config line: ${line:0:30}..." \
         "[[ '$line' =~ ^token_key\ =\ [0-9a-f]{16}:[0-9a-f]{64}$ ]]"
 
 solo=$("$chapard" tenant-key --out "$tmp/solo.tk" | tail -n 1) # one upload at a time
+small=$("$chapard" tenant-key --out "$tmp/small.tk" | tail -n 1) # 320000 bytes stored at most
 conf() { # relay peer-name peer-addr peer-key
         printf '[server]\naudience = fed.example\n[tenant "acme"]\n%s\n' "$line" >"$tmp/$1.ini"
         printf '[tenant "solo"]\n%s\nmax_concurrent_uploads = 1\n' "$solo" >>"$tmp/$1.ini"
+        printf '[tenant "small"]\n%s\nmax_stored = 320000\n' "$small" >>"$tmp/$1.ini"
         printf '[peer "%s"]\naddress = %s\npubkey = %s\n' "$2" "$3" "$4" >>"$tmp/$1.ini"
 }
 start() { relay_start "$1" --config "$tmp/$1.ini" --key "$tmp/$1.key" --log-level info; }
@@ -41,7 +43,7 @@ start A
 conf B A "${addr[A]}" "${key[A]}"
 start B
 check "A says uploads need a token" \
-        "grep -qF '2 tenants: uploads, offers and pull-through need a token' '$tmp/A.log'"
+        "grep -qF '3 tenants: uploads, offers and pull-through need a token' '$tmp/A.log'"
 
 mint() { # [chapard token args]: a token of acme for A unless --audience says otherwise
         "$chapard" token --key "$tmp/acme.tk" --tenant acme --audience "${key[A]}" "$@"
@@ -250,6 +252,24 @@ rc=$?
 s2=$(native_sent)
 check "a token with the pull scope gets it via B (exit $rc, A sent $((s2 - s1)) bytes)" \
         "[ $rc -eq 0 ] && cmp -s '$tmp/p1' '$tmp/p1.pull' && [ $((s2 - s1)) -ge 300000 ]"
+
+# ---- the tenant's store quota (max_stored), checked by A's writer ----
+smint() { "$chapard" token --key "$tmp/small.tk" --tenant small --audience "${key[A]}" "$@"; }
+head -c 200000 /dev/urandom >"$tmp/s1"
+head -c 200000 /dev/urandom >"$tmp/s2"
+put "$tmp/s1" --token "$(smint)" >/dev/null 2>"$tmp/err"
+rc1=$?
+st=$(smint --files 2)
+refused "a second 200000 B file for a tenant with max_stored 320000 (the first: exit $rc1)" 2 \
+        "max_stored" -- "$tmp/s2" --token "$st"
+check "... the first went through" "[ $rc1 -eq 0 ]"
+# the refusal took nothing from the token: its two files are both still there
+head -c 50000 /dev/urandom >"$tmp/s3"
+head -c 50000 /dev/urandom >"$tmp/s4"
+put "$tmp/s3" --token "$st" >/dev/null 2>"$tmp/err" && put "$tmp/s4" --token "$st" >/dev/null 2>>"$tmp/err"
+rc=$?
+check "the refused file cost the 2-file token nothing: two 50000 B files fit (exit $rc)" \
+        "[ $rc -eq 0 ]"
 
 for r in A B; do
         relay_stop $r

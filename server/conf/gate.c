@@ -269,6 +269,21 @@ static struct entry *reserve(struct chp_gate *g, struct entry *e, const struct c
         return e;
 }
 
+const char *chp_gate_quota_name(enum chp_store_quota_hit hit)
+{
+        switch (hit) {
+        case CHP_QUOTA_STORED:
+                return "the tenant's stored bytes (max_stored)";
+        case CHP_QUOTA_INCOMPLETE:
+                return "the tenant's incomplete uploads (max_incomplete_uploads)";
+        case CHP_QUOTA_PER_DAY:
+                return "the tenant's bytes per day (max_uploaded_per_day)";
+        case CHP_QUOTA_NONE:
+                break;
+        }
+        return "the token's budget (max_bytes, max_files)";
+}
+
 bool chp_gate_tenant_quota(const struct chp_config *cfg, const char *tenant, uint64_t now,
                            struct chp_store_quota *out)
 {

@@ -120,6 +120,10 @@ chp_gate_upload_grow(struct chp_gate *g, const struct chp_config *cfg, const str
 bool chp_gate_tenant_quota(const struct chp_config *cfg, const char *tenant, uint64_t now,
                            struct chp_store_quota *out /* out */);
 
+/* What a CHP_EQUOTA refusal hit, for its message: the tenant's store limit named by hit, or
+ * (CHP_QUOTA_NONE: the gate's refusal) the token's budget. A static string. */
+const char *chp_gate_quota_name(enum chp_store_quota_hit hit);
+
 /* The upload admitted by u was not created after all (the store refused it: the tenant's quota,
  * a full disk): takes back the charge u made, so the token's budget is as before the admission.
  * A charge made by an earlier admission of the same key stays. Idempotent. Any thread. */

@@ -202,7 +202,9 @@ void native_upload_open(struct conn *c, const struct chp_frame_header *h, uint8_
                                        man.total_size, now, &adm);
         if (rc) {
                 chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
-                native_reply_refusal(c, h->id, rc, "OPEN");
+                native_reply_refusal(c, h->id, rc,
+                                     rc == CHP_EQUOTA ? "OPEN: the token's budget (max_bytes, max_files)"
+                                                      : "OPEN");
                 goto drop;
         }
         struct op *op = op_new(c, CHP_F_OPEN, h->id, CHP_REQ_UPLOAD_CREATE);
@@ -264,7 +266,10 @@ static void open_done(struct conn *c, struct op *op)
         if (r->status)
                 chp_gate_upload_refund(c->sh->gate, &op->adm); /* nothing was created */
         if (r->status == CHP_EQUOTA) {
-                native_reply_refusal(c, op->frame_id, r->status, "OPEN: the tenant's store quota");
+                char what[96];
+                snprintf(what, sizeof(what), "OPEN: %s",
+                         chp_gate_quota_name(r->u.upload_create.quota_hit));
+                native_reply_refusal(c, op->frame_id, r->status, what);
                 return;
         }
         if (r->status == CHP_ETOKEN_SUBJECT) {

@@ -176,22 +176,6 @@ static int bearer(const struct chp_http_request *req, const char **tok, size_t *
         return 0;
 }
 
-/* What a refusal's body says: the code's explanation, and which store limit a quota hit. */
-static const char *quota_name(enum chp_store_quota_hit hit)
-{
-        switch (hit) {
-        case CHP_QUOTA_STORED:
-                return "the tenant's stored bytes (max_stored)";
-        case CHP_QUOTA_INCOMPLETE:
-                return "the tenant's incomplete uploads (max_incomplete_uploads)";
-        case CHP_QUOTA_PER_DAY:
-                return "the tenant's bytes per day (max_uploaded_per_day)";
-        case CHP_QUOTA_NONE:
-                break;
-        }
-        return "the token's budget (max_bytes, max_files)";
-}
-
 /* Answers a request the token and limit checks refused with code rc (CHP_ETOKEN_*, CHP_EQUOTA,
  * CHP_ETOOBIG, CHP_ELIMITED): 401 with a Bearer challenge (RFC 6750 3: error="invalid_token"
  * when a token was presented and failed), 403, 413 or 429 with Retry-After; counted in /metrics
@@ -755,7 +739,7 @@ static void hop_done(struct conn_op *base)
                 if (r->type == CHP_REQ_UPLOAD_CREATE && h->ph == PH_CREATE) {
                         if (r->status == CHP_EQUOTA) {
                                 refuse(h, CHP_EQUOTA, h->caller.kind == CHP_CALLER_TOKEN,
-                                       quota_name(r->u.upload_create.quota_hit));
+                                       chp_gate_quota_name(r->u.upload_create.quota_hit));
                                 http_request_done(h);
                         } else if (r->status) {
                                 http_simple(h, http_status_of(r->status), chp_strerror(r->status));
@@ -952,7 +936,7 @@ void tus_post(struct http *h, const struct chp_http_request *req)
         if (rc) {
                 chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
                 free(op);
-                refuse(h, rc, had_token, rc == CHP_EQUOTA ? quota_name(CHP_QUOTA_NONE) : NULL);
+                refuse(h, rc, had_token, rc == CHP_EQUOTA ? chp_gate_quota_name(CHP_QUOTA_NONE) : NULL);
                 return;
         }
         snprintf(u->tenant, sizeof(u->tenant), "%s", h->gu.tenant);
@@ -1025,7 +1009,7 @@ static bool length_charge(struct http *h, const struct chp_http_request *req, ui
         upload_key(h->id, key);
         int rc = chp_gate_upload_grow(c->sh->gate, cfg, &h->caller, key, declared, now);
         if (rc) {
-                refuse(h, rc, true, rc == CHP_EQUOTA ? quota_name(CHP_QUOTA_NONE) : NULL);
+                refuse(h, rc, true, rc == CHP_EQUOTA ? chp_gate_quota_name(CHP_QUOTA_NONE) : NULL);
                 return false;
         }
         return true;
