@@ -266,7 +266,8 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
         bool ready_written = false;
         struct reload rl = {.src = src};
         struct worker *workers = calloc(cfg->threads, sizeof(*workers));
-        struct chp_metrics metrics = {0}; /* lives as long as the loops: this call */
+        /* lives as long as the loops: this call */
+        struct chp_metrics metrics = {.start_time = (uint64_t)time(NULL)};
         struct chp_shared sh = {.cfg = cfg, .stop = stop, .metrics = &metrics};
         struct chp_tus_claims *tus = NULL;
         struct chp_gate *gate = NULL;

@@ -161,6 +161,7 @@ void http_finish(struct http *h, struct resp *r, const void *body, size_t body_l
         http_add(r, "\r\n");
         if (r->status >= 100 && r->status < 600)
                 atomic_fetch_add(&c->sh->metrics->http_status[r->status / 100], 1);
+        chp_metrics_http_status(c->sh->metrics, h->method, r->status);
         if (r->overflow) {
                 conn_close(c);
                 return;
@@ -293,13 +294,13 @@ static bool discard_body(struct http *h)
 static void metrics(struct http *h)
 {
         struct chp_shared *sh = h->c->sh;
-        char *body = malloc(16384);
+        size_t n = 0, cap = 65536;
+        char *body = malloc(cap);
         if (!body) {
                 http_simple(h, 500, NULL);
                 http_request_done(h);
                 return;
         }
-        size_t n = 0, cap = 16384;
         chp_metrics_render(sh, body, cap, &n);
         struct resp r;
         http_start(h, &r, 200);
@@ -497,6 +498,7 @@ void http_on_input(struct conn *c)
                         return;
                 if (n < 0) {
                         h->keep_alive = false;
+                        h->method = -1; /* none that could be trusted */
                         http_simple(h, http_status_of((int)n), "malformed request");
                         conn_close_after_flush(c);
                         return;

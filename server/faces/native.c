@@ -219,6 +219,7 @@ static void on_ping(struct conn *c, const struct chp_frame_header *h, const uint
 static void handle_frame(struct conn *c, const struct chp_frame_header *h, uint8_t *p, bool owned)
 {
         c->last_active = chp_net_now_ms();
+        atomic_fetch_add(&c->sh->metrics->native_requests[h->type], 1);
         switch (h->type) {
         case CHP_F_HELLO:
                 on_hello(c, h, p);
