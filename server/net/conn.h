@@ -74,6 +74,9 @@ struct conn {
         int32_t lim_slot;           /* its handle in sh->limits; CHP_LIMITS_NONE: not counted */
         uint64_t read_wait_until;   /* ms: receives wait for the address's byte rate; 0: none */
         bool throttled; /* since the rate floor last looked: the byte rate held receives back */
+        /* for the access log: plaintext bytes queued to send (conn_out_reserve, conn_out_splice)
+         * and bytes sent on the wire, over the connection's life (rx_bytes: received) */
+        uint64_t queued_total, tx_bytes;
 
         const struct proto_ops *ops;
         void *face;  /* what the face's connections share (chp_listener_spec.face), borrowed */

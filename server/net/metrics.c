@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "accesslog.h"
 #include "http_parse.h"
 #include "proto.h"
 
@@ -358,5 +359,11 @@ void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *le
                         put(buf, cap, len, "chapar_native_requests_total{frame=\"%s\"} %llu\n",
                             chp_frame_type_name((uint8_t)t), (unsigned long long)v);
         }
+        put(buf, cap, len,
+            "# HELP chapar_access_log_dropped_total Access log lines dropped: the disk was a whole "
+            "buffer behind, or the file could not be written.\n"
+            "# TYPE chapar_access_log_dropped_total counter\nchapar_access_log_dropped_total "
+            "%llu\n",
+            (unsigned long long)chp_alog_dropped(sh->alog));
         render_process(m, buf, cap, len);
 }
