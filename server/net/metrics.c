@@ -117,12 +117,13 @@ static void render_process(struct chp_metrics *m, char *buf, size_t cap, size_t 
         st[n] = '\0';
         /* the fields after the command name, which may hold spaces and parentheses */
         char *p = strrchr(st, ')');
-        unsigned long long utime = 0, stime = 0, rss = 0;
-        if (p && tick > 0 &&
-            sscanf(p + 1,
-                   " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d "
-                   "%*u %*u %llu",
-                   &utime, &stime, &rss) == 3)
+        unsigned long long utime = 0, stime = 0, start = 0, rss = 0;
+        int got = p && tick > 0 ? sscanf(p + 1,
+                                         " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu "
+                                         "%*d %*d %*d %*d %*d %*d %llu %*u %llu",
+                                         &utime, &stime, &start, &rss)
+                                : 0;
+        if (got == 4)
                 put(buf, cap, len,
                     "# HELP process_cpu_seconds_total Total user and system CPU time spent in "
                     "seconds.\n# TYPE process_cpu_seconds_total counter\n"
@@ -149,12 +150,25 @@ static void render_process(struct chp_metrics *m, char *buf, size_t cap, size_t 
                     "# HELP process_max_fds Maximum number of open file descriptors.\n"
                     "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n",
                     (unsigned long long)rl.rlim_cur);
-        if (m->start_time)
+        /* started: the boot time plus the process's start in ticks since boot; the relay's
+         * own start when /proc/stat cannot tell the boot time */
+        double started = (double)m->start_time;
+        unsigned long long btime = 0;
+        char line[256];
+        if (got == 4 && (f = fopen("/proc/stat", "re"))) {
+                while (fgets(line, sizeof(line), f))
+                        if (sscanf(line, "btime %llu", &btime) == 1)
+                                break;
+                fclose(f);
+        }
+        if (btime)
+                started = (double)btime + (double)start / (double)tick;
+        if (started)
                 put(buf, cap, len,
                     "# HELP process_start_time_seconds Start time of the process since unix epoch "
                     "in seconds.\n# TYPE process_start_time_seconds gauge\n"
-                    "process_start_time_seconds %llu\n",
-                    (unsigned long long)m->start_time);
+                    "process_start_time_seconds %.2f\n",
+                    started);
         put(buf, cap, len,
             "# HELP chapar_build_info The running relay's version and native protocol version.\n"
             "# TYPE chapar_build_info gauge\n"

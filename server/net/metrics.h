@@ -94,7 +94,8 @@ struct chp_metrics {
         atomic_uint_fast64_t uploads_terminated[CHP_METRICS_NFACES];
         atomic_uint_fast64_t http_by_status[CHP_METRICS_METHODS][CHP_METRICS_STATUSES];
         atomic_uint_fast64_t native_requests[256]; /* request frames by type */
-        uint64_t start_time; /* Unix seconds the relay started (process_start_time_seconds) */
+        uint64_t start_time; /* Unix seconds the relay started (process_start_time_seconds when
+                                /proc does not tell the process's start) */
 };
 
 /* Counts one HTTP response: method an enum chp_http_method or -1 (none), status 100..599. */
