@@ -9,10 +9,13 @@
 # strict parser here); the hostile values come back byte for byte and never break a line.
 # After logrotate's rename, SIGUSR1 and then SIGHUP make the relay write to a new file, and the
 # lines before the signal stay in the old one. Without --access-log nothing is written.
-# Usage: access_log.sh CHAPARD CHAPAR      (needs curl and python3)
+# Under load (chapar-bench: 300 small uploads on each face, 8 connections, 2 loop threads) every
+# line is whole and parses, one POST line per tus upload and one OPEN per native one.
+# Usage: access_log.sh CHAPARD CHAPAR CHAPAR-BENCH      (needs curl and python3)
 set -uo pipefail
 chapard=$1
 chapar=$2
+bench=$3
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 for tool in curl python3; do
@@ -179,6 +182,21 @@ run json
 check "json: the error log is JSON too" "python3 -c '
 import json, sys
 for l in open(sys.argv[1]): json.loads(l)' '$tmp/json.log'"
+
+# ---- under load: two loop threads writing at once -------------------------------------------
+
+relay_start load --threads 2 --sync none --access-log "$tmp/load.access" --log-format json ||
+        { bad "load: chapard starts"; finish; exit 1; }
+"$bench" --native "${addr[load]}" --http "${http[load]}" --scenario upload --files 300 --size 2048 \
+        --conns 8 >"$tmp/bench.out" 2>&1 || bad "load: chapar-bench: $(tail -3 "$tmp/bench.out")"
+relay_stop load
+check "load: every line whole and JSON, 300 tus POSTs and 300 native OPENs" "python3 -c '
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1], \"rb\").read().decode(\"ascii\").split(\"\\n\")[:-1]]
+post = sum(r[\"method\"] == \"POST\" and r[\"status\"] == 201 for r in recs)
+opens = sum(r[\"method\"] == \"OPEN\" and r[\"status\"] == \"ok\" for r in recs)
+print(\"# %d lines, %d POST 201, %d OPEN ok\" % (len(recs), post, opens))
+sys.exit(0 if post == 300 and opens == 300 else 1)' '$tmp/load.access'"
 
 # ---- reopened for logrotate ------------------------------------------------------------------
 
