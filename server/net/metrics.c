@@ -369,7 +369,9 @@ void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *le
             "# TYPE chapar_native_requests_total counter\n");
         for (int t = 0; t < 256; t++) {
                 uint64_t v = atomic_load(&m->native_requests[t]);
-                if (v)
+                /* a type without a name of its own never passes the frame decoder; were one
+                 * counted, its "?" would repeat a series */
+                if (v && strcmp(chp_frame_type_name((uint8_t)t), "?") != 0)
                         put(buf, cap, len, "chapar_native_requests_total{frame=\"%s\"} %llu\n",
                             chp_frame_type_name((uint8_t)t), (unsigned long long)v);
         }
