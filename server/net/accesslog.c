@@ -1,8 +1,12 @@
 /* accesslog.c — the access log's formatting and its writer thread (see accesslog.h).
  *
- *   loop threads: format on the stack --mutex, memcpy--> buf  (signal when it was empty)
- *   writer:       wait --swap buf and spare--> write(2) spare whole, outside the mutex
+ *   loop threads: format on the stack --mutex, memcpy--> buf  (signal when it was empty, and
+ *                 when it passes BATCH_BYTES)
+ *   writer:       wait for a first line, then up to BATCH_MS for more (or BATCH_BYTES)
+ *                 --swap buf and spare--> write(2) spare whole, outside the mutex
  *                 a reopen request: what was buffered goes to the old file, then open afresh
+ * Batching matters: a write(2) and a wake-up per line cost a busy relay more than the
+ * formatting (a third of a small-file download's CPU, measured); one per 50 ms costs nothing.
  */
 #include "accesslog.h"
 
@@ -20,7 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BUF_BYTES (1u << 20) /* lines a loop may queue ahead of the disk */
+#define BUF_BYTES   (1u << 20)  /* lines the loops may queue ahead of the disk */
+#define BATCH_BYTES (64u << 10) /* written at once when this much is waiting... */
+#define BATCH_MS    50          /* ...else what came within this long of the first line */
 
 struct chp_alog {
         char *path; /* NULL: stderr */
@@ -72,6 +78,16 @@ static void *writer_main(void *arg)
                 pthread_mutex_lock(&a->mu);
                 while (!a->len && !a->reopen && !a->stop)
                         pthread_cond_wait(&a->cv, &a->mu);
+                struct timespec until;
+                clock_gettime(CLOCK_MONOTONIC, &until);
+                until.tv_nsec += BATCH_MS * 1000000L;
+                if (until.tv_nsec >= 1000000000L) {
+                        until.tv_sec++;
+                        until.tv_nsec -= 1000000000L;
+                }
+                while (a->len < BATCH_BYTES && !a->reopen && !a->stop)
+                        if (pthread_cond_timedwait(&a->cv, &a->mu, &until) == ETIMEDOUT)
+                                break;
                 char *out = a->buf;
                 size_t n = a->len;
                 a->buf = a->spare;
@@ -129,7 +145,11 @@ int chp_alog_open(const char *path, enum chp_log_format fmt, struct chp_alog **o
                 a->fd = rc;
         }
         pthread_mutex_init(&a->mu, NULL);
-        pthread_cond_init(&a->cv, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&a->cv, &ca);
+        pthread_condattr_destroy(&ca);
         if ((rc = -pthread_create(&a->writer, NULL, writer_main, a)) != 0) {
                 pthread_cond_destroy(&a->cv);
                 pthread_mutex_destroy(&a->mu);
@@ -311,15 +331,15 @@ void chp_alog_write(struct chp_alog *a, const struct chp_alog_entry *e)
         l.b[l.n++] = '\n';
 
         pthread_mutex_lock(&a->mu);
-        bool was_empty = a->len == 0;
+        size_t before = a->len;
         bool fits = a->len + l.n <= BUF_BYTES;
         if (fits) {
                 memcpy(a->buf + a->len, l.b, l.n);
                 a->len += l.n;
         }
-        /* only the first line after the writer emptied the buffer wakes it: the rest ride
-         * along, one write(2) for however many lines a busy second brings */
-        if (fits && was_empty)
+        /* the writer is woken by the first line after it emptied the buffer (it then waits
+         * BATCH_MS for more) and by the line that makes a batch: the rest ride along */
+        if (fits && (before == 0 || (before < BATCH_BYTES && a->len >= BATCH_BYTES)))
                 pthread_cond_signal(&a->cv);
         pthread_mutex_unlock(&a->mu);
         if (!fits)

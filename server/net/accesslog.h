@@ -4,7 +4,8 @@
  *
  * Loop threads format a line on their own stack and copy it whole into a buffer under a mutex
  * held only for that copy; a writer thread of the log's own swaps the buffer out and writes it
- * (O_APPEND, whole lines), so a loop thread never waits for the disk. When the disk falls a
+ * (O_APPEND, whole lines) at most every 50 ms or 64 KiB, so a loop thread never waits for the
+ * disk and a busy relay pays one write(2) per batch, not per line. When the disk falls a
  * buffer behind, lines are dropped and counted (chp_alog_dropped), never half written. The log is
  * made and closed by the relay (owner); chp_alog_write and chp_alog_reopen may be called from any
  * thread. Errors: -errno from opening the file, -ENOMEM.
