@@ -38,6 +38,7 @@ static int usage(FILE *to)
                     "               [--http HOST:PORT] [--threads N] [--sync full|none]\n"
                     "               [--key FILE] [--insecure-plaintext] [--ready-file PATH]\n"
                     "               [--log-level error|warn|info|debug] [--open]\n"
+                    "               [--access-log FILE|-] [--log-format logfmt|json]\n"
                     "       chapard check-config FILE\n"
                     "       chapard verify --data DIR\n"
                     "       chapard keygen --out FILE\n"
@@ -186,6 +187,7 @@ static int cmd_relay(int argc, char **argv)
                 return 1;
         }
         chp_log_set_level(cfg.log_level);
+        chp_log_set_format(cfg.log_format);
         struct chp_relay_source src = {load_config, &a, chp_config_find_file(argc + 1, argv - 1)};
         atomic_int stop = 0;
         rc = chp_relay_run(&cfg, &src, &stop);

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "accesslog.h"
 #include "client_limits.h"
 #include "conn.h"
 #include "faces.h"
@@ -232,6 +233,7 @@ void chp_relay_block_signals(sigset_t *set)
 {
         sigemptyset(set);
         sigaddset(set, SIGHUP);
+        sigaddset(set, SIGUSR1); /* reopen the access log (logrotate) */
         sigaddset(set, SIGINT);
         sigaddset(set, SIGTERM);
         pthread_sigmask(SIG_BLOCK, set, NULL);
@@ -267,7 +269,8 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
         bool ready_written = false;
         struct reload rl = {.src = src};
         struct worker *workers = calloc(cfg->threads, sizeof(*workers));
-        struct chp_metrics metrics = {0}; /* lives as long as the loops: this call */
+        /* lives as long as the loops: this call */
+        struct chp_metrics metrics = {.start_time = (uint64_t)time(NULL)};
         struct chp_shared sh = {.cfg = cfg, .stop = stop, .metrics = &metrics};
         struct chp_tus_claims *tus = NULL;
         struct chp_gate *gate = NULL;
@@ -286,6 +289,11 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
                 goto out;
         }
         sh.store = store;
+        if (cfg->access_log && (rc = chp_alog_open(cfg->access_log, cfg->log_format, &sh.alog))) {
+                chp_log_error("relay", "cannot open the access log %s: %s", cfg->access_log,
+                              chp_strerror(rc));
+                goto out;
+        }
         char path[4096], err[CHP_IDENTITY_ERR_MAX];
         if (cfg->key_file) {
                 rc = chp_identity_load(cfg->key_file, &identity, err);
@@ -378,6 +386,8 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
                         free_snapshot(rl.retiring); /* every loop is past it */
                         rl.retiring = NULL;
                 }
+                if (sig == SIGHUP || sig == SIGUSR1)
+                        chp_alog_reopen(sh.alog); /* after logrotate's rename */
                 if (sig == SIGHUP || (rl.wanted && !atomic_load(&rl.pending)))
                         reload(&rl, &sh, workers, started);
                 if (time(NULL) - last_gc >= GC_INTERVAL_S) {
@@ -409,6 +419,7 @@ out:
         free(workers);
         free_snapshot(rl.retiring); /* the loops are gone: no barrier is pending any more */
         free_snapshot(rl.owned);
+        chp_alog_close(sh.alog); /* the loops are gone: every line is queued */
         chp_tus_claims_free(tus);
         chp_gate_free(gate); /* after the loops: closing connections give their slots back */
         chp_limits_free(sh.limits);

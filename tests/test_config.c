@@ -89,6 +89,8 @@ TEST(defaults)
         CHECK(!c.open);
         CHECK(c.ready_file == NULL);
         CHECK_EQ(c.log_level, CHP_LOG_INFO);
+        CHECK(c.access_log == NULL); /* off by default */
+        CHECK_EQ(c.log_format, CHP_LOG_LOGFMT);
         CHECK_EQ(c.max_connections, 20000);
         CHECK_EQ(c.idle_timeout, 120);
         CHECK_EQ(c.io_timeout, 30);
@@ -143,6 +145,8 @@ TEST(file_overlay)
                           "open = true\n"
                           "ready_file = /run/chapar.ready\n"
                           "log_level = debug\n"
+                          "access_log = /var/log/chapar/access.log\n"
+                          "log_format = json\n"
                           "max_connections = 500\n"
                           "idle_timeout = 2m\n"
                           "io_timeout = 45s\n"
@@ -183,6 +187,8 @@ TEST(file_overlay)
         CHECK(c.open);
         CHECK(c.ready_file && strcmp(c.ready_file, "/run/chapar.ready") == 0);
         CHECK_EQ(c.log_level, CHP_LOG_DEBUG);
+        CHECK(c.access_log && strcmp(c.access_log, "/var/log/chapar/access.log") == 0);
+        CHECK_EQ(c.log_format, CHP_LOG_JSON);
         CHECK_EQ(c.max_connections, 500);
         CHECK_EQ(c.idle_timeout, 120);
         CHECK_EQ(c.io_timeout, 45);
@@ -256,6 +262,12 @@ TEST(flag_equals_form)
         CHECK(strcmp(c.ready_file, "a=b") == 0);
         CHECK_OK(ARGS(&c, err, "--log-level", "debug"));
         CHECK_EQ(c.log_level, CHP_LOG_DEBUG);
+        CHECK_OK(ARGS(&c, err, "--access-log", "-", "--log-format=json"));
+        CHECK(c.access_log && strcmp(c.access_log, "-") == 0);
+        CHECK_EQ(c.log_format, CHP_LOG_JSON);
+        CHECK_OK(ARGS(&c, err, "--access-log=/var/log/a.log", "--log-format", "logfmt"));
+        CHECK(c.access_log && strcmp(c.access_log, "/var/log/a.log") == 0);
+        CHECK_EQ(c.log_format, CHP_LOG_LOGFMT);
         chp_config_free(&c);
 }
 
@@ -643,6 +655,9 @@ TEST(flag_errors)
             {1, {"--threads=65"}, "--threads '65'"},
             {2, {"--sync", "fast"}, "--sync 'fast': expected full or none"},
             {1, {"--log-level=trace"}, "--log-level 'trace'"},
+            {1, {"--log-format=xml"}, "--log-format 'xml': expected logfmt or json"},
+            {1, {"--access-log="}, "--access-log '': must not be empty"},
+            {1, {"--access-log"}, "--access-log needs a value"},
             {1, {"--insecure-plaintext=yes"}, "--insecure-plaintext takes no value"},
             {1, {"--open=yes"}, "--open takes no value"},
             {2, {"--listen", "localhost"}, "--listen 'localhost'"},

@@ -5,7 +5,8 @@
 # reaches the client while A's bytes are held; two gets at once make B fetch once; an offer
 # from A makes B fetch ahead of any request; A killed mid-fetch: B says what it cannot do, then
 # resumes when A is back; A stopped: B serves from its cache; A serving a corrupted chunk: B
-# refuses it, stores nothing of it, logs it; D's handshake is refused by A. Files are small,
+# refuses it, stores nothing of it, logs it; D's handshake is refused by A. The access logs
+# name the client's OFFER on A's native face, and A's PREFETCH and B's fetches on the peer face. Files are small,
 # in 64 KiB chunks: what is proven is the chunk-by-chunk flow, not the volume.
 # Usage: test_federation.sh CHAPARD CHAPAR CUTPROXY
 set -uo pipefail
@@ -30,7 +31,8 @@ conf() { # relay [peer-name peer-addr peer-key]...
         done
 }
 start() { # relay
-        relay_start "$1" --config "$tmp/$1.ini" --key "$tmp/$1.key" --log-level info
+        relay_start "$1" --config "$tmp/$1.ini" --key "$tmp/$1.key" --log-level info \
+                --access-log "$tmp/$1.access"
 }
 stop() { # relay [signal]; a TERM stop must exit 0 (a sanitizer report would not)
         relay_stop "$@"
@@ -162,4 +164,11 @@ stop B
 "$chapard" verify --data "$tmp/B.data" >"$tmp/verify" 2>&1
 check "B's store is clean (nothing of the bad chunk kept)" "[ $? -eq 0 ]"
 for r in "${!pid[@]}"; do stop "$r"; done
+# the access logs (every relay stopped: every line written) tell clients from peer relays
+check "A's access log: the client's OFFER on the native face" \
+        "grep -q 'face=native .*method=OFFER .*status=ok' '$tmp/A.access'"
+check "B's access log: A's PREFETCH on the peer face" \
+        "grep -q 'face=peer .*method=PREFETCH .*status=ok' '$tmp/B.access'"
+check "A's access log: B's fetches on the peer face" \
+        "grep -q 'face=peer .*method=GET_MANIFEST .*status=ok' '$tmp/A.access'"
 finish

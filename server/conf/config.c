@@ -70,17 +70,18 @@ _Static_assert(CHP_TENANT_PUBKEY_BYTES == crypto_core_ed25519_BYTES, "an Ed25519
 enum section { SEC_NONE, SEC_SERVER, SEC_STORE, SEC_PEER, SEC_TENANT };
 
 enum kind {
-        K_STRING,   /* char *, non-empty */
-        K_HOSTPORT, /* char *, HOST:PORT */
-        K_HEADERS,  /* char *, HTTP header names separated by spaces or commas */
-        K_FLAG,     /* bool; a flag without a value, a boolean in the file */
-        K_SYNC,     /* enum chp_sync */
-        K_LOGLEVEL, /* enum chp_log_level */
-        K_NUMBER,   /* plain whole number */
-        K_SIZE,     /* bytes, optional K/M/G suffix */
-        K_DURATION, /* seconds, optional s/m/h/d suffix */
-        K_INLINE,   /* a size, or "all" for CHP_STORE_INLINE_ALL */
-        K_RATIO,    /* double in [0, 1] */
+        K_STRING,    /* char *, non-empty */
+        K_HOSTPORT,  /* char *, HOST:PORT */
+        K_HEADERS,   /* char *, HTTP header names separated by spaces or commas */
+        K_FLAG,      /* bool; a flag without a value, a boolean in the file */
+        K_SYNC,      /* enum chp_sync */
+        K_LOGLEVEL,  /* enum chp_log_level */
+        K_LOGFORMAT, /* enum chp_log_format */
+        K_NUMBER,    /* plain whole number */
+        K_SIZE,      /* bytes, optional K/M/G suffix */
+        K_DURATION,  /* seconds, optional s/m/h/d suffix */
+        K_INLINE,    /* a size, or "all" for CHP_STORE_INLINE_ALL */
+        K_RATIO,     /* double in [0, 1] */
 };
 
 struct setting {
@@ -110,6 +111,8 @@ static const struct setting settings[] = {
     {SEC_SERVER, "open", "open", K_FLAG, FIELD(open), 0, 0},
     {SEC_SERVER, "ready_file", "ready-file", K_STRING, FIELD(ready_file), 0, 0},
     {SEC_SERVER, "log_level", "log-level", K_LOGLEVEL, FIELD(log_level), 0, 0},
+    {SEC_SERVER, "access_log", "access-log", K_STRING, FIELD(access_log), 0, 0},
+    {SEC_SERVER, "log_format", "log-format", K_LOGFORMAT, FIELD(log_format), 0, 0},
     {SEC_SERVER, "max_connections", NULL, K_NUMBER, FIELD(max_connections), 1, UINT32_MAX},
     {SEC_SERVER, "idle_timeout", NULL, K_DURATION, FIELD(idle_timeout), 1, UINT32_MAX},
     {SEC_SERVER, "io_timeout", NULL, K_DURATION, FIELD(io_timeout), 1, UINT32_MAX},
@@ -224,6 +227,8 @@ void chp_config_free(struct chp_config *c)
         free(c->cors_headers);
         free(c->key_file);
         free(c->ready_file);
+        free(c->access_log);
+        c->access_log = NULL;
         c->data_dir = c->listen = c->http = c->key_file = c->ready_file = c->cors_origins = NULL;
         c->cors_headers = NULL;
         c->store.dir = NULL;
@@ -427,6 +432,15 @@ static int apply(void *base, const struct setting *s, const char *v, char *why, 
                         return -EINVAL;
                 }
                 *(enum chp_log_level *)field = level;
+                return 0;
+        }
+        case K_LOGFORMAT: {
+                enum chp_log_format format;
+                if (chp_log_parse_format(v, &format) != 0) {
+                        snprintf(why, cap, "expected logfmt or json");
+                        return -EINVAL;
+                }
+                *(enum chp_log_format *)field = format;
                 return 0;
         }
         case K_RATIO: {

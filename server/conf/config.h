@@ -10,8 +10,9 @@
  *
  * INI layout:
  *   [server]   data, listen, http, threads, sync, key, insecure_plaintext, open, ready_file,
- *              log_level, max_connections, idle_timeout, io_timeout, window_bytes, max_inflight,
- *              upload_expiry, file_expiry, memory_limit, cors_origins, cors_headers,
+ *              log_level, access_log, log_format, max_connections, idle_timeout, io_timeout,
+ *              window_bytes, max_inflight, upload_expiry, file_expiry, memory_limit,
+ *              cors_origins, cors_headers,
  *              tus_chunk_size,
  *              tus_max_size, header_timeout, handshake_timeout, min_body_rate,
  *              body_rate_window, audience (repeatable: a federation-wide name tokens may be
@@ -92,6 +93,9 @@ struct chp_config {
                                      any address; default off */
         char *ready_file;     /* --ready-file PATH, default NULL */
         enum chp_log_level log_level; /* --log-level, default info */
+        char *access_log; /* --access-log FILE ("-": stderr), default NULL: no access log */
+        enum chp_log_format log_format; /* --log-format logfmt|json, default logfmt: the access
+                                           log's lines (and the error log's, when json) */
         unsigned max_connections; /* default 20000 */
         unsigned idle_timeout;    /* seconds without a request before closing, default 120 */
         unsigned io_timeout;      /* seconds a started frame or send may stall, default 30 */

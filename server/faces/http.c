@@ -161,6 +161,8 @@ void http_finish(struct http *h, struct resp *r, const void *body, size_t body_l
         http_add(r, "\r\n");
         if (r->status >= 100 && r->status < 600)
                 atomic_fetch_add(&c->sh->metrics->http_status[r->status / 100], 1);
+        chp_metrics_http_status(c->sh->metrics, h->method, r->status);
+        h->log_status = r->status;
         if (r->overflow) {
                 conn_close(c);
                 return;
@@ -243,11 +245,67 @@ static void request_reset(struct http *h)
                 h->c->body = NULL;
 }
 
+/* ---- the access log ---------------------------------------------------------------------- */
+
+static const char *method_name(int m)
+{
+        static const char *const names[] = {
+            [CHP_HTTP_GET] = "GET",       [CHP_HTTP_HEAD] = "HEAD",
+            [CHP_HTTP_POST] = "POST",     [CHP_HTTP_PATCH] = "PATCH",
+            [CHP_HTTP_DELETE] = "DELETE", [CHP_HTTP_OPTIONS] = "OPTIONS",
+            [CHP_HTTP_PUT] = "PUT",
+        };
+        return m >= 0 && m <= CHP_HTTP_PUT ? names[m] : "-";
+}
+
+/* The request's line: what it asked, who asked (the token of a POST), what came of it. */
+static void access_line(struct http *h)
+{
+        struct conn *c = h->c;
+        if (!h->log_open)
+                return;
+        h->log_open = false;
+        char id[CHP_HASH_HEXBYTES] = "", status[8];
+        if (h->route == R_FILE)
+                chp_hex_encode(h->id, CHP_HASH_BYTES, id);
+        else if (h->route == R_UPLOAD || (h->route == R_FILES && h->created))
+                chp_hex_encode(h->id, CHP_UPLOAD_ID_BYTES, id);
+        snprintf(status, sizeof(status), "%d", h->log_status);
+        /* the file name a tus upload declared: the metadata is checked and decoded here only */
+        uint8_t name[CHP_UPLOAD_META_MAX];
+        size_t name_len = 0;
+        if (h->log_meta.n && chp_http_check_metadata(h->log_meta) == 0 &&
+            chp_http_metadata_get(h->log_meta, "filename", name, sizeof(name), &name_len) != 0)
+                name_len = 0;
+        bool tok = h->caller.kind == CHP_CALLER_TOKEN;
+        uint64_t body = h->log_in >= h->body_left ? h->log_in - h->body_left : 0;
+        struct chp_alog_entry e = {
+            .face = "http",
+            .addr = h->addr,
+            .tenant = tok ? h->caller.token.tenant : NULL,
+            .subject = tok ? h->caller.token.subject : NULL,
+            .method = method_name(h->method),
+            .path = h->log_path.p,
+            .path_len = h->log_path.n,
+            .id = id,
+            .name = (const char *)name,
+            .name_len = name_len,
+            .agent = h->log_agent.p,
+            .agent_len = h->log_agent.n,
+            .bytes_in = body,
+            .bytes_out = c->queued_total - h->log_out0,
+            .status = status,
+            .duration_us = chp_net_now_us() - h->log_t0,
+        };
+        chp_alog_write(c->sh->alog, &e);
+}
+
 /* The response is queued: either close, or go on with the next request (after dropping what
  * is left of this one's body: see unread_body_rule). */
 void http_request_done(struct http *h)
 {
         struct conn *c = h->c;
+        access_line(h);
         bool close = !h->keep_alive || h->close_after || h->stopping;
         uint64_t unread = h->body_left;
         request_reset(h);
@@ -293,13 +351,13 @@ static bool discard_body(struct http *h)
 static void metrics(struct http *h)
 {
         struct chp_shared *sh = h->c->sh;
-        char *body = malloc(16384);
+        size_t n = 0, cap = 65536;
+        char *body = malloc(cap);
         if (!body) {
                 http_simple(h, 500, NULL);
                 http_request_done(h);
                 return;
         }
-        size_t n = 0, cap = 16384;
         chp_metrics_render(sh, body, cap, &n);
         struct resp r;
         http_start(h, &r, 200);
@@ -373,6 +431,18 @@ static void on_request(struct http *h, const struct chp_http_request *req)
         struct conn *c = h->c;
         atomic_fetch_add(&c->sh->metrics->http_requests, 1);
         h->method = (int)req->method;
+        if (c->sh->alog) {
+                if (!h->addr[0])
+                        chp_alog_peer_addr(c->fd, h->addr);
+                h->log_open = true;
+                h->log_status = 0;
+                h->log_path = req->target;
+                const struct chp_http_str *ua = chp_http_header(req, "User-Agent");
+                const struct chp_http_str *meta = chp_http_header(req, "Upload-Metadata");
+                h->log_agent = ua ? *ua : (struct chp_http_str){0};
+                h->log_meta =
+                    meta && req->method == CHP_HTTP_POST ? *meta : (struct chp_http_str){0};
+        }
         h->head_only = req->method == CHP_HTTP_HEAD;
         const struct chp_http_str *conn = chp_http_header(req, "Connection");
         h->keep_alive = req->minor == 1 ? !(conn && chp_http_str_ieq(*conn, "close"))
@@ -419,6 +489,7 @@ static void on_request(struct http *h, const struct chp_http_request *req)
                 return;
         }
         h->body_left = body;
+        h->log_in += body;
         /* RFC 9112 3.2: an HTTP/1.1 request without Host, or any request with several Host
          * lines or an invalid one, is answered 400 */
         size_t hosts = chp_http_header_count(req, "Host");
@@ -497,7 +568,16 @@ void http_on_input(struct conn *c)
                         return;
                 if (n < 0) {
                         h->keep_alive = false;
+                        h->method = -1; /* none that could be trusted */
+                        h->log_open = c->sh->alog != NULL;
+                        h->log_t0 = chp_net_now_us();
+                        h->log_out0 = c->queued_total;
+                        h->log_in = c->in_len;
+                        h->log_path = h->log_agent = h->log_meta = (struct chp_http_str){0};
+                        if (h->log_open && !h->addr[0])
+                                chp_alog_peer_addr(c->fd, h->addr);
                         http_simple(h, http_status_of((int)n), "malformed request");
+                        access_line(h);
                         conn_close_after_flush(c);
                         return;
                 }
@@ -510,6 +590,9 @@ void http_on_input(struct conn *c)
                 memcpy(h->head, c->in, (size_t)n);
                 chp_http_request_move(&req, (const char *)c->in, h->head);
                 conn_consume(c, (size_t)n);
+                h->log_t0 = chp_net_now_us();
+                h->log_out0 = c->queued_total;
+                h->log_in = (uint64_t)n; /* the body's length is added once it is known */
                 h->ph = PH_CREATE; /* busy until the handler says otherwise */
                 h->close_after = false;
                 on_request(h, &req);
@@ -572,6 +655,7 @@ static void http_detach(struct conn *c)
         struct http *h = c->proto;
         if (!h)
                 return;
+        access_line(h); /* a request the connection's end cut short */
         request_reset(h);
         if (h->sha_ok)
                 chp_sha256_free(&h->sha);

@@ -19,6 +19,7 @@
 
 #include <openssl/evp.h>
 
+#include "accesslog.h"
 #include "conn.h"
 #include "gate.h"
 #include "hash.h"
@@ -89,6 +90,14 @@ struct http {
         char *head;                /* the request head being served (HEAD_MAX bytes) */
         struct chp_http_parser hp; /* the next request's head, as far as it has arrived */
         char host[256];            /* the Host header, for absolute Location URLs */
+        /* the access log (net/accesslog.h), when it is on: the request being served. The
+         * strings point into head, valid until the next request is parsed. */
+        bool log_open;
+        uint64_t log_t0, log_out0; /* chp_net_now_us() and c->queued_total at its head */
+        uint64_t log_in;           /* head bytes, plus the body's Content-Length */
+        int log_status;            /* of the response queued; 0: none yet */
+        struct chp_http_str log_path, log_agent, log_meta;
+        char addr[CHP_ALOG_ADDR_MAX]; /* the client's, once */
 };
 
 /* ---- http.c: responses and the request loop ---- */
@@ -115,8 +124,9 @@ void http_date(uint64_t t, char *out, size_t cap);
 /* The status that answers a store or project error rc (404, 400, 503, 507, else 500; a token
  * or limit code its own, chp_err_http_status). */
 int http_status_of(int rc);
-/* The response is queued: resets the request state, then closes or goes on (after dropping
- * what is left of the body). The caller goes back to http_on_input for a pipelined request. */
+/* The response is queued: writes the request's access log line (when the log is on), resets the
+ * request state, then closes or goes on (after dropping what is left of the body). The caller
+ * goes back to http_on_input for a pipelined request. */
 void http_request_done(struct http *h);
 /* The conn hook: parses and serves the requests waiting in c->in, in order. */
 void http_on_input(struct conn *c);

@@ -33,6 +33,7 @@
 #include "gate.h"
 #include "identity.h"
 #include "log.h"
+#include "manifest.h"
 #include "metrics.h"
 #include "native_int.h"
 #include "proto.h"
@@ -62,7 +63,108 @@ void native_payload_free(struct chp_shared *sh, uint8_t *p, size_t n)
 
 /* Queues a frame header and returns where its payload_len bytes go (NULL: out of memory, and
  * the connection is closed). */
-uint8_t *native_reply_frame(struct conn *c, uint8_t type, uint32_t id, size_t payload_len)
+/* ---- the access log ----------------------------------------------------------------------
+ * One line per request that does work (OPEN, COMMIT, DELETE, GET_MANIFEST, STAT, HAVE, OFFER,
+ * PREFETCH), written when its reply is queued; CHUNK and GET_CHUNK, too many to log one by one,
+ * are counted into the connection's SESSION line, written when it closes. */
+
+static bool logged_type(uint8_t t)
+{
+        return t == CHP_F_OPEN || t == CHP_F_COMMIT || t == CHP_F_DELETE ||
+               t == CHP_F_GET_MANIFEST || t == CHP_F_STAT || t == CHP_F_HAVE || t == CHP_F_OFFER ||
+               t == CHP_F_PREFETCH;
+}
+
+static void log_line(struct conn *c, const char *method, const struct nlog *q, uint64_t bytes_out,
+                     const char *status, uint64_t t0)
+{
+        struct native *n = c->nat;
+        char hex[CHP_HASH_HEXBYTES] = "";
+        if (q && q->id_len)
+                chp_hex_encode(q->obj, q->id_len, hex);
+        bool tok = n->caller.kind == CHP_CALLER_TOKEN;
+        struct chp_alog_entry e = {
+            .face = secure_peer(c) >= 0 ? "peer" : "native",
+            .addr = n->addr,
+            .tenant = tok ? n->caller.token.tenant : NULL,
+            .subject = tok ? n->caller.token.subject : NULL,
+            .method = method,
+            .id = hex,
+            .bytes_in = q ? q->bytes_in : c->rx_bytes,
+            .bytes_out = bytes_out,
+            .status = status,
+            .duration_us = chp_net_now_us() - t0,
+            .chunks_in = q ? 0 : n->chunks_in,
+            .chunks_out = q ? 0 : n->chunks_out,
+        };
+        chp_alog_write(c->sh->alog, &e);
+}
+
+/* A request frame arrived: remembered until its reply (p: its whole payload). */
+static void log_request(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
+{
+        struct native *n = c->nat;
+        if (h->type == CHP_F_CHUNK)
+                n->chunks_in++;
+        if (!c->sh->alog || !logged_type(h->type))
+                return;
+        if (!n->log && !(n->log = calloc(NLOG_MAX, sizeof(*n->log))))
+                return;
+        if (n->nlog == NLOG_MAX)
+                return; /* more than a client may have in flight: not logged */
+        struct nlog *q = &n->log[n->nlog++];
+        *q = (struct nlog){.id = h->id,
+                           .type = h->type,
+                           .bytes_in = CHP_FRAME_HEADER + h->len,
+                           .t0 = chp_net_now_us()};
+        struct chp_msg_open m;
+        if (h->type == CHP_F_COMMIT || h->type == CHP_F_DELETE) {
+                if (h->len >= CHP_UPLOAD_ID_BYTES)
+                        memcpy(q->obj, p, q->id_len = CHP_UPLOAD_ID_BYTES);
+        } else if (h->type == CHP_F_OPEN) {
+                /* the file id is the manifest's hash: paid for only while the log is on */
+                if (chp_msg_open_decode(p, h->len, &m) == 0 &&
+                    chp_manifest_id(m.manifest, m.manifest_len, q->obj) == 0)
+                        q->id_len = CHP_HASH_BYTES;
+        } else if (h->type != CHP_F_HAVE && h->len >= CHP_HASH_BYTES) {
+                memcpy(q->obj, p, q->id_len = CHP_HASH_BYTES); /* they begin with a file id */
+        }
+}
+
+/* A reply is queued: the line of the request it answers (code: the ERROR's, 0 for a reply). */
+static void log_reply(struct conn *c, uint8_t type, uint32_t id, size_t len, uint32_t code)
+{
+        struct native *n = c->nat;
+        if (type == (CHP_F_GET_CHUNK | CHP_F_REPLY))
+                n->chunks_out++;
+        for (uint32_t i = 0; i < n->nlog; i++) {
+                struct nlog *q = &n->log[i];
+                if (q->id != id || (type != CHP_F_ERROR && type != (q->type | CHP_F_REPLY)))
+                        continue;
+                char status[12] = "ok";
+                if (type == CHP_F_ERROR)
+                        snprintf(status, sizeof(status), "%u", code);
+                log_line(c, chp_frame_type_name(q->type), q, CHP_FRAME_HEADER + len, status, q->t0);
+                n->log[i] = n->log[--n->nlog];
+                return;
+        }
+}
+
+/* The connection ends: requests never answered, then the SESSION line. */
+static void log_session(struct conn *c)
+{
+        struct native *n = c->nat;
+        if (!c->sh->alog)
+                return;
+        for (uint32_t i = 0; i < n->nlog; i++)
+                log_line(c, chp_frame_type_name(n->log[i].type), &n->log[i], 0, "closed",
+                         n->log[i].t0);
+        n->nlog = 0;
+        log_line(c, "SESSION", NULL, c->tx_bytes, "ok", n->born_us);
+}
+
+static uint8_t *reply_frame(struct conn *c, uint8_t type, uint32_t id, size_t payload_len,
+                            uint32_t code)
 {
         uint8_t *p = conn_out_reserve(c, CHP_FRAME_HEADER + payload_len);
         if (!p) {
@@ -71,7 +173,14 @@ uint8_t *native_reply_frame(struct conn *c, uint8_t type, uint32_t id, size_t pa
         }
         chp_frame_header_encode(p, type, id, (uint32_t)payload_len);
         c->last_active = chp_net_now_ms();
+        if (c->nat->nlog || type == (CHP_F_GET_CHUNK | CHP_F_REPLY))
+                log_reply(c, type, id, payload_len, code);
         return p + CHP_FRAME_HEADER;
+}
+
+uint8_t *native_reply_frame(struct conn *c, uint8_t type, uint32_t id, size_t payload_len)
+{
+        return reply_frame(c, type, id, payload_len, 0);
 }
 
 static bool fatal_code(uint32_t code)
@@ -95,7 +204,7 @@ __attribute__((format(printf, 4, 5))) void native_reply_error(struct conn *c, ui
         struct chp_msg_error e = {.code = code, .msg = msg, .msg_len = (uint16_t)n};
         if (code <= CHP_WE_MAX)
                 atomic_fetch_add(&c->sh->metrics->errors[code], 1);
-        uint8_t *p = native_reply_frame(c, CHP_F_ERROR, id, CHP_ERROR_PREFIX + (size_t)n);
+        uint8_t *p = reply_frame(c, CHP_F_ERROR, id, CHP_ERROR_PREFIX + (size_t)n, code);
         if (p && chp_msg_error_encode(p, CHP_ERROR_PREFIX + (size_t)n, &e) < 0)
                 conn_close(c);
         if (fatal_code(code)) {
@@ -220,6 +329,8 @@ static void on_ping(struct conn *c, const struct chp_frame_header *h, const uint
 static void handle_frame(struct conn *c, const struct chp_frame_header *h, uint8_t *p, bool owned)
 {
         c->last_active = chp_net_now_ms();
+        atomic_fetch_add(&c->sh->metrics->native_requests[h->type], 1);
+        log_request(c, h, p);
         switch (h->type) {
         case CHP_F_HELLO:
                 on_hello(c, h, p);
@@ -382,6 +493,9 @@ static int native_attach(struct conn *c)
         }
         c->nat = n;
         c->proto = n;
+        n->born_us = chp_net_now_us();
+        if (c->sh->alog)
+                chp_alog_peer_addr(c->fd, n->addr);
         return 0;
 }
 
@@ -395,6 +509,8 @@ static void native_detach(struct conn *c)
                 free(n->payload);
         }
         native_upload_forget_all(c);
+        log_session(c);
+        free(n->log);
         chp_sha256_free(&n->sha);
         free(n);
         c->nat = NULL;

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "accesslog.h"
 #include "conn.h"
 #include "gate.h"
 #include "hash.h"
@@ -54,6 +55,22 @@ struct native {
         struct chp_sha256 sha;
         size_t hashed; /* payload bytes fed to sha */
         struct upl upl[MAX_UPL];
+        struct nlog *log; /* the access log (when on): requests awaiting their reply; lazily */
+        uint32_t nlog;    /* of NLOG_MAX entries used */
+        uint64_t born_us; /* chp_net_now_us() at attach, for the SESSION line */
+        uint64_t chunks_in, chunks_out; /* CHUNK frames received, CHUNK replies sent */
+        char addr[CHP_ALOG_ADDR_MAX];
+};
+
+/* An access-logged request (native.c): its line is written when its reply is queued. */
+#define NLOG_MAX 64
+struct nlog {
+        uint32_t id;
+        uint8_t type;
+        uint8_t id_len; /* bytes of file id (32) or upload id (16) in obj; 0: none */
+        uint8_t obj[CHP_HASH_BYTES];
+        uint32_t bytes_in; /* the request frame, header and payload */
+        uint64_t t0;       /* chp_net_now_us() */
 };
 
 /* native.c: payload buffers charged to the loop's memory budget; free(NULL) is a no-op. */

@@ -518,6 +518,16 @@ static void native_on_store_done(struct conn_op *base)
         struct op *op = (struct op *)base;
         struct conn *c = base->c;
         c->nat->inflight--;
+        /* the uploads' life by face, as the store saw it (also when the client has gone) */
+        struct chp_store_req *r = &base->req;
+        struct chp_metrics *m = c->sh->metrics;
+        if (!r->status && op->type == CHP_F_OPEN && !r->u.upload_create.complete &&
+            !r->u.upload_create.resumed)
+                atomic_fetch_add(&m->uploads_created[CHP_METRICS_NATIVE], 1);
+        else if (!r->status && op->type == CHP_F_COMMIT)
+                atomic_fetch_add(&m->uploads_finished[CHP_METRICS_NATIVE], 1);
+        else if (!r->status && op->type == CHP_F_DELETE)
+                atomic_fetch_add(&m->uploads_terminated[CHP_METRICS_NATIVE], 1);
         if (ends_incomplete(op))
                 chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
         if (!c->closed) {

@@ -729,6 +729,14 @@ static void hop_done(struct conn_op *base)
         }
         if (r->status && !h->failed)
                 h->failed = r->status;
+        /* the uploads' life by face, as the store saw it (also when the client has gone) */
+        struct chp_metrics *m = c->sh->metrics;
+        if (!r->status && r->type == CHP_REQ_UPLOAD_CREATE)
+                atomic_fetch_add(&m->uploads_created[CHP_METRICS_HTTP], 1);
+        else if (!r->status && r->type == CHP_REQ_COMMIT)
+                atomic_fetch_add(&m->uploads_finished[CHP_METRICS_HTTP], 1);
+        else if (!r->status && r->type == CHP_REQ_UPLOAD_DELETE)
+                atomic_fetch_add(&m->uploads_terminated[CHP_METRICS_HTTP], 1);
         if (r->status && r->type == CHP_REQ_UPLOAD_CREATE && h->ph == PH_CREATE)
                 chp_gate_upload_refund(c->sh->gate, &h->gu); /* nothing was created */
         /* the limits' count of incomplete uploads: a POST's create failed, or one is finished */

@@ -77,6 +77,9 @@ struct conn {
         uint64_t send_wait_until;   /* ms: sends wait for it (download_rate_per_address) */
         size_t send_taken;          /* bytes the send armed took from that rate's bucket */
         bool throttled; /* since the rate floor last looked: the byte rate held receives back */
+        /* for the access log: plaintext bytes queued to send (conn_out_reserve, conn_out_splice)
+         * and bytes sent on the wire, over the connection's life (rx_bytes: received) */
+        uint64_t queued_total, tx_bytes;
 
         const struct proto_ops *ops;
         void *face;  /* what the face's connections share (chp_listener_spec.face), borrowed */

@@ -19,6 +19,7 @@
 #include "identity.h"
 #include "store.h"
 
+struct chp_alog;
 struct chp_gate;
 struct chp_limits;
 struct chp_metrics;
@@ -56,6 +57,8 @@ struct chp_shared {
         struct chp_gate *gate;       /* callers, tokens, budgets (conf/gate.h), borrowed */
         /* limits per client address and subject (conf/client_limits.h), borrowed; NULL: none */
         struct chp_limits *limits;
+        /* the access log (net/accesslog.h), borrowed; NULL: off */
+        struct chp_alog *alog;
 };
 
 struct chp_loop;

@@ -1,8 +1,17 @@
 /* metrics.c — the relay's counters and their Prometheus rendering (see metrics.h). */
 #include "metrics.h"
 
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "accesslog.h"
+#include "http_parse.h"
+#include "proto.h"
 
 #include "client_limits.h"
 #include "err.h"
@@ -61,6 +70,15 @@ void chp_metrics_refuse(struct chp_metrics *m, int code)
         atomic_fetch_add(&m->refused[why], 1);
 }
 
+void chp_metrics_http_status(struct chp_metrics *m, int method, int status)
+{
+        if (status < 100 || status > 599)
+                return;
+        unsigned mi = method >= 0 && method < CHP_METRICS_METHODS - 1 ? (unsigned)method
+                                                                      : CHP_METRICS_METHODS - 1;
+        atomic_fetch_add(&m->http_by_status[mi][status - 100], 1);
+}
+
 void chp_metrics_observe_commit(struct chp_metrics *m, uint64_t since_us)
 {
         uint64_t now = chp_net_now_us();
@@ -83,6 +101,79 @@ __attribute__((format(printf, 4, 5))) static void put(char *buf, size_t cap, siz
         va_end(ap);
         if (w > 0 && (size_t)w < cap - *len)
                 *len += (size_t)w;
+}
+
+/* The process metrics node_exporter's and the Go client's users know, from /proc/self: CPU
+ * seconds, resident bytes, open and allowed descriptors, start time. A file that cannot be read
+ * leaves its series out. */
+static void render_process(struct chp_metrics *m, char *buf, size_t cap, size_t *len)
+{
+        long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+        char st[1024];
+        FILE *f = fopen("/proc/self/stat", "re");
+        size_t n = f ? fread(st, 1, sizeof(st) - 1, f) : 0;
+        if (f)
+                fclose(f);
+        st[n] = '\0';
+        /* the fields after the command name, which may hold spaces and parentheses */
+        char *p = strrchr(st, ')');
+        unsigned long long utime = 0, stime = 0, start = 0, rss = 0;
+        int got = p && tick > 0 ? sscanf(p + 1,
+                                         " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu "
+                                         "%*d %*d %*d %*d %*d %*d %llu %*u %llu",
+                                         &utime, &stime, &start, &rss)
+                                : 0;
+        if (got == 4)
+                put(buf, cap, len,
+                    "# HELP process_cpu_seconds_total Total user and system CPU time spent in "
+                    "seconds.\n# TYPE process_cpu_seconds_total counter\n"
+                    "process_cpu_seconds_total %.2f\n"
+                    "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+                    "# TYPE process_resident_memory_bytes gauge\n"
+                    "process_resident_memory_bytes %llu\n",
+                    (double)(utime + stime) / (double)tick, rss * (unsigned long long)page);
+        unsigned fds = 0;
+        DIR *d = opendir("/proc/self/fd");
+        if (d) {
+                struct dirent *e;
+                while ((e = readdir(d)))
+                        fds += e->d_name[0] != '.';
+                closedir(d);
+                put(buf, cap, len,
+                    "# HELP process_open_fds Number of open file descriptors.\n"
+                    "# TYPE process_open_fds gauge\nprocess_open_fds %u\n",
+                    fds ? fds - 1 : 0); /* not the directory's own descriptor */
+        }
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+                put(buf, cap, len,
+                    "# HELP process_max_fds Maximum number of open file descriptors.\n"
+                    "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n",
+                    (unsigned long long)rl.rlim_cur);
+        /* started: the boot time plus the process's start in ticks since boot; the relay's
+         * own start when /proc/stat cannot tell the boot time */
+        double started = (double)m->start_time;
+        unsigned long long btime = 0;
+        char line[256];
+        if (got == 4 && (f = fopen("/proc/stat", "re"))) {
+                while (fgets(line, sizeof(line), f))
+                        if (sscanf(line, "btime %llu", &btime) == 1)
+                                break;
+                fclose(f);
+        }
+        if (btime)
+                started = (double)btime + (double)start / (double)tick;
+        if (started)
+                put(buf, cap, len,
+                    "# HELP process_start_time_seconds Start time of the process since unix epoch "
+                    "in seconds.\n# TYPE process_start_time_seconds gauge\n"
+                    "process_start_time_seconds %.2f\n",
+                    started);
+        put(buf, cap, len,
+            "# HELP chapar_build_info The running relay's version and native protocol version.\n"
+            "# TYPE chapar_build_info gauge\n"
+            "chapar_build_info{version=\"%s\",protocol=\"%u\"} 1\n",
+            CHAPAR_VERSION, (unsigned)CHP_PROTO_VERSION);
 }
 
 void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *len)
@@ -238,4 +329,61 @@ void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *le
             "from memory, without a fetch.\n# TYPE chapar_fetch_negative_hits_total counter\n"
             "chapar_fetch_negative_hits_total %llu\n",
             (unsigned long long)atomic_load(&m->fetch_negative_hits));
+        /* uploads by face, HTTP statuses by method, native requests by frame */
+        static const char *const face_name[CHP_METRICS_NFACES] = {"native", "http"};
+        static const struct {
+                const char *name, *help;
+                size_t off;
+        } ups[] = {
+            {"chapar_uploads_created_total", "Upload sessions created", 0},
+            {"chapar_uploads_finished_total", "Uploads committed into a file", 1},
+            {"chapar_uploads_terminated_total", "Upload sessions deleted before their commit", 2},
+        };
+        for (size_t k = 0; k < sizeof(ups) / sizeof(ups[0]); k++) {
+                atomic_uint_fast64_t *v = ups[k].off == 0   ? m->uploads_created
+                                          : ups[k].off == 1 ? m->uploads_finished
+                                                            : m->uploads_terminated;
+                put(buf, cap, len, "# HELP %s %s, by face.\n# TYPE %s counter\n", ups[k].name,
+                    ups[k].help, ups[k].name);
+                for (int f = 0; f < CHP_METRICS_NFACES; f++)
+                        put(buf, cap, len, "%s{face=\"%s\"} %llu\n", ups[k].name, face_name[f],
+                            (unsigned long long)atomic_load(&v[f]));
+        }
+        static const char *const method_name[CHP_METRICS_METHODS] = {
+            [CHP_HTTP_GET] = "GET",       [CHP_HTTP_HEAD] = "HEAD",
+            [CHP_HTTP_POST] = "POST",     [CHP_HTTP_PATCH] = "PATCH",
+            [CHP_HTTP_DELETE] = "DELETE", [CHP_HTTP_OPTIONS] = "OPTIONS",
+            [CHP_HTTP_PUT] = "PUT",       [7] = "other",
+        };
+        _Static_assert(CHP_HTTP_PUT == CHP_METRICS_METHODS - 2, "one slot per method, then other");
+        put(buf, cap, len,
+            "# HELP chapar_http_request_status_total HTTP responses by request method and "
+            "status code.\n# TYPE chapar_http_request_status_total counter\n");
+        for (int mi = 0; mi < CHP_METRICS_METHODS; mi++)
+                for (int code = 0; code < CHP_METRICS_STATUSES; code++) {
+                        uint64_t v = atomic_load(&m->http_by_status[mi][code]);
+                        if (v)
+                                put(buf, cap, len,
+                                    "chapar_http_request_status_total{method=\"%s\",code=\"%d\"} "
+                                    "%llu\n",
+                                    method_name[mi], code + 100, (unsigned long long)v);
+                }
+        put(buf, cap, len,
+            "# HELP chapar_native_requests_total Native request frames received, by type.\n"
+            "# TYPE chapar_native_requests_total counter\n");
+        for (int t = 0; t < 256; t++) {
+                uint64_t v = atomic_load(&m->native_requests[t]);
+                /* a type without a name of its own never passes the frame decoder; were one
+                 * counted, its "?" would repeat a series */
+                if (v && strcmp(chp_frame_type_name((uint8_t)t), "?") != 0)
+                        put(buf, cap, len, "chapar_native_requests_total{frame=\"%s\"} %llu\n",
+                            chp_frame_type_name((uint8_t)t), (unsigned long long)v);
+        }
+        put(buf, cap, len,
+            "# HELP chapar_access_log_dropped_total Access log lines dropped: the disk was a whole "
+            "buffer behind, or the file could not be written.\n"
+            "# TYPE chapar_access_log_dropped_total counter\nchapar_access_log_dropped_total "
+            "%llu\n",
+            (unsigned long long)chp_alog_dropped(sh->alog));
+        render_process(m, buf, cap, len);
 }

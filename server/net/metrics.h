@@ -1,5 +1,6 @@
-/* metrics.h — the relay's counters (bytes, chunks, errors, HTTP statuses, refused and closed
- * connections, accept errors), the commit-latency histogram, and the /metrics page.
+/* metrics.h — the relay's counters (bytes, chunks, errors, HTTP statuses by method, native
+ * requests by frame, uploads created/finished/terminated, refused and closed connections, accept
+ * errors), the commit-latency histogram, and the /metrics page with the process metrics.
  *
  * One struct chp_metrics per relay, owned by relay.c (zero-initialised, lives as long as the
  * loops) and borrowed through chp_shared.metrics. Every field is an atomic: any thread counts
@@ -61,6 +62,14 @@ enum chp_fetch_outcome {
         CHP_FETCHED_NOUTCOMES
 };
 
+/* Which face an upload event happened on (chapar_uploads_*_total{face}). */
+enum chp_metrics_face { CHP_METRICS_NATIVE, CHP_METRICS_HTTP, CHP_METRICS_NFACES };
+
+/* HTTP responses by method (enum chp_http_method, and one for a request too malformed to have
+ * one) and exact status (100..599): chapar_http_request_status_total{method,code}. */
+#define CHP_METRICS_METHODS  8 /* CHP_HTTP_GET .. CHP_HTTP_PUT, then "other" */
+#define CHP_METRICS_STATUSES 500
+
 struct chp_metrics {
         atomic_uint_fast64_t refused[CHP_REFUSE_NREASONS];
         atomic_uint_fast64_t accept_errors[CHP_ACCEPT_NREASONS];
@@ -80,7 +89,18 @@ struct chp_metrics {
          * cache without a fetch */
         atomic_uint_fast64_t fetches[CHP_FETCHED_NOUTCOMES];
         atomic_uint_fast64_t fetch_negative_hits;
+        /* upload sessions created, committed into a file, and deleted before that, by face */
+        atomic_uint_fast64_t uploads_created[CHP_METRICS_NFACES];
+        atomic_uint_fast64_t uploads_finished[CHP_METRICS_NFACES];
+        atomic_uint_fast64_t uploads_terminated[CHP_METRICS_NFACES];
+        atomic_uint_fast64_t http_by_status[CHP_METRICS_METHODS][CHP_METRICS_STATUSES];
+        atomic_uint_fast64_t native_requests[256]; /* request frames by type */
+        uint64_t start_time; /* Unix seconds the relay started (process_start_time_seconds when
+                                /proc does not tell the process's start) */
 };
+
+/* Counts one HTTP response: method an enum chp_http_method or -1 (none), status 100..599. */
+void chp_metrics_http_status(struct chp_metrics *m, int method, int status);
 
 /* The label of a close reason ("idle", "stalled", ...), as in /metrics and the logs. */
 const char *chp_metrics_close_reason(enum chp_close_reason why);
@@ -94,8 +114,9 @@ void chp_metrics_refuse(struct chp_metrics *m, int code);
 void chp_metrics_observe_commit(struct chp_metrics *m, uint64_t since_us);
 
 /* Appends the whole /metrics page (Prometheus text: sh->metrics' counters, the connection and
- * memory gauges of sh, the store's statistics) at buf[*len], up to cap bytes; *len grows by
- * what fit. Any thread (it takes a store read transaction). */
+ * memory gauges of sh, the store's statistics, the process's CPU, memory and descriptors from
+ * /proc/self, the build) at buf[*len], up to cap bytes; *len grows by what fit. Any thread (it
+ * takes a store read transaction). */
 void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *len);
 
 #endif

@@ -86,6 +86,7 @@ uint8_t *conn_out_reserve(struct conn *c, size_t n)
         uint8_t *p = t->data + t->len;
         t->len += n;
         c->out_bytes += n;
+        c->queued_total += n;
         c->replied = true;
         return p;
 }
@@ -201,6 +202,7 @@ int conn_out_splice(struct conn *c, struct chp_chunk_loc *loc, uint64_t offset, 
         *t = (struct out_item){.splice = true, .len = len, .loc = *loc, .file_off = offset};
         loc->seg = NULL;
         out_push(c, t, len);
+        c->queued_total += len;
         return 0;
 }
 
@@ -283,6 +285,7 @@ static void sent(struct conn *c, size_t n)
         struct out_item *it = c->out_head;
         it->off += n;
         c->out_bytes -= n;
+        c->tx_bytes += n;
         c->last_progress = chp_net_now_ms();
         /* bytes on the wire, by face */
         struct chp_metrics *m = c->sh->metrics;
