@@ -360,6 +360,10 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
                              hbound);
         char access[160];
         chp_log_info("relay", "%s", chp_config_describe_access(cfg, access, sizeof(access)));
+        char pubhex[2 * CHP_KEY_BYTES + 1];
+        chp_hex_encode(identity.pub, CHP_KEY_BYTES, pubhex);
+        /* what clients pin and peers name: an operator reads it here (journalctl -u chapard) */
+        chp_log_info("relay", "relay public key %s", pubhex);
         if (cfg->ready_file && (rc = write_ready(cfg->ready_file, host, bound, http ? hhost : NULL,
                                                  hbound, identity.pub))) {
                 chp_log_error("relay", "cannot write the ready file %s: %s", cfg->ready_file,

@@ -22,6 +22,8 @@ relay_start a --threads 4 --log-level info
 native=${addr[a]}
 web=${http[a]}
 check "relay A is up with four threads on $native and $web" "[ -n '$native' ] && [ -n '$web' ]"
+check "the start-up log names the relay's public key (${key[a]:0:16}...), for operators to hand out" \
+        "grep -qF 'relay public key ${key[a]}' '$tmp/a.log'"
 # port 0: the four threads' sockets on each face share the one port the kernel chose
 listeners() { ss -Hltn "sport = :${1##*:}" | wc -l; }
 if command -v ss >/dev/null; then
