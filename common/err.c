@@ -36,6 +36,9 @@ static const struct {
     [CHP_ERR_BASE - CHP_ETOKEN_FILE] = {"token is for another file", 403},
     [CHP_ERR_BASE - CHP_EQUOTA] = {"over the token's budget or the tenant's quota", 403},
     [CHP_ERR_BASE - CHP_ELIMITED] = {"over a rate limit: retry later", 429},
+    [CHP_ERR_BASE - CHP_EQUARANTINED] = {"unavailable for legal reasons: the relay's operator "
+                                         "quarantined this file",
+                                         451},
 };
 
 const char *chp_strerror(int code)

@@ -44,14 +44,16 @@ enum chp_err {
         /* Limits (issue 14): each has an HTTP status too. */
         CHP_EQUOTA = CHP_ERR_BASE - 27,   /* over a token's budget or a tenant's quota (403) */
         CHP_ELIMITED = CHP_ERR_BASE - 28, /* over a rate or concurrency limit: retry later (429) */
-        CHP_ERR_LAST = CHP_ELIMITED,      /* the lowest project code */
+        /* Administration (issue 15). */
+        CHP_EQUARANTINED = CHP_ERR_BASE - 29, /* the operator quarantined this file id (451) */
+        CHP_ERR_LAST = CHP_EQUARANTINED,      /* the lowest project code */
 };
 
 /* A readable explanation of code (0, a negative errno, or a CHP_E* code). Never NULL. */
 const char *chp_strerror(int code);
 
-/* The HTTP status a CHP_EHTTP_*, CHP_ETOKEN_*, CHP_EQUOTA, CHP_ELIMITED or CHP_ETOOBIG (413) code
- * names, or 0 for any other code. */
+/* The HTTP status a CHP_EHTTP_*, CHP_ETOKEN_*, CHP_EQUOTA, CHP_ELIMITED, CHP_EQUARANTINED (451)
+ * or CHP_ETOOBIG (413) code names, or 0 for any other code. */
 int chp_err_http_status(int code);
 
 #endif
