@@ -6,6 +6,8 @@
  *   chapard keygen --out FILE   write a relay key pair (mode 0600), print the public key
  *   chapard tenant-key --out FILE, chapard token ...   a tenant's signing key, upload tokens
  *                               (token_cli.h, docs/tokens.md)
+ *   chapard admin ..., chapard admin-key --out FILE   the admin face's client and the operator
+ *                               key (admin_cli.h, docs/operations.md "Administration")
  *   chapard --version           the version (CMake's PROJECT_VERSION) and protocol version
  */
 #include <signal.h>
@@ -24,6 +26,7 @@
 #include "relay.h"
 #include "store.h"
 #include "token_cli.h"
+#include "admin_cli.h"
 
 #ifndef CHAPAR_VERSION
 #error "CHAPAR_VERSION is CMake's PROJECT_VERSION, passed as a compile definition"
@@ -35,7 +38,12 @@ static int usage(FILE *to)
                     "               [--http HOST:PORT] [--threads N] [--sync full|none]\n"
                     "               [--key FILE] [--insecure-plaintext] [--ready-file PATH]\n"
                     "               [--log-level error|warn|info|debug] [--open]\n"
+                    "               [--admin-listen HOST:PORT --admin-key FILE]\n"
                     "       chapard verify --data DIR\n"
+                    "       chapard admin [--data DIR | --admin HOST:PORT --key FILE] [--json]\n"
+                    "                     list|stats|delete ID|quarantine ID|unquarantine ID|\n"
+                    "                     quarantined|verify|status   (chapard admin --help)\n"
+                    "       chapard admin-key --out FILE\n"
                     "       chapard keygen --out FILE\n"
                     "       chapard tenant-key --out FILE\n"
                     "       chapard token --key FILE --tenant NAME [--ttl SECONDS] [--bytes N]\n"
@@ -158,6 +166,10 @@ int main(int argc, char **argv)
                 return cmd_verify(argc - 2, argv + 2);
         if (argc >= 2 && strcmp(argv[1], "keygen") == 0)
                 return cmd_keygen(argc - 2, argv + 2);
+        if (argc >= 2 && strcmp(argv[1], "admin") == 0)
+                return chp_admin_cli(argc - 2, argv + 2);
+        if (argc >= 2 && strcmp(argv[1], "admin-key") == 0)
+                return chp_admin_cli_key(argc - 2, argv + 2);
         if (argc >= 2 && strcmp(argv[1], "tenant-key") == 0)
                 return chp_token_cli_tenant_key(argc - 2, argv + 2);
         if (argc >= 2 && strcmp(argv[1], "token") == 0)
