@@ -3,6 +3,7 @@
  */
 #include "admin.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -131,14 +132,17 @@ struct req {
         const struct chp_http_request *h;
         char path[256];
         char query[512];
-        bool text; /* ?format=text */
+        bool text;      /* ?format=text */
+        bool bad_query; /* a parameter did not decode (query_get) */
         int status;
         const char *type; /* Content-Type */
         struct buf body;
 };
 
-/* The value of query parameter name, percent-decoded into out; false when absent or bad. */
-static bool query_get(const struct req *r, const char *name, char *out, size_t cap)
+/* The value of query parameter name, percent-decoded into out; false when absent, or when bad
+ * (a broken %-escape, a NUL, longer than cap): then r->bad_query is set and the request gets
+ * 400 whatever the handler did. */
+static bool query_get(struct req *r, const char *name, char *out, size_t cap)
 {
         size_t nl = strlen(name);
         const char *q = r->query;
@@ -152,19 +156,20 @@ static bool query_get(const struct req *r, const char *name, char *out, size_t c
                                 if (c == '%') {
                                         unsigned v;
                                         char hex[3] = {0};
-                                        if (i + 2 >= len)
-                                                return false;
+                                        if (i + 2 >= len || !isxdigit((unsigned char)q[i + 1]) ||
+                                            !isxdigit((unsigned char)q[i + 2]))
+                                                goto bad;
                                         hex[0] = q[i + 1];
                                         hex[1] = q[i + 2];
                                         if (sscanf(hex, "%2x", &v) != 1)
-                                                return false;
+                                                goto bad;
                                         c = (char)v;
                                         i += 2;
                                 } else if (c == '+') {
                                         c = ' ';
                                 }
                                 if (o + 1 >= cap || c == '\0')
-                                        return false;
+                                        goto bad;
                                 out[o++] = c;
                         }
                         out[o] = '\0';
@@ -174,6 +179,9 @@ static bool query_get(const struct req *r, const char *name, char *out, size_t c
                         break;
                 q = end + 1;
         }
+        return false;
+bad:
+        r->bad_query = true;
         return false;
 }
 
@@ -205,6 +213,8 @@ static bool page_params(struct req *r, char *tenant, bool *has_tenant, size_t *l
 {
         char v[2 * CHP_LIST_CURSOR_BYTES + 1];
         *has_tenant = query_get(r, "tenant", tenant, CHP_TENANT_MAX + 1);
+        if (r->bad_query)
+                return false;
         *limit = ADMIN_PAGE_DEFAULT;
         if (query_get(r, "limit", v, sizeof(v))) {
                 char *end;
@@ -547,6 +557,8 @@ static void verify_start(struct req *r)
                 }
                 rate = n;
         }
+        if (r->bad_query)
+                return;
         if (atomic_load(&s->running)) {
                 fail(r, 409, "a verify is running: see GET /verify");
                 return;
@@ -799,7 +811,10 @@ static void serve(struct chp_admin *a, int fd, bool tcp)
         struct chp_http_request h;
         ssize_t n = -EAGAIN;
         struct req r = {.a = a, .h = &h, .status = 200, .type = "application/json"};
+        double deadline = now_mono() + ADMIN_IO_TIMEOUT_S; /* for the whole head, not per read */
         while (n == -EAGAIN && got < sizeof(head)) {
+                if (now_mono() > deadline)
+                        return;
                 ssize_t rd = recv(fd, head + got, sizeof(head) - got, 0);
                 if (rd <= 0)
                         return; /* closed, or nothing within the timeout */
@@ -822,12 +837,18 @@ static void serve(struct chp_admin *a, int fd, bool tcp)
                         char fmt[8];
                         r.text =
                             query_get(&r, "format", fmt, sizeof(fmt)) && strcmp(fmt, "text") == 0;
-                        if (tcp && !authorized(a, &h))
+                        if (r.bad_query)
+                                ; /* answered below, before anything is done */
+                        else if (tcp && !authorized(a, &h))
                                 fail(&r, 401,
                                      "the admin face on TCP needs the operator key: "
                                      "Authorization: Bearer KEY");
                         else
                                 route(&r);
+                        if (r.bad_query)
+                                fail(&r, 400,
+                                     "a query parameter does not decode (%%XX escapes, "
+                                     "a value too long)");
                 }
         }
         if (r.body.failed) {

@@ -165,6 +165,27 @@ adm quarantine 1234 >"$tmp/out" 2>"$tmp/err"
 rc=$?
 check "a malformed id is refused by the command (exit $rc)" "[ $rc -eq 2 ] && grep -q '64 hex digits' '$tmp/err'"
 
+# ---- hostile or mistaken requests: a clear error each, and the face goes on ----
+raw() { # METHOD PATH: the status code over the socket
+        curl -s -o "$tmp/body" -w '%{http_code}' --unix-socket "$tmp/A.data/admin.sock" -X "$1" "http://admin$2"
+}
+for req in "DELETE /files/xyz 400" "PUT /quarantine/$(printf 'g%.0s' $(seq 64)) 400" \
+        "GET /files?limit=0 400" "GET /files?limit=1001 400" "GET /files?tenant=%zz 400" "GET /files?tenant=%41cme 200" \
+        "GET /nothing 404" "POST /files 404" "GET /files?cursor=$(printf 'f%.0s' $(seq 81)) 400"; do
+        set -- $req
+        code=$(raw "$1" "$2")
+        check "$1 ${2:0:40}: $code $(head -c 80 "$tmp/body")" "[ '$code' = '$3' ]"
+done
+python3 - "$tmp/A.data/admin.sock" >"$tmp/out" <<'PY'
+import socket, sys
+for req in [b"NONSENSE\r\n\r\n", b"GET / HTTP/1.1\r\n" + b"X: " + b"a" * 9000 + b"\r\n\r\n", b"GET /\x01 HTTP/1.1\r\n\r\n"]:
+    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(req)
+    print(s.recv(100).split(b"\r\n")[0].decode()); s.close()
+PY
+check "malformed heads: $(tr '\n' ';' <"$tmp/out")" \
+        "[ \"\$(cut -d' ' -f2 '$tmp/out' | tr '\n' ' ')\" = '400 431 400 ' ]"
+check "and the face still answers" "adm stats | grep -q '^store: '"
+
 # ---- live verify: while serving, throttled, progress and result ----
 adm verify --rate 400000 >"$tmp/out"
 rc=$?
