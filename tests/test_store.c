@@ -2807,6 +2807,19 @@ static void note_problem(void *ctx, const char *p)
         (*(int *)ctx)++;
 }
 
+struct scrub_thread {
+        struct chp_store *s;
+        struct chp_scrub p;
+        int rc;
+};
+
+static void *scrub_thread_main(void *arg)
+{
+        struct scrub_thread *t = arg;
+        t->rc = chp_store_scrub(t->s, 1, &t->p, NULL, NULL);
+        return NULL;
+}
+
 TEST(live_scrub_finds_bit_rot_while_open)
 {
         fresh_dir();
@@ -2831,6 +2844,16 @@ TEST(live_scrub_finds_bit_rot_while_open)
         CHECK_EQ(q.chunks, 3);
         CHECK_EQ(q.problems, 1);
         CHECK_EQ(problems, 1);
+        /* throttled to 1 byte/s, it sleeps for days after its first chunk: a stop ends it */
+        struct scrub_thread st = {.s = s};
+        pthread_t th;
+        REQUIRE(pthread_create(&th, NULL, scrub_thread_main, &st) == 0);
+        while (atomic_load(&st.p.chunks) == 0)
+                usleep(1000); /* waiting for an event (the first chunk read), not for time */
+        atomic_store(&st.p.stop, 1);
+        pthread_join(th, NULL);
+        CHECK_OK(st.rc);
+        CHECK_EQ(st.p.chunks, 1);
         /* stopped before it starts: nothing read */
         struct chp_scrub r = {0};
         atomic_store(&r.stop, 1);

@@ -19,6 +19,7 @@
 
 #define INDEX_KEY_MAX (2 + CHP_TENANT_MAX + CHP_LIST_CURSOR_BYTES)
 #define SCRUB_BATCH   256 /* chunk addresses taken from one read snapshot */
+#define SCRUB_SLICE_S 0.1 /* longest sleep between checks of the stop flag */
 
 /* The key prefix of a listing: every file (tenant NULL) or one tenant's. */
 static size_t index_prefix(uint8_t *k, const void *tenant, size_t tlen, bool all)
@@ -443,11 +444,13 @@ int chp_store_scrub(struct chp_store *s, uint64_t rate, struct chp_scrub *p,
                                 bytes += (uint64_t)len;
                                 atomic_fetch_add(&p->bytes, (uint64_t)len);
                         }
-                        /* the rate: sleep until `bytes` are due */
-                        double ahead = rate ? (double)bytes / (double)rate - (now_s() - t0) : 0;
-                        if (ahead > 0) {
-                                struct timespec ts = {
-                                    (time_t)ahead, (long)((ahead - (double)(time_t)ahead) * 1e9)};
+                        /* the rate: sleep until `bytes` are due, in slices short enough
+                         * that a stop is seen within SCRUB_SLICE_S */
+                        double ahead;
+                        while (rate && !atomic_load(&p->stop) &&
+                               (ahead = (double)bytes / (double)rate - (now_s() - t0)) > 0) {
+                                double d = ahead < SCRUB_SLICE_S ? ahead : SCRUB_SLICE_S;
+                                struct timespec ts = {0, (long)(d * 1e9)};
                                 nanosleep(&ts, NULL);
                         }
                 }

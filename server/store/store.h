@@ -424,7 +424,7 @@ chp_store_quarantine_each(struct chp_store *s,
 struct chp_scrub {
         _Atomic uint64_t chunks, bytes, problems, missing; /* missing: freed while scrubbed */
         _Atomic uint64_t total;                            /* chunks stored when it began */
-        _Atomic int stop;                                  /* set to make it end early */
+        _Atomic int stop; /* set to make it end early: it returns within about 0.1 s */
 };
 
 /* Reads every stored chunk back and checks its XXH3 and SHA-256 while the relay serves:
