@@ -230,4 +230,32 @@ rc=$?
 check "chapard admin with a wrong key: exit $rc, $(cat "$tmp/err")" "[ $rc -eq 2 ] && grep -q 'operator key' '$tmp/err'"
 check "the Unix socket still answers beside it" "adm stats | grep -q '^store: 9 files'"
 relay_stop A
+
+# ---- federation: a quarantined id is not pulled from a peer ----
+okey=$("$chapard" keygen --out "$tmp/O.key")
+mpub=$("$chapard" keygen --out "$tmp/M.key")
+printf '[peer "M"]\naddress = 127.0.0.1:1\npubkey = %s\n' "$mpub" >"$tmp/O.ini"
+relay_start O --config "$tmp/O.ini" --key "$tmp/O.key" --open
+printf '[peer "O"]\naddress = %s\npubkey = %s\n' "${addr[O]}" "$okey" >"$tmp/M.ini"
+relay_start M --config "$tmp/M.ini" --key "$tmp/M.key" --open
+oput() { "$chapar" put "$1" --relay "${addr[O]}" --relay-key "${key[O]}" --no-pad; }
+fetched() { curl -s "http://${http[M]}/metrics" | awk '/^chapar_fetches_total\{/ {n += $2} END {print n + 0}'; }
+head -c 150000 /dev/urandom >"$tmp/p1"
+head -c 150000 /dev/urandom >"$tmp/p2"
+t1=$(oput "$tmp/p1")
+t2=$(oput "$tmp/p2")
+p1=${t1#chapar://*/*/}
+p1=${p1%%#*}
+"$chapard" admin --data "$tmp/M.data" quarantine "$p1" >"$tmp/out"
+check "M quarantines a file it has never held: $(cat "$tmp/out")" "grep -q '^quarantined $p1$' '$tmp/out'"
+"$chapar" get "$t1" --via "${addr[M]}" --trust-new-relay -o "$tmp/p1.got" >/dev/null 2>"$tmp/err"
+rc=$?
+check "a get of it via M is refused (exit $rc): $(head -c 120 "$tmp/err")" \
+        "[ $rc -ne 0 ] && grep -qi 'legal reasons' '$tmp/err' && [ ! -e '$tmp/p1.got' ]"
+check "and M fetched nothing from O: $(fetched) fetches" "[ \"\$(fetched)\" = 0 ]"
+"$chapar" get "$t2" --via "${addr[M]}" --trust-new-relay -o "$tmp/p2.got" >/dev/null 2>"$tmp/err"
+check "while another file is pulled through M as usual ($(fetched) fetch)" \
+        "cmp -s '$tmp/p2' '$tmp/p2.got' && [ \"\$(fetched)\" = 1 ]"
+relay_stop M
+relay_stop O
 finish
