@@ -37,6 +37,9 @@ static const struct {
     [CHP_ERR_BASE - CHP_EQUOTA] = {"over the token's budget or the tenant's quota", 403},
     [CHP_ERR_BASE - CHP_ELIMITED] = {"over a rate limit: retry later", 429},
     [CHP_ERR_BASE - CHP_ETOKEN_SUBJECT] = {"the upload was begun under another subject", 403},
+    [CHP_ERR_BASE - CHP_EQUARANTINED] = {"unavailable for legal reasons: the relay's operator "
+                                         "quarantined this file",
+                                         451},
 };
 
 const char *chp_strerror(int code)

@@ -46,14 +46,16 @@ enum chp_err {
         CHP_ELIMITED = CHP_ERR_BASE - 28, /* over a rate or concurrency limit: retry later (429) */
         /* An upload session begun under a token is resumed only under its subject (403). */
         CHP_ETOKEN_SUBJECT = CHP_ERR_BASE - 29,
-        CHP_ERR_LAST = CHP_ETOKEN_SUBJECT, /* the lowest project code */
+        /* Administration (issue 15). */
+        CHP_EQUARANTINED = CHP_ERR_BASE - 30, /* the operator quarantined this file id (451) */
+        CHP_ERR_LAST = CHP_EQUARANTINED,      /* the lowest project code */
 };
 
 /* A readable explanation of code (0, a negative errno, or a CHP_E* code). Never NULL. */
 const char *chp_strerror(int code);
 
-/* The HTTP status a CHP_EHTTP_*, CHP_ETOKEN_* (CHP_ETOKEN_SUBJECT: 403), CHP_EQUOTA, CHP_ELIMITED
- * or CHP_ETOOBIG (413) code names, or 0 for any other code. */
+/* The HTTP status a CHP_EHTTP_*, CHP_ETOKEN_* (CHP_ETOKEN_SUBJECT: 403), CHP_EQUOTA, CHP_ELIMITED,
+ * CHP_EQUARANTINED (451) or CHP_ETOOBIG (413) code names, or 0 for any other code. */
 int chp_err_http_status(int code);
 
 #endif

@@ -686,6 +686,8 @@ const char *chp_wire_strerror(uint32_t code)
                 return "over the token's budget or the tenant's quota";
         case CHP_WE_LIMITED:
                 return "over a rate limit, retry later";
+        case CHP_WE_QUARANTINED:
+                return "unavailable for legal reasons (quarantined by the relay's operator)";
         }
         return "unknown error";
 }

@@ -74,11 +74,13 @@ enum chp_wire_err {
         CHP_WE_COMMITTED = 15, /* the upload was committed (by another connection): OPEN
                                   again, which answers COMPLETE */
         /* CHP_WE_UNAUTHORIZED (13): no token where one is needed, or one that does not verify */
-        CHP_WE_FORBIDDEN = 16, /* the token does not allow this request (scope, another file) */
-        CHP_WE_QUOTA = 17,     /* over the token's budget, the tenant's quota or a size limit */
-        CHP_WE_LIMITED = 18,   /* over a rate or concurrency limit; the message begins
-                                  "retry after N s" */
-        CHP_WE_MAX = 31,       /* codes are below 32 (metrics count them by code) */
+        CHP_WE_FORBIDDEN = 16,   /* the token does not allow this request (scope, another file) */
+        CHP_WE_QUOTA = 17,       /* over the token's budget, the tenant's quota or a size limit */
+        CHP_WE_LIMITED = 18,     /* over a rate or concurrency limit; the message begins
+                                    "retry after N s" */
+        CHP_WE_QUARANTINED = 19, /* the relay's operator quarantined this file id: it is never
+                                    stored or served again (HTTP 451) */
+        CHP_WE_MAX = 31,         /* codes are below 32 (metrics count them by code) */
 };
 
 struct chp_frame_header {

@@ -9,6 +9,8 @@
  *   chapard check-config FILE   the checks chapard makes of its configuration at start, on FILE
  *                               alone (like nginx -t): exit 0 when it would start, 1 with the
  *                               first error (PATH:LINE: ...) when it would not
+ *   chapard admin ..., chapard admin-key --out FILE   the admin face's client and the operator
+ *                               key (admin_cli.h, docs/operations.md "Administration")
  *   chapard --version           "chapard VERSION" (CMake's PROJECT_VERSION), then the protocol
  */
 #include <signal.h>
@@ -27,6 +29,7 @@
 #include "relay.h"
 #include "store.h"
 #include "token_cli.h"
+#include "admin_cli.h"
 
 #ifndef CHAPAR_VERSION
 #error "CHAPAR_VERSION is CMake's PROJECT_VERSION, passed as a compile definition"
@@ -40,7 +43,12 @@ static int usage(FILE *to)
                     "               [--log-level error|warn|info|debug] [--open]\n"
                     "               [--access-log FILE|-] [--log-format logfmt|json]\n"
                     "       chapard check-config FILE\n"
+                    "               [--admin-listen HOST:PORT --admin-key FILE]\n"
                     "       chapard verify --data DIR\n"
+                    "       chapard admin [--data DIR | --admin HOST:PORT --key FILE] [--json]\n"
+                    "                     list|stats|delete ID|quarantine ID|unquarantine ID|\n"
+                    "                     quarantined|verify|status   (chapard admin --help)\n"
+                    "       chapard admin-key --out FILE\n"
                     "       chapard keygen --out FILE\n"
                     "       chapard tenant-key --out FILE\n"
                     "       chapard token --key FILE --tenant NAME [--ttl SECONDS] [--bytes N]\n"
@@ -208,6 +216,10 @@ int main(int argc, char **argv)
                 return cmd_check_config(argc - 2, argv + 2);
         if (argc >= 2 && strcmp(argv[1], "keygen") == 0)
                 return cmd_keygen(argc - 2, argv + 2);
+        if (argc >= 2 && strcmp(argv[1], "admin") == 0)
+                return chp_admin_cli(argc - 2, argv + 2);
+        if (argc >= 2 && strcmp(argv[1], "admin-key") == 0)
+                return chp_admin_cli_key(argc - 2, argv + 2);
         if (argc >= 2 && strcmp(argv[1], "tenant-key") == 0)
                 return chp_token_cli_tenant_key(argc - 2, argv + 2);
         if (argc >= 2 && strcmp(argv[1], "token") == 0)

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "accesslog.h"
+#include "admin.h"
 #include "client_limits.h"
 #include "conn.h"
 #include "faces.h"
@@ -154,7 +155,7 @@ static void reload(struct reload *r, struct chp_shared *sh, struct worker *worke
 
 /* Writes the ready file through a temporary name, so a reader never sees half of it. */
 static int write_ready(const char *path, const char *host, uint16_t port, const char *hhost,
-                       uint16_t hport, const uint8_t *pub)
+                       uint16_t hport, const uint8_t *pub, const char *admin)
 {
         char hex[CHP_HASH_HEXBYTES];
         chp_hex_encode(pub, CHP_KEY_BYTES, hex);
@@ -170,6 +171,8 @@ static int write_ready(const char *path, const char *host, uint16_t port, const 
                 fprintf(f, "http=%s%s%s:%u\n", h6 ? "[" : "", hhost, h6 ? "]" : "", hport);
         }
         fprintf(f, "pubkey=%s\n", hex);
+        if (admin[0]) /* the admin face's TCP address (admin.h) */
+                fprintf(f, "admin=%s\n", admin);
         if (fclose(f) != 0 || rename(tmp, path) != 0) {
                 int rc = -errno;
                 unlink(tmp);
@@ -274,6 +277,7 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
         struct chp_shared sh = {.cfg = cfg, .stop = stop, .metrics = &metrics};
         struct chp_tus_claims *tus = NULL;
         struct chp_gate *gate = NULL;
+        struct chp_admin *admin = NULL;
         if (!workers)
                 return -ENOMEM;
         if ((rc = chp_tus_claims_new(&tus)) ||
@@ -364,8 +368,17 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
         chp_hex_encode(identity.pub, CHP_KEY_BYTES, pubhex);
         /* what clients pin and peers name: an operator reads it here (journalctl -u chapard) */
         chp_log_info("relay", "relay public key %s", pubhex);
+        char admin_addr[CHP_NET_HOST_MAX + 8], admin_err[CHP_ADMIN_ERR_MAX];
+        if ((rc = chp_admin_start(&sh, cfg, &admin, admin_addr, sizeof(admin_addr), admin_err))) {
+                chp_log_error("relay", "admin face: %s",
+                              admin_err[0] ? admin_err : chp_strerror(rc));
+                *stop = 1;
+                goto out;
+        }
+        chp_log_info("relay", "admin face on %s/%s%s%s", cfg->data_dir, CHP_ADMIN_SOCKET,
+                     admin_addr[0] ? " and " : "", admin_addr);
         if (cfg->ready_file && (rc = write_ready(cfg->ready_file, host, bound, http ? hhost : NULL,
-                                                 hbound, identity.pub))) {
+                                                 hbound, identity.pub, admin_addr))) {
                 chp_log_error("relay", "cannot write the ready file %s: %s", cfg->ready_file,
                               chp_strerror(rc));
                 *stop = 1;
@@ -414,7 +427,8 @@ out:
                                 rc = workers[i].rc;
                 }
         }
-        /* federation workers use the store: they stop first */
+        /* the admin face and federation workers use the store: they stop first */
+        chp_admin_stop(admin);
         chp_peers_stop(sh.peers);
         /* the writer drains here; its last completions land in the loops' queues */
         chp_store_close(store);

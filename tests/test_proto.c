@@ -1199,7 +1199,7 @@ TEST(file_request_with_and_without_origin)
 TEST(wire_strerror)
 {
         const char *seen[CHP_WE_MAX + 1] = {0};
-        for (uint32_t code = CHP_WE_BAD_FRAME; code <= CHP_WE_LIMITED; code++) {
+        for (uint32_t code = CHP_WE_BAD_FRAME; code <= CHP_WE_QUARANTINED; code++) {
                 const char *s = chp_wire_strerror(code);
                 REQUIRE(s);
                 CHECK(strcmp(s, "unknown error") != 0);
@@ -1209,7 +1209,7 @@ TEST(wire_strerror)
                 seen[code] = s;
         }
         CHECK(strcmp(chp_wire_strerror(0), "unknown error") == 0);
-        CHECK(strcmp(chp_wire_strerror(CHP_WE_LIMITED + 1), "unknown error") == 0);
+        CHECK(strcmp(chp_wire_strerror(CHP_WE_QUARANTINED + 1), "unknown error") == 0);
         CHECK(strcmp(chp_wire_strerror(UINT32_MAX), "unknown error") == 0);
 }
 

@@ -110,6 +110,8 @@ static const struct setting settings[] = {
      0},
     {SEC_SERVER, "open", "open", K_FLAG, FIELD(open), 0, 0},
     {SEC_SERVER, "ready_file", "ready-file", K_STRING, FIELD(ready_file), 0, 0},
+    {SEC_SERVER, "admin_listen", "admin-listen", K_STRING, FIELD(admin_listen), 0, 0},
+    {SEC_SERVER, "admin_key", "admin-key", K_STRING, FIELD(admin_key), 0, 0},
     {SEC_SERVER, "log_level", "log-level", K_LOGLEVEL, FIELD(log_level), 0, 0},
     {SEC_SERVER, "access_log", "access-log", K_STRING, FIELD(access_log), 0, 0},
     {SEC_SERVER, "log_format", "log-format", K_LOGFORMAT, FIELD(log_format), 0, 0},
@@ -229,6 +231,9 @@ void chp_config_free(struct chp_config *c)
         free(c->ready_file);
         free(c->access_log);
         c->access_log = NULL;
+        free(c->admin_listen);
+        free(c->admin_key);
+        c->admin_listen = c->admin_key = NULL;
         c->data_dir = c->listen = c->http = c->key_file = c->ready_file = c->cors_origins = NULL;
         c->cors_headers = NULL;
         c->store.dir = NULL;
@@ -1072,6 +1077,23 @@ int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
         if (!http_off && lport != 0 && lport == hport && strcasecmp(lhost, hhost) == 0) {
                 snprintf(err, CHP_CONFIG_ERR_MAX, "--listen and --http are both %s", c->listen);
                 return -EINVAL;
+        }
+        if (c->admin_listen) {
+                char ahost[CHP_NET_HOST_MAX];
+                uint16_t aport;
+                if (chp_net_split_hostport(c->admin_listen, ahost, sizeof(ahost), &aport) != 0) {
+                        snprintf(err, CHP_CONFIG_ERR_MAX,
+                                 "--admin-listen '%s': expected HOST:PORT or [IPv6]:PORT",
+                                 c->admin_listen);
+                        return -EINVAL;
+                }
+                if (!c->admin_key) {
+                        snprintf(err, CHP_CONFIG_ERR_MAX,
+                                 "--admin-listen needs --admin-key FILE: the admin face on TCP "
+                                 "answers only requests that carry the operator key (make one "
+                                 "with: chapard admin-key --out FILE)");
+                        return -EINVAL;
+                }
         }
         if (c->insecure_plaintext && !chp_config_is_loopback(lhost)) {
                 snprintf(err, CHP_CONFIG_ERR_MAX, "%s", LOOPBACK_RULE);

@@ -10,6 +10,7 @@
  *
  * INI layout:
  *   [server]   data, listen, http, threads, sync, key, insecure_plaintext, open, ready_file,
+ *              admin_listen, admin_key,
  *              log_level, access_log, log_format, max_connections, idle_timeout, io_timeout,
  *              window_bytes, max_inflight, upload_expiry, file_expiry, memory_limit,
  *              cors_origins, cors_headers,
@@ -92,6 +93,11 @@ struct chp_config {
         bool open;                /* --open: uploads, offers and pull-through without a token from
                                      any address; default off */
         char *ready_file;     /* --ready-file PATH, default NULL */
+        /* The admin face (server/admin.h): always on the Unix socket DATA/admin.sock (mode
+         * 0600); also on TCP when admin_listen is set, which needs admin_key (a file made by
+         * chapard admin-key: requests there must carry it). Both take a restart. */
+        char *admin_listen;           /* --admin-listen HOST:PORT, default NULL (no TCP admin) */
+        char *admin_key;              /* --admin-key FILE, default NULL */
         enum chp_log_level log_level; /* --log-level, default info */
         char *access_log; /* --access-log FILE ("-": stderr), default NULL: no access log */
         enum chp_log_format log_format; /* --log-format logfmt|json, default logfmt: the access

@@ -124,7 +124,11 @@ void download_get(struct http *h, const struct chp_http_request *req)
         size_t len = 0;
         int rc = chp_store_file_get(c->sh->store, h->id, &man, &len, NULL);
         if (rc) {
-                http_simple(h, rc == -ENOENT ? 404 : 500, rc == -ENOENT ? "no such file" : NULL);
+                int st = rc == -ENOENT ? 404 : rc == CHP_EQUARANTINED ? 451 : 500;
+                http_simple(h, st,
+                            st == 500       ? NULL
+                            : rc == -ENOENT ? "no such file"
+                                            : chp_strerror(rc));
                 http_request_done(h);
                 return;
         }

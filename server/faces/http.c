@@ -89,6 +89,8 @@ static const char *reason(int status)
                 return "Too Many Requests";
         case 431:
                 return "Request Header Fields Too Large";
+        case 451:
+                return "Unavailable For Legal Reasons";
         case 460:
                 return "Checksum Mismatch";
         case 500:

@@ -241,6 +241,8 @@ uint32_t native_wire_code(int rc)
                 return CHP_WE_QUOTA;
         case CHP_ELIMITED:
                 return CHP_WE_LIMITED;
+        case CHP_EQUARANTINED:
+                return CHP_WE_QUARANTINED;
         }
         if (rc <= CHP_ETOKEN_KEY && rc >= CHP_ETOKEN_MISSING)
                 return CHP_WE_UNAUTHORIZED; /* missing, or one that does not verify */

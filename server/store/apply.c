@@ -243,6 +243,8 @@ static int apply_commit(struct chp_store *s, MDB_txn *txn, struct chp_store_req 
         } else if (rc != MDB_NOTFOUND) {
                 return store_mdb_rc(rc);
         } else {
+                if ((rc = store_quarantine_check(s, txn, req->u.commit.file_id)))
+                        return rc;
                 for (uint32_t i = 0; i < m.chunk_count; i++) {
                         MDB_val ck = val(m.addrs + (size_t)i * CHP_HASH_BYTES, CHP_HASH_BYTES), cv;
                         rc = mdb_get(txn, s->db_chunks, &ck, &cv);
@@ -258,10 +260,14 @@ static int apply_commit(struct chp_store *s, MDB_txn *txn, struct chp_store_req 
                 if ((rc = store_mdb_rc(mdb_put(txn, s->db_files, &k, &v, MDB_RESERVE))))
                         return rc;
                 uint8_t *p = v.mv_data;
-                chp_rec_file_encode(p, (uint8_t)tlen, (uint32_t)len, (uint64_t)time(NULL), expires,
+                uint64_t created = (uint64_t)time(NULL);
+                chp_rec_file_encode(p, (uint8_t)tlen, (uint32_t)len, created, expires,
                                     m.total_size);
                 memcpy(p + CHP_REC_FILE_BYTES, tenant, tlen);
                 memcpy(p + CHP_REC_FILE_BYTES + tlen, enc, len);
+                if ((rc = store_index_file(s, txn, req->u.commit.file_id, tenant, tlen, created,
+                                           true)))
+                        return rc;
                 if ((rc = expiry_set(s, txn, expires, CHP_REC_EXPIRY_FILE, req->u.commit.file_id,
                                      CHP_HASH_BYTES, true)))
                         return rc;
@@ -298,12 +304,14 @@ int store_file_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_HA
         if (!addrs)
                 return -ENOMEM;
         memcpy(addrs, m.addrs, n);
-        uint64_t expires = f.expires;
+        uint64_t expires = f.expires, created = f.created;
         char tenant[CHP_TENANT_MAX];
         size_t tlen = f.tenant_len;
         memcpy(tenant, f.tenant, tlen);
         struct usage_delta d = {.stored_bytes = -(int64_t)f.size, .files = -1};
         rc = store_mdb_rc(mdb_del(txn, s->db_files, &k, NULL));
+        if (!rc)
+                rc = store_index_file(s, txn, id, tenant, tlen, created, false);
         if (!rc)
                 rc = store_usage_add(s, txn, tenant, tlen, &d);
         if (!rc)
@@ -521,6 +529,8 @@ static int apply_upload_create(struct chp_store *s, MDB_txn *txn, struct chp_sto
                 if ((rc = chp_manifest_id(enc, enc_len, file_id)))
                         return rc;
                 memcpy(req->u.upload_create.file_id, file_id, CHP_HASH_BYTES);
+                if ((rc = store_quarantine_check(s, txn, file_id)))
+                        return rc;
                 MDB_val fk = val(file_id, CHP_HASH_BYTES), d;
                 if ((rc = mdb_get(txn, s->db_files, &fk, &d)) == 0) {
                         req->u.upload_create.complete = true;
@@ -747,6 +757,8 @@ int store_apply(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req)
                 return apply_tail_append(s, txn, req);
         case CHP_REQ_AUDIT:
                 return store_apply_audit(s, txn, req);
+        case CHP_REQ_QUARANTINE:
+                return store_apply_quarantine(s, txn, req);
         }
         return -EINVAL;
 }

@@ -147,6 +147,8 @@ int chp_store_file_get(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], ui
         struct chp_rec_file f;
         uint8_t *copy = NULL;
         rc = store_mdb_rc(mdb_get(txn, s->db_files, &k, &v));
+        if (rc == -ENOENT && store_quarantine_check(s, txn, id) == CHP_EQUARANTINED)
+                rc = CHP_EQUARANTINED; /* only then: a stored file is never on the list */
         if (!rc)
                 rc = parse_file(&v, &f);
         if (!rc && manifest && !(copy = malloc(f.manifest_len ? f.manifest_len : 1)))

@@ -196,6 +196,22 @@ static int open_dbs(struct chp_store *s)
                         return err;
                 }
         }
+        /* a store written before listings were indexed: index its files once */
+        rc = mdb_dbi_open(txn, "fileindex", 0, &s->db_fileindex);
+        rebuild = rc == MDB_NOTFOUND;
+        if (rebuild)
+                rc = mdb_dbi_open(txn, "fileindex", MDB_CREATE, &s->db_fileindex);
+        if (!rc)
+                rc = mdb_dbi_open(txn, "quarantine", MDB_CREATE, &s->db_quarantine);
+        if (rc)
+                goto out;
+        if (rebuild) {
+                int err = store_index_rebuild(s, txn);
+                if (err) {
+                        mdb_txn_abort(txn);
+                        return err;
+                }
+        }
         MDB_val k = val("schema", 6), v;
         rc = mdb_get(txn, s->db_meta, &k, &v);
         if (rc == MDB_NOTFOUND) {
@@ -299,7 +315,7 @@ int chp_store_open(const struct chp_store_opts *o, struct chp_store **out)
 
         if ((rc = store_mdb_rc(mdb_env_create(&s->env))))
                 goto out;
-        mdb_env_set_maxdbs(s->env, 16);
+        mdb_env_set_maxdbs(s->env, 24);
         mdb_env_set_maxreaders(s->env, 1024);
         if ((rc = store_mdb_rc(mdb_env_set_mapsize(s->env, (size_t)o->map_size))))
                 goto out;

@@ -15,6 +15,7 @@
 #ifndef CHP_STORE_H
 #define CHP_STORE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -65,6 +66,9 @@ void chp_store_opts_default(struct chp_store_opts *o);
 
 struct chp_store;
 
+/* The scrubs' report of one problem found (chp_store_verify, chp_store_scrub). */
+typedef void (*chp_verify_problem_fn)(void *ctx, const char *problem);
+
 /* Opens (creating if needed) the store in o->dir, truncates torn segment tails, removes segment
  * files the index does not know, and starts the writer thread. Takes an exclusive lock on the
  * directory (CHP_ELOCKED if another process holds it). Caller frees with chp_store_close. */
@@ -85,6 +89,7 @@ enum chp_store_req_type {
         CHP_REQ_GC,            /* expire records due by `now`, free dead chunks, compact */
         CHP_REQ_TAIL_APPEND,   /* keep bytes past an upload's last whole chunk (tus) */
         CHP_REQ_AUDIT,         /* one batch of chp_store_audit's repairs (made by it alone) */
+        CHP_REQ_QUARANTINE,    /* put a file id on the quarantine list (or take it off) */
 };
 
 struct chp_upload {
@@ -232,6 +237,16 @@ struct chp_store_req {
                         uint64_t now;              /* unix seconds */
                         struct chp_gc_stats stats; /* result */
                 } gc;
+                /* Quarantine: the id goes on the list (kept until lifted), the file is deleted
+                 * (as CHP_REQ_FILE_DELETE) and an upload writing it now is dropped. From then on
+                 * the writer refuses to create an upload of it or commit it, and
+                 * chp_store_file_get answers CHP_EQUARANTINED. lift: take it off the list
+                 * (-ENOENT when it was not on it). */
+                struct {
+                        uint8_t file_id[CHP_HASH_BYTES];
+                        bool lift;
+                        bool deleted; /* result: a stored file was deleted */
+                } quarantine;
                 struct {
                         const struct chp_audit_item *items; /* borrowed */
                         size_t n;
@@ -308,8 +323,8 @@ struct chp_file_info {
 };
 
 /* A copy of a file's encoded manifest (caller frees *manifest with free()) and its info.
- * -ENOENT if unknown. info may be NULL; manifest NULL (then len is ignored) asks only whether the
- * file exists, copying nothing. */
+ * -ENOENT if unknown, CHP_EQUARANTINED if unknown and quarantined. info may be NULL; manifest NULL
+ * (then len is ignored) asks only whether the file exists, copying nothing. */
 __attribute__((warn_unused_result)) int chp_store_file_get(struct chp_store *s,
                                                            const uint8_t id[CHP_HASH_BYTES],
                                                            uint8_t **manifest /* out */,
@@ -362,6 +377,74 @@ chp_store_upload_chunks(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTE
 __attribute__((warn_unused_result)) int
 chp_store_tenant_usage(struct chp_store *s, const char *tenant,
                        struct chp_tenant_usage *out /* out */);
+
+/* ---- administration (any thread; each call one read snapshot) ---------------------------- */
+
+/* A listing position: the created time (big-endian) and the id (zero-padded) of the last entry
+ * a page returned. Pages go newest first (created, then id, descending), so each entry is on
+ * exactly one page however many are added meanwhile (newer ones go before the first page). */
+#define CHP_LIST_CURSOR_BYTES 40
+#define CHP_LIST_MAX          1000 /* most entries of one page */
+
+struct chp_file_entry {
+        uint8_t id[CHP_HASH_BYTES];
+        struct chp_file_info info;
+};
+
+/* One page of the files of tenant (NULL: every tenant; "": files stored without one), newest
+ * first, after cursor (NULL: from the newest), at most max (<= CHP_LIST_MAX) into out. *n is
+ * how many; *more says whether another page follows, and then next is its cursor. Served by an
+ * index (tenant, created, id) the writer keeps with the files: a page costs O(max). -EINVAL. */
+__attribute__((warn_unused_result)) int
+chp_store_files_list(struct chp_store *s, const char *tenant,
+                     const uint8_t cursor[CHP_LIST_CURSOR_BYTES], struct chp_file_entry *out,
+                     size_t max, size_t *n /* out */, bool *more /* out */,
+                     uint8_t next[CHP_LIST_CURSOR_BYTES] /* out */);
+
+/* The same for upload sessions (out: their records, meta included). Upload sessions are few
+ * (each tenant's are capped by its quota, and they expire), so a page is one scan over them:
+ * O(uploads x log max), without an index. */
+__attribute__((warn_unused_result)) int
+chp_store_uploads_list(struct chp_store *s, const char *tenant,
+                       const uint8_t cursor[CHP_LIST_CURSOR_BYTES], struct chp_upload *out,
+                       size_t max, size_t *n /* out */, bool *more /* out */,
+                       uint8_t next[CHP_LIST_CURSOR_BYTES] /* out */);
+
+/* Calls fn for every tracked tenant, by name, with its usage; fn's nonzero return stops the walk
+ * and is returned. */
+__attribute__((warn_unused_result)) int
+chp_store_tenants_each(struct chp_store *s,
+                       int (*fn)(void *ctx, const char *tenant, const struct chp_tenant_usage *u),
+                       void *ctx);
+
+/* Whether id is quarantined: 1 yes (*since: unix seconds it was put there; may be NULL), 0 no. */
+__attribute__((warn_unused_result)) int chp_store_quarantined(struct chp_store *s,
+                                                              const uint8_t id[CHP_HASH_BYTES],
+                                                              uint64_t *since /* out */);
+
+/* Calls fn for every quarantined id (id order) with the time it was put there. */
+__attribute__((warn_unused_result)) int
+chp_store_quarantine_each(struct chp_store *s,
+                          int (*fn)(void *ctx, const uint8_t id[CHP_HASH_BYTES], uint64_t since),
+                          void *ctx);
+
+/* The live scrub: what it has done so far, readable from any thread while it runs. */
+struct chp_scrub {
+        _Atomic uint64_t chunks, bytes, problems, missing; /* missing: freed while scrubbed */
+        _Atomic uint64_t total;                            /* chunks stored when it began */
+        _Atomic int stop; /* set to make it end early: it returns within about 0.1 s */
+};
+
+/* Reads every stored chunk back and checks its XXH3 and SHA-256 while the relay serves:
+ * addresses are taken in batches from short read snapshots (no snapshot is held for long, so
+ * the writer's pages are reused), each chunk is read like a download, and the whole is held to
+ * rate bytes per second (0: unthrottled) by sleeping between chunks. A chunk freed meanwhile is
+ * counted as missing, not as a problem. problem() (may be NULL) is called for each problem.
+ * Blocks for the duration: run it on a thread of its own. 0 (also when stopped), or a negative
+ * code when the store cannot be read. */
+__attribute__((warn_unused_result)) int chp_store_scrub(struct chp_store *s, uint64_t rate,
+                                                        struct chp_scrub *progress,
+                                                        chp_verify_problem_fn problem, void *ctx);
 
 struct chp_store_stats {
         uint64_t chunks, inline_chunks, files, uploads;
@@ -425,7 +508,6 @@ __attribute__((warn_unused_result)) int chp_store_audit(struct chp_store *s, uin
 struct chp_verify_stats {
         uint64_t chunks, bytes, files, uploads, segments, unreferenced, problems;
 };
-typedef void (*chp_verify_problem_fn)(void *ctx, const char *problem);
 
 /* Checks every chunk's XXH3 and SHA-256, every manifest's chunks, every reference count and
  * every segment's accounting; calls problem() once per problem found. Returns 0 when it could

@@ -55,6 +55,8 @@ struct chp_store {
         MDB_dbi db_filemeta; /* file id -> tus Upload-Metadata of the first upload that had some */
         MDB_dbi db_tenants;  /* tenant -> its usage (tenants.c) */
         MDB_dbi db_orphans;  /* chunk referenced by nothing -> when the audit first saw it so */
+        MDB_dbi db_fileindex;        /* files by (tenant, created, id): listings (admin.c) */
+        MDB_dbi db_quarantine;       /* file id -> when the operator quarantined it (admin.c) */
         struct chp_backend *backend; /* chunk bytes above inline_max */
 
         pthread_mutex_t q_lock;
@@ -136,6 +138,17 @@ int store_file_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_HA
                       struct chp_gc_stats *st);
 int store_upload_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_UPLOAD_ID_BYTES],
                         struct chp_gc_stats *st);
+
+/* ---- administration (admin.c) ------------------------------------------------------------ */
+
+/* Adds (add) or drops the index entries of a file (writer thread, or open). */
+int store_index_file(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_HASH_BYTES],
+                     const void *tenant, size_t tlen, uint64_t created, bool add);
+/* Indexes every file into the (empty) fileindex db: at open, for a store written before it. */
+int store_index_rebuild(struct chp_store *s, MDB_txn *txn);
+/* CHP_EQUARANTINED when id is on the quarantine list, else 0 (or an LMDB error). */
+int store_quarantine_check(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_HASH_BYTES]);
+int store_apply_quarantine(struct chp_store *s, MDB_txn *txn, struct chp_store_req *req);
 
 /* ---- tenants' usage (tenants.c) ----------------------------------------------------------- */
 

@@ -14,12 +14,11 @@
 // Usage: node browser_tus.mjs --endpoint http://HOST:PORT/files/ --token TOKEN
 //          [--size BYTES] [--chunk-size BYTES] [--chromium PATH]
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createServer } from "node:http";
-import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { check, counts, launch } from "./browser_lib.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const args = { size: "3145739", "chunk-size": "1048576", chromium: "/usr/bin/chromium" };
@@ -28,18 +27,6 @@ for (let i = 0; i + 1 < argv.length; i += 2) args[argv[i].replace(/^--/, "")] = 
 if (!args.endpoint || !args.token) {
   process.stderr.write("usage: browser_tus.mjs --endpoint URL --token TOKEN [--size N]\n");
   process.exit(2);
-}
-
-let passed = 0;
-let failed = 0;
-function check(name, cond, why) {
-  if (cond) {
-    passed++;
-    console.log(`ok   ${name}`);
-  } else {
-    failed++;
-    console.log(`FAIL ${name}${why ? ` (${why})` : ""}`);
-  }
 }
 
 // ---- the page's origin -----------------------------------------------------------------------
@@ -109,25 +96,10 @@ const pageOrigin = `http://127.0.0.1:${server.address().port}`;
 
 // ---- the browser -----------------------------------------------------------------------------
 
-// a fresh profile, and no traffic of its own: the machine may have no network but loopback
-const profile = mkdtempSync(join(tmpdir(), "chapar-chromium-"));
-let context;
+let browser;
 try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: args.chromium,
-    headless: true,
-    timeout: 20000,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  browser = await launch(args.chromium);
+  const context = browser.context;
   const tab = context.pages()[0] ?? (await context.newPage());
   const consoleLines = [];
   tab.on("console", (m) => consoleLines.push(m.text()));
@@ -182,9 +154,8 @@ try {
 } catch (e) {
   check("the browser ran the page", false, String(e).split("\n")[0]);
 } finally {
-  if (context) await context.close();
+  if (browser) await browser.done();
   server.close();
-  rmSync(profile, { recursive: true, force: true });
 }
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed === 0 && passed > 0 ? 0 : 1);
+console.log(`${counts.passed} passed, ${counts.failed} failed`);
+process.exit(counts.failed === 0 && counts.passed > 0 ? 0 : 1);
