@@ -80,18 +80,23 @@ int chp_log_parse_level(const char *name, enum chp_log_level *level)
         return -EINVAL;
 }
 
+void chp_log_time(char out[CHP_LOG_TIME_MAX])
+{
+        struct timespec ts;
+        struct tm tm;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        gmtime_r(&ts.tv_sec, &tm);
+        snprintf(out, CHP_LOG_TIME_MAX, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+}
+
 void chp_log(enum chp_log_level level, const char *module, const char *fmt, ...)
 {
         if (level > current_level)
                 return;
         char line[1024];
-        struct timespec ts;
-        struct tm tm;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        gmtime_r(&ts.tv_sec, &tm);
-        char when[64];
-        snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+        char when[CHP_LOG_TIME_MAX];
+        chp_log_time(when);
         char msg[768];
         va_list ap;
         va_start(ap, fmt);

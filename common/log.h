@@ -31,6 +31,10 @@ enum chp_log_level chp_log_get_level(void);
 /* Parses "error", "warn", "info" or "debug"; returns 0 or -EINVAL. */
 int chp_log_parse_level(const char *name, enum chp_log_level *level /* out */);
 
+/* The current time as the logs write it, UTC to the millisecond: 2026-01-01T00:00:00.000Z. */
+#define CHP_LOG_TIME_MAX 64 /* room for any year the compiler can imagine */
+void chp_log_time(char out[CHP_LOG_TIME_MAX]);
+
 void chp_log(enum chp_log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

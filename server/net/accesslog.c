@@ -288,13 +288,8 @@ void chp_alog_write(struct chp_alog *a, const struct chp_alog_entry *e)
         l.first = true;
         if (l.json)
                 raw(&l, "{", 1);
-        struct timespec ts;
-        struct tm tm;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        gmtime_r(&ts.tv_sec, &tm);
-        char when[64];
-        snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+        char when[CHP_LOG_TIME_MAX];
+        chp_log_time(when);
         cstr(&l, "time", when);
         cstr(&l, "face", e->face);
         cstr(&l, "addr", e->addr);
