@@ -625,7 +625,6 @@ static void status(struct req *r, bool html)
         struct chp_admin *a = r->a;
         struct chp_shared *sh = a->sh;
         const struct chp_metrics *m = sh->metrics;
-        const struct chp_config *cfg = sh->cfg;
         struct chp_store_stats st = {0};
         int rc = chp_store_stats(sh->store, &st);
         if (rc) {
@@ -677,13 +676,36 @@ static void status(struct req *r, bool html)
                 return;
         }
         char name[128], addr[128];
+        struct chp_peer_stat *ps = calloc(CHP_MAX_PEERS, sizeof(*ps));
+        size_t np = ps ? chp_peers_stats(sh->peers, ps, CHP_MAX_PEERS) : 0;
         if (html) {
                 put(&r->body, "</table><h2>Peers</h2><table id=\"peers\"><tr><th>peer</th>"
-                              "<th>address</th><th>state</th></tr>");
-                for (unsigned i = 0; i < cfg->npeers; i++)
-                        put(&r->body, "<tr><td>%s</td><td>%s</td><td>configured</td></tr>",
-                            safe(cfg->peers[i].name, name, sizeof(name)),
-                            safe(cfg->peers[i].address, addr, sizeof(addr)));
+                              "<th>address</th><th>state</th><th>fetches done</th><th>not found"
+                              "</th><th>failed or timed out</th><th>offers sent</th><th>last "
+                              "fetch</th></tr>");
+                for (size_t i = 0; i < np; i++) {
+                        const struct chp_peer_stat *p = &ps[i];
+                        char last[96] = "none";
+                        if (p->last_fetch)
+                                snprintf(last, sizeof(last), "%s, %lld s ago",
+                                         chp_metrics_fetch_outcome(p->last_outcome),
+                                         (long long)(time(NULL) - p->last_fetch));
+                        safe(p->name, name, sizeof(name));
+                        put(&r->body,
+                            "<tr><td>%s</td><td>%s</td><td id=\"peer-%s-state\">%s</td>"
+                            "<td id=\"peer-%s-done\">%llu</td><td id=\"peer-%s-not_found\">%llu"
+                            "</td><td id=\"peer-%s-failed\">%llu</td><td>%llu</td><td>%s</td>"
+                            "</tr>",
+                            name, safe(p->address, addr, sizeof(addr)), name,
+                            chp_peers_state_name(p->state), name,
+                            (unsigned long long)p->fetches[CHP_FETCHED_DONE], name,
+                            (unsigned long long)p->fetches[CHP_FETCHED_NOT_FOUND], name,
+                            (unsigned long long)(p->fetches[CHP_FETCHED_TIMEOUT] +
+                                                 p->fetches[CHP_FETCHED_TOO_SLOW] +
+                                                 p->fetches[CHP_FETCHED_UNFINISHED] +
+                                                 p->fetches[CHP_FETCHED_FAILED]),
+                            (unsigned long long)p->offers_sent, last);
+                }
                 put(&r->body,
                     "</table><p id=\"fetches\">federation fetches: %llu done, %llu not "
                     "found, %llu failed or timed out</p>",
@@ -697,12 +719,22 @@ static void status(struct req *r, bool html)
                               "<th>count</th></tr>");
         } else {
                 put(&r->body, "],\"peers\":[");
-                for (unsigned i = 0; i < cfg->npeers; i++)
-                        put(&r->body, "%s{\"name\":\"%s\",\"address\":\"%s\"}", i ? "," : "",
-                            safe(cfg->peers[i].name, name, sizeof(name)),
-                            safe(cfg->peers[i].address, addr, sizeof(addr)));
+                for (size_t i = 0; i < np; i++) {
+                        const struct chp_peer_stat *p = &ps[i];
+                        put(&r->body, "%s{\"name\":\"%s\",\"address\":\"%s\",\"state\":\"%s\"",
+                            i ? "," : "", safe(p->name, name, sizeof(name)),
+                            safe(p->address, addr, sizeof(addr)), chp_peers_state_name(p->state));
+                        put(&r->body, ",\"offers_sent\":%llu,\"last_fetch\":%lld,\"fetches\":{",
+                            (unsigned long long)p->offers_sent, (long long)p->last_fetch);
+                        for (int o = 0; o < CHP_FETCHED_NOUTCOMES; o++)
+                                put(&r->body, "%s\"%s\":%llu", o ? "," : "",
+                                    chp_metrics_fetch_outcome((enum chp_fetch_outcome)o),
+                                    (unsigned long long)p->fetches[o]);
+                        put(&r->body, "}}");
+                }
                 put(&r->body, "],\"refusals\":{");
         }
+        free(ps);
         for (int i = 0; i < CHP_REFUSE_NREASONS; i++) {
                 const char *why = chp_metrics_refusal_name((enum chp_refusal)i);
                 unsigned long long n = atomic_load(&m->refused[i]);

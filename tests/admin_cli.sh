@@ -6,7 +6,8 @@
 # get fails at once, the chunks' bytes leave the store; quarantine -> GET 451, a native get and a
 # new upload of the same file refused with the reason, unquarantine lets it back; a live verify
 # (a throttled scrub while serving) reports progress and a clean store; DATA/admin.sock is 0600;
-# the TCP admin face refuses to start without a key and answers 401 without it.
+# the TCP admin face refuses to start without a key and answers 401 without it; the status page
+# (HTML and JSON) shows each peer's state and fetches.
 # Usage: admin_cli.sh CHAPARD CHAPAR
 set -uo pipefail
 chapard=$1
@@ -256,6 +257,15 @@ check "and M fetched nothing from O: $(fetched) fetches" "[ \"\$(fetched)\" = 0 
 "$chapar" get "$t2" --via "${addr[M]}" --trust-new-relay -o "$tmp/p2.got" >/dev/null 2>"$tmp/err"
 check "while another file is pulled through M as usual ($(fetched) fetch)" \
         "cmp -s '$tmp/p2' '$tmp/p2.got' && [ \"\$(fetched)\" = 1 ]"
+page() { curl -s --unix-socket "$tmp/$1.data/admin.sock" "http://admin$2"; } # RELAY PATH
+page M / >"$tmp/M.html"
+check "M's status page: peer O up, 1 fetch done: $(grep -o '<td id="peer-O-[a-z_]*">[^<]*' "$tmp/M.html" | tr '\n' ' ')" \
+        "grep -qF '<td id=\"peer-O-state\">up</td><td id=\"peer-O-done\">1</td>' '$tmp/M.html'"
+page M /status >"$tmp/M.json"
+check "M's /status: O $(js '[(p["state"], p["fetches"]["done"]) for p in j["peers"]]' <"$tmp/M.json")" \
+        "[ \"\$(js '[(p[\"name\"], p[\"state\"], p[\"fetches\"][\"done\"]) for p in j[\"peers\"]]' <'$tmp/M.json')\" = \"[('O', 'up', 1)]\" ]"
+page O / >"$tmp/O.html"
+check "O's status page: peer M never used" "grep -qF '<td id=\"peer-M-state\">never used</td>' '$tmp/O.html'"
 relay_stop M
 relay_stop O
 finish

@@ -5,7 +5,9 @@
 # reaches the client while A's bytes are held; two gets at once make B fetch once; an offer
 # from A makes B fetch ahead of any request; A killed mid-fetch: B says what it cannot do, then
 # resumes when A is back; A stopped: B serves from its cache; A serving a corrupted chunk: B
-# refuses it, stores nothing of it, logs it; D's handshake is refused by A. The access logs
+# refuses it, stores nothing of it, logs it; D's handshake is refused by A. /metrics counts
+# fetches and offers by peer and its state (B: A up, a file done, one not found; D: A failing; A:
+# B unused, then up once offered to). The access logs
 # name the client's OFFER on A's native face, and A's PREFETCH and B's fetches on the peer face. Files are small,
 # in 64 KiB chunks: what is proven is the chunk-by-chunk flow, not the volume.
 # Usage: test_federation.sh CHAPARD CHAPAR CUTPROXY
@@ -70,6 +72,33 @@ rc=$?
 check "D, unknown to A, gets nothing (exit $rc)" "[ $rc -ne 0 ] && [ ! -e '$tmp/f1.d' ]"
 check "A logs the refused peer handshake" "grep -q 'refusing a peer handshake from unknown key ${key[D]}' '$tmp/A.log'"
 
+# /metrics by peer: B fetched f1 from A (done), then asks A for a file it lacks (not_found); D's
+# fetch from A failed at the handshake (A's state there: failing); A has not used B yet
+zeros=$(printf '0%.0s' $(seq 64))
+"$chapar" get "chapar://${addr[A]}/${key[A]}/$(printf '7%.0s' $(seq 64))#$zeros" --via "${addr[B]}" \
+        --trust-new-relay -o "$tmp/none.b" >/dev/null 2>"$tmp/err.none"
+rc=$?
+check "a get via B of a file A lacks fails (exit $rc): $(head -c 120 "$tmp/err.none")" \
+        "[ $rc -ne 0 ] && [ ! -e '$tmp/none.b' ]"
+for r in A B D; do curl -s "http://${http[$r]}/metrics" >"$tmp/$r.metrics"; done
+has() { # RELAY LINE: /metrics of RELAY has exactly this line
+        check "$1's /metrics: $2" "grep -qxF '$2' '$tmp/$1.metrics'"
+}
+has B 'chapar_peer_fetches_total{peer="A",outcome="done"} 1'
+has B 'chapar_peer_fetches_total{peer="A",outcome="not_found"} 1'
+has B 'chapar_peer_fetches_total{peer="A",outcome="failed"} 0'
+has B 'chapar_peer_up{peer="A"} 1'
+has D 'chapar_peer_fetches_total{peer="A",outcome="failed"} 1'
+has D 'chapar_peer_up{peer="A"} 0'
+has A 'chapar_peer_up{peer="B"} 0'
+has A 'chapar_peer_fetches_total{peer="B",outcome="done"} 0'
+check "the relay-wide series stay: B's chapar_fetches_total{outcome=\"done\"} 1" \
+        "grep -qxF 'chapar_fetches_total{outcome=\"done\"} 1' '$tmp/B.metrics'"
+if command -v promtool >/dev/null; then
+        check "promtool check metrics accepts B's page" \
+                "promtool check metrics <'$tmp/B.metrics' >'$tmp/promtool' 2>&1" || cat "$tmp/promtool"
+fi
+
 native_sent() { curl -s "http://${http[A]}/metrics" | sed -n 's/^chapar_bytes_sent_total{face="native"} //p'; }
 
 # streaming: the client's first bytes arrive while A's are held after 256 KiB (of 2 MiB)
@@ -113,6 +142,11 @@ t3=$(put "$tmp/f3")
 check "A accepts an offer to B" "[ $? -eq 0 ]"
 wait_for 20 "'$chapar' stat '$t3' --via '${addr[B]}' --trust-new-relay --json 2>/dev/null | grep -q '\"complete\":true'"
 check "B fetched the offered file in the background" "$chapar stat '$t3' --via '${addr[B]}' --trust-new-relay --json 2>/dev/null | grep -q '\"complete\":true'"
+offered() { curl -s "http://${http[A]}/metrics" | grep -qxF 'chapar_peer_offers_sent_total{peer="B"} 1'; }
+wait_for 20 offered
+check "A's /metrics: one offer sent to B" offered
+check "A's /metrics: chapar_peer_up{peer=\"B\"} 1 once it reached B" \
+        "curl -s 'http://${http[A]}/metrics' | grep -qxF 'chapar_peer_up{peer=\"B\"} 1'"
 
 # A dies when B has fetched 512 KiB of a 2 MiB file: the get stops and says why; A back, the
 # fetch resumes where it stopped (the restarted A sends less than the file)

@@ -38,6 +38,19 @@ const char *chp_metrics_close_reason(enum chp_close_reason why)
         return why < CHP_CLOSE_NREASONS ? close_reason_name[why] : "?";
 }
 
+const char *chp_metrics_fetch_outcome(enum chp_fetch_outcome o)
+{
+        static const char *const names[CHP_FETCHED_NOUTCOMES] = {
+            [CHP_FETCHED_DONE] = "done",
+            [CHP_FETCHED_NOT_FOUND] = "not_found",
+            [CHP_FETCHED_TIMEOUT] = "timeout",
+            [CHP_FETCHED_TOO_SLOW] = "too_slow",
+            [CHP_FETCHED_UNFINISHED] = "unfinished",
+            [CHP_FETCHED_FAILED] = "failed",
+        };
+        return (unsigned)o < CHP_FETCHED_NOUTCOMES ? names[o] : "failed";
+}
+
 const char *chp_metrics_refusal_name(enum chp_refusal why)
 {
         static const char *const names[CHP_REFUSE_NREASONS] = {
@@ -90,17 +103,22 @@ void chp_metrics_observe_commit(struct chp_metrics *m, uint64_t since_us)
         atomic_fetch_add(&m->commit_sum_us, us);
 }
 
-__attribute__((format(printf, 4, 5))) static void put(char *buf, size_t cap, size_t *len,
-                                                      const char *fmt, ...)
+void chp_metrics_vput(char *buf, size_t cap, size_t *len, const char *fmt, va_list ap)
 {
         if (*len >= cap)
                 return;
+        int w = vsnprintf(buf + *len, cap - *len, fmt, ap);
+        if (w > 0 && (size_t)w < cap - *len) /* a line that does not fit is left out */
+                *len += (size_t)w;
+}
+
+__attribute__((format(printf, 4, 5))) static void put(char *buf, size_t cap, size_t *len,
+                                                      const char *fmt, ...)
+{
         va_list ap;
         va_start(ap, fmt);
-        int w = vsnprintf(buf + *len, cap - *len, fmt, ap);
+        chp_metrics_vput(buf, cap, len, fmt, ap);
         va_end(ap);
-        if (w > 0 && (size_t)w < cap - *len)
-                *len += (size_t)w;
 }
 
 /* The process metrics node_exporter's and the Go client's users know, from /proc/self: CPU
@@ -310,19 +328,12 @@ void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *le
             (unsigned long long)atomic_load(&m->reads_throttled),
             (unsigned long long)atomic_load(&m->sends_throttled));
         /* federation fetches (server/peer) */
-        static const char *const fetch_name[CHP_FETCHED_NOUTCOMES] = {
-            [CHP_FETCHED_DONE] = "done",
-            [CHP_FETCHED_NOT_FOUND] = "not_found",
-            [CHP_FETCHED_TIMEOUT] = "timeout",
-            [CHP_FETCHED_TOO_SLOW] = "too_slow",
-            [CHP_FETCHED_UNFINISHED] = "unfinished",
-            [CHP_FETCHED_FAILED] = "failed",
-        };
         put(buf, cap, len,
             "# HELP chapar_fetches_total Fetches from peers, by how they ended.\n"
             "# TYPE chapar_fetches_total counter\n");
         for (int i = 0; i < CHP_FETCHED_NOUTCOMES; i++)
-                put(buf, cap, len, "chapar_fetches_total{outcome=\"%s\"} %llu\n", fetch_name[i],
+                put(buf, cap, len, "chapar_fetches_total{outcome=\"%s\"} %llu\n",
+                    chp_metrics_fetch_outcome((enum chp_fetch_outcome)i),
                     (unsigned long long)atomic_load(&m->fetches[i]));
         put(buf, cap, len,
             "# HELP chapar_fetch_negative_hits_total Requests for a file a peer lacks answered "

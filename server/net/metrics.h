@@ -9,6 +9,7 @@
 #ifndef CHP_METRICS_H
 #define CHP_METRICS_H
 
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -105,6 +106,9 @@ void chp_metrics_http_status(struct chp_metrics *m, int method, int status);
 /* The label of a close reason ("idle", "stalled", ...), as in /metrics and the logs. */
 const char *chp_metrics_close_reason(enum chp_close_reason why);
 
+/* The label of a fetch outcome ("done", "not_found", ...), as in /metrics. */
+const char *chp_metrics_fetch_outcome(enum chp_fetch_outcome o);
+
 /* The label of a refusal reason ("token_missing", ...), as in /metrics. */
 const char *chp_metrics_refusal_name(enum chp_refusal why);
 /* Counts one refusal by the access and limit checks; code is what they returned (err.h). */
@@ -112,6 +116,11 @@ void chp_metrics_refuse(struct chp_metrics *m, int code);
 
 /* Counts one chunk acknowledgement that took from since_us (chp_net_now_us) to now. Any thread. */
 void chp_metrics_observe_commit(struct chp_metrics *m, uint64_t since_us);
+
+/* Appends fmt's text at buf[*len] if it fits in cap bytes (then *len grows), else nothing: a
+ * layer above that adds series of its own to the page (faces/http.c) writes them the same way. */
+void chp_metrics_vput(char *buf, size_t cap, size_t *len, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
 
 /* Appends the whole /metrics page (Prometheus text: sh->metrics' counters, the connection and
  * memory gauges of sh, the store's statistics, the process's CPU, memory and descriptors from

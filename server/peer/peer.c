@@ -58,10 +58,23 @@
  * it without a lock, a connection may keep its index. A reload that drops a peer clears its
  * active flag; one that adds or changes a peer takes a new slot. */
 struct peer {
-        char name[65];
-        char addr[300];
+        char name[CHP_PEER_NAME_BYTES];
+        char addr[CHP_PEER_ADDR_BYTES];
         uint8_t key[CHP_HASH_BYTES];
         atomic_bool active;
+        int stat; /* its counts in chp_peers.stats: every slot of one name shares them */
+};
+
+_Static_assert(CHP_PEER_NAME_BYTES == CHP_TENANT_NAME_MAX + 1, "a peer's name and its NUL");
+
+/* What a peer (by name) has done, for chp_peers_stats. Under the lock. */
+struct peer_stat {
+        char name[CHP_PEER_NAME_BYTES];
+        enum chp_peer_state state;
+        uint64_t fetches[CHP_FETCHED_NOUTCOMES];
+        uint64_t offers_sent;
+        int64_t last_fetch;
+        enum chp_fetch_outcome last_outcome;
 };
 
 enum job_kind { JOB_FETCH, JOB_OFFER };
@@ -110,6 +123,8 @@ struct chp_peers {
         pthread_cond_t watch_cond; /* the watchdog's sleep: stopping (CLOCK_MONOTONIC) */
         struct job jobs[MAX_JOBS];
         int busy[MAX_SLOTS]; /* jobs running against each peer */
+        struct peer_stat stats[MAX_SLOTS]; /* by name; names never leave it */
+        int nstats;
         uint64_t seq;
         bool stopping;
         pthread_t threads[WORKERS];
@@ -297,12 +312,12 @@ static int peer_open(struct chp_peers *p, struct job *j, const struct peer *pe,
                                      .timeout_ms = PEER_TIMEOUT,
                                      .cancel = &j->cancel};
         int rc = chp_channel_open(&o, out, why, cap);
-        if (!rc) {
-                /* the watchdog measures the peer's throughput on this socket from now on */
-                pthread_mutex_lock(&p->lock);
+        pthread_mutex_lock(&p->lock);
+        p->stats[pe->stat].state = rc ? CHP_PEER_FAILING : CHP_PEER_UP;
+        /* the watchdog measures the peer's throughput on this socket from now on */
+        if (!rc)
                 j->fd = chp_channel_fd(*out);
-                pthread_mutex_unlock(&p->lock);
-        }
+        pthread_mutex_unlock(&p->lock);
         return rc;
 }
 
@@ -554,12 +569,19 @@ static void job_end(struct chp_peers *p, struct job *j, int rc, bool negative,
         j->state = rc ? CHP_FETCH_FAILED : CHP_FETCH_DONE;
         j->ended = time(NULL);
         j->negative_until = rc && negative ? j->ended + NEGATIVE_S : 0;
+        struct peer_stat *ps = &p->stats[p->peers[j->peer].stat];
         if (j->kind == JOB_OFFER) {
+                ps->offers_sent += rc == 0;
                 j->used = false;
                 return;
         }
+        if (!rc)
+                outcome = CHP_FETCHED_DONE;
+        ps->fetches[outcome]++;
+        ps->last_fetch = (int64_t)j->ended;
+        ps->last_outcome = outcome;
         if (p->sh->metrics) /* none in a test without them */
-                atomic_fetch_add(&p->sh->metrics->fetches[rc ? outcome : CHP_FETCHED_DONE], 1);
+                atomic_fetch_add(&p->sh->metrics->fetches[outcome], 1);
         if (!rc)
                 return;
         char hex[CHP_HASH_HEXBYTES];
@@ -742,8 +764,10 @@ int chp_peers_update(struct chp_peers *p, const struct chp_config *cfg, char *er
                 rc = -ENOSPC;
                 goto out;
         }
-        /* new slots are filled, then published; only the active flags change in place */
+        /* new slots are filled, then published; only the active flags change in place. A new
+         * slot counts into the stats of its name (a peer that changed keeps its counts). */
         int m = n;
+        pthread_mutex_lock(&p->lock);
         for (unsigned i = 0; i < cfg->npeers && i < CHP_MAX_PEERS; i++) {
                 if (slot_of(p, m, &want[i]) >= 0)
                         continue;
@@ -752,8 +776,14 @@ int chp_peers_update(struct chp_peers *p, const struct chp_config *cfg, char *er
                 memcpy(pe->addr, want[i].addr, sizeof(pe->addr));
                 memcpy(pe->key, want[i].key, CHP_HASH_BYTES);
                 atomic_init(&pe->active, false);
+                pe->stat = 0;
+                while (pe->stat < p->nstats && strcmp(p->stats[pe->stat].name, pe->name) != 0)
+                        pe->stat++;
+                if (pe->stat == p->nstats) /* a new name: at most one per slot, so it fits */
+                        memcpy(p->stats[p->nstats++].name, pe->name, sizeof(pe->name));
                 keep[m++] = true;
         }
+        pthread_mutex_unlock(&p->lock);
         atomic_store(&p->nslots, m);
         int active = 0, was = atomic_load(&p->nactive);
         for (int i = 0; i < m; i++) {
@@ -825,6 +855,45 @@ const struct chp_peer_directory chp_peers_directory = {chp_peers_find, chp_peers
 const char *chp_peers_name(const struct chp_peers *p, int peer)
 {
         return peer >= 0 && peer < atomic_load(&p->nslots) ? p->peers[peer].name : "?";
+}
+
+size_t chp_peers_stats(struct chp_peers *p, struct chp_peer_stat *out, size_t cap)
+{
+        size_t k = 0;
+        if (cap)
+                memset(out, 0, cap * sizeof(*out));
+        if (!p)
+                return 0;
+        pthread_mutex_lock(&p->lock);
+        int n = atomic_load(&p->nslots);
+        for (int i = 0; i < n && k < cap; i++) {
+                const struct peer *pe = &p->peers[i];
+                if (!atomic_load(&pe->active))
+                        continue;
+                const struct peer_stat *ps = &p->stats[pe->stat];
+                struct chp_peer_stat *o = &out[k++];
+                memcpy(o->name, pe->name, sizeof(o->name));
+                memcpy(o->address, pe->addr, sizeof(o->address));
+                o->state = ps->state;
+                memcpy(o->fetches, ps->fetches, sizeof(o->fetches));
+                o->offers_sent = ps->offers_sent;
+                o->last_fetch = ps->last_fetch;
+                o->last_outcome = ps->last_outcome;
+        }
+        pthread_mutex_unlock(&p->lock);
+        return k;
+}
+
+const char *chp_peers_state_name(enum chp_peer_state s)
+{
+        switch (s) {
+        case CHP_PEER_UP:
+                return "up";
+        case CHP_PEER_FAILING:
+                return "failing";
+        default:
+                return "never used";
+        }
 }
 
 /* Whether peer is a slot of a peer configured now. */

@@ -15,7 +15,7 @@
  * with backoff (1 s doubling to 30 s, at most 20 polls that bring nothing) while the worker
  * serves other jobs; "no such file" (and an origin that never finished) is remembered for 30 s.
  * A stop ends every wait on a peer within a fraction of a second. How fetches end is counted
- * in chp_shared.metrics (chapar_fetches_total{outcome}).
+ * in chp_shared.metrics (chapar_fetches_total{outcome}), and by peer here (chp_peers_stats).
  */
 #ifndef CHP_PEER_H
 #define CHP_PEER_H
@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "hash.h"
+#include "metrics.h"
 
 struct chp_shared;
 struct chp_peers;
@@ -71,5 +72,30 @@ enum chp_fetch_state chp_peers_fetch(struct chp_peers *p, int peer,
                                      const uint8_t file_id[CHP_HASH_BYTES], char *msg, size_t cap);
 /* Asks peer to fetch file_id from us (in the background). */
 int chp_peers_offer(struct chp_peers *p, int peer, const uint8_t file_id[CHP_HASH_BYTES]);
+
+/* What one configured peer has done (chp_peers_stats). Counted by the peer's name: a reload that
+ * keeps the name (even with a new address or key) keeps its counts; a peer a reload removes is
+ * no longer reported, and one added again under its old name goes on from its old counts. */
+enum chp_peer_state {
+        CHP_PEER_UNUSED,  /* no connection to it attempted yet */
+        CHP_PEER_UP,      /* the last connection (handshake and HELLO) to it succeeded */
+        CHP_PEER_FAILING, /* the last connection to it failed */
+};
+#define CHP_PEER_NAME_BYTES 65  /* a [peer "NAME"] (config.c: 1..64 of A-Z a-z 0-9 . _ -), NUL */
+#define CHP_PEER_ADDR_BYTES 300 /* host:port and the NUL (longer ones are cut) */
+struct chp_peer_stat {
+        char name[CHP_PEER_NAME_BYTES];
+        char address[CHP_PEER_ADDR_BYTES];
+        enum chp_peer_state state;
+        uint64_t fetches[CHP_FETCHED_NOUTCOMES]; /* fetches from it, by how they ended */
+        uint64_t offers_sent;                    /* offers it accepted */
+        int64_t last_fetch;                      /* Unix seconds its last fetch ended; 0: none */
+        enum chp_fetch_outcome last_outcome;     /* and how (with last_fetch set) */
+};
+/* Fills out[0..] with the peers configured now, in the order they were added, at most cap of
+ * them; returns how many it filled (0 with p NULL). Any thread (takes the module's lock). */
+size_t chp_peers_stats(struct chp_peers *p, struct chp_peer_stat *out /* out */, size_t cap);
+/* The word for a peer's state: "up", "failing", "never used". */
+const char *chp_peers_state_name(enum chp_peer_state s);
 
 #endif
