@@ -79,7 +79,9 @@ down() {
 			for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 		fi
 		rm -f "$state/linkem.pid"
-		[[ -f $state/linkem.log ]] && grep '^linkem ' "$state/linkem.log" | grep -v running >&2 || true
+		if [[ -f $state/linkem.log ]]; then
+			grep -v '^linkem: running' "$state/linkem.log" | tail -n 2 >&2 || true
+		fi
 	fi
 	for n in "${NETS[@]}"; do
 		ip netns del "chp-$n" 2>/dev/null || true

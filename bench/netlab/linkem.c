@@ -78,6 +78,8 @@ struct linkem {
         uint64_t seq;
         uint64_t rng;
         int64_t start_ns;
+        uint8_t scratch[LINKEM_PKT_BYTES]; /* where a packet goes to be dropped when the pool is
+                                              empty */
 };
 
 static volatile sig_atomic_t stop_flag;
@@ -394,11 +396,10 @@ static void accept_packet(struct linkem *lk, int di, uint32_t s, size_t len, int
 static int read_end(struct linkem *lk, int di, int64_t now)
 {
         struct dir_state *d = &lk->dir[di];
-        static uint8_t scratch[LINKEM_PKT_BYTES];
         for (int i = 0; i < LINKEM_BATCH; i++) {
                 bool have = lk->n_free > 0;
                 uint32_t s = have ? lk->free_list[--lk->n_free] : 0;
-                uint8_t *buf = have ? lk->slots[s].data : scratch;
+                uint8_t *buf = have ? lk->slots[s].data : lk->scratch;
                 ssize_t n = read(d->in_fd, buf, LINKEM_PKT_BYTES);
                 if (n < 0) {
                         int e = errno;
