@@ -351,15 +351,6 @@ static bool discard_body(struct http *h)
 
 /* ---- metrics ----------------------------------------------------------------------------- */
 
-__attribute__((format(printf, 4, 5))) static void put(char *buf, size_t cap, size_t *len,
-                                                      const char *fmt, ...)
-{
-        va_list ap;
-        va_start(ap, fmt);
-        chp_metrics_vput(buf, cap, len, fmt, ap);
-        va_end(ap);
-}
-
 /* A peer's name as a Prometheus label value: \, " and newline escaped (config.c admits none of
  * them today; this keeps a later change from breaking the page). */
 static const char *label(const char *s, char *out, size_t cap)
@@ -381,28 +372,33 @@ static void peer_metrics(struct chp_shared *sh, char *buf, size_t cap, size_t *l
         struct chp_peer_stat *st = n ? calloc(n, sizeof(*st)) : NULL;
         char name[2 * CHP_PEER_NAME_BYTES];
         n = st ? chp_peers_stats(sh->peers, st, n) : 0;
-        put(buf, cap, len,
+        chp_metrics_put(
+            buf, cap, len,
             "# HELP chapar_peer_fetches_total Fetches from each configured peer, by how they "
             "ended.\n# TYPE chapar_peer_fetches_total counter\n");
         for (size_t i = 0; i < n; i++)
                 for (int o = 0; o < CHP_FETCHED_NOUTCOMES; o++)
-                        put(buf, cap, len,
+                        chp_metrics_put(
+                            buf, cap, len,
                             "chapar_peer_fetches_total{peer=\"%s\",outcome=\"%s\"} %llu\n",
                             label(st[i].name, name, sizeof(name)),
                             chp_metrics_fetch_outcome((enum chp_fetch_outcome)o),
                             (unsigned long long)st[i].fetches[o]);
-        put(buf, cap, len,
+        chp_metrics_put(
+            buf, cap, len,
             "# HELP chapar_peer_offers_sent_total Offers (PREFETCH) each configured peer "
             "accepted.\n# TYPE chapar_peer_offers_sent_total counter\n");
         for (size_t i = 0; i < n; i++)
-                put(buf, cap, len, "chapar_peer_offers_sent_total{peer=\"%s\"} %llu\n",
-                    label(st[i].name, name, sizeof(name)), (unsigned long long)st[i].offers_sent);
-        put(buf, cap, len,
+                chp_metrics_put(buf, cap, len, "chapar_peer_offers_sent_total{peer=\"%s\"} %llu\n",
+                                label(st[i].name, name, sizeof(name)),
+                                (unsigned long long)st[i].offers_sent);
+        chp_metrics_put(
+            buf, cap, len,
             "# HELP chapar_peer_up Whether the last connection to each configured peer succeeded "
             "(0 also when none was tried yet).\n# TYPE chapar_peer_up gauge\n");
         for (size_t i = 0; i < n; i++)
-                put(buf, cap, len, "chapar_peer_up{peer=\"%s\"} %d\n",
-                    label(st[i].name, name, sizeof(name)), st[i].state == CHP_PEER_UP);
+                chp_metrics_put(buf, cap, len, "chapar_peer_up{peer=\"%s\"} %d\n",
+                                label(st[i].name, name, sizeof(name)), st[i].state == CHP_PEER_UP);
         free(st);
 }
 
@@ -652,7 +648,7 @@ void http_on_input(struct conn *c)
                 h->log_t0 = chp_net_now_us();
                 h->log_out0 = c->queued_total;
                 h->log_in = (uint64_t)n; /* the body's length is added once it is known */
-                h->ph = PH_CREATE; /* busy until the handler says otherwise */
+                h->ph = PH_CREATE;       /* busy until the handler says otherwise */
                 h->close_after = false;
                 on_request(h, &req);
                 if (h->ph == PH_CREATE && !h->pending)

@@ -103,22 +103,16 @@ void chp_metrics_observe_commit(struct chp_metrics *m, uint64_t since_us)
         atomic_fetch_add(&m->commit_sum_us, us);
 }
 
-void chp_metrics_vput(char *buf, size_t cap, size_t *len, const char *fmt, va_list ap)
+void chp_metrics_put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
 {
         if (*len >= cap)
                 return;
-        int w = vsnprintf(buf + *len, cap - *len, fmt, ap);
-        if (w > 0 && (size_t)w < cap - *len) /* a line that does not fit is left out */
-                *len += (size_t)w;
-}
-
-__attribute__((format(printf, 4, 5))) static void put(char *buf, size_t cap, size_t *len,
-                                                      const char *fmt, ...)
-{
         va_list ap;
         va_start(ap, fmt);
-        chp_metrics_vput(buf, cap, len, fmt, ap);
+        int w = vsnprintf(buf + *len, cap - *len, fmt, ap);
         va_end(ap);
+        if (w > 0 && (size_t)w < cap - *len) /* a line that does not fit is left out */
+                *len += (size_t)w;
 }
 
 /* The process metrics node_exporter's and the Go client's users know, from /proc/self: CPU
@@ -142,7 +136,8 @@ static void render_process(struct chp_metrics *m, char *buf, size_t cap, size_t 
                                          &utime, &stime, &start, &rss)
                                 : 0;
         if (got == 4)
-                put(buf, cap, len,
+                chp_metrics_put(
+                    buf, cap, len,
                     "# HELP process_cpu_seconds_total Total user and system CPU time spent in "
                     "seconds.\n# TYPE process_cpu_seconds_total counter\n"
                     "process_cpu_seconds_total %.2f\n"
@@ -157,17 +152,17 @@ static void render_process(struct chp_metrics *m, char *buf, size_t cap, size_t 
                 while ((e = readdir(d)))
                         fds += e->d_name[0] != '.';
                 closedir(d);
-                put(buf, cap, len,
-                    "# HELP process_open_fds Number of open file descriptors.\n"
-                    "# TYPE process_open_fds gauge\nprocess_open_fds %u\n",
-                    fds ? fds - 1 : 0); /* not the directory's own descriptor */
+                chp_metrics_put(buf, cap, len,
+                                "# HELP process_open_fds Number of open file descriptors.\n"
+                                "# TYPE process_open_fds gauge\nprocess_open_fds %u\n",
+                                fds ? fds - 1 : 0); /* not the directory's own descriptor */
         }
         struct rlimit rl;
         if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
-                put(buf, cap, len,
-                    "# HELP process_max_fds Maximum number of open file descriptors.\n"
-                    "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n",
-                    (unsigned long long)rl.rlim_cur);
+                chp_metrics_put(buf, cap, len,
+                                "# HELP process_max_fds Maximum number of open file descriptors.\n"
+                                "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n",
+                                (unsigned long long)rl.rlim_cur);
         /* started: the boot time plus the process's start in ticks since boot; the relay's
          * own start when /proc/stat cannot tell the boot time */
         double started = (double)m->start_time;
@@ -182,12 +177,14 @@ static void render_process(struct chp_metrics *m, char *buf, size_t cap, size_t 
         if (btime)
                 started = (double)btime + (double)start / (double)tick;
         if (started)
-                put(buf, cap, len,
+                chp_metrics_put(
+                    buf, cap, len,
                     "# HELP process_start_time_seconds Start time of the process since unix epoch "
                     "in seconds.\n# TYPE process_start_time_seconds gauge\n"
                     "process_start_time_seconds %.2f\n",
                     started);
-        put(buf, cap, len,
+        chp_metrics_put(
+            buf, cap, len,
             "# HELP chapar_build_info The running relay's version and native protocol version.\n"
             "# TYPE chapar_build_info gauge\n"
             "chapar_build_info{version=\"%s\",protocol=\"%u\"} 1\n",
@@ -199,69 +196,73 @@ void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *le
         struct chp_metrics *m = sh->metrics;
         struct chp_store_stats st = {0};
         int src = chp_store_stats(sh->store, &st);
-        put(buf, cap, len,
-            "# HELP chapar_connections Open connections (native and HTTP).\n"
-            "# TYPE chapar_connections gauge\nchapar_connections %u\n",
-            atomic_load(&sh->conns));
-        put(buf, cap, len,
-            "# HELP chapar_bytes_received_total Bytes received, by face.\n"
-            "# TYPE chapar_bytes_received_total counter\n"
-            "chapar_bytes_received_total{face=\"native\"} %llu\n"
-            "chapar_bytes_received_total{face=\"http\"} %llu\n",
-            (unsigned long long)atomic_load(&m->bytes_in),
-            (unsigned long long)atomic_load(&m->http_bytes_in));
-        put(buf, cap, len,
-            "# HELP chapar_bytes_sent_total Bytes sent, by face.\n"
-            "# TYPE chapar_bytes_sent_total counter\n"
-            "chapar_bytes_sent_total{face=\"native\"} %llu\n"
-            "chapar_bytes_sent_total{face=\"http\"} %llu\n",
-            (unsigned long long)atomic_load(&m->bytes_out),
-            (unsigned long long)atomic_load(&m->http_bytes_out));
-        put(buf, cap, len,
+        chp_metrics_put(buf, cap, len,
+                        "# HELP chapar_connections Open connections (native and HTTP).\n"
+                        "# TYPE chapar_connections gauge\nchapar_connections %u\n",
+                        atomic_load(&sh->conns));
+        chp_metrics_put(buf, cap, len,
+                        "# HELP chapar_bytes_received_total Bytes received, by face.\n"
+                        "# TYPE chapar_bytes_received_total counter\n"
+                        "chapar_bytes_received_total{face=\"native\"} %llu\n"
+                        "chapar_bytes_received_total{face=\"http\"} %llu\n",
+                        (unsigned long long)atomic_load(&m->bytes_in),
+                        (unsigned long long)atomic_load(&m->http_bytes_in));
+        chp_metrics_put(buf, cap, len,
+                        "# HELP chapar_bytes_sent_total Bytes sent, by face.\n"
+                        "# TYPE chapar_bytes_sent_total counter\n"
+                        "chapar_bytes_sent_total{face=\"native\"} %llu\n"
+                        "chapar_bytes_sent_total{face=\"http\"} %llu\n",
+                        (unsigned long long)atomic_load(&m->bytes_out),
+                        (unsigned long long)atomic_load(&m->http_bytes_out));
+        chp_metrics_put(
+            buf, cap, len,
             "# HELP chapar_chunks_stored_total Chunks written to the store.\n"
             "# TYPE chapar_chunks_stored_total counter\nchapar_chunks_stored_total %llu\n"
             "# HELP chapar_dedup_hits_total Chunks received that the store already held.\n"
             "# TYPE chapar_dedup_hits_total counter\nchapar_dedup_hits_total %llu\n",
             (unsigned long long)atomic_load(&m->chunks_stored),
             (unsigned long long)atomic_load(&m->chunks_dedup));
-        put(buf, cap, len,
+        chp_metrics_put(
+            buf, cap, len,
             "# HELP chapar_http_requests_total HTTP requests served.\n"
             "# TYPE chapar_http_requests_total counter\nchapar_http_requests_total %llu\n",
             (unsigned long long)atomic_load(&m->http_requests));
-        put(buf, cap, len,
-            "# HELP chapar_http_responses_total HTTP responses by status class.\n"
-            "# TYPE chapar_http_responses_total counter\n");
+        chp_metrics_put(buf, cap, len,
+                        "# HELP chapar_http_responses_total HTTP responses by status class.\n"
+                        "# TYPE chapar_http_responses_total counter\n");
         for (int i = 1; i <= 5; i++)
-                put(buf, cap, len, "chapar_http_responses_total{class=\"%dxx\"} %llu\n", i,
-                    (unsigned long long)atomic_load(&m->http_status[i]));
-        put(buf, cap, len,
-            "# HELP chapar_errors_total Native protocol errors sent, by code.\n"
-            "# TYPE chapar_errors_total counter\n");
+                chp_metrics_put(buf, cap, len, "chapar_http_responses_total{class=\"%dxx\"} %llu\n",
+                                i, (unsigned long long)atomic_load(&m->http_status[i]));
+        chp_metrics_put(buf, cap, len,
+                        "# HELP chapar_errors_total Native protocol errors sent, by code.\n"
+                        "# TYPE chapar_errors_total counter\n");
         for (uint32_t i = 1; i <= CHP_WE_MAX; i++)
                 if (atomic_load(&m->errors[i]))
-                        put(buf, cap, len, "chapar_errors_total{code=\"%u\"} %llu\n", i,
-                            (unsigned long long)atomic_load(&m->errors[i]));
-        put(buf, cap, len, "chapar_errors_total{code=\"bad_frame_closed\"} %llu\n",
-            (unsigned long long)atomic_load(&m->frames_bad));
-        put(buf, cap, len,
-            "# HELP chapar_uploads_active Upload sessions in the store.\n"
-            "# TYPE chapar_uploads_active gauge\nchapar_uploads_active %llu\n",
-            (unsigned long long)st.uploads);
-        put(buf, cap, len,
-            "# HELP chapar_commit_seconds From a chunk handed to the writer to its "
-            "acknowledgement.\n"
-            "# TYPE chapar_commit_seconds histogram\n");
+                        chp_metrics_put(buf, cap, len, "chapar_errors_total{code=\"%u\"} %llu\n", i,
+                                        (unsigned long long)atomic_load(&m->errors[i]));
+        chp_metrics_put(buf, cap, len, "chapar_errors_total{code=\"bad_frame_closed\"} %llu\n",
+                        (unsigned long long)atomic_load(&m->frames_bad));
+        chp_metrics_put(buf, cap, len,
+                        "# HELP chapar_uploads_active Upload sessions in the store.\n"
+                        "# TYPE chapar_uploads_active gauge\nchapar_uploads_active %llu\n",
+                        (unsigned long long)st.uploads);
+        chp_metrics_put(buf, cap, len,
+                        "# HELP chapar_commit_seconds From a chunk handed to the writer to its "
+                        "acknowledgement.\n"
+                        "# TYPE chapar_commit_seconds histogram\n");
         for (size_t i = 0; i < CHP_COMMIT_BUCKETS; i++)
-                put(buf, cap, len, "chapar_commit_seconds_bucket{le=\"%g\"} %llu\n",
-                    chp_commit_buckets[i], (unsigned long long)atomic_load(&m->commit_le[i]));
-        put(buf, cap, len,
-            "chapar_commit_seconds_bucket{le=\"+Inf\"} %llu\n"
-            "chapar_commit_seconds_sum %.6f\nchapar_commit_seconds_count %llu\n",
-            (unsigned long long)atomic_load(&m->commit_count),
-            (double)atomic_load(&m->commit_sum_us) / 1e6,
-            (unsigned long long)atomic_load(&m->commit_count));
+                chp_metrics_put(buf, cap, len, "chapar_commit_seconds_bucket{le=\"%g\"} %llu\n",
+                                chp_commit_buckets[i],
+                                (unsigned long long)atomic_load(&m->commit_le[i]));
+        chp_metrics_put(buf, cap, len,
+                        "chapar_commit_seconds_bucket{le=\"+Inf\"} %llu\n"
+                        "chapar_commit_seconds_sum %.6f\nchapar_commit_seconds_count %llu\n",
+                        (unsigned long long)atomic_load(&m->commit_count),
+                        (double)atomic_load(&m->commit_sum_us) / 1e6,
+                        (unsigned long long)atomic_load(&m->commit_count));
         if (!src)
-                put(buf, cap, len,
+                chp_metrics_put(
+                    buf, cap, len,
                     "# HELP chapar_store_chunks Chunks in the store.\n"
                     "# TYPE chapar_store_chunks gauge\nchapar_store_chunks %llu\n"
                     "# HELP chapar_store_files Files in the store.\n"
@@ -282,35 +283,42 @@ void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *le
             [CHP_ACCEPT_NOMEM] = "nomem",
             [CHP_ACCEPT_OTHER] = "other",
         };
-        put(buf, cap, len,
+        chp_metrics_put(
+            buf, cap, len,
             "# HELP chapar_accept_errors_total Failed accepts, by reason (emfile: the process "
             "is out of file descriptors).\n# TYPE chapar_accept_errors_total counter\n");
         for (int i = 0; i < CHP_ACCEPT_NREASONS; i++)
-                put(buf, cap, len, "chapar_accept_errors_total{reason=\"%s\"} %llu\n",
-                    accept_name[i], (unsigned long long)atomic_load(&m->accept_errors[i]));
-        put(buf, cap, len,
+                chp_metrics_put(buf, cap, len, "chapar_accept_errors_total{reason=\"%s\"} %llu\n",
+                                accept_name[i],
+                                (unsigned long long)atomic_load(&m->accept_errors[i]));
+        chp_metrics_put(
+            buf, cap, len,
             "# HELP chapar_connections_closed_total Connections the relay refused or closed "
             "on its own, by reason.\n# TYPE chapar_connections_closed_total counter\n");
         for (int i = 0; i < CHP_CLOSE_NREASONS; i++)
-                put(buf, cap, len, "chapar_connections_closed_total{reason=\"%s\"} %llu\n",
+                chp_metrics_put(
+                    buf, cap, len, "chapar_connections_closed_total{reason=\"%s\"} %llu\n",
                     close_reason_name[i], (unsigned long long)atomic_load(&m->closed[i]));
-        put(buf, cap, len,
+        chp_metrics_put(
+            buf, cap, len,
             "# HELP chapar_memory_used_bytes Chunk and body buffers held against memory_limit.\n"
             "# TYPE chapar_memory_used_bytes gauge\nchapar_memory_used_bytes %llu\n"
             "# HELP chapar_memory_waiting Connections waiting for memory_limit to allow more.\n"
             "# TYPE chapar_memory_waiting gauge\nchapar_memory_waiting %u\n",
             (unsigned long long)atomic_load(&sh->mem_used), atomic_load(&sh->mem_waiting));
         /* refusals by the access and limit checks, and the limits table */
-        put(buf, cap, len,
+        chp_metrics_put(
+            buf, cap, len,
             "# HELP chapar_refusals_total Requests and connections refused by the access and "
             "limit checks, by reason.\n# TYPE chapar_refusals_total counter\n");
         for (int i = 0; i < CHP_REFUSE_NREASONS; i++)
-                put(buf, cap, len, "chapar_refusals_total{reason=\"%s\"} %llu\n",
-                    chp_metrics_refusal_name((enum chp_refusal)i),
-                    (unsigned long long)atomic_load(&m->refused[i]));
+                chp_metrics_put(buf, cap, len, "chapar_refusals_total{reason=\"%s\"} %llu\n",
+                                chp_metrics_refusal_name((enum chp_refusal)i),
+                                (unsigned long long)atomic_load(&m->refused[i]));
         struct chp_limits_stats ls;
         chp_limits_stats(sh->limits, &ls);
-        put(buf, cap, len,
+        chp_metrics_put(
+            buf, cap, len,
             "# HELP chapar_limits_entries Client addresses and subjects the limits table holds.\n"
             "# TYPE chapar_limits_entries gauge\nchapar_limits_entries %u\n"
             "# HELP chapar_limits_capacity The most the limits table holds.\n"
@@ -328,14 +336,15 @@ void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *le
             (unsigned long long)atomic_load(&m->reads_throttled),
             (unsigned long long)atomic_load(&m->sends_throttled));
         /* federation fetches (server/peer) */
-        put(buf, cap, len,
-            "# HELP chapar_fetches_total Fetches from peers, by how they ended.\n"
-            "# TYPE chapar_fetches_total counter\n");
+        chp_metrics_put(buf, cap, len,
+                        "# HELP chapar_fetches_total Fetches from peers, by how they ended.\n"
+                        "# TYPE chapar_fetches_total counter\n");
         for (int i = 0; i < CHP_FETCHED_NOUTCOMES; i++)
-                put(buf, cap, len, "chapar_fetches_total{outcome=\"%s\"} %llu\n",
-                    chp_metrics_fetch_outcome((enum chp_fetch_outcome)i),
-                    (unsigned long long)atomic_load(&m->fetches[i]));
-        put(buf, cap, len,
+                chp_metrics_put(buf, cap, len, "chapar_fetches_total{outcome=\"%s\"} %llu\n",
+                                chp_metrics_fetch_outcome((enum chp_fetch_outcome)i),
+                                (unsigned long long)atomic_load(&m->fetches[i]));
+        chp_metrics_put(
+            buf, cap, len,
             "# HELP chapar_fetch_negative_hits_total Requests for a file a peer lacks answered "
             "from memory, without a fetch.\n# TYPE chapar_fetch_negative_hits_total counter\n"
             "chapar_fetch_negative_hits_total %llu\n",
@@ -354,11 +363,11 @@ void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *le
                 atomic_uint_fast64_t *v = ups[k].off == 0   ? m->uploads_created
                                           : ups[k].off == 1 ? m->uploads_finished
                                                             : m->uploads_terminated;
-                put(buf, cap, len, "# HELP %s %s, by face.\n# TYPE %s counter\n", ups[k].name,
-                    ups[k].help, ups[k].name);
+                chp_metrics_put(buf, cap, len, "# HELP %s %s, by face.\n# TYPE %s counter\n",
+                                ups[k].name, ups[k].help, ups[k].name);
                 for (int f = 0; f < CHP_METRICS_NFACES; f++)
-                        put(buf, cap, len, "%s{face=\"%s\"} %llu\n", ups[k].name, face_name[f],
-                            (unsigned long long)atomic_load(&v[f]));
+                        chp_metrics_put(buf, cap, len, "%s{face=\"%s\"} %llu\n", ups[k].name,
+                                        face_name[f], (unsigned long long)atomic_load(&v[f]));
         }
         static const char *const method_name[CHP_METRICS_METHODS] = {
             [CHP_HTTP_GET] = "GET",       [CHP_HTTP_HEAD] = "HEAD",
@@ -367,19 +376,22 @@ void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *le
             [CHP_HTTP_PUT] = "PUT",       [7] = "other",
         };
         _Static_assert(CHP_HTTP_PUT == CHP_METRICS_METHODS - 2, "one slot per method, then other");
-        put(buf, cap, len,
+        chp_metrics_put(
+            buf, cap, len,
             "# HELP chapar_http_request_status_total HTTP responses by request method and "
             "status code.\n# TYPE chapar_http_request_status_total counter\n");
         for (int mi = 0; mi < CHP_METRICS_METHODS; mi++)
                 for (int code = 0; code < CHP_METRICS_STATUSES; code++) {
                         uint64_t v = atomic_load(&m->http_by_status[mi][code]);
                         if (v)
-                                put(buf, cap, len,
+                                chp_metrics_put(
+                                    buf, cap, len,
                                     "chapar_http_request_status_total{method=\"%s\",code=\"%d\"} "
                                     "%llu\n",
                                     method_name[mi], code + 100, (unsigned long long)v);
                 }
-        put(buf, cap, len,
+        chp_metrics_put(
+            buf, cap, len,
             "# HELP chapar_native_requests_total Native request frames received, by type.\n"
             "# TYPE chapar_native_requests_total counter\n");
         for (int t = 0; t < 256; t++) {
@@ -387,10 +399,12 @@ void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *le
                 /* a type without a name of its own never passes the frame decoder; were one
                  * counted, its "?" would repeat a series */
                 if (v && strcmp(chp_frame_type_name((uint8_t)t), "?") != 0)
-                        put(buf, cap, len, "chapar_native_requests_total{frame=\"%s\"} %llu\n",
-                            chp_frame_type_name((uint8_t)t), (unsigned long long)v);
+                        chp_metrics_put(buf, cap, len,
+                                        "chapar_native_requests_total{frame=\"%s\"} %llu\n",
+                                        chp_frame_type_name((uint8_t)t), (unsigned long long)v);
         }
-        put(buf, cap, len,
+        chp_metrics_put(
+            buf, cap, len,
             "# HELP chapar_access_log_dropped_total Access log lines dropped: the disk was a whole "
             "buffer behind, or the file could not be written.\n"
             "# TYPE chapar_access_log_dropped_total counter\nchapar_access_log_dropped_total "

@@ -81,8 +81,8 @@ struct chp_metrics {
         atomic_uint_fast64_t http_requests, uploads_active;
         atomic_uint_fast64_t reads_throttled; /* receives held back by a byte rate per address */
         atomic_uint_fast64_t sends_throttled; /* sends held back by a byte rate per address */
-        atomic_uint_fast64_t errors[32];     /* by wire error code (native), CHP_WE_MAX */
-        atomic_uint_fast64_t http_status[6]; /* by status class: 1xx..5xx (index 1..5) */
+        atomic_uint_fast64_t errors[32];      /* by wire error code (native), CHP_WE_MAX */
+        atomic_uint_fast64_t http_status[6];  /* by status class: 1xx..5xx (index 1..5) */
         /* commit latency: chunk submitted to the writer -> acknowledged */
         atomic_uint_fast64_t commit_le[CHP_COMMIT_BUCKETS]; /* cumulative, per bucket */
         atomic_uint_fast64_t commit_count, commit_sum_us;
@@ -119,8 +119,8 @@ void chp_metrics_observe_commit(struct chp_metrics *m, uint64_t since_us);
 
 /* Appends fmt's text at buf[*len] if it fits in cap bytes (then *len grows), else nothing: a
  * layer above that adds series of its own to the page (faces/http.c) writes them the same way. */
-void chp_metrics_vput(char *buf, size_t cap, size_t *len, const char *fmt, va_list ap)
-    __attribute__((format(printf, 4, 0)));
+void chp_metrics_put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* Appends the whole /metrics page (Prometheus text: sh->metrics' counters, the connection and
  * memory gauges of sh, the store's statistics, the process's CPU, memory and descriptors from
