@@ -162,52 +162,47 @@ static int parse_double(const char *s, double *out)
         return (int)(end - s);
 }
 
-/* "50ms", "1.5s", "200us", bare number = ms. */
-static int parse_time(const char *s, int64_t *out /* out */)
+struct unit {
+        const char *suffix;
+        double mul;
+};
+
+/* A number with one of units' suffixes ("" included where the table has it), scaled; at most
+ * max after scaling. 0 or -EINVAL. */
+static int parse_scaled(const char *s, const struct unit *units, size_t n, double max,
+                        double *out /* out */)
 {
         double v;
-        int n = parse_double(s, &v);
-        if (n < 0)
-                return n;
-        const char *u = s + n;
-        double mul;
-        if (strcmp(u, "") == 0 || strcmp(u, "ms") == 0)
-                mul = 1e6;
-        else if (strcmp(u, "s") == 0)
-                mul = 1e9;
-        else if (strcmp(u, "us") == 0)
-                mul = 1e3;
-        else
-                return -EINVAL;
-        if (v * mul > 3600e9)
-                return -EINVAL;
-        *out = (int64_t)(v * mul);
-        return 0;
+        int len = parse_double(s, &v);
+        if (len < 0)
+                return len;
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(s + len, units[i].suffix) == 0) {
+                        if (v * units[i].mul > max)
+                                return -EINVAL;
+                        *out = v * units[i].mul;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+/* "50ms", "1.5s", "200us", bare number = ms; in ns. */
+static int parse_time(const char *s, int64_t *out /* out */)
+{
+        static const struct unit units[] = {{"", 1e6}, {"ms", 1e6}, {"s", 1e9}, {"us", 1e3}};
+        double ns;
+        int rc = parse_scaled(s, units, sizeof(units) / sizeof(units[0]), 3600e9, &ns);
+        if (rc == 0)
+                *out = (int64_t)ns;
+        return rc;
 }
 
 /* "20mbit", "500kbit", "1gbit", "64000" (bit/s). */
 static int parse_rate(const char *s, double *out /* out */)
 {
-        double v;
-        int n = parse_double(s, &v);
-        if (n < 0)
-                return n;
-        const char *u = s + n;
-        double mul;
-        if (strcmp(u, "") == 0 || strcmp(u, "bit") == 0)
-                mul = 1;
-        else if (strcmp(u, "kbit") == 0)
-                mul = 1e3;
-        else if (strcmp(u, "mbit") == 0)
-                mul = 1e6;
-        else if (strcmp(u, "gbit") == 0)
-                mul = 1e9;
-        else
-                return -EINVAL;
-        if (v * mul > 100e9)
-                return -EINVAL;
-        *out = v * mul;
-        return 0;
+        static const struct unit units[] = {
+            {"", 1}, {"bit", 1}, {"kbit", 1e3}, {"mbit", 1e6}, {"gbit", 1e9}};
+        return parse_scaled(s, units, sizeof(units) / sizeof(units[0]), 100e9, out);
 }
 
 /* "1%" or "0.01" -> probability. */
