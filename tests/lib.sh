@@ -15,7 +15,18 @@ lib_at_exit=() # commands the EXIT trap runs after the kills, before removing $t
 
 ok() { echo "ok   $1"; passed=$((passed + 1)); }
 bad() { echo "FAIL $1"; failed=$((failed + 1)); return 1; }
-check() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
+# A condition is a test, not a job: under pipefail, `ldd X | grep -q Y` fails whenever grep has
+# its answer before ldd has written its last line (SIGPIPE). Conditions run without pipefail.
+cond() {
+        local was rc
+        was=$(shopt -po pipefail)
+        set +o pipefail
+        eval "$1"
+        rc=$?
+        eval "$was"
+        return $rc
+}
+check() { if cond "$2"; then ok "$1"; else bad "$1"; fi; }
 finish() {
         echo "$passed passed, $failed failed"
         [ "$failed" -eq 0 ]
@@ -48,7 +59,7 @@ wait_file() { # FILE [PATTERN] [SECONDS]
 # Waits (at most SECONDS, sleeping 50 ms between tries) until the shell test is true.
 wait_for() { # SECONDS 'shell test'
         local end=$((SECONDS + $1))
-        until eval "$2"; do
+        until cond "$2"; do
                 [ $SECONDS -ge $end ] && return 1
                 sleep 0.05
         done
