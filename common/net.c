@@ -1,10 +1,12 @@
-/* net.c — HOST:PORT parsing, listening sockets, the monotonic clock (see net.h). */
+/* net.c — HOST:PORT parsing, listening sockets, congestion control, the monotonic clock (see
+ * net.h). */
 #include "net.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -156,4 +158,27 @@ void chp_net_iov_advance(struct iovec **iov, int *n, size_t w)
                 (*iov)->iov_base = (uint8_t *)(*iov)->iov_base + w;
                 (*iov)->iov_len -= w;
         }
+}
+
+int chp_net_set_congestion(int fd, const char *name)
+{
+        size_t n = name ? strlen(name) : 0;
+        if (n == 0 || n >= CHP_NET_CC_MAX)
+                return -EINVAL;
+        if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, (socklen_t)n) != 0)
+                return -errno;
+        return 0;
+}
+
+int chp_net_congestion(int fd, char *out, size_t cap)
+{
+        char buf[CHP_NET_CC_MAX] = {0};
+        socklen_t len = sizeof(buf) - 1;
+        if (cap < CHP_NET_CC_MAX)
+                return -EINVAL;
+        if (getsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, buf, &len) != 0)
+                return -errno;
+        buf[len < sizeof(buf) ? len : sizeof(buf) - 1] = '\0';
+        snprintf(out, cap, "%s", buf);
+        return 0;
 }

@@ -35,6 +35,18 @@ __attribute__((warn_unused_result)) int chp_net_listen(const char *host, uint16_
                                                        int *fd /* out */,
                                                        uint16_t *bound_port /* out */);
 
+/* TCP congestion control. CHP_NET_CC_MAX bytes hold any name the kernel uses, NUL included. */
+#define CHP_NET_CC_MAX 16
+
+/* Asks the kernel to run congestion control name ("bbr", "cubic", ...) on TCP socket fd
+ * (TCP_CONGESTION). 0, or -ENOENT when the kernel has no such algorithm (nor a module it may
+ * load), -EPERM when this process lacks CAP_NET_ADMIN and name is not in
+ * net.ipv4.tcp_allowed_congestion_control, -EINVAL for a name that is empty or too long. On
+ * error the socket keeps what it had. */
+__attribute__((warn_unused_result)) int chp_net_set_congestion(int fd, const char *name);
+/* The congestion control fd runs into out (cap >= CHP_NET_CC_MAX): 0 or -errno. */
+int chp_net_congestion(int fd, char *out, size_t cap);
+
 struct iovec;
 
 /* After a writev/sendmsg that wrote w bytes of the n buffers at *iov: steps *iov and *n past the

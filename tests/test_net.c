@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -147,6 +148,26 @@ TEST(clock_is_monotonic_and_consistent)
         /* the three read one clock: they agree to within the time between the reads */
         CHECK(us1 / 1000 >= ms1 && us1 / 1000 - ms1 < 1000);
         CHECK((double)us1 / 1e6 <= s1 + 1e-6 && s1 - (double)us1 / 1e6 < 1.0);
+}
+
+TEST(congestion_control_set_and_read)
+{
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        REQUIRE(fd >= 0);
+        char cc[CHP_NET_CC_MAX];
+        REQUIRE_OK(chp_net_congestion(fd, cc, sizeof(cc)));
+        CHECK(cc[0] != '\0');
+        /* reno is built into every kernel and always allowed */
+        CHECK_OK(chp_net_set_congestion(fd, "reno"));
+        CHECK_OK(chp_net_congestion(fd, cc, sizeof(cc)));
+        CHECK(strcmp(cc, "reno") == 0);
+        CHECK_EQ(chp_net_set_congestion(fd, "no-such-cc"), -ENOENT);
+        CHECK_EQ(chp_net_set_congestion(fd, ""), -EINVAL);
+        CHECK_EQ(chp_net_set_congestion(fd, "a-name-far-too-long-for-it"), -EINVAL);
+        CHECK_OK(chp_net_congestion(fd, cc, sizeof(cc)));
+        CHECK(strcmp(cc, "reno") == 0); /* refusals left it as it was */
+        CHECK_EQ(chp_net_congestion(fd, cc, 4), -EINVAL);
+        close(fd);
 }
 
 HARNESS_MAIN()
