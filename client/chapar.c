@@ -73,6 +73,9 @@ static int usage(FILE *to)
               "      --no-pad             do not pad: by default the size is padded (at least\n"
               "                           4 KiB, then Padme buckets, at most about 12%) so the\n"
               "                           relay learns little of the real size\n"
+              "      --ticket-out PATH    write the ticket to PATH as soon as the relay holds\n"
+              "                           the file's manifest, before the chunks go: a recipient\n"
+              "                           can start its get while the upload runs\n"
               "  get TICKET [-o PATH|DIR|-] [--via HOST:PORT] [--json]\n"
               "      Downloads the file, verifies every chunk and decrypts it; prints where it\n"
               "      went. Without -o it takes the sender's name, made safe (no path, no\n"
@@ -112,6 +115,13 @@ static int usage(FILE *to)
               "  --insecure-plaintext     no transport encryption (the relay must allow it)\n"
               "  --trust-new-relay        pin the key a relay with no pin presents (trust on\n"
               "                           first use; put --relay, get and stat --via)\n"
+              "\n"
+              "flags of put and get:\n"
+              "  --congestion-control NAME\n"
+              "                           ask the kernel for this TCP congestion control (bbr,\n"
+              "                           cubic, reno); refused (not in\n"
+              "                           net.ipv4.tcp_allowed_congestion_control), the system's\n"
+              "                           runs. --json says which ran (\"congestion\")\n"
               "\n"
               "exit codes:\n"
               "  0  ok\n"
@@ -296,6 +306,69 @@ static int connect_to(const char *relay, const uint8_t *key, bool plaintext, boo
         return 0;
 }
 
+/* The transfer flags put and get share (chapar_set_transport). */
+struct xfer_args {
+        const char *congestion;
+        const char *ticket_out; /* put only */
+};
+
+/* Takes argv[*i] (and its value) when it is a transfer flag: 1 taken, 0 not one, or -code. */
+static int xfer_flag(int argc, char **argv, int *i, bool put, struct xfer_args *x)
+{
+        const char *f = argv[*i];
+        if (*i + 1 >= argc)
+                return 0;
+        if (strcmp(f, "--congestion-control") == 0) {
+                x->congestion = argv[++*i];
+                if (!*x->congestion || strlen(x->congestion) >= CHAPAR_CC_MAX)
+                        return -usage_error("--congestion-control takes an algorithm name "
+                                            "(bbr, cubic, reno), at most %d bytes",
+                                            CHAPAR_CC_MAX - 1);
+                return 1;
+        }
+        if (put && strcmp(f, "--ticket-out") == 0) {
+                x->ticket_out = argv[++*i];
+                return 1;
+        }
+        return 0;
+}
+
+/* put --ticket-out: the ticket, written to a temporary name and renamed, so a reader polling
+ * for the file never sees half of it. */
+static void write_ticket_out(void *ctx, const char *ticket)
+{
+        const char *path = ctx;
+        char tmp[4200];
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        FILE *f = fopen(tmp, "w");
+        if (!f || fprintf(f, "%s\n", ticket) < 0 || fclose(f) != 0 || rename(tmp, path) != 0)
+                fprintf(stderr, "chapar: cannot write the ticket to %s: %s\n", path,
+                        strerror(errno));
+}
+
+/* Applies the transfer flags to c. */
+static int xfer_apply(struct chapar_client *c, const struct xfer_args *x)
+{
+        struct chapar_transport t = {.size = sizeof(t), .congestion = x->congestion};
+        if (x->ticket_out) {
+                t.on_ticket = write_ticket_out;
+                t.ctx = (void *)x->ticket_out;
+        }
+        int rc = chapar_set_transport(c, &t);
+        return rc ? fail(c, "transport", rc) : 0;
+}
+
+/* The transfer's fields of --json output. */
+static void xfer_json(struct chapar_client *c)
+{
+        struct chapar_transfer_stats st = {.size = sizeof(st)};
+        if (chapar_transfer_stats(c, &st) != 0)
+                return;
+        printf(",\"connections\":%u,\"reconnects\":%u,\"bytes_resent\":%llu,\"congestion\":",
+               st.connections, st.reconnects, (unsigned long long)st.bytes_resent);
+        json_str(st.congestion);
+}
+
 /* The file put would send, checked before any connection: a regular file this user can read. */
 static int put_file_ok(const char *file)
 {
@@ -325,7 +398,13 @@ static int cmd_put(int argc, char **argv)
         uint8_t key[CHAPAR_KEY_BYTES];
         bool have_key = false, json = false, plaintext = false, trust = false;
         struct chapar_put_opts po = {0};
+        struct xfer_args xa = {0};
         for (int i = 0; i < argc; i++) {
+                int x = xfer_flag(argc, argv, &i, true, &xa);
+                if (x < 0)
+                        return -x;
+                if (x > 0)
+                        continue;
                 if (strcmp(argv[i], "--relay") == 0 && i + 1 < argc) {
                         relay = argv[++i];
                 } else if (strcmp(argv[i], "--token") == 0 && i + 1 < argc) {
@@ -356,7 +435,9 @@ static int cmd_put(int argc, char **argv)
                                                    argv[i]);
                         po.chunk_size = (uint32_t)v;
                 } else if (argv[i][0] == '-' || file) {
-                        return bad_arg("put", "--relay --relay-key --token --name --chunk-size",
+                        return bad_arg("put",
+                                       "--relay --relay-key --token --name --chunk-size "
+                                       "--congestion-control --ticket-out",
                                        argc, argv, i);
                 } else {
                         file = argv[i];
@@ -378,6 +459,10 @@ static int cmd_put(int argc, char **argv)
         /* a key given by --relay-key is pinned for the address when none is */
         rc = connect_to(relay, have_key ? key : NULL, plaintext, trust || have_key, token, &c);
         if (rc) {
+                chapar_close(c);
+                return rc;
+        }
+        if ((rc = xfer_apply(c, &xa))) {
                 chapar_close(c);
                 return rc;
         }
@@ -403,9 +488,11 @@ static int cmd_put(int argc, char **argv)
                 json_str(r.ticket);
                 printf(",\"file_id\":\"%s\",\"bytes_total\":%llu,\"bytes_sent\":%llu,"
                        "\"chunks_total\":%u,\"chunks_sent\":%u,\"chunks_deduplicated\":%u,"
-                       "\"seconds\":%.3f}\n",
+                       "\"seconds\":%.3f",
                        hex, (unsigned long long)r.bytes_total, (unsigned long long)r.bytes_sent,
                        r.chunks_total, r.chunks_sent, r.chunks_deduplicated, r.seconds);
+                xfer_json(c);
+                printf("}\n");
         } else {
                 printf("%s\n", r.ticket);
         }
@@ -433,6 +520,7 @@ static int ticket_client(const char *ticket, const char *via, bool plaintext, bo
 struct ticket_args {
         const char *ticket, *out, *via, *token;
         bool json, plaintext, trust;
+        struct xfer_args xfer; /* get only */
 };
 
 static int ticket_command(const char *cmd, int argc, char **argv, bool with_out,
@@ -441,6 +529,11 @@ static int ticket_command(const char *cmd, int argc, char **argv, bool with_out,
         memset(a, 0, sizeof(*a));
         *c = NULL;
         for (int i = 0; i < argc; i++) {
+                int x = with_out ? xfer_flag(argc, argv, &i, false, &a->xfer) : 0;
+                if (x < 0)
+                        return -x;
+                if (x > 0)
+                        continue;
                 if (with_out && strcmp(argv[i], "-o") == 0 && i + 1 < argc)
                         a->out = argv[++i];
                 else if (strcmp(argv[i], "--via") == 0 && i + 1 < argc)
@@ -456,7 +549,9 @@ static int ticket_command(const char *cmd, int argc, char **argv, bool with_out,
                 else if (argv[i][0] == '-' || a->ticket)
                         return is_help(argv[i])
                                    ? (usage(stdout), -1)
-                                   : bad_arg(cmd, with_out ? "-o --via --token" : "--via --token",
+                                   : bad_arg(cmd,
+                                             with_out ? "-o --via --token --congestion-control"
+                                                      : "--via --token",
                                              argc, argv, i);
                 else
                         a->ticket = argv[i];
@@ -468,6 +563,8 @@ static int ticket_command(const char *cmd, int argc, char **argv, bool with_out,
         int rc = a->via ? relay_addr_ok("--via", a->via) : 0;
         if (!rc)
                 rc = ticket_client(a->ticket, a->via, a->plaintext, a->trust, a->token, c);
+        if (!rc && with_out)
+                rc = xfer_apply(*c, &a->xfer);
         if (rc) {
                 chapar_close(*c);
                 *c = NULL;
@@ -512,9 +609,11 @@ static int cmd_get(int argc, char **argv)
         } else if (json) {
                 printf("{\"file\":");
                 json_str(r.path);
-                printf(",\"bytes_total\":%llu,\"bytes_received\":%llu,\"seconds\":%.3f}\n",
+                printf(",\"bytes_total\":%llu,\"bytes_received\":%llu,\"seconds\":%.3f",
                        (unsigned long long)r.bytes_total, (unsigned long long)r.bytes_received,
                        r.seconds);
+                xfer_json(c);
+                printf("}\n");
         } else {
                 printf("%s\n", r.path);
         }

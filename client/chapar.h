@@ -101,6 +101,51 @@ CHAPAR_API const char *chapar_last_error(const struct chapar_client *c);
 /* Asks a running operation on c to stop; it returns CHAPAR_ECANCELED. Async-signal-safe. */
 CHAPAR_API void chapar_cancel(struct chapar_client *c);
 
+/* ---- transport: how a put or get uses the network ---------------------------------------- */
+
+#define CHAPAR_CONNECTIONS_MAX 8
+#define CHAPAR_CC_MAX          16 /* bytes of a congestion-control name, its NUL included */
+
+/* Set on a client before a put or get; applies to every later transfer on it. size is
+ * sizeof(struct chapar_transport) as the caller was built: the struct may grow at its end, and
+ * fields a caller's size does not reach keep their defaults. */
+struct chapar_transport {
+        uint32_t size;
+        /* TCP connections per transfer, chunks striped across them: 0 = adapt to the path
+         * (start at 2, add while the transfer gets faster, up to CHAPAR_CONNECTIONS_MAX);
+         * 1..CHAPAR_CONNECTIONS_MAX = that many. */
+        uint32_t connections;
+        /* TCP congestion control to ask the kernel for on the transfer's sockets ("bbr"); NULL
+         * or "" = the system's. A refusal (an unprivileged process may only pick from
+         * net.ipv4.tcp_allowed_congestion_control) is no error: the socket keeps the system's,
+         * and chapar_transfer_stats says what ran. */
+        const char *congestion;
+        /* Seconds a transfer keeps reconnecting after a cut (with backoff and jitter), resuming
+         * at the chunk; 0 = 120; negative = fail at the first cut. */
+        int32_t retry_s;
+        /* put: called once, on the calling thread, as soon as the relay holds the manifest and
+         * before the chunks go, with the ticket the put will return — so that a recipient can
+         * start fetching while the upload runs (cut-through). NULL = not called. */
+        void (*on_ticket)(void *ctx, const char *ticket);
+        void *ctx;
+};
+
+/* CHAPAR_EUSAGE for a size below the first fields, a connections over the maximum or a
+ * congestion name too long; the struct is copied (the name too). */
+CHAPAR_API int chapar_set_transport(struct chapar_client *c, const struct chapar_transport *t);
+
+/* What the last put or get on c did on the network. size as in struct chapar_transport. */
+struct chapar_transfer_stats {
+        uint32_t size;
+        uint32_t connections;           /* the most open at once */
+        uint32_t reconnects;            /* connections made again after a cut */
+        uint64_t bytes_resent;          /* chunk bytes sent (put) or fetched (get) more than once */
+        char congestion[CHAPAR_CC_MAX]; /* what the kernel ran on the transfer's sockets */
+};
+
+CHAPAR_API int chapar_transfer_stats(const struct chapar_client *c,
+                                     struct chapar_transfer_stats *out);
+
 /* Progress: bytes done of total, called from the calling thread. */
 typedef void (*chapar_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 

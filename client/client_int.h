@@ -41,11 +41,17 @@ struct chapar_client {
         struct chp_msg_hello_ok hello;
         uint32_t last_code;
         char last_error[1024];
+        struct chapar_transport transport;  /* chapar_set_transport's, defaults filled in */
+        char congestion[CHAPAR_CC_MAX];     /* transport.congestion points here */
+        struct chapar_transfer_stats stats; /* of the last put or get */
 };
 
 /* Opens c->ch to c->addr (XX, c->pinned if have_pinned; or plaintext) and fills relay_key and
  * hello. */
 int cc_open(struct chapar_client *c);
+/* Starts c->stats for a transfer on c->ch: one connection, nothing resent, the congestion
+ * control its socket runs. */
+void cc_stats_begin(struct chapar_client *c);
 /* Closes c->ch. */
 void cc_shutdown(struct chapar_client *c);
 

@@ -599,6 +599,7 @@ int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path
                const struct chapar_get_opts *o, struct chapar_get_result *r)
 {
         memset(r, 0, sizeof(*r));
+        cc_stats_begin(c);
         double t0 = chp_net_now_s();
         struct fetch x = {0};
         struct part pt = {.fd = -1};
@@ -670,6 +671,7 @@ int chapar_get_fd(struct chapar_client *c, const char *ticket, int fd,
                   const struct chapar_get_opts *o, struct chapar_get_result *r)
 {
         memset(r, 0, sizeof(*r));
+        cc_stats_begin(c);
         double t0 = chp_net_now_s();
         struct fetch x = {0};
         uint8_t *win = NULL, *have = NULL;

@@ -23,6 +23,7 @@
 
 #include "client_int.h"
 #include "hash.h"
+#include "net.h"
 
 _Static_assert(CHAPAR_KEY_BYTES == CHP_KEY_BYTES, "the public key size is the one X25519 size");
 /* trust_new_relay went into padding: callers built against the older header see the same layout */
@@ -264,6 +265,8 @@ int chapar_connect_token(const struct chapar_opts *o, const char *token, struct 
         if (token)
                 snprintf(c->token, sizeof(c->token), "%s", token);
         c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
+        c->transport =
+            (struct chapar_transport){.size = sizeof(c->transport), .congestion = c->congestion};
         c->plaintext = o->insecure_plaintext;
         const char *relay = o->relay;
         if (!relay)
@@ -327,6 +330,62 @@ const uint8_t *chapar_relay_key(const struct chapar_client *c)
 const char *chapar_last_error(const struct chapar_client *c)
 {
         return c ? c->last_error : "";
+}
+
+/* ---- transport ---------------------------------------------------------------------------- */
+
+/* The bytes of a struct that begins with its size that both the caller's and this build's
+ * layout hold: 0 when the caller's is too short for its first field past size. */
+static size_t common_size(uint32_t theirs, size_t ours, size_t first_past_size)
+{
+        if (theirs < first_past_size)
+                return 0;
+        return theirs < ours ? theirs : ours;
+}
+
+int chapar_set_transport(struct chapar_client *c, const struct chapar_transport *t)
+{
+        size_t n =
+            common_size(t->size, sizeof(*t),
+                        offsetof(struct chapar_transport, connections) + sizeof(t->connections));
+        struct chapar_transport v = {0};
+        if (!n) {
+                snprintf(c->last_error, sizeof(c->last_error),
+                         "struct chapar_transport: size %u is too small", t->size);
+                return CHAPAR_EUSAGE;
+        }
+        memcpy(&v, t, n);
+        if (v.connections > CHAPAR_CONNECTIONS_MAX) {
+                snprintf(c->last_error, sizeof(c->last_error),
+                         "connections: at most %d per transfer", CHAPAR_CONNECTIONS_MAX);
+                return CHAPAR_EUSAGE;
+        }
+        if (v.congestion && strlen(v.congestion) >= sizeof(c->congestion)) {
+                snprintf(c->last_error, sizeof(c->last_error),
+                         "congestion control '%.40s': at most %d bytes", v.congestion,
+                         CHAPAR_CC_MAX - 1);
+                return CHAPAR_EUSAGE;
+        }
+        snprintf(c->congestion, sizeof(c->congestion), "%s", v.congestion ? v.congestion : "");
+        v.congestion = c->congestion;
+        v.size = sizeof(v);
+        c->transport = v;
+        if (c->ch && c->congestion[0]) /* the connection made already; a refusal keeps its own */
+                (void)!chp_net_set_congestion(chp_channel_fd(c->ch), c->congestion);
+        return 0;
+}
+
+int chapar_transfer_stats(const struct chapar_client *c, struct chapar_transfer_stats *out)
+{
+        size_t n = common_size(out->size, sizeof(*out),
+                               offsetof(struct chapar_transfer_stats, connections) +
+                                   sizeof(out->connections));
+        if (!n)
+                return CHAPAR_EUSAGE;
+        uint32_t size = out->size;
+        memcpy(out, &c->stats, n);
+        out->size = size;
+        return 0;
 }
 
 /* a signal handler may store to it only if it needs no lock */

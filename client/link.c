@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "net.h"
 
 /* The public code for a channel's code; c->last_error gets the channel's message. */
 static int public_code(struct chapar_client *c, int rc)
@@ -60,7 +61,8 @@ int cc_open(struct chapar_client *c)
                                      .remote_key = c->have_pinned ? c->pinned : NULL,
                                      .timeout_ms = c->timeout_ms,
                                      .cancel = &c->cancel,
-                                     .token = c->token[0] ? c->token : NULL};
+                                     .token = c->token[0] ? c->token : NULL,
+                                     .congestion = c->congestion};
         int rc = chp_channel_open(&o, &c->ch, c->last_error, sizeof(c->last_error));
         if (rc == CHP_EKEY && strstr(c->last_error, " presented key ")) {
                 size_t n = strlen(c->last_error);
@@ -76,6 +78,14 @@ int cc_open(struct chapar_client *c)
                 memcpy(c->relay_key, key, CHP_KEY_BYTES);
         c->hello = *chp_channel_hello(c->ch);
         return 0;
+}
+
+void cc_stats_begin(struct chapar_client *c)
+{
+        c->stats = (struct chapar_transfer_stats){.size = sizeof(c->stats), .connections = 1};
+        if (c->ch)
+                (void)chp_net_congestion(chp_channel_fd(c->ch), c->stats.congestion,
+                                         sizeof(c->stats.congestion));
 }
 
 void cc_shutdown(struct chapar_client *c)

@@ -558,6 +558,7 @@ int chapar_put_fd(struct chapar_client *c, int fd, const struct chapar_put_opts 
                   struct chapar_put_result *r)
 {
         memset(r, 0, sizeof(*r));
+        cc_stats_begin(c);
         double t0 = chp_net_now_s();
         struct put_state p = {.fd = fd};
         struct stat st;
@@ -680,6 +681,11 @@ reopen:
                 goto out;
         }
         memcpy(upload_id, ok.upload_id, CHP_UPLOAD_ID_BYTES);
+        if (opens == 1 && c->transport.on_ticket) { /* the relay holds the manifest now */
+                if ((rc = make_ticket(c, r->file_id, p.key, r->ticket, sizeof(r->ticket))))
+                        goto out;
+                c->transport.on_ticket(c->transport.ctx, r->ticket);
+        }
         size_t map = chp_bitmap_bytes(ok.chunk_count);
         free(missing);
         missing = malloc(map ? map : 1);

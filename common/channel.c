@@ -50,6 +50,7 @@ struct chp_channel {
         bool encrypted; /* the handshake is done */
         bool ik;
         bool have_remote;
+        char congestion[CHP_NET_CC_MAX]; /* "" = the system's */
         uint8_t static_priv[CHP_KEY_BYTES];
         uint8_t expected[CHP_KEY_BYTES];
         uint8_t remote_key[CHP_KEY_BYTES]; /* what the relay proved it holds */
@@ -445,6 +446,8 @@ static int tcp_connect(struct chp_channel *ch)
                         continue;
                 }
                 ch->fd = fd;
+                if (ch->congestion[0]) /* refused: the system's runs (see channel.h) */
+                        (void)!chp_net_set_congestion(fd, ch->congestion);
                 int err = 0;
                 if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
                         rc = 0;
@@ -660,6 +663,8 @@ int chp_channel_open(const struct chp_channel_opts *o, struct chp_channel **out,
         ch->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
         ch->cancel = o->cancel;
         ch->ik = o->ik;
+        if (o->congestion && strlen(o->congestion) < sizeof(ch->congestion))
+                snprintf(ch->congestion, sizeof(ch->congestion), "%s", o->congestion);
         snprintf(ch->addr, sizeof(ch->addr), "%s", o->addr);
         if (o->static_priv)
                 memcpy(ch->static_priv, o->static_priv, CHP_KEY_BYTES);

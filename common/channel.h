@@ -53,6 +53,10 @@ struct chp_channel_opts {
         const atomic_int *cancel; /* nonzero: calls return -ECANCELED; or NULL (lock-free: a signal
                                    * handler or another thread may set it) */
         const char *token; /* an upload token (docs/tokens.md) sent in HELLO, or NULL; borrowed */
+        const char *congestion; /* TCP congestion control asked for before connecting ("bbr"),
+                                 * or NULL/"": the system's. A refusal is no error (the socket
+                                 * keeps the system's): chp_net_congestion on the fd says what
+                                 * runs. Borrowed for the call. */
 };
 
 /* Connects, runs the handshake (or sends the plaintext preamble) and HELLO. On success *out is

@@ -337,6 +337,69 @@ TEST(no_chunk_sealed_twice_for_sending)
         free(a);
 }
 
+/* on_ticket: called once, before any chunk is sent, with the ticket the put returns. */
+static struct {
+        int calls;
+        size_t sent_before;
+        char ticket[CHAPAR_TICKET_MAX];
+} early;
+
+static void on_early_ticket(void *ctx, const char *ticket)
+{
+        (void)ctx;
+        early.calls++;
+        early.sent_before = rec.sent;
+        snprintf(early.ticket, sizeof(early.ticket), "%s", ticket);
+}
+
+TEST(ticket_before_the_chunks)
+{
+        REQUIRE(started());
+        const uint32_t cs = 64 * KiB;
+        const size_t size = 12 * cs + 5;
+        uint8_t *a = tu_pattern(size, 77);
+        REQUIRE(a && write_file(a, size));
+        arm(0, NULL, 0, 0);
+        struct chapar_client *c = client();
+        REQUIRE(c);
+        struct chapar_transport t = {.size = sizeof(t), .on_ticket = on_early_ticket};
+        REQUIRE_OK(chapar_set_transport(c, &t));
+        struct chapar_put_opts o = {.chunk_size = cs, .no_pad = true};
+        struct chapar_put_result r;
+        CHECK_OK(chapar_put_path(c, path, &o, &r));
+        CHECK_EQ(early.calls, 1);
+        CHECK_EQ(early.sent_before, 0);
+        CHECK(rec.sent > 0);
+        CHECK(strcmp(early.ticket, r.ticket) == 0);
+        struct chapar_transfer_stats st = {.size = sizeof(st)};
+        CHECK_OK(chapar_transfer_stats(c, &st));
+        CHECK(st.connections >= 1 && st.congestion[0] != '\0');
+        chapar_close(c);
+        cc_put_hooks = (struct cc_put_hooks){0};
+        CHECK(gets(r.ticket, a, size));
+        free(a);
+}
+
+/* chapar_set_transport refuses what it cannot honour, and the struct's size lets it grow. */
+TEST(transport_settings_checked)
+{
+        REQUIRE(started());
+        struct chapar_client *c = client();
+        REQUIRE(c);
+        struct chapar_transport t = {.size = sizeof(t), .connections = CHAPAR_CONNECTIONS_MAX + 1};
+        CHECK_EQ(chapar_set_transport(c, &t), CHAPAR_EUSAGE);
+        t = (struct chapar_transport){.size = 4};
+        CHECK_EQ(chapar_set_transport(c, &t), CHAPAR_EUSAGE);
+        t = (struct chapar_transport){.size = sizeof(t), .congestion = "a-name-far-too-long"};
+        CHECK_EQ(chapar_set_transport(c, &t), CHAPAR_EUSAGE);
+        /* reno is always allowed: the connection made already runs it */
+        t = (struct chapar_transport){.size = sizeof(t), .congestion = "reno"};
+        CHECK_OK(chapar_set_transport(c, &t));
+        struct chapar_transfer_stats st = {.size = 4};
+        CHECK_EQ(chapar_transfer_stats(c, &st), CHAPAR_EUSAGE);
+        chapar_close(c);
+}
+
 /* A path that is not a regular file is refused at once: a FIFO with no writer does not block the
  * put. Run in a child that SIGALRM ends if it blocks (so the relay is still stopped); needs no
  * relay: the client's connect failed. */
