@@ -52,6 +52,15 @@ int cc_open(struct chapar_client *c);
 /* Starts c->stats for a transfer on c->ch: one connection, nothing resent, the congestion
  * control its socket runs. */
 void cc_stats_begin(struct chapar_client *c);
+/* Another connection to c's relay for the same transfer (a stripe, or one made again after a
+ * cut): c's token and congestion control, and the key the relay proved on c->ch (which must be
+ * open) pinned. *out is the caller's to close (chp_channel_close); on failure it is NULL and
+ * c->last_error says why. Any thread, as long as no other thread changes c. */
+int cc_open_extra(struct chapar_client *c, struct chp_channel **out);
+/* Milliseconds to wait before reconnect attempt number attempt (0, 1, ...): exponential from
+ * 200 ms up to 5 s, with jitter (a uniform draw in the upper half), so that the clients a cut
+ * dropped together do not come back together. */
+uint32_t cc_backoff_ms(uint32_t attempt);
 /* Closes c->ch. */
 void cc_shutdown(struct chapar_client *c);
 

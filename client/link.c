@@ -8,17 +8,20 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "err.h"
 #include "net.h"
 
-/* The public code for a channel's code; c->last_error gets the channel's message. */
-static int public_code(struct chapar_client *c, int rc)
+#define BACKOFF_FIRST_MS 200  /* the first reconnect waits up to this ... */
+#define BACKOFF_MAX_MS   5000 /* ... doubling up to this */
+
+/* The public code for a channel's code (CHP_EREMOTE: for c->last_code). */
+static int map_code(const struct chapar_client *c, int rc)
 {
-        if (rc == 0)
-                return 0;
-        if (c->ch && rc != CHP_EREMOTE)
-                snprintf(c->last_error, sizeof(c->last_error), "%s", chp_channel_error(c->ch));
         switch (rc) {
+        case 0:
+                return 0;
         case -ENOMEM:
                 return CHAPAR_ENOMEM;
         case -ECANCELED:
@@ -54,7 +57,26 @@ static int public_code(struct chapar_client *c, int rc)
         }
 }
 
-int cc_open(struct chapar_client *c)
+/* The public code for a channel's code; c->last_error gets the channel's message. */
+static int public_code(struct chapar_client *c, int rc)
+{
+        if (rc == 0)
+                return 0;
+        if (c->ch && rc != CHP_EREMOTE)
+                snprintf(c->last_error, sizeof(c->last_error), "%s", chp_channel_error(c->ch));
+        return map_code(c, rc);
+}
+
+/* A client whose connect failed has no channel: its calls fail as the connection would. */
+static int unconnected(struct chapar_client *c)
+{
+        snprintf(c->last_error, sizeof(c->last_error), "not connected to %.200s", c->addr);
+        return CHAPAR_ENET;
+}
+
+/* A channel to c's relay with c's pin, token and congestion control; why gets the channel's
+ * message. */
+static int open_channel(struct chapar_client *c, struct chp_channel **ch, char *why, size_t cap)
 {
         struct chp_channel_opts o = {.addr = c->addr,
                                      .plaintext = c->plaintext,
@@ -63,7 +85,12 @@ int cc_open(struct chapar_client *c)
                                      .cancel = &c->cancel,
                                      .token = c->token[0] ? c->token : NULL,
                                      .congestion = c->congestion};
-        int rc = chp_channel_open(&o, &c->ch, c->last_error, sizeof(c->last_error));
+        return chp_channel_open(&o, ch, why, cap);
+}
+
+int cc_open(struct chapar_client *c)
+{
+        int rc = open_channel(c, &c->ch, c->last_error, sizeof(c->last_error));
         if (rc == CHP_EKEY && strstr(c->last_error, " presented key ")) {
                 size_t n = strlen(c->last_error);
                 snprintf(c->last_error + n, sizeof(c->last_error) - n,
@@ -80,6 +107,33 @@ int cc_open(struct chapar_client *c)
         return 0;
 }
 
+int cc_open_extra(struct chapar_client *c, struct chp_channel **out)
+{
+        char why[sizeof(c->last_error)];
+        *out = NULL;
+        if (!c->ch)
+                return unconnected(c);
+        /* the relay proved its key on c->ch: another connection must prove the same one */
+        struct chapar_client pin = *c;
+        pin.have_pinned = !c->plaintext;
+        memcpy(pin.pinned, c->relay_key, CHP_KEY_BYTES);
+        int rc = open_channel(&pin, out, why, sizeof(why));
+        sodium_memzero(&pin, sizeof(pin));
+        if (rc) {
+                snprintf(c->last_error, sizeof(c->last_error), "%s", why);
+                return map_code(c, rc);
+        }
+        return 0;
+}
+
+uint32_t cc_backoff_ms(uint32_t attempt)
+{
+        uint32_t cap = BACKOFF_FIRST_MS << (attempt < 5 ? attempt : 5);
+        if (cap > BACKOFF_MAX_MS)
+                cap = BACKOFF_MAX_MS;
+        return cap / 2 + randombytes_uniform(cap / 2 + 1); /* jitter: in [cap/2, cap] */
+}
+
 void cc_stats_begin(struct chapar_client *c)
 {
         c->stats = (struct chapar_transfer_stats){.size = sizeof(c->stats), .connections = 1};
@@ -92,13 +146,6 @@ void cc_shutdown(struct chapar_client *c)
 {
         chp_channel_close(c->ch);
         c->ch = NULL;
-}
-
-/* A client whose connect failed has no channel: its calls fail as the connection would. */
-static int unconnected(struct chapar_client *c)
-{
-        snprintf(c->last_error, sizeof(c->last_error), "not connected to %.200s", c->addr);
-        return CHAPAR_ENET;
 }
 
 int cc_send(struct chapar_client *c, uint8_t type, uint32_t id, const void *a, size_t alen,

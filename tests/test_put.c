@@ -400,6 +400,29 @@ TEST(transport_settings_checked)
         chapar_close(c);
 }
 
+/* A second connection for the same client pins the key the relay proved on the first; the
+ * backoff grows, with jitter, and stays within its bounds. */
+TEST(extra_connection_and_backoff)
+{
+        REQUIRE(started());
+        struct chapar_client *c = client();
+        REQUIRE(c);
+        struct chp_channel *ch = NULL;
+        CHECK_OK(cc_open_extra(c, &ch));
+        CHECK(ch && memcmp(chp_channel_remote_key(ch), chapar_relay_key(c), CHP_KEY_BYTES) == 0);
+        chp_channel_close(ch);
+        chapar_close(c);
+        uint32_t lo = UINT32_MAX, hi = 0;
+        for (int i = 0; i < 200; i++) {
+                uint32_t b = cc_backoff_ms(0);
+                lo = b < lo ? b : lo;
+                hi = b > hi ? b : hi;
+                CHECK(cc_backoff_ms(30) >= 2500 && cc_backoff_ms(30) <= 5000);
+        }
+        CHECK(lo >= 100 && hi <= 200 && lo < hi);
+        CHECK(cc_backoff_ms(3) >= 800 && cc_backoff_ms(3) <= 1600);
+}
+
 /* A path that is not a regular file is refused at once: a FIFO with no writer does not block the
  * put. Run in a child that SIGALRM ends if it blocks (so the relay is still stopped); needs no
  * relay: the client's connect failed. */
