@@ -17,14 +17,15 @@ ok() { echo "ok   $1"; passed=$((passed + 1)); }
 bad() { echo "FAIL $1"; failed=$((failed + 1)); return 1; }
 # A condition is a test, not a job: under pipefail, `ldd X | grep -q Y` fails whenever grep has
 # its answer before ldd has written its last line (SIGPIPE). Conditions run without pipefail.
+# Its locals have names no caller uses: a condition like '[ $rc -eq 0 ]' reads the caller's rc.
 cond() {
-        local was rc
-        was=$(shopt -po pipefail)
+        local _cond_was _cond_rc
+        _cond_was=$(shopt -po pipefail)
         set +o pipefail
         eval "$1"
-        rc=$?
-        eval "$was"
-        return $rc
+        _cond_rc=$?
+        eval "$_cond_was"
+        return $_cond_rc
 }
 check() { if cond "$2"; then ok "$1"; else bad "$1"; fi; }
 finish() {
