@@ -47,6 +47,7 @@ struct chp_channel {
         int timeout_ms;
         const atomic_int *cancel;
         char addr[300]; /* HOST:PORT as given */
+        char congestion[CHP_NET_CC_MAX]; /* asked for before connect; "": the system's */
         bool encrypted; /* the handshake is done */
         bool ik;
         bool have_remote;
@@ -446,6 +447,10 @@ static int tcp_connect(struct chp_channel *ch)
                 }
                 ch->fd = fd;
                 int err = 0;
+                /* before connect, so the handshake's first segments already run it; a refusal
+                 * (not allowed, unknown) leaves the system's default */
+                if (ch->congestion[0])
+                        (void)!chp_net_set_congestion(fd, ch->congestion);
                 if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
                         rc = 0;
                 } else if (errno != EINPROGRESS) {
@@ -661,6 +666,8 @@ int chp_channel_open(const struct chp_channel_opts *o, struct chp_channel **out,
         ch->cancel = o->cancel;
         ch->ik = o->ik;
         snprintf(ch->addr, sizeof(ch->addr), "%s", o->addr);
+        if (o->congestion)
+                snprintf(ch->congestion, sizeof(ch->congestion), "%s", o->congestion);
         if (o->static_priv)
                 memcpy(ch->static_priv, o->static_priv, CHP_KEY_BYTES);
         if (o->remote_key) {

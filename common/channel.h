@@ -53,6 +53,10 @@ struct chp_channel_opts {
         const atomic_int *cancel; /* nonzero: calls return -ECANCELED; or NULL (lock-free: a signal
                                    * handler or another thread may set it) */
         const char *token; /* an upload token (docs/tokens.md) sent in HELLO, or NULL; borrowed */
+        /* the TCP congestion control the socket asks for before it connects ("bbr", ...), or
+         * NULL: the system's default; borrowed for the call. A refusal (chp_net_set_congestion's
+         * -EPERM, -ENOENT) is no error: the socket keeps the default. */
+        const char *congestion;
 };
 
 /* Connects, runs the handshake (or sends the plaintext preamble) and HELLO. On success *out is

@@ -30,6 +30,7 @@
 
 #include "channel.h"
 #include "config.h"
+#include "congestion.h"
 #include "err.h"
 #include "log.h"
 #include "loop.h"
@@ -310,7 +311,8 @@ static int peer_open(struct chp_peers *p, struct job *j, const struct peer *pe,
                                      .static_priv = p->sh->identity->priv,
                                      .remote_key = pe->key,
                                      .timeout_ms = PEER_TIMEOUT,
-                                     .cancel = &j->cancel};
+                                     .cancel = &j->cancel,
+                                     .congestion = chp_congestion_name(p->sh->congestion)};
         int rc = chp_channel_open(&o, out, why, cap);
         pthread_mutex_lock(&p->lock);
         p->stats[pe->stat].state = rc ? CHP_PEER_FAILING : CHP_PEER_UP;
@@ -423,9 +425,15 @@ static int do_fetch(struct chp_peers *p, struct job *j, uint32_t *got)
         commit.u.commit.has_upload = true;
         memcpy(commit.u.commit.upload_id, open.u.upload_create.upload_id, CHP_UPLOAD_ID_BYTES);
         rc = chp_store_run(store, &commit);
-        if (!rc)
-                chp_log_info("peer", "fetched a file of %llu bytes from %s",
-                             (unsigned long long)m.total_size, pe->name);
+        if (!rc) {
+                /* what the socket ran, as the kernel says: congestion_control at work */
+                char cc[CHP_NET_CC_MAX];
+                if (chp_net_congestion(chp_channel_fd(ch), cc, sizeof(cc)) != 0)
+                        snprintf(cc, sizeof(cc), "?");
+                chp_log_info("peer",
+                             "fetched a file of %llu bytes from %s, TCP congestion control %s",
+                             (unsigned long long)m.total_size, pe->name, cc);
+        }
 out:
         if (rc < 0 && !j->msg[0])
                 job_msg(p, j, "fetch from %s failed: %s", pe->name, chp_strerror(rc));
