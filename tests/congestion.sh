@@ -6,11 +6,15 @@
 # that socket). system: the kernel's default. Refusals never stop the relay: run without
 # CAP_NET_ADMIN (setpriv, as nobody) with an algorithm the kernel has but does not allow, it
 # warns naming the allowed list and both fixes and runs the default; an unknown name warns that
-# the kernel has none. A malformed name fails check-config.
-# Usage: congestion.sh CHAPARD CHAPAR
+# the kernel has none. A malformed name fails check-config. Windows sized for long fat paths:
+# a fetch keeps as many GET_CHUNKs in flight as the peer's HELLO_OK allows (its window in
+# chunks, at most its max_inflight), not a fixed 16: with A's bytes to B held (cutproxy) after
+# the first chunk began, A has received that many.
+# Usage: congestion.sh CHAPARD CHAPAR CUTPROXY
 set -uo pipefail
 chapard=$1
 chapar=$2
+cutproxy=$3
 . "$(dirname "$0")/lib.sh"
 lib_tmp congestion
 command -v ss >/dev/null || { echo "congestion.sh: ss (iproute2) is not installed" >&2; exit 1; }
@@ -158,4 +162,35 @@ t=$("$chapar" put "$tmp/f" --relay "${addr[A]}" --relay-key "${key[A]}")
 check "a pull-through via B is identical" "cmp -s '$tmp/f' '$tmp/f.b'"
 line=$(grep -m1 'fetched a file' "$tmp/B.log")
 check "B's socket to A ran reno: $line" "grep -q 'TCP congestion control reno' <<<'$line'"
+
+# ---- the fetch window: B asks A for up to A's max_inflight chunks at once -----------------------
+# C reaches A through the proxy; 64 KiB chunks, A's window (32 MiB) holds 512 of them and its
+# max_inflight is 100: the fetch keeps 100 in flight. A's bytes are held 40000 bytes in (past
+# the handshake and the 10 KiB manifest, inside the first 64 KiB chunk), so C has all its
+# requests out and no reply: A's GET_CHUNK count is the fetch's window.
+key[C]=$("$chapard" keygen --out "$tmp/C.key")
+relay_stop A
+printf '[server]\nmax_inflight = 100\n[peer "B"]\naddress = 127.0.0.1:1\npubkey = %s\n[peer "C"]\naddress = 127.0.0.1:1\npubkey = %s\n' \
+        "${key[B]}" "${key[C]}" >"$tmp/A.ini"
+start A --config "$tmp/A.ini" --key "$tmp/A.key"
+proxy_start A "${addr[A]##*:}"
+printf '[peer "A"]\naddress = 127.0.0.1:%s\npubkey = %s\n' "${proxy_port[A]}" "${key[A]}" >"$tmp/C.ini"
+start C --config "$tmp/C.ini" --key "$tmp/C.key"
+head -c $((20 << 20)) /dev/urandom >"$tmp/g"
+t=$("$chapar" put "$tmp/g" --relay "${addr[A]}" --relay-key "${key[A]}" --chunk-size 65536)
+get_chunks() {
+        curl -sS "http://${http[A]}/metrics" |
+                sed -n 's/^chapar_native_requests_total{frame="GET_CHUNK"} //p'
+}
+proxy_hold A 40000
+"$chapar" get "$t" --via "${addr[C]}" --trust-new-relay -o "$tmp/g.c" >/dev/null 2>"$tmp/err.g" &
+gpid=$!
+lib_track $gpid
+proxy_held A
+wait_for 10 "[ \"\$(get_chunks)\" -ge 100 ] 2>/dev/null"
+check "a fetch of 64 KiB chunks keeps A's max_inflight (100) GET_CHUNKs in flight (A got $(get_chunks))" \
+        "[ '$(get_chunks)' -ge 100 ]"
+proxy_release A
+wait $gpid
+check "the fetch then completes: identical" "cmp -s '$tmp/g' '$tmp/g.c'"
 finish

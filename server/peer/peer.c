@@ -42,7 +42,7 @@
 
 #define WORKERS       4
 #define MAX_JOBS      256
-#define FETCH_WINDOW  16 /* GET_CHUNKs in flight toward the peer */
+#define FETCH_WINDOW  16 /* chunks fetched and not yet stored here (puts_wait) */
 #define FAIL_MEMORY_S 3  /* a failure is reported for this long; then a request retries */
 #define NEGATIVE_S                                                                                 \
         30                  /* "no such file" (or an origin that never finishes) is answered from  \
@@ -189,6 +189,17 @@ static bool canceled(struct job *j)
         return atomic_load(&j->cancel) != 0;
 }
 
+/* GET_CHUNKs a fetch keeps in flight: as many chunks of chunk_size as the peer's window holds (so
+ * a long fat path stays full whatever the chunk size: 32 MiB by default), at most the requests
+ * the peer takes at once, at least one. */
+static uint32_t fetch_window(const struct chp_msg_hello_ok *hello, uint32_t chunk_size)
+{
+        uint32_t n = chunk_size ? hello->window_bytes / chunk_size : 1;
+        if (n > hello->max_inflight)
+                n = hello->max_inflight;
+        return n ? n : 1;
+}
+
 /* Stores the chunks of the manifest that this relay lacks and the peer has (all, with there
  * NULL; else those set in the bitmap there), fetched from the peer; *got counts those stored.
  * Stops (CHP_ECLOSED) when the job is canceled. */
@@ -203,13 +214,14 @@ static int fetch_chunks(struct chp_peers *p, struct job *j, struct chp_channel *
         int rc =
             have ? chp_store_upload_chunks(store, upload_id, have, NULL, m->chunk_count) : -ENOMEM;
         uint32_t base = chp_channel_reserve_ids(ch, m->chunk_count + 1), next = 0, inflight = 0;
+        uint32_t window = fetch_window(chp_channel_hello(ch), m->chunk_size);
         *got = 0;
         while (!rc) {
                 if (canceled(j)) {
                         rc = CHP_ECLOSED;
                         break;
                 }
-                while (next < m->chunk_count && inflight < FETCH_WINDOW && !rc) {
+                while (next < m->chunk_count && inflight < window && !rc) {
                         if (have[next] || (there && !chp_bit(there, next))) {
                                 next++;
                                 continue;
