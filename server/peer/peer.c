@@ -6,7 +6,8 @@
  *                                             <-------------------------------- MANIFEST
  *                                             store: upload of the manifest (pending: the
  *                                             client sees it PARTIAL and fetches what is here)
- *                                                  GET_CHUNK x16 in flight ->
+ *                                                  GET_CHUNK x N in flight -> (N: A's window
+ *                                                  in chunks, at most its max_inflight)
  *                                             <-------------------------------- CHUNK_DATA
  *                                             address checked, stored (durable), next ...
  *                                             last chunk: commit, the file is cached here
