@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The relay's TCP congestion control ([server] congestion_control), read back from the kernel
 # with ss on the relay's side of real connections. reno (which every process may pick): an
-# accepted native connection and an HTTP one run reno, /metrics says so, and a pull-through's
-# outgoing socket runs it (the fetching relay names it in its "fetched a file" line, read from
-# that socket). system: the kernel's default. Refusals never stop the relay: run without
-# CAP_NET_ADMIN (setpriv, as nobody) with an algorithm the kernel has but does not allow, it
-# warns naming the allowed list and both fixes and runs the default; an unknown name warns that
-# the kernel has none. A malformed name fails check-config. Windows sized for long fat paths:
-# a fetch keeps as many GET_CHUNKs in flight as the peer's HELLO_OK allows (its window in
-# chunks, at most its max_inflight), not a fixed 16: with A's bytes to B held (cutproxy) after
-# the first chunk began, A has received that many.
+# accepted native connection and an HTTP one run reno, /metrics says so, a SIGHUP that changes
+# it warns that it takes a restart, and a pull-through's outgoing socket runs it (the fetching
+# relay names it in its "fetched a file" line, read from that socket). system: the kernel's
+# default. Refusals never stop the relay: run without CAP_NET_ADMIN (setpriv, as nobody) with
+# an algorithm the kernel has but does not allow, it warns naming the allowed list and both
+# fixes and runs the default; an unknown name warns that the kernel has none. A malformed name
+# fails check-config. Windows for long fat paths: a fetch keeps as many GET_CHUNKs in flight as
+# the peer's HELLO_OK allows (its window in chunks, at most its max_inflight), not a fixed 16:
+# with A's bytes to C held (cutproxy) inside the first chunk, A has received that many.
 # Usage: congestion.sh CHAPARD CHAPAR CUTPROXY
 set -uo pipefail
 chapard=$1
@@ -67,6 +67,16 @@ g=$(gauge reno)
 check "/metrics: $g" "[ '$g' = 'chapar_tcp_congestion_control{algorithm=\"reno\",wanted=\"reno\"} 1' ]"
 check "the start log names it" "grep -q 'TCP congestion control reno' '$tmp/reno.log'"
 check "reno is no cause for a warning" "! grep -q 'congestion_control' '$tmp/reno.log'"
+# it takes a restart: a SIGHUP that changes it says so, and new connections keep reno
+conf reno system
+kill -HUP "${pid[reno]}"
+wait_for 10 "grep -q 'SIGHUP: configuration reloaded' '$tmp/reno.log'"
+check "a reload names congestion_control as needing a restart" \
+        "grep -q \"SIGHUP: 'congestion_control' differs\" '$tmp/reno.log'"
+hold 3 "$np"
+check "... and a connection accepted after it still runs reno (ss: $(cc_of "$np" | tr '\n' ' '))" \
+        "[ \"\$(cc_of $np | sort -u)\" = reno ]"
+unhold
 relay_stop reno
 
 # ---- system: the kernel's default ---------------------------------------------------------
