@@ -47,10 +47,10 @@ struct chp_channel {
         int timeout_ms;
         const atomic_int *cancel;
         char addr[300]; /* HOST:PORT as given */
+        char congestion[CHP_NET_CC_MAX]; /* asked for before connect; "": the system's */
         bool encrypted; /* the handshake is done */
         bool ik;
         bool have_remote;
-        char congestion[CHP_NET_CC_MAX]; /* "" = the system's */
         uint8_t static_priv[CHP_KEY_BYTES];
         uint8_t expected[CHP_KEY_BYTES];
         uint8_t remote_key[CHP_KEY_BYTES]; /* what the relay proved it holds */
@@ -446,9 +446,11 @@ static int tcp_connect(struct chp_channel *ch)
                         continue;
                 }
                 ch->fd = fd;
-                if (ch->congestion[0]) /* refused: the system's runs (see channel.h) */
-                        (void)!chp_net_set_congestion(fd, ch->congestion);
                 int err = 0;
+                /* before connect, so the handshake's first segments already run it; a refusal
+                 * (not allowed, unknown) leaves the system's default */
+                if (ch->congestion[0])
+                        (void)!chp_net_set_congestion(fd, ch->congestion);
                 if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
                         rc = 0;
                 } else if (errno != EINPROGRESS) {

@@ -13,6 +13,7 @@
 #include "accesslog.h"
 #include "admin.h"
 #include "client_limits.h"
+#include "congestion.h"
 #include "conn.h"
 #include "faces.h"
 #include "err.h"
@@ -311,6 +312,10 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
         }
         sh.identity = &identity;
         sh.peer_dir = &chp_peers_directory;
+        /* chosen before the first socket; a refusal is a warning, never a failure to start */
+        struct chp_congestion cc;
+        chp_congestion_choose(cfg->congestion_control, &cc);
+        sh.congestion = &cc;
         if ((rc = chp_peers_start(&sh, &sh.peers)))
                 goto out;
         pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -330,12 +335,15 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
                         listen_failed(cfg->listen, "native", rc);
                         break;
                 }
+                chp_congestion_apply(&cc, w->listen_fd); /* accepted sockets inherit it */
                 if (http &&
                     (rc = chp_net_listen(hhost, i ? hbound : hport, i == 0, &w->http_fd, &hbound))) {
                         listen_failed(cfg->http, "HTTP", rc);
                         close(w->listen_fd);
                         break;
                 }
+                if (http)
+                        chp_congestion_apply(&cc, w->http_fd);
                 if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
                         close(w->listen_fd);
                         if (w->http_fd >= 0)
@@ -356,9 +364,12 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
                 *stop = 1;
                 goto out;
         }
-        chp_log_info("relay", "listening on %s:%u (native), %u threads, data in %s, sync %s", host,
-                     bound, cfg->threads, cfg->data_dir,
-                     cfg->sync == CHP_SYNC_FULL ? "full" : "none");
+        chp_log_info("relay",
+                     "listening on %s:%u (native), %u threads, data in %s, sync %s, TCP congestion "
+                     "control %s%s",
+                     host, bound, cfg->threads, cfg->data_dir,
+                     cfg->sync == CHP_SYNC_FULL ? "full" : "none", cc.running[0] ? cc.running : "?",
+                     cc.set ? "" : " (the system's default)");
         if (http)
                 chp_log_info("relay", "HTTP face (tus, downloads, /metrics) on %s:%u", hhost,
                              hbound);

@@ -4,7 +4,8 @@
 # binaries run, the shipped config passes check-config, a relay started from it takes a put and a
 # get from the packaged chapar, systemd-analyze verify --root accepts the unit (and refuses it
 # when the binary is missing), and each man page renders without a groff warning. The unit is
-# checked for its hardening, its user and a LimitNOFILE that fits max_connections.
+# checked for its hardening, its user and a LimitNOFILE that fits max_connections. TCP BBR is
+# loaded at boot (modules-load.d) and allowed to the unprivileged relay (sysctl.d, postinst).
 # Usage: package.sh SOURCE-DIR OUT-DIR
 set -uo pipefail
 src=$1
@@ -37,6 +38,7 @@ for f in /usr/sbin/chapard /usr/bin/chapar /usr/include/chapar.h \
         /usr/lib/$multiarch/libchapar.so /usr/lib/$multiarch/libchapar.a \
         /usr/lib/$multiarch/pkgconfig/chapar.pc /etc/chapar/chapard.conf \
         /lib/systemd/system/chapard.service /usr/lib/sysusers.d/chapar.conf \
+        /usr/lib/modules-load.d/chapar.conf /usr/lib/sysctl.d/60-chapar.conf \
         /usr/share/man/man8/chapard.8.gz /usr/share/man/man1/chapar.1.gz \
         /usr/share/man/man5/chapard.conf.5.gz /usr/share/doc/chapar/copyright; do
         check "the package holds $f" "grep -qx -- '$f' '$tmp/files'"
@@ -95,6 +97,14 @@ check "ProtectSystem=strict" "[ '$(directive ProtectSystem)' = strict ]"
 check "NoNewPrivileges=yes" "[ '$(directive NoNewPrivileges)' = yes ]"
 check "an empty capability bounding set" "grep -qx 'CapabilityBoundingSet=' '$unit'"
 check "state in /var/lib/chapar" "[ '$(directive StateDirectory)' = chapar ] && grep -qx 'data = /var/lib/chapar' '$root/etc/chapar/chapard.conf'"
+# TCP BBR without CAP_NET_ADMIN: the module loaded at boot, then allowed (the unit keeps its
+# empty capability set)
+check "modules-load.d loads tcp_bbr" "grep -qx tcp_bbr '$root/usr/lib/modules-load.d/chapar.conf'"
+check "sysctl.d allows bbr next to reno and cubic" \
+        "grep -qx -- '-net.ipv4.tcp_allowed_congestion_control = reno cubic bbr' '$root/usr/lib/sysctl.d/60-chapar.conf'"
+check "the postinst loads and allows it before the service starts" \
+        "dpkg-deb -e '$deb' '$tmp/control' && grep -q 'modprobe tcp_bbr' '$tmp/control/postinst' &&
+         [ \$(grep -n 'systemd-sysctl 60-chapar.conf' '$tmp/control/postinst' | cut -d: -f1) -lt \$(grep -n 'chapard.service' '$tmp/control/postinst' | head -n1 | cut -d: -f1) ]"
 check "its own user, made by sysusers" \
         "[ '$(directive User)' = chapar ] && grep -qE '^u chapar ' '$root/usr/lib/sysusers.d/chapar.conf'"
 # three descriptors per connection (socket, a download's splice pipe) plus chapard's 64 spare

@@ -73,6 +73,7 @@ enum kind {
         K_STRING,    /* char *, non-empty */
         K_HOSTPORT,  /* char *, HOST:PORT */
         K_HEADERS,   /* char *, HTTP header names separated by spaces or commas */
+        K_CCNAME,    /* char *, a TCP congestion control's name (congestion_name_ok) */
         K_FLAG,      /* bool; a flag without a value, a boolean in the file */
         K_SYNC,      /* enum chp_sync */
         K_LOGLEVEL,  /* enum chp_log_level */
@@ -144,6 +145,7 @@ static const struct setting settings[] = {
     {SEC_SERVER, "limit_loopback", NULL, K_FLAG, FIELD(limit_loopback), 0, 0},
     {SEC_SERVER, "fetch_timeout", NULL, K_DURATION, FIELD(fetch_timeout), 1, 7ull * 24 * 3600},
     {SEC_SERVER, "fetch_min_rate", NULL, K_SIZE, FIELD(fetch_min_rate), 0, UINT32_MAX},
+    {SEC_SERVER, "congestion_control", NULL, K_CCNAME, FIELD(congestion_control), 0, 0},
     {SEC_SERVER, "fetch_workers_per_peer", NULL, K_NUMBER, FIELD(fetch_workers_per_peer), 1, 64},
     {SEC_STORE, "inline_max", NULL, K_INLINE, FIELD(store.inline_max), 0, UINT32_MAX},
     {SEC_STORE, "map_size", NULL, K_SIZE, FIELD(store.map_size), MIN_MAP_SIZE, UINT64_MAX},
@@ -178,6 +180,7 @@ void chp_config_defaults(struct chp_config *c)
         c->listen = strdup("127.0.0.1:7700");
         c->http = strdup("127.0.0.1:7780");
         c->cors_origins = strdup("*");
+        c->congestion_control = strdup("bbr");
         c->tus_chunk_size = 1024 * 1024;
         c->tus_max_size = (uint64_t)64 << 30;
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -227,6 +230,8 @@ void chp_config_free(struct chp_config *c)
         free(c->http);
         free(c->cors_origins);
         free(c->cors_headers);
+        free(c->congestion_control);
+        c->congestion_control = NULL;
         free(c->key_file);
         free(c->ready_file);
         free(c->access_log);
@@ -355,6 +360,20 @@ static void store_number(void *field, size_t width, uint64_t v)
         }
 }
 
+/* Whether v may name a TCP congestion control: 1..CHP_NET_CC_MAX-1 lowercase letters, digits, '_'
+ * and '-' (the kernel's names are shorter than TCP_CA_NAME_MAX, 16, and made of these). */
+static bool congestion_name_ok(const char *v)
+{
+        size_t n = strlen(v);
+        if (n == 0 || n >= CHP_NET_CC_MAX)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= '0' && v[i] <= '9') || v[i] == '_' ||
+                      v[i] == '-'))
+                        return false;
+        return true;
+}
+
 /* Whether v is a list of HTTP field names (RFC 9110 5.1: tokens) separated by spaces or commas:
  * it is copied into Access-Control-Allow-Headers, so nothing else may reach a response head. */
 static bool header_names_ok(const char *v)
@@ -398,6 +417,15 @@ static int apply(void *base, const struct setting *s, const char *v, char *why, 
                         return -EINVAL;
                 }
         }
+                /* fall through */
+        case K_CCNAME:
+                if (s->kind == K_CCNAME && !congestion_name_ok(v)) {
+                        snprintf(why, cap,
+                                 "expected system or an algorithm's name (lowercase letters, "
+                                 "digits, '_' and '-'), at most %d characters",
+                                 CHP_NET_CC_MAX - 1);
+                        return -EINVAL;
+                }
                 /* fall through */
         case K_HEADERS:
                 if (s->kind == K_HEADERS && !header_names_ok(v)) {
@@ -1051,7 +1079,7 @@ int chp_config_parse_args(struct chp_config *c, int argc, char **argv, char err[
 int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
 {
         err[0] = '\0';
-        if (!c->data_dir || !c->listen || !c->http || !c->cors_origins) {
+        if (!c->data_dir || !c->listen || !c->http || !c->cors_origins || !c->congestion_control) {
                 snprintf(err, CHP_CONFIG_ERR_MAX, "out of memory");
                 return -ENOMEM;
         }
@@ -1172,7 +1200,7 @@ static bool is_reloadable(const char *key)
 
 static bool is_string(enum kind k)
 {
-        return k == K_STRING || k == K_HOSTPORT || k == K_HEADERS;
+        return k == K_STRING || k == K_HOSTPORT || k == K_HEADERS || k == K_CCNAME;
 }
 
 int chp_config_keep_restart_settings(struct chp_config *next, const struct chp_config *running,

@@ -143,6 +143,9 @@ struct chp_config {
         uint32_t fetch_min_rate;  /* bytes/s a peer must send a fetch, over 10 s; 0 = no floor;
                                      default 1 KiB */
         unsigned fetch_workers_per_peer; /* fetches running against one peer, default 2 */
+        char *congestion_control;        /* TCP congestion control of the relay's sockets (accepted
+                                            and federation): an algorithm's name, or "system" (the
+                                            kernel's default); default "bbr"; takes a restart */
         struct chp_store_opts store; /* store.dir is set from data_dir by chp_config_finish */
         struct chp_peer_config peers[CHP_MAX_PEERS];
         unsigned npeers;

@@ -59,8 +59,12 @@ struct chp_shared {
         struct chp_limits *limits;
         /* the access log (net/accesslog.h), borrowed; NULL: off */
         struct chp_alog *alog;
+        /* the TCP congestion control chosen at start (net/congestion.h), borrowed; NULL: the
+         * system's default, not reported */
+        const struct chp_congestion *congestion;
 };
 
+struct chp_congestion;
 struct chp_loop;
 
 struct proto_ops;

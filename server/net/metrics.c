@@ -14,6 +14,7 @@
 #include "proto.h"
 
 #include "client_limits.h"
+#include "congestion.h"
 #include "err.h"
 #include "loop.h"
 #include "net.h"
@@ -196,6 +197,14 @@ void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *le
         struct chp_metrics *m = sh->metrics;
         struct chp_store_stats st = {0};
         int src = chp_store_stats(sh->store, &st);
+        if (sh->congestion)
+                chp_metrics_put(buf, cap, len,
+                                "# HELP chapar_tcp_congestion_control The TCP congestion control "
+                                "the relay's sockets run (algorithm) for its congestion_control "
+                                "setting (wanted).\n"
+                                "# TYPE chapar_tcp_congestion_control gauge\n"
+                                "chapar_tcp_congestion_control{algorithm=\"%s\",wanted=\"%s\"} 1\n",
+                                sh->congestion->running, sh->congestion->wanted);
         chp_metrics_put(buf, cap, len,
                         "# HELP chapar_connections Open connections (native and HTTP).\n"
                         "# TYPE chapar_connections gauge\nchapar_connections %u\n",

@@ -6,7 +6,8 @@
  *                                             <-------------------------------- MANIFEST
  *                                             store: upload of the manifest (pending: the
  *                                             client sees it PARTIAL and fetches what is here)
- *                                                  GET_CHUNK x16 in flight ->
+ *                                                  GET_CHUNK x N in flight -> (N: A's window
+ *                                                  in chunks, at most its max_inflight)
  *                                             <-------------------------------- CHUNK_DATA
  *                                             address checked, stored (durable), next ...
  *                                             last chunk: commit, the file is cached here
@@ -30,6 +31,7 @@
 
 #include "channel.h"
 #include "config.h"
+#include "congestion.h"
 #include "err.h"
 #include "log.h"
 #include "loop.h"
@@ -41,7 +43,7 @@
 
 #define WORKERS       4
 #define MAX_JOBS      256
-#define FETCH_WINDOW  16 /* GET_CHUNKs in flight toward the peer */
+#define FETCH_WINDOW  16 /* chunks fetched and not yet stored here (puts_wait) */
 #define FAIL_MEMORY_S 3  /* a failure is reported for this long; then a request retries */
 #define NEGATIVE_S                                                                                 \
         30                  /* "no such file" (or an origin that never finishes) is answered from  \
@@ -188,6 +190,17 @@ static bool canceled(struct job *j)
         return atomic_load(&j->cancel) != 0;
 }
 
+/* GET_CHUNKs a fetch keeps in flight: as many chunks of chunk_size as the peer's window holds (so
+ * a long fat path stays full whatever the chunk size: 32 MiB by default), at most the requests
+ * the peer takes at once, at least one. */
+static uint32_t fetch_window(const struct chp_msg_hello_ok *hello, uint32_t chunk_size)
+{
+        uint32_t n = chunk_size ? hello->window_bytes / chunk_size : 1;
+        if (n > hello->max_inflight)
+                n = hello->max_inflight;
+        return n ? n : 1;
+}
+
 /* Stores the chunks of the manifest that this relay lacks and the peer has (all, with there
  * NULL; else those set in the bitmap there), fetched from the peer; *got counts those stored.
  * Stops (CHP_ECLOSED) when the job is canceled. */
@@ -202,13 +215,14 @@ static int fetch_chunks(struct chp_peers *p, struct job *j, struct chp_channel *
         int rc =
             have ? chp_store_upload_chunks(store, upload_id, have, NULL, m->chunk_count) : -ENOMEM;
         uint32_t base = chp_channel_reserve_ids(ch, m->chunk_count + 1), next = 0, inflight = 0;
+        uint32_t window = fetch_window(chp_channel_hello(ch), m->chunk_size);
         *got = 0;
         while (!rc) {
                 if (canceled(j)) {
                         rc = CHP_ECLOSED;
                         break;
                 }
-                while (next < m->chunk_count && inflight < FETCH_WINDOW && !rc) {
+                while (next < m->chunk_count && inflight < window && !rc) {
                         if (have[next] || (there && !chp_bit(there, next))) {
                                 next++;
                                 continue;
@@ -310,7 +324,8 @@ static int peer_open(struct chp_peers *p, struct job *j, const struct peer *pe,
                                      .static_priv = p->sh->identity->priv,
                                      .remote_key = pe->key,
                                      .timeout_ms = PEER_TIMEOUT,
-                                     .cancel = &j->cancel};
+                                     .cancel = &j->cancel,
+                                     .congestion = chp_congestion_name(p->sh->congestion)};
         int rc = chp_channel_open(&o, out, why, cap);
         pthread_mutex_lock(&p->lock);
         p->stats[pe->stat].state = rc ? CHP_PEER_FAILING : CHP_PEER_UP;
@@ -423,9 +438,15 @@ static int do_fetch(struct chp_peers *p, struct job *j, uint32_t *got)
         commit.u.commit.has_upload = true;
         memcpy(commit.u.commit.upload_id, open.u.upload_create.upload_id, CHP_UPLOAD_ID_BYTES);
         rc = chp_store_run(store, &commit);
-        if (!rc)
-                chp_log_info("peer", "fetched a file of %llu bytes from %s",
-                             (unsigned long long)m.total_size, pe->name);
+        if (!rc) {
+                /* what the socket ran, as the kernel says: congestion_control at work */
+                char cc[CHP_NET_CC_MAX];
+                if (chp_net_congestion(chp_channel_fd(ch), cc, sizeof(cc)) != 0)
+                        snprintf(cc, sizeof(cc), "?");
+                chp_log_info("peer",
+                             "fetched a file of %llu bytes from %s, TCP congestion control %s",
+                             (unsigned long long)m.total_size, pe->name, cc);
+        }
 out:
         if (rc < 0 && !j->msg[0])
                 job_msg(p, j, "fetch from %s failed: %s", pe->name, chp_strerror(rc));
