@@ -61,6 +61,10 @@ int cc_open_extra(struct chapar_client *c, struct chp_channel **out);
  * 200 ms up to 5 s, with jitter (a uniform draw in the upper half), so that the clients a cut
  * dropped together do not come back together. */
 uint32_t cc_backoff_ms(uint32_t attempt);
+/* The public code for a channel's code rc (common/err.h; CHAPAR_ENET for the network's: reset,
+ * timeout, EOF, refused), remote_code being the wire code of the ERROR frame behind a
+ * CHP_EREMOTE. Touches no client: any thread (put.c's connections classify their cuts with it). */
+int cc_code(int rc, uint32_t remote_code);
 /* Closes c->ch. */
 void cc_shutdown(struct chapar_client *c);
 
