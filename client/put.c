@@ -670,8 +670,9 @@ static int open_upload(struct stripe *s, struct conn *k)
                 return -EPROTO;
         double now = mono_s();
         pthread_mutex_lock(&s->lock);
-        if (memcmp(ok.upload_id, s->upload_id, CHP_UPLOAD_ID_BYTES) != 0)
-                s->gone = true; /* committed and begun again meanwhile: OPEN once more */
+        if (ok.state == CHP_UPLOAD_COMPLETE ||
+            memcmp(ok.upload_id, s->upload_id, CHP_UPLOAD_ID_BYTES) != 0)
+                s->gone = true; /* committed (and maybe begun again) meanwhile: OPEN once more */
         for (uint64_t i = 0; i < s->p->count; i++)
                 if (ok.state == CHP_UPLOAD_COMPLETE || !chp_bit(ok.missing, (uint32_t)i))
                         have(s, i, now); /* stored, its acknowledgement maybe lost: not resent */
@@ -901,7 +902,9 @@ static void *conn_run(void *arg)
                                 s->st->reconnects++;
                                 pthread_mutex_unlock(&s->lock);
                         }
-                        if (code && code != CHAPAR_ENET && code != CHAPAR_ELIMITED) {
+                        /* a limit is a cut for a connection that worked, and for one
+                         * that never did the relay's answer to how many it allows */
+                        if (code && code != CHAPAR_ENET && (code != CHAPAR_ELIMITED || !ever)) {
                                 pthread_mutex_lock(&s->lock);
                                 if (!ever && s->open_now > 0 && code != CHAPAR_ECANCELED) {
                                         /* the relay will not have another connection (a
