@@ -8,6 +8,11 @@ Listens on 127.0.0.1:0, writes its port to DIR/port, forwards each connection to
              K times in all (default 1). DIR/cuts holds how many cuts were made.
   stall N K  after N bytes of connection number K (0: the first accepted), stop forwarding that
              connection either way without closing it; DIR/stalled appears.
+  deaf N     after N bytes, drop what the relay sends (its acknowledgements) but forward what
+             clients send; once clients have sent nothing for a second (all they had in flight
+             is at the relay), reset every connection, once. DIR/cuts appears then.
+  down N     after N bytes, reset every connection, and every one made after at once (the relay
+             is gone for good); DIR/refused holds how many connections were refused after.
 So "the link went down after N bytes" happens at the same point on any machine.
 """
 import os
@@ -16,11 +21,12 @@ import socket
 import struct
 import sys
 import threading
+import time
 
 up_port, d, mode, n = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-k = int(sys.argv[5]) if len(sys.argv) > 5 else (1 if mode == "cut" else 0)
+k = int(sys.argv[5]) if len(sys.argv) > 5 else (0 if mode == "stall" else 1)
 lock = threading.Lock()
-state = {"total": 0, "next_cut": n, "cuts": 0, "conns": [], "accepted": 0}
+state = {"deaf": False, "last": 0.0, "total": 0, "next_cut": n, "cuts": 0, "conns": [], "accepted": 0}
 
 
 def write(name, text):
@@ -42,6 +48,15 @@ def reset(s):
 
 
 def serve(client, number):
+    if mode == "down":
+        with lock:
+            down = state["cuts"] > 0
+            if down:
+                state["refused"] = state.get("refused", 0) + 1
+                write("refused", "%d\n" % state["refused"])
+        if down:
+            reset(client)
+            return
     upstream = socket.create_connection(("127.0.0.1", up_port))
     pair = (client, upstream)
     with lock:
@@ -58,6 +73,8 @@ def serve(client, number):
                 if not data:
                     raise OSError("closed")
                 other = upstream if s is client else client
+                if s is upstream and mode == "deaf" and state["deaf"]:
+                    continue
                 if s is client:
                     if mode == "stall" and number == k and sent + len(data) >= n:
                         other.sendall(data[: n - sent])
@@ -67,7 +84,10 @@ def serve(client, number):
                     sent += len(data)
                     with lock:
                         state["total"] += len(data)
-                        cut = mode == "cut" and state["cuts"] < k and state["total"] >= state["next_cut"]
+                        state["last"] = time.monotonic()
+                        if mode == "deaf" and state["cuts"] == 0 and state["total"] >= n:
+                            state["deaf"] = True
+                        cut = mode in ("cut", "down") and state["cuts"] < k and state["total"] >= state["next_cut"]
                         if cut:
                             state["cuts"] += 1
                             state["next_cut"] = state["total"] + n
@@ -90,12 +110,32 @@ def serve(client, number):
         reset(upstream)
 
 
+def deaf_watch():
+    """deaf: the cut, once the clients have had nothing more to send for a second."""
+    while True:
+        time.sleep(0.1)
+        with lock:
+            if not state["deaf"] or time.monotonic() - state["last"] < 1.0:
+                continue
+            state["deaf"] = False
+            state["cuts"] = 1
+            victims = list(state["conns"])
+            state["conns"].clear()
+            write("cuts", "1\n")
+        for a, b in victims:
+            reset(a)
+            reset(b)
+        return
+
+
 def main():
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind(("127.0.0.1", 0))
     ls.listen(64)
     write("port", "%d\n" % ls.getsockname()[1])
+    if mode == "deaf":
+        threading.Thread(target=deaf_watch, daemon=True).start()
     while True:
         c, _ = ls.accept()
         with lock:

@@ -5,7 +5,7 @@
 # >= 1, "bytes_resent" at most the chunks in flight on the cut connections); a connection that
 # stalls without closing does not hold the put: an idle one sends its chunks again (no
 # reconnect: the put ends before the channel's 30 s timeout could make one); --retry-for 0 fails
-# at the first cut (exit 2). Usage: stripe_cli.sh CHAPARD CHAPAR
+# at the first cut (exit 2), --retry-for 2 once the relay has been gone that long. Usage: stripe_cli.sh CHAPARD CHAPAR
 set -uo pipefail
 chapard=$1
 chapar=$2
@@ -66,6 +66,21 @@ check "the file put through cuts comes back intact" "cmp -s '$tmp/in2' '$tmp/out
 rm -rf "$XDG_CACHE_HOME"
 
 rport=${addr[R]##*:}
+# the relay's acknowledgements are lost after 4 MB, then every connection is reset once the client
+# has sent all it may: the relay stored those chunks, and OPEN's map after the reconnect says so,
+# so none of them is sent again
+flaky deaf deaf 4000000
+json=$("$chapar" put "$tmp/in2" --relay "$flaky" --trust-new-relay --json --connections 2 \
+        2>"$tmp/put.err")
+rc=$?
+check "put through lost acknowledgements exits 0 (exit $rc)" "[ $rc -eq 0 ] && [ -e '$tmp/deaf/cuts' ]" ||
+        cat "$tmp/put.err"
+check "chunks stored but not acknowledged are not sent again ($(field "$json" bytes_resent) bytes)" \
+        "[ '$(field "$json" reconnects)' -ge 1 ] && [ '$(field "$json" bytes_resent)' = 0 ]"
+"$chapar" get "$(ticket_of "$json")" -o "$tmp/out3" 2>"$tmp/get.err"
+check "the file put through lost acknowledgements comes back intact" "cmp -s '$tmp/in2' '$tmp/out3'"
+rm -rf "$XDG_CACHE_HOME"
+
 # the second connection stops forwarding in its first chunk and never closes
 flaky stall stall 100000 1
 json=$(timeout 25 "$chapar" put "$tmp/in" --relay "$flaky" --trust-new-relay --json \
@@ -82,6 +97,15 @@ flaky once cut 6000000 1
         >/dev/null 2>"$tmp/err"
 rc=$?
 check "put --retry-for 0 fails at the first cut (exit $rc)" "[ $rc -eq 2 ] && [ -s '$tmp/once/cuts' ]"
+
+# the relay goes away for good after 6 MB: the put keeps reconnecting (refused at once each time)
+# until nothing has moved for --retry-for, then fails with the network's error
+flaky down down 6000000
+timeout 60 "$chapar" put "$tmp/in2" --relay "$flaky" --trust-new-relay --connections 2 --retry-for 2 \
+        >/dev/null 2>"$tmp/err"
+rc=$?
+check "put --retry-for 2 gives up on a relay gone for good (exit $rc)" \
+        "[ $rc -eq 2 ] && [ \"\$(cat '$tmp/down/refused' 2>/dev/null || echo 0)\" -ge 1 ]" || cat "$tmp/err"
 
 "$chapar" put "$tmp/in" --relay "$raddr" --connections 9 >/dev/null 2>"$tmp/err"
 rc=$?
