@@ -328,50 +328,44 @@ TEST(changed_after_sealing_when_all_is_kept)
         changed_after(2, false, 0, 30, 0);
 }
 
-/* Nothing kept and 40 chunks of 1 MiB, so that the relay's window (32 MiB) fills: each chunk is
- * sealed once to address it and once to send it, never more. */
-TEST(no_chunk_sealed_twice_for_sending)
+/* Nothing kept and 40 chunks of 1 MiB, so that the relay's window (32 MiB) fills, put over
+ * conns connections (0: adapting): each chunk is sealed once to address it and once to send it,
+ * never more, and sent once, as its address. */
+static void sealed_twice(uint32_t conns, unsigned seed)
 {
-        REQUIRE(started());
         const uint32_t cs = MiB, n = 40;
-        const size_t size = n * (size_t)(cs - CHP_E2E_CHUNK_OVERHEAD) - 1000;
-        uint8_t *a = tu_pattern(size, 40);
+        const size_t size = n * (size_t)(cs - CHP_E2E_CHUNK_OVERHEAD) - 1000 - seed;
+        uint8_t *a = tu_pattern(size, seed);
         REQUIRE(a && write_file(a, size));
         char t[CHAPAR_TICKET_MAX], err[1024];
         arm(0, NULL, 0, 1);
+        put_connections = conns;
         CHECK_OK(put(cs, t, err, sizeof(err)));
+        put_connections = 0;
         CHECK_EQ(rec.sent, n);
+        CHECK_EQ(rec.sent_bad, 0);
         for (uint32_t i = 0; i < n; i++)
                 CHECK_EQ(rec.seals_per_index[i], 2);
+        CHECK_EQ(put_stats.reconnects, 0);
+        CHECK_EQ(put_stats.bytes_resent, 0);
+        if (conns)
+                CHECK_EQ(put_stats.connections, conns);
         cc_put_hooks = (struct cc_put_hooks){0};
         CHECK(gets(t, a, size));
         free(a);
 }
 
-/* The same over 4 connections: they take the chunks sealed again from one pool in any order,
- * and still each is sent once, as its address, sealed twice in all. */
+TEST(no_chunk_sealed_twice_for_sending)
+{
+        REQUIRE(started());
+        sealed_twice(0, 40);
+}
+
+/* The same over 4 connections: they take the chunks sealed again from one pool in any order. */
 TEST(four_connections_share_the_sealed_chunks)
 {
         REQUIRE(started());
-        const uint32_t cs = MiB, n = 40;
-        const size_t size = n * (size_t)(cs - CHP_E2E_CHUNK_OVERHEAD) - 3000;
-        uint8_t *a = tu_pattern(size, 41);
-        REQUIRE(a && write_file(a, size));
-        char t[CHAPAR_TICKET_MAX], err[1024];
-        arm(0, NULL, 0, 1);
-        put_connections = 4;
-        CHECK_OK(put(cs, t, err, sizeof(err)));
-        put_connections = 0;
-        CHECK_EQ(put_stats.connections, 4);
-        CHECK_EQ(put_stats.reconnects, 0);
-        CHECK_EQ(put_stats.bytes_resent, 0);
-        CHECK_EQ(rec.sent, n);
-        CHECK_EQ(rec.sent_bad, 0);
-        for (uint32_t i = 0; i < n; i++)
-                CHECK_EQ(rec.seals_per_index[i], 2);
-        cc_put_hooks = (struct cc_put_hooks){0};
-        CHECK(gets(t, a, size));
-        free(a);
+        sealed_twice(4, 41);
 }
 
 /* A file changed between sealing and sending, over 4 connections: the first chunk read
