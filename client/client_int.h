@@ -158,7 +158,8 @@ struct cc_put_hooks {
          * callback serialises itself. */
         void (*sealed)(void *ctx, const uint8_t key[CHP_FILE_KEY_BYTES], uint64_t index, bool last,
                        const uint8_t *plain, size_t len, const uint8_t *sealed, size_t sealed_len);
-        /* The encoded manifest OPEN carries, then every chunk as it is sent (calling thread). */
+        /* The encoded manifest OPEN carries (calling thread), then every chunk as it is sent
+         * (its connection's thread; put.c calls one at a time). */
         void (*manifest)(void *ctx, const uint8_t *manifest, size_t len);
         void (*sent)(void *ctx, uint64_t index, const uint8_t *bytes, size_t len);
         uint64_t keep_budget; /* ciphertext bytes kept from pass 2 for sending; 0 = the default */
