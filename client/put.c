@@ -778,7 +778,7 @@ static int take_reply(struct stripe *s, struct conn *k)
         s->copies[idx]--;
         if (error) {
                 uint32_t code = chp_channel_remote_code(k->ch);
-                if (!upload_gone(code, &s->not_found_ok)) {
+                if (!s->gone && !upload_gone(code, &s->not_found_ok)) {
                         set_fatal(s, cc_code(CHP_EREMOTE, code), code, chp_channel_error(k->ch));
                         pthread_mutex_unlock(&s->lock);
                         return 1;
