@@ -122,6 +122,10 @@ static int usage(FILE *to)
               "                           cubic, reno); refused (not in\n"
               "                           net.ipv4.tcp_allowed_congestion_control), the system's\n"
               "                           runs. --json says which ran (\"congestion\")\n"
+              "  --connections N|auto     TCP connections to stripe the chunks over (1..8;\n"
+              "                           default auto: 2, more while that pays)\n"
+              "  --retry-for SECONDS      after a cut, reconnect and resume while the transfer\n"
+              "                           moved within this long (default 120; 0: fail at once)\n"
               "\n"
               "exit codes:\n"
               "  0  ok\n"
@@ -309,6 +313,8 @@ static int connect_to(const char *relay, const uint8_t *key, bool plaintext, boo
 /* The transfer flags put and get share (chapar_set_transport). */
 struct xfer_args {
         const char *congestion;
+        uint32_t connections;   /* 0 = auto */
+        int32_t retry_s;        /* 0 = the library's default; negative = never */
         const char *ticket_out; /* put only */
 };
 
@@ -324,6 +330,28 @@ static int xfer_flag(int argc, char **argv, int *i, bool put, struct xfer_args *
                         return -usage_error("--congestion-control takes an algorithm name "
                                             "(bbr, cubic, reno), at most %d bytes",
                                             CHAPAR_CC_MAX - 1);
+                return 1;
+        }
+        if (strcmp(f, "--connections") == 0) {
+                const char *v = argv[++*i];
+                char *end;
+                unsigned long n = strtoul(v, &end, 10);
+                if (strcmp(v, "auto") == 0)
+                        n = 0;
+                else if (!*v || *end || n < 1 || n > CHAPAR_CONNECTIONS_MAX)
+                        return -usage_error("--connections takes 1..%d or auto",
+                                            CHAPAR_CONNECTIONS_MAX);
+                x->connections = (uint32_t)n;
+                return 1;
+        }
+        if (strcmp(f, "--retry-for") == 0) {
+                const char *v = argv[++*i];
+                char *end;
+                unsigned long n = strtoul(v, &end, 10);
+                if (!*v || *end || *v == '-' || n > 86400)
+                        return -usage_error("--retry-for takes seconds, 0..86400 (0: fail at the "
+                                            "first cut)");
+                x->retry_s = n ? (int32_t)n : -1;
                 return 1;
         }
         if (put && strcmp(f, "--ticket-out") == 0) {
@@ -349,7 +377,10 @@ static void write_ticket_out(void *ctx, const char *ticket)
 /* Applies the transfer flags to c. */
 static int xfer_apply(struct chapar_client *c, const struct xfer_args *x)
 {
-        struct chapar_transport t = {.size = sizeof(t), .congestion = x->congestion};
+        struct chapar_transport t = {.size = sizeof(t),
+                                     .congestion = x->congestion,
+                                     .connections = x->connections,
+                                     .retry_s = x->retry_s};
         if (x->ticket_out) {
                 t.on_ticket = write_ticket_out;
                 t.ctx = (void *)x->ticket_out;
@@ -437,7 +468,8 @@ static int cmd_put(int argc, char **argv)
                 } else if (argv[i][0] == '-' || file) {
                         return bad_arg("put",
                                        "--relay --relay-key --token --name --chunk-size "
-                                       "--congestion-control --ticket-out",
+                                       "--congestion-control --connections --retry-for "
+                                       "--ticket-out",
                                        argc, argv, i);
                 } else {
                         file = argv[i];

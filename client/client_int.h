@@ -61,6 +61,10 @@ int cc_open_extra(struct chapar_client *c, struct chp_channel **out);
  * 200 ms up to 5 s, with jitter (a uniform draw in the upper half), so that the clients a cut
  * dropped together do not come back together. */
 uint32_t cc_backoff_ms(uint32_t attempt);
+/* The public code for a channel's code rc (common/err.h; CHAPAR_ENET for the network's: reset,
+ * timeout, EOF, refused), remote_code being the wire code of the ERROR frame behind a
+ * CHP_EREMOTE. Touches no client: any thread (put.c's connections classify their cuts with it). */
+int cc_code(int rc, uint32_t remote_code);
 /* Closes c->ch. */
 void cc_shutdown(struct chapar_client *c);
 
@@ -154,7 +158,8 @@ struct cc_put_hooks {
          * callback serialises itself. */
         void (*sealed)(void *ctx, const uint8_t key[CHP_FILE_KEY_BYTES], uint64_t index, bool last,
                        const uint8_t *plain, size_t len, const uint8_t *sealed, size_t sealed_len);
-        /* The encoded manifest OPEN carries, then every chunk as it is sent (calling thread). */
+        /* The encoded manifest OPEN carries (calling thread), then every chunk as it is sent
+         * (its connection's thread; put.c calls one at a time). */
         void (*manifest)(void *ctx, const uint8_t *manifest, size_t len);
         void (*sent)(void *ctx, uint64_t index, const uint8_t *bytes, size_t len);
         uint64_t keep_budget; /* ciphertext bytes kept from pass 2 for sending; 0 = the default */

@@ -16,8 +16,8 @@
 #define BACKOFF_FIRST_MS 200  /* the first reconnect waits up to this ... */
 #define BACKOFF_MAX_MS   5000 /* ... doubling up to this */
 
-/* The public code for a channel's code (CHP_EREMOTE: for c->last_code). */
-static int map_code(const struct chapar_client *c, int rc)
+/* The public code for a channel's code (CHP_EREMOTE: for remote, the ERROR frame's code). */
+static int map_code_of(int rc, uint32_t remote)
 {
         switch (rc) {
         case 0:
@@ -37,7 +37,7 @@ static int map_code(const struct chapar_client *c, int rc)
         case CHP_ELIMITED:
                 return CHAPAR_ELIMITED;
         case CHP_EREMOTE:
-                switch (c->last_code) {
+                switch (remote) {
                 case CHP_WE_NOT_FOUND:
                         return CHAPAR_ENOTFOUND;
                 case CHP_WE_UNAUTHORIZED:
@@ -55,6 +55,16 @@ static int map_code(const struct chapar_client *c, int rc)
         default:
                 return CHAPAR_ENET; /* -ECONNRESET, -ETIMEDOUT, -ECONNREFUSED, ... */
         }
+}
+
+static int map_code(const struct chapar_client *c, int rc)
+{
+        return map_code_of(rc, c->last_code);
+}
+
+int cc_code(int rc, uint32_t remote_code)
+{
+        return map_code_of(rc, remote_code);
 }
 
 /* The public code for a channel's code; c->last_error gets the channel's message. */

@@ -12,16 +12,32 @@
  *      (the bytes sealed are the bytes hashed), never before
  *   3. OPEN with the manifest — it carries every address, so nothing is sent before step 1 (or
  *      2) is done; the reply names the missing chunks
- *   4. send those: kept ones at once, the others sealed again by a worker thread running ahead
- *      of the sender into a bounded queue, each checked against its step-1 hash before it is
- *      sealed and against its manifest address before it is sent; then COMMIT
+ *   4. send those over several connections (struct chapar_transport: a fixed number, or 2 and
+ *      one more while the last one added raised the acknowledged rate by 10%; never more than
+ *      there are chunks): each OPENs the same upload and takes the next chunk when its share of
+ *      the relay's window has room, so a slow one takes fewer. Kept chunks go from memory, the
+ *      others from a bounded pool one worker seals them into ahead of the senders, each checked
+ *      against its step-1 hash before it is sealed and against its manifest address before it
+ *      is sent; a chunk sent again (after a cut, or in the endgame) is sealed again the same way
+ *      on its connection's thread. When nothing is left to deal, an idle connection sends again
+ *      what another has left unacknowledged STALL_FACTOR mean acknowledgement times (the relay
+ *      stores a chunk once), and a connection still waiting at the end is shut down. A cut
+ *      connection's chunks go back to the pool; it reconnects after cc_backoff_ms, OPENs again
+ *      and the relay's map says what it stored (not sent again); the put gives up with the
+ *      last network error once nothing moved for retry_s. Then COMMIT on c->ch, which is by then
+ *      whichever connection OPENed the upload and has nothing in flight (a new one if none).
  *
  * So a key never seals two plaintexts as one (index, last) — whatever the chunk format's nonce
  * — and a file that changes under the put stops it with CHAPAR_ECHANGED before anything
  * inconsistent is sent or advertised. A new file is read once before OPEN, content put before
- * twice; a chunk not kept is read once more to be sent.
- * Threads: the caller's, up to three workers in steps 1 and 2, one in step 4; they share only
- * the put's state, never the client. Everything the caller sees happens on its thread.
+ * twice; a chunk not kept is read once more to be sent (and once per resend).
+ * Memory: KEEP_BUDGET of kept ciphertext, the pool's QUEUE_MIN..QUEUE_MAX chunks (at most
+ * QUEUE_BYTES unless that is fewer than QUEUE_MIN: a stalled sender holds one), and a plaintext
+ * and a ciphertext chunk per connection that resends.
+ * Threads: the caller's, up to three workers in steps 1 and 2; in step 4 one sealing worker and
+ * one thread per connection (the first runs on c->ch). They share only the put's state; only
+ * cc_open_extra reads the client, under a lock. Progress, on_ticket and every result happen on
+ * the caller's thread.
  */
 #include "client_int.h"
 
@@ -32,12 +48,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
 
 #include "e2e.h"
+#include "err.h"
 #include "hash.h"
 #include "manifest.h"
 #include "net.h"
@@ -46,8 +65,14 @@
 #define KEEP_BUDGET   (256u << 20) /* ciphertext kept between sealing and sending */
 #define MAX_WORKERS   4            /* threads of steps 1 and 2, the caller's included */
 #define QUEUE_BYTES   (32u << 20)  /* what step 4's worker may seal ahead of the sender */
-#define QUEUE_MIN     2
-#define QUEUE_MAX     8
+#define QUEUE_MIN     (CHAPAR_CONNECTIONS_MAX + 1) /* a stalled sender holds one slot */
+#define QUEUE_MAX     16
+#define ADAPT_FIRST   2    /* connections an adapting put starts with */
+#define ADAPT_GAIN    1.10 /* another connection is added while the last one raised this much */
+#define ADAPT_MIN_S   0.5  /* the shortest measurement interval (else 4 RTTs) */
+#define STALL_FACTOR  4    /* a chunk unacknowledged this many mean acknowledgement times ... */
+#define STALL_MIN_S   0.5  /* (at least this) is sent again by an idle connection, at the end */
+#define GRACE_MIN_S   0.2  /* every chunk stored: the wait for duplicates' acknowledgements */
 #define CONTENT_LABEL "chapar put content v2" /* the key-cache identity of a content */
 
 #ifdef CHAPAR_TEST_HOOKS
@@ -231,23 +256,27 @@ static int for_every_chunk(struct chapar_client *c, struct put_state *p,
         return rc ? rc : atomic_load(&p->err);
 }
 
-/* ---- step 4: sealing again ahead of the sender ------------------------------------------- */
+/* ---- step 4: sealing again ahead of the senders ------------------------------------------ */
+
+enum { SLOT_FREE, SLOT_FILLED, SLOT_TAKEN };
 
 struct slot {
         uint8_t *buf; /* chunk_size bytes */
+        uint64_t seq; /* its place in todo */
         uint64_t index;
+        int state;
         int rc; /* != 0: sealing stopped here */
 };
 
-/* A bounded queue of chunks sealed again, in the order the sender sends them; one producer
- * thread, the caller's thread consumes. The slots [head, head + count) are the consumer's, the
- * others the producer's; count under the lock hands them over. */
+/* A bounded pool of chunks sealed again, in todo's order: one producer thread seals todo[seq]
+ * into a free slot; the connections take them by seq (the order the chunks are dealt in) and
+ * give each back once sent, in any order. State changes under the lock. */
 struct reseal {
         struct put_state *p;
         const uint64_t *todo; /* the chunks to seal again, in order */
         uint64_t ntodo;
         struct slot slots[QUEUE_MAX];
-        unsigned depth, head, count;
+        unsigned depth;
         bool stop;
         pthread_mutex_t lock;
         pthread_cond_t moved; /* a slot was filled or released, or stop */
@@ -261,25 +290,32 @@ static void *reseal_run(void *arg)
         struct reseal *q = arg;
         struct put_state *p = q->p;
         for (uint64_t k = 0; k < q->ntodo; k++) {
+                struct slot *s = NULL;
                 pthread_mutex_lock(&q->lock);
-                while (q->count == q->depth && !q->stop)
+                for (;;) {
+                        for (unsigned j = 0; !s && j < q->depth; j++)
+                                if (q->slots[j].state == SLOT_FREE)
+                                        s = &q->slots[j];
+                        if (s || q->stop)
+                                break;
                         pthread_cond_wait(&q->moved, &q->lock);
+                }
                 bool stop = q->stop;
-                struct slot *s = &q->slots[(q->head + q->count) % q->depth];
                 pthread_mutex_unlock(&q->lock);
                 if (stop)
                         break;
                 uint64_t i = q->todo[k];
                 uint8_t sum[CHP_HASH_BYTES];
                 s->index = i;
+                s->seq = k;
                 s->rc = seal_checked(p, i, q->plain, s->buf);
                 if (!s->rc && chp_sha256(s->buf, cipher_len(p, i), sum) != 0)
                         s->rc = CHAPAR_EIO;
                 if (!s->rc && memcmp(sum, p->addrs + i * CHP_HASH_BYTES, CHP_HASH_BYTES) != 0)
                         s->rc = CHAPAR_ECHANGED; /* not what OPEN advertised: never sent */
                 pthread_mutex_lock(&q->lock);
-                q->count++;
-                pthread_cond_signal(&q->moved);
+                s->state = SLOT_FILLED;
+                pthread_cond_broadcast(&q->moved);
                 pthread_mutex_unlock(&q->lock);
                 if (s->rc)
                         break;
@@ -287,7 +323,7 @@ static void *reseal_run(void *arg)
         return NULL;
 }
 
-/* Starts sealing todo[0..ntodo) ahead of the sender. */
+/* Starts sealing todo[0..ntodo) ahead of the senders. */
 static int reseal_start(struct reseal *q, struct put_state *p, const uint64_t *todo, uint64_t ntodo)
 {
         memset(q, 0, sizeof(*q));
@@ -312,37 +348,51 @@ static int reseal_start(struct reseal *q, struct put_state *p, const uint64_t *t
         return q->running ? 0 : CHAPAR_ENOMEM;
 }
 
-/* The next sealed chunk, in todo's order; waits for it. */
-static struct slot *reseal_take(struct reseal *q)
+/* The chunk sealed as todo[seq]; waits for it. NULL once the queue is halted. */
+static struct slot *reseal_take(struct reseal *q, uint64_t seq)
 {
+        struct slot *s = NULL;
         pthread_mutex_lock(&q->lock);
-        while (q->count == 0)
+        while (!q->stop) {
+                for (unsigned j = 0; !s && j < q->depth; j++)
+                        if (q->slots[j].state == SLOT_FILLED && q->slots[j].seq == seq)
+                                s = &q->slots[j];
+                if (s) {
+                        s->state = SLOT_TAKEN;
+                        break;
+                }
                 pthread_cond_wait(&q->moved, &q->lock);
-        struct slot *s = &q->slots[q->head];
+        }
         pthread_mutex_unlock(&q->lock);
         return s;
 }
 
-/* Gives the slot reseal_take returned back to the producer. */
-static void reseal_release(struct reseal *q)
+/* Gives a slot reseal_take returned back to the producer. */
+static void reseal_release(struct reseal *q, struct slot *s)
 {
         pthread_mutex_lock(&q->lock);
-        q->head = (q->head + 1) % q->depth;
-        q->count--;
-        pthread_cond_signal(&q->moved);
+        s->state = SLOT_FREE;
+        pthread_cond_broadcast(&q->moved);
         pthread_mutex_unlock(&q->lock);
 }
 
-/* Stops the producer and frees the queue; a never-started queue is a no-op. */
+/* Wakes and stops the producer and every reseal_take; a never-started queue is a no-op. */
+static void reseal_halt(struct reseal *q)
+{
+        if (!q->depth)
+                return;
+        pthread_mutex_lock(&q->lock);
+        q->stop = true;
+        pthread_cond_broadcast(&q->moved);
+        pthread_mutex_unlock(&q->lock);
+}
+
+/* Halts the queue and frees it, once no sender uses it any more. */
 static void reseal_stop(struct reseal *q)
 {
-        if (q->running) {
-                pthread_mutex_lock(&q->lock);
-                q->stop = true;
-                pthread_cond_signal(&q->moved);
-                pthread_mutex_unlock(&q->lock);
+        reseal_halt(q);
+        if (q->running)
                 pthread_join(q->thread, NULL);
-        }
         if (q->depth) {
                 pthread_mutex_destroy(&q->lock);
                 pthread_cond_destroy(&q->moved);
@@ -390,120 +440,759 @@ static int seal_all(struct chapar_client *c, struct put_state *p)
 /* send_chunks: the upload ended under us because another sender of the same manifest committed
  * it; OPEN again (it answers COMPLETE). */
 #define UPLOAD_GONE 1
+/* send_chunks: every chunk is stored but no connection is left to COMMIT on: c->ch is a new
+ * one, which must OPEN first. */
+#define UPLOAD_REOPEN 2
 
-/* Whether an ERROR reply to a CHUNK says the upload was committed meanwhile: COMMITTED, or from a
- * relay older than that code NOT_FOUND, believed once per put (*not_found_ok). */
-static bool upload_gone(struct chapar_client *c, bool *not_found_ok)
+/* Whether an ERROR reply to a CHUNK (wire code) says the upload was committed meanwhile:
+ * COMMITTED, or from a relay older than that code NOT_FOUND, believed once per put
+ * (*not_found_ok). */
+static bool upload_gone(uint32_t code, bool *not_found_ok)
 {
-        if (c->last_code == CHP_WE_COMMITTED)
+        if (code == CHP_WE_COMMITTED)
                 return true;
-        if (c->last_code == CHP_WE_NOT_FOUND && *not_found_ok) {
+        if (code == CHP_WE_NOT_FOUND && *not_found_ok) {
                 *not_found_ok = false;
                 return true;
         }
         return false;
 }
 
-/* Sends the missing chunks in index order, as many in flight as the relay's window allows:
- * kept ones from memory, the others from the queue a worker seals them into. A chunk is taken
- * only once the window has room for it, so none is sealed and then dropped. UPLOAD_GONE when
- * the upload was committed by someone else (the replies in flight are drained first). */
+/* ---- step 4: the chunks, striped over several connections -------------------------------- */
+
+#define CH_HAVE   1u /* the relay has the chunk (its OPEN map said so, or it acknowledged it) */
+#define CH_SENT   2u /* sent at least once by this put: another send is a resend */
+#define CH_QUEUED 4u /* on the retry list */
+
+struct flight {
+        uint64_t index;
+        uint32_t len;
+        double sent_at;
+};
+
+/* One connection and the thread that drives it. Fields below the line are the stripe's lock's. */
+struct conn {
+        struct stripe *s;
+        pthread_t thread;
+        bool started;
+        struct chp_channel *ch;  /* the thread's while it runs, the caller's after the join */
+        uint32_t base;           /* ids CHUNK frames on ch are numbered from */
+        uint8_t *plain, *cipher; /* a chunk sealed again on this thread (a resend), lazily */
+        /* ---- */
+        int fd;       /* ch's socket while it is usable, for the coordinator's shutdown; or -1 */
+        bool opened;  /* ch has OPENed the upload: it may send CHUNK frames and COMMIT */
+        bool drained; /* the thread ended with nothing in flight on an opened ch */
+        bool exited;  /* the thread ended */
+        bool retired; /* the relay would not have this connection (not counted as wanted) */
+        uint32_t attempt;  /* consecutive failed connects */
+        struct flight *fl; /* what ch has in flight (max_inflight entries) */
+        uint32_t nfl;
+        uint64_t fl_bytes;
+};
+
+struct stripe {
+        struct chapar_client *c; /* only its stable fields are read, by any thread */
+        struct put_state *p;
+        const uint8_t *open_msg; /* OPEN, as the caller sent it on c->ch */
+        size_t open_len;
+        const uint8_t *upload_id;
+        struct reseal q;
+        uint64_t *order, nsend, first_todo; /* what OPEN said is missing; [first_todo..) resealed */
+        pthread_mutex_t hook_lock;
+        pthread_mutex_t open_lock; /* cc_open_extra writes c->last_error on failure */
+        pthread_mutex_t lock;
+        pthread_cond_t cond; /* under lock: an acknowledgement, a cut, a thread's end, stop */
+        /* ---- under lock */
+        uint8_t *flags;          /* CH_* per chunk */
+        uint8_t *copies;         /* connections that have the chunk in flight */
+        uint64_t *retry, nretry; /* chunks back from a cut connection */
+        uint64_t next_new;       /* order[next_new] is the next chunk sent for the first time */
+        uint64_t left;           /* chunks of order the relay does not have yet */
+        uint64_t done_bytes;
+        double last_progress, ack_mean, ack_min;
+        bool stop, gone, not_found_ok;
+        unsigned want, open_now;
+        int fatal; /* the first error that ends the put (CHAPAR_E*), 0 while none */
+        uint32_t fatal_remote;
+        uint64_t changed; /* with CHAPAR_ECHANGED: the chunk */
+        char fatal_why[1024];
+        int net_rc; /* the last cut, the error when reconnecting is given up */
+        char net_why[1024];
+        struct chp_channel *old_primary; /* c->ch after its connection was cut: closed at the end */
+        struct chapar_transfer_stats *st;
+        struct chapar_put_result *r;
+        struct conn conns[CHAPAR_CONNECTIONS_MAX];
+};
+
+static double mono_s(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Waits on s->cond (s->lock held) until the monotonic time until, or a signal. */
+static void wait_until(struct stripe *s, double until)
+{
+        double t = until < 0 ? 0 : until;
+        struct timespec ts = {.tv_sec = (time_t)t,
+                              .tv_nsec = (long)((t - (double)(time_t)t) * 1e9)};
+        pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+}
+
+/* Records the error that ends the put (the first one wins); s->lock held. */
+static void set_fatal(struct stripe *s, int code, uint32_t remote, const char *why)
+{
+        if (!s->fatal) {
+                s->fatal = code;
+                s->fatal_remote = remote;
+                snprintf(s->fatal_why, sizeof(s->fatal_why), "%s", why ? why : "");
+        }
+        s->stop = true;
+        pthread_cond_broadcast(&s->cond);
+}
+
+static uint32_t retry_limit_s(const struct stripe *s)
+{
+        return s->c->transport.retry_s == 0 ? 120u : (uint32_t)s->c->transport.retry_s;
+}
+
+/* How long a chunk may stay unacknowledged before an idle connection sends it again. */
+static double stall_s(const struct stripe *s)
+{
+        double t = STALL_FACTOR * s->ack_mean;
+        return t < STALL_MIN_S ? STALL_MIN_S : t;
+}
+
+/* The relay now has chunk i (s->lock held). */
+static void have(struct stripe *s, uint64_t i, double now)
+{
+        if (s->flags[i] & CH_HAVE)
+                return;
+        s->flags[i] |= CH_HAVE;
+        s->left--;
+        s->done_bytes += cipher_len(s->p, i);
+        s->last_progress = now;
+        pthread_cond_broadcast(&s->cond);
+}
+
+/* The next chunk for k (s->lock held): back from a cut, else the next new one (*seq its place
+ * in the reseal queue, or -1), else in the endgame the oldest chunk another connection has had
+ * unacknowledged for stall_s (*wake: when the next one would be). false: none now. */
+static bool deal(struct stripe *s, struct conn *k, uint64_t *index, int64_t *seq, double now,
+                 double *wake)
+{
+        *seq = -1;
+        while (s->nretry) {
+                uint64_t i = s->retry[--s->nretry];
+                s->flags[i] &= (uint8_t)~CH_QUEUED;
+                if (!(s->flags[i] & CH_HAVE) && s->copies[i] == 0) {
+                        *index = i;
+                        return true;
+                }
+        }
+        if (s->next_new < s->nsend) {
+                uint64_t n = s->next_new++;
+                *index = s->order[n];
+                if (n >= s->first_todo)
+                        *seq = (int64_t)(n - s->first_todo);
+                return true; /* also when the relay has it meanwhile: its queue slot is used */
+        }
+        if (k->nfl)
+                return false;
+        const struct flight *oldest = NULL;
+        for (unsigned j = 0; j < CHAPAR_CONNECTIONS_MAX; j++) {
+                struct conn *o = &s->conns[j];
+                for (uint32_t f = 0; o != k && f < o->nfl; f++) {
+                        const struct flight *x = &o->fl[f];
+                        if (!(s->flags[x->index] & CH_HAVE) && s->copies[x->index] == 1 &&
+                            (!oldest || x->sent_at < oldest->sent_at))
+                                oldest = x;
+                }
+        }
+        if (!oldest)
+                return false;
+        if (now - oldest->sent_at < stall_s(s)) {
+                *wake = oldest->sent_at + stall_s(s);
+                return false;
+        }
+        *index = oldest->index;
+        return true;
+}
+
+/* k's chunks in flight go back to the pool: k was cut (s->lock held). */
+static void give_back(struct stripe *s, struct conn *k)
+{
+        for (uint32_t f = 0; f < k->nfl; f++) {
+                uint64_t i = k->fl[f].index;
+                s->copies[i]--;
+                if (!(s->flags[i] & (CH_HAVE | CH_QUEUED)) && s->copies[i] == 0) {
+                        s->flags[i] |= CH_QUEUED;
+                        s->retry[s->nretry++] = i;
+                }
+        }
+        k->nfl = 0;
+        k->fl_bytes = 0;
+        pthread_cond_broadcast(&s->cond);
+}
+
+/* Ends k's channel after a cut or at the end; c->ch's own is kept for the caller to close. */
+static void drop_channel(struct stripe *s, struct conn *k)
+{
+        pthread_mutex_lock(&s->lock);
+        if (k->opened)
+                s->open_now--;
+        k->opened = false;
+        k->fd = -1;
+        struct chp_channel *ch = k->ch;
+        k->ch = NULL;
+        bool primary = ch && ch == s->c->ch;
+        if (primary)
+                s->old_primary = ch;
+        pthread_mutex_unlock(&s->lock);
+        if (ch && !primary) {
+                shutdown(chp_channel_fd(ch), SHUT_RDWR); /* nothing may block on a dead link */
+                chp_channel_close(ch);
+        }
+}
+
+/* OPEN on k's new channel: the same upload, and what the relay has of it. */
+static int open_upload(struct stripe *s, struct conn *k)
+{
+        struct chp_frame_header h;
+        uint8_t *reply;
+        struct chp_msg_open_ok ok;
+        int rc = chp_channel_call(k->ch, CHP_F_OPEN, s->open_msg, s->open_len, &h, &reply);
+        if (rc)
+                return rc;
+        if (chp_msg_open_ok_decode(reply, h.len, &ok) != 0 || ok.chunk_count != s->p->count ||
+            memcmp(ok.file_id, s->r->file_id, CHP_HASH_BYTES) != 0)
+                return -EPROTO;
+        double now = mono_s();
+        pthread_mutex_lock(&s->lock);
+        if (ok.state == CHP_UPLOAD_COMPLETE ||
+            memcmp(ok.upload_id, s->upload_id, CHP_UPLOAD_ID_BYTES) != 0)
+                s->gone = true; /* committed (and maybe begun again) meanwhile: OPEN once more */
+        for (uint64_t i = 0; i < s->p->count; i++)
+                if (ok.state == CHP_UPLOAD_COMPLETE || !chp_bit(ok.missing, (uint32_t)i))
+                        have(s, i, now); /* stored, its acknowledgement maybe lost: not resent */
+        pthread_mutex_unlock(&s->lock);
+        return 0;
+}
+
+/* Connects k, OPENs, and counts it: 0, or a public code with why (cap bytes) saying why. */
+static int connect_conn(struct stripe *s, struct conn *k, char *why, size_t cap)
+{
+        struct chapar_client *c = s->c;
+        struct chp_channel *ch = NULL;
+        pthread_mutex_lock(&s->open_lock);
+        int rc = cc_open_extra(c, &ch);
+        snprintf(why, cap, "%s", rc ? c->last_error : "");
+        pthread_mutex_unlock(&s->open_lock);
+        if (rc)
+                return rc;
+        k->ch = ch;
+        k->base = chp_channel_reserve_ids(ch, (uint32_t)s->p->count + 1);
+        pthread_mutex_lock(&s->lock);
+        k->fd = chp_channel_fd(ch);
+        pthread_mutex_unlock(&s->lock);
+        rc = open_upload(s, k);
+        if (rc) {
+                uint32_t code = chp_channel_remote_code(ch);
+                snprintf(why, cap, "%s", chp_channel_error(ch));
+                return cc_code(rc, rc == CHP_EREMOTE ? code : 0);
+        }
+        pthread_mutex_lock(&s->lock);
+        k->opened = true;
+        if (++s->open_now > s->st->connections)
+                s->st->connections = s->open_now;
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+        return 0;
+}
+
+/* The ciphertext of chunk i for k to send: kept, from the reseal queue (*slot, to release), or
+ * sealed again on this thread. NULL with *rc set on failure. */
+static const uint8_t *chunk_bytes(struct stripe *s, struct conn *k, uint64_t i, int64_t seq,
+                                  struct slot **slot, int *rc)
+{
+        struct put_state *p = s->p;
+        *slot = NULL;
+        *rc = 0;
+        if (i < p->nkept)
+                return p->kept + i * p->chunk_size;
+        if (seq >= 0) {
+                struct slot *sl = reseal_take(&s->q, (uint64_t)seq);
+                if (!sl) {
+                        *rc = CHAPAR_ECANCELED; /* halted: the put is ending anyway */
+                        return NULL;
+                }
+                *slot = sl;
+                if (sl->rc) {
+                        *rc = sl->rc;
+                        return NULL;
+                }
+                return sl->buf;
+        }
+        if (!k->plain && !(k->plain = malloc(p->plain_chunk)))
+                *rc = CHAPAR_ENOMEM;
+        if (!*rc && !k->cipher && !(k->cipher = malloc(p->chunk_size)))
+                *rc = CHAPAR_ENOMEM;
+        uint8_t sum[CHP_HASH_BYTES];
+        if (!*rc)
+                *rc = seal_checked(p, i, k->plain, k->cipher);
+        if (!*rc && chp_sha256(k->cipher, cipher_len(p, i), sum) != 0)
+                *rc = CHAPAR_EIO;
+        if (!*rc && memcmp(sum, p->addrs + i * CHP_HASH_BYTES, CHP_HASH_BYTES) != 0)
+                *rc = CHAPAR_ECHANGED;
+        return *rc ? NULL : k->cipher;
+}
+
+/* One acknowledgement or ERROR frame on k. 0, 1 (the frame ended the put: fatal set), or a
+ * channel code. */
+static int take_reply(struct stripe *s, struct conn *k)
+{
+        struct chp_frame_header h;
+        uint8_t *reply;
+        int rc = chp_channel_recv(k->ch, &h, &reply);
+        if (rc)
+                return rc;
+        uint64_t idx = h.id - k->base;
+        bool error = h.type == CHP_F_ERROR;
+        struct chp_msg_chunk_ok ok = {0};
+        if (!error && (h.type != (CHP_F_CHUNK | CHP_F_REPLY) ||
+                       chp_msg_chunk_ok_decode(reply, h.len, &ok) != 0 || ok.index != idx))
+                return -EPROTO;
+        double now = mono_s();
+        pthread_mutex_lock(&s->lock);
+        uint32_t f = 0;
+        while (f < k->nfl && k->fl[f].index != idx)
+                f++;
+        if (h.id < k->base || f == k->nfl) {
+                pthread_mutex_unlock(&s->lock);
+                return -EPROTO; /* an answer to nothing we sent */
+        }
+        struct flight x = k->fl[f];
+        k->fl[f] = k->fl[--k->nfl];
+        k->fl_bytes -= x.len;
+        s->copies[idx]--;
+        if (error) {
+                uint32_t code = chp_channel_remote_code(k->ch);
+                if (!s->gone && !upload_gone(code, &s->not_found_ok)) {
+                        set_fatal(s, cc_code(CHP_EREMOTE, code), code, chp_channel_error(k->ch));
+                        pthread_mutex_unlock(&s->lock);
+                        return 1;
+                }
+                s->gone = true; /* send nothing more; drain what is in flight */
+                pthread_cond_broadcast(&s->cond);
+        } else {
+                double t = now - x.sent_at;
+                s->ack_mean = s->ack_mean ? 0.875 * s->ack_mean + 0.125 * t : t;
+                if (!s->ack_min || t < s->ack_min)
+                        s->ack_min = t;
+                if (!(s->flags[idx] & CH_HAVE) && (ok.flags & CHP_CHUNK_DEDUP))
+                        s->r->chunks_deduplicated++;
+                have(s, idx, now);
+                k->attempt = 0;
+        }
+        pthread_mutex_unlock(&s->lock);
+        return 0;
+}
+
+/* Sends and receives on k until nothing is left for it. 0 (done: drained, or stopped), 1
+ * (fatal set), or a channel code (a cut). */
+static int pump(struct stripe *s, struct conn *k)
+{
+        struct put_state *p = s->p;
+        const struct chp_msg_hello_ok *hello = &s->c->hello;
+        for (;;) {
+                double now = mono_s(), wake = 0;
+                uint64_t i = 0;
+                int64_t seq = -1;
+                bool got = false;
+                pthread_mutex_lock(&s->lock);
+                if (s->stop) {
+                        pthread_mutex_unlock(&s->lock);
+                        return 0;
+                }
+                /* k's share of the relay's window for this connection: the others take the rest */
+                unsigned n = s->want ? s->want : 1;
+                uint64_t share = hello->window_bytes / n;
+                uint32_t slots = hello->max_inflight / n ? hello->max_inflight / n : 1;
+                if (!s->gone && k->nfl < slots &&
+                    (k->nfl == 0 || k->fl_bytes + p->chunk_size <= share))
+                        got = deal(s, k, &i, &seq, now, &wake);
+                if (!got && k->nfl == 0) {
+                        if (s->left == 0 || s->gone) {
+                                pthread_mutex_unlock(&s->lock);
+                                return 0;
+                        }
+                        wait_until(s, wake ? wake : now + 1.0);
+                        pthread_mutex_unlock(&s->lock);
+                        continue;
+                }
+                size_t len = got ? cipher_len(p, i) : 0;
+                bool skip = got && (s->flags[i] & CH_HAVE); /* dealt, but stored meanwhile */
+                if (got && !skip) {
+                        k->fl[k->nfl++] =
+                            (struct flight){.index = i, .len = (uint32_t)len, .sent_at = now};
+                        k->fl_bytes += len;
+                        s->copies[i]++;
+                        if (s->flags[i] & CH_SENT)
+                                s->st->bytes_resent += len;
+                        s->flags[i] |= CH_SENT;
+                        s->r->chunks_sent++;
+                        s->r->bytes_sent += len;
+                }
+                pthread_mutex_unlock(&s->lock);
+                if (!got) {
+                        int rc = take_reply(s, k);
+                        if (rc)
+                                return rc;
+                        continue;
+                }
+                struct slot *sl = NULL;
+                int rc = 0;
+                const uint8_t *bytes = skip && seq < 0 ? NULL : chunk_bytes(s, k, i, seq, &sl, &rc);
+                if (rc) {
+                        if (sl)
+                                reseal_release(&s->q, sl);
+                        pthread_mutex_lock(&s->lock);
+                        if (rc == CHAPAR_ECHANGED)
+                                s->changed = i;
+                        if (rc != CHAPAR_ECANCELED || !s->stop)
+                                set_fatal(s, rc, 0, "");
+                        pthread_mutex_unlock(&s->lock);
+                        return 1;
+                }
+                if (!skip) {
+                        uint8_t prefix[CHP_CHUNK_PREFIX];
+                        chp_msg_chunk_prefix_encode(prefix, sizeof(prefix), s->upload_id,
+                                                    (uint32_t)i);
+#ifdef CHAPAR_TEST_HOOKS
+                        pthread_mutex_lock(&s->hook_lock);
+                        HOOK(sent, i, bytes, len);
+                        pthread_mutex_unlock(&s->hook_lock);
+#endif
+                        rc = chp_channel_send(k->ch, CHP_F_CHUNK, k->base + (uint32_t)i, prefix,
+                                              sizeof(prefix), bytes, len);
+                }
+                if (sl)
+                        reseal_release(&s->q, sl);
+                if (rc)
+                        return rc;
+        }
+}
+
+/* A connection's thread: connect (but the first, which is c->ch), pump, and after a cut
+ * reconnect with backoff while the put makes progress within retry_s. */
+static void *conn_run(void *arg)
+{
+        struct conn *k = arg;
+        struct stripe *s = k->s;
+        bool ever = k->opened; /* this connection has worked once */
+        char why[sizeof(s->net_why)];
+        for (;;) {
+                int code = 0;
+                why[0] = 0;
+                if (!k->opened) {
+                        code = connect_conn(s, k, why, sizeof(why));
+                        if (!code && ever) {
+                                pthread_mutex_lock(&s->lock);
+                                s->st->reconnects++;
+                                pthread_mutex_unlock(&s->lock);
+                        }
+                        /* a limit is a cut for a connection that worked, and for one
+                         * that never did the relay's answer to how many it allows */
+                        if (code && code != CHAPAR_ENET && (code != CHAPAR_ELIMITED || !ever)) {
+                                pthread_mutex_lock(&s->lock);
+                                if (!ever && s->open_now > 0 && code != CHAPAR_ECANCELED) {
+                                        /* the relay will not have another connection (a
+                                         * limit, a token's): do without it */
+                                        k->retired = true;
+                                        s->want--;
+                                } else if (!s->stop) {
+                                        set_fatal(s, code, 0, why);
+                                }
+                                pthread_mutex_unlock(&s->lock);
+                                drop_channel(s, k);
+                                break;
+                        }
+                }
+                if (!code) {
+                        ever = true;
+                        int rc = pump(s, k);
+                        if (rc == 0) {
+                                pthread_mutex_lock(&s->lock);
+                                k->drained = k->opened && k->nfl == 0;
+                                pthread_mutex_unlock(&s->lock);
+                                break;
+                        }
+                        if (rc == 1)
+                                break;
+                        uint32_t remote = chp_channel_remote_code(k->ch);
+                        code = cc_code(rc, rc == CHP_EREMOTE ? remote : 0);
+                        snprintf(why, sizeof(why), "%s", chp_channel_error(k->ch));
+                        if (code != CHAPAR_ENET) {
+                                pthread_mutex_lock(&s->lock);
+                                if (!s->stop) /* else aborted at the end: no error */
+                                        set_fatal(s, code, remote, why);
+                                give_back(s, k);
+                                pthread_mutex_unlock(&s->lock);
+                                drop_channel(s, k);
+                                break;
+                        }
+                }
+                /* a cut: k's chunks go back to the pool, and k comes back after a backoff as
+                 * long as the put moved within retry_s */
+                pthread_mutex_lock(&s->lock);
+                give_back(s, k);
+                if (!s->stop) {
+                        s->net_rc = code;
+                        snprintf(s->net_why, sizeof(s->net_why), "%s", why);
+                }
+                if (!s->stop && s->c->transport.retry_s < 0)
+                        set_fatal(s, code, 0, why);
+                pthread_mutex_unlock(&s->lock);
+                drop_channel(s, k);
+                pthread_mutex_lock(&s->lock);
+                double until = mono_s() + cc_backoff_ms(k->attempt++) / 1000.0;
+                while (!s->stop && mono_s() < until)
+                        wait_until(s, until);
+                if (!s->stop && mono_s() - s->last_progress > retry_limit_s(s))
+                        set_fatal(s, s->net_rc, 0, s->net_why);
+                bool stop = s->stop;
+                pthread_mutex_unlock(&s->lock);
+                if (stop)
+                        break;
+        }
+        pthread_mutex_lock(&s->lock);
+        k->exited = true;
+        pthread_cond_broadcast(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+        return NULL;
+}
+
+/* Frees s and what it owns (the connections' buffers; not their channels). */
+static void stripe_free(struct stripe *s)
+{
+        for (unsigned j = 0; j < CHAPAR_CONNECTIONS_MAX; j++) {
+                if (s->conns[j].plain)
+                        sodium_memzero(s->conns[j].plain, s->p->plain_chunk);
+                free(s->conns[j].plain);
+                free(s->conns[j].cipher);
+                free(s->conns[j].fl);
+        }
+        free(s->order);
+        free(s->retry);
+        free(s->flags);
+        free(s->copies);
+        free(s);
+}
+
+/* Starts the thread of conns[j]; false when it cannot be made. */
+static bool conn_start(struct stripe *s, unsigned j)
+{
+        struct conn *k = &s->conns[j];
+        k->started = pthread_create(&k->thread, NULL, conn_run, k) == 0;
+        return k->started;
+}
+
+/* The missing chunks (missing: OPEN's map on c->ch), striped over connections, then every
+ * connection ended, and c->ch one that has OPENed the upload and has nothing in flight (so the
+ * caller's COMMIT finds its reply next). UPLOAD_GONE when the upload was committed by someone
+ * else, UPLOAD_REOPEN when c->ch is new (the caller OPENs again). On the calling thread: the
+ * connections' threads do the rest, this one watches, reports progress and adapts their number. */
 static int send_chunks(struct chapar_client *c, struct put_state *p, const uint8_t *upload_id,
                        const uint8_t *missing, const struct chapar_put_opts *o,
-                       struct chapar_put_result *r, uint64_t already, bool *not_found_ok)
+                       struct chapar_put_result *r, uint64_t already, bool *not_found_ok,
+                       const uint8_t *open_msg, size_t open_len)
 {
-        uint64_t *order = malloc((p->count ? p->count : 1) * sizeof(*order));
-        uint32_t *lens = calloc(p->count, sizeof(*lens));
-        uint64_t nsend = 0, first_todo = 0;
-        struct reseal q = {0};
-        int rc = order && lens ? 0 : CHAPAR_ENOMEM;
-        for (uint64_t i = 0; !rc && i < p->count; i++) {
-                if (!chp_bit(missing, (uint32_t)i))
+        struct stripe *s = calloc(1, sizeof(*s));
+        if (!s)
+                return CHAPAR_ENOMEM;
+        s->c = c;
+        s->p = p;
+        s->open_msg = open_msg;
+        s->open_len = open_len;
+        s->upload_id = upload_id;
+        s->st = &c->stats;
+        s->r = r;
+        s->not_found_ok = *not_found_ok;
+        uint64_t n = p->count ? p->count : 1;
+        uint32_t slots = c->hello.max_inflight ? c->hello.max_inflight : 1;
+        s->order = malloc(n * sizeof(*s->order));
+        s->retry = malloc(n * sizeof(*s->retry));
+        s->flags = calloc(n, 1);
+        s->copies = calloc(n, 1);
+        int rc = s->order && s->retry && s->flags && s->copies ? 0 : CHAPAR_ENOMEM;
+        for (unsigned j = 0; j < CHAPAR_CONNECTIONS_MAX; j++) {
+                s->conns[j] = (struct conn){.s = s, .fd = -1};
+                if (!(s->conns[j].fl = malloc(slots * sizeof(struct flight))))
+                        rc = CHAPAR_ENOMEM;
+        }
+        if (rc) {
+                stripe_free(s);
+                return rc;
+        }
+        for (uint64_t i = 0; i < p->count; i++) {
+                if (!chp_bit(missing, (uint32_t)i)) {
+                        s->flags[i] = CH_HAVE;
                         continue;
+                }
                 if (i < p->nkept)
-                        first_todo = nsend + 1;
-                order[nsend++] = i;
+                        s->first_todo = s->nsend + 1;
+                s->order[s->nsend++] = i;
         }
-        if (!rc)
-                rc = reseal_start(&q, p, order + first_todo, nsend - first_todo);
-        uint64_t k = 0, window = 0, done_bytes = already;
-        uint32_t inflight = 0, base = cc_reserve_ids(c, (uint32_t)p->count + 1);
-        bool gone = false;
-        while (!rc) {
-                while (!gone && k < nsend && inflight < c->hello.max_inflight) {
-                        uint64_t i = order[k];
-                        size_t len = cipher_len(p, i);
-                        if (window + len > c->hello.window_bytes && inflight > 0)
-                                break; /* wait for acknowledgements first */
-                        const uint8_t *bytes = p->kept + i * p->chunk_size;
-                        struct slot *s = NULL;
-                        if (i >= p->nkept) {
-                                s = reseal_take(&q);
-                                if (s->rc) {
-                                        rc = s->rc == CHAPAR_ECHANGED ? changed(c, p, s->index)
-                                                                      : s->rc;
-                                        break;
-                                }
-                                bytes = s->buf;
-                        }
-                        uint8_t prefix[CHP_CHUNK_PREFIX];
-                        chp_msg_chunk_prefix_encode(prefix, sizeof(prefix), upload_id, (uint32_t)i);
-                        HOOK(sent, i, bytes, len);
-                        rc = cc_send(c, CHP_F_CHUNK, base + (uint32_t)i, prefix, sizeof(prefix),
-                                     bytes, len);
-                        if (s)
-                                reseal_release(&q);
-                        if (rc)
-                                break;
-                        lens[i] = (uint32_t)len;
-                        window += len;
-                        inflight++;
-                        r->chunks_sent++;
-                        r->bytes_sent += len;
-                        k++;
+        s->left = s->nsend;
+        s->done_bytes = already;
+        s->last_progress = mono_s();
+        pthread_mutex_init(&s->hook_lock, NULL);
+        pthread_mutex_init(&s->open_lock, NULL);
+        pthread_mutex_init(&s->lock, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&s->cond, &ca);
+        pthread_condattr_destroy(&ca);
+        rc = reseal_start(&s->q, p, s->order + s->first_todo, s->nsend - s->first_todo);
+
+        /* how many: the caller's number, or 2 and then more while that pays; never more than
+         * there are chunks to share (adapting: half of them) */
+        bool adapt = c->transport.connections == 0;
+        uint64_t cap = adapt ? s->nsend / 2 : s->nsend;
+        unsigned want = adapt ? ADAPT_FIRST : c->transport.connections;
+        if (want > cap)
+                want = cap ? (unsigned)cap : 1;
+        s->want = want;
+        struct conn *first = &s->conns[0];
+        first->ch = c->ch;
+        first->opened = true;
+        first->fd = chp_channel_fd(c->ch);
+        first->base = chp_channel_reserve_ids(c->ch, (uint32_t)p->count + 1);
+        s->open_now = 1;
+        unsigned started = 0;
+        pthread_mutex_lock(&s->lock);
+        for (unsigned j = 0; !rc && j < want; j++) {
+                if (conn_start(s, j))
+                        started++;
+                else if (j == 0)
+                        set_fatal(s, CHAPAR_ENOMEM, 0, "");
+                else
+                        s->want--;
+        }
+        if (rc)
+                set_fatal(s, rc, 0, "");
+
+        uint64_t reported = already, tick_bytes = already;
+        double tick_t = mono_s(), last_rate = 0, end_at = 0;
+        while (!s->fatal) {
+                double now = mono_s();
+                if (atomic_load_explicit(&c->cancel, memory_order_relaxed)) {
+                        set_fatal(s, CHAPAR_ECANCELED, 0, "canceled");
+                        break;
                 }
-                if (rc || inflight == 0)
-                        break;
-                struct chp_frame_header h;
-                uint8_t *reply;
-                if ((rc = cc_recv(c, &h, &reply)))
-                        break;
-                if (h.type == CHP_F_ERROR) {
-                        uint32_t idx = h.id - base;
-                        if (h.id < base || idx >= p->count || !lens[idx]) {
-                                rc = CHAPAR_EPROTO;
+                bool all_exited = true;
+                for (unsigned j = 0; j < started; j++)
+                        all_exited = all_exited && s->conns[j].exited;
+                if (s->left == 0 || s->gone) {
+                        /* the others' last acknowledgements, a little while: a connection still
+                         * waiting after that is stalled, and ended */
+                        double grace =
+                            2 * s->ack_mean < GRACE_MIN_S ? GRACE_MIN_S : 2 * s->ack_mean;
+                        if (!end_at)
+                                end_at = now + grace;
+                        if (all_exited || now >= end_at)
                                 break;
-                        }
-                        if (!gone && !upload_gone(c, not_found_ok)) {
-                                rc = cc_remote_error(c);
-                                break;
-                        }
-                        gone = true; /* send nothing more; drain what is in flight */
-                        window -= lens[idx];
-                        lens[idx] = 0;
-                        inflight--;
+                } else if (all_exited) {
+                        set_fatal(s, s->net_rc ? s->net_rc : CHAPAR_ENET, 0, s->net_why);
+                        break;
+                }
+                if (s->done_bytes != reported && o && o->progress) {
+                        uint64_t d = reported = s->done_bytes;
+                        pthread_mutex_unlock(&s->lock);
+                        o->progress(o->progress_ctx, d, p->total);
+                        pthread_mutex_lock(&s->lock);
                         continue;
                 }
-                struct chp_msg_chunk_ok ok;
-                if (h.type != (CHP_F_CHUNK | CHP_F_REPLY) ||
-                    chp_msg_chunk_ok_decode(reply, h.len, &ok) != 0 || ok.index >= p->count ||
-                    h.id != base + ok.index || !lens[ok.index]) {
-                        rc = CHAPAR_EPROTO;
-                        break;
+                double interval = 4 * s->ack_min < ADAPT_MIN_S ? ADAPT_MIN_S : 4 * s->ack_min;
+                if (adapt && s->left && !s->gone) {
+                        if (s->open_now < s->want) { /* measure once the new one is up */
+                                tick_t = now;
+                                tick_bytes = s->done_bytes;
+                        } else if (now - tick_t >= interval) {
+                                double rate = (double)(s->done_bytes - tick_bytes) / (now - tick_t);
+                                bool room =
+                                    started < CHAPAR_CONNECTIONS_MAX && s->want + 1 <= s->left / 2;
+                                if (room && (last_rate == 0 || rate >= ADAPT_GAIN * last_rate)) {
+                                        last_rate = rate;
+                                        if (conn_start(s, started)) {
+                                                started++;
+                                                s->want++;
+                                        } else {
+                                                adapt = false;
+                                        }
+                                } else {
+                                        adapt = false; /* the last one did not pay: stay */
+                                }
+                                tick_t = now;
+                                tick_bytes = s->done_bytes;
+                        }
                 }
-                window -= lens[ok.index];
-                done_bytes += lens[ok.index];
-                lens[ok.index] = 0;
-                inflight--;
-                if (ok.flags & CHP_CHUNK_DEDUP)
-                        r->chunks_deduplicated++;
-                if (o && o->progress)
-                        o->progress(o->progress_ctx, done_bytes, p->total);
+                wait_until(s, now + (adapt ? interval / 4 : 0.1));
         }
-        reseal_stop(&q);
-        free(order);
-        free(lens);
-        return rc ? rc : gone ? UPLOAD_GONE : 0;
+        /* the end: every thread stops; a connection still blocked (stalled, or mid-chunk on a
+         * failure) is shut down under it */
+        s->stop = true;
+        pthread_cond_broadcast(&s->cond);
+        for (unsigned j = 0; j < started; j++)
+                if (!s->conns[j].exited && s->conns[j].fd >= 0)
+                        shutdown(s->conns[j].fd, SHUT_RDWR);
+        pthread_mutex_unlock(&s->lock);
+        reseal_halt(&s->q);
+        for (unsigned j = 0; j < started; j++)
+                pthread_join(s->conns[j].thread, NULL);
+        reseal_stop(&s->q);
+        if (o && o->progress && s->done_bytes != reported)
+                o->progress(o->progress_ctx, s->done_bytes, p->total);
+
+        /* c->ch: a connection that OPENed and has nothing in flight; else a new one */
+        struct chp_channel *keep = NULL;
+        for (unsigned j = 0; !keep && j < started; j++)
+                if (s->conns[j].drained && s->conns[j].ch)
+                        keep = s->conns[j].ch;
+        rc = s->fatal;
+        if (rc) {
+                c->last_code = s->fatal_remote;
+                if (rc == CHAPAR_ECHANGED)
+                        rc = changed(c, p, s->changed);
+                else if (s->fatal_why[0])
+                        snprintf(c->last_error, sizeof(c->last_error), "%s", s->fatal_why);
+        } else if (!keep) {
+                if ((rc = cc_open_extra(c, &keep)) == 0)
+                        rc = s->gone ? UPLOAD_GONE : UPLOAD_REOPEN;
+        } else if (s->gone) {
+                rc = UPLOAD_GONE;
+        }
+        for (unsigned j = 0; j < CHAPAR_CONNECTIONS_MAX; j++) {
+                struct chp_channel *ch = s->conns[j].ch;
+                if (ch && ch != keep) {
+                        shutdown(chp_channel_fd(ch), SHUT_RDWR);
+                        chp_channel_close(ch);
+                }
+        }
+        if (s->old_primary && s->old_primary != keep) {
+                shutdown(chp_channel_fd(s->old_primary), SHUT_RDWR);
+                chp_channel_close(s->old_primary);
+        }
+        c->ch = keep;
+        *not_found_ok = s->not_found_ok;
+        pthread_mutex_destroy(&s->hook_lock);
+        pthread_mutex_destroy(&s->open_lock);
+        pthread_mutex_destroy(&s->lock);
+        pthread_cond_destroy(&s->cond);
+        stripe_free(s);
+        return rc;
 }
 
 /* The key cache's name of a content: SHA-256 of a label, the size and every plaintext chunk's
@@ -712,8 +1401,11 @@ reopen:
 
         /* 4. the chunks, then the commit */
         if (!complete) {
-                rc = send_chunks(c, &p, upload_id, missing, o, r, already, &not_found_ok);
-                if (rc == UPLOAD_GONE)
+                rc = send_chunks(c, &p, upload_id, missing, o, r, already, &not_found_ok, open_msg,
+                                 (size_t)ol);
+                if (rc == UPLOAD_REOPEN)
+                        opens--; /* not committed under us: every chunk is in, c->ch is new */
+                if (rc == UPLOAD_GONE || rc == UPLOAD_REOPEN)
                         goto reopen;
                 if (rc)
                         goto out;

@@ -213,12 +213,21 @@ static bool write_file(const uint8_t *data, size_t len)
         return ok;
 }
 
+/* The connections put() asks for (0: adapt), and what its last put used. */
+static uint32_t put_connections;
+static struct chapar_transfer_stats put_stats;
+
 /* Puts the file (chunk size cs); the put's code, and its ticket in ticket. */
 static int put(uint32_t cs, char *ticket, char *err, size_t errcap)
 {
         struct chapar_client *c = client();
         if (!c)
                 return CHAPAR_ENET;
+        struct chapar_transport t = {.size = sizeof(t), .connections = put_connections};
+        if (chapar_set_transport(c, &t) != 0) {
+                chapar_close(c);
+                return CHAPAR_EUSAGE;
+        }
         /* unpadded, so that the chunk counts below are the file's own */
         struct chapar_put_opts o = {.chunk_size = cs, .no_pad = true};
         struct chapar_put_result r;
@@ -227,6 +236,8 @@ static int put(uint32_t cs, char *ticket, char *err, size_t errcap)
                 snprintf(ticket, CHAPAR_TICKET_MAX, "%s", r.ticket);
         if (err)
                 snprintf(err, errcap, "%s", chapar_last_error(c));
+        put_stats = (struct chapar_transfer_stats){.size = sizeof(put_stats)};
+        (void)chapar_transfer_stats(c, &put_stats);
         chapar_close(c);
         return rc;
 }
@@ -317,24 +328,54 @@ TEST(changed_after_sealing_when_all_is_kept)
         changed_after(2, false, 0, 30, 0);
 }
 
-/* Nothing kept and 40 chunks of 1 MiB, so that the relay's window (32 MiB) fills: each chunk is
- * sealed once to address it and once to send it, never more. */
-TEST(no_chunk_sealed_twice_for_sending)
+/* Nothing kept and 40 chunks of 1 MiB, so that the relay's window (32 MiB) fills, put over
+ * conns connections (0: adapting): each chunk is sealed once to address it and once to send it,
+ * never more, and sent once, as its address. */
+static void sealed_twice(uint32_t conns, unsigned seed)
 {
-        REQUIRE(started());
         const uint32_t cs = MiB, n = 40;
-        const size_t size = n * (size_t)(cs - CHP_E2E_CHUNK_OVERHEAD) - 1000;
-        uint8_t *a = tu_pattern(size, 40);
+        const size_t size = n * (size_t)(cs - CHP_E2E_CHUNK_OVERHEAD) - 1000 - seed;
+        uint8_t *a = tu_pattern(size, seed);
         REQUIRE(a && write_file(a, size));
         char t[CHAPAR_TICKET_MAX], err[1024];
         arm(0, NULL, 0, 1);
+        put_connections = conns;
         CHECK_OK(put(cs, t, err, sizeof(err)));
+        put_connections = 0;
         CHECK_EQ(rec.sent, n);
+        CHECK_EQ(rec.sent_bad, 0);
         for (uint32_t i = 0; i < n; i++)
                 CHECK_EQ(rec.seals_per_index[i], 2);
+        CHECK_EQ(put_stats.reconnects, 0);
+        CHECK_EQ(put_stats.bytes_resent, 0);
+        if (conns)
+                CHECK_EQ(put_stats.connections, conns);
         cc_put_hooks = (struct cc_put_hooks){0};
         CHECK(gets(t, a, size));
         free(a);
+}
+
+TEST(no_chunk_sealed_twice_for_sending)
+{
+        REQUIRE(started());
+        sealed_twice(0, 40);
+}
+
+/* The same over 4 connections: they take the chunks sealed again from one pool in any order. */
+TEST(four_connections_share_the_sealed_chunks)
+{
+        REQUIRE(started());
+        sealed_twice(4, 41);
+}
+
+/* A file changed between sealing and sending, over 4 connections: the first chunk read
+ * differently stops them all, and nothing inconsistent is sent. */
+TEST(changed_with_four_connections)
+{
+        REQUIRE(started());
+        put_connections = 4;
+        changed_after(2, false, 4 * 64 * KiB, 50, CHAPAR_ECHANGED);
+        put_connections = 0;
 }
 
 /* on_ticket: called once, before any chunk is sent, with the ticket the put returns. */
