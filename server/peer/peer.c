@@ -48,14 +48,15 @@
                              * memory this long: repeated requests do not each cause a fetch */
 #define PEER_TIMEOUT  15000 /* one wait on the peer's socket */
 #define RATE_WINDOW_S 10    /* fetch_min_rate is measured over each window this long */
-/* Following an upload still running at the origin (cut-through): after a poll that brought
- * chunks the next comes twice as soon (down to FOLLOW_MIN_MS, or to what keeps the manifests
- * polled under FOLLOW_BYTES_S), after one that brought none twice as late (up to FOLLOW_MAX_MS),
- * so polls track the pace the upload stores chunks at. While the
- * interval is at most FOLLOW_HOLD_MS the worker keeps its channel and follows; beyond, it is
- * given back between polls. An origin that stores nothing for fetch_timeout (at most
- * FOLLOW_STALL_MS) is given up. */
+/* Following an upload still running at the origin (cut-through): the next poll comes an eighth
+ * of the time since the last one that brought chunks, at least FOLLOW_MIN_MS (or what keeps the
+ * manifests polled under FOLLOW_BYTES_S) and at most FOLLOW_MAX_MS: while the upload stores
+ * chunks B lags it by little, a sender that resumes after a pause of T is seen within T/8, and
+ * one that stopped is polled ever more rarely. While the interval is at most FOLLOW_HOLD_MS the
+ * worker keeps its channel and follows; beyond, it is given back between polls. An origin that
+ * stores nothing for fetch_timeout (at most FOLLOW_STALL_MS) is given up. */
 #define FOLLOW_MIN_MS   50
+#define FOLLOW_IDLE_DIV 8
 #define FOLLOW_BYTES_S  65536 /* manifest bytes polled per second, at most (one file) */
 #define FOLLOW_MAX_MS   2000
 #define FOLLOW_HOLD_MS  250
@@ -428,7 +429,6 @@ static int follow(struct chp_peers *p, struct job *j, uint32_t got, size_t mlen)
         uint64_t now = chp_net_now_ms(), timeout = atomic_load(&p->fetch_timeout_ms);
         uint64_t stall = timeout < FOLLOW_STALL_MS ? timeout : FOLLOW_STALL_MS;
         uint64_t floor = (uint64_t)mlen * 1000 / FOLLOW_BYTES_S;
-        uint32_t b = j->backoff_ms;
         if (floor < FOLLOW_MIN_MS)
                 floor = FOLLOW_MIN_MS;
         if (floor > FOLLOW_MAX_MS)
@@ -439,11 +439,9 @@ static int follow(struct chp_peers *p, struct job *j, uint32_t got, size_t mlen)
                 j->progress_ms = now;
                 if (now + timeout > j->deadline_ms)
                         j->deadline_ms = now + timeout;
-                b /= 2;
-        } else {
-                b *= 2;
         }
-        j->backoff_ms = b < floor ? (uint32_t)floor : b > FOLLOW_MAX_MS ? FOLLOW_MAX_MS : b;
+        uint64_t b = (now - j->progress_ms) / FOLLOW_IDLE_DIV;
+        j->backoff_ms = (uint32_t)(b < floor ? floor : b > FOLLOW_MAX_MS ? FOLLOW_MAX_MS : b);
         if (now + j->backoff_ms >= j->progress_ms + stall ||
             now + j->backoff_ms >= j->deadline_ms) {
                 snprintf(j->msg, sizeof(j->msg),

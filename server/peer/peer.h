@@ -10,10 +10,10 @@
  * Work runs on a small pool of worker threads (at most fetch_workers_per_peer of them on one
  * peer); the functions below may be called from any thread. Errors are negative codes.
  * A file the origin still uploads is followed (cut-through): its manifest is polled again on the
- * same connection as soon as the last poll's chunks are stored, every 50 ms while the upload
- * stores chunks that fast (never more than 64 KiB/s of manifests), backing off (doubling to 2 s)
- * while polls bring nothing; beyond 250 ms between polls, or when another fetch waits for a
- * worker on that peer, the worker is given back between polls.
+ * same connection once the last poll's chunks are stored, an eighth of the time since a poll last
+ * brought chunks later (at least 50 ms, at most 2 s, never more than 64 KiB/s of manifests);
+ * beyond 250 ms between polls, or when another fetch waits for a worker on that peer, the worker
+ * is given back between polls.
  * Limits, so that no peer pins the relay: a fetch gives up fetch_timeout after it was asked for
  * or after the last chunk a followed upload brought, and a followed upload that stores nothing
  * for fetch_timeout (at most 120 s) is given up ("not finished"); a peer sending less than
