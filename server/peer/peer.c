@@ -108,7 +108,8 @@ struct job {
         time_t ended;
         time_t negative_until;  /* a failure answered from memory until then, without a fetch */
         uint64_t seq;           /* queue order: among equals, the longest waiting runs first */
-        uint64_t deadline_ms;   /* the job gives up then (fetch_timeout after it was asked for) */
+        uint64_t deadline_ms;   /* the job gives up then: fetch_timeout after it was asked for,
+                                 * or after a followed upload last brought chunks */
         uint64_t not_before_ms; /* a job polling a pending origin waits until then */
         uint64_t progress_ms;   /* asked for, or its last poll of a pending origin with chunks */
         uint32_t backoff_ms;    /* the next poll of a pending origin comes this much later */
