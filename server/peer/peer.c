@@ -50,9 +50,19 @@
                              * memory this long: repeated requests do not each cause a fetch */
 #define PEER_TIMEOUT  15000 /* one wait on the peer's socket */
 #define RATE_WINDOW_S 10    /* fetch_min_rate is measured over each window this long */
-#define POLL_FIRST_MS 1000  /* a pending origin is polled again after this, doubling ... */
-#define POLL_MAX_MS   30000 /* ... up to this */
-#define POLLS_MAX     20    /* polls of a pending origin that bring no chunk, then give up */
+/* Following an upload still running at the origin (cut-through): the next poll comes an eighth
+ * of the time since the last one that brought chunks, at least FOLLOW_MIN_MS (or what keeps the
+ * manifests polled under FOLLOW_BYTES_S) and at most FOLLOW_MAX_MS: while the upload stores
+ * chunks B lags it by little, a sender that resumes after a pause of T is seen within T/8, and
+ * one that stopped is polled ever more rarely. While the interval is at most FOLLOW_HOLD_MS the
+ * worker keeps its channel and follows; beyond, it is given back between polls. An origin that
+ * stores nothing for fetch_timeout (at most FOLLOW_STALL_MS) is given up. */
+#define FOLLOW_MIN_MS   50
+#define FOLLOW_IDLE_DIV 8
+#define FOLLOW_BYTES_S  65536 /* manifest bytes polled per second, at most (one file) */
+#define FOLLOW_MAX_MS   2000
+#define FOLLOW_HOLD_MS  250
+#define FOLLOW_STALL_MS 120000 /* the client's default retry_s: a sender silent longer is gone */
 #define WATCH_MS      250   /* how often the watchdog looks at the running jobs */
 #define MAX_SLOTS     (4 * CHP_MAX_PEERS) /* peers configured over the process's life */
 
@@ -81,8 +91,10 @@ struct peer_stat {
 
 enum job_kind { JOB_FETCH, JOB_OFFER };
 
-/* do_fetch's answer when the origin still uploads the file: poll it again later */
+/* do_fetch's answers when the origin still uploads the file: poll it again later (not before
+ * j->backoff_ms); or give up, its upload has stored nothing for the stall limit */
 #define PENDING 1
+#define STALLED 2
 
 /* A job is queued (waiting for a worker, maybe not before not_before_ms), running (a worker has
  * it) or ended (state DONE or FAILED). Everything but cancel is under the lock. */
@@ -98,10 +110,11 @@ struct job {
         time_t ended;
         time_t negative_until;  /* a failure answered from memory until then, without a fetch */
         uint64_t seq;           /* queue order: among equals, the longest waiting runs first */
-        uint64_t deadline_ms;   /* the job gives up then (fetch_timeout after it was asked for) */
+        uint64_t deadline_ms;   /* the job gives up then: fetch_timeout after it was asked for,
+                                 * or after a followed upload last brought chunks */
         uint64_t not_before_ms; /* a job polling a pending origin waits until then */
-        uint32_t polls;         /* polls of a pending origin that brought nothing */
-        uint32_t backoff_ms;
+        uint64_t progress_ms;   /* asked for, or its last poll of a pending origin with chunks */
+        uint32_t backoff_ms;    /* the next poll of a pending origin comes this much later */
         atomic_int cancel; /* set by the watchdog or stop: the channel's waits end */
         int fd;            /* the channel's socket while running, else -1 (the watchdog
                               reads its byte count) */
@@ -345,72 +358,164 @@ static void peer_close(struct chp_peers *p, struct job *j, struct chp_channel *c
         chp_channel_close(ch);
 }
 
-/* One pass of a fetch: the manifest, the chunks the peer has and this relay lacks, and the
- * commit once the file is complete there. 0: the file is here; PENDING: the origin still
- * uploads it (*got chunks came in this pass; poll again later); -ENOENT: the peer has no such
- * file; another negative code: a failure (j->msg says why). */
-static int do_fetch(struct chp_peers *p, struct job *j, uint32_t *got)
+/* Bytes received on a TCP socket since it was opened, from the kernel (0 if it cannot say). */
+static uint64_t tcp_bytes_received(int fd)
+{
+        struct tcp_info ti;
+        socklen_t len = sizeof(ti);
+        memset(&ti, 0, sizeof(ti));
+        if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+            len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti.tcpi_bytes_received))
+                return 0;
+        return ti.tcpi_bytes_received;
+}
+
+/* GET_MANIFEST of j's file on ch. The first call (*man NULL) takes the manifest, checked
+ * against the file id, into *man (malloc'd), *mlen and *m; a later one must carry the same
+ * bytes. *complete: the file is complete there; else *there (malloc'd once) is its map of the
+ * chunks stored there so far. -ENOENT: the peer has no such file; else a failure (j->msg). */
+static int ask_manifest(struct chp_peers *p, struct job *j, struct chp_channel *ch, uint8_t **man,
+                        size_t *mlen, struct chp_manifest *m, uint8_t **there, bool *complete)
+{
+        const struct peer *pe = &p->peers[j->peer];
+        struct chp_frame_header h;
+        uint8_t *reply, id[CHP_HASH_BYTES];
+        struct chp_msg_manifest mm;
+        int rc = chp_channel_call(ch, CHP_F_GET_MANIFEST, j->file_id, CHP_HASH_BYTES, &h, &reply);
+        if (rc) {
+                bool none = rc == CHP_EREMOTE && chp_channel_remote_code(ch) == CHP_WE_NOT_FOUND;
+                job_msg(p, j, "peer %s: %s", pe->name,
+                        none ? "no such file there" : chp_channel_error(ch));
+                return none ? -ENOENT : -ECONNRESET;
+        }
+        bool first = *man == NULL;
+        if (chp_msg_manifest_decode(reply, h.len, &mm) != 0 ||
+            (first ? chp_manifest_id(mm.manifest, mm.manifest_len, id) != 0 ||
+                         sodium_memcmp(id, j->file_id, CHP_HASH_BYTES) != 0
+                   : mm.manifest_len != *mlen || memcmp(mm.manifest, *man, *mlen) != 0)) {
+                chp_log_warn("peer",
+                             "peer %s sent a manifest that is not the file's: "
+                             "disconnected",
+                             pe->name);
+                job_msg(p, j, "peer %s sent a manifest that is not the file's", pe->name);
+                return CHP_EMISMATCH;
+        }
+        if (first) {
+                if (!(*man = malloc(mm.manifest_len)))
+                        return -ENOMEM;
+                memcpy(*man, mm.manifest, mm.manifest_len);
+                *mlen = mm.manifest_len;
+                if (chp_manifest_decode(*man, *mlen, m) < 0)
+                        return CHP_EMISMATCH;
+        }
+        *complete = mm.state == CHP_UPLOAD_COMPLETE;
+        if (!*complete) {
+                /* only the chunks the origin has so far are asked for (the bitmap is in the
+                 * reply, valid until the next call on the channel) */
+                size_t bl = chp_bitmap_bytes(m->chunk_count);
+                if (!*there && !(*there = malloc(bl ? bl : 1)))
+                        return -ENOMEM;
+                memcpy(*there, mm.present, bl);
+        }
+        return 0;
+}
+
+/* Whether another job waits for a worker on j's peer, held back by fetch_workers_per_peer. Under
+ * the lock. */
+static bool peer_wanted(struct chp_peers *p, const struct job *j, uint64_t now)
+{
+        if (p->busy[j->peer] < atomic_load(&p->per_peer))
+                return false;
+        for (int i = 0; i < MAX_JOBS; i++) {
+                const struct job *o = &p->jobs[i];
+                if (o != j && o->used && o->queued && o->peer == j->peer && o->not_before_ms <= now)
+                        return true;
+        }
+        return false;
+}
+
+/* After a poll of a pending origin (its manifest mlen bytes) that brought got chunks: when the
+ * next comes (j->backoff_ms, see FOLLOW_*), and 0 to poll again on this channel (after sleeping
+ * that long), PENDING to give the worker back until then, STALLED (j->msg says why) once the origin
+ * has stored nothing for fetch_timeout (at most FOLLOW_STALL_MS), CHP_ECLOSED when the job is
+ * canceled meanwhile. Progress moves the job's deadline: fetch_timeout counts from the last chunk
+ * that came. */
+static int follow(struct chp_peers *p, struct job *j, uint32_t got, size_t mlen)
+{
+        uint64_t now = chp_net_now_ms(), timeout = atomic_load(&p->fetch_timeout_ms);
+        uint64_t stall = timeout < FOLLOW_STALL_MS ? timeout : FOLLOW_STALL_MS;
+        uint64_t floor = (uint64_t)mlen * 1000 / FOLLOW_BYTES_S;
+        if (floor < FOLLOW_MIN_MS)
+                floor = FOLLOW_MIN_MS;
+        if (floor > FOLLOW_MAX_MS)
+                floor = FOLLOW_MAX_MS;
+        int rc = 0;
+        pthread_mutex_lock(&p->lock);
+        if (got) {
+                j->progress_ms = now;
+                if (now + timeout > j->deadline_ms)
+                        j->deadline_ms = now + timeout;
+        }
+        uint64_t b = (now - j->progress_ms) / FOLLOW_IDLE_DIV;
+        j->backoff_ms = (uint32_t)(b < floor ? floor : b > FOLLOW_MAX_MS ? FOLLOW_MAX_MS : b);
+        if (now + j->backoff_ms >= j->progress_ms + stall ||
+            now + j->backoff_ms >= j->deadline_ms) {
+                snprintf(j->msg, sizeof(j->msg),
+                         "the upload of this file at %s is not finished (nothing new there "
+                         "within %llu s)",
+                         p->peers[j->peer].name, (unsigned long long)stall / 1000);
+                rc = STALLED;
+        } else if (j->backoff_ms > FOLLOW_HOLD_MS || peer_wanted(p, j, now)) {
+                rc = PENDING;
+        }
+        pthread_mutex_unlock(&p->lock);
+        if (rc)
+                return rc;
+        for (uint64_t until = now + j->backoff_ms; !canceled(j);) {
+                uint64_t t = chp_net_now_ms();
+                if (t >= until)
+                        break;
+                uint64_t ms = until - t < FOLLOW_MIN_MS ? until - t : FOLLOW_MIN_MS;
+                struct timespec ts = {0, (long)ms * 1000000L};
+                nanosleep(&ts, NULL);
+        }
+        if (canceled(j))
+                return CHP_ECLOSED;
+        /* the peer sent what it had: the wait for the sender is not the peer's slowness, so the
+         * fetch_min_rate window starts again at every poll */
+        pthread_mutex_lock(&p->lock);
+        j->win_start_ms = chp_net_now_ms();
+        j->win_bytes = tcp_bytes_received(j->fd);
+        pthread_mutex_unlock(&p->lock);
+        return 0;
+}
+
+/* A fetch: the manifest, the chunks the peer has and this relay lacks, and the commit once the
+ * file is complete. While the origin still uploads it, follows the upload (follow) on the same
+ * channel. 0: the file is here; PENDING: the origin still uploads it (poll again after
+ * j->backoff_ms); STALLED: its upload there stopped making progress; -ENOENT: the peer has no
+ * such file; another negative code: a failure (j->msg says why). */
+static int do_fetch(struct chp_peers *p, struct job *j)
 {
         const struct peer *pe = &p->peers[j->peer];
         struct chp_store *store = p->sh->store;
         uint64_t upload_expiry = atomic_load(&p->upload_expiry);
         uint64_t file_expiry = atomic_load(&p->file_expiry);
         struct chp_channel *ch = NULL;
-        uint8_t *man = NULL, *there = NULL, id[CHP_HASH_BYTES];
+        uint8_t *man = NULL, *there = NULL;
         char why[CHP_PEER_MSG_MAX] = "out of memory";
         struct chp_upload *u = calloc(1, sizeof(*u));
-        struct chp_frame_header h;
-        uint8_t *reply;
-        struct chp_msg_manifest mm;
         struct chp_manifest m;
-        *got = 0;
+        size_t mlen = 0;
+        bool complete_there = false;
         int rc = u ? peer_open(p, j, pe, &ch, why, sizeof(why)) : -ENOMEM;
         if (rc) {
                 job_msg(p, j, "cannot reach peer %s at %s: %s", pe->name, pe->addr, why);
                 rc = -ECONNREFUSED;
                 goto out;
         }
-        rc = chp_channel_call(ch, CHP_F_GET_MANIFEST, j->file_id, CHP_HASH_BYTES, &h, &reply);
-        if (rc) {
-                bool none = rc == CHP_EREMOTE && chp_channel_remote_code(ch) == CHP_WE_NOT_FOUND;
-                job_msg(p, j, "peer %s: %s", pe->name,
-                        none ? "no such file there" : chp_channel_error(ch));
-                rc = none ? -ENOENT : -ECONNRESET;
+        if ((rc = ask_manifest(p, j, ch, &man, &mlen, &m, &there, &complete_there)))
                 goto out;
-        }
-        if (chp_msg_manifest_decode(reply, h.len, &mm) != 0 ||
-            chp_manifest_id(mm.manifest, mm.manifest_len, id) != 0 ||
-            sodium_memcmp(id, j->file_id, CHP_HASH_BYTES) != 0) {
-                chp_log_warn("peer",
-                             "peer %s sent a manifest that is not the file's: "
-                             "disconnected",
-                             pe->name);
-                job_msg(p, j, "peer %s sent a manifest that is not the file's", pe->name);
-                rc = CHP_EMISMATCH;
-                goto out;
-        }
-        man = malloc(mm.manifest_len);
-        if (!man) {
-                rc = -ENOMEM;
-                goto out;
-        }
-        memcpy(man, mm.manifest, mm.manifest_len);
-        size_t mlen = mm.manifest_len;
-        bool complete_there = mm.state == CHP_UPLOAD_COMPLETE;
-        if (chp_manifest_decode(man, mlen, &m) < 0) {
-                rc = CHP_EMISMATCH;
-                goto out;
-        }
-        if (!complete_there) {
-                /* only the chunks the origin has so far are asked for (the bitmap is in the
-                 * reply, valid until the next call on the channel) */
-                size_t bl = chp_bitmap_bytes(m.chunk_count);
-                if (!(there = malloc(bl ? bl : 1))) {
-                        rc = -ENOMEM;
-                        goto out;
-                }
-                memcpy(there, mm.present, bl);
-        }
         /* an upload of the manifest here: clients see it at once, chunk by chunk (a later pass
          * finds the same upload) */
         struct chp_store_req open = {.type = CHP_REQ_UPLOAD_CREATE};
@@ -427,13 +532,19 @@ static int do_fetch(struct chp_peers *p, struct job *j, uint32_t *got)
                 goto out;
         if (open.u.upload_create.complete)
                 goto out; /* already here */
-        if ((rc = fetch_chunks(p, j, ch, &m, open.u.upload_create.upload_id, there, got)))
-                goto out;
-        if (!complete_there) {
-                /* still uploading at the origin: the worker is given back, a poll comes later */
-                rc = PENDING;
-                goto out;
+        for (;;) {
+                uint32_t got = 0;
+                rc = fetch_chunks(p, j, ch, &m, open.u.upload_create.upload_id,
+                                  complete_there ? NULL : there, &got);
+                if (rc || complete_there)
+                        break;
+                /* still uploading at the origin: follow it while it makes progress */
+                if ((rc = follow(p, j, got, mlen)) ||
+                    (rc = ask_manifest(p, j, ch, &man, &mlen, &m, &there, &complete_there)))
+                        goto out;
         }
+        if (rc)
+                goto out;
         struct chp_store_req commit = {.type = CHP_REQ_COMMIT};
         commit.u.commit.has_upload = true;
         memcpy(commit.u.commit.upload_id, open.u.upload_create.upload_id, CHP_UPLOAD_ID_BYTES);
@@ -491,18 +602,6 @@ __attribute__((format(printf, 2, 3))) static void cancel_job(struct job *j, cons
         vsnprintf(j->why, sizeof(j->why), fmt, ap);
         va_end(ap);
         atomic_store(&j->cancel, 1);
-}
-
-/* Bytes received on a TCP socket since it was opened, from the kernel (0 if it cannot say). */
-static uint64_t tcp_bytes_received(int fd)
-{
-        struct tcp_info ti;
-        socklen_t len = sizeof(ti);
-        memset(&ti, 0, sizeof(ti));
-        if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
-            len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti.tcpi_bytes_received))
-                return 0;
-        return ti.tcpi_bytes_received;
 }
 
 /* Wakes every WATCH_MS: a running job past its deadline, or whose peer sent less than
@@ -654,12 +753,11 @@ static void *worker(void *arg)
                 p->busy[j->peer]++;
                 pthread_mutex_unlock(&p->lock);
                 int rc = CHP_ECLOSED;
-                uint32_t got = 0;
                 if (!atomic_load(&p->peers[j->peer].active)) /* dropped by a reload meanwhile */
                         job_msg(p, j, "%s is no longer a peer of this relay",
                                 p->peers[j->peer].name);
                 else
-                        rc = j->kind == JOB_FETCH ? do_fetch(p, j, &got) : do_offer(p, j);
+                        rc = j->kind == JOB_FETCH ? do_fetch(p, j) : do_offer(p, j);
                 pthread_mutex_lock(&p->lock);
                 j->running = false;
                 p->busy[j->peer]--;
@@ -673,31 +771,18 @@ static void *worker(void *arg)
                                 j->why[0] ? j->outcome : CHP_FETCHED_FAILED);
                         continue;
                 }
+                if (rc == STALLED) {
+                        job_end(p, j, -EAGAIN, true, CHP_FETCHED_UNFINISHED);
+                        continue;
+                }
                 if (rc != PENDING) {
                         job_end(p, j, rc, rc == -ENOENT,
                                 rc == -ENOENT ? CHP_FETCHED_NOT_FOUND : CHP_FETCHED_FAILED);
                         continue;
                 }
-                /* the origin still uploads the file: poll it later, backing off while nothing
-                 * new comes, and give up after POLLS_MAX empty polls or at the deadline */
-                if (got) {
-                        j->polls = 0;
-                        j->backoff_ms = POLL_FIRST_MS;
-                } else {
-                        j->polls++;
-                        j->backoff_ms = j->backoff_ms ? j->backoff_ms * 2 : POLL_FIRST_MS;
-                        if (j->backoff_ms > POLL_MAX_MS)
-                                j->backoff_ms = POLL_MAX_MS;
-                }
+                /* the origin still uploads the file, slowly or not at all for now: the worker
+                 * is given back until the next poll (follow set when) */
                 now = chp_net_now_ms();
-                if (j->polls >= POLLS_MAX || now + j->backoff_ms >= j->deadline_ms) {
-                        snprintf(j->msg, sizeof(j->msg),
-                                 "the upload of this file at %s is not finished (gave up after "
-                                 "%u polls)",
-                                 p->peers[j->peer].name, j->polls);
-                        job_end(p, j, -EAGAIN, true, CHP_FETCHED_UNFINISHED);
-                        continue;
-                }
                 j->not_before_ms = now + j->backoff_ms;
                 j->seq = ++p->seq;
                 j->queued = true;
@@ -955,7 +1040,8 @@ static void job_queue(struct chp_peers *p, struct job *j, enum job_kind kind, in
         j->state = CHP_FETCH_RUNNING;
         j->queued = true;
         j->seq = ++p->seq;
-        j->deadline_ms = chp_net_now_ms() + atomic_load(&p->fetch_timeout_ms);
+        j->progress_ms = chp_net_now_ms();
+        j->deadline_ms = j->progress_ms + atomic_load(&p->fetch_timeout_ms);
         j->fd = -1;
         atomic_store(&j->cancel, p->stopping);
         memcpy(j->file_id, file_id, CHP_HASH_BYTES);

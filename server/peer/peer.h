@@ -9,11 +9,18 @@
  * offer asks a peer to fetch one of our files in the background (PREFETCH).
  * Work runs on a small pool of worker threads (at most fetch_workers_per_peer of them on one
  * peer); the functions below may be called from any thread. Errors are negative codes.
- * Limits, so that no peer pins the relay: a fetch gives up fetch_timeout after it was asked for;
- * a peer sending less than fetch_min_rate bytes/s over a 10 s window (or not finishing the
- * connection and handshake within one) is abandoned; a file the origin still uploads is polled
- * with backoff (1 s doubling to 30 s, at most 20 polls that bring nothing) while the worker
- * serves other jobs; "no such file" (and an origin that never finished) is remembered for 30 s.
+ * A file the origin still uploads is followed (cut-through): its manifest is polled again on the
+ * same connection once the last poll's chunks are stored, an eighth of the time since a poll last
+ * brought chunks later (at least 50 ms, at most 2 s, never more than 64 KiB/s of manifests);
+ * beyond 250 ms between polls, or when another fetch waits for a worker on that peer, the worker
+ * is given back between polls.
+ * Limits, so that no peer pins the relay: a fetch gives up fetch_timeout after it was asked for
+ * or after the last chunk a followed upload brought, and a followed upload that stores nothing
+ * for fetch_timeout (at most 120 s) is given up ("not finished"); a peer sending less than
+ * fetch_min_rate bytes/s over a 10 s window (or not finishing the connection and handshake
+ * within one) is abandoned, the window starting again at each poll of a followed upload (waiting
+ * for its sender is not the peer's slowness); "no such file" (and an origin that never finished)
+ * is remembered for 30 s.
  * A stop ends every wait on a peer within a fraction of a second. How fetches end is counted
  * in chp_shared.metrics (chapar_fetches_total{outcome}), and by peer here (chp_peers_stats).
  */
