@@ -310,6 +310,8 @@ static int connect_to(const char *relay, const uint8_t *key, bool plaintext, boo
 struct xfer_args {
         const char *congestion;
         const char *ticket_out; /* put only */
+        uint32_t connections;   /* 0: auto */
+        int32_t retry_s;        /* 0: the default; negative: none */
 };
 
 /* Takes argv[*i] (and its value) when it is a transfer flag: 1 taken, 0 not one, or -code. */
@@ -324,6 +326,26 @@ static int xfer_flag(int argc, char **argv, int *i, bool put, struct xfer_args *
                         return -usage_error("--congestion-control takes an algorithm name "
                                             "(bbr, cubic, reno), at most %d bytes",
                                             CHAPAR_CC_MAX - 1);
+                return 1;
+        }
+        if (strcmp(f, "--connections") == 0) {
+                const char *v = argv[++*i];
+                char *end;
+                unsigned long n = strcmp(v, "auto") == 0 ? 0 : strtoul(v, &end, 10);
+                if (strcmp(v, "auto") != 0 &&
+                    (*v < '0' || *v > '9' || *end || n < 1 || n > CHAPAR_CONNECTIONS_MAX))
+                        return -usage_error("--connections takes 1 to %d, or auto",
+                                            CHAPAR_CONNECTIONS_MAX);
+                x->connections = (uint32_t)n;
+                return 1;
+        }
+        if (strcmp(f, "--retry-for") == 0) {
+                const char *v = argv[++*i];
+                char *end;
+                unsigned long n = strtoul(v, &end, 10);
+                if (*v < '0' || *v > '9' || *end || n > 86400)
+                        return -usage_error("--retry-for takes seconds, 0 to 86400");
+                x->retry_s = n ? (int32_t)n : -1;
                 return 1;
         }
         if (put && strcmp(f, "--ticket-out") == 0) {
@@ -349,7 +371,10 @@ static void write_ticket_out(void *ctx, const char *ticket)
 /* Applies the transfer flags to c. */
 static int xfer_apply(struct chapar_client *c, const struct xfer_args *x)
 {
-        struct chapar_transport t = {.size = sizeof(t), .congestion = x->congestion};
+        struct chapar_transport t = {.size = sizeof(t),
+                                     .congestion = x->congestion,
+                                     .connections = x->connections,
+                                     .retry_s = x->retry_s};
         if (x->ticket_out) {
                 t.on_ticket = write_ticket_out;
                 t.ctx = (void *)x->ticket_out;
