@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# chapar get over several connections, against a real chapard on port 0 reached through
+# faultproxy.py (which resets or stalls connections on a plan): --connections 4 opens 4 (the
+# proxy counts them) and the file comes back whole, to a file and to stdout; a get whose
+# connections are reset once, or again and again, reconnects and completes, resending at most a
+# chunk per connection per cut; a connection that stops forwarding does not hold the get (its
+# chunks are fetched again on another, before any timeout); --retry-for 0 fails at the first cut
+# and a rerun resumes.
+# Usage: get_stripe.sh CHAPARD CHAPAR
+set -uo pipefail
+chapard=$1
+chapar=$2
+. "$(dirname "$0")/lib.sh"
+lib_tmp stripe
+
+relay_start R --log-level warn --sync none
+pdir=$tmp/proxy
+mkdir -p "$pdir"
+python3 "$(dirname "$0")/faultproxy.py" "${addr[R]##*:}" "$pdir" &
+lib_track $!
+wait_for 10 "[ -s '$pdir/port' ]"
+via=127.0.0.1:$(cat "$pdir/port")
+
+chunk=262144
+head -c $((12 * 1024 * 1024 + 12345)) /dev/urandom >"$tmp/in"
+t=$("$chapar" put "$tmp/in" --relay "$via" --trust-new-relay --chunk-size $chunk 2>"$tmp/put.err")
+check "put through the proxy" "[ -n '$t' ]" || cat "$tmp/put.err"
+
+num() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p"; } # KEY: from --json on stdin
+plan() { echo "$*" >"$pdir/plan.new" && mv "$pdir/plan.new" "$pdir/plan"; }
+cuts() { cat "$pdir/cuts" 2>/dev/null || echo 0; }
+n=0
+get() { # [get args]: --json into $tmp/json, the file into $tmp/out.N; sets rc and out
+        n=$((n + 1))
+        out=$tmp/out.$n
+        "$chapar" get "$t" -o "$out" --json "$@" >"$tmp/json" 2>"$tmp/err"
+        rc=$?
+}
+get_stdout() { # [get args]: the file into $tmp/out.N by -o -
+        n=$((n + 1))
+        out=$tmp/out.$n
+        "$chapar" get "$t" -o - "$@" >"$out" 2>"$tmp/err"
+        rc=$?
+}
+
+# four connections, to a file and to stdout; each paced at 2 MB/s, so that the get takes long
+# enough for all of them to open
+echo 2000000 >"$pdir/rate"
+rm -f "$pdir/max_open"
+get --connections 4
+conns=$(num connections <"$tmp/json")
+check "--connections 4: the file is intact (exit $rc)" "[ $rc -eq 0 ] && cmp -s '$tmp/in' '$out'" || cat "$tmp/err"
+check "--connections 4: --json says 4 ($conns)" "[ '$conns' = 4 ]"
+check "--connections 4: the proxy saw 4 open at once ($(cat "$pdir/max_open"))" "[ \"\$(cat '$pdir/max_open')\" = 4 ]"
+rm -f "$pdir/max_open"
+get_stdout --connections 4
+check "--connections 4 -o -: the file is intact (exit $rc)" "[ $rc -eq 0 ] && cmp -s '$tmp/in' '$out'" || cat "$tmp/err"
+check "--connections 4 -o -: the proxy saw 4 open at once ($(cat "$pdir/max_open"))" "[ \"\$(cat '$pdir/max_open')\" = 4 ]"
+rm -f "$pdir/max_open"
+get --connections auto
+check "--connections auto: the file is intact (exit $rc)" "[ $rc -eq 0 ] && cmp -s '$tmp/in' '$out'" || cat "$tmp/err"
+check "--connections auto: starts with 2 ($(num connections <"$tmp/json"))" "[ \"\$(num connections <'$tmp/json')\" -ge 2 ]"
+rm -f "$pdir/rate"
+
+# cuts part-way: the get reconnects and resends at most a chunk per connection per cut
+cut_run() { # MODE CONNECTIONS BYTES N: N connections cut after BYTES each, the get checked
+        local mode=$1 c=$2 before
+        before=$(cuts)
+        plan cut "$3" "$4"
+        if [ "$mode" = file ]; then get --connections "$c"; else get_stdout --connections "$c"; fi
+        made=$(($(cuts) - before))
+        rm -f "$pdir/plan"
+        check "$mode, $c connection(s), $made cut(s) of $4 planned: the file is intact (exit $rc)" \
+                "[ $made -ge 1 ] && [ $rc -eq 0 ] && cmp -s '$tmp/in' '$out'" || cat "$tmp/err"
+        [ "$mode" = file ] || return 0
+        re=$(num reconnects <"$tmp/json")
+        rs=$(num bytes_resent <"$tmp/json")
+        check "$mode, $c connection(s), $made cut(s): reconnects $re >= 1, resent $rs <= $c x $chunk x $made" \
+                "[ '$re' -ge 1 ] && [ '$rs' -le $((c * chunk * made)) ]"
+}
+for mode in file stdout; do
+        cut_run $mode 1 1000000 1
+        cut_run $mode 4 1000000 1
+        cut_run $mode 2 700000 6 # again and again: each of the next 6 connections
+done
+
+# a stalled connection: the proxy stops forwarding the first one and never resumes; the get
+# fetches its chunks again on the other (endgame) instead of waiting for the 30 s timeout and
+# reconnecting
+for mode in file stdout; do
+        rm -f "$pdir/stalled"
+        plan stall 600000
+        if [ $mode = file ]; then get --connections 2; else get_stdout --connections 2; fi
+        check "$mode: a stalled connection ($( [ -e "$pdir/stalled" ] && echo stalled)) does not hold the get (exit $rc)" \
+                "[ -e '$pdir/stalled' ] && [ $rc -eq 0 ] && cmp -s '$tmp/in' '$out'" || cat "$tmp/err"
+        if [ $mode = file ]; then
+                re=$(num reconnects <"$tmp/json")
+                rs=$(num bytes_resent <"$tmp/json")
+                check "$mode: the stalled chunks were fetched again, not after a timeout and a reconnect ($re)" \
+                        "[ '$re' = 0 ]"
+        fi
+done
+
+# --retry-for 0: the first cut fails the get (exit 2), and a rerun resumes from the partial file
+plan cut 1000000 1
+n=$((n + 1))
+out=$tmp/out.$n
+"$chapar" get "$t" -o "$out" --connections 1 --retry-for 0 >/dev/null 2>"$tmp/err"
+rc=$?
+check "--retry-for 0 fails at the first cut (exit $rc)" "[ $rc -eq 2 ] && [ ! -e '$out' ] && ls '$out'.chapar-part >/dev/null"
+"$chapar" get "$t" -o "$out" --json >"$tmp/json" 2>"$tmp/err"
+rc=$?
+recv=$(num bytes_received <"$tmp/json")
+check "a rerun resumes (exit $rc, $recv bytes fetched)" "[ $rc -eq 0 ] && cmp -s '$tmp/in' '$out' && [ '$recv' -lt $(stat -c %s "$tmp/in") ]"
+finish
