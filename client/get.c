@@ -710,7 +710,8 @@ static bool conn_open(struct getter *g, struct conn *cn)
                         g_fail(g, rc, "%s", why);
                         return false;
                 }
-                snprintf(g->why, sizeof(g->why), "%s", why);
+                if (!g->rc) /* else it says why the get failed */
+                        snprintf(g->why, sizeof(g->why), "%s", why);
                 if (first && g->open_now > 0) /* an added connection the relay refuses: fewer */
                         return false;
                 if (g->retry_s < 0) {
@@ -879,6 +880,8 @@ static void *conn_main(void *arg)
         }
         cn->exited = true;
         g->alive--;
+        if (!cn->ch && !cn->cut)
+                g->pending_open = false; /* it never opened: measure without it */
         pthread_cond_broadcast(&g->cv);
         pthread_mutex_unlock(&g->mu);
         return NULL;

@@ -5,11 +5,13 @@
 # connections are reset once, or again and again, reconnects and completes, resending at most a
 # chunk per connection per cut; a connection that stops forwarding does not hold the get (its
 # chunks are fetched again on another, before any timeout); --retry-for 0 fails at the first cut
-# and a rerun resumes.
-# Usage: get_stripe.sh CHAPARD CHAPAR
+# and a rerun resumes; a file still uploading (its put held by cutproxy) is fetched over two
+# connections as its chunks arrive, to a file and to stdout.
+# Usage: get_stripe.sh CHAPARD CHAPAR CUTPROXY
 set -uo pipefail
 chapard=$1
 chapar=$2
+cutproxy=$3
 . "$(dirname "$0")/lib.sh"
 lib_tmp stripe
 
@@ -112,4 +114,35 @@ check "--retry-for 0 fails at the first cut (exit $rc)" "[ $rc -eq 2 ] && [ ! -e
 rc=$?
 recv=$(num bytes_received <"$tmp/json")
 check "a rerun resumes (exit $rc, $recv bytes fetched)" "[ $rc -eq 0 ] && cmp -s '$tmp/in' '$out' && [ '$recv' -lt $(stat -c %s "$tmp/in") ]"
+
+# a file still uploading: the put's bytes are held after 3 MB by cutproxy, its ticket out
+# before; both gets wait for the rest (they cannot end while it is held), which comes once it
+# is released
+proxy_start C "${addr[R]##*:}"
+head -c $((6 * 1024 * 1024)) /dev/urandom >"$tmp/up"
+proxy_hold C 3000000 up
+"$chapar" put "$tmp/up" --relay "127.0.0.1:${proxy_port[C]}" --trust-new-relay --chunk-size $chunk \
+        --ticket-out "$tmp/up.ticket" >/dev/null 2>"$tmp/up.err" &
+ppid=$!
+lib_track $ppid
+proxy_held C
+wait_file "$tmp/up.ticket" chapar
+ut=$(cat "$tmp/up.ticket")
+"$chapar" get "$ut" -o "$tmp/up.out" --connections 2 --json >"$tmp/up.json" 2>"$tmp/up.get.err" &
+g1=$!
+"$chapar" get "$ut" -o - --connections 2 >"$tmp/up.stdout" 2>"$tmp/up.get2.err" &
+g2=$!
+lib_track $g1 $g2
+check "the gets of a file still uploading wait for the rest" "kill -0 $g1 && kill -0 $g2"
+proxy_release C
+wait $ppid
+check "the held put completes (exit $?)" "[ -s '$tmp/up.ticket' ]"
+wait $g1
+rc=$?
+check "a get of a file uploading completes when the upload does (exit $rc)" \
+        "[ $rc -eq 0 ] && cmp -s '$tmp/up' '$tmp/up.out'" || cat "$tmp/up.get.err"
+check "... over 2 connections ($(num connections <"$tmp/up.json"))" "[ \"\$(num connections <'$tmp/up.json')\" = 2 ]"
+wait $g2
+rc=$?
+check "and to stdout (exit $rc)" "[ $rc -eq 0 ] && cmp -s '$tmp/up' '$tmp/up.stdout'" || cat "$tmp/up.get2.err"
 finish
