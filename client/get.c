@@ -493,6 +493,7 @@ struct getter {
         struct conn conns[CHAPAR_CONNECTIONS_MAX];
         uint32_t nconns, open_now, alive;
         bool stop, pending_open;
+        bool flushing;               /* a connection writes the window */
         double last_progress, avg_s; /* the last chunk's arrival; mean ask-to-reply time */
         int32_t retry_s;
         int rc; /* the first failure, why it says why (remote: an ERROR frame's code) */
@@ -511,24 +512,6 @@ static size_t chunk_plain_len(const struct getter *g, uint32_t k, size_t n)
         if (off >= plain_size)
                 return 0; /* padding only */
         return off + n > plain_size ? (size_t)(plain_size - off) : n;
-}
-
-static int write_all(struct chapar_client *c, int fd, const uint8_t *p, size_t n)
-{
-        while (n) {
-                ssize_t w = write(fd, p, n);
-                if (w < 0 && errno == EINTR)
-                        continue;
-                if (w <= 0) {
-                        snprintf(c->last_error, sizeof(c->last_error),
-                                 "cannot write the output: %s",
-                                 w < 0 ? strerror(errno) : "no progress");
-                        return CHAPAR_EIO;
-                }
-                p += w;
-                n -= (size_t)w;
-        }
-        return 0;
 }
 
 /* Records the get's first failure and stops it. */
@@ -740,6 +723,40 @@ static bool conn_open(struct getter *g, struct conn *cn)
         return !g->stop;
 }
 
+/* Descriptor: writes every chunk from next on that has arrived (mu held; released while
+ * writing: the slot of next is no connection's until next moves). Called by the connection
+ * that completes a chunk, unless another is writing (flushing). */
+static int flush_window(struct getter *g)
+{
+        uint32_t count = g->x->f.m.chunk_count;
+        size_t slot = chp_e2e_plain_chunk(g->x->f.m.chunk_size);
+        while (g->next < count && chp_bit(g->have, g->next)) {
+                uint32_t k = g->next;
+                size_t n = chunk_plain_len(
+                    g, k, chp_manifest_chunk_len(&g->x->f.m, k) - CHP_E2E_CHUNK_OVERHEAD);
+                const uint8_t *p = g->plain + (size_t)(k % g->w) * slot;
+                pthread_mutex_unlock(&g->mu);
+                int e = 0;
+                while (n && !e) {
+                        ssize_t w = write(g->out_fd, p, n);
+                        if (w > 0) {
+                                p += w;
+                                n -= (size_t)w;
+                        } else if (w == 0 || errno != EINTR) {
+                                e = w == 0 ? EIO : errno;
+                        }
+                }
+                pthread_mutex_lock(&g->mu);
+                if (e) {
+                        g_fail(g, CHAPAR_EIO, "cannot write the output: %s", strerror(e));
+                        return CHAPAR_EIO;
+                }
+                g->next++;
+                pthread_cond_broadcast(&g->cv); /* the window moved */
+        }
+        return 0;
+}
+
 /* Verifies, opens and writes the reply h/p that cn received. Called without mu; 0, or the
  * failure already recorded. */
 static int conn_reply(struct getter *g, struct conn *cn, const struct chp_frame_header *h,
@@ -769,11 +786,9 @@ static int conn_reply(struct getter *g, struct conn *cn, const struct chp_frame_
                 pthread_mutex_unlock(&g->mu);
                 return CHAPAR_EPROTO;
         }
-        /* the address first (what the relay stored), then the tag (what the sender sealed) */
+        /* the address first (what the relay stored): then the chunk is k, whoever fetched it */
         if (chp_sha256(d.data, d.len, sum) != 0 ||
-            sodium_memcmp(sum, m->addrs + (size_t)k * CHP_HASH_BYTES, CHP_HASH_BYTES) != 0 ||
-            chp_e2e_open_chunk(g->x->t.file_key, k, k + 1 == m->chunk_count, d.data, d.len,
-                               cn->buf) != 0) {
+            sodium_memcmp(sum, m->addrs + (size_t)k * CHP_HASH_BYTES, CHP_HASH_BYTES) != 0) {
                 pthread_mutex_lock(&g->mu);
                 g_fail(g, CHAPAR_EINTEGRITY,
                        "chunk %u failed verification: wrong key or tampered data", k);
@@ -798,14 +813,22 @@ static int conn_reply(struct getter *g, struct conn *cn, const struct chp_frame_
         pthread_mutex_unlock(&g->mu);
         if (!mine)
                 return 0;
+        /* then the tag (what the sender sealed), opened straight into the window's slot for k
+         * (in the window: free, and only k's) or the connection's buffer */
+        size_t slot = chp_e2e_plain_chunk(m->chunk_size);
+        uint8_t *plain = g->out_fd >= 0 ? g->plain + (size_t)(k % g->w) * slot : cn->buf;
+        if (chp_e2e_open_chunk(g->x->t.file_key, k, k + 1 == m->chunk_count, d.data, d.len,
+                               plain) != 0) {
+                pthread_mutex_lock(&g->mu);
+                g_fail(g, CHAPAR_EINTEGRITY,
+                       "chunk %u failed verification: wrong key or tampered data", k);
+                pthread_mutex_unlock(&g->mu);
+                return CHAPAR_EINTEGRITY;
+        }
         size_t n = chunk_plain_len(g, k, d.len - CHP_E2E_CHUNK_OVERHEAD);
         int rc = 0, e = 0;
-        if (g->out_fd >= 0) /* k is in the window: its slot is free, and only k's */
-                memcpy(g->plain + (size_t)(k % g->w) * chp_e2e_plain_chunk(m->chunk_size), cn->buf,
-                       n);
-        else if (n &&
-                 pwrite(g->pt->fd, cn->buf, n,
-                        (off_t)((uint64_t)k * chp_e2e_plain_chunk(m->chunk_size))) != (ssize_t)n)
+        if (g->out_fd < 0 && n &&
+            pwrite(g->pt->fd, plain, n, (off_t)((uint64_t)k * slot)) != (ssize_t)n)
                 e = errno ? errno : EIO;
         pthread_mutex_lock(&g->mu);
         if (e) {
@@ -817,6 +840,11 @@ static int conn_reply(struct getter *g, struct conn *cn, const struct chp_frame_
                 g->done++;
                 g->done_bytes += n;
                 pthread_cond_broadcast(&g->cv);
+                if (g->out_fd >= 0 && !g->flushing) { /* it writes what is in order */
+                        g->flushing = true;
+                        rc = flush_window(g);
+                        g->flushing = false;
+                }
         }
         pthread_mutex_unlock(&g->mu);
         return rc;
@@ -911,29 +939,6 @@ static int conn_start(struct getter *g, bool primary)
         cn->started = true;
         g->nconns++;
         g->alive++;
-        return 0;
-}
-
-/* Descriptor: writes every chunk from next on that has arrived (mu held; released while
- * writing: the slot of next is no connection's until next moves). */
-static int flush_window(struct getter *g)
-{
-        uint32_t count = g->x->f.m.chunk_count;
-        size_t slot = chp_e2e_plain_chunk(g->x->f.m.chunk_size);
-        while (g->next < count && chp_bit(g->have, g->next)) {
-                uint32_t k = g->next;
-                size_t n = chunk_plain_len(
-                    g, k, chp_manifest_chunk_len(&g->x->f.m, k) - CHP_E2E_CHUNK_OVERHEAD);
-                pthread_mutex_unlock(&g->mu);
-                int rc = write_all(g->c, g->out_fd, g->plain + (size_t)(k % g->w) * slot, n);
-                pthread_mutex_lock(&g->mu);
-                if (rc) {
-                        g_fail(g, rc, "%s", g->c->last_error);
-                        return rc;
-                }
-                g->next++;
-                pthread_cond_broadcast(&g->cv); /* the window moved */
-        }
         return 0;
 }
 
@@ -1130,8 +1135,6 @@ static int get_all(struct getter *g)
         uint32_t saved = g->done, poll_attempt = 0;
         bool adding = adapt;
         while (!g->stop) {
-                if (g->out_fd >= 0 && flush_window(g))
-                        break;
                 if (g->out_fd >= 0 ? g->next == count : g->done == count)
                         break;
                 if (atomic_load_explicit(&c->cancel, memory_order_relaxed)) {
