@@ -660,10 +660,12 @@ static bool conn_open(struct getter *g, struct conn *cn)
         if (cn->cut) {
                 int32_t retry = g->retry_s ? g->retry_s : 120;
                 if (chp_net_now_s() - g->last_progress > retry) {
+                        char why[sizeof(g->why)];
+                        snprintf(why, sizeof(why), "%s", g->why);
                         g_fail(g, CHAPAR_ENET,
                                "the connection to the relay broke and no chunk arrived for %d s: "
                                "%.400s",
-                               (int)retry, g->why);
+                               (int)retry, why);
                         return false;
                 }
                 g_wait(g, cc_backoff_ms(cn->attempt++)); /* woken early by a stop */

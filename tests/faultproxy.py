@@ -8,6 +8,9 @@ forwards every connection to 127.0.0.1:UPSTREAM-PORT. A script writes a plan to 
                    bytes (DIR/cuts counts the cuts made); the close is a FIN, and the proxy
                    reads the client's side until it closes too, so the client gets every
                    byte up to the cut on any machine (a reset would drop what it has not read)
+  outage BYTES     as cut, and then DIR/down is created: while it exists, every connection is
+                   closed as soon as it is accepted (DIR/refused counts them), as when the
+                   relay is away; the script removes it to end the outage
   stall BYTES      the next connection forwards nothing more after BYTES upstream-to-client
                    bytes and stays open until the client closes it (DIR/stalled then exists)
 DIR/rate, when it exists when a connection is accepted, holds bytes per second: that connection's
@@ -91,10 +94,12 @@ def serve(down, fault, rate):
                     time.sleep(len(b) / rate)
                 if left > 0:
                     left -= len(b)
-                    if left == 0 and fault[0] == "cut":
+                    if left == 0 and fault[0] in ("cut", "outage"):
                         with lock:
                             st["cuts"] += 1
                             put("cuts", st["cuts"])
+                            if fault[0] == "outage":
+                                open(os.path.join(d, "down"), "w").close()
                         up.close()
                         down.shutdown(socket.SHUT_WR)
                         while down.recv(65536):
@@ -119,6 +124,11 @@ def main():
     while True:
         c, _ = ls.accept()
         with lock:
+            if os.path.exists(os.path.join(d, "down")):
+                st["refused"] = st.get("refused", 0) + 1
+                put("refused", st["refused"])
+                c.close()
+                continue
             st["accepted"] += 1
             put("accepted", st["accepted"])
             fault = take_plan()

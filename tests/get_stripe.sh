@@ -6,7 +6,9 @@
 # chunk per connection per cut; a connection that stops forwarding does not hold the get (its
 # chunks are fetched again on another, before any timeout); --retry-for 0 fails at the first cut
 # and a rerun resumes; a file still uploading (its put held by cutproxy) is fetched over two
-# connections as its chunks arrive, to a file and to stdout.
+# connections as its chunks arrive, to a file and to stdout; across an outage (every connection
+# refused for a while) the get reconnects and completes by itself, and with --retry-for 1 it
+# gives up while the outage lasts.
 # Usage: get_stripe.sh CHAPARD CHAPAR CUTPROXY
 set -uo pipefail
 chapard=$1
@@ -145,4 +147,32 @@ check "... over 2 connections ($(num connections <"$tmp/up.json"))" "[ \"\$(num 
 wait $g2
 rc=$?
 check "and to stdout (exit $rc)" "[ $rc -eq 0 ] && cmp -s '$tmp/up' '$tmp/up.stdout'" || cat "$tmp/up.get2.err"
+
+# an outage: the get's connection is cut and the proxy then refuses every connection until the
+# script ends it, after the get has been refused twice; the get keeps reconnecting and completes
+# by itself
+refused() { cat "$pdir/refused" 2>/dev/null || echo 0; }
+plan outage 1000000
+"$chapar" get "$t" -o "$tmp/o1" --connections 1 --json >"$tmp/o1.json" 2>"$tmp/o1.err" &
+g1=$!
+lib_track $g1
+base=$(refused)
+wait_for 30 "[ -e '$pdir/down' ] && [ \$(refused) -ge $((base + 2)) ]"
+rm -f "$pdir/down"
+wait $g1
+rc=$?
+re=$(num reconnects <"$tmp/o1.json")
+check "a get across an outage completes by itself (exit $rc, $re reconnects)" \
+        "[ $rc -eq 0 ] && cmp -s '$tmp/in' '$tmp/o1' && [ '$re' -ge 1 ]" || cat "$tmp/o1.err"
+# ... and with --retry-for 1 gives up while the outage lasts, then a rerun resumes
+plan outage 1000000
+"$chapar" get "$t" -o "$tmp/o2" --connections 1 --retry-for 1 >/dev/null 2>"$tmp/o2.err"
+rc=$?
+check "--retry-for 1 gives up while the outage lasts (exit $rc): $(head -c 200 "$tmp/o2.err")" \
+        "[ $rc -eq 2 ] && [ ! -e '$tmp/o2' ] && ls '$tmp/o2'.chapar-part >/dev/null"
+rm -f "$pdir/down"
+"$chapar" get "$t" -o "$tmp/o2" --json >"$tmp/json" 2>"$tmp/err"
+rc=$?
+check "a rerun after it resumes (exit $rc, $(num bytes_received <"$tmp/json") bytes fetched)" \
+        "[ $rc -eq 0 ] && cmp -s '$tmp/in' '$tmp/o2' && [ \"\$(num bytes_received <'$tmp/json')\" -lt $(stat -c %s "$tmp/in") ]"
 finish
