@@ -841,7 +841,10 @@ static int conn_reply(struct getter *g, struct conn *cn, const struct chp_frame_
                 chp_bit_set(g->have, k);
                 g->done++;
                 g->done_bytes += n;
-                pthread_cond_broadcast(&g->cv);
+                /* the last chunk ends the wait; progress and the endgame look every GET_POLL_MS
+                 * (a wake-up per chunk costs the calling thread a switch for nothing) */
+                if (g->done == g->x->f.m.chunk_count)
+                        pthread_cond_broadcast(&g->cv);
                 if (g->out_fd >= 0 && !g->flushing) { /* it writes what is in order */
                         g->flushing = true;
                         rc = flush_window(g);
