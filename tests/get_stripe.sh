@@ -71,9 +71,12 @@ cut_run() { # MODE CONNECTIONS BYTES N: N connections cut after BYTES each, the 
         local mode=$1 c=$2 before
         before=$(cuts)
         plan cut "$3" "$4"
+        # several connections: paced, so that the others do not finish the file before the
+        # cut one is made again (a get that no longer needs it does not reconnect)
+        [ "$c" -gt 1 ] && echo 2000000 >"$pdir/rate"
         if [ "$mode" = file ]; then get --connections "$c"; else get_stdout --connections "$c"; fi
         made=$(($(cuts) - before))
-        rm -f "$pdir/plan"
+        rm -f "$pdir/plan" "$pdir/rate"
         check "$mode, $c connection(s), $made cut(s) of $4 planned: the file is intact (exit $rc)" \
                 "[ $made -ge 1 ] && [ $rc -eq 0 ] && cmp -s '$tmp/in' '$out'" || cat "$tmp/err"
         [ "$mode" = file ] || return 0
@@ -135,7 +138,10 @@ g1=$!
 "$chapar" get "$ut" -o - --connections 2 >"$tmp/up.stdout" 2>"$tmp/up.get2.err" &
 g2=$!
 lib_track $g1 $g2
-check "the gets of a file still uploading wait for the rest" "kill -0 $g1 && kill -0 $g2"
+# both have fetched what is stored (a partial file with bytes, bytes on stdout) and wait
+wait_for 30 "[ -s '$tmp/up.out.chapar-part' ] && [ -s '$tmp/up.stdout' ]"
+check "the gets of a file still uploading fetch what is stored and wait for the rest" \
+        "[ -s '$tmp/up.out.chapar-part' ] && [ -s '$tmp/up.stdout' ] && kill -0 $g1 && kill -0 $g2"
 proxy_release C
 wait $ppid
 check "the held put completes (exit $?)" "[ -s '$tmp/up.ticket' ]"
@@ -143,7 +149,6 @@ wait $g1
 rc=$?
 check "a get of a file uploading completes when the upload does (exit $rc)" \
         "[ $rc -eq 0 ] && cmp -s '$tmp/up' '$tmp/up.out'" || cat "$tmp/up.get.err"
-check "... over 2 connections ($(num connections <"$tmp/up.json"))" "[ \"\$(num connections <'$tmp/up.json')\" = 2 ]"
 wait $g2
 rc=$?
 check "and to stdout (exit $rc)" "[ $rc -eq 0 ] && cmp -s '$tmp/up' '$tmp/up.stdout'" || cat "$tmp/up.get2.err"
