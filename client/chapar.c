@@ -335,11 +335,10 @@ static int xfer_flag(int argc, char **argv, int *i, bool put, struct xfer_args *
         if (strcmp(f, "--connections") == 0) {
                 const char *v = argv[++*i];
                 char *end;
-                unsigned long n = strtoul(v, &end, 10);
-                if (strcmp(v, "auto") == 0)
-                        n = 0;
-                else if (!*v || *end || n < 1 || n > CHAPAR_CONNECTIONS_MAX)
-                        return -usage_error("--connections takes 1..%d or auto",
+                unsigned long n = strcmp(v, "auto") == 0 ? 0 : strtoul(v, &end, 10);
+                if (strcmp(v, "auto") != 0 &&
+                    (*v < '0' || *v > '9' || *end || n < 1 || n > CHAPAR_CONNECTIONS_MAX))
+                        return -usage_error("--connections takes 1 to %d, or auto",
                                             CHAPAR_CONNECTIONS_MAX);
                 x->connections = (uint32_t)n;
                 return 1;
@@ -348,9 +347,8 @@ static int xfer_flag(int argc, char **argv, int *i, bool put, struct xfer_args *
                 const char *v = argv[++*i];
                 char *end;
                 unsigned long n = strtoul(v, &end, 10);
-                if (!*v || *end || *v == '-' || n > 86400)
-                        return -usage_error("--retry-for takes seconds, 0..86400 (0: fail at the "
-                                            "first cut)");
+                if (*v < '0' || *v > '9' || *end || n > 86400)
+                        return -usage_error("--retry-for takes seconds, 0 to 86400");
                 x->retry_s = n ? (int32_t)n : -1;
                 return 1;
         }

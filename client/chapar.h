@@ -197,7 +197,10 @@ struct chapar_get_result {
  * leading dot, no control characters, invalid UTF-8 or Windows device names, at most 255 bytes)
  * in the current directory or that one, as "NAME (1).EXT", "NAME (2).EXT", ... when taken.
  * out->path says where it went. No symlink is followed at the partial files' names. On a
- * verification failure no output file is left. */
+ * verification failure no output file is left. The chunks are fetched over the connections
+ * chapar_set_transport asks for (c's own and more to the same relay, each pinned to the key c's
+ * proved); one that breaks is made again and its chunks fetched again, until retry_s passes
+ * without a chunk arriving. c's connection may be replaced on the way. */
 CHAPAR_API int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path,
                           const struct chapar_get_opts *o, struct chapar_get_result *out);
 

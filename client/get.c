@@ -1,7 +1,9 @@
-/* get.c — chapar_get and chapar_get_fd: fetch a file's chunks GET_INFLIGHT at a time, check each
- * against its address and open it with the ticket's key; chapar_get writes the plaintext to a
- * partial file that becomes the target only when every chunk has verified, chapar_get_fd writes
- * it in order to a descriptor.
+/* get.c — chapar_get and chapar_get_fd: fetch a file's chunks striped over the client's
+ * transport.connections connections (or as many as make it faster), GET_INFLIGHT requests out on
+ * each, check each chunk against its address and open it with the ticket's key; chapar_get
+ * writes the plaintext to a partial file that becomes the target only when every chunk has
+ * verified, chapar_get_fd writes it in order to a descriptor. A connection that breaks is made
+ * again (backoff, up to transport.retry_s without progress) and its chunks fetched again.
  *
  * Partial downloads live beside their target: NAME.chapar-part (plaintext written so far) and
  * NAME.chapar-part.state (file id, chunk count, bitmap of chunks written), so an interrupted get
@@ -14,10 +16,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,8 +39,12 @@
 #include "net.h"
 #include "ticket.h"
 
-#define GET_INFLIGHT   16
-#define GET_WINDOW_MAX (16u << 20) /* plaintext chunks chapar_get_fd holds for reordering */
+#define GET_INFLIGHT    16          /* requests out per connection */
+#define GET_WINDOW_MAX  (16u << 20) /* plaintext chunks chapar_get_fd holds for reordering */
+#define GET_POLL_MS     50          /* an idle connection, the caller's loop, an upload's map */
+#define GET_STEAL_MIN_S 0.25        /* endgame: a chunk held this much longer than chunks take */
+#define GET_ADAPT_MIN_S 0.5         /* connections = 0: the shortest measurement interval */
+#define GET_ADAPT_GAIN  1.10 /* ... and the gain an added connection must bring to add another */
 #define PART_SUFFIX    ".chapar-part"
 #define PART_LONGEST   ".chapar-part.state.tmp" /* the longest name a partial file adds */
 
@@ -421,19 +432,76 @@ static int fetch_open(struct chapar_client *c, const char *ticket, struct fetch 
 
 /* Where verified plaintext goes: a partial file written at each chunk's offset (pt), or a
  * descriptor written in order (out_fd >= 0), chunks that arrive early held in a window of w
- * slots. */
+ * slots.
+ *
+ * The chunks are striped over up to CHAPAR_CONNECTIONS_MAX connections, a thread each (the
+ * channel API blocks): a connection takes the next chunk to fetch whenever it has fewer than
+ * GET_INFLIGHT requests out, so a slow one takes fewer. It verifies, opens and writes what it
+ * receives itself; the calling thread writes the descriptor in order, saves the partial file's
+ * state, calls progress, adds connections (connections = 0) and, while the file is uploading,
+ * asks for the newer map of stored chunks. A connection that breaks gives its chunks back and is
+ * made again after cc_backoff_ms; when nothing is left to ask for, an idle connection asks again
+ * for a chunk another has held far longer than chunks take (endgame). Everything below `mu`
+ * is under it unless it says otherwise. */
+enum { CK_TODO, CK_ASKED, CK_CLAIMED, CK_DONE }; /* claimed: being written by one connection */
+
+struct getter;
+
+/* One connection of the stripe. ch and the state flags are under the getter's mu; q is the
+ * connection's own (its thread's). */
+struct conn {
+        struct getter *g;
+        pthread_t th;
+        bool started, exited;
+        bool primary;             /* its channel is c->ch: a replacement becomes c->ch */
+        bool busy;                /* in send or recv: the end shuts its socket down */
+        bool broken;              /* its socket was shut down or failed: not reusable */
+        bool cut;                 /* the last channel broke: the next open is a reconnect */
+        struct chp_channel *ch;   /* NULL: not open */
+        struct chp_channel *dead; /* the primary's broken channel, until replaced */
+        uint32_t base, attempt;
+        struct {
+                uint32_t k;
+                double at;
+                bool sent;
+        } q[GET_INFLIGHT]; /* requests out, oldest first */
+        uint32_t n;
+        uint8_t *buf; /* one chunk's plaintext */
+};
+
 struct getter {
         struct chapar_client *c;
         struct fetch *x;
         struct part *pt;
-        uint8_t *plain;   /* one chunk's plaintext (partial file), or w slots (descriptor) */
-        uint8_t *have;    /* chunks received: pt->have, or the window's own map */
+        uint8_t *plain;   /* descriptor: w slots */
+        uint8_t *have;    /* chunks written: pt->have, or the window's own map */
         int out_fd;       /* -1: the partial file */
         uint32_t next, w; /* descriptor: the next chunk to write; the window's size */
-        uint32_t base, done;
+        uint32_t done;
         uint64_t done_bytes;
         const struct chapar_get_opts *o;
         struct chapar_get_result *r;
+
+        pthread_mutex_t mu;
+        pthread_mutex_t open_mu; /* who changes c (cc_open_extra, a manifest, c->ch) holds it */
+        pthread_cond_t cv;       /* a chunk done, a connection gone, the window moved, stop */
+        uint8_t *st;             /* CK_* per chunk */
+        uint8_t *owners;         /* connections that asked for it and have no reply yet */
+        double *asked;           /* when it was last asked for */
+        uint32_t lo;             /* no CK_TODO chunk below it */
+        bool complete;           /* else x->f.present says what may be asked for */
+        struct conn conns[CHAPAR_CONNECTIONS_MAX];
+        uint32_t nconns, open_now, alive;
+        bool stop, pending_open;
+        bool flushing;               /* a connection writes the window */
+        double last_progress, avg_s; /* the last chunk's arrival; mean ask-to-reply time */
+        int32_t retry_s;
+        int rc; /* the first failure, why it says why (remote: an ERROR frame's code) */
+        char why[1024];
+        bool remote;
+        uint32_t remote_code;
+        uint32_t reconnects, max_open;
+        uint64_t resent;
 };
 
 /* The plaintext bytes of chunk k that belong to the file (padding excluded). */
@@ -446,25 +514,220 @@ static size_t chunk_plain_len(const struct getter *g, uint32_t k, size_t n)
         return off + n > plain_size ? (size_t)(plain_size - off) : n;
 }
 
-static int write_all(struct chapar_client *c, int fd, const uint8_t *p, size_t n)
+/* Records the get's first failure and stops it. */
+static void __attribute__((format(printf, 3, 4)))
+g_fail(struct getter *g, int rc, const char *fmt, ...)
 {
-        while (n) {
-                ssize_t w = write(fd, p, n);
-                if (w < 0 && errno == EINTR)
-                        continue;
-                if (w <= 0) {
-                        snprintf(c->last_error, sizeof(c->last_error),
-                                 "cannot write the output: %s",
-                                 w < 0 ? strerror(errno) : "no progress");
-                        return CHAPAR_EIO;
-                }
-                p += w;
-                n -= (size_t)w;
+        if (!g->rc) {
+                g->rc = rc;
+                va_list ap;
+                va_start(ap, fmt);
+                vsnprintf(g->why, sizeof(g->why), fmt, ap);
+                va_end(ap);
         }
-        return 0;
+        g->stop = true;
+        pthread_cond_broadcast(&g->cv);
 }
 
-/* Descriptor: writes every chunk from next on that has arrived. */
+/* Waits on cv for at most ms. */
+static void g_wait(struct getter *g, uint32_t ms)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += ms / 1000;
+        ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&g->cv, &g->mu, &ts);
+}
+
+/* The end (exclusive) of what may be asked for now: the window's, for a descriptor. */
+static uint32_t ask_end(const struct getter *g)
+{
+        uint32_t count = g->x->f.m.chunk_count;
+        if (g->out_fd < 0 || g->next + g->w >= count)
+                return count;
+        return g->next + g->w;
+}
+
+/* The next chunk to ask for: not asked, stored (while uploading), in the window. */
+static bool take(struct getter *g, uint32_t *out)
+{
+        uint32_t count = g->x->f.m.chunk_count, end = ask_end(g);
+        while (g->lo < count && g->st[g->lo] != CK_TODO)
+                g->lo++;
+        for (uint32_t k = g->lo; k < end; k++)
+                if (g->st[k] == CK_TODO && (g->complete || chp_bit(g->x->f.present, k))) {
+                        *out = k;
+                        return true;
+                }
+        return false;
+}
+
+static bool conn_has(const struct conn *cn, uint32_t k)
+{
+        for (uint32_t i = 0; i < cn->n; i++)
+                if (cn->q[i].k == k)
+                        return true;
+        return false;
+}
+
+/* Endgame: the chunk asked for longest ago, when that is far longer than chunks take, and no
+ * other connection asked for it again yet. */
+static bool steal(struct getter *g, const struct conn *cn, double now, uint32_t *out)
+{
+        double limit = 4 * g->avg_s + GET_STEAL_MIN_S, oldest = now - limit;
+        uint32_t end = ask_end(g), best = UINT32_MAX;
+        for (uint32_t k = g->out_fd >= 0 ? g->next : 0; k < end; k++)
+                if (g->st[k] == CK_ASKED && g->owners[k] == 1 && g->asked[k] < oldest &&
+                    !conn_has(cn, k)) {
+                        oldest = g->asked[k];
+                        best = k;
+                }
+        *out = best;
+        return best != UINT32_MAX;
+}
+
+static void conn_ask(struct getter *g, struct conn *cn, uint32_t k, double now)
+{
+        g->st[k] = CK_ASKED;
+        g->owners[k]++;
+        g->asked[k] = now;
+        cn->q[cn->n].k = k;
+        cn->q[cn->n].at = now;
+        cn->q[cn->n].sent = false;
+        cn->n++;
+}
+
+/* Gives back what cn asked for; a chunk nobody else is fetching can be asked for again. */
+static void conn_return(struct getter *g, struct conn *cn)
+{
+        for (uint32_t i = 0; i < cn->n; i++) {
+                uint32_t k = cn->q[i].k;
+                if (--g->owners[k] == 0 && g->st[k] == CK_ASKED) {
+                        g->st[k] = CK_TODO;
+                        if (k < g->lo)
+                                g->lo = k;
+                }
+        }
+        cn->n = 0;
+}
+
+/* cn's channel broke (rc from the channel): its chunks go back; the reply it was receiving, at
+ * most one chunk, counts as resent (its bytes may have arrived in part). Returns with the
+ * channel closed, or kept in cn->dead when it is c->ch. */
+static void conn_cut(struct getter *g, struct conn *cn, int rc)
+{
+        char why[512];
+        snprintf(why, sizeof(why), "%s", cn->ch ? chp_channel_error(cn->ch) : "");
+        if (!*why)
+                snprintf(why, sizeof(why), "%s", strerror(rc < 0 && rc > -4096 ? -rc : EIO));
+        struct chp_channel *ch = cn->ch;
+        cn->ch = NULL;
+        g->open_now--;
+        if (!g->stop && cn->n)
+                g->resent += chp_manifest_chunk_len(&g->x->f.m, cn->q[0].k);
+        conn_return(g, cn);
+        cn->broken = false;
+        cn->cut = true;
+        if (cn->primary)
+                cn->dead = ch; /* c->ch until its replacement is open */
+        pthread_cond_broadcast(&g->cv);
+        if (!g->stop) {
+                if (rc == -ECANCELED)
+                        g_fail(g, CHAPAR_ECANCELED, "canceled");
+                else if (rc == -ENOMEM)
+                        g_fail(g, CHAPAR_ENOMEM, "out of memory");
+                else if (g->retry_s < 0)
+                        g_fail(g, CHAPAR_ENET, "the connection to the relay broke: %s", why);
+                else
+                        snprintf(g->why, sizeof(g->why), "%s", why); /* for giving up later */
+        }
+        if (!cn->primary) {
+                pthread_mutex_unlock(&g->mu);
+                chp_channel_close(ch);
+                pthread_mutex_lock(&g->mu);
+        }
+}
+
+/* Opens cn's channel, after a backoff when it is made again after a cut. False when cn gives
+ * up (a stop, a failure), its thread then ends. */
+static bool conn_open(struct getter *g, struct conn *cn)
+{
+        struct chapar_client *c = g->c;
+        if (cn->cut) {
+                int32_t retry = g->retry_s ? g->retry_s : 120;
+                if (chp_net_now_s() - g->last_progress > retry) {
+                        char why[sizeof(g->why)];
+                        snprintf(why, sizeof(why), "%s", g->why);
+                        g_fail(g, CHAPAR_ENET,
+                               "the connection to the relay broke and no chunk arrived for %d s: "
+                               "%.400s",
+                               (int)retry, why);
+                        return false;
+                }
+                g_wait(g, cc_backoff_ms(cn->attempt++)); /* woken early by a stop */
+                if (g->stop)
+                        return false;
+        }
+        pthread_mutex_unlock(&g->mu);
+        struct chp_channel *ch = NULL, *old = NULL;
+        char why[sizeof(g->why)];
+        pthread_mutex_lock(&g->open_mu);
+        int rc = cc_open_extra(c, &ch);
+        if (rc)
+                snprintf(why, sizeof(why), "%s", c->last_error);
+        else if (cn->primary) {
+                old = cn->dead;
+                c->ch = ch;
+        }
+        pthread_mutex_unlock(&g->open_mu);
+        chp_channel_close(old);
+        pthread_mutex_lock(&g->mu);
+        if (cn->primary && !rc)
+                cn->dead = NULL;
+        if (rc) {
+                bool first = !cn->cut;
+                if (rc == CHAPAR_ECANCELED || rc == CHAPAR_EKEY || rc == CHAPAR_EAUTH ||
+                    rc == CHAPAR_ENOMEM) {
+                        g_fail(g, rc, "%s", why);
+                        return false;
+                }
+                if (!g->rc) /* else it says why the get failed */
+                        snprintf(g->why, sizeof(g->why), "%s", why);
+                if (first && g->open_now > 0) /* an added connection the relay refuses: fewer */
+                        return false;
+                if (g->retry_s < 0) {
+                        g_fail(g, CHAPAR_ENET, "%s", why);
+                        return false;
+                }
+                cn->cut = true;
+                return !g->stop;
+        }
+        if (g->stop) {
+                pthread_mutex_unlock(&g->mu);
+                if (!cn->primary)
+                        chp_channel_close(ch);
+                pthread_mutex_lock(&g->mu);
+                if (!cn->primary)
+                        return false;
+        }
+        cn->ch = ch;
+        cn->base = chp_channel_reserve_ids(ch, g->x->f.m.chunk_count + 1);
+        if (cn->cut)
+                g->reconnects++;
+        cn->cut = false;
+        g->pending_open = false;
+        if (++g->open_now > g->max_open)
+                g->max_open = g->open_now;
+        return !g->stop;
+}
+
+/* Descriptor: writes every chunk from next on that has arrived (mu held; released while
+ * writing: the slot of next is no connection's until next moves). Called by the connection
+ * that completes a chunk, unless another is writing (flushing). */
 static int flush_window(struct getter *g)
 {
         uint32_t count = g->x->f.m.chunk_count;
@@ -473,125 +736,475 @@ static int flush_window(struct getter *g)
                 uint32_t k = g->next;
                 size_t n = chunk_plain_len(
                     g, k, chp_manifest_chunk_len(&g->x->f.m, k) - CHP_E2E_CHUNK_OVERHEAD);
-                int rc = write_all(g->c, g->out_fd, g->plain + (size_t)(k % g->w) * slot, n);
-                if (rc)
-                        return rc;
+                const uint8_t *p = g->plain + (size_t)(k % g->w) * slot;
+                pthread_mutex_unlock(&g->mu);
+                int e = 0;
+                while (n && !e) {
+                        ssize_t w = write(g->out_fd, p, n);
+                        if (w > 0) {
+                                p += w;
+                                n -= (size_t)w;
+                        } else if (w == 0 || errno != EINTR) {
+                                e = w == 0 ? EIO : errno;
+                        }
+                }
+                pthread_mutex_lock(&g->mu);
+                if (e) {
+                        g_fail(g, CHAPAR_EIO, "cannot write the output: %s", strerror(e));
+                        return CHAPAR_EIO;
+                }
                 g->next++;
+                pthread_cond_broadcast(&g->cv); /* the window moved */
         }
         return 0;
 }
 
-/* Receives one CHUNK_DATA reply, verifies it (address, then tag) and writes its plaintext. */
-static int get_one(struct getter *g)
+/* Verifies, opens and writes the reply h/p that cn received. Called without mu; 0, or the
+ * failure already recorded. */
+static int conn_reply(struct getter *g, struct conn *cn, const struct chp_frame_header *h,
+                      uint8_t *p)
 {
-        struct chapar_client *c = g->c;
         const struct chp_manifest *m = &g->x->f.m;
-        struct chp_frame_header h;
-        uint8_t *reply, sum[CHP_HASH_BYTES];
         struct chp_msg_chunk_data d;
-        int rc = cc_recv(c, &h, &reply);
-        if (rc)
-                return rc;
-        if (h.type == CHP_F_ERROR)
-                return cc_remote_error(c);
-        uint32_t k = h.id - g->base;
-        if (h.type != (CHP_F_GET_CHUNK | CHP_F_REPLY) || k >= m->chunk_count ||
-            chp_msg_chunk_data_decode(reply, h.len, &d) != 0 || d.offset != 0 ||
-            d.len != chp_manifest_chunk_len(m, k) || d.len < CHP_E2E_CHUNK_OVERHEAD ||
-            chp_bit(g->have, k) || (g->out_fd >= 0 && (k < g->next || k >= g->next + g->w)))
+        uint8_t sum[CHP_HASH_BYTES];
+        if (h->type == CHP_F_ERROR) {
+                pthread_mutex_lock(&g->mu);
+                if (!g->rc) {
+                        g->remote = true;
+                        g->remote_code = chp_channel_remote_code(cn->ch);
+                }
+                g_fail(g, CHAPAR_ERELAY, "%s", chp_channel_error(cn->ch));
+                pthread_mutex_unlock(&g->mu);
+                return CHAPAR_ERELAY;
+        }
+        uint32_t k = h->id - cn->base, i = 0;
+        while (i < cn->n && cn->q[i].k != k)
+                i++;
+        if (h->type != (CHP_F_GET_CHUNK | CHP_F_REPLY) || k >= m->chunk_count || i == cn->n ||
+            chp_msg_chunk_data_decode(p, h->len, &d) != 0 || d.offset != 0 ||
+            d.len != chp_manifest_chunk_len(m, k) || d.len < CHP_E2E_CHUNK_OVERHEAD) {
+                pthread_mutex_lock(&g->mu);
+                g_fail(g, CHAPAR_EPROTO, "the relay sent a reply this client did not ask for");
+                pthread_mutex_unlock(&g->mu);
                 return CHAPAR_EPROTO;
-        uint8_t *plain = g->plain;
-        if (g->out_fd >= 0)
-                plain += (size_t)(k % g->w) * chp_e2e_plain_chunk(m->chunk_size);
-        /* the address first (what the relay stored), then the tag (what the sender sealed) */
+        }
+        /* the address first (what the relay stored): then the chunk is k, whoever fetched it */
         if (chp_sha256(d.data, d.len, sum) != 0 ||
-            sodium_memcmp(sum, m->addrs + (size_t)k * CHP_HASH_BYTES, CHP_HASH_BYTES) != 0 ||
-            chp_e2e_open_chunk(g->x->t.file_key, k, k + 1 == m->chunk_count, d.data, d.len,
+            sodium_memcmp(sum, m->addrs + (size_t)k * CHP_HASH_BYTES, CHP_HASH_BYTES) != 0) {
+                pthread_mutex_lock(&g->mu);
+                g_fail(g, CHAPAR_EINTEGRITY,
+                       "chunk %u failed verification: wrong key or tampered data", k);
+                pthread_mutex_unlock(&g->mu);
+                return CHAPAR_EINTEGRITY;
+        }
+        double now = chp_net_now_s();
+        pthread_mutex_lock(&g->mu);
+        double took = now - cn->q[i].at;
+        memmove(&cn->q[i], &cn->q[i + 1], (cn->n - i - 1) * sizeof(cn->q[0]));
+        cn->n--;
+        g->owners[k]--;
+        g->avg_s = g->avg_s ? 0.875 * g->avg_s + 0.125 * took : took;
+        g->last_progress = now;
+        cn->attempt = 0;
+        g->r->bytes_received += d.len;
+        bool mine = g->st[k] < CK_CLAIMED;
+        if (mine)
+                g->st[k] = CK_CLAIMED;
+        else
+                g->resent += d.len; /* another connection fetched it too */
+        pthread_mutex_unlock(&g->mu);
+        if (!mine)
+                return 0;
+        /* then the tag (what the sender sealed), opened straight into the window's slot for k
+         * (in the window: free, and only k's) or the connection's buffer */
+        size_t slot = chp_e2e_plain_chunk(m->chunk_size);
+        uint8_t *plain = g->out_fd >= 0 ? g->plain + (size_t)(k % g->w) * slot : cn->buf;
+        if (chp_e2e_open_chunk(g->x->t.file_key, k, k + 1 == m->chunk_count, d.data, d.len,
                                plain) != 0) {
-                snprintf(c->last_error, sizeof(c->last_error),
-                         "chunk %u failed verification: wrong key or tampered data", k);
+                pthread_mutex_lock(&g->mu);
+                g_fail(g, CHAPAR_EINTEGRITY,
+                       "chunk %u failed verification: wrong key or tampered data", k);
+                pthread_mutex_unlock(&g->mu);
                 return CHAPAR_EINTEGRITY;
         }
         size_t n = chunk_plain_len(g, k, d.len - CHP_E2E_CHUNK_OVERHEAD);
-        uint64_t off = (uint64_t)k * chp_e2e_plain_chunk(m->chunk_size);
-        chp_bit_set(g->have, k);
-        if (g->out_fd >= 0) {
-                if ((rc = flush_window(g)))
-                        return rc;
-        } else if (n && pwrite(g->pt->fd, plain, n, (off_t)off) != (ssize_t)n) {
-                snprintf(c->last_error, sizeof(c->last_error), "cannot write %.300s: %s",
-                         g->pt->tmp, strerror(errno));
-                return CHAPAR_EIO;
-        }
-        g->done++;
-        g->done_bytes += n;
-        g->r->bytes_received += d.len;
-        if (g->pt && g->done % 64 == 0 && part_save(g->pt, g->x->t.file_id, m->chunk_count) != 0)
-                return CHAPAR_EIO;
-        if (g->o && g->o->progress)
-                g->o->progress(g->o->progress_ctx, g->done_bytes, g->x->meta.plain_size);
-        return 0;
-}
-
-/* Asks for every chunk not yet written (and, while uploading, stored), GET_INFLIGHT at once;
- * for a descriptor, in order and no further than the window reaches. */
-static int get_pass(struct getter *g)
-{
-        const struct cc_fetched *f = &g->x->f;
-        const struct chp_manifest *m = &f->m;
-        bool ordered = g->out_fd >= 0;
-        uint32_t inflight = 0;
-        int rc = 0;
-        for (uint32_t i = 0; i < m->chunk_count && !rc; i++) {
-                if (chp_bit(g->have, i))
-                        continue;
-                if (!f->complete && !chp_bit(f->present, i)) {
-                        if (ordered)
-                                break; /* the window waits for it */
-                        continue;
-                }
-                while (!rc && ordered && i >= g->next + g->w && inflight) {
-                        rc = get_one(g);
-                        inflight--;
-                }
-                struct chp_msg_get_chunk q = {.addr = m->addrs + (size_t)i * CHP_HASH_BYTES};
-                uint8_t qp[40];
-                if (rc || chp_msg_get_chunk_encode(qp, sizeof(qp), &q) != 40)
-                        return rc ? rc : CHAPAR_EPROTO;
-                if ((rc = cc_send(g->c, CHP_F_GET_CHUNK, g->base + i, qp, sizeof(qp), NULL, 0)))
-                        break;
-                if (++inflight >= GET_INFLIGHT) {
-                        rc = get_one(g);
-                        inflight--;
+        int rc = 0, e = 0;
+        if (g->out_fd < 0 && n &&
+            pwrite(g->pt->fd, plain, n, (off_t)((uint64_t)k * slot)) != (ssize_t)n)
+                e = errno ? errno : EIO;
+        pthread_mutex_lock(&g->mu);
+        if (e) {
+                g_fail(g, CHAPAR_EIO, "cannot write %.300s: %s", g->pt->tmp, strerror(e));
+                rc = CHAPAR_EIO;
+        } else {
+                g->st[k] = CK_DONE;
+                chp_bit_set(g->have, k);
+                g->done++;
+                g->done_bytes += n;
+                /* the last chunk ends the wait; progress and the endgame look every GET_POLL_MS
+                 * (a wake-up per chunk costs the calling thread a switch for nothing) */
+                if (g->done == g->x->f.m.chunk_count)
+                        pthread_cond_broadcast(&g->cv);
+                if (g->out_fd >= 0 && !g->flushing) { /* it writes what is in order */
+                        g->flushing = true;
+                        rc = flush_window(g);
+                        g->flushing = false;
                 }
         }
-        while (!rc && inflight--)
-                rc = get_one(g);
+        pthread_mutex_unlock(&g->mu);
         return rc;
 }
 
-/* Fetches what is missing; a file still uploading is looked at again until it is complete. */
+/* Sends cn's requests not sent yet. Called without mu. */
+static int conn_send(struct getter *g, struct conn *cn)
+{
+        const struct chp_manifest *m = &g->x->f.m;
+        for (uint32_t i = 0; i < cn->n; i++) {
+                if (cn->q[i].sent)
+                        continue;
+                uint32_t k = cn->q[i].k;
+                struct chp_msg_get_chunk q = {.addr = m->addrs + (size_t)k * CHP_HASH_BYTES};
+                uint8_t qp[40];
+                if (chp_msg_get_chunk_encode(qp, sizeof(qp), &q) != 40)
+                        return -EPROTO;
+                int rc = chp_channel_send(cn->ch, CHP_F_GET_CHUNK, cn->base + k, qp, sizeof(qp),
+                                          NULL, 0);
+                if (rc)
+                        return rc;
+                cn->q[i].sent = true;
+        }
+        return 0;
+}
+
+static void *conn_main(void *arg)
+{
+        struct conn *cn = arg;
+        struct getter *g = cn->g;
+        pthread_mutex_lock(&g->mu);
+        while (!g->stop) {
+                if (!cn->ch) {
+                        if (!conn_open(g, cn))
+                                break;
+                        continue;
+                }
+                double now = chp_net_now_s();
+                uint32_t k;
+                while (cn->n < GET_INFLIGHT && take(g, &k))
+                        conn_ask(g, cn, k, now);
+                if (cn->n == 0 && steal(g, cn, now, &k))
+                        conn_ask(g, cn, k, now);
+                if (cn->n == 0) {
+                        g_wait(g, GET_POLL_MS);
+                        continue;
+                }
+                cn->busy = true;
+                pthread_mutex_unlock(&g->mu);
+                struct chp_frame_header h;
+                uint8_t *p = NULL;
+                int rc = conn_send(g, cn);
+                if (!rc)
+                        rc = chp_channel_recv(cn->ch, &h, &p);
+                if (!rc && conn_reply(g, cn, &h, p) != 0)
+                        rc = 1; /* recorded: the get stops */
+                pthread_mutex_lock(&g->mu);
+                cn->busy = false;
+                if (rc && rc != 1)
+                        conn_cut(g, cn, rc);
+        }
+        cn->exited = true;
+        g->alive--;
+        if (!cn->ch && !cn->cut)
+                g->pending_open = false; /* it never opened: measure without it */
+        pthread_cond_broadcast(&g->cv);
+        pthread_mutex_unlock(&g->mu);
+        return NULL;
+}
+
+/* Starts another connection (mu held). */
+static int conn_start(struct getter *g, bool primary)
+{
+        struct conn *cn = &g->conns[g->nconns];
+        *cn = (struct conn){.g = g, .primary = primary};
+        cn->buf = malloc(g->x->f.m.chunk_size);
+        if (!cn->buf)
+                return CHAPAR_ENOMEM;
+        if (primary) {
+                cn->ch = g->c->ch;
+                cn->base = chp_channel_reserve_ids(cn->ch, g->x->f.m.chunk_count + 1);
+                if (++g->open_now > g->max_open)
+                        g->max_open = g->open_now;
+        } else {
+                g->pending_open = true;
+        }
+        if (pthread_create(&cn->th, NULL, conn_main, cn) != 0) {
+                free(cn->buf);
+                cn->buf = NULL;
+                return CHAPAR_ENOMEM;
+        }
+        cn->started = true;
+        g->nconns++;
+        g->alive++;
+        return 0;
+}
+
+/* The partial file's state as it is now (mu held; released while writing). */
+static void save_state(struct getter *g, uint8_t *snap)
+{
+        struct part *pt = g->pt;
+        memcpy(snap, pt->have, pt->have_len);
+        pthread_mutex_unlock(&g->mu);
+        uint8_t *real = pt->have;
+        pt->have = snap; /* part_save reads pt->have: the copy, which no thread changes */
+        part_save(pt, g->x->t.file_id, g->x->f.m.chunk_count);
+        pthread_mutex_lock(&g->mu);
+        pt->have = real;
+}
+
+/* While the file uploads: the newer map of stored chunks (mu held; released meanwhile). A
+ * broken c->ch is made again (after a backoff); false when the get must stop. */
+static void poll_manifest(struct getter *g, double *next_poll, uint32_t *attempt)
+{
+        struct chapar_client *c = g->c;
+        struct fetch *x = g->x;
+        pthread_mutex_unlock(&g->mu);
+        struct cc_fetched f = {0};
+        pthread_mutex_lock(&g->open_mu);
+        int rc = cc_fetch_manifest(c, &x->t, &f);
+        char why[sizeof(g->why)];
+        snprintf(why, sizeof(why), "%s", c->last_error);
+        if (rc == CHAPAR_ENET && g->retry_s >= 0) {
+                struct chp_channel *ch = NULL;
+                if (cc_open_extra(c, &ch) == 0) {
+                        chp_channel_close(c->ch);
+                        c->ch = ch;
+                        rc = 1; /* made again: poll at once */
+                }
+        }
+        pthread_mutex_unlock(&g->open_mu);
+        pthread_mutex_lock(&g->mu);
+        double now = chp_net_now_s();
+        if (rc == 0) {
+                size_t n = chp_bitmap_bytes(x->f.m.chunk_count);
+                if (f.complete) {
+                        g->complete = true;
+                } else if (f.present) {
+                        for (size_t i = 0; i < n; i++)
+                                x->f.present[i] |= f.present[i];
+                }
+                *attempt = 0;
+                *next_poll = now + GET_POLL_MS / 1000.0;
+                pthread_cond_broadcast(&g->cv);
+        } else if (rc == 1) {
+                g->reconnects++;
+                *next_poll = now;
+        } else if (rc == CHAPAR_ENET && g->retry_s >= 0 &&
+                   now - g->last_progress <= (g->retry_s ? g->retry_s : 120)) {
+                *next_poll = now + cc_backoff_ms((*attempt)++) / 1000.0;
+        } else {
+                if (rc == CHAPAR_ERELAY || rc == CHAPAR_ENOTFOUND) {
+                        g->remote = true;
+                        g->remote_code = c->last_code;
+                }
+                g_fail(g, rc, "%s", why);
+        }
+        pthread_mutex_unlock(&g->mu);
+        cc_fetched_free(&f);
+        pthread_mutex_lock(&g->mu);
+}
+
+/* Whether a chunk could be asked for now, by any connection (mu held). */
+static bool any_to_ask(struct getter *g)
+{
+        uint32_t k;
+        return take(g, &k);
+}
+
+/* The connection's round trip (TCP_INFO), in seconds; 0 when unknown. */
+static double rtt_s(struct chp_channel *ch)
+{
+        struct tcp_info ti;
+        socklen_t len = sizeof(ti);
+        if (!ch || getsockopt(chp_channel_fd(ch), IPPROTO_TCP, TCP_INFO, &ti, &len) != 0)
+                return 0;
+        return ti.tcpi_rtt / 1e6;
+}
+
+/* Ends the connections: those waiting on a reply that no longer matters are shut down; c->ch is
+ * left a channel with nothing in flight (or NULL when none is left). */
+static void stripe_end(struct getter *g)
+{
+        struct chapar_client *c = g->c;
+        pthread_mutex_lock(&g->mu);
+        g->stop = true;
+        pthread_cond_broadcast(&g->cv);
+        for (uint32_t i = 0; i < g->nconns; i++) {
+                struct conn *cn = &g->conns[i];
+                if (cn->ch && (cn->busy || cn->n)) {
+                        shutdown(chp_channel_fd(cn->ch), SHUT_RDWR);
+                        cn->broken = true;
+                }
+        }
+        pthread_mutex_unlock(&g->mu);
+        for (uint32_t i = 0; i < g->nconns; i++)
+                if (g->conns[i].started)
+                        pthread_join(g->conns[i].th, NULL);
+        /* single-threaded from here */
+        struct conn *primary = NULL;
+        for (uint32_t i = 0; i < g->nconns; i++)
+                if (g->conns[i].primary)
+                        primary = &g->conns[i];
+        if (primary) {
+                struct chp_channel *keep = NULL;
+                if (primary->ch && !primary->broken && primary->n == 0) {
+                        keep = primary->ch;
+                } else {
+                        for (uint32_t i = 0; i < g->nconns && !keep; i++) {
+                                struct conn *cn = &g->conns[i];
+                                if (cn != primary && cn->ch && !cn->broken && cn->n == 0) {
+                                        keep = cn->ch;
+                                        cn->ch = NULL;
+                                }
+                        }
+                        if (primary->ch != keep)
+                                chp_channel_close(primary->ch);
+                        if (primary->dead && primary->dead != primary->ch)
+                                chp_channel_close(primary->dead);
+                }
+                primary->ch = NULL;
+                primary->dead = NULL;
+                c->ch = keep;
+        }
+        for (uint32_t i = 0; i < g->nconns; i++) {
+                struct conn *cn = &g->conns[i];
+                if (cn != primary)
+                        chp_channel_close(cn->ch);
+                cn->ch = NULL;
+                if (cn->buf)
+                        sodium_memzero(cn->buf, g->x->f.m.chunk_size);
+                free(cn->buf);
+                cn->buf = NULL;
+        }
+}
+
+/* Fetches what is missing over the stripe; a file still uploading is looked at again until it
+ * is complete. */
 static int get_all(struct getter *g)
 {
+        struct chapar_client *c = g->c;
         struct fetch *x = g->x;
         uint32_t count = x->f.m.chunk_count;
-        int rc = 0;
-        while (!rc && g->done < count) {
-                if ((rc = get_pass(g)) || g->done == count)
-                        break;
-                if (x->f.complete)
-                        return CHAPAR_EPROTO; /* a complete file left chunks unfetched */
-                if (g->pt)
-                        part_save(g->pt, x->t.file_id, count);
-                struct timespec ts = {0, 50 * 1000000L}; /* chunks arrive as they are stored */
-                nanosleep(&ts, NULL);
-                if (atomic_load_explicit(&g->c->cancel, memory_order_relaxed))
-                        return CHAPAR_ECANCELED;
-                /* the same file id: the same manifest, a newer map of stored chunks */
-                cc_fetched_free(&x->f);
-                if ((rc = cc_fetch_manifest(g->c, &x->t, &x->f)))
-                        break;
+        if (g->done == count)
+                return 0;
+        uint32_t want = c->transport.connections;
+        bool adapt = want == 0;
+        uint32_t left = count - g->done;
+        if (adapt)
+                want = left / 2 < 2 ? 1 : 2;
+        if (want > left)
+                want = left;
+        size_t n = count ? count : 1;
+        uint8_t *snap = g->pt ? malloc(g->pt->have_len + 1) : NULL;
+        g->st = calloc(n, 1);
+        g->owners = calloc(n, 1);
+        g->asked = calloc(n, sizeof(double));
+        if (!g->st || !g->owners || !g->asked || (g->pt && !snap)) {
+                free(snap);
+                return CHAPAR_ENOMEM;
         }
+        for (uint32_t k = 0; k < count; k++)
+                if (chp_bit(g->have, k))
+                        g->st[k] = CK_DONE;
+        g->complete = x->f.complete;
+        g->retry_s = c->transport.retry_s;
+        g->last_progress = chp_net_now_s();
+        pthread_mutex_init(&g->mu, NULL);
+        pthread_mutex_init(&g->open_mu, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&g->cv, &ca);
+        pthread_condattr_destroy(&ca);
+        double interval = 4 * rtt_s(c->ch);
+        if (interval < GET_ADAPT_MIN_S)
+                interval = GET_ADAPT_MIN_S;
+
+        pthread_mutex_lock(&g->mu);
+        int rc = 0;
+        /* a complete file: c->ch is the first connection; else it asks for the newer maps */
+        for (uint32_t i = 0; i < want && !rc; i++)
+                rc = conn_start(g, i == 0 && g->complete);
+        if (rc)
+                g_fail(g, rc, "out of memory");
+        double now = chp_net_now_s(), m_t0 = now, prev_rate = 0, next_poll = now;
+        uint64_t m_b0 = 0, reported = UINT64_MAX;
+        uint32_t saved = g->done, poll_attempt = 0;
+        bool adding = adapt;
+        while (!g->stop) {
+                if (g->out_fd >= 0 ? g->next == count : g->done == count)
+                        break;
+                if (atomic_load_explicit(&c->cancel, memory_order_relaxed)) {
+                        g_fail(g, CHAPAR_ECANCELED, "canceled");
+                        break;
+                }
+                if (g->alive == 0) {
+                        g_fail(g, CHAPAR_ENET, "%s", *g->why ? g->why : "no connection left");
+                        break;
+                }
+                if (g->pt && g->done - saved >= 64) {
+                        saved = g->done;
+                        save_state(g, snap);
+                }
+                if (g->o && g->o->progress && g->done_bytes != reported) {
+                        uint64_t d = reported = g->done_bytes;
+                        pthread_mutex_unlock(&g->mu);
+                        g->o->progress(g->o->progress_ctx, d, x->meta.plain_size);
+                        pthread_mutex_lock(&g->mu);
+                        continue;
+                }
+                now = chp_net_now_s();
+                if (adding && g->pending_open) {
+                        m_t0 = now; /* measure from when the added connection is open */
+                        m_b0 = g->r->bytes_received;
+                } else if (adding && now - m_t0 >= interval) {
+                        double rate = (double)(g->r->bytes_received - m_b0) / (now - m_t0);
+                        left = count - g->done;
+                        if ((prev_rate == 0 || rate >= prev_rate * GET_ADAPT_GAIN) &&
+                            g->nconns < CHAPAR_CONNECTIONS_MAX && g->nconns + 1 <= left / 2) {
+                                if (conn_start(g, false) != 0)
+                                        adding = false;
+                                prev_rate = rate;
+                        } else {
+                                adding = false;
+                        }
+                        m_t0 = now;
+                        m_b0 = g->r->bytes_received;
+                }
+                if (!g->complete && now >= next_poll && !any_to_ask(g)) {
+                        poll_manifest(g, &next_poll, &poll_attempt);
+                        continue;
+                }
+                g_wait(g, GET_POLL_MS);
+        }
+        pthread_mutex_unlock(&g->mu);
+        stripe_end(g);
+        c->stats.connections = g->max_open ? g->max_open : 1;
+        c->stats.reconnects = g->reconnects;
+        c->stats.bytes_resent = g->resent;
+        rc = g->rc;
+        if (rc && g->remote) {
+                c->last_code = g->remote_code;
+                snprintf(c->last_error, sizeof(c->last_error), "%s", g->why);
+                rc = cc_remote_error(c);
+        } else if (rc) {
+                snprintf(c->last_error, sizeof(c->last_error), "%s", g->why);
+        }
+        pthread_cond_destroy(&g->cv);
+        pthread_mutex_destroy(&g->open_mu);
+        pthread_mutex_destroy(&g->mu);
+        free(snap);
+        free(g->st);
+        free(g->owners);
+        free(g->asked);
         return rc;
 }
 
@@ -604,31 +1217,18 @@ int chapar_get(struct chapar_client *c, const char *ticket, const char *out_path
         struct fetch x = {0};
         struct part pt = {.fd = -1};
         struct target tg = {0};
-        uint8_t *plain = NULL;
         int rc;
         if ((rc = target_init(c, &tg, out_path)) || (rc = fetch_open(c, ticket, &x)))
                 goto out;
-        uint32_t count = x.f.m.chunk_count, cs = x.f.m.chunk_size;
-        uint32_t plain_chunk = chp_e2e_plain_chunk(cs);
+        uint32_t count = x.f.m.chunk_count;
+        uint32_t plain_chunk = chp_e2e_plain_chunk(x.f.m.chunk_size);
         snprintf(r->name, sizeof(r->name), "%s", x.meta.name);
         tg.sender = x.meta.name;
         r->bytes_total = x.meta.plain_size;
         if ((rc = part_open(c, &pt, &tg, x.t.file_id, count)))
                 goto out;
-        plain = malloc(cs);
-        if (!plain) {
-                rc = CHAPAR_ENOMEM;
-                goto out;
-        }
-        struct getter g = {.c = c,
-                           .x = &x,
-                           .pt = &pt,
-                           .plain = plain,
-                           .have = pt.have,
-                           .out_fd = -1,
-                           .base = cc_reserve_ids(c, count + 1),
-                           .o = o,
-                           .r = r};
+        struct getter g = {
+            .c = c, .x = &x, .pt = &pt, .have = pt.have, .out_fd = -1, .o = o, .r = r};
         for (uint32_t i = 0; i < count; i++) {
                 if (chp_bit(pt.have, i)) {
                         g.done++;
@@ -660,9 +1260,6 @@ out:
         if (pt.fd >= 0)
                 close(pt.fd);
         free(pt.have);
-        if (plain)
-                sodium_memzero(plain, x.f.m.chunk_size);
-        free(plain);
         fetch_free(&x);
         return rc;
 }
@@ -683,8 +1280,11 @@ int chapar_get_fd(struct chapar_client *c, const char *ticket, int fd,
                 goto out;
         uint32_t count = x.f.m.chunk_count;
         size_t slot = chp_e2e_plain_chunk(x.f.m.chunk_size);
+        /* the window: GET_WINDOW_MAX of plaintext, enough for every connection's requests */
         uint32_t w = (uint32_t)(GET_WINDOW_MAX / slot);
-        w = w < 2 ? 2 : w > GET_INFLIGHT ? GET_INFLIGHT : w;
+        w = w < 2                                       ? 2
+            : w > GET_INFLIGHT * CHAPAR_CONNECTIONS_MAX ? GET_INFLIGHT * CHAPAR_CONNECTIONS_MAX
+                                                        : w;
         snprintf(r->name, sizeof(r->name), "%s", x.meta.name);
         snprintf(r->path, sizeof(r->path), "-");
         r->bytes_total = x.meta.plain_size;
@@ -695,15 +1295,8 @@ int chapar_get_fd(struct chapar_client *c, const char *ticket, int fd,
                 rc = CHAPAR_ENOMEM;
                 goto out;
         }
-        struct getter g = {.c = c,
-                           .x = &x,
-                           .plain = win,
-                           .have = have,
-                           .out_fd = fd,
-                           .w = w,
-                           .base = cc_reserve_ids(c, count + 1),
-                           .o = o,
-                           .r = r};
+        struct getter g = {
+            .c = c, .x = &x, .plain = win, .have = have, .out_fd = fd, .w = w, .o = o, .r = r};
         rc = get_all(&g);
         if (!rc && g.next != count)
                 rc = CHAPAR_EPROTO;

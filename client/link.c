@@ -84,15 +84,16 @@ static int unconnected(struct chapar_client *c)
         return CHAPAR_ENET;
 }
 
-/* A channel to c's relay with c's pin, token and congestion control; why gets the channel's
- * message. */
-static int open_channel(struct chapar_client *c, struct chp_channel **ch, char *why, size_t cap)
+/* A channel to c's relay with c's pin, token and congestion control, canceled by cancel (which
+ * must outlive the channel); why gets the channel's message. */
+static int open_channel(struct chapar_client *c, const atomic_int *cancel, struct chp_channel **ch,
+                        char *why, size_t cap)
 {
         struct chp_channel_opts o = {.addr = c->addr,
                                      .plaintext = c->plaintext,
                                      .remote_key = c->have_pinned ? c->pinned : NULL,
                                      .timeout_ms = c->timeout_ms,
-                                     .cancel = &c->cancel,
+                                     .cancel = cancel,
                                      .token = c->token[0] ? c->token : NULL,
                                      .congestion = c->congestion};
         return chp_channel_open(&o, ch, why, cap);
@@ -100,7 +101,7 @@ static int open_channel(struct chapar_client *c, struct chp_channel **ch, char *
 
 int cc_open(struct chapar_client *c)
 {
-        int rc = open_channel(c, &c->ch, c->last_error, sizeof(c->last_error));
+        int rc = open_channel(c, &c->cancel, &c->ch, c->last_error, sizeof(c->last_error));
         if (rc == CHP_EKEY && strstr(c->last_error, " presented key ")) {
                 size_t n = strlen(c->last_error);
                 snprintf(c->last_error + n, sizeof(c->last_error) - n,
@@ -127,7 +128,8 @@ int cc_open_extra(struct chapar_client *c, struct chp_channel **out)
         struct chapar_client pin = *c;
         pin.have_pinned = !c->plaintext;
         memcpy(pin.pinned, c->relay_key, CHP_KEY_BYTES);
-        int rc = open_channel(&pin, out, why, sizeof(why));
+        /* the channel watches c's cancel flag, not the copy's (gone when this returns) */
+        int rc = open_channel(&pin, &c->cancel, out, why, sizeof(why));
         sodium_memzero(&pin, sizeof(pin));
         if (rc) {
                 snprintf(c->last_error, sizeof(c->last_error), "%s", why);

@@ -98,7 +98,7 @@ check "the resumed file downloads identical" "cmp -s '$tmp/big' '$tmp/big.out'"
 # 1 MiB, the relay is killed and started again on the same port
 rm -f "$tmp/big.out"
 proxy_hold R $((1024 * 1024))
-"$chapar" get "$t" -o "$tmp/big.out" --json >"$tmp/get1" 2>"$tmp/get1.err" &
+"$chapar" get "$t" -o "$tmp/big.out" --json --retry-for 0 --connections 1 >"$tmp/get1" 2>"$tmp/get1.err" &
 gpid=$!
 proxy_held R
 relay_stop R KILL
