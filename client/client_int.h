@@ -57,6 +57,21 @@ void cc_stats_begin(struct chapar_client *c);
  * open) pinned. *out is the caller's to close (chp_channel_close); on failure it is NULL and
  * c->last_error says why. Any thread, as long as no other thread changes c. */
 int cc_open_extra(struct chapar_client *c, struct chp_channel **out);
+/* cc_open_extra in two steps, so that connections of one transfer can handshake at the same
+ * time: cc_dial_prepare copies what a connection needs from c (the caller keeps c from changing
+ * meanwhile, e.g. under its lock); cc_dial then touches no client (any thread; the copy's token
+ * is wiped), and why (cap bytes) says what went wrong. The client's cancel flag still stops it. */
+struct cc_dial {
+        char addr[300];
+        char token[CHP_TOKEN_MAX + 1];
+        char congestion[CHAPAR_CC_MAX];
+        bool plaintext, connected;
+        uint8_t key[CHP_KEY_BYTES];
+        int timeout_ms;
+        const atomic_int *cancel;
+};
+void cc_dial_prepare(const struct chapar_client *c, struct cc_dial *d);
+int cc_dial(struct cc_dial *d, struct chp_channel **out, char *why, size_t cap);
 /* Milliseconds to wait before reconnect attempt number attempt (0, 1, ...): exponential from
  * 200 ms up to 5 s, with jitter (a uniform draw in the upper half), so that the clients a cut
  * dropped together do not come back together. */

@@ -675,15 +675,17 @@ static bool conn_open(struct getter *g, struct conn *cn)
         pthread_mutex_unlock(&g->mu);
         struct chp_channel *ch = NULL, *old = NULL;
         char why[sizeof(g->why)];
+        struct cc_dial d;
         pthread_mutex_lock(&g->open_mu);
-        int rc = cc_open_extra(c, &ch);
-        if (rc)
-                snprintf(why, sizeof(why), "%s", c->last_error);
-        else if (cn->primary) {
+        cc_dial_prepare(c, &d);
+        pthread_mutex_unlock(&g->open_mu);
+        int rc = cc_dial(&d, &ch, why, sizeof(why)); /* handshakes of several connections overlap */
+        if (!rc && cn->primary) {
+                pthread_mutex_lock(&g->open_mu);
                 old = cn->dead;
                 c->ch = ch;
+                pthread_mutex_unlock(&g->open_mu);
         }
-        pthread_mutex_unlock(&g->open_mu);
         chp_channel_close(old);
         pthread_mutex_lock(&g->mu);
         if (cn->primary && !rc)

@@ -118,24 +118,44 @@ int cc_open(struct chapar_client *c)
         return 0;
 }
 
+void cc_dial_prepare(const struct chapar_client *c, struct cc_dial *d)
+{
+        memset(d, 0, sizeof(*d));
+        snprintf(d->addr, sizeof(d->addr), "%s", c->addr);
+        snprintf(d->token, sizeof(d->token), "%s", c->token);
+        snprintf(d->congestion, sizeof(d->congestion), "%s", c->congestion);
+        d->plaintext = c->plaintext;
+        /* the relay proved its key on c->ch: another connection must prove the same one */
+        memcpy(d->key, c->relay_key, CHP_KEY_BYTES);
+        d->timeout_ms = c->timeout_ms;
+        d->cancel = &c->cancel;
+        d->connected = c->ch != NULL;
+}
+
+int cc_dial(struct cc_dial *d, struct chp_channel **out, char *why, size_t cap)
+{
+        *out = NULL;
+        if (!d->connected) {
+                snprintf(why, cap, "not connected to %.200s", d->addr);
+                return CHAPAR_ENET;
+        }
+        struct chp_channel_opts o = {.addr = d->addr,
+                                     .plaintext = d->plaintext,
+                                     .remote_key = d->plaintext ? NULL : d->key,
+                                     .timeout_ms = d->timeout_ms,
+                                     .cancel = d->cancel,
+                                     .token = d->token[0] ? d->token : NULL,
+                                     .congestion = d->congestion};
+        int rc = chp_channel_open(&o, out, why, cap);
+        sodium_memzero(d->token, sizeof(d->token));
+        return cc_code(rc, 0);
+}
+
 int cc_open_extra(struct chapar_client *c, struct chp_channel **out)
 {
-        char why[sizeof(c->last_error)];
-        *out = NULL;
-        if (!c->ch)
-                return unconnected(c);
-        /* the relay proved its key on c->ch: another connection must prove the same one */
-        struct chapar_client pin = *c;
-        pin.have_pinned = !c->plaintext;
-        memcpy(pin.pinned, c->relay_key, CHP_KEY_BYTES);
-        /* the channel watches c's cancel flag, not the copy's (gone when this returns) */
-        int rc = open_channel(&pin, &c->cancel, out, why, sizeof(why));
-        sodium_memzero(&pin, sizeof(pin));
-        if (rc) {
-                snprintf(c->last_error, sizeof(c->last_error), "%s", why);
-                return map_code(c, rc);
-        }
-        return 0;
+        struct cc_dial d;
+        cc_dial_prepare(c, &d);
+        return cc_dial(&d, out, c->last_error, sizeof(c->last_error));
 }
 
 uint32_t cc_backoff_ms(uint32_t attempt)

@@ -36,7 +36,7 @@
  * and a ciphertext chunk per connection that resends.
  * Threads: the caller's, up to three workers in steps 1 and 2; in step 4 one sealing worker and
  * one thread per connection (the first runs on c->ch). They share only the put's state; only
- * cc_open_extra reads the client, under a lock. Progress, on_ticket and every result happen on
+ * cc_dial_prepare reads the client, under a lock. Progress, on_ticket and every result happen on
  * the caller's thread.
  */
 #include "client_int.h"
@@ -499,7 +499,7 @@ struct stripe {
         struct reseal q;
         uint64_t *order, nsend, first_todo; /* what OPEN said is missing; [first_todo..) resealed */
         pthread_mutex_t hook_lock;
-        pthread_mutex_t open_lock; /* cc_open_extra writes c->last_error on failure */
+        pthread_mutex_t open_lock; /* held while a connection copies what it dials from c */
         pthread_mutex_t lock;
         pthread_cond_t cond; /* under lock: an acknowledgement, a cut, a thread's end, stop */
         /* ---- under lock */
@@ -685,10 +685,11 @@ static int connect_conn(struct stripe *s, struct conn *k, char *why, size_t cap)
 {
         struct chapar_client *c = s->c;
         struct chp_channel *ch = NULL;
+        struct cc_dial d;
         pthread_mutex_lock(&s->open_lock);
-        int rc = cc_open_extra(c, &ch);
-        snprintf(why, cap, "%s", rc ? c->last_error : "");
+        cc_dial_prepare(c, &d);
         pthread_mutex_unlock(&s->open_lock);
+        int rc = cc_dial(&d, &ch, why, cap); /* handshakes of several connections overlap */
         if (rc)
                 return rc;
         k->ch = ch;
