@@ -41,6 +41,10 @@
 #define REFUSED    1    /* internal: the relay refused the offered suite */
 #define HS_MSG_MAX 1024 /* a longer handshake message is not a chapar relay's */
 #define RAW_MIN    (256 * 1024)
+/* Bytes a connection's socket may hold not yet sent: a writer waits beyond it. The kernel would
+ * otherwise take megabytes, which a cut turns into whole chunks sent again although they never
+ * left this machine, and which delay an endgame's resend; what is in flight is not limited. */
+#define NOTSENT_LOWAT (256 * 1024)
 
 struct chp_channel {
         int fd;
@@ -461,8 +465,9 @@ static int tcp_connect(struct chp_channel *ch)
                                 err = errno;
                 }
                 if (!rc && !err) {
-                        int one = 1;
+                        int one = 1, lowat = NOTSENT_LOWAT;
                         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+                        setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof(lowat));
                         break;
                 }
                 if (err) {
