@@ -15,7 +15,8 @@
 #   lab.sh cc cubic|bbr|reno        congestion control on every route of every namespace
 #   lab.sh exec NODE CMD...         run CMD in NODE's namespace (sender, a, b, receiver;
 #                                   client = sender and server = a, as before)
-#   lab.sh relink                   restart both linkems (empty queues, outage phase from 0)
+#   lab.sh relink [N]               restart both linkems: empty queues, outage phase from 0,
+#                                   loss seeds number N (0 at up)
 #   lab.sh stats                    linkem's counters so far, per link
 #   lab.sh env                      the names and addresses, as shell assignments
 #   lab.sh down                     remove everything `up` made (safe to run twice)
@@ -85,49 +86,55 @@ set_cc() {
 }
 
 start_link() { # S|R: one linkem, its rules from $state/rules
-	local l=$1 end_a end_b up dn seed
+	local l=$1 end_a end_b up dn seed n
 	read -r up dn <"$state/rules"
-	# distinct seeds: with one, the two links would lose the same packets of their streams
+	n=$(cat "$state/seed" 2>/dev/null || echo 0)
+	# distinct seeds per link (with one, both links would lose the same packets of their
+	# streams) and per relink N (else every run would lose the same early packet)
 	if [[ $l == S ]]; then
-		end_a=sender end_b=a seed=0x9e3779b97f4a7c15
+		end_a=sender end_b=a seed=$(printf '0x%x' $(((n + 1) * 0x9e3779b97f4a7c15)))
 	else
-		end_a=receiver end_b=b seed=0x2545f4914f6cdd1d
+		end_a=receiver end_b=b seed=$(printf '0x%x' $(((n + 1) * 0x2545f4914f6cdd1d)))
 	fi
 	: >"$state/linkem-$l.log"
 	"$linkem" --a-ns "/run/netns/$(ns $end_a)" --a-dev tun0 --b-ns "/run/netns/$(ns $end_b)" \
-		--b-dev tun0 --up "$up" --down "$dn" --seed "$seed" 2>"$state/linkem-$l.log" &
+		--b-dev tun0 --up "$up" --down "$dn" --seed "$seed" </dev/null >/dev/null 2>"$state/linkem-$l.log" &
 	echo $! >"$state/linkem-$l.pid"
 }
 
 wait_links() {
 	local l ok
-	for _ in $(seq 50); do
+	for _ in $(seq 100); do
 		ok=1
 		for l in "${LINKS[@]}"; do
 			grep -q running "$state/linkem-$l.log" && continue
 			ok=0
-			kill -0 "$(cat "$state/linkem-$l.pid")" 2>/dev/null || {
+			alive "$(cat "$state/linkem-$l.pid")" || {
 				cat "$state/linkem-$l.log" >&2
 				die "linkem $l did not start"
 			}
 		done
 		[[ $ok -eq 1 ]] && return 0
-		sleep 0.1
+		sleep 0.05
 	done
 	die "linkem did not start within 5 s"
 }
+
+# Running, not a zombie: linkem outlives the lab.sh that started it, and its new parent may
+# take a while to reap it.
+alive() { [[ -r /proc/$1/stat ]] && [[ $(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) != Z* ]]; }
 
 stop_link() { # S|R: TERM, wait, keep its last counters on stderr
 	local l=$1 pid
 	[[ -f $state/linkem-$l.pid ]] || return 0
 	pid=$(cat "$state/linkem-$l.pid")
-	if kill -0 "$pid" 2>/dev/null; then
+	if alive "$pid"; then
 		kill -TERM "$pid"
-		for _ in $(seq 50); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
+		for _ in $(seq 100); do
+			alive "$pid" || break
+			sleep 0.05
 		done
-		kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+		alive "$pid" && kill -KILL "$pid" 2>/dev/null
 	fi
 	rm -f "$state/linkem-$l.pid"
 }
@@ -182,8 +189,10 @@ down() {
 	rm -rf "$state"
 }
 
-relink() {
+relink() { # [N]: the loss seeds' index (0 at up), so a run can be repeated packet for packet
 	[[ -f $state/rules ]] || die "no lab '$prefix' is up"
+	[[ ${1:-0} =~ ^[0-9]+$ ]] || die "relink: N is a number"
+	echo "${1:-0}" >"$state/seed"
 	stop_link S
 	stop_link R
 	start_link S
@@ -259,7 +268,7 @@ up) up "$@" ;;
 down) down ;;
 cc) set_cc "${1:?cubic|bbr}" ;;
 exec) lab_exec "$@" ;;
-relink) relink ;;
+relink) relink "$@" ;;
 stats) stats ;;
 env) env_out ;;
 selftest) selftest "$@" ;;
