@@ -72,5 +72,6 @@ for r in rows:
 '"
 if command -v gnuplot >/dev/null; then
 	check "chart.svg is an SVG" "grep -q '<svg' '$tmp/out/chart.svg'"
+	check "chart.png is a PNG" "head -c 8 '$tmp/out/chart.png' | grep -q PNG"
 fi
 finish
