@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Verifies linkem against iperf3 and ping: for each profile and congestion control, the goodput
-# of one TCP stream each way against the configured rate, and the idle ping RTT against the
-# configured one (up delay + down delay). Prints a Markdown table. Needs root and iperf3, ping.
+# Verifies linkem against iperf3 and ping on the lab's sender<->A link: for each profile and
+# congestion control, the goodput of one TCP stream each way against the configured rate, and the
+# idle ping RTT against the configured one (up delay + down delay). The receiver<->B link is the
+# same linkem with the same rules. Prints a Markdown table. Needs root and iperf3, ping.
 #   verify.sh [-t SECONDS] [PROFILE...]      (default: clean trial good-4g evening long)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -11,6 +12,7 @@ if [[ ${1:-} == -t ]]; then secs=$2; shift 2; fi
 profiles=("$@")
 [[ ${#profiles[@]} -gt 0 ]] || profiles=(clean trial good-4g evening long)
 for t in iperf3 ping python3; do command -v "$t" >/dev/null || { echo "verify.sh: needs $t" >&2; exit 1; }; done
+eval "$("$lab" env)" # the lab's addresses (A_IP) and NETLAB_PREFIX
 tmp=$(mktemp -d)
 trap '"$lab" down >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
 
@@ -32,10 +34,10 @@ else:
 iperf() { # DIR(up|down) -> "Mbit/s retransmits"
 	local rev=() out
 	[[ $1 == down ]] && rev=(-R)
-	"$lab" exec server iperf3 -s -1 -B 198.18.0.2 >/dev/null 2>&1 &
+	"$lab" exec a iperf3 -s -1 -B "$A_IP" >/dev/null 2>&1 &
 	local spid=$!
 	sleep 0.5
-	out=$("$lab" exec client iperf3 -c 198.18.0.2 -t "$secs" "${rev[@]}" -J 2>/dev/null || true)
+	out=$("$lab" exec sender iperf3 -c "$A_IP" -t "$secs" "${rev[@]}" -J 2>/dev/null || true)
 	wait "$spid" 2>/dev/null || true
 	python3 -c '
 import json, sys
@@ -54,9 +56,9 @@ for p in "${profiles[@]}"; do
 	rtt=$(python3 -c "print($(ms "$(rule "$p" 2 delay)") + $(ms "$(rule "$p" 3 delay)"))")
 	for cc in cubic bbr; do
 		"$lab" up "$p" "$cc" >/dev/null
-		pr=$("$lab" exec client ping -c 20 -i 0.2 -q 198.18.0.2 | awk -F/ '/^rtt/ { printf "%.1f/%.1f", $5, $6 }')
+		pr=$("$lab" exec sender ping -c 20 -i 0.2 -q "$A_IP" | awk -F/ '/^rtt/ { printf "%.1f/%.1f", $5, $6 }')
 		# Ping again while the uplink is loaded: the queue bound caps the added delay.
-		"$lab" exec client ping -c 16 -i 0.25 -q 198.18.0.2 >"$tmp/lp" 2>&1 &
+		"$lab" exec sender ping -c 16 -i 0.25 -q "$A_IP" >"$tmp/lp" 2>&1 &
 		lpid=$!
 		read -r ug ur < <(iperf up)
 		wait "$lpid" || true
