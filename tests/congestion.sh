@@ -107,6 +107,39 @@ g=$(gauge unk)
 check "/metrics: $g" "[ '$g' = 'chapar_tcp_congestion_control{algorithm=\"$sysdefault\",wanted=\"nosuchcc\"} 1' ]"
 relay_stop unk
 
+# ---- a route's congctl: the relay's choice still wins -----------------------------------------
+# Linux gives an accepted socket its route's congctl (ip route ... congctl NAME) over the one it
+# inherited from its listener, so the relay sets its choice again on each accepted socket. In a
+# network namespace of this test, loopback's route says cubic (bbr where the kernel has no
+# cubic) and the relay wants reno.
+routecc=cubic
+case " $available " in *" cubic "*) ;; *) routecc=bbr ;; esac
+ns=chpcc$$
+if [ "$(id -u)" -eq 0 ] && ip netns add "$ns" 2>/dev/null; then
+        lib_at_exit+=("ip netns del $ns 2>/dev/null")
+        ip -n "$ns" link set lo up
+        ip -n "$ns" route replace local 127.0.0.1 dev lo table local proto kernel scope host \
+                src 127.0.0.1 congctl "$routecc"
+        printf '#!/bin/sh\nexec ip netns exec %s "%s" "$@"\n' "$ns" "$chapard" >"$tmp/in-ns"
+        chmod +x "$tmp/in-ns"
+        conf route reno
+        CHAPARD_BIN=$tmp/in-ns start route --config "$tmp/route.ini"
+        np=${addr[route]##*:}
+        ns_cc() { ip netns exec "$ns" bash -c "$(declare -f cc_of); cc_of $np"; }
+        ip netns exec "$ns" bash -c "exec 3<>/dev/tcp/127.0.0.1/$np; sleep 20" &
+        holder=$!
+        lib_pids+=("$holder")
+        # ss sees the socket in the accept queue (the route's cubic) before the relay takes it
+        wait_for 10 "[ \"\$(ns_cc | sort -u)\" = reno ]"
+        check "the route says $routecc, the relay wants reno: the accepted connection runs reno (ss: $(ns_cc | tr '\n' ' '))" \
+                "[ \"\$(ns_cc | sort -u)\" = reno ]"
+        kill "$holder" 2>/dev/null
+        relay_stop route
+        ip netns del "$ns"
+else
+        echo "SKIP: a route's congctl (needs root and ip netns)"
+fi
+
 # ---- not allowed, without CAP_NET_ADMIN -------------------------------------------------------
 refused=
 for a in $available; do

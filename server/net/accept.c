@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "congestion.h"
 #include "conn.h"
 #include "err.h"
 #include "log.h"
@@ -169,6 +170,10 @@ void chp_loop_on_accept(struct chp_loop *l, struct listener *li, struct io_uring
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        /* set again: a route's congctl (ip route ... congctl NAME) takes precedence over what the
+         * socket inherited from its listener, the relay's own choice over both */
+        if (l->sh->congestion)
+                chp_congestion_apply(l->sh->congestion, fd);
         struct conn *c = aligned_alloc(16, (sizeof(struct conn) + 15) & ~(size_t)15);
         if (!c) {
                 chp_limits_conn_close(l->sh->limits, slot);

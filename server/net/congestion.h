@@ -2,9 +2,11 @@
  * at start by chp_congestion_choose, which tries the algorithm on a probe socket: a refusal is
  * one warning in the log (why, and how to allow it) and the relay goes on with the system's
  * default; it never stops the start. Then chp_congestion_apply sets it on each listening socket
- * (the sockets Linux accepts from a listener inherit its algorithm) and outgoing sockets ask for
- * chp_congestion_name (federation). A struct chp_congestion is filled by the main thread before
- * the loops and peers run and read-only after: then any thread may read it. Nothing here fails.
+ * (the sockets Linux accepts from a listener inherit its algorithm) and again on each accepted
+ * one (a route's congctl, `ip route ... congctl NAME`, would otherwise take precedence over the
+ * inherited one), and outgoing sockets ask for chp_congestion_name (federation). A struct
+ * chp_congestion is filled by the main thread before the loops and peers run and read-only after:
+ * then any thread may read it. Nothing here fails.
  */
 #ifndef CHP_CONGESTION_H
 #define CHP_CONGESTION_H
