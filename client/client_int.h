@@ -80,6 +80,28 @@ uint32_t cc_backoff_ms(uint32_t attempt);
  * timeout, EOF, refused), remote_code being the wire code of the ERROR frame behind a
  * CHP_EREMOTE. Touches no client: any thread (put.c's connections classify their cuts with it). */
 int cc_code(int rc, uint32_t remote_code);
+/* The adaptive connection count of a put or get (struct chapar_transport's connections = 0): it
+ * starts with CC_ADAPT_FIRST, measures the transfer's rate over each interval (CC_ADAPT_MIN_S, or
+ * 4 round trips when longer) from the moment the last added connection is open, and adds one
+ * while the last one raised the rate by CC_ADAPT_GAIN, up to CHAPAR_CONNECTIONS_MAX and to half
+ * the chunks left; once an addition did not pay, it stays. The coordinating thread's state. */
+#define CC_ADAPT_FIRST 2
+#define CC_ADAPT_GAIN  1.10
+#define CC_ADAPT_MIN_S 0.5
+struct cc_adapt {
+        bool on;     /* still adding */
+        double t0;   /* the interval's start ... */
+        uint64_t b0; /* ... and the bytes done then */
+        double last; /* the rate of the interval before the last addition; 0: none yet */
+};
+/* Starts measuring at now with bytes done; on: connections = 0. */
+void cc_adapt_init(struct cc_adapt *a, bool on, double now, uint64_t bytes);
+/* Whether to add a connection now: pending when an added one is not open yet (the interval
+ * restarts), open the connections there are, left the chunks still to move, rtt_s the path's
+ * round trip (0 unknown). The caller that cannot add one after true calls cc_adapt_stop. */
+bool cc_adapt_step(struct cc_adapt *a, double now, uint64_t bytes, bool pending, uint32_t open,
+                   uint64_t left, double rtt_s);
+void cc_adapt_stop(struct cc_adapt *a);
 /* Closes c->ch. */
 void cc_shutdown(struct chapar_client *c);
 

@@ -43,8 +43,6 @@
 #define GET_WINDOW_MAX  (16u << 20) /* plaintext chunks chapar_get_fd holds for reordering */
 #define GET_POLL_MS     50          /* an idle connection, the caller's loop, an upload's map */
 #define GET_STEAL_MIN_S 0.25        /* endgame: a chunk held this much longer than chunks take */
-#define GET_ADAPT_MIN_S 0.5         /* connections = 0: the shortest measurement interval */
-#define GET_ADAPT_GAIN  1.10 /* ... and the gain an added connection must bring to add another */
 #define PART_SUFFIX    ".chapar-part"
 #define PART_LONGEST   ".chapar-part.state.tmp" /* the longest name a partial file adds */
 
@@ -1101,7 +1099,7 @@ static int get_all(struct getter *g)
         bool adapt = want == 0;
         uint32_t left = count - g->done;
         if (adapt)
-                want = left / 2 < 2 ? 1 : 2;
+                want = left / 2 < CC_ADAPT_FIRST ? 1 : CC_ADAPT_FIRST;
         if (want > left)
                 want = left;
         size_t n = count ? count : 1;
@@ -1126,9 +1124,7 @@ static int get_all(struct getter *g)
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         pthread_cond_init(&g->cv, &ca);
         pthread_condattr_destroy(&ca);
-        double interval = 4 * rtt_s(c->ch);
-        if (interval < GET_ADAPT_MIN_S)
-                interval = GET_ADAPT_MIN_S;
+        double rtt = rtt_s(c->ch);
 
         pthread_mutex_lock(&g->mu);
         int rc = 0;
@@ -1137,10 +1133,11 @@ static int get_all(struct getter *g)
                 rc = conn_start(g, i == 0 && g->complete);
         if (rc)
                 g_fail(g, rc, "out of memory");
-        double now = chp_net_now_s(), m_t0 = now, prev_rate = 0, next_poll = now;
-        uint64_t m_b0 = 0, reported = UINT64_MAX;
+        double now = chp_net_now_s(), next_poll = now;
+        uint64_t reported = UINT64_MAX;
         uint32_t saved = g->done, poll_attempt = 0;
-        bool adding = adapt;
+        struct cc_adapt ad;
+        cc_adapt_init(&ad, adapt, now, g->r->bytes_received);
         while (!g->stop) {
                 if (g->out_fd >= 0 ? g->next == count : g->done == count)
                         break;
@@ -1164,23 +1161,10 @@ static int get_all(struct getter *g)
                         continue;
                 }
                 now = chp_net_now_s();
-                if (adding && g->pending_open) {
-                        m_t0 = now; /* measure from when the added connection is open */
-                        m_b0 = g->r->bytes_received;
-                } else if (adding && now - m_t0 >= interval) {
-                        double rate = (double)(g->r->bytes_received - m_b0) / (now - m_t0);
-                        left = count - g->done;
-                        if ((prev_rate == 0 || rate >= prev_rate * GET_ADAPT_GAIN) &&
-                            g->nconns < CHAPAR_CONNECTIONS_MAX && g->nconns + 1 <= left / 2) {
-                                if (conn_start(g, false) != 0)
-                                        adding = false;
-                                prev_rate = rate;
-                        } else {
-                                adding = false;
-                        }
-                        m_t0 = now;
-                        m_b0 = g->r->bytes_received;
-                }
+                if (cc_adapt_step(&ad, now, g->r->bytes_received, g->pending_open, g->nconns,
+                                  count - g->done, rtt) &&
+                    conn_start(g, false) != 0)
+                        cc_adapt_stop(&ad);
                 if (!g->complete && now >= next_poll && !any_to_ask(g)) {
                         poll_manifest(g, &next_poll, &poll_attempt);
                         continue;

@@ -222,3 +222,40 @@ uint32_t cc_reserve_ids(struct chapar_client *c, uint32_t n)
 {
         return c->ch ? chp_channel_reserve_ids(c->ch, n) : 1; /* its requests fail anyway */
 }
+
+/* ---- the adaptive connection count -------------------------------------------------------- */
+
+void cc_adapt_init(struct cc_adapt *a, bool on, double now, uint64_t bytes)
+{
+        *a = (struct cc_adapt){.on = on, .t0 = now, .b0 = bytes};
+}
+
+bool cc_adapt_step(struct cc_adapt *a, double now, uint64_t bytes, bool pending, uint32_t open,
+                   uint64_t left, double rtt_s)
+{
+        double interval = 4 * rtt_s > CC_ADAPT_MIN_S ? 4 * rtt_s : CC_ADAPT_MIN_S;
+        if (!a->on)
+                return false;
+        if (pending) { /* measure from when the added one is open */
+                a->t0 = now;
+                a->b0 = bytes;
+                return false;
+        }
+        if (now - a->t0 < interval)
+                return false;
+        double rate = (double)(bytes - a->b0) / (now - a->t0);
+        a->t0 = now;
+        a->b0 = bytes;
+        if (open >= CHAPAR_CONNECTIONS_MAX || open + 1 > left / 2 ||
+            (a->last > 0 && rate < CC_ADAPT_GAIN * a->last)) {
+                a->on = false; /* the last one did not pay, or there is no room: stay */
+                return false;
+        }
+        a->last = rate;
+        return true;
+}
+
+void cc_adapt_stop(struct cc_adapt *a)
+{
+        a->on = false;
+}

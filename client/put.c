@@ -67,9 +67,6 @@
 #define QUEUE_BYTES   (32u << 20)  /* what step 4's worker may seal ahead of the sender */
 #define QUEUE_MIN     (CHAPAR_CONNECTIONS_MAX + 1) /* a stalled sender holds one slot */
 #define QUEUE_MAX     16
-#define ADAPT_FIRST   2    /* connections an adapting put starts with */
-#define ADAPT_GAIN    1.10 /* another connection is added while the last one raised this much */
-#define ADAPT_MIN_S   0.5  /* the shortest measurement interval (else 4 RTTs) */
 #define STALL_FACTOR  4    /* a chunk unacknowledged this many mean acknowledgement times ... */
 #define STALL_MIN_S   0.5  /* (at least this) is sent again by an idle connection, at the end */
 #define GRACE_MIN_S   0.2  /* every chunk stored: the wait for duplicates' acknowledgements */
@@ -1062,7 +1059,7 @@ static int send_chunks(struct chapar_client *c, struct put_state *p, const uint8
          * there are chunks to share (adapting: half of them) */
         bool adapt = c->transport.connections == 0;
         uint64_t cap = adapt ? s->nsend / 2 : s->nsend;
-        unsigned want = adapt ? ADAPT_FIRST : c->transport.connections;
+        unsigned want = adapt ? CC_ADAPT_FIRST : c->transport.connections;
         if (want > cap)
                 want = cap ? (unsigned)cap : 1;
         s->want = want;
@@ -1085,8 +1082,10 @@ static int send_chunks(struct chapar_client *c, struct put_state *p, const uint8
         if (rc)
                 set_fatal(s, rc, 0, "");
 
-        uint64_t reported = already, tick_bytes = already;
-        double tick_t = mono_s(), last_rate = 0, end_at = 0;
+        uint64_t reported = already;
+        double end_at = 0;
+        struct cc_adapt ad;
+        cc_adapt_init(&ad, adapt, mono_s(), already);
         while (!s->fatal) {
                 double now = mono_s();
                 if (atomic_load_explicit(&c->cancel, memory_order_relaxed)) {
@@ -1116,31 +1115,18 @@ static int send_chunks(struct chapar_client *c, struct put_state *p, const uint8
                         pthread_mutex_lock(&s->lock);
                         continue;
                 }
-                double interval = 4 * s->ack_min < ADAPT_MIN_S ? ADAPT_MIN_S : 4 * s->ack_min;
-                if (adapt && s->left && !s->gone) {
-                        if (s->open_now < s->want) { /* measure once the new one is up */
-                                tick_t = now;
-                                tick_bytes = s->done_bytes;
-                        } else if (now - tick_t >= interval) {
-                                double rate = (double)(s->done_bytes - tick_bytes) / (now - tick_t);
-                                bool room =
-                                    started < CHAPAR_CONNECTIONS_MAX && s->want + 1 <= s->left / 2;
-                                if (room && (last_rate == 0 || rate >= ADAPT_GAIN * last_rate)) {
-                                        last_rate = rate;
-                                        if (conn_start(s, started)) {
-                                                started++;
-                                                s->want++;
-                                        } else {
-                                                adapt = false;
-                                        }
-                                } else {
-                                        adapt = false; /* the last one did not pay: stay */
-                                }
-                                tick_t = now;
-                                tick_bytes = s->done_bytes;
+                /* an acknowledgement's time is the put's round trip */
+                if (s->left && !s->gone &&
+                    cc_adapt_step(&ad, now, s->done_bytes, s->open_now < s->want, started, s->left,
+                                  s->ack_min)) {
+                        if (conn_start(s, started)) {
+                                started++;
+                                s->want++;
+                        } else {
+                                cc_adapt_stop(&ad);
                         }
                 }
-                wait_until(s, now + (adapt ? interval / 4 : 0.1));
+                wait_until(s, now + (ad.on ? CC_ADAPT_MIN_S / 4 : 0.1));
         }
         /* the end: every thread stops; a connection still blocked (stalled, or mid-chunk on a
          * failure) is shut down under it */

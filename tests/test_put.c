@@ -464,6 +464,32 @@ TEST(extra_connection_and_backoff)
         CHECK(cc_backoff_ms(3) >= 800 && cc_backoff_ms(3) <= 1600);
 }
 
+/* The adaptive count put and get share: one more connection per interval while the last one
+ * raised the rate by CC_ADAPT_GAIN; the interval restarts while an added one opens; no room
+ * (half the chunks left, the maximum) or no gain ends the adding for good. */
+TEST(adaptive_connection_count)
+{
+        struct cc_adapt a;
+        cc_adapt_init(&a, false, 0, 0);
+        CHECK(!cc_adapt_step(&a, 10, 1000, false, 2, 100, 0));
+        cc_adapt_init(&a, true, 0, 0); /* times in binary fractions: exact differences */
+        CHECK(!cc_adapt_step(&a, 0.25, 250, false, 2, 100, 0)); /* within 0.5 s */
+        CHECK(cc_adapt_step(&a, 0.5, 500, false, 2, 100, 0));   /* first rate: 1000 B/s */
+        CHECK(!cc_adapt_step(&a, 1.0, 600, true, 2, 100, 0));   /* the third opens: restart */
+        CHECK(!cc_adapt_step(&a, 1.25, 900, false, 3, 100, 0));
+        CHECK(cc_adapt_step(&a, 1.5, 1200, false, 3, 100, 0)); /* 1200 B/s: +20% */
+        /* a long path measures over 4 round trips */
+        CHECK(!cc_adapt_step(&a, 3.0, 3000, false, 4, 100, 0.5)); /* 1.5 s: not yet */
+        CHECK(a.on);
+        CHECK(!cc_adapt_step(&a, 3.5, 3720, false, 4, 100, 0.5)); /* 1260 B/s: +5%, stays */
+        CHECK(!a.on);
+        CHECK(!cc_adapt_step(&a, 9, 9000, false, 4, 100, 0));
+        cc_adapt_init(&a, true, 0, 0);
+        CHECK(!cc_adapt_step(&a, 1, 1000, false, 2, 5, 0)); /* 3 > 5 / 2: no room */
+        cc_adapt_init(&a, true, 0, 0);
+        CHECK(!cc_adapt_step(&a, 1, 1000, false, CHAPAR_CONNECTIONS_MAX, 1000, 0));
+}
+
 /* A path that is not a regular file is refused at once: a FIFO with no writer does not block the
  * put. Run in a child that SIGALRM ends if it blocks (so the relay is still stopped); needs no
  * relay: the client's connect failed. */
