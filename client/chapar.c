@@ -580,7 +580,8 @@ static int ticket_command(const char *cmd, int argc, char **argv, bool with_out,
                         return is_help(argv[i])
                                    ? (usage(stdout), -1)
                                    : bad_arg(cmd,
-                                             with_out ? "-o --via --token --congestion-control"
+                                             with_out ? "-o --via --token --congestion-control "
+                                                        "--connections --retry-for"
                                                       : "--via --token",
                                              argc, argv, i);
                 else
