@@ -230,6 +230,11 @@ void cc_adapt_init(struct cc_adapt *a, bool on, double now, uint64_t bytes)
         *a = (struct cc_adapt){.on = on, .t0 = now, .b0 = bytes};
 }
 
+bool cc_adapt_pays(const char *congestion)
+{
+        return strcmp(congestion, "bbr") != 0;
+}
+
 bool cc_adapt_step(struct cc_adapt *a, double now, uint64_t bytes, bool pending, uint32_t open,
                    uint64_t left, double rtt_s)
 {

@@ -1085,7 +1085,7 @@ static int send_chunks(struct chapar_client *c, struct put_state *p, const uint8
         uint64_t reported = already;
         double end_at = 0;
         struct cc_adapt ad;
-        cc_adapt_init(&ad, adapt, mono_s(), already);
+        cc_adapt_init(&ad, adapt && cc_adapt_pays(c->stats.congestion), mono_s(), already);
         while (!s->fatal) {
                 double now = mono_s();
                 if (atomic_load_explicit(&c->cancel, memory_order_relaxed)) {

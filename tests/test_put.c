@@ -488,6 +488,8 @@ TEST(adaptive_connection_count)
         CHECK(!cc_adapt_step(&a, 1, 1000, false, 2, 5, 0)); /* 3 > 5 / 2: no room */
         cc_adapt_init(&a, true, 0, 0);
         CHECK(!cc_adapt_step(&a, 1, 1000, false, CHAPAR_CONNECTIONS_MAX, 1000, 0));
+        /* more flows pay under loss-based congestion control, not under BBR */
+        CHECK(cc_adapt_pays("cubic") && cc_adapt_pays("reno") && !cc_adapt_pays("bbr"));
 }
 
 /* A path that is not a regular file is refused at once: a FIFO with no writer does not block the
