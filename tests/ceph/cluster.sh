@@ -81,11 +81,12 @@ start() { # DIR POOL
         command -v ceph-mon >/dev/null && command -v ceph-osd >/dev/null &&
                 command -v ceph >/dev/null && command -v rados >/dev/null ||
                 die "ceph-mon, ceph-osd, ceph and rados are needed (scripts/deps --test)"
-        mkdir -p "$d" || die "cannot make $d"
-        d=$(cd "$d" && pwd)
+        [[ $pool =~ ^[A-Za-z0-9_.-]+$ ]] || die "pool name '$pool': letters, digits, _ . - only"
+        d=$(realpath -m -- "$d")
         # the daemons' sockets are DIR/run/ceph-mon.a.asok and the like (clients make none);
         # a socket path has at most 107 bytes
         [ ${#d} -le 80 ] || die "$d is ${#d} characters; the admin sockets under it need <= 80"
+        mkdir -p "$d" || die "cannot make $d"
         [ -e "$d/pids" ] && die "$d already has a cluster (cluster.sh stop $d first)"
         mkdir -p "$d/log" "$d/run" "$d/crash" "$d/mon.a" "$d/osd.0" || die "cannot fill $d"
         : >"$d/pids"
