@@ -1119,11 +1119,7 @@ static int get_all(struct getter *g)
         g->last_progress = chp_net_now_s();
         pthread_mutex_init(&g->mu, NULL);
         pthread_mutex_init(&g->open_mu, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&g->cv, &ca);
-        pthread_condattr_destroy(&ca);
+        chp_net_cond_init(&g->cv);
         double rtt = rtt_s(c->ch);
 
         pthread_mutex_lock(&g->mu);

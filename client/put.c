@@ -1048,11 +1048,7 @@ static int send_chunks(struct chapar_client *c, struct put_state *p, const uint8
         pthread_mutex_init(&s->hook_lock, NULL);
         pthread_mutex_init(&s->open_lock, NULL);
         pthread_mutex_init(&s->lock, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&s->cond, &ca);
-        pthread_condattr_destroy(&ca);
+        chp_net_cond_init(&s->cond);
         rc = reseal_start(&s->q, p, s->order + s->first_todo, s->nsend - s->first_todo);
 
         /* how many: the caller's number, or 2 and then more while that pays; never more than

@@ -182,3 +182,15 @@ int chp_net_congestion(int fd, char *out, size_t cap)
         snprintf(out, cap, "%s", buf);
         return 0;
 }
+
+void chp_net_cond_init(pthread_cond_t *cv)
+{
+        pthread_condattr_t ca;
+        if (pthread_condattr_init(&ca) != 0) {
+                pthread_cond_init(cv, NULL);
+                return;
+        }
+        if (pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) != 0 || pthread_cond_init(cv, &ca) != 0)
+                pthread_cond_init(cv, NULL);
+        pthread_condattr_destroy(&ca);
+}

@@ -7,6 +7,7 @@
 #ifndef CHP_NET_H
 #define CHP_NET_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -52,6 +53,11 @@ struct iovec;
 /* After a writev/sendmsg that wrote w bytes of the n buffers at *iov: steps *iov and *n past the
  * buffers written whole and trims the first one left, so the call can be repeated on the rest. */
 void chp_net_iov_advance(struct iovec **iov, int *n, size_t w);
+
+/* Initialises *cv so that its timed waits (pthread_cond_timedwait) take deadlines on the
+ * monotonic clock below, not the wall clock a settimeofday can move. (Should the attribute be
+ * refused, which glibc never does, *cv is initialised with the default clock.) */
+void chp_net_cond_init(pthread_cond_t *cv);
 
 /* The monotonic clock (CLOCK_MONOTONIC), in milliseconds, microseconds or seconds. */
 uint64_t chp_net_now_ms(void);

@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "net.h"
+
 #define BUF_BYTES   (1u << 20)  /* lines the loops may queue ahead of the disk */
 #define BATCH_BYTES (64u << 10) /* written at once when this much is waiting... */
 #define BATCH_MS    50          /* ...else what came within this long of the first line */
@@ -145,11 +147,7 @@ int chp_alog_open(const char *path, enum chp_log_format fmt, struct chp_alog **o
                 a->fd = rc;
         }
         pthread_mutex_init(&a->mu, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&a->cv, &ca);
-        pthread_condattr_destroy(&ca);
+        chp_net_cond_init(&a->cv);
         if ((rc = -pthread_create(&a->writer, NULL, writer_main, a)) != 0) {
                 pthread_cond_destroy(&a->cv);
                 pthread_mutex_destroy(&a->mu);

@@ -803,12 +803,8 @@ int chp_peers_start(struct chp_shared *sh, struct chp_peers **out)
                 return -ENOMEM;
         p->sh = sh;
         pthread_mutex_init(&p->lock, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the clock of chp_net_now_ms */
-        pthread_cond_init(&p->cond, &ca);
-        pthread_cond_init(&p->watch_cond, &ca);
-        pthread_condattr_destroy(&ca);
+        chp_net_cond_init(&p->cond);
+        chp_net_cond_init(&p->watch_cond);
         p->peers = calloc(MAX_SLOTS, sizeof(*p->peers));
         if (!p->peers) {
                 chp_peers_stop(p);
