@@ -40,6 +40,7 @@ static const struct {
     [CHP_ERR_BASE - CHP_EQUARANTINED] = {"unavailable for legal reasons: the relay's operator "
                                          "quarantined this file",
                                          451},
+    [CHP_ERR_BASE - CHP_EUNAVAILABLE] = {"the storage cluster did not answer in time: retry", 503},
 };
 
 const char *chp_strerror(int code)

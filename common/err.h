@@ -48,14 +48,18 @@ enum chp_err {
         CHP_ETOKEN_SUBJECT = CHP_ERR_BASE - 29,
         /* Administration (issue 15). */
         CHP_EQUARANTINED = CHP_ERR_BASE - 30, /* the operator quarantined this file id (451) */
-        CHP_ERR_LAST = CHP_EQUARANTINED,      /* the lowest project code */
+        /* Scale-out (issue 17): the storage cluster (Ceph RADOS) did not answer in time, or the
+         * relay lost it; nothing was stored or acknowledged: retry (503). */
+        CHP_EUNAVAILABLE = CHP_ERR_BASE - 31,
+        CHP_ERR_LAST = CHP_EUNAVAILABLE, /* the lowest project code */
 };
 
 /* A readable explanation of code (0, a negative errno, or a CHP_E* code). Never NULL. */
 const char *chp_strerror(int code);
 
 /* The HTTP status a CHP_EHTTP_*, CHP_ETOKEN_* (CHP_ETOKEN_SUBJECT: 403), CHP_EQUOTA, CHP_ELIMITED,
- * CHP_EQUARANTINED (451) or CHP_ETOOBIG (413) code names, or 0 for any other code. */
+ * CHP_EQUARANTINED (451), CHP_EUNAVAILABLE (503) or CHP_ETOOBIG (413) code names, or 0 for any
+ * other code. */
 int chp_err_http_status(int code);
 
 #endif

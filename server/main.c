@@ -43,8 +43,11 @@ static int usage(FILE *to)
                     "               [--log-level error|warn|info|debug] [--open]\n"
                     "               [--access-log FILE|-] [--log-format logfmt|json]\n"
                     "               [--admin-listen HOST:PORT --admin-key FILE]\n"
+                    "               [--store local|rados --rados-conf FILE --rados-pool POOL\n"
+                    "                [--rados-user NAME]]\n"
                     "       chapard check-config FILE\n"
-                    "       chapard verify --data DIR\n"
+                    "       chapard verify --data DIR [--store rados --rados-conf FILE\n"
+                    "                      --rados-pool POOL [--rados-user NAME]]\n"
                     "       chapard admin [--data DIR | --admin HOST:PORT --key FILE] [--json]\n"
                     "                     list|stats|delete ID|quarantine ID|unquarantine ID|\n"
                     "                     quarantined|verify|status   (chapard admin --help)\n"
@@ -66,15 +69,32 @@ static void print_problem(void *ctx, const char *problem)
 
 static int cmd_verify(int argc, char **argv)
 {
-        const char *dir = "./data";
-        for (int i = 0; i < argc; i++) {
-                if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
-                        dir = argv[++i];
-                else
-                        return usage(stderr);
-        }
         struct chp_store_opts o;
         chp_store_opts_default(&o);
+        const char *dir = "./data";
+        for (int i = 0; i < argc; i++) {
+                const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+                if (strcmp(argv[i], "--data") == 0 && v)
+                        dir = v;
+                else if (strcmp(argv[i], "--store") == 0 && v && strcmp(v, "local") == 0)
+                        o.backend = CHP_STORE_LOCAL;
+                else if (strcmp(argv[i], "--store") == 0 && v && strcmp(v, "rados") == 0)
+                        o.backend = CHP_STORE_RADOS;
+                else if (strcmp(argv[i], "--rados-conf") == 0 && v)
+                        o.rados_conf = v;
+                else if (strcmp(argv[i], "--rados-pool") == 0 && v)
+                        o.rados_pool = v;
+                else if (strcmp(argv[i], "--rados-user") == 0 && v)
+                        o.rados_user = v;
+                else
+                        return usage(stderr);
+                i++;
+        }
+        if (o.backend == CHP_STORE_RADOS && (!o.rados_conf || !o.rados_pool)) {
+                fprintf(stderr,
+                        "chapard verify: --store rados needs --rados-conf and --rados-pool\n");
+                return 2;
+        }
         o.dir = dir;
         struct chp_store *s;
         int rc = chp_store_open(&o, &s);

@@ -76,6 +76,7 @@ enum kind {
         K_CCNAME,    /* char *, a TCP congestion control's name (congestion_name_ok) */
         K_FLAG,      /* bool; a flag without a value, a boolean in the file */
         K_SYNC,      /* enum chp_sync */
+        K_BACKEND,   /* enum chp_store_backend: local or rados */
         K_LOGLEVEL,  /* enum chp_log_level */
         K_LOGFORMAT, /* enum chp_log_format */
         K_NUMBER,    /* plain whole number */
@@ -151,6 +152,12 @@ static const struct setting settings[] = {
     {SEC_STORE, "map_size", NULL, K_SIZE, FIELD(store.map_size), MIN_MAP_SIZE, UINT64_MAX},
     {SEC_STORE, "segment_size", NULL, K_SIZE, FIELD(store.segment_size), MIN_SEGMENT, UINT64_MAX},
     {SEC_STORE, "compact_ratio", NULL, K_RATIO, FIELD(store.compact_ratio), 0, 0},
+    {SEC_STORE, "backend", "store", K_BACKEND, FIELD(store.backend), 0, 0},
+    {SEC_STORE, "rados_conf", "rados-conf", K_STRING, FIELD(rados_conf), 0, 0},
+    {SEC_STORE, "rados_pool", "rados-pool", K_STRING, FIELD(rados_pool), 0, 0},
+    {SEC_STORE, "rados_user", "rados-user", K_STRING, FIELD(rados_user), 0, 0},
+    {SEC_STORE, "rados_inflight", NULL, K_NUMBER, FIELD(store.rados_inflight), 1, 4096},
+    {SEC_STORE, "rados_op_timeout", NULL, K_DURATION, FIELD(store.rados_op_timeout), 1, 3600},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -239,6 +246,11 @@ void chp_config_free(struct chp_config *c)
         free(c->admin_listen);
         free(c->admin_key);
         c->admin_listen = c->admin_key = NULL;
+        free(c->rados_conf);
+        free(c->rados_pool);
+        free(c->rados_user);
+        c->rados_conf = c->rados_pool = c->rados_user = NULL;
+        c->store.rados_conf = c->store.rados_pool = c->store.rados_user = NULL;
         c->data_dir = c->listen = c->http = c->key_file = c->ready_file = c->cors_origins = NULL;
         c->cors_headers = NULL;
         c->store.dir = NULL;
@@ -445,6 +457,16 @@ static int apply(void *base, const struct setting *s, const char *v, char *why, 
         case K_FLAG:
                 if (parse_bool(v, (bool *)field) != 0) {
                         snprintf(why, cap, "expected true/false, yes/no, on/off or 1/0");
+                        return -EINVAL;
+                }
+                return 0;
+        case K_BACKEND:
+                if (strcmp(v, "local") == 0)
+                        *(enum chp_store_backend *)field = CHP_STORE_LOCAL;
+                else if (strcmp(v, "rados") == 0)
+                        *(enum chp_store_backend *)field = CHP_STORE_RADOS;
+                else {
+                        snprintf(why, cap, "expected local or rados");
                         return -EINVAL;
                 }
                 return 0;
@@ -1146,8 +1168,17 @@ int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX])
                          (unsigned)c->window_bytes, (unsigned long long)MIN_WINDOW);
                 return -EINVAL;
         }
+        if (c->store.backend == CHP_STORE_RADOS && (!c->rados_conf || !c->rados_pool)) {
+                snprintf(err, CHP_CONFIG_ERR_MAX,
+                         "--store rados needs rados_conf (--rados-conf FILE) and rados_pool "
+                         "(--rados-pool POOL)");
+                return -EINVAL;
+        }
         c->store.dir = c->data_dir;
         c->store.sync = c->sync;
+        c->store.rados_conf = c->rados_conf;
+        c->store.rados_pool = c->rados_pool;
+        c->store.rados_user = c->rados_user;
         /* a chunk stored for an upload is attached before the upload expires, or never */
         c->store.orphan_grace = c->upload_expiry;
         return 0;
@@ -1233,5 +1264,8 @@ int chp_config_keep_restart_settings(struct chp_config *next, const struct chp_c
         /* the store's settings, those outside the table too, are the running store's */
         next->store = running->store;
         next->store.dir = next->data_dir;
+        next->store.rados_conf = next->rados_conf;
+        next->store.rados_pool = next->rados_pool;
+        next->store.rados_user = next->rados_user;
         return 0;
 }

@@ -22,7 +22,9 @@
  *              upload_rate_per_address, download_rate_per_address, max_incomplete_per_address,
  *              limit_loopback (the per-address and per-subject limits: conf/client_limits.h),
  *              fetch_timeout, fetch_min_rate, fetch_workers_per_peer, audit_interval
- *   [store]    inline_max, map_size, segment_size, compact_ratio
+ *   [store]    inline_max, map_size, segment_size, compact_ratio, backend (--store),
+ *              rados_conf (--rados-conf), rados_pool (--rados-pool), rados_user (--rados-user),
+ *              rados_inflight, rados_op_timeout
  *   [peer "NAME"]  address, pubkey     (federation: the relays this one fetches from and accepts)
  *   [tenant "NAME"]  token_key (one or more), max_stored, max_uploaded_per_day, max_file_size,
  *              max_file_life, max_concurrent_uploads, max_incomplete_uploads   (who may upload)
@@ -146,6 +148,9 @@ struct chp_config {
         char *congestion_control;        /* TCP congestion control of the relay's sockets (accepted
                                             and federation): an algorithm's name, or "system" (the
                                             kernel's default); default "bbr"; takes a restart */
+        /* [store] backend = rados: the cluster's ceph.conf, the pool, the client name (without
+           "client."); NULL until set; chp_config_finish points store.rados_* at them */
+        char *rados_conf, *rados_pool, *rados_user;
         struct chp_store_opts store; /* store.dir is set from data_dir by chp_config_finish */
         struct chp_peer_config peers[CHP_MAX_PEERS];
         unsigned npeers;

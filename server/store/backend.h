@@ -26,11 +26,16 @@
 
 /* Where a backend put a chunk; the store keeps it in the chunk record (its seg and offset fields)
  * and hands it back unchanged. Segments: file number and byte offset. An object store may ignore
- * it and name objects by address. */
+ * them and name objects by address: addr is the chunk's address, set by the store on every place
+ * it hands a backend (borrowed for the call; not kept in the record). */
 struct chp_backend_place {
         uint32_t unit;
         uint64_t offset;
+        const uint8_t *addr;
 };
+
+/* chp_store_read_async's completion, as the backend calls it (read_async). */
+typedef void (*chp_backend_read_fn)(void *ctx, int result);
 
 /* A chunk's bytes as a file range, for splice/sendfile: fd stays open until span_release. */
 struct chp_backend_span {
@@ -120,6 +125,12 @@ struct chp_backend_ops {
         int (*span)(struct chp_backend *b, const struct chp_backend_place *place,
                     struct chp_backend_span *out /* out */);
         void (*span_release)(struct chp_backend *b, struct chp_backend_span *span);
+        /* Starts reading the chunk's len bytes into buf (borrowed until done) and returns 0;
+         * done(ctx, 0 or a negative code) follows exactly once, on a thread of the backend's,
+         * never inside this call. A code instead of 0 means done will not be called. NULL: the
+         * backend's reads do not wait on anything remote (the store calls read). */
+        int (*read_async)(struct chp_backend *b, const struct chp_backend_place *place,
+                          uint32_t len, void *buf, chp_backend_read_fn done, void *ctx);
 
         /* ---- verify (scan), in the caller's read snapshot txn ---- */
         /* Checks the backend's own records, then verify_chunk for each chunk record, then
@@ -158,5 +169,15 @@ struct chp_segments_opts {
 __attribute__((warn_unused_result)) int chp_segments_open(const struct chp_segments_opts *o,
                                                           const struct chp_backend_host *h,
                                                           struct chp_backend **out /* out */);
+
+/* ---- the RADOS backend (rados.c, built with CHAPAR_RADOS) ------------------------------- */
+
+/* Connects to the cluster o->rados_conf names, as o->rados_user, and opens o->rados_pool: chunk
+ * bytes become objects named by their address's hex in the namespace "c". CHP_EUNAVAILABLE when
+ * the cluster does not answer within o->rados_op_timeout, -ENOENT when the pool does not exist.
+ * h is copied. Caller frees with out->ops->close. */
+__attribute__((warn_unused_result)) int chp_rados_open(const struct chp_store_opts *o,
+                                                       const struct chp_backend_host *h,
+                                                       struct chp_backend **out /* out */);
 
 #endif

@@ -150,6 +150,9 @@ void chp_store_opts_default(struct chp_store_opts *o)
         o->gc_batch = 10000;
         o->space_reserve = 0;
         o->orphan_grace = 7ull * 24 * 3600;
+        o->backend = CHP_STORE_LOCAL;
+        o->rados_inflight = 64;
+        o->rados_op_timeout = 30;
 }
 
 static int mkdir_p(const char *path)
@@ -344,7 +347,16 @@ int chp_store_open(const struct chp_store_opts *o, struct chp_store **out)
             .chunk_get = store_chunk_get,
             .chunk_moved = store_chunk_moved,
         };
-        if ((rc = chp_segments_open(&so, &host, &s->backend)))
+        if (o->backend == CHP_STORE_RADOS) {
+#ifdef CHAPAR_RADOS
+                rc = chp_rados_open(o, &host, &s->backend);
+#else
+                rc = -ENOTSUP; /* built without librados */
+#endif
+        } else {
+                rc = chp_segments_open(&so, &host, &s->backend);
+        }
+        if (rc)
                 goto out;
 #ifdef CHAPAR_FAULT_INJECTION
         fault_from_env(s);

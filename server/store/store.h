@@ -37,8 +37,24 @@ enum chp_sync {
                           machine (not of the process) may lose acknowledged data */
 };
 
+/* Where the bytes of chunks above inline_max live (the chunk backend, backend.h). */
+enum chp_store_backend {
+        CHP_STORE_LOCAL, /* segment files in dir (the default) */
+        CHP_STORE_RADOS, /* objects named by address in a Ceph RADOS pool; dir keeps the index
+                            (LMDB: every record) and the inline chunks. Until the shared state of
+                            docs/scale-out.md is built, one relay per pool. */
+};
+
 struct chp_store_opts {
         const char *dir; /* data directory; created if missing; borrowed */
+        enum chp_store_backend backend;
+        /* CHP_STORE_RADOS: the cluster (all borrowed; conf and pool required) */
+        const char *rados_conf;    /* a ceph.conf naming the monitors and the keyring */
+        const char *rados_pool;    /* the pool (it must exist) */
+        const char *rados_user;    /* the client's name without "client."; NULL: admin */
+        uint32_t rados_inflight;   /* most RADOS operations in flight at once, 1..4096 */
+        uint32_t rados_op_timeout; /* seconds an operation may take before it fails with
+                                      CHP_EUNAVAILABLE (librados' osd and mon op timeouts) */
         enum chp_sync sync;
         uint32_t inline_max;   /* chunks of at most this many bytes live in LMDB */
         uint64_t map_size;     /* LMDB map size in bytes; fixed while open */
@@ -59,7 +75,8 @@ struct chp_store_opts {
         uint64_t orphan_grace;
 };
 
-/* Fills o with the defaults: sync full, inline_max 16 KiB, map 64 GiB, segments 256 MiB (but at
+/* Fills o with the defaults: the local backend (RADOS: 64 in flight, 30 s timeout), sync full,
+ * inline_max 16 KiB, map 64 GiB, segments 256 MiB (but at
  * most 1/16 of the filesystem, and at least CHP_CHUNK_MAX), batch 64 MiB, no linger, compact
  * below 0.5, 10000 records per GC pass, automatic space reserve, orphans kept 7 days. */
 void chp_store_opts_default(struct chp_store_opts *o);
@@ -71,7 +88,10 @@ typedef void (*chp_verify_problem_fn)(void *ctx, const char *problem);
 
 /* Opens (creating if needed) the store in o->dir, truncates torn segment tails, removes segment
  * files the index does not know, and starts the writer thread. Takes an exclusive lock on the
- * directory (CHP_ELOCKED if another process holds it). Caller frees with chp_store_close. */
+ * directory (CHP_ELOCKED if another process holds it). With CHP_STORE_RADOS it connects to the
+ * cluster first (-ENOTSUP in a build without RADOS support; CHP_EUNAVAILABLE when the cluster
+ * does not answer within rados_op_timeout; -ENOENT: no such pool). Caller frees with
+ * chp_store_close. */
 __attribute__((warn_unused_result)) int chp_store_open(const struct chp_store_opts *o,
                                                        struct chp_store **out /* out */);
 
@@ -307,6 +327,21 @@ void chp_store_loc_release(struct chp_store *s, struct chp_chunk_loc *loc);
  * -ENOBUFS if cap is too small, CHP_ECORRUPT on a checksum mismatch, -EIO. */
 __attribute__((warn_unused_result)) ssize_t
 chp_store_read(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], void *buf, size_t cap);
+
+/* The result of chp_store_read_async when it completes later: the chunk's length, or a code as
+ * chp_store_read returns. Called exactly once, on a thread of the store's backend (never the
+ * caller's): it must not block, and a loop posts the result to itself (chp_loop_post). */
+typedef void (*chp_store_read_fn)(void *ctx, ssize_t result);
+
+/* Reads a whole chunk into buf (cap bytes), as chp_store_read, without blocking the calling
+ * thread on a remote backend. When the bytes are at hand (inline, or in a local file) it reads
+ * them now and returns the length or a code as chp_store_read does; done is not called. When
+ * the backend must fetch them (RADOS) it returns -EINPROGRESS, and done(ctx, result) follows:
+ * buf stays borrowed until then, and the XXH3 is checked before it. Any thread. */
+__attribute__((warn_unused_result)) ssize_t chp_store_read_async(struct chp_store *s,
+                                                                 const uint8_t addr[CHP_HASH_BYTES],
+                                                                 void *buf, size_t cap,
+                                                                 chp_store_read_fn done, void *ctx);
 
 /* For each of n addresses (n * CHP_HASH_BYTES bytes), present[i] = 1 if stored, else 0. */
 __attribute__((warn_unused_result)) int chp_store_has(struct chp_store *s, const uint8_t *addrs,
