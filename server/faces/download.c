@@ -6,7 +6,9 @@
  *         cache (inline chunks copied), DRAIN_LOW bytes queued at a time as the socket drains
  *
  * Loop thread only. A chunk missing under a file whose head is already out cuts the connection
- * (the body can only be cut short); everything before the head is answered with a status.
+ * (the body can only be cut short); everything before the head is answered with a status. A
+ * backend without files (RADOS) fills a buffer of the download's (chp_store_read_async): one
+ * such read at a time, whose completion is posted to this loop and queues the bytes in order.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -30,12 +32,105 @@ bool download_parse_id(struct chp_http_str path, uint8_t id[CHP_HASH_BYTES])
         return chp_hex_decode(path.p + 3, 64, id, CHP_HASH_BYTES) == 0;
 }
 
-/* Queues download bytes until DRAIN_LOW are waiting (called again as they drain). */
+/* A chunk the store copies into buf, of which n bytes from off go out: at once, or later from
+ * the backend. The buffer is charged to the memory budget until the read is freed. */
+struct dl_read {
+        struct conn_op base; /* first: the loop routes the completion through it */
+        uint8_t *buf;
+        uint32_t clen, off, n;
+        ssize_t result;
+};
+
+static void dl_read_free(struct chp_shared *sh, struct dl_read *r)
+{
+        if (r->buf)
+                atomic_fetch_sub(&sh->mem_used, r->clen);
+        free(r->buf);
+        free(r);
+}
+
+/* Queues r's bytes; false when the read failed or the queue could not take them. */
+static bool dl_read_queue(struct conn *c, struct dl_read *r, uint32_t i)
+{
+        uint8_t *out = r->result == (ssize_t)r->clen ? conn_out_reserve(c, r->n) : NULL;
+        if (out) {
+                memcpy(out, r->buf + r->off, r->n);
+                return true;
+        }
+        chp_log_error("http", "download: chunk %u of a file cannot be read (%s)", i,
+                      chp_strerror(r->result < 0 ? (int)r->result : -ENOMEM));
+        return false;
+}
+
+/* The store's thread: the bytes are in (or not); the loop goes on. */
+static void dl_read_arrived(void *ctx, ssize_t result)
+{
+        struct dl_read *r = ctx;
+        r->result = result;
+        chp_loop_post(r->base.c->loop, &r->base.req);
+}
+
+/* Loop thread: the completion, also after the connection closed (it held the connection and
+ * owns the buffer the store was filling). */
+static void dl_read_done(struct conn_op *base)
+{
+        struct dl_read *r = (struct dl_read *)base;
+        struct conn *c = base->c;
+        struct http *h = c->proto;
+        struct download *d = &h->dl;
+        d->reading = false;
+        if (!c->closed) {
+                uint32_t i = (uint32_t)(d->next / d->m.chunk_size);
+                if (!dl_read_queue(c, r, i)) {
+                        conn_close(c); /* the head is out: the body can only be cut */
+                } else {
+                        d->next += r->n;
+                        download_fill(c);
+                        if (h->ph == PH_HEAD || h->ph == PH_DISCARD)
+                                http_on_input(c); /* the download is queued whole: the next */
+                        conn_flush(c);
+                        conn_maybe_read(c);
+                }
+        }
+        dl_read_free(c->sh, r);
+        conn_release(c);
+}
+
+/* Copies n bytes from off of chunk i (clen bytes at addr) to the queue: 1 when queued now, 0
+ * when a read is under way (the completion goes on), -1 when the connection must be cut. */
+static int copy_chunk(struct conn *c, const uint8_t *addr, uint32_t i, uint32_t clen, uint32_t off,
+                      uint32_t n)
+{
+        struct dl_read *r = calloc(1, sizeof(*r));
+        uint8_t *buf = r ? malloc(clen ? clen : 1) : NULL;
+        if (!buf) {
+                free(r);
+                return -1;
+        }
+        atomic_fetch_add(&c->sh->mem_used, clen);
+        *r = (struct dl_read){.base = {.c = c, .done = dl_read_done, .t0 = chp_net_now_us()},
+                              .buf = buf,
+                              .clen = clen,
+                              .off = off,
+                              .n = n};
+        r->result = chp_store_read_async(c->sh->store, addr, buf, clen, dl_read_arrived, r);
+        if (r->result == -EINPROGRESS) {
+                ((struct http *)c->proto)->dl.reading = true;
+                conn_hold(c);
+                return 0;
+        }
+        bool queued = dl_read_queue(c, r, i);
+        dl_read_free(c->sh, r);
+        return queued ? 1 : -1;
+}
+
+/* Queues download bytes until DRAIN_LOW are waiting (called again as they drain, and when a
+ * chunk read completes). */
 void download_fill(struct conn *c)
 {
         struct http *h = c->proto;
         struct download *d = &h->dl;
-        if (!d->manifest || c->closed)
+        if (!d->manifest || c->closed || d->reading)
                 return;
         uint32_t cs = d->m.chunk_size;
         while (d->next <= d->last && c->out_bytes < DRAIN_LOW) {
@@ -56,20 +151,13 @@ void download_fill(struct conn *c)
                         return;
                 }
                 if (loc.is_inline || loc.fd < 0) {
-                        /* no file to splice from (inline, or a backend without files): copied;
-                         * chp_store_read runs on this loop thread and may block it (as in
-                         * native.c) */
+                        /* no file to splice from (inline, or a backend without files): copied */
                         chp_store_loc_release(c->sh->store, &loc);
-                        uint8_t *buf = malloc(clen ? clen : 1);
-                        ssize_t got = buf ? chp_store_read(c->sh->store, addr, buf, clen) : -1;
-                        uint8_t *out = got == (ssize_t)clen ? conn_out_reserve(c, n) : NULL;
-                        if (out)
-                                memcpy(out, buf + off, n);
-                        free(buf);
-                        if (!out) {
+                        int q = copy_chunk(c, addr, i, clen, off, n);
+                        if (q < 0)
                                 conn_close(c);
-                                return;
-                        }
+                        if (q <= 0)
+                                return; /* cut, or the completion goes on */
                 } else if (conn_out_splice(c, &loc, loc.offset + off, n) != 0) {
                         conn_close(c);
                         return;

@@ -44,6 +44,7 @@ struct download {
         uint8_t *manifest; /* owned */
         struct chp_manifest m;
         uint64_t next, last; /* byte positions still to queue: [next, last] */
+        bool reading;        /* a chunk read is under way (download.c: dl_read) */
 };
 
 struct http {

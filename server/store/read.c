@@ -13,6 +13,29 @@
 #include "xxh.h"
 
 #ifdef CHAPAR_FAULT_INJECTION
+struct defer_job {
+        struct defer_job *next;
+        uint8_t addr[CHP_HASH_BYTES];
+        uint32_t len;
+        void *buf;
+        chp_backend_read_fn done;
+        void *ctx;
+        struct timespec due; /* CLOCK_MONOTONIC: queued + the delay */
+};
+
+struct store_defer {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        struct defer_job *head, *tail;
+        bool stopping;
+        pthread_t thread;
+        uint64_t delay_ms;
+        /* reported at close, for whole-relay tests: reads completed later, and chunk reads
+         * that waited in the caller's thread (chp_store_read) for what a remote backend would
+         * have fetched */
+        atomic_uint_fast64_t deferred, blocking;
+};
+
 #define deferring(s) ((s)->defer != NULL)
 #else
 #define deferring(s) false
@@ -102,6 +125,10 @@ ssize_t chp_store_read(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], 
                 rc = lookup(s, addr, &loc, buf, cap);
         if (rc)
                 return rc == -EAGAIN ? CHP_ECORRUPT : rc;
+#ifdef CHAPAR_FAULT_INJECTION
+        if (s->defer && !loc.is_inline)
+                atomic_fetch_add(&s->defer->blocking, 1); /* a remote fetch would block here */
+#endif
         if (chp_xxh3(buf, loc.len) != loc.xxh3)
                 return CHP_ECORRUPT;
         return (ssize_t)loc.len;
@@ -201,25 +228,6 @@ ssize_t chp_store_read_async(struct chp_store *s, const uint8_t addr[CHP_HASH_BY
 /* ---- test builds: reads deferred as over a remote backend --------------------------------- */
 
 #ifdef CHAPAR_FAULT_INJECTION
-struct defer_job {
-        struct defer_job *next;
-        uint8_t addr[CHP_HASH_BYTES];
-        uint32_t len;
-        void *buf;
-        chp_backend_read_fn done;
-        void *ctx;
-        struct timespec due; /* CLOCK_MONOTONIC: queued + the delay */
-};
-
-struct store_defer {
-        pthread_mutex_t lock;
-        pthread_cond_t cond;
-        struct defer_job *head, *tail;
-        bool stopping;
-        pthread_t thread;
-        uint64_t delay_ms;
-};
-
 /* The bytes of a job as a remote backend would fetch them: a fresh snapshot, 0 or a code. */
 static int defer_read(struct chp_store *s, const struct defer_job *j)
 {
@@ -253,6 +261,7 @@ static void *defer_main(void *arg)
                         ;
                 j->done(j->ctx, defer_read(s, j));
                 free(j);
+                atomic_fetch_add(&d->deferred, 1);
                 pthread_mutex_lock(&d->lock);
         }
         pthread_mutex_unlock(&d->lock);
@@ -335,6 +344,9 @@ void store_defer_stop(struct chp_store *s)
         pthread_cond_broadcast(&d->cond);
         pthread_mutex_unlock(&d->lock);
         pthread_join(d->thread, NULL);
+        chp_log_warn("store", "fault injection: %llu chunk reads deferred, %llu read synchronously",
+                     (unsigned long long)atomic_load(&d->deferred),
+                     (unsigned long long)atomic_load(&d->blocking));
         pthread_cond_destroy(&d->cond);
         pthread_mutex_destroy(&d->lock);
         free(d);
