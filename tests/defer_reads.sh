@@ -64,6 +64,14 @@ check "the faces read through the store's thread (${deferred:-none} deferred)" \
         "[ '${deferred:-0}' -ge 38 ]"
 check "no chunk read on a loop thread (${sync:-none} synchronous)" "[ '${sync:-x}' = 0 ]"
 
+# Reads that complete as soon as they are queued: often before the face's call has returned.
+start_relay 0
+for i in 1 2 3; do
+        check "no delay, round $i: a native get of 300 chunks and an HTTP GET, the same bytes" \
+                "get_same '$tlong' '$tmp/long' && range_same '$fid' 0 3499999 '$tmp/big'"
+done
+check "the relay stops cleanly" "relay_stop R"
+
 # Clients that go away while reads are outstanding: reads of 100 ms each, so that a download is
 # always waiting on one when the client is killed once some bytes have arrived.
 start_relay 100

@@ -113,12 +113,14 @@ static int copy_chunk(struct conn *c, const uint8_t *addr, uint32_t i, uint32_t 
                               .clen = clen,
                               .off = off,
                               .n = n};
-        r->result = chp_store_read_async(c->sh->store, addr, buf, clen, dl_read_arrived, r);
-        if (r->result == -EINPROGRESS) {
+        /* not into r->result: once under way, r is the completion's (another thread's) */
+        ssize_t got = chp_store_read_async(c->sh->store, addr, buf, clen, dl_read_arrived, r);
+        if (got == -EINPROGRESS) {
                 ((struct http *)c->proto)->dl.reading = true;
                 conn_hold(c);
                 return 0;
         }
+        r->result = got;
         bool queued = dl_read_queue(c, r, i);
         dl_read_free(c->sh, r);
         return queued ? 1 : -1;

@@ -208,14 +208,16 @@ static void read_copy(struct conn *c, uint32_t frame_id, const struct chp_msg_ch
         r->len = len;
         r->buf = buf;
         r->base.t0 = chp_net_now_us();
-        r->result =
+        /* not into r->result: once under way, r is the completion's (another thread's) */
+        ssize_t n =
             chp_store_read_async(c->sh->store, r->addr, buf, d->chunk_len, chunk_read_arrived, r);
-        if (r->result == -EINPROGRESS) {
+        if (n == -EINPROGRESS) {
                 c->nat->inflight++;
                 c->nat->reading += d->chunk_len;
                 conn_hold(c);
                 return;
         }
+        r->result = n;
         chunk_read_answer(c, r);
         chunk_read_free(c->sh, r);
 }
