@@ -52,6 +52,7 @@ check "a file stored through tus" "[ -n '$fid' ]"
 ticket=$(put "$tmp/native") || cat "$tmp/err"
 check "a file stored through the native face" "[ -n '$ticket' ]"
 tlong=$(put "$tmp/long") || cat "$tmp/err"
+flong=$(echo "$tlong" | sed -n 's,^chapar://[^/]*/[0-9a-f]*/\([0-9a-f]*\)#.*,\1,p') # its file id
 
 check "native get of 31 chunks, every read deferred: the same bytes" "get_same '$ticket' '$tmp/native'"
 check "HTTP GET Range across three chunks: the same bytes" "range_same '$fid' 1000000 2500000 '$tmp/big'"
@@ -72,8 +73,9 @@ for i in 1 2 3; do
 done
 check "the relay stops cleanly" "relay_stop R"
 
-# Clients that go away while reads are outstanding: reads of 100 ms each, so that a download is
-# always waiting on one when the client is killed once some bytes have arrived.
+# Clients that go away while reads are outstanding: reads of 100 ms each, of 300 chunks, at most
+# 16 (HTTP) or 64 (native) under way at once, so that a download is always waiting on some when
+# the client is killed once its first bytes have arrived.
 start_relay 100
 downloading() { # OUT COMMAND...: runs COMMAND (stdout to OUT) until its first bytes arrive; sets dpid
         "${@:2}" >"$1" 2>/dev/null &
@@ -81,10 +83,9 @@ downloading() { # OUT COMMAND...: runs COMMAND (stdout to OUT) until its first b
         lib_track $dpid
         wait_for 20 "[ \$(stat -c %s '$1' 2>/dev/null || echo 0) -gt 0 ]"
 }
-downloading "$tmp/cut" curl -sS "http://${http[R]}/f/$fid"
+downloading "$tmp/cut" curl -sS "http://${http[R]}/f/$flong"
 check "the HTTP client is cut mid-download" "kill -9 $dpid 2>/dev/null"
 wait $dpid 2>/dev/null
-# 300 chunks, at most 64 requests in flight on a connection: the get waits on several rounds
 downloading "$tmp/cut3" "$chapar" get "$tlong" -o -
 check "the native client is cut mid-download" "kill -9 $dpid 2>/dev/null"
 wait $dpid 2>/dev/null
@@ -92,7 +93,7 @@ check "after both clients went away mid-download, the relay serves the next GET"
         "range_same '$fid' 0 99999 '$tmp/big'"
 check "and the next native get" "get_same '$ticket' '$tmp/native'"
 # A relay stopped while a download waits on its reads.
-downloading "$tmp/cut2" curl -sS "http://${http[R]}/f/$fid"
+downloading "$tmp/cut2" curl -sS "http://${http[R]}/f/$flong"
 check "a relay stopped mid-download exits cleanly (no leak under ASan)" "relay_stop R"
 wait $dpid 2>/dev/null
 grep -E "ERROR: (Address|Leak)Sanitizer|runtime error" "$tmp/R.log" && bad "the sanitizers report"

@@ -7,8 +7,9 @@
  *
  * Loop thread only. A chunk missing under a file whose head is already out cuts the connection
  * (the body can only be cut short); everything before the head is answered with a status. A
- * backend without files (RADOS) fills a buffer of the download's (chp_store_read_async): one
- * such read at a time, whose completion is posted to this loop and queues the bytes in order.
+ * backend without files (RADOS) fills buffers of the download's (chp_store_read_async): up to
+ * DL_READS_MAX reads under way at once (within DRAIN_LOW bytes), whose completions are posted
+ * to this loop and whose bytes go out in the file's order.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -18,7 +19,8 @@
 #include "http.h"
 #include "log.h"
 
-#define DRAIN_LOW (4u << 20) /* keep this many download bytes queued */
+#define DRAIN_LOW    (4u << 20) /* keep this many download bytes queued or being read */
+#define DL_READS_MAX 16         /* chunk reads a download has under way or waiting to go out */
 
 bool download_parse_id(struct chp_http_str path, uint8_t id[CHP_HASH_BYTES])
 {
@@ -33,33 +35,44 @@ bool download_parse_id(struct chp_http_str path, uint8_t id[CHP_HASH_BYTES])
 }
 
 /* A chunk the store copies into buf, of which n bytes from off go out: at once, or later from
- * the backend. The buffer is charged to the memory budget until the read is freed. */
+ * the backend. Reads queue their bytes in the order they were started (the download's list);
+ * each is owned by the download and charged to the memory budget until it is freed. */
 struct dl_read {
         struct conn_op base; /* first: the loop routes the completion through it */
+        struct dl_read *next;
         uint8_t *buf;
-        uint32_t clen, off, n;
-        ssize_t result;
+        uint32_t index, clen, off, n;
+        ssize_t result; /* the store's thread writes it, then posts */
+        bool arrived;   /* loop thread: result is in */
 };
 
 static void dl_read_free(struct chp_shared *sh, struct dl_read *r)
 {
-        if (r->buf)
-                atomic_fetch_sub(&sh->mem_used, r->clen);
+        atomic_fetch_sub(&sh->mem_used, r->clen);
         free(r->buf);
         free(r);
 }
 
-/* Queues r's bytes; false when the read failed or the queue could not take them. */
-static bool dl_read_queue(struct conn *c, struct dl_read *r, uint32_t i)
+/* Queues the bytes of the reads at the head of the list that have arrived, in order; false
+ * when one failed or the queue could not take it (the connection is to be cut). */
+static bool dl_queue_arrived(struct conn *c, struct download *d)
 {
-        uint8_t *out = r->result == (ssize_t)r->clen ? conn_out_reserve(c, r->n) : NULL;
-        if (out) {
+        struct dl_read *r;
+        while ((r = d->reads) && r->arrived) {
+                uint8_t *out = r->result == (ssize_t)r->clen ? conn_out_reserve(c, r->n) : NULL;
+                if (!out) {
+                        chp_log_error("http", "download: chunk %u of a file cannot be read (%s)",
+                                      r->index,
+                                      chp_strerror(r->result < 0 ? (int)r->result : -ENOMEM));
+                        return false;
+                }
                 memcpy(out, r->buf + r->off, r->n);
-                return true;
+                d->reads = r->next;
+                d->nreads--;
+                d->read_bytes -= r->clen;
+                dl_read_free(c->sh, r);
         }
-        chp_log_error("http", "download: chunk %u of a file cannot be read (%s)", i,
-                      chp_strerror(r->result < 0 ? (int)r->result : -ENOMEM));
-        return false;
+        return true;
 }
 
 /* The store's thread: the bytes are in (or not); the loop goes on. */
@@ -70,72 +83,74 @@ static void dl_read_arrived(void *ctx, ssize_t result)
         chp_loop_post(r->base.c->loop, &r->base.req);
 }
 
-/* Loop thread: the completion, also after the connection closed (it held the connection and
- * owns the buffer the store was filling). */
+/* Loop thread: a read under way completed. It held the connection; once closed, the read stays
+ * in the list, which the connection's end frees (download_reset). */
 static void dl_read_done(struct conn_op *base)
 {
         struct dl_read *r = (struct dl_read *)base;
         struct conn *c = base->c;
         struct http *h = c->proto;
-        struct download *d = &h->dl;
-        d->reading = false;
+        r->arrived = true;
         if (!c->closed) {
-                uint32_t i = (uint32_t)(d->next / d->m.chunk_size);
-                if (!dl_read_queue(c, r, i)) {
-                        conn_close(c); /* the head is out: the body can only be cut */
-                } else {
-                        d->next += r->n;
-                        download_fill(c);
-                        if (h->ph == PH_HEAD || h->ph == PH_DISCARD)
-                                http_on_input(c); /* the download is queued whole: the next */
-                        conn_flush(c);
-                        conn_maybe_read(c);
-                }
+                download_fill(c);
+                if (h->ph == PH_HEAD || h->ph == PH_DISCARD)
+                        http_on_input(c); /* the download is queued whole: the next request */
+                conn_flush(c);
+                conn_maybe_read(c);
         }
-        dl_read_free(c->sh, r);
         conn_release(c);
 }
 
-/* Copies n bytes from off of chunk i (clen bytes at addr) to the queue: 1 when queued now, 0
- * when a read is under way (the completion goes on), -1 when the connection must be cut. */
-static int copy_chunk(struct conn *c, const uint8_t *addr, uint32_t i, uint32_t clen, uint32_t off,
-                      uint32_t n)
+/* Starts reading chunk i (clen bytes at addr) at the end of the list, n bytes from off to go
+ * out; 0, or -ENOMEM. */
+static int dl_read_start(struct conn *c, struct download *d, const uint8_t *addr, uint32_t i,
+                         uint32_t clen, uint32_t off, uint32_t n)
 {
         struct dl_read *r = calloc(1, sizeof(*r));
         uint8_t *buf = r ? malloc(clen ? clen : 1) : NULL;
         if (!buf) {
                 free(r);
-                return -1;
+                return -ENOMEM;
         }
         atomic_fetch_add(&c->sh->mem_used, clen);
         *r = (struct dl_read){.base = {.c = c, .done = dl_read_done, .t0 = chp_net_now_us()},
                               .buf = buf,
+                              .index = i,
                               .clen = clen,
                               .off = off,
                               .n = n};
+        struct dl_read **tail = &d->reads;
+        while (*tail)
+                tail = &(*tail)->next;
+        *tail = r;
+        d->nreads++;
+        d->read_bytes += clen;
         /* not into r->result: once under way, r is the completion's (another thread's) */
         ssize_t got = chp_store_read_async(c->sh->store, addr, buf, clen, dl_read_arrived, r);
         if (got == -EINPROGRESS) {
-                ((struct http *)c->proto)->dl.reading = true;
                 conn_hold(c);
-                return 0;
+        } else {
+                r->result = got;
+                r->arrived = true;
         }
-        r->result = got;
-        bool queued = dl_read_queue(c, r, i);
-        dl_read_free(c->sh, r);
-        return queued ? 1 : -1;
+        return 0;
 }
 
-/* Queues download bytes until DRAIN_LOW are waiting (called again as they drain, and when a
- * chunk read completes). */
+/* Queues download bytes until DRAIN_LOW are waiting or being read (called again as they drain,
+ * and when a chunk read completes). */
 void download_fill(struct conn *c)
 {
         struct http *h = c->proto;
         struct download *d = &h->dl;
-        if (!d->manifest || c->closed || d->reading)
+        if (!d->manifest || c->closed)
                 return;
+        if (!dl_queue_arrived(c, d)) {
+                conn_close(c); /* the head is out: the body can only be cut */
+                return;
+        }
         uint32_t cs = d->m.chunk_size;
-        while (d->next <= d->last && c->out_bytes < DRAIN_LOW) {
+        while (d->next <= d->last && c->out_bytes + d->read_bytes < DRAIN_LOW &&
+               d->nreads < DL_READS_MAX) {
                 uint32_t i = (uint32_t)(d->next / cs);
                 uint32_t off = (uint32_t)(d->next % cs);
                 uint32_t clen = chp_manifest_chunk_len(&d->m, i);
@@ -155,18 +170,24 @@ void download_fill(struct conn *c)
                 if (loc.is_inline || loc.fd < 0) {
                         /* no file to splice from (inline, or a backend without files): copied */
                         chp_store_loc_release(c->sh->store, &loc);
-                        int q = copy_chunk(c, addr, i, clen, off, n);
-                        if (q < 0)
+                        if (dl_read_start(c, d, addr, i, clen, off, n) != 0) {
                                 conn_close(c);
-                        if (q <= 0)
-                                return; /* cut, or the completion goes on */
+                                return;
+                        }
+                } else if (d->reads) {
+                        chp_store_loc_release(c->sh->store, &loc);
+                        break; /* its bytes go out after the reads before them */
                 } else if (conn_out_splice(c, &loc, loc.offset + off, n) != 0) {
                         conn_close(c);
                         return;
                 }
                 d->next += n;
+                if (!dl_queue_arrived(c, d)) {
+                        conn_close(c);
+                        return;
+                }
         }
-        if (d->next > d->last) {
+        if (d->next > d->last && !d->reads) {
                 free(d->manifest);
                 d->manifest = NULL;
                 h->ph = PH_HEAD;
@@ -287,6 +308,12 @@ void download_get(struct http *h, const struct chp_http_request *req)
 
 void download_reset(struct http *h)
 {
+        /* no read is under way here: each held the connection */
+        while (h->dl.reads) {
+                struct dl_read *r = h->dl.reads;
+                h->dl.reads = r->next;
+                dl_read_free(h->c->sh, r);
+        }
         free(h->dl.manifest);
         memset(&h->dl, 0, sizeof(h->dl));
 }
