@@ -1123,6 +1123,206 @@ TEST(verify_finds_bit_rot)
         free(b.data);
 }
 
+/* ---- asynchronous reads (chp_store_read_async) ------------------------------------------
+ * The local store reads at once; CHAPAR_STORE_DEFER_READS (this build only) makes it read as a
+ * remote backend would: later, once, on a thread of the store's, with the XXH3 checked. */
+
+/* defer: the value of CHAPAR_STORE_DEFER_READS (ms of delay) at open; NULL: unset */
+static struct chp_store *open_deferring(const char *defer)
+{
+        if (defer)
+                setenv("CHAPAR_STORE_DEFER_READS", defer, 1);
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        unsetenv("CHAPAR_STORE_DEFER_READS");
+        return s;
+}
+
+/* One read's completion, as a caller would see it. */
+struct waiter {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        int calls;
+        ssize_t result;
+        pthread_t thread; /* that ran done */
+};
+
+static void waiter_init(struct waiter *w)
+{
+        memset(w, 0, sizeof(*w));
+        pthread_mutex_init(&w->lock, NULL);
+        pthread_cond_init(&w->cond, NULL);
+}
+
+static void waiter_done(void *ctx, ssize_t result)
+{
+        struct waiter *w = ctx;
+        pthread_mutex_lock(&w->lock);
+        w->calls++;
+        w->result = result;
+        w->thread = pthread_self();
+        pthread_cond_broadcast(&w->cond);
+        pthread_mutex_unlock(&w->lock);
+}
+
+/* Waits for the first call of done; returns its result. */
+static ssize_t waiter_wait(struct waiter *w)
+{
+        pthread_mutex_lock(&w->lock);
+        while (w->calls == 0)
+                pthread_cond_wait(&w->cond, &w->lock);
+        ssize_t r = w->result;
+        pthread_mutex_unlock(&w->lock);
+        return r;
+}
+
+static int calls_of(struct waiter *w)
+{
+        pthread_mutex_lock(&w->lock);
+        int n = w->calls;
+        pthread_mutex_unlock(&w->lock);
+        return n;
+}
+
+static void waiter_free(struct waiter *w)
+{
+        pthread_cond_destroy(&w->cond);
+        pthread_mutex_destroy(&w->lock);
+}
+
+TEST(local_reads_at_once)
+{
+        fresh_dir();
+        struct chp_store *s = open_deferring(NULL);
+        REQUIRE(s);
+        struct chunk small = make_chunk(1000, 1), big = make_chunk(200000, 2);
+        CHECK_OK(chp_store_put(s, small.addr, small.data, small.len));
+        CHECK_OK(chp_store_put(s, big.addr, big.data, big.len));
+        uint8_t *buf = malloc(CHP_CHUNK_MAX);
+        struct waiter w;
+        waiter_init(&w);
+        /* inline and segment bytes are at hand: the length now, done never called */
+        CHECK_EQ(chp_store_read_async(s, small.addr, buf, CHP_CHUNK_MAX, waiter_done, &w),
+                 small.len);
+        CHECK(memcmp(buf, small.data, small.len) == 0);
+        CHECK_EQ(chp_store_read_async(s, big.addr, buf, CHP_CHUNK_MAX, waiter_done, &w), big.len);
+        CHECK(memcmp(buf, big.data, big.len) == 0);
+        struct chunk none = make_chunk(5000, 3);
+        CHECK_EQ(chp_store_read_async(s, none.addr, buf, CHP_CHUNK_MAX, waiter_done, &w), -ENOENT);
+        CHECK_EQ(chp_store_read_async(s, big.addr, buf, big.len - 1, waiter_done, &w), -ENOBUFS);
+        chp_store_close(s);
+        CHECK_EQ(calls_of(&w), 0);
+        waiter_free(&w);
+        free(buf);
+        free(small.data);
+        free(big.data);
+        free(none.data);
+}
+
+TEST(deferred_reads_complete_later_once)
+{
+        fresh_dir();
+        struct chp_store *s = open_deferring("20");
+        REQUIRE(s);
+        struct chunk small = make_chunk(1000, 4), big = make_chunk(300000, 5);
+        CHECK_OK(chp_store_put(s, small.addr, small.data, small.len));
+        CHECK_OK(chp_store_put(s, big.addr, big.data, big.len));
+        /* a remote backend has no file to splice from: faces take the read path */
+        struct chp_chunk_loc loc;
+        REQUIRE(chp_store_locate(s, big.addr, &loc) == 0);
+        CHECK_EQ(loc.fd, -1);
+        CHECK(!loc.is_inline);
+        CHECK_EQ(loc.len, big.len);
+        chp_store_loc_release(s, &loc);
+        uint8_t *buf = malloc(CHP_CHUNK_MAX);
+        struct waiter w;
+        waiter_init(&w);
+        /* inline bytes are still at hand */
+        CHECK_EQ(chp_store_read_async(s, small.addr, buf, CHP_CHUNK_MAX, waiter_done, &w),
+                 small.len);
+        CHECK(memcmp(buf, small.data, small.len) == 0);
+        CHECK_EQ(calls_of(&w), 0);
+        /* what is known to be missing, or too big, is said at once */
+        struct chunk none = make_chunk(50000, 6);
+        CHECK_EQ(chp_store_read_async(s, none.addr, buf, CHP_CHUNK_MAX, waiter_done, &w), -ENOENT);
+        CHECK_EQ(chp_store_read_async(s, big.addr, buf, 1000, waiter_done, &w), -ENOBUFS);
+        CHECK_EQ(calls_of(&w), 0);
+        memset(buf, 0, CHP_CHUNK_MAX);
+        CHECK_EQ(chp_store_read_async(s, big.addr, buf, CHP_CHUNK_MAX, waiter_done, &w),
+                 -EINPROGRESS);
+        CHECK_EQ(waiter_wait(&w), big.len);
+        CHECK(memcmp(buf, big.data, big.len) == 0);
+        CHECK(!pthread_equal(w.thread, pthread_self()));
+        chp_store_close(s); /* whatever the store still had would complete by now */
+        CHECK_EQ(calls_of(&w), 1);
+        waiter_free(&w);
+        free(buf);
+        free(small.data);
+        free(big.data);
+        free(none.data);
+}
+
+TEST(deferred_read_checks_xxh3)
+{
+        fresh_dir();
+        struct chp_store *s = open_deferring(NULL);
+        REQUIRE(s);
+        struct chunk a = make_chunk(100000, 7), b = make_chunk(100000, 8);
+        CHECK_OK(chp_store_put(s, a.addr, a.data, a.len));
+        CHECK_OK(chp_store_put(s, b.addr, b.data, b.len));
+        chp_store_close(s);
+        REQUIRE(flip_segment_byte(150000)); /* inside b */
+        s = open_deferring("0");
+        REQUIRE(s);
+        uint8_t *buf = malloc(CHP_CHUNK_MAX);
+        struct waiter wa, wb;
+        waiter_init(&wa);
+        waiter_init(&wb);
+        CHECK_EQ(chp_store_read_async(s, a.addr, buf, CHP_CHUNK_MAX, waiter_done, &wa),
+                 -EINPROGRESS);
+        CHECK_EQ(waiter_wait(&wa), a.len);
+        CHECK_EQ(chp_store_read_async(s, b.addr, buf, CHP_CHUNK_MAX, waiter_done, &wb),
+                 -EINPROGRESS);
+        CHECK_EQ(waiter_wait(&wb), CHP_ECORRUPT);
+        chp_store_close(s);
+        CHECK_EQ(calls_of(&wa), 1);
+        CHECK_EQ(calls_of(&wb), 1);
+        waiter_free(&wa);
+        waiter_free(&wb);
+        free(buf);
+        free(a.data);
+        free(b.data);
+}
+
+/* Reads still queued when the store closes complete before chp_store_close returns, each
+ * exactly once, so that a relay's loops can be freed after it. */
+TEST(close_completes_outstanding_reads)
+{
+        fresh_dir();
+        struct chp_store *s = open_deferring("50");
+        REQUIRE(s);
+        struct chunk c = make_chunk(70000, 9);
+        CHECK_OK(chp_store_put(s, c.addr, c.data, c.len));
+        enum { N = 8 };
+        uint8_t *bufs[N];
+        struct waiter w[N];
+        for (int i = 0; i < N; i++) {
+                waiter_init(&w[i]);
+                bufs[i] = malloc(c.len);
+                CHECK_EQ(chp_store_read_async(s, c.addr, bufs[i], c.len, waiter_done, &w[i]),
+                         -EINPROGRESS);
+        }
+        chp_store_close(s);
+        for (int i = 0; i < N; i++) {
+                CHECK_EQ(calls_of(&w[i]), 1);
+                CHECK(w[i].result == (ssize_t)c.len || w[i].result == CHP_ECLOSED);
+                if (w[i].result == (ssize_t)c.len)
+                        CHECK(memcmp(bufs[i], c.data, c.len) == 0);
+                waiter_free(&w[i]);
+                free(bufs[i]);
+        }
+        free(c.data);
+}
+
 /* ---- I/O faults (the store is built with CHAPAR_FAULT_INJECTION here) ---------------------- */
 
 static const char *site_name[CHP_FAULT_SITES] = {"segment write", "segment sync", "segment create",

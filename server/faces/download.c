@@ -6,7 +6,10 @@
  *         cache (inline chunks copied), DRAIN_LOW bytes queued at a time as the socket drains
  *
  * Loop thread only. A chunk missing under a file whose head is already out cuts the connection
- * (the body can only be cut short); everything before the head is answered with a status.
+ * (the body can only be cut short); everything before the head is answered with a status. A
+ * backend without files (RADOS) fills buffers of the download's (chp_store_read_async): up to
+ * DL_READS_MAX reads under way at once (within DRAIN_LOW bytes), whose completions are posted
+ * to this loop and whose bytes go out in the file's order.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -16,7 +19,8 @@
 #include "http.h"
 #include "log.h"
 
-#define DRAIN_LOW (4u << 20) /* keep this many download bytes queued */
+#define DRAIN_LOW    (4u << 20) /* keep this many download bytes queued or being read */
+#define DL_READS_MAX 16         /* chunk reads a download has under way or waiting to go out */
 
 bool download_parse_id(struct chp_http_str path, uint8_t id[CHP_HASH_BYTES])
 {
@@ -30,15 +34,123 @@ bool download_parse_id(struct chp_http_str path, uint8_t id[CHP_HASH_BYTES])
         return chp_hex_decode(path.p + 3, 64, id, CHP_HASH_BYTES) == 0;
 }
 
-/* Queues download bytes until DRAIN_LOW are waiting (called again as they drain). */
+/* A chunk the store copies into buf, of which n bytes from off go out: at once, or later from
+ * the backend. Reads queue their bytes in the order they were started (the download's list);
+ * each is owned by the download and charged to the memory budget until it is freed. */
+struct dl_read {
+        struct conn_op base; /* first: the loop routes the completion through it */
+        struct dl_read *next;
+        uint8_t *buf;
+        uint32_t index, clen, off, n;
+        ssize_t result; /* the store's thread writes it, then posts */
+        bool arrived;   /* loop thread: result is in */
+};
+
+static void dl_read_free(struct chp_shared *sh, struct dl_read *r)
+{
+        atomic_fetch_sub(&sh->mem_used, r->clen);
+        free(r->buf);
+        free(r);
+}
+
+/* Queues the bytes of the reads at the head of the list that have arrived, in order; false
+ * when one failed or the queue could not take it (the connection is to be cut). */
+static bool dl_queue_arrived(struct conn *c, struct download *d)
+{
+        struct dl_read *r;
+        while ((r = d->reads) && r->arrived) {
+                uint8_t *out = r->result == (ssize_t)r->clen ? conn_out_reserve(c, r->n) : NULL;
+                if (!out) {
+                        chp_log_error("http", "download: chunk %u of a file cannot be read (%s)",
+                                      r->index,
+                                      chp_strerror(r->result < 0 ? (int)r->result : -ENOMEM));
+                        return false;
+                }
+                memcpy(out, r->buf + r->off, r->n);
+                d->reads = r->next;
+                d->nreads--;
+                d->read_bytes -= r->clen;
+                dl_read_free(c->sh, r);
+        }
+        return true;
+}
+
+/* The store's thread: the bytes are in (or not); the loop goes on. */
+static void dl_read_arrived(void *ctx, ssize_t result)
+{
+        struct dl_read *r = ctx;
+        r->result = result;
+        chp_loop_post(r->base.c->loop, &r->base.req);
+}
+
+/* Loop thread: a read under way completed. It held the connection; once closed, the read stays
+ * in the list, which the connection's end frees (download_reset). */
+static void dl_read_done(struct conn_op *base)
+{
+        struct dl_read *r = (struct dl_read *)base;
+        struct conn *c = base->c;
+        struct http *h = c->proto;
+        r->arrived = true;
+        if (!c->closed) {
+                download_fill(c);
+                if (h->ph == PH_HEAD || h->ph == PH_DISCARD)
+                        http_on_input(c); /* the download is queued whole: the next request */
+                conn_flush(c);
+                conn_maybe_read(c);
+        }
+        conn_release(c);
+}
+
+/* Starts reading chunk i (clen bytes at addr) at the end of the list, n bytes from off to go
+ * out; 0, or -ENOMEM. */
+static int dl_read_start(struct conn *c, struct download *d, const uint8_t *addr, uint32_t i,
+                         uint32_t clen, uint32_t off, uint32_t n)
+{
+        struct dl_read *r = calloc(1, sizeof(*r));
+        uint8_t *buf = r ? malloc(clen ? clen : 1) : NULL;
+        if (!buf) {
+                free(r);
+                return -ENOMEM;
+        }
+        atomic_fetch_add(&c->sh->mem_used, clen);
+        *r = (struct dl_read){.base = {.c = c, .done = dl_read_done, .t0 = chp_net_now_us()},
+                              .buf = buf,
+                              .index = i,
+                              .clen = clen,
+                              .off = off,
+                              .n = n};
+        struct dl_read **tail = &d->reads;
+        while (*tail)
+                tail = &(*tail)->next;
+        *tail = r;
+        d->nreads++;
+        d->read_bytes += clen;
+        /* not into r->result: once under way, r is the completion's (another thread's) */
+        ssize_t got = chp_store_read_async(c->sh->store, addr, buf, clen, dl_read_arrived, r);
+        if (got == -EINPROGRESS) {
+                conn_hold(c);
+        } else {
+                r->result = got;
+                r->arrived = true;
+        }
+        return 0;
+}
+
+/* Queues download bytes until DRAIN_LOW are waiting or being read (called again as they drain,
+ * and when a chunk read completes). */
 void download_fill(struct conn *c)
 {
         struct http *h = c->proto;
         struct download *d = &h->dl;
         if (!d->manifest || c->closed)
                 return;
+        if (!dl_queue_arrived(c, d)) {
+                conn_close(c); /* the head is out: the body can only be cut */
+                return;
+        }
         uint32_t cs = d->m.chunk_size;
-        while (d->next <= d->last && c->out_bytes < DRAIN_LOW) {
+        while (d->next <= d->last && c->out_bytes + d->read_bytes < DRAIN_LOW &&
+               d->nreads < DL_READS_MAX) {
                 uint32_t i = (uint32_t)(d->next / cs);
                 uint32_t off = (uint32_t)(d->next % cs);
                 uint32_t clen = chp_manifest_chunk_len(&d->m, i);
@@ -56,27 +168,26 @@ void download_fill(struct conn *c)
                         return;
                 }
                 if (loc.is_inline || loc.fd < 0) {
-                        /* no file to splice from (inline, or a backend without files): copied;
-                         * chp_store_read runs on this loop thread and may block it (as in
-                         * native.c) */
+                        /* no file to splice from (inline, or a backend without files): copied */
                         chp_store_loc_release(c->sh->store, &loc);
-                        uint8_t *buf = malloc(clen ? clen : 1);
-                        ssize_t got = buf ? chp_store_read(c->sh->store, addr, buf, clen) : -1;
-                        uint8_t *out = got == (ssize_t)clen ? conn_out_reserve(c, n) : NULL;
-                        if (out)
-                                memcpy(out, buf + off, n);
-                        free(buf);
-                        if (!out) {
+                        if (dl_read_start(c, d, addr, i, clen, off, n) != 0) {
                                 conn_close(c);
                                 return;
                         }
+                } else if (d->reads) {
+                        chp_store_loc_release(c->sh->store, &loc);
+                        break; /* its bytes go out after the reads before them */
                 } else if (conn_out_splice(c, &loc, loc.offset + off, n) != 0) {
                         conn_close(c);
                         return;
                 }
                 d->next += n;
+                if (!dl_queue_arrived(c, d)) {
+                        conn_close(c);
+                        return;
+                }
         }
-        if (d->next > d->last) {
+        if (d->next > d->last && !d->reads) {
                 free(d->manifest);
                 d->manifest = NULL;
                 h->ph = PH_HEAD;
@@ -197,6 +308,12 @@ void download_get(struct http *h, const struct chp_http_request *req)
 
 void download_reset(struct http *h)
 {
+        /* no read is under way here: each held the connection */
+        while (h->dl.reads) {
+                struct dl_read *r = h->dl.reads;
+                h->dl.reads = r->next;
+                dl_read_free(h->c->sh, r);
+        }
         free(h->dl.manifest);
         memset(&h->dl, 0, sizeof(h->dl));
 }

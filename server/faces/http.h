@@ -40,10 +40,16 @@ struct attach {
         uint8_t addr[CHP_HASH_BYTES];
 };
 
+struct dl_read;
 struct download {
         uint8_t *manifest; /* owned */
         struct chp_manifest m;
-        uint64_t next, last; /* byte positions still to queue: [next, last] */
+        uint64_t next, last; /* byte positions still to queue or read: [next, last] */
+        /* chunk reads (download.c), in the file's order: under way, or arrived and waiting
+         * for those before them; owned, freed by download_reset */
+        struct dl_read *reads;
+        uint32_t nreads;
+        uint64_t read_bytes; /* their buffers' bytes */
 };
 
 struct http {

@@ -471,7 +471,7 @@ static bool native_can_read(const struct conn *c)
         const struct native *n = c->nat;
         const struct chp_config *cfg = c->sh->cfg;
         return !n->stopping && n->inflight < cfg->max_inflight &&
-               n->window_used < cfg->window_bytes && c->out_bytes < cfg->window_bytes;
+               n->window_used < cfg->window_bytes && c->out_bytes + n->reading < cfg->window_bytes;
 }
 
 static bool native_busy(const struct conn *c)

@@ -4,6 +4,7 @@
  *   native.c         the frame loop and the session: HELLO, PING, dispatch, flow control
  *   native_upload.c  OPEN, CHUNK, COMMIT, DELETE: requests through the store's writer
  *   native_read.c    HAVE, GET_MANIFEST, GET_CHUNK, STAT: answered from the store on the loop
+ *                    (GET_CHUNK from a read's completion when the backend fetches)
  *   native_peer.c    federation: pull-through from a file's origin relay, PREFETCH, OFFER
  *
  * Loop thread only. A struct native belongs to its connection (c->nat) and owns the manifests it
@@ -49,6 +50,7 @@ struct native {
         bool stopping;
         uint32_t inflight;    /* requests not yet answered */
         uint64_t window_used; /* chunk bytes received and not yet acknowledged */
+        uint64_t reading;     /* chunk bytes the store is fetching for GET_CHUNK replies */
         bool in_frame;        /* a payload is arriving into `payload` */
         struct chp_frame_header hdr;
         uint8_t *payload;

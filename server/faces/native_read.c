@@ -3,9 +3,11 @@
  * with the chunks stored so far; one this relay lacks may be pulled from its origin
  * (native_peer.c). HAVE and STAT tell an anonymous caller (gate.h) nothing that GET_MANIFEST
  * would not: no chunk map, no upload in progress, no creation time. Chunk bytes in segment files
- * are spliced to the socket; inline ones copied.
+ * are spliced to the socket; inline ones copied; a backend without files (RADOS) fills a buffer
+ * of the request's (chp_store_read_async) and the reply follows from its completion, posted to
+ * this loop, while the connection reads on.
  *
- * Loop thread only.
+ * Loop thread only (the store's thread only posts a read's completion).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -125,6 +127,101 @@ void native_read_manifest(struct conn *c, const struct chp_frame_header *h, cons
         free(present);
 }
 
+/* A GET_CHUNK whose bytes the store copies into buf: at once, or later from its backend. Its
+ * buffer is charged to the memory budget and its bytes to the connection's window until then. */
+struct chunk_read {
+        struct conn_op base; /* first: the loop routes the completion through it */
+        uint32_t frame_id;
+        struct chp_msg_chunk_data d; /* d.addr points into addr */
+        uint8_t addr[CHP_HASH_BYTES];
+        uint32_t len; /* of the slice asked for, from d.offset */
+        ssize_t result;
+        uint8_t *buf; /* d.chunk_len bytes */
+};
+
+static void chunk_read_free(struct chp_shared *sh, struct chunk_read *r)
+{
+        native_payload_free(sh, r->buf, r->d.chunk_len);
+        free(r);
+}
+
+/* Queues the reply to r: its slice, or the store's error. */
+static void chunk_read_answer(struct conn *c, struct chunk_read *r)
+{
+        if (r->result != (ssize_t)r->d.chunk_len) {
+                native_reply_store_error(c, r->frame_id,
+                                         r->result < 0 ? (int)r->result : CHP_ECORRUPT);
+                return;
+        }
+        size_t out_len = CHP_CHUNK_DATA_PREFIX + r->len;
+        uint8_t *out = native_reply_frame(c, CHP_F_GET_CHUNK | CHP_F_REPLY, r->frame_id, out_len);
+        if (out) {
+                chp_msg_chunk_data_prefix_encode(out, CHP_CHUNK_DATA_PREFIX, &r->d);
+                memcpy(out + CHP_CHUNK_DATA_PREFIX, r->buf + r->d.offset, r->len);
+        }
+}
+
+/* The store's thread: the bytes are in (or not); the loop answers. */
+static void chunk_read_arrived(void *ctx, ssize_t result)
+{
+        struct chunk_read *r = ctx;
+        r->result = result;
+        chp_loop_post(r->base.c->loop, &r->base.req);
+}
+
+/* Loop thread: the completion, also after the connection closed (it held the connection and
+ * owns the buffer the store was filling). */
+static void chunk_read_done(struct conn_op *base)
+{
+        struct chunk_read *r = (struct chunk_read *)base;
+        struct conn *c = base->c;
+        c->nat->inflight--;
+        c->nat->reading -= r->d.chunk_len;
+        if (!c->closed) {
+                chunk_read_answer(c, r);
+                native_on_input(c); /* flow control may allow the next frames */
+                conn_flush(c);
+                conn_maybe_read(c);
+        }
+        chunk_read_free(c->sh, r);
+        conn_release(c);
+}
+
+/* A chunk with no file to splice from: copied, checked against its XXH3. Inline ones come out of
+ * LMDB at once; a remote backend's are fetched without blocking this loop. */
+static void read_copy(struct conn *c, uint32_t frame_id, const struct chp_msg_chunk_data *d,
+                      uint32_t len)
+{
+        struct chunk_read *r = calloc(1, sizeof(*r));
+        uint8_t *buf = r ? native_payload_alloc(c, d->chunk_len) : NULL;
+        if (!buf) {
+                free(r);
+                native_reply_store_error(c, frame_id, -ENOMEM);
+                return;
+        }
+        r->base.c = c;
+        r->base.done = chunk_read_done;
+        r->frame_id = frame_id;
+        r->d = *d;
+        memcpy(r->addr, d->addr, CHP_HASH_BYTES);
+        r->d.addr = r->addr;
+        r->len = len;
+        r->buf = buf;
+        r->base.t0 = chp_net_now_us();
+        /* not into r->result: once under way, r is the completion's (another thread's) */
+        ssize_t n =
+            chp_store_read_async(c->sh->store, r->addr, buf, d->chunk_len, chunk_read_arrived, r);
+        if (n == -EINPROGRESS) {
+                c->nat->inflight++;
+                c->nat->reading += d->chunk_len;
+                conn_hold(c);
+                return;
+        }
+        r->result = n;
+        chunk_read_answer(c, r);
+        chunk_read_free(c->sh, r);
+}
+
 void native_read_chunk(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
 {
         struct chp_msg_get_chunk m;
@@ -149,25 +246,9 @@ void native_read_chunk(struct conn *c, const struct chp_frame_header *h, const u
         struct chp_msg_chunk_data d = {.addr = m.addr, .offset = m.offset, .chunk_len = loc.len};
         size_t out_len = CHP_CHUNK_DATA_PREFIX + len;
         if (loc.is_inline || loc.fd < 0) {
-                /* inline chunks come out of LMDB, and a backend without files (fd -1) has
-                 * nothing to read through the ring: copy them, checked against their XXH3.
-                 * chp_store_read runs here, on the loop thread: an LMDB page not yet in
-                 * memory, or such a backend's fetch, stalls this loop's other connections
-                 * for as long as it takes (a store-side read would be needed to avoid it). */
+                /* inline, or a backend without files (fd -1): nothing to splice */
                 chp_store_loc_release(c->sh->store, &loc);
-                uint8_t *buf = malloc(loc.len ? loc.len : 1);
-                ssize_t n = buf ? chp_store_read(c->sh->store, m.addr, buf, loc.len) : -ENOMEM;
-                if (n != (ssize_t)loc.len) {
-                        free(buf);
-                        native_reply_store_error(c, h->id, n < 0 ? (int)n : CHP_ECORRUPT);
-                        return;
-                }
-                uint8_t *out = native_reply_frame(c, CHP_F_GET_CHUNK | CHP_F_REPLY, h->id, out_len);
-                if (out) {
-                        chp_msg_chunk_data_prefix_encode(out, CHP_CHUNK_DATA_PREFIX, &d);
-                        memcpy(out + CHP_CHUNK_DATA_PREFIX, buf + m.offset, len);
-                }
-                free(buf);
+                read_copy(c, h->id, &d, len);
                 return;
         }
         /* segment chunks go from the page cache to the socket: only the header is copied */

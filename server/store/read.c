@@ -1,11 +1,45 @@
-/* read.c — the read API of store.h: each call one LMDB read snapshot, any thread. */
+/* read.c — the read API of store.h: each call one LMDB read snapshot, any thread. Also the
+ * asynchronous chunk read (chp_store_read_async) and, in test builds, the switch that makes the
+ * local store read like a remote backend (CHAPAR_STORE_DEFER_READS). */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bytes.h"
+#include "log.h"
 #include "store_int.h"
 #include "xxh.h"
+
+#ifdef CHAPAR_FAULT_INJECTION
+struct defer_job {
+        struct defer_job *next;
+        uint8_t addr[CHP_HASH_BYTES];
+        uint32_t len;
+        void *buf;
+        chp_backend_read_fn done;
+        void *ctx;
+        struct timespec due; /* CLOCK_MONOTONIC: queued + the delay */
+};
+
+struct store_defer {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        struct defer_job *head, *tail;
+        bool stopping;
+        pthread_t thread;
+        uint64_t delay_ms;
+        /* reported at close, for whole-relay tests: reads completed later, and chunk reads
+         * that waited in the caller's thread (chp_store_read) for what a remote backend would
+         * have fetched */
+        atomic_uint_fast64_t deferred, blocking;
+};
+
+#define deferring(s) ((s)->defer != NULL)
+#else
+#define deferring(s) false
+#endif
 
 /* ---- reads ------------------------------------------------------------------------------- */
 
@@ -43,7 +77,8 @@ static int lookup(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], struc
                                 memcpy(buf, c.inline_data, c.len);
                 } else if (buf) {
                         rc = b->ops->read(b, &at, c.len, buf);
-                } else if (!b->ops->span || (rc = b->ops->span(b, &at, &span)) == -EOPNOTSUPP) {
+                } else if (!b->ops->span || deferring(s) ||
+                           (rc = b->ops->span(b, &at, &span)) == -EOPNOTSUPP) {
                         rc = 0; /* no file: the caller reads with chp_store_read */
                 } else if (!rc) {
                         l->fd = span.fd;
@@ -90,10 +125,234 @@ ssize_t chp_store_read(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], 
                 rc = lookup(s, addr, &loc, buf, cap);
         if (rc)
                 return rc == -EAGAIN ? CHP_ECORRUPT : rc;
+#ifdef CHAPAR_FAULT_INJECTION
+        if (s->defer && !loc.is_inline)
+                atomic_fetch_add(&s->defer->blocking, 1); /* a remote fetch would block here */
+#endif
         if (chp_xxh3(buf, loc.len) != loc.xxh3)
                 return CHP_ECORRUPT;
         return (ssize_t)loc.len;
 }
+
+/* ---- asynchronous chunk reads ------------------------------------------------------------ */
+
+/* A read the backend completes later: what the completion checks and whom it tells. */
+struct async_read {
+        uint8_t addr[CHP_HASH_BYTES]; /* the place's addr points here */
+        struct chp_backend_place place;
+        uint32_t len;
+        uint64_t xxh3;
+        bool is_inline;
+        void *buf; /* the caller's, borrowed until done */
+        chp_store_read_fn done;
+        void *ctx;
+};
+
+#ifdef CHAPAR_FAULT_INJECTION
+static int defer_read_async(struct chp_store *s, const struct chp_backend_place *place,
+                            uint32_t len, void *buf, chp_backend_read_fn done, void *ctx);
+#endif
+
+/* The record of a->addr in one snapshot: inline bytes copied into buf, else the place of the
+ * backend's bytes in a->place. */
+static int find_place(struct chp_store *s, struct async_read *a, size_t cap)
+{
+        MDB_txn *txn;
+        int rc = store_read_begin(s, &txn);
+        if (rc)
+                return rc;
+        MDB_val k = val(a->addr, CHP_HASH_BYTES), v;
+        struct chp_rec_chunk c;
+        rc = store_mdb_rc(mdb_get(txn, s->db_chunks, &k, &v));
+        if (!rc)
+                rc = parse_chunk(&v, &c);
+        if (!rc && c.len > cap)
+                rc = -ENOBUFS;
+        if (!rc) {
+                a->len = c.len;
+                a->xxh3 = c.xxh3;
+                a->is_inline = c.kind == CHP_REC_CHUNK_INLINE;
+                if (a->is_inline)
+                        memcpy(a->buf, c.inline_data, c.len);
+                else
+                        a->place = (struct chp_backend_place){
+                            .unit = c.seg, .offset = c.offset, .addr = a->addr};
+        }
+        mdb_txn_abort(txn);
+        return rc;
+}
+
+/* The backend's completion (its thread): the bytes checked, the caller told, once. */
+static void async_read_done(void *ctx, int result)
+{
+        struct async_read *a = ctx;
+        ssize_t r = result < 0                            ? (ssize_t)result
+                    : chp_xxh3(a->buf, a->len) != a->xxh3 ? (ssize_t)CHP_ECORRUPT
+                                                          : (ssize_t)a->len;
+        chp_store_read_fn done = a->done;
+        void *done_ctx = a->ctx;
+        free(a);
+        done(done_ctx, r);
+}
+
+ssize_t chp_store_read_async(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], void *buf,
+                             size_t cap, chp_store_read_fn done, void *ctx)
+{
+        struct chp_backend *b = s->backend;
+        if (!b->ops->read_async && !deferring(s))
+                return chp_store_read(s, addr, buf, cap); /* local bytes: at hand */
+        struct async_read *a = malloc(sizeof(*a));
+        if (!a)
+                return -ENOMEM;
+        *a = (struct async_read){.buf = buf, .done = done, .ctx = ctx};
+        memcpy(a->addr, addr, CHP_HASH_BYTES);
+        ssize_t ret = find_place(s, a, cap);
+        if (!ret && a->is_inline) {
+                ret = chp_xxh3(buf, a->len) != a->xxh3 ? CHP_ECORRUPT : (ssize_t)a->len;
+        } else if (!ret) {
+                int rc;
+#ifdef CHAPAR_FAULT_INJECTION
+                if (s->defer)
+                        rc = defer_read_async(s, &a->place, a->len, buf, async_read_done, a);
+                else
+#endif
+                        rc = b->ops->read_async(b, &a->place, a->len, buf, async_read_done, a);
+                if (!rc)
+                        return -EINPROGRESS; /* a is the completion's now */
+                ret = rc;
+        }
+        free(a);
+        return ret;
+}
+
+/* ---- test builds: reads deferred as over a remote backend --------------------------------- */
+
+#ifdef CHAPAR_FAULT_INJECTION
+/* The bytes of a job as a remote backend would fetch them: a fresh snapshot, 0 or a code. */
+static int defer_read(struct chp_store *s, const struct defer_job *j)
+{
+        struct chp_chunk_loc loc = {.fd = -1};
+        int rc = -EAGAIN;
+        for (int attempt = 0; rc == -EAGAIN && attempt < 4; attempt++)
+                rc = lookup(s, j->addr, &loc, j->buf, j->len);
+        if (rc == -EAGAIN || (!rc && loc.len != j->len))
+                rc = CHP_ECORRUPT;
+        return rc;
+}
+
+static void *defer_main(void *arg)
+{
+        struct chp_store *s = arg;
+        struct store_defer *d = s->defer;
+        pthread_mutex_lock(&d->lock);
+        for (;;) {
+                while (!d->head && !d->stopping)
+                        pthread_cond_wait(&d->cond, &d->lock);
+                struct defer_job *j = d->head;
+                if (!j)
+                        break; /* stopping, and nothing left */
+                d->head = j->next;
+                if (!d->head)
+                        d->tail = NULL;
+                bool stopping = d->stopping;
+                pthread_mutex_unlock(&d->lock);
+                while (!stopping &&
+                       clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &j->due, NULL) == EINTR)
+                        ;
+                j->done(j->ctx, defer_read(s, j));
+                free(j);
+                atomic_fetch_add(&d->deferred, 1);
+                pthread_mutex_lock(&d->lock);
+        }
+        pthread_mutex_unlock(&d->lock);
+        return NULL;
+}
+
+static int defer_read_async(struct chp_store *s, const struct chp_backend_place *place,
+                            uint32_t len, void *buf, chp_backend_read_fn done, void *ctx)
+{
+        struct store_defer *d = s->defer;
+        struct defer_job *j = calloc(1, sizeof(*j));
+        if (!j)
+                return -ENOMEM;
+        memcpy(j->addr, place->addr, CHP_HASH_BYTES);
+        j->len = len;
+        j->buf = buf;
+        j->done = done;
+        j->ctx = ctx;
+        clock_gettime(CLOCK_MONOTONIC, &j->due);
+        j->due.tv_sec += (time_t)(d->delay_ms / 1000);
+        j->due.tv_nsec += (long)(d->delay_ms % 1000) * 1000000;
+        if (j->due.tv_nsec >= 1000000000) {
+                j->due.tv_sec++;
+                j->due.tv_nsec -= 1000000000;
+        }
+        pthread_mutex_lock(&d->lock);
+        bool stopping = d->stopping;
+        if (!stopping) {
+                if (d->tail)
+                        d->tail->next = j;
+                else
+                        d->head = j;
+                d->tail = j;
+                pthread_cond_signal(&d->cond);
+        }
+        pthread_mutex_unlock(&d->lock);
+        if (stopping) {
+                free(j);
+                return CHP_ECLOSED;
+        }
+        return 0;
+}
+
+int store_defer_start(struct chp_store *s)
+{
+        const char *env = getenv("CHAPAR_STORE_DEFER_READS");
+        if (!env || !*env)
+                return 0;
+        char *end;
+        unsigned long long ms = strtoull(env, &end, 10);
+        if (*end || env[0] == '-' || ms > 60000) {
+                chp_log_error("store", "CHAPAR_STORE_DEFER_READS: not a delay in ms: \"%s\"", env);
+                return 0;
+        }
+        struct store_defer *d = calloc(1, sizeof(*d));
+        if (!d)
+                return -ENOMEM;
+        d->delay_ms = ms;
+        pthread_mutex_init(&d->lock, NULL);
+        pthread_cond_init(&d->cond, NULL);
+        s->defer = d;
+        if (pthread_create(&d->thread, NULL, defer_main, s) != 0) {
+                pthread_cond_destroy(&d->cond);
+                pthread_mutex_destroy(&d->lock);
+                free(d);
+                s->defer = NULL;
+                return -EAGAIN;
+        }
+        chp_log_warn("store", "fault injection: chunk reads deferred by %llu ms", ms);
+        return 0;
+}
+
+void store_defer_stop(struct chp_store *s)
+{
+        struct store_defer *d = s->defer;
+        if (!d)
+                return;
+        pthread_mutex_lock(&d->lock);
+        d->stopping = true;
+        pthread_cond_broadcast(&d->cond);
+        pthread_mutex_unlock(&d->lock);
+        pthread_join(d->thread, NULL);
+        chp_log_warn("store", "fault injection: %llu chunk reads deferred, %llu read synchronously",
+                     (unsigned long long)atomic_load(&d->deferred),
+                     (unsigned long long)atomic_load(&d->blocking));
+        pthread_cond_destroy(&d->cond);
+        pthread_mutex_destroy(&d->lock);
+        free(d);
+        s->defer = NULL;
+}
+#endif
 
 int chp_store_has(struct chp_store *s, const uint8_t *addrs, size_t n, uint8_t *present)
 {

@@ -360,6 +360,8 @@ int chp_store_open(const struct chp_store_opts *o, struct chp_store **out)
                 goto out;
 #ifdef CHAPAR_FAULT_INJECTION
         fault_from_env(s);
+        if ((rc = store_defer_start(s)))
+                goto out;
 #endif
         if (pthread_create(&s->writer, NULL, store_writer_main, s) != 0) {
                 rc = -EAGAIN;
@@ -377,6 +379,9 @@ void chp_store_close(struct chp_store *s)
 {
         if (!s)
                 return;
+#ifdef CHAPAR_FAULT_INJECTION
+        store_defer_stop(s); /* its reads use the backend: they end first */
+#endif
         if (s->writer_started) {
                 pthread_mutex_lock(&s->q_lock);
                 s->stopping = true;

@@ -510,7 +510,10 @@ void chp_store_fault_arm(struct chp_store *s, enum chp_store_fault_site site, ui
 
 /* How many calls the store has made at site since it was opened. A store opened in this build
  * also arms what the environment variable CHAPAR_STORE_FAULT lists ("SITE:NTH:COUNT:ERR", SITE
- * write|sync|create|commit, ERR EIO|ENOSPC|EDQUOT, comma-separated), for whole-relay tests. */
+ * write|sync|create|commit, ERR EIO|ENOSPC|EDQUOT, comma-separated), for whole-relay tests.
+ * With CHAPAR_STORE_DEFER_READS=MS set at open, it reads as over a remote backend: no chunk has a
+ * file (chp_store_locate gives fd -1) and chp_store_read_async completes every non-inline read
+ * from a thread of the store's, MS milliseconds (0 allowed) after the call. */
 uint64_t chp_store_fault_calls(struct chp_store *s, enum chp_store_fault_site site);
 
 /* Calls fn(ctx) in chp_store_audit after each mark and before it submits its repairs, so that a

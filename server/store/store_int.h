@@ -75,6 +75,8 @@ struct chp_store {
         uint64_t space_free;
 #ifdef CHAPAR_FAULT_INJECTION
         struct fault_site faults[CHP_FAULT_SITES];
+        /* CHAPAR_STORE_DEFER_READS: chunk reads as a remote backend's (read.c); NULL: off */
+        struct store_defer *defer;
         void (*audit_hook)(void *ctx);
         void *audit_hook_ctx;
 #endif
@@ -94,6 +96,16 @@ static inline int fault_at(struct chp_store *s, enum chp_store_fault_site site)
 }
 #else
 #define fault_at(s, site) 0
+#endif
+
+#ifdef CHAPAR_FAULT_INJECTION
+/* Test builds (read.c): when CHAPAR_STORE_DEFER_READS is set (to a delay in ms, 0 allowed), the
+ * store reads chunk bytes as over a remote backend: chp_store_locate gives no file and
+ * chp_store_read_async completes every non-inline read from a thread of the store's, after the
+ * delay. start: -ENOMEM, -EAGAIN (no thread), 0 when unset. stop completes what is queued
+ * (each done called once) and joins the thread; NULL-safe, called by chp_store_close. */
+int store_defer_start(struct chp_store *s);
+void store_defer_stop(struct chp_store *s);
 #endif
 
 /* ---- LMDB and records (store.c) ----------------------------------------------------------- */
