@@ -48,6 +48,13 @@ struct rdrop {
         uint64_t seq;
 };
 
+struct rremove {
+        rados_completion_t c;
+        uint8_t addr[CHP_HASH_BYTES];
+};
+
+#define RETRY_MAX 4096 /* removals kept to try again, at most */
+
 struct rados_be {
         struct chp_backend base;
         struct chp_backend_host host;
@@ -68,8 +75,12 @@ struct rados_be {
         size_t ndrops, drops_cap;
         uint64_t seq;
         /* removals started and not yet reaped (writer thread, and close) */
-        rados_completion_t *removes;
+        struct rremove *removes;
         size_t nremoves, removes_cap;
+        /* objects whose removal failed (the cluster did not answer): tried again after the next
+         * committed batch, unless a put stores the address again first */
+        uint8_t (*retry)[CHP_HASH_BYTES];
+        size_t nretry;
 
         /* the lock's renewal */
         pthread_t renewer;
@@ -143,28 +154,43 @@ static int totals_add(struct rados_be *b, MDB_txn *txn, int64_t objects, int64_t
 
 /* ---- operations in flight (writer thread) ------------------------------------------------- */
 
-/* Releases the removals that have completed (logging failures). wait_one: waits for the oldest
- * first. */
+/* Releases the removals that have completed; one that failed for want of an answer is kept to
+ * try again. wait_one: waits for the oldest first. */
 static void removes_reap(struct rados_be *b, bool wait_one)
 {
         if (wait_one && b->nremoves)
-                rados_aio_wait_for_complete(b->removes[0]);
+                rados_aio_wait_for_complete(b->removes[0].c);
         size_t keep = 0;
         for (size_t i = 0; i < b->nremoves; i++) {
-                rados_completion_t c = b->removes[i];
-                if (!rados_aio_is_complete(c)) {
-                        b->removes[keep++] = c;
+                struct rremove *r = &b->removes[i];
+                if (!rados_aio_is_complete(r->c)) {
+                        b->removes[keep++] = *r;
                         continue;
                 }
-                int rc = rados_aio_get_return_value(c);
-                if (rc < 0 && rc != -ENOENT)
-                        chp_log_warn("store",
-                                     "rados: removing a dead chunk's object failed (%s): it stays "
-                                     "in pool %s until removed by hand (verify lists it)",
-                                     chp_strerror(rados_rc(rc)), b->pool);
-                rados_aio_release(c);
+                int rc = rados_aio_get_return_value(r->c);
+                rados_aio_release(r->c);
+                if (rc >= 0 || rc == -ENOENT)
+                        continue;
+                if (rados_rc(rc) == CHP_EUNAVAILABLE && b->nretry < RETRY_MAX) {
+                        memcpy(b->retry[b->nretry++], r->addr, CHP_HASH_BYTES);
+                        continue;
+                }
+                char oid[OID_BYTES];
+                oid_of(r->addr, oid);
+                chp_log_warn("store",
+                             "rados: removing object %s failed (%s): it stays in pool %s until "
+                             "removed by hand (verify lists it)",
+                             oid, chp_strerror(rados_rc(rc)), b->pool);
         }
         b->nremoves = keep;
+}
+
+/* A put stores addr again: its earlier removal must not be tried again. */
+static void retry_cancel(struct rados_be *b, const uint8_t addr[CHP_HASH_BYTES])
+{
+        for (size_t i = 0; i < b->nretry; i++)
+                if (memcmp(b->retry[i], addr, CHP_HASH_BYTES) == 0)
+                        memcpy(b->retry[i--], b->retry[--b->nretry], CHP_HASH_BYTES);
 }
 
 /* Waits for put i and keeps its result. */
@@ -197,7 +223,7 @@ static void remove_start(struct rados_be *b, const uint8_t addr[CHP_HASH_BYTES])
 {
         if (b->nremoves == b->removes_cap) {
                 size_t cap = b->removes_cap ? 2 * b->removes_cap : 64;
-                rados_completion_t *n = realloc(b->removes, cap * sizeof(*n));
+                struct rremove *n = realloc(b->removes, cap * sizeof(*n));
                 if (!n)
                         return; /* the object stays: verify lists it */
                 b->removes = n;
@@ -213,7 +239,22 @@ static void remove_start(struct rados_be *b, const uint8_t addr[CHP_HASH_BYTES])
                 rados_aio_release(c);
                 return;
         }
-        b->removes[b->nremoves++] = c;
+        b->removes[b->nremoves].c = c;
+        memcpy(b->removes[b->nremoves++].addr, addr, CHP_HASH_BYTES);
+}
+
+/* Tries the failed removals again (after a committed batch: no put of theirs is in flight). */
+static void retry_removes(struct rados_be *b)
+{
+        size_t n = b->nretry;
+        uint8_t(*list)[CHP_HASH_BYTES] = n ? malloc(n * CHP_HASH_BYTES) : NULL;
+        if (!list)
+                return;
+        memcpy(list, b->retry, n * CHP_HASH_BYTES);
+        b->nretry = 0;
+        for (size_t i = 0; i < n; i++)
+                remove_start(b, list[i]);
+        free(list);
 }
 
 /* ---- the write half (writer thread) ------------------------------------------------------- */
@@ -240,6 +281,7 @@ static int r_put(struct chp_backend *base, MDB_txn *txn, const uint8_t addr[CHP_
         }
         if ((rc = totals_add(b, txn, 1, len)))
                 return rc;
+        retry_cancel(b, addr);
         room_for_one(b);
         struct rput *p = &b->puts[b->nputs];
         *p = (struct rput){.seq = ++b->seq};
@@ -293,6 +335,8 @@ static void r_batch_end(struct chp_backend *base, bool committed)
         for (size_t i = 0; i < b->nputs; i++)
                 put_wait(b, i);
         b->nputs = b->waited = b->ndrops = 0;
+        if (committed)
+                retry_removes(b);
 }
 
 static int r_drop(struct chp_backend *base, MDB_txn *txn, const struct chp_backend_place *place,
@@ -337,8 +381,9 @@ static bool addr_elsewhere(struct rados_be *b, size_t i)
         return false;
 }
 
-/* The undone puts' objects go, unless something else in the batch concerns the same address (a
- * drop of it, another put): then the object may be referenced after all, and is left. */
+/* The undone puts' objects go (a put that failed may have been written all the same: a timeout
+ * says nothing), unless something else in the batch concerns the same address (a drop of it,
+ * another put): then the object may be referenced after all, and is left. */
 static void r_rollback(struct chp_backend *base, const struct chp_backend_mark *in)
 {
         struct rados_be *b = RADOS_BE(base);
@@ -346,7 +391,7 @@ static void r_rollback(struct chp_backend *base, const struct chp_backend_mark *
         memcpy(&m, in, sizeof(m));
         for (size_t i = m.nputs; i < b->nputs; i++) {
                 put_wait(b, i);
-                if (b->puts[i].rc == 0 && !addr_elsewhere(b, i))
+                if (!addr_elsewhere(b, i))
                         remove_start(b, b->puts[i].addr);
         }
         if (b->nputs > m.nputs)
@@ -623,6 +668,17 @@ static void r_close(struct chp_backend *base)
                 put_wait(b, i);
         while (b->nremoves)
                 removes_reap(b, true);
+        if (b->nretry && b->io) {
+                retry_removes(b); /* once more: what still fails stays (verify lists it) */
+                b->nretry = 0;
+                while (b->nremoves)
+                        removes_reap(b, true);
+                if (b->nretry)
+                        chp_log_warn("store",
+                                     "rados: %zu objects of dead chunks could not be removed from "
+                                     "pool %s (verify lists them)",
+                                     b->nretry, b->pool);
+        }
         if (b->io) {
                 rados_aio_flush(b->io);
                 rados_ioctx_destroy(b->io);
@@ -639,6 +695,7 @@ static void r_close(struct chp_backend *base)
         free(b->puts);
         free(b->drops);
         free(b->removes);
+        free(b->retry);
         free(b->pool);
         free(b);
 }
@@ -743,7 +800,8 @@ int chp_rados_open(const struct chp_store_opts *o, MDB_env *env, const struct ch
         int rc;
         uint8_t rnd[16];
         b->pool = strdup(o->rados_pool);
-        if (!b->pool) {
+        b->retry = malloc(RETRY_MAX * CHP_HASH_BYTES);
+        if (!b->pool || !b->retry) {
                 rc = -ENOMEM;
                 goto out;
         }
