@@ -2,7 +2,7 @@
  *
  * The store keeps every chunk's record (length, XXH3, place) in its LMDB index and calls a backend,
  * through struct chp_backend_ops, for the bytes. segments.c (append-only local files) is the first
- * backend; one keeping objects elsewhere (Ceph RADOS) implements the same table.
+ * backend; rados.c (each chunk an object of a Ceph RADOS pool) implements the same table.
  *
  * Threads: the writer thread alone calls the write half (batch_*, put, drop, mark, rollback, full,
  * reclaim) and the host's callbacks run on it; read, span and span_release may be called from any
