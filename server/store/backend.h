@@ -179,7 +179,8 @@ __attribute__((warn_unused_result)) int chp_segments_open(const struct chp_segme
 /* Connects to the cluster o->rados_conf names, as o->rados_user, and opens o->rados_pool: chunk
  * bytes become objects named by their address's hex in the namespace "c". env is the store's:
  * the backend keeps its totals in a "rados" db there. Takes the pool's lock (the object "owner"
- * of the namespace "i", renewed while open): CHP_ELOCKED when another relay holds it.
+ * of the namespace "i", renewed while open): CHP_ELOCKED when another relay holds it; a lock that
+ * a previous run with the same directory on this host left behind is broken.
  * CHP_EUNAVAILABLE when the cluster does not answer within o->rados_op_timeout, -ENOENT when the
  * pool does not exist. h is copied. Caller frees with out->ops->close. */
 __attribute__((warn_unused_result)) int chp_rados_open(const struct chp_store_opts *o, MDB_env *env,

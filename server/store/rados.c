@@ -10,7 +10,9 @@
  * one that fails leaves an object the index does not know, which verify reports). Reads (any
  * thread) are rados_read; read_async is rados_aio_read with done called on librados' thread.
  * One relay per pool: open takes an exclusive RADOS lock on the object "owner" of namespace "i",
- * renewed by a thread of the backend, released by close.
+ * renewed by a thread of the backend, released by close. Its cookie names the data directory
+ * (an id kept in the "rados" db) and the host, so that a relay restarted after a crash breaks the
+ * lock its previous run left instead of waiting for it to expire.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -19,6 +21,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <rados/librados.h>
 
@@ -51,6 +54,7 @@ struct rdrop {
 struct rremove {
         rados_completion_t c;
         uint8_t addr[CHP_HASH_BYTES];
+        bool superseded; /* a put stored addr since: the removal is not tried again */
 };
 
 #define RETRY_MAX 4096 /* removals kept to try again, at most */
@@ -66,7 +70,7 @@ struct rados_be {
         char *pool;
         uint32_t inflight_max;
         bool connected, locked;
-        char cookie[33];
+        char cookie[128]; /* the directory's id (hex) @ the host's name */
 
         /* the batch (writer thread) */
         struct rput *puts;
@@ -171,6 +175,8 @@ static void removes_reap(struct rados_be *b, bool wait_one)
                 rados_aio_release(r->c);
                 if (rc >= 0 || rc == -ENOENT)
                         continue;
+                if (r->superseded)
+                        continue;
                 if (rados_rc(rc) == CHP_EUNAVAILABLE && b->nretry < RETRY_MAX) {
                         memcpy(b->retry[b->nretry++], r->addr, CHP_HASH_BYTES);
                         continue;
@@ -185,12 +191,17 @@ static void removes_reap(struct rados_be *b, bool wait_one)
         b->nremoves = keep;
 }
 
-/* A put stores addr again: its earlier removal must not be tried again. */
+/* A put stores addr again: an earlier removal of it, failed or in flight, must not be tried
+ * again (RADOS applies one client's operations on an object in order, so the removal in flight
+ * comes before the write). */
 static void retry_cancel(struct rados_be *b, const uint8_t addr[CHP_HASH_BYTES])
 {
         for (size_t i = 0; i < b->nretry; i++)
                 if (memcmp(b->retry[i], addr, CHP_HASH_BYTES) == 0)
                         memcpy(b->retry[i--], b->retry[--b->nretry], CHP_HASH_BYTES);
+        for (size_t i = 0; i < b->nremoves; i++)
+                if (memcmp(b->removes[i].addr, addr, CHP_HASH_BYTES) == 0)
+                        b->removes[i].superseded = true;
 }
 
 /* Waits for put i and keeps its result. */
@@ -239,8 +250,9 @@ static void remove_start(struct rados_be *b, const uint8_t addr[CHP_HASH_BYTES])
                 rados_aio_release(c);
                 return;
         }
-        b->removes[b->nremoves].c = c;
-        memcpy(b->removes[b->nremoves++].addr, addr, CHP_HASH_BYTES);
+        struct rremove *r = &b->removes[b->nremoves++];
+        *r = (struct rremove){.c = c};
+        memcpy(r->addr, addr, CHP_HASH_BYTES);
 }
 
 /* Tries the failed removals again (after a committed batch: no put of theirs is in flight). */
@@ -625,6 +637,25 @@ static int lock_take(struct rados_be *b, uint8_t flags)
                                     "chapar relay (one per pool)", &tv, flags);
 }
 
+/* The lock is held with this directory's cookie, by a process that is gone: this one holds the
+ * directory (its flock) on the same host. Breaks that lock; true when it did. */
+static bool lock_break_own(struct rados_be *b)
+{
+        int exclusive;
+        char tag[256], clients[1024], cookies[1024], addrs[1024];
+        size_t tl = sizeof(tag), cl = sizeof(clients), kl = sizeof(cookies), al = sizeof(addrs);
+        ssize_t n = rados_list_lockers(b->io_info, LOCK_OBJECT, LOCK_NAME, &exclusive, tag, &tl,
+                                       clients, &cl, cookies, &kl, addrs, &al);
+        if (n != 1 || strnlen(cookies, kl) >= kl || strnlen(clients, cl) >= cl ||
+            strcmp(cookies, b->cookie) != 0)
+                return false;
+        chp_log_warn("store",
+                     "rados: breaking the lock on pool %s that a previous run of this relay (%s) "
+                     "left",
+                     b->pool, clients);
+        return rados_break_lock(b->io_info, LOCK_OBJECT, LOCK_NAME, clients, cookies) == 0;
+}
+
 static void *renewer_main(void *arg)
 {
         struct rados_be *b = arg;
@@ -728,10 +759,31 @@ static int open_db(struct rados_be *b)
         int rc = mdb_txn_begin(b->env, NULL, 0, &txn);
         if (rc)
                 return store_mdb_rc(rc);
-        if ((rc = mdb_dbi_open(txn, "rados", MDB_CREATE, &b->db))) {
+        /* the directory's id, made once: the cookie of the pool's lock */
+        MDB_val k = {5, "owner"}, v;
+        uint8_t id[16];
+        if (!(rc = mdb_dbi_open(txn, "rados", MDB_CREATE, &b->db)) &&
+            (rc = mdb_get(txn, b->db, &k, &v)) == MDB_NOTFOUND) {
+                if (getrandom(id, sizeof(id), 0) != sizeof(id)) {
+                        mdb_txn_abort(txn);
+                        return -EIO;
+                }
+                v = (MDB_val){sizeof(id), id};
+                rc = mdb_put(txn, b->db, &k, &v, 0);
+        } else if (!rc && v.mv_size == sizeof(id)) {
+                memcpy(id, v.mv_data, sizeof(id));
+        } else if (!rc) {
+                rc = MDB_CORRUPTED;
+        }
+        if (rc) {
                 mdb_txn_abort(txn);
                 return store_mdb_rc(rc);
         }
+        char host[64] = "";
+        gethostname(host, sizeof(host) - 1);
+        char hex[33];
+        chp_hex_encode(id, sizeof(id), hex);
+        snprintf(b->cookie, sizeof(b->cookie), "%s@%s", hex, host);
         return store_mdb_rc(mdb_txn_commit(txn));
 }
 
@@ -798,21 +850,17 @@ int chp_rados_open(const struct chp_store_opts *o, MDB_env *env, const struct ch
         pthread_mutex_init(&b->lock, NULL);
         chp_net_cond_init(&b->cond);
         int rc;
-        uint8_t rnd[16];
         b->pool = strdup(o->rados_pool);
         b->retry = malloc(RETRY_MAX * CHP_HASH_BYTES);
         if (!b->pool || !b->retry) {
                 rc = -ENOMEM;
                 goto out;
         }
-        if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd)) {
-                rc = -EIO;
-                goto out;
-        }
-        chp_hex_encode(rnd, sizeof(rnd), b->cookie);
         if ((rc = open_db(b)) || (rc = connect_cluster(b, o)))
                 goto out;
         rc = lock_take(b, 0);
+        if (rc == -EBUSY && lock_break_own(b))
+                rc = lock_take(b, 0);
         if (rc == -EBUSY || rc == -EEXIST) {
                 chp_log_error("store",
                               "rados: another relay uses pool %s; until the shared state of "

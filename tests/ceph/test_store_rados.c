@@ -2,7 +2,8 @@
  * tests/ceph/store_rados.sh starts: chunks above inline_max become objects of the namespace "c"
  * named by their address and read back, across a commit and a reopen; the same chunk twice is
  * one object; a deleted file's chunks lose their objects; verify is clean; a second store on the
- * pool is refused; a directory keeps its backend; an OSD that does not answer fails a put with
+ * pool is refused, but a lock left by a crash is taken back by its directory; a directory keeps its
+ * backend; an OSD that does not answer fails a put with
  * CHP_EUNAVAILABLE, and puts work again once it answers.
  * Usage: test_store_rados CONF POOL USER PIDFILE (PIDFILE: the monitor's PID, then the OSD's).
  */
@@ -10,6 +11,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -207,6 +209,25 @@ TEST(one_store_per_pool)
         /* released on close: the other directory may take the pool now */
         CHECK_OK(open_in(dirs[1], CHP_STORE_RADOS, 30, &b));
         chp_store_close(b);
+}
+
+/* A relay that died holding the pool's lock (30 s long): its own directory takes the pool at once,
+ * another one is still refused. */
+TEST(lock_left_by_a_crash)
+{
+        pid_t child = fork();
+        REQUIRE(child >= 0);
+        if (child == 0) {
+                struct chp_store *s;
+                _exit(open_in(dirs[1], CHP_STORE_RADOS, 30, &s) == 0 ? 0 : 1); /* no close */
+        }
+        int st;
+        REQUIRE(waitpid(child, &st, 0) == child);
+        REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        struct chp_store *s;
+        CHECK_EQ(open_in(dirs[3], CHP_STORE_RADOS, 30, &s), CHP_ELOCKED);
+        CHECK_OK(open_in(dirs[1], CHP_STORE_RADOS, 30, &s));
+        chp_store_close(s);
 }
 
 TEST(directory_keeps_its_backend)
