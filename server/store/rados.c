@@ -57,8 +57,6 @@ struct rremove {
         bool superseded; /* a put stored addr since: the removal is not tried again */
 };
 
-#define RETRY_MAX 4096 /* removals kept to try again, at most */
-
 struct rados_be {
         struct chp_backend base;
         struct chp_backend_host host;
@@ -81,10 +79,11 @@ struct rados_be {
         /* removals started and not yet reaped (writer thread, and close) */
         struct rremove *removes;
         size_t nremoves, removes_cap;
-        /* objects whose removal failed (the cluster did not answer): tried again after the next
-         * committed batch, unless a put stores the address again first */
-        uint8_t (*retry)[CHP_HASH_BYTES];
-        size_t nretry;
+        /* objects to remove: dead chunks' (their drop committed), undone puts', and those whose
+         * removal failed for want of an answer; started as room allows, never waited for on the
+         * acknowledgement path; a put of the address takes it off */
+        uint8_t (*doomed)[CHP_HASH_BYTES];
+        size_t ndoomed, doomed_cap;
 
         /* the lock's renewal */
         pthread_t renewer;
@@ -158,6 +157,21 @@ static int totals_add(struct rados_be *b, MDB_txn *txn, int64_t objects, int64_t
 
 /* ---- operations in flight (writer thread) ------------------------------------------------- */
 
+/* Queues addr's object for removal. */
+static int doom(struct rados_be *b, const uint8_t addr[CHP_HASH_BYTES])
+{
+        if (b->ndoomed == b->doomed_cap) {
+                size_t cap = b->doomed_cap ? 2 * b->doomed_cap : 256;
+                uint8_t(*n)[CHP_HASH_BYTES] = realloc(b->doomed, cap * CHP_HASH_BYTES);
+                if (!n)
+                        return -ENOMEM;
+                b->doomed = n;
+                b->doomed_cap = cap;
+        }
+        memcpy(b->doomed[b->ndoomed++], addr, CHP_HASH_BYTES);
+        return 0;
+}
+
 /* Releases the removals that have completed; one that failed for want of an answer is kept to
  * try again. wait_one: waits for the oldest first. */
 static void removes_reap(struct rados_be *b, bool wait_one)
@@ -177,10 +191,8 @@ static void removes_reap(struct rados_be *b, bool wait_one)
                         continue;
                 if (r->superseded)
                         continue;
-                if (rados_rc(rc) == CHP_EUNAVAILABLE && b->nretry < RETRY_MAX) {
-                        memcpy(b->retry[b->nretry++], r->addr, CHP_HASH_BYTES);
+                if (rados_rc(rc) == CHP_EUNAVAILABLE && doom(b, r->addr) == 0)
                         continue;
-                }
                 char oid[OID_BYTES];
                 oid_of(r->addr, oid);
                 chp_log_warn("store",
@@ -191,14 +203,14 @@ static void removes_reap(struct rados_be *b, bool wait_one)
         b->nremoves = keep;
 }
 
-/* A put stores addr again: an earlier removal of it, failed or in flight, must not be tried
- * again (RADOS applies one client's operations on an object in order, so the removal in flight
- * comes before the write). */
-static void retry_cancel(struct rados_be *b, const uint8_t addr[CHP_HASH_BYTES])
+/* A put stores addr again: an earlier removal of it, queued, failed or in flight, must not be
+ * started or tried again (RADOS applies one client's operations on an object in order, so the
+ * removal in flight comes before the write). */
+static void doom_cancel(struct rados_be *b, const uint8_t addr[CHP_HASH_BYTES])
 {
-        for (size_t i = 0; i < b->nretry; i++)
-                if (memcmp(b->retry[i], addr, CHP_HASH_BYTES) == 0)
-                        memcpy(b->retry[i--], b->retry[--b->nretry], CHP_HASH_BYTES);
+        for (size_t i = 0; i < b->ndoomed; i++)
+                if (memcmp(b->doomed[i], addr, CHP_HASH_BYTES) == 0)
+                        memcpy(b->doomed[i--], b->doomed[--b->ndoomed], CHP_HASH_BYTES);
         for (size_t i = 0; i < b->nremoves; i++)
                 if (memcmp(b->removes[i].addr, addr, CHP_HASH_BYTES) == 0)
                         b->removes[i].superseded = true;
@@ -229,18 +241,9 @@ static void room_for_one(struct rados_be *b)
         }
 }
 
-/* Starts removing the object of addr. */
+/* Starts removing the object of addr (a slot in removes is free: doomed_start's check). */
 static void remove_start(struct rados_be *b, const uint8_t addr[CHP_HASH_BYTES])
 {
-        if (b->nremoves == b->removes_cap) {
-                size_t cap = b->removes_cap ? 2 * b->removes_cap : 64;
-                struct rremove *n = realloc(b->removes, cap * sizeof(*n));
-                if (!n)
-                        return; /* the object stays: verify lists it */
-                b->removes = n;
-                b->removes_cap = cap;
-        }
-        room_for_one(b);
         char oid[OID_BYTES];
         oid_of(addr, oid);
         rados_completion_t c;
@@ -255,18 +258,31 @@ static void remove_start(struct rados_be *b, const uint8_t addr[CHP_HASH_BYTES])
         memcpy(r->addr, addr, CHP_HASH_BYTES);
 }
 
-/* Tries the failed removals again (after a committed batch: no put of theirs is in flight). */
-static void retry_removes(struct rados_be *b)
+/* Starts the queued removals: as many as there is room for, or (wait, at close) all of those
+ * queued now, waiting for room. A removal that fails again meanwhile is queued for later. */
+static void doomed_start(struct rados_be *b, bool wait)
 {
-        size_t n = b->nretry;
-        uint8_t(*list)[CHP_HASH_BYTES] = n ? malloc(n * CHP_HASH_BYTES) : NULL;
-        if (!list)
-                return;
-        memcpy(list, b->retry, n * CHP_HASH_BYTES);
-        b->nretry = 0;
-        for (size_t i = 0; i < n; i++)
-                remove_start(b, list[i]);
-        free(list);
+        removes_reap(b, false);
+        size_t n = b->ndoomed;
+        if (b->removes_cap < b->inflight_max) {
+                struct rremove *r = realloc(b->removes, b->inflight_max * sizeof(*r));
+                if (!r)
+                        return;
+                b->removes = r;
+                b->removes_cap = b->inflight_max;
+        }
+        while (n && b->ndoomed) {
+                if ((b->nputs - b->waited) + b->nremoves >= b->inflight_max) {
+                        if (!wait)
+                                return;
+                        removes_reap(b, true);
+                        continue;
+                }
+                uint8_t addr[CHP_HASH_BYTES];
+                memcpy(addr, b->doomed[--b->ndoomed], CHP_HASH_BYTES);
+                n--;
+                remove_start(b, addr);
+        }
 }
 
 /* ---- the write half (writer thread) ------------------------------------------------------- */
@@ -275,7 +291,7 @@ static void r_batch_begin(struct chp_backend *base)
 {
         struct rados_be *b = RADOS_BE(base);
         b->nputs = b->waited = b->ndrops = 0;
-        removes_reap(b, false);
+        doomed_start(b, false);
 }
 
 static int r_put(struct chp_backend *base, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
@@ -293,7 +309,7 @@ static int r_put(struct chp_backend *base, MDB_txn *txn, const uint8_t addr[CHP_
         }
         if ((rc = totals_add(b, txn, 1, len)))
                 return rc;
-        retry_cancel(b, addr);
+        doom_cancel(b, addr);
         room_for_one(b);
         struct rput *p = &b->puts[b->nputs];
         *p = (struct rput){.seq = ++b->seq};
@@ -343,12 +359,13 @@ static void r_batch_end(struct chp_backend *base, bool committed)
         struct rados_be *b = RADOS_BE(base);
         for (size_t i = 0; committed && i < b->ndrops; i++)
                 if (!put_after(b, b->drops[i].addr, b->drops[i].seq))
-                        remove_start(b, b->drops[i].addr);
+                        if (doom(b, b->drops[i].addr) != 0)
+                                chp_log_warn("store", "rados: out of memory: a dead chunk's "
+                                                      "object stays (verify lists it)");
         for (size_t i = 0; i < b->nputs; i++)
                 put_wait(b, i);
         b->nputs = b->waited = b->ndrops = 0;
-        if (committed)
-                retry_removes(b);
+        doomed_start(b, false);
 }
 
 static int r_drop(struct chp_backend *base, MDB_txn *txn, const struct chp_backend_place *place,
@@ -404,7 +421,7 @@ static void r_rollback(struct chp_backend *base, const struct chp_backend_mark *
         for (size_t i = m.nputs; i < b->nputs; i++) {
                 put_wait(b, i);
                 if (!addr_elsewhere(b, i))
-                        remove_start(b, b->puts[i].addr);
+                        doom(b, b->puts[i].addr); /* else the object stays: verify lists it */
         }
         if (b->nputs > m.nputs)
                 b->nputs = m.nputs;
@@ -699,16 +716,15 @@ static void r_close(struct chp_backend *base)
                 put_wait(b, i);
         while (b->nremoves)
                 removes_reap(b, true);
-        if (b->nretry && b->io) {
-                retry_removes(b); /* once more: what still fails stays (verify lists it) */
-                b->nretry = 0;
+        if (b->ndoomed && b->io) {
+                doomed_start(b, true); /* once: what fails now stays (verify lists it) */
                 while (b->nremoves)
                         removes_reap(b, true);
-                if (b->nretry)
+                if (b->ndoomed)
                         chp_log_warn("store",
                                      "rados: %zu objects of dead chunks could not be removed from "
                                      "pool %s (verify lists them)",
-                                     b->nretry, b->pool);
+                                     b->ndoomed, b->pool);
         }
         if (b->io) {
                 rados_aio_flush(b->io);
@@ -726,7 +742,7 @@ static void r_close(struct chp_backend *base)
         free(b->puts);
         free(b->drops);
         free(b->removes);
-        free(b->retry);
+        free(b->doomed);
         free(b->pool);
         free(b);
 }
@@ -851,8 +867,7 @@ int chp_rados_open(const struct chp_store_opts *o, MDB_env *env, const struct ch
         chp_net_cond_init(&b->cond);
         int rc;
         b->pool = strdup(o->rados_pool);
-        b->retry = malloc(RETRY_MAX * CHP_HASH_BYTES);
-        if (!b->pool || !b->retry) {
+        if (!b->pool) {
                 rc = -ENOMEM;
                 goto out;
         }

@@ -274,6 +274,38 @@ TEST(osd_silent_is_unavailable)
         free(d.data);
 }
 
+/* Runs `rados -N c VERB OID [FILE]` on the pool: 0 when it succeeded. */
+static int rados_cli(const char *verb, const char *oid, const char *file)
+{
+        char cmd[1024];
+        snprintf(cmd, sizeof(cmd), "rados -c '%s' -n '%s' -p '%s' -N c %s %s %s", conf, user, pool,
+                 verb, oid, file ? file : "");
+        return system(cmd);
+}
+
+/* An object lost behind the relay's back is a clear error on read and a problem for verify; so
+ * is an object the index does not know. */
+TEST(lost_and_stray_objects)
+{
+        struct chp_store *s;
+        REQUIRE_OK(open_in(dirs[3], CHP_STORE_RADOS, 30, &s));
+        struct chunk c = make_chunk(CHUNK, 21);
+        REQUIRE_OK(chp_store_put(s, c.addr, c.data, c.len));
+        CHECK_EQ(verify_problems(s), 0);
+        char hex[CHP_HASH_HEXBYTES];
+        chp_hex_encode(c.addr, CHP_HASH_BYTES, hex);
+        REQUIRE_OK(rados_cli("rm", hex, NULL));
+        uint8_t *buf = malloc(CHP_CHUNK_MAX);
+        CHECK_EQ(chp_store_read(s, c.addr, buf, CHP_CHUNK_MAX), CHP_ECORRUPT);
+        free(buf);
+        CHECK_EQ(verify_problems(s), 1);
+        REQUIRE_OK(rados_cli("put", "stray", "/dev/null"));
+        CHECK_EQ(verify_problems(s), 2);
+        CHECK_OK(rados_cli("rm", "stray", NULL));
+        chp_store_close(s);
+        free(c.data);
+}
+
 int main(int argc, char **argv)
 {
         if (argc != 5) {
