@@ -70,7 +70,7 @@ check "rados -N c ls lists the 8 chunk objects (got $objs)" "[ '$objs' = 8 ]"
 one=$(r -N c ls | head -1)
 check "objects are named by the chunk's address" "[[ '$one' =~ ^[0-9a-f]{64}$ ]]"
 
-relay_stop R
+check "the relay stops cleanly (exit 0)" "relay_stop R" || tail -20 "$tmp/R.log"
 relay_start R --config "$tmp/r.ini" "${rados_args[@]}" || bad "the relay restarts"
 check "after a restart, chapar get: the same bytes" 'get_back "$ticket" "$tmp/big.bin"'
 check "after a restart, GET /f/ID: the same bytes" "f_same '$fid' '$tmp/tus.bin'"
@@ -94,7 +94,7 @@ check "OSD stopped: chapar put fails saying to retry after N s" \
 late=$(put "$tmp/late.bin") || cat "$tmp/put.err"
 check "OSD running again: the same put succeeds" 'get_back "$late" "$tmp/late.bin"'
 
-relay_stop R
+check "the relay stops cleanly after the outage (exit 0)" "relay_stop R" || tail -20 "$tmp/R.log"
 "$chapard" verify --data "$tmp/R.data" "${rados_args[@]}" >"$tmp/verify" 2>&1
 rc=$?
 cat "$tmp/verify"

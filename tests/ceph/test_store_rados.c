@@ -150,6 +150,7 @@ TEST(put_read_commit_dedup)
         struct chunk small = make_chunk(1000, 99); /* inline: stays in LMDB */
         CHECK_OK(chp_store_put(s, small.addr, small.data, small.len));
         CHECK(reads_back(s, &small));
+        free(small.data);
         uint8_t addrs[3 * CHP_HASH_BYTES];
         for (int i = 0; i < 3; i++) {
                 file_chunks[i] = make_chunk(i < 2 ? CHUNK : 40000, (uint32_t)i);
@@ -198,6 +199,8 @@ TEST(reopen_reads_then_delete_removes_objects)
         REQUIRE_OK(open_in(dirs[0], CHP_STORE_RADOS, 30, &s));
         CHECK_EQ(verify_problems(s), 0);
         chp_store_close(s);
+        for (int i = 0; i < 3; i++)
+                free(file_chunks[i].data);
 }
 
 TEST(one_store_per_pool)
