@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <lmdb.h>
 #include <rados/librados.h>
 
 #include "err.h"
@@ -233,6 +234,30 @@ TEST(lock_left_by_a_crash)
         chp_store_close(s);
 }
 
+/* Deletes the meta record of the backend dir was made with, as a store written before it had. */
+static int forget_backend(const char *dir)
+{
+        char path[128];
+        snprintf(path, sizeof(path), "%s/index", dir);
+        MDB_env *env;
+        MDB_txn *txn;
+        MDB_dbi meta;
+        int rc = mdb_env_create(&env);
+        if (rc)
+                return rc;
+        mdb_env_set_maxdbs(env, 32);
+        MDB_val k = {7, "backend"};
+        if (!(rc = mdb_env_open(env, path, 0, 0600)) && !(rc = mdb_txn_begin(env, NULL, 0, &txn))) {
+                if (!(rc = mdb_dbi_open(txn, "meta", 0, &meta)) &&
+                    !(rc = mdb_del(txn, meta, &k, NULL)))
+                        rc = mdb_txn_commit(txn);
+                else
+                        mdb_txn_abort(txn);
+        }
+        mdb_env_close(env);
+        return rc;
+}
+
 TEST(directory_keeps_its_backend)
 {
         struct chp_store *s;
@@ -240,6 +265,10 @@ TEST(directory_keeps_its_backend)
         struct chunk c = make_chunk(CHUNK, 7);
         CHECK_OK(chp_store_put(s, c.addr, c.data, c.len));
         chp_store_close(s);
+        CHECK_EQ(open_in(dirs[2], CHP_STORE_RADOS, 30, &s), -EINVAL);
+        CHECK(!s);
+        /* a directory from before the backend was recorded: its segment chunks say local */
+        CHECK_OK(forget_backend(dirs[2]));
         CHECK_EQ(open_in(dirs[2], CHP_STORE_RADOS, 30, &s), -EINVAL);
         CHECK(!s);
         /* and a directory made with rados stays rados */
