@@ -23,6 +23,8 @@
 
 /* a body left unread by a response is read and dropped up to this size; a longer one closes */
 #define UNREAD_MAX (64u << 10)
+/* Seconds a 503 (a relay shutting down, a storage cluster that did not answer) asks to wait. */
+#define HTTP_RETRY_AFTER_S 5
 #define EXPOSE                                                                                     \
         "Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Location, "                \
         "Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, "                                \
@@ -194,6 +196,8 @@ void http_simple(struct http *h, int status, const char *msg)
         http_start(h, &r, status);
         if (status == 412 || h->route == R_FILES || h->route == R_UPLOAD)
                 http_add(&r, "Tus-Version: " TUS_VERSION "\r\n");
+        if (status == 503) /* shutting down, or the storage cluster did not answer */
+                http_add(&r, "Retry-After: %d\r\n", HTTP_RETRY_AFTER_S);
         if (msg) {
                 http_add(&r, "Content-Type: text/plain\r\n");
                 char body[512];

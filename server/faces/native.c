@@ -231,6 +231,7 @@ uint32_t native_wire_code(int rc)
         case -EDQUOT:
                 return CHP_WE_NO_SPACE;
         case CHP_ECLOSED:
+        case CHP_EUNAVAILABLE: /* the storage cluster did not answer */
                 return CHP_WE_UNAVAILABLE;
         case CHP_ETOKEN_SCOPE:
         case CHP_ETOKEN_FILE:
@@ -249,14 +250,15 @@ uint32_t native_wire_code(int rc)
         return CHP_WE_INTERNAL;
 }
 
-/* What a client over a concurrency limit is told to wait: uploads in progress end in seconds. */
+/* What a client over a concurrency limit, or refused for want of storage that answers, is told
+ * to wait: uploads in progress end in seconds; the cluster's op timeout is seconds too. */
 #define RETRY_AFTER_S 5
 
 void native_reply_refusal(struct conn *c, uint32_t id, int rc, const char *what)
 {
         chp_metrics_refuse(c->sh->metrics, rc);
         uint32_t code = native_wire_code(rc);
-        if (code == CHP_WE_LIMITED)
+        if (code == CHP_WE_LIMITED || code == CHP_WE_UNAVAILABLE)
                 native_reply_error(c, id, code, "retry after %d s: %s: %s", RETRY_AFTER_S, what,
                                    chp_strerror(rc));
         else
@@ -265,7 +267,12 @@ void native_reply_refusal(struct conn *c, uint32_t id, int rc, const char *what)
 
 void native_reply_store_error(struct conn *c, uint32_t id, int rc)
 {
-        native_reply_error(c, id, native_wire_code(rc), "%s", chp_strerror(rc));
+        uint32_t code = native_wire_code(rc);
+        if (code == CHP_WE_UNAVAILABLE)
+                native_reply_error(c, id, code, "retry after %d s: %s", RETRY_AFTER_S,
+                                   chp_strerror(rc));
+        else
+                native_reply_error(c, id, code, "%s", chp_strerror(rc));
 }
 
 /* ---- frame handlers ---------------------------------------------------------------------- */

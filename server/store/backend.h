@@ -2,7 +2,7 @@
  *
  * The store keeps every chunk's record (length, XXH3, place) in its LMDB index and calls a backend,
  * through struct chp_backend_ops, for the bytes. segments.c (append-only local files) is the first
- * backend; one keeping objects elsewhere (Ceph RADOS) implements the same table.
+ * backend; rados.c (each chunk an object of a Ceph RADOS pool) implements the same table.
  *
  * Threads: the writer thread alone calls the write half (batch_*, put, drop, mark, rollback, full,
  * reclaim) and the host's callbacks run on it; read, span and span_release may be called from any
@@ -76,6 +76,10 @@ struct chp_backend_verify {
         void *state;
         uint64_t units; /* result of verify_begin: segments, objects' pools, ... */
 };
+
+/* Reports a problem to v, formatted (at most 511 bytes; segments_verify.c has it). */
+__attribute__((format(printf, 2, 3))) void chp_backend_problem(struct chp_backend_verify *v,
+                                                               const char *fmt, ...);
 
 struct chp_backend;
 
@@ -173,10 +177,13 @@ __attribute__((warn_unused_result)) int chp_segments_open(const struct chp_segme
 /* ---- the RADOS backend (rados.c, built with CHAPAR_RADOS) ------------------------------- */
 
 /* Connects to the cluster o->rados_conf names, as o->rados_user, and opens o->rados_pool: chunk
- * bytes become objects named by their address's hex in the namespace "c". CHP_EUNAVAILABLE when
- * the cluster does not answer within o->rados_op_timeout, -ENOENT when the pool does not exist.
- * h is copied. Caller frees with out->ops->close. */
-__attribute__((warn_unused_result)) int chp_rados_open(const struct chp_store_opts *o,
+ * bytes become objects named by their address's hex in the namespace "c". env is the store's:
+ * the backend keeps its totals in a "rados" db there. Takes the pool's lock (the object "owner"
+ * of the namespace "i", renewed while open): CHP_ELOCKED when another relay holds it; a lock that
+ * a previous run with the same directory on this host left behind is broken.
+ * CHP_EUNAVAILABLE when the cluster does not answer within o->rados_op_timeout, -ENOENT when the
+ * pool does not exist. h is copied. Caller frees with out->ops->close. */
+__attribute__((warn_unused_result)) int chp_rados_open(const struct chp_store_opts *o, MDB_env *env,
                                                        const struct chp_backend_host *h,
                                                        struct chp_backend **out /* out */);
 

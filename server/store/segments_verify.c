@@ -27,8 +27,7 @@ struct vstate {
         size_t nsegs;
 };
 
-__attribute__((format(printf, 2, 3))) static void problem(struct chp_backend_verify *v,
-                                                          const char *fmt, ...)
+void chp_backend_problem(struct chp_backend_verify *v, const char *fmt, ...)
 {
         char msg[512];
         va_list ap;
@@ -72,7 +71,7 @@ int segs_verify_begin(struct chp_backend *base, MDB_txn *txn, struct chp_backend
                 op = MDB_NEXT;
                 struct chp_rec_seg r;
                 if (k.mv_size != 4 || chp_rec_seg_parse(d.mv_data, d.mv_size, &r) < 0) {
-                        problem(v, "segments: malformed record");
+                        chp_backend_problem(v, "segments: malformed record");
                         continue;
                 }
                 struct vseg *n = realloc(vs->segs, (vs->nsegs + 1) * sizeof(*n));
@@ -89,14 +88,15 @@ int segs_verify_begin(struct chp_backend *base, MDB_txn *txn, struct chp_backend
                 g->g = segs_get(b, g->num);
                 struct stat sb;
                 if (!g->g)
-                        problem(v, "segment %u: file missing", g->num);
+                        chp_backend_problem(v, "segment %u: file missing", g->num);
                 else if (fstat(g->g->fd, &sb) != 0 || (uint64_t)sb.st_size < g->total)
-                        problem(v, "segment %u: file shorter than its committed %llu bytes", g->num,
-                                (unsigned long long)g->total);
+                        chp_backend_problem(
+                            v, "segment %u: file shorter than its committed %llu bytes", g->num,
+                            (unsigned long long)g->total);
                 if (g->state != CHP_REC_SEG_OPEN && g->state != CHP_REC_SEG_SEALED)
-                        problem(v, "segment %u: unknown state %u", g->num, g->state);
+                        chp_backend_problem(v, "segment %u: unknown state %u", g->num, g->state);
                 if (g->live > g->total)
-                        problem(v, "segment %u: live bytes exceed total", g->num);
+                        chp_backend_problem(v, "segment %u: live bytes exceed total", g->num);
         }
         mdb_cursor_close(cur);
         v->units = vs->nsegs;
@@ -113,11 +113,13 @@ int segs_verify_chunk(struct chp_backend *base, struct chp_backend_verify *v,
         chp_hex_encode(addr, CHP_HASH_BYTES, hex);
         struct vseg *g = vseg_find(vs, place->unit);
         if (!g || !g->g) {
-                problem(v, "chunk %s: in unknown or missing segment %u", hex, place->unit);
+                chp_backend_problem(v, "chunk %s: in unknown or missing segment %u", hex,
+                                    place->unit);
                 return 1;
         }
         if (place->offset + len > g->total) {
-                problem(v, "chunk %s: past the committed end of segment %u", hex, place->unit);
+                chp_backend_problem(v, "chunk %s: past the committed end of segment %u", hex,
+                                    place->unit);
                 return 1;
         }
         g->seen_live += len;
@@ -126,9 +128,10 @@ int segs_verify_chunk(struct chp_backend *base, struct chp_backend_verify *v,
         MDB_val ikey = val(ik, sizeof(ik)), ival;
         if (mdb_get(vs->txn, b->db_segidx, &ikey, &ival) != 0 || ival.mv_size != CHP_HASH_BYTES ||
             memcmp(ival.mv_data, addr, CHP_HASH_BYTES))
-                problem(v, "chunk %s: segment index entry missing or wrong", hex);
+                chp_backend_problem(v, "chunk %s: segment index entry missing or wrong", hex);
         if (segs_pread_full(g->g->fd, buf, len, place->offset) != (ssize_t)len) {
-                problem(v, "chunk %s: cannot read %u bytes from segment %u", hex, len, place->unit);
+                chp_backend_problem(v, "chunk %s: cannot read %u bytes from segment %u", hex, len,
+                                    place->unit);
                 return 1;
         }
         return 0;
@@ -151,7 +154,7 @@ int segs_verify_end(struct chp_backend *base, struct chp_backend_verify *v, bool
         while (cur && (rc = mdb_cursor_get(cur, &k, &d, op)) == 0) {
                 op = MDB_NEXT;
                 if (k.mv_size != CHP_REC_SEGIDX_KEY || d.mv_size != CHP_HASH_BYTES) {
-                        problem(v, "segment index: malformed entry");
+                        chp_backend_problem(v, "segment index: malformed entry");
                         continue;
                 }
                 uint32_t seg = chp_get_be32(k.mv_data);
@@ -161,8 +164,9 @@ int segs_verify_end(struct chp_backend *base, struct chp_backend_verify *v, bool
                 uint64_t xxh3;
                 if (b->host.chunk_get(b->host.ctx, vs->txn, d.mv_data, &at, &len, &xxh3) != 0 ||
                     at.unit != seg || at.offset != off)
-                        problem(v, "segment index: stale entry for segment %u offset %llu", seg,
-                                (unsigned long long)off);
+                        chp_backend_problem(v,
+                                            "segment index: stale entry for segment %u offset %llu",
+                                            seg, (unsigned long long)off);
         }
         if (cur) {
                 mdb_cursor_close(cur);
@@ -170,9 +174,9 @@ int segs_verify_end(struct chp_backend *base, struct chp_backend_verify *v, bool
         }
         for (size_t i = 0; ok && !rc && i < vs->nsegs; i++)
                 if (vs->segs[i].seen_live != vs->segs[i].live)
-                        problem(v, "segment %u: live bytes %llu but chunks hold %llu",
-                                vs->segs[i].num, (unsigned long long)vs->segs[i].live,
-                                (unsigned long long)vs->segs[i].seen_live);
+                        chp_backend_problem(v, "segment %u: live bytes %llu but chunks hold %llu",
+                                            vs->segs[i].num, (unsigned long long)vs->segs[i].live,
+                                            (unsigned long long)vs->segs[i].seen_live);
         for (size_t i = 0; i < vs->nsegs; i++)
                 segs_put(vs->segs[i].g);
         free(vs->segs);

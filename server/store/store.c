@@ -162,6 +162,52 @@ static int mkdir_p(const char *path)
         return -errno;
 }
 
+/* The backend a directory's chunk records point into, kept in meta "backend" from the first
+ * open: a directory must not switch (its records would be read from the wrong place). A store
+ * from before the key is local's, unless it holds no backend chunk at all. */
+static int backend_kind(struct chp_store *s, MDB_txn *txn)
+{
+        const char *want = s->opts.backend == CHP_STORE_RADOS ? "rados" : "local";
+        MDB_val k = val("backend", 7), v;
+        int rc = mdb_get(txn, s->db_meta, &k, &v);
+        if (rc == 0) {
+                if (v.mv_size == strlen(want) && memcmp(v.mv_data, want, v.mv_size) == 0)
+                        return 0;
+                chp_log_error("store",
+                              "%s was made with the %.*s chunk backend, not %s: a directory "
+                              "cannot switch backends",
+                              s->dir, (int)v.mv_size, (const char *)v.mv_data, want);
+                return -EINVAL;
+        }
+        if (rc != MDB_NOTFOUND)
+                return store_mdb_rc(rc);
+        if (s->opts.backend == CHP_STORE_RADOS) {
+                MDB_cursor *cur;
+                if ((rc = mdb_cursor_open(txn, s->db_chunks, &cur)))
+                        return store_mdb_rc(rc);
+                int op = MDB_FIRST;
+                bool local = false;
+                while (!local && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
+                        struct chp_rec_chunk c;
+                        op = MDB_NEXT;
+                        local = parse_chunk(&v, &c) == 0 && c.kind == CHP_REC_CHUNK_SEG;
+                }
+                mdb_cursor_close(cur);
+                if (local) {
+                        chp_log_error("store",
+                                      "%s holds chunks in segment files (the local backend): "
+                                      "it cannot be opened with the rados backend",
+                                      s->dir);
+                        return -EINVAL;
+                }
+                if (rc && rc != MDB_NOTFOUND)
+                        return store_mdb_rc(rc);
+        }
+        k = val("backend", 7);
+        v = val(want, strlen(want));
+        return store_mdb_rc(mdb_put(txn, s->db_meta, &k, &v, 0));
+}
+
 static int open_dbs(struct chp_store *s)
 {
         MDB_txn *txn;
@@ -214,6 +260,11 @@ static int open_dbs(struct chp_store *s)
                         mdb_txn_abort(txn);
                         return err;
                 }
+        }
+        int kind = backend_kind(s, txn);
+        if (kind) {
+                mdb_txn_abort(txn);
+                return kind;
         }
         MDB_val k = val("schema", 6), v;
         rc = mdb_get(txn, s->db_meta, &k, &v);
@@ -349,7 +400,7 @@ int chp_store_open(const struct chp_store_opts *o, struct chp_store **out)
         };
         if (o->backend == CHP_STORE_RADOS) {
 #ifdef CHAPAR_RADOS
-                rc = chp_rados_open(o, &host, &s->backend);
+                rc = chp_rados_open(o, s->env, &host, &s->backend);
 #else
                 rc = -ENOTSUP; /* built without librados */
 #endif

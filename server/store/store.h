@@ -90,8 +90,9 @@ typedef void (*chp_verify_problem_fn)(void *ctx, const char *problem);
  * files the index does not know, and starts the writer thread. Takes an exclusive lock on the
  * directory (CHP_ELOCKED if another process holds it). With CHP_STORE_RADOS it connects to the
  * cluster first (-ENOTSUP in a build without RADOS support; CHP_EUNAVAILABLE when the cluster
- * does not answer within rados_op_timeout; -ENOENT: no such pool). Caller frees with
- * chp_store_close. */
+ * does not answer within rados_op_timeout; -ENOENT: no such pool; CHP_ELOCKED: another relay
+ * uses the pool). A directory keeps the backend it was made with: -EINVAL for the other one.
+ * Caller frees with chp_store_close. */
 __attribute__((warn_unused_result)) int chp_store_open(const struct chp_store_opts *o,
                                                        struct chp_store **out /* out */);
 

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# A whole relay on the RADOS backend (chapard --store rados) on a throw-away cluster of its own:
+# chapar put of a few MiB comes back with chapar get, a tus upload comes back from GET /f/ID, the
+# chunks are objects of the namespace "c", a restarted relay still serves both, and chapard verify
+# --store rados finds the store clean. With the OSD stopped (SIGSTOP; rados_op_timeout 3 s), a tus
+# PATCH is answered 503 with Retry-After and a native put fails saying to retry later; once the
+# OSD runs again (SIGCONT) the same put succeeds. Skips (77) without the ceph packages or a relay
+# built without the RADOS backend.
+# Usage: relay_rados.sh CHAPARD CHAPAR [ON|OFF: built with the RADOS backend]
+set -uo pipefail
+chapard=$1
+chapar=$2
+. "$(dirname "$0")/../lib.sh"
+
+[ "${3:-ON}" = ON ] || { echo "SKIP: built without the RADOS backend (librados-dev)"; exit 77; }
+lib_tmp cephrl
+. "$(dirname "$0")/up.sh"
+
+cat >"$tmp/r.ini" <<INI
+[server]
+tus_chunk_size = 64K
+[store]
+rados_op_timeout = 3s
+INI
+rados_args=(--store rados --rados-conf "$conf" --rados-pool "$pool" --rados-user "${user#client.}")
+if ! relay_start R --config "$tmp/r.ini" "${rados_args[@]}"; then
+        cat "$tmp/R.log"
+        bad "chapard --store rados starts"
+        finish
+        exit
+fi
+ok "chapard --store rados starts"
+
+trust=()
+"$chapar" --help 2>&1 | grep -q -- --trust-new-relay && trust=(--trust-new-relay)
+put() { "$chapar" put "$1" --relay "${addr[R]}" --relay-key "${key[R]}" --chunk-size 1048576 \
+        "${trust[@]}" 2>"$tmp/put.err"; } # FILE: prints the ticket
+get_back() { # TICKET FILE: fetched into $tmp/got, compared
+        rm -rf "$tmp/got" && mkdir "$tmp/got" &&
+                (cd "$tmp/got" && "$chapar" get "$1" >/dev/null 2>>"$tmp/get.err") &&
+                cmp -s "$2" "$tmp/got/$(basename "$2")"
+}
+tus() { # FILE: uploads it by tus, prints the file id
+        local loc size
+        size=$(stat -c %s "$1")
+        loc=$(curl -sS -D - -o /dev/null -X POST -H 'Tus-Resumable: 1.0.0' \
+                -H "Upload-Length: $size" "http://${http[R]}/files/" |
+                tr -d '\r' | sed -n 's/^Location: //Ip')
+        case "$loc" in http*) ;; *) loc=http://${http[R]}$loc ;; esac
+        curl -sS -D "$tmp/patch.head" -o /dev/null -X PATCH -H 'Tus-Resumable: 1.0.0' \
+                -H 'Upload-Offset: 0' -H 'Content-Type: application/offset+octet-stream' \
+                --data-binary @"$1" "$loc"
+        tr -d '\r' <"$tmp/patch.head" | sed -n 's/^Chapar-File-Id: //Ip'
+}
+f_same() { # ID FILE
+        rm -f "$tmp/f.out"
+        curl -sS -o "$tmp/f.out" "http://${http[R]}/f/$1" && cmp -s "$2" "$tmp/f.out"
+}
+r() { timeout -k 2 30 rados -c "$conf" -n "$user" -p "$pool" "$@"; }
+
+head -c 3000000 /dev/urandom >"$tmp/big.bin"
+ticket=$(put "$tmp/big.bin") || { cat "$tmp/put.err"; bad "chapar put"; }
+check "chapar put of 3 MB, then chapar get: the same bytes" 'get_back "$ticket" "$tmp/big.bin"'
+head -c 300000 /dev/urandom >"$tmp/tus.bin"
+fid=$(tus "$tmp/tus.bin")
+check "a tus upload, then GET /f/ID: the same bytes" "[ -n '$fid' ] && f_same '$fid' '$tmp/tus.bin'"
+objs=$(r -N c ls | wc -l)
+# 3 chunks of 1 MiB (the last one smaller) and 5 of 64 KiB (the last one 37856 bytes)
+check "rados -N c ls lists the 8 chunk objects (got $objs)" "[ '$objs' = 8 ]"
+one=$(r -N c ls | head -1)
+check "objects are named by the chunk's address" "[[ '$one' =~ ^[0-9a-f]{64}$ ]]"
+
+check "the relay stops cleanly (exit 0)" "relay_stop R" || tail -20 "$tmp/R.log"
+relay_start R --config "$tmp/r.ini" "${rados_args[@]}" || bad "the relay restarts"
+check "after a restart, chapar get: the same bytes" 'get_back "$ticket" "$tmp/big.bin"'
+check "after a restart, GET /f/ID: the same bytes" "f_same '$fid' '$tmp/tus.bin'"
+
+# the OSD does not answer: clear, retryable errors within the op timeout
+head -c 200000 /dev/urandom >"$tmp/late.bin"
+kill -STOP "$osd"
+loc=$(curl -sS -D - -o /dev/null -X POST -H 'Tus-Resumable: 1.0.0' -H 'Upload-Length: 70000' \
+        "http://${http[R]}/files/" | tr -d '\r' | sed -n 's/^Location: //Ip')
+case "$loc" in http*) ;; *) loc=http://${http[R]}$loc ;; esac
+curl -sS -D "$tmp/stopped.head" -o /dev/null -m 60 -X PATCH -H 'Tus-Resumable: 1.0.0' \
+        -H 'Upload-Offset: 0' -H 'Content-Type: application/offset+octet-stream' \
+        --data-binary @<(head -c 70000 /dev/urandom) "$loc"
+put "$tmp/late.bin" >/dev/null
+put_rc=$?
+kill -CONT "$osd"
+check "OSD stopped: a tus PATCH is answered 503" "head -1 '$tmp/stopped.head' | grep -q ' 503'"
+check "OSD stopped: the 503 says Retry-After" "grep -qi '^Retry-After: [0-9]' '$tmp/stopped.head'"
+check "OSD stopped: chapar put fails saying to retry after N s" \
+        "[ $put_rc != 0 ] && grep -qi 'retry after [0-9]* s' '$tmp/put.err'" || cat "$tmp/put.err"
+late=$(put "$tmp/late.bin") || cat "$tmp/put.err"
+check "OSD running again: the same put succeeds" 'get_back "$late" "$tmp/late.bin"'
+
+check "the relay stops cleanly after the outage (exit 0)" "relay_stop R" || tail -20 "$tmp/R.log"
+"$chapard" verify --data "$tmp/R.data" "${rados_args[@]}" >"$tmp/verify" 2>&1
+rc=$?
+cat "$tmp/verify"
+check "chapard verify --store rados: exit 0, no problems" \
+        '[ $rc -eq 0 ] && grep -q ": 0 problems" "$tmp/verify"'
+finish
