@@ -7,28 +7,11 @@
 # Usage: rados_ops.sh [PROGRAM]
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
-cluster=$(cd "$(dirname "$0")" && pwd)/ceph/cluster.sh
 prog=${1:-}
 
 [ -n "$prog" ] || { echo "SKIP: built without librados (librados-dev)"; exit 77; }
-for p in ceph-mon ceph-osd ceph rados; do
-        command -v $p >/dev/null || { echo "SKIP: $p is not installed (scripts/deps --test)"; exit 77; }
-done
-
 lib_tmp rados-ops
-cdir=$tmp/c
-osd=
-# the OSD continued (it may be stopped if the program died mid-test), then the cluster stopped
-lib_at_exit+=("[ -z \"\$osd\" ] || kill -CONT \"\$osd\" 2>/dev/null" "'$cluster' stop '$cdir'")
-
-if ! out=$("$cluster" start "$cdir" 2>"$tmp/start.err"); then
-        cat "$tmp/start.err"
-        bad "cluster.sh start"
-        finish
-        exit
-fi
-eval "$out"
-osd=$(sed -n 2p "$cdir/pids")
+. "$(dirname "$0")/ceph/up.sh" # the cluster (conf, pool, user, osd), stopped at exit
 check "cluster.sh start gave conf, pool, user and an OSD PID" \
         "[ -f '$conf' ] && [ -n '$pool' ] && [ -n '$user' ] && [ -e '/proc/$osd' ]"
 
