@@ -78,6 +78,8 @@ check "after a restart, GET /f/ID: the same bytes" "f_same '$fid' '$tmp/tus.bin'
 # the OSD does not answer: clear, retryable errors within the op timeout
 head -c 200000 /dev/urandom >"$tmp/late.bin"
 kill -STOP "$osd"
+# kill returns before a busy process's every thread has stopped
+wait_for 5 "grep -q '^State:[[:space:]]*T' /proc/$osd/status"
 loc=$(curl -sS -D - -o /dev/null -X POST -H 'Tus-Resumable: 1.0.0' -H 'Upload-Length: 70000' \
         "http://${http[R]}/files/" | tr -d '\r' | sed -n 's/^Location: //Ip')
 case "$loc" in http*) ;; *) loc=http://${http[R]}$loc ;; esac
