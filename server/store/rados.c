@@ -12,7 +12,11 @@
  * One relay per pool: open takes an exclusive RADOS lock on the object "owner" of namespace "i",
  * renewed by a thread of the backend, released by close. Its cookie names the data directory
  * (an id kept in the "rados" db) and the host, so that a relay restarted after a crash breaks the
- * lock its previous run left instead of waiting for it to expire.
+ * lock its previous run left instead of waiting for it to expire. Once a renewal has failed and
+ * the lease (30 s, counted from before the last success) may have lapsed, puts fail with
+ * CHP_EUNAVAILABLE and removals wait, until the renewer renews the lock or, when nobody holds it,
+ * takes it again with the same cookie. Counters (op_stats): each write, read and removal is timed
+ * from its start to its completion (its callback), with what is in flight and errors by class.
  */
 #include <errno.h>
 #include <pthread.h>
