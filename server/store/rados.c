@@ -888,7 +888,12 @@ static void r_close(struct chp_backend *base)
                 put_wait(b, i);
         while (b->nremoves)
                 removes_reap(b, true);
-        if (b->ndoomed && b->io && !lease_lapsed(b)) {
+        if (b->ndoomed && b->io && lease_lapsed(b))
+                chp_log_warn("store",
+                             "rados: %zu objects of dead chunks stay in pool %s: its lock may have "
+                             "lapsed (verify lists them)",
+                             b->ndoomed, b->pool);
+        else if (b->ndoomed && b->io) {
                 doomed_start(b, true); /* once: what fails now stays (verify lists it) */
                 while (b->nremoves)
                         removes_reap(b, true);
