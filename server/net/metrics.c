@@ -192,6 +192,81 @@ static void render_process(struct chp_metrics *m, char *buf, size_t cap, size_t 
             CHAPAR_VERSION, (unsigned)CHP_PROTO_VERSION);
 }
 
+/* The chunk backend's operations (chp_store_backend_stats), labelled with its name; nothing for
+ * a backend that counts none (local). */
+static void render_backend(struct chp_shared *sh, char *buf, size_t cap, size_t *len)
+{
+        static const char *const op_name[CHP_STORE_NOPS] = {
+            [CHP_STORE_OP_WRITE] = "chunk_write",
+            [CHP_STORE_OP_READ] = "chunk_read",
+            [CHP_STORE_OP_REMOVE] = "remove",
+        };
+        static const char *const err_name[CHP_STORE_NERRS] = {
+            [CHP_STORE_ERR_UNAVAILABLE] = "unavailable",
+            [CHP_STORE_ERR_NOSPC] = "enospc",
+            [CHP_STORE_ERR_LOCK] = "lock_lapsed",
+            [CHP_STORE_ERR_OTHER] = "other",
+        };
+        struct chp_store_backend_stats *bs = malloc(sizeof(*bs));
+        if (!bs)
+                return;
+        if (chp_store_backend_stats(sh->store, bs) != 0) {
+                free(bs);
+                return;
+        }
+        const char *be = bs->backend;
+        chp_metrics_put(buf, cap, len,
+                        "# HELP chapar_store_op_seconds Latency of the chunk backend's operations, "
+                        "by kind (failed ones too).\n"
+                        "# TYPE chapar_store_op_seconds histogram\n");
+        for (int op = 0; op < CHP_STORE_NOPS; op++) {
+                for (int i = 0; i < CHP_STORE_OP_BUCKETS; i++)
+                        chp_metrics_put(
+                            buf, cap, len,
+                            "chapar_store_op_seconds_bucket{backend=\"%s\",op=\"%s\",le=\"%g\"} "
+                            "%llu\n",
+                            be, op_name[op], chp_store_op_buckets[i],
+                            (unsigned long long)bs->op_le[op][i]);
+                chp_metrics_put(
+                    buf, cap, len,
+                    "chapar_store_op_seconds_bucket{backend=\"%s\",op=\"%s\",le=\"+Inf\"} %llu\n"
+                    "chapar_store_op_seconds_sum{backend=\"%s\",op=\"%s\"} %.6f\n"
+                    "chapar_store_op_seconds_count{backend=\"%s\",op=\"%s\"} %llu\n",
+                    be, op_name[op], (unsigned long long)bs->op_count[op], be, op_name[op],
+                    (double)bs->op_sum_us[op] / 1e6, be, op_name[op],
+                    (unsigned long long)bs->op_count[op]);
+        }
+        chp_metrics_put(buf, cap, len,
+                        "# HELP chapar_store_inflight The chunk backend's operations in flight.\n"
+                        "# TYPE chapar_store_inflight gauge\n"
+                        "chapar_store_inflight{backend=\"%s\"} %llu\n",
+                        be, (unsigned long long)bs->inflight);
+        chp_metrics_put(
+            buf, cap, len,
+            "# HELP chapar_store_errors_total The chunk backend's failed operations, by "
+            "kind and error class.\n"
+            "# TYPE chapar_store_errors_total counter\n");
+        for (int op = 0; op < CHP_STORE_NOPS; op++)
+                for (int e = 0; e < CHP_STORE_NERRS; e++)
+                        chp_metrics_put(
+                            buf, cap, len,
+                            "chapar_store_errors_total{backend=\"%s\",op=\"%s\",error=\"%s\"} "
+                            "%llu\n",
+                            be, op_name[op], err_name[e], (unsigned long long)bs->errors[op][e]);
+        chp_metrics_put(
+            buf, cap, len,
+            "# HELP chapar_store_lock_renewals_failed_total Renewals of the pool's lock that "
+            "failed.\n"
+            "# TYPE chapar_store_lock_renewals_failed_total counter\n"
+            "chapar_store_lock_renewals_failed_total{backend=\"%s\"} %llu\n"
+            "# HELP chapar_store_lock_lapsed 1 while the pool's lock may have lapsed (writes are "
+            "refused).\n"
+            "# TYPE chapar_store_lock_lapsed gauge\n"
+            "chapar_store_lock_lapsed{backend=\"%s\"} %d\n",
+            be, (unsigned long long)bs->lock_renewals_failed, be, bs->lock_lost ? 1 : 0);
+        free(bs);
+}
+
 void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *len)
 {
         struct chp_metrics *m = sh->metrics;
@@ -285,6 +360,7 @@ void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *le
                     (unsigned long long)st.chunks, (unsigned long long)st.files,
                     (unsigned long long)st.segments, (unsigned long long)st.segment_bytes,
                     (unsigned long long)st.live_bytes);
+        render_backend(sh, buf, cap, len);
         /* connections refused or closed, accept errors, the memory budget */
         static const char *const accept_name[CHP_ACCEPT_NREASONS] = {
             [CHP_ACCEPT_EMFILE] = "emfile",

@@ -123,7 +123,8 @@ void chp_metrics_put(char *buf, size_t cap, size_t *len, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 /* Appends the whole /metrics page (Prometheus text: sh->metrics' counters, the connection and
- * memory gauges of sh, the store's statistics, the process's CPU, memory and descriptors from
+ * memory gauges of sh, the store's statistics and its chunk backend's operation counters
+ * (chp_store_backend_stats), the process's CPU, memory and descriptors from
  * /proc/self, the build) at buf[*len], up to cap bytes; *len grows by what fit. Any thread (it
  * takes a store read transaction). */
 void chp_metrics_render(struct chp_shared *sh, char *buf, size_t cap, size_t *len);

@@ -149,6 +149,9 @@ struct chp_backend_ops {
         /* Units, bytes held and live, chunks held (fills those fields of out). */
         int (*stats)(struct chp_backend *b, MDB_txn *txn, struct chp_store_stats *out,
                      uint64_t *chunks /* out */);
+        /* chp_store_backend_stats: the backend's operation counters (atomics; any thread, no
+         * transaction). May be NULL: the backend counts nothing. */
+        void (*op_stats)(struct chp_backend *b, struct chp_store_backend_stats *out);
 };
 
 struct chp_backend {

@@ -12,10 +12,15 @@
  * One relay per pool: open takes an exclusive RADOS lock on the object "owner" of namespace "i",
  * renewed by a thread of the backend, released by close. Its cookie names the data directory
  * (an id kept in the "rados" db) and the host, so that a relay restarted after a crash breaks the
- * lock its previous run left instead of waiting for it to expire.
+ * lock its previous run left instead of waiting for it to expire. Once a renewal has failed and
+ * the lease (30 s, counted from before the last success) may have lapsed, puts fail with
+ * CHP_EUNAVAILABLE and removals wait, until the renewer renews the lock or, when nobody holds it,
+ * takes it again with the same cookie. Counters (op_stats): each write, read and removal is timed
+ * from its start to its completion (its callback), with what is in flight and errors by class.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,8 +40,7 @@
 #define NS_INFO      "i"
 #define LOCK_OBJECT  "owner"
 #define LOCK_NAME    "chapar"
-#define LOCK_SECONDS 30 /* the lock's duration; renewed every LOCK_RENEW seconds */
-#define LOCK_RENEW   10
+#define LOCK_SECONDS 30 /* the lock's duration by default; renewed every third of it */
 #define OID_BYTES    (2 * CHP_HASH_BYTES + 1)
 
 struct rput {
@@ -90,6 +94,17 @@ struct rados_be {
         bool renewer_started, stopping;
         pthread_mutex_t lock;
         pthread_cond_t cond;
+        uint32_t lock_seconds;
+        /* when the lease may lapse (CLOCK_MONOTONIC, µs): counted from before the last take or
+         * renewal that succeeded; past it, writes and removals are refused */
+        atomic_uint_fast64_t lease_end;
+
+        /* counters for chp_store_backend_stats (any thread) */
+        atomic_uint_fast64_t op_le[CHP_STORE_NOPS][CHP_STORE_OP_BUCKETS];
+        atomic_uint_fast64_t op_count[CHP_STORE_NOPS], op_sum_us[CHP_STORE_NOPS];
+        atomic_uint_fast64_t errors[CHP_STORE_NOPS][CHP_STORE_NERRS];
+        atomic_int_fast64_t inflight;
+        atomic_uint_fast64_t renewals_failed;
 };
 
 #define RADOS_BE(b) ((struct rados_be *)(b))
@@ -118,6 +133,91 @@ static int rados_rc(int rc)
 static void oid_of(const uint8_t addr[CHP_HASH_BYTES], char oid[OID_BYTES])
 {
         chp_hex_encode(addr, CHP_HASH_BYTES, oid);
+}
+
+/* ---- counters (any thread) ---------------------------------------------------------------- */
+
+static uint64_t now_us(void)
+{
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
+/* Whether the pool's lock may have lapsed: this relay may no longer own the pool. */
+static bool lease_lapsed(struct rados_be *b)
+{
+        return now_us() >= atomic_load(&b->lease_end);
+}
+
+static void count_error(struct rados_be *b, enum chp_store_op op, int rc)
+{
+        enum chp_store_op_error e = rc == CHP_EUNAVAILABLE           ? CHP_STORE_ERR_UNAVAILABLE
+                                    : rc == -ENOSPC || rc == -EDQUOT ? CHP_STORE_ERR_NOSPC
+                                                                     : CHP_STORE_ERR_OTHER;
+        atomic_fetch_add(&b->errors[op][e], 1);
+}
+
+/* An operation started at t0 (now_us) completed with rc (0 or a store code): its latency, and
+ * its error if any. */
+static void op_end(struct rados_be *b, enum chp_store_op op, uint64_t t0, int rc)
+{
+        uint64_t us = now_us() - t0;
+        for (size_t i = 0; i < CHP_STORE_OP_BUCKETS; i++)
+                if ((double)us / 1e6 <= chp_store_op_buckets[i])
+                        atomic_fetch_add(&b->op_le[op][i], 1);
+        atomic_fetch_add(&b->op_count[op], 1);
+        atomic_fetch_add(&b->op_sum_us[op], us);
+        atomic_fetch_sub(&b->inflight, 1);
+        if (rc)
+                count_error(b, op, rc);
+}
+
+/* An asynchronous write or removal, timed by its completion's callback (librados' thread). */
+struct optime {
+        struct rados_be *b;
+        uint64_t t0;
+        enum chp_store_op op;
+};
+
+static void op_complete(rados_completion_t c, void *arg)
+{
+        struct optime *t = arg;
+        int rc = rados_aio_get_return_value(c);
+        if (t->op == CHP_STORE_OP_REMOVE && rc == -ENOENT)
+                rc = 0;
+        op_end(t->b, t->op, t->t0, rc < 0 ? rados_rc(rc) : 0);
+        free(t);
+}
+
+/* Makes *c, whose callback times the operation started next (counted in flight from now), and
+ * sets *t to its timing record: NULL when out of memory (the operation then goes uncounted). */
+static int timed_completion(struct rados_be *b, enum chp_store_op op, rados_completion_t *c,
+                            struct optime **t)
+{
+        *t = malloc(sizeof(**t));
+        if (*t) {
+                **t = (struct optime){.b = b, .t0 = now_us(), .op = op};
+                if (rados_aio_create_completion2(*t, op_complete, c) == 0) {
+                        atomic_fetch_add(&b->inflight, 1);
+                        return 0;
+                }
+                free(*t);
+                *t = NULL;
+        }
+        int rc = rados_aio_create_completion2(NULL, NULL, c);
+        return rc < 0 ? rc : rc ? -ENOMEM : 0;
+}
+
+/* The operation timed by t was refused when submitted (rc, a store code): its completion never
+ * completes, its callback never runs. */
+static void timed_refused(struct rados_be *b, enum chp_store_op op, struct optime *t, int rc)
+{
+        if (t) {
+                atomic_fetch_sub(&b->inflight, 1);
+                free(t);
+        }
+        count_error(b, op, rc);
 }
 
 /* ---- totals (in the index) ---------------------------------------------------------------- */
@@ -177,11 +277,11 @@ static int doom(struct rados_be *b, const uint8_t addr[CHP_HASH_BYTES])
 static void removes_reap(struct rados_be *b, bool wait_one)
 {
         if (wait_one && b->nremoves)
-                rados_aio_wait_for_complete(b->removes[0].c);
+                rados_aio_wait_for_complete_and_cb(b->removes[0].c);
         size_t keep = 0;
         for (size_t i = 0; i < b->nremoves; i++) {
                 struct rremove *r = &b->removes[i];
-                if (!rados_aio_is_complete(r->c)) {
+                if (!rados_aio_is_complete_and_cb(r->c)) {
                         b->removes[keep++] = *r;
                         continue;
                 }
@@ -222,7 +322,7 @@ static void put_wait(struct rados_be *b, size_t i)
         struct rput *p = &b->puts[i];
         if (!p->c)
                 return;
-        rados_aio_wait_for_complete(p->c);
+        rados_aio_wait_for_complete_and_cb(p->c); /* its counters too */
         int rc = rados_aio_get_return_value(p->c);
         p->rc = rc < 0 ? rados_rc(rc) : 0;
         rados_aio_release(p->c);
@@ -247,9 +347,12 @@ static void remove_start(struct rados_be *b, const uint8_t addr[CHP_HASH_BYTES])
         char oid[OID_BYTES];
         oid_of(addr, oid);
         rados_completion_t c;
-        if (rados_aio_create_completion2(NULL, NULL, &c) != 0)
+        struct optime *t;
+        int rc;
+        if (timed_completion(b, CHP_STORE_OP_REMOVE, &c, &t) != 0)
                 return;
-        if (rados_aio_remove(b->io, oid, c) != 0) {
+        if ((rc = rados_aio_remove(b->io, oid, c)) != 0) {
+                timed_refused(b, CHP_STORE_OP_REMOVE, t, rados_rc(rc));
                 rados_aio_release(c);
                 return;
         }
@@ -263,6 +366,8 @@ static void remove_start(struct rados_be *b, const uint8_t addr[CHP_HASH_BYTES])
 static void doomed_start(struct rados_be *b, bool wait)
 {
         removes_reap(b, false);
+        if (lease_lapsed(b))
+                return; /* the pool may be another relay's now: its objects stay queued */
         size_t n = b->ndoomed;
         if (b->removes_cap < b->inflight_max) {
                 struct rremove *r = realloc(b->removes, b->inflight_max * sizeof(*r));
@@ -299,6 +404,11 @@ static int r_put(struct chp_backend *base, MDB_txn *txn, const uint8_t addr[CHP_
 {
         struct rados_be *b = RADOS_BE(base);
         int rc;
+        if (lease_lapsed(b)) {
+                /* the lock was not renewed in time: another relay may own the pool now */
+                atomic_fetch_add(&b->errors[CHP_STORE_OP_WRITE][CHP_STORE_ERR_LOCK], 1);
+                return CHP_EUNAVAILABLE;
+        }
         if (b->nputs == b->puts_cap) {
                 size_t cap = b->puts_cap ? 2 * b->puts_cap : 64;
                 struct rput *n = realloc(b->puts, cap * sizeof(*n));
@@ -316,9 +426,11 @@ static int r_put(struct chp_backend *base, MDB_txn *txn, const uint8_t addr[CHP_
         memcpy(p->addr, addr, CHP_HASH_BYTES);
         char oid[OID_BYTES];
         oid_of(addr, oid);
-        if ((rc = rados_aio_create_completion2(NULL, NULL, &p->c)))
-                return rc < 0 ? rc : -ENOMEM;
+        struct optime *t;
+        if ((rc = timed_completion(b, CHP_STORE_OP_WRITE, &p->c, &t)))
+                return rc;
         if ((rc = rados_aio_write_full(b->io, oid, p->c, data, len))) {
+                timed_refused(b, CHP_STORE_OP_WRITE, t, rados_rc(rc));
                 rados_aio_release(p->c);
                 return rados_rc(rc);
         }
@@ -463,7 +575,11 @@ static int r_read(struct chp_backend *base, const struct chp_backend_place *plac
         struct rados_be *b = RADOS_BE(base);
         char oid[OID_BYTES];
         oid_of(place->addr, oid);
-        return read_result(b, place->addr, rados_read(b->io, oid, buf, len, 0), len);
+        uint64_t t0 = now_us();
+        atomic_fetch_add(&b->inflight, 1);
+        int rc = read_result(b, place->addr, rados_read(b->io, oid, buf, len, 0), len);
+        op_end(b, CHP_STORE_OP_READ, t0, rc);
+        return rc;
 }
 
 static int r_span(struct chp_backend *base, const struct chp_backend_place *place,
@@ -486,6 +602,7 @@ struct aread {
         rados_completion_t c;
         uint8_t addr[CHP_HASH_BYTES];
         uint32_t len;
+        uint64_t t0;
         chp_backend_read_fn done;
         void *ctx;
 };
@@ -495,6 +612,7 @@ static void aread_complete(rados_completion_t c, void *arg)
 {
         struct aread *a = arg;
         int rc = read_result(a->b, a->addr, rados_aio_get_return_value(c), a->len);
+        op_end(a->b, CHP_STORE_OP_READ, a->t0, rc);
         chp_backend_read_fn done = a->done;
         void *ctx = a->ctx;
         rados_aio_release(c);
@@ -509,7 +627,7 @@ static int r_read_async(struct chp_backend *base, const struct chp_backend_place
         struct aread *a = malloc(sizeof(*a));
         if (!a)
                 return -ENOMEM;
-        *a = (struct aread){.b = b, .len = len, .done = done, .ctx = ctx};
+        *a = (struct aread){.b = b, .len = len, .t0 = now_us(), .done = done, .ctx = ctx};
         memcpy(a->addr, place->addr, CHP_HASH_BYTES);
         int rc = rados_aio_create_completion2(a, aread_complete, &a->c);
         if (rc) {
@@ -518,7 +636,10 @@ static int r_read_async(struct chp_backend *base, const struct chp_backend_place
         }
         char oid[OID_BYTES];
         oid_of(place->addr, oid);
+        atomic_fetch_add(&b->inflight, 1); /* before: the callback may run at once */
         if ((rc = rados_aio_read(b->io, oid, a->c, buf, len, 0))) {
+                atomic_fetch_sub(&b->inflight, 1);
+                count_error(b, CHP_STORE_OP_READ, rados_rc(rc));
                 rados_aio_release(a->c);
                 free(a);
                 return rados_rc(rc);
@@ -649,7 +770,7 @@ static int r_stats(struct chp_backend *base, MDB_txn *txn, struct chp_store_stat
 
 static int lock_take(struct rados_be *b, uint8_t flags)
 {
-        struct timeval tv = {.tv_sec = LOCK_SECONDS};
+        struct timeval tv = {.tv_sec = b->lock_seconds};
         return rados_lock_exclusive(b->io_info, LOCK_OBJECT, LOCK_NAME, b->cookie,
                                     "chapar relay (one per pool)", &tv, flags);
 }
@@ -673,29 +794,80 @@ static bool lock_break_own(struct rados_be *b)
         return rados_break_lock(b->io_info, LOCK_OBJECT, LOCK_NAME, clients, cookies) == 0;
 }
 
+/* One renewal: renews the lock, or takes it anew when it lapsed and nobody else holds it (with
+ * this directory's cookie). A success moves the lease's end; a failure is counted and logged
+ * (-EBUSY, another holder, once until a success). */
+static void lock_renew(struct rados_be *b, bool *busy_logged)
+{
+        uint64_t t0 = now_us();
+        bool lapsed = lease_lapsed(b);
+        int rc = lock_take(b, LIBRADOS_LOCK_FLAG_MUST_RENEW);
+        if (rc == -ENOENT) /* ours expired (or was broken): take it again if it is free */
+                rc = lock_take(b, 0);
+        if (rc >= 0) {
+                atomic_store(&b->lease_end, t0 + (uint64_t)b->lock_seconds * 1000000u);
+                *busy_logged = false;
+                if (lapsed)
+                        chp_log_warn("store",
+                                     "rados: took the lock on pool %s again: writes resume",
+                                     b->pool);
+                return;
+        }
+        atomic_fetch_add(&b->renewals_failed, 1);
+        if (rc == -EBUSY || rc == -EEXIST) {
+                if (!*busy_logged)
+                        chp_log_error("store",
+                                      "rados: another holder took the lock on pool %s: this relay "
+                                      "refuses writes once its lease lapses, until the lock is "
+                                      "free again",
+                                      b->pool);
+                *busy_logged = true;
+                return;
+        }
+        chp_log_error("store",
+                      "rados: renewing the lock on pool %s failed: %s (once the lease lapses, "
+                      "writes are refused until it is renewed)",
+                      b->pool, chp_strerror(rados_rc(rc)));
+}
+
 static void *renewer_main(void *arg)
 {
         struct rados_be *b = arg;
+        bool busy_logged = false;
+        uint32_t every = b->lock_seconds / 3 ? b->lock_seconds / 3 : 1;
         pthread_mutex_lock(&b->lock);
         while (!b->stopping) {
                 struct timespec at;
                 clock_gettime(CLOCK_MONOTONIC, &at);
-                at.tv_sec += LOCK_RENEW;
+                at.tv_sec += every;
                 while (!b->stopping && pthread_cond_timedwait(&b->cond, &b->lock, &at) == 0)
                         ;
                 if (b->stopping)
                         break;
                 pthread_mutex_unlock(&b->lock);
-                int rc = lock_take(b, LIBRADOS_LOCK_FLAG_MUST_RENEW);
-                if (rc < 0)
-                        chp_log_error("store",
-                                      "rados: renewing the lock on pool %s failed: %s (another "
-                                      "relay may take the pool once it expires)",
-                                      b->pool, chp_strerror(rados_rc(rc)));
+                lock_renew(b, &busy_logged);
                 pthread_mutex_lock(&b->lock);
         }
         pthread_mutex_unlock(&b->lock);
         return NULL;
+}
+
+static void r_op_stats(struct chp_backend *base, struct chp_store_backend_stats *out)
+{
+        struct rados_be *b = RADOS_BE(base);
+        out->backend = "rados";
+        for (int op = 0; op < CHP_STORE_NOPS; op++) {
+                for (int i = 0; i < CHP_STORE_OP_BUCKETS; i++)
+                        out->op_le[op][i] = atomic_load(&b->op_le[op][i]);
+                out->op_count[op] = atomic_load(&b->op_count[op]);
+                out->op_sum_us[op] = atomic_load(&b->op_sum_us[op]);
+                for (int e = 0; e < CHP_STORE_NERRS; e++)
+                        out->errors[op][e] = atomic_load(&b->errors[op][e]);
+        }
+        int64_t n = atomic_load(&b->inflight);
+        out->inflight = n > 0 ? (uint64_t)n : 0;
+        out->lock_renewals_failed = atomic_load(&b->renewals_failed);
+        out->lock_lost = lease_lapsed(b);
 }
 
 /* ---- open / close ------------------------------------------------------------------------- */
@@ -716,7 +888,12 @@ static void r_close(struct chp_backend *base)
                 put_wait(b, i);
         while (b->nremoves)
                 removes_reap(b, true);
-        if (b->ndoomed && b->io) {
+        if (b->ndoomed && b->io && lease_lapsed(b))
+                chp_log_warn("store",
+                             "rados: %zu objects of dead chunks stay in pool %s: its lock may have "
+                             "lapsed (verify lists them)",
+                             b->ndoomed, b->pool);
+        else if (b->ndoomed && b->io) {
                 doomed_start(b, true); /* once: what fails now stays (verify lists it) */
                 while (b->nremoves)
                         removes_reap(b, true);
@@ -767,6 +944,7 @@ static const struct chp_backend_ops rados_ops = {
     .verify_chunk = r_verify_chunk,
     .verify_end = r_verify_end,
     .stats = r_stats,
+    .op_stats = r_op_stats,
 };
 
 static int open_db(struct rados_be *b)
@@ -863,6 +1041,7 @@ int chp_rados_open(const struct chp_store_opts *o, MDB_env *env, const struct ch
         b->host = *h;
         b->env = env;
         b->inflight_max = o->rados_inflight ? o->rados_inflight : 64;
+        b->lock_seconds = o->rados_lock_seconds ? o->rados_lock_seconds : LOCK_SECONDS;
         pthread_mutex_init(&b->lock, NULL);
         chp_net_cond_init(&b->cond);
         int rc;
@@ -873,6 +1052,7 @@ int chp_rados_open(const struct chp_store_opts *o, MDB_env *env, const struct ch
         }
         if ((rc = open_db(b)) || (rc = connect_cluster(b, o)))
                 goto out;
+        uint64_t t0 = now_us();
         rc = lock_take(b, 0);
         if (rc == -EBUSY && lock_break_own(b))
                 rc = lock_take(b, 0);
@@ -889,6 +1069,7 @@ int chp_rados_open(const struct chp_store_opts *o, MDB_env *env, const struct ch
                 goto out;
         }
         b->locked = true;
+        atomic_store(&b->lease_end, t0 + (uint64_t)b->lock_seconds * 1000000u);
         if (pthread_create(&b->renewer, NULL, renewer_main, b) != 0) {
                 rc = -EAGAIN;
                 goto out;

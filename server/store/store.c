@@ -426,6 +426,18 @@ out:
         return rc;
 }
 
+const double chp_store_op_buckets[CHP_STORE_OP_BUCKETS] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0};
+
+int chp_store_backend_stats(struct chp_store *s, struct chp_store_backend_stats *out)
+{
+        memset(out, 0, sizeof(*out));
+        if (!s->backend->ops->op_stats)
+                return -ENOTSUP;
+        s->backend->ops->op_stats(s->backend, out);
+        return 0;
+}
+
 void chp_store_close(struct chp_store *s)
 {
         if (!s)

@@ -55,6 +55,9 @@ struct chp_store_opts {
         uint32_t rados_inflight;   /* most RADOS operations in flight at once, 1..4096 */
         uint32_t rados_op_timeout; /* seconds an operation may take before it fails with
                                       CHP_EUNAVAILABLE (librados' osd and mon op timeouts) */
+        /* Seconds the pool's lock lasts unless renewed (renewed every third of it); 0 = 30.
+         * Not a config key: tests shorten it to make the lease lapse. */
+        uint32_t rados_lock_seconds;
         enum chp_sync sync;
         uint32_t inline_max;   /* chunks of at most this many bytes live in LMDB */
         uint64_t map_size;     /* LMDB map size in bytes; fixed while open */
@@ -488,6 +491,38 @@ struct chp_store_stats {
 };
 __attribute__((warn_unused_result)) int chp_store_stats(struct chp_store *s,
                                                         struct chp_store_stats *out /* out */);
+
+/* ---- the chunk backend's operations (for /metrics) --------------------------------------- */
+
+/* Kinds of backend operation, and classes of their errors. */
+enum chp_store_op { CHP_STORE_OP_WRITE, CHP_STORE_OP_READ, CHP_STORE_OP_REMOVE, CHP_STORE_NOPS };
+enum chp_store_op_error {
+        CHP_STORE_ERR_UNAVAILABLE, /* timeout, no connection: the cluster did not answer */
+        CHP_STORE_ERR_NOSPC,       /* ENOSPC, EDQUOT: the pool is full or over quota */
+        CHP_STORE_ERR_LOCK,        /* a write refused: the pool's lock may have lapsed */
+        CHP_STORE_ERR_OTHER,
+        CHP_STORE_NERRS
+};
+#define CHP_STORE_OP_BUCKETS 11
+/* The latency buckets' upper bounds, in seconds: those of chapar_commit_seconds. */
+extern const double chp_store_op_buckets[CHP_STORE_OP_BUCKETS];
+
+/* A snapshot of counters the backend keeps with atomics since open (each read on its own: they
+ * need not add up exactly while operations run). */
+struct chp_store_backend_stats {
+        const char *backend;                                  /* "local", "rados"; static */
+        uint64_t op_le[CHP_STORE_NOPS][CHP_STORE_OP_BUCKETS]; /* completed ops at most bucket */
+        uint64_t op_count[CHP_STORE_NOPS];                    /* completed ops (+Inf) */
+        uint64_t op_sum_us[CHP_STORE_NOPS];                   /* their latency, summed */
+        uint64_t inflight;                                    /* operations in flight now */
+        uint64_t errors[CHP_STORE_NOPS][CHP_STORE_NERRS];     /* failed operations */
+        uint64_t lock_renewals_failed; /* renewals of the pool's lock that failed */
+        bool lock_lost; /* now: the lock may have lapsed, writes are refused (CHP_EUNAVAILABLE) */
+};
+/* Fills out from the store's backend, from any thread; -ENOTSUP when the backend counts nothing
+ * (the local backend). Takes no transaction and never waits. */
+__attribute__((warn_unused_result)) int
+chp_store_backend_stats(struct chp_store *s, struct chp_store_backend_stats *out /* out */);
 
 /* ---- fault injection (test builds only) ------------------------------------------------- */
 

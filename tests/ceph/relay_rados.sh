@@ -2,7 +2,8 @@
 # A whole relay on the RADOS backend (chapard --store rados) on a throw-away cluster of its own:
 # chapar put of a few MiB comes back with chapar get, a tus upload comes back from GET /f/ID, the
 # chunks are objects of the namespace "c", a restarted relay still serves both, and chapard verify
-# --store rados finds the store clean. With the OSD stopped (SIGSTOP; rados_op_timeout 3 s), a tus
+# --store rados finds the store clean. /metrics counts the backend's writes and reads, shows what
+# is in flight, and counts the writes that failed while the OSD was stopped. With the OSD stopped (SIGSTOP; rados_op_timeout 3 s), a tus
 # PATCH is answered 503 with Retry-After and a native put fails saying to retry later; once the
 # OSD runs again (SIGCONT) the same put succeeds. Skips (77) without the ceph packages or a relay
 # built without the RADOS backend.
@@ -57,6 +58,9 @@ f_same() { # ID FILE
         curl -sS -o "$tmp/f.out" "http://${http[R]}/f/$1" && cmp -s "$2" "$tmp/f.out"
 }
 r() { timeout -k 2 30 rados -c "$conf" -n "$user" -p "$pool" "$@"; }
+metric() { # NAME{LABELS}: its value on /metrics, 0 when absent
+        curl -sS "http://${http[R]}/metrics" | awk -v k="$1" '$1 == k { v = $2 } END { print v + 0 }'
+}
 
 head -c 3000000 /dev/urandom >"$tmp/big.bin"
 ticket=$(put "$tmp/big.bin") || { cat "$tmp/put.err"; bad "chapar put"; }
@@ -67,6 +71,18 @@ check "a tus upload, then GET /f/ID: the same bytes" "[ -n '$fid' ] && f_same '$
 objs=$(r -N c ls | wc -l)
 # 3 chunks of 1 MiB (the last one smaller) and 5 of 64 KiB (the last one 37856 bytes)
 check "rados -N c ls lists the 8 chunk objects (got $objs)" "[ '$objs' = 8 ]"
+n=$(metric 'chapar_store_op_seconds_count{backend="rados",op="chunk_write"}')
+check "/metrics: the backend's chunk writes are counted ($n)" "[ '$n' -ge 8 ]"
+n=$(metric 'chapar_store_op_seconds_count{backend="rados",op="chunk_read"}')
+check "/metrics: the backend's chunk reads are counted ($n)" "[ '$n' -ge 8 ]"
+check "/metrics: the in-flight gauge" \
+        "curl -sS 'http://${http[R]}/metrics' | grep -q '^chapar_store_inflight{backend=\"rados\"} [0-9]'"
+if command -v promtool >/dev/null; then
+        curl -sS "http://${http[R]}/metrics" >"$tmp/metrics"
+        echo "/metrics: $(wc -c <"$tmp/metrics") bytes"
+        check "promtool check metrics accepts /metrics on rados" \
+                "promtool check metrics <'$tmp/metrics' >'$tmp/promtool' 2>&1" || cat "$tmp/promtool"
+fi
 one=$(r -N c ls | head -1)
 check "objects are named by the chunk's address" "[[ '$one' =~ ^[0-9a-f]{64}$ ]]"
 
@@ -93,6 +109,8 @@ check "OSD stopped: a tus PATCH is answered 503" "head -1 '$tmp/stopped.head' | 
 check "OSD stopped: the 503 says Retry-After" "grep -qi '^Retry-After: [0-9]' '$tmp/stopped.head'"
 check "OSD stopped: chapar put fails saying to retry after N s" \
         "[ $put_rc != 0 ] && grep -qi 'retry after [0-9]* s' '$tmp/put.err'" || cat "$tmp/put.err"
+n=$(metric 'chapar_store_errors_total{backend="rados",op="chunk_write",error="unavailable"}')
+check "/metrics: the writes that failed with the OSD stopped are counted ($n)" "[ '$n' -ge 1 ]"
 late=$(put "$tmp/late.bin") || cat "$tmp/put.err"
 check "OSD running again: the same put succeeds" 'get_back "$late" "$tmp/late.bin"'
 

@@ -4,7 +4,8 @@
  * one object; a deleted file's chunks lose their objects; verify is clean; a second store on the
  * pool is refused, but a lock left by a crash is taken back by its directory; a directory keeps its
  * backend; an OSD that does not answer fails a put with
- * CHP_EUNAVAILABLE, and puts work again once it answers.
+ * CHP_EUNAVAILABLE (counted), and puts work again once it answers; the backend counts its
+ * operations; a lock lost to another holder refuses puts until it is taken back.
  * Usage: test_store_rados CONF POOL USER PIDFILE (PIDFILE: the monitor's PID, then the OSD's).
  */
 #include "../harness.h"
@@ -24,6 +25,7 @@
 #include "store.h"
 
 static const char *conf, *pool, *user;
+static uint32_t lock_seconds; /* the next open's lease of the pool's lock; 0: the default */
 static pid_t osd;
 static char dirs[4][64];
 
@@ -61,6 +63,7 @@ static int open_in(const char *dir, enum chp_store_backend backend, uint32_t tim
         o.rados_user = user;
         o.rados_op_timeout = timeout;
         o.rados_inflight = 4; /* fewer than a file's chunks: put waits for room */
+        o.rados_lock_seconds = lock_seconds;
         *s = NULL;
         return chp_store_open(&o, s);
 }
@@ -295,6 +298,9 @@ TEST(osd_silent_is_unavailable)
         double took = now_s() - t0;
         kill(osd, SIGCONT);
         CHECK_EQ(rc, CHP_EUNAVAILABLE);
+        struct chp_store_backend_stats bs;
+        CHECK_OK(chp_store_backend_stats(s, &bs));
+        CHECK(bs.errors[CHP_STORE_OP_WRITE][CHP_STORE_ERR_UNAVAILABLE] >= 1);
         fprintf(stderr, "  put with the OSD stopped failed after %.1f s\n", took);
         CHECK(took < 30); /* a bound on a hang, not a speed goal: the timeout is 3 s */
         CHECK_OK(chp_store_put(s, d.addr, d.data, d.len));
@@ -336,6 +342,98 @@ TEST(lost_and_stray_objects)
         CHECK_OK(rados_cli("rm", "stray", NULL));
         chp_store_close(s);
         free(c.data);
+}
+
+/* The backend counts its operations by kind, with their latencies, and what is in flight. */
+TEST(op_stats)
+{
+        struct chp_store *s;
+        REQUIRE_OK(open_in(dirs[3], CHP_STORE_RADOS, 30, &s));
+        struct chunk c = make_chunk(CHUNK, 31);
+        struct chp_store_backend_stats bs;
+        REQUIRE_OK(chp_store_backend_stats(s, &bs));
+        CHECK(strcmp(bs.backend, "rados") == 0);
+        uint64_t writes = bs.op_count[CHP_STORE_OP_WRITE], reads = bs.op_count[CHP_STORE_OP_READ];
+        CHECK_OK(chp_store_put(s, c.addr, c.data, c.len));
+        CHECK(reads_back(s, &c));
+        CHECK_OK(chp_store_backend_stats(s, &bs));
+        CHECK_EQ(bs.op_count[CHP_STORE_OP_WRITE], writes + 1);
+        CHECK_EQ(bs.op_count[CHP_STORE_OP_READ], reads + 1);
+        CHECK(bs.op_le[CHP_STORE_OP_WRITE][CHP_STORE_OP_BUCKETS - 1] <= writes + 1);
+        CHECK(bs.op_sum_us[CHP_STORE_OP_WRITE] > 0);
+        CHECK_EQ(bs.inflight, 0);
+        CHECK(!bs.lock_lost);
+        chp_store_close(s);
+        free(c.data);
+}
+
+/* The pool's lock through librados, as another relay would see it. */
+static int lock_admin(rados_t *cl, rados_ioctx_t *io)
+{
+        if (rados_create(cl, user + 7) < 0)
+                return -1;
+        if (rados_conf_read_file(*cl, conf) < 0 || rados_connect(*cl) < 0 ||
+            rados_ioctx_create(*cl, pool, io) < 0) {
+                rados_shutdown(*cl);
+                return -1;
+        }
+        rados_ioctx_set_namespace(*io, "i");
+        return 0;
+}
+
+/* Polls the backend's counters (an event the test cannot be told of) until lock_lost is want. */
+static bool lock_lost_becomes(struct chp_store *s, bool want)
+{
+        for (int i = 0; i < 600; i++) {
+                struct chp_store_backend_stats bs;
+                if (chp_store_backend_stats(s, &bs) == 0 && bs.lock_lost == want)
+                        return true;
+                usleep(100 * 1000);
+        }
+        return false;
+}
+
+/* Another holder broke the relay's lock and took the pool: once the lease has lapsed the relay
+ * refuses writes (CHP_EUNAVAILABLE, counted), and takes the lock back once it is free. */
+TEST(lost_lock_refuses_writes)
+{
+        struct chp_store *s;
+        lock_seconds = 3;
+        int rc = open_in(dirs[3], CHP_STORE_RADOS, 30, &s);
+        lock_seconds = 0;
+        REQUIRE_OK(rc);
+        struct chunk c = make_chunk(CHUNK, 41), d = make_chunk(CHUNK, 42);
+        rados_t cl;
+        rados_ioctx_t io;
+        REQUIRE(lock_admin(&cl, &io) == 0);
+        int exclusive;
+        char tag[256], clients[1024], cookies[1024], addrs[1024];
+        size_t tl = sizeof(tag), ncl = sizeof(clients), kl = sizeof(cookies), al = sizeof(addrs);
+        REQUIRE(rados_list_lockers(io, "owner", "chapar", &exclusive, tag, &tl, clients, &ncl,
+                                   cookies, &kl, addrs, &al) == 1);
+        REQUIRE_OK(rados_break_lock(io, "owner", "chapar", clients, cookies));
+        REQUIRE_OK(rados_lock_exclusive(io, "owner", "chapar", "another-relay", "test", NULL, 0));
+        CHECK(lock_lost_becomes(s, true));
+        CHECK_EQ(chp_store_put(s, c.addr, c.data, c.len), CHP_EUNAVAILABLE);
+        struct chp_store_backend_stats bs;
+        CHECK_OK(chp_store_backend_stats(s, &bs));
+        CHECK(bs.errors[CHP_STORE_OP_WRITE][CHP_STORE_ERR_LOCK] >= 1);
+        CHECK(bs.lock_renewals_failed >= 1);
+        CHECK_OK(rados_unlock(io, "owner", "chapar", "another-relay"));
+        CHECK(lock_lost_becomes(s, false));
+        CHECK_OK(chp_store_put(s, d.addr, d.data, d.len));
+        CHECK(reads_back(s, &d));
+        /* the relay holds the lock again, with its own cookie */
+        tl = sizeof(tag), ncl = sizeof(clients), kl = sizeof(cookies), al = sizeof(addrs);
+        CHECK_EQ(rados_list_lockers(io, "owner", "chapar", &exclusive, tag, &tl, clients, &ncl,
+                                    cookies, &kl, addrs, &al),
+                 1);
+        CHECK(strcmp(cookies, "another-relay") != 0);
+        rados_ioctx_destroy(io);
+        rados_shutdown(cl);
+        chp_store_close(s);
+        free(c.data);
+        free(d.data);
 }
 
 int main(int argc, char **argv)
