@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "stopped.h"
+
 #include <rados/librados.h>
 
 /* How long any one operation may take before the program gives up on it (not a pass/fail
@@ -725,28 +727,6 @@ static bool is_our_osd(pid_t pid)
         return strstr(cmd, "ceph-osd") && strstr(cmd, conf);
 }
 
-/* Whether pid has stopped (its state 'T' in /proc), waiting up to 5 s: kill(SIGSTOP) returns
- * before every thread of a busy process has stopped, and an operation sent meanwhile is served. */
-static bool wait_stopped(pid_t pid)
-{
-        char path[64], line[256];
-        snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-        for (int i = 0; i < 500; i++) {
-                FILE *f = fopen(path, "r");
-                if (!f)
-                        return false;
-                bool stopped = false;
-                while (fgets(line, sizeof line, f))
-                        if (strncmp(line, "State:", 6) == 0)
-                                stopped = strchr(line, 'T') != NULL;
-                fclose(f);
-                if (stopped)
-                        return true;
-                usleep(10000);
-        }
-        return false;
-}
-
 /* With rados_osd_op_timeout set before connecting, an operation against a stopped OSD completes
  * with -ETIMEDOUT instead of waiting for it. Run last: the OSD is stopped meanwhile. */
 TEST(osd_op_timeout_against_a_stopped_osd)
@@ -766,7 +746,7 @@ TEST(osd_op_timeout_against_a_stopped_osd)
         char buf[16];
         if (first == 0 && kill(osd_pid, SIGSTOP) == 0) {
                 osd_stopped = 1;
-                REQUIRE(wait_stopped(osd_pid));
+                REQUIRE(ceph_wait_stopped(osd_pid));
                 double t0 = now_s();
                 struct aio aw, ar;
                 aio_start(&aw);

@@ -24,6 +24,8 @@
 #include "manifest.h"
 #include "store.h"
 
+#include "stopped.h"
+
 static const char *conf, *pool, *user;
 static uint32_t lock_seconds; /* the next open's lease of the pool's lock; 0: the default */
 static pid_t osd;
@@ -293,6 +295,7 @@ TEST(osd_silent_is_unavailable)
         REQUIRE_OK(open_in(dirs[3], CHP_STORE_RADOS, 3, &s));
         struct chunk c = make_chunk(CHUNK, 11), d = make_chunk(CHUNK, 12);
         REQUIRE(kill(osd, SIGSTOP) == 0);
+        REQUIRE(ceph_wait_stopped(osd));
         double t0 = now_s();
         int rc = chp_store_put(s, c.addr, c.data, c.len);
         double took = now_s() - t0;
