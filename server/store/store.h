@@ -55,6 +55,8 @@ struct chp_store_opts {
         uint32_t rados_inflight;   /* most RADOS operations in flight at once, 1..4096 */
         uint32_t rados_op_timeout; /* seconds an operation may take before it fails with
                                       CHP_EUNAVAILABLE (librados' osd and mon op timeouts) */
+        uint64_t cache_size;       /* bytes of dir/cache, the local read cache of whole chunks that
+                                      faces splice from (rados.c, cache.h); 0 = none */
         enum chp_sync sync;
         uint32_t inline_max;   /* chunks of at most this many bytes live in LMDB */
         uint64_t map_size;     /* LMDB map size in bytes; fixed while open */
