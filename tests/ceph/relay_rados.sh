@@ -7,7 +7,8 @@
 # OSD runs again (SIGCONT) the same put succeeds. With [store] cache_size = 1M (the read cache):
 # chunks read once are files of DATA/cache named by address, and with the OSD stopped the cached
 # files still download byte for byte (GET /f/ID and chapar get); a truncated cache file is ignored
-# and replaced; a deleted file's chunks leave the cache; after 3 MB more it holds at most 1 MiB.
+# and replaced; a restart finds the cached files again (and removes temporary ones); a deleted
+# file's chunks leave the cache; after 3 MB more it holds at most 1 MiB.
 # CHAPAR_TEST_CACHE_SIZE=0 runs those checks without the cache (they fail). Skips (77) without the ceph packages or a relay
 # built without the RADOS backend.
 # Usage: relay_rados.sh CHAPARD CHAPAR [ON|OFF: built with the RADOS backend]
@@ -142,6 +143,17 @@ get_rc=$?
 kill -CONT "$osd"
 check "OSD stopped: GET /f/ID of the cached file, the same bytes" "[ $f_rc = 0 ]"
 check "OSD stopped: chapar get of the cached file, the same bytes" "[ $get_rc = 0 ]"
+
+# a restart rebuilds the index from the directory, removing the filler's temporary files
+check "the relay stops cleanly with a cache (exit 0)" "relay_stop R"
+echo torn >"$tmp/R.data/cache/.tmp-${tus_addrs[0]}"
+relay_start R --config "$tmp/c.ini" "${rados_args[@]}" || bad "the relay restarts with its cache"
+check "a restart removes the cache's temporary files" "[ ! -e '$tmp/R.data/cache/.tmp-${tus_addrs[0]}' ]"
+kill -STOP "$osd"
+f_same "$fid" "$tmp/tus.bin"
+f_rc=$?
+kill -CONT "$osd"
+check "after a restart, OSD stopped: GET /f/ID from the cache, the same bytes" "[ $f_rc = 0 ]"
 
 truncate -s 1000 "$tmp/R.data/cache/${tus_addrs[1]}"
 check "a truncated cache file is ignored: GET /f/ID, the same bytes" "f_same '$fid' '$tmp/tus.bin'"
