@@ -32,6 +32,7 @@
 
 #include "backend.h"
 #include "bytes.h"
+#include "cache.h"
 #include "err.h"
 #include "log.h"
 #include "net.h"
@@ -73,6 +74,7 @@ struct rados_be {
         uint32_t inflight_max;
         bool connected, locked;
         char cookie[128]; /* the directory's id (hex) @ the host's name */
+        struct chp_rcache *cache; /* DATA/cache ([store] cache_size), or NULL */
 
         /* the batch (writer thread) */
         struct rput *puts;
@@ -497,6 +499,8 @@ static int r_drop(struct chp_backend *base, MDB_txn *txn, const struct chp_backe
                 return rc;
         struct rdrop *d = &b->drops[b->ndrops++];
         memcpy(d->addr, place->addr, CHP_HASH_BYTES);
+        if (b->cache) /* early (the drop may yet roll back): a cached file is only a copy */
+                chp_rcache_forget(b->cache, place->addr);
         d->seq = ++b->seq;
         return 0;
 }
@@ -579,22 +583,28 @@ static int r_read(struct chp_backend *base, const struct chp_backend_place *plac
         atomic_fetch_add(&b->inflight, 1);
         int rc = read_result(b, place->addr, rados_read(b->io, oid, buf, len, 0), len);
         op_end(b, CHP_STORE_OP_READ, t0, rc);
+        if (!rc && b->cache)
+                chp_rcache_fill(b->cache, place->addr, buf, len);
         return rc;
 }
 
+/* The chunk's file in the read cache, when it is there whole; else no file: callers read. */
 static int r_span(struct chp_backend *base, const struct chp_backend_place *place,
                   struct chp_backend_span *out)
 {
-        (void)base;
-        (void)place;
-        (void)out;
-        return -EOPNOTSUPP; /* no file: callers read */
+        struct rados_be *b = RADOS_BE(base);
+        int fd = b->cache && place->len ? chp_rcache_get(b->cache, place->addr, place->len) : -1;
+        if (fd < 0)
+                return -EOPNOTSUPP;
+        *out = (struct chp_backend_span){.fd = fd, .offset = 0, .ref = b};
+        return 0;
 }
 
 static void r_span_release(struct chp_backend *base, struct chp_backend_span *span)
 {
         (void)base;
-        (void)span;
+        if (span->fd >= 0)
+                close(span->fd);
 }
 
 struct aread {
@@ -603,6 +613,7 @@ struct aread {
         uint8_t addr[CHP_HASH_BYTES];
         uint32_t len;
         uint64_t t0;
+        void *buf;
         chp_backend_read_fn done;
         void *ctx;
 };
@@ -613,6 +624,8 @@ static void aread_complete(rados_completion_t c, void *arg)
         struct aread *a = arg;
         int rc = read_result(a->b, a->addr, rados_aio_get_return_value(c), a->len);
         op_end(a->b, CHP_STORE_OP_READ, a->t0, rc);
+        if (!rc && a->b->cache) /* a copy for the filler, before buf is the caller's again */
+                chp_rcache_fill(a->b->cache, a->addr, a->buf, a->len);
         chp_backend_read_fn done = a->done;
         void *ctx = a->ctx;
         rados_aio_release(c);
@@ -627,7 +640,7 @@ static int r_read_async(struct chp_backend *base, const struct chp_backend_place
         struct aread *a = malloc(sizeof(*a));
         if (!a)
                 return -ENOMEM;
-        *a = (struct aread){.b = b, .len = len, .t0 = now_us(), .done = done, .ctx = ctx};
+        *a = (struct aread){.b = b, .len = len, .t0 = now_us(), .buf = buf, .done = done, .ctx = ctx};
         memcpy(a->addr, place->addr, CHP_HASH_BYTES);
         int rc = rados_aio_create_completion2(a, aread_complete, &a->c);
         if (rc) {
@@ -916,6 +929,7 @@ static void r_close(struct chp_backend *base)
                 rados_shutdown(b->cluster);
         pthread_cond_destroy(&b->cond);
         pthread_mutex_destroy(&b->lock);
+        chp_rcache_close(b->cache); /* after the shutdown: no read completes any more */
         free(b->puts);
         free(b->drops);
         free(b->removes);
@@ -1075,6 +1089,8 @@ int chp_rados_open(const struct chp_store_opts *o, MDB_env *env, const struct ch
                 goto out;
         }
         b->renewer_started = true;
+        if (chp_rcache_open(o->dir, o->cache_size, &b->cache) != 0)
+                chp_log_warn("store", "rados: going on without the read cache");
         *out = &b->base;
         return 0;
 out:

@@ -66,7 +66,8 @@ static int lookup(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], struc
                 rc = parse_chunk(&v, &c);
         if (!rc) {
                 struct chp_backend *b = s->backend;
-                struct chp_backend_place at = {.unit = c.seg, .offset = c.offset, .addr = addr};
+                struct chp_backend_place at = {
+                    .unit = c.seg, .offset = c.offset, .addr = addr, .len = c.len};
                 struct chp_backend_span span;
                 *l = (struct chp_chunk_loc){.len = c.len, .xxh3 = c.xxh3, .fd = -1};
                 if (buf && c.len > cap) {

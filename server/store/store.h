@@ -58,6 +58,8 @@ struct chp_store_opts {
         /* Seconds the pool's lock lasts unless renewed (renewed every third of it); 0 = 30.
          * Not a config key: tests shorten it to make the lease lapse. */
         uint32_t rados_lock_seconds;
+        uint64_t cache_size;       /* bytes of dir/cache, the local read cache of whole chunks that
+                                      faces splice from (rados.c, cache.h); 0 = none */
         enum chp_sync sync;
         uint32_t inline_max;   /* chunks of at most this many bytes live in LMDB */
         uint64_t map_size;     /* LMDB map size in bytes; fixed while open */

@@ -5,7 +5,12 @@
 # --store rados finds the store clean. /metrics counts the backend's writes and reads, shows what
 # is in flight, and counts the writes that failed while the OSD was stopped. With the OSD stopped (SIGSTOP; rados_op_timeout 3 s), a tus
 # PATCH is answered 503 with Retry-After and a native put fails saying to retry later; once the
-# OSD runs again (SIGCONT) the same put succeeds. Skips (77) without the ceph packages or a relay
+# OSD runs again (SIGCONT) the same put succeeds. With [store] cache_size = 1M (the read cache):
+# chunks read once are files of DATA/cache named by address, and with the OSD stopped the cached
+# files still download byte for byte (GET /f/ID and chapar get); a truncated cache file is ignored
+# and replaced; a restart finds the cached files again (and removes temporary ones); a deleted
+# file's chunks leave the cache; after 3 MB more it holds at most 1 MiB.
+# CHAPAR_TEST_CACHE_SIZE=0 runs those checks without the cache (they fail). Skips (77) without the ceph packages or a relay
 # built without the RADOS backend.
 # Usage: relay_rados.sh CHAPARD CHAPAR [ON|OFF: built with the RADOS backend]
 set -uo pipefail
@@ -120,4 +125,68 @@ rc=$?
 cat "$tmp/verify"
 check "chapard verify --store rados: exit 0, no problems" \
         '[ $rc -eq 0 ] && grep -q ": 0 problems" "$tmp/verify"'
+
+# ---- the read cache ([store] cache_size): chunks read from the pool become files of DATA/cache
+# that downloads splice from; with the OSD stopped, cached files still download
+cache_size=${CHAPAR_TEST_CACHE_SIZE:-1M} # 0 shows these checks failing without the cache
+cat >"$tmp/c.ini" <<INI
+[server]
+tus_chunk_size = 64K
+[store]
+rados_op_timeout = 3s
+cache_size = $cache_size
+INI
+relay_start R --config "$tmp/c.ini" "${rados_args[@]}" || bad "the relay starts with cache_size"
+cached() { [ -f "$tmp/R.data/cache/$1" ]; } # ADDRESS (hex)
+cache_bytes() {
+        find "$tmp/R.data/cache" -maxdepth 1 -type f -regextype egrep -regex '.*/[0-9a-f]{64}' \
+                -printf '%s\n' | awk '{s += $1} END {print s + 0}'
+}
+tus_addrs=() # the tus file's 5 chunks of 64 KiB (the last 37856 bytes), by their SHA-256
+for i in 0 1 2 3 4; do
+        tus_addrs+=("$(dd if="$tmp/tus.bin" bs=65536 skip=$i count=1 2>/dev/null | sha256sum | cut -c 1-64)")
+done
+ncached() { find "$tmp/R.data/cache" -maxdepth 1 -regextype egrep -regex '.*/[0-9a-f]{64}' | wc -l; }
+all_cached() { for a in "${tus_addrs[@]}"; do cached "$a" || return 1; done; }
+none_cached() { for a in "${tus_addrs[@]}"; do cached "$a" && return 1; done; return 0; }
+
+check "cold GET /f/ID: the same bytes" "f_same '$fid' '$tmp/tus.bin'"
+check "its 5 chunks are then files of DATA/cache, named by address" "wait_for 20 all_cached"
+check "cold chapar get: the same bytes" 'get_back "$late" "$tmp/late.bin"'
+# (chapar's chunks are encrypted end to end: their addresses are not the plaintext's)
+check "its chunk is then a file of DATA/cache too" "wait_for 20 '[ \$(ncached) = 6 ]'"
+kill -STOP "$osd"
+f_same "$fid" "$tmp/tus.bin"
+f_rc=$?
+get_back "$late" "$tmp/late.bin"
+get_rc=$?
+kill -CONT "$osd"
+check "OSD stopped: GET /f/ID of the cached file, the same bytes" "[ $f_rc = 0 ]"
+check "OSD stopped: chapar get of the cached file, the same bytes" "[ $get_rc = 0 ]"
+
+# a restart rebuilds the index from the directory, removing the filler's temporary files
+check "the relay stops cleanly with a cache (exit 0)" "relay_stop R"
+echo torn >"$tmp/R.data/cache/.tmp-${tus_addrs[0]}"
+relay_start R --config "$tmp/c.ini" "${rados_args[@]}" || bad "the relay restarts with its cache"
+check "a restart removes the cache's temporary files" "[ ! -e '$tmp/R.data/cache/.tmp-${tus_addrs[0]}' ]"
+kill -STOP "$osd"
+f_same "$fid" "$tmp/tus.bin"
+f_rc=$?
+kill -CONT "$osd"
+check "after a restart, OSD stopped: GET /f/ID from the cache, the same bytes" "[ $f_rc = 0 ]"
+
+truncate -s 1000 "$tmp/R.data/cache/${tus_addrs[1]}"
+check "a truncated cache file is ignored: GET /f/ID, the same bytes" "f_same '$fid' '$tmp/tus.bin'"
+check "and replaced by the whole chunk" \
+        "wait_for 20 '[ \"\$(stat -c %s \"$tmp/R.data/cache/${tus_addrs[1]}\" 2>/dev/null)\" = 65536 ]'"
+
+"$chapard" admin --data "$tmp/R.data" delete "$fid" >"$tmp/del" 2>&1 || cat "$tmp/del"
+check "a deleted file's chunks leave DATA/cache" "wait_for 20 none_cached"
+
+check "chapar get of 3 MB through a cache of 1 MiB: the same bytes" \
+        'get_back "$ticket" "$tmp/big.bin"'
+big_in() { find "$tmp/R.data/cache" -maxdepth 1 -size +500000c | grep -q .; } # a chunk of ~1 MiB
+check "one of its chunks of ~1 MiB is cached" "wait_for 20 big_in"
+check "the cache holds at most cache_size bytes ($(cache_bytes))" "[ $(cache_bytes) -le 1048576 ]"
+check "the relay stops cleanly with the cache (exit 0)" "relay_stop R" || tail -20 "$tmp/R.log"
 finish
