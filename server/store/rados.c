@@ -640,7 +640,8 @@ static int r_read_async(struct chp_backend *base, const struct chp_backend_place
         struct aread *a = malloc(sizeof(*a));
         if (!a)
                 return -ENOMEM;
-        *a = (struct aread){.b = b, .len = len, .t0 = now_us(), .buf = buf, .done = done, .ctx = ctx};
+        *a = (struct aread){
+            .b = b, .len = len, .t0 = now_us(), .buf = buf, .done = done, .ctx = ctx};
         memcpy(a->addr, place->addr, CHP_HASH_BYTES);
         int rc = rados_aio_create_completion2(a, aread_complete, &a->c);
         if (rc) {
