@@ -264,6 +264,35 @@ static void render_backend(struct chp_shared *sh, char *buf, size_t cap, size_t 
             "# TYPE chapar_store_lock_lapsed gauge\n"
             "chapar_store_lock_lapsed{backend=\"%s\"} %d\n",
             be, (unsigned long long)bs->lock_renewals_failed, be, bs->lock_lost ? 1 : 0);
+        if (bs->cache)
+                chp_metrics_put(
+                    buf, cap, len,
+                    "# HELP chapar_cache_hits_total Chunks served from the local read cache.\n"
+                    "# TYPE chapar_cache_hits_total counter\n"
+                    "chapar_cache_hits_total %llu\n"
+                    "# HELP chapar_cache_misses_total Chunks looked for in the read cache and read "
+                    "from the pool.\n"
+                    "# TYPE chapar_cache_misses_total counter\n"
+                    "chapar_cache_misses_total %llu\n"
+                    "# HELP chapar_cache_fills_total Copies of chunks read from the pool, by "
+                    "outcome.\n"
+                    "# TYPE chapar_cache_fills_total counter\n"
+                    "chapar_cache_fills_total{outcome=\"stored\"} %llu\n"
+                    "chapar_cache_fills_total{outcome=\"dropped\"} %llu\n"
+                    "# HELP chapar_cache_evictions_total Cached chunks removed for room or "
+                    "damage.\n"
+                    "# TYPE chapar_cache_evictions_total counter\n"
+                    "chapar_cache_evictions_total %llu\n"
+                    "# HELP chapar_cache_bytes Bytes held by the read cache.\n"
+                    "# TYPE chapar_cache_bytes gauge\n"
+                    "chapar_cache_bytes %llu\n"
+                    "# HELP chapar_cache_chunks Chunks held by the read cache.\n"
+                    "# TYPE chapar_cache_chunks gauge\n"
+                    "chapar_cache_chunks %llu\n",
+                    (unsigned long long)bs->cache_hits, (unsigned long long)bs->cache_misses,
+                    (unsigned long long)bs->cache_stored, (unsigned long long)bs->cache_dropped,
+                    (unsigned long long)bs->cache_evictions, (unsigned long long)bs->cache_bytes,
+                    (unsigned long long)bs->cache_chunks);
         free(bs);
 }
 

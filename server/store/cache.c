@@ -52,6 +52,7 @@ struct chp_rcache {
         bool busy, cancelled, stopping;
         pthread_t filler;
         bool started;
+        struct chp_rcache_stats st; /* under lock; bytes and chunks filled in by chp_rcache_stats */
 };
 
 /* ---- the index (under lock) --------------------------------------------------------------- */
@@ -151,6 +152,7 @@ static void evict(struct chp_rcache *c, int32_t i)
         if (unlink(path) != 0 && errno != ENOENT)
                 chp_log_warn("store", "cache: cannot remove %s: %s", path, chp_strerror(-errno));
         remove_entry(c, i);
+        c->st.evictions++;
 }
 
 /* CLOCK: evicts until room bytes more fit. */
@@ -207,7 +209,11 @@ static void store_fill(struct chp_rcache *c, struct fill *f)
                         rc = -errno;
                 else if ((rc = insert(c, f->addr, f->len)) != 0)
                         unlink(path);
+                else
+                        c->st.stored++;
         }
+        if (rc)
+                c->st.dropped++;
         pthread_mutex_unlock(&c->lock);
         unlink(tmp); /* gone already once renamed */
         if (rc)
@@ -338,12 +344,23 @@ void chp_rcache_close(struct chp_rcache *c)
         free(c);
 }
 
+void chp_rcache_stats(struct chp_rcache *c, struct chp_rcache_stats *out)
+{
+        pthread_mutex_lock(&c->lock);
+        *out = c->st;
+        out->bytes = c->total;
+        out->chunks = c->n;
+        pthread_mutex_unlock(&c->lock);
+}
+
 int chp_rcache_get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_t len)
 {
         pthread_mutex_lock(&c->lock);
         int32_t i = find(c, addr);
         if (i >= 0)
                 c->e[i].ref = 1;
+        else
+                c->st.misses++;
         pthread_mutex_unlock(&c->lock);
         if (i < 0)
                 return -ENOENT;
@@ -351,12 +368,17 @@ int chp_rcache_get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uin
         path_of(c, addr, false, path, sizeof(path));
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         struct stat st;
-        if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == (off_t)len)
+        if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == (off_t)len) {
+                pthread_mutex_lock(&c->lock);
+                c->st.hits++;
+                pthread_mutex_unlock(&c->lock);
                 return fd;
+        }
         /* missing, or not the chunk's size (a torn or altered file): it goes, the pool serves */
         chp_log_warn("store", "cache: %s is %s: removed, the chunk is read from the pool", path,
                      fd < 0 ? "missing" : "of the wrong size");
         pthread_mutex_lock(&c->lock);
+        c->st.misses++;
         struct stat now;
         if ((i = find(c, addr)) >= 0) {
                 if (fd < 0 || (stat(path, &now) == 0 && now.st_ino == st.st_ino))
@@ -381,11 +403,13 @@ void chp_rcache_fill(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], c
         f->len = len;
         memcpy(f->data, data, len);
         pthread_mutex_lock(&c->lock);
-        bool skip = c->stopping || c->queued >= QUEUE_MAX ||
-                    c->queued_bytes + len > c->queue_bytes_max || find(c, addr) >= 0 ||
+        bool full = c->queued >= QUEUE_MAX || c->queued_bytes + len > c->queue_bytes_max;
+        bool skip = c->stopping || full || find(c, addr) >= 0 ||
                     (c->busy && memcmp(c->current, addr, CHP_HASH_BYTES) == 0);
         for (struct fill *q = c->head; q && !skip; q = q->next)
                 skip = memcmp(q->addr, addr, CHP_HASH_BYTES) == 0;
+        if (full && !c->stopping && find(c, addr) < 0)
+                c->st.dropped++;
         if (!skip) {
                 if (c->tail)
                         c->tail->next = f;

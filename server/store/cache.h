@@ -38,6 +38,16 @@ int chp_rcache_get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uin
 void chp_rcache_fill(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], const void *data,
                      uint32_t len);
 
+/* What the cache did since it was opened, and what it holds now. */
+struct chp_rcache_stats {
+        uint64_t hits, misses;  /* chp_rcache_get: a file handed out, or none */
+        uint64_t stored;        /* fills written and renamed in */
+        uint64_t dropped;       /* fills dropped: the queue full, or the write failed */
+        uint64_t evictions;     /* files removed to make room (CLOCK) or found damaged */
+        uint64_t bytes, chunks; /* held now */
+};
+void chp_rcache_stats(struct chp_rcache *c, struct chp_rcache_stats *out /* out */);
+
 /* addr's chunk is gone from the store: its file (and any fill of it not yet done) goes. */
 void chp_rcache_forget(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES]);
 

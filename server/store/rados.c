@@ -882,6 +882,18 @@ static void r_op_stats(struct chp_backend *base, struct chp_store_backend_stats 
         out->inflight = n > 0 ? (uint64_t)n : 0;
         out->lock_renewals_failed = atomic_load(&b->renewals_failed);
         out->lock_lost = lease_lapsed(b);
+        if (b->cache) {
+                struct chp_rcache_stats cs;
+                chp_rcache_stats(b->cache, &cs);
+                out->cache = true;
+                out->cache_hits = cs.hits;
+                out->cache_misses = cs.misses;
+                out->cache_stored = cs.stored;
+                out->cache_dropped = cs.dropped;
+                out->cache_evictions = cs.evictions;
+                out->cache_bytes = cs.bytes;
+                out->cache_chunks = cs.chunks;
+        }
 }
 
 /* ---- open / close ------------------------------------------------------------------------- */

@@ -520,6 +520,12 @@ struct chp_store_backend_stats {
         uint64_t errors[CHP_STORE_NOPS][CHP_STORE_NERRS];     /* failed operations */
         uint64_t lock_renewals_failed; /* renewals of the pool's lock that failed */
         bool lock_lost; /* now: the lock may have lapsed, writes are refused (CHP_EUNAVAILABLE) */
+        /* the local read cache ([store] cache_size; rados.c, cache.h), when there is one */
+        bool cache;
+        uint64_t cache_hits, cache_misses; /* chunks served from it, or looked for in vain */
+        uint64_t cache_stored, cache_dropped, cache_evictions; /* fills written or dropped; files
+                                                                  removed for room or damage */
+        uint64_t cache_bytes, cache_chunks;                   /* held now */
 };
 /* Fills out from the store's backend, from any thread; -ENOTSUP when the backend counts nothing
  * (the local backend). Takes no transaction and never waits. */

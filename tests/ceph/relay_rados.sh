@@ -82,6 +82,8 @@ n=$(metric 'chapar_store_op_seconds_count{backend="rados",op="chunk_read"}')
 check "/metrics: the backend's chunk reads are counted ($n)" "[ '$n' -ge 8 ]"
 check "/metrics: the in-flight gauge" \
         "curl -sS 'http://${http[R]}/metrics' | grep -q '^chapar_store_inflight{backend=\"rados\"} [0-9]'"
+check "/metrics: no chapar_cache_* series without a cache" \
+        "! curl -sS 'http://${http[R]}/metrics' | grep -q '^chapar_cache_'"
 if command -v promtool >/dev/null; then
         curl -sS "http://${http[R]}/metrics" >"$tmp/metrics"
         echo "/metrics: $(wc -c <"$tmp/metrics") bytes"
@@ -174,6 +176,10 @@ f_same "$fid" "$tmp/tus.bin"
 f_rc=$?
 kill -CONT "$osd"
 check "after a restart, OSD stopped: GET /f/ID from the cache, the same bytes" "[ $f_rc = 0 ]"
+n=$(metric chapar_cache_hits_total)
+check "/metrics: that GET's 5 chunks were cache hits ($n)" "[ $n -ge 5 ]"
+n=$(metric chapar_cache_chunks)
+check "/metrics: chapar_cache_chunks is the cache's files ($n)" "[ $n = $(ncached) ]"
 
 truncate -s 1000 "$tmp/R.data/cache/${tus_addrs[1]}"
 check "a truncated cache file is ignored: GET /f/ID, the same bytes" "f_same '$fid' '$tmp/tus.bin'"
@@ -188,5 +194,13 @@ check "chapar get of 3 MB through a cache of 1 MiB: the same bytes" \
 big_in() { find "$tmp/R.data/cache" -maxdepth 1 -size +500000c | grep -q .; } # a chunk of ~1 MiB
 check "one of its chunks of ~1 MiB is cached" "wait_for 20 big_in"
 check "the cache holds at most cache_size bytes ($(cache_bytes))" "[ $(cache_bytes) -le 1048576 ]"
+n=$(metric chapar_cache_evictions_total)
+check "/metrics: evictions counted ($n)" "[ $n -ge 1 ]"
+n=$(metric 'chapar_cache_fills_total{outcome="stored"}')
+check "/metrics: fills stored counted ($n)" "[ $n -ge 2 ]"
+n=$(metric chapar_cache_misses_total)
+check "/metrics: misses counted ($n)" "[ $n -ge 2 ]"
+check "/metrics: chapar_cache_bytes is the cache's bytes" \
+        "[ \$(metric chapar_cache_bytes) = \$(cache_bytes) ]"
 check "the relay stops cleanly with the cache (exit 0)" "relay_stop R" || tail -20 "$tmp/R.log"
 finish
