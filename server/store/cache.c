@@ -390,10 +390,33 @@ int chp_rcache_get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uin
         return -ENOENT;
 }
 
+/* Under lock: whether a fill of addr (len bytes) is not to be queued: the cache is stopping, the
+ * chunk is cached, queued or being written, or the queue is full (a drop, counted). */
+static bool fill_skip(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_t len)
+{
+        if (c->stopping || find(c, addr) >= 0 ||
+            (c->busy && memcmp(c->current, addr, CHP_HASH_BYTES) == 0))
+                return true;
+        for (struct fill *q = c->head; q; q = q->next)
+                if (memcmp(q->addr, addr, CHP_HASH_BYTES) == 0)
+                        return true;
+        if (c->queued >= QUEUE_MAX || c->queued_bytes + len > c->queue_bytes_max) {
+                c->st.dropped++;
+                return true;
+        }
+        return false;
+}
+
 void chp_rcache_fill(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], const void *data,
                      uint32_t len)
 {
         if (!len || len > c->size || len > c->queue_bytes_max)
+                return;
+        /* asked first, so that a chunk already cached or queued costs no copy of its bytes */
+        pthread_mutex_lock(&c->lock);
+        bool skip = fill_skip(c, addr, len);
+        pthread_mutex_unlock(&c->lock);
+        if (skip)
                 return;
         struct fill *f = malloc(sizeof(*f) + len); /* the copy, outside the lock */
         if (!f)
@@ -403,13 +426,7 @@ void chp_rcache_fill(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], c
         f->len = len;
         memcpy(f->data, data, len);
         pthread_mutex_lock(&c->lock);
-        bool full = c->queued >= QUEUE_MAX || c->queued_bytes + len > c->queue_bytes_max;
-        bool skip = c->stopping || full || find(c, addr) >= 0 ||
-                    (c->busy && memcmp(c->current, addr, CHP_HASH_BYTES) == 0);
-        for (struct fill *q = c->head; q && !skip; q = q->next)
-                skip = memcmp(q->addr, addr, CHP_HASH_BYTES) == 0;
-        if (full && !c->stopping && find(c, addr) < 0)
-                c->st.dropped++;
+        skip = fill_skip(c, addr, len); /* again: another thread may have queued it meanwhile */
         if (!skip) {
                 if (c->tail)
                         c->tail->next = f;
