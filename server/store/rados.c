@@ -583,8 +583,8 @@ static int r_read(struct chp_backend *base, const struct chp_backend_place *plac
         atomic_fetch_add(&b->inflight, 1);
         int rc = read_result(b, place->addr, rados_read(b->io, oid, buf, len, 0), len);
         op_end(b, CHP_STORE_OP_READ, t0, rc);
-        if (!rc && b->cache)
-                chp_rcache_fill(b->cache, place->addr, buf, len);
+        /* no cache fill: downloads read with read_async; this read serves the scrub, which
+         * would otherwise push every chunk of the pool through the cache */
         return rc;
 }
 

@@ -10,6 +10,7 @@
 # files still download byte for byte (GET /f/ID and chapar get); a truncated cache file is ignored
 # and replaced; a restart finds the cached files again (and removes temporary ones); a deleted
 # file's chunks leave the cache; after 3 MB more it holds at most 1 MiB.
+# The live scrub (chapard admin verify) reads every chunk and fills nothing into the cache.
 # CHAPAR_TEST_CACHE_SIZE=0 runs those checks without the cache (they fail). Skips (77) without the ceph packages or a relay
 # built without the RADOS backend.
 # Usage: relay_rados.sh CHAPARD CHAPAR [ON|OFF: built with the RADOS backend]
@@ -200,6 +201,15 @@ n=$(metric 'chapar_cache_fills_total{outcome="stored"}')
 check "/metrics: fills stored counted ($n)" "[ $n -ge 2 ]"
 n=$(metric chapar_cache_misses_total)
 check "/metrics: misses counted ($n)" "[ $n -ge 2 ]"
+# the live scrub reads every chunk of the pool: it must not push them through the cache
+before=$(metric 'chapar_cache_fills_total{outcome="stored"}')
+"$chapard" admin --data "$tmp/R.data" verify >"$tmp/scrub" 2>&1
+scrub_rc=$?
+check "the live scrub read every chunk, clean (exit $scrub_rc)" \
+        "[ $scrub_rc = 0 ] && grep -Eq 'verify: [a-z]+, ([0-9]+) of \\1 chunks' '$tmp/scrub'" || cat "$tmp/scrub"
+sleep 0.5 # a fill is queued on the read's thread and written by the filler: give a stray one time
+check "the live scrub fills nothing into the cache" \
+        "[ \$(metric 'chapar_cache_fills_total{outcome=\"stored\"}') = $before ]"
 check "/metrics: chapar_cache_bytes is the cache's bytes" \
         "[ \$(metric chapar_cache_bytes) = \$(cache_bytes) ]"
 check "the relay stops cleanly with the cache (exit 0)" "relay_stop R" || tail -20 "$tmp/R.log"
