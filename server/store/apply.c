@@ -25,7 +25,7 @@ int store_chunk_free(struct chp_store *s, MDB_txn *txn, const uint8_t addr[CHP_H
         if ((rc = parse_chunk(&v, &c)))
                 return rc;
         if (c.kind == CHP_REC_CHUNK_SEG) {
-                struct chp_backend_place at = {.unit = c.seg, .offset = c.offset, .addr = addr};
+                struct chp_backend_place at = chunk_place(&c, addr);
                 if ((rc = s->backend->ops->drop(s->backend, txn, &at, c.len)))
                         return rc;
         }
@@ -59,7 +59,7 @@ int store_chunk_get(void *ctx, MDB_txn *txn, const uint8_t addr[CHP_HASH_BYTES],
                 return rc;
         if (c.kind != CHP_REC_CHUNK_SEG)
                 return -ENOENT;
-        *place = (struct chp_backend_place){.unit = c.seg, .offset = c.offset, .addr = addr};
+        *place = chunk_place(&c, addr);
         *len = c.len;
         *xxh3 = c.xxh3;
         return 0;

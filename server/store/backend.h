@@ -27,8 +27,8 @@
 /* Where a backend put a chunk; the store keeps it in the chunk record (its seg and offset fields)
  * and hands it back unchanged. Segments: file number and byte offset. An object store may ignore
  * them and name objects by address: addr is the chunk's address, set by the store on every place
- * it hands a backend (borrowed for the call; not kept in the record). len: the chunk's length, on
- * the place span is given (0 elsewhere), so that a backend can check a file it keeps by address. */
+ * it hands a backend (borrowed for the call; not kept in the record), and len the chunk's length,
+ * so that a backend can check a file it keeps by address (both set by chunk_place). */
 struct chp_backend_place {
         uint32_t unit;
         uint64_t offset;

@@ -66,8 +66,7 @@ static int lookup(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], struc
                 rc = parse_chunk(&v, &c);
         if (!rc) {
                 struct chp_backend *b = s->backend;
-                struct chp_backend_place at = {
-                    .unit = c.seg, .offset = c.offset, .addr = addr, .len = c.len};
+                struct chp_backend_place at = chunk_place(&c, addr);
                 struct chp_backend_span span;
                 *l = (struct chp_chunk_loc){.len = c.len, .xxh3 = c.xxh3, .fd = -1};
                 if (buf && c.len > cap) {
@@ -176,8 +175,7 @@ static int find_place(struct chp_store *s, struct async_read *a, size_t cap)
                 if (a->is_inline)
                         memcpy(a->buf, c.inline_data, c.len);
                 else
-                        a->place = (struct chp_backend_place){
-                            .unit = c.seg, .offset = c.offset, .addr = a->addr};
+                        a->place = chunk_place(&c, a->addr);
         }
         mdb_txn_abort(txn);
         return rc;

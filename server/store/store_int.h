@@ -125,6 +125,14 @@ static inline int parse_chunk(const MDB_val *v, struct chp_rec_chunk *c)
 {
         return chp_rec_chunk_parse(v->mv_data, v->mv_size, c) < 0 ? CHP_ECORRUPT : 0;
 }
+/* The backend's place of a chunk record c of address addr (borrowed by the place). */
+static inline struct chp_backend_place chunk_place(const struct chp_rec_chunk *c,
+                                                   const uint8_t addr[CHP_HASH_BYTES])
+{
+        return (struct chp_backend_place){
+            .unit = c->seg, .offset = c->offset, .addr = addr, .len = c->len};
+}
+
 static inline int parse_file(const MDB_val *v, struct chp_rec_file *f)
 {
         return chp_rec_file_parse(v->mv_data, v->mv_size, f) < 0 ? CHP_ECORRUPT : 0;

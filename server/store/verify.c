@@ -94,7 +94,7 @@ static int check_chunk(struct verify *v, const MDB_val *k, const MDB_val *d)
         const uint8_t *bytes = c.inline_data;
         if (c.kind == CHP_REC_CHUNK_SEG) {
                 struct chp_backend *b = v->s->backend;
-                struct chp_backend_place at = {.unit = c.seg, .offset = c.offset, .addr = addr};
+                struct chp_backend_place at = chunk_place(&c, addr);
                 int rc = b->ops->verify_chunk(b, &v->bv, addr, &at, c.len, v->buf);
                 if (rc)
                         return rc < 0 ? rc : 0; /* a problem the backend reported */
