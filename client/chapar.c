@@ -671,10 +671,10 @@ static int cmd_stat(int argc, char **argv)
         if (json) {
                 printf("{\"complete\":%s,\"stored_bytes\":%llu,\"chunks\":%u,"
                        "\"chunks_present\":%u,\"chunk_size\":%u,\"created\":%llu,"
-                       "\"expires\":%llu",
+                       "\"expires\":%llu,\"times_withheld\":%s",
                        r.complete ? "true" : "false", (unsigned long long)r.stored_bytes, r.chunks,
                        r.chunks_present, r.chunk_size, (unsigned long long)r.created,
-                       (unsigned long long)r.expires);
+                       (unsigned long long)r.expires, r.times_withheld ? "true" : "false");
                 if (r.has_meta) {
                         printf(",\"size\":%llu,\"name\":", (unsigned long long)r.plain_size);
                         json_str(r.name);
@@ -696,8 +696,11 @@ static int cmd_stat(int argc, char **argv)
                        "chunks\ncreated   %s\nexpires   %s\n",
                        r.complete ? "complete" : "uploading", r.chunks_present, r.chunks,
                        (unsigned long long)r.stored_bytes, r.chunk_size,
-                       iso_date(r.created, created),
-                       r.expires ? iso_date(r.expires, expires) : "never");
+                       r.times_withheld ? "not told (no upload token)"
+                                        : iso_date(r.created, created),
+                       r.times_withheld ? "not told (no upload token)"
+                       : r.expires      ? iso_date(r.expires, expires)
+                                        : "never");
         }
         chapar_close(c);
         return 0;

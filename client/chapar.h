@@ -217,6 +217,8 @@ struct chapar_stat_result {
         uint32_t chunks, chunks_present, chunk_size;
         uint64_t created, expires; /* unix seconds; 0 = unknown / never */
         bool has_meta;             /* the ticket had the key: the fields below are filled */
+        bool times_withheld;       /* the relay did not tell created and expires (both 0) to
+                                      this caller: no upload token on a relay with tenants */
         uint64_t plain_size;
         char name[256];
         char mime[128];

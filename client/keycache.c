@@ -222,8 +222,8 @@ static int relay_expiry(struct chapar_client *c, const uint8_t *file_id, uint64_
         uint8_t *reply;
         struct chp_msg_stat_ok st;
         int rc = cc_call(c, CHP_F_STAT, file_id, CHP_HASH_BYTES, &h, &reply);
-        if (!rc &&
-            (chp_msg_stat_ok_decode(reply, h.len, &st) != 0 || st.state != CHP_UPLOAD_COMPLETE))
+        if (!rc && (chp_msg_stat_ok_decode(reply, h.len, &st) != 0 ||
+                    st.state != CHP_UPLOAD_COMPLETE || (st.flags & CHP_STAT_TIMES_WITHHELD)))
                 rc = CHAPAR_EPROTO;
         if (!rc)
                 *expires = st.expires;

@@ -30,6 +30,11 @@ _Static_assert(CHAPAR_KEY_BYTES == CHP_KEY_BYTES, "the public key size is the on
 _Static_assert(offsetof(struct chapar_opts, timeout_ms) == 4 * sizeof(void *) + 4 &&
                    sizeof(struct chapar_opts) == 4 * sizeof(void *) + 8,
                "struct chapar_opts keeps its layout");
+/* times_withheld went into the padding after has_meta */
+_Static_assert(offsetof(struct chapar_stat_result, times_withheld) == 49 &&
+                   offsetof(struct chapar_stat_result, plain_size) == 56 &&
+                   sizeof(struct chapar_stat_result) == 448,
+               "struct chapar_stat_result keeps its layout");
 
 int chapar_error_class(int err)
 {

@@ -100,6 +100,7 @@ int chapar_stat(struct chapar_client *c, const char *ticket, struct chapar_stat_
         r->chunk_size = so.chunk_size;
         r->created = so.created;
         r->expires = so.expires;
+        r->times_withheld = (so.flags & CHP_STAT_TIMES_WITHHELD) != 0;
         if (t.has_key) {
                 struct cc_fetched f = {0};
                 struct chp_e2e_meta meta;

@@ -564,10 +564,10 @@ int chp_msg_have_ok_decode(const uint8_t *p, size_t len, uint32_t *count, const 
 ssize_t chp_msg_stat_ok_encode(uint8_t *buf, size_t cap, const struct chp_msg_stat_ok *m)
 {
         struct wr w = {buf, cap, 0, false};
-        if (m->state > CHP_UPLOAD_COMPLETE)
+        if (m->state > CHP_UPLOAD_COMPLETE || (m->flags & ~CHP_STAT_TIMES_WITHHELD))
                 return -EINVAL;
         wr_u8(&w, m->state);
-        wr_u8(&w, 0);
+        wr_u8(&w, m->flags);
         wr_u16(&w, 0);
         wr_u32(&w, m->chunk_count);
         wr_u64(&w, m->size);
@@ -583,7 +583,7 @@ int chp_msg_stat_ok_decode(const uint8_t *p, size_t len, struct chp_msg_stat_ok 
         struct rd r = {p, len, 0, false};
         struct chp_msg_stat_ok m;
         m.state = rd_u8(&r);
-        uint8_t reserved8 = rd_u8(&r);
+        m.flags = rd_u8(&r);
         uint16_t reserved16 = rd_u16(&r);
         m.chunk_count = rd_u32(&r);
         m.size = rd_u64(&r);
@@ -591,7 +591,8 @@ int chp_msg_stat_ok_decode(const uint8_t *p, size_t len, struct chp_msg_stat_ok 
         m.chunks_present = rd_u32(&r);
         m.created = rd_u64(&r);
         m.expires = rd_u64(&r);
-        if (rd_end(&r) || m.state > CHP_UPLOAD_COMPLETE || reserved8 != 0 || reserved16 != 0)
+        if (rd_end(&r) || m.state > CHP_UPLOAD_COMPLETE || (m.flags & ~CHP_STAT_TIMES_WITHHELD) ||
+            reserved16 != 0)
                 return -EBADMSG;
         *out = m;
         return 0;

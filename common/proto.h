@@ -248,8 +248,13 @@ struct chp_msg_chunk_data {
 };
 #define CHP_CHUNK_DATA_PREFIX (CHP_HASH_BYTES + 8)
 
+/* STAT_OK's flags (the byte after state). TIMES_WITHHELD: created and expires are not told
+ * (both 0), because the caller is anonymous. */
+#define CHP_STAT_TIMES_WITHHELD 0x01
+
 struct chp_msg_stat_ok {
         uint8_t state;
+        uint8_t flags; /* CHP_STAT_*; a decoder refuses bits it does not know */
         uint64_t size;
         uint32_t chunk_count, chunk_size, chunks_present;
         uint64_t created, expires;

@@ -945,13 +945,21 @@ TEST(stat_ok_golden_and_round_trip)
         CHECK_EQ(out.chunks_present, 2);
         CHECK(out.created == in.created && out.expires == 0);
         CHECK_EQ(strict_failures(dec_stat_ok, buf, 40), 0);
+        /* byte 1 is the flags: the one known bit decodes, any other is refused; 2..3 reserved */
         for (size_t i = 1; i < 4; i++) {
                 uint8_t *c = tu_exact_copy(buf, 40);
                 REQUIRE(c);
-                c[i] = 1;
+                c[i] = 2;
                 CHECK_EQ(dec_exact(dec_stat_ok, c, 40), -EBADMSG);
                 free(c);
         }
+        buf[1] = CHP_STAT_TIMES_WITHHELD;
+        REQUIRE_OK(chp_msg_stat_ok_decode(buf, 40, &out));
+        CHECK_EQ(out.flags, CHP_STAT_TIMES_WITHHELD);
+        buf[1] = 0;
+        in.flags = 0x80;
+        CHECK_EQ(chp_msg_stat_ok_encode(buf, 40, &in), -EINVAL);
+        in.flags = 0;
         buf[0] = 2;
         CHECK_EQ(dec_exact(dec_stat_ok, buf, 40), -EBADMSG);
         in.state = 2;

@@ -661,6 +661,53 @@ TEST(timeouts_and_connection_cap)
         rc_relay_cleanup(&r);
 }
 
+/* With a tenant configured, a caller without a token is anonymous, from loopback too: HAVE does
+ * not answer it and STAT tells it that a complete file exists, nothing of when it was made. */
+TEST(anonymous_callers_learn_no_times)
+{
+        struct rc_relay r = {0};
+        REQUIRE_OK(rc_relay_start(&r, false, NULL));
+        struct rc_conn c;
+        REQUIRE_OK(rc_connect(&c, r.addr));
+        struct rc_file f;
+        REQUIRE_OK(rc_file_make(&f, 100 * KiB, 64 * KiB, 1200, 0));
+        struct rc_put_stats st;
+        REQUIRE_OK(rc_put(&c, &f, &st)); /* no tenant yet: loopback uploads as a trusted caller */
+        rc_close(&c);
+        REQUIRE_OK(rc_relay_stop(&r, SIGTERM));
+        char conf[300];
+        snprintf(conf, sizeof(conf), "%s/tenant.ini", r.dir);
+        FILE *cf = fopen(conf, "w");
+        REQUIRE(cf);
+        /* the public key of docs/tokens.md's first vector: a valid Ed25519 point */
+        fprintf(cf, "[tenant \"acme\"]\ntoken_key = 21fe31dfa154a261:"
+                    "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a\n");
+        fclose(cf);
+        const char *extra[] = {"--config", conf, NULL};
+        REQUIRE_OK(rc_relay_start(&r, true, extra));
+        REQUIRE_OK(rc_connect(&c, r.addr));
+        struct chp_frame_header h;
+        uint8_t *reply;
+        REQUIRE_OK(rc_call(&c, CHP_F_STAT, f.file_id, CHP_HASH_BYTES, &h, &reply));
+        struct chp_msg_stat_ok so;
+        REQUIRE_OK(chp_msg_stat_ok_decode(reply, h.len, &so));
+        CHECK_EQ(so.state, CHP_UPLOAD_COMPLETE);
+        CHECK_EQ(so.flags, CHP_STAT_TIMES_WITHHELD);
+        CHECK(so.created == 0 && so.expires == 0);
+        uint8_t addr[CHP_HASH_BYTES];
+        REQUIRE_OK(chp_sha256(f.data, 64 * KiB, addr)); /* the first chunk: stored */
+        struct chp_msg_have hv = {.count = 1, .addrs = addr};
+        uint8_t hp[40];
+        CHECK_EQ(rc_call(&c, CHP_F_HAVE, hp, (size_t)chp_msg_have_encode(hp, sizeof(hp), &hv), &h,
+                         &reply),
+                 CHP_EREMOTE);
+        CHECK_EQ(c.last_error, CHP_WE_UNAUTHORIZED);
+        rc_close(&c);
+        CHECK_EQ(rc_relay_stop(&r, SIGTERM), 0);
+        rc_file_free(&f);
+        rc_relay_cleanup(&r);
+}
+
 int main(void)
 {
         signal(SIGPIPE, SIG_IGN);

@@ -105,8 +105,13 @@ check "a token from CHAPAR_TOKEN naming the [server] audience fed.example: the s
 t1c=$(put "$tmp/f1" --token "$(mint --audience acme)" 2>"$tmp/err")
 check "a token naming its tenant as audience: the same file" "[ '$t1c' = '$t1' ]"
 "$chapar" stat "$t1" --json >"$tmp/stat" 2>"$tmp/err"
-check "stat without a token: complete, created not told ($(head -c 120 "$tmp/stat"))" \
-        "grep -q '\"complete\":true' '$tmp/stat' && grep -q '\"created\":0' '$tmp/stat'"
+check "stat without a token: complete, neither created nor expires told ($(cut -c 60-200 "$tmp/stat"))" \
+        "grep -q '\"complete\":true' '$tmp/stat' && grep -q '\"created\":0,' '$tmp/stat' &&
+         grep -q '\"expires\":0,' '$tmp/stat' && grep -q '\"times_withheld\":true' '$tmp/stat'"
+"$chapar" stat "$t1" --json --token "$(mint)" >"$tmp/stat" 2>"$tmp/err"
+told=$(sed -n 's/.*"expires":\([0-9]*\).*/\1/p' "$tmp/stat")
+check "stat with a token: created and expires told (expires in $((${told:-0} - $(date +%s))) s)" \
+        "grep -q '\"times_withheld\":false' '$tmp/stat' && [ '${told:-0}' -gt $(date +%s) ]"
 
 # ---- Node's token ----
 if command -v node >/dev/null; then

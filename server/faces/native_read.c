@@ -279,7 +279,8 @@ void native_read_stat(struct conn *c, const struct chp_frame_header *h, const ui
         bool probe = chp_gate_may_probe(&c->nat->caller);
         int rc = chp_store_file_get(c->sh->store, id, &man, &len, &info);
         /* To an anonymous caller STAT says what GET_MANIFEST would (a complete file), never
-         * that an upload is under way or when a file was created. */
+         * that an upload is under way or when a file was created: not even its expiry, which is
+         * the creation time plus a life the caller may know. */
         if (rc == -ENOENT && probe) {
                 st.state = CHP_UPLOAD_PARTIAL;
                 rc = pending_file(c, id, &man, &len, &present, &st.chunks_present);
@@ -296,8 +297,12 @@ void native_read_stat(struct conn *c, const struct chp_frame_header *h, const ui
                 st.chunk_size = m.chunk_size;
                 if (st.state == CHP_UPLOAD_COMPLETE)
                         st.chunks_present = m.chunk_count;
-                st.created = probe ? info.created : 0;
-                st.expires = info.expires;
+                if (probe) {
+                        st.created = info.created;
+                        st.expires = info.expires;
+                } else {
+                        st.flags = CHP_STAT_TIMES_WITHHELD;
+                }
                 uint8_t *out =
                     native_reply_frame(c, CHP_F_STAT | CHP_F_REPLY, h->id, CHP_STAT_OK_BYTES);
                 if (out && chp_msg_stat_ok_encode(out, CHP_STAT_OK_BYTES, &st) != CHP_STAT_OK_BYTES)
