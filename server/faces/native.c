@@ -308,6 +308,8 @@ static void on_hello(struct conn *c, const struct chp_frame_header *h, const uin
                 return;
         }
         n->hello = true;
+        /* a peer relay fetches for its own users: what it pulls is not one client's download */
+        c->rate_exempt = secure_peer(c) >= 0;
         struct chp_msg_hello_ok ok = {.version = CHP_PROTO_VERSION,
                                       .features = CHP_FEATURE_NONE,
                                       .max_frame = CHP_CHUNK_FRAME_MAX,

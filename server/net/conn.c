@@ -115,7 +115,7 @@ void conn_mem_drop(struct conn *c)
  * (download_rate_per_address); 0: none, or the address is not counted. */
 static uint64_t rate_of(const struct conn *c, bool send)
 {
-        if (c->lim_slot == CHP_LIMITS_NONE)
+        if (c->lim_slot == CHP_LIMITS_NONE || c->rate_exempt)
                 return 0; /* (the common case, and no shared state read for it) */
         const struct chp_config *cfg = c->sh->cfg;
         return send ? cfg->download_rate_per_address : cfg->upload_rate_per_address;

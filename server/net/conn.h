@@ -76,6 +76,8 @@ struct conn {
         uint64_t read_wait_until;   /* ms: receives wait for the address's byte rate; 0: none */
         uint64_t send_wait_until;   /* ms: sends wait for it (download_rate_per_address) */
         size_t send_taken;          /* bytes the send armed took from that rate's bucket */
+        bool rate_exempt;           /* a configured peer relay (its pinned key): the byte rates per
+                                       address do not hold it back (its address still counts connections) */
         bool throttled; /* since the rate floor last looked: the byte rate held receives back */
         /* for the access log: plaintext bytes queued to send (conn_out_reserve, conn_out_splice)
          * and bytes sent on the wire, over the connection's life (rx_bytes: received) */
