@@ -3,7 +3,8 @@
 # (--admin-listen on loopback, its operator key), two files uploaded under the tenant and one
 # upload refused for want of a token; chromium (Debian's, driven by playwright-core) opens GET /
 # with the key, takes a full-page PNG screenshot and reads the numbers from the DOM
-# (browser_status.mjs says which); here the screenshot is checked to be a PNG of some size. Skips
+# (browser_status.mjs says which); here the screenshot is checked to be a PNG and read back with
+# OCR (tesseract): the store's file count, the tenant's bytes and the refusal are on it. Skips
 # (exit 77) only when chromium is not installed: scripts/deps --test installs it.
 # Usage: status_page.sh CHAPARD CHAPAR     (needs node >= 20 and `npm ci` run in this folder)
 set -uo pipefail
@@ -49,6 +50,18 @@ rc=$?
 size=$(stat -c %s "$tmp/status.png" 2>/dev/null || echo 0)
 check "the screenshot is a PNG of $size bytes" \
         "[ $size -gt 5000 ] && [ \"\$(head -c 8 '$tmp/status.png' | od -An -tx1 | tr -d ' ')\" = 89504e470d0a1a0a ]"
+# the screenshot itself, read back by OCR (tesseract): the numbers a person would see
+if command -v tesseract >/dev/null; then
+        tesseract "$tmp/status.png" "$tmp/ocr" >/dev/null 2>&1
+        ocr=$(tr -s ' \t' ' ' <"$tmp/ocr.txt" 2>/dev/null)
+        check "the screenshot shows the store's 2 files" "grep -Eq '(^| )2 files' <<<\"\$ocr\""
+        check "the screenshot shows acme's $bytes bytes" "grep -Eq 'acme.*(^| )$bytes( |\$)' <<<\"\$ocr\""
+        check "the screenshot shows the refusal for want of a token" \
+                "grep -Eq 'token_missing.*(^| )1( |\$)' <<<\"\$ocr\""
+        [ $failed -eq 0 ] || { echo "--- what OCR read:"; cat "$tmp/ocr.txt"; }
+else
+        bad "tesseract is not installed (scripts/deps --test installs tesseract-ocr)"
+fi
 relay_stop r || bad "chapard exits 0 on SIGTERM"
 [ $rc -eq 0 ] || failed=$((failed + 1))
 finish
