@@ -7,7 +7,8 @@
 # an anonymous client cannot make a relay pull a file through from its peer, while a token with
 # the pull scope can; a tenant's concurrent uploads are bounded (LIMITED, "retry after") and a
 # slot comes back when its connection goes; a cut upload is resumed only with a token of the
-# subject that began it (another token id of it is charged for the file). Files are put --no-pad
+# subject that began it (another token id of it is charged for the file); what a token spent
+# stays spent when the relay restarts (the ledger file). Files are put --no-pad
 # in 64 KiB chunks, so their sizes are known.
 # Usage: tokens_native.sh CHAPARD CHAPAR CUTPROXY     (the Node case needs node >= 18)
 set -uo pipefail
@@ -275,6 +276,28 @@ put "$tmp/s3" --token "$st" >/dev/null 2>"$tmp/err" && put "$tmp/s4" --token "$s
 rc=$?
 check "the refused file cost the 2-file token nothing: two 50000 B files fit (exit $rc)" \
         "[ $rc -eq 0 ]"
+
+# ---- the ledger survives a restart: what a token spent before it stays spent ----
+lt=$(mint --bytes 520000 --files 5) # (room for the encryption's overhead)
+head -c 300000 /dev/urandom >"$tmp/l1"
+head -c 250000 /dev/urandom >"$tmp/l2"
+head -c 200000 /dev/urandom >"$tmp/l3"
+put "$tmp/l1" --token "$lt" >/dev/null 2>"$tmp/err"
+rc=$?
+check "300000 bytes of a 520000-byte token are spent (exit $rc)" "[ $rc -eq 0 ]"
+relay_stop A
+rc=$?
+check "A stops (exit $rc)" "[ $rc -eq 0 ]"
+start A
+check "A, restarted, replays its token ledger" "grep -qE 'token ledger: [1-9][0-9]* charges kept' '$tmp/A.log'"
+refused "after the restart, 250000 more bytes are over that token's budget" 2 \
+        "over the token's budget" -- "$tmp/l2" --token "$lt"
+put "$tmp/l3" --token "$lt" >/dev/null 2>"$tmp/err"
+rc=$?
+check "the rest of it applies: 200000 more bytes fit (exit $rc)" "[ $rc -eq 0 ]"
+put "$tmp/l1" --token "$lt" >/dev/null 2>"$tmp/err"
+rc=$?
+check "the file spent before the restart is not charged again (exit $rc)" "[ $rc -eq 0 ]"
 
 for r in A B; do
         relay_stop $r
