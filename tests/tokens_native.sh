@@ -8,7 +8,8 @@
 # the pull scope can; a tenant's concurrent uploads are bounded (LIMITED, "retry after") and a
 # slot comes back when its connection goes; a cut upload is resumed only with a token of the
 # subject that began it (another token id of it is charged for the file); what a token spent
-# stays spent when the relay restarts (the ledger file). Files are put --no-pad
+# stays spent when the relay restarts (the ledger file); A's /metrics counts every refusal by
+# its reason (token_missing 1, token_invalid 6, scope 2, quota 5, too_big 1). Files are put --no-pad
 # in 64 KiB chunks, so their sizes are known.
 # Usage: tokens_native.sh CHAPARD CHAPAR CUTPROXY     (the Node case needs node >= 18)
 set -uo pipefail
@@ -90,6 +91,8 @@ export CHAPAR_TOKEN
 CHAPAR_TOKEN=$(mint --ttl 60 --now $past)
 refused "an expired token from CHAPAR_TOKEN" 2 "token has expired" -- "$tmp/f1"
 unset CHAPAR_TOKEN
+refused "a 200000-byte file under a 100000-byte token (it could never fit)" 2 \
+        "size over limit" -- "$tmp/f1" --token "$(mint --bytes 100000)"
 
 # ---- a good token uploads; get needs none ----
 t1=$(put "$tmp/f1" --token "$good" 2>"$tmp/err")
@@ -276,6 +279,17 @@ put "$tmp/s3" --token "$st" >/dev/null 2>"$tmp/err" && put "$tmp/s4" --token "$s
 rc=$?
 check "the refused file cost the 2-file token nothing: two 50000 B files fit (exit $rc)" \
         "[ $rc -eq 0 ]"
+
+# ---- every refusal on A so far, counted by its reason ----
+refusals() { # REASON: A's chapar_refusals_total{reason="REASON"}
+        curl -s --max-time 10 "http://${http[A]}/metrics" |
+                sed -n "s/^chapar_refusals_total{reason=\"$1\"} //p"
+}
+for want in token_missing=1 token_invalid=6 scope=2 quota=5 too_big=1; do
+        got=$(refusals "${want%=*}")
+        check "A counted refusals{reason=\"${want%=*}\"}: ${got:-absent}, want ${want#*=}" \
+                "[ '${got:-}' = '${want#*=}' ]"
+done
 
 # ---- the ledger survives a restart: what a token spent before it stays spent ----
 lt=$(mint --bytes 520000 --files 5) # (room for the encryption's overhead)

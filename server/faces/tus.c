@@ -755,6 +755,8 @@ static void hop_done(struct conn_op *base)
                 atomic_fetch_add(&m->uploads_terminated[CHP_METRICS_HTTP], 1);
         if (r->status && r->type == CHP_REQ_UPLOAD_CREATE && h->ph == PH_CREATE)
                 chp_gate_upload_refund(c->sh->gate, &h->gu); /* nothing was created */
+        else if (r->status == CHP_EQUOTA && r->type == CHP_REQ_UPLOAD_CREATE)
+                chp_metrics_refuse(c->sh->metrics, CHP_EQUOTA); /* a PATCH's length (maybe_reply) */
         /* the limits' count of incomplete uploads: a POST's create failed, or one is finished */
         if (r->status ? r->type == CHP_REQ_UPLOAD_CREATE && h->ph == PH_CREATE
                       : r->type == CHP_REQ_COMMIT || r->type == CHP_REQ_UPLOAD_DELETE)
