@@ -8,9 +8,9 @@
 # the pull scope can; a tenant's concurrent uploads are bounded (LIMITED, "retry after") and a
 # slot comes back when its connection goes; a cut upload is resumed only with a token of the
 # subject that began it (another token id of it is charged for the file); what a token spent
-# stays spent when the relay restarts (the ledger file); A's /metrics counts every refusal by
-# its reason (token_missing 1, token_invalid 6, scope 2, quota 5, too_big 1). Files are put --no-pad
-# in 64 KiB chunks, so their sizes are known.
+# stays spent when the relay restarts (the ledger file, a torn tail warned of and skipped); A's
+# /metrics counts every refusal by its reason (token_missing 1, token_invalid 6, scope 2, quota 5,
+# too_big 1). Files are put --no-pad in 64 KiB chunks, so their sizes are known.
 # Usage: tokens_native.sh CHAPARD CHAPAR CUTPROXY     (the Node case needs node >= 18)
 set -uo pipefail
 chapard=$1
@@ -302,8 +302,13 @@ check "300000 bytes of a 520000-byte token are spent (exit $rc)" "[ $rc -eq 0 ]"
 relay_stop A
 rc=$?
 check "A stops (exit $rc)" "[ $rc -eq 0 ]"
+# as if A had been killed while appending a record: a torn tail, which it warns of and skips
+check "A's ledger is in its data directory" "[ -s '$tmp/A.data/ledger' ]"
+printf 'C torn' >>"$tmp/A.data/ledger"
 start A
 check "A, restarted, replays its token ledger" "grep -qE 'token ledger: [1-9][0-9]* charges kept' '$tmp/A.log'"
+check "... and warns of the 6 torn bytes at its end" \
+        "grep -qF 'ends in 6 bytes that are torn or corrupt: ignored' '$tmp/A.log'"
 refused "after the restart, 250000 more bytes are over that token's budget" 2 \
         "over the token's budget" -- "$tmp/l2" --token "$lt"
 put "$tmp/l3" --token "$lt" >/dev/null 2>"$tmp/err"
