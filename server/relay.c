@@ -294,6 +294,20 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
                 goto out;
         }
         sh.store = store;
+        /* the tokens' charges, kept across restarts in the data directory */
+        struct chp_gate_ledger_load led;
+        if ((rc = chp_gate_persist(gate, cfg->data_dir, (uint64_t)time(NULL), &led))) {
+                chp_log_error("relay", "cannot keep the token ledger in %s/ledger: %s",
+                              cfg->data_dir, chp_strerror(rc));
+                goto out;
+        }
+        if (led.dropped_bytes)
+                chp_log_warn("relay",
+                             "the token ledger %s/ledger ends in %llu bytes that are torn or "
+                             "corrupt: ignored (charges recorded in them are forgotten)",
+                             cfg->data_dir, (unsigned long long)led.dropped_bytes);
+        chp_log_info("relay", "token ledger: %llu charges kept, %llu of expired tokens dropped",
+                     (unsigned long long)led.records, (unsigned long long)led.expired);
         if (cfg->access_log && (rc = chp_alog_open(cfg->access_log, cfg->log_format, &sh.alog))) {
                 chp_log_error("relay", "cannot open the access log %s: %s", cfg->access_log,
                               chp_strerror(rc));
@@ -420,7 +434,10 @@ int chp_relay_run(const struct chp_config *cfg, const struct chp_relay_source *s
                         reload(&rl, &sh, workers, started);
                 if (time(NULL) - last_gc >= GC_INTERVAL_S) {
                         run_gc(store);
-                        chp_gate_expire(gate, (uint64_t)time(NULL));
+                        int erc = chp_gate_expire(gate, (uint64_t)time(NULL));
+                        if (erc)
+                                chp_log_warn("relay", "compacting the token ledger: %s",
+                                             chp_strerror(erc));
                         last_gc = time(NULL);
                 }
                 if (cfg->audit_interval && time(NULL) - last_audit >= cfg->audit_interval) {

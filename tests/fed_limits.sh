@@ -10,7 +10,9 @@
 #    period while it is connected to both;
 # 3. five requests for a file A does not have make B ask A once (A's NOT_FOUND count);
 # 4. with fetch_timeout = 3 s, B stops polling an upload A never finishes, says so, and answers
-#    the next request from memory instead of fetching again.
+#    the next request from memory instead of fetching again;
+# 5. SIGTERM stops A, which still holds three uploads never committed, within the grace period
+#    (exit 0).
 # Usage: fed_limits.sh CHAPARD CHAPAR FED_CLIENT
 set -uo pipefail
 chapard=$1
@@ -47,10 +49,10 @@ now_ms() { echo $(($(date +%s%N) / 1000000)); }
 secs() { printf '%d.%02d' $(($1 / 1000)) $(($1 % 1000 / 10)); } # MS
 # gone PID: the process has exited (a zombie not yet reaped counts)
 gone() { local s; s=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null); [ -z "$s" ] || [ "$s" = Z ]; }
-# SIGTERM to B; sets stop_ms (how long until it exited, or empty when it had not after 20 s and
-# was killed) and stop_rc
-stopB() {
-        local p=${pid[B]} t0
+# SIGTERM to relay NAME; sets stop_ms (how long until it exited, or empty when it had not after
+# 20 s and was killed) and stop_rc
+stop_timed() { # NAME
+        local p=${pid[$1]} t0
         t0=$(now_ms)
         kill -TERM "$p"
         if wait_for 20 "gone $p"; then
@@ -63,7 +65,7 @@ stopB() {
                 wait "$p" 2>/dev/null
                 stop_rc=137
         fi
-        unset "pid[B]"
+        unset "pid[$1]"
 }
 stop_ok() { [ -n "$stop_ms" ] && [ "$stop_ms" -lt $grace_ms ] && [ "$stop_rc" -eq 0 ]; }
 get_via_B() { # TICKET OUT: sets get_ms
@@ -95,7 +97,7 @@ t1=$(put "$tmp/f1")
 get_via_B "$t1" "$tmp/f1.b"
 check "a complete file is served through B meanwhile ($(secs $get_ms) s)" "cmp -s '$tmp/f1' '$tmp/f1.b'" ||
         head -c 300 "$tmp/f1.b.err"
-stopB
+stop_timed B
 check "SIGTERM stops B within the grace period: ${stop_ms:-more than 20000} ms of $grace_ms (exit $stop_rc)" stop_ok
 
 # ---- 2. peers that never answer or trickle -------------------------------------------------
@@ -120,7 +122,7 @@ check "B abandons T's trickle ($(secs $(($(now_ms) - t0))) s after the get; too_
 "$fedc" pull "${addr[B]}" "$(rand_id)" "${key[T]}" once >/dev/null
 wait_for 20 "[ \$(opens T) -ge 2 ]"
 check "B connects to T again" "[ \$(opens T) -ge 2 ]"
-stopB
+stop_timed B
 check "SIGTERM stops B within the grace period while connected to S and T: ${stop_ms:-more than 20000} ms of $grace_ms (exit $stop_rc)" stop_ok
 
 # ---- 3. the negative cache ---------------------------------------------------------------
@@ -141,7 +143,7 @@ nf=$(fetches not_found)
 hits=$(curl -s "http://${http[B]}/metrics" | sed -n 's/^chapar_fetch_negative_hits_total //p')
 check "5 requests for a file A lacks: B asked A $asked time(s) (B counts $nf not_found fetch, $hits answered from memory); answers: $answers" \
         "[ $asked -eq 1 ] && [ '$nf' = 1 ] && [ '$hits' = 4 ] && [ \$(grep -o 'no such file' <<<'$answers' | wc -l) -eq 5 ]"
-stopB
+stop_timed B
 check "B stops cleanly (exit $stop_rc)" stop_ok
 
 # ---- 4. an origin that never finishes --------------------------------------------------
@@ -157,7 +159,9 @@ r=$("$fedc" pull "${addr[B]}" "$p3" "${key[A]}")
 unf=$(fetches unfinished)
 check "the next request is answered from memory: $r (unfinished fetches: $unf)" \
         "grep -q '^error 11 .*is not finished' <<<'$r' && [ '$unf' = 1 ]"
-stopB
+stop_timed B
 check "B stops cleanly (exit $stop_rc)" stop_ok
-relay_stop A
+# A still holds the three uploads never committed (p1, p2, p3): they do not hold its stop either
+stop_timed A
+check "SIGTERM stops A, holding 3 never-committed uploads, within the grace period: ${stop_ms:-more than 20000} ms of $grace_ms (exit $stop_rc)" stop_ok
 finish

@@ -12,6 +12,14 @@
 #     addresses (127.0.0.1 native, 127.0.0.2 tus) that are not counted as addresses (loopback
 #     exempt), share one count and are refused together (LIMITED "retry after", 429), while
 #     another subject from the same addresses is not;
+#   - the subject's own limits, with a tenant, addresses not counted (loopback exempt):
+#     max_incomplete_per_subject: one subject's uploads begun from two addresses (tus from
+#     127.0.0.2, tus and native from 127.0.0.1) are refused together once it has that many
+#     incomplete (429 Retry-After 60, native LIMITED "retry after"), another subject's are not;
+#     max_connections_per_subject and upload_rate_per_subject: while one native put of a subject
+#     is held back by the subject's byte rate (reads throttled, which the address's rate, off,
+#     cannot do), a second native connection of the subject is refused at HELLO (LIMITED
+#     "retry after"), another subject's put goes through; the refusals are counted;
 #   - download_rate_per_address, set by a reload: a download of N bytes at R bytes/s (curl GET
 #     /f/ID and chapar get) takes at least about (N - R) / R (the figures are printed; only a
 #     loose lower bound, half of N / R, is asserted); before the reload, the same downloads take
@@ -228,6 +236,57 @@ check "another subject from the same two addresses is not refused" \
         "[ '${post%% *}' = 201 ] && [ $nat -eq 0 ]"
 metric_is S 'chapar_refusals_total{reason="limited"}' = 2
 relay_stop S
+
+# ---- incomplete uploads, connections and bytes per second per subject --------------------------
+printf '[server]\nuploads_per_minute = 0\nmax_incomplete_per_subject = 2\n' >"$tmp/P.ini"
+printf 'max_connections_per_subject = 1\nupload_rate_per_subject = 64K\n' >>"$tmp/P.ini"
+printf '[tenant "acme"]\n%s\n' "$tline" >>"$tmp/P.ini"
+relay_start P --config "$tmp/P.ini" --key "$tmp/S.key" --log-level warn
+http[S]=${http[P]} addr[S]=${addr[P]} # both() and tus_post S now go to P
+alice=$(token alice)
+bob=$(token bob)
+p1=$(tus_post P --interface 127.0.0.2 -H 'Upload-Length: 10' -H "Authorization: Bearer $alice")
+p2=$(tus_post P --interface 127.0.0.1 -H 'Upload-Length: 10' -H "Authorization: Bearer $alice")
+echo "alice: tus POSTs from 127.0.0.2 [$p1] and 127.0.0.1 [$p2]"
+check "alice's two incomplete uploads, from two addresses, are taken" \
+        "[ '${p1%% *}' = 201 ] && [ '${p2%% *}' = 201 ]"
+both "$alice" "$alice" "$tmp/small.1"
+echo "alice's third: tus POST [$post], native put exit $nat: $(cat "$tmp/sput.err")"
+read -r code ra _ <<<"$post"
+check "alice's third upload is refused 429 Retry-After: 60 (max_incomplete_per_subject)" \
+        "[ '$code' = 429 ] && [ '$ra' = 60 ]"
+check "... and her native put from the other address: LIMITED 'retry after N s'" \
+        "[ $nat -ne 0 ] && grep -q 'retry after [0-9][0-9]* s' '$tmp/sput.err'"
+both "$bob" "$bob" "$tmp/small.2"
+echo "bob from the same addresses: tus POST [$post], native put exit $nat: $(cat "$tmp/sput.err")"
+check "bob's uploads from the same two addresses are taken" \
+        "[ '${post%% *}' = 201 ] && [ $nat -eq 0 ]"
+metric_is P 'chapar_refusals_total{reason="limited"}' = 2
+# carol's put of 4 MiB at 64 KiB/s takes a minute: held back by her subject's rate (the
+# address's is off), it holds her one connection while the next are tried
+carol=$(token carol)
+head -c $((4 << 20)) /dev/urandom >"$tmp/carol"
+"$chapar" put "$tmp/carol" --relay "${addr[P]}" --relay-key "$skey" --token "$carol" \
+        --connections 1 >/dev/null 2>"$tmp/carol.err" &
+carol_pid=$!
+lib_track $carol_pid
+wait_for 30 "[ \"\$(metric P chapar_reads_throttled_total)\" -gt 0 ] 2>/dev/null"
+metric_is P 'chapar_reads_throttled_total' -gt 0
+"$chapar" put "$tmp/small.3" --relay "${addr[P]}" --relay-key "$skey" --token "$(token carol)" \
+        --connections 1 >/dev/null 2>"$tmp/carol2.err"
+rc=$?
+echo "carol's second connection: exit $rc: $(cat "$tmp/carol2.err")"
+check "a second connection of carol's is refused: LIMITED 'retry after N s'" \
+        "[ $rc -ne 0 ] && grep -q 'retry after [0-9][0-9]* s' '$tmp/carol2.err'"
+check "... while her first put still runs" "kill -0 $carol_pid"
+"$chapar" put "$tmp/small.3" --relay "${addr[P]}" --relay-key "$skey" --token "$(token dave)" \
+        --connections 1 >/dev/null 2>"$tmp/dave.err"
+rc=$?
+check "dave's put meanwhile goes through (exit $rc)" "[ $rc -eq 0 ]"
+kill $carol_pid 2>/dev/null
+wait $carol_pid 2>/dev/null
+metric_is P 'chapar_refusals_total{reason="limited"}' = 3
+relay_stop P
 
 # ---- download bytes per second ------------------------------------------------------------------
 R=$((1024 * 1024))

@@ -2,11 +2,18 @@
  * every refusal of a bad token, scopes and expiry at use, and an upload's admission: the token's
  * file id, the size limits, the budget charged once per file however often it is resumed,
  * max_files, the tenant's uploads in progress given back by _end, the ledger's bounds and its
- * expiry. Tokens are signed here with chp_token_sign; the budget cases build callers directly. */
+ * expiry, and the ledger kept in a file across a restart (charges, grown lengths, refunds;
+ * expired tokens dropped; a torn or corrupt tail ignored; compaction). Tokens are signed here with
+ * chp_token_sign; the budget cases build callers directly. */
 #include "harness.h"
 #include "testutil.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -602,6 +609,212 @@ TEST(expire)
         CHECK_EQ(chp_gate_upload_begin(g, &c, &up_later, b, true, 1, NOW, &u), CHP_EQUOTA);
         chp_gate_free(g);
         chp_config_free(&c);
+}
+
+/* ---- the ledger file --------------------------------------------------------------------- */
+
+static char *ledger_path(const char *dir)
+{
+        static char p[256];
+        snprintf(p, sizeof(p), "%s/ledger", dir);
+        return p;
+}
+
+static long long file_size(const char *path)
+{
+        struct stat st;
+        return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/* A gate whose ledger is dir/ledger as of now; *load what it found. */
+static struct chp_gate *reopen(const char *dir, uint64_t now, struct chp_gate_ledger_load *load)
+{
+        struct chp_gate *g = NULL;
+        if (chp_gate_new(&g) != 0)
+                return NULL;
+        if (chp_gate_persist(g, dir, now, load) != 0) {
+                chp_gate_free(g);
+                return NULL;
+        }
+        return g;
+}
+
+static void append_bytes(const char *path, const void *p, size_t n)
+{
+        int fd = open(path, O_WRONLY | O_APPEND);
+        CHECK(fd >= 0);
+        CHECK_EQ(write(fd, p, n), (ssize_t)n);
+        close(fd);
+}
+
+/* A tenant config in *c and a gate with a new, empty ledger in dir (a mkdtemp template). */
+static struct chp_gate *ledger_start(struct chp_config *c, char *dir)
+{
+        struct chp_gate_ledger_load load;
+        config(c, GIB, 100);
+        return mkdtemp(dir) ? reopen(dir, NOW, &load) : NULL;
+}
+
+/* Frees what ledger_start made, and the ledger with its directory. */
+static void ledger_done(struct chp_gate *g, struct chp_config *c, const char *dir)
+{
+        chp_gate_free(g);
+        unlink(ledger_path(dir));
+        rmdir(dir);
+        chp_config_free(c);
+}
+
+/* What a token was charged is known again after a restart: the rest of its budget applies, a
+ * grown deferred length and a refund included; expired tokens are dropped at start. */
+TEST(ledger_survives_restart)
+{
+        struct chp_config c;
+        char dir[] = "/tmp/chapar-test-gate-XXXXXX";
+        struct chp_gate_ledger_load load;
+        struct chp_gate *g = ledger_start(&c, dir);
+        REQUIRE(g);
+        CHECK_EQ(file_size(ledger_path(dir)), 8); /* its header */
+        uint8_t a[CHP_HASH_BYTES], b[CHP_HASH_BYTES], d[CHP_HASH_BYTES], e[CHP_HASH_BYTES];
+        key_of(1, a);
+        key_of(2, b);
+        key_of(3, d);
+        key_of(4, e);
+        struct chp_token t = base_token(), t3 = base_token();
+        t.max_bytes = t3.max_bytes = 1000;
+        memset(t3.id, 0xef, sizeof(t3.id));
+        struct chp_caller up = holder(&t), up3 = holder(&t3);
+        struct chp_gate_upload u;
+        CHECK_OK(chp_gate_upload_begin(g, &c, &up, a, true, 600, NOW, &u));
+        chp_gate_upload_end(g, &u);
+        CHECK_OK(chp_gate_upload_begin(g, &c, &up, d, true, 100, NOW, &u));
+        chp_gate_upload_refund(g, &u); /* the store refused it: 100 bytes back */
+        chp_gate_upload_end(g, &u);
+        CHECK_OK(chp_gate_upload_begin(g, &c, &up3, b, false, CHP_UPLOAD_SIZE_UNKNOWN, NOW, &u));
+        chp_gate_upload_end(g, &u);
+        CHECK_OK(chp_gate_upload_grow(g, &c, &up3, b, 300, NOW));
+        chp_gate_free(g);
+
+        g = reopen(dir, NOW + 10, &load);
+        REQUIRE(g);
+        CHECK_EQ(load.records, 5); /* a, d, d's refund, b, b's length */
+        CHECK_EQ(load.expired + load.dropped_bytes, 0);
+        /* 600 of t's 1000 are spent (d's 100 were given back): 401 more are over, 400 fit */
+        CHECK_EQ(chp_gate_upload_begin(g, &c, &up, e, true, 401, NOW + 10, &u), CHP_EQUOTA);
+        CHECK_OK(chp_gate_upload_begin(g, &c, &up, e, true, 400, NOW + 10, &u));
+        chp_gate_upload_end(g, &u);
+        /* a resumed after the restart is not charged again */
+        CHECK_OK(chp_gate_upload_begin(g, &c, &up, a, true, 600, NOW + 10, &u));
+        CHECK(!u.charged);
+        chp_gate_upload_end(g, &u);
+        /* t3's grown length (300) holds: 701 more are over */
+        CHECK_OK(chp_gate_upload_grow(g, &c, &up3, b, 300, NOW + 10)); /* charged already */
+        CHECK_EQ(chp_gate_upload_begin(g, &c, &up3, d, true, 701, NOW + 10, &u), CHP_EQUOTA);
+        chp_gate_free(g);
+        /* rewritten compacted at that start: a, b, then e appended */
+        CHECK_EQ(file_size(ledger_path(dir)), 8 + 3 * 76);
+
+        /* once the tokens expired (+ skew) a start drops them and the file is empty again */
+        g = reopen(dir, NOW + 3600 + CHP_TOKEN_SKEW + 1, &load);
+        REQUIRE(g);
+        CHECK_EQ(load.expired, 3);
+        CHECK_EQ(load.records, 0);
+        CHECK_EQ(file_size(ledger_path(dir)), 8);
+        ledger_done(g, &c, dir);
+}
+
+/* A torn or corrupt tail is ignored (and counted), never an error; what precedes it holds. */
+TEST(ledger_torn_and_corrupt)
+{
+        struct chp_config c;
+        char dir[] = "/tmp/chapar-test-gate-XXXXXX";
+        struct chp_gate_ledger_load load;
+        struct chp_gate *g = ledger_start(&c, dir);
+        REQUIRE(g);
+        const char *path = ledger_path(dir);
+        uint8_t a[CHP_HASH_BYTES], b[CHP_HASH_BYTES], d[CHP_HASH_BYTES];
+        key_of(1, a);
+        key_of(2, b);
+        key_of(3, d);
+        struct chp_token t = base_token();
+        t.max_bytes = 1000;
+        struct chp_caller up = holder(&t);
+        struct chp_gate_upload u;
+        CHECK_OK(chp_gate_upload_begin(g, &c, &up, a, true, 600, NOW, &u));
+        chp_gate_upload_end(g, &u);
+        CHECK_OK(chp_gate_upload_begin(g, &c, &up, b, true, 100, NOW, &u));
+        chp_gate_upload_end(g, &u);
+        chp_gate_free(g);
+        /* a record cut short by a crash */
+        uint8_t junk[30];
+        memset(junk, 'C', sizeof(junk));
+        append_bytes(path, junk, sizeof(junk));
+        g = reopen(dir, NOW, &load);
+        REQUIRE(g);
+        CHECK_EQ(load.records, 2);
+        CHECK_EQ(load.dropped_bytes, 30);
+        CHECK_EQ(chp_gate_upload_begin(g, &c, &up, d, true, 301, NOW, &u), CHP_EQUOTA);
+        chp_gate_free(g);
+        CHECK_EQ(file_size(path), 8 + 2 * 76); /* rewritten without it */
+
+        /* a flipped bit in the second record: it and what follows are ignored */
+        int fd = open(path, O_RDWR);
+        REQUIRE(fd >= 0);
+        uint8_t byte;
+        CHECK_EQ(pread(fd, &byte, 1, 8 + 76 + 60), 1);
+        byte ^= 0x01;
+        CHECK_EQ(pwrite(fd, &byte, 1, 8 + 76 + 60), 1);
+        close(fd);
+        g = reopen(dir, NOW, &load);
+        REQUIRE(g);
+        CHECK_EQ(load.records, 1);
+        CHECK_EQ(load.dropped_bytes, 76);
+        chp_gate_free(g);
+
+        /* a file that is not a ledger at all: ignored whole */
+        fd = open(path, O_WRONLY | O_TRUNC);
+        REQUIRE(fd >= 0);
+        CHECK_EQ(write(fd, "hello, world", 12), 12);
+        close(fd);
+        g = reopen(dir, NOW, &load);
+        REQUIRE(g);
+        CHECK_EQ(load.records, 0);
+        CHECK_EQ(load.dropped_bytes, 12);
+        CHECK_EQ(file_size(path), 8);
+        ledger_done(g, &c, dir);
+}
+
+/* The file stays bounded while the relay runs: past 1 MiB and twice what is live, the periodic
+ * expiry rewrites it with only what is live. */
+TEST(ledger_compacts)
+{
+        struct chp_config c;
+        char dir[] = "/tmp/chapar-test-gate-XXXXXX";
+        struct chp_gate *g = ledger_start(&c, dir);
+        REQUIRE(g);
+        const char *path = ledger_path(dir);
+        struct chp_token t = base_token();
+        struct chp_caller up = holder(&t);
+        struct chp_gate_upload u;
+        uint8_t k[CHP_HASH_BYTES];
+        /* 7000 charges given back (14000 records, 1.06 MB), one kept */
+        for (unsigned i = 0; i < 7000; i++) {
+                key_of(100 + i, k);
+                CHECK_OK(chp_gate_upload_begin(g, &c, &up, k, true, 10, NOW, &u));
+                chp_gate_upload_refund(g, &u);
+                chp_gate_upload_end(g, &u);
+        }
+        key_of(1, k);
+        CHECK_OK(chp_gate_upload_begin(g, &c, &up, k, true, 10, NOW, &u));
+        chp_gate_upload_end(g, &u);
+        CHECK_EQ(file_size(path), 8 + 14001 * 76);
+        CHECK_OK(chp_gate_expire(g, NOW));
+        CHECK_EQ(file_size(path), 8 + 76);
+        /* and it is appended to from there */
+        key_of(2, k);
+        CHECK_OK(chp_gate_upload_begin(g, &c, &up, k, true, 10, NOW, &u));
+        chp_gate_upload_end(g, &u);
+        CHECK_EQ(file_size(path), 8 + 2 * 76);
+        ledger_done(g, &c, dir);
 }
 
 HARNESS_MAIN()

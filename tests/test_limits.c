@@ -1,6 +1,7 @@
 /* The limits table (server/conf/client_limits.h): address keys (IPv4, IPv6 /64, mapped,
  * loopback), connections per address, uploads per minute per address and per subject with their
- * Retry-After, incomplete uploads and their expiry, the byte bucket's room, wait and debt, the
+ * Retry-After, incomplete uploads and their expiry, a subject's incomplete uploads, connections
+ * and byte rate from any address, the byte bucket's room, wait and debt, the
  * fixed capacity with least-recently-used eviction of idle entries (never of connected ones),
  * the config keys, and many threads at once. Time is passed in, so nothing here sleeps. */
 #include "harness.h"
@@ -228,13 +229,13 @@ TEST(incomplete_uploads)
         CHECK_EQ(chp_limits_upload_begin(l, &a, NULL, NULL, t, &retry), CHP_ELIMITED);
         CHECK_EQ(retry, CHP_LIMITS_RETRY_S);
         /* one committed: room for one more */
-        chp_limits_upload_end(l, &a, t);
+        chp_limits_upload_end(l, &a, NULL, NULL, t);
         CHECK_OK(chp_limits_upload_begin(l, &a, NULL, NULL, t, &retry));
         CHECK_EQ(chp_limits_upload_begin(l, &a, NULL, NULL, t, &retry), CHP_ELIMITED);
         /* the next generation still counts them (the store may hold them until then) */
         CHECK_EQ(chp_limits_upload_begin(l, &a, NULL, NULL, t + 100000, &retry), CHP_ELIMITED);
         /* an end then comes off the older generation */
-        chp_limits_upload_end(l, &a, t + 100000);
+        chp_limits_upload_end(l, &a, NULL, NULL, t + 100000);
         CHECK_OK(chp_limits_upload_begin(l, &a, NULL, NULL, t + 100000, &retry));
         CHECK_EQ(chp_limits_upload_begin(l, &a, NULL, NULL, t + 100000, &retry), CHP_ELIMITED);
         /* two generations on, those never ended are forgotten (expired in the store) */
@@ -243,11 +244,77 @@ TEST(incomplete_uploads)
         CHECK_EQ(chp_limits_upload_begin(l, &a, NULL, NULL, t + 300000, &retry), CHP_ELIMITED);
         /* ends never go below zero */
         for (int i = 0; i < 10; i++)
-                chp_limits_upload_end(l, &a, t + 300000);
+                chp_limits_upload_end(l, &a, NULL, NULL, t + 300000);
         CHECK_OK(chp_limits_upload_begin(l, &a, NULL, NULL, t + 300000, &retry));
         CHECK_OK(chp_limits_upload_begin(l, &a, NULL, NULL, t + 300000, &retry));
         CHECK_EQ(chp_limits_upload_begin(l, &a, NULL, NULL, t + 300000, &retry), CHP_ELIMITED);
-        chp_limits_upload_end(l, NULL, t);
+        chp_limits_upload_end(l, NULL, NULL, NULL, t);
+        chp_limits_free(l);
+}
+
+/* The subject's own limits, from any address: incomplete uploads, connections, byte rate. */
+TEST(subject_limits)
+{
+        struct chp_config c;
+        config_none(&c);
+        c.max_incomplete_per_subject = 2;
+        c.max_connections_per_subject = 2;
+        c.upload_rate_per_subject = 64000;
+        struct chp_limits *l = make(64, &c);
+        REQUIRE(l);
+        uint32_t retry;
+        uint64_t t = 1000000;
+        struct chp_limits_key a = v4("10.0.0.1"), b = v4("10.0.0.2"), lo = v4("127.0.0.1");
+        /* two incomplete uploads of alice from two addresses; a third, from either, refused */
+        CHECK_OK(chp_limits_upload_begin(l, &a, "chat", "alice", t, &retry));
+        CHECK_OK(chp_limits_upload_begin(l, &b, "chat", "alice", t, &retry));
+        CHECK_EQ(chp_limits_upload_begin(l, &a, "chat", "alice", t, &retry), CHP_ELIMITED);
+        CHECK_EQ(retry, CHP_LIMITS_RETRY_S);
+        CHECK_EQ(chp_limits_upload_begin(l, &lo, "chat", "alice", t, &retry), CHP_ELIMITED);
+        /* another subject from the same addresses is not; the addresses are not at a limit */
+        CHECK_OK(chp_limits_upload_begin(l, &a, "chat", "bob", t, &retry));
+        CHECK_OK(chp_limits_upload_begin(l, &b, "mail", "alice", t, &retry));
+        /* one of alice's committed (from another address than it began): room for one more */
+        chp_limits_upload_end(l, &lo, "chat", "alice", t);
+        CHECK_OK(chp_limits_upload_begin(l, &lo, "chat", "alice", t, &retry));
+        CHECK_EQ(chp_limits_upload_begin(l, &b, "chat", "alice", t, &retry), CHP_ELIMITED);
+        /* an end without a subject leaves the subject's count */
+        chp_limits_upload_end(l, &a, NULL, NULL, t);
+        CHECK_EQ(chp_limits_upload_begin(l, &b, "chat", "alice", t, &retry), CHP_ELIMITED);
+        /* two generations of upload_expiry on, those never ended are forgotten */
+        CHECK_OK(chp_limits_upload_begin(l, &b, "chat", "alice", t + 2 * 3600 * 1000, &retry));
+
+        /* connections: two of alice's, from anywhere; a third refused until one closes */
+        int32_t s1, s2, s3, sb, none;
+        CHECK_OK(chp_limits_conn_subject(l, "chat", "alice", t, &s1));
+        CHECK_OK(chp_limits_conn_subject(l, "chat", "alice", t, &s2));
+        CHECK(s1 >= 0 && s1 == s2);
+        CHECK_EQ(chp_limits_conn_subject(l, "chat", "alice", t, &s3), CHP_ELIMITED);
+        CHECK_EQ(s3, CHP_LIMITS_NONE);
+        CHECK_OK(chp_limits_conn_subject(l, "chat", "bob", t, &sb));
+        CHECK(sb >= 0 && sb != s1);
+        CHECK_OK(chp_limits_conn_subject(l, "chat", "", t, &none));
+        CHECK_EQ(none, CHP_LIMITS_NONE);
+        CHECK_OK(chp_limits_conn_subject(l, NULL, NULL, t, &none));
+        CHECK_EQ(none, CHP_LIMITS_NONE);
+        chp_limits_conn_close(l, s2);
+        CHECK_OK(chp_limits_conn_subject(l, "chat", "alice", t, &s3));
+
+        /* the byte rate: the subject's connections share one bucket of upload_rate_per_subject,
+         * whatever the address's rate (none here) */
+        uint32_t wait;
+        CHECK_EQ(chp_limits_read_room(l, s1, 1 << 20, t, &wait), 64000);
+        chp_limits_read_charge(l, s1, 64000, t);
+        CHECK_EQ(chp_limits_read_room(l, s3, 16384, t, &wait), 0);
+        CHECK(wait >= 62 && wait <= 63); /* a quantum of 4000 bytes at 64000/s */
+        CHECK_EQ(chp_limits_read_room(l, sb, 16384, t, &wait), 16384); /* bob's own */
+        int32_t sa;
+        REQUIRE_OK(chp_limits_conn_open(l, &a, t, &sa));
+        CHECK_EQ(chp_limits_read_room(l, sa, 1 << 20, t, &wait), 1 << 20); /* no address rate */
+        chp_limits_conn_close(l, s1);
+        chp_limits_conn_close(l, s3);
+        chp_limits_conn_close(l, sb);
+        chp_limits_conn_close(l, sa);
         chp_limits_free(l);
 }
 
@@ -453,7 +520,9 @@ TEST(config_keys)
         const char text[] = "[server]\nmax_connections_per_address = 7\nuploads_per_minute = 0\n"
                             "upload_rate_per_address = 2M\nmax_incomplete_per_address = 9\n"
                             "download_rate_per_address = 3M\n"
-                            "limit_loopback = true\n";
+                            "limit_loopback = true\n"
+                            "max_connections_per_subject = 5\nupload_rate_per_subject = 1M\n"
+                            "max_incomplete_per_subject = 4\n";
         CHECK_EQ(write(fd, text, sizeof(text) - 1), (ssize_t)(sizeof(text) - 1));
         close(fd);
         struct chp_config c;
@@ -464,6 +533,9 @@ TEST(config_keys)
         CHECK_EQ(c.download_rate_per_address, 0);
         CHECK_EQ(c.max_incomplete_per_address, 1000);
         CHECK(!c.limit_loopback);
+        CHECK_EQ(c.max_connections_per_subject, 256);
+        CHECK_EQ(c.upload_rate_per_subject, 0);
+        CHECK_EQ(c.max_incomplete_per_subject, 1000);
         char err[CHP_CONFIG_ERR_MAX];
         CHECK_OK(chp_config_load_file(&c, path, err));
         unlink(path);
@@ -473,6 +545,9 @@ TEST(config_keys)
         CHECK_EQ(c.download_rate_per_address, 3 << 20);
         CHECK_EQ(c.max_incomplete_per_address, 9);
         CHECK(c.limit_loopback);
+        CHECK_EQ(c.max_connections_per_subject, 5);
+        CHECK_EQ(c.upload_rate_per_subject, 1 << 20);
+        CHECK_EQ(c.max_incomplete_per_subject, 4);
         /* they reload: a running relay keeps none of them */
         struct chp_config running;
         chp_config_defaults(&running);
@@ -482,6 +557,7 @@ TEST(config_keys)
         CHECK_EQ(c.upload_rate_per_address, 2 << 20);
         CHECK_EQ(c.download_rate_per_address, 3 << 20);
         CHECK(c.limit_loopback);
+        CHECK_EQ(c.max_incomplete_per_subject, 4);
         chp_config_free(&running);
         chp_config_free(&c);
 }
@@ -513,7 +589,7 @@ static void *hammer(void *arg)
                         w->refused++;
                 uint32_t retry, wait;
                 if (chp_limits_upload_begin(w->l, &k, "t", round % 3 ? "a" : "b", now, &retry) == 0)
-                        chp_limits_upload_end(w->l, &k, now);
+                        chp_limits_upload_end(w->l, &k, NULL, NULL, now);
                 size_t n = chp_limits_read_room(w->l, held[j], 1000, now, &wait);
                 chp_limits_read_charge(w->l, held[j], n, now);
         }

@@ -8,7 +8,8 @@
 # is the capability after that: PATCH and HEAD without the header, the file downloads by id. A
 # deferred length is charged when a PATCH declares it (with the token). A token minted in Node
 # from docs/tokens.md alone (tests/interop/mint_token.mjs) is accepted. A CORS preflight names
-# Authorization and the configured cors_headers, and is answered without a token.
+# Authorization and the configured cors_headers, and is answered without a token. /metrics counts
+# the refusals by reason (token_invalid 6, scope 2, too_big 3, quota 3).
 # Usage: tokens_http.sh CHAPARD     (needs curl and node >= 18)
 set -uo pipefail
 chapard=$1
@@ -282,6 +283,16 @@ check "a cross-origin 401 lets the page read WWW-Authenticate and Location, Uplo
         "[ '$code' = 401 ] && [[ '$expose' == *WWW-Authenticate* ]] && [[ '$expose' == *Location* ]] && [[ '$expose' == *Upload-Offset* ]]"
 
 # ---- the refusals, counted ---------------------------------------------------------------
+
+# each by its reason, as the cases above made them: five bad tokens and the doubled header
+# (token_invalid); the offer-only and the one-file token (scope); the POST over max_file_size,
+# the PATCH declaring a length over it, the deferred body past it (too_big); the second upload
+# over the budget, the third incomplete upload, the deferred length past max_stored (quota)
+for want in token_invalid=6 scope=2 too_big=3 quota=3; do
+        got=$(metric "chapar_refusals_total{reason=\"${want%=*}\"}")
+        check "counted refusals{reason=\"${want%=*}\"}: ${got:-absent}, want ${want#*=}" \
+                "[ '${got:-}' = '${want#*=}' ]"
+done
 
 echo "# $n requests; relay log: $(wc -l <"$tmp/r.log") lines"
 relay_stop r

@@ -7,8 +7,10 @@
 # an anonymous client cannot make a relay pull a file through from its peer, while a token with
 # the pull scope can; a tenant's concurrent uploads are bounded (LIMITED, "retry after") and a
 # slot comes back when its connection goes; a cut upload is resumed only with a token of the
-# subject that began it (another token id of it is charged for the file). Files are put --no-pad
-# in 64 KiB chunks, so their sizes are known.
+# subject that began it (another token id of it is charged for the file); what a token spent
+# stays spent when the relay restarts (the ledger file, a torn tail warned of and skipped); A's
+# /metrics counts every refusal by its reason (token_missing 1, token_invalid 6, scope 2, quota 5,
+# too_big 1). Files are put --no-pad in 64 KiB chunks, so their sizes are known.
 # Usage: tokens_native.sh CHAPARD CHAPAR CUTPROXY     (the Node case needs node >= 18)
 set -uo pipefail
 chapard=$1
@@ -89,6 +91,8 @@ export CHAPAR_TOKEN
 CHAPAR_TOKEN=$(mint --ttl 60 --now $past)
 refused "an expired token from CHAPAR_TOKEN" 2 "token has expired" -- "$tmp/f1"
 unset CHAPAR_TOKEN
+refused "a 200000-byte file under a 100000-byte token (it could never fit)" 2 \
+        "size over limit" -- "$tmp/f1" --token "$(mint --bytes 100000)"
 
 # ---- a good token uploads; get needs none ----
 t1=$(put "$tmp/f1" --token "$good" 2>"$tmp/err")
@@ -275,6 +279,44 @@ put "$tmp/s3" --token "$st" >/dev/null 2>"$tmp/err" && put "$tmp/s4" --token "$s
 rc=$?
 check "the refused file cost the 2-file token nothing: two 50000 B files fit (exit $rc)" \
         "[ $rc -eq 0 ]"
+
+# ---- every refusal on A so far, counted by its reason ----
+refusals() { # REASON: A's chapar_refusals_total{reason="REASON"}
+        curl -s --max-time 10 "http://${http[A]}/metrics" |
+                sed -n "s/^chapar_refusals_total{reason=\"$1\"} //p"
+}
+for want in token_missing=1 token_invalid=6 scope=2 quota=5 too_big=1; do
+        got=$(refusals "${want%=*}")
+        check "A counted refusals{reason=\"${want%=*}\"}: ${got:-absent}, want ${want#*=}" \
+                "[ '${got:-}' = '${want#*=}' ]"
+done
+
+# ---- the ledger survives a restart: what a token spent before it stays spent ----
+lt=$(mint --bytes 520000 --files 5) # (room for the encryption's overhead)
+head -c 300000 /dev/urandom >"$tmp/l1"
+head -c 250000 /dev/urandom >"$tmp/l2"
+head -c 200000 /dev/urandom >"$tmp/l3"
+put "$tmp/l1" --token "$lt" >/dev/null 2>"$tmp/err"
+rc=$?
+check "300000 bytes of a 520000-byte token are spent (exit $rc)" "[ $rc -eq 0 ]"
+relay_stop A
+rc=$?
+check "A stops (exit $rc)" "[ $rc -eq 0 ]"
+# as if A had been killed while appending a record: a torn tail, which it warns of and skips
+check "A's ledger is in its data directory" "[ -s '$tmp/A.data/ledger' ]"
+printf 'C torn' >>"$tmp/A.data/ledger"
+start A
+check "A, restarted, replays its token ledger" "grep -qE 'token ledger: [1-9][0-9]* charges kept' '$tmp/A.log'"
+check "... and warns of the 6 torn bytes at its end" \
+        "grep -qF 'ends in 6 bytes that are torn or corrupt: ignored' '$tmp/A.log'"
+refused "after the restart, 250000 more bytes are over that token's budget" 2 \
+        "over the token's budget" -- "$tmp/l2" --token "$lt"
+put "$tmp/l3" --token "$lt" >/dev/null 2>"$tmp/err"
+rc=$?
+check "the rest of it applies: 200000 more bytes fit (exit $rc)" "[ $rc -eq 0 ]"
+put "$tmp/l1" --token "$lt" >/dev/null 2>"$tmp/err"
+rc=$?
+check "the file spent before the restart is not charged again (exit $rc)" "[ $rc -eq 0 ]"
 
 for r in A B; do
         relay_stop $r

@@ -55,6 +55,9 @@ struct limits_conf {
         uint64_t rate;       /* bytes/s read; 0: unlimited */
         uint64_t out_rate;   /* bytes/s sent; 0: unlimited */
         uint32_t incomplete; /* 0: unlimited */
+        uint32_t subj_conns; /* connections per subject; 0: unlimited */
+        uint64_t subj_rate;  /* bytes/s read per subject; 0: unlimited */
+        uint32_t subj_incomplete; /* incomplete uploads per subject; 0: unlimited */
         uint64_t gen_ms;     /* an incomplete upload is forgotten after one to two of these */
         bool loopback;       /* loopback addresses are counted too */
 };
@@ -185,6 +188,12 @@ static void chain_remove(struct chp_limits *l, uint32_t i)
         *p = l->e[i].hnext;
 }
 
+/* The byte rate read under an entry of kind: its address's or its subject's. */
+static uint64_t rate_in(const struct limits_conf *c, uint8_t kind)
+{
+        return kind == CHP_LIMITS_SUBJECT ? c->subj_rate : c->rate;
+}
+
 /* The entry of k, made if it is not there (a never used one, else by evicting the least recently
  * used idle entry other than keep); NIL when every other entry holds connections. */
 static uint32_t get(struct chp_limits *l, const struct chp_limits_key *k, uint64_t now,
@@ -217,7 +226,7 @@ static uint32_t get(struct chp_limits *l, const struct chp_limits_key *k, uint64
                             .inc_gen = now / l->conf.gen_ms,
                             .uploads = l->conf.per_minute,
                             .uploads_at = now,
-                            .in = {(double)l->conf.rate, now},
+                            .in = {(double)rate_in(&l->conf, k->kind), now},
                             .out = {(double)l->conf.out_rate, now}};
         l->bucket[b] = i;
         idle_append(l, i);
@@ -318,6 +327,9 @@ void chp_limits_configure(struct chp_limits *l, const struct chp_config *cfg)
             .rate = cfg->upload_rate_per_address,
             .out_rate = cfg->download_rate_per_address,
             .incomplete = cfg->max_incomplete_per_address,
+            .subj_conns = cfg->max_connections_per_subject,
+            .subj_rate = cfg->upload_rate_per_subject,
+            .subj_incomplete = cfg->max_incomplete_per_subject,
             .gen_ms = life && life < UINT64_MAX / 1000 ? life * 1000 : UINT64_MAX,
             .loopback = cfg->limit_loopback,
         };
@@ -326,25 +338,42 @@ void chp_limits_configure(struct chp_limits *l, const struct chp_config *cfg)
         pthread_mutex_unlock(&l->lock);
 }
 
+/* One more connection of key k, at most cap (0: unlimited) at once: 0 with *slot its entry, or
+ * CHP_ELIMITED. */
+static int conn_take(struct chp_limits *l, const struct chp_limits_key *k, uint32_t cap,
+                     uint64_t now, int32_t *slot)
+{
+        uint32_t i = get(l, k, now, NIL);
+        if (i == NIL || (cap && l->e[i].conns >= cap))
+                return CHP_ELIMITED;
+        if (l->e[i].conns++ == 0)
+                idle_unlink(l, i);
+        *slot = (int32_t)i;
+        return 0;
+}
+
 int chp_limits_conn_open(struct chp_limits *l, const struct chp_limits_key *addr, uint64_t now_ms,
                          int32_t *slot)
 {
         *slot = CHP_LIMITS_NONE;
-        int rc = 0;
         if (!l)
                 return 0;
         pthread_mutex_lock(&l->lock);
-        if (exempt(l, addr))
-                goto out;
-        uint32_t i = get(l, addr, now_ms, NIL);
-        if (i == NIL || (l->conf.conns && l->e[i].conns >= l->conf.conns)) {
-                rc = CHP_ELIMITED;
-                goto out;
-        }
-        if (l->e[i].conns++ == 0)
-                idle_unlink(l, i);
-        *slot = (int32_t)i;
-out:
+        int rc = exempt(l, addr) ? 0 : conn_take(l, addr, l->conf.conns, now_ms, slot);
+        pthread_mutex_unlock(&l->lock);
+        return rc;
+}
+
+int chp_limits_conn_subject(struct chp_limits *l, const char *tenant, const char *subject,
+                            uint64_t now_ms, int32_t *slot)
+{
+        *slot = CHP_LIMITS_NONE;
+        if (!l || !tenant || !subject || !subject[0])
+                return 0;
+        struct chp_limits_key k;
+        subject_key(tenant, subject, &k);
+        pthread_mutex_lock(&l->lock);
+        int rc = conn_take(l, &k, l->conf.subj_conns, now_ms, slot);
         pthread_mutex_unlock(&l->lock);
         return rc;
 }
@@ -387,7 +416,7 @@ size_t chp_limits_read_room(struct chp_limits *l, int32_t slot, size_t want, uin
         if (!l || slot < 0 || want == 0)
                 return want;
         pthread_mutex_lock(&l->lock);
-        uint64_t rate = l->conf.rate;
+        uint64_t rate = rate_in(&l->conf, l->e[slot].key.kind);
         size_t n = rate ? bytes_room(&l->e[slot].in, rate, want, now_ms, wait_ms) : want;
         pthread_mutex_unlock(&l->lock);
         return n;
@@ -398,7 +427,7 @@ void chp_limits_read_charge(struct chp_limits *l, int32_t slot, size_t n, uint64
         if (!l || slot < 0 || n == 0)
                 return;
         pthread_mutex_lock(&l->lock);
-        uint64_t rate = l->conf.rate;
+        uint64_t rate = rate_in(&l->conf, l->e[slot].key.kind);
         if (rate) {
                 struct rate *b = &l->e[slot].in;
                 refill_bytes(b, rate, now_ms);
@@ -474,11 +503,17 @@ int chp_limits_upload_begin(struct chp_limits *l, const struct chp_limits_key *a
                                 retry = uploads_retry(l, e);
                 }
         }
-        if (s != NIL && c->per_minute) {
+        if (s != NIL) {
                 struct entry *e = &l->e[s];
-                refill_uploads(l, e, now_ms);
-                if (e->uploads < 1.0 && uploads_retry(l, e) > retry)
-                        retry = uploads_retry(l, e);
+                roll(l, e, now_ms);
+                if (c->subj_incomplete && e->inc_now + e->inc_before >= c->subj_incomplete &&
+                    retry < CHP_LIMITS_RETRY_S)
+                        retry = CHP_LIMITS_RETRY_S;
+                if (c->per_minute) {
+                        refill_uploads(l, e, now_ms);
+                        if (e->uploads < 1.0 && uploads_retry(l, e) > retry)
+                                retry = uploads_retry(l, e);
+                }
         }
         if (!retry) {
                 if (a != NIL) {
@@ -486,28 +521,43 @@ int chp_limits_upload_begin(struct chp_limits *l, const struct chp_limits_key *a
                         if (c->per_minute)
                                 l->e[a].uploads -= 1.0;
                 }
-                if (s != NIL && c->per_minute)
-                        l->e[s].uploads -= 1.0;
+                if (s != NIL) {
+                        l->e[s].inc_now++;
+                        if (c->per_minute)
+                                l->e[s].uploads -= 1.0;
+                }
         }
         pthread_mutex_unlock(&l->lock);
         *retry_after_s = retry;
         return retry ? CHP_ELIMITED : 0;
 }
 
-void chp_limits_upload_end(struct chp_limits *l, const struct chp_limits_key *addr, uint64_t now_ms)
+/* One incomplete upload of entry i (NIL: none) is no longer. Lock held. */
+static void incomplete_end(struct chp_limits *l, uint32_t i, uint64_t now)
+{
+        if (i == NIL)
+                return;
+        struct entry *e = &l->e[i];
+        roll(l, e, now);
+        if (e->inc_now > 0)
+                e->inc_now--;
+        else if (e->inc_before > 0)
+                e->inc_before--;
+}
+
+void chp_limits_upload_end(struct chp_limits *l, const struct chp_limits_key *addr,
+                           const char *tenant, const char *subject, uint64_t now_ms)
 {
         if (!l)
                 return;
+        struct chp_limits_key k;
+        bool subj = tenant && subject && subject[0];
+        if (subj)
+                subject_key(tenant, subject, &k);
         pthread_mutex_lock(&l->lock);
-        uint32_t a = exempt(l, addr) ? NIL : find(l, addr);
-        if (a != NIL) {
-                struct entry *e = &l->e[a];
-                roll(l, e, now_ms);
-                if (e->inc_now > 0)
-                        e->inc_now--;
-                else if (e->inc_before > 0)
-                        e->inc_before--;
-        }
+        incomplete_end(l, exempt(l, addr) ? NIL : find(l, addr), now_ms);
+        if (subj)
+                incomplete_end(l, find(l, &k), now_ms);
         pthread_mutex_unlock(&l->lock);
 }
 

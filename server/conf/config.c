@@ -144,6 +144,12 @@ static const struct setting settings[] = {
     {SEC_SERVER, "max_incomplete_per_address", NULL, K_NUMBER, FIELD(max_incomplete_per_address), 0,
      UINT32_MAX},
     {SEC_SERVER, "limit_loopback", NULL, K_FLAG, FIELD(limit_loopback), 0, 0},
+    {SEC_SERVER, "max_connections_per_subject", NULL, K_NUMBER, FIELD(max_connections_per_subject),
+     0, UINT32_MAX},
+    {SEC_SERVER, "upload_rate_per_subject", NULL, K_SIZE, FIELD(upload_rate_per_subject), 0,
+     UINT64_MAX},
+    {SEC_SERVER, "max_incomplete_per_subject", NULL, K_NUMBER, FIELD(max_incomplete_per_subject), 0,
+     UINT32_MAX},
     {SEC_SERVER, "fetch_timeout", NULL, K_DURATION, FIELD(fetch_timeout), 1, 7ull * 24 * 3600},
     {SEC_SERVER, "fetch_min_rate", NULL, K_SIZE, FIELD(fetch_min_rate), 0, UINT32_MAX},
     {SEC_SERVER, "congestion_control", NULL, K_CCNAME, FIELD(congestion_control), 0, 0},
@@ -218,6 +224,9 @@ void chp_config_defaults(struct chp_config *c)
         c->download_rate_per_address = 0;
         c->max_incomplete_per_address = 1000;
         c->limit_loopback = false;
+        c->max_connections_per_subject = 256;
+        c->upload_rate_per_subject = 0;
+        c->max_incomplete_per_subject = 1000;
         c->fetch_timeout = 600;
         c->fetch_min_rate = 1024;
         c->fetch_workers_per_peer = 2;
@@ -1217,6 +1226,9 @@ static const char *const reloadable[] = {
     "download_rate_per_address",
     "max_incomplete_per_address",
     "limit_loopback",
+    "max_connections_per_subject",
+    "upload_rate_per_subject",
+    "max_incomplete_per_subject",
     "fetch_timeout",
     "fetch_min_rate",
     "fetch_workers_per_peer",

@@ -141,6 +141,11 @@ struct chp_config {
         uint64_t download_rate_per_address;   /* bytes/s sent to one address, default 0 */
         uint32_t max_incomplete_per_address;  /* uploads begun and not committed, default 1000 */
         bool limit_loopback;                  /* default false: loopback is exempt */
+        uint32_t max_connections_per_subject; /* native connections that presented one subject's
+                                                 tokens, open at once, default 256 */
+        uint64_t upload_rate_per_subject;     /* bytes/s read from one subject's native
+                                                 connections, default 0 */
+        uint32_t max_incomplete_per_subject;  /* uploads begun and not committed, default 1000 */
         uint64_t fetch_timeout;   /* seconds a federation fetch may take, default 10 min */
         uint32_t fetch_min_rate;  /* bytes/s a peer must send a fetch, over 10 s; 0 = no floor;
                                      default 1 KiB */

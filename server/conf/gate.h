@@ -19,13 +19,20 @@
  *     at most CHP_GATE_TOKENS token ids and CHP_GATE_FILES charges per token, beyond which new
  *     ones are refused CHP_ELIMITED (not silently forgotten: forgetting would refill a budget);
  *   - per tenant, the uploads in progress (for max_concurrent_uploads).
- * The ledger lives in memory: a restart forgets what tokens were charged, which lets a token's
- * budget be spent again after a restart, within the tenant's limits, which the store keeps
- * (stored bytes, incomplete uploads, bytes per day: struct chp_store_quota, checked by the writer
- * in the transaction that creates the upload, so concurrent uploads cannot overshoot them).
+ * The ledger is kept in memory and, once chp_gate_persist has named the data directory, in the
+ * file DIR/ledger too: every change of a charge is appended there before it is made (and before
+ * the admission is answered), so a restart, or a crash of the relay, does not let a token spend
+ * its budget again; the file is replayed at start (tokens expired by then skipped), rewritten
+ * with only what is live, and rewritten so again when it has grown past twice that. Appends are
+ * not fsynced: a machine that loses power may forget the charges of its last seconds (what the
+ * kernel had not written back). The tenant's limits are the store's (stored bytes, incomplete
+ * uploads, bytes per day: struct chp_store_quota, checked by the writer in the transaction that
+ * creates the upload, so concurrent uploads cannot overshoot them).
  *
  * Errors: CHP_ETOKEN_* (token invalid: 401; out of scope: 403), CHP_ETOKEN_MISSING (401),
- * CHP_ETOKEN_FILE (403), CHP_EQUOTA (403), CHP_ETOOBIG (413), CHP_ELIMITED (429), -ENOMEM.
+ * CHP_ETOKEN_FILE (403), CHP_EQUOTA (403), CHP_ETOOBIG (413), CHP_ELIMITED (429), -ENOMEM,
+ * -errno of the ledger file's append (the admission is refused: a charge not written is not
+ * made).
  */
 #ifndef CHP_CONF_GATE_H
 #define CHP_CONF_GATE_H
@@ -81,6 +88,23 @@ struct chp_gate;
 __attribute__((warn_unused_result)) int chp_gate_new(struct chp_gate **out /* out */);
 void chp_gate_free(struct chp_gate *g); /* NULL is a no-op */
 
+/* What chp_gate_persist found in the ledger file. */
+struct chp_gate_ledger_load {
+        uint64_t records;       /* replayed into the ledger */
+        uint64_t expired;       /* of tokens expired (+ skew) by then: dropped */
+        uint64_t unkept;        /* over the ledger's bounds (CHP_GATE_TOKENS, CHP_GATE_FILES) */
+        uint64_t dropped_bytes; /* a torn or corrupt tail (or a file that is not a ledger),
+                                   ignored from its first bad record on: warn about it */
+};
+
+/* Keeps the ledger in dir/ledger from now on: replays that file if there is one (a torn or
+ * corrupt tail is ignored and counted in *out, never an error), then rewrites it compacted.
+ * Call once, at start, before any admission. 0, or -errno: the file could not be read or
+ * rewritten (the ledger is then in memory only, and may hold part of the file). */
+__attribute__((warn_unused_result)) int
+chp_gate_persist(struct chp_gate *g, const char *dir, uint64_t now,
+                 struct chp_gate_ledger_load *out /* out */);
+
 /* One upload's admission: filled by chp_gate_upload_begin, released by chp_gate_upload_end. */
 struct chp_gate_upload {
         char tenant[CHP_TENANT_NAME_MAX + 1]; /* the store record's tenant; "" when trusted */
@@ -133,7 +157,9 @@ void chp_gate_upload_refund(struct chp_gate *g, struct chp_gate_upload *u);
  * slot. The ledger keeps the charge. Idempotent; a zeroed struct is a no-op. Any thread. */
 void chp_gate_upload_end(struct chp_gate *g, struct chp_gate_upload *u);
 
-/* Drops ledger entries of tokens expired (+ skew) by now. Called now and then by the relay. */
-void chp_gate_expire(struct chp_gate *g, uint64_t now);
+/* Drops ledger entries of tokens expired (+ skew) by now, and rewrites the ledger file compacted
+ * when it has grown past twice what is live (and 1 MiB). Called now and then by the relay.
+ * 0, or -errno: the rewrite failed (the file in use is kept, appended to as before). */
+int chp_gate_expire(struct chp_gate *g, uint64_t now);
 
 #endif

@@ -307,6 +307,18 @@ static void on_hello(struct conn *c, const struct chp_frame_header *h, const uin
                 conn_close_after_flush(c);
                 return;
         }
+        /* its subject's connections and byte rate (conf/client_limits.h), from any address */
+        bool tok = n->caller.kind == CHP_CALLER_TOKEN;
+        if (tok &&
+            chp_limits_conn_subject(c->sh->limits, n->caller.token.tenant, n->caller.token.subject,
+                                    chp_net_now_ms(), &c->lim_subject) != 0) {
+                chp_metrics_refuse(c->sh->metrics, CHP_ELIMITED);
+                native_reply_error(c, h->id, CHP_WE_LIMITED,
+                                   "retry after %d s: too many connections of this subject",
+                                   CHP_LIMITS_RETRY_S);
+                conn_close_after_flush(c);
+                return;
+        }
         n->hello = true;
         /* a peer relay fetches for its own users: what it pulls is not one client's download */
         c->rate_exempt = secure_peer(c) >= 0;

@@ -131,6 +131,17 @@ static bool limits_admit(struct conn *c, uint32_t frame_id)
         return false;
 }
 
+/* An upload counted by limits_admit on c's address and subject is no longer incomplete (see
+ * chp_limits_upload_end; a native upload is committed under its subject's token, and deleted
+ * only by the connection that began it). */
+static void limits_end(struct conn *c)
+{
+        const struct chp_caller *who = &c->nat->caller;
+        bool tok = who->kind == CHP_CALLER_TOKEN;
+        chp_limits_upload_end(c->sh->limits, &c->peer, tok ? who->token.tenant : NULL,
+                              tok ? who->token.subject : NULL, chp_net_now_ms());
+}
+
 /* Whether a finished request ends an upload the limits count as incomplete: an OPEN that made no
  * new session (refused, resumed, or the file is stored), a COMMIT or DELETE that went through. */
 static bool ends_incomplete(const struct op *op)
@@ -201,7 +212,7 @@ void native_upload_open(struct conn *c, const struct chp_frame_header *h, uint8_
         int rc = chp_gate_upload_begin(c->sh->gate, cfg, &c->nat->caller, file_id, true,
                                        man.total_size, now, &adm);
         if (rc) {
-                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
+                limits_end(c);
                 native_reply_refusal(c, h->id, rc,
                                      rc == CHP_EQUOTA ? "OPEN: the token's budget (max_bytes, max_files)"
                                                       : "OPEN");
@@ -211,7 +222,7 @@ void native_upload_open(struct conn *c, const struct chp_frame_header *h, uint8_
         if (!op || !(op->upload = calloc(1, sizeof(*op->upload)))) {
                 free(op);
                 chp_gate_upload_end(c->sh->gate, &adm);
-                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
+                limits_end(c);
                 native_reply_error(c, h->id, CHP_WE_UNAVAILABLE, "out of memory");
                 goto drop;
         }
@@ -224,7 +235,7 @@ void native_upload_open(struct conn *c, const struct chp_frame_header *h, uint8_
                 op->buf = native_payload_alloc(c, h->len);
                 if (!op->buf) {
                         op_free(op);
-                        chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
+                        limits_end(c);
                         native_reply_error(c, h->id, CHP_WE_UNAVAILABLE, "out of memory");
                         return;
                 }
@@ -253,7 +264,7 @@ void native_upload_open(struct conn *c, const struct chp_frame_header *h, uint8_
         op->base.req.u.upload_create.manifest = enc;
         op->base.req.u.upload_create.manifest_len = m.manifest_len;
         if (!op_submit(c, op))
-                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
+                limits_end(c);
         return;
 drop:
         if (owned)
@@ -529,7 +540,7 @@ static void native_on_store_done(struct conn_op *base)
         else if (!r->status && op->type == CHP_F_DELETE)
                 atomic_fetch_add(&m->uploads_terminated[CHP_METRICS_NATIVE], 1);
         if (ends_incomplete(op))
-                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
+                limits_end(c);
         if (!c->closed) {
                 switch (op->type) {
                 case CHP_F_OPEN:

@@ -712,6 +712,22 @@ static void maybe_reply(struct http *h)
         http_request_done(h);
 }
 
+/* An upload limits_admit counted on the address and subject is no longer incomplete (see
+ * chp_limits_upload_end): by_caller, one the POST of h began, under its token's subject; else the
+ * one h->up records (NULL: not loaded, no subject). */
+static void limits_end(struct http *h, bool by_caller)
+{
+        const char *t = NULL, *s = NULL;
+        if (by_caller && h->caller.kind == CHP_CALLER_TOKEN) {
+                t = h->caller.token.tenant;
+                s = h->caller.token.subject;
+        } else if (!by_caller && h->up) {
+                t = h->up->tenant;
+                s = h->up->subject;
+        }
+        chp_limits_upload_end(h->c->sh->limits, &h->c->peer, t, s, chp_net_now_ms());
+}
+
 static void hop_done(struct conn_op *base)
 {
         struct hop *op = (struct hop *)base;
@@ -739,10 +755,12 @@ static void hop_done(struct conn_op *base)
                 atomic_fetch_add(&m->uploads_terminated[CHP_METRICS_HTTP], 1);
         if (r->status && r->type == CHP_REQ_UPLOAD_CREATE && h->ph == PH_CREATE)
                 chp_gate_upload_refund(c->sh->gate, &h->gu); /* nothing was created */
+        else if (r->status == CHP_EQUOTA && r->type == CHP_REQ_UPLOAD_CREATE)
+                chp_metrics_refuse(c->sh->metrics, CHP_EQUOTA); /* a PATCH's length (maybe_reply) */
         /* the limits' count of incomplete uploads: a POST's create failed, or one is finished */
         if (r->status ? r->type == CHP_REQ_UPLOAD_CREATE && h->ph == PH_CREATE
                       : r->type == CHP_REQ_COMMIT || r->type == CHP_REQ_UPLOAD_DELETE)
-                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
+                limits_end(h, h->ph == PH_CREATE);
         if (!c->closed) {
                 if (r->type == CHP_REQ_UPLOAD_CREATE && h->ph == PH_CREATE) {
                         if (r->status == CHP_EQUOTA) {
@@ -942,7 +960,7 @@ void tus_post(struct http *h, const struct chp_http_request *req)
             h->body_left > tenant_file_max(cfg, h->gu.tenant))
                 rc = CHP_ETOOBIG;
         if (rc) {
-                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
+                limits_end(h, true);
                 free(op);
                 refuse(h, rc, had_token, rc == CHP_EQUOTA ? chp_gate_quota_name(CHP_QUOTA_NONE) : NULL);
                 return;
@@ -967,7 +985,7 @@ void tus_post(struct http *h, const struct chp_http_request *req)
         }
         op->upload = malloc(sizeof(*u));
         if (!op->upload) {
-                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
+                limits_end(h, true);
                 hop_free(op);
                 http_simple(h, 500, NULL);
                 return;
@@ -985,7 +1003,7 @@ void tus_post(struct http *h, const struct chp_http_request *req)
         h->created = true;
         h->ph = PH_CREATE;
         if (!submit(h, op)) {
-                chp_limits_upload_end(c->sh->limits, &c->peer, chp_net_now_ms());
+                limits_end(h, true);
                 http_simple(h, http_status_of(h->failed), chp_strerror(h->failed));
                 return;
         }
@@ -1132,6 +1150,12 @@ void tus_delete(struct http *h)
                 return;
         }
         memcpy(op->base.req.u.upload_delete.upload_id, h->id, CHP_UPLOAD_ID_BYTES);
+        /* its record, for the subject its limits count it under (limits_end) */
+        if ((h->up = calloc(1, sizeof(*h->up))) &&
+            chp_store_upload_get(h->c->sh->store, h->id, h->up) != 0) {
+                free(h->up);
+                h->up = NULL;
+        }
         h->ph = PH_FLUSH;
         if (!submit(h, op)) {
                 http_simple(h, http_status_of(h->failed), NULL);

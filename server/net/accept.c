@@ -189,7 +189,8 @@ void chp_loop_on_accept(struct chp_loop *l, struct listener *li, struct io_uring
                            .face = li->face,
                            .tr = li->ops->transport ? li->ops->transport : &chp_transport_plain,
                            .peer = peer,
-                           .lim_slot = slot};
+                           .lim_slot = slot,
+                           .lim_subject = CHP_LIMITS_NONE};
         c->born = c->last_active = c->last_progress = c->rate_t0 = now;
         /* the first HTTP head is due header_timeout after accept (a native connection has
          * handshake_timeout for its handshake first) */

@@ -111,14 +111,18 @@ void conn_mem_drop(struct conn *c)
 
 /* ---- the byte rates per client address -------------------------------------------------- */
 
-/* The address's rate for receives (upload_rate_per_address) or sends
- * (download_rate_per_address); 0: none, or the address is not counted. */
-static uint64_t rate_of(const struct conn *c, bool send)
+/* Whether a rate holds the connection's receives (upload_rate_per_address, or
+ * upload_rate_per_subject once it has a subject) or sends (download_rate_per_address): false
+ * when none is set, or the address (and subject) are not counted. */
+static bool rate_of(const struct conn *c, bool send)
 {
-        if (c->lim_slot == CHP_LIMITS_NONE || c->rate_exempt)
-                return 0; /* (the common case, and no shared state read for it) */
+        if ((c->lim_slot == CHP_LIMITS_NONE && c->lim_subject == CHP_LIMITS_NONE) || c->rate_exempt)
+                return false; /* (the common case, and no shared state read for it) */
         const struct chp_config *cfg = c->sh->cfg;
-        return send ? cfg->download_rate_per_address : cfg->upload_rate_per_address;
+        if (send)
+                return c->lim_slot != CHP_LIMITS_NONE && cfg->download_rate_per_address;
+        return (c->lim_slot != CHP_LIMITS_NONE && cfg->upload_rate_per_address) ||
+               (c->lim_subject != CHP_LIMITS_NONE && cfg->upload_rate_per_subject);
 }
 
 size_t conn_rate_room(struct conn *c, bool send, size_t want)
@@ -130,6 +134,8 @@ size_t conn_rate_room(struct conn *c, bool send, size_t want)
         struct chp_limits *lim = c->sh->limits;
         size_t room = send ? chp_limits_send_take(lim, c->lim_slot, want, now, &wait)
                            : chp_limits_read_room(lim, c->lim_slot, want, now, &wait);
+        if (!send && room) /* and what the subject's bucket allows of that */
+                room = chp_limits_read_room(lim, c->lim_subject, room, now, &wait);
         if (send)
                 c->send_taken = room;
         else if (room < want)
@@ -144,8 +150,10 @@ size_t conn_rate_room(struct conn *c, bool send, size_t want)
 
 void conn_rate_charge(struct conn *c, size_t n, uint64_t now)
 {
-        if (rate_of(c, false))
+        if (rate_of(c, false)) {
                 chp_limits_read_charge(c->sh->limits, c->lim_slot, n, now);
+                chp_limits_read_charge(c->sh->limits, c->lim_subject, n, now);
+        }
 }
 
 void conn_rate_refund(struct conn *c, size_t moved)
@@ -221,6 +229,7 @@ static void conn_free(struct conn *c)
         c->tr->detach(c);
         conn_send_free(c);
         chp_limits_conn_close(c->sh->limits, c->lim_slot);
+        chp_limits_conn_close(c->sh->limits, c->lim_subject);
         if (c->fd >= 0)
                 close(c->fd);
         free(c->in);

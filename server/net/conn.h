@@ -73,6 +73,7 @@ struct conn {
         /* the limits per client address (conf/client_limits.h) */
         struct chp_limits_key peer; /* the client's address as they count it (nobody: unknown) */
         int32_t lim_slot;           /* its handle in sh->limits; CHP_LIMITS_NONE: not counted */
+        int32_t lim_subject;        /* its token subject's (native HELLO); CHP_LIMITS_NONE: none */
         uint64_t read_wait_until;   /* ms: receives wait for the address's byte rate; 0: none */
         uint64_t send_wait_until;   /* ms: sends wait for it (download_rate_per_address) */
         size_t send_taken;          /* bytes the send armed took from that rate's bucket */
