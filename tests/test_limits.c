@@ -530,7 +530,7 @@ TEST(config_keys)
         CHECK_EQ(c.max_connections_per_address, 256);
         CHECK_EQ(c.uploads_per_minute, 120);
         CHECK_EQ(c.upload_rate_per_address, 0);
-        CHECK_EQ(c.download_rate_per_address, 0);
+        CHECK_EQ(c.download_rate_per_address, 64u << 20);
         CHECK_EQ(c.max_incomplete_per_address, 1000);
         CHECK(!c.limit_loopback);
         CHECK_EQ(c.max_connections_per_subject, 256);

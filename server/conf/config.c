@@ -221,7 +221,7 @@ void chp_config_defaults(struct chp_config *c)
         c->max_connections_per_address = 256;
         c->uploads_per_minute = 120;
         c->upload_rate_per_address = 0;
-        c->download_rate_per_address = 0;
+        c->download_rate_per_address = 64ull << 20;
         c->max_incomplete_per_address = 1000;
         c->limit_loopback = false;
         c->max_connections_per_subject = 256;
