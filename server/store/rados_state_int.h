@@ -1,5 +1,5 @@
-/* rados_state_int.h — what rados_state.c (the engine, chunks, files) and rados_state_flows.c
- * (commit, uploads, pending, usage, tus) share. Private to those two files.
+/* rados_state_int.h — what rados_state.c (the engine, chunks), rados_state_files.c and
+ * rados_state_flows.c (commit, uploads, pending, usage, tus) share. Private to those files.
  *
  * A request's private part (struct chp_rstate_priv) runs one librados operation at a time (its
  * rop); steps that run in parallel run child requests. Step functions run on librados' completion
@@ -108,6 +108,9 @@ void shard_oid(const char *prefix, const uint8_t *id, char oid[OID_MAX]);
 void list_oid(const char *tenant, size_t tlen, char oid[OID_MAX]);
 size_t exp_key(char *out, uint64_t expires, char kind, const uint8_t *id, size_t idlen);
 size_t list_key(char *out, uint64_t created, const uint8_t *id);
+
+/* ---- the files (rados_state_files.c) ---- */
+int file_start(struct chp_rstate_priv *p); /* the FILE_* kinds */
 
 /* ---- the flows (rados_state_flows.c) ---- */
 int flows_start(struct chp_rstate_priv *p); /* commit, uploads, pending, usage, tus */
