@@ -265,6 +265,8 @@ void rop_go(struct chp_rstate_priv *p, step_fn next)
 
 static void priv_free(struct chp_rstate_priv *p)
 {
+        if (p->op.oit)
+                rados_omap_get_end(p->op.oit);
         rop_release(&p->op);
         flows_free(p);
         free(p->x.m);
@@ -349,6 +351,10 @@ void chp_rstate_req_release(struct chp_rstate_req *req)
         case CHP_RS_UPLOAD_GET:
                 free(req->u.upload.got);
                 req->u.upload.got = NULL;
+                break;
+        case CHP_RS_INDEX_PAGE:
+                free(req->u.page.entries);
+                req->u.page.entries = NULL;
                 break;
         default:
                 break;
@@ -689,9 +695,9 @@ int rs_submit(struct chp_rstate *st, struct chp_rstate_req *req, unsigned flags)
         pthread_mutex_lock(&st->mu);
         st->active++;
         pthread_mutex_unlock(&st->mu);
-        int rc = req->kind <= CHP_RS_CHUNK_READ    ? chunk_start(p)
-                 : req->kind <= CHP_RS_FILE_EXPIRE ? file_start(p)
-                                                   : flows_start(p);
+        int rc = req->kind <= CHP_RS_CHUNK_READ   ? chunk_start(p)
+                 : req->kind <= CHP_RS_INDEX_PAGE ? file_start(p)
+                                                  : flows_start(p);
         if (rc) {
                 /* nothing was started */
                 req->priv = NULL;

@@ -57,6 +57,7 @@ enum chp_rstate_kind {
         CHP_RS_FILE_QUARANTINE, /* tombstone (file or none), quarantine list, usage and keys */
         CHP_RS_FILE_LIFT,       /* tombstone removed; -ENOENT when id is not quarantined */
         CHP_RS_FILE_EXPIRE,     /* GC: remove if e < now and no tombstone; keys, usage */
+        CHP_RS_INDEX_PAGE,      /* up to max keys of an omap (enum chp_rstate_index) after a key */
         /* the commit of a manifest (docs/scale-out.md, "A commit of a manifest of n chunks") */
         CHP_RS_COMMIT,
         /* uploads (namespace u) and pending (namespace p) */
@@ -76,6 +77,24 @@ enum chp_rstate_kind {
         CHP_RS_TUS_APPEND, /* guarded by n = old: -ESTALE (offset set to the current one) */
         CHP_RS_TUS_ABSORB, /* the tail became a chunk: truncate, n = old + len; as append */
         CHP_RS_TUS_GET,    /* offset and the tail bytes into buf */
+};
+
+/* The omaps an index page reads (their keys as docs/scale-out.md's "What lives where"). */
+enum chp_rstate_index {
+        CHP_RS_INDEX_UPLOAD_CHUNKS, /* u/<id>: <index, 8 hex> -> addr (32 B) */
+        CHP_RS_INDEX_EXP,           /* i/exp.<shard>: <expiry 16 hex><f|u><id hex> */
+        CHP_RS_INDEX_CEXP,          /* i/cexp.<shard>: <lease 16 hex><addr hex> */
+        CHP_RS_INDEX_LIST,          /* i/list.<tenant hex>: <~created 16 hex><file id hex> */
+        CHP_RS_INDEX_QUARANTINE,    /* i/quarantine: <file id hex> -> since (8 B LE) */
+};
+
+#define CHP_RSTATE_KEY_MAX  96 /* the longest index key, with its NUL */
+#define CHP_RSTATE_PAGE_MAX 1024
+
+struct chp_rstate_entry {
+        char key[CHP_RSTATE_KEY_MAX]; /* NUL-terminated */
+        uint8_t val[CHP_HASH_BYTES];
+        uint8_t val_len; /* longer values are cut (none of the design's are) */
 };
 
 /* A chunk's referrer: a file (its id) or an upload (its id, CHP_UPLOAD_ID_BYTES). */
@@ -171,6 +190,17 @@ struct chp_rstate_req {
                         uint32_t tries;                      /* result: writes tried */
                 } usage;
                 struct {
+                        enum chp_rstate_index index;
+                        uint8_t id[CHP_UPLOAD_ID_BYTES]; /* UPLOAD_CHUNKS */
+                        uint8_t shard;                   /* EXP, CEXP */
+                        const char *tenant;              /* LIST (NUL-terminated) */
+                        const char *after; /* the last key of the previous page, or NULL */
+                        uint32_t max;      /* 1 .. CHP_RSTATE_PAGE_MAX */
+                        struct chp_rstate_entry *entries; /* result (release frees) */
+                        uint32_t n;                       /* result */
+                        bool more;                        /* result: keys after these */
+                } page;
+                struct {
                         uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
                         uint64_t old;     /* APPEND, ABSORB: the offset the client sent at */
                         const void *data; /* APPEND: bytes (borrowed until done) */
@@ -197,7 +227,7 @@ void chp_rstate_resume(struct chp_rstate_req *req);
  * thread; for metrics and tests). */
 void chp_rstate_inflight(struct chp_rstate *st, uint32_t *now /* out */, uint32_t *peak /* out */,
                          uint32_t *queued /* out */);
-/* Frees what a finished request allocated for its results (GET's records). */
+/* Frees what a finished request allocated for its results (GET's records, a page's entries). */
 void chp_rstate_req_release(struct chp_rstate_req *req);
 
 #endif

@@ -317,11 +317,88 @@ static void lift_done(struct chp_rstate_priv *p, int rc)
         rop_go(p, chunk_done);
 }
 
+/* ---- index pages ------------------------------------------------------------------------- */
+
+static void page_done(struct chp_rstate_priv *p, int rc)
+{
+        struct chp_rstate_req *q = p->req;
+        if (rc == 0 && p->op.omap_rv < 0)
+                rc = p->op.omap_rv;
+        if (rc == -ENOENT)
+                rc = 0; /* no object: no keys */
+        char *key, *val;
+        size_t klen, vlen;
+        while (rc == 0 && p->op.oit &&
+               rados_omap_get_next2(p->op.oit, &key, &val, &klen, &vlen) == 0 && key) {
+                if (klen >= CHP_RSTATE_KEY_MAX || q->u.page.n >= q->u.page.max) {
+                        rc = CHP_ECORRUPT; /* not a key this design writes */
+                        break;
+                }
+                struct chp_rstate_entry *e = &q->u.page.entries[q->u.page.n++];
+                memcpy(e->key, key, klen);
+                e->key[klen] = 0;
+                e->val_len = (uint8_t)(vlen < sizeof(e->val) ? vlen : sizeof(e->val));
+                if (e->val_len) /* an index key's value is empty: val may be NULL */
+                        memcpy(e->val, val, e->val_len);
+        }
+        q->u.page.more = rc == 0 && p->op.omore;
+        if (rc) {
+                free(q->u.page.entries);
+                q->u.page.entries = NULL;
+                q->u.page.n = 0;
+        }
+        finish(p, rc);
+}
+
+static int page_start(struct chp_rstate_priv *p)
+{
+        struct chp_rstate_req *q = p->req;
+        char oid[OID_MAX];
+        int ns = NS_I;
+        const char *t = q->u.page.tenant ? q->u.page.tenant : "";
+        size_t tlen = strnlen(t, CHP_TENANT_MAX + 1);
+        q->u.page.entries = NULL;
+        q->u.page.n = 0;
+        q->u.page.more = false;
+        if (q->u.page.max == 0 || q->u.page.max > CHP_RSTATE_PAGE_MAX || tlen > CHP_TENANT_MAX)
+                return -EINVAL;
+        switch (q->u.page.index) {
+        case CHP_RS_INDEX_UPLOAD_CHUNKS:
+                ns = NS_U;
+                oid_hex(q->u.page.id, CHP_UPLOAD_ID_BYTES, oid);
+                break;
+        case CHP_RS_INDEX_EXP:
+        case CHP_RS_INDEX_CEXP:
+                shard_oid(q->u.page.index == CHP_RS_INDEX_EXP ? "exp" : "cexp", &q->u.page.shard,
+                          oid);
+                break;
+        case CHP_RS_INDEX_LIST:
+                list_oid(t, tlen, oid);
+                break;
+        case CHP_RS_INDEX_QUARANTINE:
+                snprintf(oid, sizeof(oid), "quarantine");
+                break;
+        default:
+                return -EINVAL;
+        }
+        if (!(q->u.page.entries = calloc(q->u.page.max, sizeof(*q->u.page.entries))))
+                return -ENOMEM;
+        rop_read(p, ns, oid);
+        p->op.omap_rv = 0;
+        p->op.omore = 0;
+        rados_read_op_omap_get_vals2(p->op.r, q->u.page.after ? q->u.page.after : "", NULL,
+                                     q->u.page.max, &p->op.oit, &p->op.omore, &p->op.omap_rv);
+        rop_go(p, page_done);
+        return 0;
+}
+
 int file_start(struct chp_rstate_priv *p)
 {
         struct chp_rstate_req *q = p->req;
         char oid[OID_MAX];
         struct chp_rec_file f;
+        if (q->kind == CHP_RS_INDEX_PAGE)
+                return page_start(p);
         q->u.file.existed = q->u.file.extended = q->u.file.removed = false;
         q->u.file.since = 0;
         q->u.file.got = q->u.file.got_meta = NULL;

@@ -42,6 +42,9 @@ struct rop {
         uint64_t size;
         time_t mtime;
         rados_xattrs_iter_t xit;
+        rados_omap_iter_t oit;
+        unsigned char omore;
+        int omap_rv;
 };
 
 struct chp_rstate_priv {
@@ -110,7 +113,7 @@ size_t exp_key(char *out, uint64_t expires, char kind, const uint8_t *id, size_t
 size_t list_key(char *out, uint64_t created, const uint8_t *id);
 
 /* ---- the files (rados_state_files.c) ---- */
-int file_start(struct chp_rstate_priv *p); /* the FILE_* kinds */
+int file_start(struct chp_rstate_priv *p); /* the FILE_* kinds and INDEX_PAGE */
 
 /* ---- the flows (rados_state_flows.c) ---- */
 int flows_start(struct chp_rstate_priv *p); /* commit, uploads, pending, usage, tus */

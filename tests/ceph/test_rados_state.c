@@ -828,6 +828,95 @@ TEST(upload_put_complete_remove)
         CHECK_EQ(chp_rstate_run(a, &p), -ENOENT);
 }
 
+static int page(struct chp_rstate_req *r, enum chp_rstate_index index, const char *after,
+                uint32_t max)
+{
+        r->kind = CHP_RS_INDEX_PAGE;
+        r->u.page.index = index;
+        r->u.page.after = after;
+        r->u.page.max = max;
+        return chp_rstate_run(b, r);
+}
+
+/* Index pages: an upload's chunks in index order, two at a time; the quarantine list with its
+ * since; a file's keys in its tenant's list and its expiry shard. */
+TEST(index_pages)
+{
+        uint8_t uid[16], rec[200], addr[32];
+        rand_id(uid, 16);
+        struct chp_rstate_req r = {.kind = CHP_RS_UPLOAD_CREATE};
+        memcpy(r.u.upload.id, uid, 16);
+        r.u.upload.rec = rec;
+        r.u.upload.rec_len = upload_rec(rec, "t-page", 100);
+        REQUIRE_OK(chp_rstate_run(a, &r));
+        for (uint32_t i = 0; i < 3; i++) {
+                struct chp_rstate_req p = {.kind = CHP_RS_UPLOAD_PUT_CHUNK};
+                memcpy(p.u.upload.id, uid, 16);
+                memset(addr, (int)i + 1, 32);
+                memcpy(p.u.upload.addr, addr, 32);
+                p.u.upload.index = 2 - i;
+                REQUIRE_OK(chp_rstate_run(a, &p));
+        }
+        struct chp_rstate_req g = {0};
+        memcpy(g.u.page.id, uid, 16);
+        REQUIRE_OK(page(&g, CHP_RS_INDEX_UPLOAD_CHUNKS, NULL, 2));
+        CHECK_EQ(g.u.page.n, 2);
+        CHECK(g.u.page.more);
+        CHECK(strcmp(g.u.page.entries[0].key, "00000000") == 0);
+        CHECK(strcmp(g.u.page.entries[1].key, "00000001") == 0);
+        CHECK_EQ(g.u.page.entries[0].val_len, 32);
+        CHECK_EQ(g.u.page.entries[0].val[0], 3); /* index 0 was the third put */
+        char last[CHP_RSTATE_KEY_MAX];
+        memcpy(last, g.u.page.entries[1].key, sizeof(last));
+        chp_rstate_req_release(&g);
+        REQUIRE_OK(page(&g, CHP_RS_INDEX_UPLOAD_CHUNKS, last, 2));
+        CHECK_EQ(g.u.page.n, 1);
+        CHECK(!g.u.page.more);
+        CHECK(g.u.page.n == 1 && strcmp(g.u.page.entries[0].key, "00000002") == 0);
+        chp_rstate_req_release(&g);
+
+        struct file f;
+        make_file(&f);
+        REQUIRE_OK(put_file_chunks(a, &f, uid, 5000));
+        struct chp_rstate_req c;
+        commit_req(&c, &f, "t-page", 0x1234);
+        REQUIRE_OK(chp_rstate_run(a, &c));
+        char id[80], want[120];
+        hex(f.id, 32, id);
+        memset(&g, 0, sizeof(g));
+        g.u.page.tenant = "t-page";
+        REQUIRE_OK(page(&g, CHP_RS_INDEX_LIST, NULL, 10));
+        snprintf(want, sizeof(want), "%016llx%s", (unsigned long long)~(uint64_t)1000, id);
+        CHECK(g.u.page.n == 1 && strcmp(g.u.page.entries[0].key, want) == 0);
+        chp_rstate_req_release(&g);
+        memset(&g, 0, sizeof(g));
+        g.u.page.shard = f.id[0];
+        REQUIRE_OK(page(&g, CHP_RS_INDEX_EXP, "0000000000001234", CHP_RSTATE_PAGE_MAX));
+        snprintf(want, sizeof(want), "%016xf%s", 0x1234, id);
+        bool seen = false;
+        for (uint32_t i = 0; i < g.u.page.n; i++)
+                seen |= strcmp(g.u.page.entries[i].key, want) == 0;
+        CHECK(seen);
+        chp_rstate_req_release(&g);
+
+        struct chp_rstate_req q = {.kind = CHP_RS_FILE_QUARANTINE};
+        memcpy(q.u.file.id, f.id, 32);
+        q.u.file.now = 4242;
+        REQUIRE_OK(chp_rstate_run(a, &q));
+        memset(&g, 0, sizeof(g));
+        REQUIRE_OK(page(&g, CHP_RS_INDEX_QUARANTINE, NULL, CHP_RSTATE_PAGE_MAX));
+        seen = false;
+        for (uint32_t i = 0; i < g.u.page.n; i++)
+                if (strcmp(g.u.page.entries[i].key, id) == 0)
+                        seen = g.u.page.entries[i].val_len == 8 &&
+                               g.u.page.entries[i].val[0] == (4242 & 0xff) &&
+                               g.u.page.entries[i].val[1] == (4242 >> 8);
+        CHECK(seen);
+        chp_rstate_req_release(&g);
+        memset(&g, 0, sizeof(g));
+        CHECK_EQ(page(&g, CHP_RS_INDEX_QUARANTINE, NULL, 0), -EINVAL);
+}
+
 /* tus offsets: two writers at one offset, exactly one moves it; absorb drops the tail. */
 TEST(tus_offset_guarded)
 {
