@@ -523,6 +523,56 @@ TEST(commit_on_a_read_on_b)
         CHECK_EQ(usage(tenant).files, 1);
 }
 
+static size_t upload_rec(uint8_t *out, const char *tenant, uint64_t declared)
+{
+        size_t tl = strlen(tenant);
+        struct chp_rec_upload ur = {.chunk_size = CHP_CHUNK_MIN,
+                                    .declared = declared,
+                                    .created = 86400 * 3,
+                                    .expires = 5000,
+                                    .tenant_len = tl};
+        chp_rec_upload_encode(out, &ur);
+        memcpy(out + CHP_REC_UPLOAD_BYTES, tenant, tl);
+        return CHP_REC_UPLOAD_BYTES + tl;
+}
+
+/* A tus upload is kept, complete, for HEAD: its commit completes it instead of removing it, and
+ * a retried commit (on the other handle) does not count it out of incomplete twice. */
+TEST(commit_keeps_a_tus_upload)
+{
+        struct file f;
+        make_file(&f);
+        uint8_t uid[16], rec[200];
+        rand_id(uid, 16);
+        struct chp_rstate_req r = {.kind = CHP_RS_UPLOAD_CREATE};
+        memcpy(r.u.upload.id, uid, 16);
+        r.u.upload.rec = rec;
+        r.u.upload.rec_len = upload_rec(rec, "t-keep", CHP_CHUNK_MIN + 1000);
+        REQUIRE_OK(chp_rstate_run(a, &r));
+        rand_id(r.u.upload.id, 16); /* another upload, open throughout: usage is not at zero */
+        REQUIRE_OK(chp_rstate_run(a, &r));
+        REQUIRE_OK(put_file_chunks(a, &f, uid, 5000));
+        CHECK_EQ(usage("t-keep").incomplete, 2);
+        for (int i = 0; i < 2; i++) {
+                commit_req(&r, &f, "t-keep", 9000);
+                r.u.commit.has_upload = r.u.commit.keep_upload = true;
+                memcpy(r.u.commit.upload_id, uid, 16);
+                r.u.commit.declared = CHP_CHUNK_MIN + 1000;
+                REQUIRE_OK(chp_rstate_run(i ? b : a, &r));
+                CHECK_EQ(r.u.commit.existed, i == 1);
+                struct chp_tenant_usage use = usage("t-keep");
+                CHECK_EQ(use.incomplete, 1);
+                CHECK_EQ(use.incomplete_bytes, CHP_CHUNK_MIN + 1000);
+                CHECK_EQ(use.files, 1);
+        }
+        struct chp_rstate_req g = {.kind = CHP_RS_UPLOAD_GET};
+        memcpy(g.u.upload.id, uid, 16);
+        REQUIRE_OK(chp_rstate_run(b, &g));
+        CHECK(g.u.upload.complete);
+        CHECK(memcmp(g.u.upload.file_id, f.id, 32) == 0);
+        chp_rstate_req_release(&g);
+}
+
 /* Commit against GC, lease extended first: the commit's refers land, then GC's remove of an
  * expired chunk (its upload's lease long past) is cancelled, and the commit completes. */
 TEST(commit_against_gc_extend_first)
@@ -758,19 +808,6 @@ TEST(pending_take_by_two_handles)
         CHECK_OK(chp_rstate_run(a, &d));
         CHECK(d.u.pending.dropped);
         CHECK_EQ(chp_rstate_run(a, &g), -ENOENT);
-}
-
-static size_t upload_rec(uint8_t *out, const char *tenant, uint64_t declared)
-{
-        size_t tl = strlen(tenant);
-        struct chp_rec_upload ur = {.chunk_size = CHP_CHUNK_MIN,
-                                    .declared = declared,
-                                    .created = 86400 * 3,
-                                    .expires = 5000,
-                                    .tenant_len = tl};
-        chp_rec_upload_encode(out, &ur);
-        memcpy(out + CHP_REC_UPLOAD_BYTES, tenant, tl);
-        return CHP_REC_UPLOAD_BYTES + tl;
 }
 
 /* An upload: put chunks while open, complete (again: the same file is success), then puts are
