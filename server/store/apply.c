@@ -470,11 +470,6 @@ static int attach_existing(struct chp_store *s, MDB_txn *txn, const uint8_t id[C
         return 0;
 }
 
-static uint64_t add_sat(uint64_t a, uint64_t b)
-{
-        return a > UINT64_MAX - b ? UINT64_MAX : a + b;
-}
-
 /* Whether `sessions` more upload sessions (1 new, or 0 for a re-created one) adding `declared`
  * known bytes fit tenant's limits; CHP_EQUOTA and *hit say which they would pass. */
 static int quota_check(struct chp_store *s, MDB_txn *txn, const char *tenant, size_t tlen,
@@ -485,14 +480,7 @@ static int quota_check(struct chp_store *s, MDB_txn *txn, const char *tenant, si
         int rc = store_usage_get(s, txn, tenant, tlen, &use);
         if (rc)
                 return rc;
-        uint64_t day_bytes = use.day == q->now / 86400 ? use.day_bytes : 0;
-        if (add_sat(add_sat(use.stored_bytes, use.incomplete_bytes), declared) > q->max_stored)
-                *hit = CHP_QUOTA_STORED;
-        else if (sessions && add_sat(use.incomplete, sessions) > q->max_incomplete)
-                *hit = CHP_QUOTA_INCOMPLETE;
-        else if (add_sat(day_bytes, declared) > q->max_per_day)
-                *hit = CHP_QUOTA_PER_DAY;
-        return *hit == CHP_QUOTA_NONE ? 0 : CHP_EQUOTA;
+        return store_quota_fits(&use, q, declared, sessions, hit);
 }
 
 /* Whether the upload u (a request's) may resume the recorded upload r: r was begun with no

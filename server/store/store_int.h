@@ -185,6 +185,12 @@ int store_usage_get(struct chp_store *s, MDB_txn *txn, const void *tenant, size_
 /* Applies d to tenant's record in txn (writer thread); the empty tenant is skipped. */
 int store_usage_add(struct chp_store *s, MDB_txn *txn, const void *tenant, size_t tlen,
                     const struct usage_delta *d);
+/* Applies d to u in memory (no I/O): true when a count would have gone below zero (kept at 0). */
+bool store_usage_apply(struct chp_tenant_usage *u, const struct usage_delta *d);
+/* Whether `sessions` more upload sessions adding `declared` known bytes fit q against use: 0, or
+ * CHP_EQUOTA with *hit saying which limit they would pass. Pure. */
+int store_quota_fits(const struct chp_tenant_usage *use, const struct chp_store_quota *q,
+                     uint64_t declared, uint64_t sessions, enum chp_store_quota_hit *hit);
 /* Recomputes every tenant's usage from the files and uploads dbs into the (empty) tenants db:
  * at open, for a store written before it existed. Records that do not parse are skipped. */
 int store_usage_rebuild(struct chp_store *s, MDB_txn *txn, uint64_t now);

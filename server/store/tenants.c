@@ -41,6 +41,43 @@ static uint64_t add_signed(uint64_t v, int64_t d, bool *drift)
         return v - m;
 }
 
+bool store_usage_apply(struct chp_tenant_usage *u, const struct usage_delta *d)
+{
+        bool drift = false;
+        u->stored_bytes = add_signed(u->stored_bytes, d->stored_bytes, &drift);
+        u->files = add_signed(u->files, d->files, &drift);
+        u->incomplete = add_signed(u->incomplete, d->incomplete, &drift);
+        u->incomplete_bytes = add_signed(u->incomplete_bytes, d->incomplete_bytes, &drift);
+        if (d->day_bytes) {
+                if (u->day != d->day) {
+                        u->day = d->day;
+                        u->day_bytes = 0;
+                }
+                u->day_bytes = u->day_bytes > UINT64_MAX - d->day_bytes
+                                   ? UINT64_MAX
+                                   : u->day_bytes + d->day_bytes;
+        }
+        return drift;
+}
+
+static uint64_t add_sat(uint64_t a, uint64_t b)
+{
+        return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+int store_quota_fits(const struct chp_tenant_usage *use, const struct chp_store_quota *q,
+                     uint64_t declared, uint64_t sessions, enum chp_store_quota_hit *hit)
+{
+        uint64_t day_bytes = use->day == q->now / 86400 ? use->day_bytes : 0;
+        if (add_sat(add_sat(use->stored_bytes, use->incomplete_bytes), declared) > q->max_stored)
+                *hit = CHP_QUOTA_STORED;
+        else if (sessions && add_sat(use->incomplete, sessions) > q->max_incomplete)
+                *hit = CHP_QUOTA_INCOMPLETE;
+        else if (add_sat(day_bytes, declared) > q->max_per_day)
+                *hit = CHP_QUOTA_PER_DAY;
+        return *hit == CHP_QUOTA_NONE ? 0 : CHP_EQUOTA;
+}
+
 int store_usage_add(struct chp_store *s, MDB_txn *txn, const void *tenant, size_t tlen,
                     const struct usage_delta *d)
 {
@@ -54,20 +91,7 @@ int store_usage_add(struct chp_store *s, MDB_txn *txn, const void *tenant, size_
         }
         if (rc)
                 return rc;
-        bool drift = false;
-        u.stored_bytes = add_signed(u.stored_bytes, d->stored_bytes, &drift);
-        u.files = add_signed(u.files, d->files, &drift);
-        u.incomplete = add_signed(u.incomplete, d->incomplete, &drift);
-        u.incomplete_bytes = add_signed(u.incomplete_bytes, d->incomplete_bytes, &drift);
-        if (d->day_bytes) {
-                if (u.day != d->day) {
-                        u.day = d->day;
-                        u.day_bytes = 0;
-                }
-                u.day_bytes = u.day_bytes > UINT64_MAX - d->day_bytes ? UINT64_MAX
-                                                                      : u.day_bytes + d->day_bytes;
-        }
-        if (drift)
+        if (store_usage_apply(&u, d))
                 chp_log_warn("store", "tenant usage would go below zero: kept at zero");
         uint8_t rec[CHP_REC_TENANT_BYTES];
         chp_rec_tenant_encode(rec, &u);

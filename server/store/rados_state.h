@@ -1,0 +1,233 @@
+/* rados_state.h — the shared state of docs/scale-out.md (step 5) as compound RADOS operations on
+ * one pool: chunks, files, the commit of a manifest, uploads, pending, tenant usage and tus
+ * offset objects, each write guarded as the design's table says, in namespaces c f u p t i.
+ *
+ * A handle (chp_rstate_open) is one relay's view of the pool; several handles on one pool act as
+ * several relays. Every operation is a request (struct chp_rstate_req, the caller's: borrowed
+ * until done) started by chp_rstate_submit from any thread; its done callback runs exactly once,
+ * on a librados completion thread or on the handle's timer thread (never inside submit), and must
+ * not block (it may submit further requests). Requests of several steps are state machines
+ * driven by completions; at most opts.inflight librados operations are in flight per handle, the
+ * rest wait in its queue. chp_rstate_run is submit + wait, for tests and tools (not on a thread
+ * that runs callbacks). Results a request allocates are freed by chp_rstate_req_release.
+ * Errors: 0 or negative; the cluster not answering (-ETIMEDOUT, -ENOTCONN, -ESHUTDOWN, -EIO) is
+ * CHP_EUNAVAILABLE; guard failures are mapped per kind below, never returned as -ECANCELED.
+ */
+#ifndef CHP_STORE_RADOS_STATE_H
+#define CHP_STORE_RADOS_STATE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <rados/librados.h>
+
+#include "store_int.h" /* struct usage_delta, chp_store_quota, records */
+
+#define CHP_RSTATE_NEVER UINT64_MAX /* an expiry or lease that never comes */
+
+struct chp_rstate;
+
+struct chp_rstate_opts {
+        rados_t cluster; /* a connected cluster to use (borrowed; outlives the handle), or NULL: */
+        const char *conf, *pool, *user; /* connect with these (user NULL: admin); pool required */
+        uint32_t op_timeout;            /* s, with conf: rados_osd/mon_op_timeout (0: 30) */
+        uint32_t inflight;              /* librados operations in flight (0: 64) */
+};
+
+/* Opens the namespaces' I/O contexts on opts->pool (connecting first without opts->cluster).
+ * Returns 0 or a negative code; *out is NULL on failure. */
+__attribute__((warn_unused_result)) int chp_rstate_open(const struct chp_rstate_opts *opts,
+                                                        struct chp_rstate **out /* out */);
+/* Waits for every request in flight, then frees the handle. NULL is a no-op. */
+void chp_rstate_close(struct chp_rstate *st);
+
+enum chp_rstate_kind {
+        /* chunks (namespace c; their lease index in i/cexp.xx) */
+        CHP_RS_CHUNK_PUT,    /* lease key, create(exclusive) or -EEXIST → refer; submit hashes
+                                the bytes (on its caller's thread): CHP_EMISMATCH */
+        CHP_RS_CHUNK_REFER,  /* lease key, refer (lease only grows); -ENOENT: no such chunk */
+        CHP_RS_CHUNK_REMOVE, /* GC: remove if lease + grace < now; drops the lease key */
+        CHP_RS_CHUNK_READ,   /* bytes into buf (up to cap), SHA-256 checked (CHP_ECORRUPT) */
+        /* files (namespace f; index keys in i/exp.xx and i/list.<tenant hex>) */
+        CHP_RS_FILE_PUT,        /* index keys, create or extend; CHP_EQUARANTINED on a tombstone */
+        CHP_RS_FILE_GET,        /* record + e/q/m; -ENOENT, CHP_EQUARANTINED (since set) */
+        CHP_RS_FILE_DELETE,     /* remove (not a tombstone), then its index keys; -ENOENT */
+        CHP_RS_FILE_QUARANTINE, /* tombstone (file or none), quarantine list, usage and keys */
+        CHP_RS_FILE_LIFT,       /* tombstone removed; -ENOENT when id is not quarantined */
+        CHP_RS_FILE_EXPIRE,     /* GC: remove if e < now and no tombstone; keys, usage */
+        CHP_RS_INDEX_PAGE,      /* up to max keys of an omap (enum chp_rstate_index) after a key */
+        /* the commit of a manifest (docs/scale-out.md, "A commit of a manifest of n chunks") */
+        CHP_RS_COMMIT,
+        /* uploads (namespace u) and pending (namespace p) */
+        CHP_RS_UPLOAD_CREATE,    /* usage (+ quota: CHP_EQUOTA), index key, exclusive create */
+        CHP_RS_UPLOAD_PUT_CHUNK, /* guarded by s = o: -ENOENT when gone or complete */
+        CHP_RS_UPLOAD_COMPLETE,  /* s: o → c<file id>; another file id: -EEXIST */
+        CHP_RS_UPLOAD_REMOVE,    /* record, offset object, index key; -ENOENT */
+        CHP_RS_UPLOAD_GET,       /* record + s */
+        CHP_RS_PENDING_TAKE,     /* exclusive: -EEXIST with owner set */
+        CHP_RS_PENDING_SWAP,     /* dead → upload_id: -EEXIST with owner, -ENOENT when none */
+        CHP_RS_PENDING_DROP,     /* if upload_id owns it (else dropped stays false) */
+        CHP_RS_PENDING_GET,      /* owner; -ENOENT */
+        /* tenant usage (namespace t) */
+        CHP_RS_USAGE_ADD, /* compare-and-set, quota checked; 8 tries, then CHP_ELIMITED */
+        CHP_RS_USAGE_GET,
+        /* tus offset objects (u/<upload id>.t) */
+        CHP_RS_TUS_APPEND, /* guarded by n = old: -ESTALE (offset set to the current one) */
+        CHP_RS_TUS_ABSORB, /* the tail became a chunk: truncate, n = old + len; as append */
+        CHP_RS_TUS_GET,    /* offset and the tail bytes into buf */
+};
+
+/* The omaps an index page reads (their keys as docs/scale-out.md's "What lives where"). */
+enum chp_rstate_index {
+        CHP_RS_INDEX_UPLOAD_CHUNKS, /* u/<id>: <index, 8 hex> -> addr (32 B) */
+        CHP_RS_INDEX_EXP,           /* i/exp.<shard>: <expiry 16 hex><f|u><id hex> */
+        CHP_RS_INDEX_CEXP,          /* i/cexp.<shard>: <lease 16 hex><addr hex> */
+        CHP_RS_INDEX_LIST,          /* i/list.<tenant hex>: <~created 16 hex><file id hex> */
+        CHP_RS_INDEX_QUARANTINE,    /* i/quarantine: <file id hex> -> since (8 B LE) */
+};
+
+#define CHP_RSTATE_KEY_MAX  96 /* the longest index key, with its NUL */
+#define CHP_RSTATE_PAGE_MAX 1024
+
+struct chp_rstate_entry {
+        char key[CHP_RSTATE_KEY_MAX]; /* NUL-terminated */
+        uint8_t val[CHP_HASH_BYTES];
+        uint8_t val_len; /* longer values are cut (none of the design's are) */
+};
+
+/* A chunk's referrer: a file (its id) or an upload (its id, CHP_UPLOAD_ID_BYTES). */
+struct chp_rstate_ref {
+        char kind; /* 'f' or 'u' */
+        uint8_t id[CHP_HASH_BYTES];
+};
+
+struct chp_rstate_req {
+        enum chp_rstate_kind kind;
+        void (*done)(struct chp_rstate_req *req, int rc);
+        void *arg; /* the caller's */
+        /* Tests: the step after which a commit (1 refer, 2 keys, 3 usage, 4 file) or a usage add
+         * (1 read) pauses (0: none); on_hold is then called (callback rules) and the request
+         * waits for chp_rstate_resume (before chp_rstate_close, which waits for it). */
+        int hold;
+        void (*on_hold)(struct chp_rstate_req *req);
+        union {
+                struct {
+                        uint8_t addr[CHP_HASH_BYTES];
+                        const void *data; /* PUT: the bytes (borrowed until done) */
+                        uint32_t len;
+                        struct chp_rstate_ref ref; /* PUT, REFER */
+                        uint64_t lease;            /* PUT, REFER: the referrer's expiry */
+                        uint64_t now, grace;       /* REMOVE: unix s, gc_grace s */
+                        uint64_t index_lease;      /* REMOVE: the lease key found (0: none) */
+                        void *buf;                 /* READ: room for cap bytes (borrowed) */
+                        uint32_t cap;
+                        bool created;  /* result: PUT wrote the bytes */
+                        bool extended; /* result: the lease grew */
+                        bool removed;  /* result: REMOVE removed it */
+                        uint32_t got;  /* result: READ's length */
+                } chunk;
+                struct {
+                        uint8_t id[CHP_HASH_BYTES];
+                        const uint8_t *rec; /* PUT: an encoded file record (borrowed) */
+                        size_t rec_len;
+                        const void *meta; /* PUT: tus metadata or NULL */
+                        size_t meta_len;
+                        uint64_t now;   /* QUARANTINE: since; EXPIRE: unix s */
+                        bool existed;   /* result: PUT found the file; DELETE etc. removed one */
+                        bool extended;  /* result: PUT grew its expiry */
+                        bool removed;   /* result: EXPIRE removed it */
+                        uint64_t since; /* result: GET, CHP_EQUARANTINED: quarantined since */
+                        uint8_t *got;   /* result: GET: the record (release frees) */
+                        size_t got_len;
+                        uint8_t *got_meta; /* result: GET: m or NULL (release frees) */
+                        size_t got_meta_len;
+                        struct chp_rec_file file; /* result: GET: parsed, points into got */
+                } file;
+                struct {
+                        const uint8_t *manifest; /* encoded (borrowed) */
+                        size_t manifest_len;
+                        const char *tenant; /* NUL-terminated ("" : untracked) */
+                        uint64_t created, expires;
+                        const void *meta; /* tus metadata or NULL */
+                        size_t meta_len;
+                        bool has_upload; /* the upload writing it: completed or removed */
+                        bool keep_upload;
+                        uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
+                        uint64_t declared;               /* the upload's declared size (usage) */
+                        uint8_t file_id[CHP_HASH_BYTES]; /* result */
+                        bool existed;                    /* result: the file was stored */
+                        uint32_t missing;                /* result: CHP_EMISSING: how many */
+                } commit;
+                struct {
+                        uint8_t id[CHP_UPLOAD_ID_BYTES];
+                        const uint8_t *rec; /* CREATE: an encoded upload record (borrowed) */
+                        size_t rec_len;
+                        const struct chp_store_quota *quota; /* CREATE: or NULL */
+                        uint32_t index;                      /* PUT_CHUNK */
+                        uint8_t addr[CHP_HASH_BYTES];        /* PUT_CHUNK */
+                        uint8_t file_id[CHP_HASH_BYTES];     /* COMPLETE; result: GET */
+                        enum chp_store_quota_hit quota_hit;  /* result: CREATE */
+                        bool complete; /* result: GET, COMPLETE (already was) */
+                        uint8_t *got;  /* result: GET: the record (release frees) */
+                        size_t got_len;
+                } upload;
+                struct {
+                        uint8_t file_id[CHP_HASH_BYTES];
+                        uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
+                        uint8_t dead[CHP_UPLOAD_ID_BYTES];  /* SWAP: the owner to replace */
+                        uint8_t owner[CHP_UPLOAD_ID_BYTES]; /* result: -EEXIST, GET */
+                        bool dropped;                       /* result: DROP */
+                } pending;
+                struct {
+                        const char *tenant; /* NUL-terminated; "" is not tracked (no-op) */
+                        struct usage_delta d;
+                        const struct chp_store_quota *quota; /* or NULL */
+                        uint64_t declared, sessions;         /* what the quota is checked for */
+                        struct chp_tenant_usage usage;       /* result: after (GET: as read) */
+                        enum chp_store_quota_hit quota_hit;  /* result */
+                        uint32_t tries;                      /* result: writes tried */
+                } usage;
+                struct {
+                        enum chp_rstate_index index;
+                        uint8_t id[CHP_UPLOAD_ID_BYTES]; /* UPLOAD_CHUNKS */
+                        uint8_t shard;                   /* EXP, CEXP */
+                        const char *tenant;              /* LIST (NUL-terminated) */
+                        const char *after; /* the last key of the previous page, or NULL */
+                        uint32_t max;      /* 1 .. CHP_RSTATE_PAGE_MAX */
+                        struct chp_rstate_entry *entries; /* result (release frees) */
+                        uint32_t n;                       /* result */
+                        bool more;                        /* result: keys after these */
+                } page;
+                struct {
+                        uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
+                        uint64_t old;     /* APPEND, ABSORB: the offset the client sent at */
+                        const void *data; /* APPEND: bytes (borrowed until done) */
+                        uint32_t len;     /* APPEND: bytes; ABSORB: bytes the chunk took */
+                        void *buf;        /* GET: room for cap tail bytes (borrowed) */
+                        uint32_t cap;
+                        uint64_t offset; /* result */
+                        uint32_t got;    /* result: GET */
+                } tus;
+        } u;
+        struct chp_rstate_priv *priv; /* the module's, between submit and done */
+};
+
+/* Starts req on st: 0, and req->done runs later, once; or a negative code (-EINVAL for a malformed
+ * request, -ENOMEM), and done never runs. req and what it borrows stay the caller's until done. */
+__attribute__((warn_unused_result)) int chp_rstate_submit(struct chp_rstate *st,
+                                                          struct chp_rstate_req *req);
+/* Submits req and waits for it: its result. req->done and req->arg are overwritten. */
+__attribute__((warn_unused_result)) int chp_rstate_run(struct chp_rstate *st,
+                                                       struct chp_rstate_req *req);
+/* Continues a request paused by req->hold (on the calling thread, until its next operation). */
+void chp_rstate_resume(struct chp_rstate_req *req);
+/* librados operations of st in flight now, the most there ever were, and those queued now (any
+ * thread; for metrics and tests). */
+void chp_rstate_inflight(struct chp_rstate *st, uint32_t *now /* out */, uint32_t *peak /* out */,
+                         uint32_t *queued /* out */);
+/* Frees what a finished request allocated for its results (GET's records, a page's entries). */
+void chp_rstate_req_release(struct chp_rstate_req *req);
+
+#endif
