@@ -709,12 +709,17 @@ static int lookup_now(struct chp_store *s, struct chp_store_lookup *q)
         case CHP_LOOKUP_FILE:
                 return rec_file_get(s, q->id, q->want_manifest ? &q->manifest : NULL,
                                     &q->manifest_len, &q->info);
-        case CHP_LOOKUP_FILE_META:
-                n = rec_file_meta(s, q->id, q->buf, q->cap);
-                if (n < 0)
+        case CHP_LOOKUP_FILE_META: {
+                uint8_t meta[CHP_UPLOAD_META_MAX]; /* most files have none: no allocation */
+                n = rec_file_meta(s, q->id, meta, sizeof(meta));
+                if (n <= 0)
                         return (int)n;
+                if (!(q->meta = malloc((size_t)n)))
+                        return -ENOMEM;
+                memcpy(q->meta, meta, (size_t)n);
                 q->len = (size_t)n;
                 return 0;
+        }
         case CHP_LOOKUP_UPLOAD:
                 return q->upload ? rec_upload_get(s, q->id, q->upload) : -EINVAL;
         case CHP_LOOKUP_UPLOAD_PROGRESS:
@@ -745,7 +750,8 @@ void chp_store_lookup_clear(struct chp_store_lookup *q)
         if (!q)
                 return;
         free(q->manifest);
-        q->manifest = NULL;
+        free(q->meta);
+        q->manifest = q->meta = NULL;
         q->manifest_len = 0;
         q->info = (struct chp_file_info){0};
         q->len = 0;
@@ -755,7 +761,7 @@ void chp_store_lookup_clear(struct chp_store_lookup *q)
 
 int chp_store_lookup(struct chp_store *s, struct chp_store_lookup *q)
 {
-        q->manifest = NULL;
+        q->manifest = q->meta = NULL; /* not the caller's to free: whatever they held */
         chp_store_lookup_clear(q);
         q->status = 0;
 #ifdef CHAPAR_FAULT_INJECTION

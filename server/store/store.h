@@ -428,7 +428,7 @@ chp_store_tenant_usage(struct chp_store *s, const char *tenant,
 
 enum chp_store_lookup_kind {
         CHP_LOOKUP_FILE,            /* chp_store_file_get: info; the manifest if want_manifest */
-        CHP_LOOKUP_FILE_META,       /* chp_store_file_meta: into buf, its length in len */
+        CHP_LOOKUP_FILE_META,       /* chp_store_file_meta: meta, its length in len */
         CHP_LOOKUP_UPLOAD,          /* chp_store_upload_get: into *upload */
         CHP_LOOKUP_UPLOAD_PROGRESS, /* chp_store_upload_progress: chunks, len (tail bytes); and
                                        with buf, then chp_store_upload_tail into it (len: what
@@ -448,8 +448,8 @@ typedef void (*chp_store_lookup_fn)(struct chp_store_lookup *q);
 /* Ownership: the caller owns q (typically inside its own operation struct) and every buffer it
  * points to; both are borrowed by the store from chp_store_lookup until done has been called
  * (or, answered now, until it returns). Outputs are cleared by chp_store_lookup and valid only
- * when status is 0. manifest is the request's own (malloc'd by the store): the caller takes it
- * (setting it NULL) or frees it with chp_store_lookup_clear. */
+ * when status is 0. manifest and meta are the request's own (malloc'd by the store): the caller
+ * takes them (setting them NULL) or frees them with chp_store_lookup_clear. */
 struct chp_store_lookup {
         enum chp_store_lookup_kind kind;
         /* in */
@@ -460,13 +460,14 @@ struct chp_store_lookup {
         size_t n;                   /* HAS: addresses; UPLOAD_CHUNKS: indexes asked about */
         uint8_t *present;           /* HAS, UPLOAD_CHUNKS: n bytes, the caller's */
         uint8_t *chunk_addrs;       /* UPLOAD_CHUNKS: NULL, or n * CHP_HASH_BYTES, the caller's */
-        uint8_t *buf;               /* FILE_META: the metadata; UPLOAD_PROGRESS: NULL, or the */
-        size_t cap;                 /* tail bytes; cap bytes of it, the caller's */
+        uint8_t *buf;               /* UPLOAD_PROGRESS: NULL, or the tail bytes go here */
+        size_t cap;                 /* (cap bytes), the caller's */
         struct chp_upload *upload;  /* UPLOAD: the record goes here, the caller's */
         /* out (status 0) */
         int status;        /* 0 or a code as the synchronous function returns */
         uint8_t *manifest; /* FILE (want_manifest), UPLOAD_MANIFEST: the request's */
         size_t manifest_len;
+        uint8_t *meta; /* FILE_META: the request's; NULL when the file has none (most) */
         struct chp_file_info info; /* FILE */
         size_t len;                /* FILE_META: metadata bytes (0: none); PROGRESS: tail bytes */
         uint32_t chunks;           /* UPLOAD_PROGRESS: chunks durable from 0 without a gap */
@@ -484,7 +485,7 @@ struct chp_store_lookup {
 __attribute__((warn_unused_result)) int chp_store_lookup(struct chp_store *s,
                                                          struct chp_store_lookup *q);
 
-/* Frees what q's outputs own (the manifest) and clears them; the inputs stay. NULL is a no-op.
+/* Frees what q's outputs own (manifest, meta) and clears them; the inputs stay. NULL is a no-op.
  * Not while q is in flight. */
 void chp_store_lookup_clear(struct chp_store_lookup *q);
 
