@@ -213,7 +213,9 @@ static void lookup_done(struct conn_op *base)
         struct http *h = c->proto;
         h->pending--;
         if (!c->closed) {
-                lk->then(h, &lk->q);
+                lk->then(h, &lk->q, lk->has_req ? &lk->req : NULL);
+                if (h->ph == PH_CREATE && !h->pending)
+                        http_request_done(h); /* answered (an error), as on_request's rule */
                 if (h->ph == PH_HEAD || h->ph == PH_DISCARD)
                         http_on_input(c); /* answered: the next request */
                 conn_flush(c);
@@ -224,7 +226,7 @@ static void lookup_done(struct conn_op *base)
         conn_release(c);
 }
 
-void http_lookup(struct http *h, void (*then)(struct http *h, struct chp_store_lookup *q))
+void http_lookup(struct http *h, const struct chp_http_request *req, http_lookup_fn then)
 {
         struct http_lookup *lk = &h->lk;
         lk->base.c = h->c;
@@ -233,9 +235,11 @@ void http_lookup(struct http *h, void (*then)(struct http *h, struct chp_store_l
         lk->q.done = lookup_arrived;
         lk->q.ctx = lk;
         if (chp_store_lookup(h->c->sh->store, &lk->q) != -EINPROGRESS) {
-                then(h, &lk->q);
+                then(h, &lk->q, req);
                 return;
         }
+        if ((lk->has_req = req != NULL) && req != &lk->req)
+                lk->req = *req; /* its strings point into h->head, which stays */
         lk->base.t0 = chp_net_now_us();
         h->pending++; /* the request is answered from lookup_done */
         conn_hold(h->c);
@@ -275,8 +279,9 @@ static void file_names(struct resp *r, const uint8_t *meta, size_t mlen)
 }
 
 /* The file's metadata is in (or not: then none is sent): the head, then the bytes. */
-static void got_meta(struct http *h, struct chp_store_lookup *q)
+static void got_meta(struct http *h, struct chp_store_lookup *q, const struct chp_http_request *req)
 {
+        (void)req; /* the head's conditions were kept in d->req */
         struct download *d = &h->dl;
         char hex[CHP_HASH_HEXBYTES];
         chp_hex_encode(h->id, CHP_HASH_BYTES, hex);
@@ -305,8 +310,9 @@ static void got_meta(struct http *h, struct chp_store_lookup *q)
 }
 
 /* The file's record is in: 404/451, 304, 416, or on to its metadata. */
-static void got_file(struct http *h, struct chp_store_lookup *q)
+static void got_file(struct http *h, struct chp_store_lookup *q, const struct chp_http_request *req)
 {
+        (void)req; /* the head's conditions were kept in d->req */
         struct download *d = &h->dl;
         int rc = q->status;
         if (rc) {
@@ -366,7 +372,7 @@ static void got_file(struct http *h, struct chp_store_lookup *q)
         d->last = last;
         *q = (struct chp_store_lookup){.kind = CHP_LOOKUP_FILE_META};
         memcpy(q->id, h->id, CHP_HASH_BYTES);
-        http_lookup(h, got_meta);
+        http_lookup(h, req, got_meta);
 }
 
 void download_get(struct http *h, const struct chp_http_request *req)
@@ -390,7 +396,7 @@ void download_get(struct http *h, const struct chp_http_request *req)
         struct chp_store_lookup *q = &h->lk.q;
         *q = (struct chp_store_lookup){.kind = CHP_LOOKUP_FILE, .want_manifest = true};
         memcpy(q->id, h->id, CHP_HASH_BYTES);
-        http_lookup(h, got_file);
+        http_lookup(h, NULL, got_file);
 }
 
 void download_reset(struct http *h)

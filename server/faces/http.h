@@ -46,11 +46,18 @@ struct http;
  * The caller fills q's kind and inputs and calls http_lookup; `then` runs on the loop thread
  * with the answer (at once, or from the store's completion while the connection is open) and
  * owns q's outputs: it takes or clears them (chp_store_lookup_clear) before it returns or asks
- * again. While one is under way the request is pending (h->pending) and holds the connection. */
+ * again. It gets the request's head as the caller passed it (NULL stays NULL), copied into req
+ * when the answer comes later. While one is under way the request is pending (h->pending) and
+ * holds the connection; a request left unanswered in PH_CREATE with nothing pending after
+ * `then` is done (as on_request's rule). */
+typedef void (*http_lookup_fn)(struct http *h, struct chp_store_lookup *q,
+                               const struct chp_http_request *req);
 struct http_lookup {
         struct conn_op base; /* first: the loop routes the completion through it */
         struct chp_store_lookup q;
-        void (*then)(struct http *h, struct chp_store_lookup *q);
+        http_lookup_fn then;
+        bool has_req;
+        struct chp_http_request req; /* pointing into h->head, valid while the request is */
 };
 
 struct download_req {
@@ -109,6 +116,11 @@ struct http {
         uint8_t file_id[CHP_HASH_BYTES];
         bool committed;
         bool claimed; /* this request is the upload's one writer (claim) */
+        /* tus.c's load_upload while its lookups are under way: its continuation, and whether
+         * it reads the kept tail too */
+        void (*loaded)(struct http *h, int rc, const struct chp_http_request *req);
+        bool load_tail;
+        uint8_t *lk_buf; /* tus.c: a lookup's buffer (the chunk list of a finished upload) */
         /* tokens: who sent the request that needed one (a POST, or a PATCH declaring a
          * deferred length), and the POST's admission, whose slot among the tenant's uploads in
          * progress is held until the request ends (tus_reset gives it back) */
@@ -180,7 +192,7 @@ void tus_reset(struct http *h);
 /* ---- download.c: files at /f/, and the face's record lookups ---- */
 
 /* Asks h->lk.q (kind and inputs filled in) and continues with then (struct http_lookup). */
-void http_lookup(struct http *h, void (*then)(struct http *h, struct chp_store_lookup *q));
+void http_lookup(struct http *h, const struct chp_http_request *req, http_lookup_fn then);
 
 /* The file id of a /f/<64 lowercase hex> path; false when it is not one. */
 bool download_parse_id(struct chp_http_str path, uint8_t id[CHP_HASH_BYTES] /* out */);
