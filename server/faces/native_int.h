@@ -125,6 +125,8 @@ struct nlookup {
         uint32_t stored, chunk_count;
         int pending_rc;
         uint8_t *buf; /* HAVE: the addresses asked about, then a byte each */
+        void *ctx;    /* the caller's, freed with free_ctx (may be NULL) */
+        void (*free_ctx)(void *ctx);
 };
 /* A new lookup op of frame frame_id, or NULL (out of memory). */
 struct nlookup *nlookup_new(struct conn *c, uint32_t frame_id);

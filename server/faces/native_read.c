@@ -41,6 +41,8 @@ void nlookup_free(struct nlookup *op)
         free(op->present);
         free(op->have);
         free(op->buf);
+        if (op->free_ctx)
+                op->free_ctx(op->ctx);
         free(op);
 }
 
