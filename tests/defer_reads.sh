@@ -6,8 +6,8 @@
 # (an HTTP GET, a native get, killed mid-way) and a relay stopped mid-download leave it serving
 # and exiting cleanly (under ASan: no leak). The store's report at close shows that the faces
 # used the deferred path and never read on their loop thread. Record lookups (chp_store_lookup)
-# are deferred the same way: GET and HEAD /f/ID, native get and STAT all work with every
-# lookup answered later, none is read on a loop
+# are deferred the same way: GET and HEAD /f/ID, native get and STAT, a native put and a tus
+# upload resumed after HEAD all work with every lookup answered later, none is read on a loop
 # thread, and clients that close while their lookup is under way leave the relay serving.
 # Usage: defer_reads.sh CHAPARD_FAULT CHAPAR      (needs curl)
 set -uo pipefail
@@ -45,6 +45,24 @@ range_same() { # FID FIRST LAST FILE: GET Range bytes=FIRST-LAST is that slice o
 }
 report() { sed -n 's/.*fault injection: \([0-9]*\) chunk reads deferred, \([0-9]*\) read synchronously.*/\1 \2/p' "$tmp/R.log" | tail -n 1; }
 lookups() { sed -n 's/.*fault injection: .* \([0-9]*\) lookups deferred, \([0-9]*\) record reads synchronous.*/\1 \2/p' "$tmp/R.log" | tail -n 1; }
+tus_resume() { # FILE CUT: stores FILE through tus in two PATCHes, the second from HEAD's offset
+        local len loc off
+        len=$(stat -c %s "$1")
+        loc=$(curl -sS -D - -o /dev/null -X POST -H 'Tus-Resumable: 1.0.0' \
+                -H "Upload-Length: $len" -H 'Upload-Metadata: filename cmVzdW1lZC5iaW4=' \
+                "http://${http[R]}/files/" | tr -d '\r' | sed -n 's/^Location: //Ip')
+        [ -n "$loc" ] || return 1
+        head -c "$2" "$1" >"$tmp/part"
+        curl -sS -o /dev/null -X PATCH -H 'Tus-Resumable: 1.0.0' -H 'Upload-Offset: 0' \
+                -H 'Content-Type: application/offset+octet-stream' --data-binary @"$tmp/part" "$loc"
+        off=$(curl -sS -I -H 'Tus-Resumable: 1.0.0' "$loc" | tr -d '\r' |
+                sed -n 's/^Upload-Offset: //Ip')
+        [ "$off" = "$2" ] || { echo "HEAD says offset '$off', not $2" >&2; return 1; }
+        tail -c +$((off + 1)) "$1" >"$tmp/rest"
+        curl -sS -D - -o /dev/null -X PATCH -H 'Tus-Resumable: 1.0.0' -H "Upload-Offset: $off" \
+                -H 'Content-Type: application/offset+octet-stream' --data-binary @"$tmp/rest" "$loc" |
+                tr -d '\r' | sed -n 's/^Chapar-File-Id: //Ip'
+}
 
 head -c 3500000 /dev/urandom >"$tmp/big"   # tus: 4 chunks of 1 MiB, the last not inline
 head -c 2000000 /dev/urandom >"$tmp/native" # native: 31 chunks of 64 KiB
@@ -105,6 +123,23 @@ check "after clients closed during their lookups, GET /f/ID still serves" \
 check "the relay stops cleanly" "relay_stop R"
 read -r looked sync <<<"$(lookups)"
 check "the closed requests' lookups were under way (${looked:-none} deferred)" "[ '${looked:-0}' -ge 4 ]"
+
+# Uploads: a native put (OPEN, the chunk map, COMMIT) and a tus upload resumed after HEAD.
+start_relay 5
+head -c 2500000 /dev/urandom >"$tmp/resumed"
+head -c 700000 /dev/urandom >"$tmp/native2"
+rfid=$(tus_resume "$tmp/resumed" 1500000)
+check "a tus upload resumed from HEAD's offset, every lookup deferred" "[ -n '$rfid' ]"
+check "and it reads back the same" \
+        "curl -sS -o '$tmp/whole' 'http://${http[R]}/f/$rfid' && cmp -s '$tmp/resumed' '$tmp/whole'"
+t2=$(put "$tmp/native2") || cat "$tmp/err"
+check "a native put with every lookup deferred" "[ -n '$t2' ] && get_same '$t2' '$tmp/native2'"
+check "the relay stops cleanly" "relay_stop R"
+read -r looked sync <<<"$(lookups)"
+check "the upload faces asked the store's thread (${looked:-none} lookups deferred)" \
+        "[ '${looked:-0}' -ge 6 ]"
+check "no record read on a loop thread while uploading (${sync:-none} synchronous)" \
+        "[ '${sync:-x}' = 0 ]"
 
 # Reads that complete as soon as they are queued: often before the face's call has returned.
 start_relay 0
