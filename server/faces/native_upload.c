@@ -4,9 +4,9 @@
  * for checking the chunks to come).
  *
  * Records a completion needs (the chunks an opened upload has, whether a file is stored) are
- * asked with chp_store_lookup (native_read.c's nlookup, which then owns the op). A CHUNK for an
- * upload this connection does not have at hand still reads its manifest synchronously
- * (upl_get).
+ * asked with chp_store_lookup (native_read.c's nlookup, which then owns the op); a CHUNK of an
+ * upload this connection does not have at hand waits (parked, its payload kept) for the
+ * upload's manifest the same way.
  *
  * Loop thread only (the writer thread only sees the chp_store_req inside an op).
  */
@@ -99,23 +99,6 @@ static struct upl *upl_add(struct conn *c, const uint8_t *id, const uint8_t *fil
         u->manifest_len = len;
         u->last_used = chp_net_now_ms();
         return u;
-}
-
-/* The upload at hand, or loaded from the store (another connection opened it). */
-static struct upl *upl_get(struct conn *c, const uint8_t *id)
-{
-        struct upl *u = upl_find(c->nat, id);
-        if (u)
-                return u;
-        uint8_t *m = NULL, file_id[CHP_HASH_BYTES];
-        size_t len = 0;
-        if (chp_store_upload_manifest(c->sh->store, id, &m, &len) != 0)
-                return NULL;
-        if (chp_manifest_id(m, len, file_id) != 0) {
-                free(m);
-                return NULL;
-        }
-        return upl_add(c, id, file_id, m, len);
 }
 
 /* ---- requests that go through the store's writer ----------------------------------------- */
@@ -387,41 +370,25 @@ static bool open_done(struct conn *c, struct op *op)
         return true;
 }
 
-void native_upload_chunk(struct conn *c, const struct chp_frame_header *h, uint8_t *p, bool owned)
+/* A CHUNK whose upload is known (u), hashed (sum, or hash_rc): checked against the manifest
+ * and handed to the writer. p (h->len bytes) is taken over when owned. */
+static void chunk_checked(struct conn *c, const struct chp_frame_header *h, uint8_t *p, bool owned,
+                          const struct chp_msg_chunk *m, const uint8_t sum[CHP_HASH_BYTES],
+                          int hash_rc, struct upl *u)
 {
         struct native *n = c->nat;
-        struct chp_msg_chunk m;
-        uint8_t sum[CHP_HASH_BYTES];
-        if (chp_msg_chunk_decode(p, h->len, &m) != 0) {
-                native_reply_error(c, h->id, CHP_WE_BAD_FRAME, "CHUNK shorter than its prefix");
-                goto drop;
-        }
-        struct upl *u = upl_get(c, m.upload_id);
-        if (!u) {
-                native_reply_error(c, h->id, CHP_WE_NOT_FOUND, "no such upload");
-                goto drop;
-        }
-        if (m.index >= u->m.chunk_count || m.len != chp_manifest_chunk_len(&u->m, m.index)) {
+        if (m->index >= u->m.chunk_count || m->len != chp_manifest_chunk_len(&u->m, m->index)) {
                 native_reply_error(
                     c, h->id, CHP_WE_MISMATCH, "chunk %u: %zu bytes where the manifest has %u",
-                    m.index, m.len,
-                    m.index < u->m.chunk_count ? chp_manifest_chunk_len(&u->m, m.index) : 0);
+                    m->index, m->len,
+                    m->index < u->m.chunk_count ? chp_manifest_chunk_len(&u->m, m->index) : 0);
                 goto drop;
         }
-        int rc;
-        if (owned) {
-                /* hashed while it arrived; the rest now */
-                rc = chp_sha256_update(&n->sha, p + n->hashed, h->len - n->hashed);
-                if (!rc)
-                        rc = chp_sha256_final(&n->sha, sum);
-        } else {
-                rc = chp_sha256(m.data, m.len, sum);
-        }
-        const uint8_t *want = u->m.addrs + (size_t)m.index * CHP_HASH_BYTES;
-        if (rc || memcmp(sum, want, CHP_HASH_BYTES) != 0) {
+        const uint8_t *want = u->m.addrs + (size_t)m->index * CHP_HASH_BYTES;
+        if (hash_rc || memcmp(sum, want, CHP_HASH_BYTES) != 0) {
                 native_reply_error(c, h->id, CHP_WE_MISMATCH,
                                    "chunk %u does not hash to its address; nothing stored",
-                                   m.index);
+                                   m->index);
                 goto drop;
         }
         struct op *op = op_new(c, CHP_F_CHUNK, h->id, CHP_REQ_PUT);
@@ -439,21 +406,108 @@ void native_upload_chunk(struct conn *c, const struct chp_frame_header *h, uint8
                 return;
         }
         op->buf_len = h->len;
-        op->index = m.index;
-        op->chunk_len = (uint32_t)m.len;
+        op->index = m->index;
+        op->chunk_len = (uint32_t)m->len;
         memcpy(op->base.req.u.put.addr, want, CHP_HASH_BYTES);
         op->base.req.u.put.data = op->buf + CHP_CHUNK_PREFIX;
-        op->base.req.u.put.len = (uint32_t)m.len;
+        op->base.req.u.put.len = (uint32_t)m->len;
         op->base.req.u.put.verified = true;
         op->base.req.u.put.has_upload = true;
-        memcpy(op->base.req.u.put.upload_id, m.upload_id, CHP_UPLOAD_ID_BYTES);
-        op->base.req.u.put.index = m.index;
+        memcpy(op->base.req.u.put.upload_id, m->upload_id, CHP_UPLOAD_ID_BYTES);
+        op->base.req.u.put.index = m->index;
         if (op_submit(c, op))
-                n->window_used += m.len;
+                n->window_used += m->len;
         return;
 drop:
         if (owned)
                 native_payload_free(c->sh, p, h->len);
+}
+
+/* A CHUNK of an upload not at hand (another connection opened it), waiting for its manifest:
+ * the frame's payload (charged to the memory budget) and its hash. */
+struct parked_chunk {
+        struct chp_shared *sh;
+        struct chp_frame_header h;
+        uint8_t *p; /* h.len bytes, owned */
+        uint8_t sum[CHP_HASH_BYTES];
+        int hash_rc;
+};
+
+static void parked_free(void *ctx)
+{
+        struct parked_chunk *pc = ctx;
+        native_payload_free(pc->sh, pc->p, pc->h.len);
+        free(pc);
+}
+
+static void chunk_got_manifest(struct conn *c, struct nlookup *nl)
+{
+        struct parked_chunk *pc = nl->ctx;
+        struct chp_store_lookup *q = &nl->q;
+        struct chp_msg_chunk m;
+        uint8_t file_id[CHP_HASH_BYTES];
+        struct upl *u = NULL;
+        if (chp_msg_chunk_decode(pc->p, pc->h.len, &m) == 0 && !q->status &&
+            chp_manifest_id(q->manifest, q->manifest_len, file_id) == 0) {
+                u = upl_add(c, m.upload_id, file_id, q->manifest, q->manifest_len);
+                q->manifest = NULL; /* taken over (freed by upl_add when it does not decode) */
+        }
+        if (u) {
+                uint8_t *p = pc->p;
+                pc->p = NULL; /* taken over by chunk_checked */
+                chunk_checked(c, &pc->h, p, true, &m, pc->sum, pc->hash_rc, u);
+        } else {
+                native_reply_error(c, pc->h.id, CHP_WE_NOT_FOUND, "no such upload");
+        }
+        nlookup_free(nl);
+}
+
+void native_upload_chunk(struct conn *c, const struct chp_frame_header *h, uint8_t *p, bool owned)
+{
+        struct native *n = c->nat;
+        struct chp_msg_chunk m;
+        uint8_t sum[CHP_HASH_BYTES];
+        if (chp_msg_chunk_decode(p, h->len, &m) != 0) {
+                native_reply_error(c, h->id, CHP_WE_BAD_FRAME, "CHUNK shorter than its prefix");
+                if (owned)
+                        native_payload_free(c->sh, p, h->len);
+                return;
+        }
+        int rc;
+        if (owned) {
+                /* hashed while it arrived; the rest now */
+                rc = chp_sha256_update(&n->sha, p + n->hashed, h->len - n->hashed);
+                if (!rc)
+                        rc = chp_sha256_final(&n->sha, sum);
+        } else {
+                rc = chp_sha256(m.data, m.len, sum);
+        }
+        struct upl *u = upl_find(n, m.upload_id);
+        if (u) {
+                chunk_checked(c, h, p, owned, &m, sum, rc, u);
+                return;
+        }
+        /* not at hand: its manifest is looked up, the frame parked meanwhile */
+        struct parked_chunk *pc = calloc(1, sizeof(*pc));
+        struct nlookup *nl = pc ? nlookup_new(c, h->id) : NULL;
+        uint8_t *keep = !nl ? NULL : owned ? p : native_payload_alloc(c, h->len);
+        if (!keep) {
+                free(pc);
+                nlookup_free(nl);
+                native_reply_error(c, h->id, CHP_WE_UNAVAILABLE, "out of memory");
+                if (owned)
+                        native_payload_free(c->sh, p, h->len);
+                return;
+        }
+        if (!owned)
+                memcpy(keep, p, h->len);
+        *pc = (struct parked_chunk){.sh = c->sh, .h = *h, .p = keep, .hash_rc = rc};
+        memcpy(pc->sum, sum, CHP_HASH_BYTES);
+        nl->ctx = pc;
+        nl->free_ctx = parked_free;
+        nl->q = (struct chp_store_lookup){.kind = CHP_LOOKUP_UPLOAD_MANIFEST};
+        memcpy(nl->q.id, m.upload_id, CHP_UPLOAD_ID_BYTES);
+        nlookup_ask(c, nl, chunk_got_manifest);
 }
 
 static void chunk_reply(struct conn *c, struct op *op)
