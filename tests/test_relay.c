@@ -226,6 +226,50 @@ TEST(only_the_creator_deletes_an_upload)
         rc_file_free(&f);
 }
 
+/* Chunks of an upload sent on a connection that did not open it (a client spreading one upload
+ * over several connections): the relay loads the upload's manifest from the store for them
+ * (a lookup the CHUNK waits for, parked) and the file completes. */
+TEST(chunks_on_a_connection_that_did_not_open)
+{
+        REQUIRE(started());
+        struct rc_conn a, b;
+        REQUIRE_OK(rc_connect(&a, relay.addr));
+        REQUIRE_OK(rc_connect(&b, relay.addr));
+        struct rc_file f;
+        REQUIRE_OK(rc_file_make(&f, 5 * 64 * KiB - 7, 64 * KiB, 660, 0));
+        uint8_t id[CHP_UPLOAD_ID_BYTES], fid[CHP_HASH_BYTES];
+        uint8_t *missing;
+        bool complete;
+        REQUIRE_OK(rc_open(&a, &f, id, &missing, &complete));
+        CHECK(!complete);
+        struct rc_put_stats st = {0};
+        CHECK_OK(rc_send_chunks(&b, &f, id, missing, UINT32_MAX, &st));
+        CHECK_EQ(st.chunks_sent, 5);
+        free(missing);
+        /* a chunk of an upload that does not exist is refused the same way, as before */
+        uint8_t none[CHP_UPLOAD_ID_BYTES];
+        memset(none, 0x5a, sizeof(none));
+        REQUIRE_OK(rc_open(&a, &f, id, &missing, &complete)); /* nothing missing now */
+        for (uint32_t i = 0; i < 5; i++)
+                CHECK(!chp_bit(missing, i));
+        free(missing);
+        uint8_t *all = calloc(1, 1);
+        all[0] = 0x1f;
+        CHECK_EQ(rc_send_chunks(&b, &f, none, all, 1, &st), CHP_EREMOTE);
+        CHECK_EQ(b.last_error, CHP_WE_NOT_FOUND);
+        free(all);
+        CHECK_OK(rc_commit(&b, id, fid));
+        CHECK(memcmp(fid, f.file_id, CHP_HASH_BYTES) == 0);
+        uint8_t *out = NULL;
+        uint64_t len = 0;
+        CHECK_OK(rc_get(&a, f.file_id, &out, &len));
+        CHECK(same(&f, out, len));
+        free(out);
+        rc_close(&a);
+        rc_close(&b);
+        rc_file_free(&f);
+}
+
 TEST(download_while_uploading)
 {
         REQUIRE(started());

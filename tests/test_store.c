@@ -1323,6 +1323,314 @@ TEST(close_completes_outstanding_reads)
         free(c.data);
 }
 
+/* ---- asynchronous record lookups (chp_store_lookup) ----------------------------------------
+ * Each kind answers what its synchronous function answers: at once from the local store, and
+ * later, once, from a thread of the store's when CHAPAR_STORE_DEFER_READS is set. */
+
+/* One lookup's completion, as a caller would see it. */
+struct lwait {
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        int calls;
+        pthread_t thread; /* that ran done */
+};
+
+static void lookup_arrived(struct chp_store_lookup *q)
+{
+        struct lwait *w = q->ctx;
+        pthread_mutex_lock(&w->lock);
+        w->calls++;
+        w->thread = pthread_self();
+        pthread_cond_broadcast(&w->cond);
+        pthread_mutex_unlock(&w->lock);
+}
+
+/* Asks q and returns its status once answered: now (deferred false: done never called) or
+ * later (deferred: -EINPROGRESS, then done exactly once, on another thread). */
+static int ask(struct chp_store *s, struct chp_store_lookup *q, bool deferred)
+{
+        struct lwait w = {.calls = 0};
+        pthread_mutex_init(&w.lock, NULL);
+        pthread_cond_init(&w.cond, NULL);
+        q->done = lookup_arrived;
+        q->ctx = &w;
+        q->status = 12345; /* overwritten by every answer */
+        int rc = chp_store_lookup(s, q);
+        if (deferred && rc != -EINPROGRESS) {
+                CHECK_EQ(rc, -EINPROGRESS); /* answered now: fails here, without waiting */
+        } else if (deferred) {
+                pthread_mutex_lock(&w.lock);
+                while (w.calls == 0)
+                        pthread_cond_wait(&w.cond, &w.lock);
+                pthread_mutex_unlock(&w.lock);
+                CHECK(!pthread_equal(w.thread, pthread_self()));
+                rc = q->status;
+        } else {
+                CHECK_EQ(rc, q->status);
+        }
+        pthread_mutex_lock(&w.lock);
+        CHECK_EQ(w.calls, deferred ? 1 : 0);
+        pthread_mutex_unlock(&w.lock);
+        pthread_cond_destroy(&w.cond);
+        pthread_mutex_destroy(&w.lock);
+        return rc;
+}
+
+/* A store holding one of everything a lookup reads: a file with tus metadata (committed from a
+ * tus upload), a native upload with one of its three chunks (its file pending), a tus upload
+ * with 3000 tail bytes. */
+struct lookup_world {
+        struct chunk ch[3], whole;
+        uint8_t *man; /* the native upload's manifest */
+        size_t man_len;
+        uint8_t pending_fid[CHP_HASH_BYTES], file_id[CHP_HASH_BYTES];
+        uint8_t *file_man;
+        size_t file_man_len;
+        struct chp_upload *native, *tus;
+};
+
+static const char world_meta[] = "filename aGVsbG8udHh0,filetype dGV4dC9wbGFpbg==";
+
+static void world_build(struct chp_store *s, struct lookup_world *w)
+{
+        memset(w, 0, sizeof(*w));
+        for (int i = 0; i < 3; i++)
+                w->ch[i] = make_chunk(i == 2 ? 1000 : 65536, 1700 + (uint32_t)i);
+        w->whole = make_chunk(65536, 1710);
+        w->man = manifest_of(w->ch, 3, 65536, &w->man_len);
+        REQUIRE_OK(chp_manifest_id(w->man, w->man_len, w->pending_fid));
+        REQUIRE_OK(put_chunk(s, &w->ch[1]));
+        w->native = calloc(1, sizeof(*w->native));
+        memset(w->native->id, 0x41, CHP_UPLOAD_ID_BYTES);
+        w->native->chunk_size = 65536;
+        struct chp_store_req open = {.type = CHP_REQ_UPLOAD_CREATE};
+        open.u.upload_create.upload = w->native;
+        open.u.upload_create.manifest = w->man;
+        open.u.upload_create.manifest_len = w->man_len;
+        REQUIRE_OK(chp_store_run(s, &open));
+
+        /* a tus upload of one chunk, with metadata, committed as a file */
+        struct chp_upload *t = calloc(1, sizeof(*t));
+        memset(t->id, 0x42, CHP_UPLOAD_ID_BYTES);
+        t->chunk_size = 65536;
+        t->declared_size = 65536;
+        t->meta_len = (uint32_t)strlen(world_meta);
+        memcpy(t->meta, world_meta, t->meta_len);
+        struct chp_store_req cr = {.type = CHP_REQ_UPLOAD_CREATE};
+        cr.u.upload_create.upload = t;
+        REQUIRE_OK(chp_store_run(s, &cr));
+        struct chp_store_req p = {.type = CHP_REQ_PUT};
+        memcpy(p.u.put.addr, w->whole.addr, CHP_HASH_BYTES);
+        p.u.put.data = w->whole.data;
+        p.u.put.len = w->whole.len;
+        p.u.put.has_upload = true;
+        memcpy(p.u.put.upload_id, t->id, CHP_UPLOAD_ID_BYTES);
+        REQUIRE_OK(chp_store_run(s, &p));
+        w->file_man = manifest_of(&w->whole, 1, 65536, &w->file_man_len);
+        struct chp_store_req c = {.type = CHP_REQ_COMMIT};
+        c.u.commit.manifest = w->file_man;
+        c.u.commit.manifest_len = w->file_man_len;
+        c.u.commit.has_upload = true;
+        c.u.commit.keep_upload = true; /* as tus does: the metadata stays with the file */
+        c.u.commit.expires = 7000;
+        memcpy(c.u.commit.upload_id, t->id, CHP_UPLOAD_ID_BYTES);
+        REQUIRE_OK(chp_store_run(s, &c));
+        memcpy(w->file_id, c.u.commit.file_id, CHP_HASH_BYTES);
+
+        /* a tus upload under way: 3000 bytes kept as its tail */
+        memset(t->id, 0x43, CHP_UPLOAD_ID_BYTES);
+        t->declared_size = 200000;
+        REQUIRE_OK(chp_store_run(s, &cr));
+        struct chp_store_req ta = {.type = CHP_REQ_TAIL_APPEND};
+        memcpy(ta.u.tail_append.upload_id, t->id, CHP_UPLOAD_ID_BYTES);
+        ta.u.tail_append.data = w->ch[0].data;
+        ta.u.tail_append.len = 3000;
+        REQUIRE_OK(chp_store_run(s, &ta));
+        w->tus = t;
+}
+
+static void world_free(struct lookup_world *w)
+{
+        for (int i = 0; i < 3; i++)
+                free(w->ch[i].data);
+        free(w->whole.data);
+        free(w->man);
+        free(w->file_man);
+        free(w->native);
+        free(w->tus);
+}
+
+/* Every kind of lookup on w, answered now or deferred; each answer as the synchronous one. */
+static void lookups_answer(struct chp_store *s, struct lookup_world *w, bool deferred)
+{
+        struct chp_store_lookup q;
+        uint8_t unknown[CHP_HASH_BYTES];
+        memset(unknown, 0x99, sizeof(unknown));
+
+        /* FILE: the manifest and info; existence only; unknown */
+        q = (struct chp_store_lookup){.kind = CHP_LOOKUP_FILE, .want_manifest = true};
+        memcpy(q.id, w->file_id, CHP_HASH_BYTES);
+        CHECK_OK(ask(s, &q, deferred));
+        CHECK(q.manifest_len == w->file_man_len && q.manifest &&
+              memcmp(q.manifest, w->file_man, w->file_man_len) == 0);
+        CHECK_EQ(q.info.expires, 7000);
+        CHECK_EQ(q.info.size, 65536);
+        uint8_t *taken = q.manifest; /* a caller may take the manifest */
+        q.manifest = NULL;
+        chp_store_lookup_clear(&q);
+        free(taken);
+        q.want_manifest = false;
+        CHECK_OK(ask(s, &q, deferred));
+        CHECK(q.manifest == NULL && q.info.size == 65536);
+        memcpy(q.id, unknown, CHP_HASH_BYTES);
+        CHECK_EQ(ask(s, &q, deferred), -ENOENT);
+
+        /* FILE_META: the tus metadata the file kept, the request's; none for a file without */
+        q = (struct chp_store_lookup){.kind = CHP_LOOKUP_FILE_META};
+        memcpy(q.id, w->file_id, CHP_HASH_BYTES);
+        CHECK_OK(ask(s, &q, deferred));
+        CHECK(q.len == strlen(world_meta) && q.meta && memcmp(q.meta, world_meta, q.len) == 0);
+        chp_store_lookup_clear(&q);
+        CHECK(q.meta == NULL && q.len == 0);
+        memcpy(q.id, unknown, CHP_HASH_BYTES);
+        CHECK_OK(ask(s, &q, deferred));
+        CHECK(q.len == 0 && q.meta == NULL);
+
+        /* UPLOAD: the record */
+        struct chp_upload *up = calloc(1, sizeof(*up));
+        q = (struct chp_store_lookup){.kind = CHP_LOOKUP_UPLOAD, .upload = up};
+        memcpy(q.id, w->tus->id, CHP_UPLOAD_ID_BYTES);
+        CHECK_OK(ask(s, &q, deferred));
+        CHECK(memcmp(up->id, w->tus->id, CHP_UPLOAD_ID_BYTES) == 0);
+        CHECK(up->declared_size == 200000 && up->meta_len == strlen(world_meta));
+        memcpy(q.id, unknown, CHP_UPLOAD_ID_BYTES);
+        CHECK_EQ(ask(s, &q, deferred), -ENOENT);
+        free(up);
+
+        /* UPLOAD_PROGRESS: chunks and tail length; with a buffer, the tail bytes */
+        uint8_t tail[65536];
+        q = (struct chp_store_lookup){.kind = CHP_LOOKUP_UPLOAD_PROGRESS};
+        memcpy(q.id, w->tus->id, CHP_UPLOAD_ID_BYTES);
+        CHECK_OK(ask(s, &q, deferred));
+        CHECK(q.chunks == 0 && q.len == 3000);
+        q.buf = tail;
+        q.cap = sizeof(tail);
+        CHECK_OK(ask(s, &q, deferred));
+        CHECK(q.len == 3000 && memcmp(tail, w->ch[0].data, 3000) == 0);
+        q.cap = 10;
+        CHECK_EQ(ask(s, &q, deferred), -ENOBUFS);
+        memcpy(q.id, unknown, CHP_UPLOAD_ID_BYTES);
+        CHECK_EQ(ask(s, &q, deferred), -ENOENT);
+
+        /* UPLOAD_CHUNKS: which of the native upload's chunks it has, and their addresses */
+        uint8_t have[3], addrs[3 * CHP_HASH_BYTES];
+        memset(have, 7, sizeof(have));
+        q = (struct chp_store_lookup){
+            .kind = CHP_LOOKUP_UPLOAD_CHUNKS, .n = 3, .present = have, .chunk_addrs = addrs};
+        memcpy(q.id, w->native->id, CHP_UPLOAD_ID_BYTES);
+        CHECK_OK(ask(s, &q, deferred));
+        CHECK(have[0] == 0 && have[1] == 1 && have[2] == 0);
+        CHECK(memcmp(addrs + CHP_HASH_BYTES, w->ch[1].addr, CHP_HASH_BYTES) == 0);
+        memcpy(q.id, unknown, CHP_UPLOAD_ID_BYTES);
+        CHECK(ask(s, &q, deferred) < 0);
+
+        /* UPLOAD_MANIFEST: a copy, the request's until cleared */
+        q = (struct chp_store_lookup){.kind = CHP_LOOKUP_UPLOAD_MANIFEST};
+        memcpy(q.id, w->native->id, CHP_UPLOAD_ID_BYTES);
+        CHECK_OK(ask(s, &q, deferred));
+        CHECK(q.manifest_len == w->man_len && q.manifest &&
+              memcmp(q.manifest, w->man, w->man_len) == 0);
+        chp_store_lookup_clear(&q);
+        CHECK(q.manifest == NULL);
+        memcpy(q.id, w->tus->id, CHP_UPLOAD_ID_BYTES); /* a tus upload has none */
+        CHECK_EQ(ask(s, &q, deferred), -ENOENT);
+        CHECK(q.manifest == NULL);
+
+        /* PENDING: the upload writing a file */
+        q = (struct chp_store_lookup){.kind = CHP_LOOKUP_PENDING};
+        memcpy(q.id, w->pending_fid, CHP_HASH_BYTES);
+        CHECK_OK(ask(s, &q, deferred));
+        CHECK(memcmp(q.upload_id, w->native->id, CHP_UPLOAD_ID_BYTES) == 0);
+        memcpy(q.id, w->file_id, CHP_HASH_BYTES); /* stored, not pending */
+        CHECK_EQ(ask(s, &q, deferred), -ENOENT);
+
+        /* HAS: which of n addresses are stored */
+        uint8_t asked[3 * CHP_HASH_BYTES], present[3];
+        memcpy(asked, w->ch[0].addr, CHP_HASH_BYTES);
+        memcpy(asked + CHP_HASH_BYTES, w->ch[1].addr, CHP_HASH_BYTES);
+        memcpy(asked + 2 * CHP_HASH_BYTES, w->whole.addr, CHP_HASH_BYTES);
+        memset(present, 7, sizeof(present));
+        q = (struct chp_store_lookup){
+            .kind = CHP_LOOKUP_HAS, .addrs = asked, .n = 3, .present = present};
+        CHECK_OK(ask(s, &q, deferred));
+        CHECK(present[0] == 0 && present[1] == 1 && present[2] == 1);
+
+        /* a kind the store does not know, or a request without its buffer */
+        q = (struct chp_store_lookup){.kind = (enum chp_store_lookup_kind)99};
+        CHECK_EQ(chp_store_lookup(s, &q), -EINVAL);
+        q = (struct chp_store_lookup){.kind = CHP_LOOKUP_HAS, .n = 1, .addrs = asked};
+        CHECK_EQ(ask(s, &q, deferred), -EINVAL);
+}
+
+TEST(lookups_local_answer_now)
+{
+        fresh_dir();
+        struct chp_store *s = open_deferring(NULL);
+        REQUIRE(s);
+        struct lookup_world w;
+        world_build(s, &w);
+        lookups_answer(s, &w, false);
+        chp_store_close(s);
+        world_free(&w);
+}
+
+TEST(lookups_deferred_answer_later_once)
+{
+        fresh_dir();
+        struct chp_store *s = open_deferring("5");
+        REQUIRE(s);
+        struct lookup_world w;
+        world_build(s, &w);
+        lookups_answer(s, &w, true);
+        chp_store_close(s);
+        world_free(&w);
+}
+
+/* Lookups still queued when the store closes are answered before chp_store_close returns, each
+ * exactly once (a relay frees its loops after the store). */
+TEST(close_answers_outstanding_lookups)
+{
+        fresh_dir();
+        struct chp_store *s = open_deferring("50");
+        REQUIRE(s);
+        struct lookup_world w;
+        world_build(s, &w);
+        enum { N = 8 };
+        struct chp_store_lookup q[N];
+        struct lwait lw = {.calls = 0};
+        pthread_mutex_init(&lw.lock, NULL);
+        pthread_cond_init(&lw.cond, NULL);
+        for (int i = 0; i < N; i++) {
+                q[i] = (struct chp_store_lookup){.kind = CHP_LOOKUP_FILE,
+                                                 .want_manifest = true,
+                                                 .done = lookup_arrived,
+                                                 .ctx = &lw};
+                memcpy(q[i].id, w.file_id, CHP_HASH_BYTES);
+                CHECK_EQ(chp_store_lookup(s, &q[i]), -EINPROGRESS);
+        }
+        chp_store_close(s);
+        CHECK_EQ(lw.calls, N);
+        for (int i = 0; i < N; i++) {
+                CHECK(q[i].status == 0 || q[i].status == CHP_ECLOSED);
+                if (q[i].status == 0)
+                        CHECK(q[i].manifest_len == w.file_man_len);
+                chp_store_lookup_clear(&q[i]); /* nothing leaks (ASan) */
+        }
+        pthread_cond_destroy(&lw.cond);
+        pthread_mutex_destroy(&lw.lock);
+        world_free(&w);
+}
+
 /* ---- I/O faults (the store is built with CHAPAR_FAULT_INJECTION here) ---------------------- */
 
 static const char *site_name[CHP_FAULT_SITES] = {"segment write", "segment sync", "segment create",

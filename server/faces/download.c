@@ -195,20 +195,70 @@ void download_fill(struct conn *c)
         }
 }
 
-/* Content-Type and Content-Disposition of a download: the filetype and filename that the tus
- * upload which stored the file gave in Upload-Metadata, when they are sane (the type a media
- * type, the name made safe by chp_http_content_disposition); else application/octet-stream and
- * no disposition. Metadata never reaches the head unchecked. A type the uploader chose is
- * always an attachment, never rendered inline (an uploaded text/html page would otherwise run
- * as the relay's origin), and never sniffed. */
-static void file_names(struct http *h, struct resp *r)
+/* ---- the face's record lookups --------------------------------------------------------- */
+
+/* The store's thread: the answer is in; the loop goes on. */
+static void lookup_arrived(struct chp_store_lookup *q)
 {
-        /* on the loop thread's stack: most files (native uploads) have no metadata, and a
-         * download should not pay three allocations to find that out */
-        uint8_t meta[CHP_UPLOAD_META_MAX], val[CHP_UPLOAD_META_MAX];
+        struct http_lookup *lk = q->ctx;
+        chp_loop_post(lk->base.c->loop, &lk->base.req);
+}
+
+/* Loop thread: the answer of a lookup that was under way. It held the connection; once closed,
+ * what the answer owns is freed here. */
+static void lookup_done(struct conn_op *base)
+{
+        struct http_lookup *lk = (struct http_lookup *)base;
+        struct conn *c = base->c;
+        struct http *h = c->proto;
+        h->pending--;
+        if (!c->closed) {
+                lk->then(h, &lk->q, lk->has_req ? &lk->req : NULL);
+                if (h->ph == PH_CREATE && !h->pending)
+                        http_request_done(h); /* answered (an error), as on_request's rule */
+                if (h->ph == PH_HEAD || h->ph == PH_DISCARD)
+                        http_on_input(c); /* answered: the next request */
+                conn_flush(c);
+                conn_maybe_read(c);
+        } else {
+                chp_store_lookup_clear(&lk->q);
+        }
+        conn_release(c);
+}
+
+void http_lookup(struct http *h, const struct chp_http_request *req, http_lookup_fn then)
+{
+        struct http_lookup *lk = &h->lk;
+        lk->base.c = h->c;
+        lk->base.done = lookup_done;
+        lk->then = then;
+        lk->q.done = lookup_arrived;
+        lk->q.ctx = lk;
+        if (chp_store_lookup(h->c->sh->store, &lk->q) != -EINPROGRESS) {
+                then(h, &lk->q, req);
+                return;
+        }
+        if ((lk->has_req = req != NULL) && req != &lk->req)
+                lk->req = *req; /* its strings point into h->head, which stays */
+        lk->base.t0 = chp_net_now_us();
+        h->pending++; /* the request is answered from lookup_done */
+        conn_hold(h->c);
+}
+
+/* ---- GET and HEAD /f/<file id> ----------------------------------------------------------- */
+
+/* Content-Type and Content-Disposition of a download: the filetype and filename that the tus
+ * upload which stored the file gave in Upload-Metadata (meta, mlen bytes), when they are sane
+ * (the type a media type, the name made safe by chp_http_content_disposition); else
+ * application/octet-stream and no disposition. Metadata never reaches the head unchecked. A type
+ * the uploader chose is always an attachment, never rendered inline (an uploaded text/html page
+ * would otherwise run as the relay's origin), and never sniffed. */
+static void file_names(struct resp *r, const uint8_t *meta, size_t mlen)
+{
+        /* on the loop thread's stack: most files (native uploads) have no metadata */
+        uint8_t val[CHP_UPLOAD_META_MAX];
         char disp[CHP_HTTP_DISPOSITION_MAX];
-        ssize_t mlen = chp_store_file_meta(h->c->sh->store, h->id, meta, sizeof(meta));
-        struct chp_http_str m = {(const char *)meta, mlen > 0 ? (size_t)mlen : 0};
+        struct chp_http_str m = {(const char *)meta, meta ? mlen : 0};
         size_t n;
         bool typed = false;
         if (m.n && chp_http_check_metadata(m) == 0) {
@@ -228,69 +278,22 @@ static void file_names(struct http *h, struct resp *r)
         http_add(r, "X-Content-Type-Options: nosniff\r\n");
 }
 
-void download_get(struct http *h, const struct chp_http_request *req)
+/* The file's metadata is in (or not: then none is sent): the head, then the bytes. */
+static void got_meta(struct http *h, struct chp_store_lookup *q, const struct chp_http_request *req)
 {
-        struct conn *c = h->c;
-        uint8_t *man = NULL;
-        size_t len = 0;
-        int rc = chp_store_file_get(c->sh->store, h->id, &man, &len, NULL);
-        if (rc) {
-                int st = rc == -ENOENT ? 404 : rc == CHP_EQUARANTINED ? 451 : 500;
-                http_simple(h, st,
-                            st == 500       ? NULL
-                            : rc == -ENOENT ? "no such file"
-                                            : chp_strerror(rc));
-                http_request_done(h);
-                return;
-        }
+        (void)req; /* the head's conditions were kept in d->req */
         struct download *d = &h->dl;
-        d->manifest = man;
-        if (chp_manifest_decode(man, len, &d->m) < 0) {
-                http_simple(h, 500, NULL);
-                http_request_done(h);
-                return;
-        }
         char hex[CHP_HASH_HEXBYTES];
         chp_hex_encode(h->id, CHP_HASH_BYTES, hex);
-        uint64_t total = d->m.total_size;
-        const struct chp_http_str *inm = chp_http_header(req, "If-None-Match");
+        uint64_t total = d->m.total_size, first = d->first, last = d->last;
         struct resp r;
-        if (inm && chp_http_etag_matches(*inm, hex)) {
-                http_start(h, &r, 304);
-                http_add(&r, "ETag: \"%s\"\r\n", hex);
-                http_finish(h, &r, NULL, 0, true);
-                http_request_done(h);
-                return;
-        }
-        const struct chp_http_str *range = chp_http_header(req, "Range");
-        const struct chp_http_str *if_range = chp_http_header(req, "If-Range");
-        uint64_t first = 0, last = total ? total - 1 : 0;
-        int status = 200;
-        /* If-Range: the Range applies only while the client's copy is this file (a strong
-         * ETag match); otherwise the whole file is sent */
-        if (if_range && (chp_http_header_count(req, "If-Range") != 1 ||
-                         !chp_http_if_range_matches(*if_range, hex)))
-                range = NULL;
-        if (range && chp_http_header_count(req, "Range") == 1) {
-                rc = chp_http_parse_range(*range, total, &first, &last);
-                if (rc == -ERANGE) {
-                        http_start(h, &r, 416);
-                        http_add(&r, "Content-Range: bytes */%llu\r\n", (unsigned long long)total);
-                        http_finish(h, &r, NULL, 0, false);
-                        http_request_done(h);
-                        return;
-                }
-                if (rc == 0)
-                        status = 206;
-                else
-                        first = 0, last = total ? total - 1 : 0;
-        }
-        http_start(h, &r, status);
-        file_names(h, &r);
+        http_start(h, &r, d->status);
+        file_names(&r, q->status ? NULL : q->meta, q->len);
+        chp_store_lookup_clear(q);
         http_add(&r,
                  "Accept-Ranges: bytes\r\nETag: \"%s\"\r\nCache-Control: private, immutable\r\n",
                  hex);
-        if (status == 206)
+        if (d->status == 206)
                 http_add(&r, "Content-Range: bytes %llu-%llu/%llu\r\n", (unsigned long long)first,
                          (unsigned long long)last, (unsigned long long)total);
         uint64_t body = total ? last - first + 1 : 0;
@@ -303,7 +306,97 @@ void download_get(struct http *h, const struct chp_http_request *req)
         d->next = first;
         d->last = last;
         h->ph = PH_SEND;
-        download_fill(c);
+        download_fill(h->c);
+}
+
+/* The file's record is in: 404/451, 304, 416, or on to its metadata. */
+static void got_file(struct http *h, struct chp_store_lookup *q, const struct chp_http_request *req)
+{
+        (void)req; /* the head's conditions were kept in d->req */
+        struct download *d = &h->dl;
+        int rc = q->status;
+        if (rc) {
+                chp_store_lookup_clear(q);
+                int st = rc == -ENOENT ? 404 : rc == CHP_EQUARANTINED ? 451 : 500;
+                http_simple(h, st,
+                            st == 500       ? NULL
+                            : rc == -ENOENT ? "no such file"
+                                            : chp_strerror(rc));
+                http_request_done(h);
+                return;
+        }
+        d->manifest = q->manifest; /* taken over: download_reset frees it */
+        size_t len = q->manifest_len;
+        q->manifest = NULL;
+        chp_store_lookup_clear(q);
+        if (chp_manifest_decode(d->manifest, len, &d->m) < 0) {
+                http_simple(h, 500, NULL);
+                http_request_done(h);
+                return;
+        }
+        char hex[CHP_HASH_HEXBYTES];
+        chp_hex_encode(h->id, CHP_HASH_BYTES, hex);
+        uint64_t total = d->m.total_size;
+        const struct download_req *rq = &d->req;
+        struct resp r;
+        if (rq->has_inm && chp_http_etag_matches(rq->inm, hex)) {
+                http_start(h, &r, 304);
+                http_add(&r, "ETag: \"%s\"\r\n", hex);
+                http_finish(h, &r, NULL, 0, true);
+                http_request_done(h);
+                return;
+        }
+        bool ranged = rq->has_range;
+        uint64_t first = 0, last = total ? total - 1 : 0;
+        d->status = 200;
+        /* If-Range: the Range applies only while the client's copy is this file (a strong
+         * ETag match); otherwise the whole file is sent */
+        if (rq->if_range_many ||
+            (rq->has_if_range && !chp_http_if_range_matches(rq->if_range, hex)))
+                ranged = false;
+        if (ranged) {
+                rc = chp_http_parse_range(rq->range, total, &first, &last);
+                if (rc == -ERANGE) {
+                        http_start(h, &r, 416);
+                        http_add(&r, "Content-Range: bytes */%llu\r\n", (unsigned long long)total);
+                        http_finish(h, &r, NULL, 0, false);
+                        http_request_done(h);
+                        return;
+                }
+                if (rc == 0)
+                        d->status = 206;
+                else
+                        first = 0, last = total ? total - 1 : 0;
+        }
+        d->first = first;
+        d->last = last;
+        *q = (struct chp_store_lookup){.kind = CHP_LOOKUP_FILE_META};
+        memcpy(q->id, h->id, CHP_HASH_BYTES);
+        http_lookup(h, req, got_meta);
+}
+
+void download_get(struct http *h, const struct chp_http_request *req)
+{
+        /* what the head asks is kept (it points into h->head, which stays until the request is
+         * done) while the file is looked up */
+        struct download_req *rq = &h->dl.req;
+        const struct chp_http_str *inm = chp_http_header(req, "If-None-Match");
+        const struct chp_http_str *range = chp_http_header(req, "Range");
+        const struct chp_http_str *if_range = chp_http_header(req, "If-Range");
+        *rq = (struct download_req){0};
+        if ((rq->has_inm = inm != NULL))
+                rq->inm = *inm;
+        if ((rq->has_range = range && chp_http_header_count(req, "Range") == 1))
+                rq->range = *range;
+        if (if_range) {
+                rq->if_range_many = chp_http_header_count(req, "If-Range") != 1;
+                rq->has_if_range = true;
+                rq->if_range = *if_range;
+        }
+        struct chp_store_lookup *q = &h->lk.q;
+        *q = (struct chp_store_lookup){.kind = CHP_LOOKUP_FILE, .want_manifest = true};
+        memcpy(q->id, h->id, CHP_HASH_BYTES);
+        http_lookup(h, NULL, got_file);
 }
 
 void download_reset(struct http *h)

@@ -3,7 +3,8 @@
  *
  *   http.c      request loop (parse, route, body-discard rule), responses, /metrics, /healthz
  *   tus.c       tus 1.0.0 uploads: creation, PATCH bodies cut into chunks, the one-writer claims
- *   download.c  GET/HEAD /f/<file id>: Range, ETag, bytes spliced from the store
+ *   download.c  GET/HEAD /f/<file id>: Range, ETag, bytes spliced from the store; the face's
+ *               record lookups (http_lookup), answered now or from the store's thread
  *
  * Loop thread only. A struct http belongs to its connection (c->proto); every pointer in it is
  * owned by it and freed by http_request_done / the face's detach. Handlers queue exactly one
@@ -40,6 +41,31 @@ struct attach {
         uint8_t addr[CHP_HASH_BYTES];
 };
 
+struct http;
+/* A record lookup of the request being served (chp_store_lookup): one at a time per connection.
+ * The caller fills q's kind and inputs and calls http_lookup; `then` runs on the loop thread
+ * with the answer (at once, or from the store's completion while the connection is open) and
+ * owns q's outputs: it takes or clears them (chp_store_lookup_clear) before it returns or asks
+ * again. It gets the request's head as the caller passed it (NULL stays NULL), copied into req
+ * when the answer comes later. While one is under way the request is pending (h->pending) and
+ * holds the connection; a request left unanswered in PH_CREATE with nothing pending after
+ * `then` is done (as on_request's rule). */
+typedef void (*http_lookup_fn)(struct http *h, struct chp_store_lookup *q,
+                               const struct chp_http_request *req);
+struct http_lookup {
+        struct conn_op base; /* first: the loop routes the completion through it */
+        struct chp_store_lookup q;
+        http_lookup_fn then;
+        bool has_req;
+        struct chp_http_request req; /* pointing into h->head, valid while the request is */
+};
+
+struct download_req {
+        struct chp_http_str inm, range, if_range; /* of the request's head (h->head) */
+        bool has_inm, has_range, has_if_range;    /* range, if_range: exactly one given */
+        bool if_range_many;                       /* more than one If-Range */
+};
+
 struct dl_read;
 struct download {
         uint8_t *manifest; /* owned */
@@ -50,6 +76,9 @@ struct download {
         struct dl_read *reads;
         uint32_t nreads;
         uint64_t read_bytes; /* their buffers' bytes */
+        struct download_req req; /* what the head asked, kept while the file is looked up */
+        uint64_t first;          /* the range answered: [first, last] */
+        int status;              /* 200 or 206 */
 };
 
 struct http {
@@ -87,12 +116,18 @@ struct http {
         uint8_t file_id[CHP_HASH_BYTES];
         bool committed;
         bool claimed; /* this request is the upload's one writer (claim) */
+        /* tus.c's load_upload while its lookups are under way: its continuation, and whether
+         * it reads the kept tail too */
+        void (*loaded)(struct http *h, int rc, const struct chp_http_request *req);
+        bool load_tail;
+        uint8_t *lk_buf; /* tus.c: a lookup's buffer (the chunk list of a finished upload) */
         /* tokens: who sent the request that needed one (a POST, or a PATCH declaring a
          * deferred length), and the POST's admission, whose slot among the tenant's uploads in
          * progress is held until the request ends (tus_reset gives it back) */
         struct chp_caller caller;
         struct chp_gate_upload gu;
         struct download dl;
+        struct http_lookup lk;     /* the request's record lookup (download.c, tus.c) */
         char *head;                /* the request head being served (HEAD_MAX bytes) */
         struct chp_http_parser hp; /* the next request's head, as far as it has arrived */
         char host[256];            /* the Host header, for absolute Location URLs */
@@ -154,7 +189,10 @@ void tus_body_progress(struct http *h);
 /* Releases what the request held of the tus state: buffers, checksum, the upload claim. */
 void tus_reset(struct http *h);
 
-/* ---- download.c: files at /f/ ---- */
+/* ---- download.c: files at /f/, and the face's record lookups ---- */
+
+/* Asks h->lk.q (kind and inputs filled in) and continues with then (struct http_lookup). */
+void http_lookup(struct http *h, const struct chp_http_request *req, http_lookup_fn then);
 
 /* The file id of a /f/<64 lowercase hex> path; false when it is not one. */
 bool download_parse_id(struct chp_http_str path, uint8_t id[CHP_HASH_BYTES] /* out */);

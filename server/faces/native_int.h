@@ -4,7 +4,8 @@
  *   native.c         the frame loop and the session: HELLO, PING, dispatch, flow control
  *   native_upload.c  OPEN, CHUNK, COMMIT, DELETE: requests through the store's writer
  *   native_read.c    HAVE, GET_MANIFEST, GET_CHUNK, STAT: answered from the store on the loop
- *                    (GET_CHUNK from a read's completion when the backend fetches)
+ *                    (from a read's or a lookup's completion when the backend fetches); the
+ *                    face's record lookups (struct nlookup)
  *   native_peer.c    federation: pull-through from a file's origin relay, PREFETCH, OFFER
  *
  * Loop thread only. A struct native belongs to its connection (c->nat) and owns the manifests it
@@ -93,6 +94,46 @@ void native_reply_refusal(struct conn *c, uint32_t id, int rc, const char *what)
 /* Reads the frames that have arrived, as far as flow control allows. */
 void native_on_input(struct conn *c);
 
+/* ---- record lookups (native_read.c): chp_store_lookup without blocking the loop ---- */
+
+struct nlookup;
+/* Continues a request with the answer in op->q, on the loop thread while the connection is
+ * open; it takes or clears q's outputs, then asks again (nlookup_ask) or answers and frees op. */
+typedef void (*nlookup_fn)(struct conn *c, struct nlookup *op);
+
+/* A request that reads records: its lookup and what it keeps between lookups (all owned by op,
+ * freed by nlookup_free). While a lookup is under way it counts in inflight and holds the
+ * connection; once the connection is closed, its answer only frees op. */
+struct nlookup {
+        struct conn_op base; /* first: the loop routes the completion through it */
+        struct chp_store_lookup q;
+        nlookup_fn then;
+        nlookup_fn after_pending; /* pending_file's continuation (pending_rc says how it went) */
+        uint32_t frame_id;
+        uint8_t file_id[CHP_HASH_BYTES];
+        struct chp_msg_file_req fq; /* GET_MANIFEST's, pointing into the arrays below */
+        uint8_t origin_key[CHP_KEY_BYTES];
+        char origin_addr[256];
+        bool probe;        /* STAT: the caller may learn of uploads in progress */
+        int peer;          /* OFFER: the peer's index */
+        uint8_t state;     /* CHP_UPLOAD_COMPLETE or _PARTIAL */
+        uint8_t *manifest; /* the file's or the pending upload's */
+        size_t manifest_len;
+        struct chp_file_info info;
+        uint8_t *present; /* pending: the bitmap of chunks stored so far */
+        uint8_t *have;    /* pending: a byte per chunk (the lookup's buffer) */
+        uint32_t stored, chunk_count;
+        int pending_rc;
+        uint8_t *buf; /* HAVE: the addresses asked about, then a byte each */
+        void *ctx;    /* the caller's, freed with free_ctx (may be NULL) */
+        void (*free_ctx)(void *ctx);
+};
+/* A new lookup op of frame frame_id, or NULL (out of memory). */
+struct nlookup *nlookup_new(struct conn *c, uint32_t frame_id);
+void nlookup_free(struct nlookup *op); /* NULL is a no-op */
+/* Asks op->q (kind and inputs filled in); then(c, op) follows, at once or from the answer. */
+void nlookup_ask(struct conn *c, struct nlookup *op, nlookup_fn then);
+
 /* native_upload.c */
 void native_upload_open(struct conn *c, const struct chp_frame_header *h, uint8_t *p, bool owned);
 void native_upload_chunk(struct conn *c, const struct chp_frame_header *h, uint8_t *p, bool owned);
@@ -109,8 +150,8 @@ void native_read_stat(struct conn *c, const struct chp_frame_header *h, const ui
 /* native_peer.c */
 /* A file this relay lacks (pending: it holds `stored` of its chunks) whose ticket names another
  * origin: fetched from it if it is a peer. Returns true when the request is answered here. */
-bool native_peer_via_origin(struct conn *c, const struct chp_frame_header *h,
-                            const struct chp_msg_file_req *q, bool pending, uint32_t stored);
+bool native_peer_via_origin(struct conn *c, uint32_t frame_id, const struct chp_msg_file_req *q,
+                            bool pending, uint32_t stored);
 void native_peer_prefetch(struct conn *c, const struct chp_frame_header *h, const uint8_t *p);
 void native_peer_offer(struct conn *c, const struct chp_frame_header *h, const uint8_t *p);
 

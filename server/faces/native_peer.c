@@ -6,9 +6,11 @@
  * this relay fetch; a configured peer's PREFETCH (and its pull-through, a relay asking for one of
  * its clients) is the peer's, authenticated by its Noise IK key.
  *
- * Loop thread only.
+ * Loop thread only. OFFER looks its file up with chp_store_lookup (native_read.c's nlookup).
  */
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include <sodium.h>
@@ -22,8 +24,8 @@
 
 /* A file this relay lacks, whose origin (from the ticket) is another relay: fetched from it if
  * it is a peer. Returns true when the request is answered here. */
-bool native_peer_via_origin(struct conn *c, const struct chp_frame_header *h,
-                            const struct chp_msg_file_req *q, bool pending, uint32_t stored)
+bool native_peer_via_origin(struct conn *c, uint32_t frame_id, const struct chp_msg_file_req *q,
+                            bool pending, uint32_t stored)
 {
         if (!q->has_origin ||
             sodium_memcmp(q->origin_key, c->sh->identity->pub, CHP_KEY_BYTES) == 0)
@@ -33,7 +35,7 @@ bool native_peer_via_origin(struct conn *c, const struct chp_frame_header *h,
         if (peer < 0) {
                 chp_hex_encode(q->origin_key, CHP_KEY_BYTES, hex);
                 native_reply_error(
-                    c, h->id, CHP_WE_UNAUTHORIZED,
+                    c, frame_id, CHP_WE_UNAUTHORIZED,
                     "the file's origin relay %.*s (key %.16s...) is not a peer of this "
                     "relay: fetch it from its origin",
                     (int)q->addr_len, q->origin_addr, hex);
@@ -45,7 +47,7 @@ bool native_peer_via_origin(struct conn *c, const struct chp_frame_header *h,
         if (rc) {
                 if (pending)
                         return false; /* what is here is served; nothing is fetched for it */
-                native_reply_refusal(c, h->id, rc,
+                native_reply_refusal(c, frame_id, rc,
                                      "pull-through from the file's origin (fetch it from its "
                                      "origin relay instead)");
                 return true;
@@ -53,16 +55,16 @@ bool native_peer_via_origin(struct conn *c, const struct chp_frame_header *h,
         enum chp_fetch_state st = chp_peers_fetch(c->sh->peers, peer, q->file_id, msg, sizeof(msg));
         if (st == CHP_FETCH_FAILED) {
                 if (pending)
-                        native_reply_error(c, h->id, CHP_WE_UNAVAILABLE,
+                        native_reply_error(c, frame_id, CHP_WE_UNAVAILABLE,
                                            "%s; this relay holds %u chunks of the file", msg,
                                            stored);
                 else
-                        native_reply_error(c, h->id, CHP_WE_UNAVAILABLE, "%s", msg);
+                        native_reply_error(c, frame_id, CHP_WE_UNAVAILABLE, "%s", msg);
                 return true;
         }
         if (!pending) {
                 /* the fetch has not stored the manifest yet */
-                native_reply_error(c, h->id, CHP_WE_FETCHING, "fetching from %s",
+                native_reply_error(c, frame_id, CHP_WE_FETCHING, "fetching from %s",
                                    chp_peers_name(c->sh->peers, peer));
                 return true;
         }
@@ -93,6 +95,19 @@ void native_peer_prefetch(struct conn *c, const struct chp_frame_header *h, cons
         native_reply_frame(c, CHP_F_PREFETCH | CHP_F_REPLY, h->id, 0);
 }
 
+/* OFFER: the file is here (or not): offered to the peer. */
+static void offer_got_file(struct conn *c, struct nlookup *op)
+{
+        if (op->q.status)
+                native_reply_error(c, op->frame_id, CHP_WE_NOT_FOUND, "no such file here to offer");
+        else if (chp_peers_offer(c->sh->peers, op->peer, op->file_id) != 0)
+                native_reply_error(c, op->frame_id, CHP_WE_UNAVAILABLE,
+                                   "too many offers in progress");
+        else
+                native_reply_frame(c, CHP_F_OFFER | CHP_F_REPLY, op->frame_id, 0);
+        nlookup_free(op);
+}
+
 /* A client asks this relay to offer one of its files to a peer (for a recipient there). */
 void native_peer_offer(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
 {
@@ -108,20 +123,18 @@ void native_peer_offer(struct conn *c, const struct chp_frame_header *h, const u
                 return;
         }
         int peer = chp_peers_find(c->sh->peers, m.peer_key);
-        uint8_t *man = NULL;
-        size_t len;
         if (peer < 0) {
                 native_reply_error(c, h->id, CHP_WE_NOT_FOUND, "no peer with that key");
                 return;
         }
-        if (chp_store_file_get(c->sh->store, m.file_id, &man, &len, NULL) != 0) {
-                native_reply_error(c, h->id, CHP_WE_NOT_FOUND, "no such file here to offer");
+        struct nlookup *op = nlookup_new(c, h->id);
+        if (!op) {
+                native_reply_store_error(c, h->id, -ENOMEM);
                 return;
         }
-        free(man);
-        if (chp_peers_offer(c->sh->peers, peer, m.file_id) != 0) {
-                native_reply_error(c, h->id, CHP_WE_UNAVAILABLE, "too many offers in progress");
-                return;
-        }
-        native_reply_frame(c, CHP_F_OFFER | CHP_F_REPLY, h->id, 0);
+        op->peer = peer;
+        memcpy(op->file_id, m.file_id, CHP_HASH_BYTES);
+        op->q = (struct chp_store_lookup){.kind = CHP_LOOKUP_FILE}; /* whether it is here */
+        memcpy(op->q.id, m.file_id, CHP_HASH_BYTES);
+        nlookup_ask(c, op, offer_got_file);
 }

@@ -7,7 +7,11 @@
  * of the request's (chp_store_read_async) and the reply follows from its completion, posted to
  * this loop, while the connection reads on.
  *
- * Loop thread only (the store's thread only posts a read's completion).
+ * Records (files, pending uploads, chunk maps) are asked with chp_store_lookup (struct nlookup,
+ * native_int.h): answered at once by the local store, or later from the store's thread, when
+ * the request goes on from the posted answer (a chain of lookups, one at a time).
+ *
+ * Loop thread only (the store's thread only posts a read's or a lookup's completion).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -15,6 +19,92 @@
 
 #include "err.h"
 #include "native_int.h"
+
+/* ---- record lookups ---------------------------------------------------------------------- */
+
+struct nlookup *nlookup_new(struct conn *c, uint32_t frame_id)
+{
+        struct nlookup *op = calloc(1, sizeof(*op));
+        if (!op)
+                return NULL;
+        op->base.c = c;
+        op->frame_id = frame_id;
+        return op;
+}
+
+void nlookup_free(struct nlookup *op)
+{
+        if (!op)
+                return;
+        chp_store_lookup_clear(&op->q);
+        free(op->manifest);
+        free(op->present);
+        free(op->have);
+        free(op->buf);
+        if (op->free_ctx)
+                op->free_ctx(op->ctx);
+        free(op);
+}
+
+/* The store's thread: the answer is in; the loop goes on. */
+static void nlookup_arrived(struct chp_store_lookup *q)
+{
+        struct nlookup *op = q->ctx;
+        chp_loop_post(op->base.c->loop, &op->base.req);
+}
+
+/* Loop thread: the answer of a lookup that was under way (it held the connection). */
+static void nlookup_done(struct conn_op *base)
+{
+        struct nlookup *op = (struct nlookup *)base;
+        struct conn *c = base->c;
+        c->nat->inflight--;
+        if (!c->closed) {
+                op->then(c, op);
+                native_on_input(c); /* flow control may allow the next frames */
+                conn_flush(c);
+                conn_maybe_read(c);
+        } else {
+                nlookup_free(op);
+        }
+        conn_release(c);
+}
+
+void nlookup_ask(struct conn *c, struct nlookup *op, nlookup_fn then)
+{
+        op->then = then;
+        op->base.done = nlookup_done;
+        op->q.done = nlookup_arrived;
+        op->q.ctx = op;
+        if (chp_store_lookup(c->sh->store, &op->q) != -EINPROGRESS) {
+                then(c, op);
+                return;
+        }
+        op->base.t0 = chp_net_now_us();
+        c->nat->inflight++;
+        conn_hold(c);
+}
+
+/* ---- HAVE -------------------------------------------------------------------------------- */
+
+static void have_answer(struct conn *c, struct nlookup *op)
+{
+        uint32_t count = (uint32_t)op->q.n;
+        if (op->q.status) {
+                native_reply_store_error(c, op->frame_id, op->q.status);
+                nlookup_free(op);
+                return;
+        }
+        uint8_t map[CHP_HAVE_MAX / 8 + 1] = {0};
+        for (uint32_t i = 0; i < count; i++)
+                if (op->q.present[i])
+                        chp_bit_set(map, i);
+        size_t len = CHP_HAVE_OK_PREFIX + chp_bitmap_bytes(count);
+        uint8_t *out = native_reply_frame(c, CHP_F_HAVE | CHP_F_REPLY, op->frame_id, len);
+        if (out && chp_msg_have_ok_encode(out, len, count, map) != (ssize_t)len)
+                conn_close(c);
+        nlookup_free(op);
+}
 
 void native_read_have(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
 {
@@ -28,103 +118,182 @@ void native_read_have(struct conn *c, const struct chp_frame_header *h, const ui
                 native_reply_refusal(c, h->id, CHP_ETOKEN_MISSING, "HAVE");
                 return;
         }
-        uint8_t present[CHP_HAVE_MAX], map[CHP_HAVE_MAX / 8 + 1] = {0};
-        int rc = chp_store_has(c->sh->store, m.addrs, m.count, present);
-        if (rc) {
-                native_reply_store_error(c, h->id, rc);
+        /* the addresses are copied: the payload is borrowed only until this returns */
+        size_t bytes = (size_t)m.count * CHP_HASH_BYTES;
+        struct nlookup *op = nlookup_new(c, h->id);
+        if (!op || !(op->buf = malloc(bytes + m.count + 1))) {
+                nlookup_free(op);
+                native_reply_store_error(c, h->id, -ENOMEM);
                 return;
         }
-        for (uint32_t i = 0; i < m.count; i++)
-                if (present[i])
-                        chp_bit_set(map, i);
-        size_t len = CHP_HAVE_OK_PREFIX + chp_bitmap_bytes(m.count);
-        uint8_t *out = native_reply_frame(c, CHP_F_HAVE | CHP_F_REPLY, h->id, len);
-        if (out && chp_msg_have_ok_encode(out, len, m.count, map) != (ssize_t)len)
-                conn_close(c);
+        memcpy(op->buf, m.addrs, bytes);
+        op->q = (struct chp_store_lookup){
+            .kind = CHP_LOOKUP_HAS, .addrs = op->buf, .n = m.count, .present = op->buf + bytes};
+        nlookup_ask(c, op, have_answer);
 }
 
-/* A pending (still uploading) file: its manifest and which chunks are stored so far. */
-static int pending_file(struct conn *c, const uint8_t *file_id, uint8_t **manifest, size_t *len,
-                        uint8_t **present, uint32_t *stored)
+/* ---- a pending (still uploading) file: its manifest and the chunks stored so far ---------- */
+
+static void pending_end(struct conn *c, struct nlookup *op, int rc)
 {
-        uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
+        free(op->have);
+        op->have = NULL;
+        if (rc) {
+                free(op->manifest);
+                free(op->present);
+                op->manifest = op->present = NULL;
+                op->manifest_len = 0;
+                op->stored = 0;
+        }
+        op->pending_rc = rc;
+        op->after_pending(c, op);
+}
+
+static void pending_got_chunks(struct conn *c, struct nlookup *op)
+{
+        int rc = op->q.status;
+        for (uint32_t i = 0; !rc && i < op->chunk_count; i++)
+                if (op->have[i]) {
+                        chp_bit_set(op->present, i);
+                        op->stored++;
+                }
+        pending_end(c, op, rc);
+}
+
+static void pending_got_manifest(struct conn *c, struct nlookup *op)
+{
+        struct chp_store_lookup *q = &op->q;
         struct chp_manifest m;
-        *manifest = *present = NULL;
-        *stored = 0;
-        int rc = chp_store_pending(c->sh->store, file_id, upload_id);
-        if (!rc)
-                rc = chp_store_upload_manifest(c->sh->store, upload_id, manifest, len);
-        if (!rc && chp_manifest_decode(*manifest, *len, &m) < 0)
-                rc = CHP_ECORRUPT;
-        uint8_t *have = NULL;
+        int rc = q->status;
         if (!rc) {
-                have = calloc(1, m.chunk_count ? m.chunk_count : 1);
-                *present = calloc(1, chp_bitmap_bytes(m.chunk_count) + 1);
-                if (!have || !*present)
+                op->manifest = q->manifest; /* taken over */
+                op->manifest_len = q->manifest_len;
+                q->manifest = NULL;
+                if (chp_manifest_decode(op->manifest, op->manifest_len, &m) < 0)
+                        rc = CHP_ECORRUPT;
+        }
+        if (!rc) {
+                op->chunk_count = m.chunk_count;
+                op->have = calloc(1, m.chunk_count ? m.chunk_count : 1);
+                op->present = calloc(1, chp_bitmap_bytes(m.chunk_count) + 1);
+                if (!op->have || !op->present)
                         rc = -ENOMEM;
         }
-        if (!rc)
-                rc = chp_store_upload_chunks(c->sh->store, upload_id, have, NULL, m.chunk_count);
-        for (uint32_t i = 0; !rc && i < m.chunk_count; i++)
-                if (have[i]) {
-                        chp_bit_set(*present, i);
-                        (*stored)++;
-                }
-        free(have);
         if (rc) {
-                free(*manifest);
-                free(*present);
-                *manifest = *present = NULL;
+                pending_end(c, op, rc);
+                return;
         }
-        return rc;
+        uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
+        memcpy(upload_id, q->id, CHP_UPLOAD_ID_BYTES);
+        *q = (struct chp_store_lookup){
+            .kind = CHP_LOOKUP_UPLOAD_CHUNKS, .n = m.chunk_count, .present = op->have};
+        memcpy(q->id, upload_id, CHP_UPLOAD_ID_BYTES);
+        nlookup_ask(c, op, pending_got_chunks);
+}
+
+static void pending_got_upload(struct conn *c, struct nlookup *op)
+{
+        struct chp_store_lookup *q = &op->q;
+        if (q->status) {
+                pending_end(c, op, q->status);
+                return;
+        }
+        uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
+        memcpy(upload_id, q->upload_id, CHP_UPLOAD_ID_BYTES);
+        *q = (struct chp_store_lookup){.kind = CHP_LOOKUP_UPLOAD_MANIFEST};
+        memcpy(q->id, upload_id, CHP_UPLOAD_ID_BYTES);
+        nlookup_ask(c, op, pending_got_manifest);
+}
+
+/* The upload writing op->file_id, its manifest and chunk map (op->manifest, present, stored);
+ * then op->after_pending with op->pending_rc (-ENOENT: no such upload). */
+static void pending_file(struct conn *c, struct nlookup *op, nlookup_fn after)
+{
+        op->after_pending = after;
+        op->stored = 0;
+        op->q = (struct chp_store_lookup){.kind = CHP_LOOKUP_PENDING};
+        memcpy(op->q.id, op->file_id, CHP_HASH_BYTES);
+        nlookup_ask(c, op, pending_got_upload);
+}
+
+/* ---- GET_MANIFEST ------------------------------------------------------------------------ */
+
+static void manifest_answer(struct conn *c, struct nlookup *op, int rc)
+{
+        uint32_t id = op->frame_id;
+        struct chp_manifest m;
+        if (rc) {
+                native_reply_error(c, id, native_wire_code(rc), "%s",
+                                   rc == -ENOENT ? "no such file" : chp_strerror(rc));
+        } else if (chp_manifest_decode(op->manifest, op->manifest_len, &m) < 0) {
+                native_reply_store_error(c, id, CHP_ECORRUPT);
+        } else {
+                struct chp_msg_manifest r = {.state = op->state,
+                                             .manifest = op->manifest,
+                                             .manifest_len = (uint32_t)op->manifest_len,
+                                             .present = op->present};
+                size_t out_len =
+                    CHP_MANIFEST_PREFIX + op->manifest_len +
+                    (r.state == CHP_UPLOAD_PARTIAL ? chp_bitmap_bytes(m.chunk_count) : 0);
+                uint8_t *out = native_reply_frame(c, CHP_F_GET_MANIFEST | CHP_F_REPLY, id, out_len);
+                if (out && chp_msg_manifest_encode(out, out_len, &r) != (ssize_t)out_len)
+                        conn_close(c);
+        }
+        nlookup_free(op);
+}
+
+static void manifest_after_pending(struct conn *c, struct nlookup *op)
+{
+        int rc = op->pending_rc;
+        op->state = CHP_UPLOAD_PARTIAL;
+        if ((rc == 0 || rc == -ENOENT) &&
+            native_peer_via_origin(c, op->frame_id, &op->fq, rc == 0, op->stored)) {
+                nlookup_free(op);
+                return;
+        }
+        manifest_answer(c, op, rc);
+}
+
+static void manifest_got_file(struct conn *c, struct nlookup *op)
+{
+        struct chp_store_lookup *q = &op->q;
+        if (q->status == -ENOENT) {
+                pending_file(c, op, manifest_after_pending);
+                return;
+        }
+        op->manifest = q->manifest; /* taken over */
+        op->manifest_len = q->manifest_len;
+        q->manifest = NULL;
+        manifest_answer(c, op, q->status);
 }
 
 void native_read_manifest(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
 {
-        struct chp_msg_file_req q;
-        if (chp_msg_file_req_decode(p, h->len, &q) != 0) {
+        struct chp_msg_file_req fq;
+        if (chp_msg_file_req_decode(p, h->len, &fq) != 0) {
                 native_reply_error(c, h->id, CHP_WE_BAD_FRAME,
                                    "GET_MANIFEST carries a 32-byte file id and an optional origin");
                 return;
         }
-        const uint8_t *id = q.file_id;
-        uint8_t *man = NULL, *present = NULL;
-        size_t len = 0;
-        uint32_t stored = 0;
-        struct chp_msg_manifest r = {.state = CHP_UPLOAD_COMPLETE};
-        int rc = chp_store_file_get(c->sh->store, id, &man, &len, NULL);
-        if (rc == -ENOENT) {
-                rc = pending_file(c, id, &man, &len, &present, &stored);
-                r.state = CHP_UPLOAD_PARTIAL;
-                if ((rc == 0 || rc == -ENOENT) &&
-                    native_peer_via_origin(c, h, &q, rc == 0, stored)) {
-                        free(man);
-                        free(present);
-                        return;
-                }
-        }
-        if (rc) {
-                native_reply_error(c, h->id, native_wire_code(rc), "%s",
-                                   rc == -ENOENT ? "no such file" : chp_strerror(rc));
+        struct nlookup *op = nlookup_new(c, h->id);
+        if (!op) {
+                native_reply_store_error(c, h->id, -ENOMEM);
                 return;
         }
-        struct chp_manifest m;
-        if (chp_manifest_decode(man, len, &m) < 0) {
-                native_reply_store_error(c, h->id, CHP_ECORRUPT);
-        } else {
-                r.manifest = man;
-                r.manifest_len = (uint32_t)len;
-                r.present = present;
-                size_t out_len =
-                    CHP_MANIFEST_PREFIX + len +
-                    (r.state == CHP_UPLOAD_PARTIAL ? chp_bitmap_bytes(m.chunk_count) : 0);
-                uint8_t *out =
-                    native_reply_frame(c, CHP_F_GET_MANIFEST | CHP_F_REPLY, h->id, out_len);
-                if (out && chp_msg_manifest_encode(out, out_len, &r) != (ssize_t)out_len)
-                        conn_close(c);
+        /* the request is copied: the payload is borrowed only until this returns */
+        memcpy(op->file_id, fq.file_id, CHP_HASH_BYTES);
+        op->fq = (struct chp_msg_file_req){.file_id = op->file_id, .has_origin = fq.has_origin};
+        if (fq.has_origin) {
+                memcpy(op->origin_key, fq.origin_key, CHP_KEY_BYTES);
+                memcpy(op->origin_addr, fq.origin_addr, fq.addr_len);
+                op->fq.origin_key = op->origin_key;
+                op->fq.origin_addr = op->origin_addr;
+                op->fq.addr_len = fq.addr_len;
         }
-        free(man);
-        free(present);
+        op->state = CHP_UPLOAD_COMPLETE;
+        op->q = (struct chp_store_lookup){.kind = CHP_LOOKUP_FILE, .want_manifest = true};
+        memcpy(op->q.id, op->file_id, CHP_HASH_BYTES);
+        nlookup_ask(c, op, manifest_got_file);
 }
 
 /* A GET_CHUNK whose bytes the store copies into buf: at once, or later from its backend. Its
@@ -265,6 +434,59 @@ void native_read_chunk(struct conn *c, const struct chp_frame_header *h, const u
                 conn_close(c);
 }
 
+static void stat_answer(struct conn *c, struct nlookup *op, int rc)
+{
+        struct chp_manifest m;
+        if (!rc && chp_manifest_decode(op->manifest, op->manifest_len, &m) < 0)
+                rc = CHP_ECORRUPT;
+        if (rc) {
+                native_reply_error(c, op->frame_id, native_wire_code(rc), "%s",
+                                   rc == -ENOENT ? "no such file" : chp_strerror(rc));
+        } else {
+                struct chp_msg_stat_ok st = {.state = op->state,
+                                             .size = m.total_size,
+                                             .chunk_count = m.chunk_count,
+                                             .chunk_size = m.chunk_size,
+                                             .chunks_present = op->stored};
+                if (st.state == CHP_UPLOAD_COMPLETE)
+                        st.chunks_present = m.chunk_count;
+                if (op->probe) {
+                        st.created = op->info.created;
+                        st.expires = op->info.expires;
+                } else {
+                        st.flags = CHP_STAT_TIMES_WITHHELD;
+                }
+                uint8_t *out = native_reply_frame(c, CHP_F_STAT | CHP_F_REPLY, op->frame_id,
+                                                  CHP_STAT_OK_BYTES);
+                if (out && chp_msg_stat_ok_encode(out, CHP_STAT_OK_BYTES, &st) != CHP_STAT_OK_BYTES)
+                        conn_close(c);
+        }
+        nlookup_free(op);
+}
+
+static void stat_after_pending(struct conn *c, struct nlookup *op)
+{
+        stat_answer(c, op, op->pending_rc);
+}
+
+static void stat_got_file(struct conn *c, struct nlookup *op)
+{
+        struct chp_store_lookup *q = &op->q;
+        /* To an anonymous caller STAT says what GET_MANIFEST would (a complete file), never
+         * that an upload is under way or when a file was created: not even its expiry, which is
+         * the creation time plus a life the caller may know. */
+        if (q->status == -ENOENT && op->probe) {
+                op->state = CHP_UPLOAD_PARTIAL;
+                pending_file(c, op, stat_after_pending);
+                return;
+        }
+        op->manifest = q->manifest; /* taken over */
+        op->manifest_len = q->manifest_len;
+        op->info = q->info;
+        q->manifest = NULL;
+        stat_answer(c, op, q->status);
+}
+
 void native_read_stat(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
 {
         const uint8_t *id;
@@ -272,42 +494,15 @@ void native_read_stat(struct conn *c, const struct chp_frame_header *h, const ui
                 native_reply_error(c, h->id, CHP_WE_BAD_FRAME, "STAT carries a 32-byte file id");
                 return;
         }
-        uint8_t *man = NULL, *present = NULL;
-        size_t len = 0;
-        struct chp_file_info info = {0};
-        struct chp_msg_stat_ok st = {.state = CHP_UPLOAD_COMPLETE};
-        bool probe = chp_gate_may_probe(&c->nat->caller);
-        int rc = chp_store_file_get(c->sh->store, id, &man, &len, &info);
-        /* To an anonymous caller STAT says what GET_MANIFEST would (a complete file), never
-         * that an upload is under way or when a file was created: not even its expiry, which is
-         * the creation time plus a life the caller may know. */
-        if (rc == -ENOENT && probe) {
-                st.state = CHP_UPLOAD_PARTIAL;
-                rc = pending_file(c, id, &man, &len, &present, &st.chunks_present);
+        struct nlookup *op = nlookup_new(c, h->id);
+        if (!op) {
+                native_reply_store_error(c, h->id, -ENOMEM);
+                return;
         }
-        struct chp_manifest m;
-        if (!rc && chp_manifest_decode(man, len, &m) < 0)
-                rc = CHP_ECORRUPT;
-        if (rc) {
-                native_reply_error(c, h->id, native_wire_code(rc), "%s",
-                                   rc == -ENOENT ? "no such file" : chp_strerror(rc));
-        } else {
-                st.size = m.total_size;
-                st.chunk_count = m.chunk_count;
-                st.chunk_size = m.chunk_size;
-                if (st.state == CHP_UPLOAD_COMPLETE)
-                        st.chunks_present = m.chunk_count;
-                if (probe) {
-                        st.created = info.created;
-                        st.expires = info.expires;
-                } else {
-                        st.flags = CHP_STAT_TIMES_WITHHELD;
-                }
-                uint8_t *out =
-                    native_reply_frame(c, CHP_F_STAT | CHP_F_REPLY, h->id, CHP_STAT_OK_BYTES);
-                if (out && chp_msg_stat_ok_encode(out, CHP_STAT_OK_BYTES, &st) != CHP_STAT_OK_BYTES)
-                        conn_close(c);
-        }
-        free(man);
-        free(present);
+        memcpy(op->file_id, id, CHP_HASH_BYTES);
+        op->probe = chp_gate_may_probe(&c->nat->caller);
+        op->state = CHP_UPLOAD_COMPLETE;
+        op->q = (struct chp_store_lookup){.kind = CHP_LOOKUP_FILE, .want_manifest = true};
+        memcpy(op->q.id, id, CHP_HASH_BYTES);
+        nlookup_ask(c, op, stat_got_file);
 }

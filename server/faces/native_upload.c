@@ -3,6 +3,11 @@
  * them and lets the frame loop read on. Also the uploads a connection keeps at hand (manifests
  * for checking the chunks to come).
  *
+ * Records a completion needs (the chunks an opened upload has, whether a file is stored) are
+ * asked with chp_store_lookup (native_read.c's nlookup, which then owns the op); a CHUNK of an
+ * upload this connection does not have at hand waits (parked, its payload kept) for the
+ * upload's manifest the same way.
+ *
  * Loop thread only (the writer thread only sees the chp_store_req inside an op).
  */
 #include <errno.h>
@@ -94,23 +99,6 @@ static struct upl *upl_add(struct conn *c, const uint8_t *id, const uint8_t *fil
         u->manifest_len = len;
         u->last_used = chp_net_now_ms();
         return u;
-}
-
-/* The upload at hand, or loaded from the store (another connection opened it). */
-static struct upl *upl_get(struct conn *c, const uint8_t *id)
-{
-        struct upl *u = upl_find(c->nat, id);
-        if (u)
-                return u;
-        uint8_t *m = NULL, file_id[CHP_HASH_BYTES];
-        size_t len = 0;
-        if (chp_store_upload_manifest(c->sh->store, id, &m, &len) != 0)
-                return NULL;
-        if (chp_manifest_id(m, len, file_id) != 0) {
-                free(m);
-                return NULL;
-        }
-        return upl_add(c, id, file_id, m, len);
 }
 
 /* ---- requests that go through the store's writer ----------------------------------------- */
@@ -271,7 +259,84 @@ drop:
                 native_payload_free(c->sh, p, h->len);
 }
 
-static void open_done(struct conn *c, struct op *op)
+/* A completion that needs a record first (chp_store_lookup): op waits, owned by the lookup. */
+static void op_ctx_free(void *ctx)
+{
+        op_free(ctx);
+}
+
+static struct nlookup *op_lookup(struct conn *c, struct op *op)
+{
+        struct nlookup *nl = nlookup_new(c, op->frame_id);
+        if (nl) {
+                nl->ctx = op;
+                nl->free_ctx = op_ctx_free;
+        }
+        return nl;
+}
+
+/* OPEN_OK: the chunks the upload still misses (have: a byte per chunk, NULL: all of them). */
+static void open_reply(struct conn *c, struct op *op, const uint8_t *have, int rc)
+{
+        struct chp_store_req *r = &op->base.req;
+        const uint8_t *enc = r->u.upload_create.manifest;
+        size_t enc_len = r->u.upload_create.manifest_len;
+        struct chp_manifest m;
+        if (!rc && chp_manifest_decode(enc, enc_len, &m) < 0) {
+                native_reply_error(c, op->frame_id, CHP_WE_INTERNAL, "manifest lost");
+                return;
+        }
+        size_t map_len = rc ? 0 : chp_bitmap_bytes(m.chunk_count);
+        uint8_t *missing = rc ? NULL : calloc(1, map_len ? map_len : 1);
+        uint8_t zero_id[CHP_UPLOAD_ID_BYTES] = {0};
+        bool complete = r->u.upload_create.complete;
+        const uint8_t *upload_id = complete ? zero_id : r->u.upload_create.upload_id;
+        if (!rc && !missing)
+                rc = -ENOMEM;
+        for (uint32_t i = 0; !rc && have && i < m.chunk_count; i++)
+                if (!have[i])
+                        chp_bit_set(missing, i);
+        if (rc) {
+                native_reply_store_error(c, op->frame_id, rc);
+                free(missing);
+                return;
+        }
+        struct chp_msg_open_ok ok = {.upload_id = upload_id,
+                                     .file_id = r->u.upload_create.file_id,
+                                     .state = complete ? CHP_UPLOAD_COMPLETE : CHP_UPLOAD_PARTIAL,
+                                     .chunk_count = m.chunk_count,
+                                     .missing = missing};
+        size_t len = CHP_OPEN_OK_PREFIX + map_len;
+        uint8_t *out = native_reply_frame(c, CHP_F_OPEN | CHP_F_REPLY, op->frame_id, len);
+        if (out && chp_msg_open_ok_encode(out, len, &ok) != (ssize_t)len)
+                conn_close(c);
+        free(missing);
+        if (complete)
+                return;
+        /* keep the manifest at hand: the payload leaves the memory budget */
+        size_t off = (size_t)(enc - op->buf);
+        uint8_t *copy = malloc(enc_len ? enc_len : 1);
+        struct upl *u = NULL;
+        if (copy) {
+                memcpy(copy, op->buf + off, enc_len);
+                u = upl_add(c, upload_id, r->u.upload_create.file_id, copy, enc_len);
+        }
+        if (u && !r->u.upload_create.resumed)
+                u->created_here = true;
+        if (u) { /* the slot stays taken while the upload is at hand */
+                u->adm = op->adm;
+                op->adm.holds_slot = false;
+        }
+}
+
+static void open_got_chunks(struct conn *c, struct nlookup *nl)
+{
+        open_reply(c, nl->ctx, nl->have, nl->q.status);
+        nlookup_free(nl);
+}
+
+/* OPEN's completion; true when op went on to a lookup (which frees it). */
+static bool open_done(struct conn *c, struct op *op)
 {
         struct chp_store_req *r = &op->base.req;
         if (r->status)
@@ -281,108 +346,60 @@ static void open_done(struct conn *c, struct op *op)
                 snprintf(what, sizeof(what), "OPEN: %s",
                          chp_gate_quota_name(r->u.upload_create.quota_hit));
                 native_reply_refusal(c, op->frame_id, r->status, what);
-                return;
+                return false;
         }
         if (r->status == CHP_ETOKEN_SUBJECT) {
                 native_reply_refusal(
                     c, op->frame_id, r->status,
                     "OPEN (a resume needs a token of the subject that began the upload)");
-                return;
+                return false;
         }
         if (r->status) {
                 native_reply_store_error(c, op->frame_id, r->status);
-                return;
+                return false;
         }
-        const uint8_t *enc = r->u.upload_create.manifest;
-        size_t enc_len = r->u.upload_create.manifest_len;
         struct chp_manifest m;
-        if (chp_manifest_decode(enc, enc_len, &m) < 0) {
-                native_reply_error(c, op->frame_id, CHP_WE_INTERNAL, "manifest lost");
-                return;
+        if (r->u.upload_create.complete ||
+            chp_manifest_decode(r->u.upload_create.manifest, r->u.upload_create.manifest_len, &m) <
+                0) {
+                open_reply(c, op, NULL, 0); /* nothing missing, or the manifest lost */
+                return false;
         }
-        size_t map_len = chp_bitmap_bytes(m.chunk_count);
-        uint8_t *missing = calloc(1, map_len ? map_len : 1);
-        uint8_t *have = calloc(1, m.chunk_count ? m.chunk_count : 1);
-        uint8_t zero_id[CHP_UPLOAD_ID_BYTES] = {0};
-        const uint8_t *upload_id = zero_id;
-        int rc = missing && have ? 0 : -ENOMEM;
-        if (!rc && !r->u.upload_create.complete) {
-                upload_id = r->u.upload_create.upload_id;
-                rc = chp_store_upload_chunks(c->sh->store, upload_id, have, NULL, m.chunk_count);
-                for (uint32_t i = 0; !rc && i < m.chunk_count; i++)
-                        if (!have[i])
-                                chp_bit_set(missing, i);
+        /* which chunks the upload has (attached at open, or sent before a resume) */
+        struct nlookup *nl = op_lookup(c, op);
+        if (!nl || !(nl->have = calloc(1, m.chunk_count ? m.chunk_count : 1))) {
+                if (nl)
+                        nl->free_ctx = NULL; /* op stays the caller's */
+                nlookup_free(nl);
+                native_reply_store_error(c, op->frame_id, -ENOMEM);
+                return false;
         }
-        if (rc) {
-                native_reply_store_error(c, op->frame_id, rc);
-        } else {
-                struct chp_msg_open_ok ok = {
-                    .upload_id = upload_id,
-                    .file_id = r->u.upload_create.file_id,
-                    .state = r->u.upload_create.complete ? CHP_UPLOAD_COMPLETE : CHP_UPLOAD_PARTIAL,
-                    .chunk_count = m.chunk_count,
-                    .missing = missing};
-                size_t len = CHP_OPEN_OK_PREFIX + map_len;
-                uint8_t *out = native_reply_frame(c, CHP_F_OPEN | CHP_F_REPLY, op->frame_id, len);
-                if (out && chp_msg_open_ok_encode(out, len, &ok) != (ssize_t)len)
-                        conn_close(c);
-                if (!r->u.upload_create.complete) {
-                        /* keep the manifest at hand: the payload leaves the memory budget */
-                        size_t off = (size_t)(enc - op->buf);
-                        uint8_t *copy = malloc(enc_len ? enc_len : 1);
-                        struct upl *u = NULL;
-                        if (copy) {
-                                memcpy(copy, op->buf + off, enc_len);
-                                u = upl_add(c, upload_id, r->u.upload_create.file_id, copy,
-                                            enc_len);
-                        }
-                        if (u && !r->u.upload_create.resumed)
-                                u->created_here = true;
-                        if (u) { /* the slot stays taken while the upload is at hand */
-                                u->adm = op->adm;
-                                op->adm.holds_slot = false;
-                        }
-                }
-        }
-        free(missing);
-        free(have);
+        nl->q = (struct chp_store_lookup){
+            .kind = CHP_LOOKUP_UPLOAD_CHUNKS, .n = m.chunk_count, .present = nl->have};
+        memcpy(nl->q.id, r->u.upload_create.upload_id, CHP_UPLOAD_ID_BYTES);
+        nlookup_ask(c, nl, open_got_chunks);
+        return true;
 }
 
-void native_upload_chunk(struct conn *c, const struct chp_frame_header *h, uint8_t *p, bool owned)
+/* A CHUNK whose upload is known (u), hashed (sum, or hash_rc): checked against the manifest
+ * and handed to the writer. p (h->len bytes) is taken over when owned. */
+static void chunk_checked(struct conn *c, const struct chp_frame_header *h, uint8_t *p, bool owned,
+                          const struct chp_msg_chunk *m, const uint8_t sum[CHP_HASH_BYTES],
+                          int hash_rc, struct upl *u)
 {
         struct native *n = c->nat;
-        struct chp_msg_chunk m;
-        uint8_t sum[CHP_HASH_BYTES];
-        if (chp_msg_chunk_decode(p, h->len, &m) != 0) {
-                native_reply_error(c, h->id, CHP_WE_BAD_FRAME, "CHUNK shorter than its prefix");
-                goto drop;
-        }
-        struct upl *u = upl_get(c, m.upload_id);
-        if (!u) {
-                native_reply_error(c, h->id, CHP_WE_NOT_FOUND, "no such upload");
-                goto drop;
-        }
-        if (m.index >= u->m.chunk_count || m.len != chp_manifest_chunk_len(&u->m, m.index)) {
+        if (m->index >= u->m.chunk_count || m->len != chp_manifest_chunk_len(&u->m, m->index)) {
                 native_reply_error(
                     c, h->id, CHP_WE_MISMATCH, "chunk %u: %zu bytes where the manifest has %u",
-                    m.index, m.len,
-                    m.index < u->m.chunk_count ? chp_manifest_chunk_len(&u->m, m.index) : 0);
+                    m->index, m->len,
+                    m->index < u->m.chunk_count ? chp_manifest_chunk_len(&u->m, m->index) : 0);
                 goto drop;
         }
-        int rc;
-        if (owned) {
-                /* hashed while it arrived; the rest now */
-                rc = chp_sha256_update(&n->sha, p + n->hashed, h->len - n->hashed);
-                if (!rc)
-                        rc = chp_sha256_final(&n->sha, sum);
-        } else {
-                rc = chp_sha256(m.data, m.len, sum);
-        }
-        const uint8_t *want = u->m.addrs + (size_t)m.index * CHP_HASH_BYTES;
-        if (rc || memcmp(sum, want, CHP_HASH_BYTES) != 0) {
+        const uint8_t *want = u->m.addrs + (size_t)m->index * CHP_HASH_BYTES;
+        if (hash_rc || memcmp(sum, want, CHP_HASH_BYTES) != 0) {
                 native_reply_error(c, h->id, CHP_WE_MISMATCH,
                                    "chunk %u does not hash to its address; nothing stored",
-                                   m.index);
+                                   m->index);
                 goto drop;
         }
         struct op *op = op_new(c, CHP_F_CHUNK, h->id, CHP_REQ_PUT);
@@ -400,41 +417,112 @@ void native_upload_chunk(struct conn *c, const struct chp_frame_header *h, uint8
                 return;
         }
         op->buf_len = h->len;
-        op->index = m.index;
-        op->chunk_len = (uint32_t)m.len;
+        op->index = m->index;
+        op->chunk_len = (uint32_t)m->len;
         memcpy(op->base.req.u.put.addr, want, CHP_HASH_BYTES);
         op->base.req.u.put.data = op->buf + CHP_CHUNK_PREFIX;
-        op->base.req.u.put.len = (uint32_t)m.len;
+        op->base.req.u.put.len = (uint32_t)m->len;
         op->base.req.u.put.verified = true;
         op->base.req.u.put.has_upload = true;
-        memcpy(op->base.req.u.put.upload_id, m.upload_id, CHP_UPLOAD_ID_BYTES);
-        op->base.req.u.put.index = m.index;
+        memcpy(op->base.req.u.put.upload_id, m->upload_id, CHP_UPLOAD_ID_BYTES);
+        op->base.req.u.put.index = m->index;
         if (op_submit(c, op))
-                n->window_used += m.len;
+                n->window_used += m->len;
         return;
 drop:
         if (owned)
                 native_payload_free(c->sh, p, h->len);
 }
 
-/* Whether an upload this connection has at hand is gone because its file was committed (by
- * another connection sending the same manifest): then the sender is told COMMITTED, not
- * NOT_FOUND, and re-OPENs to hear COMPLETE. */
-static bool upload_committed(struct conn *c, const uint8_t *upload_id)
+/* A CHUNK of an upload not at hand (another connection opened it), waiting for its manifest:
+ * the frame's payload (charged to the memory budget) and its hash. */
+struct parked_chunk {
+        struct chp_shared *sh;
+        struct chp_frame_header h;
+        uint8_t *p; /* h.len bytes, owned */
+        uint8_t sum[CHP_HASH_BYTES];
+        int hash_rc;
+};
+
+static void parked_free(void *ctx)
 {
-        struct upl *u = upl_find(c->nat, upload_id);
-        return u && chp_store_file_get(c->sh->store, u->file_id, NULL, NULL, NULL) == 0;
+        struct parked_chunk *pc = ctx;
+        native_payload_free(pc->sh, pc->p, pc->h.len);
+        free(pc);
 }
 
-static void chunk_done(struct conn *c, struct op *op)
+static void chunk_got_manifest(struct conn *c, struct nlookup *nl)
 {
-        c->nat->window_used -= op->chunk_len;
-        chp_metrics_observe_commit(c->sh->metrics, op->base.t0);
-        if (op->base.req.status == -ENOENT && upload_committed(c, op->base.req.u.put.upload_id)) {
-                native_reply_error(c, op->frame_id, CHP_WE_COMMITTED,
-                                   "upload committed meanwhile; OPEN again to finish");
+        struct parked_chunk *pc = nl->ctx;
+        struct chp_store_lookup *q = &nl->q;
+        struct chp_msg_chunk m;
+        uint8_t file_id[CHP_HASH_BYTES];
+        struct upl *u = NULL;
+        if (chp_msg_chunk_decode(pc->p, pc->h.len, &m) == 0 && !q->status &&
+            chp_manifest_id(q->manifest, q->manifest_len, file_id) == 0) {
+                u = upl_add(c, m.upload_id, file_id, q->manifest, q->manifest_len);
+                q->manifest = NULL; /* taken over (freed by upl_add when it does not decode) */
+        }
+        if (u) {
+                uint8_t *p = pc->p;
+                pc->p = NULL; /* taken over by chunk_checked */
+                chunk_checked(c, &pc->h, p, true, &m, pc->sum, pc->hash_rc, u);
+        } else {
+                native_reply_error(c, pc->h.id, CHP_WE_NOT_FOUND, "no such upload");
+        }
+        nlookup_free(nl);
+}
+
+void native_upload_chunk(struct conn *c, const struct chp_frame_header *h, uint8_t *p, bool owned)
+{
+        struct native *n = c->nat;
+        struct chp_msg_chunk m;
+        uint8_t sum[CHP_HASH_BYTES];
+        if (chp_msg_chunk_decode(p, h->len, &m) != 0) {
+                native_reply_error(c, h->id, CHP_WE_BAD_FRAME, "CHUNK shorter than its prefix");
+                if (owned)
+                        native_payload_free(c->sh, p, h->len);
                 return;
         }
+        int rc;
+        if (owned) {
+                /* hashed while it arrived; the rest now */
+                rc = chp_sha256_update(&n->sha, p + n->hashed, h->len - n->hashed);
+                if (!rc)
+                        rc = chp_sha256_final(&n->sha, sum);
+        } else {
+                rc = chp_sha256(m.data, m.len, sum);
+        }
+        struct upl *u = upl_find(n, m.upload_id);
+        if (u) {
+                chunk_checked(c, h, p, owned, &m, sum, rc, u);
+                return;
+        }
+        /* not at hand: its manifest is looked up, the frame parked meanwhile */
+        struct parked_chunk *pc = calloc(1, sizeof(*pc));
+        struct nlookup *nl = pc ? nlookup_new(c, h->id) : NULL;
+        uint8_t *keep = !nl ? NULL : owned ? p : native_payload_alloc(c, h->len);
+        if (!keep) {
+                free(pc);
+                nlookup_free(nl);
+                native_reply_error(c, h->id, CHP_WE_UNAVAILABLE, "out of memory");
+                if (owned)
+                        native_payload_free(c->sh, p, h->len);
+                return;
+        }
+        if (!owned)
+                memcpy(keep, p, h->len);
+        *pc = (struct parked_chunk){.sh = c->sh, .h = *h, .p = keep, .hash_rc = rc};
+        memcpy(pc->sum, sum, CHP_HASH_BYTES);
+        nl->ctx = pc;
+        nl->free_ctx = parked_free;
+        nl->q = (struct chp_store_lookup){.kind = CHP_LOOKUP_UPLOAD_MANIFEST};
+        memcpy(nl->q.id, m.upload_id, CHP_UPLOAD_ID_BYTES);
+        nlookup_ask(c, nl, chunk_got_manifest);
+}
+
+static void chunk_reply(struct conn *c, struct op *op)
+{
         if (op->base.req.status) {
                 native_reply_store_error(c, op->frame_id, op->base.req.status);
                 return;
@@ -449,6 +537,38 @@ static void chunk_done(struct conn *c, struct op *op)
             native_reply_frame(c, CHP_F_CHUNK | CHP_F_REPLY, op->frame_id, CHP_CHUNK_OK_BYTES);
         if (out && chp_msg_chunk_ok_encode(out, CHP_CHUNK_OK_BYTES, &ok) != CHP_CHUNK_OK_BYTES)
                 conn_close(c);
+}
+
+static void chunk_got_file(struct conn *c, struct nlookup *nl)
+{
+        struct op *op = nl->ctx;
+        if (nl->q.status == 0)
+                native_reply_error(c, op->frame_id, CHP_WE_COMMITTED,
+                                   "upload committed meanwhile; OPEN again to finish");
+        else
+                chunk_reply(c, op);
+        nlookup_free(nl);
+}
+
+/* CHUNK's completion; true when op went on to a lookup (which frees it). An upload this
+ * connection has at hand that is gone may be gone because its file was committed (by another
+ * connection sending the same manifest): then the sender is told COMMITTED, not NOT_FOUND, and
+ * re-OPENs to hear COMPLETE. */
+static bool chunk_done(struct conn *c, struct op *op)
+{
+        c->nat->window_used -= op->chunk_len;
+        chp_metrics_observe_commit(c->sh->metrics, op->base.t0);
+        struct upl *u =
+            op->base.req.status == -ENOENT ? upl_find(c->nat, op->base.req.u.put.upload_id) : NULL;
+        struct nlookup *nl = u ? op_lookup(c, op) : NULL;
+        if (!nl) {
+                chunk_reply(c, op);
+                return false;
+        }
+        nl->q = (struct chp_store_lookup){.kind = CHP_LOOKUP_FILE}; /* whether it is stored */
+        memcpy(nl->q.id, u->file_id, CHP_HASH_BYTES);
+        nlookup_ask(c, nl, chunk_got_file);
+        return true;
 }
 
 void native_upload_finish(struct conn *c, const struct chp_frame_header *h, const uint8_t *p)
@@ -491,27 +611,17 @@ void native_upload_finish(struct conn *c, const struct chp_frame_header *h, cons
         op_submit(c, op);
 }
 
-static void upload_request_done(struct conn *c, struct op *op)
+/* COMMIT's or DELETE's reply, rc its outcome. */
+static void finish_reply(struct conn *c, struct op *op, int rc)
 {
         struct chp_store_req *r = &op->base.req;
         const uint8_t *id =
             op->type == CHP_F_COMMIT ? r->u.commit.upload_id : r->u.upload_delete.upload_id;
-        struct upl *u = upl_find(c->nat, id);
-        int rc = r->status;
-        if (rc == -ENOENT && op->type == CHP_F_COMMIT && u) {
-                /* committed before (its reply lost with an earlier connection)? */
-                uint8_t *m = NULL;
-                size_t len = 0;
-                if (chp_store_file_get(c->sh->store, u->file_id, &m, &len, NULL) == 0) {
-                        memcpy(r->u.commit.file_id, u->file_id, CHP_HASH_BYTES);
-                        rc = 0;
-                }
-                free(m);
-        }
         if (rc) {
                 native_reply_store_error(c, op->frame_id, rc);
                 return;
         }
+        struct upl *u = upl_find(c->nat, id);
         if (u)
                 upl_clear(c, u);
         if (op->type == CHP_F_DELETE) {
@@ -522,6 +632,35 @@ static void upload_request_done(struct conn *c, struct op *op)
             native_reply_frame(c, CHP_F_COMMIT | CHP_F_REPLY, op->frame_id, CHP_HASH_BYTES);
         if (out)
                 memcpy(out, r->u.commit.file_id, CHP_HASH_BYTES);
+}
+
+static void commit_got_file(struct conn *c, struct nlookup *nl)
+{
+        struct op *op = nl->ctx;
+        int rc = op->base.req.status;
+        if (nl->q.status == 0) { /* committed before: the file is there */
+                memcpy(op->base.req.u.commit.file_id, nl->q.id, CHP_HASH_BYTES);
+                rc = 0;
+        }
+        finish_reply(c, op, rc);
+        nlookup_free(nl);
+}
+
+/* COMMIT's or DELETE's completion; true when op went on to a lookup (which frees it). */
+static bool upload_request_done(struct conn *c, struct op *op)
+{
+        struct chp_store_req *r = &op->base.req;
+        struct upl *u = op->type == CHP_F_COMMIT ? upl_find(c->nat, r->u.commit.upload_id) : NULL;
+        struct nlookup *nl = r->status == -ENOENT && u ? op_lookup(c, op) : NULL;
+        if (!nl) {
+                finish_reply(c, op, r->status);
+                return false;
+        }
+        /* committed before (its reply lost with an earlier connection)? */
+        nl->q = (struct chp_store_lookup){.kind = CHP_LOOKUP_FILE};
+        memcpy(nl->q.id, u->file_id, CHP_HASH_BYTES);
+        nlookup_ask(c, nl, commit_got_file);
+        return true;
 }
 
 static void native_on_store_done(struct conn_op *base)
@@ -541,16 +680,17 @@ static void native_on_store_done(struct conn_op *base)
                 atomic_fetch_add(&m->uploads_terminated[CHP_METRICS_NATIVE], 1);
         if (ends_incomplete(op))
                 limits_end(c);
+        bool kept = false; /* op went on to a lookup, which frees it */
         if (!c->closed) {
                 switch (op->type) {
                 case CHP_F_OPEN:
-                        open_done(c, op);
+                        kept = open_done(c, op);
                         break;
                 case CHP_F_CHUNK:
-                        chunk_done(c, op);
+                        kept = chunk_done(c, op);
                         break;
                 default:
-                        upload_request_done(c, op);
+                        kept = upload_request_done(c, op);
                         break;
                 }
                 /* replies went out; flow control may allow the next frames */
@@ -560,6 +700,7 @@ static void native_on_store_done(struct conn_op *base)
         } else if (op->type == CHP_F_CHUNK) {
                 c->nat->window_used -= op->chunk_len;
         }
-        op_free(op);
+        if (!kept)
+                op_free(op);
         conn_release(c);
 }

@@ -515,52 +515,93 @@ static uint64_t progress_bytes(uint32_t chunks, size_t tail, uint32_t cs, uint64
         return whole + tail;
 }
 
-/* Loads the upload for a PATCH/HEAD: its record, where it stands, its kept tail. */
-static int load_upload(struct http *h, bool with_tail)
+/* Loads the upload for a PATCH/HEAD: its record, where it stands, its kept tail (with_tail), by
+ * record lookups (http_lookup); then loaded(h, rc, req) with h->up, cs, length, start,
+ * next_index (and the tail begun in h->chunk) set when rc is 0. */
+typedef void (*loaded_fn)(struct http *h, int rc, const struct chp_http_request *req);
+
+static void load_got_tail(struct http *h, struct chp_store_lookup *q,
+                          const struct chp_http_request *req)
 {
-        struct chp_store *s = h->c->sh->store;
-        h->up = calloc(1, sizeof(*h->up));
-        if (!h->up)
-                return -ENOMEM;
-        int rc = chp_store_upload_get(s, h->id, h->up);
-        if (rc)
-                return rc;
-        if (h->up->has_manifest)
-                return -ENOENT; /* a native upload, not for tus */
+        int rc = q->status;
+        if (!rc) {
+                h->fill = h->base = q->len;
+                /* the kept bytes begin this chunk: they are part of its address, not of this
+                 * body */
+                rc = chp_sha256_update(&h->sha, h->chunk, h->fill) == 0 ? 0 : -EIO;
+        }
+        chp_store_lookup_clear(q);
+        h->loaded(h, rc, req);
+}
+
+static void load_got_progress(struct http *h, struct chp_store_lookup *q,
+                              const struct chp_http_request *req)
+{
+        int rc = q->status;
+        size_t tail = q->len;
+        if (!rc) {
+                h->next_index = q->chunks;
+                h->start = progress_bytes(q->chunks, tail, h->cs, h->length);
+        }
+        chp_store_lookup_clear(q);
+        if (rc || !h->load_tail || !tail) {
+                h->loaded(h, rc, req);
+                return;
+        }
+        if (!chunk_begin(h)) {
+                h->loaded(h, -EBUSY, req);
+                return;
+        }
+        *q = (struct chp_store_lookup){
+            .kind = CHP_LOOKUP_UPLOAD_PROGRESS, .buf = h->chunk, .cap = h->cs};
+        memcpy(q->id, h->id, CHP_UPLOAD_ID_BYTES);
+        http_lookup(h, req, load_got_tail);
+}
+
+static void load_got_record(struct http *h, struct chp_store_lookup *q,
+                            const struct chp_http_request *req)
+{
+        int rc = q->status;
+        chp_store_lookup_clear(q);
+        if (!rc && h->up->has_manifest)
+                rc = -ENOENT; /* a native upload, not for tus */
+        if (rc) {
+                h->loaded(h, rc, req);
+                return;
+        }
         h->cs = h->up->chunk_size;
         h->length = h->up->declared_size;
         if (h->up->complete) {
                 h->start = h->length;
                 memcpy(h->file_id, h->up->file_id, CHP_HASH_BYTES);
                 h->committed = true;
-                return 0;
-        }
-        uint32_t chunks;
-        size_t tail;
-        if ((rc = chp_store_upload_progress(s, h->id, &chunks, &tail)))
-                return rc;
-        h->next_index = chunks;
-        h->start = progress_bytes(chunks, tail, h->cs, h->length);
-        if (!with_tail || !tail)
-                return 0;
-        if (!chunk_begin(h))
-                return -EBUSY;
-        ssize_t n = chp_store_upload_tail(s, h->id, h->chunk, h->cs);
-        if (n < 0)
-                return (int)n;
-        h->fill = h->base = (size_t)n;
-        /* the kept bytes begin this chunk: they are part of its address, not of this body */
-        return chp_sha256_update(&h->sha, h->chunk, h->fill) == 0 ? 0 : -EIO;
-}
-
-void tus_head(struct http *h)
-{
-        /* while a PATCH streams into the upload its offset is moving: the client asks again */
-        if (busy(h->c->face, h->id)) {
-                http_simple(h, 423, "another request is writing this upload; retry shortly");
+                h->loaded(h, 0, req);
                 return;
         }
-        int rc = load_upload(h, false);
+        *q = (struct chp_store_lookup){.kind = CHP_LOOKUP_UPLOAD_PROGRESS};
+        memcpy(q->id, h->id, CHP_UPLOAD_ID_BYTES);
+        http_lookup(h, req, load_got_progress);
+}
+
+static void load_upload(struct http *h, const struct chp_http_request *req, bool with_tail,
+                        loaded_fn loaded)
+{
+        h->loaded = loaded;
+        h->load_tail = with_tail;
+        h->up = calloc(1, sizeof(*h->up));
+        if (!h->up) {
+                loaded(h, -ENOMEM, req);
+                return;
+        }
+        struct chp_store_lookup *q = &h->lk.q;
+        *q = (struct chp_store_lookup){.kind = CHP_LOOKUP_UPLOAD, .upload = h->up};
+        memcpy(q->id, h->id, CHP_UPLOAD_ID_BYTES);
+        http_lookup(h, req, load_got_record);
+}
+
+static void head_loaded(struct http *h, int rc, const struct chp_http_request *req)
+{
+        (void)req;
         if (rc) {
                 http_simple(h, rc == -ENOENT ? 404 : http_status_of(rc), NULL);
                 return;
@@ -590,6 +631,16 @@ void tus_head(struct http *h)
         http_request_done(h);
 }
 
+void tus_head(struct http *h)
+{
+        /* while a PATCH streams into the upload its offset is moving: the client asks again */
+        if (busy(h->c->face, h->id)) {
+                http_simple(h, 423, "another request is writing this upload; retry shortly");
+                return;
+        }
+        load_upload(h, NULL, false, head_loaded);
+}
+
 /* After validation: the body streams into chunks (PATCH, or POST with a body). */
 static void body_start(struct http *h)
 {
@@ -606,82 +657,9 @@ static void body_start(struct http *h)
         tus_body_progress(h);
 }
 
-/* Whether the writer is done with this request: then reply (or commit, then reply). */
-static void maybe_reply(struct http *h)
+/* The reply to a PATCH or a POST with a body: its status and the upload's offset now. */
+static void reply_offset(struct http *h, int rc, uint64_t offset, bool complete)
 {
-        if (h->ph != PH_FLUSH && h->ph != PH_COMMIT)
-                return;
-        if (h->pending)
-                return;
-        struct conn *c = h->c;
-        if (h->failed == 460) {
-                http_simple(h, 460,
-                            "Upload-Checksum does not match the body; nothing was appended");
-                http_request_done(h);
-                return;
-        }
-        if (h->failed) {
-                http_simple(h, http_status_of(h->failed), chp_strerror(h->failed));
-                http_request_done(h);
-                return;
-        }
-        uint64_t offset;
-        uint32_t chunks;
-        size_t tail;
-        int rc = 0;
-        bool complete = false;
-        if (h->ph == PH_FLUSH) {
-                rc = chp_store_upload_progress(c->sh->store, h->id, &chunks, &tail);
-                offset = progress_bytes(chunks, tail, h->cs, h->length);
-                if (!rc && h->length != CHP_UPLOAD_SIZE_UNKNOWN && offset == h->length) {
-                        /* the last byte is durable: the manifest, then the file */
-                        uint32_t n = chunks;
-                        uint8_t *have = calloc(1, n ? n : 1);
-                        uint8_t *addrs = malloc((size_t)n * CHP_HASH_BYTES + 1);
-                        struct hop *op = hop_new(h, CHP_REQ_COMMIT);
-                        rc = have && addrs && op ? 0 : -ENOMEM;
-                        if (!rc)
-                                rc = chp_store_upload_chunks(c->sh->store, h->id, have, addrs, n);
-                        struct chp_manifest m = {.version = CHP_MANIFEST_VERSION,
-                                                 .chunk_size = h->cs,
-                                                 .total_size = h->length,
-                                                 .chunk_count = n,
-                                                 .addrs = addrs};
-                        size_t mlen = chp_manifest_encoded_size(&m);
-                        if (!rc && (chp_manifest_check(&m) != 0 || !(op->manifest = malloc(mlen)) ||
-                                    chp_manifest_encode(&m, op->manifest, mlen) < 0))
-                                rc = -EIO;
-                        free(have);
-                        free(addrs);
-                        if (rc) {
-                                if (op)
-                                        hop_free(op);
-                        } else {
-                                struct chp_store_req *r = &op->base.req;
-                                const struct chp_config *cfg = c->sh->cfg;
-                                r->u.commit.manifest = op->manifest;
-                                r->u.commit.manifest_len = mlen;
-                                r->u.commit.tenant = h->up->tenant;
-                                uint64_t expires =
-                                    cfg->file_expiry ? (uint64_t)time(NULL) + cfg->file_expiry : 0;
-                                /* no later than the token and the tenant allowed at creation */
-                                uint64_t cap = h->up->file_expires;
-                                if (cap && (!expires || expires > cap))
-                                        expires = cap;
-                                r->u.commit.expires = expires;
-                                r->u.commit.has_upload = true;
-                                r->u.commit.keep_upload = true;
-                                memcpy(r->u.commit.upload_id, h->id, CHP_UPLOAD_ID_BYTES);
-                                h->ph = PH_COMMIT;
-                                if (submit(h, op))
-                                        return; /* on with the reply when it is committed */
-                                rc = h->failed;
-                        }
-                }
-        } else {
-                offset = h->length;
-                complete = true;
-        }
         if (rc) {
                 http_simple(h, http_status_of(rc), chp_strerror(rc));
                 http_request_done(h);
@@ -726,6 +704,113 @@ static void limits_end(struct http *h, bool by_caller)
                 s = h->up->subject;
         }
         chp_limits_upload_end(h->c->sh->limits, &h->c->peer, t, s, chp_net_now_ms());
+}
+
+/* The chunks of an upload whose last byte is durable: its manifest, then the file. */
+static void flush_got_chunks(struct http *h, struct chp_store_lookup *q,
+                             const struct chp_http_request *req)
+{
+        (void)req;
+        struct conn *c = h->c;
+        uint32_t n = (uint32_t)q->n;
+        uint8_t *addrs = q->chunk_addrs;
+        int rc = q->status;
+        chp_store_lookup_clear(q);
+        struct hop *op = rc ? NULL : hop_new(h, CHP_REQ_COMMIT);
+        if (!rc && !op)
+                rc = -ENOMEM;
+        struct chp_manifest m = {.version = CHP_MANIFEST_VERSION,
+                                 .chunk_size = h->cs,
+                                 .total_size = h->length,
+                                 .chunk_count = n,
+                                 .addrs = addrs};
+        size_t mlen = chp_manifest_encoded_size(&m);
+        if (!rc && (chp_manifest_check(&m) != 0 || !(op->manifest = malloc(mlen)) ||
+                    chp_manifest_encode(&m, op->manifest, mlen) < 0))
+                rc = -EIO;
+        free(h->lk_buf);
+        h->lk_buf = NULL;
+        if (rc) {
+                if (op)
+                        hop_free(op);
+                reply_offset(h, rc, 0, false);
+                return;
+        }
+        struct chp_store_req *r = &op->base.req;
+        const struct chp_config *cfg = c->sh->cfg;
+        r->u.commit.manifest = op->manifest;
+        r->u.commit.manifest_len = mlen;
+        r->u.commit.tenant = h->up->tenant;
+        uint64_t expires = cfg->file_expiry ? (uint64_t)time(NULL) + cfg->file_expiry : 0;
+        /* no later than the token and the tenant allowed at creation */
+        uint64_t cap = h->up->file_expires;
+        if (cap && (!expires || expires > cap))
+                expires = cap;
+        r->u.commit.expires = expires;
+        r->u.commit.has_upload = true;
+        r->u.commit.keep_upload = true;
+        memcpy(r->u.commit.upload_id, h->id, CHP_UPLOAD_ID_BYTES);
+        h->ph = PH_COMMIT;
+        if (submit(h, op))
+                return; /* on with the reply when it is committed */
+        reply_offset(h, h->failed, 0, false);
+}
+
+/* Where the upload stands once the writer has this request's chunks: the reply, or (its last
+ * byte durable) its chunk list, for the commit. */
+static void flush_got_progress(struct http *h, struct chp_store_lookup *q,
+                               const struct chp_http_request *req)
+{
+        int rc = q->status;
+        uint32_t chunks = q->chunks;
+        uint64_t offset = progress_bytes(chunks, q->len, h->cs, h->length);
+        chp_store_lookup_clear(q);
+        if (rc || h->length == CHP_UPLOAD_SIZE_UNKNOWN || offset != h->length) {
+                reply_offset(h, rc, offset, false);
+                return;
+        }
+        /* the last byte is durable: the chunks' addresses, for the manifest */
+        uint32_t n = chunks;
+        h->lk_buf = malloc((size_t)n * (CHP_HASH_BYTES + 1) + 1);
+        if (!h->lk_buf) {
+                reply_offset(h, -ENOMEM, 0, false);
+                return;
+        }
+        *q = (struct chp_store_lookup){.kind = CHP_LOOKUP_UPLOAD_CHUNKS,
+                                       .n = n,
+                                       .chunk_addrs = h->lk_buf,
+                                       .present = h->lk_buf + (size_t)n * CHP_HASH_BYTES};
+        memcpy(q->id, h->id, CHP_UPLOAD_ID_BYTES);
+        http_lookup(h, req, flush_got_chunks);
+}
+
+/* Whether the writer is done with this request: then reply (or commit, then reply). The
+ * upload's progress and chunk list are looked up (http_lookup) meanwhile. */
+static void maybe_reply(struct http *h)
+{
+        if (h->ph != PH_FLUSH && h->ph != PH_COMMIT)
+                return;
+        if (h->pending)
+                return;
+        if (h->failed == 460) {
+                http_simple(h, 460,
+                            "Upload-Checksum does not match the body; nothing was appended");
+                http_request_done(h);
+                return;
+        }
+        if (h->failed) {
+                http_simple(h, http_status_of(h->failed), chp_strerror(h->failed));
+                http_request_done(h);
+                return;
+        }
+        if (h->ph == PH_COMMIT) {
+                reply_offset(h, 0, h->length, true);
+                return;
+        }
+        struct chp_store_lookup *q = &h->lk.q;
+        *q = (struct chp_store_lookup){.kind = CHP_LOOKUP_UPLOAD_PROGRESS};
+        memcpy(q->id, h->id, CHP_UPLOAD_ID_BYTES);
+        http_lookup(h, NULL, flush_got_progress);
 }
 
 static void hop_done(struct conn_op *base)
@@ -1041,11 +1126,12 @@ static bool length_charge(struct http *h, const struct chp_http_request *req, ui
         return true;
 }
 
+static void patch_loaded(struct http *h, int rc, const struct chp_http_request *req);
+
 void tus_patch(struct http *h, const struct chp_http_request *req)
 {
         const struct chp_http_str *off = chp_http_header(req, "Upload-Offset");
-        const struct chp_http_str *len = chp_http_header(req, "Upload-Length");
-        uint64_t offset, length;
+        uint64_t offset;
         if (!offset_content_type(h, req))
                 return;
         if (!off || chp_http_parse_u64(*off, &offset) != 0) {
@@ -1059,9 +1145,21 @@ void tus_patch(struct http *h, const struct chp_http_request *req)
                 return;
         }
         h->claimed = true;
-        int rc = load_upload(h, true);
+        load_upload(h, req, true, patch_loaded);
+}
+
+/* The upload is loaded (or not): the PATCH's checks against it, then its body. */
+static void patch_loaded(struct http *h, int rc, const struct chp_http_request *req)
+{
+        const struct chp_http_str *off = chp_http_header(req, "Upload-Offset");
+        const struct chp_http_str *len = chp_http_header(req, "Upload-Length");
+        uint64_t offset = 0, length;
         if (rc) {
                 http_simple(h, rc == -ENOENT ? 404 : http_status_of(rc), NULL);
+                return;
+        }
+        if (!off || chp_http_parse_u64(*off, &offset) != 0) {
+                http_simple(h, 400, "Upload-Offset is required"); /* tus_patch checked it */
                 return;
         }
         if (offset != h->start) {
@@ -1141,8 +1239,17 @@ void tus_patch(struct http *h, const struct chp_http_request *req)
         body_start(h);
 }
 
-void tus_delete(struct http *h)
+/* The upload's record is in (or not: then no subject): delete it. */
+static void delete_got_record(struct http *h, struct chp_store_lookup *q,
+                              const struct chp_http_request *req)
 {
+        (void)req;
+        int rc = q->status;
+        chp_store_lookup_clear(q);
+        if (rc) {
+                free(h->up);
+                h->up = NULL;
+        }
         struct hop *op = hop_new(h, CHP_REQ_UPLOAD_DELETE);
         if (!op) {
                 http_simple(h, 500, NULL);
@@ -1150,17 +1257,26 @@ void tus_delete(struct http *h)
                 return;
         }
         memcpy(op->base.req.u.upload_delete.upload_id, h->id, CHP_UPLOAD_ID_BYTES);
-        /* its record, for the subject its limits count it under (limits_end) */
-        if ((h->up = calloc(1, sizeof(*h->up))) &&
-            chp_store_upload_get(h->c->sh->store, h->id, h->up) != 0) {
-                free(h->up);
-                h->up = NULL;
-        }
         h->ph = PH_FLUSH;
         if (!submit(h, op)) {
                 http_simple(h, http_status_of(h->failed), NULL);
                 http_request_done(h);
         }
+}
+
+void tus_delete(struct http *h)
+{
+        /* its record first, for the subject its limits count it under (limits_end) */
+        h->up = calloc(1, sizeof(*h->up));
+        if (!h->up) {
+                http_simple(h, 500, NULL);
+                http_request_done(h);
+                return;
+        }
+        struct chp_store_lookup *q = &h->lk.q;
+        *q = (struct chp_store_lookup){.kind = CHP_LOOKUP_UPLOAD, .upload = h->up};
+        memcpy(q->id, h->id, CHP_UPLOAD_ID_BYTES);
+        http_lookup(h, NULL, delete_got_record);
 }
 
 void tus_reset(struct http *h)
@@ -1173,6 +1289,8 @@ void tus_reset(struct http *h)
         h->up = NULL;
         free(h->attach);
         h->attach = NULL;
+        free(h->lk_buf);
+        h->lk_buf = NULL;
         h->nattach = h->attach_cap = 0;
         EVP_MD_CTX_free(h->csum);
         h->csum = NULL;

@@ -20,7 +20,8 @@ struct defer_job {
         void *buf;
         chp_backend_read_fn done;
         void *ctx;
-        struct timespec due; /* CLOCK_MONOTONIC: queued + the delay */
+        struct chp_store_lookup *q; /* not NULL: a lookup, answered instead of a chunk read */
+        struct timespec due;        /* CLOCK_MONOTONIC: queued + the delay */
 };
 
 struct store_defer {
@@ -32,13 +33,23 @@ struct store_defer {
         uint64_t delay_ms;
         /* reported at close, for whole-relay tests: reads completed later, and chunk reads
          * that waited in the caller's thread (chp_store_read) for what a remote backend would
-         * have fetched */
+         * have fetched; the same for lookups (chp_store_lookup) and the synchronous record reads
+         * of their kinds (chp_store_file_get, ...) */
         atomic_uint_fast64_t deferred, blocking;
+        atomic_uint_fast64_t lookups, records_blocking;
 };
+
+/* A synchronous record read: over a remote backend the calling thread would wait for it. */
+static void record_blocking(struct chp_store *s)
+{
+        if (s->defer)
+                atomic_fetch_add(&s->defer->records_blocking, 1);
+}
 
 #define deferring(s) ((s)->defer != NULL)
 #else
-#define deferring(s) false
+#define deferring(s)       false
+#define record_blocking(s) ((void)(s))
 #endif
 
 /* ---- reads ------------------------------------------------------------------------------- */
@@ -149,6 +160,8 @@ struct async_read {
 };
 
 #ifdef CHAPAR_FAULT_INJECTION
+static int defer_enqueue(struct chp_store *s, struct defer_job *j);
+static int lookup_now(struct chp_store *s, struct chp_store_lookup *q);
 static int defer_read_async(struct chp_store *s, const struct chp_backend_place *place,
                             uint32_t len, void *buf, chp_backend_read_fn done, void *ctx);
 #endif
@@ -258,9 +271,17 @@ static void *defer_main(void *arg)
                 while (!stopping &&
                        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &j->due, NULL) == EINTR)
                         ;
-                j->done(j->ctx, defer_read(s, j));
-                free(j);
-                atomic_fetch_add(&d->deferred, 1);
+                if (j->q) {
+                        struct chp_store_lookup *q = j->q;
+                        free(j);
+                        q->status = lookup_now(s, q);
+                        atomic_fetch_add(&d->lookups, 1);
+                        q->done(q); /* q is the caller's from here on */
+                } else {
+                        j->done(j->ctx, defer_read(s, j));
+                        free(j);
+                        atomic_fetch_add(&d->deferred, 1);
+                }
                 pthread_mutex_lock(&d->lock);
         }
         pthread_mutex_unlock(&d->lock);
@@ -270,7 +291,6 @@ static void *defer_main(void *arg)
 static int defer_read_async(struct chp_store *s, const struct chp_backend_place *place,
                             uint32_t len, void *buf, chp_backend_read_fn done, void *ctx)
 {
-        struct store_defer *d = s->defer;
         struct defer_job *j = calloc(1, sizeof(*j));
         if (!j)
                 return -ENOMEM;
@@ -279,6 +299,13 @@ static int defer_read_async(struct chp_store *s, const struct chp_backend_place 
         j->buf = buf;
         j->done = done;
         j->ctx = ctx;
+        return defer_enqueue(s, j);
+}
+
+/* Queues j (taken over) to be run after the delay; CHP_ECLOSED (j freed) once stopping. */
+static int defer_enqueue(struct chp_store *s, struct defer_job *j)
+{
+        struct store_defer *d = s->defer;
         clock_gettime(CLOCK_MONOTONIC, &j->due);
         j->due.tv_sec += (time_t)(d->delay_ms / 1000);
         j->due.tv_nsec += (long)(d->delay_ms % 1000) * 1000000;
@@ -329,7 +356,7 @@ int store_defer_start(struct chp_store *s)
                 s->defer = NULL;
                 return -EAGAIN;
         }
-        chp_log_warn("store", "fault injection: chunk reads deferred by %llu ms", ms);
+        chp_log_warn("store", "fault injection: chunk reads and lookups deferred by %llu ms", ms);
         return 0;
 }
 
@@ -343,9 +370,13 @@ void store_defer_stop(struct chp_store *s)
         pthread_cond_broadcast(&d->cond);
         pthread_mutex_unlock(&d->lock);
         pthread_join(d->thread, NULL);
-        chp_log_warn("store", "fault injection: %llu chunk reads deferred, %llu read synchronously",
+        chp_log_warn("store",
+                     "fault injection: %llu chunk reads deferred, %llu read synchronously; "
+                     "%llu lookups deferred, %llu record reads synchronous",
                      (unsigned long long)atomic_load(&d->deferred),
-                     (unsigned long long)atomic_load(&d->blocking));
+                     (unsigned long long)atomic_load(&d->blocking),
+                     (unsigned long long)atomic_load(&d->lookups),
+                     (unsigned long long)atomic_load(&d->records_blocking));
         pthread_cond_destroy(&d->cond);
         pthread_mutex_destroy(&d->lock);
         free(d);
@@ -353,7 +384,7 @@ void store_defer_stop(struct chp_store *s)
 }
 #endif
 
-int chp_store_has(struct chp_store *s, const uint8_t *addrs, size_t n, uint8_t *present)
+static int rec_has(struct chp_store *s, const uint8_t *addrs, size_t n, uint8_t *present)
 {
         MDB_txn *txn;
         int rc = store_read_begin(s, &txn);
@@ -390,8 +421,8 @@ int chp_store_refcount(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], 
         return rc;
 }
 
-int chp_store_file_get(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], uint8_t **manifest,
-                       size_t *len, struct chp_file_info *info)
+static int rec_file_get(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], uint8_t **manifest,
+                        size_t *len, struct chp_file_info *info)
 {
         if (manifest) {
                 *manifest = NULL;
@@ -430,8 +461,8 @@ int chp_store_file_get(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], ui
         return rc;
 }
 
-int chp_store_upload_get(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
-                         struct chp_upload *out)
+static int rec_upload_get(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                          struct chp_upload *out)
 {
         MDB_txn *txn;
         int rc = store_read_begin(s, &txn);
@@ -448,8 +479,8 @@ int chp_store_upload_get(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYT
         return rc;
 }
 
-int chp_store_upload_manifest(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
-                              uint8_t **manifest, size_t *len)
+static int rec_upload_manifest(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                               uint8_t **manifest, size_t *len)
 {
         *manifest = NULL;
         *len = 0;
@@ -476,8 +507,8 @@ int chp_store_upload_manifest(struct chp_store *s, const uint8_t id[CHP_UPLOAD_I
         return rc;
 }
 
-int chp_store_upload_progress(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
-                              uint32_t *chunks, size_t *tail_len)
+static int rec_upload_progress(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                               uint32_t *chunks, size_t *tail_len)
 {
         MDB_txn *txn;
         MDB_cursor *cur = NULL;
@@ -526,8 +557,8 @@ out:
         return store_mdb_rc(rc);
 }
 
-ssize_t chp_store_upload_tail(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
-                              uint8_t *buf, size_t cap)
+static ssize_t rec_upload_tail(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                               uint8_t *buf, size_t cap)
 {
         MDB_txn *txn;
         MDB_cursor *cur = NULL;
@@ -559,8 +590,8 @@ out:
         return rc ? (ssize_t)store_mdb_rc(rc) : (ssize_t)len;
 }
 
-ssize_t chp_store_file_meta(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], uint8_t *buf,
-                            size_t cap)
+static ssize_t rec_file_meta(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], uint8_t *buf,
+                             size_t cap)
 {
         MDB_txn *txn;
         int rc = store_read_begin(s, &txn);
@@ -581,8 +612,8 @@ ssize_t chp_store_file_meta(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES
         return n;
 }
 
-int chp_store_pending(struct chp_store *s, const uint8_t file_id[CHP_HASH_BYTES],
-                      uint8_t upload_id[CHP_UPLOAD_ID_BYTES])
+static int rec_pending(struct chp_store *s, const uint8_t file_id[CHP_HASH_BYTES],
+                       uint8_t upload_id[CHP_UPLOAD_ID_BYTES])
 {
         MDB_txn *txn;
         int rc = store_read_begin(s, &txn);
@@ -598,8 +629,8 @@ int chp_store_pending(struct chp_store *s, const uint8_t file_id[CHP_HASH_BYTES]
         return rc;
 }
 
-int chp_store_upload_chunks(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
-                            uint8_t *have, uint8_t *addrs, size_t n)
+static int rec_upload_chunks(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                             uint8_t *have, uint8_t *addrs, size_t n)
 {
         MDB_txn *txn;
         MDB_cursor *cur = NULL;
@@ -665,4 +696,149 @@ int chp_store_stats(struct chp_store *s, struct chp_store_stats *out)
 out:
         mdb_txn_abort(txn);
         return store_mdb_rc(rc);
+}
+
+/* ---- asynchronous record lookups ---------------------------------------------------------- */
+
+/* Answers q from this store's snapshot, on the calling thread: its status. */
+static int lookup_now(struct chp_store *s, struct chp_store_lookup *q)
+{
+        ssize_t n;
+        int rc;
+        switch (q->kind) {
+        case CHP_LOOKUP_FILE:
+                return rec_file_get(s, q->id, q->want_manifest ? &q->manifest : NULL,
+                                    &q->manifest_len, &q->info);
+        case CHP_LOOKUP_FILE_META: {
+                uint8_t meta[CHP_UPLOAD_META_MAX]; /* most files have none: no allocation */
+                n = rec_file_meta(s, q->id, meta, sizeof(meta));
+                if (n <= 0)
+                        return (int)n;
+                if (!(q->meta = malloc((size_t)n)))
+                        return -ENOMEM;
+                memcpy(q->meta, meta, (size_t)n);
+                q->len = (size_t)n;
+                return 0;
+        }
+        case CHP_LOOKUP_UPLOAD:
+                return q->upload ? rec_upload_get(s, q->id, q->upload) : -EINVAL;
+        case CHP_LOOKUP_UPLOAD_PROGRESS:
+                rc = rec_upload_progress(s, q->id, &q->chunks, &q->len);
+                if (rc || !q->buf)
+                        return rc;
+                n = rec_upload_tail(s, q->id, q->buf, q->cap);
+                if (n < 0)
+                        return (int)n;
+                q->len = (size_t)n; /* what was read: the writer may have added since */
+                return 0;
+        case CHP_LOOKUP_UPLOAD_CHUNKS:
+                return q->present ? rec_upload_chunks(s, q->id, q->present, q->chunk_addrs, q->n)
+                                  : -EINVAL;
+        case CHP_LOOKUP_UPLOAD_MANIFEST:
+                return rec_upload_manifest(s, q->id, &q->manifest, &q->manifest_len);
+        case CHP_LOOKUP_PENDING:
+                return rec_pending(s, q->id, q->upload_id);
+        case CHP_LOOKUP_HAS:
+                return q->present && (q->addrs || !q->n) ? rec_has(s, q->addrs, q->n, q->present)
+                                                         : -EINVAL;
+        }
+        return -EINVAL;
+}
+
+void chp_store_lookup_clear(struct chp_store_lookup *q)
+{
+        if (!q)
+                return;
+        free(q->manifest);
+        free(q->meta);
+        q->manifest = q->meta = NULL;
+        q->manifest_len = 0;
+        q->info = (struct chp_file_info){0};
+        q->len = 0;
+        q->chunks = 0;
+        memset(q->upload_id, 0, sizeof(q->upload_id));
+}
+
+int chp_store_lookup(struct chp_store *s, struct chp_store_lookup *q)
+{
+        q->manifest = q->meta = NULL; /* not the caller's to free: whatever they held */
+        chp_store_lookup_clear(q);
+        q->status = 0;
+#ifdef CHAPAR_FAULT_INJECTION
+        if (s->defer && q->kind <= CHP_LOOKUP_HAS) {
+                if (!q->done)
+                        return q->status = -EINVAL;
+                struct defer_job *j = calloc(1, sizeof(*j));
+                if (!j)
+                        return q->status = -ENOMEM;
+                j->q = q;
+                int rc = defer_enqueue(s, j);
+                return rc ? (q->status = rc) : -EINPROGRESS; /* q is the thread's now */
+        }
+#endif
+        return q->status = lookup_now(s, q);
+}
+
+/* The synchronous record reads: what a remote backend would make the caller wait for. */
+
+int chp_store_has(struct chp_store *s, const uint8_t *addrs, size_t n, uint8_t *present)
+{
+        record_blocking(s);
+        return rec_has(s, addrs, n, present);
+}
+
+int chp_store_file_get(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], uint8_t **manifest,
+                       size_t *len, struct chp_file_info *info)
+{
+        record_blocking(s);
+        return rec_file_get(s, id, manifest, len, info);
+}
+
+ssize_t chp_store_file_meta(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], uint8_t *buf,
+                            size_t cap)
+{
+        record_blocking(s);
+        return rec_file_meta(s, id, buf, cap);
+}
+
+int chp_store_upload_get(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                         struct chp_upload *out)
+{
+        record_blocking(s);
+        return rec_upload_get(s, id, out);
+}
+
+int chp_store_upload_manifest(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                              uint8_t **manifest, size_t *len)
+{
+        record_blocking(s);
+        return rec_upload_manifest(s, id, manifest, len);
+}
+
+int chp_store_upload_progress(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                              uint32_t *chunks, size_t *tail_len)
+{
+        record_blocking(s);
+        return rec_upload_progress(s, id, chunks, tail_len);
+}
+
+ssize_t chp_store_upload_tail(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                              uint8_t *buf, size_t cap)
+{
+        record_blocking(s);
+        return rec_upload_tail(s, id, buf, cap);
+}
+
+int chp_store_pending(struct chp_store *s, const uint8_t file_id[CHP_HASH_BYTES],
+                      uint8_t upload_id[CHP_UPLOAD_ID_BYTES])
+{
+        record_blocking(s);
+        return rec_pending(s, file_id, upload_id);
+}
+
+int chp_store_upload_chunks(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                            uint8_t *have, uint8_t *addrs, size_t n)
+{
+        record_blocking(s);
+        return rec_upload_chunks(s, id, have, addrs, n);
 }

@@ -419,6 +419,76 @@ __attribute__((warn_unused_result)) int
 chp_store_tenant_usage(struct chp_store *s, const char *tenant,
                        struct chp_tenant_usage *out /* out */);
 
+/* ---- asynchronous record lookups ----------------------------------------------------------
+ * The records a face reads on its loop thread (a file, an upload's record, progress, chunks or
+ * manifest, the upload of a pending file, whether chunks exist), asked without blocking that
+ * thread: over a remote backend each is a network round trip. One request, filled in by the
+ * caller, answered by chp_store_lookup now or later (the local store: always now, through the
+ * synchronous functions above, which stay for threads that may block). */
+
+enum chp_store_lookup_kind {
+        CHP_LOOKUP_FILE,            /* chp_store_file_get: info; the manifest if want_manifest */
+        CHP_LOOKUP_FILE_META,       /* chp_store_file_meta: meta, its length in len */
+        CHP_LOOKUP_UPLOAD,          /* chp_store_upload_get: into *upload */
+        CHP_LOOKUP_UPLOAD_PROGRESS, /* chp_store_upload_progress: chunks, len (tail bytes); and
+                                       with buf, then chp_store_upload_tail into it (len: what
+                                       it read; the upload's one writer keeps them in step) */
+        CHP_LOOKUP_UPLOAD_CHUNKS,   /* chp_store_upload_chunks: present[n], addrs (may be NULL) */
+        CHP_LOOKUP_UPLOAD_MANIFEST, /* chp_store_upload_manifest: manifest */
+        CHP_LOOKUP_PENDING,         /* chp_store_pending: upload_id */
+        CHP_LOOKUP_HAS,             /* chp_store_has: present[n] for n addrs */
+};
+
+struct chp_store_lookup;
+/* A lookup answered later: q->status and the outputs are in. Called exactly once, on a thread
+ * of the store's (never the caller's): it must not block, and a loop posts q to itself
+ * (chp_loop_post). From its return on, q is the caller's again. */
+typedef void (*chp_store_lookup_fn)(struct chp_store_lookup *q);
+
+/* Ownership: the caller owns q (typically inside its own operation struct) and every buffer it
+ * points to; both are borrowed by the store from chp_store_lookup until done has been called
+ * (or, answered now, until it returns). Outputs are cleared by chp_store_lookup and valid only
+ * when status is 0. manifest and meta are the request's own (malloc'd by the store): the caller
+ * takes them (setting them NULL) or frees them with chp_store_lookup_clear. */
+struct chp_store_lookup {
+        enum chp_store_lookup_kind kind;
+        /* in */
+        uint8_t id[CHP_HASH_BYTES]; /* a file id (FILE, FILE_META, PENDING), or an upload id
+                                       in the first CHP_UPLOAD_ID_BYTES (UPLOAD*) */
+        bool want_manifest;         /* FILE: copy the manifest too (else info only: existence) */
+        const uint8_t *addrs;       /* HAS: n addresses (n * CHP_HASH_BYTES), borrowed */
+        size_t n;                   /* HAS: addresses; UPLOAD_CHUNKS: indexes asked about */
+        uint8_t *present;           /* HAS, UPLOAD_CHUNKS: n bytes, the caller's */
+        uint8_t *chunk_addrs;       /* UPLOAD_CHUNKS: NULL, or n * CHP_HASH_BYTES, the caller's */
+        uint8_t *buf;               /* UPLOAD_PROGRESS: NULL, or the tail bytes go here */
+        size_t cap;                 /* (cap bytes), the caller's */
+        struct chp_upload *upload;  /* UPLOAD: the record goes here, the caller's */
+        /* out (status 0) */
+        int status;        /* 0 or a code as the synchronous function returns */
+        uint8_t *manifest; /* FILE (want_manifest), UPLOAD_MANIFEST: the request's */
+        size_t manifest_len;
+        uint8_t *meta; /* FILE_META: the request's; NULL when the file has none (most) */
+        struct chp_file_info info; /* FILE */
+        size_t len;                /* FILE_META: metadata bytes (0: none); PROGRESS: tail bytes */
+        uint32_t chunks;           /* UPLOAD_PROGRESS: chunks durable from 0 without a gap */
+        uint8_t upload_id[CHP_UPLOAD_ID_BYTES]; /* PENDING */
+        /* completion */
+        chp_store_lookup_fn done; /* called only when chp_store_lookup returned -EINPROGRESS */
+        void *ctx;                /* the caller's */
+};
+
+/* Answers q. Now: returns q->status (0, or a code as the synchronous function of its kind
+ * returns, -EINVAL for an unknown kind), and done is not called. Later (a backend that must
+ * fetch the record; the fault build's CHAPAR_STORE_DEFER_READS): returns -EINPROGRESS, and
+ * done(q) follows exactly once with q->status set (CHP_ECLOSED when the store closes first).
+ * Any thread. */
+__attribute__((warn_unused_result)) int chp_store_lookup(struct chp_store *s,
+                                                         struct chp_store_lookup *q);
+
+/* Frees what q's outputs own (manifest, meta) and clears them; the inputs stay. NULL is a no-op.
+ * Not while q is in flight. */
+void chp_store_lookup_clear(struct chp_store_lookup *q);
+
 /* ---- administration (any thread; each call one read snapshot) ---------------------------- */
 
 /* A listing position: the created time (big-endian) and the id (zero-padded) of the last entry
@@ -557,7 +627,10 @@ void chp_store_fault_arm(struct chp_store *s, enum chp_store_fault_site site, ui
  * write|sync|create|commit, ERR EIO|ENOSPC|EDQUOT, comma-separated), for whole-relay tests.
  * With CHAPAR_STORE_DEFER_READS=MS set at open, it reads as over a remote backend: no chunk has a
  * file (chp_store_locate gives fd -1) and chp_store_read_async completes every non-inline read
- * from a thread of the store's, MS milliseconds (0 allowed) after the call. */
+ * from a thread of the store's, MS milliseconds (0 allowed) after the call; chp_store_lookup
+ * answers every lookup the same way. At close the store logs how many were deferred, and how
+ * many chunk reads and record reads of chp_store_lookup's kinds were made synchronously
+ * meanwhile (which a remote backend would have made a loop thread wait for). */
 uint64_t chp_store_fault_calls(struct chp_store *s, enum chp_store_fault_site site);
 
 /* Calls fn(ctx) in chp_store_audit after each mark and before it submits its repairs, so that a
