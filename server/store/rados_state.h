@@ -271,4 +271,38 @@ __attribute__((warn_unused_result)) int chp_rstate_gc(struct chp_rstate *st,
                                                       const struct chp_rstate_gc_opts *opts,
                                                       struct chp_rstate_gc_stats *stats /* out */);
 
+/* ---- the audit (docs/scale-out.md, "The audit: lowering leases") ----------------------------
+ * chp_rstate_audit walks namespace c (at most max chunks; 0: all), blocking, on a thread that may
+ * (as chp_rstate_gc). Per chunk: its referrers and the object's version in one read; each
+ * referrer's record: an upload key is live while u/id exists; a file key while f/id exists and is
+ * no tombstone, or while it is pending, f/id does not exist and its expiry is not past (its commit
+ * may not have written the file yet); then the cexp key of the new lease, and one write guarded
+ * by assert_version: dead keys dropped, pending keys of existing files confirmed, e set to the
+ * largest expiry of the live keys, a live file's taken from its record (a later refer with a
+ * shorter expiry overwrites a key's value), and never below the lease while a pending key has no
+ * file yet (0 when none live: GC removes it grace later). A chunk written
+ * meanwhile (a new referrer) fails the guard and is left for the next audit (raced). Chunks with
+ * more than 256 referrers are left as they are. It takes no lock: the version guard is its safety
+ * (the caller may hold the GC lock to avoid two relays doing the same work).
+ * Returns 0 or the first error (the pass stops). */
+struct chp_rstate_audit_stats {
+        uint64_t chunks;         /* looked at */
+        uint64_t lowered;        /* leases lowered */
+        uint64_t refs_dropped;   /* dead referrer keys */
+        uint64_t refs_confirmed; /* pending file keys whose file exists */
+        uint64_t raced;          /* writes refused by the version guard */
+};
+
+struct chp_rstate_audit_opts {
+        uint64_t now; /* unix s (0: the clock) */
+        uint64_t max; /* chunks per pass (0: all) */
+        /* Tests: called after a chunk's referrers were judged, before its write (may block). */
+        void (*on_chunk)(void *arg, const uint8_t addr[CHP_HASH_BYTES]);
+        void *arg;
+};
+
+__attribute__((warn_unused_result)) int
+chp_rstate_audit(struct chp_rstate *st, const struct chp_rstate_audit_opts *opts,
+                 struct chp_rstate_audit_stats *stats /* out */);
+
 #endif

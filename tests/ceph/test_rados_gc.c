@@ -438,6 +438,99 @@ TEST(gc_lock_busy_and_lapsed)
         CHECK(!sb.busy);
 }
 
+/* ---- the audit ---- */
+
+struct refer_on {
+        const struct chunk *c;
+        const uint8_t *fid;
+        uint64_t lease;
+        int calls, rc;
+};
+
+static void refer_meanwhile(void *arg, const uint8_t addr[CHP_HASH_BYTES])
+{
+        struct refer_on *x = arg;
+        if (memcmp(addr, x->c->addr, CHP_HASH_BYTES) != 0)
+                return;
+        x->calls++;
+        struct chp_rstate_req r = {.kind = CHP_RS_CHUNK_REFER};
+        memcpy(r.u.chunk.addr, x->c->addr, CHP_HASH_BYTES);
+        r.u.chunk.ref.kind = 'f';
+        memcpy(r.u.chunk.ref.id, x->fid, CHP_HASH_BYTES);
+        r.u.chunk.lease = x->lease;
+        x->rc = chp_rstate_run(a, &r);
+}
+
+/* A file deleted early stops pinning its chunks once the audit saw it (confirmed) and then saw it
+ * gone: the lease drops to what the live referrers need (0 for none), and GC then collects. An
+ * upload's key holds while the upload lives; a key of an upload that never was does not. A
+ * referrer added between the audit's read and its write cancels the lower (version guard). */
+TEST(audit_lowers_leases)
+{
+        static struct chunk s, s2, x1, x2, g1, h1, f1, u1, d1;
+        make_chunk(&s, CHP_CHUNK_MIN);
+        make_chunk(&s2, CHP_CHUNK_MIN);
+        make_chunk(&x1, 1200);
+        make_chunk(&x2, 1201);
+        make_chunk(&g1, 1202);
+        make_chunk(&h1, 1203);
+        make_chunk(&f1, 1204);
+        make_chunk(&u1, 1205);
+        make_chunk(&d1, 1206);
+        const uint64_t t2 = 250000;
+        struct file fa, fb, fg, fh, ff;
+        make_file(&fa, &s, &x1);  /* deleted early */
+        make_file(&fb, &s, &x2);  /* live, t2 + 50 */
+        make_file(&fg, &s2, &g1); /* deleted early */
+        make_file(&fh, &s2, &h1); /* live, t2 + 50 */
+        make_file(&ff, &s, &f1);  /* refers s while the audit looks at it */
+        REQUIRE_OK(store_file(a, &fa, t2 + 1000));
+        REQUIRE_OK(store_file(a, &fb, t2 + 50));
+        REQUIRE_OK(store_file(a, &fg, t2 + 1000));
+        REQUIRE_OK(store_file(a, &fh, t2 + 50));
+        uint8_t uu[CHP_UPLOAD_ID_BYTES], never[CHP_UPLOAD_ID_BYTES];
+        getrandom(uu, sizeof(uu), 0);
+        getrandom(never, sizeof(never), 0);
+        REQUIRE_OK(upload_create(a, uu, t2 + 500));
+        REQUIRE_OK(chunk_put(a, &u1, 'u', uu, t2 + 500));
+        REQUIRE_OK(chunk_put(a, &d1, 'u', never, t2 + 700));
+
+        struct chp_rstate_audit_opts o = {.now = t2 + 10};
+        struct chp_rstate_audit_stats st;
+        CHECK_OK(chp_rstate_audit(b, &o, &st)); /* confirms the files' keys */
+        CHECK(st.refs_confirmed >= 8);
+        CHECK_EQ(lease_of(&d1), 0);        /* its upload never was */
+        CHECK_EQ(lease_of(&s), t2 + 1000); /* nothing deleted yet */
+        REQUIRE_OK(delete_file(a, &fa));
+        REQUIRE_OK(delete_file(a, &fg));
+
+        struct refer_on x = {.c = &s, .fid = ff.id, .lease = t2 + 2000};
+        o.on_chunk = refer_meanwhile;
+        o.arg = &x;
+        CHECK_OK(chp_rstate_audit(b, &o, &st));
+        printf("  audit: %llu chunks, %llu lowered, %llu keys dropped, %llu confirmed, %llu "
+               "raced\n",
+               (unsigned long long)st.chunks, (unsigned long long)st.lowered,
+               (unsigned long long)st.refs_dropped, (unsigned long long)st.refs_confirmed,
+               (unsigned long long)st.raced);
+        CHECK_EQ(x.calls, 1);
+        CHECK_OK(x.rc);
+        CHECK(st.raced >= 1);
+        CHECK_EQ(lease_of(&s), t2 + 2000); /* the lower was cancelled by the new referrer */
+        CHECK_EQ(lease_of(&s2), t2 + 50);  /* lowered to the live file's expiry */
+        CHECK_EQ(lease_of(&x1), 0);
+        CHECK_EQ(lease_of(&g1), 0);
+        CHECK_EQ(lease_of(&u1), t2 + 500);
+        CHECK(cexp_has(&s2, t2 + 50) && cexp_has(&x1, 0));
+
+        /* GC past the lowered leases: the deleted files' chunks go, the rest stays */
+        struct chp_rstate_gc_stats gs;
+        CHECK_OK(gc(b, "B", t2 + 50 + GRACE + 1, &gs));
+        CHECK(!exists(C, s2.addr, 32) && !exists(C, x1.addr, 32) && !exists(C, g1.addr, 32));
+        CHECK(!exists(C, d1.addr, 32));
+        CHECK(exists(C, s.addr, 32) && exists(C, u1.addr, 32));
+}
+
 /* ---- the randomised race ---- */
 
 #define NBIG   3
@@ -489,10 +582,11 @@ static bool invariant(uint64_t now, int round)
 }
 
 /* One handle commits files sharing chunks with random expiries and deletes some; the other runs
- * GC passes with the test's clock, sometimes while a commit is held after its chunks were referred
- * (step 1) and before the file is written. After each round the invariant holds for every live
- * file and every file expired before the last pass is gone; at the end, after a pass past every
- * lease and grace, nothing of the test is left (no chunk, file or upload object, no index key). */
+ * GC passes and audits with the test's clock, sometimes while a commit is held after its chunks
+ * were referred (step 1) and before the file is written. After each round the invariant holds for
+ * every live file and every file expired before the last pass is gone; at the end, after a pass
+ * past every lease and grace, nothing of the test is left (no chunk, file or upload object, no
+ * index key). */
 TEST(gc_randomised_race)
 {
         const char *e = getenv("CHAPAR_GC_SEED");
@@ -511,7 +605,7 @@ TEST(gc_randomised_race)
                 make_file(&files[i], &bigs[i / NSMALL], &smalls[i % NSMALL]);
         memset(model, 0, sizeof(model));
         uint64_t clock = 300000, last_gc = 0;
-        uint64_t removed = 0, held_commits = 0, passes = 0;
+        uint64_t removed = 0, held_commits = 0, passes = 0, audits = 0, lowered = 0;
         bool ok = true;
         for (int round = 0; round < rounds && ok; round++) {
                 int commits = 1 + (int)rnd(3);
@@ -554,6 +648,13 @@ TEST(gc_randomised_race)
                         REQUIRE(rc == 0 || rc == -ENOENT);
                         model[i] = 0;
                 }
+                if (rnd(3) == 0) { /* the audit lowers what deleted files pinned */
+                        struct chp_rstate_audit_opts ao = {.now = clock};
+                        struct chp_rstate_audit_stats as;
+                        REQUIRE_OK(chp_rstate_audit(b, &ao, &as));
+                        audits++;
+                        lowered += as.lowered;
+                }
                 clock += rnd(GRACE / 2);
                 if (rnd(2) == 0) {
                         struct chp_rstate_gc_stats s;
@@ -578,9 +679,11 @@ TEST(gc_randomised_race)
                 ok = invariant(clock, round) && ok;
         }
         CHECK(ok);
-        printf("  %llu passes (%llu during a held commit), %llu objects removed\n",
+        printf("  %llu passes (%llu during a held commit), %llu objects removed, %llu audits "
+               "(%llu leases lowered)\n",
                (unsigned long long)passes, (unsigned long long)held_commits,
-               (unsigned long long)removed);
+               (unsigned long long)removed, (unsigned long long)audits,
+               (unsigned long long)lowered);
         /* past every lease and grace: nothing left (of this test, nor of the tests before) */
         struct chp_rstate_gc_stats s;
         CHECK_OK(gc(b, "B", clock + 10 * GRACE + 1000000, &s));
