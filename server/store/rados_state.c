@@ -46,7 +46,7 @@ void hex16(uint64_t v, char out[HEX16])
         snprintf(out, HEX16, "%016llx", (unsigned long long)v);
 }
 
-static bool unhex16(const uint8_t *s, size_t len, uint64_t *v)
+bool unhex16(const uint8_t *s, size_t len, uint64_t *v)
 {
         if (len != 16)
                 return false;
@@ -677,6 +677,11 @@ static int chunk_start(struct chp_rstate_priv *p)
         default:
                 return -EINVAL;
         }
+}
+
+rados_ioctx_t rs_io(struct chp_rstate *st, int ns)
+{
+        return st->io[ns];
 }
 
 /* ---- the handle and submission ------------------------------------------------------------ */

@@ -230,4 +230,79 @@ void chp_rstate_inflight(struct chp_rstate *st, uint32_t *now /* out */, uint32_
 /* Frees what a finished request allocated for its results (GET's records, a page's entries). */
 void chp_rstate_req_release(struct chp_rstate_req *req);
 
+/* ---- GC (docs/scale-out.md, "GC on two relays at once") -------------------------------------
+ * chp_rstate_gc is one pass, run by any relay, blocking (the relay's main thread or a GC thread,
+ * never a loop thread, nor a thread that runs request callbacks). It takes the exclusive lock
+ * "gc" on i/gc with the handle's cookie and a lease, renewed (LIBRADOS_LOCK_FLAG_MUST_RENEW)
+ * before each batch once a third of the lease has passed since the last; -EBUSY: another relay is
+ * collecting, the pass does nothing (busy). A renewal refused (-ENOENT: the lease lapsed and may
+ * be another's) ends the pass after the batch in flight (lease_lost); every removal is guarded on
+ * its own object, so that batch removes nothing live. Then, for each shard of i/exp.* and then
+ * i/cexp.*, the keys that are due: files (FILE_EXPIRE) and uploads (read, then UPLOAD_REMOVE
+ * when the record's expiry is before now) whose key's expiry is before now; chunks (CHUNK_REMOVE)
+ * whose key's lease + grace is before now; at most inflight requests at once. A key is dropped
+ * once its object is removed, gone (or never was), or found extended or quarantined (its new key
+ * exists); a key whose request failed stays for the next pass. Unlocks at the end.
+ * Returns 0, or the first error (the cluster not answering: CHP_EUNAVAILABLE; the pass stops).
+ * Uploads' usage (incomplete) is not changed by a removal (as UPLOAD_REMOVE): the audit's. */
+struct chp_rstate_gc_stats {
+        uint64_t files_expired, uploads_removed, chunks_removed;
+        uint64_t keys_dropped; /* stale keys: their object gone, extended or never there */
+        uint64_t errors;       /* requests that failed (their keys stay) */
+        bool busy;             /* another cookie held the lock: nothing done */
+        bool lease_lost;       /* a renewal was refused: the pass stopped early */
+};
+
+struct chp_rstate_gc_opts {
+        uint64_t now;       /* unix s the pass collects up to (0: the clock) */
+        uint64_t grace;     /* gc_grace, s: how long past its lease a chunk stays */
+        uint32_t lease;     /* s, the lock's (0: 60) */
+        const char *cookie; /* the lock's cookie, the relay's instance id (NULL: "gc-<pid>") */
+        uint32_t inflight;  /* requests at once (0: 32, at most CHP_RSTATE_PAGE_MAX) */
+        uint32_t page;      /* keys read at once (0: 256, at most CHP_RSTATE_PAGE_MAX) */
+        /* Tests: called before each batch's renewal check, on the pass's thread, with the stats
+         * so far; it may block (a stalled relay). */
+        void (*on_batch)(void *arg, const struct chp_rstate_gc_stats *sofar);
+        void *arg;
+};
+
+/* One GC pass on st (see above); *stats is filled also on error. */
+__attribute__((warn_unused_result)) int chp_rstate_gc(struct chp_rstate *st,
+                                                      const struct chp_rstate_gc_opts *opts,
+                                                      struct chp_rstate_gc_stats *stats /* out */);
+
+/* ---- the audit (docs/scale-out.md, "The audit: lowering leases") ----------------------------
+ * chp_rstate_audit walks namespace c (at most max chunks; 0: all), blocking, on a thread that may
+ * (as chp_rstate_gc). Per chunk: its referrers and the object's version in one read; each
+ * referrer's record: an upload key is live while u/id exists; a file key while f/id exists and is
+ * no tombstone, or while it is pending, f/id does not exist and its expiry is not past (its commit
+ * may not have written the file yet); then the cexp key of the new lease, and one write guarded
+ * by assert_version: dead keys dropped, pending keys of existing files confirmed, e set to the
+ * largest expiry of the live keys, a live file's taken from its record (a later refer with a
+ * shorter expiry overwrites a key's value), and never below the lease while a pending key has no
+ * file yet (0 when none live: GC removes it grace later). A chunk written
+ * meanwhile (a new referrer) fails the guard and is left for the next audit (raced). Chunks with
+ * more than 256 referrers are left as they are. It takes no lock: the version guard is its safety
+ * (the caller may hold the GC lock to avoid two relays doing the same work).
+ * Returns 0 or the first error (the pass stops). */
+struct chp_rstate_audit_stats {
+        uint64_t chunks;         /* looked at */
+        uint64_t lowered;        /* leases lowered */
+        uint64_t refs_dropped;   /* dead referrer keys */
+        uint64_t refs_confirmed; /* pending file keys whose file exists */
+        uint64_t raced;          /* writes refused by the version guard */
+};
+
+struct chp_rstate_audit_opts {
+        uint64_t now; /* unix s (0: the clock) */
+        uint64_t max; /* chunks per pass (0: all) */
+        /* Tests: called after a chunk's referrers were judged, before its write (may block). */
+        void (*on_chunk)(void *arg, const uint8_t addr[CHP_HASH_BYTES]);
+        void *arg;
+};
+
+__attribute__((warn_unused_result)) int
+chp_rstate_audit(struct chp_rstate *st, const struct chp_rstate_audit_opts *opts,
+                 struct chp_rstate_audit_stats *stats /* out */);
+
 #endif

@@ -103,9 +103,12 @@ void file_keys(struct chp_rstate_priv *p, bool drop, step_fn after);
 void index_key(struct chp_rstate_priv *p, const char *oid, const char *key, bool drop,
                step_fn next);
 void chunk_done(struct chp_rstate_priv *p, int rc); /* finish(p, rc) as a step */
+/* The handle's I/O context of namespace ns (NS_*), for what is not a request (the GC lock). */
+rados_ioctx_t rs_io(struct chp_rstate *st, int ns);
 
 /* names and numbers */
 void hex16(uint64_t v, char out[HEX16]);
+bool unhex16(const uint8_t *s, size_t len, uint64_t *v); /* exactly 16 lowercase hex digits */
 void oid_hex(const uint8_t *id, size_t n, char oid[OID_MAX]);
 void shard_oid(const char *prefix, const uint8_t *id, char oid[OID_MAX]);
 void list_oid(const char *tenant, size_t tlen, char oid[OID_MAX]);
