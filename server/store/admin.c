@@ -124,6 +124,7 @@ int chp_store_files_list(struct chp_store *s, const char *tenant,
                          const uint8_t cursor[CHP_LIST_CURSOR_BYTES], struct chp_file_entry *out,
                          size_t max, size_t *n, bool *more, uint8_t next[CHP_LIST_CURSOR_BYTES])
 {
+        LOCAL_ONLY(s);
         *n = 0;
         *more = false;
         size_t tlen = tenant ? strnlen(tenant, CHP_TENANT_MAX + 1) : 0;
@@ -197,6 +198,7 @@ int chp_store_uploads_list(struct chp_store *s, const char *tenant,
                            const uint8_t cursor[CHP_LIST_CURSOR_BYTES], struct chp_upload *out,
                            size_t max, size_t *n, bool *more, uint8_t next[CHP_LIST_CURSOR_BYTES])
 {
+        LOCAL_ONLY(s);
         *n = 0;
         *more = false;
         size_t tlen = tenant ? strnlen(tenant, CHP_TENANT_MAX + 1) : 0;
@@ -312,12 +314,14 @@ int chp_store_tenants_each(struct chp_store *s,
                                      const struct chp_tenant_usage *u),
                            void *ctx)
 {
+        LOCAL_ONLY(s);
         struct tenants_walk t = {fn, ctx};
         return walk(s, s->db_tenants, tenant_one, &t);
 }
 
 int chp_store_quarantined(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], uint64_t *since)
 {
+        LOCAL_ONLY(s);
         MDB_txn *txn;
         int rc = store_read_begin(s, &txn);
         if (rc)
@@ -348,6 +352,7 @@ int chp_store_quarantine_each(struct chp_store *s,
                                         uint64_t since),
                               void *ctx)
 {
+        LOCAL_ONLY(s);
         struct quarantine_walk q = {fn, ctx};
         return walk(s, s->db_quarantine, quarantine_one, &q);
 }
@@ -404,6 +409,7 @@ static double now_s(void)
 int chp_store_scrub(struct chp_store *s, uint64_t rate, struct chp_scrub *p,
                     chp_verify_problem_fn problem, void *ctx)
 {
+        LOCAL_ONLY(s);
         struct chp_store_stats st;
         int rc = chp_store_stats(s, &st);
         if (rc)

@@ -24,6 +24,9 @@
 
 #include "manifest.h"
 #include "store_int.h"
+#ifdef CHAPAR_RADOS
+#include "shared_int.h"
+#endif
 
 #define AUDIT_BATCH 2048 /* repairs per writer request */
 
@@ -355,6 +358,10 @@ static int sweep(struct chp_store *s, const struct mark *m, uint64_t now,
  * ranges of first bytes hold about equal shares). */
 int chp_store_audit(struct chp_store *s, uint64_t now, struct chp_audit_stats *out)
 {
+#ifdef CHAPAR_RADOS
+        if (s->shared)
+                return shared_audit(s, now, out);
+#endif
         memset(out, 0, sizeof(*out));
         struct chp_audit_stats st = {0};
         struct mark m = {.s = s};

@@ -187,9 +187,16 @@ __attribute__((warn_unused_result)) int chp_segments_open(const struct chp_segme
  * of the namespace "i", renewed while open): CHP_ELOCKED when another relay holds it; a lock that
  * a previous run with the same directory on this host left behind is broken.
  * CHP_EUNAVAILABLE when the cluster does not answer within o->rados_op_timeout, -ENOENT when the
- * pool does not exist. h is copied. Caller frees with out->ops->close. */
+ * pool does not exist. h is copied. Caller frees with out->ops->close. With o->rados_shared it
+ * takes no lock (many relays share the pool; shared.c keeps the records there). */
 __attribute__((warn_unused_result)) int chp_rados_open(const struct chp_store_opts *o, MDB_env *env,
                                                        const struct chp_backend_host *h,
                                                        struct chp_backend **out /* out */);
+#ifdef CHAPAR_RADOS
+#include <rados/librados.h>
+/* The connected cluster of a backend chp_rados_open made (it lives as long as the backend);
+ * NULL for any other backend. */
+rados_t chp_rados_cluster(struct chp_backend *b);
+#endif
 
 #endif

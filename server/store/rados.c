@@ -974,6 +974,11 @@ static const struct chp_backend_ops rados_ops = {
     .op_stats = r_op_stats,
 };
 
+rados_t chp_rados_cluster(struct chp_backend *base)
+{
+        return base && base->ops == &rados_ops ? RADOS_BE(base)->cluster : NULL;
+}
+
 static int open_db(struct rados_be *b)
 {
         MDB_txn *txn;
@@ -1079,6 +1084,14 @@ int chp_rados_open(const struct chp_store_opts *o, MDB_env *env, const struct ch
         }
         if ((rc = open_db(b)) || (rc = connect_cluster(b, o)))
                 goto out;
+        if (o->rados_shared) {
+                /* many relays on the pool: the shared state's guards are their safety, and the
+                 * records this backend's index would keep are in the pool (shared.c) */
+                if (chp_rcache_open(o->dir, o->cache_size, &b->cache) != 0)
+                        chp_log_warn("store", "rados: going on without the read cache");
+                *out = &b->base;
+                return 0;
+        }
         uint64_t t0 = now_us();
         rc = lock_take(b, 0);
         if (rc == -EBUSY && lock_break_own(b))

@@ -10,6 +10,9 @@
 #include "bytes.h"
 #include "log.h"
 #include "store_int.h"
+#ifdef CHAPAR_RADOS
+#include "shared_int.h"
+#endif
 #include "xxh.h"
 
 #ifdef CHAPAR_FAULT_INJECTION
@@ -106,6 +109,10 @@ int chp_store_locate(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES],
 {
         memset(loc, 0, sizeof(*loc));
         loc->fd = -1;
+#ifdef CHAPAR_RADOS
+        if (s->shared)
+                return shared_locate(s, addr, loc);
+#endif
         for (int attempt = 0; attempt < 4; attempt++) {
                 int rc = lookup(s, addr, loc, NULL, 0);
                 if (rc != -EAGAIN)
@@ -130,6 +137,10 @@ void chp_store_loc_release(struct chp_store *s, struct chp_chunk_loc *loc)
 ssize_t chp_store_read(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], void *buf,
                        size_t cap)
 {
+#ifdef CHAPAR_RADOS
+        if (s->shared)
+                return shared_read(s, addr, buf, cap);
+#endif
         struct chp_chunk_loc loc = {.fd = -1};
         int rc = -EAGAIN;
         for (int attempt = 0; rc == -EAGAIN && attempt < 4; attempt++)
@@ -210,6 +221,10 @@ static void async_read_done(void *ctx, int result)
 ssize_t chp_store_read_async(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], void *buf,
                              size_t cap, chp_store_read_fn done, void *ctx)
 {
+#ifdef CHAPAR_RADOS
+        if (s->shared)
+                return shared_read_async(s, addr, buf, cap, done, ctx);
+#endif
         struct chp_backend *b = s->backend;
         if (!b->ops->read_async && !deferring(s))
                 return chp_store_read(s, addr, buf, cap); /* local bytes: at hand */
@@ -764,6 +779,10 @@ int chp_store_lookup(struct chp_store *s, struct chp_store_lookup *q)
         q->manifest = q->meta = NULL; /* not the caller's to free: whatever they held */
         chp_store_lookup_clear(q);
         q->status = 0;
+#ifdef CHAPAR_RADOS
+        if (s->shared)
+                return shared_lookup(s, q);
+#endif
 #ifdef CHAPAR_FAULT_INJECTION
         if (s->defer && q->kind <= CHP_LOOKUP_HAS) {
                 if (!q->done)

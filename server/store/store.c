@@ -22,6 +22,9 @@
 #include "log.h"
 #include "manifest.h"
 #include "store_int.h"
+#ifdef CHAPAR_RADOS
+#include "shared_int.h"
+#endif
 
 /* ---- fault injection ---------------------------------------------------------------------- */
 
@@ -409,6 +412,10 @@ int chp_store_open(const struct chp_store_opts *o, struct chp_store **out)
         }
         if (rc)
                 goto out;
+#ifdef CHAPAR_RADOS
+        if (o->backend == CHP_STORE_RADOS && o->rados_shared && (rc = shared_open(s)))
+                goto out;
+#endif
 #ifdef CHAPAR_FAULT_INJECTION
         fault_from_env(s);
         if ((rc = store_defer_start(s)))
@@ -444,6 +451,9 @@ void chp_store_close(struct chp_store *s)
                 return;
 #ifdef CHAPAR_FAULT_INJECTION
         store_defer_stop(s); /* its reads use the backend: they end first */
+#endif
+#ifdef CHAPAR_RADOS
+        shared_close(s); /* its requests use the backend's cluster: they end first */
 #endif
         if (s->writer_started) {
                 pthread_mutex_lock(&s->q_lock);

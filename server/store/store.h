@@ -41,8 +41,8 @@ enum chp_sync {
 enum chp_store_backend {
         CHP_STORE_LOCAL, /* segment files in dir (the default) */
         CHP_STORE_RADOS, /* objects named by address in a Ceph RADOS pool; dir keeps the index
-                            (LMDB: every record) and the inline chunks. Until the shared state of
-                            docs/scale-out.md is built, one relay per pool. */
+                            (LMDB: every record) and the inline chunks, and one relay uses the
+                            pool; with rados_shared the records are in the pool too (below) */
 };
 
 struct chp_store_opts {
@@ -58,6 +58,11 @@ struct chp_store_opts {
         /* Seconds the pool's lock lasts unless renewed (renewed every third of it); 0 = 30.
          * Not a config key: tests shorten it to make the lease lapse. */
         uint32_t rados_lock_seconds;
+        /* The shared state of docs/scale-out.md (shared.c, rados_state.h): every record in the
+         * pool, every chunk an object, so that several relays (stores) on one pool serve any
+         * file and resume any upload. Requests and lookups become RADOS operations; their done
+         * callbacks run on librados' threads or the store's own. dir keeps no records then. */
+        bool rados_shared;
         uint64_t cache_size;       /* bytes of dir/cache, the local read cache of whole chunks that
                                       faces splice from (rados.c, cache.h); 0 = none */
         enum chp_sync sync;
@@ -316,6 +321,9 @@ struct chp_chunk_loc {
         uint32_t len;
         uint64_t xxh3;
         bool is_inline;  /* bytes are in LMDB: use chp_store_read */
+        bool remote;     /* the shared state (rados_shared): nothing is known before the bytes
+                            are read (len 0, fd -1): read with chp_store_read_async, whose
+                            length the caller checks against what it expects */
         int fd;          /* file holding the bytes, valid until chp_store_loc_release; -1 when
                             the chunk backend has no file (not segments): use chp_store_read */
         uint64_t offset; /* of the chunk's first byte in fd */

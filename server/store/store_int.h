@@ -58,6 +58,9 @@ struct chp_store {
         MDB_dbi db_fileindex;        /* files by (tenant, created, id): listings (admin.c) */
         MDB_dbi db_quarantine;       /* file id -> when the operator quarantined it (admin.c) */
         struct chp_backend *backend; /* chunk bytes above inline_max */
+        /* rados_shared: the records are the pool's (shared_int.h), and every public function
+         * hands its call to shared_*; NULL: the local index */
+        struct store_shared *shared;
 
         pthread_mutex_t q_lock;
         pthread_cond_t q_cond;
@@ -81,6 +84,18 @@ struct chp_store {
         void *audit_hook_ctx;
 #endif
 };
+
+/* What the store over the shared state (rados_shared) does not offer: the listings, the
+ * quarantine list's reads, the scrub and the local verify answer -ENOTSUP there. */
+#ifdef CHAPAR_RADOS
+#define LOCAL_ONLY(s)                                                                              \
+        do {                                                                                       \
+                if ((s)->shared)                                                                   \
+                        return -ENOTSUP;                                                           \
+        } while (0)
+#else
+#define LOCAL_ONLY(s) ((void)(s))
+#endif
 
 /* ---- fault injection (store.c) ------------------------------------------------------------ */
 

@@ -9,6 +9,9 @@
 
 #include "log.h"
 #include "store_int.h"
+#ifdef CHAPAR_RADOS
+#include "shared_int.h"
+#endif
 
 int store_usage_get(struct chp_store *s, MDB_txn *txn, const void *tenant, size_t tlen,
                     struct chp_tenant_usage *out)
@@ -270,6 +273,10 @@ void store_usage_sums_free(struct usage_sums *l)
 
 int chp_store_tenant_usage(struct chp_store *s, const char *tenant, struct chp_tenant_usage *out)
 {
+#ifdef CHAPAR_RADOS
+        if (s->shared)
+                return shared_tenant_usage(s, tenant, out);
+#endif
         memset(out, 0, sizeof(*out));
         size_t tlen = tenant ? strnlen(tenant, CHP_TENANT_MAX + 1) : 0;
         if (tlen > CHP_TENANT_MAX)

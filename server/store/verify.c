@@ -343,6 +343,7 @@ out:
 int chp_store_verify(struct chp_store *s, chp_verify_problem_fn fn, void *ctx,
                      struct chp_verify_stats *stats)
 {
+        LOCAL_ONLY(s);
         memset(stats, 0, sizeof(*stats));
         struct verify v = {.s = s, .fn = fn, .ctx = ctx};
         struct chp_backend *b = s->backend;

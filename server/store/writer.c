@@ -12,6 +12,9 @@
 #include "log.h"
 #include "manifest.h"
 #include "store_int.h"
+#ifdef CHAPAR_RADOS
+#include "shared_int.h"
+#endif
 
 /* Takes len bytes from this batch's estimate of free space, refusing them (-ENOSPC) when they
  * would eat into what puts leave free: the reserve, so that GC can always commit the transaction
@@ -162,6 +165,11 @@ int chp_store_submit(struct chp_store *s, struct chp_store_req *req)
                 req->u.put.deduplicated = false;
         req->status = 0;
         req->next = NULL;
+#ifdef CHAPAR_RADOS
+        if (s->shared)
+                return req->type == CHP_REQ_GC ? shared_gc_submit(s->shared, req)
+                                               : shared_submit(s, req);
+#endif
         pthread_mutex_lock(&s->q_lock);
         if (s->stopping) {
                 pthread_mutex_unlock(&s->q_lock);

@@ -1,0 +1,85 @@
+/* shared_int.h — the store over the shared state of docs/scale-out.md ([store] rados_shared):
+ * what shared.c (open, close, the count of what is in flight, GC and the audit), shared_write.c
+ * (chp_store_submit's requests) and shared_read.c (lookups, chunk reads, the synchronous reads)
+ * share. Private to server/store/; built only with librados (CHAPAR_RADOS).
+ *
+ * With rados_shared, struct chp_store keeps its directory (the LOCK, the read cache) but no record
+ * of its own: every public function of store.h that store.c, writer.c, read.c or admin.c keeps
+ * first asks `if (s->shared)` and hands the call to a function below. Each store request becomes
+ * chp_rstate requests (rados_state.h) on the handle's one chp_rstate; each lookup the matching
+ * get. A request's or lookup's done runs on a librados completion thread or on the rstate
+ * handle's timer thread (never inside submit or lookup), and must not block, as store.h says of
+ * the writer thread. Every store request and deferred lookup in flight is counted
+ * (shared_op_begin/end), so that close waits for them all before it closes the handle.
+ */
+#ifndef CHP_STORE_SHARED_INT_H
+#define CHP_STORE_SHARED_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "rados_state.h"
+#include "store_int.h"
+
+struct store_shared {
+        struct chp_store *s;
+        struct chp_rstate *st;
+        char cookie[96]; /* the GC lock's: host and pid, so a log names the holder */
+
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        uint64_t ops; /* requests and deferred lookups in flight (under lock) */
+        bool closing; /* under lock: new requests are refused with CHP_ECLOSED */
+
+        /* CHP_REQ_GC requests run one at a time on a thread of their own (chp_rstate_gc
+         * blocks): a queue under lock */
+        struct chp_store_req *gc_head, *gc_tail;
+        pthread_t gc_thread;
+        bool gc_started;
+        uint64_t gc_grace; /* s a chunk's lease must be past before GC removes it */
+};
+
+/* ---- shared.c ---------------------------------------------------------------------------- */
+
+/* Opens s->shared on the pool of s->opts (the cluster connection of s->backend when it has one);
+ * 0 or a negative code, logged. */
+int shared_open(struct chp_store *s);
+/* Refuses new requests, waits for every one in flight, then frees s->shared. NULL-safe. */
+void shared_close(struct chp_store *s);
+/* Counts one request or deferred lookup in; CHP_ECLOSED (nothing counted) once closing. */
+int shared_op_begin(struct store_shared *sh);
+/* Counts one out: call after its done has returned (the caller's callback may free it). */
+void shared_op_end(struct store_shared *sh);
+/* CHP_REQ_GC: queued for the GC thread; 0 or CHP_ECLOSED. */
+int shared_gc_submit(struct store_shared *sh, struct chp_store_req *req);
+/* chp_store_audit over the shared state (blocking, as chp_rstate_audit). */
+int shared_audit(struct chp_store *s, uint64_t now, struct chp_audit_stats *out);
+
+/* ---- shared_write.c ---------------------------------------------------------------------- */
+
+/* chp_store_submit with s->shared: every request kind but CHP_REQ_GC (shared.c) and
+ * CHP_REQ_AUDIT (the local audit's; -ENOTSUP here). The checks chp_store_submit makes first (a
+ * PUT's size and hash) are made before this is called. 0: done(req) follows once, with
+ * req->status; or a negative code, and done is not called. */
+int shared_submit(struct chp_store *s, struct chp_store_req *req);
+
+/* ---- shared_read.c ----------------------------------------------------------------------- */
+
+/* chp_store_lookup with s->shared: -EINPROGRESS and q->done(q) later (q->done required), or a
+ * code now (-EINVAL: a malformed lookup; CHP_ECLOSED). */
+int shared_lookup(struct chp_store *s, struct chp_store_lookup *q);
+/* The same, waited for on the calling thread (not a loop thread): q->status. For the
+ * synchronous reads of store.h (chp_store_file_get, ...), which the caller has turned into q. */
+int shared_lookup_wait(struct chp_store *s, struct chp_store_lookup *q);
+/* chp_store_locate with s->shared: answers without I/O (loc: fd -1, not inline, remote). */
+int shared_locate(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES],
+                  struct chp_chunk_loc *loc);
+/* chp_store_read_async and chp_store_read with s->shared. */
+ssize_t shared_read_async(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], void *buf,
+                          size_t cap, chp_store_read_fn done, void *ctx);
+ssize_t shared_read(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], void *buf, size_t cap);
+/* chp_store_tenant_usage with s->shared (blocking). */
+int shared_tenant_usage(struct chp_store *s, const char *tenant, struct chp_tenant_usage *out);
+
+#endif
