@@ -44,10 +44,11 @@ static int usage(FILE *to)
                     "               [--access-log FILE|-] [--log-format logfmt|json]\n"
                     "               [--admin-listen HOST:PORT --admin-key FILE]\n"
                     "               [--store local|rados --rados-conf FILE --rados-pool POOL\n"
-                    "                [--rados-user NAME]]\n"
+                    "                [--rados-user NAME] [--rados-shared]]\n"
                     "       chapard check-config FILE\n"
                     "       chapard verify --data DIR [--store rados --rados-conf FILE\n"
-                    "                      --rados-pool POOL [--rados-user NAME]]\n"
+                    "                      --rados-pool POOL [--rados-user NAME]\n"
+                    "                      [--rados-shared]]\n"
                     "       chapard admin [--data DIR | --admin HOST:PORT --key FILE] [--json]\n"
                     "                     list|stats|delete ID|quarantine ID|unquarantine ID|\n"
                     "                     quarantined|verify|status   (chapard admin --help)\n"
@@ -86,7 +87,10 @@ static int cmd_verify(int argc, char **argv)
                         o.rados_pool = v;
                 else if (strcmp(argv[i], "--rados-user") == 0 && v)
                         o.rados_user = v;
-                else
+                else if (strcmp(argv[i], "--rados-shared") == 0) {
+                        o.rados_shared = true;
+                        continue; /* a flag: no value */
+                } else
                         return usage(stderr);
                 i++;
         }

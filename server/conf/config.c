@@ -166,6 +166,7 @@ static const struct setting settings[] = {
     {SEC_STORE, "rados_op_timeout", NULL, K_DURATION, FIELD(store.rados_op_timeout), 1, 3600},
     {SEC_STORE, "cache_size", NULL, K_SIZE, FIELD(store.cache_size), 0, UINT64_MAX},
     {SEC_STORE, "rados_shared", "rados-shared", K_FLAG, FIELD(store.rados_shared), 0, 0},
+    {SEC_STORE, "gc_grace", NULL, K_DURATION, FIELD(store.gc_grace), 1, 7ull * 24 * 3600},
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))

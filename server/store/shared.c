@@ -27,7 +27,7 @@ int shared_open(struct chp_store *s)
         if (!sh)
                 return -ENOMEM;
         sh->s = s;
-        sh->gc_grace = GC_GRACE_DEFAULT;
+        sh->gc_grace = s->opts.gc_grace ? s->opts.gc_grace : GC_GRACE_DEFAULT;
         pthread_mutex_init(&sh->lock, NULL);
         pthread_cond_init(&sh->cond, NULL);
         char host[64] = "";

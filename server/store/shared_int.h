@@ -56,6 +56,14 @@ int shared_gc_submit(struct store_shared *sh, struct chp_store_req *req);
 /* chp_store_audit over the shared state (blocking, as chp_rstate_audit). */
 int shared_audit(struct chp_store *s, uint64_t now, struct chp_audit_stats *out);
 
+/* ---- shared_verify.c --------------------------------------------------------------------- */
+
+/* chp_store_verify with s->shared: every file's and upload's chunks exist, name it and are
+ * leased until it expires; tombstones are on the quarantine list; every chunk's bytes match its
+ * name (SHA-256) and h (XXH3). Blocking; read-only; for a pool at rest. */
+int shared_verify(struct chp_store *s, chp_verify_problem_fn fn, void *ctx,
+                  struct chp_verify_stats *stats);
+
 /* ---- shared_write.c ---------------------------------------------------------------------- */
 
 /* chp_store_submit with s->shared: every request kind but CHP_REQ_GC (shared.c) and

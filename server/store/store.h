@@ -63,6 +63,9 @@ struct chp_store_opts {
          * file and resume any upload. Requests and lookups become RADOS operations; their done
          * callbacks run on librados' threads or the store's own. dir keeps no records then. */
         bool rados_shared;
+        /* rados_shared: seconds past its lease before GC removes a chunk (0 = 3600): room for
+         * relays' clocks to differ and for a commit between its refer and its file write */
+        uint64_t gc_grace;
         uint64_t cache_size;       /* bytes of dir/cache, the local read cache of whole chunks that
                                       faces splice from (rados.c, cache.h); 0 = none */
         enum chp_sync sync;

@@ -86,7 +86,7 @@ struct chp_store {
 };
 
 /* What the store over the shared state (rados_shared) does not offer: the listings, the
- * quarantine list's reads, the scrub and the local verify answer -ENOTSUP there. */
+ * quarantine list's reads and the live scrub answer -ENOTSUP there. */
 #ifdef CHAPAR_RADOS
 #define LOCAL_ONLY(s)                                                                              \
         do {                                                                                       \

@@ -10,6 +10,9 @@
 
 #include "manifest.h"
 #include "store_int.h"
+#ifdef CHAPAR_RADOS
+#include "shared_int.h"
+#endif
 #include "xxh.h"
 
 /* ---- scrub ------------------------------------------------------------------------------- */
@@ -343,7 +346,10 @@ out:
 int chp_store_verify(struct chp_store *s, chp_verify_problem_fn fn, void *ctx,
                      struct chp_verify_stats *stats)
 {
-        LOCAL_ONLY(s);
+#ifdef CHAPAR_RADOS
+        if (s->shared)
+                return shared_verify(s, fn, ctx, stats);
+#endif
         memset(stats, 0, sizeof(*stats));
         struct verify v = {.s = s, .fn = fn, .ctx = ctx};
         struct chp_backend *b = s->backend;
