@@ -442,6 +442,13 @@ int chp_store_backend_stats(struct chp_store *s, struct chp_store_backend_stats 
         if (!s->backend->ops->op_stats)
                 return -ENOTSUP;
         s->backend->ops->op_stats(s->backend, out);
+#ifdef CHAPAR_RADOS
+        if (s->shared) { /* the records' operations: the shared state's handle */
+                uint32_t now, peak, queued;
+                chp_rstate_inflight(s->shared->st, &now, &peak, &queued);
+                out->inflight += now;
+        }
+#endif
         return 0;
 }
 
