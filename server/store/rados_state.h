@@ -75,7 +75,8 @@ enum chp_rstate_kind {
         CHP_RS_USAGE_GET,
         /* tus offset objects (u/<upload id>.t) */
         CHP_RS_TUS_APPEND, /* guarded by n = old: -ESTALE (offset set to the current one) */
-        CHP_RS_TUS_ABSORB, /* the tail became a chunk: truncate, n = old + len; as append */
+        CHP_RS_TUS_ABSORB, /* the tail became a chunk: truncate, n = old + len; as append
+                              (old 0 and no object: created, as append creates it) */
         CHP_RS_TUS_GET,    /* offset and the tail bytes into buf */
 };
 

@@ -786,8 +786,8 @@ static void tus_written(struct chp_rstate_priv *p, int rc)
         if (rc == 0) {
                 q->u.tus.offset = q->u.tus.old + q->u.tus.len;
                 finish(p, 0);
-        } else if (rc == -ENOENT && !p->step && q->u.tus.old == 0 && q->kind == CHP_RS_TUS_APPEND) {
-                tus_op(p, true); /* the upload's first bytes */
+        } else if (rc == -ENOENT && !p->step && q->u.tus.old == 0) {
+                tus_op(p, true); /* the upload's first bytes (or first whole chunk) */
         } else if (rc == -ECANCELED || rc == -EEXIST) {
                 tail_oid(q->u.tus.upload_id, oid);
                 obj_read(p, NS_U, oid, tus_looked);

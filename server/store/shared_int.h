@@ -38,6 +38,10 @@ struct store_shared {
         pthread_t gc_thread;
         bool gc_started;
         uint64_t gc_grace; /* s a chunk's lease must be past before GC removes it */
+
+        /* shared_write.c's: a tus upload's chunk puts and tail appends in flight, in the order
+         * they came; each runs once those of its upload before it have ended (under lock) */
+        struct shared_wop *tus_head;
 };
 
 /* ---- shared.c ---------------------------------------------------------------------------- */
