@@ -39,8 +39,9 @@ struct store_shared {
         bool gc_started;
         uint64_t gc_grace; /* s a chunk's lease must be past before GC removes it */
 
-        /* shared_write.c's: a tus upload's chunk puts and tail appends in flight, in the order
-         * they came; each runs once those of its upload before it have ended (under lock) */
+        /* shared_write.c's: a tus upload's creates, chunk puts and tail appends in flight, in
+         * the order they came; each runs once those of its upload before it have ended (under
+         * lock) */
         struct shared_wop *tus_head;
 };
 

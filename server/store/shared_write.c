@@ -6,7 +6,7 @@
  *   COMMIT         [UPLOAD_GET] COMMIT
  *   UPLOAD_CREATE  FILE_GET  PENDING_TAKE ( UPLOAD_GET | PENDING_SWAP )*  [UPLOAD_CREATE]
  *                  (CHUNK_REFER UPLOAD_PUT_CHUNK)* ATTACH_WINDOW at a time
- *                  (tus: UPLOAD_GET UPLOAD_CREATE)
+ *                  (tus: UPLOAD_GET UPLOAD_CREATE, or USAGE_ADD UPLOAD_REPLACE: a length known)
  *   UPLOAD_DELETE  UPLOAD_GET [PENDING_DROP] UPLOAD_REMOVE USAGE_ADD
  *   FILE_DELETE    FILE_DELETE
  *   TAIL_APPEND    UPLOAD_GET TUS_APPEND
@@ -17,8 +17,9 @@
  *
  * Order: the LMDB writer applies requests in the order they came; the faces rely on it for a
  * tus upload, whose chunk puts (which absorb the kept tail) and tail appends follow each other
- * without waiting. Here those two kinds (a PUT with clear_tail, a TAIL_APPEND) of one upload run
- * one after the other, in submission order (sh->tus_head); everything else runs at once.
+ * without waiting. Here those kinds (a tus UPLOAD_CREATE, a PUT with clear_tail, a TAIL_APPEND)
+ * of one upload run one after the other, in submission order (sh->tus_head); everything else
+ * runs at once.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -82,14 +83,28 @@ static uint64_t pool_expiry(uint64_t e)
 
 static bool tus_ordered(const struct chp_store_req *req)
 {
-        return req->type == CHP_REQ_TAIL_APPEND ||
-               (req->type == CHP_REQ_PUT && req->u.put.has_upload && req->u.put.clear_tail);
+        switch (req->type) {
+        case CHP_REQ_TAIL_APPEND:
+                return true;
+        case CHP_REQ_PUT:
+                return req->u.put.has_upload && req->u.put.clear_tail;
+        case CHP_REQ_UPLOAD_CREATE: /* a tus record, or its re-creation with a known length */
+                return req->u.upload_create.upload && !req->u.upload_create.manifest;
+        default:
+                return false;
+        }
 }
 
 static const uint8_t *tus_id(const struct chp_store_req *req)
 {
-        return req->type == CHP_REQ_TAIL_APPEND ? req->u.tail_append.upload_id
-                                                : req->u.put.upload_id;
+        switch (req->type) {
+        case CHP_REQ_TAIL_APPEND:
+                return req->u.tail_append.upload_id;
+        case CHP_REQ_UPLOAD_CREATE:
+                return req->u.upload_create.upload->id;
+        default:
+                return req->u.put.upload_id;
+        }
 }
 
 static void wop_free(struct shared_wop *w)
@@ -719,18 +734,61 @@ static void create_file_got(struct shared_wop *w, int rc)
                 end(w, rc); /* CHP_EQUARANTINED among them */
 }
 
-static void create_tus_looked(struct shared_wop *w, int rc)
+static void recreate_counted(struct shared_wop *w, int rc)
 {
-        if (rc == 0) {
-                /* A tus upload re-created under its id (its deferred length became known): the
-                 * pool has no replace of a record (UPLOAD_CREATE is exclusive, UPLOAD_REMOVE
-                 * drops its chunks and kept tail), so it is refused. */
-                chp_log_warn("store", "rados: a deferred upload length cannot be set on the "
-                                      "shared state yet");
-                end(w, -ENOTSUP);
+        struct chp_store_req *req = w->req;
+        if (rc == CHP_EQUOTA)
+                req->u.upload_create.quota_hit = w->r.u.usage.quota_hit;
+        if (rc) {
+                end(w, rc);
                 return;
         }
-        if (rc != -ENOENT || (rc = create_new(w)))
+        /* a record that went meanwhile leaves usage high: the audit's, erring on refusing */
+        struct chp_rstate_req *r = rq(w, CHP_RS_UPLOAD_REPLACE);
+        memcpy(r->u.upload.id, w->upload_id, CHP_UPLOAD_ID_BYTES);
+        r->u.upload.rec = w->newrec;
+        r->u.upload.rec_len = w->newrec_len;
+        go_or_end(w, end);
+}
+
+/* A tus upload re-created under its id (its deferred length became known): not new, but the
+ * bytes the length adds count against the tenant's limits as a new upload's do (store.h); its
+ * chunks and kept tail stay. */
+static int recreate(struct shared_wop *w)
+{
+        struct chp_store_req *req = w->req;
+        const struct chp_upload *u = req->u.upload_create.upload;
+        size_t tlen = strlen(u->tenant);
+        if ((w->up.flags & CHP_REC_UPLOAD_HAS_MANIFEST) || w->up_complete)
+                return -EEXIST; /* native upload ids are never reused; nor a finished one */
+        if (w->up.tenant_len != tlen || memcmp(w->up.tenant, u->tenant, tlen) != 0)
+                return -EINVAL;
+        const struct chp_store_quota *quota = req->u.upload_create.quota;
+        uint64_t known = u->declared_size == CHP_UPLOAD_SIZE_UNKNOWN ? 0 : u->declared_size;
+        uint64_t old = w->up.declared == CHP_UPLOAD_SIZE_UNKNOWN ? 0 : w->up.declared;
+        uint64_t day = (quota ? quota->now : u->created ? u->created : w->now) / 86400;
+        uint64_t added = known > old ? known - old : 0;
+        memcpy(w->tenant, u->tenant, tlen);
+        w->tenant[tlen] = '\0';
+        struct chp_rstate_req *r = rq(w, CHP_RS_USAGE_ADD);
+        r->u.usage.tenant = w->tenant;
+        r->u.usage.d.incomplete_bytes = (int64_t)known - (int64_t)old;
+        r->u.usage.d.day = day;
+        r->u.usage.d.day_bytes = added;
+        if (quota && added) {
+                r->u.usage.quota = quota;
+                r->u.usage.declared = added;
+        }
+        return go(w, recreate_counted);
+}
+
+static void create_tus_looked(struct shared_wop *w, int rc)
+{
+        if ((rc = upload_take(w, rc)) == 0)
+                rc = recreate(w);
+        else if (rc == -ENOENT)
+                rc = create_new(w);
+        if (rc)
                 end(w, rc);
 }
 

@@ -296,6 +296,30 @@ static bool chunk_stored(const struct chunk *c)
         return ok;
 }
 
+/* Whether i/exp.<shard> has key. */
+static bool exp_has(uint8_t shard, const char *key)
+{
+        struct chp_rstate_req r = {.kind = CHP_RS_INDEX_PAGE};
+        r.u.page.index = CHP_RS_INDEX_EXP;
+        r.u.page.shard = shard;
+        r.u.page.max = CHP_RSTATE_PAGE_MAX;
+        bool found = false;
+        char after[CHP_RSTATE_KEY_MAX];
+        for (;;) {
+                if (chp_rstate_run(st, &r))
+                        return false;
+                for (uint32_t i = 0; i < r.u.page.n; i++)
+                        found = found || strcmp(r.u.page.entries[i].key, key) == 0;
+                bool more = r.u.page.more && r.u.page.n;
+                if (more)
+                        memcpy(after, r.u.page.entries[r.u.page.n - 1].key, sizeof(after));
+                chp_rstate_req_release(&r);
+                if (!more || found)
+                        return found;
+                r.u.page.after = after;
+        }
+}
+
 /* ---- tests ---- */
 
 /* A native upload begun on a, resumed on b (chunks put through both), committed on b; then the
@@ -531,6 +555,22 @@ static void posted(struct chp_store_req *r)
         sem_post(&((struct waiter *)r->ctx)->sem);
 }
 
+/* Submits r1 and r2 to s at once (r2 before r1 is done), and waits for both. */
+static bool run_both(struct chp_store *s, struct chp_store_req *r1, struct chp_store_req *r2)
+{
+        struct waiter w;
+        sem_init(&w.sem, 0, 0);
+        r1->done = r2->done = posted;
+        r1->ctx = r2->ctx = &w;
+        if (chp_store_submit(s, r1))
+                return false;
+        bool both = chp_store_submit(s, r2) == 0;
+        for (int n = both ? 2 : 1; n > 0; n--)
+                sem_wait(&w.sem);
+        sem_destroy(&w.sem);
+        return both;
+}
+
 /* A tus upload: tail bytes appended through both relays, a whole chunk that absorbs them (put
  * with clear_tail), a chunk and a tail submitted at once (kept in order), the commit that keeps
  * the upload complete with its metadata on the file. */
@@ -563,20 +603,10 @@ TEST(tus_tail)
         CHECK(memcmp(buf, f->c[0].data, 800) == 0);
 
         /* the chunk that took those bytes in, and the next PATCH's tail, at once */
-        struct waiter w;
-        sem_init(&w.sem, 0, 0);
         put_req(&r, &f->c[0], true, u.id, 0);
         r.u.put.clear_tail = true;
-        r.done = posted;
-        r.ctx = &w;
         tail_req(&r2, u.id, f->c[1].data, 600);
-        r2.done = posted;
-        r2.ctx = &w;
-        REQUIRE(chp_store_submit(a, &r) == 0);
-        REQUIRE(chp_store_submit(a, &r2) == 0);
-        sem_wait(&w.sem);
-        sem_wait(&w.sem);
-        sem_destroy(&w.sem);
+        REQUIRE(run_both(a, &r, &r2));
         CHECK_EQ(r.status, 0);
         CHECK_EQ(r2.status, 0);
         CHECK_EQ(tus_get(u.id, &off, buf, CHP_CHUNK_MIN, &got), 0);
@@ -623,22 +653,64 @@ TEST(tus_tail)
         free(f);
 }
 
-/* A tus upload re-created under its id (its deferred length now known): refused clearly, and
- * the record as it was. */
-TEST(tus_recreate_refused)
+/* A tus upload re-created under its id (its deferred length now known, as tus.c does it, with
+ * a chunk put submitted right behind it): the record gets the length, usage counts its bytes, a
+ * quota the bytes would pass refuses it; its chunks and expiry key stay right. */
+TEST(tus_recreate)
 {
-        struct chp_upload u;
-        struct chp_store_req r;
+        struct chp_upload u, v;
+        struct chp_store_req r, r2;
+        struct chunk *c = malloc(sizeof(*c));
+        REQUIRE(c);
+        make_chunk(c, CHP_CHUNK_MIN);
         upload_init(&u, "tre", "");
         CHECK_EQ(create(a, &u, NULL, NULL, &r), 0);
-        u.declared_size = 1234;
-        CHECK_EQ(create(b, &u, NULL, NULL, &r), -ENOTSUP);
-        uint64_t declared = 0;
-        CHECK_EQ(upload_get(u.id, NULL, &declared), 0);
-        CHECK(declared == CHP_UPLOAD_SIZE_UNKNOWN);
         struct chp_tenant_usage use;
         CHECK_EQ(usage_get("tre", &use), 0);
         CHECK_EQ(use.incomplete, 1);
+        CHECK_EQ(use.incomplete_bytes, 0);
+
+        struct chp_store_quota q = {.max_stored = 100000,
+                                    .max_incomplete = UINT64_MAX,
+                                    .max_per_day = UINT64_MAX,
+                                    .now = now()};
+        v = u;
+        v.declared_size = 200000;
+        CHECK_EQ(create(b, &v, NULL, &q, &r), CHP_EQUOTA);
+        CHECK_EQ(r.u.upload_create.quota_hit, CHP_QUOTA_STORED);
+        uint64_t declared = 0;
+        CHECK_EQ(upload_get(u.id, NULL, &declared), 0);
+        CHECK(declared == CHP_UPLOAD_SIZE_UNKNOWN);
+
+        v.declared_size = CHP_CHUNK_MIN + 500;
+        v.expires = u.expires + 60;
+        memset(&r, 0, sizeof(r));
+        r.type = CHP_REQ_UPLOAD_CREATE;
+        r.u.upload_create.upload = &v;
+        r.u.upload_create.quota = &q;
+        put_req(&r2, c, true, u.id, 0);
+        r2.u.put.clear_tail = true;
+        REQUIRE(run_both(b, &r, &r2));
+        CHECK_EQ(r.status, 0);
+        CHECK_EQ(r2.status, 0);
+        CHECK(!r.u.upload_create.resumed && !r.u.upload_create.complete);
+        CHECK_EQ(upload_get(u.id, NULL, &declared), 0);
+        CHECK_EQ(declared, CHP_CHUNK_MIN + 500);
+        CHECK_EQ(upload_chunks(u.id, NULL), 1);
+        CHECK_EQ(usage_get("tre", &use), 0);
+        CHECK_EQ(use.incomplete, 1);
+        CHECK_EQ(use.incomplete_bytes, CHP_CHUNK_MIN + 500);
+        /* the expiry index names the new expiry, no longer the old one */
+        char key[80];
+        snprintf(key, sizeof(key), "%016llx", (unsigned long long)v.expires);
+        key[16] = 'u';
+        chp_hex_encode(u.id, CHP_UPLOAD_ID_BYTES, key + 17);
+        CHECK(exp_has(u.id[0], key));
+        snprintf(key, sizeof(key), "%016llx", (unsigned long long)u.expires);
+        key[16] = 'u';
+        chp_hex_encode(u.id, CHP_UPLOAD_ID_BYTES, key + 17);
+        CHECK(!exp_has(u.id[0], key));
+        free(c);
 }
 
 /* ---- set-up ---- */
