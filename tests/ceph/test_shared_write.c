@@ -419,7 +419,18 @@ TEST(dedup_across_relays)
         r.u.chunk.lease = now();
         CHECK_EQ(chp_rstate_run(st, &r), 0);
         CHECK(!r.u.chunk.created);
-        /* opened with orphan_grace 1000 s: leased at least that long */
+        /* opened with orphan_grace 1000 s: leased at least that long, also after an audit
+         * (which lowers a lease to what live referrers need) */
+        struct chunk *d = malloc(sizeof(*d));
+        REQUIRE(d);
+        make_chunk(d, 3000);
+        CHECK_EQ(put(b, d, NULL, 0, NULL), 0);
+        struct chp_rstate_audit_opts ao = {.now = now()};
+        struct chp_rstate_audit_stats as;
+        CHECK_EQ(chp_rstate_audit(st, &ao, &as), 0);
+        CHECK(as.chunks >= 2);
+        CHECK(lease_at_least(d, now() + 900));
+        free(d);
         CHECK(lease_at_least(c, now() + 900));
         CHECK(!lease_at_least(c, now() + 2000));
         /* into an upload that does not exist */
