@@ -22,6 +22,8 @@
 #include "rados_state.h"
 #include "store_int.h"
 
+#define SHARED_LEASES 256
+
 struct store_shared {
         struct chp_store *s;
         struct chp_rstate *st;
@@ -43,6 +45,13 @@ struct store_shared {
          * the order they came; each runs once those of its upload before it have ended (under
          * lock) */
         struct shared_wop *tus_head;
+        /* shared_write.c's: the expiry of native uploads written to lately, by the first byte of
+         * their id (under lock): their records never change but for completion, so that a
+         * chunk put need not read the record (and its manifest) for its lease */
+        struct shared_lease {
+                uint8_t id[CHP_UPLOAD_ID_BYTES];
+                uint64_t lease; /* 0: an empty slot */
+        } leases[SHARED_LEASES];
 };
 
 /* ---- shared.c ---------------------------------------------------------------------------- */

@@ -208,6 +208,31 @@ static int upload_get(struct shared_wop *w, const uint8_t id[CHP_UPLOAD_ID_BYTES
         return go(w, step);
 }
 
+/* The lease of native upload id, kept (lease nonzero) or forgotten (0). */
+static void lease_keep(struct store_shared *sh, const uint8_t id[CHP_UPLOAD_ID_BYTES],
+                       uint64_t lease)
+{
+        struct shared_lease *l = &sh->leases[id[0] % SHARED_LEASES];
+        pthread_mutex_lock(&sh->lock);
+        if (lease) {
+                memcpy(l->id, id, CHP_UPLOAD_ID_BYTES);
+                l->lease = lease;
+        } else if (memcmp(l->id, id, CHP_UPLOAD_ID_BYTES) == 0) {
+                l->lease = 0;
+        }
+        pthread_mutex_unlock(&sh->lock);
+}
+
+/* The kept lease of native upload id, or 0. */
+static uint64_t lease_find(struct store_shared *sh, const uint8_t id[CHP_UPLOAD_ID_BYTES])
+{
+        const struct shared_lease *l = &sh->leases[id[0] % SHARED_LEASES];
+        pthread_mutex_lock(&sh->lock);
+        uint64_t lease = memcmp(l->id, id, CHP_UPLOAD_ID_BYTES) == 0 ? l->lease : 0;
+        pthread_mutex_unlock(&sh->lock);
+        return lease;
+}
+
 /* UPLOAD_GET's result taken into w: 0, or a code. */
 static int upload_take(struct shared_wop *w, int rc)
 {
@@ -221,6 +246,9 @@ static int upload_take(struct shared_wop *w, int rc)
         if (chp_rec_upload_parse(w->rec, w->rec_len, &w->up) < 0)
                 return CHP_ECORRUPT;
         w->lease = pool_expiry(w->up.expires);
+        if ((w->up.flags & CHP_REC_UPLOAD_HAS_MANIFEST) && !w->up_complete &&
+            (w->req->type == CHP_REQ_PUT || w->req->type == CHP_REQ_UPLOAD_CREATE))
+                lease_keep(w->sh, w->upload_id, w->lease); /* its puts follow */
         return 0;
 }
 
@@ -339,6 +367,13 @@ static int put_start(struct shared_wop *w)
 {
         struct chp_store_req *req = w->req;
         req->u.put.deduplicated = false;
+        if (req->u.put.has_upload && !req->u.put.clear_tail &&
+            (w->lease = lease_find(w->sh, req->u.put.upload_id))) {
+                /* a native upload's, known: UPLOAD_PUT_CHUNK's guard finds it gone or done */
+                memcpy(w->upload_id, req->u.put.upload_id, CHP_UPLOAD_ID_BYTES);
+                w->up.flags = CHP_REC_UPLOAD_HAS_MANIFEST;
+                return put_chunk(w, 'u', w->upload_id, CHP_UPLOAD_ID_BYTES);
+        }
         if (req->u.put.has_upload)
                 return upload_get(w, req->u.put.upload_id, put_upload_got);
         static const uint8_t none[CHP_HASH_BYTES];
@@ -409,8 +444,10 @@ static int commit_start(struct shared_wop *w)
 {
         struct chp_store_req *req = w->req;
         req->u.commit.existed = false;
-        if (req->u.commit.has_upload)
+        if (req->u.commit.has_upload) {
+                lease_keep(w->sh, req->u.commit.upload_id, 0); /* it ends here */
                 return upload_get(w, req->u.commit.upload_id, commit_upload_got);
+        }
         if (!req->u.commit.manifest)
                 return -EBADMSG;
         return commit_go(w, false);
@@ -426,6 +463,7 @@ static void udel_counted(struct shared_wop *w, int rc)
 
 static void udel_removed(struct shared_wop *w, int rc)
 {
+        lease_keep(w->sh, w->upload_id, 0);
         if (rc) {
                 end(w, w->req->type == CHP_REQ_QUARANTINE && rc == -ENOENT ? 0 : rc);
                 return;
@@ -623,6 +661,7 @@ static void create_made(struct shared_wop *w, int rc)
                 end(w, rc);
                 return;
         }
+        lease_keep(w->sh, w->upload_id, w->lease);
         attach(w);
 }
 

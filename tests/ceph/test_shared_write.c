@@ -358,6 +358,8 @@ TEST(native_upload_across_relays)
         CHECK_EQ(file_get(f->id, NULL, NULL), 0);
         CHECK_EQ(upload_get(u1.id, NULL, NULL), -ENOENT);
         CHECK_EQ(pending_get(f->id, NULL), -ENOENT);
+        /* a late put into it on the other relay (which wrote to it before): the upload is over */
+        CHECK_EQ(put(a, &f->c[1], u1.id, 1, NULL), -ENOENT);
         struct chp_tenant_usage use;
         CHECK_EQ(usage_get("nat", &use), 0);
         CHECK_EQ(use.files, 1);
