@@ -75,7 +75,10 @@ int shared_audit(struct chp_store *s, uint64_t now, struct chp_audit_stats *out)
 /* chp_store_submit with s->shared: every request kind but CHP_REQ_GC (shared.c) and
  * CHP_REQ_AUDIT (the local audit's; -ENOTSUP here). The checks chp_store_submit makes first (a
  * PUT's size and hash) are made before this is called. 0: done(req) follows once, with
- * req->status; or a negative code, and done is not called. */
+ * req->status; or a negative code, and done is not called. Requests run at once, in any order,
+ * but for a tus upload's (a create without a manifest, a PUT with clear_tail, a TAIL_APPEND),
+ * which run one after the other in the order this store was given them, as the local writer
+ * applies them (tus.c submits them without waiting). */
 int shared_submit(struct chp_store *s, struct chp_store_req *req);
 
 /* ---- shared_read.c ----------------------------------------------------------------------- */
