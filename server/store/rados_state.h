@@ -75,8 +75,14 @@ enum chp_rstate_kind {
         CHP_RS_USAGE_GET,
         /* tus offset objects (u/<upload id>.t) */
         CHP_RS_TUS_APPEND, /* guarded by n = old: -ESTALE (offset set to the current one) */
-        CHP_RS_TUS_ABSORB, /* the tail became a chunk: truncate, n = old + len; as append */
+        CHP_RS_TUS_ABSORB, /* the tail became a chunk: truncate, n = old + len; as append
+                              (old 0 and no object: created, as append creates it) */
         CHP_RS_TUS_GET,    /* offset and the tail bytes into buf */
+        /* an open upload's record rewritten (a tus upload's deferred length became known):
+         * read, the new expiry's index key, then cmp(s, EQ, o), write_full, setxattr(e), then
+         * the old key dropped; -ENOENT when gone or complete. Usage is the caller's (USAGE_ADD).
+         * The upload's chunks (its omap) and offset object stay. */
+        CHP_RS_UPLOAD_REPLACE,
 };
 
 /* The omaps an index page reads (their keys as docs/scale-out.md's "What lives where"). */
@@ -162,7 +168,8 @@ struct chp_rstate_req {
                 } commit;
                 struct {
                         uint8_t id[CHP_UPLOAD_ID_BYTES];
-                        const uint8_t *rec; /* CREATE: an encoded upload record (borrowed) */
+                        const uint8_t *rec; /* CREATE, REPLACE: an encoded upload record
+                                               (borrowed) */
                         size_t rec_len;
                         const struct chp_store_quota *quota; /* CREATE: or NULL */
                         uint32_t index;                      /* PUT_CHUNK */

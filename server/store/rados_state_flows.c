@@ -457,22 +457,31 @@ static void upload_created(struct chp_rstate_priv *p, int rc)
         finish(p, rc == -EEXIST ? 0 : rc); /* ids are random: a retry of our own create */
 }
 
+static void upload_replaced(struct chp_rstate_priv *p, int rc);
+
+/* CREATE's exclusive create of the record, or REPLACE's write of it (open only; its expiry in
+ * p->created). */
 static void upload_create(struct chp_rstate_priv *p, int rc)
 {
         struct chp_rstate_req *q = p->req;
+        bool replace = q->kind == CHP_RS_UPLOAD_REPLACE;
         char oid[OID_MAX], e[HEX16];
         if (rc) {
                 finish(p, rc);
                 return;
         }
         oid_hex(q->u.upload.id, CHP_UPLOAD_ID_BYTES, oid);
-        hex16(p->expires, e);
+        hex16(replace ? p->created : p->expires, e);
         rop_write(p, NS_U, oid);
-        rados_write_op_create(p->op.w, LIBRADOS_CREATE_EXCLUSIVE, NULL);
+        if (replace)
+                rados_write_op_cmpxattr(p->op.w, "s", LIBRADOS_CMPXATTR_OP_EQ, "o", 1);
+        else
+                rados_write_op_create(p->op.w, LIBRADOS_CREATE_EXCLUSIVE, NULL);
         rados_write_op_write_full(p->op.w, (const char *)q->u.upload.rec, q->u.upload.rec_len);
         rados_write_op_setxattr(p->op.w, "e", e, 16);
-        rados_write_op_setxattr(p->op.w, "s", "o", 1);
-        rop_go(p, upload_created);
+        if (!replace)
+                rados_write_op_setxattr(p->op.w, "s", "o", 1);
+        rop_go(p, replace ? upload_replaced : upload_created);
 }
 
 /* The upload's key in i/exp.xx, set or dropped; then next. */
@@ -587,6 +596,37 @@ static void upload_looked(struct chp_rstate_priv *p, int rc)
         rop_go(p, upload_removed);
 }
 
+/* REPLACE: the old expiry's key (p->size) goes once the new record (p->created) is in. */
+static void upload_replaced(struct chp_rstate_priv *p, int rc)
+{
+        if (rc == -ECANCELED || rc == -ENOENT) {
+                finish(p, -ENOENT); /* completed or removed since it was read */
+                return;
+        }
+        if (rc || p->size == p->created) {
+                finish(p, rc);
+                return;
+        }
+        p->expires = p->size;
+        upload_key(p, true, chunk_done);
+}
+
+/* REPLACE: the record as it is; the new expiry's (p->created) key first. */
+static void upload_replace_looked(struct chp_rstate_priv *p, int rc)
+{
+        if (rc || !p->found || p->x.s_len != 1 || p->x.s[0] != 'o') {
+                finish(p, rc ? rc : -ENOENT);
+                return;
+        }
+        p->size = p->x.e; /* the old expiry, whose key goes last */
+        if (p->size == p->created) {
+                upload_create(p, 0);
+                return;
+        }
+        p->expires = p->created;
+        upload_key(p, false, upload_create);
+}
+
 static int upload_start(struct chp_rstate_priv *p)
 {
         struct chp_rstate_req *q = p->req;
@@ -638,6 +678,13 @@ static int upload_start(struct chp_rstate_priv *p)
         case CHP_RS_UPLOAD_REMOVE:
         case CHP_RS_UPLOAD_GET:
                 obj_read(p, NS_U, oid, upload_looked);
+                return 0;
+        case CHP_RS_UPLOAD_REPLACE:
+                if (!q->u.upload.rec ||
+                    chp_rec_upload_parse(q->u.upload.rec, q->u.upload.rec_len, &r) < 0)
+                        return -EINVAL;
+                p->created = r.expires; /* the new expiry, until the old one is read */
+                obj_read(p, NS_U, oid, upload_replace_looked);
                 return 0;
         default:
                 return -EINVAL;
@@ -786,8 +833,8 @@ static void tus_written(struct chp_rstate_priv *p, int rc)
         if (rc == 0) {
                 q->u.tus.offset = q->u.tus.old + q->u.tus.len;
                 finish(p, 0);
-        } else if (rc == -ENOENT && !p->step && q->u.tus.old == 0 && q->kind == CHP_RS_TUS_APPEND) {
-                tus_op(p, true); /* the upload's first bytes */
+        } else if (rc == -ENOENT && !p->step && q->u.tus.old == 0) {
+                tus_op(p, true); /* the upload's first bytes (or first whole chunk) */
         } else if (rc == -ECANCELED || rc == -EEXIST) {
                 tail_oid(q->u.tus.upload_id, oid);
                 obj_read(p, NS_U, oid, tus_looked);
@@ -831,6 +878,7 @@ int flows_start(struct chp_rstate_priv *p)
         case CHP_RS_UPLOAD_COMPLETE:
         case CHP_RS_UPLOAD_REMOVE:
         case CHP_RS_UPLOAD_GET:
+        case CHP_RS_UPLOAD_REPLACE:
                 return upload_start(p);
         case CHP_RS_PENDING_TAKE:
         case CHP_RS_PENDING_SWAP:

@@ -22,6 +22,8 @@
 #include "rados_state.h"
 #include "store_int.h"
 
+#define SHARED_LEASES 256
+
 struct store_shared {
         struct chp_store *s;
         struct chp_rstate *st;
@@ -38,6 +40,18 @@ struct store_shared {
         pthread_t gc_thread;
         bool gc_started;
         uint64_t gc_grace; /* s a chunk's lease must be past before GC removes it */
+
+        /* shared_write.c's: a tus upload's creates, chunk puts and tail appends in flight, in
+         * the order they came; each runs once those of its upload before it have ended (under
+         * lock) */
+        struct shared_wop *tus_head;
+        /* shared_write.c's: the expiry of native uploads written to lately, by the first byte of
+         * their id (under lock): their records never change but for completion, so that a
+         * chunk put need not read the record (and its manifest) for its lease */
+        struct shared_lease {
+                uint8_t id[CHP_UPLOAD_ID_BYTES];
+                uint64_t lease; /* 0: an empty slot */
+        } leases[SHARED_LEASES];
 };
 
 /* ---- shared.c ---------------------------------------------------------------------------- */
@@ -69,7 +83,10 @@ int shared_verify(struct chp_store *s, chp_verify_problem_fn fn, void *ctx,
 /* chp_store_submit with s->shared: every request kind but CHP_REQ_GC (shared.c) and
  * CHP_REQ_AUDIT (the local audit's; -ENOTSUP here). The checks chp_store_submit makes first (a
  * PUT's size and hash) are made before this is called. 0: done(req) follows once, with
- * req->status; or a negative code, and done is not called. */
+ * req->status; or a negative code, and done is not called. Requests run at once, in any order,
+ * but for a tus upload's (a create without a manifest, a PUT with clear_tail, a TAIL_APPEND),
+ * which run one after the other in the order this store was given them, as the local writer
+ * applies them (tus.c submits them without waiting). */
 int shared_submit(struct chp_store *s, struct chp_store_req *req);
 
 /* ---- shared_read.c ----------------------------------------------------------------------- */
