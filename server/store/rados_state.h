@@ -77,6 +77,11 @@ enum chp_rstate_kind {
         CHP_RS_TUS_APPEND, /* guarded by n = old: -ESTALE (offset set to the current one) */
         CHP_RS_TUS_ABSORB, /* the tail became a chunk: truncate, n = old + len; as append */
         CHP_RS_TUS_GET,    /* offset and the tail bytes into buf */
+        /* chunks again (added after the rest; namespace c) */
+        CHP_RS_CHUNK_STAT,      /* whether it exists: got its length; -ENOENT */
+        CHP_RS_CHUNK_READ_XXH3, /* as READ, checked against the XXH3 of its xattr h (the put's),
+                                   SHA-256 only when it has none: CHP_ECORRUPT; cap too small:
+                                   -EMSGSIZE */
 };
 
 /* The omaps an index page reads (their keys as docs/scale-out.md's "What lives where"). */
