@@ -14,7 +14,9 @@
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdlib.h>
+#include <netdb.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +27,8 @@
 #include "rados_state.h"
 #include "records.h"
 #include "store.h"
+
+#include "../relay_client.h"
 
 #define WAIT_S     60  /* a hang guard, not a timing check */
 #define MANY       300 /* chunk entries of one upload: more than one page of its omap */
@@ -631,6 +635,200 @@ TEST(tenant_usage_refcount_stats)
         CHECK_EQ(chp_store_refcount(s, fa.c[0].addr, &count), -ENOTSUP);
         struct chp_store_stats st;
         CHECK_EQ(chp_store_stats(s, &st), -ENOTSUP);
+}
+
+/* ---- a relay on the shared state: the faces' reads (download.c, native_read.c) ---- */
+
+/* The HTTP face's host:port from the relay's ready file. */
+static int http_addr(const struct rc_relay *r, char *out, size_t cap)
+{
+        char path[300], line[160];
+        snprintf(path, sizeof(path), "%s/ready", r->dir);
+        FILE *f = fopen(path, "r");
+        if (!f)
+                return -errno;
+        int rc = -ENOENT;
+        while (fgets(line, sizeof(line), f))
+                if (strncmp(line, "http=", 5) == 0) {
+                        line[strcspn(line, "\n")] = '\0';
+                        snprintf(out, cap, "%.120s", line + 5);
+                        rc = 0;
+                }
+        fclose(f);
+        return rc;
+}
+
+/* GET path from hostport with extra header lines, Connection: close; the whole response into
+ * *resp (caller frees), its length in *len. 0 or -errno. */
+static int http_get(const char *hostport, const char *path, const char *extra, char **resp,
+                    size_t *len)
+{
+        char host[128], *colon;
+        snprintf(host, sizeof(host), "%s", hostport);
+        if (!(colon = strrchr(host, ':')))
+                return -EINVAL;
+        *colon = '\0';
+        struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai;
+        if (getaddrinfo(host, colon + 1, &hints, &ai) != 0)
+                return -EINVAL;
+        int fd = socket(ai->ai_family, SOCK_STREAM, 0);
+        struct timeval tv = {.tv_sec = WAIT_S};
+        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) ||
+            connect(fd, ai->ai_addr, ai->ai_addrlen)) {
+                freeaddrinfo(ai);
+                if (fd >= 0)
+                        close(fd);
+                return -errno;
+        }
+        freeaddrinfo(ai);
+        char req[512];
+        int n = snprintf(req, sizeof(req),
+                         "GET %s HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n", path, extra);
+        struct iovec iov = {.iov_base = req, .iov_len = (size_t)n};
+        int rc = rc_write_iov(fd, &iov, 1, NULL);
+        size_t cap = 1 << 20, got = 0;
+        char *buf = malloc(cap);
+        while (!rc && buf) {
+                ssize_t r = read(fd, buf + got, cap - got);
+                if (r < 0 && errno == EINTR)
+                        continue;
+                if (r < 0)
+                        rc = -errno;
+                if (r <= 0)
+                        break;
+                got += (size_t)r;
+                if (got == cap) {
+                        rc = -EFBIG;
+                        break;
+                }
+        }
+        close(fd);
+        if (!buf)
+                return -ENOMEM;
+        if (rc) {
+                free(buf);
+                return rc;
+        }
+        *resp = buf;
+        *len = got;
+        return 0;
+}
+
+/* The body of an HTTP response that has status; NULL otherwise. */
+static const char *body_of(const char *resp, size_t len, const char *status, size_t *blen)
+{
+        size_t sl = strlen(status);
+        if (len < 9 + sl || memcmp(resp + 9, status, sl) != 0)
+                return NULL;
+        const char *end = memmem(resp, len, "\r\n\r\n", 4);
+        if (!end)
+                return NULL;
+        *blen = len - (size_t)(end + 4 - resp);
+        return end + 4;
+}
+
+/* GET_CHUNK of addr (offset, length) on c: 0 with the reply's chunk_len and slice, or a code. */
+static int get_chunk(struct rc_conn *c, const uint8_t *addr, uint32_t offset, uint32_t length,
+                     uint32_t *chunk_len, uint8_t *out, size_t *out_len)
+{
+        uint8_t p[64];
+        struct chp_msg_get_chunk m = {.addr = addr, .offset = offset, .length = length};
+        ssize_t n = chp_msg_get_chunk_encode(p, sizeof(p), &m);
+        struct chp_frame_header h;
+        uint8_t *reply = NULL;
+        int rc = n < 0 ? (int)n : rc_call(c, CHP_F_GET_CHUNK, p, (size_t)n, &h, &reply);
+        struct chp_msg_chunk_data d;
+        if (!rc && (rc = chp_msg_chunk_data_decode(reply, h.len, &d)) == 0) {
+                *chunk_len = d.chunk_len;
+                *out_len = d.len;
+                memcpy(out, d.data, d.len);
+        }
+        return rc; /* reply is the channel's */
+}
+
+static struct rc_relay r; /* stopped on every way out (atexit) */
+
+static void relay_cleanup(void)
+{
+        rc_relay_cleanup(&r);
+}
+
+TEST(relay_serves_the_pools_files)
+{
+        if (!getenv("CHAPARD")) {
+                fprintf(stderr, "no CHAPARD: the relay's part is not run\n");
+                return;
+        }
+        atexit(relay_cleanup);
+        const char *extra[] = {"--store",        "rados", "--rados-conf", conf,
+                               "--rados-pool",   pool,    "--rados-user", user,
+                               "--rados-shared", NULL};
+        REQUIRE_OK(rc_relay_start(&r, false, extra));
+        static uint8_t whole[FILE_SIZE];
+        for (int i = 0; i < FILE_CHUNKS; i++)
+                memcpy(whole + (size_t)i * CHP_CHUNK_MIN, fa.c[i].data, fa.c[i].len);
+
+        /* native: GET_MANIFEST and every GET_CHUNK, then slices of a chunk */
+        struct rc_conn c = {.fd = -1};
+        int rc = rc_connect(&c, r.addr);
+        CHECK_OK(rc);
+        uint8_t *got = NULL;
+        uint64_t got_len = 0;
+        if (!rc) {
+                CHECK_OK(rc_get(&c, fa.id, &got, &got_len));
+                CHECK_EQ(got_len, FILE_SIZE);
+                CHECK(got && memcmp(got, whole, FILE_SIZE) == 0);
+                free(got);
+                static uint8_t slice[CHP_CHUNK_MIN];
+                uint32_t clen = 0;
+                size_t n = 0;
+                CHECK_OK(get_chunk(&c, fa.c[0].addr, 100, 50, &clen, slice, &n));
+                CHECK_EQ(clen, CHP_CHUNK_MIN);
+                CHECK_EQ(n, 50);
+                CHECK(memcmp(slice, fa.c[0].data + 100, 50) == 0);
+                CHECK_OK(get_chunk(&c, fa.c[1].addr, 900, 0, &clen, slice, &n));
+                CHECK_EQ(clen, LAST_LEN);
+                CHECK_EQ(n, LAST_LEN - 900);
+                CHECK(memcmp(slice, fa.c[1].data + 900, LAST_LEN - 900) == 0);
+                /* outside the chunk, missing, damaged: errors, and the connection goes on */
+                CHECK_EQ(get_chunk(&c, fa.c[1].addr, 990, 20, &clen, slice, &n), CHP_EREMOTE);
+                CHECK(strstr(c.last_msg, "outside") != NULL);
+                CHECK_EQ(get_chunk(&c, cnone.addr, 0, 0, &clen, slice, &n), CHP_EREMOTE);
+                CHECK_EQ(get_chunk(&c, cbad.addr, 0, 0, &clen, slice, &n), CHP_EREMOTE);
+                CHECK_OK(get_chunk(&c, fa.c[0].addr, 0, 10, &clen, slice, &n));
+        }
+        rc_close(&c);
+
+        /* HTTP: the whole file, and a range across its two chunks */
+        char hp[160], path[80], *resp = NULL;
+        size_t len = 0, blen = 0;
+        REQUIRE_OK(http_addr(&r, hp, sizeof(hp)));
+        snprintf(path, sizeof(path), "/f/");
+        chp_hex_encode(fa.id, CHP_HASH_BYTES, path + 3);
+        if (!(rc = http_get(hp, path, "", &resp, &len))) {
+                const char *b = body_of(resp, len, "200", &blen);
+                CHECK(b != NULL);
+                CHECK_EQ(blen, FILE_SIZE);
+                CHECK(b && blen == FILE_SIZE && memcmp(b, whole, FILE_SIZE) == 0);
+                free(resp);
+        }
+        CHECK_OK(rc);
+        if (!(rc = http_get(hp, path, "Range: bytes=65000-65599\r\n", &resp, &len))) {
+                const char *b = body_of(resp, len, "206", &blen);
+                CHECK(b != NULL);
+                CHECK_EQ(blen, 600);
+                CHECK(b && blen == 600 && memcmp(b, whole + 65000, 600) == 0);
+                free(resp);
+        }
+        CHECK_OK(rc);
+        /* /metrics goes on without the store's counts (-ENOTSUP over the shared state) */
+        if (!(rc = http_get(hp, "/metrics", "", &resp, &len))) {
+                CHECK(body_of(resp, len, "200", &blen) != NULL);
+                free(resp);
+        }
+        CHECK_OK(rc);
+        CHECK_EQ(rc_relay_stop(&r, SIGTERM), 0);
+        rc_relay_cleanup(&r);
 }
 
 int main(int argc, char **argv)
