@@ -932,6 +932,8 @@ ssize_t chp_store_upload_tail(struct chp_store *s, const uint8_t id[CHP_UPLOAD_I
                     .kind = CHP_LOOKUP_UPLOAD_PROGRESS, .buf = buf, .cap = cap};
                 memcpy(q.id, id, CHP_UPLOAD_ID_BYTES);
                 int rc = shared_wait(s, &q);
+                if (rc == -ENOENT)
+                        return 0; /* as the local store: an unknown upload keeps no bytes */
                 return rc ? rc : (ssize_t)q.len;
         }
         record_blocking(s);

@@ -65,14 +65,21 @@ static void look_end(struct rlook *l, int rc)
         shared_op_end(sh);
 }
 
-/* Submits l->r (kind and inputs set) continuing in done; a refusal ends the lookup. */
-static void look_go(struct rlook *l, enum chp_rstate_kind kind,
-                    void (*done)(struct chp_rstate_req *, int))
+/* Submits l->r (kind and inputs set) continuing in done: 0, or the refusal. */
+static int look_start(struct rlook *l, enum chp_rstate_kind kind,
+                      void (*done)(struct chp_rstate_req *, int))
 {
         l->r.kind = kind;
         l->r.done = done;
         l->r.arg = l;
-        int rc = chp_rstate_submit(l->sh->st, &l->r);
+        return chp_rstate_submit(l->sh->st, &l->r);
+}
+
+/* look_start from a step's done: a refusal ends the lookup. */
+static void look_go(struct rlook *l, enum chp_rstate_kind kind,
+                    void (*done)(struct chp_rstate_req *, int))
+{
+        int rc = look_start(l, kind, done);
         if (rc)
                 look_end(l, rc);
 }
@@ -286,8 +293,10 @@ static void upload_got(struct chp_rstate_req *r, int rc)
 static void has_done(struct chp_rstate_req *r, int rc);
 
 /* One slot's turn (slot NULL: the starter's count given back): counts the finished stat out
- * (had), starts the next address on the slot, or ends the lookup when nothing runs. */
-static void has_step(struct rlook *l, struct has_slot *slot, bool had, int rc)
+ * (had), starts the next address on the slot, or ends the lookup when nothing runs. The starter
+ * (on the asking thread, where done must not run) does not end it: true tells it that it is
+ * the last, and answers now. */
+static bool has_step(struct rlook *l, struct has_slot *slot, bool had, int rc)
 {
         for (;;) {
                 pthread_mutex_lock(&l->mu);
@@ -307,10 +316,12 @@ static void has_step(struct rlook *l, struct has_slot *slot, bool had, int rc)
                         l->ended = true;
                 int end_rc = l->has_rc;
                 pthread_mutex_unlock(&l->mu);
+                if (last && !slot)
+                        return true;
                 if (last)
                         look_end(l, end_rc);
                 if (!go)
-                        return;
+                        return false;
                 memset(&slot->r, 0, sizeof(slot->r));
                 slot->r.kind = CHP_RS_CHUNK_STAT;
                 slot->r.done = has_done;
@@ -319,7 +330,7 @@ static void has_step(struct rlook *l, struct has_slot *slot, bool had, int rc)
                 memcpy(slot->r.u.chunk.addr, l->q->addrs + i * CHP_HASH_BYTES, CHP_HASH_BYTES);
                 rc = chp_rstate_submit(l->sh->st, &slot->r);
                 if (!rc)
-                        return;
+                        return false;
                 had = true; /* refused: counted out above, next turn */
         }
 }
@@ -375,16 +386,16 @@ int shared_lookup(struct chp_store *s, struct chp_store_lookup *q)
         }
         l->sh = sh;
         l->q = q;
-        /* from here on q is answered through done, also when a submit is refused */
+        /* the first request refused: answered now; once one is under way, through done */
         switch (q->kind) {
         case CHP_LOOKUP_FILE:
         case CHP_LOOKUP_FILE_META:
                 memcpy(l->r.u.file.id, q->id, CHP_HASH_BYTES);
-                look_go(l, CHP_RS_FILE_GET, file_got);
+                rc = look_start(l, CHP_RS_FILE_GET, file_got);
                 break;
         case CHP_LOOKUP_PENDING:
                 memcpy(l->r.u.pending.file_id, q->id, CHP_HASH_BYTES);
-                look_go(l, CHP_RS_PENDING_GET, pending_got);
+                rc = look_start(l, CHP_RS_PENDING_GET, pending_got);
                 break;
         case CHP_LOOKUP_HAS:
                 pthread_mutex_init(&l->mu, NULL);
@@ -393,14 +404,24 @@ int shared_lookup(struct chp_store *s, struct chp_store_lookup *q)
                         l->slots[k].l = l;
                         has_step(l, &l->slots[k], false, 0);
                 }
-                has_step(l, NULL, true, 0);
-                break;
+                if (!has_step(l, NULL, true, 0))
+                        return -EINPROGRESS;
+                /* every stat done (or refused) before the starter let go: answered now */
+                rc = l->has_rc;
+                pthread_mutex_destroy(&l->mu);
+                free(l);
+                shared_op_end(sh);
+                return q->status = rc;
         default: /* the UPLOAD kinds: the record first (-ENOENT when there is no upload) */
                 memcpy(l->r.u.upload.id, q->id, CHP_UPLOAD_ID_BYTES);
-                look_go(l, CHP_RS_UPLOAD_GET, upload_got);
+                rc = look_start(l, CHP_RS_UPLOAD_GET, upload_got);
                 break;
         }
-        return -EINPROGRESS;
+        if (!rc)
+                return -EINPROGRESS;
+        free(l);
+        shared_op_end(sh);
+        return q->status = rc;
 }
 
 /* A waited lookup's done: wakes the waiting thread. */

@@ -518,6 +518,8 @@ TEST(unknown_uploads)
         CHECK_EQ(chp_store_upload_get(s, none, &u), -ENOENT);
         CHECK_EQ(chp_store_upload_progress(s, none, &chunks, &tl), -ENOENT);
         CHECK_EQ(chp_store_upload_chunks(s, none, have, NULL, 2), -ENOENT);
+        uint8_t buf[8];
+        CHECK_EQ(chp_store_upload_tail(s, none, buf, sizeof(buf)), 0); /* no bytes kept */
 }
 
 TEST(pending)
