@@ -36,7 +36,6 @@ struct rlook {
         char after[CHP_RSTATE_KEY_MAX];
         uint32_t chunk_size; /* the upload's */
         uint32_t chunks;     /* PROGRESS: indexes from 0 without a gap so far */
-        bool gap;
         uint8_t *tail; /* PROGRESS without buf: room for the tail bytes */
         /* HAS */
         pthread_mutex_t mu;
