@@ -5,7 +5,8 @@
  *             files), then COMMIT once its chunks are in (the file's chunks referred, keys,
  *             usage, record, the upload removed)
  *   download  FILE_GET of each of those files, then CHUNK_READ of each chunk its manifest names,
- *             WINDOW reads in flight in all
+ *             WINDOW reads in flight in all; then again with CHUNK_READ_XXH3 (the store's read:
+ *             the put's XXH3 checked instead of SHA-256), download_xxh3_MBps
  *   small     SMALL files of one 64 KiB chunk, the upload flow above with WINDOW files at once:
  *             files per second and the mean latency of one COMMIT (submit to done)
  * Data is random (getrandom), hashed before the clock starts; CHUNK_PUT hashes it again and
@@ -312,7 +313,8 @@ static double upload(struct file *fs, uint32_t nf, uint32_t k, uint32_t len, con
 }
 
 /* Reads fs back (FILE_GET, then every chunk), window reads in flight; returns the seconds. */
-static double download(struct file *fs, uint32_t nf, uint32_t k, uint32_t len, uint32_t window)
+static double download(struct file *fs, uint32_t nf, uint32_t k, uint32_t len, uint32_t window,
+                       enum chp_rstate_kind read)
 {
         struct win w;
         win_init(&w, window);
@@ -329,7 +331,7 @@ static double download(struct file *fs, uint32_t nf, uint32_t k, uint32_t len, u
                         memcpy(j->r.u.file.id, fs[opened].id, CHP_HASH_BYTES);
                         submit(j);
                 }
-                for (struct job *j; (j = win_next(&w, fs, low, opened, k, CHP_RS_CHUNK_READ));) {
+                for (struct job *j; (j = win_next(&w, fs, low, opened, k, read));) {
                         j->r.u.chunk.buf = bufs + (size_t)(j - w.slots) * len;
                         j->r.u.chunk.cap = len;
                         submit(j);
@@ -435,10 +437,12 @@ int main(int argc, char **argv)
         printf("sha256_MBps %.1f\n", 64 * (double)BIG / 1e6 / (now_s() - h0));
         struct file *fs = make_files(nf, k, BIG, data, t);
         double up = upload(fs, nf, k, BIG, data, window, t, &commit_s);
-        double down = download(fs, nf, k, BIG, window);
+        double down = download(fs, nf, k, BIG, window, CHP_RS_CHUNK_READ);
+        double down_h = download(fs, nf, k, BIG, window, CHP_RS_CHUNK_READ_XXH3);
         double bytes = (double)nf * k * BIG;
-        printf("upload_MBps %.1f\ndownload_MBps %.1f\nbig_commit_ms %.2f\n", bytes / 1e6 / up,
-               bytes / 1e6 / down, commit_s * 1e3 / nf);
+        printf(
+            "upload_MBps %.1f\ndownload_MBps %.1f\ndownload_xxh3_MBps %.1f\nbig_commit_ms %.2f\n",
+            bytes / 1e6 / up, bytes / 1e6 / down, bytes / 1e6 / down_h, commit_s * 1e3 / nf);
         free_files(fs, nf);
         free(data);
 

@@ -5,7 +5,7 @@
 #   rados-seq    `rados bench T seq -t 16` of those objects   its read bandwidth
 #   bench_rstate (bench/bench_rstate.c): FILES files of 8 MiB uploaded (upload create, CHUNK_PUT +
 #                UPLOAD_PUT_CHUNK of 1 MiB chunks, 16 in flight, COMMIT) and downloaded
-#                (FILE_GET, CHUNK_READ, 16 in flight); SMALL files of one 64 KiB chunk, 16 at
+#                (FILE_GET, CHUNK_READ, 16 in flight; then CHUNK_READ_XXH3); SMALL files of one 64 KiB chunk, 16 at
 #                once and then one at a time: files per second, mean COMMIT latency; and 16 at
 #                once again with tenant "" (usage untracked, no compare-and-set on t/<tenant>);
 #                upload creates and commits answered CHP_ELIMITED are counted and retried
@@ -64,6 +64,7 @@ for ((i = 0; i < rounds; i++)); do
         while read -r name val; do add "$name" "$val"; done <"$tmp/b"
         add up_ratio "$(ratio "$(awk '$1 == "upload_MBps" {print $2}' "$tmp/b")" "$rw")"
         add down_ratio "$(ratio "$(awk '$1 == "download_MBps" {print $2}' "$tmp/b")" "$rs")"
+        add downh_ratio "$(ratio "$(awk '$1 == "download_xxh3_MBps" {print $2}' "$tmp/b")" "$rs")"
         # every object of every namespace, so that the next round starts from an empty pool
         timeout 300 rados -c "$conf" -n "$admin" purge "$pool" --yes-i-really-really-mean-it \
                 >/dev/null 2>&1 || { echo "purging $pool failed" >&2; exit 1; }
@@ -78,6 +79,7 @@ cat <<EOF
 | rados bench seq -t 16 (${secs} s), MB/s | $(m rs) ($(all rs)) | 1 |
 | upload over rados_state, $files files of 8 MiB, 1 MiB chunks, 16 in flight, MB/s | $(m upload_MBps) ($(all upload_MBps)) | $(m up_ratio) ($(all up_ratio)) of rados write (goal ≥ 0.8) |
 | download over rados_state (FILE_GET, CHUNK_READ), 16 in flight, MB/s | $(m download_MBps) ($(all download_MBps)) | $(m down_ratio) ($(all down_ratio)) of rados seq (goal ≥ 0.8) |
+| the same with CHUNK_READ_XXH3 (the store's read: the put's XXH3 checked), MB/s | $(m download_xxh3_MBps) ($(all download_xxh3_MBps)) | $(m downh_ratio) ($(all downh_ratio)) of rados seq (goal ≥ 0.8) |
 | one core's SHA-256 (CHUNK_PUT and CHUNK_READ hash each chunk), MB/s | $(m sha256_MBps) ($(all sha256_MBps)) | |
 | commit of an 8-chunk file (amid the uploads), mean ms | $(m big_commit_ms) ($(all big_commit_ms)) | |
 | $small files of one 64 KiB chunk, 16 at once, files/s | $(m small_files_per_s) ($(all small_files_per_s)) | |

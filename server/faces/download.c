@@ -63,7 +63,9 @@ static bool dl_queue_arrived(struct conn *c, struct download *d)
                 if (!out) {
                         chp_log_error("http", "download: chunk %u of a file cannot be read (%s)",
                                       r->index,
-                                      chp_strerror(r->result < 0 ? (int)r->result : -ENOMEM));
+                                      chp_strerror(r->result < 0                   ? (int)r->result
+                                                   : r->result != (ssize_t)r->clen ? CHP_ECORRUPT
+                                                                                   : -ENOMEM));
                         return false;
                 }
                 memcpy(out, r->buf + r->off, r->n);
@@ -159,15 +161,21 @@ void download_fill(struct conn *c)
                 const uint8_t *addr = d->m.addrs + (size_t)i * CHP_HASH_BYTES;
                 struct chp_chunk_loc loc;
                 int rc = chp_store_locate(c->sh->store, addr, &loc);
-                if (rc || loc.len != clen) {
+                if (!rc && loc.remote) {
+                        /* the shared state: nothing known before the bytes; their length is
+                         * checked against the manifest's when they arrive */
+                        if (dl_read_start(c, d, addr, i, clen, off, n) != 0) {
+                                conn_close(c);
+                                return;
+                        }
+                } else if (rc || loc.len != clen) {
                         if (!rc)
                                 chp_store_loc_release(c->sh->store, &loc);
                         chp_log_error("http", "download: chunk %u of a file is missing (%s)", i,
                                       chp_strerror(rc ? rc : CHP_ECORRUPT));
                         conn_close(c); /* the head is out: the body can only be cut */
                         return;
-                }
-                if (loc.is_inline || loc.fd < 0) {
+                } else if (loc.is_inline || loc.fd < 0) {
                         /* no file to splice from (inline, or a backend without files): copied */
                         chp_store_loc_release(c->sh->store, &loc);
                         if (dl_read_start(c, d, addr, i, clen, off, n) != 0) {

@@ -303,20 +303,34 @@ struct chunk_read {
         uint32_t frame_id;
         struct chp_msg_chunk_data d; /* d.addr points into addr */
         uint8_t addr[CHP_HASH_BYTES];
-        uint32_t len; /* of the slice asked for, from d.offset */
+        uint32_t len; /* of the slice asked for, from d.offset (remote: as asked, 0 = the rest) */
         ssize_t result;
-        uint8_t *buf; /* d.chunk_len bytes */
+        uint8_t *buf; /* cap bytes */
+        uint32_t cap; /* d.chunk_len, or remote: CHP_CHUNK_MAX */
+        bool remote;  /* the shared state's: d.chunk_len is learnt from the read's length */
 };
 
 static void chunk_read_free(struct chp_shared *sh, struct chunk_read *r)
 {
-        native_payload_free(sh, r->buf, r->d.chunk_len);
+        native_payload_free(sh, r->buf, r->cap);
         free(r);
 }
 
 /* Queues the reply to r: its slice, or the store's error. */
 static void chunk_read_answer(struct conn *c, struct chunk_read *r)
 {
+        if (r->remote && r->result > 0) {
+                /* the chunk's length is known now: the range is checked against it */
+                uint32_t clen = (uint32_t)r->result, off = r->d.offset;
+                uint32_t len = r->len ? r->len : clen - (off < clen ? off : clen);
+                if (off > clen || len > clen - off) {
+                        native_reply_error(c, r->frame_id, CHP_WE_NOT_FOUND,
+                                           "range %u+%u outside the %u-byte chunk", off, len, clen);
+                        return;
+                }
+                r->d.chunk_len = clen;
+                r->len = len;
+        }
         if (r->result != (ssize_t)r->d.chunk_len) {
                 native_reply_store_error(c, r->frame_id,
                                          r->result < 0 ? (int)r->result : CHP_ECORRUPT);
@@ -345,7 +359,7 @@ static void chunk_read_done(struct conn_op *base)
         struct chunk_read *r = (struct chunk_read *)base;
         struct conn *c = base->c;
         c->nat->inflight--;
-        c->nat->reading -= r->d.chunk_len;
+        c->nat->reading -= r->cap;
         if (!c->closed) {
                 chunk_read_answer(c, r);
                 native_on_input(c); /* flow control may allow the next frames */
@@ -359,10 +373,11 @@ static void chunk_read_done(struct conn_op *base)
 /* A chunk with no file to splice from: copied, checked against its XXH3. Inline ones come out of
  * LMDB at once; a remote backend's are fetched without blocking this loop. */
 static void read_copy(struct conn *c, uint32_t frame_id, const struct chp_msg_chunk_data *d,
-                      uint32_t len)
+                      uint32_t len, bool remote)
 {
+        uint32_t cap = remote ? CHP_CHUNK_MAX : d->chunk_len;
         struct chunk_read *r = calloc(1, sizeof(*r));
-        uint8_t *buf = r ? native_payload_alloc(c, d->chunk_len) : NULL;
+        uint8_t *buf = r ? native_payload_alloc(c, cap) : NULL;
         if (!buf) {
                 free(r);
                 native_reply_store_error(c, frame_id, -ENOMEM);
@@ -376,13 +391,14 @@ static void read_copy(struct conn *c, uint32_t frame_id, const struct chp_msg_ch
         r->d.addr = r->addr;
         r->len = len;
         r->buf = buf;
+        r->cap = cap;
+        r->remote = remote;
         r->base.t0 = chp_net_now_us();
         /* not into r->result: once under way, r is the completion's (another thread's) */
-        ssize_t n =
-            chp_store_read_async(c->sh->store, r->addr, buf, d->chunk_len, chunk_read_arrived, r);
+        ssize_t n = chp_store_read_async(c->sh->store, r->addr, buf, cap, chunk_read_arrived, r);
         if (n == -EINPROGRESS) {
                 c->nat->inflight++;
-                c->nat->reading += d->chunk_len;
+                c->nat->reading += cap;
                 conn_hold(c);
                 return;
         }
@@ -405,6 +421,12 @@ void native_read_chunk(struct conn *c, const struct chp_frame_header *h, const u
                                    rc == -ENOENT ? "no such chunk" : chp_strerror(rc));
                 return;
         }
+        if (loc.remote) {
+                /* the shared state: the length and range are checked once the bytes are in */
+                struct chp_msg_chunk_data d = {.addr = m.addr, .offset = m.offset};
+                read_copy(c, h->id, &d, m.length, true);
+                return;
+        }
         uint32_t len = m.length ? m.length : loc.len - (m.offset < loc.len ? m.offset : loc.len);
         if (m.offset > loc.len || len > loc.len - m.offset) {
                 chp_store_loc_release(c->sh->store, &loc);
@@ -417,7 +439,7 @@ void native_read_chunk(struct conn *c, const struct chp_frame_header *h, const u
         if (loc.is_inline || loc.fd < 0) {
                 /* inline, or a backend without files (fd -1): nothing to splice */
                 chp_store_loc_release(c->sh->store, &loc);
-                read_copy(c, h->id, &d, len);
+                read_copy(c, h->id, &d, len, false);
                 return;
         }
         /* segment chunks go from the page cache to the socket: only the header is copied */

@@ -634,6 +634,43 @@ static void chunk_read_done(struct chp_rstate_priv *p, int rc)
         finish(p, rc);
 }
 
+static void chunk_stat_done(struct chp_rstate_priv *p, int rc)
+{
+        if (rc == 0 && (rc = p->op.stat_rv) == 0)
+                p->req->u.chunk.got = p->op.size > UINT32_MAX ? UINT32_MAX : (uint32_t)p->op.size;
+        finish(p, rc);
+}
+
+/* CHUNK_READ_XXH3: the bytes against the put's XXH3 (xattr h), or their address without one. */
+static void chunk_read_h_done(struct chp_rstate_priv *p, int rc)
+{
+        struct chp_rstate_req *q = p->req;
+        const char *name, *val;
+        size_t len;
+        uint64_t h = 0;
+        bool has_h = false;
+        if (p->op.xit) {
+                while (rc == 0 && p->op.xattrs_rv >= 0 &&
+                       rados_getxattrs_next(p->op.xit, &name, &val, &len) == 0 && name)
+                        if (!strcmp(name, "h"))
+                                has_h = unhex16((const uint8_t *)val, len, &h);
+                rados_getxattrs_end(p->op.xit);
+                p->op.xit = NULL;
+        }
+        if (rc == 0 && (rc = p->op.stat_rv < 0 ? p->op.stat_rv : p->op.read_rv) == 0 &&
+            p->op.size > q->u.chunk.cap)
+                rc = -EMSGSIZE;
+        if (rc == 0 && has_h) {
+                if (chp_xxh3(q->u.chunk.buf, p->op.got) != h)
+                        rc = CHP_ECORRUPT;
+                else
+                        q->u.chunk.got = (uint32_t)p->op.got;
+                finish(p, rc);
+                return;
+        }
+        chunk_read_done(p, rc);
+}
+
 static int chunk_start(struct chp_rstate_priv *p)
 {
         struct chp_rstate_req *q = p->req;
@@ -674,6 +711,25 @@ static int chunk_start(struct chp_rstate_priv *p)
                                    &p->op.read_rv);
                 rop_go(p, chunk_read_done);
                 return 0;
+        case CHP_RS_CHUNK_STAT:
+                oid_hex(q->u.chunk.addr, CHP_HASH_BYTES, oid);
+                rop_read(p, NS_C, oid);
+                p->op.stat_rv = 0;
+                rados_read_op_stat(p->op.r, &p->op.size, &p->op.mtime, &p->op.stat_rv);
+                rop_go(p, chunk_stat_done);
+                return 0;
+        case CHP_RS_CHUNK_READ_XXH3:
+                if (!q->u.chunk.buf)
+                        return -EINVAL;
+                oid_hex(q->u.chunk.addr, CHP_HASH_BYTES, oid);
+                rop_read(p, NS_C, oid);
+                p->op.read_rv = p->op.stat_rv = p->op.xattrs_rv = 0;
+                rados_read_op_stat(p->op.r, &p->op.size, &p->op.mtime, &p->op.stat_rv);
+                rados_read_op_getxattrs(p->op.r, &p->op.xit, &p->op.xattrs_rv);
+                rados_read_op_read(p->op.r, 0, q->u.chunk.cap, q->u.chunk.buf, &p->op.got,
+                                   &p->op.read_rv);
+                rop_go(p, chunk_read_h_done);
+                return 0;
         default:
                 return -EINVAL;
         }
@@ -700,7 +756,9 @@ int rs_submit(struct chp_rstate *st, struct chp_rstate_req *req, unsigned flags)
         pthread_mutex_lock(&st->mu);
         st->active++;
         pthread_mutex_unlock(&st->mu);
-        int rc = req->kind <= CHP_RS_CHUNK_READ   ? chunk_start(p)
+        bool chunk = req->kind <= CHP_RS_CHUNK_READ || req->kind == CHP_RS_CHUNK_STAT ||
+                     req->kind == CHP_RS_CHUNK_READ_XXH3; /* the kinds added at the end */
+        int rc = chunk                            ? chunk_start(p)
                  : req->kind <= CHP_RS_INDEX_PAGE ? file_start(p)
                                                   : flows_start(p);
         if (rc) {

@@ -83,6 +83,11 @@ enum chp_rstate_kind {
          * the old key dropped; -ENOENT when gone or complete. Usage is the caller's (USAGE_ADD).
          * The upload's chunks (its omap) and offset object stay. */
         CHP_RS_UPLOAD_REPLACE,
+        /* chunks again (added after the rest; namespace c) */
+        CHP_RS_CHUNK_STAT,      /* whether it exists: got its length; -ENOENT */
+        CHP_RS_CHUNK_READ_XXH3, /* as READ, checked against the XXH3 of its xattr h (the put's),
+                                   SHA-256 only when it has none: CHP_ECORRUPT; cap too small:
+                                   -EMSGSIZE */
 };
 
 /* The omaps an index page reads (their keys as docs/scale-out.md's "What lives where"). */

@@ -420,6 +420,7 @@ static int rec_has(struct chp_store *s, const uint8_t *addrs, size_t n, uint8_t 
 
 int chp_store_refcount(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], uint64_t *count)
 {
+        LOCAL_ONLY(s); /* a chunk's referrers are keys of its object's omap: not counted cheaply */
         MDB_txn *txn;
         int rc = store_read_begin(s, &txn);
         if (rc)
@@ -685,6 +686,7 @@ out:
 int chp_store_stats(struct chp_store *s, struct chp_store_stats *out)
 {
         memset(out, 0, sizeof(*out));
+        LOCAL_ONLY(s); /* the pool's objects are not counted cheaply */
         MDB_txn *txn;
         int rc = store_read_begin(s, &txn);
         if (rc)
@@ -798,10 +800,32 @@ int chp_store_lookup(struct chp_store *s, struct chp_store_lookup *q)
         return q->status = lookup_now(s, q);
 }
 
-/* The synchronous record reads: what a remote backend would make the caller wait for. */
+/* The synchronous record reads: what a remote backend would make the caller wait for. Over the
+ * shared state each is the lookup of its kind, waited for (shared_wait). */
+
+#ifdef CHAPAR_RADOS
+#define SHARED(s) ((s)->shared != NULL)
+
+/* q (kind and inputs set) answered over the shared state on this thread: its status. */
+static int shared_wait(struct chp_store *s, struct chp_store_lookup *q)
+{
+        q->manifest = q->meta = NULL;
+        chp_store_lookup_clear(q);
+        q->status = 0;
+        return shared_lookup_wait(s, q);
+}
+#else
+#define SHARED(s)         false
+#define shared_wait(s, q) (-ENOTSUP)
+#endif
 
 int chp_store_has(struct chp_store *s, const uint8_t *addrs, size_t n, uint8_t *present)
 {
+        if (SHARED(s)) {
+                struct chp_store_lookup q = {
+                    .kind = CHP_LOOKUP_HAS, .addrs = addrs, .n = n, .present = present};
+                return shared_wait(s, &q);
+        }
         record_blocking(s);
         return rec_has(s, addrs, n, present);
 }
@@ -809,6 +833,25 @@ int chp_store_has(struct chp_store *s, const uint8_t *addrs, size_t n, uint8_t *
 int chp_store_file_get(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], uint8_t **manifest,
                        size_t *len, struct chp_file_info *info)
 {
+        if (SHARED(s)) {
+                struct chp_store_lookup q = {.kind = CHP_LOOKUP_FILE,
+                                             .want_manifest = manifest != NULL};
+                memcpy(q.id, id, CHP_HASH_BYTES);
+                if (manifest) {
+                        *manifest = NULL;
+                        *len = 0;
+                }
+                int rc = shared_wait(s, &q);
+                if (!rc && manifest) {
+                        *manifest = q.manifest;
+                        *len = q.manifest_len;
+                        q.manifest = NULL;
+                }
+                if (!rc && info)
+                        *info = q.info;
+                chp_store_lookup_clear(&q);
+                return rc;
+        }
         record_blocking(s);
         return rec_file_get(s, id, manifest, len, info);
 }
@@ -816,6 +859,17 @@ int chp_store_file_get(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], ui
 ssize_t chp_store_file_meta(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], uint8_t *buf,
                             size_t cap)
 {
+        if (SHARED(s)) {
+                struct chp_store_lookup q = {.kind = CHP_LOOKUP_FILE_META};
+                memcpy(q.id, id, CHP_HASH_BYTES);
+                ssize_t n = shared_wait(s, &q);
+                if (!n && q.len > cap)
+                        n = -ENOBUFS;
+                else if (!n && q.len)
+                        memcpy(buf, q.meta, (n = (ssize_t)q.len));
+                chp_store_lookup_clear(&q);
+                return n;
+        }
         record_blocking(s);
         return rec_file_meta(s, id, buf, cap);
 }
@@ -823,6 +877,11 @@ ssize_t chp_store_file_meta(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES
 int chp_store_upload_get(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
                          struct chp_upload *out)
 {
+        if (SHARED(s)) {
+                struct chp_store_lookup q = {.kind = CHP_LOOKUP_UPLOAD, .upload = out};
+                memcpy(q.id, id, CHP_UPLOAD_ID_BYTES);
+                return shared_wait(s, &q);
+        }
         record_blocking(s);
         return rec_upload_get(s, id, out);
 }
@@ -830,6 +889,20 @@ int chp_store_upload_get(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYT
 int chp_store_upload_manifest(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
                               uint8_t **manifest, size_t *len)
 {
+        if (SHARED(s)) {
+                struct chp_store_lookup q = {.kind = CHP_LOOKUP_UPLOAD_MANIFEST};
+                memcpy(q.id, id, CHP_UPLOAD_ID_BYTES);
+                *manifest = NULL;
+                *len = 0;
+                int rc = shared_wait(s, &q);
+                if (!rc) {
+                        *manifest = q.manifest;
+                        *len = q.manifest_len;
+                        q.manifest = NULL;
+                }
+                chp_store_lookup_clear(&q);
+                return rc;
+        }
         record_blocking(s);
         return rec_upload_manifest(s, id, manifest, len);
 }
@@ -837,6 +910,16 @@ int chp_store_upload_manifest(struct chp_store *s, const uint8_t id[CHP_UPLOAD_I
 int chp_store_upload_progress(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
                               uint32_t *chunks, size_t *tail_len)
 {
+        if (SHARED(s)) {
+                struct chp_store_lookup q = {.kind = CHP_LOOKUP_UPLOAD_PROGRESS};
+                memcpy(q.id, id, CHP_UPLOAD_ID_BYTES);
+                int rc = shared_wait(s, &q);
+                if (!rc) {
+                        *chunks = q.chunks;
+                        *tail_len = q.len;
+                }
+                return rc;
+        }
         record_blocking(s);
         return rec_upload_progress(s, id, chunks, tail_len);
 }
@@ -844,6 +927,15 @@ int chp_store_upload_progress(struct chp_store *s, const uint8_t id[CHP_UPLOAD_I
 ssize_t chp_store_upload_tail(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
                               uint8_t *buf, size_t cap)
 {
+        if (SHARED(s)) {
+                struct chp_store_lookup q = {
+                    .kind = CHP_LOOKUP_UPLOAD_PROGRESS, .buf = buf, .cap = cap};
+                memcpy(q.id, id, CHP_UPLOAD_ID_BYTES);
+                int rc = shared_wait(s, &q);
+                if (rc == -ENOENT)
+                        return 0; /* as the local store: an unknown upload keeps no bytes */
+                return rc ? rc : (ssize_t)q.len;
+        }
         record_blocking(s);
         return rec_upload_tail(s, id, buf, cap);
 }
@@ -851,6 +943,14 @@ ssize_t chp_store_upload_tail(struct chp_store *s, const uint8_t id[CHP_UPLOAD_I
 int chp_store_pending(struct chp_store *s, const uint8_t file_id[CHP_HASH_BYTES],
                       uint8_t upload_id[CHP_UPLOAD_ID_BYTES])
 {
+        if (SHARED(s)) {
+                struct chp_store_lookup q = {.kind = CHP_LOOKUP_PENDING};
+                memcpy(q.id, file_id, CHP_HASH_BYTES);
+                int rc = shared_wait(s, &q);
+                if (!rc)
+                        memcpy(upload_id, q.upload_id, CHP_UPLOAD_ID_BYTES);
+                return rc;
+        }
         record_blocking(s);
         return rec_pending(s, file_id, upload_id);
 }
@@ -858,6 +958,14 @@ int chp_store_pending(struct chp_store *s, const uint8_t file_id[CHP_HASH_BYTES]
 int chp_store_upload_chunks(struct chp_store *s, const uint8_t id[CHP_UPLOAD_ID_BYTES],
                             uint8_t *have, uint8_t *addrs, size_t n)
 {
+        if (SHARED(s)) {
+                struct chp_store_lookup q = {.kind = CHP_LOOKUP_UPLOAD_CHUNKS,
+                                             .n = n,
+                                             .present = have,
+                                             .chunk_addrs = addrs};
+                memcpy(q.id, id, CHP_UPLOAD_ID_BYTES);
+                return shared_wait(s, &q);
+        }
         record_blocking(s);
         return rec_upload_chunks(s, id, have, addrs, n);
 }

@@ -95,12 +95,14 @@ int shared_submit(struct chp_store *s, struct chp_store_req *req);
  * code now (-EINVAL: a malformed lookup; CHP_ECLOSED). */
 int shared_lookup(struct chp_store *s, struct chp_store_lookup *q);
 /* The same, waited for on the calling thread (not a loop thread): q->status. For the
- * synchronous reads of store.h (chp_store_file_get, ...), which the caller has turned into q. */
+ * synchronous reads of store.h (chp_store_file_get, ...), which the caller has turned into q;
+ * q->done and q->ctx are overwritten. */
 int shared_lookup_wait(struct chp_store *s, struct chp_store_lookup *q);
 /* chp_store_locate with s->shared: answers without I/O (loc: fd -1, not inline, remote). */
 int shared_locate(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES],
                   struct chp_chunk_loc *loc);
-/* chp_store_read_async and chp_store_read with s->shared. */
+/* chp_store_read_async and chp_store_read with s->shared: CHP_RS_CHUNK_READ_XXH3 (checked
+ * against the XXH3 the put stored); the async one always completes later (-EINPROGRESS). */
 ssize_t shared_read_async(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], void *buf,
                           size_t cap, chp_store_read_fn done, void *ctx);
 ssize_t shared_read(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], void *buf, size_t cap);

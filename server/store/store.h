@@ -364,7 +364,8 @@ __attribute__((warn_unused_result)) ssize_t chp_store_read_async(struct chp_stor
 __attribute__((warn_unused_result)) int chp_store_has(struct chp_store *s, const uint8_t *addrs,
                                                       size_t n, uint8_t *present /* out */);
 
-/* References to a chunk from files and upload sessions (0 if none or not stored). */
+/* References to a chunk from files and upload sessions (0 if none or not stored); -ENOTSUP over
+ * the shared state (rados_shared), whose referrers are not counted cheaply. */
 __attribute__((warn_unused_result)) int chp_store_refcount(struct chp_store *s,
                                                            const uint8_t addr[CHP_HASH_BYTES],
                                                            uint64_t *count /* out */);
@@ -572,6 +573,7 @@ struct chp_store_stats {
         uint64_t chunks, inline_chunks, files, uploads;
         uint64_t segments, segment_bytes, live_bytes;
 };
+/* Counts of the store's records and segments; -ENOTSUP over the shared state (rados_shared). */
 __attribute__((warn_unused_result)) int chp_store_stats(struct chp_store *s,
                                                         struct chp_store_stats *out /* out */);
 
