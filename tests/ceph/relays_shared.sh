@@ -25,7 +25,7 @@ cat >"$tmp/r.ini" <<INI
 [server]
 tus_chunk_size = 64K
 [store]
-rados_op_timeout = 5s
+rados_op_timeout = 3s
 INI
 "$chapard" keygen --out "$tmp/relay.key" >/dev/null 2>&1 || bad "chapard keygen"
 args=(--config "$tmp/r.ini" --key "$tmp/relay.key" --store rados --rados-shared
@@ -111,8 +111,19 @@ curl -sS -o "$tmp/f.out" "http://${http[R3]}/f/$fid"
 check "GET /f/ID on relay 3: the tus file's bytes" "cmp -s '$tmp/tus.bin' '$tmp/f.out'"
 
 # ---- the same content through two relays at once: stored once
+# (two puts of one file from one machine send the same ciphertext only once its key is in the
+# client's key cache: a first put, cut before its first chunk is whole, leaves it there)
 before=$(r -N c ls | wc -l)
 head -c 2500000 /dev/urandom >"$tmp/twice.bin"
+proxy_hold P1 200000 up
+"$chapar" put "$tmp/twice.bin" --relay "127.0.0.1:${proxy_port[P1]}" --relay-key "${key[R1]}" \
+        --chunk-size 1048576 >/dev/null 2>>"$tmp/put.err" &
+cut_pid=$!
+lib_track $cut_pid
+proxy_held P1 || bad "the first put of the twice-put file reaches its cut"
+kill "$cut_pid" 2>/dev/null
+wait "$cut_pid" 2>/dev/null
+proxy_release P1
 put "${addr[R2]}" "$tmp/twice.bin" >"$tmp/twice2.json" &
 p2=$!
 put "${addr[R3]}" "$tmp/twice.bin" >"$tmp/twice3.json" &
@@ -140,6 +151,22 @@ check "with relay 2 down, relay 1 serves relay 3's new file" \
 relay_start R2 "${args[@]}" || bad "relay 2 restarts"
 check "relay 2, restarted, serves it too" \
         'get_back "$(via "${addr[R2]}" <<<"$t3")" "$tmp/late.bin"'
+
+# ---- the OSD stopped mid-upload: clean, retryable errors; once it is back the upload resumes
+head -c 3000000 /dev/urandom >"$tmp/osd.bin"
+kill -STOP "$osd"
+wait_for 5 "grep -q '^State:[[:space:]]*T' /proc/$osd/status" # every thread stopped
+loc=$(curl -sS -D - -o /dev/null -m 60 -X POST -H 'Tus-Resumable: 1.0.0' \
+        -H 'Upload-Length: 70000' "http://${http[R1]}/files/" | tr -d '\r' | sed -n '1s/^HTTP[^ ]* //p')
+put "${addr[R3]}" "$tmp/osd.bin" >/dev/null
+put_rc=$?
+kill -CONT "$osd"
+check "OSD stopped: a tus POST is answered 503 (got $loc)" "[[ '$loc' == 503* ]]"
+check "OSD stopped: chapar put via relay 3 fails saying to retry after N s" \
+        "[ $put_rc != 0 ] && tail -3 '$tmp/put.err' | grep -qi 'retry after [0-9]* s'" || tail -3 "$tmp/put.err"
+out=$(put "${addr[R3]}" "$tmp/osd.bin") || tail -3 "$tmp/put.err"
+check "OSD running again: the same put via relay 3 succeeds, and comes back via relay 1" \
+        'get_back "$(via "${addr[R1]}" <<<"$(json ticket <<<"$out")")" "$tmp/osd.bin"'
 
 for rr in R1 R2 R3; do
         check "relay $rr stops cleanly (exit 0)" "relay_stop $rr" || tail -20 "$tmp/$rr.log"
