@@ -21,6 +21,13 @@
 
 struct rlook;
 
+/* The pool writes "never" as CHP_RSTATE_NEVER, so that GC's comparisons hold (shared_write.c);
+ * store.h's callers read it as 0. */
+static uint64_t never_is_0(uint64_t t)
+{
+        return t == CHP_RSTATE_NEVER ? 0 : t;
+}
+
 /* One chunk stat of a HAS lookup. */
 struct has_slot {
         struct chp_rstate_req r;
@@ -123,7 +130,7 @@ static void file_got(struct chp_rstate_req *r, int rc)
                 memcpy(q->info.tenant, f->tenant, f->tenant_len);
                 q->info.tenant[f->tenant_len] = '\0';
                 q->info.created = f->created;
-                q->info.expires = f->expires;
+                q->info.expires = never_is_0(f->expires);
                 q->info.size = f->size;
         }
         look_end(l, rc);
@@ -260,6 +267,8 @@ static void upload_got(struct chp_rstate_req *r, int rc)
         switch (q->kind) {
         case CHP_LOOKUP_UPLOAD:
                 chp_rec_upload_to_public(q->id, &u, q->upload);
+                q->upload->expires = never_is_0(q->upload->expires);
+                q->upload->file_expires = never_is_0(q->upload->file_expires);
                 if (r->u.upload.complete) { /* the state s, not the record, says it */
                         q->upload->complete = true;
                         memcpy(q->upload->file_id, r->u.upload.file_id, CHP_HASH_BYTES);

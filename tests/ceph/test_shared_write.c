@@ -527,6 +527,34 @@ TEST(file_delete)
         free(f);
 }
 
+/* Expiry 0 ("never") goes into the pool as CHP_RSTATE_NEVER (GC compares numbers) and comes
+ * back as 0 through the other store's reads: a file's info, an upload's record. */
+TEST(never_expires_reads_back_as_zero)
+{
+        struct file *f = make_file();
+        struct chp_store_req r;
+        CHECK_EQ(put(a, &f->c[0], NULL, 0, NULL), 0);
+        CHECK_EQ(put(a, &f->c[1], NULL, 0, NULL), 0);
+        memset(&r, 0, sizeof(r));
+        r.type = CHP_REQ_COMMIT;
+        r.u.commit.manifest = f->man;
+        r.u.commit.manifest_len = f->man_len;
+        r.u.commit.expires = 0;
+        CHECK_EQ(chp_store_run(a, &r), 0);
+        struct chp_file_info info;
+        CHECK_EQ(chp_store_file_get(b, f->id, NULL, NULL, &info), 0);
+        CHECK_EQ(info.expires, 0);
+        struct chp_upload u, got;
+        upload_init(&u, "", "");
+        u.expires = 0;
+        u.file_expires = 0;
+        CHECK_EQ(create(a, &u, NULL, NULL, &r), 0);
+        CHECK_EQ(chp_store_upload_get(b, r.u.upload_create.upload_id, &got), 0);
+        CHECK_EQ(got.expires, 0);
+        CHECK_EQ(got.file_expires, 0);
+        free(f);
+}
+
 /* Quarantine drops the upload writing the file and refuses a new one; a stored file is deleted;
  * lift takes it off the list. */
 TEST(quarantine)
