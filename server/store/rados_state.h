@@ -46,7 +46,8 @@ void chp_rstate_close(struct chp_rstate *st);
 enum chp_rstate_kind {
         /* chunks (namespace c; their lease index in i/cexp.xx) */
         CHP_RS_CHUNK_PUT,    /* lease key, create(exclusive) or -EEXIST → refer; submit hashes
-                                the bytes (on its caller's thread): CHP_EMISMATCH */
+                                the bytes (on its caller's thread) unless verified:
+                                CHP_EMISMATCH */
         CHP_RS_CHUNK_REFER,  /* lease key, refer (lease only grows); -ENOENT: no such chunk */
         CHP_RS_CHUNK_REMOVE, /* GC: remove if lease + grace < now; drops the lease key */
         CHP_RS_CHUNK_READ,   /* bytes into buf (up to cap), SHA-256 checked (CHP_ECORRUPT) */
@@ -128,6 +129,8 @@ struct chp_rstate_req {
                         uint8_t addr[CHP_HASH_BYTES];
                         const void *data; /* PUT: the bytes (borrowed until done) */
                         uint32_t len;
+                        bool verified; /* PUT: the caller checked SHA-256(data) == addr: not
+                                          hashed again */
                         struct chp_rstate_ref ref; /* PUT, REFER */
                         uint64_t lease;            /* PUT, REFER: the referrer's expiry */
                         uint64_t now, grace;       /* REMOVE: unix s, gc_grace s */

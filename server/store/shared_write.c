@@ -344,6 +344,7 @@ static int put_chunk(struct shared_wop *w, char kind, const uint8_t *id, size_t 
         memcpy(r->u.chunk.addr, req->u.put.addr, CHP_HASH_BYTES);
         r->u.chunk.data = req->u.put.data;
         r->u.chunk.len = req->u.put.len;
+        r->u.chunk.verified = true; /* chp_store_submit hashed it, or its caller did */
         r->u.chunk.ref.kind = kind;
         memcpy(r->u.chunk.ref.id, id, idlen);
         r->u.chunk.lease = w->lease;
