@@ -5,6 +5,9 @@
 #   upload     FILES files of 8 MiB by tus (one PATCH each), CONNS at once, through relay 1
 #   one relay  every file fetched by GET /f/ID, CONNS curls at once, all through relay 1
 #   two relays the same, half the curls through relay 1 and half through relay 2
+#   faces      chapar-bench upload and download, native and HTTP (FILES files of 8 MiB, 4
+#              connections) on relay 1, and on a relay without rados_shared (its own index, the
+#              chunk backend alone: the baseline of steps 1-4) started on the same pool after
 # Each download figure is the median of RUNS runs (each run fetches every file once; bytes are
 # checked by length). Everything runs on this machine: one monitor, one memstore OSD, the relays
 # and the curls share its cores, which the report says beside the ratios.
@@ -66,11 +69,13 @@ upload_one() { # I: a fresh 8 MiB file by tus through relay 1; its id into $tmp/
         rm -f "$tmp/in.$1"
 }
 t0=$EPOCHREALTIME
+ups=() # (a bare `wait` would wait for the relays too)
 for ((i = 0; i < files; i++)); do
         upload_one $i &
-        (((i + 1) % conns == 0)) && wait
+        ups+=($!)
+        if (((i + 1) % conns == 0)); then wait "${ups[@]}"; ups=(); fi
 done
-wait
+[ ${#ups[@]} = 0 ] || wait "${ups[@]}"
 t1=$EPOCHREALTIME
 up=$(bc -l <<<"scale=1; $files * $size / 1000000 / ($t1 - $t0)")
 for ((i = 0; i < files; i++)); do
@@ -96,6 +101,20 @@ download() { # RELAY... (curl k goes to relay k mod count): MB/s of one pass ove
         [ $bad = 0 ] || exit 1
         bc -l <<<"scale=1; $files * $size / 1000000 / ($t1 - $t0)"
 }
+# the relay's own faces (chapar-bench: no end-to-end encryption), as bench/rados.sh
+bench=$(dirname "$chapard")/chapar-bench
+declare -A cb
+faces() { # RELAY NAME: cb[NAME.FACE.SCENARIO] = MB/s (chapar-bench's sixth column)
+        local sc f
+        for sc in upload download; do
+                timeout 300 "$bench" --native "${addr[$1]}" --http "${http[$1]}" --scenario $sc \
+                        --files "$files" --size $size --conns 4 >"$tmp/cb" || exit 1
+                for f in native http; do
+                        cb[$2.$f.$sc]=$(awk -v f=$f -v s=$sc '$1 == f && $2 == s {print $6}' "$tmp/cb")
+                done
+        done
+}
+faces R1 shared
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 one=() two=()
 for ((i = 0; i < runs; i++)); do # paired, alternating which goes first
@@ -104,6 +123,12 @@ for ((i = 0; i < runs; i++)); do # paired, alternating which goes first
 done
 d1=$(printf '%s\n' "${one[@]}" | median)
 d2=$(printf '%s\n' "${two[@]}" | median)
+# the baseline: one relay on the same pool without rados_shared (records in its own index)
+relay_stop R1
+relay_stop R2
+relay_start R0 --sync none --log-level warn --store rados --rados-conf "$conf" \
+        --rados-pool "$pool" --rados-user "${user#client.}" || { cat "$tmp/R0.log"; exit 1; }
+faces R0 index
 ratio() { bc -l <<<"scale=2; $1 / $2"; }
 cat <<EOF
 | $(date -u +%F) · $files files of 8 MiB, $conns at once, median of $runs · $(nproc) cores shared by the OSD, the monitor, the relays and curl | MB/s | ratio |
@@ -111,6 +136,14 @@ cat <<EOF
 | rados bench write -t 16 -b 1M (${secs} s) | $rw | 1 |
 | rados bench seq -t 16 (${secs} s) | $rs | 1 |
 | tus upload through relay 1 (--rados-shared) | $up | $(ratio "$up" "$rw") of rados write |
+| native upload, chapar-bench, 4 connections, --rados-shared | ${cb[shared.native.upload]} | $(ratio "${cb[shared.native.upload]}" "$rw") of rados write (goal ≥ 0.8); $(ratio "${cb[shared.native.upload]}" "${cb[index.native.upload]}") of the same without rados_shared |
+| http upload, chapar-bench, 4 connections, --rados-shared | ${cb[shared.http.upload]} | $(ratio "${cb[shared.http.upload]}" "$rw") of rados write (goal ≥ 0.8); $(ratio "${cb[shared.http.upload]}" "${cb[index.http.upload]}") of the same without rados_shared |
+| native upload, chapar-bench, 4 connections, one relay without rados_shared | ${cb[index.native.upload]} | $(ratio "${cb[index.native.upload]}" "$rw") of rados write |
+| http upload, chapar-bench, 4 connections, one relay without rados_shared | ${cb[index.http.upload]} | $(ratio "${cb[index.http.upload]}" "$rw") of rados write |
+| native download, chapar-bench, 4 connections, --rados-shared | ${cb[shared.native.download]} | $(ratio "${cb[shared.native.download]}" "$rs") of rados seq (goal ≥ 0.8); $(ratio "${cb[shared.native.download]}" "${cb[index.native.download]}") of the same without rados_shared |
+| http download, chapar-bench, 4 connections, --rados-shared | ${cb[shared.http.download]} | $(ratio "${cb[shared.http.download]}" "$rs") of rados seq (goal ≥ 0.8); $(ratio "${cb[shared.http.download]}" "${cb[index.http.download]}") of the same without rados_shared |
+| native download, chapar-bench, 4 connections, one relay without rados_shared | ${cb[index.native.download]} | $(ratio "${cb[index.native.download]}" "$rs") of rados seq |
+| http download, chapar-bench, 4 connections, one relay without rados_shared | ${cb[index.http.download]} | $(ratio "${cb[index.http.download]}" "$rs") of rados seq |
 | GET /f/ID, one relay | $d1 | $(ratio "$d1" "$rs") of rados seq |
 | GET /f/ID, two relays | $d2 | $(ratio "$d2" "$d1") of one relay (goal ≥ 1.7); runs: one ${one[*]}, two ${two[*]} |
 EOF
