@@ -164,6 +164,8 @@ kill -CONT "$osd"
 check "OSD stopped: a tus POST is answered 503 (got $loc)" "[[ '$loc' == 503* ]]"
 check "OSD stopped: chapar put via relay 3 fails saying to retry after N s" \
         "[ $put_rc != 0 ] && tail -3 '$tmp/put.err' | grep -qi 'retry after [0-9]* s'" || tail -3 "$tmp/put.err"
+# a client retries after the N s it was told; here: once the OSD answers again
+wait_for 30 "r -N i stat none 2>&1 | grep -q 'No such file'"
 out=$(put "${addr[R3]}" "$tmp/osd.bin") || tail -3 "$tmp/put.err"
 check "OSD running again: the same put via relay 3 succeeds, and comes back via relay 1" \
         'get_back "$(via "${addr[R1]}" <<<"$(json ticket <<<"$out")")" "$tmp/osd.bin"'
