@@ -200,6 +200,8 @@ static void render_backend(struct chp_shared *sh, char *buf, size_t cap, size_t 
             [CHP_STORE_OP_WRITE] = "chunk_write",
             [CHP_STORE_OP_READ] = "chunk_read",
             [CHP_STORE_OP_REMOVE] = "remove",
+            [CHP_STORE_OP_RECORD_WRITE] = "record_write",
+            [CHP_STORE_OP_RECORD_READ] = "record_read",
         };
         static const char *const err_name[CHP_STORE_NERRS] = {
             [CHP_STORE_ERR_UNAVAILABLE] = "unavailable",

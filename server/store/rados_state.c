@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <time.h>
 
 #include "bytes.h"
@@ -35,6 +36,9 @@ struct chp_rstate {
         bool timer_started, stopping;
         pthread_cond_t tcv;
         struct chp_rstate_priv *timers;
+        /* chp_rstate_op_stats */
+        _Atomic uint64_t op_le[CHP_STORE_NOPS][CHP_STORE_OP_BUCKETS], op_count[CHP_STORE_NOPS],
+            op_sum_us[CHP_STORE_NOPS], errors[CHP_STORE_NOPS][CHP_STORE_NERRS];
 };
 
 static const char *const ns_names[NS_N] = {"c", "f", "u", "p", "t", "i"};
@@ -208,11 +212,44 @@ static void slot_free(struct chp_rstate *st)
                 rop_start(st, next);
 }
 
+/* Counts p's operation, which completed with rc (librados'). */
+static void op_count(struct chp_rstate *st, const struct chp_rstate_priv *p, int rc)
+{
+        enum chp_store_op op =
+            p->op.ns != NS_C ? (p->op.w ? CHP_STORE_OP_RECORD_WRITE : CHP_STORE_OP_RECORD_READ)
+            : !p->op.w       ? CHP_STORE_OP_READ
+            : p->req->kind == CHP_RS_CHUNK_REMOVE ? CHP_STORE_OP_REMOVE
+                                                  : CHP_STORE_OP_WRITE;
+        uint64_t us = mono_us() - p->op.t0_us;
+        for (size_t i = 0; i < CHP_STORE_OP_BUCKETS; i++)
+                if ((double)us / 1e6 <= chp_store_op_buckets[i])
+                        atomic_fetch_add(&st->op_le[op][i], 1);
+        atomic_fetch_add(&st->op_count[op], 1);
+        atomic_fetch_add(&st->op_sum_us[op], us);
+        if (rs_unavailable(rc) == CHP_EUNAVAILABLE)
+                atomic_fetch_add(&st->errors[op][CHP_STORE_ERR_UNAVAILABLE], 1);
+        else if (rc == -ENOSPC || rc == -EDQUOT)
+                atomic_fetch_add(&st->errors[op][CHP_STORE_ERR_NOSPC], 1);
+}
+
+void chp_rstate_op_stats(struct chp_rstate *st, struct chp_store_backend_stats *out)
+{
+        for (int op = 0; op < CHP_STORE_NOPS; op++) {
+                for (int i = 0; i < CHP_STORE_OP_BUCKETS; i++)
+                        out->op_le[op][i] += atomic_load(&st->op_le[op][i]);
+                out->op_count[op] += atomic_load(&st->op_count[op]);
+                out->op_sum_us[op] += atomic_load(&st->op_sum_us[op]);
+                for (int e = 0; e < CHP_STORE_NERRS; e++)
+                        out->errors[op][e] += atomic_load(&st->errors[op][e]);
+        }
+}
+
 static void rop_complete(rados_completion_t c, void *arg)
 {
         struct chp_rstate_priv *p = arg;
         struct chp_rstate *st = p->st;
         int rc = rados_aio_get_return_value(c);
+        op_count(st, p, rc);
         p->op.version = rados_aio_get_version(c);
         rados_aio_release(c);
         slot_free(st);
@@ -227,6 +264,7 @@ static void rop_start(struct chp_rstate *st, struct rop *o)
             (struct chp_rstate_priv *)((char *)o - offsetof(struct chp_rstate_priv, op));
         rados_completion_t c;
         int rc = -ENOMEM;
+        o->t0_us = mono_us();
         if ((o->w || o->r) && (rc = rados_aio_create_completion2(p, rop_complete, &c)) == 0) {
                 rados_ioctx_t io = st->io[o->ns];
                 rc = o->w ? rados_aio_write_op_operate(o->w, io, c, o->oid, NULL,

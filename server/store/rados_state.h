@@ -242,6 +242,12 @@ void chp_rstate_resume(struct chp_rstate_req *req);
  * thread; for metrics and tests). */
 void chp_rstate_inflight(struct chp_rstate *st, uint32_t *now /* out */, uint32_t *peak /* out */,
                          uint32_t *queued /* out */);
+/* Adds the handle's librados operations since open to out (any thread; atomics, no lock): each
+ * timed from its start to its completion, by kind — a write or read of a chunk object (namespace
+ * c: CHP_STORE_OP_WRITE, READ; GC's removal: REMOVE), any other write or read (RECORD_WRITE,
+ * RECORD_READ) — and those the cluster did not answer (UNAVAILABLE) or refused for space (NOSPC).
+ * A guard that cancelled, a missing or existing object is an answer, not an error. */
+void chp_rstate_op_stats(struct chp_rstate *st, struct chp_store_backend_stats *out);
 /* Frees what a finished request allocated for its results (GET's records, a page's entries). */
 void chp_rstate_req_release(struct chp_rstate_req *req);
 

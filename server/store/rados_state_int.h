@@ -31,6 +31,7 @@ typedef void (*step_fn)(struct chp_rstate_priv *p, int rc);
 
 struct rop {
         int ns;
+        uint64_t t0_us; /* started (for chp_rstate_op_stats) */
         char oid[OID_MAX];
         rados_write_op_t w;
         rados_read_op_t r;

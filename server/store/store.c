@@ -447,6 +447,7 @@ int chp_store_backend_stats(struct chp_store *s, struct chp_store_backend_stats 
                 uint32_t now, peak, queued;
                 chp_rstate_inflight(s->shared->st, &now, &peak, &queued);
                 out->inflight += now;
+                chp_rstate_op_stats(s->shared->st, out);
         }
 #endif
         return 0;

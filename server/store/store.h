@@ -580,7 +580,14 @@ __attribute__((warn_unused_result)) int chp_store_stats(struct chp_store *s,
 /* ---- the chunk backend's operations (for /metrics) --------------------------------------- */
 
 /* Kinds of backend operation, and classes of their errors. */
-enum chp_store_op { CHP_STORE_OP_WRITE, CHP_STORE_OP_READ, CHP_STORE_OP_REMOVE, CHP_STORE_NOPS };
+enum chp_store_op {
+        CHP_STORE_OP_WRITE,        /* a chunk's bytes written */
+        CHP_STORE_OP_READ,         /* a chunk's bytes read */
+        CHP_STORE_OP_REMOVE,       /* a dead chunk removed */
+        CHP_STORE_OP_RECORD_WRITE, /* rados_shared: any other write (records, indexes, leases) */
+        CHP_STORE_OP_RECORD_READ,  /* rados_shared: any other read */
+        CHP_STORE_NOPS
+};
 enum chp_store_op_error {
         CHP_STORE_ERR_UNAVAILABLE, /* timeout, no connection: the cluster did not answer */
         CHP_STORE_ERR_NOSPC,       /* ENOSPC, EDQUOT: the pool is full or over quota */

@@ -170,6 +170,19 @@ out=$(put "${addr[R3]}" "$tmp/osd.bin") || tail -3 "$tmp/put.err"
 check "OSD running again: the same put via relay 3 succeeds, and comes back via relay 1" \
         'get_back "$(via "${addr[R1]}" <<<"$(json ticket <<<"$out")")" "$tmp/osd.bin"'
 
+# ---- /metrics counts the shared state's operations
+metric() { # RELAY NAME{LABELS}: its value on the relay's /metrics, 0 when absent
+        curl -sS "http://${http[$1]}/metrics" | awk -v k="$2" '$1 == k { v = $2 } END { print v + 0 }'
+}
+for op in record_write record_read chunk_write chunk_read; do
+        n=$(metric R1 "chapar_store_op_seconds_count{backend=\"rados\",op=\"$op\"}")
+        check "/metrics of relay 1: its $op operations are counted ($n)" "[ '$n' -ge 1 ]"
+done
+n=$(metric R1 'chapar_store_errors_total{backend="rados",op="record_write",error="unavailable"}')
+n2=$(metric R1 'chapar_store_errors_total{backend="rados",op="record_read",error="unavailable"}')
+check "/metrics of relay 1: what the stopped OSD did not answer is counted ($n + $n2)" \
+        "[ $((n + n2)) -ge 1 ]"
+
 for rr in R1 R2 R3; do
         check "relay $rr stops cleanly (exit 0)" "relay_stop $rr" || tail -20 "$tmp/$rr.log"
 done
