@@ -756,6 +756,44 @@ TEST(tus_recreate)
 
 /* ---- set-up ---- */
 
+/* GC through a store (CHP_REQ_GC: the pass runs on the store's GC thread under the pool's lock):
+ * a file committed on one relay and expired is collected by the other, with its chunks once
+ * their lease and gc_grace are past; a file that never expires, and its chunks, stay. Defined
+ * last: its clock is ten days on, so it collects what the cases before left too. */
+TEST(gc_through_the_other_store)
+{
+        struct file *gone = make_file(), *kept = make_file();
+        struct chp_store_req r;
+        for (int i = 0; i < 2; i++) {
+                CHECK_EQ(put(a, &gone->c[i], NULL, 0, NULL), 0);
+                CHECK_EQ(put(a, &kept->c[i], NULL, 0, NULL), 0);
+        }
+        memset(&r, 0, sizeof(r));
+        r.type = CHP_REQ_COMMIT;
+        r.u.commit.manifest = gone->man;
+        r.u.commit.manifest_len = gone->man_len;
+        r.u.commit.expires = now() + 60;
+        CHECK_EQ(chp_store_run(a, &r), 0);
+        memset(&r, 0, sizeof(r));
+        r.type = CHP_REQ_COMMIT;
+        r.u.commit.manifest = kept->man;
+        r.u.commit.manifest_len = kept->man_len;
+        r.u.commit.expires = 0;
+        CHECK_EQ(chp_store_run(a, &r), 0);
+
+        struct chp_gc_stats g;
+        CHECK_EQ(chp_store_gc(b, now() + 10 * 86400, &g), 0);
+        CHECK(g.files_expired >= 1);
+        CHECK(g.chunks_freed >= 2);
+        CHECK_EQ(file_get(gone->id, NULL, NULL), -ENOENT);
+        CHECK(!chunk_stored(&gone->c[0]) && !chunk_stored(&gone->c[1]));
+        CHECK_EQ(file_get(kept->id, NULL, NULL), 0);
+        CHECK(chunk_stored(&kept->c[0]) && chunk_stored(&kept->c[1]));
+        CHECK_EQ(chp_store_file_get(a, kept->id, NULL, NULL, NULL), 0);
+        free(gone);
+        free(kept);
+}
+
 static int open_store(int i, struct chp_store **s)
 {
         snprintf(dirs[i], sizeof(dirs[i]), "/tmp/chp-sw.XXXXXX");
