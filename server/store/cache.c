@@ -353,14 +353,19 @@ void chp_rcache_stats(struct chp_rcache *c, struct chp_rcache_stats *out)
         pthread_mutex_unlock(&c->lock);
 }
 
-int chp_rcache_get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_t len)
+/* addr's file when cached and of want bytes (0: of the size the index has), *len its size. */
+static int get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_t want,
+               uint32_t *len)
 {
         pthread_mutex_lock(&c->lock);
         int32_t i = find(c, addr);
-        if (i >= 0)
+        if (i >= 0) {
                 c->e[i].ref = 1;
-        else
+                if (!want)
+                        want = c->e[i].size;
+        } else {
                 c->st.misses++;
+        }
         pthread_mutex_unlock(&c->lock);
         if (i < 0)
                 return -ENOENT;
@@ -368,10 +373,12 @@ int chp_rcache_get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uin
         path_of(c, addr, false, path, sizeof(path));
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         struct stat st;
-        if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == (off_t)len) {
+        if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == (off_t)want) {
                 pthread_mutex_lock(&c->lock);
                 c->st.hits++;
                 pthread_mutex_unlock(&c->lock);
+                if (len)
+                        *len = want;
                 return fd;
         }
         /* missing, or not the chunk's size (a torn or altered file): it goes, the pool serves */
@@ -388,6 +395,16 @@ int chp_rcache_get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uin
         if (fd >= 0)
                 close(fd);
         return -ENOENT;
+}
+
+int chp_rcache_get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_t len)
+{
+        return len ? get(c, addr, len, NULL) : -ENOENT;
+}
+
+int chp_rcache_find(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_t *len)
+{
+        return get(c, addr, 0, len);
 }
 
 /* Under lock: whether a fill of addr (len bytes) is not to be queued: the cache is stopping, the

@@ -33,6 +33,12 @@ void chp_rcache_close(struct chp_rcache *c);
  * size is removed (-ENOENT). */
 int chp_rcache_get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_t len);
 
+/* As chp_rcache_get, of the size the index holds for addr (the caller does not know the
+ * chunk's length: the shared state's reads): *len is set with the descriptor. The file's size
+ * matches the index's; its bytes were the address's (SHA-256) when it was renamed in. */
+int chp_rcache_find(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES],
+                    uint32_t *len /* out */);
+
 /* Queues a copy of addr's len bytes for the filler; dropped when already cached, queued, larger
  * than the cache, or when the queue is full. Never blocks on the disk. */
 void chp_rcache_fill(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], const void *data,
