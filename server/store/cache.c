@@ -353,9 +353,10 @@ void chp_rcache_stats(struct chp_rcache *c, struct chp_rcache_stats *out)
         pthread_mutex_unlock(&c->lock);
 }
 
-/* addr's file when cached and of want bytes (0: of the size the index has), *len its size. */
+/* addr's file when cached and of want bytes (0: of the size the index has), *len its size; a
+ * miss is counted when count_miss. */
 static int get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_t want,
-               uint32_t *len)
+               uint32_t *len, bool count_miss)
 {
         pthread_mutex_lock(&c->lock);
         int32_t i = find(c, addr);
@@ -363,7 +364,7 @@ static int get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_
                 c->e[i].ref = 1;
                 if (!want)
                         want = c->e[i].size;
-        } else {
+        } else if (count_miss) {
                 c->st.misses++;
         }
         pthread_mutex_unlock(&c->lock);
@@ -385,7 +386,8 @@ static int get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_
         chp_log_warn("store", "cache: %s is %s: removed, the chunk is read from the pool", path,
                      fd < 0 ? "missing" : "of the wrong size");
         pthread_mutex_lock(&c->lock);
-        c->st.misses++;
+        if (count_miss)
+                c->st.misses++;
         struct stat now;
         if ((i = find(c, addr)) >= 0) {
                 if (fd < 0 || (stat(path, &now) == 0 && now.st_ino == st.st_ino))
@@ -399,12 +401,13 @@ static int get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_
 
 int chp_rcache_get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_t len)
 {
-        return len ? get(c, addr, len, NULL) : -ENOENT;
+        return len ? get(c, addr, len, NULL, true) : -ENOENT;
 }
 
-int chp_rcache_find(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_t *len)
+int chp_rcache_find(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_t *len,
+                    bool count_miss)
 {
-        return get(c, addr, 0, len);
+        return get(c, addr, 0, len, count_miss);
 }
 
 /* Under lock: whether a fill of addr (len bytes) is not to be queued: the cache is stopping, the

@@ -485,7 +485,8 @@ int shared_locate(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES],
         loc->fd = -1;
         struct chp_rcache *c = chp_rados_cache(s->backend);
         uint32_t len;
-        int fd = c ? chp_rcache_find(c, addr, &len) : -ENOENT;
+        /* a miss is counted by the read that follows (chp_store_read_async) */
+        int fd = c ? chp_rcache_find(c, addr, &len, false) : -ENOENT;
         if (fd >= 0) { /* released as the backend's span (rados.c: r_span, r_span_release) */
                 loc->len = len;
                 loc->fd = fd;
@@ -503,7 +504,7 @@ static ssize_t cached_read(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTE
 {
         struct chp_rcache *c = chp_rados_cache(s->backend);
         uint32_t len;
-        int fd = c ? chp_rcache_find(c, addr, &len) : -ENOENT;
+        int fd = c ? chp_rcache_find(c, addr, &len, true) : -ENOENT;
         if (fd < 0)
                 return -ENOENT;
         ssize_t rc = len > cap ? -ENOBUFS : 0;

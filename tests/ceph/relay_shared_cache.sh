@@ -2,7 +2,7 @@
 # The local read cache ([store] cache_size) of a relay over the shared state (--rados-shared), on
 # a throw-away cluster of its own: a download (GET /f/ID, chapar get) fills DATA/cache with its
 # chunks as files named by their address, holding those bytes (a truncated one is ignored and
-# filled again); once the pool's chunk objects are
+# filled again); a chunk read from the pool counts as one miss; once the pool's chunk objects are
 # gone, the cached files still download byte for byte (the file records stay in the pool, which
 # over the shared state every lookup asks: with the OSD stopped nothing downloads), served from
 # the cache (/metrics: chapar_cache_hits_total grows), while a file that was never downloaded
@@ -87,7 +87,11 @@ for i in 0 1 2 3 4; do
 done
 all_cached() { for a in "${tus_addrs[@]}"; do cached "$a" || return 1; done; }
 
+misses=$(metric chapar_cache_misses_total)
 check "cold GET /f/ID: the same bytes" "f_same '$fid' '$tmp/tus.bin'"
+n=$(metric chapar_cache_misses_total)
+check "/metrics: its 5 chunks read from the pool are 5 misses ($misses -> $n)" \
+        "[ $n = $((misses + 5)) ]"
 check "its 5 chunks are then files of DATA/cache, named by address" "wait_for 20 all_cached"
 check "cold chapar get: the same bytes" 'get_back "$late" "$tmp/late.bin"' || tail -3 "$tmp/get.err"
 # (chapar's chunks are encrypted end to end: their addresses are not the plaintext's)
