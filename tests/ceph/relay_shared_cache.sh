@@ -6,9 +6,9 @@
 # gone, the cached files still download byte for byte (the file records stay in the pool, which
 # over the shared state every lookup asks: with the OSD stopped nothing downloads), served from
 # the cache (/metrics: chapar_cache_hits_total grows), while a file that was never downloaded
-# fails cleanly and the relay goes on. CHAPAR_TEST_CACHE_SIZE=0 runs those checks without the
-# cache (they fail). Skips (77) without the ceph packages or a relay built without the RADOS
-# backend.
+# fails cleanly and the relay goes on, holding no cached file open. CHAPAR_TEST_CACHE_SIZE=0
+# runs those checks without the cache (they fail). Skips (77) without the ceph packages or a
+# relay built without the RADOS backend.
 # Usage: relay_shared_cache.sh CHAPARD CHAPAR [ON|OFF: built with the RADOS backend]
 set -uo pipefail
 chapard=$1
@@ -114,5 +114,8 @@ check "/metrics: chapar_cache_hits_total grew by the 6 chunks or more ($hits -> 
         "[ $n -ge $((hits + 6)) ]"
 check "pool's chunks gone: GET /f/ID of a file never downloaded fails" "! f_same '$fid2' '$tmp/other.bin'"
 check "and the relay goes on: the cached file again, the same bytes" "f_same '$fid' '$tmp/tus.bin'"
+open_cached() { find "/proc/${pid[R]}/fd" -lname "$cdir_/*" 2>/dev/null | wc -l; }
+# a splice's descriptor is closed once the response is sent: give it until then
+check "the relay holds no cached file open once its downloads are done" "wait_for 10 '[ \$(open_cached) = 0 ]'"
 check "the relay stops cleanly with the cache (exit 0)" "relay_stop R" || tail -20 "$tmp/R.log"
 finish
