@@ -194,9 +194,15 @@ __attribute__((warn_unused_result)) int chp_rados_open(const struct chp_store_op
                                                        struct chp_backend **out /* out */);
 #ifdef CHAPAR_RADOS
 #include <rados/librados.h>
+struct chp_rcache;
 /* The connected cluster of a backend chp_rados_open made (it lives as long as the backend);
  * NULL for any other backend. */
 rados_t chp_rados_cluster(struct chp_backend *b);
+/* The local read cache of a backend chp_rados_open made ([store] cache_size; cache.h; it lives
+ * as long as the backend); NULL without one, and for any other backend. A descriptor it gives
+ * is released as the backend's spans are: a chp_backend_span of that fd with ref = b, handed to
+ * b->ops->span_release, closes it. */
+struct chp_rcache *chp_rados_cache(struct chp_backend *b);
 #endif
 
 #endif

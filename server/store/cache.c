@@ -353,14 +353,20 @@ void chp_rcache_stats(struct chp_rcache *c, struct chp_rcache_stats *out)
         pthread_mutex_unlock(&c->lock);
 }
 
-int chp_rcache_get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_t len)
+/* addr's file when cached and of want bytes (0: of the size the index has), *len its size; a
+ * miss is counted when count_miss. */
+static int get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_t want,
+               uint32_t *len, bool count_miss)
 {
         pthread_mutex_lock(&c->lock);
         int32_t i = find(c, addr);
-        if (i >= 0)
+        if (i >= 0) {
                 c->e[i].ref = 1;
-        else
+                if (!want)
+                        want = c->e[i].size;
+        } else if (count_miss) {
                 c->st.misses++;
+        }
         pthread_mutex_unlock(&c->lock);
         if (i < 0)
                 return -ENOENT;
@@ -368,17 +374,20 @@ int chp_rcache_get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uin
         path_of(c, addr, false, path, sizeof(path));
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         struct stat st;
-        if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == (off_t)len) {
+        if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == (off_t)want) {
                 pthread_mutex_lock(&c->lock);
                 c->st.hits++;
                 pthread_mutex_unlock(&c->lock);
+                if (len)
+                        *len = want;
                 return fd;
         }
         /* missing, or not the chunk's size (a torn or altered file): it goes, the pool serves */
         chp_log_warn("store", "cache: %s is %s: removed, the chunk is read from the pool", path,
                      fd < 0 ? "missing" : "of the wrong size");
         pthread_mutex_lock(&c->lock);
-        c->st.misses++;
+        if (count_miss)
+                c->st.misses++;
         struct stat now;
         if ((i = find(c, addr)) >= 0) {
                 if (fd < 0 || (stat(path, &now) == 0 && now.st_ino == st.st_ino))
@@ -388,6 +397,17 @@ int chp_rcache_get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uin
         if (fd >= 0)
                 close(fd);
         return -ENOENT;
+}
+
+int chp_rcache_get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_t len)
+{
+        return len ? get(c, addr, len, NULL, true) : -ENOENT;
+}
+
+int chp_rcache_find(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_t *len,
+                    bool count_miss)
+{
+        return get(c, addr, 0, len, count_miss);
 }
 
 /* Under lock: whether a fill of addr (len bytes) is not to be queued: the cache is stopping, the

@@ -15,6 +15,7 @@
 #ifndef CHP_STORE_CACHE_H
 #define CHP_STORE_CACHE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "hash.h"
@@ -32,6 +33,14 @@ void chp_rcache_close(struct chp_rcache *c);
  * (the caller closes it); marks it recently used. -ENOENT when not cached; a file of the wrong
  * size is removed (-ENOENT). */
 int chp_rcache_get(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES], uint32_t len);
+
+/* As chp_rcache_get, of the size the index holds for addr (the caller does not know the
+ * chunk's length: the shared state's reads): *len is set with the descriptor. The file's size
+ * matches the index's; its bytes were the address's (SHA-256) when it was renamed in. A miss is
+ * counted only when count_miss (a lookup that a read of the same chunk follows, which counts it,
+ * passes false: one miss per chunk read from the pool). */
+int chp_rcache_find(struct chp_rcache *c, const uint8_t addr[CHP_HASH_BYTES],
+                    uint32_t *len /* out */, bool count_miss);
 
 /* Queues a copy of addr's len bytes for the filler; dropped when already cached, queued, larger
  * than the cache, or when the queue is full. Never blocks on the disk. */

@@ -979,6 +979,11 @@ rados_t chp_rados_cluster(struct chp_backend *base)
         return base && base->ops == &rados_ops ? RADOS_BE(base)->cluster : NULL;
 }
 
+struct chp_rcache *chp_rados_cache(struct chp_backend *base)
+{
+        return base && base->ops == &rados_ops ? RADOS_BE(base)->cache : NULL;
+}
+
 static int open_db(struct rados_be *b)
 {
         MDB_txn *txn;

@@ -5,13 +5,23 @@
  * the handle (HAS: up to HAS_PARALLEL), each step continued from the previous one's done, on a
  * librados completion thread or the handle's timer thread. Its end sets q->status, frees the
  * machine, calls q->done and only then counts the lookup out (shared_op_end).
+ *
+ * Chunk bytes come from the backend's local read cache ([store] cache_size, cache.h) when it
+ * holds them: chp_store_locate answers with the cached file (spliced as a segment's span, its fd
+ * closed by the backend's span_release), the reads copy it and check its SHA-256 (the cache
+ * knows no XXH3). Every chunk read from the pool is handed to the cache's filler, which checks
+ * the SHA-256 before the file is renamed in: a cached file holds its address's bytes or goes.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "backend.h"
+#include "cache.h"
 #include "err.h"
+#include "log.h"
 #include "manifest.h"
 #include "records.h"
 #include "shared_int.h"
@@ -471,12 +481,67 @@ int shared_lookup_wait(struct chp_store *s, struct chp_store_lookup *q)
 int shared_locate(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES],
                   struct chp_chunk_loc *loc)
 {
-        (void)s;
-        (void)addr;
         memset(loc, 0, sizeof(*loc));
         loc->fd = -1;
+        struct chp_rcache *c = chp_rados_cache(s->backend);
+        uint32_t len;
+        /* a miss is counted by the read that follows (chp_store_read_async) */
+        int fd = c ? chp_rcache_find(c, addr, &len, false) : -ENOENT;
+        if (fd >= 0) { /* released as the backend's span (rados.c: r_span, r_span_release) */
+                loc->len = len;
+                loc->fd = fd;
+                loc->seg = (struct chp_seg *)s->backend;
+                return 0;
+        }
         loc->remote = true;
         return 0;
+}
+
+/* The chunk from the read cache into buf: its length; -ENOBUFS when cap is too small; -ENOENT
+ * when it is not cached or its file is not its bytes any more (then removed): the pool serves. */
+static ssize_t cached_read(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], void *buf,
+                           size_t cap)
+{
+        struct chp_rcache *c = chp_rados_cache(s->backend);
+        uint32_t len;
+        int fd = c ? chp_rcache_find(c, addr, &len, true) : -ENOENT;
+        if (fd < 0)
+                return -ENOENT;
+        ssize_t rc = len > cap ? -ENOBUFS : 0;
+        for (size_t done = 0; !rc && done < len;) {
+                ssize_t n = pread(fd, (uint8_t *)buf + done, len - done, (off_t)done);
+                if (n < 0 && errno != EINTR)
+                        rc = -errno;
+                else if (n == 0)
+                        rc = -EIO; /* shorter than when it was opened */
+                else if (n > 0)
+                        done += (size_t)n;
+        }
+        close(fd);
+        uint8_t sum[CHP_HASH_BYTES];
+        if (!rc && (rc = chp_sha256(buf, len, sum)) == 0 && memcmp(sum, addr, CHP_HASH_BYTES) != 0)
+                rc = CHP_ECORRUPT;
+        if (rc == -ENOBUFS)
+                return rc;
+        if (rc) {
+                char hex[2 * CHP_HASH_BYTES + 1];
+                chp_hex_encode(addr, CHP_HASH_BYTES, hex);
+                chp_log_warn("store", "cache: chunk %s: %s; removed, read from the pool", hex,
+                             rc == CHP_ECORRUPT ? "its bytes do not hash to its address"
+                                                : chp_strerror((int)rc));
+                chp_rcache_forget(c, addr);
+                return -ENOENT;
+        }
+        return (ssize_t)len;
+}
+
+/* A chunk read from the pool (n bytes, XXH3 checked): a copy for the cache's filler. */
+static void cache_fill(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], const void *buf,
+                       ssize_t n)
+{
+        struct chp_rcache *c = chp_rados_cache(s->backend);
+        if (c && n > 0)
+                chp_rcache_fill(c, addr, buf, (uint32_t)n);
 }
 
 struct chunk_read {
@@ -501,6 +566,7 @@ static void chunk_read_done(struct chp_rstate_req *r, int rc)
         chp_store_read_fn done = cr->done;
         void *ctx = cr->ctx;
         ssize_t result = read_result(r, rc);
+        cache_fill(sh->s, r->u.chunk.addr, r->u.chunk.buf, result); /* before buf is done's */
         free(cr);
         done(ctx, result);
         shared_op_end(sh);
@@ -512,6 +578,9 @@ ssize_t shared_read_async(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES
         struct store_shared *sh = s->shared;
         if (!buf || !done)
                 return -EINVAL;
+        ssize_t n = cached_read(s, addr, buf, cap);
+        if (n != -ENOENT)
+                return n; /* at hand: read now, done not called */
         struct chunk_read *cr = calloc(1, sizeof(*cr));
         if (!cr)
                 return -ENOMEM;
@@ -542,6 +611,9 @@ ssize_t shared_read(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], voi
         struct store_shared *sh = s->shared;
         if (!buf)
                 return -EINVAL;
+        ssize_t n = cached_read(s, addr, buf, cap);
+        if (n != -ENOENT)
+                return n;
         int rc = shared_op_begin(sh);
         if (rc)
                 return rc;
@@ -549,7 +621,8 @@ ssize_t shared_read(struct chp_store *s, const uint8_t addr[CHP_HASH_BYTES], voi
         memcpy(r.u.chunk.addr, addr, CHP_HASH_BYTES);
         r.u.chunk.buf = buf;
         r.u.chunk.cap = cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap;
-        ssize_t n = read_result(&r, chp_rstate_run(sh->st, &r));
+        n = read_result(&r, chp_rstate_run(sh->st, &r));
+        cache_fill(s, addr, buf, n);
         shared_op_end(sh);
         return n;
 }
