@@ -686,7 +686,10 @@ out:
 int chp_store_stats(struct chp_store *s, struct chp_store_stats *out)
 {
         memset(out, 0, sizeof(*out));
-        LOCAL_ONLY(s); /* the pool's objects are not counted cheaply */
+#ifdef CHAPAR_RADOS
+        if (s->shared)
+                return shared_stats(s, out); /* by listing the pool's namespaces */
+#endif
         MDB_txn *txn;
         int rc = store_read_begin(s, &txn);
         if (rc)

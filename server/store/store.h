@@ -573,7 +573,9 @@ struct chp_store_stats {
         uint64_t chunks, inline_chunks, files, uploads;
         uint64_t segments, segment_bytes, live_bytes;
 };
-/* Counts of the store's records and segments; -ENOTSUP over the shared state (rados_shared). */
+/* Counts of the store's records and segments. Over the shared state (rados_shared): chunks,
+ * files and uploads counted by listing the pool's namespaces, O(objects) (segments, bytes and
+ * inline_chunks 0). */
 __attribute__((warn_unused_result)) int chp_store_stats(struct chp_store *s,
                                                         struct chp_store_stats *out /* out */);
 

@@ -85,8 +85,9 @@ struct chp_store {
 #endif
 };
 
-/* What the store over the shared state (rados_shared) does not offer: the listings, the
- * quarantine list's reads and the live scrub answer -ENOTSUP there. */
+/* What the store over the shared state (rados_shared) does not offer: the live scrub and
+ * chp_store_refcount answer -ENOTSUP there (the listings, the quarantine list's reads and the
+ * counts are shared_admin.c's). */
 #ifdef CHAPAR_RADOS
 #define LOCAL_ONLY(s)                                                                              \
         do {                                                                                       \
