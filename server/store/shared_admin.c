@@ -175,7 +175,8 @@ static int flist_object(struct flist *l, const char *oid)
         int rc = each_key(l->sh, oid, after, flist_key, l);
         if (rc)
                 return rc;
-        qsort(l->v, l->n, sizeof(*l->v), cand_desc);
+        if (l->n > 1) /* v is NULL while nothing is taken */
+                qsort(l->v, l->n, sizeof(*l->v), cand_desc);
         if (l->n > l->max + 1)
                 l->n = l->max + 1;
         return 0;
@@ -359,7 +360,7 @@ int shared_tenants_each(struct chp_store *s,
                 return rc;
         rc = each_oid(sh, NS_T, tname_each, &t);
         shared_op_end(sh);
-        if (!rc)
+        if (!rc && t.n > 1)
                 qsort(t.v, t.n, sizeof(*t.v), tname_cmp);
         if (rc)
                 rc = rs_unavailable(rc);
