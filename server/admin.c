@@ -377,7 +377,7 @@ static void get_stats(struct req *r)
 {
         struct chp_store_stats st;
         /* without the store's counts (a pool that cannot be listed now) the tenants still show */
-        int src = chp_store_stats(r->a->sh->store, &st), rc;
+        int src = chp_store_stats_counted(r->a->sh->store, &st), rc;
         struct tenant_walk w = {r, 0, false};
         if (!r->text)
                 put(&r->body, "{\"tenants\":[");
@@ -628,7 +628,7 @@ static void status(struct req *r, bool html)
         const struct chp_metrics *m = sh->metrics;
         struct chp_store_stats st = {0};
         /* without the store's counts (a pool that cannot be listed now) the rest still shows */
-        int rc = chp_store_stats(sh->store, &st);
+        int rc = chp_store_stats_counted(sh->store, &st);
         char counts[160];
         if (rc)
                 snprintf(counts, sizeof(counts), "unavailable (%s)", chp_strerror(rc));

@@ -103,9 +103,10 @@ int shared_quarantined(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], ui
 int shared_quarantine_each(struct chp_store *s,
                            int (*fn)(void *ctx, const uint8_t id[CHP_HASH_BYTES], uint64_t since),
                            void *ctx);
-/* chp_store_stats: chunks, files (but tombstones) and uploads counted by listing namespaces c, f
- * and u: O(objects of the pool), for an operator's page, not a hot path. inline_chunks,
- * segments, segment_bytes and live_bytes are 0 (every chunk is an object; bytes not counted). */
+/* chp_store_stats_counted: chunks, files (but tombstones) and uploads counted by listing
+ * namespaces c, f and u: O(objects of the pool), for an operator's page, not a hot path.
+ * inline_chunks, segments, segment_bytes and live_bytes are 0 (every chunk is an object; bytes not
+ * counted). */
 int shared_stats(struct chp_store *s, struct chp_store_stats *out);
 
 /* ---- shared_write.c ---------------------------------------------------------------------- */
