@@ -376,11 +376,8 @@ static int put_tenant(void *ctx, const char *tenant, const struct chp_tenant_usa
 static void get_stats(struct req *r)
 {
         struct chp_store_stats st;
-        int rc = chp_store_stats(r->a->sh->store, &st);
-        if (rc) {
-                fail(r, 500, "%s", chp_strerror(rc));
-                return;
-        }
+        /* without the store's counts (a pool that cannot be listed now) the tenants still show */
+        int src = chp_store_stats_counted(r->a->sh->store, &st), rc;
         struct tenant_walk w = {r, 0, false};
         if (!r->text)
                 put(&r->body, "{\"tenants\":[");
@@ -388,7 +385,11 @@ static void get_stats(struct req *r)
                 fail(r, 500, "%s", chp_strerror(rc));
                 return;
         }
-        if (r->text)
+        if (src && r->text)
+                put(&r->body, "store: counts unavailable (%s)\n", chp_strerror(src));
+        else if (src)
+                put(&r->body, "],\"store\":{\"error\":\"%s\"}}\n", chp_strerror(src));
+        else if (r->text)
                 put(&r->body, "store: %llu files, %llu uploads, %llu chunks, %llu live bytes\n",
                     (unsigned long long)st.files, (unsigned long long)st.uploads,
                     (unsigned long long)st.chunks, (unsigned long long)st.live_bytes);
@@ -626,11 +627,16 @@ static void status(struct req *r, bool html)
         struct chp_shared *sh = a->sh;
         const struct chp_metrics *m = sh->metrics;
         struct chp_store_stats st = {0};
-        int rc = chp_store_stats(sh->store, &st);
-        if (rc) {
-                fail(r, 500, "%s", chp_strerror(rc));
-                return;
-        }
+        /* without the store's counts (a pool that cannot be listed now) the rest still shows */
+        int rc = chp_store_stats_counted(sh->store, &st);
+        char counts[160];
+        if (rc)
+                snprintf(counts, sizeof(counts), "unavailable (%s)", chp_strerror(rc));
+        else
+                snprintf(counts, sizeof(counts),
+                         "%llu files, %llu uploads, %llu chunks, %llu live bytes",
+                         (unsigned long long)st.files, (unsigned long long)st.uploads,
+                         (unsigned long long)st.chunks, (unsigned long long)st.live_bytes);
         long long uptime = (long long)(time(NULL) - a->started);
         double bps = throughput(a);
         unsigned long long conns = atomic_load(&sh->conns),
@@ -652,29 +658,31 @@ static void status(struct req *r, bool html)
                     "<tr><th>uploads now</th><td id=\"uploads\">%llu</td></tr>"
                     "<tr><th>HTTP requests</th><td id=\"requests\">%llu</td></tr>"
                     "<tr><th>bytes in / out</th><td id=\"bytes\">%llu / %llu</td></tr>"
-                    "<tr><th>store</th><td id=\"store\">%llu files, %llu uploads, %llu chunks, "
-                    "%llu live bytes</td></tr></table>",
-                    uptime, bps, conns, uploads, requests, in, out, (unsigned long long)st.files,
-                    (unsigned long long)st.uploads, (unsigned long long)st.chunks,
-                    (unsigned long long)st.live_bytes);
+                    "<tr><th>store</th><td id=\"store\">%s</td></tr></table>",
+                    uptime, bps, conns, uploads, requests, in, out, counts);
                 put(&r->body, "<h2>Store usage by tenant</h2><table id=\"tenants\"><tr><th>tenant"
                               "</th><th>files</th><th>bytes</th><th>incomplete uploads</th></tr>");
         } else {
                 put(&r->body,
                     "{\"uptime\":%lld,\"throughput\":%.0f,\"connections\":%llu,\"uploads\":%llu,"
-                    "\"http_requests\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
-                    "\"store\":{\"files\":%llu,\"uploads\":%llu,\"chunks\":%llu,\"live_bytes\":%"
-                    "llu},"
-                    "\"tenants\":[",
-                    uptime, bps, conns, uploads, requests, in, out, (unsigned long long)st.files,
-                    (unsigned long long)st.uploads, (unsigned long long)st.chunks,
-                    (unsigned long long)st.live_bytes);
+                    "\"http_requests\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu,",
+                    uptime, bps, conns, uploads, requests, in, out);
+                if (rc)
+                        put(&r->body, "\"store\":{\"error\":\"%s\"},", chp_strerror(rc));
+                else
+                        put(&r->body,
+                            "\"store\":{\"files\":%llu,\"uploads\":%llu,\"chunks\":%llu,"
+                            "\"live_bytes\":%llu},",
+                            (unsigned long long)st.files, (unsigned long long)st.uploads,
+                            (unsigned long long)st.chunks, (unsigned long long)st.live_bytes);
+                put(&r->body, "\"tenants\":[");
         }
         struct tenant_walk w = {r, 0, html};
-        if ((rc = chp_store_tenants_each(sh->store, put_tenant, &w))) {
-                fail(r, 500, "%s", chp_strerror(rc));
-                return;
-        }
+        /* a walk that fails midway keeps the tenants shown so far: the peers still show */
+        if ((rc = chp_store_tenants_each(sh->store, put_tenant, &w)) && html)
+                put(&r->body,
+                    "<tr><td colspan=\"4\" id=\"tenants-error\">unavailable (%s)</td></tr>",
+                    chp_strerror(rc));
         char name[128], addr[128];
         struct chp_peer_stat *ps = calloc(CHP_MAX_PEERS, sizeof(*ps));
         size_t np = ps ? chp_peers_stats(sh->peers, ps, CHP_MAX_PEERS) : 0;
@@ -718,7 +726,11 @@ static void status(struct req *r, bool html)
                 put(&r->body, "<h2>Refusals</h2><table id=\"refusals\"><tr><th>reason</th>"
                               "<th>count</th></tr>");
         } else {
-                put(&r->body, "],\"peers\":[");
+                if (rc)
+                        put(&r->body, "],\"tenants_error\":\"%s\"", chp_strerror(rc));
+                else
+                        put(&r->body, "]");
+                put(&r->body, ",\"peers\":[");
                 for (size_t i = 0; i < np; i++) {
                         const struct chp_peer_stat *p = &ps[i];
                         put(&r->body, "%s{\"name\":\"%s\",\"address\":\"%s\",\"state\":\"%s\"",

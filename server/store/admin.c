@@ -16,6 +16,16 @@
 #include "bytes.h"
 #include "log.h"
 #include "store_int.h"
+#ifdef CHAPAR_RADOS
+#include "shared_int.h"
+#define SHARED(s, call)                                                                            \
+        do {                                                                                       \
+                if ((s)->shared)                                                                   \
+                        return call;                                                               \
+        } while (0)
+#else
+#define SHARED(s, call) ((void)(s))
+#endif
 
 #define INDEX_KEY_MAX (2 + CHP_TENANT_MAX + CHP_LIST_CURSOR_BYTES)
 #define SCRUB_BATCH   256 /* chunk addresses taken from one read snapshot */
@@ -124,7 +134,7 @@ int chp_store_files_list(struct chp_store *s, const char *tenant,
                          const uint8_t cursor[CHP_LIST_CURSOR_BYTES], struct chp_file_entry *out,
                          size_t max, size_t *n, bool *more, uint8_t next[CHP_LIST_CURSOR_BYTES])
 {
-        LOCAL_ONLY(s);
+        SHARED(s, shared_files_list(s, tenant, cursor, out, max, n, more, next));
         *n = 0;
         *more = false;
         size_t tlen = tenant ? strnlen(tenant, CHP_TENANT_MAX + 1) : 0;
@@ -198,7 +208,7 @@ int chp_store_uploads_list(struct chp_store *s, const char *tenant,
                            const uint8_t cursor[CHP_LIST_CURSOR_BYTES], struct chp_upload *out,
                            size_t max, size_t *n, bool *more, uint8_t next[CHP_LIST_CURSOR_BYTES])
 {
-        LOCAL_ONLY(s);
+        SHARED(s, shared_uploads_list(s, tenant, cursor, out, max, n, more, next));
         *n = 0;
         *more = false;
         size_t tlen = tenant ? strnlen(tenant, CHP_TENANT_MAX + 1) : 0;
@@ -314,14 +324,14 @@ int chp_store_tenants_each(struct chp_store *s,
                                      const struct chp_tenant_usage *u),
                            void *ctx)
 {
-        LOCAL_ONLY(s);
+        SHARED(s, shared_tenants_each(s, fn, ctx));
         struct tenants_walk t = {fn, ctx};
         return walk(s, s->db_tenants, tenant_one, &t);
 }
 
 int chp_store_quarantined(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], uint64_t *since)
 {
-        LOCAL_ONLY(s);
+        SHARED(s, shared_quarantined(s, id, since));
         MDB_txn *txn;
         int rc = store_read_begin(s, &txn);
         if (rc)
@@ -352,7 +362,7 @@ int chp_store_quarantine_each(struct chp_store *s,
                                         uint64_t since),
                               void *ctx)
 {
-        LOCAL_ONLY(s);
+        SHARED(s, shared_quarantine_each(s, fn, ctx));
         struct quarantine_walk q = {fn, ctx};
         return walk(s, s->db_quarantine, quarantine_one, &q);
 }

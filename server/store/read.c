@@ -686,7 +686,7 @@ out:
 int chp_store_stats(struct chp_store *s, struct chp_store_stats *out)
 {
         memset(out, 0, sizeof(*out));
-        LOCAL_ONLY(s); /* the pool's objects are not counted cheaply */
+        LOCAL_ONLY(s); /* the pool's objects are not counted cheaply: chp_store_stats_counted */
         MDB_txn *txn;
         int rc = store_read_begin(s, &txn);
         if (rc)
@@ -713,6 +713,17 @@ int chp_store_stats(struct chp_store *s, struct chp_store_stats *out)
 out:
         mdb_txn_abort(txn);
         return store_mdb_rc(rc);
+}
+
+int chp_store_stats_counted(struct chp_store *s, struct chp_store_stats *out)
+{
+#ifdef CHAPAR_RADOS
+        if (s->shared) {
+                memset(out, 0, sizeof(*out));
+                return shared_stats(s, out); /* by listing the pool's namespaces */
+        }
+#endif
+        return chp_store_stats(s, out);
 }
 
 /* ---- asynchronous record lookups ---------------------------------------------------------- */

@@ -78,6 +78,37 @@ int shared_audit(struct chp_store *s, uint64_t now, struct chp_audit_stats *out)
 int shared_verify(struct chp_store *s, chp_verify_problem_fn fn, void *ctx,
                   struct chp_verify_stats *stats);
 
+/* ---- shared_admin.c ---------------------------------------------------------------------- */
+
+/* The administration reads of store.h with s->shared, blocking (admin threads), each as its
+ * store.h namesake but for what is said here. No snapshot: a listing read while relays write may
+ * miss or repeat nothing that was there throughout, and no more.
+ * files_list: from the list objects i/list.<tenant hex>; tenant NULL merges every list object
+ * of namespace i (a listing of namespace i each page). A page costs O(max) keys per list object
+ * read, and one record read per entry. An entry whose file is gone since its key was read is
+ * left out, so a page may hold fewer than max with *more set. */
+int shared_files_list(struct chp_store *s, const char *tenant,
+                      const uint8_t cursor[CHP_LIST_CURSOR_BYTES], struct chp_file_entry *out,
+                      size_t max, size_t *n, bool *more, uint8_t next[CHP_LIST_CURSOR_BYTES]);
+/* uploads_list: lists namespace u and reads every upload's record each page: O(uploads). */
+int shared_uploads_list(struct chp_store *s, const char *tenant,
+                        const uint8_t cursor[CHP_LIST_CURSOR_BYTES], struct chp_upload *out,
+                        size_t max, size_t *n, bool *more, uint8_t next[CHP_LIST_CURSOR_BYTES]);
+/* tenants_each: the tenant objects of namespace t, in name order, each usage read on its own. */
+int shared_tenants_each(struct chp_store *s,
+                        int (*fn)(void *ctx, const char *tenant, const struct chp_tenant_usage *u),
+                        void *ctx);
+/* quarantined, quarantine_each: the i/quarantine omap (id hex -> since, 8 bytes LE). */
+int shared_quarantined(struct chp_store *s, const uint8_t id[CHP_HASH_BYTES], uint64_t *since);
+int shared_quarantine_each(struct chp_store *s,
+                           int (*fn)(void *ctx, const uint8_t id[CHP_HASH_BYTES], uint64_t since),
+                           void *ctx);
+/* chp_store_stats_counted: chunks, files (but tombstones) and uploads counted by listing
+ * namespaces c, f and u: O(objects of the pool), for an operator's page, not a hot path.
+ * inline_chunks, segments, segment_bytes and live_bytes are 0 (every chunk is an object; bytes not
+ * counted). */
+int shared_stats(struct chp_store *s, struct chp_store_stats *out);
+
 /* ---- shared_write.c ---------------------------------------------------------------------- */
 
 /* chp_store_submit with s->shared: every request kind but CHP_REQ_GC (shared.c) and

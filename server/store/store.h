@@ -573,9 +573,15 @@ struct chp_store_stats {
         uint64_t chunks, inline_chunks, files, uploads;
         uint64_t segments, segment_bytes, live_bytes;
 };
-/* Counts of the store's records and segments; -ENOTSUP over the shared state (rados_shared). */
+/* Counts of the store's records and segments, cheap (/metrics renders them on a loop thread);
+ * -ENOTSUP over the shared state (rados_shared), whose objects are not counted cheaply. */
 __attribute__((warn_unused_result)) int chp_store_stats(struct chp_store *s,
                                                         struct chp_store_stats *out /* out */);
+/* The same for an operator's page, on a thread that may block: over the shared state chunks,
+ * files and uploads are counted by listing the pool's namespaces, O(objects) (segments, bytes
+ * and inline_chunks 0); otherwise chp_store_stats. */
+__attribute__((warn_unused_result)) int
+chp_store_stats_counted(struct chp_store *s, struct chp_store_stats *out /* out */);
 
 /* ---- the chunk backend's operations (for /metrics) --------------------------------------- */
 

@@ -85,8 +85,9 @@ struct chp_store {
 #endif
 };
 
-/* What the store over the shared state (rados_shared) does not offer: the listings, the
- * quarantine list's reads and the live scrub answer -ENOTSUP there. */
+/* What the store over the shared state (rados_shared) does not offer: the live scrub,
+ * chp_store_refcount and the cheap chp_store_stats answer -ENOTSUP there (the listings, the
+ * quarantine list's reads and chp_store_stats_counted are shared_admin.c's). */
 #ifdef CHAPAR_RADOS
 #define LOCAL_ONLY(s)                                                                              \
         do {                                                                                       \
