@@ -230,6 +230,8 @@ int http_status_of(int rc)
                 return 507;
         case CHP_ECLOSED:
                 return 503;
+        case -ESTALE: /* another relay moved the upload's offset (shared state): HEAD again */
+                return 409;
         case -EINVAL:
         case -EBADMSG:
                 return 400;

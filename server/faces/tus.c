@@ -377,6 +377,9 @@ static int tail_keep(struct http *h)
         memcpy(op->base.req.u.tail_append.upload_id, h->up->id, CHP_UPLOAD_ID_BYTES);
         op->base.req.u.tail_append.data = op->buf;
         op->base.req.u.tail_append.len = (uint32_t)n;
+        /* where the client's bytes go: after this chunk's bytes kept before them */
+        op->base.req.u.tail_append.has_offset = true;
+        op->base.req.u.tail_append.offset = (uint64_t)h->next_index * h->cs + h->base;
         return submit(h, op) ? 0 : h->failed;
 }
 

@@ -900,6 +900,10 @@ static int create_start(struct shared_wop *w)
 
 static void tail_appended(struct shared_wop *w, int rc)
 {
+        if (rc == -ESTALE && w->req->u.tail_append.has_offset) {
+                end(w, -ESTALE); /* the client's offset is not the upload's any more */
+                return;
+        }
         if (rc == -ESTALE && ++w->tries < TRIES) {
                 /* the offset was elsewhere (it is in r now): append there, as the local store
                  * appends after the last piece; this upload's puts and appends are in order */
@@ -921,11 +925,12 @@ static void tail_upload_got(struct shared_wop *w, int rc)
                 end(w, rc);
                 return;
         }
-        /* first guess 0: creates the offset object of an upload with nothing kept yet */
+        /* the client's offset, guarded; else a first guess of 0, which creates the offset
+         * object of an upload with nothing kept yet */
         w->tries = 0;
         struct chp_rstate_req *r = rq(w, CHP_RS_TUS_APPEND);
         memcpy(r->u.tus.upload_id, w->upload_id, CHP_UPLOAD_ID_BYTES);
-        r->u.tus.old = 0;
+        r->u.tus.old = w->req->u.tail_append.has_offset ? w->req->u.tail_append.offset : 0;
         r->u.tus.data = w->req->u.tail_append.data;
         r->u.tus.len = w->req->u.tail_append.len;
         go_or_end(w, tail_appended);

@@ -266,6 +266,13 @@ struct chp_store_req {
                         uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
                         const void *data; /* borrowed */
                         uint32_t len;     /* the kept tail stays under one chunk */
+                        /* has_offset: the upload's offset the bytes follow, as the client sent
+                         * it. Over the shared state another relay may have moved the offset
+                         * since (a late append of a cut connection): then nothing is appended
+                         * and the request fails with -ESTALE (tus: 409). The local store's one
+                         * writer and the face's claims order a relay's own requests. */
+                        bool has_offset;
+                        uint64_t offset;
                 } tail_append;
                 struct {
                         uint64_t now;              /* unix seconds */

@@ -527,6 +527,39 @@ TEST(file_delete)
         free(f);
 }
 
+/* A tail append that names the client's offset is refused (-ESTALE: tus answers 409) once
+ * another relay moved the upload past it, e.g. a late append of a cut connection: the bytes are
+ * not put at the wrong place. At the upload's offset it appends. */
+static int tail_at(struct chp_store *s, const uint8_t *upload_id, const void *data, uint32_t len,
+                   uint64_t offset)
+{
+        struct chp_store_req r;
+        tail_req(&r, upload_id, data, len);
+        r.u.tail_append.has_offset = true;
+        r.u.tail_append.offset = offset;
+        return chp_store_run(s, &r);
+}
+
+TEST(tail_append_at_the_clients_offset)
+{
+        struct chp_upload u;
+        struct chp_store_req r;
+        upload_init(&u, "", "");
+        CHECK_EQ(create(a, &u, NULL, NULL, &r), 0);
+        CHECK_EQ(tail_at(a, u.id, "late-", 5, 0), 0);     /* relay 1's, landing late */
+        CHECK_EQ(tail_at(b, u.id, "abc", 3, 0), -ESTALE); /* relay 2 checked offset 0 */
+        uint64_t off = 0;
+        uint8_t buf[16];
+        uint32_t got = 0;
+        CHECK_EQ(tus_get(u.id, &off, buf, sizeof(buf), &got), 0);
+        CHECK_EQ(off, 5);
+        CHECK(got == 5 && memcmp(buf, "late-", 5) == 0);
+        CHECK_EQ(tail_at(b, u.id, "abc", 3, 5), 0); /* after HEAD: offset 5 */
+        CHECK_EQ(tus_get(u.id, &off, buf, sizeof(buf), &got), 0);
+        CHECK_EQ(off, 8);
+        CHECK(got == 8 && memcmp(buf, "late-abc", 8) == 0);
+}
+
 /* Expiry 0 ("never") goes into the pool as CHP_RSTATE_NEVER (GC compares numbers) and comes
  * back as 0 through the other store's reads: a file's info, an upload's record. */
 TEST(never_expires_reads_back_as_zero)
