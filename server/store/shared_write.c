@@ -544,8 +544,29 @@ static void fdel_done(struct shared_wop *w, int rc)
 
 /* ---- UPLOAD_CREATE ----------------------------------------------------------------------- */
 
+static void attach_file_got(struct shared_wop *w, int rc)
+{
+        struct chp_store_req *req = w->req;
+        if (rc == 0) {
+                req->u.upload_create.complete = true;
+                req->u.upload_create.resumed = false;
+                end(w, 0);
+                return;
+        }
+        /* deleted or expired meanwhile: the client opens again (and gets a new upload) */
+        end(w, rc == -ENOENT ? CHP_EUNAVAILABLE : rc);
+}
+
 static void attach_over(struct shared_wop *w)
 {
+        if (w->a_err == -ENOENT) {
+                /* the upload ended while its stored chunks were attached: its file committed by
+                 * another client of the same manifest (on any relay), as the local store's one
+                 * transaction would have answered "complete" */
+                memcpy(rq(w, CHP_RS_FILE_GET)->u.file.id, w->file_id, CHP_HASH_BYTES);
+                go_or_end(w, attach_file_got);
+                return;
+        }
         end(w, w->a_err);
 }
 
