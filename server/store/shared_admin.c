@@ -29,8 +29,8 @@
 
 /* Calls fn(ctx, oid) for each object of namespace ns, in the listing's (hash) order; fn's nonzero
  * return stops the walk and is returned. */
-static int each_oid(struct store_shared *sh, int ns, int (*fn)(void *ctx, const char *oid),
-                    void *ctx)
+int shared_each_object(struct store_shared *sh, int ns, int (*fn)(void *ctx, const char *oid),
+                       void *ctx)
 {
         rados_list_ctx_t l;
         int rc = rados_nobjects_list_open(rs_io(sh->st, ns), &l);
@@ -206,7 +206,7 @@ int shared_files_list(struct chp_store *s, const char *tenant,
                 list_oid(tenant, tlen, oid);
                 rc = flist_object(&l, oid);
         } else {
-                rc = each_oid(sh, NS_I, flist_each, &l);
+                rc = shared_each_object(sh, NS_I, flist_each, &l);
         }
         size_t got = 0, take = l.n < max ? l.n : max;
         for (size_t i = 0; !rc && i < take; i++) {
@@ -300,7 +300,7 @@ int shared_uploads_list(struct chp_store *s, const char *tenant,
                 return -ENOMEM;
         int rc = shared_op_begin(sh);
         if (!rc) {
-                rc = each_oid(sh, NS_U, ulist_each, &l);
+                rc = shared_each_object(sh, NS_U, ulist_each, &l);
                 shared_op_end(sh);
         }
         if (!rc) {
@@ -358,7 +358,7 @@ int shared_tenants_each(struct chp_store *s,
         int rc = shared_op_begin(sh);
         if (rc)
                 return rc;
-        rc = each_oid(sh, NS_T, tname_each, &t);
+        rc = shared_each_object(sh, NS_T, tname_each, &t);
         shared_op_end(sh);
         if (!rc && t.n > 1)
                 qsort(t.v, t.n, sizeof(*t.v), tname_cmp);
@@ -480,9 +480,9 @@ int shared_stats(struct chp_store *s, struct chp_store_stats *out)
         int rc = shared_op_begin(sh);
         if (rc)
                 return rc;
-        if (!(rc = each_oid(sh, NS_C, count_each, &r.chunks)) &&
-            !(rc = each_oid(sh, NS_F, count_each, &fobjs)) &&
-            !(rc = each_oid(sh, NS_U, count_upload, &r.uploads)))
+        if (!(rc = shared_each_object(sh, NS_C, count_each, &r.chunks)) &&
+            !(rc = shared_each_object(sh, NS_F, count_each, &fobjs)) &&
+            !(rc = shared_each_object(sh, NS_U, count_upload, &r.uploads)))
                 rc = each_key(sh, "quarantine", "", qwalk_key, &q);
         shared_op_end(sh);
         if (rc)

@@ -70,6 +70,12 @@ int shared_gc_submit(struct store_shared *sh, struct chp_store_req *req);
 /* chp_store_audit over the shared state (blocking, as chp_rstate_audit). */
 int shared_audit(struct chp_store *s, uint64_t now, struct chp_audit_stats *out);
 
+/* Calls fn(ctx, oid) for each object of namespace ns (NS_*, rados_state_int.h) of the pool, in
+ * librados' listing order (blocking); fn's nonzero return stops the walk and is returned. Names
+ * longer than the design writes are skipped. (shared_admin.c; the admin reads and verify) */
+int shared_each_object(struct store_shared *sh, int ns, int (*fn)(void *ctx, const char *oid),
+                       void *ctx);
+
 /* ---- shared_verify.c --------------------------------------------------------------------- */
 
 /* chp_store_verify with s->shared: every file's and upload's chunks exist, name it and are

@@ -2,7 +2,7 @@
  * metrics"), read-only and blocking (a tool's thread): the invariant every relay relies on, that
  * each live file's and upload's chunks exist, name it as a referrer and are leased at least until
  * it expires, and that each chunk's bytes are what its name and its h say. Synchronous librados
- * calls on the backend's cluster, one object at a time; it takes no lock, so it is meant for a
+ * calls on the store's handle (rs_io), one object at a time; it takes no lock, so it is meant for a
  * pool at rest (a relay writing meanwhile may show a commit half done).
  */
 #include <errno.h>
@@ -22,11 +22,8 @@
 
 #define RECORD_MAX (64u << 20) /* a file record: a manifest of a million chunks and change */
 
-enum { VC, VF, VU, VI, VNS };
-static const char *const ns_names[VNS] = {"c", "f", "u", "i"};
-
 struct sverify {
-        rados_ioctx_t io[VNS];
+        struct store_shared *sh; /* its handle's I/O contexts (rs_io) */
         chp_verify_problem_fn fn;
         void *ctx;
         struct chp_verify_stats st;
@@ -51,7 +48,7 @@ static void problem(struct sverify *v, const char *fmt, ...)
 static int xattr16(struct sverify *v, int ns, const char *oid, const char *name, uint64_t *out)
 {
         char b[32];
-        int n = rados_getxattr(v->io[ns], oid, name, b, sizeof(b));
+        int n = rados_getxattr(rs_io(v->sh->st, ns), oid, name, b, sizeof(b));
         if (n < 0)
                 return n;
         if (n == 0)
@@ -67,7 +64,7 @@ static int check_ref(struct sverify *v, const char *owner, uint32_t i,
         char oid[2 * CHP_HASH_BYTES + 1];
         chp_hex_encode(addr, CHP_HASH_BYTES, oid);
         uint64_t lease;
-        int rc = xattr16(v, VC, oid, "e", &lease);
+        int rc = xattr16(v, NS_C, oid, "e", &lease);
         if (rc == -ENOENT) {
                 problem(v, "%s: chunk %u (%s) is not stored", owner, i, oid);
                 return 0;
@@ -89,7 +86,7 @@ static int check_ref(struct sverify *v, const char *owner, uint32_t i,
         const char *keys[] = {key};
         size_t lens[] = {strlen(key)};
         rados_read_op_omap_get_vals_by_keys2(op, keys, 1, lens, &it, &rv);
-        rc = rados_read_op_operate(op, v->io[VC], oid, 0);
+        rc = rados_read_op_operate(op, rs_io(v->sh->st, NS_C), oid, 0);
         if (!rc && !rv && rados_omap_iter_size(it) != 1)
                 problem(v, "%s: chunk %u (%s) does not name it as a referrer", owner, i, oid);
         if (it)
@@ -121,37 +118,20 @@ static int read_all(rados_ioctx_t io, const char *oid, size_t max, uint8_t **out
         return 0;
 }
 
-/* Calls fn for each object of namespace ns; fn's nonzero return stops the walk and is returned. */
-static int each_object(struct sverify *v, int ns, int (*fn)(struct sverify *v, const char *oid))
+static int check_file(void *ctx, const char *oid)
 {
-        rados_list_ctx_t l;
-        int rc = rados_nobjects_list_open(v->io[ns], &l);
-        if (rc)
-                return rc;
-        const char *oid, *loc, *nsp;
-        while ((rc = rados_nobjects_list_next(l, &oid, &loc, &nsp)) == 0) {
-                char name[OID_MAX];
-                snprintf(name, sizeof(name), "%s", oid);
-                if ((rc = fn(v, name)))
-                        break;
-        }
-        rados_nobjects_list_close(l);
-        return rc == -ENOENT ? 0 : rc; /* -ENOENT: the listing's end */
-}
-
-static int check_file(struct sverify *v, const char *oid)
-{
+        struct sverify *v = ctx;
         uint8_t id[CHP_HASH_BYTES];
         if (strlen(oid) != 2 * CHP_HASH_BYTES || chp_hex_decode(oid, strlen(oid), id, sizeof(id))) {
                 problem(v, "file object %s: not a file id", oid);
                 return 0;
         }
         uint64_t since;
-        int rc = xattr16(v, VF, oid, "q", &since);
+        int rc = xattr16(v, NS_F, oid, "q", &since);
         uint8_t *rec = NULL;
         size_t len = 0;
         if (rc == 0) { /* a tombstone: no data, and on the operator's list */
-                if ((rc = read_all(v->io[VF], oid, RECORD_MAX, &rec, &len)))
+                if ((rc = read_all(rs_io(v->sh->st, NS_F), oid, RECORD_MAX, &rec, &len)))
                         return rc == -ENOENT ? 0 : rc;
                 free(rec);
                 if (len)
@@ -164,7 +144,7 @@ static int check_file(struct sverify *v, const char *oid)
                 const char *keys[] = {oid};
                 size_t lens[] = {strlen(oid)};
                 rados_read_op_omap_get_vals_by_keys2(op, keys, 1, lens, &it, &rv);
-                rc = rados_read_op_operate(op, v->io[VI], "quarantine", 0);
+                rc = rados_read_op_operate(op, rs_io(v->sh->st, NS_I), "quarantine", 0);
                 if ((rc == 0 && rv == 0 && rados_omap_iter_size(it) != 1) || rc == -ENOENT)
                         problem(v, "file %s: a tombstone not on the quarantine list", oid);
                 if (it)
@@ -174,7 +154,7 @@ static int check_file(struct sverify *v, const char *oid)
         }
         if (rc != -ENODATA && rc != CHP_ECORRUPT)
                 return rc == -ENOENT ? 0 : rc; /* gone since the listing */
-        if ((rc = read_all(v->io[VF], oid, RECORD_MAX, &rec, &len)))
+        if ((rc = read_all(rs_io(v->sh->st, NS_F), oid, RECORD_MAX, &rec, &len)))
                 return rc == -ENOENT  ? 0
                        : rc == -EFBIG ? (problem(v, "file %s: too big", oid), 0)
                                       : rc;
@@ -189,7 +169,7 @@ static int check_file(struct sverify *v, const char *oid)
                 problem(v, "file %s: its manifest does not parse", oid);
         } else if (chp_sha256(f.manifest, f.manifest_len, got) || memcmp(got, id, sizeof(id))) {
                 problem(v, "file %s: its manifest's hash is not its id", oid);
-        } else if (xattr16(v, VF, oid, "e", &e) != 0 || e != f.expires) {
+        } else if (xattr16(v, NS_F, oid, "e", &e) != 0 || e != f.expires) {
                 problem(v, "file %s: its e is not its record's expiry", oid);
         } else {
                 char key[2 + 2 * CHP_HASH_BYTES];
@@ -203,8 +183,9 @@ static int check_file(struct sverify *v, const char *oid)
         return rc;
 }
 
-static int check_upload(struct sverify *v, const char *oid)
+static int check_upload(void *ctx, const char *oid)
 {
+        struct sverify *v = ctx;
         size_t n = strlen(oid);
         if (n == 2 * CHP_UPLOAD_ID_BYTES + 2 && strcmp(oid + n - 2, ".t") == 0)
                 return 0; /* a tus offset object: its upload's */
@@ -215,7 +196,7 @@ static int check_upload(struct sverify *v, const char *oid)
         }
         uint8_t *rec = NULL;
         size_t len = 0;
-        int rc = read_all(v->io[VU], oid, RECORD_MAX, &rec, &len);
+        int rc = read_all(rs_io(v->sh->st, NS_U), oid, RECORD_MAX, &rec, &len);
         if (rc)
                 return rc == -ENOENT ? 0 : rc;
         v->st.uploads++;
@@ -239,7 +220,7 @@ static int check_upload(struct sverify *v, const char *oid)
                 rados_omap_iter_t it = NULL;
                 int rv = 0;
                 rados_read_op_omap_get_vals2(op, after, NULL, 256, &it, &more, &rv);
-                rc = rados_read_op_operate(op, v->io[VU], oid, 0);
+                rc = rados_read_op_operate(op, rs_io(v->sh->st, NS_U), oid, 0);
                 if (!rc)
                         rc = rv;
                 char *k, *val;
@@ -262,15 +243,16 @@ static int check_upload(struct sverify *v, const char *oid)
         return rc == -ENOENT ? 0 : rc;
 }
 
-static int check_chunk(struct sverify *v, const char *oid)
+static int check_chunk(void *ctx, const char *oid)
 {
+        struct sverify *v = ctx;
         uint8_t addr[CHP_HASH_BYTES], got[CHP_HASH_BYTES];
         if (strlen(oid) != 2 * CHP_HASH_BYTES ||
             chp_hex_decode(oid, strlen(oid), addr, sizeof(addr))) {
                 problem(v, "chunk object %s: not an address", oid);
                 return 0;
         }
-        int n = rados_read(v->io[VC], oid, (char *)v->buf, CHP_CHUNK_MAX + 1, 0);
+        int n = rados_read(rs_io(v->sh->st, NS_C), oid, (char *)v->buf, CHP_CHUNK_MAX + 1, 0);
         if (n == -ENOENT)
                 return 0; /* removed since the listing */
         if (n < 0)
@@ -285,7 +267,7 @@ static int check_chunk(struct sverify *v, const char *oid)
                 return rc;
         else if (memcmp(got, addr, sizeof(addr)))
                 problem(v, "chunk %s: its bytes do not hash to its name", oid);
-        else if (xattr16(v, VC, oid, "h", &h) != 0 || h != chp_xxh3(v->buf, (size_t)n))
+        else if (xattr16(v, NS_C, oid, "h", &h) != 0 || h != chp_xxh3(v->buf, (size_t)n))
                 problem(v, "chunk %s: its h is not the XXH3 of its bytes", oid);
         /* referenced by nothing: GC removes it once its lease and gc_grace are past */
         rados_read_op_t op = rados_create_read_op();
@@ -295,7 +277,7 @@ static int check_chunk(struct sverify *v, const char *oid)
         unsigned char more = 0;
         int rv = 0;
         rados_read_op_omap_get_keys2(op, "", 1, &it, &more, &rv);
-        rc = rados_read_op_operate(op, v->io[VC], oid, 0);
+        rc = rados_read_op_operate(op, rs_io(v->sh->st, NS_C), oid, 0);
         if (!rc && !rv && rados_omap_iter_size(it) == 0)
                 v->st.unreferenced++;
         if (it)
@@ -308,29 +290,14 @@ int shared_verify(struct chp_store *s, chp_verify_problem_fn fn, void *ctx,
                   struct chp_verify_stats *stats)
 {
         memset(stats, 0, sizeof(*stats));
-        rados_t cluster = chp_rados_cluster(s->backend);
-        if (!cluster)
-                return -EINVAL;
-        struct sverify v = {.fn = fn, .ctx = ctx};
-        int rc = 0;
-        for (int i = 0; i < VNS && !rc; i++) {
-                rc = rados_ioctx_create(cluster, s->opts.rados_pool, &v.io[i]);
-                if (rc)
-                        v.io[i] = NULL;
-                else
-                        rados_ioctx_set_namespace(v.io[i], ns_names[i]);
-        }
-        if (!rc && !(v.buf = malloc(CHP_CHUNK_MAX + 1)))
-                rc = -ENOMEM;
+        struct sverify v = {.sh = s->shared, .fn = fn, .ctx = ctx};
+        int rc = (v.buf = malloc(CHP_CHUNK_MAX + 1)) ? 0 : -ENOMEM;
         if (!rc)
-                rc = each_object(&v, VF, check_file);
+                rc = shared_each_object(v.sh, NS_F, check_file, &v);
         if (!rc)
-                rc = each_object(&v, VU, check_upload);
+                rc = shared_each_object(v.sh, NS_U, check_upload, &v);
         if (!rc)
-                rc = each_object(&v, VC, check_chunk);
-        for (int i = 0; i < VNS; i++)
-                if (v.io[i])
-                        rados_ioctx_destroy(v.io[i]);
+                rc = shared_each_object(v.sh, NS_C, check_chunk, &v);
         free(v.buf);
         if (rc)
                 return rs_unavailable(rc);
