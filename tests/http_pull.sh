@@ -168,6 +168,8 @@ req GET "$(pull "${id[7]}" "$s_key")" -H "Authorization: Bearer $tok" --max-time
 check "a peer that never answers: 502 after B's fetch_timeout ($fetch_timeout s; $((SECONDS - t0)) s), saying why ($code: $(head -c 120 "$body"))" \
         "[ '$code' = 502 ] && grep -q 'fetch_timeout' '$body'"
 relay_stop A
+a_rc=$?
+check "A stops cleanly (exit $a_rc)" "[ $a_rc -eq 0 ]"
 req GET "$(pull "${id[7]}")" --max-time $((fetch_timeout + 10))
 check "A stopped: 502 within B's fetch_timeout (${fetch_timeout} s), saying why ($code: $(head -c 120 "$body"))" \
         "[ '$code' = 502 ] && grep -q 'peer A' '$body'"
@@ -190,8 +192,9 @@ curl -sS --max-time 30 -o "$tmp/w.b" -w "%{http_code}" -H "Authorization: Bearer
 wpid=$!
 wait_for 20 "[ \$(opens) -gt $opened ]"
 relay_stop B
+b_rc=$?
 wait "$wpid"
-check "B stops while a GET waits on a peer that never answers: 503 ($(cat "$tmp/w.code"))" \
-        "[ \"\$(cat '$tmp/w.code')\" = 503 ]"
+check "B stops while a GET waits on a peer that never answers: 503 ($(cat "$tmp/w.code")), exit $b_rc" \
+        "[ \"\$(cat '$tmp/w.code')\" = 503 ] && [ $b_rc -eq 0 ]"
 
 finish
