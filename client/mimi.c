@@ -88,7 +88,7 @@ static void ws(struct cur *c)
                 c->p++;
 }
 
-/* The four hex digits of a \\u escape. */
+/* The four hex digits of a \u escape. */
 static int u16(struct cur *c, unsigned *out)
 {
         uint8_t b[2];
