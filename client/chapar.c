@@ -610,6 +610,12 @@ static int cmd_put(int argc, char **argv)
                                : 0;
         if (rc || (rc = put_file_ok(file)))
                 return rc;
+        /* --json describes the file as a MIMI ExternalPart: its SHA-256, read now (before a
+         * connection waits on it); a change between this read and the put's shows in the file's
+         * stat afterwards */
+        struct content_hash ch;
+        if (json && (rc = hash_file(file, &ch)) != 0)
+                return rc;
         if (!token)
                 token = getenv("CHAPAR_TOKEN");
         struct chapar_client *c = NULL;
@@ -620,13 +626,6 @@ static int cmd_put(int argc, char **argv)
                 return rc;
         }
         if ((rc = xfer_apply(c, &xa))) {
-                chapar_close(c);
-                return rc;
-        }
-        /* --json describes the file as a MIMI ExternalPart: its SHA-256, read now; a change
-         * between this read and the put's shows in the file's stat afterwards */
-        struct content_hash ch;
-        if (json && (rc = hash_file(file, &ch)) != 0) {
                 chapar_close(c);
                 return rc;
         }

@@ -7,11 +7,13 @@
 # takes it too. Malformed descriptors (not JSON, cut short, a member missing or twice, a key of
 # the wrong size, another encAlg or hashAlg, a nonce, a url with the key in it) exit 1 before
 # any connection; a contentHash or size that does not match what arrived exits 3. No case
-# leaves a file behind.
-# Usage: mimi_cli.sh CHAPARD CHAPAR
+# leaves a file behind. A file touched while its put runs (the upload held by cutproxy) gets no
+# descriptor: put --json exits 4.
+# Usage: mimi_cli.sh CHAPARD CHAPAR CUTPROXY
 set -uo pipefail
 chapard=$1
 chapar=$2
+cutproxy=$3
 . "$(dirname "$0")/lib.sh"
 lib_tmp mimi
 py=/usr/bin/python3
@@ -67,6 +69,23 @@ check "without --type contentType is application/octet-stream, filename the base
         "[ \"\$(field '$tmp/put2.json' contentType)\" = '\"application/octet-stream\"' ] && [ \"\$(field '$tmp/put2.json' filename)\" = '\"report.bin\"' ]"
 "$py" -c 'import json,sys; json.dump(json.load(open(sys.argv[1]))["mimi_external_part"], open(sys.argv[2], "w"))' \
         "$tmp/put.json" "$tmp/part.json"
+
+# a file that changes (here only its time) between the descriptor's hash and the end of the put:
+# the upload is held after 300 kB, the file touched, the upload let go
+head -c 1000000 /dev/urandom >"$tmp/send/moving.bin"
+proxy_start C "${addr[R]##*:}"
+proxy_hold C 300000 up
+"$chapar" put "$tmp/send/moving.bin" --relay "127.0.0.1:${proxy_port[C]}" --trust-new-relay \
+        --connections 1 --chunk-size 65536 --json >"$tmp/moving.json" 2>"$tmp/moving.err" &
+pp=$!
+lib_track $pp
+proxy_held C
+touch -m -d '2001-01-01 00:00:00' "$tmp/send/moving.bin"
+proxy_release C
+wait $pp
+rc=$?
+check "put --json of a file touched during the put exits 4, no descriptor (exit $rc: $(head -c 200 "$tmp/moving.err"))" \
+        "[ $rc -eq 4 ] && [ ! -s '$tmp/moving.json' ] && grep -q 'no descriptor' '$tmp/moving.err'"
 
 # --- get DESCRIPTOR --------------------------------------------------------------------------
 d=$(recv)
