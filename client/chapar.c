@@ -807,7 +807,7 @@ static int ticket_command(const char *cmd, int argc, char **argv, bool with_out,
 
 /* get DESCRIPTOR -o -: the file to stdout through a pipe, hashed on the way by a thread. */
 struct tee {
-        int in;
+        int in; /* the pipe's read end; the thread closes it (and sets -1) when it gives up */
         int rc; /* 0, CHAPAR_EIO (stdout) or CHAPAR_ENOMEM */
         uint8_t sha256[CHP_HASH_BYTES];
 };
@@ -819,10 +819,12 @@ static void *tee_run(void *arg)
         static char buf[1 << 16];
         if (chp_sha256_init(&h) != 0)
                 t->rc = CHAPAR_ENOMEM;
-        for (;;) { /* drained to the end also after a failure, so the writer never blocks */
+        while (!t->rc) {
                 ssize_t n = read(t->in, buf, sizeof(buf));
                 if (n < 0 && errno == EINTR)
                         continue;
+                if (n < 0)
+                        t->rc = CHAPAR_EIO;
                 if (n <= 0)
                         break;
                 if (!t->rc && chp_sha256_update(&h, buf, (size_t)n) != 0)
@@ -837,8 +839,12 @@ static void *tee_run(void *arg)
                                 off += w;
                 }
         }
-        if (!t->rc && chp_sha256_final(&h, t->sha256) != 0)
+        if (t->rc) { /* the get's next write fails (EPIPE) instead of waiting for a reader */
+                close(t->in);
+                t->in = -1;
+        } else if (chp_sha256_final(&h, t->sha256) != 0) {
                 t->rc = CHAPAR_ENOMEM;
+        }
         chp_sha256_free(&h);
         return NULL;
 }
@@ -861,7 +867,8 @@ static int get_stdout_hashed(struct chapar_client *c, const char *ticket,
         int rc = chapar_get_fd(c, ticket, fds[1], go, r);
         close(fds[1]);
         pthread_join(th, NULL);
-        close(fds[0]);
+        if (t.in >= 0)
+                close(t.in);
         if (!rc)
                 rc = t.rc;
         memcpy(sha256, t.sha256, CHP_HASH_BYTES);

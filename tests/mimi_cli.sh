@@ -109,6 +109,9 @@ check "get DESCRIPTOR without -o takes the sender's name, made safe ($out, exit 
 rc=$?
 check "get DESCRIPTOR -o - writes the file to stdout (exit $rc: $(head -c 300 "$tmp/err"))" \
         "[ $rc -eq 0 ] && cmp -s '$tmp/send/report.bin' '$tmp/stdout.bin'"
+"$chapar" get "$tmp/part.json" -o - 2>"$tmp/err" | head -c 10 >/dev/null
+rc=${PIPESTATUS[0]}
+check "get DESCRIPTOR -o - into a pipe closed early fails with exit 4 (exit $rc)" "[ $rc -eq 4 ]"
 "$chapar" stat "$tmp/part.json" --json >"$tmp/stat.json" 2>"$tmp/err"
 rc=$?
 check "stat DESCRIPTOR shows the file (exit $rc: $(head -c 200 "$tmp/stat.json"))" \
