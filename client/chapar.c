@@ -473,19 +473,53 @@ out:
         return rc;
 }
 
-/* The SHA-256 of the file at path, read whole now. 0 or the exit code after saying why not. */
-static int hash_file(const char *path, struct content_hash *ch)
+/* The SHA-256 of a file, read by a thread of its own while the put reads and sends it: the
+ * descriptor's pass over the file overlaps the upload instead of coming before it. */
+struct hash_job {
+        int fd;
+        int rc;
+        bool threaded;
+        pthread_t th;
+        struct content_hash ch;
+};
+
+static void *hash_run(void *arg)
 {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        int rc =
-            fd < 0 || fstat(fd, &ch->st) != 0 ? CHAPAR_EIO : hash_fd(fd, ch->sha256, &ch->size);
-        if (fd >= 0)
-                close(fd);
-        if (!rc && ch->size != (uint64_t)ch->st.st_size)
+        struct hash_job *j = arg;
+        j->rc = hash_fd(j->fd, j->ch.sha256, &j->ch.size);
+        return NULL;
+}
+
+/* Opens path and starts hashing it (in the calling thread when no thread can be made). 0, or
+ * the exit code after saying why not; on 0, hash_finish must follow. */
+static int hash_start(const char *path, struct hash_job *j)
+{
+        memset(j, 0, sizeof(*j));
+        j->fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (j->fd < 0 || fstat(j->fd, &j->ch.st) != 0) {
+                fprintf(stderr, "chapar: %s: %s\n", path, strerror(errno));
+                if (j->fd >= 0)
+                        close(j->fd);
+                return chapar_error_class(CHAPAR_EIO);
+        }
+        j->threaded = pthread_create(&j->th, NULL, hash_run, j) == 0;
+        if (!j->threaded)
+                hash_run(j);
+        return 0;
+}
+
+/* Waits for the hash; 0, or the exit code after saying why there is none. */
+static int hash_finish(const char *path, struct hash_job *j)
+{
+        if (j->threaded)
+                pthread_join(j->th, NULL);
+        close(j->fd);
+        int rc = j->rc;
+        if (!rc && j->ch.size != (uint64_t)j->ch.st.st_size)
                 rc = CHAPAR_ECHANGED;
         if (rc)
-                fprintf(stderr, "chapar: %s: %s\n", path,
-                        rc == CHAPAR_ECHANGED ? chapar_strerror(rc) : strerror(errno));
+                fprintf(stderr, "chapar: %s: cannot hash it for the MIMI descriptor: %s\n", path,
+                        chapar_strerror(rc));
         return rc ? chapar_error_class(rc) : 0;
 }
 
@@ -610,12 +644,6 @@ static int cmd_put(int argc, char **argv)
                                : 0;
         if (rc || (rc = put_file_ok(file)))
                 return rc;
-        /* --json describes the file as a MIMI ExternalPart: its SHA-256, read now (before a
-         * connection waits on it); a change between this read and the put's shows in the file's
-         * stat afterwards */
-        struct content_hash ch;
-        if (json && (rc = hash_file(file, &ch)) != 0)
-                return rc;
         if (!token)
                 token = getenv("CHAPAR_TOKEN");
         struct chapar_client *c = NULL;
@@ -630,11 +658,19 @@ static int cmd_put(int argc, char **argv)
                 return rc;
         }
         struct progress pg = {
-                .on = isatty(STDERR_FILENO) && !json, .start = chp_net_now_s(), .verb = "put"};
+            .on = isatty(STDERR_FILENO) && !json, .start = chp_net_now_s(), .verb = "put"};
         po.progress = show_progress;
         po.progress_ctx = &pg;
         struct chapar_put_result r;
+        /* --json describes the file as a MIMI ExternalPart: its SHA-256 is read while the put
+         * runs; a change to the file between the two reads shows in its stat afterwards */
+        struct hash_job hj;
+        if (json && (rc = hash_start(file, &hj)) != 0) {
+                chapar_close(c);
+                return rc;
+        }
         rc = chapar_put_path(c, file, &po, &r);
+        int hash_rc = json ? hash_finish(file, &hj) : 0;
         if (rc) {
                 if (rc == CHAPAR_EAUTH && !(token && *token))
                         fprintf(stderr, "chapar: this relay takes uploads with an upload token "
@@ -645,7 +681,8 @@ static int cmd_put(int argc, char **argv)
         }
         show_warning(c);
         char mimi[CHP_MIMI_FORMAT_MAX];
-        if (json && (rc = mimi_part(c, file, &po, &r, &ch, mimi, sizeof(mimi))) != 0) {
+        if (json && (rc = hash_rc ? hash_rc
+                                  : mimi_part(c, file, &po, &r, &hj.ch, mimi, sizeof(mimi))) != 0) {
                 chapar_close(c);
                 return rc;
         }
