@@ -516,6 +516,7 @@ static void fmt(struct w *w, const char *f, ...)
         va_end(ap);
         if (l > 0)
                 raw_put(w, tmp, (size_t)l < sizeof(tmp) ? (size_t)l : sizeof(tmp) - 1);
+        sodium_memzero(tmp, sizeof(tmp)); /* it may have held the key's hex */
 }
 
 /* A JSON string: quotes, backslashes and controls escaped, invalid UTF-8 as U+FFFD. */
