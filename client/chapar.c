@@ -1,19 +1,22 @@
 /* chapar.c — the chapar command: put, get, stat and offer of end-to-end encrypted files.
  *
  *   chapar put FILE [--relay HOST:PORT] [--relay-key KEY] [--token TOKEN] [--name NAME] ...
- *   chapar get TICKET [-o PATH|DIR|-] [--via HOST:PORT] [--token TOKEN] [--json]
- *   chapar stat TICKET [--via HOST:PORT] [--json]
+ *   chapar get TICKET|DESCRIPTOR [-o PATH|DIR|-] [--via HOST:PORT] [--token TOKEN] [--json]
+ *   chapar stat TICKET|DESCRIPTOR [--via HOST:PORT] [--json]
  *   chapar offer TICKET --to PEER-KEY [--token TOKEN]
  *   chapar forget TICKET|FILE
  *   chapar relays [remove HOST:PORT]
  *   chapar help | --help | -h | --version
  *
  * stdout carries only the result (the ticket, the path, one JSON object, or with -o - the file),
- * so T=$(chapar put f) works; progress and notes go to stderr. Exit codes (chapar_error_class):
- * 0 ok, 1 usage, 2 relay or network, 3 integrity or authentication, 4 local I/O (also a file
- * that changed while put read it).
+ * so T=$(chapar put f) works; progress and notes go to stderr. put --json also describes the file
+ * as a MIMI ExternalPart (mimi.h), and get and stat take such a DESCRIPTOR in place of a ticket.
+ * Exit codes (chapar_error_class): 0 ok, 1 usage, 2 relay or network, 3 integrity or
+ * authentication, 4 local I/O (also a file that changed while put read it).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -26,6 +29,7 @@
 #include "chapar.h"
 #include "hash.h"
 #include "http_parse.h"
+#include "mimi.h"
 #include "net.h"
 #include "proto.h"
 #include "ticket.h"
@@ -56,7 +60,7 @@ static int usage(FILE *to)
               "\n"
               "commands:\n"
               "  put FILE [--relay HOST:PORT] [--relay-key KEY] [--token TOKEN] [--name NAME]\n"
-              "           [--chunk-size BYTES] [--no-pad] [--json]\n"
+              "           [--type MEDIA-TYPE] [--chunk-size BYTES] [--no-pad] [--json]\n"
               "      Encrypts FILE, uploads it and prints its ticket. Run again after a cut, it\n"
               "      sends only what the relay lacks; the same content put again from this\n"
               "      machine sends nothing.\n"
@@ -69,6 +73,11 @@ static int usage(FILE *to)
               "      --token TOKEN        the upload token a relay with tenants needs (from the\n"
               "                           messenger's backend; default: $CHAPAR_TOKEN)\n"
               "      --name NAME          the name the recipient sees (default: FILE's own)\n"
+              "      --type MEDIA-TYPE    the file's media type, stored encrypted (text/plain;\n"
+              "                           default: none, application/octet-stream in --json)\n"
+              "      --json               the ticket and the transfer in one JSON object, with\n"
+              "                           \"mimi_external_part\": the file as a MIMI ExternalPart\n"
+              "                           (docs/interop.md) for a messenger to send\n"
               "      --chunk-size BYTES   a power of two, 65536 to 8388608 (default 1048576)\n"
               "      --no-pad             do not pad: by default the size is padded (at least\n"
               "                           4 KiB, then Padme buckets, at most about 12%) so the\n"
@@ -76,13 +85,17 @@ static int usage(FILE *to)
               "      --ticket-out PATH    write the ticket to PATH as soon as the relay holds\n"
               "                           the file's manifest, before the chunks go: a recipient\n"
               "                           can start its get while the upload runs\n"
-              "  get TICKET [-o PATH|DIR|-] [--via HOST:PORT] [--json]\n"
+              "  get TICKET|DESCRIPTOR [-o PATH|DIR|-] [--via HOST:PORT] [--json]\n"
               "      Downloads the file, verifies every chunk and decrypts it; prints where it\n"
               "      went. Without -o it takes the sender's name, made safe (no path, no\n"
               "      leading dot, no control characters), in the current directory; an\n"
               "      existing file is never overwritten: the name becomes NAME (1).EXT,\n"
               "      NAME (2).EXT, ...\n"
               "      Run again after a cut, it resumes.\n"
+              "      DESCRIPTOR: a MIMI ExternalPart as put --json writes it (the object, or\n"
+              "      all of put --json's output): its JSON text, a file holding it, or - to\n"
+              "      read it from stdin. The file must then also have the descriptor's size\n"
+              "      and contentHash (SHA-256), else it is removed (exit 3)\n"
               "      -o PATH              write PATH, which must not exist (else exit 4)\n"
               "      -o DIR               the sender's name (made safe) in the directory DIR\n"
               "      -o -                 write the file to stdout, each chunk once verified; a\n"
@@ -92,7 +105,7 @@ static int usage(FILE *to)
               "      --token TOKEN        an upload token with the pull scope, for a --via relay\n"
               "                           with tenants to fetch the file from the ticket's\n"
               "                           relay (none is needed to download)\n"
-              "  stat TICKET [--via HOST:PORT] [--json]\n"
+              "  stat TICKET|DESCRIPTOR [--via HOST:PORT] [--json]\n"
               "      Shows what the relay holds of the file: its name, size and type (the\n"
               "      ticket's key opens them), whether the upload is complete, and when it was\n"
               "      created and expires (UTC; --json gives unix seconds).\n"
@@ -421,6 +434,149 @@ static int put_file_ok(const char *file)
         return 0;
 }
 
+/* What put --json's descriptor says of the content, and the file's state when it was read. */
+struct content_hash {
+        uint8_t sha256[CHP_HASH_BYTES];
+        uint64_t size;
+        struct stat st;
+};
+
+/* SHA-256 of an open file from offset 0 to its end; *size gets the bytes read. 0 or
+ * CHAPAR_EIO / CHAPAR_ENOMEM. */
+static int hash_fd(int fd, uint8_t out[CHP_HASH_BYTES], uint64_t *size)
+{
+        enum { BUF = 1 << 20 };
+        struct chp_sha256 h = {0};
+        unsigned char *buf = malloc(BUF);
+        int rc = CHAPAR_ENOMEM;
+        *size = 0;
+        if (!buf || chp_sha256_init(&h) != 0)
+                goto out;
+        for (;;) {
+                ssize_t n = read(fd, buf, BUF);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        rc = CHAPAR_EIO;
+                        goto out;
+                }
+                if (n == 0)
+                        break;
+                if (chp_sha256_update(&h, buf, (size_t)n) != 0)
+                        goto out;
+                *size += (uint64_t)n;
+        }
+        rc = chp_sha256_final(&h, out) == 0 ? 0 : CHAPAR_ENOMEM;
+out:
+        chp_sha256_free(&h);
+        free(buf);
+        return rc;
+}
+
+/* The SHA-256 of a file, read by a thread of its own while the put reads and sends it: the
+ * descriptor's pass over the file overlaps the upload instead of coming before it. */
+struct hash_job {
+        int fd;
+        int rc;
+        bool threaded;
+        pthread_t th;
+        struct content_hash ch;
+};
+
+static void *hash_run(void *arg)
+{
+        struct hash_job *j = arg;
+        j->rc = hash_fd(j->fd, j->ch.sha256, &j->ch.size);
+        return NULL;
+}
+
+/* Opens path and starts hashing it (in the calling thread when no thread can be made). 0, or
+ * the exit code after saying why not; on 0, hash_finish must follow. */
+static int hash_start(const char *path, struct hash_job *j)
+{
+        memset(j, 0, sizeof(*j));
+        j->fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (j->fd < 0 || fstat(j->fd, &j->ch.st) != 0) {
+                fprintf(stderr, "chapar: %s: %s\n", path, strerror(errno));
+                if (j->fd >= 0)
+                        close(j->fd);
+                return chapar_error_class(CHAPAR_EIO);
+        }
+        j->threaded = pthread_create(&j->th, NULL, hash_run, j) == 0;
+        if (!j->threaded)
+                hash_run(j);
+        return 0;
+}
+
+/* Waits for the hash; 0, or the exit code after saying why there is none. */
+static int hash_finish(const char *path, struct hash_job *j)
+{
+        if (j->threaded)
+                pthread_join(j->th, NULL);
+        close(j->fd);
+        int rc = j->rc;
+        if (!rc && j->ch.size != (uint64_t)j->ch.st.st_size)
+                rc = CHAPAR_ECHANGED;
+        if (rc)
+                fprintf(stderr, "chapar: %s: cannot hash it for the MIMI descriptor: %s\n", path,
+                        chapar_strerror(rc));
+        return rc ? chapar_error_class(rc) : 0;
+}
+
+static bool same_stat(const struct stat *a, const struct stat *b)
+{
+        return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+               a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+               a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* put --json's "mimi_external_part" (mimi.h, docs/interop.md) for the put r of file, as JSON
+ * into out: the content hashed before the put, if the file is still what was hashed; the expiry
+ * the relay tells (left out when it does not). 0 or the exit code after saying why not. */
+static int mimi_part(struct chapar_client *c, const char *file, const struct chapar_put_opts *po,
+                     const struct chapar_put_result *r, const struct content_hash *ch, char *out,
+                     size_t cap)
+{
+        struct stat now;
+        if (stat(file, &now) != 0 || !same_stat(&now, &ch->st)) {
+                fprintf(stderr,
+                        "chapar: %s: %s (no descriptor for content that may not be "
+                        "what was sent)\n",
+                        file, chapar_strerror(CHAPAR_ECHANGED));
+                return chapar_error_class(CHAPAR_ECHANGED);
+        }
+        struct chp_mimi_part p = {.size = ch->size};
+        if (chp_ticket_parse(r->ticket, strlen(r->ticket), &p.ticket) != 0 || !p.ticket.has_key) {
+                fprintf(stderr, "chapar: put: the library returned a ticket this tool cannot "
+                                "read\n");
+                return chapar_error_class(CHAPAR_EPROTO);
+        }
+        memcpy(p.content_hash, ch->sha256, sizeof(p.content_hash));
+        snprintf(p.content_type, sizeof(p.content_type), "%s",
+                 po->mime ? po->mime : "application/octet-stream");
+        const char *slash = strrchr(file, '/');
+        snprintf(p.filename, sizeof(p.filename), "%s",
+                 po->name ? po->name
+                 : slash  ? slash + 1
+                          : file);
+        struct chapar_stat_result st;
+        int rc = chapar_stat(c, r->ticket, &st);
+        if (rc == 0 && !st.times_withheld && st.expires <= UINT32_MAX) {
+                p.has_expires = true;
+                p.expires = (uint32_t)st.expires;
+        } else {
+                fprintf(stderr, "chapar: put: the relay did not tell when the file expires: the "
+                                "descriptor has no expires\n");
+        }
+        ssize_t n = chp_mimi_format(&p, out, cap);
+        explicit_bzero(&p, sizeof(p));
+        if (n < 0) {
+                fprintf(stderr, "chapar: put: cannot write the MIMI descriptor\n");
+                return chapar_error_class(CHAPAR_EPROTO);
+        }
+        return 0;
+}
+
 static int cmd_put(int argc, char **argv)
 {
         const char *file = NULL, *relay = NULL, *token = NULL;
@@ -446,6 +602,8 @@ static int cmd_put(int argc, char **argv)
                         i++;
                 } else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc) {
                         po.name = argv[++i];
+                } else if (strcmp(argv[i], "--type") == 0 && i + 1 < argc) {
+                        po.mime = argv[++i];
                 } else if (strcmp(argv[i], "--json") == 0) {
                         json = true;
                 } else if (strcmp(argv[i], "--pad") == 0) {
@@ -465,9 +623,9 @@ static int cmd_put(int argc, char **argv)
                         po.chunk_size = (uint32_t)v;
                 } else if (argv[i][0] == '-' || file) {
                         return bad_arg("put",
-                                       "--relay --relay-key --token --name --chunk-size "
-                                       "--congestion-control --connections --retry-for "
-                                       "--ticket-out",
+                                       "--relay --relay-key --token --name --type "
+                                       "--chunk-size --congestion-control --connections "
+                                       "--retry-for --ticket-out",
                                        argc, argv, i);
                 } else {
                         file = argv[i];
@@ -477,6 +635,9 @@ static int cmd_put(int argc, char **argv)
                 return usage_error("put: which file? chapar put FILE");
         if (po.name && strlen(po.name) > 255)
                 return usage_error("--name: at most 255 bytes");
+        if (po.mime && (!*po.mime || strlen(po.mime) > CHP_E2E_MIME_MAX))
+                return usage_error("--type: a media type (text/plain), at most %d bytes",
+                                   CHP_E2E_MIME_MAX);
         const char *env = getenv("CHAPAR_RELAY");
         int rc = relay         ? relay_addr_ok("--relay", relay)
                  : env && *env ? relay_addr_ok("$CHAPAR_RELAY", env)
@@ -497,11 +658,19 @@ static int cmd_put(int argc, char **argv)
                 return rc;
         }
         struct progress pg = {
-                .on = isatty(STDERR_FILENO) && !json, .start = chp_net_now_s(), .verb = "put"};
+            .on = isatty(STDERR_FILENO) && !json, .start = chp_net_now_s(), .verb = "put"};
         po.progress = show_progress;
         po.progress_ctx = &pg;
         struct chapar_put_result r;
+        /* --json describes the file as a MIMI ExternalPart: its SHA-256 is read while the put
+         * runs; a change to the file between the two reads shows in its stat afterwards */
+        struct hash_job hj;
+        if (json && (rc = hash_start(file, &hj)) != 0) {
+                chapar_close(c);
+                return rc;
+        }
         rc = chapar_put_path(c, file, &po, &r);
+        int hash_rc = json ? hash_finish(file, &hj) : 0;
         if (rc) {
                 if (rc == CHAPAR_EAUTH && !(token && *token))
                         fprintf(stderr, "chapar: this relay takes uploads with an upload token "
@@ -511,6 +680,12 @@ static int cmd_put(int argc, char **argv)
                 return rc;
         }
         show_warning(c);
+        char mimi[CHP_MIMI_FORMAT_MAX];
+        if (json && (rc = hash_rc ? hash_rc
+                                  : mimi_part(c, file, &po, &r, &hj.ch, mimi, sizeof(mimi))) != 0) {
+                chapar_close(c);
+                return rc;
+        }
         if (json) {
                 char hex[CHP_HASH_HEXBYTES];
                 chp_hex_encode(r.file_id, sizeof(r.file_id), hex);
@@ -522,7 +697,7 @@ static int cmd_put(int argc, char **argv)
                        hex, (unsigned long long)r.bytes_total, (unsigned long long)r.bytes_sent,
                        r.chunks_total, r.chunks_sent, r.chunks_deduplicated, r.seconds);
                 xfer_json(c);
-                printf("}\n");
+                printf(",\"mimi_external_part\":%s}\n", mimi);
         } else {
                 printf("%s\n", r.ticket);
         }
@@ -551,7 +726,69 @@ struct ticket_args {
         const char *ticket, *out, *via, *token;
         bool json, plaintext, trust;
         struct xfer_args xfer; /* get only */
+        bool mimi;             /* the operand was a MIMI descriptor: */
+        struct chp_mimi_part part;       /* what it said, */
+        char ticket_buf[CHP_TICKET_MAX]; /* and the ticket made of it (ticket points here) */
 };
+
+/* Reads at most CHP_MIMI_JSON_MAX + 1 bytes of fd into buf; the count, or -1. */
+static ssize_t read_upto(int fd, char *buf, size_t cap)
+{
+        size_t n = 0;
+        while (n < cap) {
+                ssize_t r = read(fd, buf + n, cap - n);
+                if (r < 0 && errno == EINTR)
+                        continue;
+                if (r < 0)
+                        return -1;
+                if (r == 0)
+                        break;
+                n += (size_t)r;
+        }
+        return (ssize_t)n;
+}
+
+/* The operand of get or stat that is not a ticket: a MIMI descriptor (docs/interop.md) given as
+ * its JSON text (it begins with '{'), as "-" (read from stdin) or as a file's path; the ticket it
+ * names goes to a->ticket_buf. 0, or the exit code after saying what is wrong. */
+static int load_descriptor(const char *arg, struct ticket_args *a)
+{
+        const char *text = arg + strspn(arg, " \t\r\n");
+        size_t len = strlen(text);
+        char *buf = NULL;
+        int rc = 0;
+        if (*text != '{') {
+                int fd = strcmp(arg, "-") == 0 ? STDIN_FILENO : open(arg, O_RDONLY | O_CLOEXEC);
+                ssize_t n = -1;
+                if (fd >= 0 && (buf = malloc(CHP_MIMI_JSON_MAX + 1)))
+                        n = read_upto(fd, buf, CHP_MIMI_JSON_MAX + 1);
+                if (fd > STDIN_FILENO)
+                        close(fd);
+                if (n < 0) {
+                        free(buf);
+                        return usage_error("not a chapar ticket (chapar://HOST:PORT/KEY/ID#KEY) "
+                                           "nor a readable MIMI descriptor file: %.40s%s",
+                                           arg, strlen(arg) > 40 ? "..." : "");
+                }
+                text = buf;
+                len = (size_t)n;
+        }
+        const char *why = "";
+        if (len > CHP_MIMI_JSON_MAX) {
+                rc = usage_error("the MIMI descriptor is longer than %d bytes", CHP_MIMI_JSON_MAX);
+        } else if (chp_mimi_parse(text, len, &a->part, &why) != 0) {
+                rc = usage_error("not a usable MIMI descriptor: %s", why);
+        } else if (chp_ticket_format(&a->part.ticket, a->ticket_buf, sizeof(a->ticket_buf)) < 0) {
+                rc = usage_error("not a usable MIMI descriptor: its url does not make a ticket");
+        } else {
+                a->ticket = a->ticket_buf;
+                a->mimi = true;
+        }
+        if (buf)
+                explicit_bzero(buf, CHP_MIMI_JSON_MAX + 1);
+        free(buf);
+        return rc;
+}
 
 static int ticket_command(const char *cmd, int argc, char **argv, bool with_out,
                           struct ticket_args *a, struct chapar_client **c)
@@ -576,7 +813,7 @@ static int ticket_command(const char *cmd, int argc, char **argv, bool with_out,
                         a->plaintext = true;
                 else if (strcmp(argv[i], "--trust-new-relay") == 0)
                         a->trust = true;
-                else if (argv[i][0] == '-' || a->ticket)
+                else if ((argv[i][0] == '-' && strcmp(argv[i], "-") != 0) || a->ticket)
                         return is_help(argv[i])
                                    ? (usage(stdout), -1)
                                    : bad_arg(cmd,
@@ -588,10 +825,12 @@ static int ticket_command(const char *cmd, int argc, char **argv, bool with_out,
                         a->ticket = argv[i];
         }
         if (!a->ticket)
-                return usage_error("%s: which ticket? chapar %s TICKET", cmd, cmd);
+                return usage_error("%s: which ticket? chapar %s TICKET|DESCRIPTOR", cmd, cmd);
         if (a->out && strcmp(a->out, "-") == 0 && a->json)
                 return usage_error("get: -o - writes the file to stdout; --json cannot share it");
         int rc = a->via ? relay_addr_ok("--via", a->via) : 0;
+        if (!rc && strncmp(a->ticket, "chapar://", 9) != 0)
+                rc = load_descriptor(a->ticket, a);
         if (!rc)
                 rc = ticket_client(a->ticket, a->via, a->plaintext, a->trust, a->token, c);
         if (!rc && with_out)
@@ -601,6 +840,115 @@ static int ticket_command(const char *cmd, int argc, char **argv, bool with_out,
                 *c = NULL;
         }
         return rc;
+}
+
+/* get DESCRIPTOR -o -: the file to stdout through a pipe, hashed on the way by a thread. */
+struct tee {
+        int in; /* the pipe's read end; the thread closes it (and sets -1) when it gives up */
+        int rc; /* 0, CHAPAR_EIO (stdout) or CHAPAR_ENOMEM */
+        uint8_t sha256[CHP_HASH_BYTES];
+};
+
+static void *tee_run(void *arg)
+{
+        struct tee *t = arg;
+        struct chp_sha256 h = {0};
+        static char buf[1 << 16];
+        if (chp_sha256_init(&h) != 0)
+                t->rc = CHAPAR_ENOMEM;
+        while (!t->rc) {
+                ssize_t n = read(t->in, buf, sizeof(buf));
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0)
+                        t->rc = CHAPAR_EIO;
+                if (n <= 0)
+                        break;
+                if (!t->rc && chp_sha256_update(&h, buf, (size_t)n) != 0)
+                        t->rc = CHAPAR_ENOMEM;
+                for (ssize_t off = 0; !t->rc && off < n;) {
+                        ssize_t w = write(STDOUT_FILENO, buf + off, (size_t)(n - off));
+                        if (w < 0 && errno == EINTR)
+                                continue;
+                        if (w <= 0)
+                                t->rc = CHAPAR_EIO;
+                        else
+                                off += w;
+                }
+        }
+        if (t->rc) { /* the get's next write fails (EPIPE) instead of waiting for a reader */
+                close(t->in);
+                t->in = -1;
+        } else if (chp_sha256_final(&h, t->sha256) != 0) {
+                t->rc = CHAPAR_ENOMEM;
+        }
+        chp_sha256_free(&h);
+        return NULL;
+}
+
+static int get_stdout_hashed(struct chapar_client *c, const char *ticket,
+                             const struct chapar_get_opts *go, struct chapar_get_result *r,
+                             uint8_t sha256[CHP_HASH_BYTES])
+{
+        int fds[2];
+        pthread_t th;
+        struct tee t = {.rc = 0};
+        if (pipe2(fds, O_CLOEXEC) != 0)
+                return CHAPAR_EIO;
+        t.in = fds[0];
+        if (pthread_create(&th, NULL, tee_run, &t) != 0) {
+                close(fds[0]);
+                close(fds[1]);
+                return CHAPAR_ENOMEM;
+        }
+        int rc = chapar_get_fd(c, ticket, fds[1], go, r);
+        close(fds[1]);
+        pthread_join(th, NULL);
+        if (t.in >= 0)
+                close(t.in);
+        if (!rc)
+                rc = t.rc;
+        memcpy(sha256, t.sha256, CHP_HASH_BYTES);
+        return rc;
+}
+
+/* A get of a MIMI descriptor: what arrived must be what it describes (size and contentHash);
+ * when it is not, the file written is removed. got is the SHA-256 of what went to stdout, or
+ * NULL: hash the file at r->path. 0 or the exit code after saying what differs. */
+static int check_part(const struct chp_mimi_part *p, const struct chapar_get_result *r,
+                      const uint8_t *got)
+{
+        uint8_t sha256[CHP_HASH_BYTES];
+        uint64_t size = r->bytes_total;
+        const char *what = NULL;
+        if (!got) {
+                int fd = open(r->path, O_RDONLY | O_CLOEXEC);
+                int rc = fd < 0 ? CHAPAR_EIO : hash_fd(fd, sha256, &size);
+                if (fd >= 0)
+                        close(fd);
+                if (rc) {
+                        fprintf(stderr,
+                                "chapar: get: cannot read %s back to check its "
+                                "contentHash: %s\n",
+                                r->path, chapar_strerror(rc));
+                        unlink(r->path);
+                        return chapar_error_class(rc);
+                }
+                got = sha256;
+        }
+        if (size != p->size || r->bytes_total != p->size)
+                what = "size";
+        else if (memcmp(got, p->content_hash, CHP_HASH_BYTES) != 0)
+                what = "contentHash";
+        if (!what)
+                return 0;
+        if (got == sha256)
+                unlink(r->path);
+        fprintf(stderr,
+                "chapar: get: the file is not what the MIMI descriptor says: its %s "
+                "differs (%s)\n",
+                what, got == sha256 ? "the file was removed" : "discard what stdout received");
+        return chapar_error_class(CHAPAR_EINTEGRITY);
 }
 
 static int cmd_get(int argc, char **argv)
@@ -616,7 +964,10 @@ static int cmd_get(int argc, char **argv)
                 .on = isatty(STDERR_FILENO) && !json, .start = chp_net_now_s(), .verb = "get"};
         struct chapar_get_opts go = {.progress = show_progress, .progress_ctx = &pg};
         struct chapar_get_result r;
-        if (to_stdout) {
+        uint8_t got[CHP_HASH_BYTES];
+        if (to_stdout && a.mimi) {
+                rc = get_stdout_hashed(c, ticket, &go, &r, got);
+        } else if (to_stdout) {
                 rc = chapar_get_fd(c, ticket, STDOUT_FILENO, &go, &r);
                 if (!rc && fflush(stdout) != 0)
                         rc = CHAPAR_EIO;
@@ -625,6 +976,10 @@ static int cmd_get(int argc, char **argv)
         }
         if (rc) {
                 rc = fail(c, "get", rc);
+                chapar_close(c);
+                return rc;
+        }
+        if (a.mimi && (rc = check_part(&a.part, &r, to_stdout ? got : NULL)) != 0) {
                 chapar_close(c);
                 return rc;
         }
