@@ -1,4 +1,4 @@
-/* http.h — what the three files of chapard's HTTP face share (private to server/faces/): the
+/* http.h — what the four files of chapard's HTTP face share (private to server/faces/): the
  * per-connection state struct http, the response builder, and each file's entry points.
  *
  *   http.c      request loop (parse, route, body-discard rule), responses, /metrics, /healthz
