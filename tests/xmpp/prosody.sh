@@ -16,20 +16,10 @@ chapard=$1
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib.sh"
 
-# scripts/deps --test installs these (scripts/test runs it); a machine where it was not run gets
-# them here, from the same place (root, or sudo without a password)
-need=(prosody prosody-modules python3-slixmpp python3-aiohttp)
-have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-for p in "${need[@]}"; do
-        have "$p" && continue
-        sudo=
-        [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
-        $sudo "$here/../../scripts/deps" --xmpp || { echo "SKIP: scripts/deps --xmpp cannot install ${need[*]}"; exit 77; }
-        break
-done
+. "$here/common.sh"
+xmpp_need prosody prosody-modules python3-slixmpp python3-aiohttp
 module=/usr/lib/prosody/modules/mod_http_upload_external/mod_http_upload_external.lua
 [ -r "$module" ] || { echo "FAIL: prosody-modules has no $module"; exit 1; }
-py=/usr/bin/python3 # Debian's, which sees python3-slixmpp (another python3 may come first on PATH)
 
 lib_tmp xmpp
 for r in A B; do "$chapard" keygen --out "$tmp/$r.key" >"$tmp/$r.pub"; done
@@ -43,7 +33,6 @@ printf '[tenant "b.test"]\nxmpp_secret = %s\n[peer "A"]\naddress = %s\npubkey = 
         "$secret_b" "${addr[A]}" "${key[A]}" >"$tmp/B.ini"
 relay_start B --config "$tmp/B.ini" --key "$tmp/B.key" || { bad "relay B starts"; tail "$tmp/B.log"; exit 1; }
 
-free_port() { "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 prosody_conf() { # PORT
         cat <<EOF
 -- $tmp/prosody.cfg.lua, written by tests/xmpp/prosody.sh
@@ -84,39 +73,10 @@ for u in alice@a.test bob@a.test bob@b.test; do
         prosodyctl --config "$tmp/prosody.cfg.lua" register "${u%@*}" "${u#*@}" "pw-${u%@*}" \
                 >>"$tmp/prosodyctl.log" 2>&1 || { bad "prosodyctl register $u"; cat "$tmp/prosodyctl.log"; exit 1; }
 done
-# a free port is taken between free_port and Prosody's bind only by a race; try three
-for try in 1 2 3; do
-        port=$(free_port)
-        prosody_conf "$port" >"$tmp/prosody.cfg.lua"
-        : >"$tmp/prosody.log"
-        prosody -F --config "$tmp/prosody.cfg.lua" >>"$tmp/prosody.out" 2>&1 &
-        prosody_pid=$!
-        lib_track $prosody_pid
-        wait_for 20 "grep -qs \"Activated service 'c2s' on \\[127.0.0.1\\]:$port\" '$tmp/prosody.log' || ! kill -0 $prosody_pid 2>/dev/null" &&
-                kill -0 $prosody_pid 2>/dev/null && break
-        kill $prosody_pid 2>/dev/null
-        wait $prosody_pid 2>/dev/null
-        port=
-done
-check "Prosody listens on 127.0.0.1:${port:-?}" "[ -n '$port' ]" || { cat "$tmp/prosody.out" "$tmp/prosody.log"; exit 1; }
-
-user() { # NAME JID [client.py args]: runs in the background, PID in upid[NAME], files in $tmp/NAME
-        local n=$1 jid=$2
-        shift 2
-        mkdir -p "$tmp/$n"
-        "$py" "$here/client.py" --jid "$jid" --password "pw-${jid%@*}" --port "$port" --dir "$tmp/$n" \
-                "$@" >"$tmp/$n.out" 2>&1 &
-        upid[$n]=$!
-        lib_track ${upid[$n]}
-}
-declare -A upid
-user_done() { # NAME: the client's exit status; says why it failed
-        wait "${upid[$1]}"
-        local rc=$?
-        [ $rc -eq 0 ] || { echo "--- $1 (exit $rc):"; tail -20 "$tmp/$1.out"; }
-        return $rc
-}
-sha() { sha256sum <"$1" | cut -d' ' -f1; }
+prosody_conf_at() { prosody_conf "$1" >"$tmp/prosody.cfg.lua"; }
+xmpp_server_start prosody prosody_conf_at "$tmp/prosody.log" "Activated service .c2s. on .127\.0\.0\.1.:%s\$" \
+        prosody -F --config "$tmp/prosody.cfg.lua"
+check "Prosody listens on 127.0.0.1:${port:-?}" "[ -n '$port' ]" || exit 1
 
 head -c $((3 * 1024 * 1024 + 12345)) /dev/urandom >"$tmp/big.bin"
 small="$tmp/grüße + ünïcødé.txt"
@@ -133,7 +93,6 @@ check "alice@a.test put two files (v1 slots) and got one" "user_done alice"
 check "bob@a.test got two messages" "user_done bob_a"
 check "bob@b.test got two and put one (v2 slot)" "user_done bob_b"
 
-sent() { sed -n "s|^$1 \([^ ]*\) \([^ ]*\)\$|\\$2|p" "$3"; } # FILE 1|2 (GET|PUT URL) SENT
 url_big=$(sent "$tmp/big.bin" 1 "$tmp/alice/sent")
 url_small=$(sent "$small" 1 "$tmp/alice/sent")
 url_reply=$(sent "$tmp/reply.bin" 1 "$tmp/bob_b/sent")
@@ -143,11 +102,6 @@ check "the slots point at the relays' XMPP faces: $url_big" \
         "[[ '$url_big' == http://${http[A]}/xmpp/a.test/* ]] && [[ '$url_reply' == http://${http[B]}/xmpp/b.test/* ]]"
 check "the non-ASCII name is percent-encoded in its URL: ${url_small##*/}" \
         "[[ '${url_small##*/}' == *%* ]]"
-got() { # DIR URL: the file DIR's client saved for that URL
-        local k
-        k=$(awk -v u="$2" '$3 == u { print $1 }' "$1/received")
-        echo "$1/got.${k:-none}"
-}
 for who in bob_a bob_b; do
         check "$who: the big file's SHA-256 is alice's" "[ \"\$(sha '$(got "$tmp/$who" "$url_big")')\" = '$(sha "$tmp/big.bin")' ]"
         check "$who: the non-ASCII one's too" "[ \"\$(sha '$(got "$tmp/$who" "$url_small")')\" = '$(sha "$small")' ]"
@@ -176,5 +130,5 @@ put_url=http://${http[A]}/xmpp/a.test/forged-$RANDOM/x.bin?v=$(printf '0%.0s' $(
 code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT --data-binary @"$tmp/reply.bin" "$put_url")
 check "a PUT with a forged ?v= is refused: $code" "[ '$code' = 403 ]"
 
-check "Prosody is still up" "kill -0 $prosody_pid"
+check "Prosody is still up" "kill -0 $server_pid"
 finish
