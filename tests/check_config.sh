@@ -60,7 +60,7 @@ tk=$(grep -o 'token_key = .*' "$sample" | head -1)
 w tenant "[server]\nlisten = 0.0.0.0:7700\nhttp = off\n\n[tenant \"a\"]\n$tk\nmax_stored = 1G\n"
 accepts "a public face with a tenant" "$tmp/tenant.conf"
 w nokey '[server]\nlisten = 0.0.0.0:7700\n[tenant "a"]\nmax_stored = 1G\n'
-refuses "a tenant without token_key" "$tmp/nokey.conf" "$tmp/nokey.conf:3: [tenant \"a\"] has no token_key"
+refuses "a tenant without token_key" "$tmp/nokey.conf" "$tmp/nokey.conf:3: [tenant \"a\"] has neither token_key nor xmpp_secret"
 # 64 hex digits that are not a point on the curve libsodium would verify against
 w badpoint "[tenant \"a\"]\ntoken_key = 0011223344556677:$(printf '%064d' 0)\n"
 refuses "a tenant key that can never verify" "$tmp/badpoint.conf" "$tmp/badpoint.conf:2:"

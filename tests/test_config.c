@@ -880,7 +880,7 @@ TEST(tenants)
         CHECK_EQ(load_text(&c, text, err), -EINVAL);
         CHECK(strstr(err, "T:1: duplicate [tenant \"acme\"]") != NULL);
         CHECK_EQ(load_text(&c, "[server]\nthreads = 3\n[tenant \"new\"]\n", err), -EINVAL);
-        CHECK(strstr(err, "T:3: [tenant \"new\"] has no token_key") != NULL);
+        CHECK(strstr(err, "T:3: [tenant \"new\"] has neither token_key nor xmpp_secret") != NULL);
         chp_config_free(&c);
         CHECK_EQ(c.ntenants, 0);
         CHECK(c.tenants == NULL);
@@ -942,8 +942,9 @@ TEST(tenant_errors)
              "T:3: [tenant \"a\"] max_incomplete_uploads = '0': must be at least 1"},
             {"max_incomplete_uploads = many\n", "T:3: [tenant \"a\"] max_incomplete_uploads"},
             {"[tenant \"a\"]\n", "T:3: duplicate [tenant \"a\"]"},
-            {"[tenant \"b\"]\n", "T:3: [tenant \"b\"] has no token_key"},
-            {"[tenant \"b\"]\nmax_stored = 1G\n[server]\n", "T:3: [tenant \"b\"] has no token_key"},
+            {"[tenant \"b\"]\n", "T:3: [tenant \"b\"] has neither token_key nor xmpp_secret"},
+            {"[tenant \"b\"]\nmax_stored = 1G\n[server]\n",
+             "T:3: [tenant \"b\"] has neither token_key nor xmpp_secret"},
         };
         for (size_t i = 0; i < sizeof(after_key) / sizeof(after_key[0]); i++) {
                 tenant_text(buf[n], sizeof(buf[n]), after_key[i].content);
@@ -968,7 +969,7 @@ TEST(tenant_errors)
         CASE("T:1: expected [tenant \"NAME\"]", "[tenant \"acme]\n");
         CASE("T:1: unknown section [tenants \"a\"]", "[tenants \"a\"]\n");
         CASE("T:1: unknown section [tenant]", "[tenant]\n");
-        CASE("T:1: [tenant \"a\"] has no token_key", "[tenant \"a\"]\n");
+        CASE("T:1: [tenant \"a\"] has neither token_key nor xmpp_secret", "[tenant \"a\"]\n");
         CASE("T:2: [tenant \"a\"] token_key = '0123456789abcdeg:",
              "[tenant \"a\"]\ntoken_key = 0123456789abcdeg:%s\n", good_pub);
         CASE("the key id must be 16 hex digits", "[tenant \"a\"]\ntoken_key = 00%s\n", k);

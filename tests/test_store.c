@@ -769,6 +769,68 @@ TEST(sequential_upload_tail_and_completion)
         free(last.data);
 }
 
+/* A commit that keeps the upload's record with keep_expires: the record lives until then (the
+ * file's expiry: XMPP uploads find their file by it), no longer its own expiry; 0 keeps it. */
+TEST(kept_upload_takes_the_commits_expiry)
+{
+        fresh_dir();
+        struct chp_store *s = open_store(16 * 1024, (uint64_t)64 << 20);
+        REQUIRE(s);
+        struct chunk ch = make_chunk(1000, 950);
+        size_t mlen = 0;
+        uint8_t *m = manifest_of(&ch, 1, 65536, &mlen);
+        struct chp_upload *u = calloc(1, sizeof(*u));
+        struct chp_upload *back = calloc(1, sizeof(*back));
+        for (int keep = 0; keep < 3; keep++) {
+                /* keep 0: unchanged (1000); 1: 5000; 2: never (UINT64_MAX) */
+                memset(u->id, 0x60 + keep, CHP_UPLOAD_ID_BYTES);
+                u->chunk_size = 65536;
+                u->declared_size = ch.len;
+                u->expires = 1000;
+                struct chp_store_req cr = {.type = CHP_REQ_UPLOAD_CREATE};
+                cr.u.upload_create.upload = u;
+                REQUIRE_OK(chp_store_run(s, &cr));
+                struct chp_store_req p = {.type = CHP_REQ_PUT};
+                memcpy(p.u.put.addr, ch.addr, CHP_HASH_BYTES);
+                p.u.put.data = ch.data;
+                p.u.put.len = ch.len;
+                p.u.put.has_upload = true;
+                memcpy(p.u.put.upload_id, u->id, CHP_UPLOAD_ID_BYTES);
+                CHECK_OK(chp_store_run(s, &p));
+                struct chp_store_req c = {.type = CHP_REQ_COMMIT};
+                c.u.commit.manifest = m;
+                c.u.commit.manifest_len = mlen;
+                c.u.commit.expires = 5000;
+                c.u.commit.has_upload = true;
+                c.u.commit.keep_upload = true;
+                c.u.commit.keep_expires = keep == 0 ? 0 : keep == 1 ? 5000 : UINT64_MAX;
+                memcpy(c.u.commit.upload_id, u->id, CHP_UPLOAD_ID_BYTES);
+                CHECK_OK(chp_store_run(s, &c));
+                CHECK_OK(chp_store_upload_get(s, u->id, back));
+                CHECK(back->complete);
+                CHECK_EQ(back->expires, keep == 0 ? 1000u : keep == 1 ? 5000u : 0u);
+        }
+        struct chp_gc_stats gs;
+        CHECK_OK(chp_store_gc(s, 2000, &gs)); /* only the record that kept its expiry goes */
+        CHECK_EQ(gs.uploads_expired, 1);
+        memset(u->id, 0x60, CHP_UPLOAD_ID_BYTES);
+        CHECK_EQ(chp_store_upload_get(s, u->id, back), -ENOENT);
+        memset(u->id, 0x61, CHP_UPLOAD_ID_BYTES);
+        CHECK_OK(chp_store_upload_get(s, u->id, back));
+        CHECK_OK(chp_store_gc(s, 6000, &gs)); /* the file and its record go together */
+        CHECK_EQ(gs.uploads_expired, 1);
+        CHECK_EQ(gs.files_expired, 1);
+        CHECK_EQ(chp_store_upload_get(s, u->id, back), -ENOENT);
+        memset(u->id, 0x62, CHP_UPLOAD_ID_BYTES);
+        CHECK_OK(chp_store_upload_get(s, u->id, back)); /* never */
+        CHECK_EQ(verify_problems(s), 0);
+        chp_store_close(s);
+        free(back);
+        free(u);
+        free(m);
+        free(ch.data);
+}
+
 TEST(compaction_and_reopen)
 {
         fresh_dir();

@@ -273,8 +273,10 @@ void chp_config_free(struct chp_config *c)
                 c->peers[i] = (struct chp_peer_config){0};
         }
         c->npeers = 0;
-        for (unsigned i = 0; i < c->ntenants; i++)
+        for (unsigned i = 0; i < c->ntenants; i++) {
                 free(c->tenants[i].name);
+                sodium_memzero(c->tenants[i].xmpp_secret, sizeof(c->tenants[i].xmpp_secret));
+        }
         free(c->tenants);
         c->tenants = NULL;
         c->ntenants = 0;
@@ -862,6 +864,19 @@ static int on_tenant(struct ini_ctx *x, const char *name, const char *value)
                 on_token_key(x, t, value);
                 return !x->failed;
         }
+        if (strcmp(name, "xmpp_secret") == 0) {
+                /* the value is never echoed: it is a secret */
+                size_t n = strlen(value);
+                if (n < CHP_XMPP_SECRET_MIN || n > CHP_XMPP_SECRET_MAX) {
+                        fail(x, -EINVAL,
+                             "[tenant \"%s\"] xmpp_secret: %zu bytes (it takes %d to %d)", t->name,
+                             n, CHP_XMPP_SECRET_MIN, CHP_XMPP_SECRET_MAX);
+                        return 0;
+                }
+                memcpy(t->xmpp_secret, value, n);
+                t->xmpp_secret_len = n;
+                return 1;
+        }
         for (size_t i = 0; i < NTENANT_SETTINGS; i++) {
                 const struct setting *s = &tenant_settings[i];
                 if (strcmp(s->key, name) != 0)
@@ -1011,8 +1026,9 @@ int chp_config_load_file(struct chp_config *c, const char *path, char err[CHP_CO
                 }
         }
         for (unsigned i = x.first_new_tenant; i < c->ntenants; i++) {
-                if (c->tenants[i].nkeys == 0) {
-                        snprintf(err, CHP_CONFIG_ERR_MAX, "%s:%u: [tenant \"%s\"] has no token_key",
+                if (c->tenants[i].nkeys == 0 && c->tenants[i].xmpp_secret_len == 0) {
+                        snprintf(err, CHP_CONFIG_ERR_MAX,
+                                 "%s:%u: [tenant \"%s\"] has neither token_key nor xmpp_secret",
                                  path, x.tenant_line[i], c->tenants[i].name);
                         rc = -EINVAL;
                         goto out;

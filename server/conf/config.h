@@ -27,7 +27,9 @@
  *              rados_inflight, rados_op_timeout
  *   [peer "NAME"]  address, pubkey     (federation: the relays this one fetches from and accepts)
  *   [tenant "NAME"]  token_key (one or more), max_stored, max_uploaded_per_day, max_file_size,
- *              max_file_life, max_concurrent_uploads, max_incomplete_uploads   (who may upload)
+ *              max_file_life, max_concurrent_uploads, max_incomplete_uploads, xmpp_secret
+ *              (who may upload: token holders, or an XMPP server's signed URLs; a tenant has
+ *              a token_key, an xmpp_secret, or both)
  * Sizes accept K, M, G suffixes (powers of 1024); durations accept s, m, h, d suffixes. A tenant
  * limit may also be "unlimited" (CHP_UNLIMITED, its default).
  *
@@ -51,6 +53,8 @@
 
 #define CHP_MAX_TENANTS         256
 #define CHP_TENANT_NAME_MAX     64         /* letters, digits, '.', '_', '-' */
+#define CHP_XMPP_SECRET_MIN     16         /* bytes of a tenant's xmpp_secret */
+#define CHP_XMPP_SECRET_MAX     1024
 #define CHP_TENANT_KEYS_MAX     8          /* token_key lines per tenant: rotation overlaps */
 #define CHP_TENANT_KID_BYTES    8          /* a token key id; 16 hex digits in the file */
 #define CHP_TENANT_PUBKEY_BYTES 32         /* an Ed25519 public key; 64 hex digits in the file */
@@ -82,6 +86,11 @@ struct chp_tenant_config {
         uint64_t max_file_life;          /* seconds a file may live */
         uint64_t max_concurrent_uploads; /* uploads receiving data at once */
         uint64_t max_incomplete_uploads; /* upload sessions begun and not committed */
+        /* `xmpp_secret = SECRET`: the secret an XMPP server (Prosody's mod_http_upload_external,
+         * ejabberd's mod_http_upload external_secret) shares with the relay to sign PUT URLs of
+         * /xmpp/NAME/ (faces/xmpp.c); CHP_XMPP_SECRET_MIN..MAX bytes, or 0: not an XMPP tenant */
+        uint8_t xmpp_secret[CHP_XMPP_SECRET_MAX];
+        size_t xmpp_secret_len;
 };
 
 struct chp_config {

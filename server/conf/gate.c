@@ -686,6 +686,44 @@ out:
         return 0;
 }
 
+int chp_gate_upload_begin_tenant(struct chp_gate *g, const struct chp_config *cfg,
+                                 const char *tenant, uint64_t size, uint64_t now,
+                                 struct chp_gate_upload *out)
+{
+        memset(out, 0, sizeof(*out));
+        const struct chp_tenant_config *t = chp_config_find_tenant(cfg, tenant, strlen(tenant));
+        if (!t || !tenant[0])
+                return -ENOENT;
+        if (size != CHP_UPLOAD_SIZE_UNKNOWN && size > t->max_file_size)
+                return CHP_ETOOBIG;
+        int rc = 0;
+        pthread_mutex_lock(&g->mu);
+        struct slots *s = find_slots(g, t->name);
+        if (s && s->busy >= t->max_concurrent_uploads) {
+                rc = CHP_ELIMITED;
+        } else if (!s) {
+                if ((s = calloc(1, sizeof(*s))) != NULL) {
+                        memcpy(s->tenant, t->name, strlen(t->name) + 1);
+                        s->next = g->slots;
+                        g->slots = s;
+                } else {
+                        rc = -ENOMEM;
+                }
+        }
+        if (!rc)
+                s->busy++;
+        pthread_mutex_unlock(&g->mu);
+        if (rc != 0)
+                return rc;
+        memcpy(out->tenant, t->name, strlen(t->name) + 1);
+        out->expires_max = now + t->max_file_life;
+        if (t->max_file_life > UINT64_MAX - now)
+                out->expires_max = 0; /* unlimited */
+        out->has_quota = chp_gate_tenant_quota(cfg, t->name, now, &out->quota);
+        out->holds_slot = true;
+        return 0;
+}
+
 int chp_gate_upload_grow(struct chp_gate *g, const struct chp_config *cfg,
                          const struct chp_caller *c, const uint8_t key[CHP_HASH_BYTES],
                          uint64_t size, uint64_t now)

@@ -133,6 +133,16 @@ chp_gate_upload_begin(struct chp_gate *g, const struct chp_config *cfg, const st
                       const uint8_t key[CHP_HASH_BYTES], bool is_file_id, uint64_t size,
                       uint64_t now, struct chp_gate_upload *out /* out */);
 
+/* Admits an upload of `size` bytes that the tenant named `tenant` authorised itself, with no
+ * token (an XMPP server's signed URL: faces/xmpp.c): size over the tenant's max_file_size
+ * (CHP_ETOOBIG); the tenant's uploads in progress at max_concurrent_uploads (CHP_ELIMITED), else
+ * one taken. expires_max is now + the tenant's max_file_life; quota carries its store limits.
+ * Nothing is charged to any token. 0 or an error (-ENOENT: no such tenant; nothing taken). Any
+ * thread. */
+__attribute__((warn_unused_result)) int
+chp_gate_upload_begin_tenant(struct chp_gate *g, const struct chp_config *cfg, const char *tenant,
+                             uint64_t size, uint64_t now, struct chp_gate_upload *out /* out */);
+
 /* A deferred length became known (tus): charges `size` to the token's budget for key, checked as
  * in chp_gate_upload_begin (CHP_ETOOBIG, CHP_EQUOTA). 0 or an error. Any thread. */
 __attribute__((warn_unused_result)) int

@@ -286,18 +286,18 @@ static void file_names(struct resp *r, const uint8_t *meta, size_t mlen)
         http_add(r, "X-Content-Type-Options: nosniff\r\n");
 }
 
-/* The file's metadata is in (or not: then none is sent): the head, then the bytes. */
-static void got_meta(struct http *h, struct chp_store_lookup *q, const struct chp_http_request *req)
+/* The head, named by meta (mlen bytes; NULL: no names), then the bytes. */
+static void send_head(struct http *h, const uint8_t *meta, size_t mlen)
 {
-        (void)req; /* the head's conditions were kept in d->req */
         struct download *d = &h->dl;
         char hex[CHP_HASH_HEXBYTES];
         chp_hex_encode(h->id, CHP_HASH_BYTES, hex);
         uint64_t total = d->m.total_size, first = d->first, last = d->last;
         struct resp r;
         http_start(h, &r, d->status);
-        file_names(&r, q->status ? NULL : q->meta, q->len);
-        chp_store_lookup_clear(q);
+        file_names(&r, meta, mlen);
+        if (h->route == R_XMPP)
+                http_add(&r, "Chapar-File-Id: %s\r\n", hex);
         http_add(&r,
                  "Accept-Ranges: bytes\r\nETag: \"%s\"\r\nCache-Control: private, immutable\r\n",
                  hex);
@@ -315,6 +315,14 @@ static void got_meta(struct http *h, struct chp_store_lookup *q, const struct ch
         d->last = last;
         h->ph = PH_SEND;
         download_fill(h->c);
+}
+
+/* The file's metadata is in (or not: then none is sent): the head, then the bytes. */
+static void got_meta(struct http *h, struct chp_store_lookup *q, const struct chp_http_request *req)
+{
+        (void)req; /* the head's conditions were kept in d->req */
+        send_head(h, q->status ? NULL : q->meta, q->len);
+        chp_store_lookup_clear(q);
 }
 
 /* The file's record is in: 404/451, 304, 416, or on to its metadata. */
@@ -378,6 +386,10 @@ static void got_file(struct http *h, struct chp_store_lookup *q, const struct ch
         }
         d->first = first;
         d->last = last;
+        if (d->meta) {
+                send_head(h, d->meta, d->meta_len); /* the caller's names (xmpp.c) */
+                return;
+        }
         *q = (struct chp_store_lookup){.kind = CHP_LOOKUP_FILE_META};
         memcpy(q->id, h->id, CHP_HASH_BYTES);
         http_lookup(h, req, got_meta);
@@ -387,7 +399,7 @@ void download_get(struct http *h, const struct chp_http_request *req)
 {
         /* what the head asks is kept (it points into h->head, which stays until the request is
          * done) while the file is looked up */
-        struct download_req *rq = &h->dl.req;
+        struct download_req *rq = &h->dl.req; /* d->meta, d->meta_len are the caller's */
         const struct chp_http_str *inm = chp_http_header(req, "If-None-Match");
         const struct chp_http_str *range = chp_http_header(req, "Range");
         const struct chp_http_str *if_range = chp_http_header(req, "If-Range");

@@ -2,6 +2,7 @@
  *
  *   bytes in c->in --> head parsed as it arrives (chp_http_parse_resume), once per request
  *                  --> copied out, routed:  /files/...  tus.c      /f/<id>  download.c
+ *                                           /xmpp/NAME/...  xmpp.c
  *                                           /metrics, /healthz  here
  *                  --> one response per request, in order; a body the handler left unread is
  *                      read and dropped, or the connection closes (unread_body_rule)
@@ -454,6 +455,9 @@ static bool route(struct http *h, const struct chp_http_request *req)
                         http_simple(h, 404, "no such file");
                         return false;
                 }
+        } else if (t.n > 6 && memcmp(t.p, "/xmpp/", 6) == 0) {
+                h->route = R_XMPP; /* xmpp.c checks the rest, and the method */
+                return true;
         } else if (t.n == 8 && memcmp(t.p, "/metrics", 8) == 0) {
                 h->route = R_METRICS;
         } else if (t.n == 8 && memcmp(t.p, "/healthz", 8) == 0) {
@@ -565,7 +569,8 @@ static void on_request(struct http *h, const struct chp_http_request *req)
         }
         if (!route(h, req))
                 return;
-        if (body && h->method != CHP_HTTP_PATCH && h->method != CHP_HTTP_POST) {
+        if (body && h->method != CHP_HTTP_PATCH && h->method != CHP_HTTP_POST &&
+            !(h->route == R_XMPP && h->method == CHP_HTTP_PUT)) {
                 http_simple(h, 400, "this request takes no body"); /* and closes */
                 return;
         }
@@ -591,6 +596,9 @@ static void on_request(struct http *h, const struct chp_http_request *req)
                         tus_options(h, req);
                 else
                         download_get(h, req);
+                return;
+        case R_XMPP:
+                xmpp_request(h, req);
                 return;
         case R_METRICS:
                 metrics(h);

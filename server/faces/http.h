@@ -3,6 +3,8 @@
  *
  *   http.c      request loop (parse, route, body-discard rule), responses, /metrics, /healthz
  *   tus.c       tus 1.0.0 uploads: creation, PATCH bodies cut into chunks, the one-writer claims
+ *   xmpp.c      /xmpp/NAME/<path>: XMPP external uploads (PUT signed by the XMPP server's
+ *               secret, streamed through tus.c's body machinery; GET/HEAD as download.c)
  *   download.c  GET/HEAD /f/<file id>: Range, ETag, bytes spliced from the store; the face's
  *               record lookups (http_lookup), answered now or from the store's thread
  *
@@ -31,7 +33,7 @@
 #define RESP_MAX    4096
 #define TUS_VERSION "1.0.0"
 
-enum route { R_NONE, R_FILES, R_UPLOAD, R_FILE, R_METRICS, R_HEALTHZ };
+enum route { R_NONE, R_FILES, R_UPLOAD, R_FILE, R_METRICS, R_HEALTHZ, R_XMPP };
 /* PH_DISCARD: the response is out, the rest of the request's body is read and dropped */
 enum phase { PH_HEAD, PH_CREATE, PH_BODY, PH_FLUSH, PH_COMMIT, PH_SEND, PH_DISCARD };
 
@@ -78,6 +80,11 @@ struct download {
         uint64_t read_bytes; /* their buffers' bytes */
         struct download_req req; /* what the head asked, kept while the file is looked up */
         uint64_t first;          /* the range answered: [first, last] */
+        /* the Upload-Metadata to name the file by instead of the file's own (an XMPP upload's,
+         * whose name is its path's): borrowed, valid until the head is queued; NULL: the
+         * file's */
+        const uint8_t *meta;
+        size_t meta_len;
         int status;              /* 200 or 206 */
 };
 
@@ -186,8 +193,32 @@ void tus_head(struct http *h);
 void tus_delete(struct http *h);
 /* PH_BODY: moves the body along (the conn's body buffer filled, or the window opened). */
 void tus_body_progress(struct http *h);
+/* For another face on the same body machinery (xmpp.c): */
+/* Claims h->id (an upload id) for this request's writes until it ends; false when another
+ * request writes it now. */
+bool tus_claim(struct http *h);
+/* Whether the limits per address admit one more upload; else the 429 is queued. */
+bool tus_limits_admit(struct http *h);
+/* Queues the refusal of a gate or limit code rc (CHP_ETOOBIG 413, CHP_EQUOTA 403, CHP_ELIMITED
+ * 429 with Retry-After), counted in /metrics by reason; why: more for the body, or NULL. */
+void tus_refuse(struct http *h, int rc, const char *why);
+/* Creates the upload h->up (taken over: every field set, h->id its id) under the admission h->gu
+ * and streams the request's body (h->body_left bytes) into it, then commits it; the reply is
+ * xmpp_reply's (route R_XMPP). A failure before anything is under way is answered here. */
+void tus_create(struct http *h);
+/* Drops the upload h->id (a cut upload started over); then xmpp_dropped(h, status). */
+void tus_drop(struct http *h);
 /* Releases what the request held of the tus state: buffers, checksum, the upload claim. */
 void tus_reset(struct http *h);
+
+/* ---- xmpp.c: XMPP external uploads at /xmpp/NAME/ ---- */
+
+/* The request of route R_XMPP (any method; http.c checked only the prefix). */
+void xmpp_request(struct http *h, const struct chp_http_request *req);
+/* The PUT's upload ended (committed: rc 0, h->file_id set; or failed with rc): its response. */
+void xmpp_reply(struct http *h, int rc);
+/* tus_drop is done (status rc): on with the new upload. */
+void xmpp_dropped(struct http *h, int rc);
 
 /* ---- download.c: files at /f/, and the face's record lookups ---- */
 

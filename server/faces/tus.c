@@ -60,6 +60,7 @@ struct hop {
 
 static void hop_done(struct conn_op *base);
 static void maybe_reply(struct http *h);
+static void create_submit(struct http *h, struct hop *op);
 
 /* ---- the one-writer claims ---------------------------------------------------------------- */
 
@@ -663,6 +664,10 @@ static void body_start(struct http *h)
 /* The reply to a PATCH or a POST with a body: its status and the upload's offset now. */
 static void reply_offset(struct http *h, int rc, uint64_t offset, bool complete)
 {
+        if (h->route == R_XMPP) {
+                xmpp_reply(h, rc);
+                return;
+        }
         if (rc) {
                 http_simple(h, http_status_of(rc), chp_strerror(rc));
                 http_request_done(h);
@@ -752,6 +757,9 @@ static void flush_got_chunks(struct http *h, struct chp_store_lookup *q,
         r->u.commit.expires = expires;
         r->u.commit.has_upload = true;
         r->u.commit.keep_upload = true;
+        /* an XMPP upload's record is how GET finds its file: it lives as long as the file */
+        if (h->route == R_XMPP)
+                r->u.commit.keep_expires = expires ? expires : UINT64_MAX;
         memcpy(r->u.commit.upload_id, h->id, CHP_UPLOAD_ID_BYTES);
         h->ph = PH_COMMIT;
         if (submit(h, op))
@@ -866,6 +874,8 @@ static void hop_done(struct conn_op *base)
                         memcpy(h->file_id, r->u.commit.file_id, CHP_HASH_BYTES);
                         h->committed = true;
                         maybe_reply(h);
+                } else if (r->type == CHP_REQ_UPLOAD_DELETE && h->route == R_XMPP) {
+                        xmpp_dropped(h, r->status);
                 } else if (r->type == CHP_REQ_UPLOAD_DELETE) {
                         http_simple(h, r->status ? http_status_of(r->status) : 204, NULL);
                         http_request_done(h);
@@ -1071,21 +1081,35 @@ void tus_post(struct http *h, const struct chp_http_request *req)
                 memcpy(u->meta, meta->p, meta->n);
                 u->meta_len = (uint32_t)meta->n;
         }
-        op->upload = malloc(sizeof(*u));
+        h->length = length;
+        create_submit(h, op);
+}
+
+/* h->up (the new session's record, every field set) is created in the store with h->gu's tenant
+ * limits, by op (or a new one when op is NULL); once created its body streams (body_start, from
+ * hop_done). On a failure here the response is queued and the limits' count given back. */
+static void create_submit(struct http *h, struct hop *op)
+{
+        if (!op && !(op = hop_new(h, CHP_REQ_UPLOAD_CREATE))) {
+                limits_end(h, true);
+                http_simple(h, 500, NULL);
+                return;
+        }
+        op->upload = malloc(sizeof(*h->up));
         if (!op->upload) {
                 limits_end(h, true);
                 hop_free(op);
                 http_simple(h, 500, NULL);
                 return;
         }
-        *op->upload = *u;
+        *op->upload = *h->up;
         op->base.req.u.upload_create.upload = op->upload;
         if (h->gu.has_quota) {
                 /* the tenant's store limits, checked by the writer as the session is created */
                 op->quota = h->gu.quota;
                 op->base.req.u.upload_create.quota = &op->quota;
         }
-        h->length = length;
+        h->cs = h->up->chunk_size;
         h->start = 0;
         h->next_index = 0;
         h->created = true;
@@ -1095,7 +1119,44 @@ void tus_post(struct http *h, const struct chp_http_request *req)
                 http_simple(h, http_status_of(h->failed), chp_strerror(h->failed));
                 return;
         }
-        atomic_fetch_add(&c->sh->metrics->uploads_active, 1);
+        atomic_fetch_add(&h->c->sh->metrics->uploads_active, 1);
+}
+
+void tus_create(struct http *h)
+{
+        h->length = h->up->declared_size;
+        create_submit(h, NULL);
+}
+
+bool tus_claim(struct http *h)
+{
+        if (!claim(h->c->face, h->id))
+                return false;
+        h->claimed = true;
+        return true;
+}
+
+bool tus_limits_admit(struct http *h)
+{
+        return limits_admit(h);
+}
+
+void tus_refuse(struct http *h, int rc, const char *why)
+{
+        refuse(h, rc, false, why);
+}
+
+void tus_drop(struct http *h)
+{
+        struct hop *op = hop_new(h, CHP_REQ_UPLOAD_DELETE);
+        if (!op) {
+                http_simple(h, 500, NULL);
+                return;
+        }
+        memcpy(op->base.req.u.upload_delete.upload_id, h->id, CHP_UPLOAD_ID_BYTES);
+        h->ph = PH_CREATE;
+        if (!submit(h, op))
+                http_simple(h, http_status_of(h->failed), NULL);
 }
 
 /* A tenant's upload whose deferred length this PATCH declares: the length is charged to the

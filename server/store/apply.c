@@ -413,7 +413,7 @@ int store_upload_delete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_
 /* Marks an upload complete (file id recorded) and releases what it held; the record stays
  * until it expires so that a client asking about the upload learns where its file went. */
 static int upload_complete(struct chp_store *s, MDB_txn *txn, const uint8_t id[CHP_UPLOAD_ID_BYTES],
-                           const uint8_t file_id[CHP_HASH_BYTES])
+                           const uint8_t file_id[CHP_HASH_BYTES], uint64_t keep_expires)
 {
         MDB_val k = val(id, CHP_UPLOAD_ID_BYTES), v;
         struct chp_rec_upload u;
@@ -425,6 +425,18 @@ static int upload_complete(struct chp_store *s, MDB_txn *txn, const uint8_t id[C
                 return -ENOMEM;
         memcpy(copy, v.mv_data, v.mv_size);
         chp_rec_upload_set_complete(copy, file_id);
+        /* keep_expires (commit): the kept record lives from now on as long as asked */
+        uint64_t expires = keep_expires == UINT64_MAX ? 0 : keep_expires;
+        if (keep_expires && expires != u.expires) {
+                chp_rec_upload_set_expires(copy, expires);
+                if ((rc = expiry_set(s, txn, u.expires, CHP_REC_EXPIRY_UPLOAD, id,
+                                     CHP_UPLOAD_ID_BYTES, false)) ||
+                    (rc = expiry_set(s, txn, expires, CHP_REC_EXPIRY_UPLOAD, id,
+                                     CHP_UPLOAD_ID_BYTES, true))) {
+                        free(copy);
+                        return rc;
+                }
+        }
         MDB_val nv = val(copy, v.mv_size);
         uint8_t old_file[CHP_HASH_BYTES];
         memcpy(old_file, u.file_id, CHP_HASH_BYTES);
@@ -687,7 +699,8 @@ static int apply_commit_upload(struct chp_store *s, MDB_txn *txn, struct chp_sto
         if (req->u.commit.manifest) {
                 if ((rc = apply_commit(s, txn, req)))
                         return rc;
-                rc = req->u.commit.keep_upload ? upload_complete(s, txn, id, req->u.commit.file_id)
+                rc = req->u.commit.keep_upload ? upload_complete(s, txn, id, req->u.commit.file_id,
+                                                                 req->u.commit.keep_expires)
                                                : store_upload_delete(s, txn, id, NULL);
                 if (!rc && req->u.commit.keep_upload)
                         rc = filemeta_keep(s, txn, id, req->u.commit.file_id);

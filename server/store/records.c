@@ -141,6 +141,11 @@ void chp_rec_upload_encode(uint8_t out[CHP_REC_UPLOAD_BYTES], const struct chp_r
         chp_put_le64(out + 72, r->file_expires);
 }
 
+void chp_rec_upload_set_expires(uint8_t *rec, uint64_t expires)
+{
+        chp_put_le64(rec + 24, expires);
+}
+
 void chp_rec_upload_set_complete(uint8_t *rec, const uint8_t file_id[CHP_HASH_BYTES])
 {
         rec[2] |= CHP_REC_UPLOAD_COMPLETE;

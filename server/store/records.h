@@ -115,6 +115,8 @@ chp_rec_upload_parse(const uint8_t *buf, size_t len, struct chp_rec_upload *out 
  * file_id, which may be NULL: zeros); the caller copies tenant, subject, meta and manifest after
  * it. */
 void chp_rec_upload_encode(uint8_t out[CHP_REC_UPLOAD_BYTES], const struct chp_rec_upload *r);
+/* Sets an encoded upload record's expiry (unix s; 0: never). */
+void chp_rec_upload_set_expires(uint8_t *rec, uint64_t expires);
 /* Marks an encoded upload record complete, as file_id. */
 void chp_rec_upload_set_complete(uint8_t *rec, const uint8_t file_id[CHP_HASH_BYTES]);
 /* The public form of a parsed record whose key is id. */

@@ -229,6 +229,9 @@ struct chp_store_req {
                         bool has_upload;    /* end this upload once the file exists */
                         bool keep_upload;   /* ...but keep its record, marked complete with
                                                the file id, until it expires (tus HEAD) */
+                        uint64_t keep_expires; /* with keep_upload: the kept record's expiry from
+                                                  now on (unix s; UINT64_MAX: never); 0 keeps
+                                                  the one it had (XMPP uploads: the file's) */
                         uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
                         uint8_t file_id[CHP_HASH_BYTES]; /* result */
                         bool existed;                    /* result: file was already stored */
