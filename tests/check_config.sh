@@ -79,8 +79,9 @@ check "no file: usage on stderr, exit 1 (exit $rc)" "[ $rc -eq 1 ] && grep -q 'c
 # every key of the settings tables (server/conf/config.c), in the sample and the man page
 grep -oE '\{SEC_[A-Z]+, "[a-z_]+"' "$src/server/conf/config.c" | sed 's/.*"\(.*\)"/\1/' \
         >"$tmp/keys"
-# keys parsed by hand, outside the tables: [server] audience, [peer] address/pubkey, token_key
-printf '%s\n' audience address pubkey token_key >>"$tmp/keys"
+# keys parsed by hand, outside the tables: [server] audience, [peer] address/pubkey/public_pull,
+# token_key
+printf '%s\n' audience address pubkey public_pull token_key >>"$tmp/keys"
 check "config.c's tables have their keys ($(wc -l <"$tmp/keys") found)" "[ \$(wc -l <'$tmp/keys') -ge 49 ]"
 missing_sample=() missing_man=()
 while read -r k; do

@@ -940,6 +940,14 @@ static int on_key(void *user, const char *section, const char *name, const char 
                 return on_audience(x, value);
         if (x->sec == SEC_PEER) {
                 char **dst;
+                if (strcmp(name, "public_pull") == 0) {
+                        if (parse_bool(value, &x->peer->public_pull) != 0) {
+                                fail(x, -EINVAL, "public_pull = '%s': expected true or false",
+                                     value);
+                                return 0;
+                        }
+                        return 1;
+                }
                 if (strcmp(name, "address") == 0)
                         dst = &x->peer->address;
                 else if (strcmp(name, "pubkey") == 0)

@@ -25,7 +25,8 @@
  *   [store]    inline_max, map_size, segment_size, compact_ratio, backend (--store),
  *              rados_conf (--rados-conf), rados_pool (--rados-pool), rados_user (--rados-user),
  *              rados_inflight, rados_op_timeout
- *   [peer "NAME"]  address, pubkey     (federation: the relays this one fetches from and accepts)
+ *   [peer "NAME"]  address, pubkey, public_pull  (federation: the relays this one fetches from
+ *              and accepts; public_pull: anyone's HTTP GET may pull that peer's files through)
  *   [tenant "NAME"]  token_key (one or more), max_stored, max_uploaded_per_day, max_file_size,
  *              max_file_life, max_concurrent_uploads, max_incomplete_uploads, xmpp_secret
  *              (who may upload: token holders, or an XMPP server's signed URLs; a tenant has
@@ -65,6 +66,7 @@ struct chp_peer_config {
         char *name;
         char *address; /* HOST:PORT */
         char *pubkey;  /* as chapard keygen prints it */
+        bool public_pull; /* anyone's GET /f/ID?origin=KEY may pull its files through */
 };
 
 /* One token-verification key of a tenant: `token_key = KID:PUBLIC-KEY`. The public key is a

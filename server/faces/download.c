@@ -1,9 +1,16 @@
 /* download.c — chapard's download face: GET and HEAD /f/<file id>.
  *
- *   GET /f/<file id>  [Range: bytes=a-b] [If-Range] [If-None-Match]
- *     <-- 200 / 206 / 304 / 416, ETag "<file id>", Content-Type and Content-Disposition from the
- *         uploader's tus metadata (checked), then the bytes: each chunk spliced from the page
- *         cache (inline chunks copied), DRAIN_LOW bytes queued at a time as the socket drains
+ *   GET /f/<file id>[?origin=<64 hex: a relay's key>]  [Range: bytes=a-b] [If-Range]
+ *                                                      [If-None-Match] [Authorization: Bearer]
+ *     (a file not here, origin another relay's key: pull-through)
+ *       origin not a peer: 404;  the caller may not pull (a token with the pull scope, or
+ *       trusted, unless the peer is public_pull): 401/403;  else chp_peers_fetch, asked again
+ *       at each loop tick (PH_FETCH) until the file is here, the peer says it has none (404),
+ *       the fetch fails or fetch_timeout passes (502), or the relay stops (503)
+ *     <-- 200 / 206 / 304 / 416, ETag "<file id>", Chapar-Relay-Key, Content-Type and
+ *         Content-Disposition from the uploader's tus metadata (checked), then the bytes: each
+ *         chunk spliced from the page cache (inline chunks copied), DRAIN_LOW bytes queued at a
+ *         time as the socket drains
  *
  * Loop thread only. A chunk missing under a file whose head is already out cuts the connection
  * (the body can only be cut short); everything before the head is answered with a status. A
@@ -12,15 +19,22 @@
  * to this loop and whose bytes go out in the file's order.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "err.h"
 #include "http.h"
+#include "identity.h"
 #include "log.h"
+#include "peer.h"
 
 #define DRAIN_LOW    (4u << 20) /* keep this many download bytes queued or being read */
 #define DL_READS_MAX 16         /* chunk reads a download has under way or waiting to go out */
+/* a pull-through request waits at most fetch_timeout and this: the fetch's own deadline ends it
+ * first, this bounds a request whose fetch failed and was retried by another's */
+#define PULL_SLACK_MS 2000
 
 bool download_parse_id(struct chp_http_str path, uint8_t id[CHP_HASH_BYTES])
 {
@@ -32,6 +46,31 @@ bool download_parse_id(struct chp_http_str path, uint8_t id[CHP_HASH_BYTES])
                       (path.p[i] >= 'a' && path.p[i] <= 'f')))
                         return false;
         return chp_hex_decode(path.p + 3, 64, id, CHP_HASH_BYTES) == 0;
+}
+
+int download_parse_origin(struct chp_http_str query, uint8_t key[CHP_KEY_BYTES], bool *has)
+{
+        uint8_t k[CHP_KEY_BYTES];
+        bool seen = false;
+        *has = false;
+        for (size_t i = 0; i <= query.n;) {
+                size_t e = i;
+                while (e < query.n && query.p[e] != '&')
+                        e++;
+                const char *p = query.p + i;
+                size_t n = e - i;
+                if (n >= 6 && memcmp(p, "origin", 6) == 0 && (n == 6 || p[6] == '=')) {
+                        if (seen || n != 7 + 2 * CHP_KEY_BYTES ||
+                            chp_hex_decode(p + 7, n - 7, k, CHP_KEY_BYTES) != 0)
+                                return -EINVAL;
+                        seen = true;
+                }
+                i = e + 1;
+        }
+        if (seen)
+                memcpy(key, k, CHP_KEY_BYTES);
+        *has = seen;
+        return 0;
 }
 
 /* A chunk the store copies into buf, of which n bytes from off go out: at once, or later from
@@ -212,6 +251,19 @@ static void lookup_arrived(struct chp_store_lookup *q)
         chp_loop_post(lk->base.c->loop, &lk->base.req);
 }
 
+/* After a request moved on outside http_on_input (a store's answer, the tick): on_request's
+ * rule for a request answered (an error) with nothing pending, then the next request. */
+static void go_on(struct conn *c)
+{
+        struct http *h = c->proto;
+        if (h->ph == PH_CREATE && !h->pending)
+                http_request_done(h);
+        if (h->ph == PH_HEAD || h->ph == PH_DISCARD)
+                http_on_input(c); /* answered: the next request */
+        conn_flush(c);
+        conn_maybe_read(c);
+}
+
 /* Loop thread: the answer of a lookup that was under way. It held the connection; once closed,
  * what the answer owns is freed here. */
 static void lookup_done(struct conn_op *base)
@@ -222,12 +274,7 @@ static void lookup_done(struct conn_op *base)
         h->pending--;
         if (!c->closed) {
                 lk->then(h, &lk->q, lk->has_req ? &lk->req : NULL);
-                if (h->ph == PH_CREATE && !h->pending)
-                        http_request_done(h); /* answered (an error), as on_request's rule */
-                if (h->ph == PH_HEAD || h->ph == PH_DISCARD)
-                        http_on_input(c); /* answered: the next request */
-                conn_flush(c);
-                conn_maybe_read(c);
+                go_on(c);
         } else {
                 chp_store_lookup_clear(&lk->q);
         }
@@ -286,6 +333,15 @@ static void file_names(struct resp *r, const uint8_t *meta, size_t mlen)
         http_add(r, "X-Content-Type-Options: nosniff\r\n");
 }
 
+/* Chapar-Relay-Key: this relay's public key, so that a client holding this file's URL can name
+ * this relay as the origin on its own relay (?origin=). */
+static void relay_key(struct http *h, struct resp *r)
+{
+        char key[2 * CHP_KEY_BYTES + 1];
+        chp_hex_encode(h->c->sh->identity->pub, CHP_KEY_BYTES, key);
+        http_add(r, "Chapar-Relay-Key: %s\r\n", key);
+}
+
 /* The head, named by meta (mlen bytes; NULL: no names), then the bytes. */
 static void send_head(struct http *h, const uint8_t *meta, size_t mlen)
 {
@@ -301,6 +357,7 @@ static void send_head(struct http *h, const uint8_t *meta, size_t mlen)
         http_add(&r,
                  "Accept-Ranges: bytes\r\nETag: \"%s\"\r\nCache-Control: private, immutable\r\n",
                  hex);
+        relay_key(h, &r);
         if (d->status == 206)
                 http_add(&r, "Content-Range: bytes %llu-%llu/%llu\r\n", (unsigned long long)first,
                          (unsigned long long)last, (unsigned long long)total);
@@ -325,12 +382,20 @@ static void got_meta(struct http *h, struct chp_store_lookup *q, const struct ch
         chp_store_lookup_clear(q);
 }
 
-/* The file's record is in: 404/451, 304, 416, or on to its metadata. */
+static void pull_start(struct http *h, const struct chp_http_request *req);
+
+/* The file's record is in: 404/451 (or, not here, pull-through), 304, 416, or on to its
+ * metadata. */
 static void got_file(struct http *h, struct chp_store_lookup *q, const struct chp_http_request *req)
 {
-        (void)req; /* the head's conditions were kept in d->req */
+        /* the head's conditions were kept in d->req; req is given for pull-through only */
         struct download *d = &h->dl;
         int rc = q->status;
+        if (rc == -ENOENT && d->has_origin && !d->fetched && req) {
+                chp_store_lookup_clear(q);
+                pull_start(h, req);
+                return;
+        }
         if (rc) {
                 chp_store_lookup_clear(q);
                 int st = rc == -ENOENT ? 404 : rc == CHP_EQUARANTINED ? 451 : 500;
@@ -358,6 +423,7 @@ static void got_file(struct http *h, struct chp_store_lookup *q, const struct ch
         if (rq->has_inm && chp_http_etag_matches(rq->inm, hex)) {
                 http_start(h, &r, 304);
                 http_add(&r, "ETag: \"%s\"\r\n", hex);
+                relay_key(h, &r);
                 http_finish(h, &r, NULL, 0, true);
                 http_request_done(h);
                 return;
@@ -395,6 +461,15 @@ static void got_file(struct http *h, struct chp_store_lookup *q, const struct ch
         http_lookup(h, req, got_meta);
 }
 
+/* Looks up the file h->id and goes on in got_file (req: the head, for pull-through; or NULL). */
+static void lookup_file(struct http *h, const struct chp_http_request *req)
+{
+        struct chp_store_lookup *q = &h->lk.q;
+        *q = (struct chp_store_lookup){.kind = CHP_LOOKUP_FILE, .want_manifest = true};
+        memcpy(q->id, h->id, CHP_HASH_BYTES);
+        http_lookup(h, req, got_file);
+}
+
 void download_get(struct http *h, const struct chp_http_request *req)
 {
         /* what the head asks is kept (it points into h->head, which stays until the request is
@@ -413,10 +488,122 @@ void download_get(struct http *h, const struct chp_http_request *req)
                 rq->has_if_range = true;
                 rq->if_range = *if_range;
         }
-        struct chp_store_lookup *q = &h->lk.q;
-        *q = (struct chp_store_lookup){.kind = CHP_LOOKUP_FILE, .want_manifest = true};
-        memcpy(q->id, h->id, CHP_HASH_BYTES);
-        http_lookup(h, NULL, got_file);
+        /* ?origin= naming this relay: what is here is all there is */
+        if (h->dl.has_origin && memcmp(h->dl.origin, h->c->sh->identity->pub, CHP_KEY_BYTES) == 0)
+                h->dl.has_origin = false;
+        lookup_file(h, h->dl.has_origin ? req : NULL);
+}
+
+/* ---- pull-through: ?origin=<a peer's key> ------------------------------------------------ */
+
+/* Whether the configured peer with this key lets anyone's GET pull its files (public_pull). The
+ * running configuration's (a reload's takes effect at the next request). */
+static bool public_pull(const struct chp_config *cfg, const uint8_t key[CHP_KEY_BYTES])
+{
+        uint8_t k[CHP_KEY_BYTES];
+        for (unsigned i = 0; i < cfg->npeers; i++) {
+                const char *pk = cfg->peers[i].pubkey;
+                if (pk && chp_hex_decode(pk, strlen(pk), k, CHP_KEY_BYTES) == 0 &&
+                    memcmp(k, key, CHP_KEY_BYTES) == 0)
+                        return cfg->peers[i].public_pull;
+        }
+        return false;
+}
+
+/* The wait ends with status and a one-line body. */
+static void pull_answer(struct http *h, int status, const char *msg)
+{
+        h->c->want_tick = false;
+        http_simple(h, status, msg);
+        http_request_done(h);
+}
+
+/* Asks the peer's fetch what it is doing: waits on (PH_FETCH), answers why not, or, the file
+ * being here, looks it up again to serve it. */
+static void pull_poll(struct http *h)
+{
+        struct chp_shared *sh = h->c->sh;
+        struct download *d = &h->dl;
+        char msg[CHP_PEER_MSG_MAX + 64];
+        bool negative;
+        if (h->stopping) {
+                pull_answer(h, 503, "the relay is stopping");
+                return;
+        }
+        enum chp_fetch_state st =
+            chp_peers_fetch(sh->peers, d->peer, h->id, msg, CHP_PEER_MSG_MAX, &negative);
+        if (st == CHP_FETCH_RUNNING) {
+                if (chp_net_now_ms() < d->deadline)
+                        return; /* the next tick asks again */
+                snprintf(msg, sizeof(msg), "peer %s: no file within fetch_timeout",
+                         chp_peers_name(sh->peers, d->peer));
+                pull_answer(h, 502, msg);
+                return;
+        }
+        if (st == CHP_FETCH_FAILED) {
+                pull_answer(h, negative ? 404 : 502, msg);
+                return;
+        }
+        /* the fetch is done: served as any file here (a lookup that finds none does not fetch) */
+        h->c->want_tick = false;
+        d->fetched = true;
+        h->ph = PH_CREATE;
+        lookup_file(h, &h->lk.req);
+}
+
+/* The file is not here and the request names another relay as its origin: fetched from it when
+ * it is a peer and the caller may pull, else refused. */
+static void pull_start(struct http *h, const struct chp_http_request *req)
+{
+        struct chp_shared *sh = h->c->sh;
+        struct download *d = &h->dl;
+        char hex[2 * CHP_KEY_BYTES + 1], msg[256];
+        int peer = chp_peers_find(sh->peers, d->origin);
+        if (peer < 0) {
+                chp_hex_encode(d->origin, CHP_KEY_BYTES, hex);
+                snprintf(msg, sizeof(msg),
+                         "no such file here, and its origin relay (key %.16s...) is not a peer of "
+                         "this relay: fetch it from its origin",
+                         hex);
+                http_simple(h, 404, msg);
+                http_request_done(h);
+                return;
+        }
+        if (!public_pull(sh->cfg, d->origin)) {
+                uint64_t now = (uint64_t)time(NULL);
+                bool had_token;
+                if (http_identify(h, req, now, &had_token) != 0) {
+                        http_request_done(h);
+                        return;
+                }
+                int rc = chp_gate_allow(&h->caller, CHP_TOKEN_SCOPE_PULL, now);
+                if (rc) {
+                        http_refuse(h, rc, had_token,
+                                    "pulling a file through from its origin needs a token with "
+                                    "the pull scope");
+                        http_request_done(h);
+                        return;
+                }
+        }
+        d->peer = peer;
+        d->deadline = chp_net_now_ms() + sh->cfg->fetch_timeout * 1000 + PULL_SLACK_MS;
+        if (req != &h->lk.req)
+                h->lk.req = *req; /* its strings point into h->head, which stays */
+        h->lk.has_req = true;
+        h->ph = PH_FETCH;
+        h->c->want_tick = true;
+        pull_poll(h);
+}
+
+void download_tick(struct conn *c)
+{
+        struct http *h = c->proto;
+        if (h->ph != PH_FETCH) {
+                c->want_tick = false;
+                return;
+        }
+        pull_poll(h);
+        go_on(c);
 }
 
 void download_reset(struct http *h)
@@ -429,4 +616,5 @@ void download_reset(struct http *h)
         }
         free(h->dl.manifest);
         memset(&h->dl, 0, sizeof(h->dl));
+        h->c->want_tick = false;
 }

@@ -30,7 +30,7 @@
         "Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Location, "                \
         "Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, "                                \
         "Tus-Checksum-Algorithm, Chapar-File-Id, Content-Range, ETag, WWW-Authenticate, "          \
-        "Retry-After"
+        "Retry-After, Chapar-Relay-Key"
 
 /* ---- responses --------------------------------------------------------------------------- */
 
@@ -438,7 +438,7 @@ static bool route(struct http *h, const struct chp_http_request *req)
         size_t q = 0;
         while (q < t.n && t.p[q] != '?')
                 q++;
-        t.n = q; /* the query string is ignored */
+        t.n = q; /* the query string is ignored, but for /f/'s origin */
         if (t.n == 7 && memcmp(t.p, "/files/", 7) == 0) {
                 h->route = R_FILES;
         } else if (t.n == 6 && memcmp(t.p, "/files", 6) == 0) {
@@ -453,6 +453,14 @@ static bool route(struct http *h, const struct chp_http_request *req)
                 h->route = R_FILE;
                 if (!download_parse_id(t, h->id)) {
                         http_simple(h, 404, "no such file");
+                        return false;
+                }
+                struct chp_http_str query = {t.p + q, req->target.n - q};
+                if (query.n) /* past the '?' */
+                        query.p++, query.n--;
+                if (download_parse_origin(query, h->dl.origin, &h->dl.has_origin) != 0) {
+                        http_simple(h, 400,
+                                    "origin= must be a relay's public key (64 hex digits), once");
                         return false;
                 }
         } else if (t.n > 6 && memcmp(t.p, "/xmpp/", 6) == 0) {
@@ -677,8 +685,10 @@ static bool http_can_read(const struct conn *c)
         const struct http *h = c->proto;
         if (h->ph == PH_BODY || h->ph == PH_DISCARD)
                 return false; /* body bytes go into buffers armed by body_progress/discard_body */
-        return h->ph == PH_HEAD && !h->stopping && c->out_bytes < c->sh->cfg->window_bytes &&
-               c->in_len < HEAD_MAX;
+        /* a download waiting for a peer's fetch reads too, so that a client that goes away ends
+         * the wait (what it sends meanwhile waits in c->in) */
+        return (h->ph == PH_HEAD || h->ph == PH_FETCH) && !h->stopping &&
+               c->out_bytes < c->sh->cfg->window_bytes && c->in_len < HEAD_MAX;
 }
 
 static bool http_busy(const struct conn *c)
@@ -743,6 +753,7 @@ const struct proto_ops http_ops = {
     .busy = http_busy,
     .stop = http_stop,
     .on_drain = http_on_drain,
+    .on_tick = download_tick,
     .busy_reply = "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
                   "Connection: close\r\n\r\n",
     .limited_reply = "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n"

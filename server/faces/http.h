@@ -5,8 +5,10 @@
  *   tus.c       tus 1.0.0 uploads: creation, PATCH bodies cut into chunks, the one-writer claims
  *   xmpp.c      /xmpp/NAME/<path>: XMPP external uploads (PUT signed by the XMPP server's
  *               secret, streamed through tus.c's body machinery; GET/HEAD as download.c)
- *   download.c  GET/HEAD /f/<file id>: Range, ETag, bytes spliced from the store; the face's
- *               record lookups (http_lookup), answered now or from the store's thread
+ *   download.c  GET/HEAD /f/<file id>: Range, ETag, bytes spliced from the store; with
+ *               ?origin=<a peer's key>, a file not here is first fetched from that peer
+ *               (pull-through, waiting on the loop's tick); the face's record lookups
+ *               (http_lookup), answered now or from the store's thread
  *
  * Loop thread only. A struct http belongs to its connection (c->proto); every pointer in it is
  * owned by it and freed by http_request_done / the face's detach. Handlers queue exactly one
@@ -34,8 +36,9 @@
 #define TUS_VERSION "1.0.0"
 
 enum route { R_NONE, R_FILES, R_UPLOAD, R_FILE, R_METRICS, R_HEALTHZ, R_XMPP };
-/* PH_DISCARD: the response is out, the rest of the request's body is read and dropped */
-enum phase { PH_HEAD, PH_CREATE, PH_BODY, PH_FLUSH, PH_COMMIT, PH_SEND, PH_DISCARD };
+/* PH_DISCARD: the response is out, the rest of the request's body is read and dropped;
+ * PH_FETCH: a download waits for a peer's fetch of the file (download.c, c->want_tick) */
+enum phase { PH_HEAD, PH_CREATE, PH_BODY, PH_FLUSH, PH_COMMIT, PH_SEND, PH_DISCARD, PH_FETCH };
 
 /* checksum mode: a chunk stored, to attach to the upload once the whole body matched */
 struct attach {
@@ -86,6 +89,13 @@ struct download {
         const uint8_t *meta;
         size_t meta_len;
         int status;              /* 200 or 206 */
+        /* pull-through: ?origin= named another relay's key; while PH_FETCH, the peer it is
+         * (chp_peers_fetch) and when the wait gives up (chp_net_now_ms) */
+        bool has_origin;
+        uint8_t origin[CHP_KEY_BYTES];
+        int peer;
+        bool fetched; /* the fetch said DONE: the file's lookup does not fetch again */
+        uint64_t deadline;
 };
 
 struct http {
@@ -210,6 +220,17 @@ void tus_create(struct http *h);
 void tus_drop(struct http *h);
 /* Releases what the request held of the tus state: buffers, checksum, the upload claim. */
 void tus_reset(struct http *h);
+/* Who sent the request, from its Bearer token and address (conf/gate.h): 0 with h->caller
+ * filled, or the refusal queued (401 for a token that does not verify or a malformed header) and
+ * an error. *had_token: the request carried Bearer credentials. */
+int http_identify(struct http *h, const struct chp_http_request *req, uint64_t now,
+                  bool *had_token /* out */);
+/* Answers a request the token and limit checks refused with code rc (CHP_ETOKEN_*, CHP_EQUOTA,
+ * CHP_ETOOBIG, CHP_ELIMITED): 401 with a Bearer challenge (RFC 6750 3: error="invalid_token"
+ * when a token was presented and failed), 403 (insufficient_scope names the scope: upload, or
+ * pull on /f/), 413 or 429 with Retry-After; counted in /metrics by reason. had_token: the
+ * request carried a token. why: more for the body, or NULL. */
+void http_refuse(struct http *h, int rc, bool had_token, const char *why);
 
 /* ---- xmpp.c: XMPP external uploads at /xmpp/NAME/ ---- */
 
@@ -227,10 +248,18 @@ void http_lookup(struct http *h, const struct chp_http_request *req, http_lookup
 
 /* The file id of a /f/<64 lowercase hex> path; false when it is not one. */
 bool download_parse_id(struct chp_http_str path, uint8_t id[CHP_HASH_BYTES] /* out */);
+/* The origin= parameter of a /f/ query string (after the '?'; other parameters ignored):
+ * 0 with *has set and key filled when there is one (64 hex digits), 0 with *has false when
+ * none, -EINVAL when it is malformed or given twice. */
+int download_parse_origin(struct chp_http_str query, uint8_t key[CHP_KEY_BYTES] /* out */,
+                          bool *has /* out */);
 /* GET or HEAD of the file h->id: 200/206/304/416, then its bytes as the connection drains. */
 void download_get(struct http *h, const struct chp_http_request *req);
 /* The conn's drain hook while PH_SEND: queues more of the file. */
 void download_fill(struct conn *c);
+/* The conn's tick hook while PH_FETCH: asks the peer's fetch again; serves the file once it is
+ * here, or answers why not (the relay stopping: 503). */
+void download_tick(struct conn *c);
 /* Frees the download's state. */
 void download_reset(struct http *h);
 

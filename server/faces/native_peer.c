@@ -52,7 +52,8 @@ bool native_peer_via_origin(struct conn *c, uint32_t frame_id, const struct chp_
                                      "origin relay instead)");
                 return true;
         }
-        enum chp_fetch_state st = chp_peers_fetch(c->sh->peers, peer, q->file_id, msg, sizeof(msg));
+        enum chp_fetch_state st =
+            chp_peers_fetch(c->sh->peers, peer, q->file_id, msg, sizeof(msg), NULL);
         if (st == CHP_FETCH_FAILED) {
                 if (pending)
                         native_reply_error(c, frame_id, CHP_WE_UNAVAILABLE,
@@ -88,7 +89,7 @@ void native_peer_prefetch(struct conn *c, const struct chp_frame_header *h, cons
                     "PREFETCH is for peers (a Noise IK connection from a configured peer)");
                 return;
         }
-        if (chp_peers_fetch(c->sh->peers, peer, id, msg, sizeof(msg)) == CHP_FETCH_FAILED) {
+        if (chp_peers_fetch(c->sh->peers, peer, id, msg, sizeof(msg), NULL) == CHP_FETCH_FAILED) {
                 native_reply_error(c, h->id, CHP_WE_UNAVAILABLE, "%s", msg);
                 return;
         }

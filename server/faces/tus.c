@@ -177,25 +177,27 @@ static int bearer(const struct chp_http_request *req, const char **tok, size_t *
         return 0;
 }
 
-/* Answers a request the token and limit checks refused with code rc (CHP_ETOKEN_*, CHP_EQUOTA,
- * CHP_ETOOBIG, CHP_ELIMITED): 401 with a Bearer challenge (RFC 6750 3: error="invalid_token"
- * when a token was presented and failed), 403, 413 or 429 with Retry-After; counted in /metrics
- * by reason. had_token: the request carried a token. why: more for the body, or NULL. */
-static void refuse(struct http *h, int rc, bool had_token, const char *why)
+/* http.h: the refusal of the token and limit checks; a download's (pull-through) names the pull
+ * scope and leaves out tus's headers. */
+void http_refuse(struct http *h, int rc, bool had_token, const char *why)
 {
         chp_metrics_refuse(h->c->sh->metrics, rc);
         int status = chp_err_http_status(rc);
         if (!status)
                 status = 403;
         struct resp r;
+        bool tus = h->route != R_FILE;
         http_start(h, &r, status);
-        http_add(&r, "Tus-Version: " TUS_VERSION "\r\n");
+        if (tus)
+                http_add(&r, "Tus-Version: " TUS_VERSION "\r\n");
         if (status == 401)
                 http_add(&r, "WWW-Authenticate: Bearer realm=\"chapar\"%s\r\n",
                          had_token ? ", error=\"invalid_token\"" : "");
         else if (rc == CHP_ETOKEN_SCOPE)
-                http_add(&r, "WWW-Authenticate: Bearer realm=\"chapar\", "
-                             "error=\"insufficient_scope\", scope=\"upload\"\r\n");
+                http_add(&r,
+                         "WWW-Authenticate: Bearer realm=\"chapar\", "
+                         "error=\"insufficient_scope\", scope=\"%s\"\r\n",
+                         tus ? "upload" : "pull");
         if (status == 429)
                 http_add(&r, "Retry-After: %u\r\n", CHP_TUS_RETRY_AFTER);
         http_add(&r, "Content-Type: text/plain\r\n");
@@ -207,11 +209,8 @@ static void refuse(struct http *h, int rc, bool had_token, const char *why)
         http_finish(h, &r, body, (size_t)n, false);
 }
 
-/* Who sent the request, from its Bearer token and address (conf/gate.h): 0 with h->caller
- * filled, or the refusal queued (401 for a token that does not verify or a malformed header) and
- * an error. *had_token: the request carried Bearer credentials. */
-static int identify(struct http *h, const struct chp_http_request *req, uint64_t now,
-                    bool *had_token)
+/* http.h: who sent the request. */
+int http_identify(struct http *h, const struct chp_http_request *req, uint64_t now, bool *had_token)
 {
         struct chp_shared *sh = h->c->sh;
         const char *tok;
@@ -219,15 +218,17 @@ static int identify(struct http *h, const struct chp_http_request *req, uint64_t
         int rc = bearer(req, &tok, &len);
         *had_token = rc != 0 || len > 0;
         if (rc) {
-                refuse(h, CHP_ETOKEN_SIGNATURE, true, "malformed Authorization: Bearer header");
+                http_refuse(h, CHP_ETOKEN_SIGNATURE, true,
+                            "malformed Authorization: Bearer header");
                 return rc;
         }
         rc = chp_gate_identify(sh->cfg, sh->identity->pub, h->c->peer.loopback, tok, len, now,
                                &h->caller);
         if (rc && chp_err_http_status(rc) == 0)
-                refuse(h, CHP_ETOKEN_SIGNATURE, true, "malformed token"); /* not base64url, ... */
+                http_refuse(h, CHP_ETOKEN_SIGNATURE, true,
+                            "malformed token"); /* not base64url, ... */
         else if (rc)
-                refuse(h, rc, true, NULL);
+                http_refuse(h, rc, true, NULL);
         return rc;
 }
 
@@ -860,8 +861,8 @@ static void hop_done(struct conn_op *base)
         if (!c->closed) {
                 if (r->type == CHP_REQ_UPLOAD_CREATE && h->ph == PH_CREATE) {
                         if (r->status == CHP_EQUOTA) {
-                                refuse(h, CHP_EQUOTA, h->caller.kind == CHP_CALLER_TOKEN,
-                                       chp_gate_quota_name(r->u.upload_create.quota_hit));
+                                http_refuse(h, CHP_EQUOTA, h->caller.kind == CHP_CALLER_TOKEN,
+                                            chp_gate_quota_name(r->u.upload_create.quota_hit));
                                 http_request_done(h);
                         } else if (r->status) {
                                 http_simple(h, http_status_of(r->status), chp_strerror(r->status));
@@ -993,10 +994,10 @@ void tus_post(struct http *h, const struct chp_http_request *req)
         uint64_t now = (uint64_t)time(NULL);
         /* who asks, before anything about the upload is said: 401 to whoever has no token */
         bool had_token;
-        if (identify(h, req, now, &had_token) != 0)
+        if (http_identify(h, req, now, &had_token) != 0)
                 return;
         if (h->caller.kind == CHP_CALLER_ANONYMOUS) {
-                refuse(h, CHP_ETOKEN_MISSING, false, NULL);
+                http_refuse(h, CHP_ETOKEN_MISSING, false, NULL);
                 return;
         }
         const struct chp_http_str *len = chp_http_header(req, "Upload-Length");
@@ -1060,7 +1061,8 @@ void tus_post(struct http *h, const struct chp_http_request *req)
         if (rc) {
                 limits_end(h, true);
                 free(op);
-                refuse(h, rc, had_token, rc == CHP_EQUOTA ? chp_gate_quota_name(CHP_QUOTA_NONE) : NULL);
+                http_refuse(h, rc, had_token,
+                            rc == CHP_EQUOTA ? chp_gate_quota_name(CHP_QUOTA_NONE) : NULL);
                 return;
         }
         snprintf(u->tenant, sizeof(u->tenant), "%s", h->gu.tenant);
@@ -1143,7 +1145,7 @@ bool tus_limits_admit(struct http *h)
 
 void tus_refuse(struct http *h, int rc, const char *why)
 {
-        refuse(h, rc, false, why);
+        http_refuse(h, rc, false, why);
 }
 
 void tus_drop(struct http *h)
@@ -1169,22 +1171,24 @@ static bool length_charge(struct http *h, const struct chp_http_request *req, ui
         const struct chp_config *cfg = c->sh->cfg;
         uint64_t now = (uint64_t)time(NULL);
         bool had_token;
-        if (identify(h, req, now, &had_token) != 0)
+        if (http_identify(h, req, now, &had_token) != 0)
                 return false;
         if (h->caller.kind != CHP_CALLER_TOKEN) {
-                refuse(h, CHP_ETOKEN_MISSING, false,
-                       "a PATCH that declares a deferred Upload-Length carries the upload's token");
+                http_refuse(
+                    h, CHP_ETOKEN_MISSING, false,
+                    "a PATCH that declares a deferred Upload-Length carries the upload's token");
                 return false;
         }
         if (strcmp(h->caller.token.tenant, h->up->tenant) != 0) {
-                refuse(h, CHP_ETOKEN_SCOPE, true, "the token is another tenant's");
+                http_refuse(h, CHP_ETOKEN_SCOPE, true, "the token is another tenant's");
                 return false;
         }
         uint8_t key[CHP_HASH_BYTES];
         upload_key(h->id, key);
         int rc = chp_gate_upload_grow(c->sh->gate, cfg, &h->caller, key, declared, now);
         if (rc) {
-                refuse(h, rc, true, rc == CHP_EQUOTA ? chp_gate_quota_name(CHP_QUOTA_NONE) : NULL);
+                http_refuse(h, rc, true,
+                            rc == CHP_EQUOTA ? chp_gate_quota_name(CHP_QUOTA_NONE) : NULL);
                 return false;
         }
         return true;
@@ -1272,7 +1276,7 @@ static void patch_loaded(struct http *h, int rc, const struct chp_http_request *
         uint64_t fmax = tenant_file_max(h->c->sh->cfg, h->up->tenant);
         if (declared == CHP_UPLOAD_SIZE_UNKNOWN && h->body_left &&
             (h->start > fmax || h->body_left > fmax - h->start)) {
-                refuse(h, CHP_ETOOBIG, false, "the upload would be larger than max_file_size");
+                http_refuse(h, CHP_ETOOBIG, false, "the upload would be larger than max_file_size");
                 return;
         }
         if (declared != h->length && h->up->tenant[0] && !length_charge(h, req, declared))

@@ -84,6 +84,8 @@ struct conn {
          * and bytes sent on the wire, over the connection's life (rx_bytes: received) */
         uint64_t queued_total, tx_bytes;
 
+        bool want_tick; /* the protocol's on_tick runs at each loop tick while set */
+
         const struct proto_ops *ops;
         void *face;  /* what the face's connections share (chp_listener_spec.face), borrowed */
         void *proto; /* the protocol's state */
@@ -157,6 +159,11 @@ struct proto_ops {
         bool (*busy)(const struct conn *c);   /* requests in flight or a message half received */
         void (*stop)(struct conn *c);         /* the relay is stopping: take no new requests */
         void (*on_drain)(struct conn *c);     /* the output queue ran low (may be NULL) */
+        /* the loop's tick (every 200 ms, and at once when the relay begins to stop, after
+         * stop) for an open connection whose protocol set c->want_tick: a request that waits
+         * for something outside the connection and the store (a fetch from a peer) looks
+         * again; the loop flushes after it. May be NULL. */
+        void (*on_tick)(struct conn *c);
         /* sent to a connection refused over the cap or out of descriptors, then closed; NULL:
          * just closed (the native face has no word for "busy" before its handshake -- a
          * handshake refusal would read as "not a chapar relay" and not be retried) */

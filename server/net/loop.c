@@ -209,13 +209,18 @@ static void on_tick(struct chp_loop *l)
                 l->last_sweep = now;
                 sweep(l, now);
         }
-        /* connections paused by the shared memory budget or a byte rate get another chance */
+        /* connections paused by the shared memory budget or a byte rate get another chance;
+         * those waiting for something else look again (proto_ops.on_tick) */
         struct conn *next;
         for (struct conn *c = l->conns; c; c = next) {
                 next = c->next;
                 conn_hold(c); /* a flush may close it */
-                if (c->send_wait_until)
+                if (c->want_tick && !c->closed && c->ops->on_tick) {
+                        c->ops->on_tick(c);
                         conn_flush(c);
+                } else if (c->send_wait_until) {
+                        conn_flush(c);
+                }
                 conn_maybe_read(c);
                 conn_release(c);
         }

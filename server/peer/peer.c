@@ -1045,9 +1045,12 @@ static void job_queue(struct chp_peers *p, struct job *j, enum job_kind kind, in
 }
 
 enum chp_fetch_state chp_peers_fetch(struct chp_peers *p, int peer,
-                                     const uint8_t file_id[CHP_HASH_BYTES], char *msg, size_t cap)
+                                     const uint8_t file_id[CHP_HASH_BYTES], char *msg, size_t cap,
+                                     bool *negative)
 {
         msg[0] = '\0';
+        if (negative)
+                *negative = false;
         if (!peer_active(p, peer)) {
                 snprintf(msg, cap, "%s is no longer a peer of this relay", chp_peers_name(p, peer));
                 return CHP_FETCH_FAILED;
@@ -1068,6 +1071,11 @@ enum chp_fetch_state chp_peers_fetch(struct chp_peers *p, int peer,
                         atomic_fetch_add(&p->sh->metrics->fetch_negative_hits, 1);
                 j->reported = true;
                 snprintf(msg, cap, "%s", j->msg);
+                if (negative)
+                        *negative = true;
+        } else if (found && j->state == CHP_FETCH_DONE && j->peer == peer &&
+                   now - j->ended < FAIL_MEMORY_S) {
+                st = CHP_FETCH_DONE; /* committed moments ago: the caller looks again */
         } else if (found && j->state == CHP_FETCH_FAILED && !j->reported &&
                    now - j->ended < FAIL_MEMORY_S) {
                 /* told once (to whoever is waiting on it); the next request tries again */

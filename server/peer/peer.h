@@ -27,6 +27,7 @@
 #ifndef CHP_PEER_H
 #define CHP_PEER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -72,11 +73,15 @@ enum chp_fetch_state {
 };
 
 /* Starts a fetch of file_id from peer unless one runs; returns what the file's fetch is doing
- * now. A failure is returned once, within a few seconds of it; the next call retries. A
- * negative answer (the peer has no such file, or its upload never finished) is returned to
- * every call for 30 s without a new fetch. */
+ * now. A fetch that ended with the file here is DONE for a few seconds (a caller that found the
+ * file missing just before it was committed looks again, no second fetch); later, or when the
+ * file is gone again, a call fetches anew. A failure is returned once, within a few seconds of
+ * it; the next call retries. A negative answer (the peer has no such file, or its upload never
+ * finished) is returned to every call for 30 s without a new fetch. *negative (may be NULL) is
+ * set with FAILED when the failure is such an answer, not a failure to ask. */
 enum chp_fetch_state chp_peers_fetch(struct chp_peers *p, int peer,
-                                     const uint8_t file_id[CHP_HASH_BYTES], char *msg, size_t cap);
+                                     const uint8_t file_id[CHP_HASH_BYTES], char *msg, size_t cap,
+                                     bool *negative /* out */);
 /* Asks peer to fetch file_id from us (in the background). */
 int chp_peers_offer(struct chp_peers *p, int peer, const uint8_t file_id[CHP_HASH_BYTES]);
 
