@@ -47,7 +47,7 @@ tmp=$(mktemp -d /tmp/chapar-bench-xmpp-XXXXXX)
 relay_pid=
 cleanup() {
         [ -n "$relay_pid" ] && kill "$relay_pid" 2>/dev/null && wait "$relay_pid" 2>/dev/null
-        rm -rf "$tmp"
+        rm -rf "$tmp" /var/tmp/chapar-bench-xmpp.pretouch
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -67,6 +67,7 @@ http=$(sed -n 's/^http=//p' "$tmp/ready")
 [ -n "$http" ] || die "chapard wrote no http= to its ready file"
 base=http://$http/xmpp/$tenant
 say "$mib MiB files, $rounds round(s), chapard $http, temporary files in $tmp"
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 curlx=(curl -sS --noproxy '*' --max-time 600 -H 'Expect:')
 mbs() { awk -v b="$bytes" -v t="$1" 'BEGIN { printf "%.1f", b / t / 1e6 }'; } # SECONDS
@@ -74,7 +75,13 @@ median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { printf "%.
 hdr() { sed -n "s/^$1: *//Ip" "$2" | tr -d '\r' | tail -1; } # NAME FILE
 declare -A res # measurement -> MB/s per round, space-separated
 add() { res[$1]="${res[$1]:-}$2 "; }
-settle() { sync; }
+# before each timed upload: sync, and write twice the file's size to /var/tmp and delete it, so
+# the upload lands in memory the kernel has just freed (why: bench/compare, pretouch)
+settle() {
+        sync
+        dd if=/dev/zero of=/var/tmp/chapar-bench-xmpp.pretouch bs=1M count=$((2 * mib + 16)) status=none
+        rm -f /var/tmp/chapar-bench-xmpp.pretouch
+}
 fresh() { head -c "$bytes" /dev/urandom >"$tmp/up.bin"; sync; }
 
 n=0
@@ -149,7 +156,8 @@ med() { median <<<"${res[$1]}"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
 rounds_of() { echo "${res[$1]}" | xargs | sed 's/ /, /g'; }
 xp=$(med xmpp_put) tp=$(med tus_put) xg=$(med xmpp_get) fg=$(med f_get)
-echo "$mib MiB files (MB = 10^6 bytes), $rounds round(s), medians; chapard --sync full on $(nproc) cores"
+echo "$mib MiB files (MB = 10^6 bytes), $rounds round(s), medians; chapard --sync full on $(nproc) cores;"
+echo "load average before the run: $load_before"
 echo
 echo "| path | XMPP MB/s | plain MB/s | XMPP / plain | XMPP rounds | plain rounds |"
 echo "|---|---:|---:|---:|---|---|"
