@@ -23,9 +23,9 @@ free_port() { "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1",
 # PORT in it as %s). A free port is taken between free_port and the server's bind only by a
 # race: three tries.
 xmpp_server_start() {
-        local name=$1 conf=$2 log=$3 ready=$4 try
+        local name=$1 conf=$2 log=$3 ready=$4
         shift 4
-        for try in 1 2 3; do
+        for _ in 1 2 3; do
                 port=$(free_port)
                 "$conf" "$port"
                 : >"$log"
@@ -52,7 +52,7 @@ user() { # NAME JID [client.py args]: runs in the background, files in $tmp/NAME
         "$py" "$here/client.py" --jid "$jid" --password "pw-${jid%@*}" --port "$port" --dir "$tmp/$n" \
                 "$@" >"$tmp/$n.out" 2>&1 &
         upid[$n]=$!
-        lib_track ${upid[$n]}
+        lib_track "${upid[$n]}"
 }
 user_done() { # NAME: the client's exit status; says why it failed
         wait "${upid[$1]}"
@@ -66,4 +66,12 @@ got() { # DIR URL: the file DIR's client saved for that URL
         local k
         k=$(awk -v u="$2" '$3 == u { print $1 }' "$1/received")
         echo "$1/got.${k:-none}"
+}
+relays_stop() { # RELAY...: each stops on SIGTERM with exit 0 (a sanitizer's report would not)
+        local r rc
+        for r in "$@"; do
+                relay_stop "$r"
+                rc=$?
+                check "relay $r stops cleanly (exit $rc)" "[ $rc -eq 0 ]" || tail -20 "$tmp/$r.log"
+        done
 }

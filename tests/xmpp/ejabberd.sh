@@ -59,8 +59,8 @@ ejabberd_run() {
         mkdir -p "$tmp/ejabberd.spool"
         cd "$tmp" || exit 1
         ERL_LIBS=${ebin%/ejabberd-*/ebin} EJABBERD_CONFIG_PATH=$tmp/ejabberd.yml \
-                EJABBERD_LOG_PATH=$tmp/ejabberd.log ERL_CRASH_DUMP=$tmp/erl_crash.dump \
-                ERL_INETRC=/etc/ejabberd/inetrc HOME=$tmp exec erl -noinput \
+                EJABBERD_LOG_PATH=$tmp/ejabberd.log ERL_CRASH_DUMP=$tmp/erl_crash.dump HOME=$tmp \
+                exec erl -noinput \
                 -mnesia dir "\"$tmp/ejabberd.spool\"" -s ejabberd -eval "
                         [ok = ejabberd_auth:try_register(U, <<\"a.test\">>, <<\"pw-\", U/binary>>)
                          || U <- [<<\"alice\">>, <<\"bob\">>]],
@@ -83,11 +83,12 @@ check "bob@a.test got two messages" "user_done bob"
 url_big=$(sent "$tmp/big.bin" 1 "$tmp/alice/sent")
 url_small=$(sent "$small" 1 "$tmp/alice/sent")
 put_big=$(sent "$tmp/big.bin" 2 "$tmp/alice/sent")
-rest=${url_big#http://${http[A]}/xmpp/a.test/}
+rest=${url_big#"http://${http[A]}/xmpp/a.test/"}
 check "ejabberd's slot is on A's XMPP face, three segments: $url_big" \
         "[[ '$rest' =~ ^[^/]+/[^/]+/big\\.bin\$ ]]"
 check "and signed with ?v=: ${put_big#*\?}" "[[ '$put_big' == '$url_big?v='* ]]"
 check "bob: the big file's SHA-256 is alice's" "[ \"\$(sha '$(got "$tmp/bob" "$url_big")')\" = '$(sha "$tmp/big.bin")' ]"
 check "bob: the non-ASCII one's too (${url_small##*/})" "[ \"\$(sha '$(got "$tmp/bob" "$url_small")')\" = '$(sha "$small")' ]"
 check "ejabberd is still up" "kill -0 $server_pid"
+relays_stop A
 finish

@@ -131,4 +131,5 @@ code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT --data-binary @"$tmp/reply
 check "a PUT with a forged ?v= is refused: $code" "[ '$code' = 403 ]"
 
 check "Prosody is still up" "kill -0 $server_pid"
+relays_stop A B
 finish
