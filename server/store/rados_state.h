@@ -64,7 +64,8 @@ enum chp_rstate_kind {
         /* uploads (namespace u) and pending (namespace p) */
         CHP_RS_UPLOAD_CREATE,    /* usage (+ quota: CHP_EQUOTA), index key, exclusive create */
         CHP_RS_UPLOAD_PUT_CHUNK, /* guarded by s = o: -ENOENT when gone or complete */
-        CHP_RS_UPLOAD_COMPLETE,  /* s: o → c<file id>; another file id: -EEXIST */
+        CHP_RS_UPLOAD_COMPLETE,  /* s: o → c<file id>; another file id: -EEXIST; with
+                                    keep_expires: its expiry moved (new key first, old last) */
         CHP_RS_UPLOAD_REMOVE,    /* record, offset object, index key; -ENOENT */
         CHP_RS_UPLOAD_GET,       /* record + s */
         CHP_RS_PENDING_TAKE,     /* exclusive: -EEXIST with owner set */
@@ -168,6 +169,8 @@ struct chp_rstate_req {
                         size_t meta_len;
                         bool has_upload; /* the upload writing it: completed or removed */
                         bool keep_upload;
+                        uint64_t keep_expires; /* with keep_upload: the record's new expiry
+                                                  (CHP_RSTATE_NEVER: none); 0: unchanged */
                         uint8_t upload_id[CHP_UPLOAD_ID_BYTES];
                         uint64_t declared;               /* the upload's declared size (usage) */
                         uint8_t file_id[CHP_HASH_BYTES]; /* result */
@@ -183,6 +186,9 @@ struct chp_rstate_req {
                         uint32_t index;                      /* PUT_CHUNK */
                         uint8_t addr[CHP_HASH_BYTES];        /* PUT_CHUNK */
                         uint8_t file_id[CHP_HASH_BYTES];     /* COMPLETE; result: GET */
+                        uint64_t keep_expires; /* COMPLETE: the record's new expiry (record,
+                                                  e and its i/exp key moved; CHP_RSTATE_NEVER:
+                                                  none); 0: unchanged */
                         enum chp_store_quota_hit quota_hit;  /* result: CREATE */
                         bool complete; /* result: GET, COMPLETE (already was) */
                         uint8_t *got;  /* result: GET: the record (release frees) */

@@ -237,6 +237,7 @@ static void commit_close_upload(struct chp_rstate_priv *p, int rc)
         }
         memcpy(u->u.upload.id, q->u.commit.upload_id, CHP_UPLOAD_ID_BYTES);
         memcpy(u->u.upload.file_id, q->u.commit.file_id, CHP_HASH_BYTES);
+        u->u.upload.keep_expires = q->u.commit.keep_upload ? q->u.commit.keep_expires : 0;
         p->after = commit_upload_closed;
         fail_or(p, sub_go(p, u, 0, NULL));
 }
@@ -535,6 +536,81 @@ static void upload_completed(struct chp_rstate_priv *p, int rc)
         finish(p, rc);
 }
 
+/* COMPLETE with keep_expires: the write of the state (and of the record with its new expiry,
+ * p->expires, when p->data holds it); then the old expiry's key (p->size) goes. */
+static void upload_complete_write(struct chp_rstate_priv *p, step_fn after)
+{
+        struct chp_rstate_req *q = p->req;
+        char oid[OID_MAX], v[1 + 2 * CHP_HASH_BYTES + 1], e[HEX16];
+        oid_hex(q->u.upload.id, CHP_UPLOAD_ID_BYTES, oid);
+        v[0] = 'c';
+        chp_hex_encode(q->u.upload.file_id, CHP_HASH_BYTES, v + 1);
+        rop_write(p, NS_U, oid);
+        rados_write_op_cmpxattr(p->op.w, "s", LIBRADOS_CMPXATTR_OP_EQ, "o", 1);
+        rados_write_op_setxattr(p->op.w, "s", v, 1 + 2 * CHP_HASH_BYTES);
+        if (p->data) {
+                hex16(p->expires, e);
+                /* the record as read: a REPLACE since (a deferred length) reads it again */
+                rados_write_op_assert_version(p->op.w, p->version);
+                rados_write_op_write_full(p->op.w, (const char *)p->data, p->data_len);
+                rados_write_op_setxattr(p->op.w, "e", e, 16);
+        }
+        rop_go(p, after);
+}
+
+static void upload_keep_looked(struct chp_rstate_priv *p, int rc);
+
+static void upload_kept(struct chp_rstate_priv *p, int rc)
+{
+        if ((rc == -ERANGE || rc == -EOVERFLOW) && ++p->tries < 8) {
+                char oid[OID_MAX];
+                oid_hex(p->req->u.upload.id, CHP_UPLOAD_ID_BYTES, oid);
+                obj_read(p, NS_U, oid, upload_keep_looked);
+                return;
+        }
+        if (rc) {
+                upload_completed(p, rc); /* -ECANCELED: completed already, or not open */
+                return;
+        }
+        if (p->size == p->expires) {
+                finish(p, 0);
+                return;
+        }
+        p->expires = p->size;
+        upload_key(p, true, chunk_done);
+}
+
+static void upload_keep_keyed(struct chp_rstate_priv *p, int rc)
+{
+        if (rc) {
+                finish(p, rc);
+                return;
+        }
+        upload_complete_write(p, upload_kept);
+}
+
+/* COMPLETE with keep_expires: the record as it is; its new expiry's key first. */
+static void upload_keep_looked(struct chp_rstate_priv *p, int rc)
+{
+        struct chp_rec_upload r;
+        if (rc || !p->found) {
+                finish(p, rc ? rc : -ENOENT);
+                return;
+        }
+        if (chp_rec_upload_parse(p->data, p->data_len, &r) < 0) {
+                finish(p, CHP_ECORRUPT);
+                return;
+        }
+        p->size = p->x.has_e ? p->x.e : r.expires; /* the old expiry, whose key goes last */
+        p->expires = p->req->u.upload.keep_expires;
+        chp_rec_upload_set_expires(p->data, p->expires);
+        if (p->size == p->expires) {
+                upload_keep_keyed(p, 0);
+                return;
+        }
+        upload_key(p, false, upload_keep_keyed);
+}
+
 static void upload_put_done(struct chp_rstate_priv *p, int rc)
 {
         finish(p, rc == -ECANCELED ? -ENOENT : rc); /* gone or complete: the upload is over */
@@ -668,6 +744,10 @@ static int upload_start(struct chp_rstate_priv *p)
                 return 0;
         }
         case CHP_RS_UPLOAD_COMPLETE:
+                if (q->u.upload.keep_expires) {
+                        obj_read(p, NS_U, oid, upload_keep_looked);
+                        return 0;
+                }
                 v[0] = 'c';
                 chp_hex_encode(q->u.upload.file_id, CHP_HASH_BYTES, v + 1);
                 rop_write(p, NS_U, oid);

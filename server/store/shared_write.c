@@ -409,6 +409,9 @@ static int commit_go(struct shared_wop *w, bool have_upload)
         r->u.commit.created = w->now;
         r->u.commit.has_upload = req->u.commit.has_upload;
         r->u.commit.keep_upload = req->u.commit.keep_upload;
+        r->u.commit.keep_expires = req->u.commit.keep_expires == UINT64_MAX
+                                       ? CHP_RSTATE_NEVER
+                                       : req->u.commit.keep_expires;
         memcpy(r->u.commit.upload_id, req->u.commit.upload_id, CHP_UPLOAD_ID_BYTES);
         if (have_upload) {
                 r->u.commit.meta = w->up.meta_len ? w->up.meta : NULL;

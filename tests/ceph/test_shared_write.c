@@ -727,6 +727,46 @@ TEST(tus_tail)
         free(f);
 }
 
+/* A tus upload committed as xmpp.c commits it (keep_expires: its kept record lives as long as the
+ * file): the record, its e and its expiry key move to the file's expiry; the old key goes. */
+TEST(kept_upload_takes_the_commits_expiry)
+{
+        struct file *f = make_file();
+        struct chp_upload u, back;
+        struct chp_store_req r;
+        upload_init(&u, "keep", "");
+        u.declared_size = CHP_CHUNK_MIN + 1000;
+        REQUIRE(create(a, &u, NULL, NULL, &r) == 0);
+        for (uint32_t i = 0; i < 2; i++) {
+                put_req(&r, &f->c[i], true, u.id, i);
+                CHECK_EQ(chp_store_run(b, &r), 0);
+        }
+        uint64_t fexp = now() + 3 * 86400;
+        memset(&r, 0, sizeof(r));
+        r.type = CHP_REQ_COMMIT;
+        r.u.commit.manifest = f->man;
+        r.u.commit.manifest_len = f->man_len;
+        r.u.commit.tenant = "keep";
+        r.u.commit.expires = fexp;
+        r.u.commit.has_upload = r.u.commit.keep_upload = true;
+        r.u.commit.keep_expires = fexp;
+        memcpy(r.u.commit.upload_id, u.id, CHP_UPLOAD_ID_BYTES);
+        CHECK_EQ(chp_store_run(b, &r), 0);
+        CHECK_EQ(chp_store_upload_get(a, u.id, &back), 0);
+        CHECK(back.complete && memcmp(back.file_id, f->id, CHP_HASH_BYTES) == 0);
+        CHECK_EQ(back.expires, fexp);
+        char key[80];
+        snprintf(key, sizeof(key), "%016llx", (unsigned long long)fexp);
+        key[16] = 'u';
+        chp_hex_encode(u.id, CHP_UPLOAD_ID_BYTES, key + 17);
+        CHECK(exp_has(u.id[0], key));
+        snprintf(key, sizeof(key), "%016llx", (unsigned long long)u.expires);
+        key[16] = 'u';
+        chp_hex_encode(u.id, CHP_UPLOAD_ID_BYTES, key + 17);
+        CHECK(!exp_has(u.id[0], key));
+        free(f);
+}
+
 /* A tus upload re-created under its id (its deferred length now known, as tus.c does it, with
  * a chunk put submitted right behind it): the record gets the length, usage counts its bytes, a
  * quota the bytes would pass refuses it; its chunks and expiry key stay right. */
