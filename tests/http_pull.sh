@@ -6,8 +6,9 @@
 # Chapar-Relay-Key on /f/ answers names the relay; no origin, an origin that is not a peer (no
 # fetch), a malformed origin, a file A lacks; with tenants on B an anonymous caller is refused
 # (401) unless a pull token is shown or the peer is public_pull = true (taken by SIGHUP); A
-# stopped, or a peer that never answers: 502 within B's fetch_timeout; a request waiting on a
-# peer when B stops: 503.
+# stopped, or a peer that never answers: 502 within B's fetch_timeout; a client that goes away
+# ends its wait (its request is over while the fetch goes on); a request waiting on a peer when
+# B stops: 503.
 # Usage: http_pull.sh CHAPARD
 set -uo pipefail
 chapard=$1
@@ -138,7 +139,7 @@ check "a file A does not have -> 404 with A's answer ($code: $(head -c 120 "$bod
 # ---- who may pull: tenants on B ---------------------------------------------------------------
 b_ini tenants >"$tmp/B.ini"
 relay_stop B
-relay_start B --config "$tmp/B.ini" --key "$tmp/B.key" --log-level info ||
+relay_start B --config "$tmp/B.ini" --key "$tmp/B.key" --log-level info --access-log "$tmp/B.access" ||
         { bad "relay B restarts with a tenant"; finish; exit 1; }
 req GET "$(pull "${id[5]}")"
 check "tenants on B, an anonymous caller -> 401 with a Bearer challenge, saying pull-through needs a token ($code)" \
@@ -167,18 +168,33 @@ req GET "$(pull "${id[7]}" "$s_key")" -H "Authorization: Bearer $tok" --max-time
 check "a peer that never answers: 502 after B's fetch_timeout ($fetch_timeout s; $((SECONDS - t0)) s), saying why ($code: $(head -c 120 "$body"))" \
         "[ '$code' = 502 ] && grep -q 'fetch_timeout' '$body'"
 relay_stop A
+a_rc=$?
+check "A stops cleanly (exit $a_rc)" "[ $a_rc -eq 0 ]"
 req GET "$(pull "${id[7]}")" --max-time $((fetch_timeout + 10))
 check "A stopped: 502 within B's fetch_timeout (${fetch_timeout} s), saying why ($code: $(head -c 120 "$body"))" \
         "[ '$code' = 502 ] && grep -q 'peer A' '$body'"
 
-# ---- B stopping while a request waits on a peer: 503 -------------------------------------------
-curl -sS --max-time 30 -o "$tmp/w.b" -w "%{http_code}" -H "Authorization: Bearer $tok" "$(pull "${id[8]}" "$s_key")" >"$tmp/w.code" &
+# ---- a client that goes away; B stopping while a request waits on a peer: 503 -----------------
+opens() { grep -cs '^open' "$tmp/S.stub/events"; }
+closes() { grep -cs '^close' "$tmp/S.stub/events"; }
+o0=$(opens) c0=$(closes)
+curl -sS --max-time 30 -o /dev/null -H "Authorization: Bearer $tok" "$(pull "${id[8]}" "$s_key")" 2>/dev/null &
+gpid=$!
+wait_for 20 "[ \$(opens) -gt $o0 ]"
+kill "$gpid"
+wait "$gpid" 2>/dev/null
+wait_for 20 "grep -q '/f/${id[8]}' '$tmp/B.access' || [ \$(closes) -gt $c0 ]"
+check "a client that goes away ends its wait: its request is logged while the fetch from S still runs ($(grep -c "/f/${id[8]}" "$tmp/B.access") lines; S closed $(($(closes) - c0)))" \
+        "grep -q '/f/${id[8]}' '$tmp/B.access' && [ \$(closes) -eq $c0 ]"
+opened=$(opens)
+curl -sS --max-time 30 -o "$tmp/w.b" -w "%{http_code}" -H "Authorization: Bearer $tok" \
+        "$(pull "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" "$s_key")" >"$tmp/w.code" &
 wpid=$!
-opened=$(grep -cs '^open' "$tmp/S.stub/events")
-wait_for 20 "[ \$(grep -c '^open' '$tmp/S.stub/events') -gt $opened ]"
+wait_for 20 "[ \$(opens) -gt $opened ]"
 relay_stop B
+b_rc=$?
 wait "$wpid"
-check "B stops while a GET waits on a peer that never answers: 503 ($(cat "$tmp/w.code"))" \
-        "[ \"\$(cat '$tmp/w.code')\" = 503 ]"
+check "B stops while a GET waits on a peer that never answers: 503 ($(cat "$tmp/w.code")), exit $b_rc" \
+        "[ \"\$(cat '$tmp/w.code')\" = 503 ] && [ $b_rc -eq 0 ]"
 
 finish
