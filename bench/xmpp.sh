@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/xmpp.sh — the XMPP external-upload path (Prosody's mod_http_upload_external, ejabberd's
 # external secret) beside the plain tus path, on one chapard (--sync full), with one client
-# (curl), the same sizes, several rounds, medians and the ratio XMPP / tus.
+# (curl), the same sizes, several rounds, medians and the ratio XMPP / tus: of the medians, and
+# the median of each round's own ratio (its two figures taken one right after the other).
 #
 #   uploads    PUT /xmpp/NAME/UUID/FILE?v=HMAC (computed here with openssl, as the module does)
 #              against tus: POST /files/ + one PATCH of the whole file
@@ -155,11 +156,19 @@ done
 med() { median <<<"${res[$1]}"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a / b }'; }
 rounds_of() { echo "${res[$1]}" | xargs | sed 's/ /, /g'; }
+# the machine's speed drifts between rounds (other work, the VM's memory): each round's two
+# figures were taken one right after the other, so the median of the rounds' own ratios is the
+# steadier comparison
+paired() { # A B: median of A's round k / B's round k
+        paste -d' ' <(echo "${res[$1]}" | xargs -n1) <(echo "${res[$2]}" | xargs -n1) |
+                awk '{ print $1 / $2 }' | sort -g |
+                awk '{ v[NR] = $1 } END { printf "%.2f×", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 xp=$(med xmpp_put) tp=$(med tus_put) xg=$(med xmpp_get) fg=$(med f_get)
 echo "$mib MiB files (MB = 10^6 bytes), $rounds round(s), medians; chapard --sync full on $(nproc) cores;"
 echo "load average before the run: $load_before"
 echo
-echo "| path | XMPP MB/s | plain MB/s | XMPP / plain | XMPP rounds | plain rounds |"
-echo "|---|---:|---:|---:|---|---|"
-echo "| upload: PUT /xmpp/…?v= vs tus POST + 1 PATCH | $xp | $tp | $(ratio "$xp" "$tp") | $(rounds_of xmpp_put) | $(rounds_of tus_put) |"
-echo "| download: GET /xmpp/… vs GET /f/<id> | $xg | $fg | $(ratio "$xg" "$fg") | $(rounds_of xmpp_get) | $(rounds_of f_get) |"
+echo "| path | XMPP MB/s | plain MB/s | XMPP / plain (medians) | median of the rounds' ratios | XMPP rounds | plain rounds |"
+echo "|---|---:|---:|---:|---:|---|---|"
+echo "| upload: PUT /xmpp/…?v= vs tus POST + 1 PATCH | $xp | $tp | $(ratio "$xp" "$tp") | $(paired xmpp_put tus_put) | $(rounds_of xmpp_put) | $(rounds_of tus_put) |"
+echo "| download: GET /xmpp/… vs GET /f/<id> | $xg | $fg | $(ratio "$xg" "$fg") | $(paired xmpp_get f_get) | $(rounds_of xmpp_get) | $(rounds_of f_get) |"
