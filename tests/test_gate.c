@@ -517,6 +517,45 @@ TEST(concurrent_slots)
         chp_config_free(&c);
 }
 
+/* An upload the tenant authorised itself (an XMPP server's signed URL): no token, nothing charged;
+ * the tenant's largest file, its slots shared with token uploads, its file life and store limits.
+ */
+TEST(begin_tenant)
+{
+        struct chp_config c;
+        config(&c, 1000, 2);
+        struct chp_gate *g;
+        REQUIRE_OK(chp_gate_new(&g));
+        struct chp_gate_upload u1, u2, u3;
+        CHECK_EQ(chp_gate_upload_begin_tenant(g, &c, "nobody", 10, NOW, &u1), -ENOENT);
+        CHECK_EQ(chp_gate_upload_begin_tenant(g, &c, "", 10, NOW, &u1), -ENOENT);
+        CHECK_EQ(chp_gate_upload_begin_tenant(g, &c, TENANT, 1001, NOW, &u1), CHP_ETOOBIG);
+        CHECK(!u1.holds_slot);
+        CHECK_OK(chp_gate_upload_begin_tenant(g, &c, TENANT, 1000, NOW, &u1));
+        CHECK(u1.holds_slot && !u1.charged && u1.has_quota);
+        CHECK_EQ(u1.expires_max, NOW + 7 * 86400);
+        CHECK_EQ(u1.quota.max_incomplete, 5);
+        CHECK(strcmp(u1.tenant, TENANT) == 0);
+        /* the slots are the tenant's, shared with its token holders' uploads */
+        struct chp_token t = base_token();
+        struct chp_caller up = holder(&t);
+        uint8_t k[CHP_HASH_BYTES];
+        key_of(1, k);
+        CHECK_OK(chp_gate_upload_begin(g, &c, &up, k, true, 10, NOW, &u2));
+        CHECK_EQ(chp_gate_upload_begin_tenant(g, &c, TENANT, 10, NOW, &u3), CHP_ELIMITED);
+        chp_gate_upload_end(g, &u1);
+        CHECK_OK(chp_gate_upload_begin_tenant(g, &c, TENANT, 10, NOW, &u3));
+        chp_gate_upload_end(g, &u2);
+        chp_gate_upload_end(g, &u3);
+        /* an unlimited file life: no latest expiry */
+        c.tenants[0].max_file_life = CHP_UNLIMITED;
+        CHECK_OK(chp_gate_upload_begin_tenant(g, &c, TENANT, 10, NOW, &u1));
+        CHECK_EQ(u1.expires_max, 0);
+        chp_gate_upload_end(g, &u1);
+        chp_gate_free(g);
+        chp_config_free(&c);
+}
+
 TEST(ledger_bounds)
 {
         struct chp_config c;

@@ -89,6 +89,8 @@ head -c 1000 /dev/urandom >"$tmp/c.bin"
 head -c 5000000 /dev/urandom >"$tmp/big.bin"
 
 relay_start r --config "$tmp/relay.ini" || { echo "the relay did not start"; exit 1; }
+check "the start-up log says who uploads how" \
+        "grep -qF '4 tenants: uploads, offers and pull-through need a token; 4 XMPP domains upload by signed URLs at /xmpp/' '$tmp/r.log'"
 
 # ---- a v1 upload, served after a restart -------------------------------------------------------
 

@@ -59,6 +59,13 @@ const char *chp_config_describe_access(const struct chp_config *c, char *buf, si
                            "token from any address"
                          : "%u tenant%s: uploads, offers and pull-through need a token",
                  c->ntenants, c->ntenants == 1 ? "" : "s");
+        unsigned xmpp = 0;
+        for (unsigned i = 0; i < c->ntenants; i++)
+                xmpp += c->tenants[i].xmpp_secret_len > 0;
+        size_t n = strlen(buf);
+        if (xmpp && n < cap)
+                snprintf(buf + n, cap - n, "; %u XMPP domain%s by signed URLs at /xmpp/", xmpp,
+                         xmpp == 1 ? " uploads" : "s upload");
         return buf;
 }
 

@@ -202,7 +202,8 @@ int chp_config_finish(struct chp_config *c, char err[CHP_CONFIG_ERR_MAX]);
 int chp_config_check_access(const struct chp_config *c, char err[CHP_CONFIG_ERR_MAX]);
 
 /* One line for the start-up log saying who may upload: loopback clients only (no tenant), anyone
- * (open), or token holders of N tenants. A static string or one in buf (cap bytes). */
+ * (open), or token holders of N tenants (and the XMPP domains among them, which also take signed
+ * URLs). A static string or one in buf (cap bytes). */
 const char *chp_config_describe_access(const struct chp_config *c, char *buf, size_t cap);
 
 /* Reload (SIGHUP): next is a fresh configuration (defaults, file, flags, finished) and running
