@@ -329,9 +329,33 @@ static void open_reply(struct conn *c, struct op *op, const uint8_t *have, int r
         }
 }
 
+/* The file of an upload that ended between its OPEN and the look at its chunks: committed by
+ * another sender of the same manifest (on this relay or another on a shared pool), OPEN
+ * answers COMPLETE, as the local store's one transaction would have; else the upload's end. */
+static void open_got_file(struct conn *c, struct nlookup *nl)
+{
+        struct op *op = nl->ctx;
+        if (nl->q.status == 0) {
+                op->base.req.u.upload_create.complete = true;
+                op->base.req.u.upload_create.resumed = false;
+                open_reply(c, op, NULL, 0);
+        } else {
+                open_reply(c, op, NULL, -ENOENT);
+        }
+        nlookup_free(nl);
+}
+
 static void open_got_chunks(struct conn *c, struct nlookup *nl)
 {
-        open_reply(c, nl->ctx, nl->have, nl->q.status);
+        struct op *op = nl->ctx;
+        if (nl->q.status == -ENOENT) {
+                chp_store_lookup_clear(&nl->q);
+                nl->q = (struct chp_store_lookup){.kind = CHP_LOOKUP_FILE};
+                memcpy(nl->q.id, op->base.req.u.upload_create.file_id, CHP_HASH_BYTES);
+                nlookup_ask(c, nl, open_got_file);
+                return;
+        }
+        open_reply(c, op, nl->have, nl->q.status);
         nlookup_free(nl);
 }
 

@@ -70,9 +70,10 @@ check "put via relay 1, get via relay 3: the same bytes" \
 head -c 6000000 /dev/urandom >"$tmp/cut.bin"
 proxy_start P1 "${addr[R1]##*:}"
 proxy_hold P1 3500000 up # the client's bytes to relay 1 stop after ~3 chunks
+# (--connections 1: the cut holds one connection; a second would carry the chunks past it)
 objs0=$(r -N c ls | wc -l)
 "$chapar" put "$tmp/cut.bin" --relay "127.0.0.1:${proxy_port[P1]}" --relay-key "${key[R1]}" \
-        --chunk-size 1048576 >/dev/null 2>>"$tmp/put.err" &
+        --chunk-size 1048576 --connections 1 >/dev/null 2>>"$tmp/put.err" &
 cut_pid=$!
 lib_track $cut_pid
 proxy_held P1 || bad "the put through the proxy reaches its cut"
@@ -117,7 +118,7 @@ before=$(r -N c ls | wc -l)
 head -c 2500000 /dev/urandom >"$tmp/twice.bin"
 proxy_hold P1 200000 up
 "$chapar" put "$tmp/twice.bin" --relay "127.0.0.1:${proxy_port[P1]}" --relay-key "${key[R1]}" \
-        --chunk-size 1048576 >/dev/null 2>>"$tmp/put.err" &
+        --chunk-size 1048576 --connections 1 >/dev/null 2>>"$tmp/put.err" &
 cut_pid=$!
 lib_track $cut_pid
 proxy_held P1 || bad "the first put of the twice-put file reaches its cut"
