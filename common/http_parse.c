@@ -19,9 +19,12 @@
  * The value parsers read tus 1.0 (Upload-Offset/-Length, Upload-Checksum, Upload-Metadata),
  * Range (RFC 9110 14.1-14.2), If-None-Match (RFC 9110 13.1.2, weak comparison), If-Range
  * (13.1.5, strong comparison) and Host (RFC 9112 3.2, RFC 3986 3.2.2-3.2.3); and build the
- * Content-Disposition of a download from tus metadata (RFC 6266, RFC 8187).
+ * Content-Disposition of a download from tus metadata (RFC 6266, RFC 8187); and read a
+ * target's query parameters and percent-decode them (RFC 3986 2.1), for every caller on the
+ * relay's HTTP faces.
  */
 #include "http_parse.h"
+#include "hash.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -930,5 +933,58 @@ ssize_t chp_http_content_disposition(const uint8_t *name, size_t n, char *out, s
                 }
         }
         out[o] = '\0';
+        return (ssize_t)o;
+}
+
+/* ---- query strings and percent-encoding --------------------------------------------------- */
+
+struct chp_http_str chp_http_target_query(struct chp_http_str target)
+{
+        const char *q = memchr(target.p, '?', target.n);
+        if (!q)
+                return (struct chp_http_str){target.p + target.n, 0};
+        return (struct chp_http_str){q + 1, target.n - (size_t)(q + 1 - target.p)};
+}
+
+unsigned chp_http_query_param(struct chp_http_str query, const char *name, struct chp_http_str *val)
+{
+        size_t nl = strlen(name);
+        unsigned seen = 0;
+        for (size_t i = 0; i < query.n;) {
+                size_t e = i;
+                while (e < query.n && query.p[e] != '&')
+                        e++;
+                const char *p = query.p + i;
+                size_t n = e - i;
+                if (n >= nl && memcmp(p, name, nl) == 0 && (n == nl || p[nl] == '=')) {
+                        if (seen++ == 0)
+                                *val = n == nl ? (struct chp_http_str){p + n, 0}
+                                               : (struct chp_http_str){p + nl + 1, n - nl - 1};
+                }
+                i = e + 1;
+        }
+        return seen;
+}
+
+ssize_t chp_http_pct_decode(const char *p, size_t n, bool plus_space, char *out, size_t cap)
+{
+        size_t o = 0;
+        for (size_t i = 0; i < n; i++) {
+                char c = p[i];
+                if (c == '%') {
+                        uint8_t b;
+                        if (i + 2 >= n || chp_hex_decode(p + i + 1, 2, &b, 1) != 0)
+                                return -EINVAL;
+                        c = (char)b;
+                        i += 2;
+                } else if (c == '+' && plus_space) {
+                        c = ' ';
+                }
+                if (c == '\0')
+                        return -EINVAL;
+                if (o == cap)
+                        return -ENOBUFS;
+                out[o++] = c;
+        }
         return (ssize_t)o;
 }

@@ -181,4 +181,20 @@ size_t chp_http_utf8_len(const unsigned char *p, size_t n);
 __attribute__((warn_unused_result)) ssize_t chp_http_base64_decode(const char *in, size_t n,
                                                                    uint8_t *out, size_t cap);
 
+/* The query of a target (after the first '?'; empty when there is none). */
+struct chp_http_str chp_http_target_query(struct chp_http_str target);
+
+/* The value of parameter name in a query string (name=value pairs separated by '&'), still
+ * percent-encoded, in *val. Returns how many times name appears (0: absent, *val untouched;
+ * more than 1: the first is given; callers that take one value refuse repeats). A parameter
+ * without '=' has an empty value. */
+unsigned chp_http_query_param(struct chp_http_str query, const char *name,
+                              struct chp_http_str *val /* out */);
+
+/* Percent-decodes p[0..n) into out (cap bytes; n is always enough). plus_space: '+' is a space
+ * (form encoding, RFC 1866 8.2.1), else '+' stays (a path). Returns the decoded length, or
+ * -EINVAL for a broken escape or a decoded NUL, -ENOBUFS when out is too small. */
+__attribute__((warn_unused_result)) ssize_t
+chp_http_pct_decode(const char *p, size_t n, bool plus_space, char *out, size_t cap);
+
 #endif

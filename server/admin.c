@@ -144,45 +144,16 @@ struct req {
  * 400 whatever the handler did. */
 static bool query_get(struct req *r, const char *name, char *out, size_t cap)
 {
-        size_t nl = strlen(name);
-        const char *q = r->query;
-        while (*q) {
-                const char *end = strchr(q, '&');
-                size_t len = end ? (size_t)(end - q) : strlen(q);
-                if (len > nl && strncmp(q, name, nl) == 0 && q[nl] == '=') {
-                        size_t o = 0;
-                        for (size_t i = nl + 1; i < len; i++) {
-                                char c = q[i];
-                                if (c == '%') {
-                                        unsigned v;
-                                        char hex[3] = {0};
-                                        if (i + 2 >= len || !isxdigit((unsigned char)q[i + 1]) ||
-                                            !isxdigit((unsigned char)q[i + 2]))
-                                                goto bad;
-                                        hex[0] = q[i + 1];
-                                        hex[1] = q[i + 2];
-                                        if (sscanf(hex, "%2x", &v) != 1)
-                                                goto bad;
-                                        c = (char)v;
-                                        i += 2;
-                                } else if (c == '+') {
-                                        c = ' ';
-                                }
-                                if (o + 1 >= cap || c == '\0')
-                                        goto bad;
-                                out[o++] = c;
-                        }
-                        out[o] = '\0';
-                        return true;
-                }
-                if (!end)
-                        break;
-                q = end + 1;
+        struct chp_http_str q = {r->query, strlen(r->query)}, v;
+        if (!chp_http_query_param(q, name, &v))
+                return false;
+        ssize_t n = cap ? chp_http_pct_decode(v.p, v.n, true, out, cap - 1) : -ENOBUFS;
+        if (n < 0) {
+                r->bad_query = true;
+                return false;
         }
-        return false;
-bad:
-        r->bad_query = true;
-        return false;
+        out[n] = '\0';
+        return true;
 }
 
 __attribute__((format(printf, 3, 4))) static void fail(struct req *r, int status, const char *fmt,

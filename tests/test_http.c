@@ -1417,6 +1417,34 @@ static int http_pass(void *arg)
         return (size_t)n == sizeof(req) - 1 && v == 65536 ? 0 : 1;
 }
 
+TEST(query_and_percent)
+{
+        struct chp_http_str t = {"/f/x?a=1&origin=ab&b&origin=cd", 30}, q, v;
+        q = chp_http_target_query(t);
+        CHECK(str_is(q, "a=1&origin=ab&b&origin=cd"));
+        CHECK_EQ(chp_http_query_param(q, "origin", &v), 2u); /* repeats are counted */
+        CHECK(str_is(v, "ab"));                              /* the first is given */
+        CHECK_EQ(chp_http_query_param(q, "b", &v), 1u);
+        CHECK(str_is(v, ""));
+        CHECK_EQ(chp_http_query_param(q, "or", &v), 0u); /* a prefix is not the name */
+        CHECK_EQ(chp_http_query_param(q, "a", &v), 1u);
+        CHECK(str_is(v, "1"));
+        CHECK_EQ(chp_http_target_query((struct chp_http_str){"/f/x", 4}).n, 0u);
+        CHECK_EQ(chp_http_target_query((struct chp_http_str){"/f/x?", 5}).n, 0u);
+
+        char out[32];
+        CHECK_EQ(chp_http_pct_decode("gr%C3%bc+x", 10, false, out, sizeof(out)), 6);
+        CHECK(memcmp(out, "gr\xc3\xbc+x", 6) == 0); /* either case; '+' kept in a path */
+        CHECK_EQ(chp_http_pct_decode("a+b%20", 6, true, out, sizeof(out)), 4);
+        CHECK(memcmp(out, "a b ", 4) == 0); /* form encoding: '+' is a space */
+        CHECK_EQ(chp_http_pct_decode("a%2", 3, false, out, sizeof(out)), -EINVAL);
+        CHECK_EQ(chp_http_pct_decode("a%", 2, false, out, sizeof(out)), -EINVAL);
+        CHECK_EQ(chp_http_pct_decode("%g1", 3, false, out, sizeof(out)), -EINVAL);
+        CHECK_EQ(chp_http_pct_decode("a%00", 4, false, out, sizeof(out)), -EINVAL);
+        CHECK_EQ(chp_http_pct_decode("abc", 3, false, out, 2), -ENOBUFS);
+        CHECK_EQ(chp_http_pct_decode("", 0, false, out, 0), 0);
+}
+
 TEST(allocation_failure)
 {
         CHECK_EQ(tu_alloc_sweep("http parser", http_pass, NULL, 0), 0);

@@ -50,26 +50,16 @@ bool download_parse_id(struct chp_http_str path, uint8_t id[CHP_HASH_BYTES])
 
 int download_parse_origin(struct chp_http_str query, uint8_t key[CHP_KEY_BYTES], bool *has)
 {
-        uint8_t k[CHP_KEY_BYTES];
-        bool seen = false;
+        struct chp_http_str v;
+        unsigned n = chp_http_query_param(query, "origin", &v);
         *has = false;
-        for (size_t i = 0; i <= query.n;) {
-                size_t e = i;
-                while (e < query.n && query.p[e] != '&')
-                        e++;
-                const char *p = query.p + i;
-                size_t n = e - i;
-                if (n >= 6 && memcmp(p, "origin", 6) == 0 && (n == 6 || p[6] == '=')) {
-                        if (seen || n != 7 + 2 * CHP_KEY_BYTES ||
-                            chp_hex_decode(p + 7, n - 7, k, CHP_KEY_BYTES) != 0)
-                                return -EINVAL;
-                        seen = true;
-                }
-                i = e + 1;
-        }
-        if (seen)
-                memcpy(key, k, CHP_KEY_BYTES);
-        *has = seen;
+        if (!n)
+                return 0;
+        uint8_t k[CHP_KEY_BYTES];
+        if (n > 1 || v.n != 2 * CHP_KEY_BYTES || chp_hex_decode(v.p, v.n, k, CHP_KEY_BYTES) != 0)
+                return -EINVAL;
+        memcpy(key, k, CHP_KEY_BYTES);
+        *has = true;
         return 0;
 }
 

@@ -455,10 +455,8 @@ static bool route(struct http *h, const struct chp_http_request *req)
                         http_simple(h, 404, "no such file");
                         return false;
                 }
-                struct chp_http_str query = {t.p + q, req->target.n - q};
-                if (query.n) /* past the '?' */
-                        query.p++, query.n--;
-                if (download_parse_origin(query, h->dl.origin, &h->dl.has_origin) != 0) {
+                if (download_parse_origin(chp_http_target_query(req->target), h->dl.origin,
+                                          &h->dl.has_origin) != 0) {
                         http_simple(h, 400,
                                     "origin= must be a relay's public key (64 hex digits), once");
                         return false;

@@ -699,7 +699,7 @@ static void reply_offset(struct http *h, int rc, uint64_t offset, bool complete)
         http_request_done(h);
 }
 
-/* An upload limits_admit counted on the address and subject is no longer incomplete (see
+/* An upload tus_limits_admit counted on the address and subject is no longer incomplete (see
  * chp_limits_upload_end): by_caller, one the POST of h began, under its token's subject; else the
  * one h->up records (NULL: not loaded, no subject). */
 static void limits_end(struct http *h, bool by_caller)
@@ -969,7 +969,7 @@ void tus_options(struct http *h, const struct chp_http_request *req)
 
 /* Whether the limits per address and per subject (conf/client_limits.h) admit one more upload;
  * if not, the POST is answered 429 with Retry-After and the refusal counted. */
-static bool limits_admit(struct http *h)
+bool tus_limits_admit(struct http *h)
 {
         uint32_t retry;
         struct conn *c = h->c;
@@ -1048,7 +1048,7 @@ void tus_post(struct http *h, const struct chp_http_request *req)
         uint8_t key[CHP_HASH_BYTES];
         upload_key(u->id, key);
         /* the limits per address and subject first: a POST refused by them charges no budget */
-        if (!limits_admit(h)) {
+        if (!tus_limits_admit(h)) {
                 free(op);
                 return;
         }
@@ -1136,11 +1136,6 @@ bool tus_claim(struct http *h)
                 return false;
         h->claimed = true;
         return true;
-}
-
-bool tus_limits_admit(struct http *h)
-{
-        return limits_admit(h);
 }
 
 void tus_drop(struct http *h)

@@ -43,28 +43,6 @@
 
 /* ---- the URL ------------------------------------------------------------------------------ */
 
-/* Percent-decodes p[0..n) into out (at least n bytes; '+' stays '+', as in a path). *len the
- * decoded length; -EINVAL for a bad escape or a decoded NUL. */
-static int pct_decode(const char *p, size_t n, char *out, size_t *len)
-{
-        size_t o = 0;
-        for (size_t i = 0; i < n; i++) {
-                char ch = p[i];
-                if (ch == '%') {
-                        uint8_t b;
-                        if (i + 2 >= n || chp_hex_decode(p + i + 1, 2, &b, 1) != 0)
-                                return -EINVAL;
-                        ch = (char)b;
-                        i += 2;
-                }
-                if (ch == '\0')
-                        return -EINVAL;
-                out[o++] = ch;
-        }
-        *len = o;
-        return 0;
-}
-
 /* The parts of a /xmpp/NAME/PATH?QUERY target. */
 struct xurl {
         struct chp_http_str tenant; /* NAME, as sent */
@@ -89,23 +67,6 @@ static int split(struct chp_http_str t, struct xurl *u)
         u->tenant = (struct chp_http_str){t.p + s, i - s};
         u->path = (struct chp_http_str){t.p + i + 1, q - i - 1};
         return 0;
-}
-
-/* The value of key in a query string (a=b&c=d), or false. */
-static bool query_get(struct chp_http_str q, const char *key, struct chp_http_str *val)
-{
-        size_t kl = strlen(key);
-        for (size_t i = 0; i < q.n;) {
-                size_t e = i;
-                while (e < q.n && q.p[e] != '&')
-                        e++;
-                if (e - i > kl && memcmp(q.p + i, key, kl) == 0 && q.p[i + kl] == '=') {
-                        *val = (struct chp_http_str){q.p + i + kl + 1, e - i - kl - 1};
-                        return true;
-                }
-                i = e + 1;
-        }
-        return false;
 }
 
 /* The tenant of u when it takes XMPP uploads (has an xmpp_secret), else NULL. */
@@ -149,12 +110,14 @@ static bool resolve(struct http *h, const struct chp_http_request *req, struct x
                 http_simple(h, 500, NULL);
                 return false;
         }
-        if (pct_decode(u->path.p, u->path.n, *path, plen) != 0) {
+        ssize_t n = chp_http_pct_decode(u->path.p, u->path.n, false, *path, u->path.n);
+        if (n < 0) {
                 free(*path);
                 *path = NULL;
                 http_simple(h, 400, "malformed percent-encoding in the path");
                 return false;
         }
+        *plen = (size_t)n;
         memset(h->id, 0, sizeof(h->id));
         derive_id(h, *t, *path, *plen, h->id);
         return true;
@@ -168,8 +131,8 @@ static bool mac_ok(struct http *h, const struct chp_http_request *req, const str
                    const struct chp_tenant_config *t, const char *path, size_t plen, uint64_t size)
 {
         struct chp_http_str v;
-        bool v2 = query_get(u->query, "v2", &v);
-        if (!v2 && !query_get(u->query, "v", &v)) {
+        bool v2 = chp_http_query_param(u->query, "v2", &v) > 0;
+        if (!v2 && !chp_http_query_param(u->query, "v", &v)) {
                 chp_metrics_refuse(h->c->sh->metrics, CHP_ETOKEN_MISSING);
                 http_simple(h, 403, "the URL carries no signature (?v= or ?v2=)");
                 return false;
